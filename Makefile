@@ -1,0 +1,59 @@
+# Two commands set everything up on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+SYSTEM_STAMP := $(VENV)/.system-stamp
+# Debian packages the test suite drives for real: a browser for the UI tests, Alertmanager, wrk for load.
+SYSTEM_PACKAGES := chromium prometheus-alertmanager wrk
+
+export DAGSTER_DISABLE_TELEMETRY := 1
+export MLFLOW_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := true
+export EVIDENTLY_DISABLE_TELEMETRY := 1
+
+.PHONY: install system-deps demo test dev serve bench lock clean
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check 'uv==0.9.*'
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements.lock
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	touch $@
+
+install: $(STAMP)
+
+# Installs what is missing; where apt cannot (no root, no registry) the tests that need it skip and say why.
+$(SYSTEM_STAMP):
+	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null) || echo "apt-get failed; tests needing$$missing will skip"; \
+	  else echo "not root: cannot install$$missing; tests needing them will skip"; fi; \
+	fi
+	@mkdir -p $(VENV) && touch $@
+
+system-deps: $(SYSTEM_STAMP)
+
+demo: install
+	$(BIN)/mlplatform demo
+
+test: install system-deps
+	$(BIN)/pytest -n 2 --dist loadfile -q mlplatform_tests
+
+dev: install
+	$(BIN)/mlplatform dev
+
+serve: install
+	$(BIN)/mlplatform serve
+
+bench: install system-deps
+	$(BIN)/python benchmarks/run_all.py
+
+# Regenerate requirements.lock after changing dependencies in pyproject.toml.
+lock:
+	$(BIN)/uv pip compile --quiet --python-version 3.11 --extra dev --extra bench pyproject.toml -o requirements.lock
+
+clean:
+	rm -rf $(VENV) .mlplatform .pytest_cache

@@ -1,0 +1,19 @@
+"""mlplatform: keeps a LightGBM model fresh on a stream of labelled events.
+
+Telemetry of Dagster, MLflow and Evidently is switched off here, before any of them is imported:
+the machines this runs on have no internet and a product should not phone home by default.
+"""
+
+import os
+
+for _name, _value in {
+    "DAGSTER_DISABLE_TELEMETRY": "1",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "true",
+    "EVIDENTLY_DISABLE_TELEMETRY": "1",
+    "GIT_PYTHON_REFRESH": "quiet",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+}.items():
+    os.environ.setdefault(_name, _value)
+
+__version__ = "0.1.0"

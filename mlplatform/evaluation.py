@@ -1,0 +1,113 @@
+"""Scoring models on a hold-out window and deciding whether a challenger replaces the champion."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn import metrics as skm
+
+from mlplatform.predictor import PREDICTION, PROBABILITY
+from mlplatform.spec import DatasetSpec, Task
+
+PRIMARY_METRIC: dict[Task, tuple[str, bool]] = {
+    Task.binary: ("roc_auc", True),
+    Task.multiclass: ("log_loss", False),
+    Task.regression: ("rmse", False),
+}
+DEFAULT_FLOOR: dict[Task, float] = {Task.binary: 0.6, Task.multiclass: math.inf, Task.regression: math.inf}
+
+
+def primary_metric(spec: DatasetSpec) -> tuple[str, bool]:
+    """The metric that decides promotions and whether higher is better."""
+    return PRIMARY_METRIC[spec.task]
+
+
+def default_floor(spec: DatasetSpec, y_true: pd.Series | None = None) -> float:
+    """Without a configured floor: AUC 0.6; for the others, no worse than predicting the mean/prior."""
+    if spec.task is Task.binary or y_true is None or y_true.empty:
+        return DEFAULT_FLOOR[spec.task]
+    if spec.task is Task.regression:
+        y = y_true.astype("float64")
+        return float(np.sqrt(np.mean((y - y.mean()) ** 2)))
+    prior = y_true.value_counts(normalize=True)
+    return float(-(prior * np.log(prior)).sum())
+
+
+def score(spec: DatasetSpec, y_true: pd.Series, predicted: pd.DataFrame) -> dict[str, float]:
+    """All metrics of the task; ones that are undefined on this window (one class only) are left out."""
+    y_true = y_true.reset_index(drop=True)
+    predicted = predicted.reset_index(drop=True)
+    if spec.task is Task.regression:
+        y, p = y_true.astype("float64").to_numpy(), predicted[PREDICTION].astype("float64").to_numpy()
+        return {
+            "rmse": float(np.sqrt(skm.mean_squared_error(y, p))),
+            "mae": float(skm.mean_absolute_error(y, p)),
+            "r2": float(skm.r2_score(y, p)) if len(y) > 1 else float("nan"),
+        }
+    pred = predicted[PREDICTION].astype(str)
+    out: dict[str, float] = {"accuracy": float(skm.accuracy_score(y_true, pred))}
+    classes = spec.classes or []
+    if spec.task is Task.binary:
+        positive = spec.positive_class
+        y_bin = (y_true == positive).astype(int)
+        proba = predicted[PROBABILITY].astype("float64").clip(1e-15, 1 - 1e-15)
+        out["precision"] = float(skm.precision_score(y_true, pred, pos_label=positive, zero_division=0))
+        out["recall"] = float(skm.recall_score(y_true, pred, pos_label=positive, zero_division=0))
+        out["f1"] = float(skm.f1_score(y_true, pred, pos_label=positive, zero_division=0))
+        out["log_loss"] = float(skm.log_loss(y_bin, proba, labels=[0, 1]))
+        if y_bin.nunique() == 2:
+            out["roc_auc"] = float(skm.roc_auc_score(y_bin, proba))
+        return out
+    matrix = predicted[[f"proba_{c}" for c in classes]].to_numpy()
+    out["precision"] = float(skm.precision_score(y_true, pred, labels=classes, average="macro", zero_division=0))
+    out["recall"] = float(skm.recall_score(y_true, pred, labels=classes, average="macro", zero_division=0))
+    out["f1"] = float(skm.f1_score(y_true, pred, labels=classes, average="macro", zero_division=0))
+    out["log_loss"] = float(skm.log_loss(y_true, matrix, labels=classes))
+    return out
+
+
+@dataclass(frozen=True)
+class Decision:
+    promote: bool
+    reason: str
+    metric: str
+    higher_is_better: bool
+    challenger: float
+    champion: float | None
+    margin: float
+    floor: float
+
+    @property
+    def improvement(self) -> float | None:
+        if self.champion is None:
+            return None
+        delta = self.challenger - self.champion
+        return delta if self.higher_is_better else -delta
+
+
+def passes_floor(value: float, floor: float, higher_is_better: bool) -> bool:
+    if math.isnan(value):
+        return False
+    return value >= floor if higher_is_better else value <= floor
+
+
+def decide(spec: DatasetSpec, challenger: dict[str, float], champion: dict[str, float] | None, margin: float, floor: float) -> Decision:
+    """Promote when there is no champion or the challenger wins by `margin`, and never below the floor."""
+    metric, higher = primary_metric(spec)
+    ch = challenger.get(metric, float("nan"))
+    cp = None if champion is None else champion.get(metric, float("nan"))
+    common = dict(metric=metric, higher_is_better=higher, challenger=ch, champion=cp, margin=margin, floor=floor)
+    direction = "≥" if higher else "≤"
+    if not passes_floor(ch, floor, higher):
+        return Decision(False, f"challenger {metric} {ch:.4f} misses the quality floor ({direction} {floor:.4f})", **common)
+    if cp is None:
+        return Decision(True, f"no champion yet; challenger {metric} {ch:.4f} passes the floor", **common)
+    if math.isnan(cp):
+        return Decision(True, f"champion {metric} is undefined on this hold-out; challenger {ch:.4f} passes the floor", **common)
+    gain = (ch - cp) if higher else (cp - ch)
+    if gain >= margin:
+        return Decision(True, f"challenger {metric} {ch:.4f} beats champion {cp:.4f} by {gain:+.4f} (margin {margin})", **common)
+    return Decision(False, f"challenger {metric} {ch:.4f} vs champion {cp:.4f}: {gain:+.4f} is below the margin {margin}", **common)

@@ -1,0 +1,95 @@
+"""The one feature transformer: fitted on a training window, shipped inside the model, reused by serving.
+
+Numeric columns become float64 (missing stays NaN, LightGBM routes it), categoricals become pandas
+categoricals over the categories seen at fit time (an unseen value becomes missing and is counted),
+and crossed columns join two categoricals into one. Because the fitted state is plain JSON stored
+with the model, training and serving cannot disagree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+MAX_CATEGORIES = 1000
+CROSS_SEPARATOR = " × "
+
+
+def normalise_category(values: pd.Series) -> pd.Series:
+    """Categorical values as stripped strings; integral floats lose their '.0' so 1 and 1.0 match."""
+    if pd.api.types.is_float_dtype(values):
+        finite = values.notna() & np.isfinite(values.fillna(0))
+        integral = finite & (values.fillna(0) % 1 == 0)
+        text = values.astype("string")
+        text[integral] = values[integral].astype("int64").astype("string")
+        return text.where(values.notna())
+    text = values.astype("string").str.strip()
+    return text.where(text.ne("") & text.notna())
+
+
+@dataclass
+class FeatureTransformer:
+    numeric: list[str]
+    categorical: list[str]
+    crosses: list[tuple[str, str]] = field(default_factory=list)
+    categories: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def cross_names(self) -> list[str]:
+        return [f"{a}{CROSS_SEPARATOR}{b}" for a, b in self.crosses]
+
+    @property
+    def output_columns(self) -> list[str]:
+        return [*self.numeric, *self.categorical, *self.cross_names]
+
+    @property
+    def input_columns(self) -> list[str]:
+        return [*self.numeric, *self.categorical]
+
+    def _categorical_frame(self, raw: pd.DataFrame) -> dict[str, pd.Series]:
+        cols = {name: normalise_category(raw[name]) if name in raw else pd.Series(pd.NA, index=raw.index, dtype="string") for name in self.categorical}
+        for (a, b), name in zip(self.crosses, self.cross_names):
+            cols[name] = (cols[a] + CROSS_SEPARATOR + cols[b]).where(cols[a].notna() & cols[b].notna())
+        return cols
+
+    def fit(self, raw: pd.DataFrame) -> "FeatureTransformer":
+        self.categories = {}
+        for name, values in self._categorical_frame(raw).items():
+            counts = values.value_counts(dropna=True)
+            self.categories[name] = sorted(str(c) for c in counts.index[:MAX_CATEGORIES])
+        return self
+
+    def transform(self, raw: pd.DataFrame) -> pd.DataFrame:
+        """Model input for `raw` records; absent columns are treated as missing values."""
+        out: dict[str, pd.Series] = {}
+        for name in self.numeric:
+            col = raw[name] if name in raw else pd.Series(np.nan, index=raw.index)
+            values = pd.to_numeric(col, errors="coerce").astype("float64")
+            out[name] = values.where(np.isfinite(values.fillna(0.0)))
+        for name, values in self._categorical_frame(raw).items():
+            out[name] = pd.Categorical(values.astype(object).where(values.notna(), None), categories=self.categories[name])
+        return pd.DataFrame(out, index=raw.index)[self.output_columns]
+
+    def unseen_counts(self, raw: pd.DataFrame) -> dict[str, int]:
+        """How many present categorical values were not seen at fit time, per column."""
+        counts: dict[str, int] = {}
+        for name, values in self._categorical_frame(raw).items():
+            unseen = int((values.notna() & ~values.isin(self.categories[name])).sum())
+            if unseen:
+                counts[name] = unseen
+        return counts
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"numeric": self.numeric, "categorical": self.categorical, "crosses": [list(c) for c in self.crosses], "categories": self.categories}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "FeatureTransformer":
+        return cls(
+            numeric=list(data["numeric"]),
+            categorical=list(data["categorical"]),
+            crosses=[(a, b) for a, b in data.get("crosses", [])],
+            categories={k: list(v) for k, v in data["categories"].items()},
+        )

@@ -1,0 +1,256 @@
+"""Ingesting files dropped in the landing folder (CSV, Parquet, JSON Lines; optionally gzipped).
+
+Each file is ingested exactly once (by content hash), then moved to `processed/`; a file that
+cannot be parsed at all is moved to `rejected/` with a `.reason.txt` beside it. Rows that are
+invalid are quarantined in the event log with their reason, so nothing is silently dropped.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from mlplatform.eventlog import EventLog, now_us
+from mlplatform.spec import DatasetSpec
+from mlplatform.validation import EVENT_ID, LABEL, SchemaError, Validated, validate_frame
+
+SUFFIXES = (".csv", ".csv.gz", ".parquet", ".jsonl", ".jsonl.gz", ".ndjson")
+PROCESSED = "processed"
+REJECTED = "rejected"
+DEFAULT_MAX_FILE_BYTES = 1 << 30
+
+
+class UnreadableFile(ValueError):
+    """The file as a whole cannot be read; it is moved aside with this reason."""
+
+
+@dataclass
+class FileOutcome:
+    name: str
+    rows: int = 0
+    ingested: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    labels_applied: int = 0
+    extra_columns: list[str] = field(default_factory=list)
+    rejected: str | None = None
+    already_ingested: bool = False
+
+
+@dataclass
+class IngestReport:
+    files: list[FileOutcome] = field(default_factory=list)
+
+    def total(self, attr: str) -> int:
+        return sum(getattr(f, attr) for f in self.files)
+
+    @property
+    def rejected(self) -> list[FileOutcome]:
+        return [f for f in self.files if f.rejected]
+
+
+@dataclass
+class _Parsed:
+    frame: pd.DataFrame
+    bad_rows: list[tuple[int, str, str]]  # row number, reason, raw text
+
+
+def pending_files(landing_dir: Path) -> list[Path]:
+    """Files waiting in the landing folder, oldest first (name breaks ties)."""
+    if not landing_dir.is_dir():
+        return []
+    files = [p for p in landing_dir.iterdir() if p.is_file() and p.name.lower().endswith(SUFFIXES) and not p.name.startswith(".")]
+    return sorted(files, key=lambda p: (p.stat().st_mtime_ns, p.name))
+
+
+def _split_utf8(data: bytes) -> tuple[bytes, list[tuple[int, str, str]]]:
+    """Keep the lines that are valid UTF-8; report the others (1-based line numbers)."""
+    try:
+        data.decode("utf-8")
+        return data, []
+    except UnicodeDecodeError:
+        pass
+    good: list[bytes] = []
+    bad: list[tuple[int, str, str]] = []
+    for number, line in enumerate(data.splitlines(keepends=True), start=1):
+        try:
+            line.decode("utf-8")
+            good.append(line)
+        except UnicodeDecodeError as exc:
+            bad.append((number, f"line {number}: not valid UTF-8 ({exc.reason} at byte {exc.start})", line.decode("utf-8", "replace")[:4096]))
+    return b"".join(good), bad
+
+
+def _parse_csv(data: bytes) -> _Parsed:
+    data, bad = _split_utf8(data)
+    if not data.strip():
+        return _Parsed(pd.DataFrame(), bad)
+
+    def on_invalid(row: pacsv.InvalidRow) -> str:
+        number = (row.number or 0)
+        bad.append((number, f"line {number}: expected {row.expected_columns} fields, found {row.actual_columns}", (row.text or "")[:4096]))
+        return "skip"
+
+    try:
+        first_line = data.split(b"\n", 1)[0].decode("utf-8").rstrip("\r")
+        names = next(csv.reader([first_line]), [])
+        table = pacsv.read_csv(
+            io.BytesIO(data),
+            read_options=pacsv.ReadOptions(block_size=1 << 24),
+            parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid, newlines_in_values=False),
+            convert_options=pacsv.ConvertOptions(column_types={str(n): pa.string() for n in names}, strings_can_be_null=True),
+        )
+    except (pa.ArrowInvalid, csv.Error) as exc:
+        raise UnreadableFile(f"not parseable as CSV: {exc}") from None
+    return _Parsed(table.to_pandas(), bad)
+
+
+def _parse_jsonl(data: bytes) -> _Parsed:
+    data, bad = _split_utf8(data)
+    records: list[dict[str, object]] = []
+    for number, line in enumerate(data.decode("utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            bad.append((number, f"line {number}: malformed JSON ({exc.msg})", line[:4096]))
+            continue
+        if not isinstance(value, dict):
+            bad.append((number, f"line {number}: expected a JSON object, got {type(value).__name__}", line[:4096]))
+            continue
+        records.append(value)
+    return _Parsed(pd.DataFrame.from_records(records), bad)
+
+
+def _parse_parquet(data: bytes) -> _Parsed:
+    try:
+        table = pq.read_table(io.BytesIO(data))
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise UnreadableFile(f"not parseable as Parquet: {exc}") from None
+    return _Parsed(table.to_pandas(), [])
+
+
+def read_landing_file(path: Path) -> tuple[_Parsed, str]:
+    """Parse a landing file; returns the rows and the content hash."""
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    name = path.name.lower()
+    if name.endswith(".gz"):
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as exc:
+            raise UnreadableFile(f"not a valid gzip file: {exc}") from None
+        name = name[:-3]
+    if name.endswith(".parquet"):
+        return _parse_parquet(data), digest
+    if name.endswith((".jsonl", ".ndjson")):
+        return _parse_jsonl(data), digest
+    return _parse_csv(data), digest
+
+
+def _move(path: Path, folder: str) -> Path:
+    target_dir = path.parent / folder
+    target_dir.mkdir(exist_ok=True)
+    target = target_dir / path.name
+    if target.exists():
+        target = target_dir / f"{now_us()}-{path.name}"
+    shutil.move(str(path), target)
+    return target
+
+
+def _is_label_file(frame: pd.DataFrame, spec: DatasetSpec) -> bool:
+    ids = {EVENT_ID, spec.id_column}
+    return spec.label in frame.columns and bool(ids & set(frame.columns)) and not (set(spec.features) & set(frame.columns))
+
+
+def _ingest_labels(frame: pd.DataFrame, spec: DatasetSpec, log: EventLog, name: str, outcome: FileOutcome) -> None:
+    """A file of late labels: event id + label, no features."""
+    id_col = spec.id_column if spec.id_column in frame.columns else EVENT_ID
+    ids = frame[id_col].astype("string").str.strip()
+    labels = frame[spec.label]
+    if spec.is_classification:
+        labels = labels.astype("string").str.strip().replace(spec.label_map)
+        valid = ids.notna() & labels.isin(spec.classes or [])
+    else:
+        labels = pd.to_numeric(labels, errors="coerce")
+        valid = ids.notna() & labels.notna()
+    result = log.add_labels(ids[valid].tolist(), labels[valid].tolist())
+    problems = [(i + 1, "label: missing id or invalid label") for i in frame.index[~valid]]
+    id_to_row = {event_id: i + 1 for i, event_id in zip(frame.index[valid], ids[valid])}
+    problems += [(id_to_row[e], "label for an unknown event_id") for e in result.unknown]
+    problems += [(id_to_row[e], "label conflicts with the label already recorded") for e in result.conflicts]
+    if problems:
+        rows = pd.DataFrame(problems, columns=["row_number", "reason"])
+        rows["record"] = [json.dumps({k: str(v) for k, v in frame.iloc[r - 1].items()}) for r in rows["row_number"]]
+        outcome.quarantined = log.quarantine(rows, source=name)
+    outcome.labels_applied = len(result.applied)
+    outcome.duplicates = len(result.unchanged)
+
+
+def ingest_file(path: Path, spec: DatasetSpec, log: EventLog, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> FileOutcome:
+    """Ingest one landing file and move it out of the landing folder."""
+    outcome = FileOutcome(name=path.name)
+    try:
+        if path.stat().st_size > max_bytes:
+            raise UnreadableFile(f"file is {path.stat().st_size} bytes, over the limit of {max_bytes}")
+        parsed, digest = read_landing_file(path)
+        if log.file_seen(digest):
+            outcome.already_ingested = True
+            outcome.rows = len(parsed.frame)
+            outcome.duplicates = len(parsed.frame)
+            _move(path, PROCESSED)
+            return outcome
+        frame = parsed.frame
+        outcome.rows = len(frame) + len(parsed.bad_rows)
+        if parsed.bad_rows:
+            bad = pd.DataFrame(parsed.bad_rows, columns=["row_number", "reason", "record"])
+            outcome.quarantined += log.quarantine(bad, source=path.name)
+        if frame.empty:
+            log.record_file(digest, path.name, outcome.rows, 0, 0, outcome.quarantined)
+            _move(path, PROCESSED)
+            return outcome
+        if _is_label_file(frame, spec):
+            _ingest_labels(frame, spec, log, path.name, outcome)
+        else:
+            validated: Validated = validate_frame(frame, spec, generated_id_prefix=digest[:16], generated_time_start_us=now_us())
+            outcome.extra_columns = validated.extra_columns
+            outcome.quarantined += log.quarantine(validated.quarantined, source=path.name)
+            result = log.append(validated.events, source=path.name)
+            outcome.ingested = result.inserted
+            outcome.labels_applied = result.labels_applied
+            outcome.duplicates = validated.duplicates + result.duplicates
+            if not result.conflicts.empty:
+                conflicts = result.conflicts.assign(
+                    row_number=0,
+                    reason="label conflicts with the label already recorded",
+                    record=[json.dumps(r) for r in result.conflicts.astype(str).to_dict("records")],
+                )
+                outcome.quarantined += log.quarantine(conflicts, source=path.name)
+                outcome.duplicates -= len(conflicts)
+        log.record_file(digest, path.name, outcome.rows, outcome.ingested, outcome.duplicates, outcome.quarantined)
+        _move(path, PROCESSED)
+    except (UnreadableFile, SchemaError) as exc:
+        outcome.rejected = str(exc)
+        moved = _move(path, REJECTED)
+        moved.with_name(moved.name + ".reason.txt").write_text(f"{exc}\n", encoding="utf-8")
+    return outcome
+
+
+def ingest_pending(landing_dir: Path, spec: DatasetSpec, log: EventLog, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> IngestReport:
+    """Ingest every file waiting in the landing folder."""
+    report = IngestReport()
+    for path in pending_files(landing_dir):
+        report.files.append(ingest_file(path, spec, log, max_bytes=max_bytes))
+    return report

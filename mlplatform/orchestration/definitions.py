@@ -1,0 +1,25 @@
+"""The code location: `dagster dev -w workspace.yaml` loads `defs` from here."""
+
+
+import dagster as dg
+
+from mlplatform.orchestration.assets import all_assets, retraining_assets
+from mlplatform.orchestration.checks import all_checks
+from mlplatform.orchestration.instance import RETRAIN_TAG
+from mlplatform.orchestration.resources import PlatformResource
+from mlplatform.orchestration.sensors import retraining_sensor
+
+retrain_job = dg.define_asset_job(
+    "retrain",
+    selection=dg.AssetSelection.assets(*retraining_assets),
+    tags={RETRAIN_TAG: "1", "dagster/max_runtime": "3600"},
+    description="features → trained_model → evaluation_report: what the retraining sensor launches.",
+)
+
+defs = dg.Definitions(
+    assets=all_assets,
+    asset_checks=all_checks,
+    jobs=[retrain_job],
+    sensors=[retraining_sensor],
+    resources={"platform": PlatformResource()},
+)

@@ -1,0 +1,98 @@
+"""`mlplatform demo`: the whole loop on the default dataset, against a real Dagster instance and MLflow store."""
+
+import shutil
+import time
+from collections.abc import Callable
+
+import dagster as dg
+
+from mlplatform.orchestration.assets import EVALUATION_REPORT, latest_metadata
+from mlplatform.orchestration.definitions import defs
+from mlplatform.orchestration.instance import prepare_dagster_home
+from mlplatform.orchestration.resources import PlatformResource
+from mlplatform.orchestration.sensors import SENSOR_NAME
+from mlplatform.replay import read_source, write_batches
+from mlplatform.settings import Settings
+from mlplatform.spec import load_spec
+
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+DEMO_MARKER = ".mlplatform-demo"
+FIRST_WINDOW = 10_000
+BATCH = 2_500
+
+
+class DemoError(RuntimeError):
+    """The demo cannot run (for example it would overwrite state it did not create)."""
+
+
+def reset_state(settings: Settings) -> None:
+    """Start from an empty state folder, but only one the demo created (or an empty one)."""
+    state = settings.state_dir
+    if state.exists() and any(state.iterdir()) and not (state / DEMO_MARKER).exists():
+        raise DemoError(f"{state} holds state the demo did not create; set MLPLATFORM_STATE_DIR to another folder or remove it")
+    if state.exists():
+        shutil.rmtree(state)
+    state.mkdir(parents=True)
+    (state / DEMO_MARKER).write_text("created by mlplatform demo\n", encoding="utf-8")
+
+
+def _materialize(instance: dg.DagsterInstance, keys: list[str], tags: dict[str, str] | None = None) -> dg.ExecuteInProcessResult:
+    job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection={dg.AssetKey(k) for k in keys})
+    result = job.execute_in_process(instance=instance, tags=tags or {}, run_config=QUIET, raise_on_error=False)
+    if not result.success:
+        failures = [e.event_specific_data.error.message for e in result.all_events if e.is_step_failure]  # type: ignore[union-attr]
+        raise DemoError(f"materializing {keys} failed: {' | '.join(failures)}")
+    return result
+
+
+def _sensor_tick(instance: dg.DagsterInstance, cursor: str | None) -> tuple[list[dg.RunRequest], str | None, str | None]:
+    sensor = defs.resolve_sensor_def(SENSOR_NAME)
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs, sensor_name=SENSOR_NAME, resources={"platform": PlatformResource()})
+    result = sensor.evaluate_tick(context)
+    return list(result.run_requests or []), result.cursor, result.skip_message
+
+
+def _launch(instance: dg.DagsterInstance, request: dg.RunRequest) -> dg.ExecuteInProcessResult:
+    """Run what the sensor asked for, in-process, with its tags (the daemon would do the same in `make dev`)."""
+    job = defs.resolve_job_def("retrain")
+    result = job.execute_in_process(instance=instance, tags={**request.tags, "dagster/run_key": request.run_key or ""}, run_config=QUIET, raise_on_error=False)
+    if not result.success:
+        raise DemoError(f"retraining run {result.run_id} failed")
+    return result
+
+
+def run_demo(settings: Settings, say: Callable[[str], None] = print) -> dict[str, object]:
+    started = time.perf_counter()
+    reset_state(settings)
+    prepare_dagster_home(settings)
+    spec = load_spec(settings.dataset_spec)
+    rows = read_source(spec)
+    n = settings.retrain_every_n
+    say(f"mlplatform demo · dataset {spec.name} ({len(rows)} rows) · state {settings.state_dir}")
+    with dg.DagsterInstance.get() as instance:
+        write_batches(rows.iloc[:FIRST_WINDOW], spec, settings.landing_dir, BATCH)
+        say(f"1. replayed {FIRST_WINDOW} events into {settings.landing_dir}")
+        _materialize(instance, ["raw_events", "features", "trained_model", "evaluation_report"])
+        first = latest_metadata(instance, EVALUATION_REPORT) or {}
+        say(f"   v{first.get('challenger_version')} {first.get('decision')}: {first.get('reason')}")
+
+        requests, cursor, skip = _sensor_tick(instance, None)
+        say(f"2. sensor right after the first champion: {skip or requests}")
+        write_batches(rows.iloc[FIRST_WINDOW : FIRST_WINDOW + n], spec, settings.landing_dir, BATCH)
+        _materialize(instance, ["raw_events"])
+        requests, cursor, skip = _sensor_tick(instance, cursor)
+        if len(requests) != 1:
+            raise DemoError(f"expected one retraining request after {n} new labelled events, got {requests} ({skip})")
+        say(f"   replayed {n} more labelled events; the sensor asks for a retraining: reason={requests[0].tags['mlplatform/reason']}")
+        _launch(instance, requests[0])
+        second = latest_metadata(instance, EVALUATION_REPORT) or {}
+        say(f"   v{second.get('challenger_version')} {second.get('decision')}: {second.get('reason')}")
+        say(f"   champion is v{second.get('champion_version')}")
+    say(f"done in {time.perf_counter() - started:.0f}s. Where to look:")
+    say(f"  Dagster UI:   make dev, then {settings.dagster_ui_url} (assets, runs, the retraining sensor)")
+    say(f"  MLflow UI:    make dev, then {settings.mlflow_ui_url} (model {spec.model_name}, alias @champion)")
+    say(f"  state folder: {settings.state_dir} (event log, reports, MLflow store, Dagster home)")
+    say("  status:       .venv/bin/mlplatform status")
+    return {"first": first, "second": second, "state_dir": str(settings.state_dir)}
+
+

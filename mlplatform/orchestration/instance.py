@@ -1,0 +1,34 @@
+"""The Dagster instance in the state folder: SQLite storage, telemetry off, run retries and a queue."""
+
+
+import os
+
+import yaml
+
+from mlplatform.settings import Settings
+
+RETRAIN_TAG = "mlplatform/retrain"
+
+
+def instance_config() -> dict[str, object]:
+    return {
+        "telemetry": {"enabled": False},
+        "nux": {"enabled": False},
+        "run_coordinator": {
+            "module": "dagster._core.run_coordinator",
+            "class": "QueuedRunCoordinator",
+            "config": {"max_concurrent_runs": 4, "tag_concurrency_limits": [{"key": RETRAIN_TAG, "limit": 1}]},
+        },
+        "run_retries": {"enabled": True, "max_retries": 1},
+        "run_monitoring": {"enabled": True, "max_runtime_seconds": 3600, "poll_interval_seconds": 30},
+    }
+
+
+def prepare_dagster_home(settings: Settings) -> str:
+    """Create the Dagster home with its dagster.yaml and point DAGSTER_HOME at it."""
+    settings.ensure_dirs()
+    config_path = settings.dagster_home / "dagster.yaml"
+    if not config_path.exists():
+        config_path.write_text(yaml.safe_dump(instance_config(), sort_keys=False), encoding="utf-8")
+    os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
+    return str(settings.dagster_home)

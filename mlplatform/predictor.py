@@ -1,0 +1,74 @@
+"""A trained model as one object: raw records in, predictions (and probabilities) out."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+from mlplatform.features import FeatureTransformer
+
+PREDICTION = "prediction"
+PROBABILITY = "probability"
+BOOSTER_FILE = "booster.txt"
+PIPELINE_FILE = "pipeline.json"
+
+
+@dataclass
+class Predictor:
+    """Feature transformer + LightGBM booster + how to read the booster's raw output."""
+
+    booster: lgb.Booster
+    transformer: FeatureTransformer
+    task: str
+    classes: list[str] | None = None
+    positive_class: str | None = None
+
+    def predict(self, raw: pd.DataFrame) -> pd.DataFrame:
+        """`prediction` for every task; `probability` of the positive class (binary) or of the
+        predicted class (multiclass), plus `proba_<class>` columns for multiclass."""
+        if raw.empty:
+            return pd.DataFrame({PREDICTION: pd.Series(dtype=object), PROBABILITY: pd.Series(dtype="float64")})
+        scores = self.booster.predict(self.transformer.transform(raw), num_threads=1)
+        if self.task == "regression":
+            return pd.DataFrame({PREDICTION: np.asarray(scores, dtype="float64")}, index=raw.index)
+        assert self.classes is not None
+        if self.task == "binary":
+            negative = next(c for c in self.classes if c != self.positive_class)
+            proba = np.asarray(scores, dtype="float64")
+            prediction = np.where(proba >= 0.5, self.positive_class, negative)
+            return pd.DataFrame({PREDICTION: prediction, PROBABILITY: proba}, index=raw.index)
+        matrix = np.asarray(scores, dtype="float64").reshape(len(raw), len(self.classes))
+        best = matrix.argmax(axis=1)
+        frame = pd.DataFrame({PREDICTION: np.asarray(self.classes, dtype=object)[best], PROBABILITY: matrix.max(axis=1)}, index=raw.index)
+        for i, cls in enumerate(self.classes):
+            frame[f"proba_{cls}"] = matrix[:, i]
+        return frame
+
+    def save(self, folder: Path) -> dict[str, str]:
+        """Write the two files the logged model carries; returns them as MLflow artifacts."""
+        folder.mkdir(parents=True, exist_ok=True)
+        booster_path = folder / BOOSTER_FILE
+        pipeline_path = folder / PIPELINE_FILE
+        self.booster.save_model(str(booster_path))
+        pipeline_path.write_text(
+            json.dumps({"task": self.task, "classes": self.classes, "positive_class": self.positive_class, "transformer": self.transformer.to_dict()}),
+            encoding="utf-8",
+        )
+        return {"booster": str(booster_path), "pipeline": str(pipeline_path)}
+
+    @classmethod
+    def load(cls, booster_path: str | Path, pipeline_path: str | Path) -> "Predictor":
+        data: dict[str, Any] = json.loads(Path(pipeline_path).read_text(encoding="utf-8"))
+        return cls(
+            booster=lgb.Booster(model_file=str(booster_path)),
+            transformer=FeatureTransformer.from_dict(data["transformer"]),
+            task=data["task"],
+            classes=data.get("classes"),
+            positive_class=data.get("positive_class"),
+        )

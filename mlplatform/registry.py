@@ -1,0 +1,150 @@
+"""The MLflow side: one registered model per dataset, versions with aliases `champion` and `challenger`.
+
+Models are logged as self-contained pyfuncs (feature transformer + booster) with explicit pip
+requirements, so logging does not spend seconds inferring them in a subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException, RestException
+from mlflow.models import infer_signature
+from mlflow.tracking import MlflowClient
+
+from mlplatform.predictor import Predictor
+from mlplatform.spec import DatasetSpec
+from mlplatform.training import TrainingResult
+
+log = logging.getLogger(__name__)
+
+MODEL_CODE = Path(__file__).with_name("mlflow_model.py")
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+TAG_PREFIX = "mlplatform."
+
+
+def _requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"{pkg}=={version(pkg)}" for pkg in ("lightgbm", "pandas", "numpy", "scikit-learn", "mlflow")]
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    version: int
+    run_id: str
+    aliases: list[str]
+    tags: dict[str, str]
+    metrics: dict[str, float]
+    created_ms: int
+
+
+class Registry:
+    """MLflow tracking + registry for one dataset's model."""
+
+    def __init__(self, tracking_uri: str, artifact_root: str, spec: DatasetSpec) -> None:
+        self.spec = spec
+        self.tracking_uri = tracking_uri
+        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        self.name = spec.model_name
+        experiment = self.client.get_experiment_by_name(self.name)
+        if experiment is None:
+            try:
+                self.experiment_id = self.client.create_experiment(self.name, artifact_location=f"{artifact_root}/{spec.name}")
+            except MlflowException:
+                self.experiment_id = self.client.get_experiment_by_name(self.name).experiment_id
+        else:
+            self.experiment_id = experiment.experiment_id
+
+    def log_model(
+        self,
+        result: TrainingResult,
+        sample: pd.DataFrame,
+        metrics: dict[str, float],
+        tags: dict[str, str],
+    ) -> ModelVersion:
+        """Log params, metrics, importance, spec and the pyfunc; register it as a new `challenger`."""
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.tracking_uri)
+        example = sample[result.predictor.transformer.input_columns].head(5).reset_index(drop=True)
+        signature = infer_signature(example, result.predictor.predict(example))
+        with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(experiment_id=self.experiment_id, tags=tags) as run:
+            artifacts = result.predictor.save(Path(tmp))
+            mlflow.log_params({k: v for k, v in result.params.items() if k != "verbosity"})
+            mlflow.log_metrics({**metrics, "validation_loss": result.validation_loss, "best_iteration": result.best_iteration,
+                                "train_rows": result.train_rows, "validation_rows": result.validation_rows,
+                                "tuning_trials": result.trials, "training_seconds": result.seconds})
+            mlflow.log_table(result.importance, "feature_importance.json")
+            mlflow.log_text(self.spec.to_yaml(), "dataset_spec.yaml")
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=str(MODEL_CODE),
+                artifacts=artifacts,
+                signature=signature,
+                input_example=example,
+                pip_requirements=_requirements(),
+                registered_model_name=self.name,
+            )
+        version = self.client.get_model_version(self.name, str(info.registered_model_version))
+        for key, value in tags.items():
+            self.client.set_model_version_tag(self.name, version.version, key, value)
+        self.client.set_registered_model_alias(self.name, CHALLENGER, version.version)
+        return version
+
+    def version_by_alias(self, alias: str) -> ModelVersion | None:
+        try:
+            return self.client.get_model_version_by_alias(self.name, alias)
+        except (RestException, MlflowException) as exc:
+            if "RESOURCE_DOES_NOT_EXIST" in str(exc) or "not found" in str(exc).lower() or "does not exist" in str(exc).lower():
+                return None
+            raise
+
+    def champion(self) -> ModelVersion | None:
+        return self.version_by_alias(CHAMPION)
+
+    def get_version(self, version: int | str) -> ModelVersion:
+        return self.client.get_model_version(self.name, str(version))
+
+    def promote(self, version: int | str) -> None:
+        self.client.set_registered_model_alias(self.name, CHAMPION, str(version))
+
+    def tag_version(self, version: int | str, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_model_version_tag(self.name, str(version), key, value)
+
+    def load_predictor(self, version: int | str) -> Predictor:
+        """The version's pyfunc, loaded from the registry, unwrapped to the in-process predictor."""
+        model = mlflow.pyfunc.load_model(f"models:/{self.name}/{version}")
+        return model.unwrap_python_model().predictor
+
+    def log_artifact(self, version: int | str, path: Path, artifact_path: str) -> None:
+        self.client.log_artifact(self.get_version(version).run_id, str(path), artifact_path)
+
+    def versions(self) -> list[VersionInfo]:
+        """Every version, newest first, with its run's metrics."""
+        try:
+            found = self.client.search_model_versions(f"name = '{self.name}'")
+        except MlflowException:
+            return []
+        out = []
+        for v in sorted(found, key=lambda v: int(v.version), reverse=True):
+            run = self.client.get_run(v.run_id)
+            out.append(VersionInfo(int(v.version), v.run_id, list(v.aliases), dict(v.tags), dict(run.data.metrics), int(v.creation_timestamp)))
+        return out
+
+
+def tag(key: str) -> str:
+    return TAG_PREFIX + key
+
+
+def json_tag(value: object) -> str:
+    return json.dumps(value, default=str)[:4900]

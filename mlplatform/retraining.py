@@ -1,0 +1,213 @@
+"""The retraining loop's steps, free of Dagster: window → features, features → challenger, challenger vs champion.
+
+The assets call these; so do the benchmarks, so what is measured is what runs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from mlplatform.evaluation import Decision, decide, default_floor, passes_floor, primary_metric, score
+from mlplatform.eventlog import EventLog
+from mlplatform.features import FeatureTransformer
+from mlplatform.registry import Registry, json_tag, tag
+from mlplatform.settings import Settings
+from mlplatform.spec import DatasetSpec
+from mlplatform.training import TrainingConfig, TrainingResult, check_window, fit_transformer, train
+from mlplatform.validation import EVENT_ID, EVENT_TIME, LABEL
+
+TRAIN_FILE = "train.parquet"
+HOLDOUT_FILE = "holdout.parquet"
+TRANSFORMER_FILE = "transformer.json"
+WINDOW_FILE = "window.json"
+
+
+@dataclass(frozen=True)
+class Window:
+    """Which events a snapshot holds: what MLflow records as the model's data window."""
+
+    rows: int
+    train_rows: int
+    holdout_rows: int
+    first_event_id: str
+    last_event_id: str
+    start: str
+    train_end: str
+    end: str
+    label_seq_cutoff: int
+
+    def as_tags(self) -> dict[str, str]:
+        return {tag(f"window.{k}"): str(v) for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class FeatureSnapshot:
+    folder: Path
+    window: Window
+    transformer: FeatureTransformer
+
+    @property
+    def train(self) -> pd.DataFrame:
+        return pd.read_parquet(self.folder / TRAIN_FILE)
+
+    @property
+    def holdout(self) -> pd.DataFrame:
+        return pd.read_parquet(self.folder / HOLDOUT_FILE)
+
+    @classmethod
+    def load(cls, folder: Path) -> "FeatureSnapshot":
+        folder = Path(folder)
+        window = Window(**json.loads((folder / WINDOW_FILE).read_text(encoding="utf-8")))
+        transformer = FeatureTransformer.from_dict(json.loads((folder / TRANSFORMER_FILE).read_text(encoding="utf-8")))
+        return cls(folder, window, transformer)
+
+
+def _iso(us: int) -> str:
+    return pd.Timestamp(int(us), unit="us", tz="UTC").isoformat()
+
+
+def training_config(settings: Settings) -> TrainingConfig:
+    return TrainingConfig(
+        validation_fraction=settings.validation_fraction,
+        min_rows=settings.min_training_rows,
+        trials=settings.tuning_trials,
+        seconds=settings.tuning_seconds,
+        num_boost_round=settings.num_boost_round,
+        early_stopping_rounds=settings.early_stopping_rounds,
+        seed=settings.seed,
+    )
+
+
+def split_window(window: pd.DataFrame, holdout_fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Time-ordered split: the latest `holdout_fraction` is the hold-out."""
+    n_holdout = max(1, int(len(window) * holdout_fraction))
+    return window.iloc[:-n_holdout].reset_index(drop=True), window.iloc[-n_holdout:].reset_index(drop=True)
+
+
+def build_feature_snapshot(settings: Settings, spec: DatasetSpec, log: EventLog, folder: Path) -> FeatureSnapshot:
+    """Read the latest labelled window, split off the hold-out, fit the transformer, keep all three."""
+    cutoff = log.counts().label_watermark
+    window = log.labelled_window(settings.training_window, max_label_seq=cutoff)
+    check_window(window, spec, settings.min_training_rows)
+    train_part, holdout = split_window(window, settings.holdout_fraction)
+    check_window(train_part, spec, max(10, int(settings.min_training_rows * (1 - settings.holdout_fraction))))
+    transformer = fit_transformer(train_part, spec)
+    folder.mkdir(parents=True, exist_ok=True)
+    train_part.to_parquet(folder / TRAIN_FILE, index=False)
+    holdout.to_parquet(folder / HOLDOUT_FILE, index=False)
+    (folder / TRANSFORMER_FILE).write_text(json.dumps(transformer.to_dict()), encoding="utf-8")
+    info = Window(
+        rows=len(window),
+        train_rows=len(train_part),
+        holdout_rows=len(holdout),
+        first_event_id=str(window[EVENT_ID].iloc[0]),
+        last_event_id=str(window[EVENT_ID].iloc[-1]),
+        start=_iso(window[EVENT_TIME].iloc[0]),
+        train_end=_iso(train_part[EVENT_TIME].iloc[-1]),
+        end=_iso(window[EVENT_TIME].iloc[-1]),
+        label_seq_cutoff=int(window["label_seq"].max()),
+    )
+    (folder / WINDOW_FILE).write_text(json.dumps(asdict(info)), encoding="utf-8")
+    return FeatureSnapshot(folder, info, transformer)
+
+
+@dataclass(frozen=True)
+class Challenger:
+    version: int
+    run_id: str
+    result: TrainingResult
+    validation_metrics: dict[str, float]
+
+
+def train_challenger(settings: Settings, spec: DatasetSpec, registry: Registry, snapshot: FeatureSnapshot, extra_tags: dict[str, str]) -> Challenger:
+    """Train on the snapshot's training part and register the result as the new `challenger`."""
+    train_part = snapshot.train
+    result = train(train_part, spec, training_config(settings), transformer=snapshot.transformer)
+    valid = train_part.iloc[-result.validation_rows :]
+    validation_metrics = {f"valid_{k}": v for k, v in score(spec, valid[LABEL], result.predictor.predict(valid)).items() if not math.isnan(v)}
+    tags = {**snapshot.window.as_tags(), **extra_tags, tag("dataset"): spec.name}
+    version = registry.log_model(result, train_part, validation_metrics, tags)
+    return Challenger(int(version.version), version.run_id, result, validation_metrics)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    challenger_version: int
+    champion_version: int | None
+    challenger_metrics: dict[str, float]
+    champion_metrics: dict[str, float] | None
+    decision: Decision
+    holdout_rows: int
+    floor_passed: bool
+    champion_after: int
+    champion_label_seq_cutoff: int
+
+    def markdown(self) -> str:
+        names = sorted(set(self.challenger_metrics) | set(self.champion_metrics or {}))
+        head = f"| metric | challenger v{self.challenger_version} | champion {'v' + str(self.champion_version) if self.champion_version else '(none)'} |"
+        rows = [head, "|---|---|---|"]
+        for name in names:
+            ch = self.challenger_metrics.get(name)
+            cp = (self.champion_metrics or {}).get(name)
+            mark = " **(decides)**" if name == self.decision.metric else ""
+            rows.append(f"| {name}{mark} | {'' if ch is None else f'{ch:.4f}'} | {'' if cp is None else f'{cp:.4f}'} |")
+        verdict = "PROMOTED" if self.decision.promote else "REJECTED"
+        return "\n".join(rows) + f"\n\n**{verdict}**: {self.decision.reason}. Hold-out: {self.holdout_rows} events."
+
+
+def evaluate_challenger(settings: Settings, spec: DatasetSpec, registry: Registry, snapshot: FeatureSnapshot, challenger_version: int) -> Evaluation:
+    """Score challenger and champion on the same later hold-out and decide; does not promote."""
+    holdout = snapshot.holdout
+    challenger = registry.load_predictor(challenger_version)
+    challenger_metrics = score(spec, holdout[LABEL], challenger.predict(holdout))
+    champion = registry.champion()
+    champion_metrics = None
+    champion_cutoff = 0
+    if champion is not None and int(champion.version) != challenger_version:
+        champion_metrics = score(spec, holdout[LABEL], registry.load_predictor(champion.version).predict(holdout))
+        champion_cutoff = int(champion.tags.get(tag("window.label_seq_cutoff"), 0))
+    else:
+        champion = None
+    floor = settings.quality_floor if settings.quality_floor is not None else default_floor(spec, holdout[LABEL])
+    metric, higher = primary_metric(spec)
+    floor_passed = passes_floor(challenger_metrics.get(metric, float("nan")), floor, higher)
+    decision = decide(spec, challenger_metrics, champion_metrics, settings.promotion_margin, floor)
+    return Evaluation(
+        challenger_version=challenger_version,
+        champion_version=None if champion is None else int(champion.version),
+        challenger_metrics=challenger_metrics,
+        champion_metrics=champion_metrics,
+        decision=decision,
+        holdout_rows=len(holdout),
+        floor_passed=floor_passed,
+        champion_after=challenger_version if decision.promote else (0 if champion is None else int(champion.version)),
+        champion_label_seq_cutoff=snapshot.window.label_seq_cutoff if decision.promote else champion_cutoff,
+    )
+
+
+def apply_decision(registry: Registry, evaluation: Evaluation, dagster_run_id: str | None) -> None:
+    """Record the decision on the challenger version and move `@champion` if it won."""
+    d = evaluation.decision
+    registry.tag_version(
+        evaluation.challenger_version,
+        {
+            tag("decision"): "promoted" if d.promote else "rejected",
+            tag("decision_reason"): d.reason,
+            tag("decision_metric"): d.metric,
+            tag("challenger_score"): f"{d.challenger:.6f}",
+            tag("champion_score"): "" if d.champion is None else f"{d.champion:.6f}",
+            tag("compared_with"): "" if evaluation.champion_version is None else str(evaluation.champion_version),
+            tag("holdout_metrics"): json_tag(evaluation.challenger_metrics),
+            tag("evaluated_at"): str(int(time.time())),
+            tag("evaluation_run_id"): dagster_run_id or "",
+        },
+    )
+    if d.promote:
+        registry.promote(evaluation.challenger_version)
+

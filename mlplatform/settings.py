@@ -1,0 +1,87 @@
+"""One settings object for the whole platform, read from `MLPLATFORM_*` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_SPEC = REPO_ROOT / "data" / "adult.yaml"
+
+
+class Settings(BaseSettings):
+    """Where state lives and the knobs of the retraining loop.
+
+    Every path below defaults to a place inside `state_dir`, so one variable
+    (`MLPLATFORM_STATE_DIR`) moves everything.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="MLPLATFORM_", extra="ignore")
+
+    state_dir: Path = Field(default=REPO_ROOT / ".mlplatform", description="Dagster home, MLflow store, event log, reports.")
+    dataset_spec: Path = Field(default=DEFAULT_SPEC, description="YAML dataset spec.")
+    landing_dir: Path | None = Field(default=None, description="Folder watched for new event files (default: <state>/landing).")
+    mlflow_tracking_uri: str | None = Field(default=None, description="Default: SQLite in the state folder.")
+
+    retrain_every_n: int = Field(default=5000, ge=1, description="New labelled events since the champion's cut-off that trigger a retraining.")
+    min_new_labelled_for_drift: int = Field(default=500, ge=0, description="Drift triggers a retraining only with at least this many new labelled events.")
+    retrain_cooldown_seconds: float = Field(default=300.0, ge=0, description="Minimum time between two sensor-launched retrainings.")
+    training_window: int = Field(default=50_000, ge=100, description="Most recent labelled events used for one training.")
+    holdout_fraction: float = Field(default=0.2, gt=0, lt=0.9, description="Latest share of the window kept for challenger vs champion.")
+    validation_fraction: float = Field(default=0.2, gt=0, lt=0.9, description="Latest share of the training part used for early stopping.")
+    min_training_rows: int = Field(default=200, ge=10, description="Fewer labelled events than this and training refuses to run.")
+    tuning_trials: int = Field(default=8, ge=1, description="Hyperparameter trials per training.")
+    tuning_seconds: float = Field(default=60.0, gt=0, description="Time budget for tuning per training.")
+    num_boost_round: int = Field(default=1000, ge=1)
+    early_stopping_rounds: int = Field(default=30, ge=1)
+    seed: int = 7
+    promotion_margin: float = Field(default=0.002, ge=0, description="How much better than the champion a challenger must be (primary metric units).")
+    quality_floor: float | None = Field(default=None, description="Minimum primary metric for promotion (default from the task: AUC 0.6, R² 0.0).")
+
+    max_quarantine_share: float = Field(default=0.05, ge=0, le=1, description="raw_events check: warn above this share of quarantined rows in one ingestion.")
+    max_null_share: float = Field(default=0.5, ge=0, le=1, description="raw_events check: warn when a feature is missing in more of the recent events.")
+    dagster_ui_url: str = Field(default="http://127.0.0.1:3000", description="Used to build links in metadata, alerts and the CLI.")
+    mlflow_ui_url: str = Field(default="http://127.0.0.1:5000", description="Used to build links to model versions and reports.")
+
+    @model_validator(mode="after")
+    def _resolve_paths(self) -> "Settings":
+        self.state_dir = self.state_dir.expanduser().resolve()
+        self.dataset_spec = self.dataset_spec.expanduser().resolve()
+        if self.landing_dir is None:
+            self.landing_dir = self.state_dir / "landing"
+        return self
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.state_dir / "dagster"
+
+    @property
+    def mlflow_dir(self) -> Path:
+        return self.state_dir / "mlflow"
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
+
+    @property
+    def artifact_root(self) -> str:
+        return (self.mlflow_dir / "artifacts").as_uri()
+
+    @property
+    def events_dir(self) -> Path:
+        return self.state_dir / "events"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.state_dir / "reports"
+
+    @property
+    def work_dir(self) -> Path:
+        """Snapshots handed from one asset to the next (feature windows, hold-outs)."""
+        return self.state_dir / "work"
+
+    def ensure_dirs(self) -> None:
+        for path in (self.state_dir, self.dagster_home, self.mlflow_dir, self.events_dir, self.reports_dir, self.work_dir, self.landing_dir):
+            path.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,166 @@
+"""The dataset spec: what a user writes (YAML) to point the platform at their own data."""
+
+from __future__ import annotations
+
+import re
+from enum import Enum
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\- ]{0,62}$")
+
+
+class SpecError(ValueError):
+    """A dataset spec that cannot be used; the message names the field."""
+
+
+class Task(str, Enum):
+    binary = "binary"
+    multiclass = "multiclass"
+    regression = "regression"
+
+
+class FeatureType(str, Enum):
+    numeric = "numeric"
+    categorical = "categorical"
+
+
+class SourceSpec(BaseModel):
+    """How `replay` reads the dataset's original files (paths relative to the spec file)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    files: list[str] = Field(min_length=1)
+    format: Literal["csv", "parquet", "jsonl"] = "csv"
+    header: bool = True
+    columns: list[str] | None = None
+    separator: str = ","
+    na_values: list[str] = Field(default_factory=list)
+    skipinitialspace: bool = False
+    comment: str | None = None
+
+
+class DatasetSpec(BaseModel):
+    """Name, task, label, optional id and time columns, typed features and columns to drop."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    task: Task
+    label: str
+    positive_class: str | None = None
+    classes: list[str] | None = None
+    label_map: dict[str, str] = Field(default_factory=dict, description="Source spellings of labels mapped to the canonical ones.")
+    id_column: str | None = None
+    time_column: str | None = None
+    features: dict[str, FeatureType] = Field(min_length=1)
+    drop: list[str] = Field(default_factory=list)
+    crosses: list[tuple[str, str]] = Field(default_factory=list, description="Pairs of categorical features crossed into one more feature.")
+    source: SourceSpec | None = None
+    base_dir: Path | None = Field(default=None, exclude=True)
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_safe(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_\-]{0,62}", value):
+            raise ValueError("must be lower-case letters, digits, '_' or '-' (it names files and the MLflow model)")
+        return value
+
+    @field_validator("features")
+    @classmethod
+    def _feature_names(cls, value: dict[str, FeatureType]) -> dict[str, FeatureType]:
+        for name in value:
+            if not _NAME.match(name):
+                raise ValueError(f"feature name {name!r} must be 1-63 letters, digits, '_', '-', '.' or spaces")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "DatasetSpec":
+        special = {c for c in (self.label, self.id_column, self.time_column) if c}
+        clash = special & set(self.features)
+        if clash:
+            raise ValueError(f"features: {sorted(clash)} is also the label, id or time column")
+        dropped_used = set(self.drop) & (set(self.features) | special)
+        if dropped_used:
+            raise ValueError(f"drop: {sorted(dropped_used)} is also used as a feature, label, id or time column")
+        if self.task in (Task.binary, Task.multiclass):
+            if not self.classes or len(set(self.classes)) < 2:
+                raise ValueError(f"classes: task {self.task.value} needs at least two distinct classes")
+            if len(set(self.classes)) != len(self.classes):
+                raise ValueError("classes: duplicated class")
+            if self.task is Task.binary:
+                if len(self.classes) != 2:
+                    raise ValueError("classes: a binary task has exactly two classes")
+                if self.positive_class not in self.classes:
+                    raise ValueError(f"positive_class: {self.positive_class!r} is not one of classes {self.classes}")
+        elif self.positive_class is not None or self.classes:
+            raise ValueError("positive_class/classes: only for classification tasks")
+        for a, b in self.crosses:
+            for col in (a, b):
+                if self.features.get(col) is not FeatureType.categorical:
+                    raise ValueError(f"crosses: {col!r} is not a categorical feature")
+        for target in self.label_map.values():
+            if self.classes and target not in self.classes:
+                raise ValueError(f"label_map: {target!r} is not one of classes {self.classes}")
+        return self
+
+    @property
+    def numeric_features(self) -> list[str]:
+        return [n for n, t in self.features.items() if t is FeatureType.numeric]
+
+    @property
+    def categorical_features(self) -> list[str]:
+        return [n for n, t in self.features.items() if t is FeatureType.categorical]
+
+    @property
+    def is_classification(self) -> bool:
+        return self.task is not Task.regression
+
+    @property
+    def negative_class(self) -> str | None:
+        if self.task is not Task.binary or not self.classes:
+            return None
+        return next(c for c in self.classes if c != self.positive_class)
+
+    @property
+    def model_name(self) -> str:
+        """The MLflow registered model that holds this dataset's versions."""
+        return f"mlplatform-{self.name}"
+
+    def source_paths(self) -> list[Path]:
+        if self.source is None:
+            raise SpecError(f"dataset {self.name!r}: the spec has no 'source' section to replay from")
+        base = self.base_dir or Path.cwd()
+        return [(base / f).resolve() for f in self.source.files]
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json", exclude_none=True), sort_keys=False)
+
+
+def parse_spec(data: Any, base_dir: Path | None = None, origin: str = "spec") -> DatasetSpec:
+    """Validate a parsed YAML mapping; errors name the offending field."""
+    if not isinstance(data, dict):
+        raise SpecError(f"{origin}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        spec = DatasetSpec.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
+        )
+        raise SpecError(f"{origin}: {problems}") from None
+    spec.base_dir = base_dir
+    return spec
+
+
+def load_spec(path: Path | str) -> DatasetSpec:
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"dataset spec {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{path}: not valid YAML: {exc}") from None
+    return parse_spec(data, base_dir=path.resolve().parent, origin=str(path))

@@ -1,0 +1,173 @@
+"""LightGBM training on a time-ordered window: early stopping on the latest slice, tuning within a budget."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import optuna
+import pandas as pd
+
+from mlplatform.features import FeatureTransformer
+from mlplatform.predictor import Predictor
+from mlplatform.spec import DatasetSpec, Task
+from mlplatform.validation import LABEL
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+log = logging.getLogger(__name__)
+
+DEFAULT_PARAMS: dict[str, Any] = {
+    "learning_rate": 0.05,
+    "num_leaves": 31,
+    "min_data_in_leaf": 20,
+    "feature_fraction": 0.9,
+    "bagging_fraction": 0.9,
+    "lambda_l2": 1.0,
+}
+
+
+class TrainingError(ValueError):
+    """The window cannot produce a model (too few rows, a single class, ...)."""
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    validation_fraction: float = 0.2
+    min_rows: int = 200
+    trials: int = 8
+    seconds: float = 60.0
+    num_boost_round: int = 1000
+    early_stopping_rounds: int = 30
+    seed: int = 7
+    num_threads: int = 2
+
+
+@dataclass
+class TrainingResult:
+    predictor: Predictor
+    params: dict[str, Any]
+    best_iteration: int
+    validation_loss: float
+    trials: int
+    seconds: float
+    train_rows: int
+    validation_rows: int
+    importance: pd.DataFrame = field(repr=False)
+
+
+def encode_labels(labels: pd.Series, spec: DatasetSpec) -> np.ndarray:
+    """Labels as LightGBM wants them: 0/1, class index, or float."""
+    if spec.task is Task.regression:
+        return labels.astype("float64").to_numpy()
+    if spec.task is Task.binary:
+        return (labels == spec.positive_class).astype("int32").to_numpy()
+    index = {c: i for i, c in enumerate(spec.classes or [])}
+    return labels.map(index).astype("int32").to_numpy()
+
+
+def _objective(spec: DatasetSpec) -> dict[str, Any]:
+    if spec.task is Task.binary:
+        return {"objective": "binary", "metric": "binary_logloss"}
+    if spec.task is Task.multiclass:
+        return {"objective": "multiclass", "metric": "multi_logloss", "num_class": len(spec.classes or [])}
+    return {"objective": "regression", "metric": "l2"}
+
+
+def fit_transformer(window: pd.DataFrame, spec: DatasetSpec) -> FeatureTransformer:
+    return FeatureTransformer(spec.numeric_features, spec.categorical_features, list(spec.crosses)).fit(window)
+
+
+def check_window(window: pd.DataFrame, spec: DatasetSpec, min_rows: int) -> None:
+    """Refuse windows that cannot give a meaningful model, with a message that says why."""
+    labelled = window[LABEL].notna().sum() if LABEL in window else 0
+    if labelled < min_rows:
+        raise TrainingError(f"only {labelled} labelled events in the window; at least {min_rows} are needed")
+    if spec.is_classification:
+        present = sorted(window[LABEL].dropna().unique())
+        if len(present) < 2:
+            raise TrainingError(f"the window holds one class only ({present}); a classifier needs at least two")
+    elif window[LABEL].astype("float64").nunique() < 2:
+        raise TrainingError("the label is constant in the window; a regression needs variation")
+
+
+def train(
+    window: pd.DataFrame,
+    spec: DatasetSpec,
+    config: TrainingConfig,
+    transformer: FeatureTransformer | None = None,
+    weights: np.ndarray | None = None,
+) -> TrainingResult:
+    """Fit LightGBM on `window` (oldest first), tuning within the budget.
+
+    `transformer` is the one fitted by the features step; without it one is fitted on the training part.
+    """
+    started = time.perf_counter()
+    window = window[window[LABEL].notna()].reset_index(drop=True)
+    check_window(window, spec, config.min_rows)
+    n_valid = max(1, int(len(window) * config.validation_fraction))
+    train_part, valid_part = window.iloc[:-n_valid], window.iloc[-n_valid:]
+    if transformer is None:
+        transformer = fit_transformer(train_part, spec)
+    x_train, x_valid = transformer.transform(train_part), transformer.transform(valid_part)
+    y_train, y_valid = encode_labels(train_part[LABEL], spec), encode_labels(valid_part[LABEL], spec)
+    w_train = None if weights is None else weights[window.index[:-n_valid]]
+    base = {**_objective(spec), "verbosity": -1, "seed": config.seed, "deterministic": True, "num_threads": config.num_threads,
+            "bagging_freq": 1, "feature_pre_filter": False}
+    train_set = lgb.Dataset(x_train, y_train, weight=w_train, free_raw_data=False)
+    valid_set = lgb.Dataset(x_valid, y_valid, reference=train_set, free_raw_data=False)
+    boosters: dict[int, lgb.Booster] = {}
+
+    def fit(params: dict[str, Any]) -> tuple[lgb.Booster, float]:
+        evals: dict[str, Any] = {}
+        booster = lgb.train(
+            {**base, **params},
+            train_set,
+            num_boost_round=config.num_boost_round,
+            valid_sets=[valid_set],
+            valid_names=["valid"],
+            callbacks=[lgb.early_stopping(config.early_stopping_rounds, verbose=False), lgb.record_evaluation(evals)],
+        )
+        loss = float(evals["valid"][base["metric"]][booster.best_iteration - 1])
+        return booster, loss
+
+    def objective(trial: optuna.Trial) -> float:
+        params = {
+            "learning_rate": trial.suggest_float("learning_rate", 0.02, 0.2, log=True),
+            "num_leaves": trial.suggest_int("num_leaves", 8, 128, log=True),
+            "min_data_in_leaf": trial.suggest_int("min_data_in_leaf", 5, 200, log=True),
+            "feature_fraction": trial.suggest_float("feature_fraction", 0.5, 1.0),
+            "bagging_fraction": trial.suggest_float("bagging_fraction", 0.5, 1.0),
+            "lambda_l2": trial.suggest_float("lambda_l2", 1e-3, 10.0, log=True),
+        }
+        booster, loss = fit(params)
+        boosters[trial.number] = booster
+        return loss
+
+    study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=config.seed))
+    study.enqueue_trial(DEFAULT_PARAMS)
+    study.optimize(objective, n_trials=config.trials, timeout=config.seconds, gc_after_trial=False)
+    best = study.best_trial
+    booster = boosters[best.number]
+    importance = pd.DataFrame(
+        {
+            "feature": booster.feature_name(),
+            "gain": booster.feature_importance("gain"),
+            "splits": booster.feature_importance("split"),
+        }
+    ).sort_values("gain", ascending=False, ignore_index=True)
+    predictor = Predictor(booster, transformer, spec.task.value, spec.classes, spec.positive_class)
+    return TrainingResult(
+        predictor=predictor,
+        params={**base, **best.params, "num_boost_round": config.num_boost_round, "early_stopping_rounds": config.early_stopping_rounds},
+        best_iteration=booster.best_iteration,
+        validation_loss=float(best.value),
+        trials=len(study.trials),
+        seconds=time.perf_counter() - started,
+        train_rows=len(train_part),
+        validation_rows=len(valid_part),
+        importance=importance,
+    )

@@ -1,0 +1,57 @@
+"""Shared fixtures: a real state folder per test (Dagster home, MLflow SQLite store, event log)."""
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from mlplatform.orchestration.instance import prepare_dagster_home
+from mlplatform.replay import read_source
+from mlplatform.settings import REPO_ROOT, Settings
+from mlplatform.spec import DatasetSpec, load_spec
+
+ADULT_SPEC = REPO_ROOT / "data" / "adult.yaml"
+BIKE_SPEC = REPO_ROOT / "data" / "bike_sharing.yaml"
+FAST_TRAINING = {
+    "MLPLATFORM_TUNING_TRIALS": "2",
+    "MLPLATFORM_TUNING_SECONDS": "20",
+    "MLPLATFORM_MIN_TRAINING_ROWS": "100",
+    "MLPLATFORM_RETRAIN_EVERY_N": "1000",
+    "MLPLATFORM_MIN_NEW_LABELLED_FOR_DRIFT": "200",
+    "MLPLATFORM_RETRAIN_COOLDOWN_SECONDS": "0",
+}
+
+
+@pytest.fixture(scope="session")
+def adult_spec() -> DatasetSpec:
+    return load_spec(ADULT_SPEC)
+
+
+@pytest.fixture(scope="session")
+def adult_rows(adult_spec: DatasetSpec) -> pd.DataFrame:
+    """All Adult rows in stream order, with event_id and event_time (as `replay` writes them)."""
+    return read_source(adult_spec)
+
+
+@pytest.fixture
+def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    """A fresh state folder with fast training settings; DAGSTER_HOME points inside it."""
+    state_dir = tmp_path / "state"
+    monkeypatch.setenv("MLPLATFORM_STATE_DIR", str(state_dir))
+    monkeypatch.setenv("MLPLATFORM_DATASET_SPEC", str(ADULT_SPEC))
+    for key, value in FAST_TRAINING.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("DAGSTER_HOME", str(state_dir / "dagster"))
+    settings = Settings()
+    prepare_dagster_home(settings)
+    yield settings
+    os.environ.pop("DAGSTER_HOME", None)
+
+
+@pytest.fixture
+def instance(state: Settings) -> Iterator[dg.DagsterInstance]:
+    with dg.DagsterInstance.get() as inst:
+        yield inst
