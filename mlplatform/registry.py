@@ -122,7 +122,12 @@ class Registry:
             self.client.set_model_version_tag(self.name, str(version), key, value)
 
     def load_predictor(self, version: int | str) -> Predictor:
-        """The version's pyfunc, loaded from the registry, unwrapped to the in-process predictor."""
+        """The version's pyfunc, loaded from this registry, unwrapped to the in-process predictor.
+
+        MLflow resolves `models:/` through its process-global URIs, which a fresh serving process has not set.
+        """
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.tracking_uri)
         model = mlflow.pyfunc.load_model(f"models:/{self.name}/{version}")
         return model.unwrap_python_model().predictor
 

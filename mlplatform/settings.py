@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -44,6 +44,15 @@ class Settings(BaseSettings):
     max_null_share: float = Field(default=0.5, ge=0, le=1, description="raw_events check: warn when a feature is missing in more of the recent events.")
     dagster_ui_url: str = Field(default="http://127.0.0.1:3000", description="Used to build links in metadata, alerts and the CLI.")
     mlflow_ui_url: str = Field(default="http://127.0.0.1:5000", description="Used to build links to model versions and reports.")
+
+    serve_host: str = Field(default="127.0.0.1", description="Prediction service bind address (loopback unless you mean to expose it).")
+    serve_port: int = Field(default=8000, ge=0, le=65535)
+    serve_reload_seconds: float = Field(default=5.0, gt=0, description="How often serving checks which version is `@champion`.")
+    serve_max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Larger request bodies get 413.")
+    serve_max_batch_rows: int = Field(default=1000, ge=1, description="Larger /predict batches get 413.")
+    serve_token: SecretStr | None = Field(default=None, description="Bearer token required by /feedback and /admin/* when set.")
+    serve_log_interval_ms: float = Field(default=2.0, gt=0, description="Prediction-log group commit: longest wait to gather a group.")
+    serve_log_max_rows: int = Field(default=2000, ge=1, description="Prediction-log group commit: most rows in one transaction.")
 
     @model_validator(mode="after")
     def _resolve_paths(self) -> "Settings":
