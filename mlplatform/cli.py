@@ -37,30 +37,43 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _pairs(values: list[str], kind: type) -> dict[str, object]:
+    """COLUMN=VALUE options as a dict; a malformed one is a ValueError that names it."""
     out: dict[str, object] = {}
     for item in values:
         key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"expected COLUMN=VALUE, got {item!r}")
-        out[key] = kind(value)
+        if not sep or not key.strip():
+            raise ValueError(f"expected COLUMN=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = kind(value.strip())
+        except ValueError:
+            raise ValueError(f"{item!r}: {value!r} is not a {kind.__name__}") from None
     return out
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from mlplatform.replay import DriftScenario, inject_drift, read_source, write_batches
+    from mlplatform.replay import ApiSink, DriftScenario, LandingSink, read_source, run_stream, select_stream
     from mlplatform.spec import load_spec
 
     settings = _settings(args)
-    spec = load_spec(settings.dataset_spec)
-    rows = read_source(spec)
-    if args.shuffle:
-        rows = rows.sample(frac=1.0, random_state=args.seed).reset_index(drop=True)
-    chunk = rows.iloc[args.start : args.start + args.count] if args.count else rows.iloc[args.start :]
-    scenario = DriftScenario(shift_numeric=_pairs(args.shift, float), category_mix=_pairs(args.category, str), flip_labels=args.flip_labels, seed=args.seed)  # type: ignore[arg-type]
-    if scenario.active:
-        chunk = inject_drift(chunk, spec, scenario, reference=rows.iloc[: max(1, args.start)])
-    paths = write_batches(chunk, spec, settings.landing_dir, args.batch_size, fmt=args.format, with_labels=not args.no_labels)
-    print(f"wrote {len(chunk)} events in {len(paths)} file(s) to {settings.landing_dir}")
+    try:
+        spec = load_spec(settings.dataset_spec)
+        scenario = DriftScenario(
+            shift_numeric=_pairs(args.shift, float),  # type: ignore[arg-type]
+            category_mix=_pairs(args.category, str),  # type: ignore[arg-type]
+            category_share=args.category_share,
+            flip_labels=args.flip_labels,
+            flip_where=_pairs(args.flip_where, str),  # type: ignore[arg-type]
+            seed=args.seed,
+        )
+        rows = select_stream(read_source(spec), spec, order=args.order, seed=args.seed, start=args.start, count=args.count, scenario=scenario, drift_from=args.drift_from)
+        sink = ApiSink(spec, args.url) if args.to == "api" else LandingSink(spec, settings.landing_dir, fmt=args.format)  # type: ignore[arg-type]
+        label_delay = args.label_delay if args.label_delay is not None or args.to == "landing" else 0.0
+        summary = run_stream(rows, spec, sink, batch_size=args.batch_size, rate=args.rate, label_delay=label_delay, with_labels=not args.no_labels, progress=not args.quiet)
+    except (ValueError, OSError) as exc:
+        print(f"replay failed: {exc}", file=sys.stderr)
+        return 2
+    target = args.url if args.to == "api" else settings.landing_dir
+    print(f"sent {summary.events} events and {summary.labels} labels to {target} in {summary.seconds:.1f}s")
     return 0
 
 
@@ -73,17 +86,26 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="champion, versions, decisions, event counts")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
-    replay = sub.add_parser("replay", help="write a dataset's rows to the landing folder in batches")
-    replay.add_argument("--start", type=int, default=0)
-    replay.add_argument("--count", type=int, default=0, help="rows to write (0: all from --start)")
-    replay.add_argument("--batch-size", type=int, default=1000)
+    replay = sub.add_parser("replay", help="replay a dataset as a stream (landing folder or serving API), paced, with drift")
+    replay.add_argument("--to", choices=["landing", "api"], default="landing", help="landing folder files, or POST /predict + /feedback")
+    replay.add_argument("--url", default="http://127.0.0.1:8000", help="serving API base URL (with --to api)")
+    replay.add_argument("--order", choices=["time", "shuffled"], default="time", help="event-time order, or shuffled by --seed")
+    replay.add_argument("--start", type=int, default=0, help="first row of the ordered dataset")
+    replay.add_argument("--count", type=int, default=0, help="rows to send (0: all from --start)")
+    replay.add_argument("--batch-size", type=int, default=1000, help="rows per landing file or per /predict request")
+    replay.add_argument("--rate", type=float, default=None, help="events per second (default: as fast as possible)")
+    replay.add_argument("--label-delay", type=float, default=None, metavar="SECONDS",
+                        help="send labels separately this long after their event (landing default: inline; api default: 0)")
     replay.add_argument("--format", choices=["csv", "parquet", "jsonl"], default="csv")
-    replay.add_argument("--shuffle", action="store_true")
-    replay.add_argument("--seed", type=int, default=0)
+    replay.add_argument("--seed", type=int, default=0, help="seed of the shuffled order and of the drift scenario")
+    replay.add_argument("--drift-from", type=int, default=0, metavar="ROW", help="drift applies from this row of the replayed slice on")
     replay.add_argument("--shift", action="append", default=[], metavar="COLUMN=SIGMAS", help="shift a numeric column")
     replay.add_argument("--category", action="append", default=[], metavar="COLUMN=VALUE", help="make a category dominant")
+    replay.add_argument("--category-share", type=float, default=0.6, help="share of rows given the dominant category")
     replay.add_argument("--flip-labels", type=float, default=0.0, help="share of labels changed (concept drift)")
+    replay.add_argument("--flip-where", action="append", default=[], metavar="COLUMN=VALUE", help="change labels only where COLUMN is VALUE")
     replay.add_argument("--no-labels", action="store_true", help="events only; labels come later")
+    replay.add_argument("--quiet", action="store_true", help="no progress bar")
     replay.set_defaults(func=cmd_replay)
     return parser
 

@@ -1,19 +1,26 @@
-"""Replaying a dataset as a stream of landing files, optionally with injected drift.
+"""Replaying a dataset as a stream: to landing files or to the serving API, paced, with injected drift.
 
 Rows get stable ids and times (from the spec's columns, or generated from the row's position), so
-replaying the same slice twice produces duplicates, never new events.
+replaying the same slice twice produces duplicates, never new events. Everything random (shuffled
+order, which rows a drift scenario touches) is drawn from a seed, so a replay can be repeated exactly.
 """
 
 from __future__ import annotations
 
+import heapq
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
+import httpx
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
-from mlplatform.spec import DatasetSpec
+from mlplatform.spec import DatasetSpec, FeatureType
 from mlplatform.validation import EVENT_ID, EVENT_TIME
 
 STREAM_START = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -27,12 +34,35 @@ class DriftScenario:
     shift_numeric: dict[str, float] = field(default_factory=dict)  # column -> shift in standard deviations
     category_mix: dict[str, str] = field(default_factory=dict)  # column -> category made dominant
     category_share: float = 0.6  # share of rows given the dominant category
-    flip_labels: float = 0.0  # share of labels swapped (classification) or scaled (regression)
+    flip_labels: float = 0.0  # share of labels swapped (classification) or doubled (regression)
+    flip_where: dict[str, str] = field(default_factory=dict)  # only rows where column == value: a learnable concept change
     seed: int = 0
 
     @property
     def active(self) -> bool:
         return bool(self.shift_numeric or self.category_mix or self.flip_labels)
+
+    def check(self, spec: DatasetSpec) -> None:
+        """Refuse scenarios that name unknown columns or impossible amounts, naming what is wrong."""
+        for column in self.shift_numeric:
+            if spec.features.get(column) is not FeatureType.numeric:
+                raise ReplayError(f"shift: {column!r} is not a numeric feature of {spec.name} (numeric: {spec.numeric_features})")
+        for column in self.category_mix:
+            if spec.features.get(column) is not FeatureType.categorical:
+                raise ReplayError(f"category: {column!r} is not a categorical feature of {spec.name} (categorical: {spec.categorical_features})")
+        for column in self.flip_where:
+            if column not in spec.features:
+                raise ReplayError(f"flip-where: {column!r} is not a feature of {spec.name}")
+        if not 0.0 < self.category_share <= 1.0:
+            raise ReplayError(f"category share must be in (0, 1], got {self.category_share}")
+        if not 0.0 <= self.flip_labels <= 1.0:
+            raise ReplayError(f"flip-labels must be in [0, 1], got {self.flip_labels}")
+        if self.flip_where and not self.flip_labels:
+            raise ReplayError("flip-where needs flip-labels > 0 (the share of matching rows whose label changes)")
+
+
+class ReplayError(ValueError):
+    """A replay that cannot run as asked; the message says which option is wrong."""
 
 
 def read_source(spec: DatasetSpec) -> pd.DataFrame:
@@ -79,13 +109,16 @@ def inject_drift(rows: pd.DataFrame, spec: DatasetSpec, scenario: DriftScenario,
     ref = rows if reference is None else reference
     for column, sigmas in scenario.shift_numeric.items():
         values = pd.to_numeric(out[column], errors="coerce")
-        std = float(pd.to_numeric(ref[column], errors="coerce").std()) or 1.0
+        std = float(pd.to_numeric(ref[column], errors="coerce").std())
+        std = std if np.isfinite(std) and std > 0 else 1.0
         out[column] = (values + sigmas * std).astype(str).where(values.notna())
     for column, category in scenario.category_mix.items():
         chosen = rng.random(len(out)) < scenario.category_share
         out.loc[chosen, column] = category
     if scenario.flip_labels and spec.label in out:
         chosen = rng.random(len(out)) < scenario.flip_labels
+        for column, value in scenario.flip_where.items():
+            chosen &= (out[column].astype("string").str.strip() == value).fillna(False).to_numpy()
         if spec.is_classification:
             classes = spec.classes or []
             current = out[spec.label].astype(str).str.strip().replace(spec.label_map)
@@ -117,3 +150,225 @@ def write_batches(rows: pd.DataFrame, spec: DatasetSpec, landing_dir: Path, batc
         tmp.rename(target)
         paths.append(target)
     return paths
+
+
+ORDERS = ("time", "shuffled")
+
+
+def order_rows(rows: pd.DataFrame, order: str, seed: int) -> pd.DataFrame:
+    """Rows by event time (stable: ties keep file order) or shuffled reproducibly by `seed`."""
+    if order == "time":
+        times = pd.to_datetime(rows[EVENT_TIME], utc=True, format="ISO8601")
+        return rows.iloc[np.argsort(times.to_numpy(), kind="stable")].reset_index(drop=True)
+    if order == "shuffled":
+        return rows.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+    raise ReplayError(f"order must be one of {ORDERS}, got {order!r}")
+
+
+def select_stream(
+    rows: pd.DataFrame,
+    spec: DatasetSpec,
+    *,
+    order: str = "time",
+    seed: int = 0,
+    start: int = 0,
+    count: int = 0,
+    scenario: DriftScenario | None = None,
+    drift_from: int = 0,
+) -> pd.DataFrame:
+    """The slice to replay: ordered, cut to [start, start+count), the scenario applied from row `drift_from` of the slice on.
+
+    Standard deviations for numeric shifts are measured on the ordered rows before the drift point, so
+    the same command always injects the same change.
+    """
+    if start < 0 or count < 0 or drift_from < 0:
+        raise ReplayError(f"start, count and drift-from must be ≥ 0 (got {start}, {count}, {drift_from})")
+    if start >= len(rows):
+        raise ReplayError(f"start {start} is past the end of {spec.name} ({len(rows)} rows)")
+    ordered = order_rows(rows, order, seed)
+    chunk = ordered.iloc[start : start + count if count else None].reset_index(drop=True)
+    if scenario is None or not scenario.active:
+        return chunk
+    scenario.check(spec)
+    if drift_from >= len(chunk):
+        raise ReplayError(f"drift-from {drift_from} is past the end of the replayed slice ({len(chunk)} rows)")
+    before = ordered.iloc[: start + drift_from]
+    drifted = inject_drift(chunk.iloc[drift_from:], spec, scenario, reference=before if len(before) > 1 else chunk)
+    return pd.concat([chunk.iloc[:drift_from], drifted], ignore_index=True)
+
+
+def canonical_labels(rows: pd.DataFrame, spec: DatasetSpec) -> pd.Series:
+    """Labels as the platform stores them (label_map applied, numbers for regression); NaN where absent."""
+    if spec.is_classification:
+        text = rows[spec.label].astype("string").str.strip().replace(spec.label_map)
+        return text.where(text.isin(spec.classes or []))
+    return pd.to_numeric(rows[spec.label], errors="coerce")
+
+
+def json_records(rows: pd.DataFrame, spec: DatasetSpec) -> list[dict[str, Any]]:
+    """Feature values as a client would send them: numbers for numeric features, strings otherwise, null when missing."""
+    out: dict[str, list[Any]] = {}
+    for name in spec.features:
+        if spec.features[name] is FeatureType.numeric:
+            values = pd.to_numeric(rows[name], errors="coerce").astype("float64")
+            out[name] = [None if np.isnan(v) else float(v) for v in values]
+        else:
+            text = rows[name].astype("string").str.strip()
+            out[name] = [None if pd.isna(v) else str(v) for v in text]
+    return [dict(zip(out, values)) for values in zip(*out.values())]
+
+
+class Pacer:
+    """Holds a replay to `rate` events per second (None: as fast as possible)."""
+
+    def __init__(self, rate: float | None, clock: Callable[[], float] = time.monotonic) -> None:
+        if rate is not None and rate <= 0:
+            raise ReplayError(f"rate must be > 0 events/s, got {rate}")
+        self.rate = rate
+        self.clock = clock
+        self.started = clock()
+
+    def wait(self, sent: int) -> None:
+        if self.rate is not None:
+            time.sleep(max(0.0, self.started + sent / self.rate - self.clock()))
+
+
+class LabelQueue:
+    """Labels waiting for their delay to pass, earliest first."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, str, object]] = []
+        self._seq = 0
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def push(self, due: float, event_ids: list[str], labels: list[object]) -> None:
+        for event_id, label in zip(event_ids, labels):
+            heapq.heappush(self._heap, (due, self._seq, event_id, label))
+            self._seq += 1
+
+    def next_due(self) -> float | None:
+        return self._heap[0][0] if self._heap else None
+
+    def pop_due(self, now: float) -> tuple[list[str], list[object]]:
+        ids: list[str] = []
+        labels: list[object] = []
+        while self._heap and self._heap[0][0] <= now:
+            _, _, event_id, label = heapq.heappop(self._heap)
+            ids.append(event_id)
+            labels.append(label)
+        return ids, labels
+
+
+class LandingSink:
+    """Event files (labels inline, or none) and separate late-label files, written atomically into the landing folder."""
+
+    def __init__(self, spec: DatasetSpec, landing_dir: Path, fmt: str = "csv", prefix: str = "replay") -> None:
+        self.spec, self.landing_dir, self.fmt, self.prefix = spec, landing_dir, fmt, prefix
+        self.label_files = 0
+
+    def send_events(self, batch: pd.DataFrame, inline_labels: bool) -> list[str]:
+        write_batches(batch, self.spec, self.landing_dir, len(batch), fmt=self.fmt, with_labels=inline_labels, prefix=self.prefix)
+        return batch[EVENT_ID].astype(str).tolist()
+
+    def send_labels(self, event_ids: list[str], labels: list[object]) -> None:
+        frame = pd.DataFrame({EVENT_ID: event_ids, self.spec.label: labels})
+        self.label_files += 1
+        name = f"{self.prefix}-labels-{event_ids[0]}-{event_ids[-1]}-{self.label_files}.csv"
+        tmp = self.landing_dir / f".{name}.tmp"
+        frame.to_csv(tmp, index=False)
+        tmp.rename(self.landing_dir / name)
+
+
+class ApiSink:
+    """POST /predict with a batch of records, then POST /feedback per label, against the serving API."""
+
+    def __init__(self, spec: DatasetSpec, url: str, timeout: float = 30.0) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise ReplayError(f"the serving URL must start with http:// or https://, got {url!r}")
+        self.spec = spec
+        self.url = url.rstrip("/")
+        self.client = httpx.Client(base_url=self.url, timeout=timeout)
+
+    def _post(self, path: str, payload: dict[str, Any]) -> Any:
+        try:
+            response = self.client.post(path, json=payload)
+        except httpx.HTTPError as exc:
+            raise ReplayError(f"cannot reach the serving API at {self.url}{path}: {exc} (is `mlplatform serve` running?)") from None
+        if response.status_code >= 400:
+            raise ReplayError(f"{self.url}{path} answered {response.status_code}: {response.text[:500]}")
+        return response.json()
+
+    def send_events(self, batch: pd.DataFrame, inline_labels: bool) -> list[str]:
+        body = self._post("/predict", {"records": json_records(batch, self.spec)})
+        results = body.get("predictions", body.get("results")) if isinstance(body, dict) else body
+        if not isinstance(results, list) or len(results) != len(batch):
+            raise ReplayError(f"{self.url}/predict returned {len(results) if isinstance(results, list) else 'no'} results for {len(batch)} records")
+        return [str(r["event_id"]) for r in results]
+
+    def send_labels(self, event_ids: list[str], labels: list[object]) -> None:
+        for event_id, label in zip(event_ids, labels):
+            self._post("/feedback", {"event_id": event_id, "label": label})
+
+    def close(self) -> None:
+        self.client.close()
+
+
+@dataclass(frozen=True)
+class ReplaySummary:
+    events: int
+    labels: int
+    seconds: float
+
+
+def _batches(rows: pd.DataFrame, size: int) -> Iterator[pd.DataFrame]:
+    for start in range(0, len(rows), size):
+        yield rows.iloc[start : start + size]
+
+
+def run_stream(
+    rows: pd.DataFrame,
+    spec: DatasetSpec,
+    sink: LandingSink | ApiSink,
+    *,
+    batch_size: int,
+    rate: float | None = None,
+    label_delay: float | None = None,
+    with_labels: bool = True,
+    progress: bool = True,
+) -> ReplaySummary:
+    """Send `rows` in batches at `rate`; labels inline (`label_delay` None) or `label_delay` seconds after their event."""
+    if batch_size < 1:
+        raise ReplayError(f"batch size must be ≥ 1, got {batch_size}")
+    if label_delay is not None and label_delay < 0:
+        raise ReplayError(f"label delay must be ≥ 0 seconds, got {label_delay}")
+    pacer = Pacer(rate)
+    queue = LabelQueue()
+    inline = with_labels and label_delay is None
+    labels = canonical_labels(rows, spec) if spec.label in rows else None
+    sent = delivered = 0
+
+    def deliver(now: float) -> int:
+        ids, values = queue.pop_due(now)
+        if ids:
+            sink.send_labels(ids, values)
+        return len(ids)
+
+    with tqdm(total=len(rows), unit="event", desc=f"replay {spec.name}", disable=not progress) as bar:
+        for batch in _batches(rows, batch_size):
+            pacer.wait(sent)
+            delivered += deliver(time.monotonic())
+            ids = sink.send_events(batch, inline_labels=inline and labels is not None)
+            if with_labels and label_delay is not None and labels is not None:
+                known = labels.loc[batch.index].notna().to_numpy()
+                values = [v.item() if isinstance(v, np.generic) else v for v in labels.loc[batch.index][known]]
+                queue.push(time.monotonic() + label_delay, [i for i, k in zip(ids, known) if k], values)
+            sent += len(batch)
+            bar.update(len(batch))
+        while len(queue):
+            time.sleep(max(0.0, (queue.next_due() or 0.0) - time.monotonic()))
+            delivered += deliver(time.monotonic())
+    if inline and labels is not None:
+        delivered = int(labels.notna().sum())
+    return ReplaySummary(events=sent, labels=delivered, seconds=time.monotonic() - pacer.started)
