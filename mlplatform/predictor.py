@@ -34,21 +34,29 @@ class Predictor:
         predicted class (multiclass), plus `proba_<class>` columns for multiclass."""
         if raw.empty:
             return pd.DataFrame({PREDICTION: pd.Series(dtype=object), PROBABILITY: pd.Series(dtype="float64")})
-        scores = self.booster.predict(self.transformer.transform(raw), num_threads=1)
+        prediction, probability, matrix = self.read_scores(self.booster.predict(self.transformer.transform(raw), num_threads=1))
+        if probability is None:
+            return pd.DataFrame({PREDICTION: prediction}, index=raw.index)
+        frame = pd.DataFrame({PREDICTION: prediction, PROBABILITY: probability}, index=raw.index)
+        if matrix is not None:
+            for i, cls in enumerate(self.classes or []):
+                frame[f"proba_{cls}"] = matrix[:, i]
+        return frame
+
+    def read_scores(self, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """The booster's raw output as (prediction, probability, per-class matrix for multiclass).
+
+        Separate from `predict` so that serving, which encodes records without pandas, reads scores the same way.
+        """
         if self.task == "regression":
-            return pd.DataFrame({PREDICTION: np.asarray(scores, dtype="float64")}, index=raw.index)
+            return np.asarray(scores, dtype="float64"), None, None
         assert self.classes is not None
         if self.task == "binary":
             negative = next(c for c in self.classes if c != self.positive_class)
             proba = np.asarray(scores, dtype="float64")
-            prediction = np.where(proba >= 0.5, self.positive_class, negative)
-            return pd.DataFrame({PREDICTION: prediction, PROBABILITY: proba}, index=raw.index)
-        matrix = np.asarray(scores, dtype="float64").reshape(len(raw), len(self.classes))
-        best = matrix.argmax(axis=1)
-        frame = pd.DataFrame({PREDICTION: np.asarray(self.classes, dtype=object)[best], PROBABILITY: matrix.max(axis=1)}, index=raw.index)
-        for i, cls in enumerate(self.classes):
-            frame[f"proba_{cls}"] = matrix[:, i]
-        return frame
+            return np.where(proba >= 0.5, self.positive_class, negative), proba, None
+        matrix = np.asarray(scores, dtype="float64").reshape(-1, len(self.classes))
+        return np.asarray(self.classes, dtype=object)[matrix.argmax(axis=1)], matrix.max(axis=1), matrix
 
     def save(self, folder: Path) -> dict[str, str]:
         """Write the two files the logged model carries; returns them as MLflow artifacts."""

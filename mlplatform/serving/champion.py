@@ -1,0 +1,109 @@
+"""Hot reload: always serve the registry's `@champion`, switching versions without a failed request.
+
+A background thread checks the alias every few seconds (and on POST /admin/reload). A new version is
+loaded and warmed up off the request path, then one attribute is reassigned: a request reads `current`
+once and uses that snapshot to the end, so it is answered entirely by one version. If loading fails, the
+old version keeps serving and the failure is logged and counted. Models only ever come from the
+configured registry, by alias; no request can name a path or URI to load.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mlplatform.predictor import Predictor
+from mlplatform.registry import Registry
+from mlplatform.serving.metrics import ServingMetrics
+from mlplatform.serving.records import RecordCodec
+from mlplatform.spec import DatasetSpec
+
+log = logging.getLogger(__name__)
+Scores = tuple[np.ndarray, np.ndarray | None, np.ndarray | None]
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """One loaded version: everything a request needs, swapped as a unit."""
+
+    version: int
+    predictor: Predictor
+    codec: RecordCodec
+
+    def predict(self, rows: list[dict[str, Any]]) -> tuple[Scores, dict[str, int]]:
+        """(prediction, probability, per-class matrix) for clean records, and unseen categories per column."""
+        matrix, unseen = self.codec.encode(rows)
+        return self.predictor.read_scores(self.predictor.booster.predict(matrix, num_threads=1)), unseen
+
+
+@dataclass(frozen=True)
+class ReloadOutcome:
+    version: int | None  # the version serving after the check
+    changed: bool
+    error: str | None = None
+
+
+class ChampionWatcher:
+    """Keeps `current` on the champion version of one registered model."""
+
+    def __init__(self, registry: Registry, spec: DatasetSpec, interval_s: float, metrics: ServingMetrics) -> None:
+        self.registry = registry
+        self.spec = spec
+        self.interval_s = interval_s
+        self.metrics = metrics
+        self.current: ServedModel | None = None
+        self._failed_version: int | None = None
+        self._check_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="champion-watcher", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def check(self, retry_failed: bool = False) -> ReloadOutcome:
+        """Load the champion if it is not the version serving; keep the old one if that fails.
+
+        A version that failed to load is retried only on request (`retry_failed`, from /admin/reload),
+        not on every tick, so one broken version does not flood the logs.
+        """
+        with self._check_lock:
+            serving = self.current.version if self.current else None
+            try:
+                champion = self.registry.champion()
+            except Exception as exc:  # registry unreachable: keep serving, say so
+                return self._failed(serving, None, f"cannot read the champion alias: {exc}")
+            if champion is None:
+                return ReloadOutcome(serving, False, None if serving else "the registry has no champion yet")
+            version = int(champion.version)
+            if version == serving or (version == self._failed_version and not retry_failed):
+                return ReloadOutcome(serving, False)
+            try:
+                predictor = self.registry.load_predictor(version)
+                model = ServedModel(version, predictor, RecordCodec(self.spec, predictor))
+                model.predict([dict.fromkeys(model.codec.features)])
+            except Exception as exc:  # any load failure keeps the old version serving
+                return self._failed(serving, version, f"cannot load version {version}: {exc}")
+            self.current = model
+            self._failed_version = None
+            self.metrics.model_version.set(version)
+            self.metrics.reloads.inc()
+            log.info("serving model version %s (was %s)", version, serving)
+            return ReloadOutcome(version, True)
+
+    def _failed(self, serving: int | None, version: int | None, message: str) -> ReloadOutcome:
+        self._failed_version = version
+        self.metrics.reload_failures.inc()
+        log.error("model reload failed, still serving version %s: %s", serving, message)
+        return ReloadOutcome(serving, False, message)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.check()

@@ -1,0 +1,117 @@
+"""The durable prediction log: every answered prediction becomes an event before its response leaves.
+
+One writer thread owns the event log; requests hand their rows over and await the commit that holds them
+(group commit). While one transaction commits, the next requests queue up and share the next one, so the
+log costs one SQLite commit per group instead of one per request, and an acknowledged prediction survives
+a kill -9 of the server (WAL commit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from mlplatform.eventlog import SERVING_COLUMNS, EventLog
+from mlplatform.serving.metrics import ServingMetrics
+from mlplatform.validation import EVENT_ID, EVENT_TIME, LABEL
+
+SOURCE = "serving"
+log = logging.getLogger(__name__)
+
+
+class PredictionLogError(RuntimeError):
+    """The predictions could not be committed; their request must not be acknowledged."""
+
+
+@dataclass
+class _Pending:
+    rows: list[dict[str, Any]]
+    future: asyncio.Future[None]
+    loop: asyncio.AbstractEventLoop
+    handed_over: float = field(default_factory=time.perf_counter)
+
+
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
+
+
+class PredictionLog:
+    """Group-commit writer of served predictions into the event log (source "serving")."""
+
+    def __init__(self, events: EventLog, metrics: ServingMetrics, linger_s: float, max_rows: int) -> None:
+        self._events = events
+        self._metrics = metrics
+        self._linger_s = linger_s
+        self._max_rows = max_rows
+        self._columns = [EVENT_ID, EVENT_TIME, LABEL, *SERVING_COLUMNS, *events.spec.features]
+        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        """Commit what is queued, then stop the writer."""
+        self._queue.put(None)
+        self._thread.join()
+
+    async def write(self, rows: list[dict[str, Any]]) -> None:
+        """Return once `rows` are committed; raise PredictionLogError if they could not be."""
+        loop = asyncio.get_running_loop()
+        pending = _Pending(rows, loop.create_future(), loop)
+        self._metrics.log_pending.inc(len(rows))
+        self._queue.put(pending)
+        await pending.future
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is None:
+                return
+            group, size = [first], len(first.rows)
+            deadline = time.monotonic() + self._linger_s
+            while size < self._max_rows:
+                try:
+                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic())) if self._linger_s else self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stopping = True
+                    break
+                group.append(item)
+                size += len(item.rows)
+            self._commit(group, size)
+
+    def _commit(self, group: list[_Pending], size: int) -> None:
+        error: BaseException | None = None
+        try:
+            frame = pd.DataFrame([row for pending in group for row in pending.rows], columns=self._columns)
+            self._events.append(frame, SOURCE)
+        except Exception as exc:  # any failure must reach the waiting requests, not kill the writer
+            log.exception("prediction log: could not commit %d predictions", size)
+            self._metrics.errors.labels(kind="prediction_log").inc()
+            error = PredictionLogError(f"the prediction log could not record the predictions: {exc}")
+        committed = time.perf_counter()
+        self._metrics.log_pending.dec(size)
+        if error is None:
+            self._metrics.log_rows.inc(size)
+            self._metrics.log_commits.inc()
+        for pending in group:
+            self._metrics.log_lag.observe(committed - pending.handed_over)
+            try:
+                pending.loop.call_soon_threadsafe(_settle, pending.future, error)
+            except RuntimeError:
+                log.warning("prediction log: a request's event loop closed before its commit was reported")
