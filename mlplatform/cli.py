@@ -28,6 +28,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dev(args: argparse.Namespace) -> int:
+    from mlplatform.orchestration.devserver import serve_until_stopped
+
+    return serve_until_stopped(_settings(args))
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from mlplatform.orchestration.status import collect_status, render_status
 
@@ -83,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--state-dir", help="state folder (default: MLPLATFORM_STATE_DIR or .mlplatform/)")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("demo", help="run the retraining loop end to end on the embedded defaults").set_defaults(func=cmd_demo)
+    sub.add_parser("dev", help="Dagster webserver + daemon, MLflow UI and the reports folder on loopback until Ctrl-C").set_defaults(func=cmd_dev)
     status = sub.add_parser("status", help="champion, versions, decisions, event counts")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)

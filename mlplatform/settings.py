@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     max_null_share: float = Field(default=0.5, ge=0, le=1, description="raw_events check: warn when a feature is missing in more of the recent events.")
     dagster_ui_url: str = Field(default="http://127.0.0.1:3000", description="Used to build links in metadata, alerts and the CLI.")
     mlflow_ui_url: str = Field(default="http://127.0.0.1:5000", description="Used to build links to model versions and reports.")
+    reports_url: str = Field(default="http://127.0.0.1:3001", description="Where `mlplatform dev` serves the reports folder; report links in metadata point here.")
 
     serve_host: str = Field(default="127.0.0.1", description="Prediction service bind address (loopback unless you mean to expose it).")
     serve_port: int = Field(default=8000, ge=0, le=65535)

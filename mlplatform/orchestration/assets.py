@@ -11,6 +11,7 @@ from mlplatform.landing import ingest_pending
 from mlplatform.orchestration.resources import PlatformResource
 from mlplatform.retraining import FeatureSnapshot, apply_decision, build_feature_snapshot, evaluate_challenger, train_challenger
 from mlplatform.registry import tag
+from mlplatform.reports import mlflow_run_url, mlflow_version_url, report_url
 from mlplatform.training import TrainingError
 from mlplatform.validation import LABEL
 
@@ -148,7 +149,7 @@ def trained_model(context: dg.AssetExecutionContext, platform: PlatformResource)
     except TrainingError as exc:
         raise dg.Failure(description=f"trained_model: {exc}; the champion is unchanged", allow_retries=False) from exc
     result = challenger.result
-    version_url = f"{settings.mlflow_ui_url}/#/models/{registry.name}/versions/{challenger.version}"
+    version_url = mlflow_version_url(settings, registry.name, challenger.version)
     return dg.MaterializeResult(
         metadata={
             VERSION_KEY: challenger.version,
@@ -233,7 +234,11 @@ def evaluation_report(context: dg.AssetExecutionContext, platform: PlatformResou
             "challenger_metrics": dg.MetadataValue.json(evaluation.challenger_metrics),
             "champion_metrics": dg.MetadataValue.json(evaluation.champion_metrics or {}),
             "report_path": dg.MetadataValue.path(str(report_path)),
-            "mlflow_model_version": dg.MetadataValue.url(f"{settings.mlflow_ui_url}/#/models/{registry.name}/versions/{challenger_version}"),
+            "report_url": dg.MetadataValue.url(report_url(settings, report_path)),
+            "mlflow_model_version": dg.MetadataValue.url(mlflow_version_url(settings, registry.name, challenger_version)),
+            "mlflow_run": dg.MetadataValue.url(mlflow_run_url(settings, registry.experiment_id, registry.get_version(challenger_version).run_id)),
+            "champion_model_version": dg.MetadataValue.url(mlflow_version_url(settings, registry.name, evaluation.champion_after))
+            if evaluation.champion_after else "none",
         },
         check_results=[check],
     )

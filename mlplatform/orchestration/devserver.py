@@ -1,0 +1,219 @@
+"""`mlplatform dev`: the Dagster webserver and daemon, the MLflow UI and the reports folder, on loopback, on one state.
+
+Each server runs in its own process group, so stopping one also stops what it spawned (code servers, run
+workers, gunicorn/uvicorn workers) and a Ctrl-C in the terminal reaches only this supervisor, which then
+stops them in order.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+from urllib.parse import urlsplit
+
+from mlplatform.orchestration.instance import prepare_dagster_home
+from mlplatform.settings import REPO_ROOT, Settings
+
+WORKSPACE = REPO_ROOT / "workspace.yaml"
+BIN = Path(sys.executable).parent
+# Telemetry off (no internet, no phoning home) and no MLflow GenAI job workers (a dozen idle processes here).
+CHILD_ENV_DEFAULTS = {"DAGSTER_DISABLE_TELEMETRY": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true",
+                      "EVIDENTLY_DISABLE_TELEMETRY": "1", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+LOCATIONS_QUERY = "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus locationOrLoadError { __typename ... on PythonError { message } } } } } }"
+
+
+class DevServerError(RuntimeError):
+    """A server did not come up (or died); the message names it and its log."""
+
+
+def _bind(url: str) -> tuple[str, int]:
+    """Host and port of a loopback URL from the settings (links in metadata and the servers must agree)."""
+    parts = urlsplit(url)
+    if parts.hostname is None or parts.port is None:
+        raise DevServerError(f"{url!r} needs an explicit host and port")
+    return parts.hostname, parts.port
+
+
+@dataclass
+class Server:
+    """One child server: how to start it and how to tell it is ready to answer."""
+
+    name: str
+    url: str
+    command: list[str]
+    ready: Callable[[], bool]
+    process: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+    _log: IO[bytes] | None = field(default=None, repr=False)
+
+    def start(self, env: dict[str, str], log_dir: Path | None) -> None:
+        if log_dir is not None:
+            self.log_path = log_dir / f"{self.name}.log"
+            self._log = self.log_path.open("ab")
+        self.process = subprocess.Popen(self.command, cwd=REPO_ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT if self._log else None, start_new_session=True)
+
+    def died(self) -> bool:
+        return self.process is not None and self.process.poll() is not None
+
+    def stop(self, grace_seconds: float) -> None:
+        """SIGINT to the whole process group (what `dagster dev` sends too), SIGKILL to what is left after the grace period."""
+        if self.process is not None:
+            for sig, wait in ((signal.SIGINT, grace_seconds), (signal.SIGKILL, 5.0)):
+                try:
+                    os.killpg(self.process.pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    self.process.wait(wait)
+                    _killpg_quietly(self.process.pid)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        if self._log is not None:
+            self._log.close()
+
+    def describe_failure(self) -> str:
+        where = f"; log: {self.log_path}" if self.log_path else ""
+        code = self.process.poll() if self.process else None
+        return f"{self.name} ({' '.join(self.command[:2])}) {'exited with ' + str(code) if code is not None else 'did not become ready'}{where}"
+
+
+def _killpg_quietly(pgid: int) -> None:
+    """Stop children the group leader left behind (a code server outliving its webserver, for instance)."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(200 <= response.status < 400)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _dagster_locations_loaded(url: str) -> bool:
+    """True once every code location finished loading; a location that failed to load is an error, not a wait."""
+    request = urllib.request.Request(f"{url}/graphql", data=json.dumps({"query": LOCATIONS_QUERY}).encode(), headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            entries = json.load(response)["data"]["workspaceOrError"]["locationEntries"]
+    except (urllib.error.URLError, OSError, KeyError, TypeError, ValueError):
+        return False
+    for entry in entries:
+        error = entry.get("locationOrLoadError") or {}
+        if error.get("__typename") == "PythonError":
+            raise DevServerError(f"code location {entry['name']} failed to load: {error.get('message', '').strip()}")
+    return bool(entries) and all(e["loadStatus"] == "LOADED" for e in entries)
+
+
+def _daemon_heartbeat(settings: Settings) -> Callable[[], bool]:
+    """The daemon has no port: it is ready once it wrote a heartbeat into the instance."""
+
+    def ready() -> bool:
+        import dagster as dg
+
+        with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+            return bool(instance.get_daemon_heartbeats())
+
+    return ready
+
+
+def build_servers(settings: Settings) -> list[Server]:
+    """The four servers, bound to the host and port of the URLs in the settings."""
+    dagster_host, dagster_port = _bind(settings.dagster_ui_url)
+    mlflow_host, mlflow_port = _bind(settings.mlflow_ui_url)
+    reports_host, reports_port = _bind(settings.reports_url)
+    artifacts = settings.artifact_root
+    return [
+        Server("mlflow", settings.mlflow_ui_url,
+               [str(BIN / "mlflow"), "server", "--backend-store-uri", settings.tracking_uri, "--default-artifact-root", artifacts,
+                "--artifacts-destination", artifacts, "--host", mlflow_host, "--port", str(mlflow_port), "--workers", "1"],
+               lambda: _http_ok(f"{settings.mlflow_ui_url}/health")),
+        Server("reports", settings.reports_url,
+               [sys.executable, "-m", "http.server", str(reports_port), "--bind", reports_host, "--directory", str(settings.reports_dir)],
+               lambda: _http_ok(f"{settings.reports_url}/")),
+        Server("dagster-daemon", "(no UI: runs sensors and queued runs)",
+               [str(BIN / "dagster-daemon"), "run", "-w", str(WORKSPACE)], _daemon_heartbeat(settings)),
+        Server("dagster-webserver", settings.dagster_ui_url,
+               [str(BIN / "dagster-webserver"), "-w", str(WORKSPACE), "-h", dagster_host, "-p", str(dagster_port)],
+               lambda: _dagster_locations_loaded(settings.dagster_ui_url)),
+    ]
+
+
+def _wait_ready(servers: list[Server], timeout_seconds: float) -> None:
+    pending = list(servers)
+    deadline = time.monotonic() + timeout_seconds
+    while pending:
+        for server in list(pending):
+            if server.died():
+                raise DevServerError(server.describe_failure())
+            if server.ready():
+                pending.remove(server)
+        if pending and time.monotonic() > deadline:
+            raise DevServerError("; ".join(s.describe_failure() for s in pending))
+        time.sleep(0.5)
+
+
+@contextmanager
+def running(settings: Settings, log_dir: Path | None = None, timeout_seconds: float = 180.0, grace_seconds: float = 15.0) -> Iterator[list[Server]]:
+    """Start the servers on the settings' state, wait until each answers, stop them all on exit.
+
+    Children inherit this process's environment (so the `MLPLATFORM_*` settings reach the code location
+    and every run) with telemetry off; `log_dir` captures their output instead of the terminal.
+    """
+    prepare_dagster_home(settings)
+    if log_dir is not None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+    env = {**CHILD_ENV_DEFAULTS, **os.environ, "DAGSTER_HOME": str(settings.dagster_home), "MLPLATFORM_STATE_DIR": str(settings.state_dir),
+           "MLPLATFORM_DATASET_SPEC": str(settings.dataset_spec)}
+    servers = build_servers(settings)
+    try:
+        for server in servers:
+            server.start(env, log_dir)
+        _wait_ready(servers, timeout_seconds)
+        yield servers
+    finally:
+        for server in reversed(servers):
+            server.stop(grace_seconds)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """First Ctrl-C or SIGTERM unwinds into the shutdown; repeats are ignored so they cannot cut it short."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+def serve_until_stopped(settings: Settings, say: Callable[[str], None] = print) -> int:
+    """Run the servers until Ctrl-C or SIGTERM; exit non-zero if one of them fails to start or dies on its own."""
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        say(f"starting on state {settings.state_dir} (Ctrl-C stops everything)")
+        with running(settings) as servers:
+            for server in servers:
+                say(f"  {server.name:<18} {server.url}")
+            while not any(s.died() for s in servers):
+                time.sleep(1.0)
+            say("stopping: " + "; ".join(s.describe_failure() for s in servers if s.died()))
+            return 1
+    except KeyboardInterrupt:
+        say("stopped")
+        return 0
+    except DevServerError as exc:
+        say(f"dev failed: {exc}")
+        return 1
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
