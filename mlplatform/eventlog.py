@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from mlplatform.spec import DatasetSpec
@@ -24,6 +25,7 @@ from mlplatform.validation import EVENT_ID, EVENT_TIME, LABEL
 BUSY_TIMEOUT_S = 60.0
 _SYSTEM_COLUMNS = ["event_id", "event_time", "ingested_at", "source", "label", "label_seq", "label_time", "model_version", "prediction", "probability"]
 SERVING_COLUMNS = ["model_version", "prediction", "probability"]
+SERVING_SOURCE = "serving"  # `source` of events logged by the prediction service
 
 
 class EventLogError(RuntimeError):
@@ -58,6 +60,23 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
+def _sql_values(values: pd.Series) -> list[object]:
+    """One column as plain Python values for sqlite3, missing as None, converted by numpy in one go."""
+    if pd.api.types.is_float_dtype(values):
+        array = values.to_numpy(dtype="float64", na_value=np.nan)
+        out = array.astype(object)
+        out[np.isnan(array)] = None
+        return out.tolist()
+    if pd.api.types.is_integer_dtype(values) and not values.hasnans:
+        return values.to_numpy(dtype="int64").tolist()
+    return values.to_numpy(dtype=object, na_value=None).tolist()
+
+
+def _sql_text(value: str) -> str:
+    """A string as an SQL literal."""
+    return "'" + value.replace("'", "''") + "'"
+
+
 def _col(feature: str) -> str:
     """Feature columns are prefixed so that no feature name can clash with a system column."""
     return '"f_' + feature.replace('"', '') + '"'
@@ -77,6 +96,7 @@ class EventLog:
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
             self._conn.execute("PRAGMA cache_size=-65536")
+            self._conn.execute("PRAGMA temp_store=MEMORY")
             self._create_schema()
         except sqlite3.DatabaseError as exc:
             raise EventLogError(f"event log {self.path}: {exc}") from exc
@@ -154,55 +174,64 @@ class EventLog:
         """Insert new events; for known ids apply a label they lack; report conflicting labels.
 
         `events` has the canonical columns (event_id, event_time, label, features) and optionally
-        model_version, prediction, probability. Re-sending an id never duplicates it.
+        model_version, prediction, probability. Re-sending an id never duplicates it (a repeat within
+        `events` counts as a duplicate too). New rows go straight into `events` with one executemany
+        over columns converted once by numpy: the cheap path for bulk ingestion.
         """
         if events.empty:
             return AppendResult(0, 0, 0, pd.DataFrame(columns=[EVENT_ID, LABEL, "existing_label"]))
+        first = ~events[EVENT_ID].duplicated().to_numpy()
+        repeated = int((~first).sum())
+        events = events[first]
         features = list(self.spec.features)
         serving = [c for c in SERVING_COLUMNS if c in events.columns]
         cols = [EVENT_ID, EVENT_TIME, LABEL, *serving, *features]
         db_cols = ["event_id", "event_time", "label", *serving, *(f"f_{f}" for f in features)]
-        quoted = ", ".join(f'"{c}"' for c in db_cols)
-        frame = events[cols].astype(object).where(events[cols].notna(), None)
-        rows = list(frame.itertuples(index=False, name=None))
-        placeholders = ", ".join("?" for _ in db_cols)
         ingested_at = now_us()
+        label_seq = len(db_cols) + 1
+        quoted = ", ".join(f'"{c}"' for c in db_cols)
+        # Constants are SQL literals (an integer and a quoted string), not one bound parameter per row.
+        insert = (
+            f"INSERT INTO events ({quoted}, ingested_at, source, label_seq, label_time) "
+            f"VALUES ({', '.join(f'?{i}' for i in range(1, label_seq))}, {ingested_at}, {_sql_text(source)}, "
+            f"?{label_seq}, CASE WHEN ?{label_seq} IS NOT NULL THEN {ingested_at} END)"
+        )
         with self._write() as db:
-            db.execute(f"CREATE TEMP TABLE IF NOT EXISTS incoming ({quoted})")
-            db.execute("DELETE FROM incoming")
-            db.executemany(f"INSERT INTO incoming VALUES ({placeholders})", rows)
-            known = pd.DataFrame(
-                db.execute(
-                    "SELECT i.event_id, i.label, e.label FROM incoming i JOIN events e ON e.event_id = i.event_id"
-                ).fetchall(),
-                columns=[EVENT_ID, LABEL, "existing_label"],
-            )
+            known = self._known(db, events)
+            fresh = ~events[EVENT_ID].isin(known[EVENT_ID]).to_numpy()
+            new = events[fresh]
+            labelled = new[LABEL].notna().to_numpy()
             base = self._meta(db, "label_seq")
-            cur = db.execute(
-                f"""INSERT OR IGNORE INTO events ({quoted}, ingested_at, source, label_seq, label_time)
-                    SELECT {", ".join(f'i."{c}"' for c in db_cols)}, ?, ?,
-                           CASE WHEN i.label IS NOT NULL THEN ? + sum(i.label IS NOT NULL) OVER (ORDER BY i.rowid) END,
-                           CASE WHEN i.label IS NOT NULL THEN ? END
-                    FROM incoming i
-                    WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = i.event_id)
-                    ORDER BY i.rowid""",
-                (ingested_at, source, base, ingested_at),
-            )
-            inserted = cur.rowcount
-            new_labelled = (db.execute("SELECT max(label_seq) FROM events").fetchone()[0] or 0) - base if inserted else 0
+            label_seqs = np.where(labelled, base + np.cumsum(labelled), 0).astype(object)
+            label_seqs[~labelled] = None
+            n = len(new)
+            db.executemany(insert, zip(*(_sql_values(new[c]) for c in cols), label_seqs.tolist()))
+            new_labelled = int(labelled.sum())
             self._bump(db, "label_seq", new_labelled)
             self._bump(db, "labelled", new_labelled)
-            self._bump(db, "events", inserted)
+            self._bump(db, "events", n)
             late = known[known[LABEL].notna() & known["existing_label"].isna()]
             applied = self._apply_labels(db, late[EVENT_ID].tolist(), late[LABEL].tolist())
-            db.execute("DELETE FROM incoming")
         conflicts = known[known[LABEL].notna() & known["existing_label"].notna() & (known[LABEL] != known["existing_label"])]
         return AppendResult(
-            inserted=inserted,
-            duplicates=len(known),
+            inserted=n,
+            duplicates=len(known) + repeated,
             labels_applied=applied,
             conflicts=conflicts.reset_index(drop=True),
         )
+
+    def _known(self, db: sqlite3.Connection, events: pd.DataFrame) -> pd.DataFrame:
+        """The incoming ids already in the log, with the incoming and the recorded label."""
+        columns = [EVENT_ID, LABEL, "existing_label"]
+        if not self._meta(db, "events"):
+            return pd.DataFrame(columns=columns)
+        db.execute("CREATE TEMP TABLE IF NOT EXISTS incoming (event_id TEXT, label)")
+        db.execute("DELETE FROM incoming")
+        db.executemany("INSERT INTO incoming VALUES (?, ?)", zip(_sql_values(events[EVENT_ID]), _sql_values(events[LABEL])))
+        rows = db.execute("SELECT i.event_id, i.label, e.label FROM incoming i JOIN events e ON e.event_id = i.event_id").fetchall()
+        db.execute("DELETE FROM incoming")
+        return pd.DataFrame(rows, columns=columns)
+
 
     def _apply_labels(self, db: sqlite3.Connection, ids: Sequence[str], labels: Sequence[object]) -> int:
         """Set labels on events that have none, each with the next label_seq."""
@@ -309,6 +338,12 @@ class EventLog:
         frame = self._select(where, params, "event_time DESC, seq DESC", limit)
         return frame.iloc[::-1].reset_index(drop=True)
 
+    def served_window(self, limit: int, model_version: int | str) -> pd.DataFrame:
+        """The most recent `limit` labelled predictions that `model_version` served (by event time), oldest first."""
+        where = "source = ? AND model_version = ? AND label_seq IS NOT NULL AND prediction IS NOT NULL"
+        frame = self._select(where, [SERVING_SOURCE, str(model_version)], "event_time DESC, seq DESC", limit)
+        return frame.iloc[::-1].reset_index(drop=True)
+
     def events_between(self, start_us: int | None = None, end_us: int | None = None, limit: int | None = None) -> pd.DataFrame:
         """Events with start <= event_time < end, oldest first; the latest `limit` when capped."""
         clauses, params = ["1 = 1"], []
@@ -320,6 +355,36 @@ class EventLog:
             params.append(end_us)
         frame = self._select(" AND ".join(clauses), params, "event_time DESC, seq DESC", limit)
         return frame.iloc[::-1].reset_index(drop=True)
+
+    @staticmethod
+    def _window(start_us: int, end_us: int, max_label_seq: int | None) -> tuple[str, list[object]]:
+        where, params = "event_time >= ? AND event_time < ?", [int(start_us), int(end_us)]
+        if max_label_seq is not None:
+            where += " AND label_seq IS NOT NULL AND label_seq <= ?"
+            params.append(int(max_label_seq))
+        return where, params
+
+    def count_between(self, start_us: int, end_us: int, max_label_seq: int | None = None) -> int:
+        """Events with start <= event_time < end (labelled up to `max_label_seq` when given), counted without reading rows."""
+        where, params = self._window(start_us, end_us, max_label_seq)
+        with self._lock:
+            return int(self._conn.execute(f"SELECT count(*) FROM events WHERE {where}", params).fetchone()[0])
+
+    def sample_between(self, start_us: int, end_us: int, n: int, max_label_seq: int | None = None) -> pd.DataFrame:
+        """A uniform sample without replacement of at most `n` events with start <= event_time < end, oldest first.
+
+        Rows are drawn on the (event_time, seq) index with ORDER BY random(), so only the `n` chosen
+        rows are read whole: memory and time stay bounded however large the window is.
+        """
+        where, params = self._window(start_us, end_us, max_label_seq)
+        chosen = f"seq IN (SELECT seq FROM events WHERE {where} ORDER BY random() LIMIT {max(0, int(n))})"
+        return self._select(chosen, params, "event_time, seq", None)
+
+    def time_range(self) -> tuple[int, int] | None:
+        """First and last event time in the log (two index look-ups), or None when it is empty."""
+        with self._lock:
+            first, last = self._conn.execute("SELECT (SELECT min(event_time) FROM events), (SELECT max(event_time) FROM events)").fetchone()
+        return None if first is None else (int(first), int(last))
 
     def get(self, event_ids: Sequence[str]) -> pd.DataFrame:
         ids = list(event_ids)

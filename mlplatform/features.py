@@ -18,16 +18,22 @@ MAX_CATEGORIES = 1000
 CROSS_SEPARATOR = " × "
 
 
+ARROW_STRING = pd.StringDtype("pyarrow")
+
+
+def as_text(values: pd.Series) -> pd.Series:
+    """Stripped Arrow-backed strings (vectorised in C++, unlike object strings); blanks become NA."""
+    text = (values if values.dtype == ARROW_STRING else values.astype(ARROW_STRING)).str.strip()
+    return text.mask(text.eq("").fillna(True))
+
+
 def normalise_category(values: pd.Series) -> pd.Series:
     """Categorical values as stripped strings; integral floats lose their '.0' so 1 and 1.0 match."""
+    text = as_text(values)
     if pd.api.types.is_float_dtype(values):
-        finite = values.notna() & np.isfinite(values.fillna(0))
-        integral = finite & (values.fillna(0) % 1 == 0)
-        text = values.astype("string")
-        text[integral] = values[integral].astype("int64").astype("string")
-        return text.where(values.notna())
-    text = values.astype("string").str.strip()
-    return text.where(text.ne("") & text.notna())
+        integral = np.isfinite(values) & (values.abs() < 2**53) & (values % 1 == 0)
+        text[integral] = values[integral].astype("int64").astype(ARROW_STRING)
+    return text
 
 
 @dataclass
@@ -50,7 +56,7 @@ class FeatureTransformer:
         return [*self.numeric, *self.categorical]
 
     def _categorical_frame(self, raw: pd.DataFrame) -> dict[str, pd.Series]:
-        cols = {name: normalise_category(raw[name]) if name in raw else pd.Series(pd.NA, index=raw.index, dtype="string") for name in self.categorical}
+        cols = {name: normalise_category(raw[name]) if name in raw else pd.Series(pd.NA, index=raw.index, dtype=ARROW_STRING) for name in self.categorical}
         for (a, b), name in zip(self.crosses, self.cross_names):
             cols[name] = (cols[a] + CROSS_SEPARATOR + cols[b]).where(cols[a].notna() & cols[b].notna())
         return cols

@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import shutil
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,8 +23,9 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from mlplatform.eventlog import EventLog, now_us
+from mlplatform.features import ARROW_STRING, as_text, normalise_category
 from mlplatform.spec import DatasetSpec
-from mlplatform.validation import EVENT_ID, LABEL, SchemaError, Validated, validate_frame
+from mlplatform.validation import EVENT_ID, SchemaError, Validated, parse_numeric, validate_frame
 
 SUFFIXES = (".csv", ".csv.gz", ".parquet", ".jsonl", ".jsonl.gz", ".ndjson")
 PROCESSED = "processed"
@@ -63,7 +65,8 @@ class IngestReport:
 @dataclass
 class _Parsed:
     frame: pd.DataFrame
-    bad_rows: list[tuple[int, str, str]]  # row number, reason, raw text
+    bad_rows: list[tuple[int, str, str]]  # line number, reason, raw text
+    line_numbers: list[int] | None = None  # the line of each row of `frame`, so quarantine points into the file
 
 
 def pending_files(landing_dir: Path) -> list[Path]:
@@ -74,31 +77,41 @@ def pending_files(landing_dir: Path) -> list[Path]:
     return sorted(files, key=lambda p: (p.stat().st_mtime_ns, p.name))
 
 
+def _to_pandas(table: pa.Table) -> pd.DataFrame:
+    """Strings stay Arrow-backed: no Python object per cell, and validation works on them in C++."""
+    return table.to_pandas(types_mapper={pa.string(): ARROW_STRING, pa.large_string(): ARROW_STRING}.get)
+
+
 def _split_utf8(data: bytes) -> tuple[bytes, list[tuple[int, str, str]]]:
-    """Keep the lines that are valid UTF-8; report the others (1-based line numbers)."""
+    """Blank out the lines that are not valid UTF-8 (so line numbers stay true) and report them."""
     try:
         data.decode("utf-8")
         return data, []
     except UnicodeDecodeError:
         pass
-    good: list[bytes] = []
+    kept: list[bytes] = []
     bad: list[tuple[int, str, str]] = []
     for number, line in enumerate(data.splitlines(keepends=True), start=1):
         try:
             line.decode("utf-8")
-            good.append(line)
+            kept.append(line)
         except UnicodeDecodeError as exc:
             bad.append((number, f"line {number}: not valid UTF-8 ({exc.reason} at byte {exc.start})", line.decode("utf-8", "replace")[:4096]))
-    return b"".join(good), bad
+            kept.append(b"\n")
+    return b"".join(kept), bad
 
 
 def _parse_csv(data: bytes) -> _Parsed:
     data, bad = _split_utf8(data)
     if not data.strip():
         return _Parsed(pd.DataFrame(), bad)
+    # Arrow numbers rows without the empty lines it skips; this maps its row numbers back to lines.
+    lines = [number for number, line in enumerate(data.split(b"\n"), start=1) if line not in (b"", b"\r")]
+    invalid: set[int] = set()
 
     def on_invalid(row: pacsv.InvalidRow) -> str:
-        number = (row.number or 0)
+        number = lines[row.number - 1] if row.number else 0
+        invalid.add(number)
         bad.append((number, f"line {number}: expected {row.expected_columns} fields, found {row.actual_columns}", (row.text or "")[:4096]))
         return "skip"
 
@@ -107,18 +120,19 @@ def _parse_csv(data: bytes) -> _Parsed:
         names = next(csv.reader([first_line]), [])
         table = pacsv.read_csv(
             io.BytesIO(data),
-            read_options=pacsv.ReadOptions(block_size=1 << 24),
+            read_options=pacsv.ReadOptions(block_size=1 << 24, use_threads=False),
             parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid, newlines_in_values=False),
             convert_options=pacsv.ConvertOptions(column_types={str(n): pa.string() for n in names}, strings_can_be_null=True),
         )
     except (pa.ArrowInvalid, csv.Error) as exc:
         raise UnreadableFile(f"not parseable as CSV: {exc}") from None
-    return _Parsed(table.to_pandas(), bad)
+    return _Parsed(_to_pandas(table), bad, [n for n in lines[1:] if n not in invalid])
 
 
 def _parse_jsonl(data: bytes) -> _Parsed:
     data, bad = _split_utf8(data)
     records: list[dict[str, object]] = []
+    numbers: list[int] = []
     for number, line in enumerate(data.decode("utf-8").splitlines(), start=1):
         if not line.strip():
             continue
@@ -131,7 +145,8 @@ def _parse_jsonl(data: bytes) -> _Parsed:
             bad.append((number, f"line {number}: expected a JSON object, got {type(value).__name__}", line[:4096]))
             continue
         records.append(value)
-    return _Parsed(pd.DataFrame.from_records(records), bad)
+        numbers.append(number)
+    return _Parsed(pd.DataFrame.from_records(records), bad, numbers)
 
 
 def _parse_parquet(data: bytes) -> _Parsed:
@@ -139,7 +154,7 @@ def _parse_parquet(data: bytes) -> _Parsed:
         table = pq.read_table(io.BytesIO(data))
     except (pa.ArrowInvalid, OSError) as exc:
         raise UnreadableFile(f"not parseable as Parquet: {exc}") from None
-    return _Parsed(table.to_pandas(), [])
+    return _Parsed(_to_pandas(table), [])
 
 
 def read_landing_file(path: Path) -> tuple[_Parsed, str]:
@@ -150,7 +165,7 @@ def read_landing_file(path: Path) -> tuple[_Parsed, str]:
     if name.endswith(".gz"):
         try:
             data = gzip.decompress(data)
-        except (OSError, EOFError) as exc:
+        except (OSError, EOFError, zlib.error) as exc:
             raise UnreadableFile(f"not a valid gzip file: {exc}") from None
         name = name[:-3]
     if name.endswith(".parquet"):
@@ -175,26 +190,32 @@ def _is_label_file(frame: pd.DataFrame, spec: DatasetSpec) -> bool:
     return spec.label in frame.columns and bool(ids & set(frame.columns)) and not (set(spec.features) & set(frame.columns))
 
 
-def _ingest_labels(frame: pd.DataFrame, spec: DatasetSpec, log: EventLog, name: str, outcome: FileOutcome) -> None:
+def _ingest_labels(parsed: _Parsed, spec: DatasetSpec, log: EventLog, name: str, outcome: FileOutcome) -> None:
     """A file of late labels: event id + label, no features."""
+    frame = parsed.frame.reset_index(drop=True)
+    lines = parsed.line_numbers or list(range(1, len(frame) + 1))
     id_col = spec.id_column if spec.id_column in frame.columns else EVENT_ID
-    ids = frame[id_col].astype("string").str.strip()
-    labels = frame[spec.label]
+    ids = as_text(frame[id_col])
     if spec.is_classification:
-        labels = labels.astype("string").str.strip().replace(spec.label_map)
+        labels = normalise_category(frame[spec.label]).replace(spec.label_map)
         valid = ids.notna() & labels.isin(spec.classes or [])
     else:
-        labels = pd.to_numeric(labels, errors="coerce")
-        valid = ids.notna() & labels.notna()
+        labels, bad = parse_numeric(frame[spec.label])
+        valid = ids.notna() & labels.notna() & ~bad
     result = log.add_labels(ids[valid].tolist(), labels[valid].tolist())
-    problems = [(i + 1, "label: missing id or invalid label") for i in frame.index[~valid]]
-    id_to_row = {event_id: i + 1 for i, event_id in zip(frame.index[valid], ids[valid])}
-    problems += [(id_to_row[e], "label for an unknown event_id") for e in result.unknown]
-    problems += [(id_to_row[e], "label conflicts with the label already recorded") for e in result.conflicts]
+    problems = [(i, "label: missing id or invalid label") for i in frame.index[~valid]]
+    position = {event_id: i for i, event_id in zip(frame.index[valid], ids[valid])}
+    problems += [(position[e], "label for an unknown event_id") for e in result.unknown]
+    problems += [(position[e], "label conflicts with the label already recorded") for e in result.conflicts]
     if problems:
-        rows = pd.DataFrame(problems, columns=["row_number", "reason"])
-        rows["record"] = [json.dumps({k: str(v) for k, v in frame.iloc[r - 1].items()}) for r in rows["row_number"]]
-        outcome.quarantined = log.quarantine(rows, source=name)
+        rows = pd.DataFrame(
+            {
+                "row_number": [lines[i] for i, _ in problems],
+                "reason": [reason for _, reason in problems],
+                "record": [json.dumps({k: str(v) for k, v in frame.iloc[i].items()}) for i, _ in problems],
+            }
+        )
+        outcome.quarantined += log.quarantine(rows, source=name)
     outcome.labels_applied = len(result.applied)
     outcome.duplicates = len(result.unchanged)
 
@@ -222,9 +243,11 @@ def ingest_file(path: Path, spec: DatasetSpec, log: EventLog, max_bytes: int = D
             _move(path, PROCESSED)
             return outcome
         if _is_label_file(frame, spec):
-            _ingest_labels(frame, spec, log, path.name, outcome)
+            _ingest_labels(parsed, spec, log, path.name, outcome)
         else:
-            validated: Validated = validate_frame(frame, spec, generated_id_prefix=digest[:16], generated_time_start_us=now_us())
+            validated: Validated = validate_frame(
+                frame, spec, generated_id_prefix=digest[:16], generated_time_start_us=now_us(), row_numbers=parsed.line_numbers
+            )
             outcome.extra_columns = validated.extra_columns
             outcome.quarantined += log.quarantine(validated.quarantined, source=path.name)
             result = log.append(validated.events, source=path.name)

@@ -1,17 +1,23 @@
 """Turning a raw frame (landing file or request) into valid events, quarantining what is invalid.
 
 Vectorised on purpose: ingestion has to keep up with ≥ 200k rows/s, so the checks are column
-operations, and every invalid row keeps the first reason found for it.
+operations on Arrow-backed strings (parsed with Arrow casts, pandas only as the fallback for the
+rows Arrow refuses), each column is converted once, and a reason text is built only for the rows
+that get it. Every invalid row keeps the first reason found for it.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
+from mlplatform.features import as_text, normalise_category
 from mlplatform.spec import DatasetSpec
 
 EVENT_ID = "event_id"
@@ -19,6 +25,8 @@ EVENT_TIME = "event_time"
 LABEL = "label"
 MAX_ID_LENGTH = 128
 MAX_TEXT_LENGTH = 256
+SHOWN_CHARS = 40
+_UTC_US = pa.timestamp("us", tz="UTC")
 
 
 class SchemaError(ValueError):
@@ -39,30 +47,46 @@ def canonical_columns(spec: DatasetSpec) -> list[str]:
     return [EVENT_ID, EVENT_TIME, LABEL, *spec.features]
 
 
-def _blank(values: pd.Series) -> pd.Series:
-    """True where a raw value means 'missing': None, NaN or an empty/whitespace string."""
-    missing = values.isna()
-    if values.dtype == object or pd.api.types.is_string_dtype(values):
-        as_text = values.astype("string").str.strip()
-        missing |= as_text.eq("").fillna(True)
-    return missing
+def _arrow(text: pd.Series) -> pa.Array:
+    return pa.array(text, type=pa.string(), from_pandas=True)
 
 
-def _as_text(values: pd.Series) -> pd.Series:
-    return values.astype("string").str.strip()
-
-
-def _numeric(values: pd.Series) -> tuple[pd.Series, pd.Series]:
-    """Parsed floats and a mask of values present but not a finite number."""
-    blank = _blank(values)
+def parse_numeric(values: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Parsed floats (missing stays NaN) and a mask of values present but not a finite number."""
     if pd.api.types.is_bool_dtype(values):
-        parsed = pd.Series(np.nan, index=values.index)
-        bad = ~blank
+        return pd.Series(np.nan, index=values.index), values.notna()
+    if pd.api.types.is_numeric_dtype(values):
+        parsed = values.astype("float64")
+        return parsed.where(np.isfinite(parsed)), np.isinf(parsed)
+    text = as_text(values)
+    try:
+        parsed = pd.Series(pc.cast(_arrow(text), pa.float64()).to_numpy(zero_copy_only=False), index=values.index)
+    except pa.ArrowInvalid:
+        parsed = pd.to_numeric(text.astype(object), errors="coerce").astype("float64")
+    bad = text.notna() & ~np.isfinite(parsed)
+    return parsed.where(~bad), bad
+
+
+def _event_times(values: pd.Series) -> pd.Series:
+    """Microseconds since the epoch (UTC; naive times are UTC), NA where not a timestamp."""
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        parsed = pd.to_datetime(values.where(np.isfinite(values.astype("float64"))), unit="s", utc=True, errors="coerce")
+    elif isinstance(values.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(values):
+        parsed = pd.to_datetime(values, utc=True)
     else:
-        parsed = pd.to_numeric(values, errors="coerce").astype("float64")
-        bad = ~blank & ~np.isfinite(parsed.fillna(0.0))
-        bad |= ~blank & parsed.isna()
-    return parsed.where(~bad & ~blank), bad
+        text = as_text(values)
+        try:
+            micros = pc.cast(pc.cast(_arrow(text), _UTC_US), pa.int64())
+            return pd.Series(micros.to_numpy(zero_copy_only=False), index=values.index).astype("Int64")
+        except pa.ArrowInvalid:
+            parsed = pd.to_datetime(text.astype(object), utc=True, errors="coerce", format="mixed")
+    micros = parsed.to_numpy(dtype="datetime64[us]", na_value=np.datetime64("NaT")).astype("int64")
+    return pd.Series(micros, index=values.index).astype("Int64").where(parsed.notna().to_numpy())
+
+
+def _shown(values: pd.Series) -> Callable[[pd.Series], pd.Series]:
+    """A reason builder quoting each flagged row's raw value (cut short)."""
+    return lambda rows: values[rows].astype(str).str.slice(0, SHOWN_CHARS).map(repr)
 
 
 def _record_json(frame: pd.DataFrame, rows: pd.Index) -> list[str]:
@@ -76,12 +100,14 @@ def validate_frame(
     *,
     generated_id_prefix: str,
     generated_time_start_us: int,
+    row_numbers: Sequence[int] | None = None,
 ) -> Validated:
     """Check every row of `raw` against `spec`.
 
     Missing feature columns reject the frame (SchemaError); everything else is per row. Rows without
     an id or time get generated ones that are stable for the same input, so the same file dropped
-    twice produces the same event ids.
+    twice produces the same event ids. `row_numbers` (default: 1, 2, ...) is where each row sits in
+    its file; quarantined rows carry it.
     """
     raw = raw.reset_index(drop=True)
     raw.columns = [str(c).strip() for c in raw.columns]
@@ -97,77 +123,72 @@ def validate_frame(
     extra = [c for c in raw.columns if c not in known]
 
     n = len(raw)
-    reason = pd.Series(pd.NA, index=raw.index, dtype="string")
+    numbers = np.arange(1, n + 1, dtype="int64") if row_numbers is None else np.asarray(row_numbers, dtype="int64")
+    reason = pd.Series(pd.NA, index=raw.index, dtype=object)
 
-    def flag(mask: pd.Series, text: str | pd.Series) -> None:
-        new = mask & reason.isna()
+    def flag(mask: pd.Series, prefix: str, detail: str | Callable[[pd.Series], pd.Series]) -> None:
+        """Give `mask` rows that have no reason yet this one; `detail` is built for those rows only."""
+        new = mask.to_numpy(dtype=bool, na_value=False) & reason.isna().to_numpy()
         if new.any():
-            reason[new] = text if isinstance(text, str) else text[new]
+            rows = raw.index[new]
+            reason[rows] = f"{prefix}: {detail}" if isinstance(detail, str) else (f"{prefix}: " + detail(rows)).to_numpy()
 
-    out = pd.DataFrame(index=raw.index)
+    out: dict[str, pd.Series] = {}
     if id_col is not None:
-        ids = _as_text(raw[id_col])
-        flag(ids.isna() | ids.eq(""), f"{id_col}: missing")
-        flag(ids.str.len().fillna(0).gt(MAX_ID_LENGTH), f"{id_col}: longer than {MAX_ID_LENGTH} characters")
+        ids = as_text(raw[id_col])
+        flag(ids.isna(), id_col, "missing")
+        flag(ids.str.len().gt(MAX_ID_LENGTH), id_col, f"longer than {MAX_ID_LENGTH} characters")
         out[EVENT_ID] = ids
     else:
-        out[EVENT_ID] = pd.Series([f"{generated_id_prefix}-{i}" for i in range(n)], index=raw.index, dtype="string")
+        out[EVENT_ID] = pd.Series([f"{generated_id_prefix}-{i}" for i in range(n)], index=raw.index, dtype=pd.StringDtype("pyarrow"))
 
     if time_col is not None:
-        times = raw[time_col]
-        if pd.api.types.is_numeric_dtype(times):
-            parsed = pd.to_datetime(times, unit="s", utc=True, errors="coerce")
-        else:
-            parsed = pd.to_datetime(_as_text(times), utc=True, errors="coerce", format="mixed")
-        flag(parsed.isna(), f"{time_col}: missing or not a timestamp")
-        out[EVENT_TIME] = pd.Series(
-            np.where(parsed.notna(), parsed.to_numpy(dtype="datetime64[us]", na_value=np.datetime64(0, "us")).astype("int64"), 0),
-            index=raw.index,
-        )
+        times = _event_times(raw[time_col])
+        flag(times.isna(), time_col, "missing or not a timestamp")
+        out[EVENT_TIME] = times.fillna(0).astype("int64")
     else:
-        out[EVENT_TIME] = generated_time_start_us + np.arange(n, dtype="int64")
+        out[EVENT_TIME] = pd.Series(generated_time_start_us + np.arange(n, dtype="int64"), index=raw.index)
 
-    if spec.label in raw.columns:
-        labels = raw[spec.label]
-        blank = _blank(labels)
-        if spec.is_classification:
-            text = _as_text(labels).replace(spec.label_map)
-            unknown = ~blank & ~text.isin(spec.classes or [])
-            flag(unknown, "label: " + text.fillna("").str.slice(0, 40).map(repr) + f" is not one of {spec.classes}")
-            out[LABEL] = text.where(~blank & ~unknown)
-        else:
-            parsed_label, bad = _numeric(labels)
-            flag(bad, "label: not a finite number")
-            out[LABEL] = parsed_label
+    if spec.label not in raw.columns:
+        out[LABEL] = pd.Series(pd.NA, index=raw.index, dtype=pd.StringDtype("pyarrow")) if spec.is_classification else pd.Series(np.nan, index=raw.index)
+    elif spec.is_classification:
+        labels = normalise_category(raw[spec.label]).replace(spec.label_map)
+        unknown = labels.notna() & ~labels.isin(spec.classes or [])
+        flag(unknown, "label", lambda rows: _shown(labels)(rows) + f" is not one of {spec.classes}")
+        out[LABEL] = labels.where(~unknown)
     else:
-        out[LABEL] = pd.Series(pd.NA if spec.is_classification else np.nan, index=raw.index, dtype="string" if spec.is_classification else "float64")
+        parsed_label, bad = parse_numeric(raw[spec.label])
+        flag(bad, "label", "not a finite number")
+        out[LABEL] = parsed_label
 
     for name in spec.features:
         col = raw[name]
         if name in spec.numeric_features:
-            parsed, bad = _numeric(col)
-            flag(bad, f"{name}: " + _as_text(col).fillna("").str.slice(0, 40).map(repr) + " is not a finite number")
+            parsed, bad = parse_numeric(col)
+            flag(bad, name, lambda rows: _shown(col)(rows) + " is not a finite number")
             out[name] = parsed
         else:
-            text = _as_text(col)
-            flag(text.str.len().fillna(0).gt(MAX_TEXT_LENGTH), f"{name}: longer than {MAX_TEXT_LENGTH} characters")
-            out[name] = text.where(~_blank(col))
+            text = normalise_category(col)
+            flag(text.str.len().gt(MAX_TEXT_LENGTH), name, f"longer than {MAX_TEXT_LENGTH} characters")
+            out[name] = text
 
-    invalid = reason.notna()
+    events = pd.DataFrame(out)
+    invalid = reason.notna().to_numpy()
     quarantined = pd.DataFrame(
         {
-            "row_number": (raw.index[invalid] + 1).astype("int64"),
+            "row_number": numbers[invalid],
             "reason": reason[invalid].astype(str).to_numpy(),
             "record": _record_json(raw, raw.index[invalid]),
         }
     )
-    valid = out[~invalid]
-    first = ~valid[EVENT_ID].duplicated(keep="first")
+    valid = events[~invalid]
+    first = ~valid[EVENT_ID].duplicated(keep="first").to_numpy()
     repeats = valid[~first]
     duplicates = 0
     if len(repeats):
         content_cols = [c for c in valid.columns if c != EVENT_TIME or time_col is not None]
-        identical = repeats[content_cols].merge(valid[first][content_cols].drop_duplicates(), how="left", indicator=True)["_merge"].eq("both").to_numpy()
+        originals = valid[first][content_cols].astype(object).drop_duplicates()
+        identical = repeats[content_cols].astype(object).merge(originals, how="left", indicator=True)["_merge"].eq("both").to_numpy()
         duplicates = int(identical.sum())
         conflicting = repeats.index[~identical]
         if len(conflicting):
@@ -176,7 +197,7 @@ def validate_frame(
                     quarantined,
                     pd.DataFrame(
                         {
-                            "row_number": (conflicting + 1).astype("int64"),
+                            "row_number": numbers[conflicting],
                             "reason": "event_id: repeated in the same file with different values",
                             "record": _record_json(raw, conflicting),
                         }
@@ -184,5 +205,4 @@ def validate_frame(
                 ],
                 ignore_index=True,
             )
-    events = valid[first].reset_index(drop=True)
-    return Validated(events=events, quarantined=quarantined, duplicates=duplicates, extra_columns=extra)
+    return Validated(events=valid[first].reset_index(drop=True), quarantined=quarantined, duplicates=duplicates, extra_columns=extra)

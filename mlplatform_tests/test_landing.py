@@ -1,0 +1,295 @@
+"""Landing files in, events out: every bad input ends quarantined or rejected with its reason, never lost or counted twice."""
+
+import gzip
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from mlplatform.eventlog import EventLog
+from mlplatform.landing import FileOutcome, ingest_file, ingest_pending
+from mlplatform.spec import DatasetSpec
+from mlplatform.validation import EVENT_ID
+
+COLUMNS = ["event_id", "event_time", "age", "workclass", "education", "education-num", "marital-status", "occupation",
+           "relationship", "race", "sex", "capital-gain", "capital-loss", "hours-per-week", "native-country", "income"]
+
+
+@pytest.fixture
+def log(tmp_path: Path, adult_spec: DatasetSpec) -> EventLog:
+    event_log = EventLog(tmp_path / "events.sqlite", adult_spec)
+    yield event_log
+    event_log.close()
+
+
+@pytest.fixture
+def landing(tmp_path: Path) -> Path:
+    folder = tmp_path / "landing"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture(scope="module")
+def rows(adult_rows: pd.DataFrame) -> pd.DataFrame:
+    return adult_rows[COLUMNS].head(400).reset_index(drop=True)
+
+
+def _csv(frame: pd.DataFrame) -> str:
+    return frame.to_csv(index=False)
+
+
+def _drop(landing: Path, name: str, content: str | bytes) -> Path:
+    path = landing / name
+    if isinstance(content, str):
+        path.write_text(content, encoding="utf-8")
+    else:
+        path.write_bytes(content)
+    return path
+
+
+def _quarantine(log: EventLog) -> pd.DataFrame:
+    return pd.read_sql_query("SELECT source, row_number, reason, record FROM quarantine ORDER BY id", log._conn)
+
+
+def _balanced(outcome: FileOutcome) -> bool:
+    """Every row of a file is accounted for exactly once."""
+    return outcome.rows == outcome.ingested + outcome.duplicates + outcome.quarantined + (outcome.labels_applied if not outcome.ingested else 0)
+
+
+def test_valid_csv_is_ingested_and_moved_to_processed(landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame) -> None:
+    path = _drop(landing, "a.csv", _csv(rows.head(50)))
+    outcome = ingest_file(path, adult_spec, log)
+    assert (outcome.rows, outcome.ingested, outcome.duplicates, outcome.quarantined) == (50, 50, 0, 0)
+    assert not path.exists() and (landing / "processed" / "a.csv").exists()
+    counts = log.counts()
+    assert (counts.total, counts.labelled, counts.quarantined, counts.label_watermark) == (50, 50, 0, 50)
+    stored = log.get(["adult-0"]).iloc[0]
+    assert stored["age"] == 39.0 and stored["workclass"] == "State-gov" and stored["label"] == "<=50K"
+
+
+@pytest.mark.parametrize("fmt", ["csv", "csv.gz", "parquet", "jsonl", "jsonl.gz"])
+def test_every_format_gives_the_same_events(landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame, fmt: str) -> None:
+    batch = rows.head(30)
+    path = landing / f"batch.{fmt}"
+    base = fmt.removesuffix(".gz")
+    if base == "parquet":
+        batch.to_parquet(path, index=False)
+    else:
+        text = _csv(batch) if base == "csv" else batch.to_json(orient="records", lines=True)
+        path.write_bytes(gzip.compress(text.encode()) if fmt.endswith(".gz") else text.encode())
+    outcome = ingest_file(path, adult_spec, log)
+    assert (outcome.ingested, outcome.quarantined, outcome.rejected) == (30, 0, None)
+    stored = log.get(batch[EVENT_ID].tolist()).set_index(EVENT_ID).loc[batch[EVENT_ID]]
+    assert stored["age"].tolist() == batch["age"].astype(float).tolist()
+    assert stored["native-country"].fillna("-").tolist() == batch["native-country"].fillna("-").tolist()
+
+
+def test_malformed_csv_lines_are_quarantined_and_the_rest_kept(landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame) -> None:
+    frame = rows.head(10).copy()
+    frame.loc[8, "age"] = "thirty"
+    lines = _csv(frame).splitlines()
+    lines.insert(4, "adult-x1,2026-01-01T00:00:00Z,only,three")
+    lines.insert(8, ",".join(["adult-x2"] + ["1"] * (len(COLUMNS) + 1)))
+    lines.insert(9, "")
+    outcome = ingest_file(_drop(landing, "bad.csv", "\n".join(lines) + "\n"), adult_spec, log)
+    assert (outcome.rows, outcome.ingested, outcome.quarantined) == (12, 9, 3)
+    q = _quarantine(log).set_index("row_number")["reason"].to_dict()
+    assert q == {
+        5: f"line 5: expected {len(COLUMNS)} fields, found 4",
+        9: f"line 9: expected {len(COLUMNS)} fields, found {len(COLUMNS) + 2}",
+        13: "age: 'thirty' is not a finite number",
+    }
+    assert lines[12].startswith("adult-8,")
+    assert log.counts().total == 9 and log.counts().quarantined == 3
+
+
+def test_wrong_types_are_quarantined_with_the_column_and_value(landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame) -> None:
+    bad = rows.head(8).copy()
+    bad.loc[0, "age"] = "forty"
+    bad.loc[1, "hours-per-week"] = "1e999"
+    bad.loc[2, "income"] = "maybe"
+    bad.loc[3, "event_time"] = "yesterday-ish"
+    bad.loc[4, "event_id"] = "   "
+    bad.loc[5, "workclass"] = "x" * 300
+    outcome = ingest_file(_drop(landing, "types.csv", _csv(bad)), adult_spec, log)
+    assert (outcome.rows, outcome.ingested, outcome.quarantined) == (8, 2, 6)
+    q = _quarantine(log).set_index("row_number")["reason"]
+    assert q[2] == "age: 'forty' is not a finite number"
+    assert q[3] == "hours-per-week: '1e999' is not a finite number"
+    assert q[4].startswith("label: 'maybe' is not one of")
+    assert q[5] == "event_time: missing or not a timestamp"
+    assert q[6] == "event_id: missing"
+    assert q[7] == "workclass: longer than 256 characters"
+    assert set(log.get(bad[EVENT_ID].tolist())[EVENT_ID]) == {"adult-6", "adult-7"}
+
+
+def test_missing_required_column_rejects_the_file_with_its_name(landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame) -> None:
+    path = _drop(landing, "nocol.csv", _csv(rows.head(5).drop(columns=["occupation", "age"])))
+    outcome = ingest_file(path, adult_spec, log)
+    assert outcome.rejected is not None and "age" in outcome.rejected and "occupation" in outcome.rejected
+    assert outcome.ingested == 0 and log.counts().total == 0
+    moved = landing / "rejected" / "nocol.csv"
+    assert moved.exists() and "missing required feature columns" in (landing / "rejected" / "nocol.csv.reason.txt").read_text()
+
+
+def test_extra_columns_are_ignored_and_reported(landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame) -> None:
+    frame = rows.head(5).assign(shoe_size=42, comment="hello")
+    outcome = ingest_file(_drop(landing, "extra.csv", _csv(frame)), adult_spec, log)
+    assert outcome.ingested == 5 and outcome.extra_columns == ["shoe_size", "comment"]
+
+
+@pytest.mark.parametrize("content", ["", "\n\n", ",".join(COLUMNS) + "\n"], ids=["empty", "blank-lines", "header-only"])
+def test_empty_and_header_only_files_ingest_nothing_without_error(landing: Path, log: EventLog, adult_spec: DatasetSpec, content: str) -> None:
+    path = _drop(landing, "empty.csv", content)
+    outcome = ingest_file(path, adult_spec, log)
+    assert (outcome.rows, outcome.ingested, outcome.quarantined, outcome.rejected) == (0, 0, 0, None)
+    assert (landing / "processed" / "empty.csv").exists()
+
+
+def test_non_utf8_lines_are_quarantined(landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame) -> None:
+    lines = _csv(rows.head(6)).encode().splitlines(keepends=True)
+    lines[3] = lines[3].replace(b",", b",\xff\xfe", 1)
+    outcome = ingest_file(_drop(landing, "latin.csv", b"".join(lines)), adult_spec, log)
+    assert (outcome.rows, outcome.ingested, outcome.quarantined) == (6, 5, 1)
+    q = _quarantine(log).iloc[0]
+    assert q["row_number"] == 4 and q["reason"].startswith("line 4: not valid UTF-8") and "adult-2" in q["record"]
+
+
+def test_nan_and_inf_in_parquet_and_jsonl(landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame) -> None:
+    frame = rows.head(6).copy()
+    frame["age"] = frame["age"].astype(float)
+    frame.loc[0, "age"] = float("nan")
+    frame.loc[1, "age"] = float("inf")
+    frame.loc[2, "age"] = float("-inf")
+    frame.to_parquet(landing / "nan.parquet", index=False)
+    outcome = ingest_file(landing / "nan.parquet", adult_spec, log)
+    assert (outcome.ingested, outcome.quarantined) == (4, 2)
+    assert pd.isna(log.get(["adult-0"]).iloc[0]["age"])
+    assert _quarantine(log)["reason"].str.startswith("age: ").sum() == 2
+    other = {c: "x" for c in adult_spec.categorical_features} | {c: 1 for c in adult_spec.numeric_features if c != "age"}
+    lines = [json.dumps({"event_id": f"j{i}", **other})[:-1] + f', "age": {age}}}' for i, age in enumerate(["NaN", "Infinity", '"NaN"'])]
+    outcome = ingest_file(_drop(landing, "nan.jsonl", "\n".join(lines) + "\n"), adult_spec, log)
+    assert (outcome.ingested, outcome.quarantined) == (1, 2)
+    reasons = _quarantine(log)["reason"].tolist()[-2:]
+    assert reasons == ["age: 'inf' is not a finite number", "age: 'NaN' is not a finite number"]
+
+
+def test_duplicate_event_ids_within_a_file(landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame) -> None:
+    same = pd.concat([rows.head(5), rows.head(2)], ignore_index=True)
+    conflicting = rows.iloc[[1]].assign(age="99")
+    frame = pd.concat([same, conflicting], ignore_index=True)
+    outcome = ingest_file(_drop(landing, "dups.csv", _csv(frame)), adult_spec, log)
+    assert (outcome.rows, outcome.ingested, outcome.duplicates, outcome.quarantined) == (8, 5, 2, 1)
+    assert _quarantine(log).iloc[0]["reason"] == "event_id: repeated in the same file with different values"
+    assert log.counts().total == 5 and log.get(["adult-1"]).iloc[0]["age"] == 50.0
+
+
+def test_duplicate_event_ids_across_files_are_not_counted_twice(landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame) -> None:
+    _drop(landing, "1.csv", _csv(rows.iloc[0:100]))
+    first = ingest_pending(landing, adult_spec, log)
+    _drop(landing, "2.csv", _csv(rows.iloc[50:150]))
+    second = ingest_pending(landing, adult_spec, log)
+    assert first.total("ingested") == 100
+    assert (second.total("ingested"), second.total("duplicates")) == (50, 50)
+    counts = log.counts()
+    assert (counts.total, counts.labelled, counts.label_watermark) == (150, 150, 150)
+
+
+def test_the_same_file_dropped_twice_is_ingested_once(landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame) -> None:
+    content = _csv(rows.head(20))
+    first = ingest_file(_drop(landing, "x.csv", content), adult_spec, log)
+    again = ingest_file(_drop(landing, "x-copy.csv", content), adult_spec, log)
+    assert first.ingested == 20
+    assert again.already_ingested and (again.ingested, again.duplicates) == (0, 20)
+    assert log.counts().total == 20
+    assert sorted(p.name for p in (landing / "processed").iterdir()) == ["x-copy.csv", "x.csv"]
+
+
+def test_generated_ids_are_stable_so_a_file_without_ids_is_not_duplicated(landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame) -> None:
+    content = _csv(rows.head(10).drop(columns=["event_id", "event_time"]))
+    ingest_file(_drop(landing, "noid.csv", content), adult_spec, log)
+    log._conn.execute("DELETE FROM files")
+    again = ingest_file(_drop(landing, "noid2.csv", content), adult_spec, log)
+    assert (again.ingested, again.duplicates) == (0, 10) and log.counts().total == 10
+
+
+def test_oversized_file_is_rejected_before_reading(landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame) -> None:
+    path = _drop(landing, "big.csv", _csv(rows))
+    outcome = ingest_file(path, adult_spec, log, max_bytes=1000)
+    assert outcome.rejected is not None and "over the limit of 1000" in outcome.rejected
+    assert log.counts().total == 0 and (landing / "rejected" / "big.csv").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("corrupt.csv.gz", b"\x1f\x8b\x08\x00garbage-not-deflate", "not a valid gzip file"),
+        ("corrupt.parquet", b"PAR1 this is not parquet PAR1", "not parseable as Parquet"),
+        ("truncated.parquet", b"", "not parseable as Parquet"),
+    ],
+)
+def test_corrupt_gzip_and_parquet_are_moved_aside(landing: Path, log: EventLog, adult_spec: DatasetSpec, name: str, content: bytes, message: str) -> None:
+    outcome = ingest_file(_drop(landing, name, content), adult_spec, log)
+    assert outcome.rejected is not None and message in outcome.rejected
+    assert (landing / "rejected" / name).exists() and message in (landing / "rejected" / f"{name}.reason.txt").read_text()
+
+
+def test_jsonl_non_object_and_malformed_lines(landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame) -> None:
+    good = rows.head(3).to_json(orient="records", lines=True).splitlines()
+    lines = [good[0], "[1, 2, 3]", '"just a string"', "42", "{not json", good[1], "null", "", good[2]]
+    outcome = ingest_file(_drop(landing, "mixed.jsonl", "\n".join(lines) + "\n"), adult_spec, log)
+    assert (outcome.ingested, outcome.quarantined) == (3, 5)
+    q = _quarantine(log)
+    assert q["reason"].tolist() == [
+        "line 2: expected a JSON object, got list",
+        "line 3: expected a JSON object, got str",
+        "line 4: expected a JSON object, got int",
+        "line 5: malformed JSON (Expecting property name enclosed in double quotes)",
+        "line 7: expected a JSON object, got NoneType",
+    ]
+
+
+def test_late_labels_unknown_ids_and_conflicts(landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame) -> None:
+    ingest_file(_drop(landing, "events.csv", _csv(rows.head(10).drop(columns=["income"]))), adult_spec, log)
+    assert (log.counts().total, log.counts().labelled) == (10, 0)
+    labels = pd.DataFrame(
+        {
+            "event_id": ["adult-0", "adult-1", "adult-2", "nope-1", "adult-3", "", "adult-4"],
+            "income": ["<=50K", ">50K.", "<=50K", "<=50K", "banana", "<=50K", " >50K "],
+        }
+    )
+    outcome = ingest_file(_drop(landing, "labels.csv", _csv(labels)), adult_spec, log)
+    assert (outcome.labels_applied, outcome.quarantined, outcome.duplicates) == (4, 3, 0)
+    q = _quarantine(log).set_index("row_number")["reason"].to_dict()
+    assert q == {5: "label for an unknown event_id", 6: "label: missing id or invalid label", 7: "label: missing id or invalid label"}
+    assert log.get(["adult-1"]).iloc[0]["label"] == ">50K"
+    again = pd.DataFrame({"event_id": ["adult-0", "adult-1", "adult-5"], "income": ["<=50K", "<=50K", ">50K"]})
+    outcome = ingest_file(_drop(landing, "labels2.csv", _csv(again)), adult_spec, log)
+    assert (outcome.labels_applied, outcome.duplicates, outcome.quarantined) == (1, 1, 1)
+    assert _quarantine(log)["reason"].iloc[-1] == "label conflicts with the label already recorded"
+    counts = log.counts()
+    assert (counts.total, counts.labelled, counts.label_watermark) == (10, 5, 5)
+    assert log.get(["adult-1"]).iloc[0]["label"] == ">50K"
+
+
+def test_a_full_event_file_resent_with_a_different_label_is_a_conflict(landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame) -> None:
+    ingest_file(_drop(landing, "a.csv", _csv(rows.head(5))), adult_spec, log)
+    flipped = rows.head(5).assign(income=lambda f: f["income"].map({"<=50K": ">50K", ">50K": "<=50K"}))
+    outcome = ingest_file(_drop(landing, "b.csv", _csv(flipped)), adult_spec, log)
+    assert (outcome.ingested, outcome.duplicates, outcome.quarantined) == (0, 0, 5)
+    assert (_quarantine(log)["reason"] == "label conflicts with the label already recorded").sum() == 5
+    assert log.counts().labelled == 5
+
+
+def test_many_bad_files_in_one_pass_do_not_stop_the_good_ones(landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame) -> None:
+    _drop(landing, "1-good.csv", _csv(rows.iloc[0:10]))
+    _drop(landing, "2-bad.parquet", b"nope")
+    _drop(landing, "3-nocols.jsonl", '{"a": 1}\n')
+    _drop(landing, "4-good.jsonl", rows.iloc[10:20].to_json(orient="records", lines=True))
+    _drop(landing, "ignored.txt", "not a landing file")
+    report = ingest_pending(landing, adult_spec, log)
+    assert [f.name for f in report.rejected] == ["2-bad.parquet", "3-nocols.jsonl"]
+    assert report.total("ingested") == 20 and log.counts().total == 20
+    assert all(_balanced(f) for f in report.files if not f.rejected)
+    assert (landing / "ignored.txt").exists()
