@@ -272,6 +272,29 @@ class EventLog:
             applied = list(to_apply)
         return LabelResult(applied, unchanged, unknown, conflicts)
 
+    @property
+    def served_columns(self) -> list[str]:
+        """Order of the values in each row given to `append_served`."""
+        return [EVENT_ID, EVENT_TIME, *SERVING_COLUMNS, *self.spec.features]
+
+    def append_served(self, rows: Sequence[Sequence[object]], source: str) -> int:
+        """Insert new unlabelled events given as plain tuples (`served_columns` order), without pandas.
+
+        The prediction service's path: its event ids are fresh UUIDs and it has no labels, so none of
+        `append`'s duplicate and late-label handling applies, and a group commit of a few predictions
+        must cost microseconds, not a DataFrame. A repeated id fails the whole group (IntegrityError).
+        """
+        if not rows:
+            return 0
+        db_cols = [EVENT_ID, EVENT_TIME, *SERVING_COLUMNS]
+        names = ", ".join([*(f'"{c}"' for c in db_cols), *(_col(f) for f in self.spec.features), "ingested_at", "source"])
+        placeholders = ", ".join("?" for _ in range(len(db_cols) + len(self.spec.features) + 2))
+        at = now_us()
+        with self._write() as db:
+            db.executemany(f"INSERT INTO events ({names}) VALUES ({placeholders})", [(*row, at, source) for row in rows])
+            self._bump(db, "events", len(rows))
+        return len(rows)
+
     def quarantine(self, rows: pd.DataFrame, source: str) -> int:
         """Keep invalid rows with their reason; `rows` has row_number, reason, record."""
         if rows.empty:

@@ -32,7 +32,7 @@ from mlplatform.serving.predictionlog import PredictionLog, PredictionLogError
 from mlplatform.serving.records import FieldError, check_number, utf8_problem
 from mlplatform.settings import Settings
 from mlplatform.spec import DatasetSpec, load_spec
-from mlplatform.validation import EVENT_ID, EVENT_TIME, LABEL, MAX_ID_LENGTH, MAX_TEXT_LENGTH
+from mlplatform.validation import MAX_ID_LENGTH, MAX_TEXT_LENGTH
 
 ENDPOINTS = ("/predict", "/feedback", "/healthz", "/readyz", "/admin/reload", "/metrics")
 JSON = "application/json"
@@ -291,6 +291,7 @@ class Service:
         (predictions, probabilities, matrix), unseen = model.predict(clean)
         at = now_us()
         version = model.version
+        served_version = str(version)
         labels = predictions.tolist()
         classes = model.predictor.classes or []
         answers, rows = [], []
@@ -303,7 +304,7 @@ class Service:
             if matrix is not None:
                 answer["probabilities"] = dict(zip(classes, matrix[i].tolist()))
             answers.append(answer)
-            rows.append({**row, EVENT_ID: event_id, EVENT_TIME: at, LABEL: None, "model_version": str(version), "prediction": labels[i], "probability": probability})
+            rows.append((event_id, at, served_version, labels[i], probability, *row.values()))
         assert self.log is not None
         try:
             await self.log.write(rows)

@@ -16,13 +16,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import pandas as pd
-
-from mlplatform.eventlog import SERVING_COLUMNS, EventLog
+from mlplatform.eventlog import SERVING_SOURCE, EventLog
 from mlplatform.serving.metrics import ServingMetrics
-from mlplatform.validation import EVENT_ID, EVENT_TIME, LABEL
-
-SOURCE = "serving"
 log = logging.getLogger(__name__)
 
 
@@ -32,7 +27,7 @@ class PredictionLogError(RuntimeError):
 
 @dataclass
 class _Pending:
-    rows: list[dict[str, Any]]
+    rows: list[tuple[Any, ...]]
     future: asyncio.Future[None]
     loop: asyncio.AbstractEventLoop
     handed_over: float = field(default_factory=time.perf_counter)
@@ -48,14 +43,13 @@ def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
 
 
 class PredictionLog:
-    """Group-commit writer of served predictions into the event log (source "serving")."""
+    """Group-commit writer of served predictions into the event log (rows in `EventLog.served_columns` order)."""
 
     def __init__(self, events: EventLog, metrics: ServingMetrics, linger_s: float, max_rows: int) -> None:
         self._events = events
         self._metrics = metrics
         self._linger_s = linger_s
         self._max_rows = max_rows
-        self._columns = [EVENT_ID, EVENT_TIME, LABEL, *SERVING_COLUMNS, *events.spec.features]
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
 
@@ -67,7 +61,7 @@ class PredictionLog:
         self._queue.put(None)
         self._thread.join()
 
-    async def write(self, rows: list[dict[str, Any]]) -> None:
+    async def write(self, rows: list[tuple[Any, ...]]) -> None:
         """Return once `rows` are committed; raise PredictionLogError if they could not be."""
         loop = asyncio.get_running_loop()
         pending = _Pending(rows, loop.create_future(), loop)
@@ -98,8 +92,7 @@ class PredictionLog:
     def _commit(self, group: list[_Pending], size: int) -> None:
         error: BaseException | None = None
         try:
-            frame = pd.DataFrame([row for pending in group for row in pending.rows], columns=self._columns)
-            self._events.append(frame, SOURCE)
+            self._events.append_served([row for pending in group for row in pending.rows], SERVING_SOURCE)
         except Exception as exc:  # any failure must reach the waiting requests, not kill the writer
             log.exception("prediction log: could not commit %d predictions", size)
             self._metrics.errors.labels(kind="prediction_log").inc()

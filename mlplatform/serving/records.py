@@ -92,7 +92,7 @@ class RecordCodec:
         self.width = len(transformer.output_columns)
 
     def check(self, records: list[Any], loc: tuple[str | int, ...]) -> tuple[list[dict[str, Any]], list[FieldError]]:
-        """Clean records (floats, stripped text, None for missing) or every field-level error found.
+        """Clean records (floats, stripped text, None for missing; keys in spec feature order) or every field-level error found.
 
         `loc` prefixes error locations: ("body",) for one record, ("body", "records") for a batch.
         """
