@@ -61,11 +61,13 @@ def score(spec: DatasetSpec, y_true: pd.Series, predicted: pd.DataFrame) -> dict
         if y_bin.nunique() == 2:
             out["roc_auc"] = float(skm.roc_auc_score(y_bin, proba))
         return out
-    matrix = predicted[[f"proba_{c}" for c in classes]].to_numpy()
     out["precision"] = float(skm.precision_score(y_true, pred, labels=classes, average="macro", zero_division=0))
     out["recall"] = float(skm.recall_score(y_true, pred, labels=classes, average="macro", zero_division=0))
     out["f1"] = float(skm.f1_score(y_true, pred, labels=classes, average="macro", zero_division=0))
-    out["log_loss"] = float(skm.log_loss(y_true, matrix, labels=classes))
+    ordered = sorted(classes)  # sklearn's log_loss reads probability columns in sorted label order
+    proba_columns = [f"proba_{c}" for c in ordered]
+    if set(proba_columns) <= set(predicted.columns):  # served events keep only the predicted class's probability
+        out["log_loss"] = float(skm.log_loss(y_true, predicted[proba_columns].to_numpy(), labels=ordered))
     return out
 
 

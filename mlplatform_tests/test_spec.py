@@ -1,0 +1,172 @@
+"""The dataset spec: a wrong spec is an error that names the field; any valid spec runs the same code as Adult."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from mlplatform.evaluation import primary_metric, score
+from mlplatform.replay import read_source
+from mlplatform.settings import REPO_ROOT
+from mlplatform.spec import DatasetSpec, SpecError, Task, load_spec, parse_spec
+from mlplatform.training import TrainingConfig, TrainingError, train
+from mlplatform.validation import EVENT_ID, EVENT_TIME, LABEL, validate_frame
+
+GOOD = {
+    "name": "tiny",
+    "task": "binary",
+    "label": "y",
+    "positive_class": "yes",
+    "classes": ["no", "yes"],
+    "features": {"x": "numeric", "colour": "categorical", "shape": "categorical"},
+}
+FAST = TrainingConfig(min_rows=50, trials=1, seconds=30, num_boost_round=200, early_stopping_rounds=10)
+
+
+def _with(**changes: object) -> dict[str, object]:
+    spec = {**GOOD, **changes}
+    return {k: v for k, v in spec.items() if v is not None}
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        (_with(label=None), "label: Field required"),
+        (_with(task="clustering"), "task: Input should be 'binary', 'multiclass' or 'regression'"),
+        (_with(positive_class="maybe"), "positive_class: 'maybe' is not one of classes"),
+        (_with(classes=["no", "yes", "perhaps"]), "classes: a binary task has exactly two classes"),
+        (_with(classes=["yes"]), "classes: task binary needs at least two distinct classes"),
+        (_with(features={"x": "numeric", "y": "numeric"}), "features: ['y'] is also the label"),
+        (_with(features={"x": "numeric"}, crosses=[["x", "x"]]), "crosses: 'x' is not a categorical feature"),
+        (_with(crosses=[["colour", "weight"]]), "crosses: 'weight' is not a categorical feature"),
+        (_with(features={"x": "float"}), "features.x: Input should be 'numeric' or 'categorical'"),
+        (_with(features={}), "features: Dictionary should have at least 1 item"),
+        (_with(name="Bad Name!"), "name: Value error, must be lower-case"),
+        (_with(drop=["x"]), "drop: ['x'] is also used"),
+        (_with(unknown_key=1), "unknown_key: Extra inputs are not permitted"),
+        (_with(task="regression"), "positive_class/classes: only for classification tasks"),
+        (_with(label_map={"Y": "si"}), "label_map: 'si' is not one of classes"),
+        (_with(features=["x", "colour"]), "features: Input should be a valid dictionary"),
+        ([GOOD], "expected a mapping at the top level, got list"),
+        ("just text", "expected a mapping at the top level, got str"),
+        (None, "expected a mapping at the top level, got NoneType"),
+    ],
+)
+def test_a_wrong_spec_names_the_field(data: object, field: str) -> None:
+    with pytest.raises(SpecError) as err:
+        parse_spec(data, origin="my.yaml")
+    assert field in str(err.value) and str(err.value).startswith("my.yaml: ")
+
+
+def test_invalid_yaml_missing_file_and_bad_bytes(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: [unclosed\ntask: binary\n", encoding="utf-8")
+    with pytest.raises(SpecError, match="not valid YAML"):
+        load_spec(broken)
+    with pytest.raises(SpecError, match="does not exist"):
+        load_spec(tmp_path / "nope.yaml")
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes(b"name: caf\xe9\n")
+    with pytest.raises(SpecError, match="not valid YAML"):
+        load_spec(latin)
+
+
+def test_an_oversized_spec_fails_on_its_field_not_by_crashing() -> None:
+    huge = _with(features={f"f{i}": "numeric" for i in range(20_000)} | {"bad name!": "numeric"})
+    with pytest.raises(SpecError, match="feature name 'bad name!'"):
+        parse_spec(huge)
+
+
+def test_duplicate_yaml_keys_keep_the_last_and_the_spec_still_validates(tmp_path: Path) -> None:
+    path = tmp_path / "dup.yaml"
+    path.write_text(yaml.safe_dump(GOOD) + "task: regression\n", encoding="utf-8")
+    with pytest.raises(SpecError, match="positive_class/classes: only for classification tasks"):
+        load_spec(path)
+
+
+def test_the_shipped_specs_load_and_round_trip(adult_spec: DatasetSpec) -> None:
+    bike = load_spec(REPO_ROOT / "data" / "bike_sharing.yaml")
+    assert bike.task is Task.regression and bike.id_column == "instant" and bike.model_name == "mlplatform-bike-sharing"
+    assert adult_spec.task is Task.binary and adult_spec.negative_class == "<=50K"
+    assert parse_spec(yaml.safe_load(adult_spec.to_yaml())).model_dump() == adult_spec.model_dump()
+
+
+def _train_and_score(spec: DatasetSpec, rows: pd.DataFrame) -> dict[str, float]:
+    """The path every dataset takes: validation, training, prediction, scoring."""
+    validated = validate_frame(rows, spec, generated_id_prefix="t", generated_time_start_us=0)
+    assert validated.quarantined.empty
+    events = validated.events.sort_values([EVENT_TIME, EVENT_ID], kind="stable").reset_index(drop=True)
+    split = int(len(events) * 0.8)
+    result = train(events.iloc[:split], spec, FAST)
+    holdout = events.iloc[split:]
+    return score(spec, holdout[LABEL], result.predictor.predict(holdout))
+
+
+def test_bike_sharing_regression_runs_through_the_same_code() -> None:
+    spec = load_spec(REPO_ROOT / "data" / "bike_sharing.yaml")
+    rows = read_source(spec).head(3000)
+    metrics = _train_and_score(spec, rows)
+    assert set(metrics) == {"rmse", "mae", "r2"}
+    assert metrics["r2"] > 0.5, metrics
+
+
+def _multiclass_spec(tmp_path: Path) -> DatasetSpec:
+    path = tmp_path / "colours.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "colours",
+                "task": "multiclass",
+                "label": "kind",
+                "classes": ["red", "green", "blue"],
+                "label_map": {"R": "red"},
+                "features": {"x": "numeric", "z": "numeric", "tag": "categorical", "grp": "categorical"},
+                "crosses": [["tag", "grp"]],
+                "drop": ["note"],
+            }
+        ),
+        encoding="utf-8",
+    )
+    return load_spec(path)
+
+
+def _multiclass_rows(n: int, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n)
+    tag = rng.choice(["a", "b", "c"], size=n)
+    kind = np.where(x > 0.5, "red", np.where(tag == "a", "green", "blue"))
+    return pd.DataFrame(
+        {
+            "x": x.round(4).astype(str),
+            "z": rng.normal(size=n).round(4).astype(str),
+            "tag": tag,
+            "grp": rng.choice(["p", "q"], size=n),
+            "kind": np.where(kind == "red", "R", kind),
+            "note": "ignored",
+        }
+    )
+
+
+def test_a_multiclass_spec_written_by_a_user_trains_and_evaluates(tmp_path: Path) -> None:
+    spec = _multiclass_spec(tmp_path)
+    metrics = _train_and_score(spec, _multiclass_rows(1500))
+    assert primary_metric(spec) == ("log_loss", False)
+    assert set(metrics) == {"accuracy", "precision", "recall", "f1", "log_loss"}
+    assert metrics["accuracy"] > 0.9, metrics
+
+
+def test_a_multiclass_window_with_one_class_is_refused(tmp_path: Path) -> None:
+    spec = _multiclass_spec(tmp_path)
+    rows = _multiclass_rows(300).assign(kind="green")
+    events = validate_frame(rows, spec, generated_id_prefix="t", generated_time_start_us=0).events
+    with pytest.raises(TrainingError, match=r"one class only \(\['green'\]\)"):
+        train(events, spec, FAST)
+
+
+def test_multiclass_log_loss_matches_the_classes_whatever_their_order(tmp_path: Path) -> None:
+    spec = _multiclass_spec(tmp_path)
+    truth = pd.Series(["red", "green", "blue"])
+    confident = pd.DataFrame({"prediction": truth, "proba_red": [0.98, 0.01, 0.01], "proba_green": [0.01, 0.98, 0.01], "proba_blue": [0.01, 0.01, 0.98]})
+    assert score(spec, truth, confident)["log_loss"] == pytest.approx(-np.log(0.98))
