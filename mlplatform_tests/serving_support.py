@@ -1,0 +1,140 @@
+"""Helpers for the serving tests: tiny real models in a real MLflow store, and a real server process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pandas as pd
+from prometheus_client.parser import text_string_to_metric_families
+
+from mlplatform.registry import Registry
+from mlplatform.settings import Settings
+from mlplatform.spec import DatasetSpec
+from mlplatform.training import TrainingConfig, train
+from mlplatform.validation import validate_frame
+
+TOKEN = "test-token"
+TINY = TrainingConfig(trials=1, seconds=10, num_boost_round=40, early_stopping_rounds=10, min_rows=100)
+STARTUP_TIMEOUT_S = 180.0
+
+
+def state_settings(folder: Path, spec_path: Path) -> Settings:
+    settings = Settings(state_dir=folder, dataset_spec=spec_path)
+    settings.ensure_dirs()
+    return settings
+
+
+def canonical(rows: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
+    return validate_frame(rows, spec, generated_id_prefix="t", generated_time_start_us=0).events
+
+
+def register_versions(settings: Settings, spec: DatasetSpec, rows: pd.DataFrame, count: int, promote_first: bool = True) -> list[int]:
+    """`count` registered versions, each trained on a different slice so that their predictions differ."""
+    registry = Registry(settings.tracking_uri, settings.artifact_root, spec)
+    events = canonical(rows, spec)
+    versions = []
+    for i in range(count):
+        window = events.iloc[i * 700 : i * 700 + 1500].reset_index(drop=True)
+        result = train(window, spec, TINY)
+        versions.append(int(registry.log_model(result, window, {}, {}).version))
+    if promote_first:
+        registry.promote(versions[0])
+    return versions
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    """A real `mlplatform serve` process on 127.0.0.1."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    log_path: Path
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def kill(self) -> None:
+        """kill -9: no shutdown hook runs."""
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+
+def server_env(settings: Settings, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLPLATFORM_")}
+    env.update(
+        MLPLATFORM_STATE_DIR=str(settings.state_dir),
+        MLPLATFORM_DATASET_SPEC=str(settings.dataset_spec),
+        MLPLATFORM_SERVE_TOKEN=TOKEN,
+        MLPLATFORM_SERVE_RELOAD_SECONDS="0.2",
+        **extra,
+    )
+    return env
+
+
+@contextmanager
+def running_server(settings: Settings, wait_ready: bool = True, **extra_env: str) -> Iterator[Server]:
+    """Start `mlplatform serve`, wait until it answers (and has a model, with `wait_ready`), stop it after."""
+    port = free_port()
+    log_path = settings.state_dir / f"serve-{port}.log"
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mlplatform.cli", "serve", "--port", str(port)],
+            env=server_env(settings, **extra_env),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    server = Server(process, f"http://127.0.0.1:{port}", log_path)
+    try:
+        wait_until_up(server, "/readyz" if wait_ready else "/healthz")
+        yield server
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def wait_until_up(server: Server, path: str) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"server exited with {server.process.returncode}:\n{server.log_text()[-3000:]}")
+        try:
+            if httpx.get(server.url + path, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"server not up on {path} after {STARTUP_TIMEOUT_S}s:\n{server.log_text()[-3000:]}")
+
+
+def auth() -> dict[str, str]:
+    return {"Authorization": f"Bearer {TOKEN}"}
+
+
+def metric(client: httpx.Client, name: str, **labels: str) -> float:
+    """A sample's value from /metrics (0 when absent)."""
+    for family in text_string_to_metric_families(client.get("/metrics").text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0

@@ -1,0 +1,257 @@
+"""The prediction service over real HTTP: predictions, late labels, limits, bad input, metrics, OpenAPI fuzzing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pandas as pd
+import pytest
+
+from mlplatform.eventlog import EventLog
+from mlplatform.registry import Registry
+from mlplatform.replay import json_records
+from mlplatform.settings import Settings
+from mlplatform.spec import DatasetSpec
+from mlplatform_tests.conftest import ADULT_SPEC
+from mlplatform_tests.serving_support import TOKEN, Server, auth, metric, register_versions, running_server, state_settings
+
+MAX_BODY = 65_536
+MAX_ROWS = 50
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return state_settings(tmp_path_factory.mktemp("serving-api") / "state", ADULT_SPEC)
+
+
+@pytest.fixture(scope="module")
+def version(settings: Settings, adult_spec: DatasetSpec, adult_rows: pd.DataFrame) -> int:
+    return register_versions(settings, adult_spec, adult_rows, 1)[0]
+
+
+@pytest.fixture(scope="module")
+def server(settings: Settings, version: int) -> Iterator[Server]:
+    with running_server(settings, MLPLATFORM_SERVE_MAX_BODY_BYTES=str(MAX_BODY), MLPLATFORM_SERVE_MAX_BATCH_ROWS=str(MAX_ROWS)) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def client(server: Server) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def records(adult_spec: DatasetSpec, adult_rows: pd.DataFrame) -> list[dict[str, Any]]:
+    return json_records(adult_rows.iloc[20_000:20_040], adult_spec)
+
+
+def post_raw(client: httpx.Client, path: str, content: bytes, headers: dict[str, str] | None = None) -> httpx.Response:
+    return client.post(path, content=content, headers={"Content-Type": "application/json", **(headers or {})})
+
+
+def test_single_and_batch_predictions_are_logged_events(client: httpx.Client, settings: Settings, adult_spec: DatasetSpec,
+                                                        version: int, records: list[dict[str, Any]]) -> None:
+    one = client.post("/predict", json=records[0])
+    assert one.status_code == 200, one.text
+    body = one.json()
+    assert set(body) == {"event_id", "model_version", "prediction", "probability"}
+    assert body["model_version"] == version and body["prediction"] in adult_spec.classes and 0 <= body["probability"] <= 1
+    batch = client.post("/predict", json={"records": records[1:21]})
+    assert batch.status_code == 200, batch.text
+    answers = batch.json()["predictions"]
+    assert len(answers) == 20 and all(a["model_version"] == version for a in answers)
+    ids = [body["event_id"], *(a["event_id"] for a in answers)]
+    assert len(set(ids)) == len(ids)
+
+    expected = Registry(settings.tracking_uri, settings.artifact_root, adult_spec).load_predictor(version).predict(pd.DataFrame(records[:21]))
+    served = [body["probability"], *(a["probability"] for a in answers)]
+    assert served == pytest.approx(expected["probability"].tolist(), rel=1e-12)
+
+    log = EventLog.for_dataset(settings.events_dir, adult_spec)
+    try:
+        stored = log.get(ids).set_index("event_id").loc[ids]
+    finally:
+        log.close()
+    assert (stored["source"] == "serving").all() and (stored["model_version"] == str(version)).all()
+    assert stored["prediction"].tolist() == [body["prediction"], *(a["prediction"] for a in answers)]
+    assert stored["probability"].tolist() == pytest.approx(served)
+    assert stored["age"].tolist() == [r["age"] for r in records[:21]]
+    assert stored["label"].isna().all()
+
+
+def test_duplicated_records_in_a_batch_are_separate_predictions(client: httpx.Client, records: list[dict[str, Any]]) -> None:
+    answers = client.post("/predict", json={"records": [records[0], records[0]]}).json()["predictions"]
+    assert answers[0]["probability"] == answers[1]["probability"] and answers[0]["event_id"] != answers[1]["event_id"]
+
+
+def test_unknown_category_is_served_and_counted(client: httpx.Client, records: list[dict[str, Any]]) -> None:
+    before = metric(client, "mlplatform_unseen_categories_total", feature="native-country")
+    response = client.post("/predict", json={"records": [{**records[0], "native-country": "Atlantis"}] * 3})
+    assert response.status_code == 200
+    assert metric(client, "mlplatform_unseen_categories_total", feature="native-country") == before + 3
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"{", b"not json", b"", b'{"age": NaN}', b'{"age": Infinity}', b'{"age": -Infinity}', b"\xff\xfe\x00",
+     b"[" * 30_000 + b"]" * 30_000, b'{"age": 1, "age": 2}'],
+    ids=["truncated", "text", "empty", "nan", "inf", "-inf", "binary", "deep-nesting", "duplicated-key"],
+)
+def test_malformed_json_is_400(client: httpx.Client, content: bytes) -> None:
+    response = post_raw(client, "/predict", content)
+    assert response.status_code == 400, response.text
+    assert response.json()["detail"].startswith("body is not valid JSON")
+
+
+def test_duplicated_key_is_named(client: httpx.Client, records: list[dict[str, Any]]) -> None:
+    text = json.dumps(records[0])[:-1] + ', "age": 50}'
+    assert "duplicated key 'age'" in post_raw(client, "/predict", text.encode()).json()["detail"]
+
+
+def _field_errors(response: httpx.Response) -> dict[tuple[str | int, ...], str]:
+    assert response.status_code == 422, response.text
+    return {tuple(e["loc"]): e["msg"] for e in response.json()["detail"]}
+
+
+@pytest.mark.parametrize(
+    ("change", "loc", "message"),
+    [
+        ({"age": "39"}, ("body", "age"), "expected a number or null, got str"),
+        ({"age": True}, ("body", "age"), "expected a number or null, got bool"),
+        ({"age": [39]}, ("body", "age"), "expected a number or null, got list"),
+        ({"workclass": 7}, ("body", "workclass"), "expected a string or null, got int"),
+        ({"workclass": {"a": 1}}, ("body", "workclass"), "expected a string or null, got dict"),
+        ({"age": 10**400}, ("body", "age"), "is not a finite number"),
+        ({"capital-gain": 1e999}, ("body", "capital-gain"), "is not a finite number"),
+        ({"occupation": "x" * 257}, ("body", "occupation"), "longer than 256 characters"),
+        ({"shoe-size": 42}, ("body", "shoe-size"), "extra field not permitted"),
+        ({"income": ">50K"}, ("body", "income"), "extra field not permitted"),
+    ],
+    ids=["numeric-string", "bool", "list", "int-category", "object-category", "huge-int", "float-overflow", "long-text", "extra", "label-in-request"],
+)
+def test_invalid_record_is_422_with_field_message(client: httpx.Client, records: list[dict[str, Any]], change: dict[str, Any],
+                                                  loc: tuple[str, ...], message: str) -> None:
+    content = json.dumps({**records[0], **change}).replace("Infinity", "1e999")
+    errors = _field_errors(post_raw(client, "/predict", content.encode()))
+    assert list(errors) == [loc] and message in errors[loc]
+
+
+def test_missing_fields_are_each_reported(client: httpx.Client, records: list[dict[str, Any]]) -> None:
+    record = {k: v for k, v in records[0].items() if k not in ("age", "sex")}
+    errors = _field_errors(client.post("/predict", json={"records": [records[1], record]}))
+    assert errors == {("body", "records", 1, "age"): "field required", ("body", "records", 1, "sex"): "field required"}
+
+
+@pytest.mark.parametrize(
+    ("payload", "loc"),
+    [([1, 2], ("body",)), ("record", ("body",)), (None, ("body",)), ({"records": {}}, ("body", "records")),
+     ({"records": []}, ("body", "records")), ({"records": [1]}, ("body", "records", 0)), ({"records": [{}], "extra": 1}, ("body", "extra"))],
+    ids=["list", "string", "null", "records-object", "records-empty", "records-of-numbers", "extra-next-to-records"],
+)
+def test_wrong_shapes_are_422(client: httpx.Client, payload: Any, loc: tuple[str, ...]) -> None:
+    assert loc in _field_errors(post_raw(client, "/predict", json.dumps(payload).encode()))
+
+
+def test_oversized_body_is_413_with_the_limit(client: httpx.Client, records: list[dict[str, Any]]) -> None:
+    big = json.dumps({**records[0], "workclass": "x" * MAX_BODY}).encode()
+    response = post_raw(client, "/predict", big)
+    assert response.status_code == 413 and str(MAX_BODY) in response.json()["detail"]
+    chunked = client.post("/predict", content=iter([big[:40_000], big[40_000:]]), headers={"Content-Type": "application/json"})
+    assert chunked.status_code == 413 and str(MAX_BODY) in chunked.json()["detail"]
+    assert "Content-Length" not in chunked.request.headers
+    feedback = post_raw(client, "/feedback", big, auth())
+    assert feedback.status_code == 413
+
+
+def test_oversized_batch_is_413_with_the_limit(client: httpx.Client, records: list[dict[str, Any]]) -> None:
+    response = client.post("/predict", json={"records": [records[0]] * (MAX_ROWS + 1)})
+    assert response.status_code == 413
+    assert f"limit of {MAX_ROWS} records" in response.json()["detail"]
+    assert client.post("/predict", json={"records": [records[0]] * MAX_ROWS}).status_code == 200
+
+
+def test_feedback_is_idempotent_and_refuses_conflicts(client: httpx.Client, settings: Settings, adult_spec: DatasetSpec,
+                                                      records: list[dict[str, Any]]) -> None:
+    event_id = client.post("/predict", json=records[2]).json()["event_id"]
+    first = client.post("/feedback", json={"event_id": event_id, "label": ">50K."}, headers=auth())
+    assert first.status_code == 200 and first.json() == {"event_id": event_id, "label": ">50K", "status": "applied"}
+    again = client.post("/feedback", json={"event_id": event_id, "label": ">50K"}, headers=auth())
+    assert again.status_code == 200 and again.json()["status"] == "unchanged"
+    conflict = client.post("/feedback", json={"event_id": event_id, "label": "<=50K"}, headers=auth())
+    assert conflict.status_code == 409 and "already has a different label" in conflict.json()["detail"]
+    unknown = client.post("/feedback", json={"event_id": "no-such-event", "label": ">50K"}, headers=auth())
+    assert unknown.status_code == 404 and "no-such-event" in unknown.json()["detail"]
+    log = EventLog.for_dataset(settings.events_dir, adult_spec)
+    try:
+        assert log.get([event_id])["label"].tolist() == [">50K"]
+    finally:
+        log.close()
+    assert metric(client, "mlplatform_feedback_total", outcome="conflict") >= 1
+
+
+@pytest.mark.parametrize(
+    ("payload", "loc"),
+    [({"event_id": "x"}, ("body", "label")), ({"label": ">50K"}, ("body", "event_id")),
+     ({"event_id": "x", "label": ">50K", "extra": 1}, ("body", "extra")), ({"event_id": 5, "label": ">50K"}, ("body", "event_id")),
+     ({"event_id": "", "label": ">50K"}, ("body", "event_id")), ({"event_id": "x" * 129, "label": ">50K"}, ("body", "event_id")),
+     ({"event_id": "x", "label": "maybe"}, ("body", "label")), ({"event_id": "x", "label": None}, ("body", "label")),
+     ({"event_id": "x", "label": [">50K"]}, ("body", "label")), (["x", ">50K"], ("body",))],
+    ids=["no-label", "no-id", "extra", "id-number", "id-empty", "id-too-long", "unknown-class", "null-label", "list-label", "not-object"],
+)
+def test_bad_feedback_is_422(client: httpx.Client, payload: Any, loc: tuple[str, ...]) -> None:
+    assert loc in _field_errors(post_raw(client, "/feedback", json.dumps(payload).encode(), auth()))
+
+
+def test_feedback_malformed_json_is_400(client: httpx.Client) -> None:
+    assert post_raw(client, "/feedback", b'{"event_id": ', auth()).status_code == 400
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}, {"Authorization": TOKEN}],
+                         ids=["none", "wrong", "basic", "no-scheme"])
+def test_feedback_and_admin_need_the_token(client: httpx.Client, headers: dict[str, str]) -> None:
+    for path, payload in (("/feedback", {"event_id": "x", "label": ">50K"}), ("/admin/reload", None)):
+        response = client.post(path, json=payload, headers=headers)
+        assert response.status_code == 401 and response.headers["WWW-Authenticate"] == "Bearer", path
+
+
+def test_health_readiness_reload_and_metrics(client: httpx.Client, version: int) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json() == {"ready": True, "model_version": version}
+    reload = client.post("/admin/reload", headers=auth())
+    assert reload.status_code == 200 and reload.json() == {"model_version": version, "changed": False, "error": None}
+    assert metric(client, "mlplatform_served_model_version") == version
+    text = client.get("/metrics").text
+    for name in ("mlplatform_request_seconds_bucket", "mlplatform_predictions_total", "mlplatform_errors_total", "mlplatform_model_reloads_total",
+                 "mlplatform_model_reload_failures_total", "mlplatform_prediction_log_lag_seconds_bucket", "mlplatform_prediction_log_pending_rows",
+                 "mlplatform_unseen_categories_total", "mlplatform_feedback_total"):
+        assert name in text, name
+    assert metric(client, "mlplatform_errors_total", kind="validation") > 0
+    assert metric(client, "mlplatform_errors_total", kind="body_too_large") > 0
+
+
+def test_openapi_describes_the_record_from_the_spec(client: httpx.Client, adult_spec: DatasetSpec) -> None:
+    schema = client.get("/openapi.json").json()
+    body = schema["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    record, batch = body["oneOf"]
+    assert record["required"] == list(adult_spec.features) and record["additionalProperties"] is False
+    assert batch["properties"]["records"]["maxItems"] == MAX_ROWS
+    assert "HTTPBearer" in schema["components"]["securitySchemes"]
+
+
+def test_fuzzing_from_the_openapi_schema_finds_no_server_error(server: Server) -> None:
+    """Schemathesis generates valid and invalid requests for every operation; none may get a 5xx or break the schema."""
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("schemathesis")), "run", f"{server.url}/openapi.json",
+         "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
+         "--max-examples", "25", "--seed", "7", "--header", f"Authorization: Bearer {TOKEN}", "--request-timeout", "30"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    assert "Tested: 6" in result.stdout and "No issues found" in result.stdout

@@ -1,0 +1,99 @@
+"""Serving's per-record validation and encoding agree with ingestion's validate_frame and with Predictor.predict."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlplatform.predictor import Predictor
+from mlplatform.serving.champion import ServedModel
+from mlplatform.serving.records import ModelMismatch, RecordCodec
+from mlplatform.spec import DatasetSpec, load_spec
+from mlplatform.training import train
+from mlplatform.validation import MAX_TEXT_LENGTH, validate_frame
+from mlplatform_tests.conftest import BIKE_SPEC
+from mlplatform_tests.serving_support import TINY, canonical
+
+
+@pytest.fixture(scope="module")
+def predictor(adult_spec: DatasetSpec, adult_rows: pd.DataFrame) -> Predictor:
+    return train(canonical(adult_rows.head(2000), adult_spec), adult_spec, TINY).predictor
+
+
+@pytest.fixture(scope="module")
+def model(adult_spec: DatasetSpec, predictor: Predictor) -> ServedModel:
+    return ServedModel(1, predictor, RecordCodec(adult_spec, predictor))
+
+
+def _records(frame: pd.DataFrame, spec: DatasetSpec) -> list[dict[str, object]]:
+    out = []
+    for row in frame[list(spec.features)].to_dict("records"):
+        out.append({k: (None if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA else v) for k, v in row.items()})
+    return out
+
+
+def test_predictions_equal_predictor_predict(adult_spec: DatasetSpec, adult_rows: pd.DataFrame, model: ServedModel, predictor: Predictor) -> None:
+    """Unseen categories, missing values, padded and blank strings: same probabilities and unseen counts as the pandas path."""
+    events = canonical(adult_rows.iloc[5000:7000], adult_spec)
+    records = _records(events, adult_spec)
+    for i in range(0, len(records), 7):
+        records[i]["native-country"] = "Atlantis"
+    for i in range(3, len(records), 11):
+        records[i]["occupation"] = f"  {records[i]['occupation']}  " if records[i]["occupation"] else "   "
+    for i in range(5, len(records), 13):
+        records[i]["age"] = None
+        records[i]["workclass"] = None
+    clean, errors = model.codec.check(records, ("body", "records"))
+    assert errors == []
+    (prediction, probability, matrix), unseen = model.predict(clean)
+    expected = predictor.predict(pd.DataFrame(records))
+    np.testing.assert_allclose(probability, expected["probability"].to_numpy(), rtol=1e-12)
+    assert list(prediction) == list(expected["prediction"])
+    assert matrix is None
+    assert unseen == predictor.transformer.unseen_counts(pd.DataFrame(records))
+    assert unseen["native-country"] >= len(records) // 7
+
+
+NUMERIC_CASES = [0, 39, -1.5, 1e308, None, 10**400, float("inf"), -float("inf")]
+TEXT_CASES = ["Private", "  Private  ", "", "   ", None, "x" * MAX_TEXT_LENGTH, "x" * (MAX_TEXT_LENGTH + 1), " " + "x" * MAX_TEXT_LENGTH + " "]
+
+
+def test_validity_agrees_with_ingestion(adult_spec: DatasetSpec, model: ServedModel, adult_rows: pd.DataFrame) -> None:
+    """For values of the right JSON type, a record is refused exactly when ingestion would quarantine its row."""
+    base = _records(canonical(adult_rows.head(1), adult_spec), adult_spec)[0]
+    records = [{**base, "age": value} for value in NUMERIC_CASES] + [{**base, "workclass": value} for value in TEXT_CASES]
+    checked = [model.codec.check([record], ("body",)) for record in records]
+    refused = [bool(errors) for _, errors in checked]
+    validated = validate_frame(pd.DataFrame(records, dtype=object), adult_spec, generated_id_prefix="q", generated_time_start_us=0)
+    quarantined = set(validated.quarantined["row_number"] - 1)
+    assert refused == [i in quarantined for i in range(len(records))]
+    assert any(refused) and not all(refused)
+    accepted = [clean[0] for clean, errors in checked if not errors]
+    for name in ("age", "workclass"):
+        ours = pd.Series([row[name] for row in accepted], dtype=object)
+        theirs = validated.events[name].astype(object).where(validated.events[name].notna(), None)
+        assert ours.tolist() == theirs.tolist()
+
+
+def test_every_field_problem_is_reported(adult_spec: DatasetSpec, model: ServedModel, adult_rows: pd.DataFrame) -> None:
+    base = _records(canonical(adult_rows.head(1), adult_spec), adult_spec)[0]
+    record = {**base, "age": "39", "sex": 1, "hours-per-week": True, "colour": "blue"}
+    del record["race"]
+    _, errors = model.codec.check([record, "not a record", base], ("body", "records"))
+    found = {(e.loc, e.type) for e in errors}
+    assert found == {
+        (("body", "records", 0, "age"), "type_error"),
+        (("body", "records", 0, "sex"), "type_error"),
+        (("body", "records", 0, "hours-per-week"), "type_error"),
+        (("body", "records", 0, "race"), "missing"),
+        (("body", "records", 0, "colour"), "extra_forbidden"),
+        (("body", "records", 1), "type_error"),
+    }
+    _, errors = model.codec.check([{**base, "workclass": "\ud800"}], ("body",))
+    assert [(e.loc, e.msg) for e in errors] == [(("body", "workclass"), "workclass: not valid UTF-8 text")]
+
+
+def test_model_of_another_dataset_is_refused(predictor: Predictor) -> None:
+    with pytest.raises(ModelMismatch, match="not the features of dataset spec 'bike"):
+        RecordCodec(load_spec(BIKE_SPEC), predictor)

@@ -1,0 +1,175 @@
+"""Hot reload over real HTTP: not ready without a champion, 10 promotions under load, a broken version never served."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import httpx
+import pandas as pd
+import pytest
+
+from mlplatform.registry import Registry
+from mlplatform.replay import json_records
+from mlplatform.settings import Settings
+from mlplatform.spec import DatasetSpec
+from mlplatform_tests.conftest import ADULT_SPEC
+from mlplatform_tests.serving_support import Server, auth, metric, register_versions, running_server, state_settings
+
+PROMOTIONS = 10
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return state_settings(tmp_path_factory.mktemp("serving-reload") / "state", ADULT_SPEC)
+
+
+@pytest.fixture(scope="module")
+def versions(settings: Settings, adult_spec: DatasetSpec, adult_rows: pd.DataFrame) -> list[int]:
+    """Five versions, none champion yet: four good ones to rotate through, and one to break."""
+    return register_versions(settings, adult_spec, adult_rows, 5, promote_first=False)
+
+
+@pytest.fixture(scope="module")
+def registry(settings: Settings, adult_spec: DatasetSpec, versions: list[int]) -> Registry:
+    return Registry(settings.tracking_uri, settings.artifact_root, adult_spec)
+
+
+@pytest.fixture(scope="module")
+def server(settings: Settings, versions: list[int]) -> Iterator[Server]:
+    with running_server(settings, wait_ready=False) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def client(server: Server) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def records(adult_spec: DatasetSpec, adult_rows: pd.DataFrame) -> list[dict[str, Any]]:
+    return json_records(adult_rows.iloc[30_000:30_064], adult_spec)
+
+
+def wait_for_version(client: httpx.Client, version: int, timeout_s: float = 120.0) -> float:
+    """Poll /readyz until the server answers with `version`; returns when it did."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        response = client.get("/readyz")
+        if response.status_code == 200 and response.json()["model_version"] == version:
+            return time.monotonic()
+        time.sleep(0.05)
+    raise AssertionError(f"server did not switch to version {version} within {timeout_s}s")
+
+
+def test_not_ready_until_a_champion_exists(client: httpx.Client, registry: Registry, versions: list[int], records: list[dict[str, Any]]) -> None:
+    assert client.get("/healthz").status_code == 200
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and ready.json()["ready"] is False
+    refused = client.post("/predict", json=records[0])
+    assert refused.status_code == 503 and "no champion" in refused.json()["detail"]
+    reload = client.post("/admin/reload", headers=auth())
+    assert reload.status_code == 503 and "no champion" in reload.json()["error"]
+    registry.promote(versions[0])
+    reload = client.post("/admin/reload", headers=auth())
+    assert reload.json() == {"model_version": versions[0], "changed": True, "error": None}
+    assert client.post("/predict", json=records[0]).json()["model_version"] == versions[0]
+
+
+@dataclass
+class Answer:
+    sent: float
+    received: float
+    record: int
+    status: int
+    version: int | None
+    probability: float | None
+
+
+def _load(url: str, records: list[dict[str, Any]], stop: threading.Event, answers: list[Answer], worker: int) -> None:
+    with httpx.Client(base_url=url, timeout=30) as client:
+        i = worker
+        while not stop.is_set():
+            index = i % len(records)
+            sent = time.monotonic()
+            try:
+                response = client.post("/predict", json=records[index])
+                body = response.json() if response.status_code == 200 else {}
+                answers.append(Answer(sent, time.monotonic(), index, response.status_code, body.get("model_version"), body.get("probability")))
+            except httpx.HTTPError:
+                answers.append(Answer(sent, time.monotonic(), index, 0, None, None))
+            i += 4
+
+
+def test_ten_promotions_under_load_fail_no_request(server: Server, client: httpx.Client, registry: Registry, versions: list[int],
+                                                    records: list[dict[str, Any]]) -> None:
+    """Every response comes from a version that was champion while its request was in flight, and is exactly that version's answer."""
+    good = versions[:4]
+    registry.promote(good[0])
+    timeline = [(good[0], time.monotonic(), wait_for_version(client, good[0]))]  # (version, promoted at, served from)
+    stop = threading.Event()
+    answers: list[Answer] = []
+    workers = [threading.Thread(target=_load, args=(server.url, records, stop, answers, w)) for w in range(4)]
+    for w in workers:
+        w.start()
+    try:
+        for i in range(1, PROMOTIONS + 1):
+            time.sleep(0.3)
+            version = good[i % len(good)]
+            promoted = time.monotonic()
+            registry.promote(version)
+            timeline.append((version, promoted, wait_for_version(client, version)))
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        for w in workers:
+            w.join()
+
+    assert [a for a in answers if a.status != 200] == []
+    assert len(answers) > 50
+    # Version i may serve from its promotion until the server has switched to version i+1.
+    periods = [(v, promoted, timeline[i + 1][2] if i + 1 < len(timeline) else float("inf")) for i, (v, promoted, _) in enumerate(timeline)]
+    for a in answers:
+        assert any(v == a.version and a.sent <= until and a.received >= start for v, start, until in periods), a
+    assert {a.version for a in answers} == set(good)
+
+    frame = pd.DataFrame(records)
+    expected = {v: registry.load_predictor(v).predict(frame)["probability"].to_numpy() for v in good}
+    assert len({round(float(expected[v][0]), 12) for v in good}) == len(good), "the versions must disagree for this check to mean anything"
+    for a in answers:
+        assert a.probability == pytest.approx(float(expected[a.version][a.record]), rel=1e-12), a
+    assert metric(client, "mlplatform_model_reloads_total") >= PROMOTIONS + 1
+
+
+def _break_artifacts(registry: Registry, version: int) -> None:
+    location = Path(urlparse(registry.client.get_model_version_download_uri(registry.name, str(version))).path)
+    boosters = list(location.rglob("booster.txt"))
+    assert boosters, location
+    for path in boosters:
+        path.write_text("not a LightGBM model", encoding="utf-8")
+
+
+def test_a_version_that_fails_to_load_is_never_served(client: httpx.Client, registry: Registry, versions: list[int],
+                                                      records: list[dict[str, Any]]) -> None:
+    good, broken = versions[0], versions[4]
+    registry.promote(good)
+    wait_for_version(client, good)
+    failures = metric(client, "mlplatform_model_reload_failures_total")
+    _break_artifacts(registry, broken)
+    registry.promote(broken)
+    deadline = time.monotonic() + 120
+    while metric(client, "mlplatform_model_reload_failures_total") == failures and time.monotonic() < deadline:
+        assert client.post("/predict", json=records[1]).json()["model_version"] == good
+    assert metric(client, "mlplatform_model_reload_failures_total") == failures + 1
+    assert client.get("/readyz").json()["model_version"] == good
+    assert client.post("/predict", json=records[1]).json()["model_version"] == good
+    forced = client.post("/admin/reload", headers=auth())
+    assert forced.status_code == 503
+    assert forced.json()["model_version"] == good and f"cannot load version {broken}" in forced.json()["error"]
+    assert metric(client, "mlplatform_served_model_version") == good
