@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 
 NEW_OBSERVATIONS = "new_observations"
 DRIFT = "drift"
+DRIFT_REPORT_TAG = "mlplatform/drift_report"
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,17 @@ class Observation:
     drift_detected: bool | None = None
     drift_share: float | None = None
     drift_report_id: str | None = None
+    drift_note: str = ""  # why the drift verdict is unknown (no report, skipped, about an older champion)
+
+    def drift_summary(self, cursor: "Cursor") -> str:
+        """The drift half of a skip reason."""
+        if self.drift_detected is None:
+            return self.drift_note or "no drift verdict"
+        if not self.drift_detected:
+            return f"latest drift report: no dataset drift (share {self.drift_share or 0.0:.2f})"
+        if self.drift_report_id == cursor.last_drift_report:
+            return "the latest drift report's drift already triggered a retraining"
+        return f"latest drift report: drift (share {self.drift_share or 0.0:.2f})"
 
 
 @dataclass
@@ -87,15 +99,20 @@ def decide(obs: Observation, cursor: Cursor, config: PolicyConfig) -> tuple[Trig
         else:
             return None, cursor, f"drift detected, waiting for labels: {new} new labelled events of {config.min_new_for_drift} needed"
     if trigger is None:
-        return None, cursor, f"{new} new labelled events since the last trigger ({since_champion} since the champion's cut-off); {config.every_n} needed"
+        return None, cursor, (
+            f"{new} new labelled events since the last trigger ({since_champion} since the champion's cut-off); "
+            f"{config.every_n} needed; {obs.drift_summary(cursor)}"
+        )
     tags = {
         "mlplatform/reason": trigger.reason,
         "mlplatform/new_labelled": str(new),
         "mlplatform/label_watermark": str(obs.label_watermark),
         "mlplatform/champion_cutoff": str(obs.champion_cutoff),
     }
-    if trigger.drift_share is not None:
-        tags["mlplatform/drift_share"] = f"{trigger.drift_share:.4f}"
+    if trigger.reason == DRIFT:
+        tags["mlplatform/drift_share"] = f"{trigger.drift_share or 0.0:.4f}"
+    if obs.drift_report_id:  # consumed by this trigger; kept on the run so a lost cursor is rebuilt exactly
+        tags[DRIFT_REPORT_TAG] = obs.drift_report_id
     trigger = Trigger(trigger.reason, trigger.run_key, trigger.new_labelled, trigger.label_watermark, trigger.drift_share, tags)
     next_cursor = Cursor(
         last_trigger_seq=obs.label_watermark,

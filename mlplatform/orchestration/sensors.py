@@ -1,4 +1,8 @@
-"""The retraining sensor: counts and the latest drift verdict in, at most one run request per trigger out."""
+"""Sensors: retraining (counts and the latest drift verdict in, at most one run per trigger out) and drift reports every M events.
+
+Both ticks read O(1) counters of the event log and the latest materialization metadata only: no Evidently,
+no scans, so a tick costs the same with 10k or 10M events in the log (benchmarks/bench_sensor_tick.py).
+"""
 
 
 import time
@@ -7,22 +11,39 @@ import dagster as dg
 
 from mlplatform.orchestration.assets import CHAMPION_CUTOFF_KEY, EVALUATION_REPORT, latest_metadata, retraining_assets
 from mlplatform.orchestration.instance import RETRAIN_TAG
+from mlplatform.orchestration.monitoring import DRIFT_REPORT, SKIPPED_KEY, drift_report
 from mlplatform.orchestration.resources import PlatformResource
-from mlplatform.policy import Cursor, Observation, PolicyConfig, decide
+from mlplatform.policy import DRIFT_REPORT_TAG, Cursor, Observation, PolicyConfig, decide
 
-DRIFT_REPORT = dg.AssetKey("drift_report")
 SENSOR_NAME = "retraining_sensor"
+DRIFT_SENSOR_NAME = "drift_report_sensor"
 LAUNCHED_BY_TAG = "mlplatform/launched_by"
+TRIGGERED_AT_TAG = "mlplatform/triggered_at"
+
+__all__ = ["DRIFT_REPORT", "DRIFT_SENSOR_NAME", "LAUNCHED_BY_TAG", "SENSOR_NAME", "drift_report_sensor", "retraining_sensor"]
 
 
-def _drift_state(instance: dg.DagsterInstance) -> tuple[bool | None, float | None, str | None]:
-    event = instance.get_latest_materialization_event(DRIFT_REPORT)
-    if event is None or event.asset_materialization is None:
-        return None, None, None
-    meta = {k: v.value for k, v in event.asset_materialization.metadata.items()}
-    detected = meta.get("dataset_drift")
-    share = meta.get("drift_share")
-    return (None if detected is None else bool(detected)), (None if share is None else float(str(share))), str(event.storage_id)
+def champion_state(instance: dg.DagsterInstance) -> tuple[int | None, int | None]:
+    """The champion version and its label_seq cut-off from the latest evaluation, or (None, None) without a champion."""
+    evaluation = latest_metadata(instance, EVALUATION_REPORT)
+    if not evaluation or not int(str(evaluation.get("champion_version", 0))):
+        return None, None
+    return int(str(evaluation["champion_version"])), int(str(evaluation.get(CHAMPION_CUTOFF_KEY, 0)))
+
+
+def drift_state(instance: dg.DagsterInstance, champion_version: int | None) -> tuple[bool | None, float | None, str | None, str]:
+    """Drift verdict, share, report id and, without a usable verdict, why: only a real report about the current champion counts."""
+    records = instance.fetch_materializations(DRIFT_REPORT, limit=1).records
+    if not records or records[0].asset_materialization is None:
+        return None, None, None, "no drift report yet"
+    meta = {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
+    report_id = str(records[0].storage_id)
+    if meta.get(SKIPPED_KEY, True):
+        return None, None, report_id, f"latest drift report was skipped: {meta.get('skip_reason', 'no reason recorded')}"
+    about = int(str(meta.get("champion_version", 0)))
+    if about != champion_version:
+        return None, None, report_id, f"latest drift report is about v{about}, not the champion v{champion_version}: waiting for a new one"
+    return bool(meta["dataset_drift"]), float(str(meta["drift_share"])), report_id, ""
 
 
 def _recover_cursor(instance: dg.DagsterInstance) -> Cursor:
@@ -31,7 +52,11 @@ def _recover_cursor(instance: dg.DagsterInstance) -> Cursor:
     if not runs:
         return Cursor()
     tags = runs[0].tags
-    return Cursor(last_trigger_seq=int(tags.get("mlplatform/label_watermark", 0)), last_trigger_time=float(tags.get("mlplatform/triggered_at", 0)))
+    return Cursor(
+        last_trigger_seq=int(tags.get("mlplatform/label_watermark", 0)),
+        last_trigger_time=float(tags.get(TRIGGERED_AT_TAG, 0)),
+        last_drift_report=tags.get(DRIFT_REPORT_TAG),
+    )
 
 
 @dg.sensor(
@@ -45,22 +70,49 @@ def _recover_cursor(instance: dg.DagsterInstance) -> Cursor:
 def retraining_sensor(context: dg.SensorEvaluationContext, platform: PlatformResource) -> dg.SensorResult:
     settings = platform.get_settings()
     counts = platform.get_event_log().counts()
-    evaluation = latest_metadata(context.instance, EVALUATION_REPORT)
-    champion_cutoff = None
-    if evaluation and int(str(evaluation.get("champion_version", 0))):
-        champion_cutoff = int(str(evaluation.get(CHAMPION_CUTOFF_KEY, 0)))
-    detected, share, report_id = _drift_state(context.instance)
+    champion_version, champion_cutoff = champion_state(context.instance)
+    drift = drift_state(context.instance, champion_version)
     cursor, was_reset = Cursor.from_json(context.cursor)
     if was_reset or not context.cursor:
         cursor = _recover_cursor(context.instance)
     now = time.time()
     trigger, next_cursor, why = decide(
-        Observation(counts.label_watermark, champion_cutoff, now, detected, share, report_id),
+        Observation(counts.label_watermark, champion_cutoff, now, *drift),
         cursor,
         PolicyConfig(settings.retrain_every_n, settings.min_new_labelled_for_drift, settings.retrain_cooldown_seconds),
     )
     if trigger is None:
         return dg.SensorResult(skip_reason=why, cursor=next_cursor.to_json())
-    tags = {**trigger.tags, RETRAIN_TAG: "1", LAUNCHED_BY_TAG: SENSOR_NAME, "mlplatform/triggered_at": f"{now:.3f}"}
+    tags = {**trigger.tags, RETRAIN_TAG: "1", LAUNCHED_BY_TAG: SENSOR_NAME, TRIGGERED_AT_TAG: f"{now:.3f}"}
     context.log.info(why)
     return dg.SensorResult(run_requests=[dg.RunRequest(run_key=trigger.run_key, tags=tags)], cursor=next_cursor.to_json())
+
+
+def _events_at_last_request(cursor: str | None) -> int | None:
+    """The event total the previous report was requested at; None when the cursor is absent or unreadable."""
+    try:
+        return int(cursor) if cursor else None
+    except ValueError:
+        return None
+
+
+@dg.sensor(
+    name=DRIFT_SENSOR_NAME,
+    asset_selection=[drift_report],
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description="Requests a new drift_report every `drift_every_n_events` new events (served or ingested), once there is a champion.",
+)
+def drift_report_sensor(context: dg.SensorEvaluationContext, platform: PlatformResource) -> dg.SensorResult:
+    every = platform.get_settings().drift_every_n_events
+    total = platform.get_event_log().counts().total
+    champion_version, _ = champion_state(context.instance)
+    if champion_version is None:
+        return dg.SensorResult(skip_reason="no champion yet: drift is measured against the champion's training window")
+    last = _events_at_last_request(context.cursor)
+    if last is not None and total - last < every:
+        return dg.SensorResult(skip_reason=f"{total - last} new events since the last drift report request; {every} needed")
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(run_key=f"drift-report-v{champion_version}-{total}", tags={LAUNCHED_BY_TAG: DRIFT_SENSOR_NAME})],
+        cursor=str(total),
+    )

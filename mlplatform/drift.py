@@ -1,0 +1,315 @@
+"""Drift of the live stream against the champion's training window, measured with Evidently.
+
+Reference = the champion's training window (its MLflow `window.*` tags); current = the events after
+the champion's whole window (optionally only the last hours). Both sides are uniform samples of at
+most `drift_sample_rows` events drawn in SQL, so time and memory stay bounded on any window, and the
+reference side (with the champion's predictions on it) is computed once per champion and cached.
+Evidently's distance tests (Wasserstein, Jensen-Shannon, chosen above 1000 rows) measure effect size,
+not significance, so a large uniform sample reproduces the full-data verdicts (benchmarks/bench_drift.py).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from evidently import DataDefinition, Dataset, Report
+from evidently.metrics import ValueDrift
+from evidently.presets import DataDriftPreset
+from mlflow.entities.model_registry import ModelVersion
+
+from mlplatform.evaluation import score
+from mlplatform.eventlog import EventLog
+from mlplatform.predictor import PREDICTION, PROBABILITY, Predictor
+from mlplatform.registry import Registry, tag
+from mlplatform.settings import Settings
+from mlplatform.spec import DatasetSpec, Task
+from mlplatform.validation import LABEL
+
+PREDICTION_COLUMN = "champion_prediction"
+US_PER_HOUR = 3_600_000_000
+LIVE_METRICS: dict[Task, tuple[str, ...]] = {Task.binary: ("precision", "recall"), Task.multiclass: ("precision", "recall"), Task.regression: ("rmse", "mae")}
+
+
+class DriftError(RuntimeError):
+    """The champion's data window cannot be read from its MLflow tags."""
+
+
+@dataclass(frozen=True)
+class DriftConfig:
+    sample_rows: int
+    share_threshold: float
+    min_current_rows: int
+    current_hours: float | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "DriftConfig":
+        return cls(settings.drift_sample_rows, settings.drift_share_threshold, settings.drift_min_current_rows, settings.drift_current_hours)
+
+
+@dataclass(frozen=True)
+class ReferenceWindow:
+    """The champion's training rows in event time, from its MLflow version tags."""
+
+    version: int
+    start_us: int
+    train_end_us: int
+    end_us: int
+    label_seq_cutoff: int
+
+    @classmethod
+    def of(cls, version: ModelVersion) -> "ReferenceWindow":
+        tags = version.tags
+        try:
+            return cls(
+                version=int(version.version),
+                start_us=_us(tags[tag("window.start")]),
+                train_end_us=_us(tags[tag("window.train_end")]),
+                end_us=_us(tags[tag("window.end")]),
+                label_seq_cutoff=int(tags[tag("window.label_seq_cutoff")]),
+            )
+        except (KeyError, ValueError) as exc:
+            raise DriftError(f"champion v{version.version} has no readable data window in its tags ({exc})") from exc
+
+
+def _us(iso: str) -> int:
+    return int(pd.Timestamp(iso).value // 1000)
+
+
+@dataclass(frozen=True)
+class ColumnDrift:
+    column: str
+    kind: str  # numeric, categorical, prediction or target
+    method: str
+    score: float
+    threshold: float
+    drifted: bool
+
+    @property
+    def severity(self) -> float:
+        """Comparable across methods: how far past (>1) or short of (<1) its threshold the column is."""
+        if math.isnan(self.score):
+            return 0.0
+        if _is_p_value(self.method):
+            return self.threshold / max(self.score, 1e-300)
+        return self.score / self.threshold if self.threshold else math.inf
+
+
+@dataclass(frozen=True)
+class Side:
+    rows: int  # events in the window
+    sample: pd.DataFrame  # at most `sample_rows` of them, with PREDICTION_COLUMN added
+
+
+@dataclass(frozen=True)
+class DriftReport:
+    champion_version: int
+    reference_rows: int
+    current_rows: int
+    reference_sampled: int
+    current_sampled: int
+    current_labelled: int
+    columns: list[ColumnDrift]
+    prediction: ColumnDrift | None
+    target: ColumnDrift | None
+    live_metrics: dict[str, float]
+    share_threshold: float
+    evidently_drifted: int  # Evidently's own count over the columns it was given, a cross-check
+    report_path: Path
+    seconds: float
+
+    @property
+    def drifted_columns(self) -> list[str]:
+        return [c.column for c in self.columns if c.drifted]
+
+    @property
+    def drift_share(self) -> float:
+        return len(self.drifted_columns) / len(self.columns) if self.columns else 0.0
+
+    @property
+    def dataset_drift(self) -> bool:
+        return bool(self.columns) and self.drift_share >= self.share_threshold
+
+    def table(self, top: int | None = None) -> pd.DataFrame:
+        """Columns, most drifted first."""
+        ranked = sorted(self.columns, key=lambda c: (not c.drifted, -c.severity))[:top]
+        return pd.DataFrame(
+            [{"column": c.column, "kind": c.kind, "method": c.method, "score": round(c.score, 4), "threshold": c.threshold, "drift": "yes" if c.drifted else "no"} for c in ranked],
+            columns=["column", "kind", "method", "score", "threshold", "drift"],
+        )
+
+
+@dataclass(frozen=True)
+class DriftSkipped:
+    """No report could be made; `reason` says why in a sentence."""
+
+    reason: str
+    champion_version: int | None = None
+    current_rows: int = 0
+    details: dict[str, object] = field(default_factory=dict)
+
+
+def _is_p_value(method: str) -> bool:
+    """Evidently's p-value tests (K-S, chi-square, Z) flag drift below the threshold; distances at or above it."""
+    return "p_value" in method
+
+
+def _prediction_values(spec: DatasetSpec, predicted: pd.DataFrame) -> pd.Series:
+    """What prediction drift compares: the positive-class probability, the class, or the predicted value."""
+    if spec.task is Task.binary:
+        return predicted[PROBABILITY].astype("float64")
+    if spec.task is Task.regression:
+        return predicted[PREDICTION].astype("float64")
+    return predicted[PREDICTION].astype(object)
+
+
+def _with_predictions(spec: DatasetSpec, frame: pd.DataFrame, predictor: Predictor) -> pd.DataFrame:
+    out = frame.reset_index(drop=True)
+    predicted = predictor.predict(out)
+    out[PREDICTION_COLUMN] = _prediction_values(spec, predicted).to_numpy() if len(out) else pd.Series(dtype="float64")
+    return out
+
+
+def reference_side(log: EventLog, spec: DatasetSpec, window: ReferenceWindow, predictor: Predictor, sample_rows: int, cache_dir: Path) -> Side:
+    """The champion's training rows (sampled) with its predictions: computed once per champion, then read from cache."""
+    stem = cache_dir / f"{spec.name}-v{window.version}-{sample_rows}"
+    parquet, info = stem.with_suffix(".parquet"), stem.with_suffix(".json")
+    if parquet.exists() and info.exists():
+        return Side(int(json.loads(info.read_text(encoding="utf-8"))["rows"]), pd.read_parquet(parquet))
+    end = window.train_end_us + 1
+    rows = log.count_between(window.start_us, end, window.label_seq_cutoff)
+    sample = _with_predictions(spec, log.sample_between(window.start_us, end, sample_rows, window.label_seq_cutoff), predictor)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    sample.to_parquet(parquet, index=False)
+    info.write_text(json.dumps({"rows": rows, "version": window.version}), encoding="utf-8")
+    return Side(rows, sample)
+
+
+def current_bounds(log: EventLog, window: ReferenceWindow, hours: float | None) -> tuple[int, int] | None:
+    """[start, end) of the current window: after the champion's whole window, optionally only the last hours."""
+    span = log.time_range()
+    if span is None:
+        return None
+    start, end = window.end_us + 1, span[1] + 1
+    if hours is not None:
+        start = max(start, end - int(hours * US_PER_HOUR))
+    return (start, end) if start < end else None
+
+
+def _column_types(spec: DatasetSpec, columns: list[str]) -> tuple[list[str], list[str]]:
+    numeric = [c for c in columns if c in spec.numeric_features or (c == PREDICTION_COLUMN and spec.task is not Task.multiclass) or (c == LABEL and not spec.is_classification)]
+    return numeric, [c for c in columns if c not in numeric]
+
+
+def _presence(spec: DatasetSpec, reference: pd.DataFrame, current: pd.DataFrame) -> tuple[list[str], list[ColumnDrift]]:
+    """Features Evidently can compare, and verdicts for those missing entirely on one or both sides (Evidently rejects empty columns)."""
+    usable, decided = [], []
+    for column in spec.features:
+        kind = "numeric" if column in spec.numeric_features else "categorical"
+        in_ref, in_cur = bool(reference[column].notna().any()), bool(current[column].notna().any())
+        if in_ref and in_cur:
+            usable.append(column)
+        elif in_ref or in_cur:
+            side = "current" if in_ref else "reference"
+            decided.append(ColumnDrift(column, kind, f"all missing in {side}", 1.0, 1.0, True))
+    return usable, decided
+
+
+def _run_evidently(spec: DatasetSpec, reference: pd.DataFrame, current: pd.DataFrame, features: list[str], extra: list[str], share_threshold: float):  # noqa: ANN202 - Evidently's Snapshot
+    columns = features + extra
+    numeric, categorical = _column_types(spec, columns)
+    definition = DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
+    items = [DataDriftPreset(columns=features, drift_share=share_threshold)] if features else []
+    items += [ValueDrift(column=c) for c in extra]
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        return Report(items).run(
+            Dataset.from_pandas(current[columns].reset_index(drop=True), data_definition=definition),
+            Dataset.from_pandas(reference[columns].reset_index(drop=True), data_definition=definition),
+        )
+
+
+def _verdicts(spec: DatasetSpec, snapshot_dict: dict) -> tuple[dict[str, ColumnDrift], int]:  # type: ignore[type-arg]
+    """Per-column drift from Evidently's ValueDrift results, and its DriftedColumnsCount."""
+    found: dict[str, ColumnDrift] = {}
+    evidently_count = 0
+    for metric in snapshot_dict["metrics"]:
+        config = metric["config"]
+        if config["type"].endswith("DriftedColumnsCount"):
+            evidently_count = int(metric["value"]["count"])
+        elif config["type"].endswith("ValueDrift"):
+            column, method, threshold, value = config["column"], str(config["method"]), float(config["threshold"]), float(metric["value"])
+            drifted = value < threshold if _is_p_value(method) else value >= threshold
+            kind = {PREDICTION_COLUMN: "prediction", LABEL: "target"}.get(column, "numeric" if column in spec.numeric_features else "categorical")
+            found[column] = ColumnDrift(column, kind, method, value, threshold, bool(drifted))
+    return found, evidently_count
+
+
+def compare(spec: DatasetSpec, reference: pd.DataFrame, current: pd.DataFrame, share_threshold: float, report_path: Path) -> tuple[list[ColumnDrift], ColumnDrift | None, ColumnDrift | None, int]:
+    """Evidently on the two frames: feature verdicts, prediction drift, target drift (if current has labels); saves the HTML."""
+    features, decided = _presence(spec, reference, current)
+    extra = [c for c in (PREDICTION_COLUMN, LABEL) if c in current and c in reference and current[c].notna().any() and reference[c].notna().any()]
+    snapshot = _run_evidently(spec, reference, current, features, extra, share_threshold)
+    found, evidently_count = _verdicts(spec, snapshot.dict())
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    snapshot.save_html(str(report_path))
+    order = {c: i for i, c in enumerate(spec.features)}
+    columns = sorted([found[c] for c in features] + decided, key=lambda c: order[c.column])
+    return columns, found.get(PREDICTION_COLUMN), found.get(LABEL), evidently_count
+
+
+def live_metrics(spec: DatasetSpec, current: pd.DataFrame, predictor: Predictor) -> dict[str, float]:
+    """The champion's metrics on the labelled part of the current sample; empty without labels."""
+    labelled = current[current[LABEL].notna()]
+    if labelled.empty:
+        return {}
+    return {k: v for k, v in score(spec, labelled[LABEL], predictor.predict(labelled)).items() if not math.isnan(v)}
+
+
+def build_drift_report(settings: Settings, spec: DatasetSpec, log: EventLog, registry: Registry) -> DriftReport | DriftSkipped:
+    """The drift report of the current champion, or why there is none (no champion, too few events)."""
+    started = time.perf_counter()
+    config = DriftConfig.from_settings(settings)
+    champion = registry.champion()
+    if champion is None:
+        return DriftSkipped("no champion yet: drift is measured against the champion's training window; train and promote a first model")
+    window = ReferenceWindow.of(champion)
+    bounds = current_bounds(log, window, config.current_hours)
+    current_rows = 0 if bounds is None else log.count_between(*bounds)
+    if current_rows < config.min_current_rows:
+        return DriftSkipped(
+            f"{current_rows} events since champion v{window.version}'s data window; at least {config.min_current_rows} are needed for a drift report",
+            window.version,
+            current_rows,
+        )
+    assert bounds is not None
+    predictor = registry.load_predictor(window.version)
+    reference = reference_side(log, spec, window, predictor, config.sample_rows, settings.reports_dir / "drift" / "reference")
+    if reference.sample.empty:
+        return DriftSkipped(f"champion v{window.version}'s training window holds no events in this event log", window.version, current_rows)
+    current = _with_predictions(spec, log.sample_between(*bounds, config.sample_rows), predictor)
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{time.time_ns() % 1_000_000_000:09d}"
+    path = settings.reports_dir / "drift" / f"{spec.name}-v{window.version}-{stamp}.html"
+    columns, prediction, target, evidently_count = compare(spec, reference.sample, current, config.share_threshold, path)
+    return DriftReport(
+        champion_version=window.version,
+        reference_rows=reference.rows,
+        current_rows=current_rows,
+        reference_sampled=len(reference.sample),
+        current_sampled=len(current),
+        current_labelled=int(current[LABEL].notna().sum()),
+        columns=columns,
+        prediction=prediction,
+        target=target,
+        live_metrics=live_metrics(spec, current, predictor),
+        share_threshold=config.share_threshold,
+        evidently_drifted=evidently_count,
+        report_path=path,
+        seconds=time.perf_counter() - started,
+    )

@@ -1,0 +1,104 @@
+"""The drift_report asset and its check: Evidently drift of the live stream against the champion's training window.
+
+Kept current by `drift_report_sensor` (orchestration/sensors.py) every `drift_every_n_events` new events.
+"""
+
+
+import dagster as dg
+
+from mlplatform.drift import LIVE_METRICS, ColumnDrift, DriftReport, DriftSkipped, build_drift_report
+from mlplatform.orchestration.assets import RAW_EVENTS, _markdown_table, latest_metadata
+from mlplatform.orchestration.resources import PlatformResource
+from mlplatform.settings import Settings
+from mlplatform.spec import DatasetSpec
+
+MONITORING = "monitoring"
+DRIFT_REPORT = dg.AssetKey("drift_report")
+SKIPPED_KEY = "skipped"
+TOP_COLUMNS = 10
+
+
+def _test_metadata(prefix: str, result: ColumnDrift | None) -> dict[str, object]:
+    """Score, verdict and method of prediction or target drift; nothing when it could not be measured."""
+    if result is None:
+        return {}
+    return {f"{prefix}_drift_score": result.score, f"{prefix}_drift": result.drifted, f"{prefix}_drift_method": result.method}
+
+
+def report_metadata(settings: Settings, spec: DatasetSpec, report: DriftReport, mlflow_url: str) -> dict[str, object]:
+    """Numbers first (the Dagster UI plots numeric metadata over materializations), then links and the table."""
+    live = {f"live_{k}": report.live_metrics[k] for k in LIVE_METRICS[spec.task] if k in report.live_metrics}
+    return {
+        SKIPPED_KEY: False,
+        "champion_version": report.champion_version,
+        "drift_share": report.drift_share,
+        "drifted_columns": len(report.drifted_columns),
+        "dataset_drift": report.dataset_drift,
+        "columns": len(report.columns),
+        "drift_share_threshold": report.share_threshold,
+        "drifted_column_names": ", ".join(report.drifted_columns) or "none",
+        **_test_metadata("prediction", report.prediction),
+        **_test_metadata("target", report.target),
+        **live,
+        "live_metrics": dg.MetadataValue.json({k: round(v, 6) for k, v in report.live_metrics.items()}),
+        "current_labelled": report.current_labelled,
+        "reference_rows": report.reference_rows,
+        "current_rows": report.current_rows,
+        "reference_sampled": report.reference_sampled,
+        "current_sampled": report.current_sampled,
+        "seconds": round(report.seconds, 3),
+        "most_drifted": dg.MetadataValue.md(_markdown_table(report.table(TOP_COLUMNS))),
+        "report_path": dg.MetadataValue.path(str(report.report_path)),
+        "report_url": dg.MetadataValue.url(f"{settings.reports_url.rstrip('/')}/drift/{report.report_path.name}"),
+        "mlflow_model_version": dg.MetadataValue.url(mlflow_url),
+    }
+
+
+def skipped_metadata(skipped: DriftSkipped) -> dict[str, object]:
+    return {
+        SKIPPED_KEY: True,
+        "skip_reason": skipped.reason,
+        "champion_version": skipped.champion_version or 0,
+        "current_rows": skipped.current_rows,
+    }
+
+
+@dg.asset(
+    deps=[RAW_EVENTS],
+    group_name=MONITORING,
+    kinds={"evidently"},
+    description="Evidently drift of the events since the champion's data window against its training window: "
+    "per-column drift, share of drifted columns, prediction drift and, with labels, target drift and live metrics. "
+    "Both sides are bounded uniform samples; the HTML report is saved under reports/drift and logged to MLflow "
+    "next to the champion version. Without a champion (or with too few new events) it records why it is skipped.",
+)
+def drift_report(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.MaterializeResult:
+    settings, spec, registry = platform.get_settings(), platform.get_spec(), platform.get_registry()
+    result = build_drift_report(settings, spec, platform.get_event_log(), registry)
+    if isinstance(result, DriftSkipped):
+        context.log.info(f"drift report skipped: {result.reason}")
+        return dg.MaterializeResult(metadata=skipped_metadata(result))
+    registry.log_artifact(result.champion_version, result.report_path, "drift")
+    context.log.info(f"drift share {result.drift_share:.2f} ({', '.join(result.drifted_columns) or 'no drifted columns'}); report {result.report_path}")
+    mlflow_url = f"{settings.mlflow_ui_url}/#/models/{registry.name}/versions/{result.champion_version}"
+    return dg.MaterializeResult(metadata=report_metadata(settings, spec, result, mlflow_url))
+
+
+@dg.asset_check(asset=DRIFT_REPORT, description="Warns when the latest drift report says the dataset drifted, naming the drifted columns.")
+def drift_check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+    meta = latest_metadata(context.instance, DRIFT_REPORT) or {}
+    if meta.get(SKIPPED_KEY, True):
+        return dg.AssetCheckResult(passed=True, severity=dg.AssetCheckSeverity.WARN, description=f"no drift measured: {meta.get('skip_reason', 'no drift report yet')}")
+    share, names = float(str(meta["drift_share"])), str(meta["drifted_column_names"])
+    drift = bool(meta["dataset_drift"])
+    verdict = "dataset drift" if drift else "no dataset drift"
+    return dg.AssetCheckResult(
+        passed=not drift,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=f"{verdict}: {share:.0%} of columns drifted (threshold {float(str(meta['drift_share_threshold'])):.0%}); drifted: {names}",
+        metadata={"drift_share": share, "drifted_columns": int(str(meta["drifted_columns"])), "drifted_column_names": names},
+    )
+
+
+monitoring_assets = [drift_report]
+monitoring_checks = [drift_check]

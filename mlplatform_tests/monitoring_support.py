@@ -1,0 +1,80 @@
+"""A trained champion in a real state folder, shared by a test module: training once keeps the drift and sensor tests fast."""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from mlplatform.orchestration.definitions import defs
+from mlplatform.orchestration.instance import prepare_dagster_home
+from mlplatform.orchestration.resources import PlatformResource
+from mlplatform.replay import GENERATED_INTERVAL_S, STREAM_START, write_batches
+from mlplatform.settings import Settings
+from mlplatform.spec import DatasetSpec
+from mlplatform.validation import EVENT_ID, EVENT_TIME
+from mlplatform_tests.conftest import ADULT_SPEC, FAST_TRAINING
+
+QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+CHAMPION_ROWS = 3000
+QUICK_TRAINING = {"MLPLATFORM_TUNING_TRIALS": "1", "MLPLATFORM_NUM_BOOST_ROUND": "100"}
+
+
+def shuffled_stream(rows: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """A stationary stream: Adult rows in random order, re-stamped with fresh ids and increasing event times."""
+    out = rows.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+    out[EVENT_ID] = [f"shuffled-{seed}-{i}" for i in range(len(out))]
+    times = pd.Timestamp(STREAM_START) + pd.to_timedelta(out.index.to_numpy() * GENERATED_INTERVAL_S, unit="s")
+    out[EVENT_TIME] = [t.isoformat() for t in times]
+    return out
+
+
+@dataclass
+class Platform:
+    settings: Settings
+    instance: dg.DagsterInstance
+    spec: DatasetSpec
+    rows: pd.DataFrame  # the stream: rows[:CHAMPION_ROWS] trained the champion, later rows are replayed by tests
+    replayed: int = CHAMPION_ROWS
+
+    def replay(self, rows: pd.DataFrame, with_labels: bool = True) -> None:
+        """Land rows and ingest them with a real raw_events materialization."""
+        write_batches(rows, self.spec, self.settings.landing_dir, 5000, with_labels=with_labels, prefix="labelled" if with_labels else "unlabelled")
+        self.materialize("raw_events")
+
+    def next_rows(self, n: int) -> pd.DataFrame:
+        """The next `n` rows of the stream, marked as replayed."""
+        self.replayed += n
+        return self.rows.iloc[self.replayed - n : self.replayed]
+
+    def materialize(self, *keys: str) -> dg.ExecuteInProcessResult:
+        job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection={dg.AssetKey(k) for k in keys})
+        result = job.execute_in_process(instance=self.instance, run_config=QUIET, raise_on_error=True)
+        assert result.success
+        return result
+
+    def tick(self, sensor_name: str, cursor: str | None) -> dg.SensorResult:
+        """One real evaluation of a sensor of the code location against this instance."""
+        context = dg.build_sensor_context(instance=self.instance, cursor=cursor, definitions=defs, sensor_name=sensor_name, resources={"platform": PlatformResource()})
+        return defs.resolve_sensor_def(sensor_name).evaluate_tick(context)
+
+
+@contextmanager
+def trained_platform(folder: Path, spec: DatasetSpec, rows: pd.DataFrame, **env: str) -> Iterator[Platform]:
+    """State folder + Dagster instance + a champion trained on the first CHAMPION_ROWS rows."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLPLATFORM_STATE_DIR", str(folder))
+        patch.setenv("MLPLATFORM_DATASET_SPEC", str(ADULT_SPEC))
+        patch.setenv("DAGSTER_HOME", str(folder / "dagster"))
+        for key, value in {**FAST_TRAINING, **QUICK_TRAINING, **env}.items():
+            patch.setenv(key, value)
+        settings = Settings()
+        prepare_dagster_home(settings)
+        with dg.DagsterInstance.get() as instance:
+            platform = Platform(settings, instance, spec, rows.reset_index(drop=True))
+            platform.replay(platform.rows.iloc[:CHAMPION_ROWS])
+            platform.materialize("features", "trained_model", "evaluation_report")
+            yield platform

@@ -1,0 +1,188 @@
+"""Drift reports against a real event log, MLflow store and Dagster instance, with real Evidently."""
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pydantic
+import pytest
+from mlflow.entities.model_registry import ModelVersion, ModelVersionTag
+from mlflow.tracking import MlflowClient
+
+from mlplatform.drift import PREDICTION_COLUMN, DriftError, DriftReport, DriftSkipped, ReferenceWindow, build_drift_report, compare
+from mlplatform.eventlog import EventLog
+from mlplatform.orchestration.assets import latest_metadata
+from mlplatform.orchestration.definitions import defs
+from mlplatform.orchestration.monitoring import DRIFT_REPORT
+from mlplatform.orchestration.resources import PlatformResource
+from mlplatform.orchestration.sensors import SENSOR_NAME
+from mlplatform.orchestration.status import collect_status
+from mlplatform.policy import DRIFT
+from mlplatform.landing import ingest_pending
+from mlplatform.replay import DriftScenario, inject_drift, write_batches
+from mlplatform.settings import Settings
+from mlplatform.spec import DatasetSpec
+from mlplatform.validation import LABEL
+from mlplatform_tests.monitoring_support import CHAMPION_ROWS, QUIET, Platform, shuffled_stream, trained_platform
+
+DRIFTED = DriftScenario(
+    shift_numeric={"age": 1.5, "hours-per-week": 1.5, "education-num": 1.0, "capital-gain": 1.0},
+    category_mix={"workclass": "Self-emp-inc", "occupation": "Sales", "marital-status": "Never-married", "relationship": "Own-child"},
+    seed=3,
+)
+SHIFTED = {"age", "hours-per-week", "education-num", "workclass", "occupation", "marital-status", "relationship"}
+
+
+def _typed(rows: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
+    """Replayed rows as the event log returns them: numeric features as floats, the label mapped to its class."""
+    out = rows[list(spec.features)].copy()
+    for name in spec.numeric_features:
+        out[name] = pd.to_numeric(out[name], errors="coerce").astype("float64")
+    out[LABEL] = rows[spec.label].str.strip().replace(spec.label_map)
+    return out.reset_index(drop=True)
+
+
+def _check_result(instance: dg.DagsterInstance) -> dg.AssetCheckEvaluation:
+    record = instance.event_log_storage.get_latest_asset_check_execution_by_key([dg.AssetCheckKey(DRIFT_REPORT, "drift_check")])[dg.AssetCheckKey(DRIFT_REPORT, "drift_check")]
+    assert record.event is not None and record.event.dagster_event is not None
+    return record.event.dagster_event.event_specific_data  # type: ignore[return-value]
+
+
+def test_no_champion_skips_with_an_explanation(state: Settings, instance: dg.DagsterInstance) -> None:
+    platform = PlatformResource()
+    skipped = build_drift_report(state, platform.get_spec(), platform.get_event_log(), platform.get_registry())
+    assert isinstance(skipped, DriftSkipped) and "no champion yet" in skipped.reason
+    job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection={DRIFT_REPORT})
+    assert job.execute_in_process(instance=instance, run_config=QUIET).success
+    meta = latest_metadata(instance, DRIFT_REPORT) or {}
+    assert meta["skipped"] is True and "no champion yet" in str(meta["skip_reason"])
+    check = _check_result(instance)
+    assert check.passed and "no drift measured" in (check.description or "")
+
+
+def test_reference_window_needs_readable_tags() -> None:
+    version = ModelVersion(name="m", version="3", creation_timestamp=0, tags=[ModelVersionTag("mlplatform.window.start", "not a time")])
+    with pytest.raises(DriftError, match="v3 has no readable data window"):
+        ReferenceWindow.of(version)
+
+
+@pytest.mark.parametrize("bad", [{"MLPLATFORM_DRIFT_SAMPLE_ROWS": "1000"}, {"MLPLATFORM_DRIFT_SHARE_THRESHOLD": "0"}, {"MLPLATFORM_DRIFT_CURRENT_HOURS": "-1"}, {"MLPLATFORM_DRIFT_EVERY_N_EVENTS": "0"}])
+def test_drift_settings_reject_bad_values(bad: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in bad.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(pydantic.ValidationError):
+        Settings()
+
+
+def test_compare_handles_missing_constant_unseen_and_unlabelled_columns(adult_spec: DatasetSpec, adult_rows: pd.DataFrame, tmp_path: Path) -> None:
+    reference = _typed(adult_rows.iloc[:2000], adult_spec)
+    current = _typed(adult_rows.iloc[2000:3500], adult_spec)
+    reference["race"] = "White"  # constant on one side
+    reference["capital-loss"] = 0.0  # constant numeric on one side
+    current["capital-gain"] = np.nan  # all missing on one side
+    reference["native-country"] = None  # empty on both sides: nothing to compare
+    current["native-country"] = None
+    current.loc[current.index % 2 == 0, "workclass"] = "Moon-base"  # a category the reference never saw
+    current[LABEL] = None  # no labels yet in the current window
+    reference[PREDICTION_COLUMN] = np.linspace(0, 1, len(reference))
+    current[PREDICTION_COLUMN] = np.linspace(0, 1, len(current))
+    path = tmp_path / "report.html"
+    columns, prediction, target, evidently_count = compare(adult_spec, reference, current, 0.5, path)
+    by_name = {c.column: c for c in columns}
+    assert "native-country" not in by_name and len(columns) == len(adult_spec.features) - 1
+    assert by_name["capital-gain"].drifted and by_name["capital-gain"].method == "all missing in current"
+    assert by_name["race"].drifted and math.isfinite(by_name["race"].score)
+    assert by_name["capital-loss"].drifted and math.isfinite(by_name["capital-loss"].score)
+    assert by_name["workclass"].drifted and by_name["workclass"].method == "Jensen-Shannon distance"
+    assert not by_name["age"].drifted and by_name["age"].method == "Wasserstein distance (normed)"
+    assert target is None, "no target drift without labels in the current window"
+    assert prediction is not None and not prediction.drifted
+    assert evidently_count == sum(c.drifted for c in columns if c.column != "capital-gain"), "per-column verdicts agree with Evidently's count"
+    assert path.stat().st_size > 10_000 and "<html" in path.read_text(encoding="utf-8")[:2000].lower()
+
+
+def test_sample_between_is_bounded_uniform_and_rejects_empty_ranges(state: Settings, adult_spec: DatasetSpec, adult_rows: pd.DataFrame) -> None:
+    log = EventLog.for_dataset(state.events_dir, adult_spec)
+    write_batches(adult_rows.iloc[:4000], adult_spec, state.landing_dir, 4000)
+    ingest_pending(state.landing_dir, adult_spec, log)
+    first, last = log.time_range() or (0, 0)
+    assert log.count_between(first, last + 1) == 4000
+    sample = log.sample_between(first, last + 1, 1000)
+    assert len(sample) == 1000 and sample["event_id"].is_unique and sample["event_time"].is_monotonic_increasing
+    everything = log.events_between(first, last + 1)
+    assert abs(sample["age"].mean() - everything["age"].mean()) < 3 * everything["age"].std() / math.sqrt(1000)
+    assert len(log.sample_between(first, last + 1, 10_000)) == 4000, "a window smaller than the sample is read whole"
+    assert log.sample_between(last + 1, first, 100).empty and log.sample_between(first, last + 1, 0).empty
+    assert log.count_between(first, last + 1, max_label_seq=100) == 100
+
+
+@pytest.fixture(scope="module")
+def shuffled(tmp_path_factory: pytest.TempPathFactory, adult_spec: DatasetSpec, adult_rows: pd.DataFrame) -> Iterator[Platform]:
+    """A champion trained on a stationary stream; new observations never trigger here, only drift could."""
+    env = {"MLPLATFORM_RETRAIN_EVERY_N": "1000000", "MLPLATFORM_MIN_NEW_LABELLED_FOR_DRIFT": "100", "MLPLATFORM_DRIFT_MIN_CURRENT_ROWS": "100"}
+    with trained_platform(tmp_path_factory.mktemp("drift") / "state", adult_spec, shuffled_stream(adult_rows, seed=11), **env) as platform:
+        yield platform
+
+
+def test_empty_current_window_is_skipped(shuffled: Platform) -> None:
+    shuffled.materialize("drift_report")
+    meta = latest_metadata(shuffled.instance, DRIFT_REPORT) or {}
+    assert meta["skipped"] is True and meta["champion_version"] == 1
+    assert str(meta["skip_reason"]).startswith("0 events since champion v1's data window")
+
+
+def test_stationary_stream_triggers_no_drift_retraining_over_ten_reports(shuffled: Platform) -> None:
+    cursor = None
+    shares = []
+    for _ in range(10):
+        shuffled.replay(shuffled.next_rows(150))
+        shuffled.materialize("drift_report")
+        meta = latest_metadata(shuffled.instance, DRIFT_REPORT) or {}
+        shares.append(float(str(meta["drift_share"])))
+        result = shuffled.tick(SENSOR_NAME, cursor)
+        assert not result.run_requests, f"stationary stream triggered {result.run_requests}"
+        cursor = result.cursor
+    assert max(shares) < 0.5, shares
+    runs = shuffled.instance.get_runs(filters=dg.RunsFilter(tags={"mlplatform/reason": DRIFT}))
+    assert not runs
+
+
+def test_drifted_stream_is_flagged_then_measured_with_labels(shuffled: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = shuffled.next_rows(1200)
+    drifted = inject_drift(rows, shuffled.spec, DRIFTED, reference=shuffled.rows.iloc[:CHAMPION_ROWS])
+    monkeypatch.setenv("MLPLATFORM_DRIFT_CURRENT_HOURS", str(1200 * 60 / 3600))  # only the drifted events
+    shuffled.replay(drifted, with_labels=False)
+    shuffled.materialize("drift_report")
+    meta = latest_metadata(shuffled.instance, DRIFT_REPORT) or {}
+    assert meta["dataset_drift"] is True and meta["current_rows"] == 1200 and meta["current_labelled"] == 0
+    assert SHIFTED <= set(str(meta["drifted_column_names"]).split(", "))
+    assert "target_drift" not in meta and "live_recall" not in meta, "no labels in the current window: no target drift, no live metrics"
+    assert meta["prediction_drift"] is True
+    report = Path(str(meta["report_path"]))
+    assert report.is_file() and report.parent == shuffled.settings.reports_dir / "drift"
+    champion_run = MlflowClient(shuffled.settings.tracking_uri).get_model_version("mlplatform-adult", "1").run_id
+    logged = [a.path for a in MlflowClient(shuffled.settings.tracking_uri).list_artifacts(champion_run, "drift")]
+    assert f"drift/{report.name}" in logged
+    check = _check_result(shuffled.instance)
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN and "age" in (check.description or "")
+    status = collect_status(shuffled.settings)
+    assert status["drift"]["dataset_drift"] is True and status["drift"]["report"] == str(report)
+
+    shuffled.replay(drifted, with_labels=True)  # the labels arrive late, by event id
+    shuffled.materialize("drift_report")
+    meta = latest_metadata(shuffled.instance, DRIFT_REPORT) or {}
+    assert meta["current_labelled"] == 1200 and 0 <= float(str(meta["live_recall"])) <= 1 and 0 <= float(str(meta["live_precision"])) <= 1
+    assert isinstance(meta["target_drift"], bool) and "target_drift_score" in meta
+
+
+def test_core_report_matches_the_assets_view(shuffled: Platform) -> None:
+    platform = PlatformResource()
+    report = build_drift_report(platform.get_settings(), shuffled.spec, platform.get_event_log(), platform.get_registry())
+    assert isinstance(report, DriftReport)
+    assert report.reference_rows == report.reference_sampled == int(CHAMPION_ROWS * 0.8)
+    assert report.evidently_drifted == len(report.drifted_columns)
+    table = report.table(5)
+    assert len(table) == 5 and list(table["drift"]) == sorted(table["drift"], reverse=True), "drifted columns first"
