@@ -1,0 +1,132 @@
+"""The retraining and drift sensors evaluated against a real Dagster instance, event log and MLflow store."""
+
+import time
+from collections.abc import Iterator
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from mlplatform.orchestration.assets import latest_metadata
+from mlplatform.orchestration.definitions import defs
+from mlplatform.orchestration.monitoring import DRIFT_REPORT
+from mlplatform.orchestration.sensors import DRIFT_SENSOR_NAME, LAUNCHED_BY_TAG, SENSOR_NAME
+from mlplatform.orchestration.status import collect_status
+from mlplatform.policy import DRIFT, DRIFT_REPORT_TAG, NEW_OBSERVATIONS, Cursor
+from mlplatform.replay import DriftScenario, inject_drift
+from mlplatform.settings import Settings
+from mlplatform.spec import DatasetSpec
+from mlplatform_tests.monitoring_support import CHAMPION_ROWS, QUIET, Platform, trained_platform
+
+EVERY_N = 1000
+MIN_FOR_DRIFT = 200
+DRIFT_EVERY = 500
+
+
+def _watermark(platform: Platform) -> int:
+    return collect_status(platform.settings)["events"]["label_watermark"]
+
+
+def _cursor(last_trigger_seq: int, last_trigger_time: float = 0.0, last_drift_report: str | None = None) -> str:
+    return Cursor(last_trigger_seq, last_trigger_time, last_drift_report).to_json()
+
+
+def test_without_a_champion_both_sensors_wait(state: Settings, instance: dg.DagsterInstance, adult_spec: DatasetSpec) -> None:
+    platform = Platform(state, instance, adult_spec, pd.DataFrame())
+    retraining = platform.tick(SENSOR_NAME, None)
+    assert not retraining.run_requests and "no champion yet" in (retraining.skip_message or "")
+    drift = platform.tick(DRIFT_SENSOR_NAME, None)
+    assert not drift.run_requests and "no champion yet" in (drift.skip_message or "")
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory, adult_spec: DatasetSpec, adult_rows: pd.DataFrame) -> Iterator[Platform]:
+    """A champion v1 that no challenger can beat (margin 1.0), so a lost cursor could only be rebuilt from run tags."""
+    env = {
+        "MLPLATFORM_RETRAIN_EVERY_N": str(EVERY_N),
+        "MLPLATFORM_MIN_NEW_LABELLED_FOR_DRIFT": str(MIN_FOR_DRIFT),
+        "MLPLATFORM_RETRAIN_COOLDOWN_SECONDS": "0",
+        "MLPLATFORM_PROMOTION_MARGIN": "1.0",
+        "MLPLATFORM_DRIFT_EVERY_N_EVENTS": str(DRIFT_EVERY),
+    }
+    with trained_platform(tmp_path_factory.mktemp("sensor") / "state", adult_spec, adult_rows, **env) as platform:
+        yield platform
+
+
+def test_drift_sensor_requests_a_report_every_m_events(platform: Platform) -> None:
+    first = platform.tick(DRIFT_SENSOR_NAME, None)
+    total = CHAMPION_ROWS
+    assert [r.run_key for r in first.run_requests or []] == [f"drift-report-v1-{total}"] and first.cursor == str(total)
+    assert not platform.tick(DRIFT_SENSOR_NAME, first.cursor).run_requests
+    platform.replay(platform.next_rows(DRIFT_EVERY - 1))
+    waiting = platform.tick(DRIFT_SENSOR_NAME, first.cursor)
+    assert not waiting.run_requests and f"{DRIFT_EVERY - 1} new events" in (waiting.skip_message or "")
+    platform.replay(platform.next_rows(1))
+    due = platform.tick(DRIFT_SENSOR_NAME, first.cursor)
+    assert [r.run_key for r in due.run_requests or []] == [f"drift-report-v1-{total + DRIFT_EVERY}"]
+    corrupt = platform.tick(DRIFT_SENSOR_NAME, "not-a-number")
+    assert len(corrupt.run_requests or []) == 1 and corrupt.cursor == str(total + DRIFT_EVERY)
+
+
+def test_below_n_no_run_at_n_exactly_one(platform: Platform) -> None:
+    start = _watermark(platform)
+    cursor = _cursor(start)
+    platform.replay(platform.next_rows(EVERY_N - 1))
+    below = platform.tick(SENSOR_NAME, cursor)
+    assert not below.run_requests and below.skip_message and below.skip_message.startswith(f"{EVERY_N - 1} new labelled events")
+    platform.replay(platform.next_rows(1))
+    at_n = platform.tick(SENSOR_NAME, cursor)
+    assert len(at_n.run_requests or []) == 1
+    request = (at_n.run_requests or [])[0]
+    assert request.run_key == f"{NEW_OBSERVATIONS}-{start + EVERY_N}"
+    assert request.tags["mlplatform/reason"] == NEW_OBSERVATIONS and request.tags["mlplatform/new_labelled"] == str(EVERY_N)
+    again = platform.tick(SENSOR_NAME, at_n.cursor)
+    assert not again.run_requests, "the same observations never trigger twice"
+
+
+def test_cooldown_holds_against_thrashing(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
+    recent = _cursor(_watermark(platform) - EVERY_N, last_trigger_time=time.time() - 10)
+    monkeypatch.setenv("MLPLATFORM_RETRAIN_COOLDOWN_SECONDS", "3600")
+    held = platform.tick(SENSOR_NAME, recent)
+    assert not held.run_requests and "cool-down" in (held.skip_message or "")
+    assert held.cursor == recent, "a held tick does not move the cursor"
+    monkeypatch.setenv("MLPLATFORM_RETRAIN_COOLDOWN_SECONDS", "5")
+    assert len(platform.tick(SENSOR_NAME, recent).run_requests or []) == 1
+
+
+def test_drift_triggers_one_run_with_the_reason_in_its_tags(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
+    scenario = DriftScenario(shift_numeric={"age": 1.5, "hours-per-week": 1.5, "education-num": 1.0}, category_mix={"workclass": "Self-emp-inc", "occupation": "Sales", "marital-status": "Never-married", "relationship": "Own-child"})
+    drifted = inject_drift(platform.next_rows(300), platform.spec, scenario, reference=platform.rows.iloc[:CHAMPION_ROWS])
+    platform.replay(drifted)
+    monkeypatch.setenv("MLPLATFORM_DRIFT_CURRENT_HOURS", str(300 * 60 / 3600))
+    platform.materialize("drift_report")
+    meta = latest_metadata(platform.instance, DRIFT_REPORT) or {}
+    assert meta["dataset_drift"] is True
+    report_id = str(platform.instance.fetch_materializations(DRIFT_REPORT, limit=1).records[0].storage_id)
+    cursor = _cursor(_watermark(platform) - 300)
+    result = platform.tick(SENSOR_NAME, cursor)
+    assert len(result.run_requests or []) == 1
+    tags = (result.run_requests or [])[0].tags
+    assert (result.run_requests or [])[0].run_key == f"{DRIFT}-{report_id}"
+    assert tags["mlplatform/reason"] == DRIFT and tags["mlplatform/new_labelled"] == "300" and tags[DRIFT_REPORT_TAG] == report_id
+    assert float(tags["mlplatform/drift_share"]) == pytest.approx(float(str(meta["drift_share"])), abs=1e-4)
+    again = platform.tick(SENSOR_NAME, result.cursor)
+    assert not again.run_requests and "already triggered" in (again.skip_message or "")
+
+
+def test_restart_keeps_the_cursor_and_a_lost_or_corrupt_one_recovers_without_duplicates(platform: Platform) -> None:
+    platform.replay(platform.next_rows(EVERY_N))
+    requested = platform.tick(SENSOR_NAME, _cursor(_watermark(platform) - EVERY_N))
+    assert len(requested.run_requests or []) == 1
+    request = (requested.run_requests or [])[0]
+    run = defs.resolve_job_def("retrain").execute_in_process(instance=platform.instance, tags={**request.tags, "dagster/run_key": request.run_key or ""}, run_config=QUIET)
+    assert run.success
+    assert collect_status(platform.settings)["champion"] == 1, "margin 1.0: the challenger cannot win, the champion's cut-off stays put"
+    launched = platform.instance.get_runs(filters=dg.RunsFilter(tags={LAUNCHED_BY_TAG: SENSOR_NAME}), limit=1)
+    assert launched and launched[0].run_id == run.run_id
+    for stored in [requested.cursor, None, "{not json", '{"last_seq": 5}', "[1, 2]", '{"version": 1, "last_trigger_seq": "x"}', '{"version": 0}']:
+        tick = platform.tick(SENSOR_NAME, stored)
+        assert not tick.run_requests, f"cursor {stored!r} led to a duplicate run"
+        assert tick.skip_message and tick.skip_message.startswith("0 new labelled events"), tick.skip_message
+    status = collect_status(platform.settings)
+    assert status["sensor_runs"][0]["run_id"] == run.run_id and status["sensor_runs"][0]["reason"] == NEW_OBSERVATIONS
