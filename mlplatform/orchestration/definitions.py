@@ -3,6 +3,7 @@
 
 import dagster as dg
 
+from mlplatform.orchestration.alerts import alert_sensors, live_quality, live_quality_schedule
 from mlplatform.orchestration.assets import all_assets, retraining_assets
 from mlplatform.orchestration.checks import all_checks
 from mlplatform.orchestration.instance import RETRAIN_TAG
@@ -17,9 +18,10 @@ retrain_job = dg.define_asset_job(
 )
 
 defs = dg.Definitions(
-    assets=all_assets,
+    assets=[*all_assets, live_quality],
     asset_checks=all_checks,
     jobs=[retrain_job],
-    sensors=[retraining_sensor],
+    sensors=[retraining_sensor, *alert_sensors],
+    schedules=[live_quality_schedule],
     resources={"platform": PlatformResource()},
 )

@@ -12,7 +12,15 @@ from mlplatform.settings import Settings
 from mlplatform.spec import DatasetSpec, load_spec
 
 _lock = threading.Lock()
-_event_logs: dict[Path, EventLog] = {}
+_event_logs: dict[Path, tuple[EventLog, tuple[int, int] | None]] = {}
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
 
 
 class PlatformResource(dg.ConfigurableResource):
@@ -32,14 +40,19 @@ class PlatformResource(dg.ConfigurableResource):
         return load_spec(self.get_settings().dataset_spec)
 
     def get_event_log(self) -> EventLog:
-        """One open event log per process and file: opening creates the schema, which takes a write lock."""
+        """One open event log per process and file: opening creates the schema, which takes a write lock.
+
+        Reopened when the file was replaced or removed (restored from a backup, a volume remounted), so a
+        long-lived code server never keeps reading a stale file, and an unavailable log fails the run.
+        """
         settings, spec = self.get_settings(), self.get_spec()
         path = settings.events_dir / f"{spec.name}.sqlite"
         with _lock:
-            log = _event_logs.get(path)
-            if log is None or log.spec != spec:
-                log = _event_logs[path] = EventLog(path, spec)
-            return log
+            cached = _event_logs.get(path)
+            if cached is None or cached[0].spec != spec or cached[1] != _file_identity(path):
+                log = EventLog(path, spec)
+                cached = _event_logs[path] = (log, _file_identity(path))
+            return cached[0]
 
     def get_registry(self) -> Registry:
         settings = self.get_settings()

@@ -1,0 +1,150 @@
+"""Alerts end to end against a real Alertmanager: each kind fired through the real pipeline, read back from its
+API v2 with its labels, and resolved when the condition clears; a down Alertmanager never fails the pipeline."""
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from mlplatform.alerting import Alert, Alerter, AlertName, Severity
+from mlplatform.eventlog import SERVING_SOURCE, EventLog
+from mlplatform.orchestration.alerts import LIVE_QUALITY_CHECK, alerts_sensor, live_quality, run_failure_alerts, run_success_alerts
+from mlplatform.orchestration.assets import evaluation_report, raw_events
+from mlplatform.orchestration.definitions import defs
+from mlplatform.registry import Registry
+from mlplatform.replay import canonical_labels, read_source, write_batches
+from mlplatform.settings import Settings
+from mlplatform.spec import load_spec
+from mlplatform.validation import LABEL, validate_frame
+from mlplatform_tests.alerting_support import FIRST_ROWS, Alertmanager, alertmanager, champion, labels_of, materialize, platform, platform_instance, tick
+
+__all__ = ["alertmanager", "platform", "platform_instance"]  # fixtures used by name
+
+
+def _alert(version: int | None = 3) -> Alert:
+    return Alert(AlertName.DRIFT, Severity.WARNING, "adult", version, summary="s", description="d", links={"report": "/tmp/r.html"})
+
+
+def test_alerter_fires_resolves_and_delivers_later_when_alertmanager_was_down(alertmanager: Alertmanager, tmp_path: Path) -> None:
+    off = Alerter(None, tmp_path / "off.sqlite")
+    assert off.fire(_alert()).error and not (tmp_path / "off.sqlite").exists()
+
+    alerter = Alerter(alertmanager.url, tmp_path / "alerts.sqlite", ttl_seconds=600)
+    assert alerter.fire(_alert()).sent == 1
+    [got] = alertmanager.alerts(AlertName.DRIFT)
+    assert labels_of(got) == {"alertname": "MLPlatformDriftDetected", "severity": "warning", "dataset": "adult", "model_version": "3"}
+    assert got["annotations"] == {"summary": "s", "description": "d", "report": "/tmp/r.html"}
+    assert alerter.resolve(AlertName.DRIFT, "adult").sent == 1
+    assert alertmanager.alerts(AlertName.DRIFT) == []
+
+    alertmanager.stop()
+    try:
+        down = alerter.fire(_alert(4))
+        assert (down.sent, down.pending) == (0, 1) and down.error
+        assert alerter.deliver().pending == 1
+    finally:
+        alertmanager.start()
+    assert alerter.deliver().sent == 1
+    assert [labels_of(a)["model_version"] for a in alertmanager.alerts(AlertName.DRIFT)] == ["4"]
+    alerter.resolve(AlertName.DRIFT, "adult")
+    assert alertmanager.alerts(AlertName.DRIFT) == [] and alerter.firing() == []
+
+
+def test_failed_retraining_then_refused_promotion(platform: Settings, platform_instance: dg.DagsterInstance, alertmanager: Alertmanager,
+                                                  tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLflow unavailable during training: retries, a failed run, an alert, champion unchanged; the next good run
+    resolves it, and its challenger, refused, raises the promotion alert until a later promotion resolves that."""
+    instance = platform_instance
+    failures, _ = tick(instance, run_failure_alerts, None)
+    successes, _ = tick(instance, run_success_alerts, None)
+    cursor, _ = tick(instance, alerts_sensor, None)
+    before = champion(platform)
+
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("MLflow's store cannot be created under a file\n")
+    with monkeypatch.context() as mp:
+        mp.setenv("MLPLATFORM_MLFLOW_TRACKING_URI", f"sqlite:///{blocked}/mlflow.db")
+        failed = defs.resolve_job_def("retrain").execute_in_process(instance=instance, raise_on_error=False)
+    assert not failed.success
+    retries = [e for e in failed.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert {e.step_key for e in retries} == {"trained_model"} and len(retries) == 3
+    assert instance.get_run_by_id(failed.run_id).tags.get("dagster/will_retry") == "true"  # run retries are on
+    tick(instance, run_failure_alerts, failures)
+    [alert] = alertmanager.alerts(AlertName.RUN_FAILED)
+    assert labels_of(alert) == {"alertname": "MLPlatformRunFailed", "severity": "critical", "dataset": "adult", "model_version": str(before), "job": "retrain"}
+    assert failed.run_id in alert["annotations"]["dagster_run"] and "trained_model" in alert["annotations"]["description"]
+    assert champion(platform) == before
+
+    spec = load_spec(platform.dataset_spec)
+    write_batches(read_source(spec).iloc[FIRST_ROWS : FIRST_ROWS + 3000], spec, platform.landing_dir, 3000)
+    materialize(instance, [raw_events])
+    monkeypatch.setenv("MLPLATFORM_PROMOTION_MARGIN", "1.0")  # no challenger can win by a whole AUC point
+    assert defs.resolve_job_def("retrain").execute_in_process(instance=instance, raise_on_error=False).success
+    tick(instance, run_success_alerts, successes)
+    assert alertmanager.alerts(AlertName.RUN_FAILED) == []
+    cursor, message = tick(instance, alerts_sensor, cursor)
+    assert "promotion refused: fired" in str(message)
+    [refused] = alertmanager.alerts(AlertName.PROMOTION_REFUSED)
+    assert labels_of(refused) == {"alertname": "MLPlatformPromotionRefused", "severity": "warning", "dataset": "adult", "model_version": str(before + 1)}
+    assert refused["annotations"]["report"].endswith(f"adult-v{before + 1}.html") and "margin" in refused["annotations"]["description"]
+    assert champion(platform) == before
+
+    monkeypatch.delenv("MLPLATFORM_PROMOTION_MARGIN")  # v2 saw ten times the data of v1: it wins by the default margin
+    materialize(instance, [evaluation_report])
+    tick(instance, alerts_sensor, cursor)
+    assert alertmanager.alerts(AlertName.PROMOTION_REFUSED) == []
+    assert champion(platform) == before + 1
+
+
+def _serve(settings: Settings, start: int, count: int, wrong_labels: bool) -> None:
+    """What the prediction service does for `count` requests: predict with the champion, log the event with the
+    version and prediction, and later record the true label by event id (or the opposite of the prediction)."""
+    spec = load_spec(settings.dataset_spec)
+    version = champion(settings)
+    raw = read_source(spec).iloc[start : start + count]
+    events = validate_frame(raw.drop(columns=[spec.label]), spec, generated_id_prefix="served", generated_time_start_us=0).events
+    events[LABEL] = None
+    predicted = Registry(settings.tracking_uri, settings.artifact_root, spec).load_predictor(version).predict(events)
+    log = EventLog.for_dataset(settings.events_dir, spec)
+    log.append(events.assign(model_version=str(version), prediction=predicted["prediction"], probability=predicted["probability"]), SERVING_SOURCE)
+    classes = spec.classes or []
+    labels = predicted["prediction"].map(dict(zip(classes, reversed(classes)))) if wrong_labels else canonical_labels(raw, spec)
+    assert not log.add_labels(events["event_id"].tolist(), labels.tolist()).conflicts
+    log.close()
+
+
+def _check_passed(result: dg.ExecuteInProcessResult) -> bool:
+    [evaluation] = result.get_asset_check_evaluations()
+    assert evaluation.check_name == LIVE_QUALITY_CHECK and evaluation.severity is dg.AssetCheckSeverity.WARN
+    return evaluation.passed
+
+
+def test_live_quality_below_floor_alerts_even_after_an_alertmanager_outage(platform: Settings, platform_instance: dg.DagsterInstance,
+                                                                           alertmanager: Alertmanager, monkeypatch: pytest.MonkeyPatch) -> None:
+    instance = platform_instance
+    for key, value in {"MLPLATFORM_LIVE_QUALITY_WINDOW": "200", "MLPLATFORM_LIVE_MIN_PRECISION": "0.3", "MLPLATFORM_LIVE_MIN_RECALL": "0.3"}.items():
+        monkeypatch.setenv(key, value)
+    cursor, _ = tick(instance, alerts_sensor, None)
+    _serve(platform, 10_000, 200, wrong_labels=True)
+
+    alertmanager.stop()
+    try:
+        result = materialize(instance, [live_quality])  # the pipeline succeeds with Alertmanager down
+        assert not _check_passed(result)
+        cursor, message = tick(instance, alerts_sensor, cursor)
+        assert "live quality below floor: fired" in str(message) and "pending 1" in str(message)
+    finally:
+        alertmanager.start()
+    cursor, message = tick(instance, alerts_sensor, cursor)  # the next tick retries the alert
+    assert "delivered 1" in str(message)
+    [alert] = alertmanager.alerts(AlertName.LIVE_QUALITY)
+    assert labels_of(alert) == {"alertname": "MLPlatformLiveQualityBelowFloor", "severity": "warning", "dataset": "adult", "model_version": str(champion(platform))}
+    assert "precision" in alert["annotations"]["description"] and "recall" in alert["annotations"]["description"]
+
+    _serve(platform, 10_200, 200, wrong_labels=False)
+    result = materialize(instance, [live_quality])
+    assert _check_passed(result)
+    meta = result.asset_materializations_for_node("live_quality")[0].metadata
+    assert meta["events"].value == 200 and meta["precision"].value >= 0.3 and meta["recall"].value >= 0.3
+    tick(instance, alerts_sensor, cursor)
+    assert alertmanager.alerts(AlertName.LIVE_QUALITY) == []
