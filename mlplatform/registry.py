@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import pandas as pd
+from mlflow.entities import Metric, Param
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException, RestException
 from mlflow.models import infer_signature
@@ -72,31 +74,36 @@ class Registry:
         metrics: dict[str, float],
         tags: dict[str, str],
     ) -> ModelVersion:
-        """Log params, metrics, importance, spec and the pyfunc; register it as a new `challenger`."""
+        """Log params, metrics, importance, spec and the pyfunc; register it as a new `challenger`.
+
+        Few store round trips on purpose (each is a SQLite commit): params and metrics in one batch,
+        the side files in one artifact upload, and the version registered with its tags in one call.
+        """
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.tracking_uri)
         example = sample[result.predictor.transformer.input_columns].head(5).reset_index(drop=True)
         signature = infer_signature(example, result.predictor.predict(example))
+        params = [Param(k, str(v)) for k, v in result.params.items() if k != "verbosity"]
+        values = {**metrics, "validation_loss": result.validation_loss, "best_iteration": result.best_iteration,
+                  "train_rows": result.train_rows, "validation_rows": result.validation_rows,
+                  "tuning_trials": result.trials, "training_seconds": result.seconds}
         with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(experiment_id=self.experiment_id, tags=tags) as run:
-            artifacts = result.predictor.save(Path(tmp))
-            mlflow.log_params({k: v for k, v in result.params.items() if k != "verbosity"})
-            mlflow.log_metrics({**metrics, "validation_loss": result.validation_loss, "best_iteration": result.best_iteration,
-                                "train_rows": result.train_rows, "validation_rows": result.validation_rows,
-                                "tuning_trials": result.trials, "training_seconds": result.seconds})
-            mlflow.log_table(result.importance, "feature_importance.json")
-            mlflow.log_text(self.spec.to_yaml(), "dataset_spec.yaml")
+            now = int(time.time() * 1000)
+            self.client.log_batch(run.info.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in values.items()], params=params)
+            side = Path(tmp, "side")
+            side.mkdir()
+            (side / "feature_importance.json").write_text(result.importance.to_json(orient="split", index=False), encoding="utf-8")
+            (side / "dataset_spec.yaml").write_text(self.spec.to_yaml(), encoding="utf-8")
+            self.client.log_artifacts(run.info.run_id, str(side))
             info = mlflow.pyfunc.log_model(
                 name="model",
                 python_model=str(MODEL_CODE),
-                artifacts=artifacts,
+                artifacts=result.predictor.save(Path(tmp, "model")),
                 signature=signature,
                 input_example=example,
                 pip_requirements=_requirements(),
-                registered_model_name=self.name,
             )
-        version = self.client.get_model_version(self.name, str(info.registered_model_version))
-        for key, value in tags.items():
-            self.client.set_model_version_tag(self.name, version.version, key, value)
+        version = mlflow.register_model(info.model_uri, self.name, tags=tags)
         self.client.set_registered_model_alias(self.name, CHALLENGER, version.version)
         return version
 

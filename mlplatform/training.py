@@ -43,7 +43,9 @@ class TrainingConfig:
     num_boost_round: int = 1000
     early_stopping_rounds: int = 30
     seed: int = 7
-    num_threads: int = 2
+    # One OpenMP thread: windows are small (≤ 50k rows) and on a shared 2-core machine extra threads spin
+    # against Dagster, serving and each other; measured 10x slower with 2 threads under load.
+    num_threads: int = 1
 
 
 @dataclass

@@ -1,0 +1,120 @@
+"""The retraining loop through Dagster on a real instance, real MLflow (SQLite) and a real event log."""
+
+import importlib
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+import yaml
+
+from mlplatform.orchestration.assets import EVALUATION_REPORT, FEATURES, QUALITY_FLOOR_CHECK, TRAINED_MODEL, all_assets, latest_metadata
+from mlplatform.orchestration.checks import all_checks
+from mlplatform.orchestration.resources import PlatformResource
+from mlplatform.registry import Registry, tag
+from mlplatform.replay import write_batches
+from mlplatform.settings import REPO_ROOT, Settings
+from mlplatform.spec import DatasetSpec
+
+LOOP = ["raw_events", "features", "trained_model", "evaluation_report"]
+RETRAIN = LOOP[1:]
+
+
+def materialize(instance: dg.DagsterInstance, keys: list[str]) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        [*all_assets, *all_checks],
+        selection=keys,
+        instance=instance,
+        resources={"platform": PlatformResource()},
+        raise_on_error=False,
+    )
+
+
+def failures(result: dg.ExecuteInProcessResult) -> str:
+    return " | ".join(e.event_specific_data.error.message for e in result.all_events if e.is_step_failure)  # type: ignore[union-attr]
+
+
+def registry(settings: Settings, spec: DatasetSpec) -> Registry:
+    return Registry(settings.tracking_uri, settings.artifact_root, spec)
+
+
+def test_the_loop_promotes_refuses_bad_windows_and_rejects_worse_challengers(
+    state: Settings, instance: dg.DagsterInstance, adult_spec: DatasetSpec, adult_rows: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One state folder through every decision (a fresh MLflow store costs seconds, so the steps share it)."""
+    reg = registry(state, adult_spec)
+
+    # Too few labelled events: the features asset fails with the numbers; nothing is trained.
+    write_batches(adult_rows.iloc[:60], adult_spec, state.landing_dir, 60)
+    write_batches(adult_rows.iloc[60:400], adult_spec, state.landing_dir, 340, with_labels=False, prefix="unlabelled")
+    result = materialize(instance, LOOP)
+    assert not result.success
+    assert "only 60 labelled events in the window; at least 100 are needed; the champion is unchanged" in failures(result)
+    raw = latest_metadata(instance, dg.AssetKey("raw_events"))
+    assert raw is not None and (raw["total"], raw["labelled"]) == (400, 60)
+    assert latest_metadata(instance, TRAINED_MODEL) is None and reg.champion() is None
+
+    # Enough labels: v1 is trained, registered and promoted (there is no champion yet).
+    write_batches(adult_rows.iloc[400:2400], adult_spec, state.landing_dir, 1000)
+    result = materialize(instance, LOOP)
+    assert result.success, failures(result)
+    raw = latest_metadata(instance, dg.AssetKey("raw_events"))
+    assert raw is not None and (raw["ingested"], raw["total"], raw["labelled"], raw["quarantined"]) == (2000, 2400, 2060, 0)
+    features = latest_metadata(instance, FEATURES)
+    assert features is not None and (features["rows"], features["holdout_rows"]) == (2060, 412)
+    first = latest_metadata(instance, EVALUATION_REPORT)
+    assert first is not None and (first["decision"], first["challenger_version"], first["champion_version"]) == ("promoted", 1, 1)
+    checks = [e for e in result.get_asset_check_evaluations() if e.check_name == QUALITY_FLOOR_CHECK]
+    assert len(checks) == 1 and checks[0].passed
+    v1 = reg.get_version(1)
+    assert int(reg.champion().version) == 1 and v1.tags[tag("decision")] == "promoted"
+    assert v1.tags[tag("window.first_event_id")] == "adult-0" and v1.tags[tag("dagster_run_id")] == result.run_id
+    assert str(reg.version_by_alias("challenger").version) == "1"
+
+    # A window of one class only: the features asset fails with the reason, nothing is registered.
+    one_class = adult_rows.iloc[2400:4400]
+    one_class = one_class[one_class["income"] == "<=50K"].head(300)
+    write_batches(one_class, adult_spec, state.landing_dir, 300, prefix="oneclass")
+    monkeypatch.setenv("MLPLATFORM_TRAINING_WINDOW", "100")
+    result = materialize(instance, LOOP)
+    assert not result.success
+    assert "the window holds one class only (['<=50K']); a classifier needs at least two; the champion is unchanged" in failures(result)
+    assert [v.version for v in reg.versions()] == [1] and int(reg.champion().version) == 1
+    monkeypatch.delenv("MLPLATFORM_TRAINING_WINDOW")
+
+    # A challenger that must beat the champion by an impossible margin is rejected; v1 stays champion.
+    write_batches(adult_rows.iloc[4400:6400], adult_spec, state.landing_dir, 1000, prefix="more")
+    monkeypatch.setenv("MLPLATFORM_PROMOTION_MARGIN", "1.0")
+    result = materialize(instance, LOOP)
+    assert result.success, failures(result)
+    second = latest_metadata(instance, EVALUATION_REPORT)
+    assert second is not None and (second["decision"], second["challenger_version"], second["champion_version"]) == ("rejected", 2, 1)
+    assert "below the margin 1.0" in str(second["reason"]) and Path(str(second["report_path"])).is_file()
+    v2 = reg.get_version(2)
+    assert v2.tags[tag("decision")] == "rejected" and v2.tags[tag("compared_with")] == "1"
+    assert float(v2.tags[tag("champion_score")]) > 0.6 and int(reg.champion().version) == 1
+    assert str(reg.version_by_alias("challenger").version) == "2"
+
+    # Below the quality floor: rejected even with no margin, and the blocking check fails.
+    monkeypatch.setenv("MLPLATFORM_PROMOTION_MARGIN", "0")
+    monkeypatch.setenv("MLPLATFORM_QUALITY_FLOOR", "0.999")
+    result = materialize(instance, RETRAIN)
+    third = latest_metadata(instance, EVALUATION_REPORT)
+    assert third is not None and (third["decision"], third["challenger_version"], third["champion_version"]) == ("rejected", 3, 1)
+    assert "misses the quality floor" in str(third["reason"])
+    checks = [e for e in result.get_asset_check_evaluations() if e.check_name == QUALITY_FLOOR_CHECK]
+    assert len(checks) == 1 and not checks[0].passed
+    assert reg.get_version(3).tags[tag("decision")] == "rejected" and int(reg.champion().version) == 1
+
+
+def test_the_definitions_load_from_workspace_yaml() -> None:
+    workspace = yaml.safe_load((REPO_ROOT / "workspace.yaml").read_text(encoding="utf-8"))
+    (target,) = workspace["load_from"]
+    module = importlib.import_module(target["python_module"]["module_name"])
+    defs = getattr(module, target["python_module"]["attribute"])
+    dg.Definitions.validate_loadable(defs)
+    graph = defs.resolve_asset_graph()
+    assert {dg.AssetKey(k) for k in LOOP} <= set(graph.get_all_asset_keys())
+    assert defs.resolve_job_def("retrain") is not None
+    assert defs.resolve_sensor_def("retraining_sensor") is not None
+    assert target["python_module"]["location_name"] == "mlplatform"
