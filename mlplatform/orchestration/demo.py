@@ -1,24 +1,31 @@
 """`mlplatform demo`: the whole loop on the default dataset, against a real Dagster instance and MLflow store."""
 
+import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import dagster as dg
+import pandas as pd
 
 from mlplatform.orchestration.assets import EVALUATION_REPORT, latest_metadata
 from mlplatform.orchestration.definitions import defs
 from mlplatform.orchestration.instance import prepare_dagster_home
 from mlplatform.orchestration.resources import PlatformResource
+from mlplatform.orchestration.monitoring import DRIFT_REPORT
 from mlplatform.orchestration.sensors import SENSOR_NAME
-from mlplatform.replay import read_source, write_batches
+from mlplatform.policy import DRIFT
+from mlplatform.replay import DriftScenario, inject_drift, read_source, write_batches
 from mlplatform.settings import Settings
-from mlplatform.spec import load_spec
+from mlplatform.spec import DatasetSpec, load_spec
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 DEMO_MARKER = ".mlplatform-demo"
 FIRST_WINDOW = 10_000
 BATCH = 2_500
+DRIFTED_ROWS = 2_000
+DRIFTED_COLUMNS_PER_TYPE = 4
 
 
 class DemoError(RuntimeError):
@@ -88,11 +95,61 @@ def run_demo(settings: Settings, say: Callable[[str], None] = print) -> dict[str
         second = latest_metadata(instance, EVALUATION_REPORT) or {}
         say(f"   v{second.get('challenger_version')} {second.get('decision')}: {second.get('reason')}")
         say(f"   champion is v{second.get('champion_version')}")
+        third = _drift_step(instance, settings, spec, rows, FIRST_WINDOW + n, cursor, say)
     say(f"done in {time.perf_counter() - started:.0f}s. Where to look:")
     say(f"  Dagster UI:   make dev, then {settings.dagster_ui_url} (assets, runs, the retraining sensor)")
     say(f"  MLflow UI:    make dev, then {settings.mlflow_ui_url} (model {spec.model_name}, alias @champion)")
     say(f"  state folder: {settings.state_dir} (event log, reports, MLflow store, Dagster home)")
+    say(f"  drift:        {settings.reports_dir / 'drift'} (Evidently HTML reports; also in MLflow next to each champion version)")
     say("  status:       .venv/bin/mlplatform status")
-    return {"first": first, "second": second, "state_dir": str(settings.state_dir)}
+    return {"first": first, "second": second, **third, "state_dir": str(settings.state_dir)}
+
+
+def _drift_scenario(spec: DatasetSpec, reference: pd.DataFrame, seed: int) -> DriftScenario:
+    """Works for any spec: the first numeric columns shift by 1.5 standard deviations, the first categorical
+    columns get their rarest category in 60 % of rows."""
+    mix = {c: str(reference[c].dropna().value_counts().index[-1]) for c in spec.categorical_features[:DRIFTED_COLUMNS_PER_TYPE] if reference[c].notna().any()}
+    return DriftScenario(shift_numeric={c: 1.5 for c in spec.numeric_features[:DRIFTED_COLUMNS_PER_TYPE]}, category_mix=mix, seed=seed)
+
+
+@contextmanager
+def _cooldown_lifted() -> Iterator[None]:
+    previous = os.environ.get("MLPLATFORM_RETRAIN_COOLDOWN_SECONDS")
+    os.environ["MLPLATFORM_RETRAIN_COOLDOWN_SECONDS"] = "0"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("MLPLATFORM_RETRAIN_COOLDOWN_SECONDS")
+        else:
+            os.environ["MLPLATFORM_RETRAIN_COOLDOWN_SECONDS"] = previous
+
+
+def _drift_step(instance: dg.DagsterInstance, settings: Settings, spec: DatasetSpec, rows: pd.DataFrame, start: int, cursor: str | None, say: Callable[[str], None]) -> dict[str, object]:
+    """Fewer drifted events than N (but enough labels for a drift trigger): only the drift report can start this retraining."""
+    count = min(settings.retrain_every_n - 1, max(settings.min_new_labelled_for_drift, DRIFTED_ROWS))
+    scenario = _drift_scenario(spec, rows.iloc[:start], settings.seed)
+    write_batches(inject_drift(rows.iloc[start : start + count], spec, scenario, reference=rows.iloc[:start]), spec, settings.landing_dir, BATCH, prefix="drifted")
+    say(f"3. replayed {count} drifted events: shifted {', '.join(scenario.shift_numeric)}; rarest category made common in {', '.join(scenario.category_mix)}")
+    _materialize(instance, ["raw_events", "drift_report"])
+    drift = latest_metadata(instance, DRIFT_REPORT) or {}
+    if drift.get("skipped", True):
+        raise DemoError(f"the drift report was skipped: {drift.get('skip_reason')}")
+    verdict = "dataset drift" if drift["dataset_drift"] else "no dataset drift"
+    say(f"   drift report: {verdict}, share {float(str(drift['drift_share'])):.2f} ({drift['drifted_columns']} of {drift['columns']} columns: {drift['drifted_column_names']})")
+    requests, next_cursor, skip = _sensor_tick(instance, cursor)
+    if not requests and skip and skip.startswith("cool-down"):
+        say(f"   sensor: {skip}; the demo replays hours of traffic in seconds, so it lifts the cool-down for one more tick")
+        with _cooldown_lifted():
+            requests, next_cursor, skip = _sensor_tick(instance, cursor)
+    if len(requests) != 1 or requests[0].tags.get("mlplatform/reason") != DRIFT:
+        raise DemoError(f"expected one drift-triggered retraining request, got {requests} ({skip})")
+    tags = requests[0].tags
+    say(f"   the sensor asks for a retraining: reason={tags['mlplatform/reason']}, drift share {tags['mlplatform/drift_share']}, {tags['mlplatform/new_labelled']} new labelled events")
+    _launch(instance, requests[0])
+    third = latest_metadata(instance, EVALUATION_REPORT) or {}
+    say(f"   v{third.get('challenger_version')} {third.get('decision')}: {third.get('reason')}")
+    say(f"   champion is v{third.get('champion_version')}; HTML drift report: {drift['report_path']}")
+    return {"drift": drift, "third": third, "drift_cursor": next_cursor}
 
 
