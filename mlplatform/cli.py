@@ -5,7 +5,10 @@ import json
 import sys
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from mlplatform.settings import Settings
+from mlplatform.spec import SpecError
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -119,7 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except (SpecError, ValidationError) as exc:  # a wrong dataset spec or MLPLATFORM_* setting: say which, no traceback
+        print(f"mlplatform {args.command}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -142,15 +142,20 @@ class Registry:
         self.client.log_artifact(self.get_version(version).run_id, str(path), artifact_path)
 
     def versions(self) -> list[VersionInfo]:
-        """Every version, newest first, with its run's metrics."""
+        """Every version, newest first, with its aliases and its run's metrics.
+
+        Aliases come from the registered model: search_model_versions leaves them empty.
+        """
         try:
             found = self.client.search_model_versions(f"name = '{self.name}'")
+            aliases = self.client.get_registered_model(self.name).aliases if found else {}
         except MlflowException:
             return []
         out = []
         for v in sorted(found, key=lambda v: int(v.version), reverse=True):
             run = self.client.get_run(v.run_id)
-            out.append(VersionInfo(int(v.version), v.run_id, list(v.aliases), dict(v.tags), dict(run.data.metrics), int(v.creation_timestamp)))
+            mine = sorted(alias for alias, version in aliases.items() if str(version) == str(v.version))
+            out.append(VersionInfo(int(v.version), v.run_id, mine, dict(v.tags), dict(run.data.metrics), int(v.creation_timestamp)))
         return out
 
 
