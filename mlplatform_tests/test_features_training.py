@@ -1,0 +1,107 @@
+"""The feature transformer, LightGBM training and the logged model: raw records in, the same predictions everywhere."""
+
+import math
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlplatform.features import FeatureTransformer, normalise_category
+from mlplatform.predictor import PREDICTION, PROBABILITY, Predictor
+from mlplatform.registry import Registry
+from mlplatform.spec import DatasetSpec, parse_spec
+from mlplatform.training import TrainingConfig, TrainingError, check_window, train
+from mlplatform.validation import EVENT_ID, LABEL, validate_frame
+
+FAST = TrainingConfig(min_rows=100, trials=2, seconds=30, num_boost_round=300, early_stopping_rounds=10)
+
+
+@pytest.fixture(scope="module")
+def window(adult_rows: pd.DataFrame, adult_spec: DatasetSpec) -> pd.DataFrame:
+    return validate_frame(adult_rows.head(2500), adult_spec, generated_id_prefix="t", generated_time_start_us=0).events
+
+
+@pytest.fixture(scope="module")
+def trained(window: pd.DataFrame, adult_spec: DatasetSpec):  # type: ignore[no-untyped-def]
+    return train(window, adult_spec, FAST)
+
+
+def test_categories_are_normalised_the_same_from_every_source() -> None:
+    assert normalise_category(pd.Series([1.0, 2.5, np.nan, 3.0])).tolist() == ["1", "2.5", pd.NA, "3"]
+    assert normalise_category(pd.Series([" a ", "", None, "b"])).tolist() == ["a", pd.NA, pd.NA, "b"]
+    assert normalise_category(pd.Series([1, 2], dtype="int64")).tolist() == ["1", "2"]
+    assert normalise_category(pd.Series([1e300, -4.0])).tolist() == ["1e+300", "-4"]
+
+
+def test_unseen_missing_and_absent_values_become_missing_not_errors() -> None:
+    fitted = FeatureTransformer(["x"], ["c", "d"], [("c", "d")]).fit(pd.DataFrame({"x": [1.0, 2.0], "c": ["a", "b"], "d": ["p", "p"]}))
+    assert fitted.categories == {"c": ["a", "b"], "d": ["p"], "c × d": ["a × p", "b × p"]}
+    raw = pd.DataFrame({"x": ["3", "inf", None], "c": ["a", "zzz", None], "extra": [1, 2, 3]})
+    out = fitted.transform(raw)
+    assert out.columns.tolist() == ["x", "c", "d", "c × d"]
+    assert out["x"].tolist()[0] == 3.0 and math.isnan(out["x"].tolist()[1]) and math.isnan(out["x"].tolist()[2])
+    assert out["c"].tolist()[0] == "a" and out["c"].isna().tolist() == [False, True, True]
+    assert out["d"].isna().all() and out["c × d"].isna().all()
+    assert fitted.unseen_counts(raw) == {"c": 1}
+    again = FeatureTransformer.from_dict(fitted.to_dict())
+    pd.testing.assert_frame_equal(again.transform(raw), out)
+
+
+def test_training_uses_the_latest_rows_for_early_stopping(trained, window: pd.DataFrame) -> None:  # type: ignore[no-untyped-def]
+    assert trained.train_rows + trained.validation_rows == len(window)
+    assert trained.validation_rows == int(len(window) * FAST.validation_fraction)
+    assert 1 <= trained.best_iteration < FAST.num_boost_round and trained.trials == 2
+    assert trained.importance["gain"].is_monotonic_decreasing
+    assert set(trained.importance["feature"]) == {*window.columns[3:], "education_×_occupation"}  # LightGBM turns spaces into _
+
+
+def test_predictions_are_deterministic_and_well_formed(trained, window: pd.DataFrame, adult_spec: DatasetSpec) -> None:  # type: ignore[no-untyped-def]
+    first = trained.predictor.predict(window.head(50))
+    again = train(window, adult_spec, FAST).predictor.predict(window.head(50))
+    pd.testing.assert_frame_equal(first, again)
+    assert set(first[PREDICTION]) <= {"<=50K", ">50K"} and first[PROBABILITY].between(0, 1).all()
+    assert trained.predictor.predict(window.head(0)).empty
+
+
+def test_saved_predictor_loads_back_identical(trained, window: pd.DataFrame, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    files = trained.predictor.save(tmp_path)
+    loaded = Predictor.load(files["booster"], files["pipeline"])
+    pd.testing.assert_frame_equal(loaded.predict(window.head(100)), trained.predictor.predict(window.head(100)))
+
+
+def test_the_logged_model_is_self_contained(trained, window: pd.DataFrame, adult_spec: DatasetSpec, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    registry = Registry(f"sqlite:///{tmp_path}/mlflow.db", (tmp_path / "artifacts").as_uri(), adult_spec)
+    version = registry.log_model(trained, window, {"valid_roc_auc": 0.9}, {"mlplatform.window.rows": str(len(window))})
+    assert str(version.version) == "1" and version.tags["mlplatform.window.rows"] == str(len(window))
+    model = mlflow.pyfunc.load_model(f"models:/{registry.name}/1")
+    raw = window.drop(columns=[EVENT_ID, LABEL]).head(20).copy()
+    raw.loc[0, "workclass"] = "Never-seen-before"
+    served = model.predict(raw)
+    pd.testing.assert_frame_equal(served.reset_index(drop=True), trained.predictor.predict(raw).reset_index(drop=True))
+    run = registry.client.get_run(version.run_id)
+    assert run.data.params["num_leaves"] and run.data.metrics["best_iteration"] == trained.best_iteration
+    assert {a.path for a in registry.client.list_artifacts(version.run_id)} >= {"feature_importance.json", "dataset_spec.yaml"}
+    assert registry.versions()[0].aliases == ["challenger"]
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        (["<=50K"] * 150, r"one class only \(\['<=50K'\]\)"),
+        (["<=50K", ">50K"] * 40, "only 80 labelled events in the window; at least 100 are needed"),
+        ([None] * 200, "only 0 labelled events"),
+    ],
+)
+def test_windows_that_cannot_train_say_why(window: pd.DataFrame, adult_spec: DatasetSpec, labels: list[str | None], message: str) -> None:
+    bad = window.head(len(labels)).assign(label=labels)
+    with pytest.raises(TrainingError, match=message):
+        train(bad, adult_spec, FAST)
+
+
+def test_a_constant_regression_label_is_refused() -> None:
+    spec = parse_spec({"name": "reg", "task": "regression", "label": "y", "features": {"x": "numeric"}})
+    frame = pd.DataFrame({"x": np.arange(200.0), LABEL: 5.0})
+    with pytest.raises(TrainingError, match="the label is constant"):
+        check_window(frame, spec, 100)
