@@ -23,7 +23,7 @@ def predictor(adult_spec: DatasetSpec, adult_rows: pd.DataFrame) -> Predictor:
 
 @pytest.fixture(scope="module")
 def model(adult_spec: DatasetSpec, predictor: Predictor) -> ServedModel:
-    return ServedModel(1, predictor, RecordCodec(adult_spec, predictor))
+    return ServedModel.load(1, predictor, adult_spec)
 
 
 def _records(frame: pd.DataFrame, spec: DatasetSpec) -> list[dict[str, object]]:
@@ -53,6 +53,9 @@ def test_predictions_equal_predictor_predict(adult_spec: DatasetSpec, adult_rows
     assert matrix is None
     assert unseen == predictor.transformer.unseen_counts(pd.DataFrame(records))
     assert unseen["native-country"] >= len(records) // 7
+    for i in range(0, len(records), 97):
+        (one, one_probability, _), _ = model.predict(clean[i : i + 1])
+        assert list(one) == [expected["prediction"].iloc[i]] and one_probability.tolist() == pytest.approx([expected["probability"].iloc[i]], rel=1e-12)
 
 
 NUMERIC_CASES = [0, 39, -1.5, 1e308, None, 10**400, float("inf"), -float("inf")]

@@ -20,6 +20,7 @@ from mlplatform.predictor import Predictor
 from mlplatform.registry import Registry
 from mlplatform.serving.metrics import ServingMetrics
 from mlplatform.serving.records import RecordCodec
+from mlplatform.serving.singlerow import SingleRowPredictor
 from mlplatform.spec import DatasetSpec
 
 log = logging.getLogger(__name__)
@@ -33,11 +34,18 @@ class ServedModel:
     version: int
     predictor: Predictor
     codec: RecordCodec
+    single: SingleRowPredictor
+
+    @classmethod
+    def load(cls, version: int, predictor: Predictor, spec: DatasetSpec) -> "ServedModel":
+        codec = RecordCodec(spec, predictor)
+        return cls(version, predictor, codec, SingleRowPredictor(predictor.booster, codec.width))
 
     def predict(self, rows: list[dict[str, Any]]) -> tuple[Scores, dict[str, int]]:
         """(prediction, probability, per-class matrix) for clean records, and unseen categories per column."""
         matrix, unseen = self.codec.encode(rows)
-        return self.predictor.read_scores(self.predictor.booster.predict(matrix, num_threads=1)), unseen
+        scores = self.single.predict(matrix[0]) if len(rows) == 1 else self.predictor.booster.predict(matrix, num_threads=1)
+        return self.predictor.read_scores(scores), unseen
 
 
 @dataclass(frozen=True)
@@ -86,8 +94,7 @@ class ChampionWatcher:
             if version == serving or (version == self._failed_version and not retry_failed):
                 return ReloadOutcome(serving, False)
             try:
-                predictor = self.registry.load_predictor(version)
-                model = ServedModel(version, predictor, RecordCodec(self.spec, predictor))
+                model = ServedModel.load(version, self.registry.load_predictor(version), self.spec)
                 model.predict([dict.fromkeys(model.codec.features)])
             except Exception as exc:  # any load failure keeps the old version serving
                 return self._failed(serving, version, f"cannot load version {version}: {exc}")

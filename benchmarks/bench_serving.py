@@ -1,0 +1,192 @@
+"""Prediction service vs `mlflow models serve --env-manager local`, same model, same machine, measured with wrk.
+
+Single-row requests at 8 concurrent connections against both servers (ours with the prediction log on:
+every answer is committed to the event log before it is sent), then 1,000-row batches against both and
+the model's own in-process `Predictor.predict` on the same 1,000 rows. Both servers run on 127.0.0.1 from
+a fresh state folder in a temp directory; wrk (Debian package, `make system-deps`) drives them with a Lua
+script for the POST body. The machine is shared with other work: read the ratios, not the absolute numbers.
+
+    .venv/bin/python benchmarks/bench_serving.py [--seconds 15] [--rows 20000]
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from results import markdown_table, record  # noqa: E402
+
+from mlplatform.registry import Registry  # noqa: E402
+from mlplatform.replay import json_records, read_source  # noqa: E402
+from mlplatform.settings import DEFAULT_SPEC, Settings  # noqa: E402
+from mlplatform.spec import load_spec  # noqa: E402
+from mlplatform.training import TrainingConfig, train  # noqa: E402
+from mlplatform.validation import validate_frame  # noqa: E402
+
+COMMAND = ".venv/bin/python benchmarks/bench_serving.py"
+CONNECTIONS = 8
+BATCH = 1000
+LUA = """wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local f = io.open("{body}", "rb")
+wrk.body = f:read("*a")
+f:close()
+"""
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def _process(args: list[str], env: dict[str, str], ready_url: str, log: Path) -> Iterator[None]:
+    """A server process, up once `ready_url` answers 200; terminated afterwards."""
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{args[0]} exited: {log.read_text(errors='replace')[-2000:]}")
+            try:
+                if httpx.get(ready_url, timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{ready_url} not ready after 300 s")
+            time.sleep(0.3)
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def wrk(url: str, body: bytes, seconds: float, connections: int, folder: Path, name: str) -> dict[str, float]:
+    """Requests/s, p50 and p99 (ms) and non-2xx count from one wrk run with `body` POSTed."""
+    body_path = folder / f"{name}.json"
+    body_path.write_bytes(body)
+    script = folder / f"{name}.lua"
+    script.write_text(LUA.format(body=body_path), encoding="utf-8")
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "-s", str(script), url],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    latency = {p: float(v) * _UNITS[u] for p, v, u in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)}
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        "p50": latency["50"],
+        "p99": latency["99"],
+        "errors": float(errors.group(1)) if errors else 0.0,
+        "socket_errors": socket_errors.group(1) if socket_errors else "",
+    }
+
+
+def in_process_rows_per_s(settings: Settings, spec_path: Path, frame: pd.DataFrame, seconds: float) -> float:
+    """The model's own predict on the same 1,000 rows, looped for `seconds`."""
+    spec = load_spec(spec_path)
+    predictor = Registry(settings.tracking_uri, settings.artifact_root, spec).load_predictor(1)
+    predictor.predict(frame)
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        predictor.predict(frame)
+        done += len(frame)
+    return done / (time.perf_counter() - started)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=15.0, help="duration of each wrk run")
+    parser.add_argument("--rows", type=int, default=20_000, help="Adult rows the benchmarked model is trained on")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("wrk is not installed: run `make system-deps` (Debian package wrk)", file=sys.stderr)
+        return 1
+    spec = load_spec(DEFAULT_SPEC)
+    rows = read_source(spec)
+    events = validate_frame(rows.head(args.rows), spec, generated_id_prefix="b", generated_time_start_us=0).events
+    result = train(events, spec, TrainingConfig(trials=1, num_boost_round=300))
+    records = json_records(rows.iloc[-BATCH:], spec)
+    bin_dir = Path(sys.executable).parent
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        settings = Settings(state_dir=folder / "state", dataset_spec=DEFAULT_SPEC)
+        settings.ensure_dirs()
+        registry = Registry(settings.tracking_uri, settings.artifact_root, spec)
+        version = int(registry.log_model(result, events, {}, {}).version)
+        registry.promote(version)
+        base_env = {k: v for k, v in os.environ.items() if not k.startswith("MLPLATFORM_")}
+        ours_port, mlflow_port = _free_port(), _free_port()
+        ours_env = {**base_env, "MLPLATFORM_STATE_DIR": str(settings.state_dir), "MLPLATFORM_DATASET_SPEC": str(DEFAULT_SPEC)}
+        mlflow_env = {**base_env, "MLFLOW_TRACKING_URI": settings.tracking_uri, "PATH": f"{bin_dir}{os.pathsep}{base_env.get('PATH', '')}"}
+        one, batch = json.dumps(records[0]).encode(), json.dumps({"records": records}).encode()
+        mlflow_one = json.dumps({"dataframe_records": records[:1]}).encode()
+        mlflow_batch = json.dumps({"dataframe_records": records}).encode()
+        results: dict[str, dict[str, float]] = {}
+        ours_url, mlflow_url = f"http://127.0.0.1:{ours_port}", f"http://127.0.0.1:{mlflow_port}"
+        with _process([str(bin_dir / "mlplatform"), "serve", "--port", str(ours_port)], ours_env, ours_url + "/readyz", folder / "ours.log"):
+            wrk(ours_url + "/predict", one, 3, CONNECTIONS, folder, "warm")
+            results["ours_one"] = wrk(ours_url + "/predict", one, args.seconds, CONNECTIONS, folder, "ours_one")
+            results["ours_batch"] = wrk(ours_url + "/predict", batch, args.seconds, 2, folder, "ours_batch")
+            logged = httpx.get(ours_url + "/metrics").text
+        with _process([str(bin_dir / "mlflow"), "models", "serve", "-m", f"models:/{spec.model_name}/{version}", "--env-manager", "local",
+                       "-h", "127.0.0.1", "-p", str(mlflow_port)], mlflow_env, mlflow_url + "/ping", folder / "mlflow.log"):
+            wrk(mlflow_url + "/invocations", mlflow_one, 3, CONNECTIONS, folder, "mlflow_warm")
+            results["mlflow_one"] = wrk(mlflow_url + "/invocations", mlflow_one, args.seconds, CONNECTIONS, folder, "mlflow_one")
+            results["mlflow_batch"] = wrk(mlflow_url + "/invocations", mlflow_batch, args.seconds, 2, folder, "mlflow_batch")
+        in_process = in_process_rows_per_s(settings, DEFAULT_SPEC, pd.DataFrame(records), min(args.seconds, 10))
+    committed = re.search(r"^mlplatform_prediction_log_rows_total ([\d.e+]+)$", logged, re.M)
+    o1, m1, ob, mb = results["ours_one"], results["mlflow_one"], results["ours_batch"], results["mlflow_batch"]
+    table = [
+        {"single row, 8 connections": "requests/s", "mlplatform serve (prediction log on)": f"{o1['rps']:,.0f}",
+         "mlflow models serve": f"{m1['rps']:,.0f}", "ratio": f"{o1['rps'] / m1['rps']:.1f}×"},
+        {"single row, 8 connections": "p50 latency (ms)", "mlplatform serve (prediction log on)": f"{o1['p50']:.2f}",
+         "mlflow models serve": f"{m1['p50']:.2f}", "ratio": f"{m1['p50'] / o1['p50']:.1f}× lower"},
+        {"single row, 8 connections": "p99 latency (ms)", "mlplatform serve (prediction log on)": f"{o1['p99']:.2f}",
+         "mlflow models serve": f"{m1['p99']:.2f}", "ratio": f"{m1['p99'] / o1['p99']:.1f}× lower"},
+        {"single row, 8 connections": "non-2xx responses", "mlplatform serve (prediction log on)": f"{o1['errors']:.0f}",
+         "mlflow models serve": f"{m1['errors']:.0f}", "ratio": ""},
+    ]
+    batch_table = [
+        {"1,000 rows per request": "rows/s", "mlplatform serve (2 connections)": f"{ob['rps'] * BATCH:,.0f}",
+         "mlflow models serve (2 connections)": f"{mb['rps'] * BATCH:,.0f}", "in-process Predictor.predict": f"{in_process:,.0f}",
+         "ours / mlflow": f"{ob['rps'] / mb['rps']:.1f}×", "ours / in-process": f"{ob['rps'] * BATCH / in_process:.2f}×"},
+    ]
+    goal = "met" if o1["rps"] >= 20 * m1["rps"] and o1["p99"] <= 10 else "not met"
+    body = (
+        markdown_table(table) + "\n\n" + markdown_table(batch_table) + "\n\n"
+        + f"Goal (≥ 20× mlflow's single-row throughput and p99 ≤ 10 ms): **{goal}**. "
+        + f"Model: LightGBM trained on {args.rows:,} Adult rows; wrk -t2, {args.seconds:.0f} s per run after a 3 s warm-up; "
+        + f"{committed.group(1) if committed else '?'} predictions committed to the event log by our server during its runs. "
+        + f"Socket errors: ours {o1['socket_errors'] or 'none'}, mlflow {m1['socket_errors'] or 'none'}. "
+        + f"{os.cpu_count()} cores shared by both servers, wrk and whatever else runs on the machine."
+    )
+    print(body)
+    record("serving", COMMAND, body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
