@@ -37,6 +37,14 @@ def cmd_dev(args: argparse.Namespace) -> int:
     return serve_until_stopped(_settings(args))
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from mlplatform.serving import serve
+
+    overrides = {k: v for k, v in (("serve_host", args.host), ("serve_port", args.port)) if v is not None}
+    serve(_settings(args).model_copy(update=overrides))
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from mlplatform.orchestration.status import collect_status, render_status
 
@@ -93,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("demo", help="run the retraining loop end to end on the embedded defaults").set_defaults(func=cmd_demo)
     sub.add_parser("dev", help="Dagster webserver + daemon, MLflow UI and the reports folder on loopback until Ctrl-C").set_defaults(func=cmd_dev)
+    serve_cmd = sub.add_parser("serve", help="prediction service for the champion (MLPLATFORM_SERVE_* settings) until Ctrl-C")
+    serve_cmd.add_argument("--host", help="bind address (default: MLPLATFORM_SERVE_HOST or 127.0.0.1)")
+    serve_cmd.add_argument("--port", type=int, help="port (default: MLPLATFORM_SERVE_PORT or 8000)")
+    serve_cmd.set_defaults(func=cmd_serve)
     status = sub.add_parser("status", help="champion, versions, decisions, event counts")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
