@@ -20,12 +20,13 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from mlplatform.eventlog import EventLog, now_us
 from mlplatform.features import ARROW_STRING, as_text, normalise_category
 from mlplatform.spec import DatasetSpec
-from mlplatform.validation import EVENT_ID, SchemaError, Validated, parse_numeric, validate_frame
+from mlplatform.validation import EVENT_ID, EVENT_TIME, SchemaError, Validated, parse_numeric, validate_frame
 
 SUFFIXES = (".csv", ".csv.gz", ".parquet", ".jsonl", ".jsonl.gz", ".ndjson")
 PROCESSED = "processed"
@@ -129,8 +130,27 @@ def _parse_csv(data: bytes) -> _Parsed:
     return _Parsed(_to_pandas(table), bad, [n for n in lines[1:] if n not in invalid])
 
 
-def _parse_jsonl(data: bytes) -> _Parsed:
+def _parse_jsonl(data: bytes, text_columns: list[str]) -> _Parsed:
+    """Arrow's JSON reader (C++) for clean files; line by line when it refuses one, to say which lines are bad.
+
+    `text_columns` are read as strings: Arrow would otherwise turn date-like text into timestamps.
+    """
     data, bad = _split_utf8(data)
+    if not data.strip():
+        return _Parsed(pd.DataFrame(), bad)
+    schema = pa.schema([(name, pa.string()) for name in dict.fromkeys(text_columns)])
+    try:
+        table = pajson.read_json(
+            io.BytesIO(data),
+            read_options=pajson.ReadOptions(block_size=1 << 24),
+            parse_options=pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer"),
+        )
+    except pa.ArrowException:
+        return _parse_jsonl_lines(data, bad)
+    return _Parsed(_to_pandas(table), bad, [number for number, line in enumerate(data.split(b"\n"), start=1) if line.strip()])
+
+
+def _parse_jsonl_lines(data: bytes, bad: list[tuple[int, str, str]]) -> _Parsed:
     records: list[dict[str, object]] = []
     numbers: list[int] = []
     for number, line in enumerate(data.decode("utf-8").splitlines(), start=1):
@@ -157,7 +177,13 @@ def _parse_parquet(data: bytes) -> _Parsed:
     return _Parsed(_to_pandas(table), [])
 
 
-def read_landing_file(path: Path) -> tuple[_Parsed, str]:
+def _text_columns(spec: DatasetSpec) -> list[str]:
+    """Columns that are text whatever they look like: ids, times, categoricals, class labels."""
+    columns = [EVENT_ID, EVENT_TIME, *(c for c in (spec.id_column, spec.time_column) if c), *spec.categorical_features]
+    return columns + [spec.label] if spec.is_classification else columns
+
+
+def read_landing_file(path: Path, spec: DatasetSpec) -> tuple[_Parsed, str]:
     """Parse a landing file; returns the rows and the content hash."""
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
@@ -171,7 +197,7 @@ def read_landing_file(path: Path) -> tuple[_Parsed, str]:
     if name.endswith(".parquet"):
         return _parse_parquet(data), digest
     if name.endswith((".jsonl", ".ndjson")):
-        return _parse_jsonl(data), digest
+        return _parse_jsonl(data, _text_columns(spec)), digest
     return _parse_csv(data), digest
 
 
@@ -226,7 +252,7 @@ def ingest_file(path: Path, spec: DatasetSpec, log: EventLog, max_bytes: int = D
     try:
         if path.stat().st_size > max_bytes:
             raise UnreadableFile(f"file is {path.stat().st_size} bytes, over the limit of {max_bytes}")
-        parsed, digest = read_landing_file(path)
+        parsed, digest = read_landing_file(path, spec)
         if log.file_seen(digest):
             outcome.already_ingested = True
             outcome.rows = len(parsed.frame)

@@ -83,6 +83,17 @@ def test_every_format_gives_the_same_events(landing: Path, log: EventLog, adult_
     stored = log.get(batch[EVENT_ID].tolist()).set_index(EVENT_ID).loc[batch[EVENT_ID]]
     assert stored["age"].tolist() == batch["age"].astype(float).tolist()
     assert stored["native-country"].fillna("-").tolist() == batch["native-country"].fillna("-").tolist()
+    assert stored["event_time"].tolist() == (pd.to_datetime(batch["event_time"]).astype("int64") // 1000).tolist()
+
+
+def test_date_like_text_in_jsonl_stays_text(landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame) -> None:
+    batch = rows.head(4).assign(workclass="2026-01-01", event_time=["2026-01-01T00:00:00.250000+00:00", "2026-01-01T00:00:01Z", "2026-01-01 00:00:02", "2026-01-01T01:00:03+01:00"])
+    outcome = ingest_file(_drop(landing, "dates.jsonl", batch.to_json(orient="records", lines=True)), adult_spec, log)
+    assert (outcome.ingested, outcome.quarantined) == (4, 0)
+    stored = log.get(batch[EVENT_ID].tolist()).set_index(EVENT_ID).loc[batch[EVENT_ID]]
+    assert stored["workclass"].tolist() == ["2026-01-01"] * 4
+    start = 1767225600000000
+    assert stored["event_time"].tolist() == [start + 250000, start + 1000000, start + 2000000, start + 3000000]
 
 
 def test_malformed_csv_lines_are_quarantined_and_the_rest_kept(landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame) -> None:
