@@ -68,7 +68,7 @@ def _pairs(values: list[str], kind: type) -> dict[str, object]:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from mlplatform.replay import ApiSink, DriftScenario, LandingSink, read_source, run_stream, select_stream
+    from mlplatform.replay import ApiSink, DriftScenario, LandingSink, check_pacing, read_source, run_stream, select_stream
     from mlplatform.spec import load_spec
 
     settings = _settings(args)
@@ -82,14 +82,22 @@ def cmd_replay(args: argparse.Namespace) -> int:
             flip_where=_pairs(args.flip_where, str),  # type: ignore[arg-type]
             seed=args.seed,
         )
-        rows = select_stream(read_source(spec), spec, order=args.order, seed=args.seed, start=args.start, count=args.count, scenario=scenario, drift_from=args.drift_from)
-        sink = ApiSink(spec, args.url) if args.to == "api" else LandingSink(spec, settings.landing_dir, fmt=args.format)  # type: ignore[arg-type]
+        scenario.check(spec)
         label_delay = args.label_delay if args.label_delay is not None or args.to == "landing" else 0.0
-        summary = run_stream(rows, spec, sink, batch_size=args.batch_size, rate=args.rate, label_delay=label_delay, with_labels=not args.no_labels, progress=not args.quiet)
+        check_pacing(args.batch_size, args.rate, label_delay)
+        rows = select_stream(read_source(spec), spec, order=args.order, seed=args.seed, start=args.start, count=args.count, scenario=scenario, drift_from=args.drift_from)
+        url = args.url or f"http://{settings.serve_host}:{settings.serve_port}"
+        token = settings.serve_token.get_secret_value() if settings.serve_token else None
+        sink = ApiSink(spec, url, token) if args.to == "api" else LandingSink(spec, settings.landing_dir, fmt=args.format)  # type: ignore[arg-type]
+        try:
+            summary = run_stream(rows, spec, sink, batch_size=args.batch_size, rate=args.rate, label_delay=label_delay, with_labels=not args.no_labels, progress=not args.quiet)
+        finally:
+            if isinstance(sink, ApiSink):
+                sink.close()
     except (ValueError, OSError) as exc:
         print(f"replay failed: {exc}", file=sys.stderr)
         return 2
-    target = args.url if args.to == "api" else settings.landing_dir
+    target = url if args.to == "api" else settings.landing_dir
     print(f"sent {summary.events} events and {summary.labels} labels to {target} in {summary.seconds:.1f}s")
     return 0
 
@@ -110,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(func=cmd_status)
     replay = sub.add_parser("replay", help="replay a dataset as a stream (landing folder or serving API), paced, with drift")
     replay.add_argument("--to", choices=["landing", "api"], default="landing", help="landing folder files, or POST /predict + /feedback")
-    replay.add_argument("--url", default="http://127.0.0.1:8000", help="serving API base URL (with --to api)")
+    replay.add_argument("--url", help="serving API base URL (with --to api; default from MLPLATFORM_SERVE_HOST/PORT, token from MLPLATFORM_SERVE_TOKEN)")
     replay.add_argument("--order", choices=["time", "shuffled"], default="time", help="event-time order, or shuffled by --seed")
     replay.add_argument("--start", type=int, default=0, help="first row of the ordered dataset")
     replay.add_argument("--count", type=int, default=0, help="rows to send (0: all from --start)")

@@ -187,9 +187,10 @@ def select_stream(
         raise ReplayError(f"start {start} is past the end of {spec.name} ({len(rows)} rows)")
     ordered = order_rows(rows, order, seed)
     chunk = ordered.iloc[start : start + count if count else None].reset_index(drop=True)
+    if scenario is not None:
+        scenario.check(spec)
     if scenario is None or not scenario.active:
         return chunk
-    scenario.check(spec)
     if drift_from >= len(chunk):
         raise ReplayError(f"drift-from {drift_from} is past the end of the replayed slice ({len(chunk)} rows)")
     before = ordered.iloc[: start + drift_from]
@@ -222,8 +223,6 @@ class Pacer:
     """Holds a replay to `rate` events per second (None: as fast as possible)."""
 
     def __init__(self, rate: float | None, clock: Callable[[], float] = time.monotonic) -> None:
-        if rate is not None and rate <= 0:
-            raise ReplayError(f"rate must be > 0 events/s, got {rate}")
         self.rate = rate
         self.clock = clock
         self.started = clock()
@@ -282,14 +281,15 @@ class LandingSink:
 
 
 class ApiSink:
-    """POST /predict with a batch of records, then POST /feedback per label, against the serving API."""
+    """POST /predict with a batch of records, then POST /feedback per label (bearer `token` if the service wants one)."""
 
-    def __init__(self, spec: DatasetSpec, url: str, timeout: float = 30.0) -> None:
+    def __init__(self, spec: DatasetSpec, url: str, token: str | None = None, timeout: float = 30.0) -> None:
         if not url.startswith(("http://", "https://")):
             raise ReplayError(f"the serving URL must start with http:// or https://, got {url!r}")
         self.spec = spec
         self.url = url.rstrip("/")
-        self.client = httpx.Client(base_url=self.url, timeout=timeout)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.client = httpx.Client(base_url=self.url, timeout=timeout, headers=headers)
 
     def _post(self, path: str, payload: dict[str, Any]) -> Any:
         try:
@@ -322,6 +322,16 @@ class ReplaySummary:
     seconds: float
 
 
+def check_pacing(batch_size: int, rate: float | None, label_delay: float | None) -> None:
+    """Refuse impossible pacing before any row is read or sent."""
+    if batch_size < 1:
+        raise ReplayError(f"batch size must be ≥ 1, got {batch_size}")
+    if rate is not None and rate <= 0:
+        raise ReplayError(f"rate must be > 0 events/s, got {rate}")
+    if label_delay is not None and label_delay < 0:
+        raise ReplayError(f"label delay must be ≥ 0 seconds, got {label_delay}")
+
+
 def _batches(rows: pd.DataFrame, size: int) -> Iterator[pd.DataFrame]:
     for start in range(0, len(rows), size):
         yield rows.iloc[start : start + size]
@@ -339,10 +349,7 @@ def run_stream(
     progress: bool = True,
 ) -> ReplaySummary:
     """Send `rows` in batches at `rate`; labels inline (`label_delay` None) or `label_delay` seconds after their event."""
-    if batch_size < 1:
-        raise ReplayError(f"batch size must be ≥ 1, got {batch_size}")
-    if label_delay is not None and label_delay < 0:
-        raise ReplayError(f"label delay must be ≥ 0 seconds, got {label_delay}")
+    check_pacing(batch_size, rate, label_delay)
     pacer = Pacer(rate)
     queue = LabelQueue()
     inline = with_labels and label_delay is None

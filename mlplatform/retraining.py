@@ -16,6 +16,7 @@ import pandas as pd
 from mlplatform.evaluation import Decision, decide, default_floor, passes_floor, primary_metric, score
 from mlplatform.eventlog import EventLog
 from mlplatform.features import FeatureTransformer
+from mlplatform.predictor import Predictor
 from mlplatform.registry import Registry, json_tag, tag
 from mlplatform.settings import Settings
 from mlplatform.spec import DatasetSpec
@@ -90,14 +91,19 @@ def split_window(window: pd.DataFrame, holdout_fraction: float) -> tuple[pd.Data
     return window.iloc[:-n_holdout].reset_index(drop=True), window.iloc[-n_holdout:].reset_index(drop=True)
 
 
+def prepare_window(settings: Settings, spec: DatasetSpec, window: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, FeatureTransformer]:
+    """Check a labelled window, split off the hold-out and fit the transformer on the training part."""
+    check_window(window, spec, settings.min_training_rows)
+    train_part, holdout = split_window(window, settings.holdout_fraction)
+    check_window(train_part, spec, max(10, int(settings.min_training_rows * (1 - settings.holdout_fraction))))
+    return train_part, holdout, fit_transformer(train_part, spec)
+
+
 def build_feature_snapshot(settings: Settings, spec: DatasetSpec, log: EventLog, folder: Path) -> FeatureSnapshot:
     """Read the latest labelled window, split off the hold-out, fit the transformer, keep all three."""
     cutoff = log.counts().label_watermark
     window = log.labelled_window(settings.training_window, max_label_seq=cutoff)
-    check_window(window, spec, settings.min_training_rows)
-    train_part, holdout = split_window(window, settings.holdout_fraction)
-    check_window(train_part, spec, max(10, int(settings.min_training_rows * (1 - settings.holdout_fraction))))
-    transformer = fit_transformer(train_part, spec)
+    train_part, holdout, transformer = prepare_window(settings, spec, window)
     folder.mkdir(parents=True, exist_ok=True)
     train_part.to_parquet(folder / TRAIN_FILE, index=False)
     holdout.to_parquet(folder / HOLDOUT_FILE, index=False)
@@ -161,31 +167,45 @@ class Evaluation:
         return "\n".join(rows) + f"\n\n**{verdict}**: {self.decision.reason}. Hold-out: {self.holdout_rows} events."
 
 
-def evaluate_challenger(settings: Settings, spec: DatasetSpec, registry: Registry, snapshot: FeatureSnapshot, challenger_version: int) -> Evaluation:
-    """Score challenger and champion on the same later hold-out and decide; does not promote."""
-    holdout = snapshot.holdout
-    challenger = registry.load_predictor(challenger_version)
+@dataclass(frozen=True)
+class Judgement:
+    challenger_metrics: dict[str, float]
+    champion_metrics: dict[str, float] | None
+    decision: Decision
+    floor_passed: bool
+
+
+def judge(settings: Settings, spec: DatasetSpec, holdout: pd.DataFrame, challenger: Predictor, champion: Predictor | None) -> Judgement:
+    """Score both models on the same hold-out and apply the promotion rule (margin and floor)."""
     challenger_metrics = score(spec, holdout[LABEL], challenger.predict(holdout))
-    champion = registry.champion()
-    champion_metrics = None
-    champion_cutoff = 0
-    if champion is not None and int(champion.version) != challenger_version:
-        champion_metrics = score(spec, holdout[LABEL], registry.load_predictor(champion.version).predict(holdout))
-        champion_cutoff = int(champion.tags.get(tag("window.label_seq_cutoff"), 0))
-    else:
-        champion = None
+    champion_metrics = None if champion is None else score(spec, holdout[LABEL], champion.predict(holdout))
     floor = settings.quality_floor if settings.quality_floor is not None else default_floor(spec, holdout[LABEL])
     metric, higher = primary_metric(spec)
     floor_passed = passes_floor(challenger_metrics.get(metric, float("nan")), floor, higher)
     decision = decide(spec, challenger_metrics, champion_metrics, settings.promotion_margin, floor)
+    return Judgement(challenger_metrics, champion_metrics, decision, floor_passed)
+
+
+def evaluate_challenger(settings: Settings, spec: DatasetSpec, registry: Registry, snapshot: FeatureSnapshot, challenger_version: int) -> Evaluation:
+    """Score challenger and champion on the same later hold-out and decide; does not promote."""
+    holdout = snapshot.holdout
+    champion = registry.champion()
+    champion_cutoff = 0
+    if champion is not None and int(champion.version) != challenger_version:
+        champion_cutoff = int(champion.tags.get(tag("window.label_seq_cutoff"), 0))
+    else:
+        champion = None
+    champion_predictor = None if champion is None else registry.load_predictor(champion.version)
+    judgement = judge(settings, spec, holdout, registry.load_predictor(challenger_version), champion_predictor)
+    decision = judgement.decision
     return Evaluation(
         challenger_version=challenger_version,
         champion_version=None if champion is None else int(champion.version),
-        challenger_metrics=challenger_metrics,
-        champion_metrics=champion_metrics,
+        challenger_metrics=judgement.challenger_metrics,
+        champion_metrics=judgement.champion_metrics,
         decision=decision,
         holdout_rows=len(holdout),
-        floor_passed=floor_passed,
+        floor_passed=judgement.floor_passed,
         champion_after=challenger_version if decision.promote else (0 if champion is None else int(champion.version)),
         champion_label_seq_cutoff=snapshot.window.label_seq_cutoff if decision.promote else champion_cutoff,
     )

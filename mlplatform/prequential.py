@@ -1,0 +1,333 @@
+"""Prequential (test-then-train) evaluation of retraining policies on a replayed stream.
+
+Each event is predicted by the model in service at that moment, then its label is revealed. Batch
+policies may refit between blocks of events (a block is one sensor tick); the online reference learns
+after every event. The platform's policy is not re-implemented here: it calls the sensor's decision
+(`policy.decide`), the features step (`retraining.prepare_window`), training (`training.train` with
+`retraining.training_config`) and the promotion rule (`retraining.judge`) — the code the assets run.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mlplatform.correction import ResidualCorrector
+from mlplatform.drift import compare
+from mlplatform.evaluation import score
+from mlplatform.policy import DRIFT, Cursor, Observation, PolicyConfig, decide
+from mlplatform.predictor import PREDICTION, PROBABILITY, Predictor
+from mlplatform.replay import DriftScenario, read_source, select_stream
+from mlplatform.retraining import judge, prepare_window, training_config
+from mlplatform.settings import Settings
+from mlplatform.spec import DatasetSpec, Task
+from mlplatform.training import TrainingConfig, train
+from mlplatform.validation import EVENT_ID, EVENT_TIME, LABEL, validate_frame
+
+# A drift check: (reference window, current window) -> (drift detected, share of drifted columns).
+DriftCheck = Callable[[pd.DataFrame, pd.DataFrame], tuple[bool, float]]
+
+
+class BenchmarkError(ValueError):
+    """A benchmark that cannot run as asked (stream too short, bad sizes); the message says why."""
+
+
+@dataclass
+class PolicyStats:
+    fits: int = 0
+    train_seconds: float = 0.0
+    promotions: int = 0
+    triggers: Counter[str] = field(default_factory=Counter)
+
+
+def stream_events(spec: DatasetSpec, *, order: str = "time", seed: int = 0, count: int = 0, scenario: DriftScenario | None = None, drift_from: int = 0) -> pd.DataFrame:
+    """The replayed rows as validated events (canonical columns, event_time in µs), in stream order."""
+    rows = select_stream(read_source(spec), spec, order=order, seed=seed, count=count, scenario=scenario, drift_from=drift_from)
+    validated = validate_frame(rows, spec, generated_id_prefix=spec.name, generated_time_start_us=0)
+    events = validated.events
+    return events[events[LABEL].notna()].reset_index(drop=True)
+
+
+def evidently_drift_check(spec: DatasetSpec, settings: Settings, report_path: Path) -> DriftCheck:
+    """The drift report's Evidently comparison (`drift.compare`) on samples of the two windows, and its
+    dataset-drift rule: at least `drift_share_threshold` of the feature columns drifted.
+
+    Verdicts are remembered by the windows' event-id spans: policies that hold the same champion at the
+    same moment (the platform variants usually do) share one report instead of recomputing it.
+    """
+    seen: dict[tuple[str, ...], tuple[bool, float]] = {}
+
+    def check(reference: pd.DataFrame, current: pd.DataFrame) -> tuple[bool, float]:
+        key = tuple(str(frame[EVENT_ID].iloc[i]) for frame in (reference, current) for i in (0, -1))
+        if key not in seen:
+            seen[key] = verdict(reference, current)
+        return seen[key]
+
+    def verdict(reference: pd.DataFrame, current: pd.DataFrame) -> tuple[bool, float]:
+        n = settings.drift_sample_rows
+        ref = reference.sample(n, random_state=settings.seed) if len(reference) > n else reference
+        cur = current.sample(n, random_state=settings.seed) if len(current) > n else current
+        columns, _, _, _ = compare(spec, ref, cur, settings.drift_share_threshold, report_path)
+        share = sum(c.drifted for c in columns) / len(columns) if columns else 0.0
+        return bool(columns) and share >= settings.drift_share_threshold, share
+
+    return check
+
+
+class Policy(ABC):
+    """Something that serves predictions on a stream and may learn from the labels it is shown."""
+
+    name: str
+
+    def __init__(self, spec: DatasetSpec) -> None:
+        self.spec = spec
+        self.stats = PolicyStats()
+
+    @abstractmethod
+    def start(self, warmup: pd.DataFrame) -> None:
+        """Learn from the first window, before evaluation starts."""
+
+    @abstractmethod
+    def serve(self, block: pd.DataFrame) -> pd.DataFrame:
+        """Predict every event of `block`, in order; labels of the block may be used only after each prediction."""
+
+    def observe(self, history: pd.DataFrame) -> None:
+        """All labelled events up to the end of the last block are known now (a sensor tick)."""
+
+
+class BatchPolicy(Policy):
+    """A LightGBM model in service, refitted by the subclass's rule."""
+
+    def __init__(self, spec: DatasetSpec, config: TrainingConfig) -> None:
+        super().__init__(spec)
+        self.config = config
+        self.predictor: Predictor | None = None
+
+    def fit(self, window: pd.DataFrame) -> Predictor:
+        started = time.perf_counter()
+        result = train(window, self.spec, self.config)
+        self.stats.fits += 1
+        self.stats.train_seconds += time.perf_counter() - started
+        return result.predictor
+
+    def start(self, warmup: pd.DataFrame) -> None:
+        self.predictor = self.fit(warmup)
+
+    def serve(self, block: pd.DataFrame) -> pd.DataFrame:
+        assert self.predictor is not None
+        return self.predictor.predict(block)
+
+
+class StaticPolicy(BatchPolicy):
+    name = "static (first window)"
+
+
+class IntervalPolicy(BatchPolicy):
+    """Retrain every `every` labelled events, on all data so far or on the latest `window` events."""
+
+    def __init__(self, spec: DatasetSpec, config: TrainingConfig, every: int, window: int | None = None) -> None:
+        super().__init__(spec, config)
+        if every < 1 or (window is not None and window < config.min_rows):
+            raise BenchmarkError(f"retrain interval must be ≥ 1 and the window ≥ {config.min_rows} rows (got {every}, {window})")
+        self.every, self.window = every, window
+        self.name = f"every {every}, " + ("all data" if window is None else f"last {window}")
+        self.last_fit = 0
+
+    def start(self, warmup: pd.DataFrame) -> None:
+        super().start(warmup)
+        self.last_fit = len(warmup)
+
+    def observe(self, history: pd.DataFrame) -> None:
+        if len(history) - self.last_fit >= self.every:
+            self.predictor = self.fit(history if self.window is None else history.iloc[-self.window :])
+            self.last_fit = len(history)
+
+
+class PlatformPolicy(Policy):
+    """The sensor's decision, the assets' training and promotion, on a simulated clock (event time).
+
+    Optional additions (step 3): `half_life` weights training rows by recency (weight ½ per `half_life`
+    events of age); `correction` serves the champion through an online ResidualCorrector fed by labels.
+    """
+
+    def __init__(
+        self,
+        spec: DatasetSpec,
+        settings: Settings,
+        drift_check: DriftCheck | None = None,
+        half_life: float | None = None,
+        correction: ResidualCorrector | None = None,
+        name: str = "platform policy",
+    ) -> None:
+        super().__init__(spec)
+        if half_life is not None and half_life <= 0:
+            raise BenchmarkError(f"recency half-life must be > 0 events, got {half_life}")
+        self.settings = settings
+        self.config = PolicyConfig(settings.retrain_every_n, settings.min_new_labelled_for_drift, settings.retrain_cooldown_seconds)
+        self.drift_check = drift_check
+        self.half_life = half_life
+        self.correction = correction
+        self.name = name
+        self.champion: Predictor | None = None
+        self.champion_cutoff: int | None = None
+        self.reference: pd.DataFrame | None = None
+        self.cursor = Cursor()
+        self.last_report = 0
+        self.drift: tuple[bool | None, float | None, str | None] = (None, None, None)
+
+    def _weights(self, n: int) -> np.ndarray | None:
+        if self.half_life is None:
+            return None
+        return np.power(0.5, (n - 1 - np.arange(n)) / self.half_life)
+
+    def _retrain(self, history: pd.DataFrame) -> None:
+        """features → trained_model → evaluation_report (promotion), as the assets do it, on the latest window."""
+        window = history.iloc[-self.settings.training_window :]
+        started = time.perf_counter()
+        train_part, holdout, transformer = prepare_window(self.settings, self.spec, window)
+        result = train(train_part, self.spec, training_config(self.settings), transformer=transformer, weights=self._weights(len(train_part)))
+        verdict = judge(self.settings, self.spec, holdout, result.predictor, self.champion)
+        self.stats.fits += 1
+        self.stats.train_seconds += time.perf_counter() - started
+        if verdict.decision.promote:
+            self.stats.promotions += 1
+            self.champion = result.predictor
+            self.champion_cutoff = len(history)
+            self.reference = train_part
+            self.last_report = len(history)
+            self.drift = (None, None, None)
+            if self.correction is not None:
+                self.correction.reset()
+
+    def start(self, warmup: pd.DataFrame) -> None:
+        self._retrain(warmup)
+        if self.champion is None:
+            raise BenchmarkError("the first model on the warm-up window was not promoted (below the quality floor?)")
+
+    def serve(self, block: pd.DataFrame) -> pd.DataFrame:
+        assert self.champion is not None
+        predicted = self.champion.predict(block)
+        return predicted if self.correction is None else self.correction.apply(block, predicted, block[LABEL])
+
+    def _drift_report(self, history: pd.DataFrame) -> None:
+        """A new drift report every `drift_every_n_events` events, as the drift sensor requests them."""
+        assert self.champion_cutoff is not None and self.reference is not None
+        current = history.iloc[self.champion_cutoff :]
+        if self.drift_check is None or len(history) - self.last_report < self.settings.drift_every_n_events:
+            return
+        if len(current) < self.settings.drift_min_current_rows:
+            return
+        self.last_report = len(history)
+        detected, share = self.drift_check(self.reference, current)
+        self.drift = (detected, share, f"report-{self.last_report}")
+
+    def observe(self, history: pd.DataFrame) -> None:
+        self._drift_report(history)
+        detected, share, report_id = self.drift
+        now = float(history[EVENT_TIME].iloc[-1]) / 1e6
+        trigger, self.cursor, _ = decide(Observation(len(history), self.champion_cutoff, now, detected, share, report_id), self.cursor, self.config)
+        if trigger is not None:
+            self.stats.triggers[trigger.reason] += 1
+            self._retrain(history)
+
+
+class RiverPolicy(Policy):
+    """River's Adaptive Random Forest: predict, then learn, one event at a time (the online reference)."""
+
+    def __init__(self, spec: DatasetSpec, n_models: int = 10, seed: int = 7) -> None:
+        super().__init__(spec)
+        try:
+            from river import forest
+        except ImportError:
+            raise BenchmarkError("the online reference needs River: install the 'bench' extra (make install does)") from None
+        self.name = f"River ARF ({n_models} trees)"
+        self.model: Any = (forest.ARFRegressor if spec.task is Task.regression else forest.ARFClassifier)(n_models=n_models, seed=seed)
+
+    def _records(self, frame: pd.DataFrame) -> list[dict[str, Any]]:
+        """Feature dicts without missing values; for regression categoricals are one-hot (its leaves are linear models)."""
+        columns = {name: frame[name].tolist() for name in self.spec.features}
+        one_hot = self.spec.task is Task.regression
+        categorical = set(self.spec.categorical_features)
+        records = []
+        for values in zip(*columns.values()):
+            record: dict[str, Any] = {}
+            for name, value in zip(columns, values):
+                if pd.isna(value):
+                    continue
+                if one_hot and name in categorical:
+                    record[f"{name}={value}"] = 1.0
+                else:
+                    record[name] = value
+            records.append(record)
+        return records
+
+    def _learn(self, x: dict[str, Any], y: Any) -> None:
+        started = time.perf_counter()
+        self.model.learn_one(x, float(y) if self.spec.task is Task.regression else str(y))
+        self.stats.train_seconds += time.perf_counter() - started
+
+    def start(self, warmup: pd.DataFrame) -> None:
+        for x, y in zip(self._records(warmup), warmup[LABEL]):
+            self._learn(x, y)
+
+    def serve(self, block: pd.DataFrame) -> pd.DataFrame:
+        rows: list[dict[str, Any]] = []
+        classes = self.spec.classes or []
+        for x, y in zip(self._records(block), block[LABEL]):
+            if self.spec.task is Task.regression:
+                rows.append({PREDICTION: float(self.model.predict_one(x) or 0.0)})
+            else:
+                proba = self.model.predict_proba_one(x)
+                probs = {c: float(proba.get(c, 0.0)) for c in classes}
+                best = max(classes, key=lambda c: probs[c])
+                row: dict[str, Any] = {PREDICTION: best}
+                if self.spec.task is Task.binary:
+                    row[PROBABILITY] = probs[self.spec.positive_class or ""]
+                else:
+                    row[PROBABILITY] = probs[best]
+                    row.update({f"proba_{c}": probs[c] for c in classes})
+                rows.append(row)
+            self._learn(x, y)
+        return pd.DataFrame(rows, index=block.index)
+
+
+@dataclass(frozen=True)
+class PolicyResult:
+    policy: str
+    metrics: dict[str, float]
+    fits: int
+    train_seconds: float
+    promotions: int
+    triggers: dict[str, int]
+    wall_seconds: float
+
+    @property
+    def drift_triggers(self) -> int:
+        return self.triggers.get(DRIFT, 0)
+
+
+def run_prequential(events: pd.DataFrame, spec: DatasetSpec, policy: Policy, warmup: int, block: int) -> PolicyResult:
+    """Warm up on the first `warmup` events, then predict block by block and reveal each block's labels."""
+    if warmup < 1 or block < 1:
+        raise BenchmarkError(f"warm-up and block must be ≥ 1 (got {warmup}, {block})")
+    if len(events) <= warmup:
+        raise BenchmarkError(f"the stream has {len(events)} labelled events; more than the warm-up ({warmup}) are needed")
+    started = time.perf_counter()
+    policy.start(events.iloc[:warmup])
+    predictions = []
+    for start in range(warmup, len(events), block):
+        chunk = events.iloc[start : start + block]
+        predictions.append(policy.serve(chunk))
+        policy.observe(events.iloc[: start + len(chunk)])
+    predicted = pd.concat(predictions)
+    metrics = score(spec, events[LABEL].iloc[warmup:], predicted)
+    stats = policy.stats
+    return PolicyResult(policy.name, metrics, stats.fits, stats.train_seconds, stats.promotions, dict(stats.triggers), time.perf_counter() - started)

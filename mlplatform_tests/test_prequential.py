@@ -1,0 +1,124 @@
+"""Prequential evaluation: policies on a short real stream, the platform through the sensor's own code, the correction."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlplatform.correction import ResidualCorrector
+from mlplatform.policy import DRIFT, NEW_OBSERVATIONS
+from mlplatform.predictor import PREDICTION, PROBABILITY
+from mlplatform.prequential import (
+    BenchmarkError,
+    IntervalPolicy,
+    PlatformPolicy,
+    RiverPolicy,
+    StaticPolicy,
+    evidently_drift_check,
+    run_prequential,
+    stream_events,
+)
+from mlplatform.replay import DriftScenario
+from mlplatform.retraining import training_config
+from mlplatform.settings import REPO_ROOT, Settings
+from mlplatform.spec import DatasetSpec, load_spec, parse_spec
+from mlplatform.validation import LABEL
+
+sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+import bench_adaptation  # noqa: E402
+
+SMALL = {"tuning_trials": 1, "retrain_every_n": 1000, "training_window": 2000, "min_training_rows": 100, "drift_every_n_events": 500, "retrain_cooldown_seconds": 0}
+
+
+@pytest.fixture(scope="module")
+def settings() -> Settings:
+    return Settings(**SMALL)  # type: ignore[arg-type]
+
+
+def test_fixed_policies_fit_on_their_schedule_and_score_every_event(adult_spec: DatasetSpec, settings: Settings) -> None:
+    events = stream_events(adult_spec, count=2500)
+    config = training_config(settings)
+    static = run_prequential(events, adult_spec, StaticPolicy(adult_spec, config), warmup=1000, block=500)
+    every = run_prequential(events, adult_spec, IntervalPolicy(adult_spec, config, every=500, window=800), warmup=1000, block=500)
+    assert (static.fits, every.fits) == (1, 4)  # first model, then after each of the blocks ending at 1500, 2000, 2500
+    assert every.policy == "every 500, last 800"
+    for result in (static, every):
+        assert 0.7 < result.metrics["accuracy"] <= 1.0 and 0.7 < result.metrics["roc_auc"] <= 1.0
+
+
+def test_platform_policy_retrains_on_drift_and_on_new_labels_through_the_sensor_decision(adult_spec: DatasetSpec, tmp_path: Path) -> None:
+    numeric = {c: 3.0 for c in adult_spec.numeric_features}
+    scenario = DriftScenario(shift_numeric=numeric, category_mix={"workclass": "Federal-gov", "race": "Other"}, category_share=0.9, seed=1)
+    drifting = stream_events(adult_spec, count=2000, scenario=scenario, drift_from=1000)
+    settings = Settings(**{**SMALL, "retrain_every_n": 5000, "min_new_labelled_for_drift": 500})  # type: ignore[arg-type]
+    drift = evidently_drift_check(adult_spec, settings, tmp_path / "drift.html")
+    result = run_prequential(drifting, adult_spec, PlatformPolicy(adult_spec, settings, drift), warmup=1000, block=500)
+    assert result.triggers.get(DRIFT, 0) >= 1
+    assert result.fits == 1 + sum(result.triggers.values()) and result.promotions >= 1
+    # Both windows ≥ 1000 rows: below that Evidently's chi-square tests flag rare categories on stationary data.
+    stationary = stream_events(adult_spec, order="shuffled", count=2500)
+    calm = run_prequential(stationary, adult_spec, PlatformPolicy(adult_spec, Settings(**{**SMALL, "retrain_every_n": 5000, "drift_every_n_events": 1000}), drift), warmup=1500, block=500)  # type: ignore[arg-type]
+    assert calm.triggers == {} and calm.fits == 1
+
+
+def test_river_reference_and_corrected_platform_run_on_regression(settings: Settings) -> None:
+    bike = load_spec(REPO_ROOT / "data" / "bike_sharing.yaml")
+    events = stream_events(bike, count=2200)
+    river = run_prequential(events, bike, RiverPolicy(bike, n_models=3), warmup=1200, block=500)
+    corrected = run_prequential(events, bike, PlatformPolicy(bike, settings, half_life=500, correction=ResidualCorrector(bike)), warmup=1200, block=500)
+    for result in (river, corrected):
+        assert 0 < result.metrics["rmse"] < float(events[LABEL].astype(float).std()) * 1.5
+    assert corrected.triggers == {NEW_OBSERVATIONS: 1} and corrected.fits == 2
+
+
+def test_residual_correction_learns_an_offset_and_resets(adult_spec: DatasetSpec) -> None:
+    bike = load_spec(REPO_ROOT / "data" / "bike_sharing.yaml")
+    raw = pd.DataFrame({"season": ["1"] * 400})
+    corrector = ResidualCorrector(bike, learning_rate=0.1)
+    out = corrector.apply(raw, pd.DataFrame({PREDICTION: np.zeros(400)}), pd.Series([10.0] * 400))
+    assert out[PREDICTION].iloc[0] == 0.0 and abs(out[PREDICTION].iloc[-1] - 10.0) < 0.1
+    assert corrector.updates == 400
+    corrector.reset()
+    assert corrector.apply(raw.iloc[:1], pd.DataFrame({PREDICTION: [0.0]}))[PREDICTION].iloc[0] == 0.0
+
+    binary = ResidualCorrector(adult_spec, learning_rate=0.2)
+    rows = pd.DataFrame({"sex": ["Male"] * 300})
+    out = binary.apply(rows, pd.DataFrame({PROBABILITY: np.full(300, 0.3)}), pd.Series([">50K"] * 300))
+    assert out[PROBABILITY].iloc[-1] > 0.5 and out[PREDICTION].iloc[-1] == ">50K"
+
+
+def test_bad_benchmark_inputs_are_refused(adult_spec: DatasetSpec, settings: Settings) -> None:
+    multiclass = parse_spec({"name": "m", "task": "multiclass", "label": "y", "classes": ["a", "b", "c"], "features": {"x": "numeric"}})
+    with pytest.raises(ValueError, match="not multiclass"):
+        ResidualCorrector(multiclass)
+    with pytest.raises(ValueError, match="learning rate"):
+        ResidualCorrector(adult_spec, learning_rate=0)
+    config = training_config(settings)
+    with pytest.raises(BenchmarkError, match="retrain interval"):
+        IntervalPolicy(adult_spec, config, every=0)
+    with pytest.raises(BenchmarkError, match="half-life"):
+        PlatformPolicy(adult_spec, settings, half_life=0)
+    events = stream_events(adult_spec, count=300)
+    with pytest.raises(BenchmarkError, match="more than the warm-up"):
+        run_prequential(events, adult_spec, StaticPolicy(adult_spec, config), warmup=300, block=100)
+    with pytest.raises(BenchmarkError, match="must be ≥ 1"):
+        run_prequential(events, adult_spec, StaticPolicy(adult_spec, config), warmup=100, block=0)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--block", "0"], "--block must be ≥ 1"),
+        (["--events", "-1"], "--events must be ≥ 0"),
+        (["--spec", "/nonexistent/spec.yaml"], "no such file"),
+        (["--every", "ten"], "invalid int value"),
+    ],
+)
+def test_benchmark_command_line_errors(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        bench_adaptation.main(argv)
+    assert exc.value.code == 2 and message in capsys.readouterr().err

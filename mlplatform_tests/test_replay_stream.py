@@ -1,0 +1,118 @@
+"""`mlplatform replay` as a stream simulator: order, drift from a row, delayed labels, landing and the serving API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+
+from mlplatform import cli
+from mlplatform.eventlog import EventLog
+from mlplatform.landing import ingest_pending
+from mlplatform.replay import ApiSink, DriftScenario, LandingSink, ReplayError, canonical_labels, run_stream, select_stream
+from mlplatform.settings import Settings
+from mlplatform.spec import DatasetSpec
+from mlplatform_tests.serving_support import TOKEN, free_port, register_versions, running_server, state_settings
+
+ADULT_SPEC = Path(__file__).resolve().parent.parent / "data" / "adult.yaml"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--shift", "age"], "expected COLUMN=VALUE"),
+        (["--shift", "age=x"], "'x' is not a float"),
+        (["--shift", "workclass=1"], "'workclass' is not a numeric feature"),
+        (["--shift", "nope=1"], "'nope' is not a numeric feature"),
+        (["--category", "age=3"], "'age' is not a categorical feature"),
+        (["--category", "sex=Male", "--category-share", "0"], "category share must be in (0, 1]"),
+        (["--flip-labels", "1.5"], "flip-labels must be in [0, 1]"),
+        (["--flip-where", "sex=Male"], "flip-where needs flip-labels > 0"),
+        (["--flip-labels", "0.5", "--flip-where", "nope=1"], "'nope' is not a feature"),
+        (["--rate", "0"], "rate must be > 0"),
+        (["--label-delay", "-1"], "label delay must be ≥ 0"),
+        (["--batch-size", "0"], "batch size must be ≥ 1"),
+        (["--start", "999999"], "past the end of adult"),
+        (["--count", "-5"], "must be ≥ 0"),
+        (["--shift", "age=1", "--drift-from", "100"], "drift-from 100 is past the end of the replayed slice (100 rows)"),
+        (["--to", "api", "--url", "ftp://127.0.0.1"], "must start with http:// or https://"),
+    ],
+)
+def test_bad_replay_options_fail_with_a_clear_message(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
+    code = cli.main(["--state-dir", str(tmp_path), "replay", "--count", "100", "--quiet", *argv])
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "landing").exists() or not any((tmp_path / "landing").iterdir())
+
+
+def test_unreachable_serving_api_and_missing_spec_are_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    assert cli.main(["--state-dir", str(tmp_path), "replay", "--to", "api", "--url", url, "--count", "10", "--quiet"]) == 2
+    assert f"cannot reach the serving API at {url}/predict" in capsys.readouterr().err
+    assert cli.main(["--state-dir", str(tmp_path), "--spec", str(tmp_path / "missing.yaml"), "replay", "--quiet"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["--order", "random"], ["--to", "kafka"], ["--rate", "fast"]])
+def test_malformed_choices_are_argparse_errors(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["replay", *argv])
+    assert exc.value.code == 2
+
+
+def test_shuffled_order_and_drift_are_reproducible_by_seed(adult_spec: DatasetSpec, adult_rows: pd.DataFrame) -> None:
+    scenario = DriftScenario(shift_numeric={"age": 2.0}, category_mix={"workclass": "Private"}, flip_labels=1.0, flip_where={"sex": "Female"}, seed=5)
+    first = select_stream(adult_rows, adult_spec, order="shuffled", seed=3, count=2000, scenario=scenario, drift_from=1000)
+    again = select_stream(adult_rows, adult_spec, order="shuffled", seed=3, count=2000, scenario=scenario, drift_from=1000)
+    other = select_stream(adult_rows, adult_spec, order="shuffled", seed=4, count=2000)
+    clean = select_stream(adult_rows, adult_spec, order="shuffled", seed=3, count=2000)
+    pd.testing.assert_frame_equal(first, again)
+    assert list(first["event_id"]) == list(clean["event_id"]) and list(first["event_id"]) != list(other["event_id"])
+    pd.testing.assert_frame_equal(first.iloc[:1000], clean.iloc[:1000])
+    after, before = first.iloc[1000:], clean.iloc[1000:]
+    assert (pd.to_numeric(after["age"]) > pd.to_numeric(before["age"])).all()
+    assert (after["workclass"] == "Private").mean() > 0.6
+    flipped = canonical_labels(after, adult_spec) != canonical_labels(before, adult_spec)
+    female = before["sex"].str.strip() == "Female"
+    assert flipped[female].all() and not flipped[~female].any()
+
+
+def test_time_order_sorts_by_event_time_and_keeps_ties_in_file_order(adult_spec: DatasetSpec, adult_rows: pd.DataFrame) -> None:
+    rows = adult_rows.iloc[:6].copy()
+    rows["event_time"] = ["2026-01-03T00:00:00+00:00", "2026-01-01T00:00:00+00:00", "2026-01-02T00:00:00+00:00"] * 2
+    ordered = select_stream(rows, adult_spec, order="time")
+    assert list(ordered["event_id"]) == ["adult-1", "adult-4", "adult-2", "adult-5", "adult-0", "adult-3"]
+
+
+def test_landing_replay_with_delayed_labels_is_ingested_as_events_then_labels(state: Settings, adult_spec: DatasetSpec, adult_rows: pd.DataFrame) -> None:
+    rows = select_stream(adult_rows, adult_spec, count=900)
+    summary = run_stream(rows, adult_spec, LandingSink(adult_spec, state.landing_dir), batch_size=300, rate=20_000, label_delay=0.05, progress=False)
+    assert (summary.events, summary.labels) == (900, 900)
+    names = sorted(p.name for p in state.landing_dir.iterdir())
+    assert len([n for n in names if "-labels-" in n]) >= 1 and len(names) >= 4
+    log = EventLog.for_dataset(state.events_dir, adult_spec)
+    try:
+        report = ingest_pending(state.landing_dir, adult_spec, log)
+        assert report.total("ingested") == 900 and report.total("labels_applied") == 900 and report.total("quarantined") == 0
+        counts = log.counts()
+        assert (counts.total, counts.labelled) == (900, 900)
+    finally:
+        log.close()
+
+
+def test_api_replay_predicts_then_sends_feedback_to_the_real_service(tmp_path: Path, adult_spec: DatasetSpec, adult_rows: pd.DataFrame) -> None:
+    settings = state_settings(tmp_path / "serve", ADULT_SPEC)
+    register_versions(settings, adult_spec, adult_rows, 1)
+    scenario = DriftScenario(shift_numeric={"hours-per-week": 1.0}, seed=1)
+    rows = select_stream(adult_rows, adult_spec, start=5000, count=120, scenario=scenario, drift_from=60)
+    with running_server(settings) as server:
+        with pytest.raises(ReplayError, match="401"):
+            run_stream(rows.iloc[:10], adult_spec, ApiSink(adult_spec, server.url), batch_size=10, label_delay=0.0, progress=False)
+        sink = ApiSink(adult_spec, server.url, token=TOKEN)
+        summary = run_stream(rows, adult_spec, sink, batch_size=50, label_delay=0.05, progress=False)
+        sink.close()
+        metrics = httpx.get(server.url + "/metrics", timeout=10).text
+    assert (summary.events, summary.labels) == (120, 120)
+    assert 'mlplatform_feedback_total{outcome="applied"} 120.0' in metrics
