@@ -96,9 +96,15 @@ def alertmanager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Alertmana
 
 
 @pytest.fixture(scope="module")
-def platform(tmp_path_factory: pytest.TempPathFactory, alertmanager: Alertmanager) -> Iterator[Settings]:
+def first_rows() -> int:
+    """How many events v1 is trained on; a module overrides this fixture to change it."""
+    return FIRST_ROWS
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory, alertmanager: Alertmanager, first_rows: int) -> Iterator[Settings]:
     """One state folder per test module, alerting to the module's Alertmanager, with a first champion
-    (v1, trained on the first FIRST_ROWS events): training is the slow part, so a module shares it."""
+    (v1, trained on the first `first_rows` events): training is the slow part, so a module shares it."""
     state_dir = tmp_path_factory.mktemp("platform") / "state"
     with pytest.MonkeyPatch.context() as mp:
         for key, value in {**FAST_TRAINING, "MLPLATFORM_STATE_DIR": str(state_dir), "MLPLATFORM_DATASET_SPEC": str(ADULT_SPEC),
@@ -107,7 +113,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory, alertmanager: Alertmanage
         settings = Settings()
         prepare_dagster_home(settings)
         spec = load_spec(settings.dataset_spec)
-        write_batches(read_source(spec).iloc[:FIRST_ROWS], spec, settings.landing_dir, FIRST_ROWS)
+        write_batches(read_source(spec).iloc[:first_rows], spec, settings.landing_dir, first_rows)
         with dg.DagsterInstance.get() as instance:
             materialize(instance, [*all_assets])
         yield settings

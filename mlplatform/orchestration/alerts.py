@@ -11,6 +11,8 @@ Sending never raises: a down Alertmanager shows up as a log line and a pending c
 
 import json
 
+from typing import Optional, Protocol
+
 import dagster as dg
 
 from mlplatform.alerting import Alerter, AlertName, drift_alert, live_quality_alert, promotion_refused_alert, run_failed_alert
@@ -150,6 +152,29 @@ def alerts_sensor(context: dg.SensorEvaluationContext, platform: PlatformResourc
     return dg.SensorResult(skip_reason="; ".join(done), cursor=json.dumps(cursor))
 
 
+class ErrorInfo(Protocol):
+    """The shape of Dagster's serialized step error: message, exception class and the exception it came from."""
+
+    message: str
+    cls_name: str | None
+    cause: Optional["ErrorInfo"]
+
+
+DAGSTER_ERRORS = ("Dagster", "RetryRequested")
+
+
+def _root_cause(error: ErrorInfo) -> str:
+    """What actually went wrong: after retries the step error is Dagster's "Exceeded max_retries"; the
+    platform's own exception (which names the file or store) is the first cause that is not Dagster's."""
+    outer = error.message.strip().splitlines()[0]
+    cause: ErrorInfo | None = error
+    while cause is not None and (cause.cls_name or "").startswith(DAGSTER_ERRORS):
+        cause = cause.cause
+    if cause is None or cause is error:
+        return outer
+    return f"{cause.message.strip().splitlines()[0]} ({outer})"
+
+
 @dg.run_failure_sensor(
     name="run_failure_alerts",
     default_status=dg.DefaultSensorStatus.RUNNING,
@@ -158,7 +183,7 @@ def alerts_sensor(context: dg.SensorEvaluationContext, platform: PlatformResourc
 def run_failure_alerts(context: dg.RunFailureSensorContext, platform: PlatformResource) -> None:
     settings = platform.get_settings()
     run = context.dagster_run
-    steps = [f"{e.step_key}: {e.event_specific_data.error.message.strip().splitlines()[0]}"  # type: ignore[union-attr]
+    steps = [f"{e.step_key}: {_root_cause(e.event_specific_data.error)}"  # type: ignore[union-attr]
              for e in context.get_step_failure_events() if e.event_specific_data and e.event_specific_data.error]  # type: ignore[union-attr]
     error = ("; ".join(steps) or context.failure_event.message or "run failed")[:1000]
     alert = run_failed_alert(settings, platform.get_spec().name, champion_state(context.instance)[0], run.job_name, run.run_id, error,

@@ -1,0 +1,91 @@
+"""Drift alerts and an unavailable event log, through the real pipeline against a real Alertmanager (a second
+module, so it runs beside test_alerting.py under `pytest -n 2 --dist loadfile`)."""
+
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from mlplatform.alerting import AlertName
+from mlplatform.orchestration.alerts import alerts_sensor, run_failure_alerts
+from mlplatform.orchestration.assets import raw_events
+from mlplatform.orchestration.definitions import defs
+from mlplatform.orchestration.monitoring import drift_report
+from mlplatform.replay import DriftScenario, inject_drift, read_source, write_batches
+from mlplatform.settings import Settings
+from mlplatform.spec import load_spec
+from mlplatform_tests.alerting_support import Alertmanager, alertmanager, champion, labels_of, materialize, platform, platform_instance, tick
+
+__all__ = ["alertmanager", "platform", "platform_instance"]  # fixtures used by name
+
+FIRST_ROWS = 3000
+
+
+@pytest.fixture(scope="module")
+def first_rows() -> int:
+    """A larger first window than test_alerting.py: rare categories then appear in the drift reference too."""
+    return FIRST_ROWS
+
+
+DRIFT = DriftScenario(shift_numeric={"age": 3.0, "hours-per-week": 3.0, "education-num": -3.0, "capital-gain": 3.0},
+                      category_mix={"workclass": "Self-emp-inc", "marital-status": "Widowed", "relationship": "Other-relative", "race": "Other"})
+
+
+def _ingest(settings: Settings, start: int, count: int, instance: dg.DagsterInstance, scenario: DriftScenario | None = None) -> None:
+    spec = load_spec(settings.dataset_spec)
+    rows = read_source(spec)
+    chunk = rows.iloc[start : start + count]
+    if scenario is not None:
+        chunk = inject_drift(chunk, spec, scenario, reference=rows.iloc[:start])
+    write_batches(chunk, spec, settings.landing_dir, count, prefix=f"rows-{start}")
+    materialize(instance, [raw_events])
+
+
+def test_drift_alert_names_the_drifted_columns_and_resolves_on_a_clean_report(platform: Settings, platform_instance: dg.DagsterInstance,
+                                                                              alertmanager: Alertmanager, monkeypatch: pytest.MonkeyPatch) -> None:
+    instance = platform_instance
+    monkeypatch.setenv("MLPLATFORM_DRIFT_SHARE_THRESHOLD", "0.3")
+    cursor, _ = tick(instance, alerts_sensor, None)
+    _ingest(platform, FIRST_ROWS, 1000, instance, DRIFT)
+    materialize(instance, [drift_report])
+    cursor, message = tick(instance, alerts_sensor, cursor)
+    assert "drift: fired" in str(message)
+    [alert] = alertmanager.alerts(AlertName.DRIFT)
+    assert labels_of(alert) == {"alertname": "MLPlatformDriftDetected", "severity": "warning", "dataset": "adult", "model_version": str(champion(platform))}
+    assert Path(alert["annotations"]["report"]).is_file() and "/runs/" in alert["annotations"]["dagster_run"]
+    assert {"age", "hours-per-week"} <= {c.strip() for c in alert["annotations"]["description"].removeprefix("Drifted columns: ").split(".")[0].split(",")}
+
+    _ingest(platform, FIRST_ROWS + 1000, 1000, instance)
+    monkeypatch.setenv("MLPLATFORM_DRIFT_CURRENT_HOURS", "10")  # the last 600 events: all clean
+    materialize(instance, [drift_report])
+    _, message = tick(instance, alerts_sensor, cursor)
+    assert "no drift: resolved" in str(message)
+    assert alertmanager.alerts(AlertName.DRIFT) == []
+
+
+def test_event_log_unavailable_fails_the_run_after_retries_alerts_and_keeps_the_champion(platform: Settings, platform_instance: dg.DagsterInstance,
+                                                                                         alertmanager: Alertmanager, tmp_path: Path) -> None:
+    instance = platform_instance
+    failures, _ = tick(instance, run_failure_alerts, None)
+    before = champion(platform)
+    log_file = platform.events_dir / "adult.sqlite"
+    aside = tmp_path / "events"
+    aside.mkdir()
+    for part in platform.events_dir.glob("adult.sqlite*"):
+        part.rename(aside / part.name)
+    log_file.mkdir()  # a directory where the SQLite file was: the log cannot be opened
+    try:
+        failed = defs.resolve_job_def("retrain").execute_in_process(instance=instance, raise_on_error=False)
+    finally:
+        log_file.rmdir()
+        for part in aside.iterdir():
+            shutil.move(part, platform.events_dir / part.name)
+    assert not failed.success
+    retries = [e for e in failed.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert {e.step_key for e in retries} == {"features"} and len(retries) == 3
+    tick(instance, run_failure_alerts, failures)
+    [alert] = alertmanager.alerts(AlertName.RUN_FAILED)
+    assert labels_of(alert) == {"alertname": "MLPlatformRunFailed", "severity": "critical", "dataset": "adult", "model_version": str(before), "job": "retrain"}
+    assert "event log" in alert["annotations"]["description"] and failed.run_id in alert["annotations"]["dagster_run"]
+    assert champion(platform) == before
