@@ -7,7 +7,7 @@ Kept current by `drift_report_sensor` (orchestration/sensors.py) every `drift_ev
 import dagster as dg
 
 from mlplatform.drift import LIVE_METRICS, ColumnDrift, DriftReport, DriftSkipped, build_drift_report
-from mlplatform.orchestration.assets import RAW_EVENTS, _markdown_table, latest_metadata
+from mlplatform.orchestration.assets import EXTERNAL_RETRY, RAW_EVENTS, _markdown_table, latest_metadata
 from mlplatform.orchestration.resources import PlatformResource
 from mlplatform.settings import Settings
 from mlplatform.spec import DatasetSpec
@@ -67,6 +67,7 @@ def skipped_metadata(skipped: DriftSkipped) -> dict[str, object]:
     deps=[RAW_EVENTS],
     group_name=MONITORING,
     kinds={"evidently"},
+    retry_policy=EXTERNAL_RETRY,
     description="Evidently drift of the events since the champion's data window against its training window: "
     "per-column drift, share of drifted columns, prediction drift and, with labels, target drift and live metrics. "
     "Both sides are bounded uniform samples; the HTML report is saved under reports/drift and logged to MLflow "
