@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--platform-every", type=int, default=0, help="the platform's retrain_every_n (0: 3 × --every)")
     parser.add_argument("--trials", type=int, default=1, help="tuning trials per training")
     parser.add_argument("--half-life", type=float, default=1500.0, help="recency weighting: weight ½ per this many events of age")
-    parser.add_argument("--correction-rate", type=float, default=0.05, help="learning rate of the online residual correction")
+    parser.add_argument("--correction-rate", type=float, default=0.5, help="learning rate of the online residual correction")
     parser.add_argument("--no-record", action="store_true", help="print the table only; leave RESULTS.md alone")
     args = parser.parse_args(argv)
     for name in ("events", "warmup", "block", "every", "window", "platform_every", "platform_window", "trials"):

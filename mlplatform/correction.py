@@ -1,8 +1,9 @@
 """An online residual correction on top of the champion, learned from feedback labels one at a time.
 
 Why: a batch model only changes at the next retraining, and between two retrainings the stream keeps
-moving. A tiny linear model on the champion's own score (log-odds, or the predicted value) — one bias
-plus one weight per categorical value — is updated from every label as it arrives (normalised LMS),
+moving. A tiny linear model on the champion's own score z (log-odds, or the predicted value) — per term an
+offset and a slope on z, the terms being a bias and each categorical value — is updated from every
+label as it arrives (normalised LMS); a slope lets a segment whose relation flipped invert the score,
 so the served prediction follows a drift within hundreds of events while LightGBM and the registry stay
 the source of the model. It is reset whenever a new champion is promoted: its errors are not the old one's.
 """
@@ -21,20 +22,24 @@ EPS = 1e-6
 
 
 class ResidualCorrector:
-    """Bias + per-category offsets on the champion's link-scale score, for binary and regression tasks."""
+    """Per-term offset and slope on the champion's link-scale score z: z' = z + Σ (offset_t + slope_t · z).
 
-    def __init__(self, spec: DatasetSpec, learning_rate: float = 0.05) -> None:
+    Binary and regression tasks; the terms of a record are a bias and its `column=value` categoricals.
+    """
+
+    def __init__(self, spec: DatasetSpec, learning_rate: float = 0.5) -> None:
         if spec.task is Task.multiclass:
             raise ValueError("the residual correction supports binary and regression tasks, not multiclass")
         if not 0.0 < learning_rate <= 1.0:
             raise ValueError(f"learning rate must be in (0, 1], got {learning_rate}")
         self.spec = spec
         self.learning_rate = learning_rate
-        self.weights: dict[str, float] = {}
+        self.offsets: dict[str, float] = {}
+        self.slopes: dict[str, float] = {}
         self.updates = 0
 
     def reset(self) -> None:
-        self.weights = {}
+        self.offsets, self.slopes = {}, {}
 
     def keys(self, raw: pd.DataFrame) -> list[list[str]]:
         """The active terms of each record: the bias and `column=value` for each present categorical."""
@@ -66,12 +71,14 @@ class ResidualCorrector:
         known = None if labels is None else labels.reset_index(drop=True)
         out = np.empty(len(raw), dtype="float64")
         for i, terms in enumerate(keys):
-            value = self._inverse(z[i] + sum(self.weights.get(t, 0.0) for t in terms))
+            zi = z[i]
+            value = self._inverse(zi + sum(self.offsets.get(t, 0.0) + self.slopes.get(t, 0.0) * zi for t in terms))
             out[i] = value
             if known is not None and not pd.isna(known.iloc[i]):
-                step = self.learning_rate * (self._target(known.iloc[i]) - value) / len(terms)
+                step = self.learning_rate * (self._target(known.iloc[i]) - value) / (len(terms) * (1.0 + zi * zi))
                 for t in terms:
-                    self.weights[t] = self.weights.get(t, 0.0) + step
+                    self.offsets[t] = self.offsets.get(t, 0.0) + step
+                    self.slopes[t] = self.slopes.get(t, 0.0) + step * zi
                 self.updates += 1
         if self.spec.task is Task.regression:
             return pd.DataFrame({PREDICTION: out}, index=raw.index)

@@ -91,6 +91,17 @@ def test_residual_correction_learns_an_offset_and_resets(adult_spec: DatasetSpec
     assert out[PROBABILITY].iloc[-1] > 0.5 and out[PREDICTION].iloc[-1] == ">50K"
 
 
+def test_residual_correction_inverts_the_score_of_a_segment_whose_concept_flipped(adult_spec: DatasetSpec) -> None:
+    rng = np.random.default_rng(0)
+    n = 3000
+    sex = rng.choice(["Male", "Female"], n)
+    proba = rng.choice([0.1, 0.9], n)
+    truth = np.where((proba > 0.5) == (sex == "Male"), ">50K", "<=50K")  # the model is right for men, inverted for women
+    out = ResidualCorrector(adult_spec).apply(pd.DataFrame({"sex": sex}), pd.DataFrame({PROBABILITY: proba}), pd.Series(truth))
+    late = slice(n - 500, n)
+    assert (out[PREDICTION].to_numpy()[late] == truth[late]).mean() > 0.95
+
+
 def test_bad_benchmark_inputs_are_refused(adult_spec: DatasetSpec, settings: Settings) -> None:
     multiclass = parse_spec({"name": "m", "task": "multiclass", "label": "y", "classes": ["a", "b", "c"], "features": {"x": "numeric"}})
     with pytest.raises(ValueError, match="not multiclass"):
