@@ -6,7 +6,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from mlplatform.alerting import Alert, Alerter, AlertName, Severity
+from mlplatform.alerting import Alert, Alerter, AlertName, Severity, serving_reload_failed, serving_reload_succeeded
 from mlplatform.eventlog import SERVING_SOURCE, EventLog
 from mlplatform.orchestration.alerts import LIVE_QUALITY_CHECK, alerts_sensor, live_quality, run_failure_alerts, run_success_alerts
 from mlplatform.orchestration.assets import evaluation_report, raw_events
@@ -48,6 +48,18 @@ def test_alerter_fires_resolves_and_delivers_later_when_alertmanager_was_down(al
     assert [labels_of(a)["model_version"] for a in alertmanager.alerts(AlertName.DRIFT)] == ["4"]
     alerter.resolve(AlertName.DRIFT, "adult")
     assert alertmanager.alerts(AlertName.DRIFT) == [] and alerter.firing() == []
+
+
+def test_serving_reload_failure_alert_and_its_resolution(alertmanager: Alertmanager, tmp_path: Path) -> None:
+    """What the prediction service calls when a promoted version does not load, and when a reload works again."""
+    settings = Settings(state_dir=tmp_path / "state", alertmanager_url=alertmanager.url)
+    spec = load_spec(settings.dataset_spec)
+    assert serving_reload_failed(settings, spec, 7, "MlflowException: model artifacts missing").sent == 1
+    [alert] = alertmanager.alerts(AlertName.SERVING_RELOAD_FAILED)
+    assert labels_of(alert) == {"alertname": "MLPlatformServingReloadFailed", "severity": "critical", "dataset": "adult", "model_version": "7"}
+    assert "artifacts missing" in alert["annotations"]["description"]
+    assert serving_reload_succeeded(settings, spec).sent == 1
+    assert alertmanager.alerts(AlertName.SERVING_RELOAD_FAILED) == []
 
 
 def test_failed_retraining_then_refused_promotion(platform: Settings, platform_instance: dg.DagsterInstance, alertmanager: Alertmanager,
