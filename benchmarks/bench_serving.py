@@ -181,7 +181,8 @@ def main() -> int:
         + f"Model: LightGBM trained on {args.rows:,} Adult rows; wrk -t2, {args.seconds:.0f} s per run after a 3 s warm-up; "
         + f"{committed.group(1) if committed else '?'} predictions committed to the event log by our server during its runs. "
         + f"Socket errors: ours {o1['socket_errors'] or 'none'}, mlflow {m1['socket_errors'] or 'none'}. "
-        + f"{os.cpu_count()} cores shared by both servers, wrk and whatever else runs on the machine."
+        + f"{os.cpu_count()} cores shared by both servers, wrk and whatever else runs on the machine "
+        + f"(load average at the end: {os.getloadavg()[0]:.1f})."
     )
     print(body)
     record("serving", COMMAND, body)

@@ -33,13 +33,14 @@ class _Pending:
     handed_over: float = field(default_factory=time.perf_counter)
 
 
-def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
-    if future.done():
-        return
-    if error is None:
-        future.set_result(None)
-    else:
-        future.set_exception(error)
+def _settle(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
+    for future in futures:
+        if future.done():
+            continue
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
 
 
 class PredictionLog:
@@ -102,9 +103,12 @@ class PredictionLog:
         if error is None:
             self._metrics.log_rows.inc(size)
             self._metrics.log_commits.inc()
+        by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
         for pending in group:
             self._metrics.log_lag.observe(committed - pending.handed_over)
+            by_loop.setdefault(pending.loop, []).append(pending.future)
+        for loop, futures in by_loop.items():
             try:
-                pending.loop.call_soon_threadsafe(_settle, pending.future, error)
+                loop.call_soon_threadsafe(_settle, futures, error)  # one wake-up per group, not per request
             except RuntimeError:
-                log.warning("prediction log: a request's event loop closed before its commit was reported")
+                log.warning("prediction log: an event loop closed before its commit was reported")
