@@ -140,6 +140,12 @@ class DatasetSpec(BaseModel):
         return yaml.safe_dump(self.model_dump(mode="json", exclude_none=True), sort_keys=False)
 
 
+def _problem(loc: tuple[int | str, ...], msg: str) -> str:
+    """One pydantic error as 'field: what' (whole-spec checks already start with the field they name)."""
+    msg = msg.removeprefix("Value error, ")
+    return f"{'.'.join(str(p) for p in loc)}: {msg}" if loc else msg
+
+
 def parse_spec(data: Any, base_dir: Path | None = None, origin: str = "spec") -> DatasetSpec:
     """Validate a parsed YAML mapping; errors name the offending field."""
     if not isinstance(data, dict):
@@ -147,9 +153,7 @@ def parse_spec(data: Any, base_dir: Path | None = None, origin: str = "spec") ->
     try:
         spec = DatasetSpec.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
-        )
+        problems = "; ".join(_problem(err["loc"], err["msg"]) for err in exc.errors())
         raise SpecError(f"{origin}: {problems}") from None
     spec.base_dir = base_dir
     return spec
