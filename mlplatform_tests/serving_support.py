@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pandas as pd
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from mlplatform.registry import Registry
@@ -138,3 +139,10 @@ def metric(client: httpx.Client, name: str, **labels: str) -> float:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                 return float(sample.value)
     return 0.0
+
+
+@pytest.fixture(scope="module")
+def client(server: Server) -> Iterator[httpx.Client]:
+    """An HTTP client on the importing test module's `server` fixture."""
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        yield c

@@ -19,7 +19,7 @@ from mlplatform.replay import json_records
 from mlplatform.settings import Settings
 from mlplatform.spec import DatasetSpec
 from mlplatform_tests.conftest import ADULT_SPEC
-from mlplatform_tests.serving_support import TOKEN, Server, auth, metric, register_versions, running_server, state_settings
+from mlplatform_tests.serving_support import TOKEN, Server, auth, client, metric, register_versions, running_server, state_settings
 
 MAX_BODY = 65_536
 MAX_ROWS = 50
@@ -39,12 +39,6 @@ def version(settings: Settings, adult_spec: DatasetSpec, adult_rows: pd.DataFram
 def server(settings: Settings, version: int) -> Iterator[Server]:
     with running_server(settings, MLPLATFORM_SERVE_MAX_BODY_BYTES=str(MAX_BODY), MLPLATFORM_SERVE_MAX_BATCH_ROWS=str(MAX_ROWS)) as srv:
         yield srv
-
-
-@pytest.fixture(scope="module")
-def client(server: Server) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=30) as c:
-        yield c
 
 
 @pytest.fixture(scope="module")
@@ -126,15 +120,15 @@ def _field_errors(response: httpx.Response) -> dict[tuple[str | int, ...], str]:
         ({"age": "39"}, ("body", "age"), "expected a number or null, got str"),
         ({"age": True}, ("body", "age"), "expected a number or null, got bool"),
         ({"age": [39]}, ("body", "age"), "expected a number or null, got list"),
-        ({"workclass": 7}, ("body", "workclass"), "expected a string or null, got int"),
-        ({"workclass": {"a": 1}}, ("body", "workclass"), "expected a string or null, got dict"),
+        ({"workclass": True}, ("body", "workclass"), "expected a string, a number or null, got bool"),
+        ({"workclass": {"a": 1}}, ("body", "workclass"), "expected a string, a number or null, got dict"),
         ({"age": 10**400}, ("body", "age"), "is not a finite number"),
         ({"capital-gain": 1e999}, ("body", "capital-gain"), "is not a finite number"),
         ({"occupation": "x" * 257}, ("body", "occupation"), "longer than 256 characters"),
         ({"shoe-size": 42}, ("body", "shoe-size"), "extra field not permitted"),
         ({"income": ">50K"}, ("body", "income"), "extra field not permitted"),
     ],
-    ids=["numeric-string", "bool", "list", "int-category", "object-category", "huge-int", "float-overflow", "long-text", "extra", "label-in-request"],
+    ids=["numeric-string", "bool", "list", "bool-category", "object-category", "huge-int", "float-overflow", "long-text", "extra", "label-in-request"],
 )
 def test_invalid_record_is_422_with_field_message(client: httpx.Client, records: list[dict[str, Any]], change: dict[str, Any],
                                                   loc: tuple[str, ...], message: str) -> None:

@@ -12,6 +12,7 @@ from mlplatform.serving.records import ModelMismatch, RecordCodec
 from mlplatform.spec import DatasetSpec, load_spec
 from mlplatform.training import train
 from mlplatform.validation import MAX_TEXT_LENGTH, validate_frame
+from mlplatform.replay import read_source
 from mlplatform_tests.conftest import BIKE_SPEC
 from mlplatform_tests.serving_support import TINY, canonical
 
@@ -81,7 +82,7 @@ def test_validity_agrees_with_ingestion(adult_spec: DatasetSpec, model: ServedMo
 
 def test_every_field_problem_is_reported(adult_spec: DatasetSpec, model: ServedModel, adult_rows: pd.DataFrame) -> None:
     base = _records(canonical(adult_rows.head(1), adult_spec), adult_spec)[0]
-    record = {**base, "age": "39", "sex": 1, "hours-per-week": True, "colour": "blue"}
+    record = {**base, "age": "39", "sex": [1], "hours-per-week": True, "colour": "blue"}
     del record["race"]
     _, errors = model.codec.check([record, "not a record", base], ("body", "records"))
     found = {(e.loc, e.type) for e in errors}
@@ -100,3 +101,22 @@ def test_every_field_problem_is_reported(adult_spec: DatasetSpec, model: ServedM
 def test_model_of_another_dataset_is_refused(predictor: Predictor) -> None:
     with pytest.raises(ModelMismatch, match="not the features of dataset spec 'bike"):
         RecordCodec(load_spec(BIKE_SPEC), predictor)
+
+
+def test_regression_model_and_numbers_for_categories() -> None:
+    """Bike sharing (regression, integer-coded categories): numbers sent for categories mean what ingestion makes of them."""
+    spec = load_spec(BIKE_SPEC)
+    events = canonical(read_source(spec).head(3000), spec)
+    predictor = train(events, spec, TINY).predictor
+    model = ServedModel.load(1, predictor, spec)
+    records = _records(events.iloc[2000:2300], spec)
+    as_numbers = [{k: (float(v) if k == "season" else int(v) if k == "weekday" else v) if v is not None and k in spec.categorical_features else v
+                   for k, v in r.items()} for r in records]
+    clean, errors = model.codec.check(as_numbers, ("body", "records"))
+    assert errors == []
+    assert clean == model.codec.check(records, ("body", "records"))[0]
+    (prediction, probability, matrix), unseen = model.predict(clean)
+    assert probability is None and matrix is None and unseen == {}
+    np.testing.assert_allclose(prediction, predictor.predict(pd.DataFrame(records))["prediction"].to_numpy(), rtol=1e-12)
+    _, errors = model.codec.check([{**records[0], "season": float("inf")}], ("body",))
+    assert [e.loc for e in errors] == [("body", "season")]

@@ -19,7 +19,7 @@ from mlplatform.replay import json_records
 from mlplatform.settings import Settings
 from mlplatform.spec import DatasetSpec
 from mlplatform_tests.conftest import ADULT_SPEC
-from mlplatform_tests.serving_support import Server, auth, metric, register_versions, running_server, state_settings
+from mlplatform_tests.serving_support import Server, auth, client, metric, register_versions, running_server, state_settings
 
 PROMOTIONS = 10
 
@@ -44,12 +44,6 @@ def registry(settings: Settings, adult_spec: DatasetSpec, versions: list[int]) -
 def server(settings: Settings, versions: list[int]) -> Iterator[Server]:
     with running_server(settings, wait_ready=False) as srv:
         yield srv
-
-
-@pytest.fixture(scope="module")
-def client(server: Server) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=30) as c:
-        yield c
 
 
 @pytest.fixture(scope="module")

@@ -97,7 +97,7 @@ def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
 def record_schema(spec: DatasetSpec) -> dict[str, Any]:
     """JSON schema of one record: every feature present, null for missing, nothing else."""
     number = {"anyOf": [{"type": "number"}, {"type": "null"}]}
-    text = {"anyOf": [{"type": "string", "maxLength": MAX_TEXT_LENGTH}, {"type": "null"}]}
+    text = {"anyOf": [{"type": "string", "maxLength": MAX_TEXT_LENGTH}, {"type": "number"}, {"type": "null"}]}
     return {
         "type": "object",
         "properties": {name: number if name in spec.numeric_features else text for name in spec.features},
@@ -139,8 +139,10 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     obj = dict(pairs)
     if len(obj) != len(pairs):
         seen: set[str] = set()
-        repeated = next(key for key, _ in pairs if key in seen or seen.add(key))  # type: ignore[func-returns-value]
-        raise ValueError(f"duplicated key {repeated[:64]!r}")
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"duplicated key {key[:64]!r}")
+            seen.add(key)
     return obj
 
 
@@ -270,15 +272,16 @@ class Service:
             raise ApiError(503, "no champion model is loaded yet", "not_ready")
         return model
 
-    def count_predictions(self, predictions: list[str | float]) -> None:
+    def count_predictions(self, predictions: list[Any]) -> None:
+        """Predictions by class (the labelled child is cached: looking it up costs more than the increment), or their values."""
         if not self.spec.is_classification:
             for value in predictions:
-                self.metrics.prediction_values.observe(value)  # type: ignore[arg-type]
+                self.metrics.prediction_values.observe(float(value))
             return
         for cls, n in Counter(predictions).items():
-            child = self._by_class.get(cls)  # type: ignore[arg-type]
+            child = self._by_class.get(cls)
             if child is None:
-                child = self._by_class.setdefault(cls, self.metrics.predictions.labels(prediction=cls))  # type: ignore[arg-type]
+                child = self._by_class[cls] = self.metrics.predictions.labels(prediction=str(cls))
             child.inc(n)
 
     async def predict(self, body: Any) -> Any:

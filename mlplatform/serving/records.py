@@ -62,11 +62,21 @@ def check_number(value: Any) -> tuple[float | None, str | None, str]:
     return number, None, ""
 
 
+def _category_of_number(value: int | float) -> tuple[str | None, str | None, str]:
+    """A number sent for a categorical feature, spelled as ingestion spells it (integral values lose '.0')."""
+    number, problem, kind = check_number(value)
+    if number is None:
+        return None, problem, kind
+    return (str(int(number)) if number.is_integer() and abs(number) < 2**53 else str(number)), None, ""
+
+
 def _text(value: Any) -> tuple[str | None, str | None, str]:
     if value is None:
         return None, None, ""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return _category_of_number(value)
     if not isinstance(value, str):
-        return None, f"expected a string or null, got {type(value).__name__}", "type_error"
+        return None, f"expected a string, a number or null, got {type(value).__name__}", "type_error"
     text = value.strip()
     if len(text) > MAX_TEXT_LENGTH:
         return None, f"longer than {MAX_TEXT_LENGTH} characters", "value_error"
