@@ -16,9 +16,10 @@ from mlplatform.replay import canonical_labels, read_source, write_batches
 from mlplatform.settings import Settings
 from mlplatform.spec import load_spec
 from mlplatform.validation import LABEL, validate_frame
-from mlplatform_tests.alerting_support import FIRST_ROWS, Alertmanager, alertmanager, champion, labels_of, materialize, platform, platform_instance, tick
+from mlplatform_tests.alerting_support import (FIRST_ROWS, Alertmanager, alertmanager, champion, first_rows, labels_of, materialize, platform,
+                                              platform_instance, tick)
 
-__all__ = ["alertmanager", "platform", "platform_instance"]  # fixtures used by name
+__all__ = ["alertmanager", "first_rows", "platform", "platform_instance"]  # fixtures used by name
 
 
 def _alert(version: int | None = 3) -> Alert:
