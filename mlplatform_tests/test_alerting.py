@@ -8,6 +8,7 @@ import pytest
 
 from mlplatform.alerting import Alert, Alerter, AlertName, Severity, serving_reload_failed, serving_reload_succeeded
 from mlplatform.eventlog import SERVING_SOURCE, EventLog
+from mlplatform.live_quality import measure
 from mlplatform.orchestration.alerts import LIVE_QUALITY_CHECK, alerts_sensor, live_quality, run_failure_alerts, run_success_alerts
 from mlplatform.orchestration.assets import evaluation_report, raw_events
 from mlplatform.orchestration.definitions import defs
@@ -18,6 +19,7 @@ from mlplatform.spec import load_spec
 from mlplatform.validation import LABEL, validate_frame
 from mlplatform_tests.alerting_support import (FIRST_ROWS, Alertmanager, alertmanager, champion, first_rows, labels_of, materialize, platform,
                                               platform_instance, tick)
+from mlplatform_tests.conftest import BIKE_SPEC
 
 __all__ = ["alertmanager", "first_rows", "platform", "platform_instance"]  # fixtures used by name
 
@@ -161,3 +163,21 @@ def test_live_quality_below_floor_alerts_even_after_an_alertmanager_outage(platf
     assert meta["events"].value == 200 and meta["precision"].value >= 0.3 and meta["recall"].value >= 0.3
     tick(instance, alerts_sensor, cursor)
     assert alertmanager.alerts(AlertName.LIVE_QUALITY) == []
+
+
+def test_live_quality_of_a_regression_model_against_an_rmse_ceiling(tmp_path: Path) -> None:
+    """Regression: predictions logged as text come back as numbers; the RMSE ceiling is the bound; other
+    versions' predictions and unlabelled ones are not in the window."""
+    spec = load_spec(BIKE_SPEC)
+    settings = Settings(state_dir=tmp_path / "state", dataset_spec=BIKE_SPEC, live_max_rmse=5.0, live_quality_min_events=10)
+    raw = read_source(spec).iloc[:60]
+    events = validate_frame(raw.drop(columns=[spec.label]), spec, generated_id_prefix="served", generated_time_start_us=0).events
+    truth = canonical_labels(raw, spec).to_numpy()
+    log = EventLog.for_dataset(settings.events_dir, spec)
+    log.append(events.assign(label=None, model_version=["3"] * 40 + ["2"] * 20, prediction=truth + 4.0, probability=None), SERVING_SOURCE)
+    log.add_labels(events["event_id"].iloc[:50].tolist(), truth[:50].tolist())
+    within = measure(settings, spec, log, 3)
+    assert (within.events, within.enough, within.below_floor) == (40, True, False) and within.metrics["rmse"] == pytest.approx(4.0)
+    above = measure(settings.model_copy(update={"live_max_rmse": 3.0}), spec, log, 3)
+    assert above.below_floor and above.breaches == ["live rmse 4.0000 > ceiling 3.0000"]
+    assert measure(settings, spec, log, 2).events == 10
