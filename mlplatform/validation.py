@@ -26,6 +26,7 @@ LABEL = "label"
 MAX_ID_LENGTH = 128
 MAX_TEXT_LENGTH = 256
 SHOWN_CHARS = 40
+MAX_EPOCH_SECONDS = 1e11  # numeric event times are seconds since 1970; beyond ~year 5000 they overflow pandas
 _UTC_US = pa.timestamp("us", tz="UTC")
 
 
@@ -70,7 +71,8 @@ def parse_numeric(values: pd.Series) -> tuple[pd.Series, pd.Series]:
 def _event_times(values: pd.Series) -> pd.Series:
     """Microseconds since the epoch (UTC; naive times are UTC), NA where not a timestamp."""
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
-        parsed = pd.to_datetime(values.where(np.isfinite(values.astype("float64"))), unit="s", utc=True, errors="coerce")
+        seconds = values.astype("float64")
+        parsed = pd.to_datetime(seconds.where(seconds.abs() < MAX_EPOCH_SECONDS), unit="s", utc=True, errors="coerce")
     elif isinstance(values.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(values):
         parsed = pd.to_datetime(values, utc=True)
     else:

@@ -304,3 +304,12 @@ def test_many_bad_files_in_one_pass_do_not_stop_the_good_ones(landing: Path, log
     assert report.total("ingested") == 20 and log.counts().total == 20
     assert all(_balanced(f) for f in report.files if not f.rejected)
     assert (landing / "ignored.txt").exists()
+
+
+def test_numeric_event_times_out_of_range_are_quarantined(landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame) -> None:
+    frame = rows.head(5).assign(event_time=[1.7e9, float("nan"), 1e30, -1e30, float("inf")])
+    frame.to_parquet(landing / "times.parquet", index=False)
+    outcome = ingest_file(landing / "times.parquet", adult_spec, log)
+    assert (outcome.ingested, outcome.quarantined) == (1, 4)
+    assert (_quarantine(log)["reason"] == "event_time: missing or not a timestamp").sum() == 4
+    assert log.get(["adult-0"]).iloc[0]["event_time"] == 1_700_000_000_000_000
