@@ -89,3 +89,10 @@ def test_event_log_unavailable_fails_the_run_after_retries_alerts_and_keeps_the_
     assert labels_of(alert) == {"alertname": "MLPlatformRunFailed", "severity": "critical", "dataset": "adult", "model_version": str(before), "job": "retrain"}
     assert "event log" in alert["annotations"]["description"] and failed.run_id in alert["annotations"]["dagster_run"]
     assert champion(platform) == before
+
+
+def test_instance_enables_run_retries_and_run_monitoring_and_retraining_has_a_max_runtime(instance: dg.DagsterInstance) -> None:
+    """The instance Dagster loads from the state folder's dagster.yaml, not just the YAML we wrote."""
+    assert instance.run_retries_enabled and instance.run_retries_max_retries == 1
+    assert instance.run_monitoring_enabled and instance.run_monitoring_max_runtime_seconds == 3600
+    assert defs.resolve_job_def("retrain").tags["dagster/max_runtime"] == "3600"
