@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from evidently import DataDefinition, Dataset, Report
+from evidently.core.report import Snapshot
 from evidently.metrics import ValueDrift
 from evidently.presets import DataDriftPreset
 from mlflow.entities.model_registry import ModelVersion
@@ -152,7 +155,6 @@ class DriftSkipped:
     reason: str
     champion_version: int | None = None
     current_rows: int = 0
-    details: dict[str, object] = field(default_factory=dict)
 
 
 def _is_p_value(method: str) -> bool:
@@ -186,8 +188,12 @@ def reference_side(log: EventLog, spec: DatasetSpec, window: ReferenceWindow, pr
     rows = log.count_between(window.start_us, end, window.label_seq_cutoff)
     sample = _with_predictions(spec, log.sample_between(window.start_us, end, sample_rows, window.label_seq_cutoff), predictor)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    sample.to_parquet(parquet, index=False)
-    info.write_text(json.dumps({"rows": rows, "version": window.version}), encoding="utf-8")
+    # Written aside, then renamed into place (the info file last): a concurrent report never reads half a cache.
+    parquet_tmp, info_tmp = (path.with_name(f".{path.name}.{os.getpid()}.tmp") for path in (parquet, info))
+    sample.to_parquet(parquet_tmp, index=False)
+    parquet_tmp.replace(parquet)
+    info_tmp.write_text(json.dumps({"rows": rows}), encoding="utf-8")
+    info_tmp.replace(info)
     return Side(rows, sample)
 
 
@@ -221,7 +227,7 @@ def _presence(spec: DatasetSpec, reference: pd.DataFrame, current: pd.DataFrame)
     return usable, decided
 
 
-def _run_evidently(spec: DatasetSpec, reference: pd.DataFrame, current: pd.DataFrame, features: list[str], extra: list[str], share_threshold: float):  # noqa: ANN202 - Evidently's Snapshot
+def _run_evidently(spec: DatasetSpec, reference: pd.DataFrame, current: pd.DataFrame, features: list[str], extra: list[str], share_threshold: float) -> Snapshot:
     columns = features + extra
     numeric, categorical = _column_types(spec, columns)
     definition = DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
@@ -235,7 +241,7 @@ def _run_evidently(spec: DatasetSpec, reference: pd.DataFrame, current: pd.DataF
         )
 
 
-def _verdicts(spec: DatasetSpec, snapshot_dict: dict) -> tuple[dict[str, ColumnDrift], int]:  # type: ignore[type-arg]
+def _verdicts(spec: DatasetSpec, snapshot_dict: dict[str, Any]) -> tuple[dict[str, ColumnDrift], int]:
     """Per-column drift from Evidently's ValueDrift results, and its DriftedColumnsCount."""
     found: dict[str, ColumnDrift] = {}
     evidently_count = 0

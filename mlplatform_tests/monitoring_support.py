@@ -9,6 +9,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from mlplatform.landing import ingest_pending
 from mlplatform.orchestration.definitions import defs
 from mlplatform.orchestration.instance import prepare_dagster_home
 from mlplatform.orchestration.resources import PlatformResource
@@ -44,6 +45,11 @@ class Platform:
         """Land rows and ingest them with a real raw_events materialization."""
         write_batches(rows, self.spec, self.settings.landing_dir, 5000, with_labels=with_labels, prefix="labelled" if with_labels else "unlabelled")
         self.materialize("raw_events")
+
+    def ingest(self, rows: pd.DataFrame) -> None:
+        """Land rows and ingest them with the core call raw_events makes, without a Dagster run (for loops)."""
+        write_batches(rows, self.spec, self.settings.landing_dir, 5000, prefix="ingested")
+        ingest_pending(self.settings.landing_dir, self.spec, PlatformResource().get_event_log())
 
     def next_rows(self, n: int) -> pd.DataFrame:
         """The next `n` rows of the stream, marked as replayed."""

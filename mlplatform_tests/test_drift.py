@@ -138,7 +138,7 @@ def test_stationary_stream_triggers_no_drift_retraining_over_ten_reports(shuffle
     cursor = None
     shares = []
     for _ in range(10):
-        shuffled.replay(shuffled.next_rows(150))
+        shuffled.ingest(shuffled.next_rows(150))
         shuffled.materialize("drift_report")
         meta = latest_metadata(shuffled.instance, DRIFT_REPORT) or {}
         shares.append(float(str(meta["drift_share"])))
