@@ -42,6 +42,11 @@ class Settings(BaseSettings):
 
     max_quarantine_share: float = Field(default=0.05, ge=0, le=1, description="raw_events check: warn above this share of quarantined rows in one ingestion.")
     max_null_share: float = Field(default=0.5, ge=0, le=1, description="raw_events check: warn when a feature is missing in more of the recent events.")
+    drift_sample_rows: int = Field(default=100_000, ge=2000, description="Events sampled per side of a drift report: bounds its time and memory on any window (above 1000 rows, so Evidently picks the same test as on all rows).")
+    drift_share_threshold: float = Field(default=0.5, gt=0, le=1, description="Dataset drift when at least this share of feature columns drifted (Evidently's default).")
+    drift_min_current_rows: int = Field(default=50, ge=1, description="With fewer events since the champion's window the drift report is skipped, saying why.")
+    drift_current_hours: float | None = Field(default=None, gt=0, description="Current window: only the last hours of events (default: every event since the champion's window).")
+    drift_every_n_events: int = Field(default=1000, ge=1, description="The drift sensor requests a new drift report after this many new events.")
     dagster_ui_url: str = Field(default="http://127.0.0.1:3000", description="Used to build links in metadata, alerts and the CLI.")
     mlflow_ui_url: str = Field(default="http://127.0.0.1:5000", description="Used to build links to model versions and reports.")
     alertmanager_url: str | None = Field(default=None, description="Prometheus Alertmanager base URL (e.g. http://127.0.0.1:9093); alerts are off when unset.")

@@ -7,8 +7,9 @@ from mlplatform.orchestration.alerts import alert_sensors, live_quality, live_qu
 from mlplatform.orchestration.assets import all_assets, retraining_assets
 from mlplatform.orchestration.checks import all_checks
 from mlplatform.orchestration.instance import RETRAIN_TAG
+from mlplatform.orchestration.monitoring import monitoring_assets, monitoring_checks
 from mlplatform.orchestration.resources import PlatformResource
-from mlplatform.orchestration.sensors import retraining_sensor
+from mlplatform.orchestration.sensors import drift_report_sensor, retraining_sensor
 
 retrain_job = dg.define_asset_job(
     "retrain",
@@ -18,10 +19,10 @@ retrain_job = dg.define_asset_job(
 )
 
 defs = dg.Definitions(
-    assets=[*all_assets, live_quality],
-    asset_checks=all_checks,
+    assets=[*all_assets, live_quality, *monitoring_assets],
+    asset_checks=[*all_checks, *monitoring_checks],
     jobs=[retrain_job],
-    sensors=[retraining_sensor, *alert_sensors],
+    sensors=[retraining_sensor, drift_report_sensor, *alert_sensors],
     schedules=[live_quality_schedule],
     resources={"platform": PlatformResource()},
 )
