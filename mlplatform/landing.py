@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from mlplatform.eventlog import EventLog, now_us
 from mlplatform.features import ARROW_STRING, as_text, normalise_category
 from mlplatform.spec import DatasetSpec
-from mlplatform.validation import EVENT_ID, EVENT_TIME, SchemaError, Validated, parse_numeric, validate_frame
+from mlplatform.validation import EVENT_ID, EVENT_TIME, SchemaError, Validated, parse_numeric, validate_frame, with_clean_columns
 
 SUFFIXES = (".csv", ".csv.gz", ".parquet", ".jsonl", ".jsonl.gz", ".ndjson")
 PROCESSED = "processed"
@@ -110,8 +110,11 @@ def _parse_csv(data: bytes) -> _Parsed:
     lines = [number for number, line in enumerate(data.split(b"\n"), start=1) if line not in (b"", b"\r")]
     invalid: set[int] = set()
 
+    if bad and bad[0][0] == 1:
+        raise UnreadableFile(f"the header line is not valid UTF-8: {bad[0][1]}")
+
     def on_invalid(row: pacsv.InvalidRow) -> str:
-        number = lines[row.number - 1] if row.number else 0
+        number = lines[row.number - 1] if row.number and row.number <= len(lines) else row.number or 0
         invalid.add(number)
         bad.append((number, f"line {number}: expected {row.expected_columns} fields, found {row.actual_columns}", (row.text or "")[:4096]))
         return "skip"
@@ -127,7 +130,9 @@ def _parse_csv(data: bytes) -> _Parsed:
         )
     except (pa.ArrowInvalid, csv.Error) as exc:
         raise UnreadableFile(f"not parseable as CSV: {exc}") from None
-    return _Parsed(_to_pandas(table), bad, [n for n in lines[1:] if n not in invalid])
+    rows = [n for n in lines[1:] if n not in invalid]
+    # Quoted values spanning lines break the one-row-per-line mapping: then rows are numbered 1, 2, ...
+    return _Parsed(_to_pandas(table), bad, rows if len(rows) == table.num_rows else None)
 
 
 def _parse_jsonl(data: bytes, text_columns: list[str]) -> _Parsed:
@@ -259,7 +264,7 @@ def ingest_file(path: Path, spec: DatasetSpec, log: EventLog, max_bytes: int = D
             outcome.duplicates = len(parsed.frame)
             _move(path, PROCESSED)
             return outcome
-        frame = parsed.frame
+        frame = parsed.frame = with_clean_columns(parsed.frame)
         outcome.rows = len(frame) + len(parsed.bad_rows)
         if parsed.bad_rows:
             bad = pd.DataFrame(parsed.bad_rows, columns=["row_number", "reason", "record"])

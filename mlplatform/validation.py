@@ -48,6 +48,16 @@ def canonical_columns(spec: DatasetSpec) -> list[str]:
     return [EVENT_ID, EVENT_TIME, LABEL, *spec.features]
 
 
+def with_clean_columns(raw: pd.DataFrame) -> pd.DataFrame:
+    """`raw` with stripped column names and a fresh index; two columns of one name make the frame unusable."""
+    raw = raw.reset_index(drop=True)
+    raw.columns = [str(c).strip() for c in raw.columns]
+    if raw.columns.duplicated().any():
+        dupes = sorted(set(raw.columns[raw.columns.duplicated()]))
+        raise SchemaError(f"duplicated column names: {dupes}")
+    return raw
+
+
 def _arrow(text: pd.Series) -> pa.Array:
     return pa.array(text, type=pa.string(), from_pandas=True)
 
@@ -111,11 +121,7 @@ def validate_frame(
     twice produces the same event ids. `row_numbers` (default: 1, 2, ...) is where each row sits in
     its file; quarantined rows carry it.
     """
-    raw = raw.reset_index(drop=True)
-    raw.columns = [str(c).strip() for c in raw.columns]
-    if raw.columns.duplicated().any():
-        dupes = sorted(set(raw.columns[raw.columns.duplicated()]))
-        raise SchemaError(f"duplicated column names: {dupes}")
+    raw = with_clean_columns(raw)
     missing = [c for c in spec.features if c not in raw.columns]
     if missing:
         raise SchemaError(f"missing required feature columns: {missing}")

@@ -313,3 +313,25 @@ def test_numeric_event_times_out_of_range_are_quarantined(landing: Path, log: Ev
     assert (outcome.ingested, outcome.quarantined) == (1, 4)
     assert (_quarantine(log)["reason"] == "event_time: missing or not a timestamp").sum() == 4
     assert log.get(["adult-0"]).iloc[0]["event_time"] == 1_700_000_000_000_000
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("dupcols.csv", "event_id,income,income\nadult-0,<=50K,>50K\n", "duplicated column names: ['income']"),
+        ("badheader.csv", b"event_id,\xe9vent\n1,2\n", "the header line is not valid UTF-8"),
+    ],
+)
+def test_unusable_headers_reject_the_file(landing: Path, log: EventLog, adult_spec: DatasetSpec, name: str, content: str | bytes, message: str) -> None:
+    outcome = ingest_file(_drop(landing, name, content), adult_spec, log)
+    assert outcome.rejected is not None and message in outcome.rejected
+    assert log.counts().total == 0 and (landing / "rejected" / name).exists()
+
+
+def test_quoted_values_spanning_lines_are_kept(landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame) -> None:
+    frame = rows.head(4).assign(workclass="Self\nemployed")
+    frame.loc[3, "age"] = "old"
+    outcome = ingest_file(_drop(landing, "multiline.csv", _csv(frame)), adult_spec, log)
+    assert (outcome.ingested, outcome.quarantined) == (3, 1)
+    assert log.get(["adult-0"]).iloc[0]["workclass"] == "Self\nemployed"
+    assert _quarantine(log).iloc[0]["row_number"] == 4
