@@ -280,7 +280,7 @@ class EventLog:
     def append_served(self, rows: Sequence[Sequence[object]], source: str) -> int:
         """Insert new unlabelled events given as plain tuples (`served_columns` order), without pandas.
 
-        The prediction service's path: its event ids are fresh UUIDs and it has no labels, so none of
+        The prediction service's path: its event ids are new (random per-process prefix + counter), it has no labels, so none of
         `append`'s duplicate and late-label handling applies, and a group commit of a few predictions
         must cost microseconds, not a DataFrame. A repeated id fails the whole group (IntegrityError).
         """

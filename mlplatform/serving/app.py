@@ -8,6 +8,7 @@ schemas are still in the OpenAPI document (built from the dataset spec), so clie
 from __future__ import annotations
 
 import hmac
+import itertools
 import json
 import time
 import uuid
@@ -246,6 +247,8 @@ class Service:
         self.watcher: ChampionWatcher | None = None
         self.log: PredictionLog | None = None
         self._by_class: dict[str, Any] = {}
+        self._id_prefix = uuid.uuid4().hex[:20]  # random per process: ids stay unique across restarts and replicas
+        self._id_counter = itertools.count()
 
     def start(self) -> None:
         s = self.settings
@@ -299,7 +302,7 @@ class Service:
         classes = model.predictor.classes or []
         answers, rows = [], []
         for i, row in enumerate(clean):
-            event_id = uuid.uuid4().hex
+            event_id = f"{self._id_prefix}-{next(self._id_counter)}"
             answer: dict[str, Any] = {"event_id": event_id, "model_version": version, "prediction": labels[i]}
             probability = None if probabilities is None else float(probabilities[i])
             if probability is not None:
