@@ -129,8 +129,10 @@ def goals(stream: Stream, spec: DatasetSpec, results: list[PolicyResult]) -> lis
     for p in platforms:
         score, _ = primary(spec, p)
         better = score >= best_score if higher else score <= best_score
-        verdict = "met" if better and p.fits * 3 <= best.fits else "MISSED"
-        lines.append(f"- {stream.name} · {p.policy}: {score:.4f} with {p.fits} fits vs best fixed ({best.policy}) {best_score:.4f} with {best.fits} fits: {verdict}")
+        # Retrains = fits after the first model, which every batch policy shares.
+        verdict = "met" if better and (p.fits - 1) * 3 <= best.fits - 1 else "MISSED"
+        lines.append(f"- {stream.name} · {p.policy}: {score:.4f} with {p.fits - 1} retrains vs best fixed ({best.policy}) "
+                     f"{best_score:.4f} with {best.fits - 1}: {verdict}")
     river = next(r for r in results if "River" in r.policy)
     lines.append(f"- {stream.name} · River ARF: {primary(spec, river)[0]:.4f}")
     return lines
@@ -141,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spec", type=Path, help="your dataset spec (default: the Adult scenarios and Bike Sharing)")
     parser.add_argument("--quick", action="store_true", help="5,000 events per stream")
     parser.add_argument("--events", type=int, default=10_000, help="events per stream (0: all of them)")
-    parser.add_argument("--warmup", type=int, default=3000, help="events the first model is trained on")
+    parser.add_argument("--warmup", type=int, default=0, help="events the first model is trained on (0: 3,000; --quick: 1,500)")
     parser.add_argument("--block", type=int, default=500, help="events per sensor tick (labels are revealed per block)")
     parser.add_argument("--every", type=int, default=1000, help="fixed-interval policies retrain every N events")
     parser.add_argument("--window", type=int, default=5000, help="sliding window of the fixed-interval policy")
@@ -152,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--correction-rate", type=float, default=0.5, help="learning rate of the online residual correction")
     parser.add_argument("--no-record", action="store_true", help="print the table only; leave RESULTS.md alone")
     args = parser.parse_args(argv)
+    args.warmup = args.warmup or (1500 if args.quick else 3000)
     for name in ("events", "warmup", "block", "every", "window", "platform_every", "platform_window", "trials"):
         least = 0 if name in ("events", "platform_every", "platform_window") else 1
         if getattr(args, name) < least:
@@ -188,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         f"events (Evidently via `drift.compare`, dataset drift at ≥ {settings.drift_share_threshold:.0%} of columns), training window "
         f"{settings.training_window} (sliding policy: {args.window}), promotion margin {settings.promotion_margin}; {args.trials} tuning trial(s) per fit; recency half-life "
         f"{args.half_life:g} events. Drift scenarios start at 40% of the stream. Total wall time {time.perf_counter() - started:.0f}s.\n\n"
-        "Goals (platform ≥ best fixed-interval policy with ≤ 1/3 of its fits; 0 drift-triggered retrains when stationary):\n\n" + "\n".join(notes)
+        "Goals (platform ≥ best fixed-interval policy with ≤ 1/3 of its retrains; 0 drift-triggered retrains when stationary):\n\n" + "\n".join(notes)
     )
     print(body)
     if not args.no_record:
