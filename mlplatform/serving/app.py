@@ -367,6 +367,8 @@ def create_app(settings: Settings) -> FastAPI:
         description="Serves the registry's @champion, logs every prediction as an event, takes late labels.",
         version="1",
         lifespan=lifespan,
+        docs_url=None,  # Swagger UI and ReDoc load their scripts from a CDN, which loopback machines cannot reach
+        redoc_url=None,
     )
     app.state.service = service
     app.add_middleware(_Timing, metrics=service.metrics)
