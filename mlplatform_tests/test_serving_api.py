@@ -226,8 +226,11 @@ def test_health_readiness_reload_and_metrics(client: httpx.Client, version: int)
                  "mlplatform_model_reload_failures_total", "mlplatform_prediction_log_lag_seconds_bucket", "mlplatform_prediction_log_pending_rows",
                  "mlplatform_unseen_categories_total", "mlplatform_feedback_total"):
         assert name in text, name
-    assert metric(client, "mlplatform_errors_total", kind="validation") > 0
-    assert metric(client, "mlplatform_errors_total", kind="body_too_large") > 0
+    refused = {kind: metric(client, "mlplatform_errors_total", kind=kind) for kind in ("validation", "body_too_large", "malformed_json")}
+    client.post("/predict", json={"age": "old"})
+    post_raw(client, "/predict", b"x" * (MAX_BODY + 1))
+    post_raw(client, "/predict", b"{")
+    assert {kind: metric(client, "mlplatform_errors_total", kind=kind) for kind in refused} == {kind: n + 1 for kind, n in refused.items()}
 
 
 def test_openapi_describes_the_record_from_the_spec(client: httpx.Client, adult_spec: DatasetSpec) -> None:
