@@ -25,4 +25,6 @@ defs = dg.Definitions(
     sensors=[retraining_sensor, drift_report_sensor, *alert_sensors],
     schedules=[live_quality_schedule],
     resources={"platform": PlatformResource()},
+    # Steps of one run are a chain: one process per run (not per step) saves an import of the code location per step.
+    executor=dg.in_process_executor,
 )

@@ -64,20 +64,15 @@ class Server:
     def died(self) -> bool:
         return self.process is not None and self.process.poll() is not None
 
-    def stop(self, grace_seconds: float) -> None:
-        """SIGINT to the whole process group (what `dagster dev` sends too), SIGKILL to what is left after the grace period."""
+    def signal_group(self, sig: signal.Signals) -> None:
+        """Signal the whole process group: the server and whatever it spawned (code servers, run workers, web workers)."""
         if self.process is not None:
-            for sig, wait in ((signal.SIGINT, grace_seconds), (signal.SIGKILL, 5.0)):
-                try:
-                    os.killpg(self.process.pid, sig)
-                except ProcessLookupError:
-                    break
-                try:
-                    self.process.wait(wait)
-                    _killpg_quietly(self.process.pid)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
+            try:
+                os.killpg(self.process.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def close_log(self) -> None:
         if self._log is not None:
             self._log.close()
 
@@ -87,12 +82,24 @@ class Server:
         return f"{self.name} ({' '.join(self.command[:2])}) {'exited with ' + str(code) if code is not None else 'did not become ready'}{where}"
 
 
-def _killpg_quietly(pgid: int) -> None:
-    """Stop children the group leader left behind (a code server outliving its webserver, for instance)."""
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+def stop_all(servers: list[Server], grace_seconds: float) -> None:
+    """SIGINT to every group at once (what `dagster dev` sends), SIGKILL to what is left after the grace period.
+
+    The groups are killed even when their leader exited, so no code server or run worker outlives `dev`.
+    """
+    for server in servers:
+        server.signal_group(signal.SIGINT)
+    deadline = time.monotonic() + grace_seconds
+    for server in servers:
+        if server.process is not None:
+            try:
+                server.process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        server.signal_group(signal.SIGKILL)
+        if server.process is not None:
+            server.process.wait()
+        server.close_log()
 
 
 def _http_ok(url: str) -> bool:
@@ -185,8 +192,7 @@ def running(settings: Settings, log_dir: Path | None = None, timeout_seconds: fl
         _wait_ready(servers, timeout_seconds)
         yield servers
     finally:
-        for server in reversed(servers):
-            server.stop(grace_seconds)
+        stop_all(servers, grace_seconds)
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -1,0 +1,255 @@
+"""The operator's path in a real browser (Debian's Chromium driven by Playwright) and through Dagster's GraphQL API.
+
+One stack per module: `mlplatform dev`'s servers (Dagster webserver + daemon, MLflow UI, reports route) on free
+loopback ports, over a temporary state where a champion was trained on a small slice of Adult and a drifted batch
+arrived since. Starting the servers is the slow part, so every test here shares them. A failing step leaves a
+screenshot in mlplatform_tests/artifacts/ui/; MLPLATFORM_DOCS_SCREENSHOTS=1 refreshes the README's screenshots.
+"""
+
+import os
+import re
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from mlplatform.orchestration.assets import EVALUATION_REPORT, latest_metadata
+from mlplatform.orchestration.devserver import running
+from mlplatform.orchestration.sensors import SENSOR_NAME
+from mlplatform.registry import CHAMPION, Registry
+from mlplatform.replay import DriftScenario, inject_drift, write_batches
+from mlplatform.settings import REPO_ROOT
+from mlplatform.spec import DatasetSpec
+from mlplatform_tests.monitoring_support import CHAMPION_ROWS, Platform, shuffled_stream, trained_platform
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+from playwright.sync_api import BrowserContext, Page, Route, expect, sync_playwright  # noqa: E402
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
+                 "--disable-dev-shm-usage"]
+ARTIFACTS = Path(__file__).parent / "artifacts" / "ui"
+DOCS_SCREENSHOTS = REPO_ROOT / "docs" / "screenshots"
+DRIFT_REPORT = dg.AssetKey("drift_report")
+GROUPS = {"raw_events": "ingestion", "features": "training", "trained_model": "training", "evaluation_report": "training", "drift_report": "monitoring"}
+DRIFT = DriftScenario(shift_numeric={"age": 2.0, "hours-per-week": 2.0}, category_mix={"workclass": "Self-emp-inc"}, seed=5)
+DRIFTED_ROWS = 1000
+SLOW = 240_000  # ms: each run starts a fresh process that imports the code location, on a machine busy with other tests
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (`make system-deps` installs it)")
+
+
+@dataclass
+class Stack:
+    platform: Platform
+    dagster: str
+    mlflow: str
+    log_dir: Path
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, adult_spec: DatasetSpec, adult_rows: pd.DataFrame) -> Iterator[Stack]:
+    """Two model versions (one `@champion`), a drifted batch and its drift report in a fresh state, then `mlplatform dev`'s servers.
+
+    Automatic retraining and drift runs are switched off, so the daemon only ticks the sensors: the runs the
+    tests launch are the only ones competing for the CPU.
+    """
+    root = tmp_path_factory.mktemp("ui")
+    env = {f"MLPLATFORM_{key}": f"http://127.0.0.1:{_free_port()}" for key in ("DAGSTER_UI_URL", "MLFLOW_UI_URL", "REPORTS_URL")}
+    env |= {"MLPLATFORM_RETRAIN_EVERY_N": "1000000", "MLPLATFORM_MIN_NEW_LABELLED_FOR_DRIFT": "1000000", "MLPLATFORM_DRIFT_EVERY_N_EVENTS": "1000000"}
+    with trained_platform(root / "state", adult_spec, shuffled_stream(adult_rows, seed=5), **env) as platform:
+        platform.replay(inject_drift(platform.next_rows(DRIFTED_ROWS), adult_spec, DRIFT, reference=platform.rows.iloc[:CHAMPION_ROWS]))
+        platform.materialize("drift_report")
+        platform.materialize("features", "trained_model", "evaluation_report")
+        with running(platform.settings, log_dir=root / "logs") as _:
+            yield Stack(platform, env["MLPLATFORM_DAGSTER_UI_URL"], env["MLPLATFORM_MLFLOW_UI_URL"], root / "logs")
+
+
+def _loopback_only(route: Route) -> None:
+    """The machines have no internet and the UIs must not need it: anything but loopback is refused."""
+    if urlsplit(route.request.url).hostname in ("127.0.0.1", "localhost"):
+        route.continue_()
+    else:
+        route.abort()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserContext]:
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 800})
+        context.set_default_timeout(60_000)
+        context.route("**/*", _loopback_only)
+        yield context
+        context.close()
+
+
+@pytest.fixture
+def page(browser: BrowserContext) -> Iterator[Page]:
+    page = browser.new_page()
+    yield page
+    page.close()
+
+
+@contextmanager
+def step(page: Page, name: str) -> Iterator[None]:
+    """One step of a browser test: on failure its screenshot is saved next to the other test artifacts."""
+    try:
+        yield
+    except BaseException:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+        raise
+
+
+def _docs_screenshot(page: Page, name: str) -> None:
+    if os.environ.get("MLPLATFORM_DOCS_SCREENSHOTS"):
+        DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(DOCS_SCREENSHOTS / f"{name}.png"))
+
+
+def _enclosing_group(asset: dict[str, float], headers: dict[str, dict[str, float]]) -> str | None:
+    """The expanded group whose header spans the asset's node and sits nearest above it."""
+    x, y = asset["x"] + asset["width"] / 2, asset["y"]
+    above = [name for name, h in headers.items() if h["x"] <= x <= h["x"] + h["width"] and h["y"] < y]
+    return max(above, key=lambda name: headers[name]["y"], default=None)
+
+
+def _open_metadata_link(browser: BrowserContext, page: Page, url: str) -> Page:
+    """Click the metadata link with this URL as an operator would; Dagster opens it in a new tab."""
+    link = page.locator(f"a[href='{url}']").first
+    expect(link).to_be_visible()
+    with browser.expect_page() as opened:
+        link.click()
+    report = opened.value
+    report.wait_for_load_state()
+    return report
+
+
+def test_asset_graph_shows_the_assets_in_their_groups(stack: Stack, page: Page) -> None:
+    graph = page.locator("foreignObject")
+    with step(page, "graph-groups"):
+        page.goto(f"{stack.dagster}/asset-groups")
+        for group in set(GROUPS.values()):
+            expect(graph.get_by_text(group, exact=True).first).to_be_visible()
+        expect(page.get_by_role("dialog")).to_have_count(0)  # nux.enabled: false, so no first-visit dialog
+    with step(page, "graph-expanded"):
+        page.keyboard.press("Alt+e")  # the graph's "Expand all groups"
+        for asset in GROUPS:
+            expect(graph.get_by_text(asset, exact=True).first).to_be_visible()
+        page.wait_for_timeout(500)  # the layout animates into place
+        headers = {group: graph.get_by_text(group, exact=True).first.bounding_box() for group in set(GROUPS.values())}
+        placed = {asset: _enclosing_group(graph.get_by_text(asset, exact=True).first.bounding_box(), headers) for asset in GROUPS}  # type: ignore[arg-type]
+        assert placed == GROUPS
+        _docs_screenshot(page, "dagster-asset-graph")
+
+
+def test_materializing_raw_events_from_the_ui_succeeds(stack: Stack, page: Page) -> None:
+    platform = stack.platform
+    write_batches(platform.next_rows(200), platform.spec, platform.settings.landing_dir, 200, prefix="from-ui")
+    with step(page, "materialize-click"):
+        page.goto(f"{stack.dagster}/assets/raw_events")
+        button = page.locator("button").filter(has_text=re.compile(r"^\s*Materialize\s*$")).first
+        with page.expect_response(lambda r: "/graphql" in r.url and "LaunchPipelineExecution" in (r.request.post_data or "")) as launched:
+            button.click()
+        run_id = launched.value.json()["data"]["launchPipelineExecution"]["run"]["id"]
+    with step(page, "materialize-run-page"):
+        page.goto(f"{stack.dagster}/runs/{run_id}")
+        expect(page.get_by_text("raw_events", exact=True).first).to_be_visible()
+        expect(page.get_by_text("Success", exact=True).first).to_be_visible(timeout=SLOW)
+    run = platform.instance.get_run_by_id(run_id)
+    assert run is not None and run.status == dg.DagsterRunStatus.SUCCESS
+    assert (latest_metadata(platform.instance, dg.AssetKey("raw_events")) or {})["ingested"] == 200
+
+
+def test_automation_page_lists_the_retraining_sensor_running_with_its_ticks(stack: Stack, page: Page) -> None:
+    with step(page, "automation-list"):
+        page.goto(f"{stack.dagster}/automation")
+        link = page.locator(f"a[href$='/sensors/{SENSOR_NAME}']")
+        expect(link).to_be_visible()
+        row = link.locator("xpath=ancestor::div[count(.//input[@type='checkbox']) = 2][1]")  # selection box, then the on/off switch
+        expect(row.locator("input[type=checkbox]").last).to_be_checked()
+    with step(page, "sensor-page"):
+        link.click()
+        expect(page).to_have_url(re.compile(f"/sensors/{SENSOR_NAME}"))
+        expect(page.get_by_text("Running", exact=True).first).to_be_visible()
+        deadline = time.monotonic() + SLOW / 1000
+        while not page.get_by_text(re.compile(r"^\d+ runs? requested$|^Skipped$")).count() and time.monotonic() < deadline:
+            page.wait_for_timeout(3000)
+            page.reload()
+        expect(page.get_by_text(re.compile(r"^\d+ runs? requested$|^Skipped$")).first).to_be_visible()
+        _docs_screenshot(page, "dagster-retraining-sensor")
+
+
+def test_drift_report_link_opens_the_rendered_report_naming_the_drifted_columns(stack: Stack, browser: BrowserContext, page: Page) -> None:
+    meta = latest_metadata(stack.platform.instance, DRIFT_REPORT) or {}
+    drifted = [name.strip() for name in str(meta["drifted_column_names"]).split(",")]
+    assert {"age", "hours-per-week", "workclass"} <= set(drifted), drifted
+    with step(page, "drift-asset-page"):
+        page.goto(f"{stack.dagster}/assets/drift_report")
+        report = _open_metadata_link(browser, page, str(meta["report_url"]))
+    with step(report, "drift-report"):
+        expect(report).to_have_url(str(meta["report_url"]))
+        for column in drifted:
+            expect(report.get_by_text(column, exact=True).first).to_be_visible()
+        report.close()
+
+
+def test_evaluation_report_and_model_version_are_links(stack: Stack, browser: BrowserContext, page: Page) -> None:
+    meta = latest_metadata(stack.platform.instance, EVALUATION_REPORT) or {}
+    with step(page, "evaluation-asset-page"):
+        page.goto(f"{stack.dagster}/assets/evaluation_report")
+        expect(page.locator(f"a[href='{meta['mlflow_model_version']}']").first).to_be_visible()
+        expect(page.locator(f"a[href='{meta['champion_model_version']}']").first).to_be_visible()
+        report = _open_metadata_link(browser, page, str(meta["report_url"]))
+    with step(report, "evaluation-report"):
+        expect(report.get_by_role("heading", name=f"{stack.platform.spec.name}: challenger v2 {meta['decision']}")).to_be_visible()
+        expect(report.get_by_text(str(meta["reason"])).first).to_be_visible()
+        report.close()
+
+
+def test_launching_a_materialization_through_graphql_succeeds(stack: Stack) -> None:
+    from dagster_graphql import DagsterGraphQLClient
+
+    platform = stack.platform
+    write_batches(platform.next_rows(100), platform.spec, platform.settings.landing_dir, 100, prefix="from-graphql")
+    parts = urlsplit(stack.dagster)
+    client = DagsterGraphQLClient(str(parts.hostname), port_number=parts.port, timeout=60)
+    run_id = client.submit_job_execution("__ASSET_JOB", asset_selection=[dg.AssetKey("raw_events")], tags={"mlplatform/launched_by": "graphql-test"})
+    deadline = time.monotonic() + SLOW / 1000
+    status = client.get_run_status(run_id)
+    while status not in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED) and time.monotonic() < deadline:
+        time.sleep(2)
+        status = client.get_run_status(run_id)
+    assert status == dg.DagsterRunStatus.SUCCESS, f"run {run_id} ended {status}; server logs in {stack.log_dir}"
+    assert (latest_metadata(platform.instance, dg.AssetKey("raw_events")) or {})["ingested"] == 100
+
+
+def test_mlflow_ui_shows_the_registered_model_its_versions_and_the_champion(stack: Stack, page: Page) -> None:
+    settings, spec = stack.platform.settings, stack.platform.spec
+    registry = Registry(settings.tracking_uri, settings.artifact_root, spec)
+    versions = registry.versions()
+    champion = registry.champion()
+    assert versions and champion is not None
+    with step(page, "mlflow-model"):
+        page.goto(f"{stack.mlflow}/#/models/{spec.model_name}")
+        expect(page.get_by_text(spec.model_name, exact=True).first).to_be_visible()
+        for version in versions:
+            expect(page.get_by_role("link", name=f"Version {version.version}", exact=True)).to_be_visible()
+        champion_row = page.get_by_role("row").filter(has=page.get_by_role("link", name=f"Version {champion.version}", exact=True))
+        expect(champion_row.get_by_text(re.compile(rf"^@\s*{CHAMPION}$"))).to_be_visible()
+        _docs_screenshot(page, "mlflow-registered-model")
