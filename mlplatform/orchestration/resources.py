@@ -45,7 +45,8 @@ class PlatformResource(dg.ConfigurableResource):
         Reopened when the file was replaced or removed (restored from a backup, a volume remounted), so a
         long-lived code server never keeps reading a stale file, and an unavailable log fails the run.
         """
-        settings, spec = self.get_settings(), self.get_spec()
+        settings = self.get_settings()
+        spec = load_spec(settings.dataset_spec)  # not get_spec(): settings are read once (sensor ticks call this)
         path = settings.events_dir / f"{spec.name}.sqlite"
         with _lock:
             cached = _event_logs.get(path)
