@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import dagster as dg
 import pandas as pd
 import pytest
+from playwright.sync_api import BrowserContext, Page, Route, expect, sync_playwright
 
 from mlplatform.orchestration.assets import EVALUATION_REPORT, latest_metadata
 from mlplatform.orchestration.devserver import running
@@ -29,8 +30,6 @@ from mlplatform.settings import REPO_ROOT
 from mlplatform.spec import DatasetSpec
 from mlplatform_tests.monitoring_support import CHAMPION_ROWS, Platform, shuffled_stream, trained_platform
 
-playwright_api = pytest.importorskip("playwright.sync_api")
-from playwright.sync_api import BrowserContext, Page, Route, expect, sync_playwright  # noqa: E402
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
@@ -74,7 +73,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, adult_spec: DatasetSpec, adu
         platform.replay(inject_drift(platform.next_rows(DRIFTED_ROWS), adult_spec, DRIFT, reference=platform.rows.iloc[:CHAMPION_ROWS]))
         platform.materialize("drift_report")
         platform.materialize("features", "trained_model", "evaluation_report")
-        with running(platform.settings, log_dir=root / "logs") as _:
+        with running(platform.settings, log_dir=root / "logs"):
             yield Stack(platform, env["MLPLATFORM_DAGSTER_UI_URL"], env["MLPLATFORM_MLFLOW_UI_URL"], root / "logs")
 
 

@@ -9,6 +9,7 @@ import dagster as dg
 from mlplatform.drift import LIVE_METRICS, ColumnDrift, DriftReport, DriftSkipped, build_drift_report
 from mlplatform.orchestration.assets import EXTERNAL_RETRY, RAW_EVENTS, _markdown_table, latest_metadata
 from mlplatform.orchestration.resources import PlatformResource
+from mlplatform.reports import mlflow_version_url, report_url
 from mlplatform.settings import Settings
 from mlplatform.spec import DatasetSpec
 
@@ -49,7 +50,7 @@ def report_metadata(settings: Settings, spec: DatasetSpec, report: DriftReport, 
         "seconds": round(report.seconds, 3),
         "most_drifted": dg.MetadataValue.md(_markdown_table(report.table(TOP_COLUMNS))),
         "report_path": dg.MetadataValue.path(str(report.report_path)),
-        "report_url": dg.MetadataValue.url(f"{settings.reports_url.rstrip('/')}/drift/{report.report_path.name}"),
+        "report_url": dg.MetadataValue.url(report_url(settings, report.report_path)),
         "mlflow_model_version": dg.MetadataValue.url(mlflow_url),
     }
 
@@ -81,7 +82,7 @@ def drift_report(context: dg.AssetExecutionContext, platform: PlatformResource) 
         return dg.MaterializeResult(metadata=skipped_metadata(result))
     registry.log_artifact(result.champion_version, result.report_path, "drift")
     context.log.info(f"drift share {result.drift_share:.2f} ({', '.join(result.drifted_columns) or 'no drifted columns'}); report {result.report_path}")
-    mlflow_url = f"{settings.mlflow_ui_url}/#/models/{registry.name}/versions/{result.champion_version}"
+    mlflow_url = mlflow_version_url(settings, registry.name, result.champion_version)
     return dg.MaterializeResult(metadata=report_metadata(settings, spec, result, mlflow_url))
 
 

@@ -1,0 +1,75 @@
+"""`mlplatform dev` on a fresh state: every server answers on loopback, and Ctrl-C leaves no process behind."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from mlplatform.reports import report_url
+from mlplatform.settings import REPO_ROOT, Settings
+from mlplatform_tests.conftest import ADULT_SPEC
+
+SERVERS = ("mlflow", "reports", "dagster-daemon", "dagster-webserver")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _processes_with(marker: str) -> list[int]:
+    """Processes whose environment holds the marker: everything `dev` started inherits it."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if marker.encode() in (entry / "environ").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def test_report_url_points_into_the_served_reports_folder(tmp_path: Path) -> None:
+    settings = Settings(state_dir=tmp_path, reports_url="http://127.0.0.1:4000/")
+    assert report_url(settings, settings.reports_dir / "drift" / "adult v1.html") == "http://127.0.0.1:4000/drift/adult%20v1.html"
+    with pytest.raises(ValueError):
+        report_url(settings, tmp_path / "elsewhere.html")
+
+
+def test_dev_serves_a_fresh_state_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    urls = {f"MLPLATFORM_{key}": f"http://127.0.0.1:{_free_port()}" for key in ("DAGSTER_UI_URL", "MLFLOW_UI_URL", "REPORTS_URL")}
+    env = {**os.environ, **urls, "MLPLATFORM_STATE_DIR": str(state), "MLPLATFORM_DATASET_SPEC": str(ADULT_SPEC)}
+    proc = subprocess.Popen([sys.executable, "-m", "mlplatform.cli", "dev"], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True, start_new_session=True)
+    marker = f"MLPLATFORM_STATE_DIR={state}\0"
+    try:
+        printed = []
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 300
+        while not any(line.strip().startswith("dagster-webserver") for line in printed) and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            printed.append(line)
+        assert [s for s in SERVERS if any(line.strip().startswith(s) for line in printed)] == list(SERVERS), "".join(printed)
+        for url in (urls["MLPLATFORM_DAGSTER_UI_URL"] + "/server_info", urls["MLPLATFORM_MLFLOW_UI_URL"] + "/health", urls["MLPLATFORM_REPORTS_URL"] + "/"):
+            with urllib.request.urlopen(url, timeout=10) as response:
+                assert response.status == 200, url
+        assert (state / "dagster" / "dagster.yaml").exists() and (state / "mlflow" / "mlflow.db").exists()
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=90)
+        assert proc.returncode == 0 and "stopped" in out
+        assert _processes_with(marker) == []
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
