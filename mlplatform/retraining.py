@@ -85,16 +85,20 @@ def training_config(settings: Settings) -> TrainingConfig:
     )
 
 
-def split_window(window: pd.DataFrame, holdout_fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Time-ordered split: the latest `holdout_fraction` is the hold-out."""
-    n_holdout = max(1, int(len(window) * holdout_fraction))
+def split_window(window: pd.DataFrame, holdout_fraction: float, holdout_max_rows: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Time-ordered split: the latest `holdout_fraction` (at most `holdout_max_rows`) is the hold-out.
+
+    The cap matters after drift: with a plain fraction, a challenger would never see the newest events
+    it is meant to adapt to, because they all land in the hold-out.
+    """
+    n_holdout = max(1, min(int(len(window) * holdout_fraction), holdout_max_rows))
     return window.iloc[:-n_holdout].reset_index(drop=True), window.iloc[-n_holdout:].reset_index(drop=True)
 
 
 def prepare_window(settings: Settings, spec: DatasetSpec, window: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, FeatureTransformer]:
     """Check a labelled window, split off the hold-out and fit the transformer on the training part."""
     check_window(window, spec, settings.min_training_rows)
-    train_part, holdout = split_window(window, settings.holdout_fraction)
+    train_part, holdout = split_window(window, settings.holdout_fraction, settings.holdout_max_rows)
     check_window(train_part, spec, max(10, int(settings.min_training_rows * (1 - settings.holdout_fraction))))
     return train_part, holdout, fit_transformer(train_part, spec)
 

@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     retrain_cooldown_seconds: float = Field(default=300.0, ge=0, description="Minimum time between two sensor-launched retrainings.")
     training_window: int = Field(default=50_000, ge=100, description="Most recent labelled events used for one training.")
     holdout_fraction: float = Field(default=0.2, gt=0, lt=0.9, description="Latest share of the window kept for challenger vs champion.")
+    holdout_max_rows: int = Field(default=2000, ge=10, description="Cap on the hold-out, so a challenger still trains on most of what arrived since the last champion.")
     validation_fraction: float = Field(default=0.2, gt=0, lt=0.9, description="Latest share of the training part used for early stopping.")
     min_training_rows: int = Field(default=200, ge=10, description="Fewer labelled events than this and training refuses to run.")
     tuning_trials: int = Field(default=8, ge=1, description="Hyperparameter trials per training.")

@@ -24,7 +24,7 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 DEMO_MARKER = ".mlplatform-demo"
 FIRST_WINDOW = 10_000
 BATCH = 2_500
-DRIFTED_ROWS = 2_000
+DRIFTED_ROWS = 4_000
 DRIFTED_COLUMNS_PER_TYPE = 4
 
 
