@@ -1,12 +1,16 @@
 """Alerts end to end against a real Alertmanager: each kind fired through the real pipeline, read back from its
 API v2 with its labels, and resolved when the condition clears; a down Alertmanager never fails the pipeline."""
 
+import time
+from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlparse
 
 import dagster as dg
+import pandas as pd
 import pytest
 
-from mlplatform.alerting import Alert, Alerter, AlertName, Severity, serving_reload_failed, serving_reload_succeeded
+from mlplatform.alerting import Alert, Alerter, AlertName, Severity
 from mlplatform.eventlog import SERVING_SOURCE, EventLog
 from mlplatform.live_quality import measure
 from mlplatform.orchestration.alerts import LIVE_QUALITY_CHECK, alerts_sensor, live_quality, run_failure_alerts, run_success_alerts
@@ -14,12 +18,15 @@ from mlplatform.orchestration.assets import evaluation_report, raw_events
 from mlplatform.orchestration.definitions import defs
 from mlplatform.registry import Registry
 from mlplatform.replay import canonical_labels, read_source, write_batches
+from mlplatform.serving.champion import ChampionWatcher
+from mlplatform.serving.metrics import ServingMetrics
 from mlplatform.settings import Settings
 from mlplatform.spec import load_spec
 from mlplatform.validation import LABEL, validate_frame
 from mlplatform_tests.alerting_support import (FIRST_ROWS, Alertmanager, alertmanager, champion, first_rows, labels_of, materialize, platform,
                                               platform_instance, tick)
 from mlplatform_tests.conftest import BIKE_SPEC
+from mlplatform_tests.serving_support import register_versions
 
 __all__ = ["alertmanager", "first_rows", "platform", "platform_instance"]  # fixtures used by name
 
@@ -53,16 +60,38 @@ def test_alerter_fires_resolves_and_delivers_later_when_alertmanager_was_down(al
     assert alertmanager.alerts(AlertName.DRIFT) == [] and alerter.firing() == []
 
 
-def test_serving_reload_failure_alert_and_its_resolution(alertmanager: Alertmanager, tmp_path: Path) -> None:
-    """What the prediction service calls when a promoted version does not load, and when a reload works again."""
+def _wait_for(predicate: Callable[[], bool], seconds: float = 30) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return predicate()
+
+
+def test_serving_reload_failure_fires_from_the_champion_watcher_and_resolves_on_the_next_good_reload(
+        alertmanager: Alertmanager, adult_rows: pd.DataFrame, tmp_path: Path) -> None:
+    """The prediction service's own watcher: a promoted version that does not load alerts; a later good one resolves it."""
     settings = Settings(state_dir=tmp_path / "state", alertmanager_url=alertmanager.url)
+    settings.ensure_dirs()
     spec = load_spec(settings.dataset_spec)
-    assert serving_reload_failed(settings, spec, 7, "MlflowException: model artifacts missing").sent == 1
+    good, broken, later = register_versions(settings, spec, adult_rows.iloc[:3000], 3)
+    registry = Registry(settings.tracking_uri, settings.artifact_root, spec)
+    watcher = ChampionWatcher(registry, spec, interval_s=3600, metrics=ServingMetrics(), settings=settings)
+    assert watcher.check().version == good
+    location = Path(urlparse(registry.client.get_model_version_download_uri(registry.name, str(broken))).path)
+    for booster in location.rglob("booster.txt"):
+        booster.write_text("not a LightGBM model", encoding="utf-8")
+    registry.promote(broken)
+    outcome = watcher.check()
+    assert outcome.version == good and outcome.error and f"cannot load version {broken}" in outcome.error
+    assert _wait_for(lambda: len(alertmanager.alerts(AlertName.SERVING_RELOAD_FAILED)) == 1)
     [alert] = alertmanager.alerts(AlertName.SERVING_RELOAD_FAILED)
-    assert labels_of(alert) == {"alertname": "MLPlatformServingReloadFailed", "severity": "critical", "dataset": "adult", "model_version": "7"}
-    assert "artifacts missing" in alert["annotations"]["description"]
-    assert serving_reload_succeeded(settings, spec).sent == 1
-    assert alertmanager.alerts(AlertName.SERVING_RELOAD_FAILED) == []
+    assert labels_of(alert) == {"alertname": "MLPlatformServingReloadFailed", "severity": "critical", "dataset": "adult", "model_version": str(broken)}
+    assert f"cannot load version {broken}" in alert["annotations"]["description"]
+    registry.promote(later)
+    assert watcher.check().version == later
+    assert _wait_for(lambda: alertmanager.alerts(AlertName.SERVING_RELOAD_FAILED) == [])
 
 
 def test_failed_retraining_then_refused_promotion(platform: Settings, platform_instance: dg.DagsterInstance, alertmanager: Alertmanager,

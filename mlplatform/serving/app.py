@@ -257,7 +257,7 @@ class Service:
         self.events = EventLog.for_dataset(s.events_dir, self.spec)
         self.log = PredictionLog(self.events, self.metrics, s.serve_log_interval_ms / 1000, s.serve_log_max_rows)
         self.log.start()
-        self.watcher = ChampionWatcher(Registry(s.tracking_uri, s.artifact_root, self.spec), self.spec, s.serve_reload_seconds, self.metrics)
+        self.watcher = ChampionWatcher(Registry(s.tracking_uri, s.artifact_root, self.spec), self.spec, s.serve_reload_seconds, self.metrics, s)
         self.watcher.check()
         self.watcher.start()
 

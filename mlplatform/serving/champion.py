@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from mlplatform.alerting import serving_reload_failed, serving_reload_succeeded
 from mlplatform.predictor import Predictor
 from mlplatform.registry import Registry
 from mlplatform.serving.metrics import ServingMetrics
 from mlplatform.serving.records import RecordCodec
 from mlplatform.serving.singlerow import SingleRowPredictor
+from mlplatform.settings import Settings
 from mlplatform.spec import DatasetSpec
 
 log = logging.getLogger(__name__)
@@ -58,8 +61,10 @@ class ReloadOutcome:
 class ChampionWatcher:
     """Keeps `current` on the champion version of one registered model."""
 
-    def __init__(self, registry: Registry, spec: DatasetSpec, interval_s: float, metrics: ServingMetrics) -> None:
+    def __init__(self, registry: Registry, spec: DatasetSpec, interval_s: float, metrics: ServingMetrics, settings: Settings | None = None) -> None:
         self.registry = registry
+        self.settings = settings
+        self._alert_firing = False
         self.spec = spec
         self.interval_s = interval_s
         self.metrics = metrics
@@ -103,13 +108,23 @@ class ChampionWatcher:
             self.metrics.model_version.set(version)
             self.metrics.reloads.inc()
             log.info("serving model version %s (was %s)", version, serving)
+            if self._alert_firing:
+                self._alert_firing = False
+                self._notify(serving_reload_succeeded)
             return ReloadOutcome(version, True)
 
     def _failed(self, serving: int | None, version: int | None, message: str) -> ReloadOutcome:
         self._failed_version = version
         self.metrics.reload_failures.inc()
         log.error("model reload failed, still serving version %s: %s", serving, message)
+        self._alert_firing = True
+        self._notify(serving_reload_failed, version if version is not None else serving or 0, message)
         return ReloadOutcome(serving, False, message)
+
+    def _notify(self, send: Callable[..., object], *args: object) -> None:
+        """Alerts leave on their own thread: a slow Alertmanager must never delay a reload or a request."""
+        if self.settings is not None and self.settings.alertmanager_url:
+            threading.Thread(target=send, args=(self.settings, self.spec, *args), name="reload-alert", daemon=True).start()
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
