@@ -17,14 +17,10 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from evidently import DataDefinition, Dataset, Report
-from evidently.core.report import Snapshot
-from evidently.metrics import ValueDrift
-from evidently.presets import DataDriftPreset
 from mlflow.entities.model_registry import ModelVersion
 
 from mlplatform.evaluation import score
@@ -34,6 +30,9 @@ from mlplatform.registry import Registry, tag
 from mlplatform.settings import Settings
 from mlplatform.spec import DatasetSpec, Task
 from mlplatform.validation import LABEL
+
+if TYPE_CHECKING:
+    from evidently.core.report import Snapshot
 
 PREDICTION_COLUMN = "champion_prediction"
 US_PER_HOUR = 3_600_000_000
@@ -228,6 +227,12 @@ def _presence(spec: DatasetSpec, reference: pd.DataFrame, current: pd.DataFrame)
 
 
 def _run_evidently(spec: DatasetSpec, reference: pd.DataFrame, current: pd.DataFrame, features: list[str], extra: list[str], share_threshold: float) -> Snapshot:
+    # Imported here: Evidently is most of the code location's import time, which every Dagster
+    # code server and run worker pays, and only drift reports need it.
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.metrics import ValueDrift
+    from evidently.presets import DataDriftPreset
+
     columns = features + extra
     numeric, categorical = _column_types(spec, columns)
     definition = DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
