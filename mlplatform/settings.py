@@ -67,6 +67,7 @@ class Settings(BaseSettings):
     serve_max_batch_rows: int = Field(default=1000, ge=1, description="Larger /predict batches get 413.")
     serve_token: SecretStr | None = Field(default=None, description="Bearer token required by /feedback and /admin/* when set.")
     serve_log_interval_ms: float = Field(default=0.0, ge=0, description="Prediction-log group commit: extra wait to gather a bigger group (0: requests queued while the previous commit ran form the next group).")
+    serve_live_quality_seconds: float = Field(default=30.0, gt=0, description="How often serving refreshes its live-quality gauges.")
     serve_log_max_rows: int = Field(default=2000, ge=1, description="Prediction-log group commit: most rows in one transaction.")
 
     @model_validator(mode="after")

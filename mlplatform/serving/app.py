@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from mlplatform.eventlog import EventLog, now_us
 from mlplatform.registry import Registry
 from mlplatform.serving.champion import ChampionWatcher, ServedModel
+from mlplatform.serving.live import LiveQualityGauges
 from mlplatform.serving.metrics import ServingMetrics
 from mlplatform.serving.predictionlog import PredictionLog, PredictionLogError
 from mlplatform.serving.records import FieldError, check_number, utf8_problem
@@ -246,6 +247,7 @@ class Service:
         self.events: EventLog | None = None
         self.watcher: ChampionWatcher | None = None
         self.log: PredictionLog | None = None
+        self.live: LiveQualityGauges | None = None
         self._by_class: dict[str, Any] = {}
         self._id_prefix = uuid.uuid4().hex[:20]  # random per process: ids stay unique across restarts and replicas
         self._id_counter = itertools.count()
@@ -260,8 +262,13 @@ class Service:
         self.watcher = ChampionWatcher(Registry(s.tracking_uri, s.artifact_root, self.spec), self.spec, s.serve_reload_seconds, self.metrics, s)
         self.watcher.check()
         self.watcher.start()
+        watcher = self.watcher
+        self.live = LiveQualityGauges(s, self.spec, self.events, self.metrics, lambda: watcher.current.version if watcher.current else None)
+        self.live.start()
 
     def stop(self) -> None:
+        if self.live:
+            self.live.stop()
         if self.watcher:
             self.watcher.stop()
         if self.log:

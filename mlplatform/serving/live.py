@@ -1,0 +1,64 @@
+"""Live quality in the serving process: the champion's windowed metrics on its labelled served predictions, as gauges.
+
+The same `live_quality.measure` as the `live_quality` asset, refreshed on a thread of its own every
+`serve_live_quality_seconds`, so Prometheus sees quality falling between two materializations.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from prometheus_client import Gauge
+
+from mlplatform.eventlog import EventLog
+from mlplatform.live_quality import LiveQuality, measure
+from mlplatform.serving.metrics import ServingMetrics
+from mlplatform.settings import Settings
+from mlplatform.spec import DatasetSpec
+
+log = logging.getLogger(__name__)
+
+
+class LiveQualityGauges:
+    """Keeps `mlplatform_live_*` gauges on the version currently served."""
+
+    def __init__(self, settings: Settings, spec: DatasetSpec, events: EventLog, metrics: ServingMetrics, served_version: Callable[[], int | None]) -> None:
+        self.settings = settings
+        self.spec = spec
+        self.events = events
+        self.served_version = served_version
+        r = metrics.registry
+        self.metric = Gauge("mlplatform_live_metric", "The served version's metric on its latest labelled served predictions.", ["metric"], registry=r)
+        self.labelled = Gauge("mlplatform_live_labelled_events", "Labelled served predictions in the live-quality window.", registry=r)
+        self.below_floor = Gauge("mlplatform_live_below_floor", "1 when a live metric breaches its floor (with enough labelled events).", registry=r)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="live-quality", daemon=True)
+
+    def update(self) -> LiveQuality | None:
+        """Measure the served version now; None while no model is served."""
+        version = self.served_version()
+        if version is None:
+            return None
+        quality = measure(self.settings, self.spec, self.events, version)
+        self.metric.clear()
+        for name, value in quality.metrics.items():
+            self.metric.labels(metric=name).set(value)
+        self.labelled.set(quality.events)
+        self.below_floor.set(1 if quality.below_floor else 0)
+        return quality
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.settings.serve_live_quality_seconds):
+            try:
+                self.update()
+            except Exception:  # a failed measurement must never take the service down
+                log.exception("live quality measurement failed")

@@ -1,0 +1,50 @@
+"""The serving process's live-quality gauges, over a real event log of served, late-labelled predictions."""
+
+from pathlib import Path
+
+import pytest
+
+from mlplatform.eventlog import SERVING_SOURCE, EventLog
+from mlplatform.replay import canonical_labels, read_source
+from mlplatform.serving.live import LiveQualityGauges
+from mlplatform.serving.metrics import ServingMetrics
+from mlplatform.settings import Settings
+from mlplatform.spec import load_spec
+from mlplatform.validation import validate_frame
+from mlplatform_tests.conftest import BIKE_SPEC
+
+
+def _gauge(metrics: ServingMetrics, name: str, **labels: str) -> float | None:
+    return metrics.registry.get_sample_value(name, labels)
+
+
+def test_gauges_follow_the_served_version_and_its_ceiling(tmp_path: Path) -> None:
+    spec = load_spec(BIKE_SPEC)
+    settings = Settings(state_dir=tmp_path / "state", dataset_spec=BIKE_SPEC, live_max_rmse=5.0, live_quality_min_events=10)
+    raw = read_source(spec).iloc[:60]
+    events = validate_frame(raw.drop(columns=[spec.label]), spec, generated_id_prefix="served", generated_time_start_us=0).events
+    truth = canonical_labels(raw, spec).to_numpy()
+    log = EventLog.for_dataset(settings.events_dir, spec)
+    log.append(events.assign(label=None, model_version=["3"] * 40 + ["2"] * 20, prediction=truth + 4.0, probability=None), SERVING_SOURCE)
+    log.add_labels(events["event_id"].iloc[:50].tolist(), truth[:50].tolist())
+    served: list[int | None] = [None]
+    metrics = ServingMetrics()
+    gauges = LiveQualityGauges(settings, spec, log, metrics, lambda: served[0])
+
+    assert gauges.update() is None  # nothing served yet: no verdict, no gauge values
+    assert _gauge(metrics, "mlplatform_live_labelled_events") == 0
+
+    served[0] = 3
+    quality = gauges.update()
+    assert quality is not None and quality.events == 40
+    assert _gauge(metrics, "mlplatform_live_metric", metric="rmse") == pytest.approx(4.0)
+    assert _gauge(metrics, "mlplatform_live_labelled_events") == 40
+    assert _gauge(metrics, "mlplatform_live_below_floor") == 0
+
+    strict_metrics = ServingMetrics()
+    LiveQualityGauges(settings.model_copy(update={"live_max_rmse": 3.0}), spec, log, strict_metrics, lambda: 3).update()
+    assert _gauge(strict_metrics, "mlplatform_live_below_floor") == 1
+
+    served[0] = 2  # a promotion: the gauges now describe the new version (10 labelled of its 20)
+    assert gauges.update().events == 10  # type: ignore[union-attr]
+    assert _gauge(metrics, "mlplatform_live_labelled_events") == 10
