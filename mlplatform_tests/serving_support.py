@@ -18,7 +18,9 @@ import pandas as pd
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from mlplatform.eventlog import SERVING_SOURCE, EventLog
 from mlplatform.registry import Registry
+from mlplatform.replay import canonical_labels, read_source
 from mlplatform.settings import Settings
 from mlplatform.spec import DatasetSpec
 from mlplatform.training import TrainingConfig, train
@@ -146,3 +148,15 @@ def client(server: Server) -> Iterator[httpx.Client]:
     """An HTTP client on the importing test module's `server` fixture."""
     with httpx.Client(base_url=server.url, timeout=30) as c:
         yield c
+
+
+def served_regression_log(settings: Settings, spec: DatasetSpec) -> EventLog:
+    """60 served Bike Sharing predictions, each 4.0 off its label: 40 by version 3, 20 by version 2; the first 50
+    get their labels late, by event id (so version 3 has 40 labelled, version 2 has 10)."""
+    raw = read_source(spec).iloc[:60]
+    events = validate_frame(raw.drop(columns=[spec.label]), spec, generated_id_prefix="served", generated_time_start_us=0).events
+    truth = canonical_labels(raw, spec).to_numpy()
+    log = EventLog.for_dataset(settings.events_dir, spec)
+    log.append(events.assign(label=None, model_version=["3"] * 40 + ["2"] * 20, prediction=truth + 4.0, probability=None), SERVING_SOURCE)
+    log.add_labels(events["event_id"].iloc[:50].tolist(), truth[:50].tolist())
+    return log

@@ -26,7 +26,7 @@ from mlplatform.validation import LABEL, validate_frame
 from mlplatform_tests.alerting_support import (FIRST_ROWS, Alertmanager, alertmanager, champion, first_rows, labels_of, materialize, platform,
                                               platform_instance, tick)
 from mlplatform_tests.conftest import BIKE_SPEC
-from mlplatform_tests.serving_support import register_versions
+from mlplatform_tests.serving_support import register_versions, served_regression_log
 
 __all__ = ["alertmanager", "first_rows", "platform", "platform_instance"]  # fixtures used by name
 
@@ -199,12 +199,7 @@ def test_live_quality_of_a_regression_model_against_an_rmse_ceiling(tmp_path: Pa
     versions' predictions and unlabelled ones are not in the window."""
     spec = load_spec(BIKE_SPEC)
     settings = Settings(state_dir=tmp_path / "state", dataset_spec=BIKE_SPEC, live_max_rmse=5.0, live_quality_min_events=10)
-    raw = read_source(spec).iloc[:60]
-    events = validate_frame(raw.drop(columns=[spec.label]), spec, generated_id_prefix="served", generated_time_start_us=0).events
-    truth = canonical_labels(raw, spec).to_numpy()
-    log = EventLog.for_dataset(settings.events_dir, spec)
-    log.append(events.assign(label=None, model_version=["3"] * 40 + ["2"] * 20, prediction=truth + 4.0, probability=None), SERVING_SOURCE)
-    log.add_labels(events["event_id"].iloc[:50].tolist(), truth[:50].tolist())
+    log = served_regression_log(settings, spec)
     within = measure(settings, spec, log, 3)
     assert (within.events, within.enough, within.below_floor) == (40, True, False) and within.metrics["rmse"] == pytest.approx(4.0)
     above = measure(settings.model_copy(update={"live_max_rmse": 3.0}), spec, log, 3)

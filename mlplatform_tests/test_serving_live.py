@@ -4,14 +4,12 @@ from pathlib import Path
 
 import pytest
 
-from mlplatform.eventlog import SERVING_SOURCE, EventLog
-from mlplatform.replay import canonical_labels, read_source
 from mlplatform.serving.live import LiveQualityGauges
 from mlplatform.serving.metrics import ServingMetrics
 from mlplatform.settings import Settings
 from mlplatform.spec import load_spec
-from mlplatform.validation import validate_frame
 from mlplatform_tests.conftest import BIKE_SPEC
+from mlplatform_tests.serving_support import served_regression_log
 
 
 def _gauge(metrics: ServingMetrics, name: str, **labels: str) -> float | None:
@@ -21,12 +19,7 @@ def _gauge(metrics: ServingMetrics, name: str, **labels: str) -> float | None:
 def test_gauges_follow_the_served_version_and_its_ceiling(tmp_path: Path) -> None:
     spec = load_spec(BIKE_SPEC)
     settings = Settings(state_dir=tmp_path / "state", dataset_spec=BIKE_SPEC, live_max_rmse=5.0, live_quality_min_events=10)
-    raw = read_source(spec).iloc[:60]
-    events = validate_frame(raw.drop(columns=[spec.label]), spec, generated_id_prefix="served", generated_time_start_us=0).events
-    truth = canonical_labels(raw, spec).to_numpy()
-    log = EventLog.for_dataset(settings.events_dir, spec)
-    log.append(events.assign(label=None, model_version=["3"] * 40 + ["2"] * 20, prediction=truth + 4.0, probability=None), SERVING_SOURCE)
-    log.add_labels(events["event_id"].iloc[:50].tolist(), truth[:50].tolist())
+    log = served_regression_log(settings, spec)
     served: list[int | None] = [None]
     metrics = ServingMetrics()
     gauges = LiveQualityGauges(settings, spec, log, metrics, lambda: served[0])
