@@ -1,6 +1,5 @@
 """Software-defined assets of the retraining loop. Each reads its inputs, calls the core, reports metadata."""
 
-
 import html
 from pathlib import Path
 

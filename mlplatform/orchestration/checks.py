@@ -1,6 +1,5 @@
 """Asset checks that are not computed inside their asset."""
 
-
 import dagster as dg
 
 from mlplatform.orchestration.assets import RAW_EVENTS, latest_metadata

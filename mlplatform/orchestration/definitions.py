@@ -1,6 +1,5 @@
 """The code location: `dagster dev -w workspace.yaml` loads `defs` from here."""
 
-
 import dagster as dg
 
 from mlplatform.orchestration.alerts import alert_sensors, live_quality, live_quality_schedule

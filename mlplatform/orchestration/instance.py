@@ -1,6 +1,5 @@
 """The Dagster instance in the state folder: SQLite storage, telemetry off, run retries and a queue."""
 
-
 import os
 
 import yaml

@@ -1,6 +1,5 @@
 """The one Dagster resource: the platform's settings and the core objects built from them."""
 
-
 import threading
 from pathlib import Path
 
