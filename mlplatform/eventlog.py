@@ -272,13 +272,8 @@ class EventLog:
             applied = list(to_apply)
         return LabelResult(applied, unchanged, unknown, conflicts)
 
-    @property
-    def served_columns(self) -> list[str]:
-        """Order of the values in each row given to `append_served`."""
-        return [EVENT_ID, EVENT_TIME, *SERVING_COLUMNS, *self.spec.features]
-
     def append_served(self, rows: Sequence[Sequence[object]], source: str) -> int:
-        """Insert new unlabelled events given as plain tuples (`served_columns` order), without pandas.
+        """Insert new unlabelled events given as plain tuples (event_id, event_time, model_version, prediction, probability, then the features in spec order), without pandas.
 
         The prediction service's path: its event ids are new (random per-process prefix + counter), it has no labels, so none of
         `append`'s duplicate and late-label handling applies, and a group commit of a few predictions

@@ -50,6 +50,15 @@ class FileOutcome:
     rejected: str | None = None
     already_ingested: bool = False
 
+    @property
+    def note(self) -> str:
+        """What a person should know about this file beyond the counts."""
+        if self.rejected:
+            return self.rejected
+        if self.already_ingested:
+            return "already ingested"
+        return f"ignored columns: {', '.join(self.extra_columns)}" if self.extra_columns else ""
+
 
 @dataclass
 class IngestReport:

@@ -47,7 +47,6 @@ class VersionInfo:
     aliases: list[str]
     tags: dict[str, str]
     metrics: dict[str, float]
-    created_ms: int
 
 
 class Registry:
@@ -155,7 +154,7 @@ class Registry:
         for v in sorted(found, key=lambda v: int(v.version), reverse=True):
             run = self.client.get_run(v.run_id)
             mine = sorted(alias for alias, version in aliases.items() if str(version) == str(v.version))
-            out.append(VersionInfo(int(v.version), v.run_id, mine, dict(v.tags), dict(run.data.metrics), int(v.creation_timestamp)))
+            out.append(VersionInfo(int(v.version), v.run_id, mine, dict(v.tags), dict(run.data.metrics)))
         return out
 
 

@@ -44,10 +44,6 @@ class Validated:
     extra_columns: list[str] = field(default_factory=list)
 
 
-def canonical_columns(spec: DatasetSpec) -> list[str]:
-    return [EVENT_ID, EVENT_TIME, LABEL, *spec.features]
-
-
 def with_clean_columns(raw: pd.DataFrame) -> pd.DataFrame:
     """`raw` with stripped column names and a fresh index; two columns of one name make the frame unusable."""
     raw = raw.reset_index(drop=True)

@@ -59,7 +59,7 @@ def raw_events(context: dg.AssetExecutionContext, platform: PlatformResource) ->
     counts = log.counts()
     files = pd.DataFrame(
         [{"file": f.name, "rows": f.rows, "ingested": f.ingested, "duplicates": f.duplicates, "quarantined": f.quarantined,
-          "labels": f.labels_applied, "note": f.rejected or ("already ingested" if f.already_ingested else ", ".join(f.extra_columns) and f"ignored columns: {', '.join(f.extra_columns)}")}
+          "labels": f.labels_applied, "note": f.note}
          for f in report.files]
     )
     for f in report.rejected:
@@ -69,7 +69,6 @@ def raw_events(context: dg.AssetExecutionContext, platform: PlatformResource) ->
         metadata={
             "files": len(report.files),
             "ingested": report.total("ingested"),
-            "new": report.total("ingested"),
             "duplicates": report.total("duplicates"),
             "quarantined": report.total("quarantined"),
             "labels_applied": report.total("labels_applied"),

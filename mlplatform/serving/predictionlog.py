@@ -44,7 +44,7 @@ def _settle(futures: list[asyncio.Future[None]], error: BaseException | None) ->
 
 
 class PredictionLog:
-    """Group-commit writer of served predictions into the event log (rows in `EventLog.served_columns` order)."""
+    """Group-commit writer of served predictions into the event log (rows in `EventLog.append_served` order)."""
 
     def __init__(self, events: EventLog, metrics: ServingMetrics, linger_s: float, max_rows: int) -> None:
         self._events = events
