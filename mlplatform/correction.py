@@ -6,9 +6,17 @@ offset and a slope on z, the terms being a bias and each categorical value — i
 label as it arrives (normalised LMS); a slope lets a segment whose relation flipped invert the score,
 so the served prediction follows a drift within hundreds of events while LightGBM and the registry stay
 the source of the model. It is reset whenever a new champion is promoted: its errors are not the old one's.
+
+The pieces (`terms`/`keys`, `link`/`scores`, `correct`, `learn`) are what the prediction service calls per
+request and per /feedback label; `apply` is the benchmark's test-then-train loop over the same pieces, so the
+adaptation benchmark measures exactly what `MLPLATFORM_SERVE_ONLINE_CORRECTION` serves.
 """
 
 from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -19,12 +27,15 @@ from mlplatform.spec import DatasetSpec, Task
 
 BIAS = "__bias__"
 EPS = 1e-6
+MAX_EXPONENT = 700.0  # math.exp overflows just above 709; the probability is 0 to double precision long before
 
 
 class ResidualCorrector:
     """Per-term offset and slope on the champion's link-scale score z: z' = z + Σ (offset_t + slope_t · z).
 
     Binary and regression tasks; the terms of a record are a bias and its `column=value` categoricals.
+    `correct` and `learn` may be called from different threads (requests on the event loop, labels in a
+    thread pool): one lock keeps every update whole and every prediction on one state of the weights.
     """
 
     def __init__(self, spec: DatasetSpec, learning_rate: float = 0.5) -> None:
@@ -34,53 +45,90 @@ class ResidualCorrector:
             raise ValueError(f"learning rate must be in (0, 1], got {learning_rate}")
         self.spec = spec
         self.learning_rate = learning_rate
+        self._regression = spec.task is Task.regression
+        self._prefixes = [(name, f"{name}=") for name in spec.categorical_features]
+        self._lock = threading.Lock()
         self.offsets: dict[str, float] = {}
         self.slopes: dict[str, float] = {}
         self.updates = 0
 
     def reset(self) -> None:
-        self.offsets, self.slopes = {}, {}
+        with self._lock:
+            self.offsets, self.slopes = {}, {}
 
-    def keys(self, raw: pd.DataFrame) -> list[list[str]]:
-        """The active terms of each record: the bias and `column=value` for each present categorical."""
-        columns = [(name, normalise_category(raw[name]) if name in raw else pd.Series(pd.NA, index=raw.index)) for name in self.spec.categorical_features]
-        out = [[BIAS] for _ in range(len(raw))]
-        for name, values in columns:
-            for i, value in enumerate(values):
-                if not pd.isna(value):
-                    out[i].append(f"{name}={value}")
+    @property
+    def learned_terms(self) -> int:
+        """Terms that have a weight: the bias and every categorical value seen with a label."""
+        return len(self.offsets)
+
+    def terms(self, record: Mapping[str, str | None]) -> list[str]:
+        """The active terms of one record whose categoricals are already normalised text (None for missing), as serving cleans them.
+
+        A plain loop over precomputed `column=` prefixes: this runs on every single-row request.
+        """
+        out = [BIAS]
+        for name, prefix in self._prefixes:
+            value = record.get(name)
+            if value is not None:
+                out.append(prefix + value)
         return out
 
-    def _link(self, predicted: pd.DataFrame) -> np.ndarray:
-        if self.spec.task is Task.regression:
-            return predicted[PREDICTION].astype("float64").to_numpy()
-        p = predicted[PROBABILITY].astype("float64").clip(EPS, 1 - EPS).to_numpy()
-        return np.log(p / (1 - p))
+    def keys(self, raw: pd.DataFrame) -> list[list[str]]:
+        """The active terms of each record of a frame: its categoricals normalised as training does, then `terms`."""
+        names = self.spec.categorical_features
+        columns = [[None if pd.isna(v) else v for v in normalise_category(raw[name]).tolist()] if name in raw else [None] * len(raw) for name in names]
+        return [self.terms(dict(zip(names, values))) for values in zip(*columns)] if names else [[BIAS] for _ in range(len(raw))]
+
+    def link(self, value: float) -> float:
+        """The champion's output on the scale the correction is linear in: the value, or the log-odds of the probability."""
+        if self._regression:
+            return value
+        p = min(max(value, EPS), 1 - EPS)
+        return math.log(p / (1 - p))
+
+    def scores(self, predicted: pd.DataFrame) -> list[float]:
+        """z of each row of a predictions frame (`Predictor.predict`'s output)."""
+        return [self.link(v) for v in predicted[PREDICTION if self._regression else PROBABILITY].astype("float64").tolist()]
 
     def _inverse(self, z: float) -> float:
-        return z if self.spec.task is Task.regression else 1.0 / (1.0 + np.exp(-z))
+        return z if self._regression else 1.0 / (1.0 + math.exp(min(-z, MAX_EXPONENT)))
 
     def _target(self, label: object) -> float:
-        return float(label) if self.spec.task is Task.regression else float(label == self.spec.positive_class)  # type: ignore[arg-type]
+        return float(label) if self._regression else float(label == self.spec.positive_class)  # type: ignore[arg-type]
+
+    def _corrected(self, z: float, terms: Sequence[str]) -> float:
+        offsets, slopes = self.offsets, self.slopes
+        shift = 0.0
+        for t in terms:
+            shift += offsets.get(t, 0.0) + slopes.get(t, 0.0) * z
+        return self._inverse(z + shift)
+
+    def correct(self, z: float, terms: Sequence[str]) -> float:
+        """The corrected prediction (regression) or positive-class probability (binary) for score z."""
+        with self._lock:
+            return self._corrected(z, terms)
+
+    def learn(self, z: float, terms: Sequence[str], label: object) -> float:
+        """One label updates the weights of its terms; returns the correction's prediction before it (test-then-train)."""
+        with self._lock:
+            value = self._corrected(z, terms)
+            step = self.learning_rate * (self._target(label) - value) / (len(terms) * (1.0 + z * z))
+            for t in terms:
+                self.offsets[t] = self.offsets.get(t, 0.0) + step
+                self.slopes[t] = self.slopes.get(t, 0.0) + step * z
+            self.updates += 1
+        return value
 
     def apply(self, raw: pd.DataFrame, predicted: pd.DataFrame, labels: pd.Series | None = None) -> pd.DataFrame:
         """Corrected predictions for `raw`, in order; with `labels`, each label updates the weights right after its
         own prediction (test-then-train, as labels arriving through /feedback would)."""
-        z = self._link(predicted)
-        keys = self.keys(raw)
-        known = None if labels is None else labels.reset_index(drop=True)
-        out = np.empty(len(raw), dtype="float64")
-        for i, terms in enumerate(keys):
-            zi = z[i]
-            value = self._inverse(zi + sum(self.offsets.get(t, 0.0) + self.slopes.get(t, 0.0) * zi for t in terms))
-            out[i] = value
-            if known is not None and not pd.isna(known.iloc[i]):
-                step = self.learning_rate * (self._target(known.iloc[i]) - value) / (len(terms) * (1.0 + zi * zi))
-                for t in terms:
-                    self.offsets[t] = self.offsets.get(t, 0.0) + step
-                    self.slopes[t] = self.slopes.get(t, 0.0) + step * zi
-                self.updates += 1
-        if self.spec.task is Task.regression:
-            return pd.DataFrame({PREDICTION: out}, index=raw.index)
-        prediction = np.where(out >= 0.5, self.spec.positive_class, self.spec.negative_class)
-        return pd.DataFrame({PREDICTION: prediction, PROBABILITY: out}, index=raw.index)
+        known = [None] * len(raw) if labels is None else labels.tolist()
+        out = [
+            self.correct(z, terms) if label is None or pd.isna(label) else self.learn(z, terms, label)
+            for z, terms, label in zip(self.scores(predicted), self.keys(raw), known)
+        ]
+        values = np.asarray(out, dtype="float64")
+        if self._regression:
+            return pd.DataFrame({PREDICTION: values}, index=raw.index)
+        prediction = np.where(values >= 0.5, self.spec.positive_class, self.spec.negative_class)
+        return pd.DataFrame({PREDICTION: prediction, PROBABILITY: values}, index=raw.index)
