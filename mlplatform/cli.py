@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from mlplatform.settings import Settings
+from mlplatform.settings import Settings, SettingsError
 from mlplatform.spec import SpecError
 
 
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (SpecError, ValidationError) as exc:  # a wrong dataset spec or MLPLATFORM_* setting: say which, no traceback
+    except (SpecError, ValidationError, SettingsError) as exc:  # a wrong dataset spec or MLPLATFORM_* setting: say which, no traceback
         print(f"mlplatform {args.command}: {exc}", file=sys.stderr)
         return 2
 

@@ -11,6 +11,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SPEC = REPO_ROOT / "data" / "adult.yaml"
 
 
+class SettingsError(ValueError):
+    """Settings that are valid one by one but not together with the dataset spec (the CLI exits 2 with the message)."""
+
+
 class Settings(BaseSettings):
     """Where state lives and the knobs of the retraining loop.
 
@@ -69,6 +73,9 @@ class Settings(BaseSettings):
     serve_log_interval_ms: float = Field(default=0.0, ge=0, description="Prediction-log group commit: extra wait to gather a bigger group (0: requests queued while the previous commit ran form the next group).")
     serve_live_quality_seconds: float = Field(default=30.0, gt=0, description="How often serving refreshes its live-quality gauges.")
     serve_log_max_rows: int = Field(default=2000, ge=1, description="Prediction-log group commit: most rows in one transaction.")
+    serve_online_correction: bool = Field(default=False, description="Serve the champion through an online residual correction learned from /feedback labels (binary and regression; reset at every promotion).")
+    serve_correction_learning_rate: float = Field(default=0.5, gt=0, le=1, description="Learning rate of the online correction (normalised LMS step).")
+    serve_correction_warm_events: int = Field(default=5000, ge=0, description="Latest labelled served predictions of a version replayed into its correction when it is loaded.")
 
     @model_validator(mode="after")
     def _resolve_paths(self) -> "Settings":

@@ -217,7 +217,7 @@ def test_feedback_and_admin_need_the_token(client: httpx.Client, headers: dict[s
 
 def test_health_readiness_reload_and_metrics(client: httpx.Client, version: int) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
-    assert client.get("/readyz").json() == {"ready": True, "model_version": version}
+    assert client.get("/readyz").json() == {"ready": True, "model_version": version, "online_correction": {"enabled": False, "updates": 0}}
     reload = client.post("/admin/reload", headers=auth())
     assert reload.status_code == 200 and reload.json() == {"model_version": version, "changed": False, "error": None}
     assert metric(client, "mlplatform_served_model_version") == version

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import itertools
 import json
+import logging
 import time
 import uuid
 from collections import Counter
@@ -32,10 +33,11 @@ from mlplatform.serving.live import LiveQualityGauges
 from mlplatform.serving.metrics import ServingMetrics
 from mlplatform.serving.predictionlog import PredictionLog, PredictionLogError
 from mlplatform.serving.records import FieldError, check_number, utf8_problem
-from mlplatform.settings import Settings
-from mlplatform.spec import DatasetSpec, load_spec
+from mlplatform.settings import Settings, SettingsError
+from mlplatform.spec import DatasetSpec, Task, load_spec
 from mlplatform.validation import MAX_ID_LENGTH, MAX_TEXT_LENGTH
 
+log = logging.getLogger(__name__)
 ENDPOINTS = ("/predict", "/feedback", "/healthz", "/readyz", "/admin/reload", "/metrics")
 JSON = "application/json"
 
@@ -80,10 +82,16 @@ class Health(BaseModel):
     status: str
 
 
+class OnlineCorrection(BaseModel):
+    enabled: bool
+    updates: int
+
+
 class Readiness(BaseModel):
     ready: bool
     model_version: int | None = None
     detail: str | None = None
+    online_correction: OnlineCorrection | None = None
 
 
 class ReloadResult(BaseModel):
@@ -243,6 +251,11 @@ class Service:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.spec = load_spec(settings.dataset_spec)
+        if settings.serve_online_correction and self.spec.task is Task.multiclass:
+            raise SettingsError(
+                f"MLPLATFORM_SERVE_ONLINE_CORRECTION is on, but dataset {self.spec.name!r} is multiclass: "
+                "the online correction supports binary and regression tasks; unset it to serve this dataset"
+            )
         self.metrics = ServingMetrics()
         self.events: EventLog | None = None
         self.watcher: ChampionWatcher | None = None
@@ -259,7 +272,8 @@ class Service:
         self.events = EventLog.for_dataset(s.events_dir, self.spec)
         self.log = PredictionLog(self.events, self.metrics, s.serve_log_interval_ms / 1000, s.serve_log_max_rows)
         self.log.start()
-        self.watcher = ChampionWatcher(Registry(s.tracking_uri, s.artifact_root, self.spec), self.spec, s.serve_reload_seconds, self.metrics, s)
+        registry = Registry(s.tracking_uri, s.artifact_root, self.spec)
+        self.watcher = ChampionWatcher(registry, self.spec, s.serve_reload_seconds, self.metrics, s, self.events)
         self.watcher.check()
         self.watcher.start()
         watcher = self.watcher
@@ -341,7 +355,18 @@ class Service:
             raise ApiError(409, f"event {event_id[:64]!r} already has a different label; labels are never overwritten", "label_conflict")
         status = "applied" if result.applied else "unchanged"
         self.metrics.feedback.labels(outcome=status).inc()
+        if result.applied and self.settings.serve_online_correction:
+            await run_in_threadpool(self.learn, event_id)
         return {"event_id": event_id, "label": label, "status": status}
+
+    def learn(self, event_id: str) -> None:
+        """The online correction learns from a label just applied; the label is recorded whatever happens here."""
+        assert self.watcher is not None
+        try:
+            self.watcher.learn(event_id)
+        except Exception:
+            self.metrics.errors.labels(kind="online_correction").inc()
+            log.exception("online correction could not learn from the label of event %s", event_id[:64])
 
 
 def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -406,7 +431,9 @@ def create_app(settings: Settings) -> FastAPI:
         model = service.watcher.current if service.watcher else None
         if model is None:
             return _json({"ready": False, "detail": "no champion model is loaded yet"}, 503)
-        return _json({"ready": True, "model_version": model.version})
+        corrector = model.corrector
+        correction = {"enabled": corrector is not None, "updates": corrector.updates if corrector else 0}
+        return _json({"ready": True, "model_version": model.version, "online_correction": correction})
 
     @app.post("/admin/reload", summary="Check the champion alias now and switch if it moved", dependencies=[Depends(authorised)],
               responses={200: {"model": ReloadResult}, **_problems(401), 503: {"model": ReloadResult}})

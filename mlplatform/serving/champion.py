@@ -5,6 +5,9 @@ loaded and warmed up off the request path, then one attribute is reassigned: a r
 once and uses that snapshot to the end, so it is answered entirely by one version. If loading fails, the
 old version keeps serving and the failure is logged and counted. Models only ever come from the
 configured registry, by alias; no request can name a path or URI to load.
+
+With `serve_online_correction`, each loaded version carries its own fresh ResidualCorrector (so a promotion
+resets it), warmed before the swap from the version's latest labelled served predictions in the event log.
 """
 
 from __future__ import annotations
@@ -16,8 +19,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from mlplatform.alerting import serving_reload_failed, serving_reload_succeeded
+from mlplatform.correction import ResidualCorrector
+from mlplatform.eventlog import SERVING_SOURCE, EventLog
 from mlplatform.predictor import Predictor
 from mlplatform.registry import Registry
 from mlplatform.serving.metrics import ServingMetrics
@@ -25,6 +31,7 @@ from mlplatform.serving.records import RecordCodec
 from mlplatform.serving.singlerow import SingleRowPredictor
 from mlplatform.settings import Settings
 from mlplatform.spec import DatasetSpec
+from mlplatform.validation import LABEL
 
 log = logging.getLogger(__name__)
 Scores = tuple[np.ndarray, np.ndarray | None, np.ndarray | None]
@@ -38,17 +45,41 @@ class ServedModel:
     predictor: Predictor
     codec: RecordCodec
     single: SingleRowPredictor
+    corrector: ResidualCorrector | None = None
 
     @classmethod
-    def load(cls, version: int, predictor: Predictor, spec: DatasetSpec) -> "ServedModel":
+    def load(cls, version: int, predictor: Predictor, spec: DatasetSpec, correction_rate: float | None = None) -> "ServedModel":
+        """`correction_rate` (the online correction's learning rate) gives this version a fresh corrector; None serves it as trained."""
         codec = RecordCodec(spec, predictor)
-        return cls(version, predictor, codec, SingleRowPredictor(predictor.booster, codec.width))
+        corrector = None if correction_rate is None else ResidualCorrector(spec, correction_rate)
+        return cls(version, predictor, codec, SingleRowPredictor(predictor.booster, codec.width), corrector)
 
     def predict(self, rows: list[dict[str, Any]]) -> tuple[Scores, dict[str, int]]:
-        """(prediction, probability, per-class matrix) for clean records, and unseen categories per column."""
+        """(prediction, probability, per-class matrix) for clean records, and unseen categories per column; corrected when a corrector is on."""
         matrix, unseen = self.codec.encode(rows)
         scores = self.single.predict(matrix[0]) if len(rows) == 1 else self.predictor.booster.predict(matrix, num_threads=1)
+        c = self.corrector
+        if c is not None:
+            scores = np.array([c.correct(c.link(score), c.terms(row)) for score, row in zip(scores.tolist(), rows)])
         return self.predictor.read_scores(scores), unseen
+
+    def learn(self, events: pd.DataFrame) -> int:
+        """Feed the labels of the events this version served (event-log rows, in the order given) to its corrector.
+
+        The uncorrected score is recomputed from the stored features through the same codec and booster as /predict
+        (the log keeps the corrected prediction that was served); not through `Predictor.predict`, whose per-call
+        pandas work would cost ~10 ms of the GIL for every label while requests are being served.
+        """
+        c = self.corrector
+        mine = events[(events["source"] == SERVING_SOURCE) & (events["model_version"] == str(self.version)) & events[LABEL].notna()]
+        if c is None or mine.empty:
+            return 0
+        features = mine[self.codec.features]
+        rows = features.astype(object).where(features.notna(), None).to_dict("records")
+        matrix, _ = self.codec.encode(rows)
+        for score, row, label in zip(self.predictor.booster.predict(matrix, num_threads=1).tolist(), rows, mine[LABEL].tolist()):
+            c.learn(c.link(score), c.terms(row), label)
+        return len(rows)
 
 
 @dataclass(frozen=True)
@@ -61,9 +92,12 @@ class ReloadOutcome:
 class ChampionWatcher:
     """Keeps `current` on the champion version of one registered model."""
 
-    def __init__(self, registry: Registry, spec: DatasetSpec, interval_s: float, metrics: ServingMetrics, settings: Settings | None = None) -> None:
+    def __init__(self, registry: Registry, spec: DatasetSpec, interval_s: float, metrics: ServingMetrics, settings: Settings | None = None,
+                 events: EventLog | None = None) -> None:
         self.registry = registry
         self.settings = settings
+        self.events = events  # where a version's online correction warms up (and /feedback reads its events back)
+        self.correction_rate = settings.serve_correction_learning_rate if settings is not None and settings.serve_online_correction else None
         self._alert_firing = False
         self.spec = spec
         self.interval_s = interval_s
@@ -99,10 +133,13 @@ class ChampionWatcher:
             if version == serving or (version == self._failed_version and not retry_failed):
                 return ReloadOutcome(serving, False)
             try:
-                model = ServedModel.load(version, self.registry.load_predictor(version), self.spec)
+                model = ServedModel.load(version, self.registry.load_predictor(version), self.spec, self.correction_rate)
                 model.predict([dict.fromkeys(model.codec.features)])
             except Exception as exc:  # any load failure keeps the old version serving
                 return self._failed(serving, version, f"cannot load version {version}: {exc}")
+            self._warm(model)
+            if model.corrector is not None:  # before the swap: whoever sees the new version sees its gauge
+                self.metrics.correction_terms.set(model.corrector.learned_terms)
             self.current = model
             self._failed_version = None
             self.metrics.model_version.set(version)
@@ -112,6 +149,30 @@ class ChampionWatcher:
                 self._alert_firing = False
                 self._notify(serving_reload_succeeded)
             return ReloadOutcome(version, True)
+
+    def _warm(self, model: ServedModel) -> None:
+        """Replay the version's latest labelled served predictions into its corrector, in the order their labels arrived
+        (the order /feedback taught them), so a restart or a rollback answers as before. If the log cannot be read, the
+        failure is logged and counted and the version serves with a fresh correction."""
+        if model.corrector is None or self.events is None or self.settings is None:
+            return
+        try:
+            window = self.events.served_window(self.settings.serve_correction_warm_events, model.version)
+            self.metrics.correction_updates.inc(model.learn(window.sort_values("label_seq", kind="stable")))
+        except Exception:  # the correction is an addition: it must never keep a version from serving
+            self.metrics.errors.labels(kind="online_correction").inc()
+            log.exception("cannot warm the online correction of version %s from the event log", model.version)
+
+    def learn(self, event_id: str) -> int:
+        """A label just applied through /feedback: teach the serving version's corrector if that version served the event."""
+        model = self.current
+        if model is None or model.corrector is None or self.events is None:
+            return 0
+        updates = model.learn(self.events.get([event_id]))
+        self.metrics.correction_updates.inc(updates)
+        if model is self.current:  # a promotion meanwhile: the gauge is the new version's
+            self.metrics.correction_terms.set(model.corrector.learned_terms)
+        return updates
 
     def _failed(self, serving: int | None, version: int | None, message: str) -> ReloadOutcome:
         self._failed_version = version

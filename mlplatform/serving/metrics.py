@@ -8,7 +8,7 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 
 
 class ServingMetrics:
-    """Latency, volume, errors, the served version, reloads and the prediction log's lag."""
+    """Latency, volume, errors, the served version, reloads, the prediction log's lag and the online correction."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -30,3 +30,5 @@ class ServingMetrics:
         self.log_pending = Gauge("mlplatform_prediction_log_pending_rows", "Predictions waiting for their group commit.", registry=r)
         self.log_rows = Counter("mlplatform_prediction_log_rows", "Predictions committed to the event log.", registry=r)
         self.log_commits = Counter("mlplatform_prediction_log_commits", "Group commits (transactions) to the event log.", registry=r)
+        self.correction_updates = Counter("mlplatform_online_correction_updates", "Labels learned by the online correction (warm-up from the event log and /feedback).", registry=r)
+        self.correction_terms = Gauge("mlplatform_online_correction_terms", "Terms (bias, categorical values) the serving version's online correction has weights for.", registry=r)
