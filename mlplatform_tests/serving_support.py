@@ -130,6 +130,17 @@ def wait_until_up(server: Server, path: str) -> None:
     raise RuntimeError(f"server not up on {path} after {STARTUP_TIMEOUT_S}s:\n{server.log_text()[-3000:]}")
 
 
+def wait_for_version(client: httpx.Client, version: int, timeout_s: float = 120.0) -> float:
+    """Poll /readyz until the server answers with `version`; returns when it did."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        response = client.get("/readyz")
+        if response.status_code == 200 and response.json()["model_version"] == version:
+            return time.monotonic()
+        time.sleep(0.05)
+    raise AssertionError(f"server did not switch to version {version} within {timeout_s}s")
+
+
 def auth() -> dict[str, str]:
     return {"Authorization": f"Bearer {TOKEN}"}
 

@@ -19,7 +19,7 @@ from mlplatform.replay import json_records
 from mlplatform.settings import Settings
 from mlplatform.spec import DatasetSpec
 from mlplatform_tests.conftest import ADULT_SPEC
-from mlplatform_tests.serving_support import Server, auth, client, metric, register_versions, running_server, state_settings
+from mlplatform_tests.serving_support import Server, auth, client, metric, register_versions, running_server, state_settings, wait_for_version
 
 PROMOTIONS = 10
 
@@ -49,17 +49,6 @@ def server(settings: Settings, versions: list[int]) -> Iterator[Server]:
 @pytest.fixture(scope="module")
 def records(adult_spec: DatasetSpec, adult_rows: pd.DataFrame) -> list[dict[str, Any]]:
     return json_records(adult_rows.iloc[30_000:30_064], adult_spec)
-
-
-def wait_for_version(client: httpx.Client, version: int, timeout_s: float = 120.0) -> float:
-    """Poll /readyz until the server answers with `version`; returns when it did."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        response = client.get("/readyz")
-        if response.status_code == 200 and response.json()["model_version"] == version:
-            return time.monotonic()
-        time.sleep(0.05)
-    raise AssertionError(f"server did not switch to version {version} within {timeout_s}s")
 
 
 def test_not_ready_until_a_champion_exists(client: httpx.Client, registry: Registry, versions: list[int], records: list[dict[str, Any]]) -> None:
