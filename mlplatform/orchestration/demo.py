@@ -43,7 +43,8 @@ def reset_state(settings: Settings) -> None:
     (state / DEMO_MARKER).write_text("created by mlplatform demo\n", encoding="utf-8")
 
 
-def _materialize(instance: dg.DagsterInstance, keys: list[str], tags: dict[str, str] | None = None) -> dg.ExecuteInProcessResult:
+def materialize(instance: dg.DagsterInstance, keys: list[str], tags: dict[str, str] | None = None) -> dg.ExecuteInProcessResult:
+    """Materialize `keys` in this process against `instance`; a failed step raises DemoError with its message."""
     job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection={dg.AssetKey(k) for k in keys})
     result = job.execute_in_process(instance=instance, tags=tags or {}, run_config=QUIET, raise_on_error=False)
     if not result.success:
@@ -79,14 +80,14 @@ def run_demo(settings: Settings, say: Callable[[str], None] = print) -> dict[str
     with dg.DagsterInstance.get() as instance:
         write_batches(rows.iloc[:FIRST_WINDOW], spec, settings.landing_dir, BATCH)
         say(f"1. replayed {FIRST_WINDOW} events into {settings.landing_dir}")
-        _materialize(instance, ["raw_events", "features", "trained_model", "evaluation_report"])
+        materialize(instance, ["raw_events", "features", "trained_model", "evaluation_report"])
         first = latest_metadata(instance, EVALUATION_REPORT) or {}
         say(f"   v{first.get('challenger_version')} {first.get('decision')}: {first.get('reason')}")
 
         requests, cursor, skip = _sensor_tick(instance, None)
         say(f"2. sensor right after the first champion: {skip or requests}")
         write_batches(rows.iloc[FIRST_WINDOW : FIRST_WINDOW + n], spec, settings.landing_dir, BATCH)
-        _materialize(instance, ["raw_events"])
+        materialize(instance, ["raw_events"])
         requests, cursor, skip = _sensor_tick(instance, cursor)
         if len(requests) != 1:
             raise DemoError(f"expected one retraining request after {n} new labelled events, got {requests} ({skip})")
@@ -113,16 +114,18 @@ def _drift_scenario(spec: DatasetSpec, reference: pd.DataFrame, seed: int) -> Dr
 
 
 @contextmanager
-def _cooldown_lifted() -> Iterator[None]:
-    previous = os.environ.get("MLPLATFORM_RETRAIN_COOLDOWN_SECONDS")
-    os.environ["MLPLATFORM_RETRAIN_COOLDOWN_SECONDS"] = "0"
+def scoped_environment(values: dict[str, str], restore: tuple[str, ...] = ()) -> Iterator[None]:
+    """Set `values` in this process's environment (settings are read from it), and put them, and `restore`, back after."""
+    previous = {key: os.environ.get(key) for key in (*values, *restore)}
+    os.environ.update(values)
     try:
         yield
     finally:
-        if previous is None:
-            os.environ.pop("MLPLATFORM_RETRAIN_COOLDOWN_SECONDS")
-        else:
-            os.environ["MLPLATFORM_RETRAIN_COOLDOWN_SECONDS"] = previous
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _drift_step(instance: dg.DagsterInstance, settings: Settings, spec: DatasetSpec, rows: pd.DataFrame, start: int, cursor: str | None, say: Callable[[str], None]) -> dict[str, object]:
@@ -131,7 +134,7 @@ def _drift_step(instance: dg.DagsterInstance, settings: Settings, spec: DatasetS
     scenario = _drift_scenario(spec, rows.iloc[:start], settings.seed)
     write_batches(inject_drift(rows.iloc[start : start + count], spec, scenario, reference=rows.iloc[:start]), spec, settings.landing_dir, BATCH, prefix="drifted")
     say(f"3. replayed {count} drifted events: shifted {', '.join(scenario.shift_numeric)}; rarest category made common in {', '.join(scenario.category_mix)}")
-    _materialize(instance, ["raw_events", "drift_report"])
+    materialize(instance, ["raw_events", "drift_report"])
     drift = latest_metadata(instance, DRIFT_REPORT) or {}
     if drift.get("skipped", True):
         raise DemoError(f"the drift report was skipped: {drift.get('skip_reason')}")
@@ -140,7 +143,7 @@ def _drift_step(instance: dg.DagsterInstance, settings: Settings, spec: DatasetS
     requests, next_cursor, skip = _sensor_tick(instance, cursor)
     if not requests and skip and skip.startswith("cool-down"):
         say(f"   sensor: {skip}; the demo replays hours of traffic in seconds, so it lifts the cool-down for one more tick")
-        with _cooldown_lifted():
+        with scoped_environment({"MLPLATFORM_RETRAIN_COOLDOWN_SECONDS": "0"}):
             requests, next_cursor, skip = _sensor_tick(instance, cursor)
     if len(requests) != 1 or requests[0].tags.get("mlplatform/reason") != DRIFT:
         raise DemoError(f"expected one drift-triggered retraining request, got {requests} ({skip})")

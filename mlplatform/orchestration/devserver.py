@@ -102,7 +102,7 @@ def stop_all(servers: list[Server], grace_seconds: float) -> None:
         server.close_log()
 
 
-def _http_ok(url: str) -> bool:
+def http_ok(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
             return bool(200 <= response.status < 400)
@@ -147,10 +147,10 @@ def build_servers(settings: Settings) -> list[Server]:
         Server("mlflow", settings.mlflow_ui_url,
                [str(BIN / "mlflow"), "server", "--backend-store-uri", settings.tracking_uri, "--default-artifact-root", artifacts,
                 "--artifacts-destination", artifacts, "--host", mlflow_host, "--port", str(mlflow_port), "--workers", "1"],
-               lambda: _http_ok(f"{settings.mlflow_ui_url}/health")),
+               lambda: http_ok(f"{settings.mlflow_ui_url}/health")),
         Server("reports", settings.reports_url,
                [sys.executable, "-m", "http.server", str(reports_port), "--bind", reports_host, "--directory", str(settings.reports_dir)],
-               lambda: _http_ok(f"{settings.reports_url}/")),
+               lambda: http_ok(f"{settings.reports_url}/")),
         Server("dagster-daemon", "(no UI: runs sensors and queued runs)",
                [str(BIN / "dagster-daemon"), "run", "-w", str(WORKSPACE)], _daemon_heartbeat(settings)),
         Server("dagster-webserver", settings.dagster_ui_url,
@@ -174,8 +174,9 @@ def _wait_ready(servers: list[Server], timeout_seconds: float) -> None:
 
 
 @contextmanager
-def running(settings: Settings, log_dir: Path | None = None, timeout_seconds: float = 180.0, grace_seconds: float = 15.0) -> Iterator[list[Server]]:
-    """Start the servers on the settings' state, wait until each answers, stop them all on exit.
+def running(settings: Settings, log_dir: Path | None = None, timeout_seconds: float = 180.0, grace_seconds: float = 15.0,
+            servers: list[Server] | None = None) -> Iterator[list[Server]]:
+    """Start the servers (default: `build_servers`) on the settings' state, wait until each answers, stop them all on exit.
 
     Children inherit this process's environment (so the `MLPLATFORM_*` settings reach the code location
     and every run) with telemetry off; `log_dir` captures their output instead of the terminal.
@@ -185,7 +186,7 @@ def running(settings: Settings, log_dir: Path | None = None, timeout_seconds: fl
         log_dir.mkdir(parents=True, exist_ok=True)
     env = {**CHILD_ENV_DEFAULTS, **os.environ, "DAGSTER_HOME": str(settings.dagster_home), "MLPLATFORM_STATE_DIR": str(settings.state_dir),
            "MLPLATFORM_DATASET_SPEC": str(settings.dataset_spec)}
-    servers = build_servers(settings)
+    servers = build_servers(settings) if servers is None else servers
     try:
         for server in servers:
             server.start(env, log_dir)

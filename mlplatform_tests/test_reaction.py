@@ -1,0 +1,43 @@
+"""The whole loop with real processes: the daemon's sensor launches a retraining, serving switches to the new champion.
+
+This is `benchmarks/bench_reaction.py` with one trigger: `dagster-daemon run` and `mlplatform serve` in their own
+processes on a fresh state folder, events and labels through the HTTP API, nothing evaluated by hand.
+"""
+
+import argparse
+import os
+
+import pytest
+
+from benchmarks.bench_reaction import Reaction, run, summary
+from mlplatform.settings import DEFAULT_SPEC
+
+
+@pytest.fixture(scope="module")
+def one_trigger(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Reaction], dict[str, object]]:
+    before = dict(os.environ)
+    work = tmp_path_factory.mktemp("reaction")
+    result = run(argparse.Namespace(spec=DEFAULT_SPEC, triggers=1, every=500, timeout=300.0, work_dir=work))
+    changed = {k for k in {*before, *os.environ} if before.get(k) != os.environ.get(k)}
+    assert not changed, f"the benchmark must leave this process's environment as it found it: {changed}"
+    assert not any(work.iterdir()), "the temporary state folder and the servers' logs are removed after the run"
+    return result
+
+
+def test_the_sensor_launched_retraining_is_served_without_a_restart(one_trigger: tuple[list[Reaction], dict[str, object]]) -> None:
+    (reaction,), _ = one_trigger
+    assert reaction.reason == "new_observations" and reaction.decision == "promoted"
+    assert (reaction.version_before, reaction.version_after) == (1, 2)
+    phases = [reaction.sensor_s, reaction.queue_s, reaction.launch_s, reaction.steps_s, reaction.serving_s]
+    assert all(p is not None and p >= 0 for p in phases), phases
+    assert set(reaction.step_s) == {"features", "trained_model", "evaluation_report"}
+    assert sum(reaction.step_s.values()) <= reaction.steps_s + 1.0
+
+
+def test_summary_reports_median_max_and_the_goal(one_trigger: tuple[list[Reaction], dict[str, object]]) -> None:
+    reactions, _ = one_trigger
+    rows, verdict = summary(reactions)
+    assert rows[-1]["phase"] == "trigger → new champion served" and rows[-1]["share of median total"] == "100%"
+    assert f"{reactions[0].total_s:.1f} s" in verdict and "over 1 triggers that promoted (of 1)" in verdict
+    assert summary([])[1] == "No trigger ended with a new champion served."
+
