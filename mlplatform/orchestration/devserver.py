@@ -130,9 +130,13 @@ def _daemon_heartbeat(settings: Settings) -> Callable[[], bool]:
 
     def ready() -> bool:
         import dagster as dg
+        from sqlalchemy.exc import OperationalError
 
-        with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
-            return bool(instance.get_daemon_heartbeats())
+        try:
+            with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+                return bool(instance.get_daemon_heartbeats())
+        except OperationalError:  # "database is locked" while the starting servers write to the instance: not ready yet
+            return False
 
     return ready
 
@@ -173,6 +177,15 @@ def _wait_ready(servers: list[Server], timeout_seconds: float) -> None:
         time.sleep(0.5)
 
 
+def _create_instance_storage(settings: Settings) -> None:
+    """Create the instance's SQLite storage once, here: left to the servers, the daemon, the webserver and the
+    readiness probe create it at the same moment on a fresh state, and one of them can fail on the race."""
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+        instance.get_runs(limit=1)
+
+
 @contextmanager
 def running(settings: Settings, log_dir: Path | None = None, timeout_seconds: float = 180.0, grace_seconds: float = 15.0,
             servers: list[Server] | None = None) -> Iterator[list[Server]]:
@@ -182,6 +195,7 @@ def running(settings: Settings, log_dir: Path | None = None, timeout_seconds: fl
     and every run) with telemetry off; `log_dir` captures their output instead of the terminal.
     """
     prepare_dagster_home(settings)
+    _create_instance_storage(settings)
     if log_dir is not None:
         log_dir.mkdir(parents=True, exist_ok=True)
     env = {**CHILD_ENV_DEFAULTS, **os.environ, "DAGSTER_HOME": str(settings.dagster_home), "MLPLATFORM_STATE_DIR": str(settings.state_dir),
