@@ -17,7 +17,7 @@ from mlplatform.settings import DEFAULT_SPEC
 def one_trigger(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Reaction], dict[str, object]]:
     before = dict(os.environ)
     work = tmp_path_factory.mktemp("reaction")
-    result = run(argparse.Namespace(spec=DEFAULT_SPEC, triggers=1, every=500, timeout=300.0, work_dir=work))
+    result = run(argparse.Namespace(spec=DEFAULT_SPEC, triggers=1, every=500, drift_triggers=0, drift_events=1500, timeout=300.0, work_dir=work))
     changed = {k for k in {*before, *os.environ} if before.get(k) != os.environ.get(k)}
     assert not changed, f"the benchmark must leave this process's environment as it found it: {changed}"
     assert not any(work.iterdir()), "the temporary state folder and the servers' logs are removed after the run"

@@ -106,7 +106,7 @@ def run_demo(settings: Settings, say: Callable[[str], None] = print) -> dict[str
     return {"first": first, "second": second, **third, "state_dir": str(settings.state_dir)}
 
 
-def _drift_scenario(spec: DatasetSpec, reference: pd.DataFrame, seed: int) -> DriftScenario:
+def drift_scenario(spec: DatasetSpec, reference: pd.DataFrame, seed: int) -> DriftScenario:
     """Works for any spec: the first numeric columns shift by 1.5 standard deviations, the first categorical
     columns get their rarest category in 60 % of rows."""
     mix = {c: str(reference[c].dropna().value_counts().index[-1]) for c in spec.categorical_features[:DRIFTED_COLUMNS_PER_TYPE] if reference[c].notna().any()}
@@ -131,7 +131,7 @@ def scoped_environment(values: dict[str, str], restore: tuple[str, ...] = ()) ->
 def _drift_step(instance: dg.DagsterInstance, settings: Settings, spec: DatasetSpec, rows: pd.DataFrame, start: int, cursor: str | None, say: Callable[[str], None]) -> dict[str, object]:
     """Fewer drifted events than N (but enough labels for a drift trigger): only the drift report can start this retraining."""
     count = min(settings.retrain_every_n - 1, max(settings.min_new_labelled_for_drift, DRIFTED_ROWS))
-    scenario = _drift_scenario(spec, rows.iloc[:start], settings.seed)
+    scenario = drift_scenario(spec, rows.iloc[:start], settings.seed)
     write_batches(inject_drift(rows.iloc[start : start + count], spec, scenario, reference=rows.iloc[:start]), spec, settings.landing_dir, BATCH, prefix="drifted")
     say(f"3. replayed {count} drifted events: shifted {', '.join(scenario.shift_numeric)}; rarest category made common in {', '.join(scenario.category_mix)}")
     materialize(instance, ["raw_events", "drift_report"])
