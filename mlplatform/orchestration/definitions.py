@@ -5,7 +5,7 @@ import dagster as dg
 from mlplatform.orchestration.alerts import alert_sensors, live_quality, live_quality_schedule
 from mlplatform.orchestration.assets import all_assets, retraining_assets
 from mlplatform.orchestration.checks import all_checks
-from mlplatform.orchestration.instance import PRIORITY_TAG, RETRAIN_PRIORITY, RETRAIN_TAG
+from mlplatform.orchestration.instance import RETRAIN_RUN_TAGS
 from mlplatform.orchestration.monitoring import monitoring_assets, monitoring_checks
 from mlplatform.orchestration.resources import PlatformResource
 from mlplatform.orchestration.sensors import drift_report_sensor, retraining_sensor
@@ -13,7 +13,7 @@ from mlplatform.orchestration.sensors import drift_report_sensor, retraining_sen
 retrain_job = dg.define_asset_job(
     "retrain",
     selection=dg.AssetSelection.assets(*retraining_assets),
-    tags={RETRAIN_TAG: "1", PRIORITY_TAG: RETRAIN_PRIORITY, "dagster/max_runtime": "3600"},
+    tags={**RETRAIN_RUN_TAGS, "dagster/max_runtime": "3600"},
     description="features → trained_model → evaluation_report: what the retraining sensor launches.",
 )
 

@@ -9,7 +9,7 @@ from mlplatform.settings import Settings
 RETRAIN_TAG = "mlplatform/retrain"
 # Dagster's queue starts higher-priority runs first: a retraining waiting behind drift reports delays a better model in service.
 PRIORITY_TAG = "dagster/priority"
-RETRAIN_PRIORITY = "10"
+RETRAIN_RUN_TAGS = {RETRAIN_TAG: "1", PRIORITY_TAG: "10"}  # every retraining run: the queue's limit of one, and its priority
 
 
 def instance_config() -> dict[str, object]:

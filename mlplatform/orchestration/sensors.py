@@ -10,7 +10,7 @@ import time
 import dagster as dg
 
 from mlplatform.orchestration.assets import CHAMPION_CUTOFF_KEY, EVALUATION_REPORT, retraining_assets
-from mlplatform.orchestration.instance import PRIORITY_TAG, RETRAIN_PRIORITY, RETRAIN_TAG
+from mlplatform.orchestration.instance import RETRAIN_RUN_TAGS
 from mlplatform.orchestration.monitoring import DRIFT_REPORT, SKIPPED_KEY, drift_report
 from mlplatform.orchestration.resources import PlatformResource
 from mlplatform.policy import DRIFT_REPORT_TAG, Cursor, Observation, PolicyConfig, decide
@@ -92,7 +92,7 @@ def retraining_sensor(context: dg.SensorEvaluationContext, platform: PlatformRes
     )
     if trigger is None:
         return dg.SensorResult(skip_reason=why, cursor=next_cursor.to_json())
-    tags = {**trigger.tags, RETRAIN_TAG: "1", PRIORITY_TAG: RETRAIN_PRIORITY, LAUNCHED_BY_TAG: SENSOR_NAME, TRIGGERED_AT_TAG: f"{now:.3f}"}
+    tags = {**trigger.tags, **RETRAIN_RUN_TAGS, LAUNCHED_BY_TAG: SENSOR_NAME, TRIGGERED_AT_TAG: f"{now:.3f}"}
     context.log.info(why)
     return dg.SensorResult(run_requests=[dg.RunRequest(run_key=trigger.run_key, tags=tags)], cursor=next_cursor.to_json())
 
