@@ -50,7 +50,7 @@ from mlplatform.orchestration.instance import prepare_dagster_home  # noqa: E402
 from mlplatform.orchestration.sensors import LAUNCHED_BY_TAG, SENSOR_NAME, drift_report_sensor, retraining_sensor  # noqa: E402
 from mlplatform.replay import ApiSink, DriftScenario, canonical_labels, inject_drift, read_source, select_stream, write_batches  # noqa: E402
 from mlplatform.settings import REPO_ROOT, Settings  # noqa: E402
-from mlplatform.spec import DatasetSpec, load_spec  # noqa: E402
+from mlplatform.spec import DatasetSpec, SpecError, load_spec  # noqa: E402
 
 GOAL_MEDIAN_S = 30.0
 PREDICT_BATCH = 200
@@ -134,7 +134,7 @@ def one_round(rows: pd.DataFrame, spec: DatasetSpec, sink: ApiSink, client: http
     while time.time() < deadline:
         version = serving_version(client)
         now = time.time()
-        run = run or sensor_run(instance, met - 1)
+        run = sensor_run(instance, met - 1)  # read again each time: a record is a snapshot, its status does not move
         if version is not None and version != before:
             break
         if run is not None and run.dagster_run.is_finished:
@@ -290,23 +290,22 @@ def _row(r: Reaction) -> dict[str, object]:
     }
 
 
+def _phase_row(name: str, values: list[float], median_total: float) -> dict[str, object]:
+    return {"phase": name, "median s": f"{statistics.median(values):.1f}", "max s": f"{max(values):.1f}",
+            "share of median total": f"{statistics.median(values) / median_total:.0%}"}
+
+
 def summary(reactions: list[Reaction]) -> tuple[list[dict[str, object]], str]:
     served = [r for r in reactions if r.total_s is not None]
     if not served:
         return [], "No trigger ended with a new champion served."
     totals = [r.total_s for r in served]  # type: ignore[misc]
     median_total = statistics.median(totals)  # type: ignore[type-var]
-    phases = {"until the run is requested": [r.sensor_s for r in served], "queue": [r.queue_s for r in served], "run worker start": [r.launch_s for r in served],
-              "run steps": [r.steps_s for r in served], "serving switch": [r.serving_s for r in served]}
-    rows: list[dict[str, object]] = [
-        {"phase": name, "median s": f"{statistics.median(v):.1f}", "max s": f"{max(v):.1f}",  # type: ignore[type-var]
-         "share of median total": f"{statistics.median(v) / median_total:.0%}"}  # type: ignore[type-var]
-        for name, v in phases.items()
-    ]
-    rows[4:4] = [{"phase": f"· step {step}", "median s": f"{statistics.median(v):.1f}", "max s": f"{max(v):.1f}",
-                  "share of median total": f"{statistics.median(v) / median_total:.0%}"}
-                 for step in STEPS if (v := [r.step_s[step] for r in served if step in r.step_s])]
-    rows.append({"phase": "trigger → new champion served", "median s": f"{median_total:.1f}", "max s": f"{max(totals):.1f}", "share of median total": "100%"})  # type: ignore[type-var]
+    steps = [(f"· step {step}", v) for step in STEPS if (v := [r.step_s[step] for r in served if step in r.step_s])]
+    named = [("until the run is requested", [r.sensor_s for r in served]), ("queue", [r.queue_s for r in served]),
+             ("run worker start", [r.launch_s for r in served]), ("run steps", [r.steps_s for r in served]), *steps,
+             ("serving switch", [r.serving_s for r in served]), ("trigger → new champion served", totals)]
+    rows = [_phase_row(name, values, median_total) for name, values in named]  # type: ignore[arg-type]
     verdict = "met" if median_total <= GOAL_MEDIAN_S else "MISSED"
     return rows, f"`{served[0].reason}` triggers, goal (median ≤ {GOAL_MEDIAN_S:.0f} s): **{verdict}** — median {median_total:.1f} s, max {max(totals):.1f} s over {len(served)} triggers that promoted (of {len(reactions)})."  # type: ignore[type-var]
 
@@ -324,7 +323,10 @@ def main() -> int:
     args = parser.parse_args()
     if args.triggers < 1 or args.drift_triggers < 0 or args.every < 100:
         parser.error("--triggers must be ≥ 1, --drift-triggers ≥ 0 and --every ≥ 100 (the smallest training window)")
-    reactions, context = run(args)
+    try:
+        reactions, context = run(args)
+    except SpecError as exc:
+        parser.error(str(exc))
     table = markdown_table([_row(r) for r in reactions])
     summaries = [summary([r for r in reactions if r.reason == reason]) for reason in dict.fromkeys(r.reason for r in reactions)]
     load = ", ".join(f"{x:.1f}" for x in context["load"])  # type: ignore[attr-defined]

@@ -6,10 +6,12 @@ processes on a fresh state folder, events and labels through the HTTP API, nothi
 
 import argparse
 import os
+import sys
 
 import pytest
 
-from benchmarks.bench_reaction import Reaction, run, summary
+from benchmarks.bench_reaction import Reaction, main, run, summary
+from benchmarks.results import RESULTS
 from mlplatform.settings import DEFAULT_SPEC
 
 
@@ -41,3 +43,23 @@ def test_summary_reports_median_max_and_the_goal(one_trigger: tuple[list[Reactio
     assert f"{reactions[0].total_s:.1f} s" in verdict and "over 1 triggers that promoted (of 1)" in verdict
     assert summary([])[1] == "No trigger ended with a new champion served."
 
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--triggers", "0"], "--triggers must be ≥ 1"),
+    (["--every", "50"], "--every ≥ 100"),
+    (["--drift-triggers", "-1"], "--drift-triggers ≥ 0"),
+    (["--every", "ten"], "invalid int value"),
+    (["--drift-events", "200"], "--drift-events must be at least DRIFT_EVERY_N_EVENTS (1000)"),
+    (["--triggers", "60"], "too few for 60 new labels triggers"),
+    (["--spec", "/nonexistent/spec.yaml"], "/nonexistent/spec.yaml"),
+])
+def test_bad_options_are_refused_before_any_server_starts(argv: list[str], message: str, monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    results = RESULTS.read_text(encoding="utf-8")
+    monkeypatch.setattr(sys, "argv", ["bench_reaction.py", *argv, "--work-dir", "/nonexistent-work-dir"])
+    with pytest.raises(SystemExit) as refused:
+        main()
+    said = str(refused.value) + capsys.readouterr().err
+    assert message in said, said
+    assert RESULTS.read_text(encoding="utf-8") == results, "a refused run records nothing"
