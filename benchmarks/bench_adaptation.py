@@ -28,8 +28,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from results import markdown_table, record  # noqa: E402
 
-from mlplatform.correction import ResidualCorrector  # noqa: E402
-from mlplatform.prequential import (  # noqa: E402
+from mlplatform.domain.correction import ResidualCorrector  # noqa: E402
+from mlplatform.pipeline.prequential import (  # noqa: E402
     IntervalPolicy,
     PlatformPolicy,
     Policy,
@@ -40,10 +40,10 @@ from mlplatform.prequential import (  # noqa: E402
     run_prequential,
     stream_events,
 )
-from mlplatform.replay import DriftScenario  # noqa: E402
-from mlplatform.retraining import training_config  # noqa: E402
+from mlplatform.pipeline.replay import DriftScenario  # noqa: E402
+from mlplatform.pipeline.retraining import training_config  # noqa: E402
 from mlplatform.settings import REPO_ROOT, Settings  # noqa: E402
-from mlplatform.spec import DatasetSpec, Task, load_spec  # noqa: E402
+from mlplatform.domain.spec import DatasetSpec, Task, load_spec  # noqa: E402
 
 ADULT = REPO_ROOT / "data" / "adult.yaml"
 BIKE = REPO_ROOT / "data" / "bike_sharing.yaml"

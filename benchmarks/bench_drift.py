@@ -1,4 +1,4 @@
-"""Drift at scale: the platform's sampled drift (mlplatform.drift) vs full-data Evidently, read from the event log.
+"""Drift at scale: the platform's sampled drift (mlplatform.pipeline.drift) vs full-data Evidently, read from the event log.
 
 Synthetic events go into a temporary event log with one bulk SQL insert per side (reference = the first
 rows, current = the later ones); each column drifts by a known amount, from none to far past Evidently's
@@ -21,9 +21,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.results import markdown_table, record  # noqa: E402
-from mlplatform.drift import compare  # noqa: E402
-from mlplatform.eventlog import EventLog  # noqa: E402
-from mlplatform.spec import DatasetSpec, parse_spec  # noqa: E402
+from mlplatform.pipeline.drift import compare  # noqa: E402
+from mlplatform.stores.eventlog import EventLog  # noqa: E402
+from mlplatform.domain.spec import DatasetSpec, parse_spec  # noqa: E402
 
 SAMPLE_ROWS = 100_000  # the platform's default drift_sample_rows
 POOL_ROWS = 250_000  # distinct random rows generated per side; larger windows cycle through them
@@ -165,7 +165,7 @@ def main() -> None:
     body = markdown_table(table) + "\n\n" + "\n".join(f"- {n}" for n in notes) + (
         "\n- Budget: 5M × 50 per side ≤ 180 s and ≤ 4096 MB peak RSS on 2 cores; agreement ≥ 95 % at 1M × 20."
         "\n- The platform reads both sides with `EventLog.sample_between` (ORDER BY random() on the time index, then only the chosen rows) "
-        "and runs the same `mlplatform.drift.compare` (Evidently DataDriftPreset + target ValueDrift) as the drift_report asset; "
+        "and runs the same `mlplatform.pipeline.drift.compare` (Evidently DataDriftPreset + target ValueDrift) as the drift_report asset; "
         "the reference side is computed once per champion and cached, and prediction drift adds one champion prediction per sampled row."
     )
     print(body)

@@ -25,12 +25,12 @@ from results import markdown_table, record  # noqa: E402
 import pandas as pd  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-from mlplatform.eventlog import EventLog  # noqa: E402
-from mlplatform.landing import ingest_file  # noqa: E402
-from mlplatform.replay import read_source  # noqa: E402
+from mlplatform.stores.eventlog import EventLog  # noqa: E402
+from mlplatform.pipeline.landing import ingest_file  # noqa: E402
+from mlplatform.pipeline.replay import read_source  # noqa: E402
 from mlplatform.settings import DEFAULT_SPEC  # noqa: E402
-from mlplatform.spec import DatasetSpec, load_spec  # noqa: E402
-from mlplatform.validation import EVENT_ID, EVENT_TIME  # noqa: E402
+from mlplatform.domain.spec import DatasetSpec, load_spec  # noqa: E402
+from mlplatform.domain.validation import EVENT_ID, EVENT_TIME  # noqa: E402
 
 COMMAND = ".venv/bin/python benchmarks/bench_ingest.py"
 TARGET = 200_000
@@ -39,9 +39,9 @@ REPO = Path(__file__).resolve().parent.parent
 BASELINE_SCRIPT = """
 import sys, time, shutil
 from pathlib import Path
-from mlplatform.eventlog import EventLog
-from mlplatform.landing import ingest_file
-from mlplatform.spec import load_spec
+from mlplatform.stores.eventlog import EventLog
+from mlplatform.pipeline.landing import ingest_file
+from mlplatform.domain.spec import load_spec
 source, work = Path(sys.argv[1]), Path(sys.argv[2])
 spec = load_spec(sys.argv[3])
 shutil.rmtree(work, ignore_errors=True)

@@ -43,14 +43,14 @@ from results import markdown_table, record  # noqa: E402
 
 from mlplatform.orchestration.assets import EVALUATION_REPORT  # noqa: E402
 from mlplatform.orchestration.monitoring import DRIFT_REPORT  # noqa: E402
-from mlplatform.policy import DRIFT, DRIFT_REPORT_TAG  # noqa: E402
-from mlplatform.orchestration.demo import drift_scenario, materialize, scoped_environment  # noqa: E402
-from mlplatform.orchestration.devserver import BIN, Server, build_servers, http_ok, running  # noqa: E402
+from mlplatform.domain.policy import DRIFT, DRIFT_REPORT_TAG  # noqa: E402
+from mlplatform.cli.demo import drift_scenario, materialize, scoped_environment  # noqa: E402
+from mlplatform.cli.dev import BIN, Server, build_servers, http_ok, running  # noqa: E402
 from mlplatform.orchestration.instance import prepare_dagster_home  # noqa: E402
 from mlplatform.orchestration.sensors import LAUNCHED_BY_TAG, SENSOR_NAME, drift_report_sensor, retraining_sensor  # noqa: E402
-from mlplatform.replay import ApiSink, DriftScenario, canonical_labels, inject_drift, read_source, select_stream, write_batches  # noqa: E402
+from mlplatform.pipeline.replay import ApiSink, DriftScenario, canonical_labels, inject_drift, read_source, select_stream, write_batches  # noqa: E402
 from mlplatform.settings import REPO_ROOT, Settings  # noqa: E402
-from mlplatform.spec import DatasetSpec, SpecError, load_spec  # noqa: E402
+from mlplatform.domain.spec import DatasetSpec, SpecError, load_spec  # noqa: E402
 
 GOAL_MEDIAN_S = 30.0
 PREDICT_BATCH = 200

@@ -21,12 +21,12 @@ from results import markdown_table, record  # noqa: E402
 
 import mlflow  # noqa: E402
 
-from mlplatform.registry import MODEL_CODE, Registry  # noqa: E402
-from mlplatform.replay import read_source  # noqa: E402
+from mlplatform.stores.registry import MODEL_CODE, Registry  # noqa: E402
+from mlplatform.pipeline.replay import read_source  # noqa: E402
 from mlplatform.settings import DEFAULT_SPEC  # noqa: E402
-from mlplatform.spec import load_spec  # noqa: E402
-from mlplatform.training import TrainingConfig, train  # noqa: E402
-from mlplatform.validation import validate_frame  # noqa: E402
+from mlplatform.domain.spec import load_spec  # noqa: E402
+from mlplatform.domain.training import TrainingConfig, train  # noqa: E402
+from mlplatform.domain.validation import validate_frame  # noqa: E402
 
 COMMAND = ".venv/bin/python benchmarks/bench_registry.py"
 

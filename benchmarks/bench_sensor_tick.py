@@ -27,9 +27,9 @@ from mlplatform.orchestration.definitions import defs  # noqa: E402
 from mlplatform.orchestration.instance import prepare_dagster_home  # noqa: E402
 from mlplatform.orchestration.resources import PlatformResource  # noqa: E402
 from mlplatform.orchestration.sensors import DRIFT_SENSOR_NAME, SENSOR_NAME  # noqa: E402
-from mlplatform.replay import read_source, write_batches  # noqa: E402
+from mlplatform.pipeline.replay import read_source, write_batches  # noqa: E402
 from mlplatform.settings import Settings  # noqa: E402
-from mlplatform.spec import load_spec  # noqa: E402
+from mlplatform.domain.spec import load_spec  # noqa: E402
 
 SIZES = [10_000, 10_000_000]
 TICKS = 30

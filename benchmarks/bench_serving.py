@@ -30,12 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from results import markdown_table, record  # noqa: E402
 
-from mlplatform.registry import Registry  # noqa: E402
-from mlplatform.replay import json_records, read_source  # noqa: E402
+from mlplatform.stores.registry import Registry  # noqa: E402
+from mlplatform.pipeline.replay import json_records, read_source  # noqa: E402
 from mlplatform.settings import DEFAULT_SPEC, Settings  # noqa: E402
-from mlplatform.spec import load_spec  # noqa: E402
-from mlplatform.training import TrainingConfig, train  # noqa: E402
-from mlplatform.validation import validate_frame  # noqa: E402
+from mlplatform.domain.spec import load_spec  # noqa: E402
+from mlplatform.domain.training import TrainingConfig, train  # noqa: E402
+from mlplatform.domain.validation import validate_frame  # noqa: E402
 
 COMMAND = ".venv/bin/python benchmarks/bench_serving.py"
 CONNECTIONS = 8

@@ -24,14 +24,14 @@ from results import markdown_table, record  # noqa: E402
 
 import lightgbm as lgb  # noqa: E402
 
-from mlplatform.eventlog import EventLog  # noqa: E402
-from mlplatform.registry import Registry  # noqa: E402
-from mlplatform.replay import read_source  # noqa: E402
-from mlplatform.retraining import build_feature_snapshot, train_challenger, training_config  # noqa: E402
+from mlplatform.stores.eventlog import EventLog  # noqa: E402
+from mlplatform.stores.registry import Registry  # noqa: E402
+from mlplatform.pipeline.replay import read_source  # noqa: E402
+from mlplatform.pipeline.retraining import build_feature_snapshot, train_challenger, training_config  # noqa: E402
 from mlplatform.settings import Settings  # noqa: E402
-from mlplatform.spec import load_spec  # noqa: E402
-from mlplatform.training import DEFAULT_PARAMS, _objective, encode_labels, train  # noqa: E402
-from mlplatform.validation import LABEL, validate_frame  # noqa: E402
+from mlplatform.domain.spec import load_spec  # noqa: E402
+from mlplatform.domain.training import DEFAULT_PARAMS, _objective, encode_labels, train  # noqa: E402
+from mlplatform.domain.validation import LABEL, validate_frame  # noqa: E402
 
 COMMAND = ".venv/bin/python benchmarks/bench_training.py"
 
@@ -80,7 +80,7 @@ def main() -> int:
         for trials, cfg in ((1, one), (config.trials, config)):
             train_s = median_seconds(lambda: train(frame, spec, cfg, transformer=snapshot.transformer), args.repeat)
             asset_s = median_seconds(lambda: train_challenger(replace_settings(settings, trials), spec, registry, snapshot, {}), args.repeat)
-            rows.append({"what": "mlplatform.training.train (transform + tuning loop)", "trials": trials, "median s": f"{train_s:.2f}", "vs bare": f"{train_s / bare_s:.1f}x"})
+            rows.append({"what": "mlplatform.domain.training.train (transform + tuning loop)", "trials": trials, "median s": f"{train_s:.2f}", "vs bare": f"{train_s / bare_s:.1f}x"})
             rows.append({"what": "train_challenger = trained_model's work (+ MLflow log and register)", "trials": trials,
                          "median s": f"{asset_s:.2f}", "vs bare": f"{asset_s / bare_s:.1f}x"})
         log.close()

@@ -15,10 +15,10 @@ import pytest
 from mlplatform.orchestration.assets import all_assets
 from mlplatform.orchestration.instance import prepare_dagster_home
 from mlplatform.orchestration.resources import PlatformResource
-from mlplatform.registry import Registry
-from mlplatform.replay import read_source, write_batches
+from mlplatform.stores.registry import Registry
+from mlplatform.pipeline.replay import read_source, write_batches
 from mlplatform.settings import Settings
-from mlplatform.spec import load_spec
+from mlplatform.domain.spec import load_spec
 from mlplatform_tests.conftest import ADULT_SPEC, FAST_TRAINING
 
 FIRST_ROWS = 500  # a small first window: v1 is weak, so a retrained v2 on more data beats it

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from mlplatform.orchestration.instance import prepare_dagster_home
-from mlplatform.replay import read_source
+from mlplatform.pipeline.replay import read_source
 from mlplatform.settings import REPO_ROOT, Settings
-from mlplatform.spec import DatasetSpec, load_spec
+from mlplatform.domain.spec import DatasetSpec, load_spec
 
 ADULT_SPEC = REPO_ROOT / "data" / "adult.yaml"
 BIKE_SPEC = REPO_ROOT / "data" / "bike_sharing.yaml"

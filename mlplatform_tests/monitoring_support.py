@@ -9,14 +9,14 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from mlplatform.landing import ingest_pending
+from mlplatform.pipeline.landing import ingest_pending
 from mlplatform.orchestration.definitions import defs
 from mlplatform.orchestration.instance import prepare_dagster_home
 from mlplatform.orchestration.resources import PlatformResource
-from mlplatform.replay import GENERATED_INTERVAL_S, STREAM_START, write_batches
+from mlplatform.pipeline.replay import GENERATED_INTERVAL_S, STREAM_START, write_batches
 from mlplatform.settings import Settings
-from mlplatform.spec import DatasetSpec
-from mlplatform.validation import EVENT_ID, EVENT_TIME
+from mlplatform.domain.spec import DatasetSpec
+from mlplatform.domain.validation import EVENT_ID, EVENT_TIME
 from mlplatform_tests.conftest import ADULT_SPEC, FAST_TRAINING
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}

@@ -18,13 +18,13 @@ import pandas as pd
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from mlplatform.eventlog import SERVING_SOURCE, EventLog
-from mlplatform.registry import Registry
-from mlplatform.replay import canonical_labels, read_source
+from mlplatform.stores.eventlog import SERVING_SOURCE, EventLog
+from mlplatform.stores.registry import Registry
+from mlplatform.pipeline.replay import canonical_labels, read_source
 from mlplatform.settings import Settings
-from mlplatform.spec import DatasetSpec
-from mlplatform.training import TrainingConfig, train
-from mlplatform.validation import validate_frame
+from mlplatform.domain.spec import DatasetSpec
+from mlplatform.domain.training import TrainingConfig, train
+from mlplatform.domain.validation import validate_frame
 
 TOKEN = "test-token"
 TINY = TrainingConfig(trials=1, seconds=10, num_boost_round=40, early_stopping_rounds=10, min_rows=100)

@@ -10,19 +10,19 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from mlplatform.alerting import Alert, Alerter, AlertName, Severity
-from mlplatform.eventlog import SERVING_SOURCE, EventLog
-from mlplatform.live_quality import measure
+from mlplatform.stores.alerting import Alert, Alerter, AlertName, Severity
+from mlplatform.stores.eventlog import SERVING_SOURCE, EventLog
+from mlplatform.pipeline.live_quality import measure
 from mlplatform.orchestration.alerts import LIVE_QUALITY_CHECK, alerts_sensor, live_quality, run_failure_alerts, run_success_alerts
 from mlplatform.orchestration.assets import evaluation_report, raw_events
 from mlplatform.orchestration.definitions import defs
-from mlplatform.registry import Registry
-from mlplatform.replay import canonical_labels, read_source, write_batches
+from mlplatform.stores.registry import Registry
+from mlplatform.pipeline.replay import canonical_labels, read_source, write_batches
 from mlplatform.serving.champion import ChampionWatcher
 from mlplatform.serving.metrics import ServingMetrics
 from mlplatform.settings import Settings
-from mlplatform.spec import load_spec
-from mlplatform.validation import LABEL, validate_frame
+from mlplatform.domain.spec import load_spec
+from mlplatform.domain.validation import LABEL, validate_frame
 from mlplatform_tests.alerting_support import (FIRST_ROWS, Alertmanager, alertmanager, champion, first_rows, labels_of, materialize, platform,
                                               platform_instance, tick)
 from mlplatform_tests.conftest import BIKE_SPEC

@@ -7,14 +7,14 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from mlplatform.alerting import AlertName
+from mlplatform.stores.alerting import AlertName
 from mlplatform.orchestration.alerts import alerts_sensor, run_failure_alerts
 from mlplatform.orchestration.assets import raw_events
 from mlplatform.orchestration.definitions import defs
 from mlplatform.orchestration.monitoring import drift_report
-from mlplatform.replay import DriftScenario, inject_drift, read_source, write_batches
+from mlplatform.pipeline.replay import DriftScenario, inject_drift, read_source, write_batches
 from mlplatform.settings import Settings
-from mlplatform.spec import load_spec
+from mlplatform.domain.spec import load_spec
 from mlplatform_tests.alerting_support import Alertmanager, alertmanager, champion, labels_of, materialize, platform, platform_instance, tick
 
 __all__ = ["alertmanager", "platform", "platform_instance"]  # fixtures used by name

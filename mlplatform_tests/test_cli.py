@@ -10,9 +10,9 @@ import pytest
 from mlplatform.cli import main
 from mlplatform.orchestration.assets import all_assets
 from mlplatform.orchestration.resources import PlatformResource
-from mlplatform.replay import write_batches
+from mlplatform.pipeline.replay import write_batches
 from mlplatform.settings import Settings
-from mlplatform.spec import DatasetSpec
+from mlplatform.domain.spec import DatasetSpec
 
 
 def _materialize(instance: dg.DagsterInstance, keys: list[str]) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mlplatform.reports import report_url
+from mlplatform.stores.reports import report_url
 from mlplatform.settings import REPO_ROOT, Settings
 from mlplatform_tests.conftest import ADULT_SPEC
 

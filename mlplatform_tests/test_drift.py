@@ -12,20 +12,20 @@ import pytest
 from mlflow.entities.model_registry import ModelVersion, ModelVersionTag
 from mlflow.tracking import MlflowClient
 
-from mlplatform.drift import PREDICTION_COLUMN, DriftError, DriftReport, DriftSkipped, ReferenceWindow, build_drift_report, compare
-from mlplatform.eventlog import EventLog
+from mlplatform.pipeline.drift import PREDICTION_COLUMN, DriftError, DriftReport, DriftSkipped, ReferenceWindow, build_drift_report, compare
+from mlplatform.stores.eventlog import EventLog
 from mlplatform.orchestration.assets import latest_metadata
 from mlplatform.orchestration.definitions import defs
 from mlplatform.orchestration.monitoring import DRIFT_REPORT
 from mlplatform.orchestration.resources import PlatformResource
 from mlplatform.orchestration.sensors import SENSOR_NAME
-from mlplatform.orchestration.status import collect_status
-from mlplatform.policy import DRIFT
-from mlplatform.landing import ingest_pending
-from mlplatform.replay import DriftScenario, inject_drift, write_batches
+from mlplatform.cli.status import collect_status
+from mlplatform.domain.policy import DRIFT
+from mlplatform.pipeline.landing import ingest_pending
+from mlplatform.pipeline.replay import DriftScenario, inject_drift, write_batches
 from mlplatform.settings import Settings
-from mlplatform.spec import DatasetSpec
-from mlplatform.validation import LABEL
+from mlplatform.domain.spec import DatasetSpec
+from mlplatform.domain.validation import LABEL
 from mlplatform_tests.monitoring_support import CHAMPION_ROWS, QUIET, Platform, shuffled_stream, trained_platform
 
 DRIFTED = DriftScenario(

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlplatform.eventlog import EventLog, EventLogError
-from mlplatform.spec import DatasetSpec, parse_spec
-from mlplatform.validation import EVENT_ID, EVENT_TIME, LABEL
+from mlplatform.stores.eventlog import EventLog, EventLogError
+from mlplatform.domain.spec import DatasetSpec, parse_spec
+from mlplatform.domain.validation import EVENT_ID, EVENT_TIME, LABEL
 
 SPEC = {
     "name": "mini",

@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlplatform.features import FeatureTransformer, normalise_category
-from mlplatform.predictor import PREDICTION, PROBABILITY, Predictor
-from mlplatform.registry import Registry
-from mlplatform.spec import DatasetSpec, parse_spec
-from mlplatform.training import TrainingConfig, TrainingError, check_window, train
-from mlplatform.validation import EVENT_ID, LABEL, validate_frame
+from mlplatform.domain.features import FeatureTransformer, normalise_category
+from mlplatform.domain.predictor import PREDICTION, PROBABILITY, Predictor
+from mlplatform.stores.registry import Registry
+from mlplatform.domain.spec import DatasetSpec, parse_spec
+from mlplatform.domain.training import TrainingConfig, TrainingError, check_window, train
+from mlplatform.domain.validation import EVENT_ID, LABEL, validate_frame
 
 FAST = TrainingConfig(min_rows=100, trials=2, seconds=30, num_boost_round=300, early_stopping_rounds=10)
 

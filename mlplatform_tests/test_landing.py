@@ -7,10 +7,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mlplatform.eventlog import EventLog
-from mlplatform.landing import FileOutcome, ingest_file, ingest_pending
-from mlplatform.spec import DatasetSpec
-from mlplatform.validation import EVENT_ID
+from mlplatform.stores.eventlog import EventLog
+from mlplatform.pipeline.landing import FileOutcome, ingest_file, ingest_pending
+from mlplatform.domain.spec import DatasetSpec
+from mlplatform.domain.validation import EVENT_ID
 
 COLUMNS = ["event_id", "event_time", "age", "workclass", "education", "education-num", "marital-status", "occupation",
            "relationship", "race", "sex", "capital-gain", "capital-loss", "hours-per-week", "native-country", "income"]

@@ -11,10 +11,10 @@ import yaml
 from mlplatform.orchestration.assets import EVALUATION_REPORT, FEATURES, QUALITY_FLOOR_CHECK, TRAINED_MODEL, all_assets, latest_metadata
 from mlplatform.orchestration.checks import all_checks
 from mlplatform.orchestration.resources import PlatformResource
-from mlplatform.registry import Registry, tag
-from mlplatform.replay import write_batches
+from mlplatform.stores.registry import Registry, tag
+from mlplatform.pipeline.replay import write_batches
 from mlplatform.settings import REPO_ROOT, Settings
-from mlplatform.spec import DatasetSpec
+from mlplatform.domain.spec import DatasetSpec
 
 LOOP = ["raw_events", "features", "trained_model", "evaluation_report"]
 RETRAIN = LOOP[1:]

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlplatform.correction import ResidualCorrector
-from mlplatform.policy import DRIFT, NEW_OBSERVATIONS
-from mlplatform.predictor import PREDICTION, PROBABILITY
-from mlplatform.prequential import (
+from mlplatform.domain.correction import ResidualCorrector
+from mlplatform.domain.policy import DRIFT, NEW_OBSERVATIONS
+from mlplatform.domain.predictor import PREDICTION, PROBABILITY
+from mlplatform.pipeline.prequential import (
     BenchmarkError,
     IntervalPolicy,
     PlatformPolicy,
@@ -22,11 +22,11 @@ from mlplatform.prequential import (
     run_prequential,
     stream_events,
 )
-from mlplatform.replay import DriftScenario
-from mlplatform.retraining import training_config
+from mlplatform.pipeline.replay import DriftScenario
+from mlplatform.pipeline.retraining import training_config
 from mlplatform.settings import REPO_ROOT, Settings
-from mlplatform.spec import DatasetSpec, load_spec, parse_spec
-from mlplatform.validation import LABEL
+from mlplatform.domain.spec import DatasetSpec, load_spec, parse_spec
+from mlplatform.domain.validation import LABEL
 
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 import bench_adaptation  # noqa: E402

@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 
 from mlplatform import cli
-from mlplatform.eventlog import EventLog
-from mlplatform.landing import ingest_pending
-from mlplatform.replay import ApiSink, DriftScenario, LandingSink, ReplayError, canonical_labels, run_stream, select_stream
+from mlplatform.stores.eventlog import EventLog
+from mlplatform.pipeline.landing import ingest_pending
+from mlplatform.pipeline.replay import ApiSink, DriftScenario, LandingSink, ReplayError, canonical_labels, run_stream, select_stream
 from mlplatform.settings import Settings
-from mlplatform.spec import DatasetSpec
+from mlplatform.domain.spec import DatasetSpec
 from mlplatform_tests.serving_support import TOKEN, free_port, register_versions, running_server, state_settings
 
 ADULT_SPEC = Path(__file__).resolve().parent.parent / "data" / "adult.yaml"

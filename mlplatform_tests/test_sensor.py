@@ -11,11 +11,11 @@ from mlplatform.orchestration.assets import latest_metadata
 from mlplatform.orchestration.definitions import defs
 from mlplatform.orchestration.monitoring import DRIFT_REPORT
 from mlplatform.orchestration.sensors import DRIFT_SENSOR_NAME, LAUNCHED_BY_TAG, SENSOR_NAME
-from mlplatform.orchestration.status import collect_status
-from mlplatform.policy import DRIFT, DRIFT_REPORT_TAG, NEW_OBSERVATIONS, Cursor
-from mlplatform.replay import DriftScenario, inject_drift
+from mlplatform.cli.status import collect_status
+from mlplatform.domain.policy import DRIFT, DRIFT_REPORT_TAG, NEW_OBSERVATIONS, Cursor
+from mlplatform.pipeline.replay import DriftScenario, inject_drift
 from mlplatform.settings import Settings
-from mlplatform.spec import DatasetSpec
+from mlplatform.domain.spec import DatasetSpec
 from mlplatform_tests.monitoring_support import CHAMPION_ROWS, QUIET, Platform, trained_platform
 
 EVERY_N = 1000

@@ -13,11 +13,11 @@ import httpx
 import pandas as pd
 import pytest
 
-from mlplatform.eventlog import EventLog
-from mlplatform.registry import Registry
-from mlplatform.replay import json_records
+from mlplatform.stores.eventlog import EventLog
+from mlplatform.stores.registry import Registry
+from mlplatform.pipeline.replay import json_records
 from mlplatform.settings import Settings
-from mlplatform.spec import DatasetSpec
+from mlplatform.domain.spec import DatasetSpec
 from mlplatform_tests.conftest import ADULT_SPEC
 from mlplatform_tests.serving_support import TOKEN, Server, auth, client, metric, register_versions, running_server, state_settings
 

@@ -18,14 +18,14 @@ import pytest
 from pydantic import ValidationError
 
 from mlplatform.cli import main
-from mlplatform.correction import ResidualCorrector
-from mlplatform.eventlog import EventLog
-from mlplatform.predictor import Predictor
-from mlplatform.registry import Registry
-from mlplatform.replay import canonical_labels, json_records
+from mlplatform.domain.correction import ResidualCorrector
+from mlplatform.stores.eventlog import EventLog
+from mlplatform.domain.predictor import Predictor
+from mlplatform.stores.registry import Registry
+from mlplatform.pipeline.replay import canonical_labels, json_records
 from mlplatform.settings import Settings
-from mlplatform.spec import DatasetSpec
-from mlplatform.validation import LABEL
+from mlplatform.domain.spec import DatasetSpec
+from mlplatform.domain.validation import LABEL
 from mlplatform_tests.conftest import ADULT_SPEC
 from mlplatform_tests.serving_support import (
     Server, auth, canonical, client, free_port, metric, register_versions, running_server, state_settings, wait_for_version,

@@ -9,10 +9,10 @@ import httpx
 import pandas as pd
 import pytest
 
-from mlplatform.eventlog import EventLog
-from mlplatform.replay import json_records
+from mlplatform.stores.eventlog import EventLog
+from mlplatform.pipeline.replay import json_records
 from mlplatform.settings import Settings
-from mlplatform.spec import DatasetSpec
+from mlplatform.domain.spec import DatasetSpec
 from mlplatform_tests.conftest import ADULT_SPEC
 from mlplatform_tests.serving_support import auth, register_versions, running_server, state_settings
 

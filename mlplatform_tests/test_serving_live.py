@@ -7,7 +7,7 @@ import pytest
 from mlplatform.serving.live import LiveQualityGauges
 from mlplatform.serving.metrics import ServingMetrics
 from mlplatform.settings import Settings
-from mlplatform.spec import load_spec
+from mlplatform.domain.spec import load_spec
 from mlplatform_tests.conftest import BIKE_SPEC
 from mlplatform_tests.serving_support import served_regression_log
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from mlplatform.eventlog import SERVING_SOURCE, EventLog
+from mlplatform.stores.eventlog import SERVING_SOURCE, EventLog
 from mlplatform.serving.metrics import ServingMetrics
 from mlplatform.serving.predictionlog import PredictionLog, PredictionLogError
-from mlplatform.spec import DatasetSpec
+from mlplatform.domain.spec import DatasetSpec
 
 
 @pytest.fixture

@@ -6,13 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlplatform.predictor import Predictor
+from mlplatform.domain.predictor import Predictor
 from mlplatform.serving.champion import ServedModel
 from mlplatform.serving.records import ModelMismatch, RecordCodec
-from mlplatform.spec import DatasetSpec, load_spec
-from mlplatform.training import train
-from mlplatform.validation import MAX_TEXT_LENGTH, validate_frame
-from mlplatform.replay import read_source
+from mlplatform.domain.spec import DatasetSpec, load_spec
+from mlplatform.domain.training import train
+from mlplatform.domain.validation import MAX_TEXT_LENGTH, validate_frame
+from mlplatform.pipeline.replay import read_source
 from mlplatform_tests.conftest import BIKE_SPEC
 from mlplatform_tests.serving_support import TINY, canonical
 

@@ -7,12 +7,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from mlplatform.evaluation import primary_metric, score
-from mlplatform.replay import read_source
+from mlplatform.domain.evaluation import primary_metric, score
+from mlplatform.pipeline.replay import read_source
 from mlplatform.settings import REPO_ROOT
-from mlplatform.spec import DatasetSpec, SpecError, Task, load_spec, parse_spec
-from mlplatform.training import TrainingConfig, TrainingError, train
-from mlplatform.validation import EVENT_ID, EVENT_TIME, LABEL, validate_frame
+from mlplatform.domain.spec import DatasetSpec, SpecError, Task, load_spec, parse_spec
+from mlplatform.domain.training import TrainingConfig, TrainingError, train
+from mlplatform.domain.validation import EVENT_ID, EVENT_TIME, LABEL, validate_frame
 
 GOOD = {
     "name": "tiny",

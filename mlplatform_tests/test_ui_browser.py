@@ -22,12 +22,12 @@ import pytest
 from playwright.sync_api import BrowserContext, Page, Route, expect, sync_playwright
 
 from mlplatform.orchestration.assets import EVALUATION_REPORT, latest_metadata
-from mlplatform.orchestration.devserver import running
+from mlplatform.cli.dev import running
 from mlplatform.orchestration.sensors import SENSOR_NAME
-from mlplatform.registry import CHAMPION, Registry
-from mlplatform.replay import DriftScenario, inject_drift, write_batches
+from mlplatform.stores.registry import CHAMPION, Registry
+from mlplatform.pipeline.replay import DriftScenario, inject_drift, write_batches
 from mlplatform.settings import REPO_ROOT
-from mlplatform.spec import DatasetSpec
+from mlplatform.domain.spec import DatasetSpec
 from mlplatform_tests.monitoring_support import CHAMPION_ROWS, Platform, shuffled_stream, trained_platform
 
 

@@ -15,8 +15,8 @@ from typing import Optional, Protocol
 
 import dagster as dg
 
-from mlplatform.alerting import Alerter, AlertName, drift_alert, live_quality_alert, promotion_refused_alert, run_failed_alert
-from mlplatform.live_quality import measure
+from mlplatform.stores.alerting import Alerter, AlertName, drift_alert, live_quality_alert, promotion_refused_alert, run_failed_alert
+from mlplatform.pipeline.live_quality import measure
 from mlplatform.orchestration.assets import EVALUATION_REPORT, EXTERNAL_RETRY, RAW_EVENTS
 from mlplatform.orchestration.resources import PlatformResource
 from mlplatform.orchestration.sensors import champion_state

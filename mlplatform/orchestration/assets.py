@@ -6,13 +6,13 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from mlplatform.landing import ingest_pending
+from mlplatform.pipeline.landing import ingest_pending
 from mlplatform.orchestration.resources import PlatformResource
-from mlplatform.retraining import FeatureSnapshot, apply_decision, build_feature_snapshot, evaluate_challenger, train_challenger
-from mlplatform.registry import tag
-from mlplatform.reports import mlflow_run_url, mlflow_version_url, report_url
-from mlplatform.training import TrainingError
-from mlplatform.validation import LABEL
+from mlplatform.pipeline.retraining import FeatureSnapshot, apply_decision, build_feature_snapshot, evaluate_challenger, train_challenger
+from mlplatform.stores.registry import tag
+from mlplatform.stores.reports import mlflow_run_url, mlflow_version_url, report_url
+from mlplatform.domain.training import TrainingError
+from mlplatform.domain.validation import LABEL
 
 INGESTION = "ingestion"
 TRAINING = "training"

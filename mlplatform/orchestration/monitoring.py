@@ -6,12 +6,12 @@ Kept current by `drift_report_sensor` (orchestration/sensors.py) every `drift_ev
 
 import dagster as dg
 
-from mlplatform.drift import LIVE_METRICS, ColumnDrift, DriftReport, DriftSkipped, build_drift_report
+from mlplatform.pipeline.drift import LIVE_METRICS, ColumnDrift, DriftReport, DriftSkipped, build_drift_report
 from mlplatform.orchestration.assets import EXTERNAL_RETRY, RAW_EVENTS, _markdown_table, latest_metadata
 from mlplatform.orchestration.resources import PlatformResource
-from mlplatform.reports import mlflow_version_url, report_url
+from mlplatform.stores.reports import mlflow_version_url, report_url
 from mlplatform.settings import Settings
-from mlplatform.spec import DatasetSpec
+from mlplatform.domain.spec import DatasetSpec
 
 MONITORING = "monitoring"
 DRIFT_REPORT = dg.AssetKey("drift_report")

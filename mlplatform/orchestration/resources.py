@@ -5,10 +5,10 @@ from pathlib import Path
 
 import dagster as dg
 
-from mlplatform.eventlog import EventLog
-from mlplatform.registry import Registry
+from mlplatform.stores.eventlog import EventLog
+from mlplatform.stores.registry import Registry
 from mlplatform.settings import Settings
-from mlplatform.spec import DatasetSpec, load_spec
+from mlplatform.domain.spec import DatasetSpec, load_spec
 
 _lock = threading.Lock()
 _event_logs: dict[Path, tuple[EventLog, tuple[int, int] | None]] = {}

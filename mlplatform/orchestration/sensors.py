@@ -13,7 +13,7 @@ from mlplatform.orchestration.assets import CHAMPION_CUTOFF_KEY, EVALUATION_REPO
 from mlplatform.orchestration.instance import RETRAIN_RUN_TAGS
 from mlplatform.orchestration.monitoring import DRIFT_REPORT, SKIPPED_KEY, drift_report
 from mlplatform.orchestration.resources import PlatformResource
-from mlplatform.policy import DRIFT_REPORT_TAG, Cursor, Observation, PolicyConfig, decide
+from mlplatform.domain.policy import DRIFT_REPORT_TAG, Cursor, Observation, PolicyConfig, decide
 
 SENSOR_NAME = "retraining_sensor"
 DRIFT_SENSOR_NAME = "drift_report_sensor"

@@ -26,16 +26,16 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from mlplatform.eventlog import EventLog, now_us
-from mlplatform.registry import Registry
+from mlplatform.stores.eventlog import EventLog, now_us
+from mlplatform.stores.registry import Registry
 from mlplatform.serving.champion import ChampionWatcher, ServedModel
 from mlplatform.serving.live import LiveQualityGauges
 from mlplatform.serving.metrics import ServingMetrics
 from mlplatform.serving.predictionlog import PredictionLog, PredictionLogError
 from mlplatform.serving.records import FieldError, check_number, utf8_problem
 from mlplatform.settings import Settings, SettingsError
-from mlplatform.spec import DatasetSpec, Task, load_spec
-from mlplatform.validation import MAX_ID_LENGTH, MAX_TEXT_LENGTH
+from mlplatform.domain.spec import DatasetSpec, Task, load_spec
+from mlplatform.domain.validation import MAX_ID_LENGTH, MAX_TEXT_LENGTH
 
 log = logging.getLogger(__name__)
 ENDPOINTS = ("/predict", "/feedback", "/healthz", "/readyz", "/admin/reload", "/metrics")

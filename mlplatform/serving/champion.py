@@ -21,17 +21,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlplatform.alerting import serving_reload_failed, serving_reload_succeeded
-from mlplatform.correction import ResidualCorrector
-from mlplatform.eventlog import SERVING_SOURCE, EventLog
-from mlplatform.predictor import Predictor
-from mlplatform.registry import Registry
+from mlplatform.stores.alerting import serving_reload_failed, serving_reload_succeeded
+from mlplatform.domain.correction import ResidualCorrector
+from mlplatform.stores.eventlog import SERVING_SOURCE, EventLog
+from mlplatform.domain.predictor import Predictor
+from mlplatform.stores.registry import Registry
 from mlplatform.serving.metrics import ServingMetrics
 from mlplatform.serving.records import RecordCodec
 from mlplatform.serving.singlerow import SingleRowPredictor
 from mlplatform.settings import Settings
-from mlplatform.spec import DatasetSpec
-from mlplatform.validation import LABEL
+from mlplatform.domain.spec import DatasetSpec
+from mlplatform.domain.validation import LABEL
 
 log = logging.getLogger(__name__)
 Scores = tuple[np.ndarray, np.ndarray | None, np.ndarray | None]

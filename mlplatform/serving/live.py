@@ -12,11 +12,11 @@ from collections.abc import Callable
 
 from prometheus_client import Gauge
 
-from mlplatform.eventlog import EventLog
-from mlplatform.live_quality import LiveQuality, measure
+from mlplatform.stores.eventlog import EventLog
+from mlplatform.pipeline.live_quality import LiveQuality, measure
 from mlplatform.serving.metrics import ServingMetrics
 from mlplatform.settings import Settings
-from mlplatform.spec import DatasetSpec
+from mlplatform.domain.spec import DatasetSpec
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlplatform.eventlog import SERVING_SOURCE, EventLog
+from mlplatform.stores.eventlog import SERVING_SOURCE, EventLog
 from mlplatform.serving.metrics import ServingMetrics
 log = logging.getLogger(__name__)
 

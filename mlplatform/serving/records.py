@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from mlplatform.features import CROSS_SEPARATOR
-from mlplatform.predictor import Predictor
-from mlplatform.spec import DatasetSpec
-from mlplatform.validation import MAX_TEXT_LENGTH
+from mlplatform.domain.features import CROSS_SEPARATOR
+from mlplatform.domain.predictor import Predictor
+from mlplatform.domain.spec import DatasetSpec
+from mlplatform.domain.validation import MAX_TEXT_LENGTH
 
 
 _UNSEEN = -1.0  # category code of a value not seen in training; LightGBM gets it as missing

@@ -11,7 +11,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from mlplatform.features import FeatureTransformer
+from mlplatform.domain.features import FeatureTransformer
 
 PREDICTION = "prediction"
 PROBABILITY = "probability"

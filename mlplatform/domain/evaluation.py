@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-from mlplatform.predictor import PREDICTION, PROBABILITY
-from mlplatform.spec import DatasetSpec, Task
+from mlplatform.domain.predictor import PREDICTION, PROBABILITY
+from mlplatform.domain.spec import DatasetSpec, Task
 
 PRIMARY_METRIC: dict[Task, tuple[str, bool]] = {
     Task.binary: ("roc_auc", True),

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mlplatform.spec import DatasetSpec
-from mlplatform.validation import EVENT_ID, EVENT_TIME, LABEL
+from mlplatform.domain.spec import DatasetSpec
+from mlplatform.domain.validation import EVENT_ID, EVENT_TIME, LABEL
 
 BUSY_TIMEOUT_S = 60.0
 _SYSTEM_COLUMNS = ["event_id", "event_time", "ingested_at", "source", "label", "label_seq", "label_time", "model_version", "prediction", "probability"]

@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from mlplatform.spec import DatasetSpec, FeatureType
-from mlplatform.validation import EVENT_ID, EVENT_TIME
+from mlplatform.domain.spec import DatasetSpec, FeatureType
+from mlplatform.domain.validation import EVENT_ID, EVENT_TIME
 
 STREAM_START = datetime(2026, 1, 1, tzinfo=timezone.utc)
 GENERATED_INTERVAL_S = 60

@@ -13,15 +13,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from mlplatform.evaluation import Decision, decide, default_floor, passes_floor, primary_metric, score
-from mlplatform.eventlog import EventLog
-from mlplatform.features import FeatureTransformer
-from mlplatform.predictor import Predictor
-from mlplatform.registry import Registry, json_tag, tag
+from mlplatform.domain.evaluation import Decision, decide, default_floor, passes_floor, primary_metric, score
+from mlplatform.stores.eventlog import EventLog
+from mlplatform.domain.features import FeatureTransformer
+from mlplatform.domain.predictor import Predictor
+from mlplatform.stores.registry import Registry, json_tag, tag
 from mlplatform.settings import Settings
-from mlplatform.spec import DatasetSpec
-from mlplatform.training import TrainingConfig, TrainingResult, check_window, fit_transformer, train
-from mlplatform.validation import EVENT_ID, EVENT_TIME, LABEL
+from mlplatform.domain.spec import DatasetSpec
+from mlplatform.domain.training import TrainingConfig, TrainingResult, check_window, fit_transformer, train
+from mlplatform.domain.validation import EVENT_ID, EVENT_TIME, LABEL
 
 TRAIN_FILE = "train.parquet"
 HOLDOUT_FILE = "holdout.parquet"

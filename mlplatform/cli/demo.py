@@ -15,10 +15,10 @@ from mlplatform.orchestration.instance import prepare_dagster_home
 from mlplatform.orchestration.resources import PlatformResource
 from mlplatform.orchestration.monitoring import DRIFT_REPORT
 from mlplatform.orchestration.sensors import SENSOR_NAME
-from mlplatform.policy import DRIFT
-from mlplatform.replay import DriftScenario, inject_drift, read_source, write_batches
+from mlplatform.domain.policy import DRIFT
+from mlplatform.pipeline.replay import DriftScenario, inject_drift, read_source, write_batches
 from mlplatform.settings import Settings
-from mlplatform.spec import DatasetSpec, load_spec
+from mlplatform.domain.spec import DatasetSpec, load_spec
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 DEMO_MARKER = ".mlplatform-demo"

@@ -21,9 +21,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from mlplatform.features import normalise_category
-from mlplatform.predictor import PREDICTION, PROBABILITY
-from mlplatform.spec import DatasetSpec, Task
+from mlplatform.domain.features import normalise_category
+from mlplatform.domain.predictor import PREDICTION, PROBABILITY
+from mlplatform.domain.spec import DatasetSpec, Task
 
 BIAS = "__bias__"
 EPS = 1e-6

@@ -10,7 +10,7 @@ from typing import Any
 import mlflow
 import pandas as pd
 
-from mlplatform.predictor import Predictor
+from mlplatform.domain.predictor import Predictor
 
 
 class LightGBMPipelineModel(mlflow.pyfunc.PythonModel):

@@ -17,8 +17,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mlplatform.features import as_text, normalise_category
-from mlplatform.spec import DatasetSpec
+from mlplatform.domain.features import as_text, normalise_category
+from mlplatform.domain.spec import DatasetSpec
 
 EVENT_ID = "event_id"
 EVENT_TIME = "event_time"

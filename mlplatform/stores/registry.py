@@ -21,9 +21,9 @@ from mlflow.exceptions import MlflowException, RestException
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
-from mlplatform.predictor import Predictor
-from mlplatform.spec import DatasetSpec
-from mlplatform.training import TrainingResult
+from mlplatform.domain.predictor import Predictor
+from mlplatform.domain.spec import DatasetSpec
+from mlplatform.domain.training import TrainingResult
 
 log = logging.getLogger(__name__)
 

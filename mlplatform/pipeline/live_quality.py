@@ -13,12 +13,12 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from mlplatform.evaluation import score
-from mlplatform.eventlog import EventLog
-from mlplatform.predictor import PREDICTION, PROBABILITY
+from mlplatform.domain.evaluation import score
+from mlplatform.stores.eventlog import EventLog
+from mlplatform.domain.predictor import PREDICTION, PROBABILITY
 from mlplatform.settings import Settings
-from mlplatform.spec import DatasetSpec
-from mlplatform.validation import EVENT_TIME, LABEL
+from mlplatform.domain.spec import DatasetSpec
+from mlplatform.domain.validation import EVENT_TIME, LABEL
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,10 @@ import numpy as np
 import optuna
 import pandas as pd
 
-from mlplatform.features import FeatureTransformer
-from mlplatform.predictor import Predictor
-from mlplatform.spec import DatasetSpec, Task
-from mlplatform.validation import LABEL
+from mlplatform.domain.features import FeatureTransformer
+from mlplatform.domain.predictor import Predictor
+from mlplatform.domain.spec import DatasetSpec, Task
+from mlplatform.domain.validation import LABEL
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 log = logging.getLogger(__name__)

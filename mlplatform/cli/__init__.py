@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from mlplatform.settings import Settings, SettingsError
-from mlplatform.spec import SpecError
+from mlplatform.domain.spec import SpecError
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -21,7 +21,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from mlplatform.orchestration.demo import DemoError, run_demo
+    from mlplatform.cli.demo import DemoError, run_demo
 
     try:
         run_demo(_settings(args))
@@ -32,7 +32,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
-    from mlplatform.orchestration.devserver import serve_until_stopped
+    from mlplatform.cli.dev import serve_until_stopped
 
     return serve_until_stopped(_settings(args))
 
@@ -46,7 +46,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from mlplatform.orchestration.status import collect_status, render_status
+    from mlplatform.cli.status import collect_status, render_status
 
     status = collect_status(_settings(args))
     print(json.dumps(status, indent=2, default=str) if args.json else render_status(status))
@@ -68,8 +68,8 @@ def _pairs(values: list[str], kind: type) -> dict[str, object]:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from mlplatform.replay import ApiSink, DriftScenario, LandingSink, check_pacing, read_source, run_stream, select_stream
-    from mlplatform.spec import load_spec
+    from mlplatform.pipeline.replay import ApiSink, DriftScenario, LandingSink, check_pacing, read_source, run_stream, select_stream
+    from mlplatform.domain.spec import load_spec
 
     settings = _settings(args)
     try:

@@ -23,13 +23,13 @@ import numpy as np
 import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 
-from mlplatform.evaluation import score
-from mlplatform.eventlog import EventLog
-from mlplatform.predictor import PREDICTION, PROBABILITY, Predictor
-from mlplatform.registry import Registry, tag
+from mlplatform.domain.evaluation import score
+from mlplatform.stores.eventlog import EventLog
+from mlplatform.domain.predictor import PREDICTION, PROBABILITY, Predictor
+from mlplatform.stores.registry import Registry, tag
 from mlplatform.settings import Settings
-from mlplatform.spec import DatasetSpec, Task
-from mlplatform.validation import LABEL
+from mlplatform.domain.spec import DatasetSpec, Task
+from mlplatform.domain.validation import LABEL
 
 if TYPE_CHECKING:
     from evidently.core.report import Snapshot

@@ -29,7 +29,7 @@ from pathlib import Path
 import httpx
 
 from mlplatform.settings import Settings
-from mlplatform.spec import DatasetSpec
+from mlplatform.domain.spec import DatasetSpec
 
 log = logging.getLogger(__name__)
 

@@ -4,13 +4,13 @@ from typing import Any
 
 import dagster as dg
 
-from mlplatform.eventlog import EventLog
+from mlplatform.stores.eventlog import EventLog
 from mlplatform.orchestration.assets import latest_metadata
 from mlplatform.orchestration.instance import prepare_dagster_home
 from mlplatform.orchestration.sensors import DRIFT_REPORT, LAUNCHED_BY_TAG, SENSOR_NAME
-from mlplatform.registry import Registry, tag
+from mlplatform.stores.registry import Registry, tag
 from mlplatform.settings import Settings
-from mlplatform.spec import load_spec
+from mlplatform.domain.spec import load_spec
 
 
 def collect_status(settings: Settings, run_limit: int = 20) -> dict[str, Any]:

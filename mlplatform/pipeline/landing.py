@@ -23,10 +23,10 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from mlplatform.eventlog import EventLog, now_us
-from mlplatform.features import ARROW_STRING, as_text, normalise_category
-from mlplatform.spec import DatasetSpec
-from mlplatform.validation import EVENT_ID, EVENT_TIME, SchemaError, Validated, parse_numeric, validate_frame, with_clean_columns
+from mlplatform.stores.eventlog import EventLog, now_us
+from mlplatform.domain.features import ARROW_STRING, as_text, normalise_category
+from mlplatform.domain.spec import DatasetSpec
+from mlplatform.domain.validation import EVENT_ID, EVENT_TIME, SchemaError, Validated, parse_numeric, validate_frame, with_clean_columns
 
 SUFFIXES = (".csv", ".csv.gz", ".parquet", ".jsonl", ".jsonl.gz", ".ndjson")
 PROCESSED = "processed"

@@ -20,17 +20,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlplatform.correction import ResidualCorrector
-from mlplatform.drift import compare
-from mlplatform.evaluation import score
-from mlplatform.policy import DRIFT, Cursor, Observation, PolicyConfig, decide
-from mlplatform.predictor import PREDICTION, PROBABILITY, Predictor
-from mlplatform.replay import DriftScenario, read_source, select_stream
-from mlplatform.retraining import judge, prepare_window, training_config
+from mlplatform.domain.correction import ResidualCorrector
+from mlplatform.pipeline.drift import compare
+from mlplatform.domain.evaluation import score
+from mlplatform.domain.policy import DRIFT, Cursor, Observation, PolicyConfig, decide
+from mlplatform.domain.predictor import PREDICTION, PROBABILITY, Predictor
+from mlplatform.pipeline.replay import DriftScenario, read_source, select_stream
+from mlplatform.pipeline.retraining import judge, prepare_window, training_config
 from mlplatform.settings import Settings
-from mlplatform.spec import DatasetSpec, Task
-from mlplatform.training import TrainingConfig, train
-from mlplatform.validation import EVENT_ID, EVENT_TIME, LABEL, validate_frame
+from mlplatform.domain.spec import DatasetSpec, Task
+from mlplatform.domain.training import TrainingConfig, train
+from mlplatform.domain.validation import EVENT_ID, EVENT_TIME, LABEL, validate_frame
 
 # A drift check: (reference window, current window) -> (drift detected, share of drifted columns).
 DriftCheck = Callable[[pd.DataFrame, pd.DataFrame], tuple[bool, float]]
