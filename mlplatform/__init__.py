@@ -17,3 +17,12 @@ for _name, _value in {
     os.environ.setdefault(_name, _value)
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    """`mlplatform.RetrainingLoop`, the component type models' defs.yaml name, imported (with Dagster) only when asked for."""
+    if name == "RetrainingLoop":
+        from mlplatform.orchestration.component import RetrainingLoop
+
+        return RetrainingLoop
+    raise AttributeError(name)

@@ -10,6 +10,7 @@ import pytest
 
 from mlplatform.orchestration.instance import prepare_dagster_home
 from mlplatform.pipeline.replay import read_source
+from mlplatform.root import platform
 from mlplatform.settings import REPO_ROOT, Settings
 from mlplatform.domain.spec import DatasetSpec, load_spec
 
@@ -38,16 +39,16 @@ def adult_rows(adult_spec: DatasetSpec) -> pd.DataFrame:
 
 @pytest.fixture
 def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
-    """A fresh state folder with fast training settings; DAGSTER_HOME points inside it."""
+    """A fresh state folder with fast training settings; DAGSTER_HOME points inside it. Yields the adult model's
+    settings (its landing folder, its spec) as the composition root builds them."""
     state_dir = tmp_path / "state"
     monkeypatch.setenv("MLPLATFORM_STATE_DIR", str(state_dir))
-    monkeypatch.setenv("MLPLATFORM_DATASET_SPEC", str(ADULT_SPEC))
     for key, value in FAST_TRAINING.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("DAGSTER_HOME", str(state_dir / "dagster"))
     settings = Settings()
     prepare_dagster_home(settings)
-    yield settings
+    yield platform(settings).model("adult").settings
     os.environ.pop("DAGSTER_HOME", None)
 
 

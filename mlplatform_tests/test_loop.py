@@ -8,41 +8,21 @@ import pandas as pd
 import pytest
 import yaml
 
-from mlplatform.orchestration.assets import EVALUATION_REPORT, FEATURES, QUALITY_FLOOR_CHECK, TRAINED_MODEL, all_assets, latest_metadata
-from mlplatform.orchestration.checks import all_checks
-from mlplatform.orchestration.resources import PlatformResource
-from mlplatform.stores.registry import Registry, tag
+from mlplatform.domain.spec import DatasetSpec
+from mlplatform.orchestration.assets import latest_metadata
+from mlplatform.orchestration.names import EVALUATION_REPORT, FEATURES, QUALITY_FLOOR_CHECK, RAW_EVENTS, TRAINED_MODEL
 from mlplatform.pipeline.replay import write_batches
 from mlplatform.settings import REPO_ROOT, Settings
-from mlplatform.domain.spec import DatasetSpec
-
-LOOP = ["raw_events", "features", "trained_model", "evaluation_report"]
-RETRAIN = LOOP[1:]
-
-
-def materialize(instance: dg.DagsterInstance, keys: list[str]) -> dg.ExecuteInProcessResult:
-    return dg.materialize(
-        [*all_assets, *all_checks],
-        selection=keys,
-        instance=instance,
-        resources={"platform": PlatformResource()},
-        raise_on_error=False,
-    )
-
-
-def failures(result: dg.ExecuteInProcessResult) -> str:
-    return " | ".join(e.event_specific_data.error.message for e in result.all_events if e.is_step_failure)  # type: ignore[union-attr]
-
-
-def registry(settings: Settings, spec: DatasetSpec) -> Registry:
-    return Registry(settings.tracking_uri, settings.artifact_root, spec)
+from mlplatform.stores.registry import tag
+from mlplatform_tests.support.loop import LOOP, RETRAIN, failures, materialize, model, names
 
 
 def test_the_loop_promotes_refuses_bad_windows_and_rejects_worse_challengers(
     state: Settings, instance: dg.DagsterInstance, adult_spec: DatasetSpec, adult_rows: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """One state folder through every decision (a fresh MLflow store costs seconds, so the steps share it)."""
-    reg = registry(state, adult_spec)
+    reg = model().registry
+    adult = names()
 
     # Too few labelled events: the features asset fails with the numbers; nothing is trained.
     write_batches(adult_rows.iloc[:60], adult_spec, state.landing_dir, 60)
@@ -50,19 +30,19 @@ def test_the_loop_promotes_refuses_bad_windows_and_rejects_worse_challengers(
     result = materialize(instance, LOOP)
     assert not result.success
     assert "only 60 labelled events in the window; at least 100 are needed; the champion is unchanged" in failures(result)
-    raw = latest_metadata(instance, dg.AssetKey("raw_events"))
+    raw = latest_metadata(instance, adult.asset(RAW_EVENTS))
     assert raw is not None and (raw["total"], raw["labelled"]) == (400, 60)
-    assert latest_metadata(instance, TRAINED_MODEL) is None and reg.champion() is None
+    assert latest_metadata(instance, adult.asset(TRAINED_MODEL)) is None and reg.champion() is None
 
     # Enough labels: v1 is trained, registered and promoted (there is no champion yet).
     write_batches(adult_rows.iloc[400:2400], adult_spec, state.landing_dir, 1000)
     result = materialize(instance, LOOP)
     assert result.success, failures(result)
-    raw = latest_metadata(instance, dg.AssetKey("raw_events"))
+    raw = latest_metadata(instance, adult.asset(RAW_EVENTS))
     assert raw is not None and (raw["ingested"], raw["total"], raw["labelled"], raw["quarantined"]) == (2000, 2400, 2060, 0)
-    features = latest_metadata(instance, FEATURES)
+    features = latest_metadata(instance, adult.asset(FEATURES))
     assert features is not None and (features["rows"], features["holdout_rows"]) == (2060, 412)
-    first = latest_metadata(instance, EVALUATION_REPORT)
+    first = latest_metadata(instance, adult.asset(EVALUATION_REPORT))
     assert first is not None and (first["decision"], first["challenger_version"], first["champion_version"]) == ("promoted", 1, 1)
     checks = [e for e in result.get_asset_check_evaluations() if e.check_name == QUALITY_FLOOR_CHECK]
     assert len(checks) == 1 and checks[0].passed
@@ -87,7 +67,7 @@ def test_the_loop_promotes_refuses_bad_windows_and_rejects_worse_challengers(
     monkeypatch.setenv("MLPLATFORM_PROMOTION_MARGIN", "1.0")
     result = materialize(instance, LOOP)
     assert result.success, failures(result)
-    second = latest_metadata(instance, EVALUATION_REPORT)
+    second = latest_metadata(instance, adult.asset(EVALUATION_REPORT))
     assert second is not None and (second["decision"], second["challenger_version"], second["champion_version"]) == ("rejected", 2, 1)
     assert "below the margin 1.0" in str(second["reason"]) and Path(str(second["report_path"])).is_file()
     v2 = reg.get_version(2)
@@ -99,7 +79,7 @@ def test_the_loop_promotes_refuses_bad_windows_and_rejects_worse_challengers(
     monkeypatch.setenv("MLPLATFORM_PROMOTION_MARGIN", "0")
     monkeypatch.setenv("MLPLATFORM_QUALITY_FLOOR", "0.999")
     result = materialize(instance, RETRAIN)
-    third = latest_metadata(instance, EVALUATION_REPORT)
+    third = latest_metadata(instance, adult.asset(EVALUATION_REPORT))
     assert third is not None and (third["decision"], third["challenger_version"], third["champion_version"]) == ("rejected", 3, 1)
     assert "misses the quality floor" in str(third["reason"])
     checks = [e for e in result.get_asset_check_evaluations() if e.check_name == QUALITY_FLOOR_CHECK]
@@ -108,13 +88,20 @@ def test_the_loop_promotes_refuses_bad_windows_and_rejects_worse_challengers(
 
 
 def test_the_definitions_load_from_workspace_yaml() -> None:
+    """Every model's keys, jobs and sensors, by name: a renamed asset key fails here in milliseconds, not in a UI test."""
     workspace = yaml.safe_load((REPO_ROOT / "workspace.yaml").read_text(encoding="utf-8"))
     (target,) = workspace["load_from"]
     module = importlib.import_module(target["python_module"]["module_name"])
-    defs = getattr(module, target["python_module"]["attribute"])
+    defs = getattr(module, target["python_module"]["attribute"])()
     dg.Definitions.validate_loadable(defs)
-    graph = defs.resolve_asset_graph()
-    assert {dg.AssetKey(k) for k in LOOP} <= set(graph.get_all_asset_keys())
-    assert defs.resolve_job_def("retrain") is not None
-    assert defs.resolve_sensor_def("retraining_sensor") is not None
+    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert keys == {f"{m}/{a}" for m in ("adult", "bike_sharing") for a in (*LOOP, "drift_report", "live_quality")}
+    assert {j.name for j in defs.resolve_all_job_defs() if not j.name.startswith("__")} == {
+        "adult_retrain", "adult_set_champion", "bike_sharing_retrain", "bike_sharing_set_champion"}
+    assert {s.name for s in defs.sensors} == {
+        *(f"{m}_{s}" for m in ("adult", "bike_sharing") for s in ("retraining_sensor", "drift_report_sensor", "alerts_sensor")),
+        "run_failure_alerts", "run_success_alerts"}
+    assert {c.to_user_string() for c in defs.resolve_asset_graph().asset_check_keys} == {
+        f"{m}/{a}:{c}" for m in ("adult", "bike_sharing") for a, c in (("raw_events", "raw_events_quality"), ("evaluation_report", "quality_floor"),
+                                                                     ("drift_report", "drift_check"), ("live_quality", "live_quality_floor"))}
     assert target["python_module"]["location_name"] == "mlplatform"

@@ -1,30 +1,40 @@
 """`mlplatform ...`: thin commands over the core and the Dagster layer."""
 
 import argparse
+import getpass
 import json
 import sys
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from mlplatform.settings import Settings, SettingsError
 from mlplatform.domain.spec import SpecError
+from mlplatform.root import PlatformError
+from mlplatform.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from mlplatform.root import Platform
+
+DEFAULT_ASSETS = ("raw_events", "features", "trained_model", "evaluation_report")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    overrides = {}
-    if getattr(args, "spec", None):
-        overrides["dataset_spec"] = Path(args.spec)
-    if getattr(args, "state_dir", None):
-        overrides["state_dir"] = Path(args.state_dir)
-    return Settings(**overrides)
+    return Settings(**({"state_dir": Path(args.state_dir)} if getattr(args, "state_dir", None) else {}))
+
+
+def _platform(args: argparse.Namespace) -> "Platform":
+    from mlplatform.root import platform
+
+    return platform(_settings(args))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from mlplatform.cli.demo import DemoError, run_demo
 
     try:
-        run_demo(_settings(args))
+        run_demo(_settings(args), args.model or "adult")
     except DemoError as exc:
         print(f"demo failed: {exc}", file=sys.stderr)
         return 1
@@ -48,8 +58,54 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from mlplatform.cli.status import collect_status, render_status
 
-    status = collect_status(_settings(args))
-    print(json.dumps(status, indent=2, default=str) if args.json else render_status(status))
+    statuses = [collect_status(model, with_runs=args.runs) for model in _platform(args).select(args.model)]
+    print(json.dumps(statuses, indent=2, default=str) if args.json else "\n\n".join(map(render_status, statuses)))
+    return 0
+
+
+def cmd_materialize(args: argparse.Namespace) -> int:
+    """Materialize a model's assets from a terminal, recorded in the state folder's Dagster instance like a UI run."""
+    import dagster as dg
+
+    from mlplatform.orchestration.instance import prepare_dagster_home
+    from mlplatform.orchestration.launch import LaunchError, materialize
+    from mlplatform.orchestration.names import ALL_ASSETS
+
+    settings = _settings(args)
+    selected = [a.strip() for a in args.select.split(",") if a.strip()] if args.select else list(DEFAULT_ASSETS)
+    unknown = sorted(set(selected) - set(ALL_ASSETS))
+    if unknown:
+        print(f"materialize: unknown asset(s) {', '.join(unknown)}; choose from {', '.join(ALL_ASSETS)}", file=sys.stderr)
+        return 2
+    model = _platform(args).only(args.model)
+    prepare_dagster_home(settings)
+    with dg.DagsterInstance.get() as instance:
+        try:
+            result = materialize(instance, model.name, selected)
+        except LaunchError as exc:
+            print(f"materialize: {exc}", file=sys.stderr)
+            return 1
+    print(f"materialized {', '.join(selected)} of {model.name} in run {result.run_id} (Dagster instance {settings.dagster_home})")
+    return 0
+
+
+def cmd_champion(args: argparse.Namespace) -> int:
+    from mlplatform.pipeline.champion import ChampionError, ChampionRequest, change_champion
+
+    model = _platform(args).only(args.model)
+    registry = model.registry
+    if args.action != "show":
+        request = ChampionRequest(args.reason or "", args.version if args.action == "set" else None, pin=args.action == "set" and not args.no_pin)
+        try:
+            change_champion(registry, request, by=f"{getpass.getuser()} (mlplatform champion {args.action})")
+        except ChampionError as exc:
+            print(f"champion: {exc}", file=sys.stderr)
+            return 2
+    record = registry.champion_record()
+    print(f"{model.name}: champion {'none' if record is None else 'v' + str(record.version)}"
+          + (f", pinned ({record.pin_reason})" if record is not None and record.pinned else ""))
+    for change in registry.timeline():
+        print(f"  {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(change.at))} UTC  v{change.version}{' pinned' if change.pinned else ''}  by {change.by}: {change.reason}")
     return 0
 
 
@@ -71,9 +127,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from mlplatform.pipeline.replay import ApiSink, DriftScenario, LandingSink, check_pacing, read_source, run_stream, select_stream
     from mlplatform.domain.spec import load_spec
 
-    settings = _settings(args)
     try:
-        spec = load_spec(settings.dataset_spec)
+        if args.spec:
+            spec = load_spec(args.spec)
+            settings = _settings(args)
+            landing = settings.landing_dir / spec.name
+        else:
+            model = _platform(args).only(args.model)
+            spec, settings, landing = model.spec, model.settings, model.settings.landing_dir
         scenario = DriftScenario(
             shift_numeric=_pairs(args.shift, float),  # type: ignore[arg-type]
             category_mix=_pairs(args.category, str),  # type: ignore[arg-type]
@@ -88,7 +149,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         rows = select_stream(read_source(spec), spec, order=args.order, seed=args.seed, start=args.start, count=args.count, scenario=scenario, drift_from=args.drift_from)
         url = args.url or f"http://{settings.serve_host}:{settings.serve_port}"
         token = settings.serve_token.get_secret_value() if settings.serve_token else None
-        sink = ApiSink(spec, url, token) if args.to == "api" else LandingSink(spec, settings.landing_dir, fmt=args.format)  # type: ignore[arg-type]
+        sink = ApiSink(spec, url, token) if args.to == "api" else LandingSink(spec, landing, fmt=args.format)  # type: ignore[arg-type]
         try:
             summary = run_stream(rows, spec, sink, batch_size=args.batch_size, rate=args.rate, label_delay=label_delay, with_labels=not args.no_labels, progress=not args.quiet)
         finally:
@@ -97,26 +158,49 @@ def cmd_replay(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         print(f"replay failed: {exc}", file=sys.stderr)
         return 2
-    target = url if args.to == "api" else settings.landing_dir
+    target = url if args.to == "api" else landing
     print(f"sent {summary.events} events and {summary.labels} labels to {target} in {summary.seconds:.1f}s")
     return 0
 
 
+def _common(defaults: bool) -> argparse.ArgumentParser:
+    """--state-dir and --model, accepted before and after the subcommand (given after, it wins)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    unset = None if defaults else argparse.SUPPRESS
+    parser.add_argument("--state-dir", default=unset, help="state folder (default: MLPLATFORM_STATE_DIR or .mlplatform/)")
+    parser.add_argument("--model", default=unset, help="a model of the code location, by name (default: every model, or the only one)")
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mlplatform", description=__doc__)
-    parser.add_argument("--spec", help="dataset spec YAML (default: MLPLATFORM_DATASET_SPEC or data/adult.yaml)")
-    parser.add_argument("--state-dir", help="state folder (default: MLPLATFORM_STATE_DIR or .mlplatform/)")
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    parser = argparse.ArgumentParser(prog="mlplatform", description=__doc__, parents=[_common(True)], formatter_class=fmt)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("demo", help="run the retraining loop end to end on the embedded defaults").set_defaults(func=cmd_demo)
-    sub.add_parser("dev", help="Dagster webserver + daemon, MLflow UI and the reports folder on loopback until Ctrl-C").set_defaults(func=cmd_dev)
-    serve_cmd = sub.add_parser("serve", help="prediction service for the champion (MLPLATFORM_SERVE_* settings) until Ctrl-C")
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=help, parents=[_common(False)], formatter_class=fmt)
+
+    command("demo", "run the retraining loop end to end on the embedded defaults (model adult unless --model)").set_defaults(func=cmd_demo)
+    command("dev", "Dagster webserver + daemon, MLflow UI and the reports folder on loopback until Ctrl-C").set_defaults(func=cmd_dev)
+    serve_cmd = command("serve", "prediction service for every model's champion (MLPLATFORM_SERVE_* settings) until Ctrl-C")
     serve_cmd.add_argument("--host", help="bind address (default: MLPLATFORM_SERVE_HOST or 127.0.0.1)")
     serve_cmd.add_argument("--port", type=int, help="port (default: MLPLATFORM_SERVE_PORT or 8000)")
     serve_cmd.set_defaults(func=cmd_serve)
-    status = sub.add_parser("status", help="champion, versions, decisions, event counts")
-    status.add_argument("--json", action="store_true")
+    status = command("status", "champion, pin, versions and decisions, event counts of each model (or --model)")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--runs", action="store_true", help="also list the retraining sensor's runs from the Dagster instance (slower: imports Dagster)")
     status.set_defaults(func=cmd_status)
-    replay = sub.add_parser("replay", help="replay a dataset as a stream (landing folder or serving API), paced, with drift")
+    mat = command("materialize", "materialize a model's assets now, recorded in the state folder's Dagster instance (as from the UI)")
+    mat.add_argument("--select", help=f"comma-separated assets (default: {','.join(DEFAULT_ASSETS)}; also drift_report, live_quality)")
+    mat.set_defaults(func=cmd_materialize)
+    champ = command("champion", "show the champion timeline, roll back or pin a version, or unpin")
+    champ.add_argument("action", choices=["show", "set", "unpin"], help="show: timeline; set: move @champion to --version (pinned unless --no-pin); unpin")
+    champ.add_argument("--version", type=int, help="the version to serve (with set)")
+    champ.add_argument("--reason", help="why (required by set and unpin): recorded with who and when")
+    champ.add_argument("--no-pin", action="store_true", help="with set: let the retraining loop replace this version again")
+    champ.set_defaults(func=cmd_champion)
+    replay = command("replay", "replay a model's dataset (or --spec) as a stream into its landing folder or the serving API, paced, with drift")
+    replay.add_argument("--spec", help="replay this dataset spec instead of a model's (landing: <landing root>/<spec name>)")
     replay.add_argument("--to", choices=["landing", "api"], default="landing", help="landing folder files, or POST /predict + /feedback")
     replay.add_argument("--url", help="serving API base URL (with --to api; default from MLPLATFORM_SERVE_HOST/PORT, token from MLPLATFORM_SERVE_TOKEN)")
     replay.add_argument("--order", choices=["time", "shuffled"], default="time", help="event-time order, or shuffled by --seed")
@@ -126,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--rate", type=float, default=None, help="events per second (default: as fast as possible)")
     replay.add_argument("--label-delay", type=float, default=None, metavar="SECONDS",
                         help="send labels separately this long after their event (landing default: inline; api default: 0)")
-    replay.add_argument("--format", choices=["csv", "parquet", "jsonl"], default="csv")
+    replay.add_argument("--format", choices=["csv", "parquet", "jsonl"], default="csv", help="landing file format")
     replay.add_argument("--seed", type=int, default=0, help="seed of the shuffled order and of the drift scenario")
     replay.add_argument("--drift-from", type=int, default=0, metavar="ROW", help="drift applies from this row of the replayed slice on")
     replay.add_argument("--shift", action="append", default=[], metavar="COLUMN=SIGMAS", help="shift a numeric column")
@@ -144,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (SpecError, ValidationError, SettingsError) as exc:  # a wrong dataset spec or MLPLATFORM_* setting: say which, no traceback
+    except (SpecError, ValidationError, SettingsError, PlatformError) as exc:  # a wrong spec, defs.yaml or MLPLATFORM_* setting: say which
         print(f"mlplatform {args.command}: {exc}", file=sys.stderr)
         return 2
 

@@ -9,18 +9,19 @@ from contextlib import contextmanager
 import dagster as dg
 import pandas as pd
 
-from mlplatform.orchestration.assets import EVALUATION_REPORT, latest_metadata
-from mlplatform.orchestration.definitions import defs
-from mlplatform.orchestration.instance import prepare_dagster_home
-from mlplatform.orchestration.resources import PlatformResource
-from mlplatform.orchestration.monitoring import DRIFT_REPORT
-from mlplatform.orchestration.sensors import SENSOR_NAME
+from mlplatform.domain.keys import DRIFT_SHARE_TAG, NEW_LABELLED_TAG, REASON_TAG
 from mlplatform.domain.policy import DRIFT
+from mlplatform.domain.spec import DatasetSpec
+from mlplatform.orchestration.assets import latest_metadata
+from mlplatform.orchestration.instance import prepare_dagster_home
+from mlplatform.orchestration.launch import LaunchError, launch, materialize, tick
+from mlplatform.orchestration.names import DRIFT_REPORT, EVALUATION_REPORT, ModelNames
+from mlplatform.orchestration.resources import PlatformResource
 from mlplatform.pipeline.replay import DriftScenario, inject_drift, read_source, write_batches
+from mlplatform.root import ModelContext, forget_platforms, platform
 from mlplatform.settings import Settings
-from mlplatform.domain.spec import DatasetSpec, load_spec
 
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+DEMO_MODEL = "adult"
 DEMO_MARKER = ".mlplatform-demo"
 FIRST_WINDOW = 10_000
 BATCH = 2_500
@@ -39,70 +40,56 @@ def reset_state(settings: Settings) -> None:
         raise DemoError(f"{state} holds state the demo did not create; set MLPLATFORM_STATE_DIR to another folder or remove it")
     if state.exists():
         shutil.rmtree(state)
+    forget_platforms()
     state.mkdir(parents=True)
     (state / DEMO_MARKER).write_text("created by mlplatform demo\n", encoding="utf-8")
 
 
-def materialize(instance: dg.DagsterInstance, keys: list[str], tags: dict[str, str] | None = None) -> dg.ExecuteInProcessResult:
-    """Materialize `keys` in this process against `instance`; a failed step raises DemoError with its message."""
-    job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection={dg.AssetKey(k) for k in keys})
-    result = job.execute_in_process(instance=instance, tags=tags or {}, run_config=QUIET, raise_on_error=False)
-    if not result.success:
-        failures = [e.event_specific_data.error.message for e in result.all_events if e.is_step_failure]  # type: ignore[union-attr]
-        raise DemoError(f"materializing {keys} failed: {' | '.join(failures)}")
-    return result
+def _sensor_tick(instance: dg.DagsterInstance, names: ModelNames, cursor: str | None,
+                 resource: PlatformResource | None = None) -> tuple[list[dg.RunRequest], str | None, str | None]:
+    result = tick(instance, names.retraining_sensor, cursor, resource)
+    return list(result.run_requests or []), result.cursor, result.skip_reason
 
 
-def _sensor_tick(instance: dg.DagsterInstance, cursor: str | None) -> tuple[list[dg.RunRequest], str | None, str | None]:
-    sensor = defs.resolve_sensor_def(SENSOR_NAME)
-    context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs, sensor_name=SENSOR_NAME, resources={"platform": PlatformResource()})
-    result = sensor.evaluate_tick(context)
-    return list(result.run_requests or []), result.cursor, result.skip_message
-
-
-def _launch(instance: dg.DagsterInstance, request: dg.RunRequest) -> dg.ExecuteInProcessResult:
-    """Run what the sensor asked for, in-process, with its tags (the daemon would do the same in `make dev`)."""
-    job = defs.resolve_job_def("retrain")
-    result = job.execute_in_process(instance=instance, tags={**request.tags, "dagster/run_key": request.run_key or ""}, run_config=QUIET, raise_on_error=False)
-    if not result.success:
-        raise DemoError(f"retraining run {result.run_id} failed")
-    return result
-
-
-def run_demo(settings: Settings, say: Callable[[str], None] = print) -> dict[str, object]:
+def run_demo(settings: Settings, model_name: str = DEMO_MODEL, say: Callable[[str], None] = print) -> dict[str, object]:
     started = time.perf_counter()
     reset_state(settings)
     prepare_dagster_home(settings)
-    spec = load_spec(settings.dataset_spec)
+    model = platform(settings).model(model_name)
+    spec, names = model.spec, ModelNames(model.name)
+    landing = model.settings.landing_dir
     rows = read_source(spec)
-    n = settings.retrain_every_n
-    say(f"mlplatform demo · dataset {spec.name} ({len(rows)} rows) · state {settings.state_dir}")
-    with dg.DagsterInstance.get() as instance:
-        write_batches(rows.iloc[:FIRST_WINDOW], spec, settings.landing_dir, BATCH)
-        say(f"1. replayed {FIRST_WINDOW} events into {settings.landing_dir}")
-        materialize(instance, ["raw_events", "features", "trained_model", "evaluation_report"])
-        first = latest_metadata(instance, EVALUATION_REPORT) or {}
-        say(f"   v{first.get('challenger_version')} {first.get('decision')}: {first.get('reason')}")
+    n = model.settings.retrain_every_n
+    say(f"mlplatform demo · model {model.name} ({len(rows)} rows) of {len(platform(settings).models)} in the code location · state {settings.state_dir}")
+    try:
+        with dg.DagsterInstance.get() as instance:
+            write_batches(rows.iloc[:FIRST_WINDOW], spec, landing, BATCH)
+            say(f"1. replayed {FIRST_WINDOW} events into {landing}")
+            materialize(instance, model.name, ["raw_events", "features", "trained_model", "evaluation_report"])
+            first = latest_metadata(instance, names.asset(EVALUATION_REPORT)) or {}
+            say(f"   v{first.get('challenger_version')} {first.get('decision')}: {first.get('reason')}")
 
-        requests, cursor, skip = _sensor_tick(instance, None)
-        say(f"2. sensor right after the first champion: {skip or requests}")
-        write_batches(rows.iloc[FIRST_WINDOW : FIRST_WINDOW + n], spec, settings.landing_dir, BATCH)
-        materialize(instance, ["raw_events"])
-        requests, cursor, skip = _sensor_tick(instance, cursor)
-        if len(requests) != 1:
-            raise DemoError(f"expected one retraining request after {n} new labelled events, got {requests} ({skip})")
-        say(f"   replayed {n} more labelled events; the sensor asks for a retraining: reason={requests[0].tags['mlplatform/reason']}")
-        _launch(instance, requests[0])
-        second = latest_metadata(instance, EVALUATION_REPORT) or {}
-        say(f"   v{second.get('challenger_version')} {second.get('decision')}: {second.get('reason')}")
-        say(f"   champion is v{second.get('champion_version')}")
-        third = _drift_step(instance, settings, spec, rows, FIRST_WINDOW + n, cursor, say)
+            requests, cursor, skip = _sensor_tick(instance, names, None)
+            say(f"2. sensor right after the first champion: {skip or requests}")
+            write_batches(rows.iloc[FIRST_WINDOW : FIRST_WINDOW + n], spec, landing, BATCH)
+            materialize(instance, model.name, ["raw_events"])
+            requests, cursor, skip = _sensor_tick(instance, names, cursor)
+            if len(requests) != 1:
+                raise DemoError(f"expected one retraining request after {n} new labelled events, got {requests} ({skip})")
+            say(f"   replayed {n} more labelled events; the sensor asks for a retraining: reason={requests[0].tags[REASON_TAG]}")
+            launch(instance, model.name, requests[0])
+            second = latest_metadata(instance, names.asset(EVALUATION_REPORT)) or {}
+            say(f"   v{second.get('challenger_version')} {second.get('decision')}: {second.get('reason')}")
+            say(f"   champion is v{second.get('champion_version')}")
+            third = _drift_step(instance, model, rows, FIRST_WINDOW + n, cursor, say)
+    except LaunchError as exc:
+        raise DemoError(str(exc)) from exc
     say(f"done in {time.perf_counter() - started:.0f}s. Where to look:")
-    say(f"  Dagster UI:   make dev, then {settings.dagster_ui_url} (assets, runs, the retraining sensor)")
+    say(f"  Dagster UI:   make dev, then {settings.dagster_ui_url} (assets of every model, runs, the retraining sensors)")
     say(f"  MLflow UI:    make dev, then {settings.mlflow_ui_url} (model {spec.model_name}, alias @champion)")
-    say(f"  state folder: {settings.state_dir} (event log, reports, MLflow store, Dagster home)")
+    say(f"  state folder: {settings.state_dir} (event logs, reports, MLflow store, Dagster home)")
     say(f"  drift:        {settings.reports_dir / 'drift'} (Evidently HTML reports; also in MLflow next to each champion version)")
-    say("  status:       .venv/bin/mlplatform status")
+    say(f"  status:       .venv/bin/mlplatform status --model {model.name}")
     return {"first": first, "second": second, **third, "state_dir": str(settings.state_dir)}
 
 
@@ -128,31 +115,30 @@ def scoped_environment(values: dict[str, str], restore: tuple[str, ...] = ()) ->
                 os.environ[key] = value
 
 
-def _drift_step(instance: dg.DagsterInstance, settings: Settings, spec: DatasetSpec, rows: pd.DataFrame, start: int, cursor: str | None, say: Callable[[str], None]) -> dict[str, object]:
+def _drift_step(instance: dg.DagsterInstance, model: ModelContext, rows: pd.DataFrame, start: int, cursor: str | None,
+                say: Callable[[str], None]) -> dict[str, object]:
     """Fewer drifted events than N (but enough labels for a drift trigger): only the drift report can start this retraining."""
+    settings, spec, names = model.settings, model.spec, ModelNames(model.name)
     count = min(settings.retrain_every_n - 1, max(settings.min_new_labelled_for_drift, DRIFTED_ROWS))
     scenario = drift_scenario(spec, rows.iloc[:start], settings.seed)
     write_batches(inject_drift(rows.iloc[start : start + count], spec, scenario, reference=rows.iloc[:start]), spec, settings.landing_dir, BATCH, prefix="drifted")
     say(f"3. replayed {count} drifted events: shifted {', '.join(scenario.shift_numeric)}; rarest category made common in {', '.join(scenario.category_mix)}")
-    materialize(instance, ["raw_events", "drift_report"])
-    drift = latest_metadata(instance, DRIFT_REPORT) or {}
+    materialize(instance, model.name, ["raw_events", "drift_report"])
+    drift = latest_metadata(instance, names.asset(DRIFT_REPORT)) or {}
     if drift.get("skipped", True):
         raise DemoError(f"the drift report was skipped: {drift.get('skip_reason')}")
     verdict = "dataset drift" if drift["dataset_drift"] else "no dataset drift"
     say(f"   drift report: {verdict}, share {float(str(drift['drift_share'])):.2f} ({drift['drifted_columns']} of {drift['columns']} columns: {drift['drifted_column_names']})")
-    requests, next_cursor, skip = _sensor_tick(instance, cursor)
+    requests, next_cursor, skip = _sensor_tick(instance, names, cursor)
     if not requests and skip and skip.startswith("cool-down"):
         say(f"   sensor: {skip}; the demo replays hours of traffic in seconds, so it lifts the cool-down for one more tick")
-        with scoped_environment({"MLPLATFORM_RETRAIN_COOLDOWN_SECONDS": "0"}):
-            requests, next_cursor, skip = _sensor_tick(instance, cursor)
-    if len(requests) != 1 or requests[0].tags.get("mlplatform/reason") != DRIFT:
+        requests, next_cursor, skip = _sensor_tick(instance, names, cursor, PlatformResource(retrain_cooldown_seconds=0))
+    if len(requests) != 1 or requests[0].tags.get(REASON_TAG) != DRIFT:
         raise DemoError(f"expected one drift-triggered retraining request, got {requests} ({skip})")
     tags = requests[0].tags
-    say(f"   the sensor asks for a retraining: reason={tags['mlplatform/reason']}, drift share {tags['mlplatform/drift_share']}, {tags['mlplatform/new_labelled']} new labelled events")
-    _launch(instance, requests[0])
-    third = latest_metadata(instance, EVALUATION_REPORT) or {}
+    say(f"   the sensor asks for a retraining: reason={tags[REASON_TAG]}, drift share {tags[DRIFT_SHARE_TAG]}, {tags[NEW_LABELLED_TAG]} new labelled events")
+    launch(instance, model.name, requests[0])
+    third = latest_metadata(instance, names.asset(EVALUATION_REPORT)) or {}
     say(f"   v{third.get('challenger_version')} {third.get('decision')}: {third.get('reason')}")
     say(f"   champion is v{third.get('champion_version')}; HTML drift report: {drift['report_path']}")
     return {"drift": drift, "third": third, "drift_cursor": next_cursor}
-
-

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
+from mlplatform.domain.keys import CHAMPION_CUTOFF_TAG, DRIFT_REPORT_TAG, DRIFT_SHARE_TAG, LABEL_WATERMARK_TAG, NEW_LABELLED_TAG, REASON_TAG
+
 NEW_OBSERVATIONS = "new_observations"
 DRIFT = "drift"
-DRIFT_REPORT_TAG = "mlplatform/drift_report"
 
 
 @dataclass(frozen=True)
@@ -104,13 +105,13 @@ def decide(obs: Observation, cursor: Cursor, config: PolicyConfig) -> tuple[Trig
             f"{config.every_n} needed; {obs.drift_summary(cursor)}"
         )
     tags = {
-        "mlplatform/reason": trigger.reason,
-        "mlplatform/new_labelled": str(new),
-        "mlplatform/label_watermark": str(obs.label_watermark),
-        "mlplatform/champion_cutoff": str(obs.champion_cutoff),
+        REASON_TAG: trigger.reason,
+        NEW_LABELLED_TAG: str(new),
+        LABEL_WATERMARK_TAG: str(obs.label_watermark),
+        CHAMPION_CUTOFF_TAG: str(obs.champion_cutoff),
     }
     if trigger.reason == DRIFT:
-        tags["mlplatform/drift_share"] = f"{trigger.drift_share or 0.0:.4f}"
+        tags[DRIFT_SHARE_TAG] = f"{trigger.drift_share or 0.0:.4f}"
     if obs.drift_report_id:  # consumed by this trigger; kept on the run so a lost cursor is rebuilt exactly
         tags[DRIFT_REPORT_TAG] = obs.drift_report_id
     trigger = Trigger(trigger.reason, trigger.run_key, trigger.new_labelled, trigger.label_watermark, trigger.drift_share, tags)

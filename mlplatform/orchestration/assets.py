@@ -1,4 +1,9 @@
-"""Software-defined assets of the retraining loop. Each reads its inputs, calls the core, reports metadata."""
+"""Software-defined assets of one model's retraining loop. Each reads its inputs, calls the pipeline, reports metadata.
+
+Built per model by `build_assets` (the RetrainingLoop component calls it); keys are prefixed by the model.
+`features` hands its snapshot folder and `trained_model` its version to the next step through the
+run-scoped IO manager, so each step uses what its own run produced.
+"""
 
 import html
 from pathlib import Path
@@ -6,26 +11,16 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from mlplatform.pipeline.landing import ingest_pending
+from mlplatform.domain.keys import CHAMPION_VERSION, MLFLOW_VERSION, MODEL_TAG, RUN_TAG_PREFIX, SNAPSHOT
+from mlplatform.domain.training import TrainingError
+from mlplatform.domain.validation import LABEL
+from mlplatform.orchestration.names import (EVALUATION_REPORT, FEATURES, QUALITY_FLOOR_CHECK, RAW_EVENTS, TRAINED_MODEL,
+                                            ModelNames)
 from mlplatform.orchestration.resources import PlatformResource
+from mlplatform.pipeline.landing import ingest_pending
 from mlplatform.pipeline.retraining import FeatureSnapshot, apply_decision, build_feature_snapshot, evaluate_challenger, train_challenger
 from mlplatform.stores.registry import tag
 from mlplatform.stores.reports import mlflow_run_url, mlflow_version_url, report_url
-from mlplatform.domain.training import TrainingError
-from mlplatform.domain.validation import LABEL
-
-INGESTION = "ingestion"
-TRAINING = "training"
-
-RAW_EVENTS = dg.AssetKey("raw_events")
-FEATURES = dg.AssetKey("features")
-TRAINED_MODEL = dg.AssetKey("trained_model")
-EVALUATION_REPORT = dg.AssetKey("evaluation_report")
-
-SNAPSHOT_KEY = "snapshot"
-VERSION_KEY = "mlflow_version"
-CHAMPION_CUTOFF_KEY = "champion_label_seq_cutoff"
-QUALITY_FLOOR_CHECK = "quality_floor"
 
 EXTERNAL_RETRY = dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 
@@ -38,7 +33,7 @@ def latest_metadata(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict[str,
     return {k: v.value for k, v in event.asset_materialization.metadata.items()}
 
 
-def _markdown_table(frame: pd.DataFrame) -> str:
+def markdown_table(frame: pd.DataFrame) -> str:
     if frame.empty:
         return "_none_"
     head = "| " + " | ".join(map(str, frame.columns)) + " |\n|" + "---|" * len(frame.columns)
@@ -46,201 +41,204 @@ def _markdown_table(frame: pd.DataFrame) -> str:
     return head + "\n" + body
 
 
-@dg.asset(
-    group_name=INGESTION,
-    kinds={"python", "sqlite"},
-    retry_policy=EXTERNAL_RETRY,
-    description="Every labelled (or not yet labelled) event: landing files are ingested exactly once, "
-    "invalid rows quarantined with their reason, unreadable files moved aside to landing/rejected.",
-)
-def raw_events(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.MaterializeResult:
-    settings, spec, log = platform.get_settings(), platform.get_spec(), platform.get_event_log()
-    report = ingest_pending(settings.landing_dir, spec, log)
-    counts = log.counts()
-    files = pd.DataFrame(
-        [{"file": f.name, "rows": f.rows, "ingested": f.ingested, "duplicates": f.duplicates, "quarantined": f.quarantined,
-          "labels": f.labels_applied, "note": f.note}
-         for f in report.files]
-    )
-    for f in report.rejected:
-        context.log.warning(f"{f.name} moved to landing/rejected: {f.rejected}")
-    extra = sorted({c for f in report.files for c in f.extra_columns})
-    return dg.MaterializeResult(
-        metadata={
-            "files": len(report.files),
-            "ingested": report.total("ingested"),
-            "duplicates": report.total("duplicates"),
-            "quarantined": report.total("quarantined"),
-            "labels_applied": report.total("labels_applied"),
-            "rejected_files": len(report.rejected),
-            "total": counts.total,
-            "labelled": counts.labelled,
-            "quarantined_total": counts.quarantined,
-            "label_watermark": counts.label_watermark,
-            "ignored_columns": ", ".join(extra) or "none",
-            "file_report": dg.MetadataValue.md(_markdown_table(files)),
-            "quarantine_reasons": dg.MetadataValue.md(_markdown_table(log.quarantine_reasons())),
-            "event_log": dg.MetadataValue.path(str(log.path)),
-        }
-    )
-
-
-@dg.asset(
-    deps=[RAW_EVENTS],
-    group_name=TRAINING,
-    kinds={"pandas", "parquet"},
-    retry_policy=EXTERNAL_RETRY,
-    description="The latest labelled window (time-ordered), split into a training part and a later hold-out; "
-    "the feature transformer is fitted here and travels inside the logged model.",
-)
-def features(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.MaterializeResult:
-    settings, spec, log = platform.get_settings(), platform.get_spec(), platform.get_event_log()
-    folder = settings.work_dir / spec.name / context.run_id
-    try:
-        snapshot = build_feature_snapshot(settings, spec, log, folder)
-    except TrainingError as exc:
-        raise dg.Failure(description=f"features: {exc}; the champion is unchanged", allow_retries=False) from exc
-    w = snapshot.window
-    train_part = snapshot.train
-    balance = train_part[LABEL].value_counts(normalize=True).round(4).to_dict() if spec.is_classification else {
-        "mean": round(float(train_part[LABEL].mean()), 4), "std": round(float(train_part[LABEL].std()), 4)}
-    return dg.MaterializeResult(
-        metadata={
-            "rows": w.rows,
-            "train_rows": w.train_rows,
-            "holdout_rows": w.holdout_rows,
-            "window_start": w.start,
-            "train_end": w.train_end,
-            "window_end": w.end,
-            "first_event_id": w.first_event_id,
-            "last_event_id": w.last_event_id,
-            "label_seq_cutoff": w.label_seq_cutoff,
-            "label_balance": dg.MetadataValue.json({str(k): v for k, v in balance.items()}),
-            "model_columns": dg.MetadataValue.json(snapshot.transformer.output_columns),
-            "categories": dg.MetadataValue.json({k: len(v) for k, v in snapshot.transformer.categories.items()}),
-            SNAPSHOT_KEY: dg.MetadataValue.path(str(folder)),
-        }
-    )
-
-
-def _snapshot_of_latest_features(instance: dg.DagsterInstance) -> FeatureSnapshot:
-    meta = latest_metadata(instance, FEATURES)
-    if not meta or SNAPSHOT_KEY not in meta or not Path(str(meta[SNAPSHOT_KEY])).is_dir():
-        raise dg.Failure(description="no feature snapshot: materialize `features` first", allow_retries=False)
-    return FeatureSnapshot.load(Path(str(meta[SNAPSHOT_KEY])))
-
-
-@dg.asset(
-    deps=[FEATURES],
-    group_name=TRAINING,
-    kinds={"lightgbm", "mlflow"},
-    retry_policy=EXTERNAL_RETRY,
-    description="LightGBM with early stopping and tuning within a budget, logged to MLflow as a self-contained "
-    "pyfunc (raw record in, prediction out) and registered as a new version with alias `challenger`.",
-)
-def trained_model(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.MaterializeResult:
-    settings, spec, registry = platform.get_settings(), platform.get_spec(), platform.get_registry()
-    snapshot = _snapshot_of_latest_features(context.instance)
-    run_tags = {tag("dagster_run_id"): context.run_id, **{tag(f"trigger.{k.split('/')[-1]}"): v for k, v in context.run.tags.items() if k.startswith("mlplatform/")}}
-    try:
-        challenger = train_challenger(settings, spec, registry, snapshot, run_tags)
-    except TrainingError as exc:
-        raise dg.Failure(description=f"trained_model: {exc}; the champion is unchanged", allow_retries=False) from exc
-    result = challenger.result
-    version_url = mlflow_version_url(settings, registry.name, challenger.version)
-    return dg.MaterializeResult(
-        metadata={
-            VERSION_KEY: challenger.version,
-            "mlflow_run_id": challenger.run_id,
-            "model_uri": f"models:/{registry.name}/{challenger.version}",
-            "mlflow_model_version": dg.MetadataValue.url(version_url),
-            "best_iteration": result.best_iteration,
-            "validation_loss": result.validation_loss,
-            **{k: float(v) for k, v in challenger.validation_metrics.items()},
-            "training_seconds": round(result.seconds, 3),
-            "tuning_trials": result.trials,
-            "train_rows": result.train_rows,
-            "params": dg.MetadataValue.json({k: v for k, v in result.params.items()}),
-            "feature_importance": dg.MetadataValue.md(_markdown_table(result.importance.head(15).round(2))),
-            "label_seq_cutoff": snapshot.window.label_seq_cutoff,
-        }
-    )
-
-
-def _evaluation_html(title: str, markdown_table: str, metadata: dict[str, object]) -> str:
+def _evaluation_html(title: str, table: str, metadata: dict[str, object]) -> str:
     rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in metadata.items())
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}</style>"
-        f"</head><body><h1>{html.escape(title)}</h1><table>{rows}</table><h2>Metrics</h2><pre>{html.escape(markdown_table)}</pre></body></html>"
+        f"</head><body><h1>{html.escape(title)}</h1><table>{rows}</table><h2>Metrics</h2><pre>{html.escape(table)}</pre></body></html>"
     )
 
 
-@dg.asset(
-    deps=[TRAINED_MODEL],
-    group_name=TRAINING,
-    kinds={"mlflow"},
-    retry_policy=EXTERNAL_RETRY,
-    check_specs=[dg.AssetCheckSpec(QUALITY_FLOOR_CHECK, asset="evaluation_report", blocking=True,
-                                   description="The challenger's primary metric meets the quality floor; promotion is refused otherwise.")],
-    description="Challenger vs champion on the same later hold-out window; the challenger becomes `@champion` "
-    "only if it passes the quality floor and beats the champion by the configured margin (or there is none).",
-)
-def evaluation_report(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.MaterializeResult:
-    settings, spec, registry = platform.get_settings(), platform.get_spec(), platform.get_registry()
-    snapshot = _snapshot_of_latest_features(context.instance)
-    trained = latest_metadata(context.instance, TRAINED_MODEL)
-    if not trained or VERSION_KEY not in trained:
-        raise dg.Failure(description="no challenger: materialize `trained_model` first", allow_retries=False)
-    challenger_version = int(str(trained[VERSION_KEY]))
-    evaluation = evaluate_challenger(settings, spec, registry, snapshot, challenger_version)
-    apply_decision(registry, evaluation, context.run_id)
-    d = evaluation.decision
-    verdict = "promoted" if d.promote else "rejected"
-    context.log.info(f"challenger v{challenger_version} {verdict}: {d.reason}")
-    summary: dict[str, object] = {
-        "decision": verdict,
-        "reason": d.reason,
-        "metric": d.metric,
-        "challenger_version": challenger_version,
-        "champion_version_before": evaluation.champion_version or 0,
-        "champion_version": evaluation.champion_after,
-        "challenger_score": d.challenger,
-        "champion_score": d.champion if d.champion is not None else float("nan"),
-        "improvement": d.improvement if d.improvement is not None else float("nan"),
-        "margin": d.margin,
-        "quality_floor": d.floor,
-        "holdout_rows": evaluation.holdout_rows,
-        CHAMPION_CUTOFF_KEY: evaluation.champion_label_seq_cutoff,
-    }
-    report_dir = settings.reports_dir / "evaluation"
-    report_dir.mkdir(parents=True, exist_ok=True)
-    report_path = report_dir / f"{spec.name}-v{challenger_version}.html"
-    report_path.write_text(_evaluation_html(f"{spec.name}: challenger v{challenger_version} {verdict}", evaluation.markdown(), summary), encoding="utf-8")
-    registry.log_artifact(challenger_version, report_path, "evaluation")
-    check = dg.AssetCheckResult(
-        check_name=QUALITY_FLOOR_CHECK,
-        passed=evaluation.floor_passed,
-        severity=dg.AssetCheckSeverity.ERROR,
-        description=f"{d.metric} {d.challenger:.4f} vs floor {d.floor:.4f}",
-        metadata={"value": d.challenger, "floor": d.floor, "metric": d.metric},
-    )
-    return dg.MaterializeResult(
-        metadata={
-            **summary,
-            "report": dg.MetadataValue.md(evaluation.markdown()),
-            "challenger_metrics": dg.MetadataValue.json(evaluation.challenger_metrics),
-            "champion_metrics": dg.MetadataValue.json(evaluation.champion_metrics or {}),
-            "report_path": dg.MetadataValue.path(str(report_path)),
-            "report_url": dg.MetadataValue.url(report_url(settings, report_path)),
-            "mlflow_model_version": dg.MetadataValue.url(mlflow_version_url(settings, registry.name, challenger_version)),
-            "mlflow_run": dg.MetadataValue.url(mlflow_run_url(settings, registry.experiment_id, registry.get_version(challenger_version).run_id)),
-            "champion_model_version": dg.MetadataValue.url(mlflow_version_url(settings, registry.name, evaluation.champion_after))
-            if evaluation.champion_after else "none",
-        },
-        check_results=[check],
-    )
+def build_assets(names: ModelNames) -> list[dg.AssetsDefinition]:
+    """raw_events → features → trained_model → evaluation_report for one model."""
+    model_name = names.model
 
+    @dg.asset(
+        key=names.asset(RAW_EVENTS),
+        group_name=names.group,
+        kinds={"python", "sqlite"},
+        retry_policy=EXTERNAL_RETRY,
+        description="Every labelled (or not yet labelled) event: landing files are ingested exactly once, "
+        "invalid rows quarantined with their reason, unreadable files moved aside to landing/rejected.",
+    )
+    def raw_events(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.MaterializeResult:
+        model = platform.model(model_name)
+        log = model.event_log
+        report = ingest_pending(model.settings.landing_dir, model.spec, log)
+        counts = log.counts()
+        files = pd.DataFrame(
+            [{"file": f.name, "rows": f.rows, "ingested": f.ingested, "duplicates": f.duplicates, "quarantined": f.quarantined,
+              "labels": f.labels_applied, "note": f.note}
+             for f in report.files]
+        )
+        for f in report.rejected:
+            context.log.warning(f"{f.name} moved to landing/rejected: {f.rejected}")
+        extra = sorted({c for f in report.files for c in f.extra_columns})
+        return dg.MaterializeResult(
+            metadata={
+                "files": len(report.files),
+                "ingested": report.total("ingested"),
+                "duplicates": report.total("duplicates"),
+                "quarantined": report.total("quarantined"),
+                "labels_applied": report.total("labels_applied"),
+                "rejected_files": len(report.rejected),
+                "total": counts.total,
+                "labelled": counts.labelled,
+                "quarantined_total": counts.quarantined,
+                "label_watermark": counts.label_watermark,
+                "ignored_columns": ", ".join(extra) or "none",
+                "file_report": dg.MetadataValue.md(markdown_table(files)),
+                "quarantine_reasons": dg.MetadataValue.md(markdown_table(log.quarantine_reasons())),
+                "event_log": dg.MetadataValue.path(str(log.path)),
+                "landing_dir": dg.MetadataValue.path(str(model.settings.landing_dir)),
+            }
+        )
 
-retraining_assets = [features, trained_model, evaluation_report]
-all_assets = [raw_events, *retraining_assets]
+    @dg.asset(
+        key=names.asset(FEATURES),
+        deps=[names.asset(RAW_EVENTS)],
+        group_name=names.group,
+        kinds={"pandas", "parquet"},
+        retry_policy=EXTERNAL_RETRY,
+        io_manager_key="handover",
+        description="The latest labelled window (time-ordered), split into a training part and a later hold-out; "
+        "the feature transformer is fitted here and travels inside the logged model.",
+    )
+    def features(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.Output[str]:
+        model = platform.model(model_name)
+        spec = model.spec
+        folder = model.settings.work_dir / spec.name / context.run.run_id
+        try:
+            snapshot = build_feature_snapshot(model.settings, spec, model.event_log, folder)
+        except TrainingError as exc:
+            raise dg.Failure(description=f"features: {exc}; the champion is unchanged", allow_retries=False) from exc
+        w = snapshot.window
+        train_part = snapshot.train
+        balance = train_part[LABEL].value_counts(normalize=True).round(4).to_dict() if spec.is_classification else {
+            "mean": round(float(train_part[LABEL].mean()), 4), "std": round(float(train_part[LABEL].std()), 4)}
+        return dg.Output(
+            str(folder),
+            metadata={
+                "rows": w.rows,
+                "train_rows": w.train_rows,
+                "holdout_rows": w.holdout_rows,
+                "window_start": w.start,
+                "train_end": w.train_end,
+                "window_end": w.end,
+                "first_event_id": w.first_event_id,
+                "last_event_id": w.last_event_id,
+                "label_seq_cutoff": w.label_seq_cutoff,
+                "label_balance": dg.MetadataValue.json({str(k): v for k, v in balance.items()}),
+                "model_columns": dg.MetadataValue.json(snapshot.transformer.output_columns),
+                "categories": dg.MetadataValue.json({k: len(v) for k, v in snapshot.transformer.categories.items()}),
+                SNAPSHOT: dg.MetadataValue.path(str(folder)),
+            },
+        )
+
+    @dg.asset(
+        key=names.asset(TRAINED_MODEL),
+        ins={"snapshot_folder": dg.AssetIn(names.asset(FEATURES))},
+        group_name=names.group,
+        kinds={"lightgbm", "mlflow"},
+        retry_policy=EXTERNAL_RETRY,
+        io_manager_key="handover",
+        description="LightGBM with early stopping and tuning within a budget, logged to MLflow as a self-contained "
+        "pyfunc (raw record in, prediction out) and registered as a new version with alias `challenger`.",
+    )
+    def trained_model(context: dg.AssetExecutionContext, platform: PlatformResource, snapshot_folder: str) -> dg.Output[int]:
+        model = platform.model(model_name)
+        registry = model.registry
+        snapshot = FeatureSnapshot.load(Path(snapshot_folder))
+        trigger = {tag(f"trigger.{k.removeprefix(RUN_TAG_PREFIX)}"): v for k, v in context.run.tags.items() if k.startswith(RUN_TAG_PREFIX) and k != MODEL_TAG}
+        try:
+            challenger = train_challenger(model.settings, model.spec, registry, snapshot, {tag("dagster_run_id"): context.run.run_id, **trigger})
+        except TrainingError as exc:
+            raise dg.Failure(description=f"trained_model: {exc}; the champion is unchanged", allow_retries=False) from exc
+        result = challenger.result
+        return dg.Output(
+            challenger.version,
+            metadata={
+                MLFLOW_VERSION: challenger.version,
+                "mlflow_run_id": challenger.run_id,
+                "model_uri": f"models:/{registry.name}/{challenger.version}",
+                "mlflow_model_version": dg.MetadataValue.url(mlflow_version_url(model.settings, registry.name, challenger.version)),
+                "best_iteration": result.best_iteration,
+                "validation_loss": result.validation_loss,
+                **{k: float(v) for k, v in challenger.validation_metrics.items()},
+                "training_seconds": round(result.seconds, 3),
+                "tuning_trials": result.trials,
+                "train_rows": result.train_rows,
+                "params": dg.MetadataValue.json({k: v for k, v in result.params.items()}),
+                "feature_importance": dg.MetadataValue.md(markdown_table(result.importance.head(15).round(2))),
+                "label_seq_cutoff": snapshot.window.label_seq_cutoff,
+                "snapshot": dg.MetadataValue.path(snapshot_folder),
+            },
+        )
+
+    @dg.asset(
+        key=names.asset(EVALUATION_REPORT),
+        ins={"snapshot_folder": dg.AssetIn(names.asset(FEATURES)), "challenger_version": dg.AssetIn(names.asset(TRAINED_MODEL))},
+        group_name=names.group,
+        kinds={"mlflow"},
+        retry_policy=EXTERNAL_RETRY,
+        check_specs=[dg.AssetCheckSpec(QUALITY_FLOOR_CHECK, asset=names.asset(EVALUATION_REPORT), blocking=True,
+                                       description="The challenger's primary metric meets the quality floor; promotion is refused otherwise.")],
+        description="Challenger vs champion on the same later hold-out window; the challenger becomes `@champion` "
+        "only if it passes the quality floor and beats the champion by the configured margin (or there is none), "
+        "and the champion is not pinned.",
+    )
+    def evaluation_report(context: dg.AssetExecutionContext, platform: PlatformResource, snapshot_folder: str,
+                          challenger_version: int) -> dg.MaterializeResult:
+        model = platform.model(model_name)
+        settings, spec, registry = model.settings, model.spec, model.registry
+        snapshot = FeatureSnapshot.load(Path(snapshot_folder))
+        evaluation = evaluate_challenger(settings, spec, registry, snapshot, challenger_version)
+        apply_decision(registry, evaluation, context.run.run_id)
+        d = evaluation.decision
+        verdict = "promoted" if d.promote else "rejected"
+        context.log.info(f"challenger v{challenger_version} {verdict}: {d.reason}")
+        summary: dict[str, object] = {
+            "decision": verdict,
+            "reason": d.reason,
+            "metric": d.metric,
+            "challenger_version": challenger_version,
+            "champion_version_before": evaluation.champion_version or 0,
+            CHAMPION_VERSION: evaluation.champion_after,
+            "challenger_score": d.challenger,
+            "champion_score": d.champion if d.champion is not None else float("nan"),
+            "improvement": d.improvement if d.improvement is not None else float("nan"),
+            "margin": d.margin,
+            "quality_floor": d.floor,
+            "holdout_rows": evaluation.holdout_rows,
+            "champion_label_seq_cutoff": evaluation.champion_label_seq_cutoff,
+        }
+        report_dir = settings.reports_dir / "evaluation"
+        report_dir.mkdir(parents=True, exist_ok=True)
+        report_path = report_dir / f"{spec.name}-v{challenger_version}.html"
+        report_path.write_text(_evaluation_html(f"{spec.name}: challenger v{challenger_version} {verdict}", evaluation.markdown(), summary), encoding="utf-8")
+        registry.log_artifact(challenger_version, report_path, "evaluation")
+        check = dg.AssetCheckResult(
+            check_name=QUALITY_FLOOR_CHECK,
+            passed=evaluation.floor_passed,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=f"{d.metric} {d.challenger:.4f} vs floor {d.floor:.4f}",
+            metadata={"value": d.challenger, "floor": d.floor, "metric": d.metric},
+        )
+        return dg.MaterializeResult(
+            metadata={
+                **summary,
+                "report": dg.MetadataValue.md(evaluation.markdown()),
+                "challenger_metrics": dg.MetadataValue.json(evaluation.challenger_metrics),
+                "champion_metrics": dg.MetadataValue.json(evaluation.champion_metrics or {}),
+                "report_path": dg.MetadataValue.path(str(report_path)),
+                "report_url": dg.MetadataValue.url(report_url(settings, report_path)),
+                "mlflow_model_version": dg.MetadataValue.url(mlflow_version_url(settings, registry.name, challenger_version)),
+                "mlflow_run": dg.MetadataValue.url(mlflow_run_url(settings, registry.experiment_id, registry.get_version(challenger_version).run_id)),
+                "champion_model_version": dg.MetadataValue.url(mlflow_version_url(settings, registry.name, evaluation.champion_after))
+                if evaluation.champion_after else "none",
+            },
+            check_results=[check],
+        )
+
+    return [raw_events, features, trained_model, evaluation_report]

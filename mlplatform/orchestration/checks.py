@@ -2,39 +2,44 @@
 
 import dagster as dg
 
-from mlplatform.orchestration.assets import RAW_EVENTS, latest_metadata
+from mlplatform.orchestration.assets import latest_metadata
+from mlplatform.orchestration.names import RAW_EVENTS, ModelNames
 from mlplatform.orchestration.resources import PlatformResource
 
 RECENT_EVENTS = 5000
 
 
-@dg.asset_check(asset=RAW_EVENTS, description="Schema of the event log matches the spec; quarantine share and null share stay below their limits.")
-def raw_events_quality(context: dg.AssetCheckExecutionContext, platform: PlatformResource) -> dg.AssetCheckResult:
-    settings, spec, log = platform.get_settings(), platform.get_spec(), platform.get_event_log()
-    meta = latest_metadata(context.instance, RAW_EVENTS) or {}
-    seen = int(str(meta.get("ingested", 0))) + int(str(meta.get("duplicates", 0))) + int(str(meta.get("quarantined", 0)))
-    quarantine_share = int(str(meta.get("quarantined", 0))) / seen if seen else 0.0
-    recent = log.events_between(limit=RECENT_EVENTS)
-    null_share = {name: round(float(recent[name].isna().mean()), 4) for name in spec.features} if len(recent) else {}
-    too_null = {k: v for k, v in null_share.items() if v > settings.max_null_share}
-    problems = []
-    if quarantine_share > settings.max_quarantine_share:
-        problems.append(f"{quarantine_share:.1%} of the last ingestion was quarantined (limit {settings.max_quarantine_share:.0%})")
-    if int(str(meta.get("rejected_files", 0))):
-        problems.append(f"{meta['rejected_files']} file(s) rejected: see landing/rejected")
-    if too_null:
-        problems.append(f"features mostly missing in the last {len(recent)} events: {too_null}")
-    return dg.AssetCheckResult(
-        passed=not problems,
-        severity=dg.AssetCheckSeverity.WARN,
-        description="; ".join(problems) or "schema, quarantine share and null share within limits",
-        metadata={
-            "quarantine_share": quarantine_share,
-            "rejected_files": int(str(meta.get("rejected_files", 0))),
-            "max_null_share": max(null_share.values(), default=0.0),
-            "null_share": dg.MetadataValue.json(null_share),
-        },
-    )
+def build_checks(names: ModelNames) -> list[dg.AssetChecksDefinition]:
+    model_name = names.model
 
+    @dg.asset_check(asset=names.asset(RAW_EVENTS), name="raw_events_quality",
+                    description="Schema of the event log matches the spec; quarantine share and null share stay below their limits.")
+    def raw_events_quality(context: dg.AssetCheckExecutionContext, platform: PlatformResource) -> dg.AssetCheckResult:
+        model = platform.model(model_name)
+        settings, spec = model.settings, model.spec
+        meta = latest_metadata(context.instance, names.asset(RAW_EVENTS)) or {}
+        seen = int(str(meta.get("ingested", 0))) + int(str(meta.get("duplicates", 0))) + int(str(meta.get("quarantined", 0)))
+        quarantine_share = int(str(meta.get("quarantined", 0))) / seen if seen else 0.0
+        recent = model.event_log.events_between(limit=RECENT_EVENTS)
+        null_share = {name: round(float(recent[name].isna().mean()), 4) for name in spec.features} if len(recent) else {}
+        too_null = {k: v for k, v in null_share.items() if v > settings.max_null_share}
+        problems = []
+        if quarantine_share > settings.max_quarantine_share:
+            problems.append(f"{quarantine_share:.1%} of the last ingestion was quarantined (limit {settings.max_quarantine_share:.0%})")
+        if int(str(meta.get("rejected_files", 0))):
+            problems.append(f"{meta['rejected_files']} file(s) rejected: see landing/rejected")
+        if too_null:
+            problems.append(f"features mostly missing in the last {len(recent)} events: {too_null}")
+        return dg.AssetCheckResult(
+            passed=not problems,
+            severity=dg.AssetCheckSeverity.WARN,
+            description="; ".join(problems) or "schema, quarantine share and null share within limits",
+            metadata={
+                "quarantine_share": quarantine_share,
+                "rejected_files": int(str(meta.get("rejected_files", 0))),
+                "max_null_share": max(null_share.values(), default=0.0),
+                "null_share": dg.MetadataValue.json(null_share),
+            },
+        )
 
-all_checks = [raw_events_quality]
+    return [raw_events_quality]

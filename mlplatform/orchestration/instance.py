@@ -4,12 +4,14 @@ import os
 
 import yaml
 
+from mlplatform.domain.keys import MODEL_TAG, PRIORITY_TAG, RETRAIN_TAG
 from mlplatform.settings import Settings
 
-RETRAIN_TAG = "mlplatform/retrain"
-# Dagster's queue starts higher-priority runs first: a retraining waiting behind drift reports delays a better model in service.
-PRIORITY_TAG = "dagster/priority"
-RETRAIN_RUN_TAGS = {RETRAIN_TAG: "1", PRIORITY_TAG: "10"}  # every retraining run: the queue's limit of one, and its priority
+
+def retrain_run_tags(model: str) -> dict[str, str]:
+    """Every retraining run of `model`: the queue runs one per model at a time, before drift reports (a retraining
+    waiting behind them delays a better model in service)."""
+    return {RETRAIN_TAG: model, PRIORITY_TAG: "10", MODEL_TAG: model}
 
 
 def instance_config() -> dict[str, object]:
@@ -20,7 +22,7 @@ def instance_config() -> dict[str, object]:
             "module": "dagster._core.run_coordinator",
             "class": "QueuedRunCoordinator",
             # Dequeue every second (Dagster's default: 5 s): the queue is part of the time from trigger to new champion.
-            "config": {"max_concurrent_runs": 4, "tag_concurrency_limits": [{"key": RETRAIN_TAG, "limit": 1}], "dequeue_interval_seconds": 1},
+            "config": {"max_concurrent_runs": 4, "tag_concurrency_limits": [{"key": RETRAIN_TAG, "value": {"applyLimitPerUniqueValue": True}, "limit": 1}], "dequeue_interval_seconds": 1},
         },
         "run_retries": {"enabled": True, "max_retries": 1},
         "run_monitoring": {"enabled": True, "max_runtime_seconds": 3600, "poll_interval_seconds": 30},

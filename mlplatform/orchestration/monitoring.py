@@ -7,15 +7,15 @@ Kept current by `drift_report_sensor` (orchestration/sensors.py) every `drift_ev
 import dagster as dg
 
 from mlplatform.pipeline.drift import LIVE_METRICS, ColumnDrift, DriftReport, DriftSkipped, build_drift_report
-from mlplatform.orchestration.assets import EXTERNAL_RETRY, RAW_EVENTS, _markdown_table, latest_metadata
+from mlplatform.domain.keys import (CHAMPION_VERSION, DATASET_DRIFT, DRIFT_SHARE, DRIFT_SHARE_THRESHOLD, DRIFTED_COLUMN_NAMES, DRIFTED_COLUMNS,
+                                   REPORT_PATH, SKIP_REASON, SKIPPED)
+from mlplatform.orchestration.assets import EXTERNAL_RETRY, latest_metadata, markdown_table
+from mlplatform.orchestration.names import DRIFT_REPORT, RAW_EVENTS, ModelNames
 from mlplatform.orchestration.resources import PlatformResource
 from mlplatform.stores.reports import mlflow_version_url, report_url
 from mlplatform.settings import Settings
 from mlplatform.domain.spec import DatasetSpec
 
-MONITORING = "monitoring"
-DRIFT_REPORT = dg.AssetKey("drift_report")
-SKIPPED_KEY = "skipped"
 TOP_COLUMNS = 10
 
 
@@ -30,14 +30,14 @@ def report_metadata(settings: Settings, spec: DatasetSpec, report: DriftReport, 
     """Numbers first (the Dagster UI plots numeric metadata over materializations), then links and the table."""
     live = {f"live_{k}": report.live_metrics[k] for k in LIVE_METRICS[spec.task] if k in report.live_metrics}
     return {
-        SKIPPED_KEY: False,
-        "champion_version": report.champion_version,
-        "drift_share": report.drift_share,
-        "drifted_columns": len(report.drifted_columns),
-        "dataset_drift": report.dataset_drift,
+        SKIPPED: False,
+        CHAMPION_VERSION: report.champion_version,
+        DRIFT_SHARE: report.drift_share,
+        DRIFTED_COLUMNS: len(report.drifted_columns),
+        DATASET_DRIFT: report.dataset_drift,
         "columns": len(report.columns),
-        "drift_share_threshold": report.share_threshold,
-        "drifted_column_names": ", ".join(report.drifted_columns) or "none",
+        DRIFT_SHARE_THRESHOLD: report.share_threshold,
+        DRIFTED_COLUMN_NAMES: ", ".join(report.drifted_columns) or "none",
         **_test_metadata("prediction", report.prediction),
         **_test_metadata("target", report.target),
         **live,
@@ -48,8 +48,8 @@ def report_metadata(settings: Settings, spec: DatasetSpec, report: DriftReport, 
         "reference_sampled": report.reference_sampled,
         "current_sampled": report.current_sampled,
         "seconds": round(report.seconds, 3),
-        "most_drifted": dg.MetadataValue.md(_markdown_table(report.table(TOP_COLUMNS))),
-        "report_path": dg.MetadataValue.path(str(report.report_path)),
+        "most_drifted": dg.MetadataValue.md(markdown_table(report.table(TOP_COLUMNS))),
+        REPORT_PATH: dg.MetadataValue.path(str(report.report_path)),
         "report_url": dg.MetadataValue.url(report_url(settings, report.report_path)),
         "mlflow_model_version": dg.MetadataValue.url(mlflow_url),
     }
@@ -57,50 +57,54 @@ def report_metadata(settings: Settings, spec: DatasetSpec, report: DriftReport, 
 
 def skipped_metadata(skipped: DriftSkipped) -> dict[str, object]:
     return {
-        SKIPPED_KEY: True,
-        "skip_reason": skipped.reason,
-        "champion_version": skipped.champion_version or 0,
+        SKIPPED: True,
+        SKIP_REASON: skipped.reason,
+        CHAMPION_VERSION: skipped.champion_version or 0,
         "current_rows": skipped.current_rows,
     }
 
 
-@dg.asset(
-    deps=[RAW_EVENTS],
-    group_name=MONITORING,
-    kinds={"evidently"},
-    retry_policy=EXTERNAL_RETRY,
-    description="Evidently drift of the events since the champion's data window against its training window: "
-    "per-column drift, share of drifted columns, prediction drift and, with labels, target drift and live metrics. "
-    "Both sides are bounded uniform samples; the HTML report is saved under reports/drift and logged to MLflow "
-    "next to the champion version. Without a champion (or with too few new events) it records why it is skipped.",
-)
-def drift_report(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.MaterializeResult:
-    settings, spec, registry = platform.get_settings(), platform.get_spec(), platform.get_registry()
-    result = build_drift_report(settings, spec, platform.get_event_log(), registry)
-    if isinstance(result, DriftSkipped):
-        context.log.info(f"drift report skipped: {result.reason}")
-        return dg.MaterializeResult(metadata=skipped_metadata(result))
-    registry.log_artifact(result.champion_version, result.report_path, "drift")
-    context.log.info(f"drift share {result.drift_share:.2f} ({', '.join(result.drifted_columns) or 'no drifted columns'}); report {result.report_path}")
-    mlflow_url = mlflow_version_url(settings, registry.name, result.champion_version)
-    return dg.MaterializeResult(metadata=report_metadata(settings, spec, result, mlflow_url))
+def build_monitoring(names: ModelNames) -> tuple[list[dg.AssetsDefinition], list[dg.AssetChecksDefinition]]:
+    """The model's drift_report asset and its check."""
+    model_name = names.model
+    key = names.asset(DRIFT_REPORT)
 
-
-@dg.asset_check(asset=DRIFT_REPORT, description="Warns when the latest drift report says the dataset drifted, naming the drifted columns.")
-def drift_check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-    meta = latest_metadata(context.instance, DRIFT_REPORT) or {}
-    if meta.get(SKIPPED_KEY, True):
-        return dg.AssetCheckResult(passed=True, severity=dg.AssetCheckSeverity.WARN, description=f"no drift measured: {meta.get('skip_reason', 'no drift report yet')}")
-    share, names = float(str(meta["drift_share"])), str(meta["drifted_column_names"])
-    drift = bool(meta["dataset_drift"])
-    verdict = "dataset drift" if drift else "no dataset drift"
-    return dg.AssetCheckResult(
-        passed=not drift,
-        severity=dg.AssetCheckSeverity.WARN,
-        description=f"{verdict}: {share:.0%} of columns drifted (threshold {float(str(meta['drift_share_threshold'])):.0%}); drifted: {names}",
-        metadata={"drift_share": share, "drifted_columns": int(str(meta["drifted_columns"])), "drifted_column_names": names},
+    @dg.asset(
+        key=key,
+        deps=[names.asset(RAW_EVENTS)],
+        group_name=names.group,
+        kinds={"evidently"},
+        retry_policy=EXTERNAL_RETRY,
+        description="Evidently drift of the events since the champion's data window against its training window: "
+        "per-column drift, share of drifted columns, prediction drift and, with labels, target drift and live metrics. "
+        "Both sides are bounded uniform samples; the HTML report is saved under reports/drift and logged to MLflow "
+        "next to the champion version. Without a champion (or with too few new events) it records why it is skipped.",
     )
+    def drift_report(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.MaterializeResult:
+        model = platform.model(model_name)
+        settings, spec, registry = model.settings, model.spec, model.registry
+        result = build_drift_report(settings, spec, model.event_log, registry)
+        if isinstance(result, DriftSkipped):
+            context.log.info(f"drift report skipped: {result.reason}")
+            return dg.MaterializeResult(metadata=skipped_metadata(result))
+        registry.log_artifact(result.champion_version, result.report_path, "drift")
+        context.log.info(f"drift share {result.drift_share:.2f} ({', '.join(result.drifted_columns) or 'no drifted columns'}); report {result.report_path}")
+        mlflow_url = mlflow_version_url(settings, registry.name, result.champion_version)
+        return dg.MaterializeResult(metadata=report_metadata(settings, spec, result, mlflow_url))
 
+    @dg.asset_check(asset=key, name="drift_check", description="Warns when the latest drift report says the dataset drifted, naming the drifted columns.")
+    def drift_check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        meta = latest_metadata(context.instance, key) or {}
+        if meta.get(SKIPPED, True):
+            return dg.AssetCheckResult(passed=True, severity=dg.AssetCheckSeverity.WARN, description=f"no drift measured: {meta.get(SKIP_REASON, 'no drift report yet')}")
+        share, column_names = float(str(meta[DRIFT_SHARE])), str(meta[DRIFTED_COLUMN_NAMES])
+        drift = bool(meta[DATASET_DRIFT])
+        verdict = "dataset drift" if drift else "no dataset drift"
+        return dg.AssetCheckResult(
+            passed=not drift,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=f"{verdict}: {share:.0%} of columns drifted (threshold {float(str(meta[DRIFT_SHARE_THRESHOLD])):.0%}); drifted: {column_names}",
+            metadata={DRIFT_SHARE: share, DRIFTED_COLUMNS: int(str(meta[DRIFTED_COLUMNS])), DRIFTED_COLUMN_NAMES: column_names},
+        )
 
-monitoring_assets = [drift_report]
-monitoring_checks = [drift_check]
+    return [drift_report], [drift_check]

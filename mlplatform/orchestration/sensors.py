@@ -1,26 +1,23 @@
-"""Sensors: retraining (counts and the latest drift verdict in, at most one run per trigger out) and drift reports every M events.
+"""Sensors of one model: retraining (counts, the champion and the latest drift verdict in, at most one run per
+trigger out) and drift reports every M events.
 
-Both ticks read O(1) counters of the event log and the latest materialization metadata only: no Evidently,
-no scans, so a tick costs the same with 10k or 10M events in the log (benchmarks/bench_sensor_tick.py).
+Both ticks read O(1) counters of the event log, the registry's `@champion` record and the latest
+materialization metadata only: no Evidently, no scans, so a tick costs the same with 10k or 10M events in
+the log (benchmarks/bench_sensor_tick.py). The registry is the one truth about the champion: move the alias
+by hand (a rollback) and the next tick counts new labels from that version's cut-off.
 """
-
 
 import time
 
 import dagster as dg
 
-from mlplatform.orchestration.assets import CHAMPION_CUTOFF_KEY, EVALUATION_REPORT, retraining_assets
-from mlplatform.orchestration.instance import RETRAIN_RUN_TAGS
-from mlplatform.orchestration.monitoring import DRIFT_REPORT, SKIPPED_KEY, drift_report
+from mlplatform.domain.keys import (CHAMPION_VERSION, DATASET_DRIFT, DRIFT_REPORT_TAG, DRIFT_SHARE, LABEL_WATERMARK_TAG, LAUNCHED_BY_TAG,
+                                   SKIP_REASON, SKIPPED, TRIGGERED_AT_TAG)
+from mlplatform.domain.policy import Cursor, Observation, PolicyConfig, decide
+from mlplatform.orchestration.instance import retrain_run_tags
+from mlplatform.orchestration.names import DRIFT_REPORT, RETRAINING, ModelNames
 from mlplatform.orchestration.resources import PlatformResource
-from mlplatform.domain.policy import DRIFT_REPORT_TAG, Cursor, Observation, PolicyConfig, decide
-
-SENSOR_NAME = "retraining_sensor"
-DRIFT_SENSOR_NAME = "drift_report_sensor"
-LAUNCHED_BY_TAG = "mlplatform/launched_by"
-TRIGGERED_AT_TAG = "mlplatform/triggered_at"
-
-__all__ = ["DRIFT_REPORT", "DRIFT_SENSOR_NAME", "LAUNCHED_BY_TAG", "SENSOR_NAME", "drift_report_sensor", "retraining_sensor"]
+from mlplatform.stores.registry import ChampionRecord
 
 
 def _latest(instance: dg.DagsterInstance, key: dg.AssetKey) -> tuple[str, dict[str, object]] | None:
@@ -31,70 +28,105 @@ def _latest(instance: dg.DagsterInstance, key: dg.AssetKey) -> tuple[str, dict[s
     return str(records[0].storage_id), {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
 
 
-def champion_state(instance: dg.DagsterInstance) -> tuple[int | None, int | None]:
-    """The champion version and its label_seq cut-off from the latest evaluation, or (None, None) without a champion."""
-    latest = _latest(instance, EVALUATION_REPORT)
-    if latest is None or not int(str(latest[1].get("champion_version", 0))):
-        return None, None
-    return int(str(latest[1]["champion_version"])), int(str(latest[1].get(CHAMPION_CUTOFF_KEY, 0)))
-
-
-def drift_state(instance: dg.DagsterInstance, champion_version: int | None) -> tuple[bool | None, float | None, str | None, str]:
+def drift_state(instance: dg.DagsterInstance, key: dg.AssetKey, champion_version: int | None) -> tuple[bool | None, float | None, str | None, str]:
     """Drift verdict, share, report id and, without a usable verdict, why: only a real report about the current champion counts."""
-    latest = _latest(instance, DRIFT_REPORT)
+    latest = _latest(instance, key)
     if latest is None:
         return None, None, None, "no drift report yet"
     report_id, meta = latest
-    if meta.get(SKIPPED_KEY, True):
-        return None, None, report_id, f"latest drift report was skipped: {meta.get('skip_reason', 'no reason recorded')}"
-    about = int(str(meta.get("champion_version", 0)))
+    if meta.get(SKIPPED, True):
+        return None, None, report_id, f"latest drift report was skipped: {meta.get(SKIP_REASON, 'no reason recorded')}"
+    about = int(str(meta.get(CHAMPION_VERSION, 0)))
     if about != champion_version:
         return None, None, report_id, f"latest drift report is about v{about}, not the champion v{champion_version}: waiting for a new one"
-    return bool(meta["dataset_drift"]), float(str(meta["drift_share"])), report_id, ""
+    return bool(meta[DATASET_DRIFT]), float(str(meta[DRIFT_SHARE])), report_id, ""
 
 
-def _recover_cursor(instance: dg.DagsterInstance) -> Cursor:
+def _recover_cursor(instance: dg.DagsterInstance, sensor_name: str) -> Cursor:
     """Rebuild the cursor from the newest run this sensor launched, so a lost cursor never repeats a run."""
-    runs = instance.get_runs(filters=dg.RunsFilter(tags={LAUNCHED_BY_TAG: SENSOR_NAME}), limit=1)
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={LAUNCHED_BY_TAG: sensor_name}), limit=1)
     if not runs:
         return Cursor()
     tags = runs[0].tags
     return Cursor(
-        last_trigger_seq=int(tags.get("mlplatform/label_watermark", 0)),
+        last_trigger_seq=int(tags.get(LABEL_WATERMARK_TAG, 0)),
         last_trigger_time=float(tags.get(TRIGGERED_AT_TAG, 0)),
         last_drift_report=tags.get(DRIFT_REPORT_TAG),
     )
 
 
-# A tick reads counters only (~60 ms, flat in the log's size: bench_sensor_tick.py), so ticking every 5 s is cheap and
-# keeps the wait for the next tick a small part of the reaction time (bench_reaction.py).
-@dg.sensor(
-    name=SENSOR_NAME,
-    asset_selection=retraining_assets,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=5,
-    description="Retrains (features → trained_model → evaluation_report) when N new labelled events arrived "
-    "since the champion's cut-off, or when the latest drift report says drift and enough new labels exist.",
-)
-def retraining_sensor(context: dg.SensorEvaluationContext, platform: PlatformResource) -> dg.SensorResult:
-    settings = platform.get_settings()
-    counts = platform.get_event_log().counts()
-    champion_version, champion_cutoff = champion_state(context.instance)
-    drift = drift_state(context.instance, champion_version)
-    cursor, was_reset = Cursor.from_json(context.cursor)
-    if was_reset or not context.cursor:
-        cursor = _recover_cursor(context.instance)
-    now = time.time()
-    trigger, next_cursor, why = decide(
-        Observation(counts.label_watermark, champion_cutoff, now, *drift),
-        cursor,
-        PolicyConfig(settings.retrain_every_n, settings.min_new_labelled_for_drift, settings.retrain_cooldown_seconds),
+def _champion(record: ChampionRecord | None) -> tuple[int | None, int | None]:
+    return (None, None) if record is None else (record.version, record.label_seq_cutoff)
+
+
+def build_sensors(names: ModelNames) -> list[dg.SensorDefinition]:
+    model_name = names.model
+    retraining = names.assets(*RETRAINING)
+    drift_key = names.asset(DRIFT_REPORT)
+
+    # A tick reads counters only (~60 ms, flat in the log's size: bench_sensor_tick.py), so ticking every 5 s is cheap and
+    # keeps the wait for the next tick a small part of the reaction time (bench_reaction.py).
+    @dg.sensor(
+        name=names.retraining_sensor,
+        asset_selection=retraining,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=5,
+        description=f"Retrains {model_name} (features → trained_model → evaluation_report) when N new labelled events arrived "
+        "since the champion's cut-off, or when the latest drift report says drift and enough new labels exist; "
+        "never while the champion is pinned.",
     )
-    if trigger is None:
-        return dg.SensorResult(skip_reason=why, cursor=next_cursor.to_json())
-    tags = {**trigger.tags, **RETRAIN_RUN_TAGS, LAUNCHED_BY_TAG: SENSOR_NAME, TRIGGERED_AT_TAG: f"{now:.3f}"}
-    context.log.info(why)
-    return dg.SensorResult(run_requests=[dg.RunRequest(run_key=trigger.run_key, tags=tags)], cursor=next_cursor.to_json())
+    def retraining_sensor(context: dg.SensorEvaluationContext, platform: PlatformResource) -> dg.SensorResult:
+        model = platform.model(model_name)
+        settings, registry = model.settings, model.registry
+        moved = registry.note_outside_move(by=names.retraining_sensor)
+        if moved is not None:
+            context.log.info(f"@champion was moved outside mlplatform to v{moved.version}: recorded in the champion timeline")
+        record = registry.champion_record()
+        if record is not None and record.pinned:
+            return dg.SensorResult(skip_reason=f"champion v{record.version} is pinned ({record.pin_reason}): no retraining until "
+                                               f"`mlplatform champion unpin --model {model_name}`", cursor=context.cursor)
+        counts = model.event_log.counts()
+        champion_version, champion_cutoff = _champion(record)
+        drift = drift_state(context.instance, drift_key, champion_version)
+        cursor, was_reset = Cursor.from_json(context.cursor)
+        if was_reset or not context.cursor:
+            cursor = _recover_cursor(context.instance, names.retraining_sensor)
+        now = time.time()
+        trigger, next_cursor, why = decide(
+            Observation(counts.label_watermark, champion_cutoff, now, *drift),
+            cursor,
+            PolicyConfig(settings.retrain_every_n, settings.min_new_labelled_for_drift, settings.retrain_cooldown_seconds),
+        )
+        if trigger is None:
+            return dg.SensorResult(skip_reason=why, cursor=next_cursor.to_json())
+        tags = {**trigger.tags, **retrain_run_tags(model_name), LAUNCHED_BY_TAG: names.retraining_sensor, TRIGGERED_AT_TAG: f"{now:.3f}"}
+        context.log.info(why)
+        return dg.SensorResult(run_requests=[dg.RunRequest(run_key=trigger.run_key, tags=tags)], cursor=next_cursor.to_json())
+
+    # Its tick reads one counter and the alias: every 10 s costs nothing, and reports are still requested only every M events.
+    @dg.sensor(
+        name=names.drift_sensor,
+        asset_selection=[drift_key],
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=10,
+        description=f"Requests a new {model_name} drift_report every `drift_every_n_events` new events (served or ingested), once there is a champion.",
+    )
+    def drift_report_sensor(context: dg.SensorEvaluationContext, platform: PlatformResource) -> dg.SensorResult:
+        model = platform.model(model_name)
+        every = model.settings.drift_every_n_events
+        total = model.event_log.counts().total
+        record = model.registry.champion_record()
+        if record is None:
+            return dg.SensorResult(skip_reason="no champion yet: drift is measured against the champion's training window")
+        last = _events_at_last_request(context.cursor)
+        if last is not None and total - last < every:
+            return dg.SensorResult(skip_reason=f"{total - last} new events since the last drift report request; {every} needed")
+        return dg.SensorResult(
+            run_requests=[dg.RunRequest(run_key=f"drift-report-v{record.version}-{total}", tags={LAUNCHED_BY_TAG: names.drift_sensor})],
+            cursor=str(total),
+        )
+
+    return [retraining_sensor, drift_report_sensor]
 
 
 def _events_at_last_request(cursor: str | None) -> int | None:
@@ -103,26 +135,3 @@ def _events_at_last_request(cursor: str | None) -> int | None:
         return int(cursor) if cursor else None
     except ValueError:
         return None
-
-
-# Its tick reads one counter: every 10 s costs nothing, and reports are still requested only every M events.
-@dg.sensor(
-    name=DRIFT_SENSOR_NAME,
-    asset_selection=[drift_report],
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=10,
-    description="Requests a new drift_report every `drift_every_n_events` new events (served or ingested), once there is a champion.",
-)
-def drift_report_sensor(context: dg.SensorEvaluationContext, platform: PlatformResource) -> dg.SensorResult:
-    every = platform.get_settings().drift_every_n_events
-    total = platform.get_event_log().counts().total
-    champion_version, _ = champion_state(context.instance)
-    if champion_version is None:
-        return dg.SensorResult(skip_reason="no champion yet: drift is measured against the champion's training window")
-    last = _events_at_last_request(context.cursor)
-    if last is not None and total - last < every:
-        return dg.SensorResult(skip_reason=f"{total - last} new events since the last drift report request; {every} needed")
-    return dg.SensorResult(
-        run_requests=[dg.RunRequest(run_key=f"drift-report-v{champion_version}-{total}", tags={LAUNCHED_BY_TAG: DRIFT_SENSOR_NAME})],
-        cursor=str(total),
-    )

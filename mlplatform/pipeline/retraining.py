@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -191,27 +191,28 @@ def judge(settings: Settings, spec: DatasetSpec, holdout: pd.DataFrame, challeng
 
 
 def evaluate_challenger(settings: Settings, spec: DatasetSpec, registry: Registry, snapshot: FeatureSnapshot, challenger_version: int) -> Evaluation:
-    """Score challenger and champion on the same later hold-out and decide; does not promote."""
+    """Score challenger and champion on the same later hold-out and decide; does not promote.
+
+    A pinned champion is kept whatever the scores say: the decision then says so.
+    """
     holdout = snapshot.holdout
-    champion = registry.champion()
-    champion_cutoff = 0
-    if champion is not None and int(champion.version) != challenger_version:
-        champion_cutoff = int(champion.tags.get(tag("window.label_seq_cutoff"), 0))
-    else:
-        champion = None
+    record = registry.champion_record()
+    champion = record if record is not None and record.version != challenger_version else None
     champion_predictor = None if champion is None else registry.load_predictor(champion.version)
     judgement = judge(settings, spec, holdout, registry.load_predictor(challenger_version), champion_predictor)
     decision = judgement.decision
+    if decision.promote and champion is not None and champion.pinned:
+        decision = replace(decision, promote=False, reason=f"{decision.reason}, but champion v{champion.version} is pinned ({champion.pin_reason}): kept")
     return Evaluation(
         challenger_version=challenger_version,
-        champion_version=None if champion is None else int(champion.version),
+        champion_version=None if champion is None else champion.version,
         challenger_metrics=judgement.challenger_metrics,
         champion_metrics=judgement.champion_metrics,
         decision=decision,
         holdout_rows=len(holdout),
         floor_passed=judgement.floor_passed,
-        champion_after=challenger_version if decision.promote else (0 if champion is None else int(champion.version)),
-        champion_label_seq_cutoff=snapshot.window.label_seq_cutoff if decision.promote else champion_cutoff,
+        champion_after=challenger_version if decision.promote else (0 if champion is None else champion.version),
+        champion_label_seq_cutoff=snapshot.window.label_seq_cutoff if decision.promote else (0 if champion is None else champion.label_seq_cutoff),
     )
 
 
@@ -233,5 +234,5 @@ def apply_decision(registry: Registry, evaluation: Evaluation, dagster_run_id: s
         },
     )
     if d.promote:
-        registry.promote(evaluation.challenger_version)
+        registry.promote(evaluation.challenger_version, d.reason, by=f"dagster run {dagster_run_id}" if dagster_run_id else "mlplatform")
 

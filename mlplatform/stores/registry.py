@@ -21,6 +21,7 @@ from mlflow.exceptions import MlflowException, RestException
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
+from mlplatform.domain.keys import CHAMPION_CHANGE, MLFLOW_TAG_PREFIX, PINNED, WINDOW_CUTOFF
 from mlplatform.domain.predictor import Predictor
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.training import TrainingResult
@@ -30,7 +31,6 @@ log = logging.getLogger(__name__)
 MODEL_CODE = Path(__file__).with_name("mlflow_model.py")
 CHAMPION = "champion"
 CHALLENGER = "challenger"
-TAG_PREFIX = "mlplatform."
 
 
 def _requirements() -> list[str]:
@@ -40,12 +40,33 @@ def _requirements() -> list[str]:
 
 
 @dataclass(frozen=True)
+class ChampionRecord:
+    """Who serves, read from the registry alone: the alias, the label cut-off of that version's window and any pin."""
+
+    version: int
+    label_seq_cutoff: int
+    pinned: bool
+    pin_reason: str
+
+
+@dataclass(frozen=True)
+class ChampionChange:
+    """One move of `@champion`: which version, when, by whom, why (the registry keeps one tag per move)."""
+
+    seq: int
+    version: int
+    at: float
+    by: str
+    reason: str
+    pinned: bool = False
+
+
+@dataclass(frozen=True)
 class VersionInfo:
     version: int
     run_id: str
     aliases: list[str]
     tags: dict[str, str]
-    metrics: dict[str, float]
 
 
 class Registry:
@@ -119,8 +140,75 @@ class Registry:
     def get_version(self, version: int | str) -> ModelVersion:
         return self.client.get_model_version(self.name, str(version))
 
-    def promote(self, version: int | str) -> None:
+    def champion_record(self) -> ChampionRecord | None:
+        """The champion as sensors, alerts, status and serving see it; None without one.
+
+        A version whose alias was moved by hand (MLflow UI, a rollback) is the champion like any other: its
+        cut-off comes from its own window tag, so "new labels since the champion" follows the move.
+        """
+        version = self.champion()
+        if version is None:
+            return None
+        pin = self._model_tags().get(PINNED)
+        pinned_version, _, reason = (pin or "").partition(":")
+        return ChampionRecord(int(version.version), int(version.tags.get(WINDOW_CUTOFF, 0)),
+                              pinned=pinned_version == str(version.version), pin_reason=reason)
+
+    def _model_tags(self) -> dict[str, str]:
+        try:
+            return dict(self.client.get_registered_model(self.name).tags)
+        except (RestException, MlflowException):
+            return {}
+
+    def promote(self, version: int | str, reason: str = "promoted", by: str = "mlplatform") -> None:
+        """Move `@champion` to `version` and record the move; a pinned champion is only replaced through `set_champion`."""
         self.client.set_registered_model_alias(self.name, CHAMPION, str(version))
+        self._record_change(int(version), reason, by, pinned=False)
+
+    def set_champion(self, version: int | str, reason: str, by: str, pin: bool) -> None:
+        """A rollback or pin by a person: `@champion` moves to `version` and, with `pin`, stays there until `unpin`."""
+        self.get_version(version)  # refuses an unknown version before anything moves
+        if pin:
+            self.client.set_registered_model_tag(self.name, PINNED, f"{version}:{reason}")
+        else:
+            self._unpin()
+        self.client.set_registered_model_alias(self.name, CHAMPION, str(version))
+        self._record_change(int(version), reason, by, pinned=pin)
+
+    def unpin(self, reason: str, by: str) -> None:
+        """Let the retraining loop replace the champion again."""
+        champion = self.champion()
+        self._unpin()
+        if champion is not None:
+            self._record_change(int(champion.version), f"unpinned: {reason}", by, pinned=False)
+
+    def _unpin(self) -> None:
+        if PINNED in self._model_tags():
+            self.client.delete_registered_model_tag(self.name, PINNED)
+
+    def _record_change(self, version: int, reason: str, by: str, pinned: bool) -> None:
+        seq = max((c.seq for c in self.timeline()), default=0) + 1
+        value = json.dumps({"version": version, "at": round(time.time(), 3), "by": by, "reason": reason[:2000], "pinned": pinned})
+        self.client.set_registered_model_tag(self.name, f"{CHAMPION_CHANGE}{seq:06d}", value)
+
+    def note_outside_move(self, by: str) -> ChampionChange | None:
+        """Record a move of `@champion` made outside the platform (the MLflow UI): the timeline then shows it. None when there was none."""
+        champion = self.champion()
+        history = self.timeline()
+        if champion is None or (history and history[-1].version == int(champion.version)):
+            return None
+        self._record_change(int(champion.version), "alias moved outside mlplatform (MLflow UI or API)", by, pinned=False)
+        return self.timeline()[-1]
+
+    def timeline(self) -> list[ChampionChange]:
+        """Every recorded move of `@champion`, oldest first."""
+        out = []
+        for key, value in self._model_tags().items():
+            if key.startswith(CHAMPION_CHANGE):
+                entry = json.loads(value)
+                out.append(ChampionChange(int(key.removeprefix(CHAMPION_CHANGE)), int(entry["version"]), float(entry["at"]), str(entry["by"]),
+                                          str(entry["reason"]), bool(entry.get("pinned", False))))
+        return sorted(out, key=lambda c: c.seq)
 
     def tag_version(self, version: int | str, tags: dict[str, str]) -> None:
         for key, value in tags.items():
@@ -139,8 +227,8 @@ class Registry:
     def log_artifact(self, version: int | str, path: Path, artifact_path: str) -> None:
         self.client.log_artifact(self.get_version(version).run_id, str(path), artifact_path)
 
-    def versions(self) -> list[VersionInfo]:
-        """Every version, newest first, with its aliases and its run's metrics.
+    def versions(self, limit: int | None = None) -> list[VersionInfo]:
+        """The newest `limit` versions (all by default), newest first, with their aliases and tags: two store queries.
 
         Aliases come from the registered model: search_model_versions leaves them empty.
         """
@@ -150,15 +238,14 @@ class Registry:
         except MlflowException:
             return []
         out = []
-        for v in sorted(found, key=lambda v: int(v.version), reverse=True):
-            run = self.client.get_run(v.run_id)
+        for v in sorted(found, key=lambda v: int(v.version), reverse=True)[:limit]:
             mine = sorted(alias for alias, version in aliases.items() if str(version) == str(v.version))
-            out.append(VersionInfo(int(v.version), v.run_id, mine, dict(v.tags), dict(run.data.metrics)))
+            out.append(VersionInfo(int(v.version), v.run_id, mine, dict(v.tags)))
         return out
 
 
 def tag(key: str) -> str:
-    return TAG_PREFIX + key
+    return MLFLOW_TAG_PREFIX + key
 
 
 def json_tag(value: object) -> str:

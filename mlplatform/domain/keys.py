@@ -1,0 +1,53 @@
+"""Every key one part of the platform writes and another reads, defined once.
+
+Dagster run tags use `mlplatform/…` (Dagster's own convention is `dagster/…`); MLflow tags use
+`mlplatform.…` (MLflow shows dotted keys grouped). Metadata names are the ones sensors, alerts,
+status and the CLI read back from materializations.
+"""
+
+# Dagster run tags
+RUN_TAG_PREFIX = "mlplatform/"
+MODEL_TAG = "mlplatform/model"
+REASON_TAG = "mlplatform/reason"
+NEW_LABELLED_TAG = "mlplatform/new_labelled"
+LABEL_WATERMARK_TAG = "mlplatform/label_watermark"
+CHAMPION_CUTOFF_TAG = "mlplatform/champion_cutoff"
+DRIFT_SHARE_TAG = "mlplatform/drift_share"
+DRIFT_REPORT_TAG = "mlplatform/drift_report"
+LAUNCHED_BY_TAG = "mlplatform/launched_by"
+TRIGGERED_AT_TAG = "mlplatform/triggered_at"
+RETRAIN_TAG = "mlplatform/retrain"
+PRIORITY_TAG = "dagster/priority"  # Dagster's queue starts higher-priority runs first
+
+# MLflow tags (model versions and the registered model)
+MLFLOW_TAG_PREFIX = "mlplatform."
+
+
+def mlflow_tag(key: str) -> str:
+    """The MLflow tag name of `key`: `decision` -> `mlplatform.decision`."""
+    return MLFLOW_TAG_PREFIX + key
+
+
+WINDOW_CUTOFF = mlflow_tag("window.label_seq_cutoff")
+DECISION = mlflow_tag("decision")
+DECISION_REASON = mlflow_tag("decision_reason")
+CHALLENGER_SCORE = mlflow_tag("challenger_score")
+TRIGGER_REASON = mlflow_tag("trigger.reason")
+PINNED = mlflow_tag("pinned")
+CHAMPION_CHANGE = mlflow_tag("champion.")  # + zero-padded sequence number: one registered-model tag per alias move
+
+# Materialization metadata read back by sensors, alerts, status and the CLI
+SNAPSHOT = "snapshot"
+MLFLOW_VERSION = "mlflow_version"
+SKIPPED = "skipped"
+SKIP_REASON = "skip_reason"
+CHAMPION_VERSION = "champion_version"
+CHALLENGER_VERSION = "challenger_version"
+DECISION_META = "decision"
+REASON_META = "reason"
+DRIFT_SHARE = "drift_share"
+DATASET_DRIFT = "dataset_drift"
+DRIFTED_COLUMNS = "drifted_columns"
+DRIFTED_COLUMN_NAMES = "drifted_column_names"
+DRIFT_SHARE_THRESHOLD = "drift_share_threshold"
+REPORT_PATH = "report_path"

@@ -1,0 +1,80 @@
+"""A first dataset spec for a new model, drafted from a sample of its events (what `dg scaffold defs` writes).
+
+The draft is a starting point a person reviews: types are guessed from the sample's values, the label is the
+column named (or the last one), and every guess is written as a comment beside it.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+SAMPLE_ROWS = 5000
+MAX_CLASSES = 20
+ID_NAMES = re.compile(r"^(id|.*_id|event_id|uuid)$", re.IGNORECASE)
+TIME_NAMES = re.compile(r"^(time|timestamp|date|datetime|event_time|ts|created_at|dteday)$", re.IGNORECASE)
+
+TEMPLATE = """\
+# Dataset spec of model {name}: fill in the label, the task and the feature columns of your event files,
+# then `dg check defs`. Every key is described in the README ("Bring your own dataset").
+name: {name}
+task: binary            # binary | multiclass | regression
+label: label            # the column that holds the label
+classes: ["no", "yes"]  # classification only; positive_class defaults to the second
+positive_class: "yes"
+# id_column: event_id   # unique per event; generated from the file and row when absent
+# time_column: time     # the event's time; the ingestion time when absent
+features:
+  feature_a: numeric
+  feature_b: categorical
+"""
+
+
+def _read_sample(path: Path) -> pd.DataFrame:
+    name = path.name.lower()
+    if name.endswith((".parquet", ".pq")):
+        return pd.read_parquet(path).head(SAMPLE_ROWS)
+    if name.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
+        return pd.read_json(path, lines=True, nrows=SAMPLE_ROWS)
+    return pd.read_csv(path, nrows=SAMPLE_ROWS, skipinitialspace=True)
+
+
+def _task(values: pd.Series) -> str:
+    distinct = values.dropna().nunique()
+    if distinct == 2:
+        return "binary"
+    numeric = pd.api.types.is_numeric_dtype(values)
+    return "multiclass" if distinct <= MAX_CLASSES and (not numeric or (values.dropna() % 1 == 0).all()) else "regression"
+
+
+def draft_spec(name: str, sample: Path | None, label: str | None = None, task: str | None = None) -> str:
+    """YAML text of a spec for `name`: drafted from `sample` when given, else a commented template."""
+    if sample is None:
+        return TEMPLATE.format(name=name)
+    frame = _read_sample(sample)
+    if frame.empty or len(frame.columns) < 2:
+        raise ValueError(f"{sample}: needs a header and at least one row with a feature and a label column")
+    label = label or str(frame.columns[-1])
+    if label not in frame.columns:
+        raise ValueError(f"{sample}: no column {label!r} (columns: {', '.join(map(str, frame.columns))})")
+    spec: dict[str, object] = {"name": name, "task": task or _task(frame[label]), "label": label}
+    if spec["task"] != "regression":
+        classes = sorted(frame[label].dropna().astype(str).unique().tolist())
+        spec["classes"] = classes
+        if spec["task"] == "binary":
+            spec["positive_class"] = classes[-1]
+    rest = [str(c) for c in frame.columns if c != label]
+    id_column = next((c for c in rest if ID_NAMES.match(c)), None)
+    time_column = next((c for c in rest if TIME_NAMES.match(c)), None)
+    if id_column:
+        spec["id_column"] = id_column
+    if time_column:
+        spec["time_column"] = time_column
+    spec["features"] = {c: "numeric" if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c]) else "categorical"
+                        for c in rest if c not in (id_column, time_column)}
+    header = (f"# Dataset spec of model {name}, drafted from {sample.name} ({len(frame)} rows read): review the task, the label\n"
+              "# and each feature's type, then `dg check defs`. Keys are described in the README (\"Bring your own dataset\").\n")
+    return header + yaml.safe_dump(spec, sort_keys=False)

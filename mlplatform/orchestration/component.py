@@ -1,0 +1,85 @@
+"""`mlplatform.RetrainingLoop`: one model's whole loop as a Dagster component, declared in `defs/<model>/defs.yaml`.
+
+    type: mlplatform.RetrainingLoop
+    attributes:
+      spec: ../../../data/adult.yaml      # relative to this file's folder
+      loop: {retrain_every_n: 5000}       # optional: this model's own loop settings
+
+`dg scaffold defs mlplatform.RetrainingLoop churn` writes such a folder, with a spec pre-filled from a sample
+file's columns when given one (`--json-params '{"sample": "path/to/events.csv"}'`).
+"""
+
+from pathlib import Path
+
+import dagster as dg
+from dagster.components.scaffold.scaffold import ScaffoldRequest, scaffold_with
+from pydantic import BaseModel
+
+from mlplatform.domain.spec_draft import draft_spec
+from mlplatform.orchestration.alerts import build_alerts_sensor, build_live_quality
+from mlplatform.orchestration.assets import build_assets
+from mlplatform.orchestration.champion import build_champion_job
+from mlplatform.orchestration.checks import build_checks
+from mlplatform.orchestration.instance import retrain_run_tags
+from mlplatform.orchestration.monitoring import build_monitoring
+from mlplatform.orchestration.names import RETRAINING, ModelNames
+from mlplatform.orchestration.sensors import build_sensors
+from mlplatform.root import DEFS_FILE, ModelDeclaration, platform
+
+SPEC_FILE = "dataset.yaml"
+
+
+class ScaffoldParams(BaseModel):
+    """`dg scaffold defs mlplatform.RetrainingLoop NAME --json-params '{"sample": "events.csv", "label": "churned"}'`."""
+
+    sample: str | None = None
+    label: str | None = None
+    task: str | None = None
+
+
+class RetrainingLoopScaffolder(dg.Scaffolder[ScaffoldParams]):
+    """Writes defs.yaml and a dataset spec beside it: drafted from a sample file when given one, a template otherwise."""
+
+    @classmethod
+    def get_scaffold_params(cls) -> type[ScaffoldParams]:
+        return ScaffoldParams
+
+    def scaffold(self, request: ScaffoldRequest[ScaffoldParams]) -> None:
+        folder = Path(request.target_path)
+        params = request.params or ScaffoldParams()
+        dg.scaffold_component(request, {"spec": SPEC_FILE, "loop": {"retrain_every_n": 5000}})
+        name = folder.name.replace("_", "-").lower()
+        sample = Path(params.sample).resolve() if params.sample else None
+        (folder / SPEC_FILE).write_text(draft_spec(name, sample, params.label, params.task), encoding="utf-8")
+
+
+@scaffold_with(RetrainingLoopScaffolder)
+class RetrainingLoop(ModelDeclaration, dg.Component, dg.Resolvable):
+    """A LightGBM model kept fresh on a stream of labelled events: raw_events, features, trained_model,
+    evaluation_report, drift_report and live_quality assets, their checks, the retraining, drift and alert
+    sensors, the retrain and set_champion jobs — all prefixed by the model's name."""
+
+    def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        """The composition root read the same defs.yaml (it needs no Dagster import, for serving and the CLI): take its model."""
+        model = platform().model_declared_in(Path(context.path) / DEFS_FILE)
+        return model_definitions(ModelNames(model.name))
+
+
+def model_definitions(names: ModelNames) -> dg.Definitions:
+    """Every definition of one model."""
+    assets = build_assets(names)
+    drift_assets, drift_checks = build_monitoring(names)
+    live_quality, live_quality_schedule = build_live_quality(names)
+    retrain = dg.define_asset_job(
+        names.retrain_job,
+        selection=dg.AssetSelection.assets(*names.assets(*RETRAINING)),
+        tags={**retrain_run_tags(names.model), "dagster/max_runtime": "3600"},
+        description=f"features → trained_model → evaluation_report of {names.model}: what its retraining sensor launches.",
+    )
+    return dg.Definitions(
+        assets=[*assets, *drift_assets, live_quality],
+        asset_checks=[*build_checks(names), *drift_checks],
+        jobs=[retrain, build_champion_job(names)],
+        sensors=[*build_sensors(names), build_alerts_sensor(names)],
+        schedules=[live_quality_schedule],
+    )

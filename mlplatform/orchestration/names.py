@@ -1,0 +1,72 @@
+"""Names of one model's definitions: asset keys, group, jobs, sensors, schedules, all prefixed by the model.
+
+Defined here once, so the component, the CLI, the demo, the benchmarks and the tests agree on them.
+"""
+
+from dataclasses import dataclass
+
+import dagster as dg
+
+from mlplatform.root import dagster_name
+
+RAW_EVENTS = "raw_events"
+FEATURES = "features"
+TRAINED_MODEL = "trained_model"
+EVALUATION_REPORT = "evaluation_report"
+DRIFT_REPORT = "drift_report"
+LIVE_QUALITY = "live_quality"
+RETRAINING = (FEATURES, TRAINED_MODEL, EVALUATION_REPORT)
+ALL_ASSETS = (RAW_EVENTS, *RETRAINING, DRIFT_REPORT, LIVE_QUALITY)
+
+QUALITY_FLOOR_CHECK = "quality_floor"
+LIVE_QUALITY_CHECK = "live_quality_floor"
+
+
+@dataclass(frozen=True)
+class ModelNames:
+    """Everything Dagster calls one model's things; `model` is the spec's name (`bike-sharing`)."""
+
+    model: str
+
+    @property
+    def prefix(self) -> str:
+        return dagster_name(self.model)
+
+    def asset(self, name: str) -> dg.AssetKey:
+        return dg.AssetKey([self.prefix, name])
+
+    def assets(self, *names: str) -> list[dg.AssetKey]:
+        return [self.asset(n) for n in names]
+
+    @property
+    def group(self) -> str:
+        return self.prefix
+
+    @property
+    def retrain_job(self) -> str:
+        return f"{self.prefix}_retrain"
+
+    @property
+    def champion_job(self) -> str:
+        return f"{self.prefix}_set_champion"
+
+    @property
+    def retraining_sensor(self) -> str:
+        return f"{self.prefix}_retraining_sensor"
+
+    @property
+    def drift_sensor(self) -> str:
+        return f"{self.prefix}_drift_report_sensor"
+
+    @property
+    def alerts_sensor(self) -> str:
+        return f"{self.prefix}_alerts_sensor"
+
+    @property
+    def live_quality_schedule(self) -> str:
+        return f"{self.prefix}_live_quality_schedule"
+
+
+def model_of_asset(key: dg.AssetKey) -> str | None:
+    """The Dagster name of the model an asset key belongs to (its first path element), if it has a prefix."""
+    return key.path[0] if len(key.path) > 1 else None

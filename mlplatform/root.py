@@ -1,0 +1,228 @@
+"""The composition root: every model of the code location, and the stores each one uses, built once per process.
+
+Models are declared as Dagster components (`mlplatform/defs/<folder>/defs.yaml`, type
+`mlplatform.RetrainingLoop`). This module reads those files itself, without importing Dagster, so that
+serving and the CLI know the same models as the code location and start fast. The Dagster component, the
+Dagster resource, serving, the CLI, the benchmarks and the tests all take their models from `platform()`.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+
+from mlplatform.domain.spec import DatasetSpec, SpecError, load_spec
+from mlplatform.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from mlplatform.stores.alerting import Alerter
+    from mlplatform.stores.eventlog import EventLog
+    from mlplatform.stores.registry import Registry
+
+COMPONENT_TYPE = "mlplatform.RetrainingLoop"
+DEFS_DIR = Path(__file__).resolve().parent / "defs"
+DEFS_FILE = "defs.yaml"
+
+# The loop settings a model may set for itself in its defs.yaml; MLPLATFORM_* variables stay the defaults.
+LOOP_FIELDS = (
+    "retrain_every_n", "min_new_labelled_for_drift", "retrain_cooldown_seconds", "training_window", "holdout_fraction",
+    "holdout_max_rows", "validation_fraction", "min_training_rows", "tuning_trials", "tuning_seconds", "num_boost_round",
+    "early_stopping_rounds", "seed", "promotion_margin", "quality_floor", "max_quarantine_share", "max_null_share",
+    "drift_sample_rows", "drift_share_threshold", "drift_min_current_rows", "drift_current_hours", "drift_every_n_events",
+    "live_quality_window", "live_quality_min_events", "live_min_precision", "live_min_recall", "live_max_rmse",
+)
+
+
+def _optional(name: str) -> tuple[Any, Any]:
+    """A Settings field as an optional override: same type and description; its bounds are checked on the merged Settings."""
+    f = Settings.model_fields[name]
+    return f.annotation | None, Field(default=None, description=f.description)
+
+
+LoopSettings = create_model(  # type: ignore[call-overload]
+    "LoopSettings",
+    __config__=ConfigDict(extra="forbid"),
+    __doc__="Per-model overrides of the retraining loop's MLPLATFORM_* defaults.",
+    **{name: _optional(name) for name in LOOP_FIELDS},
+)
+
+
+class ModelDeclaration(BaseModel):
+    """What a model's defs.yaml declares: its dataset spec and how its loop differs from the defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    spec: str = Field(description="Dataset spec YAML, relative to the folder of this defs.yaml (or absolute).")
+    landing_dir: str | None = Field(default=None, description="Folder watched for this model's event files (default: <MLPLATFORM_LANDING_DIR or state/landing>/<model>).")
+    loop: LoopSettings = Field(default_factory=LoopSettings, description="Loop settings for this model only (N, cool-down, windows, tuning budget, margin, floors).")  # type: ignore[valid-type]
+
+
+class PlatformError(ValueError):
+    """A model declaration that cannot be used (bad YAML, wrong field, missing spec, duplicate name): names the file."""
+
+
+def dagster_name(model: str) -> str:
+    """The model's name as Dagster accepts it in asset keys, job, sensor and group names (`bike-sharing` -> `bike_sharing`)."""
+    return model.replace("-", "_")
+
+
+@dataclass
+class ModelContext:
+    """One model: its settings (global defaults + its own loop settings), spec and stores, each built once."""
+
+    name: str
+    settings: Settings
+    spec: DatasetSpec
+    declared_in: Path
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _event_log: EventLog | None = field(default=None, repr=False)
+    _event_log_identity: tuple[int, int] | None = field(default=None, repr=False)
+
+    @property
+    def key(self) -> str:
+        """Prefix of the model's asset keys and of its jobs, sensors and groups."""
+        return dagster_name(self.name)
+
+    @property
+    def event_log(self) -> EventLog:
+        """Opened once (opening creates the schema, which takes a write lock) and reopened when the file was replaced
+        or removed (restored from a backup, a volume remounted), so a long-lived code server never reads a stale file."""
+        from mlplatform.stores.eventlog import EventLog
+
+        path = self.settings.events_dir / f"{self.spec.name}.sqlite"
+        with self._lock:
+            if self._event_log is None or self._event_log_identity != _file_identity(path):
+                self._event_log = EventLog(path, self.spec)
+                self._event_log_identity = _file_identity(path)
+            return self._event_log
+
+    @cached_property
+    def registry(self) -> Registry:
+        from mlplatform.stores.registry import Registry
+
+        with self._lock:
+            return Registry(self.settings.tracking_uri, self.settings.artifact_root, self.spec)
+
+    @property
+    def alerter(self) -> Alerter:
+        from mlplatform.stores.alerting import Alerter
+
+        return Alerter.from_settings(self.settings)
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
+def read_declaration(defs_file: Path) -> ModelDeclaration | None:
+    """The declaration in one defs.yaml, or None when the file declares another component type."""
+    try:
+        document = yaml.safe_load(defs_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise PlatformError(f"{defs_file}: cannot be read as YAML: {exc}") from None
+    if not isinstance(document, dict) or document.get("type") != COMPONENT_TYPE:
+        return None
+    try:
+        return ModelDeclaration.model_validate(document.get("attributes") or {})
+    except ValidationError as exc:
+        problems = "; ".join(f"attributes.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise PlatformError(f"{defs_file}: {problems}") from None
+
+
+def build_model(settings: Settings, declaration: ModelDeclaration, defs_file: Path) -> ModelContext:
+    """The model a declaration describes, with its spec loaded and its settings merged and checked."""
+    spec_path = (defs_file.parent / declaration.spec).resolve()
+    try:
+        spec = load_spec(spec_path)
+    except SpecError as exc:
+        raise PlatformError(f"{defs_file}: attributes.spec: {exc}") from None
+    landing_root = settings.landing_dir or settings.state_dir / "landing"
+    landing = (defs_file.parent / declaration.landing_dir).resolve() if declaration.landing_dir else landing_root / spec.name
+    overrides = declaration.loop.model_dump(exclude_none=True)  # type: ignore[attr-defined]
+    try:
+        merged = Settings.model_validate({**settings.model_dump(), **overrides, "dataset_spec": spec_path, "landing_dir": landing})
+    except ValidationError as exc:
+        problems = "; ".join(f"attributes.loop.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise PlatformError(f"{defs_file}: {problems}") from None
+    return ModelContext(spec.name, merged, spec, defs_file)
+
+
+class Platform:
+    """Every declared model of one code location, by name."""
+
+    def __init__(self, settings: Settings, models: list[ModelContext]) -> None:
+        self.settings = settings
+        self.models: dict[str, ModelContext] = {}
+        for model in models:
+            other = self.models.get(model.name) or next((m for m in self.models.values() if m.key == model.key), None)
+            if other is not None:
+                raise PlatformError(f"two models named {model.name!r}: {other.declared_in} and {model.declared_in} (a model's name is its spec's `name`)")
+            self.models[model.name] = model
+
+    @classmethod
+    def discover(cls, settings: Settings, defs_dir: Path = DEFS_DIR) -> "Platform":
+        """Every `mlplatform.RetrainingLoop` declared under the defs folder, in folder order."""
+        models = []
+        for defs_file in sorted(defs_dir.rglob(DEFS_FILE)):
+            declaration = read_declaration(defs_file)
+            if declaration is not None:
+                models.append(build_model(settings, declaration, defs_file))
+        return cls(settings, models)
+
+    def model(self, name: str) -> ModelContext:
+        """The model called `name` (its spec name or its Dagster name)."""
+        found = self.models.get(name) or next((m for m in self.models.values() if m.key == name), None)
+        if found is None:
+            raise SettingsError(f"no model named {name!r}; this code location has: {', '.join(self.models) or 'none'}")
+        return found
+
+    def model_declared_in(self, defs_file: Path) -> ModelContext:
+        """The model a given defs.yaml declares (how the Dagster component finds its own)."""
+        for model in self.models.values():
+            if model.declared_in == defs_file.resolve():
+                return model
+        raise PlatformError(f"{defs_file}: not a {COMPONENT_TYPE} declaration under {DEFS_DIR}")
+
+    def select(self, name: str | None) -> list[ModelContext]:
+        """`name`'s model, or every model when no name is given."""
+        return [self.model(name)] if name else list(self.models.values())
+
+    def only(self, name: str | None) -> ModelContext:
+        """`name`'s model; without a name, the one model there is (a command about one model needs to know which)."""
+        if name:
+            return self.model(name)
+        if len(self.models) != 1:
+            raise SettingsError(f"this code location has {len(self.models)} models ({', '.join(self.models)}): say which with --model")
+        return next(iter(self.models.values()))
+
+
+_platforms: dict[str, Platform] = {}
+_platforms_lock = threading.Lock()
+
+
+def platform(settings: Settings | None = None) -> Platform:
+    """The process's Platform for these settings (default: from the environment), built on first use and then reused."""
+    settings = settings or Settings()
+    key = settings.model_dump_json()
+    with _platforms_lock:
+        found = _platforms.get(key)
+        if found is None:
+            settings.ensure_dirs()
+            found = _platforms[key] = Platform.discover(settings)
+        return found
+
+
+def forget_platforms() -> None:
+    """Drop every built Platform (the demo calls this after wiping a state folder whose stores they hold open)."""
+    with _platforms_lock:
+        _platforms.clear()
