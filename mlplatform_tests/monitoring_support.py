@@ -6,20 +6,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
+from dagster._core.definitions.sensor_definition import SensorExecutionData
 import pandas as pd
 import pytest
 
-from mlplatform.pipeline.landing import ingest_pending
-from mlplatform.orchestration.definitions import defs
-from mlplatform.orchestration.instance import prepare_dagster_home
-from mlplatform.orchestration.resources import PlatformResource
-from mlplatform.pipeline.replay import GENERATED_INTERVAL_S, STREAM_START, write_batches
-from mlplatform.settings import Settings
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.validation import EVENT_ID, EVENT_TIME
-from mlplatform_tests.conftest import ADULT_SPEC, FAST_TRAINING
+from mlplatform.orchestration.instance import prepare_dagster_home
+from mlplatform.orchestration.names import ModelNames
+from mlplatform.orchestration.resources import PlatformResource
+from mlplatform.pipeline.landing import ingest_pending
+from mlplatform.pipeline.replay import GENERATED_INTERVAL_S, STREAM_START, write_batches
+from mlplatform.root import ModelContext, platform
+from mlplatform.settings import Settings
+from mlplatform_tests.conftest import FAST_TRAINING
+from mlplatform_tests.support import loop
 
-QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 CHAMPION_ROWS = 3000
 QUICK_TRAINING = {"MLPLATFORM_TUNING_TRIALS": "1", "MLPLATFORM_NUM_BOOST_ROUND": "100"}
 
@@ -35,11 +37,22 @@ def shuffled_stream(rows: pd.DataFrame, seed: int) -> pd.DataFrame:
 
 @dataclass
 class Platform:
-    settings: Settings
+    model: ModelContext
     instance: dg.DagsterInstance
-    spec: DatasetSpec
     rows: pd.DataFrame  # the stream: rows[:CHAMPION_ROWS] trained the champion, later rows are replayed by tests
     replayed: int = CHAMPION_ROWS
+
+    @property
+    def settings(self) -> Settings:
+        return self.model.settings
+
+    @property
+    def spec(self) -> DatasetSpec:
+        return self.model.spec
+
+    @property
+    def names(self) -> ModelNames:
+        return ModelNames(self.model.name)
 
     def replay(self, rows: pd.DataFrame, with_labels: bool = True) -> None:
         """Land rows and ingest them with a real raw_events materialization."""
@@ -49,23 +62,19 @@ class Platform:
     def ingest(self, rows: pd.DataFrame) -> None:
         """Land rows and ingest them with the core call raw_events makes, without a Dagster run (for loops)."""
         write_batches(rows, self.spec, self.settings.landing_dir, 5000, prefix="ingested")
-        ingest_pending(self.settings.landing_dir, self.spec, PlatformResource().get_event_log())
+        ingest_pending(self.settings.landing_dir, self.spec, self.model.event_log)
 
     def next_rows(self, n: int) -> pd.DataFrame:
         """The next `n` rows of the stream, marked as replayed."""
         self.replayed += n
         return self.rows.iloc[self.replayed - n : self.replayed]
 
-    def materialize(self, *keys: str) -> dg.ExecuteInProcessResult:
-        job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection={dg.AssetKey(k) for k in keys})
-        result = job.execute_in_process(instance=self.instance, run_config=QUIET, raise_on_error=True)
-        assert result.success
-        return result
+    def materialize(self, *assets: str) -> dg.ExecuteInProcessResult:
+        return loop.materialize(self.instance, assets, self.model.name, raise_on_error=True)
 
-    def tick(self, sensor_name: str, cursor: str | None) -> dg.SensorResult:
+    def tick(self, sensor_name: str, cursor: str | None, resource: PlatformResource | None = None) -> SensorExecutionData:
         """One real evaluation of a sensor of the code location against this instance."""
-        context = dg.build_sensor_context(instance=self.instance, cursor=cursor, definitions=defs, sensor_name=sensor_name, resources={"platform": PlatformResource()})
-        return defs.resolve_sensor_def(sensor_name).evaluate_tick(context)
+        return loop.tick(self.instance, sensor_name, cursor, resource)
 
 
 @contextmanager
@@ -73,14 +82,13 @@ def trained_platform(folder: Path, spec: DatasetSpec, rows: pd.DataFrame, **env:
     """State folder + Dagster instance + a champion trained on the first CHAMPION_ROWS rows."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLPLATFORM_STATE_DIR", str(folder))
-        patch.setenv("MLPLATFORM_DATASET_SPEC", str(ADULT_SPEC))
         patch.setenv("DAGSTER_HOME", str(folder / "dagster"))
         for key, value in {**FAST_TRAINING, **QUICK_TRAINING, **env}.items():
             patch.setenv(key, value)
         settings = Settings()
         prepare_dagster_home(settings)
         with dg.DagsterInstance.get() as instance:
-            platform = Platform(settings, instance, spec, rows.reset_index(drop=True))
-            platform.replay(platform.rows.iloc[:CHAMPION_ROWS])
-            platform.materialize("features", "trained_model", "evaluation_report")
-            yield platform
+            trained = Platform(platform(settings).model(spec.name), instance, rows.reset_index(drop=True))
+            trained.replay(trained.rows.iloc[:CHAMPION_ROWS])
+            trained.materialize("features", "trained_model", "evaluation_report")
+            yield trained

@@ -7,16 +7,20 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from mlplatform.orchestration.assets import latest_metadata
-from mlplatform.orchestration.definitions import defs
-from mlplatform.orchestration.monitoring import DRIFT_REPORT
-from mlplatform.orchestration.sensors import DRIFT_SENSOR_NAME, LAUNCHED_BY_TAG, SENSOR_NAME
 from mlplatform.cli.status import collect_status
-from mlplatform.domain.policy import DRIFT, DRIFT_REPORT_TAG, NEW_OBSERVATIONS, Cursor
-from mlplatform.pipeline.replay import DriftScenario, inject_drift
-from mlplatform.settings import Settings
+from mlplatform.domain.keys import DRIFT_REPORT_TAG, DRIFT_SHARE_TAG, LAUNCHED_BY_TAG, NEW_LABELLED_TAG, REASON_TAG
+from mlplatform.domain.policy import DRIFT, NEW_OBSERVATIONS, Cursor
 from mlplatform.domain.spec import DatasetSpec
-from mlplatform_tests.monitoring_support import CHAMPION_ROWS, QUIET, Platform, trained_platform
+from mlplatform.orchestration.assets import latest_metadata
+from mlplatform.orchestration.launch import launch
+from mlplatform.orchestration.names import DRIFT_REPORT, ModelNames
+from mlplatform.pipeline.replay import DriftScenario, inject_drift
+from mlplatform.root import platform as root_platform
+from mlplatform.settings import Settings
+from mlplatform_tests.monitoring_support import CHAMPION_ROWS, Platform, trained_platform
+
+ADULT = ModelNames("adult")
+SENSOR_NAME, DRIFT_SENSOR_NAME = ADULT.retraining_sensor, ADULT.drift_sensor
 
 EVERY_N = 1000
 MIN_FOR_DRIFT = 200
@@ -24,7 +28,7 @@ DRIFT_EVERY = 500
 
 
 def _watermark(platform: Platform) -> int:
-    return collect_status(platform.settings)["events"]["label_watermark"]
+    return collect_status(platform.model)["events"]["label_watermark"]
 
 
 def _cursor(last_trigger_seq: int, last_trigger_time: float = 0.0, last_drift_report: str | None = None) -> str:
@@ -32,7 +36,7 @@ def _cursor(last_trigger_seq: int, last_trigger_time: float = 0.0, last_drift_re
 
 
 def test_without_a_champion_both_sensors_wait(state: Settings, instance: dg.DagsterInstance, adult_spec: DatasetSpec) -> None:
-    platform = Platform(state, instance, adult_spec, pd.DataFrame())
+    platform = Platform(root_platform().model("adult"), instance, pd.DataFrame())
     retraining = platform.tick(SENSOR_NAME, None)
     assert not retraining.run_requests and "no champion yet" in (retraining.skip_message or "")
     drift = platform.tick(DRIFT_SENSOR_NAME, None)
@@ -79,7 +83,7 @@ def test_below_n_no_run_at_n_exactly_one(platform: Platform) -> None:
     assert len(at_n.run_requests or []) == 1
     request = (at_n.run_requests or [])[0]
     assert request.run_key == f"{NEW_OBSERVATIONS}-{start + EVERY_N}"
-    assert request.tags["mlplatform/reason"] == NEW_OBSERVATIONS and request.tags["mlplatform/new_labelled"] == str(EVERY_N)
+    assert request.tags[REASON_TAG] == NEW_OBSERVATIONS and request.tags[NEW_LABELLED_TAG] == str(EVERY_N)
     again = platform.tick(SENSOR_NAME, at_n.cursor)
     assert not again.run_requests, "the same observations never trigger twice"
 
@@ -100,16 +104,16 @@ def test_drift_triggers_one_run_with_the_reason_in_its_tags(platform: Platform, 
     platform.replay(drifted)
     monkeypatch.setenv("MLPLATFORM_DRIFT_CURRENT_HOURS", str(300 * 60 / 3600))
     platform.materialize("drift_report")
-    meta = latest_metadata(platform.instance, DRIFT_REPORT) or {}
+    meta = latest_metadata(platform.instance, ADULT.asset(DRIFT_REPORT)) or {}
     assert meta["dataset_drift"] is True
-    report_id = str(platform.instance.fetch_materializations(DRIFT_REPORT, limit=1).records[0].storage_id)
+    report_id = str(platform.instance.fetch_materializations(ADULT.asset(DRIFT_REPORT), limit=1).records[0].storage_id)
     cursor = _cursor(_watermark(platform) - 300)
     result = platform.tick(SENSOR_NAME, cursor)
     assert len(result.run_requests or []) == 1
     tags = (result.run_requests or [])[0].tags
     assert (result.run_requests or [])[0].run_key == f"{DRIFT}-{report_id}"
-    assert tags["mlplatform/reason"] == DRIFT and tags["mlplatform/new_labelled"] == "300" and tags[DRIFT_REPORT_TAG] == report_id
-    assert float(tags["mlplatform/drift_share"]) == pytest.approx(float(str(meta["drift_share"])), abs=1e-4)
+    assert tags[REASON_TAG] == DRIFT and tags[NEW_LABELLED_TAG] == "300" and tags[DRIFT_REPORT_TAG] == report_id
+    assert float(tags[DRIFT_SHARE_TAG]) == pytest.approx(float(str(meta["drift_share"])), abs=1e-4)
     again = platform.tick(SENSOR_NAME, result.cursor)
     assert not again.run_requests and "already triggered" in (again.skip_message or "")
 
@@ -119,14 +123,58 @@ def test_restart_keeps_the_cursor_and_a_lost_or_corrupt_one_recovers_without_dup
     requested = platform.tick(SENSOR_NAME, _cursor(_watermark(platform) - EVERY_N))
     assert len(requested.run_requests or []) == 1
     request = (requested.run_requests or [])[0]
-    run = defs.resolve_job_def("retrain").execute_in_process(instance=platform.instance, tags={**request.tags, "dagster/run_key": request.run_key or ""}, run_config=QUIET)
-    assert run.success
-    assert collect_status(platform.settings)["champion"] == 1, "margin 1.0: the challenger cannot win, the champion's cut-off stays put"
+    run = launch(platform.instance, "adult", request)
+    assert collect_status(platform.model)["champion"] == 1, "margin 1.0: the challenger cannot win, the champion's cut-off stays put"
     launched = platform.instance.get_runs(filters=dg.RunsFilter(tags={LAUNCHED_BY_TAG: SENSOR_NAME}), limit=1)
     assert launched and launched[0].run_id == run.run_id
     for stored in [requested.cursor, None, "{not json", '{"last_seq": 5}', "[1, 2]", '{"version": 1, "last_trigger_seq": "x"}', '{"version": 0}']:
         tick = platform.tick(SENSOR_NAME, stored)
         assert not tick.run_requests, f"cursor {stored!r} led to a duplicate run"
         assert tick.skip_message and tick.skip_message.startswith("0 new labelled events"), tick.skip_message
-    status = collect_status(platform.settings)
+    status = collect_status(platform.model, with_runs=True)
     assert status["sensor_runs"][0]["run_id"] == run.run_id and status["sensor_runs"][0]["reason"] == NEW_OBSERVATIONS
+
+
+def test_a_hand_moved_or_pinned_champion_is_what_sensors_status_and_evaluation_follow(platform: Platform, monkeypatch: pytest.MonkeyPatch,
+                                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """The registry alias is the one truth: a move in the MLflow UI, a CLI rollback with a pin, an unpin."""
+    registry = platform.model.registry
+    if len(registry.versions()) < 2:  # run alone: make the version to roll to (margin 1.0 keeps v1 champion)
+        platform.materialize("features", "trained_model", "evaluation_report")
+    registry.client.set_registered_model_alias(registry.name, "champion", "2")  # what the MLflow UI does
+    cursor = _cursor(_watermark(platform))
+    moved = platform.tick(SENSOR_NAME, cursor)
+    assert not moved.run_requests
+    change = registry.timeline()[-1]
+    assert change.version == 2 and "outside mlplatform" in change.reason and change.by == SENSOR_NAME
+    assert collect_status(platform.model)["champion"] == 2
+    drift = platform.tick(DRIFT_SENSOR_NAME, None)
+    assert [r.run_key for r in drift.run_requests or []] == [f"drift-report-v2-{platform.model.event_log.counts().total}"]
+
+    from mlplatform.cli import main
+
+    assert main(["champion", "set", "--model", "adult", "--version", "1", "--reason", "rollback after incident 42"]) == 0
+    assert "champion v1, pinned (rollback after incident 42)" in capsys.readouterr().out
+    record = registry.champion_record()
+    assert record is not None and (record.version, record.pinned) == (1, True)
+    assert main(["--model", "adult", "champion", "set", "--version", "99", "--reason", "typo"]) == 2
+    assert "has no version 99" in capsys.readouterr().err and registry.champion_record() == record
+    assert main(["champion", "set", "--model", "adult", "--version", "2", "--reason", "  "]) == 2
+    assert registry.champion_record() == record
+
+    platform.replay(platform.next_rows(EVERY_N))
+    pinned = platform.tick(SENSOR_NAME, _cursor(_watermark(platform) - EVERY_N))
+    assert not pinned.run_requests and "pinned (rollback after incident 42)" in (pinned.skip_message or "")
+    monkeypatch.setenv("MLPLATFORM_PROMOTION_MARGIN", "0")
+    platform.materialize("features", "trained_model", "evaluation_report")
+    evaluation = latest_metadata(platform.instance, ADULT.asset("evaluation_report")) or {}
+    assert evaluation["decision"] == "rejected" and "pinned" in str(evaluation["reason"]) and evaluation["champion_version"] == 1
+    assert registry.champion_record() == record
+
+    assert main(["champion", "unpin", "--model", "adult", "--reason", "incident closed"]) == 0
+    unpinned = platform.tick(SENSOR_NAME, _cursor(_watermark(platform) - EVERY_N))
+    assert len(unpinned.run_requests or []) == 1
+    timeline = [(c.version, c.pinned, c.reason) for c in registry.timeline()]
+    assert timeline[-3:] == [(2, False, "alias moved outside mlplatform (MLflow UI or API)"), (1, True, "rollback after incident 42"),
+                             (1, False, "unpinned: incident closed")]
+    assert [c["version"] for c in collect_status(platform.model)["timeline"]][0] == 1, "v1's promotion by the first run starts the timeline"

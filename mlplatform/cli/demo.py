@@ -48,7 +48,7 @@ def reset_state(settings: Settings) -> None:
 def _sensor_tick(instance: dg.DagsterInstance, names: ModelNames, cursor: str | None,
                  resource: PlatformResource | None = None) -> tuple[list[dg.RunRequest], str | None, str | None]:
     result = tick(instance, names.retraining_sensor, cursor, resource)
-    return list(result.run_requests or []), result.cursor, result.skip_reason
+    return list(result.run_requests or []), result.cursor, result.skip_message
 
 
 def run_demo(settings: Settings, model_name: str = DEMO_MODEL, say: Callable[[str], None] = print) -> dict[str, object]:

@@ -5,6 +5,7 @@ from collections.abc import Sequence
 from functools import cache
 
 import dagster as dg
+from dagster._core.definitions.sensor_definition import SensorExecutionData
 
 from mlplatform.orchestration.names import ModelNames
 from mlplatform.orchestration.resources import PlatformResource
@@ -39,13 +40,13 @@ def materialize(instance: dg.DagsterInstance, model: str, assets: Sequence[str],
     return _check(result, f"materializing {', '.join(assets)} of {model}") if raise_on_error else result
 
 
-def tick(instance: dg.DagsterInstance, sensor_name: str, cursor: str | None, platform: PlatformResource | None = None) -> dg.SensorResult:
-    """One evaluation of a sensor, as the daemon would make it (with `platform` overriding the resource, if given)."""
+def tick(instance: dg.DagsterInstance, sensor_name: str, cursor: str | None, platform: PlatformResource | None = None) -> SensorExecutionData:
+    """One evaluation of a sensor, as the daemon would make it (with `platform` overriding the resource, if given):
+    its run requests, next cursor and skip message."""
     sensor = definitions().resolve_sensor_def(sensor_name)
     context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=definitions(), sensor_name=sensor_name,
                                       resources={"platform": platform or PlatformResource()})
-    result = sensor.evaluate_tick(context)
-    return dg.SensorResult(run_requests=list(result.run_requests or []), cursor=result.cursor, skip_reason=result.skip_message)
+    return sensor.evaluate_tick(context)
 
 
 def launch(instance: dg.DagsterInstance, model: str, request: dg.RunRequest) -> dg.ExecuteInProcessResult:

@@ -201,8 +201,8 @@ def evaluate_challenger(settings: Settings, spec: DatasetSpec, registry: Registr
     champion_predictor = None if champion is None else registry.load_predictor(champion.version)
     judgement = judge(settings, spec, holdout, registry.load_predictor(challenger_version), champion_predictor)
     decision = judgement.decision
-    if decision.promote and champion is not None and champion.pinned:
-        decision = replace(decision, promote=False, reason=f"{decision.reason}, but champion v{champion.version} is pinned ({champion.pin_reason}): kept")
+    if champion is not None and champion.pinned:
+        decision = replace(decision, promote=False, reason=f"champion v{champion.version} is pinned ({champion.pin_reason}): kept; on the scores alone: {decision.reason}")
     return Evaluation(
         challenger_version=challenger_version,
         champion_version=None if champion is None else champion.version,

@@ -7,6 +7,7 @@ with the model (adult unless told) and raise_on_error chosen per test.
 from collections.abc import Sequence
 
 import dagster as dg
+from dagster._core.definitions.sensor_definition import SensorExecutionData
 
 from mlplatform.orchestration import launch
 from mlplatform.orchestration.names import ModelNames
@@ -33,7 +34,7 @@ def materialize(instance: dg.DagsterInstance, assets: Sequence[str], name: str =
     return launch.materialize(instance, name, assets, tags=tags, raise_on_error=raise_on_error)
 
 
-def tick(instance: dg.DagsterInstance, sensor_name: str, cursor: str | None, resource: PlatformResource | None = None) -> dg.SensorResult:
+def tick(instance: dg.DagsterInstance, sensor_name: str, cursor: str | None, resource: PlatformResource | None = None) -> SensorExecutionData:
     return launch.tick(instance, sensor_name, cursor, resource)
 
 
