@@ -15,10 +15,8 @@ from mlflow.tracking import MlflowClient
 from mlplatform.pipeline.drift import PREDICTION_COLUMN, DriftError, DriftReport, DriftSkipped, ReferenceWindow, build_drift_report, compare
 from mlplatform.stores.eventlog import EventLog
 from mlplatform.orchestration.assets import latest_metadata
-from mlplatform.orchestration.definitions import defs
-from mlplatform.orchestration.monitoring import DRIFT_REPORT
-from mlplatform.orchestration.resources import PlatformResource
-from mlplatform.orchestration.sensors import SENSOR_NAME
+from mlplatform.orchestration.names import ModelNames
+from mlplatform_tests.support.loop import materialize, model
 from mlplatform.cli.status import collect_status
 from mlplatform.domain.policy import DRIFT
 from mlplatform.pipeline.landing import ingest_pending
@@ -45,6 +43,11 @@ def _typed(rows: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
+ADULT = ModelNames("adult")
+DRIFT_REPORT = ADULT.asset("drift_report")
+SENSOR_NAME = ADULT.retraining_sensor
+
+
 def _check_result(instance: dg.DagsterInstance) -> dg.AssetCheckEvaluation:
     record = instance.event_log_storage.get_latest_asset_check_execution_by_key([dg.AssetCheckKey(DRIFT_REPORT, "drift_check")])[dg.AssetCheckKey(DRIFT_REPORT, "drift_check")]
     assert record.event is not None and record.event.dagster_event is not None
@@ -52,11 +55,10 @@ def _check_result(instance: dg.DagsterInstance) -> dg.AssetCheckEvaluation:
 
 
 def test_no_champion_skips_with_an_explanation(state: Settings, instance: dg.DagsterInstance) -> None:
-    platform = PlatformResource()
-    skipped = build_drift_report(state, platform.get_spec(), platform.get_event_log(), platform.get_registry())
+    adult = model()
+    skipped = build_drift_report(state, adult.spec, adult.event_log, adult.registry)
     assert isinstance(skipped, DriftSkipped) and "no champion yet" in skipped.reason
-    job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection={DRIFT_REPORT})
-    assert job.execute_in_process(instance=instance, run_config=QUIET).success
+    assert materialize(instance, ["drift_report"]).success
     meta = latest_metadata(instance, DRIFT_REPORT) or {}
     assert meta["skipped"] is True and "no champion yet" in str(meta["skip_reason"])
     check = _check_result(instance)
@@ -180,8 +182,8 @@ def test_drifted_stream_is_flagged_then_measured_with_labels(shuffled: Platform,
 
 def test_core_report_matches_the_assets_view(shuffled: Platform) -> None:
     shuffled.ingest(shuffled.next_rows(300))  # its own current window: the test does not lean on the ones before it
-    platform = PlatformResource()
-    report = build_drift_report(platform.get_settings(), shuffled.spec, platform.get_event_log(), platform.get_registry())
+    adult = model()
+    report = build_drift_report(adult.settings, shuffled.spec, adult.event_log, adult.registry)
     assert isinstance(report, DriftReport)
     assert report.reference_rows == report.reference_sampled == int(CHAMPION_ROWS * 0.8)
     assert report.evidently_drifted == len(report.drifted_columns)
