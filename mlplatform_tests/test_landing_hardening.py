@@ -22,7 +22,7 @@ import pytest
 
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.validation import nested_value_problem
-from mlplatform.pipeline.landing import IngestReport, LandingPolicy, ingest_pending
+from mlplatform.pipeline.landing import IngestReport, LandingPolicy, NotSettled, _read_settled, ingest_pending
 from mlplatform.settings import Settings
 from mlplatform.stores.eventlog import EventLog
 
@@ -166,6 +166,22 @@ def test_a_file_published_whole_is_taken_in_the_same_run_after_the_quiet_period(
     started = time.monotonic()
     report = _ingest(landing, adult_spec, log, quiet_seconds=0.3)
     assert report.total("ingested") == 3 and time.monotonic() - started >= 0.3
+
+
+def test_a_file_changed_or_swapped_for_a_link_after_it_was_looked_at_is_not_read(tmp_path: Path, landing: Path) -> None:
+    """The re-check around the read (the race itself cannot be timed in a test, so the change is made in between)."""
+    path = landing / "a.csv"
+    path.write_text("event_id\n1\n", encoding="utf-8")
+    seen = path.lstat()
+    with path.open("a", encoding="utf-8") as writer:
+        writer.write("2\n")
+    with pytest.raises(NotSettled, match="changed since the landing folder was read"):
+        _read_settled(path, seen, 1 << 20)
+    seen = path.lstat()
+    path.rename(tmp_path / "moved.csv")
+    path.symlink_to(tmp_path / "moved.csv")
+    with pytest.raises(NotSettled, match="replaced by a symbolic link"):
+        _read_settled(path, seen, 1 << 20)
 
 
 @pytest.mark.parametrize("name", [".hidden.csv", "_staging.csv", "a.csv.tmp", "a.csv.part", "b.CSV.TMP", "notes.txt", "_SUCCESS"])
