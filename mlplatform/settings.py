@@ -77,6 +77,12 @@ class Settings(BaseSettings):
     serve_correction_learning_rate: float = Field(default=0.5, gt=0, le=1, description="Learning rate of the online correction (normalised LMS step).")
     serve_correction_warm_events: int = Field(default=5000, ge=0, description="Latest labelled served predictions of a version replayed into its correction when it is loaded.")
 
+    # landing
+    landing_quiet_seconds: float = Field(default=2.0, ge=0, description="A landing file is taken only once its size and times have not changed for this long (a run waits at most this long for a fresh file; one still changing is left for a later run).")
+    landing_ready_marker: str | None = Field(default=None, min_length=1, description="Marker mode: when set (e.g. '.ready'), a landing file is taken only once '<file><marker>' exists beside it; the marker moves with the file.")
+    landing_max_file_bytes: int = Field(default=1 << 30, ge=1, description="Larger landing files are rejected before reading.")
+    landing_max_decompressed_bytes: int = Field(default=1 << 30, ge=1, description="A .gz landing file that expands beyond this is rejected (checked while decompressing).")
+
     @model_validator(mode="after")
     def _resolve_paths(self) -> "Settings":
         self.state_dir = self.state_dir.expanduser().resolve()

@@ -2,13 +2,15 @@
 
 import gzip
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from mlplatform.stores.eventlog import EventLog
-from mlplatform.pipeline.landing import FileOutcome, ingest_file, ingest_pending
+from mlplatform.pipeline.landing import FileOutcome, LandingPolicy, ingest_file, ingest_pending
+from mlplatform.settings import Settings
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.validation import EVENT_ID
 
@@ -46,6 +48,11 @@ def _drop(landing: Path, name: str, content: str | bytes) -> Path:
     else:
         path.write_bytes(content)
     return path
+
+
+def _policy(**changes: object) -> LandingPolicy:
+    """The configured policy without a quiet period: these tests drop whole files at once."""
+    return replace(LandingPolicy.from_settings(Settings()), **{"quiet_seconds": 0.0, **changes})
 
 
 def _quarantine(log: EventLog) -> pd.DataFrame:
@@ -198,9 +205,9 @@ def test_duplicate_event_ids_within_a_file(landing: Path, log: EventLog, adult_s
 
 def test_duplicate_event_ids_across_files_are_not_counted_twice(landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame) -> None:
     _drop(landing, "1.csv", _csv(rows.iloc[0:100]))
-    first = ingest_pending(landing, adult_spec, log)
+    first = ingest_pending(landing, adult_spec, log, _policy())
     _drop(landing, "2.csv", _csv(rows.iloc[50:150]))
-    second = ingest_pending(landing, adult_spec, log)
+    second = ingest_pending(landing, adult_spec, log, _policy())
     assert first.total("ingested") == 100
     assert (second.total("ingested"), second.total("duplicates")) == (50, 50)
     counts = log.counts()
@@ -227,7 +234,7 @@ def test_generated_ids_are_stable_so_a_file_without_ids_is_not_duplicated(landin
 
 def test_oversized_file_is_rejected_before_reading(landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame) -> None:
     path = _drop(landing, "big.csv", _csv(rows))
-    outcome = ingest_file(path, adult_spec, log, max_bytes=1000)
+    outcome = ingest_file(path, adult_spec, log, _policy(max_file_bytes=1000))
     assert outcome.rejected is not None and "over the limit of 1000" in outcome.rejected
     assert log.counts().total == 0 and (landing / "rejected" / "big.csv").exists()
 
@@ -299,11 +306,11 @@ def test_many_bad_files_in_one_pass_do_not_stop_the_good_ones(landing: Path, log
     _drop(landing, "3-nocols.jsonl", '{"a": 1}\n')
     _drop(landing, "4-good.jsonl", rows.iloc[10:20].to_json(orient="records", lines=True))
     _drop(landing, "ignored.txt", "not a landing file")
-    report = ingest_pending(landing, adult_spec, log)
+    report = ingest_pending(landing, adult_spec, log, _policy())
     assert [f.name for f in report.rejected] == ["2-bad.parquet", "3-nocols.jsonl"]
     assert report.total("ingested") == 20 and log.counts().total == 20
     assert all(_balanced(f) for f in report.files if not f.rejected)
-    assert (landing / "ignored.txt").exists()
+    assert (landing / "ignored.txt").exists() and [s.name for s in report.skipped] == ["ignored.txt"]
 
 
 def test_numeric_event_times_out_of_range_are_quarantined(landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame) -> None:

@@ -28,6 +28,7 @@ MAX_TEXT_LENGTH = 256
 SHOWN_CHARS = 40
 MAX_EPOCH_SECONDS = 1e11  # numeric event times are seconds since 1970; beyond ~year 5000 they overflow pandas
 _UTC_US = pa.timestamp("us", tz="UTC")
+NESTED_TYPES = (list, tuple, set, dict, np.ndarray)  # how lists, objects and Parquet lists/structs arrive in Python
 
 
 class SchemaError(ValueError):
@@ -92,14 +93,42 @@ def _event_times(values: pd.Series) -> pd.Series:
     return pd.Series(micros, index=values.index).astype("Int64").where(parsed.notna().to_numpy())
 
 
+def nested_value_problem(value: object) -> str | None:
+    """Why `value` is not a feature value, if it is nested (a list, an object, a struct).
+
+    One rule for every surface: a landing file quarantines such a row, a request should refuse it, and
+    neither may store its text form ("{'a': 1}") as if it were a category.
+    """
+    if not isinstance(value, NESTED_TYPES):
+        return None
+    kind = "object" if isinstance(value, dict) else "list"
+    return f"a nested value ({kind}) is not allowed: expected a string, a number or null"
+
+
+def nested_cells(values: pd.Series) -> pd.Series:
+    """Mask of the cells holding nested values; only object columns can (Arrow strings and numbers never do)."""
+    if values.dtype != object:
+        return pd.Series(False, index=values.index)
+    return values.map(lambda v: isinstance(v, NESTED_TYPES)).astype(bool)
+
+
 def _shown(values: pd.Series) -> Callable[[pd.Series], pd.Series]:
     """A reason builder quoting each flagged row's raw value (cut short)."""
     return lambda rows: values[rows].astype(str).str.slice(0, SHOWN_CHARS).map(repr)
 
 
+def _cell_text(value: object) -> str | None:
+    """A cell as a quarantined record shows it; nested values are shown, not tested for missing (that is ambiguous)."""
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if isinstance(value, NESTED_TYPES):
+        return str(value)
+    return None if pd.isna(value) else str(value)
+
+
 def _record_json(frame: pd.DataFrame, rows: pd.Index) -> list[str]:
     sub = frame.loc[rows]
-    return [json.dumps({k: (None if pd.isna(v) else str(v)) for k, v in rec.items()}, ensure_ascii=False)[:4096] for rec in sub.to_dict("records")]
+    return [json.dumps({k: _cell_text(v) for k, v in rec.items()}, ensure_ascii=False)[:4096] for rec in sub.to_dict("records")]
 
 
 def validate_frame(
@@ -137,9 +166,15 @@ def validate_frame(
             rows = raw.index[new]
             reason[rows] = f"{prefix}: {detail}" if isinstance(detail, str) else (f"{prefix}: " + detail(rows)).to_numpy()
 
+    cells: dict[str, pd.Series] = {}
+    for name in dict.fromkeys(c for c in (id_col, time_col, spec.label, *spec.features) if c is not None and c in raw.columns):
+        nested = nested_cells(raw[name])
+        flag(nested, name, lambda rows, col=raw[name]: col[rows].map(nested_value_problem))
+        cells[name] = raw[name].mask(nested) if nested.any() else raw[name]
+
     out: dict[str, pd.Series] = {}
     if id_col is not None:
-        ids = as_text(raw[id_col])
+        ids = as_text(cells[id_col])
         flag(ids.isna(), id_col, "missing")
         flag(ids.str.len().gt(MAX_ID_LENGTH), id_col, f"longer than {MAX_ID_LENGTH} characters")
         out[EVENT_ID] = ids
@@ -147,7 +182,7 @@ def validate_frame(
         out[EVENT_ID] = pd.Series([f"{generated_id_prefix}-{i}" for i in range(n)], index=raw.index, dtype=pd.StringDtype("pyarrow"))
 
     if time_col is not None:
-        times = _event_times(raw[time_col])
+        times = _event_times(cells[time_col])
         flag(times.isna(), time_col, "missing or not a timestamp")
         out[EVENT_TIME] = times.fillna(0).astype("int64")
     else:
@@ -156,17 +191,17 @@ def validate_frame(
     if spec.label not in raw.columns:
         out[LABEL] = pd.Series(pd.NA, index=raw.index, dtype=pd.StringDtype("pyarrow")) if spec.is_classification else pd.Series(np.nan, index=raw.index)
     elif spec.is_classification:
-        labels = normalise_category(raw[spec.label]).replace(spec.label_map)
+        labels = normalise_category(cells[spec.label]).replace(spec.label_map)
         unknown = labels.notna() & ~labels.isin(spec.classes or [])
         flag(unknown, "label", lambda rows: _shown(labels)(rows) + f" is not one of {spec.classes}")
         out[LABEL] = labels.where(~unknown)
     else:
-        parsed_label, bad = parse_numeric(raw[spec.label])
+        parsed_label, bad = parse_numeric(cells[spec.label])
         flag(bad, "label", "not a finite number")
         out[LABEL] = parsed_label
 
     for name in spec.features:
-        col = raw[name]
+        col = cells[name]
         if name in spec.numeric_features:
             parsed, bad = parse_numeric(col)
             flag(bad, name, lambda rows: _shown(col)(rows) + " is not a finite number")

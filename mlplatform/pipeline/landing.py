@@ -1,18 +1,26 @@
 """Ingesting files dropped in the landing folder (CSV, Parquet, JSON Lines; optionally gzipped).
 
-Each file is ingested exactly once (by content hash), then moved to `processed/`; a file that
-cannot be parsed at all is moved to `rejected/` with a `.reason.txt` beside it. Rows that are
-invalid are quarantined in the event log with their reason, so nothing is silently dropped.
+Only settled regular files are taken: unchanged for a quiet period (and, in marker mode, with their
+marker beside them), never a symlink, a temporary or hidden name, or a directory; every entry not taken
+is reported with why. Each file taken is ingested exactly once (by content hash), then moved to
+`processed/`; a file that cannot be ingested for a reason of its own is moved to `rejected/` with a
+`.reason.txt` beside it and none of its rows kept, so one bad file never blocks the next. Rows that are
+invalid are quarantined in the event log with their reason, so nothing is silently dropped. Trouble
+with the disk or the event log is raised, leaving the file in place, so the run is retried.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import gzip
 import hashlib
 import io
 import json
-import shutil
+import os
+import sqlite3
+import stat
+import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,19 +31,62 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from mlplatform.stores.eventlog import EventLog, now_us
 from mlplatform.domain.features import ARROW_STRING, as_text, normalise_category
 from mlplatform.domain.spec import DatasetSpec
-from mlplatform.domain.validation import EVENT_ID, EVENT_TIME, SchemaError, Validated, parse_numeric, validate_frame, with_clean_columns
+from mlplatform.domain.validation import (
+    EVENT_ID,
+    EVENT_TIME,
+    SchemaError,
+    Validated,
+    nested_cells,
+    nested_value_problem,
+    parse_numeric,
+    validate_frame,
+    with_clean_columns,
+)
+from mlplatform.settings import Settings
+from mlplatform.stores.eventlog import EventLog, EventLogError, now_us
 
 SUFFIXES = (".csv", ".csv.gz", ".parquet", ".jsonl", ".jsonl.gz", ".ndjson")
+TEMPORARY_SUFFIXES = (".tmp", ".part")
 PROCESSED = "processed"
 REJECTED = "rejected"
-DEFAULT_MAX_FILE_BYTES = 1 << 30
+REASON_SUFFIX = ".reason.txt"
 
 
 class UnreadableFile(ValueError):
     """The file as a whole cannot be read; it is moved aside with this reason."""
+
+
+class NotSettled(Exception):
+    """The file changed while it was being looked at: it is left in the landing folder for a later run."""
+
+
+@dataclass(frozen=True)
+class LandingPolicy:
+    """Which landing files may be taken, and how much of one may be read."""
+
+    quiet_seconds: float
+    ready_marker: str | None
+    max_file_bytes: int
+    max_decompressed_bytes: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "LandingPolicy":
+        return cls(
+            quiet_seconds=settings.landing_quiet_seconds,
+            ready_marker=settings.landing_ready_marker,
+            max_file_bytes=settings.landing_max_file_bytes,
+            max_decompressed_bytes=settings.landing_max_decompressed_bytes,
+        )
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """An entry of the landing folder that was not taken in this run, and why."""
+
+    name: str
+    reason: str
 
 
 @dataclass
@@ -63,6 +114,7 @@ class FileOutcome:
 @dataclass
 class IngestReport:
     files: list[FileOutcome] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
 
     def total(self, attr: str) -> int:
         return sum(getattr(f, attr) for f in self.files)
@@ -79,12 +131,84 @@ class _Parsed:
     line_numbers: list[int] | None = None  # the line of each row of `frame`, so quarantine points into the file
 
 
-def pending_files(landing_dir: Path) -> list[Path]:
-    """Files waiting in the landing folder, oldest first (name breaks ties)."""
-    if not landing_dir.is_dir():
-        return []
-    files = [p for p in landing_dir.iterdir() if p.is_file() and p.name.lower().endswith(SUFFIXES) and not p.name.startswith(".")]
-    return sorted(files, key=lambda p: (p.stat().st_mtime_ns, p.name))
+def _state(info: os.stat_result) -> tuple[int, int, int, int]:
+    """What changes when a file is written to, truncated, touched or replaced."""
+    return info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns
+
+
+def _lstat(path: Path) -> os.stat_result | None:
+    """The entry's own status (a symlink's, not its target's), or None when it is gone."""
+    try:
+        return path.lstat()
+    except FileNotFoundError:
+        return None
+
+
+def _unwanted_name(name: str) -> str | None:
+    """Why a name is never taken, or None: temporary and hidden names are how writers say "not yet"."""
+    lower = name.lower()
+    if name.startswith((".", "_")):
+        return "hidden or temporary name (starts with '.' or '_')"
+    if lower.endswith(TEMPORARY_SUFFIXES):
+        return f"temporary name ({', '.join(TEMPORARY_SUFFIXES)}): still being written"
+    if not lower.endswith(SUFFIXES):
+        return f"not a landing file (expected one of {', '.join(SUFFIXES)})"
+    return None
+
+
+def _survey(landing_dir: Path, policy: LandingPolicy) -> tuple[list[tuple[Path, os.stat_result]], list[Skipped]]:
+    """Entries to take (regular files, and symlinks, which are taken to be rejected) and entries left, with why.
+
+    Entries are looked at with lstat only: a symlink's target is never touched.
+    """
+    take: list[tuple[Path, os.stat_result]] = []
+    skipped: list[Skipped] = []
+    marker = policy.ready_marker
+    listing = sorted(landing_dir.iterdir())
+    names = {path.name for path in listing}
+    for path in listing:
+        info = _lstat(path)
+        if info is None or (path.name in (PROCESSED, REJECTED) and stat.S_ISDIR(info.st_mode)):
+            continue
+        if marker and path.name.endswith(marker):
+            if path.name[: -len(marker)] not in names:
+                skipped.append(Skipped(path.name, f"ready marker without its file {path.name[: -len(marker)]!r}"))
+            continue
+        reason = _unwanted_name(path.name)
+        if reason is None and not (stat.S_ISREG(info.st_mode) or stat.S_ISLNK(info.st_mode)):
+            reason = "a directory: landing takes files only" if stat.S_ISDIR(info.st_mode) else "not a regular file (a device, FIFO or socket)"
+        if reason is None and marker and path.name + marker not in names:
+            reason = f"waiting for its ready marker {path.name + marker!r}"
+        if reason is None:
+            take.append((path, info))
+        else:
+            skipped.append(Skipped(path.name, reason))
+    return take, skipped
+
+
+def _settled(entries: list[tuple[Path, os.stat_result]], quiet_seconds: float) -> tuple[list[tuple[Path, os.stat_result]], list[Skipped]]:
+    """The entries whose size and times stayed the same for `quiet_seconds`, oldest first, and the files still changing.
+
+    A file changed less than the quiet period ago is waited for (at most the quiet period, once per run) and
+    looked at again, rather than skipped: a file just published whole should not cost a whole extra run.
+    """
+    quiet_ns = int(quiet_seconds * 1e9)
+    files = [info for _, info in entries if stat.S_ISREG(info.st_mode)]
+    youngest = max((max(info.st_mtime_ns, info.st_ctime_ns) for info in files), default=0)
+    wait_ns = min(youngest + quiet_ns - time.time_ns(), quiet_ns)
+    if wait_ns > 0:
+        time.sleep(wait_ns / 1e9)
+    settled: list[tuple[Path, os.stat_result]] = []
+    skipped: list[Skipped] = []
+    for path, info in entries:
+        now = _lstat(path)
+        if now is None:
+            continue  # taken away meanwhile: nothing left to take or report
+        if _state(now) != _state(info):
+            skipped.append(Skipped(path.name, f"still being written: changed within the last {quiet_seconds:g} s"))
+        else:
+            settled.append((path, info))
+    return sorted(settled, key=lambda e: (e[1].st_mtime_ns, e[0].name)), skipped
 
 
 def _to_pandas(table: pa.Table) -> pd.DataFrame:
@@ -197,31 +321,68 @@ def _text_columns(spec: DatasetSpec) -> list[str]:
     return columns + [spec.label] if spec.is_classification else columns
 
 
-def read_landing_file(path: Path, spec: DatasetSpec) -> tuple[_Parsed, str]:
-    """Parse a landing file; returns the rows and the content hash."""
-    data = path.read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
-    name = path.name.lower()
+def _read_settled(path: Path, seen: os.stat_result, max_bytes: int) -> bytes:
+    """The bytes of `path`, provided it is still the regular file `seen` describes and did not change while read.
+
+    Opened without following symlinks, so a file swapped for a link after it was looked at is not read either.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except PermissionError as exc:
+        raise UnreadableFile(f"cannot be read: {exc.strerror}") from None
+    except (FileNotFoundError, IsADirectoryError) as exc:
+        raise NotSettled(f"replaced while being read ({exc.strerror})") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise NotSettled("replaced by a symbolic link while being read") from None
+        raise
+    with os.fdopen(fd, "rb") as handle:
+        if _state(os.fstat(fd)) != _state(seen):
+            raise NotSettled("changed since the landing folder was read")
+        if seen.st_size > max_bytes:
+            raise UnreadableFile(f"file is {seen.st_size} bytes, over the limit of {max_bytes}")
+        data = handle.read(max_bytes + 1)
+        after = os.fstat(fd)
+    if len(data) != seen.st_size or _state(after) != _state(seen) or _state(_lstat(path) or after) != _state(seen):
+        raise NotSettled("changed while being read")
+    return data
+
+
+def _gunzip(data: bytes, max_bytes: int) -> bytes:
+    """Decompress, stopping past `max_bytes`: a small file must not expand without bound in memory."""
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:
+            out = stream.read(max_bytes + 1)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise UnreadableFile(f"not a valid gzip file: {exc}") from None
+    if len(out) > max_bytes:
+        raise UnreadableFile(f"decompresses to more than {max_bytes} bytes, over the limit")
+    return out
+
+
+def parse_landing_file(name: str, data: bytes, spec: DatasetSpec, max_decompressed_bytes: int) -> _Parsed:
+    """The rows of a landing file's content; `name` says its format."""
+    name = name.lower()
     if name.endswith(".gz"):
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise UnreadableFile(f"not a valid gzip file: {exc}") from None
+        data = _gunzip(data, max_decompressed_bytes)
         name = name[:-3]
     if name.endswith(".parquet"):
-        return _parse_parquet(data), digest
+        return _parse_parquet(data)
     if name.endswith((".jsonl", ".ndjson")):
-        return _parse_jsonl(data, _text_columns(spec)), digest
-    return _parse_csv(data), digest
+        return _parse_jsonl(data, _text_columns(spec))
+    return _parse_csv(data)
 
 
-def _move(path: Path, folder: str) -> Path:
+def _move(path: Path, folder: str, marker: str | None) -> Path:
+    """Move the entry itself (a symlink is moved, not followed) and its ready marker, if any, out of the landing folder."""
     target_dir = path.parent / folder
     target_dir.mkdir(exist_ok=True)
     target = target_dir / path.name
-    if target.exists():
+    if os.path.lexists(target):
         target = target_dir / f"{now_us()}-{path.name}"
-    shutil.move(str(path), target)
+    os.rename(path, target)
+    if marker and os.path.lexists(path.parent / (path.name + marker)):
+        os.rename(path.parent / (path.name + marker), target.parent / (target.name + marker))
     return target
 
 
@@ -236,14 +397,17 @@ def _ingest_labels(parsed: _Parsed, spec: DatasetSpec, log: EventLog, name: str,
     lines = parsed.line_numbers or list(range(1, len(frame) + 1))
     id_col = spec.id_column if spec.id_column in frame.columns else EVENT_ID
     ids = as_text(frame[id_col])
+    nested = {col: nested_cells(frame[col]) for col in (id_col, spec.label)}
+    plain = ~nested[id_col] & ~nested[spec.label]
     if spec.is_classification:
         labels = normalise_category(frame[spec.label]).replace(spec.label_map)
-        valid = ids.notna() & labels.isin(spec.classes or [])
+        valid = plain & ids.notna() & labels.isin(spec.classes or [])
     else:
         labels, bad = parse_numeric(frame[spec.label])
-        valid = ids.notna() & labels.notna() & ~bad
+        valid = plain & ids.notna() & labels.notna() & ~bad
     result = log.add_labels(ids[valid].tolist(), labels[valid].tolist())
-    problems = [(i, "label: missing id or invalid label") for i in frame.index[~valid]]
+    problems = [(i, f"{col}: {nested_value_problem(frame.at[i, col])}") for col, mask in nested.items() for i in frame.index[mask & ~valid]]
+    problems += [(i, "label: missing id or invalid label") for i in frame.index[plain & ~valid]]
     position = {event_id: i for i, event_id in zip(frame.index[valid], ids[valid])}
     problems += [(position[e], "label for an unknown event_id") for e in result.unknown]
     problems += [(position[e], "label conflicts with the label already recorded") for e in result.conflicts]
@@ -260,60 +424,108 @@ def _ingest_labels(parsed: _Parsed, spec: DatasetSpec, log: EventLog, name: str,
     outcome.duplicates = len(result.unchanged)
 
 
-def ingest_file(path: Path, spec: DatasetSpec, log: EventLog, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> FileOutcome:
-    """Ingest one landing file and move it out of the landing folder."""
+def _is_transient(exc: Exception) -> bool:
+    """Trouble with the disk, memory or the event log, which a retried run may not meet again.
+
+    Everything else (a parser or a check failing on what the file holds) is the file's own fault: no retry
+    can fix it, so the file is rejected instead of blocking every file behind it.
+    """
+    if isinstance(exc, (sqlite3.IntegrityError, sqlite3.DataError)):
+        return False
+    return isinstance(exc, (OSError, MemoryError, sqlite3.Error, EventLogError))
+
+
+def _store(path: Path, data: bytes, spec: DatasetSpec, log: EventLog, policy: LandingPolicy) -> FileOutcome:
+    """Parse and check the whole file before the first write to the event log: a file that fails leaves no rows behind.
+
+    The events (or labels) go in first, in one transaction, and quarantined rows after them, so an error the
+    file causes in the event log leaves nothing behind either.
+    """
     outcome = FileOutcome(name=path.name)
-    try:
-        if path.stat().st_size > max_bytes:
-            raise UnreadableFile(f"file is {path.stat().st_size} bytes, over the limit of {max_bytes}")
-        parsed, digest = read_landing_file(path, spec)
-        if log.file_seen(digest):
-            outcome.already_ingested = True
-            outcome.rows = len(parsed.frame)
-            outcome.duplicates = len(parsed.frame)
-            _move(path, PROCESSED)
-            return outcome
-        frame = parsed.frame = with_clean_columns(parsed.frame)
-        outcome.rows = len(frame) + len(parsed.bad_rows)
-        if parsed.bad_rows:
-            bad = pd.DataFrame(parsed.bad_rows, columns=["row_number", "reason", "record"])
-            outcome.quarantined += log.quarantine(bad, source=path.name)
-        if frame.empty:
-            log.record_file(digest, path.name, outcome.rows, 0, 0, outcome.quarantined)
-            _move(path, PROCESSED)
-            return outcome
-        if _is_label_file(frame, spec):
-            _ingest_labels(parsed, spec, log, path.name, outcome)
-        else:
-            validated: Validated = validate_frame(
-                frame, spec, generated_id_prefix=digest[:16], generated_time_start_us=now_us(), row_numbers=parsed.line_numbers
+    digest = hashlib.sha256(data).hexdigest()
+    parsed = parse_landing_file(path.name, data, spec, policy.max_decompressed_bytes)
+    if log.file_seen(digest):
+        outcome.already_ingested = True
+        outcome.rows = outcome.duplicates = len(parsed.frame)
+        return outcome
+    frame = parsed.frame = with_clean_columns(parsed.frame)
+    outcome.rows = len(frame) + len(parsed.bad_rows)
+    labels_only = not frame.empty and _is_label_file(frame, spec)
+    validated: Validated | None = None
+    if not frame.empty and not labels_only:
+        validated = validate_frame(
+            frame, spec, generated_id_prefix=digest[:16], generated_time_start_us=now_us(), row_numbers=parsed.line_numbers
+        )
+    if labels_only:
+        _ingest_labels(parsed, spec, log, path.name, outcome)
+    elif validated is not None:
+        outcome.extra_columns = validated.extra_columns
+        result = log.append(validated.events, source=path.name)
+        outcome.quarantined += log.quarantine(validated.quarantined, source=path.name)
+        outcome.ingested = result.inserted
+        outcome.labels_applied = result.labels_applied
+        outcome.duplicates = validated.duplicates + result.duplicates
+        if not result.conflicts.empty:
+            conflicts = result.conflicts.assign(
+                row_number=0,
+                reason="label conflicts with the label already recorded",
+                record=[json.dumps(r) for r in result.conflicts.astype(str).to_dict("records")],
             )
-            outcome.extra_columns = validated.extra_columns
-            outcome.quarantined += log.quarantine(validated.quarantined, source=path.name)
-            result = log.append(validated.events, source=path.name)
-            outcome.ingested = result.inserted
-            outcome.labels_applied = result.labels_applied
-            outcome.duplicates = validated.duplicates + result.duplicates
-            if not result.conflicts.empty:
-                conflicts = result.conflicts.assign(
-                    row_number=0,
-                    reason="label conflicts with the label already recorded",
-                    record=[json.dumps(r) for r in result.conflicts.astype(str).to_dict("records")],
-                )
-                outcome.quarantined += log.quarantine(conflicts, source=path.name)
-                outcome.duplicates -= len(conflicts)
-        log.record_file(digest, path.name, outcome.rows, outcome.ingested, outcome.duplicates, outcome.quarantined)
-        _move(path, PROCESSED)
-    except (UnreadableFile, SchemaError) as exc:
-        outcome.rejected = str(exc)
-        moved = _move(path, REJECTED)
-        moved.with_name(moved.name + ".reason.txt").write_text(f"{exc}\n", encoding="utf-8")
+            outcome.quarantined += log.quarantine(conflicts, source=path.name)
+            outcome.duplicates -= len(conflicts)
+    if parsed.bad_rows:
+        bad = pd.DataFrame(parsed.bad_rows, columns=["row_number", "reason", "record"])
+        outcome.quarantined += log.quarantine(bad, source=path.name)
+    log.record_file(digest, path.name, outcome.rows, outcome.ingested, outcome.duplicates, outcome.quarantined)
     return outcome
 
 
-def ingest_pending(landing_dir: Path, spec: DatasetSpec, log: EventLog, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> IngestReport:
-    """Ingest every file waiting in the landing folder."""
+def _take(path: Path, seen: os.stat_result, spec: DatasetSpec, log: EventLog, policy: LandingPolicy) -> FileOutcome:
+    """Ingest one entry and move it out of the landing folder; raises NotSettled (left in place) or a transient error."""
+    try:
+        if stat.S_ISLNK(seen.st_mode):
+            raise UnreadableFile(f"a symbolic link (to {os.readlink(path)!r}): landing takes regular files only, the target is not read")
+        if not stat.S_ISREG(seen.st_mode):
+            raise UnreadableFile("not a regular file: landing takes regular files only")
+        outcome = _store(path, _read_settled(path, seen, policy.max_file_bytes), spec, log, policy)
+    except NotSettled:
+        raise
+    except Exception as exc:
+        if _is_transient(exc):
+            raise
+        reason = str(exc) if isinstance(exc, (UnreadableFile, SchemaError)) else f"cannot be ingested: {type(exc).__name__}: {exc}"
+        moved = _move(path, REJECTED, policy.ready_marker)
+        moved.with_name(moved.name + REASON_SUFFIX).write_text(f"{reason}\n", encoding="utf-8")
+        return FileOutcome(name=path.name, rejected=reason)
+    _move(path, PROCESSED, policy.ready_marker)
+    return outcome
+
+
+def _policy(policy: LandingPolicy | None) -> LandingPolicy:
+    """The given policy, or the one the MLPLATFORM_LANDING_* settings describe."""
+    return policy or LandingPolicy.from_settings(Settings())
+
+
+def ingest_file(path: Path, spec: DatasetSpec, log: EventLog, policy: LandingPolicy | None = None) -> FileOutcome:
+    """Ingest one landing file, whatever its age, and move it out of the landing folder.
+
+    Raises NotSettled, leaving the file in place, when it changes while being read.
+    """
+    return _take(path, path.lstat(), spec, log, _policy(policy))
+
+
+def ingest_pending(landing_dir: Path, spec: DatasetSpec, log: EventLog, policy: LandingPolicy | None = None) -> IngestReport:
+    """Ingest every settled file waiting in the landing folder, oldest first; report every entry left there, and why."""
+    policy = _policy(policy)
     report = IngestReport()
-    for path in pending_files(landing_dir):
-        report.files.append(ingest_file(path, spec, log, max_bytes=max_bytes))
+    if not landing_dir.is_dir():
+        return report
+    entries, report.skipped = _survey(landing_dir, policy)
+    entries, changing = _settled(entries, policy.quiet_seconds)
+    report.skipped += changing
+    for path, seen in entries:
+        try:
+            report.files.append(_take(path, seen, spec, log, policy))
+        except NotSettled as exc:
+            report.skipped.append(Skipped(path.name, str(exc)))
     return report

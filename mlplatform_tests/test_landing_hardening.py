@@ -1,0 +1,329 @@
+"""Issue 12: hostile and half-written landing folders. Real files in a tmp folder, a real SQLite event log.
+
+Every entry ends taken, rejected with its reason or reported as left with its reason; a rejected file keeps
+no rows in quarantine; one bad file never stops the files behind it; only trouble with the event log or the
+disk stops the run (so it is retried), leaving the file where it was.
+"""
+
+import gzip
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from mlplatform.domain.spec import DatasetSpec
+from mlplatform.domain.validation import nested_value_problem
+from mlplatform.pipeline.landing import IngestReport, LandingPolicy, NotSettled, _read_settled, ingest_pending
+from mlplatform.settings import Settings
+from mlplatform.stores.eventlog import EventLog
+
+COLUMNS = ["event_id", "event_time", "age", "workclass", "education", "education-num", "marital-status", "occupation",
+           "relationship", "race", "sex", "capital-gain", "capital-loss", "hours-per-week", "native-country", "income"]
+
+
+@pytest.fixture
+def log(tmp_path: Path, adult_spec: DatasetSpec) -> Iterator[EventLog]:
+    event_log = EventLog(tmp_path / "events.sqlite", adult_spec)
+    yield event_log
+    event_log.close()
+
+
+@pytest.fixture
+def landing(tmp_path: Path) -> Path:
+    folder = tmp_path / "landing"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture(scope="module")
+def rows(adult_rows: pd.DataFrame) -> pd.DataFrame:
+    return adult_rows[COLUMNS].head(1200).reset_index(drop=True)
+
+
+def _policy(**changes: object) -> LandingPolicy:
+    """The configured policy without a quiet period (tests that need one set it)."""
+    return replace(LandingPolicy.from_settings(Settings()), **{"quiet_seconds": 0.0, **changes})
+
+
+def _ingest(landing: Path, spec: DatasetSpec, log: EventLog, **changes: object) -> IngestReport:
+    return ingest_pending(landing, spec, log, _policy(**changes))
+
+
+def _quarantine(log: EventLog) -> pd.DataFrame:
+    return pd.read_sql_query("SELECT source, row_number, reason, record FROM quarantine ORDER BY id", log._conn)
+
+
+def _skipped(report: IngestReport) -> dict[str, str]:
+    return {s.name: s.reason for s in report.skipped}
+
+
+def _rejected(report: IngestReport) -> dict[str, str]:
+    return {f.name: f.rejected for f in report.rejected}
+
+
+def _left(landing: Path) -> set[str]:
+    return {p.name for p in landing.iterdir()} - {"processed", "rejected"}
+
+
+# 1. One bad file must not block the landing folder; transient errors still raise.
+
+
+def test_a_file_that_breaks_a_parser_is_rejected_and_the_next_file_is_taken(
+    landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame
+) -> None:
+    binary = rows.head(5).assign(workclass=[b"\xff\x00"] * 5)  # a binary column that is not UTF-8 text
+    binary.to_parquet(landing / "1-binary.parquet", index=False)
+    time.sleep(0.01)
+    rows.iloc[10:20].to_csv(landing / "2-good.csv", index=False)
+    report = _ingest(landing, adult_spec, log)
+    reason = _rejected(report)["1-binary.parquet"]
+    assert reason.startswith("cannot be ingested: UnicodeDecodeError")
+    assert (landing / "rejected" / "1-binary.parquet").exists()
+    assert reason in (landing / "rejected" / "1-binary.parquet.reason.txt").read_text()
+    assert report.total("ingested") == 10 and (landing / "processed" / "2-good.csv").exists()
+    assert log.counts().total == 10 and log.counts().quarantined == 0 and _left(landing) == set()
+
+
+def test_a_list_column_in_parquet_is_quarantined_not_a_crash(landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame) -> None:
+    table = pa.Table.from_pandas(rows.head(4), preserve_index=False)
+    table = table.set_column(table.schema.get_field_index("age"), "age", pa.array([[1, 2], None, [], [39]]))
+    pq.write_table(table, landing / "1-ages.parquet")
+    time.sleep(0.01)
+    rows.iloc[10:12].to_csv(landing / "2-later.csv", index=False)
+    report = _ingest(landing, adult_spec, log)
+    assert report.rejected == [] and report.total("ingested") == 3 and report.total("quarantined") == 3
+    q = _quarantine(log)
+    assert q["reason"].tolist() == ["age: a nested value (list) is not allowed: expected a string, a number or null"] * 3
+    assert [json.loads(r)["age"] for r in q["record"]] == ["[1, 2]", "[]", "[39]"] and q["row_number"].tolist() == [1, 3, 4]
+    assert pd.isna(log.get(["adult-1"]).iloc[0]["age"]) and _left(landing) == set()
+
+
+def test_a_locked_event_log_raises_and_leaves_the_file_for_the_retry(landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame) -> None:
+    rows.head(5).to_csv(landing / "a.csv", index=False)
+    log._conn.execute("PRAGMA busy_timeout=50")
+    other = sqlite3.connect(log.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            _ingest(landing, adult_spec, log)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert _left(landing) == {"a.csv"} and not (landing / "rejected").exists()
+    assert _ingest(landing, adult_spec, log).total("ingested") == 5
+
+
+# 2. Only settled files are taken.
+
+
+def test_a_file_still_being_written_is_left_until_it_settles(landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame) -> None:
+    lines = rows.to_csv(index=False).splitlines(keepends=True)
+    half = len(lines[1001]) // 2
+    path = landing / "growing.csv"
+    with path.open("w", encoding="utf-8") as writer:
+        writer.write("".join(lines[:1001]) + lines[1001][:half])  # header + 1,000 rows + half a row
+        writer.flush()
+        done = threading.Event()
+
+        def keep_writing() -> None:
+            """The writer is still busy: a few bytes of the rest every 20 ms."""
+            rest = lines[1001][half:] + "".join(lines[1002:])
+            for start in range(0, len(rest), 200):
+                writer.write(rest[start : start + 200])
+                writer.flush()
+                if done.wait(0.02):
+                    break
+
+        thread = threading.Thread(target=keep_writing)
+        thread.start()
+        try:
+            report = _ingest(landing, adult_spec, log, quiet_seconds=0.3)
+        finally:
+            done.set()
+            thread.join()
+        assert report.files == [] and "still being written" in _skipped(report)["growing.csv"]
+        assert _left(landing) == {"growing.csv"} and log.counts().total == 0 and log.counts().quarantined == 0
+        writer.write(lines[1001][half:] + "".join(lines[1002:]))
+    path.write_text("".join(lines), encoding="utf-8")  # what the writer meant, whatever the thread managed
+    report = _ingest(landing, adult_spec, log, quiet_seconds=0.3)
+    assert report.skipped == [] and report.total("ingested") == len(rows) and report.total("quarantined") == 0
+    assert (landing / "processed" / "growing.csv").read_text(encoding="utf-8") == "".join(lines)
+
+
+def test_a_file_published_whole_is_taken_in_the_same_run_after_the_quiet_period(
+    landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame
+) -> None:
+    rows.head(3).to_csv(landing / "fresh.csv", index=False)
+    started = time.monotonic()
+    report = _ingest(landing, adult_spec, log, quiet_seconds=0.3)
+    assert report.total("ingested") == 3 and time.monotonic() - started >= 0.3
+
+
+def test_a_file_changed_or_swapped_for_a_link_after_it_was_looked_at_is_not_read(tmp_path: Path, landing: Path) -> None:
+    """The re-check around the read (the race itself cannot be timed in a test, so the change is made in between)."""
+    path = landing / "a.csv"
+    path.write_text("event_id\n1\n", encoding="utf-8")
+    seen = path.lstat()
+    with path.open("a", encoding="utf-8") as writer:
+        writer.write("2\n")
+    with pytest.raises(NotSettled, match="changed since the landing folder was read"):
+        _read_settled(path, seen, 1 << 20)
+    seen = path.lstat()
+    path.rename(tmp_path / "moved.csv")
+    path.symlink_to(tmp_path / "moved.csv")
+    with pytest.raises(NotSettled, match="replaced by a symbolic link"):
+        _read_settled(path, seen, 1 << 20)
+
+
+@pytest.mark.parametrize("name", [".hidden.csv", "_staging.csv", "a.csv.tmp", "a.csv.part", "b.CSV.TMP", "notes.txt", "_SUCCESS"])
+def test_temporary_hidden_and_foreign_names_are_left_and_reported(
+    landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame, name: str
+) -> None:
+    rows.head(3).to_csv(landing / name, index=False)
+    report = _ingest(landing, adult_spec, log)
+    assert report.files == [] and set(_skipped(report)) == {name} and _left(landing) == {name}
+    assert log.counts().total == 0
+
+
+def test_ready_marker_mode_takes_a_file_only_with_its_marker(landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame) -> None:
+    rows.head(3).to_csv(landing / "a.csv", index=False)
+    (landing / "orphan.csv.ready").touch()
+    report = _ingest(landing, adult_spec, log, ready_marker=".ready")
+    assert report.files == []
+    assert _skipped(report) == {"a.csv": "waiting for its ready marker 'a.csv.ready'", "orphan.csv.ready": "ready marker without its file 'orphan.csv'"}
+    (landing / "a.csv.ready").touch()
+    report = _ingest(landing, adult_spec, log, ready_marker=".ready")
+    assert report.total("ingested") == 3
+    assert {p.name for p in (landing / "processed").iterdir()} == {"a.csv", "a.csv.ready"} and _left(landing) == {"orphan.csv.ready"}
+
+
+# 6. Symlinks are rejected without reading their target; a rejected file keeps no quarantined rows.
+
+
+def test_a_symlink_is_rejected_and_its_target_never_read(tmp_path: Path, landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame) -> None:
+    outside = tmp_path / "outside.csv"
+    rows.head(5).to_csv(outside, index=False)
+    (landing / "link.csv").symlink_to("/etc/passwd")
+    (landing / "outside.csv").symlink_to(outside)
+    (landing / "dangling.csv").symlink_to(tmp_path / "gone.csv")
+    report = _ingest(landing, adult_spec, log)
+    assert set(_rejected(report)) == {"link.csv", "outside.csv", "dangling.csv"}
+    assert "a symbolic link (to '/etc/passwd')" in _rejected(report)["link.csv"]
+    assert all((landing / "rejected" / name).is_symlink() for name in ("link.csv", "outside.csv", "dangling.csv"))
+    assert outside.exists() and log.counts().total == 0 and log.counts().quarantined == 0 and _left(landing) == set()
+
+
+def test_the_same_link_and_the_same_bad_file_dropped_twice_are_rejected_twice(
+    landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame
+) -> None:
+    binary = rows.head(2).assign(workclass=[b"\xff"] * 2)
+    for _ in range(2):
+        (landing / "link.csv").symlink_to("/etc/hostname")
+        binary.to_parquet(landing / "binary.parquet", index=False)
+        report = _ingest(landing, adult_spec, log)
+        assert set(_rejected(report)) == {"link.csv", "binary.parquet"} and _left(landing) == set()
+    kept = sorted(p.name for p in (landing / "rejected").iterdir() if not p.name.endswith(".reason.txt"))
+    assert len(kept) == 4 and sum((landing / "rejected" / name).is_symlink() for name in kept) == 2
+    assert len(list((landing / "rejected").glob("*.reason.txt"))) == 4 and log.counts().quarantined == 0
+
+
+def test_a_rejected_file_keeps_no_rows_in_quarantine(landing: Path, log: EventLog, adult_spec: DatasetSpec) -> None:
+    (landing / "passwd.csv").write_text("root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1,a,b\nbin:x:2:2\n", encoding="utf-8")
+    (landing / "passwd.jsonl").write_text('{"user": "root"}\nnot json\n[1]\n', encoding="utf-8")
+    report = _ingest(landing, adult_spec, log)
+    assert all("missing required feature columns" in reason for reason in _rejected(report).values()) and len(report.rejected) == 2
+    assert report.total("quarantined") == 0 and log.counts().quarantined == 0 and _quarantine(log).empty
+
+
+# 7. Nested values: one rule for files and requests.
+
+
+def test_nested_values_in_jsonl_and_parquet_are_quarantined(landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame) -> None:
+    records = rows.head(6).to_dict("records")
+    records[0]["workclass"] = {"nested": [1, 2]}
+    records[1]["workclass"] = [1, 2]
+    records[2]["age"] = {"x": 1}
+    records[3]["event_id"] = ["adult-3"]
+    (landing / "nested.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n", encoding="utf-8")
+    table = pa.Table.from_pandas(rows.iloc[10:13], preserve_index=False)
+    table = table.set_column(table.schema.get_field_index("occupation"), "occupation", pa.array([{"a": 1}, None, {"a": 3}]))
+    pq.write_table(table, landing / "struct.parquet")
+    report = _ingest(landing, adult_spec, log)
+    assert report.total("ingested") == 3 and report.total("quarantined") == 6
+    reasons = _quarantine(log)["reason"].tolist()
+    assert reasons == [
+        "workclass: a nested value (object) is not allowed: expected a string, a number or null",
+        "workclass: a nested value (list) is not allowed: expected a string, a number or null",
+        "age: a nested value (object) is not allowed: expected a string, a number or null",
+        "event_id: a nested value (list) is not allowed: expected a string, a number or null",
+        "occupation: a nested value (object) is not allowed: expected a string, a number or null",
+        "occupation: a nested value (object) is not allowed: expected a string, a number or null",
+    ]
+    stored = pd.read_sql_query('SELECT "f_workclass", "f_occupation" FROM events', log._conn)
+    assert not stored.stack().astype(str).str.contains(r"[\[{]").any()
+
+
+def test_a_nested_id_or_label_in_a_label_file_is_quarantined(landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame) -> None:
+    events = rows.head(3).drop(columns=["income"]).assign(event_id=["['x']", "y", "z"])  # an id that is the text of a list
+    events.to_csv(landing / "1-events.csv", index=False)
+    _ingest(landing, adult_spec, log)
+    labels = [{"event_id": ["x"], "income": ">50K"}, {"event_id": "y", "income": ["<=50K"]}, {"event_id": "z", "income": ">50K"}]
+    (landing / "2-labels.jsonl").write_text("\n".join(json.dumps(r) for r in labels) + "\n", encoding="utf-8")
+    report = _ingest(landing, adult_spec, log)
+    assert (report.total("labels_applied"), report.total("quarantined")) == (1, 2)
+    assert _quarantine(log)["reason"].tolist() == [
+        "event_id: a nested value (list) is not allowed: expected a string, a number or null",
+        "income: a nested value (list) is not allowed: expected a string, a number or null",
+    ]
+    assert log.get(["['x']"]).iloc[0]["label"] is None and log.counts().labelled == 1
+
+
+@pytest.mark.parametrize(("value", "problem"), [([1], "list"), ((1,), "list"), ({"a": 1}, "object"), ({1}, "list")])
+def test_nested_value_problem_names_the_kind(value: object, problem: str) -> None:
+    assert nested_value_problem(value) == f"a nested value ({problem}) is not allowed: expected a string, a number or null"
+
+
+@pytest.mark.parametrize("value", ["[1, 2]", 1, 1.5, None, True])
+def test_plain_values_are_not_nested(value: object) -> None:
+    assert nested_value_problem(value) is None
+
+
+# 8. Entries not taken are reported.
+
+
+def test_a_directory_and_a_fifo_with_landing_names_are_reported_and_left(landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame) -> None:
+    (landing / "dir.csv").mkdir()
+    os.mkfifo(landing / "pipe.csv")
+    rows.head(2).to_csv(landing / "ok.csv", index=False)
+    report = _ingest(landing, adult_spec, log)
+    assert _skipped(report) == {"dir.csv": "a directory: landing takes files only", "pipe.csv": "not a regular file (a device, FIFO or socket)"}
+    assert report.total("ingested") == 2 and _left(landing) == {"dir.csv", "pipe.csv"}
+
+
+# 9. Decompression is capped while streaming.
+
+
+def test_a_gzip_that_expands_past_the_cap_is_rejected(landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame) -> None:
+    header = rows.head(0).to_csv(index=False).encode()
+    (landing / "bomb.csv.gz").write_bytes(gzip.compress(header + b"0" * 5_000_000, compresslevel=9))
+    two_members = gzip.compress(rows.head(3).to_csv(index=False).encode()) + gzip.compress(rows.iloc[3:5].to_csv(index=False, header=False).encode())
+    (landing / "members.csv.gz").write_bytes(two_members)
+    report = _ingest(landing, adult_spec, log, max_decompressed_bytes=1_000_000)
+    assert _rejected(report) == {"bomb.csv.gz": "decompresses to more than 1000000 bytes, over the limit"}
+    assert (landing / "rejected" / "bomb.csv.gz").exists() and log.counts().quarantined == 0
+    assert report.total("ingested") == 5
+
+
+def test_the_compressed_size_limit_still_applies(landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame) -> None:
+    (landing / "big.csv.gz").write_bytes(gzip.compress(rows.to_csv(index=False).encode()))
+    report = _ingest(landing, adult_spec, log, max_file_bytes=100)
+    assert "over the limit of 100" in _rejected(report)["big.csv.gz"]
