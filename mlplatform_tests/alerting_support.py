@@ -12,14 +12,13 @@ import dagster as dg
 import httpx
 import pytest
 
-from mlplatform.orchestration.assets import all_assets
 from mlplatform.orchestration.instance import prepare_dagster_home
-from mlplatform.orchestration.resources import PlatformResource
-from mlplatform.stores.registry import Registry
+from mlplatform.root import platform as root_platform
+from mlplatform_tests.support import loop
 from mlplatform.pipeline.replay import read_source, write_batches
 from mlplatform.settings import Settings
 from mlplatform.domain.spec import load_spec
-from mlplatform_tests.conftest import ADULT_SPEC, FAST_TRAINING
+from mlplatform_tests.conftest import FAST_TRAINING
 
 FIRST_ROWS = 500  # a small first window: v1 is weak, so a retrained v2 on more data beats it
 
@@ -107,15 +106,15 @@ def platform(tmp_path_factory: pytest.TempPathFactory, alertmanager: Alertmanage
     (v1, trained on the first `first_rows` events): training is the slow part, so a module shares it."""
     state_dir = tmp_path_factory.mktemp("platform") / "state"
     with pytest.MonkeyPatch.context() as mp:
-        for key, value in {**FAST_TRAINING, "MLPLATFORM_STATE_DIR": str(state_dir), "MLPLATFORM_DATASET_SPEC": str(ADULT_SPEC),
+        for key, value in {**FAST_TRAINING, "MLPLATFORM_STATE_DIR": str(state_dir),
                            "DAGSTER_HOME": str(state_dir / "dagster"), "MLPLATFORM_ALERTMANAGER_URL": alertmanager.url}.items():
             mp.setenv(key, value)
-        settings = Settings()
-        prepare_dagster_home(settings)
+        prepare_dagster_home(Settings())
+        settings = root_platform().model(loop.ADULT).settings
         spec = load_spec(settings.dataset_spec)
         write_batches(read_source(spec).iloc[:first_rows], spec, settings.landing_dir, first_rows)
         with dg.DagsterInstance.get() as instance:
-            materialize(instance, [*all_assets])
+            materialize(instance, ["raw_events", "features", "trained_model", "evaluation_report"])
         yield settings
 
 
@@ -125,22 +124,21 @@ def platform_instance(platform: Settings) -> Iterator[dg.DagsterInstance]:
         yield inst
 
 
-def materialize(instance: dg.DagsterInstance, assets: list[dg.AssetsDefinition], raise_on_error: bool = True) -> dg.ExecuteInProcessResult:
-    return dg.materialize(assets, instance=instance, resources={"platform": PlatformResource()}, raise_on_error=raise_on_error)
+def materialize(instance: dg.DagsterInstance, assets: list[str], raise_on_error: bool = True) -> dg.ExecuteInProcessResult:
+    """Materialize adult's `assets` (names) through the code location's definitions."""
+    return loop.materialize(instance, assets, raise_on_error=raise_on_error)
 
 
-def tick(instance: dg.DagsterInstance, sensor: dg.SensorDefinition, cursor: str | None) -> tuple[str | None, str | None]:
+def tick(instance: dg.DagsterInstance, sensor_name: str, cursor: str | None) -> tuple[str | None, str | None]:
     """One evaluation of a sensor, as the daemon would run it; returns (cursor, skip message)."""
-    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"platform": PlatformResource()})
-    result = sensor.evaluate_tick(context)
+    result = loop.tick(instance, sensor_name, cursor)
     return result.cursor, result.skip_message
 
 
 def champion(settings: Settings) -> int:
-    spec = load_spec(settings.dataset_spec)
-    version = Registry(settings.tracking_uri, settings.artifact_root, spec).champion()
-    assert version is not None
-    return int(version.version)
+    record = root_platform().model(loop.ADULT).registry.champion_record()
+    assert record is not None
+    return record.version
 
 
 def labels_of(alert: dict) -> dict[str, str]:

@@ -23,6 +23,7 @@ FAST_TRAINING = {
     "MLPLATFORM_RETRAIN_EVERY_N": "1000",
     "MLPLATFORM_MIN_NEW_LABELLED_FOR_DRIFT": "200",
     "MLPLATFORM_RETRAIN_COOLDOWN_SECONDS": "0",
+    "MLPLATFORM_LANDING_QUIET_SECONDS": "0.2",  # tests write whole files and ingest at once (test_landing_hardening sets its own)
 }
 
 

@@ -13,9 +13,8 @@ import pytest
 from mlplatform.stores.alerting import Alert, Alerter, AlertName, Severity
 from mlplatform.stores.eventlog import SERVING_SOURCE, EventLog
 from mlplatform.pipeline.live_quality import measure
-from mlplatform.orchestration.alerts import LIVE_QUALITY_CHECK, alerts_sensor, live_quality, run_failure_alerts, run_success_alerts
-from mlplatform.orchestration.assets import evaluation_report, raw_events
-from mlplatform.orchestration.definitions import defs
+from mlplatform.orchestration.names import LIVE_QUALITY_CHECK, ModelNames
+from mlplatform_tests.support.loop import retrain_job
 from mlplatform.stores.registry import Registry
 from mlplatform.pipeline.replay import canonical_labels, read_source, write_batches
 from mlplatform.serving.champion import ChampionWatcher
@@ -58,6 +57,10 @@ def test_alerter_fires_resolves_and_delivers_later_when_alertmanager_was_down(al
     assert [labels_of(a)["model_version"] for a in alertmanager.alerts(AlertName.DRIFT)] == ["4"]
     alerter.resolve(AlertName.DRIFT, "adult")
     assert alertmanager.alerts(AlertName.DRIFT) == [] and alerter.firing() == []
+
+
+ADULT = ModelNames("adult")
+alerts_sensor, run_failure_alerts, run_success_alerts = ADULT.alerts_sensor, "run_failure_alerts", "run_success_alerts"
 
 
 def _wait_for(predicate: Callable[[], bool], seconds: float = 30) -> bool:
@@ -108,22 +111,22 @@ def test_failed_retraining_then_refused_promotion(platform: Settings, platform_i
     blocked.write_text("MLflow's store cannot be created under a file\n")
     with monkeypatch.context() as mp:
         mp.setenv("MLPLATFORM_MLFLOW_TRACKING_URI", f"sqlite:///{blocked}/mlflow.db")
-        failed = defs.resolve_job_def("retrain").execute_in_process(instance=instance, raise_on_error=False)
+        failed = retrain_job().execute_in_process(instance=instance, raise_on_error=False)
     assert not failed.success
     retries = [e for e in failed.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
-    assert {e.step_key for e in retries} == {"trained_model"} and len(retries) == 3
+    assert {e.step_key for e in retries} == {"adult__trained_model"} and len(retries) == 3
     assert instance.get_run_by_id(failed.run_id).tags.get("dagster/will_retry") == "true"  # run retries are on
     tick(instance, run_failure_alerts, failures)
     [alert] = alertmanager.alerts(AlertName.RUN_FAILED)
-    assert labels_of(alert) == {"alertname": "MLPlatformRunFailed", "severity": "critical", "dataset": "adult", "model_version": str(before), "job": "retrain"}
+    assert labels_of(alert) == {"alertname": "MLPlatformRunFailed", "severity": "critical", "dataset": "adult", "model_version": str(before), "job": "adult_retrain"}
     assert failed.run_id in alert["annotations"]["dagster_run"] and "trained_model" in alert["annotations"]["description"]
     assert champion(platform) == before
 
     spec = load_spec(platform.dataset_spec)
     write_batches(read_source(spec).iloc[FIRST_ROWS : FIRST_ROWS + 3000], spec, platform.landing_dir, 3000)
-    materialize(instance, [raw_events])
+    materialize(instance, ["raw_events"])
     monkeypatch.setenv("MLPLATFORM_PROMOTION_MARGIN", "1.0")  # no challenger can win by a whole AUC point
-    assert defs.resolve_job_def("retrain").execute_in_process(instance=instance, raise_on_error=False).success
+    assert retrain_job().execute_in_process(instance=instance, raise_on_error=False).success
     tick(instance, run_success_alerts, successes)
     assert alertmanager.alerts(AlertName.RUN_FAILED) == []
     cursor, message = tick(instance, alerts_sensor, cursor)
@@ -134,7 +137,7 @@ def test_failed_retraining_then_refused_promotion(platform: Settings, platform_i
     assert champion(platform) == before
 
     monkeypatch.delenv("MLPLATFORM_PROMOTION_MARGIN")  # v2 saw ten times the data of v1: it wins by the default margin
-    materialize(instance, [evaluation_report])
+    materialize(instance, ["evaluation_report"])
     tick(instance, alerts_sensor, cursor)
     assert alertmanager.alerts(AlertName.PROMOTION_REFUSED) == []
     assert champion(platform) == before + 1
@@ -173,7 +176,7 @@ def test_live_quality_below_floor_alerts_even_after_an_alertmanager_outage(platf
 
     alertmanager.stop()
     try:
-        result = materialize(instance, [live_quality])  # the pipeline succeeds with Alertmanager down
+        result = materialize(instance, ["live_quality"])  # the pipeline succeeds with Alertmanager down
         assert not _check_passed(result)
         cursor, message = tick(instance, alerts_sensor, cursor)
         assert "live quality below floor: fired" in str(message) and "pending 1" in str(message)
@@ -186,9 +189,9 @@ def test_live_quality_below_floor_alerts_even_after_an_alertmanager_outage(platf
     assert "precision" in alert["annotations"]["description"] and "recall" in alert["annotations"]["description"]
 
     _serve(platform, 10_200, 200, wrong_labels=False)
-    result = materialize(instance, [live_quality])
+    result = materialize(instance, ["live_quality"])
     assert _check_passed(result)
-    meta = result.asset_materializations_for_node("live_quality")[0].metadata
+    meta = result.asset_materializations_for_node("adult__live_quality")[0].metadata
     assert meta["events"].value == 200 and meta["precision"].value >= 0.3 and meta["recall"].value >= 0.3
     tick(instance, alerts_sensor, cursor)
     assert alertmanager.alerts(AlertName.LIVE_QUALITY) == []

@@ -8,14 +8,14 @@ import dagster as dg
 import pytest
 
 from mlplatform.stores.alerting import AlertName
-from mlplatform.orchestration.alerts import alerts_sensor, run_failure_alerts
-from mlplatform.orchestration.assets import raw_events
-from mlplatform.orchestration.definitions import defs
-from mlplatform.orchestration.monitoring import drift_report
+from mlplatform.orchestration.names import ModelNames
+from mlplatform_tests.support.loop import retrain_job
 from mlplatform.pipeline.replay import DriftScenario, inject_drift, read_source, write_batches
 from mlplatform.settings import Settings
 from mlplatform.domain.spec import load_spec
 from mlplatform_tests.alerting_support import Alertmanager, alertmanager, champion, labels_of, materialize, platform, platform_instance, tick
+
+alerts_sensor, run_failure_alerts = ModelNames("adult").alerts_sensor, "run_failure_alerts"
 
 __all__ = ["alertmanager", "platform", "platform_instance"]  # fixtures used by name
 
@@ -39,7 +39,7 @@ def _ingest(settings: Settings, start: int, count: int, instance: dg.DagsterInst
     if scenario is not None:
         chunk = inject_drift(chunk, spec, scenario, reference=rows.iloc[:start])
     write_batches(chunk, spec, settings.landing_dir, count, prefix=f"rows-{start}")
-    materialize(instance, [raw_events])
+    materialize(instance, ["raw_events"])
 
 
 def test_drift_alert_names_the_drifted_columns_and_resolves_on_a_clean_report(platform: Settings, platform_instance: dg.DagsterInstance,
@@ -48,7 +48,7 @@ def test_drift_alert_names_the_drifted_columns_and_resolves_on_a_clean_report(pl
     monkeypatch.setenv("MLPLATFORM_DRIFT_SHARE_THRESHOLD", "0.3")
     cursor, _ = tick(instance, alerts_sensor, None)
     _ingest(platform, FIRST_ROWS, 1000, instance, DRIFT)
-    materialize(instance, [drift_report])
+    materialize(instance, ["drift_report"])
     cursor, message = tick(instance, alerts_sensor, cursor)
     assert "drift: fired" in str(message)
     [alert] = alertmanager.alerts(AlertName.DRIFT)
@@ -58,7 +58,7 @@ def test_drift_alert_names_the_drifted_columns_and_resolves_on_a_clean_report(pl
 
     _ingest(platform, FIRST_ROWS + 1000, 1000, instance)
     monkeypatch.setenv("MLPLATFORM_DRIFT_CURRENT_HOURS", "10")  # the last 600 events: all clean
-    materialize(instance, [drift_report])
+    materialize(instance, ["drift_report"])
     _, message = tick(instance, alerts_sensor, cursor)
     assert "no drift: resolved" in str(message)
     assert alertmanager.alerts(AlertName.DRIFT) == []
@@ -76,17 +76,17 @@ def test_event_log_unavailable_fails_the_run_after_retries_alerts_and_keeps_the_
         part.rename(aside / part.name)
     log_file.mkdir()  # a directory where the SQLite file was: the log cannot be opened
     try:
-        failed = defs.resolve_job_def("retrain").execute_in_process(instance=instance, raise_on_error=False)
+        failed = retrain_job().execute_in_process(instance=instance, raise_on_error=False)
     finally:
         log_file.rmdir()
         for part in aside.iterdir():
             shutil.move(part, platform.events_dir / part.name)
     assert not failed.success
     retries = [e for e in failed.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
-    assert {e.step_key for e in retries} == {"features"} and len(retries) == 3
+    assert {e.step_key for e in retries} == {"adult__features"} and len(retries) == 3
     tick(instance, run_failure_alerts, failures)
     [alert] = alertmanager.alerts(AlertName.RUN_FAILED)
-    assert labels_of(alert) == {"alertname": "MLPlatformRunFailed", "severity": "critical", "dataset": "adult", "model_version": str(before), "job": "retrain"}
+    assert labels_of(alert) == {"alertname": "MLPlatformRunFailed", "severity": "critical", "dataset": "adult", "model_version": str(before), "job": "adult_retrain"}
     assert "event log" in alert["annotations"]["description"] and failed.run_id in alert["annotations"]["dagster_run"]
     assert champion(platform) == before
 
@@ -95,4 +95,4 @@ def test_instance_enables_run_retries_and_run_monitoring_and_retraining_has_a_ma
     """The instance Dagster loads from the state folder's dagster.yaml, not just the YAML we wrote."""
     assert instance.run_retries_enabled and instance.run_retries_max_retries == 1
     assert instance.run_monitoring_enabled and instance.run_monitoring_max_runtime_seconds == 3600
-    assert defs.resolve_job_def("retrain").tags["dagster/max_runtime"] == "3600"
+    assert retrain_job().tags["dagster/max_runtime"] == "3600"

@@ -15,6 +15,7 @@ from mlflow.tracking import MlflowClient
 from mlplatform.pipeline.drift import PREDICTION_COLUMN, DriftError, DriftReport, DriftSkipped, ReferenceWindow, build_drift_report, compare
 from mlplatform.stores.eventlog import EventLog
 from mlplatform.orchestration.assets import latest_metadata
+from mlplatform.domain.keys import REASON_TAG
 from mlplatform.orchestration.names import ModelNames
 from mlplatform_tests.support.loop import materialize, model
 from mlplatform.cli.status import collect_status
@@ -24,7 +25,7 @@ from mlplatform.pipeline.replay import DriftScenario, inject_drift, write_batche
 from mlplatform.settings import Settings
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.validation import LABEL
-from mlplatform_tests.monitoring_support import CHAMPION_ROWS, QUIET, Platform, shuffled_stream, trained_platform
+from mlplatform_tests.monitoring_support import CHAMPION_ROWS, Platform, shuffled_stream, trained_platform
 
 DRIFTED = DriftScenario(
     shift_numeric={"age": 1.5, "hours-per-week": 1.5, "education-num": 1.0, "capital-gain": 1.0},
@@ -148,7 +149,7 @@ def test_stationary_stream_triggers_no_drift_retraining_over_ten_reports(shuffle
         assert not result.run_requests, f"stationary stream triggered {result.run_requests}"
         cursor = result.cursor
     assert max(shares) < 0.5, shares
-    runs = shuffled.instance.get_runs(filters=dg.RunsFilter(tags={"mlplatform/reason": DRIFT}))
+    runs = shuffled.instance.get_runs(filters=dg.RunsFilter(tags={REASON_TAG: DRIFT}))
     assert not runs
 
 
@@ -170,7 +171,7 @@ def test_drifted_stream_is_flagged_then_measured_with_labels(shuffled: Platform,
     assert f"drift/{report.name}" in logged
     check = _check_result(shuffled.instance)
     assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN and "age" in (check.description or "")
-    status = collect_status(shuffled.settings)
+    status = collect_status(shuffled.model, with_dagster=True)
     assert status["drift"]["dataset_drift"] is True and status["drift"]["report"] == str(report)
 
     shuffled.replay(drifted, with_labels=True)  # the labels arrive late, by event id

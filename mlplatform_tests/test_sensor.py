@@ -131,7 +131,7 @@ def test_restart_keeps_the_cursor_and_a_lost_or_corrupt_one_recovers_without_dup
         tick = platform.tick(SENSOR_NAME, stored)
         assert not tick.run_requests, f"cursor {stored!r} led to a duplicate run"
         assert tick.skip_message and tick.skip_message.startswith("0 new labelled events"), tick.skip_message
-    status = collect_status(platform.model, with_runs=True)
+    status = collect_status(platform.model, with_dagster=True)
     assert status["sensor_runs"][0]["run_id"] == run.run_id and status["sensor_runs"][0]["reason"] == NEW_OBSERVATIONS
 
 

@@ -58,7 +58,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from mlplatform.cli.status import collect_status, render_status
 
-    statuses = [collect_status(model, with_runs=args.runs) for model in _platform(args).select(args.model)]
+    statuses = [collect_status(model, with_dagster=args.dagster) for model in _platform(args).select(args.model)]
     print(json.dumps(statuses, indent=2, default=str) if args.json else "\n\n".join(map(render_status, statuses)))
     return 0
 
@@ -188,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd.set_defaults(func=cmd_serve)
     status = command("status", "champion, pin, versions and decisions, event counts of each model (or --model)")
     status.add_argument("--json", action="store_true", help="machine-readable output")
-    status.add_argument("--runs", action="store_true", help="also list the retraining sensor's runs from the Dagster instance (slower: imports Dagster)")
+    status.add_argument("--dagster", action="store_true", help="also the latest drift report and the retraining sensor's runs, from the Dagster instance (slower: imports Dagster)")
     status.set_defaults(func=cmd_status)
     mat = command("materialize", "materialize a model's assets now, recorded in the state folder's Dagster instance (as from the UI)")
     mat.add_argument("--select", help=f"comma-separated assets (default: {','.join(DEFAULT_ASSETS)}; also drift_report, live_quality)")

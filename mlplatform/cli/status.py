@@ -1,19 +1,20 @@
 """What `mlplatform status` reports per model: the champion and its pin, the champion timeline, versions and
-decisions, event counts, the latest drift report, and (with --runs) the retraining sensor's runs.
+decisions, event counts, and (with --dagster) the latest drift report and the retraining sensor's runs.
 
-Everything but the runs comes from the registry and the event log's counters, so it takes the same time on a
+Everything but those comes from the registry and the event log's counters, so it takes the same time on a
 1M-event log as on an empty one and needs no Dagster import.
 """
 
 from typing import Any
 
-from mlplatform.domain.keys import CHALLENGER_SCORE, DECISION, DECISION_REASON, DRIFT_SHARE_TAG, LAUNCHED_BY_TAG, NEW_LABELLED_TAG, REASON_TAG, TRIGGER_REASON
+from mlplatform.domain.keys import (CHALLENGER_SCORE, DATASET_DRIFT, DECISION, DECISION_REASON, DRIFT_SHARE, DRIFT_SHARE_TAG, DRIFTED_COLUMNS,
+                                   LAUNCHED_BY_TAG, NEW_LABELLED_TAG, REASON_TAG, REPORT_PATH, TRIGGER_REASON)
 from mlplatform.root import ModelContext
 
 VERSIONS_SHOWN = 10
 
 
-def collect_status(model: ModelContext, with_runs: bool = False, run_limit: int = 20) -> dict[str, Any]:
+def collect_status(model: ModelContext, with_dagster: bool = False, run_limit: int = 20) -> dict[str, Any]:
     counts = model.event_log.counts()
     registry = model.registry
     champion = registry.champion_record()
@@ -41,22 +42,30 @@ def collect_status(model: ModelContext, with_runs: bool = False, run_limit: int 
         "versions": versions,
         "events": {"total": counts.total, "labelled": counts.labelled, "quarantined": counts.quarantined, "label_watermark": counts.label_watermark},
     }
-    if with_runs:
-        status["sensor_runs"] = _sensor_runs(model, run_limit)
+    if with_dagster:
+        status.update(_from_dagster(model, run_limit))
     return status
 
 
-def _sensor_runs(model: ModelContext, limit: int) -> list[dict[str, Any]]:
+def _from_dagster(model: ModelContext, limit: int) -> dict[str, Any]:
+    """The latest drift report and the retraining sensor's runs, from the state folder's Dagster instance."""
     import dagster as dg
 
+    from mlplatform.orchestration.assets import latest_metadata
     from mlplatform.orchestration.instance import prepare_dagster_home
-    from mlplatform.orchestration.names import ModelNames
+    from mlplatform.orchestration.names import DRIFT_REPORT, ModelNames
 
+    names = ModelNames(model.name)
     prepare_dagster_home(model.settings)
     with dg.DagsterInstance.get() as instance:
-        runs = instance.get_runs(filters=dg.RunsFilter(tags={LAUNCHED_BY_TAG: ModelNames(model.name).retraining_sensor}), limit=limit)
-        return [{"run_id": r.run_id, "status": r.status.value, "reason": r.tags.get(REASON_TAG), "new_labelled": r.tags.get(NEW_LABELLED_TAG),
-                 "drift_share": r.tags.get(DRIFT_SHARE_TAG)} for r in runs]
+        drift = latest_metadata(instance, names.asset(DRIFT_REPORT))
+        runs = instance.get_runs(filters=dg.RunsFilter(tags={LAUNCHED_BY_TAG: names.retraining_sensor}), limit=limit)
+    return {
+        "drift": None if drift is None else {"report": drift.get(REPORT_PATH), "drift_share": drift.get(DRIFT_SHARE),
+                                             "dataset_drift": drift.get(DATASET_DRIFT), "drifted_columns": drift.get(DRIFTED_COLUMNS)},
+        "sensor_runs": [{"run_id": r.run_id, "status": r.status.value, "reason": r.tags.get(REASON_TAG), "new_labelled": r.tags.get(NEW_LABELLED_TAG),
+                         "drift_share": r.tags.get(DRIFT_SHARE_TAG)} for r in runs],
+    }
 
 
 def render_status(status: dict[str, Any]) -> str:
@@ -73,6 +82,9 @@ def render_status(status: dict[str, Any]) -> str:
     if status["timeline"]:
         lines.append("champion timeline:")
         lines.extend(f"  v{c['version']}{' pinned' if c['pinned'] else ''} by {c['by']}: {c['reason']}" for c in status["timeline"][-5:])
+    if status.get("drift"):
+        d = status["drift"]
+        lines.append(f"drift: share {d['drift_share']}, drift {'yes' if d['dataset_drift'] else 'no'}; report {d['report']}")
     for r in status.get("sensor_runs", []):
         lines.append(f"sensor run {r['run_id'][:8]}: {r['status']} reason={r['reason']} new_labelled={r['new_labelled']}")
     return "\n".join(lines)

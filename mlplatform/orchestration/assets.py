@@ -17,7 +17,7 @@ from mlplatform.domain.validation import LABEL
 from mlplatform.orchestration.names import (EVALUATION_REPORT, FEATURES, QUALITY_FLOOR_CHECK, RAW_EVENTS, TRAINED_MODEL,
                                             ModelNames)
 from mlplatform.orchestration.resources import PlatformResource
-from mlplatform.pipeline.landing import ingest_pending
+from mlplatform.pipeline.landing import LandingPolicy, ingest_pending
 from mlplatform.pipeline.retraining import FeatureSnapshot, apply_decision, build_feature_snapshot, evaluate_challenger, train_challenger
 from mlplatform.stores.registry import tag
 from mlplatform.stores.reports import mlflow_run_url, mlflow_version_url, report_url
@@ -65,7 +65,7 @@ def build_assets(names: ModelNames) -> list[dg.AssetsDefinition]:
     def raw_events(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.MaterializeResult:
         model = platform.model(model_name)
         log = model.event_log
-        report = ingest_pending(model.settings.landing_dir, model.spec, log)
+        report = ingest_pending(model.settings.landing_dir, model.spec, log, LandingPolicy.from_settings(model.settings))
         counts = log.counts()
         files = pd.DataFrame(
             [{"file": f.name, "rows": f.rows, "ingested": f.ingested, "duplicates": f.duplicates, "quarantined": f.quarantined,
@@ -74,6 +74,8 @@ def build_assets(names: ModelNames) -> list[dg.AssetsDefinition]:
         )
         for f in report.rejected:
             context.log.warning(f"{f.name} moved to landing/rejected: {f.rejected}")
+        for s in report.skipped:
+            context.log.info(f"{s.name} left in landing: {s.reason}")
         extra = sorted({c for f in report.files for c in f.extra_columns})
         return dg.MaterializeResult(
             metadata={
@@ -83,6 +85,7 @@ def build_assets(names: ModelNames) -> list[dg.AssetsDefinition]:
                 "quarantined": report.total("quarantined"),
                 "labels_applied": report.total("labels_applied"),
                 "rejected_files": len(report.rejected),
+                "skipped_entries": len(report.skipped),
                 "total": counts.total,
                 "labelled": counts.labelled,
                 "quarantined_total": counts.quarantined,
@@ -90,6 +93,7 @@ def build_assets(names: ModelNames) -> list[dg.AssetsDefinition]:
                 "ignored_columns": ", ".join(extra) or "none",
                 "file_report": dg.MetadataValue.md(markdown_table(files)),
                 "quarantine_reasons": dg.MetadataValue.md(markdown_table(log.quarantine_reasons())),
+                "skipped": dg.MetadataValue.md(markdown_table(pd.DataFrame([{"entry": s.name, "reason": s.reason} for s in report.skipped]))),
                 "event_log": dg.MetadataValue.path(str(log.path)),
                 "landing_dir": dg.MetadataValue.path(str(model.settings.landing_dir)),
             }

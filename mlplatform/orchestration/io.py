@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import dagster as dg
+from dagster._core.execution.context.output import RUN_ID_PLACEHOLDER
 
 from mlplatform.orchestration.resources import PlatformResource
 
@@ -42,9 +43,11 @@ class RunScopedIOManager(dg.ConfigurableIOManager):
         upstream = context.upstream_output
         if upstream is not None:
             try:
-                return upstream.run_id
-            except dg.DagsterInvariantViolationError:  # the upstream step is not part of this run
-                pass
+                run_id = upstream.run_id
+            except dg.DagsterInvariantViolationError:
+                run_id = RUN_ID_PLACEHOLDER
+            if run_id != RUN_ID_PLACEHOLDER:  # the placeholder: the upstream step is not part of this run
+                return run_id
         event = context.instance.get_latest_materialization_event(key)
         if event is None:
             raise dg.Failure(description=f"{key.to_user_string()} was never materialized: materialize it first", allow_retries=False)
