@@ -49,6 +49,8 @@ def _with(**changes: object) -> dict[str, object]:
         (_with(task="regression"), "positive_class/classes: only for classification tasks"),
         (_with(label_map={"Y": "si"}), "label_map: 'si' is not one of classes"),
         (_with(features=["x", "colour"]), "features: Input should be a valid dictionary"),
+        (_with(classes=[False, True], positive_class=None), "classes.0: false is a YAML boolean (unquoted yes/no/on/off/true/false); quote the label"),
+        (_with(label_map={"Y": True}), "label_map.Y: true is a YAML boolean"),
         ([GOOD], "expected a mapping at the top level, got list"),
         ("just text", "expected a mapping at the top level, got str"),
         (None, "expected a mapping at the top level, got NoneType"),
@@ -59,6 +61,13 @@ def test_a_wrong_spec_names_the_field(data: object, field: str) -> None:
         parse_spec(data, origin="my.yaml")
     assert str(err.value).startswith(f"my.yaml: {field}") or (field in str(err.value) and not isinstance(data, dict))
     assert "<root>" not in str(err.value) and "Value error" not in str(err.value)
+
+
+def test_numbers_in_classes_positive_class_and_label_map_are_labels_as_text() -> None:
+    spec = parse_spec(_with(classes=[0, 1], positive_class=1.0, label_map={2: 1, 0.5: 0, "no": 0}))
+    assert (spec.classes, spec.positive_class, spec.negative_class) == (["0", "1"], "1", "0")
+    assert spec.label_map == {"2": "1", "0.5": "0", "no": "0"}
+    assert parse_spec(yaml.safe_load(spec.to_yaml())) == spec
 
 
 def test_invalid_yaml_missing_file_and_bad_bytes(tmp_path: Path) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 from enum import Enum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\- ]{0,62}$")
 
@@ -26,6 +26,24 @@ class Task(str, Enum):
 class FeatureType(str, Enum):
     numeric = "numeric"
     categorical = "categorical"
+
+
+def _label_text(value: object) -> object:
+    """Labels are compared as text, so YAML numbers are taken as their text (1 and 1.0 → "1", 0.5 → "0.5").
+
+    Booleans are refused: YAML reads unquoted yes/no/on/off/true/false as booleans, and guessing which
+    spelling the files use would mis-match every label.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"{str(value).lower()} is a YAML boolean (unquoted yes/no/on/off/true/false); quote the label as it is written in your files, e.g. \"yes\"")
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    return value
+
+
+LabelText = Annotated[str, BeforeValidator(_label_text)]
 
 
 class SourceSpec(BaseModel):
@@ -51,9 +69,9 @@ class DatasetSpec(BaseModel):
     name: str
     task: Task
     label: str
-    positive_class: str | None = None
-    classes: list[str] | None = None
-    label_map: dict[str, str] = Field(default_factory=dict, description="Source spellings of labels mapped to the canonical ones.")
+    positive_class: LabelText | None = None
+    classes: list[LabelText] | None = None
+    label_map: dict[LabelText, LabelText] = Field(default_factory=dict, description="Source spellings of labels mapped to the canonical ones.")
     id_column: str | None = None
     time_column: str | None = None
     features: dict[str, FeatureType] = Field(min_length=1)

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from mlplatform.domain.features import normalise_category
 from mlplatform.domain.spec import DatasetSpec, FeatureType
 from mlplatform.domain.validation import EVENT_ID, EVENT_TIME
 
@@ -199,9 +200,9 @@ def select_stream(
 
 
 def canonical_labels(rows: pd.DataFrame, spec: DatasetSpec) -> pd.Series:
-    """Labels as the platform stores them (label_map applied, numbers for regression); NaN where absent."""
+    """Labels as the platform stores them (compared as text like landing does, label_map applied, numbers for regression); NaN where absent."""
     if spec.is_classification:
-        text = rows[spec.label].astype("string").str.strip().replace(spec.label_map)
+        text = normalise_category(rows[spec.label]).replace(spec.label_map)
         return text.where(text.isin(spec.classes or []))
     return pd.to_numeric(rows[spec.label], errors="coerce")
 
