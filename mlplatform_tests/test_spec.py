@@ -70,6 +70,33 @@ def test_numbers_in_classes_positive_class_and_label_map_are_labels_as_text() ->
     assert parse_spec(yaml.safe_load(spec.to_yaml())) == spec
 
 
+def test_source_files_resolve_against_the_spec_folder_and_sep_is_separator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "specs"
+    (folder / "files").mkdir(parents=True)
+    (folder / "files" / "rows.csv").write_text("x;colour;shape;y\n1.5;red;round;yes\n2.5;blue;square;no\n", encoding="utf-8")
+    (folder / "tiny.yaml").write_text(yaml.safe_dump(GOOD | {"source": {"files": ["files/rows.csv"], "sep": ";"}}), encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    spec = load_spec("specs/tiny.yaml")
+    assert spec.source is not None and spec.source.separator == ";"
+    assert read_source(spec)[["x", "colour", "y"]].values.tolist() == [["1.5", "red", "yes"], ["2.5", "blue", "no"]]
+    assert "separator: ;" in spec.to_yaml()
+
+
+def test_a_missing_source_file_is_refused_when_the_spec_loads(tmp_path: Path) -> None:
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(GOOD | {"source": {"files": ["exports/rows.csv"]}}), encoding="utf-8")
+    with pytest.raises(SpecError) as err:
+        load_spec(tmp_path / "tiny.yaml")
+    assert str(err.value) == (
+        f"{tmp_path / 'tiny.yaml'}: source.files: no such file {tmp_path / 'exports' / 'rows.csv'} "
+        f"(relative paths resolve against the spec's folder, {tmp_path})"
+    )
+
+
+def test_unknown_source_keys_are_refused_by_name() -> None:
+    with pytest.raises(SpecError, match="source.delimiter: Extra inputs are not permitted"):
+        parse_spec(GOOD | {"source": {"files": ["x.csv"], "delimiter": ";"}})
+
+
 def test_invalid_yaml_missing_file_and_bad_bytes(tmp_path: Path) -> None:
     broken = tmp_path / "broken.yaml"
     broken.write_text("name: [unclosed\ntask: binary\n", encoding="utf-8")

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\- ]{0,62}$")
 
@@ -47,15 +47,15 @@ LabelText = Annotated[str, BeforeValidator(_label_text)]
 
 
 class SourceSpec(BaseModel):
-    """How `replay` reads the dataset's original files (paths relative to the spec file)."""
+    """How `replay` reads the dataset's original files; relative `files` resolve against the spec file's folder."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     files: list[str] = Field(min_length=1)
     format: Literal["csv", "parquet", "jsonl"] = "csv"
     header: bool = True
     columns: list[str] | None = None
-    separator: str = ","
+    separator: str = Field(default=",", validation_alias=AliasChoices("separator", "sep"), description="`sep` (pandas' name) is accepted too.")
     na_values: list[str] = Field(default_factory=list)
     skipinitialspace: bool = False
     comment: str | None = None
@@ -178,6 +178,7 @@ def parse_spec(data: Any, base_dir: Path | None = None, origin: str = "spec") ->
 
 
 def load_spec(path: Path | str) -> DatasetSpec:
+    """Read and validate a spec file; its `source.files` must exist, so a typo fails here rather than at replay."""
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"dataset spec {path} does not exist")
@@ -185,4 +186,9 @@ def load_spec(path: Path | str) -> DatasetSpec:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise SpecError(f"{path}: not valid YAML: {exc}") from None
-    return parse_spec(data, base_dir=path.resolve().parent, origin=str(path))
+    spec = parse_spec(data, base_dir=path.resolve().parent, origin=str(path))
+    if spec.source is not None:
+        missing = [str(p) for p in spec.source_paths() if not p.is_file()]
+        if missing:
+            raise SpecError(f"{path}: source.files: no such file {', '.join(missing)} (relative paths resolve against the spec's folder, {spec.base_dir})")
+    return spec
