@@ -13,7 +13,7 @@ import pytest
 from mlplatform.domain.spec import DatasetSpec, load_spec
 from mlplatform.domain.validation import EVENT_ID, EVENT_TIME, LABEL
 from mlplatform.pipeline.landing import IngestReport, ingest_pending
-from mlplatform.pipeline.replay import LandingSink, read_source, run_stream, select_stream
+from mlplatform.pipeline.replay import LandingSink, ReplayError, read_source, run_stream, select_stream
 from mlplatform.stores.eventlog import EventLog
 
 
@@ -69,3 +69,91 @@ def test_numbers_as_classes_match_numbers_in_csv_parquet_and_jsonl(tmp_path: Pat
     assert quarantine.empty, quarantine
     assert report.total("ingested") == 8
     assert dict(zip(stored[EVENT_ID], stored[LABEL])) == {"l1": "0", "l2": "1", "l3": "1", "l4": "1", "p1": "0", "p2": "1", "j1": "1", "j2": "0"}
+
+
+SENSORS = """\
+    name: sensors
+    task: regression
+    label: reading
+    id_column: sensor_event
+    time_column: year
+    {time_format}
+    features:
+      temperature: numeric
+      site: categorical
+    source:
+      files: [{file}]
+      format: {format}
+    """
+YEARS = [2019, 2015, 2017, 2016, 2018]
+
+
+def _jan_first_us(year: int) -> int:
+    return int(pd.Timestamp(f"{year}-01-01", tz="UTC").value // 1000)
+
+
+def _sensor_rows() -> pd.DataFrame:
+    return pd.DataFrame({"sensor_event": [f"s{i}" for i in range(5)], "year": YEARS, "temperature": [1.5, 2.5, 3.5, 4.5, 5.5], "site": list("abcab"), "reading": [10.0, 20.0, 30.0, 40.0, 50.0]})
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "jsonl"])
+def test_an_integer_year_column_is_read_as_years_by_replay_and_landing(tmp_path: Path, fmt: str) -> None:
+    rows = _sensor_rows()
+    {"csv": lambda p: rows.to_csv(p, index=False), "parquet": lambda p: rows.to_parquet(p), "jsonl": lambda p: rows.to_json(p, orient="records", lines=True)}[fmt](tmp_path / f"sensors.{fmt}")
+    spec = _spec(tmp_path, SENSORS.format(time_format="time_format: year", file=f"sensors.{fmt}", format=fmt))
+    report, stored, quarantine = _replay(spec, tmp_path)
+    assert quarantine.empty and report.total("ingested") == 5
+    assert stored[EVENT_ID].tolist() == ["s1", "s3", "s2", "s4", "s0"]  # replayed in time order
+    assert stored[EVENT_TIME].tolist() == [_jan_first_us(y) for y in sorted(YEARS)]
+
+
+def test_an_integer_time_column_without_its_format_is_refused_naming_it(tmp_path: Path) -> None:
+    _sensor_rows().to_parquet(tmp_path / "sensors.parquet")
+    spec = _spec(tmp_path, SENSORS.format(time_format="", file="sensors.parquet", format="parquet"))
+    with pytest.raises(ReplayError, match=r"time_column 'year': 5 of 5 rows are missing or not a timestamp in time_format 'iso' \(row 1: '2019',"):
+        read_source(spec)
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    _sensor_rows().drop(columns="reading").to_parquet(landing / "drop.parquet")
+    report, stored, quarantine = _ingest(spec, landing, tmp_path / "events.sqlite")
+    assert stored.empty and quarantine["reason"].tolist() == ["year: missing or not a timestamp in time_format 'iso'"] * 5
+
+
+@pytest.mark.parametrize(
+    ("time_format", "values", "expected"),
+    [
+        ("year", ["2015", "2015.0", " 1999 ", "2015.5", "MMXV", "0"], ["2015-01-01", "2015-01-01", "1999-01-01", None, None, None]),
+        ("epoch_s", ["1700000000", "1700000000.5", "1e30", "soon"], ["2023-11-14T22:13:20", "2023-11-14T22:13:20.5", None, None]),
+        ("epoch_ms", ["1700000000123"], ["2023-11-14T22:13:20.123"]),
+        ("epoch_us", ["1700000000123456"], ["2023-11-14T22:13:20.123456"]),
+        ("epoch_ns", ["1700000000123456000"], ["2023-11-14T22:13:20.123456"]),
+        ("iso", ["2015-03-04", "2015-03-04T05:06:07+01:00", "2015", "04/03/2015", "1700000000"], ["2015-03-04", "2015-03-04T04:06:07", "2015-01-01", None, None]),
+        ("%d/%m/%Y", ["04/03/2015", "2015-03-04", "31/02/2015"], ["2015-03-04", None, None]),
+    ],
+)
+def test_each_time_format_in_a_landing_file(tmp_path: Path, time_format: str, values: list[str], expected: list[str | None]) -> None:
+    spec = _spec(tmp_path, SENSORS.format(time_format=f"time_format: {time_format!r}", file="x", format="csv").replace("    source:\n      files: [x]\n      format: csv\n", ""))
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    frame = pd.DataFrame({"sensor_event": [f"s{i}" for i in range(len(values))], "year": values, "temperature": 1.0, "site": "a"})
+    frame.to_csv(landing / "times.csv", index=False)
+    _, stored, quarantine = _ingest(spec, landing, tmp_path / "events.sqlite")
+    times = dict(zip(stored[EVENT_ID], stored[EVENT_TIME]))
+    assert [times.get(f"s{i}") for i in range(len(values))] == [None if e is None else int(pd.Timestamp(e, tz="UTC").value // 1000) for e in expected]
+    assert quarantine["reason"].tolist() == [f"year: missing or not a timestamp in time_format {time_format!r}"] * expected.count(None)
+
+
+def test_without_id_and_time_columns_replay_and_landing_generate_them_by_one_rule(tmp_path: Path) -> None:
+    rows = _sensor_rows().drop(columns=["sensor_event", "year"])
+    rows.to_csv(tmp_path / "plain.csv", index=False)
+    spec = _spec(tmp_path, SENSORS.format(time_format="", file="plain.csv", format="csv").replace("    id_column: sensor_event\n    time_column: year\n", ""))
+    replayed = read_source(spec)
+    assert replayed[EVENT_ID].tolist() == [f"sensors-{i}" for i in range(5)]
+    assert replayed[EVENT_TIME].tolist()[:2] == ["2026-01-01T00:00:00.000000Z", "2026-01-01T00:01:00.000000Z"]
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    rows.to_csv(landing / "plain.csv", index=False)
+    _, stored, _ = _ingest(spec, landing, tmp_path / "events.sqlite")
+    prefix = stored[EVENT_ID].iloc[0].removesuffix("-0")
+    assert len(prefix) == 16 and stored[EVENT_ID].tolist() == [f"{prefix}-{i}" for i in range(5)]
+    assert np.diff(stored[EVENT_TIME].to_numpy()).tolist() == [1, 1, 1, 1]

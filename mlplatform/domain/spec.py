@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mlplatform.domain.timeformat import ISO, check_time_format
+
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\- ]{0,62}$")
 
 
@@ -74,6 +76,7 @@ class DatasetSpec(BaseModel):
     label_map: dict[LabelText, LabelText] = Field(default_factory=dict, description="Source spellings of labels mapped to the canonical ones.")
     id_column: str | None = None
     time_column: str | None = None
+    time_format: str | None = Field(default=None, description="How time_column is written: iso (default), epoch_s/ms/us/ns, year or a strftime pattern.")
     features: dict[str, FeatureType] = Field(min_length=1)
     drop: list[str] = Field(default_factory=list)
     crosses: list[tuple[str, str]] = Field(default_factory=list, description="Pairs of categorical features crossed into one more feature.")
@@ -87,6 +90,11 @@ class DatasetSpec(BaseModel):
             raise ValueError("must be lower-case letters, digits, '_' or '-' (it names files and the MLflow model)")
         return value
 
+    @field_validator("time_format")
+    @classmethod
+    def _known_time_format(cls, value: str | None) -> str | None:
+        return None if value is None else check_time_format(value)
+
     @field_validator("features")
     @classmethod
     def _feature_names(cls, value: dict[str, FeatureType]) -> dict[str, FeatureType]:
@@ -97,6 +105,8 @@ class DatasetSpec(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> "DatasetSpec":
+        if self.time_format is not None and self.time_column is None:
+            raise ValueError("time_format: says how time_column is written, but the spec has no time_column")
         special = {c for c in (self.label, self.id_column, self.time_column) if c}
         clash = special & set(self.features)
         if clash:
@@ -136,6 +146,11 @@ class DatasetSpec(BaseModel):
     @property
     def is_classification(self) -> bool:
         return self.task is not Task.regression
+
+    @property
+    def event_time_format(self) -> str:
+        """The format `time_column` is parsed with (`iso` unless the spec says otherwise)."""
+        return self.time_format or ISO
 
     @property
     def negative_class(self) -> str | None:

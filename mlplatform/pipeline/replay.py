@@ -22,9 +22,11 @@ from tqdm import tqdm
 
 from mlplatform.domain.features import normalise_category
 from mlplatform.domain.spec import DatasetSpec, FeatureType
-from mlplatform.domain.validation import EVENT_ID, EVENT_TIME
+from mlplatform.domain.timeformat import ISO, iso_text, parse_event_times
+from mlplatform.domain.validation import EVENT_ID, EVENT_TIME, generated_keys
 
 STREAM_START = datetime(2026, 1, 1, tzinfo=timezone.utc)
+STREAM_START_US = int(STREAM_START.timestamp()) * 1_000_000
 GENERATED_INTERVAL_S = 60
 
 
@@ -94,13 +96,27 @@ def read_source(spec: DatasetSpec) -> pd.DataFrame:
             )
     frame = pd.concat(frames, ignore_index=True)
     frame = frame.dropna(how="all").reset_index(drop=True)
-    frame[EVENT_ID] = frame[spec.id_column].astype(str) if spec.id_column else [f"{spec.name}-{i}" for i in range(len(frame))]
-    if spec.time_column:
-        frame[EVENT_TIME] = pd.to_datetime(frame[spec.time_column], utc=True, format="mixed").map(lambda t: t.isoformat())
-    else:
-        times = pd.Timestamp(STREAM_START) + pd.to_timedelta(np.arange(len(frame)) * GENERATED_INTERVAL_S, unit="s")
-        frame[EVENT_TIME] = times.map(lambda t: t.isoformat())
+    ids, times = generated_keys(len(frame), spec.name, STREAM_START_US, GENERATED_INTERVAL_S * 1_000_000)
+    frame[EVENT_ID] = frame[spec.id_column].astype(str) if spec.id_column else ids
+    frame[EVENT_TIME] = iso_text(_source_times(frame, spec) if spec.time_column else times)
     return frame
+
+
+def _source_times(frame: pd.DataFrame, spec: DatasetSpec) -> np.ndarray:
+    """The time column in the spec's time_format, as microseconds; a row that does not fit stops the replay, naming it."""
+    assert spec.time_column is not None
+    if spec.time_column not in frame:
+        raise ReplayError(f"time_column {spec.time_column!r} is not a column of the source files (columns: {[c for c in frame.columns if c not in (EVENT_ID, EVENT_TIME)]})")
+    values = frame[spec.time_column]
+    micros = parse_event_times(values, spec.event_time_format)
+    bad = micros.isna().to_numpy()
+    if bad.any():
+        examples = ", ".join(f"row {i + 1}: {str(values.iloc[i])!r}" for i in np.flatnonzero(bad)[:3])
+        raise ReplayError(
+            f"time_column {spec.time_column!r}: {int(bad.sum())} of {len(values)} rows are missing or not a timestamp in "
+            f"time_format {spec.event_time_format!r} ({examples}); set time_format in the spec to how the column is written"
+        )
+    return micros.to_numpy(dtype="int64")
 
 
 def inject_drift(rows: pd.DataFrame, spec: DatasetSpec, scenario: DriftScenario, reference: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -159,8 +175,8 @@ ORDERS = ("time", "shuffled")
 def order_rows(rows: pd.DataFrame, order: str, seed: int) -> pd.DataFrame:
     """Rows by event time (stable: ties keep file order) or shuffled reproducibly by `seed`."""
     if order == "time":
-        times = pd.to_datetime(rows[EVENT_TIME], utc=True, format="ISO8601")
-        return rows.iloc[np.argsort(times.to_numpy(), kind="stable")].reset_index(drop=True)
+        times = parse_event_times(rows[EVENT_TIME], ISO)
+        return rows.iloc[np.argsort(times.to_numpy(dtype="int64", na_value=np.iinfo("int64").max), kind="stable")].reset_index(drop=True)
     if order == "shuffled":
         return rows.sample(frac=1.0, random_state=seed).reset_index(drop=True)
     raise ReplayError(f"order must be one of {ORDERS}, got {order!r}")
