@@ -157,3 +157,45 @@ def test_without_id_and_time_columns_replay_and_landing_generate_them_by_one_rul
     prefix = stored[EVENT_ID].iloc[0].removesuffix("-0")
     assert len(prefix) == 16 and stored[EVENT_ID].tolist() == [f"{prefix}-{i}" for i in range(5)]
     assert np.diff(stored[EVENT_TIME].to_numpy()).tolist() == [1, 1, 1, 1]
+
+
+CUSTOMERS = """\
+    name: customers
+    task: binary
+    label: churned
+    classes: ["no", "yes"]
+    positive_class: "yes"
+    {id_column}
+    features:
+      plan: categorical
+      fee: numeric
+    source:
+      files: [features.csv, labels.csv]
+    """
+
+
+def _customer_files(folder: Path, label_ids: list[str]) -> None:
+    pd.DataFrame({"customer": [f"c{i}" for i in range(6)], "plan": list("abcabc"), "fee": [1, 2, 3, 4, 5, 6]}).to_csv(folder / "features.csv", index=False)
+    pd.DataFrame({"customer": label_ids, "churned": ["yes", "no", "yes", "no"][: len(label_ids)]}).to_csv(folder / "labels.csv", index=False)
+
+
+def test_a_label_only_source_file_is_joined_by_id_and_unlabelled_rows_are_kept(tmp_path: Path) -> None:
+    _customer_files(tmp_path, ["c4", "c0", "c2"])
+    spec = _spec(tmp_path, CUSTOMERS.format(id_column="id_column: customer"))
+    report, stored, quarantine = _replay(spec, tmp_path)
+    assert quarantine.empty and report.total("ingested") == 6
+    assert dict(zip(stored[EVENT_ID], stored[LABEL])) == {"c0": "no", "c1": None, "c2": "yes", "c3": None, "c4": "yes", "c5": None}
+
+
+@pytest.mark.parametrize(
+    ("id_column", "label_ids", "message"),
+    [
+        ("", ["c0"], "labels.csv has the label 'churned' and no feature column, so it is a label file; joining it to the features needs id_column"),
+        ("id_column: customer", ["c0", "c9", "c8"], r"2 ids in the label files match no row of the feature files, e.g. \['c8', 'c9'\]"),
+        ("id_column: customer", ["c0", "c0"], "label files give 1 ids different labels, e.g. 'c0'"),
+    ],
+)
+def test_label_only_files_that_cannot_be_joined_stop_the_replay(tmp_path: Path, id_column: str, label_ids: list[str], message: str) -> None:
+    _customer_files(tmp_path, label_ids)
+    with pytest.raises(ReplayError, match=message):
+        read_source(_spec(tmp_path, CUSTOMERS.format(id_column=id_column)))

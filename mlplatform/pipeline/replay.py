@@ -68,33 +68,70 @@ class ReplayError(ValueError):
     """A replay that cannot run as asked; the message says which option is wrong."""
 
 
-def read_source(spec: DatasetSpec) -> pd.DataFrame:
-    """The dataset's original rows in order, with `event_id` and `event_time` columns added."""
+def _read_file(path: Path, spec: DatasetSpec) -> pd.DataFrame:
     src = spec.source
-    if src is None:
-        spec.source_paths()
     assert src is not None
-    frames = []
-    for path in spec.source_paths():
-        if src.format == "parquet":
-            frames.append(pd.read_parquet(path))
-        elif src.format == "jsonl":
-            frames.append(pd.read_json(path, lines=True, dtype=False))
-        else:
-            frames.append(
-                pd.read_csv(
-                    path,
-                    header=0 if src.header else None,
-                    names=src.columns,
-                    sep=src.separator,
-                    na_values=src.na_values or None,
-                    skipinitialspace=src.skipinitialspace,
-                    comment=src.comment,
-                    dtype=str,
-                    keep_default_na=True,
-                )
+    if src.format == "parquet":
+        return pd.read_parquet(path)
+    if src.format == "jsonl":
+        return pd.read_json(path, lines=True, dtype=False)
+    return pd.read_csv(
+        path,
+        header=0 if src.header else None,
+        names=src.columns,
+        sep=src.separator,
+        na_values=src.na_values or None,
+        skipinitialspace=src.skipinitialspace,
+        comment=src.comment,
+        dtype=str,
+        keep_default_na=True,
+    )
+
+
+def _join_label_files(features: pd.DataFrame, label_files: dict[str, pd.DataFrame], spec: DatasetSpec) -> pd.DataFrame:
+    """`features` with the labels of label-only files joined by `id_column`; anything that cannot be joined stops the replay."""
+    id_col = spec.id_column
+    for name, frame in label_files.items():
+        if id_col is None or id_col not in frame:
+            raise ReplayError(
+                f"source.files: {name} has the label {spec.label!r} and no feature column, so it is a label file; joining it to the "
+                f"features needs id_column in the spec, a column of both files (its columns: {list(frame.columns)})"
             )
-    frame = pd.concat(frames, ignore_index=True)
+    assert id_col is not None
+    labels = pd.concat([f[[id_col, spec.label]] for f in label_files.values()], ignore_index=True).dropna()
+    labels = labels.assign(**{id_col: labels[id_col].astype(str).str.strip()}).drop_duplicates()
+    repeated = labels[id_col][labels[id_col].duplicated()]
+    if len(repeated):
+        raise ReplayError(f"source.files: label files give {len(repeated)} ids different labels, e.g. {repeated.iloc[0]!r}")
+    by_id = labels.set_index(id_col)[spec.label]
+    ids = features[id_col].astype(str).str.strip()
+    unknown = by_id.index.difference(ids)
+    if len(unknown):
+        raise ReplayError(f"source.files: {len(unknown)} ids in the label files match no row of the feature files, e.g. {list(unknown[:3])}")
+    joined = ids.map(by_id)
+    if spec.label in features:
+        inline = features[spec.label]
+        clash = inline.notna() & joined.notna() & (inline.astype(str).str.strip() != joined.astype(str).str.strip())
+        if clash.any():
+            raise ReplayError(f"source.files: {int(clash.sum())} rows have a label in the feature files and a different one in the label files, e.g. id {ids[clash].iloc[0]!r}")
+        joined = inline.where(inline.notna(), joined)
+    return features.assign(**{spec.label: joined})
+
+
+def read_source(spec: DatasetSpec) -> pd.DataFrame:
+    """The dataset's original rows in order, with `event_id` and `event_time` columns added.
+
+    A file with the label but no feature column is a label file (as in landing): its labels are joined to
+    the other files' rows by `id_column`, and rows it does not label stay unlabelled.
+    """
+    frames = {str(path): _read_file(path, spec) for path in spec.source_paths()}
+    label_files = {name: f for name, f in frames.items() if spec.label in f and not set(spec.features) & set(f.columns)}
+    feature_frames = [f for name, f in frames.items() if name not in label_files]
+    if not feature_frames:
+        raise ReplayError(f"source.files: every file is a label file (the label and no feature column); the features {list(spec.features)} are in none")
+    frame = pd.concat(feature_frames, ignore_index=True)
+    if label_files:
+        frame = _join_label_files(frame, label_files, spec)
     frame = frame.dropna(how="all").reset_index(drop=True)
     ids, times = generated_keys(len(frame), spec.name, STREAM_START_US, GENERATED_INTERVAL_S * 1_000_000)
     frame[EVENT_ID] = frame[spec.id_column].astype(str) if spec.id_column else ids
