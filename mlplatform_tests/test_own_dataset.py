@@ -3,6 +3,7 @@ the landing folder and ingested into a real event log. Each trap of issue 18 has
 
 from __future__ import annotations
 
+import sys
 import textwrap
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from mlplatform.domain.spec import DatasetSpec, load_spec
 from mlplatform.domain.validation import EVENT_ID, EVENT_TIME, LABEL
 from mlplatform.pipeline.landing import IngestReport, ingest_pending
 from mlplatform.pipeline.replay import LandingSink, ReplayError, read_source, run_stream, select_stream
+from mlplatform.settings import REPO_ROOT
 from mlplatform.stores.eventlog import EventLog
 
 
@@ -199,3 +201,13 @@ def test_label_only_files_that_cannot_be_joined_stop_the_replay(tmp_path: Path, 
     _customer_files(tmp_path, label_ids)
     with pytest.raises(ReplayError, match=message):
         read_source(_spec(tmp_path, CUSTOMERS.format(id_column=id_column)))
+
+
+def test_the_adaptation_benchmark_on_a_user_spec_mentions_no_drift_scenario(tmp_path: Path) -> None:
+    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+    import bench_adaptation
+
+    _customer_files(tmp_path, ["c0"])
+    _spec(tmp_path, CUSTOMERS.format(id_column="id_column: customer"))
+    assert bench_adaptation.scenario_note(bench_adaptation.user_streams(tmp_path / "spec.yaml")) == ""
+    assert bench_adaptation.scenario_note(bench_adaptation.default_streams()) == "Drift scenarios start at 40% of the stream. "
