@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mlplatform import cli
 from mlplatform.domain.spec import DatasetSpec, load_spec
 from mlplatform.domain.validation import EVENT_ID, EVENT_TIME, LABEL
 from mlplatform.pipeline.landing import IngestReport, ingest_pending
@@ -211,3 +212,37 @@ def test_the_adaptation_benchmark_on_a_user_spec_mentions_no_drift_scenario(tmp_
     _spec(tmp_path, CUSTOMERS.format(id_column="id_column: customer"))
     assert bench_adaptation.scenario_note(bench_adaptation.user_streams(tmp_path / "spec.yaml")) == ""
     assert bench_adaptation.scenario_note(bench_adaptation.default_streams()) == "Drift scenarios start at 40% of the stream. "
+
+
+def _readme_yaml(first_line: str) -> str:
+    """The README's YAML block that starts with `first_line`: the test runs what a new user reads."""
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme.split(f"```yaml\n{first_line}\n", 1)[1].split("```", 1)[0]
+    return f"{first_line}\n{block}"
+
+
+def test_the_readme_loans_example_becomes_a_correct_stream(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """0/1 labels, features and labels in separate files, an integer year: replayed by the CLI, ingested by landing."""
+    rng = np.random.default_rng(7)
+    n = 300
+    years = rng.integers(2010, 2020, size=n)
+    applications = pd.DataFrame({"loan_id": [f"L{i:04d}" for i in range(n)], "year": years, "amount": rng.integers(1, 50, size=n) * 1000, "grade": rng.choice(list("ABCD"), size=n), "region": rng.choice(["north", "south"], size=n)})
+    closed = applications.sample(200, random_state=1)
+    outcomes = pd.DataFrame({"loan_id": closed["loan_id"], "defaulted": (closed["grade"] == "D").astype(int)})
+    applications.to_csv(tmp_path / "applications.csv", index=False)
+    outcomes.to_csv(tmp_path / "outcomes.csv", index=False)
+    (tmp_path / "loans.yaml").write_text(_readme_yaml("# exports/loans.yaml"), encoding="utf-8")
+    state = tmp_path / "state"
+
+    assert cli.main(["--spec", str(tmp_path / "loans.yaml"), "--state-dir", str(state), "replay", "--label-delay", "0", "--batch-size", "100", "--quiet"]) == 0
+    assert "sent 300 events and 200 labels" in capsys.readouterr().out
+    spec = load_spec(tmp_path / "loans.yaml")
+    report, stored, quarantine = _ingest(spec, state / "landing", tmp_path / "events.sqlite")
+
+    assert quarantine.empty, quarantine
+    assert report.total("ingested") == 300 and report.total("labels_applied") == 200
+    assert stored[EVENT_TIME].is_monotonic_increasing  # replayed in year order
+    expected_time = {i: _jan_first_us(int(y)) for i, y in zip(applications["loan_id"], applications["year"])}
+    assert dict(zip(stored[EVENT_ID], stored[EVENT_TIME])) == expected_time
+    expected_label = dict(zip(outcomes["loan_id"], outcomes["defaulted"].astype(str)))
+    assert dict(zip(stored[EVENT_ID], stored[LABEL])) == {i: expected_label.get(i) for i in applications["loan_id"]}
