@@ -246,3 +246,14 @@ def test_the_readme_loans_example_becomes_a_correct_stream(tmp_path: Path, capsy
     assert dict(zip(stored[EVENT_ID], stored[EVENT_TIME])) == expected_time
     expected_label = dict(zip(outcomes["loan_id"], outcomes["defaulted"].astype(str)))
     assert dict(zip(stored[EVENT_ID], stored[LABEL])) == {i: expected_label.get(i) for i in applications["loan_id"]}
+
+
+def test_a_label_file_may_fill_inline_labels_but_not_contradict_them(tmp_path: Path) -> None:
+    _customer_files(tmp_path, ["c1", "c2"])
+    features = pd.read_csv(tmp_path / "features.csv").assign(churned=["no", None, "yes", None, None, None])
+    features.to_csv(tmp_path / "features.csv", index=False)
+    spec = _spec(tmp_path, CUSTOMERS.format(id_column="id_column: customer"))
+    with pytest.raises(ReplayError, match="1 rows have a label in the feature files and a different one in the label files, e.g. id 'c2'"):
+        read_source(spec)
+    pd.DataFrame({"customer": ["c1", "c2"], "churned": ["yes", "yes"]}).to_csv(tmp_path / "labels.csv", index=False)
+    assert read_source(spec)["churned"].fillna("-").tolist() == ["no", "yes", "yes", "-", "-", "-"]

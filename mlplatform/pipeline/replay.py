@@ -98,8 +98,8 @@ def _join_label_files(features: pd.DataFrame, label_files: dict[str, pd.DataFram
                 f"features needs id_column in the spec, a column of both files (its columns: {list(frame.columns)})"
             )
     assert id_col is not None
-    labels = pd.concat([f[[id_col, spec.label]] for f in label_files.values()], ignore_index=True).dropna()
-    labels = labels.assign(**{id_col: labels[id_col].astype(str).str.strip()}).drop_duplicates()
+    labels = pd.concat([f[[id_col, spec.label]] for f in label_files.values()], ignore_index=True)
+    labels = pd.DataFrame({id_col: labels[id_col].astype(str).str.strip(), spec.label: normalise_category(labels[spec.label])}).dropna().drop_duplicates()
     repeated = labels[id_col][labels[id_col].duplicated()]
     if len(repeated):
         raise ReplayError(f"source.files: label files give {len(repeated)} ids different labels, e.g. {repeated.iloc[0]!r}")
@@ -110,8 +110,8 @@ def _join_label_files(features: pd.DataFrame, label_files: dict[str, pd.DataFram
         raise ReplayError(f"source.files: {len(unknown)} ids in the label files match no row of the feature files, e.g. {list(unknown[:3])}")
     joined = ids.map(by_id)
     if spec.label in features:
-        inline = features[spec.label]
-        clash = inline.notna() & joined.notna() & (inline.astype(str).str.strip() != joined.astype(str).str.strip())
+        inline = normalise_category(features[spec.label])
+        clash = (inline.notna() & joined.notna() & (inline != joined)).fillna(False)
         if clash.any():
             raise ReplayError(f"source.files: {int(clash.sum())} rows have a label in the feature files and a different one in the label files, e.g. id {ids[clash].iloc[0]!r}")
         joined = inline.where(inline.notna(), joined)
