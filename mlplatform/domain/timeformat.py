@@ -100,6 +100,12 @@ def parse_event_times(values: pd.Series, time_format: str = ISO) -> pd.Series:
     return _from_text(values, time_format)
 
 
+def parse_event_time(value: object, time_format: str = ISO) -> int | None:
+    """One value (a request field) by the same rules as `parse_event_times`: microseconds since 1970 UTC, or None."""
+    parsed = parse_event_times(pd.Series([value]), time_format).iloc[0]
+    return None if pd.isna(parsed) else int(parsed)
+
+
 def iso_text(micros: np.ndarray) -> list[str]:
     """Microseconds since 1970 as ISO 8601 UTC text (what replay writes; `parse_event_times` reads it back exactly)."""
     return list(np.datetime_as_string(np.asarray(micros, dtype="int64").astype("datetime64[us]"), timezone="UTC"))
