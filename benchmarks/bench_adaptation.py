@@ -74,6 +74,12 @@ def user_streams(spec_path: Path) -> list[Stream]:
     return [Stream(f"{spec.name} · time order", spec_path, "time"), Stream(f"{spec.name} · shuffled (stationary)", spec_path, "shuffled", stationary=True)]
 
 
+def scenario_note(streams: list[Stream]) -> str:
+    """Where the injected drift starts, for the streams that have one (a user's stream has none: nothing to say)."""
+    starts = sorted({s.drift_at for s in streams if s.scenario is not None})
+    return f"Drift scenarios start at {' or '.join(f'{d:.0%}' for d in starts)} of the stream. " if starts else ""
+
+
 def policies(spec: DatasetSpec, settings: Settings, args: argparse.Namespace, report_path: Path) -> list[Policy]:
     config = training_config(settings)
     drift = evidently_drift_check(spec, settings, report_path)
@@ -190,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         f"runs `policy.decide` with retrain_every_n={settings.retrain_every_n}, drift reports every {settings.drift_every_n_events} "
         f"events (Evidently via `drift.compare`, dataset drift at ≥ {settings.drift_share_threshold:.0%} of columns), training window "
         f"{settings.training_window} (sliding policy: {args.window}), promotion margin {settings.promotion_margin}; {args.trials} tuning trial(s) per fit; recency half-life "
-        f"{args.half_life:g} events. Drift scenarios start at 40% of the stream. Total wall time {time.perf_counter() - started:.0f}s.\n\n"
+        f"{args.half_life:g} events. {scenario_note(streams)}Total wall time {time.perf_counter() - started:.0f}s.\n\n"
         "Goals (platform ≥ best fixed-interval policy with ≤ 1/3 of its retrains; 0 drift-triggered retrains when stationary):\n\n" + "\n".join(notes)
     )
     print(body)

@@ -49,6 +49,11 @@ def _with(**changes: object) -> dict[str, object]:
         (_with(task="regression"), "positive_class/classes: only for classification tasks"),
         (_with(label_map={"Y": "si"}), "label_map: 'si' is not one of classes"),
         (_with(features=["x", "colour"]), "features: Input should be a valid dictionary"),
+        (_with(classes=[False, True], positive_class=None), "classes.0: false is a YAML boolean (unquoted yes/no/on/off/true/false); quote the label"),
+        (_with(label_map={"Y": True}), "label_map.Y: true is a YAML boolean"),
+        (_with(time_column="t", time_format="weekly"), "time_format: 'weekly' is not one of ['iso', 'epoch_s', 'epoch_ms', 'epoch_us', 'epoch_ns', 'year'] nor a strftime pattern"),
+        (_with(time_column="t", time_format="%Y-%Q"), "time_format: '%Y-%Q' is not a usable strftime pattern"),
+        (_with(time_format="year"), "time_format: says how time_column is written, but the spec has no time_column"),
         ([GOOD], "expected a mapping at the top level, got list"),
         ("just text", "expected a mapping at the top level, got str"),
         (None, "expected a mapping at the top level, got NoneType"),
@@ -59,6 +64,40 @@ def test_a_wrong_spec_names_the_field(data: object, field: str) -> None:
         parse_spec(data, origin="my.yaml")
     assert str(err.value).startswith(f"my.yaml: {field}") or (field in str(err.value) and not isinstance(data, dict))
     assert "<root>" not in str(err.value) and "Value error" not in str(err.value)
+
+
+def test_numbers_in_classes_positive_class_and_label_map_are_labels_as_text() -> None:
+    spec = parse_spec(_with(classes=[0, 1], positive_class=1.0, label_map={2: 1, 0.5: 0, "no": 0}))
+    assert (spec.classes, spec.positive_class, spec.negative_class) == (["0", "1"], "1", "0")
+    assert spec.label_map == {"2": "1", "0.5": "0", "no": "0"}
+    assert parse_spec(yaml.safe_load(spec.to_yaml())) == spec
+
+
+def test_source_files_resolve_against_the_spec_folder_and_sep_is_separator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "specs"
+    (folder / "files").mkdir(parents=True)
+    (folder / "files" / "rows.csv").write_text("x;colour;shape;y\n1.5;red;round;yes\n2.5;blue;square;no\n", encoding="utf-8")
+    (folder / "tiny.yaml").write_text(yaml.safe_dump(GOOD | {"source": {"files": ["files/rows.csv"], "sep": ";"}}), encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    spec = load_spec("specs/tiny.yaml")
+    assert spec.source is not None and spec.source.separator == ";"
+    assert read_source(spec)[["x", "colour", "y"]].values.tolist() == [["1.5", "red", "yes"], ["2.5", "blue", "no"]]
+    assert "separator: ;" in spec.to_yaml()
+
+
+def test_a_missing_source_file_is_refused_when_the_spec_loads(tmp_path: Path) -> None:
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(GOOD | {"source": {"files": ["exports/rows.csv"]}}), encoding="utf-8")
+    with pytest.raises(SpecError) as err:
+        load_spec(tmp_path / "tiny.yaml")
+    assert str(err.value) == (
+        f"{tmp_path / 'tiny.yaml'}: source.files: no such file {tmp_path / 'exports' / 'rows.csv'} "
+        f"(relative paths resolve against the spec's folder, {tmp_path})"
+    )
+
+
+def test_unknown_source_keys_are_refused_by_name() -> None:
+    with pytest.raises(SpecError, match="source.delimiter: Extra inputs are not permitted"):
+        parse_spec(GOOD | {"source": {"files": ["x.csv"], "delimiter": ";"}})
 
 
 def test_invalid_yaml_missing_file_and_bad_bytes(tmp_path: Path) -> None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import re
 from enum import Enum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mlplatform.domain.timeformat import ISO, check_time_format
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\- ]{0,62}$")
 
@@ -28,16 +30,34 @@ class FeatureType(str, Enum):
     categorical = "categorical"
 
 
-class SourceSpec(BaseModel):
-    """How `replay` reads the dataset's original files (paths relative to the spec file)."""
+def _label_text(value: object) -> object:
+    """Labels are compared as text, so YAML numbers are taken as their text (1 and 1.0 → "1", 0.5 → "0.5").
 
-    model_config = ConfigDict(extra="forbid")
+    Booleans are refused: YAML reads unquoted yes/no/on/off/true/false as booleans, and guessing which
+    spelling the files use would mis-match every label.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"{str(value).lower()} is a YAML boolean (unquoted yes/no/on/off/true/false); quote the label as it is written in your files, e.g. \"yes\"")
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    return value
+
+
+LabelText = Annotated[str, BeforeValidator(_label_text)]
+
+
+class SourceSpec(BaseModel):
+    """How `replay` reads the dataset's original files; relative `files` resolve against the spec file's folder."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     files: list[str] = Field(min_length=1)
     format: Literal["csv", "parquet", "jsonl"] = "csv"
     header: bool = True
     columns: list[str] | None = None
-    separator: str = ","
+    separator: str = Field(default=",", validation_alias=AliasChoices("separator", "sep"), description="`sep` (pandas' name) is accepted too.")
     na_values: list[str] = Field(default_factory=list)
     skipinitialspace: bool = False
     comment: str | None = None
@@ -51,11 +71,12 @@ class DatasetSpec(BaseModel):
     name: str
     task: Task
     label: str
-    positive_class: str | None = None
-    classes: list[str] | None = None
-    label_map: dict[str, str] = Field(default_factory=dict, description="Source spellings of labels mapped to the canonical ones.")
+    positive_class: LabelText | None = None
+    classes: list[LabelText] | None = None
+    label_map: dict[LabelText, LabelText] = Field(default_factory=dict, description="Source spellings of labels mapped to the canonical ones.")
     id_column: str | None = None
     time_column: str | None = None
+    time_format: str | None = Field(default=None, description="How time_column is written: iso (default), epoch_s/ms/us/ns, year or a strftime pattern.")
     features: dict[str, FeatureType] = Field(min_length=1)
     drop: list[str] = Field(default_factory=list)
     crosses: list[tuple[str, str]] = Field(default_factory=list, description="Pairs of categorical features crossed into one more feature.")
@@ -69,6 +90,11 @@ class DatasetSpec(BaseModel):
             raise ValueError("must be lower-case letters, digits, '_' or '-' (it names files and the MLflow model)")
         return value
 
+    @field_validator("time_format")
+    @classmethod
+    def _known_time_format(cls, value: str | None) -> str | None:
+        return None if value is None else check_time_format(value)
+
     @field_validator("features")
     @classmethod
     def _feature_names(cls, value: dict[str, FeatureType]) -> dict[str, FeatureType]:
@@ -79,6 +105,8 @@ class DatasetSpec(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> "DatasetSpec":
+        if self.time_format is not None and self.time_column is None:
+            raise ValueError("time_format: says how time_column is written, but the spec has no time_column")
         special = {c for c in (self.label, self.id_column, self.time_column) if c}
         clash = special & set(self.features)
         if clash:
@@ -118,6 +146,11 @@ class DatasetSpec(BaseModel):
     @property
     def is_classification(self) -> bool:
         return self.task is not Task.regression
+
+    @property
+    def event_time_format(self) -> str:
+        """The format `time_column` is parsed with (`iso` unless the spec says otherwise)."""
+        return self.time_format or ISO
 
     @property
     def negative_class(self) -> str | None:
@@ -160,6 +193,7 @@ def parse_spec(data: Any, base_dir: Path | None = None, origin: str = "spec") ->
 
 
 def load_spec(path: Path | str) -> DatasetSpec:
+    """Read and validate a spec file; its `source.files` must exist, so a typo fails here rather than at replay."""
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"dataset spec {path} does not exist")
@@ -167,4 +201,9 @@ def load_spec(path: Path | str) -> DatasetSpec:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise SpecError(f"{path}: not valid YAML: {exc}") from None
-    return parse_spec(data, base_dir=path.resolve().parent, origin=str(path))
+    spec = parse_spec(data, base_dir=path.resolve().parent, origin=str(path))
+    if spec.source is not None:
+        missing = [str(p) for p in spec.source_paths() if not p.is_file()]
+        if missing:
+            raise SpecError(f"{path}: source.files: no such file {', '.join(missing)} (relative paths resolve against the spec's folder, {spec.base_dir})")
+    return spec

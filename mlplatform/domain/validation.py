@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 
 from mlplatform.domain.features import as_text, normalise_category
 from mlplatform.domain.spec import DatasetSpec
+from mlplatform.domain.timeformat import column_format, parse_event_times
 
 EVENT_ID = "event_id"
 EVENT_TIME = "event_time"
@@ -26,8 +27,6 @@ LABEL = "label"
 MAX_ID_LENGTH = 128
 MAX_TEXT_LENGTH = 256
 SHOWN_CHARS = 40
-MAX_EPOCH_SECONDS = 1e11  # numeric event times are seconds since 1970; beyond ~year 5000 they overflow pandas
-_UTC_US = pa.timestamp("us", tz="UTC")
 NESTED_TYPES = (list, tuple, set, dict, np.ndarray)  # how lists, objects and Parquet lists/structs arrive in Python
 
 
@@ -75,22 +74,14 @@ def parse_numeric(values: pd.Series) -> tuple[pd.Series, pd.Series]:
     return parsed.where(~bad), bad
 
 
-def _event_times(values: pd.Series) -> pd.Series:
-    """Microseconds since the epoch (UTC; naive times are UTC), NA where not a timestamp."""
-    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
-        seconds = values.astype("float64")
-        parsed = pd.to_datetime(seconds.where(seconds.abs() < MAX_EPOCH_SECONDS), unit="s", utc=True, errors="coerce")
-    elif isinstance(values.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(values):
-        parsed = pd.to_datetime(values, utc=True)
-    else:
-        text = as_text(values)
-        try:
-            micros = pc.cast(pc.cast(_arrow(text), _UTC_US), pa.int64())
-            return pd.Series(micros.to_numpy(zero_copy_only=False), index=values.index).astype("Int64")
-        except pa.ArrowInvalid:
-            parsed = pd.to_datetime(text.astype(object), utc=True, errors="coerce", format="mixed")
-    micros = parsed.to_numpy(dtype="datetime64[us]", na_value=np.datetime64("NaT")).astype("int64")
-    return pd.Series(micros, index=values.index).astype("Int64").where(parsed.notna().to_numpy())
+def generated_keys(n: int, prefix: str, start_us: int, step_us: int = 1) -> tuple[list[str], np.ndarray]:
+    """Event ids `<prefix>-<row>` and times `start_us + row × step_us` for rows that carry none.
+
+    The one rule for replay (prefix: dataset name, start 2026-01-01, a minute apart) and landing (prefix:
+    the file's content hash, start: ingestion time, a microsecond apart, so file order is kept): the same
+    input always gets the same ids, so sending it twice yields duplicates, not new events.
+    """
+    return [f"{prefix}-{i}" for i in range(n)], start_us + np.arange(n, dtype="int64") * step_us
 
 
 def nested_value_problem(value: object) -> str | None:
@@ -173,20 +164,25 @@ def validate_frame(
         cells[name] = raw[name].mask(nested) if nested.any() else raw[name]
 
     out: dict[str, pd.Series] = {}
+    if id_col is None or time_col is None:
+        generated_ids, generated_times = generated_keys(n, generated_id_prefix, generated_time_start_us)
     if id_col is not None:
         ids = as_text(cells[id_col])
         flag(ids.isna(), id_col, "missing")
         flag(ids.str.len().gt(MAX_ID_LENGTH), id_col, f"longer than {MAX_ID_LENGTH} characters")
         out[EVENT_ID] = ids
     else:
-        out[EVENT_ID] = pd.Series([f"{generated_id_prefix}-{i}" for i in range(n)], index=raw.index, dtype=pd.StringDtype("pyarrow"))
+        out[EVENT_ID] = pd.Series(generated_ids, index=raw.index, dtype=pd.StringDtype("pyarrow"))
 
     if time_col is not None:
-        times = _event_times(cells[time_col])
-        flag(times.isna(), time_col, "missing or not a timestamp")
+        # The spec's time column is read in its declared format; the platform's own event_time column in its fixed one.
+        declared = time_col == spec.time_column
+        time_format = spec.event_time_format if declared else column_format(cells[time_col])
+        times = parse_event_times(cells[time_col], time_format)
+        flag(times.isna(), time_col, f"missing or not a timestamp in time_format {time_format!r}" if declared else "missing or not a timestamp")
         out[EVENT_TIME] = times.fillna(0).astype("int64")
     else:
-        out[EVENT_TIME] = pd.Series(generated_time_start_us + np.arange(n, dtype="int64"), index=raw.index)
+        out[EVENT_TIME] = pd.Series(generated_times, index=raw.index)
 
     if spec.label not in raw.columns:
         out[LABEL] = pd.Series(pd.NA, index=raw.index, dtype=pd.StringDtype("pyarrow")) if spec.is_classification else pd.Series(np.nan, index=raw.index)

@@ -20,10 +20,13 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from mlplatform.domain.features import normalise_category
 from mlplatform.domain.spec import DatasetSpec, FeatureType
-from mlplatform.domain.validation import EVENT_ID, EVENT_TIME
+from mlplatform.domain.timeformat import ISO, iso_text, parse_event_times
+from mlplatform.domain.validation import EVENT_ID, EVENT_TIME, generated_keys
 
 STREAM_START = datetime(2026, 1, 1, tzinfo=timezone.utc)
+STREAM_START_US = int(STREAM_START.timestamp()) * 1_000_000
 GENERATED_INTERVAL_S = 60
 
 
@@ -65,41 +68,92 @@ class ReplayError(ValueError):
     """A replay that cannot run as asked; the message says which option is wrong."""
 
 
-def read_source(spec: DatasetSpec) -> pd.DataFrame:
-    """The dataset's original rows in order, with `event_id` and `event_time` columns added."""
+def _read_file(path: Path, spec: DatasetSpec) -> pd.DataFrame:
     src = spec.source
-    if src is None:
-        spec.source_paths()
     assert src is not None
-    frames = []
-    for path in spec.source_paths():
-        if src.format == "parquet":
-            frames.append(pd.read_parquet(path))
-        elif src.format == "jsonl":
-            frames.append(pd.read_json(path, lines=True, dtype=False))
-        else:
-            frames.append(
-                pd.read_csv(
-                    path,
-                    header=0 if src.header else None,
-                    names=src.columns,
-                    sep=src.separator,
-                    na_values=src.na_values or None,
-                    skipinitialspace=src.skipinitialspace,
-                    comment=src.comment,
-                    dtype=str,
-                    keep_default_na=True,
-                )
+    if src.format == "parquet":
+        return pd.read_parquet(path)
+    if src.format == "jsonl":
+        return pd.read_json(path, lines=True, dtype=False)
+    return pd.read_csv(
+        path,
+        header=0 if src.header else None,
+        names=src.columns,
+        sep=src.separator,
+        na_values=src.na_values or None,
+        skipinitialspace=src.skipinitialspace,
+        comment=src.comment,
+        dtype=str,
+        keep_default_na=True,
+    )
+
+
+def _join_label_files(features: pd.DataFrame, label_files: dict[str, pd.DataFrame], spec: DatasetSpec) -> pd.DataFrame:
+    """`features` with the labels of label-only files joined by `id_column`; anything that cannot be joined stops the replay."""
+    id_col = spec.id_column
+    for name, frame in label_files.items():
+        if id_col is None or id_col not in frame:
+            raise ReplayError(
+                f"source.files: {name} has the label {spec.label!r} and no feature column, so it is a label file; joining it to the "
+                f"features needs id_column in the spec, a column of both files (its columns: {list(frame.columns)})"
             )
-    frame = pd.concat(frames, ignore_index=True)
+    assert id_col is not None
+    labels = pd.concat([f[[id_col, spec.label]] for f in label_files.values()], ignore_index=True)
+    labels = pd.DataFrame({id_col: labels[id_col].astype(str).str.strip(), spec.label: normalise_category(labels[spec.label])}).dropna().drop_duplicates()
+    repeated = labels[id_col][labels[id_col].duplicated()]
+    if len(repeated):
+        raise ReplayError(f"source.files: label files give {len(repeated)} ids different labels, e.g. {repeated.iloc[0]!r}")
+    by_id = labels.set_index(id_col)[spec.label]
+    ids = features[id_col].astype(str).str.strip()
+    unknown = by_id.index.difference(ids)
+    if len(unknown):
+        raise ReplayError(f"source.files: {len(unknown)} ids in the label files match no row of the feature files, e.g. {list(unknown[:3])}")
+    joined = ids.map(by_id)
+    if spec.label in features:
+        inline = normalise_category(features[spec.label])
+        clash = (inline.notna() & joined.notna() & (inline != joined)).fillna(False)
+        if clash.any():
+            raise ReplayError(f"source.files: {int(clash.sum())} rows have a label in the feature files and a different one in the label files, e.g. id {ids[clash].iloc[0]!r}")
+        joined = inline.where(inline.notna(), joined)
+    return features.assign(**{spec.label: joined})
+
+
+def read_source(spec: DatasetSpec) -> pd.DataFrame:
+    """The dataset's original rows in order, with `event_id` and `event_time` columns added.
+
+    A file with the label but no feature column is a label file (as in landing): its labels are joined to
+    the other files' rows by `id_column`, and rows it does not label stay unlabelled.
+    """
+    frames = {str(path): _read_file(path, spec) for path in spec.source_paths()}
+    label_files = {name: f for name, f in frames.items() if spec.label in f and not set(spec.features) & set(f.columns)}
+    feature_frames = [f for name, f in frames.items() if name not in label_files]
+    if not feature_frames:
+        raise ReplayError(f"source.files: every file is a label file (the label and no feature column); the features {list(spec.features)} are in none")
+    frame = pd.concat(feature_frames, ignore_index=True)
+    if label_files:
+        frame = _join_label_files(frame, label_files, spec)
     frame = frame.dropna(how="all").reset_index(drop=True)
-    frame[EVENT_ID] = frame[spec.id_column].astype(str) if spec.id_column else [f"{spec.name}-{i}" for i in range(len(frame))]
-    if spec.time_column:
-        frame[EVENT_TIME] = pd.to_datetime(frame[spec.time_column], utc=True, format="mixed").map(lambda t: t.isoformat())
-    else:
-        times = pd.Timestamp(STREAM_START) + pd.to_timedelta(np.arange(len(frame)) * GENERATED_INTERVAL_S, unit="s")
-        frame[EVENT_TIME] = times.map(lambda t: t.isoformat())
+    ids, times = generated_keys(len(frame), spec.name, STREAM_START_US, GENERATED_INTERVAL_S * 1_000_000)
+    frame[EVENT_ID] = frame[spec.id_column].astype(str) if spec.id_column else ids
+    frame[EVENT_TIME] = iso_text(_source_times(frame, spec) if spec.time_column else times)
     return frame
+
+
+def _source_times(frame: pd.DataFrame, spec: DatasetSpec) -> np.ndarray:
+    """The time column in the spec's time_format, as microseconds; a row that does not fit stops the replay, naming it."""
+    assert spec.time_column is not None
+    if spec.time_column not in frame:
+        raise ReplayError(f"time_column {spec.time_column!r} is not a column of the source files (columns: {[c for c in frame.columns if c not in (EVENT_ID, EVENT_TIME)]})")
+    values = frame[spec.time_column]
+    micros = parse_event_times(values, spec.event_time_format)
+    bad = micros.isna().to_numpy()
+    if bad.any():
+        examples = ", ".join(f"row {i + 1}: {str(values.iloc[i])!r}" for i in np.flatnonzero(bad)[:3])
+        raise ReplayError(
+            f"time_column {spec.time_column!r}: {int(bad.sum())} of {len(values)} rows are missing or not a timestamp in "
+            f"time_format {spec.event_time_format!r} ({examples}); set time_format in the spec to how the column is written"
+        )
+    return micros.to_numpy(dtype="int64")
 
 
 def inject_drift(rows: pd.DataFrame, spec: DatasetSpec, scenario: DriftScenario, reference: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -158,8 +212,8 @@ ORDERS = ("time", "shuffled")
 def order_rows(rows: pd.DataFrame, order: str, seed: int) -> pd.DataFrame:
     """Rows by event time (stable: ties keep file order) or shuffled reproducibly by `seed`."""
     if order == "time":
-        times = pd.to_datetime(rows[EVENT_TIME], utc=True, format="ISO8601")
-        return rows.iloc[np.argsort(times.to_numpy(), kind="stable")].reset_index(drop=True)
+        times = parse_event_times(rows[EVENT_TIME], ISO)
+        return rows.iloc[np.argsort(times.to_numpy(dtype="int64", na_value=np.iinfo("int64").max), kind="stable")].reset_index(drop=True)
     if order == "shuffled":
         return rows.sample(frac=1.0, random_state=seed).reset_index(drop=True)
     raise ReplayError(f"order must be one of {ORDERS}, got {order!r}")
@@ -199,9 +253,9 @@ def select_stream(
 
 
 def canonical_labels(rows: pd.DataFrame, spec: DatasetSpec) -> pd.Series:
-    """Labels as the platform stores them (label_map applied, numbers for regression); NaN where absent."""
+    """Labels as the platform stores them (compared as text like landing does, label_map applied, numbers for regression); NaN where absent."""
     if spec.is_classification:
-        text = rows[spec.label].astype("string").str.strip().replace(spec.label_map)
+        text = normalise_category(rows[spec.label]).replace(spec.label_map)
         return text.where(text.isin(spec.classes or []))
     return pd.to_numeric(rows[spec.label], errors="coerce")
 
