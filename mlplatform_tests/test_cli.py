@@ -1,6 +1,9 @@
-"""`mlplatform status` after two versions, and the CLI's answer to a wrong spec or setting: a message, exit code 2."""
+"""`mlplatform materialize` and `status` after two versions, and the CLI's answer to a wrong spec, model or setting:
+a message, exit code 2."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -8,16 +11,9 @@ import pandas as pd
 import pytest
 
 from mlplatform.cli import main
-from mlplatform.orchestration.assets import all_assets
-from mlplatform.orchestration.resources import PlatformResource
-from mlplatform.pipeline.replay import write_batches
-from mlplatform.settings import Settings
 from mlplatform.domain.spec import DatasetSpec
-
-
-def _materialize(instance: dg.DagsterInstance, keys: list[str]) -> None:
-    result = dg.materialize(all_assets, selection=keys, instance=instance, resources={"platform": PlatformResource()})
-    assert result.success
+from mlplatform.pipeline.replay import write_batches
+from mlplatform.settings import REPO_ROOT, Settings
 
 
 def test_status_json_after_two_versions(
@@ -25,33 +21,63 @@ def test_status_json_after_two_versions(
 ) -> None:
     bad = adult_rows.iloc[[0]].assign(event_id="broken", age="old")
     write_batches(pd.concat([adult_rows.iloc[:1500], bad]), adult_spec, state.landing_dir, 2000)
-    _materialize(instance, ["raw_events", "features", "trained_model", "evaluation_report"])
+    assert main(["materialize", "--model", "adult"]) == 0
+    assert "materialized raw_events, features, trained_model, evaluation_report of adult in run" in capsys.readouterr().out
     write_batches(adult_rows.iloc[1500:2500], adult_spec, state.landing_dir, 1000, prefix="more")
-    _materialize(instance, ["raw_events", "features", "trained_model", "evaluation_report"])
+    assert main(["--model", "adult", "materialize", "--select", "raw_events,features,trained_model,evaluation_report"]) == 0
     capsys.readouterr()
+    assert len(instance.get_runs()) == 2, "the command's runs are in the state folder's instance, as UI runs are"
 
-    assert main(["status", "--json"]) == 0
-    status = json.loads(capsys.readouterr().out)
+    assert main(["status", "--json", "--model", "adult"]) == 0
+    [status] = json.loads(capsys.readouterr().out)
     versions = {v["version"]: v for v in status["versions"]}
     assert sorted(versions) == [1, 2]
     assert status["champion"] in (1, 2) and "champion" in versions[status["champion"]]["aliases"]
     assert versions[1]["decision"] == "promoted" and versions[2]["decision"] in ("promoted", "rejected")
-    assert versions[2]["reason"] and "valid_roc_auc" in versions[2]["metrics"]
-    assert versions[2]["window"]["rows"] == "2500"
-    assert status["events"] == {"total": 2500, "labelled": 2500, "quarantined": 1, "label_watermark": 2500} | {
-        k: v for k, v in status["events"].items() if k not in ("total", "labelled", "quarantined", "label_watermark")
-    }
-    assert status["dataset"] == "adult" and status["model"] == "mlplatform-adult"
+    assert versions[2]["reason"] and status["timeline"][0]["version"] == 1 and not status["pinned"]
+    assert status["events"] == {"total": 2500, "labelled": 2500, "quarantined": 1, "label_watermark": 2500}
+    assert status["model"] == "adult" and status["registered_model"] == "mlplatform-adult"
 
-    assert main(["status"]) == 0
+    assert main(["status", "--model", "adult"]) == 0
     human = capsys.readouterr().out
     assert f"champion: v{status['champion']}" in human and "2500 total, 2500 labelled, 1 quarantined" in human
 
 
-def test_status_on_an_empty_state_folder(state: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+def test_status_on_an_empty_state_folder_lists_every_model(state: Settings, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["status", "--json"]) == 0
-    status = json.loads(capsys.readouterr().out)
-    assert status["champion"] is None and status["versions"] == [] and status["events"]["total"] == 0
+    statuses = json.loads(capsys.readouterr().out)
+    assert [s["model"] for s in statuses] == ["adult", "bike-sharing"]
+    assert all(s["champion"] is None and s["versions"] == [] and s["events"]["total"] == 0 for s in statuses)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["status", "--model", "churn"], "no model named 'churn'; this code location has: adult, bike-sharing"),
+        (["materialize"], "this code location has 2 models (adult, bike-sharing): say which with --model"),
+        (["materialize", "--model", "adult", "--select", "raw_events,weights"], "unknown asset(s) weights"),
+        (["champion", "set", "--model", "adult", "--version", "1"], "say why (--reason)"),
+    ],
+)
+def test_a_wrong_model_asset_or_missing_reason_is_a_message(state: Settings, capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_help_imports_nothing_heavy_shows_defaults_and_options_go_before_or_after_the_command() -> None:
+    probe = ("import sys, contextlib, io\nfrom mlplatform.cli import main\nwith contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()) as out:\n"
+             "    main(['replay', '--help'])\nprint(sorted(m for m in ('dagster', 'mlflow', 'pandas', 'lightgbm', 'pyarrow') if m in sys.modules))\n"
+             "print(out.getvalue())")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=REPO_ROOT).stdout
+    heavy, _, text = out.partition("\n")
+    assert heavy == "[]", f"--help imported {heavy}: it must print in well under 2 s on a busy machine"
+    assert "(default: 1000)" in text and "--state-dir" in text and "--model" in text
+    from mlplatform.cli import build_parser
+
+    before = build_parser().parse_args(["--state-dir", "/a", "--model", "adult", "status"])
+    after = build_parser().parse_args(["status", "--state-dir", "/b", "--model", "bike-sharing"])
+    assert (before.state_dir, before.model, after.state_dir, after.model) == ("/a", "adult", "/b", "bike-sharing")
 
 
 @pytest.mark.parametrize(
@@ -69,9 +95,9 @@ def test_a_wrong_spec_is_a_message_not_a_traceback(
     path = tmp_path / "spec.yaml"
     if spec_text is not None:
         path.write_text(spec_text, encoding="utf-8")
-    assert main(["--spec", str(path), "status"]) == 2
+    assert main(["replay", "--spec", str(path)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("mlplatform status: ") and message in err and "Traceback" not in err
+    assert err.startswith("mlplatform replay: ") or err.startswith("replay failed: ") and message in err and "Traceback" not in err
 
 
 def test_a_wrong_setting_names_the_variable(state: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

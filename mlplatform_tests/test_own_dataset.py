@@ -238,7 +238,7 @@ def test_the_readme_loans_example_becomes_a_correct_stream(tmp_path: Path, capsy
     assert cli.main(["--spec", str(tmp_path / "loans.yaml"), "--state-dir", str(state), "replay", "--label-delay", "0", "--batch-size", "100", "--quiet"]) == 0
     assert "sent 300 events and 200 labels" in capsys.readouterr().out
     spec = load_spec(tmp_path / "loans.yaml")
-    report, stored, quarantine = _ingest(spec, state / "landing", tmp_path / "events.sqlite")
+    report, stored, quarantine = _ingest(spec, state / "landing" / spec.name, tmp_path / "events.sqlite")
 
     assert quarantine.empty, quarantine
     assert report.total("ingested") == 300 and report.total("labels_applied") == 200

@@ -41,7 +41,7 @@ ADULT_SPEC = Path(__file__).resolve().parent.parent / "data" / "adult.yaml"
     ],
 )
 def test_bad_replay_options_fail_with_a_clear_message(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
-    code = cli.main(["--state-dir", str(tmp_path), "replay", "--count", "100", "--quiet", *argv])
+    code = cli.main(["--state-dir", str(tmp_path), "replay", "--model", "adult", "--count", "100", "--quiet", *argv])
     assert code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "landing").exists() or not any((tmp_path / "landing").iterdir())
@@ -49,7 +49,7 @@ def test_bad_replay_options_fail_with_a_clear_message(tmp_path: Path, capsys: py
 
 def test_unreachable_serving_api_and_missing_spec_are_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     url = f"http://127.0.0.1:{free_port()}"
-    assert cli.main(["--state-dir", str(tmp_path), "replay", "--to", "api", "--url", url, "--count", "10", "--quiet"]) == 2
+    assert cli.main(["--state-dir", str(tmp_path), "--model", "adult", "replay", "--to", "api", "--url", url, "--count", "10", "--quiet"]) == 2
     assert f"cannot reach the serving API at {url}/predict" in capsys.readouterr().err
     assert cli.main(["--state-dir", str(tmp_path), "--spec", str(tmp_path / "missing.yaml"), "replay", "--quiet"]) == 2
     assert "does not exist" in capsys.readouterr().err

@@ -10,8 +10,6 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from mlplatform.domain.spec import SpecError
-from mlplatform.root import PlatformError
 from mlplatform.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
@@ -169,6 +167,7 @@ def _common(defaults: bool) -> argparse.ArgumentParser:
     unset = None if defaults else argparse.SUPPRESS
     parser.add_argument("--state-dir", default=unset, help="state folder (default: MLPLATFORM_STATE_DIR or .mlplatform/)")
     parser.add_argument("--model", default=unset, help="a model of the code location, by name (default: every model, or the only one)")
+    parser.add_argument("--spec", default=unset, help="replay only: a dataset spec YAML instead of a model's (landing: <landing root>/<spec name>)")
     return parser
 
 
@@ -200,7 +199,6 @@ def build_parser() -> argparse.ArgumentParser:
     champ.add_argument("--no-pin", action="store_true", help="with set: let the retraining loop replace this version again")
     champ.set_defaults(func=cmd_champion)
     replay = command("replay", "replay a model's dataset (or --spec) as a stream into its landing folder or the serving API, paced, with drift")
-    replay.add_argument("--spec", help="replay this dataset spec instead of a model's (landing: <landing root>/<spec name>)")
     replay.add_argument("--to", choices=["landing", "api"], default="landing", help="landing folder files, or POST /predict + /feedback")
     replay.add_argument("--url", help="serving API base URL (with --to api; default from MLPLATFORM_SERVE_HOST/PORT, token from MLPLATFORM_SERVE_TOKEN)")
     replay.add_argument("--order", choices=["time", "shuffled"], default="time", help="event-time order, or shuffled by --seed")
@@ -225,7 +223,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)  # --help and usage errors end here, before pandas, Dagster or MLflow is imported
+    if args.spec and args.command != "replay":
+        parser.error(f"--spec applies to replay; `{args.command}` works on the models of the code location: use --model")
+    from mlplatform.domain.spec import SpecError
+    from mlplatform.root import PlatformError
+
     try:
         return int(args.func(args))
     except (SpecError, ValidationError, SettingsError, PlatformError) as exc:  # a wrong spec, defs.yaml or MLPLATFORM_* setting: say which
