@@ -17,7 +17,7 @@ each reaction into: until the retraining run is requested, its queue, the run wo
 (features, trained_model, evaluation_report promoting `@champion`), and serving's switch to the new version.
 
     .venv/bin/python benchmarks/bench_reaction.py                        # Adult: 6 new-label triggers (N=1000), 5 drift triggers
-    .venv/bin/python benchmarks/bench_reaction.py --spec my.yaml --every 2000 --drift-triggers 0
+    .venv/bin/python benchmarks/bench_reaction.py --model churn --every 2000 --drift-triggers 0   # a model of the code location
 """
 
 from __future__ import annotations
@@ -41,16 +41,17 @@ import httpx  # noqa: E402
 import pandas as pd  # noqa: E402
 from results import markdown_table, record  # noqa: E402
 
-from mlplatform.orchestration.assets import EVALUATION_REPORT  # noqa: E402
-from mlplatform.orchestration.monitoring import DRIFT_REPORT  # noqa: E402
-from mlplatform.domain.policy import DRIFT, DRIFT_REPORT_TAG  # noqa: E402
-from mlplatform.cli.demo import drift_scenario, materialize, scoped_environment  # noqa: E402
+from mlplatform.cli.demo import drift_scenario, scoped_environment  # noqa: E402
 from mlplatform.cli.dev import BIN, Server, build_servers, http_ok, running  # noqa: E402
+from mlplatform.domain.keys import DRIFT_REPORT_TAG, LAUNCHED_BY_TAG, REASON_TAG  # noqa: E402
+from mlplatform.domain.policy import DRIFT  # noqa: E402
+from mlplatform.domain.spec import DatasetSpec, SpecError  # noqa: E402
 from mlplatform.orchestration.instance import prepare_dagster_home  # noqa: E402
-from mlplatform.orchestration.sensors import LAUNCHED_BY_TAG, SENSOR_NAME, drift_report_sensor, retraining_sensor  # noqa: E402
+from mlplatform.orchestration.launch import definitions, materialize  # noqa: E402
+from mlplatform.orchestration.names import DRIFT_REPORT, EVALUATION_REPORT, ModelNames  # noqa: E402
 from mlplatform.pipeline.replay import ApiSink, DriftScenario, canonical_labels, inject_drift, read_source, select_stream, write_batches  # noqa: E402
-from mlplatform.settings import REPO_ROOT, Settings  # noqa: E402
-from mlplatform.domain.spec import DatasetSpec, SpecError, load_spec  # noqa: E402
+from mlplatform.root import platform  # noqa: E402
+from mlplatform.settings import Settings, SettingsError  # noqa: E402
 
 GOAL_MEDIAN_S = 30.0
 PREDICT_BATCH = 200
@@ -93,25 +94,25 @@ def concept_change(spec: DatasetSpec, reference: pd.DataFrame) -> DriftScenario:
     return DriftScenario(flip_labels=1.0, seed=1)
 
 
-def serving_version(client: httpx.Client) -> int | None:
+def serving_version(client: httpx.Client, names: ModelNames) -> int | None:
     try:
-        body = client.get("/readyz").json()
+        body = client.get(f"/models/{names.model}/readyz").json()
     except (httpx.HTTPError, ValueError):
         return None
     return body.get("model_version") if isinstance(body, dict) else None
 
 
-def sensor_run(instance: dg.DagsterInstance, after: float) -> dg.RunRecord | None:
-    """The newest run the retraining sensor launched after `after` (epoch seconds), if any."""
-    records = instance.get_run_records(filters=dg.RunsFilter(tags={LAUNCHED_BY_TAG: SENSOR_NAME}), limit=1)
+def sensor_run(instance: dg.DagsterInstance, names: ModelNames, after: float) -> dg.RunRecord | None:
+    """The newest run the model's retraining sensor launched after `after` (epoch seconds), if any."""
+    records = instance.get_run_records(filters=dg.RunsFilter(tags={LAUNCHED_BY_TAG: names.retraining_sensor}), limit=1)
     if not records or records[0].create_timestamp.timestamp() < after:
         return None
     return records[0]
 
 
-def evaluation_of(instance: dg.DagsterInstance, run_id: str) -> tuple[float, dict[str, object]] | None:
+def evaluation_of(instance: dg.DagsterInstance, names: ModelNames, run_id: str) -> tuple[float, dict[str, object]] | None:
     """When the run's evaluation_report was materialized (the promotion happened just before) and its metadata."""
-    records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=EVALUATION_REPORT), limit=5).records
+    records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=names.asset(EVALUATION_REPORT)), limit=5).records
     for rec in records:
         if rec.run_id == run_id and rec.asset_materialization is not None:
             return rec.timestamp, {k: v.value for k, v in rec.asset_materialization.metadata.items()}
@@ -121,7 +122,8 @@ def evaluation_of(instance: dg.DagsterInstance, run_id: str) -> tuple[float, dic
 def one_round(rows: pd.DataFrame, spec: DatasetSpec, sink: ApiSink, client: httpx.Client, instance: dg.DagsterInstance,
               change: str, clock_at: int, timeout_s: float) -> Reaction:
     """Send the round's events, then their labels; the clock starts when label number `clock_at` is acknowledged."""
-    before = serving_version(client) or 0
+    names = ModelNames(spec.name)
+    before = serving_version(client, names) or 0
     event_ids: list[str] = []
     for start in range(0, len(rows), PREDICT_BATCH):
         event_ids += sink.send_events(rows.iloc[start : start + PREDICT_BATCH], inline_labels=False)
@@ -132,15 +134,15 @@ def one_round(rows: pd.DataFrame, spec: DatasetSpec, sink: ApiSink, client: http
     deadline = met + timeout_s
     run: dg.RunRecord | None = None
     while time.time() < deadline:
-        version = serving_version(client)
+        version = serving_version(client, names)
         now = time.time()
-        run = sensor_run(instance, met - 1)  # read again each time: a record is a snapshot, its status does not move
+        run = sensor_run(instance, names, met - 1)  # read again each time: a record is a snapshot, its status does not move
         if version is not None and version != before:
             break
         if run is not None and run.dagster_run.is_finished:
-            evaluation = evaluation_of(instance, run.dagster_run.run_id)
+            evaluation = evaluation_of(instance, names, run.dagster_run.run_id)
             if evaluation is None or evaluation[1].get("decision") != "promoted":
-                return _reaction(instance, run, met, None, change, before, None)
+                return _reaction(instance, names, run, met, None, change, before, None)
         time.sleep(0.05)
     else:
         raise TimeoutError(f"no new champion served within {timeout_s:.0f}s of the trigger (run: {run.dagster_run.run_id if run else 'none launched'})")
@@ -148,36 +150,36 @@ def one_round(rows: pd.DataFrame, spec: DatasetSpec, sink: ApiSink, client: http
         raise RuntimeError("the served version changed but no sensor-launched run exists")
     while not instance.get_run_record_by_id(run.dagster_run.run_id).dagster_run.is_finished:  # type: ignore[union-attr]
         time.sleep(0.05)
-    return _reaction(instance, instance.get_run_record_by_id(run.dagster_run.run_id), met, now, change, before, version)  # type: ignore[arg-type]
+    return _reaction(instance, names, instance.get_run_record_by_id(run.dagster_run.run_id), met, now, change, before, version)  # type: ignore[arg-type]
 
 
-def drift_report_done(instance: dg.DagsterInstance, run: dg.RunRecord) -> float | None:
+def drift_report_done(instance: dg.DagsterInstance, names: ModelNames, run: dg.RunRecord) -> float | None:
     """When the drift report a drift-triggered run names (its storage id, in the run's tags) was materialized."""
     report = run.dagster_run.tags.get(DRIFT_REPORT_TAG)
-    if run.dagster_run.tags.get("mlplatform/reason") != DRIFT or not report:
+    if run.dagster_run.tags.get(REASON_TAG) != DRIFT or not report:
         return None
-    records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=DRIFT_REPORT, storage_ids=[int(report)]), limit=1).records
+    records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=names.asset(DRIFT_REPORT), storage_ids=[int(report)]), limit=1).records
     return records[0].timestamp if records else None
 
 
-def _reaction(instance: dg.DagsterInstance, run: dg.RunRecord, met: float, served_at: float | None, change: str, before: int, after: int | None) -> Reaction:
-    evaluation = evaluation_of(instance, run.dagster_run.run_id)
+def _reaction(instance: dg.DagsterInstance, names: ModelNames, run: dg.RunRecord, met: float, served_at: float | None, change: str, before: int, after: int | None) -> Reaction:
+    evaluation = evaluation_of(instance, names, run.dagster_run.run_id)
     promoted_at = evaluation[0] if evaluation else float(run.end_time or time.time())
     created = run.create_timestamp.timestamp()
     started = float(run.start_time or created)
     dequeued = next((e.timestamp for e in instance.all_logs(run.dagster_run.run_id, of_type=dg.DagsterEventType.RUN_DEQUEUED)), created)
     decision = str(evaluation[1].get("decision", "?")) if evaluation else f"run {run.dagster_run.status.value}"
-    report_done = drift_report_done(instance, run)
-    return Reaction(0, run.dagster_run.tags.get("mlplatform/reason", "?"), change, before, after, decision, created - met, dequeued - created,
+    report_done = drift_report_done(instance, names, run)
+    return Reaction(0, run.dagster_run.tags.get(REASON_TAG, "?"), change, before, after, decision, created - met, dequeued - created,
                     started - dequeued, promoted_at - started, None if served_at is None else served_at - promoted_at, step_seconds(instance, run.dagster_run.run_id),
                     None if report_done is None else report_done - met)
 
 
 def step_seconds(instance: dg.DagsterInstance, run_id: str) -> dict[str, float]:
-    """Each step's time from its start to its success, from the run's event log."""
+    """Each step's time from its start to its success (by asset name: `features`, not `adult__features`), from the run's event log."""
     events = instance.all_logs(run_id, of_type={dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS})
     starts = {e.step_key: e.timestamp for e in events if e.dagster_event and e.dagster_event.event_type is dg.DagsterEventType.STEP_START}
-    return {e.step_key: e.timestamp - starts[e.step_key] for e in events
+    return {str(e.step_key).rpartition("__")[2]: e.timestamp - starts[e.step_key] for e in events
             if e.step_key in starts and e.dagster_event and e.dagster_event.event_type is dg.DagsterEventType.STEP_SUCCESS}
 
 
@@ -185,7 +187,7 @@ def bootstrap(settings: Settings, spec: DatasetSpec, rows: pd.DataFrame) -> None
     """The first champion, through the same assets the daemon runs."""
     write_batches(rows, spec, settings.landing_dir, 1000)
     with dg.DagsterInstance.get() as instance:
-        materialize(instance, ["raw_events", "features", "trained_model", "evaluation_report"])
+        materialize(instance, spec.name, ["raw_events", "features", "trained_model", "evaluation_report"])
 
 
 def serving_server(settings: Settings) -> Server:
@@ -238,14 +240,14 @@ def drift_plan(spec: DatasetSpec, rows: pd.DataFrame, size: int, count: int) -> 
                 "the retraining sensor then lie on the path")
 
 
-def session(plan: Plan, spec: DatasetSpec, spec_path: Path, timeout_s: float, work: Path) -> list[Reaction]:
+def session(plan: Plan, spec: DatasetSpec, timeout_s: float, work: Path) -> list[Reaction]:
     """A fresh state folder, a first champion, the daemon and serving as processes, then one trigger per round."""
-    env = {"MLPLATFORM_STATE_DIR": str(work / "state"), "MLPLATFORM_DATASET_SPEC": str(spec_path), "MLPLATFORM_RETRAIN_COOLDOWN_SECONDS": "0",
+    env = {"MLPLATFORM_STATE_DIR": str(work / "state"), "MLPLATFORM_RETRAIN_COOLDOWN_SECONDS": "0",
            "MLPLATFORM_SERVE_PORT": str(free_port()), **plan.env}
     reactions: list[Reaction] = []
     with scoped_environment(env, restore=("DAGSTER_HOME", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")):
-        settings = Settings()
-        prepare_dagster_home(settings)
+        prepare_dagster_home(Settings())
+        settings = platform().model(spec.name).settings
         bootstrap(settings, spec, plan.first)
         servers = [s for s in build_servers(settings) if s.name == "dagster-daemon"] + [serving_server(settings)]
         with running(settings, log_dir=work / "logs", servers=servers), dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
@@ -259,7 +261,10 @@ def session(plan: Plan, spec: DatasetSpec, spec_path: Path, timeout_s: float, wo
 
 
 def run(args: argparse.Namespace) -> tuple[list[Reaction], dict[str, object]]:
-    spec = load_spec(args.spec)
+    try:
+        spec = platform().model(args.model).spec
+    except SettingsError as exc:
+        raise SystemExit(str(exc)) from None
     ordered = select_stream(read_source(spec), spec, order="time")
     plans = [new_labels_plan(spec, ordered, args.every, args.triggers)] + ([drift_plan(spec, ordered, args.drift_events, args.drift_triggers)] if args.drift_triggers else [])
     for plan in plans:
@@ -269,7 +274,7 @@ def run(args: argparse.Namespace) -> tuple[list[Reaction], dict[str, object]]:
     reactions: list[Reaction] = []
     for plan in plans:
         with tempfile.TemporaryDirectory(prefix="bench-reaction-", dir=args.work_dir) as tmp:
-            reactions += session(plan, spec, args.spec, args.timeout, Path(tmp))
+            reactions += session(plan, spec, args.timeout, Path(tmp))
     return reactions, {"wall_s": time.perf_counter() - started, "load": os.getloadavg(), "plans": [f"{p.kind}: {p.note}" for p in plans]}
 
 
@@ -310,9 +315,13 @@ def summary(reactions: list[Reaction]) -> tuple[list[dict[str, object]], str]:
     return rows, f"`{served[0].reason}` triggers, goal (median ≤ {GOAL_MEDIAN_S:.0f} s): **{verdict}** — median {median_total:.1f} s, max {max(totals):.1f} s over {len(served)} triggers that promoted (of {len(reactions)})."  # type: ignore[type-var]
 
 
+def sensor_interval(name: str) -> int:
+    return int(definitions().resolve_sensor_def(name).minimum_interval_seconds or 30)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--spec", type=Path, default=REPO_ROOT / "data" / "adult.yaml", help="dataset spec (default: Adult)")
+    parser.add_argument("--model", default="adult", help="a model of the code location (default: adult)")
     parser.add_argument("--triggers", type=int, default=6, help="rounds, each one trigger (at least 5 for the issue's figure)")
     parser.add_argument("--every", type=int, default=1000, help="N: new labelled events per trigger (MLPLATFORM_RETRAIN_EVERY_N)")
     parser.add_argument("--drift-triggers", type=int, default=5, help="rounds of covariate drift with fewer labels than N, each one trigger (0: none)")
@@ -327,13 +336,14 @@ def main() -> int:
         reactions, context = run(args)
     except SpecError as exc:
         parser.error(str(exc))
+    names = ModelNames(args.model)
     table = markdown_table([_row(r) for r in reactions])
     summaries = [summary([r for r in reactions if r.reason == reason]) for reason in dict.fromkeys(r.reason for r in reactions)]
     load = ", ".join(f"{x:.1f}" for x in context["load"])  # type: ignore[attr-defined]
     plans = "".join(f"- {note}.\n" for note in context["plans"])  # type: ignore[attr-defined]
     body = (
         f"{table}\n\n" + "".join(f"{markdown_table(phases)}\n\n{verdict}\n\n" for phases, verdict in summaries) +
-        f"- Processes: `dagster-daemon run -w workspace.yaml` (retraining_sensor every {retraining_sensor.minimum_interval_seconds} s, drift_report_sensor every {drift_report_sensor.minimum_interval_seconds} s, queued run coordinator, a run worker "
+        f"- Processes: `dagster-daemon run -w workspace.yaml` (retraining sensor every {sensor_interval(names.retraining_sensor)} s, drift report sensor every {sensor_interval(names.drift_sensor)} s, queued run coordinator, a run worker "
         f"process per run) and `mlplatform serve` (checks `@champion` every {Settings().serve_reload_seconds:.0f} s), on one fresh state folder "
         f"with the embedded defaults; the benchmark is a third process, talking HTTP to serving and reading the Dagster instance.\n"
         f"- Each kind of trigger runs on its own fresh state folder with a first champion; each round sends its events via `POST /predict` "

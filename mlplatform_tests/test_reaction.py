@@ -12,14 +12,13 @@ import pytest
 
 from benchmarks.bench_reaction import Reaction, main, run, summary
 from benchmarks.results import RESULTS
-from mlplatform.settings import DEFAULT_SPEC
 
 
 @pytest.fixture(scope="module")
 def one_trigger(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Reaction], dict[str, object]]:
     before = dict(os.environ)
     work = tmp_path_factory.mktemp("reaction")
-    result = run(argparse.Namespace(spec=DEFAULT_SPEC, triggers=1, every=500, drift_triggers=0, drift_events=1500, timeout=300.0, work_dir=work))
+    result = run(argparse.Namespace(model="adult", triggers=1, every=500, drift_triggers=0, drift_events=1500, timeout=300.0, work_dir=work))
     changed = {k for k in {*before, *os.environ} if before.get(k) != os.environ.get(k)}
     assert not changed, f"the benchmark must leave this process's environment as it found it: {changed}"
     assert not any(work.iterdir()), "the temporary state folder and the servers' logs are removed after the run"
@@ -52,7 +51,7 @@ def test_summary_reports_median_max_and_the_goal(one_trigger: tuple[list[Reactio
     (["--every", "ten"], "invalid int value"),
     (["--drift-events", "200"], "--drift-events must be at least DRIFT_EVERY_N_EVENTS (1000)"),
     (["--triggers", "60"], "too few for 60 new labels triggers"),
-    (["--spec", "/nonexistent/spec.yaml"], "/nonexistent/spec.yaml"),
+    (["--model", "churn"], "no model named 'churn'"),
 ])
 def test_bad_options_are_refused_before_any_server_starts(argv: list[str], message: str, monkeypatch: pytest.MonkeyPatch,
                                                           capsys: pytest.CaptureFixture[str]) -> None:

@@ -21,10 +21,11 @@ import pandas as pd
 import pytest
 from playwright.sync_api import BrowserContext, Page, Route, expect, sync_playwright
 
-from mlplatform.orchestration.assets import EVALUATION_REPORT, latest_metadata
+from mlplatform.domain.keys import LAUNCHED_BY_TAG
+from mlplatform.orchestration.assets import latest_metadata
+from mlplatform.orchestration.names import ModelNames
 from mlplatform.cli.dev import running
-from mlplatform.orchestration.sensors import SENSOR_NAME
-from mlplatform.stores.registry import CHAMPION, Registry
+from mlplatform.stores.registry import CHAMPION
 from mlplatform.pipeline.replay import DriftScenario, inject_drift, write_batches
 from mlplatform.settings import REPO_ROOT
 from mlplatform.domain.spec import DatasetSpec
@@ -36,8 +37,11 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-dev-shm-usage"]
 ARTIFACTS = Path(__file__).parent / "artifacts" / "ui"
 DOCS_SCREENSHOTS = REPO_ROOT / "docs" / "screenshots"
-DRIFT_REPORT = dg.AssetKey("drift_report")
-GROUPS = {"raw_events": "ingestion", "features": "training", "trained_model": "training", "evaluation_report": "training", "drift_report": "monitoring"}
+ADULT = ModelNames("adult")
+SENSOR_NAME = ADULT.retraining_sensor
+DRIFT_REPORT, EVALUATION_REPORT, RAW_EVENTS = ADULT.asset("drift_report"), ADULT.asset("evaluation_report"), ADULT.asset("raw_events")
+GROUPS = ("adult", "bike_sharing")  # one group per model, each holding the same six assets
+ASSETS = ("raw_events", "features", "trained_model", "evaluation_report", "drift_report", "live_quality")
 DRIFT = DriftScenario(shift_numeric={"age": 2.0, "hours-per-week": 2.0}, category_mix={"workclass": "Self-emp-inc"}, seed=5)
 DRIFTED_ROWS = 1000
 SLOW = 240_000  # ms: each run starts a fresh process that imports the code location, on a machine busy with other tests
@@ -144,17 +148,18 @@ def test_asset_graph_shows_the_assets_in_their_groups(stack: Stack, page: Page) 
     graph = page.locator("foreignObject")
     with step(page, "graph-groups"):
         page.goto(f"{stack.dagster}/asset-groups")
-        for group in set(GROUPS.values()):
+        for group in GROUPS:
             expect(graph.get_by_text(group, exact=True).first).to_be_visible()
         expect(page.get_by_role("dialog")).to_have_count(0)  # nux.enabled: false, so no first-visit dialog
     with step(page, "graph-expanded"):
         page.keyboard.press("Alt+e")  # the graph's "Expand all groups"
-        for asset in GROUPS:
-            expect(graph.get_by_text(asset, exact=True).first).to_be_visible()
+        for asset in ASSETS:
+            expect(graph.get_by_text(asset, exact=True)).to_have_count(len(GROUPS))
         page.wait_for_timeout(500)  # the layout animates into place
-        headers = {group: graph.get_by_text(group, exact=True).first.bounding_box() for group in set(GROUPS.values())}
-        placed = {asset: _enclosing_group(graph.get_by_text(asset, exact=True).first.bounding_box(), headers) for asset in GROUPS}  # type: ignore[arg-type]
-        assert placed == GROUPS
+        headers = {group: graph.get_by_text(group, exact=True).first.bounding_box() for group in GROUPS}
+        placed = {asset: sorted(str(_enclosing_group(node.bounding_box(), headers)) for node in graph.get_by_text(asset, exact=True).all())  # type: ignore[arg-type]
+                  for asset in ASSETS}
+        assert placed == {asset: sorted(GROUPS) for asset in ASSETS}, "each model's assets sit in its own group"
         _docs_screenshot(page, "dagster-asset-graph")
 
 
@@ -162,7 +167,7 @@ def test_materializing_raw_events_from_the_ui_succeeds(stack: Stack, page: Page)
     platform = stack.platform
     write_batches(platform.next_rows(200), platform.spec, platform.settings.landing_dir, 200, prefix="from-ui")
     with step(page, "materialize-click"):
-        page.goto(f"{stack.dagster}/assets/raw_events")
+        page.goto(f"{stack.dagster}/assets/adult/raw_events")
         button = page.locator("button").filter(has_text=re.compile(r"^\s*Materialize\s*$")).first
         with page.expect_response(lambda r: "/graphql" in r.url and "LaunchPipelineExecution" in (r.request.post_data or "")) as launched:
             button.click()
@@ -173,7 +178,7 @@ def test_materializing_raw_events_from_the_ui_succeeds(stack: Stack, page: Page)
         expect(page.get_by_text("Success", exact=True).first).to_be_visible(timeout=SLOW)
     run = platform.instance.get_run_by_id(run_id)
     assert run is not None and run.status == dg.DagsterRunStatus.SUCCESS
-    assert (latest_metadata(platform.instance, dg.AssetKey("raw_events")) or {})["ingested"] == 200
+    assert (latest_metadata(platform.instance, RAW_EVENTS) or {})["ingested"] == 200
 
 
 def test_automation_page_lists_the_retraining_sensor_running_with_its_ticks(stack: Stack, page: Page) -> None:
@@ -203,7 +208,7 @@ def test_drift_report_link_opens_the_rendered_report_naming_the_drifted_columns(
     drifted = [name.strip() for name in str(meta["drifted_column_names"]).split(",")]
     assert {"age", "hours-per-week", "workclass"} <= set(drifted), drifted
     with step(page, "drift-asset-page"):
-        page.goto(f"{stack.dagster}/assets/drift_report")
+        page.goto(f"{stack.dagster}/assets/adult/drift_report")
         report = _open_metadata_link(browser, page, str(meta["report_url"]))
     with step(report, "drift-report"):
         expect(report).to_have_url(str(meta["report_url"]))
@@ -215,7 +220,7 @@ def test_drift_report_link_opens_the_rendered_report_naming_the_drifted_columns(
 def test_evaluation_report_and_model_version_are_links(stack: Stack, browser: BrowserContext, page: Page) -> None:
     meta = latest_metadata(stack.platform.instance, EVALUATION_REPORT) or {}
     with step(page, "evaluation-asset-page"):
-        page.goto(f"{stack.dagster}/assets/evaluation_report")
+        page.goto(f"{stack.dagster}/assets/adult/evaluation_report")
         expect(page.locator(f"a[href='{meta['mlflow_model_version']}']").first).to_be_visible()
         expect(page.locator(f"a[href='{meta['champion_model_version']}']").first).to_be_visible()
         report = _open_metadata_link(browser, page, str(meta["report_url"]))
@@ -232,19 +237,19 @@ def test_launching_a_materialization_through_graphql_succeeds(stack: Stack) -> N
     write_batches(platform.next_rows(100), platform.spec, platform.settings.landing_dir, 100, prefix="from-graphql")
     parts = urlsplit(stack.dagster)
     client = DagsterGraphQLClient(str(parts.hostname), port_number=parts.port, timeout=60)
-    run_id = client.submit_job_execution("__ASSET_JOB", asset_selection=[dg.AssetKey("raw_events")], tags={"mlplatform/launched_by": "graphql-test"})
+    run_id = client.submit_job_execution("__ASSET_JOB", asset_selection=[RAW_EVENTS], tags={LAUNCHED_BY_TAG: "graphql-test"})
     deadline = time.monotonic() + SLOW / 1000
     status = client.get_run_status(run_id)
     while status not in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED) and time.monotonic() < deadline:
         time.sleep(2)
         status = client.get_run_status(run_id)
     assert status == dg.DagsterRunStatus.SUCCESS, f"run {run_id} ended {status}; server logs in {stack.log_dir}"
-    assert (latest_metadata(platform.instance, dg.AssetKey("raw_events")) or {})["ingested"] == 100
+    assert (latest_metadata(platform.instance, RAW_EVENTS) or {})["ingested"] == 100
 
 
 def test_mlflow_ui_shows_the_registered_model_its_versions_and_the_champion(stack: Stack, page: Page) -> None:
     settings, spec = stack.platform.settings, stack.platform.spec
-    registry = Registry(settings.tracking_uri, settings.artifact_root, spec)
+    registry = stack.platform.model.registry
     versions = registry.versions()
     champion = registry.champion()
     assert versions and champion is not None

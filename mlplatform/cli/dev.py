@@ -198,8 +198,7 @@ def running(settings: Settings, log_dir: Path | None = None, timeout_seconds: fl
     _create_instance_storage(settings)
     if log_dir is not None:
         log_dir.mkdir(parents=True, exist_ok=True)
-    env = {**CHILD_ENV_DEFAULTS, **os.environ, "DAGSTER_HOME": str(settings.dagster_home), "MLPLATFORM_STATE_DIR": str(settings.state_dir),
-           "MLPLATFORM_DATASET_SPEC": str(settings.dataset_spec)}
+    env = {**CHILD_ENV_DEFAULTS, **os.environ, "DAGSTER_HOME": str(settings.dagster_home), "MLPLATFORM_STATE_DIR": str(settings.state_dir)}
     servers = build_servers(settings) if servers is None else servers
     try:
         for server in servers:
