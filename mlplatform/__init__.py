@@ -19,9 +19,17 @@ for _name, _value in {
 __version__ = "0.1.0"
 
 
+COMPONENTS = ("RetrainingLoop",)
+
+
+def __dir__() -> list[str]:
+    """Dagster's component registry lists a module's members by dir(): the component type is one of them."""
+    return sorted({*globals(), *COMPONENTS})
+
+
 def __getattr__(name: str) -> object:
     """`mlplatform.RetrainingLoop`, the component type models' defs.yaml name, imported (with Dagster) only when asked for."""
-    if name == "RetrainingLoop":
+    if name in COMPONENTS:
         from mlplatform.orchestration.component import RetrainingLoop
 
         return RetrainingLoop

@@ -15,7 +15,7 @@ import yaml
 SAMPLE_ROWS = 5000
 MAX_CLASSES = 20
 ID_NAMES = re.compile(r"^(id|.*_id|event_id|uuid)$", re.IGNORECASE)
-TIME_NAMES = re.compile(r"^(time|timestamp|date|datetime|event_time|ts|created_at|dteday)$", re.IGNORECASE)
+TIME_NAMES = re.compile(r"^(time|timestamp|date|datetime|ts|dteday)$|_(time|at|date|ts)$", re.IGNORECASE)
 
 TEMPLATE = """\
 # Dataset spec of model {name}: fill in the label, the task and the feature columns of your event files,
