@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     serve_correction_learning_rate: float = Field(default=0.5, gt=0, le=1, description="Learning rate of the online correction (normalised LMS step).")
     serve_correction_warm_events: int = Field(default=5000, ge=0, description="Latest labelled served predictions of a version replayed into its correction when it is loaded.")
 
+    # production profile
+    event_log_url: SecretStr | None = Field(default=None, description="PostgreSQL URL of the event log (e.g. postgresql://user:password@127.0.0.1:5432/db), one schema per dataset; unset: the SQLite file in <state>/events.")
+
     @model_validator(mode="after")
     def _resolve_paths(self) -> "Settings":
         self.state_dir = self.state_dir.expanduser().resolve()
