@@ -230,8 +230,8 @@ def _sensor(settings: Settings, errors: "mp.Queue[str]") -> None:
             counts = log.counts()
             if counts.total < last.total or counts.label_watermark < last.label_watermark or counts.labelled > counts.total:
                 errors.put(f"sensor saw counters go back: {counts} after {last}")
-            if log.labelled_since(last.label_watermark) != counts.label_watermark - last.label_watermark:
-                errors.put("labelled_since disagrees with the watermark")
+            if log.labelled_since(last.label_watermark) < counts.label_watermark - last.label_watermark:  # read after: can only be more
+                errors.put("labelled_since is behind the watermark")
             last = counts
         log.close()
     except Exception as exc:  # reported to the parent, which fails the test with it

@@ -52,12 +52,16 @@ def _free_port() -> int:
 class PostgresCluster:
     """initdb + pg_ctl in a temporary folder, listening on 127.0.0.1 only (no Unix socket), password auth."""
 
-    def __init__(self, durable: bool = False) -> None:
-        """`durable=False` turns fsync off: tests need a real server, not a crash-safe one; benchmarks pass True."""
+    def __init__(self, durable: bool = False, settings: dict[str, str] | None = None) -> None:
+        """`durable=False` turns fsync off: tests need a real server, not a crash-safe one; benchmarks pass True.
+
+        `settings` are extra postgresql.conf lines (a benchmark sizes the buffers as a production server would).
+        """
         self.bin_dir = find_bin_dir()
         if self.bin_dir is None:
             raise RuntimeError(missing_reason())
         self.durable = durable
+        self.settings = dict(settings or {})
         self.root = Path(tempfile.mkdtemp(prefix="mlplatform-pg-"))
         self.data = self.root / "data"
         self.password = secrets.token_hex(12)
@@ -87,6 +91,7 @@ class PostgresCluster:
             settings = {"listen_addresses": "'127.0.0.1'", "port": str(self.port), "unix_socket_directories": "''", "max_connections": "100"}
             if not self.durable:
                 settings |= {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+            settings |= self.settings
             with (self.data / "postgresql.auto.conf").open("a", encoding="utf-8") as conf:
                 conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
             try:
