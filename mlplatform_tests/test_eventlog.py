@@ -267,6 +267,8 @@ def _exercise(log: EventStore) -> None:
     log.append(events, "f1")
     log.append(events.assign(**{LABEL: [labels[4], labels[0], labels[2], labels[5], labels[4], labels[0]]}), "f2")
     log.add_labels(["e4", "zzz"], [labels[0], labels[0]])
+    replayed = _events(["p1", "p2"], times=[70, 80], labels=[labels[0], None]).assign(model_version=[3, 3], prediction=[1, None], probability=[0.5, None])
+    log.append(replayed, "replay")  # non-text values in text columns are stored as their text
     log.append_served([("s1", 25, "3", "1", 0.25, 2.0, "b"), ("s2", 60, "3", None, None, None, None)], SERVING_SOURCE)
     log.add_labels(["s1"], [labels[2]])
     log.quarantine(pd.DataFrame({"row_number": [3, 4], "reason": ["bad x", "bad x"], "record": ["{}", None]}), "f1")
