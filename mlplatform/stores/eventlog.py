@@ -118,7 +118,7 @@ class EventStore(ABC):
 
     PARAM = "?"  # the DB-API placeholder of the driver
     LOCK_ROW = ""  # suffix of the counter read that must block concurrent labelling (Postgres: FOR UPDATE)
-    TYPES = {"key": "INTEGER PRIMARY KEY", "int": "INTEGER", "real": "REAL", "text": "TEXT"}
+    TYPES = {"key": "INTEGER PRIMARY KEY", "int": "INTEGER", "real": "REAL", "text": "TEXT", "id": "TEXT"}
 
     def __init__(self, spec: DatasetSpec) -> None:
         self.spec = spec
@@ -165,7 +165,7 @@ class EventStore(ABC):
             db.execute(
                 f"""CREATE TABLE IF NOT EXISTS events (
                     seq {t["key"]},
-                    event_id TEXT NOT NULL UNIQUE,
+                    event_id {t["id"]} NOT NULL UNIQUE,
                     event_time {t["int"]} NOT NULL,
                     ingested_at {t["int"]} NOT NULL,
                     source TEXT NOT NULL,

@@ -101,6 +101,23 @@ class PostgresCluster:
                 last_error = f"{exc}\n{self.log_tail()}"
         raise RuntimeError(f"PostgreSQL did not start after {START_ATTEMPTS} attempts: {last_error}")
 
+    def cpu_seconds(self) -> float:
+        """CPU time used so far by the server: the postmaster, its live processes and those it has reaped (Linux /proc)."""
+        postmaster = int((self.data / "postmaster.pid").read_text(encoding="utf-8").split()[0])
+        ticks = os.sysconf("SC_CLK_TCK")
+        total = 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text(encoding="utf-8").rsplit(")", 1)[1].split()
+            except OSError:  # the process ended while we looked
+                continue
+            pid, ppid = int(stat.parent.name), int(fields[1])
+            if pid == postmaster:
+                total += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+            elif ppid == postmaster:
+                total += int(fields[11]) + int(fields[12])
+        return total / ticks
+
     def log_tail(self, lines: int = 20) -> str:
         log = self.root / "server.log"
         return "\n".join(log.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]) if log.exists() else ""
