@@ -14,7 +14,7 @@ from mlplatform.domain.validation import EVENT_ID, EVENT_TIME, LABEL
 from mlplatform.settings import Settings
 from mlplatform.stores.eventlog import SERVING_SOURCE, EventLog, EventLogError, EventStore
 from mlplatform.stores.eventlog_factory import open_event_log
-from mlplatform.stores.eventlog_postgres import EVENT_LOG_URL_SETTING, PostgresEventLog
+from mlplatform.stores.eventlog_postgres import EVENT_LOG_URL_SETTING, PostgresEventLog, redact
 from mlplatform_tests.support.postgres import PostgresCluster
 
 SPEC = {
@@ -330,3 +330,16 @@ def test_postgres_log_lives_in_its_datasets_schema(postgres_url: str) -> None:
     log = open_event_log(Settings(event_log_url=postgres_url), _spec())
     assert isinstance(log, PostgresEventLog) and log.schema == "eventlog_mini" and "***" in log.location
     log.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://u:secret@127.0.0.1:5432/db", "postgresql://u:***@127.0.0.1:5432/db"),
+        ("postgresql://u@127.0.0.1/db?password=secret&sslmode=disable", "postgresql://u@127.0.0.1/db?password=***&sslmode=disable"),
+        ("host=127.0.0.1 password=secret user=u", "host=127.0.0.1 password=*** user=u"),
+        ("postgresql://u@127.0.0.1/db", "postgresql://u@127.0.0.1/db"),
+    ],
+)
+def test_urls_are_shown_without_their_password(url: str, shown: str) -> None:
+    assert redact(url) == shown

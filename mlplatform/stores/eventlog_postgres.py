@@ -2,11 +2,11 @@
 
 One schema per dataset (`eventlog_<name>`) in the database of `MLPLATFORM_EVENT_LOG_URL`. Landing appends
 go in with COPY in binary format, the rows encoded column by column by numpy and pyarrow (no Python loop per
-value, and the server parses no text: 2-3x less server time than COPY of CSV); served predictions with COPY
-of their tuples. The counters live in `meta` rows updated by the writing transaction, so the
-sensor reads them in O(1). Writers that hand out label numbers first lock the `label_seq` row (SELECT ...
-FOR UPDATE): label_seq stays dense across processes, while served appends, which only bump `events`,
-never wait for an ingestion to finish reading.
+value, and the server parses no text); served predictions with COPY of their tuples. The counters live in
+`meta` rows updated by the writing transaction, so the sensor reads them in O(1). Writers that hand out
+label numbers first lock the `label_seq` row (SELECT ... FOR UPDATE): label_seq stays dense across
+processes, while served appends, which only bump the `events` row at their end, wait for an ingestion only
+between its own `events` update and its commit.
 """
 
 from __future__ import annotations
@@ -43,15 +43,16 @@ def schema_for(dataset: str) -> str:
 
 
 def redact(url: str) -> str:
-    """The URL without its password, for messages and metadata."""
+    """The URL (or key=value connection string) without its password, for messages and metadata."""
+    url = re.sub(r"password\s*=\s*('[^']*'|[^\s&]+)", "password=***", url)
     try:
         parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        host = parts.netloc.rsplit("@", 1)[1]
     except ValueError:
         return "<unparseable URL>"
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 def _text(values: pd.Series) -> pa.Array:
