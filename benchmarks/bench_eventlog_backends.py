@@ -78,13 +78,15 @@ def time_append(events: pd.DataFrame, open_log: Callable[[], EventStore], server
     return seconds, used
 
 
-def median_us(call: Callable[[], object]) -> float:
-    samples = []
+def median_us(calls: list[Callable[[], object]]) -> list[float]:
+    """Median µs of each call, the calls taking turns so that every one of them sees the same load."""
+    samples: list[list[float]] = [[] for _ in calls]
     for _ in range(READS):
-        started = time.perf_counter()
-        call()
-        samples.append(time.perf_counter() - started)
-    return statistics.median(samples) * 1e6
+        for call, times in zip(calls, samples):
+            started = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - started)
+    return [statistics.median(times) * 1e6 for times in samples]
 
 
 def once_ms(call: Callable[[], object]) -> float:
@@ -139,14 +141,16 @@ def main() -> int:
                              "append vs SQLite": f"{base_append / a:.2f}x", "append CPU s (client + server)": f"{statistics.median(cpu[name]):.2f}"})
             sensor = []
             for name, open_log in backends.items():
-                log = open_log()
-                for size in SIZES:
+                logs = [open_log() for _ in SIZES]
+                for log, size in zip(logs, SIZES):
                     grow(log, events, size)
-                    watermark = log.counts().label_watermark
-                    sensor.append({"event log": name, "events": f"{size:,}", "counts() median µs": f"{median_us(log.counts):.0f}",
-                                   "labelled_since() median µs": f"{median_us(lambda: log.labelled_since(watermark // 2)):.0f}",
+                counts = median_us([log.counts for log in logs])
+                halfway = [log.counts().label_watermark // 2 for log in logs]
+                since = median_us([lambda log=log, seq=seq: log.labelled_since(seq) for log, seq in zip(logs, halfway)])
+                for log, size, c, l in zip(logs, SIZES, counts, since):
+                    sensor.append({"event log": name, "events": f"{size:,}", "counts() median µs": f"{c:.0f}", "labelled_since() median µs": f"{l:.0f}",
                                    "COUNT(*) for contrast, ms": f"{once_ms(lambda: log.count_between(-(2**62), 2**62)):.0f}"})
-                log.close()
+                    log.close()
     finally:
         cluster.stop()
     pg = statistics.median(ingest["PostgreSQL"])
@@ -160,8 +164,9 @@ def main() -> int:
         "(this process, plus every PostgreSQL process): the server's share is the heap, the WAL and four btree indexes (seq, event_id, "
         "(event_time, seq), label_seq), which SQLite maintains too.\n\n"
         + markdown_table(sensor)
-        + f"\n\nSensor reads: median of {READS} calls on one open log; the log grown by `append`. The counters are rows updated in each "
-        "writing transaction, so the reads stay flat while a COUNT(*) grows with the log."
+        + f"\n\nSensor reads: median of {READS} calls on an open log of each size, grown by `append`; the sizes take turns call by call, "
+        "so both see the same load. The "
+        "counters are rows updated in each writing transaction, so the reads stay flat while a COUNT(*) grows with the log."
     )
     print(body)
     record("eventlog_backends", COMMAND + f" --rows {args.rows} --repeat {args.repeat}", body)
