@@ -4,6 +4,10 @@ Embedded by default: one SQLite file per dataset in WAL mode, so the serving pro
 Dagster runs read, in separate processes, without "database is locked" (writers take the lock up
 front with BEGIN IMMEDIATE and wait for it). Labels get a dense sequence number (`label_seq`) when
 they land; "new labelled events since a cut-off" is then a subtraction, not a scan.
+
+`EventStore` is the interface callers use, with every rule that does not depend on the database;
+`EventLog` below is the SQLite backend, `eventlog_postgres.PostgresEventLog` the PostgreSQL one (production
+profile), and `eventlog_factory.open_event_log` picks one from the settings.
 """
 
 from __future__ import annotations
