@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import psycopg
 import pytest
 
 from mlplatform.domain.spec import DatasetSpec, parse_spec
@@ -343,3 +344,15 @@ def test_postgres_log_lives_in_its_datasets_schema(postgres_url: str) -> None:
 )
 def test_urls_are_shown_without_their_password(url: str, shown: str) -> None:
     assert redact(url) == shown
+
+
+def test_a_dropped_postgres_connection_costs_one_call(postgres_url: str) -> None:
+    log = open_event_log(Settings(event_log_url=postgres_url), _spec())
+    log.append(_events(["a", "b"]), "f")
+    with psycopg.connect(postgres_url, autocommit=True) as admin:  # what a server restart or failover does to the log's session
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
+    with pytest.raises(psycopg.OperationalError):
+        log.counts()
+    log.append(_events(["c"]), "f")
+    assert log.counts().total == 3
+    log.close()

@@ -110,13 +110,13 @@ class PostgresEventLog(EventStore):
     def __init__(self, url: str, spec: DatasetSpec) -> None:
         super().__init__(spec)
         self.schema = schema_for(spec.name)
+        self._dsn = url
         self._url = redact(url)
         try:
-            self._conn = psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+            self._conn = self._connect()
         except psycopg.Error as exc:
             raise _error("event log: cannot connect", url, exc) from exc
         try:
-            self._conn.execute(f'SET search_path TO "{self.schema}"')
             with self._conn.transaction():
                 # Several processes may open a new dataset at once: CREATE ... IF NOT EXISTS is not atomic.
                 self._conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self.schema,))
@@ -134,13 +134,26 @@ class PostgresEventLog(EventStore):
         with self._lock:
             self._conn.close()
 
+    def _connect(self) -> psycopg.Connection[Any]:
+        conn = psycopg.connect(self._dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+        conn.execute(f'SET search_path TO "{self.schema}"')
+        return conn
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        """The open connection, or a new one when the server dropped it (restart, failover): a drop costs the call that met it, not the process."""
+        if self._conn.broken:
+            self._conn = self._connect()
+        return self._conn
+
     @contextmanager
     def _write(self) -> Iterator[psycopg.Cursor[Any]]:
-        with self._lock, self._conn.transaction(), self._conn.cursor() as cursor:
-            yield cursor
+        with self._lock:
+            conn = self._connection()
+            with conn.transaction(), conn.cursor() as cursor:
+                yield cursor
 
     def _query(self, sql: str, params: Sequence[object] = ()) -> tuple[list[str], list[tuple[Any, ...]]]:
-        with self._lock, self._conn.cursor() as cursor:
+        with self._lock, self._connection().cursor() as cursor:
             cursor.execute(sql, list(params) or None)
             return [d.name for d in cursor.description or []], cursor.fetchall()
 
