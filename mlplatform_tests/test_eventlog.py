@@ -356,3 +356,12 @@ def test_a_dropped_postgres_connection_costs_one_call(postgres_url: str) -> None
     log.append(_events(["c"]), "f")
     assert log.counts().total == 3
     log.close()
+
+
+def test_a_feature_added_to_the_spec_becomes_a_column(settings: Settings) -> None:
+    open_event_log(settings, _spec()).close()
+    wider = parse_spec({**SPEC, "features": {**SPEC["features"], "z": "numeric"}})
+    log = open_event_log(settings, wider)
+    log.append(_events(["a"]).assign(z=[2.5]), "f")
+    assert log.get(["a"])["z"].tolist() == [2.5]
+    log.close()
