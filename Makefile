@@ -5,8 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SYSTEM_STAMP := $(VENV)/.system-stamp
-# Debian packages the test suite drives for real: a browser for the UI tests, Alertmanager, wrk for load.
-SYSTEM_PACKAGES := chromium prometheus-alertmanager wrk
+# Debian packages the test suite drives for real: a browser for the UI tests, Alertmanager, wrk for load,
+# PostgreSQL for the production-profile event log, Redis for the Celery work.
+SYSTEM_PACKAGES := chromium prometheus-alertmanager wrk postgresql redis-server
 
 export DAGSTER_DISABLE_TELEMETRY := 1
 export MLFLOW_DISABLE_TELEMETRY := true

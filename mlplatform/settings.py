@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     landing_max_file_bytes: int = Field(default=1 << 30, ge=1, description="Larger landing files are rejected before reading.")
     landing_max_decompressed_bytes: int = Field(default=1 << 30, ge=1, description="A .gz landing file that expands beyond this is rejected (checked while decompressing).")
 
+    # production profile
+    event_log_url: SecretStr | None = Field(default=None, description="PostgreSQL URL of the event log (e.g. postgresql://user:password@127.0.0.1:5432/db), one schema per dataset; unset: the SQLite file in <state>/events.")
+
     @model_validator(mode="after")
     def _resolve_paths(self) -> "Settings":
         self.state_dir = self.state_dir.expanduser().resolve()

@@ -14,6 +14,8 @@ from mlplatform.root import platform
 from mlplatform.settings import REPO_ROOT, Settings
 from mlplatform.domain.spec import DatasetSpec, load_spec
 
+pytest_plugins = ["mlplatform_tests.support.postgres"]  # postgres_cluster (session) and postgres_url (per test)
+
 ADULT_SPEC = REPO_ROOT / "data" / "adult.yaml"
 BIKE_SPEC = REPO_ROOT / "data" / "bike_sharing.yaml"
 FAST_TRAINING = {

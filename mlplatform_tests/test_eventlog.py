@@ -1,16 +1,22 @@
-"""The event log: idempotent by event_id, late and conflicting labels, watermarks, windows, and many processes at once."""
+"""The event log on both backends (SQLite file, PostgreSQL): idempotent by event_id, late and conflicting labels,
+watermarks, windows, many processes at once, and the same frames from both."""
 
 import multiprocessing as mp
-import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import psycopg
 import pytest
 
-from mlplatform.stores.eventlog import EventLog, EventLogError
 from mlplatform.domain.spec import DatasetSpec, parse_spec
 from mlplatform.domain.validation import EVENT_ID, EVENT_TIME, LABEL
+from mlplatform.settings import Settings
+from mlplatform.stores.eventlog import SERVING_SOURCE, EventLog, EventLogError, EventStore
+from mlplatform.stores.eventlog_factory import open_event_log
+from mlplatform.stores.eventlog_postgres import EVENT_LOG_URL_SETTING, PostgresEventLog, redact
+from mlplatform_tests.support.postgres import PostgresCluster
 
 SPEC = {
     "name": "mini",
@@ -42,14 +48,21 @@ def _events(ids: list[str], times: list[int] | None = None, labels: list[str | N
     )
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    """Settings that put the event log on one backend: the SQLite file in the state folder, or a fresh PostgreSQL database."""
+    url = request.getfixturevalue("postgres_url") if request.param == "postgres" else None
+    return Settings(state_dir=tmp_path / "state", event_log_url=url)
+
+
 @pytest.fixture
-def log(tmp_path: Path) -> EventLog:
-    event_log = EventLog(tmp_path / "log.sqlite", _spec())
+def log(settings: Settings) -> Iterator[EventStore]:
+    event_log = open_event_log(settings, _spec())
     yield event_log
     event_log.close()
 
 
-def test_append_is_idempotent_by_event_id(log: EventLog) -> None:
+def test_append_is_idempotent_by_event_id(log: EventStore) -> None:
     first = log.append(_events(["a", "b", "c"]), "f1")
     again = log.append(_events(["a", "b", "c", "d"]), "f2")
     assert (first.inserted, first.duplicates) == (3, 0)
@@ -59,13 +72,13 @@ def test_append_is_idempotent_by_event_id(log: EventLog) -> None:
     assert log.get(["d"]).iloc[0]["source"] == "f2"
 
 
-def test_repeats_inside_one_append_count_once(log: EventLog) -> None:
+def test_repeats_inside_one_append_count_once(log: EventStore) -> None:
     result = log.append(_events(["a", "a", "b"]), "f")
     assert (result.inserted, result.duplicates) == (2, 1)
     assert log.counts().total == 2
 
 
-def test_late_labels_get_the_next_label_seq(log: EventLog) -> None:
+def test_late_labels_get_the_next_label_seq(log: EventStore) -> None:
     log.append(_events(["a", "b", "c"], labels=[None, None, "1"]), "events")
     assert (log.counts().labelled, log.counts().label_watermark) == (1, 1)
     result = log.add_labels(["b", "a"], ["0", "1"])
@@ -75,7 +88,7 @@ def test_late_labels_get_the_next_label_seq(log: EventLog) -> None:
     assert log.labelled_since(1) == 2 and log.labelled_since(3) == 0
 
 
-def test_labels_sent_again_conflicting_and_unknown(log: EventLog) -> None:
+def test_labels_sent_again_conflicting_and_unknown(log: EventStore) -> None:
     log.append(_events(["a", "b"], labels=["1", None]), "events")
     result = log.add_labels(["a", "a", "b", "b", "zzz"], ["1", "0", "0", "1", "1"])
     assert result.unchanged == ["a"] and result.conflicts == ["a", "b"] and result.applied == ["b"] and result.unknown == ["zzz"]
@@ -83,7 +96,7 @@ def test_labels_sent_again_conflicting_and_unknown(log: EventLog) -> None:
     assert log.counts().labelled == 2
 
 
-def test_append_with_labels_for_known_events(log: EventLog) -> None:
+def test_append_with_labels_for_known_events(log: EventStore) -> None:
     log.append(_events(["a", "b", "c"], labels=[None, "0", "1"]), "events")
     result = log.append(_events(["a", "b", "c"], labels=["1", "0", "0"]), "relabel")
     assert (result.inserted, result.labels_applied) == (0, 1)
@@ -91,7 +104,7 @@ def test_append_with_labels_for_known_events(log: EventLog) -> None:
     assert log.counts().label_watermark == 3
 
 
-def test_labelled_window_is_time_ordered_and_capped(log: EventLog) -> None:
+def test_labelled_window_is_time_ordered_and_capped(log: EventStore) -> None:
     times = [50, 10, 40, 20, 30, 60]
     log.append(_events(["e50", "e10", "e40", "e20", "e30", "e60"], times=times, labels=["1", "0", "1", "0", None, "1"]), "f")
     window = log.labelled_window(3)
@@ -104,20 +117,19 @@ def test_labelled_window_is_time_ordered_and_capped(log: EventLog) -> None:
     assert window["x"].dtype == "float64"
 
 
-def test_empty_append_and_reopen_keep_counts(tmp_path: Path) -> None:
-    path = tmp_path / "log.sqlite"
-    first = EventLog(path, _spec())
+def test_empty_append_and_reopen_keep_counts(settings: Settings) -> None:
+    first = open_event_log(settings, _spec())
     assert first.append(_events([]), "empty").inserted == 0
     first.append(_events(["a", "b"]), "f")
     first.close()
-    reopened = EventLog(path, _spec())
+    reopened = open_event_log(settings, _spec())
     assert reopened.counts().total == 2 and reopened.labelled_window(10)[EVENT_ID].tolist() == ["a", "b"]
     reopened.close()
 
 
-def test_regression_labels_are_floats(tmp_path: Path) -> None:
+def test_regression_labels_are_floats(settings: Settings) -> None:
     spec = parse_spec({"name": "reg", "task": "regression", "label": "y", "features": {"x": "numeric", "c": "categorical"}})
-    log = EventLog(tmp_path / "reg.sqlite", spec)
+    log = open_event_log(settings, spec)
     events = _events(["a", "b"]).assign(label=[1.5, np.nan])
     log.append(events, "f")
     assert log.add_labels(["b"], [2.5]).applied == ["b"]
@@ -133,10 +145,10 @@ def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
         EventLog(path, _spec())
 
 
-def _writer(path: str, worker: int, errors: "mp.Queue[str]") -> None:
+def _writer(settings: Settings, worker: int, errors: "mp.Queue[str]") -> None:
     """One process appending batches, some of them overlapping with another writer's ids."""
     try:
-        log = EventLog(Path(path), _spec())
+        log = open_event_log(settings, _spec())
         for b in range(BATCHES):
             owner = (worker + b) % WRITERS  # every batch id range is written by two processes
             ids = [f"w{owner}-b{b}-{i}" for i in range(BATCH)]
@@ -146,10 +158,10 @@ def _writer(path: str, worker: int, errors: "mp.Queue[str]") -> None:
         errors.put(f"writer {worker}: {exc!r}")
 
 
-def _reader(path: str, errors: "mp.Queue[str]") -> None:
+def _reader(settings: Settings, errors: "mp.Queue[str]") -> None:
     """A process reading windows and counts while the writers write."""
     try:
-        log = EventLog(Path(path), _spec())
+        log = open_event_log(settings, _spec())
         last = 0
         for _ in range(60):
             counts = log.counts()
@@ -162,13 +174,11 @@ def _reader(path: str, errors: "mp.Queue[str]") -> None:
         errors.put(f"reader: {exc!r}")
 
 
-def test_concurrent_writers_and_readers_in_separate_processes(tmp_path: Path) -> None:
-    path = tmp_path / "shared.sqlite"
-    EventLog(path, _spec()).close()
+def _run_processes(targets: list[tuple[object, tuple[object, ...]]]) -> None:
+    """Start every target in its own process at once; fail with what any of them reported."""
     ctx = mp.get_context("fork")  # separate processes and connections; fork skips re-importing pandas in each
     errors = ctx.Queue()
-    procs = [ctx.Process(target=_writer, args=(str(path), w, errors)) for w in range(WRITERS)]
-    procs += [ctx.Process(target=_reader, args=(str(path), errors)) for _ in range(2)]
+    procs = [ctx.Process(target=target, args=(*args, errors)) for target, args in targets]
     for p in procs:
         p.start()
     for p in procs:
@@ -177,10 +187,181 @@ def test_concurrent_writers_and_readers_in_separate_processes(tmp_path: Path) ->
     while not errors.empty():
         problems.append(errors.get())
     assert problems == [] and all(p.exitcode == 0 for p in procs)
+
+
+def test_concurrent_writers_and_readers_in_separate_processes(settings: Settings) -> None:
+    open_event_log(settings, _spec()).close()
+    _run_processes([(_writer, (settings, w)) for w in range(WRITERS)] + [(_reader, (settings,)) for _ in range(2)])
     expected = WRITERS * BATCHES * BATCH
-    with sqlite3.connect(path) as db:
-        rows, distinct, seqs, max_seq = db.execute("SELECT count(*), count(DISTINCT event_id), count(DISTINCT label_seq), max(label_seq) FROM events").fetchone()
-    assert rows == distinct == seqs == max_seq == expected
-    log = EventLog(path, _spec())
+    log = open_event_log(settings, _spec())
+    everything = log.labelled_window(expected + 10)
+    assert len(everything) == everything[EVENT_ID].nunique() == expected
+    assert sorted(everything["label_seq"]) == list(range(1, expected + 1))  # dense: no gap, no number twice
     assert (log.counts().total, log.counts().labelled, log.counts().label_watermark) == (expected, expected, expected)
+    log.close()
+
+
+SERVERS = 2
+GROUPS = 60
+GROUP = 25
+
+
+def _served_rows(server: int, group: int) -> list[tuple[object, ...]]:
+    """One group commit of served predictions, as the prediction log hands them over."""
+    return [(f"s{server}-{group}-{i}", group * GROUP + i, "3", "1", 0.75, float(i), "a") for i in range(GROUP)]
+
+
+def _server(settings: Settings, server: int, errors: "mp.Queue[str]") -> None:
+    """A prediction service process committing its groups one transaction each."""
+    try:
+        log = open_event_log(settings, _spec())
+        for group in range(GROUPS):
+            log.append_served(_served_rows(server, group), SERVING_SOURCE)
+        log.close()
+    except Exception as exc:  # reported to the parent, which fails the test with it
+        errors.put(f"server {server}: {exc!r}")
+
+
+def _sensor(settings: Settings, errors: "mp.Queue[str]") -> None:
+    """The sensor's reads while everything writes: the counters only ever grow, labelled never exceeds total."""
+    try:
+        log = open_event_log(settings, _spec())
+        last = log.counts()
+        for _ in range(100):
+            counts = log.counts()
+            if counts.total < last.total or counts.label_watermark < last.label_watermark or counts.labelled > counts.total:
+                errors.put(f"sensor saw counters go back: {counts} after {last}")
+            if log.labelled_since(last.label_watermark) < counts.label_watermark - last.label_watermark:  # read after: can only be more
+                errors.put("labelled_since is behind the watermark")
+            last = counts
+        log.close()
+    except Exception as exc:  # reported to the parent, which fails the test with it
+        errors.put(f"sensor: {exc!r}")
+
+
+def test_served_rows_from_several_processes_are_all_kept_and_counted(settings: Settings) -> None:
+    open_event_log(settings, _spec()).close()
+    _run_processes([(_server, (settings, s)) for s in range(SERVERS)] + [(_writer, (settings, 0)), (_sensor, (settings,))])
+    log = open_event_log(settings, _spec())
+    served = [row[0] for s in range(SERVERS) for g in range(GROUPS) for row in _served_rows(s, g)]
+    assert len(log.get(served)) == len(served)
+    landed = BATCHES * BATCH
+    counts = log.counts()
+    assert (counts.total, counts.labelled, counts.label_watermark) == (len(served) + landed, landed, landed)
+    assert log.count_between(-(2**62), 2**62) == counts.total  # the counter agrees with a full count
+    log.close()
+
+
+def _exercise(log: EventStore) -> None:
+    """The same history on any backend: fresh, repeated, late, conflicting and missing values, served rows, quarantine."""
+    spec = log.spec
+    labels = [1.5, None, 0.1 + 0.2, None, -2.0, 7.0] if not spec.is_classification else ["1", None, "0", None, "1", "0"]
+    events = pd.DataFrame(
+        {
+            EVENT_ID: ["e1", "e2", "e3", "e4", "e5", "e6"],
+            EVENT_TIME: [30, 10, 20, 20, 50, 40],
+            LABEL: labels,
+            "x": [1.0, np.nan, 1e-300, -0.0, 123456.789, np.inf],
+            "c": ["a", None, "", 'quote " and, comma', "line\nbreak", "é"],
+        }
+    )
+    log.append(events, "f1")
+    log.append(events.assign(**{LABEL: [labels[4], labels[0], labels[2], labels[5], labels[4], labels[0]]}), "f2")
+    log.add_labels(["e4", "zzz"], [labels[0], labels[0]])
+    replayed = _events(["p1", "p2"], times=[70, 80], labels=[labels[0], None]).assign(model_version=[3, 3], prediction=[1, None], probability=[0.5, None])
+    log.append(replayed, "replay")  # non-text values in text columns are stored as their text
+    log.append_served([("s1", 25, "3", "1", 0.25, 2.0, "b"), ("s2", 60, "3", None, None, None, None)], SERVING_SOURCE)
+    log.add_labels(["s1"], [labels[2]])
+    log.quarantine(pd.DataFrame({"row_number": [3, 4], "reason": ["bad x", "bad x"], "record": ["{}", None]}), "f1")
+
+
+@pytest.mark.parametrize("task", ["binary", "regression"])
+def test_both_backends_give_the_same_frames(tmp_path: Path, postgres_url: str, task: str) -> None:
+    spec = _spec() if task == "binary" else parse_spec({"name": "reg", "task": "regression", "label": "y", "features": {"x": "numeric", "c": "categorical"}})
+    sqlite_log = open_event_log(Settings(state_dir=tmp_path / "state", event_log_url=None), spec)
+    postgres_log = open_event_log(Settings(state_dir=tmp_path / "state", event_log_url=postgres_url), spec)
+    reads = {
+        "events_between": lambda log: log.events_between(),
+        "events_between capped": lambda log: log.events_between(15, 55, limit=3),
+        "nothing between": lambda log: log.events_between(1000, 2000),
+        "labelled_window": lambda log: log.labelled_window(4),
+        "labelled_window point in time": lambda log: log.labelled_window(10, max_label_seq=3),
+        "served_window": lambda log: log.served_window(10, 3),
+        "get": lambda log: log.get(["e3", "s2", "nope", "e1"]),
+        "get nothing": lambda log: log.get([]),
+        "sample of everything": lambda log: log.sample_between(0, 100, 100),
+        "quarantine_reasons": lambda log: log.quarantine_reasons(),
+    }
+    for log in (sqlite_log, postgres_log):
+        _exercise(log)
+    for name, read in reads.items():
+        pd.testing.assert_frame_equal(read(sqlite_log), read(postgres_log), obj=name)
+    for name in ("counts", "time_range"):
+        assert getattr(sqlite_log, name)() == getattr(postgres_log, name)(), name
+    assert sqlite_log.count_between(15, 55, max_label_seq=3) == postgres_log.count_between(15, 55, max_label_seq=3)
+    assert sqlite_log.file_seen("abc") is postgres_log.file_seen("abc") is False
+    for log in (sqlite_log, postgres_log):
+        log.record_file("abc", "f1", 6, 6, 0, 2)
+        log.record_file("abc", "f1", 6, 6, 0, 2)
+        assert log.file_seen("abc")
+        log.close()
+
+
+def test_without_a_url_the_factory_opens_the_sqlite_file(tmp_path: Path) -> None:
+    settings = Settings(state_dir=tmp_path / "state", event_log_url=None)
+    log = open_event_log(settings, _spec())
+    assert isinstance(log, EventLog) and log.path == settings.events_dir / "mini.sqlite"
+    log.close()
+
+
+@pytest.mark.parametrize("problem", ["wrong password", "closed port", "missing database", "not a URL"])
+def test_a_wrong_event_log_url_fails_at_open_naming_the_setting(tmp_path: Path, postgres_cluster: PostgresCluster, problem: str) -> None:
+    url = {
+        "wrong password": postgres_cluster.url(password="not-the-password"),
+        "closed port": postgres_cluster.url().replace(f":{postgres_cluster.port}/", ":1/"),
+        "missing database": postgres_cluster.url("no_such_database"),
+        "not a URL": f"postgresql://postgres:{postgres_cluster.password}@[127.0.0.1",
+    }[problem]
+    with pytest.raises(EventLogError, match=EVENT_LOG_URL_SETTING) as raised:
+        open_event_log(Settings(state_dir=tmp_path / "state", event_log_url=url), _spec())
+    assert postgres_cluster.password not in str(raised.value)
+
+
+def test_postgres_log_lives_in_its_datasets_schema(postgres_url: str) -> None:
+    log = open_event_log(Settings(event_log_url=postgres_url), _spec())
+    assert isinstance(log, PostgresEventLog) and log.schema == "eventlog_mini" and "***" in log.location
+    log.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://u:secret@127.0.0.1:5432/db", "postgresql://u:***@127.0.0.1:5432/db"),
+        ("postgresql://u@127.0.0.1/db?password=secret&sslmode=disable", "postgresql://u@127.0.0.1/db?password=***&sslmode=disable"),
+        ("host=127.0.0.1 password=secret user=u", "host=127.0.0.1 password=*** user=u"),
+        ("postgresql://u@127.0.0.1/db", "postgresql://u@127.0.0.1/db"),
+    ],
+)
+def test_urls_are_shown_without_their_password(url: str, shown: str) -> None:
+    assert redact(url) == shown
+
+
+def test_a_dropped_postgres_connection_costs_one_call(postgres_url: str) -> None:
+    log = open_event_log(Settings(event_log_url=postgres_url), _spec())
+    log.append(_events(["a", "b"]), "f")
+    with psycopg.connect(postgres_url, autocommit=True) as admin:  # what a server restart or failover does to the log's session
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
+    with pytest.raises(psycopg.OperationalError):
+        log.counts()
+    log.append(_events(["c"]), "f")
+    assert log.counts().total == 3
+    log.close()
+
+
+def test_a_feature_added_to_the_spec_becomes_a_column(settings: Settings) -> None:
+    open_event_log(settings, _spec()).close()
+    wider = parse_spec({**SPEC, "features": {**SPEC["features"], "z": "numeric"}})
+    log = open_event_log(settings, wider)
+    log.append(_events(["a"]).assign(z=[2.5]), "f")
+    assert log.get(["a"])["z"].tolist() == [2.5]
     log.close()

@@ -24,7 +24,7 @@ import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 
 from mlplatform.domain.evaluation import score
-from mlplatform.stores.eventlog import EventLog
+from mlplatform.stores.eventlog import EventStore
 from mlplatform.domain.predictor import PREDICTION, PROBABILITY, Predictor
 from mlplatform.stores.registry import Registry, tag
 from mlplatform.settings import Settings
@@ -177,7 +177,7 @@ def _with_predictions(spec: DatasetSpec, frame: pd.DataFrame, predictor: Predict
     return out
 
 
-def reference_side(log: EventLog, spec: DatasetSpec, window: ReferenceWindow, predictor: Predictor, sample_rows: int, cache_dir: Path) -> Side:
+def reference_side(log: EventStore, spec: DatasetSpec, window: ReferenceWindow, predictor: Predictor, sample_rows: int, cache_dir: Path) -> Side:
     """The champion's training rows (sampled) with its predictions: computed once per champion, then read from cache."""
     stem = cache_dir / f"{spec.name}-v{window.version}-{sample_rows}"
     parquet, info = stem.with_suffix(".parquet"), stem.with_suffix(".json")
@@ -196,7 +196,7 @@ def reference_side(log: EventLog, spec: DatasetSpec, window: ReferenceWindow, pr
     return Side(rows, sample)
 
 
-def current_bounds(log: EventLog, window: ReferenceWindow, hours: float | None) -> tuple[int, int] | None:
+def current_bounds(log: EventStore, window: ReferenceWindow, hours: float | None) -> tuple[int, int] | None:
     """[start, end) of the current window: after the champion's whole window, optionally only the last hours."""
     span = log.time_range()
     if span is None:
@@ -283,7 +283,7 @@ def live_metrics(spec: DatasetSpec, current: pd.DataFrame, predictor: Predictor)
     return {k: v for k, v in score(spec, labelled[LABEL], predictor.predict(labelled)).items() if not math.isnan(v)}
 
 
-def build_drift_report(settings: Settings, spec: DatasetSpec, log: EventLog, registry: Registry) -> DriftReport | DriftSkipped:
+def build_drift_report(settings: Settings, spec: DatasetSpec, log: EventStore, registry: Registry) -> DriftReport | DriftSkipped:
     """The drift report of the current champion, or why there is none (no champion, too few events)."""
     started = time.perf_counter()
     config = DriftConfig.from_settings(settings)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from mlplatform.domain.evaluation import score
-from mlplatform.stores.eventlog import EventLog
+from mlplatform.stores.eventlog import EventStore
 from mlplatform.domain.predictor import PREDICTION, PROBABILITY
 from mlplatform.settings import Settings
 from mlplatform.domain.spec import DatasetSpec
@@ -60,7 +60,7 @@ def bounds(settings: Settings, spec: DatasetSpec) -> list[Bound]:
     return [Bound(metric, value, minimum=True) for metric, value in configured if value is not None]
 
 
-def measure(settings: Settings, spec: DatasetSpec, log: EventLog, model_version: int) -> LiveQuality:
+def measure(settings: Settings, spec: DatasetSpec, log: EventStore, model_version: int) -> LiveQuality:
     """Score `model_version` on its latest `live_quality_window` labelled served predictions."""
     window = log.served_window(settings.live_quality_window, model_version)
     limits = bounds(settings, spec)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from mlplatform.domain.evaluation import Decision, decide, default_floor, passes_floor, primary_metric, score
-from mlplatform.stores.eventlog import EventLog
+from mlplatform.stores.eventlog import EventStore
 from mlplatform.domain.features import FeatureTransformer
 from mlplatform.domain.predictor import Predictor
 from mlplatform.stores.registry import Registry, json_tag, tag
@@ -103,7 +103,7 @@ def prepare_window(settings: Settings, spec: DatasetSpec, window: pd.DataFrame) 
     return train_part, holdout, fit_transformer(train_part, spec)
 
 
-def build_feature_snapshot(settings: Settings, spec: DatasetSpec, log: EventLog, folder: Path) -> FeatureSnapshot:
+def build_feature_snapshot(settings: Settings, spec: DatasetSpec, log: EventStore, folder: Path) -> FeatureSnapshot:
     """Read the latest labelled window, split off the hold-out, fit the transformer, keep all three."""
     cutoff = log.counts().label_watermark
     window = log.labelled_window(settings.training_window, max_label_seq=cutoff)
