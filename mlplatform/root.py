@@ -22,7 +22,7 @@ from mlplatform.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
     from mlplatform.stores.alerting import Alerter
-    from mlplatform.stores.eventlog import EventLog
+    from mlplatform.stores.eventlog import EventStore
     from mlplatform.stores.registry import Registry
 
 COMPONENT_TYPE = "mlplatform.RetrainingLoop"
@@ -81,7 +81,7 @@ class ModelContext:
     spec: DatasetSpec
     declared_in: Path
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    _event_log: EventLog | None = field(default=None, repr=False)
+    _event_log: EventStore | None = field(default=None, repr=False)
     _event_log_identity: tuple[int, int] | None = field(default=None, repr=False)
 
     @property
@@ -90,16 +90,18 @@ class ModelContext:
         return dagster_name(self.name)
 
     @property
-    def event_log(self) -> EventLog:
-        """Opened once (opening creates the schema, which takes a write lock) and reopened when the file was replaced
-        or removed (restored from a backup, a volume remounted), so a long-lived code server never reads a stale file."""
-        from mlplatform.stores.eventlog import EventLog
+    def event_log(self) -> EventStore:
+        """Opened once (opening creates the schema, which takes a write lock). The embedded SQLite file is reopened when
+        it was replaced or removed (restored from a backup, a volume remounted), so a long-lived code server never reads
+        a stale file; PostgreSQL (`event_log_url`) reconnects by itself."""
+        from mlplatform.stores.eventlog_factory import open_event_log
 
         path = self.settings.events_dir / f"{self.spec.name}.sqlite"
         with self._lock:
-            if self._event_log is None or self._event_log_identity != _file_identity(path):
-                self._event_log = EventLog(path, self.spec)
-                self._event_log_identity = _file_identity(path)
+            identity = None if self.settings.event_log_url is not None else _file_identity(path)
+            if self._event_log is None or self._event_log_identity != identity:
+                self._event_log = open_event_log(self.settings, self.spec)
+                self._event_log_identity = None if self.settings.event_log_url is not None else _file_identity(path)
             return self._event_log
 
     @cached_property

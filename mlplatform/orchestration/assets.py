@@ -94,7 +94,7 @@ def build_assets(names: ModelNames) -> list[dg.AssetsDefinition]:
                 "file_report": dg.MetadataValue.md(markdown_table(files)),
                 "quarantine_reasons": dg.MetadataValue.md(markdown_table(log.quarantine_reasons())),
                 "skipped": dg.MetadataValue.md(markdown_table(pd.DataFrame([{"entry": s.name, "reason": s.reason} for s in report.skipped]))),
-                "event_log": dg.MetadataValue.path(str(log.path)),
+                "event_log": log.location,
                 "landing_dir": dg.MetadataValue.path(str(model.settings.landing_dir)),
             }
         )
