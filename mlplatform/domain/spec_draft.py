@@ -68,7 +68,7 @@ def draft_spec(name: str, sample: Path | None, label: str | None = None, task: s
             spec["positive_class"] = classes[-1]
     rest = [str(c) for c in frame.columns if c != label]
     id_column = next((c for c in rest if ID_NAMES.match(c)), None)
-    time_column = next((c for c in rest if TIME_NAMES.match(c)), None)
+    time_column = next((c for c in rest if TIME_NAMES.search(c)), None)
     if id_column:
         spec["id_column"] = id_column
     if time_column:

@@ -1,0 +1,188 @@
+"""Many models in one code location: declarations and their errors, a third model added with `dg scaffold defs` and
+no code change, two models looping independently, and two overlapping runs that do not cross inputs."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlplatform.domain.keys import MODEL_TAG, REASON_TAG
+from mlplatform.orchestration.names import ModelNames
+from mlplatform.pipeline.replay import read_source, write_batches
+from mlplatform.root import Platform, PlatformError
+from mlplatform.settings import REPO_ROOT, Settings
+from mlplatform_tests.conftest import FAST_TRAINING
+from mlplatform.orchestration.launch import launch
+from mlplatform_tests.support.loop import ADULT, BIKE, LOOP, materialize, model, tick
+
+BIN = Path(sys.executable).parent
+ADULT_DEFS = "type: mlplatform.RetrainingLoop\nattributes:\n  spec: {spec}\n{extra}"
+
+
+def _declare(defs: Path, folder: str, text: str) -> Path:
+    (defs / folder).mkdir(parents=True, exist_ok=True)
+    path = defs / folder / "defs.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (ADULT_DEFS.format(spec="nope.yaml", extra=""), "attributes.spec: dataset spec"),
+        (ADULT_DEFS.format(spec=REPO_ROOT / "data" / "adult.yaml", extra="  loop: {retrain_evry_n: 5}\n"), "attributes.loop.retrain_evry_n: Extra inputs are not permitted"),
+        (ADULT_DEFS.format(spec=REPO_ROOT / "data" / "adult.yaml", extra="  loop: {retrain_every_n: 0}\n"), "attributes.loop.retrain_every_n: Input should be greater than or equal to 1"),
+        (ADULT_DEFS.format(spec=REPO_ROOT / "data" / "adult.yaml", extra="  loop: {tuning_trials: many}\n"), "attributes.loop.tuning_trials"),
+        (ADULT_DEFS.format(spec=REPO_ROOT / "data" / "adult.yaml", extra="  owner: me\n"), "attributes.owner: Extra inputs are not permitted"),
+        ("type: mlplatform.RetrainingLoop\nattributes: [1, 2\n", "cannot be read as YAML"),
+    ],
+)
+def test_a_wrong_declaration_names_its_file_and_field(tmp_path: Path, text: str, message: str) -> None:
+    path = _declare(tmp_path / "defs", "m", text)
+    with pytest.raises(PlatformError) as refused:
+        Platform.discover(Settings(state_dir=tmp_path / "state"), tmp_path / "defs")
+    assert str(path) in str(refused.value) and message in str(refused.value), str(refused.value)
+
+
+def test_two_models_with_one_name_are_refused_naming_both_files(tmp_path: Path) -> None:
+    defs = tmp_path / "defs"
+    first = _declare(defs, "a", ADULT_DEFS.format(spec=REPO_ROOT / "data" / "adult.yaml", extra=""))
+    second = _declare(defs, "b", ADULT_DEFS.format(spec=REPO_ROOT / "data" / "adult.yaml", extra="  loop: {retrain_every_n: 10}\n"))
+    _declare(defs, "other", "type: some_other.Component\nattributes: {}\n")
+    with pytest.raises(PlatformError, match="two models named 'adult'") as refused:
+        Platform.discover(Settings(state_dir=tmp_path / "state"), defs)
+    assert str(first) in str(refused.value) and str(second) in str(refused.value)
+
+
+def test_loop_settings_in_the_yaml_win_over_the_environment_and_landing_is_per_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLPLATFORM_RETRAIN_EVERY_N", "123")
+    defs = tmp_path / "defs"
+    _declare(defs, "adult", ADULT_DEFS.format(spec=REPO_ROOT / "data" / "adult.yaml", extra="  loop: {retrain_every_n: 777, promotion_margin: 0.01}\n"))
+    _declare(defs, "bike", ADULT_DEFS.format(spec=REPO_ROOT / "data" / "bike_sharing.yaml", extra="  landing_dir: drop\n"))
+    platform = Platform.discover(Settings(state_dir=tmp_path / "state"), defs)
+    adult, bike = platform.model("adult"), platform.model("bike_sharing")
+    assert (adult.settings.retrain_every_n, adult.settings.promotion_margin, bike.settings.retrain_every_n) == (777, 0.01, 123)
+    assert adult.settings.landing_dir == tmp_path / "state" / "landing" / "adult" and bike.settings.landing_dir == defs / "bike" / "drop"
+    assert bike.name == "bike-sharing" and bike.key == "bike_sharing" and platform.model("bike-sharing") is bike
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A copy of this project (pyproject.toml, the package, data/) using this environment's packages: `dg scaffold` writes
+    into the copy's defs folder, never into the checkout."""
+    root = tmp_path_factory.mktemp("project")
+    for name in ("pyproject.toml", "workspace.yaml"):
+        shutil.copy(REPO_ROOT / name, root / name)
+    shutil.copytree(REPO_ROOT / "mlplatform", root / "mlplatform", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO_ROOT / "data", root / "data")
+    yield root
+
+
+def _run(project: Path, *argv: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """A command of this environment run in the copied project, importing the copy's `mlplatform`."""
+    full = {**os.environ, "PYTHONPATH": str(project), "DAGSTER_HOME": str(project / "state" / "dagster"), "MLPLATFORM_STATE_DIR": str(project / "state"),
+            **FAST_TRAINING, **(env or {})}
+    done = subprocess.run([str(BIN / argv[0]), *argv[1:]], cwd=project, env=full, capture_output=True, text=True, timeout=600)
+    if check:
+        assert done.returncode == 0, f"{argv} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done
+
+
+def _churn_events(n: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    plan = rng.choice(["basic", "pro", "team"], size=n)
+    calls = rng.integers(0, 10, size=n)
+    churned = np.where((calls > 5) & (rng.random(n) < 0.85) | (rng.random(n) < 0.08), "yes", "no")
+    times = pd.Timestamp("2026-01-01", tz="UTC") + pd.to_timedelta(np.arange(n) * 60 + seed * 10_000_000, unit="s")
+    return pd.DataFrame({"customer_id": [f"s{seed}-{i}" for i in range(n)], "signup_time": times.strftime("%Y-%m-%dT%H:%M:%SZ"), "plan": plan,
+                         "monthly_fee": np.round(rng.uniform(5, 90, size=n), 2), "support_calls": calls, "churned": churned})
+
+
+def test_a_third_model_added_by_dg_scaffold_trains_with_no_code_change(project: Path, tmp_path: Path) -> None:
+    sample = tmp_path / "churn-sample.csv"
+    _churn_events(500, seed=1).to_csv(sample, index=False)
+    _run(project, "dg", "scaffold", "defs", "mlplatform.RetrainingLoop", "churn", "--json-params", json.dumps({"sample": str(sample), "label": "churned"}))
+    spec_text = (project / "mlplatform" / "defs" / "churn" / "dataset.yaml").read_text(encoding="utf-8")
+    assert "label: churned" in spec_text and "id_column: customer_id" in spec_text and "time_column: signup_time" in spec_text
+    assert "monthly_fee: numeric" in spec_text and "plan: categorical" in spec_text
+    assert "All definitions loaded successfully" in _run(project, "dg", "check", "defs").stdout
+    listed = _run(project, "dg", "list", "defs", "--json").stdout
+    assert "churn/trained_model" in listed and "churn_retraining_sensor" in listed and "adult/trained_model" in listed
+
+    landing = project / "state" / "landing" / "churn"
+    landing.mkdir(parents=True)
+    _churn_events(1500, seed=2).to_csv(landing / "first.csv", index=False)
+    done = _run(project, "mlplatform", "materialize", "--model", "churn")
+    assert "materialized raw_events, features, trained_model, evaluation_report of churn" in done.stdout
+    [status] = json.loads(_run(project, "mlplatform", "status", "--model", "churn", "--json").stdout)
+    assert status["champion"] == 1 and status["events"]["total"] == 1500 and status["registered_model"] == "mlplatform-churn"
+
+
+def test_a_broken_declaration_fails_dg_check_defs_naming_the_file_and_field(project: Path) -> None:
+    broken = _declare(project / "mlplatform" / "defs", "broken", ADULT_DEFS.format(spec="../../../data/adult.yaml", extra="  loop: {retrain_every_n: -3}\n"))
+    try:
+        done = _run(project, "dg", "check", "defs", check=False)
+        assert done.returncode != 0
+        said = done.stdout + done.stderr
+        assert str(broken) in said and "attributes.loop.retrain_every_n" in said, said[-3000:]
+        refused = _run(project, "mlplatform", "status", check=False)
+        assert refused.returncode == 2 and "attributes.loop.retrain_every_n" in refused.stderr and "Traceback" not in refused.stderr
+    finally:
+        shutil.rmtree(broken.parent)
+
+
+def test_two_overlapping_runs_each_use_their_own_snapshot(project: Path, adult_rows: pd.DataFrame) -> None:
+    """Two `mlplatform materialize` processes at once (a UI run overlapping a sensor run): each trained_model and
+    evaluation_report use the snapshot and challenger their own run produced, not the other run's."""
+    from mlplatform.domain.spec import load_spec
+
+    spec = load_spec(project / "data" / "adult.yaml")
+    write_batches(adult_rows.iloc[:2000], spec, project / "state" / "landing" / "adult", 2000, prefix="overlap")
+    _run(project, "mlplatform", "materialize", "--model", "adult", "--select", "raw_events")
+    with ThreadPoolExecutor(2) as pool:
+        outcomes = list(pool.map(lambda _: _run(project, "mlplatform", "materialize", "--model", "adult", "--select", "features,trained_model,evaluation_report"), range(2)))
+    run_ids = [o.stdout.split(" in run ")[1].split()[0] for o in outcomes]
+    with dg.DagsterInstance.from_config(str(project / "state" / "dagster")) as instance:
+        versions = set()
+        for run_id in run_ids:
+            records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
+            meta = {r.event_log_entry.dagster_event.asset_key.path[-1]: {k: v.value for k, v in  # type: ignore[union-attr]
+                    r.event_log_entry.asset_materialization.metadata.items()} for r in records}  # type: ignore[union-attr]
+            assert set(meta) == {"features", "trained_model", "evaluation_report"}
+            assert meta["features"]["snapshot"] == meta["trained_model"]["snapshot"] and run_id in str(meta["trained_model"]["snapshot"])
+            assert meta["evaluation_report"]["challenger_version"] == meta["trained_model"]["mlflow_version"]
+            versions.add(meta["trained_model"]["mlflow_version"])
+        assert len(versions) == 2, "each run registered and judged its own challenger"
+
+
+def test_two_models_loop_independently(state: Settings, instance: dg.DagsterInstance, adult_rows: pd.DataFrame) -> None:
+    """Each model's sensor reads only its own log and champion, and its runs touch only its own assets and registry."""
+    adult, bike = model(ADULT), model(BIKE)
+    bike_rows = read_source(bike.spec)
+    write_batches(adult_rows.iloc[:1500], adult.spec, adult.settings.landing_dir, 1500)
+    write_batches(bike_rows.iloc[:1500], bike.spec, bike.settings.landing_dir, 1500)
+    for name in (ADULT, BIKE):
+        assert materialize(instance, LOOP, name, raise_on_error=True).success
+    assert adult.registry.champion_record().version == 1 and bike.registry.champion_record().version == 1  # type: ignore[union-attr]
+
+    write_batches(adult_rows.iloc[1500:2600], adult.spec, adult.settings.landing_dir, 1100, prefix="more")
+    materialize(instance, ["raw_events"], ADULT, raise_on_error=True)
+    adult_tick = tick(instance, ModelNames(ADULT).retraining_sensor, None)
+    bike_tick = tick(instance, ModelNames(BIKE).retraining_sensor, None)
+    assert not bike_tick.run_requests and (bike_tick.skip_message or "").startswith("0 new labelled events")
+    [request] = adult_tick.run_requests or []
+    assert request.tags[MODEL_TAG] == ADULT and request.tags[REASON_TAG] == "new_observations"
+    run = launch(instance, ADULT, request)
+    keys = {e.asset_key.to_user_string() for e in run.get_asset_materialization_events()}  # type: ignore[union-attr]
+    assert keys == {"adult/features", "adult/trained_model", "adult/evaluation_report"}
+    assert [v.version for v in bike.registry.versions()] == [1] and len(adult.registry.versions()) == 2
+    assert bike.event_log.counts().total == 1500
