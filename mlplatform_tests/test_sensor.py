@@ -178,3 +178,14 @@ def test_a_hand_moved_or_pinned_champion_is_what_sensors_status_and_evaluation_f
     assert timeline[-3:] == [(2, False, "alias moved outside mlplatform (MLflow UI or API)"), (1, True, "rollback after incident 42"),
                              (1, False, "unpinned: incident closed")]
     assert [c["version"] for c in collect_status(platform.model)["timeline"]][0] == 1, "v1's promotion by the first run starts the timeline"
+
+    from mlplatform_tests.support.loop import job
+
+    change = {"ops": {"adult_change_champion": {"config": {"version": 2, "reason": "canary from the launchpad", "pin": False}}}}
+    launched = job(ADULT.champion_job).execute_in_process(instance=platform.instance, run_config=change)
+    assert launched.success and registry.champion_record().version == 2  # type: ignore[union-attr]
+    assert registry.timeline()[-1].by == f"dagster run {launched.run_id}" and not registry.champion_record().pinned  # type: ignore[union-attr]
+    wrong = {"ops": {"adult_change_champion": {"config": {"version": 99, "reason": "typo"}}}}
+    refused = job(ADULT.champion_job).execute_in_process(instance=platform.instance, run_config=wrong, raise_on_error=False)
+    assert not refused.success and registry.champion_record().version == 2  # type: ignore[union-attr]
+    assert "has no version 99" in " ".join(e.event_specific_data.error.message for e in refused.all_events if e.is_step_failure)  # type: ignore[union-attr]

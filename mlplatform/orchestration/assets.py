@@ -6,6 +6,7 @@ run-scoped IO manager, so each step uses what its own run produced.
 """
 
 import html
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -19,7 +20,7 @@ from mlplatform.orchestration.names import (EVALUATION_REPORT, FEATURES, QUALITY
 from mlplatform.orchestration.resources import PlatformResource
 from mlplatform.pipeline.landing import LandingPolicy, ingest_pending
 from mlplatform.pipeline.retraining import FeatureSnapshot, apply_decision, build_feature_snapshot, evaluate_challenger, train_challenger
-from mlplatform.stores.registry import tag
+from mlplatform.stores.registry import Registry, tag
 from mlplatform.stores.reports import mlflow_run_url, mlflow_version_url, report_url
 
 EXTERNAL_RETRY = dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
@@ -39,6 +40,13 @@ def markdown_table(frame: pd.DataFrame) -> str:
     head = "| " + " | ".join(map(str, frame.columns)) + " |\n|" + "---|" * len(frame.columns)
     body = "\n".join("| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |" for row in frame.itertuples(index=False))
     return head + "\n" + body
+
+
+def champion_timeline(registry: Registry, last: int = 10) -> str:
+    """The latest moves of `@champion` as a markdown table: which version served from when, who moved it and why."""
+    rows = [{"from (UTC)": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(c.at)), "version": f"v{c.version}" + (" (pinned)" if c.pinned else ""),
+             "by": c.by, "why": c.reason} for c in registry.timeline()[-last:]]
+    return markdown_table(pd.DataFrame(rows))
 
 
 def _evaluation_html(title: str, table: str, metadata: dict[str, object]) -> str:
@@ -241,6 +249,7 @@ def build_assets(names: ModelNames) -> list[dg.AssetsDefinition]:
                 "mlflow_run": dg.MetadataValue.url(mlflow_run_url(settings, registry.experiment_id, registry.get_version(challenger_version).run_id)),
                 "champion_model_version": dg.MetadataValue.url(mlflow_version_url(settings, registry.name, evaluation.champion_after))
                 if evaluation.champion_after else "none",
+                "champion_timeline": dg.MetadataValue.md(champion_timeline(registry)),
             },
             check_results=[check],
         )

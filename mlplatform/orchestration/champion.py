@@ -4,6 +4,7 @@ import dagster as dg
 from pydantic import Field
 
 from mlplatform.domain.keys import MODEL_TAG
+from mlplatform.orchestration.assets import champion_timeline
 from mlplatform.orchestration.names import ModelNames
 from mlplatform.orchestration.resources import PlatformResource
 from mlplatform.pipeline.champion import ChampionError, ChampionRequest, change_champion
@@ -29,6 +30,7 @@ def build_champion_job(names: ModelNames) -> dg.JobDefinition:
         except ChampionError as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from exc
         context.log.info("nothing was pinned" if entry is None else f"champion v{entry.version}{' (pinned)' if entry.pinned else ''}: {entry.reason}")
+        context.log.info(f"champion timeline:\n{champion_timeline(model.registry)}")
 
     @dg.job(name=names.champion_job, tags={MODEL_TAG: model_name},
             description=f"Rollback or pin {model_name}'s champion: launch with a version, a reason and pin on or off.")

@@ -38,8 +38,12 @@ def tick(instance: dg.DagsterInstance, sensor_name: str, cursor: str | None, res
     return launch.tick(instance, sensor_name, cursor, resource)
 
 
+def job(name: str) -> dg.JobDefinition:
+    return launch.definitions().resolve_job_def(name)
+
+
 def retrain_job(name: str = ADULT) -> dg.JobDefinition:
-    return launch.definitions().resolve_job_def(ModelNames(name).retrain_job)
+    return job(ModelNames(name).retrain_job)
 
 
 def failures(result: dg.ExecuteInProcessResult) -> str:
