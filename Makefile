@@ -9,10 +9,8 @@ SYSTEM_STAMP := $(VENV)/.system-stamp
 # PostgreSQL for the production-profile event log, Redis for the Celery work.
 SYSTEM_PACKAGES := chromium prometheus-alertmanager wrk postgresql redis-server
 
-export DAGSTER_DISABLE_TELEMETRY := 1
-export MLFLOW_DISABLE_TELEMETRY := true
-export DO_NOT_TRACK := true
-export EVIDENTLY_DISABLE_TELEMETRY := 1
+# Telemetry of Dagster, MLflow and Evidently is switched off in one place: mlplatform/__init__.py (TELEMETRY_OFF),
+# which every command, server and run imports first; dg's own is off in pyproject.toml ([tool.dg.cli]).
 
 .PHONY: install system-deps demo test dev serve bench lock clean
 

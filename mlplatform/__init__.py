@@ -6,14 +6,13 @@ the machines this runs on have no internet and a product should not phone home b
 
 import os
 
-for _name, _value in {
+TELEMETRY_OFF = {
     "DAGSTER_DISABLE_TELEMETRY": "1",
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "DO_NOT_TRACK": "true",
     "EVIDENTLY_DISABLE_TELEMETRY": "1",
-    "GIT_PYTHON_REFRESH": "quiet",
-    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-}.items():
+}
+for _name, _value in {**TELEMETRY_OFF, "GIT_PYTHON_REFRESH": "quiet", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}.items():
     os.environ.setdefault(_name, _value)
 
 __version__ = "0.1.0"

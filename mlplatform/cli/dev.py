@@ -20,14 +20,14 @@ from pathlib import Path
 from typing import IO
 from urllib.parse import urlsplit
 
+from mlplatform import TELEMETRY_OFF
 from mlplatform.orchestration.instance import prepare_dagster_home
 from mlplatform.settings import REPO_ROOT, Settings
 
 WORKSPACE = REPO_ROOT / "workspace.yaml"
 BIN = Path(sys.executable).parent
 # Telemetry off (no internet, no phoning home) and no MLflow GenAI job workers (a dozen idle processes here).
-CHILD_ENV_DEFAULTS = {"DAGSTER_DISABLE_TELEMETRY": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true",
-                      "EVIDENTLY_DISABLE_TELEMETRY": "1", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+CHILD_ENV_DEFAULTS = {**TELEMETRY_OFF, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 LOCATIONS_QUERY = "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus locationOrLoadError { __typename ... on PythonError { message } } } } } }"
 
 
