@@ -78,10 +78,10 @@ def build_sensors(names: ModelNames) -> list[dg.SensorDefinition]:
     def retraining_sensor(context: dg.SensorEvaluationContext, platform: PlatformResource) -> dg.SensorResult:
         model = platform.model(model_name)
         settings, registry = model.settings, model.registry
-        moved = registry.note_outside_move(by=names.retraining_sensor)
-        if moved is not None:
-            context.log.info(f"@champion was moved outside mlplatform to v{moved.version}: recorded in the champion timeline")
         record = registry.champion_record()
+        if record is not None and not record.recorded:
+            registry.note_outside_move(record, by=names.retraining_sensor)
+            context.log.info(f"@champion was moved outside mlplatform to v{record.version}: recorded in the champion timeline")
         if record is not None and record.pinned:
             return dg.SensorResult(skip_reason=f"champion v{record.version} is pinned ({record.pin_reason}): no retraining until "
                                                f"`mlplatform champion unpin --model {model_name}`", cursor=context.cursor)

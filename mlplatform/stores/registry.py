@@ -16,7 +16,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 from mlflow.entities import Metric, Param
-from mlflow.entities.model_registry import ModelVersion
+from mlflow.entities.model_registry import ModelVersion, RegisteredModel
 from mlflow.exceptions import MlflowException, RestException
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
@@ -47,6 +47,7 @@ class ChampionRecord:
     label_seq_cutoff: int
     pinned: bool
     pin_reason: str
+    recorded: bool  # the timeline's last move names this version (False: the alias was moved outside the platform)
 
 
 @dataclass(frozen=True)
@@ -141,24 +142,34 @@ class Registry:
         return self.client.get_model_version(self.name, str(version))
 
     def champion_record(self) -> ChampionRecord | None:
-        """The champion as sensors, alerts, status and serving see it; None without one.
+        """The champion as sensors, alerts, status and serving see it; None without one. Two store reads: the
+        registered model (alias, pin, timeline tags) and the version (its window's cut-off).
 
         A version whose alias was moved by hand (MLflow UI, a rollback) is the champion like any other: its
         cut-off comes from its own window tag, so "new labels since the champion" follows the move.
         """
-        version = self.champion()
+        model = self._registered_model()
+        version = None if model is None else model.aliases.get(CHAMPION)
         if version is None:
             return None
-        pin = self._model_tags().get(PINNED)
-        pinned_version, _, reason = (pin or "").partition(":")
-        return ChampionRecord(int(version.version), int(version.tags.get(WINDOW_CUTOFF, 0)),
-                              pinned=pinned_version == str(version.version), pin_reason=reason)
+        tags = dict(model.tags)  # type: ignore[union-attr]
+        pinned_version, _, reason = tags.get(PINNED, "").partition(":")
+        history = _timeline(tags)
+        cutoff = int(self.get_version(version).tags.get(WINDOW_CUTOFF, 0))
+        return ChampionRecord(int(version), cutoff, pinned=pinned_version == str(version), pin_reason=reason,
+                              recorded=bool(history) and history[-1].version == int(version))
+
+    def _registered_model(self) -> RegisteredModel | None:
+        try:
+            return self.client.get_registered_model(self.name)
+        except (RestException, MlflowException) as exc:
+            if "RESOURCE_DOES_NOT_EXIST" in str(exc) or "not found" in str(exc).lower() or "does not exist" in str(exc).lower():
+                return None
+            raise
 
     def _model_tags(self) -> dict[str, str]:
-        try:
-            return dict(self.client.get_registered_model(self.name).tags)
-        except (RestException, MlflowException):
-            return {}
+        model = self._registered_model()
+        return {} if model is None else dict(model.tags)
 
     def promote(self, version: int | str, reason: str = "promoted", by: str = "mlplatform") -> None:
         """Move `@champion` to `version` and record the move; a pinned champion is only replaced through `set_champion`."""
@@ -191,24 +202,14 @@ class Registry:
         value = json.dumps({"version": version, "at": round(time.time(), 3), "by": by, "reason": reason[:2000], "pinned": pinned})
         self.client.set_registered_model_tag(self.name, f"{CHAMPION_CHANGE}{seq:06d}", value)
 
-    def note_outside_move(self, by: str) -> ChampionChange | None:
-        """Record a move of `@champion` made outside the platform (the MLflow UI): the timeline then shows it. None when there was none."""
-        champion = self.champion()
-        history = self.timeline()
-        if champion is None or (history and history[-1].version == int(champion.version)):
-            return None
-        self._record_change(int(champion.version), "alias moved outside mlplatform (MLflow UI or API)", by, pinned=False)
-        return self.timeline()[-1]
+    def note_outside_move(self, record: ChampionRecord, by: str) -> None:
+        """Record in the timeline a move of `@champion` made outside the platform (the MLflow UI or API)."""
+        if not record.recorded:
+            self._record_change(record.version, "alias moved outside mlplatform (MLflow UI or API)", by, pinned=False)
 
     def timeline(self) -> list[ChampionChange]:
         """Every recorded move of `@champion`, oldest first."""
-        out = []
-        for key, value in self._model_tags().items():
-            if key.startswith(CHAMPION_CHANGE):
-                entry = json.loads(value)
-                out.append(ChampionChange(int(key.removeprefix(CHAMPION_CHANGE)), int(entry["version"]), float(entry["at"]), str(entry["by"]),
-                                          str(entry["reason"]), bool(entry.get("pinned", False))))
-        return sorted(out, key=lambda c: c.seq)
+        return _timeline(self._model_tags())
 
     def tag_version(self, version: int | str, tags: dict[str, str]) -> None:
         for key, value in tags.items():
@@ -242,6 +243,16 @@ class Registry:
             mine = sorted(alias for alias, version in aliases.items() if str(version) == str(v.version))
             out.append(VersionInfo(int(v.version), v.run_id, mine, dict(v.tags)))
         return out
+
+
+def _timeline(model_tags: dict[str, str]) -> list[ChampionChange]:
+    out = []
+    for key, value in model_tags.items():
+        if key.startswith(CHAMPION_CHANGE):
+            entry = json.loads(value)
+            out.append(ChampionChange(int(key.removeprefix(CHAMPION_CHANGE)), int(entry["version"]), float(entry["at"]), str(entry["by"]),
+                                      str(entry["reason"]), bool(entry.get("pinned", False))))
+    return sorted(out, key=lambda c: c.seq)
 
 
 def tag(key: str) -> str:
