@@ -17,7 +17,9 @@ SYSTEM_PACKAGES := chromium prometheus-alertmanager wrk postgresql redis-server
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check 'uv==0.9.*'
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements.lock
+	# --compile-bytecode: .pyc files written once here; with PYTHONDONTWRITEBYTECODE set (as on these machines) every
+	# process (a CLI call, each Dagster run worker and code server) would otherwise compile Dagster, MLflow and pandas again.
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -r requirements.lock
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	touch $@
 
