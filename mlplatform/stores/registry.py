@@ -12,19 +12,21 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import mlflow
 import pandas as pd
 from mlflow.entities import Metric, Param
 from mlflow.entities.model_registry import ModelVersion, RegisteredModel
 from mlflow.exceptions import MlflowException, RestException
-from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
 from mlplatform.domain.keys import CHAMPION_CHANGE, MLFLOW_TAG_PREFIX, PINNED, WINDOW_CUTOFF
-from mlplatform.domain.predictor import Predictor
 from mlplatform.domain.spec import DatasetSpec
-from mlplatform.domain.training import TrainingResult
+
+if TYPE_CHECKING:  # LightGBM and scikit-learn load only where a model is logged or loaded, not for a status or an alias read
+    from mlplatform.domain.predictor import Predictor
+    from mlplatform.domain.training import TrainingResult
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +104,7 @@ class Registry:
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.tracking_uri)
         example = sample[result.predictor.transformer.input_columns].head(5).reset_index(drop=True)
-        signature = infer_signature(example, result.predictor.predict(example))
+        signature = mlflow.models.infer_signature(example, result.predictor.predict(example))
         params = [Param(k, str(v)) for k, v in result.params.items() if k != "verbosity"]
         values = {**metrics, "validation_loss": result.validation_loss, "best_iteration": result.best_iteration,
                   "train_rows": result.train_rows, "validation_rows": result.validation_rows,
