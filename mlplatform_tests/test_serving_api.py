@@ -217,7 +217,9 @@ def test_feedback_and_admin_need_the_token(client: httpx.Client, headers: dict[s
 
 def test_health_readiness_reload_and_metrics(client: httpx.Client, version: int) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
-    assert client.get("/readyz").json() == {"ready": True, "model_version": version, "online_correction": {"enabled": False, "updates": 0}}
+    ready = {"ready": True, "model_version": version, "online_correction": {"enabled": False, "updates": 0}}
+    assert client.get("/models/adult/readyz").json() == ready
+    assert client.get("/readyz").json() == {"ready": True, "models": {"adult": ready}}
     reload = client.post("/admin/reload", headers=auth())
     assert reload.status_code == 200 and reload.json() == {"model_version": version, "changed": False, "error": None}
     assert metric(client, "mlplatform_served_model_version") == version
@@ -251,4 +253,4 @@ def test_fuzzing_from_the_openapi_schema_finds_no_server_error(server: Server, t
         capture_output=True, text=True, timeout=600, cwd=tmp_path,
     )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
-    assert "Tested: 6" in result.stdout and "No issues found" in result.stdout
+    assert "Tested: 10" in result.stdout and "No issues found" in result.stdout

@@ -28,7 +28,7 @@ from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.validation import LABEL
 from mlplatform_tests.conftest import ADULT_SPEC
 from mlplatform_tests.serving_support import (
-    Server, auth, canonical, client, free_port, metric, register_versions, running_server, state_settings, wait_for_version,
+    Server, auth, canonical, client, free_port, metric, readiness, register_versions, running_server, state_settings, wait_for_version,
 )
 
 ON = {"MLPLATFORM_SERVE_ONLINE_CORRECTION": "1"}
@@ -101,7 +101,7 @@ def feedback(c: httpx.Client, event_id: str, label: object) -> httpx.Response:
 
 
 def correction(c: httpx.Client) -> dict[str, Any]:
-    return c.get("/readyz").json()["online_correction"]
+    return readiness(c)["online_correction"]
 
 
 def served_log(settings: Settings, spec: DatasetSpec) -> EventLog:

@@ -26,7 +26,7 @@ from mlplatform.domain.correction import ResidualCorrector
 from mlplatform.stores.eventlog import SERVING_SOURCE, EventLog
 from mlplatform.domain.predictor import Predictor
 from mlplatform.stores.registry import Registry
-from mlplatform.serving.metrics import ServingMetrics
+from mlplatform.serving.metrics import ModelMetrics
 from mlplatform.serving.records import RecordCodec
 from mlplatform.serving.singlerow import SingleRowPredictor
 from mlplatform.settings import Settings
@@ -92,7 +92,7 @@ class ReloadOutcome:
 class ChampionWatcher:
     """Keeps `current` on the champion version of one registered model."""
 
-    def __init__(self, registry: Registry, spec: DatasetSpec, interval_s: float, metrics: ServingMetrics, settings: Settings | None = None,
+    def __init__(self, registry: Registry, spec: DatasetSpec, interval_s: float, metrics: ModelMetrics, settings: Settings | None = None,
                  events: EventLog | None = None) -> None:
         self.registry = registry
         self.settings = settings

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlplatform.stores.eventlog import SERVING_SOURCE, EventLog
-from mlplatform.serving.metrics import ServingMetrics
+from mlplatform.serving.metrics import ModelMetrics
 log = logging.getLogger(__name__)
 
 
@@ -46,7 +46,7 @@ def _settle(futures: list[asyncio.Future[None]], error: BaseException | None) ->
 class PredictionLog:
     """Group-commit writer of served predictions into the event log (rows in `EventLog.append_served` order)."""
 
-    def __init__(self, events: EventLog, metrics: ServingMetrics, linger_s: float, max_rows: int) -> None:
+    def __init__(self, events: EventLog, metrics: ModelMetrics, linger_s: float, max_rows: int) -> None:
         self._events = events
         self._metrics = metrics
         self._linger_s = linger_s
