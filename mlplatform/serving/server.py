@@ -10,7 +10,7 @@ import uvicorn
 
 from mlplatform.domain.spec import DatasetSpec, load_spec
 from mlplatform.serving.app import create_app
-from mlplatform.serving.service import ModelParts
+from mlplatform.serving.service import ModelParts, check_supported
 from mlplatform.settings import Settings
 from mlplatform.stores.eventlog import EventLog
 from mlplatform.stores.registry import Registry
@@ -30,6 +30,7 @@ class SettingsModel:
     @classmethod
     def from_settings(cls, settings: Settings) -> "SettingsModel":
         spec = load_spec(settings.dataset_spec)
+        check_supported(settings, spec)
         settings.mlflow_dir.mkdir(parents=True, exist_ok=True)
         return cls(spec.name, settings, spec, EventLog.for_dataset(settings.events_dir, spec), Registry(settings.tracking_uri, settings.artifact_root, spec))
 

@@ -106,6 +106,15 @@ def _feedback_fields(body: Any, spec: DatasetSpec) -> tuple[str, str | float]:
     return event_id.strip(), _label(body["label"], spec)
 
 
+def check_supported(settings: Settings, spec: DatasetSpec) -> None:
+    """Refuse settings this model cannot be served with (SettingsError, which the CLI turns into exit 2), before any state is touched."""
+    if settings.serve_online_correction and spec.task is Task.multiclass:
+        raise SettingsError(
+            f"MLPLATFORM_SERVE_ONLINE_CORRECTION is on, but dataset {spec.name!r} is multiclass: "
+            "the online correction supports binary and regression tasks; unset it to serve this dataset"
+        )
+
+
 class ModelService:
     """One model's serving: the champion watcher, the prediction log, the live gauges and its requests."""
 
@@ -115,11 +124,7 @@ class ModelService:
         self.spec = parts.spec
         self.events = parts.event_log
         self.registry = parts.registry
-        if self.settings.serve_online_correction and self.spec.task is Task.multiclass:
-            raise SettingsError(
-                f"MLPLATFORM_SERVE_ONLINE_CORRECTION is on, but dataset {self.spec.name!r} is multiclass: "
-                "the online correction supports binary and regression tasks; unset it to serve this dataset"
-            )
+        check_supported(self.settings, self.spec)
         self.metrics: ModelMetrics = metrics.model(self.name)
         self.watcher: ChampionWatcher | None = None
         self.log: PredictionLog | None = None
