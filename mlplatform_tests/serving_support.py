@@ -172,18 +172,21 @@ def auth() -> dict[str, str]:
 
 
 def metric(client: httpx.Client, name: str, **labels: str) -> float:
-    """A sample's value from /metrics (0 when absent)."""
-    for family in text_string_to_metric_families(client.get("/metrics").text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return float(sample.value)
-    return 0.0
+    """The sum of the samples from /metrics with that name and those labels, whatever their other labels (0 when absent)."""
+    families = text_string_to_metric_families(client.get("/metrics").text)
+    return sum(float(sample.value) for family in families for sample in family.samples
+               if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()))
+
+
+def authorised_client(url: str) -> httpx.Client:
+    """A client sending the bearer token, which the test servers require on everything but the health endpoints."""
+    return httpx.Client(base_url=url, timeout=30, headers=auth())
 
 
 @pytest.fixture(scope="module")
 def client(server: Server) -> Iterator[httpx.Client]:
-    """An HTTP client on the importing test module's `server` fixture."""
-    with httpx.Client(base_url=server.url, timeout=30) as c:
+    """An authorised HTTP client on the importing test module's `server` fixture."""
+    with authorised_client(server.url) as c:
         yield c
 
 

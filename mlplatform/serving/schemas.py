@@ -60,8 +60,9 @@ class Readiness(BaseModel):
     online_correction: OnlineCorrection | None = None
 
 
-class ServiceReadiness(BaseModel):
-    ready: bool
+class ServiceReadiness(Readiness):
+    """Every model's readiness; with a single model its fields are also at the top level (as before there were several)."""
+
     models: dict[str, Readiness]
 
 
@@ -75,20 +76,18 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": Problem} for status in statuses}
 
 
-def record_schema(spec: DatasetSpec) -> dict[str, Any]:
-    """JSON schema of one record: every feature present, null for missing, nothing else."""
+def record_schema(spec: DatasetSpec, ignore_unknown: bool) -> dict[str, Any]:
+    """JSON schema of one record: every feature present, null for missing; the spec's dropped columns allowed (and ignored),
+    other fields only when the service ignores unknown fields."""
     number = {"anyOf": [{"type": "number"}, {"type": "null"}]}
     text = {"anyOf": [{"type": "string", "maxLength": MAX_TEXT_LENGTH}, {"type": "number"}, {"type": "null"}]}
-    return {
-        "type": "object",
-        "properties": {name: number if name in spec.numeric_features else text for name in spec.features},
-        "required": list(spec.features),
-        "additionalProperties": False,
-    }
+    properties: dict[str, Any] = {name: number if name in spec.numeric_features else text for name in spec.features}
+    properties.update({name: {"description": "a column the dataset spec drops: accepted and ignored"} for name in spec.drop})
+    return {"type": "object", "properties": properties, "required": list(spec.features), "additionalProperties": ignore_unknown}
 
 
-def predict_body_schema(spec: DatasetSpec, max_rows: int) -> dict[str, Any]:
-    record = record_schema(spec)
+def predict_body_schema(spec: DatasetSpec, max_rows: int, ignore_unknown: bool) -> dict[str, Any]:
+    record = record_schema(spec, ignore_unknown)
     batch = {
         "type": "object",
         "properties": {"records": {"type": "array", "items": record, "minItems": 1, "maxItems": max_rows}},

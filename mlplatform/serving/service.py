@@ -136,6 +136,7 @@ class ModelService:
     def start(self) -> None:
         s = self.settings
         self.log = PredictionLog(self.events, self.metrics, s.serve_log_interval_ms / 1000, s.serve_log_max_rows)
+        self.log.probe()  # not ready from the start if the event log cannot be written
         self.log.start()
         self.watcher = ChampionWatcher(self.registry, self.spec, s.serve_reload_seconds, self.metrics, s, self.events)
         self.watcher.check()
@@ -159,11 +160,16 @@ class ModelService:
             raise ApiError(503, f"model {self.name!r}: no champion model is loaded yet", "not_ready")
         return model
 
-    def readiness(self) -> tuple[bool, dict[str, Any]]:
-        """(ready, body of /models/{name}/readyz)."""
+    async def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """(ready, body of /models/{name}/readyz): a champion is loaded and its predictions can be logged. After a failed
+        commit the log is probed with a real write, so readiness comes back as soon as the event log can be written again."""
         model = self.watcher.current if self.watcher else None
         if model is None:
             return False, {"ready": False, "detail": "no champion model is loaded yet"}
+        assert self.log is not None
+        failure = self.log.failure and await run_in_threadpool(self.log.probe)
+        if failure:
+            return False, {"ready": False, "model_version": model.version, "detail": failure}
         corrector = model.corrector
         correction = {"enabled": corrector is not None, "updates": corrector.updates if corrector else 0}
         return True, {"ready": True, "model_version": model.version, "online_correction": correction}
