@@ -160,7 +160,7 @@ def test_stalled_bodies_time_out_with_a_408_and_one_log_line(server: Server, cli
     started = time.monotonic()
     stalled = [_stalled(server, "/predict", 100_000, b'{"age": ') for _ in range(STALLED)]
     fast = client.post("/predict", json=records[2])
-    assert fast.status_code == 200 and fast.elapsed.total_seconds() < 1.0
+    assert fast.status_code == 200 and fast.elapsed.total_seconds() < 2.0
     for sock in stalled:
         sock.settimeout(BODY_TIMEOUT_S + 20)
         answer = _read_all(sock)  # returns once the server closes the connection

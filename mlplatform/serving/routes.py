@@ -35,8 +35,8 @@ from mlplatform.serving.service import ApiError, ModelService
 from mlplatform.settings import Settings
 
 log = logging.getLogger(__name__)
-PREDICT, FEEDBACK, READYZ, RELOAD = "/predict", "/feedback", "/readyz", "/reload"
-GLOBAL_ENDPOINTS = ("/healthz", READYZ, "/metrics")
+PREDICT, FEEDBACK, READYZ, RELOAD, HEALTHZ, METRICS = "/predict", "/feedback", "/readyz", "/reload", "/healthz", "/metrics"
+GLOBAL_ENDPOINTS = (HEALTHZ, READYZ, METRICS)
 MODELS_PREFIX, ADMIN_PREFIX = "/models", "/admin"
 BEARER = "bearer"  # the security scheme's name in the OpenAPI document
 
@@ -123,7 +123,7 @@ class RouteTable:
             for endpoint in (PREDICT, FEEDBACK):
                 self.paths[endpoint] = (self.single.name, endpoint)
             self.paths[ADMIN_PREFIX + RELOAD] = (self.single.name, ADMIN_PREFIX + RELOAD)
-        self.open_paths = frozenset(path for path, (_, endpoint) in self.paths.items() if endpoint in ("/healthz", READYZ))
+        self.open_paths = frozenset(path for path, (_, endpoint) in self.paths.items() if endpoint in (HEALTHZ, READYZ))
 
     def model_of(self, path: str) -> str:
         return self.paths.get(path, (NO_MODEL, ""))[0]
@@ -247,7 +247,7 @@ def add_routes(app: FastAPI, settings: Settings, metrics: ServingMetrics, table:
     if table.single is not None:
         model_routes(table.single, "")
 
-    @app.get("/healthz", summary="The process is up", response_model=Health)
+    @app.get(HEALTHZ, summary="The process is up", response_model=Health)
     async def healthz() -> Response:
         return json_response({"status": "ok"})
 
@@ -261,7 +261,7 @@ def add_routes(app: FastAPI, settings: Settings, metrics: ServingMetrics, table:
             summary = {**states[table.single.name][1], **summary}
         return json_response(summary, 200 if ready else 503)
 
-    @app.get("/metrics", summary="Prometheus metrics", response_class=Response,
+    @app.get(METRICS, summary="Prometheus metrics", response_class=Response,
              responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}, **problems(401)})
     async def metrics_text() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
