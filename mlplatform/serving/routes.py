@@ -60,7 +60,7 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
-def _media_type(value: str | None) -> str:
+def media_type(value: str | None) -> str:
     return (value or "").split(";", 1)[0].strip().lower()
 
 
@@ -72,7 +72,7 @@ async def read_json(request: Request, limit: int, timeout_s: float) -> Any:
     """The body as JSON: declared as JSON (so no browser "simple" cross-origin request gets here), at most `limit` bytes
     (refused before they are read), received within `timeout_s` (a stalled body must not hold a connection), without
     NaN/Infinity or duplicated keys."""
-    if _media_type(request.headers.get("content-type")) != JSON:
+    if media_type(request.headers.get("content-type")) != JSON:
         raise ApiError(415, f"send the body as Content-Type: {JSON}", "unsupported_media_type")
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -154,7 +154,7 @@ class Guard:
         self.children = {path: metrics.latency.labels(model=model, endpoint=endpoint) for path, (model, endpoint) in table.paths.items()}
         self.other = metrics.latency.labels(model=NO_MODEL, endpoint="other")
 
-    def _authorised(self, scope: Scope) -> bool:
+    def authorised(self, scope: Scope) -> bool:
         given = next((value for key, value in scope["headers"] if key == b"authorization"), b"")
         scheme, _, credentials = given.partition(b" ")
         assert self.expected is not None
@@ -174,7 +174,7 @@ class Guard:
             await send(message)
 
         try:
-            if self.expected is not None and path not in self.table.open_paths and not self._authorised(scope):
+            if self.expected is not None and path not in self.table.open_paths and not self.authorised(scope):
                 self.metrics.errors.labels(model=self.table.model_of(path), kind="unauthorized").inc()
                 await _send_json(send, 401, {"detail": "missing or wrong bearer token"}, [(b"www-authenticate", b"Bearer")])
                 return
