@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,7 +15,7 @@ from mlplatform.pipeline.replay import json_records, read_source
 from mlplatform.settings import Settings
 from mlplatform.stores.registry import Registry
 from mlplatform_tests.conftest import ADULT_SPEC, BIKE_SPEC
-from mlplatform_tests.serving_support import Server, auth, client, metric, readiness, register_versions, running_server, state_settings, wait_for_version
+from mlplatform_tests.serving_support import Server, auth, client, fuzz, metric, readiness, register_versions, running_server, state_settings, wait_for_version
 
 ADULT, BIKE = "adult", "bike-sharing"
 
@@ -93,3 +94,8 @@ def test_a_promotion_swaps_only_that_model(client: httpx.Client, settings: Setti
     assert client.post(f"/admin/models/{BIKE}/reload", headers=auth()).json() == {"model_version": versions[BIKE][0], "changed": False, "error": None}
     assert metric(client, "mlplatform_model_reloads_total", model=ADULT) == reloads[ADULT] + 1
     assert metric(client, "mlplatform_model_reloads_total", model=BIKE) == reloads[BIKE]
+
+
+def test_fuzzing_both_models_finds_no_server_error(server: Server, tmp_path: Path) -> None:
+    """Every operation of both models (predict, feedback, readyz, reload each) and the global ones, with every check."""
+    fuzz(server, tmp_path, operations=11)
