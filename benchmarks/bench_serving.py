@@ -2,11 +2,13 @@
 
 Single-row requests at 8 concurrent connections against both servers (ours with the prediction log on:
 every answer is committed to the event log before it is sent), then 1,000-row batches against both and
-the model's own in-process `Predictor.predict` on the same 1,000 rows. Both servers run on 127.0.0.1 from
+the model's own in-process `Predictor.predict` on the same 1,000 rows; then the cost of the access checks: ours with
+`MLPLATFORM_SERVE_TOKEN` set (bearer token checked on every request, besides the JSON content-type check that is
+always on) against ours without, both up at once and measured alternately, in rounds. Both servers run on 127.0.0.1 from
 a fresh state folder in a temp directory; wrk (Debian package, `make system-deps`) drives them with a Lua
 script for the POST body. The machine is shared with other work: read the ratios, not the absolute numbers.
 
-    .venv/bin/python benchmarks/bench_serving.py [--seconds 15] [--rows 20000]
+    .venv/bin/python benchmarks/bench_serving.py [--seconds 15] [--rows 20000] [--rounds 3]
 """
 
 import argparse
@@ -30,6 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from results import markdown_table, record  # noqa: E402
 
+from mlplatform.serving.metrics import ServingMetrics  # noqa: E402
+from mlplatform.serving.routes import Guard, RouteTable, media_type  # noqa: E402
+from starlette.datastructures import Headers  # noqa: E402
 from mlplatform.stores.registry import Registry  # noqa: E402
 from mlplatform.pipeline.replay import json_records, read_source  # noqa: E402
 from mlplatform.settings import DEFAULT_SPEC, Settings  # noqa: E402
@@ -40,9 +45,10 @@ from mlplatform.domain.validation import validate_frame  # noqa: E402
 COMMAND = ".venv/bin/python benchmarks/bench_serving.py"
 CONNECTIONS = 8
 BATCH = 1000
+TOKEN = "bench-token"
 LUA = """wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-local f = io.open("{body}", "rb")
+{auth}local f = io.open("{body}", "rb")
 wrk.body = f:read("*a")
 f:close()
 """
@@ -82,12 +88,13 @@ def _process(args: list[str], env: dict[str, str], ready_url: str, log: Path) ->
             proc.kill()
 
 
-def wrk(url: str, body: bytes, seconds: float, connections: int, folder: Path, name: str) -> dict[str, float]:
-    """Requests/s, p50 and p99 (ms) and non-2xx count from one wrk run with `body` POSTed."""
+def wrk(url: str, body: bytes, seconds: float, connections: int, folder: Path, name: str, token: str | None = None) -> dict[str, float]:
+    """Requests/s, p50 and p99 (ms) and non-2xx count from one wrk run with `body` POSTed (with the bearer `token` if given)."""
     body_path = folder / f"{name}.json"
     body_path.write_bytes(body)
     script = folder / f"{name}.lua"
-    script.write_text(LUA.format(body=body_path), encoding="utf-8")
+    auth = f'wrk.headers["Authorization"] = "Bearer {token}"\n' if token else ""
+    script.write_text(LUA.format(body=body_path, auth=auth), encoding="utf-8")
     out = subprocess.run(
         ["wrk", "-t2", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "-s", str(script), url],
         capture_output=True, text=True, check=True,
@@ -116,10 +123,23 @@ def in_process_rows_per_s(settings: Settings, spec_path: Path, frame: pd.DataFra
     return done / (time.perf_counter() - started)
 
 
+def check_cost_us(calls: int = 200_000) -> float:
+    """In-process time (µs) of what the token and content-type checks add to one request: the server-to-server runs cannot
+    resolve a few µs on a shared machine, this can."""
+    guard = Guard(None, ServingMetrics(), RouteTable({}), TOKEN)  # type: ignore[arg-type]  # the app is never called here
+    scope = {"headers": [(b"host", b"127.0.0.1"), (b"content-type", b"application/json"), (b"content-length", b"300"),
+                         (b"authorization", f"Bearer {TOKEN}".encode())]}
+    started = time.perf_counter()
+    for _ in range(calls):
+        assert guard.authorised(scope) and media_type(Headers(scope=scope).get("content-type")) == "application/json"
+    return (time.perf_counter() - started) / calls * 1e6
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=15.0, help="duration of each wrk run")
     parser.add_argument("--rows", type=int, default=20_000, help="Adult rows the benchmarked model is trained on")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating runs per side of the token on/off comparison")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is not installed: run `make system-deps` (Debian package wrk)", file=sys.stderr)
@@ -138,7 +158,7 @@ def main() -> int:
         version = int(registry.log_model(result, events, {}, {}).version)
         registry.promote(version)
         base_env = {k: v for k, v in os.environ.items() if not k.startswith("MLPLATFORM_")}
-        ours_port, mlflow_port = _free_port(), _free_port()
+        ours_port, mlflow_port, token_port = _free_port(), _free_port(), _free_port()
         ours_env = {**base_env, "MLPLATFORM_STATE_DIR": str(settings.state_dir), "MLPLATFORM_DATASET_SPEC": str(DEFAULT_SPEC)}
         mlflow_env = {**base_env, "MLFLOW_TRACKING_URI": settings.tracking_uri, "PATH": f"{bin_dir}{os.pathsep}{base_env.get('PATH', '')}"}
         one, batch = json.dumps(records[0]).encode(), json.dumps({"records": records}).encode()
@@ -151,13 +171,21 @@ def main() -> int:
             results["ours_one"] = wrk(ours_url + "/predict", one, args.seconds, CONNECTIONS, folder, "ours_one")
             results["ours_batch"] = wrk(ours_url + "/predict", batch, args.seconds, 2, folder, "ours_batch")
             logged = httpx.get(ours_url + "/metrics").text
+            token_url = f"http://127.0.0.1:{token_port}"
+            with _process([str(bin_dir / "mlplatform"), "serve", "--port", str(token_port)], {**ours_env, "MLPLATFORM_SERVE_TOKEN": TOKEN},
+                          token_url + "/readyz", folder / "ours-token.log"):
+                wrk(token_url + "/predict", one, 3, CONNECTIONS, folder, "token_warm", TOKEN)
+                checks = {"off": [], "on": []}
+                for _ in range(args.rounds):
+                    checks["off"].append(wrk(ours_url + "/predict", one, args.seconds, CONNECTIONS, folder, "checks_off"))
+                    checks["on"].append(wrk(token_url + "/predict", one, args.seconds, CONNECTIONS, folder, "checks_on", TOKEN))
         with _process([str(bin_dir / "mlflow"), "models", "serve", "-m", f"models:/{spec.model_name}/{version}", "--env-manager", "local",
                        "-h", "127.0.0.1", "-p", str(mlflow_port)], mlflow_env, mlflow_url + "/ping", folder / "mlflow.log"):
             wrk(mlflow_url + "/invocations", mlflow_one, 3, CONNECTIONS, folder, "mlflow_warm")
             results["mlflow_one"] = wrk(mlflow_url + "/invocations", mlflow_one, args.seconds, CONNECTIONS, folder, "mlflow_one")
             results["mlflow_batch"] = wrk(mlflow_url + "/invocations", mlflow_batch, args.seconds, 2, folder, "mlflow_batch")
         in_process = in_process_rows_per_s(settings, DEFAULT_SPEC, pd.DataFrame(records), min(args.seconds, 10))
-    committed = re.search(r"^mlplatform_prediction_log_rows_total ([\d.e+]+)$", logged, re.M)
+    committed = re.search(r"^mlplatform_prediction_log_rows_total\{[^}]*\} ([\d.e+]+)$", logged, re.M)
     o1, m1, ob, mb = results["ours_one"], results["mlflow_one"], results["ours_batch"], results["mlflow_batch"]
     table = [
         {"single row, 8 connections": "requests/s", "mlplatform serve (prediction log on)": f"{o1['rps']:,.0f}",
@@ -175,9 +203,25 @@ def main() -> int:
          "ours / mlflow": f"{ob['rps'] / mb['rps']:.1f}×", "ours / in-process": f"{ob['rps'] * BATCH / in_process:.2f}×"},
     ]
     goal = "met" if o1["rps"] >= 20 * m1["rps"] and o1["p99"] <= 10 else "not met"
+    side = {k: {"rps": sum(r["rps"] for r in runs) / len(runs), "p99": sum(r["p99"] for r in runs) / len(runs),
+                "errors": sum(r["errors"] for r in runs), "each": ", ".join(f"{r['rps']:,.0f}" for r in runs)} for k, runs in checks.items()}
+    cost = 1 - side["on"]["rps"] / side["off"]["rps"]
+    check_us = check_cost_us()
+    check_share = check_us * side["off"]["rps"] / 1e6  # of the server's time per request, saturated on one event loop
+    checks_table = [
+        {"single row, 8 connections": f"token unset (content-type check only), mean of {args.rounds}", "requests/s": f"{side['off']['rps']:,.0f}",
+         "each run": side["off"]["each"], "p99 (ms)": f"{side['off']['p99']:.2f}", "non-2xx": f"{side['off']['errors']:.0f}", "cost": ""},
+        {"single row, 8 connections": f"token set and sent (+ content-type check), mean of {args.rounds}", "requests/s": f"{side['on']['rps']:,.0f}",
+         "each run": side["on"]["each"], "p99 (ms)": f"{side['on']['p99']:.2f}", "non-2xx": f"{side['on']['errors']:.0f}", "cost": f"{cost:+.1%}"},
+        {"single row, 8 connections": "the checks alone, in-process", "requests/s": "", "each run": f"{check_us:.2f} µs per request",
+         "p99 (ms)": "", "non-2xx": "", "cost": f"{check_share:.2%} of a request"},
+    ]
     body = (
-        markdown_table(table) + "\n\n" + markdown_table(batch_table) + "\n\n"
+        markdown_table(table) + "\n\n" + markdown_table(batch_table) + "\n\n" + markdown_table(checks_table) + "\n\n"
         + f"Goal (≥ 20× mlflow's single-row throughput and p99 ≤ 10 ms): **{goal}**. "
+        + f"Access checks (goal: cost ≤ 5 %): **{'met' if cost <= 0.05 else 'not met'} by the servers' throughput "
+        + f"({cost:+.1%} requests/s with the token on; the two servers ran alternately on a shared machine, so this includes run-to-run noise, "
+        + f"see each run) and {'met' if check_share <= 0.05 else 'not met'} by the in-process time of the checks ({check_share:.2%})**. "
         + f"Model: LightGBM trained on {args.rows:,} Adult rows; wrk -t2, {args.seconds:.0f} s per run after a 3 s warm-up; "
         + f"{committed.group(1) if committed else '?'} predictions committed to the event log by our server during its runs. "
         + f"Socket errors: ours {o1['socket_errors'] or 'none'}, mlflow {m1['socket_errors'] or 'none'}. "

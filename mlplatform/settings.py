@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -69,7 +70,7 @@ class Settings(BaseSettings):
     serve_reload_seconds: float = Field(default=1.0, gt=0, description="How often serving checks which version is `@champion` (one alias read: cheap; part of the time from promotion to serving).")
     serve_max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Larger request bodies get 413.")
     serve_max_batch_rows: int = Field(default=1000, ge=1, description="Larger /predict batches get 413.")
-    serve_token: SecretStr | None = Field(default=None, description="Bearer token required by /feedback and /admin/* when set.")
+    serve_token: SecretStr | None = Field(default=None, description="Bearer token required, when set, by every endpoint except /healthz and the /readyz ones (predict, feedback, admin, metrics, OpenAPI).")
     serve_log_interval_ms: float = Field(default=0.0, ge=0, description="Prediction-log group commit: extra wait to gather a bigger group (0: requests queued while the previous commit ran form the next group).")
     serve_live_quality_seconds: float = Field(default=30.0, gt=0, description="How often serving refreshes its live-quality gauges.")
     serve_log_max_rows: int = Field(default=2000, ge=1, description="Prediction-log group commit: most rows in one transaction.")
@@ -85,6 +86,10 @@ class Settings(BaseSettings):
 
     # production profile
     event_log_url: SecretStr | None = Field(default=None, description="PostgreSQL URL of the event log (e.g. postgresql://user:password@127.0.0.1:5432/db), one schema per dataset; unset: the SQLite file in <state>/events.")
+
+    # serving
+    serve_unknown_fields: Literal["refuse", "ignore"] = Field(default="refuse", description="/predict fields that are neither a feature nor a column the spec drops: 422 (refuse) or silently ignored (ignore). Dropped columns are always ignored.")
+    serve_body_timeout_seconds: float = Field(default=10.0, gt=0, description="A request body not fully received within this time gets 408 and its connection is closed.")
 
     @model_validator(mode="after")
     def _resolve_paths(self) -> "Settings":

@@ -8,10 +8,11 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pandas as pd
@@ -21,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from mlplatform.stores.eventlog import SERVING_SOURCE, EventLog
 from mlplatform.stores.registry import Registry
 from mlplatform.pipeline.replay import canonical_labels, read_source
+from mlplatform.serving import ModelParts, SettingsModel, serve
 from mlplatform.settings import Settings
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.training import TrainingConfig, train
@@ -90,14 +92,28 @@ def server_env(settings: Settings, **extra: str) -> dict[str, str]:
     return env
 
 
+def model_parts(settings: Settings) -> ModelParts:
+    """One model's parts from its settings: the one place tests compose serving (mlplatform/root.py will do it for the CLI)."""
+    return SettingsModel.from_settings(settings)
+
+
+def serve_specs(argv: list[str]) -> None:
+    """`python -m mlplatform_tests.serving_support PORT SPEC...`: one process serving the model of every spec, settings from MLPLATFORM_*."""
+    port, *specs = argv
+    settings = Settings(serve_port=int(port))
+    serve(settings, [model_parts(settings.model_copy(update={"dataset_spec": Path(spec).resolve()})) for spec in specs])
+
+
 @contextmanager
-def running_server(settings: Settings, wait_ready: bool = True, **extra_env: str) -> Iterator[Server]:
-    """Start `mlplatform serve`, wait until it answers (and has a model, with `wait_ready`), stop it after."""
+def running_server(settings: Settings, wait_ready: bool = True, specs: Sequence[Path] = (), **extra_env: str) -> Iterator[Server]:
+    """Start `mlplatform serve` (or, given `specs`, one process serving each spec's model), wait until it answers (and every
+    model has a champion, with `wait_ready`), stop it after."""
     port = free_port()
     log_path = settings.state_dir / f"serve-{port}.log"
+    command = ["-m", "mlplatform_tests.serving_support", str(port), *map(str, specs)] if specs else ["-m", "mlplatform.cli", "serve", "--port", str(port)]
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "mlplatform.cli", "serve", "--port", str(port)],
+            [sys.executable, *command],
             env=server_env(settings, **extra_env),
             stdout=log_file,
             stderr=subprocess.STDOUT,
@@ -130,12 +146,22 @@ def wait_until_up(server: Server, path: str) -> None:
     raise RuntimeError(f"server not up on {path} after {STARTUP_TIMEOUT_S}s:\n{server.log_text()[-3000:]}")
 
 
-def wait_for_version(client: httpx.Client, version: int, timeout_s: float = 120.0) -> float:
-    """Poll /readyz until the server answers with `version`; returns when it did."""
+def readiness(client: httpx.Client, model: str | None = None) -> dict[str, Any]:
+    """/readyz of `model` (default: the only model served)."""
+    models = client.get("/readyz").json()["models"]
+    return models[model] if model is not None else models[only(models)]
+
+
+def only(models: dict[str, Any]) -> str:
+    assert len(models) == 1, f"name the model: this server serves {sorted(models)}"
+    return next(iter(models))
+
+
+def wait_for_version(client: httpx.Client, version: int, model: str | None = None, timeout_s: float = 120.0) -> float:
+    """Poll /readyz until `model` (default: the only one) is served at `version`; returns when it was."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        response = client.get("/readyz")
-        if response.status_code == 200 and response.json()["model_version"] == version:
+        if readiness(client, model).get("model_version") == version:
             return time.monotonic()
         time.sleep(0.05)
     raise AssertionError(f"server did not switch to version {version} within {timeout_s}s")
@@ -146,19 +172,41 @@ def auth() -> dict[str, str]:
 
 
 def metric(client: httpx.Client, name: str, **labels: str) -> float:
-    """A sample's value from /metrics (0 when absent)."""
-    for family in text_string_to_metric_families(client.get("/metrics").text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return float(sample.value)
-    return 0.0
+    """The sum of the samples from /metrics with that name and those labels, whatever their other labels (0 when absent)."""
+    families = text_string_to_metric_families(client.get("/metrics").text)
+    return sum(float(sample.value) for family in families for sample in family.samples
+               if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()))
+
+
+def authorised_client(url: str) -> httpx.Client:
+    """A client sending the bearer token, which the test servers require on everything but the health endpoints."""
+    return httpx.Client(base_url=url, timeout=30, headers=auth())
 
 
 @pytest.fixture(scope="module")
 def client(server: Server) -> Iterator[httpx.Client]:
-    """An HTTP client on the importing test module's `server` fixture."""
-    with httpx.Client(base_url=server.url, timeout=30) as c:
+    """An authorised HTTP client on the importing test module's `server` fixture."""
+    with authorised_client(server.url) as c:
         yield c
+
+
+# An over-long batch is refused with 413 (the limit is in the message), which schemathesis does not count as a rejection by default.
+SCHEMATHESIS_CONFIG = """[checks.negative_data_rejection]
+expected-statuses = ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428", "429"]
+"""
+
+
+def fuzz(server: Server, folder: Path, operations: int) -> None:
+    """Schemathesis with every check (no server error; statuses, content types and bodies as documented; invalid data
+    refused and valid data accepted; the token not ignored) on every operation of the server's OpenAPI document, with the token."""
+    (folder / "schemathesis.toml").write_text(SCHEMATHESIS_CONFIG, encoding="utf-8")
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("schemathesis")), "--config-file", "schemathesis.toml", "run", f"{server.url}/openapi.json",
+         "--checks", "all", "--max-examples", "15", "--seed", "7", "--header", f"Authorization: Bearer {TOKEN}", "--request-timeout", "30"],
+        capture_output=True, text=True, timeout=600, cwd=folder,
+    )
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    assert f"Tested: {operations}" in result.stdout and "Failures:" not in result.stdout, result.stdout[-3000:]
 
 
 def served_regression_log(settings: Settings, spec: DatasetSpec) -> EventLog:
@@ -171,3 +219,7 @@ def served_regression_log(settings: Settings, spec: DatasetSpec) -> EventLog:
     log.append(events.assign(label=None, model_version=["3"] * 40 + ["2"] * 20, prediction=truth + 4.0, probability=None), SERVING_SOURCE)
     log.add_labels(events["event_id"].iloc[:50].tolist(), truth[:50].tolist())
     return log
+
+
+if __name__ == "__main__":
+    serve_specs(sys.argv[1:])

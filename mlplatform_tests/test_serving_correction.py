@@ -28,7 +28,7 @@ from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.validation import LABEL
 from mlplatform_tests.conftest import ADULT_SPEC
 from mlplatform_tests.serving_support import (
-    Server, auth, canonical, client, free_port, metric, register_versions, running_server, state_settings, wait_for_version,
+    Server, auth, authorised_client, canonical, client, free_port, metric, readiness, register_versions, running_server, state_settings, wait_for_version,
 )
 
 ON = {"MLPLATFORM_SERVE_ONLINE_CORRECTION": "1"}
@@ -74,7 +74,7 @@ def before_restart(client: httpx.Client, adult_spec: DatasetSpec, adult_rows: pd
 def restarted(server: Server, before_restart: dict[str, Any], settings: Settings) -> Iterator[httpx.Client]:
     """The corrected service after a kill -9 of the first one, on the same state folder."""
     server.kill()
-    with running_server(settings, **ON) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
+    with running_server(settings, **ON) as srv, authorised_client(srv.url) as c:
         yield c
 
 
@@ -101,7 +101,7 @@ def feedback(c: httpx.Client, event_id: str, label: object) -> httpx.Response:
 
 
 def correction(c: httpx.Client) -> dict[str, Any]:
-    return c.get("/readyz").json()["online_correction"]
+    return readiness(c)["online_correction"]
 
 
 def served_log(settings: Settings, spec: DatasetSpec) -> EventLog:
@@ -112,7 +112,7 @@ def test_off_by_default_serves_the_champion_as_trained(settings: Settings, adult
                                                        versions: list[int], predictors: dict[int, Predictor]) -> None:
     records, labels = rows(adult_rows, OFF_ROWS, adult_spec)
     raw = predictors[versions[0]].predict(pd.DataFrame(records))["probability"].to_numpy()
-    with running_server(settings) as off, httpx.Client(base_url=off.url, timeout=30) as c:
+    with running_server(settings) as off, authorised_client(off.url) as c:
         assert correction(c) == {"enabled": False, "updates": 0}
         served = predict(c, records)
         np.testing.assert_allclose(probabilities(served), raw, rtol=1e-12)

@@ -14,14 +14,14 @@ from mlplatform.pipeline.replay import json_records
 from mlplatform.settings import Settings
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform_tests.conftest import ADULT_SPEC
-from mlplatform_tests.serving_support import auth, register_versions, running_server, state_settings
+from mlplatform_tests.serving_support import auth, authorised_client, register_versions, running_server, state_settings
 
 ACKNOWLEDGED = 300
 
 
 def _load(url: str, records: list[dict[str, Any]], stop: threading.Event, acked: dict[str, dict[str, Any]], worker: int) -> None:
     """Single records and small batches until the server dies; keeps every answer that fully arrived."""
-    with httpx.Client(base_url=url, timeout=30) as client:
+    with authorised_client(url) as client:
         i = worker
         while not stop.is_set():
             batch = records[i % 40 : i % 40 + 1 + i % 3]
@@ -54,7 +54,7 @@ def test_acknowledged_predictions_survive_kill_9(tmp_path_factory: pytest.TempPa
             w.join()
     assert len(acked) >= ACKNOWLEDGED
 
-    with running_server(settings) as restarted, httpx.Client(base_url=restarted.url, timeout=30) as client:
+    with running_server(settings) as restarted, authorised_client(restarted.url) as client:
         log = EventLog.for_dataset(settings.events_dir, adult_spec)
         try:
             stored = log.get(list(acked)).set_index("event_id")

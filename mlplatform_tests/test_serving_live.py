@@ -5,15 +5,15 @@ from pathlib import Path
 import pytest
 
 from mlplatform.serving.live import LiveQualityGauges
-from mlplatform.serving.metrics import ServingMetrics
+from mlplatform.serving.metrics import ModelMetrics, ServingMetrics
 from mlplatform.settings import Settings
 from mlplatform.domain.spec import load_spec
 from mlplatform_tests.conftest import BIKE_SPEC
 from mlplatform_tests.serving_support import served_regression_log
 
 
-def _gauge(metrics: ServingMetrics, name: str, **labels: str) -> float | None:
-    return metrics.registry.get_sample_value(name, labels)
+def _gauge(metrics: ModelMetrics, name: str, **labels: str) -> float | None:
+    return metrics.registry.get_sample_value(name, {"model": metrics.name, **labels})
 
 
 def test_gauges_follow_the_served_version_and_its_ceiling(tmp_path: Path) -> None:
@@ -21,7 +21,7 @@ def test_gauges_follow_the_served_version_and_its_ceiling(tmp_path: Path) -> Non
     settings = Settings(state_dir=tmp_path / "state", dataset_spec=BIKE_SPEC, live_max_rmse=5.0, live_quality_min_events=10)
     log = served_regression_log(settings, spec)
     served: list[int | None] = [None]
-    metrics = ServingMetrics()
+    metrics = ServingMetrics().model(spec.name)
     gauges = LiveQualityGauges(settings, spec, log, metrics, lambda: served[0])
 
     assert gauges.update() is None  # nothing served yet: no verdict, no gauge values
@@ -34,7 +34,7 @@ def test_gauges_follow_the_served_version_and_its_ceiling(tmp_path: Path) -> Non
     assert _gauge(metrics, "mlplatform_live_labelled_events") == 40
     assert _gauge(metrics, "mlplatform_live_below_floor") == 0
 
-    strict_metrics = ServingMetrics()
+    strict_metrics = ServingMetrics().model(spec.name)
     LiveQualityGauges(settings.model_copy(update={"live_max_rmse": 3.0}), spec, log, strict_metrics, lambda: 3).update()
     assert _gauge(strict_metrics, "mlplatform_live_below_floor") == 1
 

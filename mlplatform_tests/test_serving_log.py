@@ -27,7 +27,7 @@ def _row(spec: DatasetSpec, event_id: str) -> tuple[object, ...]:
 
 
 def test_concurrent_requests_are_all_committed(events: EventLog, adult_spec: DatasetSpec) -> None:
-    metrics = ServingMetrics()
+    metrics = ServingMetrics().model(adult_spec.name)
     writer = PredictionLog(events, metrics, linger_s=0.0, max_rows=50)
     writer.start()
 
@@ -41,12 +41,12 @@ def test_concurrent_requests_are_all_committed(events: EventLog, adult_spec: Dat
     assert sorted(stored["event_id"]) == sorted(ids)
     assert (stored["source"] == SERVING_SOURCE).all() and (stored["model_version"] == "3").all() and stored["label"].isna().all()
     assert events.counts().total == len(ids)
-    assert metrics.registry.get_sample_value("mlplatform_prediction_log_rows_total") == len(ids)
-    assert metrics.registry.get_sample_value("mlplatform_prediction_log_pending_rows") == 0
+    assert metrics.registry.get_sample_value("mlplatform_prediction_log_rows_total", {"model": "adult"}) == len(ids)
+    assert metrics.registry.get_sample_value("mlplatform_prediction_log_pending_rows", {"model": "adult"}) == 0
 
 
 def test_a_failed_commit_fails_its_requests_and_not_the_writer(events: EventLog, adult_spec: DatasetSpec) -> None:
-    metrics = ServingMetrics()
+    metrics = ServingMetrics().model(adult_spec.name)
     writer = PredictionLog(events, metrics, linger_s=0.0, max_rows=50)
     writer.start()
 
@@ -59,4 +59,4 @@ def test_a_failed_commit_fails_its_requests_and_not_the_writer(events: EventLog,
     asyncio.run(write("second"))
     writer.close()
     assert sorted(events.get(["first", "second"])["event_id"]) == ["first", "second"]
-    assert metrics.registry.get_sample_value("mlplatform_errors_total", {"kind": "prediction_log"}) == 1
+    assert metrics.registry.get_sample_value("mlplatform_errors_total", {"model": "adult", "kind": "prediction_log"}) == 1

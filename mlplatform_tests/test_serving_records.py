@@ -120,3 +120,15 @@ def test_regression_model_and_numbers_for_categories() -> None:
     np.testing.assert_allclose(prediction, predictor.predict(pd.DataFrame(records))["prediction"].to_numpy(), rtol=1e-12)
     _, errors = model.codec.check([{**records[0], "season": float("inf")}], ("body",))
     assert [e.loc for e in errors] == [("body", "season")]
+
+
+def test_dropped_columns_are_ignored_and_unknown_fields_follow_the_policy(adult_spec: DatasetSpec, predictor: Predictor, adult_rows: pd.DataFrame) -> None:
+    """MLPLATFORM_SERVE_UNKNOWN_FIELDS: `refuse` reports fields that are neither features nor dropped columns, `ignore` drops them too."""
+    record = {**_records(canonical(adult_rows.iloc[:1], adult_spec), adult_spec)[0], "fnlwgt": 77516}
+    refusing, ignoring = RecordCodec(adult_spec, predictor), RecordCodec(adult_spec, predictor, refuse_unknown=False)
+    assert refusing.check([record], ("body",))[1] == []
+    clean, errors = refusing.check([{**record, "shoe-size": 42}], ("body",))
+    assert [(e.loc, e.type) for e in errors] == [(("body", "shoe-size"), "extra_forbidden")]
+    clean, errors = ignoring.check([{**record, "shoe-size": 42}], ("body",))
+    assert errors == [] and list(clean[0]) == list(adult_spec.features)
+    assert [e.loc for e in ignoring.check([{"shoe-size": 42}], ("body",))[1]] == [("body", name) for name in adult_spec.features]

@@ -19,7 +19,7 @@ from mlplatform.pipeline.replay import json_records
 from mlplatform.settings import Settings
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform_tests.conftest import ADULT_SPEC
-from mlplatform_tests.serving_support import Server, auth, client, metric, register_versions, running_server, state_settings, wait_for_version
+from mlplatform_tests.serving_support import Server, auth, authorised_client, client, metric, readiness, register_versions, running_server, state_settings, wait_for_version
 
 PROMOTIONS = 10
 
@@ -79,7 +79,7 @@ class Answer:
 
 
 def _load(url: str, records: list[dict[str, Any]], stop: threading.Event, answers: list[Answer], worker: int) -> None:
-    with httpx.Client(base_url=url, timeout=30) as client:
+    with authorised_client(url) as client:
         i = worker
         while not stop.is_set():
             index = i % len(records)
@@ -153,7 +153,7 @@ def test_a_version_that_fails_to_load_is_never_served(client: httpx.Client, regi
     while metric(client, "mlplatform_model_reload_failures_total") == failures and time.monotonic() < deadline:
         assert client.post("/predict", json=records[1]).json()["model_version"] == good
     assert metric(client, "mlplatform_model_reload_failures_total") == failures + 1
-    assert client.get("/readyz").json()["model_version"] == good
+    assert readiness(client)["model_version"] == good
     assert client.post("/predict", json=records[1]).json()["model_version"] == good
     forced = client.post("/admin/reload", headers=auth())
     assert forced.status_code == 503

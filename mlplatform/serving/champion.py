@@ -26,7 +26,7 @@ from mlplatform.domain.correction import ResidualCorrector
 from mlplatform.stores.eventlog import SERVING_SOURCE, EventLog
 from mlplatform.domain.predictor import Predictor
 from mlplatform.stores.registry import Registry
-from mlplatform.serving.metrics import ServingMetrics
+from mlplatform.serving.metrics import ModelMetrics
 from mlplatform.serving.records import RecordCodec
 from mlplatform.serving.singlerow import SingleRowPredictor
 from mlplatform.settings import Settings
@@ -48,9 +48,11 @@ class ServedModel:
     corrector: ResidualCorrector | None = None
 
     @classmethod
-    def load(cls, version: int, predictor: Predictor, spec: DatasetSpec, correction_rate: float | None = None) -> "ServedModel":
-        """`correction_rate` (the online correction's learning rate) gives this version a fresh corrector; None serves it as trained."""
-        codec = RecordCodec(spec, predictor)
+    def load(cls, version: int, predictor: Predictor, spec: DatasetSpec, correction_rate: float | None = None,
+             refuse_unknown: bool = True) -> "ServedModel":
+        """`correction_rate` (the online correction's learning rate) gives this version a fresh corrector; None serves it as trained.
+        `refuse_unknown`: records with fields that are neither features nor dropped columns are refused (else those are ignored)."""
+        codec = RecordCodec(spec, predictor, refuse_unknown)
         corrector = None if correction_rate is None else ResidualCorrector(spec, correction_rate)
         return cls(version, predictor, codec, SingleRowPredictor(predictor.booster, codec.width), corrector)
 
@@ -92,12 +94,13 @@ class ReloadOutcome:
 class ChampionWatcher:
     """Keeps `current` on the champion version of one registered model."""
 
-    def __init__(self, registry: Registry, spec: DatasetSpec, interval_s: float, metrics: ServingMetrics, settings: Settings | None = None,
+    def __init__(self, registry: Registry, spec: DatasetSpec, interval_s: float, metrics: ModelMetrics, settings: Settings | None = None,
                  events: EventLog | None = None) -> None:
         self.registry = registry
         self.settings = settings
         self.events = events  # where a version's online correction warms up (and /feedback reads its events back)
         self.correction_rate = settings.serve_correction_learning_rate if settings is not None and settings.serve_online_correction else None
+        self.refuse_unknown = settings is None or settings.serve_unknown_fields == "refuse"
         self._alert_firing = False
         self.spec = spec
         self.interval_s = interval_s
@@ -133,7 +136,7 @@ class ChampionWatcher:
             if version == serving or (version == self._failed_version and not retry_failed):
                 return ReloadOutcome(serving, False)
             try:
-                model = ServedModel.load(version, self.registry.load_predictor(version), self.spec, self.correction_rate)
+                model = ServedModel.load(version, self.registry.load_predictor(version), self.spec, self.correction_rate, self.refuse_unknown)
                 model.predict([dict.fromkeys(model.codec.features)])
             except Exception as exc:  # any load failure keeps the old version serving
                 return self._failed(serving, version, f"cannot load version {version}: {exc}")

@@ -10,11 +10,9 @@ import logging
 import threading
 from collections.abc import Callable
 
-from prometheus_client import Gauge
-
 from mlplatform.stores.eventlog import EventLog
 from mlplatform.pipeline.live_quality import LiveQuality, measure
-from mlplatform.serving.metrics import ServingMetrics
+from mlplatform.serving.metrics import ModelMetrics
 from mlplatform.settings import Settings
 from mlplatform.domain.spec import DatasetSpec
 
@@ -22,17 +20,15 @@ log = logging.getLogger(__name__)
 
 
 class LiveQualityGauges:
-    """Keeps `mlplatform_live_*` gauges on the version currently served."""
+    """Keeps one model's `mlplatform_live_*` gauges on the version currently served."""
 
-    def __init__(self, settings: Settings, spec: DatasetSpec, events: EventLog, metrics: ServingMetrics, served_version: Callable[[], int | None]) -> None:
+    def __init__(self, settings: Settings, spec: DatasetSpec, events: EventLog, metrics: ModelMetrics, served_version: Callable[[], int | None]) -> None:
         self.settings = settings
         self.spec = spec
         self.events = events
         self.served_version = served_version
-        r = metrics.registry
-        self.metric = Gauge("mlplatform_live_metric", "The served version's metric on its latest labelled served predictions.", ["metric"], registry=r)
-        self.labelled = Gauge("mlplatform_live_labelled_events", "Labelled served predictions in the live-quality window.", registry=r)
-        self.below_floor = Gauge("mlplatform_live_below_floor", "1 when a live metric breaches its floor (with enough labelled events).", registry=r)
+        self.metrics = metrics
+        self._shown: set[str] = set()  # metric names with a gauge value, removed when a measurement no longer has them
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="live-quality", daemon=True)
 
@@ -42,11 +38,14 @@ class LiveQualityGauges:
         if version is None:
             return None
         quality = measure(self.settings, self.spec, self.events, version)
-        self.metric.clear()
+        m = self.metrics
+        for name in self._shown - set(quality.metrics):
+            m.live_metric.remove(name)
         for name, value in quality.metrics.items():
-            self.metric.labels(metric=name).set(value)
-        self.labelled.set(quality.events)
-        self.below_floor.set(1 if quality.below_floor else 0)
+            m.live_metric.labels(metric=name).set(value)
+        self._shown = set(quality.metrics)
+        m.live_labelled.set(quality.events)
+        m.live_below_floor.set(1 if quality.below_floor else 0)
         return quality
 
     def start(self) -> None:

@@ -11,14 +11,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
+import sqlite3
 import threading
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any
 
 from mlplatform.stores.eventlog import SERVING_SOURCE, EventLog
-from mlplatform.serving.metrics import ServingMetrics
+from mlplatform.serving.metrics import ModelMetrics
 log = logging.getLogger(__name__)
+PROBE_TIMEOUT_S = 2.0
 
 
 class PredictionLogError(RuntimeError):
@@ -46,16 +49,32 @@ def _settle(futures: list[asyncio.Future[None]], error: BaseException | None) ->
 class PredictionLog:
     """Group-commit writer of served predictions into the event log (rows in `EventLog.append_served` order)."""
 
-    def __init__(self, events: EventLog, metrics: ServingMetrics, linger_s: float, max_rows: int) -> None:
+    def __init__(self, events: EventLog, metrics: ModelMetrics, linger_s: float, max_rows: int) -> None:
         self._events = events
         self._metrics = metrics
         self._linger_s = linger_s
         self._max_rows = max_rows
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self.failure: str | None = None  # why the last commit (or probe) failed; None once one succeeds
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
+
+    def probe(self) -> str | None:
+        """Commit one write transaction that changes nothing to the event log's file; None if it could, else why not (also kept
+        in `failure`). Readiness asks this after a failed commit: only a write shows whether predictions can be logged again."""
+        try:
+            with closing(sqlite3.connect(self._events.path, timeout=PROBE_TIMEOUT_S, isolation_level=None)) as db:
+                db.execute("BEGIN IMMEDIATE")
+                version = int(db.execute("PRAGMA user_version").fetchone()[0])
+                db.execute(f"PRAGMA user_version = {version}")  # rewrites the header page: a real commit to the WAL
+                db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self.failure = f"the prediction log cannot write to the event log: {exc}"
+        else:
+            self.failure = None
+        return self.failure
 
     def close(self) -> None:
         """Commit what is queued, then stop the writer."""
@@ -98,6 +117,7 @@ class PredictionLog:
             log.exception("prediction log: could not commit %d predictions", size)
             self._metrics.errors.labels(kind="prediction_log").inc()
             error = PredictionLogError(f"the prediction log could not record the predictions: {exc}")
+        self.failure = None if error is None else str(error)
         committed = time.perf_counter()
         self._metrics.log_pending.dec(size)
         if error is None:

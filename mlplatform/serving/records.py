@@ -36,7 +36,13 @@ class FieldError:
     type: str
 
     def as_dict(self) -> dict[str, Any]:
-        return {"loc": list(self.loc), "msg": self.msg, "type": self.type}
+        """The error as sent: a location or message echoing the client's text must encode, whatever the text."""
+        return {"loc": [printable(part) if isinstance(part, str) else part for part in self.loc], "msg": printable(self.msg), "type": self.type}
+
+
+def printable(text: str) -> str:
+    """Text safe to echo in a response: lone surrogates (which a JSON key can hold but UTF-8 cannot) shown as \\udxxx."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def utf8_problem(value: str) -> str | None:
@@ -96,7 +102,8 @@ def _plainly_valid(value: Any, check: Any) -> bool:
 class RecordCodec:
     """Validates JSON records for one spec and turns them into the feature matrix of one model version."""
 
-    def __init__(self, spec: DatasetSpec, predictor: Predictor) -> None:
+    def __init__(self, spec: DatasetSpec, predictor: Predictor, refuse_unknown: bool = True) -> None:
+        """`refuse_unknown`: a field that is neither a feature nor a column the spec drops is an error (else ignored, like dropped columns)."""
         transformer = predictor.transformer
         if set(transformer.numeric) != set(spec.numeric_features) or set(transformer.categorical) != set(spec.categorical_features):
             raise ModelMismatch(
@@ -104,6 +111,8 @@ class RecordCodec:
             )
         self.features = list(spec.features)
         self._checks = {name: (check_number if name in spec.numeric_features else _text) for name in self.features}
+        self._dropped = frozenset(spec.drop)
+        self._refuse_unknown = refuse_unknown
         self.numeric = list(transformer.numeric)
         self.categorical = list(transformer.categorical)
         self.crosses = list(transformer.crosses)
@@ -137,8 +146,8 @@ class RecordCodec:
                 if problem:
                     errors.append(FieldError((*where, name), f"{name}: {problem}", kind))
                 row[name] = value
-            for name in record:
-                if name not in self._checks:
+            for name in record if self._refuse_unknown and len(record) > len(row) else ():  # more keys than features present: some are not features
+                if name not in self._checks and name not in self._dropped:
                     errors.append(FieldError((*where, str(name)[:64]), "extra field not permitted (not a feature of the dataset spec)", "extra_forbidden"))
             clean.append(row)
         return clean, errors

@@ -1,0 +1,111 @@
+"""What the prediction service's OpenAPI document says: response models and request-body schemas built from a dataset spec.
+
+Bodies are parsed by hand (see routes.py), so these schemas are not what validates a request; they tell clients
+and fuzzers the shape the hand-written checks accept, and the tests hold the two to agreement.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from mlplatform.domain.spec import DatasetSpec
+from mlplatform.domain.validation import MAX_ID_LENGTH, MAX_TEXT_LENGTH
+
+JSON = "application/json"
+
+
+class FieldProblem(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class Problem(BaseModel):
+    detail: str | list[FieldProblem]
+
+
+class Prediction(BaseModel):
+    event_id: str
+    model_version: int
+    prediction: str | float
+    probability: float | None = None
+    probabilities: dict[str, float] | None = None
+
+
+class PredictionBatch(BaseModel):
+    predictions: list[Prediction]
+
+
+class FeedbackResult(BaseModel):
+    event_id: str
+    label: str | float
+    status: str
+
+
+class Health(BaseModel):
+    status: str
+
+
+class OnlineCorrection(BaseModel):
+    enabled: bool
+    updates: int
+
+
+class Readiness(BaseModel):
+    ready: bool
+    model_version: int | None = None
+    detail: str | None = None
+    online_correction: OnlineCorrection | None = None
+
+
+class ServiceReadiness(Readiness):
+    """Every model's readiness; with a single model its fields are also at the top level (as before there were several)."""
+
+    models: dict[str, Readiness]
+
+
+class ReloadResult(BaseModel):
+    model_version: int | None
+    changed: bool
+    error: str | None = None
+
+
+def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {status: {"model": Problem} for status in statuses}
+
+
+def record_schema(spec: DatasetSpec, ignore_unknown: bool) -> dict[str, Any]:
+    """JSON schema of one record: every feature present, null for missing; the spec's dropped columns allowed (and ignored),
+    other fields only when the service ignores unknown fields."""
+    number = {"anyOf": [{"type": "number"}, {"type": "null"}]}
+    text = {"anyOf": [{"type": "string", "maxLength": MAX_TEXT_LENGTH}, {"type": "number"}, {"type": "null"}]}
+    properties: dict[str, Any] = {name: number if name in spec.numeric_features else text for name in spec.features}
+    properties.update({name: {"description": "a column the dataset spec drops: accepted and ignored"} for name in spec.drop})
+    return {"type": "object", "properties": properties, "required": list(spec.features), "additionalProperties": ignore_unknown}
+
+
+def predict_body_schema(spec: DatasetSpec, max_rows: int, ignore_unknown: bool) -> dict[str, Any]:
+    record = record_schema(spec, ignore_unknown)
+    batch = {
+        "type": "object",
+        "properties": {"records": {"type": "array", "items": record, "minItems": 1, "maxItems": max_rows}},
+        "required": ["records"],
+        "additionalProperties": False,
+    }
+    return {"oneOf": [record, batch]}
+
+
+def feedback_body_schema(spec: DatasetSpec) -> dict[str, Any]:
+    label = {"type": "string", "enum": [*(spec.classes or []), *spec.label_map]} if spec.is_classification else {"type": "number"}
+    return {
+        "type": "object",
+        "properties": {"event_id": {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH}, "label": label},
+        "required": ["event_id", "label"],
+        "additionalProperties": False,
+    }
+
+
+def json_body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": {JSON: {"schema": schema}}}}

@@ -1,0 +1,252 @@
+"""One served model: its champion watcher (hot reload), prediction log, live-quality gauges, metrics and request handling.
+
+A serving process holds one `ModelService` per model it was given. What a model is made of (settings, spec,
+event log, registry) comes from the composition root as `ModelParts`; serving builds nothing from settings
+itself, so the same code serves one model or every model of a code location.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import uuid
+from collections import Counter
+from typing import Any, Protocol
+
+from starlette.concurrency import run_in_threadpool
+
+from mlplatform.domain.spec import DatasetSpec, Task
+from mlplatform.domain.validation import MAX_ID_LENGTH
+from mlplatform.serving.champion import ChampionWatcher, ServedModel
+from mlplatform.serving.live import LiveQualityGauges
+from mlplatform.serving.metrics import ModelMetrics, ServingMetrics
+from mlplatform.serving.predictionlog import PredictionLog, PredictionLogError
+from mlplatform.serving.records import FieldError, check_number, utf8_problem
+from mlplatform.settings import Settings, SettingsError
+from mlplatform.stores.eventlog import EventLog, now_us
+from mlplatform.stores.registry import Registry
+
+log = logging.getLogger(__name__)
+
+
+class ModelParts(Protocol):
+    """What serving needs of one model, built by the composition root (the event log and registry stay the root's to close)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def spec(self) -> DatasetSpec: ...
+    @property
+    def event_log(self) -> EventLog: ...
+    @property
+    def registry(self) -> Registry: ...
+
+
+class ApiError(Exception):
+    """A refused request: status, what is wrong (text or field-level list) and the error kind for metrics."""
+
+    def __init__(self, status: int, detail: str | list[dict[str, Any]], kind: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.status, self.detail, self.kind, self.headers = status, detail, kind, headers
+
+
+def invalid(loc: tuple[str | int, ...], msg: str, kind: str = "value_error") -> ApiError:
+    return ApiError(422, [FieldError(loc, msg, kind).as_dict()], "validation")
+
+
+def _records(body: Any, spec: DatasetSpec, max_rows: int) -> tuple[list[Any], tuple[str | int, ...], bool]:
+    """(records, error-location prefix, is a batch) from one record or {"records": [...]}."""
+    if not isinstance(body, dict):
+        raise invalid(("body",), 'expected a JSON object: one record, or {"records": [record, ...]}', "type_error")
+    if "records" not in body or "records" in spec.features:
+        return [body], ("body",), False
+    extra = [key for key in body if key != "records"]
+    if extra:
+        raise invalid(("body", extra[0][:64]), "extra field not permitted next to 'records'", "extra_forbidden")
+    records = body["records"]
+    if not isinstance(records, list):
+        raise invalid(("body", "records"), "expected a list of records", "type_error")
+    if not records:
+        raise invalid(("body", "records"), "expected at least one record")
+    if len(records) > max_rows:
+        raise ApiError(413, f"batch of {len(records)} records exceeds the limit of {max_rows} records per request", "batch_too_large")
+    return records, ("body", "records"), True
+
+
+def _label(value: Any, spec: DatasetSpec) -> str | float:
+    """A late label by the ingestion rules: classification labels through label_map into the classes, else a finite number."""
+    if not spec.is_classification:
+        number, problem, kind = check_number(value)
+        if problem or number is None:
+            raise invalid(("body", "label"), f"label: {problem or 'expected a number'}", kind or "missing")
+        return number
+    if not isinstance(value, (str, int)) or isinstance(value, bool):
+        raise invalid(("body", "label"), f"label: expected one of {spec.classes}, got {type(value).__name__}", "type_error")
+    text = str(value).strip()
+    text = spec.label_map.get(text, text)
+    if text not in (spec.classes or []):
+        raise invalid(("body", "label"), f"label: {text[:40]!r} is not one of {spec.classes}")
+    return text
+
+
+def _feedback_fields(body: Any, spec: DatasetSpec) -> tuple[str, str | float]:
+    if not isinstance(body, dict):
+        raise invalid(("body",), 'expected a JSON object {"event_id": ..., "label": ...}', "type_error")
+    errors = [FieldError(("body", name), "field required", "missing") for name in ("event_id", "label") if name not in body]
+    errors += [FieldError(("body", str(key)[:64]), "extra field not permitted", "extra_forbidden") for key in body if key not in ("event_id", "label")]
+    if errors:
+        raise ApiError(422, [e.as_dict() for e in errors], "validation")
+    event_id = body["event_id"]
+    if not isinstance(event_id, str) or not event_id.strip():
+        raise invalid(("body", "event_id"), "event_id: expected a non-empty string", "type_error")
+    if len(event_id) > MAX_ID_LENGTH or utf8_problem(event_id):
+        raise invalid(("body", "event_id"), f"event_id: not an id this service hands out (valid UTF-8, at most {MAX_ID_LENGTH} characters)")
+    return event_id.strip(), _label(body["label"], spec)
+
+
+def check_supported(settings: Settings, spec: DatasetSpec) -> None:
+    """Refuse settings this model cannot be served with (SettingsError, which the CLI turns into exit 2), before any state is touched."""
+    if settings.serve_online_correction and spec.task is Task.multiclass:
+        raise SettingsError(
+            f"MLPLATFORM_SERVE_ONLINE_CORRECTION is on, but dataset {spec.name!r} is multiclass: "
+            "the online correction supports binary and regression tasks; unset it to serve this dataset"
+        )
+
+
+class ModelService:
+    """One model's serving: the champion watcher, the prediction log, the live gauges and its requests."""
+
+    def __init__(self, parts: ModelParts, metrics: ServingMetrics) -> None:
+        self.name = parts.name
+        self.settings = parts.settings
+        self.spec = parts.spec
+        self.events = parts.event_log
+        self.registry = parts.registry
+        check_supported(self.settings, self.spec)
+        self.metrics: ModelMetrics = metrics.model(self.name)
+        self.watcher: ChampionWatcher | None = None
+        self.log: PredictionLog | None = None
+        self.live: LiveQualityGauges | None = None
+        self._by_class: dict[str, Any] = {}
+        self._id_prefix = uuid.uuid4().hex[:20]  # random per process and model: ids stay unique across restarts and replicas
+        self._id_counter = itertools.count()
+
+    def start(self) -> None:
+        s = self.settings
+        self.log = PredictionLog(self.events, self.metrics, s.serve_log_interval_ms / 1000, s.serve_log_max_rows)
+        self.log.probe()  # not ready from the start if the event log cannot be written
+        self.log.start()
+        self.watcher = ChampionWatcher(self.registry, self.spec, s.serve_reload_seconds, self.metrics, s, self.events)
+        self.watcher.check()
+        self.watcher.start()
+        watcher = self.watcher
+        self.live = LiveQualityGauges(s, self.spec, self.events, self.metrics, lambda: watcher.current.version if watcher.current else None)
+        self.live.start()
+
+    def stop(self) -> None:
+        """Stop the threads and commit what is queued; the event log is the root's to close."""
+        if self.live:
+            self.live.stop()
+        if self.watcher:
+            self.watcher.stop()
+        if self.log:
+            self.log.close()
+
+    def model(self) -> ServedModel:
+        model = self.watcher.current if self.watcher else None
+        if model is None:
+            raise ApiError(503, f"model {self.name!r}: no champion model is loaded yet", "not_ready")
+        return model
+
+    async def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """(ready, body of /models/{name}/readyz): a champion is loaded and its predictions can be logged. After a failed
+        commit the log is probed with a real write, so readiness comes back as soon as the event log can be written again."""
+        model = self.watcher.current if self.watcher else None
+        if model is None:
+            return False, {"ready": False, "detail": "no champion model is loaded yet"}
+        assert self.log is not None
+        failure = self.log.failure and await run_in_threadpool(self.log.probe)
+        if failure:
+            return False, {"ready": False, "model_version": model.version, "detail": failure}
+        corrector = model.corrector
+        correction = {"enabled": corrector is not None, "updates": corrector.updates if corrector else 0}
+        return True, {"ready": True, "model_version": model.version, "online_correction": correction}
+
+    def count_predictions(self, predictions: list[Any]) -> None:
+        """Predictions by class (the labelled child is cached: looking it up costs more than the increment), or their values."""
+        if not self.spec.is_classification:
+            for value in predictions:
+                self.metrics.prediction_values.observe(float(value))
+            return
+        for cls, n in Counter(predictions).items():
+            child = self._by_class.get(cls)
+            if child is None:
+                child = self._by_class[cls] = self.metrics.predictions.labels(prediction=str(cls))
+            child.inc(n)
+
+    async def predict(self, body: Any) -> Any:
+        """Validate, predict with one version, commit the events, then answer."""
+        model = self.model()
+        records, loc, batch = _records(body, self.spec, self.settings.serve_max_batch_rows)
+        clean, errors = model.codec.check(records, loc)
+        if errors:
+            raise ApiError(422, [e.as_dict() for e in errors[:100]], "validation")
+        (predictions, probabilities, matrix), unseen = model.predict(clean)
+        at = now_us()
+        version = model.version
+        served_version = str(version)
+        labels = predictions.tolist()
+        classes = model.predictor.classes or []
+        answers, rows = [], []
+        for i, row in enumerate(clean):
+            event_id = f"{self._id_prefix}-{next(self._id_counter)}"
+            answer: dict[str, Any] = {"event_id": event_id, "model_version": version, "prediction": labels[i]}
+            probability = None if probabilities is None else float(probabilities[i])
+            if probability is not None:
+                answer["probability"] = probability
+            if matrix is not None:
+                answer["probabilities"] = dict(zip(classes, matrix[i].tolist()))
+            answers.append(answer)
+            rows.append((event_id, at, served_version, labels[i], probability, *row.values()))
+        assert self.log is not None
+        try:
+            await self.log.write(rows)
+        except PredictionLogError as exc:
+            raise ApiError(503, str(exc), "prediction_log") from None
+        self.metrics.batch_rows.observe(len(clean))
+        self.count_predictions(labels)
+        for feature, n in unseen.items():
+            self.metrics.unseen.labels(feature=feature).inc(n)
+        return {"predictions": answers} if batch else answers[0]
+
+    async def feedback(self, body: Any) -> dict[str, Any]:
+        event_id, label = _feedback_fields(body, self.spec)
+        result = await run_in_threadpool(self.events.add_labels, [event_id], [label])
+        if result.unknown:
+            self.metrics.feedback.labels(outcome="unknown").inc()
+            raise ApiError(404, f"unknown event_id {event_id[:64]!r}: no prediction or event of model {self.name!r} has that id", "unknown_event")
+        if result.conflicts:
+            self.metrics.feedback.labels(outcome="conflict").inc()
+            raise ApiError(409, f"event {event_id[:64]!r} already has a different label; labels are never overwritten", "label_conflict")
+        status = "applied" if result.applied else "unchanged"
+        self.metrics.feedback.labels(outcome=status).inc()
+        if result.applied and self.settings.serve_online_correction:
+            await run_in_threadpool(self.learn, event_id)
+        return {"event_id": event_id, "label": label, "status": status}
+
+    def learn(self, event_id: str) -> None:
+        """The online correction learns from a label just applied; the label is recorded whatever happens here."""
+        assert self.watcher is not None
+        try:
+            self.watcher.learn(event_id)
+        except Exception:
+            self.metrics.errors.labels(kind="online_correction").inc()
+            log.exception("online correction could not learn from the label of event %s", event_id[:64])
+
+    async def reload(self) -> tuple[int, dict[str, Any]]:
+        """(status, body) of a forced check of the champion alias."""
+        assert self.watcher is not None
+        outcome = await run_in_threadpool(self.watcher.check, True)
+        return (503 if outcome.error else 200), {"model_version": outcome.version, "changed": outcome.changed, "error": outcome.error}
