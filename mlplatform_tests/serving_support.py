@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +22,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from mlplatform.stores.eventlog import SERVING_SOURCE, EventLog
 from mlplatform.stores.registry import Registry
 from mlplatform.pipeline.replay import canonical_labels, read_source
-from mlplatform.serving import ModelParts, SettingsModel, serve
+from mlplatform.domain.spec import load_spec
+from mlplatform.root import platform
+from mlplatform.serving import ModelParts
 from mlplatform.settings import Settings
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.training import TrainingConfig, train
@@ -93,24 +95,18 @@ def server_env(settings: Settings, **extra: str) -> dict[str, str]:
 
 
 def model_parts(settings: Settings) -> ModelParts:
-    """One model's parts from its settings: the one place tests compose serving (mlplatform/root.py will do it for the CLI)."""
-    return SettingsModel.from_settings(settings)
-
-
-def serve_specs(argv: list[str]) -> None:
-    """`python -m mlplatform_tests.serving_support PORT SPEC...`: one process serving the model of every spec, settings from MLPLATFORM_*."""
-    port, *specs = argv
-    settings = Settings(serve_port=int(port))
-    serve(settings, [model_parts(settings.model_copy(update={"dataset_spec": Path(spec).resolve()})) for spec in specs])
+    """The model of `settings.dataset_spec` as the composition root builds it: the one place tests compose serving."""
+    return platform(settings).model(load_spec(settings.dataset_spec).name)
 
 
 @contextmanager
-def running_server(settings: Settings, wait_ready: bool = True, specs: Sequence[Path] = (), **extra_env: str) -> Iterator[Server]:
-    """Start `mlplatform serve` (or, given `specs`, one process serving each spec's model), wait until it answers (and every
-    model has a champion, with `wait_ready`), stop it after."""
+def running_server(settings: Settings, wait_ready: bool = True, every_model: bool = False, **extra_env: str) -> Iterator[Server]:
+    """Start `mlplatform serve --model <the settings' model>` (or, with `every_model`, for every model of the code location),
+    wait until it answers (and every model has a champion, with `wait_ready`), stop it after."""
     port = free_port()
     log_path = settings.state_dir / f"serve-{port}.log"
-    command = ["-m", "mlplatform_tests.serving_support", str(port), *map(str, specs)] if specs else ["-m", "mlplatform.cli", "serve", "--port", str(port)]
+    selected = [] if every_model else ["--model", load_spec(settings.dataset_spec).name]
+    command = ["-m", "mlplatform.cli", "serve", "--port", str(port), *selected]
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
             [sys.executable, *command],
@@ -220,6 +216,3 @@ def served_regression_log(settings: Settings, spec: DatasetSpec) -> EventLog:
     log.add_labels(events["event_id"].iloc[:50].tolist(), truth[:50].tolist())
     return log
 
-
-if __name__ == "__main__":
-    serve_specs(sys.argv[1:])

@@ -80,7 +80,7 @@ def test_serving_reload_failure_fires_from_the_champion_watcher_and_resolves_on_
     spec = load_spec(settings.dataset_spec)
     good, broken, later = register_versions(settings, spec, adult_rows.iloc[:3000], 3)
     registry = Registry(settings.tracking_uri, settings.artifact_root, spec)
-    watcher = ChampionWatcher(registry, spec, interval_s=3600, metrics=ServingMetrics(), settings=settings)
+    watcher = ChampionWatcher(registry, spec, interval_s=3600, metrics=ServingMetrics().model(spec.name), settings=settings)
     assert watcher.check().version == good
     location = Path(urlparse(registry.client.get_model_version_download_uri(registry.name, str(broken))).path)
     for booster in location.rglob("booster.txt"):

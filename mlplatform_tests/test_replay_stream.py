@@ -113,6 +113,6 @@ def test_api_replay_predicts_then_sends_feedback_to_the_real_service(tmp_path: P
         sink = ApiSink(adult_spec, server.url, token=TOKEN)
         summary = run_stream(rows, adult_spec, sink, batch_size=50, label_delay=0.05, progress=False)
         sink.close()
-        metrics = httpx.get(server.url + "/metrics", timeout=10).text
+        metrics = httpx.get(server.url + "/metrics", timeout=10, headers={"Authorization": f"Bearer {TOKEN}"}).text
     assert (summary.events, summary.labels) == (120, 120)
-    assert 'mlplatform_feedback_total{outcome="applied"} 120.0' in metrics
+    assert 'mlplatform_feedback_total{model="adult",outcome="applied"} 120.0' in metrics

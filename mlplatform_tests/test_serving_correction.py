@@ -17,14 +17,15 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from mlplatform.cli import main
 from mlplatform.domain.correction import ResidualCorrector
 from mlplatform.stores.eventlog import EventLog
 from mlplatform.domain.predictor import Predictor
 from mlplatform.stores.registry import Registry
 from mlplatform.pipeline.replay import canonical_labels, json_records
-from mlplatform.settings import Settings
-from mlplatform.domain.spec import DatasetSpec
+from mlplatform.root import ModelContext
+from mlplatform.serving import serve
+from mlplatform.settings import Settings, SettingsError
+from mlplatform.domain.spec import DatasetSpec, load_spec
 from mlplatform.domain.validation import LABEL
 from mlplatform_tests.conftest import ADULT_SPEC
 from mlplatform_tests.serving_support import (
@@ -245,14 +246,15 @@ def test_a_promotion_resets_the_correction_and_only_the_serving_versions_labels_
 
 
 @pytest.mark.timeout(60)  # were the check gone, `serve` would run until stopped
-def test_multiclass_with_the_correction_on_refuses_to_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_multiclass_with_the_correction_on_refuses_to_start(tmp_path: Path) -> None:
+    """Refused before a store is opened: no MLflow database, no event log is created for a model that cannot be served."""
     spec_path = tmp_path / "colours.yaml"
     spec_path.write_text("name: colours\ntask: multiclass\nlabel: y\nclasses: [red, green, blue]\nfeatures: {x: numeric}\n", encoding="utf-8")
-    monkeypatch.setenv("MLPLATFORM_SERVE_ONLINE_CORRECTION", "1")
-    assert main(["--spec", str(spec_path), "--state-dir", str(tmp_path / "state"), "serve", "--port", str(free_port())]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("mlplatform serve: MLPLATFORM_SERVE_ONLINE_CORRECTION is on") and "'colours' is multiclass" in err
-    assert "Traceback" not in err
+    settings = Settings(state_dir=tmp_path / "state", serve_online_correction=True, serve_port=free_port())
+    colours = ModelContext("colours", settings, load_spec(spec_path), spec_path)
+    with pytest.raises(SettingsError, match="MLPLATFORM_SERVE_ONLINE_CORRECTION is on, but dataset 'colours' is multiclass"):
+        serve(settings, [colours])
+    assert not (tmp_path / "state" / "mlflow").exists() and not (tmp_path / "state" / "events").exists()
 
 
 def test_correction_settings_are_off_by_default_and_checked(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -39,7 +39,7 @@ def versions(settings: Settings, adult_spec: DatasetSpec, adult_rows: pd.DataFra
 
 @pytest.fixture(scope="module")
 def server(settings: Settings, versions: dict[str, list[int]]) -> Iterator[Server]:
-    with running_server(settings, specs=[ADULT_SPEC, BIKE_SPEC]) as srv:
+    with running_server(settings, every_model=True) as srv:  # the code location's models: adult and bike-sharing
         yield srv
 
 

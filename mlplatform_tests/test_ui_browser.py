@@ -248,7 +248,7 @@ def test_launching_a_materialization_through_graphql_succeeds(stack: Stack) -> N
 
 
 def test_mlflow_ui_shows_the_registered_model_its_versions_and_the_champion(stack: Stack, page: Page) -> None:
-    settings, spec = stack.platform.settings, stack.platform.spec
+    spec = stack.platform.spec
     registry = stack.platform.model.registry
     versions = registry.versions()
     champion = registry.champion()

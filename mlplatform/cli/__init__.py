@@ -49,7 +49,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from mlplatform.serving import serve
 
     overrides = {k: v for k, v in (("serve_host", args.host), ("serve_port", args.port)) if v is not None}
-    serve(_settings(args).model_copy(update=overrides))
+    serve(_settings(args).model_copy(update=overrides), _platform(args).select(args.model))
     return 0
 
 
@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("demo", "run the retraining loop end to end on the embedded defaults (model adult unless --model)").set_defaults(func=cmd_demo)
     command("dev", "Dagster webserver + daemon, MLflow UI and the reports folder on loopback until Ctrl-C").set_defaults(func=cmd_dev)
-    serve_cmd = command("serve", "prediction service for every model's champion (MLPLATFORM_SERVE_* settings) until Ctrl-C")
+    serve_cmd = command("serve", "prediction service for every model's champion, or --model's (MLPLATFORM_SERVE_* settings), until Ctrl-C")
     serve_cmd.add_argument("--host", help="bind address (default: MLPLATFORM_SERVE_HOST or 127.0.0.1)")
     serve_cmd.add_argument("--port", type=int, help="port (default: MLPLATFORM_SERVE_PORT or 8000)")
     serve_cmd.set_defaults(func=cmd_serve)
