@@ -190,9 +190,9 @@ def bootstrap(settings: Settings, spec: DatasetSpec, rows: pd.DataFrame) -> None
         materialize(instance, spec.name, ["raw_events", "features", "trained_model", "evaluation_report"])
 
 
-def serving_server(settings: Settings) -> Server:
+def serving_server(settings: Settings, model: str) -> Server:
     url = f"http://{settings.serve_host}:{settings.serve_port}"
-    return Server("serving", url, [str(BIN / "mlplatform"), "serve", "--port", str(settings.serve_port)], lambda: http_ok(f"{url}/readyz"))
+    return Server("serving", url, [str(BIN / "mlplatform"), "serve", "--port", str(settings.serve_port), "--model", model], lambda: http_ok(f"{url}/readyz"))
 
 
 @dataclass(frozen=True)
@@ -249,7 +249,7 @@ def session(plan: Plan, spec: DatasetSpec, timeout_s: float, work: Path) -> list
         prepare_dagster_home(Settings())
         settings = platform().model(spec.name).settings
         bootstrap(settings, spec, plan.first)
-        servers = [s for s in build_servers(settings) if s.name == "dagster-daemon"] + [serving_server(settings)]
+        servers = [s for s in build_servers(settings) if s.name == "dagster-daemon"] + [serving_server(settings, spec.name)]
         with running(settings, log_dir=work / "logs", servers=servers), dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
             sink = ApiSink(spec, servers[-1].url)
             with httpx.Client(base_url=servers[-1].url, timeout=10) as client:

@@ -166,13 +166,13 @@ def main() -> int:
         mlflow_batch = json.dumps({"dataframe_records": records}).encode()
         results: dict[str, dict[str, float]] = {}
         ours_url, mlflow_url = f"http://127.0.0.1:{ours_port}", f"http://127.0.0.1:{mlflow_port}"
-        with _process([str(bin_dir / "mlplatform"), "serve", "--port", str(ours_port)], ours_env, ours_url + "/readyz", folder / "ours.log"):
+        with _process([str(bin_dir / "mlplatform"), "serve", "--port", str(ours_port), "--model", spec.name], ours_env, ours_url + "/readyz", folder / "ours.log"):
             wrk(ours_url + "/predict", one, 3, CONNECTIONS, folder, "warm")
             results["ours_one"] = wrk(ours_url + "/predict", one, args.seconds, CONNECTIONS, folder, "ours_one")
             results["ours_batch"] = wrk(ours_url + "/predict", batch, args.seconds, 2, folder, "ours_batch")
             logged = httpx.get(ours_url + "/metrics").text
             token_url = f"http://127.0.0.1:{token_port}"
-            with _process([str(bin_dir / "mlplatform"), "serve", "--port", str(token_port)], {**ours_env, "MLPLATFORM_SERVE_TOKEN": TOKEN},
+            with _process([str(bin_dir / "mlplatform"), "serve", "--port", str(token_port), "--model", spec.name], {**ours_env, "MLPLATFORM_SERVE_TOKEN": TOKEN},
                           token_url + "/readyz", folder / "ours-token.log"):
                 wrk(token_url + "/predict", one, 3, CONNECTIONS, folder, "token_warm", TOKEN)
                 checks = {"off": [], "on": []}
