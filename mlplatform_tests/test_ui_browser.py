@@ -176,7 +176,9 @@ def test_materializing_raw_events_from_the_ui_succeeds(stack: Stack, page: Page)
         page.goto(f"{stack.dagster}/runs/{run_id}")
         expect(page.get_by_text(re.compile(r"\badult(/|__)raw_events\b")).first).to_be_visible()
         expect(page.get_by_text("Success", exact=True).first).to_be_visible(timeout=SLOW)
-    run = platform.instance.get_run_by_id(run_id)
+    deadline = time.monotonic() + SLOW / 1000  # the page shows the step's success a moment before the run record ends
+    while (run := platform.instance.get_run_by_id(run_id)) is not None and not run.is_finished and time.monotonic() < deadline:
+        time.sleep(0.5)
     assert run is not None and run.status == dg.DagsterRunStatus.SUCCESS
     assert (latest_metadata(platform.instance, RAW_EVENTS) or {})["ingested"] == 200
 
