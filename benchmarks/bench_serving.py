@@ -159,7 +159,7 @@ def main() -> int:
         registry.promote(version)
         base_env = {k: v for k, v in os.environ.items() if not k.startswith("MLPLATFORM_")}
         ours_port, mlflow_port, token_port = _free_port(), _free_port(), _free_port()
-        ours_env = {**base_env, "MLPLATFORM_STATE_DIR": str(settings.state_dir), "MLPLATFORM_DATASET_SPEC": str(DEFAULT_SPEC)}
+        ours_env = {**base_env, "MLPLATFORM_STATE_DIR": str(settings.state_dir)}
         mlflow_env = {**base_env, "MLFLOW_TRACKING_URI": settings.tracking_uri, "PATH": f"{bin_dir}{os.pathsep}{base_env.get('PATH', '')}"}
         one, batch = json.dumps(records[0]).encode(), json.dumps({"records": records}).encode()
         mlflow_one = json.dumps({"dataframe_records": records[:1]}).encode()

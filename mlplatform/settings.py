@@ -26,7 +26,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MLPLATFORM_", extra="ignore")
 
     state_dir: Path = Field(default=REPO_ROOT / ".mlplatform", description="Dagster home, MLflow store, event log, reports.")
-    dataset_spec: Path = Field(default=DEFAULT_SPEC, description="YAML dataset spec.")
+    dataset_spec: Path = Field(default=DEFAULT_SPEC, description="A model's dataset spec: set per model by the composition root from its defs.yaml.")
     landing_dir: Path | None = Field(default=None, description="Folder watched for new event files (default: <state>/landing).")
     mlflow_tracking_uri: str | None = Field(default=None, description="Default: SQLite in the state folder.")
 

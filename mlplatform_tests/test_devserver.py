@@ -13,7 +13,6 @@ import pytest
 
 from mlplatform.stores.reports import report_url
 from mlplatform.settings import REPO_ROOT, Settings
-from mlplatform_tests.conftest import ADULT_SPEC
 
 SERVERS = ("mlflow", "reports", "dagster-daemon", "dagster-webserver")
 
@@ -47,7 +46,7 @@ def test_report_url_points_into_the_served_reports_folder(tmp_path: Path) -> Non
 def test_dev_serves_a_fresh_state_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     state = tmp_path / "state"
     urls = {f"MLPLATFORM_{key}": f"http://127.0.0.1:{_free_port()}" for key in ("DAGSTER_UI_URL", "MLFLOW_UI_URL", "REPORTS_URL")}
-    env = {**os.environ, **urls, "MLPLATFORM_STATE_DIR": str(state), "MLPLATFORM_DATASET_SPEC": str(ADULT_SPEC)}
+    env = {**os.environ, **urls, "MLPLATFORM_STATE_DIR": str(state)}
     proc = subprocess.Popen([sys.executable, "-m", "mlplatform.cli", "dev"], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
     marker = f"MLPLATFORM_STATE_DIR={state}\0"
