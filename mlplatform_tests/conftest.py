@@ -10,6 +10,7 @@ import pytest
 
 from mlplatform.orchestration.instance import prepare_dagster_home
 from mlplatform.pipeline.replay import read_source
+from mlplatform.stores.eventlog import EventLog
 from mlplatform.root import platform
 from mlplatform.settings import REPO_ROOT, Settings
 from mlplatform.domain.spec import DatasetSpec, load_spec
@@ -59,3 +60,23 @@ def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]
 def instance(state: Settings) -> Iterator[dg.DagsterInstance]:
     with dg.DagsterInstance.get() as inst:
         yield inst
+
+
+ADULT_COLUMNS = ["event_id", "event_time", "age", "workclass", "education", "education-num", "marital-status", "occupation",
+                 "relationship", "race", "sex", "capital-gain", "capital-loss", "hours-per-week", "native-country", "income"]
+
+
+@pytest.fixture
+def log(tmp_path: Path, adult_spec: DatasetSpec) -> Iterator[EventLog]:
+    """A fresh SQLite event log for Adult (landing and validation tests)."""
+    event_log = EventLog(tmp_path / "events.sqlite", adult_spec)
+    yield event_log
+    event_log.close()
+
+
+@pytest.fixture
+def landing(tmp_path: Path) -> Path:
+    """An empty landing folder."""
+    folder = tmp_path / "landing"
+    folder.mkdir()
+    return folder

@@ -14,22 +14,8 @@ from mlplatform.settings import Settings
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.validation import EVENT_ID
 
-COLUMNS = ["event_id", "event_time", "age", "workclass", "education", "education-num", "marital-status", "occupation",
-           "relationship", "race", "sex", "capital-gain", "capital-loss", "hours-per-week", "native-country", "income"]
+from mlplatform_tests.conftest import ADULT_COLUMNS as COLUMNS
 
-
-@pytest.fixture
-def log(tmp_path: Path, adult_spec: DatasetSpec) -> EventLog:
-    event_log = EventLog(tmp_path / "events.sqlite", adult_spec)
-    yield event_log
-    event_log.close()
-
-
-@pytest.fixture
-def landing(tmp_path: Path) -> Path:
-    folder = tmp_path / "landing"
-    folder.mkdir()
-    return folder
 
 
 @pytest.fixture(scope="module")

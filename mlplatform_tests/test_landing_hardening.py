@@ -11,7 +11,6 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,22 +25,8 @@ from mlplatform.pipeline.landing import IngestReport, LandingPolicy, NotSettled,
 from mlplatform.settings import Settings
 from mlplatform.stores.eventlog import EventLog
 
-COLUMNS = ["event_id", "event_time", "age", "workclass", "education", "education-num", "marital-status", "occupation",
-           "relationship", "race", "sex", "capital-gain", "capital-loss", "hours-per-week", "native-country", "income"]
+from mlplatform_tests.conftest import ADULT_COLUMNS as COLUMNS
 
-
-@pytest.fixture
-def log(tmp_path: Path, adult_spec: DatasetSpec) -> Iterator[EventLog]:
-    event_log = EventLog(tmp_path / "events.sqlite", adult_spec)
-    yield event_log
-    event_log.close()
-
-
-@pytest.fixture
-def landing(tmp_path: Path) -> Path:
-    folder = tmp_path / "landing"
-    folder.mkdir()
-    return folder
 
 
 @pytest.fixture(scope="module")
