@@ -48,7 +48,7 @@ from mlplatform.domain.policy import DRIFT  # noqa: E402
 from mlplatform.domain.spec import DatasetSpec, SpecError  # noqa: E402
 from mlplatform.orchestration.instance import prepare_dagster_home  # noqa: E402
 from mlplatform.orchestration.launch import definitions, materialize  # noqa: E402
-from mlplatform.orchestration.names import DRIFT_REPORT, EVALUATION_REPORT, ModelNames  # noqa: E402
+from mlplatform.orchestration.names import DRIFT_REPORT, EVALUATION_REPORT, ModelNames, model_of_asset  # noqa: E402
 from mlplatform.pipeline.replay import ApiSink, DriftScenario, canonical_labels, inject_drift, read_source, select_stream, write_batches  # noqa: E402
 from mlplatform.root import platform  # noqa: E402
 from mlplatform.settings import Settings, SettingsError  # noqa: E402
@@ -240,8 +240,9 @@ def drift_plan(spec: DatasetSpec, rows: pd.DataFrame, size: int, count: int) -> 
                 "the retraining sensor then lie on the path")
 
 
-def session(plan: Plan, spec: DatasetSpec, timeout_s: float, work: Path) -> list[Reaction]:
-    """A fresh state folder, a first champion, the daemon and serving as processes, then one trigger per round."""
+def session(plan: Plan, spec: DatasetSpec, timeout_s: float, work: Path) -> tuple[list[Reaction], int]:
+    """A fresh state folder, a first champion, the daemon and serving as processes, then one trigger per round.
+    Also returns how many runs the daemon launched for the code location's other models (their sensors tick too)."""
     env = {"MLPLATFORM_STATE_DIR": str(work / "state"), "MLPLATFORM_RETRAIN_COOLDOWN_SECONDS": "0",
            "MLPLATFORM_SERVE_PORT": str(free_port()), **plan.env}
     reactions: list[Reaction] = []
@@ -257,7 +258,9 @@ def session(plan: Plan, spec: DatasetSpec, timeout_s: float, work: Path) -> list
                     reactions.append(replace(one_round(rows, spec, sink, client, instance, change, plan.clock_at, timeout_s), trigger=i + 1))
                     print(_row(reactions[-1]), flush=True)
             sink.close()
-    return reactions
+            mine = ModelNames(spec.name).prefix
+            others = [r for r in instance.get_runs() if any(model_of_asset(k) != mine for k in r.asset_selection or ())]
+    return reactions, len(others)
 
 
 def run(args: argparse.Namespace) -> tuple[list[Reaction], dict[str, object]]:
@@ -272,10 +275,14 @@ def run(args: argparse.Namespace) -> tuple[list[Reaction], dict[str, object]]:
             raise SystemExit(f"{spec.name} has {len(ordered)} rows: too few for {len(plan.rounds)} {plan.kind} triggers of {len(plan.first)} events")
     started = time.perf_counter()
     reactions: list[Reaction] = []
+    other_runs = 0
     for plan in plans:
         with tempfile.TemporaryDirectory(prefix="bench-reaction-", dir=args.work_dir) as tmp:
-            reactions += session(plan, spec, args.timeout, Path(tmp))
-    return reactions, {"wall_s": time.perf_counter() - started, "load": os.getloadavg(), "plans": [f"{p.kind}: {p.note}" for p in plans]}
+            done, others = session(plan, spec, args.timeout, Path(tmp))
+            reactions += done
+            other_runs += others
+    return reactions, {"wall_s": time.perf_counter() - started, "load": os.getloadavg(), "plans": [f"{p.kind}: {p.note}" for p in plans],
+                       "other_models": [m for m in platform().models if m != spec.name], "other_runs": other_runs}
 
 
 def _row(r: Reaction) -> dict[str, object]:
@@ -352,6 +359,8 @@ def main() -> int:
         f"is a deliberate hold between retrainings, not reaction); tuning budget, promotion margin, drift reports every "
         f"{Settings().drift_every_n_events} events: defaults.\n"
         f"{plans}"
+        f"- The code location's other models ({', '.join(context['other_models']) or 'none'}) are loaded too; their sensors ticked "  # type: ignore[arg-type]
+        f"in the same daemon and launched {context['other_runs']} runs.\n"
         f"- Wall time {context['wall_s']:.0f} s; load average at the end: {load} on {os.cpu_count()} cores."
     )
     print("\n" + body)

@@ -26,7 +26,8 @@ def one_trigger(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Reaction
 
 
 def test_the_sensor_launched_retraining_is_served_without_a_restart(one_trigger: tuple[list[Reaction], dict[str, object]]) -> None:
-    (reaction,), _ = one_trigger
+    (reaction,), context = one_trigger
+    assert context["other_models"] == ["bike-sharing"] and context["other_runs"] == 0, "bike-sharing's sensors tick beside adult's and launch nothing"
     assert reaction.reason == "new_observations" and reaction.decision == "promoted"
     assert (reaction.version_before, reaction.version_after) == (1, 2)
     phases = [reaction.sensor_s, reaction.queue_s, reaction.launch_s, reaction.steps_s, reaction.serving_s]
