@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import sys
 import tempfile
@@ -42,7 +41,7 @@ import pandas as pd  # noqa: E402
 from results import markdown_table, record  # noqa: E402
 
 from mlplatform.cli.demo import drift_scenario, scoped_environment  # noqa: E402
-from mlplatform.cli.dev import BIN, Server, build_servers, http_ok, running  # noqa: E402
+from mlplatform.cli.dev import BIN, Server, build_servers, free_port, http_ok, running  # noqa: E402
 from mlplatform.domain.keys import DRIFT_REPORT_TAG, LAUNCHED_BY_TAG, REASON_TAG  # noqa: E402
 from mlplatform.domain.policy import DRIFT  # noqa: E402
 from mlplatform.domain.spec import DatasetSpec, SpecError  # noqa: E402
@@ -78,11 +77,6 @@ class Reaction:
     def total_s(self) -> float | None:
         return None if self.serving_s is None else self.sensor_s + self.queue_s + self.launch_s + self.steps_s + self.serving_s
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def concept_change(spec: DatasetSpec, reference: pd.DataFrame) -> DriftScenario:

@@ -16,7 +16,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,7 @@ from mlplatform.settings import DEFAULT_SPEC, Settings  # noqa: E402
 from mlplatform.domain.spec import load_spec  # noqa: E402
 from mlplatform.domain.training import TrainingConfig, train  # noqa: E402
 from mlplatform.domain.validation import validate_frame  # noqa: E402
+from mlplatform.cli.dev import free_port  # noqa: E402
 
 COMMAND = ".venv/bin/python benchmarks/bench_serving.py"
 CONNECTIONS = 8
@@ -54,11 +54,6 @@ f:close()
 """
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextmanager
@@ -158,7 +153,7 @@ def main() -> int:
         version = int(registry.log_model(result, events, {}, {}).version)
         registry.promote(version)
         base_env = {k: v for k, v in os.environ.items() if not k.startswith("MLPLATFORM_")}
-        ours_port, mlflow_port, token_port = _free_port(), _free_port(), _free_port()
+        ours_port, mlflow_port, token_port = free_port(), free_port(), free_port()
         ours_env = {**base_env, "MLPLATFORM_STATE_DIR": str(settings.state_dir)}
         mlflow_env = {**base_env, "MLFLOW_TRACKING_URI": settings.tracking_uri, "PATH": f"{bin_dir}{os.pathsep}{base_env.get('PATH', '')}"}
         one, batch = json.dumps(records[0]).encode(), json.dumps({"records": records}).encode()

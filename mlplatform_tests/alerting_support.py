@@ -2,7 +2,6 @@
 port), a state folder with a first champion shared by a test module, and sensor ticks as the daemon runs them."""
 
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from mlplatform.pipeline.replay import read_source, write_batches
 from mlplatform.settings import Settings
 from mlplatform.domain.spec import load_spec
 from mlplatform_tests.conftest import FAST_TRAINING
+from mlplatform.cli.dev import free_port
 
 FIRST_ROWS = 500  # a small first window: v1 is weak, so a retrained v2 on more data beats it
 
@@ -35,11 +35,6 @@ def require_binary() -> None:
     if not Path(BINARY).exists():
         pytest.skip("prometheus-alertmanager is not installed (`make system-deps` installs Debian's package)")
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Alertmanager:

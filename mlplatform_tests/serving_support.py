@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ from mlplatform.settings import Settings
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.training import TrainingConfig, train
 from mlplatform.domain.validation import validate_frame
+from mlplatform.cli.dev import free_port
 
 TOKEN = "test-token"
 TINY = TrainingConfig(trials=1, seconds=10, num_boost_round=40, early_stopping_rounds=10, min_rows=100)
@@ -58,11 +58,6 @@ def register_versions(settings: Settings, spec: DatasetSpec, rows: pd.DataFrame,
         registry.promote(versions[0])
     return versions
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

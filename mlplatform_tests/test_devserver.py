@@ -2,7 +2,6 @@
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,14 +12,10 @@ import pytest
 
 from mlplatform.stores.reports import report_url
 from mlplatform.settings import REPO_ROOT, Settings
+from mlplatform.cli.dev import free_port
 
 SERVERS = ("mlflow", "reports", "dagster-daemon", "dagster-webserver")
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _processes_with(marker: str) -> list[int]:
@@ -45,7 +40,7 @@ def test_report_url_points_into_the_served_reports_folder(tmp_path: Path) -> Non
 
 def test_dev_serves_a_fresh_state_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     state = tmp_path / "state"
-    urls = {f"MLPLATFORM_{key}": f"http://127.0.0.1:{_free_port()}" for key in ("DAGSTER_UI_URL", "MLFLOW_UI_URL", "REPORTS_URL")}
+    urls = {f"MLPLATFORM_{key}": f"http://127.0.0.1:{free_port()}" for key in ("DAGSTER_UI_URL", "MLFLOW_UI_URL", "REPORTS_URL")}
     env = {**os.environ, **urls, "MLPLATFORM_STATE_DIR": str(state)}
     proc = subprocess.Popen([sys.executable, "-m", "mlplatform.cli", "dev"], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)

@@ -8,7 +8,6 @@ screenshot in mlplatform_tests/artifacts/ui/; MLPLATFORM_DOCS_SCREENSHOTS=1 refr
 
 import os
 import re
-import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,7 +23,7 @@ from playwright.sync_api import BrowserContext, Page, Route, expect, sync_playwr
 from mlplatform.domain.keys import LAUNCHED_BY_TAG
 from mlplatform.orchestration.assets import latest_metadata
 from mlplatform.orchestration.names import ModelNames
-from mlplatform.cli.dev import running
+from mlplatform.cli.dev import free_port, running
 from mlplatform.stores.registry import CHAMPION
 from mlplatform.pipeline.replay import DriftScenario, inject_drift, write_batches
 from mlplatform.settings import REPO_ROOT
@@ -57,11 +56,6 @@ class Stack:
     log_dir: Path
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, adult_spec: DatasetSpec, adult_rows: pd.DataFrame) -> Iterator[Stack]:
@@ -71,7 +65,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, adult_spec: DatasetSpec, adu
     tests launch are the only ones competing for the CPU.
     """
     root = tmp_path_factory.mktemp("ui")
-    env = {f"MLPLATFORM_{key}": f"http://127.0.0.1:{_free_port()}" for key in ("DAGSTER_UI_URL", "MLFLOW_UI_URL", "REPORTS_URL")}
+    env = {f"MLPLATFORM_{key}": f"http://127.0.0.1:{free_port()}" for key in ("DAGSTER_UI_URL", "MLFLOW_UI_URL", "REPORTS_URL")}
     env |= {"MLPLATFORM_RETRAIN_EVERY_N": "1000000", "MLPLATFORM_MIN_NEW_LABELLED_FOR_DRIFT": "1000000", "MLPLATFORM_DRIFT_EVERY_N_EVENTS": "1000000"}
     with trained_platform(root / "state", adult_spec, shuffled_stream(adult_rows, seed=5), **env) as platform:
         platform.replay(inject_drift(platform.next_rows(DRIFTED_ROWS), adult_spec, DRIFT, reference=platform.rows.iloc[:CHAMPION_ROWS]))

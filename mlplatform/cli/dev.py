@@ -8,6 +8,7 @@ stops them in order.
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -33,6 +34,13 @@ LOCATIONS_QUERY = "{ workspaceOrError { ... on Workspace { locationEntries { nam
 
 class DevServerError(RuntimeError):
     """A server did not come up (or died); the message names it and its log."""
+
+
+def free_port() -> int:
+    """A loopback port free right now: for servers a test, a benchmark or a throwaway stack starts itself."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _bind(url: str) -> tuple[str, int]:
