@@ -1,0 +1,85 @@
+"""How long `mlplatform status` and `mlplatform --help` take, as a user runs them: a fresh process each time.
+
+A real state folder: Adult with a trained champion and a log grown to 1M events (as bench_sensor_tick grows
+it), Bike Sharing beside it. Each command runs as a subprocess, timed wall clock, next to the floor it cannot go
+below: a Python process that only imports MLflow's client (status reads the registry through it).
+
+    .venv/bin/python benchmarks/bench_status.py
+"""
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+os.environ.setdefault("MLPLATFORM_TUNING_TRIALS", "1")
+os.environ.setdefault("MLPLATFORM_NUM_BOOST_ROUND", "100")
+
+import dagster as dg  # noqa: E402
+from bench_sensor_tick import FIRST_ROWS, grow  # noqa: E402
+from results import markdown_table, record  # noqa: E402
+
+from mlplatform.orchestration.instance import prepare_dagster_home  # noqa: E402
+from mlplatform.orchestration.launch import materialize  # noqa: E402
+from mlplatform.pipeline.replay import read_source, write_batches  # noqa: E402
+from mlplatform.root import platform  # noqa: E402
+from mlplatform.settings import Settings  # noqa: E402
+
+EVENTS = 1_000_000
+RUNS = 5
+GOAL_S = 2.0
+BIN = Path(sys.executable).parent
+
+
+def timed(argv: list[str], env: dict[str, str]) -> list[float]:
+    times = []
+    for _ in range(RUNS):
+        started = time.perf_counter()
+        subprocess.run(argv, env=env, check=True, capture_output=True)
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["MLPLATFORM_STATE_DIR"] = str(Path(tmp) / "state")
+        prepare_dagster_home(Settings())
+        adult = platform().model("adult")
+        write_batches(read_source(adult.spec).iloc[:FIRST_ROWS], adult.spec, adult.settings.landing_dir, FIRST_ROWS)
+        with dg.DagsterInstance.get() as instance:
+            materialize(instance, adult.name, ["raw_events", "features", "trained_model", "evaluation_report"])
+        grow(adult.event_log.path, EVENTS)
+        env = dict(os.environ)
+        rows = []
+        for what, argv in [
+            ("`python -c 'import mlflow.tracking'` (the floor)", [sys.executable, "-c", "import mlflow.tracking"]),
+            ("`mlplatform status --model adult` (1M events)", [str(BIN / "mlplatform"), "status", "--model", "adult"]),
+            ("`mlplatform status` (both models)", [str(BIN / "mlplatform"), "status"]),
+            ("`mlplatform --help`", [str(BIN / "mlplatform"), "--help"]),
+            ("`mlplatform replay --help`", [str(BIN / "mlplatform"), "replay", "--help"]),
+        ]:
+            times = timed(argv, env)
+            rows.append({"command": what, "median s": f"{statistics.median(times):.2f}", "max s": f"{max(times):.2f}"})
+            print(markdown_table(rows), flush=True)
+    status_s = float(rows[1]["median s"])
+    floor_s = float(rows[0]["median s"])
+    body = (
+        markdown_table(rows)
+        + f"\n\n- `status` reads the event log's counters and the registry (two MLflow reads per model), never an event row: "
+        f"its time does not grow with the log. Goal ≤ {GOAL_S:.0f} s on a 1M-event log: **{'met' if status_s <= GOAL_S else 'MISSED'}** "
+        f"({status_s:.2f} s, of which importing MLflow's client alone takes {floor_s:.2f} s here)."
+        f"\n- {RUNS} runs each, a fresh process per run, wall clock; load average at the end: "
+        + ", ".join(f"{x:.1f}" for x in os.getloadavg()) + f" on {os.cpu_count()} cores."
+    )
+    print(body)
+    record("status", ".venv/bin/python benchmarks/bench_status.py", body)
+
+
+if __name__ == "__main__":
+    main()
