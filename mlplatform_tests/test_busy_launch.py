@@ -7,7 +7,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -61,7 +61,7 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
-def _wait(what: str, predicate, seconds: float) -> None:  # type: ignore[no-untyped-def]
+def _wait(what: str, predicate: Callable[[], bool], seconds: float) -> None:
     deadline = time.monotonic() + seconds
     while not predicate():
         assert time.monotonic() < deadline, f"timed out after {seconds:.0f} s waiting for {what}"

@@ -2,11 +2,15 @@
 retries nested inside every Dagster attempt: 6 min 49 s before), with the champion unchanged."""
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
 import pytest
+from dagster._core.definitions.policy import calculate_delay
 
+from mlplatform.domain.retry_budget import RetryBudget
+from mlplatform.orchestration.assets import external_retry_policy
 from mlplatform.settings import Settings
 from mlplatform.stores.alerting import NO_VERSION, AlertName
 from mlplatform_tests.alerting_support import (Alertmanager, alertmanager, champion, first_rows, free_port, labels_of, platform,
@@ -20,8 +24,18 @@ __all__ = ["alertmanager", "first_rows", "platform", "platform_instance"]  # fix
 SLACK_SECONDS = 30.0
 
 
+@pytest.mark.parametrize("total", [10.0, 60.0, 120.0])
+def test_the_budget_covers_every_attempt_and_every_delay_at_their_longest(total: float) -> None:
+    budget = RetryBudget(total)
+    policy = external_retry_policy(budget)
+    assert policy.jitter is dg.Jitter.PLUS_MINUS  # at most ± delay on each wait
+    delays = sum(calculate_delay(n, policy.backoff, None, policy.delay) + policy.delay for n in range(1, policy.max_retries + 1))
+    assert policy.max_retries == budget.step_retries and delays == pytest.approx(budget.worst_delays_seconds)
+    assert delays + (policy.max_retries + 1) * budget.mlflow_request_timeout_seconds <= total
+
+
 def _closed_port(tmp_path: Path) -> tuple[str, str]:
-    """A tracking server URL on a 127.0.0.1 port nothing listens on: every request is refused."""
+    """A tracking server URL on a 127.0.0.1 port nothing listens on: every request is refused (URL, text of the cause)."""
     address = f"127.0.0.1:{free_port()}"
     return f"http://{address}", address
 
@@ -35,7 +49,7 @@ def _unopenable_sqlite(tmp_path: Path) -> tuple[str, str]:
 @pytest.mark.parametrize("outage", [_closed_port, _unopenable_sqlite], ids=["closed-port", "unopenable-sqlite"])
 def test_unreachable_mlflow_fails_the_run_and_alerts_within_the_budget(
         platform: Settings, platform_instance: dg.DagsterInstance, alertmanager: Alertmanager, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch, outage) -> None:  # type: ignore[no-untyped-def]
+        monkeypatch: pytest.MonkeyPatch, outage: Callable[[Path], tuple[str, str]]) -> None:
     instance = platform_instance
     failures = tick(instance, "run_failure_alerts", None)[0]
     before = champion(platform)
