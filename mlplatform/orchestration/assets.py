@@ -24,7 +24,6 @@ from mlplatform.stores.registry import tag
 from mlplatform.stores.reports import mlflow_run_url, mlflow_version_url, report_url
 
 
-
 def external_retry_policy(budget: RetryBudget) -> dg.RetryPolicy:
     """Every asset that talks to MLflow or the event log: retried with backoff, all within the settings' budget."""
     return dg.RetryPolicy(max_retries=budget.step_retries, delay=budget.step_delay_seconds, backoff=dg.Backoff.EXPONENTIAL,
