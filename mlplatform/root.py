@@ -106,9 +106,11 @@ class ModelContext:
 
     @cached_property
     def registry(self) -> Registry:
-        from mlplatform.stores.registry import Registry
+        """Built with MLflow's own retries bounded by the settings' budget, so an unreachable MLflow fails a run in time."""
+        from mlplatform.stores.registry import Registry, limit_mlflow_retries
 
         with self._lock:
+            limit_mlflow_retries(self.settings.retry_budget)
             return Registry(self.settings.tracking_uri, self.settings.artifact_root, self.spec)
 
     @property

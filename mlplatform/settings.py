@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mlplatform.domain.retry_budget import RetryBudget
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SPEC = REPO_ROOT / "data" / "adult.yaml"
 
@@ -29,6 +31,7 @@ class Settings(BaseSettings):
     dataset_spec: Path = Field(default=DEFAULT_SPEC, description="A model's dataset spec: set per model by the composition root from its defs.yaml.")
     landing_dir: Path | None = Field(default=None, description="Folder watched for new event files (default: <state>/landing).")
     mlflow_tracking_uri: str | None = Field(default=None, description="Default: SQLite in the state folder.")
+    external_retry_budget_seconds: float = Field(default=60.0, ge=10, description="With MLflow unreachable, a run fails (and alerts) within this long: Dagster's step retries and MLflow's request timeout are derived from it.")
 
     retrain_every_n: int = Field(default=5000, ge=1, description="New labelled events since the champion's cut-off that trigger a retraining.")
     min_new_labelled_for_drift: int = Field(default=500, ge=0, description="Drift triggers a retraining only with at least this many new labelled events.")
@@ -110,6 +113,10 @@ class Settings(BaseSettings):
     @property
     def tracking_uri(self) -> str:
         return self.mlflow_tracking_uri or f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
+
+    @property
+    def retry_budget(self) -> RetryBudget:
+        return RetryBudget(self.external_retry_budget_seconds)
 
     @property
     def artifact_root(self) -> str:

@@ -28,7 +28,9 @@ from mlplatform.settings import REPO_ROOT, Settings
 WORKSPACE = REPO_ROOT / "workspace.yaml"
 BIN = Path(sys.executable).parent
 # Telemetry off (no internet, no phoning home) and no MLflow GenAI job workers (a dozen idle processes here).
-CHILD_ENV_DEFAULTS = {**TELEMETRY_OFF, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+# gRPC calls to the code server (run launches, sensor ticks, schedules) may take 180 s instead of Dagster's 60 s
+# before DEADLINE_EXCEEDED: on a loaded box a slow answer is still an answer (the queue re-tries launches that time out).
+CHILD_ENV_DEFAULTS = {**TELEMETRY_OFF, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "DAGSTER_GRPC_TIMEOUT_SECONDS": "180"}
 LOCATIONS_QUERY = "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus locationOrLoadError { __typename ... on PythonError { message } } } } } }"
 
 

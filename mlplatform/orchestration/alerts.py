@@ -16,7 +16,6 @@ import dagster as dg
 
 from mlplatform.domain.keys import (CHAMPION_VERSION, CHALLENGER_VERSION, DATASET_DRIFT, DECISION_META, DRIFT_SHARE, DRIFTED_COLUMN_NAMES, MODEL_TAG,
                                    REASON_META, REPORT_PATH, SKIP_REASON, SKIPPED)
-from mlplatform.orchestration.assets import EXTERNAL_RETRY
 from mlplatform.orchestration.names import DRIFT_REPORT, EVALUATION_REPORT, LIVE_QUALITY, LIVE_QUALITY_CHECK, RAW_EVENTS, ModelNames, model_of_asset
 from mlplatform.orchestration.resources import PlatformResource
 from mlplatform.pipeline.live_quality import measure
@@ -27,7 +26,7 @@ WILL_RETRY_TAG = "dagster/will_retry"  # set by the instance on a failed run whe
 BATCH = 100
 
 
-def build_live_quality(names: ModelNames) -> tuple[dg.AssetsDefinition, dg.ScheduleDefinition]:
+def build_live_quality(names: ModelNames, retry: dg.RetryPolicy) -> tuple[dg.AssetsDefinition, dg.ScheduleDefinition]:
     """The model's live_quality asset and the schedule that re-scores it every five minutes."""
     model_name = names.model
     key = names.asset(LIVE_QUALITY)
@@ -37,7 +36,7 @@ def build_live_quality(names: ModelNames) -> tuple[dg.AssetsDefinition, dg.Sched
         deps=[names.asset(RAW_EVENTS)],
         group_name=names.group,
         kinds={"python", "sqlite"},
-        retry_policy=EXTERNAL_RETRY,
+        retry_policy=retry,
         check_specs=[dg.AssetCheckSpec(LIVE_QUALITY_CHECK, asset=key,
                                        description="The champion's live precision/recall (or RMSE) on labelled served predictions meets its floor.")],
         description="The champion scored on its latest labelled served predictions (a sliding window of "
@@ -189,6 +188,17 @@ def _model_of_run(platform: PlatformResource, run: dg.DagsterRun) -> ModelContex
     return next((m for m in models.values() if name in (m.name, m.key)), None)
 
 
+def _champion_version(context: dg.RunFailureSensorContext, model: ModelContext) -> int | None:
+    """The champion's version for the alert's label, or None when MLflow cannot be read: the run may have failed
+    because MLflow is down, and that is exactly when the alert must still go out."""
+    try:
+        record = model.registry.champion_record()
+    except Exception as exc:  # whatever an unreachable store raises (MLflow, SQLAlchemy, OS errors)
+        context.log.warning(f"alerting without the champion's version: MLflow cannot be read: {exc}")
+        return None
+    return None if record is None else record.version
+
+
 @dg.run_failure_sensor(
     name="run_failure_alerts",
     default_status=dg.DefaultSensorStatus.RUNNING,
@@ -198,11 +208,11 @@ def run_failure_alerts(context: dg.RunFailureSensorContext, platform: PlatformRe
     run = context.dagster_run
     model = _model_of_run(platform, run)
     settings = model.settings if model is not None else platform.platform().settings
-    champion = model.registry.champion_record() if model is not None else None
+    champion = _champion_version(context, model) if model is not None else None
     steps = [f"{e.step_key}: {_root_cause(e.event_specific_data.error)}"  # type: ignore[union-attr]
              for e in context.get_step_failure_events() if e.event_specific_data and e.event_specific_data.error]  # type: ignore[union-attr]
     error = ("; ".join(steps) or context.failure_event.message or "run failed")[:1000]
-    alert = run_failed_alert(settings, model.name if model else "unknown model", None if champion is None else champion.version, run.job_name, run.run_id, error,
+    alert = run_failed_alert(settings, model.name if model else "unknown model", champion, run.job_name, run.run_id, error,
                              will_retry=run.tags.get(WILL_RETRY_TAG) == "true")
     delivery = Alerter.from_settings(settings).fire(alert)
     context.log.info(f"run {run.run_id} failed: alert {alert.name} delivered {delivery.sent}, pending {delivery.pending}")

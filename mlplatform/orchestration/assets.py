@@ -13,6 +13,7 @@ import dagster as dg
 import pandas as pd
 
 from mlplatform.domain.keys import CHAMPION_VERSION, MLFLOW_VERSION, MODEL_TAG, RUN_TAG_PREFIX, SNAPSHOT
+from mlplatform.domain.retry_budget import RetryBudget
 from mlplatform.domain.training import TrainingError
 from mlplatform.domain.validation import LABEL
 from mlplatform.orchestration.names import (EVALUATION_REPORT, FEATURES, QUALITY_FLOOR_CHECK, RAW_EVENTS, TRAINED_MODEL,
@@ -23,7 +24,11 @@ from mlplatform.pipeline.retraining import FeatureSnapshot, apply_decision, buil
 from mlplatform.stores.registry import Registry, tag
 from mlplatform.stores.reports import mlflow_run_url, mlflow_version_url, report_url
 
-EXTERNAL_RETRY = dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+
+def external_retry_policy(budget: RetryBudget) -> dg.RetryPolicy:
+    """Every asset that talks to MLflow or the event log: retried with backoff, all within the settings' budget."""
+    return dg.RetryPolicy(max_retries=budget.step_retries, delay=budget.step_delay_seconds, backoff=dg.Backoff.EXPONENTIAL,
+                          jitter=dg.Jitter.PLUS_MINUS)
 
 
 def latest_metadata(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict[str, object] | None:
@@ -58,7 +63,7 @@ def _evaluation_html(title: str, table: str, metadata: dict[str, object]) -> str
     )
 
 
-def build_assets(names: ModelNames) -> list[dg.AssetsDefinition]:
+def build_assets(names: ModelNames, retry: dg.RetryPolicy) -> list[dg.AssetsDefinition]:
     """raw_events → features → trained_model → evaluation_report for one model."""
     model_name = names.model
 
@@ -66,7 +71,7 @@ def build_assets(names: ModelNames) -> list[dg.AssetsDefinition]:
         key=names.asset(RAW_EVENTS),
         group_name=names.group,
         kinds={"python", "sqlite"},
-        retry_policy=EXTERNAL_RETRY,
+        retry_policy=retry,
         description="Every labelled (or not yet labelled) event: landing files are ingested exactly once, "
         "invalid rows quarantined with their reason, unreadable files moved aside to landing/rejected.",
     )
@@ -112,7 +117,7 @@ def build_assets(names: ModelNames) -> list[dg.AssetsDefinition]:
         deps=[names.asset(RAW_EVENTS)],
         group_name=names.group,
         kinds={"pandas", "parquet"},
-        retry_policy=EXTERNAL_RETRY,
+        retry_policy=retry,
         io_manager_key="handover",
         description="The latest labelled window (time-ordered), split into a training part and a later hold-out; "
         "the feature transformer is fitted here and travels inside the logged model.",
@@ -153,7 +158,7 @@ def build_assets(names: ModelNames) -> list[dg.AssetsDefinition]:
         ins={"snapshot_folder": dg.AssetIn(names.asset(FEATURES))},
         group_name=names.group,
         kinds={"lightgbm", "mlflow"},
-        retry_policy=EXTERNAL_RETRY,
+        retry_policy=retry,
         io_manager_key="handover",
         description="LightGBM with early stopping and tuning within a budget, logged to MLflow as a self-contained "
         "pyfunc (raw record in, prediction out) and registered as a new version with alias `challenger`.",
@@ -193,7 +198,7 @@ def build_assets(names: ModelNames) -> list[dg.AssetsDefinition]:
         ins={"snapshot_folder": dg.AssetIn(names.asset(FEATURES)), "challenger_version": dg.AssetIn(names.asset(TRAINED_MODEL))},
         group_name=names.group,
         kinds={"mlflow"},
-        retry_policy=EXTERNAL_RETRY,
+        retry_policy=retry,
         check_specs=[dg.AssetCheckSpec(QUALITY_FLOOR_CHECK, asset=names.asset(EVALUATION_REPORT), blocking=True,
                                        description="The challenger's primary metric meets the quality floor; promotion is refused otherwise.")],
         description="Challenger vs champion on the same later hold-out window; the challenger becomes `@champion` "

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from mlplatform.domain.spec_draft import draft_spec
 from mlplatform.orchestration.alerts import build_alerts_sensor, build_live_quality
-from mlplatform.orchestration.assets import build_assets
+from mlplatform.orchestration.assets import build_assets, external_retry_policy
 from mlplatform.orchestration.champion import build_champion_job
 from mlplatform.orchestration.checks import build_checks
 from mlplatform.orchestration.instance import retrain_run_tags
@@ -62,14 +62,14 @@ class RetrainingLoop(ModelDeclaration, dg.Component, dg.Resolvable):
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         """The composition root read the same defs.yaml (it needs no Dagster import, for serving and the CLI): take its model."""
         model = platform().model_declared_in(Path(context.path) / DEFS_FILE)
-        return model_definitions(ModelNames(model.name))
+        return model_definitions(ModelNames(model.name), external_retry_policy(model.settings.retry_budget))
 
 
-def model_definitions(names: ModelNames) -> dg.Definitions:
-    """Every definition of one model."""
-    assets = build_assets(names)
-    drift_assets, drift_checks = build_monitoring(names)
-    live_quality, live_quality_schedule = build_live_quality(names)
+def model_definitions(names: ModelNames, retry: dg.RetryPolicy) -> dg.Definitions:
+    """Every definition of one model; `retry` is the policy of its assets that use MLflow or the event log."""
+    assets = build_assets(names, retry)
+    drift_assets, drift_checks = build_monitoring(names, retry)
+    live_quality, live_quality_schedule = build_live_quality(names, retry)
     retrain = dg.define_asset_job(
         names.retrain_job,
         selection=dg.AssetSelection.assets(*names.assets(*RETRAINING)),

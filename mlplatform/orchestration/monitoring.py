@@ -9,7 +9,7 @@ import dagster as dg
 from mlplatform.pipeline.drift import LIVE_METRICS, ColumnDrift, DriftReport, DriftSkipped, build_drift_report
 from mlplatform.domain.keys import (CHAMPION_VERSION, DATASET_DRIFT, DRIFT_SHARE, DRIFT_SHARE_THRESHOLD, DRIFTED_COLUMN_NAMES, DRIFTED_COLUMNS,
                                    REPORT_PATH, SKIP_REASON, SKIPPED)
-from mlplatform.orchestration.assets import EXTERNAL_RETRY, latest_metadata, markdown_table
+from mlplatform.orchestration.assets import latest_metadata, markdown_table
 from mlplatform.orchestration.names import DRIFT_REPORT, RAW_EVENTS, ModelNames
 from mlplatform.orchestration.resources import PlatformResource
 from mlplatform.stores.reports import mlflow_version_url, report_url
@@ -64,7 +64,7 @@ def skipped_metadata(skipped: DriftSkipped) -> dict[str, object]:
     }
 
 
-def build_monitoring(names: ModelNames) -> tuple[list[dg.AssetsDefinition], list[dg.AssetChecksDefinition]]:
+def build_monitoring(names: ModelNames, retry: dg.RetryPolicy) -> tuple[list[dg.AssetsDefinition], list[dg.AssetChecksDefinition]]:
     """The model's drift_report asset and its check."""
     model_name = names.model
     key = names.asset(DRIFT_REPORT)
@@ -74,7 +74,7 @@ def build_monitoring(names: ModelNames) -> tuple[list[dg.AssetsDefinition], list
         deps=[names.asset(RAW_EVENTS)],
         group_name=names.group,
         kinds={"evidently"},
-        retry_policy=EXTERNAL_RETRY,
+        retry_policy=retry,
         description="Evidently drift of the events since the champion's data window against its training window: "
         "per-column drift, share of drifted columns, prediction drift and, with labels, target drift and live metrics. "
         "Both sides are bounded uniform samples; the HTML report is saved under reports/drift and logged to MLflow "

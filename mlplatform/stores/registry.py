@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import mlflow
+import mlflow.store.db.utils
 import pandas as pd
 from mlflow.entities import Metric, Param
 from mlflow.entities.model_registry import ModelVersion, RegisteredModel
@@ -22,6 +24,7 @@ from mlflow.exceptions import MlflowException, RestException
 from mlflow.tracking import MlflowClient
 
 from mlplatform.domain.keys import CHAMPION_CHANGE, MLFLOW_TAG_PREFIX, PINNED, WINDOW_CUTOFF
+from mlplatform.domain.retry_budget import RetryBudget
 from mlplatform.domain.spec import DatasetSpec
 
 if TYPE_CHECKING:  # LightGBM and scikit-learn load only where a model is logged or loaded, not for a status or an alias read
@@ -33,6 +36,18 @@ log = logging.getLogger(__name__)
 MODEL_CODE = Path(__file__).with_name("mlflow_model.py")
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+
+
+def limit_mlflow_retries(budget: RetryBudget) -> None:
+    """Turn MLflow's own retries off and cap its request timeout, for this process and the ones it starts.
+
+    MLflow retries inside every one of Dagster's attempts: HTTP requests 7 times with backoff (~4 min against a closed
+    port) and SQLAlchemy engine creation 10 times (~100 s against a SQLite file that cannot be opened; a module
+    constant, no environment variable). Dagster's retry policy, from the same budget, does the backing off instead.
+    """
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(budget.mlflow_request_timeout_seconds)
+    mlflow.store.db.utils.MAX_RETRY_COUNT = 1
 
 
 def _requirements() -> list[str]:

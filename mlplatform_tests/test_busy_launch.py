@@ -1,0 +1,137 @@
+"""A busy machine delays runs instead of failing them, against the real dagster-daemon and its code server: the
+instance config and gRPC timeout reach the servers `dev` starts; a launch the stopped (SIGSTOP) code server does not
+answer before the deadline goes back into the queue instead of failing the run; with `dev`'s deadline, a run launched
+while the code server is stopped waits and succeeds."""
+
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster._cli.job import _create_run
+from dagster._core.workspace.context import WorkspaceProcessContext
+from dagster._core.workspace.load_target import WorkspaceFileTarget
+
+from mlplatform.cli.dev import CHILD_ENV_DEFAULTS, WORKSPACE, Server, build_servers, running
+from mlplatform.domain.spec import load_spec
+from mlplatform.orchestration.instance import CODE_SERVER_STARTUP_SECONDS, LAUNCH_RETRIES, LAUNCH_RETRY_DELAY_SECONDS, RUN_START_TIMEOUT_SECONDS
+from mlplatform.pipeline.replay import read_source, write_batches
+from mlplatform.settings import Settings
+from mlplatform_tests.support.loop import materialize, names
+
+REQUEUED = "re-submitting the run into the queue"
+STALL_SECONDS = 10.0  # below the 20 s a daemon's code server lives without heartbeats
+
+
+def test_instance_config_and_grpc_timeout_reach_the_servers(state: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DAGSTER_GRPC_TIMEOUT_SECONDS", raising=False)
+    with dg.DagsterInstance.get() as instance:
+        queue = instance.get_concurrency_config().run_queue_config
+        assert (queue.max_user_code_failure_retries, queue.user_code_failure_retry_delay) == (LAUNCH_RETRIES, LAUNCH_RETRY_DELAY_SECONDS)
+        assert instance.run_monitoring_start_timeout_seconds == RUN_START_TIMEOUT_SECONDS
+        assert instance.code_server_process_startup_timeout == CODE_SERVER_STARTUP_SECONDS
+    probe = Server("probe", "(env probe)", [sys.executable, "-c", "import time; time.sleep(600)"], ready=lambda: True)
+    with running(state, log_dir=tmp_path / "logs", timeout_seconds=60, grace_seconds=5, servers=[probe]):
+        assert probe.process is not None
+        environ = Path(f"/proc/{probe.process.pid}/environ").read_bytes().decode()
+    env = dict(item.split("=", 1) for item in environ.split("\0") if "=" in item)
+    assert env["DAGSTER_GRPC_TIMEOUT_SECONDS"] == CHILD_ENV_DEFAULTS["DAGSTER_GRPC_TIMEOUT_SECONDS"]
+    assert env["DAGSTER_HOME"] == str(state.dagster_home)
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid` (from /proc), children first."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    found, frontier = [], [pid]
+    while frontier:
+        children = [p for p, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+def _wait(what: str, predicate: Callable[[], bool], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out after {seconds:.0f} s waiting for {what}"
+        time.sleep(0.5)
+
+
+@pytest.fixture
+def daemon(request: pytest.FixtureRequest, state: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
+    """The real dagster-daemon (as `dev` starts it) with its code server, on a state with labelled events ingested.
+
+    Its gRPC deadline is `dev`'s default unless a test passes a shorter one (as a string) as the fixture's param."""
+    grpc_timeout = getattr(request, "param", None)
+    if grpc_timeout is None:
+        monkeypatch.delenv("DAGSTER_GRPC_TIMEOUT_SECONDS", raising=False)
+    else:
+        monkeypatch.setenv("DAGSTER_GRPC_TIMEOUT_SECONDS", grpc_timeout)
+    spec = load_spec(state.dataset_spec)
+    write_batches(read_source(spec).iloc[:1500], spec, state.landing_dir, 1500)
+    with dg.DagsterInstance.get() as instance:
+        materialize(instance, ["raw_events"], raise_on_error=True)
+    [server] = [s for s in build_servers(state) if s.name == "dagster-daemon"]
+    with running(state, log_dir=tmp_path / "logs", timeout_seconds=300, servers=[server]):
+        assert server.process is not None
+        _wait("the daemon's code server", lambda: bool(_descendants(server.process.pid)), 120)  # type: ignore[union-attr]
+        yield server
+
+
+@contextmanager
+def _submitted_while_stopped(daemon: Server) -> Iterator[tuple[dg.DagsterInstance, str]]:
+    """A retraining run submitted to the queue while the daemon's code server (and what it spawned) is stopped.
+
+    The run is created first, through a code server of this process; the caller resumes the stopped processes."""
+    assert daemon.process is not None
+    with dg.DagsterInstance.get() as instance, WorkspaceProcessContext(instance, WorkspaceFileTarget(paths=[str(WORKSPACE)])) as process:
+        workspace = process.create_request_context()
+        location = workspace.get_code_location("mlplatform")
+        [repository] = location.get_repositories().values()
+        job = repository.get_full_job(names().retrain_job)
+        run = _create_run(instance=instance, code_location=location, remote_repo=repository, remote_job=job, run_config={}, tags={},
+                          op_selection=None, run_id=None)
+        stopped = _descendants(daemon.process.pid)
+        for pid in stopped:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            instance.submit_run(run.run_id, workspace)
+            yield instance, run.run_id
+        finally:
+            for pid in stopped:
+                os.kill(pid, signal.SIGCONT)
+
+
+def _messages(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    return [e.message or "" for e in instance.all_logs(run_id)]
+
+
+@pytest.mark.parametrize("daemon", ["5"], indirect=True)
+def test_a_launch_that_times_out_goes_back_into_the_queue_instead_of_failing(daemon: Server) -> None:
+    """A 5 s deadline against a stopped code server: DEADLINE_EXCEEDED, and the run waits in the queue."""
+    with _submitted_while_stopped(daemon) as (instance, run_id):
+        _wait("the launch to time out and the run to be queued again", lambda: any(REQUEUED in m for m in _messages(instance, run_id)), 90)
+        run = instance.get_run_by_id(run_id)
+        assert run is not None and run.status == dg.DagsterRunStatus.QUEUED, _messages(instance, run_id)[-5:]
+
+
+def test_a_run_launched_while_the_code_server_is_stopped_succeeds(daemon: Server) -> None:
+    """`dev`'s gRPC deadline outlasts a code server that does not run for a while: the launch waits, the run succeeds."""
+    with _submitted_while_stopped(daemon) as (instance, run_id):
+        time.sleep(STALL_SECONDS)
+        run = instance.get_run_by_id(run_id)
+        assert run is not None and not run.is_finished
+    _wait("the run to finish", lambda: instance.get_run_by_id(run_id).is_finished, 600)  # type: ignore[union-attr]
+    finished = instance.get_run_by_id(run_id)
+    assert finished is not None and finished.status == dg.DagsterRunStatus.SUCCESS, _messages(instance, run_id)[-10:]
