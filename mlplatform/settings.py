@@ -85,6 +85,7 @@ class Settings(BaseSettings):
 
     # production profile
     event_log_url: SecretStr | None = Field(default=None, description="PostgreSQL URL of the event log (e.g. postgresql://user:password@127.0.0.1:5432/db), one schema per dataset; unset: the SQLite file in <state>/events.")
+    dagster_postgres_url: SecretStr | None = Field(default=None, description="PostgreSQL URL of the Dagster instance's storage (runs, event logs, schedules), written into <state>/dagster/dagster.yaml; unset: SQLite files in the Dagster home.")
 
     @model_validator(mode="after")
     def _resolve_paths(self) -> "Settings":
