@@ -27,7 +27,7 @@ class Settings(BaseSettings):
     state_dir: Path = Field(default=REPO_ROOT / ".mlplatform", description="Dagster home, MLflow store, event log, reports.")
     dataset_spec: Path = Field(default=DEFAULT_SPEC, description="YAML dataset spec.")
     landing_dir: Path | None = Field(default=None, description="Folder watched for new event files (default: <state>/landing).")
-    mlflow_tracking_uri: str | None = Field(default=None, description="Default: SQLite in the state folder.")
+    mlflow_tracking_uri: str | None = Field(default=None, description="Default: mlflow_ui_url when mlflow_backend_store_url is set, else SQLite in the state folder.")
 
     retrain_every_n: int = Field(default=5000, ge=1, description="New labelled events since the champion's cut-off that trigger a retraining.")
     min_new_labelled_for_drift: int = Field(default=500, ge=0, description="Drift triggers a retraining only with at least this many new labelled events.")
@@ -86,6 +86,7 @@ class Settings(BaseSettings):
     # production profile
     event_log_url: SecretStr | None = Field(default=None, description="PostgreSQL URL of the event log (e.g. postgresql://user:password@127.0.0.1:5432/db), one schema per dataset; unset: the SQLite file in <state>/events.")
     dagster_postgres_url: SecretStr | None = Field(default=None, description="PostgreSQL URL of the Dagster instance's storage (runs, event logs, schedules), written into <state>/dagster/dagster.yaml; unset: SQLite files in the Dagster home.")
+    mlflow_backend_store_url: SecretStr | None = Field(default=None, description="PostgreSQL URL of the MLflow tracking server's store: `mlplatform dev` serves it at mlflow_ui_url (artifacts proxied into <state>/mlflow/artifacts) and the platform tracks through that server; unset: SQLite in the state folder.")
 
     @model_validator(mode="after")
     def _resolve_paths(self) -> "Settings":
@@ -105,11 +106,28 @@ class Settings(BaseSettings):
 
     @property
     def tracking_uri(self) -> str:
-        return self.mlflow_tracking_uri or f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
+        """Where the platform tracks: the explicit URI, else the MLflow server when it has a database, else SQLite."""
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        return self.mlflow_ui_url if self.mlflow_backend_store_url is not None else self.mlflow_server_store_uri
+
+    @property
+    def mlflow_server_store_uri(self) -> str:
+        """The store behind the MLflow server `mlplatform dev` starts."""
+        if self.mlflow_backend_store_url is not None:
+            return self.mlflow_backend_store_url.get_secret_value()
+        return f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
+
+    @property
+    def artifacts_dir_uri(self) -> str:
+        """The folder holding the artifacts, written by the clients (embedded) or by the MLflow server (proxied)."""
+        return (self.mlflow_dir / "artifacts").as_uri()
 
     @property
     def artifact_root(self) -> str:
-        return (self.mlflow_dir / "artifacts").as_uri()
+        """Where new experiments put artifacts: through the tracking server's proxy when tracking over HTTP (clients on
+        other machines cannot write the server's folder), else straight into the folder."""
+        return "mlflow-artifacts:" if self.tracking_uri.startswith(("http://", "https://")) else self.artifacts_dir_uri
 
     @property
     def events_dir(self) -> Path:

@@ -51,6 +51,7 @@ class Server:
     url: str
     command: list[str]
     ready: Callable[[], bool]
+    env: dict[str, str] = field(default_factory=dict, repr=False)  # secrets go here, not on the command line (`ps` shows it)
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
     _log: IO[bytes] | None = field(default=None, repr=False)
@@ -59,7 +60,7 @@ class Server:
         if log_dir is not None:
             self.log_path = log_dir / f"{self.name}.log"
             self._log = self.log_path.open("ab")
-        self.process = subprocess.Popen(self.command, cwd=REPO_ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT if self._log else None, start_new_session=True)
+        self.process = subprocess.Popen(self.command, cwd=REPO_ROOT, env={**env, **self.env}, stdout=self._log, stderr=subprocess.STDOUT if self._log else None, start_new_session=True)
 
     def died(self) -> bool:
         return self.process is not None and self.process.poll() is not None
@@ -141,17 +142,24 @@ def _daemon_heartbeat(settings: Settings) -> Callable[[], bool]:
     return ready
 
 
+def mlflow_server(settings: Settings) -> Server:
+    """The MLflow server on its store (SQLite, or PostgreSQL from `mlflow_backend_store_url`). With a database it also
+    proxies artifacts into the state folder, since the platform then tracks through it over HTTP."""
+    host, port = _bind(settings.mlflow_ui_url)
+    artifacts = settings.artifacts_dir_uri
+    proxied = settings.mlflow_backend_store_url is not None
+    where = ["--serve-artifacts"] if proxied else ["--default-artifact-root", artifacts]
+    return Server("mlflow", settings.mlflow_ui_url,
+                  [str(BIN / "mlflow"), "server", *where, "--artifacts-destination", artifacts, "--host", host, "--port", str(port), "--workers", "1"],
+                  lambda: http_ok(f"{settings.mlflow_ui_url}/health"), env={"MLFLOW_BACKEND_STORE_URI": settings.mlflow_server_store_uri})
+
+
 def build_servers(settings: Settings) -> list[Server]:
     """The four servers, bound to the host and port of the URLs in the settings."""
     dagster_host, dagster_port = _bind(settings.dagster_ui_url)
-    mlflow_host, mlflow_port = _bind(settings.mlflow_ui_url)
     reports_host, reports_port = _bind(settings.reports_url)
-    artifacts = settings.artifact_root
     return [
-        Server("mlflow", settings.mlflow_ui_url,
-               [str(BIN / "mlflow"), "server", "--backend-store-uri", settings.tracking_uri, "--default-artifact-root", artifacts,
-                "--artifacts-destination", artifacts, "--host", mlflow_host, "--port", str(mlflow_port), "--workers", "1"],
-               lambda: http_ok(f"{settings.mlflow_ui_url}/health")),
+        mlflow_server(settings),
         Server("reports", settings.reports_url,
                [sys.executable, "-m", "http.server", str(reports_port), "--bind", reports_host, "--directory", str(settings.reports_dir)],
                lambda: http_ok(f"{settings.reports_url}/")),
