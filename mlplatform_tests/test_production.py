@@ -1,7 +1,12 @@
 """The production profile on real engines: the Dagster instance on PostgreSQL, the MLflow server on PostgreSQL,
 steps on Celery workers with Redis, and `mlplatform dev --profile production` bringing it all up."""
 
+import os
+import re
 import socket
+import subprocess
+import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,13 +15,13 @@ import pandas as pd
 import psycopg
 import pytest
 
-from mlplatform.cli.dev import mlflow_server, running
+from mlplatform.cli.dev import celery_worker, mlflow_server, redis_server, running
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.training import TrainingConfig, train
 from mlplatform.domain.validation import validate_frame
 from mlplatform.orchestration.instance import prepare_dagster_home
 from mlplatform.pipeline.replay import write_batches
-from mlplatform.settings import Settings, SettingsError
+from mlplatform.settings import REPO_ROOT, Settings, SettingsError
 from mlplatform.stores.registry import Registry
 from mlplatform_tests.support import loop
 
@@ -77,3 +82,29 @@ def test_models_register_and_promote_through_the_mlflow_server_on_postgres(tmp_p
         aliases = conn.execute("SELECT alias, version FROM registered_model_aliases WHERE name = %s ORDER BY alias", (adult_spec.model_name,)).fetchall()
     assert ("champion", int(version.version)) in aliases
     assert list((settings.mlflow_dir / "artifacts").rglob("MLmodel")), "artifacts are proxied into the state folder"
+
+
+def test_a_materialization_runs_its_steps_on_a_celery_worker(pg_instance_state: Settings, adult_rows: pd.DataFrame, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    broker = f"redis://127.0.0.1:{_free_port()}/0"
+    monkeypatch.setenv("MLPLATFORM_CELERY_BROKER_URL", broker)
+    settings = pg_instance_state.model_copy(update={"celery_broker_url": broker})
+    write_batches(adult_rows.head(600), loop.model().spec, settings.landing_dir, 600)
+    worker = celery_worker(settings, name=f"test-{uuid.uuid4().hex[:8]}")
+    worker_name = worker.url.split()[0]
+    with running(settings, log_dir=tmp_path / "logs", servers=[redis_server(settings), worker]):
+        cli = subprocess.Popen([sys.executable, "-m", "mlplatform.cli", "materialize", "--model", "adult", "--select", "raw_events,features"],
+                               cwd=REPO_ROOT, env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        out, _ = cli.communicate(timeout=300)
+    assert cli.returncode == 0, out
+    run_id = re.search(r"in run (\S+)", out).group(1)  # type: ignore[union-attr]
+    with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+        records = [r for r in instance.all_logs(run_id) if r.dagster_event is not None]
+    events = [r.dagster_event for r in records]
+    handed = [e.event_specific_data.metadata["Celery worker"].value for e in events  # type: ignore[union-attr]
+              if e.event_type_value == "ENGINE_EVENT" and "Celery worker" in (e.event_specific_data.metadata or {})]  # type: ignore[union-attr]
+    succeeded = [r for r in records if r.dagster_event.event_type_value == "STEP_SUCCESS"]  # type: ignore[union-attr]
+    assert len(succeeded) == 3 and handed == [worker_name] * 3  # raw_events, its check, features: each a task on the worker
+    step_pids = {r.dagster_event.pid for r in succeeded}  # type: ignore[union-attr]
+    assert None not in step_pids and step_pids.isdisjoint({cli.pid, os.getpid()})
+    assert "succeeded" in (tmp_path / "logs" / "celery-worker.log").read_text(encoding="utf-8")

@@ -7,7 +7,9 @@ stops them in order.
 
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import IO
 from urllib.parse import urlsplit
 
+from mlplatform.orchestration.executor import celery_worker_command, celery_worker_env
 from mlplatform.orchestration.instance import prepare_dagster_home
 from mlplatform.settings import REPO_ROOT, Settings
 
@@ -152,6 +155,54 @@ def mlflow_server(settings: Settings) -> Server:
     return Server("mlflow", settings.mlflow_ui_url,
                   [str(BIN / "mlflow"), "server", *where, "--artifacts-destination", artifacts, "--host", host, "--port", str(port), "--workers", "1"],
                   lambda: http_ok(f"{settings.mlflow_ui_url}/health"), env={"MLFLOW_BACKEND_STORE_URI": settings.mlflow_server_store_uri})
+
+
+def require_binary(name: str, why: str) -> str:
+    """The path of a system binary the stack needs; missing, it fails at start saying which and how to get it."""
+    found = shutil.which(name)
+    if found is None:
+        raise DevServerError(f"`{name}` not found on PATH ({why}); `apt-get install` it or run `make system-deps`")
+    return found
+
+
+def _redis_answers(url: str) -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(url, socket_timeout=2).ping())
+    except redis.RedisError:
+        return False
+
+
+def redis_server(settings: Settings) -> Server:
+    """Redis for Celery on the host and port of `celery_broker_url`, its files in <state>/redis; a broker and result
+    store of in-flight steps only (nothing to keep), so no snapshots."""
+    url = settings.celery_broker_url
+    if url is None:
+        raise DevServerError("MLPLATFORM_CELERY_BROKER_URL is not set: no Redis to start")
+    host, port = _bind(url)
+    folder = settings.state_dir / "redis"
+    folder.mkdir(parents=True, exist_ok=True)
+    binary = require_binary("redis-server", "the Celery broker of MLPLATFORM_CELERY_BROKER_URL")
+    return Server("redis", url, [binary, "--bind", host, "--port", str(port), "--dir", str(folder), "--save", "", "--appendonly", "no"],
+                  lambda: _redis_answers(url))
+
+
+def _worker_answers(url: str, name: str) -> bool:
+    from celery import Celery
+
+    try:
+        return bool(Celery(broker=url, backend=url).control.ping(destination=[name], timeout=1.0))
+    except OSError:
+        return False
+
+
+def celery_worker(settings: Settings, name: str = "mlplatform") -> Server:
+    """One Celery worker executing the steps of runs, ready once it answers a ping through the broker."""
+    full_name = f"{name}@{socket.gethostname()}"
+    env = celery_worker_env(settings)
+    return Server("celery-worker", f"{full_name} (no UI: executes run steps)", celery_worker_command(sys.executable, full_name),
+                  lambda: _worker_answers(env["CELERY_BROKER_URL"], full_name), env=env)
 
 
 def build_servers(settings: Settings) -> list[Server]:
