@@ -14,7 +14,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 export EVIDENTLY_DISABLE_TELEMETRY := 1
 
-.PHONY: install system-deps demo test dev serve bench lock clean
+.PHONY: install system-deps demo test dev prod serve bench lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,10 @@ test: install system-deps
 
 dev: install
 	$(BIN)/mlplatform dev
+
+# The same stack on real engines: PostgreSQL stores, Celery workers on Redis, the prediction service (docs/production.md).
+prod: install system-deps
+	$(BIN)/mlplatform dev --profile production
 
 serve: install
 	$(BIN)/mlplatform serve

@@ -1,11 +1,17 @@
 """The production profile on real engines: the Dagster instance on PostgreSQL, the MLflow server on PostgreSQL,
 steps on Celery workers with Redis, and `mlplatform dev --profile production` bringing it all up."""
 
+import json
 import os
 import re
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +21,7 @@ import pandas as pd
 import psycopg
 import pytest
 
-from mlplatform.cli.dev import celery_worker, mlflow_server, redis_server, running
+from mlplatform.cli.dev import LOCATIONS_QUERY, celery_worker, mlflow_server, redis_server, running
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.training import TrainingConfig, train
 from mlplatform.domain.validation import validate_frame
@@ -23,7 +29,9 @@ from mlplatform.orchestration.instance import prepare_dagster_home
 from mlplatform.pipeline.replay import write_batches
 from mlplatform.settings import REPO_ROOT, Settings, SettingsError
 from mlplatform.stores.registry import Registry
+from mlplatform_tests.conftest import ADULT_SPEC
 from mlplatform_tests.support import loop
+from mlplatform_tests.test_devserver import _processes_with
 
 
 def _free_port() -> int:
@@ -108,3 +116,71 @@ def test_a_materialization_runs_its_steps_on_a_celery_worker(pg_instance_state: 
     step_pids = {r.dagster_event.pid for r in succeeded}  # type: ignore[union-attr]
     assert None not in step_pids and step_pids.isdisjoint({cli.pid, os.getpid()})
     assert "succeeded" in (tmp_path / "logs" / "celery-worker.log").read_text(encoding="utf-8")
+
+
+PROD_SERVERS = ("redis", "mlflow", "reports", "dagster-daemon", "dagster-webserver", "celery-worker", "serving")
+
+
+@pytest.fixture
+def prod_state() -> Iterator[Path]:
+    """A state folder the `postgres` user can reach (pytest's own temporary folders are private to root)."""
+    state = Path(tempfile.mkdtemp(prefix="mlplatform-prod-"))
+    state.chmod(0o711)
+    yield state / "state"
+    shutil.rmtree(state, ignore_errors=True)
+
+
+def _dev_production(state: Path, extra: dict[str, str]) -> tuple[subprocess.Popen[str], dict[str, str]]:
+    urls = {f"MLPLATFORM_{key}": f"http://127.0.0.1:{_free_port()}" for key in ("DAGSTER_UI_URL", "MLFLOW_UI_URL", "REPORTS_URL")}
+    env = {**os.environ, **urls, "MLPLATFORM_SERVE_PORT": str(_free_port()), "MLPLATFORM_STATE_DIR": str(state),
+           "MLPLATFORM_DATASET_SPEC": str(ADULT_SPEC), **extra}
+    for key in ("DAGSTER_HOME", "MLPLATFORM_DAGSTER_POSTGRES_URL", "MLPLATFORM_CELERY_BROKER_URL"):
+        if key not in extra:
+            env.pop(key, None)
+    proc = subprocess.Popen([sys.executable, "-m", "mlplatform.cli", "dev", "--profile", "production"], cwd=REPO_ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    return proc, env
+
+
+def test_make_prod_stack_comes_up_on_loopback_answers_and_stops_cleanly(prod_state: Path) -> None:
+    proc, env = _dev_production(prod_state, {})
+    marker = f"MLPLATFORM_STATE_DIR={prod_state}\0"
+    try:
+        printed: list[str] = []
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 400
+        while not any(line.strip().startswith("serving") for line in printed) and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            printed.append(line)
+        assert [s for s in PROD_SERVERS if any(line.startswith(f"  {s} ") for line in printed)] == list(PROD_SERVERS), "".join(printed)
+        query = urllib.request.Request(env["MLPLATFORM_DAGSTER_UI_URL"] + "/graphql", data=json.dumps({"query": LOCATIONS_QUERY}).encode(),
+                                       headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(query, timeout=10) as response:
+            entries = json.load(response)["data"]["workspaceOrError"]["locationEntries"]
+        assert [(e["name"], e["loadStatus"]) for e in entries] == [("mlplatform", "LOADED")]
+        for url in (env["MLPLATFORM_MLFLOW_UI_URL"] + "/health", f"http://127.0.0.1:{env['MLPLATFORM_SERVE_PORT']}/healthz"):
+            with urllib.request.urlopen(url, timeout=10) as response:
+                assert response.status == 200, url
+        assert "postgresql+psycopg2://" in (prod_state / "dagster" / "dagster.yaml").read_text(encoding="utf-8")
+        assert not (prod_state / "mlflow" / "mlflow.db").exists() and (prod_state / "postgres" / "data").is_dir()
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0 and "stopped" in out, out
+        assert _processes_with(marker) == []
+        assert not (prod_state / "postgres").exists(), "the throwaway cluster is removed at stop"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.mark.parametrize(("extra", "named"), [
+    ({"MLPLATFORM_DAGSTER_POSTGRES_URL": "postgresql://postgres:secret@127.0.0.1:1/dagster"}, "MLPLATFORM_DAGSTER_POSTGRES_URL"),
+    ({"PATH": "/nonexistent"}, "`redis-server` not found"),
+])
+def test_prod_fails_at_start_naming_the_setting_or_binary(prod_state: Path, extra: dict[str, str], named: str) -> None:
+    proc, _ = _dev_production(prod_state, extra)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and named in out and "secret" not in out, out

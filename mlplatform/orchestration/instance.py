@@ -3,12 +3,11 @@ run retries and a queue."""
 
 import os
 
-import psycopg
 import yaml
 
 from mlplatform.domain.keys import MODEL_TAG, PRIORITY_TAG, RETRAIN_TAG
-from mlplatform.settings import Settings, SettingsError
-from mlplatform.stores.eventlog_postgres import redact
+from mlplatform.settings import Settings
+from mlplatform.stores.postgres import check_reachable
 
 DAGSTER_POSTGRES_URL_SETTING = "MLPLATFORM_DAGSTER_POSTGRES_URL"
 
@@ -44,15 +43,6 @@ def instance_config(postgres_url: str | None = None) -> dict[str, object]:
     }
 
 
-def _check_reachable(url: str) -> None:
-    """Fail at start, naming the setting, rather than in the first Dagster call with a driver traceback."""
-    try:
-        with psycopg.connect(url, connect_timeout=10):
-            pass
-    except (psycopg.Error, ValueError) as exc:
-        raise SettingsError(f"{DAGSTER_POSTGRES_URL_SETTING} ({redact(url)}): cannot connect: {str(exc).strip()}") from None
-
-
 def prepare_dagster_home(settings: Settings) -> str:
     """Create the Dagster home with its dagster.yaml and point DAGSTER_HOME at it.
 
@@ -62,7 +52,7 @@ def prepare_dagster_home(settings: Settings) -> str:
     settings.ensure_dirs()
     url = settings.dagster_postgres_url.get_secret_value() if settings.dagster_postgres_url else None
     if url:
-        _check_reachable(url)
+        check_reachable(url, DAGSTER_POSTGRES_URL_SETTING)
     config_path = settings.dagster_home / "dagster.yaml"
     text = yaml.safe_dump(instance_config(url), sort_keys=False)
     if not config_path.exists() or config_path.read_text(encoding="utf-8") != text:
