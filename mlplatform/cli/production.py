@@ -6,6 +6,7 @@ it answers; one that is not is filled here with a local engine under the state f
 PostgreSQL cluster (a database per store, removed at stop) and one Redis.
 """
 
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -43,12 +44,13 @@ def local_engines(settings: Settings, enabled: bool = True) -> Iterator[tuple[Se
     if missing and (reason := missing_reason()):
         raise DevServerError(f"{reason} (needed for {', '.join(env_name(n) for n in missing)}, unset)")
     cluster = PostgresCluster(durable=True, root=settings.state_dir / "postgres") if missing else None
+    if cluster is not None:
+        try:
+            cluster.start()
+        except RuntimeError as exc:  # no server to stop: remove what initdb left
+            shutil.rmtree(cluster.root, ignore_errors=True)
+            raise DevServerError(f"the local PostgreSQL cluster in {cluster.root} did not start: {exc}") from None
     try:
-        if cluster is not None:
-            try:
-                cluster.start()
-            except RuntimeError as exc:
-                raise DevServerError(f"the local PostgreSQL cluster in {cluster.root} did not start: {exc}") from None
         updates: dict[str, object] = {name: SecretStr(cluster.create_database(POSTGRES_SETTINGS[name])) for name in missing} if cluster else {}
         if local_redis:
             updates["celery_broker_url"] = f"redis://127.0.0.1:{free_port()}/0"
