@@ -11,6 +11,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SPEC = REPO_ROOT / "data" / "adult.yaml"
 
 
+def env_name(setting: str) -> str:
+    """The environment variable of a Settings field: what messages name, and how `mlplatform dev` hands it to children."""
+    return f"{Settings.model_config['env_prefix']}{setting.upper()}"
+
+
 class SettingsError(ValueError):
     """Settings that are valid one by one but not together with the dataset spec (the CLI exits 2 with the message)."""
 

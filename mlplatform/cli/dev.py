@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 from mlplatform.orchestration.executor import celery_worker_command, celery_worker_env
 from mlplatform.orchestration.instance import prepare_dagster_home
-from mlplatform.settings import REPO_ROOT, Settings
+from mlplatform.settings import REPO_ROOT, Settings, env_name
 
 WORKSPACE = REPO_ROOT / "workspace.yaml"
 BIN = Path(sys.executable).parent
@@ -187,11 +187,11 @@ def redis_server(settings: Settings) -> Server:
     store of in-flight steps only (nothing to keep), so no snapshots."""
     url = settings.celery_broker_url
     if url is None:
-        raise DevServerError("MLPLATFORM_CELERY_BROKER_URL is not set: no Redis to start")
+        raise DevServerError(f"{env_name('celery_broker_url')} is not set: no Redis to start")
     host, port = _bind(url)
     folder = settings.state_dir / "redis"
     folder.mkdir(parents=True, exist_ok=True)
-    binary = require_binary("redis-server", "the Celery broker of MLPLATFORM_CELERY_BROKER_URL")
+    binary = require_binary("redis-server", f"the Celery broker of {env_name('celery_broker_url')}")
     return Server("redis", url, [binary, "--bind", host, "--port", str(port), "--dir", str(folder), "--save", "", "--appendonly", "no"],
                   lambda: _redis_answers(url), needed_first=True)
 

@@ -14,16 +14,11 @@ from pydantic import SecretStr
 
 from mlplatform.cli.dev import DevServerError, Server, redis_server, require_binary
 from mlplatform.cli.postgres import PostgresCluster, free_port, missing_reason
-from mlplatform.settings import Settings
+from mlplatform.settings import Settings, env_name
 from mlplatform.stores.postgres import check_reachable
 
 # Each PostgreSQL-backed setting and the name of its database on the local cluster.
 POSTGRES_SETTINGS = {"event_log_url": "eventlog", "dagster_postgres_url": "dagster", "mlflow_backend_store_url": "mlflow"}
-
-
-def env_name(setting: str) -> str:
-    """The environment variable of a Settings field: how the children started by `dev` receive it."""
-    return f"{Settings.model_config['env_prefix']}{setting.upper()}"
 
 
 @contextmanager

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from mlplatform.settings import Settings
+from mlplatform.settings import Settings, env_name
 
 CELERY_QUEUE = "dagster"  # the queue dagster-celery submits steps to and its workers listen on
 CELERY_APP = "dagster_celery.app"
@@ -28,5 +28,5 @@ def celery_worker_command(python_bin: str, name: str) -> list[str]:
 def celery_worker_env(settings: Settings) -> dict[str, str]:
     """The worker's broker and result backend, the same Redis as the executor's."""
     if settings.celery_broker_url is None:
-        raise ValueError("MLPLATFORM_CELERY_BROKER_URL is not set: there is no broker for a Celery worker")
+        raise ValueError(f"{env_name('celery_broker_url')} is not set: there is no broker for a Celery worker")
     return {"CELERY_BROKER_URL": settings.celery_broker_url, "CELERY_RESULT_BACKEND": settings.celery_broker_url}

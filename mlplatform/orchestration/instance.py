@@ -6,10 +6,8 @@ import os
 import yaml
 
 from mlplatform.domain.keys import MODEL_TAG, PRIORITY_TAG, RETRAIN_TAG
-from mlplatform.settings import Settings
+from mlplatform.settings import Settings, env_name
 from mlplatform.stores.postgres import check_reachable
-
-DAGSTER_POSTGRES_URL_SETTING = "MLPLATFORM_DAGSTER_POSTGRES_URL"
 
 
 def retrain_run_tags(model: str) -> dict[str, str]:
@@ -52,7 +50,7 @@ def prepare_dagster_home(settings: Settings) -> str:
     settings.ensure_dirs()
     url = settings.dagster_postgres_url.get_secret_value() if settings.dagster_postgres_url else None
     if url:
-        check_reachable(url, DAGSTER_POSTGRES_URL_SETTING)
+        check_reachable(url, env_name("dagster_postgres_url"))
     config_path = settings.dagster_home / "dagster.yaml"
     text = yaml.safe_dump(instance_config(url), sort_keys=False)
     if not config_path.exists() or config_path.read_text(encoding="utf-8") != text:
