@@ -171,9 +171,13 @@ def test_make_prod_stack_comes_up_on_loopback_answers_and_stops_cleanly(prod_sta
         assert _processes_with(marker) == []
         assert not (prod_state / "postgres").exists(), "the throwaway cluster is removed at stop"
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        if proc.poll() is None:  # a failed assertion: Ctrl-C lets dev stop its children (each in its own session) and the cluster
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(120)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
 
 
 @pytest.mark.parametrize(("extra", "named"), [
