@@ -12,7 +12,7 @@ SYSTEM_PACKAGES := chromium prometheus-alertmanager wrk postgresql redis-server
 # Telemetry of Dagster, MLflow and Evidently is switched off in one place: mlplatform/__init__.py (TELEMETRY_OFF),
 # which every command, server and run imports first; dg's own is off in pyproject.toml ([tool.dg.cli]).
 
-.PHONY: install system-deps demo test dev serve bench lock clean
+.PHONY: install system-deps demo test dev prod serve bench lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,10 @@ test: install system-deps
 
 dev: install
 	$(BIN)/mlplatform dev
+
+# The same stack on real engines: PostgreSQL stores, Celery workers on Redis, the prediction service (docs/production.md).
+prod: install system-deps
+	$(BIN)/mlplatform dev --profile production
 
 serve: install
 	$(BIN)/mlplatform serve

@@ -14,6 +14,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SPEC = REPO_ROOT / "data" / "adult.yaml"
 
 
+def env_name(setting: str) -> str:
+    """The environment variable of a Settings field: what messages name, and how `mlplatform dev` hands it to children."""
+    return f"{Settings.model_config['env_prefix']}{setting.upper()}"
+
+
 class SettingsError(ValueError):
     """Settings that are valid one by one but not together with the dataset spec (the CLI exits 2 with the message)."""
 
@@ -30,7 +35,7 @@ class Settings(BaseSettings):
     state_dir: Path = Field(default=REPO_ROOT / ".mlplatform", description="Dagster home, MLflow store, event log, reports.")
     dataset_spec: Path = Field(default=DEFAULT_SPEC, description="A model's dataset spec: set per model by the composition root from its defs.yaml.")
     landing_dir: Path | None = Field(default=None, description="Folder watched for new event files (default: <state>/landing).")
-    mlflow_tracking_uri: str | None = Field(default=None, description="Default: SQLite in the state folder.")
+    mlflow_tracking_uri: str | None = Field(default=None, description="Default: mlflow_ui_url when mlflow_backend_store_url is set, else SQLite in the state folder.")
     external_retry_budget_seconds: float = Field(default=60.0, ge=10, description="With MLflow unreachable, a run fails (and alerts) within this long: Dagster's step retries and MLflow's request timeout are derived from it.")
 
     retrain_every_n: int = Field(default=5000, ge=1, description="New labelled events since the champion's cut-off that trigger a retraining.")
@@ -89,6 +94,9 @@ class Settings(BaseSettings):
 
     # production profile
     event_log_url: SecretStr | None = Field(default=None, description="PostgreSQL URL of the event log (e.g. postgresql://user:password@127.0.0.1:5432/db), one schema per dataset; unset: the SQLite file in <state>/events.")
+    dagster_postgres_url: SecretStr | None = Field(default=None, description="PostgreSQL URL of the Dagster instance's storage (runs, event logs, schedules), written into <state>/dagster/dagster.yaml; unset: SQLite files in the Dagster home.")
+    mlflow_backend_store_url: SecretStr | None = Field(default=None, description="PostgreSQL URL of the MLflow tracking server's store: `mlplatform dev` serves it at mlflow_ui_url (artifacts proxied into <state>/mlflow/artifacts) and the platform tracks through that server; unset: SQLite in the state folder.")
+    celery_broker_url: str | None = Field(default=None, description="Redis URL of the Celery broker (e.g. redis://127.0.0.1:6379/0): each step of a run becomes a task for the Celery workers listening to it, results coming back through the same Redis; unset: a run's steps run in its own process.")
 
     # serving
     serve_unknown_fields: Literal["refuse", "ignore"] = Field(default="refuse", description="/predict fields that are neither a feature nor a column the spec drops: 422 (refuse) or silently ignored (ignore). Dropped columns are always ignored.")
@@ -112,7 +120,22 @@ class Settings(BaseSettings):
 
     @property
     def tracking_uri(self) -> str:
-        return self.mlflow_tracking_uri or f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
+        """Where the platform tracks: the explicit URI, else the MLflow server when it has a database, else SQLite."""
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        return self.mlflow_ui_url if self.mlflow_backend_store_url is not None else self.mlflow_server_store_uri
+
+    @property
+    def mlflow_server_store_uri(self) -> str:
+        """The store behind the MLflow server `mlplatform dev` starts."""
+        if self.mlflow_backend_store_url is not None:
+            return self.mlflow_backend_store_url.get_secret_value()
+        return f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
+
+    @property
+    def artifacts_dir_uri(self) -> str:
+        """The folder holding the artifacts, written by the clients (embedded) or by the MLflow server (proxied)."""
+        return (self.mlflow_dir / "artifacts").as_uri()
 
     @property
     def retry_budget(self) -> RetryBudget:
@@ -120,7 +143,9 @@ class Settings(BaseSettings):
 
     @property
     def artifact_root(self) -> str:
-        return (self.mlflow_dir / "artifacts").as_uri()
+        """Where new experiments put artifacts: through the tracking server's proxy when tracking over HTTP (clients on
+        other machines cannot write the server's folder), else straight into the folder."""
+        return "mlflow-artifacts:" if self.tracking_uri.startswith(("http://", "https://")) else self.artifacts_dir_uri
 
     @property
     def events_dir(self) -> Path:

@@ -42,7 +42,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_dev(args: argparse.Namespace) -> int:
     from mlplatform.cli.dev import serve_until_stopped
 
-    return serve_until_stopped(_settings(args))
+    return serve_until_stopped(_settings(args), production=args.profile == "production")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -180,7 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help, description=help, parents=[_common(False)], formatter_class=fmt)
 
     command("demo", "run the retraining loop end to end on the embedded defaults (model adult unless --model)").set_defaults(func=cmd_demo)
-    command("dev", "Dagster webserver + daemon, MLflow UI and the reports folder on loopback until Ctrl-C").set_defaults(func=cmd_dev)
+    dev = command("dev", "Dagster webserver + daemon, MLflow UI and the reports folder on loopback until Ctrl-C")
+    dev.add_argument("--profile", choices=["embedded", "production"], default="embedded",
+                     help="production: PostgreSQL stores, Celery workers on Redis and the prediction service (docs/production.md)")
+    dev.set_defaults(func=cmd_dev)
     serve_cmd = command("serve", "prediction service for every model's champion, or --model's (MLPLATFORM_SERVE_* settings), until Ctrl-C")
     serve_cmd.add_argument("--host", help="bind address (default: MLPLATFORM_SERVE_HOST or 127.0.0.1)")
     serve_cmd.add_argument("--port", type=int, help="port (default: MLPLATFORM_SERVE_PORT or 8000)")

@@ -7,6 +7,7 @@ stops them in order.
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -22,8 +23,9 @@ from typing import IO
 from urllib.parse import urlsplit
 
 from mlplatform import TELEMETRY_OFF
+from mlplatform.orchestration.executor import celery_worker_command, celery_worker_env
 from mlplatform.orchestration.instance import prepare_dagster_home
-from mlplatform.settings import REPO_ROOT, Settings
+from mlplatform.settings import REPO_ROOT, Settings, env_name
 
 WORKSPACE = REPO_ROOT / "workspace.yaml"
 BIN = Path(sys.executable).parent
@@ -61,6 +63,8 @@ class Server:
     url: str
     command: list[str]
     ready: Callable[[], bool]
+    env: dict[str, str] = field(default_factory=dict, repr=False)  # secrets go here, not on the command line (`ps` shows it)
+    needed_first: bool = False  # the others use it as they start (a broker, a tracking server): started and ready before them
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
     _log: IO[bytes] | None = field(default=None, repr=False)
@@ -69,7 +73,7 @@ class Server:
         if log_dir is not None:
             self.log_path = log_dir / f"{self.name}.log"
             self._log = self.log_path.open("ab")
-        self.process = subprocess.Popen(self.command, cwd=REPO_ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT if self._log else None, start_new_session=True)
+        self.process = subprocess.Popen(self.command, cwd=REPO_ROOT, env={**env, **self.env}, stdout=self._log, stderr=subprocess.STDOUT if self._log else None, start_new_session=True)
 
     def died(self) -> bool:
         return self.process is not None and self.process.poll() is not None
@@ -151,17 +155,80 @@ def _daemon_heartbeat(settings: Settings) -> Callable[[], bool]:
     return ready
 
 
-def build_servers(settings: Settings) -> list[Server]:
-    """The four servers, bound to the host and port of the URLs in the settings."""
+def serving_server(settings: Settings) -> Server:
+    """`mlplatform serve`: every model's champion, from the same settings (so the same registry) as the rest."""
+    url = f"http://{settings.serve_host}:{settings.serve_port}"
+    return Server("serving", url, [sys.executable, "-m", "mlplatform.cli", "serve"], lambda: http_ok(f"{url}/healthz"))
+
+
+def mlflow_server(settings: Settings) -> Server:
+    """The MLflow server on its store (SQLite, or PostgreSQL from `mlflow_backend_store_url`). With a database it also
+    proxies artifacts into the state folder, since the platform then tracks through it over HTTP."""
+    host, port = _bind(settings.mlflow_ui_url)
+    artifacts = settings.artifacts_dir_uri
+    proxied = settings.mlflow_backend_store_url is not None
+    where = ["--serve-artifacts"] if proxied else ["--default-artifact-root", artifacts]
+    return Server("mlflow", settings.mlflow_ui_url,
+                  [str(BIN / "mlflow"), "server", *where, "--artifacts-destination", artifacts, "--host", host, "--port", str(port), "--workers", "1"],
+                  lambda: http_ok(f"{settings.mlflow_ui_url}/health"), env={"MLFLOW_BACKEND_STORE_URI": settings.mlflow_server_store_uri},
+                  needed_first=proxied)  # tracked through over HTTP: serving and the code location need it from their start
+
+
+def require_binary(name: str, why: str) -> str:
+    """The path of a system binary the stack needs; missing, it fails at start saying which and how to get it."""
+    found = shutil.which(name)
+    if found is None:
+        raise DevServerError(f"`{name}` not found on PATH ({why}); `apt-get install` it or run `make system-deps`")
+    return found
+
+
+def _redis_answers(url: str) -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(url, socket_timeout=2).ping())
+    except redis.RedisError:
+        return False
+
+
+def redis_server(settings: Settings) -> Server:
+    """Redis for Celery on the host and port of `celery_broker_url`, its files in <state>/redis; a broker and result
+    store of in-flight steps only (nothing to keep), so no snapshots."""
+    url = settings.celery_broker_url
+    if url is None:
+        raise DevServerError(f"{env_name('celery_broker_url')} is not set: no Redis to start")
+    host, port = _bind(url)
+    folder = settings.state_dir / "redis"
+    folder.mkdir(parents=True, exist_ok=True)
+    binary = require_binary("redis-server", f"the Celery broker of {env_name('celery_broker_url')}")
+    return Server("redis", url, [binary, "--bind", host, "--port", str(port), "--dir", str(folder), "--save", "", "--appendonly", "no"],
+                  lambda: _redis_answers(url), needed_first=True)
+
+
+def _worker_answers(url: str, name: str) -> bool:
+    from celery import Celery
+
+    try:
+        return bool(Celery(broker=url, backend=url).control.ping(destination=[name], timeout=1.0))
+    except OSError:
+        return False
+
+
+def celery_worker(settings: Settings, name: str = "mlplatform") -> Server:
+    """One Celery worker executing the steps of runs, ready once it answers a ping through the broker."""
+    full_name = f"{name}@{socket.gethostname()}"
+    env = celery_worker_env(settings)
+    return Server("celery-worker", f"{full_name} (no UI: executes run steps)", celery_worker_command(sys.executable, full_name),
+                  lambda: _worker_answers(env["CELERY_BROKER_URL"], full_name), env=env)
+
+
+def build_servers(settings: Settings, production: bool = False) -> list[Server]:
+    """The four servers, bound to the host and port of the URLs in the settings, a Celery worker when runs execute on
+    Celery, and in the production profile the prediction service."""
     dagster_host, dagster_port = _bind(settings.dagster_ui_url)
-    mlflow_host, mlflow_port = _bind(settings.mlflow_ui_url)
     reports_host, reports_port = _bind(settings.reports_url)
-    artifacts = settings.artifact_root
     return [
-        Server("mlflow", settings.mlflow_ui_url,
-               [str(BIN / "mlflow"), "server", "--backend-store-uri", settings.tracking_uri, "--default-artifact-root", artifacts,
-                "--artifacts-destination", artifacts, "--host", mlflow_host, "--port", str(mlflow_port), "--workers", "1"],
-               lambda: http_ok(f"{settings.mlflow_ui_url}/health")),
+        mlflow_server(settings),
         Server("reports", settings.reports_url,
                [sys.executable, "-m", "http.server", str(reports_port), "--bind", reports_host, "--directory", str(settings.reports_dir)],
                lambda: http_ok(f"{settings.reports_url}/")),
@@ -170,7 +237,7 @@ def build_servers(settings: Settings) -> list[Server]:
         Server("dagster-webserver", settings.dagster_ui_url,
                [str(BIN / "dagster-webserver"), "-w", str(WORKSPACE), "-h", dagster_host, "-p", str(dagster_port)],
                lambda: _dagster_locations_loaded(settings.dagster_ui_url)),
-    ]
+    ] + ([celery_worker(settings)] if settings.celery_broker_url else []) + ([serving_server(settings)] if production else [])
 
 
 def _wait_ready(servers: list[Server], timeout_seconds: float) -> None:
@@ -198,22 +265,24 @@ def _create_instance_storage(settings: Settings) -> None:
 
 @contextmanager
 def running(settings: Settings, log_dir: Path | None = None, timeout_seconds: float = 180.0, grace_seconds: float = 15.0,
-            servers: list[Server] | None = None) -> Iterator[list[Server]]:
+            servers: list[Server] | None = None, env: dict[str, str] | None = None) -> Iterator[list[Server]]:
     """Start the servers (default: `build_servers`) on the settings' state, wait until each answers, stop them all on exit.
 
     Children inherit this process's environment (so the `MLPLATFORM_*` settings reach the code location
-    and every run) with telemetry off; `log_dir` captures their output instead of the terminal.
+    and every run) with telemetry off, plus `env`; `log_dir` captures their output instead of the terminal. Servers
+    `needed_first` are started and awaited before the others.
     """
     prepare_dagster_home(settings)
     _create_instance_storage(settings)
     if log_dir is not None:
         log_dir.mkdir(parents=True, exist_ok=True)
-    env = {**CHILD_ENV_DEFAULTS, **os.environ, "DAGSTER_HOME": str(settings.dagster_home), "MLPLATFORM_STATE_DIR": str(settings.state_dir)}
+    child_env = {**CHILD_ENV_DEFAULTS, **os.environ, **(env or {}), "DAGSTER_HOME": str(settings.dagster_home), "MLPLATFORM_STATE_DIR": str(settings.state_dir)}
     servers = build_servers(settings) if servers is None else servers
     try:
-        for server in servers:
-            server.start(env, log_dir)
-        _wait_ready(servers, timeout_seconds)
+        for group in ([s for s in servers if s.needed_first], [s for s in servers if not s.needed_first]):
+            for server in group:
+                server.start(child_env, log_dir)
+            _wait_ready(group, timeout_seconds)
         yield servers
     finally:
         stop_all(servers, grace_seconds)
@@ -226,12 +295,18 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def serve_until_stopped(settings: Settings, say: Callable[[str], None] = print) -> int:
-    """Run the servers until Ctrl-C or SIGTERM; exit non-zero if one of them fails to start or dies on its own."""
+def serve_until_stopped(settings: Settings, say: Callable[[str], None] = print, production: bool = False) -> int:
+    """Run the servers until Ctrl-C or SIGTERM; exit non-zero if one of them fails to start or dies on its own.
+
+    `production`: on real engines (mlplatform.cli.production), those the settings do not name started here first.
+    """
+    from mlplatform.cli.production import local_engines
+
     previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        say(f"starting on state {settings.state_dir} (Ctrl-C stops everything)")
-        with running(settings) as servers:
+        say(f"starting on state {settings.state_dir}{' (production profile)' if production else ''} (Ctrl-C stops everything)")
+        with local_engines(settings, enabled=production) as (settings, env, engines), \
+                running(settings, servers=engines + build_servers(settings, production), env=env) as servers:
             for server in servers:
                 say(f"  {server.name:<18} {server.url}")
             while not any(s.died() for s in servers):

@@ -1,11 +1,13 @@
-"""The Dagster instance in the state folder: SQLite storage, telemetry off, run retries and a queue."""
+"""The Dagster instance in the state folder: SQLite storage (PostgreSQL in the production profile), telemetry off,
+run retries and a queue."""
 
 import os
 
 import yaml
 
 from mlplatform.domain.keys import MODEL_TAG, PRIORITY_TAG, RETRAIN_TAG
-from mlplatform.settings import Settings
+from mlplatform.settings import Settings, env_name
+from mlplatform.stores.postgres import check_reachable
 
 
 def retrain_run_tags(model: str) -> dict[str, str]:
@@ -23,8 +25,18 @@ CODE_SERVER_STARTUP_SECONDS = 360
 RUN_START_TIMEOUT_SECONDS = 600
 
 
-def instance_config() -> dict[str, object]:
+def _psycopg2_url(url: str) -> str:
+    """dagster-postgres speaks psycopg2 (its NOTIFY is psycopg2 syntax), while SQLAlchemy 2.1 maps a bare
+    `postgresql://` to psycopg 3: name the driver so the same setting works for every store."""
+    scheme, sep, rest = url.partition("://")
+    return f"postgresql+psycopg2://{rest}" if sep and scheme in ("postgresql", "postgres") else url
+
+
+def instance_config(postgres_url: str | None = None) -> dict[str, object]:
+    """dagster.yaml; with `postgres_url`, runs, event logs and schedules live in that database instead of SQLite files."""
+    storage = {"storage": {"postgres": {"postgres_url": _psycopg2_url(postgres_url)}}} if postgres_url else {}
     return {
+        **storage,
         "telemetry": {"enabled": False},
         "nux": {"enabled": False},
         "run_coordinator": {
@@ -42,10 +54,21 @@ def instance_config() -> dict[str, object]:
 
 
 def prepare_dagster_home(settings: Settings) -> str:
-    """Create the Dagster home with its dagster.yaml and point DAGSTER_HOME at it."""
+    """Create the Dagster home with its dagster.yaml and point DAGSTER_HOME at it.
+
+    The file follows the settings: it is rewritten when they change its content (so switching the storage
+    setting takes effect), owner-readable only since it may hold the database password.
+    """
     settings.ensure_dirs()
+    url = settings.dagster_postgres_url.get_secret_value() if settings.dagster_postgres_url else None
+    if url:
+        check_reachable(url, env_name("dagster_postgres_url"))
     config_path = settings.dagster_home / "dagster.yaml"
-    if not config_path.exists():
-        config_path.write_text(yaml.safe_dump(instance_config(), sort_keys=False), encoding="utf-8")
+    text = yaml.safe_dump(instance_config(url), sort_keys=False)
+    if not config_path.exists() or config_path.read_text(encoding="utf-8") != text:
+        staged = config_path.with_suffix(f".{os.getpid()}.tmp")
+        staged.write_text(text, encoding="utf-8")
+        staged.chmod(0o600)
+        staged.replace(config_path)
     os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
     return str(settings.dagster_home)

@@ -5,11 +5,16 @@ from collections.abc import Sequence
 from functools import cache
 
 import dagster as dg
+from dagster._core.definitions.reconstruct import ReconstructableRepository
 from dagster._core.definitions.sensor_definition import SensorExecutionData
 
 from mlplatform.orchestration.names import ModelNames
 from mlplatform.orchestration.resources import PlatformResource
+from mlplatform.settings import REPO_ROOT
 
+DEFINITIONS_MODULE = "mlplatform.orchestration.definitions"  # the code location of workspace.yaml
+
+RunResult = dg.ExecuteInProcessResult | dg.JobExecutionResult  # a run executed here, or orchestrated here with steps elsewhere
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
@@ -24,7 +29,7 @@ def definitions() -> dg.Definitions:
     return defs()
 
 
-def _check(result: dg.ExecuteInProcessResult, what: str) -> dg.ExecuteInProcessResult:
+def _check(result: RunResult, what: str) -> RunResult:
     if not result.success:
         failures = [e.event_specific_data.error.message.strip() for e in result.all_events if e.is_step_failure]  # type: ignore[union-attr]
         raise LaunchError(f"{what} failed (run {result.run_id}): {' | '.join(failures) or 'see the run in the Dagster UI'}")
@@ -32,11 +37,22 @@ def _check(result: dg.ExecuteInProcessResult, what: str) -> dg.ExecuteInProcessR
 
 
 def materialize(instance: dg.DagsterInstance, model: str, assets: Sequence[str], tags: dict[str, str] | None = None,
-                raise_on_error: bool = True) -> dg.ExecuteInProcessResult:
-    """Materialize `assets` (names such as `raw_events`) of `model` in this process, recorded in `instance` like any run."""
-    names = ModelNames(model)
-    job = definitions().resolve_implicit_global_asset_job_def().get_subset(asset_selection=set(names.assets(*assets)))
-    result = job.execute_in_process(instance=instance, tags=tags or {}, run_config=QUIET, raise_on_error=False)
+                raise_on_error: bool = True) -> RunResult:
+    """Materialize `assets` (names such as `raw_events`) of `model`, recorded in `instance` like any run.
+
+    With the in-process executor the run executes in this process. With another (Celery), this process
+    orchestrates while the executor sends each step away: that needs the job as a pointer into the code
+    location, which the workers load, so it goes through `execute_job`.
+    """
+    selection = set(ModelNames(model).assets(*assets))
+    asset_job = definitions().resolve_implicit_global_asset_job_def()
+    if asset_job.executor_def is dg.in_process_executor:
+        result: RunResult = asset_job.get_subset(asset_selection=selection).execute_in_process(
+            instance=instance, tags=tags or {}, run_config=QUIET, raise_on_error=False)
+    else:
+        pointer = ReconstructableRepository.for_module(DEFINITIONS_MODULE, "defs", working_directory=str(REPO_ROOT))
+        result = dg.execute_job(pointer.get_reconstructable_job(asset_job.name), instance, run_config=QUIET, tags=tags or {},
+                                raise_on_error=False, asset_selection=sorted(selection, key=str))
     return _check(result, f"materializing {', '.join(assets)} of {model}") if raise_on_error else result
 
 
