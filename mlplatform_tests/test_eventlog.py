@@ -365,3 +365,10 @@ def test_a_feature_added_to_the_spec_becomes_a_column(settings: Settings) -> Non
     log.append(_events(["a"]).assign(z=[2.5]), "f")
     assert log.get(["a"])["z"].tolist() == [2.5]
     log.close()
+
+
+def test_a_write_probe_commits_and_changes_nothing(log: EventStore) -> None:
+    """What serving's readiness asks after a failed commit, on both backends."""
+    log.append(pd.DataFrame({EVENT_ID: ["probe-1"], EVENT_TIME: [1], "label": [None], **{f: [None] for f in _spec().features}}), "test")
+    before = log.counts()
+    assert log.probe_writable() is None and log.counts() == before

@@ -45,7 +45,7 @@ from mlplatform.domain.validation import (
     with_clean_columns,
 )
 from mlplatform.settings import Settings
-from mlplatform.stores.eventlog import EventLog, EventLogError, now_us
+from mlplatform.stores.eventlog import EventStore, EventLogError, now_us
 
 SUFFIXES = (".csv", ".csv.gz", ".parquet", ".jsonl", ".jsonl.gz", ".ndjson")
 TEMPORARY_SUFFIXES = (".tmp", ".part")
@@ -391,7 +391,7 @@ def _is_label_file(frame: pd.DataFrame, spec: DatasetSpec) -> bool:
     return spec.label in frame.columns and bool(ids & set(frame.columns)) and not (set(spec.features) & set(frame.columns))
 
 
-def _ingest_labels(parsed: _Parsed, spec: DatasetSpec, log: EventLog, name: str, outcome: FileOutcome) -> None:
+def _ingest_labels(parsed: _Parsed, spec: DatasetSpec, log: EventStore, name: str, outcome: FileOutcome) -> None:
     """A file of late labels: event id + label, no features."""
     frame = parsed.frame.reset_index(drop=True)
     lines = parsed.line_numbers or list(range(1, len(frame) + 1))
@@ -435,7 +435,7 @@ def _is_transient(exc: Exception) -> bool:
     return isinstance(exc, (OSError, MemoryError, sqlite3.Error, EventLogError))
 
 
-def _store(path: Path, data: bytes, spec: DatasetSpec, log: EventLog, policy: LandingPolicy) -> FileOutcome:
+def _store(path: Path, data: bytes, spec: DatasetSpec, log: EventStore, policy: LandingPolicy) -> FileOutcome:
     """Parse and check the whole file before the first write to the event log: a file that fails leaves no rows behind.
 
     The events (or labels) go in first, in one transaction, and quarantined rows after them, so an error the
@@ -480,7 +480,7 @@ def _store(path: Path, data: bytes, spec: DatasetSpec, log: EventLog, policy: La
     return outcome
 
 
-def _take(path: Path, seen: os.stat_result, spec: DatasetSpec, log: EventLog, policy: LandingPolicy) -> FileOutcome:
+def _take(path: Path, seen: os.stat_result, spec: DatasetSpec, log: EventStore, policy: LandingPolicy) -> FileOutcome:
     """Ingest one entry and move it out of the landing folder; raises NotSettled (left in place) or a transient error."""
     try:
         if stat.S_ISLNK(seen.st_mode):
@@ -506,7 +506,7 @@ def _policy(policy: LandingPolicy | None) -> LandingPolicy:
     return policy or LandingPolicy.from_settings(Settings())
 
 
-def ingest_file(path: Path, spec: DatasetSpec, log: EventLog, policy: LandingPolicy | None = None) -> FileOutcome:
+def ingest_file(path: Path, spec: DatasetSpec, log: EventStore, policy: LandingPolicy | None = None) -> FileOutcome:
     """Ingest one landing file, whatever its age, and move it out of the landing folder.
 
     Raises NotSettled, leaving the file in place, when it changes while being read.
@@ -514,7 +514,7 @@ def ingest_file(path: Path, spec: DatasetSpec, log: EventLog, policy: LandingPol
     return _take(path, path.lstat(), spec, log, _policy(policy))
 
 
-def ingest_pending(landing_dir: Path, spec: DatasetSpec, log: EventLog, policy: LandingPolicy | None = None) -> IngestReport:
+def ingest_pending(landing_dir: Path, spec: DatasetSpec, log: EventStore, policy: LandingPolicy | None = None) -> IngestReport:
     """Ingest every settled file waiting in the landing folder, oldest first; report every entry left there, and why."""
     policy = _policy(policy)
     report = IngestReport()

@@ -23,7 +23,7 @@ import pandas as pd
 
 from mlplatform.stores.alerting import serving_reload_failed, serving_reload_succeeded
 from mlplatform.domain.correction import ResidualCorrector
-from mlplatform.stores.eventlog import SERVING_SOURCE, EventLog
+from mlplatform.stores.eventlog import SERVING_SOURCE, EventStore
 from mlplatform.domain.predictor import Predictor
 from mlplatform.stores.registry import Registry
 from mlplatform.serving.metrics import ModelMetrics
@@ -95,7 +95,7 @@ class ChampionWatcher:
     """Keeps `current` on the champion version of one registered model."""
 
     def __init__(self, registry: Registry, spec: DatasetSpec, interval_s: float, metrics: ModelMetrics, settings: Settings | None = None,
-                 events: EventLog | None = None) -> None:
+                 events: EventStore | None = None) -> None:
         self.registry = registry
         self.settings = settings
         self.events = events  # where a version's online correction warms up (and /feedback reads its events back)

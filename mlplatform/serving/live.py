@@ -10,7 +10,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from mlplatform.stores.eventlog import EventLog
+from mlplatform.stores.eventlog import EventStore
 from mlplatform.pipeline.live_quality import LiveQuality, measure
 from mlplatform.serving.metrics import ModelMetrics
 from mlplatform.settings import Settings
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 class LiveQualityGauges:
     """Keeps one model's `mlplatform_live_*` gauges on the version currently served."""
 
-    def __init__(self, settings: Settings, spec: DatasetSpec, events: EventLog, metrics: ModelMetrics, served_version: Callable[[], int | None]) -> None:
+    def __init__(self, settings: Settings, spec: DatasetSpec, events: EventStore, metrics: ModelMetrics, served_version: Callable[[], int | None]) -> None:
         self.settings = settings
         self.spec = spec
         self.events = events

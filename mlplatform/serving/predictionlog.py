@@ -11,17 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
-import sqlite3
 import threading
 import time
-from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlplatform.stores.eventlog import SERVING_SOURCE, EventLog
+from mlplatform.stores.eventlog import SERVING_SOURCE, EventStore
 from mlplatform.serving.metrics import ModelMetrics
 log = logging.getLogger(__name__)
-PROBE_TIMEOUT_S = 2.0
 
 
 class PredictionLogError(RuntimeError):
@@ -47,9 +44,9 @@ def _settle(futures: list[asyncio.Future[None]], error: BaseException | None) ->
 
 
 class PredictionLog:
-    """Group-commit writer of served predictions into the event log (rows in `EventLog.append_served` order)."""
+    """Group-commit writer of served predictions into the event log (rows in `EventStore.append_served` order)."""
 
-    def __init__(self, events: EventLog, metrics: ModelMetrics, linger_s: float, max_rows: int) -> None:
+    def __init__(self, events: EventStore, metrics: ModelMetrics, linger_s: float, max_rows: int) -> None:
         self._events = events
         self._metrics = metrics
         self._linger_s = linger_s
@@ -64,16 +61,8 @@ class PredictionLog:
     def probe(self) -> str | None:
         """Commit one write transaction that changes nothing to the event log's file; None if it could, else why not (also kept
         in `failure`). Readiness asks this after a failed commit: only a write shows whether predictions can be logged again."""
-        try:
-            with closing(sqlite3.connect(self._events.path, timeout=PROBE_TIMEOUT_S, isolation_level=None)) as db:
-                db.execute("BEGIN IMMEDIATE")
-                version = int(db.execute("PRAGMA user_version").fetchone()[0])
-                db.execute(f"PRAGMA user_version = {version}")  # rewrites the header page: a real commit to the WAL
-                db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            self.failure = f"the prediction log cannot write to the event log: {exc}"
-        else:
-            self.failure = None
+        problem = self._events.probe_writable()
+        self.failure = None if problem is None else f"the prediction log cannot write to the event log: {problem}"
         return self.failure
 
     def close(self) -> None:

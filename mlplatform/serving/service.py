@@ -23,7 +23,7 @@ from mlplatform.serving.metrics import ModelMetrics, ServingMetrics
 from mlplatform.serving.predictionlog import PredictionLog, PredictionLogError
 from mlplatform.serving.records import FieldError, check_number, utf8_problem
 from mlplatform.settings import Settings, SettingsError
-from mlplatform.stores.eventlog import EventLog, now_us
+from mlplatform.stores.eventlog import EventStore, now_us
 from mlplatform.stores.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ class ModelParts(Protocol):
     @property
     def spec(self) -> DatasetSpec: ...
     @property
-    def event_log(self) -> EventLog: ...
+    def event_log(self) -> EventStore: ...
     @property
     def registry(self) -> Registry: ...
 

@@ -17,7 +17,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,9 @@ _SYSTEM_COLUMNS = ["event_id", "event_time", "ingested_at", "source", "label", "
 SERVING_COLUMNS = ["model_version", "prediction", "probability"]
 SERVING_SOURCE = "serving"  # `source` of events logged by the prediction service
 COUNTERS = ("events", "labelled", "quarantined", "label_seq")  # rows of `meta`, kept by the writing transactions
+
+
+PROBE_TIMEOUT_S = 2.0
 
 
 class EventLogError(RuntimeError):
@@ -135,6 +138,11 @@ class EventStore(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
+
+    @abstractmethod
+    def probe_writable(self) -> str | None:
+        """Commit one write transaction that changes nothing; None if it could, else why not. Readiness asks this:
+        only a write shows whether served predictions can be logged."""
 
     @abstractmethod
     def _write(self) -> AbstractContextManager[Any]:
@@ -446,6 +454,18 @@ class EventLog(EventStore):
     @property
     def location(self) -> str:
         return str(self.path)
+
+    def probe_writable(self) -> str | None:
+        """On its own connection with a short timeout, so a probe never waits behind the group commit's lock."""
+        try:
+            with closing(sqlite3.connect(self.path, timeout=PROBE_TIMEOUT_S, isolation_level=None)) as db:
+                db.execute("BEGIN IMMEDIATE")
+                version = int(db.execute("PRAGMA user_version").fetchone()[0])
+                db.execute(f"PRAGMA user_version = {version}")  # rewrites the header page: a real commit to the WAL
+                db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            return f"the event log {self.path} cannot be written: {exc}"
+        return None
 
     def close(self) -> None:
         with self._lock:

@@ -134,6 +134,16 @@ class PostgresEventLog(EventStore):
         with self._lock:
             self._conn.close()
 
+    def probe_writable(self) -> str | None:
+        """A write to the counters row that changes nothing, in its own transaction: fails when the server is down,
+        read-only (a standby, a full disk) or the connection cannot be remade."""
+        try:
+            with self._write() as db:
+                db.execute("UPDATE meta SET value = value WHERE key = 'events'")
+        except psycopg.Error as exc:
+            return f"the event log {self.location} cannot be written: {exc}"
+        return None
+
     def _connect(self) -> psycopg.Connection[Any]:
         conn = psycopg.connect(self._dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
         conn.execute(f'SET search_path TO "{self.schema}"')
