@@ -6,11 +6,13 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import dagster as dg
+import httpx
 import numpy as np
 import pandas as pd
 import pytest
@@ -21,6 +23,7 @@ from mlplatform.pipeline.replay import read_source, write_batches
 from mlplatform.root import Platform, PlatformError
 from mlplatform.settings import REPO_ROOT, Settings
 from mlplatform_tests.conftest import FAST_TRAINING
+from mlplatform.cli.dev import free_port
 from mlplatform.orchestration.launch import launch
 from mlplatform_tests.support.loop import ADULT, BIKE, LOOP, materialize, model, tick
 
@@ -125,6 +128,28 @@ def test_a_third_model_added_by_dg_scaffold_trains_with_no_code_change(project: 
     assert "materialized raw_events, features, trained_model, evaluation_report of churn" in done.stdout
     [status] = json.loads(_run(project, "mlplatform", "status", "--model", "churn", "--json").stdout)
     assert status["champion"] == 1 and status["events"]["total"] == 1500 and status["registered_model"] == "mlplatform-churn"
+
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(project), "MLPLATFORM_STATE_DIR": str(project / "state"), "MLPLATFORM_SERVE_RELOAD_SECONDS": "0.2"}
+    server = subprocess.Popen([str(BIN / "mlplatform"), "serve", "--model", "churn", "--port", str(port)], cwd=project, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                if httpx.get(f"{url}/models/churn/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        record = {"plan": "team", "monthly_fee": 80.5, "support_calls": 8}
+        answer = httpx.post(f"{url}/models/churn/predict", json=record, timeout=10)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["model_version"] == 1 and answer.json()["prediction"] in ("no", "yes")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def test_a_broken_declaration_fails_dg_check_defs_naming_the_file_and_field(project: Path) -> None:
