@@ -111,6 +111,7 @@ class ModelContext:
 
         with self._lock:
             limit_mlflow_retries(self.settings.retry_budget)
+            self.settings.mlflow_dir.mkdir(parents=True, exist_ok=True)  # the embedded store's folder (and the proxied artifacts')
             return Registry(self.settings.tracking_uri, self.settings.artifact_root, self.spec)
 
     @property
@@ -220,8 +221,7 @@ def platform(settings: Settings | None = None) -> Platform:
     key = settings.model_dump_json()
     with _platforms_lock:
         found = _platforms.get(key)
-        if found is None:
-            settings.ensure_dirs()
+        if found is None:  # creates no folder: loading the code location must not leave state behind (the stores make theirs)
             found = _platforms[key] = Platform.discover(settings)
         return found
 

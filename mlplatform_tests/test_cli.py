@@ -2,6 +2,7 @@
 a message, exit code 2."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -104,3 +105,25 @@ def test_a_wrong_setting_names_the_variable(state: Settings, monkeypatch: pytest
     monkeypatch.setenv("MLPLATFORM_TUNING_TRIALS", "lots")
     assert main(["status"]) == 2
     assert "tuning_trials" in capsys.readouterr().err
+
+
+def test_the_demo_resets_only_state_it_created_or_that_holds_no_file(tmp_path: Path) -> None:
+    from mlplatform.cli.demo import DemoError, reset_state
+
+    empty = tmp_path / "empty"
+    (empty / "dagster").mkdir(parents=True)  # what loading the code location used to leave behind
+    reset_state(Settings(state_dir=empty))
+    assert (empty / ".mlplatform-demo").is_file()
+    foreign = tmp_path / "foreign"
+    (foreign / "events").mkdir(parents=True)
+    (foreign / "events" / "adult.sqlite").write_text("someone's events", encoding="utf-8")
+    with pytest.raises(DemoError, match="holds state the demo did not create"):
+        reset_state(Settings(state_dir=foreign))
+    assert (foreign / "events" / "adult.sqlite").read_text(encoding="utf-8") == "someone's events"
+
+
+def test_loading_the_code_location_creates_no_state(tmp_path: Path) -> None:
+    probe = "from mlplatform.orchestration.definitions import defs; defs()"
+    subprocess.run([sys.executable, "-c", probe], check=True, cwd=REPO_ROOT, capture_output=True,
+                   env={**os.environ, "MLPLATFORM_STATE_DIR": str(tmp_path / "state")})
+    assert not (tmp_path / "state").exists()

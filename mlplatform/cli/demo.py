@@ -34,9 +34,9 @@ class DemoError(RuntimeError):
 
 
 def reset_state(settings: Settings) -> None:
-    """Start from an empty state folder, but only one the demo created (or an empty one)."""
+    """Start from an empty state folder, but only one the demo created (or one without a file: empty folders hold nothing)."""
     state = settings.state_dir
-    if state.exists() and any(state.iterdir()) and not (state / DEMO_MARKER).exists():
+    if state.exists() and any(p.is_file() for p in state.rglob("*")) and not (state / DEMO_MARKER).exists():
         raise DemoError(f"{state} holds state the demo did not create; set MLPLATFORM_STATE_DIR to another folder or remove it")
     if state.exists():
         shutil.rmtree(state)
