@@ -6,7 +6,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,6 +24,7 @@ from mlplatform.settings import REPO_ROOT, Settings
 from mlplatform_tests.conftest import FAST_TRAINING
 from mlplatform.cli.dev import free_port
 from mlplatform.orchestration.launch import launch
+from mlplatform_tests.serving_support import Server, wait_until_up
 from mlplatform_tests.support.loop import ADULT, BIKE, LOOP, materialize, model, tick
 
 BIN = Path(sys.executable).parent
@@ -131,25 +131,21 @@ def test_a_third_model_added_by_dg_scaffold_trains_with_no_code_change(project: 
 
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(project), "MLPLATFORM_STATE_DIR": str(project / "state"), "MLPLATFORM_SERVE_RELOAD_SECONDS": "0.2"}
-    server = subprocess.Popen([str(BIN / "mlplatform"), "serve", "--model", "churn", "--port", str(port)], cwd=project, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log_path = project / "state" / "serve.log"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen([str(BIN / "mlplatform"), "serve", "--model", "churn", "--port", str(port)], cwd=project, env=env,
+                                   stdout=log_file, stderr=subprocess.STDOUT)
+    server = Server(process, f"http://127.0.0.1:{port}", log_path)
     try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and server.poll() is None:
-            try:
-                if httpx.get(f"{url}/models/churn/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
+        wait_until_up(server, "/models/churn/readyz")
+        url = server.url
         record = {"plan": "team", "monthly_fee": 80.5, "support_calls": 8}
         answer = httpx.post(f"{url}/models/churn/predict", json=record, timeout=10)
         assert answer.status_code == 200, answer.text
         assert answer.json()["model_version"] == 1 and answer.json()["prediction"] in ("no", "yes")
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        process.terminate()
+        process.wait(timeout=30)
 
 
 def test_a_broken_declaration_fails_dg_check_defs_naming_the_file_and_field(project: Path) -> None:
