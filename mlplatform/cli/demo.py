@@ -51,6 +51,14 @@ def _sensor_tick(instance: dg.DagsterInstance, names: ModelNames, cursor: str | 
     return list(result.run_requests or []), result.cursor, result.skip_message
 
 
+def _retrain(instance: dg.DagsterInstance, model: str, request: dg.RunRequest, say: Callable[[str], None]) -> dict[str, object]:
+    """Run the retraining the sensor asked for and say its decision; returns the evaluation's metadata."""
+    launch(instance, model, request)
+    evaluation = latest_metadata(instance, ModelNames(model).asset(EVALUATION_REPORT)) or {}
+    say(f"   v{evaluation.get('challenger_version')} {evaluation.get('decision')}: {evaluation.get('reason')}")
+    return evaluation
+
+
 def run_demo(settings: Settings, model_name: str = DEMO_MODEL, say: Callable[[str], None] = print) -> dict[str, object]:
     started = time.perf_counter()
     reset_state(settings)
@@ -77,9 +85,7 @@ def run_demo(settings: Settings, model_name: str = DEMO_MODEL, say: Callable[[st
             if len(requests) != 1:
                 raise DemoError(f"expected one retraining request after {n} new labelled events, got {requests} ({skip})")
             say(f"   replayed {n} more labelled events; the sensor asks for a retraining: reason={requests[0].tags[REASON_TAG]}")
-            launch(instance, model.name, requests[0])
-            second = latest_metadata(instance, names.asset(EVALUATION_REPORT)) or {}
-            say(f"   v{second.get('challenger_version')} {second.get('decision')}: {second.get('reason')}")
+            second = _retrain(instance, model.name, requests[0], say)
             say(f"   champion is v{second.get('champion_version')}")
             third = _drift_step(instance, model, rows, FIRST_WINDOW + n, cursor, say)
     except LaunchError as exc:
@@ -137,8 +143,6 @@ def _drift_step(instance: dg.DagsterInstance, model: ModelContext, rows: pd.Data
         raise DemoError(f"expected one drift-triggered retraining request, got {requests} ({skip})")
     tags = requests[0].tags
     say(f"   the sensor asks for a retraining: reason={tags[REASON_TAG]}, drift share {tags[DRIFT_SHARE_TAG]}, {tags[NEW_LABELLED_TAG]} new labelled events")
-    launch(instance, model.name, requests[0])
-    third = latest_metadata(instance, names.asset(EVALUATION_REPORT)) or {}
-    say(f"   v{third.get('challenger_version')} {third.get('decision')}: {third.get('reason')}")
+    third = _retrain(instance, model.name, requests[0], say)
     say(f"   champion is v{third.get('champion_version')}; HTML drift report: {drift['report_path']}")
     return {"drift": drift, "third": third, "drift_cursor": next_cursor}

@@ -29,7 +29,7 @@ def build_champion_job(names: ModelNames) -> dg.JobDefinition:
                                     by=f"dagster run {context.run.run_id}")
         except ChampionError as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from exc
-        context.log.info("nothing was pinned" if entry is None else f"champion v{entry.version}{' (pinned)' if entry.pinned else ''}: {entry.reason}")
+        context.log.info("no champion to unpin" if entry is None else f"champion v{entry.version}{' (pinned)' if entry.pinned else ''}: {entry.reason}")
         context.log.info(f"champion timeline:\n{champion_timeline(model.registry)}")
 
     @dg.job(name=names.champion_job, tags={MODEL_TAG: model_name},

@@ -21,18 +21,14 @@ class ChampionRequest:
 
 
 def change_champion(registry: Registry, request: ChampionRequest, by: str) -> ChampionChange | None:
-    """Apply a person's champion change and return the timeline entry it recorded (None when nothing was pinned to unpin)."""
+    """Apply a person's champion change and return the timeline entry it recorded (None when unpinning without a champion)."""
     if not request.reason.strip():
         raise ChampionError("say why (--reason): the timeline records who moved the champion, when and why")
     if request.version is None:
         if request.pin:
             raise ChampionError("pinning needs a version")
-        before = len(registry.timeline())
-        registry.unpin(request.reason, by)
-        after = registry.timeline()
-        return after[-1] if len(after) > before else None
+        return registry.unpin(request.reason, by)
     known = {v.version for v in registry.versions()}
     if request.version not in known:
         raise ChampionError(f"{registry.name} has no version {request.version} (versions: {', '.join(map(str, sorted(known))) or 'none'})")
-    registry.set_champion(request.version, request.reason, by, pin=request.pin)
-    return registry.timeline()[-1]
+    return registry.set_champion(request.version, request.reason, by, pin=request.pin)

@@ -148,9 +148,7 @@ class Registry:
         try:
             return self.client.get_model_version_by_alias(self.name, alias)
         except (RestException, MlflowException) as exc:
-            if "RESOURCE_DOES_NOT_EXIST" in str(exc) or "not found" in str(exc).lower() or "does not exist" in str(exc).lower():
-                return None
-            raise
+            return _none_if_missing(exc)
 
     def champion(self) -> ModelVersion | None:
         return self.version_by_alias(CHAMPION)
@@ -180,9 +178,7 @@ class Registry:
         try:
             return self.client.get_registered_model(self.name)
         except (RestException, MlflowException) as exc:
-            if "RESOURCE_DOES_NOT_EXIST" in str(exc) or "not found" in str(exc).lower() or "does not exist" in str(exc).lower():
-                return None
-            raise
+            return _none_if_missing(exc)
 
     def _model_tags(self) -> dict[str, str]:
         model = self._registered_model()
@@ -193,7 +189,7 @@ class Registry:
         self.client.set_registered_model_alias(self.name, CHAMPION, str(version))
         self._record_change(int(version), reason, by, pinned=False)
 
-    def set_champion(self, version: int | str, reason: str, by: str, pin: bool) -> None:
+    def set_champion(self, version: int | str, reason: str, by: str, pin: bool) -> ChampionChange:
         """A rollback or pin by a person: `@champion` moves to `version` and, with `pin`, stays there until `unpin`."""
         self.get_version(version)  # refuses an unknown version before anything moves
         if pin:
@@ -201,28 +197,29 @@ class Registry:
         else:
             self._unpin()
         self.client.set_registered_model_alias(self.name, CHAMPION, str(version))
-        self._record_change(int(version), reason, by, pinned=pin)
+        return self._record_change(int(version), reason, by, pinned=pin)
 
-    def unpin(self, reason: str, by: str) -> None:
-        """Let the retraining loop replace the champion again."""
+    def unpin(self, reason: str, by: str) -> ChampionChange | None:
+        """Let the retraining loop replace the champion again; the timeline entry, or None without a champion."""
         champion = self.champion()
         self._unpin()
-        if champion is not None:
-            self._record_change(int(champion.version), f"unpinned: {reason}", by, pinned=False)
+        if champion is None:
+            return None
+        return self._record_change(int(champion.version), f"unpinned: {reason}", by, pinned=False)
 
     def _unpin(self) -> None:
         if PINNED in self._model_tags():
             self.client.delete_registered_model_tag(self.name, PINNED)
 
-    def _record_change(self, version: int, reason: str, by: str, pinned: bool) -> None:
-        seq = max((c.seq for c in self.timeline()), default=0) + 1
-        value = json.dumps({"version": version, "at": round(time.time(), 3), "by": by, "reason": reason[:2000], "pinned": pinned})
-        self.client.set_registered_model_tag(self.name, f"{CHAMPION_CHANGE}{seq:06d}", value)
+    def _record_change(self, version: int, reason: str, by: str, pinned: bool) -> ChampionChange:
+        change = ChampionChange(max((c.seq for c in self.timeline()), default=0) + 1, version, round(time.time(), 3), by, reason[:2000], pinned)
+        value = json.dumps({"version": version, "at": change.at, "by": by, "reason": change.reason, "pinned": pinned})
+        self.client.set_registered_model_tag(self.name, f"{CHAMPION_CHANGE}{change.seq:06d}", value)
+        return change
 
     def note_outside_move(self, record: ChampionRecord, by: str) -> None:
-        """Record in the timeline a move of `@champion` made outside the platform (the MLflow UI or API)."""
-        if not record.recorded:
-            self._record_change(record.version, "alias moved outside mlplatform (MLflow UI or API)", by, pinned=False)
+        """Record in the timeline a move of `@champion` made outside the platform (the MLflow UI or API): `record.recorded` is False."""
+        self._record_change(record.version, "alias moved outside mlplatform (MLflow UI or API)", by, pinned=False)
 
     def timeline(self) -> list[ChampionChange]:
         """Every recorded move of `@champion`, oldest first."""
@@ -260,6 +257,14 @@ class Registry:
             mine = sorted(alias for alias, version in aliases.items() if str(version) == str(v.version))
             out.append(VersionInfo(int(v.version), v.run_id, mine, dict(v.tags)))
         return out
+
+
+def _none_if_missing(exc: MlflowException) -> None:
+    """None when MLflow says the model or alias does not exist (its wording differs by store); any other error is raised."""
+    text = str(exc).lower()
+    if "resource_does_not_exist" in text or "not found" in text or "does not exist" in text:
+        return None
+    raise exc
 
 
 def _timeline(model_tags: dict[str, str]) -> list[ChampionChange]:
