@@ -15,6 +15,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from mlplatform.domain.keys import MODEL_TAG, REASON_TAG
 from mlplatform.orchestration.names import ModelNames
@@ -207,3 +208,21 @@ def test_two_models_loop_independently(state: Settings, instance: dg.DagsterInst
     assert keys == {"adult/features", "adult/trained_model", "adult/evaluation_report"}
     assert [v.version for v in bike.registry.versions()] == [1] and len(adult.registry.versions()) == 2
     assert bike.event_log.counts().total == 1500
+
+
+def test_a_draft_spec_from_a_bad_sample_says_what_is_wrong(tmp_path: Path) -> None:
+    from mlplatform.domain.spec import parse_spec
+    from mlplatform.domain.spec_draft import draft_spec
+
+    one_column = tmp_path / "one.csv"
+    one_column.write_text("churned\nyes\nno\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="at least one row with a feature and a label column"):
+        draft_spec("churn", one_column)
+    sample = tmp_path / "sample.csv"
+    _churn_events(50, seed=3).to_csv(sample, index=False)
+    with pytest.raises(ValueError, match="no column 'outcome'"):
+        draft_spec("churn", sample, label="outcome")
+    with pytest.raises(FileNotFoundError):
+        draft_spec("churn", tmp_path / "missing.csv")
+    template = yaml.safe_load(draft_spec("churn", None))
+    assert parse_spec(template).name == "churn", "the template is a valid spec to edit"
