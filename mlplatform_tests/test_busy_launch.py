@@ -123,7 +123,8 @@ def test_a_launch_that_times_out_goes_back_into_the_queue_instead_of_failing(dae
     with _submitted_while_stopped(daemon) as (instance, run_id):
         _wait("the launch to time out and the run to be queued again", lambda: any(REQUEUED in m for m in _messages(instance, run_id)), 90)
         run = instance.get_run_by_id(run_id)
-        assert run is not None and run.status == dg.DagsterRunStatus.QUEUED, _messages(instance, run_id)[-5:]
+        # back in the queue, or already dequeued for the next try (every 10 s): never failed by the timeout
+        assert run is not None and run.status in (dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING), _messages(instance, run_id)[-5:]
 
 
 def test_a_run_launched_while_the_code_server_is_stopped_succeeds(daemon: Server) -> None:
