@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sklearn import metrics as skm
 
 from mlplatform.domain.predictor import PREDICTION, PROBABILITY
 from mlplatform.domain.spec import DatasetSpec, Task
@@ -38,6 +37,8 @@ def default_floor(spec: DatasetSpec, y_true: pd.Series | None = None) -> float:
 
 def score(spec: DatasetSpec, y_true: pd.Series, predicted: pd.DataFrame) -> dict[str, float]:
     """All metrics of the task; ones that are undefined on this window (one class only) are left out."""
+    from sklearn import metrics as skm  # scikit-learn (and SciPy) load where a window is scored, not with the code location
+
     y_true = y_true.reset_index(drop=True)
     predicted = predicted.reset_index(drop=True)
     if spec.task is Task.regression:

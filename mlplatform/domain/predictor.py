@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
 from mlplatform.domain.features import FeatureTransformer
+
+if TYPE_CHECKING:  # LightGBM imports scikit-learn and SciPy: loaded where a booster is read or trained, not with the code location
+    import lightgbm as lgb
 
 PREDICTION = "prediction"
 PROBABILITY = "probability"
@@ -72,6 +74,8 @@ class Predictor:
 
     @classmethod
     def load(cls, booster_path: str | Path, pipeline_path: str | Path) -> "Predictor":
+        import lightgbm as lgb
+
         data: dict[str, Any] = json.loads(Path(pipeline_path).read_text(encoding="utf-8"))
         return cls(
             booster=lgb.Booster(model_file=str(booster_path)),

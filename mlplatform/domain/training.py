@@ -5,11 +5,9 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import lightgbm as lgb
 import numpy as np
-import optuna
 import pandas as pd
 
 from mlplatform.domain.features import FeatureTransformer
@@ -17,7 +15,10 @@ from mlplatform.domain.predictor import Predictor
 from mlplatform.domain.spec import DatasetSpec, Task
 from mlplatform.domain.validation import LABEL
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)
+if TYPE_CHECKING:  # LightGBM (with scikit-learn and SciPy) and Optuna load when a model is trained, not with the code location
+    import lightgbm as lgb
+    import optuna
+
 log = logging.getLogger(__name__)
 
 DEFAULT_PARAMS: dict[str, Any] = {
@@ -107,6 +108,10 @@ def train(
 
     `transformer` is the one fitted by the features step; without it one is fitted on the training part.
     """
+    import lightgbm as lgb
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     started = time.perf_counter()
     window = window[window[LABEL].notna()].reset_index(drop=True)
     check_window(window, spec, config.min_rows)

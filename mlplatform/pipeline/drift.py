@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from mlflow.entities.model_registry import ModelVersion
 
 from mlplatform.domain.evaluation import score
 from mlplatform.stores.eventlog import EventStore
@@ -33,6 +32,7 @@ from mlplatform.domain.validation import LABEL
 
 if TYPE_CHECKING:
     from evidently.core.report import Snapshot
+    from mlflow.entities.model_registry import ModelVersion
 
 PREDICTION_COLUMN = "champion_prediction"
 US_PER_HOUR = 3_600_000_000

@@ -26,8 +26,6 @@ from datetime import datetime, timezone
 from enum import StrEnum
 from pathlib import Path
 
-import httpx
-
 from mlplatform.settings import Settings
 from mlplatform.domain.spec import DatasetSpec
 
@@ -216,7 +214,10 @@ class Alerter:
         return Delivery(len(rows), 0)
 
     def _post(self, payload: list[dict[str, object]]) -> str | None:
-        """One POST with bounded retries; returns the error that made it give up, or None."""
+        """One POST with bounded retries; returns the error that made it give up, or None (httpx loads on a first delivery,
+        not with the code location)."""
+        import httpx
+
         error = ""
         for attempt in range(self.attempts):
             try:

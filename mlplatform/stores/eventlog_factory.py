@@ -5,7 +5,6 @@ from __future__ import annotations
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.settings import Settings
 from mlplatform.stores.eventlog import EventLog, EventStore
-from mlplatform.stores.eventlog_postgres import PostgresEventLog
 
 
 def open_event_log(settings: Settings, spec: DatasetSpec) -> EventStore:
@@ -14,5 +13,7 @@ def open_event_log(settings: Settings, spec: DatasetSpec) -> EventStore:
     Raises EventLogError at open, naming the setting, when the database cannot be reached or used.
     """
     if settings.event_log_url is not None:
+        from mlplatform.stores.eventlog_postgres import PostgresEventLog  # the driver loads only in the production profile
+
         return PostgresEventLog(settings.event_log_url.get_secret_value(), spec)
     return EventLog.for_dataset(settings.events_dir, spec)

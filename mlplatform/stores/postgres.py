@@ -1,15 +1,18 @@
 """Checks shared by every setting that names a PostgreSQL database (event log, Dagster instance, MLflow store)."""
 
-import psycopg
-
 from mlplatform.settings import SettingsError
-from mlplatform.stores.eventlog_postgres import redact
 
 CONNECT_TIMEOUT_S = 10
 
 
 def check_reachable(url: str, setting: str) -> None:
-    """Fail at start, naming the setting (password hidden), rather than later in a driver's traceback."""
+    """Fail at start, naming the setting (password hidden), rather than later in a driver's traceback.
+
+    The driver is imported here: the code location imports this module but checks only with PostgreSQL settings."""
+    import psycopg
+
+    from mlplatform.stores.eventlog_postgres import redact
+
     try:
         with psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT_S):
             pass

@@ -15,19 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import mlflow
-import mlflow.store.db.utils
 import pandas as pd
-from mlflow.entities import Metric, Param
-from mlflow.entities.model_registry import ModelVersion, RegisteredModel
-from mlflow.exceptions import MlflowException, RestException
-from mlflow.tracking import MlflowClient
 
 from mlplatform.domain.keys import CHAMPION_CHANGE, MLFLOW_TAG_PREFIX, PINNED, WINDOW_CUTOFF
 from mlplatform.domain.retry_budget import RetryBudget
 from mlplatform.domain.spec import DatasetSpec
 
 if TYPE_CHECKING:  # LightGBM and scikit-learn load only where a model is logged or loaded, not for a status or an alias read
+    from mlflow.entities.model_registry import ModelVersion, RegisteredModel
+    from mlflow.exceptions import MlflowException
+
     from mlplatform.domain.predictor import Predictor
     from mlplatform.domain.training import TrainingResult
 
@@ -44,7 +41,10 @@ def limit_mlflow_retries(budget: RetryBudget) -> None:
     MLflow retries inside every one of Dagster's attempts: HTTP requests 7 times with backoff (~4 min against a closed
     port) and SQLAlchemy engine creation 10 times (~100 s against a SQLite file that cannot be opened; a module
     constant, no environment variable). Dagster's retry policy, from the same budget, does the backing off instead.
+    MLflow is imported here, when a store is first used, not when the code location loads.
     """
+    import mlflow.store.db.utils
+
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
     os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(budget.mlflow_request_timeout_seconds)
     mlflow.store.db.utils.MAX_RETRY_COUNT = 1
@@ -91,6 +91,9 @@ class Registry:
     """MLflow tracking + registry for one dataset's model."""
 
     def __init__(self, tracking_uri: str, artifact_root: str, spec: DatasetSpec) -> None:
+        from mlflow.exceptions import MlflowException
+        from mlflow.tracking import MlflowClient
+
         self.spec = spec
         self.tracking_uri = tracking_uri
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
@@ -116,6 +119,9 @@ class Registry:
         Few store round trips on purpose (each is a SQLite commit): params and metrics in one batch,
         the side files in one artifact upload, and the version registered with its tags in one call.
         """
+        import mlflow
+        from mlflow.entities import Metric, Param
+
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.tracking_uri)
         example = sample[result.predictor.transformer.input_columns].head(5).reset_index(drop=True)
@@ -145,6 +151,8 @@ class Registry:
         return version
 
     def version_by_alias(self, alias: str) -> ModelVersion | None:
+        from mlflow.exceptions import MlflowException, RestException
+
         try:
             return self.client.get_model_version_by_alias(self.name, alias)
         except (RestException, MlflowException) as exc:
@@ -175,6 +183,8 @@ class Registry:
                               recorded=bool(history) and history[-1].version == int(version))
 
     def _registered_model(self) -> RegisteredModel | None:
+        from mlflow.exceptions import MlflowException, RestException
+
         try:
             return self.client.get_registered_model(self.name)
         except (RestException, MlflowException) as exc:
@@ -234,6 +244,8 @@ class Registry:
 
         MLflow resolves `models:/` through its process-global URIs, which a fresh serving process has not set.
         """
+        import mlflow
+
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.tracking_uri)
         model = mlflow.pyfunc.load_model(f"models:/{self.name}/{version}")
@@ -247,6 +259,8 @@ class Registry:
 
         Aliases come from the registered model: search_model_versions leaves them empty.
         """
+        from mlflow.exceptions import MlflowException
+
         try:
             found = self.client.search_model_versions(f"name = '{self.name}'")
             aliases = self.client.get_registered_model(self.name).aliases if found else {}
