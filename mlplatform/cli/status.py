@@ -2,7 +2,8 @@
 decisions, event counts, and (with --dagster) the latest drift report and the retraining sensor's runs.
 
 Everything but those comes from the registry and the event log's counters, so it takes the same time on a
-1M-event log as on an empty one and needs no Dagster import.
+1M-event log as on an empty one and needs no Dagster import; with the embedded MLflow store the registry is read from
+its tables (RegistryTables), without importing MLflow either.
 """
 
 from typing import Any
@@ -10,13 +11,14 @@ from typing import Any
 from mlplatform.domain.keys import (CHALLENGER_SCORE, DATASET_DRIFT, DECISION, DECISION_REASON, DRIFT_SHARE, DRIFT_SHARE_TAG, DRIFTED_COLUMNS,
                                    LAUNCHED_BY_TAG, NEW_LABELLED_TAG, REASON_TAG, REPORT_PATH, TRIGGER_REASON)
 from mlplatform.root import ModelContext
+from mlplatform.stores.registry_tables import RegistryReads, RegistryTables
 
 VERSIONS_SHOWN = 10
 
 
 def collect_status(model: ModelContext, with_dagster: bool = False, run_limit: int = 20) -> dict[str, Any]:
     counts = model.event_log.counts()
-    registry = model.registry
+    registry: RegistryReads = RegistryTables.of(model.settings.tracking_uri, model.spec) or model.registry
     champion = registry.champion_record()
     versions = [
         {

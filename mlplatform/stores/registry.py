@@ -11,6 +11,7 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -175,12 +176,7 @@ class Registry:
         version = None if model is None else model.aliases.get(CHAMPION)
         if version is None:
             return None
-        tags = dict(model.tags)  # type: ignore[union-attr]
-        pinned_version, _, reason = tags.get(PINNED, "").partition(":")
-        history = _timeline(tags)
-        cutoff = int(self.get_version(version).tags.get(WINDOW_CUTOFF, 0))
-        return ChampionRecord(int(version), cutoff, pinned=pinned_version == str(version), pin_reason=reason,
-                              recorded=bool(history) and history[-1].version == int(version))
+        return read_champion(int(version), dict(model.tags), self.get_version(version).tags)  # type: ignore[union-attr]
 
     def _registered_model(self) -> RegisteredModel | None:
         from mlflow.exceptions import MlflowException, RestException
@@ -266,11 +262,21 @@ class Registry:
             aliases = self.client.get_registered_model(self.name).aliases if found else {}
         except MlflowException:
             return []
-        out = []
-        for v in sorted(found, key=lambda v: int(v.version), reverse=True)[:limit]:
-            mine = sorted(alias for alias, version in aliases.items() if str(version) == str(v.version))
-            out.append(VersionInfo(int(v.version), v.run_id, mine, dict(v.tags)))
-        return out
+        return read_versions([(int(v.version), v.run_id, dict(v.tags)) for v in found], aliases, limit)
+
+
+def read_champion(version: int, model_tags: dict[str, str], version_tags: Mapping[str, str]) -> ChampionRecord:
+    """The champion `version` as its registered model's tags (pin, timeline) and its own tags (window cut-off) describe it."""
+    pinned_version, _, reason = model_tags.get(PINNED, "").partition(":")
+    history = _timeline(model_tags)
+    return ChampionRecord(version, int(version_tags.get(WINDOW_CUTOFF, 0)), pinned=pinned_version == str(version), pin_reason=reason,
+                          recorded=bool(history) and history[-1].version == version)
+
+
+def read_versions(found: list[tuple[int, str, dict[str, str]]], aliases: Mapping[str, int | str], limit: int | None) -> list[VersionInfo]:
+    """(version, run id, tags) of a model's versions with the aliases pointing at each, the newest `limit` first."""
+    return [VersionInfo(version, run_id, sorted(alias for alias, v in aliases.items() if str(v) == str(version)), tags)
+            for version, run_id, tags in sorted(found, key=lambda f: f[0], reverse=True)[:limit]]
 
 
 def _none_if_missing(exc: MlflowException) -> None:
