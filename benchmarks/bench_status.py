@@ -2,7 +2,9 @@
 
 A real state folder: Adult with a trained champion and a log grown to 1M events (as bench_sensor_tick grows
 it), Bike Sharing beside it. Each command runs as a subprocess, timed wall clock, next to the floor it cannot go
-below: a Python process that only imports MLflow's client (status reads the registry through it).
+below: a Python process that only imports the composition root (settings, the models' specs, pandas). Status reads
+the embedded MLflow store's tables directly (RegistryTables); the row importing MLflow's client shows what reading
+the registry through it, as status did before, costs at the least.
 
     .venv/bin/python benchmarks/bench_status.py
 """
@@ -58,7 +60,8 @@ def main() -> None:
         env = dict(os.environ)
         rows = []
         for what, argv in [
-            ("`python -c 'import mlflow.tracking'` (the floor)", [sys.executable, "-c", "import mlflow.tracking"]),
+            ("`python -c 'import mlplatform.root'` (the floor)", [sys.executable, "-c", "import mlplatform.root"]),
+            ("`python -c 'import mlflow.tracking'` (MLflow's client alone)", [sys.executable, "-c", "import mlflow.tracking"]),
             ("`mlplatform status --model adult` (1M events)", [str(BIN / "mlplatform"), "status", "--model", "adult"]),
             ("`mlplatform status` (both models)", [str(BIN / "mlplatform"), "status"]),
             ("`mlplatform --help`", [str(BIN / "mlplatform"), "--help"]),
@@ -67,13 +70,14 @@ def main() -> None:
             times = timed(argv, env)
             rows.append({"command": what, "median s": f"{statistics.median(times):.2f}", "max s": f"{max(times):.2f}"})
             print(markdown_table(rows), flush=True)
-    status_s = float(rows[1]["median s"])
-    floor_s = float(rows[0]["median s"])
+    status_s = float(rows[2]["median s"])
+    floor_s, client_s = float(rows[0]["median s"]), float(rows[1]["median s"])
     body = (
         markdown_table(rows)
-        + f"\n\n- `status` reads the event log's counters and the registry (two MLflow reads per model), never an event row: "
-        f"its time does not grow with the log. Goal ≤ {GOAL_S:.0f} s on a 1M-event log: **{'met' if status_s <= GOAL_S else 'MISSED'}** "
-        f"({status_s:.2f} s, of which importing MLflow's client alone takes {floor_s:.2f} s here)."
+        + f"\n\n- `status` reads the event log's counters and the registry's tables (a few SQLite reads per model, no MLflow import), "
+        f"never an event row: its time does not grow with the log. Goal ≤ {GOAL_S:.0f} s on a 1M-event log: "
+        f"**{'met' if status_s <= GOAL_S else 'MISSED'}** ({status_s:.2f} s; the composition root alone {floor_s:.2f} s; "
+        f"importing MLflow's client alone, as status did before, {client_s:.2f} s)."
         f"\n- {RUNS} runs each, a fresh process per run, wall clock; load average at the end: "
         + ", ".join(f"{x:.1f}" for x in os.getloadavg()) + f" on {os.cpu_count()} cores."
     )
