@@ -77,7 +77,7 @@ def main() -> int:
         "load average at the end: " + ", ".join(f"{x:.1f}" for x in os.getloadavg()) + f" on {os.cpu_count()} cores."
     )
     print(body)
-    record("import", COMMAND, body)
+    record("import", COMMAND + (f" --runs {args.runs}" if args.runs != 5 else ""), body)
     return 0
 
 
