@@ -67,6 +67,14 @@ def test_only_a_plain_sqlite_store_is_read_from_its_tables(state: Settings) -> N
     assert RegistryTables.of("sqlite:////tmp/x/mlflow.db", spec).database == Path("/tmp/x/mlflow.db")  # type: ignore[union-attr]
 
 
+def test_a_store_whose_tables_mlflow_has_not_created_yet_holds_no_model(tmp_path: Path, state: Settings) -> None:
+    database = tmp_path / "mlflow.db"
+    sqlite3.connect(database).close()  # the empty file a starting MLflow store has made, before its tables
+    tables = RegistryTables.of(f"sqlite:///{database}", platform().model("adult").spec)
+    assert tables is not None and database.is_file()
+    assert tables.champion_record() is None and tables.versions() == [] and tables.timeline() == []
+
+
 def test_a_store_that_is_not_mlflows_is_an_error_not_an_empty_registry(tmp_path: Path, state: Settings) -> None:
     database = tmp_path / "other.db"
     database.write_bytes(b"not a database, not even SQLite")
