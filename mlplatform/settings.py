@@ -96,6 +96,7 @@ class Settings(BaseSettings):
     event_log_url: SecretStr | None = Field(default=None, description="PostgreSQL URL of the event log (e.g. postgresql://user:password@127.0.0.1:5432/db), one schema per dataset; unset: the SQLite file in <state>/events.")
     dagster_postgres_url: SecretStr | None = Field(default=None, description="PostgreSQL URL of the Dagster instance's storage (runs, event logs, schedules), written into <state>/dagster/dagster.yaml; unset: SQLite files in the Dagster home.")
     mlflow_backend_store_url: SecretStr | None = Field(default=None, description="PostgreSQL URL of the MLflow tracking server's store: `mlplatform dev` serves it at mlflow_ui_url (artifacts proxied into <state>/mlflow/artifacts) and the platform tracks through that server; unset: SQLite in the state folder.")
+    dask_scheduler: str | None = Field(default=None, min_length=1, description="Address of a Dask scheduler (e.g. tcp://10.0.0.5:8786): trained_model boosts each tuning trial on its workers with lightgbm.dask (trials one after another); unset: in the step's own process.")
     celery_broker_url: str | None = Field(default=None, description="Redis URL of the Celery broker (e.g. redis://127.0.0.1:6379/0): each step of a run becomes a task for the Celery workers listening to it, results coming back through the same Redis; unset: a run's steps run in its own process.")
 
     # serving
