@@ -30,6 +30,9 @@ def dask_fit(cluster: Client, base: dict[str, Any], config: TrainingConfig, x_tr
     w = None if w_train is None else dd.from_pandas(pd.Series(w_train, index=index), npartitions=parts)
     x_eval = dd.concat([dd.from_pandas(x_valid, npartitions=1)] * x.npartitions)
     y_eval = dd.concat([dd.from_pandas(pd.Series(y_valid), npartitions=1)] * x.npartitions)
+    # Sent to the workers once, for every trial: otherwise each fit ships the whole window again inside its graph.
+    x, y, x_eval, y_eval = (cluster.persist(part) for part in (x, y, x_eval, y_eval))
+    w = None if w is None else cluster.persist(w)
     # The cluster sets each worker's threads; LightGBM warns about (and drops) a num_threads given here.
     params = {k: v for k, v in base.items() if k != "num_threads"}
 
