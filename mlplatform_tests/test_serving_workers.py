@@ -5,6 +5,8 @@ SQLite log, several processes are refused, saying why."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -65,6 +67,14 @@ def predict(url: str, record: dict[str, Any]) -> httpx.Response:
     return httpx.post(f"{url}/predict", json=record, headers=auth(), timeout=30)
 
 
+def predict_or_none(url: str, record: dict[str, Any]) -> httpx.Response | None:
+    """None when the connection broke (its process was killed): not acknowledged, so not expected in the log."""
+    try:
+        return predict(url, record)
+    except httpx.TransportError:
+        return None
+
+
 def burst(url: str, records: list[dict[str, Any]]) -> list[httpx.Response]:
     with ThreadPoolExecutor(8) as pool:
         return list(pool.map(lambda record: predict(url, record), records))
@@ -118,6 +128,22 @@ def test_a_champion_change_reaches_every_process(served: Cluster, adult_spec: Da
     until(readiness_by_process(served.server.url, lambda body: body["model_version"] == served.versions[0]), "every process serves the first champion")
     Registry(served.settings.tracking_uri, served.settings.artifact_root, adult_spec).promote(served.versions[1])
     until(readiness_by_process(served.server.url, lambda body: body["model_version"] == served.versions[1]), "every process serves the new champion")
+
+
+def test_a_killed_process_loses_no_acknowledged_prediction_and_is_replaced(served: Cluster, records: list[dict[str, Any]],
+                                                                           adult_spec: DatasetSpec) -> None:
+    url = served.server.url
+    victim = httpx.get(f"{url}/readyz", timeout=30).json()["process"]
+    with ThreadPoolExecutor(8) as pool:
+        pending = [pool.submit(predict_or_none, url, record) for record in records]
+        os.kill(victim, signal.SIGKILL)
+        responses = [future.result() for future in pending]
+    acknowledged = [r.json()["event_id"] for r in responses if r is not None and r.status_code == 200]
+    assert acknowledged, "no prediction answered around the kill"
+    served.acknowledged += acknowledged
+    assert sorted(logged(served, adult_spec, acknowledged)["event_id"]) == sorted(acknowledged)
+    until(readiness_by_process(url, lambda body: body["ready"] is True and body["process"] != victim),
+          "uvicorn replaces the killed process and both processes are ready")
 
 
 def test_a_postgres_outage_gives_503_and_not_ready_then_serving_resumes_losing_nothing(
