@@ -83,6 +83,11 @@ def _objective(spec: DatasetSpec) -> dict[str, Any]:
     return {"objective": "regression", "metric": "l2"}
 
 
+# One boosting run with a trial's parameters: the booster (its best_iteration set by early stopping) and its
+# validation loss at that iteration.
+Fit = Callable[[dict[str, Any]], tuple[lgb.Booster, float]]
+
+
 def _local_fit(base: dict[str, Any], config: TrainingConfig, x_train: pd.DataFrame, y_train: np.ndarray, w_train: np.ndarray | None,
                x_valid: pd.DataFrame, y_valid: np.ndarray) -> Fit:
     """Boosting in this process, the datasets built once for all trials."""
@@ -119,11 +124,6 @@ def check_window(window: pd.DataFrame, spec: DatasetSpec, min_rows: int) -> None
             raise TrainingError(f"the window holds one class only ({present}); a classifier needs at least two")
     elif window[LABEL].astype("float64").nunique() < 2:
         raise TrainingError("the label is constant in the window; a regression needs variation")
-
-
-# One boosting run with a trial's parameters: the booster (its best_iteration set by early stopping) and its
-# validation loss at that iteration.
-Fit = Callable[[dict[str, Any]], tuple[lgb.Booster, float]]
 
 
 def train(
