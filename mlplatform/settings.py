@@ -75,6 +75,7 @@ class Settings(BaseSettings):
 
     serve_host: str = Field(default="127.0.0.1", description="Prediction service bind address (loopback unless you mean to expose it).")
     serve_port: int = Field(default=8000, ge=0, le=65535)
+    serve_workers: int = Field(default=1, ge=1, le=64, description="Serving processes sharing the port (`mlplatform serve`, and the one `make prod` starts); more than 1 needs the PostgreSQL event log (event_log_url).")
     serve_reload_seconds: float = Field(default=1.0, gt=0, description="How often serving checks which version is `@champion` (one alias read: cheap; part of the time from promotion to serving).")
     serve_max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Larger request bodies get 413.")
     serve_max_batch_rows: int = Field(default=1000, ge=1, description="Larger /predict batches get 413.")

@@ -172,10 +172,24 @@ def test_a_postgres_outage_gives_503_and_not_ready_then_serving_resumes_losing_n
     assert sorted(logged(served, adult_spec, served.acknowledged)["event_id"]) == sorted(served.acknowledged)
 
 
-def test_several_processes_on_the_sqlite_log_are_refused_saying_why(state: Settings, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["serve", "--workers", "2", "--model", "adult"]) == 2
+@pytest.mark.parametrize(("arguments", "setting"), [(["--workers", "2"], None), ([], "2"), (["--workers", "3"], "1")],
+                         ids=["option", "setting", "option-over-setting"])
+def test_several_processes_on_the_sqlite_log_are_refused_saying_why(state: Settings, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+                                                                    arguments: list[str], setting: str | None) -> None:
+    if setting is not None:
+        monkeypatch.setenv("MLPLATFORM_SERVE_WORKERS", setting)
+    assert main(["serve", *arguments, "--model", "adult"]) == 2
     error = capsys.readouterr().err
-    assert "--workers 2 needs the PostgreSQL event log (MLPLATFORM_EVENT_LOG_URL): adult would log to SQLite" in error
+    workers = arguments[1] if arguments else setting
+    assert (f"mlplatform serve: {workers} serving processes (--workers, MLPLATFORM_SERVE_WORKERS) need the PostgreSQL event log "
+            "(MLPLATFORM_EVENT_LOG_URL): adult would log to SQLite, which takes one writer at a time") in error
+
+
+@pytest.mark.parametrize("value", ["0", "65", "two"])
+def test_a_bad_workers_setting_is_refused_naming_it(state: Settings, value: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("MLPLATFORM_SERVE_WORKERS", value)
+    assert main(["serve", "--model", "adult"]) == 2
+    assert "serve_workers" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("value", "message"), [("0", "expected at least 1, got 0"), ("-3", "expected at least 1, got -3"),

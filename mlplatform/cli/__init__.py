@@ -59,8 +59,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from mlplatform.serving import serve
 
-    overrides = {k: v for k, v in (("serve_host", args.host), ("serve_port", args.port)) if v is not None}
-    serve(_settings(args).model_copy(update=overrides), _platform(args).select(args.model), args.workers)
+    overrides = {k: v for k, v in (("serve_host", args.host), ("serve_port", args.port), ("serve_workers", args.workers)) if v is not None}
+    serve(_settings(args).model_copy(update=overrides), _platform(args).select(args.model))
     return 0
 
 
@@ -198,8 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd = command("serve", "prediction service for every model's champion, or --model's (MLPLATFORM_SERVE_* settings), until Ctrl-C")
     serve_cmd.add_argument("--host", help="bind address (default: MLPLATFORM_SERVE_HOST or 127.0.0.1)")
     serve_cmd.add_argument("--port", type=int, help="port (default: MLPLATFORM_SERVE_PORT or 8000)")
-    serve_cmd.add_argument("--workers", type=positive_int, default=1,
-                           help="serving processes sharing the port (default 1; more need the PostgreSQL event log, MLPLATFORM_EVENT_LOG_URL)")
+    serve_cmd.add_argument("--workers", type=positive_int,
+                           help="serving processes sharing the port (default: MLPLATFORM_SERVE_WORKERS or 1; more need MLPLATFORM_EVENT_LOG_URL)")
     serve_cmd.set_defaults(func=cmd_serve)
     status = command("status", "champion, pin, versions and decisions, event counts of each model (or --model)")
     status.add_argument("--json", action="store_true", help="machine-readable output")

@@ -26,14 +26,16 @@ def check_workers(models: Sequence[ModelParts], workers: int) -> None:
     waiting for the others' commits: refused rather than slower."""
     on_sqlite = [model.name for model in models if model.settings.event_log_url is None]
     if workers > 1 and on_sqlite:
-        raise SettingsError(f"--workers {workers} needs the PostgreSQL event log ({env_name('event_log_url')}): "
-                            f"{', '.join(on_sqlite)} would log to SQLite, which takes one writer at a time; serve with --workers 1")
+        raise SettingsError(f"{workers} serving processes (--workers, {env_name('serve_workers')}) need the PostgreSQL event log "
+                            f"({env_name('event_log_url')}): {', '.join(on_sqlite)} would log to SQLite, which takes one writer at a time; "
+                            "serve with 1")
 
 
-def serve(settings: Settings, models: Sequence[ModelParts], workers: int = 1) -> None:
-    """Serve `models` (the composition root's, `mlplatform serve`) until interrupted, in `workers` processes; access logs
-    are off because /metrics counts every request. A model that cannot be served with its settings, or an event log
+def serve(settings: Settings, models: Sequence[ModelParts]) -> None:
+    """Serve `models` (the composition root's, `mlplatform serve`) until interrupted, in `serve_workers` processes; access
+    logs are off because /metrics counts every request. A model that cannot be served with its settings, or an event log
     database that does not answer, is refused before any process starts."""
+    workers = settings.serve_workers
     check_workers(models, workers)
     for model in models:
         check_supported(model.settings, model.spec)
