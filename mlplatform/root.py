@@ -8,6 +8,7 @@ Dagster resource, serving, the CLI, the benchmarks and the tests all take their 
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -21,6 +22,8 @@ from mlplatform.domain.spec import DatasetSpec, SpecError, load_spec
 from mlplatform.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
+    from fastapi import FastAPI
+
     from mlplatform.stores.alerting import Alerter
     from mlplatform.stores.eventlog import EventStore
     from mlplatform.stores.registry import Registry
@@ -230,3 +233,14 @@ def forget_platforms() -> None:
     """Drop every built Platform (the demo calls this after wiping a state folder whose stores they hold open)."""
     with _platforms_lock:
         _platforms.clear()
+
+
+def serving_app() -> FastAPI:
+    """The prediction service of one `mlplatform serve --workers N` process: the models the parent named, built here
+    as the parent built them (each worker has its own event log connections and champion watcher)."""
+    from mlplatform.serving import create_app
+    from mlplatform.serving.server import SERVE_MODELS_ENV
+
+    settings = Settings()
+    found = platform(settings)
+    return create_app(settings, [found.model(name) for name in os.environ[SERVE_MODELS_ENV].split(",")])

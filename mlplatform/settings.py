@@ -75,6 +75,7 @@ class Settings(BaseSettings):
 
     serve_host: str = Field(default="127.0.0.1", description="Prediction service bind address (loopback unless you mean to expose it).")
     serve_port: int = Field(default=8000, ge=0, le=65535)
+    serve_workers: int = Field(default=1, ge=1, le=64, description="Serving processes sharing the port (`mlplatform serve`, and the one `make prod` starts); more than 1 needs the PostgreSQL event log (event_log_url).")
     serve_reload_seconds: float = Field(default=1.0, gt=0, description="How often serving checks which version is `@champion` (one alias read: cheap; part of the time from promotion to serving).")
     serve_max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Larger request bodies get 413.")
     serve_max_batch_rows: int = Field(default=1000, ge=1, description="Larger /predict batches get 413.")
@@ -96,6 +97,7 @@ class Settings(BaseSettings):
     event_log_url: SecretStr | None = Field(default=None, description="PostgreSQL URL of the event log (e.g. postgresql://user:password@127.0.0.1:5432/db), one schema per dataset; unset: the SQLite file in <state>/events.")
     dagster_postgres_url: SecretStr | None = Field(default=None, description="PostgreSQL URL of the Dagster instance's storage (runs, event logs, schedules), written into <state>/dagster/dagster.yaml; unset: SQLite files in the Dagster home.")
     mlflow_backend_store_url: SecretStr | None = Field(default=None, description="PostgreSQL URL of the MLflow tracking server's store: `mlplatform dev` serves it at mlflow_ui_url (artifacts proxied into <state>/mlflow/artifacts) and the platform tracks through that server; unset: SQLite in the state folder.")
+    dask_scheduler: str | None = Field(default=None, min_length=1, description="Address of a Dask scheduler (e.g. tcp://10.0.0.5:8786): trained_model boosts each tuning trial on its workers with lightgbm.dask (trials one after another); unset: in the step's own process.")
     celery_broker_url: str | None = Field(default=None, description="Redis URL of the Celery broker (e.g. redis://127.0.0.1:6379/0): each step of a run becomes a task for the Celery workers listening to it, results coming back through the same Redis; unset: a run's steps run in its own process.")
 
     # serving

@@ -183,6 +183,7 @@ def test_make_prod_stack_comes_up_on_loopback_answers_and_stops_cleanly(prod_sta
 @pytest.mark.parametrize(("extra", "named"), [
     ({"MLPLATFORM_DAGSTER_POSTGRES_URL": "postgresql://postgres:secret@127.0.0.1:1/dagster"}, "MLPLATFORM_DAGSTER_POSTGRES_URL"),
     ({"PATH": "/nonexistent"}, "`redis-server` not found"),
+    ({"MLPLATFORM_DASK_SCHEDULER": "tcp://127.0.0.1:1"}, "MLPLATFORM_DASK_SCHEDULER (tcp://127.0.0.1:1): no Dask scheduler answers"),
 ])
 def test_prod_fails_at_start_naming_the_setting_or_binary(prod_state: Path, extra: dict[str, str], named: str) -> None:
     proc, _ = _dev_production(prod_state, extra)

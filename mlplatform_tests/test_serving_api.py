@@ -214,11 +214,11 @@ def test_feedback_and_admin_need_the_token(server: Server, headers: dict[str, st
             assert response.status_code == 401 and response.headers["WWW-Authenticate"] == "Bearer", path
 
 
-def test_health_readiness_reload_and_metrics(client: httpx.Client, version: int) -> None:
+def test_health_readiness_reload_and_metrics(client: httpx.Client, server: Server, version: int) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = {"ready": True, "model_version": version, "online_correction": {"enabled": False, "updates": 0}}
     assert client.get("/models/adult/readyz").json() == ready
-    assert client.get("/readyz").json() == {**ready, "models": {"adult": ready}}
+    assert client.get("/readyz").json() == {**ready, "models": {"adult": ready}, "process": server.process.pid}
     reload = client.post("/admin/reload", headers=auth())
     assert reload.status_code == 200 and reload.json() == {"model_version": version, "changed": False, "error": None}
     assert metric(client, "mlplatform_served_model_version") == version

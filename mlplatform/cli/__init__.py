@@ -18,6 +18,17 @@ if TYPE_CHECKING:
 DEFAULT_ASSETS = ("raw_events", "features", "trained_model", "evaluation_report")
 
 
+def positive_int(text: str) -> int:
+    """An argument that must be a whole number of at least 1 (argparse says which argument is wrong)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
+    return value
+
+
 def _settings(args: argparse.Namespace) -> Settings:
     return Settings(**({"state_dir": Path(args.state_dir)} if getattr(args, "state_dir", None) else {}))
 
@@ -48,7 +59,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from mlplatform.serving import serve
 
-    overrides = {k: v for k, v in (("serve_host", args.host), ("serve_port", args.port)) if v is not None}
+    overrides = {k: v for k, v in (("serve_host", args.host), ("serve_port", args.port), ("serve_workers", args.workers)) if v is not None}
     serve(_settings(args).model_copy(update=overrides), _platform(args).select(args.model))
     return 0
 
@@ -187,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd = command("serve", "prediction service for every model's champion, or --model's (MLPLATFORM_SERVE_* settings), until Ctrl-C")
     serve_cmd.add_argument("--host", help="bind address (default: MLPLATFORM_SERVE_HOST or 127.0.0.1)")
     serve_cmd.add_argument("--port", type=int, help="port (default: MLPLATFORM_SERVE_PORT or 8000)")
+    serve_cmd.add_argument("--workers", type=positive_int,
+                           help="serving processes sharing the port (default: MLPLATFORM_SERVE_WORKERS or 1; more need MLPLATFORM_EVENT_LOG_URL)")
     serve_cmd.set_defaults(func=cmd_serve)
     status = command("status", "champion, pin, versions and decisions, event counts of each model (or --model)")
     status.add_argument("--json", action="store_true", help="machine-readable output")

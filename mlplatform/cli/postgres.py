@@ -109,11 +109,19 @@ class PostgresCluster:
             with (self.data / "postgresql.auto.conf").open("a", encoding="utf-8") as conf:
                 conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
             try:
-                self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"), "-w", "-t", "60", "start")
-                return self
+                return self.resume()
             except RuntimeError as exc:
                 last_error = f"{exc}\n{self.log_tail()}"
         raise RuntimeError(f"PostgreSQL did not start after {START_ATTEMPTS} attempts: {last_error}")
+
+    def pause(self) -> None:
+        """Stop the server, keeping its data and port (clients see it down, as in a restart): undone by `resume`."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def resume(self) -> "PostgresCluster":
+        """Start the server of the initialised cluster on its configured port."""
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"), "-w", "-t", "60", "start")
+        return self
 
     def cpu_seconds(self) -> float:
         """CPU time used so far by the server: the postmaster, its live processes and those it has reaped (Linux /proc)."""
@@ -153,5 +161,5 @@ class PostgresCluster:
 
     def stop(self) -> None:
         if self.port:
-            self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+            self.pause()
         shutil.rmtree(self.root, ignore_errors=True)

@@ -15,6 +15,7 @@ from pydantic import SecretStr
 from mlplatform.cli.dev import DevServerError, Server, redis_server, require_binary
 from mlplatform.cli.postgres import PostgresCluster, free_port, missing_reason
 from mlplatform.settings import Settings, env_name
+from mlplatform.stores.dask_cluster import dask_client
 from mlplatform.stores.postgres import check_reachable
 
 # Each PostgreSQL-backed setting and the name of its database on the local cluster.
@@ -24,14 +25,16 @@ POSTGRES_SETTINGS = {"event_log_url": "eventlog", "dagster_postgres_url": "dagst
 @contextmanager
 def local_engines(settings: Settings, enabled: bool = True) -> Iterator[tuple[Settings, dict[str, str], list[Server]]]:
     """The settings with every unset production setting filled, the environment that carries them to the children,
-    and the servers to start first (Redis, when local). A given URL that does not answer, or a missing binary,
-    fails here, naming the setting or the binary, before anything starts. Disabled: the settings unchanged."""
+    and the servers to start first (Redis, when local). A given URL or Dask scheduler that does not answer, or a missing
+    binary, fails here, naming the setting or the binary, before anything starts. Disabled: the settings unchanged."""
     if not enabled:
         yield settings, {}, []
         return
     given = {name: getattr(settings, name) for name in POSTGRES_SETTINGS if getattr(settings, name) is not None}
     for name, url in given.items():
         check_reachable(url.get_secret_value(), env_name(name))
+    with dask_client(settings.dask_scheduler, env_name("dask_scheduler")):
+        pass  # a given scheduler must answer with a worker now, not at the first training
     missing = [name for name in POSTGRES_SETTINGS if name not in given]
     local_redis = settings.celery_broker_url is None
     if local_redis:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -15,9 +16,10 @@ from mlplatform.domain.predictor import Predictor
 from mlplatform.domain.spec import DatasetSpec, Task
 from mlplatform.domain.validation import LABEL
 
-if TYPE_CHECKING:  # LightGBM (with scikit-learn and SciPy) and Optuna load when a model is trained, not with the code location
+if TYPE_CHECKING:  # LightGBM (with scikit-learn and SciPy), Optuna and Dask load when a model is trained, not with the code location
     import lightgbm as lgb
     import optuna
+    from distributed import Client
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +82,34 @@ def _objective(spec: DatasetSpec) -> dict[str, Any]:
     return {"objective": "regression", "metric": "l2"}
 
 
+# One boosting run with a trial's parameters: the booster (its best_iteration set by early stopping) and its
+# validation loss at that iteration.
+Fit = Callable[[dict[str, Any]], "tuple[lgb.Booster, float]"]
+
+
+def _local_fit(base: dict[str, Any], config: TrainingConfig, x_train: pd.DataFrame, y_train: np.ndarray, w_train: np.ndarray | None,
+               x_valid: pd.DataFrame, y_valid: np.ndarray) -> Fit:
+    """Boosting in this process, the datasets built once for all trials."""
+    import lightgbm as lgb
+
+    train_set = lgb.Dataset(x_train, y_train, weight=w_train, free_raw_data=False)
+    valid_set = lgb.Dataset(x_valid, y_valid, reference=train_set, free_raw_data=False)
+
+    def fit(params: dict[str, Any]) -> tuple[lgb.Booster, float]:
+        evals: dict[str, Any] = {}
+        booster = lgb.train(
+            {**base, **params},
+            train_set,
+            num_boost_round=config.num_boost_round,
+            valid_sets=[valid_set],
+            valid_names=["valid"],
+            callbacks=[lgb.early_stopping(config.early_stopping_rounds, verbose=False), lgb.record_evaluation(evals)],
+        )
+        return booster, float(evals["valid"][base["metric"]][booster.best_iteration - 1])
+
+    return fit
+
+
 def fit_transformer(window: pd.DataFrame, spec: DatasetSpec) -> FeatureTransformer:
     return FeatureTransformer(spec.numeric_features, spec.categorical_features, list(spec.crosses)).fit(window)
 
@@ -103,12 +133,13 @@ def train(
     config: TrainingConfig,
     transformer: FeatureTransformer | None = None,
     weights: np.ndarray | None = None,
+    cluster: "Client | None" = None,
 ) -> TrainingResult:
     """Fit LightGBM on `window` (oldest first), tuning within the budget.
 
-    `transformer` is the one fitted by the features step; without it one is fitted on the training part.
+    `transformer` is the one fitted by the features step; without it one is fitted on the training part. With a
+    Dask `cluster` every trial's boosting runs on its workers (`lightgbm.dask`); the trials stay one after another.
     """
-    import lightgbm as lgb
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -124,22 +155,13 @@ def train(
     w_train = None if weights is None else weights[window.index[:-n_valid]]
     base = {**_objective(spec), "verbosity": -1, "seed": config.seed, "deterministic": True, "num_threads": config.num_threads,
             "bagging_freq": 1, "feature_pre_filter": False}
-    train_set = lgb.Dataset(x_train, y_train, weight=w_train, free_raw_data=False)
-    valid_set = lgb.Dataset(x_valid, y_valid, reference=train_set, free_raw_data=False)
-    boosters: dict[int, lgb.Booster] = {}
+    if cluster is None:
+        fit = _local_fit(base, config, x_train, y_train, w_train, x_valid, y_valid)
+    else:
+        from mlplatform.domain.training_dask import dask_fit
 
-    def fit(params: dict[str, Any]) -> tuple[lgb.Booster, float]:
-        evals: dict[str, Any] = {}
-        booster = lgb.train(
-            {**base, **params},
-            train_set,
-            num_boost_round=config.num_boost_round,
-            valid_sets=[valid_set],
-            valid_names=["valid"],
-            callbacks=[lgb.early_stopping(config.early_stopping_rounds, verbose=False), lgb.record_evaluation(evals)],
-        )
-        loss = float(evals["valid"][base["metric"]][booster.best_iteration - 1])
-        return booster, loss
+        fit = dask_fit(cluster, base, config, x_train, y_train, w_train, x_valid, y_valid)
+    boosters: dict[int, lgb.Booster] = {}
 
     def objective(trial: optuna.Trial) -> float:
         params = {

@@ -21,6 +21,7 @@ from mlplatform.orchestration.names import (EVALUATION_REPORT, FEATURES, QUALITY
 from mlplatform.orchestration.resources import PlatformResource
 from mlplatform.pipeline.landing import LandingPolicy, ingest_pending
 from mlplatform.pipeline.retraining import FeatureSnapshot, apply_decision, build_feature_snapshot, evaluate_challenger, train_challenger
+from mlplatform.settings import SettingsError
 from mlplatform.stores.registry import Registry, tag
 from mlplatform.stores.reports import mlflow_run_url, mlflow_version_url, report_url
 
@@ -170,7 +171,7 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy) -> list[dg.AssetsDefi
         trigger = {tag(f"trigger.{k.removeprefix(RUN_TAG_PREFIX)}"): v for k, v in context.run.tags.items() if k.startswith(RUN_TAG_PREFIX) and k != MODEL_TAG}
         try:
             challenger = train_challenger(model.settings, model.spec, registry, snapshot, {tag("dagster_run_id"): context.run.run_id, **trigger})
-        except TrainingError as exc:
+        except (TrainingError, SettingsError) as exc:  # a window without a model, or a Dask scheduler that does not answer
             raise dg.Failure(description=f"trained_model: {exc}; the champion is unchanged", allow_retries=False) from exc
         result = challenger.result
         return dg.Output(

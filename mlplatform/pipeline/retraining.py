@@ -14,11 +14,12 @@ from pathlib import Path
 import pandas as pd
 
 from mlplatform.domain.evaluation import Decision, decide, default_floor, passes_floor, primary_metric, score
+from mlplatform.stores.dask_cluster import dask_client
 from mlplatform.stores.eventlog import EventStore
 from mlplatform.domain.features import FeatureTransformer
 from mlplatform.domain.predictor import Predictor
 from mlplatform.stores.registry import Registry, json_tag, tag
-from mlplatform.settings import Settings
+from mlplatform.settings import Settings, env_name
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.training import TrainingConfig, TrainingResult, check_window, fit_transformer, train
 from mlplatform.domain.validation import EVENT_ID, EVENT_TIME, LABEL
@@ -138,7 +139,8 @@ class Challenger:
 def train_challenger(settings: Settings, spec: DatasetSpec, registry: Registry, snapshot: FeatureSnapshot, extra_tags: dict[str, str]) -> Challenger:
     """Train on the snapshot's training part and register the result as the new `challenger`."""
     train_part = snapshot.train
-    result = train(train_part, spec, training_config(settings), transformer=snapshot.transformer)
+    with dask_client(settings.dask_scheduler, env_name("dask_scheduler")) as cluster:
+        result = train(train_part, spec, training_config(settings), transformer=snapshot.transformer, cluster=cluster)
     valid = train_part.iloc[-result.validation_rows :]
     validation_metrics = {f"valid_{k}": v for k, v in score(spec, valid[LABEL], result.predictor.predict(valid)).items() if not math.isnan(v)}
     tags = {**snapshot.window.as_tags(), **extra_tags, tag("dataset"): spec.name}

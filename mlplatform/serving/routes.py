@@ -14,6 +14,7 @@ import asyncio
 import hmac
 import json
 import logging
+import os
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -256,7 +257,7 @@ def add_routes(app: FastAPI, settings: Settings, metrics: ServingMetrics, table:
     async def readyz() -> Response:
         states = {name: await service.readiness() for name, service in table.services.items()}
         ready = all(ok for ok, _ in states.values())
-        summary = {"ready": ready, "models": {name: state for name, (_, state) in states.items()}}
+        summary = {"ready": ready, "models": {name: state for name, (_, state) in states.items()}, "process": os.getpid()}
         if table.single is not None:
             summary = {**states[table.single.name][1], **summary}
         return json_response(summary, 200 if ready else 503)

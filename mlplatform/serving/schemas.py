@@ -64,6 +64,7 @@ class ServiceReadiness(Readiness):
     """Every model's readiness; with a single model its fields are also at the top level (as before there were several)."""
 
     models: dict[str, Readiness]
+    process: int  # the answering process's id: with several serving processes, which one this is
 
 
 class ReloadResult(BaseModel):

@@ -140,7 +140,7 @@ class PostgresEventLog(EventStore):
         try:
             with self._write() as db:
                 db.execute("UPDATE meta SET value = value WHERE key = 'events'")
-        except psycopg.Error as exc:
+        except (psycopg.Error, EventLogError) as exc:
             return f"the event log {self.location} cannot be written: {exc}"
         return None
 
@@ -156,14 +156,24 @@ class PostgresEventLog(EventStore):
         return self._conn
 
     @contextmanager
+    def _unavailable_as_event_log_error(self) -> Iterator[None]:
+        """A server that is down or dropped the connection is the event log's trouble, named by its setting, and an
+        EventLogError: what callers treat as transient (a landed file is kept for the next run, not rejected as its own
+        fault). Errors about the data itself (integrity, types) stay psycopg's."""
+        try:
+            yield
+        except psycopg.OperationalError as exc:
+            raise _error("event log: unavailable", self._dsn, exc) from exc
+
+    @contextmanager
     def _write(self) -> Iterator[psycopg.Cursor[Any]]:
-        with self._lock:
+        with self._lock, self._unavailable_as_event_log_error():
             conn = self._connection()
             with conn.transaction(), conn.cursor() as cursor:
                 yield cursor
 
     def _query(self, sql: str, params: Sequence[object] = ()) -> tuple[list[str], list[tuple[Any, ...]]]:
-        with self._lock, self._connection().cursor() as cursor:
+        with self._lock, self._unavailable_as_event_log_error(), self._connection().cursor() as cursor:
             cursor.execute(sql, list(params) or None)
             return [d.name for d in cursor.description or []], cursor.fetchall()
 

@@ -1,0 +1,211 @@
+"""`mlplatform serve --workers 2` on the PostgreSQL event log, real processes on loopback: both processes answer and log
+every acknowledged prediction, both follow a champion change, and a PostgreSQL outage gives 503 with the reason and
+/readyz false in each process, then 200 again once the server is back, with no acknowledged prediction lost. On the
+SQLite log, several processes are refused, saying why."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pandas as pd
+import pytest
+
+from mlplatform.cli import main
+from mlplatform.cli.postgres import PostgresCluster
+from mlplatform.domain.spec import DatasetSpec
+from mlplatform.pipeline.replay import json_records
+from mlplatform.settings import Settings
+from mlplatform.stores.eventlog import SERVING_SOURCE
+from mlplatform.stores.eventlog_postgres import PostgresEventLog
+from mlplatform.stores.registry import Registry
+from mlplatform_tests.conftest import ADULT_SPEC
+from mlplatform_tests.serving_support import Server, auth, register_versions, running_server, state_settings
+
+WORKERS = 2
+BURST = 120  # bounded: single-record requests, each on its own connection so the kernel spreads them over the processes
+DEADLINE_S = 60.0
+
+
+@dataclass
+class Cluster:
+    """The served settings and versions, and every acknowledged (200) prediction's event id."""
+
+    settings: Settings
+    url: str
+    versions: list[int]
+    server: Server
+    acknowledged: list[str] = field(default_factory=list)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory, postgres_cluster: PostgresCluster, adult_spec: DatasetSpec,
+           adult_rows: pd.DataFrame) -> Iterator[Cluster]:
+    settings = state_settings(tmp_path_factory.mktemp("serve-workers") / "state", ADULT_SPEC)
+    url = postgres_cluster.create_database()
+    versions = register_versions(settings, adult_spec, adult_rows, 2)
+    try:
+        with running_server(settings, workers=WORKERS, MLPLATFORM_EVENT_LOG_URL=url) as server:
+            yield Cluster(settings, url, versions, server)
+    finally:
+        postgres_cluster.drop_database(url)
+
+
+@pytest.fixture(scope="module")
+def records(adult_spec: DatasetSpec, adult_rows: pd.DataFrame) -> list[dict[str, Any]]:
+    return json_records(adult_rows.iloc[30_000:30_000 + BURST], adult_spec)
+
+
+def predict(url: str, record: dict[str, Any]) -> httpx.Response:
+    return httpx.post(f"{url}/predict", json=record, headers=auth(), timeout=30)
+
+
+def predict_or_none(url: str, record: dict[str, Any]) -> httpx.Response | None:
+    """None when the connection broke (its process was killed): not acknowledged, so not expected in the log."""
+    try:
+        return predict(url, record)
+    except httpx.TransportError:
+        return None
+
+
+def burst(url: str, records: list[dict[str, Any]]) -> list[httpx.Response]:
+    with ThreadPoolExecutor(8) as pool:
+        return list(pool.map(lambda record: predict(url, record), records))
+
+
+def process_of(event_id: str) -> str:
+    """The serving process that answered: each process prefixes its event ids with its own random part."""
+    return event_id.rsplit("-", 1)[0]
+
+
+def logged(cluster: Cluster, spec: DatasetSpec, event_ids: list[str]) -> pd.DataFrame:
+    log = PostgresEventLog(cluster.url, spec)
+    try:
+        return log.get(event_ids)
+    finally:
+        log.close()
+
+
+def until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {DEADLINE_S} s: {what}"
+        time.sleep(0.05)
+
+
+def readiness_by_process(url: str, wanted: Callable[[dict[str, Any]], bool]) -> Callable[[], bool]:
+    """A condition: every serving process has answered /readyz (each call a new connection) with a body `wanted` accepts."""
+    seen: dict[int, dict[str, Any]] = {}
+
+    def check() -> bool:
+        body = httpx.get(f"{url}/readyz", timeout=30).json()
+        seen[body["process"]] = body
+        return len(seen) == WORKERS and all(wanted(b) for b in seen.values())
+
+    return check
+
+
+def test_both_processes_answer_and_log_every_acknowledged_prediction(served: Cluster, records: list[dict[str, Any]], adult_spec: DatasetSpec) -> None:
+    responses = burst(served.server.url, records)
+    assert [r.status_code for r in responses] == [200] * len(records)
+    answers = [r.json() for r in responses]
+    assert {a["model_version"] for a in answers} == {served.versions[0]}
+    ids = [a["event_id"] for a in answers]
+    served.acknowledged += ids
+    assert len({process_of(i) for i in ids}) == WORKERS, "the kernel gave every connection to one process"
+    events = logged(served, adult_spec, ids)
+    assert sorted(events["event_id"]) == sorted(ids) and set(events["source"]) == {SERVING_SOURCE}
+
+
+def test_a_champion_change_reaches_every_process(served: Cluster, adult_spec: DatasetSpec) -> None:
+    until(readiness_by_process(served.server.url, lambda body: body["model_version"] == served.versions[0]), "every process serves the first champion")
+    Registry(served.settings.tracking_uri, served.settings.artifact_root, adult_spec).promote(served.versions[1])
+    until(readiness_by_process(served.server.url, lambda body: body["model_version"] == served.versions[1]), "every process serves the new champion")
+
+
+def test_a_killed_process_loses_no_acknowledged_prediction_and_is_replaced(served: Cluster, records: list[dict[str, Any]],
+                                                                           adult_spec: DatasetSpec) -> None:
+    url = served.server.url
+    victim = httpx.get(f"{url}/readyz", timeout=30).json()["process"]
+    with ThreadPoolExecutor(8) as pool:
+        pending = [pool.submit(predict_or_none, url, record) for record in records]
+        os.kill(victim, signal.SIGKILL)
+        responses = [future.result() for future in pending]
+    acknowledged = [r.json()["event_id"] for r in responses if r is not None and r.status_code == 200]
+    assert acknowledged, "no prediction answered around the kill"
+    served.acknowledged += acknowledged
+    assert sorted(logged(served, adult_spec, acknowledged)["event_id"]) == sorted(acknowledged)
+    until(readiness_by_process(url, lambda body: body["ready"] is True and body["process"] != victim),
+          "uvicorn replaces the killed process and both processes are ready")
+
+
+def test_a_postgres_outage_gives_503_and_not_ready_then_serving_resumes_losing_nothing(
+        served: Cluster, records: list[dict[str, Any]], adult_spec: DatasetSpec, postgres_cluster: PostgresCluster) -> None:
+    url = served.server.url
+    not_ready = readiness_by_process(url, lambda body: body["ready"] is False and "cannot write to the event log" in body["detail"])
+    refusals: list[str] = []
+
+    def refused_everywhere() -> bool:
+        """One prediction (refused: its process then knows the log is down) and one /readyz, until every process said not ready."""
+        response = predict(url, records[0])
+        assert response.status_code == 503, response.text
+        refusals.append(response.json()["detail"])
+        return not_ready()
+
+    postgres_cluster.pause()
+    try:
+        until(refused_everywhere, "every process refuses predictions and reports not ready")
+    finally:
+        postgres_cluster.resume()
+    assert all(detail.startswith("the prediction log could not record the predictions") for detail in refusals), refusals
+    until(readiness_by_process(url, lambda body: body["ready"] is True), "every process ready again")
+    responses = burst(url, records[:40])
+    assert [r.status_code for r in responses] == [200] * 40
+    served.acknowledged += [r.json()["event_id"] for r in responses]
+    assert sorted(logged(served, adult_spec, served.acknowledged)["event_id"]) == sorted(served.acknowledged)
+
+
+@pytest.mark.parametrize(("arguments", "setting"), [(["--workers", "2"], None), ([], "2"), (["--workers", "3"], "1")],
+                         ids=["option", "setting", "option-over-setting"])
+def test_several_processes_on_the_sqlite_log_are_refused_saying_why(state: Settings, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+                                                                    arguments: list[str], setting: str | None) -> None:
+    if setting is not None:
+        monkeypatch.setenv("MLPLATFORM_SERVE_WORKERS", setting)
+    assert main(["serve", *arguments, "--model", "adult"]) == 2
+    error = capsys.readouterr().err
+    workers = arguments[1] if arguments else setting
+    assert (f"mlplatform serve: {workers} serving processes (--workers, MLPLATFORM_SERVE_WORKERS) need the PostgreSQL event log "
+            "(MLPLATFORM_EVENT_LOG_URL): adult would log to SQLite, which takes one writer at a time") in error
+
+
+@pytest.mark.parametrize("value", ["0", "65", "two"])
+def test_a_bad_workers_setting_is_refused_naming_it(state: Settings, value: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("MLPLATFORM_SERVE_WORKERS", value)
+    assert main(["serve", "--model", "adult"]) == 2
+    assert "serve_workers" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("value", "message"), [("0", "expected at least 1, got 0"), ("-3", "expected at least 1, got -3"),
+                                                ("two", "expected a whole number, got 'two'"), ("1.5", "expected a whole number, got '1.5'")])
+def test_a_bad_workers_count_is_a_usage_error(value: str, message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--workers", value])
+    assert exited.value.code == 2 and f"argument --workers: {message}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("problem", ["password", "database"])
+def test_serve_with_a_wrong_event_log_url_fails_at_start_naming_the_setting(state: Settings, postgres_cluster: PostgresCluster, problem: str,
+                                                                             monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    url = postgres_cluster.url(password="wrong-secret") if problem == "password" else postgres_cluster.url("no_such_database")
+    monkeypatch.setenv("MLPLATFORM_EVENT_LOG_URL", url)
+    assert main(["serve", "--model", "adult"]) == 2
+    error = capsys.readouterr().err
+    assert "mlplatform serve: MLPLATFORM_EVENT_LOG_URL (postgresql://postgres:***@127.0.0.1:" in error and "cannot connect" in error
+    assert "wrong-secret" not in error and postgres_cluster.password not in error
