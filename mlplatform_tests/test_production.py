@@ -3,7 +3,6 @@ steps on Celery workers with Redis, and `mlplatform dev --profile production` br
 
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -13,25 +12,30 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import dagster as dg
 import pandas as pd
 import psycopg
 import pytest
 
-from mlplatform.cli.dev import LOCATIONS_QUERY, celery_worker, mlflow_server, redis_server, running
+from mlplatform.cli.dev import LOCATIONS_QUERY, build_servers, celery_worker, mlflow_server, redis_server, running
+from mlplatform.domain.keys import LAUNCHED_BY_TAG
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.training import TrainingConfig, train
 from mlplatform.domain.validation import validate_frame
 from mlplatform.orchestration.instance import prepare_dagster_home
+from mlplatform.orchestration.launch import definitions
 from mlplatform.pipeline.replay import write_batches
 from mlplatform.settings import REPO_ROOT, Settings, SettingsError
 from mlplatform.stores.registry import Registry
 from mlplatform_tests.conftest import ADULT_SPEC
 from mlplatform_tests.support import loop
 from mlplatform_tests.test_devserver import _processes_with
+
+T = TypeVar("T")
 
 
 def _free_port() -> int:
@@ -90,32 +94,6 @@ def test_models_register_and_promote_through_the_mlflow_server_on_postgres(tmp_p
         aliases = conn.execute("SELECT alias, version FROM registered_model_aliases WHERE name = %s ORDER BY alias", (adult_spec.model_name,)).fetchall()
     assert ("champion", int(version.version)) in aliases
     assert list((settings.mlflow_dir / "artifacts").rglob("MLmodel")), "artifacts are proxied into the state folder"
-
-
-def test_a_materialization_runs_its_steps_on_a_celery_worker(pg_instance_state: Settings, adult_rows: pd.DataFrame, tmp_path: Path,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    broker = f"redis://127.0.0.1:{_free_port()}/0"
-    monkeypatch.setenv("MLPLATFORM_CELERY_BROKER_URL", broker)
-    settings = pg_instance_state.model_copy(update={"celery_broker_url": broker})
-    write_batches(adult_rows.head(600), loop.model().spec, settings.landing_dir, 600)
-    worker = celery_worker(settings, name=f"test-{uuid.uuid4().hex[:8]}")
-    worker_name = worker.url.split()[0]
-    with running(settings, log_dir=tmp_path / "logs", servers=[redis_server(settings), worker]):
-        cli = subprocess.Popen([sys.executable, "-m", "mlplatform.cli", "materialize", "--model", "adult", "--select", "raw_events,features"],
-                               cwd=REPO_ROOT, env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        out, _ = cli.communicate(timeout=300)
-    assert cli.returncode == 0, out
-    run_id = re.search(r"in run (\S+)", out).group(1)  # type: ignore[union-attr]
-    with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
-        records = [r for r in instance.all_logs(run_id) if r.dagster_event is not None]
-    events = [r.dagster_event for r in records]
-    handed = [e.event_specific_data.metadata["Celery worker"].value for e in events  # type: ignore[union-attr]
-              if e.event_type_value == "ENGINE_EVENT" and "Celery worker" in (e.event_specific_data.metadata or {})]  # type: ignore[union-attr]
-    succeeded = [r for r in records if r.dagster_event.event_type_value == "STEP_SUCCESS"]  # type: ignore[union-attr]
-    assert len(succeeded) == 3 and handed == [worker_name] * 3  # raw_events, its check, features: each a task on the worker
-    step_pids = {r.dagster_event.pid for r in succeeded}  # type: ignore[union-attr]
-    assert None not in step_pids and step_pids.isdisjoint({cli.pid, os.getpid()})
-    assert "succeeded" in (tmp_path / "logs" / "celery-worker.log").read_text(encoding="utf-8")
 
 
 PROD_SERVERS = ("redis", "mlflow", "reports", "dagster-daemon", "dagster-webserver", "celery-worker", "serving")
@@ -189,3 +167,90 @@ def test_prod_fails_at_start_naming_the_setting_or_binary(prod_state: Path, extr
     proc, _ = _dev_production(prod_state, extra)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode != 0 and named in out and "secret" not in out, out
+
+
+
+def _pool_children(pid: int) -> list[int]:
+    """The processes a Celery worker forked for its pool (Linux /proc)."""
+    return [int(child) for task in Path(f"/proc/{pid}/task").iterdir() for child in (task / "children").read_text().split()]
+
+
+def _wait_for(what: str, probe: Callable[[], T | None], timeout: float = 300.0) -> T:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = probe()
+        if found:
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def _finished(instance: dg.DagsterInstance, run_id: str) -> dg.DagsterRun | None:
+    run = instance.get_run_by_id(run_id)
+    return run if run is not None and run.is_finished else None
+
+
+def _step_events(instance: dg.DagsterInstance, run_id: str, event_type: str) -> list[dg.EventLogEntry]:
+    return [r for r in instance.all_logs(run_id) if r.dagster_event is not None and r.dagster_event.event_type_value == event_type]
+
+
+@pytest.fixture
+def fresh_definitions() -> Iterator[None]:
+    """The code location built anew for the test's settings and again after it: a process builds it once, and its
+    executor follows the broker setting of that moment."""
+    definitions.cache_clear()
+    yield
+    definitions.cache_clear()
+
+
+@pytest.mark.usefixtures("fresh_definitions")
+def test_the_loop_on_celery_survives_a_worker_killed_mid_training(postgres_url: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest,
+                                                                  adult_rows: pd.DataFrame, tmp_path: Path) -> None:
+    """The production loop end to end, once: the Dagster instance and the event log on PostgreSQL, every step a task on a
+    Celery worker, the daemon's sensor launching the retraining. The worker's pool process is killed while it trains (as
+    the kernel's OOM killer would): the run fails saying so, Dagster's run retry resumes it from the failed step, and
+    exactly one new version becomes champion."""
+    broker = f"redis://127.0.0.1:{_free_port()}/0"
+    # 100 tuning trials (within 15 s) keep trained_model busy for seconds: long enough to be killed in the middle.
+    for key, value in {"MLPLATFORM_DAGSTER_POSTGRES_URL": postgres_url, "MLPLATFORM_EVENT_LOG_URL": postgres_url,
+                       "MLPLATFORM_CELERY_BROKER_URL": broker, "MLPLATFORM_TUNING_TRIALS": "100", "MLPLATFORM_TUNING_SECONDS": "15"}.items():
+        monkeypatch.setenv(key, value)
+    settings: Settings = request.getfixturevalue("state")
+    spec, names = loop.model().spec, loop.names()
+    worker = celery_worker(settings, name=f"test-{uuid.uuid4().hex[:8]}")
+    worker_name = worker.url.split()[0]
+    daemon = [s for s in build_servers(settings) if s.name == "dagster-daemon"]
+    with running(settings, log_dir=tmp_path / "logs", servers=[redis_server(settings), worker, *daemon]), \
+            dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+        write_batches(adult_rows.head(1500), spec, settings.landing_dir, 1500)
+        bootstrap = loop.materialize(instance, ["raw_events", "features", "trained_model", "evaluation_report"], raise_on_error=True)
+        handed = [e.dagster_event.event_specific_data.metadata["Celery worker"].value  # type: ignore[union-attr]
+                  for e in _step_events(instance, bootstrap.run_id, "ENGINE_EVENT") if "Celery worker" in (e.dagster_event.event_specific_data.metadata or {})]  # type: ignore[union-attr]
+        succeeded = _step_events(instance, bootstrap.run_id, "STEP_SUCCESS")
+        assert len(succeeded) >= 4 and handed == [worker_name] * len(succeeded), "every step (assets and their checks) is a task on the worker"
+        assert os.getpid() not in {r.dagster_event.pid for r in succeeded}  # type: ignore[union-attr]
+        assert loop.model().registry.champion_record().version == 1  # type: ignore[union-attr]
+
+        write_batches(adult_rows.iloc[1500:2700], spec, settings.landing_dir, 1200)
+        loop.materialize(instance, ["raw_events"], raise_on_error=True)
+        launched = _wait_for("the sensor's retraining run", lambda: instance.get_runs(filters=dg.RunsFilter(tags={LAUNCHED_BY_TAG: names.retraining_sensor})))
+        killed = launched[-1]
+        _wait_for("trained_model to start on the worker", lambda: [e for e in _step_events(instance, killed.run_id, "STEP_START")
+                                                                   if e.step_key == names.asset("trained_model").to_python_identifier()])
+        assert worker.process is not None
+        for pid in _pool_children(worker.process.pid):
+            os.kill(pid, signal.SIGKILL)
+        assert _wait_for("the killed run to end", lambda: _finished(instance, killed.run_id)).status == dg.DagsterRunStatus.FAILURE
+        failure = _step_events(instance, killed.run_id, dg.DagsterEventType.RUN_FAILURE.value)
+        assert len(failure) == 1 and "WorkerLostError: Worker exited prematurely: signal 9" in str(failure[0].dagster_event.event_specific_data)  # type: ignore[union-attr]
+        retry = _wait_for("Dagster's run retry", lambda: instance.get_runs(filters=dg.RunsFilter(tags={"dagster/parent_run_id": killed.run_id})))[0]
+        assert _wait_for("the retry to end", lambda: _finished(instance, retry.run_id)).status == dg.DagsterRunStatus.SUCCESS
+        assert retry.tags[LAUNCHED_BY_TAG] == names.retraining_sensor and retry.tags["dagster/is_resume_retry"] == "true"
+        resumed = {e.step_key for e in _step_events(instance, retry.run_id, "STEP_SUCCESS")}
+        assert names.asset("trained_model").to_python_identifier() in resumed
+        assert names.asset("features").to_python_identifier() not in resumed, "the retry resumes from the failed step; features is reused"
+        retrainings = instance.get_runs(filters=dg.RunsFilter(tags={LAUNCHED_BY_TAG: names.retraining_sensor}))
+        assert {r.run_id for r in retrainings} == {killed.run_id, retry.run_id}, "one trigger, one run (and its retry)"
+    registry = loop.model().registry
+    assert [c.version for c in registry.timeline()] == [1, 2] and registry.champion_record().version == 2  # type: ignore[union-attr]
+    assert sorted(v.version for v in registry.versions()) == [1, 2], "the killed attempt registered no version"
