@@ -3,6 +3,7 @@ estimated_drop trigger of the sensor's pure policy."""
 
 import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,6 +14,12 @@ from mlplatform.domain.estimation import (ClassificationEstimator, EstimationErr
                                           weighted_auc)
 from mlplatform.domain.keys import ESTIMATE_TAG, ESTIMATED_METRIC_TAG, ESTIMATED_REFERENCE_TAG, ESTIMATED_VALUE_TAG, REASON_TAG
 from mlplatform.domain.policy import ESTIMATED_DROP, Cursor, EstimatedPerformance, Observation, PolicyConfig, decide
+from mlplatform.domain.predictor import NO_ESTIMATOR, Predictor
+from mlplatform.domain.spec import load_spec
+from mlplatform.domain.training import TrainingConfig, fit_performance_estimator, train
+from mlplatform.domain.validation import LABEL, validate_frame
+from mlplatform.pipeline.replay import read_source
+from mlplatform_tests.conftest import BIKE_SPEC
 
 BINARY = ["no", "yes"]
 THREE = ["a", "b", "c"]
@@ -203,3 +210,20 @@ def test_the_cursor_keeps_the_consumed_estimate_and_reads_older_cursors() -> Non
     older = json.dumps({"version": 1, "last_trigger_seq": 10, "last_trigger_time": 5.0, "last_drift_report": None})
     assert Cursor.from_json(older) == (Cursor(10, 5.0, None, None), False)
 
+
+
+def test_dle_on_bike_sharing_travels_with_the_saved_predictor(tmp_path: Path) -> None:
+    spec = load_spec(BIKE_SPEC)
+    rows = validate_frame(read_source(spec).head(5000), spec, generated_id_prefix="b", generated_time_start_us=0).events
+    fitted = train(rows.iloc[:3000], spec, TrainingConfig(min_rows=100, trials=1, num_boost_round=200, early_stopping_rounds=10))
+    predictor = fitted.predictor
+    predictor.estimator = fit_performance_estimator(predictor, rows.iloc[3000:3600], spec, seed=7)
+    loaded = Predictor.load(*(predictor.save(tmp_path / "model")).values())
+    later = rows.iloc[3600:4600]
+    estimate = loaded.estimate(later, 100)
+    realized = loaded.estimator.realized(loaded.predict(later)["prediction"].to_numpy(), later[LABEL].to_numpy())  # type: ignore[union-attr]
+    assert estimate.metrics == predictor.estimate(later, 100).metrics and set(estimate.metrics) == {"mae", "rmse"}
+    assert abs(estimate.metrics["mae"] - realized["mae"]) < 0.3 * realized["mae"], (estimate.metrics, realized)
+    assert estimate.lower["mae"] < estimate.metrics["mae"] < estimate.upper["mae"]
+    without = Predictor.load(tmp_path / "model" / "booster.txt", tmp_path / "model" / "pipeline.json")
+    assert without.estimator is None and without.estimate(later, 100).note == NO_ESTIMATOR
