@@ -227,3 +227,12 @@ def test_dle_on_bike_sharing_travels_with_the_saved_predictor(tmp_path: Path) ->
     assert estimate.lower["mae"] < estimate.metrics["mae"] < estimate.upper["mae"]
     without = Predictor.load(tmp_path / "model" / "booster.txt", tmp_path / "model" / "pipeline.json")
     assert without.estimator is None and without.estimate(later, 100).note == NO_ESTIMATOR
+
+
+def test_a_chunk_larger_than_the_spread_sample_gets_the_narrower_band_of_its_size() -> None:
+    rng = np.random.default_rng(9)
+    estimator = fit_estimator("binary", BINARY, _none(2000), *_binary(rng, 2000), seed=7)
+    scores, _ = _binary(rng, 80_000)
+    small, large = (estimator.estimate(_none(n), scores[:n], 100) for n in (20_000, 80_000))
+    width = {e.events: e.upper["accuracy"] - e.lower["accuracy"] for e in (small, large)}
+    assert width[80_000] == pytest.approx(width[20_000] / 2, rel=0.15), "four times the events: half the band"

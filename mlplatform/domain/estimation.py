@@ -35,6 +35,7 @@ HIGHER_IS_BETTER = {"accuracy": True, "precision": True, "recall": True, "f1": T
 WATCHED_METRIC = {"binary": "roc_auc", "multiclass": "accuracy", "regression": "mae"}
 Z95 = 1.959964
 DRAWS = 200  # simulated label sets per chunk for the classification band: ±0.001 on a 1.96-sigma band
+SPREAD_ROWS = 20_000  # larger chunks: the spread is measured on this many events and scaled by √(m/n), bounding memory
 
 
 class EstimationError(ValueError):
@@ -214,8 +215,12 @@ class ClassificationEstimator:
 
     def _sampling_spread(self, matrix: np.ndarray, proba: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
         """Standard deviation of each metric over label sets drawn from the calibrated probabilities."""
-        n, k = proba.shape
         rng = np.random.default_rng(self.seed)
+        if len(proba) > SPREAD_ROWS:  # a metric's sampling spread shrinks as 1/√n: measure it on a sample, then scale
+            rows = rng.choice(len(proba), SPREAD_ROWS, replace=False)
+            scale = math.sqrt(SPREAD_ROWS / len(proba))
+            return {name: sd * scale for name, sd in self._sampling_spread(matrix[rows], proba[rows], predicted[rows]).items()}
+        n, k = proba.shape
         cumulative = np.cumsum(proba, axis=1)
         draws = (rng.random((DRAWS, n, 1)) > cumulative[None, :, :-1]).sum(axis=2)  # class index per event and draw
         cells = (np.arange(DRAWS)[:, None] * k * k + draws * k + predicted[None, :]).ravel()

@@ -49,11 +49,11 @@ def report_metadata(report: EstimationReport) -> dict[str, object]:
     if newest is not None:
         e = newest.estimate
         meta.update({f"estimated_{k}": v for k, v in e.metrics.items()})
-        meta.update({f"estimated_{m}_lower": e.lower[m], f"estimated_{m}_upper": e.upper[m]})
+        meta.update({f"estimated_{k}_{side}": band[k] for k in e.metrics if k == m for side, band in (("lower", e.lower), ("upper", e.upper))})
     labelled = next((c for c in reversed(report.chunks) if c.realized and c.labelled_estimate is not None), None)
     if labelled is not None and labelled.labelled_estimate is not None:
         meta.update({f"realized_{k}": v for k, v in labelled.realized.items()})
-        meta[f"estimated_{m}_on_labelled"] = labelled.labelled_estimate.metrics[m]
+        meta[f"estimated_{m}_on_labelled"] = labelled.labelled_estimate.metrics.get(m, float("nan"))
     if m in report.recent.metrics:
         meta.update({RECENT_ESTIMATE: report.recent.metrics[m], RECENT_LOWER: report.recent.lower[m], RECENT_UPPER: report.recent.upper[m]})
     else:
