@@ -76,7 +76,7 @@ def test_flipped_labels_are_invisible_to_the_estimate_and_flagged_where_labels_e
     assert meta["untrusted_chunks"] == 2 and "realized outside the band" in str(meta["chunk_table"])
 
 
-def test_an_estimated_drop_on_unlabelled_events_triggers_one_retraining(platform: Platform) -> None:
+def test_an_estimated_drop_on_unlabelled_events_triggers_one_retraining(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
     quiet = platform.tick(ADULT.retraining_sensor, None)
     assert not quiet.run_requests and "estimated roc_auc" in (quiet.skip_message or ""), quiet.skip_message
     # Covariate shift into the champion's hard cases: the events it is least sure about, without their labels.
@@ -89,6 +89,10 @@ def test_an_estimated_drop_on_unlabelled_events_triggers_one_retraining(platform
     meta, checks = _estimate(platform)
     assert float(str(meta[RECENT_ESTIMATE])) < 0.8 * float(str(meta["reference"]))
     assert not checks[ESTIMATE_FLOOR_CHECK].passed, "below the AUC floor 0.6 or the live precision/recall floors"
+    monkeypatch.setenv("MLPLATFORM_RETRAIN_ON_ESTIMATED_DROP", "false")
+    off = platform.tick(ADULT.retraining_sensor, None)
+    assert not off.run_requests and "estimated drop: off" in (off.skip_message or "")
+    monkeypatch.delenv("MLPLATFORM_RETRAIN_ON_ESTIMATED_DROP")
     tick = platform.tick(ADULT.retraining_sensor, None)
     assert len(tick.run_requests or []) == 1, tick.skip_message
     tags = (tick.run_requests or [])[0].tags

@@ -117,7 +117,7 @@ def build_sensors(names: ModelNames) -> list[dg.SensorDefinition]:
             Observation(counts.label_watermark, champion_cutoff, now, *drift, estimate=estimate, estimate_note=estimate_note),
             cursor,
             PolicyConfig(settings.retrain_every_n, settings.min_new_labelled_for_drift, settings.retrain_cooldown_seconds,
-                         settings.estimated_drop_margin, settings.estimated_drop_events),
+                         settings.estimated_drop_margin if settings.retrain_on_estimated_drop else None, settings.estimated_drop_events),
         )
         if trigger is None:
             return dg.SensorResult(skip_reason=why, cursor=next_cursor.to_json())
