@@ -19,6 +19,7 @@ from mlplatform.domain.spec import load_spec
 from mlplatform.domain.training import TrainingConfig, fit_performance_estimator, train
 from mlplatform.domain.validation import LABEL, validate_frame
 from mlplatform.pipeline.replay import read_source
+from mlplatform.pipeline.retraining import attach_estimator
 from mlplatform_tests.conftest import BIKE_SPEC
 
 BINARY = ["no", "yes"]
@@ -227,6 +228,9 @@ def test_dle_on_bike_sharing_travels_with_the_saved_predictor(tmp_path: Path) ->
     assert estimate.lower["mae"] < estimate.metrics["mae"] < estimate.upper["mae"]
     without = Predictor.load(tmp_path / "model" / "booster.txt", tmp_path / "model" / "pipeline.json")
     assert without.estimator is None and without.estimate(later, 100).note == NO_ESTIMATOR
+    params, metrics = attach_estimator(without, rows.iloc[3000:3010], spec, seed=7)
+    assert params == {"estimator": "none: only 10 hold-out events; at least 20 are needed to fit a performance estimator"} and metrics == {}
+    assert without.estimator is None, "a hold-out too small leaves the model without an estimator, saying why"
 
 
 def test_a_chunk_larger_than_the_spread_sample_gets_the_narrower_band_of_its_size() -> None:
