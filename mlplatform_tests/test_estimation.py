@@ -15,8 +15,8 @@ from mlplatform.domain.estimation import (ClassificationEstimator, EstimationErr
 from mlplatform.domain.keys import ESTIMATE_TAG, ESTIMATED_METRIC_TAG, ESTIMATED_REFERENCE_TAG, ESTIMATED_VALUE_TAG, REASON_TAG
 from mlplatform.domain.policy import ESTIMATED_DROP, Cursor, EstimatedPerformance, Observation, PolicyConfig, decide
 from mlplatform.domain.predictor import NO_ESTIMATOR, Predictor
-from mlplatform.domain.spec import load_spec
-from mlplatform.domain.training import TrainingConfig, fit_performance_estimator, train
+from mlplatform.domain.spec import load_spec, parse_spec
+from mlplatform.domain.training import TrainingConfig, encode_labels, fit_performance_estimator, train
 from mlplatform.domain.validation import LABEL, validate_frame
 from mlplatform.pipeline.replay import read_source
 from mlplatform.pipeline.retraining import attach_estimator
@@ -240,3 +240,20 @@ def test_a_chunk_larger_than_the_spread_sample_gets_the_narrower_band_of_its_siz
     small, large = (estimator.estimate(_none(n), scores[:n], 100) for n in (20_000, 80_000))
     width = {e.events: e.upper["accuracy"] - e.lower["accuracy"] for e in (small, large)}
     assert width[80_000] == pytest.approx(width[20_000] / 2, rel=0.15), "four times the events: half the band"
+
+
+def test_cbpe_on_a_trained_multiclass_model_with_a_class_missing_from_its_holdout() -> None:
+    spec = parse_spec({"name": "three", "task": "multiclass", "label": "y", "classes": THREE, "features": {"x": "numeric", "z": "numeric"}})
+    rng = np.random.default_rng(10)
+    x, z = rng.normal(size=6000), rng.normal(size=6000)
+    labels = np.array(THREE)[np.digitize(x + 0.7 * rng.normal(size=6000), [-0.5, 0.8])]
+    frame = pd.DataFrame({"x": x, "z": z, LABEL: labels})
+    predictor = train(frame.iloc[:3000], spec, TrainingConfig(min_rows=100, trials=1, num_boost_round=100, early_stopping_rounds=10)).predictor
+    holdout = frame.iloc[3000:4000]
+    predictor.estimator = fit_performance_estimator(predictor, holdout[holdout[LABEL] != "c"], spec, seed=7)
+    assert isinstance(predictor.estimator, ClassificationEstimator) and predictor.estimator.uncalibrated == ["c"]
+    later = frame.iloc[4000:6000]
+    estimate = predictor.estimate(later, 100)
+    realized = predictor.estimator.realized(predictor.features_and_scores(later)[1], encode_labels(later[LABEL], spec))
+    assert realized["accuracy"] == pytest.approx(float((predictor.predict(later)["prediction"] == later[LABEL]).mean()))
+    assert abs(estimate.metrics["accuracy"] - realized["accuracy"]) < 0.05 and set(estimate.metrics) == set(realized)
