@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 # 10x slower (measured: 11 s vs 0.8 s for 5,000 Adult rows at load 11 on 2 cores). Passive waiting.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from results import markdown_table, record  # noqa: E402
+from results import markdown_table, report  # noqa: E402
 
 from mlplatform.domain.correction import ResidualCorrector  # noqa: E402
 from mlplatform.pipeline.prequential import (  # noqa: E402
@@ -199,10 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.half_life:g} events. {scenario_note(streams)}Total wall time {time.perf_counter() - started:.0f}s.\n\n"
         "Goals (platform ≥ best fixed-interval policy with ≤ 1/3 of its retrains; 0 drift-triggered retrains when stationary):\n\n" + "\n".join(notes)
     )
-    print(body)
-    if not args.no_record:
-        command = "python benchmarks/bench_adaptation.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        record("adaptation", command.strip(), body)
+    report("adaptation", Path(__file__).name, argv, body, args.no_record)
     return 0
 
 

@@ -2,6 +2,7 @@
 
 import datetime as dt
 import platform
+import sys
 from pathlib import Path
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -21,6 +22,13 @@ def record(name: str, command: str, body: str) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     RESULTS.write_text(text, encoding="utf-8")
+
+
+def report(name: str, script: str, argv: list[str] | None, body: str, no_record: bool) -> None:
+    """Print a benchmark's body and, unless `no_record`, record it with the command line that produced it."""
+    print(body)
+    if not no_record:
+        record(name, " ".join(["python", f"benchmarks/{script}", *(argv if argv is not None else sys.argv[1:])]), body)
 
 
 def _cores() -> int:

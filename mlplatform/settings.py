@@ -71,6 +71,12 @@ class Settings(BaseSettings):
     live_min_precision: float | None = Field(default=0.5, ge=0, le=1, description="Live precision floor (classification); unset for none.")
     live_min_recall: float | None = Field(default=0.5, ge=0, le=1, description="Live recall floor (classification); unset for none.")
     live_max_rmse: float | None = Field(default=None, gt=0, description="Live RMSE ceiling (regression); unset for none.")
+    estimation_chunk_events: int = Field(default=1000, ge=10, description="estimated_performance: events per chunk (the latest chunks of served or ingested events, labelled or not).")
+    estimation_chunks: int = Field(default=10, ge=1, description="estimated_performance: how many of the latest chunks are estimated (and, where labels came back, realized).")
+    estimation_min_events: int = Field(default=200, ge=10, description="A chunk (or its labelled part) with fewer events gets no estimate (no realized value), saying why.")
+    retrain_on_estimated_drop: bool = Field(default=True, description="The retraining sensor's third reason, estimated_drop (no labels needed): see estimated_drop_margin.")
+    estimated_drop_margin: float = Field(default=0.05, ge=0, le=1, description="Retrain (reason estimated_drop) when the champion's estimated performance on its latest `estimated_drop_events` events is this share worse than its hold-out reference, with the reference outside the 95 % band.")
+    estimated_drop_events: int = Field(default=2000, ge=10, description="Latest events the estimated_drop trigger estimates over: fewer in the log and it waits.")
     reports_url: str = Field(default="http://127.0.0.1:3001", description="Where `mlplatform dev` serves the reports folder; report links in metadata point here.")
 
     serve_host: str = Field(default="127.0.0.1", description="Prediction service bind address (loopback unless you mean to expose it).")

@@ -95,7 +95,7 @@ def test_the_definitions_load_from_workspace_yaml() -> None:
     defs = getattr(module, target["python_module"]["attribute"])()
     dg.Definitions.validate_loadable(defs)
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
-    assert keys == {f"{m}/{a}" for m in ("adult", "bike_sharing") for a in (*LOOP, "drift_report", "live_quality")}
+    assert keys == {f"{m}/{a}" for m in ("adult", "bike_sharing") for a in (*LOOP, "drift_report", "live_quality", "estimated_performance")}
     assert {j.name for j in defs.resolve_all_job_defs() if not j.name.startswith("__")} == {
         "adult_retrain", "adult_set_champion", "bike_sharing_retrain", "bike_sharing_set_champion"}
     assert {s.name for s in defs.sensors} == {
@@ -103,5 +103,6 @@ def test_the_definitions_load_from_workspace_yaml() -> None:
         "run_failure_alerts", "run_success_alerts"}
     assert {c.to_user_string() for c in defs.resolve_asset_graph().asset_check_keys} == {
         f"{m}/{a}:{c}" for m in ("adult", "bike_sharing") for a, c in (("raw_events", "raw_events_quality"), ("evaluation_report", "quality_floor"),
-                                                                     ("drift_report", "drift_check"), ("live_quality", "live_quality_floor"))}
+                                                                     ("drift_report", "drift_check"), ("live_quality", "live_quality_floor"),
+                                                                     ("estimated_performance", "estimate_floor"), ("estimated_performance", "estimate_trust"))}
     assert target["python_module"]["location_name"] == "mlplatform"

@@ -39,8 +39,8 @@ DOCS_SCREENSHOTS = REPO_ROOT / "docs" / "screenshots"
 ADULT = ModelNames("adult")
 SENSOR_NAME = ADULT.retraining_sensor
 DRIFT_REPORT, EVALUATION_REPORT, RAW_EVENTS = ADULT.asset("drift_report"), ADULT.asset("evaluation_report"), ADULT.asset("raw_events")
-GROUPS = ("adult", "bike_sharing")  # one group per model, each holding the same six assets
-ASSETS = ("raw_events", "features", "trained_model", "evaluation_report", "drift_report", "live_quality")
+GROUPS = ("adult", "bike_sharing")  # one group per model, each holding the same seven assets
+ASSETS = ("raw_events", "features", "trained_model", "evaluation_report", "drift_report", "live_quality", "estimated_performance")
 DRIFT = DriftScenario(shift_numeric={"age": 2.0, "hours-per-week": 2.0}, category_mix={"workclass": "Self-emp-inc"}, seed=5)
 DRIFTED_ROWS = 1000
 SLOW = 240_000  # ms: each run starts a fresh process that imports the code location, on a machine busy with other tests

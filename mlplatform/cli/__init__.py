@@ -206,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--dagster", action="store_true", help="also the latest drift report and the retraining sensor's runs, from the Dagster instance (slower: imports Dagster)")
     status.set_defaults(func=cmd_status)
     mat = command("materialize", "materialize a model's assets now, recorded in the state folder's Dagster instance (as from the UI)")
-    mat.add_argument("--select", help=f"comma-separated assets (default: {','.join(DEFAULT_ASSETS)}; also drift_report, live_quality)")
+    mat.add_argument("--select", help=f"comma-separated assets (default: {','.join(DEFAULT_ASSETS)}; also drift_report, live_quality, estimated_performance)")
     mat.set_defaults(func=cmd_materialize)
     champ = command("champion", "show the champion timeline, roll back or pin a version, or unpin")
     champ.add_argument("action", choices=["show", "set", "unpin"], help="show: timeline; set: move @champion to --version (pinned unless --no-pin); unpin")

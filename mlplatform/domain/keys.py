@@ -17,6 +17,12 @@ DRIFT_REPORT_TAG = "mlplatform/drift_report"
 LAUNCHED_BY_TAG = "mlplatform/launched_by"
 TRIGGERED_AT_TAG = "mlplatform/triggered_at"
 RETRAIN_TAG = "mlplatform/retrain"
+ESTIMATE_TAG = "mlplatform/estimate"  # storage id of the estimated_performance materialization an estimated_drop consumed
+ESTIMATED_METRIC_TAG = "mlplatform/estimated_metric"
+ESTIMATED_VALUE_TAG = "mlplatform/estimated_value"
+ESTIMATED_BAND_TAG = "mlplatform/estimated_band"
+ESTIMATED_REFERENCE_TAG = "mlplatform/estimated_reference"
+ESTIMATED_EVENTS_TAG = "mlplatform/estimated_events"
 PRIORITY_TAG = "dagster/priority"  # Dagster's queue starts higher-priority runs first
 
 # MLflow tags (model versions and the registered model)
@@ -34,6 +40,7 @@ DECISION_REASON = mlflow_tag("decision_reason")
 CHALLENGER_SCORE = mlflow_tag("challenger_score")
 TRIGGER_REASON = mlflow_tag("trigger.reason")
 PINNED = mlflow_tag("pinned")
+ESTIMATOR = mlflow_tag("estimator")  # cbpe, dle, or "none: <why>"
 CHAMPION_CHANGE = mlflow_tag("champion.")  # + zero-padded sequence number: one registered-model tag per alias move
 
 # Materialization metadata read back by sensors, alerts, status and the CLI
@@ -51,3 +58,10 @@ DRIFTED_COLUMNS = "drifted_columns"
 DRIFTED_COLUMN_NAMES = "drifted_column_names"
 DRIFT_SHARE_THRESHOLD = "drift_share_threshold"
 REPORT_PATH = "report_path"
+# estimated_performance: the recent estimate the retraining sensor reads (no labels needed)
+ESTIMATED_METRIC = "estimated_metric"
+RECENT_ESTIMATE = "recent_estimate"
+RECENT_LOWER = "recent_lower"
+RECENT_UPPER = "recent_upper"
+RECENT_EVENTS = "recent_events"
+REFERENCE = "reference"

@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
-from mlplatform.domain.keys import CHAMPION_CUTOFF_TAG, DRIFT_REPORT_TAG, DRIFT_SHARE_TAG, LABEL_WATERMARK_TAG, NEW_LABELLED_TAG, REASON_TAG
+from mlplatform.domain.estimation import HIGHER_IS_BETTER, worse_by
+from mlplatform.domain.keys import (CHAMPION_CUTOFF_TAG, DRIFT_REPORT_TAG, DRIFT_SHARE_TAG, ESTIMATE_TAG, ESTIMATED_BAND_TAG, ESTIMATED_EVENTS_TAG,
+                                   ESTIMATED_METRIC_TAG, ESTIMATED_REFERENCE_TAG, ESTIMATED_VALUE_TAG, LABEL_WATERMARK_TAG, NEW_LABELLED_TAG,
+                                   REASON_TAG)
 
 NEW_OBSERVATIONS = "new_observations"
 DRIFT = "drift"
+ESTIMATED_DROP = "estimated_drop"
 
 
 @dataclass(frozen=True)
@@ -16,6 +20,31 @@ class PolicyConfig:
     every_n: int
     min_new_for_drift: int
     cooldown_seconds: float
+    estimated_drop_margin: float | None = None  # relative: 0.05 = estimate 5 % worse than the reference; None: off
+    estimated_drop_events: int = 0  # the estimate must cover at least this many recent events
+
+
+@dataclass(frozen=True)
+class EstimatedPerformance:
+    """The latest estimate of the champion's performance over its most recent events (no labels needed)."""
+
+    report_id: str
+    metric: str
+    estimate: float
+    lower: float
+    upper: float
+    reference: float  # the champion's realized performance on its own hold-out
+    events: int
+
+    def summary(self) -> str:
+        worse = worse_by(self.metric, self.estimate, self.reference)
+        return (f"estimated {self.metric} {self.estimate:.4f} (95 % band {self.lower:.4f}-{self.upper:.4f}, {self.events} events) "
+                f"vs reference {self.reference:.4f}: {worse:.1%} worse")
+
+    def dropped(self, margin: float) -> bool:
+        """Worse than the reference by `margin` (relative), with the reference outside the band."""
+        outside = self.upper < self.reference if HIGHER_IS_BETTER[self.metric] else self.lower > self.reference
+        return outside and worse_by(self.metric, self.estimate, self.reference) >= margin
 
 
 @dataclass(frozen=True)
@@ -29,6 +58,8 @@ class Observation:
     drift_share: float | None = None
     drift_report_id: str | None = None
     drift_note: str = ""  # why the drift verdict is unknown (no report, skipped, about an older champion)
+    estimate: EstimatedPerformance | None = None
+    estimate_note: str = ""  # why there is no usable estimate (none yet, skipped, no estimator, about an older champion)
 
     def drift_summary(self, cursor: "Cursor") -> str:
         """The drift half of a skip reason."""
@@ -40,6 +71,23 @@ class Observation:
             return "the latest drift report's drift already triggered a retraining"
         return f"latest drift report: drift (share {self.drift_share or 0.0:.2f})"
 
+    def estimate_summary(self, cursor: "Cursor", config: PolicyConfig) -> str:
+        """The estimated-drop half of a skip reason."""
+        if config.estimated_drop_margin is None:
+            return "estimated drop: off"
+        if self.estimate is None:
+            return self.estimate_note or "no performance estimate"
+        if self.estimate.report_id == cursor.last_estimate:
+            return "the latest performance estimate already triggered a retraining"
+        if self.estimate.events < config.estimated_drop_events:
+            return f"performance estimate over {self.estimate.events} events; {config.estimated_drop_events} needed"
+        return f"{self.estimate.summary()} (a drop is {config.estimated_drop_margin:.0%} worse, outside the band)"
+
+    def estimated_drop(self, cursor: "Cursor", config: PolicyConfig) -> bool:
+        e = self.estimate
+        return (config.estimated_drop_margin is not None and e is not None and e.report_id != cursor.last_estimate
+                and e.events >= config.estimated_drop_events and e.dropped(config.estimated_drop_margin))
+
 
 @dataclass
 class Cursor:
@@ -48,6 +96,7 @@ class Cursor:
     last_trigger_seq: int = 0
     last_trigger_time: float = 0.0
     last_drift_report: str | None = None
+    last_estimate: str | None = None
     version: int = 1
 
     def to_json(self) -> str:
@@ -66,6 +115,7 @@ class Cursor:
                 last_trigger_seq=int(data["last_trigger_seq"]),
                 last_trigger_time=float(data["last_trigger_time"]),
                 last_drift_report=None if data.get("last_drift_report") is None else str(data["last_drift_report"]),
+                last_estimate=None if data.get("last_estimate") is None else str(data["last_estimate"]),
             ), False
         except (ValueError, KeyError, TypeError):
             return cls(), True
@@ -99,10 +149,12 @@ def decide(obs: Observation, cursor: Cursor, config: PolicyConfig) -> tuple[Trig
             trigger = Trigger(DRIFT, f"{DRIFT}-{obs.drift_report_id}", new, obs.label_watermark, obs.drift_share)
         else:
             return None, cursor, f"drift detected, waiting for labels: {new} new labelled events of {config.min_new_for_drift} needed"
+    elif obs.estimate is not None and obs.estimated_drop(cursor, config):
+        trigger = Trigger(ESTIMATED_DROP, f"{ESTIMATED_DROP}-{obs.estimate.report_id}", new, obs.label_watermark)
     if trigger is None:
         return None, cursor, (
             f"{new} new labelled events since the last trigger ({since_champion} since the champion's cut-off); "
-            f"{config.every_n} needed; {obs.drift_summary(cursor)}"
+            f"{config.every_n} needed; {obs.drift_summary(cursor)}; {obs.estimate_summary(cursor, config)}"
         )
     tags = {
         REASON_TAG: trigger.reason,
@@ -114,10 +166,18 @@ def decide(obs: Observation, cursor: Cursor, config: PolicyConfig) -> tuple[Trig
         tags[DRIFT_SHARE_TAG] = f"{trigger.drift_share or 0.0:.4f}"
     if obs.drift_report_id:  # consumed by this trigger; kept on the run so a lost cursor is rebuilt exactly
         tags[DRIFT_REPORT_TAG] = obs.drift_report_id
+    if obs.estimate is not None:  # likewise
+        tags[ESTIMATE_TAG] = obs.estimate.report_id
+    if trigger.reason == ESTIMATED_DROP and obs.estimate is not None:
+        e = obs.estimate
+        tags.update({ESTIMATED_METRIC_TAG: e.metric, ESTIMATED_VALUE_TAG: f"{e.estimate:.4f}", ESTIMATED_BAND_TAG: f"{e.lower:.4f}-{e.upper:.4f}",
+                     ESTIMATED_REFERENCE_TAG: f"{e.reference:.4f}", ESTIMATED_EVENTS_TAG: str(e.events)})
     trigger = Trigger(trigger.reason, trigger.run_key, trigger.new_labelled, trigger.label_watermark, trigger.drift_share, tags)
     next_cursor = Cursor(
         last_trigger_seq=obs.label_watermark,
         last_trigger_time=obs.now,
         last_drift_report=obs.drift_report_id if obs.drift_report_id else cursor.last_drift_report,
+        last_estimate=obs.estimate.report_id if obs.estimate is not None else cursor.last_estimate,
     )
-    return trigger, next_cursor, f"retrain: {trigger.reason} ({new} new labelled events)"
+    detail = f"; {obs.estimate.summary()}" if trigger.reason == ESTIMATED_DROP and obs.estimate is not None else ""
+    return trigger, next_cursor, f"retrain: {trigger.reason} ({new} new labelled events){detail}"

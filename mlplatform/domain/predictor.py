@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from mlplatform.domain.estimation import Estimate, Estimator, load_estimator, too_few
 from mlplatform.domain.features import FeatureTransformer
 
 if TYPE_CHECKING:  # LightGBM imports scikit-learn and SciPy: loaded where a booster is read or trained, not with the code location
@@ -19,6 +20,8 @@ PREDICTION = "prediction"
 PROBABILITY = "probability"
 BOOSTER_FILE = "booster.txt"
 PIPELINE_FILE = "pipeline.json"
+ESTIMATOR_FILE = "estimator.json"
+NO_ESTIMATOR = "the model was logged without a performance estimator (before estimation existed): retrain to get one"
 
 
 @dataclass
@@ -30,6 +33,18 @@ class Predictor:
     task: str
     classes: list[str] | None = None
     positive_class: str | None = None
+    estimator: Estimator | None = None  # fitted on the hold-out after training; None for models logged before it existed
+
+    def features_and_scores(self, raw: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+        """The model's inputs and the booster's raw output: what a performance estimator reads."""
+        features = self.transformer.transform(raw)
+        return features, np.asarray(self.booster.predict(features, num_threads=1), dtype="float64")
+
+    def estimate(self, raw: pd.DataFrame, min_events: int) -> Estimate:
+        """Estimated performance on `raw` (labels not needed); no estimate, saying why, without an estimator."""
+        if self.estimator is None:
+            return Estimate(len(raw), note=NO_ESTIMATOR)
+        return too_few(len(raw), max(1, min_events)) or self.estimator.estimate(*self.features_and_scores(raw), min_events)
 
     def predict(self, raw: pd.DataFrame) -> pd.DataFrame:
         """`prediction` for every task; `probability` of the positive class (binary) or of the
@@ -61,19 +76,23 @@ class Predictor:
         return np.asarray(self.classes, dtype=object)[matrix.argmax(axis=1)], matrix.max(axis=1), matrix
 
     def save(self, folder: Path) -> dict[str, str]:
-        """Write the two files the logged model carries; returns them as MLflow artifacts."""
+        """Write the files the logged model carries (booster, pipeline, estimator if fitted); returns them as MLflow artifacts."""
         folder.mkdir(parents=True, exist_ok=True)
         booster_path = folder / BOOSTER_FILE
         pipeline_path = folder / PIPELINE_FILE
         self.booster.save_model(str(booster_path))
+        artifacts = {"booster": str(booster_path), "pipeline": str(pipeline_path)}
+        if self.estimator is not None:
+            artifacts["estimator"] = str(folder / ESTIMATOR_FILE)
+            Path(artifacts["estimator"]).write_text(json.dumps(self.estimator.to_dict()), encoding="utf-8")
         pipeline_path.write_text(
             json.dumps({"task": self.task, "classes": self.classes, "positive_class": self.positive_class, "transformer": self.transformer.to_dict()}),
             encoding="utf-8",
         )
-        return {"booster": str(booster_path), "pipeline": str(pipeline_path)}
+        return artifacts
 
     @classmethod
-    def load(cls, booster_path: str | Path, pipeline_path: str | Path) -> "Predictor":
+    def load(cls, booster_path: str | Path, pipeline_path: str | Path, estimator_path: str | Path | None = None) -> "Predictor":
         import lightgbm as lgb
 
         data: dict[str, Any] = json.loads(Path(pipeline_path).read_text(encoding="utf-8"))
@@ -83,4 +102,5 @@ class Predictor:
             task=data["task"],
             classes=data.get("classes"),
             positive_class=data.get("positive_class"),
+            estimator=None if estimator_path is None else load_estimator(json.loads(Path(estimator_path).read_text(encoding="utf-8"))),
         )

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from mlplatform.domain.estimation import Estimator, fit_estimator
 from mlplatform.domain.features import FeatureTransformer
 from mlplatform.domain.predictor import Predictor
 from mlplatform.domain.spec import DatasetSpec, Task
@@ -200,3 +201,10 @@ def train(
         validation_rows=len(valid_part),
         importance=importance,
     )
+
+
+def fit_performance_estimator(predictor: Predictor, holdout: pd.DataFrame, spec: DatasetSpec, seed: int) -> Estimator:
+    """The estimator of `predictor`'s performance without labels, fitted on a labelled hold-out it was not trained on."""
+    holdout = holdout[holdout[LABEL].notna()]
+    features, scores = predictor.features_and_scores(holdout)
+    return fit_estimator(spec.task.value, spec.classes, features, scores, encode_labels(holdout[LABEL], spec), seed)

@@ -20,6 +20,7 @@ from mlplatform.orchestration.alerts import build_alerts_sensor, build_live_qual
 from mlplatform.orchestration.assets import build_assets, external_retry_policy
 from mlplatform.orchestration.champion import build_champion_job
 from mlplatform.orchestration.checks import build_checks
+from mlplatform.orchestration.estimation import build_estimated_performance
 from mlplatform.orchestration.instance import retrain_run_tags
 from mlplatform.orchestration.monitoring import build_monitoring
 from mlplatform.orchestration.names import RETRAINING, ModelNames
@@ -56,7 +57,7 @@ class RetrainingLoopScaffolder(dg.Scaffolder[ScaffoldParams]):
 @scaffold_with(RetrainingLoopScaffolder)
 class RetrainingLoop(ModelDeclaration, dg.Component, dg.Resolvable):
     """A LightGBM model kept fresh on a stream of labelled events: raw_events, features, trained_model,
-    evaluation_report, drift_report and live_quality assets, their checks, the retraining, drift and alert
+    evaluation_report, drift_report, live_quality and estimated_performance assets, their checks, the retraining, drift and alert
     sensors, the retrain and set_champion jobs — all prefixed by the model's name."""
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
@@ -77,7 +78,7 @@ def model_definitions(names: ModelNames, retry: dg.RetryPolicy) -> dg.Definition
         description=f"features → trained_model → evaluation_report of {names.model}: what its retraining sensor launches.",
     )
     return dg.Definitions(
-        assets=[*assets, *drift_assets, live_quality],
+        assets=[*assets, *drift_assets, live_quality, build_estimated_performance(names, retry)],
         asset_checks=[*build_checks(names), *drift_checks],
         jobs=[retrain, build_champion_job(names)],
         sensors=[*build_sensors(names), build_alerts_sensor(names)],

@@ -11,11 +11,12 @@ import time
 
 import dagster as dg
 
-from mlplatform.domain.keys import (CHAMPION_VERSION, DATASET_DRIFT, DRIFT_REPORT_TAG, DRIFT_SHARE, LABEL_WATERMARK_TAG, LAUNCHED_BY_TAG,
-                                   SKIP_REASON, SKIPPED, TRIGGERED_AT_TAG)
-from mlplatform.domain.policy import Cursor, Observation, PolicyConfig, decide
+from mlplatform.domain.keys import (CHAMPION_VERSION, DATASET_DRIFT, DRIFT_REPORT_TAG, DRIFT_SHARE, ESTIMATE_TAG, ESTIMATED_METRIC, LABEL_WATERMARK_TAG,
+                                   LAUNCHED_BY_TAG, RECENT_ESTIMATE, RECENT_EVENTS, RECENT_LOWER, RECENT_UPPER, REFERENCE, SKIP_REASON, SKIPPED,
+                                   TRIGGERED_AT_TAG)
+from mlplatform.domain.policy import Cursor, EstimatedPerformance, Observation, PolicyConfig, decide
 from mlplatform.orchestration.instance import retrain_run_tags
-from mlplatform.orchestration.names import DRIFT_REPORT, RETRAINING, ModelNames
+from mlplatform.orchestration.names import DRIFT_REPORT, ESTIMATED_PERFORMANCE, RETRAINING, ModelNames
 from mlplatform.orchestration.resources import PlatformResource
 from mlplatform.stores.registry import ChampionRecord
 
@@ -42,6 +43,23 @@ def drift_state(instance: dg.DagsterInstance, key: dg.AssetKey, champion_version
     return bool(meta[DATASET_DRIFT]), float(str(meta[DRIFT_SHARE])), report_id, ""
 
 
+def estimate_state(instance: dg.DagsterInstance, key: dg.AssetKey, champion_version: int | None) -> tuple[EstimatedPerformance | None, str]:
+    """The latest performance estimate and, without a usable one, why: only an estimate about the current champion counts."""
+    latest = _latest(instance, key)
+    if latest is None:
+        return None, "no performance estimate yet"
+    report_id, meta = latest
+    if meta.get(SKIPPED, True):
+        return None, f"latest performance estimate was skipped: {meta.get(SKIP_REASON, 'no reason recorded')}"
+    about = int(str(meta.get(CHAMPION_VERSION, 0)))
+    if about != champion_version:
+        return None, f"latest performance estimate is about v{about}, not the champion v{champion_version}: waiting for a new one"
+    if RECENT_ESTIMATE not in meta:
+        return None, f"no recent performance estimate: {meta.get('recent_note', 'no reason recorded')}"
+    return EstimatedPerformance(report_id, str(meta[ESTIMATED_METRIC]), float(str(meta[RECENT_ESTIMATE])), float(str(meta[RECENT_LOWER])),
+                                float(str(meta[RECENT_UPPER])), float(str(meta[REFERENCE])), int(str(meta[RECENT_EVENTS]))), ""
+
+
 def _recover_cursor(instance: dg.DagsterInstance, sensor_name: str) -> Cursor:
     """Rebuild the cursor from the newest run this sensor launched, so a lost cursor never repeats a run."""
     runs = instance.get_runs(filters=dg.RunsFilter(tags={LAUNCHED_BY_TAG: sensor_name}), limit=1)
@@ -52,6 +70,7 @@ def _recover_cursor(instance: dg.DagsterInstance, sensor_name: str) -> Cursor:
         last_trigger_seq=int(tags.get(LABEL_WATERMARK_TAG, 0)),
         last_trigger_time=float(tags.get(TRIGGERED_AT_TAG, 0)),
         last_drift_report=tags.get(DRIFT_REPORT_TAG),
+        last_estimate=tags.get(ESTIMATE_TAG),
     )
 
 
@@ -63,6 +82,7 @@ def build_sensors(names: ModelNames) -> list[dg.SensorDefinition]:
     model_name = names.model
     retraining = names.assets(*RETRAINING)
     drift_key = names.asset(DRIFT_REPORT)
+    estimate_key = names.asset(ESTIMATED_PERFORMANCE)
 
     # A tick reads counters only (~60 ms, flat in the log's size: bench_sensor_tick.py), so ticking every 5 s is cheap and
     # keeps the wait for the next tick a small part of the reaction time (bench_reaction.py).
@@ -72,8 +92,8 @@ def build_sensors(names: ModelNames) -> list[dg.SensorDefinition]:
         default_status=dg.DefaultSensorStatus.RUNNING,
         minimum_interval_seconds=5,
         description=f"Retrains {model_name} (features → trained_model → evaluation_report) when N new labelled events arrived "
-        "since the champion's cut-off, or when the latest drift report says drift and enough new labels exist; "
-        "never while the champion is pinned.",
+        "since the champion's cut-off, when the latest drift report says drift and enough new labels exist, or when the "
+        "champion's estimated performance dropped (estimated_drop, no labels needed); never while the champion is pinned.",
     )
     def retraining_sensor(context: dg.SensorEvaluationContext, platform: PlatformResource) -> dg.SensorResult:
         model = platform.model(model_name)
@@ -88,14 +108,16 @@ def build_sensors(names: ModelNames) -> list[dg.SensorDefinition]:
         counts = model.event_log.counts()
         champion_version, champion_cutoff = _champion(record)
         drift = drift_state(context.instance, drift_key, champion_version)
+        estimate, estimate_note = estimate_state(context.instance, estimate_key, champion_version)
         cursor, was_reset = Cursor.from_json(context.cursor)
         if was_reset or not context.cursor:
             cursor = _recover_cursor(context.instance, names.retraining_sensor)
         now = time.time()
         trigger, next_cursor, why = decide(
-            Observation(counts.label_watermark, champion_cutoff, now, *drift),
+            Observation(counts.label_watermark, champion_cutoff, now, *drift, estimate=estimate, estimate_note=estimate_note),
             cursor,
-            PolicyConfig(settings.retrain_every_n, settings.min_new_labelled_for_drift, settings.retrain_cooldown_seconds),
+            PolicyConfig(settings.retrain_every_n, settings.min_new_labelled_for_drift, settings.retrain_cooldown_seconds,
+                         settings.estimated_drop_margin if settings.retrain_on_estimated_drop else None, settings.estimated_drop_events),
         )
         if trigger is None:
             return dg.SensorResult(skip_reason=why, cursor=next_cursor.to_json())
@@ -107,10 +129,11 @@ def build_sensors(names: ModelNames) -> list[dg.SensorDefinition]:
     # and the wait for this tick is part of every drift reaction (bench_reaction.py).
     @dg.sensor(
         name=names.drift_sensor,
-        asset_selection=[drift_key],
+        asset_selection=[drift_key, estimate_key],
         default_status=dg.DefaultSensorStatus.RUNNING,
         minimum_interval_seconds=5,
-        description=f"Requests a new {model_name} drift_report every `drift_every_n_events` new events (served or ingested), once there is a champion.",
+        description=f"Requests a new {model_name} drift_report and estimated_performance every `drift_every_n_events` new events "
+        "(served or ingested), once there is a champion.",
     )
     def drift_report_sensor(context: dg.SensorEvaluationContext, platform: PlatformResource) -> dg.SensorResult:
         model = platform.model(model_name)

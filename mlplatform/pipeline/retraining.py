@@ -21,7 +21,9 @@ from mlplatform.domain.predictor import Predictor
 from mlplatform.stores.registry import Registry, json_tag, tag
 from mlplatform.settings import Settings, env_name
 from mlplatform.domain.spec import DatasetSpec
-from mlplatform.domain.training import TrainingConfig, TrainingResult, check_window, fit_transformer, train
+from mlplatform.domain.estimation import EstimationError
+from mlplatform.domain.keys import ESTIMATOR
+from mlplatform.domain.training import TrainingConfig, TrainingResult, check_window, fit_performance_estimator, fit_transformer, train
 from mlplatform.domain.validation import EVENT_ID, EVENT_TIME, LABEL
 
 TRAIN_FILE = "train.parquet"
@@ -143,9 +145,24 @@ def train_challenger(settings: Settings, spec: DatasetSpec, registry: Registry, 
         result = train(train_part, spec, training_config(settings), transformer=snapshot.transformer, cluster=cluster)
     valid = train_part.iloc[-result.validation_rows :]
     validation_metrics = {f"valid_{k}": v for k, v in score(spec, valid[LABEL], result.predictor.predict(valid)).items() if not math.isnan(v)}
-    tags = {**snapshot.window.as_tags(), **extra_tags, tag("dataset"): spec.name}
-    version = registry.log_model(result, train_part, validation_metrics, tags)
+    estimator_params, estimator_metrics = attach_estimator(result.predictor, snapshot.holdout, spec, settings.seed)
+    tags = {**snapshot.window.as_tags(), **extra_tags, tag("dataset"): spec.name, ESTIMATOR: estimator_params["estimator"]}
+    logged = replace(result, params={**result.params, **estimator_params})
+    version = registry.log_model(logged, train_part, {**validation_metrics, **estimator_metrics}, tags)
     return Challenger(int(version.version), version.run_id, result, validation_metrics)
+
+
+def attach_estimator(predictor: Predictor, holdout: pd.DataFrame, spec: DatasetSpec, seed: int) -> tuple[dict[str, str], dict[str, float]]:
+    """Fit the performance estimator on the hold-out and attach it to the predictor (it is logged with it); the MLflow
+    params and metrics that record it. A hold-out too small for one leaves the model without, saying why."""
+    try:
+        estimator = fit_performance_estimator(predictor, holdout, spec, seed)
+    except EstimationError as exc:
+        return {"estimator": f"none: {exc}"}, {}
+    predictor.estimator = estimator
+    params = {"estimator": estimator.method, "estimator_fitted_on": "holdout"}
+    metrics = {f"estimator_reference_{k}": v for k, v in estimator.reference.items()}
+    return params, {**metrics, "estimator_holdout_rows": float(estimator.holdout_rows)}
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The pyfunc that MLflow logs (models-from-code: this file travels with every model version).
 
-Raw records in, predictions out: the fitted feature transformer and the booster are its artifacts.
+Raw records in, predictions out: the fitted feature transformer, the booster and the performance estimator are its artifacts.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ class LightGBMPipelineModel(mlflow.pyfunc.PythonModel):
     """Feature transformer + LightGBM booster behind MLflow's pyfunc interface."""
 
     def load_context(self, context: Any) -> None:
-        self.predictor = Predictor.load(context.artifacts["booster"], context.artifacts["pipeline"])
+        self.predictor = Predictor.load(context.artifacts["booster"], context.artifacts["pipeline"], context.artifacts.get("estimator"))
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         return self.predictor.predict(model_input)

@@ -1,0 +1,115 @@
+"""The estimated_performance asset and its two checks: how the champion does on its latest events before their labels
+come back, and whether the estimate can be trusted where they have.
+
+Kept current by `drift_report_sensor` (orchestration/sensors.py) every `drift_every_n_events` new events; the
+retraining sensor reads its latest metadata for the estimated_drop trigger.
+"""
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from mlplatform.domain.estimation import Estimate
+from mlplatform.domain.keys import (CHAMPION_VERSION, ESTIMATED_METRIC, RECENT_ESTIMATE, RECENT_EVENTS, RECENT_LOWER, RECENT_UPPER, REFERENCE,
+                                   SKIP_REASON, SKIPPED)
+from mlplatform.domain.timeformat import iso_text
+from mlplatform.orchestration.assets import markdown_table
+from mlplatform.orchestration.names import ESTIMATE_FLOOR_CHECK, ESTIMATE_TRUST_CHECK, ESTIMATED_PERFORMANCE, RAW_EVENTS, ModelNames
+from mlplatform.orchestration.resources import PlatformResource
+from mlplatform.pipeline.estimation import EstimationReport, EstimationSkipped, estimate_floors, estimate_performance
+
+CONCEPT_CHANGE = ("where labels came back, realized performance left the estimate's band: P(y|x) has probably changed "
+                  "(concept change), which an estimate from the inputs cannot see; trust realized performance and live_quality")
+
+
+def _band(estimate: Estimate | None, metric: str) -> str:
+    if estimate is None or metric not in estimate.metrics:
+        return "" if estimate is None else estimate.note
+    return f"{estimate.metrics[metric]:.4f} ({estimate.lower[metric]:.4f}-{estimate.upper[metric]:.4f})"
+
+
+def chunk_table(report: EstimationReport) -> str:
+    m = report.metric
+    first, last = iso_text(np.array([c.first_event_time for c in report.chunks])), iso_text(np.array([c.last_event_time for c in report.chunks]))
+    rows = [{"first event": first[i], "last event": last[i], "events": c.estimate.events,
+             f"estimated {m} (95 % band)": _band(c.estimate, m), "labelled": c.labelled,
+             f"estimated {m} on the labelled": _band(c.labelled_estimate, m) if c.realized else "",
+             f"realized {m}": f"{c.realized[m]:.4f}" if m in c.realized else "",
+             "flag": "realized outside the band" if c.outside_band(m) else ""} for i, c in enumerate(report.chunks)]
+    return markdown_table(pd.DataFrame(rows))
+
+
+def report_metadata(report: EstimationReport) -> dict[str, object]:
+    """Numbers first (the Dagster UI plots numeric metadata over materializations): the newest chunk's estimate and
+    band, the newest labelled chunk's realized value beside its estimate, the recent estimate the sensor reads."""
+    m = report.metric
+    meta: dict[str, object] = {SKIPPED: False, CHAMPION_VERSION: report.champion_version, "method": report.method, ESTIMATED_METRIC: m,
+                               REFERENCE: report.reference.get(m, float("nan"))}
+    newest = next((c for c in reversed(report.chunks) if c.estimate.metrics), None)
+    if newest is not None:
+        e = newest.estimate
+        meta.update({f"estimated_{k}": v for k, v in e.metrics.items()})
+        meta.update({f"estimated_{k}_{side}": band[k] for k in e.metrics if k == m for side, band in (("lower", e.lower), ("upper", e.upper))})
+    labelled = next((c for c in reversed(report.chunks) if c.realized and c.labelled_estimate is not None), None)
+    if labelled is not None and labelled.labelled_estimate is not None:
+        meta.update({f"realized_{k}": v for k, v in labelled.realized.items()})
+        meta[f"estimated_{m}_on_labelled"] = labelled.labelled_estimate.metrics.get(m, float("nan"))
+    if m in report.recent.metrics:
+        meta.update({RECENT_ESTIMATE: report.recent.metrics[m], RECENT_LOWER: report.recent.lower[m], RECENT_UPPER: report.recent.upper[m]})
+    else:
+        meta["recent_note"] = report.recent.note
+    meta.update({RECENT_EVENTS: report.recent.events, "chunks": len(report.chunks), "untrusted_chunks": len(report.untrusted),
+                 "reference_metrics": dg.MetadataValue.json(report.reference), "chunk_table": dg.MetadataValue.md(chunk_table(report))})
+    return meta
+
+
+def build_estimated_performance(names: ModelNames, retry: dg.RetryPolicy) -> dg.AssetsDefinition:
+    model_name = names.model
+    key = names.asset(ESTIMATED_PERFORMANCE)
+
+    @dg.asset(
+        key=key,
+        deps=[names.asset(RAW_EVENTS)],
+        group_name=names.group,
+        kinds={"python", "lightgbm"},
+        retry_policy=retry,
+        check_specs=[
+            dg.AssetCheckSpec(ESTIMATE_FLOOR_CHECK, asset=key, description="The champion's estimated performance on its latest events meets the floors."),
+            dg.AssetCheckSpec(ESTIMATE_TRUST_CHECK, asset=key, description="Where labels came back, realized performance stays inside the estimate's "
+                              "band; outside it, P(y|x) has probably changed and the estimate is not to be trusted."),
+        ],
+        description="The champion's performance on the latest chunks of events (served or ingested, labelled or not), estimated "
+        "without labels by the estimator it was logged with (CBPE for classification, DLE for regression), with the 95 % band "
+        "of a chunk that size, and realized beside it where labels came back. Blind to concept change (P(y|x) shifting).",
+    )
+    def estimated_performance(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.MaterializeResult:
+        model = platform.model(model_name)
+        settings, spec, registry = model.settings, model.spec, model.registry
+        champion = registry.champion_record()
+        predictor = None if champion is None else registry.load_predictor(champion.version)
+        result = estimate_performance(settings, spec, model.event_log, predictor, None if champion is None else champion.version)
+        if isinstance(result, EstimationSkipped):
+            context.log.info(f"estimated performance skipped: {result.reason}")
+            return dg.MaterializeResult(
+                metadata={SKIPPED: True, SKIP_REASON: result.reason, CHAMPION_VERSION: result.champion_version or 0},
+                check_results=[dg.AssetCheckResult(check_name=name, passed=True, severity=dg.AssetCheckSeverity.WARN, description=f"no estimate: {result.reason}")
+                               for name in (ESTIMATE_FLOOR_CHECK, ESTIMATE_TRUST_CHECK)],
+            )
+        recent = result.recent
+        breaches = [b.describe(recent.metrics[b.metric]).replace("live ", "estimated ") for b in estimate_floors(settings, spec)
+                    if b.metric in recent.metrics and b.breached_by(recent.metrics[b.metric])]
+        floor_text = "; ".join(breaches) or ("estimate within floors" if recent.metrics else f"no estimate: {recent.note}")
+        untrusted = result.untrusted
+        trust_text = f"{CONCEPT_CHANGE}: {'; '.join(untrusted)}" if untrusted else "realized performance inside the estimate's band wherever labels came back"
+        context.log.info(f"{floor_text}; {trust_text}")
+        return dg.MaterializeResult(
+            metadata={**report_metadata(result), "floor_verdict": floor_text, "trust_verdict": trust_text},
+            check_results=[
+                dg.AssetCheckResult(check_name=ESTIMATE_FLOOR_CHECK, passed=not breaches, severity=dg.AssetCheckSeverity.WARN,
+                                    description=floor_text, metadata={f"estimated_{k}": v for k, v in recent.metrics.items()}),
+                dg.AssetCheckResult(check_name=ESTIMATE_TRUST_CHECK, passed=not untrusted, severity=dg.AssetCheckSeverity.WARN,
+                                    description=trust_text, metadata={"untrusted_chunks": len(untrusted)}),
+            ],
+        )
+
+    return estimated_performance

@@ -1,0 +1,136 @@
+"""The champion's performance on its latest events, estimated without labels and, where labels came back, realized beside.
+
+The latest `estimation_chunks` chunks of `estimation_chunk_events` events (served or ingested, labelled or not),
+oldest first; the newest `estimated_drop_events` events as one more estimate, which the retraining sensor reads.
+Where realized performance leaves the band the estimate gave for the same labelled events, the estimate is not
+to be trusted: P(y|x) has probably changed, which no estimate from the inputs alone can see.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from mlplatform.domain.estimation import WATCHED_METRIC, Estimate, Estimator
+from mlplatform.domain.evaluation import DEFAULT_FLOOR, primary_metric
+from mlplatform.domain.predictor import NO_ESTIMATOR, Predictor
+from mlplatform.domain.spec import DatasetSpec
+from mlplatform.domain.training import encode_labels
+from mlplatform.domain.validation import EVENT_TIME, LABEL
+from mlplatform.pipeline.live_quality import Bound, bounds
+from mlplatform.settings import Settings
+from mlplatform.stores.eventlog import EventStore
+
+
+@dataclass(frozen=True)
+class EstimationSkipped:
+    """No estimate could be made; `reason` says why in a sentence."""
+
+    reason: str
+    champion_version: int | None = None
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    first_event_time: int
+    last_event_time: int
+    estimate: Estimate  # over every event of the chunk
+    labelled: int
+    labelled_estimate: Estimate | None  # over its labelled events only: what realized is compared with
+    realized: dict[str, float]
+
+    def outside_band(self, metric: str) -> bool:
+        """Realized performance left the band the estimate gave for the same labelled events."""
+        e = self.labelled_estimate
+        if e is None or metric not in e.metrics or metric not in self.realized:
+            return False
+        return not e.inside(metric, self.realized[metric])
+
+
+@dataclass(frozen=True)
+class EstimationReport:
+    champion_version: int
+    method: str
+    metric: str  # the watched one (what the retraining trigger and the trust flag look at)
+    reference: dict[str, float]
+    chunks: list[ChunkResult]
+    recent: Estimate
+
+    @property
+    def untrusted(self) -> list[str]:
+        """One sentence per chunk whose realized performance left the estimate's band."""
+        out = []
+        for c in self.chunks:
+            if c.outside_band(self.metric) and c.labelled_estimate is not None:
+                e = c.labelled_estimate
+                out.append(f"realized {self.metric} {c.realized[self.metric]:.4f} outside the estimate's band "
+                           f"{e.lower[self.metric]:.4f}-{e.upper[self.metric]:.4f} on {c.labelled} labelled events")
+        return out
+
+
+def _labelled(frame: pd.DataFrame, spec: DatasetSpec) -> np.ndarray:
+    """Positions of the events whose label came back (and, for classification, is one of the spec's classes)."""
+    known = frame[LABEL].notna()
+    if spec.is_classification:
+        known &= frame[LABEL].isin(spec.classes or [])
+    return np.flatnonzero(known.to_numpy())
+
+
+def estimate_chunks(predictor: Predictor, estimator: Estimator, spec: DatasetSpec, events: pd.DataFrame, chunk_events: int,
+                    min_events: int) -> list[ChunkResult]:
+    """Chunks of `chunk_events` aligned on the newest event (the oldest may be short), oldest first."""
+    if events.empty:
+        return []
+    events = events.reset_index(drop=True)
+    features, scores = predictor.features_and_scores(events)
+    labelled = _labelled(events, spec)
+    has_label = np.zeros(len(events), dtype=bool)
+    has_label[labelled] = True
+    y = np.full(len(events), np.nan)
+    if len(labelled):
+        y[labelled] = encode_labels(events[LABEL].iloc[labelled], spec)
+    out = []
+    for end in range(len(events), 0, -chunk_events):
+        rows = np.arange(max(0, end - chunk_events), end)
+        part = rows[has_label[rows]]
+        labelled_estimate, realized = None, {}
+        if len(part):
+            labelled_estimate = estimator.estimate(features.iloc[part], scores[part], min_events)
+            if labelled_estimate.metrics:
+                realized = estimator.realized(scores[part], y[part])
+        times = events[EVENT_TIME].iloc[rows]
+        out.append(ChunkResult(int(times.iloc[0]), int(times.iloc[-1]), estimator.estimate(features.iloc[rows], scores[rows], min_events),
+                               len(part), labelled_estimate, realized))
+    return out[::-1]
+
+
+def estimate_performance(settings: Settings, spec: DatasetSpec, log: EventStore, predictor: Predictor | None,
+                         champion_version: int | None) -> EstimationReport | EstimationSkipped:
+    """The champion's estimated (and where possible realized) performance on the latest events."""
+    if predictor is None or champion_version is None:
+        return EstimationSkipped("no champion yet: there is no model whose performance to estimate")
+    if predictor.estimator is None:
+        return EstimationSkipped(f"champion v{champion_version}: {NO_ESTIMATOR}", champion_version)
+    estimator = predictor.estimator
+    wanted = max(settings.estimation_chunks * settings.estimation_chunk_events, settings.estimated_drop_events)
+    events = log.events_between(limit=wanted)
+    if events.empty:
+        return EstimationSkipped("the event log holds no events yet", champion_version)
+    chunk_rows = events.iloc[-settings.estimation_chunks * settings.estimation_chunk_events :]
+    chunks = estimate_chunks(predictor, estimator, spec, chunk_rows, settings.estimation_chunk_events, settings.estimation_min_events)
+    recent = predictor.estimate(events.iloc[-settings.estimated_drop_events :], settings.estimation_min_events)
+    return EstimationReport(champion_version, estimator.method, WATCHED_METRIC[spec.task.value], estimator.reference, chunks, recent)
+
+
+def estimate_floors(settings: Settings, spec: DatasetSpec) -> list[Bound]:
+    """The floors an estimate is held to: the live ones (precision, recall or RMSE) and the quality floor when it is
+    about an estimable metric (AUC for binary, RMSE for regression when configured)."""
+    out = bounds(settings, spec)
+    metric, higher = primary_metric(spec)
+    floor = settings.quality_floor if settings.quality_floor is not None else DEFAULT_FLOOR[spec.task]
+    if metric in ("roc_auc", "rmse") and math.isfinite(floor) and all(b.metric != metric for b in out):
+        out.append(Bound(metric, floor, minimum=higher))
+    return out

@@ -1,0 +1,117 @@
+"""estimated_performance and the estimated_drop trigger against a real Dagster instance, event log and MLflow store."""
+
+from collections.abc import Iterator
+
+import mlflow
+import pandas as pd
+import pytest
+
+from mlplatform.domain.estimation import CBPE, ClassificationEstimator
+from mlplatform.domain.keys import (ESTIMATE_TAG, ESTIMATED_METRIC_TAG, ESTIMATED_REFERENCE_TAG, ESTIMATOR, REASON_TAG, RECENT_ESTIMATE, SKIP_REASON,
+                                   SKIPPED)
+from mlplatform.domain.policy import ESTIMATED_DROP
+from mlplatform.domain.predictor import NO_ESTIMATOR
+from mlplatform.domain.spec import DatasetSpec
+from mlplatform.domain.training import TrainingConfig, train
+from mlplatform.orchestration.assets import latest_metadata
+from mlplatform.orchestration.names import ESTIMATE_FLOOR_CHECK, ESTIMATE_TRUST_CHECK, ESTIMATED_PERFORMANCE, ModelNames
+from mlplatform.pipeline.replay import DriftScenario, inject_drift
+from mlplatform_tests.monitoring_support import CHAMPION_ROWS, Platform, trained_platform
+
+ADULT = ModelNames("adult")
+CHUNK = 500
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory, adult_spec: DatasetSpec, adult_rows: pd.DataFrame) -> Iterator[Platform]:
+    env = {
+        "MLPLATFORM_ESTIMATION_CHUNK_EVENTS": str(CHUNK),
+        "MLPLATFORM_ESTIMATION_CHUNKS": "3",
+        "MLPLATFORM_ESTIMATION_MIN_EVENTS": "100",
+        "MLPLATFORM_ESTIMATED_DROP_EVENTS": str(CHUNK),
+        "MLPLATFORM_ESTIMATED_DROP_MARGIN": "0.05",
+        "MLPLATFORM_RETRAIN_EVERY_N": "100000",
+    }
+    with trained_platform(tmp_path_factory.mktemp("estimation") / "state", adult_spec, adult_rows, **env) as platform:
+        yield platform
+
+
+def _estimate(platform: Platform) -> tuple[dict[str, object], dict[str, object]]:
+    """Materialize estimated_performance: its metadata and its checks' results by name."""
+    result = platform.materialize(ESTIMATED_PERFORMANCE)
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    return latest_metadata(platform.instance, ADULT.asset(ESTIMATED_PERFORMANCE)) or {}, checks  # type: ignore[return-value]
+
+
+def test_the_champion_is_logged_with_its_estimator_recorded_in_mlflow(platform: Platform) -> None:
+    registry = platform.model.registry
+    estimator = registry.load_predictor(1).estimator
+    assert isinstance(estimator, ClassificationEstimator) and estimator.method == CBPE and estimator.holdout_rows > 0
+    run = mlflow.MlflowClient(platform.settings.tracking_uri).get_run(registry.get_version(1).run_id)
+    assert run.data.params["estimator"] == CBPE and run.data.params["estimator_fitted_on"] == "holdout"
+    assert run.data.metrics["estimator_reference_roc_auc"] == pytest.approx(estimator.reference["roc_auc"])
+    assert registry.get_version(1).tags[ESTIMATOR] == CBPE
+
+
+def test_estimates_unlabelled_events_and_puts_realized_beside_where_labels_came_back(platform: Platform) -> None:
+    platform.replay(platform.next_rows(CHUNK))
+    platform.replay(platform.next_rows(CHUNK), with_labels=False)
+    meta, checks = _estimate(platform)
+    assert meta[SKIPPED] is False and meta["estimated_metric"] == "roc_auc" and meta["chunks"] == 3
+    assert float(str(meta["estimated_roc_auc_lower"])) <= float(str(meta["estimated_roc_auc"])) <= float(str(meta["estimated_roc_auc_upper"]))
+    assert "realized_roc_auc" in meta and "estimated_roc_auc_on_labelled" in meta, "the labelled chunk before the unlabelled one"
+    assert abs(float(str(meta["realized_accuracy"])) - float(str(meta["estimated_accuracy"]))) < 0.05
+    table = str(meta["chunk_table"])
+    assert table.count("\n") == 1 + 3 and "| 0 |" in table, "the newest chunk has no labels: estimated, not realized"
+    assert checks[ESTIMATE_TRUST_CHECK].passed and checks[ESTIMATE_FLOOR_CHECK].passed
+    assert meta["untrusted_chunks"] == 0 and float(str(meta[RECENT_ESTIMATE])) > 0.6
+
+
+def test_flipped_labels_are_invisible_to_the_estimate_and_flagged_where_labels_exist(platform: Platform) -> None:
+    flipped = inject_drift(platform.next_rows(CHUNK * 2), platform.spec, DriftScenario(flip_labels=1.0))
+    platform.replay(flipped)
+    meta, checks = _estimate(platform)
+    assert float(str(meta["realized_roc_auc"])) < 0.3 < float(str(meta["estimated_roc_auc"])), "concept change: the estimate stays put"
+    assert not checks[ESTIMATE_TRUST_CHECK].passed and "P(y|x) has probably changed" in (checks[ESTIMATE_TRUST_CHECK].description or "")
+    assert meta["untrusted_chunks"] == 2 and "realized outside the band" in str(meta["chunk_table"])
+
+
+def test_an_estimated_drop_on_unlabelled_events_triggers_one_retraining(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
+    quiet = platform.tick(ADULT.retraining_sensor, None)
+    assert not quiet.run_requests and "estimated roc_auc" in (quiet.skip_message or ""), quiet.skip_message
+    # Covariate shift into the champion's hard cases: the events it is least sure about, without their labels.
+    candidates = platform.rows.iloc[platform.replayed : platform.replayed + 8000]
+    proba = platform.model.registry.load_predictor(1).predict(candidates)["probability"]
+    hard = candidates[proba.between(0.25, 0.75).to_numpy()].head(CHUNK)
+    assert len(hard) == CHUNK
+    platform.replayed += 8000
+    platform.replay(hard, with_labels=False)
+    meta, checks = _estimate(platform)
+    assert float(str(meta[RECENT_ESTIMATE])) < 0.8 * float(str(meta["reference"]))
+    assert not checks[ESTIMATE_FLOOR_CHECK].passed, "below the AUC floor 0.6 or the live precision/recall floors"
+    monkeypatch.setenv("MLPLATFORM_RETRAIN_ON_ESTIMATED_DROP", "false")
+    off = platform.tick(ADULT.retraining_sensor, None)
+    assert not off.run_requests and "estimated drop: off" in (off.skip_message or "")
+    monkeypatch.delenv("MLPLATFORM_RETRAIN_ON_ESTIMATED_DROP")
+    tick = platform.tick(ADULT.retraining_sensor, None)
+    assert len(tick.run_requests or []) == 1, tick.skip_message
+    tags = (tick.run_requests or [])[0].tags
+    assert tags[REASON_TAG] == ESTIMATED_DROP and tags[ESTIMATED_METRIC_TAG] == "roc_auc"
+    assert float(tags[ESTIMATED_REFERENCE_TAG]) == pytest.approx(float(str(meta["reference"])), abs=1e-4)
+    again = platform.tick(ADULT.retraining_sensor, tick.cursor)
+    assert not again.run_requests and "already triggered" in (again.skip_message or ""), again.skip_message
+    assert tags[ESTIMATE_TAG] in (tick.cursor or "")
+
+
+def test_a_champion_logged_without_an_estimator_is_skipped_with_the_reason(platform: Platform) -> None:
+    registry = platform.model.registry
+    window = platform.model.event_log.labelled_window(CHAMPION_ROWS)
+    old = train(window, platform.spec, TrainingConfig(min_rows=100, trials=1, num_boost_round=50))  # no estimator attached: a pre-estimation model
+    version = int(registry.log_model(old, window, {}, {}).version)
+    registry.promote(version, "test: a model from before estimation")
+    assert registry.load_predictor(version).estimator is None
+    meta, checks = _estimate(platform)
+    assert meta[SKIPPED] is True and NO_ESTIMATOR in str(meta[SKIP_REASON])
+    assert all(c.passed and "no estimate" in (c.description or "") for c in checks.values())
+    tick = platform.tick(ADULT.retraining_sensor, None)
+    assert not tick.run_requests and "latest performance estimate was skipped" in (tick.skip_message or "")

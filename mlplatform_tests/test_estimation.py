@@ -1,0 +1,259 @@
+"""Performance without labels: CBPE and DLE estimators on data whose truth is known, their bad inputs, and the
+estimated_drop trigger of the sensor's pure policy."""
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn import metrics as skm
+
+from mlplatform.domain.estimation import (ClassificationEstimator, EstimationError, RegressionEstimator, fit_estimator, load_estimator,
+                                          weighted_auc)
+from mlplatform.domain.keys import ESTIMATE_TAG, ESTIMATED_METRIC_TAG, ESTIMATED_REFERENCE_TAG, ESTIMATED_VALUE_TAG, REASON_TAG
+from mlplatform.domain.policy import ESTIMATED_DROP, Cursor, EstimatedPerformance, Observation, PolicyConfig, decide
+from mlplatform.domain.predictor import NO_ESTIMATOR, Predictor
+from mlplatform.domain.spec import load_spec, parse_spec
+from mlplatform.domain.training import TrainingConfig, encode_labels, fit_performance_estimator, train
+from mlplatform.domain.validation import LABEL, validate_frame
+from mlplatform.pipeline.replay import read_source
+from mlplatform.pipeline.retraining import attach_estimator
+from mlplatform_tests.conftest import BIKE_SPEC
+
+BINARY = ["no", "yes"]
+THREE = ["a", "b", "c"]
+
+
+def _none(n: int) -> pd.DataFrame:
+    """CBPE reads scores only: an empty feature frame of the right length."""
+    return pd.DataFrame(index=range(n))
+
+
+def _binary(rng: np.random.Generator, n: int, a: float = 2.0, b: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
+    """True probabilities and labels drawn from them; the model reports p³ (over-confident towards 0): miscalibrated."""
+    truth = rng.beta(a, b, n)
+    return truth**3, (rng.random(n) < truth).astype(int)
+
+
+def _multiclass(rng: np.random.Generator, n: int, shift: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    logits = rng.normal(size=(n, 3)) * 2 + np.array([shift, 0.0, -shift])
+    truth = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    labels = (rng.random((n, 1)) > truth.cumsum(axis=1)[:, :-1]).sum(axis=1)
+    reported = truth**2 / (truth**2).sum(axis=1, keepdims=True)  # sharper than the truth: miscalibrated
+    return reported, labels
+
+
+def _within(estimator: ClassificationEstimator | RegressionEstimator, chunks: list[tuple[pd.DataFrame, np.ndarray, np.ndarray]],
+            metric: str) -> tuple[float, float]:
+    """Mean |estimated - realized| and the share of chunks whose realized value is inside the band."""
+    errors, inside = [], []
+    for features, scores, y in chunks:
+        estimate = estimator.estimate(features, scores, 100)
+        realized = estimator.realized(scores, y)[metric]
+        errors.append(abs(estimate.metrics[metric] - realized))
+        inside.append(estimate.inside(metric, realized))
+    return float(np.mean(errors)), float(np.mean(inside))
+
+
+def test_realized_metrics_are_sklearns() -> None:
+    rng = np.random.default_rng(1)
+    scores, y = _binary(rng, 1500)
+    estimator = fit_estimator("binary", BINARY, _none(1500), scores, y, seed=7)
+    predicted = (scores >= 0.5).astype(int)
+    assert estimator.realized(scores, y) == pytest.approx({
+        "accuracy": skm.accuracy_score(y, predicted), "precision": skm.precision_score(y, predicted, zero_division=0),
+        "recall": skm.recall_score(y, predicted), "f1": skm.f1_score(y, predicted), "roc_auc": skm.roc_auc_score(y, scores)})
+    matrix, labels = _multiclass(rng, 1500)
+    multi = fit_estimator("multiclass", THREE, _none(1500), matrix, labels, seed=7)
+    guess = matrix.argmax(axis=1)
+    assert multi.realized(matrix, labels) == pytest.approx({
+        "accuracy": skm.accuracy_score(labels, guess), "precision": skm.precision_score(labels, guess, average="macro"),
+        "recall": skm.recall_score(labels, guess, average="macro"), "f1": skm.f1_score(labels, guess, average="macro"),
+        "roc_auc": skm.roc_auc_score(labels, matrix, multi_class="ovr")})
+    assert weighted_auc(scores, y.astype(float)) == pytest.approx(skm.roc_auc_score(y, scores))
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "roc_auc", "f1"])
+def test_cbpe_binary_estimates_shifted_chunks_within_their_band(metric: str) -> None:
+    rng = np.random.default_rng(2)
+    estimator = fit_estimator("binary", BINARY, _none(2000), *_binary(rng, 2000), seed=7)
+    assert not estimator.uncalibrated and estimator.reference["accuracy"] > 0.5
+    shifted = [(_none(1000), *_binary(rng, 1000, a=1.0 + i / 10, b=2.5)) for i in range(20)]  # covariate shift: more negatives
+    error, inside = _within(estimator, shifted, metric)
+    assert error <= 0.02, f"{metric}: mean error {error:.4f}"
+    assert inside >= 0.8, f"{metric}: realized inside the band on {inside:.0%} of chunks"
+    naive = np.mean([abs(((s >= 0.5) == y).mean() - np.mean(np.where(s >= 0.5, s, 1 - s))) for _, s, y in shifted])
+    assert metric != "accuracy" or error < naive / 2, "calibration is what makes the estimate good on miscalibrated scores"
+
+
+def test_cbpe_multiclass_estimates_accuracy_and_auc() -> None:
+    rng = np.random.default_rng(3)
+    estimator = fit_estimator("multiclass", THREE, _none(2000), *_multiclass(rng, 2000), seed=7)
+    shifted = [(_none(1000), *_multiclass(rng, 1000, shift=i / 10)) for i in range(15)]
+    for metric in ("accuracy", "roc_auc"):
+        error, inside = _within(estimator, shifted, metric)
+        assert error <= 0.025 and inside >= 0.8, (metric, error, inside)
+
+
+def test_dle_estimates_mae_under_covariate_shift() -> None:
+    rng = np.random.default_rng(4)
+
+    def chunk(n: int, centre: float) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+        x = rng.normal(centre, 1.0, n)
+        y = 3 * x + rng.normal(0, 0.5 + np.abs(x), n)  # noise grows with |x|: shifting x changes the error
+        return pd.DataFrame({"x": x}), 3 * x, y
+
+    features, prediction, y = chunk(2000, 0.0)
+    estimator = fit_estimator("regression", None, features, prediction, y, seed=7)
+    assert isinstance(estimator, RegressionEstimator) and estimator.reference["mae"] > 0
+    shifted = [chunk(1000, i / 5) for i in range(10)]
+    error, inside = _within(estimator, shifted, "mae")
+    realized = np.mean([estimator.realized(p, t)["mae"] for _, p, t in shifted])
+    assert error <= 0.1 * realized and inside >= 0.6, (error, realized, inside)
+    assert estimator.estimate(*chunk(1000, 1.5)[:2], 100).metrics["mae"] > estimator.reference["mae"] * 1.3, "the shift to noisier x is seen"
+
+
+def test_estimators_survive_json_and_give_the_same_estimate() -> None:
+    rng = np.random.default_rng(5)
+    scores, y = _binary(rng, 500)
+    cbpe = fit_estimator("binary", BINARY, _none(500), scores, y, seed=7)
+    x = pd.DataFrame({"x": rng.normal(size=500)})
+    dle = fit_estimator("regression", None, x, x["x"].to_numpy(), x["x"].to_numpy() + rng.normal(size=500), seed=7)
+    for estimator, features, out in ((cbpe, _none(500), scores), (dle, x, x["x"].to_numpy())):
+        again = load_estimator(json.loads(json.dumps(estimator.to_dict())))
+        assert again.estimate(features, out, 100) == estimator.estimate(features, out, 100)
+    with pytest.raises(EstimationError, match="unknown performance estimator 'nannyml'"):
+        load_estimator({"method": "nannyml"})
+
+
+def test_a_chunk_with_too_few_events_gets_no_estimate_and_says_why() -> None:
+    rng = np.random.default_rng(6)
+    scores, y = _binary(rng, 500)
+    estimator = fit_estimator("binary", BINARY, _none(500), scores, y, seed=7)
+    small = estimator.estimate(_none(99), scores[:99], 100)
+    assert small.metrics == {} and small.note == "only 99 events in the chunk; at least 100 are needed for an estimate"
+    with pytest.raises(EstimationError, match="only 19 hold-out events; at least 20"):
+        fit_estimator("binary", BINARY, _none(19), scores[:19], y[:19], seed=7)
+
+
+def test_probabilities_of_exactly_zero_and_one_give_finite_estimates() -> None:
+    scores = np.r_[np.zeros(500), np.ones(500)]
+    y = np.r_[np.zeros(460), np.ones(40), np.ones(480), np.zeros(20)].astype(int)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        estimator = fit_estimator("binary", BINARY, _none(1000), scores, y, seed=7)
+        estimate = estimator.estimate(_none(1000), scores, 100)
+    assert all(np.isfinite(v) for v in estimate.metrics.values())
+    assert estimate.metrics["accuracy"] == pytest.approx(0.94) and estimate.inside("accuracy", 0.94)
+    all_ones = estimator.estimate(_none(200), np.ones(200), 100)
+    assert "roc_auc" in all_ones.metrics and all_ones.metrics["precision"] == pytest.approx(0.96), "one score everywhere: AUC 0.5, no crash"
+
+
+def test_a_class_absent_from_the_holdout_keeps_its_raw_probability_and_is_named() -> None:
+    rng = np.random.default_rng(7)
+    matrix, labels = _multiclass(rng, 1000)
+    keep = labels != 2
+    estimator = fit_estimator("multiclass", THREE, _none(int(keep.sum())), matrix[keep], labels[keep], seed=7)
+    assert isinstance(estimator, ClassificationEstimator) and estimator.uncalibrated == ["c"] and set(estimator.calibrations) == {0, 1}
+    estimate = estimator.estimate(_none(1000), matrix, 100)
+    assert 0 < estimate.metrics["accuracy"] < 1 and np.isfinite(estimate.metrics["roc_auc"])
+    one_class = fit_estimator("binary", BINARY, _none(300), rng.random(300), np.zeros(300, dtype=int), seed=7)
+    assert one_class.uncalibrated == ["all"] and one_class.estimate(_none(300), rng.random(300), 100).metrics
+
+
+# ---- the estimated_drop trigger -----------------------------------------------------------------------------
+
+CONFIG = PolicyConfig(every_n=5000, min_new_for_drift=500, cooldown_seconds=300, estimated_drop_margin=0.05, estimated_drop_events=2000)
+
+
+def _observe(estimate: float, lower: float, upper: float, events: int = 2000, metric: str = "roc_auc", reference: float = 0.90,
+             report: str = "41", now: float = 10_000.0) -> Observation:
+    return Observation(label_watermark=1200, champion_cutoff=1000, now=now,
+                       estimate=EstimatedPerformance(report, metric, estimate, lower, upper, reference, events))
+
+
+def test_an_estimated_drop_outside_the_band_triggers_once_without_labels() -> None:
+    trigger, cursor, why = decide(_observe(0.80, 0.78, 0.82), Cursor(), CONFIG)
+    assert trigger is not None and trigger.reason == ESTIMATED_DROP and trigger.run_key == "estimated_drop-41"
+    assert trigger.new_labelled == 200, "200 new labels, far from N: the estimate alone decided"
+    assert trigger.tags[REASON_TAG] == ESTIMATED_DROP and trigger.tags[ESTIMATE_TAG] == "41"
+    assert trigger.tags[ESTIMATED_METRIC_TAG] == "roc_auc" and trigger.tags[ESTIMATED_VALUE_TAG] == "0.8000"
+    assert trigger.tags[ESTIMATED_REFERENCE_TAG] == "0.9000" and "estimated roc_auc 0.8000" in why
+    again, _, why = decide(_observe(0.80, 0.78, 0.82, now=20_000.0), cursor, CONFIG)
+    assert again is None and "already triggered" in why
+    held, _, why = decide(_observe(0.70, 0.68, 0.72, report="42", now=10_100.0), cursor, CONFIG)
+    assert held is None and why.startswith("cool-down"), "the cool-down applies as for the other reasons"
+
+
+@pytest.mark.parametrize(("observation", "config", "says"), [
+    (_observe(0.86, 0.84, 0.88), CONFIG, "4.4% worse"),  # below the reference but less than the margin
+    (_observe(0.84, 0.78, 0.91), CONFIG, "6.7% worse"),  # a wide band holds the reference: could be chance
+    (_observe(0.80, 0.78, 0.82, events=1999), CONFIG, "performance estimate over 1999 events; 2000 needed"),
+    (_observe(0.80, 0.78, 0.82), PolicyConfig(5000, 500, 300), "estimated drop: off"),
+    (Observation(1200, 1000, 10_000.0, estimate_note="champion v3 has no performance estimator"), CONFIG, "champion v3 has no performance estimator"),
+])
+def test_no_estimated_drop_without_a_clear_drop_on_enough_events(observation: Observation, config: PolicyConfig, says: str) -> None:
+    trigger, cursor, why = decide(observation, Cursor(), config)
+    assert trigger is None and cursor == Cursor() and says in why
+
+
+def test_a_regression_drop_is_a_rise_of_the_estimated_error() -> None:
+    worse = decide(_observe(120.0, 115.0, 125.0, metric="mae", reference=100.0), Cursor(), CONFIG)[0]
+    better = decide(_observe(80.0, 75.0, 85.0, metric="mae", reference=100.0), Cursor(), CONFIG)[0]
+    assert worse is not None and worse.reason == ESTIMATED_DROP and better is None
+
+
+def test_the_cursor_keeps_the_consumed_estimate_and_reads_older_cursors() -> None:
+    cursor = Cursor(10, 5.0, "7", "41")
+    assert Cursor.from_json(cursor.to_json()) == (cursor, False)
+    older = json.dumps({"version": 1, "last_trigger_seq": 10, "last_trigger_time": 5.0, "last_drift_report": None})
+    assert Cursor.from_json(older) == (Cursor(10, 5.0, None, None), False)
+
+
+
+def test_dle_on_bike_sharing_travels_with_the_saved_predictor(tmp_path: Path) -> None:
+    spec = load_spec(BIKE_SPEC)
+    rows = validate_frame(read_source(spec).head(5000), spec, generated_id_prefix="b", generated_time_start_us=0).events
+    fitted = train(rows.iloc[:3000], spec, TrainingConfig(min_rows=100, trials=1, num_boost_round=200, early_stopping_rounds=10))
+    predictor = fitted.predictor
+    predictor.estimator = fit_performance_estimator(predictor, rows.iloc[3000:3600], spec, seed=7)
+    loaded = Predictor.load(*(predictor.save(tmp_path / "model")).values())
+    later = rows.iloc[3600:4600]
+    estimate = loaded.estimate(later, 100)
+    realized = loaded.estimator.realized(loaded.predict(later)["prediction"].to_numpy(), later[LABEL].to_numpy())  # type: ignore[union-attr]
+    assert estimate.metrics == predictor.estimate(later, 100).metrics and set(estimate.metrics) == {"mae", "rmse"}
+    assert abs(estimate.metrics["mae"] - realized["mae"]) < 0.3 * realized["mae"], (estimate.metrics, realized)
+    assert estimate.lower["mae"] < estimate.metrics["mae"] < estimate.upper["mae"]
+    without = Predictor.load(tmp_path / "model" / "booster.txt", tmp_path / "model" / "pipeline.json")
+    assert without.estimator is None and without.estimate(later, 100).note == NO_ESTIMATOR
+    params, metrics = attach_estimator(without, rows.iloc[3000:3010], spec, seed=7)
+    assert params == {"estimator": "none: only 10 hold-out events; at least 20 are needed to fit a performance estimator"} and metrics == {}
+    assert without.estimator is None, "a hold-out too small leaves the model without an estimator, saying why"
+
+
+def test_a_chunk_larger_than_the_spread_sample_gets_the_narrower_band_of_its_size() -> None:
+    rng = np.random.default_rng(9)
+    estimator = fit_estimator("binary", BINARY, _none(2000), *_binary(rng, 2000), seed=7)
+    scores, _ = _binary(rng, 80_000)
+    small, large = (estimator.estimate(_none(n), scores[:n], 100) for n in (20_000, 80_000))
+    width = {e.events: e.upper["accuracy"] - e.lower["accuracy"] for e in (small, large)}
+    assert width[80_000] == pytest.approx(width[20_000] / 2, rel=0.15), "four times the events: half the band"
+
+
+def test_cbpe_on_a_trained_multiclass_model_with_a_class_missing_from_its_holdout() -> None:
+    spec = parse_spec({"name": "three", "task": "multiclass", "label": "y", "classes": THREE, "features": {"x": "numeric", "z": "numeric"}})
+    rng = np.random.default_rng(10)
+    x, z = rng.normal(size=6000), rng.normal(size=6000)
+    labels = np.array(THREE)[np.digitize(x + 0.7 * rng.normal(size=6000), [-0.5, 0.8])]
+    frame = pd.DataFrame({"x": x, "z": z, LABEL: labels})
+    predictor = train(frame.iloc[:3000], spec, TrainingConfig(min_rows=100, trials=1, num_boost_round=100, early_stopping_rounds=10)).predictor
+    holdout = frame.iloc[3000:4000]
+    predictor.estimator = fit_performance_estimator(predictor, holdout[holdout[LABEL] != "c"], spec, seed=7)
+    assert isinstance(predictor.estimator, ClassificationEstimator) and predictor.estimator.uncalibrated == ["c"]
+    later = frame.iloc[4000:6000]
+    estimate = predictor.estimate(later, 100)
+    realized = predictor.estimator.realized(predictor.features_and_scores(later)[1], encode_labels(later[LABEL], spec))
+    assert realized["accuracy"] == pytest.approx(float((predictor.predict(later)["prediction"] == later[LABEL]).mean()))
+    assert abs(estimate.metrics["accuracy"] - realized["accuracy"]) < 0.05 and set(estimate.metrics) == set(realized)
