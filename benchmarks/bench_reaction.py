@@ -51,6 +51,7 @@ from mlplatform.orchestration.names import DRIFT_REPORT, EVALUATION_REPORT, Mode
 from mlplatform.pipeline.replay import ApiSink, DriftScenario, canonical_labels, inject_drift, read_source, select_stream, write_batches  # noqa: E402
 from mlplatform.root import platform  # noqa: E402
 from mlplatform.settings import Settings, SettingsError  # noqa: E402
+from mlplatform.stores.registry import MLFLOW_RETRY_ENV  # noqa: E402
 
 GOAL_MEDIAN_S = 30.0
 PREDICT_BATCH = 200
@@ -240,7 +241,7 @@ def session(plan: Plan, spec: DatasetSpec, timeout_s: float, work: Path) -> tupl
     env = {"MLPLATFORM_STATE_DIR": str(work / "state"), "MLPLATFORM_RETRAIN_COOLDOWN_SECONDS": "0",
            "MLPLATFORM_SERVE_PORT": str(free_port()), **plan.env}
     reactions: list[Reaction] = []
-    with scoped_environment(env, restore=("DAGSTER_HOME", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")):
+    with scoped_environment(env, restore=("DAGSTER_HOME", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", *MLFLOW_RETRY_ENV)):
         prepare_dagster_home(Settings())
         settings = platform().model(spec.name).settings
         bootstrap(settings, spec, plan.first)

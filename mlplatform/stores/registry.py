@@ -36,6 +36,10 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 
 
+# What `limit_mlflow_retries` sets in the environment (a caller that scopes its environment restores these too).
+MLFLOW_RETRY_ENV = ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")
+
+
 def limit_mlflow_retries(budget: RetryBudget) -> None:
     """Turn MLflow's own retries off and cap its request timeout, for this process and the ones it starts.
 
@@ -46,8 +50,9 @@ def limit_mlflow_retries(budget: RetryBudget) -> None:
     """
     import mlflow.store.db.utils
 
-    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
-    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(budget.mlflow_request_timeout_seconds)
+    retries, timeout = MLFLOW_RETRY_ENV
+    os.environ[retries] = "0"
+    os.environ[timeout] = str(budget.mlflow_request_timeout_seconds)
     mlflow.store.db.utils.MAX_RETRY_COUNT = 1
 
 
