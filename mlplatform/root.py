@@ -36,6 +36,7 @@ LOOP_FIELDS = (
     "early_stopping_rounds", "seed", "promotion_margin", "quality_floor", "max_quarantine_share", "max_null_share",
     "drift_sample_rows", "drift_share_threshold", "drift_min_current_rows", "drift_current_hours", "drift_every_n_events",
     "live_quality_window", "live_quality_min_events", "live_min_precision", "live_min_recall", "live_max_rmse",
+    "freshness_model_hours", "freshness_drift_hours", "freshness_live_quality_hours",
 )
 
 

@@ -64,7 +64,7 @@ def skipped_metadata(skipped: DriftSkipped) -> dict[str, object]:
     }
 
 
-def build_monitoring(names: ModelNames, retry: dg.RetryPolicy) -> tuple[list[dg.AssetsDefinition], list[dg.AssetChecksDefinition]]:
+def build_monitoring(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.FreshnessPolicy) -> tuple[list[dg.AssetsDefinition], list[dg.AssetChecksDefinition]]:
     """The model's drift_report asset and its check."""
     model_name = names.model
     key = names.asset(DRIFT_REPORT)
@@ -75,6 +75,7 @@ def build_monitoring(names: ModelNames, retry: dg.RetryPolicy) -> tuple[list[dg.
         group_name=names.group,
         kinds={"evidently"},
         retry_policy=retry,
+        freshness_policy=freshness,
         description="Evidently drift of the events since the champion's data window against its training window: "
         "per-column drift, share of drifted columns, prediction drift and, with labels, target drift and live metrics. "
         "Both sides are bounded uniform samples; the HTML report is saved under reports/drift and logged to MLflow "
