@@ -21,7 +21,8 @@ from mlplatform.orchestration.names import (DRIFT_REPORT, EVALUATION_REPORT, FEA
                                             TRAINED_MODEL, ModelNames)
 from mlplatform.orchestration.resources import PlatformResource
 from mlplatform.pipeline.landing import LandingPolicy, ingest_pending
-from mlplatform.pipeline.retraining import FeatureSnapshot, apply_decision, build_feature_snapshot, evaluate_challenger, train_challenger
+from mlplatform.pipeline.retraining import (FeatureSnapshot, apply_decision, build_feature_snapshot, evaluate_challenger, record_evaluation,
+                                            train_challenger)
 from mlplatform.stores.registry import Registry, tag
 from mlplatform.settings import Settings
 from mlplatform.stores.reports import mlflow_run_url, mlflow_version_url, report_url
@@ -222,6 +223,7 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
         settings, spec, registry = model.settings, model.spec, model.registry
         snapshot = FeatureSnapshot.load(Path(snapshot_folder))
         evaluation = evaluate_challenger(settings, spec, registry, snapshot, challenger_version)
+        mlflow_metrics = record_evaluation(spec, registry, snapshot, evaluation)
         apply_decision(registry, evaluation, context.run.run_id)
         d = evaluation.decision
         verdict = "promoted" if d.promote else "rejected"
@@ -259,6 +261,7 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
                 "report": dg.MetadataValue.md(evaluation.markdown()),
                 "challenger_metrics": dg.MetadataValue.json(evaluation.challenger_metrics),
                 "champion_metrics": dg.MetadataValue.json(evaluation.champion_metrics or {}),
+                "mlflow_evaluation_metrics": dg.MetadataValue.json({k: round(v, 6) for k, v in mlflow_metrics.items()}),
                 "report_path": dg.MetadataValue.path(str(report_path)),
                 "report_url": dg.MetadataValue.url(report_url(settings, report_path)),
                 "mlflow_model_version": dg.MetadataValue.url(mlflow_version_url(settings, registry.name, challenger_version)),

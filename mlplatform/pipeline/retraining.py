@@ -8,16 +8,18 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
+from mlflow.data.pandas_dataset import PandasDataset
 
 from mlplatform.domain.evaluation import Decision, decide, default_floor, passes_floor, primary_metric, score
 from mlplatform.stores.eventlog import EventStore
 from mlplatform.domain.features import FeatureTransformer
 from mlplatform.domain.predictor import Predictor
-from mlplatform.stores.registry import Registry, json_tag, tag
+from mlplatform.stores.mlflow_records import EVALUATION, window_dataset
+from mlplatform.stores.registry import TRAINING, Registry, json_tag, tag
 from mlplatform.settings import Settings
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.training import TrainingConfig, TrainingResult, check_window, fit_transformer, train
@@ -42,6 +44,7 @@ class Window:
     train_end: str
     end: str
     label_seq_cutoff: int
+    event_log: str
 
     def as_tags(self) -> dict[str, str]:
         return {tag(f"window.{k}"): str(v) for k, v in asdict(self).items()}
@@ -122,9 +125,15 @@ def build_feature_snapshot(settings: Settings, spec: DatasetSpec, log: EventStor
         train_end=_iso(train_part[EVENT_TIME].iloc[-1]),
         end=_iso(window[EVENT_TIME].iloc[-1]),
         label_seq_cutoff=int(window["label_seq"].max()),
+        event_log=log.location,
     )
     (folder / WINDOW_FILE).write_text(json.dumps(asdict(info)), encoding="utf-8")
     return FeatureSnapshot(folder, info, transformer)
+
+
+def holdout_dataset(spec: DatasetSpec, snapshot: FeatureSnapshot) -> PandasDataset:
+    """The snapshot's hold-out as an MLflow dataset sourced from the event log (the same digest at training and evaluation)."""
+    return window_dataset(spec, snapshot.holdout, snapshot.window.event_log, "holdout")
 
 
 @dataclass(frozen=True)
@@ -142,7 +151,8 @@ def train_challenger(settings: Settings, spec: DatasetSpec, registry: Registry, 
     valid = train_part.iloc[-result.validation_rows :]
     validation_metrics = {f"valid_{k}": v for k, v in score(spec, valid[LABEL], result.predictor.predict(valid)).items() if not math.isnan(v)}
     tags = {**snapshot.window.as_tags(), **extra_tags, tag("dataset"): spec.name}
-    version = registry.log_model(result, train_part, validation_metrics, tags)
+    version = registry.log_model(result, train_part, validation_metrics, tags, {
+        TRAINING: window_dataset(spec, train_part, snapshot.window.event_log, "train"), EVALUATION: holdout_dataset(spec, snapshot)})
     return Challenger(int(version.version), version.run_id, result, validation_metrics)
 
 
@@ -157,6 +167,7 @@ class Evaluation:
     floor_passed: bool
     champion_after: int
     champion_label_seq_cutoff: int
+    challenger_predicted: pd.DataFrame = field(repr=False, compare=False)
 
     def markdown(self) -> str:
         names = sorted(set(self.challenger_metrics) | set(self.champion_metrics or {}))
@@ -177,17 +188,19 @@ class Judgement:
     champion_metrics: dict[str, float] | None
     decision: Decision
     floor_passed: bool
+    challenger_predicted: pd.DataFrame = field(repr=False, compare=False)
 
 
 def judge(settings: Settings, spec: DatasetSpec, holdout: pd.DataFrame, challenger: Predictor, champion: Predictor | None) -> Judgement:
     """Score both models on the same hold-out and apply the promotion rule (margin and floor)."""
-    challenger_metrics = score(spec, holdout[LABEL], challenger.predict(holdout))
+    predicted = challenger.predict(holdout)
+    challenger_metrics = score(spec, holdout[LABEL], predicted)
     champion_metrics = None if champion is None else score(spec, holdout[LABEL], champion.predict(holdout))
     floor = settings.quality_floor if settings.quality_floor is not None else default_floor(spec, holdout[LABEL])
     metric, higher = primary_metric(spec)
     floor_passed = passes_floor(challenger_metrics.get(metric, float("nan")), floor, higher)
     decision = decide(spec, challenger_metrics, champion_metrics, settings.promotion_margin, floor)
-    return Judgement(challenger_metrics, champion_metrics, decision, floor_passed)
+    return Judgement(challenger_metrics, champion_metrics, decision, floor_passed, predicted)
 
 
 def evaluate_challenger(settings: Settings, spec: DatasetSpec, registry: Registry, snapshot: FeatureSnapshot, challenger_version: int) -> Evaluation:
@@ -213,7 +226,17 @@ def evaluate_challenger(settings: Settings, spec: DatasetSpec, registry: Registr
         floor_passed=judgement.floor_passed,
         champion_after=challenger_version if decision.promote else (0 if champion is None else champion.version),
         champion_label_seq_cutoff=snapshot.window.label_seq_cutoff if decision.promote else (0 if champion is None else champion.label_seq_cutoff),
+        challenger_predicted=judgement.challenger_predicted,
     )
+
+
+def record_evaluation(spec: DatasetSpec, registry: Registry, snapshot: FeatureSnapshot, evaluation: Evaluation) -> dict[str, float]:
+    """The evaluation in MLflow: the challenger's evaluation artifacts in its run, and both versions' hold-out scores
+    linked to their LoggedModels on this hold-out dataset. Returns MLflow's metrics of the challenger."""
+    scores = {evaluation.challenger_version: evaluation.challenger_metrics}
+    if evaluation.champion_version is not None and evaluation.champion_metrics is not None:
+        scores[evaluation.champion_version] = evaluation.champion_metrics
+    return registry.record_evaluation(holdout_dataset(spec, snapshot), evaluation.challenger_version, evaluation.challenger_predicted, scores)
 
 
 def apply_decision(registry: Registry, evaluation: Evaluation, dagster_run_id: str | None) -> None:

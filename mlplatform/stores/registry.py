@@ -18,16 +18,19 @@ from typing import TYPE_CHECKING
 import mlflow
 import mlflow.store.db.utils
 import pandas as pd
-from mlflow.entities import Metric, Param
+from mlflow.entities import DatasetInput, InputTag, LoggedModelInput, Metric, Param
 from mlflow.entities.model_registry import ModelVersion, RegisteredModel
 from mlflow.exceptions import MlflowException, RestException
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from mlplatform.domain.keys import CHAMPION_CHANGE, MLFLOW_TAG_PREFIX, PINNED, WINDOW_CUTOFF
 from mlplatform.domain.retry_budget import RetryBudget
 from mlplatform.domain.spec import DatasetSpec
 
 if TYPE_CHECKING:  # LightGBM and scikit-learn load only where a model is logged or loaded, not for a status or an alias read
+    from mlflow.data.pandas_dataset import PandasDataset
+
     from mlplatform.domain.predictor import Predictor
     from mlplatform.domain.training import TrainingResult
 
@@ -36,6 +39,7 @@ log = logging.getLogger(__name__)
 MODEL_CODE = Path(__file__).with_name("mlflow_model.py")
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+TRAINING = "training"  # MLflow's dataset context of a version's training window
 
 
 def limit_mlflow_retries(budget: RetryBudget) -> None:
@@ -110,11 +114,14 @@ class Registry:
         sample: pd.DataFrame,
         metrics: dict[str, float],
         tags: dict[str, str],
+        inputs: dict[str, PandasDataset] | None = None,
     ) -> ModelVersion:
-        """Log params, metrics, importance, spec and the pyfunc; register it as a new `challenger`.
+        """Log params, metrics, importance, spec and the pyfunc; register it as a new `challenger`. `inputs` (context →
+        dataset: the training window under `training`, its hold-out) become the run's inputs, linked to the LoggedModel
+        with the metrics (measured on the training window's latest part).
 
-        Few store round trips on purpose (each is a SQLite commit): params and metrics in one batch,
-        the side files in one artifact upload, and the version registered with its tags in one call.
+        Few store round trips on purpose (each is a SQLite commit): params and metrics in one batch, the datasets in
+        one call, the side files in one artifact upload, and the version registered with its tags in one call.
         """
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.tracking_uri)
@@ -125,8 +132,6 @@ class Registry:
                   "train_rows": result.train_rows, "validation_rows": result.validation_rows,
                   "tuning_trials": result.trials, "training_seconds": result.seconds}
         with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(experiment_id=self.experiment_id, tags=tags) as run:
-            now = int(time.time() * 1000)
-            self.client.log_batch(run.info.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in values.items()], params=params)
             side = Path(tmp, "side")
             side.mkdir()
             (side / "feature_importance.json").write_text(result.importance.to_json(orient="split", index=False), encoding="utf-8")
@@ -140,6 +145,14 @@ class Registry:
                 input_example=example,
                 pip_requirements=_requirements(),
             )
+            inputs = inputs or {}
+            training = inputs.get(TRAINING)
+            on = {"dataset_name": training.name, "dataset_digest": training.digest} if training is not None else {}
+            now = int(time.time() * 1000)
+            self.client.log_batch(run.info.run_id, params=params, metrics=[Metric(k, float(v), now, 0, model_id=info.model_id, **on) for k, v in values.items()])
+            if inputs:
+                self.client.log_inputs(run.info.run_id, [DatasetInput(d._to_mlflow_entity(), [InputTag(MLFLOW_DATASET_CONTEXT, context)]) for context, d in inputs.items()],
+                                       models=[LoggedModelInput(info.model_id)])
         version = mlflow.register_model(info.model_uri, self.name, tags=tags)
         self.client.set_registered_model_alias(self.name, CHALLENGER, version.version)
         return version
@@ -239,6 +252,24 @@ class Registry:
         model = mlflow.pyfunc.load_model(f"models:/{self.name}/{version}")
         return model.unwrap_python_model().predictor
 
+    def record_evaluation(self, holdout: PandasDataset, challenger: int, predicted: pd.DataFrame, scores: dict[int, dict[str, float]]) -> dict[str, float]:
+        """The challenger's hold-out evaluation in its run (MLflow's evaluator: metrics, plots, per-segment quality), and
+        each version's decision metrics on this hold-out (`holdout_*`) linked to its LoggedModel and this dataset, so
+        `search_logged_models` ranks the versions compared on it. Returns MLflow's metrics."""
+        from mlplatform.stores.mlflow_records import HOLDOUT_METRIC_PREFIX, evaluate_version
+
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.tracking_uri)
+        mine = self.get_version(challenger)
+        metrics = evaluate_version(self.spec, holdout, predicted, logged_model_id(mine), mine.run_id)
+        now = int(time.time() * 1000)
+        for number, values in scores.items():
+            version = mine if number == challenger else self.get_version(number)
+            self.client.log_batch(version.run_id, metrics=[
+                Metric(f"{HOLDOUT_METRIC_PREFIX}{k}", float(v), now, challenger, model_id=logged_model_id(version), dataset_name=holdout.name, dataset_digest=holdout.digest)
+                for k, v in values.items()])
+        return metrics
+
     def log_artifact(self, version: int | str, path: Path, artifact_path: str) -> None:
         self.client.log_artifact(self.get_version(version).run_id, str(path), artifact_path)
 
@@ -257,6 +288,11 @@ class Registry:
             mine = sorted(alias for alias, version in aliases.items() if str(version) == str(v.version))
             out.append(VersionInfo(int(v.version), v.run_id, mine, dict(v.tags)))
         return out
+
+
+def logged_model_id(version: ModelVersion) -> str:
+    """The LoggedModel behind a version: the SQL registry leaves `model_id` empty, its source says `models:/<model id>`."""
+    return version.model_id or version.source.removeprefix("models:/")
 
 
 def _none_if_missing(exc: MlflowException) -> None:
