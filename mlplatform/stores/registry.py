@@ -273,6 +273,9 @@ class Registry:
     def log_artifact(self, version: int | str, path: Path, artifact_path: str) -> None:
         self.client.log_artifact(self.get_version(version).run_id, str(path), artifact_path)
 
+    def log_dict(self, version: int | str, data: dict[str, object], artifact_file: str) -> None:
+        self.client.log_dict(self.get_version(version).run_id, data, artifact_file)
+
     def versions(self, limit: int | None = None) -> list[VersionInfo]:
         """The newest `limit` versions (all by default), newest first, with their aliases and tags: two store queries.
 
