@@ -116,10 +116,10 @@ def records_rows(settings: Settings, spec: DatasetSpec, registry: Registry, snap
     warm_s = median_seconds(lambda: record_evaluation(spec, registry, snapshot, evaluation), repeat)
     return [
         {"what": "+ dataset inputs in trained_model (train and hold-out digests, schemas, log_inputs)", "trials": "",
-         "median s": f"+{inputs_s - plain_s:.2f}", "vs bare": ""},
+         "median s": f"{inputs_s - plain_s:+.2f}", "vs bare": ""},
         {"what": "+ MLflow records in evaluation_report (mlflow.models.evaluate, plots, segments), first call in a process", "trials": "",
-         "median s": f"+{first_s:.2f}", "vs bare": ""},
-        {"what": "+ the same, warm (median of next)", "trials": "", "median s": f"+{warm_s:.2f}", "vs bare": ""},
+         "median s": f"{first_s:+.2f}", "vs bare": ""},
+        {"what": "+ the same, warm (median of next)", "trials": "", "median s": f"{warm_s:+.2f}", "vs bare": ""},
     ]
 
 
