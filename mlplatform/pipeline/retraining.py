@@ -22,6 +22,7 @@ from mlplatform.stores.mlflow_records import EVALUATION, window_dataset
 from mlplatform.stores.registry import TRAINING, Registry, json_tag, tag
 from mlplatform.settings import Settings
 from mlplatform.domain.spec import DatasetSpec
+from mlplatform.domain.timeformat import iso_time
 from mlplatform.domain.training import TrainingConfig, TrainingResult, check_window, fit_transformer, train
 from mlplatform.domain.validation import EVENT_ID, EVENT_TIME, LABEL
 
@@ -72,10 +73,6 @@ class FeatureSnapshot:
         return cls(folder, window, transformer)
 
 
-def _iso(us: int) -> str:
-    return pd.Timestamp(int(us), unit="us", tz="UTC").isoformat()
-
-
 def training_config(settings: Settings) -> TrainingConfig:
     return TrainingConfig(
         validation_fraction=settings.validation_fraction,
@@ -121,9 +118,9 @@ def build_feature_snapshot(settings: Settings, spec: DatasetSpec, log: EventStor
         holdout_rows=len(holdout),
         first_event_id=str(window[EVENT_ID].iloc[0]),
         last_event_id=str(window[EVENT_ID].iloc[-1]),
-        start=_iso(window[EVENT_TIME].iloc[0]),
-        train_end=_iso(train_part[EVENT_TIME].iloc[-1]),
-        end=_iso(window[EVENT_TIME].iloc[-1]),
+        start=iso_time(window[EVENT_TIME].iloc[0]),
+        train_end=iso_time(train_part[EVENT_TIME].iloc[-1]),
+        end=iso_time(window[EVENT_TIME].iloc[-1]),
         label_seq_cutoff=int(window["label_seq"].max()),
         event_log=log.location,
     )

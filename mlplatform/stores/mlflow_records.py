@@ -22,6 +22,7 @@ from mlflow.types import ColSpec, DataType, Schema
 from mlplatform.domain.evaluation import segment_quality
 from mlplatform.domain.predictor import PREDICTION, PROBABILITY
 from mlplatform.domain.spec import DatasetSpec, Task
+from mlplatform.domain.timeformat import iso_time
 from mlplatform.domain.validation import EVENT_ID, EVENT_TIME, LABEL
 
 SOURCE_TYPE = "mlplatform_event_log"
@@ -31,7 +32,7 @@ FIGURE_DPI = 72  # MLflow saves figures at their own dpi: fewer pixels, faster e
 
 
 @dataclass(frozen=True)
-class EventLogSource(DatasetSource):  # type: ignore[misc]
+class EventLogSource(DatasetSource):
     """A window of labelled events in the platform's event log: which log, which event ids and times, which labels."""
 
     event_log: str
@@ -67,10 +68,6 @@ class EventLogSource(DatasetSource):  # type: ignore[misc]
 register_dataset_source(EventLogSource)  # so mlflow.data.get_source reads the source of a logged input back
 
 
-def _iso(us: int) -> str:
-    return pd.Timestamp(int(us), unit="us", tz="UTC").isoformat()
-
-
 def content_digest(frame: pd.DataFrame) -> str:
     """A digest of every row and column (MLflow's own hashes only the first 10,000 rows and visits each cell in Python)."""
     hashed = pd.util.hash_pandas_object(frame, index=False).to_numpy()
@@ -80,7 +77,7 @@ def content_digest(frame: pd.DataFrame) -> str:
 _TYPES_BY_KIND = {"f": DataType.double, "i": DataType.long, "u": DataType.long, "b": DataType.boolean}
 
 
-class EventWindowDataset(PandasDataset):  # type: ignore[misc]
+class EventWindowDataset(PandasDataset):
     """A PandasDataset whose schema comes from the frame's dtypes: MLflow's own inference visits every value of each
     text column (seconds on a 50,000-event window, for every retrain)."""
 
@@ -95,8 +92,8 @@ class EventWindowDataset(PandasDataset):  # type: ignore[misc]
 
 def window_dataset(spec: DatasetSpec, frame: pd.DataFrame, event_log: str, part: str) -> EventWindowDataset:
     """One part (training or hold-out) of a feature snapshot as an MLflow dataset sourced from the event log."""
-    source = EventLogSource(event_log, str(frame[EVENT_ID].iloc[0]), str(frame[EVENT_ID].iloc[-1]), _iso(frame[EVENT_TIME].iloc[0]),
-                            _iso(frame[EVENT_TIME].iloc[-1]), int(frame["label_seq"].max()))
+    source = EventLogSource(event_log, str(frame[EVENT_ID].iloc[0]), str(frame[EVENT_ID].iloc[-1]), iso_time(frame[EVENT_TIME].iloc[0]),
+                            iso_time(frame[EVENT_TIME].iloc[-1]), int(frame["label_seq"].max()))
     return EventWindowDataset(frame, source, f"{spec.name}-{part}", content_digest(frame))
 
 
@@ -132,7 +129,7 @@ def _residuals(y_true: pd.Series, predicted: pd.Series) -> dict[str, Any]:
 
 
 def evaluate_version(spec: DatasetSpec, holdout: PandasDataset, predicted: pd.DataFrame, model_id: str, run_id: str) -> dict[str, float]:
-    """Evaluate a version's hold-out predictions with MLflow's default evaluator in its own run, linked to its LoggedModel:
+    """Evaluate a version's hold-out predictions with MLflow's default evaluator in that version's run, linked to its LoggedModel:
     MLflow's metrics and confusion matrix plus curves or residuals and per-segment quality; the hold-out becomes an input
     of the run. Returns MLflow's metrics."""
     frame = holdout.df.reset_index(drop=True)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import mlflow
 import mlflow.store.db.utils
 import pandas as pd
-from mlflow.entities import DatasetInput, InputTag, LoggedModelInput, Metric, Param
+from mlflow.entities import Dataset, DatasetInput, InputTag, LoggedModelInput, Metric, Param
 from mlflow.entities.model_registry import ModelVersion, RegisteredModel
 from mlflow.exceptions import MlflowException, RestException
 from mlflow.tracking import MlflowClient
@@ -151,7 +151,7 @@ class Registry:
             now = int(time.time() * 1000)
             self.client.log_batch(run.info.run_id, params=params, metrics=[Metric(k, float(v), now, 0, model_id=info.model_id, **on) for k, v in values.items()])
             if inputs:
-                self.client.log_inputs(run.info.run_id, [DatasetInput(d._to_mlflow_entity(), [InputTag(MLFLOW_DATASET_CONTEXT, context)]) for context, d in inputs.items()],
+                self.client.log_inputs(run.info.run_id, [DatasetInput(Dataset(**d.to_dict()), [InputTag(MLFLOW_DATASET_CONTEXT, context)]) for context, d in inputs.items()],
                                        models=[LoggedModelInput(info.model_id)])
         version = mlflow.register_model(info.model_uri, self.name, tags=tags)
         self.client.set_registered_model_alias(self.name, CHALLENGER, version.version)
