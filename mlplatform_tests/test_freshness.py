@@ -1,21 +1,33 @@
 """Freshness and the run queue: trained_model, drift_report and live_quality carry the freshness policy their model's
-settings give (so the Dagster UI shows a stale model or a monitor that stopped), a bad window is refused naming its
-field, and the instance's run limits live in Dagster's `concurrency:` section and load in a real DagsterInstance."""
+settings give, and Dagster's own freshness daemon turns a model stale after them (what the UI shows); a bad window is
+refused naming its field; the instance's run limits live in Dagster's `concurrency:` section and load in a real
+DagsterInstance."""
 
+import time
 from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 import pytest
 import yaml
+from dagster._core.remote_origin import InProcessCodeLocationOrigin
 from dagster._core.run_coordinator import QueuedRunCoordinator
+from dagster._core.test_utils import create_test_daemon_workspace_context, freeze_time
+from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
+from dagster._daemon.freshness import FreshnessDaemon
 
 from mlplatform.domain.keys import RETRAIN_TAG
+from mlplatform.domain.spec import DatasetSpec
 from mlplatform.orchestration.component import model_definitions
 from mlplatform.orchestration.instance import LAUNCH_RETRIES, MAX_CONCURRENT_RUNS
+from mlplatform.orchestration.launch import DEFINITIONS_MODULE
 from mlplatform.orchestration.names import ALL_ASSETS, DRIFT_REPORT, LIVE_QUALITY, TRAINED_MODEL, ModelNames
 from mlplatform.root import Platform, PlatformError
+from mlplatform.pipeline.replay import write_batches
 from mlplatform.settings import REPO_ROOT, Settings
+from mlplatform_tests.support.loop import LOOP, materialize
 
 DEFS = "type: mlplatform.RetrainingLoop\nattributes:\n  spec: {spec}\n  loop: {loop}\n"
 
@@ -80,3 +92,24 @@ def test_the_run_limits_are_in_the_concurrency_section_and_load_in_a_real_instan
     assert [(limit["key"], limit["value"], limit["limit"]) for limit in queue.tag_concurrency_limits] == [(RETRAIN_TAG, {"applyLimitPerUniqueValue": True}, 1)]
     coordinator = instance.run_coordinator
     assert isinstance(coordinator, QueuedRunCoordinator) and coordinator.dequeue_interval_seconds == 1
+
+
+def _freshness(instance: dg.DagsterInstance, at: float) -> dict[str, str]:
+    """One iteration of Dagster's own freshness daemon over the code location, at time `at`: each monitored asset's state."""
+    origin = InProcessCodeLocationOrigin(LoadableTargetOrigin(module_name=DEFINITIONS_MODULE, working_directory=str(REPO_ROOT)), location_name="mlplatform")
+    with freeze_time(at), create_test_daemon_workspace_context(InProcessWorkspaceLoadTarget(origin), instance) as workspace:
+        list(FreshnessDaemon().run_iteration(workspace))
+    names = ModelNames("adult")
+    records = instance.get_freshness_state_records([names.asset(a) for a in (TRAINED_MODEL, DRIFT_REPORT, LIVE_QUALITY)])
+    return {key.path[-1]: record.freshness_state.value for key, record in records.items()}
+
+
+def test_dagsters_freshness_daemon_turns_a_model_stale_after_its_windows(
+    state: Settings, instance: dg.DagsterInstance, adult_spec: DatasetSpec, adult_rows: pd.DataFrame
+) -> None:
+    write_batches(adult_rows.iloc[:1200], adult_spec, state.landing_dir, 1200)
+    assert materialize(instance, LOOP).success
+    now = time.time()
+    assert _freshness(instance, now) == {TRAINED_MODEL: "PASS", DRIFT_REPORT: "UNKNOWN", LIVE_QUALITY: "UNKNOWN"}
+    assert _freshness(instance, now + 100 * 3600)[TRAINED_MODEL] == "WARN", "past half of its 168 h"
+    assert _freshness(instance, now + 200 * 3600)[TRAINED_MODEL] == "FAIL", "past its 168 h"
