@@ -4,6 +4,7 @@ schema), the evaluation artifacts are in its run, and `search_logged_models` ran
 the champion first. Per-segment quality is checked against hand-computed numbers and odd inputs."""
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mlplatform.domain.evaluation import MISSING_SEGMENT, segment_quality
@@ -29,6 +31,8 @@ from mlplatform.stores.eventlog import EventLog
 from mlplatform.stores.registry import Registry, logged_model_id
 from mlplatform_tests.support.loop import LOOP, failures, materialize, model, names
 
+SOURCE = {"event_log": "e.sqlite", "first_event_id": "a-1", "last_event_id": "a-9", "start": "2026-01-01T00:00:00+00:00",
+          "end": "2026-01-02T00:00:00+00:00", "label_seq_cutoff": 9}
 CURVES = {"roc_curve.png", "precision_recall_curve.png", "calibration_curve.png", "confusion_matrix.png", "segment_quality.csv"}
 
 
@@ -166,3 +170,18 @@ def test_segment_quality_with_missing_values_rare_values_and_no_positive_predict
     assert (sex["precision"].item(), sex["recall"].item(), sex["f1"].item()) == (0.0, 0.0, 0.0)
     assert set(table[table["feature"] == "race"]["segment"]) == {MISSING_SEGMENT}
     assert segment_quality(spec, frame, predicted, min_rows=10).empty
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ({"event_log": "e.sqlite"}, "missing ['end', 'first_event_id', 'label_seq_cutoff', 'last_event_id', 'start']"),
+        ({**SOURCE, "bucket": "s3://x"}, "unknown ['bucket']"),
+        ({**SOURCE, "label_seq_cutoff": "12"}, "wrong type ['label_seq_cutoff']"),
+        ({**SOURCE, "first_event_id": 7}, "wrong type ['first_event_id']"),
+    ],
+)
+def test_a_malformed_logged_source_is_refused_naming_its_fields(source: dict[str, object], message: str) -> None:
+    with pytest.raises(MlflowException, match=re.escape(message)):
+        EventLogSource.from_json(json.dumps(source))
+    assert EventLogSource.from_json(json.dumps(SOURCE)) == EventLogSource(**SOURCE)

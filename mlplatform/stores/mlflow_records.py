@@ -7,7 +7,7 @@ per-segment quality), its metrics linked to the LoggedModel so `search_logged_mo
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import mlflow
@@ -62,6 +62,12 @@ class EventLogSource(DatasetSource):
 
     @classmethod
     def from_dict(cls, source_dict: dict[Any, Any]) -> "EventLogSource":
+        """Read back a logged source; one with missing, unknown or wrong-typed fields is refused naming them."""
+        names = {f.name: f.type for f in fields(cls)}
+        missing, unknown = sorted(names.keys() - source_dict.keys()), sorted(map(str, source_dict.keys() - names.keys()))
+        wrong = sorted(k for k in names.keys() & source_dict.keys() if not isinstance(source_dict[k], int if names[k] == "int" else str))
+        if missing or unknown or wrong:
+            raise MlflowException(f"not a {SOURCE_TYPE} source: missing {missing or 'none'}, unknown {unknown or 'none'}, wrong type {wrong or 'none'}")
         return cls(**source_dict)
 
 
