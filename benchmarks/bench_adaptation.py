@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             drift_from = int(len(full) * stream.drift_at)
             events = stream_events(spec, order=stream.order, seed=settings.seed, count=count, scenario=stream.scenario, drift_from=drift_from) if stream.scenario else full
             results = []
-            for policy in policies(spec, settings, args, Path(tmp) / "drift.html"):
+            for policy in policies(spec, settings, args, Path(tmp) / "drift.json.xz"):
                 result = run_prequential(events, spec, policy, args.warmup, args.block)
                 results.append(result)
                 rows.append(row(stream, spec, len(events) - args.warmup, result))

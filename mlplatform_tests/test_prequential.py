@@ -55,7 +55,7 @@ def test_platform_policy_retrains_on_drift_and_on_new_labels_through_the_sensor_
     scenario = DriftScenario(shift_numeric=numeric, category_mix={"workclass": "Federal-gov", "race": "Other"}, category_share=0.9, seed=1)
     drifting = stream_events(adult_spec, count=2000, scenario=scenario, drift_from=1000)
     settings = Settings(**{**SMALL, "retrain_every_n": 5000, "min_new_labelled_for_drift": 500})  # type: ignore[arg-type]
-    drift = evidently_drift_check(adult_spec, settings, tmp_path / "drift.html")
+    drift = evidently_drift_check(adult_spec, settings, tmp_path / "drift.json.xz")
     result = run_prequential(drifting, adult_spec, PlatformPolicy(adult_spec, settings, drift), warmup=1000, block=500)
     assert result.triggers.get(DRIFT, 0) >= 1
     assert result.fits == 1 + sum(result.triggers.values()) and result.promotions >= 1

@@ -230,7 +230,7 @@ def build_servers(settings: Settings, production: bool = False) -> list[Server]:
     return [
         mlflow_server(settings),
         Server("reports", settings.reports_url,
-               [sys.executable, "-m", "http.server", str(reports_port), "--bind", reports_host, "--directory", str(settings.reports_dir)],
+               [sys.executable, "-m", "mlplatform.cli.reports_server", str(reports_port), "--bind", reports_host, "--directory", str(settings.reports_dir)],
                lambda: http_ok(f"{settings.reports_url}/")),
         Server("dagster-daemon", "(no UI: runs sensors and queued runs)",
                [str(BIN / "dagster-daemon"), "run", "-w", str(WORKSPACE)], _daemon_heartbeat(settings)),

@@ -10,6 +10,7 @@ import pandas as pd
 
 from mlplatform.domain.predictor import PREDICTION, PROBABILITY
 from mlplatform.domain.spec import DatasetSpec, Task
+from mlplatform.domain.validation import LABEL
 
 PRIMARY_METRIC: dict[Task, tuple[str, bool]] = {
     Task.binary: ("roc_auc", True),
@@ -70,6 +71,55 @@ def score(spec: DatasetSpec, y_true: pd.Series, predicted: pd.DataFrame) -> dict
     if set(proba_columns) <= set(predicted.columns):  # served events keep only the predicted class's probability
         out["log_loss"] = float(skm.log_loss(y_true, predicted[proba_columns].to_numpy(), labels=ordered))
     return out
+
+
+SEGMENT_TOP_VALUES = 10
+SEGMENT_MIN_ROWS = 30
+MISSING_SEGMENT = "(missing)"
+
+
+def _per_row_outcomes(spec: DatasetSpec, y_true: pd.Series, predicted: pd.Series) -> pd.DataFrame:
+    """What each event contributes to the task's metrics, so that any grouping sums them in one pass."""
+    if spec.task is Task.regression:
+        error = predicted.astype("float64") - y_true.astype("float64")
+        return pd.DataFrame({"squared_error": error**2, "abs_error": error.abs(), "error": error})
+    hit = predicted.astype(str) == y_true.astype(str)
+    if spec.task is not Task.binary:
+        return pd.DataFrame({"hit": hit})
+    actual, said = y_true.astype(str) == spec.positive_class, predicted.astype(str) == spec.positive_class
+    return pd.DataFrame({"hit": hit, "true_positive": actual & said, "actual_positive": actual, "predicted_positive": said})
+
+
+def _group_metrics(spec: DatasetSpec, sums: pd.DataFrame, rows: pd.Series) -> pd.DataFrame:
+    """score()'s threshold metrics from per-group sums: rmse/mae/bias, or accuracy (and precision/recall/f1 for binary)."""
+    if spec.task is Task.regression:
+        return pd.DataFrame({"rmse": np.sqrt(sums["squared_error"] / rows), "mae": sums["abs_error"] / rows, "bias": sums["error"] / rows})
+    out = pd.DataFrame({"accuracy": sums["hit"] / rows})
+    if spec.task is Task.binary:
+        precision = (sums["true_positive"] / sums["predicted_positive"].where(sums["predicted_positive"] > 0)).fillna(0.0)
+        recall = (sums["true_positive"] / sums["actual_positive"].where(sums["actual_positive"] > 0)).fillna(0.0)
+        out = out.assign(precision=precision, recall=recall, f1=(2 * precision * recall / (precision + recall).where(precision + recall > 0)).fillna(0.0),
+                         positive_rate=sums["actual_positive"] / rows)
+    return out
+
+
+def segment_quality(spec: DatasetSpec, frame: pd.DataFrame, predicted: pd.DataFrame, top: int = SEGMENT_TOP_VALUES,
+                    min_rows: int = SEGMENT_MIN_ROWS) -> pd.DataFrame:
+    """The task's metrics per value of each categorical feature (its `top` most frequent values with at least `min_rows`
+    events): where a model is weak hides behind one overall number. One grouped pass per feature."""
+    frame, predicted = frame.reset_index(drop=True), predicted.reset_index(drop=True)
+    outcomes = _per_row_outcomes(spec, frame[LABEL], predicted[PREDICTION])
+    parts = []
+    for feature in spec.categorical_features:
+        values = frame[feature].astype(object).where(frame[feature].notna(), MISSING_SEGMENT).astype(str)
+        counts = values.value_counts()
+        kept = counts[counts >= min_rows].head(top)
+        if kept.empty:
+            continue
+        sums = outcomes[values.isin(kept.index)].groupby(values).sum().loc[kept.index]
+        metrics = _group_metrics(spec, sums, kept)
+        parts.append(pd.DataFrame({"feature": feature, "segment": kept.index, "rows": kept.to_numpy()}).join(metrics.reset_index(drop=True)))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["feature", "segment", "rows"])
 
 
 @dataclass(frozen=True)

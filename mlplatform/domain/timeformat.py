@@ -109,3 +109,8 @@ def parse_event_time(value: object, time_format: str = ISO) -> int | None:
 def iso_text(micros: np.ndarray) -> list[str]:
     """Microseconds since 1970 as ISO 8601 UTC text (what replay writes; `parse_event_times` reads it back exactly)."""
     return list(np.datetime_as_string(np.asarray(micros, dtype="int64").astype("datetime64[us]"), timezone="UTC"))
+
+
+def iso_time(micros: int) -> str:
+    """One event time as pandas' ISO 8601 UTC text (`2026-01-01T00:00:00+00:00`): how windows are named in MLflow."""
+    return pd.Timestamp(int(micros), unit="us", tz="UTC").isoformat()

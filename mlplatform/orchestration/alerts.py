@@ -26,7 +26,7 @@ WILL_RETRY_TAG = "dagster/will_retry"  # set by the instance on a failed run whe
 BATCH = 100
 
 
-def build_live_quality(names: ModelNames, retry: dg.RetryPolicy) -> tuple[dg.AssetsDefinition, dg.ScheduleDefinition]:
+def build_live_quality(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.FreshnessPolicy) -> tuple[dg.AssetsDefinition, dg.ScheduleDefinition]:
     """The model's live_quality asset and the schedule that re-scores it every five minutes."""
     model_name = names.model
     key = names.asset(LIVE_QUALITY)
@@ -37,6 +37,7 @@ def build_live_quality(names: ModelNames, retry: dg.RetryPolicy) -> tuple[dg.Ass
         group_name=names.group,
         kinds={"python", "sqlite"},
         retry_policy=retry,
+        freshness_policy=freshness,
         check_specs=[dg.AssetCheckSpec(LIVE_QUALITY_CHECK, asset=key,
                                        description="The champion's live precision/recall (or RMSE) on labelled served predictions meets its floor.")],
         description="The champion scored on its latest labelled served predictions (a sliding window of "

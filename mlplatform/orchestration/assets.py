@@ -7,6 +7,7 @@ run-scoped IO manager, so each step uses what its own run produced.
 
 import html
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -16,13 +17,15 @@ from mlplatform.domain.keys import CHAMPION_VERSION, MLFLOW_VERSION, MODEL_TAG, 
 from mlplatform.domain.retry_budget import RetryBudget
 from mlplatform.domain.training import TrainingError
 from mlplatform.domain.validation import LABEL
-from mlplatform.orchestration.names import (EVALUATION_REPORT, FEATURES, QUALITY_FLOOR_CHECK, RAW_EVENTS, TRAINED_MODEL,
-                                            ModelNames)
+from mlplatform.orchestration.names import (DRIFT_REPORT, EVALUATION_REPORT, FEATURES, LIVE_QUALITY, QUALITY_FLOOR_CHECK, RAW_EVENTS,
+                                            TRAINED_MODEL, ModelNames)
 from mlplatform.orchestration.resources import PlatformResource
 from mlplatform.pipeline.landing import LandingPolicy, ingest_pending
-from mlplatform.pipeline.retraining import FeatureSnapshot, apply_decision, build_feature_snapshot, evaluate_challenger, train_challenger
+from mlplatform.pipeline.retraining import (FeatureSnapshot, apply_decision, build_feature_snapshot, evaluate_challenger, record_evaluation,
+                                            train_challenger)
 from mlplatform.settings import SettingsError
 from mlplatform.stores.registry import Registry, tag
+from mlplatform.settings import Settings
 from mlplatform.stores.reports import mlflow_run_url, mlflow_version_url, report_url
 
 
@@ -30,6 +33,14 @@ def external_retry_policy(budget: RetryBudget) -> dg.RetryPolicy:
     """Every asset that talks to MLflow or the event log: retried with backoff, all within the settings' budget."""
     return dg.RetryPolicy(max_retries=budget.step_retries, delay=budget.step_delay_seconds, backoff=dg.Backoff.EXPONENTIAL,
                           jitter=dg.Jitter.PLUS_MINUS)
+
+
+def freshness_policies(settings: Settings) -> dict[str, dg.FreshnessPolicy]:
+    """The assets whose age tells the operator something (a stale model, a monitor that stopped): FAIL after the model's
+    window without a materialization, WARN after half of it."""
+    hours = {TRAINED_MODEL: settings.freshness_model_hours, DRIFT_REPORT: settings.freshness_drift_hours,
+             LIVE_QUALITY: settings.freshness_live_quality_hours}
+    return {asset: dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=h), warn_window=timedelta(hours=h) / 2) for asset, h in hours.items()}
 
 
 def latest_metadata(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict[str, object] | None:
@@ -64,8 +75,8 @@ def _evaluation_html(title: str, table: str, metadata: dict[str, object]) -> str
     )
 
 
-def build_assets(names: ModelNames, retry: dg.RetryPolicy) -> list[dg.AssetsDefinition]:
-    """raw_events → features → trained_model → evaluation_report for one model."""
+def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.FreshnessPolicy) -> list[dg.AssetsDefinition]:
+    """raw_events → features → trained_model → evaluation_report for one model; `freshness` is trained_model's."""
     model_name = names.model
 
     @dg.asset(
@@ -160,6 +171,7 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy) -> list[dg.AssetsDefi
         group_name=names.group,
         kinds={"lightgbm", "mlflow"},
         retry_policy=retry,
+        freshness_policy=freshness,
         io_manager_key="handover",
         description="LightGBM with early stopping and tuning within a budget, logged to MLflow as a self-contained "
         "pyfunc (raw record in, prediction out) and registered as a new version with alias `challenger`.",
@@ -212,6 +224,7 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy) -> list[dg.AssetsDefi
         settings, spec, registry = model.settings, model.spec, model.registry
         snapshot = FeatureSnapshot.load(Path(snapshot_folder))
         evaluation = evaluate_challenger(settings, spec, registry, snapshot, challenger_version)
+        mlflow_metrics = record_evaluation(spec, registry, snapshot, evaluation)
         apply_decision(registry, evaluation, context.run.run_id)
         d = evaluation.decision
         verdict = "promoted" if d.promote else "rejected"
@@ -249,6 +262,7 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy) -> list[dg.AssetsDefi
                 "report": dg.MetadataValue.md(evaluation.markdown()),
                 "challenger_metrics": dg.MetadataValue.json(evaluation.challenger_metrics),
                 "champion_metrics": dg.MetadataValue.json(evaluation.champion_metrics or {}),
+                "mlflow_evaluation_metrics": dg.MetadataValue.json({k: round(v, 6) for k, v in mlflow_metrics.items()}),
                 "report_path": dg.MetadataValue.path(str(report_path)),
                 "report_url": dg.MetadataValue.url(report_url(settings, report_path)),
                 "mlflow_model_version": dg.MetadataValue.url(mlflow_version_url(settings, registry.name, challenger_version)),

@@ -17,15 +17,16 @@ from pydantic import BaseModel
 
 from mlplatform.domain.spec_draft import draft_spec
 from mlplatform.orchestration.alerts import build_alerts_sensor, build_live_quality
-from mlplatform.orchestration.assets import build_assets, external_retry_policy
+from mlplatform.orchestration.assets import build_assets, external_retry_policy, freshness_policies
 from mlplatform.orchestration.champion import build_champion_job
 from mlplatform.orchestration.checks import build_checks
 from mlplatform.orchestration.estimation import build_estimated_performance
 from mlplatform.orchestration.instance import retrain_run_tags
 from mlplatform.orchestration.monitoring import build_monitoring
-from mlplatform.orchestration.names import RETRAINING, ModelNames
+from mlplatform.orchestration.names import DRIFT_REPORT, LIVE_QUALITY, RETRAINING, TRAINED_MODEL, ModelNames
 from mlplatform.orchestration.sensors import build_sensors
 from mlplatform.root import DEFS_FILE, ModelDeclaration, platform
+from mlplatform.settings import Settings
 
 SPEC_FILE = "dataset.yaml"
 
@@ -63,14 +64,15 @@ class RetrainingLoop(ModelDeclaration, dg.Component, dg.Resolvable):
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         """The composition root read the same defs.yaml (it needs no Dagster import, for serving and the CLI): take its model."""
         model = platform().model_declared_in(Path(context.path) / DEFS_FILE)
-        return model_definitions(ModelNames(model.name), external_retry_policy(model.settings.retry_budget))
+        return model_definitions(ModelNames(model.name), model.settings)
 
 
-def model_definitions(names: ModelNames, retry: dg.RetryPolicy) -> dg.Definitions:
-    """Every definition of one model; `retry` is the policy of its assets that use MLflow or the event log."""
-    assets = build_assets(names, retry)
-    drift_assets, drift_checks = build_monitoring(names, retry)
-    live_quality, live_quality_schedule = build_live_quality(names, retry)
+def model_definitions(names: ModelNames, settings: Settings) -> dg.Definitions:
+    """Every definition of one model, with the retry and freshness policies its own settings give."""
+    retry, freshness = external_retry_policy(settings.retry_budget), freshness_policies(settings)
+    assets = build_assets(names, retry, freshness[TRAINED_MODEL])
+    drift_assets, drift_checks = build_monitoring(names, retry, freshness[DRIFT_REPORT])
+    live_quality, live_quality_schedule = build_live_quality(names, retry, freshness[LIVE_QUALITY])
     retrain = dg.define_asset_job(
         names.retrain_job,
         selection=dg.AssetSelection.assets(*names.assets(*RETRAINING)),

@@ -1,5 +1,5 @@
 """The Dagster instance in the state folder: SQLite storage (PostgreSQL in the production profile), telemetry off,
-run retries and a queue."""
+run retries, a run queue and its concurrency limits."""
 
 import os
 
@@ -15,6 +15,8 @@ def retrain_run_tags(model: str) -> dict[str, str]:
     waiting behind them delays a better model in service)."""
     return {RETRAIN_TAG: model, PRIORITY_TAG: "10", MODEL_TAG: model}
 
+
+MAX_CONCURRENT_RUNS = 4
 
 # A loaded machine is slow, not broken: a launch the code server does not answer in time (gRPC DEADLINE_EXCEEDED)
 # goes back into the queue and is tried again after a pause, instead of failing the run.
@@ -39,14 +41,13 @@ def instance_config(postgres_url: str | None = None) -> dict[str, object]:
         **storage,
         "telemetry": {"enabled": False},
         "nux": {"enabled": False},
-        "run_coordinator": {
-            "module": "dagster._core.run_coordinator",
-            "class": "QueuedRunCoordinator",
-            # Dequeue every second (Dagster's default: 5 s): the queue is part of the time from trigger to new champion.
-            "config": {"max_concurrent_runs": 4, "tag_concurrency_limits": [{"key": RETRAIN_TAG, "value": {"applyLimitPerUniqueValue": True}, "limit": 1}],
-                       "dequeue_interval_seconds": 1, "max_user_code_failure_retries": LAUNCH_RETRIES,
-                       "user_code_failure_retry_delay": LAUNCH_RETRY_DELAY_SECONDS},
-        },
+        # How many runs at once, and one retraining per model at a time: Dagster's `concurrency: runs:` section.
+        "concurrency": {"runs": {"max_concurrent_runs": MAX_CONCURRENT_RUNS,
+                                 "tag_concurrency_limits": [{"key": RETRAIN_TAG, "value": {"applyLimitPerUniqueValue": True}, "limit": 1}]}},
+        # How the queue works (its QueuedRunCoordinator): dequeue every second (Dagster's default: 5 s), the queue being
+        # part of the time from trigger to new champion; a launch the code server does not answer goes back into it.
+        "run_queue": {"dequeue_interval_seconds": 1, "max_user_code_failure_retries": LAUNCH_RETRIES,
+                      "user_code_failure_retry_delay": LAUNCH_RETRY_DELAY_SECONDS},
         "code_servers": {"local_startup_timeout": CODE_SERVER_STARTUP_SECONDS, "reload_timeout": CODE_SERVER_STARTUP_SECONDS},
         "run_retries": {"enabled": True, "max_retries": 1},
         "run_monitoring": {"enabled": True, "max_runtime_seconds": 3600, "poll_interval_seconds": 30, "start_timeout_seconds": RUN_START_TIMEOUT_SECONDS},

@@ -12,7 +12,7 @@ from mlplatform.domain.keys import (CHAMPION_VERSION, DATASET_DRIFT, DRIFT_SHARE
 from mlplatform.orchestration.assets import latest_metadata, markdown_table
 from mlplatform.orchestration.names import DRIFT_REPORT, RAW_EVENTS, ModelNames
 from mlplatform.orchestration.resources import PlatformResource
-from mlplatform.stores.reports import mlflow_version_url, report_url
+from mlplatform.stores.reports import html_path, mlflow_version_url, report_url
 from mlplatform.settings import Settings
 from mlplatform.domain.spec import DatasetSpec
 
@@ -48,6 +48,8 @@ def report_metadata(settings: Settings, spec: DatasetSpec, report: DriftReport, 
         "reference_sampled": report.reference_sampled,
         "current_sampled": report.current_sampled,
         "seconds": round(report.seconds, 3),
+        "report_bytes": report.report_path.stat().st_size,
+        "pruned_files": report.pruned.files,
         "most_drifted": dg.MetadataValue.md(markdown_table(report.table(TOP_COLUMNS))),
         REPORT_PATH: dg.MetadataValue.path(str(report.report_path)),
         "report_url": dg.MetadataValue.url(report_url(settings, report.report_path)),
@@ -64,7 +66,7 @@ def skipped_metadata(skipped: DriftSkipped) -> dict[str, object]:
     }
 
 
-def build_monitoring(names: ModelNames, retry: dg.RetryPolicy) -> tuple[list[dg.AssetsDefinition], list[dg.AssetChecksDefinition]]:
+def build_monitoring(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.FreshnessPolicy) -> tuple[list[dg.AssetsDefinition], list[dg.AssetChecksDefinition]]:
     """The model's drift_report asset and its check."""
     model_name = names.model
     key = names.asset(DRIFT_REPORT)
@@ -75,10 +77,11 @@ def build_monitoring(names: ModelNames, retry: dg.RetryPolicy) -> tuple[list[dg.
         group_name=names.group,
         kinds={"evidently"},
         retry_policy=retry,
+        freshness_policy=freshness,
         description="Evidently drift of the events since the champion's data window against its training window: "
         "per-column drift, share of drifted columns, prediction drift and, with labels, target drift and live metrics. "
-        "Both sides are bounded uniform samples; the HTML report is saved under reports/drift and logged to MLflow "
-        "next to the champion version. Without a champion (or with too few new events) it records why it is skipped.",
+        "Both sides are bounded uniform samples; Evidently's snapshot is kept under reports/drift (its HTML rendered on "
+        "demand, the newest `drift_reports_keep` kept) and the verdicts are logged to MLflow next to the champion version. Without a champion (or with too few new events) it records why it is skipped.",
     )
     def drift_report(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.MaterializeResult:
         model = platform.model(model_name)
@@ -87,7 +90,7 @@ def build_monitoring(names: ModelNames, retry: dg.RetryPolicy) -> tuple[list[dg.
         if isinstance(result, DriftSkipped):
             context.log.info(f"drift report skipped: {result.reason}")
             return dg.MaterializeResult(metadata=skipped_metadata(result))
-        registry.log_artifact(result.champion_version, result.report_path, "drift")
+        registry.log_dict(result.champion_version, result.summary(), f"drift/{html_path(result.report_path).stem}.json")
         context.log.info(f"drift share {result.drift_share:.2f} ({', '.join(result.drifted_columns) or 'no drifted columns'}); report {result.report_path}")
         mlflow_url = mlflow_version_url(settings, registry.name, result.champion_version)
         return dg.MaterializeResult(metadata=report_metadata(settings, spec, result, mlflow_url))

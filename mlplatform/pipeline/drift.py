@@ -15,7 +15,7 @@ import math
 import os
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +25,8 @@ import pandas as pd
 from mlplatform.domain.evaluation import score
 from mlplatform.stores.eventlog import EventStore
 from mlplatform.domain.predictor import PREDICTION, PROBABILITY, Predictor
-from mlplatform.stores.registry import Registry, tag
+from mlplatform.stores.registry import CHALLENGER, Registry, tag
+from mlplatform.stores.reports import SNAPSHOT_SUFFIX, Pruned, prune_drift_reports, save_snapshot
 from mlplatform.settings import Settings
 from mlplatform.domain.spec import DatasetSpec, Task
 from mlplatform.domain.validation import LABEL
@@ -123,8 +124,9 @@ class DriftReport:
     live_metrics: dict[str, float]
     share_threshold: float
     evidently_drifted: int  # Evidently's own count over the columns it was given, a cross-check
-    report_path: Path
+    report_path: Path  # Evidently's snapshot; its HTML page is rendered on demand (stores/reports.py)
     seconds: float
+    pruned: Pruned  # what retention removed after this report
 
     @property
     def drifted_columns(self) -> list[str]:
@@ -137,6 +139,14 @@ class DriftReport:
     @property
     def dataset_drift(self) -> bool:
         return bool(self.columns) and self.drift_share >= self.share_threshold
+
+    def summary(self) -> dict[str, object]:
+        """The verdicts in a few kB: what MLflow keeps next to the champion (the snapshot stays in the reports folder)."""
+        return {"champion_version": self.champion_version, "drift_share": self.drift_share, "dataset_drift": self.dataset_drift,
+                "share_threshold": self.share_threshold, "reference_rows": self.reference_rows, "current_rows": self.current_rows,
+                "current_labelled": self.current_labelled, "live_metrics": self.live_metrics,
+                "columns": [asdict(c) for c in self.columns], "prediction": self.prediction and asdict(self.prediction),
+                "target": self.target and asdict(self.target), "report": self.report_path.name}
 
     def table(self, top: int | None = None) -> pd.DataFrame:
         """Columns, most drifted first."""
@@ -263,13 +273,13 @@ def _verdicts(spec: DatasetSpec, snapshot_dict: dict[str, Any]) -> tuple[dict[st
 
 
 def compare(spec: DatasetSpec, reference: pd.DataFrame, current: pd.DataFrame, share_threshold: float, report_path: Path) -> tuple[list[ColumnDrift], ColumnDrift | None, ColumnDrift | None, int]:
-    """Evidently on the two frames: feature verdicts, prediction drift, target drift (if current has labels); saves the HTML."""
+    """Evidently on the two frames: feature verdicts, prediction drift, target drift (if current has labels); saves
+    Evidently's snapshot at `report_path` (`<name>.json.xz`, rendered as HTML on demand)."""
     features, decided = _presence(spec, reference, current)
     extra = [c for c in (PREDICTION_COLUMN, LABEL) if c in current and c in reference and current[c].notna().any() and reference[c].notna().any()]
     snapshot = _run_evidently(spec, reference, current, features, extra, share_threshold)
     found, evidently_count = _verdicts(spec, snapshot.dict())
-    report_path.parent.mkdir(parents=True, exist_ok=True)
-    snapshot.save_html(str(report_path))
+    save_snapshot(snapshot, report_path)
     order = {c: i for i, c in enumerate(spec.features)}
     columns = sorted([found[c] for c in features] + decided, key=lambda c: order[c.column])
     return columns, found.get(PREDICTION_COLUMN), found.get(LABEL), evidently_count
@@ -306,8 +316,11 @@ def build_drift_report(settings: Settings, spec: DatasetSpec, log: EventStore, r
         return DriftSkipped(f"champion v{window.version}'s training window holds no events in this event log", window.version, current_rows)
     current = _with_predictions(spec, log.sample_between(*bounds, config.sample_rows), predictor)
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{time.time_ns() % 1_000_000_000:09d}"
-    path = settings.reports_dir / "drift" / f"{spec.name}-v{window.version}-{stamp}.html"
+    drift_dir = settings.reports_dir / "drift"
+    path = drift_dir / f"{spec.name}-v{window.version}-{stamp}{SNAPSHOT_SUFFIX}"
     columns, prediction, target, evidently_count = compare(spec, reference.sample, current, config.share_threshold, path)
+    challenger = registry.version_by_alias(CHALLENGER)
+    pruned = prune_drift_reports(drift_dir, spec.name, settings.drift_reports_keep, {window.version, *([int(challenger.version)] if challenger else [])})
     return DriftReport(
         champion_version=window.version,
         reference_rows=reference.rows,
@@ -323,4 +336,5 @@ def build_drift_report(settings: Settings, spec: DatasetSpec, log: EventStore, r
         evidently_drifted=evidently_count,
         report_path=path,
         seconds=time.perf_counter() - started,
+        pruned=pruned,
     )

@@ -8,8 +8,9 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -18,13 +19,17 @@ from mlplatform.stores.dask_cluster import dask_client
 from mlplatform.stores.eventlog import EventStore
 from mlplatform.domain.features import FeatureTransformer
 from mlplatform.domain.predictor import Predictor
-from mlplatform.stores.registry import Registry, json_tag, tag
+from mlplatform.stores.registry import TRAINING, Registry, json_tag, tag
 from mlplatform.settings import Settings, env_name
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.estimation import EstimationError
 from mlplatform.domain.keys import ESTIMATOR
+from mlplatform.domain.timeformat import iso_time
 from mlplatform.domain.training import TrainingConfig, TrainingResult, check_window, fit_performance_estimator, fit_transformer, train
 from mlplatform.domain.validation import EVENT_ID, EVENT_TIME, LABEL
+
+if TYPE_CHECKING:
+    from mlflow.data.pandas_dataset import PandasDataset
 
 TRAIN_FILE = "train.parquet"
 HOLDOUT_FILE = "holdout.parquet"
@@ -45,6 +50,7 @@ class Window:
     train_end: str
     end: str
     label_seq_cutoff: int
+    event_log: str
 
     def as_tags(self) -> dict[str, str]:
         return {tag(f"window.{k}"): str(v) for k, v in asdict(self).items()}
@@ -70,10 +76,6 @@ class FeatureSnapshot:
         window = Window(**json.loads((folder / WINDOW_FILE).read_text(encoding="utf-8")))
         transformer = FeatureTransformer.from_dict(json.loads((folder / TRANSFORMER_FILE).read_text(encoding="utf-8")))
         return cls(folder, window, transformer)
-
-
-def _iso(us: int) -> str:
-    return pd.Timestamp(int(us), unit="us", tz="UTC").isoformat()
 
 
 def training_config(settings: Settings) -> TrainingConfig:
@@ -121,13 +123,21 @@ def build_feature_snapshot(settings: Settings, spec: DatasetSpec, log: EventStor
         holdout_rows=len(holdout),
         first_event_id=str(window[EVENT_ID].iloc[0]),
         last_event_id=str(window[EVENT_ID].iloc[-1]),
-        start=_iso(window[EVENT_TIME].iloc[0]),
-        train_end=_iso(train_part[EVENT_TIME].iloc[-1]),
-        end=_iso(window[EVENT_TIME].iloc[-1]),
+        start=iso_time(window[EVENT_TIME].iloc[0]),
+        train_end=iso_time(train_part[EVENT_TIME].iloc[-1]),
+        end=iso_time(window[EVENT_TIME].iloc[-1]),
         label_seq_cutoff=int(window["label_seq"].max()),
+        event_log=log.location,
     )
     (folder / WINDOW_FILE).write_text(json.dumps(asdict(info)), encoding="utf-8")
     return FeatureSnapshot(folder, info, transformer)
+
+
+def holdout_dataset(spec: DatasetSpec, snapshot: FeatureSnapshot) -> PandasDataset:
+    """The snapshot's hold-out as an MLflow dataset sourced from the event log (the same digest at training and evaluation)."""
+    from mlplatform.stores.mlflow_records import window_dataset  # MLflow loads when a model is logged, not with the code location
+
+    return window_dataset(spec, snapshot.holdout, snapshot.window.event_log, "holdout")
 
 
 @dataclass(frozen=True)
@@ -140,6 +150,8 @@ class Challenger:
 
 def train_challenger(settings: Settings, spec: DatasetSpec, registry: Registry, snapshot: FeatureSnapshot, extra_tags: dict[str, str]) -> Challenger:
     """Train on the snapshot's training part and register the result as the new `challenger`."""
+    from mlplatform.stores.mlflow_records import EVALUATION, window_dataset
+
     train_part = snapshot.train
     with dask_client(settings.dask_scheduler, env_name("dask_scheduler")) as cluster:
         result = train(train_part, spec, training_config(settings), transformer=snapshot.transformer, cluster=cluster)
@@ -148,7 +160,8 @@ def train_challenger(settings: Settings, spec: DatasetSpec, registry: Registry, 
     estimator_params, estimator_metrics = attach_estimator(result.predictor, snapshot.holdout, spec, settings.seed)
     tags = {**snapshot.window.as_tags(), **extra_tags, tag("dataset"): spec.name, ESTIMATOR: estimator_params["estimator"]}
     logged = replace(result, params={**result.params, **estimator_params})
-    version = registry.log_model(logged, train_part, {**validation_metrics, **estimator_metrics}, tags)
+    version = registry.log_model(logged, train_part, {**validation_metrics, **estimator_metrics}, tags, {
+        TRAINING: window_dataset(spec, train_part, snapshot.window.event_log, "train"), EVALUATION: holdout_dataset(spec, snapshot)})
     return Challenger(int(version.version), version.run_id, result, validation_metrics)
 
 
@@ -176,6 +189,7 @@ class Evaluation:
     floor_passed: bool
     champion_after: int
     champion_label_seq_cutoff: int
+    challenger_predicted: pd.DataFrame = field(repr=False, compare=False)
 
     def markdown(self) -> str:
         names = sorted(set(self.challenger_metrics) | set(self.champion_metrics or {}))
@@ -196,17 +210,19 @@ class Judgement:
     champion_metrics: dict[str, float] | None
     decision: Decision
     floor_passed: bool
+    challenger_predicted: pd.DataFrame = field(repr=False, compare=False)
 
 
 def judge(settings: Settings, spec: DatasetSpec, holdout: pd.DataFrame, challenger: Predictor, champion: Predictor | None) -> Judgement:
     """Score both models on the same hold-out and apply the promotion rule (margin and floor)."""
-    challenger_metrics = score(spec, holdout[LABEL], challenger.predict(holdout))
+    predicted = challenger.predict(holdout)
+    challenger_metrics = score(spec, holdout[LABEL], predicted)
     champion_metrics = None if champion is None else score(spec, holdout[LABEL], champion.predict(holdout))
     floor = settings.quality_floor if settings.quality_floor is not None else default_floor(spec, holdout[LABEL])
     metric, higher = primary_metric(spec)
     floor_passed = passes_floor(challenger_metrics.get(metric, float("nan")), floor, higher)
     decision = decide(spec, challenger_metrics, champion_metrics, settings.promotion_margin, floor)
-    return Judgement(challenger_metrics, champion_metrics, decision, floor_passed)
+    return Judgement(challenger_metrics, champion_metrics, decision, floor_passed, predicted)
 
 
 def evaluate_challenger(settings: Settings, spec: DatasetSpec, registry: Registry, snapshot: FeatureSnapshot, challenger_version: int) -> Evaluation:
@@ -232,7 +248,17 @@ def evaluate_challenger(settings: Settings, spec: DatasetSpec, registry: Registr
         floor_passed=judgement.floor_passed,
         champion_after=challenger_version if decision.promote else (0 if champion is None else champion.version),
         champion_label_seq_cutoff=snapshot.window.label_seq_cutoff if decision.promote else (0 if champion is None else champion.label_seq_cutoff),
+        challenger_predicted=judgement.challenger_predicted,
     )
+
+
+def record_evaluation(spec: DatasetSpec, registry: Registry, snapshot: FeatureSnapshot, evaluation: Evaluation) -> dict[str, float]:
+    """The evaluation in MLflow: the challenger's evaluation artifacts in its run, and both versions' hold-out scores
+    linked to their LoggedModels on this hold-out dataset. Returns MLflow's metrics of the challenger."""
+    scores = {evaluation.challenger_version: evaluation.challenger_metrics}
+    if evaluation.champion_version is not None and evaluation.champion_metrics is not None:
+        scores[evaluation.champion_version] = evaluation.champion_metrics
+    return registry.record_evaluation(holdout_dataset(spec, snapshot), evaluation.challenger_version, evaluation.challenger_predicted, scores)
 
 
 def apply_decision(registry: Registry, evaluation: Evaluation, dagster_run_id: str | None) -> None:

@@ -23,6 +23,7 @@ from mlplatform.domain.retry_budget import RetryBudget
 from mlplatform.domain.spec import DatasetSpec
 
 if TYPE_CHECKING:  # LightGBM and scikit-learn load only where a model is logged or loaded, not for a status or an alias read
+    from mlflow.data.pandas_dataset import PandasDataset
     from mlflow.entities.model_registry import ModelVersion, RegisteredModel
     from mlflow.exceptions import MlflowException
 
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 MODEL_CODE = Path(__file__).with_name("mlflow_model.py")
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+TRAINING = "training"  # MLflow's dataset context of a version's training window
 
 
 # What `limit_mlflow_retries` sets in the environment (a caller that scopes its environment restores these too).
@@ -119,14 +121,18 @@ class Registry:
         sample: pd.DataFrame,
         metrics: dict[str, float],
         tags: dict[str, str],
+        inputs: dict[str, PandasDataset] | None = None,
     ) -> ModelVersion:
-        """Log params, metrics, importance, spec and the pyfunc; register it as a new `challenger`.
+        """Log params, metrics, importance, spec and the pyfunc; register it as a new `challenger`. `inputs` (context →
+        dataset: the training window under `training`, its hold-out) become the run's inputs, linked to the LoggedModel
+        with the metrics (measured on the training window's latest part).
 
-        Few store round trips on purpose (each is a SQLite commit): params and metrics in one batch,
-        the side files in one artifact upload, and the version registered with its tags in one call.
+        Few store round trips on purpose (each is a SQLite commit): params and metrics in one batch, the datasets in
+        one call, the side files in one artifact upload, and the version registered with its tags in one call.
         """
         import mlflow
-        from mlflow.entities import Metric, Param
+        from mlflow.entities import Dataset, DatasetInput, InputTag, LoggedModelInput, Metric, Param
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.tracking_uri)
@@ -137,8 +143,6 @@ class Registry:
                   "train_rows": result.train_rows, "validation_rows": result.validation_rows,
                   "tuning_trials": result.trials, "training_seconds": result.seconds}
         with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(experiment_id=self.experiment_id, tags=tags) as run:
-            now = int(time.time() * 1000)
-            self.client.log_batch(run.info.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in values.items()], params=params)
             side = Path(tmp, "side")
             side.mkdir()
             (side / "feature_importance.json").write_text(result.importance.to_json(orient="split", index=False), encoding="utf-8")
@@ -152,6 +156,14 @@ class Registry:
                 input_example=example,
                 pip_requirements=_requirements(),
             )
+            inputs = inputs or {}
+            training = inputs.get(TRAINING)
+            on = {"dataset_name": training.name, "dataset_digest": training.digest} if training is not None else {}
+            now = int(time.time() * 1000)
+            self.client.log_batch(run.info.run_id, params=params, metrics=[Metric(k, float(v), now, 0, model_id=info.model_id, **on) for k, v in values.items()])
+            if inputs:
+                self.client.log_inputs(run.info.run_id, [DatasetInput(Dataset(**d.to_dict()), [InputTag(MLFLOW_DATASET_CONTEXT, context)]) for context, d in inputs.items()],
+                                       models=[LoggedModelInput(info.model_id)])
         version = mlflow.register_model(info.model_uri, self.name, tags=tags)
         self.client.set_registered_model_alias(self.name, CHALLENGER, version.version)
         return version
@@ -252,8 +264,32 @@ class Registry:
         model = mlflow.pyfunc.load_model(f"models:/{self.name}/{version}")
         return model.unwrap_python_model().predictor
 
+    def record_evaluation(self, holdout: PandasDataset, challenger: int, predicted: pd.DataFrame, scores: dict[int, dict[str, float]]) -> dict[str, float]:
+        """The challenger's hold-out evaluation in its run (MLflow's evaluator: metrics, plots, per-segment quality), and
+        each version's decision metrics on this hold-out (`holdout_*`) linked to its LoggedModel and this dataset, so
+        `search_logged_models` ranks the versions compared on it. Returns MLflow's metrics."""
+        import mlflow
+        from mlflow.entities import Metric
+
+        from mlplatform.stores.mlflow_records import HOLDOUT_METRIC_PREFIX, evaluate_version
+
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.tracking_uri)
+        mine = self.get_version(challenger)
+        metrics = evaluate_version(self.spec, holdout, predicted, logged_model_id(mine), mine.run_id)
+        now = int(time.time() * 1000)
+        for number, values in scores.items():
+            version = mine if number == challenger else self.get_version(number)
+            self.client.log_batch(version.run_id, metrics=[
+                Metric(f"{HOLDOUT_METRIC_PREFIX}{k}", float(v), now, challenger, model_id=logged_model_id(version), dataset_name=holdout.name, dataset_digest=holdout.digest)
+                for k, v in values.items()])
+        return metrics
+
     def log_artifact(self, version: int | str, path: Path, artifact_path: str) -> None:
         self.client.log_artifact(self.get_version(version).run_id, str(path), artifact_path)
+
+    def log_dict(self, version: int | str, data: dict[str, object], artifact_file: str) -> None:
+        self.client.log_dict(self.get_version(version).run_id, data, artifact_file)
 
     def versions(self, limit: int | None = None) -> list[VersionInfo]:
         """The newest `limit` versions (all by default), newest first, with their aliases and tags: two store queries.
@@ -282,6 +318,11 @@ def read_versions(found: list[tuple[int, str, dict[str, str]]], aliases: Mapping
     """(version, run id, tags) of a model's versions with the aliases pointing at each, the newest `limit` first."""
     return [VersionInfo(version, run_id, sorted(alias for alias, v in aliases.items() if str(v) == str(version)), tags)
             for version, run_id, tags in sorted(found, key=lambda f: f[0], reverse=True)[:limit]]
+
+
+def logged_model_id(version: ModelVersion) -> str:
+    """The LoggedModel behind a version: the SQL registry leaves `model_id` empty, its source says `models:/<model id>`."""
+    return version.model_id or version.source.removeprefix("models:/")
 
 
 def _none_if_missing(exc: MlflowException) -> None:
