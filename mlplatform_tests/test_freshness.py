@@ -23,7 +23,7 @@ from mlplatform.domain.spec import DatasetSpec
 from mlplatform.orchestration.component import model_definitions
 from mlplatform.orchestration.instance import LAUNCH_RETRIES, MAX_CONCURRENT_RUNS
 from mlplatform.orchestration.launch import DEFINITIONS_MODULE
-from mlplatform.orchestration.names import ALL_ASSETS, DRIFT_REPORT, LIVE_QUALITY, TRAINED_MODEL, ModelNames
+from mlplatform.orchestration.names import ALL_ASSETS, DRIFT_REPORT, ESTIMATED_PERFORMANCE, LIVE_QUALITY, TRAINED_MODEL, ModelNames
 from mlplatform.root import Platform, PlatformError
 from mlplatform.pipeline.replay import write_batches
 from mlplatform.settings import REPO_ROOT, Settings
@@ -52,13 +52,14 @@ def _window(hours: float) -> dg.FreshnessPolicy:
 def test_the_monitored_assets_carry_the_default_freshness_windows_and_the_others_none(tmp_path: Path) -> None:
     policies = _policies(_platform(tmp_path, "{}").model("adult").settings)
     assert policies == {"raw_events": None, "features": None, TRAINED_MODEL: _window(168), "evaluation_report": None,
-                        DRIFT_REPORT: _window(6), LIVE_QUALITY: _window(0.5)}
+                        DRIFT_REPORT: _window(6), ESTIMATED_PERFORMANCE: _window(6), LIVE_QUALITY: _window(0.5)}
 
 
 def test_a_models_own_freshness_windows_reach_its_assets(tmp_path: Path) -> None:
     settings = _platform(tmp_path, "{freshness_model_hours: 24, freshness_drift_hours: 1, freshness_live_quality_hours: 0.25}").model("adult").settings
     policies = _policies(settings)
-    assert (policies[TRAINED_MODEL], policies[DRIFT_REPORT], policies[LIVE_QUALITY]) == (_window(24), _window(1), _window(0.25))
+    assert (policies[TRAINED_MODEL], policies[DRIFT_REPORT], policies[ESTIMATED_PERFORMANCE], policies[LIVE_QUALITY]) == (
+        _window(24), _window(1), _window(1), _window(0.25))
 
 
 @pytest.mark.parametrize(

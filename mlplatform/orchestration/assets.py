@@ -17,7 +17,7 @@ from mlplatform.domain.keys import CHAMPION_VERSION, MLFLOW_VERSION, MODEL_TAG, 
 from mlplatform.domain.retry_budget import RetryBudget
 from mlplatform.domain.training import TrainingError
 from mlplatform.domain.validation import LABEL
-from mlplatform.orchestration.names import (DRIFT_REPORT, EVALUATION_REPORT, FEATURES, LIVE_QUALITY, QUALITY_FLOOR_CHECK, RAW_EVENTS,
+from mlplatform.orchestration.names import (DRIFT_REPORT, ESTIMATED_PERFORMANCE, EVALUATION_REPORT, FEATURES, LIVE_QUALITY, QUALITY_FLOOR_CHECK, RAW_EVENTS,
                                             TRAINED_MODEL, ModelNames)
 from mlplatform.orchestration.resources import PlatformResource
 from mlplatform.pipeline.landing import LandingPolicy, ingest_pending
@@ -37,9 +37,10 @@ def external_retry_policy(budget: RetryBudget) -> dg.RetryPolicy:
 
 def freshness_policies(settings: Settings) -> dict[str, dg.FreshnessPolicy]:
     """The assets whose age tells the operator something (a stale model, a monitor that stopped): FAIL after the model's
-    window without a materialization, WARN after half of it."""
+    window without a materialization, WARN after half of it. The drift sensor requests estimated_performance with each
+    drift report, so both share the drift window."""
     hours = {TRAINED_MODEL: settings.freshness_model_hours, DRIFT_REPORT: settings.freshness_drift_hours,
-             LIVE_QUALITY: settings.freshness_live_quality_hours}
+             ESTIMATED_PERFORMANCE: settings.freshness_drift_hours, LIVE_QUALITY: settings.freshness_live_quality_hours}
     return {asset: dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=h), warn_window=timedelta(hours=h) / 2) for asset, h in hours.items()}
 
 

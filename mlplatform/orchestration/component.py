@@ -23,7 +23,7 @@ from mlplatform.orchestration.checks import build_checks
 from mlplatform.orchestration.estimation import build_estimated_performance
 from mlplatform.orchestration.instance import retrain_run_tags
 from mlplatform.orchestration.monitoring import build_monitoring
-from mlplatform.orchestration.names import DRIFT_REPORT, LIVE_QUALITY, RETRAINING, TRAINED_MODEL, ModelNames
+from mlplatform.orchestration.names import DRIFT_REPORT, ESTIMATED_PERFORMANCE, LIVE_QUALITY, RETRAINING, TRAINED_MODEL, ModelNames
 from mlplatform.orchestration.sensors import build_sensors
 from mlplatform.root import DEFS_FILE, ModelDeclaration, platform
 from mlplatform.settings import Settings
@@ -80,7 +80,7 @@ def model_definitions(names: ModelNames, settings: Settings) -> dg.Definitions:
         description=f"features → trained_model → evaluation_report of {names.model}: what its retraining sensor launches.",
     )
     return dg.Definitions(
-        assets=[*assets, *drift_assets, live_quality, build_estimated_performance(names, retry)],
+        assets=[*assets, *drift_assets, live_quality, build_estimated_performance(names, retry, freshness[ESTIMATED_PERFORMANCE])],
         asset_checks=[*build_checks(names), *drift_checks],
         jobs=[retrain, build_champion_job(names)],
         sensors=[*build_sensors(names), build_alerts_sensor(names)],

@@ -63,7 +63,7 @@ def report_metadata(report: EstimationReport) -> dict[str, object]:
     return meta
 
 
-def build_estimated_performance(names: ModelNames, retry: dg.RetryPolicy) -> dg.AssetsDefinition:
+def build_estimated_performance(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.FreshnessPolicy) -> dg.AssetsDefinition:
     model_name = names.model
     key = names.asset(ESTIMATED_PERFORMANCE)
 
@@ -73,6 +73,7 @@ def build_estimated_performance(names: ModelNames, retry: dg.RetryPolicy) -> dg.
         group_name=names.group,
         kinds={"python", "lightgbm"},
         retry_policy=retry,
+        freshness_policy=freshness,
         check_specs=[
             dg.AssetCheckSpec(ESTIMATE_FLOOR_CHECK, asset=key, description="The champion's estimated performance on its latest events meets the floors."),
             dg.AssetCheckSpec(ESTIMATE_TRUST_CHECK, asset=key, description="Where labels came back, realized performance stays inside the estimate's "
