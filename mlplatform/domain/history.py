@@ -1,0 +1,291 @@
+"""Point-in-time history features: what the event log knew about a key when an event happened.
+
+The rule, the same in training and serving: an event sees the events before it (in event_time, then log
+order) and the labels known by its event time. A label is known from
+- its `label_time` for served events (their event_time and label_time are both the serving clock);
+- for landed events, the event's time plus the delay after which its label reached the log
+  (`label_time - ingested_at`): a label landed with its event is known right after that event, a label
+  landed a day later is known a day after the event; late labels arrive late in training too.
+
+Label-based features (lags, windows of the label) read a key's labels in the order they became known;
+event-based ones (windows and lags of a numeric feature, diff, since, events) the key's earlier events.
+
+Two computations of one definition: `history_frame` over a whole window (vectorised, for training) and
+`HistoryState` (per-key deques, O(1) per request, for serving, rebuilt by replaying the log through the same
+`timeline`). The tests hold them equal on streams with late and out-of-order labels.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mlplatform.domain.spec import LABEL_REF, ROLLING, DatasetSpec, HistoryFeature
+from mlplatform.domain.validation import EVENT_TIME, LABEL
+
+SERVED = "serving"  # the `source` of events logged by the prediction service (the event log's SERVING_SOURCE)
+US_PER_S = 1_000_000
+_WHOLE_STREAM = 0  # the one key value of features declared without `by`
+
+
+class HistoryFeaturesMissing(ValueError):
+    """A model trained with history features was called without them."""
+
+
+def label_known_at(events: pd.DataFrame) -> np.ndarray:
+    """When each event's label became known, in event-time microseconds (-1 where there is no label)."""
+    labelled = events["label_time"].notna().to_numpy() & events[LABEL].notna().to_numpy()
+    label_time = events["label_time"].fillna(0).to_numpy(dtype="int64")
+    delay = label_time - events["ingested_at"].fillna(0).to_numpy(dtype="int64")
+    served = (events["source"] == SERVED).to_numpy()
+    known = np.where(served, label_time, events[EVENT_TIME].to_numpy(dtype="int64") + delay)
+    return np.where(labelled, known, -1)
+
+
+def timeline(events: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(is_label, event position) of every item in the order they happened: each event, and each label when it became known.
+
+    Order: time, then log order (`seq`), an event before its own label, labels in the order they landed (`label_seq`).
+    """
+    n = len(events)
+    known = label_known_at(events)
+    labelled = np.flatnonzero(known >= 0)
+    seq = events["seq"].to_numpy(dtype="int64")
+    label_seq = events["label_seq"].fillna(0).to_numpy(dtype="int64")
+    times = np.concatenate([events[EVENT_TIME].to_numpy(dtype="int64"), known[labelled]])
+    seqs = np.concatenate([seq, seq[labelled]])
+    kinds = np.concatenate([np.zeros(n, dtype="int8"), np.ones(len(labelled), dtype="int8")])
+    order_in_labels = np.concatenate([np.zeros(n, dtype="int64"), label_seq[labelled]])
+    position = np.concatenate([np.arange(n), labelled])
+    order = np.lexsort((order_in_labels, kinds, seqs, times))
+    return kinds[order].astype(bool), position[order]
+
+
+def _label_values(labels: pd.Series, spec: DatasetSpec) -> pd.Series:
+    """Labels as windows read them: numbers (regression), 1/0 for the positive class (binary)."""
+    if spec.is_classification:
+        return (labels == spec.positive_class).astype("float64").where(labels.notna())
+    return labels.astype("float64")
+
+
+def _key_codes(events: pd.DataFrame, by: str | None) -> pd.Series:
+    """One group number per event (NaN where the key is missing)."""
+    if by is None:
+        return pd.Series(np.zeros(len(events)), index=events.index)
+    codes, _ = pd.factorize(events[by].to_numpy(dtype=object))
+    return pd.Series(np.where(codes < 0, np.nan, codes), index=events.index)
+
+
+def _window(values: pd.Series, keys: pd.Series, n: int, stat: str) -> pd.Series:
+    """`stat` of the non-missing values among each item's last n of its key (itself included)."""
+    if stat == "count":
+        values = values.notna().astype("float64").where(keys.notna())
+        stat = "sum"
+    rolled = getattr(values.groupby(keys).rolling(n, min_periods=1), stat)()
+    return rolled.reset_index(level=0, drop=True).reindex(values.index)
+
+
+def _event_feature(feature: HistoryFeature, rows: pd.DataFrame, keys: pd.Series) -> dict[str, pd.Series]:
+    """Columns of one event-based feature, for rows in time order (each sees the key's earlier rows)."""
+    grouped_time = rows[EVENT_TIME].astype("float64").groupby(keys)
+    if feature.kind == "since":
+        return {feature.names[0]: (rows[EVENT_TIME] - grouped_time.shift(1)) / US_PER_S}
+    if feature.kind == "events":
+        return {feature.names[0]: grouped_time.cumcount().astype("float64").where(keys.notna())}
+    assert feature.source is not None
+    values = rows[feature.source].astype("float64")
+    previous = values.groupby(keys).shift(1)
+    if feature.kind == "lag":
+        return {name: values.groupby(keys).shift(i + 1) for i, name in enumerate(feature.names)}
+    if feature.kind == "diff":
+        return {feature.names[0]: values - previous}
+    assert feature.n is not None
+    return {feature.names[0]: _window(previous, keys, feature.n, feature.kind)}
+
+
+def _label_feature(feature: HistoryFeature, labels: pd.Series, keys: pd.Series, spec: DatasetSpec) -> dict[str, pd.Series]:
+    """Columns of one label-based feature at each label item, over the key's labels known so far (this one included)."""
+    if feature.kind == "lag":
+        return {name: labels.groupby(keys).shift(i) for i, name in enumerate(feature.names)}
+    numbers = _label_values(labels, spec)
+    if feature.kind == "diff":
+        return {feature.names[0]: numbers - numbers.groupby(keys).shift(1)}
+    assert feature.n is not None
+    return {feature.names[0]: _window(numbers, keys, feature.n, feature.kind)}
+
+
+def history_frame(events: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
+    """Every declared history column for every event (index as `events`), each computed at that event's time.
+
+    `events` holds all events of the span, labelled or not, with seq, event_time, ingested_at, source, label,
+    label_seq, label_time and the features; start it early enough to warm the windows (`history.warmup_events`).
+    """
+    events = events.reset_index(drop=True)
+    is_label, position = timeline(events)
+    items = events.iloc[position].reset_index(drop=True)
+    rows = items[~is_label]
+    label_items = items[is_label]
+    out: dict[str, pd.Series] = {}
+    for feature in spec.history_features:
+        item_keys = _key_codes(items, feature.by)
+        if feature.source != LABEL_REF:
+            columns = _event_feature(feature, rows, item_keys[~is_label])
+            out.update({name: pd.Series(col.to_numpy(), index=position[~is_label]) for name, col in columns.items()})
+            continue
+        at_labels = _label_feature(feature, label_items[LABEL], item_keys[is_label], spec)
+        last_label = pd.Series(np.where(is_label, np.arange(len(items)), -1), dtype="float64").where(item_keys.notna())
+        last = last_label.groupby(item_keys).cummax().to_numpy()[~is_label]
+        seen = np.nan_to_num(last, nan=-1).astype("int64")
+        for name, col in at_labels.items():
+            by_item = col.reindex(range(len(items)))
+            values = by_item.to_numpy(dtype=object)[np.maximum(seen, 0)]
+            values[seen < 0] = np.nan
+            out[name] = pd.Series(values, index=position[~is_label])
+    frame = pd.DataFrame({name: col.sort_index() for name, col in out.items()}, index=events.index)
+    for name in spec.history_numeric:
+        frame[name] = frame[name].astype("float64")
+    return frame[spec.history_numeric + spec.history_categorical]
+
+
+def _stat(values: list[float], stat: str) -> float:
+    present = [v for v in values if v == v]
+    if stat == "count":
+        return float(len(present))
+    if not present:
+        return math.nan
+    if stat == "sum":
+        return math.fsum(present)
+    if stat == "mean":
+        return math.fsum(present) / len(present)
+    return float(min(present) if stat == "min" else max(present))
+
+
+def _number(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
+@dataclass
+class _KeyState:
+    """What one key value remembers: its last event time, event count, recent values per column and recent labels."""
+
+    last_time: int | None = None
+    count: int = 0
+    values: dict[str, deque[float]] = field(default_factory=dict)
+    labels: deque[Any] = field(default_factory=deque)
+
+
+class HistoryState:
+    """Per-key history kept by serving: `features` for a request, `observe_event` after it, `observe_label` on /feedback."""
+
+    def __init__(self, spec: DatasetSpec) -> None:
+        self.spec = spec
+        self.declared = spec.history_features
+        self.keys = list(dict.fromkeys(f.by for f in self.declared))
+        self._tables: dict[str | None, dict[Any, _KeyState]] = {by: {} for by in self.keys}
+        self._value_len: dict[str | None, dict[str, int]] = {by: {} for by in self.keys}
+        self._label_len: dict[str | None, int] = dict.fromkeys(self.keys, 0)
+        for f in self.declared:
+            length = f.k or f.n or (2 if f.kind == "diff" and f.source == LABEL_REF else 1)
+            if f.source == LABEL_REF:
+                self._label_len[f.by] = max(self._label_len[f.by], length)
+            elif f.source is not None:
+                lengths = self._value_len[f.by]
+                lengths[f.source] = max(lengths.get(f.source, 0), length)
+        self._binary = spec.positive_class if spec.is_classification else None
+
+    @staticmethod
+    def _key(row: Mapping[str, Any], by: str | None) -> Any:
+        """The key value of a row (None when missing: such events neither read nor write history)."""
+        if by is None:
+            return _WHOLE_STREAM
+        value = row.get(by)
+        return None if value is None or value != value else value
+
+    def _table_state(self, by: str | None, key: Any) -> _KeyState:
+        state = self._tables[by].get(key)
+        if state is None:
+            values = {col: deque(maxlen=n) for col, n in self._value_len[by].items()}
+            state = self._tables[by][key] = _KeyState(values=values, labels=deque(maxlen=self._label_len[by] or 1))
+        return state
+
+    def _label_number(self, label: Any) -> float:
+        return (1.0 if label == self._binary else 0.0) if self._binary is not None else float(label)
+
+    def features(self, row: Mapping[str, Any], time_us: int) -> dict[str, Any]:
+        """The history columns of a request made at `time_us` (the state is not changed)."""
+        out: dict[str, Any] = {}
+        for f in self.declared:
+            key = self._key(row, f.by)
+            state = None if key is None else self._tables[f.by].get(key)
+            if key is None:
+                out.update(dict.fromkeys(f.names, math.nan))
+            else:
+                out.update(self._one(f, row, time_us, state or _KeyState(values={c: deque() for c in self._value_len[f.by]})))
+        return out
+
+    def _one(self, f: HistoryFeature, row: Mapping[str, Any], time_us: int, state: _KeyState) -> dict[str, Any]:
+        if f.kind == "since":
+            return {f.names[0]: math.nan if state.last_time is None else (time_us - state.last_time) / US_PER_S}
+        if f.kind == "events":
+            return {f.names[0]: float(state.count)}
+        assert f.source is not None
+        label = f.source == LABEL_REF
+        recent: list[Any] = list(state.labels if label else state.values[f.source])
+        if f.kind == "lag":
+            return {name: recent[-i - 1] if len(recent) > i else math.nan for i, name in enumerate(f.names)}
+        numbers = [self._label_number(v) for v in recent] if label else recent
+        if f.kind == "diff":
+            if label:
+                return {f.names[0]: numbers[-1] - numbers[-2] if len(numbers) > 1 else math.nan}
+            return {f.names[0]: _number(row.get(f.source)) - numbers[-1] if numbers else math.nan}
+        assert f.n is not None and f.kind in ROLLING
+        return {f.names[0]: _stat(numbers[-f.n :], f.kind)}
+
+    def observe_event(self, row: Mapping[str, Any], time_us: int) -> None:
+        """An event happened at `time_us` (after its features were computed)."""
+        for by in self.keys:
+            key = self._key(row, by)
+            if key is None:
+                continue
+            state = self._table_state(by, key)
+            state.last_time = time_us
+            state.count += 1
+            for col, values in state.values.items():
+                values.append(_number(row.get(col)))
+
+    def observe_label(self, row: Mapping[str, Any], label: Any) -> None:
+        """The label of an event with these features became known now."""
+        for by in self.keys:
+            key = self._key(row, by)
+            if key is not None and self._label_len[by]:
+                self._table_state(by, key).labels.append(label)
+
+    def replay(self, events: pd.DataFrame) -> None:
+        """Rebuild from the log: every event and every known label of `events`, in the order they happened."""
+        events = events.reset_index(drop=True)
+        is_label, position = timeline(events)
+        columns = [c for c in dict.fromkeys([*self.spec.features]) if c in events]
+        records = events[columns].astype(object).where(events[columns].notna(), None).to_dict("records")
+        times = events[EVENT_TIME].to_numpy(dtype="int64").tolist()
+        labels = events[LABEL].tolist()
+        for label_item, i in zip(is_label.tolist(), position.tolist()):
+            if label_item:
+                self.observe_label(records[i], labels[i])
+            else:
+                self.observe_event(records[i], times[i])
+
+
+def require_history(raw: pd.DataFrame, names: list[str]) -> None:
+    """Refuse a frame without the history columns a model was trained with, naming them."""
+    missing = [n for n in names if n not in raw.columns]
+    if missing:
+        raise HistoryFeaturesMissing(
+            f"the model needs the history features {missing}: compute them with mlplatform.domain.history.history_frame "
+            "over the event log (or call the serving API, which fills them)"
+        )
