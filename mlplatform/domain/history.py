@@ -34,10 +34,6 @@ US_PER_S = 1_000_000
 _WHOLE_STREAM = 0  # the one key value of features declared without `by`
 
 
-class HistoryFeaturesMissing(ValueError):
-    """A model trained with history features was called without them."""
-
-
 def label_known_at(events: pd.DataFrame) -> np.ndarray:
     """When each event's label became known, in event-time microseconds (-1 where there is no label)."""
     labelled = events["label_time"].notna().to_numpy() & events[LABEL].notna().to_numpy()
@@ -126,6 +122,7 @@ def history_frame(events: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
     `events` holds all events of the span, labelled or not, with seq, event_time, ingested_at, source, label,
     label_seq, label_time and the features; start it early enough to warm the windows (`history.warmup_events`).
     """
+    index = events.index
     events = events.reset_index(drop=True)
     is_label, position = timeline(events)
     items = events.iloc[position].reset_index(drop=True)
@@ -145,12 +142,13 @@ def history_frame(events: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
         for name, col in at_labels.items():
             by_item = col.reindex(range(len(items)))
             values = by_item.to_numpy(dtype=object)[np.maximum(seen, 0)]
-            values[seen < 0] = np.nan
+            values[seen < 0] = 0.0 if feature.kind == "count" else np.nan  # no label known yet: a count of none
+            values[item_keys[~is_label].isna().to_numpy()] = np.nan
             out[name] = pd.Series(values, index=position[~is_label])
     frame = pd.DataFrame({name: col.sort_index() for name, col in out.items()}, index=events.index)
     for name in spec.history_numeric:
         frame[name] = frame[name].astype("float64")
-    return frame[spec.history_numeric + spec.history_categorical]
+    return frame[spec.history_numeric + spec.history_categorical].set_axis(index)
 
 
 def _stat(values: list[float], stat: str) -> float:
@@ -279,13 +277,3 @@ class HistoryState:
                 self.observe_label(records[i], labels[i])
             else:
                 self.observe_event(records[i], times[i])
-
-
-def require_history(raw: pd.DataFrame, names: list[str]) -> None:
-    """Refuse a frame without the history columns a model was trained with, naming them."""
-    missing = [n for n in names if n not in raw.columns]
-    if missing:
-        raise HistoryFeaturesMissing(
-            f"the model needs the history features {missing}: compute them with mlplatform.domain.history.history_frame "
-            "over the event log (or call the serving API, which fills them)"
-        )

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from starlette.concurrency import run_in_threadpool
 
+from mlplatform.domain.history import HistoryState
 from mlplatform.domain.spec import DatasetSpec, Task
 from mlplatform.domain.validation import MAX_ID_LENGTH
 from mlplatform.serving.champion import ChampionWatcher, ServedModel
@@ -113,6 +114,11 @@ def check_supported(settings: Settings, spec: DatasetSpec) -> None:
             f"MLPLATFORM_SERVE_ONLINE_CORRECTION is on, but dataset {spec.name!r} is multiclass: "
             "the online correction supports binary and regression tasks; unset it to serve this dataset"
         )
+    if settings.serve_online_correction and spec.history is not None:
+        raise SettingsError(
+            f"MLPLATFORM_SERVE_ONLINE_CORRECTION is on, but dataset {spec.name!r} declares history features, which the online "
+            "correction cannot recompute for past events; unset it to serve this dataset"
+        )
 
 
 class ModelService:
@@ -132,9 +138,12 @@ class ModelService:
         self._by_class: dict[str, Any] = {}
         self._id_prefix = uuid.uuid4().hex[:20]  # random per process and model: ids stay unique across restarts and replicas
         self._id_counter = itertools.count()
+        self.history = HistoryState(self.spec) if self.spec.history is not None else None
 
     def start(self) -> None:
         s = self.settings
+        if self.history is not None and self.spec.history is not None:  # rebuilt from the log before the first request
+            self.history.replay(self.events.events_between(limit=self.spec.history.warmup_events, label_times=True))
         self.log = PredictionLog(self.events, self.metrics, s.serve_log_interval_ms / 1000, s.serve_log_max_rows)
         self.log.probe()  # not ready from the start if the event log cannot be written
         self.log.start()
@@ -193,8 +202,8 @@ class ModelService:
         clean, errors = model.codec.check(records, loc)
         if errors:
             raise ApiError(422, [e.as_dict() for e in errors[:100]], "validation")
-        (predictions, probabilities, matrix), unseen = model.predict(clean)
         at = now_us()
+        (predictions, probabilities, matrix), unseen = model.predict(clean if self.history is None else self.with_history(clean, at))
         version = model.version
         served_version = str(version)
         labels = predictions.tolist()
@@ -221,6 +230,23 @@ class ModelService:
             self.metrics.unseen.labels(feature=feature).inc(n)
         return {"predictions": answers} if batch else answers[0]
 
+    def with_history(self, rows: list[dict[str, Any]], at: int) -> list[dict[str, Any]]:
+        """Each row with its history columns, then remembered: a later row of the same batch sees the earlier ones, as in training.
+
+        Runs on the event loop between two awaits, so no other request changes the state meanwhile.
+        """
+        assert self.history is not None
+        out = []
+        for row in rows:
+            out.append({**row, **self.history.features(row, at)})
+            self.history.observe_event(row, at)
+        return out
+
+    def _features_of(self, event_id: str) -> dict[str, Any]:
+        """The logged features of one event (its keys), for the history state to file its label under."""
+        frame = self.events.get([event_id])[list(self.spec.features)]
+        return frame.astype(object).where(frame.notna(), None).to_dict("records")[0]
+
     async def feedback(self, body: Any) -> dict[str, Any]:
         event_id, label = _feedback_fields(body, self.spec)
         result = await run_in_threadpool(self.events.add_labels, [event_id], [label])
@@ -231,6 +257,8 @@ class ModelService:
             self.metrics.feedback.labels(outcome="conflict").inc()
             raise ApiError(409, f"event {event_id[:64]!r} already has a different label; labels are never overwritten", "label_conflict")
         status = "applied" if result.applied else "unchanged"
+        if result.applied and self.history is not None:
+            self.history.observe_label(await run_in_threadpool(self._features_of, event_id), label)
         self.metrics.feedback.labels(outcome=status).inc()
         if result.applied and self.settings.serve_online_correction:
             await run_in_threadpool(self.learn, event_id)
