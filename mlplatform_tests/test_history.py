@@ -199,3 +199,40 @@ def test_a_model_with_history_features_names_the_missing_columns(tmp_path: Path)
     with pytest.raises(HistoryFeaturesMissing, match=r"\['hist__label_lag2'\]"):
         result.predictor.predict(window.drop(columns=["hist__label_lag2"]))
     assert not math.isnan(float(result.predictor.predict(window.assign(hist__label_lag1=None)).iloc[0, 0]))  # present but missing: fine
+
+
+def test_serving_refuses_a_model_trained_without_the_declared_history_and_the_online_correction(tmp_path: Path) -> None:
+    from mlplatform.domain.training import TrainingConfig, train
+    from mlplatform.serving.records import ModelMismatch, RecordCodec
+    from mlplatform.serving.service import check_supported
+    from mlplatform.settings import Settings, SettingsError
+
+    plain = parse_spec({**BASE, "features": {"x": "numeric", "c": "categorical", "k": "numeric"}})
+    declared = parse_spec({**BASE, "features": {"x": "numeric", "c": "categorical", "k": "numeric"}, "history": {"features": [{"kind": "lag"}]}})
+    events = _random_stream(400, plain, seed=9).sort_values("seq").reset_index(drop=True)
+    predictor = train(events, plain, TrainingConfig(min_rows=50, trials=1, seconds=30, num_boost_round=20, early_stopping_rounds=5)).predictor
+    with pytest.raises(ModelMismatch, match="hist__label_lag1"):
+        RecordCodec(declared, predictor)
+    assert RecordCodec(plain, predictor).history == []
+    with pytest.raises(SettingsError, match="declares history features"):
+        check_supported(Settings(state_dir=tmp_path, serve_online_correction=True), declared)
+
+
+@pytest.mark.parametrize("delay", [0, 3])
+def test_the_prequential_stream_reveals_labels_late_and_the_no_change_baseline_predicts_the_last_known(delay: int) -> None:
+    from mlplatform.pipeline.prequential import NoChangePolicy, run_prequential, stream_events, with_stream_history
+
+    spec = load_spec(BIKE_HISTORY_SPEC)
+    events = with_stream_history(stream_events(spec, count=1200), spec, label_delay=delay)
+    labels = events["label"].astype("float64")
+    assert events["hist__label_lag1"].iloc[1 + delay :].tolist() == labels.shift(1 + delay).iloc[1 + delay :].tolist()
+    assert events["hist__label_lag1"].iloc[: 1 + delay].isna().all()  # nothing known yet: no peeking at the first labels
+    same_hour = events.groupby("hr")["label"].shift(1)  # the previous event at this hour, known once `delay` more events passed
+    assert (events["hist__label_lag1__by_hr"].iloc[50:] == same_hour.iloc[50:]).mean() > 0.95
+
+    policy = NoChangePolicy(spec, delay)
+    result = run_prequential(events, spec, policy, warmup=200, block=100, label_delay=delay)
+    served = policy.serve(events.iloc[:0])  # the state after the run holds every label, in stream order
+    assert served.empty and policy.labels == events["label"].tolist()
+    expected = (labels.iloc[200:] - labels.shift(1 + delay).iloc[200:]).pow(2).mean() ** 0.5
+    assert result.metrics["rmse"] == pytest.approx(expected)

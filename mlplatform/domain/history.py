@@ -122,33 +122,42 @@ def history_frame(events: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
     `events` holds all events of the span, labelled or not, with seq, event_time, ingested_at, source, label,
     label_seq, label_time and the features; start it early enough to warm the windows (`history.warmup_events`).
     """
+    declared = spec.history_features
     index = events.index
     events = events.reset_index(drop=True)
     is_label, position = timeline(events)
-    items = events.iloc[position].reset_index(drop=True)
-    rows = items[~is_label]
-    label_items = items[is_label]
-    out: dict[str, pd.Series] = {}
-    for feature in spec.history_features:
-        item_keys = _key_codes(items, feature.by)
+    is_row = ~is_label
+    columns = list(dict.fromkeys([EVENT_TIME, LABEL, *(f.source for f in declared if f.source not in (None, LABEL_REF)), *(f.by for f in declared if f.by)]))
+    items = events[columns].iloc[position].reset_index(drop=True)
+    rows, labels = items[is_row], items.loc[is_label, LABEL]
+    label_ordinal = np.cumsum(is_label) - 1  # at each item: how many labels came before it or at it, minus one
+    keys = {by: _key_codes(items, by) for by in dict.fromkeys(f.by for f in declared)}
+    seen: dict[str | None, np.ndarray] = {}  # per key: each row's latest label item of its key (-1: none), as a label ordinal
+    out: dict[str, np.ndarray] = {}
+    for feature in declared:
+        item_keys = keys[feature.by]
+        row_keys = item_keys[is_row]
         if feature.source != LABEL_REF:
-            columns = _event_feature(feature, rows, item_keys[~is_label])
-            out.update({name: pd.Series(col.to_numpy(), index=position[~is_label]) for name, col in columns.items()})
-            continue
-        at_labels = _label_feature(feature, label_items[LABEL], item_keys[is_label], spec)
-        last_label = pd.Series(np.where(is_label, np.arange(len(items)), -1), dtype="float64").where(item_keys.notna())
-        last = last_label.groupby(item_keys).cummax().to_numpy()[~is_label]
-        seen = np.nan_to_num(last, nan=-1).astype("int64")
-        for name, col in at_labels.items():
-            by_item = col.reindex(range(len(items)))
-            values = by_item.to_numpy(dtype=object)[np.maximum(seen, 0)]
-            values[seen < 0] = 0.0 if feature.kind == "count" else np.nan  # no label known yet: a count of none
-            values[item_keys[~is_label].isna().to_numpy()] = np.nan
-            out[name] = pd.Series(values, index=position[~is_label])
-    frame = pd.DataFrame({name: col.sort_index() for name, col in out.items()}, index=events.index)
-    for name in spec.history_numeric:
-        frame[name] = frame[name].astype("float64")
-    return frame[spec.history_numeric + spec.history_categorical].set_axis(index)
+            computed = _event_feature(feature, rows, row_keys)
+        else:
+            if feature.by not in seen:
+                last = pd.Series(np.where(is_label, np.arange(len(items)), -1), dtype="float64").where(item_keys.notna())
+                latest = np.nan_to_num(last.groupby(item_keys).cummax().to_numpy()[is_row], nan=-1).astype("int64")
+                seen[feature.by] = np.where(latest >= 0, label_ordinal[np.maximum(latest, 0)], -1)
+            ordinal = seen[feature.by]
+            computed = {}
+            for name, col in _label_feature(feature, labels, item_keys[is_label], spec).items():
+                values = col.to_numpy()[np.maximum(ordinal, 0)] if len(col) else np.full(len(ordinal), np.nan, dtype=col.dtype)
+                values = values.astype(object if values.dtype == object else "float64")
+                values[ordinal < 0] = 0.0 if feature.kind == "count" else np.nan  # no label known yet: a count of none
+                values[row_keys.isna().to_numpy()] = np.nan
+                computed[name] = pd.Series(values)
+        for name, col in computed.items():
+            values = col.to_numpy()
+            placed = np.empty(len(events), dtype=object if values.dtype == object else "float64")
+            placed[position[is_row]] = values
+            out[name] = placed
+    return pd.DataFrame(out, index=index)[spec.history_numeric + spec.history_categorical]
 
 
 def _stat(values: list[float], stat: str) -> float:

@@ -108,7 +108,7 @@ class RecordCodec:
         numeric, categorical = [*spec.numeric_features, *spec.history_numeric], [*spec.categorical_features, *spec.history_categorical]
         if set(transformer.numeric) != set(numeric) or set(transformer.categorical) != set(categorical):
             raise ModelMismatch(
-                f"model inputs {transformer.input_columns} are not the features (and history features) of dataset spec {spec.name!r}: {numeric + categorical}"
+                f"model inputs {transformer.input_columns} are not the features of dataset spec {spec.name!r}: {numeric + categorical}"
             )
         self.features = list(spec.features)
         self.history = list(transformer.history)  # filled by serving from its history state, never sent
