@@ -179,12 +179,26 @@ def _number(value: Any) -> float:
 
 @dataclass
 class _KeyState:
-    """What one key value remembers: its last event time, event count, recent values per column and recent labels."""
+    """What one key value remembers: its last event time, event count, recent values per column and recent labels
+    (as given, and as the numbers windows read)."""
 
     last_time: int | None = None
     count: int = 0
     values: dict[str, deque[float]] = field(default_factory=dict)
     labels: deque[Any] = field(default_factory=deque)
+    numbers: deque[float] = field(default_factory=deque)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """One declared feature with its properties read once (a request must not recompute names)."""
+
+    kind: str
+    by: str | None
+    names: list[str]
+    source: str | None
+    label: bool
+    n: int
 
 
 class HistoryState:
@@ -192,19 +206,27 @@ class HistoryState:
 
     def __init__(self, spec: DatasetSpec) -> None:
         self.spec = spec
-        self.declared = spec.history_features
-        self.keys = list(dict.fromkeys(f.by for f in self.declared))
+        declared = spec.history_features
+        self.keys = list(dict.fromkeys(f.by for f in declared))
+        self._plans = [_Plan(f.kind, f.by, f.names, f.source, f.source == LABEL_REF, f.n or 0) for f in declared]
         self._tables: dict[str | None, dict[Any, _KeyState]] = {by: {} for by in self.keys}
         self._value_len: dict[str | None, dict[str, int]] = {by: {} for by in self.keys}
-        self._label_len: dict[str | None, int] = dict.fromkeys(self.keys, 0)
-        for f in self.declared:
+        self._label_len: dict[str | None, int] = dict.fromkeys(self.keys, 1)
+        for f in declared:
             length = f.k or f.n or (2 if f.kind == "diff" and f.source == LABEL_REF else 1)
             if f.source == LABEL_REF:
                 self._label_len[f.by] = max(self._label_len[f.by], length)
             elif f.source is not None:
                 lengths = self._value_len[f.by]
                 lengths[f.source] = max(lengths.get(f.source, 0), length)
-        self._binary = spec.positive_class if spec.is_classification else None
+        self._empty = {by: self._new_state(by) for by in self.keys}  # what a key never seen reads
+        self._task, self._positive = spec.task.value, spec.positive_class
+
+    def _label_number(self, label: Any) -> float:
+        """A label as windows read it (as `_label_values`): 1/0 for the positive class, the number for regression, none for multiclass."""
+        if self._task == "binary":
+            return 1.0 if label == self._positive else 0.0
+        return math.nan if self._task == "multiclass" else float(label)
 
     @staticmethod
     def _key(row: Mapping[str, Any], by: str | None) -> Any:
@@ -214,45 +236,53 @@ class HistoryState:
         value = row.get(by)
         return None if value is None or value != value else value
 
+    def _new_state(self, by: str | None) -> _KeyState:
+        values = {col: deque(maxlen=n) for col, n in self._value_len[by].items()}
+        size = self._label_len[by]
+        return _KeyState(values=values, labels=deque(maxlen=size), numbers=deque(maxlen=size))
+
     def _table_state(self, by: str | None, key: Any) -> _KeyState:
         state = self._tables[by].get(key)
         if state is None:
-            values = {col: deque(maxlen=n) for col, n in self._value_len[by].items()}
-            state = self._tables[by][key] = _KeyState(values=values, labels=deque(maxlen=self._label_len[by] or 1))
+            state = self._tables[by][key] = self._new_state(by)
         return state
 
-    def _label_number(self, label: Any) -> float:
-        return (1.0 if label == self._binary else 0.0) if self._binary is not None else float(label)
-
     def features(self, row: Mapping[str, Any], time_us: int) -> dict[str, Any]:
-        """The history columns of a request made at `time_us` (the state is not changed)."""
+        """The history columns of a request made at `time_us` (the state is not changed); missing values are None."""
         out: dict[str, Any] = {}
-        for f in self.declared:
-            key = self._key(row, f.by)
-            state = None if key is None else self._tables[f.by].get(key)
+        for plan in self._plans:
+            key = self._key(row, plan.by)
             if key is None:
-                out.update(dict.fromkeys(f.names, math.nan))
-            else:
-                out.update(self._one(f, row, time_us, state or _KeyState(values={c: deque() for c in self._value_len[f.by]})))
+                out.update(dict.fromkeys(plan.names))
+                continue
+            state = self._tables[plan.by].get(key) or self._empty[plan.by]
+            self._one(plan, row, time_us, state, out)
         return out
 
-    def _one(self, f: HistoryFeature, row: Mapping[str, Any], time_us: int, state: _KeyState) -> dict[str, Any]:
-        if f.kind == "since":
-            return {f.names[0]: math.nan if state.last_time is None else (time_us - state.last_time) / US_PER_S}
-        if f.kind == "events":
-            return {f.names[0]: float(state.count)}
-        assert f.source is not None
-        label = f.source == LABEL_REF
-        recent: list[Any] = list(state.labels if label else state.values[f.source])
-        if f.kind == "lag":
-            return {name: recent[-i - 1] if len(recent) > i else math.nan for i, name in enumerate(f.names)}
-        numbers = [self._label_number(v) for v in recent] if label else recent
-        if f.kind == "diff":
-            if label:
-                return {f.names[0]: numbers[-1] - numbers[-2] if len(numbers) > 1 else math.nan}
-            return {f.names[0]: _number(row.get(f.source)) - numbers[-1] if numbers else math.nan}
-        assert f.n is not None and f.kind in ROLLING
-        return {f.names[0]: _stat(numbers[-f.n :], f.kind)}
+    @staticmethod
+    def _one(plan: _Plan, row: Mapping[str, Any], time_us: int, state: _KeyState, out: dict[str, Any]) -> None:
+        kind, names = plan.kind, plan.names
+        if kind == "since":
+            out[names[0]] = None if state.last_time is None else (time_us - state.last_time) / US_PER_S
+        elif kind == "events":
+            out[names[0]] = float(state.count)
+        elif kind == "lag":
+            recent = state.labels if plan.label else state.values[plan.source or ""]
+            size = len(recent)
+            for i, name in enumerate(names):
+                value = recent[-i - 1] if size > i else None
+                out[name] = None if value != value else value
+        else:
+            numbers = state.numbers if plan.label else state.values[plan.source or ""]
+            if kind == "diff":
+                size = len(numbers)
+                if plan.label:
+                    out[names[0]] = numbers[-1] - numbers[-2] if size > 1 else None
+                else:
+                    out[names[0]] = _number(row.get(plan.source or "")) - numbers[-1] if size else None
+            else:
+                window = list(numbers)[-plan.n :] if len(numbers) > plan.n else list(numbers)
+                out[names[0]] = _stat(window, kind)
 
     def observe_event(self, row: Mapping[str, Any], time_us: int) -> None:
         """An event happened at `time_us` (after its features were computed)."""
@@ -270,14 +300,16 @@ class HistoryState:
         """The label of an event with these features became known now."""
         for by in self.keys:
             key = self._key(row, by)
-            if key is not None and self._label_len[by]:
-                self._table_state(by, key).labels.append(label)
+            if key is not None:
+                state = self._table_state(by, key)
+                state.labels.append(label)
+                state.numbers.append(self._label_number(label))
 
     def replay(self, events: pd.DataFrame) -> None:
         """Rebuild from the log: every event and every known label of `events`, in the order they happened."""
         events = events.reset_index(drop=True)
         is_label, position = timeline(events)
-        columns = [c for c in dict.fromkeys([*self.spec.features]) if c in events]
+        columns = [c for c in self.spec.features if c in events]
         records = events[columns].astype(object).where(events[columns].notna(), None).to_dict("records")
         times = events[EVENT_TIME].to_numpy(dtype="int64").tolist()
         labels = events[LABEL].tolist()
