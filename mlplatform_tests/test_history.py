@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ from mlplatform.domain.features import HistoryFeaturesMissing
 from mlplatform.domain.history import HistoryState, history_frame, timeline
 from mlplatform.domain.spec import DatasetSpec, SpecError, load_spec, parse_spec
 from mlplatform.settings import REPO_ROOT
+from mlplatform.stores.eventlog import EventStore
 
 BIKE_HISTORY_SPEC = REPO_ROOT / "data" / "bike_sharing_history.yaml"
 BASE: dict[str, Any] = {"name": "tiny", "task": "regression", "label": "y", "features": {"x": "numeric", "c": "categorical"}}
@@ -236,3 +239,33 @@ def test_the_prequential_stream_reveals_labels_late_and_the_no_change_baseline_p
     assert served.empty and policy.labels == events["label"].tolist()
     expected = (labels.iloc[200:] - labels.shift(1 + delay).iloc[200:]).pow(2).mean() ** 0.5
     assert result.metrics["rmse"] == pytest.approx(expected)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def event_log(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EventStore]:
+    """A real event log on each backend, for a binary spec with label lags."""
+    from mlplatform.settings import Settings
+    from mlplatform.stores.eventlog_factory import open_event_log
+
+    url = request.getfixturevalue("postgres_url") if request.param == "postgres" else None
+    log = open_event_log(Settings(state_dir=tmp_path / "state", event_log_url=url), LOG_SPEC)
+    yield log
+    log.close()
+
+
+LOG_SPEC = parse_spec({"name": "mini", "task": "binary", "label": "y", "positive_class": "1", "classes": ["0", "1"],
+                       "features": {"x": "numeric", "c": "categorical"}, "history": {"features": [{"kind": "lag", "k": 2}, {"kind": "mean", "n": 3}]}})
+
+
+def test_labels_landed_late_are_late_in_the_training_frame_on_both_backends(event_log: EventStore) -> None:
+    events = pd.DataFrame({"event_id": ["a", "b", "c", "d"], "event_time": [0, 1, 2, 3], "label": ["1", None, "0", None],
+                           "x": [1.0, 2.0, 3.0, 4.0], "c": ["p", "q", "p", "q"]})  # one µs apart
+    event_log.append(events, "landing")
+    time.sleep(0.01)
+    assert event_log.add_labels(["d", "b"], ["0", "1"]).applied == ["d", "b"]  # ≥ 10 ms after landing: known ≥ 10 ms after their events
+    read = event_log.events_between(label_times=True)
+    assert read["ingested_at"].notna().all() and read["label_time"].notna().all()
+    frame = history_frame(read, LOG_SPEC).set_axis(read["event_id"])
+    assert _equal(frame["hist__label_lag1"], pd.Series([None, "1", "1", "0"], index=frame.index, dtype=object))  # b's label: not yet
+    assert _equal(frame["hist__label_lag2"], pd.Series([None, None, None, "1"], index=frame.index, dtype=object))
+    assert frame["hist__label_mean3"].tolist()[1:] == [1.0, 1.0, 0.5] and math.isnan(frame["hist__label_mean3"].iloc[0])
