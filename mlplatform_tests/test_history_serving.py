@@ -62,20 +62,25 @@ def serving(parts: Parts) -> Iterator[httpx.Client]:
             thread.join(timeout=30)
 
 
-@pytest.fixture(scope="module")
-def parts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Parts]:
-    """Bike Sharing with history features: 3000 landed, labelled events, a champion trained on them with its history columns."""
-    folder = tmp_path_factory.mktemp("history-serving")
-    settings = state_settings(folder / "state", BIKE_HISTORY_SPEC)
-    spec = load_spec(BIKE_HISTORY_SPEC)
+def trained_parts(folder: Path, spec_path: Path) -> Parts:
+    """A model's parts with 3000 landed, labelled events and a champion trained on them (with its history columns, if declared)."""
+    settings = state_settings(folder / "state", spec_path)
+    spec = load_spec(spec_path)
     log = EventLog.for_dataset(settings.events_dir, spec)
     log.append(canonical(read_source(spec).iloc[:LANDED], spec), "landing")
     snapshot = build_feature_snapshot(settings, spec, log, folder / "snapshot")
     registry = Registry(settings.tracking_uri, settings.artifact_root, spec)
     version = registry.log_model(train(snapshot.train, spec, TINY, transformer=snapshot.transformer), snapshot.train, {}, {})
     registry.promote(int(version.version))
-    yield Parts(spec.name, settings, spec, log, registry)
-    log.close()
+    return Parts(spec.name, settings, spec, log, registry)
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Parts]:
+    """Bike Sharing with history features, served from a champion trained on 3000 landed events."""
+    model = trained_parts(tmp_path_factory.mktemp("history-serving"), BIKE_HISTORY_SPEC)
+    yield model
+    model.event_log.close()
 
 
 def _replay(client: httpx.Client, rows: pd.DataFrame, spec: DatasetSpec, seed: int) -> dict[str, float]:
