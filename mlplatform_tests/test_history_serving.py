@@ -151,3 +151,29 @@ def test_the_logged_model_outside_serving_needs_its_history_columns(parts: Parts
     assert all(name in str(caught.value) for name in parts.spec.history_numeric)
     window = build_feature_snapshot(parts.settings, parts.spec, parts.event_log, Path(parts.settings.state_dir) / "again").train
     assert len(model.predict(window[[*parts.spec.features, *parts.spec.history_numeric]].head(3))) == 3
+
+
+def test_the_loop_steps_retrain_evaluate_and_report_drift_for_a_model_with_history(tmp_path: Path) -> None:
+    """features → challenger → evaluation against a champion with history → drift report, on the real stores."""
+    from mlplatform.pipeline.drift import DriftReport, build_drift_report
+    from mlplatform.pipeline.retraining import apply_decision, evaluate_challenger, train_challenger
+
+    first = trained_parts(tmp_path / "loop", BIKE_HISTORY_SPEC)
+    settings = first.settings.model_copy(update={"tuning_trials": 1, "tuning_seconds": 10.0, "num_boost_round": 60, "early_stopping_rounds": 10})
+    spec, log, registry = first.spec, first.event_log, first.registry
+    try:
+        log.append(canonical(read_source(spec).iloc[LANDED : LANDED + 1500], spec), "landing")
+        snapshot = build_feature_snapshot(settings, spec, log, tmp_path / "snapshot-2")
+        assert set(spec.history_numeric) <= set(snapshot.holdout.columns)
+        assert snapshot.train[spec.history_numeric].notna().mean().min() > 0.99  # warm from the log before the window, not missing
+        challenger = train_challenger(settings, spec, registry, snapshot, {})
+        evaluation = evaluate_challenger(settings, spec, registry, snapshot, challenger.version)
+        assert evaluation.champion_version == 1 and evaluation.champion_metrics is not None  # both scored with their history columns
+        apply_decision(registry, evaluation, None)
+        log.append(canonical(read_source(spec).iloc[LANDED + 1500 : LANDED + 2500], spec), "landing")  # after every champion's window
+        report = build_drift_report(settings, spec, log, registry)
+        assert isinstance(report, DriftReport), report
+        assert report.prediction is None and report.live_metrics == {}  # a random sample has no history: features only
+        assert [c.column for c in report.columns] == list(spec.features)
+    finally:
+        log.close()
