@@ -269,3 +269,34 @@ def test_labels_landed_late_are_late_in_the_training_frame_on_both_backends(even
     assert _equal(frame["hist__label_lag1"], pd.Series([None, "1", "1", "0"], index=frame.index, dtype=object))  # b's label: not yet
     assert _equal(frame["hist__label_lag2"], pd.Series([None, None, None, "1"], index=frame.index, dtype=object))
     assert frame["hist__label_mean3"].tolist()[1:] == [1.0, 1.0, 0.5] and math.isnan(frame["hist__label_mean3"].iloc[0])
+
+
+def test_a_negative_label_delay_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    import sys
+
+    from mlplatform.pipeline.prequential import BenchmarkError, stream_events, with_stream_history
+
+    spec = load_spec(BIKE_HISTORY_SPEC)
+    with pytest.raises(BenchmarkError, match="label delay must be ≥ 0 events, got -1"):
+        with_stream_history(stream_events(spec, count=50), spec, label_delay=-1)
+    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+    import bench_adaptation
+
+    with pytest.raises(SystemExit) as exc:
+        bench_adaptation.main(["--label-delay", "-2"])
+    assert exc.value.code == 2 and "--label-delay must be ≥ 0, got -2" in capsys.readouterr().err
+
+
+def test_a_label_reaches_the_serving_state_once_through_feedback_or_the_catch_up() -> None:
+    spec = parse_spec({**BASE, "history": {"features": [{"kind": "count", "n": 10}]}})
+    row = {"x": 1.0, "c": "p"}
+    landed = pd.DataFrame({"x": [1.0, 2.0, 3.0], "c": ["p", "q", "p"], "label": [5.0, 6.0, 7.0], "label_seq": [4, 5, 6]})
+    for feedback_first in (True, False):
+        state = HistoryState(spec)
+        state.replay(_events([]).iloc[:0], label_watermark=3)
+        if feedback_first:
+            state.observe_label(row, 6.0, label_seq=5)
+        assert state.catch_up(landed) == (2 if feedback_first else 3)
+        state.observe_label(row, 6.0, label_seq=5)  # /feedback after the catch-up saw it: ignored
+        state.observe_label(row, 9.0, label_seq=2)  # at or below the watermark: observed already
+        assert state.features(row, 0)["hist__label_count10"] == 3.0 and state.label_watermark == 6

@@ -30,6 +30,7 @@ from mlplatform_tests.serving_support import TINY, canonical, state_settings
 from mlplatform_tests.test_history import BIKE_HISTORY_SPEC
 
 LANDED = 3000
+CATCH_UP_S = 0.1  # serve_reload_seconds: how often serving reads the labels landed outside /feedback
 
 
 @dataclass
@@ -79,12 +80,15 @@ def trained_parts(folder: Path, spec_path: Path) -> Parts:
 def parts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Parts]:
     """Bike Sharing with history features, served from a champion trained on 3000 landed events."""
     model = trained_parts(tmp_path_factory.mktemp("history-serving"), BIKE_HISTORY_SPEC)
+    model.settings = model.settings.model_copy(update={"serve_reload_seconds": CATCH_UP_S})
     yield model
     model.event_log.close()
 
 
-def _replay(client: httpx.Client, rows: pd.DataFrame, spec: DatasetSpec, seed: int) -> dict[str, float]:
-    """/predict in batches of 1-4, then /feedback for each label after 0-8 more batches, shuffled; a tenth never labelled."""
+def _replay(client: httpx.Client, rows: pd.DataFrame, spec: DatasetSpec, seed: int, label_files: EventLog | None = None) -> dict[str, float]:
+    """/predict in batches of 1-4, then /feedback for each label after 0-8 more batches, shuffled; a tenth never labelled.
+    With `label_files`, a third of the labels land in the log directly instead (as a label file does), and the replay
+    waits for serving's catch-up before the next prediction."""
     rng = random.Random(seed)
     records, labels = json_records(rows, spec), canonical_labels(rows, spec).tolist()
     pending: list[tuple[int, str, float]] = []
@@ -103,7 +107,12 @@ def _replay(client: httpx.Client, rows: pd.DataFrame, spec: DatasetSpec, seed: i
         due = [p for p in pending if p[0] <= batch]
         pending = [p for p in pending if p[0] > batch]
         rng.shuffle(due)
-        for _, event_id, label in due:
+        landed = [d for d in due if label_files is not None and rng.random() < 0.3]
+        if landed:
+            assert label_files is not None
+            assert len(label_files.add_labels([d[1] for d in landed], [d[2] for d in landed]).applied) == len(landed)
+            time.sleep(CATCH_UP_S * 3)
+        for _, event_id, label in (d for d in due if d not in landed):
             reply = client.post("/feedback", json={"event_id": event_id, "label": label})
             assert reply.status_code == 200 and reply.json()["status"] == "applied", reply.text
         start += size
@@ -124,7 +133,7 @@ def _rebuilt(parts: Parts) -> pd.DataFrame:
 def test_served_predictions_equal_predictions_on_the_rebuilt_training_frame(parts: Parts) -> None:
     rows = read_source(parts.spec).iloc[LANDED : LANDED + 2000]
     with serving(parts) as client:
-        served = _replay(client, rows, parts.spec, seed=1)
+        served = _replay(client, rows, parts.spec, seed=1, label_files=parts.event_log)
         bad = {**json_records(rows.iloc[:1], parts.spec)[0], "hist__label_lag1": 5.0}
         refused = client.post("/predict", json=bad)
         assert refused.status_code == 422 and refused.json()["detail"][0]["loc"] == ["body", "hist__label_lag1"]

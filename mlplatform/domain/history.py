@@ -47,7 +47,9 @@ def label_known_at(events: pd.DataFrame) -> np.ndarray:
 def timeline(events: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """(is_label, event position) of every item in the order they happened: each event, and each label when it became known.
 
-    Order: time, then log order (`seq`), an event before its own label, labels in the order they landed (`label_seq`).
+    Order: time, then log order (`seq`: a label landed with its event comes right after it), an event before its own
+    label, labels in the order they landed (`label_seq`). Labels of served events come after every event of their
+    microsecond, in the order they landed: a label file applies many at one `label_time`, and serving learns them in that order.
     """
     n = len(events)
     known = label_known_at(events)
@@ -55,7 +57,8 @@ def timeline(events: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     seq = events["seq"].to_numpy(dtype="int64")
     label_seq = events["label_seq"].fillna(0).to_numpy(dtype="int64")
     times = np.concatenate([events[EVENT_TIME].to_numpy(dtype="int64"), known[labelled]])
-    seqs = np.concatenate([seq, seq[labelled]])
+    served = (events["source"] == SERVED).to_numpy()
+    seqs = np.concatenate([seq, np.where(served[labelled], np.iinfo("int64").max, seq[labelled])])
     kinds = np.concatenate([np.zeros(n, dtype="int8"), np.ones(len(labelled), dtype="int8")])
     order_in_labels = np.concatenate([np.zeros(n, dtype="int64"), label_seq[labelled]])
     position = np.concatenate([np.arange(n), labelled])
@@ -221,6 +224,8 @@ class HistoryState:
                 lengths[f.source] = max(lengths.get(f.source, 0), length)
         self._empty = {by: self._new_state(by) for by in self.keys}  # what a key never seen reads
         self._task, self._positive = spec.task.value, spec.positive_class
+        self.label_watermark = 0  # every label up to this label_seq has been observed
+        self._observed_above: set[int] = set()  # label_seqs above the watermark observed already (through /feedback)
 
     def _label_number(self, label: Any) -> float:
         """A label as windows read it (as `_label_values`): 1/0 for the positive class, the number for regression, none for multiclass."""
@@ -296,8 +301,12 @@ class HistoryState:
             for col, values in state.values.items():
                 values.append(_number(row.get(col)))
 
-    def observe_label(self, row: Mapping[str, Any], label: Any) -> None:
-        """The label of an event with these features became known now."""
+    def observe_label(self, row: Mapping[str, Any], label: Any, label_seq: int | None = None) -> None:
+        """The label of an event with these features became known now; with its `label_seq`, only once (see `catch_up`)."""
+        if label_seq is not None:
+            if label_seq <= self.label_watermark or label_seq in self._observed_above:
+                return
+            self._observed_above.add(label_seq)
         for by in self.keys:
             key = self._key(row, by)
             if key is not None:
@@ -305,8 +314,26 @@ class HistoryState:
                 state.labels.append(label)
                 state.numbers.append(self._label_number(label))
 
-    def replay(self, events: pd.DataFrame) -> None:
-        """Rebuild from the log: every event and every known label of `events`, in the order they happened."""
+    def catch_up(self, landed: pd.DataFrame) -> int:
+        """Observe labels that landed outside /feedback (label files), given in label_seq order after `label_watermark`;
+        returns how many were new."""
+        if landed.empty:
+            return 0
+        features = [c for c in self.spec.features if c in landed]
+        records = landed[features].astype(object).where(landed[features].notna(), None).to_dict("records")
+        new = 0
+        for record, label, seq in zip(records, landed[LABEL].tolist(), landed["label_seq"].astype("int64").tolist()):
+            if seq not in self._observed_above and seq > self.label_watermark:
+                self.observe_label(record, label)
+                new += 1
+            self.label_watermark = max(self.label_watermark, seq)
+        self._observed_above = {seq for seq in self._observed_above if seq > self.label_watermark}
+        return new
+
+    def replay(self, events: pd.DataFrame, label_watermark: int = 0) -> None:
+        """Rebuild from the log: every event and every known label of `events`, in the order they happened; labels up to
+        `label_watermark` (the log's, read before `events`) count as observed, so `catch_up` starts after them."""
+        self.label_watermark = max(self.label_watermark, label_watermark)
         events = events.reset_index(drop=True)
         is_label, position = timeline(events)
         columns = [c for c in self.spec.features if c in events]
@@ -318,3 +345,5 @@ class HistoryState:
                 self.observe_label(records[i], labels[i])
             else:
                 self.observe_event(records[i], times[i])
+        if events["label_seq"].notna().any():
+            self.label_watermark = max(self.label_watermark, int(events["label_seq"].max()))

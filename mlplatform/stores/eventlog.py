@@ -381,6 +381,10 @@ class EventStore(ABC):
         frame = self._select(where, [SERVING_SOURCE, str(model_version)], "event_time DESC, seq DESC", limit)
         return frame.iloc[::-1].reset_index(drop=True)
 
+    def labels_since(self, label_seq: int, limit: int = 10_000) -> pd.DataFrame:
+        """The events whose labels landed after `label_seq`, in the order they landed (at most `limit`)."""
+        return self._select(f"label_seq > {self.PARAM}", [int(label_seq)], "label_seq", limit)
+
     def events_between(self, start_us: int | None = None, end_us: int | None = None, limit: int | None = None, label_times: bool = False) -> pd.DataFrame:
         """Events with start <= event_time < end, oldest first; the latest `limit` when capped.
 
