@@ -3,7 +3,9 @@
 Prequential evaluation (each event predicted by the model in service, then its label revealed) of a
 static model, two fixed-interval retraining policies, the platform's own policy (sensor decision,
 training and promotion code of the assets), the platform with recency weighting and an online residual
-correction (step 3), and River's Adaptive Random Forest as the online reference.
+correction (step 3), River's Adaptive Random Forest as the online reference, and the no-change baseline (the
+last label known). Specs with a `history:` section get their history features, labels revealed `--label-delay`
+events after their event.
 
     python benchmarks/bench_adaptation.py                 # Adult drift scenarios, Adult shuffled, Bike Sharing
     python benchmarks/bench_adaptation.py --quick         # shorter streams, same table
@@ -31,6 +33,7 @@ from results import markdown_table, report  # noqa: E402
 from mlplatform.domain.correction import ResidualCorrector  # noqa: E402
 from mlplatform.pipeline.prequential import (  # noqa: E402
     IntervalPolicy,
+    NoChangePolicy,
     PlatformPolicy,
     Policy,
     PolicyResult,
@@ -39,6 +42,7 @@ from mlplatform.pipeline.prequential import (  # noqa: E402
     evidently_drift_check,
     run_prequential,
     stream_events,
+    with_stream_history,
 )
 from mlplatform.pipeline.replay import DriftScenario  # noqa: E402
 from mlplatform.pipeline.retraining import training_config  # noqa: E402
@@ -47,6 +51,7 @@ from mlplatform.domain.spec import DatasetSpec, Task, load_spec  # noqa: E402
 
 ADULT = REPO_ROOT / "data" / "adult.yaml"
 BIKE = REPO_ROOT / "data" / "bike_sharing.yaml"
+BIKE_HISTORY = REPO_ROOT / "data" / "bike_sharing_history.yaml"
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,7 @@ def default_streams() -> list[Stream]:
         Stream("adult · concept change", ADULT, "time", scenario=DriftScenario(flip_labels=1.0, flip_where={"marital-status": "Married-civ-spouse"}, seed=3)),
         Stream("adult · shuffled (stationary)", ADULT, "shuffled", stationary=True),
         Stream("bike sharing · time order", BIKE, "time"),
+        Stream("bike sharing + history · time order", BIKE_HISTORY, "time"),
     ]
 
 
@@ -93,6 +99,7 @@ def policies(spec: DatasetSpec, settings: Settings, args: argparse.Namespace, re
     if spec.task is not Task.multiclass:
         out.append(PlatformPolicy(spec, settings, drift, half_life=args.half_life, correction=ResidualCorrector(spec, args.correction_rate), name="platform + recency + online correction"))
     out.append(RiverPolicy(spec, n_models=10, seed=settings.seed))
+    out.append(NoChangePolicy(spec, args.label_delay))
     return out
 
 
@@ -141,6 +148,8 @@ def goals(stream: Stream, spec: DatasetSpec, results: list[PolicyResult]) -> lis
                      f"{best_score:.4f} with {best.fits - 1}: {verdict}")
     river = next(r for r in results if "River" in r.policy)
     lines.append(f"- {stream.name} · River ARF: {primary(spec, river)[0]:.4f}")
+    no_change = next(r for r in results if r.policy.startswith("no-change"))
+    lines.append(f"- {stream.name} · no-change baseline: {primary(spec, no_change)[0]:.4f}")
     return lines
 
 
@@ -158,11 +167,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=1, help="tuning trials per training")
     parser.add_argument("--half-life", type=float, default=1500.0, help="recency weighting: weight ½ per this many events of age")
     parser.add_argument("--correction-rate", type=float, default=0.5, help="learning rate of the online residual correction")
+    parser.add_argument("--label-delay", type=int, default=0, help="labels reach training and history features this many events after their event")
     parser.add_argument("--no-record", action="store_true", help="print the table only; leave RESULTS.md alone")
     args = parser.parse_args(argv)
     args.warmup = args.warmup or (1500 if args.quick else 3000)
-    for name in ("events", "warmup", "block", "every", "window", "platform_every", "platform_window", "trials"):
-        least = 0 if name in ("events", "platform_every", "platform_window") else 1
+    for name in ("events", "warmup", "block", "every", "window", "platform_every", "platform_window", "trials", "label_delay"):
+        least = 0 if name in ("events", "platform_every", "platform_window", "label_delay") else 1
         if getattr(args, name) < least:
             parser.error(f"--{name.replace('_', '-')} must be ≥ {least}, got {getattr(args, name)}")
     if args.spec is not None and not args.spec.is_file():
@@ -180,9 +190,10 @@ def main(argv: list[str] | None = None) -> int:
             full = stream_events(spec, order=stream.order, seed=settings.seed, count=count)
             drift_from = int(len(full) * stream.drift_at)
             events = stream_events(spec, order=stream.order, seed=settings.seed, count=count, scenario=stream.scenario, drift_from=drift_from) if stream.scenario else full
+            events = with_stream_history(events, spec, args.label_delay)
             results = []
             for policy in policies(spec, settings, args, Path(tmp) / "drift.json.xz"):
-                result = run_prequential(events, spec, policy, args.warmup, args.block)
+                result = run_prequential(events, spec, policy, args.warmup, args.block, args.label_delay)
                 results.append(result)
                 rows.append(row(stream, spec, len(events) - args.warmup, result))
                 print(f"{stream.name:34} {result.policy:40} {primary(spec, result)[0]:.4f} fits={result.fits} train={result.train_seconds:.1f}s wall={result.wall_seconds:.1f}s", flush=True)
@@ -191,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     regression = [r for r in rows if "RMSE" in r]
     body = "\n\n".join(markdown_table(t) for t in (classification, regression) if t)
     body += (
-        f"\n\nWarm-up {args.warmup} events, then blocks of {args.block} (one sensor tick; labels revealed per block; the online "
+        f"\n\nWarm-up {args.warmup} events, then blocks of {args.block} (one sensor tick; labels revealed per block, {args.label_delay} events late; the online "
         f"correction and River see each label right after its prediction). Fixed policies retrain every {args.every}; the platform "
         f"runs `policy.decide` with retrain_every_n={settings.retrain_every_n}, drift reports every {settings.drift_every_n_events} "
         f"events (Evidently via `drift.compare`, dataset drift at ≥ {settings.drift_share_threshold:.0%} of columns), training window "

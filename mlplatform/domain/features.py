@@ -21,6 +21,20 @@ CROSS_SEPARATOR = " × "
 ARROW_STRING = pd.StringDtype("pyarrow")
 
 
+class HistoryFeaturesMissing(ValueError):
+    """A model trained with history features was called without them."""
+
+
+def require_history(raw: pd.DataFrame, names: list[str]) -> None:
+    """Refuse a frame without the history columns a model was trained with, naming them."""
+    missing = [n for n in names if n not in raw.columns]
+    if missing:
+        raise HistoryFeaturesMissing(
+            f"the model needs the history features {missing}: compute them with mlplatform.domain.history.history_frame "
+            "over the event log (or call the serving API, which fills them)"
+        )
+
+
 def as_text(values: pd.Series) -> pd.Series:
     """Stripped Arrow-backed strings (vectorised in C++, unlike object strings); blanks become NA."""
     text = (values if values.dtype == ARROW_STRING else values.astype(ARROW_STRING)).str.strip()
@@ -42,6 +56,7 @@ class FeatureTransformer:
     categorical: list[str]
     crosses: list[tuple[str, str]] = field(default_factory=list)
     categories: dict[str, list[str]] = field(default_factory=dict)
+    history: list[str] = field(default_factory=list)  # of numeric/categorical: computed from the event log, never sent
 
     @property
     def cross_names(self) -> list[str]:
@@ -69,7 +84,8 @@ class FeatureTransformer:
         return self
 
     def transform(self, raw: pd.DataFrame) -> pd.DataFrame:
-        """Model input for `raw` records; absent columns are treated as missing values."""
+        """Model input for `raw` records; absent columns are treated as missing values, except history columns (refused, named)."""
+        require_history(raw, self.history)
         out: dict[str, pd.Series] = {}
         for name in self.numeric:
             col = raw[name] if name in raw else pd.Series(np.nan, index=raw.index)
@@ -89,7 +105,10 @@ class FeatureTransformer:
         return counts
 
     def to_dict(self) -> dict[str, Any]:
-        return {"numeric": self.numeric, "categorical": self.categorical, "crosses": [list(c) for c in self.crosses], "categories": self.categories}
+        data: dict[str, Any] = {"numeric": self.numeric, "categorical": self.categorical, "crosses": [list(c) for c in self.crosses], "categories": self.categories}
+        if self.history:
+            data["history"] = self.history
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "FeatureTransformer":
@@ -98,4 +117,5 @@ class FeatureTransformer:
             categorical=list(data["categorical"]),
             crosses=[(a, b) for a, b in data.get("crosses", [])],
             categories={k: list(v) for k, v in data["categories"].items()},
+            history=list(data.get("history", [])),
         )

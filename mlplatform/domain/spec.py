@@ -63,6 +63,52 @@ class SourceSpec(BaseModel):
     comment: str | None = None
 
 
+HISTORY_PREFIX = "hist__"
+LABEL_REF = "label"  # `of: label` names the label whatever its column is called
+ROLLING = ("mean", "sum", "count", "min", "max")
+
+
+class HistoryFeature(BaseModel):
+    """One declared history feature (or k lags): what it summarises (`of`), over what (`n`, `k`) and per which key (`by`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["lag", "mean", "sum", "count", "min", "max", "diff", "since", "events"]
+    of: str | None = Field(default=None, description="`label` or a numeric feature; lag and diff default to the label.")
+    k: int | None = Field(default=None, ge=1, description="lag: how many previous values (lag1..lagk).")
+    n: int | None = Field(default=None, ge=1, description="mean/sum/count/min/max: over the key's last n values.")
+    by: str | None = Field(default=None, description="The key: a feature; omitted, the whole stream is one key.")
+
+    @property
+    def source(self) -> str | None:
+        """What the feature reads: LABEL_REF, a feature name, or None (event times and counts)."""
+        if self.kind in ("since", "events"):
+            return None
+        return self.of or LABEL_REF
+
+    @property
+    def names(self) -> list[str]:
+        """The generated column names, e.g. hist__label_lag1__by_station."""
+        suffix = f"__by_{self.by}" if self.by else ""
+        what = self.source
+        if self.kind == "lag":
+            return [f"{HISTORY_PREFIX}{what}_lag{i}{suffix}" for i in range(1, (self.k or 1) + 1)]
+        if self.kind in ROLLING:
+            return [f"{HISTORY_PREFIX}{what}_{self.kind}{self.n}{suffix}"]
+        if self.kind == "diff":
+            return [f"{HISTORY_PREFIX}{what}_diff{suffix}"]
+        return [f"{HISTORY_PREFIX}{self.kind}{suffix}"]
+
+
+class HistorySpec(BaseModel):
+    """Point-in-time features from the event log; `warmup_events` is how far before a training window they are read from."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    features: list[HistoryFeature] = Field(min_length=1)
+    warmup_events: int = Field(default=10_000, ge=0)
+
+
 class DatasetSpec(BaseModel):
     """Name, task, label, optional id and time columns, typed features and columns to drop."""
 
@@ -81,6 +127,7 @@ class DatasetSpec(BaseModel):
     drop: list[str] = Field(default_factory=list)
     crosses: list[tuple[str, str]] = Field(default_factory=list, description="Pairs of categorical features crossed into one more feature.")
     source: SourceSpec | None = None
+    history: HistorySpec | None = None
     base_dir: Path | None = Field(default=None, exclude=True)
 
     @field_validator("name")
@@ -133,7 +180,39 @@ class DatasetSpec(BaseModel):
         for target in self.label_map.values():
             if self.classes and target not in self.classes:
                 raise ValueError(f"label_map: {target!r} is not one of classes {self.classes}")
+        if self.history is not None:
+            self._check_history(self.history)
         return self
+
+    def _check_history(self, history: HistorySpec) -> None:
+        """Every reference of every history feature resolves; messages name the entry and its field."""
+        seen: set[str] = set()
+        for i, feature in enumerate(history.features):
+            where = f"history.features.{i}"
+            if feature.of == self.label:
+                feature.of = LABEL_REF
+            if feature.by is not None and feature.by not in self.features:
+                raise ValueError(f"{where}.by: {feature.by!r} is not a feature of the spec (a key must be sent with every request): {list(self.features)}")
+            source = feature.source
+            if source is None and feature.of is not None:
+                raise ValueError(f"{where}.of: {feature.kind} reads event times, not a column; remove 'of'")
+            if source not in (None, LABEL_REF) and source not in self.features:
+                raise ValueError(f"{where}.of: {source!r} is neither 'label' nor a feature of the spec")
+            if source in self.features and self.features[source] is FeatureType.categorical:
+                raise ValueError(f"{where}.of: {source!r} is categorical; {feature.kind} needs a numeric feature or the label")
+            if feature.k is not None and feature.kind != "lag":
+                raise ValueError(f"{where}.k: only for kind lag")
+            if feature.kind in ROLLING and feature.n is None:
+                raise ValueError(f"{where}.n: kind {feature.kind} needs n, the number of last values it summarises")
+            if feature.kind not in ROLLING and feature.n is not None:
+                raise ValueError(f"{where}.n: only for kinds {', '.join(ROLLING)}")
+            if source == LABEL_REF and feature.kind in (*ROLLING, "diff") and self.task is not Task.regression:
+                if feature.kind == "diff" or self.task is Task.multiclass:
+                    raise ValueError(f"{where}.kind: {feature.kind} of a {self.task.value} label is not defined; use lag (or a window of a binary label)")
+            clash = (seen | set(self.features)) & set(feature.names)
+            if clash:
+                raise ValueError(f"{where}: {sorted(clash)} is declared twice (or is a feature's name)")
+            seen.update(feature.names)
 
     @property
     def numeric_features(self) -> list[str]:
@@ -142,6 +221,20 @@ class DatasetSpec(BaseModel):
     @property
     def categorical_features(self) -> list[str]:
         return [n for n, t in self.features.items() if t is FeatureType.categorical]
+
+    @property
+    def history_features(self) -> list[HistoryFeature]:
+        return self.history.features if self.history is not None else []
+
+    @property
+    def history_categorical(self) -> list[str]:
+        """History columns the model takes as categories: lags of a classification label."""
+        return [n for f in self.history_features if f.kind == "lag" and f.source == LABEL_REF and self.is_classification for n in f.names]
+
+    @property
+    def history_numeric(self) -> list[str]:
+        categorical = set(self.history_categorical)
+        return [n for f in self.history_features for n in f.names if n not in categorical]
 
     @property
     def is_classification(self) -> bool:

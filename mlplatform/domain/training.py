@@ -112,7 +112,9 @@ def _local_fit(base: dict[str, Any], config: TrainingConfig, x_train: pd.DataFra
 
 
 def fit_transformer(window: pd.DataFrame, spec: DatasetSpec) -> FeatureTransformer:
-    return FeatureTransformer(spec.numeric_features, spec.categorical_features, list(spec.crosses)).fit(window)
+    """The spec's features, then its history columns (which `window` must hold: see retraining.with_history)."""
+    numeric, categorical = [*spec.numeric_features, *spec.history_numeric], [*spec.categorical_features, *spec.history_categorical]
+    return FeatureTransformer(numeric, categorical, list(spec.crosses), history=[*spec.history_numeric, *spec.history_categorical]).fit(window)
 
 
 def check_window(window: pd.DataFrame, spec: DatasetSpec, min_rows: int) -> None:

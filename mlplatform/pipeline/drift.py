@@ -181,7 +181,11 @@ def _prediction_values(spec: DatasetSpec, predicted: pd.DataFrame) -> pd.Series:
 
 
 def _with_predictions(spec: DatasetSpec, frame: pd.DataFrame, predictor: Predictor) -> pd.DataFrame:
+    """The sample with the champion's predictions; without them for a model with history features, which a random
+    sample cannot give (the live-quality gauges score such a model from what it served)."""
     out = frame.reset_index(drop=True)
+    if predictor.transformer.history:
+        return out
     predicted = predictor.predict(out)
     out[PREDICTION_COLUMN] = _prediction_values(spec, predicted).to_numpy() if len(out) else pd.Series(dtype="float64")
     return out
@@ -288,7 +292,7 @@ def compare(spec: DatasetSpec, reference: pd.DataFrame, current: pd.DataFrame, s
 def live_metrics(spec: DatasetSpec, current: pd.DataFrame, predictor: Predictor) -> dict[str, float]:
     """The champion's metrics on the labelled part of the current sample; empty without labels."""
     labelled = current[current[LABEL].notna()]
-    if labelled.empty:
+    if labelled.empty or predictor.transformer.history:
         return {}
     return {k: v for k, v in score(spec, labelled[LABEL], predictor.predict(labelled)).items() if not math.isnan(v)}
 

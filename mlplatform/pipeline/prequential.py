@@ -23,6 +23,7 @@ import pandas as pd
 from mlplatform.domain.correction import ResidualCorrector
 from mlplatform.pipeline.drift import compare
 from mlplatform.domain.evaluation import score
+from mlplatform.domain.history import history_frame
 from mlplatform.domain.policy import DRIFT, Cursor, Observation, PolicyConfig, decide
 from mlplatform.domain.predictor import PREDICTION, PROBABILITY, Predictor
 from mlplatform.pipeline.replay import DriftScenario, read_source, select_stream
@@ -54,6 +55,23 @@ def stream_events(spec: DatasetSpec, *, order: str = "time", seed: int = 0, coun
     validated = validate_frame(rows, spec, generated_id_prefix=spec.name, generated_time_start_us=0)
     events = validated.events
     return events[events[LABEL].notna()].reset_index(drop=True)
+
+
+def with_stream_history(events: pd.DataFrame, spec: DatasetSpec, label_delay: int = 0) -> pd.DataFrame:
+    """`events` (stream order) with the spec's history columns, each label known `label_delay` events after its own event
+    (0: right after its prediction, the classic protocol), by the platform's point-in-time rule (`history.history_frame`).
+
+    The stream's clock is its position (event i at 2i, its label known at 2(i + delay) + 1): ties in the source's
+    times cannot then reveal a label early, and `since` counts events.
+    """
+    if spec.history is None:
+        return events
+    if label_delay < 0:
+        raise BenchmarkError(f"label delay must be ≥ 0 events, got {label_delay}")
+    position = np.arange(len(events), dtype="int64")
+    log = events.assign(seq=position + 1, event_time=2 * position, ingested_at=2 * position, source="landing",
+                        label_time=2 * (position + label_delay) + 1, label_seq=position + 1)
+    return events.join(history_frame(log, spec))
 
 
 def evidently_drift_check(spec: DatasetSpec, settings: Settings, report_path: Path) -> DriftCheck:
@@ -149,6 +167,34 @@ class IntervalPolicy(BatchPolicy):
         if len(history) - self.last_fit >= self.every:
             self.predictor = self.fit(history if self.window is None else history.iloc[-self.window :])
             self.last_fit = len(history)
+
+
+class NoChangePolicy(Policy):
+    """The baseline that needs no model: predict the last label revealed (`label_delay` events back); a platform that loses to it is not adapting."""
+
+    def __init__(self, spec: DatasetSpec, label_delay: int = 0) -> None:
+        super().__init__(spec)
+        self.delay = label_delay
+        self.name = "no-change (last label known)"
+        self.labels: list[Any] = []
+
+    def start(self, warmup: pd.DataFrame) -> None:
+        self.labels = warmup[LABEL].tolist()
+
+    def serve(self, block: pd.DataFrame) -> pd.DataFrame:
+        """Event i gets the label of event i - 1 - delay (the first events of the stream, the first label)."""
+        known = [*self.labels, *block[LABEL].tolist()]
+        first = len(self.labels)
+        predictions = [known[max(0, i - 1 - self.delay)] for i in range(first, len(known))]
+        self.labels = known
+        frame = pd.DataFrame({PREDICTION: predictions}, index=block.index)
+        if self.spec.task is Task.binary:
+            frame[PROBABILITY] = (frame[PREDICTION] == self.spec.positive_class).astype("float64")
+        elif self.spec.task is Task.multiclass:
+            frame[PROBABILITY] = 1.0
+            for c in self.spec.classes or []:
+                frame[f"proba_{c}"] = (frame[PREDICTION] == c).astype("float64")
+        return frame
 
 
 class PlatformPolicy(Policy):
@@ -314,8 +360,9 @@ class PolicyResult:
         return self.triggers.get(DRIFT, 0)
 
 
-def run_prequential(events: pd.DataFrame, spec: DatasetSpec, policy: Policy, warmup: int, block: int) -> PolicyResult:
-    """Warm up on the first `warmup` events, then predict block by block and reveal each block's labels."""
+def run_prequential(events: pd.DataFrame, spec: DatasetSpec, policy: Policy, warmup: int, block: int, label_delay: int = 0) -> PolicyResult:
+    """Warm up on the first `warmup` events, then predict block by block; after each block, the labels of all but
+    the last `label_delay` events are revealed to the policy's training (0: every label of the block)."""
     if warmup < 1 or block < 1:
         raise BenchmarkError(f"warm-up and block must be ≥ 1 (got {warmup}, {block})")
     if len(events) <= warmup:
@@ -326,7 +373,7 @@ def run_prequential(events: pd.DataFrame, spec: DatasetSpec, policy: Policy, war
     for start in range(warmup, len(events), block):
         chunk = events.iloc[start : start + block]
         predictions.append(policy.serve(chunk))
-        policy.observe(events.iloc[: start + len(chunk)])
+        policy.observe(events.iloc[: max(warmup, start + len(chunk) - label_delay)])
     predicted = pd.concat(predictions)
     metrics = score(spec, events[LABEL].iloc[warmup:], predicted)
     stats = policy.stats

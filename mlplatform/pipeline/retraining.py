@@ -18,6 +18,7 @@ from mlplatform.domain.evaluation import Decision, decide, default_floor, passes
 from mlplatform.stores.dask_cluster import dask_client
 from mlplatform.stores.eventlog import EventStore
 from mlplatform.domain.features import FeatureTransformer
+from mlplatform.domain.history import history_frame
 from mlplatform.domain.predictor import Predictor
 from mlplatform.stores.registry import TRAINING, Registry, json_tag, tag
 from mlplatform.settings import Settings, env_name
@@ -108,10 +109,28 @@ def prepare_window(settings: Settings, spec: DatasetSpec, window: pd.DataFrame) 
     return train_part, holdout, fit_transformer(train_part, spec)
 
 
+def with_history(log: EventStore, spec: DatasetSpec, window: pd.DataFrame, cutoff: int) -> pd.DataFrame:
+    """`window` (oldest first) with the spec's history columns, each as known at its event's time.
+
+    Read over every event of the window's span, labelled or not, plus `history.warmup_events` before it so that
+    windows and lags start warm; labels past `cutoff` are not used, so the snapshot is what the cut-off saw.
+    """
+    if spec.history is None or window.empty:
+        return window
+    first, last = int(window[EVENT_TIME].iloc[0]), int(window[EVENT_TIME].iloc[-1])
+    warm = log.events_between(end_us=first, limit=spec.history.warmup_events, label_times=True)
+    span = log.events_between(start_us=first, end_us=last + 1, label_times=True)
+    events = pd.concat([warm, span], ignore_index=True) if len(warm) else span
+    late = (events["label_seq"] > cutoff).to_numpy()
+    events.loc[late, [LABEL, "label_seq", "label_time"]] = None
+    history = history_frame(events, spec).set_axis(events[EVENT_ID].to_numpy())
+    return window.join(history, on=EVENT_ID)
+
+
 def build_feature_snapshot(settings: Settings, spec: DatasetSpec, log: EventStore, folder: Path) -> FeatureSnapshot:
-    """Read the latest labelled window, split off the hold-out, fit the transformer, keep all three."""
+    """Read the latest labelled window (with its history columns), split off the hold-out, fit the transformer, keep all three."""
     cutoff = log.counts().label_watermark
-    window = log.labelled_window(settings.training_window, max_label_seq=cutoff)
+    window = with_history(log, spec, log.labelled_window(settings.training_window, max_label_seq=cutoff), cutoff)
     train_part, holdout, transformer = prepare_window(settings, spec, window)
     folder.mkdir(parents=True, exist_ok=True)
     train_part.to_parquet(folder / TRAIN_FILE, index=False)

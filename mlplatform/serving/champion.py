@@ -137,7 +137,7 @@ class ChampionWatcher:
                 return ReloadOutcome(serving, False)
             try:
                 model = ServedModel.load(version, self.registry.load_predictor(version), self.spec, self.correction_rate, self.refuse_unknown)
-                model.predict([dict.fromkeys(model.codec.features)])
+                model.predict([dict.fromkeys([*model.codec.features, *model.codec.history])])
             except Exception as exc:  # any load failure keeps the old version serving
                 return self._failed(serving, version, f"cannot load version {version}: {exc}")
             self._warm(model)

@@ -105,11 +105,13 @@ class RecordCodec:
     def __init__(self, spec: DatasetSpec, predictor: Predictor, refuse_unknown: bool = True) -> None:
         """`refuse_unknown`: a field that is neither a feature nor a column the spec drops is an error (else ignored, like dropped columns)."""
         transformer = predictor.transformer
-        if set(transformer.numeric) != set(spec.numeric_features) or set(transformer.categorical) != set(spec.categorical_features):
+        numeric, categorical = [*spec.numeric_features, *spec.history_numeric], [*spec.categorical_features, *spec.history_categorical]
+        if set(transformer.numeric) != set(numeric) or set(transformer.categorical) != set(categorical):
             raise ModelMismatch(
-                f"model inputs {transformer.input_columns} are not the features of dataset spec {spec.name!r}: {list(spec.features)}"
+                f"model inputs {transformer.input_columns} are not the features of dataset spec {spec.name!r}: {numeric + categorical}"
             )
         self.features = list(spec.features)
+        self.history = list(transformer.history)  # filled by serving from its history state, never sent
         self._checks = {name: (check_number if name in spec.numeric_features else _text) for name in self.features}
         self._dropped = frozenset(spec.drop)
         self._refuse_unknown = refuse_unknown

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import itertools
 import logging
+import threading
 import uuid
 from collections import Counter
 from typing import Any, Protocol
 
 from starlette.concurrency import run_in_threadpool
 
+from mlplatform.domain.history import HistoryState
 from mlplatform.domain.spec import DatasetSpec, Task
 from mlplatform.domain.validation import MAX_ID_LENGTH
 from mlplatform.serving.champion import ChampionWatcher, ServedModel
@@ -113,6 +115,11 @@ def check_supported(settings: Settings, spec: DatasetSpec) -> None:
             f"MLPLATFORM_SERVE_ONLINE_CORRECTION is on, but dataset {spec.name!r} is multiclass: "
             "the online correction supports binary and regression tasks; unset it to serve this dataset"
         )
+    if settings.serve_online_correction and spec.history is not None:
+        raise SettingsError(
+            f"MLPLATFORM_SERVE_ONLINE_CORRECTION is on, but dataset {spec.name!r} declares history features, which the online "
+            "correction cannot recompute for past events; unset it to serve this dataset"
+        )
 
 
 class ModelService:
@@ -132,9 +139,17 @@ class ModelService:
         self._by_class: dict[str, Any] = {}
         self._id_prefix = uuid.uuid4().hex[:20]  # random per process and model: ids stay unique across restarts and replicas
         self._id_counter = itertools.count()
+        self.history = HistoryState(self.spec) if self.spec.history is not None else None
+        self._history_lock = threading.Lock()  # the event loop (requests) and the label catch-up thread share the state
+        self._stop = threading.Event()
+        self._catch_up = threading.Thread(target=self._catch_up_labels, name="history-labels", daemon=True)
 
     def start(self) -> None:
         s = self.settings
+        if self.history is not None and self.spec.history is not None:  # rebuilt from the log before the first request
+            watermark = self.events.counts().label_watermark
+            self.history.replay(self.events.events_between(limit=self.spec.history.warmup_events, label_times=True), watermark)
+            self._catch_up.start()
         self.log = PredictionLog(self.events, self.metrics, s.serve_log_interval_ms / 1000, s.serve_log_max_rows)
         self.log.probe()  # not ready from the start if the event log cannot be written
         self.log.start()
@@ -147,6 +162,9 @@ class ModelService:
 
     def stop(self) -> None:
         """Stop the threads and commit what is queued; the event log is the root's to close."""
+        self._stop.set()
+        if self._catch_up.is_alive():
+            self._catch_up.join()
         if self.live:
             self.live.stop()
         if self.watcher:
@@ -193,8 +211,8 @@ class ModelService:
         clean, errors = model.codec.check(records, loc)
         if errors:
             raise ApiError(422, [e.as_dict() for e in errors[:100]], "validation")
-        (predictions, probabilities, matrix), unseen = model.predict(clean)
         at = now_us()
+        (predictions, probabilities, matrix), unseen = model.predict(clean if self.history is None else self.with_history(clean, at))
         version = model.version
         served_version = str(version)
         labels = predictions.tolist()
@@ -221,6 +239,40 @@ class ModelService:
             self.metrics.unseen.labels(feature=feature).inc(n)
         return {"predictions": answers} if batch else answers[0]
 
+    def with_history(self, rows: list[dict[str, Any]], at: int) -> list[dict[str, Any]]:
+        """Each row with its history columns, then remembered: a later row of the same batch sees the earlier ones, as in training.
+
+        Runs on the event loop between two awaits, so no other request changes the state meanwhile.
+        """
+        assert self.history is not None
+        out = []
+        with self._history_lock:
+            for row in rows:
+                out.append({**row, **self.history.features(row, at)})
+                self.history.observe_event(row, at)
+        return out
+
+    def _observe_label(self, event_id: str, label: str | float) -> None:
+        """File a label just applied through /feedback under its event's keys (read back from the log, with its label_seq)."""
+        assert self.history is not None
+        event = self.events.get([event_id])
+        features = event[list(self.spec.features)]
+        row = features.astype(object).where(features.notna(), None).to_dict("records")[0]
+        with self._history_lock:
+            self.history.observe_label(row, label, int(event["label_seq"].iloc[0]))
+
+    def _catch_up_labels(self) -> None:
+        """Labels that land outside /feedback (label files) reach the history state within `serve_reload_seconds`."""
+        assert self.history is not None
+        while not self._stop.wait(self.settings.serve_reload_seconds):
+            try:
+                landed = self.events.labels_since(self.history.label_watermark)
+                with self._history_lock:
+                    self.history.catch_up(landed)
+            except Exception:  # the next round retries; serving goes on with the state it has
+                self.metrics.errors.labels(kind="history_labels").inc()
+                log.exception("cannot read the labels landed since label_seq %s", self.history.label_watermark)
+
     async def feedback(self, body: Any) -> dict[str, Any]:
         event_id, label = _feedback_fields(body, self.spec)
         result = await run_in_threadpool(self.events.add_labels, [event_id], [label])
@@ -231,6 +283,8 @@ class ModelService:
             self.metrics.feedback.labels(outcome="conflict").inc()
             raise ApiError(409, f"event {event_id[:64]!r} already has a different label; labels are never overwritten", "label_conflict")
         status = "applied" if result.applied else "unchanged"
+        if result.applied and self.history is not None:
+            await run_in_threadpool(self._observe_label, event_id, label)
         self.metrics.feedback.labels(outcome=status).inc()
         if result.applied and self.settings.serve_online_correction:
             await run_in_threadpool(self.learn, event_id)

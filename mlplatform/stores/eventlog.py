@@ -354,10 +354,11 @@ class EventStore(ABC):
         columns, rows = self._query(f"SELECT reason, count(*) AS rows FROM quarantine GROUP BY reason ORDER BY rows DESC LIMIT {self.PARAM}", (limit,))
         return pd.DataFrame.from_records(rows, columns=columns, coerce_float=True)
 
-    def _select(self, where: str, params: Sequence[object], order: str, limit: int | None) -> pd.DataFrame:
+    def _select(self, where: str, params: Sequence[object], order: str, limit: int | None, label_times: bool = False) -> pd.DataFrame:
         features = ", ".join(f"{_col(f)} AS \"{f}\"" for f in self.spec.features)
+        times = "ingested_at, label_time, " if label_times else ""
         sql = (
-            "SELECT seq, event_id, event_time, label, label_seq, source, model_version, prediction, probability, "
+            f"SELECT seq, event_id, event_time, label, label_seq, source, model_version, prediction, probability, {times}"
             f"{features} FROM events WHERE {where} ORDER BY {order}"
         )
         if limit is not None:
@@ -380,8 +381,15 @@ class EventStore(ABC):
         frame = self._select(where, [SERVING_SOURCE, str(model_version)], "event_time DESC, seq DESC", limit)
         return frame.iloc[::-1].reset_index(drop=True)
 
-    def events_between(self, start_us: int | None = None, end_us: int | None = None, limit: int | None = None) -> pd.DataFrame:
-        """Events with start <= event_time < end, oldest first; the latest `limit` when capped."""
+    def labels_since(self, label_seq: int, limit: int = 10_000) -> pd.DataFrame:
+        """The events whose labels landed after `label_seq`, in the order they landed (at most `limit`)."""
+        return self._select(f"label_seq > {self.PARAM}", [int(label_seq)], "label_seq", limit)
+
+    def events_between(self, start_us: int | None = None, end_us: int | None = None, limit: int | None = None, label_times: bool = False) -> pd.DataFrame:
+        """Events with start <= event_time < end, oldest first; the latest `limit` when capped.
+
+        `label_times` adds ingested_at and label_time, which history features need to tell when a label became known.
+        """
         clauses, params = ["1 = 1"], []
         if start_us is not None:
             clauses.append(f"event_time >= {self.PARAM}")
@@ -389,7 +397,7 @@ class EventStore(ABC):
         if end_us is not None:
             clauses.append(f"event_time < {self.PARAM}")
             params.append(int(end_us))
-        frame = self._select(" AND ".join(clauses), params, "event_time DESC, seq DESC", limit)
+        frame = self._select(" AND ".join(clauses), params, "event_time DESC, seq DESC", limit, label_times)
         return frame.iloc[::-1].reset_index(drop=True)
 
     def _window(self, start_us: int, end_us: int, max_label_seq: int | None) -> tuple[str, list[object]]:

@@ -1,0 +1,349 @@
+"""Point-in-time history features: what the event log knew about a key when an event happened.
+
+The rule, the same in training and serving: an event sees the events before it (in event_time, then log
+order) and the labels known by its event time. A label is known from
+- its `label_time` for served events (their event_time and label_time are both the serving clock);
+- for landed events, the event's time plus the delay after which its label reached the log
+  (`label_time - ingested_at`): a label landed with its event is known right after that event, a label
+  landed a day later is known a day after the event; late labels arrive late in training too.
+
+Label-based features (lags, windows of the label) read a key's labels in the order they became known;
+event-based ones (windows and lags of a numeric feature, diff, since, events) the key's earlier events.
+
+Two computations of one definition: `history_frame` over a whole window (vectorised, for training) and
+`HistoryState` (per-key deques, O(1) per request, for serving, rebuilt by replaying the log through the same
+`timeline`). The tests hold them equal on streams with late and out-of-order labels.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mlplatform.domain.spec import LABEL_REF, ROLLING, DatasetSpec, HistoryFeature
+from mlplatform.domain.validation import EVENT_TIME, LABEL
+
+SERVED = "serving"  # the `source` of events logged by the prediction service (the event log's SERVING_SOURCE)
+US_PER_S = 1_000_000
+_WHOLE_STREAM = 0  # the one key value of features declared without `by`
+
+
+def label_known_at(events: pd.DataFrame) -> np.ndarray:
+    """When each event's label became known, in event-time microseconds (-1 where there is no label)."""
+    labelled = events["label_time"].notna().to_numpy() & events[LABEL].notna().to_numpy()
+    label_time = events["label_time"].fillna(0).to_numpy(dtype="int64")
+    delay = label_time - events["ingested_at"].fillna(0).to_numpy(dtype="int64")
+    served = (events["source"] == SERVED).to_numpy()
+    known = np.where(served, label_time, events[EVENT_TIME].to_numpy(dtype="int64") + delay)
+    return np.where(labelled, known, -1)
+
+
+def timeline(events: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(is_label, event position) of every item in the order they happened: each event, and each label when it became known.
+
+    Order: time, then log order (`seq`: a label landed with its event comes right after it), an event before its own
+    label, labels in the order they landed (`label_seq`). Labels of served events come after every event of their
+    microsecond, in the order they landed: a label file applies many at one `label_time`, and serving learns them in that order.
+    """
+    n = len(events)
+    known = label_known_at(events)
+    labelled = np.flatnonzero(known >= 0)
+    seq = events["seq"].to_numpy(dtype="int64")
+    label_seq = events["label_seq"].fillna(0).to_numpy(dtype="int64")
+    times = np.concatenate([events[EVENT_TIME].to_numpy(dtype="int64"), known[labelled]])
+    served = (events["source"] == SERVED).to_numpy()
+    seqs = np.concatenate([seq, np.where(served[labelled], np.iinfo("int64").max, seq[labelled])])
+    kinds = np.concatenate([np.zeros(n, dtype="int8"), np.ones(len(labelled), dtype="int8")])
+    order_in_labels = np.concatenate([np.zeros(n, dtype="int64"), label_seq[labelled]])
+    position = np.concatenate([np.arange(n), labelled])
+    order = np.lexsort((order_in_labels, kinds, seqs, times))
+    return kinds[order].astype(bool), position[order]
+
+
+def _label_values(labels: pd.Series, spec: DatasetSpec) -> pd.Series:
+    """Labels as windows read them: numbers (regression), 1/0 for the positive class (binary)."""
+    if spec.is_classification:
+        return (labels == spec.positive_class).astype("float64").where(labels.notna())
+    return labels.astype("float64")
+
+
+def _key_codes(events: pd.DataFrame, by: str | None) -> pd.Series:
+    """One group number per event (NaN where the key is missing)."""
+    if by is None:
+        return pd.Series(np.zeros(len(events)), index=events.index)
+    codes, _ = pd.factorize(events[by].to_numpy(dtype=object))
+    return pd.Series(np.where(codes < 0, np.nan, codes), index=events.index)
+
+
+def _window(values: pd.Series, keys: pd.Series, n: int, stat: str) -> pd.Series:
+    """`stat` of the non-missing values among each item's last n of its key (itself included)."""
+    if stat == "count":
+        values = values.notna().astype("float64").where(keys.notna())
+        stat = "sum"
+    rolled = getattr(values.groupby(keys).rolling(n, min_periods=1), stat)()
+    return rolled.reset_index(level=0, drop=True).reindex(values.index)
+
+
+def _event_feature(feature: HistoryFeature, rows: pd.DataFrame, keys: pd.Series) -> dict[str, pd.Series]:
+    """Columns of one event-based feature, for rows in time order (each sees the key's earlier rows)."""
+    grouped_time = rows[EVENT_TIME].astype("float64").groupby(keys)
+    if feature.kind == "since":
+        return {feature.names[0]: (rows[EVENT_TIME] - grouped_time.shift(1)) / US_PER_S}
+    if feature.kind == "events":
+        return {feature.names[0]: grouped_time.cumcount().astype("float64").where(keys.notna())}
+    assert feature.source is not None
+    values = rows[feature.source].astype("float64")
+    previous = values.groupby(keys).shift(1)
+    if feature.kind == "lag":
+        return {name: values.groupby(keys).shift(i + 1) for i, name in enumerate(feature.names)}
+    if feature.kind == "diff":
+        return {feature.names[0]: values - previous}
+    assert feature.n is not None
+    return {feature.names[0]: _window(previous, keys, feature.n, feature.kind)}
+
+
+def _label_feature(feature: HistoryFeature, labels: pd.Series, keys: pd.Series, spec: DatasetSpec) -> dict[str, pd.Series]:
+    """Columns of one label-based feature at each label item, over the key's labels known so far (this one included)."""
+    if feature.kind == "lag":
+        return {name: labels.groupby(keys).shift(i) for i, name in enumerate(feature.names)}
+    numbers = _label_values(labels, spec)
+    if feature.kind == "diff":
+        return {feature.names[0]: numbers - numbers.groupby(keys).shift(1)}
+    assert feature.n is not None
+    return {feature.names[0]: _window(numbers, keys, feature.n, feature.kind)}
+
+
+def history_frame(events: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
+    """Every declared history column for every event (index as `events`), each computed at that event's time.
+
+    `events` holds all events of the span, labelled or not, with seq, event_time, ingested_at, source, label,
+    label_seq, label_time and the features; start it early enough to warm the windows (`history.warmup_events`).
+    """
+    declared = spec.history_features
+    index = events.index
+    events = events.reset_index(drop=True)
+    is_label, position = timeline(events)
+    is_row = ~is_label
+    columns = list(dict.fromkeys([EVENT_TIME, LABEL, *(f.source for f in declared if f.source not in (None, LABEL_REF)), *(f.by for f in declared if f.by)]))
+    items = events[columns].iloc[position].reset_index(drop=True)
+    rows, labels = items[is_row], items.loc[is_label, LABEL]
+    label_ordinal = np.cumsum(is_label) - 1  # at each item: how many labels came before it or at it, minus one
+    keys = {by: _key_codes(items, by) for by in dict.fromkeys(f.by for f in declared)}
+    seen: dict[str | None, np.ndarray] = {}  # per key: each row's latest label item of its key (-1: none), as a label ordinal
+    out: dict[str, np.ndarray] = {}
+    for feature in declared:
+        item_keys = keys[feature.by]
+        row_keys = item_keys[is_row]
+        if feature.source != LABEL_REF:
+            computed = _event_feature(feature, rows, row_keys)
+        else:
+            if feature.by not in seen:
+                last = pd.Series(np.where(is_label, np.arange(len(items)), -1), dtype="float64").where(item_keys.notna())
+                latest = np.nan_to_num(last.groupby(item_keys).cummax().to_numpy()[is_row], nan=-1).astype("int64")
+                seen[feature.by] = np.where(latest >= 0, label_ordinal[np.maximum(latest, 0)], -1)
+            ordinal = seen[feature.by]
+            computed = {}
+            for name, col in _label_feature(feature, labels, item_keys[is_label], spec).items():
+                values = col.to_numpy()[np.maximum(ordinal, 0)] if len(col) else np.full(len(ordinal), np.nan, dtype=col.dtype)
+                values = values.astype(object if values.dtype == object else "float64")
+                values[ordinal < 0] = 0.0 if feature.kind == "count" else np.nan  # no label known yet: a count of none
+                values[row_keys.isna().to_numpy()] = np.nan
+                computed[name] = pd.Series(values)
+        for name, col in computed.items():
+            values = col.to_numpy()
+            placed = np.empty(len(events), dtype=object if values.dtype == object else "float64")
+            placed[position[is_row]] = values
+            out[name] = placed
+    return pd.DataFrame(out, index=index)[spec.history_numeric + spec.history_categorical]
+
+
+def _stat(values: list[float], stat: str) -> float:
+    present = [v for v in values if v == v]
+    if stat == "count":
+        return float(len(present))
+    if not present:
+        return math.nan
+    if stat == "sum":
+        return math.fsum(present)
+    if stat == "mean":
+        return math.fsum(present) / len(present)
+    return float(min(present) if stat == "min" else max(present))
+
+
+def _number(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
+@dataclass
+class _KeyState:
+    """What one key value remembers: its last event time, event count, recent values per column and recent labels
+    (as given, and as the numbers windows read)."""
+
+    last_time: int | None = None
+    count: int = 0
+    values: dict[str, deque[float]] = field(default_factory=dict)
+    labels: deque[Any] = field(default_factory=deque)
+    numbers: deque[float] = field(default_factory=deque)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """One declared feature with its properties read once (a request must not recompute names)."""
+
+    kind: str
+    by: str | None
+    names: list[str]
+    source: str | None
+    label: bool
+    n: int
+
+
+class HistoryState:
+    """Per-key history kept by serving: `features` for a request, `observe_event` after it, `observe_label` on /feedback."""
+
+    def __init__(self, spec: DatasetSpec) -> None:
+        self.spec = spec
+        declared = spec.history_features
+        self.keys = list(dict.fromkeys(f.by for f in declared))
+        self._plans = [_Plan(f.kind, f.by, f.names, f.source, f.source == LABEL_REF, f.n or 0) for f in declared]
+        self._tables: dict[str | None, dict[Any, _KeyState]] = {by: {} for by in self.keys}
+        self._value_len: dict[str | None, dict[str, int]] = {by: {} for by in self.keys}
+        self._label_len: dict[str | None, int] = dict.fromkeys(self.keys, 1)
+        for f in declared:
+            length = f.k or f.n or (2 if f.kind == "diff" and f.source == LABEL_REF else 1)
+            if f.source == LABEL_REF:
+                self._label_len[f.by] = max(self._label_len[f.by], length)
+            elif f.source is not None:
+                lengths = self._value_len[f.by]
+                lengths[f.source] = max(lengths.get(f.source, 0), length)
+        self._empty = {by: self._new_state(by) for by in self.keys}  # what a key never seen reads
+        self._task, self._positive = spec.task.value, spec.positive_class
+        self.label_watermark = 0  # every label up to this label_seq has been observed
+        self._observed_above: set[int] = set()  # label_seqs above the watermark observed already (through /feedback)
+
+    def _label_number(self, label: Any) -> float:
+        """A label as windows read it (as `_label_values`): 1/0 for the positive class, the number for regression, none for multiclass."""
+        if self._task == "binary":
+            return 1.0 if label == self._positive else 0.0
+        return math.nan if self._task == "multiclass" else float(label)
+
+    @staticmethod
+    def _key(row: Mapping[str, Any], by: str | None) -> Any:
+        """The key value of a row (None when missing: such events neither read nor write history)."""
+        if by is None:
+            return _WHOLE_STREAM
+        value = row.get(by)
+        return None if value is None or value != value else value
+
+    def _new_state(self, by: str | None) -> _KeyState:
+        values = {col: deque(maxlen=n) for col, n in self._value_len[by].items()}
+        size = self._label_len[by]
+        return _KeyState(values=values, labels=deque(maxlen=size), numbers=deque(maxlen=size))
+
+    def _table_state(self, by: str | None, key: Any) -> _KeyState:
+        state = self._tables[by].get(key)
+        if state is None:
+            state = self._tables[by][key] = self._new_state(by)
+        return state
+
+    def features(self, row: Mapping[str, Any], time_us: int) -> dict[str, Any]:
+        """The history columns of a request made at `time_us` (the state is not changed); missing values are None."""
+        out: dict[str, Any] = {}
+        for plan in self._plans:
+            key = self._key(row, plan.by)
+            if key is None:
+                out.update(dict.fromkeys(plan.names))
+                continue
+            state = self._tables[plan.by].get(key) or self._empty[plan.by]
+            self._one(plan, row, time_us, state, out)
+        return out
+
+    @staticmethod
+    def _one(plan: _Plan, row: Mapping[str, Any], time_us: int, state: _KeyState, out: dict[str, Any]) -> None:
+        kind, names = plan.kind, plan.names
+        if kind == "since":
+            out[names[0]] = None if state.last_time is None else (time_us - state.last_time) / US_PER_S
+        elif kind == "events":
+            out[names[0]] = float(state.count)
+        elif kind == "lag":
+            recent = state.labels if plan.label else state.values[plan.source or ""]
+            size = len(recent)
+            for i, name in enumerate(names):
+                value = recent[-i - 1] if size > i else None
+                out[name] = None if value != value else value
+        else:
+            numbers = state.numbers if plan.label else state.values[plan.source or ""]
+            if kind == "diff":
+                size = len(numbers)
+                if plan.label:
+                    out[names[0]] = numbers[-1] - numbers[-2] if size > 1 else None
+                else:
+                    out[names[0]] = _number(row.get(plan.source or "")) - numbers[-1] if size else None
+            else:
+                window = list(numbers)[-plan.n :] if len(numbers) > plan.n else list(numbers)
+                out[names[0]] = _stat(window, kind)
+
+    def observe_event(self, row: Mapping[str, Any], time_us: int) -> None:
+        """An event happened at `time_us` (after its features were computed)."""
+        for by in self.keys:
+            key = self._key(row, by)
+            if key is None:
+                continue
+            state = self._table_state(by, key)
+            state.last_time = time_us
+            state.count += 1
+            for col, values in state.values.items():
+                values.append(_number(row.get(col)))
+
+    def observe_label(self, row: Mapping[str, Any], label: Any, label_seq: int | None = None) -> None:
+        """The label of an event with these features became known now; with its `label_seq`, only once (see `catch_up`)."""
+        if label_seq is not None:
+            if label_seq <= self.label_watermark or label_seq in self._observed_above:
+                return
+            self._observed_above.add(label_seq)
+        for by in self.keys:
+            key = self._key(row, by)
+            if key is not None:
+                state = self._table_state(by, key)
+                state.labels.append(label)
+                state.numbers.append(self._label_number(label))
+
+    def catch_up(self, landed: pd.DataFrame) -> int:
+        """Observe labels that landed outside /feedback (label files), given in label_seq order after `label_watermark`;
+        returns how many were new."""
+        if landed.empty:
+            return 0
+        features = [c for c in self.spec.features if c in landed]
+        records = landed[features].astype(object).where(landed[features].notna(), None).to_dict("records")
+        new = 0
+        for record, label, seq in zip(records, landed[LABEL].tolist(), landed["label_seq"].astype("int64").tolist()):
+            if seq not in self._observed_above and seq > self.label_watermark:
+                self.observe_label(record, label)
+                new += 1
+            self.label_watermark = max(self.label_watermark, seq)
+        self._observed_above = {seq for seq in self._observed_above if seq > self.label_watermark}
+        return new
+
+    def replay(self, events: pd.DataFrame, label_watermark: int = 0) -> None:
+        """Rebuild from the log: every event and every known label of `events`, in the order they happened; labels up to
+        `label_watermark` (the log's, read before `events`) count as observed, so `catch_up` starts after them."""
+        self.label_watermark = max(self.label_watermark, label_watermark)
+        events = events.reset_index(drop=True)
+        is_label, position = timeline(events)
+        columns = [c for c in self.spec.features if c in events]
+        records = events[columns].astype(object).where(events[columns].notna(), None).to_dict("records")
+        times = events[EVENT_TIME].to_numpy(dtype="int64").tolist()
+        labels = events[LABEL].tolist()
+        for label_item, i in zip(is_label.tolist(), position.tolist()):
+            if label_item:
+                self.observe_label(records[i], labels[i])
+            else:
+                self.observe_event(records[i], times[i])
+        if events["label_seq"].notna().any():
+            self.label_watermark = max(self.label_watermark, int(events["label_seq"].max()))

@@ -1,0 +1,302 @@
+"""History features: declared in the spec, point in time, equal in training and serving, carried by the model."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from mlplatform.domain.features import HistoryFeaturesMissing
+from mlplatform.domain.history import HistoryState, history_frame, timeline
+from mlplatform.domain.spec import DatasetSpec, SpecError, load_spec, parse_spec
+from mlplatform.settings import REPO_ROOT
+from mlplatform.stores.eventlog import EventStore
+
+BIKE_HISTORY_SPEC = REPO_ROOT / "data" / "bike_sharing_history.yaml"
+BASE: dict[str, Any] = {"name": "tiny", "task": "regression", "label": "y", "features": {"x": "numeric", "c": "categorical"}}
+
+
+def _spec_file(tmp_path: Path, history: Any, **changes: Any) -> Path:
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump({**BASE, **changes, "history": history}), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("history", "message"),
+    [
+        ({"features": [{"kind": "lag", "k": 0}]}, "history.features.0.k: Input should be greater than or equal to 1"),
+        ({"features": [{"kind": "lag", "k": -2}]}, "history.features.0.k: Input should be greater than or equal to 1"),
+        ({"features": [{"kind": "mean", "of": "nope", "n": 3}]}, "history.features.0.of: 'nope' is neither 'label' nor a feature of the spec"),
+        ({"features": [{"kind": "max", "of": "c", "n": 3}]}, "history.features.0.of: 'c' is categorical; max needs a numeric feature or the label"),
+        ({"features": [{"kind": "lag", "by": "station"}]}, "history.features.0.by: 'station' is not a feature of the spec"),
+        ({"features": [{"kind": "since"}, {"kind": "mean"}]}, "history.features.1.n: kind mean needs n"),
+        ({"features": [{"kind": "lag", "n": 4}]}, "history.features.0.n: only for kinds mean, sum, count, min, max"),
+        ({"features": [{"kind": "sum", "n": 4, "k": 2}]}, "history.features.0.k: only for kind lag"),
+        ({"features": [{"kind": "since", "of": "x"}]}, "history.features.0.of: since reads event times, not a column"),
+        ({"features": [{"kind": "lag"}, {"kind": "lag", "k": 2}]}, "history.features.1: ['hist__label_lag1'] is declared twice"),
+        ({"features": [{"kind": "median", "n": 3}]}, "history.features.0.kind: Input should be 'lag', 'mean'"),
+        ({"features": [{"kind": "lag", "k": "two"}]}, "history.features.0.k: Input should be a valid integer"),
+        ({"features": [{"kind": "lag", "window": "1h"}]}, "history.features.0.window: Extra inputs are not permitted"),
+        ({"features": []}, "history.features: List should have at least 1 item"),
+        ({"features": [{"kind": "lag"}], "warmup_events": -1}, "history.warmup_events: Input should be greater than or equal to 0"),
+        ([{"kind": "lag"}], "history: Input should be a valid dictionary or instance of HistorySpec"),
+    ],
+)
+def test_a_wrong_history_section_is_refused_naming_the_field(tmp_path: Path, history: Any, message: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        load_spec(_spec_file(tmp_path, history))
+    assert message in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("changes", "feature", "message"),
+    [
+        ({"task": "multiclass", "classes": ["a", "b", "c"]}, {"kind": "mean", "n": 3}, "history.features.0.kind: mean of a multiclass label is not defined"),
+        ({"task": "binary", "classes": ["a", "b"], "positive_class": "b"}, {"kind": "diff"}, "history.features.0.kind: diff of a binary label is not defined"),
+    ],
+)
+def test_label_windows_need_a_number_or_a_binary_label(tmp_path: Path, changes: dict[str, Any], feature: dict[str, Any], message: str) -> None:
+    with pytest.raises(SpecError, match="history.features.0.kind") as caught:
+        load_spec(_spec_file(tmp_path, {"features": [feature]}, **changes))
+    assert message in str(caught.value)
+
+
+def test_names_are_generated_and_the_example_spec_declares_its_own() -> None:
+    spec = load_spec(BIKE_HISTORY_SPEC)
+    assert spec.history_numeric == ["hist__label_lag1", "hist__label_lag2", "hist__label_mean24", "hist__label_diff",
+                                    "hist__label_lag1__by_hr", "hist__temp_mean3__by_weathersit"]
+    classified = parse_spec({**BASE, "task": "binary", "classes": ["a", "b"], "positive_class": "b",
+                             "history": {"features": [{"kind": "lag", "k": 2, "by": "c"}, {"kind": "mean", "of": "y", "n": 5}, {"kind": "events"}]}})
+    assert classified.history_categorical == ["hist__label_lag1__by_c", "hist__label_lag2__by_c"]
+    assert classified.history_numeric == ["hist__label_mean5", "hist__events"]  # `of: y` is the label, named as such
+    plain = load_spec(REPO_ROOT / "data" / "bike_sharing.yaml")
+    assert plain.history is None and plain.history_numeric == [] and "history" not in plain.to_yaml()
+
+
+def _events(rows: list[tuple[Any, ...]]) -> pd.DataFrame:
+    columns = ["seq", "event_time", "ingested_at", "source", "label", "label_time", "label_seq", "x", "c"]
+    return pd.DataFrame(rows, columns=columns).astype({"label": "float64", "label_time": "float64", "label_seq": "float64", "x": "float64"})
+
+
+HAND = _events([
+    # seq, time, ingested, source, label, label_time, label_seq, x, c
+    (1, 100, 1000, "landing", 10.0, 1000, 1, 1.0, "a"),  # labelled on arrival: known right after its event (t=100)
+    (2, 200, 1000, "landing", 20.0, 1500, 3, 2.0, "b"),  # label landed 500 µs after the event: known at t=700
+    (3, 300, 1000, "landing", 30.0, 1000, 2, 4.0, "a"),
+    (4, 800, 801, "serving", 40.0, 900, 4, None, "a"),  # served: the label's own time (t=900)
+    (5, 850, 851, "serving", None, None, None, 8.0, None),  # no key: reads and writes no per-key history
+    (6, 1000, 1001, "serving", 60.0, 1001, 5, 16.0, "b"),
+])
+HAND_SPEC = parse_spec({**BASE, "history": {"features": [
+    {"kind": "lag", "k": 2}, {"kind": "lag", "by": "c"}, {"kind": "events"}, {"kind": "since", "by": "c"},
+    {"kind": "sum", "of": "x", "n": 2}, {"kind": "diff", "of": "x", "by": "c"}, {"kind": "count", "of": "x", "n": 3}]}})
+HAND_EXPECTED = {
+    "hist__label_lag1": [None, 10, 10, 20, 20, 40],  # event 3 does not see event 2's label yet; event 4 does, as the latest known
+    "hist__label_lag2": [None, None, None, 30, 30, 20],
+    "hist__label_lag1__by_c": [None, None, 10, 30, None, 20],
+    "hist__events": [0, 1, 2, 3, 4, 5],
+    "hist__since__by_c": [None, None, 200e-6, 500e-6, None, 800e-6],
+    "hist__x_sum2": [None, 1, 3, 6, 4, 8],
+    "hist__x_diff__by_c": [None, None, 3, None, None, 14],
+    "hist__x_count3": [0, 1, 2, 3, 2, 2],
+}
+
+
+def _equal(left: pd.Series, right: pd.Series) -> bool:
+    if left.dtype == object or right.dtype == object:
+        return bool(((left.astype(object) == right.astype(object)) | (left.isna() & right.isna())).all())
+    return bool(np.allclose(left.to_numpy(float), right.to_numpy(float), rtol=1e-9, atol=1e-9, equal_nan=True))
+
+
+def test_each_event_sees_only_what_was_known_at_its_time() -> None:
+    for order in (HAND, HAND.iloc[::-1], HAND.sample(frac=1, random_state=3)):
+        frame = history_frame(order, HAND_SPEC).loc[HAND.index]
+        for name, expected in HAND_EXPECTED.items():
+            assert _equal(frame[name], pd.Series(expected, dtype="float64")), (name, frame[name].tolist())
+
+
+def _online(events: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
+    """What serving computes: each event's features from the state before it, replayed in the order things happened."""
+    state = HistoryState(spec)
+    events = events.reset_index(drop=True)
+    features = list(spec.features)
+    records = events[features].astype(object).where(events[features].notna(), None).to_dict("records")
+    out: dict[int, dict[str, Any]] = {}
+    for is_label, i in zip(*timeline(events)):
+        if is_label:
+            state.observe_label(records[i], events["label"].iloc[i])
+        else:
+            out[int(i)] = state.features(records[i], int(events["event_time"].iloc[i]))
+            state.observe_event(records[i], int(events["event_time"].iloc[i]))
+    return pd.DataFrame.from_dict(out, orient="index").sort_index()
+
+
+def _random_stream(n: int, spec: DatasetSpec, seed: int) -> pd.DataFrame:
+    """Served and landed events, ties in time, missing values and keys, labels late and landing out of event order."""
+    rng = np.random.default_rng(seed)
+    times = np.sort(rng.integers(0, 10**9, n))
+    times[10:20] = times[10]
+    served = rng.random(n) < 0.5
+    ingested = np.where(served, times + rng.integers(0, 100, n), 5 * 10**9)
+    labelled = rng.random(n) < 0.8
+    label_time = np.where(served, ingested + rng.integers(0, 10**8, n), ingested + (rng.random(n) < 0.5) * rng.integers(0, 10**8, n))
+    label_seq = np.empty(n)
+    label_seq[np.argsort(label_time, kind="stable")] = np.arange(1, n + 1)
+    if spec.is_classification:
+        labels = pd.Series(rng.choice(spec.classes or [], n), dtype=object)
+    else:
+        labels = pd.Series(rng.normal(100, 30, n))
+    return pd.DataFrame({
+        "seq": np.arange(1, n + 1), "event_time": times, "ingested_at": ingested, "source": np.where(served, "serving", "landing"),
+        "label": labels.where(labelled), "label_time": pd.Series(label_time, dtype="float64").where(labelled),
+        "label_seq": pd.Series(label_seq).where(labelled), "x": pd.Series(rng.normal(size=n)).where(rng.random(n) < 0.9),
+        "c": pd.Series(rng.choice(["p", "q", "r"], n), dtype=object).where(rng.random(n) < 0.9), "k": rng.integers(0, 4, n).astype(float),
+    }).sample(frac=1, random_state=seed)
+
+
+EVERY_KIND = [
+    {"kind": "lag", "k": 3}, {"kind": "lag", "k": 2, "by": "c"}, {"kind": "mean", "n": 5, "by": "c"}, {"kind": "sum", "n": 4},
+    {"kind": "count", "n": 3, "by": "k"}, {"kind": "min", "n": 6}, {"kind": "max", "n": 2, "by": "c"}, {"kind": "lag", "of": "x", "k": 2, "by": "k"},
+    {"kind": "mean", "of": "x", "n": 7, "by": "c"}, {"kind": "sum", "of": "x", "n": 3}, {"kind": "count", "of": "x", "n": 4, "by": "c"},
+    {"kind": "min", "of": "x", "n": 2, "by": "k"}, {"kind": "max", "of": "x", "n": 9}, {"kind": "diff", "of": "x", "by": "c"},
+    {"kind": "since", "by": "c"}, {"kind": "since"}, {"kind": "events", "by": "k"},
+]
+
+
+@pytest.mark.parametrize("task", ["regression", "binary", "multiclass"])
+def test_serving_state_and_training_frame_agree_on_a_stream_with_late_out_of_order_labels(task: str) -> None:
+    classes = {"binary": {"classes": ["a", "b"], "positive_class": "b"}, "multiclass": {"classes": ["a", "b", "c"]}}.get(task, {})
+    kinds = [f for f in EVERY_KIND if task != "multiclass" or f.get("of") == "x" or f["kind"] in ("lag", "since", "events")]
+    if task == "regression":
+        kinds = [*kinds, {"kind": "diff", "by": "c"}]
+    spec = parse_spec({**BASE, "task": task, **classes, "features": {"x": "numeric", "c": "categorical", "k": "numeric"},
+                       "history": {"features": kinds}})
+    events = _random_stream(3000, spec, seed=len(task))
+    training = history_frame(events, spec).reset_index(drop=True)
+    serving = _online(events, spec)
+    assert list(training.columns) == spec.history_numeric + spec.history_categorical
+    for name in training.columns:
+        assert training[name].notna().mean() > 0.5, name  # compared on values, not on missing ones
+        assert _equal(training[name], serving[name]), name
+
+
+def test_a_model_with_history_features_names_the_missing_columns(tmp_path: Path) -> None:
+    from mlplatform.domain.training import TrainingConfig, train
+
+    spec = parse_spec({**BASE, "features": {"x": "numeric", "c": "categorical", "k": "numeric"}, "history": {"features": [{"kind": "lag", "k": 2}]}})
+    events = _random_stream(600, spec, seed=5).sort_values("seq").reset_index(drop=True)
+    window = events.join(history_frame(events, spec))
+    result = train(window, spec, TrainingConfig(min_rows=50, trials=1, seconds=30, num_boost_round=20, early_stopping_rounds=5))
+    assert result.predictor.transformer.history == ["hist__label_lag1", "hist__label_lag2"]
+    assert len(result.predictor.predict(window)) == len(window)
+    with pytest.raises(HistoryFeaturesMissing, match=r"\['hist__label_lag1', 'hist__label_lag2'\]"):
+        result.predictor.predict(events)
+    with pytest.raises(HistoryFeaturesMissing, match=r"\['hist__label_lag2'\]"):
+        result.predictor.predict(window.drop(columns=["hist__label_lag2"]))
+    assert not math.isnan(float(result.predictor.predict(window.assign(hist__label_lag1=None)).iloc[0, 0]))  # present but missing: fine
+
+
+def test_serving_refuses_a_model_trained_without_the_declared_history_and_the_online_correction(tmp_path: Path) -> None:
+    from mlplatform.domain.training import TrainingConfig, train
+    from mlplatform.serving.records import ModelMismatch, RecordCodec
+    from mlplatform.serving.service import check_supported
+    from mlplatform.settings import Settings, SettingsError
+
+    plain = parse_spec({**BASE, "features": {"x": "numeric", "c": "categorical", "k": "numeric"}})
+    declared = parse_spec({**BASE, "features": {"x": "numeric", "c": "categorical", "k": "numeric"}, "history": {"features": [{"kind": "lag"}]}})
+    events = _random_stream(400, plain, seed=9).sort_values("seq").reset_index(drop=True)
+    predictor = train(events, plain, TrainingConfig(min_rows=50, trials=1, seconds=30, num_boost_round=20, early_stopping_rounds=5)).predictor
+    with pytest.raises(ModelMismatch, match="hist__label_lag1"):
+        RecordCodec(declared, predictor)
+    assert RecordCodec(plain, predictor).history == []
+    with pytest.raises(SettingsError, match="declares history features"):
+        check_supported(Settings(state_dir=tmp_path, serve_online_correction=True), declared)
+
+
+@pytest.mark.parametrize("delay", [0, 3])
+def test_the_prequential_stream_reveals_labels_late_and_the_no_change_baseline_predicts_the_last_known(delay: int) -> None:
+    from mlplatform.pipeline.prequential import NoChangePolicy, run_prequential, stream_events, with_stream_history
+
+    spec = load_spec(BIKE_HISTORY_SPEC)
+    events = with_stream_history(stream_events(spec, count=1200), spec, label_delay=delay)
+    labels = events["label"].astype("float64")
+    assert events["hist__label_lag1"].iloc[1 + delay :].tolist() == labels.shift(1 + delay).iloc[1 + delay :].tolist()
+    assert events["hist__label_lag1"].iloc[: 1 + delay].isna().all()  # nothing known yet: no peeking at the first labels
+    same_hour = events.groupby("hr")["label"].shift(1)  # the previous event at this hour, known once `delay` more events passed
+    assert (events["hist__label_lag1__by_hr"].iloc[50:] == same_hour.iloc[50:]).mean() > 0.95
+
+    policy = NoChangePolicy(spec, delay)
+    result = run_prequential(events, spec, policy, warmup=200, block=100, label_delay=delay)
+    served = policy.serve(events.iloc[:0])  # the state after the run holds every label, in stream order
+    assert served.empty and policy.labels == events["label"].tolist()
+    expected = (labels.iloc[200:] - labels.shift(1 + delay).iloc[200:]).pow(2).mean() ** 0.5
+    assert result.metrics["rmse"] == pytest.approx(expected)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def event_log(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EventStore]:
+    """A real event log on each backend, for a binary spec with label lags."""
+    from mlplatform.settings import Settings
+    from mlplatform.stores.eventlog_factory import open_event_log
+
+    url = request.getfixturevalue("postgres_url") if request.param == "postgres" else None
+    log = open_event_log(Settings(state_dir=tmp_path / "state", event_log_url=url), LOG_SPEC)
+    yield log
+    log.close()
+
+
+LOG_SPEC = parse_spec({"name": "mini", "task": "binary", "label": "y", "positive_class": "1", "classes": ["0", "1"],
+                       "features": {"x": "numeric", "c": "categorical"}, "history": {"features": [{"kind": "lag", "k": 2}, {"kind": "mean", "n": 3}]}})
+
+
+def test_labels_landed_late_are_late_in_the_training_frame_on_both_backends(event_log: EventStore) -> None:
+    events = pd.DataFrame({"event_id": ["a", "b", "c", "d"], "event_time": [0, 1, 2, 3], "label": ["1", None, "0", None],
+                           "x": [1.0, 2.0, 3.0, 4.0], "c": ["p", "q", "p", "q"]})  # one µs apart
+    event_log.append(events, "landing")
+    time.sleep(0.01)
+    assert event_log.add_labels(["d", "b"], ["0", "1"]).applied == ["d", "b"]  # ≥ 10 ms after landing: known ≥ 10 ms after their events
+    read = event_log.events_between(label_times=True)
+    assert read["ingested_at"].notna().all() and read["label_time"].notna().all()
+    frame = history_frame(read, LOG_SPEC).set_axis(read["event_id"])
+    assert _equal(frame["hist__label_lag1"], pd.Series([None, "1", "1", "0"], index=frame.index, dtype=object))  # b's label: not yet
+    assert _equal(frame["hist__label_lag2"], pd.Series([None, None, None, "1"], index=frame.index, dtype=object))
+    assert frame["hist__label_mean3"].tolist()[1:] == [1.0, 1.0, 0.5] and math.isnan(frame["hist__label_mean3"].iloc[0])
+
+
+def test_a_negative_label_delay_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    import sys
+
+    from mlplatform.pipeline.prequential import BenchmarkError, stream_events, with_stream_history
+
+    spec = load_spec(BIKE_HISTORY_SPEC)
+    with pytest.raises(BenchmarkError, match="label delay must be ≥ 0 events, got -1"):
+        with_stream_history(stream_events(spec, count=50), spec, label_delay=-1)
+    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+    import bench_adaptation
+
+    with pytest.raises(SystemExit) as exc:
+        bench_adaptation.main(["--label-delay", "-2"])
+    assert exc.value.code == 2 and "--label-delay must be ≥ 0, got -2" in capsys.readouterr().err
+
+
+def test_a_label_reaches_the_serving_state_once_through_feedback_or_the_catch_up() -> None:
+    spec = parse_spec({**BASE, "history": {"features": [{"kind": "count", "n": 10}]}})
+    row = {"x": 1.0, "c": "p"}
+    landed = pd.DataFrame({"x": [1.0, 2.0, 3.0], "c": ["p", "q", "p"], "label": [5.0, 6.0, 7.0], "label_seq": [4, 5, 6]})
+    for feedback_first in (True, False):
+        state = HistoryState(spec)
+        state.replay(_events([]).iloc[:0], label_watermark=3)
+        if feedback_first:
+            state.observe_label(row, 6.0, label_seq=5)
+        assert state.catch_up(landed) == (2 if feedback_first else 3)
+        state.observe_label(row, 6.0, label_seq=5)  # /feedback after the catch-up saw it: ignored
+        state.observe_label(row, 9.0, label_seq=2)  # at or below the watermark: observed already
+        assert state.features(row, 0)["hist__label_count10"] == 3.0 and state.label_watermark == 6

@@ -1,0 +1,188 @@
+"""History features over real HTTP: what serving fills equals what training rebuilds from the event log, before and after a restart."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import mlflow
+import pandas as pd
+import pytest
+import uvicorn
+
+from mlplatform.cli.dev import free_port
+from mlplatform.domain.spec import DatasetSpec, load_spec
+from mlplatform.domain.training import train
+from mlplatform.pipeline.replay import canonical_labels, json_records, read_source
+from mlplatform.pipeline.retraining import build_feature_snapshot, with_history
+from mlplatform.serving.app import create_app
+from mlplatform.settings import Settings
+from mlplatform.stores.eventlog import SERVING_SOURCE, EventLog
+from mlplatform.stores.registry import Registry
+from mlplatform_tests.serving_support import TINY, canonical, state_settings
+from mlplatform_tests.test_history import BIKE_HISTORY_SPEC
+
+LANDED = 3000
+CATCH_UP_S = 0.1  # serve_reload_seconds: how often serving reads the labels landed outside /feedback
+
+
+@dataclass
+class Parts:
+    """One model's parts as the composition root hands them to serving (here for a spec no defs.yaml declares)."""
+
+    name: str
+    settings: Settings
+    spec: DatasetSpec
+    event_log: EventLog
+    registry: Registry
+
+
+@contextmanager
+def serving(parts: Parts) -> Iterator[httpx.Client]:
+    """The real app on uvicorn on 127.0.0.1 in this process (so that it can serve a spec outside the code location)."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(parts.settings, [parts]), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 120
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+        while not server.started or client.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline and thread.is_alive(), "the service did not become ready"
+            time.sleep(0.1)
+        try:
+            yield client
+        finally:
+            server.should_exit = True
+            thread.join(timeout=30)
+
+
+def trained_parts(folder: Path, spec_path: Path) -> Parts:
+    """A model's parts with 3000 landed, labelled events and a champion trained on them (with its history columns, if declared)."""
+    settings = state_settings(folder / "state", spec_path)
+    spec = load_spec(spec_path)
+    log = EventLog.for_dataset(settings.events_dir, spec)
+    log.append(canonical(read_source(spec).iloc[:LANDED], spec), "landing")
+    snapshot = build_feature_snapshot(settings, spec, log, folder / "snapshot")
+    registry = Registry(settings.tracking_uri, settings.artifact_root, spec)
+    version = registry.log_model(train(snapshot.train, spec, TINY, transformer=snapshot.transformer), snapshot.train, {}, {})
+    registry.promote(int(version.version))
+    return Parts(spec.name, settings, spec, log, registry)
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Parts]:
+    """Bike Sharing with history features, served from a champion trained on 3000 landed events."""
+    model = trained_parts(tmp_path_factory.mktemp("history-serving"), BIKE_HISTORY_SPEC)
+    model.settings = model.settings.model_copy(update={"serve_reload_seconds": CATCH_UP_S})
+    yield model
+    model.event_log.close()
+
+
+def _replay(client: httpx.Client, rows: pd.DataFrame, spec: DatasetSpec, seed: int, label_files: EventLog | None = None) -> dict[str, float]:
+    """/predict in batches of 1-4, then /feedback for each label after 0-8 more batches, shuffled; a tenth never labelled.
+    With `label_files`, a third of the labels land in the log directly instead (as a label file does), and the replay
+    waits for serving's catch-up before the next prediction."""
+    rng = random.Random(seed)
+    records, labels = json_records(rows, spec), canonical_labels(rows, spec).tolist()
+    pending: list[tuple[int, str, float]] = []
+    served: dict[str, float] = {}
+    start = batch = 0
+    while start < len(records):
+        size = rng.randint(1, 4)
+        body = {"records": records[start : start + size]} if size > 1 else records[start]
+        response = client.post("/predict", json=body)
+        assert response.status_code == 200, response.text
+        answers = response.json()["predictions"] if size > 1 else [response.json()]
+        for answer, label in zip(answers, labels[start : start + size]):
+            served[answer["event_id"]] = answer["prediction"]
+            if rng.random() < 0.9:
+                pending.append((batch + rng.randint(0, 8), answer["event_id"], label))
+        due = [p for p in pending if p[0] <= batch]
+        pending = [p for p in pending if p[0] > batch]
+        rng.shuffle(due)
+        landed = [d for d in due if label_files is not None and rng.random() < 0.3]
+        if landed:
+            assert label_files is not None
+            assert len(label_files.add_labels([d[1] for d in landed], [d[2] for d in landed]).applied) == len(landed)
+            time.sleep(CATCH_UP_S * 3)
+        for _, event_id, label in (d for d in due if d not in landed):
+            reply = client.post("/feedback", json={"event_id": event_id, "label": label})
+            assert reply.status_code == 200 and reply.json()["status"] == "applied", reply.text
+        start += size
+        batch += 1
+    for _, event_id, label in pending:
+        assert client.post("/feedback", json={"event_id": event_id, "label": label}).status_code == 200
+    return served
+
+
+def _rebuilt(parts: Parts) -> pd.DataFrame:
+    """The served events as training reads them: from the log, with history columns computed point in time."""
+    log = parts.event_log
+    everything = log.events_between()
+    served = log.events_between(start_us=int(everything.loc[everything["source"] == SERVING_SOURCE, "event_time"].min()))
+    return with_history(log, parts.spec, served, log.counts().label_watermark)
+
+
+def test_served_predictions_equal_predictions_on_the_rebuilt_training_frame(parts: Parts) -> None:
+    rows = read_source(parts.spec).iloc[LANDED : LANDED + 2000]
+    with serving(parts) as client:
+        served = _replay(client, rows, parts.spec, seed=1, label_files=parts.event_log)
+        bad = {**json_records(rows.iloc[:1], parts.spec)[0], "hist__label_lag1": 5.0}
+        refused = client.post("/predict", json=bad)
+        assert refused.status_code == 422 and refused.json()["detail"][0]["loc"] == ["body", "hist__label_lag1"]
+        keyless = client.post("/predict", json={**json_records(rows.iloc[:1], parts.spec)[0], "hr": None})
+        assert keyless.status_code == 200, keyless.text  # no key: its per-key history is missing, the model routes it
+        served[keyless.json()["event_id"]] = keyless.json()["prediction"]
+    with serving(parts) as client:  # a restart rebuilds the state from the log
+        served.update(_replay(client, read_source(parts.spec).iloc[LANDED + 2000 : LANDED + 2300], parts.spec, seed=2))
+    frame = _rebuilt(parts).set_index("event_id").loc[list(served)].reset_index()
+    history = parts.spec.history_numeric
+    assert frame[history].notna().mean().min() > 0.9  # the comparison is on filled features, not on missing ones
+    predictor = parts.registry.load_predictor(parts.registry.champion_record().version)  # type: ignore[union-attr]
+    assert list(served.values()) == pytest.approx(predictor.predict(frame)["prediction"].tolist(), rel=1e-9, abs=1e-9)
+
+
+def test_the_logged_model_outside_serving_needs_its_history_columns(parts: Parts) -> None:
+    version = parts.registry.champion_record().version  # type: ignore[union-attr]
+    mlflow.set_tracking_uri(parts.settings.tracking_uri)
+    mlflow.set_registry_uri(parts.settings.tracking_uri)
+    model = mlflow.pyfunc.load_model(f"models:/{parts.spec.model_name}/{version}")
+    plain = read_source(parts.spec).iloc[:3][list(parts.spec.features)]
+    with pytest.raises(Exception, match="hist__label_lag1") as caught:
+        model.predict(plain)
+    assert all(name in str(caught.value) for name in parts.spec.history_numeric)
+    window = build_feature_snapshot(parts.settings, parts.spec, parts.event_log, Path(parts.settings.state_dir) / "again").train
+    assert len(model.predict(window[[*parts.spec.features, *parts.spec.history_numeric]].head(3))) == 3
+
+
+def test_the_loop_steps_retrain_evaluate_and_report_drift_for_a_model_with_history(tmp_path: Path) -> None:
+    """features → challenger → evaluation against a champion with history → drift report, on the real stores."""
+    from mlplatform.pipeline.drift import DriftReport, build_drift_report
+    from mlplatform.pipeline.retraining import apply_decision, evaluate_challenger, train_challenger
+
+    first = trained_parts(tmp_path / "loop", BIKE_HISTORY_SPEC)
+    settings = first.settings.model_copy(update={"tuning_trials": 1, "tuning_seconds": 10.0, "num_boost_round": 60, "early_stopping_rounds": 10})
+    spec, log, registry = first.spec, first.event_log, first.registry
+    try:
+        log.append(canonical(read_source(spec).iloc[LANDED : LANDED + 1500], spec), "landing")
+        snapshot = build_feature_snapshot(settings, spec, log, tmp_path / "snapshot-2")
+        assert set(spec.history_numeric) <= set(snapshot.holdout.columns)
+        assert snapshot.train[spec.history_numeric].notna().mean().min() > 0.99  # warm from the log before the window, not missing
+        challenger = train_challenger(settings, spec, registry, snapshot, {})
+        evaluation = evaluate_challenger(settings, spec, registry, snapshot, challenger.version)
+        assert evaluation.champion_version == 1 and evaluation.champion_metrics is not None  # both scored with their history columns
+        apply_decision(registry, evaluation, None)
+        log.append(canonical(read_source(spec).iloc[LANDED + 1500 : LANDED + 2500], spec), "landing")  # after every champion's window
+        report = build_drift_report(settings, spec, log, registry)
+        assert isinstance(report, DriftReport), report
+        assert report.prediction is None and report.live_metrics == {}  # a random sample has no history: features only
+        assert [c.column for c in report.columns] == list(spec.features)
+    finally:
+        log.close()
