@@ -163,8 +163,9 @@ def test_the_logged_model_outside_serving_needs_its_history_columns(parts: Parts
 
 
 def test_the_loop_steps_retrain_evaluate_and_report_drift_for_a_model_with_history(tmp_path: Path) -> None:
-    """features → challenger → evaluation against a champion with history → drift report, on the real stores."""
+    """features → challenger → evaluation against a champion with history → drift report → estimated performance, on the real stores."""
     from mlplatform.pipeline.drift import DriftReport, build_drift_report
+    from mlplatform.pipeline.estimation import EstimationReport, estimate_performance
     from mlplatform.pipeline.retraining import apply_decision, evaluate_challenger, train_challenger
 
     first = trained_parts(tmp_path / "loop", BIKE_HISTORY_SPEC)
@@ -184,5 +185,10 @@ def test_the_loop_steps_retrain_evaluate_and_report_drift_for_a_model_with_histo
         assert isinstance(report, DriftReport), report
         assert report.prediction is None and report.live_metrics == {}  # a random sample has no history: features only
         assert [c.column for c in report.columns] == list(spec.features)
+        champion = registry.champion_record()
+        assert champion is not None
+        estimated = estimate_performance(settings, spec, log, registry.load_predictor(champion.version), champion.version)
+        assert isinstance(estimated, EstimationReport), estimated  # the latest events get their history columns, as at training
+        assert estimated.chunks and all("mae" in c.estimate.metrics for c in estimated.chunks), estimated.chunks
     finally:
         log.close()

@@ -21,6 +21,7 @@ from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.training import encode_labels
 from mlplatform.domain.validation import EVENT_TIME, LABEL
 from mlplatform.pipeline.live_quality import Bound, bounds
+from mlplatform.pipeline.retraining import with_history
 from mlplatform.settings import Settings
 from mlplatform.stores.eventlog import EventStore
 
@@ -116,7 +117,8 @@ def estimate_performance(settings: Settings, spec: DatasetSpec, log: EventStore,
         return EstimationSkipped(f"champion v{champion_version}: {NO_ESTIMATOR}", champion_version)
     estimator = predictor.estimator
     wanted = max(settings.estimation_chunks * settings.estimation_chunk_events, settings.estimated_drop_events)
-    events = log.events_between(limit=wanted)
+    # A model with history features is scored on the latest events with those columns as known now, as at training.
+    events = with_history(log, spec, log.events_between(limit=wanted), log.counts().label_watermark)
     if events.empty:
         return EstimationSkipped("the event log holds no events yet", champion_version)
     chunk_rows = events.iloc[-settings.estimation_chunks * settings.estimation_chunk_events :]
