@@ -9,7 +9,8 @@ import pytest
 
 from mlplatform.stores.alerting import AlertName
 from mlplatform.orchestration.names import ModelNames
-from mlplatform_tests.support.loop import retrain_job
+from mlplatform.orchestration.assets import latest_metadata
+from mlplatform_tests.support.loop import names, retrain_job
 from mlplatform.pipeline.replay import DriftScenario, inject_drift, read_source, write_batches
 from mlplatform.settings import Settings
 from mlplatform.domain.spec import load_spec
@@ -53,7 +54,9 @@ def test_drift_alert_names_the_drifted_columns_and_resolves_on_a_clean_report(pl
     assert "drift: fired" in str(message)
     [alert] = alertmanager.alerts(AlertName.DRIFT)
     assert labels_of(alert) == {"alertname": "MLPlatformDriftDetected", "severity": "warning", "dataset": "adult", "model_version": str(champion(platform))}
-    assert Path(alert["annotations"]["report"]).is_file() and "/runs/" in alert["annotations"]["dagster_run"]
+    report = latest_metadata(instance, names().asset("drift_report"))["report_url"]  # type: ignore[index]
+    assert alert["annotations"]["report"] == report and report.startswith(f"{platform.reports_url}/drift/") and report.endswith(".html")
+    assert "/runs/" in alert["annotations"]["dagster_run"]
     assert {"age", "hours-per-week"} <= {c.strip() for c in alert["annotations"]["description"].removeprefix("Drifted columns: ").split(".")[0].split(",")}
 
     _ingest(platform, FIRST_ROWS + 1000, 1000, instance)

@@ -58,6 +58,7 @@ DRIFTED_COLUMNS = "drifted_columns"
 DRIFTED_COLUMN_NAMES = "drifted_column_names"
 DRIFT_SHARE_THRESHOLD = "drift_share_threshold"
 REPORT_PATH = "report_path"
+REPORT_URL = "report_url"  # the report as a page (the reports server renders a drift snapshot on demand)
 # estimated_performance: the recent estimate the retraining sensor reads (no labels needed)
 ESTIMATED_METRIC = "estimated_metric"
 RECENT_ESTIMATE = "recent_estimate"

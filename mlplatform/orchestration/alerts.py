@@ -15,7 +15,7 @@ from typing import Optional, Protocol
 import dagster as dg
 
 from mlplatform.domain.keys import (CHAMPION_VERSION, CHALLENGER_VERSION, DATASET_DRIFT, DECISION_META, DRIFT_SHARE, DRIFTED_COLUMN_NAMES, MODEL_TAG,
-                                   REASON_META, REPORT_PATH, SKIP_REASON, SKIPPED)
+                                   REASON_META, REPORT_URL, SKIP_REASON, SKIPPED)
 from mlplatform.orchestration.names import DRIFT_REPORT, EVALUATION_REPORT, LIVE_QUALITY, LIVE_QUALITY_CHECK, RAW_EVENTS, ModelNames, model_of_asset
 from mlplatform.orchestration.resources import PlatformResource
 from mlplatform.pipeline.live_quality import measure
@@ -105,7 +105,7 @@ def _on_materialization(model: ModelContext, names: ModelNames, alerter: Alerter
             alerter.resolve(AlertName.DRIFT, dataset)
             return "no drift: resolved"
         alerter.fire(drift_alert(settings, dataset, int(str(meta[CHAMPION_VERSION])), float(str(meta[DRIFT_SHARE])),
-                                 str(meta[DRIFTED_COLUMN_NAMES]), str(meta[REPORT_PATH]), run_id))
+                                 str(meta[DRIFTED_COLUMN_NAMES]), str(meta[REPORT_URL]), run_id))
         return "drift: fired"
     if key == names.asset(EVALUATION_REPORT):
         if meta.get(DECISION_META) == "promoted":
@@ -113,7 +113,7 @@ def _on_materialization(model: ModelContext, names: ModelNames, alerter: Alerter
             return "promoted: resolved"
         champion = int(str(meta.get(CHAMPION_VERSION, 0))) or None
         alerter.fire(promotion_refused_alert(settings, dataset, int(str(meta[CHALLENGER_VERSION])), champion, str(meta.get(REASON_META, "")),
-                                             str(meta.get(REPORT_PATH, "")), run_id))
+                                             str(meta.get(REPORT_URL, "")), run_id))
         return "promotion refused: fired"
     if meta.get("below_floor"):
         alerter.fire(live_quality_alert(settings, dataset, str(meta["model_version"]), str(meta["verdict"]).split("; "), int(str(meta["events"])), run_id))

@@ -13,7 +13,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from mlplatform.domain.keys import CHAMPION_VERSION, MLFLOW_VERSION, MODEL_TAG, RUN_TAG_PREFIX, SNAPSHOT
+from mlplatform.domain.keys import CHAMPION_VERSION, MLFLOW_VERSION, MODEL_TAG, REPORT_PATH, REPORT_URL, RUN_TAG_PREFIX, SNAPSHOT
 from mlplatform.domain.retry_budget import RetryBudget
 from mlplatform.domain.training import TrainingError
 from mlplatform.domain.validation import LABEL
@@ -264,8 +264,8 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
                 "challenger_metrics": dg.MetadataValue.json(evaluation.challenger_metrics),
                 "champion_metrics": dg.MetadataValue.json(evaluation.champion_metrics or {}),
                 "mlflow_evaluation_metrics": dg.MetadataValue.json({k: round(v, 6) for k, v in mlflow_metrics.items()}),
-                "report_path": dg.MetadataValue.path(str(report_path)),
-                "report_url": dg.MetadataValue.url(report_url(settings, report_path)),
+                REPORT_PATH: dg.MetadataValue.path(str(report_path)),
+                REPORT_URL: dg.MetadataValue.url(report_url(settings, report_path)),
                 "mlflow_model_version": dg.MetadataValue.url(mlflow_version_url(settings, registry.name, challenger_version)),
                 "mlflow_run": dg.MetadataValue.url(mlflow_run_url(settings, registry.experiment_id, registry.get_version(challenger_version).run_id)),
                 "champion_model_version": dg.MetadataValue.url(mlflow_version_url(settings, registry.name, evaluation.champion_after))

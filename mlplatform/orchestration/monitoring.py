@@ -8,7 +8,7 @@ import dagster as dg
 
 from mlplatform.pipeline.drift import LIVE_METRICS, ColumnDrift, DriftReport, DriftSkipped, build_drift_report
 from mlplatform.domain.keys import (CHAMPION_VERSION, DATASET_DRIFT, DRIFT_SHARE, DRIFT_SHARE_THRESHOLD, DRIFTED_COLUMN_NAMES, DRIFTED_COLUMNS,
-                                   REPORT_PATH, SKIP_REASON, SKIPPED)
+                                   REPORT_PATH, REPORT_URL, SKIP_REASON, SKIPPED)
 from mlplatform.orchestration.assets import latest_metadata, markdown_table
 from mlplatform.orchestration.names import DRIFT_REPORT, RAW_EVENTS, ModelNames
 from mlplatform.orchestration.resources import PlatformResource
@@ -52,7 +52,7 @@ def report_metadata(settings: Settings, spec: DatasetSpec, report: DriftReport, 
         "pruned_files": report.pruned.files,
         "most_drifted": dg.MetadataValue.md(markdown_table(report.table(TOP_COLUMNS))),
         REPORT_PATH: dg.MetadataValue.path(str(report.report_path)),
-        "report_url": dg.MetadataValue.url(report_url(settings, report.report_path)),
+        REPORT_URL: dg.MetadataValue.url(report_url(settings, report.report_path)),
         "mlflow_model_version": dg.MetadataValue.url(mlflow_url),
     }
 
