@@ -159,7 +159,10 @@ def drift_report_done(instance: dg.DagsterInstance, names: ModelNames, run: dg.R
 
 def _reaction(instance: dg.DagsterInstance, names: ModelNames, run: dg.RunRecord, met: float, served_at: float | None, change: str, before: int, after: int | None) -> Reaction:
     evaluation = evaluation_of(instance, names, run.dagster_run.run_id)
-    promoted_at = evaluation[0] if evaluation else float(run.end_time or time.time())
+    # The promotion is the alias move the registry's timeline records: evaluation_report moves it before its materialization
+    # is written, and serving (watching the alias) may switch in between.
+    moved = [c.at for c in platform().model(names.model).registry.timeline() if after is not None and c.version == after]
+    promoted_at = moved[-1] if moved else evaluation[0] if evaluation else float(run.end_time or time.time())
     created = run.create_timestamp.timestamp()
     started = float(run.start_time or created)
     dequeued = next((e.timestamp for e in instance.all_logs(run.dagster_run.run_id, of_type=dg.DagsterEventType.RUN_DEQUEUED)), created)
