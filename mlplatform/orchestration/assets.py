@@ -225,8 +225,11 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
         settings, spec, registry = model.settings, model.spec, model.registry
         snapshot = FeatureSnapshot.load(Path(snapshot_folder))
         evaluation = evaluate_challenger(settings, spec, registry, snapshot, challenger_version)
-        mlflow_metrics = record_evaluation(spec, registry, snapshot, evaluation)
         apply_decision(registry, evaluation, context.run.run_id)
+        # MLflow's evaluation (plots, per-segment quality) records the decision and does not inform it: made after the alias
+        # moves, so serving switches seconds sooner (bench_reaction.py). A retry after a failure here finds the challenger
+        # already champion, judges it against the floor alone and records the evaluation then.
+        mlflow_metrics = record_evaluation(spec, registry, snapshot, evaluation)
         d = evaluation.decision
         verdict = "promoted" if d.promote else "rejected"
         context.log.info(f"challenger v{challenger_version} {verdict}: {d.reason}")
