@@ -78,6 +78,15 @@ def test_evidently_ui_serves_the_project_and_its_snapshots_on_loopback(reported:
         [project] = [p for p in projects if p["name"] == "adult"]
         snapshots = httpx.get(f"{settings.evidently_ui_url}/api/projects/{project['id']}/snapshots", timeout=30)
         assert snapshots.status_code == 200 and len(snapshots.json()) == 2, snapshots.text
+        dashboard = httpx.get(f"{settings.evidently_ui_url}/api/v2/dashboards/{project['id']}", timeout=30)
+        assert dashboard.status_code == 200, dashboard.text
+        for panel in dashboard.json()["panels"]:  # each panel's metrics resolve to one value per kept snapshot
+            filters = [{"tags": v["tags"], "metadata": v["metadata"], "metric": v["metric"], "metric_labels": v["metric_labels"]} for v in panel["values"]]
+            answer = httpx.post(f"{settings.evidently_ui_url}/api/v2/snapshots/{project['id']}/data_series_batch", json={"series_filter": filters}, timeout=30)
+            assert answer.status_code in (200, 201), answer.text
+            series = answer.json()
+            assert len(series["sources"]) == 2 and len(series["series"]) == len(filters), (panel["title"], series)
+            assert all(len(s["values"]) == 2 and None not in s["values"] for s in series["series"]), (panel["title"], series)
         assert server.process is not None
         environ = Path(f"/proc/{server.process.pid}/environ").read_bytes().split(b"\0")
         assert b"DO_NOT_TRACK=true" in environ, "Evidently's telemetry stays off in the UI server"
