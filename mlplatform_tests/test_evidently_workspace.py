@@ -3,6 +3,7 @@ through Evidently's own workspace API and served by a real `evidently ui` on loo
 written or read never fails the drift report."""
 
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -90,6 +91,12 @@ def test_evidently_ui_serves_the_project_and_its_snapshots_on_loopback(reported:
         assert server.process is not None
         environ = Path(f"/proc/{server.process.pid}/environ").read_bytes().split(b"\0")
         assert b"DO_NOT_TRACK=true" in environ, "Evidently's telemetry stays off in the UI server"
+
+        added = str(_report(platform)[EVIDENTLY_SNAPSHOT_URL]).rsplit("/", 1)[1]  # a report while the UI runs shows up in it
+        deadline = time.monotonic() + 60
+        while added not in (listed := [x["id"] for x in httpx.get(f"{settings.evidently_ui_url}/api/projects/{project['id']}/snapshots", timeout=30).json()]):
+            assert time.monotonic() < deadline, listed
+            time.sleep(0.5)
 
 
 def _blocked(folder: Path) -> Path:

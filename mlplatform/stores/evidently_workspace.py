@@ -76,9 +76,9 @@ def _project(workspace: Workspace, model: str, top_columns: list[str]) -> Projec
 
 
 def _prune(workspace: Workspace, project_id: str, keep: int) -> None:
-    """Keep the newest `keep` snapshots of the project, as the reports folder does."""
-    dated = sorted(((run.timestamp, str(sid)) for sid in workspace.list_runs(project_id) if (run := workspace.get_run(project_id, sid)) is not None), reverse=True)
-    for _, sid in dated[keep:]:
+    """Keep the newest `keep` snapshots of the project, as the reports folder does. Evidently's snapshot ids are UUIDv7
+    (time-ordered from when each was added), so they sort by age without parsing every snapshot (3 s for 50 of them)."""
+    for sid in sorted(workspace.list_runs(project_id), reverse=True)[keep:]:
         workspace.delete_run(project_id, sid)
 
 
