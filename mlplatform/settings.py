@@ -82,6 +82,8 @@ class Settings(BaseSettings):
     estimated_drop_margin: float = Field(default=0.05, ge=0, le=1, description="Retrain (reason estimated_drop) when the champion's estimated performance on its latest `estimated_drop_events` events is this share worse than its hold-out reference, with the reference outside the 95 % band.")
     estimated_drop_events: int = Field(default=2000, ge=10, description="Latest events the estimated_drop trigger estimates over: fewer in the log and it waits.")
     reports_url: str = Field(default="http://127.0.0.1:3001", description="Where `mlplatform dev` serves the reports folder; report links in metadata point here.")
+    evidently_workspace_dir: Path | None = Field(default=None, description="The local Evidently workspace every drift report's snapshot is added to, one project per model (default: <state>/evidently).")
+    evidently_ui_url: str = Field(default="http://127.0.0.1:3002", description="Where `mlplatform dev` serves `evidently ui` on the workspace; drift_report metadata links to the model's project here.")
 
     serve_host: str = Field(default="127.0.0.1", description="Prediction service bind address (loopback unless you mean to expose it).")
     serve_port: int = Field(default=8000, ge=0, le=65535)
@@ -120,6 +122,8 @@ class Settings(BaseSettings):
         self.dataset_spec = self.dataset_spec.expanduser().resolve()
         if self.landing_dir is None:
             self.landing_dir = self.state_dir / "landing"
+        if self.evidently_workspace_dir is None:
+            self.evidently_workspace_dir = self.state_dir / "evidently"
         return self
 
     @property

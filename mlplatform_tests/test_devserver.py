@@ -14,7 +14,7 @@ from mlplatform.stores.reports import report_url
 from mlplatform.settings import REPO_ROOT, Settings
 from mlplatform.cli.dev import free_port
 
-SERVERS = ("mlflow", "reports", "dagster-daemon", "dagster-webserver")
+SERVERS = ("mlflow", "reports", "evidently-ui", "dagster-daemon", "dagster-webserver")
 
 
 
@@ -40,7 +40,7 @@ def test_report_url_points_into_the_served_reports_folder(tmp_path: Path) -> Non
 
 def test_dev_serves_a_fresh_state_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     state = tmp_path / "state"
-    urls = {f"MLPLATFORM_{key}": f"http://127.0.0.1:{free_port()}" for key in ("DAGSTER_UI_URL", "MLFLOW_UI_URL", "REPORTS_URL")}
+    urls = {f"MLPLATFORM_{key}": f"http://127.0.0.1:{free_port()}" for key in ("DAGSTER_UI_URL", "MLFLOW_UI_URL", "REPORTS_URL", "EVIDENTLY_UI_URL")}
     env = {**os.environ, **urls, "MLPLATFORM_STATE_DIR": str(state)}
     proc = subprocess.Popen([sys.executable, "-m", "mlplatform.cli", "dev"], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
@@ -55,7 +55,8 @@ def test_dev_serves_a_fresh_state_and_stops_cleanly_on_ctrl_c(tmp_path: Path) ->
                 break
             printed.append(line)
         assert [s for s in SERVERS if any(line.strip().startswith(s) for line in printed)] == list(SERVERS), "".join(printed)
-        for url in (urls["MLPLATFORM_DAGSTER_UI_URL"] + "/server_info", urls["MLPLATFORM_MLFLOW_UI_URL"] + "/health", urls["MLPLATFORM_REPORTS_URL"] + "/"):
+        for url in (urls["MLPLATFORM_DAGSTER_UI_URL"] + "/server_info", urls["MLPLATFORM_MLFLOW_UI_URL"] + "/health", urls["MLPLATFORM_REPORTS_URL"] + "/",
+                    urls["MLPLATFORM_EVIDENTLY_UI_URL"] + "/api/projects"):
             with urllib.request.urlopen(url, timeout=10) as response:
                 assert response.status == 200, url
         assert (state / "dagster" / "dagster.yaml").exists() and (state / "mlflow" / "mlflow.db").exists()

@@ -96,7 +96,7 @@ def test_models_register_and_promote_through_the_mlflow_server_on_postgres(tmp_p
     assert list((settings.mlflow_dir / "artifacts").rglob("MLmodel")), "artifacts are proxied into the state folder"
 
 
-PROD_SERVERS = ("redis", "mlflow", "reports", "dagster-daemon", "dagster-webserver", "celery-worker", "serving")
+PROD_SERVERS = ("redis", "mlflow", "reports", "evidently-ui", "dagster-daemon", "dagster-webserver", "celery-worker", "serving")
 
 
 @pytest.fixture
@@ -109,7 +109,7 @@ def prod_state() -> Iterator[Path]:
 
 
 def _dev_production(state: Path, extra: dict[str, str]) -> tuple[subprocess.Popen[str], dict[str, str]]:
-    urls = {f"MLPLATFORM_{key}": f"http://127.0.0.1:{_free_port()}" for key in ("DAGSTER_UI_URL", "MLFLOW_UI_URL", "REPORTS_URL")}
+    urls = {f"MLPLATFORM_{key}": f"http://127.0.0.1:{_free_port()}" for key in ("DAGSTER_UI_URL", "MLFLOW_UI_URL", "REPORTS_URL", "EVIDENTLY_UI_URL")}
     env = {**os.environ, **urls, "MLPLATFORM_SERVE_PORT": str(_free_port()), "MLPLATFORM_STATE_DIR": str(state),
            "MLPLATFORM_DATASET_SPEC": str(ADULT_SPEC), **extra}
     for key in ("DAGSTER_HOME", "MLPLATFORM_DAGSTER_POSTGRES_URL", "MLPLATFORM_CELERY_BROKER_URL"):

@@ -1,4 +1,4 @@
-"""`mlplatform dev`: the Dagster webserver and daemon, the MLflow UI and the reports folder, on loopback, on one state.
+"""`mlplatform dev`: the Dagster webserver and daemon, the MLflow UI, the reports folder and the Evidently UI, on loopback, on one state.
 
 Each server runs in its own process group, so stopping one also stops what it spawned (code servers, run
 workers, gunicorn/uvicorn workers) and a Ctrl-C in the terminal reaches only this supervisor, which then
@@ -174,6 +174,17 @@ def mlflow_server(settings: Settings) -> Server:
                   needed_first=proxied)  # tracked through over HTTP: serving and the code location need it from their start
 
 
+def evidently_server(settings: Settings) -> Server:
+    """`evidently ui` on the workspace the drift reports are added to (stores/evidently_workspace.py); it picks up the
+    snapshots added while it runs."""
+    host, port = _bind(settings.evidently_ui_url)
+    assert settings.evidently_workspace_dir is not None  # resolved by Settings
+    settings.evidently_workspace_dir.mkdir(parents=True, exist_ok=True)
+    return Server("evidently-ui", settings.evidently_ui_url,
+                  [str(BIN / "evidently"), "ui", "--workspace", str(settings.evidently_workspace_dir), "--host", host, "--port", str(port)],
+                  lambda: http_ok(f"{settings.evidently_ui_url}/api/projects"))
+
+
 def require_binary(name: str, why: str) -> str:
     """The path of a system binary the stack needs; missing, it fails at start saying which and how to get it."""
     found = shutil.which(name)
@@ -223,7 +234,7 @@ def celery_worker(settings: Settings, name: str = "mlplatform") -> Server:
 
 
 def build_servers(settings: Settings, production: bool = False) -> list[Server]:
-    """The four servers, bound to the host and port of the URLs in the settings, a Celery worker when runs execute on
+    """The five servers, bound to the host and port of the URLs in the settings, a Celery worker when runs execute on
     Celery, and in the production profile the prediction service."""
     dagster_host, dagster_port = _bind(settings.dagster_ui_url)
     reports_host, reports_port = _bind(settings.reports_url)
@@ -232,6 +243,7 @@ def build_servers(settings: Settings, production: bool = False) -> list[Server]:
         Server("reports", settings.reports_url,
                [sys.executable, "-m", "mlplatform.cli.reports_server", str(reports_port), "--bind", reports_host, "--directory", str(settings.reports_dir)],
                lambda: http_ok(f"{settings.reports_url}/")),
+        evidently_server(settings),
         Server("dagster-daemon", "(no UI: runs sensors and queued runs)",
                [str(BIN / "dagster-daemon"), "run", "-w", str(WORKSPACE)], _daemon_heartbeat(settings)),
         Server("dagster-webserver", settings.dagster_ui_url,

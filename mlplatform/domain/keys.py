@@ -59,6 +59,10 @@ DRIFTED_COLUMN_NAMES = "drifted_column_names"
 DRIFT_SHARE_THRESHOLD = "drift_share_threshold"
 REPORT_PATH = "report_path"
 REPORT_URL = "report_url"  # the report as a page (the reports server renders a drift snapshot on demand)
+# drift_report: the snapshot's place in the Evidently workspace (links into `evidently ui`), or why it has none
+EVIDENTLY_PROJECT_URL = "evidently_project_url"
+EVIDENTLY_SNAPSHOT_URL = "evidently_snapshot_url"
+EVIDENTLY_WORKSPACE_ERROR = "evidently_workspace_error"
 # estimated_performance: the recent estimate the retraining sensor reads (no labels needed)
 ESTIMATED_METRIC = "estimated_metric"
 RECENT_ESTIMATE = "recent_estimate"

@@ -8,10 +8,12 @@ import dagster as dg
 
 from mlplatform.pipeline.drift import LIVE_METRICS, ColumnDrift, DriftReport, DriftSkipped, build_drift_report
 from mlplatform.domain.keys import (CHAMPION_VERSION, DATASET_DRIFT, DRIFT_SHARE, DRIFT_SHARE_THRESHOLD, DRIFTED_COLUMN_NAMES, DRIFTED_COLUMNS,
-                                   REPORT_PATH, REPORT_URL, SKIP_REASON, SKIPPED)
+                                   EVIDENTLY_PROJECT_URL, EVIDENTLY_SNAPSHOT_URL, EVIDENTLY_WORKSPACE_ERROR, REPORT_PATH, REPORT_URL,
+                                   SKIP_REASON, SKIPPED)
 from mlplatform.orchestration.assets import latest_metadata, markdown_table
 from mlplatform.orchestration.names import DRIFT_REPORT, RAW_EVENTS, ModelNames
 from mlplatform.orchestration.resources import PlatformResource
+from mlplatform.stores.evidently_workspace import WorkspaceEntry
 from mlplatform.stores.reports import html_path, mlflow_version_url, report_url
 from mlplatform.settings import Settings
 from mlplatform.domain.spec import DatasetSpec
@@ -24,6 +26,14 @@ def _test_metadata(prefix: str, result: ColumnDrift | None) -> dict[str, object]
     if result is None:
         return {}
     return {f"{prefix}_drift_score": result.score, f"{prefix}_drift": result.drifted, f"{prefix}_drift_method": result.method}
+
+
+def _workspace_metadata(settings: Settings, entry: WorkspaceEntry) -> dict[str, object]:
+    """Links to the model's project and this snapshot in `evidently ui`, or why the workspace was not updated."""
+    project, snapshot = entry.project_url(settings), entry.snapshot_url(settings)
+    if project is None or snapshot is None:
+        return {EVIDENTLY_WORKSPACE_ERROR: entry.error or "not added"}
+    return {EVIDENTLY_PROJECT_URL: dg.MetadataValue.url(project), EVIDENTLY_SNAPSHOT_URL: dg.MetadataValue.url(snapshot)}
 
 
 def report_metadata(settings: Settings, spec: DatasetSpec, report: DriftReport, mlflow_url: str) -> dict[str, object]:
@@ -54,6 +64,7 @@ def report_metadata(settings: Settings, spec: DatasetSpec, report: DriftReport, 
         REPORT_PATH: dg.MetadataValue.path(str(report.report_path)),
         REPORT_URL: dg.MetadataValue.url(report_url(settings, report.report_path)),
         "mlflow_model_version": dg.MetadataValue.url(mlflow_url),
+        **_workspace_metadata(settings, report.workspace),
     }
 
 
@@ -81,7 +92,7 @@ def build_monitoring(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Fre
         description="Evidently drift of the events since the champion's data window against its training window: "
         "per-column drift, share of drifted columns, prediction drift and, with labels, target drift and live metrics. "
         "Both sides are bounded uniform samples; Evidently's snapshot is kept under reports/drift (its HTML rendered on "
-        "demand, the newest `drift_reports_keep` kept) and the verdicts are logged to MLflow next to the champion version. Without a champion (or with too few new events) it records why it is skipped.",
+        "demand, the newest `drift_reports_keep` kept) and added to the model's project in the Evidently workspace (drift over time in `evidently ui`); the verdicts are logged to MLflow next to the champion version. Without a champion (or with too few new events) it records why it is skipped.",
     )
     def drift_report(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.MaterializeResult:
         model = platform.model(model_name)
@@ -92,6 +103,8 @@ def build_monitoring(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Fre
             return dg.MaterializeResult(metadata=skipped_metadata(result))
         registry.log_dict(result.champion_version, result.summary(), f"drift/{html_path(result.report_path).stem}.json")
         context.log.info(f"drift share {result.drift_share:.2f} ({', '.join(result.drifted_columns) or 'no drifted columns'}); report {result.report_path}")
+        if result.workspace.error is not None:
+            context.log.warning(f"{result.workspace.error}; the report itself is kept at {result.report_path}")
         mlflow_url = mlflow_version_url(settings, registry.name, result.champion_version)
         return dg.MaterializeResult(metadata=report_metadata(settings, spec, result, mlflow_url))
 

@@ -16,6 +16,7 @@ import os
 import time
 import warnings
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +27,8 @@ from mlplatform.domain.evaluation import score
 from mlplatform.stores.eventlog import EventStore
 from mlplatform.domain.predictor import PREDICTION, PROBABILITY, Predictor
 from mlplatform.stores.registry import CHALLENGER, Registry, tag
-from mlplatform.stores.reports import SNAPSHOT_SUFFIX, Pruned, prune_drift_reports, save_snapshot
+from mlplatform.stores.evidently_workspace import TOP_COLUMNS, WorkspaceEntry, add_drift_snapshot, snapshot_tags
+from mlplatform.stores.reports import SNAPSHOT_SUFFIX, Pruned, html_path, prune_drift_reports, save_snapshot
 from mlplatform.settings import Settings
 from mlplatform.domain.spec import DatasetSpec, Task
 from mlplatform.domain.validation import LABEL
@@ -127,6 +129,7 @@ class DriftReport:
     report_path: Path  # Evidently's snapshot; its HTML page is rendered on demand (stores/reports.py)
     seconds: float
     pruned: Pruned  # what retention removed after this report
+    workspace: WorkspaceEntry  # the snapshot's place in the Evidently workspace, or why it has none
 
     @property
     def drifted_columns(self) -> list[str]:
@@ -150,7 +153,7 @@ class DriftReport:
 
     def table(self, top: int | None = None) -> pd.DataFrame:
         """Columns, most drifted first."""
-        ranked = sorted(self.columns, key=lambda c: (not c.drifted, -c.severity))[:top]
+        ranked = most_drifted(self.columns)[:top]
         return pd.DataFrame(
             [{"column": c.column, "kind": c.kind, "method": c.method, "score": round(c.score, 4), "threshold": c.threshold, "drift": "yes" if c.drifted else "no"} for c in ranked],
             columns=["column", "kind", "method", "score", "threshold", "drift"],
@@ -164,6 +167,11 @@ class DriftSkipped:
     reason: str
     champion_version: int | None = None
     current_rows: int = 0
+
+
+def most_drifted(columns: list[ColumnDrift]) -> list[ColumnDrift]:
+    """Drifted columns first, each group by how far past its threshold."""
+    return sorted(columns, key=lambda c: (not c.drifted, -c.severity))
 
 
 def _is_p_value(method: str) -> bool:
@@ -240,7 +248,8 @@ def _presence(spec: DatasetSpec, reference: pd.DataFrame, current: pd.DataFrame)
     return usable, decided
 
 
-def _run_evidently(spec: DatasetSpec, reference: pd.DataFrame, current: pd.DataFrame, features: list[str], extra: list[str], share_threshold: float) -> Snapshot:
+def _run_evidently(spec: DatasetSpec, reference: pd.DataFrame, current: pd.DataFrame, features: list[str], extra: list[str], share_threshold: float,
+                   tags: list[str]) -> Snapshot:
     # Imported here: Evidently is most of the code location's import time, which every Dagster
     # code server and run worker pays, and only drift reports need it.
     from evidently import DataDefinition, Dataset, Report
@@ -257,6 +266,8 @@ def _run_evidently(spec: DatasetSpec, reference: pd.DataFrame, current: pd.DataF
         return Report(items).run(
             Dataset.from_pandas(current[columns].reset_index(drop=True), data_definition=definition),
             Dataset.from_pandas(reference[columns].reset_index(drop=True), data_definition=definition),
+            timestamp=datetime.now(timezone.utc).replace(tzinfo=None),  # UTC, naive as Evidently's local storage compares them
+            tags=tags,
         )
 
 
@@ -276,17 +287,18 @@ def _verdicts(spec: DatasetSpec, snapshot_dict: dict[str, Any]) -> tuple[dict[st
     return found, evidently_count
 
 
-def compare(spec: DatasetSpec, reference: pd.DataFrame, current: pd.DataFrame, share_threshold: float, report_path: Path) -> tuple[list[ColumnDrift], ColumnDrift | None, ColumnDrift | None, int]:
-    """Evidently on the two frames: feature verdicts, prediction drift, target drift (if current has labels); saves
-    Evidently's snapshot at `report_path` (`<name>.json.xz`, rendered as HTML on demand)."""
+def compare(spec: DatasetSpec, reference: pd.DataFrame, current: pd.DataFrame, share_threshold: float, report_path: Path,
+            tags: list[str] | None = None) -> tuple[list[ColumnDrift], ColumnDrift | None, ColumnDrift | None, int, Snapshot]:
+    """Evidently on the two frames: feature verdicts, prediction drift, target drift (if current has labels), Evidently's
+    count, and its snapshot (timestamped, with `tags`), saved at `report_path` (`<name>.json.xz`, rendered as HTML on demand)."""
     features, decided = _presence(spec, reference, current)
     extra = [c for c in (PREDICTION_COLUMN, LABEL) if c in current and c in reference and current[c].notna().any() and reference[c].notna().any()]
-    snapshot = _run_evidently(spec, reference, current, features, extra, share_threshold)
+    snapshot = _run_evidently(spec, reference, current, features, extra, share_threshold, tags or [])
     found, evidently_count = _verdicts(spec, snapshot.dict())
     save_snapshot(snapshot, report_path)
     order = {c: i for i, c in enumerate(spec.features)}
     columns = sorted([found[c] for c in features] + decided, key=lambda c: order[c.column])
-    return columns, found.get(PREDICTION_COLUMN), found.get(LABEL), evidently_count
+    return columns, found.get(PREDICTION_COLUMN), found.get(LABEL), evidently_count, snapshot
 
 
 def live_metrics(spec: DatasetSpec, current: pd.DataFrame, predictor: Predictor) -> dict[str, float]:
@@ -322,7 +334,11 @@ def build_drift_report(settings: Settings, spec: DatasetSpec, log: EventStore, r
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{time.time_ns() % 1_000_000_000:09d}"
     drift_dir = settings.reports_dir / "drift"
     path = drift_dir / f"{spec.name}-v{window.version}-{stamp}{SNAPSHOT_SUFFIX}"
-    columns, prediction, target, evidently_count = compare(spec, reference.sample, current, config.share_threshold, path)
+    columns, prediction, target, evidently_count, snapshot = compare(spec, reference.sample, current, config.share_threshold, path,
+                                                                     snapshot_tags(spec.name, window.version))
+    assert settings.evidently_workspace_dir is not None  # resolved by Settings
+    workspace = add_drift_snapshot(settings.evidently_workspace_dir, spec.name, snapshot, html_path(path).stem,
+                                   [c.column for c in most_drifted(columns)[:TOP_COLUMNS]], settings.drift_reports_keep)
     challenger = registry.version_by_alias(CHALLENGER)
     pruned = prune_drift_reports(drift_dir, spec.name, settings.drift_reports_keep, {window.version, *([int(challenger.version)] if challenger else [])})
     return DriftReport(
@@ -341,4 +357,5 @@ def build_drift_report(settings: Settings, spec: DatasetSpec, log: EventStore, r
         report_path=path,
         seconds=time.perf_counter() - started,
         pruned=pruned,
+        workspace=workspace,
     )
