@@ -13,8 +13,9 @@ serve` run as separate processes, and each round sends events through `POST /pre
   drift sensor, a drift_report run and the retraining sensor lie on the path.
 
 The clock stops when `GET /readyz` names a new model version. The run's records in the Dagster instance split
-each reaction into: until the retraining run is requested, its queue, the run worker's start, the steps
-(features, trained_model, evaluation_report promoting `@champion`), and serving's switch to the new version.
+each reaction into: until the retraining run is requested, its queue, the run worker's start, the steps until
+`@champion` moves (features, trained_model, and evaluation_report up to its decision: MLflow's evaluation plots come
+after it), and serving's switch to the new version.
 
     .venv/bin/python benchmarks/bench_reaction.py                        # Adult: 6 new-label triggers (N=1000), 5 drift triggers
     .venv/bin/python benchmarks/bench_reaction.py --model churn --every 2000 --drift-triggers 0   # a model of the code location
@@ -106,7 +107,7 @@ def sensor_run(instance: dg.DagsterInstance, names: ModelNames, after: float) ->
 
 
 def evaluation_of(instance: dg.DagsterInstance, names: ModelNames, run_id: str) -> tuple[float, dict[str, object]] | None:
-    """When the run's evaluation_report was materialized (the promotion happened just before) and its metadata."""
+    """When the run's evaluation_report was materialized (the promotion happened before) and its metadata."""
     records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=names.asset(EVALUATION_REPORT)), limit=5).records
     for rec in records:
         if rec.run_id == run_id and rec.asset_materialization is not None:

@@ -16,6 +16,8 @@ from benchmarks.results import RESULTS
 
 @pytest.fixture(scope="module")
 def one_trigger(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Reaction], dict[str, object]]:
+    import sklearn  # noqa: F401  (on import it sets KMP_* in the environment for good: not the benchmark's doing)
+
     before = dict(os.environ)
     work = tmp_path_factory.mktemp("reaction")
     result = run(argparse.Namespace(model="adult", triggers=1, every=500, drift_triggers=0, drift_events=1500, timeout=300.0, work_dir=work))
@@ -33,7 +35,9 @@ def test_the_sensor_launched_retraining_is_served_without_a_restart(one_trigger:
     phases = [reaction.sensor_s, reaction.queue_s, reaction.launch_s, reaction.steps_s, reaction.serving_s]
     assert all(p is not None and p >= 0 for p in phases), phases
     assert set(reaction.step_s) == {"features", "trained_model", "evaluation_report"}
-    assert sum(reaction.step_s.values()) <= reaction.steps_s + 1.0
+    # The steps phase ends when @champion moves, inside evaluation_report (MLflow's evaluation is recorded after it).
+    before_decision = reaction.step_s["features"] + reaction.step_s["trained_model"]
+    assert before_decision <= reaction.steps_s <= sum(reaction.step_s.values()) + 1.0
 
 
 def test_summary_reports_median_max_and_the_goal(one_trigger: tuple[list[Reaction], dict[str, object]]) -> None:
