@@ -9,7 +9,7 @@ from contextlib import contextmanager
 import dagster as dg
 import pandas as pd
 
-from mlplatform.domain.keys import DRIFT_SHARE_TAG, NEW_LABELLED_TAG, REASON_TAG
+from mlplatform.domain.keys import DRIFT_SHARE_TAG, NEW_LABELLED_TAG, REASON_TAG, REPORT_URL
 from mlplatform.domain.policy import DRIFT
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.orchestration.assets import latest_metadata
@@ -94,7 +94,8 @@ def run_demo(settings: Settings, model_name: str = DEMO_MODEL, say: Callable[[st
     say(f"  Dagster UI:   make dev, then {settings.dagster_ui_url} (assets of every model, runs, the retraining sensors)")
     say(f"  MLflow UI:    make dev, then {settings.mlflow_ui_url} (model {spec.model_name}, alias @champion)")
     say(f"  state folder: {settings.state_dir} (event logs, reports, MLflow store, Dagster home)")
-    say(f"  drift:        {settings.reports_dir / 'drift'} (Evidently HTML reports; also in MLflow next to each champion version)")
+    say(f"  drift:        make dev, then each report's page (above; rendered from its snapshot in {settings.reports_dir / 'drift'}) "
+        f"and {settings.evidently_ui_url} (Evidently's UI: drift over time per model)")
     say(f"  status:       .venv/bin/mlplatform status --model {model.name}")
     return {"first": first, "second": second, **third, "state_dir": str(settings.state_dir)}
 
@@ -144,5 +145,5 @@ def _drift_step(instance: dg.DagsterInstance, model: ModelContext, rows: pd.Data
     tags = requests[0].tags
     say(f"   the sensor asks for a retraining: reason={tags[REASON_TAG]}, drift share {tags[DRIFT_SHARE_TAG]}, {tags[NEW_LABELLED_TAG]} new labelled events")
     third = _retrain(instance, model.name, requests[0], say)
-    say(f"   champion is v{third.get('champion_version')}; HTML drift report: {drift['report_path']}")
+    say(f"   champion is v{third.get('champion_version')}; drift report: {drift[REPORT_URL]} (with make dev)")
     return {"drift": drift, "third": third, "drift_cursor": next_cursor}

@@ -7,6 +7,9 @@ per-segment quality), its metrics linked to the LoggedModel so `search_logged_mo
 from __future__ import annotations
 
 import hashlib
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -134,6 +137,20 @@ def _residuals(y_true: pd.Series, predicted: pd.Series) -> dict[str, Any]:
     return {"residuals": figure}
 
 
+@contextmanager
+def _quiet(loggers: Sequence[str]) -> Iterator[None]:
+    """MLflow's evaluator narrates each call at INFO (dataset inferred as binary, active model set): warnings only, in every
+    run's log and the demo's output alike."""
+    previous = {name: logging.getLogger(name).level for name in loggers}
+    for name in loggers:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for name, level in previous.items():
+            logging.getLogger(name).setLevel(level)
+
+
 def evaluate_version(spec: DatasetSpec, holdout: PandasDataset, predicted: pd.DataFrame, model_id: str, run_id: str) -> dict[str, float]:
     """Evaluate a version's hold-out predictions with MLflow's default evaluator in that version's run, linked to its LoggedModel:
     MLflow's metrics and confusion matrix plus curves or residuals and per-segment quality; the hold-out becomes an input
@@ -151,8 +168,9 @@ def evaluate_version(spec: DatasetSpec, holdout: PandasDataset, predicted: pd.Da
     def segments(eval_df: pd.DataFrame, builtin_metrics: dict[str, float], artifacts_dir: str) -> dict[str, Any]:
         return {"segment_quality": segment_quality(spec, frame, predicted)}
 
-    config = {"pos_label": spec.positive_class, "label_list": spec.classes} if spec.is_classification else {}
-    with mlflow.start_run(run_id=run_id):
+    # SHAP explanations need the model, which is not evaluated here (its predictions are): off, rather than a warning per run.
+    config = {"log_model_explainability": False, **({"pos_label": spec.positive_class, "label_list": spec.classes} if spec.is_classification else {})}
+    with mlflow.start_run(run_id=run_id), _quiet(("mlflow.models.evaluation", "mlflow.tracking.fluent")):
         result = mlflow.models.evaluate(data=data, model_type="classifier" if spec.is_classification else "regressor",
                                         evaluator_config=config, custom_artifacts=[plots, segments], model_id=model_id)
     return {k: float(v) for k, v in result.metrics.items()}
