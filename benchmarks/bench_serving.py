@@ -37,8 +37,8 @@ from starlette.datastructures import Headers  # noqa: E402
 from mlplatform.stores.registry import Registry  # noqa: E402
 from mlplatform.pipeline.replay import json_records, read_source  # noqa: E402
 from mlplatform.settings import DEFAULT_SPEC, Settings  # noqa: E402
-from mlplatform.domain.spec import load_spec  # noqa: E402
-from mlplatform.domain.training import TrainingConfig, train  # noqa: E402
+from mlplatform.domain.spec import DatasetSpec, load_spec  # noqa: E402
+from mlplatform.domain.training import TrainingConfig, TrainingResult, train  # noqa: E402
 from mlplatform.domain.validation import validate_frame  # noqa: E402
 from mlplatform.cli.dev import free_port  # noqa: E402
 
@@ -130,6 +130,16 @@ def check_cost_us(calls: int = 200_000) -> float:
     return (time.perf_counter() - started) / calls * 1e6
 
 
+def promoted_state(folder: Path, spec: DatasetSpec, result: TrainingResult, events: pd.DataFrame) -> tuple[Settings, int]:
+    """A state folder under `folder` whose registry serves `result` as `@champion`; returns its settings and the version."""
+    settings = Settings(state_dir=folder / "state", dataset_spec=DEFAULT_SPEC)
+    settings.ensure_dirs()
+    registry = Registry(settings.tracking_uri, settings.artifact_root, spec)
+    version = int(registry.log_model(result, events, {}, {}).version)
+    registry.promote(version)
+    return settings, version
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=15.0, help="duration of each wrk run")
@@ -147,11 +157,7 @@ def main() -> int:
     bin_dir = Path(sys.executable).parent
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        settings = Settings(state_dir=folder / "state", dataset_spec=DEFAULT_SPEC)
-        settings.ensure_dirs()
-        registry = Registry(settings.tracking_uri, settings.artifact_root, spec)
-        version = int(registry.log_model(result, events, {}, {}).version)
-        registry.promote(version)
+        settings, version = promoted_state(folder, spec, result, events)
         base_env = {k: v for k, v in os.environ.items() if not k.startswith("MLPLATFORM_")}
         ours_port, mlflow_port, token_port = free_port(), free_port(), free_port()
         ours_env = {**base_env, "MLPLATFORM_STATE_DIR": str(settings.state_dir)}

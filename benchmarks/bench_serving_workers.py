@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_serving import CONNECTIONS, _process, wrk  # noqa: E402
+from bench_serving import CONNECTIONS, _process, promoted_state, wrk  # noqa: E402
 from results import markdown_table, record  # noqa: E402
 
 from mlplatform.cli.dev import free_port  # noqa: E402
@@ -28,8 +28,7 @@ from mlplatform.domain.spec import load_spec  # noqa: E402
 from mlplatform.domain.training import TrainingConfig, train  # noqa: E402
 from mlplatform.domain.validation import validate_frame  # noqa: E402
 from mlplatform.pipeline.replay import json_records, read_source  # noqa: E402
-from mlplatform.settings import DEFAULT_SPEC, Settings  # noqa: E402
-from mlplatform.stores.registry import Registry  # noqa: E402
+from mlplatform.settings import DEFAULT_SPEC  # noqa: E402
 
 COMMAND = ".venv/bin/python benchmarks/bench_serving_workers.py"
 TRAIN_ROWS = 20_000
@@ -53,10 +52,7 @@ def main() -> int:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
-            settings = Settings(state_dir=folder / "state", dataset_spec=DEFAULT_SPEC)
-            settings.ensure_dirs()
-            registry = Registry(settings.tracking_uri, settings.artifact_root, spec)
-            registry.promote(int(registry.log_model(result, events, {}, {}).version))
+            settings, _ = promoted_state(folder, spec, result, events)
             base = {k: v for k, v in os.environ.items() if not k.startswith("MLPLATFORM_")} | {"MLPLATFORM_STATE_DIR": str(settings.state_dir)}
             for name, workers, env in (("1 process, SQLite event log", 1, {}),
                                        ("1 process, PostgreSQL event log", 1, {"MLPLATFORM_EVENT_LOG_URL": cluster.create_database("one")}),
