@@ -241,8 +241,10 @@ def serving_app() -> FastAPI:
     """The prediction service of one `mlplatform serve --workers N` process: the models the parent named, built here
     as the parent built them (each worker has its own event log connections and champion watcher)."""
     from mlplatform.serving import create_app
-    from mlplatform.serving.server import SERVE_MODELS_ENV
+    from mlplatform.serving.server import SERVE_MODELS_ENV, freeze_startup_heap
 
     settings = Settings()
     found = platform(settings)
-    return create_app(settings, [found.model(name) for name in os.environ[SERVE_MODELS_ENV].split(",")])
+    app = create_app(settings, [found.model(name) for name in os.environ[SERVE_MODELS_ENV].split(",")])
+    freeze_startup_heap()
+    return app

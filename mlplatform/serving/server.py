@@ -3,6 +3,7 @@ in several sharing the port (uvicorn's workers: the parent binds, each worker ac
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from collections.abc import Sequence
@@ -18,6 +19,15 @@ from mlplatform.stores.postgres import check_reachable
 # The models a worker process serves, handed down by `serve` (workers build their app from the environment).
 SERVE_MODELS_ENV = "MLPLATFORM_SERVE_MODELS"
 WORKER_APP = "mlplatform.root:serving_app"
+
+
+def freeze_startup_heap() -> None:
+    """Move everything alive once the app is built (MLflow, pandas, FastAPI: hundreds of thousands of objects that live as long
+    as the process) out of the cyclic collector's reach, so its full collections under load no longer walk them: those
+    walks were a large part of the p99 (benchmarks/bench_serving_ceiling.py). Called by serving processes only, never in
+    a process that goes on to make other garbage (tests), since frozen objects are never collected."""
+    gc.collect()
+    gc.freeze()
 
 
 def check_workers(models: Sequence[ModelParts], workers: int) -> None:
@@ -45,7 +55,9 @@ def serve(settings: Settings, models: Sequence[ModelParts]) -> None:
     options: dict[str, Any] = dict(host=settings.serve_host, port=settings.serve_port, loop="uvloop", http="httptools",
                                    access_log=False, log_level="info", timeout_graceful_shutdown=10)
     if workers == 1:
-        uvicorn.run(create_app(settings, models), **options)
+        app = create_app(settings, models)
+        freeze_startup_heap()
+        uvicorn.run(app, **options)
         return
     # Each worker is a fresh interpreter (spawned): it rebuilds the same settings and models from the environment.
     os.environ[env_name("state_dir")] = str(settings.state_dir)
