@@ -23,8 +23,8 @@ from mlplatform.settings import Settings
 from mlplatform.stores.eventlog import EventLog
 from mlplatform.stores.registry import CHALLENGER, Registry
 from mlplatform_tests.conftest import ADULT_SPEC
-from mlplatform_tests.serving_support import Server, authorised_client, client, metric, register_versions, running_server, state_settings
-from mlplatform_tests.test_serving_reload import _break_artifacts
+from mlplatform_tests.serving_support import (Server, authorised_client, break_artifacts, client, metric, register_versions, running_server,
+                                              state_settings)
 
 LOAD_THREADS = 4
 LOAD_REQUESTS = 400  # per thread at most: the load loop is bounded
@@ -169,7 +169,7 @@ def test_a_challenger_that_fails_to_load_leaves_the_champion_serving(
         server: Server, client: httpx.Client, registry: Registry, versions: list[int], records: list[dict[str, Any]],
         expected: dict[int, pd.DataFrame]) -> None:
     broken = versions[2]
-    _break_artifacts(registry, broken)
+    break_artifacts(registry, broken)
     failures = metric(client, "mlplatform_shadow_failures_total", kind="load")
 
     def fault() -> None:
