@@ -125,12 +125,12 @@ def build_sensors(names: ModelNames) -> list[dg.SensorDefinition]:
             return dg.SensorResult(skip_reason=f"champion v{record.version} is pinned ({record.pin_reason}): no retraining until "
                                                f"`mlplatform champion unpin --model {model_name}`", cursor=context.cursor)
         ready = shadow_ready(context.instance, model, names, record)
-        if ready is not None:
+        if ready is not None and record is not None:
             version, shared = ready
             context.log.info(f"challenger v{version} has its shadow evidence ({shared} live labelled events): evaluating it again")
             # Its own launched_by: the cursor is recovered from the newest retraining this sensor launched, which this is not.
             tags = {**retrain_run_tags(model_name), REASON_TAG: SHADOW_EVIDENCE, LAUNCHED_BY_TAG: f"{names.retraining_sensor}/{SHADOW_EVIDENCE}"}
-            return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"shadow-evaluation-v{version}-vs-v{record.version if record else 0}",
+            return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"shadow-evaluation-v{version}-vs-v{record.version}",
                                                                asset_selection=[names.asset(EVALUATION_REPORT)], tags=tags)], cursor=context.cursor)
         counts = model.event_log.counts()
         champion_version, champion_cutoff = _champion(record)
