@@ -86,7 +86,7 @@ def main() -> int:
             rows.append({"what": "mlplatform.domain.training.train (transform + tuning loop)", "trials": trials, "median s": f"{train_s:.2f}", "vs bare": f"{train_s / bare_s:.1f}x"})
             rows.append({"what": "train_challenger = trained_model's work (+ MLflow log and register)", "trials": trials,
                          "median s": f"{asset_s:.2f}", "vs bare": f"{asset_s / bare_s:.1f}x"})
-        rows += records_rows(settings, spec, registry, snapshot, args.repeat)
+        rows += records_rows(settings, spec, registry, snapshot, log, args.repeat)
         log.close()
     body = (
         markdown_table(rows)
@@ -99,7 +99,7 @@ def main() -> int:
     return 0
 
 
-def records_rows(settings: Settings, spec: DatasetSpec, registry: Registry, snapshot: FeatureSnapshot, repeat: int) -> list[dict[str, object]]:
+def records_rows(settings: Settings, spec: DatasetSpec, registry: Registry, snapshot: FeatureSnapshot, log: EventLog, repeat: int) -> list[dict[str, object]]:
     """What the MLflow-native records add to a retrain: the two dataset inputs logged with the model (digests, schemas,
     one more store call) and evaluation_report's mlflow.models.evaluate with its plots (first call in a process, as in a
     Dagster run, then warm)."""
@@ -109,7 +109,7 @@ def records_rows(settings: Settings, spec: DatasetSpec, registry: Registry, snap
     inputs_s = median_seconds(lambda: registry.log_model(result, frame, {}, {}, {
         TRAINING: window_dataset(spec, frame, snapshot.window.event_log, "train"), EVALUATION: holdout_dataset(spec, snapshot)}), repeat)
     version = int(registry.log_model(result, frame, {}, {}).version)
-    evaluation = evaluate_challenger(settings, spec, registry, snapshot, version)
+    evaluation = evaluate_challenger(settings, spec, registry, snapshot, version, log)
     started = time.perf_counter()
     record_evaluation(spec, registry, snapshot, evaluation)
     first_s = time.perf_counter() - started

@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     seed: int = 7
     promotion_margin: float = Field(default=0.002, ge=0, description="How much better than the champion a challenger must be (primary metric units).")
     quality_floor: float | None = Field(default=None, description="Minimum primary metric for promotion (default from the task: AUC 0.6, R² 0.0).")
+    promotion_requires_shadow_win: bool = Field(default=False, description="A challenger that wins on the hold-out is promoted only once it also wins on live labelled events both it (in shadow) and the champion scored; until then it stays `@challenger`, decision `awaiting_shadow` (needs serve_shadow_challenger).")
+    shadow_min_events: int = Field(default=200, ge=10, description="Live labelled events scored by both champion and shadow challenger needed before the shadow comparison decides.")
 
     max_quarantine_share: float = Field(default=0.05, ge=0, le=1, description="raw_events check: warn above this share of quarantined rows in one ingestion.")
     max_null_share: float = Field(default=0.5, ge=0, le=1, description="raw_events check: warn when a feature is missing in more of the recent events.")
@@ -98,6 +100,8 @@ class Settings(BaseSettings):
     serve_online_correction: bool = Field(default=False, description="Serve the champion through an online residual correction learned from /feedback labels (binary and regression; reset at every promotion).")
     serve_correction_learning_rate: float = Field(default=0.5, gt=0, le=1, description="Learning rate of the online correction (normalised LMS step).")
     serve_correction_warm_events: int = Field(default=5000, ge=0, description="Latest labelled served predictions of a version replayed into its correction when it is loaded.")
+    serve_shadow_challenger: bool = Field(default=False, description="Also score each served event with `@challenger` (when it differs from the champion), off the response path, and log its prediction with its version in the event log's shadow_predictions.")
+    serve_shadow_queue: int = Field(default=1000, ge=1, le=1_000_000, description="Requests waiting for the shadow challenger; above this, their events are dropped from the shadow (counted), never slowing an answer.")
 
     # landing
     landing_quiet_seconds: float = Field(default=2.0, ge=0, description="A landing file is taken only once its size and times have not changed for this long (a run waits at most this long for a fresh file; one still changing is left for a later run).")

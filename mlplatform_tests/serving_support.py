@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import httpx
 import pandas as pd
@@ -57,6 +58,15 @@ def register_versions(settings: Settings, spec: DatasetSpec, rows: pd.DataFrame,
     if promote_first:
         registry.promote(versions[0])
     return versions
+
+
+def break_artifacts(registry: Registry, version: int) -> None:
+    """Overwrite the version's booster in the artifact store, so that loading it fails as a corrupt artifact would."""
+    location = Path(urlparse(registry.client.get_model_version_download_uri(registry.name, str(version))).path)
+    boosters = list(location.rglob("booster.txt"))
+    assert boosters, location
+    for path in boosters:
+        path.write_text("not a LightGBM model", encoding="utf-8")
 
 
 

@@ -372,3 +372,24 @@ def test_a_write_probe_commits_and_changes_nothing(log: EventStore) -> None:
     log.append(pd.DataFrame({EVENT_ID: ["probe-1"], EVENT_TIME: [1], "label": [None], **{f: [None] for f in _spec().features}}), "test")
     before = log.counts()
     assert log.probe_writable() is None and log.counts() == before
+
+
+def test_shadow_predictions_join_the_served_labelled_events_of_the_champion(log: EventStore) -> None:
+    """A shadow prediction counts as evidence once its event was served by the named champion and labelled; a repeat keeps
+    the first prediction, another version's rows and unknown or unlabelled events are not counted, and `events` is untouched."""
+    log.append_served([(f"s{i}", 100 + i, "1", "1" if i % 2 else "0", 0.1 * i, float(i), "a") for i in range(6)], SERVING_SOURCE)
+    log.append_served([("other", 200, "7", "1", 0.9, 1.0, "a")], SERVING_SOURCE)  # served by another champion
+    log.append(_events(["landed"], times=[5]), "f1")  # labelled, but never served
+    total = log.counts().total
+    shadow = [(f"s{i}", "2", "0", 0.05 * i) for i in range(6)] + [("other", "2", "0", 0.5), ("landed", "2", "1", 0.5), ("ghost", "2", "1", 0.5)]
+    assert log.append_shadow(shadow) == 9
+    log.append_shadow([("s0", "2", "1", 0.99), ("s1", "3", "1", 0.99)])  # a repeat of (v2, s0) keeps the first; v3 is another challenger
+    assert log.shadow_labelled(2, 1) == 0  # nothing labelled yet
+    log.add_labels(["s0", "s1", "s2", "s3", "other", "ghost"], ["1", "0", "1", "1", "1", "1"])
+    assert log.shadow_labelled(2, 1) == 4 and log.shadow_labelled("3", "1") == 1 and log.shadow_labelled(2, 7) == 1
+    window = log.shadow_window(3, 2, 1)
+    assert window[EVENT_ID].tolist() == ["s1", "s2", "s3"]  # the latest 3 by event time, oldest first
+    assert window[LABEL].tolist() == ["0", "1", "1"] and window["prediction"].tolist() == ["1", "0", "1"]
+    assert window["shadow_prediction"].tolist() == ["0", "0", "0"] and window["shadow_probability"].tolist() == pytest.approx([0.05, 0.1, 0.15])
+    assert log.shadow_window(10, 2, 1).iloc[0]["shadow_probability"] == 0.0  # s0: the first prediction kept
+    assert log.counts().total == total and log.append_shadow([]) == 0

@@ -177,7 +177,7 @@ def test_the_loop_steps_retrain_evaluate_and_report_drift_for_a_model_with_histo
         assert set(spec.history_numeric) <= set(snapshot.holdout.columns)
         assert snapshot.train[spec.history_numeric].notna().mean().min() > 0.99  # warm from the log before the window, not missing
         challenger = train_challenger(settings, spec, registry, snapshot, {})
-        evaluation = evaluate_challenger(settings, spec, registry, snapshot, challenger.version)
+        evaluation = evaluate_challenger(settings, spec, registry, snapshot, challenger.version, log)
         assert evaluation.champion_version == 1 and evaluation.champion_metrics is not None  # both scored with their history columns
         apply_decision(registry, evaluation, None)
         log.append(canonical(read_source(spec).iloc[LANDED + 1500 : LANDED + 2500], spec), "landing")  # after every champion's window

@@ -6,9 +6,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import httpx
 import pandas as pd
@@ -19,7 +17,7 @@ from mlplatform.pipeline.replay import json_records
 from mlplatform.settings import Settings
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform_tests.conftest import ADULT_SPEC
-from mlplatform_tests.serving_support import Server, auth, authorised_client, client, metric, readiness, register_versions, running_server, state_settings, wait_for_version
+from mlplatform_tests.serving_support import Server, auth, authorised_client, break_artifacts, client, metric, readiness, register_versions, running_server, state_settings, wait_for_version
 
 PROMOTIONS = 10
 
@@ -133,21 +131,13 @@ def test_ten_promotions_under_load_fail_no_request(server: Server, client: httpx
     assert metric(client, "mlplatform_model_reloads_total") >= PROMOTIONS + 1
 
 
-def _break_artifacts(registry: Registry, version: int) -> None:
-    location = Path(urlparse(registry.client.get_model_version_download_uri(registry.name, str(version))).path)
-    boosters = list(location.rglob("booster.txt"))
-    assert boosters, location
-    for path in boosters:
-        path.write_text("not a LightGBM model", encoding="utf-8")
-
-
 def test_a_version_that_fails_to_load_is_never_served(client: httpx.Client, registry: Registry, versions: list[int],
                                                       records: list[dict[str, Any]]) -> None:
     good, broken = versions[0], versions[2]
     registry.promote(good)
     wait_for_version(client, good)
     failures = metric(client, "mlplatform_model_reload_failures_total")
-    _break_artifacts(registry, broken)
+    break_artifacts(registry, broken)
     registry.promote(broken)
     deadline = time.monotonic() + 120
     while metric(client, "mlplatform_model_reload_failures_total") == failures and time.monotonic() < deadline:

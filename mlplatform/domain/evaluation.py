@@ -25,6 +25,12 @@ def primary_metric(spec: DatasetSpec) -> tuple[str, bool]:
     return PRIMARY_METRIC[spec.task]
 
 
+def live_metric(spec: DatasetSpec) -> tuple[str, bool]:
+    """The metric that compares models on served events: the primary one, but accuracy for multiclass, whose served
+    events keep only the predicted class's probability (no log loss)."""
+    return ("accuracy", True) if spec.task is Task.multiclass else primary_metric(spec)
+
+
 def default_floor(spec: DatasetSpec, y_true: pd.Series | None = None) -> float:
     """Without a configured floor: AUC 0.6; for the others, no worse than predicting the mean/prior."""
     if spec.task is Task.binary or y_true is None or y_true.empty:
@@ -147,9 +153,11 @@ def passes_floor(value: float, floor: float, higher_is_better: bool) -> bool:
     return value >= floor if higher_is_better else value <= floor
 
 
-def decide(spec: DatasetSpec, challenger: dict[str, float], champion: dict[str, float] | None, margin: float, floor: float) -> Decision:
-    """Promote when there is no champion or the challenger wins by `margin`, and never below the floor."""
-    metric, higher = primary_metric(spec)
+def decide(spec: DatasetSpec, challenger: dict[str, float], champion: dict[str, float] | None, margin: float, floor: float,
+           on: tuple[str, bool] | None = None) -> Decision:
+    """Promote when there is no champion or the challenger wins by `margin`, and never below the floor. `on` (metric, higher
+    is better) replaces the primary metric where that cannot be measured (live events keep no per-class probabilities)."""
+    metric, higher = on or primary_metric(spec)
     ch = challenger.get(metric, float("nan"))
     cp = None if champion is None else champion.get(metric, float("nan"))
     common = dict(metric=metric, higher_is_better=higher, challenger=ch, champion=cp, margin=margin, floor=floor)

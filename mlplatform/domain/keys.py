@@ -23,6 +23,7 @@ ESTIMATED_VALUE_TAG = "mlplatform/estimated_value"
 ESTIMATED_BAND_TAG = "mlplatform/estimated_band"
 ESTIMATED_REFERENCE_TAG = "mlplatform/estimated_reference"
 ESTIMATED_EVENTS_TAG = "mlplatform/estimated_events"
+SHADOW_EVIDENCE = "shadow_evidence"  # REASON_TAG of the evaluation the retraining sensor requests once a challenger's shadow evidence is in
 PRIORITY_TAG = "dagster/priority"  # Dagster's queue starts higher-priority runs first
 
 # MLflow tags (model versions and the registered model)
@@ -37,6 +38,8 @@ def mlflow_tag(key: str) -> str:
 WINDOW_CUTOFF = mlflow_tag("window.label_seq_cutoff")
 DECISION = mlflow_tag("decision")
 DECISION_REASON = mlflow_tag("decision_reason")
+AWAITING_SHADOW = "awaiting_shadow"  # DECISION of a challenger that won on the hold-out and waits for its live shadow evidence
+SHADOW_METRICS = mlflow_tag("shadow_metrics")
 CHALLENGER_SCORE = mlflow_tag("challenger_score")
 TRIGGER_REASON = mlflow_tag("trigger.reason")
 PINNED = mlflow_tag("pinned")

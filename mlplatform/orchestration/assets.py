@@ -215,23 +215,25 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
         retry_policy=retry,
         check_specs=[dg.AssetCheckSpec(QUALITY_FLOOR_CHECK, asset=names.asset(EVALUATION_REPORT), blocking=True,
                                        description="The challenger's primary metric meets the quality floor; promotion is refused otherwise.")],
-        description="Challenger vs champion on the same later hold-out window; the challenger becomes `@champion` "
-        "only if it passes the quality floor and beats the champion by the configured margin (or there is none), "
-        "and the champion is not pinned.",
+        description="Challenger vs champion on the same later hold-out window (and on the live labelled events both scored, "
+        "with the shadow challenger on); the challenger becomes `@champion` only if it passes the quality floor and beats "
+        "the champion by the configured margin (or there is none), the champion is not pinned and, with "
+        "promotion_requires_shadow_win, it also won in shadow (until its evidence is in it waits as `@challenger`).",
     )
     def evaluation_report(context: dg.AssetExecutionContext, platform: PlatformResource, snapshot_folder: str,
                           challenger_version: int) -> dg.MaterializeResult:
         model = platform.model(model_name)
         settings, spec, registry = model.settings, model.spec, model.registry
         snapshot = FeatureSnapshot.load(Path(snapshot_folder))
-        evaluation = evaluate_challenger(settings, spec, registry, snapshot, challenger_version)
+        evaluation = evaluate_challenger(settings, spec, registry, snapshot, challenger_version, model.event_log)
         apply_decision(registry, evaluation, context.run.run_id)
         # MLflow's evaluation (plots, per-segment quality) records the decision and does not inform it: made after the alias
         # moves, so serving switches seconds sooner (bench_reaction.py). A retry after a failure here finds the challenger
         # already champion, judges it against the floor alone and records the evaluation then.
         mlflow_metrics = record_evaluation(spec, registry, snapshot, evaluation)
         d = evaluation.decision
-        verdict = "promoted" if d.promote else "rejected"
+        verdict = evaluation.verdict
+        shadow = evaluation.shadow
         context.log.info(f"challenger v{challenger_version} {verdict}: {d.reason}")
         summary: dict[str, object] = {
             "decision": verdict,
@@ -247,6 +249,8 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
             "quality_floor": d.floor,
             "holdout_rows": evaluation.holdout_rows,
             "champion_label_seq_cutoff": evaluation.champion_label_seq_cutoff,
+            "shadow_events": 0 if shadow is None else shadow.events,
+            "shadow_required": settings.promotion_requires_shadow_win,
         }
         report_dir = settings.reports_dir / "evaluation"
         report_dir.mkdir(parents=True, exist_ok=True)
@@ -266,6 +270,8 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
                 "report": dg.MetadataValue.md(evaluation.markdown()),
                 "challenger_metrics": dg.MetadataValue.json(evaluation.challenger_metrics),
                 "champion_metrics": dg.MetadataValue.json(evaluation.champion_metrics or {}),
+                "shadow_challenger_metrics": dg.MetadataValue.json({} if shadow is None else shadow.challenger_metrics),
+                "shadow_champion_metrics": dg.MetadataValue.json({} if shadow is None else shadow.champion_metrics),
                 "mlflow_evaluation_metrics": dg.MetadataValue.json({k: round(v, 6) for k, v in mlflow_metrics.items()}),
                 REPORT_PATH: dg.MetadataValue.path(str(report_path)),
                 REPORT_URL: dg.MetadataValue.url(report_url(settings, report_path)),

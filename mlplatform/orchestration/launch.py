@@ -66,7 +66,9 @@ def tick(instance: dg.DagsterInstance, sensor_name: str, cursor: str | None, pla
 
 
 def launch(instance: dg.DagsterInstance, model: str, request: dg.RunRequest) -> dg.ExecuteInProcessResult:
-    """Run what a retraining sensor asked for, in this process, with its tags and run key (the daemon does the same)."""
+    """Run what a retraining sensor asked for (its assets: all of the retraining, or evaluation_report alone), in this
+    process, with its tags and run key (the daemon does the same)."""
     job = definitions().resolve_job_def(ModelNames(model).retrain_job)
-    result = job.execute_in_process(instance=instance, tags={**request.tags, "dagster/run_key": request.run_key or ""}, run_config=QUIET, raise_on_error=False)
+    result = job.execute_in_process(instance=instance, tags={**request.tags, "dagster/run_key": request.run_key or ""}, run_config=QUIET, raise_on_error=False,
+                                    asset_selection=request.asset_selection)
     return _check(result, f"retraining run of {model}")

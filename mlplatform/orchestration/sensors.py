@@ -11,14 +11,15 @@ import time
 
 import dagster as dg
 
-from mlplatform.domain.keys import (CHAMPION_VERSION, DATASET_DRIFT, DRIFT_REPORT_TAG, DRIFT_SHARE, ESTIMATE_TAG, ESTIMATED_METRIC, LABEL_WATERMARK_TAG,
-                                   LAUNCHED_BY_TAG, RECENT_ESTIMATE, RECENT_EVENTS, RECENT_LOWER, RECENT_UPPER, REFERENCE, SKIP_REASON, SKIPPED,
-                                   TRIGGERED_AT_TAG)
+from mlplatform.domain.keys import (AWAITING_SHADOW, CHAMPION_VERSION, DATASET_DRIFT, DECISION, DRIFT_REPORT_TAG, DRIFT_SHARE, ESTIMATE_TAG, ESTIMATED_METRIC,
+                                   LABEL_WATERMARK_TAG, LAUNCHED_BY_TAG, MLFLOW_VERSION, REASON_TAG, RECENT_ESTIMATE, RECENT_EVENTS, RECENT_LOWER, RECENT_UPPER,
+                                   REFERENCE, SHADOW_EVIDENCE, SKIP_REASON, SKIPPED, TRIGGERED_AT_TAG)
 from mlplatform.domain.policy import Cursor, EstimatedPerformance, Observation, PolicyConfig, decide
 from mlplatform.orchestration.instance import retrain_run_tags
-from mlplatform.orchestration.names import DRIFT_REPORT, ESTIMATED_PERFORMANCE, RETRAINING, ModelNames
+from mlplatform.orchestration.names import DRIFT_REPORT, ESTIMATED_PERFORMANCE, EVALUATION_REPORT, RETRAINING, TRAINED_MODEL, ModelNames
 from mlplatform.orchestration.resources import PlatformResource
-from mlplatform.stores.registry import ChampionRecord
+from mlplatform.root import ModelContext
+from mlplatform.stores.registry import CHALLENGER, ChampionRecord
 
 
 def _latest(instance: dg.DagsterInstance, key: dg.AssetKey) -> tuple[str, dict[str, object]] | None:
@@ -74,6 +75,23 @@ def _recover_cursor(instance: dg.DagsterInstance, sensor_name: str) -> Cursor:
     )
 
 
+def shadow_ready(instance: dg.DagsterInstance, model: ModelContext, names: ModelNames, record: ChampionRecord | None) -> tuple[int, int] | None:
+    """(challenger version, shared labelled events) when `@challenger` awaits its shadow evidence and now has enough of it,
+    and is still the latest trained_model (an evaluation-only run evaluates that one); else None. Read only with
+    promotion_requires_shadow_win: one alias read and one count over the challenger's shadow rows."""
+    settings = model.settings
+    if not settings.promotion_requires_shadow_win or record is None:
+        return None
+    challenger = model.registry.version_by_alias(CHALLENGER)
+    if challenger is None or challenger.tags.get(DECISION) != AWAITING_SHADOW or int(challenger.version) == record.version:
+        return None
+    events = model.event_log.shadow_labelled(challenger.version, record.version)
+    latest = _latest(instance, names.asset(TRAINED_MODEL))
+    if events < settings.shadow_min_events or latest is None or str(latest[1].get(MLFLOW_VERSION)) != str(challenger.version):
+        return None
+    return int(challenger.version), events
+
+
 def _champion(record: ChampionRecord | None) -> tuple[int | None, int | None]:
     return (None, None) if record is None else (record.version, record.label_seq_cutoff)
 
@@ -93,7 +111,8 @@ def build_sensors(names: ModelNames) -> list[dg.SensorDefinition]:
         minimum_interval_seconds=5,
         description=f"Retrains {model_name} (features → trained_model → evaluation_report) when N new labelled events arrived "
         "since the champion's cut-off, when the latest drift report says drift and enough new labels exist, or when the "
-        "champion's estimated performance dropped (estimated_drop, no labels needed); never while the champion is pinned.",
+        "champion's estimated performance dropped (estimated_drop, no labels needed); never while the champion is pinned. With "
+        "promotion_requires_shadow_win, it requests evaluation_report again once a challenger awaiting its shadow evidence has it.",
     )
     def retraining_sensor(context: dg.SensorEvaluationContext, platform: PlatformResource) -> dg.SensorResult:
         model = platform.model(model_name)
@@ -105,6 +124,14 @@ def build_sensors(names: ModelNames) -> list[dg.SensorDefinition]:
         if record is not None and record.pinned:
             return dg.SensorResult(skip_reason=f"champion v{record.version} is pinned ({record.pin_reason}): no retraining until "
                                                f"`mlplatform champion unpin --model {model_name}`", cursor=context.cursor)
+        ready = shadow_ready(context.instance, model, names, record)
+        if ready is not None and record is not None:
+            version, shared = ready
+            context.log.info(f"challenger v{version} has its shadow evidence ({shared} live labelled events): evaluating it again")
+            # Its own launched_by: the cursor is recovered from the newest retraining this sensor launched, which this is not.
+            tags = {**retrain_run_tags(model_name), REASON_TAG: SHADOW_EVIDENCE, LAUNCHED_BY_TAG: f"{names.retraining_sensor}/{SHADOW_EVIDENCE}"}
+            return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"shadow-evaluation-v{version}-vs-v{record.version}",
+                                                               asset_selection=[names.asset(EVALUATION_REPORT)], tags=tags)], cursor=context.cursor)
         counts = model.event_log.counts()
         champion_version, champion_cutoff = _champion(record)
         drift = drift_state(context.instance, drift_key, champion_version)

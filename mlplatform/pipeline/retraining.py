@@ -24,7 +24,8 @@ from mlplatform.stores.registry import TRAINING, Registry, json_tag, tag
 from mlplatform.settings import Settings, env_name
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.estimation import EstimationError
-from mlplatform.domain.keys import ESTIMATOR
+from mlplatform.domain.keys import AWAITING_SHADOW, ESTIMATOR, SHADOW_METRICS
+from mlplatform.pipeline.shadow import ShadowComparison, compare_on_live
 from mlplatform.domain.timeformat import iso_time
 from mlplatform.domain.training import TrainingConfig, TrainingResult, check_window, fit_performance_estimator, fit_transformer, train
 from mlplatform.domain.validation import EVENT_ID, EVENT_TIME, LABEL
@@ -209,6 +210,12 @@ class Evaluation:
     champion_after: int
     champion_label_seq_cutoff: int
     challenger_predicted: pd.DataFrame = field(repr=False, compare=False)
+    shadow: ShadowComparison | None = None  # the same two versions on live labelled events, when there is a champion
+    awaiting_shadow: bool = False  # won on the hold-out, not promoted until the shadow evidence is in
+
+    @property
+    def verdict(self) -> str:
+        return "promoted" if self.decision.promote else AWAITING_SHADOW if self.awaiting_shadow else "rejected"
 
     def markdown(self) -> str:
         names = sorted(set(self.challenger_metrics) | set(self.champion_metrics or {}))
@@ -219,8 +226,8 @@ class Evaluation:
             cp = (self.champion_metrics or {}).get(name)
             mark = " **(decides)**" if name == self.decision.metric else ""
             rows.append(f"| {name}{mark} | {'' if ch is None else f'{ch:.4f}'} | {'' if cp is None else f'{cp:.4f}'} |")
-        verdict = "PROMOTED" if self.decision.promote else "REJECTED"
-        return "\n".join(rows) + f"\n\n**{verdict}**: {self.decision.reason}. Hold-out: {self.holdout_rows} events."
+        shadow = "" if self.shadow is None else f" Shadow, {self.shadow.summary()}."
+        return "\n".join(rows) + f"\n\n**{self.verdict.upper()}**: {self.decision.reason}. Hold-out: {self.holdout_rows} events.{shadow}"
 
 
 @dataclass(frozen=True)
@@ -244,10 +251,13 @@ def judge(settings: Settings, spec: DatasetSpec, holdout: pd.DataFrame, challeng
     return Judgement(challenger_metrics, champion_metrics, decision, floor_passed, predicted)
 
 
-def evaluate_challenger(settings: Settings, spec: DatasetSpec, registry: Registry, snapshot: FeatureSnapshot, challenger_version: int) -> Evaluation:
-    """Score challenger and champion on the same later hold-out and decide; does not promote.
+def evaluate_challenger(settings: Settings, spec: DatasetSpec, registry: Registry, snapshot: FeatureSnapshot, challenger_version: int,
+                        events: EventStore) -> Evaluation:
+    """Score challenger and champion on the same later hold-out (and, from `events`, on the live labelled events both
+    scored) and decide; does not promote.
 
-    A pinned champion is kept whatever the scores say: the decision then says so.
+    A pinned champion is kept whatever the scores say: the decision then says so. With `promotion_requires_shadow_win`, a
+    hold-out winner waits (awaiting_shadow) until the shadow evidence is in, and is rejected if it loses on it.
     """
     holdout = snapshot.holdout
     record = registry.champion_record()
@@ -257,6 +267,14 @@ def evaluate_challenger(settings: Settings, spec: DatasetSpec, registry: Registr
     decision = judgement.decision
     if champion is not None and champion.pinned:
         decision = replace(decision, promote=False, reason=f"champion v{champion.version} is pinned ({champion.pin_reason}): kept; on the scores alone: {decision.reason}")
+    shadow = None if champion is None else compare_on_live(settings, spec, events, challenger_version, champion.version)
+    awaiting = False
+    if decision.promote and shadow is not None and settings.promotion_requires_shadow_win:
+        if shadow.decision is None:
+            awaiting = True
+            decision = replace(decision, promote=False, reason=f"awaiting shadow evidence ({shadow.summary()}); on the hold-out: {decision.reason}")
+        elif not shadow.decision.promote:
+            decision = replace(decision, promote=False, reason=f"loses in shadow {shadow.summary()}; on the hold-out: {decision.reason}")
     return Evaluation(
         challenger_version=challenger_version,
         champion_version=None if champion is None else champion.version,
@@ -268,6 +286,8 @@ def evaluate_challenger(settings: Settings, spec: DatasetSpec, registry: Registr
         champion_after=challenger_version if decision.promote else (0 if champion is None else champion.version),
         champion_label_seq_cutoff=snapshot.window.label_seq_cutoff if decision.promote else (0 if champion is None else champion.label_seq_cutoff),
         challenger_predicted=judgement.challenger_predicted,
+        shadow=shadow,
+        awaiting_shadow=awaiting,
     )
 
 
@@ -286,7 +306,7 @@ def apply_decision(registry: Registry, evaluation: Evaluation, dagster_run_id: s
     registry.tag_version(
         evaluation.challenger_version,
         {
-            tag("decision"): "promoted" if d.promote else "rejected",
+            tag("decision"): evaluation.verdict,
             tag("decision_reason"): d.reason,
             tag("decision_metric"): d.metric,
             tag("challenger_score"): f"{d.challenger:.6f}",
@@ -295,8 +315,13 @@ def apply_decision(registry: Registry, evaluation: Evaluation, dagster_run_id: s
             tag("holdout_metrics"): json_tag(evaluation.challenger_metrics),
             tag("evaluated_at"): str(int(time.time())),
             tag("evaluation_run_id"): dagster_run_id or "",
+            **({} if evaluation.shadow is None else {SHADOW_METRICS: json_tag({"events": evaluation.shadow.events, "challenger": evaluation.shadow.challenger_metrics,
+                                                                               "champion": evaluation.shadow.champion_metrics})}),
         },
     )
+    if evaluation.shadow is not None and evaluation.shadow.challenger_metrics:
+        registry.log_metrics(evaluation.challenger_version, {f"shadow_{k}": v for k, v in evaluation.shadow.challenger_metrics.items()}
+                             | {"shadow_events": float(evaluation.shadow.events)})
     if d.promote:
         registry.promote(evaluation.challenger_version, d.reason, by=f"dagster run {dagster_run_id}" if dagster_run_id else "mlplatform")
 

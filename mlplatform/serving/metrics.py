@@ -45,6 +45,13 @@ class ServingMetrics:
         self.live_metric = Gauge("mlplatform_live_metric", "The served version's metric on its latest labelled served predictions.", [*m, "metric"], registry=r)
         self.live_labelled = Gauge("mlplatform_live_labelled_events", "Labelled served predictions in the live-quality window.", m, registry=r)
         self.live_below_floor = Gauge("mlplatform_live_below_floor", "1 when a live metric breaches its floor (with enough labelled events).", m, registry=r)
+        self.shadow_version = Gauge("mlplatform_shadow_model_version", "Registry version of the challenger scored in shadow (0: none).", m, registry=r)
+        self.shadow_scored = Counter("mlplatform_shadow_scored", "Served events the shadow challenger scored and logged.", m, registry=r)
+        self.shadow_dropped = Counter("mlplatform_shadow_dropped", "Served events left unscored by the shadow because its queue was full.", m, registry=r)
+        self.shadow_failures = Counter("mlplatform_shadow_failures", "Shadow challenger failures (load: versions; predict, log: events), never affecting an answer.",
+                                       [*m, "kind"], registry=r)
+        self.shadow_agreement = Gauge("mlplatform_shadow_agreement", "Share of the latest shadow-scored events where the challenger predicted the champion's class (classification).", m, registry=r)
+        self.shadow_difference = Gauge("mlplatform_shadow_mean_abs_difference", "Mean |challenger - champion| prediction over the latest shadow-scored events (regression).", m, registry=r)
 
     def model(self, name: str) -> "ModelMetrics":
         return ModelMetrics(self, name)
@@ -87,3 +94,9 @@ class ModelMetrics:
         self.live_metric = Bound(metrics.live_metric, name)
         self.live_labelled = metrics.live_labelled.labels(model=name)
         self.live_below_floor = metrics.live_below_floor.labels(model=name)
+        self.shadow_version = metrics.shadow_version.labels(model=name)
+        self.shadow_scored = metrics.shadow_scored.labels(model=name)
+        self.shadow_dropped = metrics.shadow_dropped.labels(model=name)
+        self.shadow_failures = Bound(metrics.shadow_failures, name)
+        self.shadow_agreement = metrics.shadow_agreement.labels(model=name)
+        self.shadow_difference = metrics.shadow_difference.labels(model=name)

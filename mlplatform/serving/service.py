@@ -1,4 +1,4 @@
-"""One served model: its champion watcher (hot reload), prediction log, live-quality gauges, metrics and request handling.
+"""One served model: its champion watcher (hot reload), prediction log, live-quality gauges, shadow challenger, metrics and request handling.
 
 A serving process holds one `ModelService` per model it was given. What a model is made of (settings, spec,
 event log, registry) comes from the composition root as `ModelParts`; serving builds nothing from settings
@@ -24,6 +24,7 @@ from mlplatform.serving.live import LiveQualityGauges
 from mlplatform.serving.metrics import ModelMetrics, ServingMetrics
 from mlplatform.serving.predictionlog import PredictionLog, PredictionLogError
 from mlplatform.serving.records import FieldError, check_number, utf8_problem
+from mlplatform.serving.shadow import ShadowScorer
 from mlplatform.settings import Settings, SettingsError
 from mlplatform.stores.eventlog import EventStore, now_us
 from mlplatform.stores.registry import Registry
@@ -136,6 +137,7 @@ class ModelService:
         self.watcher: ChampionWatcher | None = None
         self.log: PredictionLog | None = None
         self.live: LiveQualityGauges | None = None
+        self.shadow: ShadowScorer | None = None
         self._by_class: dict[str, Any] = {}
         self._id_prefix = uuid.uuid4().hex[:20]  # random per process and model: ids stay unique across restarts and replicas
         self._id_counter = itertools.count()
@@ -159,10 +161,15 @@ class ModelService:
         watcher = self.watcher
         self.live = LiveQualityGauges(s, self.spec, self.events, self.metrics, lambda: watcher.current.version if watcher.current else None)
         self.live.start()
+        if s.serve_shadow_challenger:
+            self.shadow = ShadowScorer(self.registry, self.spec, s, self.events, self.metrics)
+            self.shadow.start()
 
     def stop(self) -> None:
         """Stop the threads and commit what is queued; the event log is the root's to close."""
         self._stop.set()
+        if self.shadow:
+            self.shadow.stop()
         if self._catch_up.is_alive():
             self._catch_up.join()
         if self.live:
@@ -212,7 +219,8 @@ class ModelService:
         if errors:
             raise ApiError(422, [e.as_dict() for e in errors[:100]], "validation")
         at = now_us()
-        (predictions, probabilities, matrix), unseen = model.predict(clean if self.history is None else self.with_history(clean, at))
+        inputs = clean if self.history is None else self.with_history(clean, at)
+        (predictions, probabilities, matrix), unseen = model.predict(inputs)
         version = model.version
         served_version = str(version)
         labels = predictions.tolist()
@@ -233,6 +241,8 @@ class ModelService:
             await self.log.write(rows)
         except PredictionLogError as exc:
             raise ApiError(503, str(exc), "prediction_log") from None
+        if self.shadow is not None:  # after the commit: the challenger scores only events that exist, off the response path
+            self.shadow.offer([answer["event_id"] for answer in answers], inputs, labels)
         self.metrics.batch_rows.observe(len(clean))
         self.count_predictions(labels)
         for feature, n in unseen.items():

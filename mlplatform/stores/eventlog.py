@@ -205,6 +205,11 @@ class EventStore(ABC):
                     sha256 TEXT PRIMARY KEY, name TEXT NOT NULL, rows {t["int"]}, ingested {t["int"]},
                     duplicates {t["int"]}, quarantined {t["int"]}, at {t["int"]} NOT NULL)"""
             )
+            db.execute(
+                f"""CREATE TABLE IF NOT EXISTS shadow_predictions (
+                    model_version TEXT NOT NULL, event_id {t["id"]} NOT NULL, prediction TEXT, probability {t["real"]},
+                    scored_at {t["int"]} NOT NULL, PRIMARY KEY (model_version, event_id))"""
+            )
             db.execute(f"CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value {t['int']} NOT NULL)")
             db.executemany(f"INSERT INTO meta VALUES ({self.PARAM}, 0) ON CONFLICT (key) DO NOTHING", [(k,) for k in COUNTERS])
 
@@ -314,6 +319,40 @@ class EventStore(ABC):
             self._insert_served(db, columns, [(*row, at, source) for row in rows])
             self._bump(db, "events", len(rows))
         return len(rows)
+
+    def append_shadow(self, rows: Sequence[tuple[str, str, object, float | None]]) -> int:
+        """Record a shadow challenger's predictions, (event_id, model_version, prediction, probability) each, next to the
+        events the champion answered. Kept apart from `events`, so a shadow can never change what was served; a repeat of
+        (version, event) keeps the first prediction."""
+        if not rows:
+            return 0
+        p = self.PARAM
+        at = now_us()
+        with self._write() as db:
+            db.executemany(
+                f"INSERT INTO shadow_predictions (model_version, event_id, prediction, probability, scored_at) VALUES ({p}, {p}, {p}, {p}, {p}) "
+                "ON CONFLICT (model_version, event_id) DO NOTHING",
+                [(str(version), event_id, None if prediction is None else str(prediction), probability, at) for event_id, version, prediction, probability in rows],
+            )
+        return len(rows)
+
+    def _shadow_join(self) -> str:
+        p = self.PARAM
+        return (f"FROM shadow_predictions s JOIN events e ON e.event_id = s.event_id WHERE s.model_version = {p} AND e.model_version = {p} "
+                f"AND e.source = {p} AND e.label_seq IS NOT NULL AND e.prediction IS NOT NULL")
+
+    def shadow_labelled(self, challenger_version: int | str, champion_version: int | str) -> int:
+        """Labelled events the champion served and the challenger scored in shadow: the evidence a shadow comparison has."""
+        params = [str(challenger_version), str(champion_version), SERVING_SOURCE]
+        return int(self._query(f"SELECT count(*) {self._shadow_join()}", params)[1][0][0])
+
+    def shadow_window(self, limit: int, challenger_version: int | str, champion_version: int | str) -> pd.DataFrame:
+        """The latest `limit` such events (by event time), oldest first: event_id, event_time, label, the champion's served
+        prediction and probability, and the challenger's (`shadow_prediction`, `shadow_probability`)."""
+        sql = (f"SELECT e.event_id, e.event_time, e.label, e.prediction, e.probability, s.prediction AS shadow_prediction, "
+               f"s.probability AS shadow_probability {self._shadow_join()} ORDER BY e.event_time DESC, e.seq DESC LIMIT {int(limit)}")
+        frame = frame_from_rows(*self._query(sql, [str(challenger_version), str(champion_version), SERVING_SOURCE]), self.spec)
+        return frame.iloc[::-1].reset_index(drop=True)
 
     def quarantine(self, rows: pd.DataFrame, source: str) -> int:
         """Keep invalid rows with their reason; `rows` has row_number, reason, record."""

@@ -285,6 +285,14 @@ class Registry:
                 for k, v in values.items()])
         return metrics
 
+    def log_metrics(self, version: int | str, metrics: dict[str, float]) -> None:
+        """Metrics on the version's run and LoggedModel (its live shadow comparison), in one batch."""
+        from mlflow.entities import Metric
+
+        mine = self.get_version(version)
+        now = int(time.time() * 1000)
+        self.client.log_batch(mine.run_id, metrics=[Metric(k, float(v), now, 0, model_id=logged_model_id(mine)) for k, v in metrics.items()])
+
     def log_artifact(self, version: int | str, path: Path, artifact_path: str) -> None:
         self.client.log_artifact(self.get_version(version).run_id, str(path), artifact_path)
 
