@@ -53,6 +53,8 @@ def served(tmp_path_factory: pytest.TempPathFactory, postgres_cluster: PostgresC
     versions = register_versions(settings, adult_spec, adult_rows, 2)
     try:
         with running_server(settings, workers=WORKERS, MLPLATFORM_EVENT_LOG_URL=url) as server:
+            # The server is up once one process answers; the tests need every process accepting.
+            until(readiness_by_process(server.url, lambda body: body["ready"] is True), "every serving process ready")
             yield Cluster(settings, url, versions, server)
     finally:
         postgres_cluster.drop_database(url)
