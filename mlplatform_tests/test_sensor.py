@@ -248,3 +248,25 @@ def test_a_drift_report_run_without_a_retraining_to_call_for_skips_the_training_
     assert "waiting for labels: 0 new labelled events" in why, why
     tick = platform.tick(SENSOR_NAME, None)  # the run has ended: the verdict is the sensor's to act on once labels come
     assert not tick.run_requests and "drift detected, waiting for labels" in (tick.skip_message or ""), tick.skip_message
+
+
+def test_the_sensor_leaves_a_drift_report_to_its_run_until_that_run_ends(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A report made inside a drift report run that is still running is that run's to decide on: no second retraining."""
+    from dagster._core.events import DagsterEvent, StepMaterializationData
+    from dagster._core.test_utils import create_run_for_test
+
+    monkeypatch.setenv("MLPLATFORM_RETRAIN_EVERY_N", "1000000")
+    record = platform.model.registry.champion_record()
+    assert record is not None
+    deciding = create_run_for_test(platform.instance, job_name="__ASSET_JOB", status=dg.DagsterRunStatus.STARTED, tags={LAUNCHED_BY_TAG: DRIFT_SENSOR_NAME})
+    verdict = dg.AssetMaterialization(asset_key=ADULT.asset(DRIFT_REPORT), metadata={"skipped": False, "champion_version": record.version,
+                                                                                       "dataset_drift": True, "drift_share": 0.6})
+    platform.instance.report_dagster_event(DagsterEvent(dg.DagsterEventType.ASSET_MATERIALIZATION.value, job_name=deciding.job_name,
+                                                        event_specific_data=StepMaterializationData(verdict)), run_id=deciding.run_id)
+    report_id = str(platform.instance.fetch_materializations(ADULT.asset(DRIFT_REPORT), limit=1).records[0].storage_id)
+    platform.replay(platform.next_rows(MIN_FOR_DRIFT))  # enough labels for a drift trigger
+    waiting = platform.tick(SENSOR_NAME, None)
+    assert not waiting.run_requests and f"run {deciding.run_id} is still deciding" in (waiting.skip_message or ""), waiting.skip_message
+    platform.instance.report_run_failed(deciding)  # it ended without deciding (a failure before retraining_trigger): the sensor may act now
+    [request] = platform.tick(SENSOR_NAME, None).run_requests or []
+    assert request.run_key == f"{DRIFT}-{report_id}" and request.tags[LAUNCHED_BY_TAG] == SENSOR_NAME
