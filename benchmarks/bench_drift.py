@@ -101,7 +101,7 @@ def worker(log_path: Path, rows: int, columns: int, method: str) -> dict[str, ob
         current = log.events_between(rows * US, 2 * rows * US)
     read = time.perf_counter() - started
     with tempfile.TemporaryDirectory() as tmp:
-        columns_drift, _, target, _, _ = compare(spec, reference, current, 0.5, Path(tmp) / "report.json.xz")
+        columns_drift, _, target, _ = compare(spec, reference, current, 0.5, Path(tmp) / "report.json.xz")
     return {
         "verdicts": {c.column: c.drifted for c in columns_drift},
         "scores": {c.column: c.score for c in columns_drift},

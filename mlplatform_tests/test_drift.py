@@ -94,7 +94,7 @@ def test_compare_handles_missing_constant_unseen_and_unlabelled_columns(adult_sp
     reference[PREDICTION_COLUMN] = np.linspace(0, 1, len(reference))
     current[PREDICTION_COLUMN] = np.linspace(0, 1, len(current))
     path = tmp_path / "report.json.xz"
-    columns, prediction, target, evidently_count, _ = compare(adult_spec, reference, current, 0.5, path)
+    columns, prediction, target, evidently_count = compare(adult_spec, reference, current, 0.5, path)
     by_name = {c.column: c for c in columns}
     assert "native-country" not in by_name and len(columns) == len(adult_spec.features) - 1
     assert by_name["capital-gain"].drifted and by_name["capital-gain"].method == "all missing in current"

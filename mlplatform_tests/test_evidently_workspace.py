@@ -21,7 +21,8 @@ from mlplatform.stores.evidently_workspace import DRIFT_TAB, TOP_COLUMNS
 from mlplatform.stores.reports import html_path
 from mlplatform_tests.monitoring_support import Platform, shuffled_stream, trained_platform
 
-DRIFT_REPORT = ModelNames("adult").asset("drift_report")
+DRIFT_REPORT, DRIFT_DASHBOARD = ModelNames("adult").assets("drift_report", "drift_dashboard")
+WORKSPACE_KEYS = {EVIDENTLY_PROJECT_URL, EVIDENTLY_SNAPSHOT_URL, EVIDENTLY_WORKSPACE_ERROR}
 UI_URL = "http://127.0.0.1:39999"  # only links are built from it here; the server test starts its own on a free port
 PANELS = {"Share of drifted columns", "Drifted columns", "Drift score per column"}
 
@@ -37,11 +38,13 @@ def reported(tmp_path_factory: pytest.TempPathFactory, adult_spec: DatasetSpec, 
 
 
 def _report(platform: Platform) -> dict[str, object]:
+    """A drift report and drift_dashboard after it, as a drift report run makes them: the report's metadata with the dashboard's."""
     platform.ingest(platform.next_rows(150))
-    platform.materialize("drift_report")
+    platform.materialize("drift_report", "drift_dashboard")
     meta = latest_metadata(platform.instance, DRIFT_REPORT)
     assert meta is not None and meta["skipped"] is False, meta
-    return meta
+    assert not WORKSPACE_KEYS & set(meta), "the verdict is materialized without waiting for the workspace"
+    return {**meta, **(latest_metadata(platform.instance, DRIFT_DASHBOARD) or {})}
 
 
 def test_each_drift_report_is_a_snapshot_in_the_models_project_with_its_dashboard(reported: tuple[Platform, list[dict[str, object]]]) -> None:
@@ -134,3 +137,12 @@ def test_a_broken_workspace_never_fails_the_drift_report(reported: tuple[Platfor
     [project] = workspace.search_project("adult")
     newest = workspace.get_run(project.id, str(meta[EVIDENTLY_SNAPSHOT_URL]).rsplit("/", 1)[1])
     assert newest is not None and newest.name == html_path(Path(str(meta[REPORT_PATH]))).stem
+
+
+def test_a_report_gone_from_the_reports_folder_is_not_added_and_says_why(reported: tuple[Platform, list[dict[str, object]]]) -> None:
+    platform, _ = reported
+    meta = _report(platform)
+    Path(str(meta[REPORT_PATH])).unlink()  # pruned, or removed by hand, before drift_dashboard ran again
+    platform.materialize("drift_dashboard")
+    again = latest_metadata(platform.instance, DRIFT_DASHBOARD) or {}
+    assert "FileNotFoundError" in str(again[EVIDENTLY_WORKSPACE_ERROR]) and EVIDENTLY_SNAPSHOT_URL not in again, again

@@ -52,7 +52,8 @@ def _window(hours: float) -> dg.FreshnessPolicy:
 def test_the_monitored_assets_carry_the_default_freshness_windows_and_the_others_none(tmp_path: Path) -> None:
     policies = _policies(_platform(tmp_path, "{}").model("adult").settings)
     assert policies == {"raw_events": None, "features": None, TRAINED_MODEL: _window(168), "evaluation_report": None,
-                        DRIFT_REPORT: _window(6), ESTIMATED_PERFORMANCE: _window(6), LIVE_QUALITY: _window(0.5)}
+                        DRIFT_REPORT: _window(6), "retraining_trigger": None, "drift_dashboard": None, ESTIMATED_PERFORMANCE: _window(6),
+                        LIVE_QUALITY: _window(0.5)}
 
 
 def test_a_models_own_freshness_windows_reach_its_assets(tmp_path: Path) -> None:

@@ -95,7 +95,8 @@ def test_the_definitions_load_from_workspace_yaml() -> None:
     defs = getattr(module, target["python_module"]["attribute"])()
     dg.Definitions.validate_loadable(defs)
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
-    assert keys == {f"{m}/{a}" for m in ("adult", "bike_sharing") for a in (*LOOP, "drift_report", "live_quality", "estimated_performance")}
+    assert keys == {f"{m}/{a}" for m in ("adult", "bike_sharing") for a in (*LOOP, "drift_report", "retraining_trigger", "drift_dashboard", "live_quality",
+                                                                                    "estimated_performance")}
     assert {j.name for j in defs.resolve_all_job_defs() if not j.name.startswith("__")} == {
         "adult_retrain", "adult_set_champion", "bike_sharing_retrain", "bike_sharing_set_champion"}
     assert {s.name for s in defs.sensors} == {

@@ -8,11 +8,12 @@ import pandas as pd
 import pytest
 
 from mlplatform.cli.status import collect_status
-from mlplatform.domain.keys import DRIFT_REPORT_TAG, DRIFT_SHARE_TAG, LAUNCHED_BY_TAG, NEW_LABELLED_TAG, REASON_TAG
+from mlplatform.domain.keys import (DRIFT_REPORT_TAG, DRIFT_SHARE_TAG, LABEL_WATERMARK_TAG, LAUNCHED_BY_TAG, NEW_LABELLED_TAG, POLICY_TRIGGER_TAG,
+                                   REASON_TAG, RETRAIN_TAG, TRIGGER_REASON, TRIGGERED_AT_TAG)
 from mlplatform.domain.policy import DRIFT, NEW_OBSERVATIONS, Cursor
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.orchestration.assets import latest_metadata
-from mlplatform.orchestration.launch import launch
+from mlplatform.orchestration.launch import launch, launch_drift_run
 from mlplatform.orchestration.names import DRIFT_REPORT, ModelNames
 from mlplatform.pipeline.replay import DriftScenario, inject_drift
 from mlplatform.root import platform as root_platform
@@ -189,3 +190,83 @@ def test_a_hand_moved_or_pinned_champion_is_what_sensors_status_and_evaluation_f
     refused = job(ADULT.champion_job).execute_in_process(instance=platform.instance, run_config=wrong, raise_on_error=False)
     assert not refused.success and registry.champion_record().version == 2  # type: ignore[union-attr]
     assert "has no version 99" in " ".join(e.event_specific_data.error.message for e in refused.all_events if e.is_step_failure)  # type: ignore[union-attr]
+
+
+def _drift_run(platform: Platform, rows: pd.DataFrame, with_labels: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[str, dg.DagsterRun]:
+    """Replay drifted rows, then what the daemon does on the drift sensor's next tick: its run, launched with its tags and run key."""
+    scenario = DriftScenario(shift_numeric={"age": 1.5, "hours-per-week": 1.5, "education-num": 1.0}, category_mix={"workclass": "Self-emp-inc", "occupation": "Sales", "marital-status": "Never-married", "relationship": "Own-child"})
+    platform.replay(inject_drift(rows, platform.spec, scenario, reference=platform.rows.iloc[:CHAMPION_ROWS]), with_labels=with_labels)
+    monkeypatch.setenv("MLPLATFORM_DRIFT_CURRENT_HOURS", str(len(rows) * 60 / 3600))
+    monkeypatch.setenv("MLPLATFORM_RETRAIN_EVERY_N", "1000000")  # only the drift report can call for a retraining here
+    [request] = platform.tick(DRIFT_SENSOR_NAME, None).run_requests or []
+    result = launch_drift_run(platform.instance, "adult", request)
+    run = platform.instance.get_run_by_id(result.run_id)
+    assert run is not None and run.tags[LAUNCHED_BY_TAG] == DRIFT_SENSOR_NAME
+    report = platform.instance.fetch_materializations(ADULT.asset(DRIFT_REPORT), limit=1).records[0]
+    assert report.run_id == run.run_id
+    return str(report.storage_id), run
+
+
+def _materialized_in(platform: Platform, run_id: str) -> set[str]:
+    events = platform.instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
+    return {e.dagster_event.asset_key.path[-1] for e in events if e.dagster_event and e.dagster_event.asset_key}
+
+
+def test_a_drift_report_run_retrains_in_the_same_run_once_per_trigger(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
+    versions = len(platform.model.registry.versions())
+    report_id, run = _drift_run(platform, platform.next_rows(300), True, monkeypatch)
+    assert (latest_metadata(platform.instance, ADULT.asset(DRIFT_REPORT)) or {})["dataset_drift"] is True
+    assert _materialized_in(platform, run.run_id) >= {"drift_report", "retraining_trigger", "features", "trained_model", "evaluation_report",
+                                                       "estimated_performance", "drift_dashboard"}
+    tags = run.tags  # what the sensor records on a run it requests, added by retraining_trigger
+    assert tags[REASON_TAG] == DRIFT and tags[DRIFT_REPORT_TAG] == report_id and tags[POLICY_TRIGGER_TAG] == "adult"
+    assert tags[LABEL_WATERMARK_TAG] == str(_watermark(platform)) and int(tags[NEW_LABELLED_TAG]) >= 300 and float(tags[TRIGGERED_AT_TAG]) > 0
+    assert tags[RETRAIN_TAG] == "adult" and float(tags[DRIFT_SHARE_TAG]) > 0
+    [challenger] = [v for v in platform.model.registry.versions() if int(v.version) > versions]
+    assert challenger.tags[TRIGGER_REASON] == DRIFT, "trained_model reads the tags added during its run"
+    starts = [str(e.step_key).rpartition("__")[2] for e in platform.instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_START)]
+    assert starts.index("evaluation_report") < min(starts.index("estimated_performance"), starts.index("drift_dashboard")), \
+        f"the path to a new champion runs first: {starts}"
+    for stored in [_cursor(_watermark(platform) - 300), None]:  # the sensor never takes the run's trigger again, even with a lost cursor
+        tick = platform.tick(SENSOR_NAME, stored)
+        assert not tick.run_requests and "already triggered" in (tick.skip_message or ""), tick.skip_message
+    assert collect_status(platform.model, with_dagster=True)["sensor_runs"][0]["run_id"] == run.run_id
+
+
+def test_a_drift_report_run_without_a_retraining_to_call_for_skips_the_training_steps(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
+    if not platform.instance.get_runs(filters=dg.RunsFilter(tags={POLICY_TRIGGER_TAG: "adult"}), limit=1):  # run alone: consume the labels first
+        _drift_run(platform, platform.next_rows(300), True, monkeypatch)
+    versions = len(platform.model.registry.versions())
+    _, run = _drift_run(platform, platform.next_rows(300), False, monkeypatch)
+    assert (latest_metadata(platform.instance, ADULT.asset(DRIFT_REPORT)) or {})["dataset_drift"] is True
+    assert _materialized_in(platform, run.run_id) == {"drift_report", "estimated_performance", "drift_dashboard"}
+    skipped = {str(e.step_key).rpartition("__")[2] for e in platform.instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_SKIPPED)}
+    assert skipped == {"features", "trained_model", "evaluation_report"}
+    assert len(platform.model.registry.versions()) == versions and REASON_TAG not in run.tags, "nothing trained, registered or recorded"
+    [observed] = [e for e in platform.instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_OBSERVATION)]
+    why = str(observed.dagster_event.event_specific_data.asset_observation.metadata["reason"].value)  # type: ignore[union-attr]
+    assert "waiting for labels: 0 new labelled events" in why, why
+    tick = platform.tick(SENSOR_NAME, None)  # the run has ended: the verdict is the sensor's to act on once labels come
+    assert not tick.run_requests and "drift detected, waiting for labels" in (tick.skip_message or ""), tick.skip_message
+
+
+def test_the_sensor_leaves_a_drift_report_to_its_run_until_that_run_ends(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A report made inside a drift report run that is still running is that run's to decide on: no second retraining."""
+    from dagster._core.events import DagsterEvent, StepMaterializationData
+    from dagster._core.test_utils import create_run_for_test
+
+    monkeypatch.setenv("MLPLATFORM_RETRAIN_EVERY_N", "1000000")
+    record = platform.model.registry.champion_record()
+    assert record is not None
+    deciding = create_run_for_test(platform.instance, job_name="__ASSET_JOB", status=dg.DagsterRunStatus.STARTED, tags={LAUNCHED_BY_TAG: DRIFT_SENSOR_NAME})
+    verdict = dg.AssetMaterialization(asset_key=ADULT.asset(DRIFT_REPORT), metadata={"skipped": False, "champion_version": record.version,
+                                                                                       "dataset_drift": True, "drift_share": 0.6})
+    platform.instance.report_dagster_event(DagsterEvent(dg.DagsterEventType.ASSET_MATERIALIZATION.value, job_name=deciding.job_name,
+                                                        event_specific_data=StepMaterializationData(verdict)), run_id=deciding.run_id)
+    report_id = str(platform.instance.fetch_materializations(ADULT.asset(DRIFT_REPORT), limit=1).records[0].storage_id)
+    platform.replay(platform.next_rows(MIN_FOR_DRIFT))  # enough labels for a drift trigger
+    waiting = platform.tick(SENSOR_NAME, None)
+    assert not waiting.run_requests and f"run {deciding.run_id} is still deciding" in (waiting.skip_message or ""), waiting.skip_message
+    platform.instance.report_run_failed(deciding)  # it ended without deciding (a failure before retraining_trigger): the sensor may act now
+    [request] = platform.tick(SENSOR_NAME, None).run_requests or []
+    assert request.run_key == f"{DRIFT}-{report_id}" and request.tags[LAUNCHED_BY_TAG] == SENSOR_NAME

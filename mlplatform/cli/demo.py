@@ -130,7 +130,7 @@ def _drift_step(instance: dg.DagsterInstance, model: ModelContext, rows: pd.Data
     scenario = drift_scenario(spec, rows.iloc[:start], settings.seed)
     write_batches(inject_drift(rows.iloc[start : start + count], spec, scenario, reference=rows.iloc[:start]), spec, settings.landing_dir, BATCH, prefix="drifted")
     say(f"3. replayed {count} drifted events: shifted {', '.join(scenario.shift_numeric)}; rarest category made common in {', '.join(scenario.category_mix)}")
-    materialize(instance, model.name, ["raw_events", "drift_report"])
+    materialize(instance, model.name, ["raw_events", "drift_report", "drift_dashboard"])
     drift = latest_metadata(instance, names.asset(DRIFT_REPORT)) or {}
     if drift.get("skipped", True):
         raise DemoError(f"the drift report was skipped: {drift.get('skip_reason')}")

@@ -9,7 +9,7 @@ its tables (RegistryTables), without importing MLflow either.
 from typing import Any
 
 from mlplatform.domain.keys import (CHALLENGER_SCORE, DATASET_DRIFT, DECISION, DECISION_REASON, DRIFT_SHARE, DRIFT_SHARE_TAG, DRIFTED_COLUMNS,
-                                   LAUNCHED_BY_TAG, NEW_LABELLED_TAG, REASON_TAG, REPORT_PATH, TRIGGER_REASON)
+                                   NEW_LABELLED_TAG, POLICY_TRIGGER_TAG, REASON_TAG, REPORT_PATH, TRIGGER_REASON)
 from mlplatform.root import ModelContext
 from mlplatform.stores.registry_tables import RegistryReads, RegistryTables
 
@@ -61,7 +61,7 @@ def _from_dagster(model: ModelContext, limit: int) -> dict[str, Any]:
     prepare_dagster_home(model.settings)
     with dg.DagsterInstance.get() as instance:
         drift = latest_metadata(instance, names.asset(DRIFT_REPORT))
-        runs = instance.get_runs(filters=dg.RunsFilter(tags={LAUNCHED_BY_TAG: names.retraining_sensor}), limit=limit)
+        runs = instance.get_runs(filters=dg.RunsFilter(tags={POLICY_TRIGGER_TAG: model.name}), limit=limit)
     return {
         "drift": None if drift is None else {"report": drift.get(REPORT_PATH), "drift_share": drift.get(DRIFT_SHARE),
                                              "dataset_drift": drift.get(DATASET_DRIFT), "drifted_columns": drift.get(DRIFTED_COLUMNS)},

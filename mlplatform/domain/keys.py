@@ -16,6 +16,9 @@ DRIFT_SHARE_TAG = "mlplatform/drift_share"
 DRIFT_REPORT_TAG = "mlplatform/drift_report"
 LAUNCHED_BY_TAG = "mlplatform/launched_by"
 TRIGGERED_AT_TAG = "mlplatform/triggered_at"
+# On every run that carries a trigger of a model's retraining policy (value: the model), whoever decided it: the retraining
+# sensor when it requests the run, or the retraining_trigger step inside a drift report run. The policy's cursor is rebuilt from these.
+POLICY_TRIGGER_TAG = "mlplatform/policy_trigger"
 RETRAIN_TAG = "mlplatform/retrain"
 ESTIMATE_TAG = "mlplatform/estimate"  # storage id of the estimated_performance materialization an estimated_drop consumed
 ESTIMATED_METRIC_TAG = "mlplatform/estimated_metric"
@@ -62,7 +65,7 @@ DRIFTED_COLUMN_NAMES = "drifted_column_names"
 DRIFT_SHARE_THRESHOLD = "drift_share_threshold"
 REPORT_PATH = "report_path"
 REPORT_URL = "report_url"  # the report as a page (the reports server renders a drift snapshot on demand)
-# drift_report: the snapshot's place in the Evidently workspace (links into `evidently ui`), or why it has none
+# drift_dashboard: the drift report's snapshot's place in the Evidently workspace (links into `evidently ui`), or why it has none
 EVIDENTLY_PROJECT_URL = "evidently_project_url"
 EVIDENTLY_SNAPSHOT_URL = "evidently_snapshot_url"
 EVIDENTLY_WORKSPACE_ERROR = "evidently_workspace_error"

@@ -17,8 +17,8 @@ from mlplatform.domain.keys import CHAMPION_VERSION, MLFLOW_VERSION, MODEL_TAG, 
 from mlplatform.domain.retry_budget import RetryBudget
 from mlplatform.domain.training import TrainingError
 from mlplatform.domain.validation import LABEL
-from mlplatform.orchestration.names import (DRIFT_REPORT, ESTIMATED_PERFORMANCE, EVALUATION_REPORT, FEATURES, LIVE_QUALITY, QUALITY_FLOOR_CHECK, RAW_EVENTS,
-                                            TRAINED_MODEL, ModelNames)
+from mlplatform.orchestration.names import (CRITICAL_STEP, DRIFT_REPORT, ESTIMATED_PERFORMANCE, EVALUATION_REPORT, FEATURES, LIVE_QUALITY,
+                                            QUALITY_FLOOR_CHECK, RAW_EVENTS, RETRAINING_TRIGGER, TRAINED_MODEL, ModelNames)
 from mlplatform.orchestration.resources import PlatformResource
 from mlplatform.pipeline.landing import LandingPolicy, ingest_pending
 from mlplatform.pipeline.retraining import (FeatureSnapshot, apply_decision, build_feature_snapshot, evaluate_challenger, record_evaluation,
@@ -127,13 +127,15 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
 
     @dg.asset(
         key=names.asset(FEATURES),
-        deps=[names.asset(RAW_EVENTS)],
+        deps=[names.asset(RAW_EVENTS), names.asset(RETRAINING_TRIGGER)],
         group_name=names.group,
         kinds={"pandas", "parquet"},
         retry_policy=retry,
         io_manager_key="handover",
+        op_tags=CRITICAL_STEP,
         description="The latest labelled window (time-ordered), split into a training part and a later hold-out; "
-        "the feature transformer is fitted here and travels inside the logged model.",
+        "the feature transformer is fitted here and travels inside the logged model. In a drift report run it follows "
+        "retraining_trigger, and is skipped (with what follows) when that calls for no retraining.",
     )
     def features(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.Output[str]:
         model = platform.model(model_name)
@@ -174,6 +176,7 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
         retry_policy=retry,
         freshness_policy=freshness,
         io_manager_key="handover",
+        op_tags=CRITICAL_STEP,
         description="LightGBM with early stopping and tuning within a budget, logged to MLflow as a self-contained "
         "pyfunc (raw record in, prediction out) and registered as a new version with alias `challenger`.",
     )
@@ -181,7 +184,9 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
         model = platform.model(model_name)
         registry = model.registry
         snapshot = FeatureSnapshot.load(Path(snapshot_folder))
-        trigger = {tag(f"trigger.{k.removeprefix(RUN_TAG_PREFIX)}"): v for k, v in context.run.tags.items() if k.startswith(RUN_TAG_PREFIX) and k != MODEL_TAG}
+        run = context.instance.get_run_by_id(context.run.run_id)  # read again: a drift report run's retraining_trigger added its trigger's tags
+        run_tags = (run or context.run).tags
+        trigger = {tag(f"trigger.{k.removeprefix(RUN_TAG_PREFIX)}"): v for k, v in run_tags.items() if k.startswith(RUN_TAG_PREFIX) and k != MODEL_TAG}
         try:
             challenger = train_challenger(model.settings, model.spec, registry, snapshot, {tag("dagster_run_id"): context.run.run_id, **trigger})
         except (TrainingError, SettingsError) as exc:  # a window without a model, or a Dask scheduler that does not answer
@@ -213,6 +218,7 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
         group_name=names.group,
         kinds={"mlflow"},
         retry_policy=retry,
+        op_tags=CRITICAL_STEP,
         check_specs=[dg.AssetCheckSpec(QUALITY_FLOOR_CHECK, asset=names.asset(EVALUATION_REPORT), blocking=True,
                                        description="The challenger's primary metric meets the quality floor; promotion is refused otherwise.")],
         description="Challenger vs champion on the same later hold-out window (and on the live labelled events both scored, "

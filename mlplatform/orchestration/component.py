@@ -25,6 +25,7 @@ from mlplatform.orchestration.instance import retrain_run_tags
 from mlplatform.orchestration.monitoring import build_monitoring
 from mlplatform.orchestration.names import DRIFT_REPORT, ESTIMATED_PERFORMANCE, LIVE_QUALITY, RETRAINING, TRAINED_MODEL, ModelNames
 from mlplatform.orchestration.sensors import build_sensors
+from mlplatform.orchestration.trigger import build_retraining_trigger
 from mlplatform.root import DEFS_FILE, ModelDeclaration, platform
 from mlplatform.settings import Settings
 
@@ -58,7 +59,7 @@ class RetrainingLoopScaffolder(dg.Scaffolder[ScaffoldParams]):
 @scaffold_with(RetrainingLoopScaffolder)
 class RetrainingLoop(ModelDeclaration, dg.Component, dg.Resolvable):
     """A LightGBM model kept fresh on a stream of labelled events: raw_events, features, trained_model,
-    evaluation_report, drift_report, live_quality and estimated_performance assets, their checks, the retraining, drift and alert
+    evaluation_report, drift_report, retraining_trigger, drift_dashboard, live_quality and estimated_performance assets, their checks, the retraining, drift and alert
     sensors, the retrain and set_champion jobs — all prefixed by the model's name."""
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
@@ -80,7 +81,8 @@ def model_definitions(names: ModelNames, settings: Settings) -> dg.Definitions:
         description=f"features → trained_model → evaluation_report of {names.model}: what its retraining sensor launches.",
     )
     return dg.Definitions(
-        assets=[*assets, *drift_assets, live_quality, build_estimated_performance(names, retry, freshness[ESTIMATED_PERFORMANCE])],
+        assets=[*assets, *drift_assets, build_retraining_trigger(names, retry), live_quality,
+                build_estimated_performance(names, retry, freshness[ESTIMATED_PERFORMANCE])],
         asset_checks=[*build_checks(names), *drift_checks],
         jobs=[retrain, build_champion_job(names)],
         sensors=[*build_sensors(names), build_alerts_sensor(names)],

@@ -8,7 +8,7 @@ import dagster as dg
 from dagster._core.definitions.reconstruct import ReconstructableRepository
 from dagster._core.definitions.sensor_definition import SensorExecutionData
 
-from mlplatform.orchestration.names import ModelNames
+from mlplatform.orchestration.names import DRIFT_RUN, ModelNames
 from mlplatform.orchestration.resources import PlatformResource
 from mlplatform.settings import REPO_ROOT
 
@@ -65,10 +65,19 @@ def tick(instance: dg.DagsterInstance, sensor_name: str, cursor: str | None, pla
     return sensor.evaluate_tick(context)
 
 
+def _request_tags(request: dg.RunRequest) -> dict[str, str]:
+    return {**request.tags, "dagster/run_key": request.run_key or ""}
+
+
 def launch(instance: dg.DagsterInstance, model: str, request: dg.RunRequest) -> dg.ExecuteInProcessResult:
     """Run what a retraining sensor asked for (its assets: all of the retraining, or evaluation_report alone), in this
     process, with its tags and run key (the daemon does the same)."""
     job = definitions().resolve_job_def(ModelNames(model).retrain_job)
-    result = job.execute_in_process(instance=instance, tags={**request.tags, "dagster/run_key": request.run_key or ""}, run_config=QUIET, raise_on_error=False,
+    result = job.execute_in_process(instance=instance, tags=_request_tags(request), run_config=QUIET, raise_on_error=False,
                                     asset_selection=request.asset_selection)
     return _check(result, f"retraining run of {model}")
+
+
+def launch_drift_run(instance: dg.DagsterInstance, model: str, request: dg.RunRequest) -> RunResult:
+    """Run what a drift report sensor asked for (the report, and the retraining it may call for) with its tags and run key."""
+    return materialize(instance, model, DRIFT_RUN, tags=_request_tags(request))

@@ -1,17 +1,21 @@
-"""The drift_report asset and its check: Evidently drift of the live stream against the champion's training window.
+"""The drift_report asset and its check: Evidently drift of the live stream against the champion's training window;
+and drift_dashboard, the report in the model's Evidently workspace project.
 
-Kept current by `drift_report_sensor` (orchestration/sensors.py) every `drift_every_n_events` new events.
+Kept current by `drift_report_sensor` (orchestration/sensors.py) every `drift_every_n_events` new events. Adding a
+snapshot to Evidently's local workspace takes seconds (its store reads every snapshot), so it is a step of its own
+that runs after the report's verdict is materialized (and after the retraining the verdict may call for), not part of it.
 """
 
+from pathlib import Path
 
 import dagster as dg
 
-from mlplatform.pipeline.drift import LIVE_METRICS, ColumnDrift, DriftReport, DriftSkipped, build_drift_report
+from mlplatform.pipeline.drift import LIVE_METRICS, ColumnDrift, DriftReport, DriftSkipped, build_drift_report, publish_drift_report
 from mlplatform.domain.keys import (CHAMPION_VERSION, DATASET_DRIFT, DRIFT_SHARE, DRIFT_SHARE_THRESHOLD, DRIFTED_COLUMN_NAMES, DRIFTED_COLUMNS,
                                    EVIDENTLY_PROJECT_URL, EVIDENTLY_SNAPSHOT_URL, EVIDENTLY_WORKSPACE_ERROR, REPORT_PATH, REPORT_URL,
                                    SKIP_REASON, SKIPPED)
 from mlplatform.orchestration.assets import latest_metadata, markdown_table
-from mlplatform.orchestration.names import DRIFT_REPORT, RAW_EVENTS, ModelNames
+from mlplatform.orchestration.names import CRITICAL_STEP, DRIFT_DASHBOARD, DRIFT_REPORT, RAW_EVENTS, ModelNames
 from mlplatform.orchestration.resources import PlatformResource
 from mlplatform.stores.evidently_workspace import WorkspaceEntry
 from mlplatform.stores.reports import html_path, mlflow_version_url, report_url
@@ -64,7 +68,6 @@ def report_metadata(settings: Settings, spec: DatasetSpec, report: DriftReport, 
         REPORT_PATH: dg.MetadataValue.path(str(report.report_path)),
         REPORT_URL: dg.MetadataValue.url(report_url(settings, report.report_path)),
         "mlflow_model_version": dg.MetadataValue.url(mlflow_url),
-        **_workspace_metadata(settings, report.workspace),
     }
 
 
@@ -78,7 +81,7 @@ def skipped_metadata(skipped: DriftSkipped) -> dict[str, object]:
 
 
 def build_monitoring(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.FreshnessPolicy) -> tuple[list[dg.AssetsDefinition], list[dg.AssetChecksDefinition]]:
-    """The model's drift_report asset and its check."""
+    """The model's drift_report asset, its check and drift_dashboard."""
     model_name = names.model
     key = names.asset(DRIFT_REPORT)
 
@@ -89,10 +92,11 @@ def build_monitoring(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Fre
         kinds={"evidently"},
         retry_policy=retry,
         freshness_policy=freshness,
+        op_tags=CRITICAL_STEP,
         description="Evidently drift of the events since the champion's data window against its training window: "
         "per-column drift, share of drifted columns, prediction drift and, with labels, target drift and live metrics. "
         "Both sides are bounded uniform samples; Evidently's snapshot is kept under reports/drift (its HTML rendered on "
-        "demand, the newest `drift_reports_keep` kept) and added to the model's project in the Evidently workspace (drift over time in `evidently ui`); the verdicts are logged to MLflow next to the champion version. Without a champion (or with too few new events) it records why it is skipped.",
+        "demand, the newest `drift_reports_keep` kept; drift_dashboard adds it to the Evidently workspace); the verdicts are logged to MLflow next to the champion version. Without a champion (or with too few new events) it records why it is skipped.",
     )
     def drift_report(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.MaterializeResult:
         model = platform.model(model_name)
@@ -103,8 +107,6 @@ def build_monitoring(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Fre
             return dg.MaterializeResult(metadata=skipped_metadata(result))
         registry.log_dict(result.champion_version, result.summary(), f"drift/{html_path(result.report_path).stem}.json")
         context.log.info(f"drift share {result.drift_share:.2f} ({', '.join(result.drifted_columns) or 'no drifted columns'}); report {result.report_path}")
-        if result.workspace.error is not None:
-            context.log.warning(f"{result.workspace.error}; the report itself is kept at {result.report_path}")
         mlflow_url = mlflow_version_url(settings, registry.name, result.champion_version)
         return dg.MaterializeResult(metadata=report_metadata(settings, spec, result, mlflow_url))
 
@@ -123,4 +125,25 @@ def build_monitoring(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Fre
             metadata={DRIFT_SHARE: share, DRIFTED_COLUMNS: int(str(meta[DRIFTED_COLUMNS])), DRIFTED_COLUMN_NAMES: column_names},
         )
 
-    return [drift_report], [drift_check]
+    @dg.asset(
+        key=names.asset(DRIFT_DASHBOARD),
+        deps=[key],
+        group_name=names.group,
+        kinds={"evidently"},
+        description="The latest drift report's snapshot in the model's project of the Evidently workspace (drift over time on its "
+        "dashboard in `evidently ui`), the newest `drift_reports_keep` kept. Best effort: a workspace that cannot be written "
+        "or read leaves the report as it is and says why here; the next report adds itself.",
+    )
+    def drift_dashboard(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.MaterializeResult:
+        model = platform.model(model_name)
+        meta = latest_metadata(context.instance, key) or {}
+        if meta.get(SKIPPED, True):
+            return dg.MaterializeResult(metadata={SKIPPED: True, SKIP_REASON: f"no drift report to add: {meta.get(SKIP_REASON, 'no drift report yet')}"})
+        report_path = Path(str(meta[REPORT_PATH]))
+        entry = publish_drift_report(model.settings, model.spec, report_path)
+        if entry.error is not None:
+            context.log.warning(f"{entry.error}; the report itself is kept at {report_path}")
+        return dg.MaterializeResult(metadata={SKIPPED: False, REPORT_PATH: dg.MetadataValue.path(str(report_path)),
+                                              **_workspace_metadata(model.settings, entry)})
+
+    return [drift_report, drift_dashboard], [drift_check]

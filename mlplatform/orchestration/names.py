@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 
+from mlplatform.domain.keys import PRIORITY_TAG
 from mlplatform.root import dagster_name
 
 RAW_EVENTS = "raw_events"
@@ -14,10 +15,18 @@ FEATURES = "features"
 TRAINED_MODEL = "trained_model"
 EVALUATION_REPORT = "evaluation_report"
 DRIFT_REPORT = "drift_report"
+DRIFT_DASHBOARD = "drift_dashboard"
+RETRAINING_TRIGGER = "retraining_trigger"
 LIVE_QUALITY = "live_quality"
 ESTIMATED_PERFORMANCE = "estimated_performance"
 RETRAINING = (FEATURES, TRAINED_MODEL, EVALUATION_REPORT)
-ALL_ASSETS = (RAW_EVENTS, *RETRAINING, DRIFT_REPORT, LIVE_QUALITY, ESTIMATED_PERFORMANCE)
+# What the drift report sensor requests: the report, then the policy on its verdict, the retraining it calls for (skipped
+# when it calls for none), and what is off that path (the estimate, the report in Evidently's workspace).
+DRIFT_RUN = (DRIFT_REPORT, RETRAINING_TRIGGER, *RETRAINING, ESTIMATED_PERFORMANCE, DRIFT_DASHBOARD)
+ALL_ASSETS = (RAW_EVENTS, *RETRAINING, DRIFT_REPORT, RETRAINING_TRIGGER, DRIFT_DASHBOARD, LIVE_QUALITY, ESTIMATED_PERFORMANCE)
+# Step order inside a run (Dagster's `dagster/priority` op tag, higher first): the drift report path to a new champion before
+# what can wait, so the in-process executor runs drift_report → retraining_trigger → features → … first.
+CRITICAL_STEP = {PRIORITY_TAG: "1"}
 
 QUALITY_FLOOR_CHECK = "quality_floor"
 LIVE_QUALITY_CHECK = "live_quality_floor"

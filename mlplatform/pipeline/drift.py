@@ -28,7 +28,7 @@ from mlplatform.stores.eventlog import EventStore
 from mlplatform.domain.predictor import PREDICTION, PROBABILITY, Predictor
 from mlplatform.stores.registry import CHALLENGER, Registry, tag
 from mlplatform.stores.evidently_workspace import TOP_COLUMNS, WorkspaceEntry, add_drift_snapshot, snapshot_tags
-from mlplatform.stores.reports import SNAPSHOT_SUFFIX, Pruned, html_path, prune_drift_reports, save_snapshot
+from mlplatform.stores.reports import SNAPSHOT_SUFFIX, Pruned, ReportUnreadable, html_path, load_snapshot, prune_drift_reports, save_snapshot
 from mlplatform.settings import Settings
 from mlplatform.domain.spec import DatasetSpec, Task
 from mlplatform.domain.validation import LABEL
@@ -129,7 +129,6 @@ class DriftReport:
     report_path: Path  # Evidently's snapshot; its HTML page is rendered on demand (stores/reports.py)
     seconds: float
     pruned: Pruned  # what retention removed after this report
-    workspace: WorkspaceEntry  # the snapshot's place in the Evidently workspace, or why it has none
 
     @property
     def drifted_columns(self) -> list[str]:
@@ -288,9 +287,9 @@ def _verdicts(spec: DatasetSpec, snapshot_dict: dict[str, Any]) -> tuple[dict[st
 
 
 def compare(spec: DatasetSpec, reference: pd.DataFrame, current: pd.DataFrame, share_threshold: float, report_path: Path,
-            tags: list[str] | None = None) -> tuple[list[ColumnDrift], ColumnDrift | None, ColumnDrift | None, int, Snapshot]:
-    """Evidently on the two frames: feature verdicts, prediction drift, target drift (if current has labels), Evidently's
-    count, and its snapshot (timestamped, with `tags`), saved at `report_path` (`<name>.json.xz`, rendered as HTML on demand)."""
+            tags: list[str] | None = None) -> tuple[list[ColumnDrift], ColumnDrift | None, ColumnDrift | None, int]:
+    """Evidently on the two frames: feature verdicts, prediction drift, target drift (if current has labels) and Evidently's
+    count; its snapshot (timestamped, with `tags`) is saved at `report_path` (`<name>.json.xz`, rendered as HTML on demand)."""
     features, decided = _presence(spec, reference, current)
     extra = [c for c in (PREDICTION_COLUMN, LABEL) if c in current and c in reference and current[c].notna().any() and reference[c].notna().any()]
     snapshot = _run_evidently(spec, reference, current, features, extra, share_threshold, tags or [])
@@ -298,7 +297,7 @@ def compare(spec: DatasetSpec, reference: pd.DataFrame, current: pd.DataFrame, s
     save_snapshot(snapshot, report_path)
     order = {c: i for i, c in enumerate(spec.features)}
     columns = sorted([found[c] for c in features] + decided, key=lambda c: order[c.column])
-    return columns, found.get(PREDICTION_COLUMN), found.get(LABEL), evidently_count, snapshot
+    return columns, found.get(PREDICTION_COLUMN), found.get(LABEL), evidently_count
 
 
 def live_metrics(spec: DatasetSpec, current: pd.DataFrame, predictor: Predictor) -> dict[str, float]:
@@ -334,11 +333,8 @@ def build_drift_report(settings: Settings, spec: DatasetSpec, log: EventStore, r
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{time.time_ns() % 1_000_000_000:09d}"
     drift_dir = settings.reports_dir / "drift"
     path = drift_dir / f"{spec.name}-v{window.version}-{stamp}{SNAPSHOT_SUFFIX}"
-    columns, prediction, target, evidently_count, snapshot = compare(spec, reference.sample, current, config.share_threshold, path,
-                                                                     snapshot_tags(spec.name, window.version))
-    assert settings.evidently_workspace_dir is not None  # resolved by Settings
-    workspace = add_drift_snapshot(settings.evidently_workspace_dir, spec.name, snapshot, html_path(path).stem,
-                                   [c.column for c in most_drifted(columns)[:TOP_COLUMNS]], settings.drift_reports_keep)
+    columns, prediction, target, evidently_count = compare(spec, reference.sample, current, config.share_threshold, path,
+                                                           snapshot_tags(spec.name, window.version))
     challenger = registry.version_by_alias(CHALLENGER)
     pruned = prune_drift_reports(drift_dir, spec.name, settings.drift_reports_keep, {window.version, *([int(challenger.version)] if challenger else [])})
     return DriftReport(
@@ -357,5 +353,17 @@ def build_drift_report(settings: Settings, spec: DatasetSpec, log: EventStore, r
         report_path=path,
         seconds=time.perf_counter() - started,
         pruned=pruned,
-        workspace=workspace,
     )
+
+
+def publish_drift_report(settings: Settings, spec: DatasetSpec, report_path: Path) -> WorkspaceEntry:
+    """Add a stored drift report's snapshot to the model's project in the Evidently workspace, or say why it was not:
+    best effort, as the workspace is a view over the reports folder (a report pruned or unreadable by now is not added)."""
+    assert settings.evidently_workspace_dir is not None  # resolved by Settings
+    try:
+        snapshot = load_snapshot(report_path)
+    except (OSError, ReportUnreadable) as exc:
+        return WorkspaceEntry(error=f"Evidently workspace {settings.evidently_workspace_dir} not updated: {type(exc).__name__}: {exc}"[:500])
+    found, _ = _verdicts(spec, snapshot.dict())
+    top = [c.column for c in most_drifted([c for name, c in found.items() if name in spec.features])[:TOP_COLUMNS]]
+    return add_drift_snapshot(settings.evidently_workspace_dir, spec.name, snapshot, html_path(report_path).stem, top, settings.drift_reports_keep)

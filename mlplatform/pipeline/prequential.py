@@ -93,7 +93,7 @@ def evidently_drift_check(spec: DatasetSpec, settings: Settings, report_path: Pa
         n = settings.drift_sample_rows
         ref = reference.sample(n, random_state=settings.seed) if len(reference) > n else reference
         cur = current.sample(n, random_state=settings.seed) if len(current) > n else current
-        columns, _, _, _, _ = compare(spec, ref, cur, settings.drift_share_threshold, report_path)
+        columns, _, _, _ = compare(spec, ref, cur, settings.drift_share_threshold, report_path)
         share = sum(c.drifted for c in columns) / len(columns) if columns else 0.0
         return bool(columns) and share >= settings.drift_share_threshold, share
 

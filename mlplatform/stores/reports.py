@@ -65,15 +65,20 @@ def save_snapshot(snapshot: Snapshot, path: Path) -> int:
     return len(data)
 
 
-def render_snapshot(path: Path) -> str:
-    """A stored snapshot as Evidently's standalone HTML page (FileNotFoundError if missing, ReportUnreadable if broken)."""
+def load_snapshot(path: Path) -> Snapshot:
+    """A stored snapshot, as Evidently's object (FileNotFoundError if missing, ReportUnreadable if broken)."""
     from evidently.core.report import Snapshot
 
     data = path.read_bytes()
     try:
-        return Snapshot.loads(lzma.decompress(data).decode("utf-8")).get_html_str(as_iframe=False)
+        return Snapshot.loads(lzma.decompress(data).decode("utf-8"))
     except (lzma.LZMAError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
         raise ReportUnreadable(f"{path.name}: not a readable Evidently snapshot ({type(exc).__name__}: {exc})"[:500]) from None
+
+
+def render_snapshot(path: Path) -> str:
+    """A stored snapshot as Evidently's standalone HTML page (FileNotFoundError if missing, ReportUnreadable if broken)."""
+    return load_snapshot(path).get_html_str(as_iframe=False)
 
 
 @dataclass(frozen=True)

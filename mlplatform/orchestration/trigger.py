@@ -1,0 +1,181 @@
+"""The retraining policy (`decide`) evaluated against the Dagster instance, by its two callers: the retraining sensor on
+every tick, and the `retraining_trigger` step of a drift report run right after that run's report, so a drift verdict
+that calls for a retraining gets it in the same run: no second run worker to start, no second tick to wait for
+(benchmarks/bench_reaction.py).
+
+Both read the same state. Every trigger is recorded in the tags of the run that carries it (POLICY_TRIGGER_TAG and the
+trigger's own tags), and the policy's cursor (what was consumed, when the cool-down started) is the newest of those and
+of the sensor's stored cursor. A drift report made by a drift report run is that run's to decide on until the run ends;
+only then may the sensor act on it (drift seen, labels still missing), so one verdict never starts two retrainings.
+The step takes drift triggers about its own report only; counts and estimates stay the sensor's.
+
+Reads are O(1) in the event log's size: counters, the `@champion` record, the latest materializations' metadata and
+the newest few runs carrying a trigger (benchmarks/bench_sensor_tick.py).
+"""
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import dagster as dg
+
+from mlplatform.domain.keys import (CHAMPION_VERSION, DATASET_DRIFT, DRIFT_REPORT_TAG, DRIFT_SHARE, ESTIMATE_TAG, ESTIMATED_METRIC, LABEL_WATERMARK_TAG,
+                                   LAUNCHED_BY_TAG, POLICY_TRIGGER_TAG, REASON_META, RECENT_ESTIMATE, RECENT_EVENTS,
+                                   RECENT_LOWER, RECENT_UPPER, REFERENCE, RETRAIN_TAG, SKIP_REASON, SKIPPED, TRIGGERED_AT_TAG)
+from mlplatform.domain.policy import DRIFT, Cursor, EstimatedPerformance, Observation, PolicyConfig, Trigger, decide
+from mlplatform.orchestration.instance import retrain_run_tags
+from mlplatform.orchestration.names import CRITICAL_STEP, DRIFT_REPORT, ESTIMATED_PERFORMANCE, RETRAINING_TRIGGER, ModelNames
+from mlplatform.orchestration.resources import PlatformResource
+from mlplatform.root import ModelContext
+from mlplatform.stores.registry import ChampionRecord
+
+RECENT_TRIGGER_RUNS = 5  # a drift report run records its trigger after later-created runs may have recorded theirs
+
+
+@dataclass(frozen=True)
+class Latest:
+    """An asset's latest materialization: its storage id (what triggers name), the run that made it, its metadata values."""
+
+    storage_id: str
+    run_id: str
+    metadata: dict[str, object]
+
+
+def latest(instance: dg.DagsterInstance, key: dg.AssetKey) -> Latest | None:
+    """One indexed query, the cheapest read there is."""
+    records = instance.fetch_materializations(key, limit=1).records
+    if not records or records[0].asset_materialization is None:
+        return None
+    record = records[0]
+    return Latest(str(record.storage_id), record.run_id, {k: v.value for k, v in record.asset_materialization.metadata.items()})
+
+
+def drift_state(instance: dg.DagsterInstance, names: ModelNames, champion_version: int | None,
+                deciding_run: str | None = None) -> tuple[bool | None, float | None, str | None, str]:
+    """Drift verdict, share, report id and, without a usable verdict, why: only a real report about the current champion
+    counts, and one made by a drift report run other than `deciding_run` only once that run has ended."""
+    report = latest(instance, names.asset(DRIFT_REPORT))
+    if report is None:
+        return None, None, None, "no drift report yet"
+    meta = report.metadata
+    if meta.get(SKIPPED, True):
+        return None, None, report.storage_id, f"latest drift report was skipped: {meta.get(SKIP_REASON, 'no reason recorded')}"
+    about = int(str(meta.get(CHAMPION_VERSION, 0)))
+    if about != champion_version:
+        return None, None, report.storage_id, f"latest drift report is about v{about}, not the champion v{champion_version}: waiting for a new one"
+    if report.run_id != deciding_run:
+        run = instance.get_run_by_id(report.run_id)
+        if run is not None and run.tags.get(LAUNCHED_BY_TAG) == names.drift_sensor and not run.is_finished:
+            return None, None, report.storage_id, f"latest drift report's run {report.run_id} is still deciding on it"
+    return bool(meta[DATASET_DRIFT]), float(str(meta[DRIFT_SHARE])), report.storage_id, ""
+
+
+def estimate_state(instance: dg.DagsterInstance, key: dg.AssetKey, champion_version: int | None) -> tuple[EstimatedPerformance | None, str]:
+    """The latest performance estimate and, without a usable one, why: only an estimate about the current champion counts."""
+    found = latest(instance, key)
+    if found is None:
+        return None, "no performance estimate yet"
+    meta = found.metadata
+    if meta.get(SKIPPED, True):
+        return None, f"latest performance estimate was skipped: {meta.get(SKIP_REASON, 'no reason recorded')}"
+    about = int(str(meta.get(CHAMPION_VERSION, 0)))
+    if about != champion_version:
+        return None, f"latest performance estimate is about v{about}, not the champion v{champion_version}: waiting for a new one"
+    if RECENT_ESTIMATE not in meta:
+        return None, f"no recent performance estimate: {meta.get('recent_note', 'no reason recorded')}"
+    return EstimatedPerformance(found.storage_id, str(meta[ESTIMATED_METRIC]), float(str(meta[RECENT_ESTIMATE])), float(str(meta[RECENT_LOWER])),
+                                float(str(meta[RECENT_UPPER])), float(str(meta[REFERENCE])), int(str(meta[RECENT_EVENTS]))), ""
+
+
+def _recorded(tags: dict[str, str]) -> Cursor:
+    """The cursor right after the trigger a run's tags record."""
+    return Cursor(last_trigger_seq=int(tags.get(LABEL_WATERMARK_TAG, 0)), last_trigger_time=float(tags.get(TRIGGERED_AT_TAG, 0)),
+                  last_drift_report=tags.get(DRIFT_REPORT_TAG), last_estimate=tags.get(ESTIMATE_TAG))
+
+
+def policy_cursor(instance: dg.DagsterInstance, model: str, stored: Cursor | None) -> Cursor:
+    """The newest of `stored` (None: lost or unreadable) and the cursors recorded on the latest runs carrying a trigger:
+    a lost cursor never repeats a run, and neither caller repeats the other's trigger."""
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={POLICY_TRIGGER_TAG: model}), limit=RECENT_TRIGGER_RUNS)
+    return max([_recorded(dict(r.tags)) for r in runs] + ([stored] if stored else []), key=lambda c: c.last_trigger_time, default=Cursor())
+
+
+@dataclass(frozen=True)
+class Verdict:
+    trigger: Trigger | None
+    cursor: Cursor  # the policy's cursor after this evaluation
+    why: str
+    tags: dict[str, str]  # what the run carrying the trigger records (empty without a trigger)
+
+
+def evaluate(instance: dg.DagsterInstance, model: ModelContext, names: ModelNames, record: ChampionRecord | None, stored: Cursor | None,
+             deciding_run: str | None = None) -> Verdict:
+    """`decide` on what the instance, the event log and the registry hold now; nothing while the champion is pinned."""
+    settings = model.settings
+    if record is not None and record.pinned:
+        return Verdict(None, stored or Cursor(), f"champion v{record.version} is pinned ({record.pin_reason}): no retraining until "
+                                                  f"`mlplatform champion unpin --model {model.name}`", {})
+    version, cutoff = (None, None) if record is None else (record.version, record.label_seq_cutoff)
+    drift = drift_state(instance, names, version, deciding_run)
+    estimate, estimate_note = estimate_state(instance, names.asset(ESTIMATED_PERFORMANCE), version)
+    cursor = policy_cursor(instance, model.name, stored)
+    now = time.time()
+    trigger, next_cursor, why = decide(
+        Observation(model.event_log.counts().label_watermark, cutoff, now, *drift, estimate=estimate, estimate_note=estimate_note),
+        cursor,
+        PolicyConfig(settings.retrain_every_n, settings.min_new_labelled_for_drift, settings.retrain_cooldown_seconds,
+                     settings.estimated_drop_margin if settings.retrain_on_estimated_drop else None, settings.estimated_drop_events),
+    )
+    tags = {} if trigger is None else {**trigger.tags, **retrain_run_tags(model.name), POLICY_TRIGGER_TAG: model.name, TRIGGERED_AT_TAG: f"{now:.3f}"}
+    return Verdict(trigger, next_cursor, why, tags)
+
+
+UNFINISHED = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED,
+              dg.DagsterRunStatus.CANCELING]
+
+
+def _retraining_elsewhere(instance: dg.DagsterInstance, model: str, run_id: str) -> str | None:
+    """Another unfinished retraining run of the model, if any: one retraining per model at a time, as the run queue keeps it."""
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={RETRAIN_TAG: model}, statuses=UNFINISHED), limit=RECENT_TRIGGER_RUNS)
+    return next((r.run_id for r in runs if r.run_id != run_id), None)
+
+
+def build_retraining_trigger(names: ModelNames, retry: dg.RetryPolicy) -> dg.AssetsDefinition:
+    """The step between a drift report and the retraining it calls for; features waits for it and is skipped without it."""
+    model_name = names.model
+    key = names.asset(RETRAINING_TRIGGER)
+
+    @dg.asset(
+        key=key,
+        deps=[names.asset(DRIFT_REPORT)],
+        group_name=names.group,
+        kinds={"python"},
+        retry_policy=retry,
+        op_tags=CRITICAL_STEP,
+        output_required=False,
+        description="In a drift report run: the retraining policy on the run's own report (the same decision the retraining "
+        "sensor makes, one run per trigger). Materialized, with the trigger in its metadata and the run's tags, when the "
+        "report's drift calls for a retraining: features → trained_model → evaluation_report follow in the same run; otherwise "
+        "an observation says why and they are skipped. In any other run (materialized by hand) it lets the retraining proceed.",
+    )
+    def retraining_trigger(context: dg.AssetExecutionContext, platform: PlatformResource) -> Iterator[dg.MaterializeResult]:
+        if context.run.tags.get(LAUNCHED_BY_TAG) != names.drift_sensor:
+            yield dg.MaterializeResult(metadata={REASON_META: "requested by hand: not a drift report run"})
+            return
+        model = platform.model(model_name)
+        verdict = evaluate(context.instance, model, names, model.registry.champion_record(), None, deciding_run=context.run.run_id)
+        trigger, report = verdict.trigger, latest(context.instance, names.asset(DRIFT_REPORT))
+        own = report is not None and report.run_id == context.run.run_id and trigger is not None and trigger.run_key == f"{DRIFT}-{report.storage_id}"
+        busy = _retraining_elsewhere(context.instance, model_name, context.run.run_id) if own else None
+        if trigger is not None and own and busy is None:
+            context.instance.add_run_tags(context.run.run_id, verdict.tags)
+            context.log.info(verdict.why)
+            yield dg.MaterializeResult(metadata={REASON_META: verdict.why, "trigger": trigger.reason, "drift_report": verdict.tags[DRIFT_REPORT_TAG],
+                                                 "new_labelled": trigger.new_labelled, "label_watermark": trigger.label_watermark})
+            return
+        why = (verdict.why if trigger is None else f"{verdict.why}, a trigger about no drift report of this run: left to the retraining sensor" if not own
+               else f"{verdict.why}, but retraining run {busy} is unfinished: the retraining sensor acts on this report once this run ends")
+        context.log.info(f"no retraining in this run: {why}")
+        context.log_event(dg.AssetObservation(asset_key=key, metadata={REASON_META: f"no retraining: {why}"}))
+
+    return retraining_trigger
