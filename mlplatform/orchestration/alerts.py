@@ -16,14 +16,31 @@ import dagster as dg
 
 from mlplatform.domain.keys import (CHAMPION_VERSION, CHALLENGER_VERSION, DATASET_DRIFT, DECISION_META, DRIFT_SHARE, DRIFTED_COLUMN_NAMES, MODEL_TAG,
                                    REASON_META, REPORT_URL, SKIP_REASON, SKIPPED)
+from mlplatform.domain.evaluation import primary_metric
+from mlplatform.domain.timeformat import iso_time
+from mlplatform.orchestration.assets import value_snapshot_metadata
 from mlplatform.orchestration.names import DRIFT_REPORT, EVALUATION_REPORT, LIVE_QUALITY, LIVE_QUALITY_CHECK, RAW_EVENTS, ModelNames, model_of_asset
 from mlplatform.orchestration.resources import PlatformResource
-from mlplatform.pipeline.live_quality import measure
+from mlplatform.pipeline.live_quality import LiveQuality, measure
 from mlplatform.root import ModelContext
+from mlplatform.stores.evidently_workspace import LIVE_QUALITY_KIND, ValuePoint, WorkspaceEntry, add_value_snapshots
 from mlplatform.stores.alerting import Alerter, AlertName, drift_alert, live_quality_alert, promotion_refused_alert, run_failed_alert
 
 WILL_RETRY_TAG = "dagster/will_retry"  # set by the instance on a failed run when run retries will re-launch it
 BATCH = 100
+
+
+def add_to_workspace(model: ModelContext, quality: LiveQuality) -> WorkspaceEntry:
+    """A score with a verdict as a snapshot in the model's Evidently project: the floored metrics (and the primary one)
+    beside their floors, at the time of the window's newest event."""
+    if not quality.enough or quality.last_event_time is None:
+        return WorkspaceEntry()
+    shown = {b.metric for b in quality.bounds} | {primary_metric(model.spec)[0]}
+    values = {f"live_{k}": v for k, v in quality.metrics.items() if k in shown} | {f"{b.metric}_{b.kind}": b.value for b in quality.bounds}
+    point = ValuePoint(f"{model.name}-live-v{quality.model_version}-{iso_time(quality.last_event_time)}", quality.last_event_time, values)
+    assert model.settings.evidently_workspace_dir is not None  # resolved by Settings
+    return add_value_snapshots(model.settings.evidently_workspace_dir, model.name, LIVE_QUALITY_KIND, quality.model_version, [point],
+                               "Live quality vs floor", model.settings.drift_reports_keep)
 
 
 def build_live_quality(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.FreshnessPolicy) -> tuple[dg.AssetsDefinition, dg.ScheduleDefinition]:
@@ -70,6 +87,7 @@ def build_live_quality(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.F
                 "floors": dg.MetadataValue.json(floors),
                 "window_start": quality.first_event_time or 0,
                 "window_end": quality.last_event_time or 0,
+                **value_snapshot_metadata(context, settings, add_to_workspace(model, quality)),
             },
             check_results=[
                 dg.AssetCheckResult(
