@@ -12,7 +12,11 @@ asset's own record is already made when this runs, so a workspace that cannot be
 
 from __future__ import annotations
 
+import fcntl
 import math
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,6 +30,7 @@ if TYPE_CHECKING:  # Evidently loads only where a report is written
     from evidently.sdk.models import DashboardPanelPlot
     from evidently.ui.workspace import Project, Workspace
 
+LOCK_FILE = ".mlplatform.lock"  # not a folder, so Evidently never takes it for a project
 DRIFT_TAB = "Drift"
 QUALITY_TAB = "Quality"
 TOP_COLUMNS = 5  # per-column drift score panel: the most drifted columns of the model's first report
@@ -123,20 +128,31 @@ def _project(workspace: Workspace, model: str, panels: list[DashboardPanelPlot],
 
 
 def _snapshots(workspace: Workspace, project_id: str, kind: str) -> list[tuple[str, datetime]]:
-    """The project's snapshots of one kind, newest added first, with their timestamps. Evidently's snapshot ids are
-    UUIDv7 (time-ordered from when each was added), so they sort by age; each snapshot is read for its tags."""
-    found = []
-    for sid in sorted(workspace.list_runs(project_id), reverse=True):
-        run = workspace.get_run(project_id, sid)
-        if run is not None and _kind(run.tags) == kind:
-            found.append((str(sid), run.timestamp))
-    return found
+    """The project's snapshots of one kind as the workspace found them when it opened, newest added first (Evidently's
+    snapshot ids are UUIDv7, time-ordered from when each was added), with their timestamps. Read from the snapshots the
+    local workspace parsed on opening, as its own `add_dataset` reads its projects: `get_run` would parse each again."""
+    from evidently.ui.service.storage.local import JsonFileProjectMetadataStorage
+
+    storage = workspace.datasets.project_manager.project_metadata
+    assert isinstance(storage, JsonFileProjectMetadataStorage)
+    stored = storage.state.snapshots.get(uuid.UUID(project_id), {})
+    return sorted(((str(sid), s.timestamp) for sid, s in stored.items() if _kind(s.tags) == kind), reverse=True)
 
 
-def _prune(workspace: Workspace, project_id: str, kind: str, keep: int) -> None:
-    """Keep the newest `keep` snapshots of this kind in the project, as the reports folder keeps its newest reports."""
-    for sid, _ in _snapshots(workspace, project_id, kind)[keep:]:
+def _prune(workspace: Workspace, project_id: str, newest_first: list[str], keep: int) -> None:
+    """Keep the newest `keep` of these snapshots (one kind's), as the reports folder keeps its newest reports."""
+    for sid in newest_first[keep:]:
         workspace.delete_run(project_id, sid)
+
+
+@contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """One writer at a time: a drift report and an estimate of the same run (or two models' assets) would otherwise
+    both create the model's project, or both prune what the other just counted."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / LOCK_FILE, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def _failed(folder: Path, exc: Exception) -> WorkspaceEntry:
@@ -148,11 +164,14 @@ def add_drift_snapshot(folder: Path, model: str, snapshot: Snapshot, name: str, 
     try:
         from evidently.ui.workspace import Workspace
 
-        workspace = Workspace(str(folder))
-        project = _project(workspace, model, drift_panels(top_columns), DRIFT_TAB)
-        ref = workspace.add_run(project.id, snapshot, name=name)
-        _prune(workspace, str(project.id), DRIFT_KIND, keep)
-        return WorkspaceEntry(str(project.id), str(ref.id))
+        with _locked(folder):
+            workspace = Workspace(str(folder))
+            project = _project(workspace, model, drift_panels(top_columns), DRIFT_TAB)
+            project_id = str(project.id)
+            known = [sid for sid, _ in _snapshots(workspace, project_id, DRIFT_KIND)]
+            added = str(workspace.add_run(project_id, snapshot, name=name).id)
+            _prune(workspace, project_id, [added, *known], keep)
+        return WorkspaceEntry(project_id, added)
     # Anything: the workspace is a view over reports already kept in the reports folder, and Evidently's local storage
     # raises what its file system, JSON and pydantic layers raise on an unwritable or corrupt folder.
     except Exception as exc:  # noqa: BLE001
@@ -182,21 +201,21 @@ def add_value_snapshots(folder: Path, model: str, kind: str, champion_version: i
     try:
         from evidently.ui.workspace import Workspace
 
-        workspace = Workspace(str(folder))
-        series = sorted({c for p in points for c in p.values})
-        project = _project(workspace, model, value_panels(panel_title, kind, series), QUALITY_TAB)
-        project_id = str(project.id)
-        known = _snapshots(workspace, project_id, kind)
-        newest = max((t for _, t in known), default=None)
-        added = None
-        for point in points:
-            if newest is None or point.timestamp > newest:
-                values = {k: v for k, v in point.values.items() if math.isfinite(v)}  # a metric without a value has no point
-                snapshot = _value_snapshot(ValuePoint(point.name, point.data_time, {**values, CHAMPION_COLUMN: champion_version}),
-                                           snapshot_tags(model, champion_version, kind))
-                added = str(workspace.add_run(project_id, snapshot, name=point.name).id)
-        if added is not None:
-            _prune(workspace, project_id, kind, keep)
-        return WorkspaceEntry(project_id, added)
+        with _locked(folder):
+            workspace = Workspace(str(folder))
+            series = sorted({c for p in points for c in p.values})
+            project = _project(workspace, model, value_panels(panel_title, kind, series), QUALITY_TAB)
+            project_id = str(project.id)
+            known = _snapshots(workspace, project_id, kind)
+            newest = max((t for _, t in known), default=None)
+            added: list[str] = []
+            for point in points:
+                if newest is None or point.timestamp > newest:
+                    values = {k: v for k, v in point.values.items() if math.isfinite(v)}  # a metric without a value has no point
+                    snapshot = _value_snapshot(ValuePoint(point.name, point.data_time, {**values, CHAMPION_COLUMN: champion_version}),
+                                               snapshot_tags(model, champion_version, kind))
+                    added.append(str(workspace.add_run(project_id, snapshot, name=point.name).id))
+            _prune(workspace, project_id, [*reversed(added), *(sid for sid, _ in known)], keep)
+        return WorkspaceEntry(project_id, added[-1] if added else None)
     except Exception as exc:  # noqa: BLE001 (as for drift snapshots: the workspace is a view, never the record)
         return _failed(folder, exc)
