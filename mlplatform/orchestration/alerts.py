@@ -1,7 +1,7 @@
 """Someone is told: live quality of each champion, and the sensors that turn what happens into Alertmanager alerts.
 
-- `<model>/live_quality` (asset) scores the champion on its labelled served predictions; its WARN check
-  `live_quality_floor` fails below the configured floors.
+- `<model>/live_quality` (asset) scores the champion on its labelled served predictions (a snapshot in the model's
+  Evidently project when the window is new); its WARN check `live_quality_floor` fails below the configured floors.
 - `<model>_alerts_sensor` reads new materializations of that model's drift_report, evaluation_report and
   live_quality and fires or resolves the matching alert; every tick it also delivers what the outbox still holds.
 - `run_failure_alerts` fires when any run of this code location fails, naming its model; `run_success_alerts`
@@ -30,7 +30,7 @@ WILL_RETRY_TAG = "dagster/will_retry"  # set by the instance on a failed run whe
 BATCH = 100
 
 
-def add_to_workspace(model: ModelContext, quality: LiveQuality) -> WorkspaceEntry:
+def add_live_snapshot(model: ModelContext, quality: LiveQuality) -> WorkspaceEntry:
     """A score with a verdict as a snapshot in the model's Evidently project: the floored metrics (and the primary one)
     beside their floors, at the time of the window's newest event."""
     if not quality.enough or quality.last_event_time is None:
@@ -58,7 +58,8 @@ def build_live_quality(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.F
         check_specs=[dg.AssetCheckSpec(LIVE_QUALITY_CHECK, asset=key,
                                        description="The champion's live precision/recall (or RMSE) on labelled served predictions meets its floor.")],
         description="The champion scored on its latest labelled served predictions (a sliding window of "
-        "`live_quality_window` events): how good the model is now, not on the past hold-out.",
+        "`live_quality_window` events): how good the model is now, not on the past hold-out. A score over a new window is "
+        "added to the model's Evidently project, beside its floors (`evidently ui`).",
     )
     def live_quality(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.MaterializeResult:
         model = platform.model(model_name)
@@ -87,7 +88,7 @@ def build_live_quality(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.F
                 "floors": dg.MetadataValue.json(floors),
                 "window_start": quality.first_event_time or 0,
                 "window_end": quality.last_event_time or 0,
-                **value_snapshot_metadata(context, settings, add_to_workspace(model, quality)),
+                **value_snapshot_metadata(context, settings, add_live_snapshot(model, quality)),
             },
             check_results=[
                 dg.AssetCheckResult(

@@ -66,7 +66,7 @@ def report_metadata(report: EstimationReport) -> dict[str, object]:
     return meta
 
 
-def add_to_workspace(model: ModelContext, report: EstimationReport, floors: list[Bound]) -> WorkspaceEntry:
+def add_estimate_snapshots(model: ModelContext, report: EstimationReport, floors: list[Bound]) -> WorkspaceEntry:
     """Each estimated chunk newer than the project's newest estimate as a snapshot at its newest event's time: the
     watched metric with its band (and realized where labels came back), the floored metrics beside their floors."""
     m, points = report.metric, []
@@ -101,7 +101,8 @@ def build_estimated_performance(names: ModelNames, retry: dg.RetryPolicy, freshn
         ],
         description="The champion's performance on the latest chunks of events (served or ingested, labelled or not), estimated "
         "without labels by the estimator it was logged with (CBPE for classification, DLE for regression), with the 95 % band "
-        "of a chunk that size, and realized beside it where labels came back. Blind to concept change (P(y|x) shifting).",
+        "of a chunk that size, and realized beside it where labels came back. Blind to concept change (P(y|x) shifting). "
+        "Each new chunk is added to the model's Evidently project, beside the floors (`evidently ui`).",
     )
     def estimated_performance(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.MaterializeResult:
         model = platform.model(model_name)
@@ -125,7 +126,7 @@ def build_estimated_performance(names: ModelNames, retry: dg.RetryPolicy, freshn
         context.log.info(f"{floor_text}; {trust_text}")
         return dg.MaterializeResult(
             metadata={**report_metadata(result), "floor_verdict": floor_text, "trust_verdict": trust_text,
-                      **value_snapshot_metadata(context, settings, add_to_workspace(model, result, floors))},
+                      **value_snapshot_metadata(context, settings, add_estimate_snapshots(model, result, floors))},
             check_results=[
                 dg.AssetCheckResult(check_name=ESTIMATE_FLOOR_CHECK, passed=not breaches, severity=dg.AssetCheckSeverity.WARN,
                                     description=floor_text, metadata={f"estimated_{k}": v for k, v in recent.metrics.items()}),
