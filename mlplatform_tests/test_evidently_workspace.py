@@ -1,10 +1,12 @@
-"""Drift reports in the local Evidently workspace: one project per model with the platform's dashboard panels, read back
-through Evidently's own workspace API and served by a real `evidently ui` on loopback; a workspace that cannot be
-written or read never fails the drift report."""
+"""Drift reports, live-quality scores and estimated-performance chunks in the local Evidently workspace: one project per
+model with the platform's dashboard panels, read back through Evidently's own workspace API and served by a real
+`evidently ui` on loopback; a workspace that cannot be written or read never fails the asset."""
 
 import logging
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
@@ -16,25 +18,45 @@ from mlplatform.cli.dev import evidently_server, free_port, running
 from mlplatform.domain.keys import EVIDENTLY_PROJECT_URL, EVIDENTLY_SNAPSHOT_URL, EVIDENTLY_WORKSPACE_ERROR, REPORT_PATH
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.orchestration.assets import latest_metadata
+from mlplatform.domain.validation import EVENT_ID, LABEL, validate_frame
 from mlplatform.orchestration.names import ModelNames
-from mlplatform.stores.evidently_workspace import DRIFT_TAB, TOP_COLUMNS
+from mlplatform.pipeline.estimation import estimate_floors
+from mlplatform.pipeline.replay import canonical_labels
+from mlplatform.stores.eventlog import SERVING_SOURCE
+from mlplatform.stores.evidently_workspace import (CHAMPION_COLUMN, DRIFT_KIND, DRIFT_TAB, ESTIMATED_KIND, LIVE_QUALITY_KIND, QUALITY_TAB, TOP_COLUMNS,
+                                                   KIND_TAG)
 from mlplatform.stores.reports import html_path
 from mlplatform_tests.monitoring_support import Platform, shuffled_stream, trained_platform
 
-DRIFT_REPORT, DRIFT_DASHBOARD = ModelNames("adult").assets("drift_report", "drift_dashboard")
+ADULT = ModelNames("adult")
+DRIFT_REPORT, DRIFT_DASHBOARD = ADULT.assets("drift_report", "drift_dashboard")
+LIVE_QUALITY, ESTIMATED = ADULT.asset("live_quality"), ADULT.asset("estimated_performance")
 WORKSPACE_KEYS = {EVIDENTLY_PROJECT_URL, EVIDENTLY_SNAPSHOT_URL, EVIDENTLY_WORKSPACE_ERROR}
 UI_URL = "http://127.0.0.1:39999"  # only links are built from it here; the server test starts its own on a free port
-PANELS = {"Share of drifted columns", "Drifted columns", "Drift score per column"}
+DRIFT_PANELS = {"Share of drifted columns", "Drifted columns", "Drift score per column"}
+QUALITY_PANELS = {"Live quality vs floor", "Estimated performance vs floor", "Champion version"}
+SERVED = 120  # per batch of served predictions; live_quality needs MLPLATFORM_LIVE_QUALITY_MIN_EVENTS of them
+
+
+@dataclass
+class Reported:
+    platform: Platform
+    drift: list[dict[str, object]]  # three drift reports' metadata, oldest first
+    live: list[dict[str, object]]  # two live_quality scores, each over newly served predictions, then one with nothing new
+    estimated: dict[str, object]  # one estimated_performance
 
 
 @pytest.fixture(scope="module")
-def reported(tmp_path_factory: pytest.TempPathFactory, adult_spec: DatasetSpec, adult_rows: pd.DataFrame) -> Iterator[tuple[Platform, list[dict[str, object]]]]:
-    """A champion and three drift reports of its stream, the workspace keeping the newest two (as the reports folder does)."""
+def reported(tmp_path_factory: pytest.TempPathFactory, adult_spec: DatasetSpec, adult_rows: pd.DataFrame) -> Iterator[Reported]:
+    """A champion, three drift reports of its stream, two live-quality scores and an estimate, the workspace keeping the
+    newest two of each kind (as the reports folder keeps its newest reports)."""
     env = {"MLPLATFORM_RETRAIN_EVERY_N": "1000000", "MLPLATFORM_DRIFT_MIN_CURRENT_ROWS": "100", "MLPLATFORM_DRIFT_REPORTS_KEEP": "2",
-           "MLPLATFORM_EVIDENTLY_UI_URL": UI_URL}
+           "MLPLATFORM_EVIDENTLY_UI_URL": UI_URL, "MLPLATFORM_LIVE_QUALITY_MIN_EVENTS": "50", "MLPLATFORM_ESTIMATION_CHUNK_EVENTS": "1000"}
     with trained_platform(tmp_path_factory.mktemp("evidently") / "state", adult_spec, shuffled_stream(adult_rows, seed=5), **env) as platform:
-        metas = [_report(platform) for _ in range(3)]
-        yield platform, metas
+        drift = [_report(platform) for _ in range(3)]
+        live = [_score(platform, SERVED), _score(platform, SERVED), _score(platform, 0)]
+        platform.materialize("estimated_performance")
+        yield Reported(platform, drift, live, latest_metadata(platform.instance, ESTIMATED) or {})
 
 
 def _report(platform: Platform) -> dict[str, object]:
@@ -47,16 +69,52 @@ def _report(platform: Platform) -> dict[str, object]:
     return {**meta, **(latest_metadata(platform.instance, DRIFT_DASHBOARD) or {})}
 
 
-def test_each_drift_report_is_a_snapshot_in_the_models_project_with_its_dashboard(reported: tuple[Platform, list[dict[str, object]]]) -> None:
-    platform, metas = reported
+def _serve(platform: Platform, n: int) -> None:
+    """What the prediction service logs for `n` requests (the stream's next rows, predicted by the champion), then the
+    labels coming back by event id."""
+    spec, model = platform.spec, platform.model
+    rows = platform.next_rows(n)
+    events = validate_frame(rows.drop(columns=[spec.label]), spec, generated_id_prefix="served", generated_time_start_us=0).events
+    events[LABEL] = None
+    predicted = model.registry.load_predictor(1).predict(events)
+    model.event_log.append(events.assign(model_version="1", prediction=predicted["prediction"], probability=predicted["probability"]), SERVING_SOURCE)
+    assert not model.event_log.add_labels(events[EVENT_ID].tolist(), canonical_labels(rows, spec).tolist()).conflicts
+
+
+def _score(platform: Platform, served: int) -> dict[str, object]:
+    if served:
+        _serve(platform, served)
+    platform.materialize("live_quality")
+    meta = latest_metadata(platform.instance, LIVE_QUALITY)
+    assert meta is not None and meta["enough_events"] is True, meta
+    return meta
+
+
+def _runs(workspace: Workspace, project_id: object, kind: str) -> dict[str, object]:
+    """The project's snapshots of one kind by id (drift snapshots carry `kind:drift`)."""
+    runs = {str(sid): workspace.get_run(project_id, sid) for sid in workspace.list_runs(project_id)}  # type: ignore[arg-type]
+    return {sid: run for sid, run in runs.items() if run is not None and f"{KIND_TAG}{kind}" in run.tags}
+
+
+def _values(run: object) -> dict[str, float]:
+    """A value snapshot's MeanValue per column."""
+    return {r.metric_value_location.metric.params["column"]: r.value for r in run.metric_results.values()}  # type: ignore[attr-defined]
+
+
+def _at(micros: object) -> datetime:
+    return datetime.fromtimestamp(int(str(micros)) / 1e6, tz=timezone.utc).replace(tzinfo=None)
+
+
+def test_each_drift_report_is_a_snapshot_in_the_models_project_with_its_dashboard(reported: Reported) -> None:
+    platform, metas = reported.platform, reported.drift
     workspace = Workspace(str(platform.settings.evidently_workspace_dir))
     [project] = workspace.search_project("adult")  # created once, found by name after
     assert len(workspace.list_projects()) == 1
-    runs = {str(sid): workspace.get_run(project.id, sid) for sid in workspace.list_runs(project.id)}
+    runs = _runs(workspace, project.id, DRIFT_KIND)
     kept = [html_path(Path(str(m[REPORT_PATH]))).stem for m in metas[1:]]
     assert sorted(r.name for r in runs.values() if r is not None) == sorted(kept), "the newest two, named after their report files"
     for run in runs.values():
-        assert run is not None and {"model:adult", "champion:v1"} <= set(run.tags)
+        assert run is not None and {"model:adult", "champion:v1", "kind:drift"} <= set(run.tags)
     newest = metas[-1]
     assert newest[EVIDENTLY_PROJECT_URL] == f"{UI_URL}/projects/{project.id}" and EVIDENTLY_WORKSPACE_ERROR not in newest
     snapshot_id = str(newest[EVIDENTLY_SNAPSHOT_URL]).rsplit("/", 1)[1]
@@ -65,8 +123,8 @@ def test_each_drift_report_is_a_snapshot_in_the_models_project_with_its_dashboar
     assert max(r.timestamp for r in runs.values() if r is not None) == newest_run.timestamp
 
     dashboard = workspace.get_dashboard(project.id)
-    assert [t.title for t in dashboard.tabs] == [DRIFT_TAB] and {p.title for p in dashboard.panels} == PANELS
-    assert len(dashboard.panels) == len(PANELS), "panels are added with the project, not with every report"
+    assert [t.title for t in dashboard.tabs] == [DRIFT_TAB, QUALITY_TAB] and {p.title for p in dashboard.panels} == DRIFT_PANELS | QUALITY_PANELS
+    assert len(dashboard.panels) == len(DRIFT_PANELS | QUALITY_PANELS), "panels are added once, not with every snapshot"
     [per_column] = [p for p in dashboard.panels if p.title == "Drift score per column"]
     columns = [v.metric_labels["column"] for v in per_column.values]
     assert len(columns) == TOP_COLUMNS and set(columns) <= set(platform.spec.features)
@@ -74,23 +132,63 @@ def test_each_drift_report_is_a_snapshot_in_the_models_project_with_its_dashboar
     assert share.metric == "evidently:metric_v2:DriftedColumnsCount" and share.metric_labels == {"value_type": "share"}
 
 
-def test_evidently_ui_serves_the_project_and_its_snapshots_on_loopback(reported: tuple[Platform, list[dict[str, object]]], tmp_path: Path) -> None:
-    platform, _ = reported
+def test_live_quality_scores_are_snapshots_beside_their_floors_at_the_time_of_their_data(reported: Reported) -> None:
+    platform, live = reported.platform, reported.live
+    settings = platform.settings
+    workspace = Workspace(str(settings.evidently_workspace_dir))
+    [project] = workspace.search_project("adult")
+    runs = _runs(workspace, project.id, LIVE_QUALITY_KIND)
+    assert len(runs) == 2, "one per score over new data; a score with nothing new adds none"
+    assert EVIDENTLY_SNAPSHOT_URL not in live[2] and live[2][EVIDENTLY_PROJECT_URL] == f"{UI_URL}/projects/{project.id}"
+    for meta in live[:2]:
+        assert EVIDENTLY_WORKSPACE_ERROR not in meta
+        run = runs[str(meta[EVIDENTLY_SNAPSHOT_URL]).rsplit("/", 1)[1]]
+        assert run.timestamp == _at(meta["window_end"]) and {"model:adult", "champion:v1"} <= set(run.tags)  # type: ignore[attr-defined]
+        assert _values(run) == pytest.approx({"live_precision": meta["precision"], "live_recall": meta["recall"], "live_roc_auc": meta["roc_auc"],
+                                              "precision_floor": settings.live_min_precision, "recall_floor": settings.live_min_recall, CHAMPION_COLUMN: 1})
+    [panel] = [p for p in workspace.get_dashboard(project.id).panels if p.title == "Live quality vs floor"]
+    assert {v.metric_labels["column"] for v in panel.values} == {"live_precision", "live_recall", "live_roc_auc", "precision_floor", "recall_floor"}
+    assert all(v.tags == ["kind:live_quality"] for v in panel.values), "the floors are in the estimates too: each panel reads its own kind"
+
+
+def test_estimated_chunks_are_snapshots_at_their_newest_events_time(reported: Reported) -> None:
+    platform, meta = reported.platform, reported.estimated
+    workspace = Workspace(str(platform.settings.evidently_workspace_dir))
+    [project] = workspace.search_project("adult")
+    runs = _runs(workspace, project.id, ESTIMATED_KIND)
+    assert int(str(meta["chunks"])) > 2 and len(runs) == 2, "every chunk was added, the newest two kept"
+    newest = runs[str(meta[EVIDENTLY_SNAPSHOT_URL]).rsplit("/", 1)[1]]
+    assert max(r.timestamp for r in runs.values()) == newest.timestamp  # type: ignore[attr-defined]
+    values = _values(newest)
+    floors = {f"{b.metric}_{b.kind}": b.value for b in estimate_floors(platform.settings, platform.spec)}
+    assert values[CHAMPION_COLUMN] == 1 and set(floors) == {"precision_floor", "recall_floor", "roc_auc_floor"} and floors.items() <= values.items()
+    assert values["estimated_roc_auc_lower"] <= values["estimated_roc_auc"] <= values["estimated_roc_auc_upper"]
+    assert values["estimated_roc_auc"] == pytest.approx(float(str(meta["estimated_roc_auc"])))
+    assert {"estimated_precision", "estimated_recall"} <= set(values)
+    assert len(_runs(workspace, project.id, DRIFT_KIND)) == 2, "each kind keeps its own newest: the estimates pushed out no drift report"
+    platform.materialize("estimated_performance")  # the same chunks again: nothing new
+    again = latest_metadata(platform.instance, ESTIMATED) or {}
+    assert EVIDENTLY_SNAPSHOT_URL not in again and set(_runs(workspace, project.id, ESTIMATED_KIND)) == set(runs)
+
+
+def test_evidently_ui_serves_the_project_and_its_snapshots_on_loopback(reported: Reported, tmp_path: Path) -> None:
+    platform = reported.platform
     settings = platform.settings.model_copy(update={"evidently_ui_url": f"http://127.0.0.1:{free_port()}"})
     with running(settings, log_dir=tmp_path / "logs", timeout_seconds=120, grace_seconds=5, servers=[evidently_server(settings)]) as [server]:
         projects = httpx.get(f"{settings.evidently_ui_url}/api/projects", timeout=30).json()
         [project] = [p for p in projects if p["name"] == "adult"]
         snapshots = httpx.get(f"{settings.evidently_ui_url}/api/projects/{project['id']}/snapshots", timeout=30)
-        assert snapshots.status_code == 200 and len(snapshots.json()) == 2, snapshots.text
+        assert snapshots.status_code == 200 and len(snapshots.json()) == 6, snapshots.text  # two of each kind
         dashboard = httpx.get(f"{settings.evidently_ui_url}/api/v2/dashboards/{project['id']}", timeout=30)
         assert dashboard.status_code == 200, dashboard.text
-        for panel in dashboard.json()["panels"]:  # each panel's metrics resolve to one value per kept snapshot
+        for panel in dashboard.json()["panels"]:  # each panel's metrics resolve to one value per kept snapshot it reads
             filters = [{"tags": v["tags"], "metadata": v["metadata"], "metric": v["metric"], "metric_labels": v["metric_labels"]} for v in panel["values"]]
             answer = httpx.post(f"{settings.evidently_ui_url}/api/v2/snapshots/{project['id']}/data_series_batch", json={"series_filter": filters}, timeout=30)
             assert answer.status_code in (200, 201), answer.text
             series = answer.json()
-            assert len(series["sources"]) == 2 and len(series["series"]) == len(filters), (panel["title"], series)
-            assert all(len(s["values"]) == 2 and None not in s["values"] for s in series["series"]), (panel["title"], series)
+            read = 4 if panel["title"] == "Champion version" else 2  # the champion is in live-quality and estimate snapshots
+            assert len(series["sources"]) == read and len(series["series"]) == len(filters), (panel["title"], series)
+            assert all(len(s["values"]) == read and None not in s["values"] for s in series["series"]), (panel["title"], series)
         assert server.process is not None
         environ = Path(f"/proc/{server.process.pid}/environ").read_bytes().split(b"\0")
         assert b"DO_NOT_TRACK=true" in environ, "Evidently's telemetry stays off in the UI server"
@@ -117,9 +215,8 @@ def _corrupt(folder: Path) -> Path:
 
 
 @pytest.mark.parametrize("broken", [_blocked, _corrupt], ids=["unwritable", "corrupt"])
-def test_a_broken_workspace_never_fails_the_drift_report(reported: tuple[Platform, list[dict[str, object]]], broken: object, tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    platform, _ = reported
+def test_a_broken_workspace_never_fails_the_asset(reported: Reported, broken: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    platform = reported.platform
     folder = broken(tmp_path)  # type: ignore[operator]
     monkeypatch.setenv("MLPLATFORM_EVIDENTLY_WORKSPACE_DIR", str(folder))
     meta = _report(platform)
@@ -129,6 +226,8 @@ def test_a_broken_workspace_never_fails_the_drift_report(reported: tuple[Platfor
     [run] = platform.instance.get_runs(limit=1)
     warnings = [e.user_message for e in platform.instance.all_logs(run.run_id) if e.level == logging.WARNING]
     assert any(error in message for message in warnings), warnings
+    live = _score(platform, SERVED)
+    assert str(live[EVIDENTLY_WORKSPACE_ERROR]).startswith(f"Evidently workspace {folder} not updated: ") and "precision" in live
 
     monkeypatch.delenv("MLPLATFORM_EVIDENTLY_WORKSPACE_DIR")  # the workspace is back: the next report is added
     meta = _report(platform)
@@ -139,8 +238,8 @@ def test_a_broken_workspace_never_fails_the_drift_report(reported: tuple[Platfor
     assert newest is not None and newest.name == html_path(Path(str(meta[REPORT_PATH]))).stem
 
 
-def test_a_report_gone_from_the_reports_folder_is_not_added_and_says_why(reported: tuple[Platform, list[dict[str, object]]]) -> None:
-    platform, _ = reported
+def test_a_report_gone_from_the_reports_folder_is_not_added_and_says_why(reported: Reported) -> None:
+    platform = reported.platform
     meta = _report(platform)
     Path(str(meta[REPORT_PATH])).unlink()  # pruned, or removed by hand, before drift_dashboard ran again
     platform.materialize("drift_dashboard")

@@ -1,7 +1,7 @@
 """The operator's path in a real browser (Debian's Chromium driven by Playwright) and through Dagster's GraphQL API.
 
-One stack per module: `mlplatform dev`'s servers (Dagster webserver + daemon, MLflow UI, reports route) on free
-loopback ports, over a temporary state where a champion was trained on a small slice of Adult and a drifted batch
+One stack per module: `mlplatform dev`'s servers (Dagster webserver + daemon, MLflow UI, reports route, Evidently UI) on
+free loopback ports, over a temporary state where a champion was trained on a small slice of Adult and drifted batches
 arrived since. Starting the servers is the slow part, so every test here shares them. A failing step leaves a
 screenshot in mlplatform_tests/artifacts/ui/; MLPLATFORM_DOCS_SCREENSHOTS=1 refreshes the README's screenshots.
 """
@@ -20,12 +20,15 @@ import pandas as pd
 import pytest
 from playwright.sync_api import BrowserContext, Page, Route, expect, sync_playwright
 
-from mlplatform.domain.keys import LAUNCHED_BY_TAG
+from mlplatform.domain.keys import EVIDENTLY_PROJECT_URL, LAUNCHED_BY_TAG
 from mlplatform.orchestration.assets import latest_metadata
 from mlplatform.orchestration.names import ModelNames
 from mlplatform.cli.dev import free_port, running
 from mlplatform.stores.registry import CHAMPION
+from mlplatform.domain.validation import validate_frame
+from mlplatform.pipeline.drift import compare, most_drifted
 from mlplatform.pipeline.replay import DriftScenario, inject_drift, write_batches
+from mlplatform.stores.evidently_workspace import TOP_COLUMNS, add_drift_snapshot, snapshot_tags
 from mlplatform.settings import REPO_ROOT
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform_tests.monitoring_support import CHAMPION_ROWS, Platform, shuffled_stream, trained_platform
@@ -39,10 +42,13 @@ DOCS_SCREENSHOTS = REPO_ROOT / "docs" / "screenshots"
 ADULT = ModelNames("adult")
 SENSOR_NAME = ADULT.retraining_sensor
 DRIFT_REPORT, EVALUATION_REPORT, RAW_EVENTS = ADULT.asset("drift_report"), ADULT.asset("evaluation_report"), ADULT.asset("raw_events")
-GROUPS = ("adult", "bike_sharing")  # one group per model, each holding the same seven assets
-ASSETS = ("raw_events", "features", "trained_model", "evaluation_report", "drift_report", "live_quality", "estimated_performance")
+GROUPS = ("adult", "bike_sharing")  # one group per model, each holding the same nine assets
+ASSETS = ("raw_events", "features", "trained_model", "evaluation_report", "drift_report", "retraining_trigger", "drift_dashboard", "live_quality",
+          "estimated_performance")
 DRIFT = DriftScenario(shift_numeric={"age": 2.0, "hours-per-week": 2.0}, category_mix={"workclass": "Self-emp-inc"}, seed=5)
 DRIFTED_ROWS = 1000
+MORE_DRIFT = (DriftScenario(shift_numeric={"age": 1.0}, seed=6),  # milder and stronger than DRIFT: the share moves over time
+              DriftScenario(shift_numeric={"age": 2.0, "hours-per-week": 2.0, "capital-gain": 2.0}, category_mix={"workclass": "Self-emp-inc", "education": "Doctorate"}, seed=7))
 SLOW = 240_000  # ms: each run starts a fresh process that imports the code location, on a machine busy with other tests
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (`make system-deps` installs it)")
@@ -53,13 +59,32 @@ class Stack:
     platform: Platform
     dagster: str
     mlflow: str
+    evidently: str
     log_dir: Path
+
+
+def _more_drift_snapshots(platform: Platform, folder: Path) -> None:
+    """Two more drift reports of the champion in its Evidently project, made by Evidently from the stream (as the
+    drift_report asset makes them) and added through the workspace store, without two more Dagster runs."""
+    spec, settings = platform.spec, platform.settings
+    champion = platform.model.registry.champion()
+    assert champion is not None and settings.evidently_workspace_dir is not None
+    stream = platform.rows.iloc[:CHAMPION_ROWS]
+    events = lambda rows: validate_frame(rows, spec, generated_id_prefix="more-drift", generated_time_start_us=0).events  # noqa: E731
+    for i, scenario in enumerate(MORE_DRIFT):
+        current = events(inject_drift(platform.next_rows(DRIFTED_ROWS), spec, scenario, reference=stream))
+        columns, *_, snapshot = compare(spec, events(stream), current, settings.drift_share_threshold, folder / f"more-drift-{i}.json.xz",
+                                        snapshot_tags(spec.name, int(champion.version)))
+        entry = add_drift_snapshot(settings.evidently_workspace_dir, spec.name, snapshot, f"more-drift-{i}",
+                                   [c.column for c in most_drifted(columns)[:TOP_COLUMNS]], settings.drift_reports_keep)
+        assert entry.error is None, entry.error
 
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, adult_spec: DatasetSpec, adult_rows: pd.DataFrame) -> Iterator[Stack]:
-    """Two model versions (one `@champion`), a drifted batch and its drift report in a fresh state, then `mlplatform dev`'s servers.
+    """Two model versions (one `@champion`), a drifted batch and its drift report in a fresh state, two more drift
+    reports in the Evidently workspace, then `mlplatform dev`'s servers.
 
     Automatic retraining and drift runs are switched off, so the daemon only ticks the sensors: the runs the
     tests launch are the only ones competing for the CPU.
@@ -71,8 +96,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory, adult_spec: DatasetSpec, adu
         platform.replay(inject_drift(platform.next_rows(DRIFTED_ROWS), adult_spec, DRIFT, reference=platform.rows.iloc[:CHAMPION_ROWS]))
         platform.materialize("drift_report")
         platform.materialize("features", "trained_model", "evaluation_report")
+        _more_drift_snapshots(platform, root)
         with running(platform.settings, log_dir=root / "logs"):
-            yield Stack(platform, env["MLPLATFORM_DAGSTER_UI_URL"], env["MLPLATFORM_MLFLOW_UI_URL"], root / "logs")
+            yield Stack(platform, env["MLPLATFORM_DAGSTER_UI_URL"], env["MLPLATFORM_MLFLOW_UI_URL"], env["MLPLATFORM_EVIDENTLY_UI_URL"], root / "logs")
 
 
 def _loopback_only(route: Route) -> None:
@@ -276,3 +302,51 @@ def test_mlflow_ui_shows_the_registered_model_its_versions_and_the_champion(stac
             expect(page.get_by_role("link", name=f"Version {version.version}", exact=True)).to_be_visible()
         champion_row = page.get_by_role("row").filter(has=page.get_by_role("link", name=f"Version {champion.version}", exact=True))
         expect(champion_row.get_by_text(re.compile(rf"^@\s*{CHAMPION}$"))).to_be_visible()
+
+
+def test_evidently_ui_shows_the_models_project_with_drift_share_over_the_reports(stack: Stack, page: Page) -> None:
+    meta = latest_metadata(stack.platform.instance, DRIFT_REPORT) or {}
+    project_url = str(meta[EVIDENTLY_PROJECT_URL])
+    assert project_url.startswith(f"{stack.evidently}/projects/"), meta
+    with step(page, "evidently-projects"):
+        page.goto(stack.evidently)
+        expect(page.get_by_text(stack.platform.spec.name, exact=True).first).to_be_visible()
+    with step(page, "evidently-dashboard"):
+        page.goto(project_url)
+        share = page.locator("div.MuiCard-root, div.MuiPaper-root").filter(has=page.get_by_text("Share of drifted columns", exact=True)).last
+        expect(share).to_be_visible()
+        points = share.locator("svg .MuiMarkElement-root")  # one mark per drift report's snapshot
+        expect(points.nth(2)).to_be_visible()
+        assert points.count() >= 3
+        _docs_screenshot(page, "evidently-drift-dashboard")
+
+
+def test_mlflow_run_page_shows_the_logged_datasets_and_the_evaluation_plots(stack: Stack, page: Page) -> None:
+    spec = stack.platform.spec
+    meta = latest_metadata(stack.platform.instance, EVALUATION_REPORT) or {}
+    run_url = str(meta["mlflow_run"])
+    with step(page, "mlflow-run-datasets"):
+        page.goto(run_url)
+        assistant = page.get_by_role("button", name="Close")  # MLflow's assistant panel opens beside the run by default
+        expect(assistant).to_be_visible()
+        assistant.click()
+        expect(page.get_by_text(f"{spec.name}-train").first).to_be_visible()  # the first input; the others behind "+1"
+        page.get_by_text("+1", exact=True).first.click()
+        expect(page.get_by_text(f"{spec.name}-holdout").first).to_be_visible()
+        _docs_screenshot(page, "mlflow-run-datasets")
+    with step(page, "mlflow-run-artifacts"):
+        page.goto(f"{run_url}/artifacts")
+        for plot in ("roc_curve", "precision_recall_curve", "calibration_curve", "confusion_matrix"):
+            expect(page.get_by_text(re.compile(rf"^{plot}.*\.png$")).first).to_be_visible()
+        page.get_by_text(re.compile(r"^roc_curve.*\.png$")).first.click()
+        expect(page.get_by_text(re.compile(r"^roc_curve.*\.png$")).nth(1)).to_be_visible()  # the preview's title beside the tree
+        page.wait_for_function("() => [...document.images].some(i => i.complete && i.naturalWidth >= 300)")  # the figure itself, 5 x 4 in at 72 dpi
+        _docs_screenshot(page, "mlflow-run-evaluation-plots")
+
+
+def test_dagster_asset_page_shows_freshness(stack: Stack, page: Page) -> None:
+    with step(page, "dagster-freshness"):
+        page.goto(f"{stack.dagster}/assets/adult/trained_model")
+        status = page.locator("div").filter(has=page.get_by_text("Freshness policy", exact=True)).filter(has=page.get_by_text("Latest materialization")).last
+        expect(status.get_by_text("Passing", exact=True)).to_be_visible()  # materialized well inside freshness_model_hours
+        _docs_screenshot(page, "dagster-asset-freshness")

@@ -1,7 +1,7 @@
 """Someone is told: live quality of each champion, and the sensors that turn what happens into Alertmanager alerts.
 
-- `<model>/live_quality` (asset) scores the champion on its labelled served predictions; its WARN check
-  `live_quality_floor` fails below the configured floors.
+- `<model>/live_quality` (asset) scores the champion on its labelled served predictions (a snapshot in the model's
+  Evidently project when the window is new); its WARN check `live_quality_floor` fails below the configured floors.
 - `<model>_alerts_sensor` reads new materializations of that model's drift_report, evaluation_report and
   live_quality and fires or resolves the matching alert; every tick it also delivers what the outbox still holds.
 - `run_failure_alerts` fires when any run of this code location fails, naming its model; `run_success_alerts`
@@ -16,14 +16,31 @@ import dagster as dg
 
 from mlplatform.domain.keys import (CHAMPION_VERSION, CHALLENGER_VERSION, DATASET_DRIFT, DECISION_META, DRIFT_SHARE, DRIFTED_COLUMN_NAMES, MODEL_TAG,
                                    REASON_META, REPORT_URL, SKIP_REASON, SKIPPED)
+from mlplatform.domain.evaluation import primary_metric
+from mlplatform.domain.timeformat import iso_time
+from mlplatform.orchestration.assets import value_snapshot_metadata
 from mlplatform.orchestration.names import DRIFT_REPORT, EVALUATION_REPORT, LIVE_QUALITY, LIVE_QUALITY_CHECK, RAW_EVENTS, ModelNames, model_of_asset
 from mlplatform.orchestration.resources import PlatformResource
-from mlplatform.pipeline.live_quality import measure
+from mlplatform.pipeline.live_quality import LiveQuality, measure
 from mlplatform.root import ModelContext
+from mlplatform.stores.evidently_workspace import LIVE_QUALITY_KIND, ValuePoint, WorkspaceEntry, add_value_snapshots
 from mlplatform.stores.alerting import Alerter, AlertName, drift_alert, live_quality_alert, promotion_refused_alert, run_failed_alert
 
 WILL_RETRY_TAG = "dagster/will_retry"  # set by the instance on a failed run when run retries will re-launch it
 BATCH = 100
+
+
+def add_live_snapshot(model: ModelContext, quality: LiveQuality) -> WorkspaceEntry:
+    """A score with a verdict as a snapshot in the model's Evidently project: the floored metrics (and the primary one)
+    beside their floors, at the time of the window's newest event."""
+    if not quality.enough or quality.last_event_time is None:
+        return WorkspaceEntry()
+    shown = {b.metric for b in quality.bounds} | {primary_metric(model.spec)[0]}
+    values = {f"live_{k}": v for k, v in quality.metrics.items() if k in shown} | {f"{b.metric}_{b.kind}": b.value for b in quality.bounds}
+    point = ValuePoint(f"{model.name}-live-v{quality.model_version}-{iso_time(quality.last_event_time)}", quality.last_event_time, values)
+    assert model.settings.evidently_workspace_dir is not None  # resolved by Settings
+    return add_value_snapshots(model.settings.evidently_workspace_dir, model.name, LIVE_QUALITY_KIND, quality.model_version, [point],
+                               "Live quality vs floor", model.settings.drift_reports_keep)
 
 
 def build_live_quality(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.FreshnessPolicy) -> tuple[dg.AssetsDefinition, dg.ScheduleDefinition]:
@@ -41,7 +58,8 @@ def build_live_quality(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.F
         check_specs=[dg.AssetCheckSpec(LIVE_QUALITY_CHECK, asset=key,
                                        description="The champion's live precision/recall (or RMSE) on labelled served predictions meets its floor.")],
         description="The champion scored on its latest labelled served predictions (a sliding window of "
-        "`live_quality_window` events): how good the model is now, not on the past hold-out.",
+        "`live_quality_window` events): how good the model is now, not on the past hold-out. A score over a new window is "
+        "added to the model's Evidently project, beside its floors (`evidently ui`).",
     )
     def live_quality(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.MaterializeResult:
         model = platform.model(model_name)
@@ -70,6 +88,7 @@ def build_live_quality(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.F
                 "floors": dg.MetadataValue.json(floors),
                 "window_start": quality.first_event_time or 0,
                 "window_end": quality.last_event_time or 0,
+                **value_snapshot_metadata(context, settings, add_live_snapshot(model, quality)),
             },
             check_results=[
                 dg.AssetCheckResult(

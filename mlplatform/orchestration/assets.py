@@ -13,7 +13,8 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from mlplatform.domain.keys import CHAMPION_VERSION, MLFLOW_VERSION, MODEL_TAG, REPORT_PATH, REPORT_URL, RUN_TAG_PREFIX, SNAPSHOT
+from mlplatform.domain.keys import (CHAMPION_VERSION, EVIDENTLY_PROJECT_URL, EVIDENTLY_SNAPSHOT_URL, EVIDENTLY_WORKSPACE_ERROR, MLFLOW_VERSION, MODEL_TAG,
+                                   REPORT_PATH, REPORT_URL, RUN_TAG_PREFIX, SNAPSHOT)
 from mlplatform.domain.retry_budget import RetryBudget
 from mlplatform.domain.training import TrainingError
 from mlplatform.domain.validation import LABEL
@@ -24,6 +25,7 @@ from mlplatform.pipeline.landing import LandingPolicy, ingest_pending
 from mlplatform.pipeline.retraining import (FeatureSnapshot, apply_decision, build_feature_snapshot, evaluate_challenger, record_evaluation,
                                             train_challenger)
 from mlplatform.settings import SettingsError
+from mlplatform.stores.evidently_workspace import WorkspaceEntry
 from mlplatform.stores.registry import Registry, tag
 from mlplatform.settings import Settings
 from mlplatform.stores.reports import mlflow_run_url, mlflow_version_url, report_url
@@ -50,6 +52,16 @@ def latest_metadata(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict[str,
     if event is None or event.asset_materialization is None:
         return None
     return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+
+
+def value_snapshot_metadata(context: dg.AssetExecutionContext, settings: Settings, entry: WorkspaceEntry) -> dict[str, object]:
+    """Links to the model's project and to the snapshot just added (none when the data had nothing new) in `evidently
+    ui`, or why the workspace was not updated, which is also logged as a warning: the asset's own record stands."""
+    if entry.error is not None:
+        context.log.warning(entry.error)
+        return {EVIDENTLY_WORKSPACE_ERROR: entry.error}
+    links = {EVIDENTLY_PROJECT_URL: entry.project_url(settings), EVIDENTLY_SNAPSHOT_URL: entry.snapshot_url(settings)}
+    return {k: dg.MetadataValue.url(v) for k, v in links.items() if v is not None}
 
 
 def markdown_table(frame: pd.DataFrame) -> str:

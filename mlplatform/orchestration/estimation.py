@@ -12,11 +12,14 @@ import pandas as pd
 from mlplatform.domain.estimation import Estimate
 from mlplatform.domain.keys import (CHAMPION_VERSION, ESTIMATED_METRIC, RECENT_ESTIMATE, RECENT_EVENTS, RECENT_LOWER, RECENT_UPPER, REFERENCE,
                                    SKIP_REASON, SKIPPED)
-from mlplatform.domain.timeformat import iso_text
-from mlplatform.orchestration.assets import markdown_table
+from mlplatform.domain.timeformat import iso_text, iso_time
+from mlplatform.orchestration.assets import markdown_table, value_snapshot_metadata
 from mlplatform.orchestration.names import ESTIMATE_FLOOR_CHECK, ESTIMATE_TRUST_CHECK, ESTIMATED_PERFORMANCE, RAW_EVENTS, ModelNames
 from mlplatform.orchestration.resources import PlatformResource
 from mlplatform.pipeline.estimation import EstimationReport, EstimationSkipped, estimate_floors, estimate_performance
+from mlplatform.pipeline.live_quality import Bound
+from mlplatform.root import ModelContext
+from mlplatform.stores.evidently_workspace import ESTIMATED_KIND, ValuePoint, WorkspaceEntry, add_value_snapshots
 
 CONCEPT_CHANGE = ("where labels came back, realized performance left the estimate's band: P(y|x) has probably changed "
                   "(concept change), which an estimate from the inputs cannot see; trust realized performance and live_quality")
@@ -63,6 +66,23 @@ def report_metadata(report: EstimationReport) -> dict[str, object]:
     return meta
 
 
+def add_estimate_snapshots(model: ModelContext, report: EstimationReport, floors: list[Bound]) -> WorkspaceEntry:
+    """Each estimated chunk newer than the project's newest estimate as a snapshot at its newest event's time: the
+    watched metric with its band (and realized where labels came back), the floored metrics beside their floors."""
+    m, points = report.metric, []
+    for c in report.chunks:
+        e = c.estimate
+        if m not in e.metrics:
+            continue
+        values = {f"estimated_{m}": e.metrics[m], f"estimated_{m}_lower": e.lower[m], f"estimated_{m}_upper": e.upper[m]}
+        values |= {f"realized_{m}": c.realized[m]} if m in c.realized else {}
+        values |= {k: v for b in floors if b.metric in e.metrics for k, v in ((f"estimated_{b.metric}", e.metrics[b.metric]), (f"{b.metric}_{b.kind}", b.value))}
+        points.append(ValuePoint(f"{model.name}-estimate-v{report.champion_version}-{iso_time(c.last_event_time)}", c.last_event_time, values))
+    assert model.settings.evidently_workspace_dir is not None  # resolved by Settings
+    return add_value_snapshots(model.settings.evidently_workspace_dir, model.name, ESTIMATED_KIND, report.champion_version, points,
+                               "Estimated performance vs floor", model.settings.drift_reports_keep)
+
+
 def build_estimated_performance(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.FreshnessPolicy) -> dg.AssetsDefinition:
     model_name = names.model
     key = names.asset(ESTIMATED_PERFORMANCE)
@@ -81,7 +101,8 @@ def build_estimated_performance(names: ModelNames, retry: dg.RetryPolicy, freshn
         ],
         description="The champion's performance on the latest chunks of events (served or ingested, labelled or not), estimated "
         "without labels by the estimator it was logged with (CBPE for classification, DLE for regression), with the 95 % band "
-        "of a chunk that size, and realized beside it where labels came back. Blind to concept change (P(y|x) shifting).",
+        "of a chunk that size, and realized beside it where labels came back. Blind to concept change (P(y|x) shifting). "
+        "Each new chunk is added to the model's Evidently project, beside the floors (`evidently ui`).",
     )
     def estimated_performance(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.MaterializeResult:
         model = platform.model(model_name)
@@ -96,15 +117,16 @@ def build_estimated_performance(names: ModelNames, retry: dg.RetryPolicy, freshn
                 check_results=[dg.AssetCheckResult(check_name=name, passed=True, severity=dg.AssetCheckSeverity.WARN, description=f"no estimate: {result.reason}")
                                for name in (ESTIMATE_FLOOR_CHECK, ESTIMATE_TRUST_CHECK)],
             )
-        recent = result.recent
-        breaches = [b.describe(recent.metrics[b.metric]).replace("live ", "estimated ") for b in estimate_floors(settings, spec)
+        recent, floors = result.recent, estimate_floors(settings, spec)
+        breaches = [b.describe(recent.metrics[b.metric]).replace("live ", "estimated ") for b in floors
                     if b.metric in recent.metrics and b.breached_by(recent.metrics[b.metric])]
         floor_text = "; ".join(breaches) or ("estimate within floors" if recent.metrics else f"no estimate: {recent.note}")
         untrusted = result.untrusted
         trust_text = f"{CONCEPT_CHANGE}: {'; '.join(untrusted)}" if untrusted else "realized performance inside the estimate's band wherever labels came back"
         context.log.info(f"{floor_text}; {trust_text}")
         return dg.MaterializeResult(
-            metadata={**report_metadata(result), "floor_verdict": floor_text, "trust_verdict": trust_text},
+            metadata={**report_metadata(result), "floor_verdict": floor_text, "trust_verdict": trust_text,
+                      **value_snapshot_metadata(context, settings, add_estimate_snapshots(model, result, floors))},
             check_results=[
                 dg.AssetCheckResult(check_name=ESTIMATE_FLOOR_CHECK, passed=not breaches, severity=dg.AssetCheckSeverity.WARN,
                                     description=floor_text, metadata={f"estimated_{k}": v for k, v in recent.metrics.items()}),

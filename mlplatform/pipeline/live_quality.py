@@ -32,8 +32,12 @@ class Bound:
     def breached_by(self, observed: float) -> bool:
         return not math.isnan(observed) and (observed < self.value if self.minimum else observed > self.value)
 
+    @property
+    def kind(self) -> str:
+        return "floor" if self.minimum else "ceiling"
+
     def describe(self, observed: float) -> str:
-        return f"live {self.metric} {observed:.4f} {'<' if self.minimum else '>'} {'floor' if self.minimum else 'ceiling'} {self.value:.4f}"
+        return f"live {self.metric} {observed:.4f} {'<' if self.minimum else '>'} {self.kind} {self.value:.4f}"
 
 
 @dataclass(frozen=True)
