@@ -9,6 +9,8 @@ order) and the labels known by its event time. A label is known from
 
 Label-based features (lags, windows of the label) read a key's labels in the order they became known;
 event-based ones (windows and lags of a numeric feature, diff, since, events) the key's earlier events.
+A time window `w` of an event at time t reads the same items restricted to times in (t - w, t]: for a feature,
+the key's earlier events whose event time is in it; for the label, the key's labels whose known time is in it.
 
 Two computations of one definition: `history_frame` over a whole window (vectorised, for training) and
 `HistoryState` (per-key deques, O(1) per request, for serving, rebuilt by replaying the log through the same
@@ -17,6 +19,7 @@ Two computations of one definition: `history_frame` over a whole window (vectori
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import deque
 from collections.abc import Mapping
@@ -25,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pandas.api.indexers import BaseIndexer
 
 from mlplatform.domain.spec import LABEL_REF, ROLLING, DatasetSpec, HistoryFeature
 from mlplatform.domain.validation import EVENT_TIME, LABEL
@@ -90,6 +94,46 @@ def _window(values: pd.Series, keys: pd.Series, n: int, stat: str) -> pd.Series:
     return rolled.reset_index(level=0, drop=True).reindex(values.index)
 
 
+class _Slices(BaseIndexer):
+    """Rolling windows given as slices [start, end) of the values (both ascending, so pandas updates them incrementally)."""
+
+    def get_window_bounds(self, num_values: int = 0, min_periods: int | None = None, center: bool | None = None,
+                          closed: str | None = None, step: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        return self.start, self.end
+
+
+def _time_window(values: np.ndarray, data_at: np.ndarray, query_at: np.ndarray, keys: np.ndarray, times: np.ndarray, width: int, stat: str) -> np.ndarray:
+    """At each query item: `stat` of the non-missing `values` (at items `data_at`) of its key that came before it, at times in (t - width, t].
+
+    Items are timeline positions (times ascend along them). Data and queries are sorted by key, keeping timeline
+    order, so each query's window is one slice [start, end) of the data: end by the query's position, start by
+    the first time after t - width (searches on key-major composites); pandas' rolling then runs over those slices.
+    """
+    data_keys, query_keys = keys[data_at], keys[query_at]
+    keep = ~np.isnan(data_keys)
+    values, data_at, data_keys = values[keep], data_at[keep], data_keys[keep].astype("int64")
+    order = np.argsort(data_keys, kind="stable")
+    values, data_at, data_keys = values[order], data_at[order], data_keys[order]
+    queries = np.flatnonzero(~np.isnan(query_keys))
+    queries = queries[np.argsort(query_keys[queries], kind="stable")]
+    keyed, asked = query_keys[queries].astype("int64"), query_at[queries]
+    span = len(times) + 1
+    end = np.searchsorted(data_keys * span + data_at, keyed * span + asked)
+    moments = np.unique(times[data_at])
+    ranks = len(moments) + 1
+    after = np.searchsorted(moments, times[asked] - width, side="right")  # the rank of the first data time inside the window
+    start = np.minimum(np.searchsorted(data_keys * ranks + np.searchsorted(moments, times[data_at]), keyed * ranks + after), end)
+    least = 1  # fewer present values than this: missing (a count of none is 0)
+    if stat == "count":
+        values, stat, least = (~np.isnan(values)).astype("float64"), "sum", 0
+    n = len(values)  # the series is the data, then one empty slot per query: the queries' windows are slices of the data
+    slices = _Slices(start=np.concatenate([np.zeros(n, "int64"), start]), end=np.concatenate([np.zeros(n, "int64"), end]))
+    rolled = getattr(pd.Series(np.concatenate([values, np.full(len(queries), np.nan)])).rolling(slices, min_periods=least), stat)()
+    out = np.full(len(query_at), np.nan)
+    out[queries] = rolled.to_numpy()[n:]
+    return out
+
+
 def _event_feature(feature: HistoryFeature, rows: pd.DataFrame, keys: pd.Series) -> dict[str, pd.Series]:
     """Columns of one event-based feature, for rows in time order (each sees the key's earlier rows)."""
     grouped_time = rows[EVENT_TIME].astype("float64").groupby(keys)
@@ -136,11 +180,18 @@ def history_frame(events: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
     label_ordinal = np.cumsum(is_label) - 1  # at each item: how many labels came before it or at it, minus one
     keys = {by: _key_codes(items, by) for by in dict.fromkeys(f.by for f in declared)}
     seen: dict[str | None, np.ndarray] = {}  # per key: each row's latest label item of its key (-1: none), as a label ordinal
+    times = np.where(is_label, label_known_at(events)[position], events[EVENT_TIME].to_numpy(dtype="int64")[position])
     out: dict[str, np.ndarray] = {}
     for feature in declared:
         item_keys = keys[feature.by]
         row_keys = item_keys[is_row]
-        if feature.source != LABEL_REF:
+        if feature.window_us is not None:
+            data = is_label if feature.source == LABEL_REF else is_row
+            read = _label_values(items[LABEL], spec) if feature.source == LABEL_REF else items[feature.source].astype("float64")
+            at = np.flatnonzero(data)
+            timed = _time_window(read.to_numpy()[at], at, np.flatnonzero(is_row), item_keys.to_numpy(), times, feature.window_us, feature.kind)
+            computed = {feature.names[0]: pd.Series(timed)}
+        elif feature.source != LABEL_REF:
             computed = _event_feature(feature, rows, row_keys)
         else:
             if feature.by not in seen:
@@ -181,15 +232,48 @@ def _number(value: Any) -> float:
 
 
 @dataclass
+class _Recent:
+    """A key's (time, value) pairs in time order, pruned to the `width` µs before the newest: what time windows can still read.
+
+    Pruning by the newest time is safe because the clock moves forward: every later request reads at that time or after.
+    """
+
+    width: int
+    times: deque[int] = field(default_factory=deque)
+    values: deque[float] = field(default_factory=deque)
+
+    def add(self, at: int, value: float) -> None:
+        """O(1) amortised; a time before the newest (a landed event's label, known at its event time plus delay) is sorted in."""
+        times, values = self.times, self.values
+        if not times or at >= times[-1]:
+            times.append(at)
+            values.append(value)
+        else:
+            place = bisect.bisect_right(times, at)
+            times.insert(place, at)
+            values.insert(place, value)
+        horizon = times[-1] - self.width
+        while times[0] <= horizon:
+            times.popleft()
+            values.popleft()
+
+    def within(self, at: int, width: int) -> list[float]:
+        """The values at times in (at - width, at]."""
+        return [value for time, value in zip(self.times, self.values) if at - width < time <= at]
+
+
+@dataclass
 class _KeyState:
     """What one key value remembers: its last event time, event count, recent values per column and recent labels
-    (as given, and as the numbers windows read)."""
+    (as given, and as the numbers windows read), and for time windows the values and label numbers with their times."""
 
     last_time: int | None = None
     count: int = 0
     values: dict[str, deque[float]] = field(default_factory=dict)
     labels: deque[Any] = field(default_factory=deque)
     numbers: deque[float] = field(default_factory=deque)
+    timed: dict[str, _Recent] = field(default_factory=dict)
+    timed_numbers: _Recent | None = None
 
 
 @dataclass(frozen=True)
@@ -202,6 +286,7 @@ class _Plan:
     source: str | None
     label: bool
     n: int
+    window_us: int | None
 
 
 class HistoryState:
@@ -211,11 +296,20 @@ class HistoryState:
         self.spec = spec
         declared = spec.history_features
         self.keys = list(dict.fromkeys(f.by for f in declared))
-        self._plans = [_Plan(f.kind, f.by, f.names, f.source, f.source == LABEL_REF, f.n or 0) for f in declared]
+        self._plans = [_Plan(f.kind, f.by, f.names, f.source, f.source == LABEL_REF, f.n or 0, f.window_us) for f in declared]
         self._tables: dict[str | None, dict[Any, _KeyState]] = {by: {} for by in self.keys}
         self._value_len: dict[str | None, dict[str, int]] = {by: {} for by in self.keys}
         self._label_len: dict[str | None, int] = dict.fromkeys(self.keys, 1)
+        self._value_width: dict[str | None, dict[str, int]] = {by: {} for by in self.keys}  # the longest time window per column
+        self._label_width: dict[str | None, int] = {}
         for f in declared:
+            if f.window_us is not None:
+                if f.source == LABEL_REF:
+                    self._label_width[f.by] = max(self._label_width.get(f.by, 0), f.window_us)
+                else:
+                    widths = self._value_width[f.by]
+                    widths[f.source or ""] = max(widths.get(f.source or "", 0), f.window_us)
+                continue
             length = f.k or f.n or (2 if f.kind == "diff" and f.source == LABEL_REF else 1)
             if f.source == LABEL_REF:
                 self._label_len[f.by] = max(self._label_len[f.by], length)
@@ -244,7 +338,9 @@ class HistoryState:
     def _new_state(self, by: str | None) -> _KeyState:
         values = {col: deque(maxlen=n) for col, n in self._value_len[by].items()}
         size = self._label_len[by]
-        return _KeyState(values=values, labels=deque(maxlen=size), numbers=deque(maxlen=size))
+        timed = {col: _Recent(width) for col, width in self._value_width[by].items()}
+        numbers = _Recent(self._label_width[by]) if by in self._label_width else None
+        return _KeyState(values=values, labels=deque(maxlen=size), numbers=deque(maxlen=size), timed=timed, timed_numbers=numbers)
 
     def _table_state(self, by: str | None, key: Any) -> _KeyState:
         state = self._tables[by].get(key)
@@ -277,6 +373,10 @@ class HistoryState:
             for i, name in enumerate(names):
                 value = recent[-i - 1] if size > i else None
                 out[name] = None if value != value else value
+        elif plan.window_us is not None:
+            recent = state.timed_numbers if plan.label else state.timed[plan.source or ""]
+            assert recent is not None
+            out[names[0]] = _stat(recent.within(time_us, plan.window_us), kind)
         else:
             numbers = state.numbers if plan.label else state.values[plan.source or ""]
             if kind == "diff":
@@ -300,9 +400,12 @@ class HistoryState:
             state.count += 1
             for col, values in state.values.items():
                 values.append(_number(row.get(col)))
+            for col, recent in state.timed.items():
+                recent.add(time_us, _number(row.get(col)))
 
-    def observe_label(self, row: Mapping[str, Any], label: Any, label_seq: int | None = None) -> None:
-        """The label of an event with these features became known now; with its `label_seq`, only once (see `catch_up`)."""
+    def observe_label(self, row: Mapping[str, Any], label: Any, known_us: int, label_seq: int | None = None) -> None:
+        """The label of an event with these features became known at `known_us` (`label_known_at`); with its `label_seq`,
+        only once (see `catch_up`)."""
         if label_seq is not None:
             if label_seq <= self.label_watermark or label_seq in self._observed_above:
                 return
@@ -311,20 +414,24 @@ class HistoryState:
             key = self._key(row, by)
             if key is not None:
                 state = self._table_state(by, key)
+                number = self._label_number(label)
                 state.labels.append(label)
-                state.numbers.append(self._label_number(label))
+                state.numbers.append(number)
+                if state.timed_numbers is not None:
+                    state.timed_numbers.add(known_us, number)
 
     def catch_up(self, landed: pd.DataFrame) -> int:
-        """Observe labels that landed outside /feedback (label files), given in label_seq order after `label_watermark`;
-        returns how many were new."""
+        """Observe labels that landed outside /feedback (label files), given in label_seq order after `label_watermark`
+        with their label times; returns how many were new."""
         if landed.empty:
             return 0
         features = [c for c in self.spec.features if c in landed]
         records = landed[features].astype(object).where(landed[features].notna(), None).to_dict("records")
+        known = label_known_at(landed).tolist()
         new = 0
-        for record, label, seq in zip(records, landed[LABEL].tolist(), landed["label_seq"].astype("int64").tolist()):
+        for record, label, at, seq in zip(records, landed[LABEL].tolist(), known, landed["label_seq"].astype("int64").tolist()):
             if seq not in self._observed_above and seq > self.label_watermark:
-                self.observe_label(record, label)
+                self.observe_label(record, label, at)
                 new += 1
             self.label_watermark = max(self.label_watermark, seq)
         self._observed_above = {seq for seq in self._observed_above if seq > self.label_watermark}
@@ -339,10 +446,11 @@ class HistoryState:
         columns = [c for c in self.spec.features if c in events]
         records = events[columns].astype(object).where(events[columns].notna(), None).to_dict("records")
         times = events[EVENT_TIME].to_numpy(dtype="int64").tolist()
+        known = label_known_at(events).tolist()
         labels = events[LABEL].tolist()
         for label_item, i in zip(is_label.tolist(), position.tolist()):
             if label_item:
-                self.observe_label(records[i], labels[i])
+                self.observe_label(records[i], labels[i], known[i])
             else:
                 self.observe_event(records[i], times[i])
         if events["label_seq"].notna().any():
