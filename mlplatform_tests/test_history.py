@@ -55,7 +55,7 @@ def _spec_file(tmp_path: Path, history: Any, **changes: Any) -> Path:
         ({"features": [{"kind": "count", "window": ["1h"]}]}, "history.features.0.window: ['1h'] is not a duration"),
         ({"features": [{"kind": "mean", "window": "36501d"}]}, "history.features.0.window: '36501d': a window is at most 36500d"),
         ({"features": [{"kind": "mean", "of": "c", "window": "1h"}]}, "history.features.0.of: 'c' is categorical; mean needs a numeric feature or the label"),
-        ({"features": [{"kind": "mean", "window": "60m"}, {"kind": "mean", "window": "3600s"}]}, "history.features.1: ['hist__label_mean_1h'] is declared twice"),
+        ({"features": [{"kind": "mean", "window": "6h"}, {"kind": "mean", "window": " 6h"}]}, "history.features.1: ['hist__label_mean_6h'] is declared twice"),
         ({"features": []}, "history.features: List should have at least 1 item"),
         ({"features": [{"kind": "lag"}], "warmup_events": -1}, "history.warmup_events: Input should be greater than or equal to 0"),
         ([{"kind": "lag"}], "history: Input should be a valid dictionary or instance of HistorySpec"),
@@ -84,7 +84,8 @@ def test_label_windows_need_a_number_or_a_binary_label(tmp_path: Path, changes: 
 def test_names_are_generated_and_the_example_spec_declares_its_own() -> None:
     spec = load_spec(BIKE_HISTORY_SPEC)
     assert spec.history_numeric == ["hist__label_lag1", "hist__label_lag2", "hist__label_mean24", "hist__label_diff",
-                                    "hist__label_lag1__by_hr", "hist__temp_mean3__by_weathersit"]
+                                    "hist__label_lag1__by_hr", "hist__temp_mean3__by_weathersit",
+                                    "hist__label_mean_24h", "hist__temp_max_6h__by_weathersit"]
     classified = parse_spec({**BASE, "task": "binary", "classes": ["a", "b"], "positive_class": "b",
                              "history": {"features": [{"kind": "lag", "k": 2, "by": "c"}, {"kind": "mean", "of": "y", "n": 5}, {"kind": "events"}]}})
     assert classified.history_categorical == ["hist__label_lag1__by_c", "hist__label_lag2__by_c"]

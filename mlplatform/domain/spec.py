@@ -67,19 +67,19 @@ HISTORY_PREFIX = "hist__"
 LABEL_REF = "label"  # `of: label` names the label whatever its column is called
 ROLLING = ("mean", "sum", "count", "min", "max")
 _DURATION = re.compile(r"(-?[0-9]{1,12})([smhd])")
-_UNIT_S = {"d": 86_400, "h": 3_600, "m": 60, "s": 1}  # largest first: the canonical spelling uses the largest exact unit
+_UNIT_S = {"d": 86_400, "h": 3_600, "m": 60, "s": 1}
 MAX_WINDOW_S = 36_500 * 86_400  # a century: beyond any sensible warm-up, and its microseconds stay far inside int64
 
 
 def duration_seconds(text: str) -> int:
-    """The seconds of a canonical window (`6h`, `90m`); `HistoryFeature.window` holds only such text."""
+    """The seconds of a checked window (`6h`, `90m`); `HistoryFeature.window` holds only such text."""
     match = _DURATION.fullmatch(text)
     assert match is not None, text
     return int(match[1]) * _UNIT_S[match[2]]
 
 
 def _window_text(value: object) -> object:
-    """A time window as a whole number and a unit, canonical: `60m` and `3600s` are `1h`, so one window has one name."""
+    """A time window: a whole number and a unit, kept as written (it is part of the feature's name)."""
     if value is None:
         return None
     match = _DURATION.fullmatch(value.strip()) if isinstance(value, str) else None
@@ -90,8 +90,7 @@ def _window_text(value: object) -> object:
         raise ValueError(f"{value!r}: a window must be longer than 0")
     if seconds > MAX_WINDOW_S:
         raise ValueError(f"{value!r}: a window is at most {MAX_WINDOW_S // 86_400}d")
-    unit = next(u for u, size in _UNIT_S.items() if seconds % size == 0)
-    return f"{seconds // _UNIT_S[unit]}{unit}"
+    return match[0]
 
 
 class HistoryFeature(BaseModel):
