@@ -244,49 +244,106 @@ def _number(value: Any) -> float:
     return math.nan if value is None else float(value)
 
 
-@dataclass
-class _Recent:
-    """A key's (time, value) pairs in time order, pruned to the `width` µs before the newest: what time windows can still read.
+def _add_exact(partials: list[float], value: float) -> None:
+    """Add `value` (or take it away, when negative) to the exact sum kept as non-overlapping `partials` (Shewchuk,
+    as in `math.fsum`): a running window sum that never drifts, whose `math.fsum` is the window's own."""
+    i = 0
+    for other in partials:
+        if abs(value) < abs(other):
+            value, other = other, value
+        high = value + other
+        low = other - (high - value)
+        if low:
+            partials[i] = low
+            i += 1
+        value = high
+    partials[i:] = [value]
 
-    Pruning by the newest time is safe because the clock moves forward: every later request reads at that time or after.
+
+class _TimeWindow:
+    """One time-window feature of one key: its (time, value) items within `width` µs of the newest, in time order, with
+    their running exact sum and present count, and for min/max the candidates (a monotonic deque).
+
+    Adding and expiring are O(1) amortised; items expire once older than `width` before the newest item or the latest
+    request (the clock moves forward: later requests read at that time or after).
     """
 
-    width: int
-    times: deque[int] = field(default_factory=deque)
-    values: deque[float] = field(default_factory=deque)
+    def __init__(self, width: int, stat: str) -> None:
+        self.width, self.stat = width, stat
+        self.times: deque[int] = deque()
+        self.values: deque[float] = deque()
+        self.partials: list[float] = []
+        self.present = 0
+        self.best: deque[tuple[int, float]] = deque()  # min/max: (time, value), values ascending (min) or descending (max)
+
+    def _beaten(self, kept: float, value: float) -> bool:
+        return kept >= value if self.stat == "min" else kept <= value
+
+    def _push_best(self, at: int, value: float) -> None:
+        while self.best and self._beaten(self.best[-1][1], value):
+            self.best.pop()
+        self.best.append((at, value))
 
     def add(self, at: int, value: float) -> None:
-        """O(1) amortised; a time before the newest (a landed event's label, known at its event time plus delay) is sorted in."""
+        """One item; a time before the newest (a landed event's label, known at its event time plus delay) is sorted in."""
         times, values = self.times, self.values
         if not times or at >= times[-1]:
             times.append(at)
             values.append(value)
+            if value == value and self.stat in ("min", "max"):
+                self._push_best(at, value)
         else:
             place = bisect.bisect_right(times, at)
             times.insert(place, at)
             values.insert(place, value)
-        horizon = times[-1] - self.width
-        while times[0] <= horizon:
-            times.popleft()
-            values.popleft()
+            if self.stat in ("min", "max"):
+                self.best.clear()
+                for time, kept in zip(times, values):
+                    if kept == kept:
+                        self._push_best(time, kept)
+        if value == value:
+            self.present += 1
+            _add_exact(self.partials, value)
+        self.expire(times[-1] - self.width)
 
-    def within(self, at: int, width: int) -> list[float]:
-        """The values at times in (at - width, at]."""
-        return [value for time, value in zip(self.times, self.values) if at - width < time <= at]
+    def expire(self, bound: int) -> None:
+        """Forget the items at or before `bound`."""
+        times, values = self.times, self.values
+        while times and times[0] <= bound:
+            times.popleft()
+            value = values.popleft()
+            if value == value:
+                self.present -= 1
+                _add_exact(self.partials, -value)
+        while self.best and self.best[0][0] <= bound:
+            self.best.popleft()
+
+    def read(self, at: int) -> float:
+        """The statistic over the items at times in (at - width, at]."""
+        if self.times and self.times[-1] > at:  # items dated after the request (landed with future times): count them out
+            return _stat([v for t, v in zip(self.times, self.values) if at - self.width < t <= at], self.stat)
+        self.expire(at - self.width)
+        if self.stat == "count":
+            return float(self.present)
+        if self.stat in ("min", "max"):
+            return self.best[0][1] if self.best else math.nan
+        if not self.present:
+            return math.nan
+        total = math.fsum(self.partials)
+        return float(_settled(total if self.stat == "sum" else total / self.present))
 
 
 @dataclass
 class _KeyState:
     """What one key value remembers: its last event time, event count, recent values per column and recent labels
-    (as given, and as the numbers windows read), and for time windows the values and label numbers with their times."""
+    (as given, and as the numbers windows read), and its time windows (by the feature's place in the spec)."""
 
     last_time: int | None = None
     count: int = 0
     values: dict[str, deque[float]] = field(default_factory=dict)
     labels: deque[Any] = field(default_factory=deque)
     numbers: deque[float] = field(default_factory=deque)
-    timed: dict[str, _Recent] = field(default_factory=dict)
-    timed_numbers: _Recent | None = None
+    windows: dict[int, _TimeWindow] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -300,6 +357,7 @@ class _Plan:
     label: bool
     n: int
     window_us: int | None
+    slot: int  # its place in the spec: the key of its time window in `_KeyState.windows`
 
 
 class HistoryState:
@@ -309,19 +367,13 @@ class HistoryState:
         self.spec = spec
         declared = spec.history_features
         self.keys = list(dict.fromkeys(f.by for f in declared))
-        self._plans = [_Plan(f.kind, f.by, f.names, f.source, f.source == LABEL_REF, f.n or 0, f.window_us) for f in declared]
+        self._plans = [_Plan(f.kind, f.by, f.names, f.source, f.source == LABEL_REF, f.n or 0, f.window_us, i) for i, f in enumerate(declared)]
         self._tables: dict[str | None, dict[Any, _KeyState]] = {by: {} for by in self.keys}
         self._value_len: dict[str | None, dict[str, int]] = {by: {} for by in self.keys}
         self._label_len: dict[str | None, int] = dict.fromkeys(self.keys, 1)
-        self._value_width: dict[str | None, dict[str, int]] = {by: {} for by in self.keys}  # the longest time window per column
-        self._label_width: dict[str | None, int] = {}
+        self._timed = {by: [p for p in self._plans if p.window_us is not None and p.by == by] for by in self.keys}
         for f in declared:
             if f.window_us is not None:
-                if f.source == LABEL_REF:
-                    self._label_width[f.by] = max(self._label_width.get(f.by, 0), f.window_us)
-                else:
-                    widths = self._value_width[f.by]
-                    widths[f.source or ""] = max(widths.get(f.source or "", 0), f.window_us)
                 continue
             length = f.k or f.n or (2 if f.kind == "diff" and f.source == LABEL_REF else 1)
             if f.source == LABEL_REF:
@@ -351,9 +403,8 @@ class HistoryState:
     def _new_state(self, by: str | None) -> _KeyState:
         values = {col: deque(maxlen=n) for col, n in self._value_len[by].items()}
         size = self._label_len[by]
-        timed = {col: _Recent(width) for col, width in self._value_width[by].items()}
-        numbers = _Recent(self._label_width[by]) if by in self._label_width else None
-        return _KeyState(values=values, labels=deque(maxlen=size), numbers=deque(maxlen=size), timed=timed, timed_numbers=numbers)
+        windows = {p.slot: _TimeWindow(p.window_us or 0, p.kind) for p in self._timed[by]}
+        return _KeyState(values=values, labels=deque(maxlen=size), numbers=deque(maxlen=size), windows=windows)
 
     def _table_state(self, by: str | None, key: Any) -> _KeyState:
         state = self._tables[by].get(key)
@@ -362,7 +413,7 @@ class HistoryState:
         return state
 
     def features(self, row: Mapping[str, Any], time_us: int) -> dict[str, Any]:
-        """The history columns of a request made at `time_us` (the state is not changed); missing values are None."""
+        """The history columns of a request made at `time_us` (nothing is added: time windows only forget what left their span); missing values are None."""
         out: dict[str, Any] = {}
         for plan in self._plans:
             key = self._key(row, plan.by)
@@ -387,9 +438,7 @@ class HistoryState:
                 value = recent[-i - 1] if size > i else None
                 out[name] = None if value != value else value
         elif plan.window_us is not None:
-            recent = state.timed_numbers if plan.label else state.timed[plan.source or ""]
-            assert recent is not None
-            out[names[0]] = _stat(recent.within(time_us, plan.window_us), kind)
+            out[names[0]] = state.windows[plan.slot].read(time_us)
         else:
             numbers = state.numbers if plan.label else state.values[plan.source or ""]
             if kind == "diff":
@@ -413,8 +462,9 @@ class HistoryState:
             state.count += 1
             for col, values in state.values.items():
                 values.append(_number(row.get(col)))
-            for col, recent in state.timed.items():
-                recent.add(time_us, _number(row.get(col)))
+            for plan in self._timed[by]:
+                if not plan.label:
+                    state.windows[plan.slot].add(time_us, _number(row.get(plan.source or "")))
 
     def observe_label(self, row: Mapping[str, Any], label: Any, known_us: int, label_seq: int | None = None) -> None:
         """The label of an event with these features became known at `known_us` (`label_known_at`); with its `label_seq`,
@@ -430,8 +480,9 @@ class HistoryState:
                 number = self._label_number(label)
                 state.labels.append(label)
                 state.numbers.append(number)
-                if state.timed_numbers is not None:
-                    state.timed_numbers.add(known_us, number)
+                for plan in self._timed[by]:
+                    if plan.label:
+                        state.windows[plan.slot].add(known_us, number)
 
     def catch_up(self, landed: pd.DataFrame) -> int:
         """Observe labels that landed outside /feedback (label files), given in label_seq order after `label_watermark`
