@@ -334,20 +334,24 @@ def test_a_negative_label_delay_is_refused(capsys: pytest.CaptureFixture[str]) -
 
 
 def test_a_label_reaches_the_serving_state_once_through_feedback_or_the_catch_up() -> None:
-    spec = parse_spec({**BASE, "history": {"features": [{"kind": "count", "n": 10}, {"kind": "sum", "window": "1m"}]}})
+    spec = parse_spec({**BASE, "history": {"features": [{"kind": "count", "n": 10}, {"kind": "sum", "window": "1m"}, {"kind": "min", "window": "1m"}]}})
     row = {"x": 1.0, "c": "p"}
-    landed = pd.DataFrame({"x": [1.0, 2.0, 3.0], "c": ["p", "q", "p"], "label": [5.0, 6.0, 7.0], "label_seq": [4, 5, 6],
+    landed = pd.DataFrame({"x": [1.0, 2.0, 3.0], "c": ["p", "q", "p"], "label": [5.0, 4.0, 7.0], "label_seq": [4, 5, 6],
                            "event_time": [100 * S, 90 * S, 110 * S], "source": ["serving", "landing", "serving"],
                            "ingested_at": [100 * S, 95 * S, 110 * S], "label_time": [112 * S, 115 * S, 120 * S]})
     for feedback_first in (True, False):
         state = HistoryState(spec)
         state.replay(_events([]).iloc[:0], label_watermark=3)
         if feedback_first:
-            state.observe_label(row, 6.0, 110 * S, label_seq=5)
+            state.observe_label(row, 4.0, 110 * S, label_seq=5)
         assert state.catch_up(landed) == (2 if feedback_first else 3)
-        state.observe_label(row, 6.0, 110 * S, label_seq=5)  # /feedback after the catch-up saw it: ignored
+        state.observe_label(row, 4.0, 110 * S, label_seq=5)  # /feedback after the catch-up saw it: ignored
         state.observe_label(row, 9.0, 121 * S, label_seq=2)  # at or below the watermark: observed already
         assert state.features(row, 130 * S)["hist__label_count10"] == 3.0 and state.label_watermark == 6
         # known at 112 s, 110 s (the landed event's time plus its 20 s delay: sorted in behind the newest) and 120 s
-        sums = [state.features(row, at * S)["hist__label_sum_1m"] for at in (130, 171, 175, 180)]
-        assert sums[:3] == [18.0, 12.0, 7.0] and math.isnan(sums[3])
+        read = [state.features(row, at * S) for at in (130, 171, 175, 180)]
+        assert [r["hist__label_sum_1m"] for r in read[:3]] == [16.0, 12.0, 7.0] and math.isnan(read[3]["hist__label_sum_1m"])
+        assert [r["hist__label_min_1m"] for r in read[:3]] == [4.0, 5.0, 7.0] and math.isnan(read[3]["hist__label_min_1m"])
+        state.observe_label(row, 1.0, 200 * S)  # known after the next request's time (a landed event dated ahead): not yet in it
+        early, due = state.features(row, 190 * S), state.features(row, 200 * S)
+        assert math.isnan(early["hist__label_sum_1m"]) and math.isnan(early["hist__label_min_1m"]) and due["hist__label_sum_1m"] == due["hist__label_min_1m"] == 1.0
