@@ -125,17 +125,19 @@ def _time_window(values: np.ndarray, data_at: np.ndarray, query_at: np.ndarray, 
     data_keys, query_keys = keys[data_at], keys[query_at]
     keep = ~np.isnan(data_keys)
     values, data_at, data_keys = values[keep], data_at[keep], data_keys[keep].astype("int64")
+    data_times = times[data_at]  # ascending, as the timeline
+    new = np.concatenate([[True], data_times[1:] != data_times[:-1]]) if len(data_times) else np.zeros(0, bool)
+    moments, rank = data_times[new], np.cumsum(new) - 1  # distinct data times, and each data item's among them
     order = np.argsort(data_keys, kind="stable")
-    values, data_at, data_keys = values[order], data_at[order], data_keys[order]
+    values, data_at, data_keys, rank = values[order], data_at[order], data_keys[order], rank[order]
     queries = np.flatnonzero(~np.isnan(query_keys))
     queries = queries[np.argsort(query_keys[queries], kind="stable")]
     keyed, asked = query_keys[queries].astype("int64"), query_at[queries]
     span = len(times) + 1
     end = np.searchsorted(data_keys * span + data_at, keyed * span + asked)
-    moments = np.unique(times[data_at])
     ranks = len(moments) + 1
     after = np.searchsorted(moments, times[asked] - width, side="right")  # the rank of the first data time inside the window
-    start = np.minimum(np.searchsorted(data_keys * ranks + np.searchsorted(moments, times[data_at]), keyed * ranks + after), end)
+    start = np.minimum(np.searchsorted(data_keys * ranks + rank, keyed * ranks + after), end)
     least = 1  # fewer present values than this: missing (a count of none is 0)
     if stat == "count":
         values, stat, least = (~np.isnan(values)).astype("float64"), "sum", 0
