@@ -53,6 +53,7 @@ def _spec_file(tmp_path: Path, history: Any, **changes: Any) -> Path:
         ({"features": [{"kind": "max", "window": 3600}]}, "history.features.0.window: 3600 is not a duration"),
         ({"features": [{"kind": "max", "window": None, "of": "x"}]}, "history.features.0.n: kind max needs n, the number of last values it summarises, or window"),
         ({"features": [{"kind": "count", "window": ["1h"]}]}, "history.features.0.window: ['1h'] is not a duration"),
+        ({"features": [{"kind": "count", "window": "1h" * 10_000}]}, "history.features.0.window: '1h1h1h1h1h1h1h1h1h1h1h1h1h1h1h1h1h1h1h1…"),
         ({"features": [{"kind": "mean", "window": "36501d"}]}, "history.features.0.window: '36501d': a window is at most 36500d"),
         ({"features": [{"kind": "mean", "of": "c", "window": "1h"}]}, "history.features.0.of: 'c' is categorical; mean needs a numeric feature or the label"),
         ({"features": [{"kind": "mean", "window": "6h"}, {"kind": "mean", "window": " 6h"}]}, "history.features.1: ['hist__label_mean_6h'] is declared twice"),

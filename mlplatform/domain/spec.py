@@ -84,7 +84,8 @@ def _window_text(value: object) -> object:
         return None
     match = _DURATION.fullmatch(value.strip()) if isinstance(value, str) else None
     if match is None:
-        raise ValueError(f"{value!r} is not a duration: a whole number and a unit s, m, h or d, e.g. 90s, 30m, 6h, 7d")
+        shown = repr(value) if len(repr(value)) <= 40 else f"{repr(value)[:40]}…"
+        raise ValueError(f"{shown} is not a duration: a whole number and a unit s, m, h or d, e.g. 90s, 30m, 6h, 7d")
     seconds = int(match[1]) * _UNIT_S[match[2]]
     if seconds <= 0:
         raise ValueError(f"{value!r}: a window must be longer than 0")
