@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from mlplatform.domain.features import HistoryFeaturesMissing
-from mlplatform.domain.history import HistoryState, history_frame, timeline
+from mlplatform.domain.history import HistoryState, history_frame, label_known_at, timeline
 from mlplatform.domain.spec import DatasetSpec, SpecError, load_spec, parse_spec
 from mlplatform.settings import REPO_ROOT
 from mlplatform.stores.eventlog import EventStore
@@ -44,7 +44,19 @@ def _spec_file(tmp_path: Path, history: Any, **changes: Any) -> Path:
         ({"features": [{"kind": "lag"}, {"kind": "lag", "k": 2}]}, "history.features.1: ['hist__label_lag1'] is declared twice"),
         ({"features": [{"kind": "median", "n": 3}]}, "history.features.0.kind: Input should be 'lag', 'mean'"),
         ({"features": [{"kind": "lag", "k": "two"}]}, "history.features.0.k: Input should be a valid integer"),
-        ({"features": [{"kind": "lag", "window": "1h"}]}, "history.features.0.window: Extra inputs are not permitted"),
+        ({"features": [{"kind": "lag", "window": "1h"}]}, "history.features.0.window: only for kinds mean, sum, count, min, max"),
+        ({"features": [{"kind": "mean", "n": 3, "window": "1h"}]}, "history.features.0.window: give n (the last n values) or window (a time span), not both"),
+        ({"features": [{"kind": "sum", "window": "0m"}]}, "history.features.0.window: '0m': a window must be longer than 0"),
+        ({"features": [{"kind": "sum", "window": "-6h"}]}, "history.features.0.window: '-6h': a window must be longer than 0"),
+        ({"features": [{"kind": "min", "window": "6 hours"}]}, "history.features.0.window: '6 hours' is not a duration: a whole number and a unit s, m, h or d"),
+        ({"features": [{"kind": "min", "window": "1.5h"}]}, "history.features.0.window: '1.5h' is not a duration"),
+        ({"features": [{"kind": "max", "window": 3600}]}, "history.features.0.window: 3600 is not a duration"),
+        ({"features": [{"kind": "max", "window": None, "of": "x"}]}, "history.features.0.n: kind max needs n, the number of last values it summarises, or window"),
+        ({"features": [{"kind": "count", "window": ["1h"]}]}, "history.features.0.window: ['1h'] is not a duration"),
+        ({"features": [{"kind": "count", "window": "1h" * 10_000}]}, "history.features.0.window: '1h1h1h1h1h1h1h1h1h1h1h1h1h1h1h1h1h1h1h1…"),
+        ({"features": [{"kind": "mean", "window": "36501d"}]}, "history.features.0.window: '36501d': a window is at most 36500d"),
+        ({"features": [{"kind": "mean", "of": "c", "window": "1h"}]}, "history.features.0.of: 'c' is categorical; mean needs a numeric feature or the label"),
+        ({"features": [{"kind": "mean", "window": "6h"}, {"kind": "mean", "window": " 6h"}]}, "history.features.1: ['hist__label_mean_6h'] is declared twice"),
         ({"features": []}, "history.features: List should have at least 1 item"),
         ({"features": [{"kind": "lag"}], "warmup_events": -1}, "history.warmup_events: Input should be greater than or equal to 0"),
         ([{"kind": "lag"}], "history: Input should be a valid dictionary or instance of HistorySpec"),
@@ -60,6 +72,7 @@ def test_a_wrong_history_section_is_refused_naming_the_field(tmp_path: Path, his
     ("changes", "feature", "message"),
     [
         ({"task": "multiclass", "classes": ["a", "b", "c"]}, {"kind": "mean", "n": 3}, "history.features.0.kind: mean of a multiclass label is not defined"),
+        ({"task": "multiclass", "classes": ["a", "b", "c"]}, {"kind": "sum", "window": "1h"}, "history.features.0.kind: sum of a multiclass label is not defined"),
         ({"task": "binary", "classes": ["a", "b"], "positive_class": "b"}, {"kind": "diff"}, "history.features.0.kind: diff of a binary label is not defined"),
     ],
 )
@@ -72,7 +85,8 @@ def test_label_windows_need_a_number_or_a_binary_label(tmp_path: Path, changes: 
 def test_names_are_generated_and_the_example_spec_declares_its_own() -> None:
     spec = load_spec(BIKE_HISTORY_SPEC)
     assert spec.history_numeric == ["hist__label_lag1", "hist__label_lag2", "hist__label_mean24", "hist__label_diff",
-                                    "hist__label_lag1__by_hr", "hist__temp_mean3__by_weathersit"]
+                                    "hist__label_lag1__by_hr", "hist__temp_mean3__by_weathersit",
+                                    "hist__label_mean_24h", "hist__temp_max_6h__by_weathersit"]
     classified = parse_spec({**BASE, "task": "binary", "classes": ["a", "b"], "positive_class": "b",
                              "history": {"features": [{"kind": "lag", "k": 2, "by": "c"}, {"kind": "mean", "of": "y", "n": 5}, {"kind": "events"}]}})
     assert classified.history_categorical == ["hist__label_lag1__by_c", "hist__label_lag2__by_c"]
@@ -123,16 +137,45 @@ def test_each_event_sees_only_what_was_known_at_its_time() -> None:
             assert _equal(frame[name], pd.Series(expected, dtype="float64")), (name, frame[name].tolist())
 
 
+S = 1_000_000  # µs
+TIMED = _events([
+    # seq, time, ingested, source, label, label_time, label_seq, x, c
+    (1, 0, 100 * S, "landing", 10.0, 100 * S, 1, 1.0, "a"),  # labelled on arrival: known at t=0
+    (2, 1 * S, 100 * S, "landing", 20.0, 103 * S, 4, 2.0, "a"),  # label landed 3 s later: known at t=4s, before event 5 (log order)
+    (3, 2 * S, 100 * S, "landing", 30.0, 100 * S, 2, 4.0, "b"),
+    (4, 2 * S, 100 * S, "landing", None, None, None, 8.0, "a"),  # a tie in time with event 3, after it in the log
+    (5, 4 * S, 100 * S, "landing", 50.0, 100 * S, 3, 16.0, "a"),
+    (6, 5_500_000, 100 * S, "landing", None, None, None, None, "a"),
+])
+TIMED_SPEC = parse_spec({**BASE, "history": {"features": [
+    {"kind": "sum", "of": "x", "window": "2s"}, {"kind": "count", "window": "2s", "by": "c"}, {"kind": "max", "window": "2s"}]}})
+TIMED_EXPECTED = {
+    "hist__x_sum_2s": [None, 1, 2, 6, None, 16],  # earlier events at times in (t - 2s, t]: one exactly 2 s before is out (events 3, 5)
+    "hist__label_count_2s__by_c": [0, 1, 0, 0, 1, 2],  # a label known exactly 2 s before is out (event 4)
+    "hist__label_max_2s": [None, 10, None, 30, 20, 50],  # event 3 comes before its own label, event 4 after it
+}
+
+
+def test_a_time_window_reads_what_was_known_in_the_span_before_the_event_in_training_and_serving() -> None:
+    for order in (TIMED, TIMED.iloc[::-1], TIMED.sample(frac=1, random_state=4)):
+        frame = history_frame(order, TIMED_SPEC).loc[TIMED.index]
+        served = _online(order, TIMED_SPEC).set_axis(order.index).loc[TIMED.index]
+        for name, expected in TIMED_EXPECTED.items():
+            assert _equal(frame[name], pd.Series(expected, dtype="float64")), (name, frame[name].tolist())
+            assert _equal(served[name].astype("float64"), pd.Series(expected, dtype="float64")), (name, served[name].tolist())
+
+
 def _online(events: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
     """What serving computes: each event's features from the state before it, replayed in the order things happened."""
     state = HistoryState(spec)
     events = events.reset_index(drop=True)
     features = list(spec.features)
     records = events[features].astype(object).where(events[features].notna(), None).to_dict("records")
+    known = label_known_at(events)
     out: dict[int, dict[str, Any]] = {}
     for is_label, i in zip(*timeline(events)):
         if is_label:
-            state.observe_label(records[i], events["label"].iloc[i])
+            state.observe_label(records[i], events["label"].iloc[i], int(known[i]))
         else:
             out[int(i)] = state.features(records[i], int(events["event_time"].iloc[i]))
             state.observe_event(records[i], int(events["event_time"].iloc[i]))
@@ -168,6 +211,10 @@ EVERY_KIND = [
     {"kind": "mean", "of": "x", "n": 7, "by": "c"}, {"kind": "sum", "of": "x", "n": 3}, {"kind": "count", "of": "x", "n": 4, "by": "c"},
     {"kind": "min", "of": "x", "n": 2, "by": "k"}, {"kind": "max", "of": "x", "n": 9}, {"kind": "diff", "of": "x", "by": "c"},
     {"kind": "since", "by": "c"}, {"kind": "since"}, {"kind": "events", "by": "k"},
+    {"kind": "mean", "window": "10s", "by": "c"}, {"kind": "sum", "window": "1m"}, {"kind": "count", "window": "30s", "by": "k"},
+    {"kind": "min", "window": "5s"}, {"kind": "max", "window": "20s", "by": "c"}, {"kind": "mean", "of": "x", "window": "5s", "by": "c"},
+    {"kind": "sum", "of": "x", "window": "2s"}, {"kind": "count", "of": "x", "window": "3s", "by": "c"},
+    {"kind": "min", "of": "x", "window": "10s", "by": "k"}, {"kind": "max", "of": "x", "window": "1s"},
 ]
 
 
@@ -288,15 +335,24 @@ def test_a_negative_label_delay_is_refused(capsys: pytest.CaptureFixture[str]) -
 
 
 def test_a_label_reaches_the_serving_state_once_through_feedback_or_the_catch_up() -> None:
-    spec = parse_spec({**BASE, "history": {"features": [{"kind": "count", "n": 10}]}})
+    spec = parse_spec({**BASE, "history": {"features": [{"kind": "count", "n": 10}, {"kind": "sum", "window": "1m"}, {"kind": "min", "window": "1m"}]}})
     row = {"x": 1.0, "c": "p"}
-    landed = pd.DataFrame({"x": [1.0, 2.0, 3.0], "c": ["p", "q", "p"], "label": [5.0, 6.0, 7.0], "label_seq": [4, 5, 6]})
+    landed = pd.DataFrame({"x": [1.0, 2.0, 3.0], "c": ["p", "q", "p"], "label": [5.0, 4.0, 7.0], "label_seq": [4, 5, 6],
+                           "event_time": [100 * S, 90 * S, 110 * S], "source": ["serving", "landing", "serving"],
+                           "ingested_at": [100 * S, 95 * S, 110 * S], "label_time": [112 * S, 115 * S, 120 * S]})
     for feedback_first in (True, False):
         state = HistoryState(spec)
         state.replay(_events([]).iloc[:0], label_watermark=3)
         if feedback_first:
-            state.observe_label(row, 6.0, label_seq=5)
+            state.observe_label(row, 4.0, 110 * S, label_seq=5)
         assert state.catch_up(landed) == (2 if feedback_first else 3)
-        state.observe_label(row, 6.0, label_seq=5)  # /feedback after the catch-up saw it: ignored
-        state.observe_label(row, 9.0, label_seq=2)  # at or below the watermark: observed already
-        assert state.features(row, 0)["hist__label_count10"] == 3.0 and state.label_watermark == 6
+        state.observe_label(row, 4.0, 110 * S, label_seq=5)  # /feedback after the catch-up saw it: ignored
+        state.observe_label(row, 9.0, 121 * S, label_seq=2)  # at or below the watermark: observed already
+        assert state.features(row, 130 * S)["hist__label_count10"] == 3.0 and state.label_watermark == 6
+        # known at 112 s, 110 s (the landed event's time plus its 20 s delay: sorted in behind the newest) and 120 s
+        read = [state.features(row, at * S) for at in (130, 171, 175, 180)]
+        assert [r["hist__label_sum_1m"] for r in read[:3]] == [16.0, 12.0, 7.0] and math.isnan(read[3]["hist__label_sum_1m"])
+        assert [r["hist__label_min_1m"] for r in read[:3]] == [4.0, 5.0, 7.0] and math.isnan(read[3]["hist__label_min_1m"])
+        state.observe_label(row, 1.0, 200 * S)  # known after the next request's time (a landed event dated ahead): not yet in it
+        early, due = state.features(row, 190 * S), state.features(row, 200 * S)
+        assert math.isnan(early["hist__label_sum_1m"]) and math.isnan(early["hist__label_min_1m"]) and due["hist__label_sum_1m"] == due["hist__label_min_1m"] == 1.0

@@ -9,6 +9,8 @@ order) and the labels known by its event time. A label is known from
 
 Label-based features (lags, windows of the label) read a key's labels in the order they became known;
 event-based ones (windows and lags of a numeric feature, diff, since, events) the key's earlier events.
+A time window `w` of an event at time t reads the same items restricted to times in (t - w, t]: for a feature,
+the key's earlier events whose event time is in it; for the label, the key's labels whose known time is in it.
 
 Two computations of one definition: `history_frame` over a whole window (vectorised, for training) and
 `HistoryState` (per-key deques, O(1) per request, for serving, rebuilt by replaying the log through the same
@@ -17,6 +19,7 @@ Two computations of one definition: `history_frame` over a whole window (vectori
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import deque
 from collections.abc import Mapping
@@ -25,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pandas.api.indexers import BaseIndexer
 
 from mlplatform.domain.spec import LABEL_REF, ROLLING, DatasetSpec, HistoryFeature
 from mlplatform.domain.validation import EVENT_TIME, LABEL
@@ -32,6 +36,7 @@ from mlplatform.domain.validation import EVENT_TIME, LABEL
 SERVED = "serving"  # the `source` of events logged by the prediction service (the event log's SERVING_SOURCE)
 US_PER_S = 1_000_000
 _WHOLE_STREAM = 0  # the one key value of features declared without `by`
+_BITS = 2.0**40  # see `_settled`
 
 
 def label_known_at(events: pd.DataFrame) -> np.ndarray:
@@ -81,13 +86,67 @@ def _key_codes(events: pd.DataFrame, by: str | None) -> pd.Series:
     return pd.Series(np.where(codes < 0, np.nan, codes), index=events.index)
 
 
+def _settled(values: Any) -> Any:
+    """Sums and means rounded to 40 significant bits (~12 digits), the same in training and serving.
+
+    Training sums a window incrementally (pandas), serving exactly (`math.fsum`): their last bits may differ, and a tree
+    splits between any two distinct training values, however close. Rounded, both land on one value except within a
+    few ulps of a rounding boundary, so a served prediction and the rebuilt training row take the same branches.
+    """
+    mantissa, exponent = np.frexp(values)
+    return np.ldexp(np.round(mantissa * _BITS) / _BITS, exponent)
+
+
 def _window(values: pd.Series, keys: pd.Series, n: int, stat: str) -> pd.Series:
     """`stat` of the non-missing values among each item's last n of its key (itself included)."""
     if stat == "count":
         values = values.notna().astype("float64").where(keys.notna())
         stat = "sum"
     rolled = getattr(values.groupby(keys).rolling(n, min_periods=1), stat)()
-    return rolled.reset_index(level=0, drop=True).reindex(values.index)
+    rolled = rolled.reset_index(level=0, drop=True).reindex(values.index)
+    return rolled.pipe(_settled) if stat in ("sum", "mean") else rolled
+
+
+class _Slices(BaseIndexer):
+    """Rolling windows given as slices [start, end) of the values (both ascending, so pandas updates them incrementally)."""
+
+    def get_window_bounds(self, num_values: int = 0, min_periods: int | None = None, center: bool | None = None,
+                          closed: str | None = None, step: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        return self.start, self.end
+
+
+def _time_window(values: np.ndarray, data_at: np.ndarray, query_at: np.ndarray, keys: np.ndarray, times: np.ndarray, width: int, stat: str) -> np.ndarray:
+    """At each query item: `stat` of the non-missing `values` (at items `data_at`) of its key that came before it, at times in (t - width, t].
+
+    Items are timeline positions (times ascend along them). Data and queries are sorted by key, keeping timeline
+    order, so each query's window is one slice [start, end) of the data: end by the query's position, start by
+    the first time after t - width (searches on key-major composites); pandas' rolling then runs over those slices.
+    """
+    data_keys, query_keys = keys[data_at], keys[query_at]
+    keep = ~np.isnan(data_keys)
+    values, data_at, data_keys = values[keep], data_at[keep], data_keys[keep].astype("int64")
+    data_times = times[data_at]  # ascending, as the timeline
+    new = np.concatenate([[True], data_times[1:] != data_times[:-1]]) if len(data_times) else np.zeros(0, bool)
+    moments, rank = data_times[new], np.cumsum(new) - 1  # distinct data times, and each data item's among them
+    order = np.argsort(data_keys, kind="stable")
+    values, data_at, data_keys, rank = values[order], data_at[order], data_keys[order], rank[order]
+    queries = np.flatnonzero(~np.isnan(query_keys))
+    queries = queries[np.argsort(query_keys[queries], kind="stable")]
+    keyed, asked = query_keys[queries].astype("int64"), query_at[queries]
+    span = len(times) + 1
+    end = np.searchsorted(data_keys * span + data_at, keyed * span + asked)
+    ranks = len(moments) + 1
+    after = np.searchsorted(moments, times[asked] - width, side="right")  # the rank of the first data time inside the window
+    start = np.minimum(np.searchsorted(data_keys * ranks + rank, keyed * ranks + after), end)
+    least = 1  # fewer present values than this: missing (a count of none is 0)
+    if stat == "count":
+        values, stat, least = (~np.isnan(values)).astype("float64"), "sum", 0
+    n = len(values)  # the series is the data, then one empty slot per query: the queries' windows are slices of the data
+    slices = _Slices(start=np.concatenate([np.zeros(n, "int64"), start]), end=np.concatenate([np.zeros(n, "int64"), end]))
+    rolled = getattr(pd.Series(np.concatenate([values, np.full(len(queries), np.nan)])).rolling(slices, min_periods=least), stat)()
+    out = np.full(len(query_at), np.nan)
+    out[queries] = rolled.to_numpy()[n:]
+    return _settled(out) if stat in ("sum", "mean") else out
 
 
 def _event_feature(feature: HistoryFeature, rows: pd.DataFrame, keys: pd.Series) -> dict[str, pd.Series]:
@@ -136,11 +195,18 @@ def history_frame(events: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
     label_ordinal = np.cumsum(is_label) - 1  # at each item: how many labels came before it or at it, minus one
     keys = {by: _key_codes(items, by) for by in dict.fromkeys(f.by for f in declared)}
     seen: dict[str | None, np.ndarray] = {}  # per key: each row's latest label item of its key (-1: none), as a label ordinal
+    times = np.where(is_label, label_known_at(events)[position], events[EVENT_TIME].to_numpy(dtype="int64")[position])
     out: dict[str, np.ndarray] = {}
     for feature in declared:
         item_keys = keys[feature.by]
         row_keys = item_keys[is_row]
-        if feature.source != LABEL_REF:
+        if feature.window_us is not None:
+            data = is_label if feature.source == LABEL_REF else is_row
+            read = _label_values(items[LABEL], spec) if feature.source == LABEL_REF else items[feature.source].astype("float64")
+            at = np.flatnonzero(data)
+            timed = _time_window(read.to_numpy()[at], at, np.flatnonzero(is_row), item_keys.to_numpy(), times, feature.window_us, feature.kind)
+            computed = {feature.names[0]: pd.Series(timed)}
+        elif feature.source != LABEL_REF:
             computed = _event_feature(feature, rows, row_keys)
         else:
             if feature.by not in seen:
@@ -170,9 +236,9 @@ def _stat(values: list[float], stat: str) -> float:
     if not present:
         return math.nan
     if stat == "sum":
-        return math.fsum(present)
+        return float(_settled(math.fsum(present)))
     if stat == "mean":
-        return math.fsum(present) / len(present)
+        return float(_settled(math.fsum(present) / len(present)))
     return float(min(present) if stat == "min" else max(present))
 
 
@@ -180,16 +246,106 @@ def _number(value: Any) -> float:
     return math.nan if value is None else float(value)
 
 
+def _add_exact(partials: list[float], value: float) -> None:
+    """Add `value` (or take it away, when negative) to the exact sum kept as non-overlapping `partials` (Shewchuk,
+    as in `math.fsum`): a running window sum that never drifts, whose `math.fsum` is the window's own."""
+    i = 0
+    for other in partials:
+        if abs(value) < abs(other):
+            value, other = other, value
+        high = value + other
+        low = other - (high - value)
+        if low:
+            partials[i] = low
+            i += 1
+        value = high
+    partials[i:] = [value]
+
+
+class _TimeWindow:
+    """One time-window feature of one key: its (time, value) items within `width` µs of the newest, in time order, with
+    their running exact sum and present count, and for min/max the candidates (a monotonic deque).
+
+    Adding and expiring are O(1) amortised; items expire once older than `width` before the newest item or the latest
+    request (the clock moves forward: later requests read at that time or after).
+    """
+
+    def __init__(self, width: int, stat: str) -> None:
+        self.width, self.stat = width, stat
+        self.times: deque[int] = deque()
+        self.values: deque[float] = deque()
+        self.partials: list[float] = []
+        self.present = 0
+        self.best: deque[tuple[int, float]] = deque()  # min/max: (time, value), values ascending (min) or descending (max)
+
+    def _beaten(self, kept: float, value: float) -> bool:
+        return kept >= value if self.stat == "min" else kept <= value
+
+    def _push_best(self, at: int, value: float) -> None:
+        while self.best and self._beaten(self.best[-1][1], value):
+            self.best.pop()
+        self.best.append((at, value))
+
+    def add(self, at: int, value: float) -> None:
+        """One item; a time before the newest (a landed event's label, known at its event time plus delay) is sorted in."""
+        times, values = self.times, self.values
+        if not times or at >= times[-1]:
+            times.append(at)
+            values.append(value)
+            if value == value and self.stat in ("min", "max"):
+                self._push_best(at, value)
+        else:
+            place = bisect.bisect_right(times, at)
+            times.insert(place, at)
+            values.insert(place, value)
+            if self.stat in ("min", "max"):
+                self.best.clear()
+                for time, kept in zip(times, values):
+                    if kept == kept:
+                        self._push_best(time, kept)
+        if value == value:
+            self.present += 1
+            _add_exact(self.partials, value)
+        self.expire(times[-1] - self.width)
+
+    def expire(self, bound: int) -> None:
+        """Forget the items at or before `bound`."""
+        times, values = self.times, self.values
+        while times and times[0] <= bound:
+            times.popleft()
+            value = values.popleft()
+            if value == value:
+                self.present -= 1
+                _add_exact(self.partials, -value)
+        while self.best and self.best[0][0] <= bound:
+            self.best.popleft()
+
+    def read(self, at: int) -> float:
+        """The statistic over the items at times in (at - width, at]."""
+        if self.times and self.times[-1] > at:  # items dated after the request (landed with future times): count them out
+            return _stat([v for t, v in zip(self.times, self.values) if at - self.width < t <= at], self.stat)
+        self.expire(at - self.width)
+        if self.stat == "count":
+            return float(self.present)
+        if self.stat in ("min", "max"):
+            return self.best[0][1] if self.best else math.nan
+        if not self.present:
+            return math.nan
+        total = math.fsum(self.partials)
+        return float(_settled(total if self.stat == "sum" else total / self.present))
+
+
 @dataclass
 class _KeyState:
     """What one key value remembers: its last event time, event count, recent values per column and recent labels
-    (as given, and as the numbers windows read)."""
+    (as given, and as the numbers windows read), and its time windows (by the feature's place in the spec)."""
 
     last_time: int | None = None
     count: int = 0
     values: dict[str, deque[float]] = field(default_factory=dict)
     labels: deque[Any] = field(default_factory=deque)
     numbers: deque[float] = field(default_factory=deque)
+    windows: dict[int, _TimeWindow] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -202,6 +358,8 @@ class _Plan:
     source: str | None
     label: bool
     n: int
+    window_us: int | None
+    slot: int  # its place in the spec: the key of its time window in `_KeyState.windows`
 
 
 class HistoryState:
@@ -211,11 +369,14 @@ class HistoryState:
         self.spec = spec
         declared = spec.history_features
         self.keys = list(dict.fromkeys(f.by for f in declared))
-        self._plans = [_Plan(f.kind, f.by, f.names, f.source, f.source == LABEL_REF, f.n or 0) for f in declared]
+        self._plans = [_Plan(f.kind, f.by, f.names, f.source, f.source == LABEL_REF, f.n or 0, f.window_us, i) for i, f in enumerate(declared)]
         self._tables: dict[str | None, dict[Any, _KeyState]] = {by: {} for by in self.keys}
         self._value_len: dict[str | None, dict[str, int]] = {by: {} for by in self.keys}
         self._label_len: dict[str | None, int] = dict.fromkeys(self.keys, 1)
+        self._timed = {by: [p for p in self._plans if p.window_us is not None and p.by == by] for by in self.keys}
         for f in declared:
+            if f.window_us is not None:
+                continue
             length = f.k or f.n or (2 if f.kind == "diff" and f.source == LABEL_REF else 1)
             if f.source == LABEL_REF:
                 self._label_len[f.by] = max(self._label_len[f.by], length)
@@ -244,7 +405,8 @@ class HistoryState:
     def _new_state(self, by: str | None) -> _KeyState:
         values = {col: deque(maxlen=n) for col, n in self._value_len[by].items()}
         size = self._label_len[by]
-        return _KeyState(values=values, labels=deque(maxlen=size), numbers=deque(maxlen=size))
+        windows = {p.slot: _TimeWindow(p.window_us or 0, p.kind) for p in self._timed[by]}
+        return _KeyState(values=values, labels=deque(maxlen=size), numbers=deque(maxlen=size), windows=windows)
 
     def _table_state(self, by: str | None, key: Any) -> _KeyState:
         state = self._tables[by].get(key)
@@ -253,7 +415,7 @@ class HistoryState:
         return state
 
     def features(self, row: Mapping[str, Any], time_us: int) -> dict[str, Any]:
-        """The history columns of a request made at `time_us` (the state is not changed); missing values are None."""
+        """The history columns of a request made at `time_us` (nothing is added: time windows only forget what left their span); missing values are None."""
         out: dict[str, Any] = {}
         for plan in self._plans:
             key = self._key(row, plan.by)
@@ -277,6 +439,8 @@ class HistoryState:
             for i, name in enumerate(names):
                 value = recent[-i - 1] if size > i else None
                 out[name] = None if value != value else value
+        elif plan.window_us is not None:
+            out[names[0]] = state.windows[plan.slot].read(time_us)
         else:
             numbers = state.numbers if plan.label else state.values[plan.source or ""]
             if kind == "diff":
@@ -300,9 +464,13 @@ class HistoryState:
             state.count += 1
             for col, values in state.values.items():
                 values.append(_number(row.get(col)))
+            for plan in self._timed[by]:
+                if not plan.label:
+                    state.windows[plan.slot].add(time_us, _number(row.get(plan.source or "")))
 
-    def observe_label(self, row: Mapping[str, Any], label: Any, label_seq: int | None = None) -> None:
-        """The label of an event with these features became known now; with its `label_seq`, only once (see `catch_up`)."""
+    def observe_label(self, row: Mapping[str, Any], label: Any, known_us: int, label_seq: int | None = None) -> None:
+        """The label of an event with these features became known at `known_us` (`label_known_at`); with its `label_seq`,
+        only once (see `catch_up`)."""
         if label_seq is not None:
             if label_seq <= self.label_watermark or label_seq in self._observed_above:
                 return
@@ -311,20 +479,25 @@ class HistoryState:
             key = self._key(row, by)
             if key is not None:
                 state = self._table_state(by, key)
+                number = self._label_number(label)
                 state.labels.append(label)
-                state.numbers.append(self._label_number(label))
+                state.numbers.append(number)
+                for plan in self._timed[by]:
+                    if plan.label:
+                        state.windows[plan.slot].add(known_us, number)
 
     def catch_up(self, landed: pd.DataFrame) -> int:
-        """Observe labels that landed outside /feedback (label files), given in label_seq order after `label_watermark`;
-        returns how many were new."""
+        """Observe labels that landed outside /feedback (label files), given in label_seq order after `label_watermark`
+        with their label times; returns how many were new."""
         if landed.empty:
             return 0
         features = [c for c in self.spec.features if c in landed]
         records = landed[features].astype(object).where(landed[features].notna(), None).to_dict("records")
+        known = label_known_at(landed).tolist()
         new = 0
-        for record, label, seq in zip(records, landed[LABEL].tolist(), landed["label_seq"].astype("int64").tolist()):
+        for record, label, at, seq in zip(records, landed[LABEL].tolist(), known, landed["label_seq"].astype("int64").tolist()):
             if seq not in self._observed_above and seq > self.label_watermark:
-                self.observe_label(record, label)
+                self.observe_label(record, label, at)
                 new += 1
             self.label_watermark = max(self.label_watermark, seq)
         self._observed_above = {seq for seq in self._observed_above if seq > self.label_watermark}
@@ -339,10 +512,11 @@ class HistoryState:
         columns = [c for c in self.spec.features if c in events]
         records = events[columns].astype(object).where(events[columns].notna(), None).to_dict("records")
         times = events[EVENT_TIME].to_numpy(dtype="int64").tolist()
+        known = label_known_at(events).tolist()
         labels = events[LABEL].tolist()
         for label_item, i in zip(is_label.tolist(), position.tolist()):
             if label_item:
-                self.observe_label(records[i], labels[i])
+                self.observe_label(records[i], labels[i], known[i])
             else:
                 self.observe_event(records[i], times[i])
         if events["label_seq"].notna().any():

@@ -66,10 +66,36 @@ class SourceSpec(BaseModel):
 HISTORY_PREFIX = "hist__"
 LABEL_REF = "label"  # `of: label` names the label whatever its column is called
 ROLLING = ("mean", "sum", "count", "min", "max")
+_DURATION = re.compile(r"(-?[0-9]{1,12})([smhd])")
+_UNIT_S = {"d": 86_400, "h": 3_600, "m": 60, "s": 1}
+MAX_WINDOW_S = 36_500 * 86_400  # a century: beyond any sensible warm-up, and its microseconds stay far inside int64
+
+
+def duration_seconds(text: str) -> int:
+    """The seconds of a checked window (`6h`, `90m`); `HistoryFeature.window` holds only such text."""
+    match = _DURATION.fullmatch(text)
+    assert match is not None, text
+    return int(match[1]) * _UNIT_S[match[2]]
+
+
+def _window_text(value: object) -> object:
+    """A time window: a whole number and a unit, kept as written (it is part of the feature's name)."""
+    if value is None:
+        return None
+    match = _DURATION.fullmatch(value.strip()) if isinstance(value, str) else None
+    if match is None:
+        shown = repr(value) if len(repr(value)) <= 40 else f"{repr(value)[:40]}…"
+        raise ValueError(f"{shown} is not a duration: a whole number and a unit s, m, h or d, e.g. 90s, 30m, 6h, 7d")
+    seconds = int(match[1]) * _UNIT_S[match[2]]
+    if seconds <= 0:
+        raise ValueError(f"{value!r}: a window must be longer than 0")
+    if seconds > MAX_WINDOW_S:
+        raise ValueError(f"{value!r}: a window is at most {MAX_WINDOW_S // 86_400}d")
+    return match[0]
 
 
 class HistoryFeature(BaseModel):
-    """One declared history feature (or k lags): what it summarises (`of`), over what (`n`, `k`) and per which key (`by`)."""
+    """One declared history feature (or k lags): what it summarises (`of`), over what (`n`, `window`, `k`) and per which key (`by`)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -77,6 +103,9 @@ class HistoryFeature(BaseModel):
     of: str | None = Field(default=None, description="`label` or a numeric feature; lag and diff default to the label.")
     k: int | None = Field(default=None, ge=1, description="lag: how many previous values (lag1..lagk).")
     n: int | None = Field(default=None, ge=1, description="mean/sum/count/min/max: over the key's last n values.")
+    window: Annotated[str | None, BeforeValidator(_window_text)] = Field(
+        default=None, description="mean/sum/count/min/max, instead of n: over the key's values of the last time span, e.g. 6h (s, m, h, d)."
+    )
     by: str | None = Field(default=None, description="The key: a feature; omitted, the whole stream is one key.")
 
     @property
@@ -94,10 +123,16 @@ class HistoryFeature(BaseModel):
         if self.kind == "lag":
             return [f"{HISTORY_PREFIX}{what}_lag{i}{suffix}" for i in range(1, (self.k or 1) + 1)]
         if self.kind in ROLLING:
-            return [f"{HISTORY_PREFIX}{what}_{self.kind}{self.n}{suffix}"]
+            over = f"_{self.window}" if self.window else str(self.n)
+            return [f"{HISTORY_PREFIX}{what}_{self.kind}{over}{suffix}"]
         if self.kind == "diff":
             return [f"{HISTORY_PREFIX}{what}_diff{suffix}"]
         return [f"{HISTORY_PREFIX}{self.kind}{suffix}"]
+
+    @property
+    def window_us(self) -> int | None:
+        """The time window in microseconds (the event log's clock), or None for a window of the last n values."""
+        return None if self.window is None else duration_seconds(self.window) * 1_000_000
 
 
 class HistorySpec(BaseModel):
@@ -202,10 +237,13 @@ class DatasetSpec(BaseModel):
                 raise ValueError(f"{where}.of: {source!r} is categorical; {feature.kind} needs a numeric feature or the label")
             if feature.k is not None and feature.kind != "lag":
                 raise ValueError(f"{where}.k: only for kind lag")
-            if feature.kind in ROLLING and feature.n is None:
-                raise ValueError(f"{where}.n: kind {feature.kind} needs n, the number of last values it summarises")
-            if feature.kind not in ROLLING and feature.n is not None:
-                raise ValueError(f"{where}.n: only for kinds {', '.join(ROLLING)}")
+            if feature.kind in ROLLING and feature.n is None and feature.window is None:
+                raise ValueError(f"{where}.n: kind {feature.kind} needs n, the number of last values it summarises, or window, the time span")
+            if feature.n is not None and feature.window is not None:
+                raise ValueError(f"{where}.window: give n (the last n values) or window (a time span), not both")
+            for name, value in (("n", feature.n), ("window", feature.window)):
+                if feature.kind not in ROLLING and value is not None:
+                    raise ValueError(f"{where}.{name}: only for kinds {', '.join(ROLLING)}")
             if source == LABEL_REF and feature.kind in (*ROLLING, "diff") and self.task is not Task.regression:
                 if feature.kind == "diff" or self.task is Task.multiclass:
                     raise ValueError(f"{where}.kind: {feature.kind} of a {self.task.value} label is not defined; use lag (or a window of a binary label)")

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from starlette.concurrency import run_in_threadpool
 
-from mlplatform.domain.history import HistoryState
+from mlplatform.domain.history import HistoryState, label_known_at
 from mlplatform.domain.spec import DatasetSpec, Task
 from mlplatform.domain.validation import MAX_ID_LENGTH
 from mlplatform.serving.champion import ChampionWatcher, ServedModel
@@ -265,11 +265,11 @@ class ModelService:
     def _observe_label(self, event_id: str, label: str | float) -> None:
         """File a label just applied through /feedback under its event's keys (read back from the log, with its label_seq)."""
         assert self.history is not None
-        event = self.events.get([event_id])
+        event = self.events.get([event_id], label_times=True)
         features = event[list(self.spec.features)]
         row = features.astype(object).where(features.notna(), None).to_dict("records")[0]
         with self._history_lock:
-            self.history.observe_label(row, label, int(event["label_seq"].iloc[0]))
+            self.history.observe_label(row, label, int(label_known_at(event)[0]), int(event["label_seq"].iloc[0]))
 
     def _catch_up_labels(self) -> None:
         """Labels that land outside /feedback (label files) reach the history state within `serve_reload_seconds`."""

@@ -421,8 +421,8 @@ class EventStore(ABC):
         return frame.iloc[::-1].reset_index(drop=True)
 
     def labels_since(self, label_seq: int, limit: int = 10_000) -> pd.DataFrame:
-        """The events whose labels landed after `label_seq`, in the order they landed (at most `limit`)."""
-        return self._select(f"label_seq > {self.PARAM}", [int(label_seq)], "label_seq", limit)
+        """The events whose labels landed after `label_seq`, in the order they landed (at most `limit`), with their label times."""
+        return self._select(f"label_seq > {self.PARAM}", [int(label_seq)], "label_seq", limit, label_times=True)
 
     def events_between(self, start_us: int | None = None, end_us: int | None = None, limit: int | None = None, label_times: bool = False) -> pd.DataFrame:
         """Events with start <= event_time < end, oldest first; the latest `limit` when capped.
@@ -467,12 +467,13 @@ class EventStore(ABC):
         first, last = self._query("SELECT (SELECT min(event_time) FROM events), (SELECT max(event_time) FROM events)")[1][0]
         return None if first is None else (int(first), int(last))
 
-    def get(self, event_ids: Sequence[str]) -> pd.DataFrame:
+    def get(self, event_ids: Sequence[str], label_times: bool = False) -> pd.DataFrame:
+        """The events with these ids, in log order; `label_times` as in `events_between`."""
         ids = list(event_ids)
         if not ids:
-            return self._select("0 = 1", [], "seq", None)
+            return self._select("0 = 1", [], "seq", None, label_times)
         chunks = [ids[i : i + 500] for i in range(0, len(ids), 500)]
-        parts = [self._select(f"event_id IN ({', '.join(self.PARAM for _ in chunk)})", chunk, "seq", None) for chunk in chunks]
+        parts = [self._select(f"event_id IN ({', '.join(self.PARAM for _ in chunk)})", chunk, "seq", None, label_times) for chunk in chunks]
         return pd.concat(parts, ignore_index=True)
 
 
