@@ -27,6 +27,7 @@ from mlplatform.cli.dev import free_port, running
 from mlplatform.stores.registry import CHAMPION
 from mlplatform.domain.validation import validate_frame
 from mlplatform.pipeline.drift import compare, most_drifted
+from mlplatform.stores.reports import load_snapshot
 from mlplatform.pipeline.replay import DriftScenario, inject_drift, write_batches
 from mlplatform.stores.evidently_workspace import TOP_COLUMNS, add_drift_snapshot, snapshot_tags
 from mlplatform.settings import REPO_ROOT
@@ -73,9 +74,9 @@ def _more_drift_snapshots(platform: Platform, folder: Path) -> None:
     events = lambda rows: validate_frame(rows, spec, generated_id_prefix="more-drift", generated_time_start_us=0).events  # noqa: E731
     for i, scenario in enumerate(MORE_DRIFT):
         current = events(inject_drift(platform.next_rows(DRIFTED_ROWS), spec, scenario, reference=stream))
-        columns, *_, snapshot = compare(spec, events(stream), current, settings.drift_share_threshold, folder / f"more-drift-{i}.json.xz",
-                                        snapshot_tags(spec.name, int(champion.version)))
-        entry = add_drift_snapshot(settings.evidently_workspace_dir, spec.name, snapshot, f"more-drift-{i}",
+        path = folder / f"more-drift-{i}.json.xz"
+        columns, *_ = compare(spec, events(stream), current, settings.drift_share_threshold, path, snapshot_tags(spec.name, int(champion.version)))
+        entry = add_drift_snapshot(settings.evidently_workspace_dir, spec.name, load_snapshot(path), f"more-drift-{i}",
                                    [c.column for c in most_drifted(columns)[:TOP_COLUMNS]], settings.drift_reports_keep)
         assert entry.error is None, entry.error
 
