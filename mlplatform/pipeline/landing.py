@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import gc
 import gzip
 import hashlib
 import io
@@ -611,6 +612,9 @@ def _store(path: Path, handle: BinaryIO, seen: os.stat_result, spec: DatasetSpec
                     counts.quarantined += log.quarantine(bad, source=path.name)
                 progress = _advanced(progress, batch, len(frame), counts)
                 log.record_progress(digest, path.name, progress)
+            # pandas frames sit in reference cycles, which would keep a few batches of Arrow buffers alive at once.
+            del frame, batch
+            gc.collect()
     except (UnreadableFile, SchemaError) as exc:
         if progress.rows:
             raise type(exc)(f"{exc} (from line or row {progress.line} on; the {progress.rows} rows before it were kept)") from None
