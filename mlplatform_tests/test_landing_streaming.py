@@ -17,7 +17,8 @@ import pytest
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.pipeline.landing import LandingPolicy, ingest_file
 from mlplatform.settings import DEFAULT_SPEC, Settings
-from mlplatform.stores.eventlog import EventLog
+from mlplatform.stores.eventlog import Counts, EventLog
+from mlplatform.stores.eventlog_postgres import PostgresEventLog
 
 from mlplatform_tests.conftest import ADULT_COLUMNS as COLUMNS
 
@@ -110,7 +111,8 @@ from pathlib import Path
 from mlplatform.domain.spec import load_spec
 from mlplatform.pipeline.landing import LandingPolicy, ingest_file
 from mlplatform.settings import Settings
-from mlplatform.stores.eventlog import EventLog
+from mlplatform.stores.eventlog import Counts, EventLog
+from mlplatform.stores.eventlog_postgres import PostgresEventLog
 spec = load_spec(sys.argv[3])
 policy = replace(LandingPolicy.from_settings(Settings()), quiet_seconds=0.0, batch_bytes=int(sys.argv[4]))
 ingest_file(Path(sys.argv[1]), spec, EventLog(Path(sys.argv[2]), spec), policy)
@@ -164,4 +166,18 @@ def test_a_run_killed_mid_file_is_resumed_and_every_row_lands_once(tmp_path: Pat
     assert len(_quarantine(log)) == bad
     assert pd.read_sql_query("SELECT count(*) AS n FROM file_progress", log._conn)["n"].iloc[0] == 0
     assert (landing / "processed" / name).exists()
+    log.close()
+
+
+def test_batches_commit_with_their_progress_on_postgresql(tmp_path: Path, adult_spec: DatasetSpec, adult_rows: pd.DataFrame, postgres_url: str) -> None:
+    """The production event log takes the same batches: nested writes join the batch's transaction there too."""
+    frame = adult_rows[COLUMNS].head(120).astype({"age": object})
+    frame.loc[7, "age"] = "old"
+    log = PostgresEventLog(postgres_url, adult_spec)
+    first = ingest_file(_write(frame, tmp_path / "a.csv"), adult_spec, log, _policy(2000))
+    again = ingest_file(_write(frame, tmp_path / "again.csv"), adult_spec, log, _policy(2000))
+    assert (first.rows, first.ingested, first.quarantined) == (120, 119, 1)
+    assert again.already_ingested and (again.rows, again.duplicates) == (120, 120)
+    assert log.counts() == Counts(119, 119, 1, 119)
+    assert log._query("SELECT count(*) FROM file_progress")[1][0][0] == 0
     log.close()

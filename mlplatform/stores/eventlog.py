@@ -18,7 +18,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, closing, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +77,7 @@ class FileProgress:
     labels_applied: int = 0
 
 
-_PROGRESS_COLUMNS = ("position", "line", "parsed", "rows", "ingested", "duplicates", "quarantined", "labels_applied")
+_PROGRESS_COLUMNS = tuple(f.name for f in fields(FileProgress))  # the columns of table file_progress
 
 
 @dataclass(frozen=True)
