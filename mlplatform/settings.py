@@ -106,8 +106,9 @@ class Settings(BaseSettings):
     # landing
     landing_quiet_seconds: float = Field(default=2.0, ge=0, description="A landing file is taken only once its size and times have not changed for this long (a run waits at most this long for a fresh file; one still changing is left for a later run).")
     landing_ready_marker: str | None = Field(default=None, min_length=1, description="Marker mode: when set (e.g. '.ready'), a landing file is taken only once '<file><marker>' exists beside it; the marker moves with the file.")
-    landing_max_file_bytes: int = Field(default=1 << 30, ge=1, description="Larger landing files are rejected before reading.")
-    landing_max_decompressed_bytes: int = Field(default=1 << 30, ge=1, description="A .gz landing file that expands beyond this is rejected (checked while decompressing).")
+    landing_max_file_bytes: int = Field(default=1 << 36, ge=1, description="Larger landing files are rejected before reading (files are streamed in batches, so this guards the disk and the run's length, not memory).")
+    landing_max_decompressed_bytes: int = Field(default=1 << 36, ge=1, description="A .gz landing file that expands beyond this is rejected (checked while decompressing, before any of its rows is written).")
+    landing_batch_bytes: int = Field(default=8 << 20, ge=1 << 10, description="Landing text (CSV, JSON Lines) is parsed, validated and committed this many bytes at a time (Parquet: a 128th as many rows): memory is bounded by it, not by the file.")
 
     # production profile
     event_log_url: SecretStr | None = Field(default=None, description="PostgreSQL URL of the event log (e.g. postgresql://user:password@127.0.0.1:5432/db), one schema per dataset; unset: the SQLite file in <state>/events.")

@@ -13,7 +13,7 @@ import pytest
 from mlplatform.domain.spec import DatasetSpec, parse_spec
 from mlplatform.domain.validation import EVENT_ID, EVENT_TIME, LABEL
 from mlplatform.settings import Settings
-from mlplatform.stores.eventlog import SERVING_SOURCE, EventLog, EventLogError, EventStore
+from mlplatform.stores.eventlog import SERVING_SOURCE, Counts, EventLog, EventLogError, EventStore, FileProgress
 from mlplatform.stores.eventlog_factory import open_event_log
 from mlplatform.stores.eventlog_postgres import EVENT_LOG_URL_SETTING, PostgresEventLog, redact
 from mlplatform_tests.support.postgres import PostgresCluster
@@ -76,6 +76,25 @@ def test_repeats_inside_one_append_count_once(log: EventStore) -> None:
     result = log.append(_events(["a", "a", "b"]), "f")
     assert (result.inserted, result.duplicates) == (2, 1)
     assert log.counts().total == 2
+
+
+def test_a_batch_commits_with_its_file_progress_or_not_at_all(log: EventStore) -> None:
+    """What landing's exactly-once rests on: a batch's events, counters, quarantine and progress share one transaction."""
+    bad = pd.DataFrame({"row_number": [3], "reason": ["bad x"], "record": ["{}"]})
+    with pytest.raises(RuntimeError, match="killed"), log.transaction():
+        log.append(_events(["a", "b"]), "f")
+        log.quarantine(bad, "f")
+        log.record_progress("sha", "f", FileProgress(position=10, line=4, parsed=2, rows=3, ingested=2, quarantined=1))
+        raise RuntimeError("killed")
+    assert log.counts() == Counts(0, 0, 0, 0) and log.file_progress("sha") == FileProgress() and log.get(["a"]).empty
+    done = FileProgress(position=10, line=4, parsed=2, rows=3, ingested=2, quarantined=1)
+    with log.transaction():
+        log.append(_events(["a", "b"]), "f")
+        log.quarantine(bad, "f")
+        log.record_progress("sha", "f", done)
+    assert log.counts() == Counts(2, 2, 1, 2) and log.file_progress("sha") == done and log.recorded_rows("sha") is None
+    log.record_file("sha", "f", 3, 2, 0, 1)
+    assert log.file_progress("sha") == FileProgress() and log.recorded_rows("sha") == 3
 
 
 def test_late_labels_get_the_next_label_seq(log: EventStore) -> None:
@@ -299,11 +318,11 @@ def test_both_backends_give_the_same_frames(tmp_path: Path, postgres_url: str, t
     for name in ("counts", "time_range"):
         assert getattr(sqlite_log, name)() == getattr(postgres_log, name)(), name
     assert sqlite_log.count_between(15, 55, max_label_seq=3) == postgres_log.count_between(15, 55, max_label_seq=3)
-    assert sqlite_log.file_seen("abc") is postgres_log.file_seen("abc") is False
+    assert sqlite_log.recorded_rows("abc") is postgres_log.recorded_rows("abc") is None
     for log in (sqlite_log, postgres_log):
         log.record_file("abc", "f1", 6, 6, 0, 2)
         log.record_file("abc", "f1", 6, 6, 0, 2)
-        assert log.file_seen("abc")
+        assert log.recorded_rows("abc") == 6
         log.close()
 
 

@@ -21,7 +21,7 @@ import pytest
 
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.validation import nested_value_problem
-from mlplatform.pipeline.landing import IngestReport, LandingPolicy, NotSettled, _read_settled, ingest_pending
+from mlplatform.pipeline.landing import IngestReport, LandingPolicy, NotSettled, _opened_settled, ingest_pending
 from mlplatform.settings import Settings
 from mlplatform.stores.eventlog import EventLog
 
@@ -160,13 +160,13 @@ def test_a_file_changed_or_swapped_for_a_link_after_it_was_looked_at_is_not_read
     seen = path.lstat()
     with path.open("a", encoding="utf-8") as writer:
         writer.write("2\n")
-    with pytest.raises(NotSettled, match="changed since the landing folder was read"):
-        _read_settled(path, seen, 1 << 20)
+    with pytest.raises(NotSettled, match="changed since the landing folder was read"), _opened_settled(path, seen, 1 << 20):
+        pass
     seen = path.lstat()
     path.rename(tmp_path / "moved.csv")
     path.symlink_to(tmp_path / "moved.csv")
-    with pytest.raises(NotSettled, match="replaced by a symbolic link"):
-        _read_settled(path, seen, 1 << 20)
+    with pytest.raises(NotSettled, match="replaced by a symbolic link"), _opened_settled(path, seen, 1 << 20):
+        pass
 
 
 @pytest.mark.parametrize("name", [".hidden.csv", "_staging.csv", "a.csv.tmp", "a.csv.part", "b.CSV.TMP", "notes.txt", "_SUCCESS"])

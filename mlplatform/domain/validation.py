@@ -74,14 +74,14 @@ def parse_numeric(values: pd.Series) -> tuple[pd.Series, pd.Series]:
     return parsed.where(~bad), bad
 
 
-def generated_keys(n: int, prefix: str, start_us: int, step_us: int = 1) -> tuple[list[str], np.ndarray]:
-    """Event ids `<prefix>-<row>` and times `start_us + row × step_us` for rows that carry none.
+def generated_keys(n: int, prefix: str, start_us: int, step_us: int = 1, first_row: int = 0) -> tuple[list[str], np.ndarray]:
+    """Event ids `<prefix>-<row>` and times `start_us + row × step_us` for rows that carry none (rows counted from `first_row`).
 
     The one rule for replay (prefix: dataset name, start 2026-01-01, a minute apart) and landing (prefix:
     the file's content hash, start: ingestion time, a microsecond apart, so file order is kept): the same
     input always gets the same ids, so sending it twice yields duplicates, not new events.
     """
-    return [f"{prefix}-{i}" for i in range(n)], start_us + np.arange(n, dtype="int64") * step_us
+    return [f"{prefix}-{i}" for i in range(first_row, first_row + n)], start_us + np.arange(n, dtype="int64") * step_us
 
 
 def nested_value_problem(value: object) -> str | None:
@@ -129,13 +129,15 @@ def validate_frame(
     generated_id_prefix: str,
     generated_time_start_us: int,
     row_numbers: Sequence[int] | None = None,
+    first_row: int = 0,
 ) -> Validated:
     """Check every row of `raw` against `spec`.
 
     Missing feature columns reject the frame (SchemaError); everything else is per row. Rows without
     an id or time get generated ones that are stable for the same input, so the same file dropped
     twice produces the same event ids. `row_numbers` (default: 1, 2, ...) is where each row sits in
-    its file; quarantined rows carry it.
+    its file; quarantined rows carry it. `first_row` is how many rows of the same file came before `raw`
+    (a file validated batch by batch), so generated ids stay those of the whole file.
     """
     raw = with_clean_columns(raw)
     missing = [c for c in spec.features if c not in raw.columns]
@@ -165,7 +167,7 @@ def validate_frame(
 
     out: dict[str, pd.Series] = {}
     if id_col is None or time_col is None:
-        generated_ids, generated_times = generated_keys(n, generated_id_prefix, generated_time_start_us)
+        generated_ids, generated_times = generated_keys(n, generated_id_prefix, generated_time_start_us, first_row=first_row)
     if id_col is not None:
         ids = as_text(cells[id_col])
         flag(ids.isna(), id_col, "missing")

@@ -2,7 +2,9 @@
 
 Only settled regular files are taken: unchanged for a quiet period (and, in marker mode, with their
 marker beside them), never a symlink, a temporary or hidden name, or a directory; every entry not taken
-is reported with why. Each file taken is ingested exactly once (by content hash), then moved to
+is reported with why. Each file taken is read in batches (memory bounded by the batch, not the file) and
+ingested exactly once (by content hash): every batch commits with the file's progress, so a run killed
+mid-file is resumed by the next one after the last committed batch. Then the file is moved to
 `processed/`; a file that cannot be ingested for a reason of its own is moved to `rejected/` with a
 `.reason.txt` beside it and none of its rows kept, so one bad file never blocks the next. Rows that are
 invalid are quarantined in the event log with their reason, so nothing is silently dropped. Trouble
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import gc
 import gzip
 import hashlib
 import io
@@ -22,8 +25,11 @@ import sqlite3
 import stat
 import time
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import pandas as pd
 import pyarrow as pa
@@ -37,7 +43,6 @@ from mlplatform.domain.validation import (
     EVENT_ID,
     EVENT_TIME,
     SchemaError,
-    Validated,
     nested_cells,
     nested_value_problem,
     parse_numeric,
@@ -45,13 +50,16 @@ from mlplatform.domain.validation import (
     with_clean_columns,
 )
 from mlplatform.settings import Settings
-from mlplatform.stores.eventlog import EventStore, EventLogError, now_us
+from mlplatform.stores.eventlog import EventStore, EventLogError, FileProgress, now_us
 
 SUFFIXES = (".csv", ".csv.gz", ".parquet", ".jsonl", ".jsonl.gz", ".ndjson")
 TEMPORARY_SUFFIXES = (".tmp", ".part")
 PROCESSED = "processed"
 REJECTED = "rejected"
 REASON_SUFFIX = ".reason.txt"
+PARQUET_ROW_BYTES = 128  # a Parquet batch has batch_bytes / this many rows: about what a row of ~20 columns takes as text
+READ_BLOCK = 1 << 20  # bytes read at a time while hashing and checking a .gz
+MAX_HEADER_BYTES = 1 << 20
 
 
 class UnreadableFile(ValueError):
@@ -70,6 +78,7 @@ class LandingPolicy:
     ready_marker: str | None
     max_file_bytes: int
     max_decompressed_bytes: int
+    batch_bytes: int = 8 << 20  # text parsed, validated and committed at a time (Parquet: batch_bytes / PARQUET_ROW_BYTES rows)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "LandingPolicy":
@@ -78,6 +87,7 @@ class LandingPolicy:
             ready_marker=settings.landing_ready_marker,
             max_file_bytes=settings.landing_max_file_bytes,
             max_decompressed_bytes=settings.landing_max_decompressed_bytes,
+            batch_bytes=settings.landing_batch_bytes,
         )
 
 
@@ -129,6 +139,13 @@ class _Parsed:
     frame: pd.DataFrame
     bad_rows: list[tuple[int, str, str]]  # line number, reason, raw text
     line_numbers: list[int] | None = None  # the line of each row of `frame`, so quarantine points into the file
+
+
+@dataclass
+class _Batch:
+    parsed: _Parsed
+    position: int  # where the next batch starts: byte offset in the (decompressed) text, or Parquet row
+    line: int  # the file line the next batch starts on
 
 
 def _state(info: os.stat_result) -> tuple[int, int, int, int]:
@@ -216,8 +233,8 @@ def _to_pandas(table: pa.Table) -> pd.DataFrame:
     return table.to_pandas(types_mapper={pa.string(): ARROW_STRING, pa.large_string(): ARROW_STRING}.get)
 
 
-def _split_utf8(data: bytes) -> tuple[bytes, list[tuple[int, str, str]]]:
-    """Blank out the lines that are not valid UTF-8 (so line numbers stay true) and report them."""
+def _split_utf8(data: bytes, offset: int) -> tuple[bytes, list[tuple[int, str, str]]]:
+    """Blank out the lines that are not valid UTF-8 (so line numbers stay true) and report them (line k of `data` is file line k + `offset`)."""
     try:
         data.decode("utf-8")
         return data, []
@@ -225,7 +242,7 @@ def _split_utf8(data: bytes) -> tuple[bytes, list[tuple[int, str, str]]]:
         pass
     kept: list[bytes] = []
     bad: list[tuple[int, str, str]] = []
-    for number, line in enumerate(data.splitlines(keepends=True), start=1):
+    for number, line in enumerate(data.splitlines(keepends=True), start=1 + offset):
         try:
             line.decode("utf-8")
             kept.append(line)
@@ -235,16 +252,14 @@ def _split_utf8(data: bytes) -> tuple[bytes, list[tuple[int, str, str]]]:
     return b"".join(kept), bad
 
 
-def _parse_csv(data: bytes) -> _Parsed:
-    data, bad = _split_utf8(data)
+def _parse_csv(data: bytes, offset: int) -> _Parsed:
+    """One batch: the header line, then lines of the file from line `offset` + 2 on."""
+    data, bad = _split_utf8(data, offset)
     if not data.strip():
         return _Parsed(pd.DataFrame(), bad)
     # Arrow numbers rows without the empty lines it skips; this maps its row numbers back to lines.
-    lines = [number for number, line in enumerate(data.split(b"\n"), start=1) if line not in (b"", b"\r")]
+    lines = [number for number, line in enumerate(data.split(b"\n"), start=1 + offset) if line not in (b"", b"\r")]
     invalid: set[int] = set()
-
-    if bad and bad[0][0] == 1:
-        raise UnreadableFile(f"the header line is not valid UTF-8: {bad[0][1]}")
 
     def on_invalid(row: pacsv.InvalidRow) -> str:
         number = lines[row.number - 1] if row.number and row.number <= len(lines) else row.number or 0
@@ -264,16 +279,17 @@ def _parse_csv(data: bytes) -> _Parsed:
     except (pa.ArrowInvalid, csv.Error) as exc:
         raise UnreadableFile(f"not parseable as CSV: {exc}") from None
     rows = [n for n in lines[1:] if n not in invalid]
-    # Quoted values spanning lines break the one-row-per-line mapping: then rows are numbered 1, 2, ...
+    # Quoted values spanning lines break the one-row-per-line mapping: then rows are numbered by their place in the file.
     return _Parsed(_to_pandas(table), bad, rows if len(rows) == table.num_rows else None)
 
 
-def _parse_jsonl(data: bytes, text_columns: list[str]) -> _Parsed:
-    """Arrow's JSON reader (C++) for clean files; line by line when it refuses one, to say which lines are bad.
+def _parse_jsonl(data: bytes, text_columns: list[str], offset: int) -> _Parsed:
+    """Arrow's JSON reader (C++) for clean batches; line by line when it refuses one, to say which lines are bad.
 
-    `text_columns` are read as strings: Arrow would otherwise turn date-like text into timestamps.
+    `text_columns` are read as strings: Arrow would otherwise turn date-like text into timestamps. Line k of
+    `data` is line k + `offset` of the file.
     """
-    data, bad = _split_utf8(data)
+    data, bad = _split_utf8(data, offset)
     if not data.strip():
         return _Parsed(pd.DataFrame(), bad)
     schema = pa.schema([(name, pa.string()) for name in dict.fromkeys(text_columns)])
@@ -284,14 +300,14 @@ def _parse_jsonl(data: bytes, text_columns: list[str]) -> _Parsed:
             parse_options=pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer"),
         )
     except pa.ArrowException:
-        return _parse_jsonl_lines(data, bad)
-    return _Parsed(_to_pandas(table), bad, [number for number, line in enumerate(data.split(b"\n"), start=1) if line.strip()])
+        return _parse_jsonl_lines(data, bad, offset)
+    return _Parsed(_to_pandas(table), bad, [number for number, line in enumerate(data.split(b"\n"), start=1 + offset) if line.strip()])
 
 
-def _parse_jsonl_lines(data: bytes, bad: list[tuple[int, str, str]]) -> _Parsed:
+def _parse_jsonl_lines(data: bytes, bad: list[tuple[int, str, str]], offset: int) -> _Parsed:
     records: list[dict[str, object]] = []
     numbers: list[int] = []
-    for number, line in enumerate(data.decode("utf-8").splitlines(), start=1):
+    for number, line in enumerate(data.decode("utf-8").splitlines(), start=1 + offset):
         if not line.strip():
             continue
         try:
@@ -307,22 +323,15 @@ def _parse_jsonl_lines(data: bytes, bad: list[tuple[int, str, str]]) -> _Parsed:
     return _Parsed(pd.DataFrame.from_records(records), bad, numbers)
 
 
-def _parse_parquet(data: bytes) -> _Parsed:
-    try:
-        table = pq.read_table(io.BytesIO(data))
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise UnreadableFile(f"not parseable as Parquet: {exc}") from None
-    return _Parsed(_to_pandas(table), [])
-
-
 def _text_columns(spec: DatasetSpec) -> list[str]:
     """Columns that are text whatever they look like: ids, times, categoricals, class labels."""
     columns = [EVENT_ID, EVENT_TIME, *(c for c in (spec.id_column, spec.time_column) if c), *spec.categorical_features]
     return columns + [spec.label] if spec.is_classification else columns
 
 
-def _read_settled(path: Path, seen: os.stat_result, max_bytes: int) -> bytes:
-    """The bytes of `path`, provided it is still the regular file `seen` describes and did not change while read.
+@contextmanager
+def _opened_settled(path: Path, seen: os.stat_result, max_bytes: int) -> Iterator[BinaryIO]:
+    """`path` opened for reading, provided it is still the regular file `seen` describes and within `max_bytes`.
 
     Opened without following symlinks, so a file swapped for a link after it was looked at is not read either.
     """
@@ -341,36 +350,136 @@ def _read_settled(path: Path, seen: os.stat_result, max_bytes: int) -> bytes:
             raise NotSettled("changed since the landing folder was read")
         if seen.st_size > max_bytes:
             raise UnreadableFile(f"file is {seen.st_size} bytes, over the limit of {max_bytes}")
-        data = handle.read(max_bytes + 1)
-        after = os.fstat(fd)
-    if len(data) != seen.st_size or _state(after) != _state(seen) or _state(_lstat(path) or after) != _state(seen):
+        yield handle
+
+
+def _check_settled(path: Path, handle: BinaryIO, seen: os.stat_result) -> None:
+    """Raise NotSettled when the file read through `handle` changed, or its name now points elsewhere."""
+    after = os.fstat(handle.fileno())
+    if _state(after) != _state(seen) or _state(_lstat(path) or after) != _state(seen):
         raise NotSettled("changed while being read")
-    return data
 
 
-def _gunzip(data: bytes, max_bytes: int) -> bytes:
-    """Decompress, stopping past `max_bytes`: a small file must not expand without bound in memory."""
+@contextmanager
+def _decompressed(handle: BinaryIO) -> Iterator[BinaryIO]:
+    """The content of a .gz file from its start; a corrupt stream is the file's fault, not the disk's."""
+    handle.seek(0)
     try:
-        with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:
-            out = stream.read(max_bytes + 1)
-    except (OSError, EOFError, zlib.error) as exc:
+        with gzip.GzipFile(fileobj=handle, mode="rb") as stream:
+            yield stream  # type: ignore[misc]
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
         raise UnreadableFile(f"not a valid gzip file: {exc}") from None
-    if len(out) > max_bytes:
-        raise UnreadableFile(f"decompresses to more than {max_bytes} bytes, over the limit")
-    return out
 
 
-def parse_landing_file(name: str, data: bytes, spec: DatasetSpec, max_decompressed_bytes: int) -> _Parsed:
-    """The rows of a landing file's content; `name` says its format."""
+def _content_hash(handle: BinaryIO, seen: os.stat_result, gzipped: bool, max_decompressed: int) -> str:
+    """The sha256 of the file, read block by block. A .gz is also decompressed to its end (counting, keeping nothing):
+    a corrupt one or one that expands past `max_decompressed` is rejected before any of its rows is written."""
+    handle.seek(0)
+    digest = hashlib.sha256()
+    size = 0
+    while block := handle.read(READ_BLOCK):
+        digest.update(block)
+        size += len(block)
+    if size != seen.st_size:
+        raise NotSettled("changed while being read")
+    if gzipped:
+        expanded = 0
+        with _decompressed(handle) as stream:
+            while block := stream.read(READ_BLOCK):
+                expanded += len(block)
+                if expanded > max_decompressed:
+                    raise UnreadableFile(f"decompresses to more than {max_decompressed} bytes, over the limit")
+    return digest.hexdigest()
+
+
+def _cut(data: bytes, quoted: bool) -> int:
+    """Length of the longest prefix of `data` made of whole lines (0 if none); for CSV (`quoted`), only at a line end
+    outside quotes, so a quoted value spanning lines stays in one batch. `data` starts outside quotes."""
+    end = data.rfind(b"\n")
+    odd = quoted and end >= 0 and data.count(b'"', 0, end) % 2 == 1
+    while odd and end >= 0:
+        before = data.rfind(b"\n", 0, end)
+        odd ^= data.count(b'"', before + 1, end) % 2 == 1
+        end = before
+    return end + 1
+
+
+def _text_batches(stream: BinaryIO, quoted: bool, start: int, batch_bytes: int) -> Iterator[bytes]:
+    """Whole lines of `stream` from byte `start` on, about `batch_bytes` at a time (more when one value spans further)."""
+    stream.seek(start)
+    carry = b""
+    while block := stream.read(batch_bytes):
+        data = carry + block
+        cut = _cut(data, quoted)
+        if cut:
+            yield data[:cut]
+        carry = data[cut:]
+    if carry:
+        yield carry
+
+
+def _csv_header(stream: BinaryIO) -> tuple[bytes, int]:
+    """The header (the first line that is not blank) and the file line it is on; (b"", 0) when the file has none."""
+    number = 0
+    while line := stream.readline(MAX_HEADER_BYTES + 1):
+        number += 1
+        if len(line) > MAX_HEADER_BYTES:
+            raise UnreadableFile(f"the header line is longer than {MAX_HEADER_BYTES} bytes")
+        if line.strip():
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise UnreadableFile(f"the header line is not valid UTF-8: line {number}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+            return line if line.endswith(b"\n") else line + b"\n", number
+    return b"", 0
+
+
+def _parquet_batches(handle: BinaryIO, start: int, batch_rows: int) -> Iterator[_Batch]:
+    """Row batches of a Parquet file from row `start` on; row groups before it are not read."""
+    try:
+        handle.seek(0)
+        file = pq.ParquetFile(handle)
+        groups, skipped = [], 0
+        for i in range(file.num_row_groups):
+            rows = file.metadata.row_group(i).num_rows
+            if groups or skipped + rows > start:
+                groups.append(i)
+            else:
+                skipped += rows
+        position = skipped
+        for batch in file.iter_batches(batch_size=batch_rows, row_groups=groups, use_threads=False):
+            if position < start:
+                batch = batch.slice(start - position)
+                position = start
+            position += batch.num_rows
+            if batch.num_rows:
+                yield _Batch(_Parsed(_to_pandas(pa.Table.from_batches([batch])), []), position, 1)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise UnreadableFile(f"not parseable as Parquet: {exc}") from None
+
+
+def _batches(handle: BinaryIO, name: str, spec: DatasetSpec, policy: LandingPolicy, start: FileProgress) -> Iterator[_Batch]:
+    """The rows of a landing file, batch by batch from where `start` says the last committed batch ended; `name` says the format."""
     name = name.lower()
-    if name.endswith(".gz"):
-        data = _gunzip(data, max_decompressed_bytes)
-        name = name[:-3]
+    gzipped = name.endswith(".gz")
+    name = name.removesuffix(".gz")
     if name.endswith(".parquet"):
-        return _parse_parquet(data)
-    if name.endswith((".jsonl", ".ndjson")):
-        return _parse_jsonl(data, _text_columns(spec))
-    return _parse_csv(data)
+        yield from _parquet_batches(handle, start.position, max(1, policy.batch_bytes // PARQUET_ROW_BYTES))
+        return
+    jsonl = name.endswith((".jsonl", ".ndjson"))
+    with _decompressed(handle) if gzipped else nullcontext(handle) as stream:
+        stream.seek(0)
+        header, line = (b"", 0) if jsonl else _csv_header(stream)
+        if not jsonl and not header:
+            return
+        position = start.position or stream.tell()
+        line = start.line if start.position else line + 1
+        for text in _text_batches(stream, not jsonl, position, policy.batch_bytes):
+            # Line k of what is parsed is file line k + offset: CSV batches are parsed behind their header line.
+            parsed = _parse_jsonl(text, _text_columns(spec), line - 1) if jsonl else _parse_csv(header + text, line - 2)
+            position += len(text)
+            line += text.count(b"\n")
+            yield _Batch(parsed, position, line)
 
 
 def _move(path: Path, folder: str, marker: str | None) -> Path:
@@ -391,10 +500,8 @@ def _is_label_file(frame: pd.DataFrame, spec: DatasetSpec) -> bool:
     return spec.label in frame.columns and bool(ids & set(frame.columns)) and not (set(spec.features) & set(frame.columns))
 
 
-def _ingest_labels(parsed: _Parsed, spec: DatasetSpec, log: EventStore, name: str, outcome: FileOutcome) -> None:
-    """A file of late labels: event id + label, no features."""
-    frame = parsed.frame.reset_index(drop=True)
-    lines = parsed.line_numbers or list(range(1, len(frame) + 1))
+def _ingest_labels(frame: pd.DataFrame, lines: list[int], spec: DatasetSpec, log: EventStore, name: str, outcome: FileOutcome) -> None:
+    """A batch of a file of late labels: event id + label, no features."""
     id_col = spec.id_column if spec.id_column in frame.columns else EVENT_ID
     ids = as_text(frame[id_col])
     nested = {col: nested_cells(frame[col]) for col in (id_col, spec.label)}
@@ -420,8 +527,8 @@ def _ingest_labels(parsed: _Parsed, spec: DatasetSpec, log: EventStore, name: st
             }
         )
         outcome.quarantined += log.quarantine(rows, source=name)
-    outcome.labels_applied = len(result.applied)
-    outcome.duplicates = len(result.unchanged)
+    outcome.labels_applied += len(result.applied)
+    outcome.duplicates += len(result.unchanged)
 
 
 def _is_transient(exc: Exception) -> bool:
@@ -435,49 +542,89 @@ def _is_transient(exc: Exception) -> bool:
     return isinstance(exc, (OSError, MemoryError, sqlite3.Error, EventLogError))
 
 
-def _store(path: Path, data: bytes, spec: DatasetSpec, log: EventStore, policy: LandingPolicy) -> FileOutcome:
-    """Parse and check the whole file before the first write to the event log: a file that fails leaves no rows behind.
-
-    The events (or labels) go in first, in one transaction, and quarantined rows after them, so an error the
-    file causes in the event log leaves nothing behind either.
-    """
-    outcome = FileOutcome(name=path.name)
-    digest = hashlib.sha256(data).hexdigest()
-    parsed = parse_landing_file(path.name, data, spec, policy.max_decompressed_bytes)
-    if log.file_seen(digest):
-        outcome.already_ingested = True
-        outcome.rows = outcome.duplicates = len(parsed.frame)
-        return outcome
-    frame = parsed.frame = with_clean_columns(parsed.frame)
-    outcome.rows = len(frame) + len(parsed.bad_rows)
-    labels_only = not frame.empty and _is_label_file(frame, spec)
-    validated: Validated | None = None
-    if not frame.empty and not labels_only:
-        validated = validate_frame(
-            frame, spec, generated_id_prefix=digest[:16], generated_time_start_us=now_us(), row_numbers=parsed.line_numbers
+def _ingest_events(frame: pd.DataFrame, lines: list[int], first_row: int, digest: str, spec: DatasetSpec, log: EventStore, name: str, outcome: FileOutcome) -> None:
+    """A batch of events: valid rows appended, the others quarantined (conflicting labels too)."""
+    validated = validate_frame(frame, spec, generated_id_prefix=digest[:16], generated_time_start_us=now_us(), row_numbers=lines, first_row=first_row)
+    outcome.extra_columns = validated.extra_columns
+    result = log.append(validated.events, source=name)
+    outcome.quarantined += log.quarantine(validated.quarantined, source=name)
+    outcome.ingested += result.inserted
+    outcome.labels_applied += result.labels_applied
+    outcome.duplicates += validated.duplicates + result.duplicates
+    if not result.conflicts.empty:
+        conflicts = result.conflicts.assign(
+            row_number=0,
+            reason="label conflicts with the label already recorded",
+            record=[json.dumps(r) for r in result.conflicts.astype(str).to_dict("records")],
         )
-    if labels_only:
-        _ingest_labels(parsed, spec, log, path.name, outcome)
-    elif validated is not None:
-        outcome.extra_columns = validated.extra_columns
-        result = log.append(validated.events, source=path.name)
-        outcome.quarantined += log.quarantine(validated.quarantined, source=path.name)
-        outcome.ingested = result.inserted
-        outcome.labels_applied = result.labels_applied
-        outcome.duplicates = validated.duplicates + result.duplicates
-        if not result.conflicts.empty:
-            conflicts = result.conflicts.assign(
-                row_number=0,
-                reason="label conflicts with the label already recorded",
-                record=[json.dumps(r) for r in result.conflicts.astype(str).to_dict("records")],
-            )
-            outcome.quarantined += log.quarantine(conflicts, source=path.name)
-            outcome.duplicates -= len(conflicts)
-    if parsed.bad_rows:
-        bad = pd.DataFrame(parsed.bad_rows, columns=["row_number", "reason", "record"])
-        outcome.quarantined += log.quarantine(bad, source=path.name)
-    log.record_file(digest, path.name, outcome.rows, outcome.ingested, outcome.duplicates, outcome.quarantined)
-    return outcome
+        outcome.quarantined += log.quarantine(conflicts, source=name)
+        outcome.duplicates -= len(conflicts)
+
+
+def _advanced(progress: FileProgress, batch: _Batch, parsed_rows: int, counts: FileOutcome) -> FileProgress:
+    return FileProgress(
+        position=batch.position,
+        line=batch.line,
+        parsed=progress.parsed + parsed_rows,
+        rows=progress.rows + counts.rows,
+        ingested=progress.ingested + counts.ingested,
+        duplicates=progress.duplicates + counts.duplicates,
+        quarantined=progress.quarantined + counts.quarantined,
+        labels_applied=progress.labels_applied + counts.labels_applied,
+    )
+
+
+def _store(path: Path, handle: BinaryIO, seen: os.stat_result, spec: DatasetSpec, log: EventStore, policy: LandingPolicy) -> FileOutcome:
+    """Ingest the file batch by batch, each batch in one transaction with the file's progress.
+
+    Everything about the file as a whole (its hash, a .gz's integrity and size, a header or schema that makes it
+    unusable: checked on the first batch, before it is written) fails before the first write, so such a file
+    leaves no rows behind. A run that dies mid-file leaves whole batches and the progress after them: the next
+    run resumes there, and event-id dedup makes any overlap harmless.
+    """
+    digest = _content_hash(handle, seen, path.name.lower().endswith(".gz"), policy.max_decompressed_bytes)
+    _check_settled(path, handle, seen)
+    recorded = log.recorded_rows(digest)
+    if recorded is not None:
+        return FileOutcome(name=path.name, rows=recorded, duplicates=recorded, already_ingested=True)
+    progress = log.file_progress(digest)
+    columns: list[str] = []
+    labels_only = False
+    extra: list[str] = []
+    try:
+        for batch in _batches(handle, path.name, spec, policy, progress):
+            frame = with_clean_columns(batch.parsed.frame)
+            counts = FileOutcome(name=path.name, rows=len(frame) + len(batch.parsed.bad_rows))
+            if not frame.empty and not columns:
+                columns, labels_only = list(frame.columns), _is_label_file(frame, spec)
+            # A JSON Lines batch may lack a key the file's first rows had: its rows miss that value, like the other lines'.
+            frame = frame.assign(**{c: pd.Series(None, index=frame.index, dtype=object) for c in columns if c not in frame.columns})
+            lines = batch.parsed.line_numbers or list(range(progress.parsed + 1, progress.parsed + len(frame) + 1))
+            with log.transaction():
+                if not frame.empty:
+                    if labels_only:
+                        _ingest_labels(frame, lines, spec, log, path.name, counts)
+                    else:
+                        _ingest_events(frame, lines, progress.parsed, digest, spec, log, path.name, counts)
+                        extra = extra or counts.extra_columns
+                if batch.parsed.bad_rows:
+                    bad = pd.DataFrame(batch.parsed.bad_rows, columns=["row_number", "reason", "record"])
+                    counts.quarantined += log.quarantine(bad, source=path.name)
+                progress = _advanced(progress, batch, len(frame), counts)
+                log.record_progress(digest, path.name, progress)
+            # pandas frames sit in reference cycles, which would keep a few batches of Arrow buffers alive at once.
+            del frame, batch
+            gc.collect()
+    except (UnreadableFile, SchemaError) as exc:
+        if progress.rows:
+            raise type(exc)(f"{exc} (from line or row {progress.line} on; the {progress.rows} rows before it were kept)") from None
+        raise
+    _check_settled(path, handle, seen)
+    log.record_file(digest, path.name, progress.rows, progress.ingested, progress.duplicates, progress.quarantined)
+    return FileOutcome(
+        name=path.name, rows=progress.rows, ingested=progress.ingested, duplicates=progress.duplicates,
+        quarantined=progress.quarantined, labels_applied=progress.labels_applied, extra_columns=extra,
+    )
 
 
 def _take(path: Path, seen: os.stat_result, spec: DatasetSpec, log: EventStore, policy: LandingPolicy) -> FileOutcome:
@@ -487,7 +634,8 @@ def _take(path: Path, seen: os.stat_result, spec: DatasetSpec, log: EventStore, 
             raise UnreadableFile(f"a symbolic link (to {os.readlink(path)!r}): landing takes regular files only, the target is not read")
         if not stat.S_ISREG(seen.st_mode):
             raise UnreadableFile("not a regular file: landing takes regular files only")
-        outcome = _store(path, _read_settled(path, seen, policy.max_file_bytes), spec, log, policy)
+        with _opened_settled(path, seen, policy.max_file_bytes) as handle:
+            outcome = _store(path, handle, seen, spec, log, policy)
     except NotSettled:
         raise
     except Exception as exc:

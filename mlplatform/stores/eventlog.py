@@ -18,7 +18,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, closing, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,28 @@ class LabelResult:
     unchanged: list[str]
     unknown: list[str]
     conflicts: list[str]
+
+
+@dataclass(frozen=True)
+class FileProgress:
+    """How far the ingestion of one landing file got: committed with each batch, so a re-run resumes after it.
+
+    `position` is where the next batch starts in the file's (decompressed) content: a byte offset for text, a
+    row offset for Parquet; `line` is the file line it starts on and `parsed` how many rows were read before
+    it (generated ids are numbered by it). The rest are the file's running totals.
+    """
+
+    position: int = 0
+    line: int = 1
+    parsed: int = 0
+    rows: int = 0
+    ingested: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    labels_applied: int = 0
+
+
+_PROGRESS_COLUMNS = tuple(f.name for f in fields(FileProgress))  # the columns of table file_progress
 
 
 @dataclass(frozen=True)
@@ -146,7 +168,8 @@ class EventStore(ABC):
 
     @abstractmethod
     def _write(self) -> AbstractContextManager[Any]:
-        """One write transaction; yields a DB-API handle with execute/executemany."""
+        """One write transaction; yields a DB-API handle with execute/executemany. Called inside another on the same
+        thread, it joins that one (commits with it, rolls back with it)."""
 
     @abstractmethod
     def _query(self, sql: str, params: Sequence[object] = ()) -> tuple[list[str], list[tuple[Any, ...]]]:
@@ -209,6 +232,10 @@ class EventStore(ABC):
                 f"""CREATE TABLE IF NOT EXISTS shadow_predictions (
                     model_version TEXT NOT NULL, event_id {t["id"]} NOT NULL, prediction TEXT, probability {t["real"]},
                     scored_at {t["int"]} NOT NULL, PRIMARY KEY (model_version, event_id))"""
+            )
+            db.execute(
+                f"""CREATE TABLE IF NOT EXISTS file_progress (
+                    sha256 TEXT PRIMARY KEY, name TEXT NOT NULL, {", ".join(f"{c} {t['int']} NOT NULL" for c in _PROGRESS_COLUMNS)})"""
             )
             db.execute(f"CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value {t['int']} NOT NULL)")
             db.executemany(f"INSERT INTO meta VALUES ({self.PARAM}, 0) ON CONFLICT (key) DO NOTHING", [(k,) for k in COUNTERS])
@@ -368,16 +395,45 @@ class EventStore(ABC):
             self._bump(db, "quarantined", len(rows))
         return len(rows)
 
-    def file_seen(self, sha256: str) -> bool:
-        return bool(self._query(f"SELECT 1 FROM files WHERE sha256 = {self.PARAM}", (sha256,))[1])
+    def recorded_rows(self, sha256: str) -> int | None:
+        """The rows of the file with this content hash when it was ingested to the end, None if it never was."""
+        rows = self._query(f"SELECT rows FROM files WHERE sha256 = {self.PARAM}", (sha256,))[1]
+        return int(rows[0][0] or 0) if rows else None
 
     def record_file(self, sha256: str, name: str, rows: int, ingested: int, duplicates: int, quarantined: int) -> None:
+        """The file is ingested to its end: its record replaces its progress, in one transaction."""
         values = ", ".join(self.PARAM for _ in range(7))
         updates = ", ".join(f"{c} = excluded.{c}" for c in ("name", "rows", "ingested", "duplicates", "quarantined", "at"))
         with self._write() as db:
             db.execute(
                 f"INSERT INTO files (sha256, name, rows, ingested, duplicates, quarantined, at) VALUES ({values}) ON CONFLICT (sha256) DO UPDATE SET {updates}",
                 (sha256, name, rows, ingested, duplicates, quarantined, now_us()),
+            )
+            db.execute(f"DELETE FROM file_progress WHERE sha256 = {self.PARAM}", (sha256,))
+
+    def file_progress(self, sha256: str) -> FileProgress:
+        """How far an earlier, interrupted run got with the file of this content hash (from the start if none did)."""
+        rows = self._query(f"SELECT {', '.join(_PROGRESS_COLUMNS)} FROM file_progress WHERE sha256 = {self.PARAM}", (sha256,))[1]
+        return FileProgress(*(int(v) for v in rows[0])) if rows else FileProgress()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One transaction around several writes (append, add_labels, quarantine, record_progress): all commit or none.
+
+        A landing file's batch is written in one, with the file's progress, so a process killed mid-file leaves
+        whole batches and a progress record pointing just past them, and counters that count each row once.
+        """
+        with self._write():
+            yield
+
+    def record_progress(self, sha256: str, name: str, progress: FileProgress) -> None:
+        p = self.PARAM
+        updates = ", ".join(f"{c} = excluded.{c}" for c in ("name", *_PROGRESS_COLUMNS))
+        with self._write() as db:
+            db.execute(
+                f"INSERT INTO file_progress (sha256, name, {', '.join(_PROGRESS_COLUMNS)}) VALUES ({', '.join(p for _ in range(2 + len(_PROGRESS_COLUMNS)))}) "
+                f"ON CONFLICT (sha256) DO UPDATE SET {updates}",
+                (sha256, name, *(getattr(progress, c) for c in _PROGRESS_COLUMNS)),
             )
 
     def counts(self) -> Counts:
@@ -523,6 +579,9 @@ class EventLog(EventStore):
     def _write(self) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE takes the write lock up front, so the label counter read in it cannot go stale."""
         with self._lock:
+            if self._conn.in_transaction:  # nested in `transaction()`: the outer block commits or rolls back
+                yield self._conn
+                return
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._conn

@@ -1,0 +1,183 @@
+"""Landing files read in batches: the same events as one pass, whatever the batch size, and exactly once when the
+ingesting process is killed mid-file and the file is taken again."""
+
+import gzip
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from mlplatform.domain.spec import DatasetSpec
+from mlplatform.pipeline.landing import LandingPolicy, ingest_file
+from mlplatform.settings import DEFAULT_SPEC, Settings
+from mlplatform.stores.eventlog import Counts, EventLog
+from mlplatform.stores.eventlog_postgres import PostgresEventLog
+
+from mlplatform_tests.conftest import ADULT_COLUMNS as COLUMNS
+
+KILLED_ROWS = 10_000
+BAD_EVERY = 997  # one row in this many has a wrong-typed age, so quarantine is counted across the kill too
+
+
+def _policy(batch_bytes: int) -> LandingPolicy:
+    return replace(LandingPolicy.from_settings(Settings()), quiet_seconds=0.0, batch_bytes=batch_bytes)
+
+
+def _events(log: EventLog) -> pd.DataFrame:
+    return pd.read_sql_query("SELECT event_id, event_time, label, label_seq, f_age, f_workclass FROM events ORDER BY event_id", log._conn)
+
+
+def _quarantine(log: EventLog) -> pd.DataFrame:
+    return pd.read_sql_query("SELECT row_number, reason FROM quarantine ORDER BY row_number", log._conn)
+
+
+def _write(frame: pd.DataFrame, path: Path) -> Path:
+    name = path.name
+    if name.endswith(".parquet"):
+        frame.to_parquet(path, index=False, row_group_size=max(1, len(frame) // 7))
+    elif name.endswith(".jsonl"):
+        frame.to_json(path, orient="records", lines=True)
+    else:
+        text = frame.to_csv(index=False).encode()
+        path.write_bytes(gzip.compress(text) if name.endswith(".gz") else text)
+    return path
+
+
+@pytest.mark.parametrize("name", ["a.csv", "a.csv.gz", "a.jsonl", "a.parquet"])
+def test_small_batches_give_the_same_events_quarantine_and_line_numbers(
+    tmp_path: Path, adult_spec: DatasetSpec, adult_rows: pd.DataFrame, name: str
+) -> None:
+    frame = adult_rows[COLUMNS].head(300).astype({"age": object}).reset_index(drop=True)
+    frame.loc[[5, 150, 299], "age"] = "old"
+    results = []
+    for batch_bytes in (1 << 20, 3000):
+        (tmp_path / str(batch_bytes)).mkdir()
+        log = EventLog(tmp_path / str(batch_bytes) / "events.sqlite", adult_spec)
+        outcome = ingest_file(_write(frame, tmp_path / str(batch_bytes) / name), adult_spec, log, _policy(batch_bytes))
+        assert (outcome.rows, outcome.ingested, outcome.quarantined, outcome.rejected) == (300, 297, 3, None)
+        results.append((_events(log).drop(columns="label_seq"), _quarantine(log), log.counts()))
+        log.close()
+    pd.testing.assert_frame_equal(results[0][0], results[1][0])
+    pd.testing.assert_frame_equal(results[0][1], results[1][1])
+    assert results[0][2] == results[1][2]
+    first_line = 1 if name.endswith((".jsonl", ".parquet")) else 2  # Parquet: row numbers; CSV: after the header
+    assert results[1][1]["row_number"].tolist() == [5 + first_line, 150 + first_line, 299 + first_line]
+
+
+def test_quoted_values_spanning_lines_are_never_split_between_batches(tmp_path: Path, adult_spec: DatasetSpec, adult_rows: pd.DataFrame) -> None:
+    frame = adult_rows[COLUMNS].head(200).assign(workclass='Self\n"employed"\nand more')
+    log = EventLog(tmp_path / "events.sqlite", adult_spec)
+    outcome = ingest_file(_write(frame, tmp_path / "multi.csv"), adult_spec, log, _policy(1000))
+    assert (outcome.ingested, outcome.quarantined) == (200, 0)
+    assert set(_events(log)["f_workclass"]) == {'Self\n"employed"\nand more'}
+    log.close()
+
+
+def test_a_file_without_ids_gets_the_same_generated_ids_in_any_batch_size(tmp_path: Path, adult_spec: DatasetSpec, adult_rows: pd.DataFrame) -> None:
+    frame = adult_rows[COLUMNS].head(100).drop(columns=["event_id", "event_time"])
+    ids = []
+    for batch_bytes in (1 << 20, 1500):
+        (tmp_path / str(batch_bytes)).mkdir()
+        log = EventLog(tmp_path / str(batch_bytes) / "events.sqlite", adult_spec)
+        ingest_file(_write(frame, tmp_path / str(batch_bytes) / "noid.csv"), adult_spec, log, _policy(batch_bytes))
+        ids.append(_events(log)["event_id"].tolist())
+        log.close()
+    assert ids[0] == ids[1] and len(set(ids[1])) == 100
+
+
+def test_a_schema_problem_first_seen_mid_file_keeps_the_rows_before_and_says_so(tmp_path: Path, adult_spec: DatasetSpec, adult_rows: pd.DataFrame) -> None:
+    """JSON Lines batches each have their own keys: a later batch with a column that is not text is rejected there."""
+    good = adult_rows[COLUMNS].head(40).to_json(orient="records", lines=True)
+    path = tmp_path / "late.jsonl"
+    path.write_text(good + '{"event_id": "x", "event_id ": "y"}\n', encoding="utf-8")
+    log = EventLog(tmp_path / "events.sqlite", adult_spec)
+    outcome = ingest_file(path, adult_spec, log, _policy(4000))
+    assert outcome.rejected is not None and "duplicated column names" in outcome.rejected
+    assert "rows before it were kept" in outcome.rejected and log.counts().total > 0
+    assert (tmp_path / "rejected" / "late.jsonl").exists()
+
+
+KILLED_SCRIPT = """
+import sys
+from dataclasses import replace
+from pathlib import Path
+from mlplatform.domain.spec import load_spec
+from mlplatform.pipeline.landing import LandingPolicy, ingest_file
+from mlplatform.settings import Settings
+from mlplatform.stores.eventlog import Counts, EventLog
+from mlplatform.stores.eventlog_postgres import PostgresEventLog
+spec = load_spec(sys.argv[3])
+policy = replace(LandingPolicy.from_settings(Settings()), quiet_seconds=0.0, batch_bytes=int(sys.argv[4]))
+ingest_file(Path(sys.argv[1]), spec, EventLog(Path(sys.argv[2]), spec), policy)
+"""
+
+
+def _progress(db_path: Path) -> int:
+    """Rows committed so far by the ingesting process, read on a connection of our own."""
+    try:
+        with sqlite3.connect(db_path, timeout=5) as db:
+            row = db.execute("SELECT rows FROM file_progress").fetchone()
+    except sqlite3.OperationalError:  # the schema is not created yet
+        return 0
+    return int(row[0]) if row else 0
+
+
+@pytest.mark.parametrize("name", ["big.csv", "big.csv.gz", "big.parquet"])
+def test_a_run_killed_mid_file_is_resumed_and_every_row_lands_once(tmp_path: Path, adult_spec: DatasetSpec, adult_rows: pd.DataFrame, name: str) -> None:
+    frame = pd.concat([adult_rows[COLUMNS]] * (KILLED_ROWS // len(adult_rows) + 1), ignore_index=True).head(KILLED_ROWS)
+    frame["event_id"] = [f"k{i}" for i in range(KILLED_ROWS)]
+    frame["age"] = frame["age"].astype(object)
+    frame.loc[frame.index % BAD_EVERY == 0, "age"] = "old"
+    frame.loc[frame.index % 3 == 0, "income"] = None  # unlabelled rows: label_seq must stay dense over the kill
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    path = _write(frame, landing / name)
+    db_path = tmp_path / "events.sqlite"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    child = subprocess.Popen([sys.executable, "-c", KILLED_SCRIPT, str(path), str(db_path), str(DEFAULT_SPEC), "40000"], env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while _progress(db_path) == 0 and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.wait()
+    assert child.returncode == -signal.SIGKILL, "the ingesting process ended before it could be killed mid-file"
+    kept = _progress(db_path)
+    assert 0 < kept < KILLED_ROWS and path.exists()
+
+    log = EventLog(db_path, adult_spec)
+    outcome = ingest_file(path, adult_spec, log, _policy(40000))
+    bad = len(range(0, KILLED_ROWS, BAD_EVERY))
+    labelled = int(frame.loc[frame.index % BAD_EVERY != 0, "income"].notna().sum())
+    assert (outcome.rows, outcome.ingested, outcome.duplicates, outcome.quarantined) == (KILLED_ROWS, KILLED_ROWS - bad, 0, bad)
+    events = _events(log)
+    assert events["event_id"].is_unique and len(events) == KILLED_ROWS - bad
+    assert sorted(events["label_seq"].dropna().astype(int)) == list(range(1, labelled + 1))
+    counts = log.counts()
+    assert (counts.total, counts.labelled, counts.quarantined, counts.label_watermark) == (KILLED_ROWS - bad, labelled, bad, labelled)
+    assert len(_quarantine(log)) == bad
+    assert pd.read_sql_query("SELECT count(*) AS n FROM file_progress", log._conn)["n"].iloc[0] == 0
+    assert (landing / "processed" / name).exists()
+    log.close()
+
+
+def test_batches_commit_with_their_progress_on_postgresql(tmp_path: Path, adult_spec: DatasetSpec, adult_rows: pd.DataFrame, postgres_url: str) -> None:
+    """The production event log takes the same batches: nested writes join the batch's transaction there too."""
+    frame = adult_rows[COLUMNS].head(120).astype({"age": object})
+    frame.loc[7, "age"] = "old"
+    log = PostgresEventLog(postgres_url, adult_spec)
+    first = ingest_file(_write(frame, tmp_path / "a.csv"), adult_spec, log, _policy(2000))
+    again = ingest_file(_write(frame, tmp_path / "again.csv"), adult_spec, log, _policy(2000))
+    assert (first.rows, first.ingested, first.quarantined) == (120, 119, 1)
+    assert again.already_ingested and (again.rows, again.duplicates) == (120, 120)
+    assert log.counts() == Counts(119, 119, 1, 119)
+    assert log._query("SELECT count(*) FROM file_progress")[1][0][0] == 0
+    log.close()
