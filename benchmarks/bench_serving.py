@@ -130,6 +130,21 @@ def check_cost_us(calls: int = 200_000) -> float:
     return (time.perf_counter() - started) / calls * 1e6
 
 
+WRK_MISSING = "wrk is not installed: run `make system-deps` (Debian package wrk)"
+
+
+def adult_events(n: int) -> tuple[DatasetSpec, pd.DataFrame, pd.DataFrame]:
+    """Adult's spec, its rows, and the first `n` of them as validated events: what the serving benchmarks train on."""
+    spec = load_spec(DEFAULT_SPEC)
+    rows = read_source(spec)
+    return spec, rows, validate_frame(rows.head(n), spec, generated_id_prefix="b", generated_time_start_us=0).events
+
+
+def quick_fit(events: pd.DataFrame, spec: DatasetSpec) -> TrainingResult:
+    """One trial of 300 rounds: a model of realistic size for serving, trained in seconds."""
+    return train(events, spec, TrainingConfig(trials=1, num_boost_round=300))
+
+
 def promoted_state(folder: Path, spec: DatasetSpec, result: TrainingResult, events: pd.DataFrame) -> tuple[Settings, int]:
     """A state folder under `folder` whose registry serves `result` as `@champion`; returns its settings and the version."""
     settings = Settings(state_dir=folder / "state", dataset_spec=DEFAULT_SPEC)
@@ -147,12 +162,10 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="alternating runs per side of the token on/off comparison")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
-        print("wrk is not installed: run `make system-deps` (Debian package wrk)", file=sys.stderr)
+        print(WRK_MISSING, file=sys.stderr)
         return 1
-    spec = load_spec(DEFAULT_SPEC)
-    rows = read_source(spec)
-    events = validate_frame(rows.head(args.rows), spec, generated_id_prefix="b", generated_time_start_us=0).events
-    result = train(events, spec, TrainingConfig(trials=1, num_boost_round=300))
+    spec, rows, events = adult_events(args.rows)
+    result = quick_fit(events, spec)
     records = json_records(rows.iloc[-BATCH:], spec)
     bin_dir = Path(sys.executable).parent
     with tempfile.TemporaryDirectory() as tmp:

@@ -23,14 +23,12 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_serving import CONNECTIONS, _process, promoted_state, wrk  # noqa: E402
+from bench_serving import CONNECTIONS, WRK_MISSING, _process, adult_events, promoted_state, quick_fit, wrk  # noqa: E402
 from results import markdown_table, record  # noqa: E402
 
 from mlplatform.cli.dev import free_port  # noqa: E402
 from mlplatform.domain.spec import load_spec  # noqa: E402
-from mlplatform.domain.training import TrainingConfig, train  # noqa: E402
-from mlplatform.domain.validation import validate_frame  # noqa: E402
-from mlplatform.pipeline.replay import json_records, read_source  # noqa: E402
+from mlplatform.pipeline.replay import json_records  # noqa: E402
 from mlplatform.settings import DEFAULT_SPEC  # noqa: E402
 
 COMMAND = ".venv/bin/python benchmarks/bench_serving_ceiling.py"
@@ -92,12 +90,10 @@ def main() -> int:
         bare_app(Path(args.bare[0]), int(args.bare[1]))
         return 0
     if shutil.which("wrk") is None:
-        print("wrk is not installed: run `make system-deps` (Debian package wrk)", file=sys.stderr)
+        print(WRK_MISSING, file=sys.stderr)
         return 1
-    spec = load_spec(DEFAULT_SPEC)
-    rows = read_source(spec)
-    events = validate_frame(rows.head(TRAIN_ROWS), spec, generated_id_prefix="b", generated_time_start_us=0).events
-    result = train(events, spec, TrainingConfig(trials=1, num_boost_round=300))
+    spec, rows, events = adult_events(TRAIN_ROWS)
+    result = quick_fit(events, spec)
     one = json.dumps(json_records(rows.iloc[-1:], spec)[0]).encode()
     bin_dir = Path(sys.executable).parent
     runs: dict[str, list[dict[str, float]]] = {}

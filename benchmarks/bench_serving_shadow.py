@@ -26,15 +26,11 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_serving import CONNECTIONS, _process, promoted_state, wrk  # noqa: E402
+from bench_serving import CONNECTIONS, WRK_MISSING, _process, adult_events, promoted_state, quick_fit, wrk  # noqa: E402
 from results import markdown_table, record  # noqa: E402
 
 from mlplatform.cli.dev import free_port  # noqa: E402
-from mlplatform.domain.spec import load_spec  # noqa: E402
-from mlplatform.domain.training import TrainingConfig, train  # noqa: E402
-from mlplatform.domain.validation import validate_frame  # noqa: E402
-from mlplatform.pipeline.replay import json_records, read_source  # noqa: E402
-from mlplatform.settings import DEFAULT_SPEC  # noqa: E402
+from mlplatform.pipeline.replay import json_records  # noqa: E402
 from mlplatform.stores.registry import CHALLENGER, Registry  # noqa: E402
 
 COMMAND = ".venv/bin/python benchmarks/bench_serving_shadow.py"
@@ -52,13 +48,10 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2, help="alternating runs per side")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
-        print("wrk is not installed: run `make system-deps` (Debian package wrk)", file=sys.stderr)
+        print(WRK_MISSING, file=sys.stderr)
         return 1
-    spec = load_spec(DEFAULT_SPEC)
-    rows = read_source(spec)
-    events = validate_frame(rows.head(2 * TRAIN_ROWS), spec, generated_id_prefix="b", generated_time_start_us=0).events
-    champion = train(events.iloc[:TRAIN_ROWS], spec, TrainingConfig(trials=1, num_boost_round=300))
-    challenger = train(events.iloc[TRAIN_ROWS:], spec, TrainingConfig(trials=1, num_boost_round=300))
+    spec, rows, events = adult_events(2 * TRAIN_ROWS)
+    champion, challenger = quick_fit(events.iloc[:TRAIN_ROWS], spec), quick_fit(events.iloc[TRAIN_ROWS:], spec)
     one = json.dumps(json_records(rows.iloc[-1:], spec)[0]).encode()
     mlplatform = str(Path(sys.executable).parent / "mlplatform")
     with tempfile.TemporaryDirectory() as tmp:

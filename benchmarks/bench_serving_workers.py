@@ -19,16 +19,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_serving import CONNECTIONS, _process, promoted_state, wrk  # noqa: E402
+from bench_serving import CONNECTIONS, _process, adult_events, promoted_state, quick_fit, wrk  # noqa: E402
 from results import markdown_table, record  # noqa: E402
 
 from mlplatform.cli.dev import free_port  # noqa: E402
 from mlplatform.cli.postgres import PostgresCluster, missing_reason  # noqa: E402
-from mlplatform.domain.spec import load_spec  # noqa: E402
-from mlplatform.domain.training import TrainingConfig, train  # noqa: E402
-from mlplatform.domain.validation import validate_frame  # noqa: E402
-from mlplatform.pipeline.replay import json_records, read_source  # noqa: E402
-from mlplatform.settings import DEFAULT_SPEC  # noqa: E402
+from mlplatform.pipeline.replay import json_records  # noqa: E402
 
 COMMAND = ".venv/bin/python benchmarks/bench_serving_workers.py"
 TRAIN_ROWS = 20_000
@@ -41,10 +37,8 @@ def main() -> int:
     if shutil.which("wrk") is None or (reason := missing_reason()):
         print(f"cannot run: {'wrk is not installed' if shutil.which('wrk') is None else reason} (make system-deps)", file=sys.stderr)
         return 1
-    spec = load_spec(DEFAULT_SPEC)
-    rows = read_source(spec)
-    events = validate_frame(rows.head(TRAIN_ROWS), spec, generated_id_prefix="b", generated_time_start_us=0).events
-    result = train(events, spec, TrainingConfig(trials=1, num_boost_round=300))
+    spec, rows, events = adult_events(TRAIN_ROWS)
+    result = quick_fit(events, spec)
     one = json.dumps(json_records(rows.iloc[-1:], spec)[0]).encode()
     mlplatform = str(Path(sys.executable).parent / "mlplatform")
     cluster = PostgresCluster(durable=True).start()
