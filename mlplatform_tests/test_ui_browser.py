@@ -42,7 +42,7 @@ ARTIFACTS = Path(__file__).parent / "artifacts" / "ui"
 DOCS_SCREENSHOTS = REPO_ROOT / "docs" / "screenshots"
 ADULT = ModelNames("adult")
 SENSOR_NAME = ADULT.retraining_sensor
-DRIFT_REPORT, EVALUATION_REPORT, RAW_EVENTS = ADULT.asset("drift_report"), ADULT.asset("evaluation_report"), ADULT.asset("raw_events")
+DRIFT_REPORT, DRIFT_DASHBOARD, EVALUATION_REPORT, RAW_EVENTS = ADULT.assets("drift_report", "drift_dashboard", "evaluation_report", "raw_events")
 GROUPS = ("adult", "bike_sharing")  # one group per model, each holding the same nine assets
 ASSETS = ("raw_events", "features", "trained_model", "evaluation_report", "drift_report", "retraining_trigger", "drift_dashboard", "live_quality",
           "estimated_performance")
@@ -95,7 +95,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, adult_spec: DatasetSpec, adu
     env |= {"MLPLATFORM_RETRAIN_EVERY_N": "1000000", "MLPLATFORM_MIN_NEW_LABELLED_FOR_DRIFT": "1000000", "MLPLATFORM_DRIFT_EVERY_N_EVENTS": "1000000"}
     with trained_platform(root / "state", adult_spec, shuffled_stream(adult_rows, seed=5), **env) as platform:
         platform.replay(inject_drift(platform.next_rows(DRIFTED_ROWS), adult_spec, DRIFT, reference=platform.rows.iloc[:CHAMPION_ROWS]))
-        platform.materialize("drift_report")
+        platform.materialize("drift_report", "drift_dashboard")
         platform.materialize("features", "trained_model", "evaluation_report")
         _more_drift_snapshots(platform, root)
         with running(platform.settings, log_dir=root / "logs"):
@@ -306,7 +306,7 @@ def test_mlflow_ui_shows_the_registered_model_its_versions_and_the_champion(stac
 
 
 def test_evidently_ui_shows_the_models_project_with_drift_share_over_the_reports(stack: Stack, page: Page) -> None:
-    meta = latest_metadata(stack.platform.instance, DRIFT_REPORT) or {}
+    meta = latest_metadata(stack.platform.instance, DRIFT_DASHBOARD) or {}  # the report's place in the workspace
     project_url = str(meta[EVIDENTLY_PROJECT_URL])
     assert project_url.startswith(f"{stack.evidently}/projects/"), meta
     with step(page, "evidently-projects"):
