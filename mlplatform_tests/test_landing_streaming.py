@@ -23,6 +23,9 @@ from mlplatform.stores.eventlog_postgres import PostgresEventLog
 from mlplatform_tests.conftest import ADULT_COLUMNS as COLUMNS
 
 KILLED_ROWS = 10_000
+# About six batches of the 1.2 MB CSV: enough to be killed between two, few enough that the re-run's per-batch collections
+# (a full gc in a test process holding every library) stay cheap.
+KILLED_BATCH_BYTES = 200_000
 BAD_EVERY = 997  # one row in this many has a wrong-typed age, so quarantine is counted across the kill too
 
 
@@ -141,7 +144,7 @@ def test_a_run_killed_mid_file_is_resumed_and_every_row_lands_once(tmp_path: Pat
     path = _write(frame, landing / name)
     db_path = tmp_path / "events.sqlite"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    child = subprocess.Popen([sys.executable, "-c", KILLED_SCRIPT, str(path), str(db_path), str(DEFAULT_SPEC), "40000"], env=env)
+    child = subprocess.Popen([sys.executable, "-c", KILLED_SCRIPT, str(path), str(db_path), str(DEFAULT_SPEC), str(KILLED_BATCH_BYTES)], env=env)
     try:
         deadline = time.monotonic() + 120
         while _progress(db_path) == 0 and child.poll() is None and time.monotonic() < deadline:
@@ -154,7 +157,7 @@ def test_a_run_killed_mid_file_is_resumed_and_every_row_lands_once(tmp_path: Pat
     assert 0 < kept < KILLED_ROWS and path.exists()
 
     log = EventLog(db_path, adult_spec)
-    outcome = ingest_file(path, adult_spec, log, _policy(40000))
+    outcome = ingest_file(path, adult_spec, log, _policy(KILLED_BATCH_BYTES))
     bad = len(range(0, KILLED_ROWS, BAD_EVERY))
     labelled = int(frame.loc[frame.index % BAD_EVERY != 0, "income"].notna().sum())
     assert (outcome.rows, outcome.ingested, outcome.duplicates, outcome.quarantined) == (KILLED_ROWS, KILLED_ROWS - bad, 0, bad)
