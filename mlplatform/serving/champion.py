@@ -26,6 +26,7 @@ from mlplatform.domain.correction import ResidualCorrector
 from mlplatform.stores.eventlog import SERVING_SOURCE, EventStore
 from mlplatform.domain.predictor import Predictor
 from mlplatform.stores.registry import Registry
+from mlplatform.serving.background import BackgroundLoop
 from mlplatform.serving.metrics import ModelMetrics
 from mlplatform.serving.records import RecordCodec
 from mlplatform.serving.singlerow import SingleRowPredictor
@@ -91,11 +92,12 @@ class ReloadOutcome:
     error: str | None = None
 
 
-class ChampionWatcher:
+class ChampionWatcher(BackgroundLoop):
     """Keeps `current` on the champion version of one registered model."""
 
     def __init__(self, registry: Registry, spec: DatasetSpec, interval_s: float, metrics: ModelMetrics, settings: Settings | None = None,
                  events: EventStore | None = None) -> None:
+        super().__init__("champion-watcher")
         self.registry = registry
         self.settings = settings
         self.events = events  # where a version's online correction warms up (and /feedback reads its events back)
@@ -108,15 +110,6 @@ class ChampionWatcher:
         self.current: ServedModel | None = None
         self._failed_version: int | None = None
         self._check_lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="champion-watcher", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
 
     def check(self, retry_failed: bool = False) -> ReloadOutcome:
         """Load the champion if it is not the version serving; keep the old one if that fails.

@@ -7,11 +7,11 @@ The same `live_quality.measure` as the `live_quality` asset, refreshed on a thre
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 
 from mlplatform.stores.eventlog import EventStore
 from mlplatform.pipeline.live_quality import LiveQuality, measure
+from mlplatform.serving.background import BackgroundLoop
 from mlplatform.serving.metrics import ModelMetrics
 from mlplatform.settings import Settings
 from mlplatform.domain.spec import DatasetSpec
@@ -19,18 +19,17 @@ from mlplatform.domain.spec import DatasetSpec
 log = logging.getLogger(__name__)
 
 
-class LiveQualityGauges:
+class LiveQualityGauges(BackgroundLoop):
     """Keeps one model's `mlplatform_live_*` gauges on the version currently served."""
 
     def __init__(self, settings: Settings, spec: DatasetSpec, events: EventStore, metrics: ModelMetrics, served_version: Callable[[], int | None]) -> None:
+        super().__init__("live-quality")
         self.settings = settings
         self.spec = spec
         self.events = events
         self.served_version = served_version
         self.metrics = metrics
         self._shown: set[str] = set()  # metric names with a gauge value, removed when a measurement no longer has them
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="live-quality", daemon=True)
 
     def update(self) -> LiveQuality | None:
         """Measure the served version now; None while no model is served."""
@@ -47,13 +46,6 @@ class LiveQualityGauges:
         m.live_labelled.set(quality.events)
         m.live_below_floor.set(1 if quality.below_floor else 0)
         return quality
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
 
     def _run(self) -> None:
         while not self._stop.wait(self.settings.serve_live_quality_seconds):

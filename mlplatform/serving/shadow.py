@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import logging
 import queue
-import threading
 import time
 from collections import deque
 from typing import Any
 
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.serving.champion import ServedModel
+from mlplatform.serving.background import BackgroundLoop
 from mlplatform.serving.metrics import ModelMetrics
 from mlplatform.settings import Settings
 from mlplatform.stores.eventlog import EventStore
@@ -31,10 +31,11 @@ BATCH_EVENTS = 2000  # most events scored and logged in one go
 Item = tuple[list[str], list[dict[str, Any]], list[Any]]  # event ids, the rows the champion scored, its predictions
 
 
-class ShadowScorer:
+class ShadowScorer(BackgroundLoop):
     """One model's shadow challenger: the bounded queue, the thread that drains it, and the loaded `@challenger`."""
 
     def __init__(self, registry: Registry, spec: DatasetSpec, settings: Settings, events: EventStore, metrics: ModelMetrics) -> None:
+        super().__init__("shadow-challenger")
         self.registry = registry
         self.spec = spec
         self.events = events
@@ -45,15 +46,6 @@ class ShadowScorer:
         self._failing = False  # a scoring failure is logged once until the next success, not per batch
         self._queue: queue.Queue[Item] = queue.Queue(maxsize=settings.serve_shadow_queue)
         self._recent: deque[float] = deque(maxlen=AGREEMENT_WINDOW)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="shadow-challenger", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
 
     def offer(self, event_ids: list[str], rows: list[dict[str, Any]], predictions: list[Any]) -> None:
         """Hand a served request over, never waiting: without a challenger nothing is queued; with a full queue it is dropped."""
