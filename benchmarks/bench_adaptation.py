@@ -7,7 +7,7 @@ correction (step 3), River's Adaptive Random Forest as the online reference, and
 last label known). Specs with a `history:` section get their history features, labels revealed `--label-delay`
 events after their event.
 
-    python benchmarks/bench_adaptation.py                 # Adult drift scenarios, Adult shuffled, Bike Sharing
+    python benchmarks/bench_adaptation.py                 # Adult drift scenarios (one drifting every block), Adult shuffled, Bike Sharing
     python benchmarks/bench_adaptation.py --quick         # shorter streams, same table
     python benchmarks/bench_adaptation.py --spec my.yaml  # your dataset: time order and shuffled
 """
@@ -69,6 +69,11 @@ def default_streams() -> list[Stream]:
         Stream("adult · numeric shift", ADULT, "time", scenario=DriftScenario(shift_numeric={"age": 1.5, "hours-per-week": 1.0, "education-num": -1.0}, seed=1)),
         Stream("adult · category mix", ADULT, "time", scenario=DriftScenario(category_mix={"occupation": "Exec-managerial", "relationship": "Own-child"}, category_share=0.6, seed=2)),
         Stream("adult · concept change", ADULT, "time", scenario=DriftScenario(flip_labels=1.0, flip_where={"marital-status": "Married-civ-spouse"}, seed=3)),
+        # Drifts all the time: every block shifts further and flips more of a segment's labels, so drift fires on most reports.
+        Stream("adult · drifting every block", ADULT, "time", drift_at=0.1, scenario=DriftScenario(
+            shift_numeric={"age": 2.0, "education-num": -1.5, "capital-gain": 1.0, "capital-loss": 1.0, "hours-per-week": 1.5},
+            category_mix={"workclass": "Self-emp-inc", "occupation": "Exec-managerial", "relationship": "Own-child"}, category_share=0.8,
+            flip_labels=1.0, flip_where={"marital-status": "Married-civ-spouse"}, ramp=True, seed=4)),
         Stream("adult · shuffled (stationary)", ADULT, "shuffled", stationary=True),
         Stream("bike sharing · time order", BIKE, "time"),
         Stream("bike sharing + history · time order", BIKE_HISTORY, "time"),
@@ -127,25 +132,33 @@ def primary(spec: DatasetSpec, result: PolicyResult) -> tuple[float, bool]:
     return (result.metrics["accuracy"], True) if spec.is_classification else (result.metrics["rmse"], False)
 
 
+TOLERANCE = 0.005  # the issue's floor on every stream: never below the best fixed-interval policy by more than this
+
+
 def goals(stream: Stream, spec: DatasetSpec, results: list[PolicyResult]) -> list[str]:
-    """One line per platform variant: vs the best fixed-interval policy (drifting) or false drift triggers (stationary)."""
+    """One line per platform variant: within TOLERANCE of the best fixed-interval policy (every stream), and either at least
+    as good with ≤ 1/3 of its retrains (drifting) or no drift-triggered retrain (stationary)."""
     lines = []
     platforms = [r for r in results if r.policy.startswith("platform")]
-    if stream.stationary:
-        for p in platforms:
-            verdict = "met" if p.drift_triggers == 0 else "MISSED"
-            lines.append(f"- {stream.name} · {p.policy}: {p.drift_triggers} drift-triggered retrains (goal 0: {verdict})")
-        return lines
     fixed = [r for r in results if r.policy.startswith("every")]
     best = max(fixed, key=lambda r: primary(spec, r)[0] * (1 if primary(spec, r)[1] else -1))
     best_score, higher = primary(spec, best)
     for p in platforms:
         score, _ = primary(spec, p)
-        better = score >= best_score if higher else score <= best_score
+        behind = best_score - score if higher else score - best_score
+        floor = f"{'met' if behind <= TOLERANCE else 'MISSED'} (behind by {max(behind, 0.0):.4f}; ≤ {TOLERANCE})"
+        if stream.stationary:
+            verdict = "met" if p.drift_triggers == 0 else "MISSED"
+            lines.append(f"- {stream.name} · {p.policy}: {p.drift_triggers} drift-triggered retrains (goal 0: {verdict}); "
+                         f"{score:.4f} vs best fixed ({best.policy}) {best_score:.4f}: {floor}")
+            continue
         # Retrains = fits after the first model, which every batch policy shares.
-        verdict = "met" if better and (p.fits - 1) * 3 <= best.fits - 1 else "MISSED"
-        lines.append(f"- {stream.name} · {p.policy}: {score:.4f} with {p.fits - 1} retrains vs best fixed ({best.policy}) "
-                     f"{best_score:.4f} with {best.fits - 1}: {verdict}")
+        verdict = "met" if behind <= 0 and (p.fits - 1) * 3 <= best.fits - 1 else "MISSED"
+        lines.append(f"- {stream.name} · {p.policy}: {score:.4f} with {p.fits - 1} retrains ({p.drift_triggers} drift-triggered, "
+                     f"{p.promotions} promoted) vs best fixed ({best.policy}) {best_score:.4f} with {best.fits - 1}: ≥ with ≤ 1/3 the "
+                     f"retrains {verdict}; floor {floor}")
+    if stream.stationary:
+        return lines
     river = next(r for r in results if "River" in r.policy)
     lines.append(f"- {stream.name} · River ARF: {primary(spec, river)[0]:.4f}")
     no_change = next(r for r in results if r.policy.startswith("no-change"))
@@ -168,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--half-life", type=float, default=1500.0, help="recency weighting: weight ½ per this many events of age")
     parser.add_argument("--correction-rate", type=float, default=0.5, help="learning rate of the online residual correction")
     parser.add_argument("--label-delay", type=int, default=0, help="labels reach training and history features this many events after their event")
+    parser.add_argument("--stream", default="", help="only the streams whose name contains this text")
     parser.add_argument("--no-record", action="store_true", help="print the table only; leave RESULTS.md alone")
     args = parser.parse_args(argv)
     args.warmup = args.warmup or (1500 if args.quick else 3000)
@@ -180,7 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     count = 5_000 if args.quick else args.events
     overrides = {"training_window": args.platform_window} if args.platform_window else {}
     settings = Settings(tuning_trials=args.trials, retrain_every_n=args.platform_every or 3 * args.every, min_training_rows=min(200, args.window // 2), **overrides)
-    streams = user_streams(args.spec) if args.spec else default_streams()
+    streams = [s for s in (user_streams(args.spec) if args.spec else default_streams()) if args.stream in s.name]
+    if not streams:
+        parser.error(f"--stream {args.stream!r}: no stream's name contains it")
     rows: list[dict[str, object]] = []
     notes: list[str] = []
     started = time.perf_counter()
@@ -208,7 +224,11 @@ def main(argv: list[str] | None = None) -> int:
         f"events (Evidently via `drift.compare`, dataset drift at ≥ {settings.drift_share_threshold:.0%} of columns), training window "
         f"{settings.training_window} (sliding policy: {args.window}), promotion margin {settings.promotion_margin}; {args.trials} tuning trial(s) per fit; recency half-life "
         f"{args.half_life:g} events. {scenario_note(streams)}Total wall time {time.perf_counter() - started:.0f}s.\n\n"
-        "Goals (platform ≥ best fixed-interval policy with ≤ 1/3 of its retrains; 0 drift-triggered retrains when stationary):\n\n" + "\n".join(notes)
+        "Goals (issue 14): the platform ≥ the best fixed-interval policy with ≤ 1/3 of its retrains on every drifting stream; "
+        "0 drift-triggered retrains on the shuffled (stationary) control; and on every stream, the continuously drifting one "
+        f"included, never below the best fixed-interval policy by more than {TOLERANCE} (the floor). The platform's drift bar: "
+        f"min_new_labelled_for_drift={settings.min_new_labelled_for_drift}, doubled by each drift retrain not promoted since "
+        "the latest promotion, up to retrain_every_n.\n\n" + "\n".join(notes)
     )
     report("adaptation", Path(__file__).name, argv, body, args.no_record)
     return 0

@@ -56,9 +56,12 @@ def test_platform_policy_retrains_on_drift_and_on_new_labels_through_the_sensor_
     drifting = stream_events(adult_spec, count=2000, scenario=scenario, drift_from=1000)
     settings = Settings(**{**SMALL, "retrain_every_n": 5000, "min_new_labelled_for_drift": 500})  # type: ignore[arg-type]
     drift = evidently_drift_check(adult_spec, settings, tmp_path / "drift.json.xz")
-    result = run_prequential(drifting, adult_spec, PlatformPolicy(adult_spec, settings, drift), warmup=1000, block=500)
+    policy = PlatformPolicy(adult_spec, settings, drift)
+    result = run_prequential(drifting, adult_spec, policy, warmup=1000, block=500)
     assert result.triggers.get(DRIFT, 0) >= 1
     assert result.fits == 1 + sum(result.triggers.values()) and result.promotions >= 1
+    assert policy.record and policy.record[0].reason == DRIFT and policy.record[0].promoted is not None, \
+        "the policy's record, newest first, is what DriftBar reads on the next tick"
     # Both windows ≥ 1000 rows: below that Evidently's chi-square tests flag rare categories on stationary data.
     stationary = stream_events(adult_spec, order="shuffled", count=2500)
     calm = run_prequential(stationary, adult_spec, PlatformPolicy(adult_spec, Settings(**{**SMALL, "retrain_every_n": 5000, "drift_every_n_events": 1000}), drift), warmup=1500, block=500)  # type: ignore[arg-type]
@@ -127,6 +130,7 @@ def test_bad_benchmark_inputs_are_refused(adult_spec: DatasetSpec, settings: Set
         (["--events", "-1"], "--events must be ≥ 0"),
         (["--spec", "/nonexistent/spec.yaml"], "no such file"),
         (["--every", "ten"], "invalid int value"),
+        (["--stream", "no such stream"], "no stream's name contains it"),
     ],
 )
 def test_benchmark_command_line_errors(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:

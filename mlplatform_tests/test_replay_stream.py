@@ -79,6 +79,20 @@ def test_shuffled_order_and_drift_are_reproducible_by_seed(adult_spec: DatasetSp
     assert flipped[female].all() and not flipped[~female].any()
 
 
+def test_a_ramped_drift_grows_from_nothing_to_the_full_amounts(adult_spec: DatasetSpec, adult_rows: pd.DataFrame) -> None:
+    scenario = DriftScenario(shift_numeric={"age": 2.0}, category_mix={"workclass": "Self-emp-inc"}, category_share=1.0, flip_labels=1.0, ramp=True, seed=5)
+    clean = select_stream(adult_rows, adult_spec, count=4000)
+    ramped = select_stream(adult_rows, adult_spec, count=4000, scenario=scenario, drift_from=1000)
+    pd.testing.assert_frame_equal(ramped.iloc[:1000], clean.iloc[:1000])
+    shift = pd.to_numeric(ramped["age"]).iloc[1000:] - pd.to_numeric(clean["age"]).iloc[1000:]
+    std = pd.to_numeric(clean["age"].iloc[:1000]).std()
+    assert shift.iloc[0] == pytest.approx(2.0 * std / 3000) and shift.iloc[-1] == pytest.approx(2.0 * std) and shift.is_monotonic_increasing
+    flipped = (canonical_labels(ramped, adult_spec) != canonical_labels(clean, adult_spec)).iloc[1000:]
+    mixed = (ramped["workclass"] == "Self-emp-inc").iloc[1000:]
+    for changed in (flipped, mixed):  # a quarter of the way: about an eighth changed; the last quarter: about seven eighths
+        assert changed.iloc[:750].mean() < 0.25 and changed.iloc[-750:].mean() > 0.75
+
+
 def test_time_order_sorts_by_event_time_and_keeps_ties_in_file_order(adult_spec: DatasetSpec, adult_rows: pd.DataFrame) -> None:
     rows = adult_rows.iloc[:6].copy()
     rows["event_time"] = ["2026-01-03T00:00:00+00:00", "2026-01-01T00:00:00+00:00", "2026-01-02T00:00:00+00:00"] * 2

@@ -10,11 +10,12 @@ import pytest
 from mlplatform.cli.status import collect_status
 from mlplatform.domain.keys import (DRIFT_REPORT_TAG, DRIFT_SHARE_TAG, LABEL_WATERMARK_TAG, LAUNCHED_BY_TAG, NEW_LABELLED_TAG, POLICY_TRIGGER_TAG,
                                    REASON_TAG, RETRAIN_TAG, TRIGGER_REASON, TRIGGERED_AT_TAG)
-from mlplatform.domain.policy import DRIFT, NEW_OBSERVATIONS, Cursor
+from mlplatform.domain.policy import DRIFT, NEW_OBSERVATIONS, Cursor, DriftBar, PolicyConfig
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.orchestration.assets import latest_metadata
 from mlplatform.orchestration.launch import launch, launch_drift_run
 from mlplatform.orchestration.names import DRIFT_REPORT, ModelNames
+from mlplatform.orchestration.trigger import policy_record, trigger_runs
 from mlplatform.pipeline.replay import DriftScenario, inject_drift
 from mlplatform.root import platform as root_platform
 from mlplatform.settings import Settings
@@ -250,23 +251,58 @@ def test_a_drift_report_run_without_a_retraining_to_call_for_skips_the_training_
     assert not tick.run_requests and "drift detected, waiting for labels" in (tick.skip_message or ""), tick.skip_message
 
 
-def test_the_sensor_leaves_a_drift_report_to_its_run_until_that_run_ends(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A report made inside a drift report run that is still running is that run's to decide on: no second retraining."""
+def _fake_drift_verdict(platform: Platform, status: dg.DagsterRunStatus) -> tuple[str, dg.DagsterRun]:
+    """A drift report saying drift about the champion, made by a drift report run in `status` (no Evidently needed)."""
     from dagster._core.events import DagsterEvent, StepMaterializationData
     from dagster._core.test_utils import create_run_for_test
 
-    monkeypatch.setenv("MLPLATFORM_RETRAIN_EVERY_N", "1000000")
     record = platform.model.registry.champion_record()
     assert record is not None
-    deciding = create_run_for_test(platform.instance, job_name="__ASSET_JOB", status=dg.DagsterRunStatus.STARTED, tags={LAUNCHED_BY_TAG: DRIFT_SENSOR_NAME})
+    deciding = create_run_for_test(platform.instance, job_name="__ASSET_JOB", status=status, tags={LAUNCHED_BY_TAG: DRIFT_SENSOR_NAME})
     verdict = dg.AssetMaterialization(asset_key=ADULT.asset(DRIFT_REPORT), metadata={"skipped": False, "champion_version": record.version,
                                                                                        "dataset_drift": True, "drift_share": 0.6})
     platform.instance.report_dagster_event(DagsterEvent(dg.DagsterEventType.ASSET_MATERIALIZATION.value, job_name=deciding.job_name,
                                                         event_specific_data=StepMaterializationData(verdict)), run_id=deciding.run_id)
-    report_id = str(platform.instance.fetch_materializations(ADULT.asset(DRIFT_REPORT), limit=1).records[0].storage_id)
-    platform.replay(platform.next_rows(MIN_FOR_DRIFT))  # enough labels for a drift trigger
+    return str(platform.instance.fetch_materializations(ADULT.asset(DRIFT_REPORT), limit=1).records[0].storage_id), deciding
+
+
+def _drift_bar(platform: Platform) -> DriftBar:
+    """The bar the policy's record sets now (earlier tests in this module may have left rejected drift retrainings)."""
+    runs = trigger_runs(platform.instance, "adult")
+    return DriftBar.of(policy_record(platform.instance, ADULT, runs), PolicyConfig(1_000_000, MIN_FOR_DRIFT, 0))
+
+
+def test_the_sensor_leaves_a_drift_report_to_its_run_until_that_run_ends(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A report made inside a drift report run that is still running is that run's to decide on: no second retraining."""
+    monkeypatch.setenv("MLPLATFORM_RETRAIN_EVERY_N", "1000000")
+    report_id, deciding = _fake_drift_verdict(platform, dg.DagsterRunStatus.STARTED)
+    platform.replay(platform.next_rows(_drift_bar(platform).labels))  # enough labels for a drift trigger
     waiting = platform.tick(SENSOR_NAME, None)
     assert not waiting.run_requests and f"run {deciding.run_id} is still deciding" in (waiting.skip_message or ""), waiting.skip_message
     platform.instance.report_run_failed(deciding)  # it ended without deciding (a failure before retraining_trigger): the sensor may act now
     [request] = platform.tick(SENSOR_NAME, None).run_requests or []
     assert request.run_key == f"{DRIFT}-{report_id}" and request.tags[LAUNCHED_BY_TAG] == SENSOR_NAME
+
+
+def test_a_drift_retraining_that_is_not_promoted_doubles_the_labels_the_next_drift_needs(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The policy's record read back from the trigger runs and their evaluation_report decisions (margin 1.0: rejected)."""
+    monkeypatch.setenv("MLPLATFORM_RETRAIN_EVERY_N", "1000000")
+    before = _drift_bar(platform)
+    report_id, _ = _fake_drift_verdict(platform, dg.DagsterRunStatus.SUCCESS)
+    platform.replay(platform.next_rows(before.labels))
+    [request] = platform.tick(SENSOR_NAME, None).run_requests or []
+    assert request.run_key == f"{DRIFT}-{report_id}"
+    run = launch(platform.instance, "adult", request)
+    assert (latest_metadata(platform.instance, ADULT.asset("evaluation_report")) or {})["decision"] == "rejected"
+    assert platform.instance.get_run_by_id(run.run_id).tags[REASON_TAG] == DRIFT  # type: ignore[union-attr]
+
+    _fake_drift_verdict(platform, dg.DagsterRunStatus.SUCCESS)
+    platform.replay(platform.next_rows(before.labels))
+    held = platform.tick(SENSOR_NAME, None)
+    why = held.skip_message or ""
+    assert not held.run_requests and f"{before.labels} new labelled events of {2 * before.labels} needed" in why, why
+    count = before.unpromoted + 1
+    assert f"doubled from {MIN_FOR_DRIFT}: {count} drift retraining{'s were' if count > 1 else ' was'} not promoted since the latest promotion" in why, why
+    platform.replay(platform.next_rows(before.labels))
+    [retrain] = platform.tick(SENSOR_NAME, None).run_requests or []
+    assert retrain.tags[REASON_TAG] == DRIFT, "with the doubled bar's labels the drift retrains"

@@ -151,6 +151,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             flip_labels=args.flip_labels,
             flip_where=_pairs(args.flip_where, str),  # type: ignore[arg-type]
             seed=args.seed,
+            ramp=args.ramp,
         )
         scenario.check(spec)
         label_delay = args.label_delay if args.label_delay is not None or args.to == "landing" else 0.0
@@ -232,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--category-share", type=float, default=0.6, help="share of rows given the dominant category")
     replay.add_argument("--flip-labels", type=float, default=0.0, help="share of labels changed (concept drift)")
     replay.add_argument("--flip-where", action="append", default=[], metavar="COLUMN=VALUE", help="change labels only where COLUMN is VALUE")
+    replay.add_argument("--ramp", action="store_true", help="the drift grows from nothing at --drift-from to the full amounts at the last row")
     replay.add_argument("--no-labels", action="store_true", help="events only; labels come later")
     replay.add_argument("--quiet", action="store_true", help="no progress bar")
     replay.set_defaults(func=cmd_replay)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 from mlplatform.domain.estimation import HIGHER_IS_BETTER, worse_by
 from mlplatform.domain.keys import (CHAMPION_CUTOFF_TAG, DRIFT_REPORT_TAG, DRIFT_SHARE_TAG, ESTIMATE_TAG, ESTIMATED_BAND_TAG, ESTIMATED_EVENTS_TAG,
                                    ESTIMATED_METRIC_TAG, ESTIMATED_REFERENCE_TAG, ESTIMATED_VALUE_TAG, LABEL_WATERMARK_TAG, NEW_LABELLED_TAG,
-                                   REASON_TAG)
+                                   PROMOTED, REASON_TAG, REJECTED)
 
 NEW_OBSERVATIONS = "new_observations"
 DRIFT = "drift"
@@ -22,6 +23,58 @@ class PolicyConfig:
     cooldown_seconds: float
     estimated_drop_margin: float | None = None  # relative: 0.05 = estimate 5 % worse than the reference; None: off
     estimated_drop_events: int = 0  # the estimate must cover at least this many recent events
+
+
+RECORD_SIZE = 5  # the latest retrainings the policy learns from: a bar that doubles reaches every_n in a few steps
+
+
+@dataclass(frozen=True)
+class RetrainOutcome:
+    """One retraining the policy triggered and what its evaluation decided: True promoted, False rejected, None not known
+    (still running, failed before its evaluation, waiting for shadow evidence, or nothing readable recorded)."""
+
+    reason: str
+    promoted: bool | None
+
+    @classmethod
+    def recorded(cls, reason: object, decision: object) -> "RetrainOutcome":
+        """From what a trigger run and its evaluation recorded; anything unreadable is an unknown outcome, never a failure."""
+        verdict = {PROMOTED: True, REJECTED: False}.get(decision) if isinstance(decision, str) else None
+        return cls(reason if isinstance(reason, str) else "", verdict)
+
+
+@dataclass(frozen=True)
+class DriftBar:
+    """The new labelled events a drift trigger needs now, learnt from the policy's own record.
+
+    A drift retraining whose challenger is not promoted was a false alarm for this stream (drift the champion copes with,
+    or one the labels cannot yet teach): each one since the last promotion doubles the bar, up to every_n, where drift no
+    longer triggers before the label count does. A promotion, whatever triggered it, resets the bar. On a stream that
+    drifts all the time this stops the policy from retraining at every report while its challengers keep losing."""
+
+    labels: int
+    unpromoted: int  # drift retrainings not promoted since the latest promotion, within the record
+
+    @classmethod
+    def of(cls, record: Sequence[RetrainOutcome], config: PolicyConfig) -> "DriftBar":
+        """`record`: the latest retrainings the policy triggered, newest first (only the first RECORD_SIZE count)."""
+        unpromoted = 0
+        for outcome in list(record)[:RECORD_SIZE]:
+            if outcome.promoted:
+                break
+            unpromoted += outcome.reason == DRIFT and outcome.promoted is False
+        base = config.min_new_for_drift
+        labels = base if unpromoted == 0 else max(base, min(config.every_n, max(base, 1) << unpromoted))
+        return cls(labels, unpromoted)
+
+    def summary(self, config: PolicyConfig) -> str:
+        """Why the bar is where it is, for the skip and trigger sentences."""
+        if self.unpromoted == 0:
+            return f"drift bar {self.labels} new labelled events (no unpromoted drift retraining since the latest promotion)"
+        runs = "retraining was" if self.unpromoted == 1 else "retrainings were"
+        paused = f", the label count's: drift waits for the every-{config.every_n} retraining" if self.labels >= config.every_n else ""
+        return (f"drift bar {self.labels} new labelled events{paused} (doubled from {config.min_new_for_drift}: {self.unpromoted} drift "
+                f"{runs} not promoted since the latest promotion)")
 
 
 @dataclass(frozen=True)
@@ -60,16 +113,19 @@ class Observation:
     drift_note: str = ""  # why the drift verdict is unknown (no report, skipped, about an older champion)
     estimate: EstimatedPerformance | None = None
     estimate_note: str = ""  # why there is no usable estimate (none yet, skipped, no estimator, about an older champion)
+    record: tuple[RetrainOutcome, ...] = ()  # the latest retrainings the policy triggered, newest first (DriftBar)
 
-    def drift_summary(self, cursor: "Cursor") -> str:
+    def drift_summary(self, cursor: "Cursor", bar: DriftBar, config: PolicyConfig) -> str:
         """The drift half of a skip reason."""
         if self.drift_detected is None:
-            return self.drift_note or "no drift verdict"
-        if not self.drift_detected:
-            return f"latest drift report: no dataset drift (share {self.drift_share or 0.0:.2f})"
-        if self.drift_report_id == cursor.last_drift_report:
-            return "the latest drift report's drift already triggered a retraining"
-        return f"latest drift report: drift (share {self.drift_share or 0.0:.2f})"
+            verdict = self.drift_note or "no drift verdict"
+        elif not self.drift_detected:
+            verdict = f"latest drift report: no dataset drift (share {self.drift_share or 0.0:.2f})"
+        elif self.drift_report_id == cursor.last_drift_report:
+            verdict = "the latest drift report's drift already triggered a retraining"
+        else:
+            verdict = f"latest drift report: drift (share {self.drift_share or 0.0:.2f})"
+        return f"{verdict}; {bar.summary(config)}"
 
     def estimate_summary(self, cursor: "Cursor", config: PolicyConfig) -> str:
         """The estimated-drop half of a skip reason."""
@@ -142,19 +198,20 @@ def decide(obs: Observation, cursor: Cursor, config: PolicyConfig) -> tuple[Trig
         left = config.cooldown_seconds - (obs.now - cursor.last_trigger_time)
         return None, cursor, f"cool-down: {left:.0f}s left before another retraining may start"
     trigger = None
+    bar = DriftBar.of(obs.record, config)
     if new >= config.every_n:
         trigger = Trigger(NEW_OBSERVATIONS, f"{NEW_OBSERVATIONS}-{obs.label_watermark}", new, obs.label_watermark)
     elif obs.drift_detected and obs.drift_report_id and obs.drift_report_id != cursor.last_drift_report:
-        if new >= config.min_new_for_drift:
+        if new >= bar.labels:
             trigger = Trigger(DRIFT, f"{DRIFT}-{obs.drift_report_id}", new, obs.label_watermark, obs.drift_share)
         else:
-            return None, cursor, f"drift detected, waiting for labels: {new} new labelled events of {config.min_new_for_drift} needed"
+            return None, cursor, f"drift detected, waiting for labels: {new} new labelled events of {bar.labels} needed; {bar.summary(config)}"
     elif obs.estimate is not None and obs.estimated_drop(cursor, config):
         trigger = Trigger(ESTIMATED_DROP, f"{ESTIMATED_DROP}-{obs.estimate.report_id}", new, obs.label_watermark)
     if trigger is None:
         return None, cursor, (
             f"{new} new labelled events since the last trigger ({since_champion} since the champion's cut-off); "
-            f"{config.every_n} needed; {obs.drift_summary(cursor)}; {obs.estimate_summary(cursor, config)}"
+            f"{config.every_n} needed; {obs.drift_summary(cursor, bar, config)}; {obs.estimate_summary(cursor, config)}"
         )
     tags = {
         REASON_TAG: trigger.reason,
@@ -179,5 +236,6 @@ def decide(obs: Observation, cursor: Cursor, config: PolicyConfig) -> tuple[Trig
         last_drift_report=obs.drift_report_id if obs.drift_report_id else cursor.last_drift_report,
         last_estimate=obs.estimate.report_id if obs.estimate is not None else cursor.last_estimate,
     )
-    detail = f"; {obs.estimate.summary()}" if trigger.reason == ESTIMATED_DROP and obs.estimate is not None else ""
+    detail = (f"; {obs.estimate.summary()}" if trigger.reason == ESTIMATED_DROP and obs.estimate is not None
+              else f"; {bar.summary(config)}" if trigger.reason == DRIFT else "")
     return trigger, next_cursor, f"retrain: {trigger.reason} ({new} new labelled events){detail}"

@@ -15,7 +15,7 @@ from typing import Optional, Protocol
 import dagster as dg
 
 from mlplatform.domain.keys import (CHAMPION_VERSION, CHALLENGER_VERSION, DATASET_DRIFT, DECISION_META, DRIFT_SHARE, DRIFTED_COLUMN_NAMES, MODEL_TAG,
-                                   REASON_META, REPORT_URL, SKIP_REASON, SKIPPED)
+                                   PROMOTED, REASON_META, REPORT_URL, SKIP_REASON, SKIPPED)
 from mlplatform.domain.evaluation import primary_metric
 from mlplatform.domain.timeformat import iso_time
 from mlplatform.orchestration.assets import value_snapshot_metadata
@@ -127,7 +127,7 @@ def _on_materialization(model: ModelContext, names: ModelNames, alerter: Alerter
                                  str(meta[DRIFTED_COLUMN_NAMES]), str(meta[REPORT_URL]), run_id))
         return "drift: fired"
     if key == names.asset(EVALUATION_REPORT):
-        if meta.get(DECISION_META) == "promoted":
+        if meta.get(DECISION_META) == PROMOTED:
             alerter.resolve(AlertName.PROMOTION_REFUSED, dataset)
             return "promoted: resolved"
         champion = int(str(meta.get(CHAMPION_VERSION, 0))) or None

@@ -9,6 +9,9 @@ of the sensor's stored cursor. A drift report made by a drift report run is that
 only then may the sensor act on it (drift seen, labels still missing), so one verdict never starts two retrainings.
 The step takes drift triggers about its own report only; counts and estimates stay the sensor's.
 
+The policy also learns from its own record (`DriftBar`): the outcome of each of those runs is the decision its
+evaluation_report recorded, read from the newest few evaluation_report materializations.
+
 Reads are O(1) in the event log's size: counters, the `@champion` record, the latest materializations' metadata and
 the newest few runs carrying a trigger (benchmarks/bench_sensor_tick.py).
 """
@@ -19,12 +22,12 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from mlplatform.domain.keys import (CHAMPION_VERSION, DATASET_DRIFT, DRIFT_REPORT_TAG, DRIFT_SHARE, ESTIMATE_TAG, ESTIMATED_METRIC, LABEL_WATERMARK_TAG,
-                                   LAUNCHED_BY_TAG, POLICY_TRIGGER_TAG, REASON_META, RECENT_ESTIMATE, RECENT_EVENTS,
+from mlplatform.domain.keys import (CHAMPION_VERSION, DATASET_DRIFT, DECISION_META, DRIFT_REPORT_TAG, DRIFT_SHARE, ESTIMATE_TAG, ESTIMATED_METRIC,
+                                   LABEL_WATERMARK_TAG, LAUNCHED_BY_TAG, POLICY_TRIGGER_TAG, REASON_META, REASON_TAG, RECENT_ESTIMATE, RECENT_EVENTS,
                                    RECENT_LOWER, RECENT_UPPER, REFERENCE, RETRAIN_TAG, SKIP_REASON, SKIPPED, TRIGGERED_AT_TAG)
-from mlplatform.domain.policy import DRIFT, Cursor, EstimatedPerformance, Observation, PolicyConfig, Trigger, decide
+from mlplatform.domain.policy import DRIFT, RECORD_SIZE, Cursor, EstimatedPerformance, Observation, PolicyConfig, RetrainOutcome, Trigger, decide
 from mlplatform.orchestration.instance import retrain_run_tags
-from mlplatform.orchestration.names import CRITICAL_STEP, DRIFT_REPORT, ESTIMATED_PERFORMANCE, RETRAINING_TRIGGER, ModelNames
+from mlplatform.orchestration.names import CRITICAL_STEP, DRIFT_REPORT, ESTIMATED_PERFORMANCE, EVALUATION_REPORT, RETRAINING_TRIGGER, ModelNames
 from mlplatform.orchestration.resources import PlatformResource
 from mlplatform.root import ModelContext
 from mlplatform.stores.registry import ChampionRecord
@@ -93,11 +96,27 @@ def _recorded(tags: dict[str, str]) -> Cursor:
                   last_drift_report=tags.get(DRIFT_REPORT_TAG), last_estimate=tags.get(ESTIMATE_TAG))
 
 
-def policy_cursor(instance: dg.DagsterInstance, model: str, stored: Cursor | None) -> Cursor:
+def trigger_runs(instance: dg.DagsterInstance, model: str) -> list[dg.DagsterRun]:
+    """The latest runs carrying a trigger of the model's policy, the newest trigger first."""
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={POLICY_TRIGGER_TAG: model}), limit=max(RECENT_TRIGGER_RUNS, RECORD_SIZE))
+    return sorted(runs, key=lambda r: _recorded(dict(r.tags)).last_trigger_time, reverse=True)
+
+
+def policy_cursor(runs: list[dg.DagsterRun], stored: Cursor | None) -> Cursor:
     """The newest of `stored` (None: lost or unreadable) and the cursors recorded on the latest runs carrying a trigger:
     a lost cursor never repeats a run, and neither caller repeats the other's trigger."""
-    runs = instance.get_runs(filters=dg.RunsFilter(tags={POLICY_TRIGGER_TAG: model}), limit=RECENT_TRIGGER_RUNS)
     return max([_recorded(dict(r.tags)) for r in runs] + ([stored] if stored else []), key=lambda c: c.last_trigger_time, default=Cursor())
+
+
+def policy_record(instance: dg.DagsterInstance, names: ModelNames, runs: list[dg.DagsterRun]) -> tuple[RetrainOutcome, ...]:
+    """What became of each of `runs`: the decision of the evaluation_report it materialized, among the newest few (one
+    indexed query); a run still running, failed before its evaluation or evaluated long ago has an unknown outcome."""
+    evaluations = instance.fetch_materializations(names.asset(EVALUATION_REPORT), limit=2 * RECORD_SIZE).records
+    decisions: dict[str, object] = {}
+    for record in reversed(evaluations):  # newest last: a retried evaluation's latest decision wins
+        if record.asset_materialization is not None and DECISION_META in record.asset_materialization.metadata:
+            decisions[record.run_id] = record.asset_materialization.metadata[DECISION_META].value
+    return tuple(RetrainOutcome.recorded(r.tags.get(REASON_TAG), decisions.get(r.run_id)) for r in runs[:RECORD_SIZE])
 
 
 @dataclass(frozen=True)
@@ -118,10 +137,12 @@ def evaluate(instance: dg.DagsterInstance, model: ModelContext, names: ModelName
     version, cutoff = (None, None) if record is None else (record.version, record.label_seq_cutoff)
     drift = drift_state(instance, names, version, deciding_run)
     estimate, estimate_note = estimate_state(instance, names.asset(ESTIMATED_PERFORMANCE), version)
-    cursor = policy_cursor(instance, model.name, stored)
+    runs = trigger_runs(instance, model.name)
+    cursor = policy_cursor(runs, stored)
     now = time.time()
     trigger, next_cursor, why = decide(
-        Observation(model.event_log.counts().label_watermark, cutoff, now, *drift, estimate=estimate, estimate_note=estimate_note),
+        Observation(model.event_log.counts().label_watermark, cutoff, now, *drift, estimate=estimate, estimate_note=estimate_note,
+                    record=policy_record(instance, names, runs)),
         cursor,
         PolicyConfig(settings.retrain_every_n, settings.min_new_labelled_for_drift, settings.retrain_cooldown_seconds,
                      settings.estimated_drop_margin if settings.retrain_on_estimated_drop else None, settings.estimated_drop_events),

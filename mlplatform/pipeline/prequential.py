@@ -24,7 +24,7 @@ from mlplatform.domain.correction import ResidualCorrector
 from mlplatform.pipeline.drift import compare
 from mlplatform.domain.evaluation import score
 from mlplatform.domain.history import history_frame
-from mlplatform.domain.policy import DRIFT, Cursor, Observation, PolicyConfig, decide
+from mlplatform.domain.policy import DRIFT, RECORD_SIZE, Cursor, Observation, PolicyConfig, RetrainOutcome, decide
 from mlplatform.domain.predictor import PREDICTION, PROBABILITY, Predictor
 from mlplatform.pipeline.replay import DriftScenario, read_source, select_stream
 from mlplatform.pipeline.retraining import judge, prepare_window, training_config
@@ -226,6 +226,7 @@ class PlatformPolicy(Policy):
         self.champion_cutoff: int | None = None
         self.reference: pd.DataFrame | None = None
         self.cursor = Cursor()
+        self.record: tuple[RetrainOutcome, ...] = ()  # the policy's own record, newest first, as trigger.policy_record reads it
         self.last_report = 0
         self.drift: tuple[bool | None, float | None, str | None] = (None, None, None)
 
@@ -234,8 +235,8 @@ class PlatformPolicy(Policy):
             return None
         return np.power(0.5, (n - 1 - np.arange(n)) / self.half_life)
 
-    def _retrain(self, history: pd.DataFrame) -> None:
-        """features → trained_model → evaluation_report (promotion), as the assets do it, on the latest window."""
+    def _retrain(self, history: pd.DataFrame) -> bool:
+        """features → trained_model → evaluation_report (promotion), as the assets do it, on the latest window; promoted?"""
         window = history.iloc[-self.settings.training_window :]
         started = time.perf_counter()
         train_part, holdout, transformer = prepare_window(self.settings, self.spec, window)
@@ -252,6 +253,7 @@ class PlatformPolicy(Policy):
             self.drift = (None, None, None)
             if self.correction is not None:
                 self.correction.reset()
+        return verdict.decision.promote
 
     def start(self, warmup: pd.DataFrame) -> None:
         self._retrain(warmup)
@@ -279,10 +281,11 @@ class PlatformPolicy(Policy):
         self._drift_report(history)
         detected, share, report_id = self.drift
         now = float(history[EVENT_TIME].iloc[-1]) / 1e6
-        trigger, self.cursor, _ = decide(Observation(len(history), self.champion_cutoff, now, detected, share, report_id), self.cursor, self.config)
+        observation = Observation(len(history), self.champion_cutoff, now, detected, share, report_id, record=self.record)
+        trigger, self.cursor, _ = decide(observation, self.cursor, self.config)
         if trigger is not None:
             self.stats.triggers[trigger.reason] += 1
-            self._retrain(history)
+            self.record = (RetrainOutcome(trigger.reason, self._retrain(history)), *self.record)[:RECORD_SIZE]
 
 
 class RiverPolicy(Policy):

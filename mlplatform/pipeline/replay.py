@@ -40,6 +40,7 @@ class DriftScenario:
     flip_labels: float = 0.0  # share of labels swapped (classification) or doubled (regression)
     flip_where: dict[str, str] = field(default_factory=dict)  # only rows where column == value: a learnable concept change
     seed: int = 0
+    ramp: bool = False  # the amounts grow linearly over the drifted rows, from nothing to the full amounts: a drift that never settles
 
     @property
     def active(self) -> bool:
@@ -161,16 +162,17 @@ def inject_drift(rows: pd.DataFrame, spec: DatasetSpec, scenario: DriftScenario,
     out = rows.copy()
     rng = np.random.default_rng(scenario.seed)
     ref = rows if reference is None else reference
+    amount = np.arange(1, len(out) + 1) / max(len(out), 1) if scenario.ramp else np.ones(len(out))
     for column, sigmas in scenario.shift_numeric.items():
         values = pd.to_numeric(out[column], errors="coerce")
         std = float(pd.to_numeric(ref[column], errors="coerce").std())
         std = std if np.isfinite(std) and std > 0 else 1.0
-        out[column] = (values + sigmas * std).astype(str).where(values.notna())
+        out[column] = (values + sigmas * std * amount).astype(str).where(values.notna())
     for column, category in scenario.category_mix.items():
-        chosen = rng.random(len(out)) < scenario.category_share
+        chosen = rng.random(len(out)) < scenario.category_share * amount
         out.loc[chosen, column] = category
     if scenario.flip_labels and spec.label in out:
-        chosen = rng.random(len(out)) < scenario.flip_labels
+        chosen = rng.random(len(out)) < scenario.flip_labels * amount
         for column, value in scenario.flip_where.items():
             chosen &= (out[column].astype("string").str.strip() == value).fillna(False).to_numpy()
         if spec.is_classification:

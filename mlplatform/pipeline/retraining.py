@@ -24,7 +24,7 @@ from mlplatform.stores.registry import TRAINING, Registry, json_tag, tag
 from mlplatform.settings import Settings, env_name
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.estimation import EstimationError
-from mlplatform.domain.keys import AWAITING_SHADOW, ESTIMATOR, SHADOW_METRICS
+from mlplatform.domain.keys import AWAITING_SHADOW, ESTIMATOR, PROMOTED, REJECTED, SHADOW_METRICS
 from mlplatform.pipeline.shadow import ShadowComparison, compare_on_live
 from mlplatform.domain.timeformat import iso_time
 from mlplatform.domain.training import TrainingConfig, TrainingResult, check_window, fit_performance_estimator, fit_transformer, train
@@ -215,7 +215,7 @@ class Evaluation:
 
     @property
     def verdict(self) -> str:
-        return "promoted" if self.decision.promote else AWAITING_SHADOW if self.awaiting_shadow else "rejected"
+        return PROMOTED if self.decision.promote else AWAITING_SHADOW if self.awaiting_shadow else REJECTED
 
     def markdown(self) -> str:
         names = sorted(set(self.challenger_metrics) | set(self.champion_metrics or {}))
