@@ -6,8 +6,9 @@ from mlplatform.domain.keys import AWAITING_SHADOW, PROMOTED, REJECTED
 from mlplatform.domain.policy import DRIFT, ESTIMATED_DROP, NEW_OBSERVATIONS, RECORD_SIZE, Cursor, DriftBar, Observation, PolicyConfig, RetrainOutcome, decide
 
 CONFIG = PolicyConfig(every_n=3000, min_new_for_drift=500, cooldown_seconds=0)
-REJECTED_DRIFT = RetrainOutcome(DRIFT, False)
-PROMOTED_DRIFT = RetrainOutcome(DRIFT, True)
+CUTOFF = 1000  # the champion's
+REJECTED_DRIFT = RetrainOutcome(DRIFT, False, 1500)
+PROMOTED_DRIFT = RetrainOutcome(DRIFT, True, 1500)
 
 
 def _drift(new: int, record: tuple[RetrainOutcome, ...], report: str = "r9") -> Observation:
@@ -23,21 +24,23 @@ def _drift(new: int, record: tuple[RetrainOutcome, ...], report: str = "r9") -> 
     ((REJECTED_DRIFT,) * 3, 3000, 3),  # 4000 capped at every_n
     ((REJECTED_DRIFT,) * 5, 3000, 5),
     ((PROMOTED_DRIFT, REJECTED_DRIFT, REJECTED_DRIFT), 500, 0),  # the latest promotion reset it
-    ((RetrainOutcome(NEW_OBSERVATIONS, True), REJECTED_DRIFT), 500, 0),  # whatever triggered the promotion
-    ((REJECTED_DRIFT, RetrainOutcome(NEW_OBSERVATIONS, True), REJECTED_DRIFT), 1000, 1),
-    ((RetrainOutcome(NEW_OBSERVATIONS, False), REJECTED_DRIFT, RetrainOutcome(ESTIMATED_DROP, False)), 1000, 1),  # only drift raises it
-    ((RetrainOutcome(DRIFT, None), REJECTED_DRIFT), 1000, 1),  # an unknown outcome neither raises nor resets it
+    ((RetrainOutcome(NEW_OBSERVATIONS, True, 1500), REJECTED_DRIFT), 500, 0),  # whatever triggered the promotion
+    ((REJECTED_DRIFT, RetrainOutcome(NEW_OBSERVATIONS, True, 1500), REJECTED_DRIFT), 1000, 1),
+    ((RetrainOutcome(NEW_OBSERVATIONS, False, 1500), REJECTED_DRIFT, RetrainOutcome(ESTIMATED_DROP, False, 1500)), 1000, 1),  # only drift raises it
+    ((RetrainOutcome(DRIFT, None, 1500), REJECTED_DRIFT), 1000, 1),  # an unknown outcome neither raises nor resets it
+    ((REJECTED_DRIFT, RetrainOutcome(DRIFT, False, CUTOFF), REJECTED_DRIFT), 1000, 1),  # a champion set by hand at 1000 reset it
+    ((RetrainOutcome(DRIFT, False, 900),), 500, 0),  # about an older champion
 ])
 def test_each_unpromoted_drift_retraining_doubles_the_bar_and_a_promotion_resets_it(record: tuple[RetrainOutcome, ...], labels: int,
                                                                                     unpromoted: int) -> None:
-    assert DriftBar.of(record, CONFIG) == DriftBar(labels, unpromoted)
+    assert DriftBar.of(record, CONFIG, CUTOFF) == DriftBar(labels, unpromoted)
 
 
 def test_only_the_latest_record_counts_and_odd_configs_keep_the_bar_sane() -> None:
-    assert DriftBar.of((REJECTED_DRIFT,) * (RECORD_SIZE + 10), PolicyConfig(10**9, 1, 0)).unpromoted == RECORD_SIZE
-    assert DriftBar.of((REJECTED_DRIFT,) * 3, PolicyConfig(every_n=300, min_new_for_drift=500, cooldown_seconds=0)).labels == 500, \
+    assert DriftBar.of((REJECTED_DRIFT,) * (RECORD_SIZE + 10), PolicyConfig(10**9, 1, 0), CUTOFF).unpromoted == RECORD_SIZE
+    assert DriftBar.of((REJECTED_DRIFT,) * 3, PolicyConfig(every_n=300, min_new_for_drift=500, cooldown_seconds=0), CUTOFF).labels == 500, \
         "never below the configured bar, even when every_n is smaller"
-    assert DriftBar.of((REJECTED_DRIFT,), PolicyConfig(every_n=3000, min_new_for_drift=0, cooldown_seconds=0)).labels == 2
+    assert DriftBar.of((REJECTED_DRIFT,), PolicyConfig(every_n=3000, min_new_for_drift=0, cooldown_seconds=0), CUTOFF).labels == 2
 
 
 def test_the_skip_and_trigger_sentences_say_the_bar_and_why() -> None:
@@ -63,21 +66,27 @@ def test_at_every_n_drift_waits_for_the_label_count_and_says_so() -> None:
     assert "no dataset drift (share 0.10); drift bar 1000 new labelled events (doubled from 500: 1 drift retraining was not promoted" in why
 
 
-@pytest.mark.parametrize(("reason", "decision", "outcome"), [
-    (DRIFT, PROMOTED, RetrainOutcome(DRIFT, True)),
-    (DRIFT, REJECTED, RetrainOutcome(DRIFT, False)),
-    (DRIFT, AWAITING_SHADOW, RetrainOutcome(DRIFT, None)),  # not decided yet
-    (DRIFT, None, RetrainOutcome(DRIFT, None)),  # no evaluation found (running, failed, too old)
-    (DRIFT, "PROMOTED", RetrainOutcome(DRIFT, None)),
-    (DRIFT, 1, RetrainOutcome(DRIFT, None)),
-    (DRIFT, ["promoted"], RetrainOutcome(DRIFT, None)),
-    (None, REJECTED, RetrainOutcome("", False)),  # a run without a reason tag: its rejection raises no drift bar
-    (42, REJECTED, RetrainOutcome("", False)),
+@pytest.mark.parametrize(("reason", "decision", "watermark", "outcome"), [
+    (DRIFT, PROMOTED, "1500", RetrainOutcome(DRIFT, True, 1500)),
+    (DRIFT, REJECTED, "1500", RetrainOutcome(DRIFT, False, 1500)),
+    (DRIFT, AWAITING_SHADOW, "1500", RetrainOutcome(DRIFT, None, 1500)),  # not decided yet
+    (DRIFT, None, "1500", RetrainOutcome(DRIFT, None, 1500)),  # no evaluation found (running, failed, too old)
+    (DRIFT, "PROMOTED", "1500", RetrainOutcome(DRIFT, None, 1500)),
+    (DRIFT, 1, "1500", RetrainOutcome(DRIFT, None, 1500)),
+    (DRIFT, ["promoted"], "1500", RetrainOutcome(DRIFT, None, 1500)),
+    (None, REJECTED, "1500", RetrainOutcome("", False, 1500)),  # a run without a reason tag: its rejection raises no drift bar
+    (42, REJECTED, "1500", RetrainOutcome("", False, 1500)),
+    (DRIFT, REJECTED, None, RetrainOutcome(DRIFT, None, 0)),  # no watermark tag: unknown
+    (DRIFT, REJECTED, "12x", RetrainOutcome(DRIFT, None, 0)),
+    (DRIFT, REJECTED, "-5", RetrainOutcome(DRIFT, False, 0)),  # before any champion's cut-off: never counts
+    (DRIFT, REJECTED, "9" * 400, RetrainOutcome(DRIFT, False, int("9" * 400))),
 ])
-def test_a_missing_or_corrupt_record_is_an_unknown_outcome_not_an_error(reason: object, decision: object, outcome: RetrainOutcome) -> None:
-    assert RetrainOutcome.recorded(reason, decision) == outcome
+def test_a_missing_or_corrupt_record_is_an_unknown_outcome_not_an_error(reason: object, decision: object, watermark: object,
+                                                                        outcome: RetrainOutcome) -> None:
+    assert RetrainOutcome.recorded(reason, decision, watermark) == outcome
 
 
 def test_a_corrupt_record_never_raises_the_bar() -> None:
-    record = tuple(RetrainOutcome.recorded(reason, decision) for reason, decision in [(None, REJECTED), (DRIFT, "nonsense"), ("x" * 10_000, REJECTED)])
-    assert DriftBar.of(record, CONFIG) == DriftBar(500, 0)
+    record = tuple(RetrainOutcome.recorded(reason, decision, watermark) for reason, decision, watermark in
+                   [(None, REJECTED, "1500"), (DRIFT, "nonsense", "1500"), ("x" * 10_000, REJECTED, "1500"), (DRIFT, REJECTED, "oops")])
+    assert DriftBar.of(record, CONFIG, CUTOFF) == DriftBar(500, 0)

@@ -268,8 +268,9 @@ def _fake_drift_verdict(platform: Platform, status: dg.DagsterRunStatus) -> tupl
 
 def _drift_bar(platform: Platform) -> DriftBar:
     """The bar the policy's record sets now (earlier tests in this module may have left rejected drift retrainings)."""
-    runs = trigger_runs(platform.instance, "adult")
-    return DriftBar.of(policy_record(platform.instance, ADULT, runs), PolicyConfig(1_000_000, MIN_FOR_DRIFT, 0))
+    runs, record = trigger_runs(platform.instance, "adult"), platform.model.registry.champion_record()
+    assert record is not None
+    return DriftBar.of(policy_record(platform.instance, ADULT, runs), PolicyConfig(1_000_000, MIN_FOR_DRIFT, 0), record.label_seq_cutoff)
 
 
 def test_the_sensor_leaves_a_drift_report_to_its_run_until_that_run_ends(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:

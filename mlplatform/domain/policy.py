@@ -35,12 +35,17 @@ class RetrainOutcome:
 
     reason: str
     promoted: bool | None
+    label_watermark: int  # the trigger's: one at or below the champion's cut-off predates the champion
 
     @classmethod
-    def recorded(cls, reason: object, decision: object) -> "RetrainOutcome":
+    def recorded(cls, reason: object, decision: object, label_watermark: object) -> "RetrainOutcome":
         """From what a trigger run and its evaluation recorded; anything unreadable is an unknown outcome, never a failure."""
         verdict = {PROMOTED: True, REJECTED: False}.get(decision) if isinstance(decision, str) else None
-        return cls(reason if isinstance(reason, str) else "", verdict)
+        try:
+            watermark = max(0, int(str(label_watermark)))
+        except ValueError:
+            watermark, verdict = 0, None
+        return cls(reason if isinstance(reason, str) else "", verdict, watermark)
 
 
 @dataclass(frozen=True)
@@ -48,19 +53,20 @@ class DriftBar:
     """The new labelled events a drift trigger needs now, learnt from the policy's own record.
 
     A drift retraining whose challenger is not promoted was a false alarm for this stream (drift the champion copes with,
-    or one the labels cannot yet teach): each one since the last promotion doubles the bar, up to every_n, where drift no
-    longer triggers before the label count does. A promotion, whatever triggered it, resets the bar. On a stream that
-    drifts all the time this stops the policy from retraining at every report while its challengers keep losing."""
+    or one the labels cannot yet teach): each one since the latest promotion doubles the bar, up to every_n, where drift
+    no longer triggers before the label count does. A promotion resets the bar, whatever triggered it, and so does a
+    champion set by hand (retrainings triggered at or before its cut-off do not count). On a stream that drifts all the
+    time this stops the policy from retraining at every report while its challengers keep losing."""
 
     labels: int
     unpromoted: int  # drift retrainings not promoted since the latest promotion, within the record
 
     @classmethod
-    def of(cls, record: Sequence[RetrainOutcome], config: PolicyConfig) -> "DriftBar":
+    def of(cls, record: Sequence[RetrainOutcome], config: PolicyConfig, champion_cutoff: int) -> "DriftBar":
         """`record`: the latest retrainings the policy triggered, newest first (only the first RECORD_SIZE count)."""
         unpromoted = 0
         for outcome in list(record)[:RECORD_SIZE]:
-            if outcome.promoted:
+            if outcome.promoted or outcome.label_watermark <= champion_cutoff:
                 break
             unpromoted += outcome.reason == DRIFT and outcome.promoted is False
         base = config.min_new_for_drift
@@ -198,7 +204,7 @@ def decide(obs: Observation, cursor: Cursor, config: PolicyConfig) -> tuple[Trig
         left = config.cooldown_seconds - (obs.now - cursor.last_trigger_time)
         return None, cursor, f"cool-down: {left:.0f}s left before another retraining may start"
     trigger = None
-    bar = DriftBar.of(obs.record, config)
+    bar = DriftBar.of(obs.record, config, obs.champion_cutoff)
     if new >= config.every_n:
         trigger = Trigger(NEW_OBSERVATIONS, f"{NEW_OBSERVATIONS}-{obs.label_watermark}", new, obs.label_watermark)
     elif obs.drift_detected and obs.drift_report_id and obs.drift_report_id != cursor.last_drift_report:

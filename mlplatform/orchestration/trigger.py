@@ -116,7 +116,7 @@ def policy_record(instance: dg.DagsterInstance, names: ModelNames, runs: list[dg
     for record in reversed(evaluations):  # newest last: a retried evaluation's latest decision wins
         if record.asset_materialization is not None and DECISION_META in record.asset_materialization.metadata:
             decisions[record.run_id] = record.asset_materialization.metadata[DECISION_META].value
-    return tuple(RetrainOutcome.recorded(r.tags.get(REASON_TAG), decisions.get(r.run_id)) for r in runs[:RECORD_SIZE])
+    return tuple(RetrainOutcome.recorded(r.tags.get(REASON_TAG), decisions.get(r.run_id), r.tags.get(LABEL_WATERMARK_TAG)) for r in runs[:RECORD_SIZE])
 
 
 @dataclass(frozen=True)

@@ -285,7 +285,7 @@ class PlatformPolicy(Policy):
         trigger, self.cursor, _ = decide(observation, self.cursor, self.config)
         if trigger is not None:
             self.stats.triggers[trigger.reason] += 1
-            self.record = (RetrainOutcome(trigger.reason, self._retrain(history)), *self.record)[:RECORD_SIZE]
+            self.record = (RetrainOutcome(trigger.reason, self._retrain(history), trigger.label_watermark), *self.record)[:RECORD_SIZE]
 
 
 class RiverPolicy(Policy):
