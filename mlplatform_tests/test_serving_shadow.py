@@ -197,7 +197,8 @@ def test_a_full_queue_drops_and_counts_and_no_shadow_beside_itself(settings: Set
 
 
 @pytest.mark.parametrize("field, value", [("serve_shadow_queue", 0), ("serve_shadow_queue", "many"), ("shadow_min_events", 5),
-                                          ("promotion_requires_shadow_win", "perhaps"), ("serve_shadow_challenger", [1])])
+                                          ("promotion_requires_shadow_win", "perhaps"), ("serve_shadow_challenger", [1]),
+                                          ("shadow_max_wait_seconds", 0), ("shadow_max_wait_seconds", -5), ("shadow_max_wait_seconds", "soon")])
 def test_bad_shadow_settings_are_refused_naming_the_setting(field: str, value: object) -> None:
     with pytest.raises(ValidationError, match=field):
         Settings(**{field: value})
