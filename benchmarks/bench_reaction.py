@@ -39,6 +39,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench_adaptation.py: 
 
 import dagster as dg  # noqa: E402
 import httpx  # noqa: E402
+from dagster._core.scheduler.instigation import InstigatorType  # noqa: E402
+from dagster._daemon.sensor import MIN_INTERVAL_LOOP_TIME  # noqa: E402  (how often the daemon looks at the sensors, whatever their intervals)
 import pandas as pd  # noqa: E402
 from results import markdown_table, record  # noqa: E402
 
@@ -47,7 +49,7 @@ from mlplatform.cli.dev import BIN, Server, build_servers, free_port, http_ok, r
 from mlplatform.domain.keys import DRIFT_REPORT_TAG, POLICY_TRIGGER_TAG, REASON_TAG, TRIGGERED_AT_TAG  # noqa: E402
 from mlplatform.domain.policy import DRIFT, NEW_OBSERVATIONS  # noqa: E402
 from mlplatform.domain.spec import DatasetSpec, SpecError  # noqa: E402
-from mlplatform.orchestration.instance import prepare_dagster_home  # noqa: E402
+from mlplatform.orchestration.instance import SENSOR_TICK_WORKERS, prepare_dagster_home  # noqa: E402
 from mlplatform.orchestration.launch import definitions, materialize  # noqa: E402
 from mlplatform.orchestration.names import DRIFT_REPORT, EVALUATION_REPORT, ModelNames, model_of_asset  # noqa: E402
 from mlplatform.orchestration.trigger import RECENT_TRIGGER_RUNS  # noqa: E402
@@ -184,6 +186,13 @@ def step_seconds(instance: dg.DagsterInstance, run_id: str) -> dict[str, float]:
             if e.step_key in starts and e.dagster_event and e.dagster_event.event_type is dg.DagsterEventType.STEP_SUCCESS}
 
 
+def tick_gaps(instance: dg.DagsterInstance, sensor_name: str) -> list[float]:
+    """Seconds between the sensor's consecutive ticks, from the daemon's tick records: how long a trigger can wait for one."""
+    states = [s for s in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR) if s.name == sensor_name]
+    starts = sorted(t.timestamp for s in states for t in instance.get_ticks(s.instigator_origin_id, s.selector_id))
+    return [b - a for a, b in zip(starts, starts[1:])]
+
+
 def bootstrap(settings: Settings, spec: DatasetSpec, rows: pd.DataFrame) -> None:
     """The first champion, through the same assets the daemon runs."""
     write_batches(rows, spec, settings.landing_dir, 1000)
@@ -241,9 +250,10 @@ def drift_plan(spec: DatasetSpec, rows: pd.DataFrame, size: int, count: int) -> 
                 "(report, retraining_trigger, training steps) then lie on the path")
 
 
-def session(plan: Plan, spec: DatasetSpec, timeout_s: float, work: Path) -> tuple[list[Reaction], int]:
+def session(plan: Plan, spec: DatasetSpec, timeout_s: float, work: Path) -> tuple[list[Reaction], int, list[float]]:
     """A fresh state folder, a first champion, the daemon and serving as processes, then one trigger per round.
-    Also returns how many runs the daemon launched for the code location's other models (their sensors tick too)."""
+    Also returns how many runs the daemon launched for the code location's other models (their sensors tick too), and
+    the gaps between the retraining sensor's ticks."""
     env = {"MLPLATFORM_STATE_DIR": str(work / "state"), "MLPLATFORM_RETRAIN_COOLDOWN_SECONDS": "0",
            "MLPLATFORM_SERVE_PORT": str(free_port()), **plan.env}
     reactions: list[Reaction] = []
@@ -261,7 +271,8 @@ def session(plan: Plan, spec: DatasetSpec, timeout_s: float, work: Path) -> tupl
             sink.close()
             mine = ModelNames(spec.name).prefix
             others = [r for r in instance.get_runs() if any(model_of_asset(k) != mine for k in r.asset_selection or ())]
-    return reactions, len(others)
+            gaps = tick_gaps(instance, ModelNames(spec.name).retraining_sensor)
+    return reactions, len(others), gaps
 
 
 def run(args: argparse.Namespace) -> tuple[list[Reaction], dict[str, object]]:
@@ -277,13 +288,15 @@ def run(args: argparse.Namespace) -> tuple[list[Reaction], dict[str, object]]:
     started = time.perf_counter()
     reactions: list[Reaction] = []
     other_runs = 0
+    gaps: list[float] = []
     for plan in plans:
         with tempfile.TemporaryDirectory(prefix="bench-reaction-", dir=args.work_dir) as tmp:
-            done, others = session(plan, spec, args.timeout, Path(tmp))
+            done, others, tick_gaps_s = session(plan, spec, args.timeout, Path(tmp))
             reactions += done
             other_runs += others
+            gaps += tick_gaps_s
     return reactions, {"wall_s": time.perf_counter() - started, "load": os.getloadavg(), "plans": [f"{p.kind}: {p.note}" for p in plans],
-                       "other_models": [m for m in platform().models if m != spec.name], "other_runs": other_runs}
+                       "other_models": [m for m in platform().models if m != spec.name], "other_runs": other_runs, "tick_gaps_s": gaps}
 
 
 def _row(r: Reaction) -> dict[str, object]:
@@ -328,6 +341,15 @@ def sensor_interval(name: str) -> int:
     return int(definitions().resolve_sensor_def(name).minimum_interval_seconds or 30)
 
 
+def tick_note(gaps: list[float]) -> str:
+    """The tick gaps in one line: a gap well above the daemon's loop is a loop in which the sensor was not evaluated."""
+    if not gaps:
+        return "The retraining sensor recorded fewer than two ticks."
+    late = sum(g > MIN_INTERVAL_LOOP_TIME * 1.5 for g in gaps) / len(gaps)
+    return (f"The retraining sensor's ticks came a median {statistics.median(gaps):.1f} s apart (max {max(gaps):.1f} s; "
+            f"{late:.0%} of {len(gaps)} gaps above 1.5 daemon loops): the wait for the next tick is up to one gap.")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="adult", help="a model of the code location (default: adult)")
@@ -352,7 +374,8 @@ def main() -> int:
     plans = "".join(f"- {note}.\n" for note in context["plans"])  # type: ignore[attr-defined]
     body = (
         f"{table}\n\n" + "".join(f"{markdown_table(phases)}\n\n{verdict}\n\n" for phases, verdict in summaries) +
-        f"- Processes: `dagster-daemon run -w workspace.yaml` (retraining sensor every {sensor_interval(names.retraining_sensor)} s, drift report sensor every {sensor_interval(names.drift_sensor)} s, queued run coordinator, a run worker "
+        f"- Processes: `dagster-daemon run -w workspace.yaml` (retraining and drift report sensors with minimum intervals of {sensor_interval(names.retraining_sensor)} s and {sensor_interval(names.drift_sensor)} s, "
+        f"ticked by the daemon's sensor loop every {MIN_INTERVAL_LOOP_TIME} s, up to {SENSOR_TICK_WORKERS} ticks at once; queued run coordinator, a run worker "
         f"process per run) and `mlplatform serve` (checks `@champion` every {Settings().serve_reload_seconds:.0f} s), on one fresh state folder "
         f"with the embedded defaults; the benchmark is a third process, talking HTTP to serving and reading the Dagster instance.\n"
         f"- Each kind of trigger runs on its own fresh state folder with a first champion; each round sends its events via `POST /predict` "
@@ -361,6 +384,7 @@ def main() -> int:
         f"is a deliberate hold between retrainings, not reaction); tuning budget, promotion margin, drift reports every "
         f"{Settings().drift_every_n_events} events: defaults.\n"
         f"{plans}"
+        f"- {tick_note(context['tick_gaps_s'])}\n"  # type: ignore[arg-type]
         f"- The code location's other models ({', '.join(context['other_models']) or 'none'}) are loaded too; their sensors ticked "  # type: ignore[arg-type]
         f"in the same daemon and launched {context['other_runs']} runs.\n"
         f"- Wall time {context['wall_s']:.0f} s; load average at the end: {load} on {os.cpu_count()} cores."

@@ -55,6 +55,7 @@ class Settings(BaseSettings):
     quality_floor: float | None = Field(default=None, description="Minimum primary metric for promotion (default from the task: AUC 0.6, R² 0.0).")
     promotion_requires_shadow_win: bool = Field(default=False, description="A challenger that wins on the hold-out is promoted only once it also wins on live labelled events both it (in shadow) and the champion scored; until then it stays `@challenger`, decision `awaiting_shadow` (needs serve_shadow_challenger).")
     shadow_min_events: int = Field(default=200, ge=10, description="Live labelled events scored by both champion and shadow challenger needed before the shadow comparison decides.")
+    shadow_max_wait_seconds: float = Field(default=86_400.0, gt=0, description="How long a hold-out winner waits for its shadow evidence (from its registration) under promotion_requires_shadow_win; then the retraining sensor has evaluation_report decide on the hold-out alone, recording that the evidence was short (no serving process scoring shadows, or too little traffic).")
 
     max_quarantine_share: float = Field(default=0.05, ge=0, le=1, description="raw_events check: warn above this share of quarantined rows in one ingestion.")
     max_null_share: float = Field(default=0.5, ge=0, le=1, description="raw_events check: warn when a feature is missing in more of the recent events.")

@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mlplatform.stores.eventlog import SERVING_SOURCE, EventLog
 from mlplatform.stores.registry import Registry
-from mlplatform.pipeline.replay import canonical_labels, read_source
+from mlplatform.pipeline.replay import canonical_labels, json_records, read_source
 from mlplatform.domain.spec import load_spec
 from mlplatform.root import platform
 from mlplatform.serving import ModelParts
@@ -30,6 +30,7 @@ from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.training import TrainingConfig, train
 from mlplatform.domain.validation import validate_frame
 from mlplatform.cli.dev import free_port
+from mlplatform_tests.conftest import ADULT_SPEC
 
 TOKEN = "test-token"
 TINY = TrainingConfig(trials=1, seconds=10, num_boost_round=40, early_stopping_rounds=10, min_rows=100)
@@ -189,6 +190,30 @@ def client(server: Server) -> Iterator[httpx.Client]:
     """An authorised HTTP client on the importing test module's `server` fixture."""
     with authorised_client(server.url) as c:
         yield c
+
+
+@pytest.fixture(scope="module")
+def settings(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """A fresh Adult state folder for the importing test module, named after it."""
+    return state_settings(tmp_path_factory.mktemp(request.module.__name__.rpartition(".")[2]) / "state", ADULT_SPEC)
+
+
+@pytest.fixture(scope="module")
+def registry(settings: Settings, adult_spec: DatasetSpec, versions: list[int]) -> Registry:
+    """The registry of `settings`, once the importing module's `versions` fixture has registered its versions."""
+    return Registry(settings.tracking_uri, settings.artifact_root, adult_spec)
+
+
+@pytest.fixture(scope="module")
+def frame(adult_rows: pd.DataFrame) -> pd.DataFrame:
+    """The events the tests send: Adult rows beyond every version's training slice."""
+    return adult_rows.iloc[30_000:30_064].reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def records(adult_spec: DatasetSpec, frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """`frame` as `POST /predict` bodies."""
+    return json_records(frame, adult_spec)
 
 
 # An over-long batch is refused with 413 (the limit is in the message), which schemathesis does not count as a rejection by default.

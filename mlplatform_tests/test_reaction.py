@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from benchmarks.bench_reaction import Reaction, main, run, summary
+from benchmarks.bench_reaction import Reaction, main, run, summary, tick_note
 from benchmarks.results import RESULTS
 
 
@@ -46,6 +46,14 @@ def test_summary_reports_median_max_and_the_goal(one_trigger: tuple[list[Reactio
     assert rows[-1]["phase"] == "trigger → new champion served" and rows[-1]["share of median total"] == "100%"
     assert f"{reactions[0].total_s:.1f} s" in verdict and "over 1 triggers that promoted (of 1)" in verdict
     assert summary([])[1] == "No trigger ended with a new champion served."
+
+
+def test_the_retraining_sensors_tick_gaps_come_from_the_daemons_records(one_trigger: tuple[list[Reaction], dict[str, object]]) -> None:
+    _, context = one_trigger
+    gaps = context["tick_gaps_s"]
+    assert isinstance(gaps, list) and gaps and min(gaps) > 0, gaps
+    assert f"{len(gaps)} gaps above 1.5 daemon loops" in tick_note(gaps)
+    assert tick_note([]) == "The retraining sensor recorded fewer than two ticks."
 
 
 

@@ -13,18 +13,12 @@ import pandas as pd
 import pytest
 
 from mlplatform.stores.registry import Registry
-from mlplatform.pipeline.replay import json_records
 from mlplatform.settings import Settings
 from mlplatform.domain.spec import DatasetSpec
-from mlplatform_tests.conftest import ADULT_SPEC
-from mlplatform_tests.serving_support import Server, auth, authorised_client, break_artifacts, client, metric, readiness, register_versions, running_server, state_settings, wait_for_version
+from mlplatform_tests.serving_support import (Server, auth, authorised_client, break_artifacts, client, frame, metric, readiness, records, register_versions,
+                                              registry, running_server, settings, wait_for_version)
 
 PROMOTIONS = 10
-
-
-@pytest.fixture(scope="module")
-def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    return state_settings(tmp_path_factory.mktemp("serving-reload") / "state", ADULT_SPEC)
 
 
 @pytest.fixture(scope="module")
@@ -34,19 +28,9 @@ def versions(settings: Settings, adult_spec: DatasetSpec, adult_rows: pd.DataFra
 
 
 @pytest.fixture(scope="module")
-def registry(settings: Settings, adult_spec: DatasetSpec, versions: list[int]) -> Registry:
-    return Registry(settings.tracking_uri, settings.artifact_root, adult_spec)
-
-
-@pytest.fixture(scope="module")
 def server(settings: Settings, versions: list[int]) -> Iterator[Server]:
     with running_server(settings, wait_ready=False) as srv:
         yield srv
-
-
-@pytest.fixture(scope="module")
-def records(adult_spec: DatasetSpec, adult_rows: pd.DataFrame) -> list[dict[str, Any]]:
-    return json_records(adult_rows.iloc[30_000:30_064], adult_spec)
 
 
 def test_not_ready_until_a_champion_exists(client: httpx.Client, registry: Registry, versions: list[int], records: list[dict[str, Any]]) -> None:
@@ -123,8 +107,8 @@ def test_ten_promotions_under_load_fail_no_request(server: Server, client: httpx
         assert any(v == a.version and a.sent <= until and a.received >= start for v, start, until in periods), a
     assert {a.version for a in answers} == set(good)
 
-    frame = pd.DataFrame(records)
-    expected = {v: registry.load_predictor(v).predict(frame)["probability"].to_numpy() for v in good}
+    sent = pd.DataFrame(records)
+    expected = {v: registry.load_predictor(v).predict(sent)["probability"].to_numpy() for v in good}
     assert len({round(float(expected[v][0]), 12) for v in good}) == len(good), "the versions must disagree for this check to mean anything"
     for a in answers:
         assert a.probability == pytest.approx(float(expected[a.version][a.record]), rel=1e-12), a

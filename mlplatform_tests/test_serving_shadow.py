@@ -16,23 +16,17 @@ import pytest
 from pydantic import ValidationError
 
 from mlplatform.domain.spec import DatasetSpec
-from mlplatform.pipeline.replay import canonical_labels, json_records
+from mlplatform.pipeline.replay import canonical_labels
 from mlplatform.serving.metrics import ServingMetrics
 from mlplatform.serving.shadow import ShadowScorer
 from mlplatform.settings import Settings
 from mlplatform.stores.eventlog import EventLog
 from mlplatform.stores.registry import CHALLENGER, Registry
-from mlplatform_tests.conftest import ADULT_SPEC
-from mlplatform_tests.serving_support import (Server, authorised_client, break_artifacts, client, metric, register_versions, running_server,
-                                              state_settings)
+from mlplatform_tests.serving_support import (Server, authorised_client, break_artifacts, client, frame, metric, records, register_versions, registry,
+                                              running_server, settings)
 
 LOAD_THREADS = 4
 LOAD_REQUESTS = 400  # per thread at most: the load loop is bounded
-
-
-@pytest.fixture(scope="module")
-def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    return state_settings(tmp_path_factory.mktemp("serving-shadow") / "state", ADULT_SPEC)
 
 
 @pytest.fixture(scope="module")
@@ -44,24 +38,9 @@ def versions(settings: Settings, adult_spec: DatasetSpec, adult_rows: pd.DataFra
 
 
 @pytest.fixture(scope="module")
-def registry(settings: Settings, adult_spec: DatasetSpec, versions: list[int]) -> Registry:
-    return Registry(settings.tracking_uri, settings.artifact_root, adult_spec)
-
-
-@pytest.fixture(scope="module")
 def server(settings: Settings, versions: list[int]) -> Iterator[Server]:
     with running_server(settings, MLPLATFORM_SERVE_SHADOW_CHALLENGER="true") as srv:
         yield srv
-
-
-@pytest.fixture(scope="module")
-def frame(adult_rows: pd.DataFrame) -> pd.DataFrame:
-    return adult_rows.iloc[30_000:30_064].reset_index(drop=True)
-
-
-@pytest.fixture(scope="module")
-def records(adult_spec: DatasetSpec, frame: pd.DataFrame) -> list[dict[str, Any]]:
-    return json_records(frame, adult_spec)
 
 
 @pytest.fixture(scope="module")
@@ -218,7 +197,8 @@ def test_a_full_queue_drops_and_counts_and_no_shadow_beside_itself(settings: Set
 
 
 @pytest.mark.parametrize("field, value", [("serve_shadow_queue", 0), ("serve_shadow_queue", "many"), ("shadow_min_events", 5),
-                                          ("promotion_requires_shadow_win", "perhaps"), ("serve_shadow_challenger", [1])])
+                                          ("promotion_requires_shadow_win", "perhaps"), ("serve_shadow_challenger", [1]),
+                                          ("shadow_max_wait_seconds", 0), ("shadow_max_wait_seconds", -5), ("shadow_max_wait_seconds", "soon")])
 def test_bad_shadow_settings_are_refused_naming_the_setting(field: str, value: object) -> None:
     with pytest.raises(ValidationError, match=field):
         Settings(**{field: value})

@@ -8,7 +8,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from mlplatform.domain.keys import AWAITING_SHADOW, DECISION, REASON_TAG, SHADOW_EVIDENCE, SHADOW_METRICS, SNAPSHOT
+from mlplatform.domain.keys import AWAITING_SHADOW, DECISION, REASON_TAG, SHADOW_EVIDENCE, SHADOW_METRICS, SHADOW_WAIT_OVER, SNAPSHOT
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.validation import EVENT_ID, EVENT_TIME, LABEL
 from mlplatform.orchestration import launch
@@ -63,10 +63,25 @@ def test_a_hold_out_winner_waits_for_its_shadow_evidence_and_is_promoted_once_it
     assert waiting["shadow_events"] == 0 and waiting["shadow_required"] is True
     assert int(reg.champion().version) == 1 and str(reg.version_by_alias(CHALLENGER).version) == "2"
     assert reg.get_version(2).tags[DECISION] == AWAITING_SHADOW
-    assert not tick(instance, sensor, None).run_requests  # no evidence yet, and no new labels to retrain on
+    waits = tick(instance, sensor, None)
+    assert not waits.run_requests  # no evidence yet, and no new labels to retrain on
+    assert f"challenger v2 awaits its shadow evidence (0 of {MIN_EVENTS} live labelled events" in str(waits.skip_message)
+    assert "serve_shadow_challenger is off" in str(waits.skip_message) and "decided on the hold-out alone in" in str(waits.skip_message)
 
     live = canonical(adult_rows.iloc[5000:7000], adult_spec).reset_index(drop=True)
     snapshot = FeatureSnapshot.load(Path(str(latest_metadata(instance, adult.asset(FEATURES))[SNAPSHOT])))  # type: ignore[index]
+
+    # The wait is bounded: once shadow_max_wait_seconds passed without the evidence (no serving process scores shadows
+    # here), the sensor asks for the evaluation again, and it decides on the hold-out alone, saying why.
+    monkeypatch.setenv("MLPLATFORM_SHADOW_MAX_WAIT_SECONDS", "0.001")
+    over = tick(instance, sensor, None).run_requests or []
+    assert len(over) == 1 and over[0].tags[REASON_TAG] == SHADOW_WAIT_OVER and over[0].run_key == "shadow-wait-over-v2-vs-v1"
+    assert over[0].asset_selection == [adult.asset(EVALUATION_REPORT)]
+    alone = evaluate_challenger(model().settings, adult_spec, reg, snapshot, 2, model().event_log)
+    assert alone.decision.promote and not alone.awaiting_shadow and alone.shadow is not None and alone.shadow.events == 0
+    assert alone.decision.reason.startswith("decided on the hold-out alone: shadow evidence still short after shadow_max_wait_seconds"), alone.decision.reason
+    monkeypatch.delenv("MLPLATFORM_SHADOW_MAX_WAIT_SECONDS")
+    assert not tick(instance, sensor, None).run_requests and int(reg.champion().version) == 1  # a day by default: still waiting
 
     # Live events where v2 errs and v1 does not (a segment the hold-out missed): v2 loses there and would be rejected.
     p1, p2 = reg.load_predictor(1).predict(live)["prediction"], reg.load_predictor(2).predict(live)["prediction"]

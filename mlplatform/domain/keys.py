@@ -27,6 +27,7 @@ ESTIMATED_BAND_TAG = "mlplatform/estimated_band"
 ESTIMATED_REFERENCE_TAG = "mlplatform/estimated_reference"
 ESTIMATED_EVENTS_TAG = "mlplatform/estimated_events"
 SHADOW_EVIDENCE = "shadow_evidence"  # REASON_TAG of the evaluation the retraining sensor requests once a challenger's shadow evidence is in
+SHADOW_WAIT_OVER = "shadow_wait_over"  # REASON_TAG of the one it requests once the challenger waited shadow_max_wait_seconds without it
 PRIORITY_TAG = "dagster/priority"  # Dagster's queue starts higher-priority runs first
 
 # MLflow tags (model versions and the registered model)

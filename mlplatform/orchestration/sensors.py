@@ -8,49 +8,85 @@ alias by hand (a rollback) and the next tick counts new labels from that version
 how its two callers (this sensor, a drift report run's retraining_trigger step) share one cursor: orchestration/trigger.py.
 """
 
+import time
+from dataclasses import dataclass
+
 import dagster as dg
 
-from mlplatform.domain.keys import AWAITING_SHADOW, DECISION, LAUNCHED_BY_TAG, MLFLOW_VERSION, REASON_TAG, SHADOW_EVIDENCE
+from mlplatform.domain.keys import AWAITING_SHADOW, DECISION, LAUNCHED_BY_TAG, MLFLOW_VERSION, REASON_TAG, SHADOW_EVIDENCE, SHADOW_WAIT_OVER
 from mlplatform.domain.policy import Cursor
 from mlplatform.orchestration.instance import retrain_run_tags
 from mlplatform.orchestration.names import DRIFT_RUN, EVALUATION_REPORT, RETRAINING, TRAINED_MODEL, ModelNames
 from mlplatform.orchestration.resources import PlatformResource
 from mlplatform.orchestration.trigger import evaluate, latest
+from mlplatform.pipeline.shadow import shadow_wait_left
 from mlplatform.root import ModelContext
 from mlplatform.stores.registry import CHALLENGER, ChampionRecord
 
 
-def shadow_ready(instance: dg.DagsterInstance, model: ModelContext, names: ModelNames, record: ChampionRecord | None) -> tuple[int, int] | None:
-    """(challenger version, shared labelled events) when `@challenger` awaits its shadow evidence and now has enough of it,
-    and is still the latest trained_model (an evaluation-only run evaluates that one); else None. Read only with
-    promotion_requires_shadow_win and an unpinned champion: one alias read and one count over the challenger's shadow rows."""
+@dataclass(frozen=True)
+class ShadowWait:
+    """A hold-out winner waiting as `@challenger` for its shadow evidence, and whether evaluation_report decides on it now."""
+
+    challenger: int
+    champion: int
+    due: str | None  # SHADOW_EVIDENCE (the evidence is in) or SHADOW_WAIT_OVER (waited shadow_max_wait_seconds): evaluate again; None: wait
+    why: str
+
+    @property
+    def run_key(self) -> str:
+        return f"{'shadow-evaluation' if self.due == SHADOW_EVIDENCE else 'shadow-wait-over'}-v{self.challenger}-vs-v{self.champion}"
+
+
+def shadow_wait(instance: dg.DagsterInstance, model: ModelContext, names: ModelNames, record: ChampionRecord | None) -> ShadowWait | None:
+    """The challenger awaiting its shadow evidence, if one does and is still the latest trained_model (an evaluation-only run
+    evaluates that one); due once it has the evidence, or once it waited shadow_max_wait_seconds without it (no serving
+    process scoring shadows, too little traffic): the wait is bounded. Read only with promotion_requires_shadow_win and an
+    unpinned champion: one alias read and one count over the challenger's shadow rows."""
     settings = model.settings
     if not settings.promotion_requires_shadow_win or record is None or record.pinned:
         return None
     challenger = model.registry.version_by_alias(CHALLENGER)
     if challenger is None or challenger.tags.get(DECISION) != AWAITING_SHADOW or int(challenger.version) == record.version:
         return None
-    events = model.event_log.shadow_labelled(challenger.version, record.version)
     trained = latest(instance, names.asset(TRAINED_MODEL))
-    if events < settings.shadow_min_events or trained is None or str(trained.metadata.get(MLFLOW_VERSION)) != str(challenger.version):
+    if trained is None or str(trained.metadata.get(MLFLOW_VERSION)) != str(challenger.version):
         return None
-    return int(challenger.version), events
+    version, needed = int(challenger.version), settings.shadow_min_events
+    events = model.event_log.shadow_labelled(challenger.version, record.version)
+    if events >= needed:
+        return ShadowWait(version, record.version, SHADOW_EVIDENCE, f"challenger v{version} has its shadow evidence ({events} live labelled events): evaluating it again")
+    left = shadow_wait_left(settings, challenger.creation_timestamp, time.time())
+    if left <= 0:
+        return ShadowWait(version, record.version, SHADOW_WAIT_OVER, f"challenger v{version} waited shadow_max_wait_seconds ({settings.shadow_max_wait_seconds:.0f} s) "
+                                                                   f"with {events} of {needed} live labelled events scored by both: evaluating it again, on the hold-out alone")
+    off = "" if settings.serve_shadow_challenger else "; serve_shadow_challenger is off in these settings: a serving process with it on must score it"
+    return ShadowWait(version, record.version, None, f"challenger v{version} awaits its shadow evidence ({events} of {needed} live labelled events "
+                                                     f"scored by both{off}); decided on the hold-out alone in {left:.0f} s without it")
+
+
+# The daemon's sensor loop starts every 5 s (Dagster's MIN_INTERVAL_LOOP_TIME) and evaluates a sensor only once its
+# minimum interval has passed since its previous tick began. An interval of 5 s, equal to the loop's period, is missed
+# whenever the tick begins a little later in its loop than the one before (the loop's order is shuffled): half the ticks
+# came 10 s apart, 6 s of waiting per reaction (bench_reaction.py). Below the loop's period, every loop ticks the sensor.
+TICK_INTERVAL_SECONDS = 1
 
 
 def build_sensors(names: ModelNames) -> list[dg.SensorDefinition]:
     model_name = names.model
 
-    # A tick reads counters only (~60 ms, flat in the log's size: bench_sensor_tick.py), so ticking every 5 s is cheap and
-    # keeps the wait for the next tick a small part of the reaction time (bench_reaction.py).
+    # A tick reads counters only (25–80 ms, flat in the log's size: bench_sensor_tick.py), so ticking on every daemon loop is
+    # cheap and keeps the wait for the next tick a small part of the reaction time (bench_reaction.py).
     @dg.sensor(
         name=names.retraining_sensor,
         asset_selection=names.assets(*RETRAINING),
         default_status=dg.DefaultSensorStatus.RUNNING,
-        minimum_interval_seconds=5,
+        minimum_interval_seconds=TICK_INTERVAL_SECONDS,
         description=f"Retrains {model_name} (features → trained_model → evaluation_report) when N new labelled events arrived "
         "since the champion's cut-off, when the latest drift report says drift and enough new labels exist, or when the "
         "champion's estimated performance dropped (estimated_drop, no labels needed); never while the champion is pinned. With "
-        "promotion_requires_shadow_win, it requests evaluation_report again once a challenger awaiting its shadow evidence has it.",
+        "promotion_requires_shadow_win, it requests evaluation_report again once a challenger awaiting its shadow evidence has it, "
+        "or once it waited shadow_max_wait_seconds without it (that evaluation decides on the hold-out alone).",
     )
     def retraining_sensor(context: dg.SensorEvaluationContext, platform: PlatformResource) -> dg.SensorResult:
         model = platform.model(model_name)
@@ -59,30 +95,29 @@ def build_sensors(names: ModelNames) -> list[dg.SensorDefinition]:
         if record is not None and not record.recorded:
             registry.note_outside_move(record, by=names.retraining_sensor)
             context.log.info(f"@champion was moved outside mlplatform to v{record.version}: recorded in the champion timeline")
-        ready = shadow_ready(context.instance, model, names, record)
-        if ready is not None and record is not None:
-            version, shared = ready
-            context.log.info(f"challenger v{version} has its shadow evidence ({shared} live labelled events): evaluating it again")
+        wait = shadow_wait(context.instance, model, names, record)
+        if wait is not None and wait.due is not None:
+            context.log.info(wait.why)
             # Its own launched_by: the cursor is recovered from the newest retraining this sensor launched, which this is not.
-            tags = {**retrain_run_tags(model_name), REASON_TAG: SHADOW_EVIDENCE, LAUNCHED_BY_TAG: f"{names.retraining_sensor}/{SHADOW_EVIDENCE}"}
-            return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"shadow-evaluation-v{version}-vs-v{record.version}",
-                                                               asset_selection=[names.asset(EVALUATION_REPORT)], tags=tags)], cursor=context.cursor)
+            tags = {**retrain_run_tags(model_name), REASON_TAG: wait.due, LAUNCHED_BY_TAG: f"{names.retraining_sensor}/{wait.due}"}
+            return dg.SensorResult(run_requests=[dg.RunRequest(run_key=wait.run_key, asset_selection=[names.asset(EVALUATION_REPORT)], tags=tags)],
+                                   cursor=context.cursor)
         cursor, was_reset = Cursor.from_json(context.cursor)
         verdict = evaluate(context.instance, model, names, record, None if was_reset or not context.cursor else cursor)
         if verdict.trigger is None:
-            return dg.SensorResult(skip_reason=verdict.why, cursor=verdict.cursor.to_json())
+            return dg.SensorResult(skip_reason=verdict.why if wait is None else f"{verdict.why}; {wait.why}", cursor=verdict.cursor.to_json())
         context.log.info(verdict.why)
         return dg.SensorResult(run_requests=[dg.RunRequest(run_key=verdict.trigger.run_key, tags={**verdict.tags, LAUNCHED_BY_TAG: names.retraining_sensor})],
                                cursor=verdict.cursor.to_json())
 
-    # Its tick reads one counter and the alias: every 5 s costs nothing, reports are still requested only every M events,
+    # Its tick reads one counter and the alias: every daemon loop costs nothing, reports are still requested only every M events,
     # and the wait for this tick is part of every drift reaction (bench_reaction.py). Its run holds the retraining steps too:
     # they run when the run's retraining_trigger says the report calls for them, and are skipped otherwise.
     @dg.sensor(
         name=names.drift_sensor,
         asset_selection=names.assets(*DRIFT_RUN),
         default_status=dg.DefaultSensorStatus.RUNNING,
-        minimum_interval_seconds=5,
+        minimum_interval_seconds=TICK_INTERVAL_SECONDS,
         description=f"Requests a new {model_name} drift_report every `drift_every_n_events` new events (served or ingested), once "
         "there is a champion; in the same run, retraining_trigger applies the retraining policy to the report, features → "
         "trained_model → evaluation_report follow only when it calls for a retraining, then estimated_performance and "

@@ -25,7 +25,7 @@ from mlplatform.settings import Settings, env_name
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.estimation import EstimationError
 from mlplatform.domain.keys import AWAITING_SHADOW, ESTIMATOR, PROMOTED, REJECTED, SHADOW_METRICS
-from mlplatform.pipeline.shadow import ShadowComparison, compare_on_live
+from mlplatform.pipeline.shadow import ShadowComparison, compare_on_live, shadow_wait_left
 from mlplatform.domain.timeformat import iso_time
 from mlplatform.domain.training import TrainingConfig, TrainingResult, check_window, fit_performance_estimator, fit_transformer, train
 from mlplatform.domain.validation import EVENT_ID, EVENT_TIME, LABEL
@@ -257,7 +257,8 @@ def evaluate_challenger(settings: Settings, spec: DatasetSpec, registry: Registr
     scored) and decide; does not promote.
 
     A pinned champion is kept whatever the scores say: the decision then says so. With `promotion_requires_shadow_win`, a
-    hold-out winner waits (awaiting_shadow) until the shadow evidence is in, and is rejected if it loses on it.
+    hold-out winner waits (awaiting_shadow) until the shadow evidence is in, and is rejected if it loses on it; once it
+    waited shadow_max_wait_seconds (from its registration) without it, the hold-out decides alone and the reason says so.
     """
     holdout = snapshot.holdout
     record = registry.champion_record()
@@ -270,9 +271,12 @@ def evaluate_challenger(settings: Settings, spec: DatasetSpec, registry: Registr
     shadow = None if champion is None else compare_on_live(settings, spec, events, challenger_version, champion.version)
     awaiting = False
     if decision.promote and shadow is not None and settings.promotion_requires_shadow_win:
-        if shadow.decision is None:
+        if shadow.decision is None and shadow_wait_left(settings, registry.get_version(challenger_version).creation_timestamp, time.time()) > 0:
             awaiting = True
             decision = replace(decision, promote=False, reason=f"awaiting shadow evidence ({shadow.summary()}); on the hold-out: {decision.reason}")
+        elif shadow.decision is None:
+            decision = replace(decision, reason=f"decided on the hold-out alone: shadow evidence still short after shadow_max_wait_seconds "
+                                                f"({settings.shadow_max_wait_seconds:.0f} s; {shadow.summary()}); on the hold-out: {decision.reason}")
         elif not shadow.decision.promote:
             decision = replace(decision, promote=False, reason=f"loses in shadow {shadow.summary()}; on the hold-out: {decision.reason}")
     return Evaluation(

@@ -3,7 +3,8 @@
 Serving (with `serve_shadow_challenger`) logs `@challenger`'s prediction of every event the champion answered;
 once labels come back, those events are a second, live test beside the hold-out: the same events, the champion's
 served answer against the challenger's shadow one. `promotion_requires_shadow_win` makes a hold-out winner wait
-for this evidence (at least `shadow_min_events`) and win here too before it is promoted.
+for this evidence (at least `shadow_min_events`) and win here too before it is promoted; the wait is bounded by
+`shadow_max_wait_seconds` (no serving process scoring shadows, or too little traffic): then the hold-out alone decides.
 """
 
 from __future__ import annotations
@@ -62,3 +63,9 @@ def compare_on_live(settings: Settings, spec: DatasetSpec, events: EventStore, c
     if total >= settings.shadow_min_events:
         decision = decide(spec, challenger, champion, settings.promotion_margin, -math.inf if higher else math.inf, on=(metric, higher))
     return ShadowComparison(challenger_version, champion_version, total, settings.shadow_min_events, challenger, champion, decision)
+
+
+def shadow_wait_left(settings: Settings, registered_ms: int, now: float) -> float:
+    """Seconds a challenger registered at `registered_ms` (MLflow's epoch milliseconds) may still wait for its shadow
+    evidence at `now`; at most 0 once shadow_max_wait_seconds have passed, when the hold-out decides alone."""
+    return registered_ms / 1000 + settings.shadow_max_wait_seconds - now
