@@ -16,7 +16,8 @@ import yaml
 from mlplatform.domain.features import HistoryFeaturesMissing
 from mlplatform.domain.history import HistoryState, history_frame, label_known_at, timeline
 from mlplatform.domain.spec import DatasetSpec, SpecError, load_spec, parse_spec
-from mlplatform.settings import REPO_ROOT
+from mlplatform.root import Platform
+from mlplatform.settings import REPO_ROOT, Settings
 from mlplatform.stores.eventlog import EventStore
 
 BIKE_HISTORY_SPEC = REPO_ROOT / "data" / "bike_sharing_history.yaml"
@@ -94,6 +95,16 @@ def test_names_are_generated_and_the_example_spec_declares_its_own() -> None:
     plain = load_spec(REPO_ROOT / "data" / "bike_sharing.yaml")
     assert plain.history is None and plain.history_numeric == [] and "history" not in plain.to_yaml()
 
+
+
+def test_the_adult_history_spec_is_adult_with_history_and_no_model_of_the_code_location(tmp_path: Path) -> None:
+    """bench_history.py's no-harm check loads it directly: Adult's features and task, 5+ history columns, declared in no defs.yaml."""
+    spec, adult = load_spec(REPO_ROOT / "data" / "adult_history.yaml"), load_spec(REPO_ROOT / "data" / "adult.yaml")
+    assert spec.features == adult.features and spec.task is adult.task and spec.source == adult.source
+    assert len(spec.history_numeric + spec.history_categorical) >= 5
+    models = Platform.discover(Settings(state_dir=tmp_path)).models.values()
+    assert adult.name in {m.name for m in models} and spec.name not in {m.name for m in models}
+    assert all(m.settings.dataset_spec.resolve() != (REPO_ROOT / "data" / "adult_history.yaml").resolve() for m in models)
 
 def _events(rows: list[tuple[Any, ...]]) -> pd.DataFrame:
     columns = ["seq", "event_time", "ingested_at", "source", "label", "label_time", "label_seq", "x", "c"]

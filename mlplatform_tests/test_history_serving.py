@@ -31,6 +31,7 @@ from mlplatform_tests.test_history import BIKE_HISTORY_SPEC
 
 LANDED = 3000
 CATCH_UP_S = 0.1  # serve_reload_seconds: how often serving reads the labels landed outside /feedback
+FILE_EVERY = 10  # batches between two label files: each waits for serving's catch-up, which is most of the replay's time
 
 
 @dataclass
@@ -87,11 +88,12 @@ def parts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Parts]:
 
 def _replay(client: httpx.Client, rows: pd.DataFrame, spec: DatasetSpec, seed: int, label_files: EventLog | None = None) -> dict[str, float]:
     """/predict in batches of 1-4, then /feedback for each label after 0-8 more batches, shuffled; a tenth never labelled.
-    With `label_files`, a third of the labels land in the log directly instead (as a label file does), and the replay
-    waits for serving's catch-up before the next prediction."""
+    With `label_files`, a third of the labels land in the log directly instead, gathered into a file every `FILE_EVERY`
+    batches (later still, and in no order), and the replay waits for serving's catch-up before the next prediction."""
     rng = random.Random(seed)
     records, labels = json_records(rows, spec), canonical_labels(rows, spec).tolist()
     pending: list[tuple[int, str, float]] = []
+    landing: list[tuple[int, str, float]] = []  # labels due for the next label file
     served: dict[str, float] = {}
     start = batch = 0
     while start < len(records):
@@ -107,16 +109,20 @@ def _replay(client: httpx.Client, rows: pd.DataFrame, spec: DatasetSpec, seed: i
         due = [p for p in pending if p[0] <= batch]
         pending = [p for p in pending if p[0] > batch]
         rng.shuffle(due)
-        landed = [d for d in due if label_files is not None and rng.random() < 0.3]
-        if landed:
+        filed = [d for d in due if label_files is not None and rng.random() < 0.3]
+        landing += filed
+        if landing and batch % FILE_EVERY == 0:
             assert label_files is not None
-            assert len(label_files.add_labels([d[1] for d in landed], [d[2] for d in landed]).applied) == len(landed)
+            rng.shuffle(landing)
+            assert len(label_files.add_labels([d[1] for d in landing], [d[2] for d in landing]).applied) == len(landing)
+            landing = []
             time.sleep(CATCH_UP_S * 3)
-        for _, event_id, label in (d for d in due if d not in landed):
+        for _, event_id, label in (d for d in due if d not in filed):
             reply = client.post("/feedback", json={"event_id": event_id, "label": label})
             assert reply.status_code == 200 and reply.json()["status"] == "applied", reply.text
         start += size
         batch += 1
+    pending += [(batch, event_id, label) for _, event_id, label in landing]  # a file not landed yet: these come through /feedback
     for _, event_id, label in pending:
         assert client.post("/feedback", json={"event_id": event_id, "label": label}).status_code == 200
     return served

@@ -97,6 +97,15 @@ def _settled(values: Any) -> Any:
     return np.ldexp(np.round(mantissa * _BITS) / _BITS, exponent)
 
 
+def _settled_number(value: float) -> float:
+    """`_settled` of one float (the same rounding, half to even) without numpy's per-scalar cost: serving rounds a few
+    window statistics on every request."""
+    if not math.isfinite(value):
+        return value
+    mantissa, exponent = math.frexp(value)
+    return math.ldexp(round(mantissa * _BITS) / _BITS, exponent)
+
+
 def _window(values: pd.Series, keys: pd.Series, n: int, stat: str) -> pd.Series:
     """`stat` of the non-missing values among each item's last n of its key (itself included)."""
     if stat == "count":
@@ -236,9 +245,9 @@ def _stat(values: list[float], stat: str) -> float:
     if not present:
         return math.nan
     if stat == "sum":
-        return float(_settled(math.fsum(present)))
+        return _settled_number(math.fsum(present))
     if stat == "mean":
-        return float(_settled(math.fsum(present) / len(present)))
+        return _settled_number(math.fsum(present) / len(present))
     return float(min(present) if stat == "min" else max(present))
 
 
@@ -332,7 +341,7 @@ class _TimeWindow:
         if not self.present:
             return math.nan
         total = math.fsum(self.partials)
-        return float(_settled(total if self.stat == "sum" else total / self.present))
+        return _settled_number(total if self.stat == "sum" else total / self.present)
 
 
 @dataclass

@@ -276,6 +276,8 @@ class ModelService:
         assert self.history is not None
         while not self._stop.wait(self.settings.serve_reload_seconds):
             try:
+                if not self.events.labelled_since(self.history.label_watermark):
+                    continue  # nothing landed: a look-up of the counters, not a query and a frame holding the GIL every round
                 landed = self.events.labels_since(self.history.label_watermark)
                 with self._history_lock:
                     self.history.catch_up(landed)
