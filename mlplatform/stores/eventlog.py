@@ -60,25 +60,41 @@ class LabelResult:
 
 
 @dataclass(frozen=True)
-class FileProgress:
-    """How far the ingestion of one landing file got: committed with each batch, so a re-run resumes after it.
+class FileCounts:
+    """What became of a landing file's rows: one concept for a batch's counts, a file's running totals and its outcome.
 
-    `position` is where the next batch starts in the file's (decompressed) content: a byte offset for text, a
-    row offset for Parquet; `line` is the file line it starts on and `parsed` how many rows were read before
-    it (generated ids are numbered by it). The rest are the file's running totals.
+    `rows` were read; each ended ingested, a duplicate, quarantined or (a file of late labels) a label applied.
     """
 
-    position: int = 0
-    line: int = 1
-    parsed: int = 0
     rows: int = 0
     ingested: int = 0
     duplicates: int = 0
     quarantined: int = 0
     labels_applied: int = 0
 
+    def __add__(self, other: "FileCounts") -> "FileCounts":
+        return FileCounts(*(getattr(self, name) + getattr(other, name) for name in _COUNT_COLUMNS))
 
-_PROGRESS_COLUMNS = tuple(f.name for f in fields(FileProgress))  # the columns of table file_progress
+
+_COUNT_COLUMNS = tuple(f.name for f in fields(FileCounts))
+
+
+@dataclass(frozen=True)
+class FileProgress:
+    """How far the ingestion of one landing file got: committed with each batch, so a re-run resumes after it.
+
+    `position` is where the next batch starts in the file's (decompressed) content: a byte offset for text, a
+    row offset for Parquet; `line` is the file line it starts on and `parsed` how many rows were read before
+    it (generated ids are numbered by it); `counts` the file's running totals.
+    """
+
+    position: int = 0
+    line: int = 1
+    parsed: int = 0
+    counts: FileCounts = FileCounts()
+
+
+_PROGRESS_COLUMNS = ("position", "line", "parsed", *_COUNT_COLUMNS)  # the columns of table file_progress
 
 
 @dataclass(frozen=True)
@@ -401,21 +417,24 @@ class EventStore(ABC):
         rows = self._query(f"SELECT rows FROM files WHERE sha256 = {self.PARAM}", (sha256,))[1]
         return int(rows[0][0] or 0) if rows else None
 
-    def record_file(self, sha256: str, name: str, rows: int, ingested: int, duplicates: int, quarantined: int) -> None:
+    def record_file(self, sha256: str, name: str, counts: FileCounts) -> None:
         """The file is ingested to its end: its record replaces its progress, in one transaction."""
         values = ", ".join(self.PARAM for _ in range(7))
         updates = ", ".join(f"{c} = excluded.{c}" for c in ("name", "rows", "ingested", "duplicates", "quarantined", "at"))
         with self._write() as db:
             db.execute(
                 f"INSERT INTO files (sha256, name, rows, ingested, duplicates, quarantined, at) VALUES ({values}) ON CONFLICT (sha256) DO UPDATE SET {updates}",
-                (sha256, name, rows, ingested, duplicates, quarantined, now_us()),
+                (sha256, name, counts.rows, counts.ingested, counts.duplicates, counts.quarantined, now_us()),
             )
             db.execute(f"DELETE FROM file_progress WHERE sha256 = {self.PARAM}", (sha256,))
 
     def file_progress(self, sha256: str) -> FileProgress:
         """How far an earlier, interrupted run got with the file of this content hash (from the start if none did)."""
         rows = self._query(f"SELECT {', '.join(_PROGRESS_COLUMNS)} FROM file_progress WHERE sha256 = {self.PARAM}", (sha256,))[1]
-        return FileProgress(*(int(v) for v in rows[0])) if rows else FileProgress()
+        if not rows:
+            return FileProgress()
+        position, line, parsed, *counts = (int(v) for v in rows[0])
+        return FileProgress(position, line, parsed, FileCounts(*counts))
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -434,7 +453,7 @@ class EventStore(ABC):
             db.execute(
                 f"INSERT INTO file_progress (sha256, name, {', '.join(_PROGRESS_COLUMNS)}) VALUES ({', '.join(p for _ in range(2 + len(_PROGRESS_COLUMNS)))}) "
                 f"ON CONFLICT (sha256) DO UPDATE SET {updates}",
-                (sha256, name, *(getattr(progress, c) for c in _PROGRESS_COLUMNS)),
+                (sha256, name, progress.position, progress.line, progress.parsed, *(getattr(progress.counts, c) for c in _COUNT_COLUMNS)),
             )
 
     def counts(self) -> Counts:
