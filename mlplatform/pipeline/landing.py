@@ -61,6 +61,7 @@ REASON_SUFFIX = ".reason.txt"
 PARQUET_ROW_BYTES = 128  # a Parquet batch has batch_bytes / this many rows: about what a row of ~20 columns takes as text
 READ_BLOCK = 1 << 20  # bytes read at a time while hashing and checking a .gz
 MAX_HEADER_BYTES = 1 << 20
+MIN_COLLECTION_SLACK_BYTES = 32 << 20  # peak RSS growth that calls for a full collection, however small the batches
 
 
 class UnreadableFile(ValueError):
@@ -561,7 +562,8 @@ class _CycleCollector:
 
     A young-generation pass after each batch is cheap and frees most of them. A full pass walks every object of
     every loaded library (seconds in a big process), so it runs only when the process's peak RSS grew by more
-    than `slack_kb` since the last one: memory stays bounded by the batch, and a steady ingestion pays nothing.
+    than `slack_kb` (two batches, at least 32 MiB) since the last one: memory stays bounded by the batch, and a
+    steady ingestion pays nothing.
     """
 
     def __init__(self, slack_kb: int) -> None:
@@ -593,7 +595,7 @@ def _store(path: Path, handle: BinaryIO, seen: os.stat_result, spec: DatasetSpec
     if recorded is not None:
         return FileOutcome(name=path.name, rows=recorded, duplicates=recorded, already_ingested=True)
     progress = log.file_progress(digest)
-    collector = _CycleCollector(slack_kb=2 * policy.batch_bytes // 1024)
+    collector = _CycleCollector(slack_kb=max(2 * policy.batch_bytes, MIN_COLLECTION_SLACK_BYTES) // 1024)
     columns: list[str] = []
     labels_only = False
     extra: list[str] = []
