@@ -600,28 +600,29 @@ def _store(path: Path, handle: BinaryIO, seen: os.stat_result, spec: DatasetSpec
     labels_only = False
     extra: list[str] = []
     try:
-        for batch in _batches(handle, path.name, spec, policy, progress):
-            frame = with_clean_columns(batch.parsed.frame)
-            counts = FileCounts(rows=len(frame) + len(batch.parsed.bad_rows))
-            if not frame.empty and not columns:
-                columns, labels_only = list(frame.columns), _is_label_file(frame, spec)
-            # A JSON Lines batch may lack a key the file's first rows had: its rows miss that value, like the other lines'.
-            frame = frame.assign(**{c: pd.Series(None, index=frame.index, dtype=object) for c in columns if c not in frame.columns})
-            lines = batch.parsed.line_numbers or list(range(progress.parsed + 1, progress.parsed + len(frame) + 1))
-            with log.transaction():
-                if not frame.empty:
-                    if labels_only:
-                        counts += _ingest_labels(frame, lines, spec, log, path.name)
-                    else:
-                        found, extra_now = _ingest_events(frame, lines, progress.parsed, digest, spec, log, path.name)
-                        counts, extra = counts + found, extra or extra_now
-                if batch.parsed.bad_rows:
-                    bad = pd.DataFrame(batch.parsed.bad_rows, columns=["row_number", "reason", "record"])
-                    counts += FileCounts(quarantined=log.quarantine(bad, source=path.name))
-                progress = FileProgress(batch.position, batch.line, progress.parsed + len(frame), progress.counts + counts)
-                log.record_progress(digest, path.name, progress)
-            del frame, batch
-            collector.after_batch()
+        with log.bulk_load():
+            for batch in _batches(handle, path.name, spec, policy, progress):
+                frame = with_clean_columns(batch.parsed.frame)
+                counts = FileCounts(rows=len(frame) + len(batch.parsed.bad_rows))
+                if not frame.empty and not columns:
+                    columns, labels_only = list(frame.columns), _is_label_file(frame, spec)
+                # A JSON Lines batch may lack a key the file's first rows had: its rows miss that value, like the other lines'.
+                frame = frame.assign(**{c: pd.Series(None, index=frame.index, dtype=object) for c in columns if c not in frame.columns})
+                lines = batch.parsed.line_numbers or list(range(progress.parsed + 1, progress.parsed + len(frame) + 1))
+                with log.transaction():
+                    if not frame.empty:
+                        if labels_only:
+                            counts += _ingest_labels(frame, lines, spec, log, path.name)
+                        else:
+                            found, extra_now = _ingest_events(frame, lines, progress.parsed, digest, spec, log, path.name)
+                            counts, extra = counts + found, extra or extra_now
+                    if batch.parsed.bad_rows:
+                        bad = pd.DataFrame(batch.parsed.bad_rows, columns=["row_number", "reason", "record"])
+                        counts += FileCounts(quarantined=log.quarantine(bad, source=path.name))
+                    progress = FileProgress(batch.position, batch.line, progress.parsed + len(frame), progress.counts + counts)
+                    log.record_progress(digest, path.name, progress)
+                del frame, batch
+                collector.after_batch()
     except (UnreadableFile, SchemaError) as exc:
         if progress.counts.rows:
             raise type(exc)(f"{exc} (from line or row {progress.line} on; the {progress.counts.rows} rows before it were kept)") from None
