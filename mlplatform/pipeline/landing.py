@@ -300,6 +300,9 @@ def _parse_jsonl(data: bytes, text_columns: list[str], offset: int) -> _Parsed:
         )
     except pa.ArrowException:
         return _parse_jsonl_lines(data, bad, offset)
+    lines = data.count(b"\n") + (not data.endswith(b"\n"))
+    if table.num_rows == lines:  # no blank line: row k is line k, no need to look at each line
+        return _Parsed(_to_pandas(table), bad, list(range(1 + offset, 1 + offset + lines)))
     return _Parsed(_to_pandas(table), bad, [number for number, line in enumerate(data.split(b"\n"), start=1 + offset) if line.strip()])
 
 
