@@ -21,7 +21,6 @@ import hashlib
 import io
 import json
 import os
-import resource
 import sqlite3
 import stat
 import time
@@ -61,7 +60,7 @@ REASON_SUFFIX = ".reason.txt"
 PARQUET_ROW_BYTES = 128  # a Parquet batch has batch_bytes / this many rows: about what a row of ~20 columns takes as text
 READ_BLOCK = 1 << 20  # bytes read at a time while hashing and checking a .gz
 MAX_HEADER_BYTES = 1 << 20
-MIN_COLLECTION_SLACK_BYTES = 32 << 20  # peak RSS growth that calls for a full collection, however small the batches
+MIN_COLLECTION_SLACK_BYTES = 32 << 20  # growth of resident memory that calls for a full collection, however small the batches
 
 
 class UnreadableFile(ValueError):
@@ -563,25 +562,27 @@ def _ingest_events(frame: pd.DataFrame, lines: list[int], first_row: int, digest
 class _CycleCollector:
     """Frees the reference cycles pandas frames sit in, which would keep several batches of Arrow buffers alive.
 
-    A young-generation pass after each batch is cheap and frees most of them. A full pass walks every object of
-    every loaded library (seconds in a big process), so it runs only when the process's peak RSS grew by more
-    than `slack_kb` (two batches, at least 32 MiB) since the last one: memory stays bounded by the batch, and a
-    steady ingestion pays nothing.
+    A young-generation pass after each batch is cheap and frees some of them. A full pass walks every object of
+    every loaded library (seconds in a big process), so it runs only when the resident memory grew by more than
+    `slack_kb` (two batches, at least 32 MiB) over what the last one left: memory stays bounded by the batch, and
+    a process whose memory does not grow pays nothing.
     """
 
     def __init__(self, slack_kb: int) -> None:
         self.slack_kb = slack_kb
-        self.peak_kb = _peak_rss_kb()
+        self.baseline_kb = _resident_kb()
 
     def after_batch(self) -> None:
         gc.collect(1)
-        if _peak_rss_kb() > self.peak_kb + self.slack_kb:
+        if _resident_kb() > self.baseline_kb + self.slack_kb:
             gc.collect()
-            self.peak_kb = _peak_rss_kb()
+            self.baseline_kb = _resident_kb()
 
 
-def _peak_rss_kb() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux
+def _resident_kb() -> int:
+    """The process's resident memory now (not its peak, which never comes down after a collection)."""
+    with open("/proc/self/statm", "rb") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
 
 
 def _store(path: Path, handle: BinaryIO, seen: os.stat_result, spec: DatasetSpec, log: EventStore, policy: LandingPolicy) -> FileOutcome:
