@@ -13,7 +13,7 @@ import pytest
 from mlplatform.domain.spec import DatasetSpec, parse_spec
 from mlplatform.domain.validation import EVENT_ID, EVENT_TIME, LABEL
 from mlplatform.settings import Settings
-from mlplatform.stores.eventlog import SERVING_SOURCE, Counts, EventLog, EventLogError, EventStore, FileProgress
+from mlplatform.stores.eventlog import BULK_CHECKPOINT_PAGES, CHECKPOINT_PAGES, SERVING_SOURCE, Counts, EventLog, EventLogError, EventStore, FileCounts, FileProgress
 from mlplatform.stores.eventlog_factory import open_event_log
 from mlplatform.stores.eventlog_postgres import EVENT_LOG_URL_SETTING, PostgresEventLog, redact
 from mlplatform_tests.support.postgres import PostgresCluster
@@ -84,17 +84,40 @@ def test_a_batch_commits_with_its_file_progress_or_not_at_all(log: EventStore) -
     with pytest.raises(RuntimeError, match="killed"), log.transaction():
         log.append(_events(["a", "b"]), "f")
         log.quarantine(bad, "f")
-        log.record_progress("sha", "f", FileProgress(position=10, line=4, parsed=2, rows=3, ingested=2, quarantined=1))
+        log.record_progress("sha", "f", FileProgress(position=10, line=4, parsed=2, counts=FileCounts(rows=3, ingested=2, quarantined=1)))
         raise RuntimeError("killed")
     assert log.counts() == Counts(0, 0, 0, 0) and log.file_progress("sha") == FileProgress() and log.get(["a"]).empty
-    done = FileProgress(position=10, line=4, parsed=2, rows=3, ingested=2, quarantined=1)
+    # Distinct values, so a column read back into the wrong counter shows.
+    done = FileProgress(position=10, line=4, parsed=2, counts=FileCounts(rows=9, ingested=2, duplicates=3, quarantined=1, labels_applied=4))
     with log.transaction():
         log.append(_events(["a", "b"]), "f")
         log.quarantine(bad, "f")
         log.record_progress("sha", "f", done)
     assert log.counts() == Counts(2, 2, 1, 2) and log.file_progress("sha") == done and log.recorded_rows("sha") is None
-    log.record_file("sha", "f", 3, 2, 0, 1)
-    assert log.file_progress("sha") == FileProgress() and log.recorded_rows("sha") == 3
+    log.record_file("sha", "f", done.counts)
+    assert log.file_progress("sha") == FileProgress() and log.recorded_rows("sha") == 9
+
+
+def test_a_bulk_load_checkpoints_the_sqlite_wal_at_its_end_not_at_every_commit(tmp_path: Path) -> None:
+    """A landing file's batches commit inside one bulk load: each would otherwise copy its pages into the database file."""
+    log = EventLog(tmp_path / "events.sqlite", _spec())
+
+    def pragma(name: str) -> int:
+        return int(log._conn.execute(f"PRAGMA {name}").fetchone()[0])
+
+    def all_in_database_file() -> bool:
+        return log.path.stat().st_size == pragma("page_count") * pragma("page_size")
+
+    with log.bulk_load():
+        for k in range(3):
+            with log.transaction():
+                log.append(_events([f"{k}-{i}" for i in range(2000)]), "f")
+        assert pragma("wal_autocheckpoint") == BULK_CHECKPOINT_PAGES and not all_in_database_file()
+    assert all_in_database_file() and pragma("wal_autocheckpoint") == CHECKPOINT_PAGES and log.counts().total == 6000
+    with pytest.raises(RuntimeError, match="killed"), log.bulk_load():
+        raise RuntimeError("killed")
+    assert pragma("wal_autocheckpoint") == CHECKPOINT_PAGES
+    log.close()
 
 
 def test_late_labels_get_the_next_label_seq(log: EventStore) -> None:
@@ -320,8 +343,8 @@ def test_both_backends_give_the_same_frames(tmp_path: Path, postgres_url: str, t
     assert sqlite_log.count_between(15, 55, max_label_seq=3) == postgres_log.count_between(15, 55, max_label_seq=3)
     assert sqlite_log.recorded_rows("abc") is postgres_log.recorded_rows("abc") is None
     for log in (sqlite_log, postgres_log):
-        log.record_file("abc", "f1", 6, 6, 0, 2)
-        log.record_file("abc", "f1", 6, 6, 0, 2)
+        log.record_file("abc", "f1", FileCounts(rows=6, ingested=6, quarantined=2))
+        log.record_file("abc", "f1", FileCounts(rows=6, ingested=6, quarantined=2))
         assert log.recorded_rows("abc") == 6
         log.close()
 

@@ -179,6 +179,15 @@ def test_nan_and_inf_in_parquet_and_jsonl(landing: Path, log: EventLog, adult_sp
     assert reasons == ["age: 'inf' is not a finite number", "age: 'NaN' is not a finite number"]
 
 
+def test_jsonl_rows_after_blank_lines_keep_their_line_numbers(landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame) -> None:
+    batch = rows.head(4).astype({"age": object})
+    batch.loc[batch.index[3], "age"] = "old"
+    first, second, third, fourth = batch.to_json(orient="records", lines=True).splitlines()
+    outcome = ingest_file(_drop(landing, "blanks.jsonl", f"{first}\n\n{second}\n   \n{third}\n{fourth}\n"), adult_spec, log)
+    assert (outcome.rows, outcome.ingested, outcome.quarantined) == (4, 3, 1)
+    assert _quarantine(log)["row_number"].tolist() == [6]
+
+
 def test_duplicate_event_ids_within_a_file(landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame) -> None:
     same = pd.concat([rows.head(5), rows.head(2)], ignore_index=True)
     conflicting = rows.iloc[[1]].assign(age="99")

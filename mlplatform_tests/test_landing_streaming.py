@@ -1,6 +1,7 @@
 """Landing files read in batches: the same events as one pass, whatever the batch size, and exactly once when the
 ingesting process is killed mid-file and the file is taken again."""
 
+import gc
 import gzip
 import os
 import signal
@@ -23,8 +24,7 @@ from mlplatform.stores.eventlog_postgres import PostgresEventLog
 from mlplatform_tests.conftest import ADULT_COLUMNS as COLUMNS
 
 KILLED_ROWS = 10_000
-# About six batches of the 1.2 MB CSV: enough to be killed between two, few enough that the re-run's per-batch collections
-# (a full gc in a test process holding every library) stay cheap.
+# About six batches of the 1.2 MB CSV: enough to be killed between two.
 KILLED_BATCH_BYTES = 200_000
 BAD_EVERY = 997  # one row in this many has a wrong-typed age, so quarantine is counted across the kill too
 
@@ -72,6 +72,27 @@ def test_small_batches_give_the_same_events_quarantine_and_line_numbers(
     assert results[0][2] == results[1][2]
     first_line = 1 if name.endswith((".jsonl", ".parquet")) else 2  # Parquet: row numbers; CSV: after the header
     assert results[1][1]["row_number"].tolist() == [5 + first_line, 150 + first_line, 299 + first_line]
+
+
+def test_a_full_collection_runs_when_memory_grew_not_after_every_batch(tmp_path: Path, adult_spec: DatasetSpec, adult_rows: pd.DataFrame) -> None:
+    """A full pass walks every object of every loaded library: after every batch it cost a test process 24-47 s a file."""
+    path = _write(adult_rows[COLUMNS].head(1000), tmp_path / "a.csv")
+    batches = path.stat().st_size // 3000
+    full: list[int] = []
+
+    def count_full(phase: str, info: dict[str, int]) -> None:
+        if phase == "start" and info["generation"] == 2:
+            full.append(1)
+
+    log = EventLog(tmp_path / "events.sqlite", adult_spec)
+    gc.callbacks.append(count_full)
+    try:
+        outcome = ingest_file(path, adult_spec, log, _policy(3000))
+    finally:
+        gc.callbacks.remove(count_full)
+    log.close()
+    assert outcome.ingested == 1000 and batches >= 30
+    assert len(full) < batches // 3, f"{len(full)} full collections for {batches} batches"
 
 
 def test_quoted_values_spanning_lines_are_never_split_between_batches(tmp_path: Path, adult_spec: DatasetSpec, adult_rows: pd.DataFrame) -> None:

@@ -151,13 +151,15 @@ def validate_frame(
     n = len(raw)
     numbers = np.arange(1, n + 1, dtype="int64") if row_numbers is None else np.asarray(row_numbers, dtype="int64")
     reason = pd.Series(pd.NA, index=raw.index, dtype=object)
+    invalid = np.zeros(n, dtype=bool)  # rows that have a reason: kept beside `reason`, so no flag scans its objects
 
     def flag(mask: pd.Series, prefix: str, detail: str | Callable[[pd.Series], pd.Series]) -> None:
         """Give `mask` rows that have no reason yet this one; `detail` is built for those rows only."""
-        new = mask.to_numpy(dtype=bool, na_value=False) & reason.isna().to_numpy()
+        new = mask.to_numpy(dtype=bool, na_value=False) & ~invalid
         if new.any():
             rows = raw.index[new]
             reason[rows] = f"{prefix}: {detail}" if isinstance(detail, str) else (f"{prefix}: " + detail(rows)).to_numpy()
+            invalid[new] = True
 
     cells: dict[str, pd.Series] = {}
     for name in dict.fromkeys(c for c in (id_col, time_col, spec.label, *spec.features) if c is not None and c in raw.columns):
@@ -210,7 +212,6 @@ def validate_frame(
             out[name] = text
 
     events = pd.DataFrame(out)
-    invalid = reason.notna().to_numpy()
     quarantined = pd.DataFrame(
         {
             "row_number": numbers[invalid],

@@ -27,7 +27,7 @@ import time
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -50,7 +50,7 @@ from mlplatform.domain.validation import (
     with_clean_columns,
 )
 from mlplatform.settings import Settings
-from mlplatform.stores.eventlog import EventStore, EventLogError, FileProgress, now_us
+from mlplatform.stores.eventlog import EventStore, EventLogError, FileCounts, FileProgress, now_us
 
 SUFFIXES = (".csv", ".csv.gz", ".parquet", ".jsonl", ".jsonl.gz", ".ndjson")
 TEMPORARY_SUFFIXES = (".tmp", ".part")
@@ -60,6 +60,7 @@ REASON_SUFFIX = ".reason.txt"
 PARQUET_ROW_BYTES = 128  # a Parquet batch has batch_bytes / this many rows: about what a row of ~20 columns takes as text
 READ_BLOCK = 1 << 20  # bytes read at a time while hashing and checking a .gz
 MAX_HEADER_BYTES = 1 << 20
+MIN_COLLECTION_SLACK_BYTES = 32 << 20  # growth of resident memory that calls for a full collection, however small the batches
 
 
 class UnreadableFile(ValueError):
@@ -99,14 +100,11 @@ class Skipped:
     reason: str
 
 
-@dataclass
-class FileOutcome:
+@dataclass(frozen=True, kw_only=True)
+class FileOutcome(FileCounts):
+    """What became of one landing file: its rows' counts, and what a person should know beyond them."""
+
     name: str
-    rows: int = 0
-    ingested: int = 0
-    duplicates: int = 0
-    quarantined: int = 0
-    labels_applied: int = 0
     extra_columns: list[str] = field(default_factory=list)
     rejected: str | None = None
     already_ingested: bool = False
@@ -301,6 +299,9 @@ def _parse_jsonl(data: bytes, text_columns: list[str], offset: int) -> _Parsed:
         )
     except pa.ArrowException:
         return _parse_jsonl_lines(data, bad, offset)
+    lines = data.count(b"\n") + (not data.endswith(b"\n"))
+    if table.num_rows == lines:  # no blank line: row k is line k, no need to look at each line
+        return _Parsed(_to_pandas(table), bad, list(range(1 + offset, 1 + offset + lines)))
     return _Parsed(_to_pandas(table), bad, [number for number, line in enumerate(data.split(b"\n"), start=1 + offset) if line.strip()])
 
 
@@ -500,8 +501,8 @@ def _is_label_file(frame: pd.DataFrame, spec: DatasetSpec) -> bool:
     return spec.label in frame.columns and bool(ids & set(frame.columns)) and not (set(spec.features) & set(frame.columns))
 
 
-def _ingest_labels(frame: pd.DataFrame, lines: list[int], spec: DatasetSpec, log: EventStore, name: str, outcome: FileOutcome) -> None:
-    """A batch of a file of late labels: event id + label, no features."""
+def _ingest_labels(frame: pd.DataFrame, lines: list[int], spec: DatasetSpec, log: EventStore, name: str) -> FileCounts:
+    """A batch of a file of late labels (event id + label, no features); returns what became of its rows."""
     id_col = spec.id_column if spec.id_column in frame.columns else EVENT_ID
     ids = as_text(frame[id_col])
     nested = {col: nested_cells(frame[col]) for col in (id_col, spec.label)}
@@ -518,17 +519,14 @@ def _ingest_labels(frame: pd.DataFrame, lines: list[int], spec: DatasetSpec, log
     position = {event_id: i for i, event_id in zip(frame.index[valid], ids[valid])}
     problems += [(position[e], "label for an unknown event_id") for e in result.unknown]
     problems += [(position[e], "label conflicts with the label already recorded") for e in result.conflicts]
-    if problems:
-        rows = pd.DataFrame(
-            {
-                "row_number": [lines[i] for i, _ in problems],
-                "reason": [reason for _, reason in problems],
-                "record": [json.dumps({k: str(v) for k, v in frame.iloc[i].items()}) for i, _ in problems],
-            }
-        )
-        outcome.quarantined += log.quarantine(rows, source=name)
-    outcome.labels_applied += len(result.applied)
-    outcome.duplicates += len(result.unchanged)
+    rows = pd.DataFrame(
+        {
+            "row_number": [lines[i] for i, _ in problems],
+            "reason": [reason for _, reason in problems],
+            "record": [json.dumps({k: str(v) for k, v in frame.iloc[i].items()}) for i, _ in problems],
+        }
+    )
+    return FileCounts(quarantined=log.quarantine(rows, source=name), labels_applied=len(result.applied), duplicates=len(result.unchanged))
 
 
 def _is_transient(exc: Exception) -> bool:
@@ -542,36 +540,49 @@ def _is_transient(exc: Exception) -> bool:
     return isinstance(exc, (OSError, MemoryError, sqlite3.Error, EventLogError))
 
 
-def _ingest_events(frame: pd.DataFrame, lines: list[int], first_row: int, digest: str, spec: DatasetSpec, log: EventStore, name: str, outcome: FileOutcome) -> None:
-    """A batch of events: valid rows appended, the others quarantined (conflicting labels too)."""
+def _ingest_events(frame: pd.DataFrame, lines: list[int], first_row: int, digest: str, spec: DatasetSpec, log: EventStore, name: str) -> tuple[FileCounts, list[str]]:
+    """A batch of events: valid rows appended, the others quarantined (conflicting labels too); returns what became
+    of its rows and the columns ignored."""
     validated = validate_frame(frame, spec, generated_id_prefix=digest[:16], generated_time_start_us=now_us(), row_numbers=lines, first_row=first_row)
-    outcome.extra_columns = validated.extra_columns
     result = log.append(validated.events, source=name)
-    outcome.quarantined += log.quarantine(validated.quarantined, source=name)
-    outcome.ingested += result.inserted
-    outcome.labels_applied += result.labels_applied
-    outcome.duplicates += validated.duplicates + result.duplicates
+    quarantined = log.quarantine(validated.quarantined, source=name)
+    duplicates = validated.duplicates + result.duplicates
     if not result.conflicts.empty:
         conflicts = result.conflicts.assign(
             row_number=0,
             reason="label conflicts with the label already recorded",
             record=[json.dumps(r) for r in result.conflicts.astype(str).to_dict("records")],
         )
-        outcome.quarantined += log.quarantine(conflicts, source=name)
-        outcome.duplicates -= len(conflicts)
+        quarantined += log.quarantine(conflicts, source=name)
+        duplicates -= len(conflicts)
+    counts = FileCounts(ingested=result.inserted, duplicates=duplicates, quarantined=quarantined, labels_applied=result.labels_applied)
+    return counts, validated.extra_columns
 
 
-def _advanced(progress: FileProgress, batch: _Batch, parsed_rows: int, counts: FileOutcome) -> FileProgress:
-    return FileProgress(
-        position=batch.position,
-        line=batch.line,
-        parsed=progress.parsed + parsed_rows,
-        rows=progress.rows + counts.rows,
-        ingested=progress.ingested + counts.ingested,
-        duplicates=progress.duplicates + counts.duplicates,
-        quarantined=progress.quarantined + counts.quarantined,
-        labels_applied=progress.labels_applied + counts.labels_applied,
-    )
+class _CycleCollector:
+    """Frees the reference cycles pandas frames sit in, which would keep several batches of Arrow buffers alive.
+
+    A young-generation pass after each batch is cheap and frees some of them. A full pass walks every object of
+    every loaded library (seconds in a big process), so it runs only when the resident memory grew by more than
+    `slack_kb` (two batches, at least 32 MiB) over what the last one left: memory stays bounded by the batch, and
+    a process whose memory does not grow pays nothing.
+    """
+
+    def __init__(self, slack_kb: int) -> None:
+        self.slack_kb = slack_kb
+        self.baseline_kb = _resident_kb()
+
+    def after_batch(self) -> None:
+        gc.collect(1)
+        if _resident_kb() > self.baseline_kb + self.slack_kb:
+            gc.collect()
+            self.baseline_kb = _resident_kb()
+
+
+def _resident_kb() -> int:
+    """The process's resident memory now (not its peak, which never comes down after a collection)."""
+    with open("/proc/self/statm", "rb") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
 
 
 def _store(path: Path, handle: BinaryIO, seen: os.stat_result, spec: DatasetSpec, log: EventStore, policy: LandingPolicy) -> FileOutcome:
@@ -588,43 +599,41 @@ def _store(path: Path, handle: BinaryIO, seen: os.stat_result, spec: DatasetSpec
     if recorded is not None:
         return FileOutcome(name=path.name, rows=recorded, duplicates=recorded, already_ingested=True)
     progress = log.file_progress(digest)
+    collector = _CycleCollector(slack_kb=max(2 * policy.batch_bytes, MIN_COLLECTION_SLACK_BYTES) // 1024)
     columns: list[str] = []
     labels_only = False
     extra: list[str] = []
     try:
-        for batch in _batches(handle, path.name, spec, policy, progress):
-            frame = with_clean_columns(batch.parsed.frame)
-            counts = FileOutcome(name=path.name, rows=len(frame) + len(batch.parsed.bad_rows))
-            if not frame.empty and not columns:
-                columns, labels_only = list(frame.columns), _is_label_file(frame, spec)
-            # A JSON Lines batch may lack a key the file's first rows had: its rows miss that value, like the other lines'.
-            frame = frame.assign(**{c: pd.Series(None, index=frame.index, dtype=object) for c in columns if c not in frame.columns})
-            lines = batch.parsed.line_numbers or list(range(progress.parsed + 1, progress.parsed + len(frame) + 1))
-            with log.transaction():
-                if not frame.empty:
-                    if labels_only:
-                        _ingest_labels(frame, lines, spec, log, path.name, counts)
-                    else:
-                        _ingest_events(frame, lines, progress.parsed, digest, spec, log, path.name, counts)
-                        extra = extra or counts.extra_columns
-                if batch.parsed.bad_rows:
-                    bad = pd.DataFrame(batch.parsed.bad_rows, columns=["row_number", "reason", "record"])
-                    counts.quarantined += log.quarantine(bad, source=path.name)
-                progress = _advanced(progress, batch, len(frame), counts)
-                log.record_progress(digest, path.name, progress)
-            # pandas frames sit in reference cycles, which would keep a few batches of Arrow buffers alive at once.
-            del frame, batch
-            gc.collect()
+        with log.bulk_load():
+            for batch in _batches(handle, path.name, spec, policy, progress):
+                frame = with_clean_columns(batch.parsed.frame)
+                counts = FileCounts(rows=len(frame) + len(batch.parsed.bad_rows))
+                if not frame.empty and not columns:
+                    columns, labels_only = list(frame.columns), _is_label_file(frame, spec)
+                # A JSON Lines batch may lack a key the file's first rows had: its rows miss that value, like the other lines'.
+                frame = frame.assign(**{c: pd.Series(None, index=frame.index, dtype=object) for c in columns if c not in frame.columns})
+                lines = batch.parsed.line_numbers or list(range(progress.parsed + 1, progress.parsed + len(frame) + 1))
+                with log.transaction():
+                    if not frame.empty:
+                        if labels_only:
+                            counts += _ingest_labels(frame, lines, spec, log, path.name)
+                        else:
+                            found, extra_now = _ingest_events(frame, lines, progress.parsed, digest, spec, log, path.name)
+                            counts, extra = counts + found, extra or extra_now
+                    if batch.parsed.bad_rows:
+                        bad = pd.DataFrame(batch.parsed.bad_rows, columns=["row_number", "reason", "record"])
+                        counts += FileCounts(quarantined=log.quarantine(bad, source=path.name))
+                    progress = FileProgress(batch.position, batch.line, progress.parsed + len(frame), progress.counts + counts)
+                    log.record_progress(digest, path.name, progress)
+                del frame, batch
+                collector.after_batch()
     except (UnreadableFile, SchemaError) as exc:
-        if progress.rows:
-            raise type(exc)(f"{exc} (from line or row {progress.line} on; the {progress.rows} rows before it were kept)") from None
+        if progress.counts.rows:
+            raise type(exc)(f"{exc} (from line or row {progress.line} on; the {progress.counts.rows} rows before it were kept)") from None
         raise
     _check_settled(path, handle, seen)
-    log.record_file(digest, path.name, progress.rows, progress.ingested, progress.duplicates, progress.quarantined)
-    return FileOutcome(
-        name=path.name, rows=progress.rows, ingested=progress.ingested, duplicates=progress.duplicates,
-        quarantined=progress.quarantined, labels_applied=progress.labels_applied, extra_columns=extra,
-    )
+    log.record_file(digest, path.name, progress.counts)
+    return FileOutcome(name=path.name, extra_columns=extra, **asdict(progress.counts))
 
 
 def _take(path: Path, seen: os.stat_result, spec: DatasetSpec, log: EventStore, policy: LandingPolicy) -> FileOutcome:
