@@ -212,7 +212,7 @@ def test_the_adaptation_benchmark_on_a_user_spec_mentions_no_drift_scenario(tmp_
     _customer_files(tmp_path, ["c0"])
     _spec(tmp_path, CUSTOMERS.format(id_column="id_column: customer"))
     assert bench_adaptation.scenario_note(bench_adaptation.user_streams(tmp_path / "spec.yaml")) == ""
-    assert bench_adaptation.scenario_note(bench_adaptation.default_streams()) == "Drift scenarios start at 40% of the stream. "
+    assert bench_adaptation.scenario_note(bench_adaptation.default_streams()) == "Drift scenarios start at 10% or 40% of the stream. "
 
 
 def _readme_yaml(first_line: str) -> str:
