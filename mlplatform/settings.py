@@ -136,7 +136,7 @@ class Settings(BaseSettings):
 
     def _check_window_candidates(self, candidates: list[int]) -> None:
         """Refuse a candidate list that cannot be meant: empty, a size < 1, a repeat, or one larger than the window read."""
-        name = env_name("training_window_candidates")
+        name = f"training_window_candidates ({env_name('training_window_candidates')})"
         if not candidates:
             raise ValueError(f"{name}: give at least one window size (one size is a single fixed window)")
         if bad := [c for c in candidates if c < 1]:

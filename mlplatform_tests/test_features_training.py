@@ -160,7 +160,7 @@ def test_one_candidate_is_the_single_fixed_window_and_useless_ones_are_skipped(t
     ],
 )
 def test_bad_candidate_windows_are_refused_naming_the_setting(candidates: list[int], message: str) -> None:
-    with pytest.raises(ValueError, match=f"MLPLATFORM_TRAINING_WINDOW_CANDIDATES: {message}"):
+    with pytest.raises(ValueError, match=rf"training_window_candidates \(MLPLATFORM_TRAINING_WINDOW_CANDIDATES\): {message}"):
         Settings(training_window_candidates=candidates)
 
 
