@@ -172,3 +172,9 @@ def test_candidate_windows_default_to_the_whole_window_and_its_newest_tenth(monk
     monkeypatch.setenv("MLPLATFORM_TRAINING_WINDOW_CANDIDATES", '["many"]')
     with pytest.raises(ValueError, match="training_window_candidates"):
         Settings()
+
+
+def test_a_holdout_where_the_metric_is_undefined_keeps_the_largest_window(window: pd.DataFrame, adult_spec: DatasetSpec) -> None:
+    one_class = window.iloc[2200:][lambda f: f[LABEL] == "<=50K"]  # ROC AUC needs both classes
+    choice = train_best_window(window.iloc[:2200], one_class, adult_spec, FAST, (2500, 1300))
+    assert choice.window == 2500 and [c.holdout_score for c in choice.candidates] == [None, None] and choice.metrics() == {}

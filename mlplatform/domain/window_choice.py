@@ -31,7 +31,7 @@ Weights = Callable[[int], "np.ndarray | None"]
 @dataclass(frozen=True)
 class Candidate:
     """One candidate window: its size (events, hold-out included, as training_window counts them), the training rows it
-    gave, and its hold-out score, or why it was not fitted."""
+    gave, and its hold-out score (None where the metric is undefined on the hold-out), or why it was not fitted."""
 
     window: int
     train_rows: int
@@ -86,14 +86,13 @@ def train_best_window(
         tuned = fitted[0][1] if fitted else None
         result = train(part, spec, config if tuned is None else replace(config, trials=1), transformer=transformer,
                        weights=None if weights is None else weights(len(part)), cluster=cluster, first_params=None if tuned is None else tuned_params(tuned))
-        value = score(spec, holdout[LABEL], result.predictor.predict(holdout)).get(metric, float("nan"))
+        value = score(spec, holdout[LABEL], result.predictor.predict(holdout)).get(metric, math.nan)
         used[rows] = size
-        fitted.append((Candidate(size, rows, value), result))
-    best = fitted[0]
+        fitted.append((Candidate(size, rows, None if math.isnan(value) else value), result))
+    best = fitted[0]  # a metric undefined on the hold-out (one class only) is undefined for all: the largest window stays
     for candidate, result in fitted[1:]:
-        value = candidate.holdout_score
-        if value is not None and not math.isnan(value) and (best[0].holdout_score is None or math.isnan(best[0].holdout_score)
-                                                            or sign * value > sign * best[0].holdout_score):
+        value, leader = candidate.holdout_score, best[0].holdout_score
+        if value is not None and leader is not None and sign * value > sign * leader:
             best = (candidate, result)
     ordered = tuple(sorted([c for c, _ in fitted] + skipped, key=lambda c: -c.window))
     return WindowChoice(best[1], best[0].window, metric, ordered)
