@@ -176,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--every", type=int, default=1000, help="fixed-interval policies retrain every N events")
     parser.add_argument("--window", type=int, default=5000, help="sliding window of the fixed-interval policy")
     parser.add_argument("--platform-window", type=int, default=0, help="the platform's training_window (0: its setting, MLPLATFORM_TRAINING_WINDOW)")
+    parser.add_argument("--platform-holdout", type=int, default=0, help="the platform's holdout_max_rows (0: its setting, MLPLATFORM_HOLDOUT_MAX_ROWS)")
     parser.add_argument("--platform-every", type=int, default=0, help="the platform's retrain_every_n (0: 3 × --every)")
     parser.add_argument("--trials", type=int, default=1, help="tuning trials per training")
     parser.add_argument("--half-life", type=float, default=1500.0, help="recency weighting: weight ½ per this many events of age")
@@ -185,14 +186,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-record", action="store_true", help="print the table only; leave RESULTS.md alone")
     args = parser.parse_args(argv)
     args.warmup = args.warmup or (1500 if args.quick else 3000)
-    for name in ("events", "warmup", "block", "every", "window", "platform_every", "platform_window", "trials", "label_delay"):
-        least = 0 if name in ("events", "platform_every", "platform_window", "label_delay") else 1
+    for name in ("events", "warmup", "block", "every", "window", "platform_every", "platform_window", "platform_holdout", "trials", "label_delay"):
+        least = 0 if name in ("events", "platform_every", "platform_window", "platform_holdout", "label_delay") else 1
         if getattr(args, name) < least:
             parser.error(f"--{name.replace('_', '-')} must be ≥ {least}, got {getattr(args, name)}")
     if args.spec is not None and not args.spec.is_file():
         parser.error(f"--spec {args.spec}: no such file")
     count = 5_000 if args.quick else args.events
-    overrides = {"training_window": args.platform_window} if args.platform_window else {}
+    overrides = {**({"training_window": args.platform_window} if args.platform_window else {}),
+                 **({"holdout_max_rows": args.platform_holdout} if args.platform_holdout else {})}
     settings = Settings(tuning_trials=args.trials, retrain_every_n=args.platform_every or 3 * args.every, min_training_rows=min(200, args.window // 2), **overrides)
     streams = [s for s in (user_streams(args.spec) if args.spec else default_streams()) if args.stream in s.name]
     if not streams:
@@ -222,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         f"correction and River see each label right after its prediction). Fixed policies retrain every {args.every}; the platform "
         f"runs `policy.decide` with retrain_every_n={settings.retrain_every_n}, drift reports every {settings.drift_every_n_events} "
         f"events (Evidently via `drift.compare`, dataset drift at ≥ {settings.drift_share_threshold:.0%} of columns), training window "
-        f"{settings.training_window} (sliding policy: {args.window}), promotion margin {settings.promotion_margin}; {args.trials} tuning trial(s) per fit; recency half-life "
+        f"{settings.training_window}, candidate windows {list(settings.window_candidates)} (the best on the hold-out kept), hold-out ≤ "
+        f"{settings.holdout_max_rows} (sliding policy: {args.window}), promotion margin {settings.promotion_margin}; {args.trials} tuning trial(s) per fit; recency half-life "
         f"{args.half_life:g} events. {scenario_note(streams)}Total wall time {time.perf_counter() - started:.0f}s.\n\n"
         "Goals (issue 14): the platform ≥ the best fixed-interval policy with ≤ 1/3 of its retrains on every drifting stream; "
         "0 drift-triggered retrains on the shuffled (stationary) control; and on every stream, the continuously drifting one "

@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     min_new_labelled_for_drift: int = Field(default=500, ge=0, description="Drift triggers a retraining only with at least this many new labelled events.")
     retrain_cooldown_seconds: float = Field(default=300.0, ge=0, description="Minimum time between two sensor-launched retrainings.")
     training_window: int = Field(default=50_000, ge=100, description="Most recent labelled events used for one training.")
+    training_window_candidates: list[int] | None = Field(default=None, description="Window sizes (events, hold-out included, each ≤ training_window) the challenger is trained on, one model each; the best on the hold-out is kept (tuning on the largest only). Unset: training_window and a tenth of it; one size: that window alone.")
     holdout_fraction: float = Field(default=0.2, gt=0, lt=0.9, description="Latest share of the window kept for challenger vs champion.")
     holdout_max_rows: int = Field(default=2000, ge=10, description="Cap on the hold-out, so a challenger still trains on most of what arrived since the last champion.")
     validation_fraction: float = Field(default=0.2, gt=0, lt=0.9, description="Latest share of the training part used for early stopping.")
@@ -130,7 +131,27 @@ class Settings(BaseSettings):
             self.landing_dir = self.state_dir / "landing"
         if self.evidently_workspace_dir is None:
             self.evidently_workspace_dir = self.state_dir / "evidently"
+        if self.training_window_candidates is not None:
+            self._check_window_candidates(self.training_window_candidates)
         return self
+
+    def _check_window_candidates(self, candidates: list[int]) -> None:
+        """Refuse a candidate list that cannot be meant: empty, a size < 1, a repeat, or one larger than the window read."""
+        name = f"training_window_candidates ({env_name('training_window_candidates')})"
+        if not candidates:
+            raise ValueError(f"{name}: give at least one window size (one size is a single fixed window)")
+        if bad := [c for c in candidates if c < 1]:
+            raise ValueError(f"{name}: window sizes must be ≥ 1 events, got {bad}")
+        if repeated := sorted({c for c in candidates if candidates.count(c) > 1}):
+            raise ValueError(f"{name}: repeated window sizes {repeated}")
+        if larger := [c for c in candidates if c > self.training_window]:
+            raise ValueError(f"{name}: {larger} larger than training_window ({self.training_window}), the most events a training reads")
+
+    @property
+    def window_candidates(self) -> tuple[int, ...]:
+        """The candidate training windows, largest first (the default: the whole window and its newest tenth)."""
+        sizes = self.training_window_candidates or [self.training_window, self.training_window // 10]
+        return tuple(sorted(set(sizes), reverse=True))
 
     @property
     def dagster_home(self) -> Path:

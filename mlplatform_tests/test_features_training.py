@@ -1,4 +1,5 @@
-"""The feature transformer, LightGBM training and the logged model: raw records in, the same predictions everywhere."""
+"""The feature transformer, LightGBM training (and its choice among candidate windows) and the logged model: raw records in,
+the same predictions everywhere."""
 
 import math
 from pathlib import Path
@@ -12,7 +13,9 @@ from mlplatform.domain.features import FeatureTransformer, normalise_category
 from mlplatform.domain.predictor import PREDICTION, PROBABILITY, Predictor
 from mlplatform.stores.registry import Registry
 from mlplatform.domain.spec import DatasetSpec, parse_spec
-from mlplatform.domain.training import TrainingConfig, TrainingError, check_window, train
+from mlplatform.domain.training import TrainingConfig, TrainingError, check_window, train, tuned_params
+from mlplatform.domain.window_choice import train_best_window
+from mlplatform.settings import Settings
 from mlplatform.domain.validation import EVENT_ID, LABEL, validate_frame
 
 FAST = TrainingConfig(min_rows=100, trials=2, seconds=30, num_boost_round=300, early_stopping_rounds=10)
@@ -105,3 +108,73 @@ def test_a_constant_regression_label_is_refused() -> None:
     frame = pd.DataFrame({"x": np.arange(200.0), LABEL: 5.0})
     with pytest.raises(TrainingError, match="the label is constant"):
         check_window(frame, spec, 100)
+
+
+def _flipped(window: pd.DataFrame, start: int) -> pd.DataFrame:
+    """`window` whose concept flips at row `start`: every later label swapped."""
+    swap = {"<=50K": ">50K", ">50K": "<=50K"}
+    flipped = window.copy()
+    flipped.loc[start:, LABEL] = flipped.loc[start:, LABEL].map(swap)
+    return flipped
+
+
+def test_after_a_concept_flip_the_recent_window_wins_on_the_holdout(window: pd.DataFrame, adult_spec: DatasetSpec) -> None:
+    stream = _flipped(window, 1000)
+    train_part, holdout = stream.iloc[:2200], stream.iloc[2200:]
+    choice = train_best_window(train_part, holdout, adult_spec, FAST, (2500, 1300))
+    full, recent = choice.candidates
+    assert (full.window, full.train_rows, recent.window, recent.train_rows) == (2500, 2200, 1300, 1000)
+    assert choice.window == 1300 and recent.holdout_score > full.holdout_score + 0.05, choice.candidates
+    assert choice.result.train_rows + choice.result.validation_rows == 1000
+    assert choice.result.trials == 1  # tuned on the largest window only; the recent one is one fit with its parameters
+    assert choice.metrics() == {"window_2500_holdout_roc_auc": full.holdout_score, "window_1300_holdout_roc_auc": recent.holdout_score}
+
+
+def test_on_a_stationary_stream_the_full_window_wins_or_ties(window: pd.DataFrame, adult_spec: DatasetSpec) -> None:
+    choice = train_best_window(window.iloc[:2200], window.iloc[2200:], adult_spec, FAST, (1300, 2500))
+    full, recent = choice.candidates
+    assert full.window == 2500 and choice.result.trials == FAST.trials
+    assert choice.window == 2500 or recent.holdout_score - full.holdout_score < 0.01, choice.candidates
+
+
+def test_one_candidate_is_the_single_fixed_window_and_useless_ones_are_skipped(trained, window: pd.DataFrame, adult_spec: DatasetSpec) -> None:  # type: ignore[no-untyped-def]
+    holdout = window.tail(200)
+    single = train_best_window(window, holdout, adult_spec, FAST, (len(window) + 200,))
+    pd.testing.assert_frame_equal(single.result.predictor.predict(window.head(200)), trained.predictor.predict(window.head(200)))
+    assert single.result.params == trained.params and [c.window for c in single.candidates] == [len(window) + 200]
+    choice = train_best_window(window.iloc[:2200], window.iloc[2200:], adult_spec, FAST, (5000, 2600, 350))
+    assert [(c.window, c.skipped) for c in choice.candidates] == [
+        (5000, None), (2600, "the same 2200 rows as window 5000"), (350, "50 training rows, fewer than 100")]
+    assert choice.window == 5000 and list(choice.metrics()) == ["window_5000_holdout_roc_auc"]
+    assert tuned_params(choice.result).keys() == {"learning_rate", "num_leaves", "min_data_in_leaf", "feature_fraction", "bagging_fraction", "lambda_l2"}
+
+
+@pytest.mark.parametrize(
+    ("candidates", "message"),
+    [
+        ([], "give at least one window size"),
+        ([5000, 0], r"window sizes must be ≥ 1 events, got \[0\]"),
+        ([5000, -3, 2000], r"window sizes must be ≥ 1 events, got \[-3\]"),
+        ([5000, 2000, 5000], r"repeated window sizes \[5000\]"),
+        ([60000, 5000], r"\[60000\] larger than training_window \(50000\)"),
+    ],
+)
+def test_bad_candidate_windows_are_refused_naming_the_setting(candidates: list[int], message: str) -> None:
+    with pytest.raises(ValueError, match=rf"training_window_candidates \(MLPLATFORM_TRAINING_WINDOW_CANDIDATES\): {message}"):
+        Settings(training_window_candidates=candidates)
+
+
+def test_candidate_windows_default_to_the_whole_window_and_its_newest_tenth(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings(training_window=20000).window_candidates == (20000, 2000)
+    assert Settings(training_window_candidates=[3000, 20000, 8000], training_window=20000).window_candidates == (20000, 8000, 3000)
+    monkeypatch.setenv("MLPLATFORM_TRAINING_WINDOW_CANDIDATES", "[50000]")
+    assert Settings().window_candidates == (50000,)
+    monkeypatch.setenv("MLPLATFORM_TRAINING_WINDOW_CANDIDATES", '["many"]')
+    with pytest.raises(ValueError, match="training_window_candidates"):
+        Settings()
+
+
+def test_a_holdout_where_the_metric_is_undefined_keeps_the_largest_window(window: pd.DataFrame, adult_spec: DatasetSpec) -> None:
+    one_class = window.iloc[2200:][lambda f: f[LABEL] == "<=50K"]  # ROC AUC needs both classes
+    choice = train_best_window(window.iloc[:2200], one_class, adult_spec, FAST, (2500, 1300))
+    assert choice.window == 2500 and [c.holdout_score for c in choice.candidates] == [None, None] and choice.metrics() == {}

@@ -17,10 +17,12 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mlplatform.domain.evaluation import MISSING_SEGMENT, segment_quality
+from mlplatform.domain.keys import CHOSEN_WINDOW, WINDOW_CANDIDATES, WINDOW_SCORES
+from mlplatform.domain.timeformat import iso_time
 from mlplatform.domain.predictor import PREDICTION, PROBABILITY
 from mlplatform.domain.spec import DatasetSpec, load_spec
 from mlplatform.domain.training import TrainingConfig, train
-from mlplatform.domain.validation import EVENT_ID, LABEL, validate_frame
+from mlplatform.domain.validation import EVENT_ID, EVENT_TIME, LABEL, validate_frame
 from mlplatform.orchestration.assets import latest_metadata
 from mlplatform.orchestration.names import FEATURES, TRAINED_MODEL
 from mlplatform.pipeline.replay import read_source, write_batches
@@ -50,6 +52,7 @@ def test_a_retrain_logs_its_windows_evaluation_and_ranks_versions_on_the_holdout
     state: Settings, instance: dg.DagsterInstance, adult_spec: DatasetSpec, adult_rows: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MLPLATFORM_PROMOTION_MARGIN", "0")  # the champion is then the best version on the latest hold-out
+    monkeypatch.setenv("MLPLATFORM_TRAINING_WINDOW_CANDIDATES", "[50000, 1500]")  # both fitted on these windows: one is chosen
     adult, reg = names(), model().registry
     client = reg.client
     digests = []
@@ -66,9 +69,19 @@ def test_a_retrain_logs_its_windows_evaluation_and_ranks_versions_on_the_holdout
         assert set(inputs) == {"training", "evaluation"}  # evaluate() logged the same hold-out again: no third input
 
         train_part, holdout = pd.read_parquet(snapshot.folder / TRAIN_FILE), pd.read_parquet(snapshot.folder / HOLDOUT_FILE)
+        candidates = {c["window"]: c for c in trained[WINDOW_SCORES]}  # type: ignore[union-attr]
+        assert sorted(candidates) == [1500, 50000] and candidates[1500]["train_rows"] == 1500 - len(holdout)
+        assert candidates[50000]["train_rows"] == len(train_part) and all(c["skipped"] is None for c in candidates.values())
+        chosen = candidates[int(str(trained[CHOSEN_WINDOW]))]
+        best_score = max(c["holdout_score"] for c in candidates.values())
+        assert chosen["holdout_score"] == best_score  # roc_auc: higher wins
+        run = client.get_run(version.run_id).data
+        assert run.params[CHOSEN_WINDOW] == str(chosen["window"]) and run.params[WINDOW_CANDIDATES] == "50000,1500"
+        assert {k: v for k, v in run.metrics.items() if k.startswith("window_")} == {f"window_{w}_holdout_roc_auc": c["holdout_score"] for w, c in candidates.items()}
+        train_part = train_part.iloc[-chosen["train_rows"] :]  # what the chosen model was trained on, and is logged as its training input
         train_source, holdout_source = _source(inputs["training"]), _source(inputs["evaluation"])
-        assert train_source == {"event_log": model().event_log.location, "first_event_id": features["first_event_id"],
-                                "last_event_id": str(train_part[EVENT_ID].iloc[-1]), "start": features["window_start"], "end": features["train_end"],
+        assert train_source == {"event_log": model().event_log.location, "first_event_id": str(train_part[EVENT_ID].iloc[0]),
+                                "last_event_id": str(train_part[EVENT_ID].iloc[-1]), "start": iso_time(train_part[EVENT_TIME].iloc[0]), "end": features["train_end"],
                                 "label_seq_cutoff": int(train_part["label_seq"].max())}
         assert holdout_source["first_event_id"] == str(holdout[EVENT_ID].iloc[0]) and holdout_source["last_event_id"] == features["last_event_id"]
         assert holdout_source["end"] == features["window_end"] and holdout_source["label_seq_cutoff"] == features["label_seq_cutoff"]

@@ -52,6 +52,12 @@ PINNED = mlflow_tag("pinned")
 ESTIMATOR = mlflow_tag("estimator")  # cbpe, dle, or "none: <why>"
 CHAMPION_CHANGE = mlflow_tag("champion.")  # + zero-padded sequence number: one registered-model tag per alias move
 
+# The challenger's training window chosen on the hold-out (MLflow param and trained_model metadata), the candidates
+# tried (MLflow param, largest first), and per candidate its hold-out score (metadata; MLflow metrics window_<size>_holdout_<metric>)
+CHOSEN_WINDOW = "training_window_chosen"
+WINDOW_CANDIDATES = "training_window_candidates"
+WINDOW_SCORES = "training_window_scores"
+
 # Materialization metadata read back by sensors, alerts, status and the CLI
 SNAPSHOT = "snapshot"
 MLFLOW_VERSION = "mlflow_version"

@@ -111,6 +111,11 @@ def _local_fit(base: dict[str, Any], config: TrainingConfig, x_train: pd.DataFra
     return fit
 
 
+def tuned_params(result: TrainingResult) -> dict[str, Any]:
+    """The tuned parameters of `result` (the keys a trial chooses), to start another training from."""
+    return {k: result.params[k] for k in DEFAULT_PARAMS}
+
+
 def fit_transformer(window: pd.DataFrame, spec: DatasetSpec) -> FeatureTransformer:
     """The spec's features, then its history columns (which `window` must hold: see retraining.with_history)."""
     numeric, categorical = [*spec.numeric_features, *spec.history_numeric], [*spec.categorical_features, *spec.history_categorical]
@@ -137,11 +142,13 @@ def train(
     transformer: FeatureTransformer | None = None,
     weights: np.ndarray | None = None,
     cluster: "Client | None" = None,
+    first_params: dict[str, Any] | None = None,
 ) -> TrainingResult:
     """Fit LightGBM on `window` (oldest first), tuning within the budget.
 
     `transformer` is the one fitted by the features step; without it one is fitted on the training part. With a
     Dask `cluster` every trial's boosting runs on its workers (`lightgbm.dask`); the trials stay one after another.
+    The first trial uses `first_params` (default: DEFAULT_PARAMS), so one trial is one fit with known parameters.
     """
     import optuna
 
@@ -180,7 +187,7 @@ def train(
         return loss
 
     study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=config.seed))
-    study.enqueue_trial(DEFAULT_PARAMS)
+    study.enqueue_trial(first_params or DEFAULT_PARAMS)
     study.optimize(objective, n_trials=config.trials, timeout=config.seconds, gc_after_trial=False)
     best = study.best_trial
     booster = boosters[best.number]

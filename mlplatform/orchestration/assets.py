@@ -8,12 +8,13 @@ run-scoped IO manager, so each step uses what its own run produced.
 import html
 import time
 from datetime import timedelta
+from dataclasses import asdict
 from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 
-from mlplatform.domain.keys import (CHAMPION_VERSION, EVIDENTLY_PROJECT_URL, EVIDENTLY_SNAPSHOT_URL, EVIDENTLY_WORKSPACE_ERROR, MLFLOW_VERSION, MODEL_TAG,
+from mlplatform.domain.keys import (CHAMPION_VERSION, CHOSEN_WINDOW, WINDOW_SCORES, EVIDENTLY_PROJECT_URL, EVIDENTLY_SNAPSHOT_URL, EVIDENTLY_WORKSPACE_ERROR, MLFLOW_VERSION, MODEL_TAG,
                                    REPORT_PATH, REPORT_URL, RUN_TAG_PREFIX, SNAPSHOT)
 from mlplatform.domain.retry_budget import RetryBudget
 from mlplatform.domain.training import TrainingError
@@ -217,6 +218,8 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
                 "training_seconds": round(result.seconds, 3),
                 "tuning_trials": result.trials,
                 "train_rows": result.train_rows,
+                CHOSEN_WINDOW: challenger.window_choice.window,
+                WINDOW_SCORES: dg.MetadataValue.json([asdict(c) for c in challenger.window_choice.candidates]),
                 "params": dg.MetadataValue.json({k: v for k, v in result.params.items()}),
                 "feature_importance": dg.MetadataValue.md(markdown_table(result.importance.head(15).round(2))),
                 "label_seq_cutoff": snapshot.window.label_seq_cutoff,

@@ -3,8 +3,8 @@
 Each event is predicted by the model in service at that moment, then its label is revealed. Batch
 policies may refit between blocks of events (a block is one sensor tick); the online reference learns
 after every event. The platform's policy is not re-implemented here: it calls the sensor's decision
-(`policy.decide`), the features step (`retraining.prepare_window`), training (`training.train` with
-`retraining.training_config`) and the promotion rule (`retraining.judge`) — the code the assets run.
+(`policy.decide`), the features step (`retraining.prepare_window`), training (`retraining.train_on_best_window`,
+the trained_model step's choice among candidate windows) and the promotion rule (`retraining.judge`) — the code the assets run.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from mlplatform.domain.history import history_frame
 from mlplatform.domain.policy import DRIFT, RECORD_SIZE, Cursor, Observation, PolicyConfig, RetrainOutcome, decide
 from mlplatform.domain.predictor import PREDICTION, PROBABILITY, Predictor
 from mlplatform.pipeline.replay import DriftScenario, read_source, select_stream
-from mlplatform.pipeline.retraining import judge, prepare_window, training_config
+from mlplatform.pipeline.retraining import judge, prepare_window, train_on_best_window
 from mlplatform.settings import Settings
 from mlplatform.domain.spec import DatasetSpec, Task
 from mlplatform.domain.training import TrainingConfig, train
@@ -240,7 +240,7 @@ class PlatformPolicy(Policy):
         window = history.iloc[-self.settings.training_window :]
         started = time.perf_counter()
         train_part, holdout, transformer = prepare_window(self.settings, self.spec, window)
-        result = train(train_part, self.spec, training_config(self.settings), transformer=transformer, weights=self._weights(len(train_part)))
+        result = train_on_best_window(self.settings, self.spec, train_part, holdout, transformer, weights=self._weights).result
         verdict = judge(self.settings, self.spec, holdout, result.predictor, self.champion)
         self.stats.fits += 1
         self.stats.train_seconds += time.perf_counter() - started

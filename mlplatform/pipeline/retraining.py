@@ -24,13 +24,15 @@ from mlplatform.stores.registry import TRAINING, Registry, json_tag, tag
 from mlplatform.settings import Settings, env_name
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.estimation import EstimationError
-from mlplatform.domain.keys import AWAITING_SHADOW, ESTIMATOR, PROMOTED, REJECTED, SHADOW_METRICS
+from mlplatform.domain.keys import AWAITING_SHADOW, CHOSEN_WINDOW, ESTIMATOR, WINDOW_CANDIDATES, PROMOTED, REJECTED, SHADOW_METRICS
 from mlplatform.pipeline.shadow import ShadowComparison, compare_on_live, shadow_wait_left
 from mlplatform.domain.timeformat import iso_time
-from mlplatform.domain.training import TrainingConfig, TrainingResult, check_window, fit_performance_estimator, fit_transformer, train
+from mlplatform.domain.training import TrainingConfig, TrainingResult, check_window, fit_performance_estimator, fit_transformer
+from mlplatform.domain.window_choice import Weights, WindowChoice, train_best_window
 from mlplatform.domain.validation import EVENT_ID, EVENT_TIME, LABEL
 
 if TYPE_CHECKING:
+    from distributed import Client
     from mlflow.data.pandas_dataset import PandasDataset
 
 TRAIN_FILE = "train.parquet"
@@ -166,23 +168,35 @@ class Challenger:
     run_id: str
     result: TrainingResult
     validation_metrics: dict[str, float]
+    window_choice: WindowChoice
 
 
 def train_challenger(settings: Settings, spec: DatasetSpec, registry: Registry, snapshot: FeatureSnapshot, extra_tags: dict[str, str]) -> Challenger:
     """Train on the snapshot's training part and register the result as the new `challenger`."""
     from mlplatform.stores.mlflow_records import EVALUATION, window_dataset
 
-    train_part = snapshot.train
+    holdout = snapshot.holdout
     with dask_client(settings.dask_scheduler, env_name("dask_scheduler")) as cluster:
-        result = train(train_part, spec, training_config(settings), transformer=snapshot.transformer, cluster=cluster)
+        choice = train_on_best_window(settings, spec, snapshot.train, holdout, snapshot.transformer, cluster=cluster)
+    result = choice.result
+    train_part = snapshot.train.iloc[-result.train_rows - result.validation_rows :]
     valid = train_part.iloc[-result.validation_rows :]
     validation_metrics = {f"valid_{k}": v for k, v in score(spec, valid[LABEL], result.predictor.predict(valid)).items() if not math.isnan(v)}
-    estimator_params, estimator_metrics = attach_estimator(result.predictor, snapshot.holdout, spec, settings.seed)
+    estimator_params, estimator_metrics = attach_estimator(result.predictor, holdout, spec, settings.seed)
     tags = {**snapshot.window.as_tags(), **extra_tags, tag("dataset"): spec.name, ESTIMATOR: estimator_params["estimator"]}
-    logged = replace(result, params={**result.params, **estimator_params})
-    version = registry.log_model(logged, train_part, {**validation_metrics, **estimator_metrics}, tags, {
+    logged = replace(result, params={**result.params, **estimator_params, CHOSEN_WINDOW: choice.window,
+                                     WINDOW_CANDIDATES: ",".join(str(c.window) for c in choice.candidates)})
+    version = registry.log_model(logged, train_part, {**validation_metrics, **estimator_metrics, **choice.metrics()}, tags, {
         TRAINING: window_dataset(spec, train_part, snapshot.window.event_log, "train"), EVALUATION: holdout_dataset(spec, snapshot)})
-    return Challenger(int(version.version), version.run_id, result, validation_metrics)
+    return Challenger(int(version.version), version.run_id, result, validation_metrics, choice)
+
+
+def train_on_best_window(settings: Settings, spec: DatasetSpec, train_part: pd.DataFrame, holdout: pd.DataFrame, transformer: FeatureTransformer,
+                         weights: Weights | None = None, cluster: "Client | None" = None) -> WindowChoice:
+    """trained_model's training: one model per `training_window_candidates` window, the best on the hold-out kept (the
+    asset and the adaptation benchmark both train through here)."""
+    return train_best_window(train_part, holdout, spec, training_config(settings), settings.window_candidates, transformer=transformer,
+                             weights=weights, cluster=cluster)
 
 
 def attach_estimator(predictor: Predictor, holdout: pd.DataFrame, spec: DatasetSpec, seed: int) -> tuple[dict[str, str], dict[str, float]]:
