@@ -223,9 +223,12 @@ def test_automation_page_lists_the_retraining_sensor_running_with_its_ticks(stac
         ticks = page.get_by_role("row").filter(has_text=re.compile(r"\d+:\d\d:\d\d"))  # tick rows have a duration; "Latest tick" has none
         tick_row = ticks.filter(has_text=re.compile(r"\d+ runs? requested|Skipped|Success"))
         deadline = time.monotonic() + SLOW / 1000
-        while not tick_row.count() and time.monotonic() < deadline:  # the daemon ticks every ~15 s
-            page.wait_for_timeout(3000)
-            page.reload()
+        while time.monotonic() < deadline:  # until the daemon's first tick is listed; the rows render after the page
+            try:
+                expect(tick_row.first).to_be_visible(timeout=5000)
+                break
+            except AssertionError:
+                page.reload()
         expect(tick_row.first).to_be_visible()
         expect(page.get_by_text("Loading ticks…")).to_have_count(0)
         _docs_screenshot(page, "dagster-retraining-sensor")
