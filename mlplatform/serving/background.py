@@ -4,17 +4,19 @@ each, started with the app and stopped with it, so shutdown waits for a loop's c
 from __future__ import annotations
 
 import threading
+from abc import ABC, abstractmethod
 
 
-class BackgroundLoop:
+class BackgroundLoop(ABC):
     """Runs `self._run` on a daemon thread named `name`; `_run` returns once `self._stop` is set."""
 
     def __init__(self, name: str) -> None:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
+    @abstractmethod
     def _run(self) -> None:
-        raise NotImplementedError
+        """One loop until `self._stop` is set."""
 
     def start(self) -> None:
         self._thread.start()
