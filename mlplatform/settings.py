@@ -99,6 +99,7 @@ class Settings(BaseSettings):
     serve_log_interval_ms: float = Field(default=0.0, ge=0, description="Prediction-log group commit: extra wait to gather a bigger group (0: requests queued while the previous commit ran form the next group).")
     serve_live_quality_seconds: float = Field(default=30.0, gt=0, description="How often serving refreshes its live-quality gauges.")
     serve_log_max_rows: int = Field(default=2000, ge=1, description="Prediction-log group commit: most rows in one transaction.")
+    serve_log_on_loop: bool = Field(default=True, description="Prediction-log group commit: commit the requests of one event-loop turn on the loop itself when the embedded event log's write lock is free (no hand-over to the writer thread, which still takes the groups that would wait); false: always the writer thread.")
     serve_online_correction: bool = Field(default=False, description="Serve the champion through an online residual correction learned from /feedback labels (binary and regression; reset at every promotion).")
     serve_correction_learning_rate: float = Field(default=0.5, gt=0, le=1, description="Learning rate of the online correction (normalised LMS step).")
     serve_correction_warm_events: int = Field(default=5000, ge=0, description="Latest labelled served predictions of a version replayed into its correction when it is loaded.")

@@ -2,7 +2,9 @@
 watermarks, windows, many processes at once, and the same frames from both."""
 
 import multiprocessing as mp
+import sqlite3
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -414,6 +416,27 @@ def test_a_write_probe_commits_and_changes_nothing(log: EventStore) -> None:
     log.append(pd.DataFrame({EVENT_ID: ["probe-1"], EVENT_TIME: [1], "label": [None], **{f: [None] for f in _spec().features}}), "test")
     before = log.counts()
     assert log.probe_writable() is None and log.counts() == before
+
+
+def test_served_rows_commit_without_waiting_only_where_nothing_holds_the_write_lock(log: EventStore, settings: Settings) -> None:
+    """The embedded log commits served rows at once when its write lock is free and answers None, writing nothing, while
+    another connection holds it; PostgreSQL never commits without waiting (each commit is a round trip)."""
+    rows = [(f"n{i}", 100 + i, "1", "0", 0.5, float(i), "a") for i in range(3)]
+    if settings.event_log_url is not None:
+        assert log.append_served_now(rows, SERVING_SOURCE) is None and log.counts().total == 0
+        return
+    assert isinstance(log, EventLog)
+    assert log.append_served_now(rows, SERVING_SOURCE) == 3 and log.append_served_now([], SERVING_SOURCE) == 0
+    assert log.get(["n0", "n1", "n2"])["model_version"].tolist() == ["1", "1", "1"] and log.counts().total == 3
+    with closing(sqlite3.connect(log.path, isolation_level=None)) as other:
+        other.execute("BEGIN IMMEDIATE")
+        assert log.append_served_now([("n3", 200, "1", "0", 0.5, 3.0, "a")], SERVING_SOURCE) is None
+        other.execute("ROLLBACK")
+    with pytest.raises(sqlite3.IntegrityError):
+        log.append_served_now(rows[:1], SERVING_SOURCE)  # a repeated id fails the group, as append_served does
+    assert log.append_served_now([("n3", 200, "1", "0", 0.5, 3.0, "a")], SERVING_SOURCE) == 1
+    log.checkpoint()
+    assert log.counts().total == 4 and log.get(["n3"])[EVENT_ID].tolist() == ["n3"]
 
 
 def test_shadow_predictions_join_the_served_labelled_events_of_the_champion(log: EventStore) -> None:

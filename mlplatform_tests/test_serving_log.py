@@ -1,15 +1,21 @@
-"""The group-commit prediction log on a real event log: every handed-over row lands, a failed commit reaches its requests."""
+"""The group-commit prediction log on a real event log: every handed-over row lands, a failed commit reaches its requests,
+on the event loop while the write lock is free and on the writer thread while it is not."""
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+from contextlib import closing
+from pathlib import Path
 
 import pytest
 
 from mlplatform.stores.eventlog import SERVING_SOURCE, EventLog
 from mlplatform.serving.metrics import ServingMetrics
-from mlplatform.serving.predictionlog import PredictionLog, PredictionLogError
+from mlplatform.serving.predictionlog import CHECKPOINT_EVERY_COMMITS, PredictionLog, PredictionLogError
 from mlplatform.domain.spec import DatasetSpec
+
+ON_LOOP = pytest.mark.parametrize("on_loop", [True, False], ids=["on-loop", "writer-thread"])
 
 
 def _row(spec: DatasetSpec, event_id: str) -> tuple[object, ...]:
@@ -17,9 +23,10 @@ def _row(spec: DatasetSpec, event_id: str) -> tuple[object, ...]:
     return (event_id, 1_700_000_000_000_000, "3", "<=50K", 0.25, *features)
 
 
-def test_concurrent_requests_are_all_committed(log: EventLog, adult_spec: DatasetSpec) -> None:
+@ON_LOOP
+def test_concurrent_requests_are_all_committed(log: EventLog, adult_spec: DatasetSpec, on_loop: bool) -> None:
     metrics = ServingMetrics().model(adult_spec.name)
-    writer = PredictionLog(log, metrics, linger_s=0.0, max_rows=50)
+    writer = PredictionLog(log, metrics, linger_s=0.0, max_rows=50, on_loop=on_loop)
     writer.start()
 
     async def requests() -> None:
@@ -36,9 +43,10 @@ def test_concurrent_requests_are_all_committed(log: EventLog, adult_spec: Datase
     assert metrics.registry.get_sample_value("mlplatform_prediction_log_pending_rows", {"model": "adult"}) == 0
 
 
-def test_a_failed_commit_fails_its_requests_and_not_the_writer(log: EventLog, adult_spec: DatasetSpec) -> None:
+@ON_LOOP
+def test_a_failed_commit_fails_its_requests_and_not_the_writer(log: EventLog, adult_spec: DatasetSpec, on_loop: bool) -> None:
     metrics = ServingMetrics().model(adult_spec.name)
-    writer = PredictionLog(log, metrics, linger_s=0.0, max_rows=50)
+    writer = PredictionLog(log, metrics, linger_s=0.0, max_rows=50, on_loop=on_loop)
     writer.start()
 
     async def write(event_id: str) -> None:
@@ -51,3 +59,74 @@ def test_a_failed_commit_fails_its_requests_and_not_the_writer(log: EventLog, ad
     writer.close()
     assert sorted(log.get(["first", "second"])["event_id"]) == ["first", "second"]
     assert metrics.registry.get_sample_value("mlplatform_errors_total", {"model": "adult", "kind": "prediction_log"}) == 1
+
+
+def test_one_turn_of_the_loop_is_one_commit_on_the_loop(log: EventLog, adult_spec: DatasetSpec) -> None:
+    """With the write lock free the requests of one loop turn share one commit made on the loop: no writer thread needed."""
+    metrics = ServingMetrics().model(adult_spec.name)
+    writer = PredictionLog(log, metrics, linger_s=0.0, max_rows=50, on_loop=True)  # the writer thread is not started
+
+    async def requests() -> None:
+        await asyncio.gather(*(writer.write([_row(adult_spec, f"t{i}")]) for i in range(40)))
+        await writer.write([_row(adult_spec, "next-turn")])
+
+    asyncio.run(requests())
+    assert log.counts().total == 41
+    assert metrics.registry.get_sample_value("mlplatform_prediction_log_commits_total", {"model": "adult"}) == 2
+
+
+def test_a_held_write_lock_sends_the_group_to_the_writer_thread_and_leaves_the_loop_free(log: EventLog, adult_spec: DatasetSpec) -> None:
+    """While another connection (a landing run, say) holds the write lock, a request waits for its commit off the loop: the
+    loop keeps turning, and the rows land once the lock is released."""
+    metrics = ServingMetrics().model(adult_spec.name)
+    writer = PredictionLog(log, metrics, linger_s=0.0, max_rows=50, on_loop=True)
+    writer.start()
+
+    async def scenario(other: sqlite3.Connection) -> int:
+        request = asyncio.ensure_future(writer.write([_row(adult_spec, "held")]))
+        turns = 0
+        while turns < 20:  # the loop is not blocked by the held lock
+            await asyncio.sleep(0.005)
+            turns += 1
+        assert not request.done()  # not acknowledged while it is not committed
+        other.execute("ROLLBACK")
+        await request
+        return turns
+
+    with closing(sqlite3.connect(log.path, isolation_level=None)) as other:
+        other.execute("BEGIN IMMEDIATE")
+        assert asyncio.run(scenario(other)) == 20
+    writer.close()
+    assert log.get(["held"])["source"].tolist() == [SERVING_SOURCE]
+
+
+class _CountingCheckpoints(EventLog):
+    """The real SQLite log, counting the checkpoints asked of it."""
+
+    checkpoints = 0
+
+    def checkpoint(self) -> None:
+        self.checkpoints += 1
+        super().checkpoint()
+
+
+def test_the_writer_thread_checkpoints_what_the_loop_committed(tmp_path: Path, adult_spec: DatasetSpec) -> None:
+    """Commits on the loop never checkpoint (no request waits for one): the writer thread does, every
+    CHECKPOINT_EVERY_COMMITS of them, with the loop holding its commits meanwhile, so SQLite restarts the WAL and it stays
+    bounded under a steady stream of commits."""
+    log = _CountingCheckpoints(tmp_path / "events.sqlite", adult_spec)
+    writer = PredictionLog(log, ServingMetrics().model(adult_spec.name), linger_s=0.0, max_rows=50, on_loop=True)
+    writer.start()
+    commits = 8 * CHECKPOINT_EVERY_COMMITS
+
+    async def one_by_one() -> None:
+        for i in range(commits):
+            await writer.write([_row(adult_spec, f"c{i}")])
+
+    asyncio.run(one_by_one())
+    writer.close()
+    assert log.checkpoints >= 5 and log.counts().total == commits
+    with closing(sqlite3.connect(log.path)) as probe:
+        busy, frames, _ = probe.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    log.close()
+    assert busy == 0 and 0 < frames < commits  # each commit writes at least one frame: fewer means the WAL was restarted

@@ -1,9 +1,13 @@
 """The durable prediction log: every answered prediction becomes an event before its response leaves.
 
-One writer thread owns the event log; requests hand their rows over and await the commit that holds them
-(group commit). While one transaction commits, the next requests queue up and share the next one, so the
-log costs one SQLite commit per group instead of one per request, and an acknowledged prediction survives
-a kill -9 of the server (WAL commit).
+Requests hand their rows over and await the commit that holds them (group commit), so the log costs one commit
+per group instead of one per request, and an acknowledged prediction survives a kill -9 of the server (WAL commit).
+The rows of the requests handled in one turn of the event loop form a group, committed at the end of that turn on
+the loop itself when the event log can commit without waiting (`EventStore.append_served_now`: the embedded log
+with its write lock free). Otherwise — the lock held by a landing run, PostgreSQL, or `serve_log_on_loop` off — the
+group goes to the writer thread, which waits for the lock and gathers what queues up meanwhile into its next
+commit. The thread hand-over (a wake-up of another thread, then of the loop) was most of the log's cost per
+request; the thread also checkpoints what the loop committed, so no request waits for a checkpoint.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from typing import Any
 from mlplatform.stores.eventlog import SERVING_SOURCE, EventStore
 from mlplatform.serving.metrics import ModelMetrics
 log = logging.getLogger(__name__)
+CHECKPOINT_EVERY_COMMITS = 150  # a commit of a few served rows writes ~7 WAL pages: about SQLite's 1000-page checkpoint
+_CHECKPOINT = object()  # queued for the writer thread: checkpoint what the loop committed
 
 
 class PredictionLogError(RuntimeError):
@@ -46,12 +52,16 @@ def _settle(futures: list[asyncio.Future[None]], error: BaseException | None) ->
 class PredictionLog:
     """Group-commit writer of served predictions into the event log (rows in `EventStore.append_served` order)."""
 
-    def __init__(self, events: EventStore, metrics: ModelMetrics, linger_s: float, max_rows: int) -> None:
+    def __init__(self, events: EventStore, metrics: ModelMetrics, linger_s: float, max_rows: int, on_loop: bool) -> None:
         self._events = events
         self._metrics = metrics
         self._linger_s = linger_s
         self._max_rows = max_rows
-        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._on_loop = on_loop and not linger_s  # a linger asks for bigger groups than one turn of the loop gathers
+        self._gathered: dict[asyncio.AbstractEventLoop, list[_Pending]] = {}  # this turn's requests, per event loop
+        self._loop_commits = 0
+        self._checkpointing = False  # set by the loop, cleared by the writer thread: the loop does not commit meanwhile
+        self._queue: queue.SimpleQueue[_Pending | object | None] = queue.SimpleQueue()
         self.failure: str | None = None  # why the last commit (or probe) failed; None once one succeeds
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
 
@@ -75,8 +85,32 @@ class PredictionLog:
         loop = asyncio.get_running_loop()
         pending = _Pending(rows, loop.create_future(), loop)
         self._metrics.log_pending.inc(len(rows))
-        self._queue.put(pending)
+        if not self._on_loop or self._checkpointing:
+            self._queue.put(pending)
+        elif loop in self._gathered:
+            self._gathered[loop].append(pending)
+        else:
+            self._gathered[loop] = [pending]
+            loop.call_soon(self._commit_on_loop, loop)  # after the requests already in this turn: they join the group
         await pending.future
+
+    def _commit_on_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        group = self._gathered.pop(loop)
+        size = sum(len(pending.rows) for pending in group)
+        try:
+            committed = self._events.append_served_now([row for pending in group for row in pending.rows], SERVING_SOURCE)
+        except Exception as exc:  # as on the writer thread: the waiting requests get the failure
+            self._report(group, size, exc, loop)
+            return
+        if committed is None:  # it would have to wait: the writer thread does, off the loop
+            for pending in group:
+                self._queue.put(pending)
+            return
+        self._report(group, size, None, loop)
+        self._loop_commits += 1
+        if self._loop_commits % CHECKPOINT_EVERY_COMMITS == 0:
+            self._checkpointing = True
+            self._queue.put(_CHECKPOINT)
 
     def _run(self) -> None:
         stopping = False
@@ -84,6 +118,10 @@ class PredictionLog:
             first = self._queue.get()
             if first is None:
                 return
+            if first is _CHECKPOINT:
+                self._checkpoint()
+                continue
+            assert isinstance(first, _Pending)
             group, size = [first], len(first.rows)
             deadline = time.monotonic() + self._linger_s
             while size < self._max_rows:
@@ -94,18 +132,37 @@ class PredictionLog:
                 if item is None:
                     stopping = True
                     break
-                group.append(item)
-                size += len(item.rows)
+                if isinstance(item, _Pending):
+                    group.append(item)
+                    size += len(item.rows)
             self._commit(group, size)
 
+    def _checkpoint(self) -> None:
+        """With no commit from the loop meanwhile: a checkpoint that copies the whole WAL lets the next writer start it
+        again from the top (SQLite restarts a fully copied WAL), so it stays bounded under a steady stream of commits."""
+        try:
+            self._events.checkpoint()
+        except Exception:  # a later checkpoint (or any writer's) catches up; predictions are already durable in the WAL
+            log.exception("prediction log: could not checkpoint the event log")
+        finally:
+            self._checkpointing = False
+
     def _commit(self, group: list[_Pending], size: int) -> None:
-        error: BaseException | None = None
+        error: Exception | None = None
         try:
             self._events.append_served([row for pending in group for row in pending.rows], SERVING_SOURCE)
         except Exception as exc:  # any failure must reach the waiting requests, not kill the writer
-            log.exception("prediction log: could not commit %d predictions", size)
+            error = exc
+        self._report(group, size, error)
+
+    def _report(self, group: list[_Pending], size: int, failure: Exception | None, here: asyncio.AbstractEventLoop | None = None) -> None:
+        """Count the commit (or its failure) and settle the requests' futures: directly on `here`, the loop this runs on,
+        with one wake-up per other loop."""
+        error: BaseException | None = None
+        if failure is not None:
+            log.error("prediction log: could not commit %d predictions", size, exc_info=failure)
             self._metrics.errors.labels(kind="prediction_log").inc()
-            error = PredictionLogError(f"the prediction log could not record the predictions: {exc}")
+            error = PredictionLogError(f"the prediction log could not record the predictions: {failure}")
         self.failure = None if error is None else str(error)
         committed = time.perf_counter()
         self._metrics.log_pending.dec(size)
@@ -117,6 +174,9 @@ class PredictionLog:
             self._metrics.log_lag.observe(committed - pending.handed_over)
             by_loop.setdefault(pending.loop, []).append(pending.future)
         for loop, futures in by_loop.items():
+            if loop is here:
+                _settle(futures, error)
+                continue
             try:
                 loop.call_soon_threadsafe(_settle, futures, error)  # one wake-up per group, not per request
             except RuntimeError:

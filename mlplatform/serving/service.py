@@ -152,7 +152,7 @@ class ModelService:
             watermark = self.events.counts().label_watermark
             self.history.replay(self.events.events_between(limit=self.spec.history.warmup_events, label_times=True), watermark)
             self._catch_up.start()
-        self.log = PredictionLog(self.events, self.metrics, s.serve_log_interval_ms / 1000, s.serve_log_max_rows)
+        self.log = PredictionLog(self.events, self.metrics, s.serve_log_interval_ms / 1000, s.serve_log_max_rows, s.serve_log_on_loop)
         self.log.probe()  # not ready from the start if the event log cannot be written
         self.log.start()
         self.watcher = ChampionWatcher(self.registry, self.spec, s.serve_reload_seconds, self.metrics, s, self.events)

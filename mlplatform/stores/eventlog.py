@@ -355,16 +355,32 @@ class EventStore(ABC):
         The prediction service's path: its event ids are new (random per-process prefix + counter), it has no labels, so none of
         `append`'s duplicate and late-label handling applies, and a group commit of a few predictions
         must cost microseconds, not a DataFrame. A repeated id fails the whole group (an IntegrityError of the driver).
-        Only the `events` counter is touched, last, so concurrent writers hold its row lock for the shortest time.
         """
         if not rows:
             return 0
+        with self._write() as db:
+            self._record_served(db, rows, source)
+        return len(rows)
+
+    def append_served_now(self, rows: Sequence[Sequence[object]], source: str) -> int | None:
+        """`append_served` if it can commit without waiting for anyone, else None and nothing written.
+
+        The prediction service calls this on its event loop, where a wait for a lock would stall every request: a
+        store whose writes are local and usually uncontended commits at once, saving the hand-over to the writer
+        thread; a store that always waits (a network round trip) answers None, and so does one whose write lock is
+        held. A store that commits here does not checkpoint in that commit: call `checkpoint` off the loop now and then.
+        """
+        return None
+
+    def checkpoint(self) -> None:
+        """Fold what `append_served_now` committed into the database's main file, if the backend keeps it apart."""
+
+    def _record_served(self, db: Any, rows: Sequence[Sequence[object]], source: str) -> None:
+        """Only the `events` counter is touched, last, so concurrent writers hold its row lock for the shortest time."""
         columns = [EVENT_ID, EVENT_TIME, *SERVING_COLUMNS, *(f"f_{f}" for f in self.spec.features), "ingested_at", "source"]
         at = now_us()
-        with self._write() as db:
-            self._insert_served(db, columns, [(*row, at, source) for row in rows])
-            self._bump(db, "events", len(rows))
-        return len(rows)
+        self._insert_served(db, columns, [(*row, at, source) for row in rows])
+        self._bump(db, "events", len(rows))
 
     def append_shadow(self, rows: Sequence[tuple[str, str, object, float | None]]) -> int:
         """Record a shadow challenger's predictions, (event_id, model_version, prediction, probability) each, next to the
@@ -577,6 +593,8 @@ class EventLog(EventStore):
             self._create_schema()
         except sqlite3.DatabaseError as exc:
             raise EventLogError(f"event log {self.path}: {exc}") from exc
+        self._now_lock = threading.Lock()
+        self._now_conn: sqlite3.Connection | None = None  # append_served_now's own connection, opened on first use
 
     @classmethod
     def for_dataset(cls, events_dir: Path, spec: DatasetSpec) -> "EventLog":
@@ -601,6 +619,47 @@ class EventLog(EventStore):
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+        with self._now_lock:
+            if self._now_conn is not None:
+                self._now_conn.close()
+
+    def append_served_now(self, rows: Sequence[Sequence[object]], source: str) -> int | None:
+        """On a connection of its own that never waits (busy timeout 0) and never checkpoints on commit: SQLITE_BUSY,
+        another writer holding the file's write lock, answers None; a commit costs tens of microseconds (WAL, no fsync)."""
+        if not rows:
+            return 0
+        if not self._now_lock.acquire(blocking=False):
+            return None
+        try:
+            db = self._now_db()
+            try:
+                db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                    return None
+                raise
+            try:
+                self._record_served(db, rows, source)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            return len(rows)
+        finally:
+            self._now_lock.release()
+
+    def _now_db(self) -> sqlite3.Connection:
+        if self._now_conn is None:
+            db = sqlite3.connect(self.path, timeout=0, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA wal_autocheckpoint=0")
+            self._now_conn = db
+        return self._now_conn
+
+    def checkpoint(self) -> None:
+        """A PASSIVE checkpoint on the main connection: copies what it can without waiting for readers or writers."""
+        with self._lock:
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -629,8 +688,7 @@ class EventLog(EventStore):
         finally:
             with self._lock:
                 self._conn.execute(f"PRAGMA wal_autocheckpoint={CHECKPOINT_PAGES}")
-        with self._lock:
-            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        self.checkpoint()
 
     def _query(self, sql: str, params: Sequence[object] = ()) -> tuple[list[str], list[tuple[Any, ...]]]:
         with self._lock:
