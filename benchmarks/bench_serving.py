@@ -56,8 +56,15 @@ _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (/proc/<pid>/stat): what a request costs the server, which
+    other processes' load on a shared machine barely changes, unlike requests/s."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
-def _process(args: list[str], env: dict[str, str], ready_url: str, log: Path) -> Iterator[None]:
+def _process(args: list[str], env: dict[str, str], ready_url: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     """A server process, up once `ready_url` answers 200; terminated afterwards."""
     with open(log, "wb") as out:
         proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -74,7 +81,7 @@ def _process(args: list[str], env: dict[str, str], ready_url: str, log: Path) ->
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{ready_url} not ready after 300 s")
             time.sleep(0.3)
-        yield
+        yield proc
     finally:
         proc.terminate()
         try:
@@ -121,7 +128,7 @@ def in_process_rows_per_s(settings: Settings, spec_path: Path, frame: pd.DataFra
 def check_cost_us(calls: int = 200_000) -> float:
     """In-process time (µs) of what the token and content-type checks add to one request: the server-to-server runs cannot
     resolve a few µs on a shared machine, this can."""
-    guard = Guard(None, ServingMetrics(), RouteTable({}), TOKEN)  # type: ignore[arg-type]  # the app is never called here
+    guard = Guard(None, ServingMetrics(), RouteTable({}), TOKEN, {})  # type: ignore[arg-type]  # the app is never called here
     scope = {"headers": [(b"host", b"127.0.0.1"), (b"content-type", b"application/json"), (b"content-length", b"300"),
                          (b"authorization", f"Bearer {TOKEN}".encode())]}
     started = time.perf_counter()

@@ -23,7 +23,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_serving import CONNECTIONS, WRK_MISSING, _process, adult_events, promoted_state, quick_fit, wrk  # noqa: E402
+from bench_serving import CONNECTIONS, WRK_MISSING, _process, adult_events, cpu_seconds, promoted_state, quick_fit, wrk  # noqa: E402
 from results import markdown_table, record  # noqa: E402
 
 from mlplatform.cli.dev import free_port  # noqa: E402
@@ -106,22 +106,27 @@ def main() -> int:
                     "serve": [str(bin_dir / "mlplatform"), *serve_args, str(ports["serve"])],
                     "thread": [str(bin_dir / "mlplatform"), *serve_args, str(ports["thread"])]}
         urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
-        with _process(commands["bare"], env, urls["bare"] + "/readyz", folder / "bare.log"), \
-                _process(commands["serve"], env, urls["serve"] + "/readyz", folder / "serve.log"), \
-                _process(commands["thread"], env | {env_name("serve_log_on_loop"): "false"}, urls["thread"] + "/readyz", folder / "thread.log"):
+        with _process(commands["bare"], env, urls["bare"] + "/readyz", folder / "bare.log") as bare_proc, \
+                _process(commands["serve"], env, urls["serve"] + "/readyz", folder / "serve.log") as serve_proc, \
+                _process(commands["thread"], env | {env_name("serve_log_on_loop"): "false"}, urls["thread"] + "/readyz", folder / "thread.log") as thread_proc:
+            pids = {"bare": bare_proc.pid, "serve": serve_proc.pid, "thread": thread_proc.pid}
             for name, url in urls.items():
                 wrk(url + "/predict", one, 3, CONNECTIONS, folder, f"{name}-warm")
             for _ in range(args.rounds):
                 for name, url in urls.items():
-                    runs.setdefault(name, []).append(wrk(url + "/predict", one, args.seconds, CONNECTIONS, folder, name))
+                    cpu = cpu_seconds(pids[name])
+                    run = wrk(url + "/predict", one, args.seconds, CONNECTIONS, folder, name)
+                    run["cpu_ms"] = (cpu_seconds(pids[name]) - cpu) * 1000 / max(1.0, run["rps"] * round(args.seconds))
+                    runs.setdefault(name, []).append(run)
             metrics_text = httpx.get(urls["serve"] + "/metrics").text
-    mean = {name: {k: sum(r[k] for r in rs) / len(rs) for k in ("rps", "p50", "p99", "errors")} for name, rs in runs.items()}
+    mean = {name: {k: sum(r[k] for r in rs) / len(rs) for k in ("rps", "p50", "p99", "errors", "cpu_ms")} for name, rs in runs.items()}
     bare = mean["bare"]
     labels = {"bare": "bare Starlette + Booster.predict (no validation, no log)", "serve": "mlplatform serve (validation, metrics, durable log)",
               "thread": "mlplatform serve, every commit on the writer thread (before)"}
     table = [{"single row, 8 connections": labels[name], "requests/s": f"{m['rps']:,.0f}",
               "each run": ", ".join(f"{r['rps']:,.0f}" for r in runs[name]), "p50 (ms)": f"{m['p50']:.2f}", "p99 (ms)": f"{m['p99']:.2f}",
               "each p99": ", ".join(f"{r['p99']:.1f}" for r in runs[name]), "non-2xx": f"{m['errors']:.0f}",
+              "server CPU ms per request": f"{m['cpu_ms']:.3f}", "CPU per request vs bare": "" if name == "bare" else f"{m['cpu_ms'] / bare['cpu_ms']:.2f}×",
               "throughput vs bare": "" if name == "bare" else f"{m['rps'] / bare['rps']:.2f}×",
               "p99 vs bare": "" if name == "bare" else f"{m['p99'] / bare['p99']:.2f}×"} for name, m in mean.items()]
     serve = mean["serve"]
@@ -131,6 +136,11 @@ def main() -> int:
         markdown_table(table)
         + f"\n\n- Goal (issue 17): ≥ {GOAL_THROUGHPUT}× the bare app's requests/s — **{'met' if throughput_met else 'missed'}** "
         f"({serve['rps'] / bare['rps']:.2f}×); p99 ≤ {GOAL_P99}× the bare app's — **{'met' if p99_met else 'missed'}** ({serve['p99'] / bare['p99']:.2f}×)."
+        f"\n- Server CPU per request (its process's user + system CPU over a run, divided by the requests it answered; "
+        f"what other processes' load on a shared machine changes least): {serve['cpu_ms']:.3f} ms against the bare app's {bare['cpu_ms']:.3f} ms, "
+        f"{serve['cpu_ms'] / bare['cpu_ms']:.2f}×. The servers are single-threaded, and the bare app kept its process "
+        f"{bare['rps'] * bare['cpu_ms'] / 1000:.0%} busy: where that is near 100 %, requests/s is CPU per request's inverse, and "
+        f"{bare['cpu_ms'] / serve['cpu_ms']:.2f}× is the throughput ratio the CPU cost alone predicts."
         f"\n- Where the time goes: the shipped server's group commits held {per_commit:.1f} predictions each on average, and "
         f"{within_p50:.0%} of predictions waited ≤ its p50 ({serve['p50']:.2f} ms) for their commit (prediction-log lag histogram, /metrics). "
         f"Committing on the loop gave {serve['rps'] / mean['thread']['rps']:.2f}× the requests/s and {serve['p99'] / mean['thread']['p99']:.2f}× the p99 "

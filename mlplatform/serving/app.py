@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from mlplatform.serving.metrics import ServingMetrics
-from mlplatform.serving.routes import Guard, RouteTable, add_routes
+from mlplatform.serving.routes import Endpoint, Guard, RouteTable, add_routes
 from mlplatform.serving.service import ModelParts, ModelService
 from mlplatform.settings import Settings, SettingsError
 
@@ -45,6 +45,7 @@ def create_app(settings: Settings, models: Sequence[ModelParts]) -> FastAPI:
     )
     app.state.services = services
     token = settings.serve_token.get_secret_value() if settings.serve_token else None
-    app.add_middleware(Guard, metrics=metrics, table=table, token=token)  # no CORS middleware: no cross-origin access is granted
-    add_routes(app, settings, metrics, table)
+    direct: dict[str, Endpoint] = {}
+    app.add_middleware(Guard, metrics=metrics, table=table, token=token, direct=direct)  # no CORS middleware: no cross-origin access is granted
+    add_routes(app, settings, metrics, table, direct)
     return app

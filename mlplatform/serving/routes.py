@@ -16,7 +16,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -142,15 +142,29 @@ class RouteTable:
         return None
 
 
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def refusal(metrics: ServingMetrics, table: RouteTable, path: str, exc: ApiError) -> Response:
+    """The JSON answer to a refused request, counted by model and kind."""
+    metrics.errors.labels(model=table.model_of(path), kind=exc.kind).inc()
+    return json_response({"detail": exc.detail}, exc.status, exc.headers)
+
+
 class Guard:
     """Pure ASGI middleware around everything: the bearer token (when set, on every path but the health ones, OpenAPI and
     /metrics included), every request's latency by model and endpoint, and a logged, counted JSON 500 for anything
-    unforeseen, sent as a normal response so the keep-alive connection survives it."""
+    unforeseen, sent as a normal response so the keep-alive connection survives it.
 
-    def __init__(self, app: ASGIApp, metrics: ServingMetrics, table: RouteTable, token: str | None) -> None:
+    It also calls the POST endpoints in `direct` (the predict routes, filled by `add_routes`) itself, skipping FastAPI's
+    routing, dependency solving and middleware layers, about a sixth of a one-row prediction's CPU; the route stays
+    declared for the OpenAPI document, with the same endpoint function, and its refusals are answered the same way."""
+
+    def __init__(self, app: ASGIApp, metrics: ServingMetrics, table: RouteTable, token: str | None, direct: Mapping[str, Endpoint]) -> None:
         self.app = app
         self.metrics = metrics
         self.table = table
+        self.direct = direct
         self.expected = f"bearer {token}".encode() if token else None
         self.children = {path: metrics.latency.labels(model=model, endpoint=endpoint) for path, (model, endpoint) in table.paths.items()}
         self.other = metrics.latency.labels(model=NO_MODEL, endpoint="other")
@@ -179,7 +193,15 @@ class Guard:
                 self.metrics.errors.labels(model=self.table.model_of(path), kind="unauthorized").inc()
                 await _send_json(send, 401, {"detail": "missing or wrong bearer token"}, [(b"www-authenticate", b"Bearer")])
                 return
-            await self.app(scope, receive, sending)
+            endpoint = self.direct.get(path) if scope["method"] == "POST" else None
+            if endpoint is None:
+                await self.app(scope, receive, sending)
+                return
+            try:
+                response = await endpoint(Request(scope, receive))
+            except ApiError as exc:
+                response = refusal(self.metrics, self.table, path, exc)
+            await response(scope, receive, sending)
         except Exception:
             if responded:
                 raise
@@ -190,8 +212,9 @@ class Guard:
             self.children.get(path, self.other).observe(time.perf_counter() - started)
 
 
-def add_routes(app: FastAPI, settings: Settings, metrics: ServingMetrics, table: RouteTable) -> None:
-    """Every route of the service: each model's under /models/{name} (and the short paths for a single model), then the global ones."""
+def add_routes(app: FastAPI, settings: Settings, metrics: ServingMetrics, table: RouteTable, direct: dict[str, Endpoint]) -> None:
+    """Every route of the service: each model's under /models/{name} (and the short paths for a single model), then the global
+    ones; the predict endpoints also go into `direct`, for the Guard to call."""
     limit, timeout_s = settings.serve_max_body_bytes, settings.serve_body_timeout_seconds
 
     async def body(request: Request) -> Any:
@@ -199,8 +222,7 @@ def add_routes(app: FastAPI, settings: Settings, metrics: ServingMetrics, table:
 
     @app.exception_handler(ApiError)
     async def refused(request: Request, exc: ApiError) -> Response:
-        metrics.errors.labels(model=table.model_of(request.url.path), kind=exc.kind).inc()
-        return json_response({"detail": exc.detail}, exc.status, exc.headers)
+        return refusal(metrics, table, request.url.path, exc)
 
     @app.exception_handler(HTTPException)
     async def no_route(request: Request, exc: HTTPException) -> Response:
@@ -220,6 +242,8 @@ def add_routes(app: FastAPI, settings: Settings, metrics: ServingMetrics, table:
                   responses={200: {"model": Prediction | PredictionBatch}, **problems(400, 401, 408, 413, 415, 422, 503)})
         async def predict(request: Request) -> Response:
             return json_response(await service.predict(await body(request)))
+
+        direct[prefix + PREDICT] = predict
 
         @app.post(prefix + FEEDBACK, summary=f"Record the label of a served {name} event (idempotent)", tags=[name],
                   openapi_extra=json_body(feedback_body_schema(service.spec)),
