@@ -74,6 +74,13 @@ def test_one_turn_of_the_loop_is_one_commit_on_the_loop(log: EventLog, adult_spe
     assert log.counts().total == 41
     assert metrics.registry.get_sample_value("mlplatform_prediction_log_commits_total", {"model": "adult"}) == 2
 
+    async def batches() -> None:  # 7 requests of 20 rows in one turn, at most 50 rows a commit: 4 commits, of 40, 40, 40 and 20
+        await asyncio.gather(*(writer.write([_row(adult_spec, f"b{i}-{j}") for j in range(20)]) for i in range(7)))
+
+    asyncio.run(batches())
+    assert log.counts().total == 41 + 140
+    assert metrics.registry.get_sample_value("mlplatform_prediction_log_commits_total", {"model": "adult"}) == 2 + 4
+
 
 def test_a_held_write_lock_sends_the_group_to_the_writer_thread_and_leaves_the_loop_free(log: EventLog, adult_spec: DatasetSpec) -> None:
     """While another connection (a landing run, say) holds the write lock, a request waits for its commit off the loop: the

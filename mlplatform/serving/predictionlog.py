@@ -95,22 +95,35 @@ class PredictionLog:
         await pending.future
 
     def _commit_on_loop(self, loop: asyncio.AbstractEventLoop) -> None:
-        group = self._gathered.pop(loop)
-        size = sum(len(pending.rows) for pending in group)
+        """This turn's requests, in groups of about `max_rows` rows; from the first group that would have to wait for the
+        write lock on, the writer thread commits them, off the loop."""
+        waiting = self._gathered.pop(loop)
+        while waiting:
+            group = [waiting.pop(0)]
+            size = len(group[0].rows)
+            while waiting and size + len(waiting[0].rows) <= self._max_rows:
+                size += len(waiting[0].rows)
+                group.append(waiting.pop(0))
+            if not self._commit_now(group, size, loop):
+                for pending in group + waiting:
+                    self._queue.put(pending)
+                return
+
+    def _commit_now(self, group: list[_Pending], size: int, loop: asyncio.AbstractEventLoop) -> bool:
+        """Commit `group` on the loop and settle it; False, with nothing settled, if that would mean waiting."""
         try:
             committed = self._events.append_served_now([row for pending in group for row in pending.rows], SERVING_SOURCE)
         except Exception as exc:  # as on the writer thread: the waiting requests get the failure
             self._report(group, size, exc, loop)
-            return
-        if committed is None:  # it would have to wait: the writer thread does, off the loop
-            for pending in group:
-                self._queue.put(pending)
-            return
+            return True
+        if committed is None:
+            return False
         self._report(group, size, None, loop)
         self._loop_commits += 1
         if self._loop_commits % CHECKPOINT_EVERY_COMMITS == 0:
             self._checkpointing = True
             self._queue.put(_CHECKPOINT)
+        return True
 
     def _run(self) -> None:
         stopping = False
