@@ -77,7 +77,7 @@ def champion(spec: DatasetSpec, settings: Settings, warmup: pd.DataFrame) -> tup
     """What features → trained_model make of the warm-up window: a predictor carrying its estimator, and its hold-out."""
     train_part, holdout, transformer = prepare_window(settings, spec, warmup)
     predictor = train(train_part, spec, training_config(settings), transformer=transformer).predictor
-    attach_estimator(predictor, holdout, spec, settings.seed)
+    attach_estimator(predictor, predictor, holdout, spec, settings.seed)
     return predictor, holdout
 
 

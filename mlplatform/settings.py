@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     training_window_candidates: list[int] | None = Field(default=None, description="Window sizes (events, hold-out included, each ≤ training_window) the challenger is trained on, one model each; the best on the hold-out is kept (tuning on the largest only). Unset: training_window and a tenth of it; one size: that window alone.")
     holdout_fraction: float = Field(default=0.2, gt=0, lt=0.9, description="Latest share of the window kept for challenger vs champion.")
     holdout_max_rows: int = Field(default=2000, ge=10, description="Cap on the hold-out, so a challenger still trains on most of what arrived since the last champion.")
+    refit_on_holdout: bool = Field(default=True, description="After the challenger's window and parameters are chosen on the hold-out, refit that configuration (same boosting rounds) on its training rows and the hold-out, and register the refit; the validation model's hold-out predictions stay the evidence it is judged by (against a refit champion: on the hold-out rows labelled after the champion's cut-off, when there are at least 200). Off: the validation model itself is registered.")
     validation_fraction: float = Field(default=0.2, gt=0, lt=0.9, description="Latest share of the training part used for early stopping.")
     min_training_rows: int = Field(default=200, ge=10, description="Fewer labelled events than this and training refuses to run.")
     tuning_trials: int = Field(default=8, ge=1, description="Hyperparameter trials per training.")

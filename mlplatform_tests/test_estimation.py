@@ -228,7 +228,7 @@ def test_dle_on_bike_sharing_travels_with_the_saved_predictor(tmp_path: Path) ->
     assert estimate.lower["mae"] < estimate.metrics["mae"] < estimate.upper["mae"]
     without = Predictor.load(tmp_path / "model" / "booster.txt", tmp_path / "model" / "pipeline.json")
     assert without.estimator is None and without.estimate(later, 100).note == NO_ESTIMATOR
-    params, metrics = attach_estimator(without, rows.iloc[3000:3010], spec, seed=7)
+    params, metrics = attach_estimator(without, without, rows.iloc[3000:3010], spec, seed=7)
     assert params == {"estimator": "none: only 10 hold-out events; at least 20 are needed to fit a performance estimator"} and metrics == {}
     assert without.estimator is None, "a hold-out too small leaves the model without an estimator, saying why"
 

@@ -13,8 +13,12 @@ from mlplatform.domain.features import FeatureTransformer, normalise_category
 from mlplatform.domain.predictor import PREDICTION, PROBABILITY, Predictor
 from mlplatform.stores.registry import Registry
 from mlplatform.domain.spec import DatasetSpec, parse_spec
-from mlplatform.domain.training import TrainingConfig, TrainingError, check_window, train, tuned_params
+from pydantic import ValidationError
+
+from mlplatform.domain.evaluation import score
+from mlplatform.domain.training import TrainingConfig, TrainingError, check_window, fit_transformer, refit, train, tuned_params
 from mlplatform.domain.window_choice import train_best_window
+from mlplatform.pipeline.retraining import judge, train_on_best_window
 from mlplatform.settings import Settings
 from mlplatform.domain.validation import EVENT_ID, LABEL, validate_frame
 
@@ -178,3 +182,55 @@ def test_a_holdout_where_the_metric_is_undefined_keeps_the_largest_window(window
     one_class = window.iloc[2200:][lambda f: f[LABEL] == "<=50K"]  # ROC AUC needs both classes
     choice = train_best_window(window.iloc[:2200], one_class, adult_spec, FAST, (2500, 1300))
     assert choice.window == 2500 and [c.holdout_score for c in choice.candidates] == [None, None] and choice.metrics() == {}
+
+
+# FAST as Settings, with the two candidate windows of the concept-flip test
+REFIT_SETTINGS = {"tuning_trials": 2, "min_training_rows": 100, "num_boost_round": 300, "early_stopping_rounds": 10, "training_window": 2500,
+                  "training_window_candidates": [2500, 1300]}
+
+
+def test_the_served_refit_also_learns_the_holdout_and_the_validation_model_stays_the_evidence(window: pd.DataFrame, adult_spec: DatasetSpec) -> None:
+    stream = _flipped(window, 1000)
+    train_part, holdout = stream.iloc[:2200], stream.iloc[2200:]
+    transformer = fit_transformer(train_part, adult_spec)
+    fit = train_on_best_window(Settings(**REFIT_SETTINGS), adult_spec, train_part, holdout, transformer)  # type: ignore[arg-type]
+    validated, served = fit.validation, fit.served
+    assert fit.choice.window == 1300 and fit.refit_rows == served.train_rows == 1000 + len(holdout) and served.validation_rows == 0
+    assert served.predictor.booster.num_trees() == validated.best_iteration  # the validated rounds (binary: one tree a round)
+    assert served.params == validated.params and served.predictor.transformer is validated.predictor.transformer
+    # the chosen window's training rows and the hold-out, nothing else: the same fit again, and a different one without the hold-out
+    again = refit(validated, pd.concat([train_part.iloc[-1000:], holdout]), adult_spec, FAST)
+    pd.testing.assert_frame_equal(served.predictor.predict(holdout), again.predictor.predict(holdout))
+    without = refit(validated, train_part.iloc[-1300:], adult_spec, FAST).predictor.predict(holdout)
+    assert not without[PROBABILITY].equals(served.predictor.predict(holdout)[PROBABILITY])
+    in_sample, out_of_sample = (score(adult_spec, holdout[LABEL], p.predict(holdout))["log_loss"] for p in (served.predictor, validated.predictor))
+    assert in_sample < out_of_sample, (in_sample, out_of_sample)
+
+    off = train_on_best_window(Settings(**REFIT_SETTINGS, refit_on_holdout=False), adult_spec, train_part, holdout, transformer)  # type: ignore[arg-type]
+    assert off.served is off.validation and off.refit_rows == 0  # today's behaviour: the validation model is served
+    pd.testing.assert_frame_equal(off.served.predictor.predict(holdout), validated.predictor.predict(holdout))
+    with pytest.raises(TrainingError, match="only 50 labelled events in the window; at least 100 are needed"):
+        refit(validated, holdout.head(50), adult_spec, FAST)
+
+
+@pytest.mark.parametrize("value", ["maybe", "2", "", "[true]"])
+def test_a_bad_refit_setting_is_refused_naming_it(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("MLPLATFORM_REFIT_ON_HOLDOUT", value)
+    with pytest.raises(ValidationError, match="refit_on_holdout"):
+        Settings()
+
+
+def test_against_a_refit_champion_only_holdout_rows_after_its_cutoff_are_judged(trained, window: pd.DataFrame, adult_spec: DatasetSpec) -> None:  # type: ignore[no-untyped-def]
+    holdout = window.tail(600).reset_index(drop=True)
+    challenger = train(window.head(1900), adult_spec, FAST).predictor.predict(holdout)  # a validation model's hold-out predictions
+    settings = Settings(promotion_margin=0)
+    after = judge(settings, adult_spec, holdout, challenger, trained.predictor, np.arange(600) >= 300)
+    assert after.judged_rows == 300 and after.challenger_metrics == score(adult_spec, holdout[LABEL].iloc[300:], challenger.iloc[300:])
+    assert after.champion_metrics == score(adult_spec, holdout[LABEL].iloc[300:], trained.predictor.predict(holdout.iloc[300:]))
+    few = judge(settings, adult_spec, holdout, challenger, trained.predictor, np.arange(600) >= 500)
+    plain = judge(settings, adult_spec, holdout, challenger, trained.predictor)
+    assert few.judged_rows == plain.judged_rows == 600 and few.challenger_metrics == plain.challenger_metrics
+    assert "trained on 500 of these 600 hold-out rows: only 100 came after its cut-off, fewer than 200" in few.decision.reason
+    assert "cut-off" not in plain.decision.reason
+    first = judge(settings, adult_spec, holdout, challenger, None, np.arange(600) >= 500)  # no champion: every row
+    assert first.judged_rows == 600 and first.decision.promote

@@ -8,10 +8,14 @@ import pandas as pd
 import pytest
 import yaml
 
+from mlplatform.domain.evaluation import primary_metric, score
+from mlplatform.domain.keys import CHOSEN_WINDOW, JUDGED_ROWS, REFIT, REFIT_ROWS, REFIT_ROWS_TAG, VALIDATION_PREDICTIONS, WINDOW_SCORES
 from mlplatform.domain.spec import DatasetSpec
+from mlplatform.domain.validation import LABEL
 from mlplatform.orchestration.assets import latest_metadata
 from mlplatform.orchestration.names import EVALUATION_REPORT, FEATURES, QUALITY_FLOOR_CHECK, RAW_EVENTS, TRAINED_MODEL
 from mlplatform.pipeline.replay import write_batches
+from mlplatform.pipeline.retraining import EvidenceError, FeatureSnapshot, hold_out_evidence
 from mlplatform.settings import REPO_ROOT, Settings
 from mlplatform.stores.registry import tag
 from mlplatform_tests.support.loop import LOOP, RETRAIN, failures, materialize, model, names
@@ -44,6 +48,8 @@ def test_the_loop_promotes_refuses_bad_windows_and_rejects_worse_challengers(
     assert features is not None and (features["rows"], features["holdout_rows"]) == (2060, 412)
     first = latest_metadata(instance, adult.asset(EVALUATION_REPORT))
     assert first is not None and (first["decision"], first["challenger_version"], first["champion_version"]) == ("promoted", 1, 1)
+    trained = latest_metadata(instance, adult.asset(TRAINED_MODEL))  # refit_on_holdout (the default): served = refit on training rows + hold-out
+    assert trained is not None and trained[REFIT] is True and trained[REFIT_ROWS] == trained["train_rows"] == 2060 and first[JUDGED_ROWS] == 412
     checks = [e for e in result.get_asset_check_evaluations() if e.check_name == QUALITY_FLOOR_CHECK]
     assert len(checks) == 1 and checks[0].passed
     v1 = reg.get_version(1)
@@ -73,12 +79,30 @@ def test_the_loop_promotes_refuses_bad_windows_and_rejects_worse_challengers(
     v2 = reg.get_version(2)
     assert v2.tags[tag("decision")] == "rejected" and v2.tags[tag("compared_with")] == "1"
     assert float(v2.tags[tag("champion_score")]) > 0.6 and int(reg.champion().version) == 1
+    # v2 was refit on its hold-out: judged by its validation model's recorded hold-out predictions, not by its own in-sample
+    # ones; all hold-out rows came after the refit champion v1's cut-off, so all are judged
+    trained = latest_metadata(instance, adult.asset(TRAINED_MODEL))
+    assert trained is not None
+    snapshot = FeatureSnapshot.load(Path(str(trained["snapshot"])))
+    holdout, metric = snapshot.holdout, primary_metric(adult_spec)[0]
+    chosen = next(c for c in trained[WINDOW_SCORES] if c["window"] == trained[CHOSEN_WINDOW])  # type: ignore[union-attr]
+    assert v2.tags[REFIT_ROWS_TAG] == str(trained[REFIT_ROWS]) == str(chosen["train_rows"] + len(holdout))
+    evidence = reg.read_frame(2, VALIDATION_PREDICTIONS)
+    assert evidence["event_id"].tolist() == holdout["event_id"].tolist()
+    with pytest.raises(EvidenceError, match="recorded hold-out predictions miss 3 of the 3 events"):  # another snapshot's hold-out
+        hold_out_evidence(reg, holdout.head(3).assign(event_id=lambda f: f["event_id"] + "-elsewhere"), 2)
+    assert second["challenger_score"] == score(adult_spec, holdout[LABEL], evidence)[metric] != score(adult_spec, holdout[LABEL], reg.load_predictor(2).predict(holdout))[metric]
+    assert second[JUDGED_ROWS] == second["holdout_rows"] == len(holdout) and (holdout["label_seq"] > int(v1.tags[tag("window.label_seq_cutoff")])).all()
     assert str(reg.version_by_alias("challenger").version) == "2"
 
     # Below the quality floor: rejected even with no margin, and the blocking check fails.
     monkeypatch.setenv("MLPLATFORM_PROMOTION_MARGIN", "0")
     monkeypatch.setenv("MLPLATFORM_QUALITY_FLOOR", "0.999")
+    monkeypatch.setenv("MLPLATFORM_REFIT_ON_HOLDOUT", "false")  # and today's behaviour: the validation model itself registered
     result = materialize(instance, RETRAIN)
+    trained = latest_metadata(instance, adult.asset(TRAINED_MODEL))
+    assert trained is not None and trained[REFIT] is False and trained[REFIT_ROWS] == 0 and reg.get_version(3).tags[REFIT_ROWS_TAG] == "0"
+    assert reg.client.list_artifacts(reg.get_version(3).run_id, "evidence") == []
     third = latest_metadata(instance, adult.asset(EVALUATION_REPORT))
     assert third is not None and (third["decision"], third["challenger_version"], third["champion_version"]) == ("rejected", 3, 1)
     assert "misses the quality floor" in str(third["reason"])

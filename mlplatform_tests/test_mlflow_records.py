@@ -17,7 +17,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mlplatform.domain.evaluation import MISSING_SEGMENT, segment_quality
-from mlplatform.domain.keys import CHOSEN_WINDOW, WINDOW_CANDIDATES, WINDOW_SCORES
+from mlplatform.domain.keys import CHOSEN_WINDOW, REFIT, REFIT_ROWS, WINDOW_CANDIDATES, WINDOW_SCORES
 from mlplatform.domain.timeformat import iso_time
 from mlplatform.domain.predictor import PREDICTION, PROBABILITY
 from mlplatform.domain.spec import DatasetSpec, load_spec
@@ -78,10 +78,12 @@ def test_a_retrain_logs_its_windows_evaluation_and_ranks_versions_on_the_holdout
         run = client.get_run(version.run_id).data
         assert run.params[CHOSEN_WINDOW] == str(chosen["window"]) and run.params[WINDOW_CANDIDATES] == "50000,1500"
         assert {k: v for k, v in run.metrics.items() if k.startswith("window_")} == {f"window_{w}_holdout_roc_auc": c["holdout_score"] for w, c in candidates.items()}
-        train_part = train_part.iloc[-chosen["train_rows"] :]  # what the chosen model was trained on, and is logged as its training input
+        # what the served model was trained on, logged as its training input: the chosen window's rows, refit with the hold-out
+        train_part = pd.concat([train_part.iloc[-chosen["train_rows"] :], holdout], ignore_index=True)
+        assert run.params[REFIT] == "true" and run.metrics[REFIT_ROWS] == len(train_part) == trained[REFIT_ROWS]
         train_source, holdout_source = _source(inputs["training"]), _source(inputs["evaluation"])
         assert train_source == {"event_log": model().event_log.location, "first_event_id": str(train_part[EVENT_ID].iloc[0]),
-                                "last_event_id": str(train_part[EVENT_ID].iloc[-1]), "start": iso_time(train_part[EVENT_TIME].iloc[0]), "end": features["train_end"],
+                                "last_event_id": str(train_part[EVENT_ID].iloc[-1]), "start": iso_time(train_part[EVENT_TIME].iloc[0]), "end": features["window_end"],
                                 "label_seq_cutoff": int(train_part["label_seq"].max())}
         assert holdout_source["first_event_id"] == str(holdout[EVENT_ID].iloc[0]) and holdout_source["last_event_id"] == features["last_event_id"]
         assert holdout_source["end"] == features["window_end"] and holdout_source["label_seq_cutoff"] == features["label_seq_cutoff"]

@@ -62,6 +62,10 @@ def test_platform_policy_retrains_on_drift_and_on_new_labels_through_the_sensor_
     assert result.fits == 1 + sum(result.triggers.values()) and result.promotions >= 1
     assert policy.record and policy.record[0].reason == DRIFT and policy.record[0].promoted is not None, \
         "the policy's record, newest first, is what DriftBar reads on the next tick"
+    # the champion serving is the refit (refit_on_holdout, the default), as the asset registers it; off: the validation model
+    without = PlatformPolicy(adult_spec, settings.model_copy(update={"refit_on_holdout": False}), drift)
+    run_prequential(drifting, adult_spec, without, warmup=1000, block=500)
+    assert policy.champion_refit and not without.champion_refit
     # Both windows ≥ 1000 rows: below that Evidently's chi-square tests flag rare categories on stationary data.
     stationary = stream_events(adult_spec, order="shuffled", count=2500)
     calm = run_prequential(stationary, adult_spec, PlatformPolicy(adult_spec, Settings(**{**SMALL, "retrain_every_n": 5000, "drift_every_n_events": 1000}), drift), warmup=1500, block=500)  # type: ignore[arg-type]

@@ -58,6 +58,17 @@ CHOSEN_WINDOW = "training_window_chosen"
 WINDOW_CANDIDATES = "training_window_candidates"
 WINDOW_SCORES = "training_window_scores"
 
+# refit_on_holdout: whether the registered model was refit on its training rows + the hold-out after the choice (MLflow
+# param and trained_model metadata), on how many rows (MLflow metric and trained_model metadata; 0: not refit, the
+# validation model itself is registered), the same count as a version tag (evaluation_report reads the champion's), and the
+# validation model's hold-out predictions (an artifact of the version's run): the evidence evaluation_report judges a refit by.
+REFIT = "refit_on_holdout"
+REFIT_ROWS = "refit_rows"
+REFIT_ROWS_TAG = mlflow_tag("refit_rows")
+VALIDATION_PREDICTIONS = "evidence/holdout_predictions.parquet"
+# evaluation_report: the hold-out rows both models were scored on (the rows the champion did not train on, when it was refit)
+JUDGED_ROWS = "judged_rows"
+
 # Materialization metadata read back by sensors, alerts, status and the CLI
 SNAPSHOT = "snapshot"
 MLFLOW_VERSION = "mlflow_version"

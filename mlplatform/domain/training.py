@@ -191,13 +191,6 @@ def train(
     study.optimize(objective, n_trials=config.trials, timeout=config.seconds, gc_after_trial=False)
     best = study.best_trial
     booster = boosters[best.number]
-    importance = pd.DataFrame(
-        {
-            "feature": booster.feature_name(),
-            "gain": booster.feature_importance("gain"),
-            "splits": booster.feature_importance("split"),
-        }
-    ).sort_values("gain", ascending=False, ignore_index=True)
     predictor = Predictor(booster, transformer, spec.task.value, spec.classes, spec.positive_class)
     return TrainingResult(
         predictor=predictor,
@@ -208,7 +201,49 @@ def train(
         seconds=time.perf_counter() - started,
         train_rows=len(train_part),
         validation_rows=len(valid_part),
-        importance=importance,
+        importance=_importance(booster),
+    )
+
+
+def _importance(booster: lgb.Booster) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "feature": booster.feature_name(),
+            "gain": booster.feature_importance("gain"),
+            "splits": booster.feature_importance("split"),
+        }
+    ).sort_values("gain", ascending=False, ignore_index=True)
+
+
+def refit(result: TrainingResult, window: pd.DataFrame, spec: DatasetSpec, config: TrainingConfig, weights: np.ndarray | None = None) -> TrainingResult:
+    """`result`'s configuration (its parameters, transformer and `best_iteration` boosting rounds) fitted once more on
+    every labelled row of `window` (oldest first), nothing held back.
+
+    Why: validation needs rows the model never saw (the latest ones); once the configuration is chosen on them, a
+    model that also learns from them serves the stream's present better. No early stopping here (there is nothing
+    left to stop on): the rounds are the validated ones. The result keeps `result`'s validation loss and trials (the
+    evidence the configuration was chosen on); `train_rows` are the refit's rows, `validation_rows` 0.
+    """
+    import lightgbm as lgb
+
+    started = time.perf_counter()
+    labelled = window[LABEL].notna().to_numpy()
+    window = window[labelled].reset_index(drop=True)
+    check_window(window, spec, config.min_rows)
+    transformer = result.predictor.transformer
+    params = {k: v for k, v in result.params.items() if k not in ("num_boost_round", "early_stopping_rounds")}
+    rows = lgb.Dataset(transformer.transform(window), encode_labels(window[LABEL], spec), weight=None if weights is None else weights[labelled])
+    booster = lgb.train(params, rows, num_boost_round=max(1, result.best_iteration))
+    return TrainingResult(
+        predictor=Predictor(booster, transformer, spec.task.value, spec.classes, spec.positive_class),
+        params=result.params,
+        best_iteration=result.best_iteration,
+        validation_loss=result.validation_loss,
+        trials=result.trials,
+        seconds=result.seconds + time.perf_counter() - started,
+        train_rows=len(window),
+        validation_rows=0,
+        importance=_importance(booster),
     )
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from mlplatform.domain.keys import (CHAMPION_VERSION, CHOSEN_WINDOW, WINDOW_SCORES, EVIDENTLY_PROJECT_URL, EVIDENTLY_SNAPSHOT_URL, EVIDENTLY_WORKSPACE_ERROR, MLFLOW_VERSION, MODEL_TAG,
+from mlplatform.domain.keys import (CHAMPION_VERSION, CHOSEN_WINDOW, JUDGED_ROWS, REFIT, REFIT_ROWS, WINDOW_SCORES, EVIDENTLY_PROJECT_URL, EVIDENTLY_SNAPSHOT_URL, EVIDENTLY_WORKSPACE_ERROR, MLFLOW_VERSION, MODEL_TAG,
                                    REPORT_PATH, REPORT_URL, RUN_TAG_PREFIX, SNAPSHOT)
 from mlplatform.domain.retry_budget import RetryBudget
 from mlplatform.domain.training import TrainingError
@@ -23,8 +23,8 @@ from mlplatform.orchestration.names import (CRITICAL_STEP, DRIFT_REPORT, ESTIMAT
                                             QUALITY_FLOOR_CHECK, RAW_EVENTS, RETRAINING_TRIGGER, TRAINED_MODEL, ModelNames)
 from mlplatform.orchestration.resources import PlatformResource
 from mlplatform.pipeline.landing import LandingPolicy, ingest_pending
-from mlplatform.pipeline.retraining import (FeatureSnapshot, apply_decision, build_feature_snapshot, evaluate_challenger, record_evaluation,
-                                            train_challenger)
+from mlplatform.pipeline.retraining import (EvidenceError, FeatureSnapshot, apply_decision, build_feature_snapshot, evaluate_challenger,
+                                            record_evaluation, train_challenger)
 from mlplatform.settings import SettingsError
 from mlplatform.stores.evidently_workspace import WorkspaceEntry
 from mlplatform.stores.registry import Registry, tag
@@ -218,8 +218,10 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
                 "training_seconds": round(result.seconds, 3),
                 "tuning_trials": result.trials,
                 "train_rows": result.train_rows,
-                CHOSEN_WINDOW: challenger.window_choice.window,
-                WINDOW_SCORES: dg.MetadataValue.json([asdict(c) for c in challenger.window_choice.candidates]),
+                CHOSEN_WINDOW: challenger.fit.choice.window,
+                WINDOW_SCORES: dg.MetadataValue.json([asdict(c) for c in challenger.fit.choice.candidates]),
+                REFIT: challenger.fit.refit_rows > 0,
+                REFIT_ROWS: challenger.fit.refit_rows,
                 "params": dg.MetadataValue.json({k: v for k, v in result.params.items()}),
                 "feature_importance": dg.MetadataValue.md(markdown_table(result.importance.head(15).round(2))),
                 "label_seq_cutoff": snapshot.window.label_seq_cutoff,
@@ -246,7 +248,10 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
         model = platform.model(model_name)
         settings, spec, registry = model.settings, model.spec, model.registry
         snapshot = FeatureSnapshot.load(Path(snapshot_folder))
-        evaluation = evaluate_challenger(settings, spec, registry, snapshot, challenger_version, model.event_log)
+        try:
+            evaluation = evaluate_challenger(settings, spec, registry, snapshot, challenger_version, model.event_log)
+        except EvidenceError as exc:
+            raise dg.Failure(description=f"evaluation_report: {exc}; the champion is unchanged", allow_retries=False) from exc
         apply_decision(registry, evaluation, context.run.run_id)
         # MLflow's evaluation (plots, per-segment quality) records the decision and does not inform it: made after the alias
         # moves, so serving switches seconds sooner (bench_reaction.py). A retry after a failure here finds the challenger
@@ -269,6 +274,7 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
             "margin": d.margin,
             "quality_floor": d.floor,
             "holdout_rows": evaluation.holdout_rows,
+            JUDGED_ROWS: evaluation.judged_rows,
             "champion_label_seq_cutoff": evaluation.champion_label_seq_cutoff,
             "shadow_events": 0 if shadow is None else shadow.events,
             "shadow_required": settings.promotion_requires_shadow_win,

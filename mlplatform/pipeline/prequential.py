@@ -4,7 +4,8 @@ Each event is predicted by the model in service at that moment, then its label i
 policies may refit between blocks of events (a block is one sensor tick); the online reference learns
 after every event. The platform's policy is not re-implemented here: it calls the sensor's decision
 (`policy.decide`), the features step (`retraining.prepare_window`), training (`retraining.train_on_best_window`,
-the trained_model step's choice among candidate windows) and the promotion rule (`retraining.judge`) — the code the assets run.
+the trained_model step's choice among candidate windows and its refit on the hold-out) and the promotion rule (`retraining.judge`,
+on the validation model's hold-out predictions) — the code the assets run.
 """
 
 from __future__ import annotations
@@ -224,6 +225,7 @@ class PlatformPolicy(Policy):
         self.name = name
         self.champion: Predictor | None = None
         self.champion_cutoff: int | None = None
+        self.champion_refit = False  # refit on its hold-out: judged against on the rows after its cut-off (retraining.judge)
         self.reference: pd.DataFrame | None = None
         self.cursor = Cursor()
         self.record: tuple[RetrainOutcome, ...] = ()  # the policy's own record, newest first, as trigger.policy_record reads it
@@ -240,13 +242,15 @@ class PlatformPolicy(Policy):
         window = history.iloc[-self.settings.training_window :]
         started = time.perf_counter()
         train_part, holdout, transformer = prepare_window(self.settings, self.spec, window)
-        result = train_on_best_window(self.settings, self.spec, train_part, holdout, transformer, weights=self._weights).result
-        verdict = judge(self.settings, self.spec, holdout, result.predictor, self.champion)
+        fit = train_on_best_window(self.settings, self.spec, train_part, holdout, transformer, weights=self._weights)
+        unseen = None if not self.champion_refit else np.arange(len(history) - len(holdout), len(history)) >= self.champion_cutoff
+        verdict = judge(self.settings, self.spec, holdout, fit.validation.predictor.predict(holdout), self.champion, unseen)
         self.stats.fits += 1
         self.stats.train_seconds += time.perf_counter() - started
         if verdict.decision.promote:
             self.stats.promotions += 1
-            self.champion = result.predictor
+            self.champion = fit.served.predictor
+            self.champion_refit = fit.refit_rows > 0
             self.champion_cutoff = len(history)
             self.reference = train_part
             self.last_report = len(history)

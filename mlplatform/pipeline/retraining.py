@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 
 from mlplatform.domain.evaluation import Decision, decide, default_floor, passes_floor, primary_metric, score
@@ -24,10 +25,11 @@ from mlplatform.stores.registry import TRAINING, Registry, json_tag, tag
 from mlplatform.settings import Settings, env_name
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.estimation import EstimationError
-from mlplatform.domain.keys import AWAITING_SHADOW, CHOSEN_WINDOW, ESTIMATOR, WINDOW_CANDIDATES, PROMOTED, REJECTED, SHADOW_METRICS
+from mlplatform.domain.keys import (AWAITING_SHADOW, CHOSEN_WINDOW, ESTIMATOR, PROMOTED, REFIT, REFIT_ROWS, REFIT_ROWS_TAG, REJECTED, SHADOW_METRICS,
+                                    VALIDATION_PREDICTIONS, WINDOW_CANDIDATES)
 from mlplatform.pipeline.shadow import ShadowComparison, compare_on_live, shadow_wait_left
 from mlplatform.domain.timeformat import iso_time
-from mlplatform.domain.training import TrainingConfig, TrainingResult, check_window, fit_performance_estimator, fit_transformer
+from mlplatform.domain.training import TrainingConfig, TrainingResult, check_window, fit_performance_estimator, fit_transformer, refit
 from mlplatform.domain.window_choice import Weights, WindowChoice, train_best_window
 from mlplatform.domain.validation import EVENT_ID, EVENT_TIME, LABEL
 
@@ -162,51 +164,90 @@ def holdout_dataset(spec: DatasetSpec, snapshot: FeatureSnapshot) -> PandasDatas
     return window_dataset(spec, snapshot.holdout, snapshot.window.event_log, "holdout")
 
 
+# Against a refit champion, the hold-out rows labelled after its cut-off (it never trained on them) decide when there
+# are at least this many: a few hundred rows tell accuracies 0.02-0.03 apart, the differences a retrain is for. With
+# fewer, the whole hold-out decides and the reason says the champion was scored in-sample on part of it.
+MIN_JUDGED_ROWS = 200
+
+
+class EvidenceError(ValueError):
+    """A refit challenger whose recorded hold-out evidence does not cover the hold-out it is evaluated on."""
+
+
+@dataclass(frozen=True)
+class ChallengerFit:
+    """trained_model's training: the window choice (its `result` is the validation model, never trained on the
+    hold-out: its hold-out predictions are the evidence) and the model registered and served, which is the refit on
+    the chosen window's training rows plus the hold-out under `refit_on_holdout`, else the validation model itself."""
+
+    choice: WindowChoice
+    served: TrainingResult
+    refit_rows: int  # rows the served model was refit on; 0: not refit
+
+    @property
+    def validation(self) -> TrainingResult:
+        return self.choice.result
+
+
 @dataclass(frozen=True)
 class Challenger:
     version: int
     run_id: str
     result: TrainingResult
     validation_metrics: dict[str, float]
-    window_choice: WindowChoice
+    fit: ChallengerFit
 
 
 def train_challenger(settings: Settings, spec: DatasetSpec, registry: Registry, snapshot: FeatureSnapshot, extra_tags: dict[str, str]) -> Challenger:
-    """Train on the snapshot's training part and register the result as the new `challenger`."""
+    """Train on the snapshot's training part (refit on the hold-out too, under `refit_on_holdout`) and register the
+    served model as the new `challenger`, with the validation model's hold-out predictions as its evidence."""
     from mlplatform.stores.mlflow_records import EVALUATION, window_dataset
 
     holdout = snapshot.holdout
     with dask_client(settings.dask_scheduler, env_name("dask_scheduler")) as cluster:
-        choice = train_on_best_window(settings, spec, snapshot.train, holdout, snapshot.transformer, cluster=cluster)
-    result = choice.result
-    train_part = snapshot.train.iloc[-result.train_rows - result.validation_rows :]
-    valid = train_part.iloc[-result.validation_rows :]
-    validation_metrics = {f"valid_{k}": v for k, v in score(spec, valid[LABEL], result.predictor.predict(valid)).items() if not math.isnan(v)}
-    estimator_params, estimator_metrics = attach_estimator(result.predictor, holdout, spec, settings.seed)
-    tags = {**snapshot.window.as_tags(), **extra_tags, tag("dataset"): spec.name, ESTIMATOR: estimator_params["estimator"]}
-    logged = replace(result, params={**result.params, **estimator_params, CHOSEN_WINDOW: choice.window,
-                                     WINDOW_CANDIDATES: ",".join(str(c.window) for c in choice.candidates)})
-    version = registry.log_model(logged, train_part, {**validation_metrics, **estimator_metrics, **choice.metrics()}, tags, {
-        TRAINING: window_dataset(spec, train_part, snapshot.window.event_log, "train"), EVALUATION: holdout_dataset(spec, snapshot)})
-    return Challenger(int(version.version), version.run_id, result, validation_metrics, choice)
+        fit = train_on_best_window(settings, spec, snapshot.train, holdout, snapshot.transformer, cluster=cluster)
+    validated, choice = fit.validation, fit.choice
+    train_part = snapshot.train.iloc[-validated.train_rows - validated.validation_rows :]
+    valid = train_part.iloc[-validated.validation_rows :]
+    validation_metrics = {f"valid_{k}": v for k, v in score(spec, valid[LABEL], validated.predictor.predict(valid)).items() if not math.isnan(v)}
+    estimator_params, estimator_metrics = attach_estimator(validated.predictor, fit.served.predictor, holdout, spec, settings.seed)
+    tags = {**snapshot.window.as_tags(), **extra_tags, tag("dataset"): spec.name, ESTIMATOR: estimator_params["estimator"], REFIT_ROWS_TAG: str(fit.refit_rows)}
+    logged = replace(fit.served, params={**fit.served.params, **estimator_params, CHOSEN_WINDOW: choice.window, REFIT: str(fit.refit_rows > 0).lower(),
+                                         WINDOW_CANDIDATES: ",".join(str(c.window) for c in choice.candidates)})
+    trained_on = pd.concat([train_part, holdout], ignore_index=True) if fit.refit_rows else train_part
+    metrics = {**validation_metrics, **estimator_metrics, **choice.metrics(), REFIT_ROWS: float(fit.refit_rows),
+               "validated_train_rows": float(validated.train_rows), "validated_validation_rows": float(validated.validation_rows)}
+    evidence = {VALIDATION_PREDICTIONS: validated.predictor.predict(holdout).assign(**{EVENT_ID: holdout[EVENT_ID].to_numpy()})} if fit.refit_rows else {}
+    version = registry.log_model(logged, trained_on, metrics, tags, {
+        TRAINING: window_dataset(spec, trained_on, snapshot.window.event_log, "train"), EVALUATION: holdout_dataset(spec, snapshot)}, evidence)
+    return Challenger(int(version.version), version.run_id, fit.served, validation_metrics, fit)
 
 
 def train_on_best_window(settings: Settings, spec: DatasetSpec, train_part: pd.DataFrame, holdout: pd.DataFrame, transformer: FeatureTransformer,
-                         weights: Weights | None = None, cluster: "Client | None" = None) -> WindowChoice:
-    """trained_model's training: one model per `training_window_candidates` window, the best on the hold-out kept (the
-    asset and the adaptation benchmark both train through here)."""
-    return train_best_window(train_part, holdout, spec, training_config(settings), settings.window_candidates, transformer=transformer,
-                             weights=weights, cluster=cluster)
+                         weights: Weights | None = None, cluster: "Client | None" = None) -> ChallengerFit:
+    """trained_model's training: one model per `training_window_candidates` window, the best on the hold-out kept, then
+    (`refit_on_holdout`) its configuration refit on the chosen window's training rows plus the hold-out. The asset and
+    the adaptation benchmark both train through here."""
+    config = training_config(settings)
+    choice = train_best_window(train_part, holdout, spec, config, settings.window_candidates, transformer=transformer, weights=weights, cluster=cluster)
+    if not settings.refit_on_holdout:
+        return ChallengerFit(choice, choice.result, 0)
+    validated = choice.result.train_rows + choice.result.validation_rows
+    labelled = train_part[train_part[LABEL].notna()]
+    rows = pd.concat([labelled.iloc[len(labelled) - validated :], holdout], ignore_index=True)
+    served = refit(choice.result, rows, spec, config, None if weights is None else weights(len(rows)))
+    return ChallengerFit(choice, served, served.train_rows)
 
 
-def attach_estimator(predictor: Predictor, holdout: pd.DataFrame, spec: DatasetSpec, seed: int) -> tuple[dict[str, str], dict[str, float]]:
-    """Fit the performance estimator on the hold-out and attach it to the predictor (it is logged with it); the MLflow
-    params and metrics that record it. A hold-out too small for one leaves the model without, saying why."""
+def attach_estimator(validated: Predictor, served: Predictor, holdout: pd.DataFrame, spec: DatasetSpec, seed: int) -> tuple[dict[str, str], dict[str, float]]:
+    """Fit the performance estimator on the validation model's hold-out scores (rows it never saw) and attach it to the
+    served model (logged with it: a refit's own scores there are in-sample); the MLflow params and metrics that record
+    it. A hold-out too small for one leaves the model without, saying why."""
     try:
-        estimator = fit_performance_estimator(predictor, holdout, spec, seed)
+        estimator = fit_performance_estimator(validated, holdout, spec, seed)
     except EstimationError as exc:
         return {"estimator": f"none: {exc}"}, {}
-    predictor.estimator = estimator
+    served.estimator = estimator
     params = {"estimator": estimator.method, "estimator_fitted_on": "holdout"}
     metrics = {f"estimator_reference_{k}": v for k, v in estimator.reference.items()}
     return params, {**metrics, "estimator_holdout_rows": float(estimator.holdout_rows)}
@@ -220,6 +261,7 @@ class Evaluation:
     champion_metrics: dict[str, float] | None
     decision: Decision
     holdout_rows: int
+    judged_rows: int  # the hold-out rows the decision scored (those after a refit champion's cut-off, when enough)
     floor_passed: bool
     champion_after: int
     champion_label_seq_cutoff: int
@@ -241,7 +283,7 @@ class Evaluation:
             mark = " **(decides)**" if name == self.decision.metric else ""
             rows.append(f"| {name}{mark} | {'' if ch is None else f'{ch:.4f}'} | {'' if cp is None else f'{cp:.4f}'} |")
         shadow = "" if self.shadow is None else f" Shadow, {self.shadow.summary()}."
-        return "\n".join(rows) + f"\n\n**{self.verdict.upper()}**: {self.decision.reason}. Hold-out: {self.holdout_rows} events.{shadow}"
+        return "\n".join(rows) + f"\n\n**{self.verdict.upper()}**: {self.decision.reason}. Hold-out: {self.holdout_rows} events, {self.judged_rows} judged.{shadow}"
 
 
 @dataclass(frozen=True)
@@ -250,19 +292,49 @@ class Judgement:
     champion_metrics: dict[str, float] | None
     decision: Decision
     floor_passed: bool
-    challenger_predicted: pd.DataFrame = field(repr=False, compare=False)
+    judged_rows: int
 
 
-def judge(settings: Settings, spec: DatasetSpec, holdout: pd.DataFrame, challenger: Predictor, champion: Predictor | None) -> Judgement:
-    """Score both models on the same hold-out and apply the promotion rule (margin and floor)."""
-    predicted = challenger.predict(holdout)
-    challenger_metrics = score(spec, holdout[LABEL], predicted)
-    champion_metrics = None if champion is None else score(spec, holdout[LABEL], champion.predict(holdout))
-    floor = settings.quality_floor if settings.quality_floor is not None else default_floor(spec, holdout[LABEL])
+def judge(settings: Settings, spec: DatasetSpec, holdout: pd.DataFrame, challenger_predicted: pd.DataFrame, champion: Predictor | None,
+          champion_unseen: np.ndarray | None = None) -> Judgement:
+    """Score the challenger's hold-out predictions (its validation model's) and the champion on the same hold-out rows
+    and apply the promotion rule (margin and floor).
+
+    `champion_unseen` marks the hold-out rows a refit champion never trained on (None: it trained on none of them): at
+    least MIN_JUDGED_ROWS of them and only they are judged, so the champion is not scored in-sample; with fewer, all
+    rows are, and the reason says so.
+    """
+    rows = np.ones(len(holdout), dtype=bool)
+    note = ""
+    if champion is not None and champion_unseen is not None and not champion_unseen.all():
+        unseen = int(champion_unseen.sum())
+        if unseen >= MIN_JUDGED_ROWS:
+            rows = champion_unseen
+        else:
+            note = f" (the refit champion trained on {len(holdout) - unseen} of these {len(holdout)} hold-out rows: only {unseen} came after its cut-off, fewer than {MIN_JUDGED_ROWS})"
+    judged, predicted = holdout[rows], challenger_predicted[rows]
+    challenger_metrics = score(spec, judged[LABEL], predicted)
+    champion_metrics = None if champion is None else score(spec, judged[LABEL], champion.predict(judged))
+    floor = settings.quality_floor if settings.quality_floor is not None else default_floor(spec, judged[LABEL])
     metric, higher = primary_metric(spec)
     floor_passed = passes_floor(challenger_metrics.get(metric, float("nan")), floor, higher)
     decision = decide(spec, challenger_metrics, champion_metrics, settings.promotion_margin, floor)
-    return Judgement(challenger_metrics, champion_metrics, decision, floor_passed, predicted)
+    if note:
+        decision = replace(decision, reason=decision.reason + note)
+    return Judgement(challenger_metrics, champion_metrics, decision, floor_passed, int(rows.sum()))
+
+
+def hold_out_evidence(registry: Registry, holdout: pd.DataFrame, version: int) -> pd.DataFrame:
+    """`version`'s predictions on `holdout` as evaluation judges them: a refit version's are its validation model's,
+    recorded at training (its own would be in-sample); any other version predicts now."""
+    if int(registry.get_version(version).tags.get(REFIT_ROWS_TAG, "0")) == 0:
+        return registry.load_predictor(version).predict(holdout)
+    recorded = registry.read_frame(version, VALIDATION_PREDICTIONS).set_index(EVENT_ID)
+    missing = ~holdout[EVENT_ID].isin(recorded.index)
+    if missing.any():
+        raise EvidenceError(f"v{version} was refit on its hold-out; its recorded hold-out predictions miss {int(missing.sum())} of the "
+                            f"{len(holdout)} events of this hold-out (another features snapshot?): evaluate it on its own snapshot")
+    return recorded.loc[holdout[EVENT_ID]].set_axis(holdout.index)
 
 
 def evaluate_challenger(settings: Settings, spec: DatasetSpec, registry: Registry, snapshot: FeatureSnapshot, challenger_version: int,
@@ -270,15 +342,21 @@ def evaluate_challenger(settings: Settings, spec: DatasetSpec, registry: Registr
     """Score challenger and champion on the same later hold-out (and, from `events`, on the live labelled events both
     scored) and decide; does not promote.
 
-    A pinned champion is kept whatever the scores say: the decision then says so. With `promotion_requires_shadow_win`, a
-    hold-out winner waits (awaiting_shadow) until the shadow evidence is in, and is rejected if it loses on it; once it
-    waited shadow_max_wait_seconds (from its registration) without it, the hold-out decides alone and the reason says so.
+    A refit challenger is judged by its validation model's hold-out predictions; a refit champion only on the hold-out
+    rows labelled after its cut-off (see `judge`). A pinned champion is kept whatever the scores say: the decision then
+    says so. With `promotion_requires_shadow_win`, a hold-out winner waits (awaiting_shadow) until the shadow evidence
+    is in, and is rejected if it loses on it; once it waited shadow_max_wait_seconds (from its registration) without
+    it, the hold-out decides alone and the reason says so.
     """
     holdout = snapshot.holdout
     record = registry.champion_record()
     champion = record if record is not None and record.version != challenger_version else None
     champion_predictor = None if champion is None else registry.load_predictor(champion.version)
-    judgement = judge(settings, spec, holdout, registry.load_predictor(challenger_version), champion_predictor)
+    champion_unseen = None
+    if champion is not None and int(registry.get_version(champion.version).tags.get(REFIT_ROWS_TAG, "0")) > 0:
+        champion_unseen = (holdout["label_seq"] > champion.label_seq_cutoff).to_numpy()
+    predicted = hold_out_evidence(registry, holdout, challenger_version)
+    judgement = judge(settings, spec, holdout, predicted, champion_predictor, champion_unseen)
     decision = judgement.decision
     if champion is not None and champion.pinned:
         decision = replace(decision, promote=False, reason=f"champion v{champion.version} is pinned ({champion.pin_reason}): kept; on the scores alone: {decision.reason}")
@@ -300,10 +378,11 @@ def evaluate_challenger(settings: Settings, spec: DatasetSpec, registry: Registr
         champion_metrics=judgement.champion_metrics,
         decision=decision,
         holdout_rows=len(holdout),
+        judged_rows=judgement.judged_rows,
         floor_passed=judgement.floor_passed,
         champion_after=challenger_version if decision.promote else (0 if champion is None else champion.version),
         champion_label_seq_cutoff=snapshot.window.label_seq_cutoff if decision.promote else (0 if champion is None else champion.label_seq_cutoff),
-        challenger_predicted=judgement.challenger_predicted,
+        challenger_predicted=predicted,
         shadow=shadow,
         awaiting_shadow=awaiting,
     )

@@ -122,10 +122,12 @@ class Registry:
         metrics: dict[str, float],
         tags: dict[str, str],
         inputs: dict[str, PandasDataset] | None = None,
+        frames: dict[str, pd.DataFrame] | None = None,
     ) -> ModelVersion:
         """Log params, metrics, importance, spec and the pyfunc; register it as a new `challenger`. `inputs` (context →
         dataset: the training window under `training`, its hold-out) become the run's inputs, linked to the LoggedModel
-        with the metrics (measured on the training window's latest part).
+        with the metrics (measured on the training window's latest part). `frames` (artifact path ending in .parquet →
+        frame) are side files of the run, uploaded with the others (read back with `read_frame`).
 
         Few store round trips on purpose (each is a SQLite commit): params and metrics in one batch, the datasets in
         one call, the side files in one artifact upload, and the version registered with its tags in one call.
@@ -147,6 +149,9 @@ class Registry:
             side.mkdir()
             (side / "feature_importance.json").write_text(result.importance.to_json(orient="split", index=False), encoding="utf-8")
             (side / "dataset_spec.yaml").write_text(self.spec.to_yaml(), encoding="utf-8")
+            for artifact_file, frame in (frames or {}).items():
+                (side / artifact_file).parent.mkdir(parents=True, exist_ok=True)
+                frame.to_parquet(side / artifact_file, index=False)
             self.client.log_artifacts(run.info.run_id, str(side))
             info = mlflow.pyfunc.log_model(
                 name="model",
@@ -298,6 +303,11 @@ class Registry:
 
     def log_dict(self, version: int | str, data: dict[str, object], artifact_file: str) -> None:
         self.client.log_dict(self.get_version(version).run_id, data, artifact_file)
+
+    def read_frame(self, version: int | str, artifact_file: str) -> pd.DataFrame:
+        """The Parquet artifact `artifact_file` of the version's run (one of log_model's `frames`)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            return pd.read_parquet(self.client.download_artifacts(self.get_version(version).run_id, artifact_file, tmp))
 
     def versions(self, limit: int | None = None) -> list[VersionInfo]:
         """The newest `limit` versions (all by default), newest first, with their aliases and tags: two store queries.
