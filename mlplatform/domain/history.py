@@ -49,6 +49,11 @@ def label_known_at(events: pd.DataFrame) -> np.ndarray:
     return np.where(labelled, known, -1)
 
 
+def label_known_at_one(source: str, event_time: int, ingested_at: int | None, label_time: int) -> int:
+    """`label_known_at` of one labelled event, from plain values: serving files each /feedback label without a frame."""
+    return label_time if source == SERVED else event_time + label_time - (ingested_at or 0)
+
+
 def timeline(events: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """(is_label, event position) of every item in the order they happened: each event, and each label when it became known.
 
