@@ -11,9 +11,11 @@
    with history and labels 24 events late; the best fixed-interval policy and the no-change baseline beside them.
 5. No harm where there is nothing to find: prequential accuracy on shuffled Adult without history, with
    data/adult_history.yaml's, and with it minus the per-key event count, the same policy and shuffles. Goal: abs(Δ) < 0.002.
+6. Late labels: µs per label filed into a label time window in time order and out of it (landed labels known before the
+   newest), side by side; `--late-labels` runs this part alone and records it in its own section. Goal: O(log n), not O(window).
 
     .venv/bin/python benchmarks/bench_history.py [--events 1000000] [--seconds 8] [--rounds 3] [--stream 10000]
-                                                 [--adult 20000] [--shuffles 3] [--no-record]
+                                                 [--adult 20000] [--shuffles 3] [--late-labels] [--no-record]
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from bench_serving import CONNECTIONS, WRK_MISSING, _process, wrk  # noqa: E402
 from results import markdown_table, record  # noqa: E402
 
 from mlplatform.domain.history import HistoryState, history_frame  # noqa: E402
-from mlplatform.domain.spec import DatasetSpec, HistoryFeature, load_spec  # noqa: E402
+from mlplatform.domain.spec import DatasetSpec, HistoryFeature, load_spec, parse_spec  # noqa: E402
 from mlplatform.pipeline.prequential import IntervalPolicy, NoChangePolicy, run_prequential, stream_events, with_stream_history  # noqa: E402
 from mlplatform.pipeline.replay import json_records, read_source  # noqa: E402
 from mlplatform.pipeline.retraining import training_config  # noqa: E402
@@ -108,6 +110,37 @@ def costs(spec: DatasetSpec, n: int) -> list[dict[str, object]]:
         {"measure": "serving state: features + update, per row (with the time windows)", "value": f"{row_us:.1f} µs", "ratio": f"{row_us / plain_row_us:.2f}×", "goal": "O(1) per request"},
         {"measure": "serving state: rebuild from 10,000 logged events", "value": f"{rebuild_s:.2f} s", "ratio": "", "goal": ""},
     ]
+
+
+LATE_NOTE = ("\n\nEach row: a fresh state holding that many labels, then 2,000 more labels, known after the newest (in time order) "
+             "or at random times inside the window (out of it); 1 µs is Python's floor here. Out-of-order min/max candidates "
+             "are sorted in (O(log n) search, a shift of the deque); sums stay exact partials, whatever the order.")
+
+
+def late_labels(sizes: tuple[int, ...] = (100, 1_000, 10_000), labels: int = 2_000) -> list[dict[str, object]]:
+    """µs per label filed into a one-day label time window holding `size` labels: in time order, and out of it (a landed
+    label known earlier than the newest, as the catch-up of label files brings them), side by side."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for stat in ("max", "sum"):
+        spec = parse_spec({"name": "late", "task": "regression", "label": "y", "features": {"x": "numeric"},
+                           "history": {"features": [{"kind": stat, "window": "1d"}]}})
+        for size in sizes:
+            cost = {}
+            for order in ("in time order", "out of time order"):
+                state, row = HistoryState(spec), {name: None for name in spec.features}
+                for i in range(size):
+                    state.observe_label(row, float(rng.normal(100, 30)), i * 1000)
+                state.observe_event(row, size * 1000)  # the clock: the latest request, after every label so far
+                known = size * 1000 + np.arange(labels) if order == "in time order" else rng.integers(0, size * 1000, labels)
+                values = rng.normal(100, 30, labels).tolist()
+                started = time.perf_counter()
+                for at, value in zip(known.tolist(), values):
+                    state.observe_label(row, value, at)
+                cost[order] = (time.perf_counter() - started) / labels * 1e6
+            rows.append({"window": f"label {stat}, {size:,} labels in it", "in time order": f"{cost['in time order']:.1f} µs",
+                         "out of time order": f"{cost['out of time order']:.1f} µs", "ratio": f"{cost['out of time order'] / cost['in time order']:.2f}×"})
+    return rows
 
 
 def serve_process(state_dir: Path, spec_path: Path, port: int) -> None:
@@ -224,11 +257,18 @@ def main() -> int:
     parser.add_argument("--stream", type=int, default=10_000, help="Bike Sharing events of the prequential comparison")
     parser.add_argument("--adult", type=int, default=20_000, help="Adult events of the no-harm comparison")
     parser.add_argument("--shuffles", type=int, default=3, help="shuffles (seeds) of Adult in the no-harm comparison")
+    parser.add_argument("--late-labels", action="store_true", help="only part 6, recorded in the section history-late-labels")
     parser.add_argument("--no-record", action="store_true", help="print the tables only; leave RESULTS.md alone")
     parser.add_argument("--serve", nargs=3, metavar=("STATE_DIR", "SPEC", "PORT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve_process(Path(args.serve[0]), Path(args.serve[1]), int(args.serve[2]))
+        return 0
+    late = markdown_table(late_labels()) + LATE_NOTE
+    if args.late_labels:
+        print(late)
+        if not args.no_record:
+            record("history-late-labels", "python benchmarks/bench_history.py " + " ".join(sys.argv[1:]), late)
         return 0
     if shutil.which("wrk") is None:
         print(WRK_MISSING, file=sys.stderr)
@@ -241,7 +281,7 @@ def main() -> int:
               "ratio is as much run-to-run noise as a measurement; the throughput ratio is steadier." if load > (os.cpu_count() or 1) else ".")
     tables = [costs(spec, args.events), serving.table, prequential(args.stream)]
     adult, harm, harm_without_count = no_harm(args.adult, args.shuffles)
-    body = "\n\n".join(markdown_table(t) for t in [*tables, adult]) + (
+    body = "\n\n".join([*(markdown_table(t) for t in [*tables, adult]), late]) + (
         f"\n\n- Serving goal (issue 14: with {serving.columns} history columns computed per request ≥ {GOAL_RPS}× the requests/s, p99 ≤ {GOAL_P99}×): "
         f"throughput **{'met' if rps >= GOAL_RPS else 'missed'}** ({rps:.2f}×), p99 **{'met' if p99 <= GOAL_P99 else 'missed'}** ({p99:.2f}×). "
         f"Each service is its own server process as `mlplatform serve` runs it, up alone while measured; the two alternate over {args.rounds} "

@@ -342,6 +342,14 @@ def test_both_backends_give_the_same_frames(tmp_path: Path, postgres_url: str, t
         pd.testing.assert_frame_equal(read(sqlite_log), read(postgres_log), obj=name)
     for name in ("counts", "time_range"):
         assert getattr(sqlite_log, name)() == getattr(postgres_log, name)(), name
+    clocks = ("ingested_at", "label_time")  # each log's own clock
+    for event_id in ("e3", "e4", "s1", "s2"):  # one event as plain values (serving's /feedback): the frame's values, either backend
+        (columns, features), (other_columns, other_features) = sqlite_log.record(event_id), postgres_log.record(event_id)  # type: ignore[misc]
+        assert features == other_features and {k: v for k, v in columns.items() if k not in clocks} == {k: v for k, v in other_columns.items() if k not in clocks}
+        expected = sqlite_log.get([event_id], label_times=True).astype(object).iloc[0]
+        assert set(columns) | set(features) == set(expected.index) and (columns["label_time"] is None) == (columns["label_seq"] is None)
+        assert all(value == expected[name] or (value is None and pd.isna(expected[name])) for name, value in {**columns, **features}.items()), event_id
+    assert sqlite_log.record("nope") is postgres_log.record("nope") is None
     assert sqlite_log.count_between(15, 55, max_label_seq=3) == postgres_log.count_between(15, 55, max_label_seq=3)
     assert sqlite_log.recorded_rows("abc") is postgres_log.recorded_rows("abc") is None
     for log in (sqlite_log, postgres_log):

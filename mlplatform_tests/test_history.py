@@ -367,3 +367,42 @@ def test_a_label_reaches_the_serving_state_once_through_feedback_or_the_catch_up
         state.observe_label(row, 1.0, 200 * S)  # known after the next request's time (a landed event dated ahead): not yet in it
         early, due = state.features(row, 190 * S), state.features(row, 200 * S)
         assert math.isnan(early["hist__label_sum_1m"]) and math.isnan(early["hist__label_min_1m"]) and due["hist__label_sum_1m"] == due["hist__label_min_1m"] == 1.0
+
+
+LATE_WINDOWS = parse_spec({**BASE, "features": {"x": "numeric", "c": "categorical", "k": "numeric"}, "history": {"features": [
+    {"kind": kind, "window": width, **by} for kind in ("sum", "mean", "count", "min", "max") for width, by in (("20s", {}), ("1m", {"by": "c"}))]}})
+
+
+def test_labels_observed_out_of_time_order_give_the_training_frames_time_windows() -> None:
+    """Serving learns landed labels in the order they reach it, not in the order they became known: each event here is
+    preceded by every label known by its time, shuffled, and some labels known only later (dated after the request).
+    Time windows read the span of the request's time whatever the order they were filled in."""
+    events = _random_stream(3000, LATE_WINDOWS, seed=11).sort_values("event_time", kind="stable").reset_index(drop=True)
+    events["source"] = "landing"  # landed labels: known at the event's time plus their delay (0-10 s), so they arrive out of time order
+    events["label_time"] = events["ingested_at"] + np.random.default_rng(12).integers(0, 10 * S, len(events))
+    training = history_frame(events, LATE_WINDOWS)
+    rng = np.random.default_rng(11)
+    features = list(LATE_WINDOWS.features)
+    records = events[features].astype(object).where(events[features].notna(), None).to_dict("records")
+    known, times = label_known_at(events), events["event_time"].to_numpy()
+    state, served, observed, due, late, newest = HistoryState(LATE_WINDOWS), {}, set(), [], 0, -1
+    for is_label, i in zip(*timeline(events)):
+        if is_label:
+            due.append(i)  # known before the next event in the timeline: the state must have it by then, in any order
+            continue
+        at = int(times[i])
+        soon = [j for j in range(max(0, i - 50), i) if at < known[j] < at + 5 * S and j not in observed]
+        early = soon[:1] if rng.random() < 0.02 else []  # now and then a label dated after the request (a clock ahead)
+        for j in (int(j) for j in rng.permutation([j for j in due if j not in observed] + early)):
+            late += int(known[j] < newest)
+            newest = max(newest, int(known[j]))
+            state.observe_label(records[j], events["label"].iloc[j], int(known[j]))
+            observed.add(j)
+        due = []
+        served[i] = state.features(records[i], at)
+        state.observe_event(records[i], at)
+    assert late > 500  # a fifth of the labels reached the state after a label known later than them
+    serving = pd.DataFrame.from_dict(served, orient="index").sort_index()
+    for name in training.columns:
+        assert training[name].notna().mean() > 0.5, name
+        assert _equal(training[name], serving[name].astype("float64")), name

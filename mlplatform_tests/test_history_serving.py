@@ -26,12 +26,14 @@ from mlplatform.serving.app import create_app
 from mlplatform.settings import Settings
 from mlplatform.stores.eventlog import SERVING_SOURCE, EventLog
 from mlplatform.stores.registry import Registry
-from mlplatform_tests.serving_support import TINY, canonical, state_settings
+from mlplatform_tests.serving_support import TINY, canonical, metric, state_settings
 from mlplatform_tests.test_history import BIKE_HISTORY_SPEC
 
 LANDED = 3000
-CATCH_UP_S = 0.1  # serve_reload_seconds: how often serving reads the labels landed outside /feedback
-FILE_EVERY = 10  # batches between two label files: each waits for serving's catch-up, which is most of the replay's time
+REPLAYED = 10_000  # events served through the API, the last RESTARTED of them after a restart
+RESTARTED = 1000
+CATCH_UP_S = 0.05  # serve_history_catch_up_seconds: how often serving reads the labels landed outside /feedback
+FILE_EVERY = 40  # batches between two label files; the replay waits for serving's catch-up of each before its next prediction
 
 
 @dataclass
@@ -81,23 +83,44 @@ def trained_parts(folder: Path, spec_path: Path) -> Parts:
 def parts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Parts]:
     """Bike Sharing with history features, served from a champion trained on 3000 landed events."""
     model = trained_parts(tmp_path_factory.mktemp("history-serving"), BIKE_HISTORY_SPEC)
-    model.settings = model.settings.model_copy(update={"serve_reload_seconds": CATCH_UP_S})
+    model.settings = model.settings.model_copy(update={"serve_history_catch_up_seconds": CATCH_UP_S})
     yield model
     model.event_log.close()
 
 
+def with_odd_keys(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every 50th record from the 7th on keyed at an hour the log has never seen (24, 25, 26: new keys that recur), from
+    the 13th without its hour (null key), from the 29th without its weather (null key of another feature), from the
+    41st in a weather never seen (a new key, and an unseen category to the model)."""
+    odd = {7: ("hr", lambda i: 24.0 + (i // 50) % 3), 13: ("hr", lambda i: None), 29: ("weathersit", lambda i: None), 41: ("weathersit", lambda i: "5")}
+    out = []
+    for i, record in enumerate(records):
+        change = odd.get(i % 50)
+        out.append(record if change is None else {**record, change[0]: change[1](i)})
+    return out
+
+
+def _caught_up(client: httpx.Client, watermark: int) -> None:
+    """Wait until serving's history state has read every label up to `watermark` (its gauge on /metrics)."""
+    deadline = time.monotonic() + 60
+    while metric(client, "mlplatform_history_label_watermark") < watermark:
+        assert time.monotonic() < deadline, f"serving did not read the labels up to label_seq {watermark}"
+        time.sleep(CATCH_UP_S / 5)
+
+
 def _replay(client: httpx.Client, rows: pd.DataFrame, spec: DatasetSpec, seed: int, label_files: EventLog | None = None) -> dict[str, float]:
-    """/predict in batches of 1-4, then /feedback for each label after 0-8 more batches, shuffled; a tenth never labelled.
-    With `label_files`, a third of the labels land in the log directly instead, gathered into a file every `FILE_EVERY`
-    batches (later still, and in no order), and the replay waits for serving's catch-up before the next prediction."""
+    """/predict in batches of 1-8 (keys odd as `with_odd_keys`), then /feedback for each label after 0-8 more batches,
+    shuffled; a tenth never labelled. With `label_files`, half the labels land in the log directly instead, gathered
+    into a file every `FILE_EVERY` batches (later still, and in no order), and the replay waits for serving's catch-up
+    before the next prediction."""
     rng = random.Random(seed)
-    records, labels = json_records(rows, spec), canonical_labels(rows, spec).tolist()
+    records, labels = with_odd_keys(json_records(rows, spec)), canonical_labels(rows, spec).tolist()
     pending: list[tuple[int, str, float]] = []
     landing: list[tuple[int, str, float]] = []  # labels due for the next label file
     served: dict[str, float] = {}
     start = batch = 0
     while start < len(records):
-        size = rng.randint(1, 4)
+        size = rng.randint(1, 8)
         body = {"records": records[start : start + size]} if size > 1 else records[start]
         response = client.post("/predict", json=body)
         assert response.status_code == 200, response.text
@@ -109,14 +132,14 @@ def _replay(client: httpx.Client, rows: pd.DataFrame, spec: DatasetSpec, seed: i
         due = [p for p in pending if p[0] <= batch]
         pending = [p for p in pending if p[0] > batch]
         rng.shuffle(due)
-        filed = [d for d in due if label_files is not None and rng.random() < 0.3]
+        filed = [d for d in due if label_files is not None and rng.random() < 0.5]
         landing += filed
         if landing and batch % FILE_EVERY == 0:
             assert label_files is not None
             rng.shuffle(landing)
             assert len(label_files.add_labels([d[1] for d in landing], [d[2] for d in landing]).applied) == len(landing)
             landing = []
-            time.sleep(CATCH_UP_S * 3)
+            _caught_up(client, label_files.counts().label_watermark)
         for _, event_id, label in (d for d in due if d not in filed):
             reply = client.post("/feedback", json={"event_id": event_id, "label": label})
             assert reply.status_code == 200 and reply.json()["status"] == "applied", reply.text
@@ -137,20 +160,25 @@ def _rebuilt(parts: Parts) -> pd.DataFrame:
 
 
 def test_served_predictions_equal_predictions_on_the_rebuilt_training_frame(parts: Parts) -> None:
-    rows = read_source(parts.spec).iloc[LANDED : LANDED + 2000]
+    """10,000 events through the API with labels late and out of order, odd keys among them, across a restart."""
+    source = read_source(parts.spec)
+    rows = source.iloc[LANDED : LANDED + REPLAYED - RESTARTED]
     with serving(parts) as client:
         served = _replay(client, rows, parts.spec, seed=1, label_files=parts.event_log)
-        bad = {**json_records(rows.iloc[:1], parts.spec)[0], "hist__label_lag1": 5.0}
-        refused = client.post("/predict", json=bad)
+        record = json_records(rows.iloc[:1], parts.spec)[0]
+        refused = client.post("/predict", json={**record, "hist__label_lag1": 5.0})
         assert refused.status_code == 422 and refused.json()["detail"][0]["loc"] == ["body", "hist__label_lag1"]
-        keyless = client.post("/predict", json={**json_records(rows.iloc[:1], parts.spec)[0], "hr": None})
-        assert keyless.status_code == 200, keyless.text  # no key: its per-key history is missing, the model routes it
-        served[keyless.json()["event_id"]] = keyless.json()["prediction"]
+        keyless = client.post("/predict", json={key: value for key, value in record.items() if key != "hr"})
+        assert keyless.status_code == 422 and keyless.json()["detail"][0]["loc"] == ["body", "hr"]  # absent, not null: refused
+    logged = parts.event_log.counts().total
     with serving(parts) as client:  # a restart rebuilds the state from the log
-        served.update(_replay(client, read_source(parts.spec).iloc[LANDED + 2000 : LANDED + 2300], parts.spec, seed=2))
+        served.update(_replay(client, source.iloc[LANDED + REPLAYED - RESTARTED : LANDED + REPLAYED], parts.spec, seed=2))
+    assert len(served) == REPLAYED and parts.event_log.counts().total == logged + RESTARTED  # the refused requests logged nothing
     frame = _rebuilt(parts).set_index("event_id").loc[list(served)].reset_index()
     history = parts.spec.history_numeric
     assert frame[history].notna().mean().min() > 0.9  # the comparison is on filled features, not on missing ones
+    assert frame["hr"].isna().sum() == frame["weathersit"].isna().sum() == REPLAYED // 50  # the null keys reached the log
+    assert set(frame["hr"]) >= {24.0, 25.0, 26.0} and (frame["weathersit"] == "5").sum() == REPLAYED // 50
     predictor = parts.registry.load_predictor(parts.registry.champion_record().version)  # type: ignore[union-attr]
     assert list(served.values()) == pytest.approx(predictor.predict(frame)["prediction"].tolist(), rel=1e-9, abs=1e-9)
 

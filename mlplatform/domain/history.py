@@ -49,6 +49,11 @@ def label_known_at(events: pd.DataFrame) -> np.ndarray:
     return np.where(labelled, known, -1)
 
 
+def label_known_at_one(source: str, event_time: int, ingested_at: int | None, label_time: int) -> int:
+    """`label_known_at` of one labelled event, from plain values: serving files each /feedback label without a frame."""
+    return label_time if source == SERVED else event_time + label_time - (ingested_at or 0)
+
+
 def timeline(events: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """(is_label, event position) of every item in the order they happened: each event, and each label when it became known.
 
@@ -271,12 +276,17 @@ def _add_exact(partials: list[float], value: float) -> None:
     partials[i:] = [value]
 
 
+def _item_time(item: tuple[int, float]) -> int:
+    return item[0]
+
+
 class _TimeWindow:
-    """One time-window feature of one key: its (time, value) items within `width` µs of the newest, in time order, with
+    """One time-window feature of one key: its (time, value) items within `width` µs of the clock, in time order, with
     their running exact sum and present count, and for min/max the candidates (a monotonic deque).
 
-    Adding and expiring are O(1) amortised; items expire once older than `width` before the newest item or the latest
-    request (the clock moves forward: later requests read at that time or after).
+    Adding and expiring are O(1) amortised, adding out of time order O(log n) plus a shift; items expire once older than
+    `width` before the latest request, or before the newest item when that is older (the clock moves forward: later
+    requests read at that time or after; an item dated after the clock, a label landed with a future time, expires nothing).
     """
 
     def __init__(self, width: int, stat: str) -> None:
@@ -295,8 +305,25 @@ class _TimeWindow:
             self.best.pop()
         self.best.append((at, value))
 
-    def add(self, at: int, value: float) -> None:
-        """One item; a time before the newest (a landed event's label, known at its event time plus delay) is sorted in."""
+    def _sort_in_best(self, at: int, value: float) -> None:
+        """A candidate arriving out of time order, placed after the candidates of its time or before: O(log n) to find
+        its place instead of rebuilding the deque. Beaten by the first later candidate (the maximum, or minimum, of
+        everything after it), it changes nothing; otherwise it beats the earlier candidates just before its place that
+        it outlives, as `_push_best` would have, had it come in order."""
+        best = self.best
+        place = bisect.bisect_right(best, at, key=_item_time)
+        if place < len(best) and self._beaten(value, best[place][1]):
+            return
+        first = place
+        while first and self._beaten(best[first - 1][1], value):
+            first -= 1
+        for _ in range(place - first):
+            del best[first]
+        best.insert(first, (at, value))
+
+    def add(self, at: int, value: float, clock: int) -> None:
+        """One item, `clock` being the latest request's time; a time before the newest (a landed event's label, known at
+        its event time plus delay) is sorted in."""
         times, values = self.times, self.values
         if not times or at >= times[-1]:
             times.append(at)
@@ -307,15 +334,12 @@ class _TimeWindow:
             place = bisect.bisect_right(times, at)
             times.insert(place, at)
             values.insert(place, value)
-            if self.stat in ("min", "max"):
-                self.best.clear()
-                for time, kept in zip(times, values):
-                    if kept == kept:
-                        self._push_best(time, kept)
+            if value == value and self.stat in ("min", "max"):
+                self._sort_in_best(at, value)
         if value == value:
             self.present += 1
             _add_exact(self.partials, value)
-        self.expire(times[-1] - self.width)
+        self.expire(min(times[-1], clock) - self.width)
 
     def expire(self, bound: int) -> None:
         """Forget the items at or before `bound`."""
@@ -395,6 +419,7 @@ class HistoryState:
         self._empty = {by: self._new_state(by) for by in self.keys}  # what a key never seen reads
         self._task, self._positive = spec.task.value, spec.positive_class
         self.label_watermark = 0  # every label up to this label_seq has been observed
+        self._clock = -(2**63)  # the latest request's (or replayed event's) time: what time windows may forget
         self._observed_above: set[int] = set()  # label_seqs above the watermark observed already (through /feedback)
 
     def _label_number(self, label: Any) -> float:
@@ -464,6 +489,7 @@ class HistoryState:
 
     def observe_event(self, row: Mapping[str, Any], time_us: int) -> None:
         """An event happened at `time_us` (after its features were computed)."""
+        self._clock = max(self._clock, time_us)
         for by in self.keys:
             key = self._key(row, by)
             if key is None:
@@ -475,7 +501,7 @@ class HistoryState:
                 values.append(_number(row.get(col)))
             for plan in self._timed[by]:
                 if not plan.label:
-                    state.windows[plan.slot].add(time_us, _number(row.get(plan.source or "")))
+                    state.windows[plan.slot].add(time_us, _number(row.get(plan.source or "")), self._clock)
 
     def observe_label(self, row: Mapping[str, Any], label: Any, known_us: int, label_seq: int | None = None) -> None:
         """The label of an event with these features became known at `known_us` (`label_known_at`); with its `label_seq`,
@@ -493,7 +519,7 @@ class HistoryState:
                 state.numbers.append(number)
                 for plan in self._timed[by]:
                     if plan.label:
-                        state.windows[plan.slot].add(known_us, number)
+                        state.windows[plan.slot].add(known_us, number, self._clock)
 
     def catch_up(self, landed: pd.DataFrame) -> int:
         """Observe labels that landed outside /feedback (label files), given in label_seq order after `label_watermark`

@@ -16,9 +16,9 @@ from typing import Any, Protocol
 
 from starlette.concurrency import run_in_threadpool
 
-from mlplatform.domain.history import HistoryState, label_known_at
+from mlplatform.domain.history import HistoryState, label_known_at_one
 from mlplatform.domain.spec import DatasetSpec, Task
-from mlplatform.domain.validation import MAX_ID_LENGTH
+from mlplatform.domain.validation import EVENT_TIME, MAX_ID_LENGTH
 from mlplatform.serving.champion import ChampionWatcher, ServedModel
 from mlplatform.serving.live import LiveQualityGauges
 from mlplatform.serving.metrics import ModelMetrics, ServingMetrics
@@ -26,7 +26,7 @@ from mlplatform.serving.predictionlog import PredictionLog, PredictionLogError
 from mlplatform.serving.records import FieldError, check_number, utf8_problem
 from mlplatform.serving.shadow import ShadowScorer
 from mlplatform.settings import Settings, SettingsError
-from mlplatform.stores.eventlog import EventStore, now_us
+from mlplatform.stores.eventlog import EventStore, LabelResult, now_us
 from mlplatform.stores.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -151,6 +151,7 @@ class ModelService:
         if self.history is not None and self.spec.history is not None:  # rebuilt from the log before the first request
             watermark = self.events.counts().label_watermark
             self.history.replay(self.events.events_between(limit=self.spec.history.warmup_events, label_times=True), watermark)
+            self.metrics.history_watermark.set(self.history.label_watermark)
             self._catch_up.start()
         self.log = PredictionLog(self.events, self.metrics, s.serve_log_interval_ms / 1000, s.serve_log_max_rows, s.serve_log_on_loop)
         self.log.probe()  # not ready from the start if the event log cannot be written
@@ -265,29 +266,32 @@ class ModelService:
     def _observe_label(self, event_id: str, label: str | float) -> None:
         """File a label just applied through /feedback under its event's keys (read back from the log, with its label_seq)."""
         assert self.history is not None
-        event = self.events.get([event_id], label_times=True)
-        features = event[list(self.spec.features)]
-        row = features.astype(object).where(features.notna(), None).to_dict("records")[0]
+        found = self.events.record(event_id)
+        if found is None:  # gone from the log since its label was applied (retention): training will not see that label either
+            return
+        event, row = found
+        known = label_known_at_one(event["source"], event[EVENT_TIME], event["ingested_at"], event["label_time"])
         with self._history_lock:
-            self.history.observe_label(row, label, int(label_known_at(event)[0]), int(event["label_seq"].iloc[0]))
+            self.history.observe_label(row, label, known, event["label_seq"])
 
     def _catch_up_labels(self) -> None:
-        """Labels that land outside /feedback (label files) reach the history state within `serve_reload_seconds`."""
+        """Labels that land outside /feedback (label files) reach the history state within `serve_history_catch_up_seconds`."""
         assert self.history is not None
-        while not self._stop.wait(self.settings.serve_reload_seconds):
+        while not self._stop.wait(self.settings.serve_history_catch_up_seconds):
             try:
                 if not self.events.labelled_since(self.history.label_watermark):
                     continue  # nothing landed: a look-up of the counters, not a query and a frame holding the GIL every round
                 landed = self.events.labels_since(self.history.label_watermark)
                 with self._history_lock:
                     self.history.catch_up(landed)
+                self.metrics.history_watermark.set(self.history.label_watermark)
             except Exception:  # the next round retries; serving goes on with the state it has
                 self.metrics.errors.labels(kind="history_labels").inc()
                 log.exception("cannot read the labels landed since label_seq %s", self.history.label_watermark)
 
     async def feedback(self, body: Any) -> dict[str, Any]:
         event_id, label = _feedback_fields(body, self.spec)
-        result = await run_in_threadpool(self.events.add_labels, [event_id], [label])
+        result = await run_in_threadpool(self._apply_label, event_id, label)
         if result.unknown:
             self.metrics.feedback.labels(outcome="unknown").inc()
             raise ApiError(404, f"unknown event_id {event_id[:64]!r}: no prediction or event of model {self.name!r} has that id", "unknown_event")
@@ -295,12 +299,18 @@ class ModelService:
             self.metrics.feedback.labels(outcome="conflict").inc()
             raise ApiError(409, f"event {event_id[:64]!r} already has a different label; labels are never overwritten", "label_conflict")
         status = "applied" if result.applied else "unchanged"
-        if result.applied and self.history is not None:
-            await run_in_threadpool(self._observe_label, event_id, label)
         self.metrics.feedback.labels(outcome=status).inc()
-        if result.applied and self.settings.serve_online_correction:
-            await run_in_threadpool(self.learn, event_id)
         return {"event_id": event_id, "label": label, "status": status}
+
+    def _apply_label(self, event_id: str, label: str | float) -> LabelResult:
+        """Record the label and, once applied, file it into the history state or teach the online correction, in one
+        worker-thread hop: each hop waits for the loop and a worker to be scheduled, most of a /feedback on a busy host."""
+        result = self.events.add_labels([event_id], [label])
+        if result.applied and self.history is not None:
+            self._observe_label(event_id, label)
+        if result.applied and self.settings.serve_online_correction:
+            self.learn(event_id)
+        return result
 
     def learn(self, event_id: str) -> None:
         """The online correction learns from a label just applied; the label is recorded whatever happens here."""

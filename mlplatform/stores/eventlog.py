@@ -492,16 +492,29 @@ class EventStore(ABC):
         columns, rows = self._query(f"SELECT reason, count(*) AS rows FROM quarantine GROUP BY reason ORDER BY rows DESC LIMIT {self.PARAM}", (limit,))
         return pd.DataFrame.from_records(rows, columns=columns, coerce_float=True)
 
-    def _select(self, where: str, params: Sequence[object], order: str, limit: int | None, label_times: bool = False) -> pd.DataFrame:
+    def _select_sql(self, where: str, order: str, limit: int | None, label_times: bool) -> str:
         features = ", ".join(f"{_col(f)} AS \"{f}\"" for f in self.spec.features)
         times = "ingested_at, label_time, " if label_times else ""
         sql = (
             f"SELECT seq, event_id, event_time, label, label_seq, source, model_version, prediction, probability, {times}"
             f"{features} FROM events WHERE {where} ORDER BY {order}"
         )
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
-        return frame_from_rows(*self._query(sql, list(params)), self.spec)
+        return sql if limit is None else f"{sql} LIMIT {int(limit)}"
+
+    def _select(self, where: str, params: Sequence[object], order: str, limit: int | None, label_times: bool = False) -> pd.DataFrame:
+        return frame_from_rows(*self._query(self._select_sql(where, order, limit, label_times), list(params)), self.spec)
+
+    def record(self, event_id: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """One event as plain values: (the log's columns of `get` with label times, the features by name); None if no event
+        has that id. Two mappings, as a feature may be named like a column of the log.
+
+        Serving files each label of /feedback into its history state with it: a one-row DataFrame costs more than the rest of the request.
+        """
+        columns, rows = self._query(self._select_sql(f"event_id = {self.PARAM}", "seq", 1, True), [event_id])
+        if not rows:
+            return None
+        split = len(columns) - len(self.spec.features)
+        return dict(zip(columns[:split], rows[0][:split])), dict(zip(self.spec.features, rows[0][split:]))
 
     def labelled_window(self, limit: int, max_label_seq: int | None = None) -> pd.DataFrame:
         """The most recent `limit` labelled events (by event time), oldest first."""
