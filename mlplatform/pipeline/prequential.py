@@ -5,6 +5,7 @@ policies may refit between blocks of events (a block is one sensor tick); the on
 after every event. The platform's policy is not re-implemented here: it calls the sensor's decision
 (`policy.decide`), the features step (`retraining.prepare_window`), training (`retraining.train_on_best_window`,
 the trained_model step's choice among candidate windows) and the promotion rule (`retraining.judge`) — the code the assets run.
+Its quality_drop reading is live_quality's (`live_quality.realized_reading`) on the blocks the champion served.
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ from mlplatform.domain.correction import ResidualCorrector
 from mlplatform.pipeline.drift import compare
 from mlplatform.domain.evaluation import score
 from mlplatform.domain.history import history_frame
-from mlplatform.domain.policy import DRIFT, RECORD_SIZE, Cursor, Observation, PolicyConfig, RetrainOutcome, decide
+from mlplatform.domain.policy import DRIFT, QUALITY_DROP, RECORD_SIZE, Cursor, Observation, PerformanceReading, PolicyConfig, RetrainOutcome, decide
+from mlplatform.pipeline.live_quality import realized_reading
 from mlplatform.domain.predictor import PREDICTION, PROBABILITY, Predictor
 from mlplatform.pipeline.replay import DriftScenario, read_source, select_stream
-from mlplatform.pipeline.retraining import judge, prepare_window, train_on_best_window
+from mlplatform.pipeline.retraining import judge, prepare_window, split_window, train_on_best_window
 from mlplatform.settings import Settings
 from mlplatform.domain.spec import DatasetSpec, Task
 from mlplatform.domain.training import TrainingConfig, train
@@ -217,7 +219,9 @@ class PlatformPolicy(Policy):
         if half_life is not None and half_life <= 0:
             raise BenchmarkError(f"recency half-life must be > 0 events, got {half_life}")
         self.settings = settings
-        self.config = PolicyConfig(settings.retrain_every_n, settings.min_new_labelled_for_drift, settings.retrain_cooldown_seconds)
+        self.config = PolicyConfig(settings.retrain_every_n, settings.min_new_labelled_for_drift, settings.retrain_cooldown_seconds,
+                                   quality_drop_margin=settings.quality_drop_margin if settings.retrain_on_quality_drop else None,
+                                   quality_drop_events=settings.quality_drop_events)
         self.drift_check = drift_check
         self.half_life = half_life
         self.correction = correction
@@ -229,6 +233,8 @@ class PlatformPolicy(Policy):
         self.record: tuple[RetrainOutcome, ...] = ()  # the policy's own record, newest first, as trigger.policy_record reads it
         self.last_report = 0
         self.drift: tuple[bool | None, float | None, str | None] = (None, None, None)
+        self.served: list[tuple[int | None, pd.Series, pd.DataFrame]] = []  # (the champion's cut-off, labels, what it served) per block
+        self.holdout_metrics: tuple[int | None, dict[str, float]] = (None, {})  # (the champion's cut-off, its metrics on its hold-out)
 
     def _weights(self, n: int) -> np.ndarray | None:
         if self.half_life is None:
@@ -263,7 +269,32 @@ class PlatformPolicy(Policy):
     def serve(self, block: pd.DataFrame) -> pd.DataFrame:
         assert self.champion is not None
         predicted = self.champion.predict(block)
-        return predicted if self.correction is None else self.correction.apply(block, predicted, block[LABEL])
+        served = predicted if self.correction is None else self.correction.apply(block, predicted, block[LABEL])
+        self.served.append((self.champion_cutoff, block[LABEL], served))
+        return served
+
+    def _realized(self, history: pd.DataFrame) -> tuple[PerformanceReading | None, str]:
+        """The reading live_quality makes: the champion's latest `quality_drop_events` served predictions whose labels are
+        known, against its hold-out reference."""
+        self.served = [(cutoff, labels, served) for cutoff, labels, served in self.served if cutoff == self.champion_cutoff]
+        if not self.served:
+            return None, "no labelled served predictions of the champion yet"
+        labels, served = pd.concat([s[1] for s in self.served]), pd.concat([s[2] for s in self.served])
+        known = labels.index < len(history)
+        n = self.settings.quality_drop_events
+        reading = realized_reading(self.spec, labels[known].iloc[-n:], served[known].iloc[-n:], self._holdout_reference(history))
+        return (None, reading) if isinstance(reading, str) else (reading.as_reading(f"quality-{len(history)}"), "")
+
+    def _holdout_reference(self, history: pd.DataFrame) -> dict[str, float]:
+        """The champion's metrics on the hold-out of the window it was trained on, once per champion: the reference the
+        assets log with it (its estimator's, realized on the same hold-out). Out of sample while the served model is
+        the one judged on that hold-out."""
+        assert self.champion is not None and self.champion_cutoff is not None
+        if self.holdout_metrics[0] != self.champion_cutoff:
+            window = history.iloc[: self.champion_cutoff].iloc[-self.settings.training_window :]
+            _, holdout = split_window(window, self.settings.holdout_fraction, self.settings.holdout_max_rows)
+            self.holdout_metrics = (self.champion_cutoff, score(self.spec, holdout[LABEL], self.champion.predict(holdout)))
+        return self.holdout_metrics[1]
 
     def _drift_report(self, history: pd.DataFrame) -> None:
         """A new drift report every `drift_every_n_events` events, as the drift sensor requests them."""
@@ -281,7 +312,9 @@ class PlatformPolicy(Policy):
         self._drift_report(history)
         detected, share, report_id = self.drift
         now = float(history[EVENT_TIME].iloc[-1]) / 1e6
-        observation = Observation(len(history), self.champion_cutoff, now, detected, share, report_id, record=self.record)
+        quality, quality_note = self._realized(history)
+        observation = Observation(len(history), self.champion_cutoff, now, detected, share, report_id, quality=quality, quality_note=quality_note,
+                                  record=self.record)
         trigger, self.cursor, _ = decide(observation, self.cursor, self.config)
         if trigger is not None:
             self.stats.triggers[trigger.reason] += 1
@@ -361,6 +394,10 @@ class PolicyResult:
     @property
     def drift_triggers(self) -> int:
         return self.triggers.get(DRIFT, 0)
+
+    @property
+    def quality_triggers(self) -> int:
+        return self.triggers.get(QUALITY_DROP, 0)
 
 
 def run_prequential(events: pd.DataFrame, spec: DatasetSpec, policy: Policy, warmup: int, block: int, label_delay: int = 0) -> PolicyResult:
