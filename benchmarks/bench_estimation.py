@@ -36,7 +36,7 @@ from bench_adaptation import ADULT, BIKE, Stream, default_streams, user_streams 
 from results import markdown_table, report  # noqa: E402
 
 from mlplatform.domain.estimation import WATCHED_METRIC  # noqa: E402
-from mlplatform.domain.policy import DRIFT, ESTIMATED_DROP, NEW_OBSERVATIONS, Cursor, EstimatedPerformance, Observation, PolicyConfig, decide  # noqa: E402
+from mlplatform.domain.policy import DRIFT, ESTIMATED_DROP, NEW_OBSERVATIONS, Cursor, PerformanceReading, Observation, PolicyConfig, decide  # noqa: E402
 from mlplatform.domain.predictor import Predictor  # noqa: E402
 from mlplatform.domain.spec import DatasetSpec, load_spec  # noqa: E402
 from mlplatform.domain.training import encode_labels, train  # noqa: E402
@@ -150,7 +150,7 @@ def detection(spec: DatasetSpec, settings: Settings, predictor: Predictor, event
         if (end - warmup) % args.drift_every == 0:
             drift = (*drift_check(events.iloc[:warmup], events.iloc[warmup:end]), str(end))
         recent = predictor.estimate(events.iloc[max(warmup, end - settings.estimated_drop_events) : end], settings.estimation_min_events)
-        estimate = None if watched not in recent.metrics else EstimatedPerformance(
+        estimate = None if watched not in recent.metrics else PerformanceReading(
             str(end), watched, recent.metrics[watched], recent.lower[watched], recent.upper[watched], estimator.reference[watched], recent.events)
         watermark = warmup + max(0, end - warmup - args.label_delay)
         for reason, config in configs.items():

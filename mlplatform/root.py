@@ -41,6 +41,7 @@ LOOP_FIELDS = (
     "drift_sample_rows", "drift_share_threshold", "drift_min_current_rows", "drift_current_hours", "drift_every_n_events", "drift_reports_keep",
     "live_quality_window", "live_quality_min_events", "live_min_precision", "live_min_recall", "live_max_rmse",
     "estimation_chunk_events", "estimation_chunks", "estimation_min_events", "retrain_on_estimated_drop", "estimated_drop_margin", "estimated_drop_events",
+    "retrain_on_quality_drop", "quality_drop_margin", "quality_drop_events",
     "freshness_model_hours", "freshness_drift_hours", "freshness_live_quality_hours",
 )
 

@@ -11,14 +11,15 @@ import pandas as pd
 import pytest
 
 from mlplatform.domain.spec import DatasetSpec
-from mlplatform.domain.validation import EVENT_ID, EVENT_TIME
+from mlplatform.domain.validation import EVENT_ID, EVENT_TIME, LABEL, validate_frame
 from mlplatform.orchestration.instance import prepare_dagster_home
 from mlplatform.orchestration.names import ModelNames
 from mlplatform.orchestration.resources import PlatformResource
 from mlplatform.pipeline.landing import ingest_pending
-from mlplatform.pipeline.replay import GENERATED_INTERVAL_S, STREAM_START, write_batches
+from mlplatform.pipeline.replay import GENERATED_INTERVAL_S, STREAM_START, canonical_labels, write_batches
 from mlplatform.root import ModelContext, platform
 from mlplatform.settings import Settings
+from mlplatform.stores.eventlog import SERVING_SOURCE
 from mlplatform_tests.conftest import FAST_TRAINING
 from mlplatform_tests.support import loop
 
@@ -63,6 +64,22 @@ class Platform:
         """Land rows and ingest them with the core call raw_events makes, without a Dagster run (for loops)."""
         write_batches(rows, self.spec, self.settings.landing_dir, 5000, prefix="ingested")
         ingest_pending(self.settings.landing_dir, self.spec, self.model.event_log)
+
+    def serve(self, n: int, version: int = 1, flip_labels: bool = False) -> None:
+        """What the prediction service logs for `n` requests (the stream's next rows, predicted by `version`), then the labels
+        coming back by event id; `flip_labels`: the other class comes back for every event (a concept change)."""
+        spec, model = self.spec, self.model
+        rows = self.next_rows(n)
+        events = validate_frame(rows.drop(columns=[spec.label]), spec, generated_id_prefix="served", generated_time_start_us=0).events
+        events[LABEL] = None
+        predicted = model.registry.load_predictor(version).predict(events)
+        model.event_log.append(events.assign(model_version=str(version), prediction=predicted["prediction"], probability=predicted["probability"]),
+                               SERVING_SOURCE)
+        labels = canonical_labels(rows, spec)
+        if flip_labels:
+            classes = spec.classes or []
+            labels = labels.map(dict(zip(classes, reversed(classes))))
+        assert not model.event_log.add_labels(events[EVENT_ID].tolist(), labels.tolist()).conflicts
 
     def next_rows(self, n: int) -> pd.DataFrame:
         """The next `n` rows of the stream, marked as replayed."""

@@ -13,7 +13,7 @@ from sklearn import metrics as skm
 from mlplatform.domain.estimation import (ClassificationEstimator, EstimationError, RegressionEstimator, fit_estimator, load_estimator,
                                           weighted_auc)
 from mlplatform.domain.keys import ESTIMATE_TAG, ESTIMATED_METRIC_TAG, ESTIMATED_REFERENCE_TAG, ESTIMATED_VALUE_TAG, REASON_TAG
-from mlplatform.domain.policy import ESTIMATED_DROP, Cursor, EstimatedPerformance, Observation, PolicyConfig, decide
+from mlplatform.domain.policy import ESTIMATED_DROP, Cursor, PerformanceReading, Observation, PolicyConfig, decide
 from mlplatform.domain.predictor import NO_ESTIMATOR, Predictor
 from mlplatform.domain.spec import load_spec, parse_spec
 from mlplatform.domain.training import TrainingConfig, encode_labels, fit_performance_estimator, train
@@ -171,7 +171,7 @@ CONFIG = PolicyConfig(every_n=5000, min_new_for_drift=500, cooldown_seconds=300,
 def _observe(estimate: float, lower: float, upper: float, events: int = 2000, metric: str = "roc_auc", reference: float = 0.90,
              report: str = "41", now: float = 10_000.0) -> Observation:
     return Observation(label_watermark=1200, champion_cutoff=1000, now=now,
-                       estimate=EstimatedPerformance(report, metric, estimate, lower, upper, reference, events))
+                       estimate=PerformanceReading(report, metric, estimate, lower, upper, reference, events))
 
 
 def test_an_estimated_drop_outside_the_band_triggers_once_without_labels() -> None:

@@ -18,11 +18,8 @@ from mlplatform.cli.dev import evidently_server, free_port, running
 from mlplatform.domain.keys import EVIDENTLY_PROJECT_URL, EVIDENTLY_SNAPSHOT_URL, EVIDENTLY_WORKSPACE_ERROR, REPORT_PATH
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.orchestration.assets import latest_metadata
-from mlplatform.domain.validation import EVENT_ID, LABEL, validate_frame
 from mlplatform.orchestration.names import ModelNames
 from mlplatform.pipeline.estimation import estimate_floors
-from mlplatform.pipeline.replay import canonical_labels
-from mlplatform.stores.eventlog import SERVING_SOURCE
 from mlplatform.stores.evidently_workspace import (CHAMPION_COLUMN, DRIFT_KIND, DRIFT_TAB, ESTIMATED_KIND, LIVE_QUALITY_KIND, QUALITY_TAB, TOP_COLUMNS,
                                                    KIND_TAG)
 from mlplatform.stores.reports import html_path
@@ -69,21 +66,9 @@ def _report(platform: Platform) -> dict[str, object]:
     return {**meta, **(latest_metadata(platform.instance, DRIFT_DASHBOARD) or {})}
 
 
-def _serve(platform: Platform, n: int) -> None:
-    """What the prediction service logs for `n` requests (the stream's next rows, predicted by the champion), then the
-    labels coming back by event id."""
-    spec, model = platform.spec, platform.model
-    rows = platform.next_rows(n)
-    events = validate_frame(rows.drop(columns=[spec.label]), spec, generated_id_prefix="served", generated_time_start_us=0).events
-    events[LABEL] = None
-    predicted = model.registry.load_predictor(1).predict(events)
-    model.event_log.append(events.assign(model_version="1", prediction=predicted["prediction"], probability=predicted["probability"]), SERVING_SOURCE)
-    assert not model.event_log.add_labels(events[EVENT_ID].tolist(), canonical_labels(rows, spec).tolist()).conflicts
-
-
 def _score(platform: Platform, served: int) -> dict[str, object]:
     if served:
-        _serve(platform, served)
+        platform.serve(served)
     platform.materialize("live_quality")
     meta = latest_metadata(platform.instance, LIVE_QUALITY)
     assert meta is not None and meta["enough_events"] is True, meta

@@ -1,9 +1,15 @@
-"""The retraining policy's drift bar: learnt from its own record of drift retrainings and their outcomes (pure)."""
+"""The retraining policy (pure): its drift bar, learnt from its own record of evidence-driven retrainings and their
+outcomes, and its quality_drop reason, read from the champion's realized performance on its labelled served predictions."""
+
+import json
+import math
 
 import pytest
 
-from mlplatform.domain.keys import AWAITING_SHADOW, PROMOTED, REJECTED
-from mlplatform.domain.policy import DRIFT, ESTIMATED_DROP, NEW_OBSERVATIONS, RECORD_SIZE, Cursor, DriftBar, Observation, PolicyConfig, RetrainOutcome, decide
+from mlplatform.domain.keys import (AWAITING_SHADOW, DRIFT_REPORT_TAG, PROMOTED, QUALITY_TAG, REALIZED_BAND_TAG, REALIZED_EVENTS_TAG, REALIZED_METRIC_TAG,
+                                   REALIZED_REFERENCE_TAG, REALIZED_VALUE_TAG, REASON_TAG, REJECTED)
+from mlplatform.domain.policy import (DRIFT, ESTIMATED_DROP, NEW_OBSERVATIONS, QUALITY_DROP, RECORD_SIZE, Cursor, DriftBar, Observation, PerformanceReading,
+                                      PolicyConfig, RetrainOutcome, decide)
 
 CONFIG = PolicyConfig(every_n=3000, min_new_for_drift=500, cooldown_seconds=0)
 CUTOFF = 1000  # the champion's
@@ -26,7 +32,8 @@ def _drift(new: int, record: tuple[RetrainOutcome, ...], report: str = "r9") -> 
     ((PROMOTED_DRIFT, REJECTED_DRIFT, REJECTED_DRIFT), 500, 0),  # the latest promotion reset it
     ((RetrainOutcome(NEW_OBSERVATIONS, True, 1500), REJECTED_DRIFT), 500, 0),  # whatever triggered the promotion
     ((REJECTED_DRIFT, RetrainOutcome(NEW_OBSERVATIONS, True, 1500), REJECTED_DRIFT), 1000, 1),
-    ((RetrainOutcome(NEW_OBSERVATIONS, False, 1500), REJECTED_DRIFT, RetrainOutcome(ESTIMATED_DROP, False, 1500)), 1000, 1),  # only drift raises it
+    ((RetrainOutcome(NEW_OBSERVATIONS, False, 1500), REJECTED_DRIFT, RetrainOutcome(ESTIMATED_DROP, False, 1500)), 1000, 1),  # not the others
+    ((RetrainOutcome(QUALITY_DROP, False, 1500), REJECTED_DRIFT), 2000, 2),  # a realized drop retrained in vain raises it like drift
     ((RetrainOutcome(DRIFT, None, 1500), REJECTED_DRIFT), 1000, 1),  # an unknown outcome neither raises nor resets it
     ((REJECTED_DRIFT, RetrainOutcome(DRIFT, False, CUTOFF), REJECTED_DRIFT), 1000, 1),  # a champion set by hand at 1000 reset it
     ((RetrainOutcome(DRIFT, False, 900),), 500, 0),  # about an older champion
@@ -48,22 +55,22 @@ def test_the_skip_and_trigger_sentences_say_the_bar_and_why() -> None:
     held, cursor, why = decide(_drift(1999, record), Cursor(), CONFIG)
     assert held is None and cursor == Cursor()
     assert why == ("drift detected, waiting for labels: 1999 new labelled events of 2000 needed; drift bar 2000 new labelled events "
-                   "(doubled from 500: 2 drift retrainings were not promoted since the latest promotion)")
+                   "(doubled from 500: 2 drift or quality_drop retrainings were not promoted since the latest promotion)")
     trigger, _, why = decide(_drift(2000, record), Cursor(), CONFIG)
-    assert trigger is not None and trigger.reason == DRIFT and "drift bar 2000" in why and "2 drift retrainings were not promoted" in why
+    assert trigger is not None and trigger.reason == DRIFT and "drift bar 2000" in why and "2 drift or quality_drop retrainings were not promoted" in why
     fresh, _, why = decide(_drift(500, ()), Cursor(), CONFIG)
-    assert fresh is not None and fresh.reason == DRIFT and "drift bar 500 new labelled events (no unpromoted drift retraining" in why
+    assert fresh is not None and fresh.reason == DRIFT and "drift bar 500 new labelled events (no unpromoted drift or quality_drop retraining" in why
 
 
 def test_at_every_n_drift_waits_for_the_label_count_and_says_so() -> None:
     record = (REJECTED_DRIFT,) * 3
     held, _, why = decide(_drift(2999, record), Cursor(), CONFIG)
-    assert held is None and "the label count's: drift waits for the every-3000 retraining" in why and "3 drift retrainings" in why
+    assert held is None and "the label count's: drift waits for the every-3000 retraining" in why and "3 drift or quality_drop retrainings" in why
     counted, _, _ = decide(_drift(3000, record), Cursor(), CONFIG)
     assert counted is not None and counted.reason == NEW_OBSERVATIONS
     quiet = Observation(label_watermark=1100, champion_cutoff=1000, now=10_000.0, drift_detected=False, drift_share=0.1, record=(REJECTED_DRIFT,))
     _, _, why = decide(quiet, Cursor(), CONFIG)
-    assert "no dataset drift (share 0.10); drift bar 1000 new labelled events (doubled from 500: 1 drift retraining was not promoted" in why
+    assert "no dataset drift (share 0.10); drift bar 1000 new labelled events (doubled from 500: 1 drift or quality_drop retraining was not promoted" in why
 
 
 @pytest.mark.parametrize(("reason", "decision", "watermark", "outcome"), [
@@ -90,3 +97,71 @@ def test_a_corrupt_record_never_raises_the_bar() -> None:
     record = tuple(RetrainOutcome.recorded(reason, decision, watermark) for reason, decision, watermark in
                    [(None, REJECTED, "1500"), (DRIFT, "nonsense", "1500"), ("x" * 10_000, REJECTED, "1500"), (DRIFT, REJECTED, "oops")])
     assert DriftBar.of(record, CONFIG, CUTOFF) == DriftBar(500, 0)
+
+
+# ---- quality_drop: the champion's realized performance on its labelled served predictions ----------------------------
+
+QUALITY = PolicyConfig(every_n=3000, min_new_for_drift=500, cooldown_seconds=0, quality_drop_margin=0.05, quality_drop_events=1000)
+
+
+def _realized(value: float, lower: float, upper: float, events: int = 1000, new: int = 600, reading: str = "q7", metric: str = "roc_auc",
+              reference: float = 0.90, record: tuple[RetrainOutcome, ...] = (), **drift: object) -> Observation:
+    """A realized reading of the champion (cut-off 1000) with `new` labelled events since it."""
+    return Observation(label_watermark=CUTOFF + new, champion_cutoff=CUTOFF, now=10_000.0, quality=PerformanceReading(reading, metric, value, lower, upper,
+                       reference, events), record=record, **drift)  # type: ignore[arg-type]
+
+
+def test_a_realized_drop_outside_the_band_triggers_once_and_says_why() -> None:
+    trigger, cursor, why = decide(_realized(0.80, 0.78, 0.82), Cursor(), QUALITY)
+    assert trigger is not None and trigger.reason == QUALITY_DROP and trigger.run_key == "quality_drop-q7" and trigger.new_labelled == 600
+    assert {k: trigger.tags[k] for k in (REASON_TAG, QUALITY_TAG, REALIZED_METRIC_TAG, REALIZED_VALUE_TAG, REALIZED_BAND_TAG, REALIZED_REFERENCE_TAG,
+                                         REALIZED_EVENTS_TAG)} == {REASON_TAG: QUALITY_DROP, QUALITY_TAG: "q7", REALIZED_METRIC_TAG: "roc_auc",
+                                                                   REALIZED_VALUE_TAG: "0.8000", REALIZED_BAND_TAG: "0.7800-0.8200",
+                                                                   REALIZED_REFERENCE_TAG: "0.9000", REALIZED_EVENTS_TAG: "1000"}
+    assert why == ("retrain: quality_drop (600 new labelled events); realized roc_auc 0.8000 (95 % band 0.7800-0.8200, 1000 events) vs reference "
+                   "0.9000: 11.1% worse; drift bar 500 new labelled events (no unpromoted drift or quality_drop retraining since the latest promotion)")
+    assert cursor.last_quality == "q7" and Cursor.from_json(cursor.to_json()) == (cursor, False)
+    again, kept, why = decide(_realized(0.80, 0.78, 0.82, new=2000), cursor, QUALITY)
+    assert again is None and kept == cursor and "the latest realized quality reading already triggered a retraining" in why, why
+    lost = Cursor(cursor.last_trigger_seq, cursor.last_trigger_time)  # a cursor rebuilt without the reading: it fires again
+    assert decide(_realized(0.80, 0.78, 0.82, new=2000), lost, QUALITY)[0] is not None
+
+
+@pytest.mark.parametrize(("observation", "config", "says"), [
+    (_realized(0.86, 0.84, 0.88), QUALITY, "realized roc_auc 0.8600 (95 % band 0.8400-0.8800, 1000 events) vs reference 0.9000: 4.4% worse "
+                                           "(a drop is 5% worse, outside the band)"),  # below the reference by less than the margin
+    (_realized(0.84, 0.78, 0.91), QUALITY, "6.7% worse"),  # a wide band holds the reference: could be chance
+    (_realized(0.80, 0.78, 0.82, events=999), QUALITY, "realized quality reading over 999 events; 1000 needed"),
+    (_realized(0.80, 0.78, 0.82, new=499), QUALITY, "11.1% worse (a drop is 5% worse, outside the band; waiting for labels: 500 new labelled events "
+                                                     "needed (the drift bar))"),
+    (_realized(0.80, 0.78, 0.82, new=999, record=(REJECTED_DRIFT,)), QUALITY, "waiting for labels: 1000 new labelled events needed"),
+    (_realized(0.80, 0.78, 0.82), PolicyConfig(3000, 500, 0), "quality drop: off"),
+    (Observation(1600, CUTOFF, 10_000.0, quality_note="12 labelled served predictions of the champion"), QUALITY,
+     "12 labelled served predictions of the champion"),
+    (Observation(1600, CUTOFF, 10_000.0), QUALITY, "no realized quality reading"),
+    (_realized(math.nan, math.nan, math.nan), QUALITY, "realized roc_auc nan"),  # unreadable numbers never fire, never raise
+    (_realized(0.80, 0.78, 0.82, reference=math.nan), QUALITY, "vs reference nan"),
+])
+def test_no_quality_drop_without_a_clear_drop_on_enough_events_and_labels(observation: Observation, config: PolicyConfig, says: str) -> None:
+    trigger, cursor, why = decide(observation, Cursor(), config)
+    assert trigger is None and cursor == Cursor() and says in why, why
+
+
+def test_a_regression_quality_drop_is_a_rise_of_the_realized_error() -> None:
+    assert decide(_realized(120.0, 115.0, 125.0, metric="mae", reference=100.0), Cursor(), QUALITY)[0] is not None
+    assert decide(_realized(80.0, 75.0, 85.0, metric="mae", reference=100.0), Cursor(), QUALITY)[0] is None
+
+
+def test_a_realized_drop_goes_before_a_drift_verdict_and_consumes_both() -> None:
+    observation = _realized(0.80, 0.78, 0.82, drift_detected=True, drift_share=0.7, drift_report_id="r9")
+    trigger, cursor, _ = decide(observation, Cursor(), QUALITY)
+    assert trigger is not None and trigger.reason == QUALITY_DROP and trigger.tags[DRIFT_REPORT_TAG] == "r9"
+    assert (cursor.last_drift_report, cursor.last_quality) == ("r9", "q7")
+    counted, _, _ = decide(_realized(0.80, 0.78, 0.82, new=3000), Cursor(), QUALITY)
+    assert counted is not None and counted.reason == NEW_OBSERVATIONS, "the label count goes first, as for every reason"
+
+
+def test_an_older_cursor_without_the_reading_is_read_not_reset() -> None:
+    old = json.dumps({"last_trigger_seq": 10, "last_trigger_time": 5.0, "last_drift_report": "7", "last_estimate": "41", "version": 1})
+    assert Cursor.from_json(old) == (Cursor(10, 5.0, "7", "41", None), False)
+    assert Cursor.from_json(json.dumps({**json.loads(old), "last_quality": 12})) == (Cursor(10, 5.0, "7", "41", "12"), False)

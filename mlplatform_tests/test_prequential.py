@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from mlplatform.domain.correction import ResidualCorrector
-from mlplatform.domain.policy import DRIFT, NEW_OBSERVATIONS
+from mlplatform.domain.policy import DRIFT, NEW_OBSERVATIONS, QUALITY_DROP
 from mlplatform.domain.predictor import PREDICTION, PROBABILITY
 from mlplatform.pipeline.prequential import (
     BenchmarkError,
@@ -70,6 +70,19 @@ def test_platform_policy_retrains_on_drift_and_on_new_labels_through_the_sensor_
     stationary = stream_events(adult_spec, order="shuffled", count=2500)
     calm = run_prequential(stationary, adult_spec, PlatformPolicy(adult_spec, Settings(**{**SMALL, "retrain_every_n": 5000, "drift_every_n_events": 1000}), drift), warmup=1500, block=500)  # type: ignore[arg-type]
     assert calm.triggers == {} and calm.fits == 1
+
+
+def test_platform_policy_retrains_on_the_realized_drop_of_a_concept_change_no_drift_check_sees(adult_spec: DatasetSpec) -> None:
+    """The labels of a segment flip: the champion's realized AUC on the blocks it served falls below its hold-out reference."""
+    flipped = DriftScenario(flip_labels=1.0, flip_where={"marital-status": "Married-civ-spouse"}, seed=3)
+    events = stream_events(adult_spec, count=2500, scenario=flipped, drift_from=1000)
+    quality = {**SMALL, "retrain_every_n": 5000, "quality_drop_events": 500}
+    policy = PlatformPolicy(adult_spec, Settings(**quality))  # type: ignore[arg-type]
+    result = run_prequential(events, adult_spec, policy, warmup=1000, block=500)
+    assert result.triggers.get(QUALITY_DROP, 0) >= 1 and set(result.triggers) == {QUALITY_DROP}
+    assert policy.record[-1].reason == QUALITY_DROP and policy.record[-1].label_watermark == 1500, "the first block after the change"
+    off = run_prequential(events, adult_spec, PlatformPolicy(adult_spec, Settings(**{**quality, "retrain_on_quality_drop": False})), warmup=1000, block=500)  # type: ignore[arg-type]
+    assert off.triggers == {} and off.fits == 1
 
 
 def test_river_reference_and_corrected_platform_run_on_regression(settings: Settings) -> None:

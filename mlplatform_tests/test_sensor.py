@@ -9,12 +9,13 @@ import pytest
 
 from mlplatform.cli.status import collect_status
 from mlplatform.domain.keys import (DRIFT_REPORT_TAG, DRIFT_SHARE_TAG, LABEL_WATERMARK_TAG, LAUNCHED_BY_TAG, NEW_LABELLED_TAG, POLICY_TRIGGER_TAG,
+                                   QUALITY_TAG, REALIZED_BAND_TAG, REALIZED_EVENTS_TAG, REALIZED_METRIC_TAG, REALIZED_REFERENCE_TAG, REALIZED_VALUE_TAG,
                                    REASON_TAG, RETRAIN_TAG, TRIGGER_REASON, TRIGGERED_AT_TAG)
-from mlplatform.domain.policy import DRIFT, NEW_OBSERVATIONS, Cursor, DriftBar, PolicyConfig
+from mlplatform.domain.policy import DRIFT, NEW_OBSERVATIONS, QUALITY_DROP, Cursor, DriftBar, PolicyConfig
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.orchestration.assets import latest_metadata
 from mlplatform.orchestration.launch import launch, launch_drift_run
-from mlplatform.orchestration.names import DRIFT_REPORT, ModelNames
+from mlplatform.orchestration.names import DRIFT_REPORT, LIVE_QUALITY, ModelNames
 from mlplatform.orchestration.trigger import policy_record, trigger_runs
 from mlplatform.pipeline.replay import DriftScenario, inject_drift
 from mlplatform.root import platform as root_platform
@@ -303,7 +304,86 @@ def test_a_drift_retraining_that_is_not_promoted_doubles_the_labels_the_next_dri
     why = held.skip_message or ""
     assert not held.run_requests and f"{before.labels} new labelled events of {2 * before.labels} needed" in why, why
     count = before.unpromoted + 1
-    assert f"doubled from {MIN_FOR_DRIFT}: {count} drift retraining{'s were' if count > 1 else ' was'} not promoted since the latest promotion" in why, why
+    assert f"doubled from {MIN_FOR_DRIFT}: {count} drift or quality_drop retraining{'s were' if count > 1 else ' was'} not promoted since the latest promotion" in why, why
     platform.replay(platform.next_rows(before.labels))
     [retrain] = platform.tick(SENSOR_NAME, None).run_requests or []
     assert retrain.tags[REASON_TAG] == DRIFT, "with the doubled bar's labels the drift retrains"
+
+
+QUALITY_EVENTS = 200
+
+
+def _champion(platform: Platform) -> int:
+    record = platform.model.registry.champion_record()
+    assert record is not None
+    return record.version
+
+
+def _live_quality_id(platform: Platform) -> str:
+    return str(platform.instance.fetch_materializations(ADULT.asset(LIVE_QUALITY), limit=1).records[0].storage_id)
+
+
+def test_a_realized_quality_drop_on_served_predictions_triggers_one_retraining(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
+    """live_quality below the champion's hold-out reference (labels of its served predictions flipped: a concept change no
+    drift report or estimate sees) → one quality_drop run, its reading in the tags; consumed once, also with a lost cursor."""
+    from dagster._core.test_utils import create_run_for_test
+
+    monkeypatch.setenv("MLPLATFORM_RETRAIN_EVERY_N", "1000000")
+    monkeypatch.setenv("MLPLATFORM_QUALITY_DROP_EVENTS", str(QUALITY_EVENTS))
+    version = _champion(platform)  # earlier tests in this module may have moved it
+    drift = platform.instance.fetch_materializations(ADULT.asset(DRIFT_REPORT), limit=1).records
+    start = Cursor(_watermark(platform), time.time() - 1, str(drift[0].storage_id) if drift else None).to_json()  # earlier drift consumed
+    platform.serve(QUALITY_EVENTS - 1, version, flip_labels=True)
+    platform.materialize("live_quality")
+    few = platform.tick(SENSOR_NAME, start)
+    assert not few.run_requests and f"realized quality reading over {QUALITY_EVENTS - 1} events; {QUALITY_EVENTS} needed" in (few.skip_message or "")
+
+    platform.serve(1, version, flip_labels=True)
+    platform.replay(platform.next_rows(_drift_bar(platform).labels))  # the drift bar's new labels: a retraining can learn from them
+    platform.materialize("live_quality")
+    meta = latest_metadata(platform.instance, ADULT.asset(LIVE_QUALITY)) or {}
+    assert meta["quality_metric"] == "roc_auc" and meta["quality_events"] == QUALITY_EVENTS and meta["champion_version"] == version
+    assert float(str(meta["quality_upper"])) < float(str(meta["reference"])), meta
+    reading = _live_quality_id(platform)
+    monkeypatch.setenv("MLPLATFORM_RETRAIN_ON_QUALITY_DROP", "false")
+    off = platform.tick(SENSOR_NAME, start)
+    assert not off.run_requests and "quality drop: off" in (off.skip_message or ""), off.skip_message
+    monkeypatch.delenv("MLPLATFORM_RETRAIN_ON_QUALITY_DROP")
+
+    result = platform.tick(SENSOR_NAME, start)
+    [request] = result.run_requests or []
+    tags = request.tags
+    assert request.run_key == f"{QUALITY_DROP}-{reading}" and tags[REASON_TAG] == QUALITY_DROP and tags[QUALITY_TAG] == reading
+    assert tags[REALIZED_METRIC_TAG] == "roc_auc" and tags[REALIZED_EVENTS_TAG] == str(QUALITY_EVENTS)
+    assert float(tags[REALIZED_VALUE_TAG]) == pytest.approx(float(str(meta["quality_value"])), abs=1e-4)
+    assert float(tags[REALIZED_REFERENCE_TAG]) == pytest.approx(float(str(meta["reference"])), abs=1e-4)
+    assert tags[REALIZED_BAND_TAG] == f"{float(str(meta['quality_lower'])):.4f}-{float(str(meta['quality_upper'])):.4f}"
+    again = platform.tick(SENSOR_NAME, result.cursor)
+    assert not again.run_requests and "the latest realized quality reading already triggered a retraining" in (again.skip_message or "")
+
+    create_run_for_test(platform.instance, job_name="__ASSET_JOB", tags={**tags, LAUNCHED_BY_TAG: SENSOR_NAME})  # the run the request made
+    lost = platform.tick(SENSOR_NAME, None)
+    assert not lost.run_requests and "already triggered" in (lost.skip_message or ""), "a lost cursor is rebuilt from the run's tags"
+
+
+@pytest.mark.parametrize(("metadata", "says"), [
+    ({"quality_metric": "roc_auc", "quality_value": "high", "quality_lower": 0.1, "quality_upper": 0.2, "reference": 0.9, "quality_events": 500},
+     "latest realized quality reading is unreadable (ValueError"),
+    ({"quality_metric": "roc_auc", "quality_value": 0.1, "quality_events": 500}, "is unreadable (KeyError"),
+    ({"quality_metric": "log_loss", "quality_value": 0.1, "quality_lower": 0.0, "quality_upper": 0.2, "reference": 0.9, "quality_events": 500},
+     "has no usable log_loss against its reference"),
+    ({"quality_metric": "roc_auc", "quality_value": float("nan"), "quality_lower": 0.0, "quality_upper": 0.2, "reference": 0.9, "quality_events": 500},
+     "has no usable roc_auc"),
+    ({"quality_note": "12 labelled served predictions of the champion"}, "no recent realized quality reading: 12 labelled"),
+    ({"champion_version": 7, "quality_value": 0.1}, "latest realized quality reading is about v7, not the champion"),
+    ({"events": 0, "verdict": "no champion yet", "champion_version": None}, "latest realized quality reading is about v0"),
+])
+def test_a_bad_or_missing_live_quality_reading_is_a_reason_not_a_crash(platform: Platform, monkeypatch: pytest.MonkeyPatch,
+                                                                        metadata: dict[str, object], says: str) -> None:
+    """Read about the current champion unless the metadata says otherwise."""
+    monkeypatch.setenv("MLPLATFORM_RETRAIN_EVERY_N", "1000000")
+    about = {"champion_version": _champion(platform), **metadata}
+    recorded = {k: v for k, v in about.items() if v is not None}
+    platform.instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=ADULT.asset(LIVE_QUALITY), metadata=recorded))
+    tick = platform.tick(SENSOR_NAME, None)
+    assert not tick.run_requests and says in (tick.skip_message or ""), tick.skip_message

@@ -21,11 +21,17 @@ TRIGGERED_AT_TAG = "mlplatform/triggered_at"
 POLICY_TRIGGER_TAG = "mlplatform/policy_trigger"
 RETRAIN_TAG = "mlplatform/retrain"
 ESTIMATE_TAG = "mlplatform/estimate"  # storage id of the estimated_performance materialization an estimated_drop consumed
-ESTIMATED_METRIC_TAG = "mlplatform/estimated_metric"
-ESTIMATED_VALUE_TAG = "mlplatform/estimated_value"
-ESTIMATED_BAND_TAG = "mlplatform/estimated_band"
-ESTIMATED_REFERENCE_TAG = "mlplatform/estimated_reference"
-ESTIMATED_EVENTS_TAG = "mlplatform/estimated_events"
+QUALITY_TAG = "mlplatform/live_quality"  # storage id of the live_quality materialization a quality_drop consumed
+
+
+def reading_tags(kind: str) -> tuple[str, str, str, str, str]:
+    """The run tags that record the reading a drop reason fired on (`kind`: estimated or realized): metric, value, band,
+    reference, events."""
+    return tuple(f"{RUN_TAG_PREFIX}{kind}_{part}" for part in ("metric", "value", "band", "reference", "events"))  # type: ignore[return-value]
+
+
+ESTIMATED_METRIC_TAG, ESTIMATED_VALUE_TAG, ESTIMATED_BAND_TAG, ESTIMATED_REFERENCE_TAG, ESTIMATED_EVENTS_TAG = reading_tags("estimated")
+REALIZED_METRIC_TAG, REALIZED_VALUE_TAG, REALIZED_BAND_TAG, REALIZED_REFERENCE_TAG, REALIZED_EVENTS_TAG = reading_tags("realized")
 SHADOW_EVIDENCE = "shadow_evidence"  # REASON_TAG of the evaluation the retraining sensor requests once a challenger's shadow evidence is in
 SHADOW_WAIT_OVER = "shadow_wait_over"  # REASON_TAG of the one it requests once the challenger waited shadow_max_wait_seconds without it
 PRIORITY_TAG = "dagster/priority"  # Dagster's queue starts higher-priority runs first
@@ -95,4 +101,12 @@ RECENT_ESTIMATE = "recent_estimate"
 RECENT_LOWER = "recent_lower"
 RECENT_UPPER = "recent_upper"
 RECENT_EVENTS = "recent_events"
-REFERENCE = "reference"
+RECENT_NOTE = "recent_note"  # why there is no recent estimate
+REFERENCE = "reference"  # the champion's realized performance on its own hold-out (estimated_performance and live_quality)
+# live_quality: the champion's realized performance on its latest labelled served predictions, the reading quality_drop reads
+QUALITY_METRIC = "quality_metric"
+QUALITY_VALUE = "quality_value"
+QUALITY_LOWER = "quality_lower"
+QUALITY_UPPER = "quality_upper"
+QUALITY_EVENTS = "quality_events"
+QUALITY_NOTE = "quality_note"  # why there is no reading

@@ -7,13 +7,14 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 from mlplatform.domain.estimation import HIGHER_IS_BETTER, worse_by
-from mlplatform.domain.keys import (CHAMPION_CUTOFF_TAG, DRIFT_REPORT_TAG, DRIFT_SHARE_TAG, ESTIMATE_TAG, ESTIMATED_BAND_TAG, ESTIMATED_EVENTS_TAG,
-                                   ESTIMATED_METRIC_TAG, ESTIMATED_REFERENCE_TAG, ESTIMATED_VALUE_TAG, LABEL_WATERMARK_TAG, NEW_LABELLED_TAG,
-                                   PROMOTED, REASON_TAG, REJECTED)
+from mlplatform.domain.keys import (CHAMPION_CUTOFF_TAG, DRIFT_REPORT_TAG, DRIFT_SHARE_TAG, ESTIMATE_TAG, LABEL_WATERMARK_TAG, NEW_LABELLED_TAG,
+                                   PROMOTED, QUALITY_TAG, REASON_TAG, REJECTED, reading_tags)
 
 NEW_OBSERVATIONS = "new_observations"
 DRIFT = "drift"
 ESTIMATED_DROP = "estimated_drop"
+QUALITY_DROP = "quality_drop"
+EVIDENCE_DRIVEN = (DRIFT, QUALITY_DROP)  # the reasons the drift bar gates and raises: see DriftBar
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,14 @@ class PolicyConfig:
     cooldown_seconds: float
     estimated_drop_margin: float | None = None  # relative: 0.05 = estimate 5 % worse than the reference; None: off
     estimated_drop_events: int = 0  # the estimate must cover at least this many recent events
+    quality_drop_margin: float | None = None  # relative: 0.05 = realized 5 % worse than the reference; None: off
+    quality_drop_events: int = 0  # the realized value must cover at least this many labelled served predictions
+
+    def drop_rule(self, watch: "DropWatch") -> tuple[float | None, int]:
+        """The margin (None: off) and the events a reading of `watch` needs."""
+        if watch.reason == ESTIMATED_DROP:
+            return self.estimated_drop_margin, self.estimated_drop_events
+        return self.quality_drop_margin, self.quality_drop_events
 
 
 RECORD_SIZE = 5  # the latest retrainings the policy learns from: a bar that doubles reaches every_n in a few steps
@@ -50,16 +59,17 @@ class RetrainOutcome:
 
 @dataclass(frozen=True)
 class DriftBar:
-    """The new labelled events a drift trigger needs now, learnt from the policy's own record.
+    """The new labelled events a drift or quality_drop trigger needs now, learnt from the policy's own record.
 
-    A drift retraining whose challenger is not promoted was a false alarm for this stream (drift the champion copes with,
-    or one the labels cannot yet teach): each one since the latest promotion doubles the bar, up to every_n, where drift
-    no longer triggers before the label count does. A promotion resets the bar, whatever triggered it, and so does a
-    champion set by hand (retrainings triggered at or before its cut-off do not count). On a stream that drifts all the
-    time this stops the policy from retraining at every report while its challengers keep losing."""
+    Both are evidence-driven retrainings (a drift verdict, a realized drop) that can only help once the labels can teach
+    the change. One whose challenger is not promoted was a false alarm for this stream (drift the champion copes with,
+    a drop the labels cannot yet fix): each one since the latest promotion doubles the bar, up to every_n, where neither
+    triggers before the label count does. A promotion resets the bar, whatever triggered it, and so does a champion set
+    by hand (retrainings triggered at or before its cut-off do not count). On a stream that drifts all the time, or whose
+    concept keeps moving, this stops the policy from retraining at every reading while its challengers keep losing."""
 
     labels: int
-    unpromoted: int  # drift retrainings not promoted since the latest promotion, within the record
+    unpromoted: int  # drift and quality_drop retrainings not promoted since the latest promotion, within the record
 
     @classmethod
     def of(cls, record: Sequence[RetrainOutcome], config: PolicyConfig, champion_cutoff: int) -> "DriftBar":
@@ -68,7 +78,7 @@ class DriftBar:
         for outcome in list(record)[:RECORD_SIZE]:
             if outcome.promoted or outcome.label_watermark <= champion_cutoff:
                 break
-            unpromoted += outcome.reason == DRIFT and outcome.promoted is False
+            unpromoted += outcome.reason in EVIDENCE_DRIVEN and outcome.promoted is False
         base = config.min_new_for_drift
         labels = base if unpromoted == 0 else max(base, min(config.every_n, max(base, 1) << unpromoted))
         return cls(labels, unpromoted)
@@ -76,34 +86,58 @@ class DriftBar:
     def summary(self, config: PolicyConfig) -> str:
         """Why the bar is where it is, for the skip and trigger sentences."""
         if self.unpromoted == 0:
-            return f"drift bar {self.labels} new labelled events (no unpromoted drift retraining since the latest promotion)"
+            return f"drift bar {self.labels} new labelled events (no unpromoted drift or quality_drop retraining since the latest promotion)"
         runs = "retraining was" if self.unpromoted == 1 else "retrainings were"
         paused = f", the label count's: drift waits for the every-{config.every_n} retraining" if self.labels >= config.every_n else ""
-        return (f"drift bar {self.labels} new labelled events{paused} (doubled from {config.min_new_for_drift}: {self.unpromoted} drift "
-                f"{runs} not promoted since the latest promotion)")
+        return (f"drift bar {self.labels} new labelled events{paused} (doubled from {config.min_new_for_drift}: {self.unpromoted} drift or "
+                f"quality_drop {runs} not promoted since the latest promotion)")
 
 
 @dataclass(frozen=True)
-class EstimatedPerformance:
-    """The latest estimate of the champion's performance over its most recent events (no labels needed)."""
+class PerformanceReading:
+    """The latest reading of the champion's performance over its most recent events, with its 95 % band: estimated
+    without labels (estimated_performance) or realized on its labelled served predictions (live_quality)."""
 
     report_id: str
     metric: str
-    estimate: float
+    value: float
     lower: float
     upper: float
     reference: float  # the champion's realized performance on its own hold-out
     events: int
 
-    def summary(self) -> str:
-        worse = worse_by(self.metric, self.estimate, self.reference)
-        return (f"estimated {self.metric} {self.estimate:.4f} (95 % band {self.lower:.4f}-{self.upper:.4f}, {self.events} events) "
+    def summary(self, kind: str) -> str:
+        """`kind`: what the value is, "estimated" or "realized"."""
+        worse = worse_by(self.metric, self.value, self.reference)
+        return (f"{kind} {self.metric} {self.value:.4f} (95 % band {self.lower:.4f}-{self.upper:.4f}, {self.events} events) "
                 f"vs reference {self.reference:.4f}: {worse:.1%} worse")
 
     def dropped(self, margin: float) -> bool:
         """Worse than the reference by `margin` (relative), with the reference outside the band."""
         outside = self.upper < self.reference if HIGHER_IS_BETTER[self.metric] else self.lower > self.reference
-        return outside and worse_by(self.metric, self.estimate, self.reference) >= margin
+        return outside and worse_by(self.metric, self.value, self.reference) >= margin
+
+    def tags(self, watch: "DropWatch") -> dict[str, str]:
+        """What the run carrying the trigger records about the reading."""
+        metric, value, band, reference, events = reading_tags(watch.kind)
+        return {metric: self.metric, value: f"{self.value:.4f}", band: f"{self.lower:.4f}-{self.upper:.4f}", reference: f"{self.reference:.4f}",
+                events: str(self.events)}
+
+
+@dataclass(frozen=True)
+class DropWatch:
+    """A reason that fires when a reading of the champion's performance dropped below its hold-out reference: what the
+    sentences call the reading and which run tags record it."""
+
+    reason: str
+    kind: str  # the reading's value, "estimated" or "realized": its run tags are keys.reading_tags(kind)
+    noun: str
+    consumed_tag: str  # the reading's id, kept on the run so a lost cursor is rebuilt exactly
+
+
+ESTIMATE_WATCH = DropWatch(ESTIMATED_DROP, "estimated", "performance estimate", ESTIMATE_TAG)
+QUALITY_WATCH = DropWatch(QUALITY_DROP, "realized", "realized quality reading", QUALITY_TAG)
+WATCHES = {w.reason: w for w in (ESTIMATE_WATCH, QUALITY_WATCH)}
 
 
 @dataclass(frozen=True)
@@ -117,8 +151,10 @@ class Observation:
     drift_share: float | None = None
     drift_report_id: str | None = None
     drift_note: str = ""  # why the drift verdict is unknown (no report, skipped, about an older champion)
-    estimate: EstimatedPerformance | None = None
+    estimate: PerformanceReading | None = None
     estimate_note: str = ""  # why there is no usable estimate (none yet, skipped, no estimator, about an older champion)
+    quality: PerformanceReading | None = None  # realized on the champion's labelled served predictions
+    quality_note: str = ""  # why there is no usable realized reading (none yet, too few, no reference, about an older champion)
     record: tuple[RetrainOutcome, ...] = ()  # the latest retrainings the policy triggered, newest first (DriftBar)
 
     def drift_summary(self, cursor: "Cursor", bar: DriftBar, config: PolicyConfig) -> str:
@@ -133,22 +169,31 @@ class Observation:
             verdict = f"latest drift report: drift (share {self.drift_share or 0.0:.2f})"
         return f"{verdict}; {bar.summary(config)}"
 
-    def estimate_summary(self, cursor: "Cursor", config: PolicyConfig) -> str:
-        """The estimated-drop half of a skip reason."""
-        if config.estimated_drop_margin is None:
-            return "estimated drop: off"
-        if self.estimate is None:
-            return self.estimate_note or "no performance estimate"
-        if self.estimate.report_id == cursor.last_estimate:
-            return "the latest performance estimate already triggered a retraining"
-        if self.estimate.events < config.estimated_drop_events:
-            return f"performance estimate over {self.estimate.events} events; {config.estimated_drop_events} needed"
-        return f"{self.estimate.summary()} (a drop is {config.estimated_drop_margin:.0%} worse, outside the band)"
+    def reading(self, watch: DropWatch) -> tuple[PerformanceReading | None, str]:
+        """The reading `watch` reads and, without one, why."""
+        return (self.estimate, self.estimate_note) if watch.reason == ESTIMATED_DROP else (self.quality, self.quality_note)
 
-    def estimated_drop(self, cursor: "Cursor", config: PolicyConfig) -> bool:
-        e = self.estimate
-        return (config.estimated_drop_margin is not None and e is not None and e.report_id != cursor.last_estimate
-                and e.events >= config.estimated_drop_events and e.dropped(config.estimated_drop_margin))
+    def drop_summary(self, watch: DropWatch, cursor: "Cursor", config: PolicyConfig, bar: DriftBar) -> str:
+        """The `watch` part of a skip reason."""
+        margin, needed = config.drop_rule(watch)
+        reading, note = self.reading(watch)
+        if margin is None:
+            return f"{watch.reason.replace('_', ' ')}: off"
+        if reading is None:
+            return note or f"no {watch.noun}"
+        if reading.report_id == cursor.consumed(watch):
+            return f"the latest {watch.noun} already triggered a retraining"
+        if reading.events < needed:
+            return f"{watch.noun} over {reading.events} events; {needed} needed"
+        waiting = f"; waiting for labels: {bar.labels} new labelled events needed (the drift bar)" if watch.reason in EVIDENCE_DRIVEN and reading.dropped(margin) else ""
+        return f"{reading.summary(watch.kind)} (a drop is {margin:.0%} worse, outside the band{waiting})"
+
+    def dropped(self, watch: DropWatch, cursor: "Cursor", config: PolicyConfig) -> bool:
+        """A new reading of `watch`, over enough events, that dropped."""
+        margin, needed = config.drop_rule(watch)
+        reading, _ = self.reading(watch)
+        return (margin is not None and reading is not None and reading.report_id != cursor.consumed(watch)
+                and reading.events >= needed and reading.dropped(margin))
 
 
 @dataclass
@@ -159,7 +204,12 @@ class Cursor:
     last_trigger_time: float = 0.0
     last_drift_report: str | None = None
     last_estimate: str | None = None
+    last_quality: str | None = None
     version: int = 1
+
+    def consumed(self, watch: DropWatch) -> str | None:
+        """The id of the latest reading of `watch` a trigger consumed."""
+        return self.last_estimate if watch.reason == ESTIMATED_DROP else self.last_quality
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -178,6 +228,7 @@ class Cursor:
                 last_trigger_time=float(data["last_trigger_time"]),
                 last_drift_report=None if data.get("last_drift_report") is None else str(data["last_drift_report"]),
                 last_estimate=None if data.get("last_estimate") is None else str(data["last_estimate"]),
+                last_quality=None if data.get("last_quality") is None else str(data["last_quality"]),
             ), False
         except (ValueError, KeyError, TypeError):
             return cls(), True
@@ -207,17 +258,20 @@ def decide(obs: Observation, cursor: Cursor, config: PolicyConfig) -> tuple[Trig
     bar = DriftBar.of(obs.record, config, obs.champion_cutoff)
     if new >= config.every_n:
         trigger = Trigger(NEW_OBSERVATIONS, f"{NEW_OBSERVATIONS}-{obs.label_watermark}", new, obs.label_watermark)
+    elif obs.quality is not None and obs.dropped(QUALITY_WATCH, cursor, config) and new >= bar.labels:
+        trigger = Trigger(QUALITY_DROP, f"{QUALITY_DROP}-{obs.quality.report_id}", new, obs.label_watermark)
     elif obs.drift_detected and obs.drift_report_id and obs.drift_report_id != cursor.last_drift_report:
         if new >= bar.labels:
             trigger = Trigger(DRIFT, f"{DRIFT}-{obs.drift_report_id}", new, obs.label_watermark, obs.drift_share)
         else:
             return None, cursor, f"drift detected, waiting for labels: {new} new labelled events of {bar.labels} needed; {bar.summary(config)}"
-    elif obs.estimate is not None and obs.estimated_drop(cursor, config):
+    elif obs.estimate is not None and obs.dropped(ESTIMATE_WATCH, cursor, config):
         trigger = Trigger(ESTIMATED_DROP, f"{ESTIMATED_DROP}-{obs.estimate.report_id}", new, obs.label_watermark)
     if trigger is None:
         return None, cursor, (
             f"{new} new labelled events since the last trigger ({since_champion} since the champion's cut-off); "
-            f"{config.every_n} needed; {obs.drift_summary(cursor, bar, config)}; {obs.estimate_summary(cursor, config)}"
+            f"{config.every_n} needed; {obs.drift_summary(cursor, bar, config)}; "
+            f"{'; '.join(obs.drop_summary(w, cursor, config, bar) for w in (QUALITY_WATCH, ESTIMATE_WATCH))}"
         )
     tags = {
         REASON_TAG: trigger.reason,
@@ -229,19 +283,22 @@ def decide(obs: Observation, cursor: Cursor, config: PolicyConfig) -> tuple[Trig
         tags[DRIFT_SHARE_TAG] = f"{trigger.drift_share or 0.0:.4f}"
     if obs.drift_report_id:  # consumed by this trigger; kept on the run so a lost cursor is rebuilt exactly
         tags[DRIFT_REPORT_TAG] = obs.drift_report_id
-    if obs.estimate is not None:  # likewise
-        tags[ESTIMATE_TAG] = obs.estimate.report_id
-    if trigger.reason == ESTIMATED_DROP and obs.estimate is not None:
-        e = obs.estimate
-        tags.update({ESTIMATED_METRIC_TAG: e.metric, ESTIMATED_VALUE_TAG: f"{e.estimate:.4f}", ESTIMATED_BAND_TAG: f"{e.lower:.4f}-{e.upper:.4f}",
-                     ESTIMATED_REFERENCE_TAG: f"{e.reference:.4f}", ESTIMATED_EVENTS_TAG: str(e.events)})
+    for watch in WATCHES.values():  # likewise
+        reading, _ = obs.reading(watch)
+        if reading is not None:
+            tags[watch.consumed_tag] = reading.report_id
+            if trigger.reason == watch.reason:
+                tags.update(reading.tags(watch))
     trigger = Trigger(trigger.reason, trigger.run_key, trigger.new_labelled, trigger.label_watermark, trigger.drift_share, tags)
     next_cursor = Cursor(
         last_trigger_seq=obs.label_watermark,
         last_trigger_time=obs.now,
         last_drift_report=obs.drift_report_id if obs.drift_report_id else cursor.last_drift_report,
         last_estimate=obs.estimate.report_id if obs.estimate is not None else cursor.last_estimate,
+        last_quality=obs.quality.report_id if obs.quality is not None else cursor.last_quality,
     )
-    detail = (f"; {obs.estimate.summary()}" if trigger.reason == ESTIMATED_DROP and obs.estimate is not None
-              else f"; {bar.summary(config)}" if trigger.reason == DRIFT else "")
+    watched = WATCHES.get(trigger.reason)
+    reading = None if watched is None else obs.reading(watched)[0]
+    detail = (f"; {reading.summary(watched.kind)}" if watched is not None and reading is not None else "") + \
+        (f"; {bar.summary(config)}" if trigger.reason in EVIDENCE_DRIVEN else "")
     return trigger, next_cursor, f"retrain: {trigger.reason} ({new} new labelled events){detail}"

@@ -1,7 +1,8 @@
 """Someone is told: live quality of each champion, and the sensors that turn what happens into Alertmanager alerts.
 
 - `<model>/live_quality` (asset) scores the champion on its labelled served predictions (a snapshot in the model's
-  Evidently project when the window is new); its WARN check `live_quality_floor` fails below the configured floors.
+  Evidently project when the window is new); its WARN check `live_quality_floor` fails below the configured floors. Its
+  realized reading against the champion's hold-out reference is what the retraining sensor's quality_drop reads.
 - `<model>_alerts_sensor` reads new materializations of that model's drift_report, evaluation_report and
   live_quality and fires or resolves the matching alert; every tick it also delivers what the outbox still holds.
 - `run_failure_alerts` fires when any run of this code location fails, naming its model; `run_success_alerts`
@@ -15,13 +16,13 @@ from typing import Optional, Protocol
 import dagster as dg
 
 from mlplatform.domain.keys import (CHAMPION_VERSION, CHALLENGER_VERSION, DATASET_DRIFT, DECISION_META, DRIFT_SHARE, DRIFTED_COLUMN_NAMES, MODEL_TAG,
-                                   PROMOTED, REASON_META, REPORT_URL, SKIP_REASON, SKIPPED)
+                                   PROMOTED, QUALITY_NOTE, REASON_META, REPORT_URL, SKIP_REASON, SKIPPED)
 from mlplatform.domain.evaluation import primary_metric
 from mlplatform.domain.timeformat import iso_time
 from mlplatform.orchestration.assets import value_snapshot_metadata
 from mlplatform.orchestration.names import DRIFT_REPORT, EVALUATION_REPORT, LIVE_QUALITY, LIVE_QUALITY_CHECK, RAW_EVENTS, ModelNames, model_of_asset
 from mlplatform.orchestration.resources import PlatformResource
-from mlplatform.pipeline.live_quality import LiveQuality, measure
+from mlplatform.pipeline.live_quality import LiveQuality, measure, measure_reading
 from mlplatform.root import ModelContext
 from mlplatform.stores.evidently_workspace import LIVE_QUALITY_KIND, ValuePoint, WorkspaceEntry, add_value_snapshots
 from mlplatform.stores.alerting import Alerter, AlertName, drift_alert, live_quality_alert, promotion_refused_alert, run_failed_alert
@@ -59,7 +60,9 @@ def build_live_quality(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.F
                                        description="The champion's live precision/recall (or RMSE) on labelled served predictions meets its floor.")],
         description="The champion scored on its latest labelled served predictions (a sliding window of "
         "`live_quality_window` events): how good the model is now, not on the past hold-out. A score over a new window is "
-        "added to the model's Evidently project, beside its floors (`evidently ui`).",
+        "added to the model's Evidently project, beside its floors (`evidently ui`). `quality_value` (with its 95 % band) is the "
+        "watched metric on the latest `quality_drop_events` of them beside the champion's hold-out `reference`: the retraining "
+        "sensor's quality_drop reading.",
     )
     def live_quality(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.MaterializeResult:
         model = platform.model(model_name)
@@ -71,6 +74,8 @@ def build_live_quality(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.F
                 check_results=[dg.AssetCheckResult(check_name=LIVE_QUALITY_CHECK, passed=True, severity=dg.AssetCheckSeverity.WARN, description="no champion yet")],
             )
         quality = measure(settings, model.spec, model.event_log, champion.version)
+        estimator = model.registry.load_predictor(champion.version).estimator
+        reading = measure_reading(settings, model.spec, model.event_log, champion.version, {} if estimator is None else estimator.reference)
         if not quality.enough:
             verdict = f"{quality.events} labelled served predictions of v{quality.model_version}, fewer than {settings.live_quality_min_events}: no verdict"
         else:
@@ -88,6 +93,7 @@ def build_live_quality(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.F
                 "floors": dg.MetadataValue.json(floors),
                 "window_start": quality.first_event_time or 0,
                 "window_end": quality.last_event_time or 0,
+                **({CHAMPION_VERSION: champion.version, QUALITY_NOTE: reading} if isinstance(reading, str) else reading.metadata(champion.version)),
                 **value_snapshot_metadata(context, settings, add_live_snapshot(model, quality)),
             },
             check_results=[

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 
 from mlplatform.domain.estimation import Estimate
-from mlplatform.domain.keys import (CHAMPION_VERSION, ESTIMATED_METRIC, RECENT_ESTIMATE, RECENT_EVENTS, RECENT_LOWER, RECENT_UPPER, REFERENCE,
-                                   SKIP_REASON, SKIPPED)
+from mlplatform.domain.keys import (CHAMPION_VERSION, ESTIMATED_METRIC, RECENT_ESTIMATE, RECENT_EVENTS, RECENT_LOWER, RECENT_NOTE, RECENT_UPPER,
+                                   REFERENCE, SKIP_REASON, SKIPPED)
 from mlplatform.domain.timeformat import iso_text, iso_time
 from mlplatform.orchestration.assets import markdown_table, value_snapshot_metadata
 from mlplatform.orchestration.names import ESTIMATE_FLOOR_CHECK, ESTIMATE_TRUST_CHECK, ESTIMATED_PERFORMANCE, RAW_EVENTS, ModelNames
@@ -60,7 +60,7 @@ def report_metadata(report: EstimationReport) -> dict[str, object]:
     if m in report.recent.metrics:
         meta.update({RECENT_ESTIMATE: report.recent.metrics[m], RECENT_LOWER: report.recent.lower[m], RECENT_UPPER: report.recent.upper[m]})
     else:
-        meta["recent_note"] = report.recent.note
+        meta[RECENT_NOTE] = report.recent.note
     meta.update({RECENT_EVENTS: report.recent.events, "chunks": len(report.chunks), "untrusted_chunks": len(report.untrusted),
                  "reference_metrics": dg.MetadataValue.json(report.reference), "chunk_table": dg.MetadataValue.md(chunk_table(report))})
     return meta

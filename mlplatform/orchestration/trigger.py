@@ -7,7 +7,7 @@ Both read the same state. Every trigger is recorded in the tags of the run that 
 trigger's own tags), and the policy's cursor (what was consumed, when the cool-down started) is the newest of those and
 of the sensor's stored cursor. A drift report made by a drift report run is that run's to decide on until the run ends;
 only then may the sensor act on it (drift seen, labels still missing), so one verdict never starts two retrainings.
-The step takes drift triggers about its own report only; counts and estimates stay the sensor's.
+The step takes drift triggers about its own report only; counts, estimates and realized quality readings stay the sensor's.
 
 The policy also learns from its own record (`DriftBar`): the outcome of each of those runs is the decision its
 evaluation_report recorded, read from the newest few evaluation_report materializations.
@@ -16,18 +16,23 @@ Reads are O(1) in the event log's size: counters, the `@champion` record, the la
 the newest few runs carrying a trigger (benchmarks/bench_sensor_tick.py).
 """
 
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import dagster as dg
 
+from mlplatform.domain.estimation import HIGHER_IS_BETTER
 from mlplatform.domain.keys import (CHAMPION_VERSION, DATASET_DRIFT, DECISION_META, DRIFT_REPORT_TAG, DRIFT_SHARE, ESTIMATE_TAG, ESTIMATED_METRIC,
-                                   LABEL_WATERMARK_TAG, LAUNCHED_BY_TAG, POLICY_TRIGGER_TAG, REASON_META, REASON_TAG, RECENT_ESTIMATE, RECENT_EVENTS,
-                                   RECENT_LOWER, RECENT_UPPER, REFERENCE, RETRAIN_TAG, SKIP_REASON, SKIPPED, TRIGGERED_AT_TAG)
-from mlplatform.domain.policy import DRIFT, RECORD_SIZE, Cursor, EstimatedPerformance, Observation, PolicyConfig, RetrainOutcome, Trigger, decide
+                                   LABEL_WATERMARK_TAG, LAUNCHED_BY_TAG, POLICY_TRIGGER_TAG, QUALITY_EVENTS, QUALITY_LOWER, QUALITY_METRIC, QUALITY_NOTE,
+                                   QUALITY_TAG, QUALITY_UPPER, QUALITY_VALUE, REASON_META, REASON_TAG, RECENT_ESTIMATE, RECENT_EVENTS, RECENT_LOWER,
+                                   RECENT_NOTE, RECENT_UPPER, REFERENCE, RETRAIN_TAG, SKIP_REASON, SKIPPED, TRIGGERED_AT_TAG)
+from mlplatform.domain.policy import (DRIFT, ESTIMATE_WATCH, QUALITY_WATCH, RECORD_SIZE, Cursor, DropWatch, Observation, PerformanceReading, PolicyConfig,
+                                      RetrainOutcome, Trigger, decide)
 from mlplatform.orchestration.instance import retrain_run_tags
-from mlplatform.orchestration.names import CRITICAL_STEP, DRIFT_REPORT, ESTIMATED_PERFORMANCE, EVALUATION_REPORT, RETRAINING_TRIGGER, ModelNames
+from mlplatform.orchestration.names import (CRITICAL_STEP, DRIFT_REPORT, ESTIMATED_PERFORMANCE, EVALUATION_REPORT, LIVE_QUALITY, RETRAINING_TRIGGER,
+                                            ModelNames)
 from mlplatform.orchestration.resources import PlatformResource
 from mlplatform.root import ModelContext
 from mlplatform.stores.registry import ChampionRecord
@@ -73,27 +78,52 @@ def drift_state(instance: dg.DagsterInstance, names: ModelNames, champion_versio
     return bool(meta[DATASET_DRIFT]), float(str(meta[DRIFT_SHARE])), report.storage_id, ""
 
 
-def estimate_state(instance: dg.DagsterInstance, key: dg.AssetKey, champion_version: int | None) -> tuple[EstimatedPerformance | None, str]:
-    """The latest performance estimate and, without a usable one, why: only an estimate about the current champion counts."""
-    found = latest(instance, key)
+@dataclass(frozen=True)
+class ReadingSource:
+    """Where a drop reason's reading lives: the asset and the metadata names of its metric, value, band, events and,
+    without a value, the note that says why."""
+
+    watch: DropWatch
+    asset: str
+    fields: tuple[str, str, str, str, str]  # metric, value, lower, upper, events
+    note: str
+
+
+READING_SOURCES = (ReadingSource(ESTIMATE_WATCH, ESTIMATED_PERFORMANCE, (ESTIMATED_METRIC, RECENT_ESTIMATE, RECENT_LOWER, RECENT_UPPER, RECENT_EVENTS), RECENT_NOTE),
+                   ReadingSource(QUALITY_WATCH, LIVE_QUALITY, (QUALITY_METRIC, QUALITY_VALUE, QUALITY_LOWER, QUALITY_UPPER, QUALITY_EVENTS), QUALITY_NOTE))
+
+
+def reading_state(instance: dg.DagsterInstance, names: ModelNames, source: ReadingSource,
+                  champion_version: int | None) -> tuple[PerformanceReading | None, str]:
+    """The newest reading of `source` (one indexed query) and, without a usable one, why: only a finite reading about the
+    current champion counts; anything missing or unreadable in its metadata is a note, never a failed tick."""
+    noun = source.watch.noun
+    found = latest(instance, names.asset(source.asset))
     if found is None:
-        return None, "no performance estimate yet"
+        return None, f"no {noun} yet"
     meta = found.metadata
-    if meta.get(SKIPPED, True):
-        return None, f"latest performance estimate was skipped: {meta.get(SKIP_REASON, 'no reason recorded')}"
-    about = int(str(meta.get(CHAMPION_VERSION, 0)))
-    if about != champion_version:
-        return None, f"latest performance estimate is about v{about}, not the champion v{champion_version}: waiting for a new one"
-    if RECENT_ESTIMATE not in meta:
-        return None, f"no recent performance estimate: {meta.get('recent_note', 'no reason recorded')}"
-    return EstimatedPerformance(found.storage_id, str(meta[ESTIMATED_METRIC]), float(str(meta[RECENT_ESTIMATE])), float(str(meta[RECENT_LOWER])),
-                                float(str(meta[RECENT_UPPER])), float(str(meta[REFERENCE])), int(str(meta[RECENT_EVENTS]))), ""
+    if meta.get(SKIPPED, False):
+        return None, f"latest {noun} was skipped: {meta.get(SKIP_REASON, 'no reason recorded')}"
+    about = meta.get(CHAMPION_VERSION, 0)
+    if str(about) != str(champion_version):
+        return None, f"latest {noun} is about v{about}, not the champion v{champion_version}: waiting for a new one"
+    metric, value, lower, upper, events = source.fields
+    if value not in meta:
+        return None, f"no recent {noun}: {meta.get(source.note, 'no reason recorded')}"
+    try:
+        reading = PerformanceReading(found.storage_id, str(meta[metric]), float(str(meta[value])), float(str(meta[lower])), float(str(meta[upper])),
+                                     float(str(meta[REFERENCE])), int(str(meta[events])))
+    except (KeyError, ValueError) as exc:
+        return None, f"latest {noun} is unreadable ({type(exc).__name__}: {exc}): waiting for a new one"
+    if reading.metric not in HIGHER_IS_BETTER or not all(map(math.isfinite, (reading.value, reading.lower, reading.upper, reading.reference))):
+        return None, f"latest {noun} has no usable {reading.metric} against its reference: waiting for a new one"
+    return reading, ""
 
 
 def _recorded(tags: dict[str, str]) -> Cursor:
     """The cursor right after the trigger a run's tags record."""
     return Cursor(last_trigger_seq=int(tags.get(LABEL_WATERMARK_TAG, 0)), last_trigger_time=float(tags.get(TRIGGERED_AT_TAG, 0)),
-                  last_drift_report=tags.get(DRIFT_REPORT_TAG), last_estimate=tags.get(ESTIMATE_TAG))
+                  last_drift_report=tags.get(DRIFT_REPORT_TAG), last_estimate=tags.get(ESTIMATE_TAG), last_quality=tags.get(QUALITY_TAG))
 
 
 def trigger_runs(instance: dg.DagsterInstance, model: str) -> list[dg.DagsterRun]:
@@ -136,16 +166,17 @@ def evaluate(instance: dg.DagsterInstance, model: ModelContext, names: ModelName
                                                   f"`mlplatform champion unpin --model {model.name}`", {})
     version, cutoff = (None, None) if record is None else (record.version, record.label_seq_cutoff)
     drift = drift_state(instance, names, version, deciding_run)
-    estimate, estimate_note = estimate_state(instance, names.asset(ESTIMATED_PERFORMANCE), version)
+    (estimate, estimate_note), (quality, quality_note) = (reading_state(instance, names, source, version) for source in READING_SOURCES)
     runs = trigger_runs(instance, model.name)
     cursor = policy_cursor(runs, stored)
     now = time.time()
     trigger, next_cursor, why = decide(
         Observation(model.event_log.counts().label_watermark, cutoff, now, *drift, estimate=estimate, estimate_note=estimate_note,
-                    record=policy_record(instance, names, runs)),
+                    quality=quality, quality_note=quality_note, record=policy_record(instance, names, runs)),
         cursor,
         PolicyConfig(settings.retrain_every_n, settings.min_new_labelled_for_drift, settings.retrain_cooldown_seconds,
-                     settings.estimated_drop_margin if settings.retrain_on_estimated_drop else None, settings.estimated_drop_events),
+                     settings.estimated_drop_margin if settings.retrain_on_estimated_drop else None, settings.estimated_drop_events,
+                     settings.quality_drop_margin if settings.retrain_on_quality_drop else None, settings.quality_drop_events),
     )
     tags = {} if trigger is None else {**trigger.tags, **retrain_run_tags(model.name), POLICY_TRIGGER_TAG: model.name, TRIGGERED_AT_TAG: f"{now:.3f}"}
     return Verdict(trigger, next_cursor, why, tags)

@@ -3,7 +3,9 @@
 A sliding window of the latest labelled served predictions of one model version, scored with the same
 `evaluation.score` as the hold-out, and compared with floors (precision and recall for classification,
 an RMSE ceiling for regression). The hold-out says how good a model was on the past; this says how good
-it is now.
+it is now. The realized reading puts the two side by side for the quality_drop trigger: the watched metric
+on the latest `quality_drop_events` labelled served predictions, with the 95 % band of a sample that size,
+against the champion's own hold-out reference. Unlike an estimate, it sees a concept change.
 """
 
 from __future__ import annotations
@@ -13,7 +15,12 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+import numpy as np
+
+from mlplatform.domain.estimation import WATCHED_METRIC, Z95
 from mlplatform.domain.evaluation import score
+from mlplatform.domain.policy import PerformanceReading
+from mlplatform.domain.keys import CHAMPION_VERSION, QUALITY_EVENTS, QUALITY_LOWER, QUALITY_METRIC, QUALITY_UPPER, QUALITY_VALUE, REFERENCE
 from mlplatform.stores.eventlog import EventStore
 from mlplatform.domain.predictor import PREDICTION, PROBABILITY
 from mlplatform.settings import Settings
@@ -64,6 +71,75 @@ def bounds(settings: Settings, spec: DatasetSpec) -> list[Bound]:
     return [Bound(metric, value, minimum=True) for metric, value in configured if value is not None]
 
 
+def served_predictions(spec: DatasetSpec, window: pd.DataFrame) -> pd.DataFrame:
+    """What was served for each event of a served window, as `evaluation.score` reads a prediction."""
+    predicted = pd.DataFrame({PREDICTION: window[PREDICTION], PROBABILITY: window[PROBABILITY]})
+    if not spec.is_classification:
+        predicted[PREDICTION] = predicted[PREDICTION].astype("float64")
+    return predicted
+
+
+@dataclass(frozen=True)
+class RealizedReading:
+    """The champion's watched metric (AUC, multiclass accuracy, MAE) realized on labelled served predictions, with the
+    95 % band of a sample that size, beside its realized value on its own hold-out (the reference an estimate uses too)."""
+
+    metric: str
+    value: float
+    lower: float
+    upper: float
+    reference: float
+    events: int
+
+    def as_reading(self, report_id: str) -> PerformanceReading:
+        """The reading the retraining policy decides on, named by what made it."""
+        return PerformanceReading(report_id, self.metric, self.value, self.lower, self.upper, self.reference, self.events)
+
+    def metadata(self, champion_version: int) -> dict[str, object]:
+        """The live_quality metadata the retraining sensor reads (trigger.READING_SOURCES)."""
+        return {CHAMPION_VERSION: champion_version, QUALITY_METRIC: self.metric, QUALITY_VALUE: self.value, QUALITY_LOWER: self.lower,
+                QUALITY_UPPER: self.upper, REFERENCE: self.reference, QUALITY_EVENTS: self.events}
+
+
+def sampling_error(spec: DatasetSpec, metric: str, value: float, labels: pd.Series, predicted: pd.DataFrame) -> float:
+    """The standard error of `metric` on a sample of this size: binomial for accuracy, Hanley & McNeil (1982) for AUC,
+    the spread of the absolute errors for MAE."""
+    n = len(labels)
+    if metric == "roc_auc":
+        positives = int((labels == spec.positive_class).sum())
+        negatives = n - positives
+        q1, q2 = value / (2 - value), 2 * value**2 / (1 + value)
+        variance = (value * (1 - value) + (positives - 1) * (q1 - value**2) + (negatives - 1) * (q2 - value**2)) / (positives * negatives)
+        return math.sqrt(max(variance, 0.0))
+    if metric == "accuracy":
+        return math.sqrt(value * (1 - value) / n)
+    errors = np.abs(labels.astype("float64").to_numpy() - predicted[PREDICTION].astype("float64").to_numpy())
+    return float(errors.std(ddof=1)) / math.sqrt(n) if n > 1 else math.inf
+
+
+def realized_reading(spec: DatasetSpec, labels: pd.Series, predicted: pd.DataFrame, reference: dict[str, float]) -> RealizedReading | str:
+    """The watched metric of `predicted` (what was served) against `labels`, beside `reference` (the champion's realized
+    metrics on its hold-out); without a value, a sentence that says why."""
+    metric = WATCHED_METRIC[spec.task.value]
+    if metric not in reference:
+        return f"the champion has no hold-out reference for {metric} (logged without a performance estimator: retrain to get one)"
+    if len(labels) < 2:
+        return f"{len(labels)} labelled served predictions of the champion"
+    value = score(spec, labels, predicted).get(metric, math.nan)
+    if math.isnan(value):
+        return f"{metric} is undefined on the champion's {len(labels)} labelled served predictions (one class only)"
+    spread = Z95 * sampling_error(spec, metric, value, labels.reset_index(drop=True), predicted.reset_index(drop=True))
+    bounded = metric in ("roc_auc", "accuracy")
+    lower, upper = value - spread, value + spread
+    return RealizedReading(metric, value, max(lower, 0.0) if bounded else lower, min(upper, 1.0) if bounded else upper, reference[metric], len(labels))
+
+
+def measure_reading(settings: Settings, spec: DatasetSpec, log: EventStore, model_version: int, reference: dict[str, float]) -> RealizedReading | str:
+    """`realized_reading` of `model_version` on its latest `quality_drop_events` labelled served predictions."""
+    window = log.served_window(settings.quality_drop_events, model_version)
+    return realized_reading(spec, window[LABEL], served_predictions(spec, window), reference)
+
+
 def measure(settings: Settings, spec: DatasetSpec, log: EventStore, model_version: int) -> LiveQuality:
     """Score `model_version` on its latest `live_quality_window` labelled served predictions."""
     window = log.served_window(settings.live_quality_window, model_version)
@@ -71,10 +147,7 @@ def measure(settings: Settings, spec: DatasetSpec, log: EventStore, model_versio
     enough = len(window) >= settings.live_quality_min_events
     metrics: dict[str, float] = {}
     if len(window):
-        predicted = pd.DataFrame({PREDICTION: window[PREDICTION], PROBABILITY: window[PROBABILITY]})
-        if not spec.is_classification:
-            predicted[PREDICTION] = predicted[PREDICTION].astype("float64")
-        metrics = {k: v for k, v in score(spec, window[LABEL], predicted).items() if not math.isnan(v)}
+        metrics = {k: v for k, v in score(spec, window[LABEL], served_predictions(spec, window)).items() if not math.isnan(v)}
     breaches = [b.describe(metrics[b.metric]) for b in limits if b.metric in metrics and b.breached_by(metrics[b.metric])]
     times = window[EVENT_TIME]
     return LiveQuality(

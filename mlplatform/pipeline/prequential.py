@@ -6,6 +6,7 @@ after every event. The platform's policy is not re-implemented here: it calls th
 (`policy.decide`), the features step (`retraining.prepare_window`), training (`retraining.train_on_best_window`,
 the trained_model step's choice among candidate windows and its refit on the hold-out) and the promotion rule (`retraining.judge`,
 on the validation model's hold-out predictions) — the code the assets run.
+Its quality_drop reading is live_quality's (`live_quality.realized_reading`) on the blocks the champion served.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from mlplatform.domain.correction import ResidualCorrector
 from mlplatform.pipeline.drift import compare
 from mlplatform.domain.evaluation import score
 from mlplatform.domain.history import history_frame
-from mlplatform.domain.policy import DRIFT, RECORD_SIZE, Cursor, Observation, PolicyConfig, RetrainOutcome, decide
+from mlplatform.domain.policy import DRIFT, QUALITY_DROP, RECORD_SIZE, Cursor, Observation, PerformanceReading, PolicyConfig, RetrainOutcome, decide
+from mlplatform.pipeline.live_quality import realized_reading
 from mlplatform.domain.predictor import PREDICTION, PROBABILITY, Predictor
 from mlplatform.pipeline.replay import DriftScenario, read_source, select_stream
 from mlplatform.pipeline.retraining import judge, prepare_window, train_on_best_window
@@ -218,7 +220,9 @@ class PlatformPolicy(Policy):
         if half_life is not None and half_life <= 0:
             raise BenchmarkError(f"recency half-life must be > 0 events, got {half_life}")
         self.settings = settings
-        self.config = PolicyConfig(settings.retrain_every_n, settings.min_new_labelled_for_drift, settings.retrain_cooldown_seconds)
+        self.config = PolicyConfig(settings.retrain_every_n, settings.min_new_labelled_for_drift, settings.retrain_cooldown_seconds,
+                                   quality_drop_margin=settings.quality_drop_margin if settings.retrain_on_quality_drop else None,
+                                   quality_drop_events=settings.quality_drop_events)
         self.drift_check = drift_check
         self.half_life = half_life
         self.correction = correction
@@ -231,6 +235,8 @@ class PlatformPolicy(Policy):
         self.record: tuple[RetrainOutcome, ...] = ()  # the policy's own record, newest first, as trigger.policy_record reads it
         self.last_report = 0
         self.drift: tuple[bool | None, float | None, str | None] = (None, None, None)
+        self.served: list[tuple[int | None, pd.Series, pd.DataFrame]] = []  # (the champion's cut-off, labels, what it served) per block
+        self.holdout_reference: dict[str, float] = {}  # the champion's validation model's metrics on its hold-out (live_quality's reference)
 
     def _weights(self, n: int) -> np.ndarray | None:
         if self.half_life is None:
@@ -244,7 +250,8 @@ class PlatformPolicy(Policy):
         train_part, holdout, transformer = prepare_window(self.settings, self.spec, window)
         fit = train_on_best_window(self.settings, self.spec, train_part, holdout, transformer, weights=self._weights)
         unseen = None if not self.champion_refit else np.arange(len(history) - len(holdout), len(history)) >= self.champion_cutoff
-        verdict = judge(self.settings, self.spec, holdout, fit.validation.predictor.predict(holdout), self.champion, unseen)
+        evidence = fit.validation.predictor.predict(holdout)
+        verdict = judge(self.settings, self.spec, holdout, evidence, self.champion, unseen)
         self.stats.fits += 1
         self.stats.train_seconds += time.perf_counter() - started
         if verdict.decision.promote:
@@ -252,6 +259,7 @@ class PlatformPolicy(Policy):
             self.champion = fit.served.predictor
             self.champion_refit = fit.refit_rows > 0
             self.champion_cutoff = len(history)
+            self.holdout_reference = score(self.spec, holdout[LABEL], evidence)  # as the asset's estimator: out of sample, refit or not
             self.reference = train_part
             self.last_report = len(history)
             self.drift = (None, None, None)
@@ -267,7 +275,21 @@ class PlatformPolicy(Policy):
     def serve(self, block: pd.DataFrame) -> pd.DataFrame:
         assert self.champion is not None
         predicted = self.champion.predict(block)
-        return predicted if self.correction is None else self.correction.apply(block, predicted, block[LABEL])
+        served = predicted if self.correction is None else self.correction.apply(block, predicted, block[LABEL])
+        self.served.append((self.champion_cutoff, block[LABEL], served))
+        return served
+
+    def _realized(self, history: pd.DataFrame) -> tuple[PerformanceReading | None, str]:
+        """The reading live_quality makes: the champion's latest `quality_drop_events` served predictions whose labels are
+        known, against its hold-out reference."""
+        self.served = [(cutoff, labels, served) for cutoff, labels, served in self.served if cutoff == self.champion_cutoff]
+        if not self.served:
+            return None, "no labelled served predictions of the champion yet"
+        labels, served = pd.concat([s[1] for s in self.served]), pd.concat([s[2] for s in self.served])
+        known = labels.index < len(history)
+        n = self.settings.quality_drop_events
+        reading = realized_reading(self.spec, labels[known].iloc[-n:], served[known].iloc[-n:], self.holdout_reference)
+        return (None, reading) if isinstance(reading, str) else (reading.as_reading(f"quality-{len(history)}"), "")
 
     def _drift_report(self, history: pd.DataFrame) -> None:
         """A new drift report every `drift_every_n_events` events, as the drift sensor requests them."""
@@ -285,7 +307,9 @@ class PlatformPolicy(Policy):
         self._drift_report(history)
         detected, share, report_id = self.drift
         now = float(history[EVENT_TIME].iloc[-1]) / 1e6
-        observation = Observation(len(history), self.champion_cutoff, now, detected, share, report_id, record=self.record)
+        quality, quality_note = self._realized(history)
+        observation = Observation(len(history), self.champion_cutoff, now, detected, share, report_id, quality=quality, quality_note=quality_note,
+                                  record=self.record)
         trigger, self.cursor, _ = decide(observation, self.cursor, self.config)
         if trigger is not None:
             self.stats.triggers[trigger.reason] += 1
@@ -365,6 +389,10 @@ class PolicyResult:
     @property
     def drift_triggers(self) -> int:
         return self.triggers.get(DRIFT, 0)
+
+    @property
+    def quality_triggers(self) -> int:
+        return self.triggers.get(QUALITY_DROP, 0)
 
 
 def run_prequential(events: pd.DataFrame, spec: DatasetSpec, policy: Policy, warmup: int, block: int, label_delay: int = 0) -> PolicyResult:
