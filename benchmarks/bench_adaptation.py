@@ -102,6 +102,8 @@ def policies(spec: DatasetSpec, settings: Settings, args: argparse.Namespace, re
         PlatformPolicy(spec, settings, drift),
         PlatformPolicy(spec, settings, drift, half_life=args.half_life, name="platform + recency weighting"),
     ]
+    if settings.retrain_on_quality_drop:  # what the fourth reason adds, side by side
+        out.append(PlatformPolicy(spec, settings.model_copy(update={"retrain_on_quality_drop": False}), drift, name="platform without quality_drop"))
     if spec.task is not Task.multiclass:
         out.append(PlatformPolicy(spec, settings, drift, half_life=args.half_life, correction=ResidualCorrector(spec, args.correction_rate), name="platform + recency + online correction"))
     out.append(RiverPolicy(spec, n_models=10, seed=settings.seed))
