@@ -1,7 +1,7 @@
 """What a fresh process pays to load the code location, next to `import dagster, pandas` alone (its floor).
 
 Every run worker, code server, `dg check defs` and the daemon pays the import and the build of the Definitions
-(load_from_defs_folder + every model's RetrainingLoop component) before doing anything. The goal: the import at
+(the defs folder's component tree + every model's RetrainingLoop component) before doing anything. The goal: the import at
 most 1.3x the floor. Each command runs in a fresh subprocess, the rows interleaved round by round so that a change
 in the machine's load hits them alike; the median wall clock of each is reported with its ratio to the floor. The
 last row is what the code location imported at load before the heavy libraries moved into the functions using them.
