@@ -143,6 +143,7 @@ class ModelService:
         self._id_counter = itertools.count()
         self.history = HistoryState(self.spec) if self.spec.history is not None else None
         self._history_lock = threading.Lock()  # the event loop (requests) and the label catch-up thread share the state
+        self._feedback_lock = threading.Lock()  # concurrent /feedback workers: apply and file one label at a time
         self._stop = threading.Event()
         self._catch_up = threading.Thread(target=self._catch_up_labels, name="history-labels", daemon=True)
 
@@ -219,8 +220,7 @@ class ModelService:
         clean, errors = model.codec.check(records, loc)
         if errors:
             raise ApiError(422, [e.as_dict() for e in errors[:100]], "validation")
-        at = now_us()
-        inputs = clean if self.history is None else self.with_history(clean, at)
+        inputs, at = (clean, now_us()) if self.history is None else self.with_history(clean)
         (predictions, probabilities, matrix), unseen = model.predict(inputs)
         version = model.version
         served_version = str(version)
@@ -250,18 +250,22 @@ class ModelService:
             self.metrics.unseen.labels(feature=feature).inc(n)
         return {"predictions": answers} if batch else answers[0]
 
-    def with_history(self, rows: list[dict[str, Any]], at: int) -> list[dict[str, Any]]:
-        """Each row with its history columns, then remembered: a later row of the same batch sees the earlier ones, as in training.
+    def with_history(self, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+        """Each row with its history columns, then remembered: a later row of the same batch sees the earlier ones, as in
+        training; and the requests' time.
 
-        Runs on the event loop between two awaits, so no other request changes the state meanwhile.
+        Runs on the event loop between two awaits, so no other request changes the state meanwhile. The time is read under
+        the lock: a label the catch-up thread or a /feedback files while this request waits for it was known before this
+        time, so the rows may see it, as training's rule (labels known by the event's time) lets them.
         """
         assert self.history is not None
         out = []
         with self._history_lock:
+            at = now_us()
             for row in rows:
                 out.append({**row, **self.history.features(row, at)})
                 self.history.observe_event(row, at)
-        return out
+        return out, at
 
     def _observe_label(self, event_id: str, label: str | float) -> None:
         """File a label just applied through /feedback under its event's keys (read back from the log, with its label_seq)."""
@@ -305,9 +309,13 @@ class ModelService:
     def _apply_label(self, event_id: str, label: str | float) -> LabelResult:
         """Record the label and, once applied, file it into the history state or teach the online correction, in one
         worker-thread hop: each hop waits for the loop and a worker to be scheduled, most of a /feedback on a busy host."""
-        result = self.events.add_labels([event_id], [label])
-        if result.applied and self.history is not None:
-            self._observe_label(event_id, label)
+        if self.history is None:
+            result = self.events.add_labels([event_id], [label])
+        else:
+            with self._feedback_lock:  # labels filed in the order the log took them (label-based history reads that order)
+                result = self.events.add_labels([event_id], [label])
+                if result.applied:
+                    self._observe_label(event_id, label)
         if result.applied and self.settings.serve_online_correction:
             self.learn(event_id)
         return result
