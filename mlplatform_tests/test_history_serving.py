@@ -224,7 +224,7 @@ def test_the_loop_steps_retrain_evaluate_and_report_drift_for_a_model_with_histo
         assert [c.column for c in report.columns] == list(spec.features)
         champion = registry.champion_record()
         assert champion is not None
-        estimated = estimate_performance(settings, spec, log, registry.load_predictor(champion.version), champion.version)
+        estimated = estimate_performance(settings, spec, log, registry.load_predictor(champion.version), champion.version, champion.label_seq_cutoff)
         assert isinstance(estimated, EstimationReport), estimated  # the latest events get their history columns, as at training
         assert estimated.chunks and all("mae" in c.estimate.metrics for c in estimated.chunks), estimated.chunks
     finally:

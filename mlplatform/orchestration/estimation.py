@@ -109,7 +109,8 @@ def build_estimated_performance(names: ModelNames, retry: dg.RetryPolicy, freshn
         settings, spec, registry = model.settings, model.spec, model.registry
         champion = registry.champion_record()
         predictor = None if champion is None else registry.load_predictor(champion.version)
-        result = estimate_performance(settings, spec, model.event_log, predictor, None if champion is None else champion.version)
+        result = estimate_performance(settings, spec, model.event_log, predictor, None if champion is None else champion.version,
+                                      0 if champion is None else champion.label_seq_cutoff)
         if isinstance(result, EstimationSkipped):
             context.log.info(f"estimated performance skipped: {result.reason}")
             return dg.MaterializeResult(

@@ -81,13 +81,16 @@ def _labelled(frame: pd.DataFrame, spec: DatasetSpec) -> np.ndarray:
 
 
 def estimate_chunks(predictor: Predictor, estimator: Estimator, spec: DatasetSpec, events: pd.DataFrame, chunk_events: int,
-                    min_events: int) -> list[ChunkResult]:
-    """Chunks of `chunk_events` aligned on the newest event (the oldest may be short), oldest first."""
+                    min_events: int, label_seq_cutoff: int) -> list[ChunkResult]:
+    """Chunks of `chunk_events` aligned on the newest event (the oldest may be short), oldest first. Realized
+    performance counts only labels after the champion's `label_seq_cutoff`: the model may have trained on the ones
+    before (a refit learns its hold-out), where its realized score is in-sample and says nothing of the estimate."""
     if events.empty:
         return []
     events = events.reset_index(drop=True)
     features, scores = predictor.features_and_scores(events)
     labelled = _labelled(events, spec)
+    labelled = labelled[events["label_seq"].iloc[labelled].to_numpy(dtype="float64") > label_seq_cutoff]
     has_label = np.zeros(len(events), dtype=bool)
     has_label[labelled] = True
     y = np.full(len(events), np.nan)
@@ -109,8 +112,9 @@ def estimate_chunks(predictor: Predictor, estimator: Estimator, spec: DatasetSpe
 
 
 def estimate_performance(settings: Settings, spec: DatasetSpec, log: EventStore, predictor: Predictor | None,
-                         champion_version: int | None) -> EstimationReport | EstimationSkipped:
-    """The champion's estimated (and where possible realized) performance on the latest events."""
+                         champion_version: int | None, label_seq_cutoff: int) -> EstimationReport | EstimationSkipped:
+    """The champion's estimated (and where possible realized, on labels after its `label_seq_cutoff`) performance on the
+    latest events."""
     if predictor is None or champion_version is None:
         return EstimationSkipped("no champion yet: there is no model whose performance to estimate")
     if predictor.estimator is None:
@@ -122,7 +126,7 @@ def estimate_performance(settings: Settings, spec: DatasetSpec, log: EventStore,
     if events.empty:
         return EstimationSkipped("the event log holds no events yet", champion_version)
     chunk_rows = events.iloc[-settings.estimation_chunks * settings.estimation_chunk_events :]
-    chunks = estimate_chunks(predictor, estimator, spec, chunk_rows, settings.estimation_chunk_events, settings.estimation_min_events)
+    chunks = estimate_chunks(predictor, estimator, spec, chunk_rows, settings.estimation_chunk_events, settings.estimation_min_events, label_seq_cutoff)
     recent = predictor.estimate(events.iloc[-settings.estimated_drop_events :], settings.estimation_min_events)
     return EstimationReport(champion_version, estimator.method, WATCHED_METRIC[spec.task.value], estimator.reference, chunks, recent)
 
