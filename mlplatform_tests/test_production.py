@@ -231,7 +231,8 @@ def test_the_loop_on_celery_survives_a_worker_killed_mid_training(postgres_url: 
         assert os.getpid() not in {r.dagster_event.pid for r in succeeded}  # type: ignore[union-attr]
         assert loop.model().registry.champion_record().version == 1  # type: ignore[union-attr]
 
-        write_batches(adult_rows.iloc[1500:2700], spec, settings.landing_dir, 1200)
+        # 3000 new rows: the challenger (trained on 3600 before its hold-out) must beat a champion refit on all its 1500
+        write_batches(adult_rows.iloc[1500:4500], spec, settings.landing_dir, 3000)
         loop.materialize(instance, ["raw_events"], raise_on_error=True)
         launched = _wait_for("the sensor's retraining run", lambda: instance.get_runs(filters=dg.RunsFilter(tags={LAUNCHED_BY_TAG: names.retraining_sensor})))
         killed = launched[-1]
