@@ -48,7 +48,7 @@ def reported(tmp_path_factory: pytest.TempPathFactory, adult_spec: DatasetSpec, 
     """A champion, three drift reports of its stream, two live-quality scores and an estimate, the workspace keeping the
     newest two of each kind (as the reports folder keeps its newest reports)."""
     env = {"MLPLATFORM_RETRAIN_EVERY_N": "1000000", "MLPLATFORM_DRIFT_MIN_CURRENT_ROWS": "100", "MLPLATFORM_DRIFT_REPORTS_KEEP": "2",
-           "MLPLATFORM_EVIDENTLY_UI_URL": UI_URL, "MLPLATFORM_LIVE_QUALITY_MIN_EVENTS": "50", "MLPLATFORM_ESTIMATION_CHUNK_EVENTS": "1000"}
+           "MLPLATFORM_EVIDENTLY_UI_URL": UI_URL, "MLPLATFORM_LIVE_QUALITY_MIN_EVENTS": "50", "MLPLATFORM_ESTIMATION_CHUNK_EVENTS": "200"}
     with trained_platform(tmp_path_factory.mktemp("evidently") / "state", adult_spec, shuffled_stream(adult_rows, seed=5), **env) as platform:
         drift = [_report(platform) for _ in range(3)]
         live = [_score(platform, SERVED), _score(platform, SERVED), _score(platform, 0)]
