@@ -50,6 +50,7 @@ def test_the_champion_is_logged_with_its_estimator_recorded_in_mlflow(platform: 
     run = mlflow.MlflowClient(platform.settings.tracking_uri).get_run(registry.get_version(1).run_id)
     assert run.data.params["estimator"] == CBPE and run.data.params["estimator_fitted_on"] == "holdout"
     assert run.data.metrics["estimator_reference_roc_auc"] == pytest.approx(estimator.reference["roc_auc"])
+    assert registry.holdout_reference(1) == pytest.approx(estimator.reference), "live_quality's reference, read without loading the model"
     assert registry.get_version(1).tags[ESTIMATOR] == CBPE
 
 

@@ -56,6 +56,9 @@ CHALLENGER_SCORE = mlflow_tag("challenger_score")
 TRIGGER_REASON = mlflow_tag("trigger.reason")
 PINNED = mlflow_tag("pinned")
 ESTIMATOR = mlflow_tag("estimator")  # cbpe, dle, or "none: <why>"
+# + a metric name: the MLflow metrics of a version's run holding its realized metrics on its hold-out, the reference its
+# performance estimate and its live quality are compared with
+ESTIMATOR_REFERENCE_PREFIX = "estimator_reference_"
 CHAMPION_CHANGE = mlflow_tag("champion.")  # + zero-padded sequence number: one registered-model tag per alias move
 
 # The challenger's training window chosen on the hold-out (MLflow param and trained_model metadata), the candidates

@@ -74,8 +74,7 @@ def build_live_quality(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.F
                 check_results=[dg.AssetCheckResult(check_name=LIVE_QUALITY_CHECK, passed=True, severity=dg.AssetCheckSeverity.WARN, description="no champion yet")],
             )
         quality = measure(settings, model.spec, model.event_log, champion.version)
-        estimator = model.registry.load_predictor(champion.version).estimator
-        reading = measure_reading(settings, model.spec, model.event_log, champion.version, {} if estimator is None else estimator.reference)
+        reading = measure_reading(settings, model.spec, model.event_log, champion.version, model.registry.holdout_reference(champion.version))
         if not quality.enough:
             verdict = f"{quality.events} labelled served predictions of v{quality.model_version}, fewer than {settings.live_quality_min_events}: no verdict"
         else:

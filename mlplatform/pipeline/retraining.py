@@ -25,7 +25,7 @@ from mlplatform.stores.registry import TRAINING, Registry, json_tag, tag
 from mlplatform.settings import Settings, env_name
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.estimation import EstimationError
-from mlplatform.domain.keys import (AWAITING_SHADOW, CHOSEN_WINDOW, ESTIMATOR, PROMOTED, REFIT, REFIT_ROWS, REFIT_ROWS_TAG, REJECTED, SHADOW_METRICS,
+from mlplatform.domain.keys import (AWAITING_SHADOW, CHOSEN_WINDOW, ESTIMATOR, ESTIMATOR_REFERENCE_PREFIX, PROMOTED, REFIT, REFIT_ROWS, REFIT_ROWS_TAG, REJECTED, SHADOW_METRICS,
                                     VALIDATION_PREDICTIONS, WINDOW_CANDIDATES)
 from mlplatform.pipeline.shadow import ShadowComparison, compare_on_live, shadow_wait_left
 from mlplatform.domain.timeformat import iso_time
@@ -249,7 +249,7 @@ def attach_estimator(validated: Predictor, served: Predictor, holdout: pd.DataFr
         return {"estimator": f"none: {exc}"}, {}
     served.estimator = estimator
     params = {"estimator": estimator.method, "estimator_fitted_on": "holdout"}
-    metrics = {f"estimator_reference_{k}": v for k, v in estimator.reference.items()}
+    metrics = {f"{ESTIMATOR_REFERENCE_PREFIX}{k}": v for k, v in estimator.reference.items()}
     return params, {**metrics, "estimator_holdout_rows": float(estimator.holdout_rows)}
 
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from mlplatform.domain.keys import CHAMPION_CHANGE, MLFLOW_TAG_PREFIX, PINNED, WINDOW_CUTOFF
+from mlplatform.domain.keys import CHAMPION_CHANGE, ESTIMATOR_REFERENCE_PREFIX, MLFLOW_TAG_PREFIX, PINNED, WINDOW_CUTOFF
 from mlplatform.domain.retry_budget import RetryBudget
 from mlplatform.domain.spec import DatasetSpec
 
@@ -268,6 +268,12 @@ class Registry:
         mlflow.set_registry_uri(self.tracking_uri)
         model = mlflow.pyfunc.load_model(f"models:/{self.name}/{version}")
         return model.unwrap_python_model().predictor
+
+    def holdout_reference(self, version: int | str) -> dict[str, float]:
+        """The version's realized metrics on its own hold-out, as logged with its performance estimator (empty for a
+        version logged without one): one store read, where loading the model for its estimator would unpickle it."""
+        logged = self.client.get_run(self.get_version(version).run_id).data.metrics
+        return {k.removeprefix(ESTIMATOR_REFERENCE_PREFIX): v for k, v in logged.items() if k.startswith(ESTIMATOR_REFERENCE_PREFIX)}
 
     def record_evaluation(self, holdout: PandasDataset, challenger: int, predicted: pd.DataFrame, scores: dict[int, dict[str, float]]) -> dict[str, float]:
         """The challenger's hold-out evaluation in its run (MLflow's evaluator: metrics, plots, per-segment quality), and
