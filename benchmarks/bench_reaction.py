@@ -44,7 +44,7 @@ from dagster._daemon.sensor import MIN_INTERVAL_LOOP_TIME  # noqa: E402  (how of
 import pandas as pd  # noqa: E402
 from results import markdown_table, record  # noqa: E402
 
-from mlplatform.cli.demo import drift_scenario, scoped_environment  # noqa: E402
+from mlplatform.cli.demo import drift_scenario  # noqa: E402
 from mlplatform.cli.dev import BIN, Server, build_servers, free_port, http_ok, running  # noqa: E402
 from mlplatform.domain.keys import DRIFT_REPORT_TAG, POLICY_TRIGGER_TAG, REASON_TAG, TRIGGERED_AT_TAG  # noqa: E402
 from mlplatform.domain.policy import DRIFT, NEW_OBSERVATIONS  # noqa: E402
@@ -55,7 +55,7 @@ from mlplatform.orchestration.names import DRIFT_REPORT, EVALUATION_REPORT, Mode
 from mlplatform.orchestration.trigger import RECENT_TRIGGER_RUNS  # noqa: E402
 from mlplatform.pipeline.replay import ApiSink, DriftScenario, canonical_labels, inject_drift, read_source, select_stream, write_batches  # noqa: E402
 from mlplatform.root import platform  # noqa: E402
-from mlplatform.settings import Settings, SettingsError  # noqa: E402
+from mlplatform.settings import Settings, SettingsError, scoped_environment  # noqa: E402
 from mlplatform.stores.registry import MLFLOW_RETRY_ENV  # noqa: E402
 
 GOAL_MEDIAN_S = {NEW_OBSERVATIONS: 15.0, DRIFT: 20.0}  # issue 17: from trigger to the new champion served

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -17,6 +20,21 @@ DEFAULT_SPEC = REPO_ROOT / "data" / "adult.yaml"
 def env_name(setting: str) -> str:
     """The environment variable of a Settings field: what messages name, and how `mlplatform dev` hands it to children."""
     return f"{Settings.model_config['env_prefix']}{setting.upper()}"
+
+
+@contextmanager
+def scoped_environment(values: dict[str, str], restore: tuple[str, ...] = ()) -> Iterator[None]:
+    """Set `values` in this process's environment (settings are read from it), and put them, and `restore`, back after."""
+    previous = {key: os.environ.get(key) for key in (*values, *restore)}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 class SettingsError(ValueError):

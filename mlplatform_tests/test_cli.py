@@ -127,3 +127,18 @@ def test_loading_the_code_location_creates_no_state(tmp_path: Path) -> None:
     subprocess.run([sys.executable, "-c", probe], check=True, cwd=REPO_ROOT, capture_output=True,
                    env={**os.environ, "MLPLATFORM_STATE_DIR": str(tmp_path / "state")})
     assert not (tmp_path / "state").exists()
+
+
+def test_state_dir_reaches_the_runs_the_command_executes(
+    state: Settings, adult_spec: DatasetSpec, adult_rows: pd.DataFrame, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--state-dir` moves the runs too, not only the command: raw_events lands the other folder's files into its event log,
+    and the variable the fixture set is back afterwards."""
+    other = Settings(state_dir=tmp_path / "other")
+    write_batches(adult_rows.iloc[:300], adult_spec, other.landing_dir / adult_spec.name, 300)
+    assert main(["materialize", "--state-dir", str(other.state_dir), "--model", "adult", "--select", "raw_events"]) == 0
+    capsys.readouterr()
+    assert main(["status", "--json", "--state-dir", str(other.state_dir), "--model", "adult"]) == 0
+    [status] = json.loads(capsys.readouterr().out)
+    assert status["events"]["total"] == 300 and status["state_dir"] == str(other.state_dir)
+    assert os.environ["MLPLATFORM_STATE_DIR"] == str(state.state_dir) and not any(state.events_dir.glob("*")), "the fixture's folder untouched"

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from mlplatform.settings import Settings, SettingsError
+from mlplatform.settings import Settings, SettingsError, env_name, scoped_environment
 
 if TYPE_CHECKING:
     from mlplatform.root import Platform
@@ -248,8 +248,9 @@ def main(argv: list[str] | None = None) -> int:
     from mlplatform.domain.spec import SpecError
     from mlplatform.root import PlatformError
 
-    try:
-        return int(args.func(args))
+    try:  # runs executed here, sensor ticks and started processes read their settings from the environment: --state-dir too
+        with scoped_environment({env_name("state_dir"): str(Path(args.state_dir).resolve())} if getattr(args, "state_dir", None) else {}):
+            return int(args.func(args))
     except (SpecError, ValidationError, SettingsError, PlatformError) as exc:  # a wrong spec, defs.yaml or MLPLATFORM_* setting: say which
         print(f"mlplatform {args.command}: {exc}", file=sys.stderr)
         return 2

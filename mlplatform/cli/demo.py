@@ -1,10 +1,8 @@
 """`mlplatform demo`: the whole loop on the default dataset, against a real Dagster instance and MLflow store."""
 
-import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import dagster as dg
 import pandas as pd
@@ -105,21 +103,6 @@ def drift_scenario(spec: DatasetSpec, reference: pd.DataFrame, seed: int) -> Dri
     columns get their rarest category in 60 % of rows."""
     mix = {c: str(reference[c].dropna().value_counts().index[-1]) for c in spec.categorical_features[:DRIFTED_COLUMNS_PER_TYPE] if reference[c].notna().any()}
     return DriftScenario(shift_numeric={c: 1.5 for c in spec.numeric_features[:DRIFTED_COLUMNS_PER_TYPE]}, category_mix=mix, seed=seed)
-
-
-@contextmanager
-def scoped_environment(values: dict[str, str], restore: tuple[str, ...] = ()) -> Iterator[None]:
-    """Set `values` in this process's environment (settings are read from it), and put them, and `restore`, back after."""
-    previous = {key: os.environ.get(key) for key in (*values, *restore)}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in previous.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def _drift_step(instance: dg.DagsterInstance, model: ModelContext, rows: pd.DataFrame, start: int, cursor: str | None,
