@@ -161,6 +161,21 @@ def test_labelled_window_is_time_ordered_and_capped(log: EventStore) -> None:
     assert window["x"].dtype == "float64"
 
 
+def test_the_history_warmup_reads_the_count_or_the_longest_time_window_whichever_reaches_further(log: EventStore) -> None:
+    times = [10, 20, 30, 40, 50, 60]
+    log.append(_events([f"e{t}" for t in times], times=times), "f")
+
+    def read(before: int | None, events: int, span: int) -> list[str]:
+        return log.history_warmup(before, events, span)[EVENT_ID].tolist()
+
+    assert read(None, 2, 0) == ["e50", "e60"] and read(50, 2, 0) == ["e30", "e40"]  # no time window: the count
+    assert read(None, 2, 35) == ["e30", "e40", "e50", "e60"]  # the span from the log's end (60) holds more than the count
+    assert read(50, 2, 25) == ["e30", "e40"] and read(50, 1, 25) == ["e30", "e40"]  # [25, 50): as many as the count, or more
+    assert read(50, 3, 15) == ["e20", "e30", "e40"]  # the count reaches further back than the span
+    assert read(None, 10, 15) == [f"e{t}" for t in times] and read(15, 0, 100) == ["e10"]  # the whole log; a count of 0
+    assert "label_time" in log.history_warmup(None, 2, 35) and log.history_warmup(5, 2, 35).empty
+
+
 def test_empty_append_and_reopen_keep_counts(settings: Settings) -> None:
     first = open_event_log(settings, _spec())
     assert first.append(_events([]), "empty").inserted == 0

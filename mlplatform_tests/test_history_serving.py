@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 import uvicorn
@@ -48,10 +49,22 @@ class Parts:
 
 
 @contextmanager
-def serving(parts: Parts) -> Iterator[httpx.Client]:
-    """The real app on uvicorn on 127.0.0.1 in this process (so that it can serve a spec outside the code location)."""
+def serving(parts: Parts, filled: list[dict[str, Any]] | None = None) -> Iterator[httpx.Client]:
+    """The real app on uvicorn on 127.0.0.1 in this process (so that it can serve a spec outside the code location).
+    `filled` receives each predicted row as serving filled it with its history columns, in the order answered."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(parts.settings, [parts]), host="127.0.0.1", port=port, log_level="warning"))
+    app = create_app(parts.settings, [parts])
+    if filled is not None:
+        service = app.state.services[parts.name]
+        fill = service.with_history
+
+        def recording(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+            out, at = fill(rows)
+            filled.extend(out)
+            return out, at
+
+        service.with_history = recording
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 120
@@ -159,11 +172,13 @@ def _rebuilt(parts: Parts) -> pd.DataFrame:
     return with_history(log, parts.spec, served, log.counts().label_watermark)
 
 
-def test_served_predictions_equal_predictions_on_the_rebuilt_training_frame(parts: Parts) -> None:
-    """10,000 events through the API with labels late and out of order, odd keys among them, across a restart."""
+def test_served_features_and_predictions_equal_the_rebuilt_training_frame(parts: Parts) -> None:
+    """10,000 events through the API with labels late and out of order, odd keys among them, across a restart: the
+    history columns serving filled equal training's (to 1e-9), and so do the predictions."""
     source = read_source(parts.spec)
     rows = source.iloc[LANDED : LANDED + REPLAYED - RESTARTED]
-    with serving(parts) as client:
+    filled: list[dict[str, Any]] = []
+    with serving(parts, filled) as client:
         served = _replay(client, rows, parts.spec, seed=1, label_files=parts.event_log)
         record = json_records(rows.iloc[:1], parts.spec)[0]
         refused = client.post("/predict", json={**record, "hist__label_lag1": 5.0})
@@ -171,7 +186,7 @@ def test_served_predictions_equal_predictions_on_the_rebuilt_training_frame(part
         keyless = client.post("/predict", json={key: value for key, value in record.items() if key != "hr"})
         assert keyless.status_code == 422 and keyless.json()["detail"][0]["loc"] == ["body", "hr"]  # absent, not null: refused
     logged = parts.event_log.counts().total
-    with serving(parts) as client:  # a restart rebuilds the state from the log
+    with serving(parts, filled) as client:  # a restart rebuilds the state from the log
         served.update(_replay(client, source.iloc[LANDED + REPLAYED - RESTARTED : LANDED + REPLAYED], parts.spec, seed=2))
     assert len(served) == REPLAYED and parts.event_log.counts().total == logged + RESTARTED  # the refused requests logged nothing
     frame = _rebuilt(parts).set_index("event_id").loc[list(served)].reset_index()
@@ -179,6 +194,9 @@ def test_served_predictions_equal_predictions_on_the_rebuilt_training_frame(part
     assert frame[history].notna().mean().min() > 0.9  # the comparison is on filled features, not on missing ones
     assert frame["hr"].isna().sum() == frame["weathersit"].isna().sum() == REPLAYED // 50  # the null keys reached the log
     assert set(frame["hr"]) >= {24.0, 25.0, 26.0} and (frame["weathersit"] == "5").sum() == REPLAYED // 50
+    online = pd.DataFrame(filled, columns=history).astype("float64")
+    assert len(online) == REPLAYED and online.notna().mean().min() > 0.9
+    assert np.allclose(online.to_numpy(), frame[history].to_numpy("float64"), rtol=1e-9, atol=1e-9, equal_nan=True)
     predictor = parts.registry.load_predictor(parts.registry.champion_record().version)  # type: ignore[union-attr]
     assert list(served.values()) == pytest.approx(predictor.predict(frame)["prediction"].tolist(), rel=1e-9, abs=1e-9)
 

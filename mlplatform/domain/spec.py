@@ -143,6 +143,11 @@ class HistorySpec(BaseModel):
     features: list[HistoryFeature] = Field(min_length=1)
     warmup_events: int = Field(default=10_000, ge=0)
 
+    @property
+    def longest_window_us(self) -> int:
+        """The widest time window (0 without one): a warm-up reads at least that span, whatever `warmup_events` says."""
+        return max((f.window_us or 0 for f in self.features), default=0)
+
 
 class DatasetSpec(BaseModel):
     """Name, task, label, optional id and time columns, typed features and columns to drop."""

@@ -117,13 +117,13 @@ def prepare_window(settings: Settings, spec: DatasetSpec, window: pd.DataFrame) 
 def with_history(log: EventStore, spec: DatasetSpec, window: pd.DataFrame, cutoff: int) -> pd.DataFrame:
     """`window` (oldest first) with the spec's history columns, each as known at its event's time.
 
-    Read over every event of the window's span, labelled or not, plus `history.warmup_events` before it so that
-    windows and lags start warm; labels past `cutoff` are not used, so the snapshot is what the cut-off saw.
+    Read over every event of the window's span, labelled or not, plus `history.warmup_events` (or the longest time
+    window, when it holds more) before it so that windows and lags start warm; labels past `cutoff` are not used, so the snapshot is what the cut-off saw.
     """
     if spec.history is None or window.empty:
         return window
     first, last = int(window[EVENT_TIME].iloc[0]), int(window[EVENT_TIME].iloc[-1])
-    warm = log.events_between(end_us=first, limit=spec.history.warmup_events, label_times=True)
+    warm = log.history_warmup(first, spec.history.warmup_events, spec.history.longest_window_us)
     span = log.events_between(start_us=first, end_us=last + 1, label_times=True)
     events = pd.concat([warm, span], ignore_index=True) if len(warm) else span
     late = (events["label_seq"] > cutoff).to_numpy()

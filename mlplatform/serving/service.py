@@ -151,7 +151,8 @@ class ModelService:
         s = self.settings
         if self.history is not None and self.spec.history is not None:  # rebuilt from the log before the first request
             watermark = self.events.counts().label_watermark
-            self.history.replay(self.events.events_between(limit=self.spec.history.warmup_events, label_times=True), watermark)
+            history = self.spec.history
+            self.history.replay(self.events.history_warmup(None, history.warmup_events, history.longest_window_us), watermark)
             self.metrics.history_watermark.set(self.history.label_watermark)
             self._catch_up.start()
         self.log = PredictionLog(self.events, self.metrics, s.serve_log_interval_ms / 1000, s.serve_log_max_rows, s.serve_log_on_loop)

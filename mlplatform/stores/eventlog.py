@@ -551,6 +551,21 @@ class EventStore(ABC):
         frame = self._select(" AND ".join(clauses), params, "event_time DESC, seq DESC", limit, label_times)
         return frame.iloc[::-1].reset_index(drop=True)
 
+    def history_warmup(self, before_us: int | None, events: int, span_us: int) -> pd.DataFrame:
+        """What history features start warm from, oldest first, with label times: the latest `events` events before
+        `before_us` (None: the end of the log), or every event in the `span_us` before it when those are more (a time
+        window holding more events than the count), so that training and a restarted serving read the same past."""
+        latest = self.events_between(end_us=before_us, limit=events, label_times=True)
+        if span_us <= 0 or len(latest) < events:
+            return latest  # no time window, or the count already reached the log's start
+        bounds = self.time_range() if before_us is None else (before_us, before_us - 1)
+        if bounds is None:
+            return latest
+        start = bounds[1] + 1 - span_us
+        if len(latest) and int(latest[EVENT_TIME].iloc[0]) < start:
+            return latest  # the count reaches further back than the span
+        return self.events_between(start_us=start, end_us=before_us, label_times=True)
+
     def _window(self, start_us: int, end_us: int, max_label_seq: int | None) -> tuple[str, list[object]]:
         p = self.PARAM
         where, params = f"event_time >= {p} AND event_time < {p}", [int(start_us), int(end_us)]
