@@ -34,7 +34,7 @@ DEFS_FILE = "defs.yaml"
 
 # The loop settings a model may set for itself in its defs.yaml; MLPLATFORM_* variables stay the defaults.
 LOOP_FIELDS = (
-    "retrain_every_n", "min_new_labelled_for_drift", "retrain_cooldown_seconds", "training_window", "training_window_candidates", "holdout_fraction",
+    "retrain_every_n", "min_new_labelled_for_drift", "retrain_cooldown_seconds", "training_window", "training_window_candidates", "training_window_since_change", "holdout_fraction",
     "holdout_max_rows", "refit_on_holdout", "validation_fraction", "min_training_rows", "tuning_trials", "tuning_seconds", "num_boost_round",
     "early_stopping_rounds", "seed", "promotion_margin", "quality_floor", "promotion_requires_shadow_win", "shadow_min_events", "shadow_max_wait_seconds",
     "serve_shadow_challenger", "max_quarantine_share", "max_null_share",

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from mlplatform.domain.evaluation import score
 from mlplatform.domain.training import TrainingConfig, TrainingError, check_window, fit_transformer, refit, train, tuned_params
 from mlplatform.domain.window_choice import train_best_window
-from mlplatform.pipeline.retraining import judge, train_on_best_window
+from mlplatform.pipeline.retraining import change_window, judge, train_on_best_window
 from mlplatform.settings import Settings
 from mlplatform.domain.validation import EVENT_ID, LABEL, validate_frame
 
@@ -213,10 +213,31 @@ def test_the_served_refit_also_learns_the_holdout_and_the_validation_model_stays
         refit(validated, holdout.head(50), adult_spec, FAST)
 
 
+def test_after_a_concept_flip_a_window_since_the_champions_errors_rose_is_offered_and_wins(window: pd.DataFrame, adult_spec: DatasetSpec) -> None:
+    champion = train(window.head(800), adult_spec, FAST).predictor  # trained before the flip, on rows before 800
+    unseen = np.arange(len(window)) >= 800
+    stream = _flipped(window, 1400)
+    settings = Settings(**{**REFIT_SETTINGS, "training_window_candidates": [2500]})
+    since = change_window(settings, adult_spec, stream, champion, unseen)
+    assert since is not None and abs(since - (len(window) - 1400)) <= 30, since
+    train_part, holdout = stream.iloc[:2200], stream.iloc[2200:]
+    fit = train_on_best_window(settings, adult_spec, train_part, holdout, fit_transformer(train_part, adult_spec), since_change=since)
+    assert [c.window for c in fit.choice.candidates] == [2500, since] and fit.choice.window == since and fit.since_change == since
+    assert fit.refit_rows == since  # the served refit learns the change's rows only, the hold-out included
+    # nothing to offer: the stream did not change, the setting is off, no champion, or the champion trained on every row
+    assert change_window(settings, adult_spec, window, champion, unseen) is None
+    assert change_window(Settings(**REFIT_SETTINGS, training_window_since_change=False), adult_spec, stream, champion, unseen) is None
+    assert change_window(settings, adult_spec, stream, None, unseen) is None
+    assert change_window(settings, adult_spec, stream, champion, np.zeros(len(window), dtype=bool)) is None
+    unlabelled = stream.assign(**{LABEL: stream[LABEL].where(np.arange(len(stream)) % 2 == 0)})  # labels not back yet are not losses
+    assert abs(change_window(settings, adult_spec, unlabelled, champion, unseen) - (len(window) - 1400)) <= 60  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("name", ["refit_on_holdout", "training_window_since_change"])
 @pytest.mark.parametrize("value", ["maybe", "2", "", "[true]"])
-def test_a_bad_refit_setting_is_refused_naming_it(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
-    monkeypatch.setenv("MLPLATFORM_REFIT_ON_HOLDOUT", value)
-    with pytest.raises(ValidationError, match="refit_on_holdout"):
+def test_a_bad_boolean_training_setting_is_refused_naming_it(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    monkeypatch.setenv(f"MLPLATFORM_{name.upper()}", value)
+    with pytest.raises(ValidationError, match=name):
         Settings()
 
 

@@ -17,7 +17,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mlplatform.domain.evaluation import MISSING_SEGMENT, segment_quality
-from mlplatform.domain.keys import CHOSEN_WINDOW, REFIT, REFIT_ROWS, WINDOW_CANDIDATES, WINDOW_SCORES
+from mlplatform.domain.keys import CHANGE_WINDOW, CHOSEN_WINDOW, REFIT, REFIT_ROWS, WINDOW_CANDIDATES, WINDOW_SCORES
 from mlplatform.domain.timeformat import iso_time
 from mlplatform.domain.predictor import PREDICTION, PROBABILITY
 from mlplatform.domain.spec import DatasetSpec, load_spec
@@ -77,6 +77,8 @@ def test_a_retrain_logs_its_windows_evaluation_and_ranks_versions_on_the_holdout
         assert chosen["holdout_score"] == best_score  # roc_auc: higher wins
         run = client.get_run(version.run_id).data
         assert run.params[CHOSEN_WINDOW] == str(chosen["window"]) and run.params[WINDOW_CANDIDATES] == "50000,1500"
+        # no champion yet, then one whose errors did not rise on this stationary stream: no window since a change
+        assert run.params[CHANGE_WINDOW] == trained[CHANGE_WINDOW] == "none"
         assert {k: v for k, v in run.metrics.items() if k.startswith("window_")} == {f"window_{w}_holdout_roc_auc": c["holdout_score"] for w, c in candidates.items()}
         # what the served model was trained on, logged as its training input: the chosen window's rows, refit with the hold-out
         train_part = pd.concat([train_part.iloc[-chosen["train_rows"] :], holdout], ignore_index=True)

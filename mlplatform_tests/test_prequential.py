@@ -26,7 +26,7 @@ from mlplatform.pipeline.replay import DriftScenario
 from mlplatform.pipeline.retraining import training_config
 from mlplatform.settings import REPO_ROOT, Settings
 from mlplatform.domain.spec import DatasetSpec, load_spec, parse_spec
-from mlplatform.domain.validation import LABEL
+from mlplatform.domain.validation import EVENT_ID, EVENT_TIME, LABEL
 
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 import bench_adaptation  # noqa: E402
@@ -68,6 +68,9 @@ def test_platform_policy_retrains_on_drift_and_on_new_labels_through_the_sensor_
     assert policy.champion_refit and not without.champion_refit
     # Both windows ≥ 1000 rows: below that Evidently's chi-square tests flag rare categories on stationary data.
     stationary = stream_events(adult_spec, order="shuffled", count=2500)
+    in_time = stream_events(adult_spec, count=2500)
+    assert stationary[EVENT_TIME].is_monotonic_increasing and not stationary[EVENT_ID].equals(in_time[EVENT_ID]), \
+        "shuffled events arrive in their new order, stamped in it: the sensor's clock moves forward"
     calm = run_prequential(stationary, adult_spec, PlatformPolicy(adult_spec, Settings(**{**SMALL, "retrain_every_n": 5000, "drift_every_n_events": 1000}), drift), warmup=1500, block=500)  # type: ignore[arg-type]
     assert calm.triggers == {} and calm.fits == 1
 

@@ -66,6 +66,8 @@ CHAMPION_CHANGE = mlflow_tag("champion.")  # + zero-padded sequence number: one 
 CHOSEN_WINDOW = "training_window_chosen"
 WINDOW_CANDIDATES = "training_window_candidates"
 WINDOW_SCORES = "training_window_scores"
+# The candidate window since the champion's errors rose (MLflow param and trained_model metadata; "none": none offered)
+CHANGE_WINDOW = "training_window_since_change"
 
 # refit_on_holdout: whether the registered model was refit on its training rows + the hold-out after the choice (MLflow
 # param and trained_model metadata), on how many rows (MLflow metric and trained_model metadata; 0: not refit, the

@@ -14,7 +14,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from mlplatform.domain.keys import (CHAMPION_VERSION, CHOSEN_WINDOW, JUDGED_ROWS, REFIT, REFIT_ROWS, WINDOW_SCORES, EVIDENTLY_PROJECT_URL, EVIDENTLY_SNAPSHOT_URL, EVIDENTLY_WORKSPACE_ERROR, MLFLOW_VERSION, MODEL_TAG,
+from mlplatform.domain.keys import (CHAMPION_VERSION, CHANGE_WINDOW, CHOSEN_WINDOW, JUDGED_ROWS, REFIT, REFIT_ROWS, WINDOW_SCORES, EVIDENTLY_PROJECT_URL, EVIDENTLY_SNAPSHOT_URL, EVIDENTLY_WORKSPACE_ERROR, MLFLOW_VERSION, MODEL_TAG,
                                    REPORT_PATH, REPORT_URL, RUN_TAG_PREFIX, SNAPSHOT)
 from mlplatform.domain.retry_budget import RetryBudget
 from mlplatform.domain.training import TrainingError
@@ -219,6 +219,7 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
                 "tuning_trials": result.trials,
                 "train_rows": result.train_rows,
                 CHOSEN_WINDOW: challenger.fit.choice.window,
+                CHANGE_WINDOW: "none" if challenger.fit.since_change is None else challenger.fit.since_change,
                 WINDOW_SCORES: dg.MetadataValue.json([asdict(c) for c in challenger.fit.choice.candidates]),
                 REFIT: challenger.fit.refit_rows > 0,
                 REFIT_ROWS: challenger.fit.refit_rows,

@@ -30,7 +30,7 @@ from mlplatform.domain.policy import DRIFT, QUALITY_DROP, RECORD_SIZE, Cursor, O
 from mlplatform.pipeline.live_quality import realized_reading
 from mlplatform.domain.predictor import PREDICTION, PROBABILITY, Predictor
 from mlplatform.pipeline.replay import DriftScenario, read_source, select_stream
-from mlplatform.pipeline.retraining import judge, prepare_window, train_on_best_window
+from mlplatform.pipeline.retraining import change_window, judge, prepare_window, train_on_best_window
 from mlplatform.settings import Settings
 from mlplatform.domain.spec import DatasetSpec, Task
 from mlplatform.domain.training import TrainingConfig, train
@@ -53,11 +53,16 @@ class PolicyStats:
 
 
 def stream_events(spec: DatasetSpec, *, order: str = "time", seed: int = 0, count: int = 0, scenario: DriftScenario | None = None, drift_from: int = 0) -> pd.DataFrame:
-    """The replayed rows as validated events (canonical columns, event_time in µs), in stream order."""
+    """The replayed rows as validated events (canonical columns, event_time in µs), in stream order.
+
+    Shuffled, the same events arrive in another order over the same span: their times are re-stamped in arrival order
+    (the sorted times), as a live stream's would be. The platform's clock (`now`, its cool-down) reads them, and in
+    the source's times it would jump back and forth, holding retrainings in cool-down at random."""
     rows = select_stream(read_source(spec), spec, order=order, seed=seed, count=count, scenario=scenario, drift_from=drift_from)
     validated = validate_frame(rows, spec, generated_id_prefix=spec.name, generated_time_start_us=0)
     events = validated.events
-    return events[events[LABEL].notna()].reset_index(drop=True)
+    events = events[events[LABEL].notna()].reset_index(drop=True)
+    return events.assign(**{EVENT_TIME: np.sort(events[EVENT_TIME].to_numpy())}) if order == "shuffled" else events
 
 
 def with_stream_history(events: pd.DataFrame, spec: DatasetSpec, label_delay: int = 0) -> pd.DataFrame:
@@ -248,7 +253,9 @@ class PlatformPolicy(Policy):
         window = history.iloc[-self.settings.training_window :]
         started = time.perf_counter()
         train_part, holdout, transformer = prepare_window(self.settings, self.spec, window)
-        fit = train_on_best_window(self.settings, self.spec, train_part, holdout, transformer, weights=self._weights)
+        unseen = None if self.champion_cutoff is None else np.arange(len(history) - len(window), len(history)) >= self.champion_cutoff
+        since_change = change_window(self.settings, self.spec, window.reset_index(drop=True), self.champion, unseen)
+        fit = train_on_best_window(self.settings, self.spec, train_part, holdout, transformer, weights=self._weights, since_change=since_change)
         unseen = None if not self.champion_refit else np.arange(len(history) - len(holdout), len(history)) >= self.champion_cutoff
         evidence = fit.validation.predictor.predict(holdout)
         verdict = judge(self.settings, self.spec, holdout, evidence, self.champion, unseen)

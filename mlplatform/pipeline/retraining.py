@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from mlplatform.domain.change_point import event_losses, loss_shift
 from mlplatform.domain.evaluation import Decision, decide, default_floor, passes_floor, primary_metric, score
 from mlplatform.stores.dask_cluster import dask_client
 from mlplatform.stores.eventlog import EventStore
@@ -25,7 +26,7 @@ from mlplatform.stores.registry import TRAINING, Registry, json_tag, tag
 from mlplatform.settings import Settings, env_name
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.estimation import EstimationError
-from mlplatform.domain.keys import (AWAITING_SHADOW, CHOSEN_WINDOW, ESTIMATOR, ESTIMATOR_REFERENCE_PREFIX, PROMOTED, REFIT, REFIT_ROWS, REFIT_ROWS_TAG, REJECTED, SHADOW_METRICS,
+from mlplatform.domain.keys import (AWAITING_SHADOW, CHANGE_WINDOW, CHOSEN_WINDOW, ESTIMATOR, ESTIMATOR_REFERENCE_PREFIX, PROMOTED, REFIT, REFIT_ROWS, REFIT_ROWS_TAG, REJECTED, SHADOW_METRICS,
                                     VALIDATION_PREDICTIONS, WINDOW_CANDIDATES)
 from mlplatform.pipeline.shadow import ShadowComparison, compare_on_live, shadow_wait_left
 from mlplatform.domain.timeformat import iso_time
@@ -183,6 +184,7 @@ class ChallengerFit:
     choice: WindowChoice
     served: TrainingResult
     refit_rows: int  # rows the served model was refit on; 0: not refit
+    since_change: int | None = None  # the candidate window since the champion's errors rose (change_window); None: none offered
 
     @property
     def validation(self) -> TrainingResult:
@@ -204,8 +206,13 @@ def train_challenger(settings: Settings, spec: DatasetSpec, registry: Registry, 
     from mlplatform.stores.mlflow_records import EVALUATION, window_dataset
 
     holdout = snapshot.holdout
+    window = pd.concat([snapshot.train, holdout], ignore_index=True)
+    record = registry.champion_record()
+    champion = None if record is None or not settings.training_window_since_change else registry.load_predictor(record.version)
+    unseen = None if record is None else (window["label_seq"] > record.label_seq_cutoff).to_numpy()
+    since_change = change_window(settings, spec, window, champion, unseen)
     with dask_client(settings.dask_scheduler, env_name("dask_scheduler")) as cluster:
-        fit = train_on_best_window(settings, spec, snapshot.train, holdout, snapshot.transformer, cluster=cluster)
+        fit = train_on_best_window(settings, spec, snapshot.train, holdout, snapshot.transformer, cluster=cluster, since_change=since_change)
     validated, choice = fit.validation, fit.choice
     train_part = snapshot.train.iloc[-validated.train_rows - validated.validation_rows :]
     valid = train_part.iloc[-validated.validation_rows :]
@@ -213,6 +220,7 @@ def train_challenger(settings: Settings, spec: DatasetSpec, registry: Registry, 
     estimator_params, estimator_metrics = attach_estimator(validated.predictor, fit.served.predictor, holdout, spec, settings.seed)
     tags = {**snapshot.window.as_tags(), **extra_tags, tag("dataset"): spec.name, ESTIMATOR: estimator_params["estimator"], REFIT_ROWS_TAG: str(fit.refit_rows)}
     logged = replace(fit.served, params={**fit.served.params, **estimator_params, CHOSEN_WINDOW: choice.window, REFIT: str(fit.refit_rows > 0).lower(),
+                                         CHANGE_WINDOW: "none" if fit.since_change is None else str(fit.since_change),
                                          WINDOW_CANDIDATES: ",".join(str(c.window) for c in choice.candidates)})
     trained_on = pd.concat([train_part, holdout], ignore_index=True) if fit.refit_rows else train_part
     metrics = {**validation_metrics, **estimator_metrics, **choice.metrics(), REFIT_ROWS: float(fit.refit_rows),
@@ -223,20 +231,33 @@ def train_challenger(settings: Settings, spec: DatasetSpec, registry: Registry, 
     return Challenger(int(version.version), version.run_id, fit.served, validation_metrics, fit)
 
 
+def change_window(settings: Settings, spec: DatasetSpec, window: pd.DataFrame, champion: Predictor | None, unseen: np.ndarray | None) -> int | None:
+    """The events (hold-out included, as training_window counts them) since the champion's errors rose on the labelled
+    rows of `window` (oldest first) it never trained on (`unseen`), or None: `training_window_since_change` off, no
+    champion, or no significant rise (`change_point.loss_shift`)."""
+    if not settings.training_window_since_change or champion is None or unseen is None:
+        return None
+    positions = np.flatnonzero(unseen & window[LABEL].notna().to_numpy())
+    rows = window.iloc[positions]
+    at = loss_shift(event_losses(spec, rows[LABEL], champion.predict(rows)))
+    return None if at is None else len(window) - int(positions[at])
+
+
 def train_on_best_window(settings: Settings, spec: DatasetSpec, train_part: pd.DataFrame, holdout: pd.DataFrame, transformer: FeatureTransformer,
-                         weights: Weights | None = None, cluster: "Client | None" = None) -> ChallengerFit:
-    """trained_model's training: one model per `training_window_candidates` window, the best on the hold-out kept, then
-    (`refit_on_holdout`) its configuration refit on the chosen window's training rows plus the hold-out. The asset and
-    the adaptation benchmark both train through here."""
+                         weights: Weights | None = None, cluster: "Client | None" = None, since_change: int | None = None) -> ChallengerFit:
+    """trained_model's training: one model per `training_window_candidates` window, and the window `since_change`
+    (`change_window`) when there is one, the best on the hold-out kept, then (`refit_on_holdout`) its configuration refit
+    on the chosen window's training rows plus the hold-out. The asset and the adaptation benchmark both train through here."""
     config = training_config(settings)
-    choice = train_best_window(train_part, holdout, spec, config, settings.window_candidates, transformer=transformer, weights=weights, cluster=cluster)
+    candidates = tuple(dict.fromkeys((*settings.window_candidates, *(() if since_change is None else (since_change,)))))
+    choice = train_best_window(train_part, holdout, spec, config, candidates, transformer=transformer, weights=weights, cluster=cluster)
     if not settings.refit_on_holdout:
-        return ChallengerFit(choice, choice.result, 0)
+        return ChallengerFit(choice, choice.result, 0, since_change)
     validated = choice.result.train_rows + choice.result.validation_rows
     labelled = train_part[train_part[LABEL].notna()]
     rows = pd.concat([labelled.iloc[len(labelled) - validated :], holdout], ignore_index=True)
     served = refit(choice.result, rows, spec, config, None if weights is None else weights(len(rows)))
-    return ChallengerFit(choice, served, served.train_rows)
+    return ChallengerFit(choice, served, served.train_rows, since_change)
 
 
 def attach_estimator(validated: Predictor, served: Predictor, holdout: pd.DataFrame, spec: DatasetSpec, seed: int) -> tuple[dict[str, str], dict[str, float]]:
