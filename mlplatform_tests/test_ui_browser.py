@@ -334,8 +334,9 @@ def test_mlflow_run_page_shows_the_logged_datasets_and_the_evaluation_plots(stac
         assistant = page.get_by_role("button", name="Close")  # MLflow's assistant panel opens beside the run by default
         expect(assistant).to_be_visible()
         assistant.click()
-        expect(page.get_by_text(f"{spec.name}-train").first).to_be_visible()  # the first input; the others behind "+1"
-        page.get_by_text("+1", exact=True).first.click()
+        train = page.get_by_text(f"{spec.name}-train").first
+        expect(train).to_be_visible()  # the first input; the others behind the "+1" beside it (metric rows have "+1"s of their own)
+        train.locator("xpath=ancestor::*[.//*[normalize-space(text())='+1']][1]").get_by_text("+1", exact=True).first.click()
         expect(page.get_by_text(f"{spec.name}-holdout").first).to_be_visible()
         _docs_screenshot(page, "mlflow-run-datasets")
     with step(page, "mlflow-run-artifacts"):
