@@ -136,6 +136,7 @@ class PredictionLog:
                 continue
             assert isinstance(first, _Pending)
             group, size = [first], len(first.rows)
+            checkpoint = False  # asked for while this group gathered: done right after its commit, so the loop commits again
             deadline = time.monotonic() + self._linger_s
             while size < self._max_rows:
                 try:
@@ -148,7 +149,11 @@ class PredictionLog:
                 if isinstance(item, _Pending):
                     group.append(item)
                     size += len(item.rows)
+                else:
+                    checkpoint = True
             self._commit(group, size)
+            if checkpoint:
+                self._checkpoint()
 
     def _checkpoint(self) -> None:
         """With no commit from the loop meanwhile: a checkpoint that copies the whole WAL lets the next writer start it
