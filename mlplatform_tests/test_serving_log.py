@@ -12,7 +12,7 @@ import pytest
 
 from mlplatform.stores.eventlog import SERVING_SOURCE, EventLog
 from mlplatform.serving.metrics import ServingMetrics
-from mlplatform.serving.predictionlog import CHECKPOINT_EVERY_COMMITS, PredictionLog, PredictionLogError
+from mlplatform.serving.predictionlog import _CHECKPOINT, CHECKPOINT_EVERY_COMMITS, PredictionLog, PredictionLogError, _Pending
 from mlplatform.domain.spec import DatasetSpec
 
 ON_LOOP = pytest.mark.parametrize("on_loop", [True, False], ids=["on-loop", "writer-thread"])
@@ -137,3 +137,31 @@ def test_the_writer_thread_checkpoints_what_the_loop_committed(tmp_path: Path, a
         busy, frames, _ = probe.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
     log.close()
     assert busy == 0 and 0 < frames < commits  # each commit writes at least one frame: fewer means the WAL was restarted
+
+
+def test_a_checkpoint_asked_for_while_the_writer_gathers_a_group_is_done(tmp_path: Path, adult_spec: DatasetSpec) -> None:
+    """The loop asks for a checkpoint (and holds its commits) while the writer thread drains its queue into a group: the
+    checkpoint is done after that group's commit, and the loop commits again, instead of the request being lost with the
+    loop holding its commits for good. The queue is filled before the thread starts, as that race would leave it."""
+    log = _CountingCheckpoints(tmp_path / "events.sqlite", adult_spec)
+    writer = PredictionLog(log, ServingMetrics().model(adult_spec.name), linger_s=0.0, max_rows=50, on_loop=True)
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        first, second = (_Pending([_row(adult_spec, name)], loop.create_future(), loop) for name in ("first", "second"))
+        writer._checkpointing.set()
+        for item in (first, _CHECKPOINT, second):
+            writer._queue.put(item)
+        writer.start()
+        await asyncio.wait_for(asyncio.gather(first.future, second.future), 30)
+        for _ in range(300):
+            if not writer._checkpointing.is_set():
+                break
+            await asyncio.sleep(0.01)
+        await writer.write([_row(adult_spec, "after")])
+
+    asyncio.run(scenario())
+    writer.close()
+    assert log.checkpoints == 1 and not writer._checkpointing.is_set()
+    assert log.counts().total == 3
+    log.close()

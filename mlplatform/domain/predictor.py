@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -69,11 +70,16 @@ class Predictor:
             return np.asarray(scores, dtype="float64"), None, None
         assert self.classes is not None
         if self.task == "binary":
-            negative = next(c for c in self.classes if c != self.positive_class)
             proba = np.asarray(scores, dtype="float64")
-            return np.where(proba >= 0.5, self.positive_class, negative), proba, None
+            return self._binary_labels.take(proba >= 0.5), proba, None
         matrix = np.asarray(scores, dtype="float64").reshape(-1, len(self.classes))
         return np.asarray(self.classes, dtype=object)[matrix.argmax(axis=1)], matrix.max(axis=1), matrix
+
+    @cached_property
+    def _binary_labels(self) -> np.ndarray:
+        """[negative, positive] class, indexed by `probability >= 0.5`: built once, as serving reads one row's score per request."""
+        assert self.classes is not None
+        return np.array([next(c for c in self.classes if c != self.positive_class), self.positive_class])
 
     def save(self, folder: Path) -> dict[str, str]:
         """Write the files the logged model carries (booster, pipeline, estimator if fitted); returns them as MLflow artifacts."""

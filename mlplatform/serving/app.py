@@ -42,6 +42,9 @@ def create_app(settings: Settings, models: Sequence[ModelParts]) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,  # Swagger UI and ReDoc load their scripts from a CDN, which loopback machines cannot reach
         redoc_url=None,
+        # FastAPI's native OpenTelemetry, which /metrics replaces: left on, it asks the OpenTelemetry providers on every
+        # request whether one is configured (a few µs of a one-row prediction's CPU) even though none ever is
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.services = services
     token = settings.serve_token.get_secret_value() if settings.serve_token else None

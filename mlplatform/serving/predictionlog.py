@@ -60,7 +60,7 @@ class PredictionLog:
         self._on_loop = on_loop and not linger_s  # a linger asks for bigger groups than one turn of the loop gathers
         self._gathered: dict[asyncio.AbstractEventLoop, list[_Pending]] = {}  # this turn's requests, per event loop
         self._loop_commits = 0
-        self._checkpointing = False  # set by the loop, cleared by the writer thread: the loop does not commit meanwhile
+        self._checkpointing = threading.Event()  # set by the loop, cleared by the writer thread: the loop does not commit meanwhile
         self._queue: queue.SimpleQueue[_Pending | object | None] = queue.SimpleQueue()
         self.failure: str | None = None  # why the last commit (or probe) failed; None once one succeeds
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
@@ -85,7 +85,7 @@ class PredictionLog:
         loop = asyncio.get_running_loop()
         pending = _Pending(rows, loop.create_future(), loop)
         self._metrics.log_pending.inc(len(rows))
-        if not self._on_loop or self._checkpointing:
+        if not self._on_loop or self._checkpointing.is_set():
             self._queue.put(pending)
         elif loop in self._gathered:
             self._gathered[loop].append(pending)
@@ -121,7 +121,7 @@ class PredictionLog:
         self._report(group, size, None, loop)
         self._loop_commits += 1
         if self._loop_commits % CHECKPOINT_EVERY_COMMITS == 0:
-            self._checkpointing = True
+            self._checkpointing.set()
             self._queue.put(_CHECKPOINT)
         return True
 
@@ -136,6 +136,7 @@ class PredictionLog:
                 continue
             assert isinstance(first, _Pending)
             group, size = [first], len(first.rows)
+            checkpoint = False  # asked for while this group gathered: done right after its commit, so the loop commits again
             deadline = time.monotonic() + self._linger_s
             while size < self._max_rows:
                 try:
@@ -148,7 +149,11 @@ class PredictionLog:
                 if isinstance(item, _Pending):
                     group.append(item)
                     size += len(item.rows)
+                else:
+                    checkpoint = True
             self._commit(group, size)
+            if checkpoint:
+                self._checkpoint()
 
     def _checkpoint(self) -> None:
         """With no commit from the loop meanwhile: a checkpoint that copies the whole WAL lets the next writer start it
@@ -158,7 +163,7 @@ class PredictionLog:
         except Exception:  # a later checkpoint (or any writer's) catches up; predictions are already durable in the WAL
             log.exception("prediction log: could not checkpoint the event log")
         finally:
-            self._checkpointing = False
+            self._checkpointing.clear()
 
     def _commit(self, group: list[_Pending], size: int) -> None:
         error: Exception | None = None

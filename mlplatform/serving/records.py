@@ -119,7 +119,8 @@ class RecordCodec:
         self.categorical = list(transformer.categorical)
         self.crosses = list(transformer.crosses)
         self.cross_names = transformer.cross_names
-        self.codes = {name: {c: float(i) for i, c in enumerate(transformer.categories[name])} for name in [*self.categorical, *self.cross_names]}
+        self.coded_names = [*self.categorical, *self.cross_names]  # the columns after the numeric ones, in the matrix's order
+        self.codes = {name: {c: float(i) for i, c in enumerate(transformer.categories[name])} for name in self.coded_names}
         self.width = len(transformer.output_columns)
 
     def check(self, records: list[Any], loc: tuple[str | int, ...]) -> tuple[list[dict[str, Any]], list[FieldError]]:
@@ -158,21 +159,22 @@ class RecordCodec:
         """The model's input matrix (category codes as LightGBM's pandas path uses them) and unseen categories per column.
 
         Values go into one flat list and become an array in one call: per-column arrays cost more than the trees for one row.
+        Unseen categories are found in each row's list of codes (a scan in C), not with array operations, which cost a
+        one-row request more than the scan.
         """
-        nan, unseen_code = np.nan, _UNSEEN
+        nan, unseen_code, coded_names = np.nan, _UNSEEN, self.coded_names
         values: list[float] = []
+        unseen: dict[str, int] = {}
         for row in rows:
             values += [nan if row[name] is None else row[name] for name in self.numeric]
-            values += [nan if row[name] is None else self.codes[name].get(row[name], unseen_code) for name in self.categorical]
+            coded = [nan if row[name] is None else self.codes[name].get(row[name], unseen_code) for name in self.categorical]
             for (a, b), name in zip(self.crosses, self.cross_names):
                 left, right = row[a], row[b]
-                values.append(nan if left is None or right is None else self.codes[name].get(f"{left}{CROSS_SEPARATOR}{right}", unseen_code))
-        matrix = np.array(values, dtype=np.float64).reshape(len(rows), self.width)
-        coded = matrix[:, len(self.numeric) :]
-        is_unseen = coded == unseen_code
-        unseen: dict[str, int] = {}
-        if is_unseen.any():
-            counts = is_unseen.sum(axis=0)
-            unseen = {name: int(n) for name, n in zip([*self.categorical, *self.cross_names], counts) if n}
-            coded[is_unseen] = nan
-        return matrix, unseen
+                coded.append(nan if left is None or right is None else self.codes[name].get(f"{left}{CROSS_SEPARATOR}{right}", unseen_code))
+            if unseen_code in coded:
+                for i, code in enumerate(coded):
+                    if code == unseen_code:
+                        unseen[coded_names[i]] = unseen.get(coded_names[i], 0) + 1
+                        coded[i] = nan
+            values += coded
+        return np.array(values, dtype=np.float64).reshape(len(rows), self.width), unseen

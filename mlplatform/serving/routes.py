@@ -61,6 +61,11 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
+# Built once: `json.loads`/`json.dumps` with options build a new decoder/encoder on every call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=_object)
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
+
+
 def media_type(value: str | None) -> str:
     return (value or "").split(";", 1)[0].strip().lower()
 
@@ -92,13 +97,13 @@ async def read_json(request: Request, limit: int, timeout_s: float) -> Any:
         log.warning("client %s hung up before sending its whole body (%d of %s bytes)", _peer(request), len(body), declared)
         raise ApiError(400, "the client disconnected before sending its whole body", "client_disconnect") from None
     try:
-        return json.loads(body, parse_constant=_reject_constant, object_pairs_hook=_object)
+        return _DECODER.decode(body.decode(json.detect_encoding(body), "surrogatepass"))  # as json.loads decodes bytes
     except (ValueError, RecursionError) as exc:
         raise ApiError(400, f"body is not valid JSON: {str(exc)[:200]}", "malformed_json") from None
 
 
 def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(json.dumps(payload, ensure_ascii=False, allow_nan=False), status_code=status, media_type=JSON, headers=headers)
+    return Response(_ENCODER.encode(payload), status_code=status, media_type=JSON, headers=headers)
 
 
 async def _send_json(send: Send, status: int, payload: Any, headers: list[tuple[bytes, bytes]] | None = None) -> None:

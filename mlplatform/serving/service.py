@@ -208,7 +208,7 @@ class ModelService:
             for value in predictions:
                 self.metrics.prediction_values.observe(float(value))
             return
-        for cls, n in Counter(predictions).items():
+        for cls, n in Counter(predictions).items() if len(predictions) > 1 else ((cls, 1) for cls in predictions):  # one row: no Counter
             child = self._by_class.get(cls)
             if child is None:
                 child = self._by_class[cls] = self.metrics.predictions.labels(prediction=str(cls))

@@ -26,8 +26,9 @@ class SingleRowPredictor:
         self.width = width
         outputs = ctypes.c_int(0)
         _safe_call(_LIB.LGBM_BoosterGetNumClasses(booster._handle, ctypes.byref(outputs)))
-        self._out = np.empty(outputs.value, dtype=np.float64)
-        self._out_len = ctypes.c_int64(0)
+        self._row = np.empty(width, dtype=np.float64)  # the C call reads its input here and writes its output into _out:
+        self._out = np.empty(outputs.value, dtype=np.float64)  # both live as long as the predictor, so their pointers are
+        self._out_len = ctypes.c_int64(0)  # converted once, not on every call (that conversion cost more than the copies)
         self._handle = ctypes.c_void_p()
         _safe_call(
             _LIB.LGBM_BoosterPredictForMatSingleRowFastInit(
@@ -37,14 +38,12 @@ class SingleRowPredictor:
         )
         weakref.finalize(self, _LIB.LGBM_FastConfigFree, self._handle)
         self._booster = booster  # the prepared config points into the booster: keep it alive
+        self._predict = _LIB.LGBM_BoosterPredictForMatSingleRowFast
+        self._arguments = (self._handle, self._row.ctypes.data_as(ctypes.c_void_p), ctypes.byref(self._out_len),
+                           self._out.ctypes.data_as(ctypes.POINTER(ctypes.c_double)))
 
     def predict(self, row: np.ndarray) -> np.ndarray:
-        """Scores for one float64 row of `width` values (as `Booster.predict` on a 1×width matrix, flattened)."""
-        data = np.ascontiguousarray(row, dtype=np.float64)
-        _safe_call(
-            _LIB.LGBM_BoosterPredictForMatSingleRowFast(
-                self._handle, data.ctypes.data_as(ctypes.c_void_p), ctypes.byref(self._out_len),
-                self._out.ctypes.data_as(ctypes.POINTER(ctypes.c_double)),
-            )
-        )
+        """Scores for one row of `width` values (as `Booster.predict` on a 1×width matrix, flattened)."""
+        self._row[:] = row
+        _safe_call(self._predict(*self._arguments))
         return self._out[: self._out_len.value].copy()
