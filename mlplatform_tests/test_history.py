@@ -16,6 +16,7 @@ import yaml
 from mlplatform.domain.features import HistoryFeaturesMissing
 from mlplatform.domain.history import HistoryState, history_frame, label_known_at, timeline
 from mlplatform.domain.spec import DatasetSpec, SpecError, load_spec, parse_spec
+from mlplatform.pipeline.retraining import change_window
 from mlplatform.root import Platform
 from mlplatform.settings import REPO_ROOT, Settings
 from mlplatform.stores.eventlog import EventStore
@@ -260,6 +261,8 @@ def test_a_model_with_history_features_names_the_missing_columns(tmp_path: Path)
     with pytest.raises(HistoryFeaturesMissing, match=r"\['hist__label_lag2'\]"):
         result.predictor.predict(window.drop(columns=["hist__label_lag2"]))
     assert not math.isnan(float(result.predictor.predict(window.assign(hist__label_lag1=None)).iloc[0, 0]))  # present but missing: fine
+    # a champion of history columns the window lacks (the spec changed since) offers no window since a change, and trains on
+    assert change_window(Settings(), spec, events, result.predictor, np.ones(len(events), dtype=bool)) is None
 
 
 def test_serving_refuses_a_model_trained_without_the_declared_history_and_the_online_correction(tmp_path: Path) -> None:

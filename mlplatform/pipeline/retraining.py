@@ -6,6 +6,7 @@ The assets call these; so do the benchmarks, so what is measured is what runs.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -15,11 +16,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from mlplatform.domain.change_point import event_losses, loss_shift
+from mlplatform.domain.change_point import MIN_SEGMENT, event_losses, loss_shift
 from mlplatform.domain.evaluation import Decision, decide, default_floor, passes_floor, primary_metric, score
 from mlplatform.stores.dask_cluster import dask_client
 from mlplatform.stores.eventlog import EventStore
-from mlplatform.domain.features import FeatureTransformer
+from mlplatform.domain.features import FeatureTransformer, HistoryFeaturesMissing
 from mlplatform.domain.history import history_frame
 from mlplatform.domain.predictor import Predictor
 from mlplatform.stores.registry import TRAINING, Registry, json_tag, tag
@@ -37,6 +38,8 @@ from mlplatform.domain.validation import EVENT_ID, EVENT_TIME, LABEL
 if TYPE_CHECKING:
     from distributed import Client
     from mlflow.data.pandas_dataset import PandasDataset
+
+log = logging.getLogger(__name__)
 
 TRAIN_FILE = "train.parquet"
 HOLDOUT_FILE = "holdout.parquet"
@@ -208,8 +211,9 @@ def train_challenger(settings: Settings, spec: DatasetSpec, registry: Registry, 
     holdout = snapshot.holdout
     window = pd.concat([snapshot.train, holdout], ignore_index=True)
     record = registry.champion_record()
-    champion = None if record is None or not settings.training_window_since_change else registry.load_predictor(record.version)
     unseen = None if record is None else (window["label_seq"] > record.label_seq_cutoff).to_numpy()
+    locatable = unseen is not None and int((unseen & window[LABEL].notna().to_numpy()).sum()) >= 2 * MIN_SEGMENT
+    champion = registry.load_predictor(record.version) if record is not None and locatable and settings.training_window_since_change else None
     since_change = change_window(settings, spec, window, champion, unseen)
     with dask_client(settings.dask_scheduler, env_name("dask_scheduler")) as cluster:
         fit = train_on_best_window(settings, spec, snapshot.train, holdout, snapshot.transformer, cluster=cluster, since_change=since_change)
@@ -234,12 +238,17 @@ def train_challenger(settings: Settings, spec: DatasetSpec, registry: Registry, 
 def change_window(settings: Settings, spec: DatasetSpec, window: pd.DataFrame, champion: Predictor | None, unseen: np.ndarray | None) -> int | None:
     """The events (hold-out included, as training_window counts them) since the champion's errors rose on the labelled
     rows of `window` (oldest first) it never trained on (`unseen`), or None: `training_window_since_change` off, no
-    champion, or no significant rise (`change_point.loss_shift`)."""
+    champion, one that needs history columns the window lacks, or no significant rise (`change_point.loss_shift`)."""
     if not settings.training_window_since_change or champion is None or unseen is None:
         return None
     positions = np.flatnonzero(unseen & window[LABEL].notna().to_numpy())
     rows = window.iloc[positions]
-    at = loss_shift(event_losses(spec, rows[LABEL], champion.predict(rows)))
+    try:
+        predicted = champion.predict(rows)
+    except HistoryFeaturesMissing as exc:  # a champion of history columns the spec no longer declares: the candidates alone
+        log.warning("no window since a change: the champion cannot score this window (%s)", exc)
+        return None
+    at = loss_shift(event_losses(spec, rows[LABEL], predicted))
     return None if at is None else len(window) - int(positions[at])
 
 
