@@ -55,14 +55,14 @@ class PolicyStats:
 def stream_events(spec: DatasetSpec, *, order: str = "time", seed: int = 0, count: int = 0, scenario: DriftScenario | None = None, drift_from: int = 0) -> pd.DataFrame:
     """The replayed rows as validated events (canonical columns, event_time in µs), in stream order.
 
-    Shuffled, the same events arrive in another order over the same span: their times are re-stamped in arrival order
-    (the sorted times), as a live stream's would be. The platform's clock (`now`, its cool-down) reads them, and in
-    the source's times it would jump back and forth, holding retrainings in cool-down at random."""
+    Events are stamped with the stream's times in arrival order (the sorted times: in time order, their own), as a live
+    stream's would be. Shuffled, the source's times would jump back and forth, and the platform's clock (`now`, its
+    cool-down) with them, holding retrainings in cool-down at random."""
     rows = select_stream(read_source(spec), spec, order=order, seed=seed, count=count, scenario=scenario, drift_from=drift_from)
     validated = validate_frame(rows, spec, generated_id_prefix=spec.name, generated_time_start_us=0)
     events = validated.events
     events = events[events[LABEL].notna()].reset_index(drop=True)
-    return events.assign(**{EVENT_TIME: np.sort(events[EVENT_TIME].to_numpy())}) if order == "shuffled" else events
+    return events.assign(**{EVENT_TIME: np.sort(events[EVENT_TIME].to_numpy())})
 
 
 def with_stream_history(events: pd.DataFrame, spec: DatasetSpec, label_delay: int = 0) -> pd.DataFrame:
