@@ -60,6 +60,8 @@ from mlplatform.stores.registry import MLFLOW_RETRY_ENV  # noqa: E402
 
 GOAL_MEDIAN_S = {NEW_OBSERVATIONS: 15.0, DRIFT: 20.0}  # issue 17: from trigger to the new champion served
 PREDICT_BATCH = 200
+LAUNCHERS = {True: "a run worker per run forked from the daemon's warm process (`WarmRunLauncher`, the default)",
+             False: "a run worker per run, a fresh interpreter the code server spawns (Dagster's launcher, `MLPLATFORM_WARM_RUN_WORKERS=false`)"}
 STEPS = ("drift_report", "retraining_trigger", "features", "trained_model", "evaluation_report")  # those a run has, in run order
 
 
@@ -375,8 +377,7 @@ def main() -> int:
     body = (
         f"{table}\n\n" + "".join(f"{markdown_table(phases)}\n\n{verdict}\n\n" for phases, verdict in summaries) +
         f"- Processes: `dagster-daemon run -w workspace.yaml` (retraining and drift report sensors with minimum intervals of {sensor_interval(names.retraining_sensor)} s and {sensor_interval(names.drift_sensor)} s, "
-        f"ticked by the daemon's sensor loop every {MIN_INTERVAL_LOOP_TIME} s, up to {SENSOR_TICK_WORKERS} ticks at once; queued run coordinator, a run worker "
-        f"process per run) and `mlplatform serve` (checks `@champion` every {Settings().serve_reload_seconds:.0f} s), on one fresh state folder "
+        f"ticked by the daemon's sensor loop every {MIN_INTERVAL_LOOP_TIME} s, up to {SENSOR_TICK_WORKERS} ticks at once; queued run coordinator, {LAUNCHERS[Settings().warm_run_workers]}) and `mlplatform serve` (checks `@champion` every {Settings().serve_reload_seconds:.0f} s), on one fresh state folder "
         f"with the embedded defaults; the benchmark is a third process, talking HTTP to serving and reading the Dagster instance.\n"
         f"- Each kind of trigger runs on its own fresh state folder with a first champion; each round sends its events via `POST /predict` "
         f"(batches of {PREDICT_BATCH}) and their labels via `POST /feedback`. Settings changed from the defaults: those named below (a training "

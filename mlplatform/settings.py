@@ -137,6 +137,8 @@ class Settings(BaseSettings):
     landing_max_decompressed_bytes: int = Field(default=1 << 36, ge=1, description="A .gz landing file that expands beyond this is rejected (checked while decompressing, before any of its rows is written).")
     landing_batch_bytes: int = Field(default=8 << 20, ge=1 << 10, description="Landing text (CSV, JSON Lines) is parsed, validated and committed this many bytes at a time (Parquet: a 128th as many rows): memory is bounded by it, not by the file.")
 
+    warm_run_workers: bool = Field(default=True, description="Each run worker is forked from a process that has already imported Dagster, MLflow, LightGBM, scikit-learn and Evidently (WarmRunLauncher, written into <state>/dagster/dagster.yaml) instead of a fresh interpreter importing them; false: Dagster's default launcher through the code server.")
+
     # production profile
     event_log_url: SecretStr | None = Field(default=None, description="PostgreSQL URL of the event log (e.g. postgresql://user:password@127.0.0.1:5432/db), one schema per dataset; unset: the SQLite file in <state>/events.")
     dagster_postgres_url: SecretStr | None = Field(default=None, description="PostgreSQL URL of the Dagster instance's storage (runs, event logs, schedules), written into <state>/dagster/dagster.yaml; unset: SQLite files in the Dagster home.")

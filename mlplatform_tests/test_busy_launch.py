@@ -1,7 +1,7 @@
 """A busy machine delays runs instead of failing them, against the real dagster-daemon and its code server: the
-instance config and gRPC timeout reach the servers `dev` starts; a launch the stopped (SIGSTOP) code server does not
-answer before the deadline goes back into the queue instead of failing the run; with `dev`'s deadline, a run launched
-while the code server is stopped waits and succeeds."""
+instance config and gRPC timeout reach the servers `dev` starts; with Dagster's launcher, a launch the stopped (SIGSTOP)
+code server does not answer before the deadline goes back into the queue instead of failing the run; with `dev`'s
+deadline and the default (warm) launcher, a run launched while the code server is stopped succeeds."""
 
 import os
 import signal
@@ -13,16 +13,13 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from dagster._cli.job import _create_run
-from dagster._core.workspace.context import WorkspaceProcessContext
-from dagster._core.workspace.load_target import WorkspaceFileTarget
 
-from mlplatform.cli.dev import CHILD_ENV_DEFAULTS, WORKSPACE, Server, build_servers, running
+from mlplatform.cli.dev import CHILD_ENV_DEFAULTS, Server, build_servers, running
 from mlplatform.domain.spec import load_spec
-from mlplatform.orchestration.instance import CODE_SERVER_STARTUP_SECONDS, LAUNCH_RETRIES, LAUNCH_RETRY_DELAY_SECONDS, RUN_START_TIMEOUT_SECONDS
+from mlplatform.orchestration.instance import CODE_SERVER_STARTUP_SECONDS, LAUNCH_RETRIES, LAUNCH_RETRY_DELAY_SECONDS, RUN_START_TIMEOUT_SECONDS, prepare_dagster_home
 from mlplatform.pipeline.replay import read_source, write_batches
 from mlplatform.settings import Settings
-from mlplatform_tests.support.loop import materialize, names
+from mlplatform_tests.support.loop import code_location, create_retrain_run, materialize
 
 REQUEUED = "re-submitting the run into the queue"
 STALL_SECONDS = 10.0  # below the 20 s a daemon's code server lives without heartbeats
@@ -72,12 +69,16 @@ def _wait(what: str, predicate: Callable[[], bool], seconds: float) -> None:
 def daemon(request: pytest.FixtureRequest, state: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
     """The real dagster-daemon (as `dev` starts it) with its code server, on a state with labelled events ingested.
 
-    Its gRPC deadline is `dev`'s default unless a test passes a shorter one (as a string) as the fixture's param."""
+    Its gRPC deadline is `dev`'s default unless a test passes a shorter one (as a string) as the fixture's param; with
+    one, runs are launched through the code server (Dagster's launcher, `MLPLATFORM_WARM_RUN_WORKERS=false`), whose
+    deadline it is: test_warm_runs.py stops the warm launcher's process instead."""
     grpc_timeout = getattr(request, "param", None)
     if grpc_timeout is None:
         monkeypatch.delenv("DAGSTER_GRPC_TIMEOUT_SECONDS", raising=False)
     else:
         monkeypatch.setenv("DAGSTER_GRPC_TIMEOUT_SECONDS", grpc_timeout)
+        monkeypatch.setenv("MLPLATFORM_WARM_RUN_WORKERS", "false")
+        prepare_dagster_home(Settings())
     spec = load_spec(state.dataset_spec)
     write_batches(read_source(spec).iloc[:1500], spec, state.landing_dir, 1500)
     with dg.DagsterInstance.get() as instance:
@@ -95,19 +96,14 @@ def _submitted_while_stopped(daemon: Server) -> Iterator[tuple[dg.DagsterInstanc
 
     The run is created first, through a code server of this process; the caller resumes the stopped processes."""
     assert daemon.process is not None
-    with dg.DagsterInstance.get() as instance, WorkspaceProcessContext(instance, WorkspaceFileTarget(paths=[str(WORKSPACE)])) as process:
-        workspace = process.create_request_context()
-        location = workspace.get_code_location("mlplatform")
-        [repository] = location.get_repositories().values()
-        job = repository.get_full_job(names().retrain_job)
-        run = _create_run(instance=instance, code_location=location, remote_repo=repository, remote_job=job, run_config={}, tags={},
-                          op_selection=None, run_id=None)
+    with dg.DagsterInstance.get() as instance, code_location(instance) as workspace:
+        run_id = create_retrain_run(instance, workspace)
         stopped = _descendants(daemon.process.pid)
         for pid in stopped:
             os.kill(pid, signal.SIGSTOP)
         try:
-            instance.submit_run(run.run_id, workspace)
-            yield instance, run.run_id
+            instance.submit_run(run_id, workspace)
+            yield instance, run_id
         finally:
             for pid in stopped:
                 os.kill(pid, signal.SIGCONT)

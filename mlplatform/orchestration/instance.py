@@ -30,6 +30,10 @@ RUN_START_TIMEOUT_SECONDS = 600
 SENSOR_TICK_WORKERS = 4
 
 
+# Named, not imported: the CLI's commands that only prepare the Dagster home do not import Dagster.
+WARM_RUN_LAUNCHER = {"module": "mlplatform.orchestration.warm_runs", "class": "WarmRunLauncher"}
+
+
 def _psycopg2_url(url: str) -> str:
     """dagster-postgres speaks psycopg2 (its NOTIFY is psycopg2 syntax), while SQLAlchemy 2.1 maps a bare
     `postgresql://` to psycopg 3: name the driver so the same setting works for every store."""
@@ -37,11 +41,14 @@ def _psycopg2_url(url: str) -> str:
     return f"postgresql+psycopg2://{rest}" if sep and scheme in ("postgresql", "postgres") else url
 
 
-def instance_config(postgres_url: str | None = None) -> dict[str, object]:
-    """dagster.yaml; with `postgres_url`, runs, event logs and schedules live in that database instead of SQLite files."""
+def instance_config(postgres_url: str | None = None, warm_run_workers: bool = True) -> dict[str, object]:
+    """dagster.yaml; with `postgres_url`, runs, event logs and schedules live in that database instead of SQLite files;
+    with `warm_run_workers`, runs are forked from a warm process (WarmRunLauncher) instead of spawned by the code server."""
     storage = {"storage": {"postgres": {"postgres_url": _psycopg2_url(postgres_url)}}} if postgres_url else {}
+    launcher = {"run_launcher": WARM_RUN_LAUNCHER} if warm_run_workers else {}
     return {
         **storage,
+        **launcher,
         "telemetry": {"enabled": False},
         "nux": {"enabled": False},
         # How many runs at once, and one retraining per model at a time: Dagster's `concurrency: runs:` section.
@@ -69,7 +76,7 @@ def prepare_dagster_home(settings: Settings) -> str:
     if url:
         check_reachable(url, env_name("dagster_postgres_url"))
     config_path = settings.dagster_home / "dagster.yaml"
-    text = yaml.safe_dump(instance_config(url), sort_keys=False)
+    text = yaml.safe_dump(instance_config(url, settings.warm_run_workers), sort_keys=False)
     if not config_path.exists() or config_path.read_text(encoding="utf-8") != text:
         staged = config_path.with_suffix(f".{os.getpid()}.tmp")
         staged.write_text(text, encoding="utf-8")

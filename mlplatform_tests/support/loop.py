@@ -4,11 +4,16 @@ The same calls as `mlplatform materialize`, the demo and the benchmarks (mlplatf
 with the model (adult unless told) and raise_on_error chosen per test.
 """
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import dagster as dg
+from dagster._cli.job import _create_run
 from dagster._core.definitions.sensor_definition import SensorExecutionData
+from dagster._core.workspace.context import BaseWorkspaceRequestContext, WorkspaceProcessContext
+from dagster._core.workspace.load_target import WorkspaceFileTarget
 
+from mlplatform.cli.dev import WORKSPACE
 from mlplatform.orchestration import launch
 from mlplatform.orchestration.names import ModelNames
 from mlplatform.orchestration.resources import PlatformResource
@@ -48,3 +53,19 @@ def retrain_job(name: str = ADULT) -> dg.JobDefinition:
 
 def failures(result: dg.ExecuteInProcessResult) -> str:
     return " | ".join(e.event_specific_data.error.message for e in result.all_events if e.is_step_failure)  # type: ignore[union-attr]
+
+
+@contextmanager
+def code_location(instance: dg.DagsterInstance) -> Iterator[BaseWorkspaceRequestContext]:
+    """The workspace as the daemon and the webserver load it (a code server of this process, from workspace.yaml)."""
+    with WorkspaceProcessContext(instance, WorkspaceFileTarget(paths=[str(WORKSPACE)])) as process:
+        yield process.create_request_context()
+
+
+def create_retrain_run(instance: dg.DagsterInstance, workspace: BaseWorkspaceRequestContext, name: str = ADULT) -> str:
+    """A retraining run created as the UI creates one (NOT_STARTED, with its code origin), for the test to submit or launch."""
+    location = workspace.get_code_location("mlplatform")
+    [repository] = location.get_repositories().values()
+    job = repository.get_full_job(names(name).retrain_job)
+    return _create_run(instance=instance, code_location=location, remote_repo=repository, remote_job=job, run_config={}, tags={},
+                       op_selection=None, run_id=None).run_id

@@ -1,0 +1,249 @@
+"""Run workers forked from a warm process instead of started as a fresh interpreter.
+
+Dagster's default launcher has the code server spawn a new Python for each run, which imports Dagster, pandas and
+the code location before the first step, and MLflow, LightGBM, scikit-learn and Evidently inside it: about 6 s of
+run worker start and 3-6 s of first imports in trained_model or drift_report on 2 cores (bench_reaction.py), on the
+path from a retraining trigger to the new champion served. `WarmRunLauncher` keeps one process that has imported
+those libraries (not mlplatform itself, so a run always loads the current code location) and forks it for each run;
+the child is `python -m dagster api execute_run ...`, the command every Dagster run launcher starts, with its
+imports already done.
+
+The warm process is a child of the process that launches runs (the daemon, the webserver), in its process group,
+with its environment and working directory; it exits when that process closes the pipe. It is single-threaded
+when it forks (it only imports), and reaps nothing itself: finished run workers are reaped by the kernel.
+
+    python -m mlplatform.orchestration.warm_runs mlflow lightgbm ...   # (started by the launcher) the modules to preload
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import queue
+import runpy
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from typing import IO, Any
+
+from dagster import Array, DagsterRunStatus, Field
+from dagster._config.config_schema import UserConfigSchema
+from dagster._core.errors import DagsterLaunchFailedError, DagsterUserCodeUnreachableError
+from dagster._core.launcher.base import LaunchRunContext, RunLauncher
+from dagster._grpc.types import ExecuteRunArgs
+from dagster._serdes import ConfigurableClass, serialize_value
+from dagster._serdes.config_class import ConfigurableClassData
+
+from mlplatform.domain.keys import RUN_WORKER_PID_TAG
+
+# What runs import that costs seconds: the run worker itself (Dagster's CLI, pandas, SQLAlchemy), MLflow's client and
+# its SQL stores, LightGBM with scikit-learn and SciPy, Optuna, Evidently. Not mlplatform: a run loads its code fresh.
+PRELOAD = (
+    "dagster._cli.api", "pandas", "pyarrow.parquet", "sqlalchemy",
+    "mlflow", "mlflow.pyfunc", "mlflow.tracking", "mlflow.store.tracking.sqlalchemy_store", "mlflow.store.model_registry.sqlalchemy_store",
+    "lightgbm", "sklearn.metrics", "sklearn.calibration", "sklearn.isotonic", "optuna",
+    "evidently", "evidently.presets", "evidently.core.report", "evidently.ui.workspace",
+)
+# How long a launch waits for the warm process: to finish its imports, then to answer with the run worker's pid. The
+# same deadline as Dagster's launch through a code server (DAGSTER_GRPC_TIMEOUT_SECONDS, 60 s by default): past it, the
+# launch raises DagsterUserCodeUnreachableError and the run queue tries it again later instead of failing the run.
+DEFAULT_LAUNCH_TIMEOUT_SECONDS = 60.0
+
+
+def launch_timeout_seconds() -> float:
+    return float(os.environ.get("DAGSTER_GRPC_TIMEOUT_SECONDS", DEFAULT_LAUNCH_TIMEOUT_SECONDS))
+
+
+class WarmProcess:
+    """The launcher's side of one warm process: start it, wait until its imports are done, ask it for a run worker."""
+
+    def __init__(self, preload: Sequence[str]) -> None:
+        self.process = subprocess.Popen([sys.executable, "-m", __name__, *preload], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        text=True, bufsize=1)
+        self._replies: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self.ready: dict[str, Any] | None = None
+        threading.Thread(target=self._read, args=(self.process.stdout,), name="warm-runs-replies", daemon=True).start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            self._replies.put(json.loads(line))
+        self._replies.put(None)
+
+    def _reply(self, timeout: float) -> dict[str, Any]:
+        try:
+            reply = self._replies.get(timeout=timeout)
+        except queue.Empty:
+            raise TimeoutError(f"the warm run process (pid {self.process.pid}) did not answer within {timeout:.0f} s") from None
+        if reply is None:
+            raise ConnectionError(f"the warm run process (pid {self.process.pid}) exited with {self.process.wait()}")
+        return reply
+
+    def wait_ready(self, timeout: float) -> dict[str, Any]:
+        """Its report once its imports are done: {"ready": True, "failed": {module: error}, "threads": n}."""
+        if self.ready is None:
+            self.ready = self._reply(timeout)
+        return self.ready
+
+    def fork(self, dagster_args: Sequence[str], timeout: float) -> int:
+        """The pid of a new run worker executing `python -m dagster <dagster_args>` (once ready)."""
+        assert self.ready is not None and self.process.stdin is not None
+        self.process.stdin.write(json.dumps(list(dagster_args)) + "\n")
+        self.process.stdin.flush()
+        return int(self._reply(timeout)["pid"])
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def close(self) -> None:
+        """Closing its input ends the warm process (still importing, it is killed: it has forked nothing yet); run
+        workers it started go on."""
+        if self.ready is None:
+            self.kill()
+            return
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
+class WarmRunLauncher(RunLauncher, ConfigurableClass):
+    """Launches each run as a process forked from a warm one (see the module's docstring); dagster.yaml names it when
+    `warm_run_workers` is on. Terminating a run cancels it as Dagster's run workers expect: SIGTERM to its process."""
+
+    def __init__(self, inst_data: ConfigurableClassData | None = None, preload: Sequence[str] = PRELOAD) -> None:
+        self._inst_data = inst_data
+        self._preload = tuple(preload)
+        self._lock = threading.Lock()
+        self._warm: WarmProcess | None = None
+        super().__init__()
+
+    @property
+    def inst_data(self) -> ConfigurableClassData | None:
+        return self._inst_data
+
+    @classmethod
+    def config_type(cls) -> UserConfigSchema:
+        return {"preload": Field(Array(str), is_required=False, default_value=list(PRELOAD), description="Modules the warm process imports before it forks run workers.")}
+
+    @classmethod
+    def from_config_value(cls, inst_data: ConfigurableClassData, config_value: Mapping[str, Any]) -> WarmRunLauncher:
+        return cls(inst_data=inst_data, preload=config_value.get("preload", PRELOAD))
+
+    def _warm_process(self) -> WarmProcess:
+        """Started at the first launch, not with the instance: the webserver loads the launcher too (to terminate runs)
+        but leaves launching to the daemon's run queue, and should not hold a warm process it never forks."""
+        if self._warm is None or not self._warm.alive():
+            self._warm = WarmProcess(self._preload)
+        return self._warm
+
+    def launch_run(self, context: LaunchRunContext) -> None:
+        run = context.dagster_run
+        if run.job_code_origin is None:
+            raise DagsterLaunchFailedError(f"run {run.run_id} has no code origin to execute")
+        if run.job_code_origin.executable_path != sys.executable:
+            raise DagsterLaunchFailedError(
+                f"warm run workers run code locations in this interpreter ({sys.executable}); run {run.run_id} asks for "
+                f"{run.job_code_origin.executable_path}: set MLPLATFORM_WARM_RUN_WORKERS=false for Dagster's own launcher")
+        # What `ExecuteRunArgs.get_command_args()` passes to the `dagster` entry point, which every run launcher starts.
+        execute = ExecuteRunArgs(job_origin=run.job_code_origin, run_id=run.run_id, instance_ref=self._instance.get_ref())
+        dagster_args = ["api", "execute_run", serialize_value(execute)]
+        timeout = launch_timeout_seconds()
+        with self._lock:
+            warm = self._warm_process()
+            try:
+                warm.wait_ready(timeout)  # still importing on a busy machine: the queue tries again, the imports go on
+            except (TimeoutError, ConnectionError) as exc:
+                raise DagsterUserCodeUnreachableError(str(exc)) from exc
+            try:
+                pid = warm.fork(dagster_args, timeout)
+            except (TimeoutError, ConnectionError) as exc:
+                # A stopped or wedged warm process might still start this run later, after the queue tried it again:
+                # it is killed so that a request it did not answer can never be carried out.
+                warm.kill()
+                raise DagsterUserCodeUnreachableError(str(exc)) from exc
+        self._instance.add_run_tags(run.run_id, {RUN_WORKER_PID_TAG: str(pid)})
+
+    def terminate(self, run_id: str) -> bool:
+        run = self._instance.get_run_by_id(run_id)
+        if run is None or run.is_finished or RUN_WORKER_PID_TAG not in run.tags:
+            return False
+        self._instance.report_run_canceling(run)
+        try:
+            os.kill(int(run.tags[RUN_WORKER_PID_TAG]), signal.SIGTERM)  # Dagster's run worker takes it as an interrupt
+        except ProcessLookupError:
+            self._instance.report_engine_event("The run worker had already exited.", run, cls=self.__class__)
+            if run.status in (DagsterRunStatus.STARTING, DagsterRunStatus.STARTED):
+                self._instance.report_run_canceled(run)
+        return True
+
+    def dispose(self) -> None:
+        with self._lock:
+            if self._warm is not None:
+                self._warm.close()
+                self._warm = None
+
+
+def _become_run_worker(dagster_args: Sequence[str], replies: IO[str]) -> None:
+    """In the forked child: default signal handling, no pipe to or from the launcher, mlplatform unloaded, then
+    `python -m dagster <args>`, whose SystemExit ends this process the way it ends a fresh interpreter (atexit
+    handlers, flushed streams)."""
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    replies.close()
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    for name in [m for m in sys.modules if m == "mlplatform" or m.startswith("mlplatform.")]:
+        del sys.modules[name]  # this module's own imports: the run loads the code location as it is now
+    sys.argv = ["dagster", *dagster_args]
+    runpy.run_module("dagster", run_name="__main__", alter_sys=True)
+
+
+def serve(preload: Sequence[str]) -> None:
+    """Import `preload`, say ready (with what failed to import and how many threads run), then fork one run worker
+    per request line: a JSON list of the `dagster` command's arguments."""
+    replies = os.fdopen(os.dup(1), "w", buffering=1)  # the pipe to the launcher carries the replies alone:
+    os.dup2(2, 1)  # what an import or a run prints goes where the launcher's errors go
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # finished run workers are reaped by the kernel
+
+    def reply(message: Mapping[str, Any]) -> None:
+        replies.write(json.dumps(message) + "\n")
+        replies.flush()
+
+    failed = {}
+    try:
+        for name in preload:
+            try:
+                importlib.import_module(name)
+            except Exception as exc:  # a run needing it fails with its own import error; the others still start warm
+                failed[name] = f"{type(exc).__name__}: {exc}"
+    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group, this process too
+        return
+    reply({"ready": True, "failed": failed, "threads": threading.active_count()})
+    while True:
+        try:
+            line = sys.stdin.readline()
+        except KeyboardInterrupt:
+            return
+        if not line:
+            return
+        dagster_args = json.loads(line)  # written by WarmProcess.fork alone: a garbled line ends this process, and the launcher starts another
+        pid = os.fork()
+        if pid == 0:
+            _become_run_worker(dagster_args, replies)
+            return
+        reply({"pid": pid})
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1:])

@@ -1,0 +1,119 @@
+"""WarmRunLauncher with a real Dagster instance and its warm process: a launched run executes in a worker forked from
+it, with the pid Dagster records; a stopped warm process makes the launch retryable (not a failed run) and is
+replaced; terminating a run cancels it; the dagster.yaml setting switches it off."""
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+from dagster._core.errors import DagsterUserCodeUnreachableError
+from dagster._core.launcher.base import LaunchRunContext
+
+from mlplatform.domain.keys import RUN_WORKER_PID_TAG
+from mlplatform.domain.spec import load_spec
+from mlplatform.orchestration.instance import WARM_RUN_LAUNCHER, instance_config
+from mlplatform.orchestration.warm_runs import PRELOAD, WarmProcess, WarmRunLauncher
+from mlplatform.pipeline.replay import read_source, write_batches
+from mlplatform.settings import Settings
+from mlplatform_tests.support.loop import code_location, create_retrain_run, materialize
+
+STARTED_PROCESS = "Started process for run (pid: "
+
+
+def _wait(what: str, predicate: Callable[[], bool], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out after {seconds:.0f} s waiting for {what}"
+        time.sleep(0.1)
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def test_the_warm_process_imports_every_module_on_one_thread_and_forks_the_dagster_command() -> None:
+    """The preload list stays true to what is installed, forking happens single-threaded, and what a run worker prints
+    never reaches the reply pipe (the next request is still answered)."""
+    warm = WarmProcess(PRELOAD)
+    try:
+        assert warm.wait_ready(120) == {"ready": True, "failed": {}, "threads": 1}
+        first = warm.fork(["--version"], 10)
+        second = warm.fork(["--version"], 10)
+        assert first != second and warm.alive()
+    finally:
+        warm.close()
+    assert warm.process.returncode == 0
+
+
+def test_a_module_that_prints_or_fails_to_import_does_not_break_the_replies() -> None:
+    """`import this` prints to stdout, an unknown module fails: the replies stay readable, the failure is reported."""
+    warm = WarmProcess(["this", "mlplatform_no_such_module", "dagster._cli.api"])
+    try:
+        ready = warm.wait_ready(120)
+        assert list(ready["failed"]) == ["mlplatform_no_such_module"] and "ModuleNotFoundError" in ready["failed"]["mlplatform_no_such_module"]
+        assert warm.fork(["--version"], 10) != warm.fork(["--version"], 10)
+    finally:
+        warm.close()
+
+
+def test_instance_config_names_the_warm_launcher_unless_switched_off(state: Settings) -> None:
+    with dg.DagsterInstance.get() as instance:
+        assert isinstance(instance.run_launcher, WarmRunLauncher)
+    assert "run_launcher" not in instance_config(None, warm_run_workers=False)
+    written = yaml.safe_load((state.dagster_home / "dagster.yaml").read_text())
+    assert written["run_launcher"] == WARM_RUN_LAUNCHER
+
+
+def test_runs_are_forked_from_the_warm_process_a_stopped_one_is_replaced_and_terminate_cancels(
+        state: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = load_spec(state.dataset_spec)
+    write_batches(read_source(spec).iloc[:1500], spec, state.landing_dir, 1500)
+    with dg.DagsterInstance.get() as instance, code_location(instance) as workspace:
+        materialize(instance, ["raw_events"], raise_on_error=True)
+        launcher = instance.run_launcher
+        assert isinstance(launcher, WarmRunLauncher)
+
+        def launch() -> str:
+            run_id = create_retrain_run(instance, workspace)
+            run = instance.get_run_by_id(run_id)
+            assert run is not None
+            launcher.launch_run(LaunchRunContext(dagster_run=run, workspace=workspace))  # as the run queue calls it
+            return run_id
+
+        def run_of(run_id: str) -> dg.DagsterRun:
+            run = instance.get_run_by_id(run_id)
+            assert run is not None
+            return run
+
+        # A run executes in a child of the warm process, the pid Dagster records being the one the launcher tagged.
+        first = launch()
+        pid = int(run_of(first).tags[RUN_WORKER_PID_TAG])
+        warm_pid = launcher._warm.process.pid  # type: ignore[union-attr]
+        assert _parent(pid) == warm_pid
+        _wait("the first run to finish", lambda: run_of(first).is_finished, 300)
+        messages = [e.message or "" for e in instance.all_logs(first)]
+        assert run_of(first).status == dg.DagsterRunStatus.SUCCESS, messages[-10:]
+        assert f"{STARTED_PROCESS}{pid})." in messages
+
+        # Stopped warm process: the launch raises what the run queue retries, and the process is gone (a request it
+        # never answered cannot start the run twice); the next launch starts a new warm process.
+        os.kill(warm_pid, signal.SIGSTOP)
+        monkeypatch.setenv("DAGSTER_GRPC_TIMEOUT_SECONDS", "3")
+        with pytest.raises(DagsterUserCodeUnreachableError, match="did not answer within 3 s"):
+            launch()
+        assert not Path(f"/proc/{warm_pid}").exists()
+        monkeypatch.delenv("DAGSTER_GRPC_TIMEOUT_SECONDS")
+        second = launch()
+        assert launcher._warm.process.pid != warm_pid  # type: ignore[union-attr]
+
+        # Terminate: the run worker gets SIGTERM and Dagster marks the run canceled.
+        _wait("the second run to start", lambda: run_of(second).status == dg.DagsterRunStatus.STARTED, 120)
+        assert launcher.terminate(second)
+        _wait("the second run to end", lambda: run_of(second).is_finished, 120)
+        assert run_of(second).status == dg.DagsterRunStatus.CANCELED
+        assert not launcher.terminate(second)  # a finished run is not terminated again
