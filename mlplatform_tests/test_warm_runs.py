@@ -1,6 +1,7 @@
 """WarmRunLauncher with a real Dagster instance and its warm process: a launched run executes in a worker forked from
 it, with the pid Dagster records; a stopped warm process makes the launch retryable (not a failed run) and is
-replaced; terminating a run cancels it; the dagster.yaml setting switches it off."""
+replaced; terminating a run cancels it; run monitoring's health check follows the worker process; the dagster.yaml
+setting switches it off."""
 
 import os
 import signal
@@ -12,12 +13,12 @@ import dagster as dg
 import pytest
 import yaml
 from dagster._core.errors import DagsterUserCodeUnreachableError
-from dagster._core.launcher.base import LaunchRunContext
+from dagster._core.launcher.base import LaunchRunContext, WorkerStatus
 
-from mlplatform.domain.keys import RUN_WORKER_PID_TAG
+from mlplatform.domain.keys import RUN_WORKER_TAG
 from mlplatform.domain.spec import load_spec
 from mlplatform.orchestration.instance import WARM_RUN_LAUNCHER, instance_config
-from mlplatform.orchestration.warm_runs import PRELOAD, WarmProcess, WarmRunLauncher
+from mlplatform.orchestration.warm_runs import PRELOAD, RunWorker, WarmProcess, WarmRunLauncher
 from mlplatform.pipeline.replay import read_source, write_batches
 from mlplatform.settings import Settings
 from mlplatform_tests.support.loop import code_location, create_retrain_run, materialize
@@ -92,7 +93,7 @@ def test_runs_are_forked_from_the_warm_process_a_stopped_one_is_replaced_and_ter
 
         # A run executes in a child of the warm process, the pid Dagster records being the one the launcher tagged.
         first = launch()
-        pid = int(run_of(first).tags[RUN_WORKER_PID_TAG])
+        pid = RunWorker.from_tag(run_of(first).tags[RUN_WORKER_TAG]).pid
         warm_pid = launcher._warm.process.pid  # type: ignore[union-attr]
         assert _parent(pid) == warm_pid
         _wait("the first run to finish", lambda: run_of(first).is_finished, 300)
@@ -111,9 +112,23 @@ def test_runs_are_forked_from_the_warm_process_a_stopped_one_is_replaced_and_ter
         second = launch()
         assert launcher._warm.process.pid != warm_pid  # type: ignore[union-attr]
 
-        # Terminate: the run worker gets SIGTERM and Dagster marks the run canceled.
+        # Terminate: SIGTERM, which Dagster turns into a retry inside a step with a retry policy (most of ours), then
+        # SIGKILL after the grace period: the run ends canceled either way. Run monitoring's health check sees the worker
+        # while it runs, and its absence after (what fails a run whose worker was killed).
         _wait("the second run to start", lambda: run_of(second).status == dg.DagsterRunStatus.STARTED, 120)
+        assert launcher.check_run_worker_health(run_of(second)).status == WorkerStatus.RUNNING
         assert launcher.terminate(second)
         _wait("the second run to end", lambda: run_of(second).is_finished, 120)
         assert run_of(second).status == dg.DagsterRunStatus.CANCELED
         assert not launcher.terminate(second)  # a finished run is not terminated again
+        worker = RunWorker.from_tag(run_of(second).tags[RUN_WORKER_TAG])
+        _wait("the canceled run's worker to exit", lambda: not worker.alive(), 60)
+        assert launcher.check_run_worker_health(run_of(second)).status == WorkerStatus.FAILED
+
+
+def test_a_run_worker_is_recognised_by_its_start_time_not_its_pid_alone() -> None:
+    """A pid the kernel gave to another process since is not the run's worker: not signalled, not counted alive."""
+    me = RunWorker.of(os.getpid())
+    assert me.alive() and RunWorker.from_tag(me.tag()) == me
+    assert not RunWorker(me.pid, me.started + 1).alive()
+    assert not RunWorker.from_tag("999999999:1").alive()

@@ -15,7 +15,7 @@ CHAMPION_CUTOFF_TAG = "mlplatform/champion_cutoff"
 DRIFT_SHARE_TAG = "mlplatform/drift_share"
 DRIFT_REPORT_TAG = "mlplatform/drift_report"
 LAUNCHED_BY_TAG = "mlplatform/launched_by"
-RUN_WORKER_PID_TAG = "mlplatform/run_worker_pid"  # the process WarmRunLauncher forked for a run: what terminating the run signals
+RUN_WORKER_TAG = "mlplatform/run_worker"  # "<pid>:<start time>" of the process WarmRunLauncher forked for a run: what terminating and run monitoring look at
 TRIGGERED_AT_TAG = "mlplatform/triggered_at"
 # On every run that carries a trigger of a model's retraining policy (value: the model), whoever decided it: the retraining
 # sensor when it requests the run, or the retraining_trigger step inside a drift report run. The policy's cursor is rebuilt from these.

@@ -26,18 +26,21 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any
 
-from dagster import Array, DagsterRunStatus, Field
+from dagster import Array, DagsterEventType, DagsterRun, Field
 from dagster._config.config_schema import UserConfigSchema
 from dagster._core.errors import DagsterLaunchFailedError, DagsterUserCodeUnreachableError
-from dagster._core.launcher.base import LaunchRunContext, RunLauncher
+from dagster._core.launcher.base import CheckRunHealthResult, LaunchRunContext, RunLauncher, WorkerStatus
 from dagster._grpc.types import ExecuteRunArgs
 from dagster._serdes import ConfigurableClass, serialize_value
 from dagster._serdes.config_class import ConfigurableClassData
 
-from mlplatform.domain.keys import RUN_WORKER_PID_TAG
+from mlplatform.domain.keys import RUN_WORKER_TAG
 
 # What runs import that costs seconds: the run worker itself (Dagster's CLI, pandas, SQLAlchemy), MLflow's client and
 # its SQL stores, LightGBM with scikit-learn and SciPy, Optuna, Evidently. Not mlplatform: a run loads its code fresh.
@@ -51,6 +54,9 @@ PRELOAD = (
 # same deadline as Dagster's launch through a code server (DAGSTER_GRPC_TIMEOUT_SECONDS, 60 s by default): past it, the
 # launch raises DagsterUserCodeUnreachableError and the run queue tries it again later instead of failing the run.
 DEFAULT_LAUNCH_TIMEOUT_SECONDS = 60.0
+# How long a terminated run's worker has to end the run after SIGTERM: Dagster cancels within a fraction of a second
+# when it can (the interrupt fails the step and the run), so a worker still running after this is retrying a step.
+TERMINATE_GRACE_SECONDS = 3.0
 
 
 def launch_timeout_seconds() -> float:
@@ -115,13 +121,49 @@ class WarmProcess:
         self.process.wait()
 
 
+@dataclass(frozen=True)
+class RunWorker:
+    """A run worker process as the run's tag records it: its pid and its start time (clock ticks since boot), so that a
+    pid the kernel gave to another process since is never taken for it."""
+
+    pid: int
+    started: int
+
+    @classmethod
+    def of(cls, pid: int) -> RunWorker:
+        return cls(pid, _start_ticks(pid) or 0)
+
+    @classmethod
+    def from_tag(cls, value: str) -> RunWorker:
+        pid, _, started = value.partition(":")
+        return cls(int(pid), int(started or 0))
+
+    def tag(self) -> str:
+        return f"{self.pid}:{self.started}"
+
+    def alive(self) -> bool:
+        return _start_ticks(self.pid) == self.started
+
+
+def _start_ticks(pid: int) -> int | None:
+    """Field 22 of /proc/<pid>/stat, or None for no such process or a zombie (it has exited)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] == "Z" else int(fields[19])
+
+
 class WarmRunLauncher(RunLauncher, ConfigurableClass):
     """Launches each run as a process forked from a warm one (see the module's docstring); dagster.yaml names it when
-    `warm_run_workers` is on. Terminating a run cancels it as Dagster's run workers expect: SIGTERM to its process."""
+    `warm_run_workers` is on. Terminating a run cancels it as Dagster's run workers expect: SIGTERM to its process;
+    run monitoring fails a started run whose process is gone."""
 
-    def __init__(self, inst_data: ConfigurableClassData | None = None, preload: Sequence[str] = PRELOAD) -> None:
+    def __init__(self, inst_data: ConfigurableClassData | None = None, preload: Sequence[str] = PRELOAD,
+                 terminate_grace_seconds: float = TERMINATE_GRACE_SECONDS) -> None:
         self._inst_data = inst_data
         self._preload = tuple(preload)
+        self._terminate_grace_seconds = terminate_grace_seconds
         self._lock = threading.Lock()
         self._warm: WarmProcess | None = None
         super().__init__()
@@ -132,11 +174,14 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
 
     @classmethod
     def config_type(cls) -> UserConfigSchema:
-        return {"preload": Field(Array(str), is_required=False, default_value=list(PRELOAD), description="Modules the warm process imports before it forks run workers.")}
+        return {"preload": Field(Array(str), is_required=False, default_value=list(PRELOAD), description="Modules the warm process imports before it forks run workers."),
+                "terminate_grace_seconds": Field(float, is_required=False, default_value=TERMINATE_GRACE_SECONDS,
+                                                 description="How long a terminated run's worker has to stop after SIGTERM before it is killed.")}
 
     @classmethod
     def from_config_value(cls, inst_data: ConfigurableClassData, config_value: Mapping[str, Any]) -> WarmRunLauncher:
-        return cls(inst_data=inst_data, preload=config_value.get("preload", PRELOAD))
+        return cls(inst_data=inst_data, preload=config_value.get("preload", PRELOAD),
+                   terminate_grace_seconds=config_value.get("terminate_grace_seconds", TERMINATE_GRACE_SECONDS))
 
     def _warm_process(self) -> WarmProcess:
         """Started at the first launch, not with the instance: the webserver loads the launcher too (to terminate runs)
@@ -170,20 +215,55 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
                 # it is killed so that a request it did not answer can never be carried out.
                 warm.kill()
                 raise DagsterUserCodeUnreachableError(str(exc)) from exc
-        self._instance.add_run_tags(run.run_id, {RUN_WORKER_PID_TAG: str(pid)})
+        self._instance.add_run_tags(run.run_id, {RUN_WORKER_TAG: RunWorker.of(pid).tag()})
 
     def terminate(self, run_id: str) -> bool:
         run = self._instance.get_run_by_id(run_id)
-        if run is None or run.is_finished or RUN_WORKER_PID_TAG not in run.tags:
+        if run is None or run.is_finished or RUN_WORKER_TAG not in run.tags:
             return False
         self._instance.report_run_canceling(run)
-        try:
-            os.kill(int(run.tags[RUN_WORKER_PID_TAG]), signal.SIGTERM)  # Dagster's run worker takes it as an interrupt
-        except ProcessLookupError:
-            self._instance.report_engine_event("The run worker had already exited.", run, cls=self.__class__)
-            if run.status in (DagsterRunStatus.STARTING, DagsterRunStatus.STARTED):
-                self._instance.report_run_canceled(run)
+        worker = RunWorker.from_tag(run.tags[RUN_WORKER_TAG])
+        retried = self._retries(run_id)
+        if worker.alive():
+            os.kill(worker.pid, signal.SIGTERM)  # Dagster's run worker takes it as an interrupt and reports the run canceled
+        threading.Thread(target=self._cancel_after_grace, args=(worker, run_id, retried), name=f"terminate-{run_id}", daemon=True).start()
         return True
+
+    def _retries(self, run_id: str) -> int:
+        return len(self._instance.get_records_for_run(run_id, of_type=DagsterEventType.STEP_UP_FOR_RETRY).records)
+
+    def _cancel_after_grace(self, worker: RunWorker, run_id: str, retried: int) -> None:
+        """SIGTERM alone may not end a run: Dagster retries a step interrupted under a retry policy
+        (`op_execution_error_boundary`), so the run goes on and can even succeed. A worker that retries a step after
+        SIGTERM, or is still there after the grace period, is killed; a run its worker left unfinished is marked
+        canceled."""
+        deadline = time.monotonic() + self._terminate_grace_seconds
+        while worker.alive() and time.monotonic() < deadline and self._retries(run_id) == retried:
+            time.sleep(0.2)
+        run = self._instance.get_run_by_id(run_id)
+        if run is None or run.is_finished:
+            return
+        if worker.alive():
+            os.kill(worker.pid, signal.SIGKILL)
+            why = f"retried a step instead of stopping, or did not stop within {self._terminate_grace_seconds:g} s of SIGTERM: killed"
+        else:
+            why = "exited without ending the run"
+        self._instance.report_engine_event(f"The run worker (pid {worker.pid}) {why}.", run, cls=self.__class__)
+        self._instance.report_run_canceled(run)
+
+    @property
+    def supports_check_run_worker_health(self) -> bool:
+        return True
+
+    def check_run_worker_health(self, run: DagsterRun) -> CheckRunHealthResult:
+        """For run monitoring: a started run whose worker process is gone (killed, out of memory) is failed, and run
+        retries launch it again, instead of it staying STARTED until max_runtime_seconds."""
+        if RUN_WORKER_TAG not in run.tags:  # launched before this launcher was configured: nothing to check against
+            return CheckRunHealthResult(WorkerStatus.UNKNOWN, "no run worker recorded by WarmRunLauncher", transient=True)
+        worker = RunWorker.from_tag(run.tags[RUN_WORKER_TAG])
+        if worker.alive():
+            return CheckRunHealthResult(WorkerStatus.RUNNING, run_worker_id=str(worker.pid))
+        return CheckRunHealthResult(WorkerStatus.FAILED, f"run worker process {worker.pid} is gone", run_worker_id=str(worker.pid))
 
     def dispose(self) -> None:
         with self._lock:
