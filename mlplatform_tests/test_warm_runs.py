@@ -17,7 +17,7 @@ from dagster._core.launcher.base import LaunchRunContext, WorkerStatus
 
 from mlplatform.domain.keys import RUN_WORKER_TAG
 from mlplatform.domain.spec import load_spec
-from mlplatform.orchestration.instance import WARM_RUN_LAUNCHER, instance_config
+from mlplatform.orchestration.instance import WARM_RUN_LAUNCHER, WARM_RUNS_PRESTART_ENV, instance_config
 from mlplatform.orchestration.warm_runs import PRELOAD, RunWorker, WarmProcess, WarmRunLauncher
 from mlplatform.pipeline.replay import read_source, write_batches
 from mlplatform.settings import Settings
@@ -62,9 +62,15 @@ def test_a_module_that_prints_or_fails_to_import_does_not_break_the_replies() ->
         warm.close()
 
 
-def test_instance_config_names_the_warm_launcher_unless_switched_off(state: Settings) -> None:
+def test_instance_config_names_the_warm_launcher_unless_switched_off(state: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The launcher starts its warm process at the first launch, or as it loads where the daemon's prestart is set."""
     with dg.DagsterInstance.get() as instance:
-        assert isinstance(instance.run_launcher, WarmRunLauncher)
+        assert isinstance(instance.run_launcher, WarmRunLauncher) and instance.run_launcher._warm is None
+    monkeypatch.setenv(WARM_RUNS_PRESTART_ENV, "1")
+    with dg.DagsterInstance.get() as instance:
+        warm = instance.run_launcher._warm  # type: ignore[attr-defined]
+        assert warm is not None and warm.alive()
+    assert not warm.alive(), "disposing of the instance ends its warm process"
     assert "run_launcher" not in instance_config(None, warm_run_workers=False)
     written = yaml.safe_load((state.dagster_home / "dagster.yaml").read_text())
     assert written["run_launcher"] == WARM_RUN_LAUNCHER

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 from mlplatform import TELEMETRY_OFF
 from mlplatform.orchestration.executor import celery_worker_command, celery_worker_env
-from mlplatform.orchestration.instance import prepare_dagster_home
+from mlplatform.orchestration.instance import WARM_RUNS_PRESTART_ENV, prepare_dagster_home
 from mlplatform.settings import REPO_ROOT, Settings, env_name
 
 WORKSPACE = REPO_ROOT / "workspace.yaml"
@@ -245,7 +245,7 @@ def build_servers(settings: Settings, production: bool = False) -> list[Server]:
                lambda: http_ok(f"{settings.reports_url}/")),
         evidently_server(settings),
         Server("dagster-daemon", "(no UI: runs sensors and queued runs)",
-               [str(BIN / "dagster-daemon"), "run", "-w", str(WORKSPACE)], _daemon_heartbeat(settings)),
+               [str(BIN / "dagster-daemon"), "run", "-w", str(WORKSPACE)], _daemon_heartbeat(settings), env={WARM_RUNS_PRESTART_ENV: "1"}),
         Server("dagster-webserver", settings.dagster_ui_url,
                [str(BIN / "dagster-webserver"), "-w", str(WORKSPACE), "-h", dagster_host, "-p", str(dagster_port)],
                lambda: _dagster_locations_loaded(settings.dagster_ui_url)),

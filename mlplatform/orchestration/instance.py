@@ -32,6 +32,10 @@ SENSOR_TICK_WORKERS = 4
 
 # Named, not imported: the CLI's commands that only prepare the Dagster home do not import Dagster.
 WARM_RUN_LAUNCHER = {"module": "mlplatform.orchestration.warm_runs", "class": "WarmRunLauncher"}
+# Set for the process that launches runs (with the run queue, the daemon; `mlplatform dev` sets it for its daemon): its
+# launcher starts the warm process as it loads, so that the first run does not wait for the imports. Elsewhere (the
+# webserver, which loads the launcher to terminate runs) the warm process starts at the first launch, if any.
+WARM_RUNS_PRESTART_ENV = "MLPLATFORM_WARM_RUNS_PRESTART"
 
 
 def _psycopg2_url(url: str) -> str:

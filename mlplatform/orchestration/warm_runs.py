@@ -41,6 +41,7 @@ from dagster._serdes import ConfigurableClass, serialize_value
 from dagster._serdes.config_class import ConfigurableClassData
 
 from mlplatform.domain.keys import RUN_WORKER_TAG
+from mlplatform.orchestration.instance import WARM_RUNS_PRESTART_ENV
 
 # What runs import that costs seconds: the run worker itself (Dagster's CLI, pandas, SQLAlchemy), MLflow's client and
 # its SQL stores, LightGBM with scikit-learn and SciPy, Optuna, Evidently. Not mlplatform: a run loads its code fresh.
@@ -167,6 +168,8 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
         self._lock = threading.Lock()
         self._warm: WarmProcess | None = None
         super().__init__()
+        if os.environ.get(WARM_RUNS_PRESTART_ENV) == "1":
+            self._warm = WarmProcess(self._preload)
 
     @property
     def inst_data(self) -> ConfigurableClassData | None:
@@ -184,8 +187,9 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
                    terminate_grace_seconds=config_value.get("terminate_grace_seconds", TERMINATE_GRACE_SECONDS))
 
     def _warm_process(self) -> WarmProcess:
-        """Started at the first launch, not with the instance: the webserver loads the launcher too (to terminate runs)
-        but leaves launching to the daemon's run queue, and should not hold a warm process it never forks."""
+        """Started with the launcher in the daemon (WARM_RUNS_PRESTART_ENV), else at the first launch: the webserver
+        loads the launcher too (to terminate runs) but leaves launching to the daemon's run queue, and should not hold
+        a warm process it never forks. Started again when it died."""
         if self._warm is None or not self._warm.alive():
             self._warm = WarmProcess(self._preload)
         return self._warm
