@@ -9,8 +9,9 @@ the child is `python -m dagster api execute_run ...`, the command every Dagster 
 imports already done.
 
 The warm process is a child of the process that launches runs (the daemon, the webserver), in its process group,
-with its environment and working directory; it exits when that process closes the pipe. It is single-threaded
-when it forks (it only imports), and reaps nothing itself: finished run workers are reaped by the kernel.
+with its environment and working directory; it exits when that process closes the pipe. It only imports, so no
+Python thread runs when it forks (the native pools numpy's OpenBLAS and pyarrow's jemalloc start at import have their
+own fork handlers, as for any pre-forking server), and it reaps nothing itself: the kernel reaps finished run workers.
 
     python -m mlplatform.orchestration.warm_runs mlflow lightgbm ...   # (started by the launcher) the modules to preload
 """
@@ -43,11 +44,16 @@ from dagster._serdes.config_class import ConfigurableClassData
 from mlplatform.domain.keys import RUN_WORKER_TAG
 from mlplatform.orchestration.instance import WARM_RUNS_PRESTART_ENV
 
-# What runs import that costs seconds: the run worker itself (Dagster's CLI, pandas, SQLAlchemy), MLflow's client and
-# its SQL stores, LightGBM with scikit-learn and SciPy, Optuna, Evidently. Not mlplatform: a run loads its code fresh.
+# What runs import that costs seconds: the run worker itself (Dagster's CLI and the instance's storages, pandas,
+# SQLAlchemy), MLflow's client, its SQL stores and its evaluators (with matplotlib), LightGBM with scikit-learn and
+# SciPy, Optuna, Evidently; found with `python -X importtime -m dagster api execute_run ...` of a retraining run. Not
+# mlplatform: a run loads its code fresh.
 PRELOAD = (
-    "dagster._cli.api", "pandas", "pyarrow.parquet", "sqlalchemy",
+    "dagster._cli.api", "dagster._core.storage.runs.sqlite", "dagster._core.storage.event_log.sqlite", "dagster_postgres",
+    "pandas", "pyarrow.parquet", "sqlalchemy", "git",
     "mlflow", "mlflow.pyfunc", "mlflow.tracking", "mlflow.store.tracking.sqlalchemy_store", "mlflow.store.model_registry.sqlalchemy_store",
+    "mlflow.models.evaluation.evaluator_registry", "mlflow.models.evaluation.evaluators.classifier",
+    "mlflow.models.evaluation.evaluators.regressor", "matplotlib.pyplot",
     "lightgbm", "sklearn.metrics", "sklearn.calibration", "sklearn.isotonic", "optuna",
     "evidently", "evidently.presets", "evidently.core.report", "evidently.ui.workspace",
 )
