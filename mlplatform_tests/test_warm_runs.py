@@ -12,8 +12,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import yaml
-from dagster._core.errors import DagsterUserCodeUnreachableError
+from dagster._core.code_pointer import ModuleCodePointer
+from dagster._core.errors import DagsterLaunchFailedError, DagsterUserCodeUnreachableError
 from dagster._core.launcher.base import LaunchRunContext, WorkerStatus
+from dagster._core.origin import JobPythonOrigin, RepositoryPythonOrigin
 
 from mlplatform.domain.keys import RUN_WORKER_TAG
 from mlplatform.domain.spec import load_spec
@@ -99,7 +101,9 @@ def test_runs_are_forked_from_the_warm_process_a_stopped_one_is_replaced_and_ter
 
         # A run executes in a child of the warm process, the pid Dagster records being the one the launcher tagged.
         first = launch()
-        pid = RunWorker.from_tag(run_of(first).tags[RUN_WORKER_TAG]).pid
+        worker = RunWorker.of_run(run_of(first))
+        assert worker is not None
+        pid = worker.pid
         warm_pid = launcher._warm.process.pid  # type: ignore[union-attr]
         assert _parent(pid) == warm_pid
         _wait("the first run to finish", lambda: run_of(first).is_finished, 300)
@@ -127,14 +131,42 @@ def test_runs_are_forked_from_the_warm_process_a_stopped_one_is_replaced_and_ter
         _wait("the second run to end", lambda: run_of(second).is_finished, 120)
         assert run_of(second).status == dg.DagsterRunStatus.CANCELED
         assert not launcher.terminate(second)  # a finished run is not terminated again
-        worker = RunWorker.from_tag(run_of(second).tags[RUN_WORKER_TAG])
+        worker = RunWorker.of_run(run_of(second))
+        assert worker is not None
         _wait("the canceled run's worker to exit", lambda: not worker.alive(), 60)
         assert launcher.check_run_worker_health(run_of(second)).status == WorkerStatus.FAILED
+
+
+def _run(tags: dict[str, str]) -> dg.DagsterRun:
+    return dg.DagsterRun(job_name="adult_retrain", run_id="0" * 36, tags=tags)
 
 
 def test_a_run_worker_is_recognised_by_its_start_time_not_its_pid_alone() -> None:
     """A pid the kernel gave to another process since is not the run's worker: not signalled, not counted alive."""
     me = RunWorker.of(os.getpid())
-    assert me.alive() and RunWorker.from_tag(me.tag()) == me
+    assert me.alive() and RunWorker.of_run(_run({RUN_WORKER_TAG: me.tag()})) == me
     assert not RunWorker(me.pid, me.started + 1).alive()
-    assert not RunWorker.from_tag("999999999:1").alive()
+    assert not RunWorker(999_999_999, 1).alive()
+
+
+@pytest.mark.parametrize("tag", ["", "12345", "-1:5", "0:5", "abc:5", "12:x", "1:2:3", " 12:5"])
+def test_a_missing_or_malformed_worker_tag_is_never_signalled_nor_failed(tag: str) -> None:
+    """No tag (another launcher's run, or the moment between fork and tag) or a hostile one ("-1" would signal every
+    process): no worker, which run monitoring counts as running and terminate leaves alone."""
+    run = _run({RUN_WORKER_TAG: tag} if tag else {})
+    assert RunWorker.of_run(run) is None
+    assert WarmRunLauncher().check_run_worker_health(run).status == WorkerStatus.RUNNING
+
+
+@pytest.mark.parametrize(("origin", "message"), [
+    (None, "has no code origin to execute"),
+    (JobPythonOrigin("adult_retrain", RepositoryPythonOrigin("/opt/other/bin/python", ModuleCodePointer("mlplatform.orchestration.definitions", "defs", None))),
+     "asks for /opt/other/bin/python: set MLPLATFORM_WARM_RUN_WORKERS=false"),
+])
+def test_a_run_the_warm_process_cannot_execute_is_refused_before_any_fork(origin: JobPythonOrigin | None, message: str) -> None:
+    """No code origin, or a code location in another interpreter: a clear error, and no warm process started for it."""
+    launcher = WarmRunLauncher()
+    run = dg.DagsterRun(job_name="adult_retrain", run_id="0" * 36, job_code_origin=origin)
+    with pytest.raises(DagsterLaunchFailedError, match=message):
+        launcher.launch_run(LaunchRunContext(dagster_run=run, workspace=None))
+    assert launcher._warm is None

@@ -141,9 +141,13 @@ class RunWorker:
         return cls(pid, _start_ticks(pid) or 0)
 
     @classmethod
-    def from_tag(cls, value: str) -> RunWorker:
-        pid, _, started = value.partition(":")
-        return cls(int(pid), int(started or 0))
+    def of_run(cls, run: DagsterRun) -> RunWorker | None:
+        """The run's worker as its tag records it; None without the tag (launched by another launcher, or tagged a
+        moment after the fork) or with one that is not "<pid>:<start>" of a real process id."""
+        pid, colon, started = run.tags.get(RUN_WORKER_TAG, "").partition(":")
+        if not (colon and pid.isdigit() and started.isdigit() and int(pid) > 0):
+            return None
+        return cls(int(pid), int(started))
 
     def tag(self) -> str:
         return f"{self.pid}:{self.started}"
@@ -229,10 +233,10 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
 
     def terminate(self, run_id: str) -> bool:
         run = self._instance.get_run_by_id(run_id)
-        if run is None or run.is_finished or RUN_WORKER_TAG not in run.tags:
+        worker = RunWorker.of_run(run) if run is not None else None
+        if run is None or run.is_finished or worker is None:
             return False
         self._instance.report_run_canceling(run)
-        worker = RunWorker.from_tag(run.tags[RUN_WORKER_TAG])
         retried = self._retries(run_id)
         if worker.alive():
             os.kill(worker.pid, signal.SIGTERM)  # Dagster's run worker takes it as an interrupt and reports the run canceled
@@ -268,9 +272,9 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
     def check_run_worker_health(self, run: DagsterRun) -> CheckRunHealthResult:
         """For run monitoring: a started run whose worker process is gone (killed, out of memory) is failed, and run
         retries launch it again, instead of it staying STARTED until max_runtime_seconds."""
-        if RUN_WORKER_TAG not in run.tags:  # launched before this launcher was configured: nothing to check against
-            return CheckRunHealthResult(WorkerStatus.UNKNOWN, "no run worker recorded by WarmRunLauncher", transient=True)
-        worker = RunWorker.from_tag(run.tags[RUN_WORKER_TAG])
+        worker = RunWorker.of_run(run)
+        if worker is None:  # nothing to check against: anything but RUNNING would make run monitoring fail the run
+            return CheckRunHealthResult(WorkerStatus.RUNNING, "not checked: no run worker recorded by WarmRunLauncher")
         if worker.alive():
             return CheckRunHealthResult(WorkerStatus.RUNNING, run_worker_id=str(worker.pid))
         return CheckRunHealthResult(WorkerStatus.FAILED, f"run worker process {worker.pid} is gone", run_worker_id=str(worker.pid))
