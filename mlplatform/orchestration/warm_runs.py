@@ -271,7 +271,8 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
 
     def check_run_worker_health(self, run: DagsterRun) -> CheckRunHealthResult:
         """For run monitoring: a started run whose worker process is gone (killed, out of memory) is failed, and run
-        retries launch it again, instead of it staying STARTED until max_runtime_seconds."""
+        retries launch it again. Dagster's code server watches the run processes it spawns; the warm process reaps
+        nothing, so this is where a crashed worker is noticed."""
         worker = RunWorker.of_run(run)
         if worker is None:  # nothing to check against: anything but RUNNING would make run monitoring fail the run
             return CheckRunHealthResult(WorkerStatus.RUNNING, "not checked: no run worker recorded by WarmRunLauncher")
