@@ -7,7 +7,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -20,6 +20,7 @@ from mlplatform.orchestration.instance import CODE_SERVER_STARTUP_SECONDS, LAUNC
 from mlplatform.pipeline.replay import read_source, write_batches
 from mlplatform.settings import Settings
 from mlplatform_tests.support.loop import code_location, create_retrain_run, materialize
+from mlplatform_tests.support.processes import descendants, wait_until
 
 REQUEUED = "re-submitting the run into the queue"
 STALL_SECONDS = 10.0  # below the 20 s a daemon's code server lives without heartbeats
@@ -39,30 +40,6 @@ def test_instance_config_and_grpc_timeout_reach_the_servers(state: Settings, tmp
     env = dict(item.split("=", 1) for item in environ.split("\0") if "=" in item)
     assert env["DAGSTER_GRPC_TIMEOUT_SECONDS"] == CHILD_ENV_DEFAULTS["DAGSTER_GRPC_TIMEOUT_SECONDS"]
     assert env["DAGSTER_HOME"] == str(state.dagster_home)
-
-
-def _descendants(pid: int) -> list[int]:
-    """Every process below `pid` (from /proc), children first."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-    found, frontier = [], [pid]
-    while frontier:
-        children = [p for p, parent in parents.items() if parent in frontier]
-        found += children
-        frontier = children
-    return found
-
-
-def _wait(what: str, predicate: Callable[[], bool], seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out after {seconds:.0f} s waiting for {what}"
-        time.sleep(0.5)
 
 
 @pytest.fixture
@@ -86,7 +63,7 @@ def daemon(request: pytest.FixtureRequest, state: Settings, tmp_path: Path, monk
     [server] = [s for s in build_servers(state) if s.name == "dagster-daemon"]
     with running(state, log_dir=tmp_path / "logs", timeout_seconds=300, servers=[server]):
         assert server.process is not None
-        _wait("the daemon's code server", lambda: bool(_descendants(server.process.pid)), 120)  # type: ignore[union-attr]
+        wait_until("the daemon's code server", lambda: bool(descendants(server.process.pid)), 120)  # type: ignore[union-attr]
         yield server
 
 
@@ -98,7 +75,7 @@ def _submitted_while_stopped(daemon: Server) -> Iterator[tuple[dg.DagsterInstanc
     assert daemon.process is not None
     with dg.DagsterInstance.get() as instance, code_location(instance) as workspace:
         run_id = create_retrain_run(instance, workspace)
-        stopped = _descendants(daemon.process.pid)
+        stopped = descendants(daemon.process.pid)
         for pid in stopped:
             os.kill(pid, signal.SIGSTOP)
         try:
@@ -117,7 +94,7 @@ def _messages(instance: dg.DagsterInstance, run_id: str) -> list[str]:
 def test_a_launch_that_times_out_goes_back_into_the_queue_instead_of_failing(daemon: Server) -> None:
     """A 5 s deadline against a stopped code server: DEADLINE_EXCEEDED, and the run waits in the queue."""
     with _submitted_while_stopped(daemon) as (instance, run_id):
-        _wait("the launch to time out and the run to be queued again", lambda: any(REQUEUED in m for m in _messages(instance, run_id)), 90)
+        wait_until("the launch to time out and the run to be queued again", lambda: any(REQUEUED in m for m in _messages(instance, run_id)), 90)
         run = instance.get_run_by_id(run_id)
         # back in the queue, or already dequeued for the next try (every 10 s): never failed by the timeout
         assert run is not None and run.status in (dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING), _messages(instance, run_id)[-5:]
@@ -129,6 +106,6 @@ def test_a_run_launched_while_the_code_server_is_stopped_succeeds(daemon: Server
         time.sleep(STALL_SECONDS)
         run = instance.get_run_by_id(run_id)
         assert run is not None and not run.is_finished
-    _wait("the run to finish", lambda: instance.get_run_by_id(run_id).is_finished, 600)  # type: ignore[union-attr]
+    wait_until("the run to finish", lambda: instance.get_run_by_id(run_id).is_finished, 600)  # type: ignore[union-attr]
     finished = instance.get_run_by_id(run_id)
     assert finished is not None and finished.status == dg.DagsterRunStatus.SUCCESS, _messages(instance, run_id)[-10:]

@@ -5,8 +5,6 @@ setting switches it off."""
 
 import os
 import signal
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
@@ -24,19 +22,9 @@ from mlplatform.orchestration.warm_runs import RunWorker, WarmProcess, WarmRunLa
 from mlplatform.pipeline.replay import read_source, write_batches
 from mlplatform.settings import Settings
 from mlplatform_tests.support.loop import code_location, create_retrain_run, materialize
+from mlplatform_tests.support.processes import descendants, wait_until
 
 STARTED_PROCESS = "Started process for run (pid: "
-
-
-def _wait(what: str, predicate: Callable[[], bool], seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out after {seconds:.0f} s waiting for {what}"
-        time.sleep(0.1)
-
-
-def _parent(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
 def test_a_module_that_prints_or_fails_to_import_does_not_break_the_replies() -> None:
@@ -94,8 +82,8 @@ def test_runs_are_forked_from_the_warm_process_a_stopped_one_is_replaced_and_ter
         # The preload list stays true to what is installed, and no Python thread runs when the warm process forks.
         assert launcher._warm is not None and launcher._warm.ready == {"ready": True, "failed": {}, "threads": 1}
         warm_pid = launcher._warm.process.pid
-        assert _parent(pid) == warm_pid
-        _wait("the first run to finish", lambda: run_of(first).is_finished, 300)
+        assert pid in descendants(warm_pid)
+        wait_until("the first run to finish", lambda: run_of(first).is_finished, 300)
         messages = [e.message or "" for e in instance.all_logs(first)]
         assert run_of(first).status == dg.DagsterRunStatus.SUCCESS, messages[-10:]
         assert f"{STARTED_PROCESS}{pid})." in messages
@@ -114,15 +102,15 @@ def test_runs_are_forked_from_the_warm_process_a_stopped_one_is_replaced_and_ter
         # Terminate: SIGTERM, which Dagster turns into a retry inside a step with a retry policy (most of ours), then
         # SIGKILL after the grace period: the run ends canceled either way. Run monitoring's health check sees the worker
         # while it runs, and its absence after (what fails a run whose worker was killed).
-        _wait("the second run to start", lambda: run_of(second).status == dg.DagsterRunStatus.STARTED, 120)
+        wait_until("the second run to start", lambda: run_of(second).status == dg.DagsterRunStatus.STARTED, 120)
         assert launcher.check_run_worker_health(run_of(second)).status == WorkerStatus.RUNNING
         assert launcher.terminate(second)
-        _wait("the second run to end", lambda: run_of(second).is_finished, 120)
+        wait_until("the second run to end", lambda: run_of(second).is_finished, 120)
         assert run_of(second).status == dg.DagsterRunStatus.CANCELED
         assert not launcher.terminate(second)  # a finished run is not terminated again
         worker = RunWorker.of_run(run_of(second))
         assert worker is not None
-        _wait("the canceled run's worker to exit", lambda: not worker.alive(), 60)
+        wait_until("the canceled run's worker to exit", lambda: not worker.alive(), 60)
         assert launcher.check_run_worker_health(run_of(second)).status == WorkerStatus.FAILED
 
 
