@@ -27,13 +27,23 @@ from mlplatform_tests.support.processes import descendants, wait_until
 STARTED_PROCESS = "Started process for run (pid: "
 
 
-def test_a_module_that_prints_or_fails_to_import_does_not_break_the_replies() -> None:
-    """`import this` prints to stdout, an unknown module fails: the replies stay readable, the failure is reported."""
+def test_a_module_that_prints_or_fails_to_import_does_not_break_the_replies_and_each_workers_end_is_told(tmp_path: Path) -> None:
+    """`import this` prints to stdout, an unknown module fails: the replies stay readable, the failure is reported.
+    How each run worker ended (its exit code, the signal that killed it) reaches the launcher, keyed by pid and start."""
+    hangs = tmp_path / "hangs.py"
+    hangs.write_text("import time\ntime.sleep(600)\n")  # a code location that never finishes loading
     warm = WarmProcess(["this", "mlplatform_no_such_module", "dagster._cli.api"])
     try:
         ready = warm.wait_ready(120)
         assert list(ready["failed"]) == ["mlplatform_no_such_module"] and "ModuleNotFoundError" in ready["failed"]["mlplatform_no_such_module"]
-        assert warm.fork(["--version"], 10) != warm.fork(["--version"], 10)  # `dagster --version` prints to stdout
+        printed, refused = warm.fork(["--version"], 10), warm.fork(["no-such-command"], 10)  # `dagster --version` prints to stdout
+        killed = warm.fork(["api", "grpc", "--socket", str(tmp_path / "grpc.sock"), "--python-file", str(hangs)], 10)
+        assert len({printed.pid, refused.pid, killed.pid}) == 3 and killed.alive()
+        os.kill(killed.pid, signal.SIGKILL)
+        wait_until("the three workers' ends to be told", lambda: len(warm.exits) == 3, 30)
+        assert warm.exits == {printed: "exited with code 0", refused: "exited with code 2",
+                              killed: "was killed by signal 9 (SIGKILL: killed from outside the run, e.g. by the kernel's out-of-memory killer)"}
+        assert not descendants(warm.process.pid), "ended workers are reaped, not left as zombies"
     finally:
         warm.close()
     assert warm.process.returncode == 0, "closing its input ends the warm process cleanly"
@@ -87,6 +97,9 @@ def test_runs_are_forked_from_the_warm_process_a_stopped_one_is_replaced_and_ter
         messages = [e.message or "" for e in instance.all_logs(first)]
         assert run_of(first).status == dg.DagsterRunStatus.SUCCESS, messages[-10:]
         assert f"{STARTED_PROCESS}{pid})." in messages
+        # The warm process reaps the worker and tells the launcher how it ended, which run monitoring would report.
+        wait_until("the first run's worker's end to be told", lambda: worker in launcher._exits, 60)
+        assert launcher.check_run_worker_health(run_of(first)).msg == f"run worker process {pid} exited with code 0"
 
         # Stopped warm process: the launch raises what the run queue retries, and the process is gone (a request it
         # never answered cannot start the run twice); the next launch starts a new warm process.
@@ -110,8 +123,10 @@ def test_runs_are_forked_from_the_warm_process_a_stopped_one_is_replaced_and_ter
         assert not launcher.terminate(second)  # a finished run is not terminated again
         worker = RunWorker.of_run(run_of(second))
         assert worker is not None
-        wait_until("the canceled run's worker to exit", lambda: not worker.alive(), 60)
-        assert launcher.check_run_worker_health(run_of(second)).status == WorkerStatus.FAILED
+        wait_until("the canceled run's worker's end to be told", lambda: worker in launcher._exits, 60)
+        gone = launcher.check_run_worker_health(run_of(second))
+        assert not worker.alive() and gone.status == WorkerStatus.FAILED and gone.msg is not None
+        assert gone.msg.startswith(f"run worker process {worker.pid} ") and ("exited with code" in gone.msg or "killed by signal" in gone.msg), gone.msg
 
 
 def _run(tags: dict[str, str]) -> dg.DagsterRun:

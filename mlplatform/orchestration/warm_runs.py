@@ -11,7 +11,8 @@ imports already done.
 The warm process is a child of the process that launches runs (the daemon, the webserver), in its process group,
 with its environment and working directory; it exits when that process closes the pipe. It only imports, so no
 Python thread runs when it forks (the native pools numpy's OpenBLAS and pyarrow's jemalloc start at import have their
-own fork handlers, as for any pre-forking server), and it reaps nothing itself: the kernel reaps finished run workers.
+own fork handlers, as for any pre-forking server). It reaps the run workers it forked and tells the launcher how each
+ended (an exit code, or the signal that killed it), so run monitoring can say why a run's worker is gone.
 
     python -m mlplatform.orchestration.warm_runs mlflow lightgbm ...   # (started by the launcher) the modules to preload
 """
@@ -23,6 +24,7 @@ import json
 import os
 import queue
 import runpy
+import select
 import signal
 import subprocess
 import sys
@@ -33,12 +35,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from dagster import Array, DagsterEventType, DagsterRun, Field
+from dagster import Array, DagsterEventType, DagsterRun, Field, serialize_value
 from dagster._config.config_schema import UserConfigSchema
 from dagster._core.errors import DagsterLaunchFailedError, DagsterUserCodeUnreachableError
 from dagster._core.launcher.base import CheckRunHealthResult, LaunchRunContext, RunLauncher, WorkerStatus
 from dagster._grpc.types import ExecuteRunArgs
-from dagster._serdes import ConfigurableClass, serialize_value
+from dagster._serdes import ConfigurableClass
 from dagster._serdes.config_class import ConfigurableClassData
 
 from mlplatform.domain.keys import RUN_WORKER_TAG
@@ -64,6 +66,8 @@ DEFAULT_LAUNCH_TIMEOUT_SECONDS = 60.0
 # How long a terminated run's worker has to end the run after SIGTERM: Dagster cancels within a fraction of a second
 # when it can (the interrupt fails the step and the run), so a worker still running after this is retrying a step.
 TERMINATE_GRACE_SECONDS = 3.0
+# How many ended run workers the launcher remembers how they ended: far more than run monitoring looks at at once.
+REMEMBERED_EXITS = 1024
 
 
 def launch_timeout_seconds() -> float:
@@ -73,7 +77,9 @@ def launch_timeout_seconds() -> float:
 class WarmProcess:
     """The launcher's side of one warm process: start it, wait until its imports are done, ask it for a run worker."""
 
-    def __init__(self, preload: Sequence[str]) -> None:
+    def __init__(self, preload: Sequence[str], exits: dict[RunWorker, str] | None = None) -> None:
+        """`exits`: where to record how each run worker it forked ended (shared by the warm processes of one launcher)."""
+        self.exits: dict[RunWorker, str] = {} if exits is None else exits
         self.process = subprocess.Popen([sys.executable, "-m", __name__, *preload], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         text=True, bufsize=1)
         self._replies: queue.Queue[dict[str, Any] | None] = queue.Queue()
@@ -82,7 +88,13 @@ class WarmProcess:
 
     def _read(self, stream: IO[str]) -> None:
         for line in stream:
-            self._replies.put(json.loads(line))
+            message = json.loads(line)
+            if "exited" in message:  # said whenever a run worker ends, not an answer to a request
+                self.exits[RunWorker(message["exited"], message["started"])] = message["how"]
+                while len(self.exits) > REMEMBERED_EXITS:
+                    del self.exits[next(iter(self.exits))]
+            else:
+                self._replies.put(message)
         self._replies.put(None)
 
     def _reply(self, timeout: float) -> dict[str, Any]:
@@ -100,12 +112,13 @@ class WarmProcess:
             self.ready = self._reply(timeout)
         return self.ready
 
-    def fork(self, dagster_args: Sequence[str], timeout: float) -> int:
-        """The pid of a new run worker executing `python -m dagster <dagster_args>` (once ready)."""
+    def fork(self, dagster_args: Sequence[str], timeout: float) -> RunWorker:
+        """A new run worker executing `python -m dagster <dagster_args>` (once ready)."""
         assert self.ready is not None and self.process.stdin is not None
         self.process.stdin.write(json.dumps(list(dagster_args)) + "\n")
         self.process.stdin.flush()
-        return int(self._reply(timeout)["pid"])
+        reply = self._reply(timeout)
+        return RunWorker(int(reply["pid"]), int(reply["started"]))
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -177,9 +190,10 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
         self._terminate_grace_seconds = terminate_grace_seconds
         self._lock = threading.Lock()
         self._warm: WarmProcess | None = None
+        self._exits: dict[RunWorker, str] = {}  # how run workers ended, as their warm processes said
         super().__init__()
         if os.environ.get(WARM_RUNS_PRESTART_ENV) == "1":
-            self._warm = WarmProcess(self._preload)
+            self._warm = WarmProcess(self._preload, self._exits)
 
     @property
     def inst_data(self) -> ConfigurableClassData | None:
@@ -201,7 +215,7 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
         loads the launcher too (to terminate runs) but leaves launching to the daemon's run queue, and should not hold
         a warm process it never forks. Started again when it died."""
         if self._warm is None or not self._warm.alive():
-            self._warm = WarmProcess(self._preload)
+            self._warm = WarmProcess(self._preload, self._exits)
         return self._warm
 
     def launch_run(self, context: LaunchRunContext) -> None:
@@ -223,13 +237,13 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
             except (TimeoutError, ConnectionError) as exc:
                 raise DagsterUserCodeUnreachableError(str(exc)) from exc
             try:
-                pid = warm.fork(dagster_args, timeout)
+                worker = warm.fork(dagster_args, timeout)
             except (TimeoutError, ConnectionError) as exc:
                 # A stopped or wedged warm process might still start this run later, after the queue tried it again:
                 # it is killed so that a request it did not answer can never be carried out.
                 warm.kill()
                 raise DagsterUserCodeUnreachableError(str(exc)) from exc
-        self._instance.add_run_tags(run.run_id, {RUN_WORKER_TAG: RunWorker.of(pid).tag()})
+        self._instance.add_run_tags(run.run_id, {RUN_WORKER_TAG: worker.tag()})
 
     def terminate(self, run_id: str) -> bool:
         run = self._instance.get_run_by_id(run_id)
@@ -261,7 +275,7 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
             os.kill(worker.pid, signal.SIGKILL)
             why = f"retried a step instead of stopping, or did not stop within {self._terminate_grace_seconds:g} s of SIGTERM: killed"
         else:
-            why = "exited without ending the run"
+            why = f"{self._ended(worker)} without ending the run"
         self._instance.report_engine_event(f"The run worker (pid {worker.pid}) {why}.", run, cls=self.__class__)
         self._instance.report_run_canceled(run)
 
@@ -278,7 +292,12 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
             return CheckRunHealthResult(WorkerStatus.RUNNING, "not checked: no run worker recorded by WarmRunLauncher")
         if worker.alive():
             return CheckRunHealthResult(WorkerStatus.RUNNING, run_worker_id=str(worker.pid))
-        return CheckRunHealthResult(WorkerStatus.FAILED, f"run worker process {worker.pid} is gone", run_worker_id=str(worker.pid))
+        return CheckRunHealthResult(WorkerStatus.FAILED, f"run worker process {worker.pid} {self._ended(worker)}", run_worker_id=str(worker.pid))
+
+    def _ended(self, worker: RunWorker) -> str:
+        """How the worker ended, as its warm process said; a worker forked by another process (another daemon, before a
+        restart) is only known to be gone."""
+        return self._exits.get(worker, "is gone")
 
     def dispose(self) -> None:
         with self._lock:
@@ -287,13 +306,27 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
                 self._warm = None
 
 
-def _become_run_worker(dagster_args: Sequence[str], replies: IO[str]) -> None:
+def ended(status: int) -> str:
+    """How a process ended, from its wait status, in the words run monitoring reports."""
+    code = os.waitstatus_to_exitcode(status)
+    if code >= 0:
+        return f"exited with code {code}"
+    name = signal.Signals(-code).name
+    if -code == signal.SIGKILL:
+        name += ": killed from outside the run, e.g. by the kernel's out-of-memory killer"
+    return f"was killed by signal {-code} ({name})"
+
+
+def _become_run_worker(dagster_args: Sequence[str], replies: IO[str], wakeup: Sequence[int]) -> None:
     """In the forked child: default signal handling, no pipe to or from the launcher, mlplatform unloaded, then
     `python -m dagster <args>`, whose SystemExit ends this process the way it ends a fresh interpreter (atexit
     handlers, flushed streams)."""
+    signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    for fd in wakeup:
+        os.close(fd)
     replies.close()
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
@@ -306,10 +339,9 @@ def _become_run_worker(dagster_args: Sequence[str], replies: IO[str]) -> None:
 
 def serve(preload: Sequence[str]) -> None:
     """Import `preload`, say ready (with what failed to import and how many threads run), then fork one run worker
-    per request line: a JSON list of the `dagster` command's arguments."""
+    per request line (a JSON list of the `dagster` command's arguments), and say how each ended."""
     replies = os.fdopen(os.dup(1), "w", buffering=1)  # the pipe to the launcher carries the replies alone:
     os.dup2(2, 1)  # what an import or a run prints goes where the launcher's errors go
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # finished run workers are reaped by the kernel
 
     def reply(message: Mapping[str, Any]) -> None:
         replies.write(json.dumps(message) + "\n")
@@ -324,20 +356,51 @@ def serve(preload: Sequence[str]) -> None:
                 failed[name] = f"{type(exc).__name__}: {exc}"
     except KeyboardInterrupt:  # Ctrl-C reaches the whole process group, this process too
         return
+    # After the imports, so that no import's own subprocess is reaped here: a run worker's end wakes the loop below
+    # (the wakeup pipe), which reaps it and says how it ended.
+    wakeup = os.pipe()
+    os.set_blocking(wakeup[1], False)
+    signal.set_wakeup_fd(wakeup[1])
+    signal.signal(signal.SIGCHLD, lambda *_: None)
     reply({"ready": True, "failed": failed, "threads": threading.active_count()})
+    workers: dict[int, int] = {}  # pid: start time, of the run workers not reaped yet
+    requests = b""
     while True:
         try:
-            line = sys.stdin.readline()
+            readable, _, _ = select.select([0, wakeup[0]], [], [])
         except KeyboardInterrupt:
             return
-        if not line:
+        if wakeup[0] in readable:
+            os.read(wakeup[0], 4096)
+            for pid, status in _reap():
+                reply({"exited": pid, "started": workers.pop(pid, 0), "how": ended(status)})
+        if 0 not in readable:
+            continue
+        chunk = os.read(0, 65536)
+        if not chunk:
             return
-        dagster_args = json.loads(line)  # written by WarmProcess.fork alone: a garbled line ends this process, and the launcher starts another
-        pid = os.fork()
+        *lines, requests = (requests + chunk).split(b"\n")
+        for line in lines:
+            dagster_args = json.loads(line)  # written by WarmProcess.fork alone: a garbled line ends this process, and the launcher starts another
+            pid = os.fork()
+            if pid == 0:
+                _become_run_worker(dagster_args, replies, wakeup)
+                return
+            workers[pid] = RunWorker.of(pid).started
+            reply({"pid": pid, "started": workers[pid]})
+
+
+def _reap() -> list[tuple[int, int]]:
+    """The pid and wait status of every child that has ended since the last call."""
+    done = []
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return done
         if pid == 0:
-            _become_run_worker(dagster_args, replies)
-            return
-        reply({"pid": pid})
+            return done
+        done.append((pid, status))
 
 
 if __name__ == "__main__":
