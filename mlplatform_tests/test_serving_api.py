@@ -118,15 +118,14 @@ def _field_errors(response: httpx.Response) -> dict[tuple[str | int, ...], str]:
         ({"age": "39"}, ("body", "age"), "expected a number or null, got str"),
         ({"age": True}, ("body", "age"), "expected a number or null, got bool"),
         ({"age": [39]}, ("body", "age"), "expected a number or null, got list"),
-        ({"workclass": True}, ("body", "workclass"), "expected a string, a number or null, got bool"),
-        ({"workclass": {"a": 1}}, ("body", "workclass"), "expected a string, a number or null, got dict"),
+        ({"workclass": {"a": 1}}, ("body", "workclass"), "expected a string, a number, a boolean or null, got dict"),
         ({"age": 10**400}, ("body", "age"), "is not a finite number"),
         ({"capital-gain": 1e999}, ("body", "capital-gain"), "is not a finite number"),
         ({"occupation": "x" * 257}, ("body", "occupation"), "longer than 256 characters"),
         ({"shoe-size": 42}, ("body", "shoe-size"), "extra field not permitted"),
         ({"income": ">50K"}, ("body", "income"), "extra field not permitted"),
     ],
-    ids=["numeric-string", "bool", "list", "bool-category", "object-category", "huge-int", "float-overflow", "long-text", "extra", "label-in-request"],
+    ids=["numeric-string", "bool", "list", "object-category", "huge-int", "float-overflow", "long-text", "extra", "label-in-request"],
 )
 def test_invalid_record_is_422_with_field_message(client: httpx.Client, records: list[dict[str, Any]], change: dict[str, Any],
                                                   loc: tuple[str, ...], message: str) -> None:

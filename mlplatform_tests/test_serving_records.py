@@ -59,12 +59,14 @@ def test_predictions_equal_predictor_predict(adult_spec: DatasetSpec, adult_rows
         assert list(one) == [expected["prediction"].iloc[i]] and one_probability.tolist() == pytest.approx([expected["probability"].iloc[i]], rel=1e-12)
 
 
-NUMERIC_CASES = [0, 39, -1.5, 1e308, None, 10**400, float("inf"), -float("inf")]
-TEXT_CASES = ["Private", "  Private  ", "", "   ", None, "x" * MAX_TEXT_LENGTH, "x" * (MAX_TEXT_LENGTH + 1), " " + "x" * MAX_TEXT_LENGTH + " "]
+NUMERIC_CASES = [0, 39, -1.5, 1e308, None, 10**400, float("inf"), -float("inf"), True]
+TEXT_CASES = ["Private", "  Private  ", "", "   ", None, "x" * MAX_TEXT_LENGTH, "x" * (MAX_TEXT_LENGTH + 1), " " + "x" * MAX_TEXT_LENGTH + " ",
+              True, False, 7, 7.0]
 
 
 def test_validity_agrees_with_ingestion(adult_spec: DatasetSpec, model: ServedModel, adult_rows: pd.DataFrame) -> None:
-    """For values of the right JSON type, a record is refused exactly when ingestion would quarantine its row."""
+    """A record is refused exactly when ingestion would quarantine its row, and what it accepts is spelled as ingestion
+    spells it: a boolean for a number is refused by both; for a category it is "True" / "False", as a boolean column lands."""
     base = _records(canonical(adult_rows.head(1), adult_spec), adult_spec)[0]
     records = [{**base, "age": value} for value in NUMERIC_CASES] + [{**base, "workclass": value} for value in TEXT_CASES]
     checked = [model.codec.check([record], ("body",)) for record in records]

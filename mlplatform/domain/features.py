@@ -42,11 +42,15 @@ def as_text(values: pd.Series) -> pd.Series:
 
 
 def normalise_category(values: pd.Series) -> pd.Series:
-    """Categorical values as stripped strings; integral floats lose their '.0' so 1 and 1.0 match."""
+    """Categorical values as stripped strings; integral floats lose their '.0' so 1 and 1.0 match, in a float column and
+    among text in a mixed one (JSON lines with both), as serving spells a JSON number."""
     text = as_text(values)
     if pd.api.types.is_float_dtype(values):
         integral = np.isfinite(values) & (values.abs() < 2**53) & (values % 1 == 0)
         text[integral] = values[integral].astype("int64").astype(ARROW_STRING)
+    elif values.dtype == object and pd.api.types.infer_dtype(values, skipna=True) not in ("string", "empty", "boolean", "integer"):
+        integral = values.map(lambda v: isinstance(v, float) and v.is_integer() and abs(v) < 2**53).to_numpy(dtype=bool)
+        text[integral] = [str(int(v)) for v in values[integral]]
     return text
 
 

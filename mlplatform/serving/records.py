@@ -79,10 +79,12 @@ def _category_of_number(value: int | float) -> tuple[str | None, str | None, str
 def _text(value: Any) -> tuple[str | None, str | None, str]:
     if value is None:
         return None, None, ""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if isinstance(value, bool):  # a boolean column lands as "True" / "False": JSON true is that category
+        return str(value), None, ""
+    if isinstance(value, (int, float)):
         return _category_of_number(value)
     if not isinstance(value, str):
-        return None, f"expected a string, a number or null, got {type(value).__name__}", "type_error"
+        return None, f"expected a string, a number, a boolean or null, got {type(value).__name__}", "type_error"
     text = value.strip()
     if len(text) > MAX_TEXT_LENGTH:
         return None, f"longer than {MAX_TEXT_LENGTH} characters", "value_error"

@@ -81,7 +81,7 @@ def record_schema(spec: DatasetSpec, ignore_unknown: bool) -> dict[str, Any]:
     """JSON schema of one record: every feature present, null for missing; the spec's dropped columns allowed (and ignored),
     other fields only when the service ignores unknown fields."""
     number = {"anyOf": [{"type": "number"}, {"type": "null"}]}
-    text = {"anyOf": [{"type": "string", "maxLength": MAX_TEXT_LENGTH}, {"type": "number"}, {"type": "null"}]}
+    text = {"anyOf": [{"type": "string", "maxLength": MAX_TEXT_LENGTH}, {"type": "number"}, {"type": "boolean"}, {"type": "null"}]}
     properties: dict[str, Any] = {name: number if name in spec.numeric_features else text for name in spec.features}
     properties.update({name: {"description": "a column the dataset spec drops: accepted and ignored"} for name in spec.drop})
     return {"type": "object", "properties": properties, "required": list(spec.features), "additionalProperties": ignore_unknown}
