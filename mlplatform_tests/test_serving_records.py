@@ -134,3 +134,19 @@ def test_dropped_columns_are_ignored_and_unknown_fields_follow_the_policy(adult_
     clean, errors = ignoring.check([{**record, "shoe-size": 42}], ("body",))
     assert errors == [] and list(clean[0]) == list(adult_spec.features)
     assert [e.loc for e in ignoring.check([{"shoe-size": 42}], ("body",))[1]] == [("body", name) for name in adult_spec.features]
+
+
+def test_the_specs_id_and_time_columns_in_a_request_are_refused_saying_why(adult_spec: DatasetSpec, predictor: Predictor,
+                                                                          adult_rows: pd.DataFrame) -> None:
+    """A record sent as it appears in the data may carry the spec's id and time columns: they are not what the served
+    event is keyed and timed by, so they are refused with the reason (a silently unused id would leave label files keyed
+    by it unmatched). Columns the spec drops are still ignored; any other field is refused as not a feature."""
+    keyed = adult_spec.model_copy(update={"id_column": "customer", "time_column": "seen_at"})
+    codec = RecordCodec(keyed, predictor)
+    base = _records(canonical(adult_rows.head(1), adult_spec), adult_spec)[0]
+    _, errors = codec.check([{**base, "customer": "C1", "seen_at": "2026-01-01", "fnlwgt": 1, "colour": "blue"}], ("body",))
+    said = {e.loc[-1]: e.msg for e in errors}
+    assert set(said) == {"customer", "seen_at", "colour"} and all(e.type == "extra_forbidden" for e in errors)
+    assert "the spec's id_column" in said["customer"] and "/feedback with that event_id" in said["customer"]
+    assert "the spec's time_column" in said["seen_at"] and "not a feature of the dataset spec" in said["colour"]
+    assert RecordCodec(keyed, predictor, refuse_unknown=False).check([{**base, "customer": "C1"}], ("body",))[1] == []

@@ -101,6 +101,13 @@ def _plainly_valid(value: Any, check: Any) -> bool:
     return type(value) is float and value - value == 0.0
 
 
+# Why a request may not carry the spec's id or time column: the served event's own are set by the service, and a value
+# sent for them would be silently unused (a label file keyed by it would never reach the prediction).
+KEY_FIELD_ID = ("the spec's id_column: a served event's id is the event_id in the answer; send its label to /feedback with "
+                "that event_id")
+KEY_FIELD_TIME = "the spec's time_column: a served event's time is when it is served"
+
+
 class RecordCodec:
     """Validates JSON records for one spec and turns them into the feature matrix of one model version."""
 
@@ -116,6 +123,7 @@ class RecordCodec:
         self.history = list(transformer.history)  # filled by serving from its history state, never sent
         self._checks = {name: (check_number if name in spec.numeric_features else _text) for name in self.features}
         self._dropped = frozenset(spec.drop)
+        self._keys = {name: why for name, why in ((spec.id_column, KEY_FIELD_ID), (spec.time_column, KEY_FIELD_TIME)) if name}
         self._refuse_unknown = refuse_unknown
         self.numeric = list(transformer.numeric)
         self.categorical = list(transformer.categorical)
@@ -153,7 +161,8 @@ class RecordCodec:
                 row[name] = value
             for name in record if self._refuse_unknown and len(record) > len(row) else ():  # more keys than features present: some are not features
                 if name not in self._checks and name not in self._dropped:
-                    errors.append(FieldError((*where, str(name)[:64]), "extra field not permitted (not a feature of the dataset spec)", "extra_forbidden"))
+                    why = self._keys.get(name, "not a feature of the dataset spec")
+                    errors.append(FieldError((*where, str(name)[:64]), f"extra field not permitted ({why})", "extra_forbidden"))
             clean.append(row)
         return clean, errors
 
