@@ -268,14 +268,14 @@ def test_late_labels_unknown_ids_and_conflicts(landing: Path, log: EventLog, adu
     assert (log.counts().total, log.counts().labelled) == (10, 0)
     labels = pd.DataFrame(
         {
-            "event_id": ["adult-0", "adult-1", "adult-2", "nope-1", "adult-3", "", "adult-4"],
-            "income": ["<=50K", ">50K.", "<=50K", "<=50K", "banana", "<=50K", " >50K "],
+            "event_id": ["adult-0", "adult-1", "adult-2", "nope-1", "adult-3", "", "adult-4", "adult-6"],
+            "income": ["<=50K", ">50K.", "<=50K", "<=50K", "banana", "<=50K", " >50K ", "  "],
         }
     )
     outcome = ingest_file(_drop(landing, "labels.csv", _csv(labels)), adult_spec, log)
-    assert (outcome.labels_applied, outcome.quarantined, outcome.duplicates) == (4, 3, 0)
+    assert (outcome.labels_applied, outcome.quarantined, outcome.duplicates) == (4, 4, 0)
     q = _quarantine(log).set_index("row_number")["reason"].to_dict()
-    assert q == {5: "label for an unknown event_id", 6: "label: missing id or invalid label", 7: "label: missing id or invalid label"}
+    assert q == {5: "label for an unknown event_id", 6: "label: 'banana' is not one of ['<=50K', '>50K']", 7: "event_id: missing", 9: "label: missing"}
     assert log.get(["adult-1"]).iloc[0]["label"] == ">50K"
     again = pd.DataFrame({"event_id": ["adult-0", "adult-1", "adult-5"], "income": ["<=50K", "<=50K", ">50K"]})
     outcome = ingest_file(_drop(landing, "labels2.csv", _csv(again)), adult_spec, log)
