@@ -19,7 +19,7 @@ from mlplatform.orchestration.assets import latest_metadata
 from mlplatform.domain.keys import REASON_TAG
 from mlplatform.orchestration.names import ModelNames
 from mlplatform_tests.support.loop import materialize, model
-from mlplatform.cli.status import collect_status
+from mlplatform.cli.status import collect_status, render_status
 from mlplatform.domain.policy import DRIFT
 from mlplatform.pipeline.landing import ingest_pending
 from mlplatform.pipeline.replay import DriftScenario, inject_drift, write_batches
@@ -136,6 +136,8 @@ def test_empty_current_window_is_skipped(shuffled: Platform) -> None:
     meta = latest_metadata(shuffled.instance, DRIFT_REPORT) or {}
     assert meta["skipped"] is True and meta["champion_version"] == 1
     assert str(meta["skip_reason"]).startswith("0 events since champion v1's data window")
+    said = render_status(collect_status(shuffled.model, with_dagster=True))
+    assert "drift: the latest drift_report made no report (0 events since champion v1's data window" in said, said
 
 
 def test_stationary_stream_triggers_no_drift_retraining_over_ten_reports(shuffled: Platform) -> None:

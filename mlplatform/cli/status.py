@@ -9,7 +9,7 @@ its tables (RegistryTables), without importing MLflow either.
 from typing import Any
 
 from mlplatform.domain.keys import (CHALLENGER_SCORE, DATASET_DRIFT, DECISION, DECISION_REASON, DRIFT_SHARE, DRIFT_SHARE_TAG, DRIFTED_COLUMNS,
-                                   NEW_LABELLED_TAG, POLICY_TRIGGER_TAG, REASON_TAG, REPORT_PATH, TRIGGER_REASON)
+                                   NEW_LABELLED_TAG, POLICY_TRIGGER_TAG, REASON_TAG, REPORT_PATH, SKIP_REASON, SKIPPED, TRIGGER_REASON)
 from mlplatform.root import ModelContext
 from mlplatform.stores.registry_tables import RegistryReads, RegistryTables
 
@@ -64,7 +64,8 @@ def _from_dagster(model: ModelContext, limit: int) -> dict[str, Any]:
         runs = instance.get_runs(filters=dg.RunsFilter(tags={POLICY_TRIGGER_TAG: model.name}), limit=limit)
     return {
         "drift": None if drift is None else {"report": drift.get(REPORT_PATH), "drift_share": drift.get(DRIFT_SHARE),
-                                             "dataset_drift": drift.get(DATASET_DRIFT), "drifted_columns": drift.get(DRIFTED_COLUMNS)},
+                                             "dataset_drift": drift.get(DATASET_DRIFT), "drifted_columns": drift.get(DRIFTED_COLUMNS),
+                                             "skipped": bool(drift.get(SKIPPED, False)), "skip_reason": drift.get(SKIP_REASON)},
         "sensor_runs": [{"run_id": r.run_id, "status": r.status.value, "reason": r.tags.get(REASON_TAG), "new_labelled": r.tags.get(NEW_LABELLED_TAG),
                          "drift_share": r.tags.get(DRIFT_SHARE_TAG)} for r in runs],
     }
@@ -86,7 +87,10 @@ def render_status(status: dict[str, Any]) -> str:
         lines.extend(f"  v{c['version']}{' pinned' if c['pinned'] else ''} by {c['by']}: {c['reason']}" for c in status["timeline"][-5:])
     if status.get("drift"):
         d = status["drift"]
-        lines.append(f"drift: share {d['drift_share']}, drift {'yes' if d['dataset_drift'] else 'no'}; report {d['report']}")
+        if d.get("skipped"):
+            lines.append(f"drift: the latest drift_report made no report ({d['skip_reason']})")
+        else:
+            lines.append(f"drift: share {d['drift_share']}, drift {'yes' if d['dataset_drift'] else 'no'}; report {d['report']}")
     for r in status.get("sensor_runs", []):
         lines.append(f"sensor run {r['run_id'][:8]}: {r['status']} reason={r['reason']} new_labelled={r['new_labelled']}")
     return "\n".join(lines)
