@@ -5,6 +5,12 @@ the machines this runs on have no internet and a product should not phone home b
 """
 
 import os
+import warnings
+
+# Dagster says, at every load of a code location, that what it uses for components (code references, module loaders)
+# and sensor owners is beta or preview: about Dagster's own API, nothing a user of the platform can act on, and about
+# fifty lines of every command's output.
+warnings.filterwarnings("ignore", message=r".* is currently in (beta|preview)", module=r"dagster\.")
 
 TELEMETRY_OFF = {
     "DAGSTER_DISABLE_TELEMETRY": "1",
