@@ -137,6 +137,15 @@ def test_missing_required_column_rejects_the_file_with_its_name(landing: Path, l
     assert moved.exists() and "missing required feature columns" in (landing / "rejected" / "nocol.csv.reason.txt").read_text()
 
 
+@pytest.mark.parametrize(("sep", "named"), [(";", "';'"), ("\t", "a tab"), ("|", "'|'")])
+def test_a_csv_with_another_separator_is_rejected_saying_which(landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame,
+                                                              sep: str, named: str) -> None:
+    """A European export (';') or a TSV read as CSV is one column holding every header: the reason names the separator."""
+    outcome = ingest_file(_drop(landing, "export.csv", rows.head(5).to_csv(index=False, sep=sep)), adult_spec, log)
+    assert outcome.rejected is not None and outcome.rejected.startswith("missing required feature columns: ['age'")
+    assert outcome.rejected.endswith(f"CSV landing files are separated by ',', this one by {named})") and log.counts().total == 0
+
+
 def test_extra_columns_are_ignored_and_reported(landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame) -> None:
     frame = rows.head(5).assign(shoe_size=42, comment="hello")
     outcome = ingest_file(_drop(landing, "extra.csv", _csv(frame)), adult_spec, log)
