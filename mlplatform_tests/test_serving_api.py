@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ import pytest
 
 from mlplatform.stores.eventlog import EventLog
 from mlplatform.stores.registry import Registry
+from mlplatform.pipeline.landing import ingest_file
 from mlplatform.pipeline.replay import json_records
 from mlplatform.settings import Settings
 from mlplatform.domain.spec import DatasetSpec
@@ -187,14 +190,78 @@ def test_feedback_is_idempotent_and_refuses_conflicts(client: httpx.Client, sett
     assert metric(client, "mlplatform_feedback_total", outcome="conflict") >= 1
 
 
+def test_a_caller_keys_its_events_with_its_own_ids_and_an_id_names_one_event(
+        client: httpx.Client, settings: Settings, adult_spec: DatasetSpec, records: list[dict[str, Any]], tmp_path: Path) -> None:
+    """A record may carry its event id (here `event_id`: Adult's spec has no id_column): the event is logged under it, so
+    /feedback and a label file keyed by that id both reach the prediction. An id names one event: given again, or twice
+    in one request, the request is a 409 and nothing of it is logged; a record without one gets an id made up."""
+    one = client.post("/predict", json={**records[3], "event_id": " caller-1 "})
+    assert one.status_code == 200 and one.json()["event_id"] == "caller-1", one.text
+    batch = client.post("/predict", json={"records": [{**records[4], "event_id": 42}, {**records[5], "event_id": 7.0}, records[6],
+                                                      {**records[7], "event_id": None}]})
+    assert batch.status_code == 200, batch.text
+    ids = [a["event_id"] for a in batch.json()["predictions"]]
+    assert ids[:2] == ["42", "7"] and ids[2] != ids[3] and not {ids[2], ids[3]} & {"42", "7", "caller-1"}, "absent or null: made up"
+    assert client.post("/feedback", json={"event_id": 42, "label": ">50K"}, headers=auth()).json()["status"] == "applied"
+
+    log = EventLog.for_dataset(settings.events_dir, adult_spec)
+    try:
+        before = log.counts().total
+        again = client.post("/predict", json={"records": [{**records[8], "event_id": "caller-new"}, {**records[9], "event_id": "caller-1"}]})
+        assert again.status_code == 409 and "'caller-1' is already the id of an event" in again.json()["detail"], again.text
+        twice = client.post("/predict", json={"records": [{**records[8], "event_id": "caller-2"}, {**records[9], "event_id": "caller-2"}]})
+        assert twice.status_code == 409 and "given to more than one record" in twice.json()["detail"], twice.text
+        assert log.counts().total == before and log.get(["caller-new", "caller-2"]).empty, "a refused request logs nothing"
+        landing = tmp_path / "landing"
+        landing.mkdir()
+        (landing / "labels.csv").write_text("event_id,income\ncaller-1,<=50K\n", encoding="utf-8")
+        outcome = ingest_file(landing / "labels.csv", adult_spec, log)
+        assert outcome.labels_applied == 1 and log.get(["caller-1"])["label"].tolist() == ["<=50K"]
+    finally:
+        log.close()
+    assert metric(client, "mlplatform_errors_total", kind="event_conflict") >= 2
+
+
+def test_concurrent_requests_with_one_new_id_log_it_once(client: httpx.Client, records: list[dict[str, Any]]) -> None:
+    """Eight requests at once giving the same new id, over connections opened beforehand and released together: one is
+    answered, seven are 409s; none is a 5xx (without the claim on the event loop they all passed the log look-up and
+    their group commit failed)."""
+    clients = [httpx.Client(base_url=str(client.base_url), headers=dict(client.headers), timeout=30) for _ in range(8)]
+    start = threading.Barrier(8)
+
+    def send(own: httpx.Client) -> int:
+        assert own.get("/healthz").status_code == 200  # the connection is open before the race
+        start.wait()
+        return own.post("/predict", json={**records[10], "event_id": "caller-raced"}).status_code
+
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            statuses = sorted(pool.map(send, clients))
+    finally:
+        for own in clients:
+            own.close()
+    assert statuses == [200] + [409] * 7
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    (True, "expected a string or an integer, got bool"), ([1], "expected a string or an integer, got list"), ("  ", "expected a non-empty string"),
+    (1.5, "expected a string or an integer, got float"), (2**53, "must lie within"), ("x" * 129, "not an event id"),
+])
+def test_an_id_that_is_not_one_is_422(client: httpx.Client, records: list[dict[str, Any]], value: Any, message: str) -> None:
+    errors = _field_errors(client.post("/predict", json={"records": [records[11], {**records[12], "event_id": value}]}))
+    assert list(errors) == [("body", "records", 1, "event_id")] and message in errors[("body", "records", 1, "event_id")]
+
+
 @pytest.mark.parametrize(
     ("payload", "loc"),
     [({"event_id": "x"}, ("body", "label")), ({"label": ">50K"}, ("body", "event_id")),
-     ({"event_id": "x", "label": ">50K", "extra": 1}, ("body", "extra")), ({"event_id": 5, "label": ">50K"}, ("body", "event_id")),
+     ({"event_id": "x", "label": ">50K", "extra": 1}, ("body", "extra")), ({"event_id": 5.5, "label": ">50K"}, ("body", "event_id")),
+     ({"event_id": True, "label": ">50K"}, ("body", "event_id")), ({"event_id": 2**53, "label": ">50K"}, ("body", "event_id")),
+     ({"event_id": "   ", "label": ">50K"}, ("body", "event_id")),
      ({"event_id": "", "label": ">50K"}, ("body", "event_id")), ({"event_id": "x" * 129, "label": ">50K"}, ("body", "event_id")),
      ({"event_id": "x", "label": "maybe"}, ("body", "label")), ({"event_id": "x", "label": None}, ("body", "label")),
      ({"event_id": "x", "label": [">50K"]}, ("body", "label")), (["x", ">50K"], ("body",))],
-    ids=["no-label", "no-id", "extra", "id-number", "id-empty", "id-too-long", "unknown-class", "null-label", "list-label", "not-object"],
+    ids=["no-label", "no-id", "extra", "id-float", "id-bool", "id-over-2**53", "id-blank", "id-empty", "id-too-long", "unknown-class", "null-label", "list-label", "not-object"],
 )
 def test_bad_feedback_is_422(client: httpx.Client, payload: Any, loc: tuple[str, ...]) -> None:
     assert loc in _field_errors(post_raw(client, "/feedback", json.dumps(payload).encode(), auth()))

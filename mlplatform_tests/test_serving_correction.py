@@ -133,7 +133,7 @@ def test_bad_feedback_is_refused_as_before_and_teaches_nothing(client: httpx.Cli
         client.post("/feedback", content=b'{"event_id": ', headers={**auth(), "Content-Type": "application/json"}).status_code,
         feedback(client, "no-such-event", labels[0]).status_code,
         feedback(client, answer["event_id"], 3.5).status_code,
-        client.post("/feedback", json={"event_id": 12, "label": labels[0]}, headers=auth()).status_code,
+        client.post("/feedback", json={"event_id": 12.5, "label": labels[0]}, headers=auth()).status_code,
         client.post("/feedback", json={"label": labels[0]}, headers=auth()).status_code,
         feedback(client, answer["event_id"], other).status_code,
     ]

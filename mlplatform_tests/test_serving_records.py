@@ -136,17 +136,15 @@ def test_dropped_columns_are_ignored_and_unknown_fields_follow_the_policy(adult_
     assert [e.loc for e in ignoring.check([{"shoe-size": 42}], ("body",))[1]] == [("body", name) for name in adult_spec.features]
 
 
-def test_the_specs_id_and_time_columns_in_a_request_are_refused_saying_why(adult_spec: DatasetSpec, predictor: Predictor,
-                                                                          adult_rows: pd.DataFrame) -> None:
-    """A record sent as it appears in the data may carry the spec's id and time columns: they are not what the served
-    event is keyed and timed by, so they are refused with the reason (a silently unused id would leave label files keyed
-    by it unmatched). Columns the spec drops are still ignored; any other field is refused as not a feature."""
-    keyed = adult_spec.model_copy(update={"id_column": "customer", "time_column": "seen_at"})
-    codec = RecordCodec(keyed, predictor)
+def test_the_specs_time_column_in_a_request_is_refused_saying_why(adult_spec: DatasetSpec, predictor: Predictor, adult_rows: pd.DataFrame) -> None:
+    """A record sent as it appears in the data may carry the spec's time column: a served event's time is when it is
+    served, so it is refused with that reason, not as an unknown field. Columns the spec drops are still ignored; any other
+    field is refused as not a feature. (The id column is the service's: it keys the event, see test_serving_api.)"""
+    timed = adult_spec.model_copy(update={"time_column": "seen_at"})
     base = _records(canonical(adult_rows.head(1), adult_spec), adult_spec)[0]
-    _, errors = codec.check([{**base, "customer": "C1", "seen_at": "2026-01-01", "fnlwgt": 1, "colour": "blue"}], ("body",))
+    _, errors = RecordCodec(timed, predictor).check([{**base, "seen_at": "2026-01-01", "fnlwgt": 1, "colour": "blue"}], ("body",))
     said = {e.loc[-1]: e.msg for e in errors}
-    assert set(said) == {"customer", "seen_at", "colour"} and all(e.type == "extra_forbidden" for e in errors)
-    assert "the spec's id_column" in said["customer"] and "/feedback with that event_id" in said["customer"]
-    assert "the spec's time_column" in said["seen_at"] and "not a feature of the dataset spec" in said["colour"]
-    assert RecordCodec(keyed, predictor, refuse_unknown=False).check([{**base, "customer": "C1"}], ("body",))[1] == []
+    assert set(said) == {"seen_at", "colour"} and all(e.type == "extra_forbidden" for e in errors)
+    assert "the spec's time_column: a served event's time is when it is served" in said["seen_at"]
+    assert "not a feature of the dataset spec" in said["colour"]
+    assert RecordCodec(timed, predictor, refuse_unknown=False).check([{**base, "seen_at": "2026-01-01"}], ("body",))[1] == []

@@ -17,7 +17,7 @@ import numpy as np
 from mlplatform.domain.features import CROSS_SEPARATOR
 from mlplatform.domain.predictor import Predictor
 from mlplatform.domain.spec import DatasetSpec
-from mlplatform.domain.validation import MAX_TEXT_LENGTH
+from mlplatform.domain.validation import MAX_ID_LENGTH, MAX_TEXT_LENGTH
 
 
 _UNSEEN = -1.0  # category code of a value not seen in training; LightGBM gets it as missing
@@ -43,6 +43,28 @@ class FieldError:
 def printable(text: str) -> str:
     """Text safe to echo in a response: lone surrogates (which a JSON key can hold but UTF-8 cannot) shown as \\udxxx."""
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+MAX_INTEGER_ID = 2**53 - 1  # the integers every JSON parser reads exactly (IEEE doubles)
+
+
+def event_id_of(value: Any) -> tuple[str | None, str | None]:
+    """An event id sent by a caller, spelled as landing spells an id column (text stripped, an integer as its digits), or
+    why it is not one."""
+    if isinstance(value, float) and value.is_integer():  # JSON has one number type: 7.0 is the integer 7
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        if abs(value) > MAX_INTEGER_ID:
+            return None, f"an integer id must lie within ±{MAX_INTEGER_ID} (JSON's exact integers)"
+        value = str(value)
+    if not isinstance(value, str):
+        return None, f"expected a string or an integer, got {type(value).__name__}"
+    text = value.strip()
+    if not text:
+        return None, "expected a non-empty string"
+    if len(text) > MAX_ID_LENGTH or utf8_problem(text):
+        return None, f"not an event id (valid UTF-8, at most {MAX_ID_LENGTH} characters)"
+    return text, None
 
 
 def utf8_problem(value: str) -> str | None:
@@ -101,10 +123,8 @@ def _plainly_valid(value: Any, check: Any) -> bool:
     return type(value) is float and value - value == 0.0
 
 
-# Why a request may not carry the spec's id or time column: the served event's own are set by the service, and a value
-# sent for them would be silently unused (a label file keyed by it would never reach the prediction).
-KEY_FIELD_ID = ("the spec's id_column: a served event's id is the event_id in the answer; send its label to /feedback with "
-                "that event_id")
+# Why a request may not carry the spec's time column: a served event's time is set by the service, and a value sent for
+# it would be silently unused.
 KEY_FIELD_TIME = "the spec's time_column: a served event's time is when it is served"
 
 
@@ -123,7 +143,7 @@ class RecordCodec:
         self.history = list(transformer.history)  # filled by serving from its history state, never sent
         self._checks = {name: (check_number if name in spec.numeric_features else _text) for name in self.features}
         self._dropped = frozenset(spec.drop)
-        self._keys = {name: why for name, why in ((spec.id_column, KEY_FIELD_ID), (spec.time_column, KEY_FIELD_TIME)) if name}
+        self._keys = {spec.time_column: KEY_FIELD_TIME} if spec.time_column else {}
         self._refuse_unknown = refuse_unknown
         self.numeric = list(transformer.numeric)
         self.categorical = list(transformer.categorical)

@@ -244,7 +244,7 @@ def add_routes(app: FastAPI, settings: Settings, metrics: ServingMetrics, table:
 
         @app.post(prefix + PREDICT, summary=f"Predict one {name} record or a batch with its champion", tags=[name],
                   openapi_extra=json_body(predict_body_schema(service.spec, s.serve_max_batch_rows, s.serve_unknown_fields == "ignore")),
-                  responses={200: {"model": Prediction | PredictionBatch}, **problems(400, 401, 408, 413, 415, 422, 503)})
+                  responses={200: {"model": Prediction | PredictionBatch}, **problems(400, 401, 408, 409, 413, 415, 422, 503)})
         async def predict(request: Request) -> Response:
             return json_response(await service.predict(await body(request)))
 

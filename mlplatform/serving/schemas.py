@@ -11,7 +11,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from mlplatform.domain.spec import DatasetSpec
-from mlplatform.domain.validation import MAX_ID_LENGTH, MAX_TEXT_LENGTH
+from mlplatform.domain.validation import EVENT_ID, MAX_ID_LENGTH, MAX_TEXT_LENGTH
+from mlplatform.serving.records import MAX_INTEGER_ID
 
 JSON = "application/json"
 
@@ -77,13 +78,21 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": Problem} for status in statuses}
 
 
+# An event id as a caller may give it: text with something in it, or an integer JSON reads exactly (spelled as its digits).
+EVENT_ID_SCHEMA = {"anyOf": [{"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH, "pattern": r"\S"},
+                             {"type": "integer", "minimum": -MAX_INTEGER_ID, "maximum": MAX_INTEGER_ID}]}
+
+
 def record_schema(spec: DatasetSpec, ignore_unknown: bool) -> dict[str, Any]:
-    """JSON schema of one record: every feature present, null for missing; the spec's dropped columns allowed (and ignored),
-    other fields only when the service ignores unknown fields."""
+    """JSON schema of one record: every feature present, null for missing; optionally the event's id (under the spec's
+    id_column, or event_id); the spec's dropped columns allowed (and ignored), other fields only when the service
+    ignores unknown fields."""
     number = {"anyOf": [{"type": "number"}, {"type": "null"}]}
     text = {"anyOf": [{"type": "string", "maxLength": MAX_TEXT_LENGTH}, {"type": "number"}, {"type": "boolean"}, {"type": "null"}]}
     properties: dict[str, Any] = {name: number if name in spec.numeric_features else text for name in spec.features}
     properties.update({name: {"description": "a column the dataset spec drops: accepted and ignored"} for name in spec.drop})
+    properties[spec.id_column or EVENT_ID] = {"anyOf": [*EVENT_ID_SCHEMA["anyOf"], {"type": "null"}],
+                                              "description": "the event's id (optional; null or absent: the service makes one up)"}
     return {"type": "object", "properties": properties, "required": list(spec.features), "additionalProperties": ignore_unknown}
 
 
@@ -102,7 +111,7 @@ def feedback_body_schema(spec: DatasetSpec) -> dict[str, Any]:
     label = {"type": "string", "enum": [*(spec.classes or []), *spec.label_map]} if spec.is_classification else {"type": "number"}
     return {
         "type": "object",
-        "properties": {"event_id": {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH}, "label": label},
+        "properties": {"event_id": EVENT_ID_SCHEMA, "label": label},
         "required": ["event_id", "label"],
         "additionalProperties": False,
     }

@@ -18,12 +18,12 @@ from starlette.concurrency import run_in_threadpool
 
 from mlplatform.domain.history import HistoryState, label_known_at_one
 from mlplatform.domain.spec import DatasetSpec, Task
-from mlplatform.domain.validation import EVENT_TIME, MAX_ID_LENGTH
+from mlplatform.domain.validation import EVENT_ID, EVENT_TIME
 from mlplatform.serving.champion import ChampionWatcher, ServedModel
 from mlplatform.serving.live import LiveQualityGauges
 from mlplatform.serving.metrics import ModelMetrics, ServingMetrics
 from mlplatform.serving.predictionlog import PredictionLog, PredictionLogError
-from mlplatform.serving.records import FieldError, check_number, utf8_problem
+from mlplatform.serving.records import FieldError, check_number, event_id_of
 from mlplatform.serving.shadow import ShadowScorer
 from mlplatform.settings import Settings, SettingsError
 from mlplatform.stores.eventlog import EventStore, LabelResult, now_us
@@ -101,12 +101,34 @@ def _feedback_fields(body: Any, spec: DatasetSpec) -> tuple[str, str | float]:
     errors += [FieldError(("body", str(key)[:64]), "extra field not permitted", "extra_forbidden") for key in body if key not in ("event_id", "label")]
     if errors:
         raise ApiError(422, [e.as_dict() for e in errors], "validation")
-    event_id = body["event_id"]
-    if not isinstance(event_id, str) or not event_id.strip():
-        raise invalid(("body", "event_id"), "event_id: expected a non-empty string", "type_error")
-    if len(event_id) > MAX_ID_LENGTH or utf8_problem(event_id):
-        raise invalid(("body", "event_id"), f"event_id: not an id this service hands out (valid UTF-8, at most {MAX_ID_LENGTH} characters)")
-    return event_id.strip(), _label(body["label"], spec)
+    event_id, problem = event_id_of(body["event_id"])
+    if event_id is None:
+        raise invalid(("body", "event_id"), f"event_id: {problem}", "type_error")
+    return event_id, _label(body["label"], spec)
+
+
+def _caller_ids(records: list[Any], loc: tuple[str | int, ...], key: str) -> tuple[list[Any], list[str | None] | None, list[FieldError]]:
+    """The records without `key`, the event id each one's caller gave under it (None: the service makes one up), and the
+    values that are not ids. No record carrying `key`: the records as they are and no ids, at the cost of one look-up
+    per record."""
+    if not any(type(record) is dict and key in record for record in records):
+        return records, None, []
+    batch = len(loc) > 1
+    ids: list[str | None] = []
+    errors: list[FieldError] = []
+    stripped = []
+    for i, record in enumerate(records):
+        if type(record) is not dict or record.get(key) is None:
+            ids.append(None)
+            stripped.append({k: v for k, v in record.items() if k != key} if type(record) is dict else record)
+            continue
+        where = (*loc, i, key) if batch else (*loc, key)
+        event_id, problem = event_id_of(record[key])
+        if event_id is None:
+            errors.append(FieldError(where, f"{key}: {problem}", "type_error"))
+        ids.append(event_id)
+        stripped.append({k: v for k, v in record.items() if k != key})
+    return stripped, ids, errors
 
 
 def check_supported(settings: Settings, spec: DatasetSpec) -> None:
@@ -141,6 +163,8 @@ class ModelService:
         self._by_class: dict[str, Any] = {}
         self._id_prefix = uuid.uuid4().hex[:20]  # random per process and model: ids stay unique across restarts and replicas
         self._id_counter = itertools.count()
+        self._id_key = self.spec.id_column or EVENT_ID  # where a request may give its own event id, as a landing file does
+        self._ids_in_flight: set[str] = set()  # callers' ids of requests between their check and their commit
         self.history = HistoryState(self.spec) if self.spec.history is not None else None
         self._history_lock = threading.Lock()  # the event loop (requests) and the label catch-up thread share the state
         self._feedback_lock = threading.Lock()  # concurrent /feedback workers: apply and file one label at a time
@@ -218,9 +242,48 @@ class ModelService:
         """Validate, predict with one version, commit the events, then answer."""
         model = self.model()
         records, loc, batch = _records(body, self.spec, self.settings.serve_max_batch_rows)
+        records, given, id_errors = _caller_ids(records, loc, self._id_key)
         clean, errors = model.codec.check(records, loc)
-        if errors:
-            raise ApiError(422, [e.as_dict() for e in errors[:100]], "validation")
+        if errors or id_errors:
+            raise ApiError(422, [e.as_dict() for e in (id_errors + errors)[:100]], "validation")
+        if given is None:
+            return await self._predict(model, clean, batch, None)
+        claimed = [event_id for event_id in given if event_id is not None]
+        await self._claim(claimed)
+        try:
+            return await self._predict(model, clean, batch, given)
+        finally:
+            self._ids_in_flight.difference_update(claimed)
+
+    async def _claim(self, event_ids: list[str]) -> None:
+        """Hold the callers' ids for this request: an id names one event, so one given twice in the request, already in
+        the log, or held by a request still committing, is a 409 and nothing of the request is logged. Claimed on the
+        event loop before the first await, so two requests of this process never both pass; another serving process's
+        request committing the same id in the same instant fails that commit's group instead (a 503, nothing
+        acknowledged)."""
+        twice = [event_id for event_id, n in Counter(event_ids).items() if n > 1]
+        if twice:
+            raise ApiError(409, f"event_id {twice[0][:64]!r} is given to more than one record of this request; an id names one event",
+                           "event_conflict")
+        held = [event_id for event_id in event_ids if event_id in self._ids_in_flight]
+        if held:
+            raise self._conflict(held)
+        self._ids_in_flight.update(event_ids)
+        try:
+            known = (await run_in_threadpool(self.events.get, event_ids))[EVENT_ID].tolist()
+        except BaseException:
+            self._ids_in_flight.difference_update(event_ids)
+            raise
+        if known:
+            self._ids_in_flight.difference_update(event_ids)
+            raise self._conflict(known)
+
+    def _conflict(self, event_ids: list[str]) -> ApiError:
+        more = f" (and {len(event_ids) - 1} more)" if len(event_ids) > 1 else ""
+        return ApiError(409, f"event_id {event_ids[0][:64]!r} is already the id of an event of model {self.name!r}{more}; "
+                             "an event is never overwritten", "event_conflict")
+
+    async def _predict(self, model: ServedModel, clean: list[dict[str, Any]], batch: bool, given: list[str | None] | None) -> Any:
         inputs, at = (clean, now_us()) if self.history is None else self.with_history(clean)
         (predictions, probabilities, matrix), unseen = model.predict(inputs)
         version = model.version
@@ -229,7 +292,7 @@ class ModelService:
         classes = model.predictor.classes or []
         answers, rows = [], []
         for i, row in enumerate(clean):
-            event_id = f"{self._id_prefix}-{next(self._id_counter)}"
+            event_id = given[i] if given is not None and given[i] is not None else f"{self._id_prefix}-{next(self._id_counter)}"
             answer: dict[str, Any] = {"event_id": event_id, "model_version": version, "prediction": labels[i]}
             probability = None if probabilities is None else float(probabilities[i])
             if probability is not None:
