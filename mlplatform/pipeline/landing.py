@@ -502,7 +502,7 @@ def _is_label_file(frame: pd.DataFrame, spec: DatasetSpec) -> bool:
     return spec.label in frame.columns and bool(ids & set(frame.columns)) and not (set(spec.features) & set(frame.columns))
 
 
-def _label_row_problem(id_col: str, event_id: object, raw: object, label: object, spec: DatasetSpec) -> str:
+def _label_row_problem(id_col: str, event_id: object, raw: object, spec: DatasetSpec) -> str:
     """Why a plain row of a label file is not applied, in the words event rows are quarantined with."""
     if pd.isna(event_id):
         return f"{id_col}: missing"
@@ -527,7 +527,7 @@ def _ingest_labels(frame: pd.DataFrame, lines: list[int], spec: DatasetSpec, log
         valid = plain & ids.notna() & labels.notna() & ~bad
     result = log.add_labels(ids[valid].tolist(), labels[valid].tolist())
     problems = [(i, f"{col}: {nested_value_problem(frame.at[i, col])}") for col, mask in nested.items() for i in frame.index[mask & ~valid]]
-    problems += [(i, _label_row_problem(id_col, ids[i], frame.at[i, spec.label], labels[i], spec)) for i in frame.index[plain & ~valid]]
+    problems += [(i, _label_row_problem(id_col, ids[i], frame.at[i, spec.label], spec)) for i in frame.index[plain & ~valid]]
     position = {event_id: i for i, event_id in zip(frame.index[valid], ids[valid])}
     problems += [(position[e], "label for an unknown event_id") for e in result.unknown]
     problems += [(position[e], "label conflicts with the label already recorded") for e in result.conflicts]

@@ -261,6 +261,8 @@ class ModelService:
         event loop before the first await, so two requests of this process never both pass; another serving process's
         request committing the same id in the same instant fails that commit's group instead (a 503, nothing
         acknowledged)."""
+        if not event_ids:
+            return
         twice = [event_id for event_id, n in Counter(event_ids).items() if n > 1]
         if twice:
             raise ApiError(409, f"event_id {twice[0][:64]!r} is given to more than one record of this request; an id names one event",
@@ -271,6 +273,9 @@ class ModelService:
         self._ids_in_flight.update(event_ids)
         try:
             known = (await run_in_threadpool(self.events.get, event_ids))[EVENT_ID].tolist()
+        except Exception as exc:  # the log cannot be read: as when it cannot be written, nothing is acknowledged
+            self._ids_in_flight.difference_update(event_ids)
+            raise ApiError(503, f"cannot look the given event ids up in the event log: {type(exc).__name__}: {exc}", "prediction_log") from None
         except BaseException:
             self._ids_in_flight.difference_update(event_ids)
             raise
@@ -284,6 +289,7 @@ class ModelService:
                              "an event is never overwritten", "event_conflict")
 
     async def _predict(self, model: ServedModel, clean: list[dict[str, Any]], batch: bool, given: list[str | None] | None) -> Any:
+        """The answer to validated records; `given`: the callers' event ids, already claimed (None: every id made up)."""
         inputs, at = (clean, now_us()) if self.history is None else self.with_history(clean)
         (predictions, probabilities, matrix), unseen = model.predict(inputs)
         version = model.version
