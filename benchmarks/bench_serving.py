@@ -52,6 +52,17 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.body = f:read("*a")
 f:close()
 """
+# Appended to LUA when every request needs an id of its own: ID_SLOT in the body becomes "<run>-<thread>-<n>".
+LUA_UNIQUE_IDS = """local template = wrk.body
+local n = 0
+local threads = 0
+function setup(thread) threads = threads + 1; thread:set("tid", threads) end
+function request()
+  n = n + 1
+  return wrk.format(nil, nil, nil, (template:gsub("{slot}", "{run}-" .. tid .. "-" .. n)))
+end
+"""
+ID_SLOT = "__EVENT_ID__"
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
@@ -91,12 +102,14 @@ def _process(args: list[str], env: dict[str, str], ready_url: str, log: Path) ->
 
 
 def wrk(url: str, body: bytes, seconds: float, connections: int, folder: Path, name: str, token: str | None = None) -> dict[str, float]:
-    """Requests/s, p50 and p99 (ms) and non-2xx count from one wrk run with `body` POSTed (with the bearer `token` if given)."""
+    """Requests/s, p50 and p99 (ms) and non-2xx count from one wrk run with `body` POSTed (with the bearer `token` if given).
+    A body holding ID_SLOT gets a new id there in every request, unique to this run `name`."""
     body_path = folder / f"{name}.json"
     body_path.write_bytes(body)
     script = folder / f"{name}.lua"
     auth = f'wrk.headers["Authorization"] = "Bearer {token}"\n' if token else ""
-    script.write_text(LUA.format(body=body_path, auth=auth), encoding="utf-8")
+    unique = LUA_UNIQUE_IDS.replace("{slot}", ID_SLOT).replace("{run}", name) if ID_SLOT.encode() in body else ""
+    script.write_text(LUA.format(body=body_path, auth=auth) + unique, encoding="utf-8")
     out = subprocess.run(
         ["wrk", "-t2", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "-s", str(script), url],
         capture_output=True, text=True, check=True,

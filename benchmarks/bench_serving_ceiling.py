@@ -4,8 +4,10 @@ The ceiling is a minimal Starlette app on the same uvicorn loop and parser (uvlo
 record, encodes it with the model's own codec and calls `Booster.predict`: no validation, no prediction log, no
 metrics. Beside it, `mlplatform serve` as shipped (validation, metrics, every answer committed to the SQLite event log
 before it is sent, on the event loop when the write lock is free) and the same server committing every group on the
-prediction log's writer thread (`MLPLATFORM_SERVE_LOG_ON_LOOP=false`, the path before the loop commits). The
-prediction-log lag histogram of the shipped server (/metrics) tells how much of its latency is the wait for the commit.
+prediction log's writer thread (`MLPLATFORM_SERVE_LOG_ON_LOOP=false`, the path before the loop commits); and the
+shipped server again with every request carrying an event id of its own (what a caller keying events with its ids pays:
+the claim and the look-up in the log). The prediction-log lag histogram of the shipped server (/metrics) tells how much
+of its latency is the wait for the commit.
 
     .venv/bin/python benchmarks/bench_serving_ceiling.py [--seconds 8] [--rounds 3] [--no-record]
 """
@@ -23,7 +25,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_serving import CONNECTIONS, WRK_MISSING, _process, adult_events, cpu_seconds, promoted_state, quick_fit, wrk  # noqa: E402
+from bench_serving import CONNECTIONS, ID_SLOT, WRK_MISSING, _process, adult_events, cpu_seconds, promoted_state, quick_fit, wrk  # noqa: E402
 from results import markdown_table, record  # noqa: E402
 
 from mlplatform.cli.dev import free_port  # noqa: E402
@@ -93,7 +95,9 @@ def main() -> int:
         return 1
     spec, rows, events = adult_events(TRAIN_ROWS)
     result = quick_fit(events, spec)
-    one = json.dumps(json_records(rows.iloc[-1:], spec)[0]).encode()
+    record_ = json_records(rows.iloc[-1:], spec)[0]
+    one = json.dumps(record_).encode()
+    bodies = {"bare": one, "serve": one, "thread": one, "ids": json.dumps({**record_, "event_id": ID_SLOT}).encode()}
     bin_dir = Path(sys.executable).parent
     runs: dict[str, list[dict[str, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -109,20 +113,22 @@ def main() -> int:
         with _process(commands["bare"], env, urls["bare"] + "/readyz", folder / "bare.log") as bare_proc, \
                 _process(commands["serve"], env, urls["serve"] + "/readyz", folder / "serve.log") as serve_proc, \
                 _process(commands["thread"], env | {env_name("serve_log_on_loop"): "false"}, urls["thread"] + "/readyz", folder / "thread.log") as thread_proc:
-            pids = {"bare": bare_proc.pid, "serve": serve_proc.pid, "thread": thread_proc.pid}
+            pids = {"bare": bare_proc.pid, "serve": serve_proc.pid, "thread": thread_proc.pid, "ids": serve_proc.pid}
+            urls["ids"] = urls["serve"]  # the shipped server, sent requests with their own ids
             for name, url in urls.items():
-                wrk(url + "/predict", one, 3, CONNECTIONS, folder, f"{name}-warm")
-            for _ in range(args.rounds):
+                wrk(url + "/predict", bodies[name], 3, CONNECTIONS, folder, f"{name}-warm")
+            for round_ in range(args.rounds):
                 for name, url in urls.items():
                     cpu = cpu_seconds(pids[name])
-                    run = wrk(url + "/predict", one, args.seconds, CONNECTIONS, folder, name)
+                    run = wrk(url + "/predict", bodies[name], args.seconds, CONNECTIONS, folder, f"{name}-{round_}")
                     run["cpu_ms"] = (cpu_seconds(pids[name]) - cpu) * 1000 / max(1.0, run["rps"] * round(args.seconds))
                     runs.setdefault(name, []).append(run)
             metrics_text = httpx.get(urls["serve"] + "/metrics").text
     mean = {name: {k: sum(r[k] for r in rs) / len(rs) for k in ("rps", "p50", "p99", "errors", "cpu_ms")} for name, rs in runs.items()}
     bare = mean["bare"]
     labels = {"bare": "bare Starlette + Booster.predict (no validation, no log)", "serve": "mlplatform serve (validation, metrics, durable log)",
-              "thread": "mlplatform serve, every commit on the writer thread (before)"}
+              "thread": "mlplatform serve, every commit on the writer thread (before)",
+              "ids": "mlplatform serve, each request with its own event id"}
     table = [{"single row, 8 connections": labels[name], "requests/s": f"{m['rps']:,.0f}",
               "each run": ", ".join(f"{r['rps']:,.0f}" for r in runs[name]), "p50 (ms)": f"{m['p50']:.2f}", "p99 (ms)": f"{m['p99']:.2f}",
               "each p99": ", ".join(f"{r['p99']:.1f}" for r in runs[name]), "non-2xx": f"{m['errors']:.0f}",
@@ -145,7 +151,12 @@ def main() -> int:
         f"{within_p50:.0%} of predictions waited ≤ its p50 ({serve['p50']:.2f} ms) for their commit (prediction-log lag histogram, /metrics). "
         f"Committing on the loop gave {serve['rps'] / mean['thread']['rps']:.2f}× the requests/s and {serve['p99'] / mean['thread']['p99']:.2f}× the p99 "
         "of the same server handing every group to the writer thread."
-        f"\n- wrk -t2 -c{CONNECTIONS}, {args.seconds:.0f} s per run, the three servers up at once and measured in turn, {args.rounds} rounds, "
+        f"\n- Requests that carry their own event id (README, *Your own event ids*; wrk's Lua script builds each body with a new id): "
+        f"{mean['ids']['rps'] / serve['rps']:.2f}× the requests/s, {mean['ids']['p99'] / serve['p99']:.2f}× the p99 and "
+        f"{mean['ids']['cpu_ms'] / serve['cpu_ms']:.2f}× the CPU per request of the same server's requests without one "
+        f"({mean['ids']['errors']:.0f} non-2xx: each id was new)."
+        f"\n- wrk -t2 -c{CONNECTIONS}, {args.seconds:.0f} s per run, the three servers up at once and measured in turn (the shipped one twice, "
+        f"without and with ids), {args.rounds} rounds, "
         f"after a 3 s warm-up each; means of the rounds. Model: LightGBM trained on {TRAIN_ROWS:,} Adult rows, 300 rounds. "
         f"{os.cpu_count()} cores shared by the servers, wrk and whatever else runs (load average at the end: "
         + ", ".join(f"{x:.1f}" for x in os.getloadavg()) + ")."

@@ -64,6 +64,18 @@ def log(settings: Settings) -> Iterator[EventStore]:
     event_log.close()
 
 
+def test_existing_names_the_ids_the_log_holds(log: EventStore) -> None:
+    """Serving's check of callers' ids: found ids once each, unknown ones left out, more than one statement's worth of ids."""
+    log.append(_events(["a", "b", "c"]), "f1")
+    asked = ["c", "x", "a", "a", *(f"n{i}" for i in range(1200)), "b"]
+    assert sorted(log.existing(asked)) == ["a", "b", "c"] and log.existing([]) == [] and log.existing(["x"]) == []
+    now = log.existing_now(asked)  # on serving's event loop: the embedded log answers, PostgreSQL leaves it to `existing`
+    assert (sorted(now) == ["a", "b", "c"]) if isinstance(log, EventLog) else now is None
+    log.append(_events(["late"]), "f2")
+    assert log.existing_now(["late"]) == (["late"] if isinstance(log, EventLog) else None), "its own connection sees the latest commit"
+    assert log.get(["c", "a", "x"])["event_id"].tolist() == ["a", "c"] and log.get([]).empty
+
+
 def test_append_is_idempotent_by_event_id(log: EventStore) -> None:
     first = log.append(_events(["a", "b", "c"]), "f1")
     again = log.append(_events(["a", "b", "c", "d"]), "f2")

@@ -272,7 +272,9 @@ class ModelService:
             raise self._conflict(held)
         self._ids_in_flight.update(event_ids)
         try:
-            known = (await run_in_threadpool(self.events.get, event_ids))[EVENT_ID].tolist()
+            known = self.events.existing_now(event_ids)  # the embedded log answers on the loop, in microseconds
+            if known is None:
+                known = await run_in_threadpool(self.events.existing, event_ids)
         except Exception as exc:  # the log cannot be read: as when it cannot be written, nothing is acknowledged
             self._ids_in_flight.difference_update(event_ids)
             raise ApiError(503, f"cannot look the given event ids up in the event log: {type(exc).__name__}: {exc}", "prediction_log") from None

@@ -17,7 +17,7 @@ import sqlite3
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, closing, contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -504,6 +504,28 @@ class EventStore(ABC):
     def _select(self, where: str, params: Sequence[object], order: str, limit: int | None, label_times: bool = False) -> pd.DataFrame:
         return frame_from_rows(*self._query(self._select_sql(where, order, limit, label_times), list(params)), self.spec)
 
+    def existing(self, event_ids: Sequence[str]) -> list[str]:
+        """Which of these ids the log holds, in no order: serving's check of callers' ids, one indexed look-up without a
+        DataFrame (which costs more than the rest of a one-row request)."""
+        return [row[0] for sql, chunk in self._existing_sql(event_ids) for row in self._query(sql, chunk)[1]]
+
+    def existing_now(self, event_ids: Sequence[str]) -> list[str] | None:
+        """`existing` if it can answer without waiting for anyone, else None. Serving calls this on its event loop, as
+        `append_served_now`: a store whose reads are local answers at once; one that always waits (a network round trip)
+        answers None, and the caller asks `existing` off the loop."""
+        return None
+
+    def _existing_sql(self, event_ids: Sequence[str]) -> Iterator[tuple[str, list[str]]]:
+        for where, chunk in self._id_chunks(dict.fromkeys(event_ids)):
+            yield f"SELECT event_id FROM events WHERE {where}", chunk
+
+    def _id_chunks(self, event_ids: Iterable[str]) -> Iterator[tuple[str, list[str]]]:
+        """`event_id IN (...)` conditions over at most 500 ids each, with their ids: a statement's parameters are limited."""
+        ids = list(event_ids)
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            yield f"event_id IN ({', '.join(self.PARAM for _ in chunk)})", chunk
+
     def record(self, event_id: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
         """One event as plain values: (the log's columns of `get` with label times, the features by name); None if no event
         has that id. Two mappings, as a feature may be named like a column of the log.
@@ -596,12 +618,8 @@ class EventStore(ABC):
 
     def get(self, event_ids: Sequence[str], label_times: bool = False) -> pd.DataFrame:
         """The events with these ids, in log order; `label_times` as in `events_between`."""
-        ids = list(event_ids)
-        if not ids:
-            return self._select("0 = 1", [], "seq", None, label_times)
-        chunks = [ids[i : i + 500] for i in range(0, len(ids), 500)]
-        parts = [self._select(f"event_id IN ({', '.join(self.PARAM for _ in chunk)})", chunk, "seq", None, label_times) for chunk in chunks]
-        return pd.concat(parts, ignore_index=True)
+        parts = [self._select(where, chunk, "seq", None, label_times) for where, chunk in self._id_chunks(event_ids)]
+        return pd.concat(parts, ignore_index=True) if parts else self._select("0 = 1", [], "seq", None, label_times)
 
 
 class EventLog(EventStore):
@@ -623,6 +641,8 @@ class EventLog(EventStore):
             raise EventLogError(f"event log {self.path}: {exc}") from exc
         self._now_lock = threading.Lock()
         self._now_conn: sqlite3.Connection | None = None  # append_served_now's own connection, opened on first use
+        self._look_lock = threading.Lock()
+        self._look_conn: sqlite3.Connection | None = None  # existing_now's own read connection, opened on first use
 
     @classmethod
     def for_dataset(cls, events_dir: Path, spec: DatasetSpec) -> "EventLog":
@@ -650,6 +670,9 @@ class EventLog(EventStore):
         with self._now_lock:
             if self._now_conn is not None:
                 self._now_conn.close()
+        with self._look_lock:
+            if self._look_conn is not None:
+                self._look_conn.close()
 
     def append_served_now(self, rows: Sequence[Sequence[object]], source: str) -> int | None:
         """On a connection of its own that never waits (busy timeout 0) and never checkpoints on commit: SQLITE_BUSY,
@@ -675,6 +698,22 @@ class EventLog(EventStore):
             return len(rows)
         finally:
             self._now_lock.release()
+
+    def existing_now(self, event_ids: Sequence[str]) -> list[str] | None:
+        """On a read connection of its own that never waits: in WAL mode a read sees the last commit without waiting for
+        writers, and another thread holding this connection, or SQLITE_BUSY, answers None."""
+        if not self._look_lock.acquire(blocking=False):
+            return None
+        try:
+            if self._look_conn is None:
+                self._look_conn = sqlite3.connect(self.path, timeout=0, isolation_level=None, check_same_thread=False)
+            return [row[0] for sql, chunk in self._existing_sql(event_ids) for row in self._look_conn.execute(sql, chunk)]
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                return None
+            raise
+        finally:
+            self._look_lock.release()
 
     def _now_db(self) -> sqlite3.Connection:
         if self._now_conn is None:
