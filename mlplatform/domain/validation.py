@@ -79,7 +79,8 @@ def _separator_hint(columns: pd.Index) -> str:
     if len(columns) != 1:
         return ""
     found = [name for sep, name in ((";", "';'"), ("\t", "a tab"), ("|", "'|'")) if sep in str(columns[0])]
-    return f" (the header is one column {str(columns[0])[:SHOWN_CHARS]!r}: CSV landing files are separated by ',', this one by {found[0]})" if found else ""
+    return (f" (the header is one column {str(columns[0])[:SHOWN_CHARS]!r}: CSV landing files are separated by ',', this one by {found[0]}; "
+            "`mlplatform replay` reads such a file as the spec's source, with `separator:`, and lands it)") if found else ""
 
 
 def generated_keys(n: int, prefix: str, start_us: int, step_us: int = 1, first_row: int = 0) -> tuple[list[str], np.ndarray]:
