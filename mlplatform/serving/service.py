@@ -271,19 +271,20 @@ class ModelService:
         if held:
             raise self._conflict(held)
         self._ids_in_flight.update(event_ids)
+        held = False
         try:
-            known = self.events.existing_now(event_ids)  # the embedded log answers on the loop, in microseconds
-            if known is None:
-                known = await run_in_threadpool(self.events.existing, event_ids)
-        except Exception as exc:  # the log cannot be read: as when it cannot be written, nothing is acknowledged
-            self._ids_in_flight.difference_update(event_ids)
-            raise ApiError(503, f"cannot look the given event ids up in the event log: {type(exc).__name__}: {exc}", "prediction_log") from None
-        except BaseException:
-            self._ids_in_flight.difference_update(event_ids)
-            raise
-        if known:
-            self._ids_in_flight.difference_update(event_ids)
-            raise self._conflict(known)
+            try:
+                known = self.events.existing_now(event_ids)  # the embedded log answers on the loop, in microseconds
+                if known is None:
+                    known = await run_in_threadpool(self.events.existing, event_ids)
+            except Exception as exc:  # the log cannot be read: as when it cannot be written, nothing is acknowledged
+                raise ApiError(503, f"cannot look the given event ids up in the event log: {type(exc).__name__}: {exc}", "prediction_log") from None
+            if known:
+                raise self._conflict(known)
+            held = True
+        finally:
+            if not held:  # refused or interrupted: the ids are free again
+                self._ids_in_flight.difference_update(event_ids)
 
     def _conflict(self, event_ids: list[str]) -> ApiError:
         more = f" (and {len(event_ids) - 1} more)" if len(event_ids) > 1 else ""

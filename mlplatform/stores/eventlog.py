@@ -622,6 +622,40 @@ class EventStore(ABC):
         return pd.concat(parts, ignore_index=True) if parts else self._select("0 = 1", [], "seq", None, label_times)
 
 
+class _NoWaitConnection:
+    """A connection of the event log's file that never waits (busy timeout 0), opened on first use and used by one
+    thread at a time: another thread finding it in use gets None, as the `*_now` methods answer when they would wait."""
+
+    def __init__(self, path: Path, pragmas: Sequence[str] = ()) -> None:
+        self._path, self._pragmas = path, pragmas
+        self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+
+    @contextmanager
+    def use(self) -> Iterator[sqlite3.Connection | None]:
+        if not self._lock.acquire(blocking=False):
+            yield None
+            return
+        try:
+            if self._db is None:
+                self._db = sqlite3.connect(self._path, timeout=0, isolation_level=None, check_same_thread=False)
+                for pragma in self._pragmas:
+                    self._db.execute(pragma)
+            yield self._db
+        finally:
+            self._lock.release()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    """Another connection holds the lock the statement needs: a `*_now` method answers None instead of waiting."""
+    return exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
 class EventLog(EventStore):
     """The embedded event log: one SQLite file per dataset, safe across threads and processes."""
 
@@ -639,10 +673,9 @@ class EventLog(EventStore):
             self._create_schema()
         except sqlite3.DatabaseError as exc:
             raise EventLogError(f"event log {self.path}: {exc}") from exc
-        self._now_lock = threading.Lock()
-        self._now_conn: sqlite3.Connection | None = None  # append_served_now's own connection, opened on first use
-        self._look_lock = threading.Lock()
-        self._look_conn: sqlite3.Connection | None = None  # existing_now's own read connection, opened on first use
+        # append_served_now's connection never checkpoints on commit; existing_now's only reads
+        self._served_now = _NoWaitConnection(self.path, ("PRAGMA synchronous=NORMAL", "PRAGMA wal_autocheckpoint=0"))
+        self._lookup_now = _NoWaitConnection(self.path)
 
     @classmethod
     def for_dataset(cls, events_dir: Path, spec: DatasetSpec) -> "EventLog":
@@ -667,26 +700,21 @@ class EventLog(EventStore):
     def close(self) -> None:
         with self._lock:
             self._conn.close()
-        with self._now_lock:
-            if self._now_conn is not None:
-                self._now_conn.close()
-        with self._look_lock:
-            if self._look_conn is not None:
-                self._look_conn.close()
+        self._served_now.close()
+        self._lookup_now.close()
 
     def append_served_now(self, rows: Sequence[Sequence[object]], source: str) -> int | None:
         """On a connection of its own that never waits (busy timeout 0) and never checkpoints on commit: SQLITE_BUSY,
         another writer holding the file's write lock, answers None; a commit costs tens of microseconds (WAL, no fsync)."""
         if not rows:
             return 0
-        if not self._now_lock.acquire(blocking=False):
-            return None
-        try:
-            db = self._now_db()
+        with self._served_now.use() as db:
+            if db is None:
+                return None
             try:
                 db.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
-                if exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                if _is_busy(exc):
                     return None
                 raise
             try:
@@ -696,32 +724,19 @@ class EventLog(EventStore):
                 raise
             db.execute("COMMIT")
             return len(rows)
-        finally:
-            self._now_lock.release()
 
     def existing_now(self, event_ids: Sequence[str]) -> list[str] | None:
         """On a read connection of its own that never waits: in WAL mode a read sees the last commit without waiting for
         writers, and another thread holding this connection, or SQLITE_BUSY, answers None."""
-        if not self._look_lock.acquire(blocking=False):
-            return None
-        try:
-            if self._look_conn is None:
-                self._look_conn = sqlite3.connect(self.path, timeout=0, isolation_level=None, check_same_thread=False)
-            return [row[0] for sql, chunk in self._existing_sql(event_ids) for row in self._look_conn.execute(sql, chunk)]
-        except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        with self._lookup_now.use() as db:
+            if db is None:
                 return None
-            raise
-        finally:
-            self._look_lock.release()
-
-    def _now_db(self) -> sqlite3.Connection:
-        if self._now_conn is None:
-            db = sqlite3.connect(self.path, timeout=0, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA wal_autocheckpoint=0")
-            self._now_conn = db
-        return self._now_conn
+            try:
+                return [row[0] for sql, chunk in self._existing_sql(event_ids) for row in db.execute(sql, chunk)]
+            except sqlite3.OperationalError as exc:
+                if _is_busy(exc):
+                    return None
+                raise
 
     def checkpoint(self) -> None:
         """A PASSIVE checkpoint on the main connection: copies what it can without waiting for readers or writers."""
