@@ -15,7 +15,7 @@ import pytest
 from mlplatform.domain.spec import DatasetSpec, parse_spec
 from mlplatform.domain.validation import EVENT_ID, EVENT_TIME, LABEL
 from mlplatform.settings import Settings
-from mlplatform.stores.eventlog import BULK_CHECKPOINT_PAGES, CHECKPOINT_PAGES, SERVING_SOURCE, Counts, EventLog, EventLogError, EventStore, FileCounts, FileProgress
+from mlplatform.stores.eventlog import BULK_CHECKPOINT_PAGES, CHECKPOINT_PAGES, SERVING_SOURCE, Counts, EventIdsTaken, EventLog, EventLogError, EventStore, FileCounts, FileProgress
 from mlplatform.stores.eventlog_factory import open_event_log
 from mlplatform.stores.eventlog_postgres import EVENT_LOG_URL_SETTING, PostgresEventLog, redact
 from mlplatform_tests.support.postgres import PostgresCluster
@@ -467,11 +467,24 @@ def test_served_rows_commit_without_waiting_only_where_nothing_holds_the_write_l
         other.execute("BEGIN IMMEDIATE")
         assert log.append_served_now([("n3", 200, "1", "0", 0.5, 3.0, "a")], SERVING_SOURCE) is None
         other.execute("ROLLBACK")
-    with pytest.raises(sqlite3.IntegrityError):
-        log.append_served_now(rows[:1], SERVING_SOURCE)  # a repeated id fails the group, as append_served does
-    assert log.append_served_now([("n3", 200, "1", "0", 0.5, 3.0, "a")], SERVING_SOURCE) == 1
+    assert log.append_served_now([("n9", 200, "1", "0", 0.5, 3.0, "a"), rows[0]], SERVING_SOURCE) is None, "a taken id: left to append_served"
+    assert log.existing(["n9"]) == [] and log.append_served_now([("n3", 200, "1", "0", 0.5, 3.0, "a")], SERVING_SOURCE) == 1
     log.checkpoint()
     assert log.counts().total == 4 and log.get(["n3"])[EVENT_ID].tolist() == ["n3"]
+
+
+def test_served_rows_with_an_id_already_in_the_log_write_nothing_and_name_the_taken_ids(log: EventStore) -> None:
+    """What a caller's id raced for by two serving processes comes to: the loser's whole call is refused naming the id, and
+    the rest of it can be committed again on its own."""
+    log.append(_events(["landed"]), "f1")
+    log.append_served([("served", 100, "1", "0", 0.5, 1.0, "a")], SERVING_SOURCE)
+    before = log.counts()
+    rows = [("new", 101, "1", "0", 0.5, 2.0, "a"), ("served", 102, "2", "1", 0.9, 3.0, "b"), ("landed", 103, "2", "1", 0.9, 3.0, "b")]
+    with pytest.raises(EventIdsTaken) as taken:
+        log.append_served(rows, SERVING_SOURCE)
+    assert sorted(taken.value.event_ids) == ["landed", "served"] and log.counts() == before and log.existing(["new"]) == []
+    assert log.get(["served"])["model_version"].tolist() == ["1"], "the event already logged is untouched"
+    assert log.append_served(rows[:1], SERVING_SOURCE) == 1 and log.counts().total == before.total + 1
 
 
 def test_shadow_predictions_join_the_served_labelled_events_of_the_champion(log: EventStore) -> None:

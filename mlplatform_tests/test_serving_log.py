@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mlplatform.stores.eventlog import SERVING_SOURCE, EventLog
+from mlplatform.stores.eventlog import SERVING_SOURCE, EventIdsTaken, EventLog
 from mlplatform.serving.metrics import ServingMetrics
 from mlplatform.serving.predictionlog import _CHECKPOINT, CHECKPOINT_EVERY_COMMITS, PredictionLog, PredictionLogError, _Pending
 from mlplatform.domain.spec import DatasetSpec
@@ -52,13 +52,39 @@ def test_a_failed_commit_fails_its_requests_and_not_the_writer(log: EventLog, ad
     async def write(event_id: str) -> None:
         await writer.write([_row(adult_spec, event_id)])
 
+    async def write_malformed() -> None:
+        await writer.write([_row(adult_spec, "malformed")[:-1]])  # a value short: the insert fails
+
     asyncio.run(write("first"))
     with pytest.raises(PredictionLogError, match="could not record"):
-        asyncio.run(write("first"))  # the same id again: the insert fails, the request must not be acknowledged
+        asyncio.run(write_malformed())  # the request must not be acknowledged
+    assert writer.failure is not None
     asyncio.run(write("second"))
     writer.close()
-    assert sorted(log.get(["first", "second"])["event_id"]) == ["first", "second"]
+    assert sorted(log.get(["first", "second", "malformed"])["event_id"]) == ["first", "second"] and writer.failure is None
     assert metrics.registry.get_sample_value("mlplatform_errors_total", {"model": "adult", "kind": "prediction_log"}) == 1
+
+
+@ON_LOOP
+def test_an_id_already_taken_fails_only_the_request_holding_it(log: EventLog, adult_spec: DatasetSpec, on_loop: bool) -> None:
+    """A caller's id that another serving process logged first: of the requests committed together, the one holding it gets
+    EventIdsTaken with nothing of it written; the others are committed, and the log is not counted as failing."""
+    log.append_served([_row(adult_spec, "taken")], SERVING_SOURCE)  # another process's commit
+    metrics = ServingMetrics().model(adult_spec.name)
+    writer = PredictionLog(log, metrics, linger_s=0.0, max_rows=50, on_loop=on_loop)
+    writer.start()
+
+    async def requests() -> list[BaseException | None]:
+        groups = [["before"], ["mine", "taken"], ["after"]]
+        return await asyncio.gather(*(writer.write([_row(adult_spec, i) for i in ids]) for ids in groups), return_exceptions=True)
+
+    outcomes = asyncio.run(requests())
+    writer.close()
+    assert outcomes[0] is None and outcomes[2] is None
+    assert isinstance(outcomes[1], EventIdsTaken) and outcomes[1].event_ids == ["taken"]
+    assert sorted(log.get(["before", "mine", "taken", "after"])["event_id"]) == ["after", "before", "taken"] and log.counts().total == 3
+    assert metrics.registry.get_sample_value("mlplatform_errors_total", {"model": "adult", "kind": "prediction_log"}) is None
+    assert writer.failure is None and metrics.registry.get_sample_value("mlplatform_prediction_log_pending_rows", {"model": "adult"}) == 0
 
 
 def test_one_turn_of_the_loop_is_one_commit_on_the_loop(log: EventLog, adult_spec: DatasetSpec) -> None:

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlplatform.stores.eventlog import SERVING_SOURCE, EventStore
+from mlplatform.stores.eventlog import SERVING_SOURCE, EventIdsTaken, EventStore
 from mlplatform.serving.metrics import ModelMetrics
 log = logging.getLogger(__name__)
 CHECKPOINT_EVERY_COMMITS = 150  # a commit of a few served rows writes ~7 WAL pages: about SQLite's 1000-page checkpoint
@@ -81,7 +81,8 @@ class PredictionLog:
         self._thread.join()
 
     async def write(self, rows: list[tuple[Any, ...]]) -> None:
-        """Return once `rows` are committed; raise PredictionLogError if they could not be."""
+        """Return once `rows` are committed; raise PredictionLogError if they could not be, EventIdsTaken (nothing of `rows`
+        written, the other requests of its group committed) if an id of theirs already names an event."""
         loop = asyncio.get_running_loop()
         pending = _Pending(rows, loop.create_future(), loop)
         self._metrics.log_pending.inc(len(rows))
@@ -169,6 +170,12 @@ class PredictionLog:
         error: Exception | None = None
         try:
             self._events.append_served([row for pending in group for row in pending.rows], SERVING_SOURCE)
+        except EventIdsTaken as exc:
+            if len(group) > 1:  # a caller's id another process served first: each request alone, so only the one holding it fails
+                for pending in group:
+                    self._commit([pending], len(pending.rows))
+                return
+            error = exc
         except Exception as exc:  # any failure must reach the waiting requests, not kill the writer
             error = exc
         self._report(group, size, error)
@@ -177,11 +184,13 @@ class PredictionLog:
         """Count the commit (or its failure) and settle the requests' futures: directly on `here`, the loop this runs on,
         with one wake-up per other loop."""
         error: BaseException | None = None
-        if failure is not None:
+        if isinstance(failure, EventIdsTaken):  # the request's own fault, not the log's: readiness and the error count stay
+            error = failure
+        elif failure is not None:
             log.error("prediction log: could not commit %d predictions", size, exc_info=failure)
             self._metrics.errors.labels(kind="prediction_log").inc()
             error = PredictionLogError(f"the prediction log could not record the predictions: {failure}")
-        self.failure = None if error is None else str(error)
+        self.failure = str(error) if isinstance(error, PredictionLogError) else None  # a taken id: the log itself answered
         committed = time.perf_counter()
         self._metrics.log_pending.dec(size)
         if error is None:

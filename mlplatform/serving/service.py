@@ -26,7 +26,7 @@ from mlplatform.serving.predictionlog import PredictionLog, PredictionLogError
 from mlplatform.serving.records import FieldError, check_number, event_id_of
 from mlplatform.serving.shadow import ShadowScorer
 from mlplatform.settings import Settings, SettingsError
-from mlplatform.stores.eventlog import EventStore, LabelResult, now_us
+from mlplatform.stores.eventlog import EventIdsTaken, EventStore, LabelResult, now_us
 from mlplatform.stores.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -258,9 +258,8 @@ class ModelService:
     async def _claim(self, event_ids: list[str]) -> None:
         """Hold the callers' ids for this request: an id names one event, so one given twice in the request, already in
         the log, or held by a request still committing, is a 409 and nothing of the request is logged. Claimed on the
-        event loop before the first await, so two requests of this process never both pass; another serving process's
-        request committing the same id in the same instant fails that commit's group instead (a 503, nothing
-        acknowledged)."""
+        event loop before the first await, so two requests of this process never both pass; of two serving processes'
+        requests racing for an id, the one committing second finds it taken at its commit: a 409 too."""
         if not event_ids:
             return
         twice = [event_id for event_id, n in Counter(event_ids).items() if n > 1]
@@ -315,6 +314,8 @@ class ModelService:
             await self.log.write(rows)
         except PredictionLogError as exc:
             raise ApiError(503, str(exc), "prediction_log") from None
+        except EventIdsTaken as exc:  # another serving process logged one of the callers' ids first
+            raise self._conflict(exc.event_ids) from None
         if self.shadow is not None:  # after the commit: the challenger scores only events that exist, off the response path
             self.shadow.offer([answer["event_id"] for answer in answers], inputs, labels)
         self.metrics.batch_rows.observe(len(clean))

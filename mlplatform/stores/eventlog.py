@@ -45,6 +45,15 @@ class EventLogError(RuntimeError):
     """The event log cannot be opened or written."""
 
 
+class EventIdsTaken(EventLogError):
+    """Served rows whose ids another writer's events already hold (a caller's id, raced for by another process): nothing
+    of the call was written."""
+
+    def __init__(self, event_ids: list[str]) -> None:
+        super().__init__(f"{len(event_ids)} of the served events' ids are already the ids of events: {event_ids[0][:64]!r}")
+        self.event_ids = event_ids
+
+
 @dataclass(frozen=True)
 class AppendResult:
     inserted: int
@@ -167,6 +176,7 @@ class EventStore(ABC):
     PARAM = "?"  # the DB-API placeholder of the driver
     LOCK_ROW = ""  # suffix of the counter read that must block concurrent labelling (Postgres: FOR UPDATE)
     TYPES = {"key": "INTEGER PRIMARY KEY", "int": "INTEGER", "real": "REAL", "text": "TEXT", "id": "TEXT"}
+    UNIQUE_VIOLATION: type[Exception] = sqlite3.IntegrityError  # the driver's error for an event_id already in the log
 
     def __init__(self, spec: DatasetSpec) -> None:
         self.spec = spec
@@ -354,12 +364,19 @@ class EventStore(ABC):
 
         The prediction service's path: its event ids are new (random per-process prefix + counter), it has no labels, so none of
         `append`'s duplicate and late-label handling applies, and a group commit of a few predictions
-        must cost microseconds, not a DataFrame. A repeated id fails the whole group (an IntegrityError of the driver).
+        must cost microseconds, not a DataFrame. An id the log already holds fails the whole call, as EventIdsTaken naming
+        the ids (a caller's id that another process served first).
         """
         if not rows:
             return 0
-        with self._write() as db:
-            self._record_served(db, rows, source)
+        try:
+            with self._write() as db:
+                self._record_served(db, rows, source)
+        except self.UNIQUE_VIOLATION as exc:
+            taken = self.existing([row[0] for row in rows])
+            if not taken:
+                raise
+            raise EventIdsTaken(taken) from exc
         return len(rows)
 
     def append_served_now(self, rows: Sequence[Sequence[object]], source: str) -> int | None:
@@ -705,7 +722,8 @@ class EventLog(EventStore):
 
     def append_served_now(self, rows: Sequence[Sequence[object]], source: str) -> int | None:
         """On a connection of its own that never waits (busy timeout 0) and never checkpoints on commit: SQLITE_BUSY,
-        another writer holding the file's write lock, answers None; a commit costs tens of microseconds (WAL, no fsync)."""
+        another writer holding the file's write lock, answers None, and so does an id already in the log (the writer
+        thread's `append_served` then names it); a commit costs tens of microseconds (WAL, no fsync)."""
         if not rows:
             return 0
         with self._served_now.use() as db:
@@ -719,6 +737,9 @@ class EventLog(EventStore):
                 raise
             try:
                 self._record_served(db, rows, source)
+            except sqlite3.IntegrityError:  # an id already taken: `append_served`, off the loop, finds which
+                db.execute("ROLLBACK")
+                return None
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
