@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mlplatform.domain.retry_budget import RetryBudget
@@ -20,6 +20,22 @@ DEFAULT_SPEC = REPO_ROOT / "data" / "adult.yaml"
 def env_name(setting: str) -> str:
     """The environment variable of a Settings field: what messages name, and how `mlplatform dev` hands it to children."""
     return f"{Settings.model_config['env_prefix']}{setting.upper()}"
+
+
+def settings_problems(exc: ValidationError) -> str:
+    """A Settings validation error said as the environment variables a user sets: each with the value given and the
+    rule it breaks, without pydantic's field paths and URLs. Any other model's error as pydantic says it."""
+    if exc.title != "Settings":
+        return str(exc)
+    problems = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else ""
+        if field not in Settings.model_fields:
+            problems.append(error["msg"])
+            continue
+        value = f"={error['input']!r}" if isinstance(error.get("input"), str) else ""  # a SecretStr takes any text: never here
+        problems.append(f"{env_name(field)}{value}: {error['msg']}")
+    return "; ".join(problems)
 
 
 @contextmanager
@@ -145,6 +161,7 @@ class Settings(BaseSettings):
     mlflow_backend_store_url: SecretStr | None = Field(default=None, description="PostgreSQL URL of the MLflow tracking server's store: `mlplatform dev` serves it at mlflow_ui_url (artifacts proxied into <state>/mlflow/artifacts) and the platform tracks through that server; unset: SQLite in the state folder.")
     dask_scheduler: str | None = Field(default=None, min_length=1, description="Address of a Dask scheduler (e.g. tcp://10.0.0.5:8786): trained_model boosts each tuning trial on its workers with lightgbm.dask (trials one after another); unset: in the step's own process.")
     celery_broker_url: str | None = Field(default=None, description="Redis URL of the Celery broker (e.g. redis://127.0.0.1:6379/0): each step of a run becomes a task for the Celery workers listening to it, results coming back through the same Redis; unset: a run's steps run in its own process.")
+    celery_worker_concurrency: int = Field(default=1, ge=1, le=64, description="Pool processes of the Celery worker `mlplatform dev` starts: the steps it executes at once (each process imports the code location and holds a step's data: budget the memory of a training per process).")
 
     # serving
     serve_unknown_fields: Literal["refuse", "ignore"] = Field(default="refuse", description="/predict fields that are neither a feature nor a column the spec drops: 422 (refuse) or silently ignored (ignore). Dropped columns are always ignored.")

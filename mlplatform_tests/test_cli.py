@@ -102,9 +102,20 @@ def test_a_wrong_spec_is_a_message_not_a_traceback(
 
 
 def test_a_wrong_setting_names_the_variable(state: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Each wrong setting by its environment variable, the value given and the rule, in one line."""
     monkeypatch.setenv("MLPLATFORM_TUNING_TRIALS", "lots")
+    monkeypatch.setenv("MLPLATFORM_CELERY_WORKER_CONCURRENCY", "0")
+    monkeypatch.setenv("MLPLATFORM_TRAINING_WINDOW_CANDIDATES", "[5, 5]")
     assert main(["status"]) == 2
-    assert "tuning_trials" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("mlplatform status: MLPLATFORM_TUNING_TRIALS='lots': Input should be a valid integer"), err
+    assert "MLPLATFORM_CELERY_WORKER_CONCURRENCY='0': Input should be greater than or equal to 1" in err, err
+    assert "errors.pydantic.dev" not in err and len(err.splitlines()) == 1, err
+    monkeypatch.delenv("MLPLATFORM_TUNING_TRIALS")
+    monkeypatch.delenv("MLPLATFORM_CELERY_WORKER_CONCURRENCY")
+    assert main(["status"]) == 2
+    err = capsys.readouterr().err
+    assert "MLPLATFORM_TRAINING_WINDOW_CANDIDATES" in err and "repeated window sizes [5]" in err, err
 
 
 def test_the_demo_resets_only_state_it_created_or_that_holds_no_file(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from mlplatform.settings import Settings, SettingsError, env_name, scoped_environment
+from mlplatform.settings import Settings, SettingsError, env_name, scoped_environment, settings_problems
 
 if TYPE_CHECKING:
     from mlplatform.root import Platform
@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         with scoped_environment({env_name("state_dir"): str(Path(args.state_dir).resolve())} if getattr(args, "state_dir", None) else {}):
             return int(args.func(args))
     except (SpecError, ValidationError, SettingsError, PlatformError) as exc:  # a wrong spec, defs.yaml or MLPLATFORM_* setting: say which
-        print(f"mlplatform {args.command}: {exc}", file=sys.stderr)
+        print(f"mlplatform {args.command}: {settings_problems(exc) if isinstance(exc, ValidationError) else exc}", file=sys.stderr)
         return 2
 
 
