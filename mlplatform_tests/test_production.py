@@ -96,6 +96,7 @@ def test_models_register_and_promote_through_the_mlflow_server_on_postgres(tmp_p
     assert list((settings.mlflow_dir / "artifacts").rglob("MLmodel")), "artifacts are proxied into the state folder"
 
 
+POOL = 2  # the Celery worker's pool processes: the sensor's drift_report steps run beside the retraining's, not before them
 PROD_SERVERS = ("redis", "mlflow", "reports", "evidently-ui", "dagster-daemon", "dagster-webserver", "celery-worker", "serving")
 
 
@@ -162,6 +163,8 @@ def test_make_prod_stack_comes_up_on_loopback_answers_and_stops_cleanly(prod_sta
     ({"MLPLATFORM_DAGSTER_POSTGRES_URL": "postgresql://postgres:secret@127.0.0.1:1/dagster"}, "MLPLATFORM_DAGSTER_POSTGRES_URL"),
     ({"PATH": "/nonexistent"}, "`redis-server` not found"),
     ({"MLPLATFORM_DASK_SCHEDULER": "tcp://127.0.0.1:1"}, "MLPLATFORM_DASK_SCHEDULER (tcp://127.0.0.1:1): no Dask scheduler answers"),
+    ({"MLPLATFORM_CELERY_WORKER_CONCURRENCY": "0"}, "MLPLATFORM_CELERY_WORKER_CONCURRENCY"),
+    ({"MLPLATFORM_CELERY_WORKER_CONCURRENCY": "two"}, "MLPLATFORM_CELERY_WORKER_CONCURRENCY"),
 ])
 def test_prod_fails_at_start_naming_the_setting_or_binary(prod_state: Path, extra: dict[str, str], named: str) -> None:
     proc, _ = _dev_production(prod_state, extra)
@@ -207,13 +210,14 @@ def fresh_definitions() -> Iterator[None]:
 def test_the_loop_on_celery_survives_a_worker_killed_mid_training(postgres_url: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest,
                                                                   adult_rows: pd.DataFrame, tmp_path: Path) -> None:
     """The production loop end to end, once: the Dagster instance and the event log on PostgreSQL, every step a task on a
-    Celery worker, the daemon's sensor launching the retraining. The worker's pool process is killed while it trains (as
-    the kernel's OOM killer would): the run fails saying so, Dagster's run retry resumes it from the failed step, and
+    Celery worker of two pool processes, the daemon's sensor launching the retraining. The pool process running its
+    trained_model is killed while it trains (as the kernel's OOM killer would): the run fails saying so, Dagster's run retry resumes it from the failed step, and
     exactly one new version becomes champion."""
     broker = f"redis://127.0.0.1:{_free_port()}/0"
     # 100 tuning trials (within 15 s) keep trained_model busy for seconds: long enough to be killed in the middle.
     for key, value in {"MLPLATFORM_DAGSTER_POSTGRES_URL": postgres_url, "MLPLATFORM_EVENT_LOG_URL": postgres_url,
-                       "MLPLATFORM_CELERY_BROKER_URL": broker, "MLPLATFORM_TUNING_TRIALS": "100", "MLPLATFORM_TUNING_SECONDS": "15"}.items():
+                       "MLPLATFORM_CELERY_BROKER_URL": broker, "MLPLATFORM_CELERY_WORKER_CONCURRENCY": str(POOL),
+                       "MLPLATFORM_TUNING_TRIALS": "100", "MLPLATFORM_TUNING_SECONDS": "15"}.items():
         monkeypatch.setenv(key, value)
     settings: Settings = request.getfixturevalue("state")
     spec, names = loop.model().spec, loop.names()
@@ -236,11 +240,12 @@ def test_the_loop_on_celery_survives_a_worker_killed_mid_training(postgres_url: 
         loop.materialize(instance, ["raw_events"], raise_on_error=True)
         launched = _wait_for("the sensor's retraining run", lambda: instance.get_runs(filters=dg.RunsFilter(tags={LAUNCHED_BY_TAG: names.retraining_sensor})))
         killed = launched[-1]
-        _wait_for("trained_model to start on the worker", lambda: [e for e in _step_events(instance, killed.run_id, "STEP_START")
-                                                                   if e.step_key == names.asset("trained_model").to_python_identifier()])
+        training = _wait_for("trained_model to start on the worker", lambda: [e for e in _step_events(instance, killed.run_id, "STEP_START")
+                                                                              if e.step_key == names.asset("trained_model").to_python_identifier()])
         assert worker.process is not None
-        for pid in _pool_children(worker.process.pid):
-            os.kill(pid, signal.SIGKILL)
+        pool = _pool_children(worker.process.pid)
+        assert len(pool) == POOL and training[0].dagster_event.pid in pool, "the setting sizes the pool; the step runs in one of its processes"  # type: ignore[union-attr]
+        os.kill(training[0].dagster_event.pid, signal.SIGKILL)  # type: ignore[union-attr]
         assert _wait_for("the killed run to end", lambda: _finished(instance, killed.run_id)).status == dg.DagsterRunStatus.FAILURE
         failure = _step_events(instance, killed.run_id, dg.DagsterEventType.RUN_FAILURE.value)
         assert len(failure) == 1 and "WorkerLostError: Worker exited prematurely: signal 9" in str(failure[0].dagster_event.event_specific_data)  # type: ignore[union-attr]

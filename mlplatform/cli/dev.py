@@ -226,10 +226,13 @@ def _worker_answers(url: str, name: str) -> bool:
 
 
 def celery_worker(settings: Settings, name: str = "mlplatform") -> Server:
-    """One Celery worker executing the steps of runs, ready once it answers a ping through the broker."""
+    """One Celery worker executing the steps of runs (`celery_worker_concurrency` at once), ready once it answers a ping
+    through the broker."""
     full_name = f"{name}@{socket.gethostname()}"
     env = celery_worker_env(settings)
-    return Server("celery-worker", f"{full_name} (no UI: executes run steps)", celery_worker_command(sys.executable, full_name),
+    concurrency = settings.celery_worker_concurrency
+    return Server("celery-worker", f"{full_name} (no UI: executes {concurrency} run step{'s' * (concurrency > 1)} at a time)",
+                  celery_worker_command(sys.executable, full_name, concurrency),
                   lambda: _worker_answers(env["CELERY_BROKER_URL"], full_name), env=env)
 
 

@@ -18,10 +18,11 @@ def run_executor(settings: Settings) -> dg.ExecutorDefinition:
     return celery_executor.configured({"broker": settings.celery_broker_url, "backend": settings.celery_broker_url}, name="celery")
 
 
-def celery_worker_command(python_bin: str, name: str) -> list[str]:
-    """A worker of the code location's steps (it imports the code from each task's job pointer), one task at a time;
-    the broker comes from CELERY_BROKER_URL / CELERY_RESULT_BACKEND in its environment (Celery reads them first)."""
-    return [python_bin, "-m", "celery", "-A", CELERY_APP, "worker", "-Q", CELERY_QUEUE, "-n", name, "--concurrency", "1",
+def celery_worker_command(python_bin: str, name: str, concurrency: int) -> list[str]:
+    """A worker of the code location's steps (it imports the code from each task's job pointer), `concurrency` tasks at
+    a time, each pool process taking one task at a time (no prefetch: a queued step goes to whichever process frees
+    first); the broker comes from CELERY_BROKER_URL / CELERY_RESULT_BACKEND in its environment (Celery reads them first)."""
+    return [python_bin, "-m", "celery", "-A", CELERY_APP, "worker", "-Q", CELERY_QUEUE, "-n", name, "--concurrency", str(concurrency),
             "--prefetch-multiplier", "1", "--loglevel", "INFO", "--without-gossip", "--without-mingle"]
 
 
