@@ -137,14 +137,33 @@ def test_missing_required_column_rejects_the_file_with_its_name(landing: Path, l
     assert moved.exists() and "missing required feature columns" in (landing / "rejected" / "nocol.csv.reason.txt").read_text()
 
 
-@pytest.mark.parametrize(("sep", "named"), [(";", "';'"), ("\t", "a tab"), ("|", "'|'")])
-def test_a_csv_with_another_separator_is_rejected_saying_which(landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame,
-                                                              sep: str, named: str) -> None:
-    """A European export (';') or a TSV read as CSV is one column holding every header: the reason names the separator."""
-    outcome = ingest_file(_drop(landing, "export.csv", rows.head(5).to_csv(index=False, sep=sep)), adult_spec, log)
-    assert outcome.rejected is not None and outcome.rejected.startswith("missing required feature columns: ['age'")
-    assert f"CSV landing files are separated by ',', this one by {named}; `mlplatform replay` reads such a file" in outcome.rejected
-    assert log.counts().total == 0
+@pytest.mark.parametrize("sep", [";", "\t", "|"])
+def test_a_csv_separated_by_semicolons_tabs_or_bars_lands_as_its_comma_twin(landing: Path, log: EventLog, adult_spec: DatasetSpec,
+                                                                            rows: pd.DataFrame, tmp_path: Path, sep: str) -> None:
+    """A European export (';'), a TSV or a '|' file: the header says the separator (the one splitting it into the most of
+    the spec's columns), and the events are those of the same rows written with commas; a comma or a bad value inside a
+    field stays that field's."""
+    head = rows.head(6).copy()
+    head.loc[0, "occupation"] = "Sales, retail"
+    head["age"] = head["age"].astype(object)
+    head.loc[1, "age"] = "forty"
+    comma = EventLog(tmp_path / "comma.sqlite", adult_spec)
+    try:
+        ingest_file(_drop(landing, "comma.csv", head.to_csv(index=False)), adult_spec, comma)
+        outcome = ingest_file(_drop(landing, "export.csv", head.to_csv(index=False, sep=sep)), adult_spec, log)
+        assert outcome.rejected is None and (outcome.ingested, outcome.quarantined) == (5, 1), outcome
+        ids = head[EVENT_ID].tolist()
+        assert log.get(ids).drop(columns="source").equals(comma.get(ids).drop(columns="source"))
+        assert log.get(ids[:1])["occupation"].tolist() == ["Sales, retail"]
+        assert _quarantine(log)["reason"].tolist() == ["age: 'forty' is not a finite number"]
+    finally:
+        comma.close()
+
+
+def test_a_header_no_separator_splits_into_the_spec_columns_is_read_with_commas(landing: Path, log: EventLog, adult_spec: DatasetSpec,
+                                                                              rows: pd.DataFrame) -> None:
+    outcome = ingest_file(_drop(landing, "colons.csv", rows.head(5).to_csv(index=False, sep=":")), adult_spec, log)
+    assert outcome.rejected is not None and outcome.rejected.startswith("missing required feature columns: ['age'") and log.counts().total == 0
 
 
 def test_extra_columns_are_ignored_and_reported(landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame) -> None:

@@ -74,15 +74,6 @@ def parse_numeric(values: pd.Series) -> tuple[pd.Series, pd.Series]:
     return parsed.where(~bad), bad
 
 
-def _separator_hint(columns: pd.Index) -> str:
-    """A CSV written with another separator reads as one column whose name holds every header: say so."""
-    if len(columns) != 1:
-        return ""
-    found = [name for sep, name in ((";", "';'"), ("\t", "a tab"), ("|", "'|'")) if sep in str(columns[0])]
-    return (f" (the header is one column {str(columns[0])[:SHOWN_CHARS]!r}: CSV landing files are separated by ',', this one by {found[0]}; "
-            "`mlplatform replay` reads such a file as the spec's source, with `separator:`, and lands it)") if found else ""
-
-
 def generated_keys(n: int, prefix: str, start_us: int, step_us: int = 1, first_row: int = 0) -> tuple[list[str], np.ndarray]:
     """Event ids `<prefix>-<row>` and times `start_us + row × step_us` for rows that carry none (rows counted from `first_row`).
 
@@ -151,7 +142,7 @@ def validate_frame(
     raw = with_clean_columns(raw)
     missing = [c for c in spec.features if c not in raw.columns]
     if missing:
-        raise SchemaError(f"missing required feature columns: {missing}{_separator_hint(raw.columns)}")
+        raise SchemaError(f"missing required feature columns: {missing}")
     id_col = spec.id_column if spec.id_column in raw.columns else (EVENT_ID if EVENT_ID in raw.columns else None)
     time_col = spec.time_column if spec.time_column in raw.columns else (EVENT_TIME if EVENT_TIME in raw.columns else None)
     known = {*spec.features, spec.label, *spec.drop, EVENT_ID, EVENT_TIME, spec.id_column, spec.time_column}

@@ -54,6 +54,7 @@ from mlplatform.settings import Settings
 from mlplatform.stores.eventlog import EventStore, EventLogError, FileCounts, FileProgress, now_us
 
 SUFFIXES = (".csv", ".csv.gz", ".parquet", ".jsonl", ".jsonl.gz", ".ndjson")
+CSV_SEPARATORS = (",", ";", "\t", "|")  # the first is the default: a header these split no better is read with ','
 TEMPORARY_SUFFIXES = (".tmp", ".part")
 PROCESSED = "processed"
 REJECTED = "rejected"
@@ -251,8 +252,16 @@ def _split_utf8(data: bytes, offset: int) -> tuple[bytes, list[tuple[int, str, s
     return b"".join(kept), bad
 
 
-def _parse_csv(data: bytes, offset: int) -> _Parsed:
-    """One batch: the header line, then lines of the file from line `offset` + 2 on."""
+def _csv_separator(header: bytes, spec: DatasetSpec) -> str:
+    """The one of CSV_SEPARATORS that splits the header into the most of the spec's columns (',' on a tie): exports
+    from European locales use ';', others a tab or '|', and the header is where a file says which."""
+    line = header.decode("utf-8").rstrip("\r\n")
+    known = {EVENT_ID, EVENT_TIME, spec.label, *spec.features, *(c for c in (spec.id_column, spec.time_column) if c)}
+    return max(CSV_SEPARATORS, key=lambda sep: len(known.intersection(name.strip() for name in next(csv.reader([line], delimiter=sep), []))))
+
+
+def _parse_csv(data: bytes, offset: int, separator: str) -> _Parsed:
+    """One batch: the header line, then lines of the file from line `offset` + 2 on, fields split by `separator`."""
     data, bad = _split_utf8(data, offset)
     if not data.strip():
         return _Parsed(pd.DataFrame(), bad)
@@ -268,11 +277,11 @@ def _parse_csv(data: bytes, offset: int) -> _Parsed:
 
     try:
         first_line = data.split(b"\n", 1)[0].decode("utf-8").rstrip("\r")
-        names = next(csv.reader([first_line]), [])
+        names = next(csv.reader([first_line], delimiter=separator), [])
         table = pacsv.read_csv(
             io.BytesIO(data),
             read_options=pacsv.ReadOptions(block_size=1 << 24, use_threads=False),
-            parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid, newlines_in_values=False),
+            parse_options=pacsv.ParseOptions(delimiter=separator, invalid_row_handler=on_invalid, newlines_in_values=False),
             convert_options=pacsv.ConvertOptions(column_types={str(n): pa.string() for n in names}, strings_can_be_null=True),
         )
     except (pa.ArrowInvalid, csv.Error) as exc:
@@ -474,11 +483,12 @@ def _batches(handle: BinaryIO, name: str, spec: DatasetSpec, policy: LandingPoli
         header, line = (b"", 0) if jsonl else _csv_header(stream)
         if not jsonl and not header:
             return
+        separator = "" if jsonl else _csv_separator(header, spec)
         position = start.position or stream.tell()
         line = start.line if start.position else line + 1
         for text in _text_batches(stream, not jsonl, position, policy.batch_bytes):
             # Line k of what is parsed is file line k + offset: CSV batches are parsed behind their header line.
-            parsed = _parse_jsonl(text, _text_columns(spec), line - 1) if jsonl else _parse_csv(header + text, line - 2)
+            parsed = _parse_jsonl(text, _text_columns(spec), line - 1) if jsonl else _parse_csv(header + text, line - 2, separator)
             position += len(text)
             line += text.count(b"\n")
             yield _Batch(parsed, position, line)
