@@ -103,9 +103,14 @@ def nested_cells(values: pd.Series) -> pd.Series:
     return values.map(lambda v: isinstance(v, NESTED_TYPES)).astype(bool)
 
 
-def _shown(values: pd.Series) -> Callable[[pd.Series], pd.Series]:
-    """A reason builder quoting each flagged row's raw value (cut short)."""
-    return lambda rows: values[rows].astype(str).str.slice(0, SHOWN_CHARS).map(repr)
+def not_a_number(value: object) -> str:
+    """Why a value is refused where a number belongs: the one wording of landing, label files and serving."""
+    return f"{str(value)[:SHOWN_CHARS]!r} is not a finite number"
+
+
+def not_a_class(value: object, classes: Sequence[str] | None) -> str:
+    """Why a value is refused as a label of a classification spec: the one wording of landing, label files and serving."""
+    return f"{str(value)[:SHOWN_CHARS]!r} is not one of {list(classes or [])}"
 
 
 def _cell_text(value: object) -> str | None:
@@ -193,7 +198,7 @@ def validate_frame(
     elif spec.is_classification:
         labels = normalise_category(cells[spec.label]).replace(spec.label_map)
         unknown = labels.notna() & ~labels.isin(spec.classes or [])
-        flag(unknown, "label", lambda rows: _shown(labels)(rows) + f" is not one of {spec.classes}")
+        flag(unknown, "label", lambda rows: labels[rows].map(lambda value: not_a_class(value, spec.classes)))
         out[LABEL] = labels.where(~unknown)
     else:
         parsed_label, bad = parse_numeric(cells[spec.label])
@@ -204,7 +209,7 @@ def validate_frame(
         col = cells[name]
         if name in spec.numeric_features:
             parsed, bad = parse_numeric(col)
-            flag(bad, name, lambda rows: _shown(col)(rows) + " is not a finite number")
+            flag(bad, name, lambda rows: col[rows].map(not_a_number))
             out[name] = parsed
         else:
             text = normalise_category(col)

@@ -42,10 +42,11 @@ from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.validation import (
     EVENT_ID,
     EVENT_TIME,
-    SHOWN_CHARS,
     SchemaError,
     nested_cells,
     nested_value_problem,
+    not_a_class,
+    not_a_number,
     parse_numeric,
     validate_frame,
     with_clean_columns,
@@ -518,9 +519,7 @@ def _label_row_problem(id_col: str, event_id: object, raw: object, spec: Dataset
         return f"{id_col}: missing"
     if pd.isna(raw) or (isinstance(raw, str) and not raw.strip()):
         return "label: missing"
-    if spec.is_classification:
-        return f"label: {str(raw)[:SHOWN_CHARS]!r} is not one of {spec.classes}"
-    return "label: not a finite number"
+    return f"label: {not_a_class(raw, spec.classes) if spec.is_classification else not_a_number(raw)}"
 
 
 def _ingest_labels(frame: pd.DataFrame, lines: list[int], spec: DatasetSpec, log: EventStore, name: str) -> FileCounts:

@@ -17,7 +17,7 @@ import numpy as np
 from mlplatform.domain.features import CROSS_SEPARATOR
 from mlplatform.domain.predictor import Predictor
 from mlplatform.domain.spec import DatasetSpec
-from mlplatform.domain.validation import MAX_ID_LENGTH, MAX_TEXT_LENGTH
+from mlplatform.domain.validation import MAX_ID_LENGTH, MAX_TEXT_LENGTH, not_a_number
 
 
 _UNSEEN = -1.0  # category code of a value not seen in training; LightGBM gets it as missing
@@ -86,7 +86,7 @@ def check_number(value: Any) -> tuple[float | None, str | None, str]:
     except OverflowError:
         number = math.inf
     if not math.isfinite(number):
-        return None, f"{str(value)[:40]!r} is not a finite number", "value_error"
+        return None, not_a_number(value), "value_error"
     return number, None, ""
 
 

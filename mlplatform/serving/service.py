@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from mlplatform.domain.history import HistoryState, label_known_at_one
 from mlplatform.domain.spec import DatasetSpec, Task
-from mlplatform.domain.validation import EVENT_ID, EVENT_TIME
+from mlplatform.domain.validation import EVENT_ID, EVENT_TIME, not_a_class
 from mlplatform.serving.champion import ChampionWatcher, ServedModel
 from mlplatform.serving.live import LiveQualityGauges
 from mlplatform.serving.metrics import ModelMetrics, ServingMetrics
@@ -90,7 +90,7 @@ def _label(value: Any, spec: DatasetSpec) -> str | float:
     text = str(value).strip()
     text = spec.label_map.get(text, text)
     if text not in (spec.classes or []):
-        raise invalid(("body", "label"), f"label: {text[:40]!r} is not one of {spec.classes}")
+        raise invalid(("body", "label"), f"label: {not_a_class(text, spec.classes)}")
     return text
 
 
