@@ -1,8 +1,6 @@
 """Alerts end to end against a real Alertmanager: each kind fired through the real pipeline, read back from its
 API v2 with its labels, and resolved when the condition clears; a down Alertmanager never fails the pipeline."""
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -15,6 +13,7 @@ from mlplatform.stores.eventlog import SERVING_SOURCE, EventLog
 from mlplatform.pipeline.live_quality import measure
 from mlplatform.orchestration.names import LIVE_QUALITY_CHECK, ModelNames
 from mlplatform_tests.support.loop import retrain_job
+from mlplatform_tests.support.processes import wait_until
 from mlplatform.stores.registry import Registry
 from mlplatform.pipeline.replay import canonical_labels, read_source, write_batches
 from mlplatform.serving.champion import ChampionWatcher
@@ -63,15 +62,6 @@ ADULT = ModelNames("adult")
 alerts_sensor, run_failure_alerts, run_success_alerts = ADULT.alerts_sensor, "run_failure_alerts", "run_success_alerts"
 
 
-def _wait_for(predicate: Callable[[], bool], seconds: float = 30) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return predicate()
-
-
 def test_serving_reload_failure_fires_from_the_champion_watcher_and_resolves_on_the_next_good_reload(
         alertmanager: Alertmanager, adult_rows: pd.DataFrame, tmp_path: Path) -> None:
     """The prediction service's own watcher: a promoted version that does not load alerts; a later good one resolves it."""
@@ -88,13 +78,13 @@ def test_serving_reload_failure_fires_from_the_champion_watcher_and_resolves_on_
     registry.promote(broken)
     outcome = watcher.check()
     assert outcome.version == good and outcome.error and f"cannot load version {broken}" in outcome.error
-    assert _wait_for(lambda: len(alertmanager.alerts(AlertName.SERVING_RELOAD_FAILED)) == 1)
+    wait_until("the reload failure alert", lambda: len(alertmanager.alerts(AlertName.SERVING_RELOAD_FAILED)) == 1, 30)
     [alert] = alertmanager.alerts(AlertName.SERVING_RELOAD_FAILED)
     assert labels_of(alert) == {"alertname": "MLPlatformServingReloadFailed", "severity": "critical", "dataset": "adult", "model_version": str(broken)}
     assert f"cannot load version {broken}" in alert["annotations"]["description"]
     registry.promote(later)
     assert watcher.check().version == later
-    assert _wait_for(lambda: alertmanager.alerts(AlertName.SERVING_RELOAD_FAILED) == [])
+    wait_until("the reload failure alert to resolve", lambda: alertmanager.alerts(AlertName.SERVING_RELOAD_FAILED) == [], 30)
 
 
 def test_failed_retraining_then_refused_promotion(platform: Settings, platform_instance: dg.DagsterInstance, alertmanager: Alertmanager,

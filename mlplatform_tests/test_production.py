@@ -12,9 +12,8 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import dagster as dg
 import pandas as pd
@@ -34,8 +33,8 @@ from mlplatform.stores.registry import Registry
 from mlplatform_tests.conftest import ADULT_SPEC
 from mlplatform_tests.support import loop
 from mlplatform_tests.test_devserver import _processes_with
+from mlplatform_tests.support.processes import wait_until
 
-T = TypeVar("T")
 
 
 def _free_port() -> int:
@@ -96,6 +95,7 @@ def test_models_register_and_promote_through_the_mlflow_server_on_postgres(tmp_p
     assert list((settings.mlflow_dir / "artifacts").rglob("MLmodel")), "artifacts are proxied into the state folder"
 
 
+RUN_WAIT_S = 300.0  # for a run, a step or a retry to get somewhere on 2 shared cores
 POOL = 2  # the Celery worker's pool processes: the sensor's drift_report steps run beside the retraining's, not before them
 PROD_SERVERS = ("redis", "mlflow", "reports", "evidently-ui", "dagster-daemon", "dagster-webserver", "celery-worker", "serving")
 
@@ -178,16 +178,6 @@ def _pool_children(pid: int) -> list[int]:
     return [int(child) for task in Path(f"/proc/{pid}/task").iterdir() for child in (task / "children").read_text().split()]
 
 
-def _wait_for(what: str, probe: Callable[[], T | None], timeout: float = 300.0) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = probe()
-        if found:
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
 def _finished(instance: dg.DagsterInstance, run_id: str) -> dg.DagsterRun | None:
     run = instance.get_run_by_id(run_id)
     return run if run is not None and run.is_finished else None
@@ -238,19 +228,19 @@ def test_the_loop_on_celery_survives_a_worker_killed_mid_training(postgres_url: 
         # 3000 new rows: the challenger (trained on 3600 before its hold-out) must beat a champion refit on all its 1500
         write_batches(adult_rows.iloc[1500:4500], spec, settings.landing_dir, 3000)
         loop.materialize(instance, ["raw_events"], raise_on_error=True)
-        launched = _wait_for("the sensor's retraining run", lambda: instance.get_runs(filters=dg.RunsFilter(tags={LAUNCHED_BY_TAG: names.retraining_sensor})))
+        launched = wait_until("the sensor's retraining run", lambda: instance.get_runs(filters=dg.RunsFilter(tags={LAUNCHED_BY_TAG: names.retraining_sensor})), RUN_WAIT_S)
         killed = launched[-1]
-        training = _wait_for("trained_model to start on the worker", lambda: [e for e in _step_events(instance, killed.run_id, "STEP_START")
-                                                                              if e.step_key == names.asset("trained_model").to_python_identifier()])
+        training = wait_until("trained_model to start on the worker", lambda: [e for e in _step_events(instance, killed.run_id, "STEP_START")
+                                                                              if e.step_key == names.asset("trained_model").to_python_identifier()], RUN_WAIT_S)
         assert worker.process is not None
         pool = _pool_children(worker.process.pid)
         assert len(pool) == POOL and training[0].dagster_event.pid in pool, "the setting sizes the pool; the step runs in one of its processes"  # type: ignore[union-attr]
         os.kill(training[0].dagster_event.pid, signal.SIGKILL)  # type: ignore[union-attr]
-        assert _wait_for("the killed run to end", lambda: _finished(instance, killed.run_id)).status == dg.DagsterRunStatus.FAILURE
+        assert wait_until("the killed run to end", lambda: _finished(instance, killed.run_id), RUN_WAIT_S).status == dg.DagsterRunStatus.FAILURE
         failure = _step_events(instance, killed.run_id, dg.DagsterEventType.RUN_FAILURE.value)
         assert len(failure) == 1 and "WorkerLostError: Worker exited prematurely: signal 9" in str(failure[0].dagster_event.event_specific_data)  # type: ignore[union-attr]
-        retry = _wait_for("Dagster's run retry", lambda: instance.get_runs(filters=dg.RunsFilter(tags={"dagster/parent_run_id": killed.run_id})))[0]
-        assert _wait_for("the retry to end", lambda: _finished(instance, retry.run_id)).status == dg.DagsterRunStatus.SUCCESS
+        retry = wait_until("Dagster's run retry", lambda: instance.get_runs(filters=dg.RunsFilter(tags={"dagster/parent_run_id": killed.run_id})), RUN_WAIT_S)[0]
+        assert wait_until("the retry to end", lambda: _finished(instance, retry.run_id), RUN_WAIT_S).status == dg.DagsterRunStatus.SUCCESS
         assert retry.tags[LAUNCHED_BY_TAG] == names.retraining_sensor and retry.tags["dagster/is_resume_retry"] == "true"
         resumed = {e.step_key for e in _step_events(instance, retry.run_id, "STEP_SUCCESS")}
         assert names.asset("trained_model").to_python_identifier() in resumed

@@ -22,10 +22,12 @@ from mlplatform.serving.shadow import ShadowScorer
 from mlplatform.settings import Settings
 from mlplatform.stores.eventlog import EventLog
 from mlplatform.stores.registry import CHALLENGER, Registry
+from mlplatform_tests.support.processes import wait_until
 from mlplatform_tests.serving_support import (Server, authorised_client, break_artifacts, client, frame, metric, records, register_versions, registry,
                                               running_server, settings)
 
 LOAD_THREADS = 4
+SHADOW_WAIT_S = 120.0
 LOAD_REQUESTS = 400  # per thread at most: the load loop is bounded
 
 
@@ -49,13 +51,6 @@ def expected(registry: Registry, versions: list[int], frame: pd.DataFrame) -> di
     return {v: registry.load_predictor(v).predict(frame) for v in versions[:2]}
 
 
-def _wait(condition: Any, what: str, timeout_s: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
 def _shadow_version(client: httpx.Client) -> float:
     return metric(client, "mlplatform_shadow_model_version")
 
@@ -64,13 +59,13 @@ def test_the_challenger_scores_every_served_event_in_shadow_with_its_version(
         client: httpx.Client, settings: Settings, adult_spec: DatasetSpec, versions: list[int], records: list[dict[str, Any]],
         frame: pd.DataFrame, expected: dict[int, pd.DataFrame]) -> None:
     champion, challenger = versions[:2]
-    _wait(lambda: _shadow_version(client) == challenger, "the challenger to load in shadow")
+    wait_until("the challenger to load in shadow", lambda: _shadow_version(client) == challenger, SHADOW_WAIT_S, 0.1)
     single = [client.post("/predict", json=record).json() for record in records[:16]]
     batch = client.post("/predict", json={"records": records[16:]}).json()["predictions"]
     answers = single + batch
     assert {a["model_version"] for a in answers} == {champion}
     assert [a["prediction"] for a in answers] == expected[champion]["prediction"].tolist()  # the champion's answers, unchanged
-    _wait(lambda: metric(client, "mlplatform_shadow_scored_total") >= len(records), "the shadow to score every event")
+    wait_until("the shadow to score every event", lambda: metric(client, "mlplatform_shadow_scored_total") >= len(records), SHADOW_WAIT_S, 0.1)
     assert metric(client, "mlplatform_shadow_dropped_total") == 0 and metric(client, "mlplatform_shadow_failures_total") == 0
 
     labels = canonical_labels(frame, adult_spec).tolist()
@@ -132,7 +127,7 @@ def test_a_shadow_that_cannot_log_raises_off_the_response_path_and_recovers(
     def fault() -> None:
         with sqlite3.connect(path, timeout=30) as db:
             db.execute("CREATE TRIGGER refuse_shadow BEFORE INSERT ON shadow_predictions BEGIN SELECT RAISE(ABORT, 'injected shadow fault'); END")
-        _wait(lambda: metric(client, "mlplatform_shadow_failures_total", kind="log") > failures + 50, "shadow log failures")
+        wait_until("shadow log failures", lambda: metric(client, "mlplatform_shadow_failures_total", kind="log") > failures + 50, SHADOW_WAIT_S, 0.1)
         with sqlite3.connect(path, timeout=30) as db:
             db.execute("DROP TRIGGER refuse_shadow")
 
@@ -140,7 +135,7 @@ def test_a_shadow_that_cannot_log_raises_off_the_response_path_and_recovers(
     _all_answered_by_the_champion(answers, expected[versions[0]])
     scored = metric(client, "mlplatform_shadow_scored_total")
     client.post("/predict", json=records[0])
-    _wait(lambda: metric(client, "mlplatform_shadow_scored_total") > scored, "the shadow to score again")
+    wait_until("the shadow to score again", lambda: metric(client, "mlplatform_shadow_scored_total") > scored, SHADOW_WAIT_S, 0.1)
     assert "injected shadow fault" in server.log_text() and server.log_text().count("injected shadow fault") < 10  # logged once per failing spell
 
 
@@ -153,7 +148,7 @@ def test_a_challenger_that_fails_to_load_leaves_the_champion_serving(
 
     def fault() -> None:
         registry.client.set_registered_model_alias(registry.name, CHALLENGER, str(broken))
-        _wait(lambda: metric(client, "mlplatform_shadow_failures_total", kind="load") == failures + 1, "the shadow load failure")
+        wait_until("the shadow load failure", lambda: metric(client, "mlplatform_shadow_failures_total", kind="load") == failures + 1, SHADOW_WAIT_S, 0.1)
         time.sleep(1.0)  # a few more reload rounds: the broken version is not retried every round
 
     answers = _load_while(server, records, fault)
@@ -165,7 +160,7 @@ def test_a_challenger_that_fails_to_load_leaves_the_champion_serving(
     time.sleep(0.5)
     assert metric(client, "mlplatform_shadow_scored_total") == scored  # no shadow without a loaded challenger
     registry.client.set_registered_model_alias(registry.name, CHALLENGER, str(versions[1]))
-    _wait(lambda: _shadow_version(client) == versions[1], "the good challenger to load again")
+    wait_until("the good challenger to load again", lambda: _shadow_version(client) == versions[1], SHADOW_WAIT_S, 0.1)
 
 
 def test_a_full_queue_drops_and_counts_and_no_shadow_beside_itself(settings: Settings, adult_spec: DatasetSpec, registry: Registry, versions: list[int],

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -28,11 +27,13 @@ from mlplatform.stores.eventlog import SERVING_SOURCE
 from mlplatform.stores.eventlog_postgres import PostgresEventLog
 from mlplatform.stores.registry import Registry
 from mlplatform_tests.conftest import ADULT_SPEC
+from mlplatform_tests.support.processes import wait_until
 from mlplatform_tests.serving_support import Server, auth, register_versions, running_server, state_settings
 
 WORKERS = 2
 BURST = 120  # bounded: single-record requests, each on its own connection so the kernel spreads them over the processes
 DEADLINE_S = 60.0
+POLL_S = 0.05
 RACE_ROUNDS = 6
 
 
@@ -56,7 +57,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, postgres_cluster: PostgresC
     try:
         with running_server(settings, workers=WORKERS, MLPLATFORM_EVENT_LOG_URL=url) as server:
             # The server is up once one process answers; the tests need every process accepting.
-            until(readiness_by_process(server.url, lambda body: body["ready"] is True), "every serving process ready")
+            wait_until("every serving process ready", readiness_by_process(server.url, lambda body: body["ready"] is True), DEADLINE_S, POLL_S)
             yield Cluster(settings, url, versions, server)
     finally:
         postgres_cluster.drop_database(url)
@@ -95,13 +96,6 @@ def logged(cluster: Cluster, spec: DatasetSpec, event_ids: list[str]) -> pd.Data
         return log.get(event_ids)
     finally:
         log.close()
-
-
-def until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not condition():
-        assert time.monotonic() < deadline, f"not within {DEADLINE_S} s: {what}"
-        time.sleep(0.05)
 
 
 def readiness_by_process(url: str, wanted: Callable[[dict[str, Any]], bool]) -> Callable[[], bool]:
@@ -158,9 +152,11 @@ def test_a_caller_id_raced_for_by_both_processes_is_logged_once_and_the_losers_g
 
 
 def test_a_champion_change_reaches_every_process(served: Cluster, adult_spec: DatasetSpec) -> None:
-    until(readiness_by_process(served.server.url, lambda body: body["model_version"] == served.versions[0]), "every process serves the first champion")
+    wait_until("every process serves the first champion", readiness_by_process(served.server.url, lambda body: body["model_version"] == served.versions[0]),
+               DEADLINE_S, POLL_S)
     Registry(served.settings.tracking_uri, served.settings.artifact_root, adult_spec).promote(served.versions[1])
-    until(readiness_by_process(served.server.url, lambda body: body["model_version"] == served.versions[1]), "every process serves the new champion")
+    wait_until("every process serves the new champion", readiness_by_process(served.server.url, lambda body: body["model_version"] == served.versions[1]),
+               DEADLINE_S, POLL_S)
 
 
 def test_a_killed_process_loses_no_acknowledged_prediction_and_is_replaced(served: Cluster, records: list[dict[str, Any]],
@@ -175,8 +171,8 @@ def test_a_killed_process_loses_no_acknowledged_prediction_and_is_replaced(serve
     assert acknowledged, "no prediction answered around the kill"
     served.acknowledged += acknowledged
     assert sorted(logged(served, adult_spec, acknowledged)["event_id"]) == sorted(acknowledged)
-    until(readiness_by_process(url, lambda body: body["ready"] is True and body["process"] != victim),
-          "uvicorn replaces the killed process and both processes are ready")
+    wait_until("uvicorn replaces the killed process and both processes are ready",
+               readiness_by_process(url, lambda body: body["ready"] is True and body["process"] != victim), DEADLINE_S, POLL_S)
 
 
 def test_a_postgres_outage_gives_503_and_not_ready_then_serving_resumes_losing_nothing(
@@ -194,11 +190,11 @@ def test_a_postgres_outage_gives_503_and_not_ready_then_serving_resumes_losing_n
 
     postgres_cluster.pause()
     try:
-        until(refused_everywhere, "every process refuses predictions and reports not ready")
+        wait_until("every process refuses predictions and reports not ready", refused_everywhere, DEADLINE_S, POLL_S)
     finally:
         postgres_cluster.resume()
     assert all(detail.startswith("the prediction log could not record the predictions") for detail in refusals), refusals
-    until(readiness_by_process(url, lambda body: body["ready"] is True), "every process ready again")
+    wait_until("every process ready again", readiness_by_process(url, lambda body: body["ready"] is True), DEADLINE_S, POLL_S)
     responses = burst(url, records[:40])
     assert [r.status_code for r in responses] == [200] * 40
     served.acknowledged += [r.json()["event_id"] for r in responses]
@@ -222,7 +218,7 @@ def test_several_processes_on_the_sqlite_log_are_refused_saying_why(state: Setti
 def test_a_bad_workers_setting_is_refused_naming_it(state: Settings, value: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("MLPLATFORM_SERVE_WORKERS", value)
     assert main(["serve", "--model", "adult"]) == 2
-    assert "serve_workers" in capsys.readouterr().err
+    assert f"mlplatform serve: MLPLATFORM_SERVE_WORKERS={value!r}: Input should be" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("value", "message"), [("0", "expected at least 1, got 0"), ("-3", "expected at least 1, got -3"),

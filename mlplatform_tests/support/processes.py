@@ -3,6 +3,9 @@
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def descendants(pid: int) -> list[int]:
@@ -22,9 +25,10 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def wait_until(what: str, predicate: Callable[[], bool], seconds: float) -> None:
-    """Poll `predicate` until it holds; fail naming `what` after `seconds`."""
+def wait_until(what: str, probe: Callable[[], T], seconds: float, every: float = 0.2) -> T:
+    """Poll `probe` every `every` seconds until it answers something truthy, and return that; fail naming `what` after `seconds`."""
     deadline = time.monotonic() + seconds
-    while not predicate():
+    while not (found := probe()):
         assert time.monotonic() < deadline, f"timed out after {seconds:.0f} s waiting for {what}"
-        time.sleep(0.2)
+        time.sleep(every)
+    return found
