@@ -12,7 +12,7 @@ import pytest
 
 from mlplatform.stores.eventlog import SERVING_SOURCE, EventIdsTaken, EventLog
 from mlplatform.serving.metrics import ServingMetrics
-from mlplatform.serving.predictionlog import _CHECKPOINT, CHECKPOINT_EVERY_COMMITS, PredictionLog, PredictionLogError, _Pending
+from mlplatform.serving.predictionlog import _RESTART, CHECKPOINT_EVERY_COMMITS, CHECKPOINTS_PER_WAL_RESTART, PredictionLog, PredictionLogError, _Pending
 from mlplatform.domain.spec import DatasetSpec
 
 ON_LOOP = pytest.mark.parametrize("on_loop", [True, False], ids=["on-loop", "writer-thread"])
@@ -134,23 +134,26 @@ def test_a_held_write_lock_sends_the_group_to_the_writer_thread_and_leaves_the_l
 
 
 class _CountingCheckpoints(EventLog):
-    """The real SQLite log, counting the checkpoints asked of it."""
+    """The real SQLite log, counting the checkpoints asked of it, and those its prediction log held its commits for."""
 
     checkpoints = 0
+    held = 0
+    writer: PredictionLog | None = None
 
     def checkpoint(self) -> None:
         self.checkpoints += 1
+        self.held += self.writer is not None and self.writer._checkpointing.is_set()
         super().checkpoint()
 
 
 def test_the_writer_thread_checkpoints_what_the_loop_committed(tmp_path: Path, adult_spec: DatasetSpec) -> None:
-    """Commits on the loop never checkpoint (no request waits for one): the writer thread does, every
-    CHECKPOINT_EVERY_COMMITS of them, with the loop holding its commits meanwhile, so SQLite restarts the WAL and it stays
-    bounded under a steady stream of commits."""
+    """Commits on the loop never checkpoint: the writer thread does, every CHECKPOINT_EVERY_COMMITS of them, beside the
+    loop's commits; for one in CHECKPOINTS_PER_WAL_RESTART the loop holds its commits meanwhile, so SQLite restarts the
+    WAL and it stays bounded under a steady stream of commits."""
     log = _CountingCheckpoints(tmp_path / "events.sqlite", adult_spec)
-    writer = PredictionLog(log, ServingMetrics().model(adult_spec.name), linger_s=0.0, max_rows=50, on_loop=True)
+    writer = log.writer = PredictionLog(log, ServingMetrics().model(adult_spec.name), linger_s=0.0, max_rows=50, on_loop=True)
     writer.start()
-    commits = 8 * CHECKPOINT_EVERY_COMMITS
+    commits = 2 * CHECKPOINTS_PER_WAL_RESTART * CHECKPOINT_EVERY_COMMITS + CHECKPOINT_EVERY_COMMITS // 2  # ends past the 2nd restart
 
     async def one_by_one() -> None:
         for i in range(commits):
@@ -158,11 +161,14 @@ def test_the_writer_thread_checkpoints_what_the_loop_committed(tmp_path: Path, a
 
     asyncio.run(one_by_one())
     writer.close()
-    assert log.checkpoints >= 5 and log.counts().total == commits
+    on_loop = writer._loop_commits  # the others went to the writer thread while the loop held its commits
+    assert on_loop > commits - 50 and log.counts().total == commits
+    assert (log.checkpoints, log.held) == (on_loop // CHECKPOINT_EVERY_COMMITS, on_loop // (CHECKPOINT_EVERY_COMMITS * CHECKPOINTS_PER_WAL_RESTART)) != (0, 0)
     with closing(sqlite3.connect(log.path)) as probe:
         busy, frames, _ = probe.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
     log.close()
-    assert busy == 0 and 0 < frames < commits  # each commit writes at least one frame: fewer means the WAL was restarted
+    after_restart = commits - 2 * CHECKPOINTS_PER_WAL_RESTART * CHECKPOINT_EVERY_COMMITS
+    assert busy == 0 and 0 < frames < 8 * after_restart, "a commit writes ~4 pages: the WAL holds only what came after its latest restart"
 
 
 def test_a_checkpoint_asked_for_while_the_writer_gathers_a_group_is_done(tmp_path: Path, adult_spec: DatasetSpec) -> None:
@@ -176,7 +182,7 @@ def test_a_checkpoint_asked_for_while_the_writer_gathers_a_group_is_done(tmp_pat
         loop = asyncio.get_running_loop()
         first, second = (_Pending([_row(adult_spec, name)], loop.create_future(), loop) for name in ("first", "second"))
         writer._checkpointing.set()
-        for item in (first, _CHECKPOINT, second):
+        for item in (first, _RESTART, second):
             writer._queue.put(item)
         writer.start()
         await asyncio.wait_for(asyncio.gather(first.future, second.future), 30)

@@ -7,7 +7,9 @@ the loop itself when the event log can commit without waiting (`EventStore.appen
 with its write lock free). Otherwise — the lock held by a landing run, PostgreSQL, or `serve_log_on_loop` off — the
 group goes to the writer thread, which waits for the lock and gathers what queues up meanwhile into its next
 commit. The thread hand-over (a wake-up of another thread, then of the loop) was most of the log's cost per
-request; the thread also checkpoints what the loop committed, so no request waits for a checkpoint.
+request; the thread also checkpoints what the loop committed, beside its commits, except one checkpoint in
+CHECKPOINTS_PER_WAL_RESTART, for which the loop holds its commits so that the WAL restarts: only those requests wait
+for a checkpoint (its two fsyncs were one source of serving's tail latency).
 """
 
 from __future__ import annotations
@@ -24,7 +26,11 @@ from mlplatform.stores.eventlog import SERVING_SOURCE, EventIdsTaken, EventStore
 from mlplatform.serving.metrics import ModelMetrics
 log = logging.getLogger(__name__)
 CHECKPOINT_EVERY_COMMITS = 150  # a commit of a few served rows writes ~7 WAL pages: about SQLite's 1000-page checkpoint
-_CHECKPOINT = object()  # queued for the writer thread: checkpoint what the loop committed
+# One checkpoint in this many holds the loop's commits until it is done, so it copies the whole WAL and SQLite restarts
+# the file (about 8 × 1000 pages, 32 MiB, at most between restarts); the others run beside the loop's commits.
+CHECKPOINTS_PER_WAL_RESTART = 8
+_CHECKPOINT = object()  # queued for the writer thread: checkpoint what the loop committed, beside its commits
+_RESTART = object()  # the same with the loop holding its commits until it is done: the WAL restarts
 
 
 class PredictionLogError(RuntimeError):
@@ -60,7 +66,7 @@ class PredictionLog:
         self._on_loop = on_loop and not linger_s  # a linger asks for bigger groups than one turn of the loop gathers
         self._gathered: dict[asyncio.AbstractEventLoop, list[_Pending]] = {}  # this turn's requests, per event loop
         self._loop_commits = 0
-        self._checkpointing = threading.Event()  # set by the loop, cleared by the writer thread: the loop does not commit meanwhile
+        self._checkpointing = threading.Event()  # set by the loop for a restarting checkpoint, cleared by the writer thread once done: the loop does not commit meanwhile
         self._queue: queue.SimpleQueue[_Pending | object | None] = queue.SimpleQueue()
         self.failure: str | None = None  # why the last commit (or probe) failed; None once one succeeds
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
@@ -121,8 +127,10 @@ class PredictionLog:
             return False
         self._report(group, size, None, loop)
         self._loop_commits += 1
-        if self._loop_commits % CHECKPOINT_EVERY_COMMITS == 0:
+        if self._loop_commits % (CHECKPOINT_EVERY_COMMITS * CHECKPOINTS_PER_WAL_RESTART) == 0:
             self._checkpointing.set()
+            self._queue.put(_RESTART)
+        elif self._loop_commits % CHECKPOINT_EVERY_COMMITS == 0:
             self._queue.put(_CHECKPOINT)
         return True
 
@@ -132,12 +140,12 @@ class PredictionLog:
             first = self._queue.get()
             if first is None:
                 return
-            if first is _CHECKPOINT:
-                self._checkpoint()
+            if first is _CHECKPOINT or first is _RESTART:
+                self._checkpoint(first is _RESTART)
                 continue
             assert isinstance(first, _Pending)
             group, size = [first], len(first.rows)
-            checkpoint = False  # asked for while this group gathered: done right after its commit, so the loop commits again
+            checkpoint: object | None = None  # asked for while this group gathered: done right after its commit, so the loop commits again
             deadline = time.monotonic() + self._linger_s
             while size < self._max_rows:
                 try:
@@ -150,21 +158,23 @@ class PredictionLog:
                 if isinstance(item, _Pending):
                     group.append(item)
                     size += len(item.rows)
-                else:
-                    checkpoint = True
+                elif checkpoint is not _RESTART:
+                    checkpoint = item
             self._commit(group, size)
-            if checkpoint:
-                self._checkpoint()
+            if checkpoint is not None:
+                self._checkpoint(checkpoint is _RESTART)
 
-    def _checkpoint(self) -> None:
-        """With no commit from the loop meanwhile: a checkpoint that copies the whole WAL lets the next writer start it
-        again from the top (SQLite restarts a fully copied WAL), so it stays bounded under a steady stream of commits."""
+    def _checkpoint(self, restart: bool) -> None:
+        """Copy what the WAL holds into the database file, beside the loop's commits; or, with the loop holding its commits
+        (`restart`), all of it, so the next writer starts the WAL again from the top (SQLite restarts a fully copied WAL)
+        and it stays bounded under a steady stream of commits. Only those requests wait for a checkpoint."""
         try:
             self._events.checkpoint()
         except Exception:  # a later checkpoint (or any writer's) catches up; predictions are already durable in the WAL
             log.exception("prediction log: could not checkpoint the event log")
         finally:
-            self._checkpointing.clear()
+            if restart:
+                self._checkpointing.clear()
 
     def _commit(self, group: list[_Pending], size: int) -> None:
         error: Exception | None = None
