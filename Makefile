@@ -10,7 +10,7 @@ SYSTEM_STAMP := $(VENV)/.system-stamp
 SYSTEM_PACKAGES := chromium prometheus-alertmanager wrk postgresql redis-server
 
 # Telemetry of Dagster, MLflow and Evidently is switched off in one place: mlplatform/__init__.py (TELEMETRY_OFF),
-# which every command, server and run imports first; dg's own is off in pyproject.toml ([tool.dg.cli]).
+# which every command, server and run imports first; dg's own through the venv (the install step writing .venv/dg.toml).
 
 .PHONY: install system-deps demo test dev prod serve bench lock clean
 
@@ -24,6 +24,11 @@ $(STAMP): pyproject.toml requirements.lock
 	# The project's own modules too: an editable install compiles none, and each run worker imports some fifty of them.
 	# A module edited later is compiled in memory again (its .pyc is stale), as before.
 	$(BIN)/python -m compileall -q mlplatform
+	# dg takes its telemetry switch from its user config file alone (DG_CLI_CONFIG, else ~/.config/dg.toml), never from
+	# pyproject.toml or the environment: every interpreter of the venv points DG_CLI_CONFIG, unless set, at .venv/dg.toml.
+	printf '[cli]\ntelemetry = { enabled = false }\n' > $(VENV)/dg.toml
+	echo "import os; os.environ.setdefault('DG_CLI_CONFIG', '$(abspath $(VENV))/dg.toml')" \
+	  > "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/mlplatform-dg-telemetry.pth"
 	touch $@
 
 install: $(STAMP)

@@ -118,6 +118,14 @@ def test_a_wrong_setting_names_the_variable(state: Settings, monkeypatch: pytest
     assert "MLPLATFORM_TRAINING_WINDOW_CANDIDATES" in err and "repeated window sizes [5]" in err, err
 
 
+def test_dg_records_no_telemetry(tmp_path: Path) -> None:
+    """dg decides on telemetry from its user config file alone: the venv points it at .venv/dg.toml (make install), so a
+    dg command run from a home without any config writes no telemetry event (it would log to ~/.dagster/logs)."""
+    env = {key: value for key, value in os.environ.items() if key not in ("DG_CLI_CONFIG", "DAGSTER_HOME")} | {"HOME": str(tmp_path)}
+    subprocess.run([str(Path(sys.executable).parent / "dg"), "list", "components"], cwd=REPO_ROOT, env=env, check=True, capture_output=True, timeout=300)
+    assert not (tmp_path / ".dagster").exists(), sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+
+
 def test_the_demo_resets_only_state_it_created_or_that_holds_no_file(tmp_path: Path) -> None:
     from mlplatform.cli.demo import DemoError, reset_state
 
