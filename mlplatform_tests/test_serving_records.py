@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jsonschema
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,7 +10,9 @@ import pytest
 from mlplatform.domain.predictor import Predictor
 from mlplatform.serving.champion import ServedModel
 from mlplatform.serving.records import ModelMismatch, RecordCodec
-from mlplatform.domain.spec import DatasetSpec, load_spec
+from mlplatform.serving.schemas import feedback_body_schema
+from mlplatform.serving.service import ApiError, feedback_label
+from mlplatform.domain.spec import DatasetSpec, load_spec, parse_spec
 from mlplatform.domain.training import train
 from mlplatform.domain.validation import MAX_TEXT_LENGTH, validate_frame
 from mlplatform.pipeline.replay import read_source
@@ -80,6 +83,34 @@ def test_validity_agrees_with_ingestion(adult_spec: DatasetSpec, model: ServedMo
         ours = pd.Series([row[name] for row in accepted], dtype=object)
         theirs = validated.events[name].astype(object).where(validated.events[name].notna(), None)
         assert ours.tolist() == theirs.tolist()
+
+
+LABEL_CASES = ["1", " 2 ", 1, 2.0, 3, -0.0, 2.5, "one", "One", True, "4", 4, "x" * 300, "", [1]]
+
+
+def test_a_feedback_label_is_read_as_a_landed_label_and_as_its_schema_says() -> None:
+    """/feedback refuses a label exactly when landing would quarantine it, accepts it as the class landing records (3,
+    3.0 and "3" alike, label_map applied), and the OpenAPI schema admits exactly the accepted values."""
+    spec = parse_spec({"name": "weather", "task": "multiclass", "label": "y", "classes": ["0", "1", "2", "3"],
+                       "label_map": {"one": "1"}, "features": {"x": "numeric"}})
+    ours: list[str | None] = []
+    for value in LABEL_CASES:
+        try:
+            ours.append(str(feedback_label(value, spec)))
+        except ApiError:
+            ours.append(None)
+    frame = pd.DataFrame({"y": pd.Series(LABEL_CASES, dtype=object), "x": 1.0})
+    validated = validate_frame(frame, spec, generated_id_prefix="q", generated_time_start_us=0)
+    quarantined = set(validated.quarantined["row_number"] - 1)
+    kept = iter(validated.events["label"].tolist())
+    theirs = [None if i in quarantined else next(kept) for i in range(len(LABEL_CASES))]
+    theirs = [None if pd.isna(label) else label for label in theirs]  # a blank lands unlabelled: no label either way
+    assert ours == theirs and ours[:6] == ["1", "2", "1", "2", "3", "0"] and ours[7] == "1"
+    schema = feedback_body_schema(spec)
+    admitted = [jsonschema.Draft202012Validator(schema).is_valid({"event_id": "e", "label": value}) for value in LABEL_CASES]
+    assert admitted == [label is not None for label in ours]
+    with pytest.raises(ApiError, match="label: expected one of"):
+        feedback_label(None, spec)
 
 
 def test_every_field_problem_is_reported(adult_spec: DatasetSpec, model: ServedModel, adult_rows: pd.DataFrame) -> None:

@@ -98,7 +98,8 @@ def _category_of_number(value: int | float) -> tuple[str | None, str | None, str
     return (str(int(number)) if number.is_integer() and abs(number) < 2**53 else str(number)), None, ""
 
 
-def _text(value: Any) -> tuple[str | None, str | None, str]:
+def check_category(value: Any) -> tuple[str | None, str | None, str]:
+    """A JSON value for a categorical column (a feature, a class label) as landing spells it, else why not (and its kind)."""
     if value is None:
         return None, None, ""
     if isinstance(value, bool):  # a boolean column lands as "True" / "False": JSON true is that category
@@ -118,7 +119,7 @@ def _text(value: Any) -> tuple[str | None, str | None, str]:
 
 def _plainly_valid(value: Any, check: Any) -> bool:
     """The common case, decided without the full checks: a finite float, or short ASCII text (which is valid UTF-8)."""
-    if check is _text:
+    if check is check_category:
         return type(value) is str and len(value) <= MAX_TEXT_LENGTH and value.isascii()
     return type(value) is float and value - value == 0.0
 
@@ -141,7 +142,7 @@ class RecordCodec:
             )
         self.features = list(spec.features)
         self.history = list(transformer.history)  # filled by serving from its history state, never sent
-        self._checks = {name: (check_number if name in spec.numeric_features else _text) for name in self.features}
+        self._checks = {name: (check_number if name in spec.numeric_features else check_category) for name in self.features}
         self._dropped = frozenset(spec.drop)
         self._keys = {spec.time_column: KEY_FIELD_TIME} if spec.time_column else {}
         self._refuse_unknown = refuse_unknown
@@ -173,7 +174,7 @@ class RecordCodec:
                     continue
                 value = record[name]
                 if _plainly_valid(value, check):
-                    row[name] = (value.strip() or None) if check is _text else value
+                    row[name] = (value.strip() or None) if check is check_category else value
                     continue
                 value, problem, kind = check(value)
                 if problem:

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.validation import EVENT_ID, MAX_ID_LENGTH, MAX_TEXT_LENGTH
-from mlplatform.serving.records import MAX_INTEGER_ID
+from mlplatform.serving.records import MAX_INTEGER_ID, check_category
 
 JSON = "application/json"
 
@@ -107,11 +107,37 @@ def predict_body_schema(spec: DatasetSpec, max_rows: int, ignore_unknown: bool) 
     return {"oneOf": [record, batch]}
 
 
+def _json_numbers(category: str) -> list[Any]:
+    """The booleans and numbers that serving reads as `category`, as landing spells them ("True"; "3" for 3 and 3.0)."""
+    flags = [flag for flag in (True, False) if str(flag) == category]
+    try:
+        number = float(category)
+    except ValueError:
+        return flags
+    as_json = int(number) if number.is_integer() and abs(number) < MAX_INTEGER_ID else number
+    return flags + ([as_json] if check_category(as_json)[0] == category else [])
+
+
+def _regex_literal(text: str) -> str:
+    """`text` matched literally by an ECMA-262 regex as well as Python's (re.escape's escapes are not all valid ECMA)."""
+    return "".join("\\" + c if c in "\\^$.|?*+()[]{}/" else c for c in text)
+
+
+def label_schema(spec: DatasetSpec) -> dict[str, Any]:
+    """A label as serving reads it: a number; or a class (label_map's names too), the text padded or not, or the boolean
+    or number landing spells as that class."""
+    if not spec.is_classification:
+        return {"type": "number"}
+    names = [*(spec.classes or []), *spec.label_map]
+    text = {"type": "string", "pattern": f"^\\s*(?:{'|'.join(_regex_literal(name) for name in names)})\\s*$"}
+    others = [value for name in names for value in _json_numbers(name)]
+    return {"anyOf": [text, {"enum": others}]} if others else text
+
+
 def feedback_body_schema(spec: DatasetSpec) -> dict[str, Any]:
-    label = {"type": "string", "enum": [*(spec.classes or []), *spec.label_map]} if spec.is_classification else {"type": "number"}
     return {
         "type": "object",
-        "properties": {"event_id": EVENT_ID_SCHEMA, "label": label},
+        "properties": {"event_id": EVENT_ID_SCHEMA, "label": label_schema(spec)},
         "required": ["event_id", "label"],
         "additionalProperties": False,
     }

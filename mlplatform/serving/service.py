@@ -23,7 +23,7 @@ from mlplatform.serving.champion import ChampionWatcher, ServedModel
 from mlplatform.serving.live import LiveQualityGauges
 from mlplatform.serving.metrics import ModelMetrics, ServingMetrics
 from mlplatform.serving.predictionlog import PredictionLog, PredictionLogError
-from mlplatform.serving.records import FieldError, check_number, event_id_of
+from mlplatform.serving.records import FieldError, check_category, check_number, event_id_of
 from mlplatform.serving.shadow import ShadowScorer
 from mlplatform.settings import Settings, SettingsError
 from mlplatform.stores.eventlog import EventIdsTaken, EventStore, LabelResult, now_us
@@ -78,16 +78,18 @@ def _records(body: Any, spec: DatasetSpec, max_rows: int) -> tuple[list[Any], tu
     return records, ("body", "records"), True
 
 
-def _label(value: Any, spec: DatasetSpec) -> str | float:
+def feedback_label(value: Any, spec: DatasetSpec) -> str | float:
     """A late label by the ingestion rules: classification labels through label_map into the classes, else a finite number."""
     if not spec.is_classification:
         number, problem, kind = check_number(value)
         if problem or number is None:
             raise invalid(("body", "label"), f"label: {problem or 'expected a number'}", kind or "missing")
         return number
-    if not isinstance(value, (str, int)) or isinstance(value, bool):
-        raise invalid(("body", "label"), f"label: expected one of {spec.classes}, got {type(value).__name__}", "type_error")
-    text = str(value).strip()
+    text, problem, kind = check_category(value)  # 3, 3.0 and "3" alike, as a label file's are
+    if problem:
+        raise invalid(("body", "label"), f"label: {problem}", kind)
+    if text is None:
+        raise invalid(("body", "label"), f"label: expected one of {spec.classes}, got null", "missing")
     text = spec.label_map.get(text, text)
     if text not in (spec.classes or []):
         raise invalid(("body", "label"), f"label: {not_a_class(text, spec.classes)}")
@@ -104,7 +106,7 @@ def _feedback_fields(body: Any, spec: DatasetSpec) -> tuple[str, str | float]:
     event_id, problem = event_id_of(body["event_id"])
     if event_id is None:
         raise invalid(("body", "event_id"), f"event_id: {problem}", "type_error")
-    return event_id, _label(body["label"], spec)
+    return event_id, feedback_label(body["label"], spec)
 
 
 def _caller_ids(records: list[Any], loc: tuple[str | int, ...], key: str) -> tuple[list[Any], list[str | None] | None, list[FieldError]]:
