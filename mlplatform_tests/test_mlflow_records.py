@@ -5,6 +5,7 @@ the champion first. Per-segment quality is checked against hand-computed numbers
 
 import json
 import re
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,11 +17,11 @@ import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from mlplatform.domain.evaluation import MISSING_SEGMENT, segment_quality
+from mlplatform.domain.evaluation import MISSING_SEGMENT, score, segment_quality
 from mlplatform.domain.keys import CHANGE_WINDOW, CHOSEN_WINDOW, REFIT, REFIT_ROWS, WINDOW_CANDIDATES, WINDOW_SCORES
 from mlplatform.domain.timeformat import iso_time
 from mlplatform.domain.predictor import PREDICTION, PROBABILITY
-from mlplatform.domain.spec import DatasetSpec, load_spec
+from mlplatform.domain.spec import DatasetSpec, load_spec, parse_spec
 from mlplatform.domain.training import TrainingConfig, train
 from mlplatform.domain.validation import EVENT_ID, EVENT_TIME, LABEL, validate_frame
 from mlplatform.orchestration.assets import latest_metadata
@@ -139,6 +140,33 @@ def test_a_regression_version_gets_residuals_and_segments_from_mlflows_evaluator
     logged = registry.client.get_logged_model(logged_model_id(registry.get_version(1)))
     on_holdout = {m.key: m.value for m in logged.metrics or [] if m.dataset_digest == dataset.digest}
     assert on_holdout[f"{HOLDOUT_METRIC_PREFIX}rmse"] == 50.0 and on_holdout["root_mean_squared_error"] == metrics["root_mean_squared_error"]
+
+
+def test_a_multiclass_version_is_evaluated_by_mlflow_as_the_platform_scores_it(tmp_path: Path) -> None:
+    """MLflow's precision, recall and F1 are the platform's (macro over the classes, not MLflow's default weighted), and a
+    class too rare to be predicted scores 0 without an UndefinedMetricWarning on the terminal."""
+    spec = parse_spec({"name": "weather", "task": "multiclass", "label": "kind", "classes": ["clear", "mist", "rain", "storm"],
+                       "features": {"x": "numeric", "z": "numeric"}})
+    rng = np.random.default_rng(3)
+    x, z = rng.normal(size=1500), rng.normal(size=1500)
+    kind = np.where(x > 0.6, "rain", np.where(z > 0.3, "mist", "clear")).astype(object)
+    kind[[100, 700, 1300, 1400]] = "storm"
+    log = EventLog(tmp_path / "events.sqlite", spec)
+    log.append(validate_frame(pd.DataFrame({"x": x, "z": z, "kind": kind}), spec, generated_id_prefix="w", generated_time_start_us=0).events, "test")
+    events = log.labelled_window(1500)
+    log.close()
+    registry = Registry(f"sqlite:///{tmp_path / 'mlflow.db'}", (tmp_path / "artifacts").as_uri(), spec)
+    registry.log_model(train(events.iloc[:1200], spec, TrainingConfig(trials=1, min_rows=100)), events.iloc[:1200], {}, {})
+    holdout = events.iloc[1200:]
+    predicted = registry.load_predictor(1).predict(holdout)
+    ours = score(spec, holdout[LABEL], predicted)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        metrics = registry.record_evaluation(window_dataset(spec, holdout, "events.sqlite", "holdout"), 1, predicted, {1: ours})
+    assert not [w for w in caught if w.category.__name__ == "UndefinedMetricWarning"], [str(w.message) for w in caught]
+    assert "storm" not in set(predicted[PREDICTION]) and ours["f1"] < 0.9
+    for theirs, mine in (("f1_score", "f1"), ("precision_score", "precision"), ("recall_score", "recall")):
+        assert metrics[theirs] == pytest.approx(ours[mine], abs=1e-12), (theirs, metrics[theirs], ours[mine])
 
 
 def test_a_one_class_holdout_is_still_evaluated(state: Settings, instance: dg.DagsterInstance, adult_spec: DatasetSpec, adult_rows: pd.DataFrame) -> None:

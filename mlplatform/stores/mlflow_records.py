@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
@@ -169,8 +170,14 @@ def evaluate_version(spec: DatasetSpec, holdout: PandasDataset, predicted: pd.Da
         return {"segment_quality": segment_quality(spec, frame, predicted)}
 
     # SHAP explanations need the model, which is not evaluated here (its predictions are): off, rather than a warning per run.
-    config = {"log_model_explainability": False, **({"pos_label": spec.positive_class, "label_list": spec.classes} if spec.is_classification else {})}
-    with mlflow.start_run(run_id=run_id), _quiet(("mlflow.models.evaluation", "mlflow.tracking.fluent")):
+    # Multiclass precision, recall and F1 macro-averaged, as the platform's own evaluation has them ("weighted" by default).
+    config = {"log_model_explainability": False,
+              **({"pos_label": spec.positive_class, "label_list": spec.classes, "average": "macro"} if spec.is_classification else {})}
+    from sklearn.exceptions import UndefinedMetricWarning
+
+    with mlflow.start_run(run_id=run_id), _quiet(("mlflow.models.evaluation", "mlflow.tracking.fluent")), warnings.catch_warnings():
+        # A class the hold-out never predicts scores 0 (the platform's zero_division), not a warning per training on the terminal.
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
         result = mlflow.models.evaluate(data=data, model_type="classifier" if spec.is_classification else "regressor",
                                         evaluator_config=config, custom_artifacts=[plots, segments], model_id=model_id)
     return {k: float(v) for k, v in result.metrics.items()}
