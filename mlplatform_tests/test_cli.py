@@ -36,6 +36,7 @@ def test_status_json_after_two_versions(
     assert status["champion"] in (1, 2) and "champion" in versions[status["champion"]]["aliases"]
     assert versions[1]["decision"] == "promoted" and versions[2]["decision"] in ("promoted", "rejected")
     assert versions[2]["reason"] and status["timeline"][0]["version"] == 1 and not status["pinned"]
+    assert all(isinstance(v["holdout_score"], float) and 0 < v["holdout_score"] <= 1 for v in versions.values()), versions
     assert status["events"] == {"total": 2500, "labelled": 2500, "quarantined": 1, "label_watermark": 2500}
     assert status["model"] == "adult" and status["registered_model"] == "mlplatform-adult"
 
@@ -116,6 +117,15 @@ def test_a_wrong_setting_names_the_variable(state: Settings, monkeypatch: pytest
     assert main(["status"]) == 2
     err = capsys.readouterr().err
     assert "MLPLATFORM_TRAINING_WINDOW_CANDIDATES" in err and "repeated window sizes [5]" in err, err
+
+
+@pytest.mark.parametrize("command", ["serve", "status", "materialize", "replay", "champion", "dev", "demo"])
+def test_each_command_helps_with_its_own_options_and_real_defaults(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """An option left to a setting names it, without argparse adding "(default: None)"; --spec is in replay's help only."""
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "(default: None)" not in shown and ("--spec" in shown) == (command == "replay"), shown
 
 
 def test_dg_records_no_telemetry(tmp_path: Path) -> None:

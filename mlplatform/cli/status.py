@@ -16,6 +16,14 @@ from mlplatform.stores.registry_tables import RegistryReads, RegistryTables
 VERSIONS_SHOWN = 10
 
 
+def _number(tag: str | None) -> float | None:
+    """A score recorded as a tag (MLflow tags are text): a number in the JSON, None if absent or edited into something else."""
+    try:
+        return None if tag is None else float(tag)
+    except ValueError:
+        return None
+
+
 def collect_status(model: ModelContext, with_dagster: bool = False, run_limit: int = 20) -> dict[str, Any]:
     counts = model.event_log.counts()
     registry: RegistryReads = RegistryTables.of(model.settings.tracking_uri, model.spec) or model.registry
@@ -26,7 +34,7 @@ def collect_status(model: ModelContext, with_dagster: bool = False, run_limit: i
             "aliases": v.aliases,
             "decision": v.tags.get(DECISION, "pending"),
             "reason": v.tags.get(DECISION_REASON, ""),
-            "holdout_score": v.tags.get(CHALLENGER_SCORE, ""),
+            "holdout_score": _number(v.tags.get(CHALLENGER_SCORE)),
             "trigger": v.tags.get(TRIGGER_REASON, "manual"),
             "run_id": v.run_id,
         }
