@@ -140,6 +140,16 @@ def test_empty_current_window_is_skipped(shuffled: Platform) -> None:
     assert "drift: the latest drift_report made no report (0 events since champion v1's data window" in said, said
 
 
+def test_events_landed_late_with_times_inside_the_window_are_compared(shuffled: Platform) -> None:
+    """A file of events timed inside the champion's window but landed after its training (older data arriving late, or a
+    window that served events stamped with the server's clock ended) is what the champion never saw: the current side."""
+    late = shuffled.next_rows(120).assign(event_time=shuffled.rows["event_time"].iloc[:120].to_numpy())
+    shuffled.ingest(late)
+    shuffled.materialize("drift_report")
+    meta = latest_metadata(shuffled.instance, DRIFT_REPORT) or {}
+    assert meta["skipped"] is False and meta["current_rows"] == 120, meta
+
+
 def test_stationary_stream_triggers_no_drift_retraining_over_ten_reports(shuffled: Platform) -> None:
     cursor = None
     shares = []

@@ -15,7 +15,7 @@ import pytest
 from mlplatform.domain.spec import DatasetSpec, parse_spec
 from mlplatform.domain.validation import EVENT_ID, EVENT_TIME, LABEL
 from mlplatform.settings import Settings
-from mlplatform.stores.eventlog import BULK_CHECKPOINT_PAGES, CHECKPOINT_PAGES, SERVING_SOURCE, Counts, EventIdsTaken, EventLog, EventLogError, EventStore, FileCounts, FileProgress
+from mlplatform.stores.eventlog import BULK_CHECKPOINT_PAGES, CHECKPOINT_PAGES, SERVING_SOURCE, Arrival, Counts, EventIdsTaken, EventLog, EventLogError, EventStore, FileCounts, FileProgress
 from mlplatform.stores.eventlog_factory import open_event_log
 from mlplatform.stores.eventlog_postgres import EVENT_LOG_URL_SETTING, PostgresEventLog, redact
 from mlplatform_tests.support.postgres import PostgresCluster
@@ -171,6 +171,20 @@ def test_labelled_window_is_time_ordered_and_capped(log: EventStore) -> None:
     between = log.events_between(20, 50)
     assert between[EVENT_ID].tolist() == ["e20", "e30", "e40"]
     assert window["x"].dtype == "float64"
+
+
+def test_events_that_arrived_later_count_whatever_their_time_once_each(log: EventStore) -> None:
+    """Drift's current side: events timed in a range, or arrived after a given one (a file of older events landed
+    late) with a time from a given moment on; an event matching both counts once, and sampling draws from the same set."""
+    log.append(_events([f"a{i}" for i in range(10)], times=list(range(100, 110))), "f1")  # seq 1..10
+    log.append(_events([f"b{i}" for i in range(6)], times=[50, 60, 105, 108, 200, 201]), "f2")  # seq 11..16: arrived later
+    later = Arrival(seq=10, since_us=55)
+    assert log.count_between(108, 1000) == 5  # by time only: a8, a9, b3, b4, b5
+    assert log.count_between(108, 1000, arrived_after=later) == 7  # + b1, b2 (b0 is before since_us; b3..b5 once)
+    sample = log.sample_between(108, 1000, 100, arrived_after=later)
+    assert sorted(sample[EVENT_ID]) == ["a8", "a9", "b1", "b2", "b3", "b4", "b5"] and sample[EVENT_TIME].is_monotonic_increasing
+    assert len(log.sample_between(108, 1000, 3, arrived_after=later)) == 3
+    assert log.count_between(108, 1000, max_label_seq=0, arrived_after=later) == 0, "the label cut-off holds on both ranges"
 
 
 def test_the_history_warmup_reads_the_count_or_the_longest_time_window_whichever_reaches_further(log: EventStore) -> None:

@@ -1,7 +1,8 @@
 """Drift of the live stream against the champion's training window, measured with Evidently.
 
-Reference = the champion's training window (its MLflow `window.*` tags); current = the events after
-the champion's whole window (optionally only the last hours). Both sides are uniform samples of at
+Reference = the champion's training window (its MLflow `window.*` tags); current = the events the champion
+never saw: after its whole window in event time, or arrived after the window's last event whatever their time
+(optionally only the last hours). Both sides are uniform samples of at
 most `drift_sample_rows` events drawn in SQL, so time and memory stay bounded on any window, and the
 reference side (with the champion's predictions on it) is computed once per champion and cached.
 Evidently's distance tests (Wasserstein, Jensen-Shannon, chosen above 1000 rows) measure effect size,
@@ -24,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from mlplatform.domain.evaluation import score
-from mlplatform.stores.eventlog import EventStore
+from mlplatform.stores.eventlog import Arrival, EventStore
 from mlplatform.domain.predictor import PREDICTION, PROBABILITY, Predictor
 from mlplatform.stores.registry import CHALLENGER, Registry, tag
 from mlplatform.stores.evidently_workspace import TOP_COLUMNS, WorkspaceEntry, add_drift_snapshot, snapshot_tags
@@ -67,10 +68,12 @@ class ReferenceWindow:
     train_end_us: int
     end_us: int
     label_seq_cutoff: int
+    seq_cutoff: int | None  # the window's last event in order of arrival (None: a version logged before it was recorded)
 
     @classmethod
     def of(cls, version: ModelVersion) -> "ReferenceWindow":
         tags = version.tags
+        seq_cutoff = tags.get(tag("window.seq_cutoff"), "")
         try:
             return cls(
                 version=int(version.version),
@@ -78,6 +81,7 @@ class ReferenceWindow:
                 train_end_us=_us(tags[tag("window.train_end")]),
                 end_us=_us(tags[tag("window.end")]),
                 label_seq_cutoff=int(tags[tag("window.label_seq_cutoff")]),
+                seq_cutoff=int(seq_cutoff) if seq_cutoff.isdigit() else None,
             )
         except (KeyError, ValueError) as exc:
             raise DriftError(f"champion v{version.version} has no readable data window in its tags ({exc})") from exc
@@ -217,15 +221,32 @@ def reference_side(log: EventStore, spec: DatasetSpec, window: ReferenceWindow, 
     return Side(rows, sample)
 
 
-def current_bounds(log: EventStore, window: ReferenceWindow, hours: float | None) -> tuple[int, int] | None:
-    """[start, end) of the current window: after the champion's whole window, optionally only the last hours."""
+@dataclass(frozen=True)
+class CurrentWindow:
+    """The events the champion never saw: timed after its whole window, or arrived after the window's last event (a file
+    of older events landed after training, where served events with the server's clock ended the window); optionally
+    only those of the last hours."""
+
+    start_us: int
+    end_us: int
+    arrived_after: Arrival | None
+
+    def count(self, log: EventStore) -> int:
+        return log.count_between(self.start_us, self.end_us, arrived_after=self.arrived_after)
+
+    def sample(self, log: EventStore, n: int) -> pd.DataFrame:
+        return log.sample_between(self.start_us, self.end_us, n, arrived_after=self.arrived_after)
+
+
+def current_window(log: EventStore, window: ReferenceWindow, hours: float | None) -> CurrentWindow | None:
+    """The current side of a drift report; None when the log is empty."""
     span = log.time_range()
     if span is None:
         return None
-    start, end = window.end_us + 1, span[1] + 1
-    if hours is not None:
-        start = max(start, end - int(hours * US_PER_HOUR))
-    return (start, end) if start < end else None
+    end = span[1] + 1
+    since = span[0] if hours is None else end - int(hours * US_PER_HOUR)
+    arrived = None if window.seq_cutoff is None else Arrival(window.seq_cutoff, since)
+    return CurrentWindow(max(window.end_us + 1, since), end, arrived)
 
 
 def _column_types(spec: DatasetSpec, columns: list[str]) -> tuple[list[str], list[str]]:
@@ -316,8 +337,8 @@ def build_drift_report(settings: Settings, spec: DatasetSpec, log: EventStore, r
     if champion is None:
         return DriftSkipped("no champion yet: drift is measured against the champion's training window; train and promote a first model")
     window = ReferenceWindow.of(champion)
-    bounds = current_bounds(log, window, config.current_hours)
-    current_rows = 0 if bounds is None else log.count_between(*bounds)
+    bounds = current_window(log, window, config.current_hours)
+    current_rows = 0 if bounds is None else bounds.count(log)
     if current_rows < config.min_current_rows:
         return DriftSkipped(
             f"{current_rows} events since champion v{window.version}'s data window; at least {config.min_current_rows} are needed for a drift report",
@@ -329,7 +350,7 @@ def build_drift_report(settings: Settings, spec: DatasetSpec, log: EventStore, r
     reference = reference_side(log, spec, window, predictor, config.sample_rows, settings.reports_dir / "drift" / "reference")
     if reference.sample.empty:
         return DriftSkipped(f"champion v{window.version}'s training window holds no events in this event log", window.version, current_rows)
-    current = _with_predictions(spec, log.sample_between(*bounds, config.sample_rows), predictor)
+    current = _with_predictions(spec, bounds.sample(log, config.sample_rows), predictor)
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{time.time_ns() % 1_000_000_000:09d}"
     drift_dir = settings.reports_dir / "drift"
     path = drift_dir / f"{spec.name}-v{window.version}-{stamp}{SNAPSHOT_SUFFIX}"

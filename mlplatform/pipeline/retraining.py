@@ -61,6 +61,7 @@ class Window:
     end: str
     label_seq_cutoff: int
     event_log: str
+    seq_cutoff: int | None = None  # the window's last event in order of arrival (None: a snapshot from before it was kept)
 
     def as_tags(self) -> dict[str, str]:
         return {tag(f"window.{k}"): str(v) for k, v in asdict(self).items()}
@@ -156,6 +157,7 @@ def build_feature_snapshot(settings: Settings, spec: DatasetSpec, log: EventStor
         end=iso_time(window[EVENT_TIME].iloc[-1]),
         label_seq_cutoff=int(window["label_seq"].max()),
         event_log=log.location,
+        seq_cutoff=int(window["seq"].max()),
     )
     (folder / WINDOW_FILE).write_text(json.dumps(asdict(info)), encoding="utf-8")
     return FeatureSnapshot(folder, info, transformer)

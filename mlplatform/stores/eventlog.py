@@ -55,6 +55,15 @@ class EventIdsTaken(EventLogError):
 
 
 @dataclass(frozen=True)
+class Arrival:
+    """Events that arrived after the one numbered `seq` (the log's order of arrival), with an event time from `since_us`
+    on: those a model trained up to that event never saw, whatever their time says (a file of old events landed late)."""
+
+    seq: int
+    since_us: int
+
+
+@dataclass(frozen=True)
 class AppendResult:
     inserted: int
     duplicates: int
@@ -605,26 +614,30 @@ class EventStore(ABC):
             return latest  # the count reaches further back than the span
         return self.events_between(start_us=start, end_us=before_us, label_times=True)
 
-    def _window(self, start_us: int, end_us: int, max_label_seq: int | None) -> tuple[str, list[object]]:
+    def _window(self, start_us: int, end_us: int, max_label_seq: int | None, arrived_after: Arrival | None = None) -> tuple[str, list[object]]:
         p = self.PARAM
         where, params = f"event_time >= {p} AND event_time < {p}", [int(start_us), int(end_us)]
+        if arrived_after is not None:  # two ranges, each on its own index (SQLite's OR optimisation, PostgreSQL's BitmapOr)
+            where = f"(({where}) OR (seq > {p} AND event_time >= {p} AND event_time < {p}))"
+            params += [int(arrived_after.seq), int(arrived_after.since_us), int(end_us)]
         if max_label_seq is not None:
             where += f" AND label_seq IS NOT NULL AND label_seq <= {p}"
             params.append(int(max_label_seq))
         return where, params
 
-    def count_between(self, start_us: int, end_us: int, max_label_seq: int | None = None) -> int:
-        """Events with start <= event_time < end (labelled up to `max_label_seq` when given), counted without reading rows."""
-        where, params = self._window(start_us, end_us, max_label_seq)
+    def count_between(self, start_us: int, end_us: int, max_label_seq: int | None = None, arrived_after: Arrival | None = None) -> int:
+        """Events with start <= event_time < end (labelled up to `max_label_seq` when given), and those `arrived_after`
+        names, counted without reading rows."""
+        where, params = self._window(start_us, end_us, max_label_seq, arrived_after)
         return int(self._query(f"SELECT count(*) FROM events WHERE {where}", params)[1][0][0])
 
-    def sample_between(self, start_us: int, end_us: int, n: int, max_label_seq: int | None = None) -> pd.DataFrame:
-        """A uniform sample without replacement of at most `n` events with start <= event_time < end, oldest first.
+    def sample_between(self, start_us: int, end_us: int, n: int, max_label_seq: int | None = None, arrived_after: Arrival | None = None) -> pd.DataFrame:
+        """A uniform sample without replacement of at most `n` of the events `count_between` counts, oldest first.
 
         Rows are drawn on the (event_time, seq) index with ORDER BY random(), so only the `n` chosen
         rows are read whole: memory and time stay bounded however large the window is.
         """
-        where, params = self._window(start_us, end_us, max_label_seq)
+        where, params = self._window(start_us, end_us, max_label_seq, arrived_after)
         chosen = f"seq IN (SELECT seq FROM events WHERE {where} ORDER BY random() LIMIT {max(0, int(n))})"
         return self._select(chosen, params, "event_time, seq", None)
 
