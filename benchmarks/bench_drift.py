@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.results import markdown_table, record  # noqa: E402
 from mlplatform.pipeline.drift import compare  # noqa: E402
-from mlplatform.stores.eventlog import EventLog  # noqa: E402
+from mlplatform.stores.eventlog import Arrival, EventLog  # noqa: E402
 from mlplatform.domain.spec import DatasetSpec, parse_spec  # noqa: E402
 
 SAMPLE_ROWS = 100_000  # the platform's default drift_sample_rows
@@ -95,7 +95,8 @@ def worker(log_path: Path, rows: int, columns: int, method: str) -> dict[str, ob
     started = time.perf_counter()
     if method == "sampled":
         reference = log.sample_between(0, rows * US, SAMPLE_ROWS, max_label_seq=rows)
-        current = log.sample_between(rows * US, 2 * rows * US, SAMPLE_ROWS)
+        # as the drift_report reads it: timed after the reference, or arrived after its last event (seq `rows`)
+        current = log.sample_between(rows * US, 2 * rows * US, SAMPLE_ROWS, arrived_after=Arrival(rows, 0))
     else:
         reference = log.events_between(0, rows * US)
         current = log.events_between(rows * US, 2 * rows * US)
@@ -172,7 +173,8 @@ def main() -> None:
         "\n- Goal: agreement 100 % with full Evidently at 1M × 20 (verdicts as full Evidently)."
         f"\n- Load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores; every measurement "
         "is a fresh process, so its time includes importing Evidently."
-        "\n- The platform reads both sides with `EventLog.sample_between` (ORDER BY random() on the time index, then only the chosen rows) "
+        "\n- The platform reads both sides with `EventLog.sample_between` (ORDER BY random() on the time index, then only the chosen rows; the current side as the drift_report reads it, "
+        "the events timed after the reference or arrived after its last event, two index ranges OR'd) "
         "and runs the same `mlplatform.pipeline.drift.compare` (Evidently DataDriftPreset + target ValueDrift) as the drift_report asset; "
         "the reference side is computed once per champion and cached, and prediction drift adds one champion prediction per sampled row."
     )
