@@ -14,6 +14,8 @@ import pytest
 from mlplatform.cli import main
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.pipeline.replay import write_batches
+from mlplatform.orchestration.assets import latest_metadata
+from mlplatform.orchestration.names import RAW_EVENTS, ModelNames
 from mlplatform.settings import REPO_ROOT, Settings
 
 
@@ -24,9 +26,13 @@ def test_status_json_after_two_versions(
     write_batches(pd.concat([adult_rows.iloc[:1500], bad]), adult_spec, state.landing_dir, 2000)
     assert main(["materialize", "--model", "adult"]) == 0
     assert "materialized raw_events, features, trained_model, evaluation_report of adult in run" in capsys.readouterr().out
+    raw_events = ModelNames("adult").asset(RAW_EVENTS)
+    reasons = str((latest_metadata(instance, raw_events) or {})["quarantine_reasons"])
+    assert "| file | reason | rows | first_line |" in reasons and "| age: 'old' is not a finite number | 1 | 1502 |" in reasons, reasons
     write_batches(adult_rows.iloc[1500:2500], adult_spec, state.landing_dir, 1000, prefix="more")
     assert main(["--model", "adult", "materialize", "--select", "raw_events,features,trained_model,evaluation_report"]) == 0
     capsys.readouterr()
+    assert str((latest_metadata(instance, raw_events) or {})["quarantine_reasons"]) == "_none_", "a run shows its own files' reasons"
     assert len(instance.get_runs()) == 2, "the command's runs are in the state folder's instance, as UI runs are"
 
     assert main(["status", "--json", "--model", "adult"]) == 0

@@ -358,6 +358,7 @@ def _exercise(log: EventStore) -> None:
     log.append_served([("s1", 25, "3", "1", 0.25, 2.0, "b"), ("s2", 60, "3", None, None, None, None)], SERVING_SOURCE)
     log.add_labels(["s1"], [labels[2]])
     log.quarantine(pd.DataFrame({"row_number": [3, 4], "reason": ["bad x", "bad x"], "record": ["{}", None]}), "f1")
+    log.quarantine(pd.DataFrame({"row_number": [9], "reason": ["bad x"], "record": ["{}"]}), "f2")
 
 
 @pytest.mark.parametrize("task", ["binary", "regression"])
@@ -376,6 +377,8 @@ def test_both_backends_give_the_same_frames(tmp_path: Path, postgres_url: str, t
         "get nothing": lambda log: log.get([]),
         "sample of everything": lambda log: log.sample_between(0, 100, 100),
         "quarantine_reasons": lambda log: log.quarantine_reasons(),
+        "quarantine_reasons of nothing": lambda log: log.quarantine_reasons(since_us=2**62),
+        "current side of a drift report": lambda log: log.sample_between(60, 100, 100, arrived_after=Arrival(seq=3, since_us=15)),
     }
     for log in (sqlite_log, postgres_log):
         _exercise(log)
@@ -383,6 +386,9 @@ def test_both_backends_give_the_same_frames(tmp_path: Path, postgres_url: str, t
         pd.testing.assert_frame_equal(read(sqlite_log), read(postgres_log), obj=name)
     for name in ("counts", "time_range"):
         assert getattr(sqlite_log, name)() == getattr(postgres_log, name)(), name
+    assert sqlite_log.quarantine_reasons().to_dict("records") == [{"file": "f1", "reason": "bad x", "rows": 2, "first_line": 3},
+                                                                 {"file": "f2", "reason": "bad x", "rows": 1, "first_line": 9}]
+    assert not reads["current side of a drift report"](sqlite_log).empty
     clocks = ("ingested_at", "label_time")  # each log's own clock
     for event_id in ("e3", "e4", "s1", "s2"):  # one event as plain values (serving's /feedback): the frame's values, either backend
         (columns, features), (other_columns, other_features) = sqlite_log.record(event_id), postgres_log.record(event_id)  # type: ignore[misc]

@@ -26,6 +26,7 @@ from mlplatform.pipeline.landing import LandingPolicy, ingest_pending
 from mlplatform.pipeline.retraining import (EvidenceError, FeatureSnapshot, apply_decision, build_feature_snapshot, evaluate_challenger,
                                             record_evaluation, train_challenger)
 from mlplatform.settings import SettingsError
+from mlplatform.stores.eventlog import now_us
 from mlplatform.stores.evidently_workspace import WorkspaceEntry
 from mlplatform.stores.registry import Registry, tag
 from mlplatform.settings import Settings
@@ -104,6 +105,7 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
     def raw_events(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.MaterializeResult:
         model = platform.model(model_name)
         log = model.event_log
+        started = now_us()
         report = ingest_pending(model.settings.landing_dir, model.spec, log, LandingPolicy.from_settings(model.settings))
         counts = log.counts()
         files = pd.DataFrame(
@@ -131,7 +133,7 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
                 "label_watermark": counts.label_watermark,
                 "ignored_columns": ", ".join(extra) or "none",
                 "file_report": dg.MetadataValue.md(markdown_table(files)),
-                "quarantine_reasons": dg.MetadataValue.md(markdown_table(log.quarantine_reasons())),
+                "quarantine_reasons": dg.MetadataValue.md(markdown_table(log.quarantine_reasons(since_us=started))),
                 "skipped": dg.MetadataValue.md(markdown_table(pd.DataFrame([{"entry": s.name, "reason": s.reason} for s in report.skipped]))),
                 "event_log": log.location,
                 "landing_dir": dg.MetadataValue.path(str(model.settings.landing_dir)),

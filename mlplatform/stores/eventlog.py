@@ -514,8 +514,13 @@ class EventStore(ABC):
         """Labels that landed after `label_seq` (O(1): label_seq is dense)."""
         return max(0, self.counts().label_watermark - label_seq)
 
-    def quarantine_reasons(self, limit: int = 10) -> pd.DataFrame:
-        columns, rows = self._query(f"SELECT reason, count(*) AS rows FROM quarantine GROUP BY reason ORDER BY rows DESC LIMIT {self.PARAM}", (limit,))
+    def quarantine_reasons(self, since_us: int = 0, limit: int = 10) -> pd.DataFrame:
+        """The most frequent reasons rows were quarantined for from `since_us` on (a run's own), per file: how many rows and
+        the first of their lines, where to look."""
+        p = self.PARAM
+        columns, rows = self._query(
+            f"SELECT source AS file, reason, count(*) AS rows, min(row_number) AS first_line FROM quarantine WHERE quarantined_at >= {p} "
+            f"GROUP BY source, reason ORDER BY rows DESC, file, reason LIMIT {p}", (int(since_us), limit))
         return pd.DataFrame.from_records(rows, columns=columns, coerce_float=True)
 
     def _select_sql(self, where: str, order: str, limit: int | None, label_times: bool) -> str:
