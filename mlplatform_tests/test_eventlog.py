@@ -86,6 +86,22 @@ def test_append_is_idempotent_by_event_id(log: EventStore) -> None:
     assert log.get(["d"]).iloc[0]["source"] == "f2"
 
 
+def test_a_known_id_with_other_feature_values_is_written_nowhere_and_named(log: EventStore) -> None:
+    """Across appends an id names one event: given again with the same features it is a duplicate (its label may still
+    be news); with another feature value it is reported as changed, the first differing feature named, and neither its
+    features nor its label are written."""
+    log.append(_events(["a", "b", "c"], labels=[None, None, "1"]), "f1")
+    again = _events(["a", "b", "c", "d"], labels=["1", "0", "1", "1"])
+    again.loc[0, "x"] = 9.0
+    again.loc[2, "c"] = None
+    result = log.append(again, "f2")
+    assert (result.inserted, result.duplicates, result.labels_applied) == (1, 1, 1) and result.conflicts.empty
+    assert result.changed.to_dict("records") == [{"event_id": "a", "changed": "x: 0.0 logged, 9.0 here"},
+                                                 {"event_id": "c", "changed": "c: 'a' logged, None here"}]
+    kept = log.get(["a", "b", "c"]).set_index("event_id")
+    assert kept.loc["a", "x"] == 0.0 and pd.isna(kept.loc["a", "label"]) and kept.loc["b", "label"] == "0" and kept.loc["c", "c"] == "a"
+
+
 def test_repeats_inside_one_append_count_once(log: EventStore) -> None:
     result = log.append(_events(["a", "a", "b"]), "f")
     assert (result.inserted, result.duplicates) == (2, 1)

@@ -166,6 +166,23 @@ def test_a_header_no_separator_splits_into_the_spec_columns_is_read_with_commas(
     assert outcome.rejected is not None and outcome.rejected.startswith("missing required feature columns: ['age'") and log.counts().total == 0
 
 
+def test_an_id_landed_again_with_other_values_is_quarantined_naming_the_value_and_line(landing: Path, log: EventLog, adult_spec: DatasetSpec,
+                                                                                        rows: pd.DataFrame) -> None:
+    """A later file repeating an event's id: the same row again is a duplicate; with another feature value it is
+    quarantined with the value logged and the one given, on its line, and the logged event stays as it was."""
+    ingest_file(_drop(landing, "first.csv", _csv(rows.head(3).drop(columns=["income"]))), adult_spec, log)
+    again = rows.head(3).copy()
+    again.loc[1, "age"] = 99
+    outcome = ingest_file(_drop(landing, "again.csv", _csv(again)), adult_spec, log)
+    assert (outcome.rows, outcome.ingested, outcome.duplicates, outcome.quarantined, outcome.labels_applied) == (3, 0, 2, 1, 2)
+    [row] = _quarantine(log).to_dict("records")
+    logged_age = float(rows.loc[1, "age"])
+    assert row["row_number"] == 3 and row["reason"] == (f"event_id: already the id of an event with other values (age: {logged_age!r} logged, 99.0 here); "
+                                                       "an event is never overwritten"), row
+    kept = log.get([str(rows.loc[1, EVENT_ID])])
+    assert kept["age"].tolist() == [logged_age] and kept["label"].isna().all(), "neither its features nor its label are written"
+
+
 def test_extra_columns_are_ignored_and_reported(landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame) -> None:
     frame = rows.head(5).assign(shoe_size=42, comment="hello")
     outcome = ingest_file(_drop(landing, "extra.csv", _csv(frame)), adult_spec, log)

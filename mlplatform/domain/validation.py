@@ -42,6 +42,7 @@ class Validated:
     quarantined: pd.DataFrame
     duplicates: int = 0
     extra_columns: list[str] = field(default_factory=list)
+    row_numbers: np.ndarray = field(default_factory=lambda: np.empty(0, dtype="int64"))  # where each event sits in its file
 
 
 def with_clean_columns(raw: pd.DataFrame) -> pd.DataFrame:
@@ -248,4 +249,6 @@ def validate_frame(
                 ],
                 ignore_index=True,
             )
-    return Validated(events=valid[first].reset_index(drop=True), quarantined=quarantined, duplicates=duplicates, extra_columns=extra)
+    kept = valid[first]
+    return Validated(events=kept.reset_index(drop=True), quarantined=quarantined, duplicates=duplicates, extra_columns=extra,
+                     row_numbers=numbers[kept.index.to_numpy()])

@@ -52,7 +52,7 @@ from mlplatform.domain.validation import (
     with_clean_columns,
 )
 from mlplatform.settings import Settings
-from mlplatform.stores.eventlog import EventStore, EventLogError, FileCounts, FileProgress, now_us
+from mlplatform.stores.eventlog import CHANGED, EventStore, EventLogError, FileCounts, FileProgress, now_us
 
 SUFFIXES = (".csv", ".csv.gz", ".parquet", ".jsonl", ".jsonl.gz", ".ndjson")
 CSV_SEPARATORS = (",", ";", "\t", "|")  # the first is the default: a header these split no better is read with ','
@@ -568,6 +568,15 @@ def _ingest_events(frame: pd.DataFrame, lines: list[int], first_row: int, digest
     result = log.append(validated.events, source=name)
     quarantined = log.quarantine(validated.quarantined, source=name)
     duplicates = validated.duplicates + result.duplicates
+    if not result.changed.empty:
+        line = dict(zip(validated.events[EVENT_ID], validated.row_numbers.tolist()))
+        changed = pd.DataFrame({
+            "row_number": [line.get(event_id, 0) for event_id in result.changed[EVENT_ID]],
+            "reason": [f"event_id: already the id of an event with other values ({what}); an event is never overwritten"
+                       for what in result.changed[CHANGED]],
+            "record": [json.dumps(r) for r in result.changed.astype(str).to_dict("records")],
+        })
+        quarantined += log.quarantine(changed, source=name)
     if not result.conflicts.empty:
         conflicts = result.conflicts.assign(
             row_number=0,

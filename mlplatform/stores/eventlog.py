@@ -19,7 +19,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, closing, contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,8 @@ from mlplatform.domain.validation import EVENT_ID, EVENT_TIME, LABEL
 BUSY_TIMEOUT_S = 60.0
 _SYSTEM_COLUMNS = ["event_id", "event_time", "ingested_at", "source", "label", "label_seq", "label_time", "model_version", "prediction", "probability"]
 SERVING_COLUMNS = ["model_version", "prediction", "probability"]
+CHANGED = "changed"  # AppendResult.changed: which feature of a known id came with another value
+LOGGED = "logged:"  # prefix of a known id's recorded feature values while they are compared (no feature name holds a colon)
 SERVING_SOURCE = "serving"  # `source` of events logged by the prediction service
 COUNTERS = ("events", "labelled", "quarantined", "label_seq")  # rows of `meta`, kept by the writing transactions
 
@@ -69,6 +71,8 @@ class AppendResult:
     duplicates: int
     labels_applied: int
     conflicts: pd.DataFrame  # event_id, label, existing_label: a different label was already recorded
+    changed: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=[EVENT_ID, CHANGED]))  # event_id, changed: ids
+    # already in the log with other feature values (the first differing one, logged and given): written nowhere
 
 
 @dataclass(frozen=True)
@@ -178,7 +182,7 @@ class EventStore(ABC):
     """The event log's interface and everything in it that does not depend on the database.
 
     A backend supplies the connection (`_write`, `_query`), its DDL types and the bulk paths (`_insert_new`,
-    `_insert_served`, `_recorded_labels`); the rules (idempotent appends, dense label_seq, conflicts,
+    `_insert_served`, `_recorded`); the rules (idempotent appends, dense label_seq, conflicts,
     counters in the writing transaction, point-in-time windows) live here once.
     """
 
@@ -224,8 +228,8 @@ class EventStore(ABC):
     def _insert_served(self, db: Any, columns: list[str], rows: Sequence[Sequence[object]]) -> None: ...
 
     @abstractmethod
-    def _recorded_labels(self, db: Any, event_ids: list[str]) -> list[tuple[str, object]]:
-        """(event_id, recorded label) of those ids that are already in the log."""
+    def _recorded(self, db: Any, event_ids: list[str], columns: Sequence[str] = ()) -> list[tuple[Any, ...]]:
+        """(event_id, recorded label, then `columns` as SQL expressions) of those ids that are already in the log."""
 
     def _create_schema(self) -> None:
         t = self.TYPES
@@ -290,7 +294,8 @@ class EventStore(ABC):
         return self._meta(db, "label_seq", self.LOCK_ROW)
 
     def append(self, events: pd.DataFrame, source: str) -> AppendResult:
-        """Insert new events; for known ids apply a label they lack; report conflicting labels.
+        """Insert new events; for known ids with the same feature values apply a label they lack; report conflicting
+        labels, and known ids given other feature values (`changed`: nothing of those rows is written).
 
         `events` has the canonical columns (event_id, event_time, label, features) and optionally
         model_version, prediction, probability. Re-sending an id never duplicates it (a repeat within
@@ -311,6 +316,8 @@ class EventStore(ABC):
             self._bump(db, "label_seq", new_labelled)
             self._bump(db, "labelled", new_labelled)
             self._bump(db, "events", len(new))
+            changed = known[known[CHANGED].notna()]
+            known = known[known[CHANGED].isna()]  # the same event again: its label may still be news
             late = known[known[LABEL].notna() & known["existing_label"].isna()]
             applied = self._apply_labels(db, base + new_labelled, late[EVENT_ID].tolist(), late[LABEL].tolist())
         conflicts = known[known[LABEL].notna() & known["existing_label"].notna() & (known[LABEL] != known["existing_label"])]
@@ -318,18 +325,32 @@ class EventStore(ABC):
             inserted=len(new),
             duplicates=len(known) + repeated,
             labels_applied=applied,
-            conflicts=conflicts.reset_index(drop=True),
+            conflicts=conflicts.drop(columns=CHANGED).reset_index(drop=True),
+            changed=changed[[EVENT_ID, CHANGED]].reset_index(drop=True),
         )
 
     def _known(self, db: Any, events: pd.DataFrame) -> pd.DataFrame:
-        """The incoming ids already in the log, with the incoming and the recorded label, in incoming order."""
-        columns = [EVENT_ID, LABEL, "existing_label"]
+        """The incoming ids already in the log, with the incoming and the recorded label, in incoming order, and the
+        first feature whose incoming value differs from the logged one (`changed`; None where all agree)."""
+        columns = [EVENT_ID, LABEL, "existing_label", CHANGED]
         if not self._meta(db, "events"):
             return pd.DataFrame(columns=columns)
-        recorded = pd.DataFrame(self._recorded_labels(db, events[EVENT_ID].tolist()), columns=[EVENT_ID, "existing_label"])
-        incoming = events[[EVENT_ID, LABEL]].reset_index(drop=True)
+        features = [f for f in self.spec.features if f in events.columns]
+        logged = [f"{LOGGED}{f}" for f in features]
+        rows = self._recorded(db, events[EVENT_ID].tolist(), [_col(f) for f in features])
+        recorded = frame_from_rows([EVENT_ID, "existing_label", *logged], rows, self.spec)
+        incoming = events[[EVENT_ID, LABEL, *features]].reset_index(drop=True)
         incoming[LABEL] = incoming[LABEL].astype(object).where(incoming[LABEL].notna(), None)
-        return incoming.merge(recorded, on=EVENT_ID, how="inner")[columns]
+        known = incoming.merge(recorded, on=EVENT_ID, how="inner")
+        known[CHANGED] = None
+        for feature in features:
+            given, kept = known[feature].astype(object), known[f"{LOGGED}{feature}"].astype(object)
+            same = (given.isna() & kept.isna()) | (given == kept).fillna(False).astype(bool)
+            first = ~same & known[CHANGED].isna()
+            if first.any():
+                known.loc[first, CHANGED] = [f"{feature}: {k!r} logged, {g!r} here" for g, k in zip(given[first].where(given[first].notna(), None),
+                                                                                              kept[first].where(kept[first].notna(), None))]
+        return known[columns]
 
     def _apply_labels(self, db: Any, base: int, ids: Sequence[str], labels: Sequence[object]) -> int:
         """Set labels on events that have none, numbered after `base`.
@@ -354,7 +375,7 @@ class EventStore(ABC):
         conflicts: list[str] = []
         with self._write() as db:
             base = self._label_base(db)
-            recorded = dict(self._recorded_labels(db, list(dict.fromkeys(event_ids))))
+            recorded = dict(self._recorded(db, list(dict.fromkeys(event_ids))))
             to_apply: dict[str, object] = {}
             for event_id, label in zip(event_ids, labels):
                 if event_id not in recorded:
@@ -837,10 +858,11 @@ class EventLog(EventStore):
         names = ", ".join(f'"{c}"' for c in columns)
         db.executemany(f"INSERT INTO events ({names}) VALUES ({', '.join('?' for _ in columns)})", rows)
 
-    def _recorded_labels(self, db: sqlite3.Connection, event_ids: list[str]) -> list[tuple[str, object]]:
+    def _recorded(self, db: sqlite3.Connection, event_ids: list[str], columns: Sequence[str] = ()) -> list[tuple[Any, ...]]:
         """One statement joining the ids, bound as one JSON array, to the event_id index: a bound value per batch,
         not an insert per id into a temp table (4x faster for a landing batch)."""
-        return db.execute("SELECT e.event_id, e.label FROM json_each(?) i JOIN events e ON e.event_id = i.value", (json.dumps(event_ids),)).fetchall()
+        selected = "".join(f", e.{c}" for c in columns)
+        return db.execute(f"SELECT e.event_id, e.label{selected} FROM json_each(?) i JOIN events e ON e.event_id = i.value", (json.dumps(event_ids),)).fetchall()
 
 
 def _sql_text(value: str) -> str:

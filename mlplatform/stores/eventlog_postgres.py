@@ -214,7 +214,7 @@ class PostgresEventLog(EventStore):
             for row in rows:
                 copy.write_row(row)
 
-    def _recorded_labels(self, db: psycopg.Cursor[Any], event_ids: list[str]) -> list[tuple[str, object]]:
+    def _recorded(self, db: psycopg.Cursor[Any], event_ids: list[str], columns: Sequence[str] = ()) -> list[tuple[Any, ...]]:
         """One statement with the ids as an array: index probes, no temp table."""
-        db.execute("SELECT event_id, label FROM events WHERE event_id = ANY(%s)", (event_ids,))
+        db.execute(f"SELECT event_id, label{''.join(f', {c}' for c in columns)} FROM events WHERE event_id = ANY(%s)", (event_ids,))
         return db.fetchall()
