@@ -338,8 +338,10 @@ class EventStore(ABC):
         features = [f for f in self.spec.features if f in events.columns]
         logged = [f"{LOGGED}{f}" for f in features]
         rows = self._recorded(db, events[EVENT_ID].tolist(), [_col(f) for f in features])
+        if not rows:  # a landing batch of new events: nothing to compare, nothing copied
+            return pd.DataFrame(columns=columns)
         recorded = frame_from_rows([EVENT_ID, "existing_label", *logged], rows, self.spec)
-        incoming = events[[EVENT_ID, LABEL, *features]].reset_index(drop=True)
+        incoming = events.loc[events[EVENT_ID].isin(recorded[EVENT_ID]).to_numpy(), [EVENT_ID, LABEL, *features]].reset_index(drop=True)
         incoming[LABEL] = incoming[LABEL].astype(object).where(incoming[LABEL].notna(), None)
         known = incoming.merge(recorded, on=EVENT_ID, how="inner")
         known[CHANGED] = None
