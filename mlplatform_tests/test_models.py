@@ -106,7 +106,9 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 def _run(project: Path, *argv: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """A command of this environment run in the copied project, importing the copy's `mlplatform`."""
+    """A command of this environment run in the copied project, importing the copy's `mlplatform`, with its own Dagster
+    home (Dagster refuses a DAGSTER_HOME that does not exist; dg's telemetry, now off, used to create it)."""
+    (project / "state" / "dagster").mkdir(parents=True, exist_ok=True)
     full = {**os.environ, "PYTHONPATH": str(project), "DAGSTER_HOME": str(project / "state" / "dagster"), "MLPLATFORM_STATE_DIR": str(project / "state"),
             **FAST_TRAINING, **(env or {})}
     done = subprocess.run([str(BIN / argv[0]), *argv[1:]], cwd=project, env=full, capture_output=True, text=True, timeout=600)
