@@ -15,6 +15,7 @@ import pytest
 from evidently.ui.workspace import Workspace
 
 from mlplatform.cli.dev import evidently_server, free_port, running
+from mlplatform.cli.status import collect_status, render_status
 from mlplatform.domain.keys import EVIDENTLY_PROJECT_URL, EVIDENTLY_SNAPSHOT_URL, EVIDENTLY_WORKSPACE_ERROR, REPORT_PATH
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.orchestration.assets import latest_metadata
@@ -154,6 +155,17 @@ def test_estimated_chunks_are_snapshots_at_their_newest_events_time(reported: Re
     platform.materialize("estimated_performance")  # the same chunks again: nothing new
     again = latest_metadata(platform.instance, ESTIMATED) or {}
     assert EVIDENTLY_SNAPSHOT_URL not in again and set(_runs(workspace, project.id, ESTIMATED_KIND)) == set(runs)
+
+
+def test_status_says_the_latest_live_quality_and_estimate(reported: Reported) -> None:
+    """`mlplatform status --dagster` answers from a terminal what the UI shows: the live verdict and the recent estimate."""
+    status = collect_status(reported.platform.model, with_dagster=True)
+    live, estimated = reported.live[-1], reported.estimated
+    assert status["live_quality"] == {"model_version": live["model_version"], "events": live["events"], "verdict": live["verdict"]}
+    assert status["estimated_performance"]["recent_estimate"] == estimated["recent_estimate"] and not status["estimated_performance"]["skipped"]
+    said = render_status(status)
+    assert f"live quality of v1 on {live['events']} labelled served predictions: {live['verdict']}" in said, said
+    assert f"estimated performance of v1: {estimated['estimated_metric']} {estimated['recent_estimate']} recently; {estimated['floor_verdict']}" in said, said
 
 
 def test_evidently_ui_serves_the_project_and_its_snapshots_on_loopback(reported: Reported, tmp_path: Path) -> None:

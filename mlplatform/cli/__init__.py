@@ -213,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd.set_defaults(func=cmd_serve)
     status = command("status", "champion, pin, versions and decisions, event counts of each model (or --model)")
     status.add_argument("--json", action="store_true", help="machine-readable output")
-    status.add_argument("--dagster", action="store_true", help="also the latest drift report and the retraining sensor's runs, from the Dagster instance (slower: imports Dagster)")
+    status.add_argument("--dagster", action="store_true", help="also the latest drift report, live quality, performance estimate and the retraining sensor's runs, from the Dagster instance (slower: imports Dagster)")
     status.set_defaults(func=cmd_status)
     mat = command("materialize", "materialize a model's assets now, recorded in the state folder's Dagster instance (as from the UI)")
     mat.add_argument("--select", help=f"comma-separated assets (default: {','.join(DEFAULT_ASSETS)}; also drift_report, live_quality, estimated_performance)")

@@ -1,5 +1,6 @@
 """What `mlplatform status` reports per model: the champion and its pin, the champion timeline, versions and
-decisions, event counts, and (with --dagster) the latest drift report and the retraining sensor's runs.
+decisions, event counts, and (with --dagster) the latest drift report, live quality and performance estimate, and the
+retraining sensor's runs.
 
 Everything but those comes from the registry and the event log's counters, so it takes the same time on a
 1M-event log as on an empty one and needs no Dagster import; with the embedded MLflow store the registry is read from
@@ -8,8 +9,9 @@ its tables (RegistryTables), without importing MLflow either.
 
 from typing import Any
 
-from mlplatform.domain.keys import (CHALLENGER_SCORE, DATASET_DRIFT, DECISION, DECISION_REASON, DRIFT_SHARE, DRIFT_SHARE_TAG, DRIFTED_COLUMNS,
-                                   NEW_LABELLED_TAG, POLICY_TRIGGER_TAG, REASON_TAG, REPORT_PATH, SKIP_REASON, SKIPPED, TRIGGER_REASON)
+from mlplatform.domain.keys import (CHALLENGER_SCORE, CHAMPION_VERSION, DATASET_DRIFT, DECISION, DECISION_REASON, DRIFT_SHARE, DRIFT_SHARE_TAG,
+                                   DRIFTED_COLUMNS, ESTIMATED_METRIC, FLOOR_VERDICT, LIVE_EVENTS, LIVE_VERDICT, LIVE_VERSION, NEW_LABELLED_TAG,
+                                   POLICY_TRIGGER_TAG, REASON_TAG, RECENT_ESTIMATE, REPORT_PATH, SKIP_REASON, SKIPPED, TRIGGER_REASON, TRUST_VERDICT)
 from mlplatform.root import ModelContext
 from mlplatform.stores.registry_tables import RegistryReads, RegistryTables
 
@@ -58,19 +60,27 @@ def collect_status(model: ModelContext, with_dagster: bool = False, run_limit: i
 
 
 def _from_dagster(model: ModelContext, limit: int) -> dict[str, Any]:
-    """The latest drift report and the retraining sensor's runs, from the state folder's Dagster instance."""
+    """The latest drift report, live quality and performance estimate, and the retraining sensor's runs, from the state
+    folder's Dagster instance."""
     import dagster as dg
 
     from mlplatform.orchestration.assets import latest_metadata
     from mlplatform.orchestration.instance import prepare_dagster_home
-    from mlplatform.orchestration.names import DRIFT_REPORT, ModelNames
+    from mlplatform.orchestration.names import DRIFT_REPORT, ESTIMATED_PERFORMANCE, LIVE_QUALITY, ModelNames
 
     names = ModelNames(model.name)
     prepare_dagster_home(model.settings)
     with dg.DagsterInstance.get() as instance:
         drift = latest_metadata(instance, names.asset(DRIFT_REPORT))
+        live = latest_metadata(instance, names.asset(LIVE_QUALITY))
+        estimated = latest_metadata(instance, names.asset(ESTIMATED_PERFORMANCE))
         runs = instance.get_runs(filters=dg.RunsFilter(tags={POLICY_TRIGGER_TAG: model.name}), limit=limit)
     return {
+        "live_quality": None if live is None else {"model_version": live.get(LIVE_VERSION), "events": live.get(LIVE_EVENTS), "verdict": live.get(LIVE_VERDICT)},
+        "estimated_performance": None if estimated is None else {
+            "skipped": bool(estimated.get(SKIPPED, False)), "skip_reason": estimated.get(SKIP_REASON), "champion_version": estimated.get(CHAMPION_VERSION),
+            "metric": estimated.get(ESTIMATED_METRIC), "recent_estimate": estimated.get(RECENT_ESTIMATE),
+            "floor_verdict": estimated.get(FLOOR_VERDICT), "trust_verdict": estimated.get(TRUST_VERDICT)},
         "drift": None if drift is None else {"report": drift.get(REPORT_PATH), "drift_share": drift.get(DRIFT_SHARE),
                                              "dataset_drift": drift.get(DATASET_DRIFT), "drifted_columns": drift.get(DRIFTED_COLUMNS),
                                              "skipped": bool(drift.get(SKIPPED, False)), "skip_reason": drift.get(SKIP_REASON)},
@@ -99,6 +109,13 @@ def render_status(status: dict[str, Any]) -> str:
             lines.append(f"drift: the latest drift_report made no report ({d['skip_reason']})")
         else:
             lines.append(f"drift: share {d['drift_share']}, drift {'yes' if d['dataset_drift'] else 'no'}; report {d['report']}")
+    if status.get("live_quality"):
+        q = status["live_quality"]
+        lines.append(f"live quality of v{q['model_version']} on {q['events']} labelled served predictions: {q['verdict']}")
+    if status.get("estimated_performance"):
+        e = status["estimated_performance"]
+        lines.append(f"estimated performance: none ({e['skip_reason']})" if e["skipped"] else
+                     f"estimated performance of v{e['champion_version']}: {e['metric']} {e['recent_estimate']} recently; {e['floor_verdict']}; {e['trust_verdict']}")
     for r in status.get("sensor_runs", []):
         lines.append(f"sensor run {r['run_id'][:8]}: {r['status']} reason={r['reason']} new_labelled={r['new_labelled']}")
     return "\n".join(lines)

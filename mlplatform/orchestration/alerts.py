@@ -16,7 +16,7 @@ from typing import Optional, Protocol
 import dagster as dg
 
 from mlplatform.domain.keys import (CHAMPION_VERSION, CHALLENGER_VERSION, DATASET_DRIFT, DECISION_META, DRIFT_SHARE, DRIFTED_COLUMN_NAMES, MODEL_TAG,
-                                   PROMOTED, QUALITY_NOTE, REASON_META, REPORT_URL, SKIP_REASON, SKIPPED)
+                                   LIVE_EVENTS, LIVE_VERDICT, LIVE_VERSION, PROMOTED, QUALITY_NOTE, REASON_META, REPORT_URL, SKIP_REASON, SKIPPED)
 from mlplatform.domain.evaluation import primary_metric
 from mlplatform.domain.timeformat import iso_time
 from mlplatform.orchestration.assets import value_snapshot_metadata
@@ -70,7 +70,7 @@ def build_live_quality(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.F
         champion = model.registry.champion_record()
         if champion is None:
             return dg.MaterializeResult(
-                metadata={"model_version": 0, "events": 0, "verdict": "no champion yet"},
+                metadata={LIVE_VERSION: 0, LIVE_EVENTS: 0, LIVE_VERDICT: "no champion yet"},
                 check_results=[dg.AssetCheckResult(check_name=LIVE_QUALITY_CHECK, passed=True, severity=dg.AssetCheckSeverity.WARN, description="no champion yet")],
             )
         quality = measure(settings, model.spec, model.event_log, champion.version)
@@ -83,12 +83,12 @@ def build_live_quality(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.F
         floors = {b.metric: (">= " if b.minimum else "<= ") + str(b.value) for b in quality.bounds}
         return dg.MaterializeResult(
             metadata={
-                "model_version": quality.model_version,
-                "events": quality.events,
+                LIVE_VERSION: quality.model_version,
+                LIVE_EVENTS: quality.events,
                 **quality.metrics,
                 "enough_events": quality.enough,
                 "below_floor": quality.below_floor,
-                "verdict": verdict,
+                LIVE_VERDICT: verdict,
                 "floors": dg.MetadataValue.json(floors),
                 "window_start": quality.first_event_time or 0,
                 "window_end": quality.last_event_time or 0,
@@ -140,7 +140,7 @@ def _on_materialization(model: ModelContext, names: ModelNames, alerter: Alerter
                                              str(meta.get(REPORT_URL, "")), run_id))
         return "promotion refused: fired"
     if meta.get("below_floor"):
-        alerter.fire(live_quality_alert(settings, dataset, str(meta["model_version"]), str(meta["verdict"]).split("; "), int(str(meta["events"])), run_id))
+        alerter.fire(live_quality_alert(settings, dataset, str(meta[LIVE_VERSION]), str(meta[LIVE_VERDICT]).split("; "), int(str(meta[LIVE_EVENTS])), run_id))
         return "live quality below floor: fired"
     if meta.get("enough_events"):
         alerter.resolve(AlertName.LIVE_QUALITY, dataset)

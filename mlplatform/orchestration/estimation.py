@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 
 from mlplatform.domain.estimation import Estimate
-from mlplatform.domain.keys import (CHAMPION_VERSION, ESTIMATED_METRIC, RECENT_ESTIMATE, RECENT_EVENTS, RECENT_LOWER, RECENT_NOTE, RECENT_UPPER,
-                                   REFERENCE, SKIP_REASON, SKIPPED)
+from mlplatform.domain.keys import (CHAMPION_VERSION, ESTIMATED_METRIC, FLOOR_VERDICT, RECENT_ESTIMATE, RECENT_EVENTS, RECENT_LOWER, RECENT_NOTE, RECENT_UPPER,
+                                   REFERENCE, SKIP_REASON, SKIPPED, TRUST_VERDICT)
 from mlplatform.domain.timeformat import iso_text, iso_time
 from mlplatform.orchestration.assets import markdown_table, value_snapshot_metadata
 from mlplatform.orchestration.names import ESTIMATE_FLOOR_CHECK, ESTIMATE_TRUST_CHECK, ESTIMATED_PERFORMANCE, RAW_EVENTS, ModelNames
@@ -126,7 +126,7 @@ def build_estimated_performance(names: ModelNames, retry: dg.RetryPolicy, freshn
         trust_text = f"{CONCEPT_CHANGE}: {'; '.join(untrusted)}" if untrusted else "realized performance inside the estimate's band wherever labels came back"
         context.log.info(f"{floor_text}; {trust_text}")
         return dg.MaterializeResult(
-            metadata={**report_metadata(result), "floor_verdict": floor_text, "trust_verdict": trust_text,
+            metadata={**report_metadata(result), FLOOR_VERDICT: floor_text, TRUST_VERDICT: trust_text,
                       **value_snapshot_metadata(context, settings, add_estimate_snapshots(model, result, floors))},
             check_results=[
                 dg.AssetCheckResult(check_name=ESTIMATE_FLOOR_CHECK, passed=not breaches, severity=dg.AssetCheckSeverity.WARN,
