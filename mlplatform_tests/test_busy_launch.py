@@ -6,9 +6,10 @@ deadline and the default (warm) launcher, a run launched while the code server i
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import dagster as dg
@@ -46,16 +47,17 @@ def test_instance_config_and_grpc_timeout_reach_the_servers(state: Settings, tmp
 def daemon(request: pytest.FixtureRequest, state: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
     """The real dagster-daemon (as `dev` starts it) with its code server, on a state with labelled events ingested.
 
-    Its gRPC deadline is `dev`'s default unless a test passes a shorter one (as a string) as the fixture's param; with
-    one, runs are launched through the code server (Dagster's launcher, `MLPLATFORM_WARM_RUN_WORKERS=false`), whose
-    deadline it is: test_warm_runs.py stops the warm launcher's process instead."""
+    Its gRPC deadline is `dev`'s default unless a test passes a shorter one (as a string) as the fixture's param. Runs are
+    launched through the code server (Dagster's launcher, `MLPLATFORM_WARM_RUN_WORKERS=false`), whose deadline it is: the
+    warm launcher needs no code server, and replaces a stopped warm process by design (test_warm_runs.py), so with it a
+    run could start during the stall."""
     grpc_timeout = getattr(request, "param", None)
     if grpc_timeout is None:
         monkeypatch.delenv("DAGSTER_GRPC_TIMEOUT_SECONDS", raising=False)
     else:
         monkeypatch.setenv("DAGSTER_GRPC_TIMEOUT_SECONDS", grpc_timeout)
-        monkeypatch.setenv("MLPLATFORM_WARM_RUN_WORKERS", "false")
-        prepare_dagster_home(Settings())
+    monkeypatch.setenv("MLPLATFORM_WARM_RUN_WORKERS", "false")
+    prepare_dagster_home(Settings())
     spec = load_spec(state.dataset_spec)
     write_batches(read_source(spec).iloc[:1500], spec, state.landing_dir, 1500)
     with dg.DagsterInstance.get() as instance:
@@ -69,21 +71,37 @@ def daemon(request: pytest.FixtureRequest, state: Settings, tmp_path: Path, monk
 
 @contextmanager
 def _submitted_while_stopped(daemon: Server) -> Iterator[tuple[dg.DagsterInstance, str]]:
-    """A retraining run submitted to the queue while the daemon's code server (and what it spawned) is stopped.
+    """A retraining run submitted to the queue while the daemon's code servers (and what they spawned) are stopped.
 
-    The run is created first, through a code server of this process; the caller resumes the stopped processes."""
+    The run is created first, through a code server of this process. Until the caller leaves the block, every process
+    below the daemon is stopped as soon as it appears: the daemon may start a code server of its own for the launch,
+    which would otherwise run while the first one is stopped. Then they all resume."""
     assert daemon.process is not None
     with dg.DagsterInstance.get() as instance, code_location(instance) as workspace:
         run_id = create_retrain_run(instance, workspace)
-        stopped = descendants(daemon.process.pid)
-        for pid in stopped:
-            os.kill(pid, signal.SIGSTOP)
+        stopped: set[int] = set()
+        leaving = threading.Event()
+
+        def hold() -> None:
+            while True:
+                for pid in set(descendants(daemon.process.pid)) - stopped:  # type: ignore[union-attr]
+                    os.kill(pid, signal.SIGSTOP)
+                    stopped.add(pid)
+                if leaving.wait(0.05):
+                    return
+
+        holder = threading.Thread(target=hold, daemon=True)
+        holder.start()
         try:
+            wait_until("the daemon's code server stopped", lambda: bool(stopped), 30)
             instance.submit_run(run_id, workspace)
             yield instance, run_id
         finally:
+            leaving.set()
+            holder.join()
             for pid in stopped:
-                os.kill(pid, signal.SIGCONT)
+                with suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
 
 
 def _messages(instance: dg.DagsterInstance, run_id: str) -> list[str]:
