@@ -6,8 +6,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -246,3 +248,22 @@ def served_regression_log(settings: Settings, spec: DatasetSpec) -> EventLog:
     log.add_labels(events["event_id"].iloc[:50].tolist(), truth[:50].tolist())
     return log
 
+
+
+def race_for_one_id(url: str, headers: dict[str, str], record: dict[str, Any], event_id: str, requests: int = 8) -> list[tuple[int, int]]:
+    """`requests` predictions of `record` giving one new `event_id`, over connections opened beforehand and released
+    together: the serving process that answered each (its /readyz, asked on the same connection first) and its status."""
+    clients = [httpx.Client(base_url=url, headers=headers, timeout=30) for _ in range(requests)]
+    start = threading.Barrier(requests)
+
+    def send(own: httpx.Client) -> tuple[int, int]:
+        process = own.get("/readyz").json()["process"]  # the connection is open, and its process known, before the race
+        start.wait()
+        return process, own.post("/predict", json={**record, "event_id": event_id}).status_code
+
+    try:
+        with ThreadPoolExecutor(requests) as pool:
+            return list(pool.map(send, clients))
+    finally:
+        for own in clients:
+            own.close()

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +18,7 @@ from mlplatform.pipeline.replay import json_records
 from mlplatform.settings import Settings
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform_tests.conftest import ADULT_SPEC
-from mlplatform_tests.serving_support import TOKEN, Server, auth, client, fuzz, metric, register_versions, running_server, state_settings
+from mlplatform_tests.serving_support import TOKEN, Server, auth, client, fuzz, metric, race_for_one_id, register_versions, running_server, state_settings
 
 MAX_BODY = 65_536
 MAX_ROWS = 50
@@ -226,20 +224,7 @@ def test_concurrent_requests_with_one_new_id_log_it_once(client: httpx.Client, r
     """Eight requests at once giving the same new id, over connections opened beforehand and released together: one is
     answered, seven are 409s; none is a 5xx (without the claim on the event loop they all passed the log look-up and
     their group commit failed)."""
-    clients = [httpx.Client(base_url=str(client.base_url), headers=dict(client.headers), timeout=30) for _ in range(8)]
-    start = threading.Barrier(8)
-
-    def send(own: httpx.Client) -> int:
-        assert own.get("/healthz").status_code == 200  # the connection is open before the race
-        start.wait()
-        return own.post("/predict", json={**records[10], "event_id": "caller-raced"}).status_code
-
-    try:
-        with ThreadPoolExecutor(8) as pool:
-            statuses = sorted(pool.map(send, clients))
-    finally:
-        for own in clients:
-            own.close()
+    statuses = sorted(status for _, status in race_for_one_id(str(client.base_url), dict(client.headers), records[10], "caller-raced"))
     assert statuses == [200] + [409] * 7
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from mlplatform.stores.eventlog_postgres import PostgresEventLog
 from mlplatform.stores.registry import Registry
 from mlplatform_tests.conftest import ADULT_SPEC
 from mlplatform_tests.support.processes import wait_until
-from mlplatform_tests.serving_support import Server, auth, register_versions, running_server, state_settings
+from mlplatform_tests.serving_support import Server, auth, race_for_one_id, register_versions, running_server, state_settings
 
 WORKERS = 2
 BURST = 120  # bounded: single-record requests, each on its own connection so the kernel spreads them over the processes
@@ -129,20 +128,7 @@ def test_a_caller_id_raced_for_by_both_processes_is_logged_once_and_the_losers_g
     id taken at its commit, which is a 409 too, never a 503 (before, its whole group commit failed)."""
     spread = 0
     for n in range(RACE_ROUNDS):
-        clients = [httpx.Client(base_url=served.server.url, headers=auth(), timeout=30) for _ in range(8)]
-        start = threading.Barrier(8)
-
-        def send(own: httpx.Client) -> tuple[int, int]:
-            process = own.get("/readyz").json()["process"]  # the connection is open, and its process known, before the race
-            start.wait()
-            return process, own.post("/predict", json={**records[n], "event_id": f"raced-{n}"}).status_code
-
-        try:
-            with ThreadPoolExecutor(8) as pool:
-                outcomes = list(pool.map(send, clients))
-        finally:
-            for own in clients:
-                own.close()
+        outcomes = race_for_one_id(served.server.url, auth(), records[n], f"raced-{n}")
         assert sorted(status for _, status in outcomes) == [200] + [409] * 7, outcomes
         spread += len({process for process, _ in outcomes}) == WORKERS
     assert spread, "no round had connections on both processes"
