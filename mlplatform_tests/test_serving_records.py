@@ -109,8 +109,9 @@ def test_a_feedback_label_is_read_as_a_landed_label_and_as_its_schema_says() -> 
     schema = feedback_body_schema(spec)
     admitted = [jsonschema.Draft202012Validator(schema).is_valid({"event_id": "e", "label": value}) for value in LABEL_CASES]
     assert admitted == [label is not None for label in ours]
-    with pytest.raises(ApiError, match="label: expected one of"):
-        feedback_label(None, spec)
+    for missing in (None, "  "):
+        with pytest.raises(ApiError, match=r"label: missing \(null or blank\); expected one of"):
+            feedback_label(missing, spec)
 
 
 def test_every_field_problem_is_reported(adult_spec: DatasetSpec, model: ServedModel, adult_rows: pd.DataFrame) -> None:

@@ -124,8 +124,8 @@ def _regex_literal(text: str) -> str:
 
 
 def label_schema(spec: DatasetSpec) -> dict[str, Any]:
-    """A label as serving reads it: a number; or a class (label_map's names too), the text padded or not, or the boolean
-    or number landing spells as that class."""
+    """A label as serving reads it: for regression a number; else a class (label_map's names too), the text padded or
+    not, or the boolean or number landing spells as that class."""
     if not spec.is_classification:
         return {"type": "number"}
     names = [*(spec.classes or []), *spec.label_map]

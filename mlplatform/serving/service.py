@@ -89,7 +89,7 @@ def feedback_label(value: Any, spec: DatasetSpec) -> str | float:
     if problem:
         raise invalid(("body", "label"), f"label: {problem}", kind)
     if text is None:
-        raise invalid(("body", "label"), f"label: expected one of {spec.classes}, got null", "missing")
+        raise invalid(("body", "label"), f"label: missing (null or blank); expected one of {spec.classes}", "missing")
     text = spec.label_map.get(text, text)
     if text not in (spec.classes or []):
         raise invalid(("body", "label"), f"label: {not_a_class(text, spec.classes)}")
