@@ -109,6 +109,10 @@ def test_runs_are_forked_from_the_warm_process_a_stopped_one_is_replaced_and_ter
             launch()
         assert not Path(f"/proc/{warm_pid}").exists()
         monkeypatch.delenv("DAGSTER_GRPC_TIMEOUT_SECONDS")
+        # 100 tuning trials (within 15 s) keep the second run's trained_model busy: terminated while it runs, not after
+        # a fast run already succeeded. The new warm process, and so the run's worker, takes the settings from here.
+        monkeypatch.setenv("MLPLATFORM_TUNING_TRIALS", "100")
+        monkeypatch.setenv("MLPLATFORM_TUNING_SECONDS", "15")
         second = launch()
         assert launcher._warm.process.pid != warm_pid  # type: ignore[union-attr]
 
