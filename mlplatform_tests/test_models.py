@@ -242,3 +242,19 @@ def test_a_draft_spec_from_a_bad_sample_says_what_is_wrong(tmp_path: Path) -> No
         draft_spec("churn", tmp_path / "missing.csv")
     template = yaml.safe_load(draft_spec("churn", None))
     assert parse_spec(template).name == "churn", "the template is a valid spec to edit"
+
+
+
+def test_a_draft_spec_reads_a_date_column_and_an_hour_column_as_one_clock(tmp_path: Path) -> None:
+    from mlplatform.domain.spec import parse_spec
+    from mlplatform.domain.spec_draft import draft_spec
+
+    sample = tmp_path / "rides.csv"
+    rides = pd.DataFrame({"dteday": ["2011-01-01", "2011-01-01", "2011-01-02"], "hr": [0, 23, 5], "temp": [0.2, 0.3, 0.1], "cnt": [16.5, 40, 32]})
+    rides.to_csv(sample, index=False)
+    spec = parse_spec(yaml.safe_load(draft_spec("rides", sample)))
+    assert (spec.time_column, spec.time_offset and spec.time_offset.model_dump(), list(spec.features)) == ("dteday", {"column": "hr", "unit": "hours"}, ["hr", "temp"])
+    rides.assign(dteday=["2011-01-01T00:00"] * 3).to_csv(sample, index=False)
+    assert parse_spec(yaml.safe_load(draft_spec("rides", sample))).time_offset is None, "a time column with times of day needs no offset"
+    rides.assign(hr=[0, 24, 5]).to_csv(sample, index=False)
+    assert parse_spec(yaml.safe_load(draft_spec("rides", sample))).time_offset is None, "24 is not an hour of a day"

@@ -163,6 +163,59 @@ def test_without_id_and_time_columns_replay_and_landing_generate_them_by_one_rul
     assert np.diff(stored[EVENT_TIME].to_numpy()).tolist() == [1, 1, 1, 1]
 
 
+RIDES = """\
+    name: rides
+    task: regression
+    label: rides
+    id_column: ride_id
+    time_column: day
+    time_offset: {column: hour, unit: hours}
+    features:
+      temperature: numeric
+      station: categorical
+    source:
+      files: [rides.csv]
+    """
+
+
+def _ride_rows() -> pd.DataFrame:
+    """An export that writes the date in one column and the hour in another, rows not in time order."""
+    return pd.DataFrame({"ride_id": ["r0", "r1", "r2", "r3"], "day": ["2015-03-05", "2015-03-04", "2015-03-04", "2015-03-05"],
+                         "hour": [0, 23, 5, 2.5], "temperature": [1.0, 2.0, 3.0, 4.0], "station": list("abab"), "rides": [10, 20, 30, 40]})
+
+
+def test_a_date_column_plus_an_hour_column_is_an_hourly_clock_in_replay_and_landing(tmp_path: Path) -> None:
+    _ride_rows().to_csv(tmp_path / "rides.csv", index=False)
+    spec = _spec(tmp_path, RIDES)
+    expected = {"r2": "2015-03-04T05:00", "r1": "2015-03-04T23:00", "r0": "2015-03-05T00:00", "r3": "2015-03-05T02:30"}
+    us = {key: int(pd.Timestamp(value, tz="UTC").value // 1000) for key, value in expected.items()}
+    report, stored, quarantine = _replay(spec, tmp_path)
+    assert quarantine.empty and report.total("ingested") == 4
+    assert dict(zip(stored[EVENT_ID], stored[EVENT_TIME])) == us and stored[EVENT_ID].tolist() == list(expected)  # replayed in time order
+    landing = tmp_path / "direct"
+    landing.mkdir()
+    _ride_rows().to_csv(landing / "rides.csv", index=False)  # the export itself, without replay's event_time column
+    _, direct, _ = _ingest(spec, landing, tmp_path / "direct.sqlite")
+    assert dict(zip(direct[EVENT_ID], direct[EVENT_TIME])) == us
+
+
+def test_a_missing_or_bad_time_offset_is_quarantined_or_refused_naming_it(tmp_path: Path) -> None:
+    rows = _ride_rows().astype(object)
+    rows.loc[0, "hour"], rows.loc[1, "hour"], rows.loc[2, "hour"] = None, "noon", 1e20
+    rows.to_csv(tmp_path / "rides.csv", index=False)
+    spec = _spec(tmp_path, RIDES)
+    with pytest.raises(ReplayError, match=r"time_offset.column 'hour': 3 of 4 rows are missing or not a number of hours, or make a time out of range \(row 1: 'nan', row 2: 'noon', row 3: '1e\+20'\)"):
+        read_source(spec)
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    rows.to_csv(landing / "bad.csv", index=False)
+    rows.drop(columns="hour").to_csv(landing / "no_hour.csv", index=False)
+    report, stored, quarantine = _ingest(spec, landing, tmp_path / "events.sqlite")
+    assert stored[EVENT_ID].tolist() == ["r3"]
+    assert quarantine["reason"].tolist() == ["hour: missing or not a number of hours (the spec's time_offset), or the time it makes is out of range"] * 3
+    assert [f.rejected for f in report.files if f.name == "no_hour.csv"] == ["missing time_offset column 'hour' (the spec adds it to time_column 'day')"]
+
+
 CUSTOMERS = """\
     name: customers
     task: binary

@@ -12,7 +12,7 @@ from mlplatform.serving.champion import ServedModel
 from mlplatform.serving.records import ModelMismatch, RecordCodec
 from mlplatform.serving.schemas import feedback_body_schema
 from mlplatform.serving.service import ApiError, feedback_label
-from mlplatform.domain.spec import DatasetSpec, load_spec, parse_spec
+from mlplatform.domain.spec import DatasetSpec, TimeOffset, load_spec, parse_spec
 from mlplatform.domain.training import train
 from mlplatform.domain.validation import MAX_TEXT_LENGTH, validate_frame
 from mlplatform.pipeline.replay import read_source
@@ -169,14 +169,15 @@ def test_dropped_columns_are_ignored_and_unknown_fields_follow_the_policy(adult_
 
 
 def test_the_specs_time_column_in_a_request_is_refused_saying_why(adult_spec: DatasetSpec, predictor: Predictor, adult_rows: pd.DataFrame) -> None:
-    """A record sent as it appears in the data may carry the spec's time column: a served event's time is when it is
-    served, so it is refused with that reason, not as an unknown field. Columns the spec drops are still ignored; any other
+    """A record sent as it appears in the data may carry the spec's time column (and time_offset column): a served
+    event's time is when it is served, so it is refused with that reason, not as an unknown field. Columns the spec drops are still ignored; any other
     field is refused as not a feature. (The id column is the service's: it keys the event, see test_serving_api.)"""
-    timed = adult_spec.model_copy(update={"time_column": "seen_at"})
+    timed = adult_spec.model_copy(update={"time_column": "seen_at", "time_offset": TimeOffset(column="seen_hour", unit="hours")})
     base = _records(canonical(adult_rows.head(1), adult_spec), adult_spec)[0]
-    _, errors = RecordCodec(timed, predictor).check([{**base, "seen_at": "2026-01-01", "fnlwgt": 1, "colour": "blue"}], ("body",))
+    _, errors = RecordCodec(timed, predictor).check([{**base, "seen_at": "2026-01-01", "seen_hour": 5, "fnlwgt": 1, "colour": "blue"}], ("body",))
     said = {e.loc[-1]: e.msg for e in errors}
-    assert set(said) == {"seen_at", "colour"} and all(e.type == "extra_forbidden" for e in errors)
+    assert set(said) == {"seen_at", "seen_hour", "colour"} and all(e.type == "extra_forbidden" for e in errors)
     assert "the spec's time_column: a served event's time is when it is served" in said["seen_at"]
+    assert "the spec's time_offset column: a served event's time is when it is served" in said["seen_hour"]
     assert "not a feature of the dataset spec" in said["colour"]
     assert RecordCodec(timed, predictor, refuse_unknown=False).check([{**base, "seen_at": "2026-01-01"}], ("body",))[1] == []

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mlplatform.domain.timeformat import ISO, check_time_format
+from mlplatform.domain.timeformat import ISO, OFFSET_UNIT_SECONDS, check_time_format
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\- ]{0,62}$")
 
@@ -46,6 +46,16 @@ def _label_text(value: object) -> object:
 
 
 LabelText = Annotated[str, BeforeValidator(_label_text)]
+
+
+class TimeOffset(BaseModel):
+    """A column of numbers added to `time_column`: an export that writes the day in one column and the hour in another
+    (`dteday`, `hr`) is an hourly clock only once both are read; windows in hours and "time since" need that clock."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    column: str
+    unit: Literal[tuple(OFFSET_UNIT_SECONDS)]  # type: ignore[valid-type]
 
 
 class SourceSpec(BaseModel):
@@ -163,6 +173,7 @@ class DatasetSpec(BaseModel):
     id_column: str | None = None
     time_column: str | None = None
     time_format: str | None = Field(default=None, description="How time_column is written: iso (default), epoch_s/ms/us/ns, year or a strftime pattern.")
+    time_offset: TimeOffset | None = Field(default=None, description="A column of seconds/minutes/hours/days added to time_column's time.")
     features: dict[str, FeatureType] = Field(min_length=1)
     drop: list[str] = Field(default_factory=list)
     crosses: list[tuple[str, str]] = Field(default_factory=list, description="Pairs of categorical features crossed into one more feature.")
@@ -194,6 +205,7 @@ class DatasetSpec(BaseModel):
     def _consistent(self) -> "DatasetSpec":
         if self.time_format is not None and self.time_column is None:
             raise ValueError("time_format: says how time_column is written, but the spec has no time_column")
+        self._check_time_offset()
         special = {c for c in (self.label, self.id_column, self.time_column) if c}
         clash = special & set(self.features)
         if clash:
@@ -223,6 +235,20 @@ class DatasetSpec(BaseModel):
         if self.history is not None:
             self._check_history(self.history)
         return self
+
+    def _check_time_offset(self) -> None:
+        """The offset column is read beside time_column: a numeric feature (hr) or a column of its own, nothing else."""
+        if self.time_offset is None:
+            return
+        column = self.time_offset.column
+        if self.time_column is None:
+            raise ValueError("time_offset: is added to time_column's time, but the spec has no time_column")
+        if column in (self.label, self.id_column, self.time_column):
+            raise ValueError(f"time_offset.column: {column!r} is the label, id or time column")
+        if self.features.get(column) is FeatureType.categorical:
+            raise ValueError(f"time_offset.column: {column!r} is a categorical feature; an offset is a number of {self.time_offset.unit}")
+        if column in self.drop:
+            raise ValueError(f"time_offset.column: {column!r} is in drop; an offset column is read")
 
     def _check_history(self, history: HistorySpec) -> None:
         """Every reference of every history feature resolves; messages name the entry and its field."""
@@ -282,6 +308,12 @@ class DatasetSpec(BaseModel):
     @property
     def is_classification(self) -> bool:
         return self.task is not Task.regression
+
+    @property
+    def key_columns(self) -> list[str]:
+        """The id, time and time offset columns the spec names that are not features: read by landing, never served."""
+        offset = self.time_offset.column if self.time_offset is not None else None
+        return [c for c in dict.fromkeys((self.id_column, self.time_column, offset)) if c is not None and c not in self.features]
 
     @property
     def event_time_format(self) -> str:

@@ -16,6 +16,8 @@ SAMPLE_ROWS = 5000
 MAX_CLASSES = 20
 ID_NAMES = re.compile(r"^(id|.*_id|event_id|uuid)$", re.IGNORECASE)
 TIME_NAMES = re.compile(r"^(time|timestamp|date|datetime|ts|dteday)$|_(time|at|date|ts)$", re.IGNORECASE)
+HOUR_NAMES = re.compile(r"^(hr|hour|hour_of_day)$", re.IGNORECASE)
+DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 TEMPLATE = """\
 # Dataset spec of model {name}: fill in the label, the task and the feature columns of your event files,
@@ -50,6 +52,17 @@ def _task(values: pd.Series) -> str:
     return "multiclass" if distinct <= MAX_CLASSES and (not numeric or (values.dropna() % 1 == 0).all()) else "regression"
 
 
+def _hour_column(frame: pd.DataFrame, time_column: str, columns: list[str]) -> str | None:
+    """A column of whole hours 0-23 beside a time column of dates only: the two make the events' hourly clock."""
+    if not frame[time_column].dropna().astype(str).str.fullmatch(DATE_ONLY).all():
+        return None
+    for column in columns:
+        values = frame[column].dropna()
+        if HOUR_NAMES.match(column) and pd.api.types.is_numeric_dtype(values) and ((values % 1 == 0) & values.between(0, 23)).all():
+            return column
+    return None
+
+
 def draft_spec(name: str, sample: Path | None, label: str | None = None, task: str | None = None) -> str:
     """YAML text of a spec for `name`: drafted from `sample` when given, else a commented template."""
     if sample is None:
@@ -73,6 +86,9 @@ def draft_spec(name: str, sample: Path | None, label: str | None = None, task: s
         spec["id_column"] = id_column
     if time_column:
         spec["time_column"] = time_column
+        hour = _hour_column(frame, time_column, rest)
+        if hour:
+            spec["time_offset"] = {"column": hour, "unit": "hours"}
     spec["features"] = {c: "numeric" if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c]) else "categorical"
                         for c in rest if c not in (id_column, time_column)}
     header = (f"# Dataset spec of model {name}, drafted from {sample.name} ({len(frame)} rows read): review the task, the label\n"

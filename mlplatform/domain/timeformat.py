@@ -22,6 +22,7 @@ EPOCH_UNITS_PER_SECOND = {"epoch_s": 1, "epoch_ms": 1_000, "epoch_us": 1_000_000
 YEAR = "year"
 TIME_FORMATS = (ISO, *EPOCH_UNITS_PER_SECOND, YEAR)
 MAX_EPOCH_SECONDS = 1e11  # about year 5000 either side of 1970; beyond, the arithmetic overflows
+OFFSET_UNIT_SECONDS = {"seconds": 1, "minutes": 60, "hours": 3_600, "days": 86_400}  # a spec's time_offset.unit
 _UTC_US = pa.timestamp("us", tz="UTC")
 
 
@@ -98,6 +99,17 @@ def parse_event_times(values: pd.Series, time_format: str = ISO) -> pd.Series:
     if (_is_number_column(values) and time_format == ISO) or pd.api.types.is_bool_dtype(values):
         return pd.Series(pd.NA, index=values.index, dtype="Int64")
     return _from_text(values, time_format)
+
+
+def offset_event_times(micros: pd.Series, offsets: pd.Series, unit: str) -> pd.Series:
+    """`micros` moved by `offsets`, numbers of `unit` (a date column plus an hour column is an hourly clock): NA where
+    the time is NA, or the offset is missing, not a finite number, or moves the time out of range."""
+    numbers = _numbers(offsets)
+    shift = numbers * OFFSET_UNIT_SECONDS[unit]
+    fits = np.isfinite(shift) & (shift.abs() < MAX_EPOCH_SECONDS) & micros.notna().to_numpy()
+    moved = micros.fillna(0).astype("int64") + (shift.where(fits, 0.0) * 1_000_000).round().astype("int64")
+    fits &= moved.abs() < MAX_EPOCH_SECONDS * 1_000_000
+    return moved.astype("Int64").where(fits)
 
 
 def parse_event_time(value: object, time_format: str = ISO) -> int | None:

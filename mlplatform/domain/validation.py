@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 from mlplatform.domain.features import as_text, normalise_category
 from mlplatform.domain.spec import DatasetSpec
-from mlplatform.domain.timeformat import column_format, parse_event_times
+from mlplatform.domain.timeformat import column_format, offset_event_times, parse_event_times
 
 EVENT_ID = "event_id"
 EVENT_TIME = "event_time"
@@ -151,7 +151,10 @@ def validate_frame(
         raise SchemaError(f"missing required feature columns: {missing}")
     id_col = spec.id_column if spec.id_column in raw.columns else (EVENT_ID if EVENT_ID in raw.columns else None)
     time_col = spec.time_column if spec.time_column in raw.columns else (EVENT_TIME if EVENT_TIME in raw.columns else None)
-    known = {*spec.features, spec.label, *spec.drop, EVENT_ID, EVENT_TIME, spec.id_column, spec.time_column}
+    offset = spec.time_offset if time_col is not None and time_col == spec.time_column else None
+    if offset is not None and offset.column not in raw.columns:
+        raise SchemaError(f"missing time_offset column {offset.column!r} (the spec adds it to time_column {spec.time_column!r})")
+    known = {*spec.features, spec.label, *spec.drop, EVENT_ID, EVENT_TIME, *spec.key_columns}
     extra = [c for c in raw.columns if c not in known]
 
     n = len(raw)
@@ -168,7 +171,7 @@ def validate_frame(
             invalid[new] = True
 
     cells: dict[str, pd.Series] = {}
-    for name in dict.fromkeys(c for c in (id_col, time_col, spec.label, *spec.features) if c is not None and c in raw.columns):
+    for name in dict.fromkeys(c for c in (id_col, time_col, offset and offset.column, spec.label, *spec.features) if c is not None and c in raw.columns):
         nested = nested_cells(raw[name])
         flag(nested, name, lambda rows, col=raw[name]: col[rows].map(nested_value_problem))
         cells[name] = raw[name].mask(nested) if nested.any() else raw[name]
@@ -190,6 +193,9 @@ def validate_frame(
         time_format = spec.event_time_format if declared else column_format(cells[time_col])
         times = parse_event_times(cells[time_col], time_format)
         flag(times.isna(), time_col, f"missing or not a timestamp in time_format {time_format!r}" if declared else "missing or not a timestamp")
+        if offset is not None:
+            times = offset_event_times(times, cells[offset.column], offset.unit)
+            flag(times.isna(), offset.column, f"missing or not a number of {offset.unit} (the spec's time_offset), or the time it makes is out of range")
         out[EVENT_TIME] = times.fillna(0).astype("int64")
     else:
         out[EVENT_TIME] = pd.Series(generated_times, index=raw.index)

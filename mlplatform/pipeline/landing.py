@@ -257,7 +257,7 @@ def _csv_separator(header: bytes, spec: DatasetSpec) -> str:
     """The one of CSV_SEPARATORS that splits the header into the most of the spec's columns (',' on a tie): exports
     from European locales use ';', others a tab or '|', and the header is where a file says which."""
     line = header.decode("utf-8").rstrip("\r\n")
-    known = {EVENT_ID, EVENT_TIME, spec.label, *spec.features, *(c for c in (spec.id_column, spec.time_column) if c)}
+    known = {EVENT_ID, EVENT_TIME, spec.label, *spec.features, *spec.key_columns}
     return max(CSV_SEPARATORS, key=lambda sep: len(known.intersection(name.strip() for name in next(csv.reader([line], delimiter=sep), []))))
 
 

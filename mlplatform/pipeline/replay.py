@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from mlplatform.domain.features import normalise_category
 from mlplatform.domain.spec import DatasetSpec, FeatureType
-from mlplatform.domain.timeformat import ISO, iso_text, parse_event_times
+from mlplatform.domain.timeformat import ISO, iso_text, offset_event_times, parse_event_times
 from mlplatform.domain.validation import EVENT_ID, EVENT_TIME, generated_keys
 
 STREAM_START = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -141,20 +141,33 @@ def read_source(spec: DatasetSpec) -> pd.DataFrame:
 
 
 def _source_times(frame: pd.DataFrame, spec: DatasetSpec) -> np.ndarray:
-    """The time column in the spec's time_format, as microseconds; a row that does not fit stops the replay, naming it."""
+    """The time column in the spec's time_format (plus its time_offset), as microseconds; a row that does not fit stops
+    the replay, naming it."""
     assert spec.time_column is not None
-    if spec.time_column not in frame:
-        raise ReplayError(f"time_column {spec.time_column!r} is not a column of the source files (columns: {[c for c in frame.columns if c not in (EVENT_ID, EVENT_TIME)]})")
-    values = frame[spec.time_column]
-    micros = parse_event_times(values, spec.event_time_format)
+    micros = parse_event_times(_source_column(frame, spec.time_column, "time_column"), spec.event_time_format)
+    _refuse_missing(frame, spec.time_column, micros, f"time_column {spec.time_column!r}",
+                    f"missing or not a timestamp in time_format {spec.event_time_format!r}", "set time_format in the spec to how the column is written")
+    if spec.time_offset is not None:
+        offset = spec.time_offset
+        micros = offset_event_times(micros, _source_column(frame, offset.column, "time_offset.column"), offset.unit)
+        _refuse_missing(frame, offset.column, micros, f"time_offset.column {offset.column!r}",
+                        f"missing or not a number of {offset.unit}, or make a time out of range", "every row needs a number there")
+    return micros.to_numpy(dtype="int64")
+
+
+def _source_column(frame: pd.DataFrame, column: str, field: str) -> pd.Series:
+    if column not in frame:
+        raise ReplayError(f"{field} {column!r} is not a column of the source files (columns: {[c for c in frame.columns if c not in (EVENT_ID, EVENT_TIME)]})")
+    return frame[column]
+
+
+def _refuse_missing(frame: pd.DataFrame, column: str, micros: pd.Series, field: str, problem: str, hint: str) -> None:
+    """A ReplayError naming the first rows whose time is NA, if any."""
     bad = micros.isna().to_numpy()
     if bad.any():
+        values = frame[column]
         examples = ", ".join(f"row {i + 1}: {str(values.iloc[i])!r}" for i in np.flatnonzero(bad)[:3])
-        raise ReplayError(
-            f"time_column {spec.time_column!r}: {int(bad.sum())} of {len(values)} rows are missing or not a timestamp in "
-            f"time_format {spec.event_time_format!r} ({examples}); set time_format in the spec to how the column is written"
-        )
-    return micros.to_numpy(dtype="int64")
+        raise ReplayError(f"{field}: {int(bad.sum())} of {len(values)} rows are {problem} ({examples}); {hint}")
 
 
 def inject_drift(rows: pd.DataFrame, spec: DatasetSpec, scenario: DriftScenario, reference: pd.DataFrame | None = None) -> pd.DataFrame:

@@ -124,9 +124,10 @@ def _plainly_valid(value: Any, check: Any) -> bool:
     return type(value) is float and value - value == 0.0
 
 
-# Why a request may not carry the spec's time column: a served event's time is set by the service, and a value sent for
-# it would be silently unused.
+# Why a request may not carry the spec's time column (or its time_offset column when that is not a feature): a served
+# event's time is set by the service, and a value sent for it would be silently unused.
 KEY_FIELD_TIME = "the spec's time_column: a served event's time is when it is served"
+KEY_FIELD_OFFSET = "the spec's time_offset column: a served event's time is when it is served"
 
 
 class RecordCodec:
@@ -145,6 +146,8 @@ class RecordCodec:
         self._checks = {name: (check_number if name in spec.numeric_features else check_category) for name in self.features}
         self._dropped = frozenset(spec.drop)
         self._keys = {spec.time_column: KEY_FIELD_TIME} if spec.time_column else {}
+        if spec.time_offset is not None and spec.time_offset.column not in spec.features:
+            self._keys[spec.time_offset.column] = KEY_FIELD_OFFSET
         self._refuse_unknown = refuse_unknown
         self.numeric = list(transformer.numeric)
         self.categorical = list(transformer.categorical)
