@@ -69,16 +69,20 @@ def with_stream_history(events: pd.DataFrame, spec: DatasetSpec, label_delay: in
     """`events` (stream order) with the spec's history columns, each label known `label_delay` events after its own event
     (0: right after its prediction, the classic protocol), by the platform's point-in-time rule (`history.history_frame`).
 
-    The stream's clock is its position (event i at 2i, its label known at 2(i + delay) + 1): ties in the source's
-    times cannot then reveal a label early, and `since` counts events.
+    The clock is the stream's own (`stream_events`' arrival-stamped times), so time windows (`window: 24h`) and `since`
+    mean what the spec says. A label is known 1 µs after the event `label_delay` events later: never before an event
+    of the same time (ties reveal it later, never early), and labels due after the stream's end are never known in it.
     """
     if spec.history is None:
         return events
     if label_delay < 0:
         raise BenchmarkError(f"label delay must be ≥ 0 events, got {label_delay}")
-    position = np.arange(len(events), dtype="int64")
-    log = events.assign(seq=position + 1, event_time=2 * position, ingested_at=2 * position, source="landing",
-                        label_time=2 * (position + label_delay) + 1, label_seq=position + 1)
+    n = len(events)
+    position = np.arange(n, dtype="int64")
+    times = events[EVENT_TIME].to_numpy(dtype="int64")
+    due = position + label_delay
+    known = np.where(due < n, times[np.minimum(due, max(n - 1, 0))] + 1, times[-1] + 2 if n else 0)
+    log = events.assign(seq=position + 1, ingested_at=times, source="landing", label_time=known, label_seq=position + 1)
     return events.join(history_frame(log, spec))
 
 
