@@ -247,6 +247,23 @@ def test_serving_state_and_training_frame_agree_on_a_stream_with_late_out_of_ord
         assert _equal(training[name], serving[name]), name
 
 
+def test_values_near_the_float_limit_are_missing_to_windows_on_both_sides_and_never_break_serving() -> None:
+    """Two valid floats near 1.7e308 sum to inf, and inf - inf is no number: serving's exact sum raised on every later
+    request of the key (a 500 that a restart rebuilt). Beyond VALUE_LIMIT a value is missing to windows and differences."""
+    spec = parse_spec({**BASE, "task": "regression", "features": {"x": "numeric", "c": "categorical", "k": "numeric"},
+                       "history": {"features": [*EVERY_KIND, {"kind": "diff", "by": "c"}]}})
+    events = _random_stream(600, spec, seed=7)
+    extreme = events.index[::20]
+    events.loc[extreme, "x"] = np.resize([1.7e308, 1.7e308, -1.7e308, 1e101], len(extreme))
+    events.loc[extreme[::2], "label"] = np.resize([1e300, -1.7e308], len(extreme[::2]))
+    training = history_frame(events, spec).reset_index(drop=True)
+    serving = _online(events, spec)
+    for name in training.columns:
+        assert not np.isinf(training[name].to_numpy(float)).any(), name
+        assert _equal(training[name], serving[name]), name
+    assert training["hist__x_sum_2s"].notna().sum() > 100  # the windows go on after the extreme values
+
+
 def test_a_model_with_history_features_names_the_missing_columns(tmp_path: Path) -> None:
     from mlplatform.domain.training import TrainingConfig, train
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import jsonschema
 import numpy as np
 import pandas as pd
@@ -112,6 +114,32 @@ def test_a_feedback_label_is_read_as_a_landed_label_and_as_its_schema_says() -> 
     for missing in (None, "  "):
         with pytest.raises(ApiError, match=r"label: missing \(null or blank\); expected one of"):
             feedback_label(missing, spec)
+
+
+REGRESSION_LABELS = [55.5, 0, -3, 1e100, -1e100, 1e101, 1.7e308, -1e300, 10**400]
+
+
+def test_a_regression_feedback_label_is_refused_where_landing_quarantines_it() -> None:
+    """A label beyond ±1e100 makes every RMSE inf and no two versions comparable (a 1e300 label blocked promotions):
+    /feedback, landing and the OpenAPI schema refuse the same ones, in the same words."""
+    spec = parse_spec({"name": "sales", "task": "regression", "label": "y", "features": {"x": "numeric"}})
+    ours: list[float | None] = []
+    for value in REGRESSION_LABELS:
+        try:
+            ours.append(float(feedback_label(value, spec)))
+        except ApiError as err:
+            assert f"is not a finite number within ±1e+100" in str(err.detail), err.detail
+            ours.append(None)
+    assert ours == [55.5, 0.0, -3.0, 1e100, -1e100, None, None, None, None]
+    frame = pd.DataFrame({"y": pd.Series(REGRESSION_LABELS, dtype=object), "x": 1.0})
+    validated = validate_frame(frame, spec, generated_id_prefix="q", generated_time_start_us=0)
+    assert set(validated.quarantined["row_number"] - 1) == {i for i, label in enumerate(ours) if label is None}
+    assert validated.quarantined["reason"].iloc[0] == "label: '1e+101' is not a finite number within ±1e+100"
+    schema = feedback_body_schema(spec)
+    assert [jsonschema.Draft202012Validator(schema).is_valid({"event_id": "e", "label": v}) for v in REGRESSION_LABELS[:-1]] == [o is not None for o in ours[:-1]]
+    for value, said in ((None, "label: missing (null); expected a number"), ("55.5", "label: expected a number, got str"), (True, "expected a number, got bool")):
+        with pytest.raises(ApiError, match=re.escape(said)):
+            feedback_label(value, spec)
 
 
 def test_every_field_problem_is_reported(adult_spec: DatasetSpec, model: ServedModel, adult_rows: pd.DataFrame) -> None:

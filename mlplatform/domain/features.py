@@ -15,6 +15,9 @@ import numpy as np
 import pandas as pd
 
 MAX_CATEGORIES = 1000
+# Valid numbers beyond ±this break the statistics that sum or square them (two near 1.7e308 sum to inf, inf - inf is no
+# number): history windows read them as missing, drift reports clip them. Within it, any realistic count of values stays finite.
+ARITHMETIC_LIMIT = 1e100
 CROSS_SEPARATOR = " × "
 
 

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 from pandas.api.indexers import BaseIndexer
 
+from mlplatform.domain.features import ARITHMETIC_LIMIT
 from mlplatform.domain.spec import LABEL_REF, ROLLING, DatasetSpec, HistoryFeature
 from mlplatform.domain.validation import EVENT_TIME, LABEL
 
@@ -76,11 +77,17 @@ def timeline(events: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return kinds[order].astype(bool), position[order]
 
 
+def _in_range(values: pd.Series) -> pd.Series:
+    """Numbers as windows and differences read them: beyond ±ARITHMETIC_LIMIT missing, so no sum leaves the float range."""
+    numbers = values.astype("float64")
+    return numbers.where(numbers.abs() <= ARITHMETIC_LIMIT)
+
+
 def _label_values(labels: pd.Series, spec: DatasetSpec) -> pd.Series:
     """Labels as windows read them: numbers (regression), 1/0 for the positive class (binary)."""
     if spec.is_classification:
         return (labels == spec.positive_class).astype("float64").where(labels.notna())
-    return labels.astype("float64")
+    return _in_range(labels)
 
 
 def _key_codes(events: pd.DataFrame, by: str | None) -> pd.Series:
@@ -171,7 +178,7 @@ def _event_feature(feature: HistoryFeature, rows: pd.DataFrame, keys: pd.Series)
     if feature.kind == "events":
         return {feature.names[0]: grouped_time.cumcount().astype("float64").where(keys.notna())}
     assert feature.source is not None
-    values = rows[feature.source].astype("float64")
+    values = _in_range(rows[feature.source])
     previous = values.groupby(keys).shift(1)
     if feature.kind == "lag":
         return {name: values.groupby(keys).shift(i + 1) for i, name in enumerate(feature.names)}
@@ -216,7 +223,7 @@ def history_frame(events: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
         row_keys = item_keys[is_row]
         if feature.window_us is not None:
             data = is_label if feature.source == LABEL_REF else is_row
-            read = _label_values(items[LABEL], spec) if feature.source == LABEL_REF else items[feature.source].astype("float64")
+            read = _label_values(items[LABEL], spec) if feature.source == LABEL_REF else _in_range(items[feature.source])
             at = np.flatnonzero(data)
             timed = _time_window(read.to_numpy()[at], at, np.flatnonzero(is_row), item_keys.to_numpy(), times, feature.window_us, feature.kind)
             computed = {feature.names[0]: pd.Series(timed)}
@@ -257,7 +264,9 @@ def _stat(values: list[float], stat: str) -> float:
 
 
 def _number(value: Any) -> float:
-    return math.nan if value is None else float(value)
+    """A request's value as windows and differences read it (as `_in_range`)."""
+    number = math.nan if value is None else float(value)
+    return number if abs(number) <= ARITHMETIC_LIMIT else math.nan
 
 
 def _add_exact(partials: list[float], value: float) -> None:
@@ -426,7 +435,7 @@ class HistoryState:
         """A label as windows read it (as `_label_values`): 1/0 for the positive class, the number for regression, none for multiclass."""
         if self._task == "binary":
             return 1.0 if label == self._positive else 0.0
-        return math.nan if self._task == "multiclass" else float(label)
+        return math.nan if self._task == "multiclass" else _number(label)
 
     @staticmethod
     def _key(row: Mapping[str, Any], by: str | None) -> Any:

@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mlplatform.domain.features import as_text, normalise_category
+from mlplatform.domain.features import ARITHMETIC_LIMIT, as_text, normalise_category
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.timeformat import column_format, offset_event_times, parse_event_times
 
@@ -107,6 +107,19 @@ def nested_cells(values: pd.Series) -> pd.Series:
 def not_a_number(value: object) -> str:
     """Why a value is refused where a number belongs: the one wording of landing, label files and serving."""
     return f"{str(value)[:SHOWN_CHARS]!r} is not a finite number"
+
+
+def parse_label_numbers(values: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Regression labels as numbers (NA where bad), and where they are bad: not a finite number, or beyond
+    ±ARITHMETIC_LIMIT, whose square no metric can hold (one such label made every RMSE inf, and no version comparable)."""
+    parsed, bad = parse_numeric(values)
+    bad = bad | (parsed.abs() > ARITHMETIC_LIMIT).fillna(False).astype(bool)
+    return parsed.where(~bad), bad
+
+
+def not_a_label_number(value: object) -> str:
+    """Why a value is refused as a regression label: the one wording of landing, label files and serving."""
+    return f"{str(value)[:SHOWN_CHARS]!r} is not a finite number within ±{ARITHMETIC_LIMIT:g}"
 
 
 def not_a_class(value: object, classes: Sequence[str] | None) -> str:
@@ -208,8 +221,8 @@ def validate_frame(
         flag(unknown, "label", lambda rows: labels[rows].map(lambda value: not_a_class(value, spec.classes)))
         out[LABEL] = labels.where(~unknown)
     else:
-        parsed_label, bad = parse_numeric(cells[spec.label])
-        flag(bad, "label", "not a finite number")
+        parsed_label, bad = parse_label_numbers(cells[spec.label])
+        flag(bad, "label", lambda rows: cells[spec.label][rows].map(not_a_label_number))
         out[LABEL] = parsed_label
 
     for name in spec.features:

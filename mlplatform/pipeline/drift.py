@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from mlplatform.domain.evaluation import score
+from mlplatform.domain.features import ARITHMETIC_LIMIT
 from mlplatform.stores.eventlog import Arrival, EventStore
 from mlplatform.domain.predictor import PREDICTION, PROBABILITY, Predictor
 from mlplatform.stores.registry import CHALLENGER, Registry, tag
@@ -268,6 +269,13 @@ def _presence(spec: DatasetSpec, reference: pd.DataFrame, current: pd.DataFrame)
     return usable, decided
 
 
+def _clipped(frame: pd.DataFrame, numeric: list[str]) -> pd.DataFrame:
+    """`frame` with numbers beyond ±ARITHMETIC_LIMIT clipped to it (copied only then): Evidently's histograms and
+    distances fail on a range past the float limit, and a rank-based test is unchanged by clipping."""
+    wide = [c for c in numeric if bool((frame[c].abs() > ARITHMETIC_LIMIT).any())]
+    return frame.assign(**{c: frame[c].clip(-ARITHMETIC_LIMIT, ARITHMETIC_LIMIT) for c in wide}) if wide else frame
+
+
 def _run_evidently(spec: DatasetSpec, reference: pd.DataFrame, current: pd.DataFrame, features: list[str], extra: list[str], share_threshold: float,
                    tags: list[str]) -> Snapshot:
     # Imported here: Evidently is most of the code location's import time, which every Dagster
@@ -278,6 +286,7 @@ def _run_evidently(spec: DatasetSpec, reference: pd.DataFrame, current: pd.DataF
 
     columns = features + extra
     numeric, categorical = _column_types(spec, columns)
+    reference, current = _clipped(reference, numeric), _clipped(current, numeric)
     definition = DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
     items = [DataDriftPreset(columns=features, drift_share=share_threshold)] if features else []
     items += [ValueDrift(column=c) for c in extra]

@@ -46,8 +46,8 @@ from mlplatform.domain.validation import (
     nested_cells,
     nested_value_problem,
     not_a_class,
-    not_a_number,
-    parse_numeric,
+    not_a_label_number,
+    parse_label_numbers,
     validate_frame,
     with_clean_columns,
 )
@@ -519,7 +519,7 @@ def _label_row_problem(id_col: str, event_id: object, raw: object, spec: Dataset
         return f"{id_col}: missing"
     if pd.isna(raw) or (isinstance(raw, str) and not raw.strip()):
         return "label: missing"
-    return f"label: {not_a_class(raw, spec.classes) if spec.is_classification else not_a_number(raw)}"
+    return f"label: {not_a_class(raw, spec.classes) if spec.is_classification else not_a_label_number(raw)}"
 
 
 def _ingest_labels(frame: pd.DataFrame, lines: list[int], spec: DatasetSpec, log: EventStore, name: str) -> FileCounts:
@@ -532,7 +532,7 @@ def _ingest_labels(frame: pd.DataFrame, lines: list[int], spec: DatasetSpec, log
         labels = normalise_category(frame[spec.label]).replace(spec.label_map)
         valid = plain & ids.notna() & labels.isin(spec.classes or [])
     else:
-        labels, bad = parse_numeric(frame[spec.label])
+        labels, bad = parse_label_numbers(frame[spec.label])
         valid = plain & ids.notna() & labels.notna() & ~bad
     result = log.add_labels(ids[valid].tolist(), labels[valid].tolist())
     problems = [(i, f"{col}: {nested_value_problem(frame.at[i, col])}") for col, mask in nested.items() for i in frame.index[mask & ~valid]]

@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from mlplatform.domain.features import ARITHMETIC_LIMIT
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.validation import EVENT_ID, MAX_ID_LENGTH, MAX_TEXT_LENGTH
 from mlplatform.serving.records import MAX_INTEGER_ID, check_category
@@ -127,7 +128,7 @@ def label_schema(spec: DatasetSpec) -> dict[str, Any]:
     """A label as serving reads it: for regression a number; else a class (label_map's names too), the text padded or
     not, or the boolean or number landing spells as that class."""
     if not spec.is_classification:
-        return {"type": "number"}
+        return {"type": "number", "minimum": -ARITHMETIC_LIMIT, "maximum": ARITHMETIC_LIMIT}
     names = [*(spec.classes or []), *spec.label_map]
     text = {"type": "string", "pattern": f"^\\s*(?:{'|'.join(_regex_literal(name) for name in names)})\\s*$"}
     others = [value for name in names for value in _json_numbers(name)]

@@ -18,7 +18,8 @@ from starlette.concurrency import run_in_threadpool
 
 from mlplatform.domain.history import HistoryState, label_known_at_one
 from mlplatform.domain.spec import DatasetSpec, Task
-from mlplatform.domain.validation import EVENT_ID, EVENT_TIME, not_a_class
+from mlplatform.domain.features import ARITHMETIC_LIMIT
+from mlplatform.domain.validation import EVENT_ID, EVENT_TIME, not_a_class, not_a_label_number
 from mlplatform.serving.champion import ChampionWatcher, ServedModel
 from mlplatform.serving.live import LiveQualityGauges
 from mlplatform.serving.metrics import ModelMetrics, ServingMetrics
@@ -81,9 +82,13 @@ def _records(body: Any, spec: DatasetSpec, max_rows: int) -> tuple[list[Any], tu
 def feedback_label(value: Any, spec: DatasetSpec) -> str | float:
     """A late label by the ingestion rules: classification labels through label_map into the classes, else a finite number."""
     if not spec.is_classification:
-        number, problem, kind = check_number(value)
-        if problem or number is None:
-            raise invalid(("body", "label"), f"label: {problem or 'expected a number'}", kind or "missing")
+        if value is None:
+            raise invalid(("body", "label"), "label: missing (null); expected a number", "missing")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise invalid(("body", "label"), f"label: expected a number, got {type(value).__name__}", "type_error")
+        number, _, _ = check_number(value)
+        if number is None or abs(number) > ARITHMETIC_LIMIT:  # the rule of parse_label_numbers, for one value
+            raise invalid(("body", "label"), f"label: {not_a_label_number(value)}")
         return number
     text, problem, kind = check_category(value)  # 3, 3.0 and "3" alike, as a label file's are
     if problem:
