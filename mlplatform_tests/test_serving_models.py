@@ -10,12 +10,13 @@ import httpx
 import pandas as pd
 import pytest
 
+from mlplatform import cli
 from mlplatform.domain.spec import DatasetSpec, load_spec
 from mlplatform.pipeline.replay import json_records, read_source
 from mlplatform.settings import Settings
 from mlplatform.stores.registry import Registry
 from mlplatform_tests.conftest import ADULT_SPEC, BIKE_SPEC
-from mlplatform_tests.serving_support import Server, auth, client, fuzz, metric, readiness, register_versions, running_server, state_settings, wait_for_version
+from mlplatform_tests.serving_support import TOKEN, Server, auth, client, fuzz, metric, readiness, register_versions, running_server, state_settings, wait_for_version
 
 ADULT, BIKE = "adult", "bike-sharing"
 
@@ -82,6 +83,19 @@ def test_feedback_goes_to_the_model_that_served(client: httpx.Client, records: d
     assert applied.status_code == 200 and applied.json()["status"] == "applied"
     assert metric(client, "mlplatform_feedback_total", model=ADULT, outcome="applied") == 1
     assert metric(client, "mlplatform_feedback_total", model=BIKE, outcome="unknown") == 1
+
+
+def test_replay_of_one_model_to_the_api_reaches_its_own_routes(server: Server, settings: Settings, client: httpx.Client,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """`mlplatform replay --model bike-sharing --to api` without --url: the short /predict answers 404 on a service of
+    several models, so replay posts to the model's own /models/<name>/ routes."""
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    for name, value in (("MLPLATFORM_SERVE_HOST", host), ("MLPLATFORM_SERVE_PORT", port), ("MLPLATFORM_SERVE_TOKEN", TOKEN)):
+        monkeypatch.setenv(name, value)
+    before = metric(client, "mlplatform_feedback_total", model=BIKE, outcome="applied") or 0
+    assert cli.main(["--state-dir", str(settings.state_dir), "--model", BIKE, "replay", "--to", "api", "--start", "9000", "--count", "20",
+                     "--batch-size", "10", "--quiet"]) == 0
+    assert metric(client, "mlplatform_feedback_total", model=BIKE, outcome="applied") == before + 20
 
 
 def test_a_promotion_swaps_only_that_model(client: httpx.Client, settings: Settings, adult_spec: DatasetSpec, versions: dict[str, list[int]],

@@ -137,13 +137,16 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from mlplatform.domain.spec import load_spec
 
     try:
+        path = ""  # under the serving base URL: a model's own routes, which answer whether it serves one model or several
         if args.spec:
             spec = load_spec(args.spec)
             settings = _settings(args)
             landing = settings.landing_dir / spec.name
         else:
+            from mlplatform.serving.routes import model_prefix
+
             model = _platform(args).only(args.model)
-            spec, settings, landing = model.spec, model.settings, model.settings.landing_dir
+            spec, settings, landing, path = model.spec, model.settings, model.settings.landing_dir, model_prefix(model.name)
         scenario = DriftScenario(
             shift_numeric=_pairs(args.shift, float),  # type: ignore[arg-type]
             category_mix=_pairs(args.category, str),  # type: ignore[arg-type]
@@ -157,7 +160,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         label_delay = args.label_delay if args.label_delay is not None or args.to == "landing" else 0.0
         check_pacing(args.batch_size, args.rate, label_delay)
         rows = select_stream(read_source(spec), spec, order=args.order, seed=args.seed, start=args.start, count=args.count, scenario=scenario, drift_from=args.drift_from)
-        url = args.url or f"http://{settings.serve_host}:{settings.serve_port}"
+        url = args.url or f"http://{settings.serve_host}:{settings.serve_port}{path}"
         token = settings.serve_token.get_secret_value() if settings.serve_token else None
         sink = ApiSink(spec, url, token) if args.to == "api" else LandingSink(spec, landing, fmt=args.format)  # type: ignore[arg-type]
         try:
@@ -226,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     champ.set_defaults(func=cmd_champion)
     replay = command("replay", "replay a model's dataset (or --spec) as a stream into its landing folder or the serving API, paced, with drift")
     replay.add_argument("--to", choices=["landing", "api"], default="landing", help="landing folder files, or POST /predict + /feedback")
-    replay.add_argument("--url", help="serving API base URL (with --to api; default from MLPLATFORM_SERVE_HOST/PORT, token from MLPLATFORM_SERVE_TOKEN)")
+    replay.add_argument("--url", help="serving API URL that /predict and /feedback follow (with --to api; default: MLPLATFORM_SERVE_HOST/PORT and the model's /models/<name>; token from MLPLATFORM_SERVE_TOKEN)")
     replay.add_argument("--order", choices=["time", "shuffled"], default="time", help="event-time order, or shuffled by --seed")
     replay.add_argument("--start", type=int, default=0, help="first row of the ordered dataset")
     replay.add_argument("--count", type=int, default=0, help="rows to send (0: all from --start)")
