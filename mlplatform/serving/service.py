@@ -175,6 +175,8 @@ class ModelService:
         self.history = HistoryState(self.spec) if self.spec.history is not None else None
         self._history_lock = threading.Lock()  # the event loop (requests) and the label catch-up thread share the state
         self._feedback_lock = threading.Lock()  # concurrent /feedback workers: apply and file one label at a time
+        self._label_commit_from: int | None = None  # while a /feedback label commits: no label time can be before this
+        self._last_request_us = -(2**63)  # the latest request time with_history stamped: request times never go back
         self._stop = threading.Event()
         self._catch_up = threading.Thread(target=self._catch_up_labels, name="history-labels", daemon=True)
 
@@ -336,28 +338,38 @@ class ModelService:
         training; and the requests' time.
 
         Runs on the event loop between two awaits, so no other request changes the state meanwhile. The time is read under
-        the lock: a label the catch-up thread or a /feedback files while this request waits for it was known before this
-        time, so the rows may see it, as training's rule (labels known by the event's time) lets them.
+        the lock. A /feedback label being committed meanwhile is not in the state yet, and its label time will be at or
+        after the moment its commit began: the request is timed just before that moment, so training, which lets a row
+        see the labels known by its time, does not show it that label either. Request times never go back.
         """
         assert self.history is not None
         out = []
         with self._history_lock:
-            at = now_us()
+            at = now_us() if self._label_commit_from is None else min(now_us(), self._label_commit_from - 1)
+            at = self._last_request_us = max(at, self._last_request_us)
             for row in rows:
                 out.append({**row, **self.history.features(row, at)})
                 self.history.observe_event(row, at)
         return out, at
 
-    def _observe_label(self, event_id: str, label: str | float) -> None:
-        """File a label just applied through /feedback under its event's keys (read back from the log, with its label_seq)."""
+    def _commit_label(self, event_id: str, label: str | float) -> LabelResult:
+        """Apply a /feedback label in the log and file it into the history state; meanwhile requests are timed before it."""
         assert self.history is not None
-        found = self.events.record(event_id)
-        if found is None:  # gone from the log since its label was applied (retention): training will not see that label either
-            return
-        event, row = found
-        known = label_known_at_one(event["source"], event[EVENT_TIME], event["ingested_at"], event["label_time"])
         with self._history_lock:
-            self.history.observe_label(row, label, known, event["label_seq"])
+            self._label_commit_from = max(now_us(), self._last_request_us + 1)  # after every request timed so far
+        found = None
+        try:
+            result = self.events.add_labels([event_id], [label])
+            # Read back with its label_seq and times; gone since (retention): training will not see that label either.
+            found = self.events.record(event_id) if result.applied else None
+        finally:
+            with self._history_lock:
+                if found is not None:
+                    event, row = found
+                    known = label_known_at_one(event["source"], event[EVENT_TIME], event["ingested_at"], event["label_time"])
+                    self.history.observe_label(row, label, known, event["label_seq"])
+                self._label_commit_from = None
+        return result
 
     def _catch_up_labels(self) -> None:
         """Labels that land outside /feedback (label files) reach the history state within `serve_history_catch_up_seconds`."""
@@ -394,9 +406,7 @@ class ModelService:
             result = self.events.add_labels([event_id], [label])
         else:
             with self._feedback_lock:  # labels filed in the order the log took them (label-based history reads that order)
-                result = self.events.add_labels([event_id], [label])
-                if result.applied:
-                    self._observe_label(event_id, label)
+                result = self._commit_label(event_id, label)
         if result.applied and self.settings.serve_online_correction:
             self.learn(event_id)
         return result
