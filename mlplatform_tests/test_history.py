@@ -35,6 +35,7 @@ def _spec_file(tmp_path: Path, history: Any, **changes: Any) -> Path:
     ("history", "message"),
     [
         ({"features": [{"kind": "lag", "k": 0}]}, "history.features.0.k: Input should be greater than or equal to 1"),
+        ({"warmup_events": 0, "features": [{"kind": "events"}]}, "history.features.0.kind: events counts a key's events among the last warmup_events; warmup_events is 0"),
         ({"features": [{"kind": "lag", "k": -2}]}, "history.features.0.k: Input should be greater than or equal to 1"),
         ({"features": [{"kind": "mean", "of": "nope", "n": 3}]}, "history.features.0.of: 'nope' is neither 'label' nor a feature of the spec"),
         ({"features": [{"kind": "max", "of": "c", "n": 3}]}, "history.features.0.of: 'c' is categorical; max needs a numeric feature or the label"),
@@ -245,6 +246,28 @@ def test_serving_state_and_training_frame_agree_on_a_stream_with_late_out_of_ord
     for name in training.columns:
         assert training[name].notna().mean() > 0.5, name  # compared on values, not on missing ones
         assert _equal(training[name], serving[name]), name
+
+
+def test_event_counts_are_over_the_last_warmup_events_so_a_restart_and_training_agree() -> None:
+    """`events` counted every earlier event a side had read: training from warmup_events before its window, serving
+    from its start, so a probe found 518 of 945 predictions off training's (288 events against 35). Both now count
+    the key's events among the last warmup_events, which serving's rebuild at start holds exactly."""
+    spec = parse_spec({**BASE, "features": {"x": "numeric", "c": "categorical", "k": "numeric"},
+                       "history": {"warmup_events": 100, "features": [{"kind": "events", "by": "c"}, {"kind": "events"}, {"kind": "lag", "by": "k"}]}})
+    events = _random_stream(1500, spec, seed=11).sort_values(["event_time", "seq"]).reset_index(drop=True)
+    training = history_frame(events, spec)
+    assert training["hist__events"].tolist()[:3] == [0, 1, 2] and training["hist__events"].max() == 100  # the whole horizon, no more
+    assert training["hist__events__by_c"].max() < 60 and _equal(training["hist__events"], _online(events, spec)["hist__events"])
+    restarted = HistoryState(spec)
+    restarted.replay(events.iloc[900:1000])  # serving's start: the last warmup_events of the log
+    records = events[list(spec.features)].astype(object).where(events[list(spec.features)].notna(), None).to_dict("records")
+    served = []
+    for i in range(1000, 1500):  # no labels are involved: events only
+        served.append(restarted.features(records[i], int(events["event_time"].iloc[i])))
+        restarted.observe_event(records[i], int(events["event_time"].iloc[i]))
+    after = pd.DataFrame(served, index=range(1000, 1500))
+    for name in ("hist__events__by_c", "hist__events"):
+        assert _equal(after[name].astype("float64"), training[name].iloc[1000:]), name
 
 
 def test_values_near_the_float_limit_are_missing_to_windows_on_both_sides_and_never_break_serving() -> None:

@@ -170,13 +170,31 @@ def _time_window(values: np.ndarray, data_at: np.ndarray, query_at: np.ndarray, 
     return _settled(out) if stat in ("sum", "mean") else out
 
 
-def _event_feature(feature: HistoryFeature, rows: pd.DataFrame, keys: pd.Series) -> dict[str, pd.Series]:
-    """Columns of one event-based feature, for rows in time order (each sees the key's earlier rows)."""
+def _recent_count(keys: pd.Series, horizon: int) -> pd.Series:
+    """At each row: how many of the `horizon` rows before it have its key (NaN where the key is missing).
+
+    Rows are sorted by (key, position); a row's count is its place in that order minus the place of the first row of
+    its key at or after position - horizon."""
+    codes = keys.to_numpy(dtype="float64")
+    present = np.flatnonzero(~np.isnan(codes))
+    order = np.lexsort((present, codes[present]))
+    positions, key_codes = present[order], codes[present][order].astype("int64")
+    span = len(codes) + 1
+    composite = key_codes * span + positions
+    first = np.searchsorted(composite, key_codes * span + np.maximum(positions - horizon, 0))
+    out = np.full(len(codes), np.nan)
+    out[positions] = np.arange(len(positions)) - first
+    return pd.Series(out, index=keys.index)
+
+
+def _event_feature(feature: HistoryFeature, rows: pd.DataFrame, keys: pd.Series, horizon: int) -> dict[str, pd.Series]:
+    """Columns of one event-based feature, for rows in time order (each sees the key's earlier rows); `events` counts
+    them among the `horizon` rows before (`warmup_events`), the past both training and serving read."""
     grouped_time = rows[EVENT_TIME].astype("float64").groupby(keys)
     if feature.kind == "since":
         return {feature.names[0]: (rows[EVENT_TIME] - grouped_time.shift(1)) / US_PER_S}
     if feature.kind == "events":
-        return {feature.names[0]: grouped_time.cumcount().astype("float64").where(keys.notna())}
+        return {feature.names[0]: _recent_count(keys.reset_index(drop=True), horizon).set_axis(keys.index)}
     assert feature.source is not None
     values = _in_range(rows[feature.source])
     previous = values.groupby(keys).shift(1)
@@ -228,7 +246,7 @@ def history_frame(events: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
             timed = _time_window(read.to_numpy()[at], at, np.flatnonzero(is_row), item_keys.to_numpy(), times, feature.window_us, feature.kind)
             computed = {feature.names[0]: pd.Series(timed)}
         elif feature.source != LABEL_REF:
-            computed = _event_feature(feature, rows, row_keys)
+            computed = _event_feature(feature, rows, row_keys, spec.history.warmup_events if spec.history else 0)
         else:
             if feature.by not in seen:
                 last = pd.Series(np.where(is_label, np.arange(len(items)), -1), dtype="float64").where(item_keys.notna())
@@ -379,7 +397,7 @@ class _TimeWindow:
 
 @dataclass
 class _KeyState:
-    """What one key value remembers: its last event time, event count, recent values per column and recent labels
+    """What one key value remembers: its last event time, its events among the last `warmup_events`, recent values per column and recent labels
     (as given, and as the numbers windows read), and its time windows (by the feature's place in the spec)."""
 
     last_time: int | None = None
@@ -426,6 +444,10 @@ class HistoryState:
                 lengths = self._value_len[f.by]
                 lengths[f.source] = max(lengths.get(f.source, 0), length)
         self._empty = {by: self._new_state(by) for by in self.keys}  # what a key never seen reads
+        # `events` counts a key's events among the last `warmup_events`: the keys of those events, oldest first.
+        self._counted = list(dict.fromkeys(f.by for f in declared if f.kind == "events"))
+        self._horizon = spec.history.warmup_events if spec.history is not None else 0
+        self._recent: deque[tuple[Any, ...]] = deque()
         self._task, self._positive = spec.task.value, spec.positive_class
         self.label_watermark = 0  # every label up to this label_seq has been observed
         self._clock = -(2**63)  # the latest request's (or replayed event's) time: what time windows may forget
@@ -499,18 +521,31 @@ class HistoryState:
     def observe_event(self, row: Mapping[str, Any], time_us: int) -> None:
         """An event happened at `time_us` (after its features were computed)."""
         self._clock = max(self._clock, time_us)
+        if self._counted:
+            self._count_in(row)
         for by in self.keys:
             key = self._key(row, by)
             if key is None:
                 continue
             state = self._table_state(by, key)
             state.last_time = time_us
-            state.count += 1
             for col, values in state.values.items():
                 values.append(_number(row.get(col)))
             for plan in self._timed[by]:
                 if not plan.label:
                     state.windows[plan.slot].add(time_us, _number(row.get(plan.source or "")), self._clock)
+
+    def _count_in(self, row: Mapping[str, Any]) -> None:
+        """Count the event in under its keys, and the one that leaves the last `warmup_events` out (as `_recent_count`)."""
+        keys = tuple(self._key(row, by) for by in self._counted)
+        for by, key in zip(self._counted, keys):
+            if key is not None:
+                self._table_state(by, key).count += 1
+        self._recent.append(keys)
+        if len(self._recent) > self._horizon:
+            for by, key in zip(self._counted, self._recent.popleft()):
+                if key is not None:
+                    self._tables[by][key].count -= 1
 
     def observe_label(self, row: Mapping[str, Any], label: Any, known_us: int, label_seq: int | None = None) -> None:
         """The label of an event with these features became known at `known_us` (`label_known_at`); with its `label_seq`,

@@ -266,6 +266,8 @@ class DatasetSpec(BaseModel):
                 raise ValueError(f"{where}.of: {source!r} is neither 'label' nor a feature of the spec")
             if source in self.features and self.features[source] is FeatureType.categorical:
                 raise ValueError(f"{where}.of: {source!r} is categorical; {feature.kind} needs a numeric feature or the label")
+            if feature.kind == "events" and history.warmup_events == 0:
+                raise ValueError(f"{where}.kind: events counts a key's events among the last warmup_events; warmup_events is 0")
             if feature.k is not None and feature.kind != "lag":
                 raise ValueError(f"{where}.k: only for kind lag")
             if feature.kind in ROLLING and feature.n is None and feature.window is None:
