@@ -181,3 +181,13 @@ def test_state_dir_reaches_the_runs_the_command_executes(
     [status] = json.loads(capsys.readouterr().out)
     assert status["events"]["total"] == 300 and status["state_dir"] == str(other.state_dir)
     assert os.environ["MLPLATFORM_STATE_DIR"] == str(state.state_dir) and not any(state.events_dir.glob("*")), "the fixture's folder untouched"
+
+
+def test_a_reader_that_leaves_the_pipe_gets_no_traceback(tmp_path: Path) -> None:
+    """`mlplatform status | head -1` printed a BrokenPipeError traceback once the reader had left."""
+    process = subprocess.Popen([sys.executable, "-m", "mlplatform.cli", "--state-dir", str(tmp_path / "state"), "status"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO_ROOT)
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # the reader leaves before the first line
+    errors = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 141 and "Traceback" not in errors and "BrokenPipeError" not in errors, errors

@@ -14,7 +14,7 @@ from mlplatform.serving.champion import ServedModel
 from mlplatform.serving.records import ModelMismatch, RecordCodec
 from mlplatform.serving.schemas import feedback_body_schema
 from mlplatform.serving.service import ApiError, feedback_label
-from mlplatform.domain.spec import DatasetSpec, TimeOffset, load_spec, parse_spec
+from mlplatform.domain.spec import DatasetSpec, FeatureType, TimeOffset, load_spec, parse_spec
 from mlplatform.domain.training import train
 from mlplatform.domain.validation import MAX_TEXT_LENGTH, validate_frame
 from mlplatform.pipeline.replay import read_source
@@ -207,5 +207,17 @@ def test_the_specs_time_column_in_a_request_is_refused_saying_why(adult_spec: Da
     assert set(said) == {"seen_at", "seen_hour", "colour"} and all(e.type == "extra_forbidden" for e in errors)
     assert "the spec's time_column: a served event's time is when it is served" in said["seen_at"]
     assert "the spec's time_offset column: a served event's time is when it is served" in said["seen_hour"]
+    _, errors = RecordCodec(timed, predictor).check([{**base, "income": ">50K"}], ("body",))
+    assert [e.msg for e in errors] == ["extra field not permitted (the spec's label: a served event's label comes back through /feedback)"]
     assert "not a feature of the dataset spec" in said["colour"]
     assert RecordCodec(timed, predictor, refuse_unknown=False).check([{**base, "seen_at": "2026-01-01"}], ("body",))[1] == []
+
+
+def test_a_model_that_does_not_fit_the_spec_is_refused_naming_the_difference(adult_spec: DatasetSpec, predictor: Predictor) -> None:
+    """A reload of a champion trained on other features logs this; the two full input lists hid the one name that differed."""
+    wider = adult_spec.model_copy(update={"features": {**adult_spec.features, "shoe-size": FeatureType.numeric}})
+    with pytest.raises(ModelMismatch, match=re.escape("the spec has ['shoe-size'] the model lacks, the model nothing the spec lacks")):
+        RecordCodec(wider, predictor)
+    retyped = adult_spec.model_copy(update={"features": {**adult_spec.features, "age": FeatureType.categorical}})
+    with pytest.raises(ModelMismatch, match="the same names, some numeric in one and categorical in the other"):
+        RecordCodec(retyped, predictor)

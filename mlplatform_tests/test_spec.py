@@ -118,6 +118,10 @@ def test_invalid_yaml_missing_file_and_bad_bytes(tmp_path: Path) -> None:
     latin.write_bytes(b"name: caf\xe9\n")
     with pytest.raises(SpecError, match="not valid YAML"):
         load_spec(latin)
+    twice = tmp_path / "twice.yaml"
+    twice.write_text(yaml.safe_dump(GOOD).replace("  x: numeric\n", "  x: numeric\n  colour: numeric\n"), encoding="utf-8")
+    with pytest.raises(SpecError, match=r"not valid YAML: 'colour' is given twice, on lines \d+ and \d+"):
+        load_spec(twice)  # the last one won silently
 
 
 def test_an_oversized_spec_fails_on_its_field_not_by_crashing() -> None:

@@ -3,6 +3,7 @@
 import argparse
 import getpass
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -262,10 +263,15 @@ def main(argv: list[str] | None = None) -> int:
 
     try:  # runs executed here, sensor ticks and started processes read their settings from the environment: --state-dir too
         with scoped_environment({env_name("state_dir"): str(Path(args.state_dir).resolve())} if getattr(args, "state_dir", None) else {}):
-            return int(args.func(args))
+            code = int(args.func(args))
+            sys.stdout.flush()  # here, where a closed pipe is caught below, not at exit
+            return code
     except (SpecError, ValidationError, SettingsError, PlatformError) as exc:  # a wrong spec, defs.yaml or MLPLATFORM_* setting: say which
         print(f"mlplatform {args.command}: {settings_problems(exc) if isinstance(exc, ValidationError) else exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `mlplatform status | head`: the reader left; no traceback, and none at exit's flush either
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a shell reports it
 
 
 if __name__ == "__main__":

@@ -362,13 +362,33 @@ def parse_spec(data: Any, base_dir: Path | None = None, origin: str = "spec") ->
     return spec
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader that refuses a key given twice in one mapping: `temp: numeric` then `temp: categorical` kept
+    the last one silently."""
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    lines: dict[Any, int] = {}  # each plain key's first line
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if isinstance(key, (str, int, float, bool)):
+            line = key_node.start_mark.line + 1
+            if key in lines:
+                raise yaml.constructor.ConstructorError(problem=f"{key!r} is given twice, on lines {lines[key]} and {line}")
+            lines[key] = line
+    return loader.construct_mapping(node, deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
 def load_spec(path: Path | str) -> DatasetSpec:
     """Read and validate a spec file; its `source.files` must exist, so a typo fails here rather than at replay."""
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"dataset spec {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 (a safe loader)
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise SpecError(f"{path}: not valid YAML: {exc}") from None
     spec = parse_spec(data, base_dir=path.resolve().parent, origin=str(path))

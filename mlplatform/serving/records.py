@@ -128,6 +128,7 @@ def _plainly_valid(value: Any, check: Any) -> bool:
 # event's time is set by the service, and a value sent for it would be silently unused.
 KEY_FIELD_TIME = "the spec's time_column: a served event's time is when it is served"
 KEY_FIELD_OFFSET = "the spec's time_offset column: a served event's time is when it is served"
+KEY_FIELD_LABEL = "the spec's label: a served event's label comes back through /feedback"
 
 
 class RecordCodec:
@@ -138,14 +139,17 @@ class RecordCodec:
         transformer = predictor.transformer
         numeric, categorical = [*spec.numeric_features, *spec.history_numeric], [*spec.categorical_features, *spec.history_categorical]
         if set(transformer.numeric) != set(numeric) or set(transformer.categorical) != set(categorical):
+            expected, actual = set(numeric + categorical), set(transformer.input_columns)
             raise ModelMismatch(
-                f"model inputs {transformer.input_columns} are not the features of dataset spec {spec.name!r}: {numeric + categorical}"
+                f"model inputs are not the features of dataset spec {spec.name!r}: the spec has {sorted(expected - actual) or 'nothing'} the model "
+                f"lacks, the model {sorted(actual - expected) or 'nothing'} the spec lacks" + (
+                    "; the same names, some numeric in one and categorical in the other" if expected == actual else "")
             )
         self.features = list(spec.features)
         self.history = list(transformer.history)  # filled by serving from its history state, never sent
         self._checks = {name: (check_number if name in spec.numeric_features else check_category) for name in self.features}
         self._dropped = frozenset(spec.drop)
-        self._keys = {spec.time_column: KEY_FIELD_TIME} if spec.time_column else {}
+        self._keys = {spec.label: KEY_FIELD_LABEL, **({spec.time_column: KEY_FIELD_TIME} if spec.time_column else {})}
         if spec.time_offset is not None and spec.time_offset.column not in spec.features:
             self._keys[spec.time_offset.column] = KEY_FIELD_OFFSET
         self._refuse_unknown = refuse_unknown
