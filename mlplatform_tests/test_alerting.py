@@ -78,12 +78,13 @@ def test_serving_reload_failure_fires_from_the_champion_watcher_and_resolves_on_
     registry.promote(broken)
     outcome = watcher.check()
     assert outcome.version == good and outcome.error and f"cannot load version {broken}" in outcome.error
+    assert watcher.last_error == outcome.error  # what /readyz says while no version is loaded
     wait_until("the reload failure alert", lambda: len(alertmanager.alerts(AlertName.SERVING_RELOAD_FAILED)) == 1, 30)
     [alert] = alertmanager.alerts(AlertName.SERVING_RELOAD_FAILED)
     assert labels_of(alert) == {"alertname": "MLPlatformServingReloadFailed", "severity": "critical", "dataset": "adult", "model_version": str(broken)}
     assert f"cannot load version {broken}" in alert["annotations"]["description"]
     registry.promote(later)
-    assert watcher.check().version == later
+    assert watcher.check().version == later and watcher.last_error is None
     wait_until("the reload failure alert to resolve", lambda: alertmanager.alerts(AlertName.SERVING_RELOAD_FAILED) == [], 30)
 
 

@@ -109,6 +109,7 @@ class ChampionWatcher(BackgroundLoop):
         self.metrics = metrics
         self.current: ServedModel | None = None
         self._failed_version: int | None = None
+        self.last_error: str | None = None  # why the latest check could not load the champion (None: it could, or nothing to load)
         self._check_lock = threading.Lock()
 
     def check(self, retry_failed: bool = False) -> ReloadOutcome:
@@ -137,7 +138,7 @@ class ChampionWatcher(BackgroundLoop):
             if model.corrector is not None:  # before the swap: whoever sees the new version sees its gauge
                 self.metrics.correction_terms.set(model.corrector.learned_terms)
             self.current = model
-            self._failed_version = None
+            self._failed_version, self.last_error = None, None
             self.metrics.model_version.set(version)
             self.metrics.reloads.inc()
             log.info("serving model version %s (was %s)", version, serving)
@@ -171,7 +172,7 @@ class ChampionWatcher(BackgroundLoop):
         return updates
 
     def _failed(self, serving: int | None, version: int | None, message: str) -> ReloadOutcome:
-        self._failed_version = version
+        self._failed_version, self.last_error = version, message
         self.metrics.reload_failures.inc()
         log.error("model reload failed, still serving version %s: %s", serving, message)
         self._alert_firing = True

@@ -226,7 +226,8 @@ class ModelService:
         commit the log is probed with a real write, so readiness comes back as soon as the event log can be written again."""
         model = self.watcher.current if self.watcher else None
         if model is None:
-            return False, {"ready": False, "detail": "no champion model is loaded yet"}
+            why = self.watcher.last_error if self.watcher else None
+            return False, {"ready": False, "detail": "no champion model is loaded yet" + (f": {why}" if why else "")}
         assert self.log is not None
         failure = self.log.failure and await run_in_threadpool(self.log.probe)
         if failure:
