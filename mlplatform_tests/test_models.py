@@ -254,7 +254,33 @@ def test_a_draft_spec_reads_a_date_column_and_an_hour_column_as_one_clock(tmp_pa
     rides.to_csv(sample, index=False)
     spec = parse_spec(yaml.safe_load(draft_spec("rides", sample)))
     assert (spec.time_column, spec.time_offset and spec.time_offset.model_dump(), list(spec.features)) == ("dteday", {"column": "hr", "unit": "hours"}, ["hr", "temp"])
-    rides.assign(dteday=["2011-01-01T00:00"] * 3).to_csv(sample, index=False)
+    rides.assign(dteday=["2011-01-01T05:30", "2011-01-01T06:00", "2011-01-02T00:00"]).to_csv(sample, index=False)
     assert parse_spec(yaml.safe_load(draft_spec("rides", sample))).time_offset is None, "a time column with times of day needs no offset"
     rides.assign(hr=[0, 24, 5]).to_csv(sample, index=False)
     assert parse_spec(yaml.safe_load(draft_spec("rides", sample))).time_offset is None, "24 is not an hour of a day"
+
+
+@pytest.mark.parametrize(
+    ("times", "time_format", "note"),
+    [
+        (["2011-01-01", "2011-01-13T05:00", "2011-02-01"], None, ""),
+        (["01/01/2011", "13/01/2011", "01/02/2011"], "%d/%m/%Y", ""),
+        (["01/01/2011", "12/01/2011", "01/02/2011"], "%d/%m/%Y", "# time_format '%d/%m/%Y' guessed; '%m/%d/%Y' reads the sample too: check"),
+        (["01/13/2011", "02/01/2011", "03/01/2011"], "%m/%d/%Y", ""),
+        ([1293840000, 1293843600, 1293847200], "epoch_s", ""),
+        ([1293840000000, 1293843600000, 1293847200000], "epoch_ms", ""),
+        ([2011, 2012, 2013], "year", ""),
+        ([20110101, 20110113, 20110201], "%Y%m%d", ""),
+        (["soon", "later", "never"], None, "# time_format: no format the draft knows reads 'date' (e.g. 'soon'): set it"),
+    ],
+)
+def test_a_draft_spec_guesses_how_the_time_column_is_written(tmp_path: Path, times: list[object], time_format: str | None, note: str) -> None:
+    """Drafted without a time_format, a date column written '13/01/2011' quarantined every row at landing."""
+    from mlplatform.domain.spec import parse_spec
+    from mlplatform.domain.spec_draft import draft_spec
+
+    sample = tmp_path / "sample.csv"
+    pd.DataFrame({"date": times, "temp": [0.2, 0.3, 0.1], "cnt": [16.5, 40, 32]}).to_csv(sample, index=False)
+    text = draft_spec("rides", sample)
+    assert parse_spec(yaml.safe_load(text)).time_format == time_format
+    assert (note in text.splitlines()) if note else not [line for line in text.splitlines() if "time_format" in line and line.startswith("#")]

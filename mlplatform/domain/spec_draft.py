@@ -12,12 +12,19 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from mlplatform.domain.timeformat import ISO, parse_event_times
+
 SAMPLE_ROWS = 5000
 MAX_CLASSES = 20
 ID_NAMES = re.compile(r"^(id|.*_id|event_id|uuid)$", re.IGNORECASE)
 TIME_NAMES = re.compile(r"^(time|timestamp|date|datetime|ts|dteday)$|_(time|at|date|ts)$", re.IGNORECASE)
 HOUR_NAMES = re.compile(r"^(hr|hour|hour_of_day)$", re.IGNORECASE)
-DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+# Patterns a sample's time column is tried in when ISO 8601 does not read it; the first that reads every value wins
+# (day first before month first: a sample whose days are all 12 or less reads both ways, and the draft says so).
+STRFTIME_GUESSES = ("%d/%m/%Y", "%m/%d/%Y", "%d.%m.%Y", "%d-%m-%Y", "%Y/%m/%d", "%Y%m%d", "%d/%m/%Y %H:%M", "%m/%d/%Y %H:%M",
+                    "%d/%m/%Y %H:%M:%S", "%m/%d/%Y %H:%M:%S", "%d.%m.%Y %H:%M", "%Y/%m/%d %H:%M:%S")
+EPOCH_FLOORS = (("epoch_ns", 1e17), ("epoch_us", 1e14), ("epoch_ms", 1e11), ("epoch_s", 1e8))  # a median this large: since 1973 in that unit
+DAY_US = 86_400_000_000
 
 TEMPLATE = """\
 # Dataset spec of model {name}: fill in the label, the task and the feature columns of your event files,
@@ -52,9 +59,33 @@ def _task(values: pd.Series) -> str:
     return "multiclass" if distinct <= MAX_CLASSES and (not numeric or (values.dropna() % 1 == 0).all()) else "regression"
 
 
-def _hour_column(frame: pd.DataFrame, time_column: str, columns: list[str]) -> str | None:
-    """A column of whole hours 0-23 beside a time column of dates only: the two make the events' hourly clock."""
-    if not frame[time_column].dropna().astype(str).str.fullmatch(DATE_ONLY).all():
+def _time_format(values: pd.Series) -> tuple[str | None, str]:
+    """The time_format that reads every value of the sample (None: `iso`, the default, or nothing found), and a sentence
+    for the draft's header when the guess needs a look."""
+    values = values.dropna()
+    if values.empty:
+        return None, ""
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        whole = bool((values % 1 == 0).all())
+        if whole and values.between(1000, 9999).all():
+            return "year", ""
+        if whole and values.between(19_000_101, 21_001_231).all() and parse_event_times(values.astype("int64").astype(str), "%Y%m%d").notna().all():
+            return "%Y%m%d", ""
+        magnitude = float(values.abs().median())
+        unit = next((unit for unit, floor in EPOCH_FLOORS if magnitude >= floor), None)
+        return unit, "" if unit else f"time_format: the numbers of {values.name!r} are no year, date or epoch the draft knows: set it"
+    if parse_event_times(values, ISO).notna().all():
+        return None, ""
+    readable = [pattern for pattern in STRFTIME_GUESSES if parse_event_times(values, pattern).notna().all()]
+    if not readable:
+        return None, f"time_format: no format the draft knows reads {values.name!r} (e.g. {str(values.iloc[0])!r}): set it"
+    return readable[0], f"time_format {readable[0]!r} guessed; {readable[1]!r} reads the sample too: check" if len(readable) > 1 else ""
+
+
+def _hour_column(times: pd.Series, frame: pd.DataFrame, columns: list[str]) -> str | None:
+    """A column of whole hours 0-23 beside a time column of dates only (every time at midnight): the two make the
+    events' hourly clock."""
+    if times.isna().any() or (times % DAY_US != 0).any():
         return None
     for column in columns:
         values = frame[column].dropna()
@@ -84,13 +115,18 @@ def draft_spec(name: str, sample: Path | None, label: str | None = None, task: s
     time_column = next((c for c in rest if TIME_NAMES.search(c)), None)
     if id_column:
         spec["id_column"] = id_column
+    notes: list[str] = []
     if time_column:
         spec["time_column"] = time_column
-        hour = _hour_column(frame, time_column, rest)
+        time_format, note = _time_format(frame[time_column])
+        notes += [note] if note else []
+        if time_format:
+            spec["time_format"] = time_format
+        hour = _hour_column(parse_event_times(frame[time_column].dropna(), time_format or ISO), frame, rest)
         if hour:
             spec["time_offset"] = {"column": hour, "unit": "hours"}
     spec["features"] = {c: "numeric" if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c]) else "categorical"
                         for c in rest if c not in (id_column, time_column)}
     header = (f"# Dataset spec of model {name}, drafted from {sample.name} ({len(frame)} rows read): review the task, the label\n"
               "# and each feature's type, then `dg check defs`. Keys are described in the README (\"Bring your own dataset\").\n")
-    return header + yaml.safe_dump(spec, sort_keys=False)
+    return header + "".join(f"# {note}\n" for note in notes) + yaml.safe_dump(spec, sort_keys=False)
