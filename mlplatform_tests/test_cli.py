@@ -49,6 +49,8 @@ def test_status_json_after_two_versions(
     assert main(["status", "--model", "adult"]) == 0
     human = capsys.readouterr().out
     assert f"champion: v{status['champion']}" in human and "2500 total, 2500 labelled, 1 quarantined" in human
+    assert status["spec"]["label"] == "income" and status["spec"]["history"] == [] and "age" in status["spec"]["numeric"]
+    assert "binary on 'income' from 5 numeric and 8 categorical features" in human
 
 
 def test_status_on_an_empty_state_folder_lists_every_model(state: Settings, capsys: pytest.CaptureFixture[str]) -> None:
@@ -56,6 +58,8 @@ def test_status_on_an_empty_state_folder_lists_every_model(state: Settings, caps
     statuses = json.loads(capsys.readouterr().out)
     assert [s["model"] for s in statuses] == ["adult", "bike-sharing"]
     assert all(s["champion"] is None and s["versions"] == [] and s["events"]["total"] == 0 for s in statuses)
+    assert main(["status"]) == 0
+    assert "spec " in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

@@ -47,6 +47,9 @@ def collect_status(model: ModelContext, with_dagster: bool = False, run_limit: i
         "registered_model": registry.name,
         "state_dir": str(model.settings.state_dir),
         "landing_dir": str(model.settings.landing_dir),
+        "spec": {"path": str(model.settings.dataset_spec), "task": model.spec.task.value, "label": model.spec.label,
+                 "numeric": model.spec.numeric_features, "categorical": model.spec.categorical_features,
+                 "history": model.spec.history_numeric + model.spec.history_categorical},
         "champion": None if champion is None else champion.version,
         "pinned": bool(champion and champion.pinned),
         "pin_reason": champion.pin_reason if champion and champion.pinned else None,
@@ -89,10 +92,18 @@ def _from_dagster(model: ModelContext, limit: int) -> dict[str, Any]:
     }
 
 
+def _spec_line(spec: dict[str, Any]) -> str:
+    """What the model learns from, as the spec says: the columns a request sends and the history columns serving fills."""
+    history = f"; history: {', '.join(spec['history'])}" if spec["history"] else ""
+    return (f"spec {spec['path']}: {spec['task']} on {spec['label']!r} from {len(spec['numeric'])} numeric and {len(spec['categorical'])} "
+            f"categorical features{history}")
+
+
 def render_status(status: dict[str, Any]) -> str:
     pin = f" (pinned: {status['pin_reason']})" if status["pinned"] else ""
     lines = [
         f"model {status['model']} · registered as {status['registered_model']} · landing {status['landing_dir']}",
+        _spec_line(status["spec"]),
         f"champion: {'v' + str(status['champion']) + pin if status['champion'] else 'none yet'}",
         "events: {total} total, {labelled} labelled, {quarantined} quarantined".format(**status["events"]),
         "versions:",
