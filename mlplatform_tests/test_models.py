@@ -127,6 +127,15 @@ def _churn_events(n: int, seed: int) -> pd.DataFrame:
                          "monthly_fee": np.round(rng.uniform(5, 90, size=n), 2), "support_calls": calls, "churned": churned})
 
 
+def test_a_scaffold_whose_sample_cannot_be_drafted_makes_no_model(project: Path, tmp_path: Path) -> None:
+    """It left defs.yaml without its dataset.yaml, and that half-made folder stopped every model of the code location loading."""
+    sample = tmp_path / "meter.csv"
+    sample.write_text("day;load_kw\n", encoding="utf-8")  # a header and no row
+    done = _run(project, "dg", "scaffold", "defs", "mlplatform.RetrainingLoop", "meter", "--json-params", json.dumps({"sample": str(sample)}), check=False)
+    assert done.returncode != 0 and "no model 'meter' made: cannot draft its spec from" in done.stderr, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr and not (project / "mlplatform" / "defs" / "meter").exists()
+
+
 def test_a_third_model_added_by_dg_scaffold_trains_with_no_code_change(project: Path, tmp_path: Path) -> None:
     sample = tmp_path / "churn-sample.csv"
     _churn_events(500, seed=1).to_csv(sample, index=False)
@@ -251,9 +260,10 @@ def test_a_draft_spec_reads_a_date_column_and_an_hour_column_as_one_clock(tmp_pa
 
     sample = tmp_path / "rides.csv"
     rides = pd.DataFrame({"dteday": ["2011-01-01", "2011-01-01", "2011-01-02"], "hr": [0, 23, 5], "temp": [0.2, 0.3, 0.1], "cnt": [16.5, 40, 32]})
-    rides.to_csv(sample, index=False)
-    spec = parse_spec(yaml.safe_load(draft_spec("rides", sample)))
-    assert (spec.time_column, spec.time_offset and spec.time_offset.model_dump(), list(spec.features)) == ("dteday", {"column": "hr", "unit": "hours"}, ["hr", "temp"])
+    for separator in (",", ";"):  # a European export is read as landing reads it
+        rides.to_csv(sample, index=False, sep=separator)
+        spec = parse_spec(yaml.safe_load(draft_spec("rides", sample)))
+        assert (spec.time_column, spec.time_offset and spec.time_offset.model_dump(), list(spec.features)) == ("dteday", {"column": "hr", "unit": "hours"}, ["hr", "temp"])
     rides.assign(dteday=["2011-01-01T05:30", "2011-01-01T06:00", "2011-01-02T00:00"]).to_csv(sample, index=False)
     assert parse_spec(yaml.safe_load(draft_spec("rides", sample))).time_offset is None, "a time column with times of day needs no offset"
     rides.assign(hr=[0, 24, 5]).to_csv(sample, index=False)

@@ -6,6 +6,7 @@ column named (or the last one), and every guess is written as a comment beside i
 
 from __future__ import annotations
 
+import gzip
 import re
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pandas as pd
 import yaml
 
 from mlplatform.domain.timeformat import ISO, parse_event_times
+from mlplatform.domain.validation import csv_separator
 
 SAMPLE_ROWS = 5000
 MAX_CLASSES = 20
@@ -48,7 +50,9 @@ def _read_sample(path: Path) -> pd.DataFrame:
         return pd.read_parquet(path).head(SAMPLE_ROWS)
     if name.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
         return pd.read_json(path, lines=True, nrows=SAMPLE_ROWS)
-    return pd.read_csv(path, nrows=SAMPLE_ROWS, skipinitialspace=True)
+    with gzip.open(path, "rt", encoding="utf-8") if name.endswith(".gz") else path.open(encoding="utf-8") as text:
+        header = text.readline().rstrip("\r\n")
+    return pd.read_csv(path, nrows=SAMPLE_ROWS, skipinitialspace=True, sep=csv_separator(header))  # as landing reads it
 
 
 def _task(values: pd.Series) -> str:

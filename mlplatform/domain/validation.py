@@ -8,8 +8,10 @@ that get it. Every invalid row keeps the first reason found for it.
 
 from __future__ import annotations
 
+import csv
+
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -107,6 +109,19 @@ def nested_cells(values: pd.Series) -> pd.Series:
 def not_a_number(value: object) -> str:
     """Why a value is refused where a number belongs: the one wording of landing, label files and serving."""
     return f"{str(value)[:SHOWN_CHARS]!r} is not a finite number"
+
+
+CSV_SEPARATORS = (",", ";", "\t", "|")  # the first is the default: a header these split no better is read with ','
+
+
+def csv_separator(header: str, columns: Collection[str] | None = None) -> str:
+    """The one of CSV_SEPARATORS that splits the header line into the most of `columns` (None: the most fields; ','
+    on a tie): exports from European locales use ';', others a tab or '|', and the header is where a file says which."""
+    def score(sep: str) -> int:
+        fields = [name.strip() for name in next(csv.reader([header], delimiter=sep), [])]
+        return len(fields) if columns is None else len(set(columns).intersection(fields))
+
+    return max(CSV_SEPARATORS, key=score)
 
 
 def parse_label_numbers(values: pd.Series) -> tuple[pd.Series, pd.Series]:

@@ -50,10 +50,18 @@ class RetrainingLoopScaffolder(dg.Scaffolder[ScaffoldParams]):
     def scaffold(self, request: ScaffoldRequest[ScaffoldParams]) -> None:
         folder = Path(request.target_path)
         params = request.params or ScaffoldParams()
-        dg.scaffold_component(request, {"spec": SPEC_FILE, "loop": {"retrain_every_n": 5000}})
         name = folder.name.replace("_", "-").lower()
         sample = Path(params.sample).resolve() if params.sample else None
-        (folder / SPEC_FILE).write_text(draft_spec(name, sample, params.label, params.task), encoding="utf-8")
+        try:  # drafted first: a sample that cannot be read leaves no half-made model folder, which would stop every model loading
+            spec = draft_spec(name, sample, params.label, params.task)
+        except (ValueError, OSError) as exc:  # UnicodeDecodeError and pandas' parser errors are ValueErrors
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()  # dg made it for us
+            raise SystemExit(f"dg scaffold: no model {name!r} made: cannot draft its spec from {sample}: {exc}") from None
+        dg.scaffold_component(request, {"spec": SPEC_FILE, "loop": {"retrain_every_n": 5000}})
+        (folder / SPEC_FILE).write_text(spec, encoding="utf-8")
+        if name != folder.name:
+            print(f"model {name!r} (Dagster prefix {name.replace('-', '_')!r}): its landing folder is <landing root>/{name}")
 
 
 @scaffold_with(RetrainingLoopScaffolder)

@@ -43,6 +43,7 @@ from mlplatform.domain.validation import (
     EVENT_ID,
     EVENT_TIME,
     SchemaError,
+    csv_separator,
     nested_cells,
     nested_value_problem,
     not_a_class,
@@ -55,7 +56,6 @@ from mlplatform.settings import Settings
 from mlplatform.stores.eventlog import CHANGED, EventStore, EventLogError, FileCounts, FileProgress, now_us
 
 SUFFIXES = (".csv", ".csv.gz", ".parquet", ".jsonl", ".jsonl.gz", ".ndjson")
-CSV_SEPARATORS = (",", ";", "\t", "|")  # the first is the default: a header these split no better is read with ','
 TEMPORARY_SUFFIXES = (".tmp", ".part")
 PROCESSED = "processed"
 REJECTED = "rejected"
@@ -254,11 +254,8 @@ def _split_utf8(data: bytes, offset: int) -> tuple[bytes, list[tuple[int, str, s
 
 
 def _csv_separator(header: bytes, spec: DatasetSpec) -> str:
-    """The one of CSV_SEPARATORS that splits the header into the most of the spec's columns (',' on a tie): exports
-    from European locales use ';', others a tab or '|', and the header is where a file says which."""
-    line = header.decode("utf-8").rstrip("\r\n")
-    known = {EVENT_ID, EVENT_TIME, spec.label, *spec.features, *spec.key_columns}
-    return max(CSV_SEPARATORS, key=lambda sep: len(known.intersection(name.strip() for name in next(csv.reader([line], delimiter=sep), []))))
+    """The separator that splits the header into the most of the spec's columns (`validation.csv_separator`)."""
+    return csv_separator(header.decode("utf-8").rstrip("\r\n"), {EVENT_ID, EVENT_TIME, spec.label, *spec.features, *spec.key_columns})
 
 
 def _parse_csv(data: bytes, offset: int, separator: str) -> _Parsed:
