@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from mlplatform.domain.spec import DatasetSpec
+from mlplatform.domain.keys import LAUNCHED_BY_TAG
 from mlplatform.domain.validation import nested_value_problem
 from mlplatform.pipeline.landing import IngestReport, LandingPolicy, NotSettled, _opened_settled, ingest_pending
 from mlplatform.settings import Settings
@@ -312,3 +313,44 @@ def test_the_compressed_size_limit_still_applies(landing: Path, log: EventLog, a
     (landing / "big.csv.gz").write_bytes(gzip.compress(rows.to_csv(index=False).encode()))
     report = _ingest(landing, adult_spec, log, max_file_bytes=100)
     assert "over the limit of 100" in _rejected(report)["big.csv.gz"]
+
+
+# 6. Who starts an ingestion: the landing sensor, or a person; never two at once on one folder.
+
+
+def test_two_ingestions_of_one_folder_take_turns(landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame) -> None:
+    """A run the landing sensor started and one started by hand: the second waits for the first (a lock on the folder)."""
+    from mlplatform.pipeline.landing import _exclusive
+
+    rows.to_csv(landing / "a.csv", index=False)
+    reports: list[IngestReport] = []
+    with _exclusive(landing):  # the first ingestion, still running
+        second = threading.Thread(target=lambda: reports.append(_ingest(landing, adult_spec, log)))
+        second.start()
+        second.join(timeout=1.0)
+        assert second.is_alive() and _left(landing) == {"a.csv"} and log.counts().total == 0, "it waits, reading nothing"
+    second.join(timeout=60)
+    assert not second.is_alive() and reports[0].total("ingested") == len(rows) and _left(landing) == set()
+
+
+def test_the_landing_sensor_requests_one_run_per_set_of_settled_files(tmp_path: Path, rows: pd.DataFrame) -> None:
+    from mlplatform.orchestration.names import ModelNames
+    from mlplatform.orchestration.sensors import landing_request
+
+    settings = Settings(state_dir=tmp_path / "state", landing_quiet_seconds=0.3)
+    names = ModelNames("adult")
+    settings.landing_dir.mkdir(parents=True)
+    assert "no file waiting in" in str(landing_request(settings, None, names).skip_reason)
+    rows.to_csv(settings.landing_dir / "a.csv", index=False)
+    (settings.landing_dir / "notes.txt").write_text("not a landing file", encoding="utf-8")
+    assert "one changed within landing_quiet_seconds" in str(landing_request(settings, None, names).skip_reason)
+    time.sleep(0.4)
+    first = landing_request(settings, None, names)
+    [request] = first.run_requests or []
+    assert request.run_key.startswith("landing-") and request.tags[LAUNCHED_BY_TAG] == names.landing_sensor
+    again = landing_request(settings, first.cursor, names)
+    assert not again.run_requests and "requested already" in str(again.skip_reason)
+    rows.head(5).to_csv(settings.landing_dir / "b.csv", index=False)
+    time.sleep(0.4)
+    [later] = landing_request(settings, first.cursor, names).run_requests or []
+    assert later.run_key != request.run_key

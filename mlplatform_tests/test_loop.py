@@ -124,7 +124,7 @@ def test_the_definitions_load_from_workspace_yaml() -> None:
     assert {j.name for j in defs.resolve_all_job_defs() if not j.name.startswith("__")} == {
         "adult_retrain", "adult_set_champion", "bike_sharing_retrain", "bike_sharing_set_champion"}
     assert {s.name for s in defs.sensors} == {
-        *(f"{m}_{s}" for m in ("adult", "bike_sharing") for s in ("retraining_sensor", "drift_report_sensor", "alerts_sensor")),
+        *(f"{m}_{s}" for m in ("adult", "bike_sharing") for s in ("retraining_sensor", "drift_report_sensor", "landing_sensor", "alerts_sensor")),
         "run_failure_alerts", "run_success_alerts"}
     assert {c.to_user_string() for c in defs.resolve_asset_graph().asset_check_keys} == {
         f"{m}/{a}:{c}" for m in ("adult", "bike_sharing") for a, c in (("raw_events", "raw_events_quality"), ("evaluation_report", "quality_floor"),

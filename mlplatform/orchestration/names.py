@@ -71,6 +71,10 @@ class ModelNames:
         return f"{self.prefix}_drift_report_sensor"
 
     @property
+    def landing_sensor(self) -> str:
+        return f"{self.prefix}_landing_sensor"
+
+    @property
     def alerts_sensor(self) -> str:
         return f"{self.prefix}_alerts_sensor"
 

@@ -1,5 +1,6 @@
 """Sensors of one model: retraining (counts, the champion and the latest drift verdict in, at most one run per
-trigger out) and drift reports every M events, whose runs carry the retraining their report calls for.
+trigger out), drift reports every M events, whose runs carry the retraining their report calls for, and landing
+(a raw_events run once settled files wait in the landing folder).
 
 Both ticks read O(1) counters of the event log, the registry's `@champion` record, the latest materialization
 metadata and the newest few trigger runs only: no Evidently, no scans, so a tick costs the same with 10k or 10M
@@ -8,6 +9,8 @@ alias by hand (a rollback) and the next tick counts new labels from that version
 how its two callers (this sensor, a drift report run's retraining_trigger step) share one cursor: orchestration/trigger.py.
 """
 
+import hashlib
+import json
 import time
 from dataclasses import dataclass
 
@@ -16,11 +19,13 @@ import dagster as dg
 from mlplatform.domain.keys import AWAITING_SHADOW, DECISION, LAUNCHED_BY_TAG, MLFLOW_VERSION, REASON_TAG, SHADOW_EVIDENCE, SHADOW_WAIT_OVER
 from mlplatform.domain.policy import Cursor
 from mlplatform.orchestration.instance import retrain_run_tags
-from mlplatform.orchestration.names import DRIFT_RUN, EVALUATION_REPORT, RETRAINING, TRAINED_MODEL, ModelNames
+from mlplatform.orchestration.names import DRIFT_RUN, EVALUATION_REPORT, RAW_EVENTS, RETRAINING, TRAINED_MODEL, ModelNames
 from mlplatform.orchestration.resources import PlatformResource
 from mlplatform.orchestration.trigger import evaluate, latest
+from mlplatform.pipeline.landing import LandingPolicy, landing_candidates
 from mlplatform.pipeline.shadow import shadow_wait_left
 from mlplatform.root import ModelContext
+from mlplatform.settings import Settings
 from mlplatform.stores.registry import CHALLENGER, ChampionRecord
 
 
@@ -70,6 +75,7 @@ def shadow_wait(instance: dg.DagsterInstance, model: ModelContext, names: ModelN
 # whenever the tick begins a little later in its loop than the one before (the loop's order is shuffled): half the ticks
 # came 10 s apart, 6 s of waiting per reaction (bench_reaction.py). Below the loop's period, every loop ticks the sensor.
 TICK_INTERVAL_SECONDS = 1
+LANDING_TICK_SECONDS = 5  # files settle for landing_quiet_seconds (2) anyway; a listing every 5 s is plenty
 
 
 def build_sensors(names: ModelNames) -> list[dg.SensorDefinition]:
@@ -139,7 +145,35 @@ def build_sensors(names: ModelNames) -> list[dg.SensorDefinition]:
             cursor=str(total),
         )
 
-    return [retraining_sensor, drift_report_sensor]
+    @dg.sensor(
+        name=names.landing_sensor,
+        asset_selection=names.assets(RAW_EVENTS),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=LANDING_TICK_SECONDS,
+        description=f"Requests a {model_name} raw_events run once files wait in its landing folder, settled (unchanged for "
+        "landing_quiet_seconds) and not requested before: an lstat of the folder per tick, no file read. Ingestions of "
+        "one folder take turns (a lock), so a run started by hand meanwhile is safe.",
+    )
+    def landing_sensor(context: dg.SensorEvaluationContext, platform: PlatformResource) -> dg.SensorResult:
+        return landing_request(platform.model(model_name).settings, context.cursor, names)
+
+    return [retraining_sensor, drift_report_sensor, landing_sensor]
+
+
+def landing_request(settings: Settings, cursor: str | None, names: ModelNames) -> dg.SensorResult:
+    """A raw_events run for the files waiting in the landing folder, keyed by their names, sizes and change times: the
+    same files are requested once (a failed run is retried by its retry policy, or by hand), new or changed ones again."""
+    waiting = landing_candidates(settings.landing_dir, LandingPolicy.from_settings(settings))
+    if not waiting:
+        return dg.SensorResult(skip_reason=f"no file waiting in {settings.landing_dir}")
+    settling = max(changed for _, _, changed in waiting) + settings.landing_quiet_seconds * 1e9 - time.time_ns()
+    if settling > 0:
+        return dg.SensorResult(skip_reason=f"{len(waiting)} file(s) waiting; one changed within landing_quiet_seconds: settling for {settling / 1e9:.1f} s more")
+    key = hashlib.sha256(json.dumps(sorted(waiting)).encode()).hexdigest()[:16]
+    if key == cursor:
+        return dg.SensorResult(skip_reason=f"the {len(waiting)} file(s) waiting were requested already (run key landing-{key}): a run that "
+                                           "failed left them; materialize raw_events to take them, or land them again")
+    return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"landing-{key}", tags={LAUNCHED_BY_TAG: names.landing_sensor})], cursor=key)
 
 
 def _events_at_last_request(cursor: str | None) -> int | None:

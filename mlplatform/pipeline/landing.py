@@ -14,6 +14,7 @@ with the disk or the event log is raised, leaving the file in place, so the run 
 from __future__ import annotations
 
 import csv
+import fcntl
 import errno
 import gc
 import gzip
@@ -699,17 +700,41 @@ def ingest_file(path: Path, spec: DatasetSpec, log: EventStore, policy: LandingP
 
 
 def ingest_pending(landing_dir: Path, spec: DatasetSpec, log: EventStore, policy: LandingPolicy | None = None) -> IngestReport:
-    """Ingest every settled file waiting in the landing folder, oldest first; report every entry left there, and why."""
+    """Ingest every settled file waiting in the landing folder, oldest first; report every entry left there, and why.
+
+    One ingestion of a folder at a time (an exclusive lock on the folder itself): a run the landing sensor started and
+    one started by hand take turns, the second finding what the first left."""
     policy = _policy(policy)
     report = IngestReport()
     if not landing_dir.is_dir():
         return report
-    entries, report.skipped = _survey(landing_dir, policy)
-    entries, changing = _settled(entries, policy.quiet_seconds)
-    report.skipped += changing
-    for path, seen in entries:
-        try:
-            report.files.append(_take(path, seen, spec, log, policy))
-        except NotSettled as exc:
-            report.skipped.append(Skipped(path.name, str(exc)))
+    with _exclusive(landing_dir):
+        entries, report.skipped = _survey(landing_dir, policy)
+        entries, changing = _settled(entries, policy.quiet_seconds)
+        report.skipped += changing
+        for path, seen in entries:
+            try:
+                report.files.append(_take(path, seen, spec, log, policy))
+            except NotSettled as exc:
+                report.skipped.append(Skipped(path.name, str(exc)))
     return report
+
+
+@contextmanager
+def _exclusive(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `folder` (waiting for it; no file is made), released when the block ends or the process dies."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def landing_candidates(landing_dir: Path, policy: LandingPolicy) -> list[tuple[str, int, int]]:
+    """The entries a run would take now, each as (name, size, latest change in ns), by lstat alone: what the landing
+    sensor looks at on every tick, without reading a byte of any file."""
+    if not landing_dir.is_dir():
+        return []
+    entries, _ = _survey(landing_dir, policy)
+    return [(path.name, info.st_size, max(info.st_mtime_ns, info.st_ctime_ns)) for path, info in entries]
