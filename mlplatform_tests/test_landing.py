@@ -326,7 +326,7 @@ def test_late_labels_unknown_ids_and_conflicts(landing: Path, log: EventLog, adu
     again = pd.DataFrame({"event_id": ["adult-0", "adult-1", "adult-5"], "income": ["<=50K", "<=50K", ">50K"]})
     outcome = ingest_file(_drop(landing, "labels2.csv", _csv(again)), adult_spec, log)
     assert (outcome.labels_applied, outcome.duplicates, outcome.quarantined) == (1, 1, 1)
-    assert _quarantine(log)["reason"].iloc[-1] == "label conflicts with the label already recorded"
+    assert _quarantine(log)["reason"].iloc[-1] == "label: '>50K' recorded, '<=50K' here; a label is never overwritten"
     counts = log.counts()
     assert (counts.total, counts.labelled, counts.label_watermark) == (10, 5, 5)
     assert log.get(["adult-1"]).iloc[0]["label"] == ">50K"
@@ -337,7 +337,9 @@ def test_a_full_event_file_resent_with_a_different_label_is_a_conflict(landing: 
     flipped = rows.head(5).assign(income=lambda f: f["income"].map({"<=50K": ">50K", ">50K": "<=50K"}))
     outcome = ingest_file(_drop(landing, "b.csv", _csv(flipped)), adult_spec, log)
     assert (outcome.ingested, outcome.duplicates, outcome.quarantined) == (0, 0, 5)
-    assert (_quarantine(log)["reason"] == "label conflicts with the label already recorded").sum() == 5
+    conflicts = _quarantine(log)
+    assert conflicts["reason"].str.fullmatch(r"label: '(<=50K|>50K)' recorded, '(<=50K|>50K)' here; a label is never overwritten").sum() == 5
+    assert conflicts["row_number"].tolist() == [2, 3, 4, 5, 6], "each on its line"
     assert log.counts().labelled == 5
 
 

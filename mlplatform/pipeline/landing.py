@@ -43,6 +43,7 @@ from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.validation import (
     EVENT_ID,
     EVENT_TIME,
+    LABEL,
     SchemaError,
     csv_separator,
     nested_cells,
@@ -537,7 +538,9 @@ def _ingest_labels(frame: pd.DataFrame, lines: list[int], spec: DatasetSpec, log
     problems += [(i, _label_row_problem(id_col, ids[i], frame.at[i, spec.label], spec)) for i in frame.index[plain & ~valid]]
     position = {event_id: i for i, event_id in zip(frame.index[valid], ids[valid])}
     problems += [(position[e], "label for an unknown event_id") for e in result.unknown]
-    problems += [(position[e], "label conflicts with the label already recorded") for e in result.conflicts]
+    if result.conflicts:
+        recorded = dict(zip(*log.get(result.conflicts)[[EVENT_ID, LABEL]].to_numpy().T))
+        problems += [(position[e], label_conflict(recorded.get(e), labels[position[e]])) for e in result.conflicts]
     rows = pd.DataFrame(
         {
             "row_number": [lines[i] for i, _ in problems],
@@ -546,6 +549,11 @@ def _ingest_labels(frame: pd.DataFrame, lines: list[int], spec: DatasetSpec, log
         }
     )
     return FileCounts(quarantined=log.quarantine(rows, source=name), labels_applied=len(result.applied), duplicates=len(result.unchanged))
+
+
+def label_conflict(recorded: object, given: object) -> str:
+    """Why a label is not applied to an event that has another: both values, as a changed feature is quarantined."""
+    return f"label: {recorded!r} recorded, {given!r} here; a label is never overwritten"
 
 
 def _is_transient(exc: Exception) -> bool:
@@ -576,9 +584,10 @@ def _ingest_events(frame: pd.DataFrame, lines: list[int], first_row: int, digest
         })
         quarantined += log.quarantine(changed, source=name)
     if not result.conflicts.empty:
+        line = dict(zip(validated.events[EVENT_ID], validated.row_numbers.tolist()))
         conflicts = result.conflicts.assign(
-            row_number=0,
-            reason="label conflicts with the label already recorded",
+            row_number=[line.get(event_id, 0) for event_id in result.conflicts[EVENT_ID]],
+            reason=[label_conflict(r, g) for r, g in zip(result.conflicts["existing_label"], result.conflicts[LABEL])],
             record=[json.dumps(r) for r in result.conflicts.astype(str).to_dict("records")],
         )
         quarantined += log.quarantine(conflicts, source=name)
