@@ -195,3 +195,16 @@ def test_a_reader_that_leaves_the_pipe_gets_no_traceback(tmp_path: Path) -> None
     process.stdout.close()  # the reader leaves before the first line
     errors = process.stderr.read().decode()
     assert process.wait(timeout=120) == 141 and "Traceback" not in errors and "BrokenPipeError" not in errors, errors
+
+
+def test_status_says_when_it_shows_only_the_latest_champion_moves() -> None:
+    from mlplatform.cli.status import TIMELINE_SHOWN, render_status
+
+    moves = [{"version": i, "at": float(i), "by": "someone", "reason": f"move {i}", "pinned": False} for i in range(1, 8)]
+    status = {"model": "m", "registered_model": "mlplatform-m", "landing_dir": "/l", "champion": 7, "pinned": False, "pin_reason": None,
+              "spec": {"path": "m.yaml", "task": "regression", "label": "y", "numeric": ["x"], "categorical": [], "history": ["hist__label_lag1"]},
+              "events": {"total": 0, "labelled": 0, "quarantined": 0, "label_watermark": 0}, "versions": [], "timeline": moves}
+    shown = render_status(status)
+    assert f"champion timeline: the latest {TIMELINE_SHOWN} of 7 moves (all: mlplatform champion show)" in shown
+    assert "move 3" in shown and "move 2" not in shown
+    assert "regression on 'y' from 1 numeric and 0 categorical features; history: hist__label_lag1" in shown

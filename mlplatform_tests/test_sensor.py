@@ -180,6 +180,11 @@ def test_a_hand_moved_or_pinned_champion_is_what_sensors_status_and_evaluation_f
     timeline = [(c.version, c.pinned, c.reason) for c in registry.timeline()]
     assert timeline[-3:] == [(2, False, "alias moved outside mlplatform (MLflow UI or API)"), (1, True, "rollback after incident 42"),
                              (1, False, "unpinned: incident closed")]
+    assert main(["champion", "unpin", "--model", "adult", "--reason", "twice"]) == 0  # asked for what is: said, nothing recorded
+    assert "champion: nothing to unpin: v1 is not pinned" in capsys.readouterr().out
+    assert main(["champion", "set", "--model", "adult", "--version", "1", "--no-pin", "--reason", "again"]) == 0
+    assert "champion: v1 already is the champion: nothing moved" in capsys.readouterr().out
+    assert [(c.version, c.pinned, c.reason) for c in registry.timeline()][-3:] == timeline[-3:]
     assert [c["version"] for c in collect_status(platform.model)["timeline"]][0] == 1, "v1's promotion by the first run starts the timeline"
 
     from mlplatform_tests.support.loop import job

@@ -100,7 +100,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
 
 
 def cmd_champion(args: argparse.Namespace) -> int:
-    from mlplatform.pipeline.champion import ChampionError, ChampionRequest, change_champion
+    from mlplatform.pipeline.champion import ChampionError, ChampionRequest, NothingToChange, change_champion
 
     model = _platform(args).only(args.model)
     registry = model.registry
@@ -108,6 +108,8 @@ def cmd_champion(args: argparse.Namespace) -> int:
         request = ChampionRequest(args.reason or "", args.version if args.action == "set" else None, pin=args.action == "set" and not args.no_pin)
         try:
             change_champion(registry, request, by=f"{getpass.getuser()} (mlplatform champion {args.action})")
+        except NothingToChange as exc:  # what was asked already holds: said, and not an error
+            print(f"champion: {exc}")
         except ChampionError as exc:
             print(f"champion: {exc}", file=sys.stderr)
             return 2

@@ -18,6 +18,9 @@ from mlplatform.stores.registry_tables import RegistryReads, RegistryTables
 VERSIONS_SHOWN = 10
 
 
+TIMELINE_SHOWN = 5  # champion moves the plain rendering shows (--json has them all)
+
+
 def _number(tag: str | None) -> float | None:
     """A score recorded as a tag (MLflow tags are text): a number in the JSON, None if absent or edited into something else."""
     try:
@@ -112,8 +115,9 @@ def render_status(status: dict[str, Any]) -> str:
         aliases = f" @{', @'.join(v['aliases'])}" if v["aliases"] else ""
         lines.append(f"  v{v['version']}{aliases}: {v['decision']} (trigger {v['trigger']}) {v['reason']}")
     if status["timeline"]:
-        lines.append("champion timeline:")
-        lines.extend(f"  v{c['version']}{' pinned' if c['pinned'] else ''} by {c['by']}: {c['reason']}" for c in status["timeline"][-5:])
+        moves = len(status["timeline"])
+        lines.append("champion timeline:" + (f" the latest {TIMELINE_SHOWN} of {moves} moves (all: mlplatform champion show)" if moves > TIMELINE_SHOWN else ""))
+        lines.extend(f"  v{c['version']}{' pinned' if c['pinned'] else ''} by {c['by']}: {c['reason']}" for c in status["timeline"][-TIMELINE_SHOWN:])
     if status.get("drift"):
         d = status["drift"]
         if d.get("skipped"):

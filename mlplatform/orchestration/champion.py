@@ -7,7 +7,7 @@ from mlplatform.domain.keys import MODEL_TAG
 from mlplatform.orchestration.assets import champion_timeline
 from mlplatform.orchestration.names import ModelNames
 from mlplatform.orchestration.resources import PlatformResource
-from mlplatform.pipeline.champion import ChampionError, ChampionRequest, change_champion
+from mlplatform.pipeline.champion import ChampionError, ChampionRequest, NothingToChange, change_champion
 
 
 class ChampionConfig(dg.Config):
@@ -27,9 +27,12 @@ def build_champion_job(names: ModelNames) -> dg.JobDefinition:
         try:
             entry = change_champion(model.registry, ChampionRequest(config.reason, config.version, config.pin and config.version is not None),
                                     by=f"dagster run {context.run.run_id}")
+        except NothingToChange as exc:
+            context.log.info(str(exc))
+            return
         except ChampionError as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from exc
-        context.log.info("no champion to unpin" if entry is None else f"champion v{entry.version}{' (pinned)' if entry.pinned else ''}: {entry.reason}")
+        context.log.info(f"champion v{entry.version}{' (pinned)' if entry.pinned else ''}: {entry.reason}")
         context.log.info(f"champion timeline:\n{champion_timeline(model.registry)}")
 
     @dg.job(name=names.champion_job, tags={MODEL_TAG: model_name},

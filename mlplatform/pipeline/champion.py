@@ -11,6 +11,11 @@ class ChampionError(ValueError):
     """A champion change that cannot be made (unknown version, no reason given); nothing was moved."""
 
 
+class NothingToChange(ChampionError):
+    """The champion already is what was asked (that version, pinned or not as asked; no pin to remove): nothing is moved
+    and nothing recorded, so a repeated command leaves no false move in the timeline."""
+
+
 @dataclass(frozen=True)
 class ChampionRequest:
     """Set `version` as champion (pinned or not), or only unpin when `version` is None."""
@@ -20,15 +25,23 @@ class ChampionRequest:
     pin: bool = False
 
 
-def change_champion(registry: Registry, request: ChampionRequest, by: str) -> ChampionChange | None:
-    """Apply a person's champion change and return the timeline entry it recorded (None when unpinning without a champion)."""
+def change_champion(registry: Registry, request: ChampionRequest, by: str) -> ChampionChange:
+    """Apply a person's champion change and return the timeline entry it recorded; NothingToChange when it asks for what is."""
     if not request.reason.strip():
         raise ChampionError("say why (--reason): the timeline records who moved the champion, when and why")
+    current = registry.champion_record()
     if request.version is None:
         if request.pin:
             raise ChampionError("pinning needs a version")
-        return registry.unpin(request.reason, by)
+        if current is None or not current.pinned:
+            raise NothingToChange(f"nothing to unpin: {'there is no champion' if current is None else f'v{current.version} is not pinned'}")
+        change = registry.unpin(request.reason, by)
+        if change is None:  # the alias went away meanwhile
+            raise NothingToChange("nothing to unpin: there is no champion")
+        return change
     known = {v.version for v in registry.versions()}
     if request.version not in known:
         raise ChampionError(f"{registry.name} has no version {request.version} (versions: {', '.join(map(str, sorted(known))) or 'none'})")
+    if current is not None and current.recorded and (current.version, current.pinned) == (request.version, request.pin):
+        raise NothingToChange(f"v{current.version} already is the champion{', pinned' if current.pinned else ''}: nothing moved")
     return registry.set_champion(request.version, request.reason, by, pin=request.pin)
