@@ -208,3 +208,9 @@ def test_status_says_when_it_shows_only_the_latest_champion_moves() -> None:
     assert f"champion timeline: the latest {TIMELINE_SHOWN} of 7 moves (all: mlplatform champion show)" in shown
     assert "move 3" in shown and "move 2" not in shown
     assert "regression on 'y' from 1 numeric and 0 categorical features; history: hist__label_lag1" in shown
+    status |= {"live_quality": {"model_version": 6, "events": 30, "verdict": "within floors"},
+               "estimated_performance": {"skipped": False, "skip_reason": None, "champion_version": 7, "metric": "mae", "recent_estimate": 4.361218635214202,
+                                         "floor_verdict": "within floors", "trust_verdict": "trusted"}}
+    shown = render_status(status)
+    assert "live quality of v6 (not the champion v7: not run since it changed) on 30" in shown
+    assert "estimated performance of v7: mae 4.361 recently" in shown

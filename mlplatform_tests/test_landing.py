@@ -276,7 +276,7 @@ def test_generated_ids_are_stable_so_a_file_without_ids_is_not_duplicated(landin
 def test_oversized_file_is_rejected_before_reading(landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame) -> None:
     path = _drop(landing, "big.csv", _csv(rows))
     outcome = ingest_file(path, adult_spec, log, _policy(max_file_bytes=1000))
-    assert outcome.rejected is not None and "over the limit of 1000" in outcome.rejected
+    assert outcome.rejected is not None and "over the limit of 1000 (MLPLATFORM_LANDING_MAX_FILE_BYTES)" in outcome.rejected
     assert log.counts().total == 0 and (landing / "rejected" / "big.csv").exists()
 
 

@@ -304,7 +304,7 @@ def test_a_gzip_that_expands_past_the_cap_is_rejected(landing: Path, log: EventL
     two_members = gzip.compress(rows.head(3).to_csv(index=False).encode()) + gzip.compress(rows.iloc[3:5].to_csv(index=False, header=False).encode())
     (landing / "members.csv.gz").write_bytes(two_members)
     report = _ingest(landing, adult_spec, log, max_decompressed_bytes=1_000_000)
-    assert _rejected(report) == {"bomb.csv.gz": "decompresses to more than 1000000 bytes, over the limit"}
+    assert _rejected(report) == {"bomb.csv.gz": "decompresses to more than 1000000 bytes, over the limit (MLPLATFORM_LANDING_MAX_DECOMPRESSED_BYTES)"}
     assert (landing / "rejected" / "bomb.csv.gz").exists() and log.counts().quarantined == 0
     assert report.total("ingested") == 5
 

@@ -95,6 +95,12 @@ def _from_dagster(model: ModelContext, limit: int) -> dict[str, Any]:
     }
 
 
+def _older(version: object, status: dict[str, Any]) -> str:
+    """A reading about a version that no longer serves says so: the asset has not run since the champion changed."""
+    champion = status["champion"]
+    return "" if champion is None or str(version) == str(champion) else f" (not the champion v{champion}: not run since it changed)"
+
+
 def _spec_line(spec: dict[str, Any]) -> str:
     """What the model learns from, as the spec says: the columns a request sends and the history columns serving fills."""
     history = f"; history: {', '.join(spec['history'])}" if spec["history"] else ""
@@ -126,11 +132,13 @@ def render_status(status: dict[str, Any]) -> str:
             lines.append(f"drift: share {d['drift_share']}, drift {'yes' if d['dataset_drift'] else 'no'}; report {d['report']}")
     if status.get("live_quality"):
         q = status["live_quality"]
-        lines.append(f"live quality of v{q['model_version']} on {q['events']} labelled served predictions: {q['verdict']}")
+        lines.append(f"live quality of v{q['model_version']}{_older(q['model_version'], status)} on {q['events']} labelled served predictions: {q['verdict']}")
     if status.get("estimated_performance"):
         e = status["estimated_performance"]
+        recent = f"{e['recent_estimate']:.4g}" if isinstance(e["recent_estimate"], float) else e["recent_estimate"]
         lines.append(f"estimated performance: none ({e['skip_reason']})" if e["skipped"] else
-                     f"estimated performance of v{e['champion_version']}: {e['metric']} {e['recent_estimate']} recently; {e['floor_verdict']}; {e['trust_verdict']}")
+                     f"estimated performance of v{e['champion_version']}{_older(e['champion_version'], status)}: {e['metric']} {recent} recently; "
+                     f"{e['floor_verdict']}; {e['trust_verdict']}")
     for r in status.get("sensor_runs", []):
         lines.append(f"sensor run {r['run_id'][:8]}: {r['status']} reason={r['reason']} new_labelled={r['new_labelled']}")
     return "\n".join(lines)

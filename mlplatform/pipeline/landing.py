@@ -54,7 +54,7 @@ from mlplatform.domain.validation import (
     validate_frame,
     with_clean_columns,
 )
-from mlplatform.settings import Settings
+from mlplatform.settings import Settings, env_name
 from mlplatform.stores.eventlog import CHANGED, EventStore, EventLogError, FileCounts, FileProgress, now_us
 
 SUFFIXES = (".csv", ".csv.gz", ".parquet", ".jsonl", ".jsonl.gz", ".ndjson")
@@ -360,7 +360,7 @@ def _opened_settled(path: Path, seen: os.stat_result, max_bytes: int) -> Iterato
         if _state(os.fstat(fd)) != _state(seen):
             raise NotSettled("changed since the landing folder was read")
         if seen.st_size > max_bytes:
-            raise UnreadableFile(f"file is {seen.st_size} bytes, over the limit of {max_bytes}")
+            raise UnreadableFile(f"file is {seen.st_size} bytes, over the limit of {max_bytes} ({env_name('landing_max_file_bytes')})")
         yield handle
 
 
@@ -399,7 +399,7 @@ def _content_hash(handle: BinaryIO, seen: os.stat_result, gzipped: bool, max_dec
             while block := stream.read(READ_BLOCK):
                 expanded += len(block)
                 if expanded > max_decompressed:
-                    raise UnreadableFile(f"decompresses to more than {max_decompressed} bytes, over the limit")
+                    raise UnreadableFile(f"decompresses to more than {max_decompressed} bytes, over the limit ({env_name('landing_max_decompressed_bytes')})")
     return digest.hexdigest()
 
 
