@@ -147,6 +147,7 @@ class Settings(BaseSettings):
     serve_shadow_queue: int = Field(default=1000, ge=1, le=1_000_000, description="Requests waiting for the shadow challenger; above this, their events are dropped from the shadow (counted), never slowing an answer.")
 
     # landing
+    landing_sensor: bool = Field(default=True, description="The model's landing sensor starts running (a raw_events run once settled files wait in the landing folder); off, it starts stopped and is switched on in the UI.")
     landing_quiet_seconds: float = Field(default=2.0, ge=0, description="A landing file is taken only once its size and times have not changed for this long (a run waits at most this long for a fresh file; one still changing is left for a later run).")
     landing_ready_marker: str | None = Field(default=None, min_length=1, description="Marker mode: when set (e.g. '.ready'), a landing file is taken only once '<file><marker>' exists beside it; the marker moves with the file.")
     landing_max_file_bytes: int = Field(default=1 << 36, ge=1, description="Larger landing files are rejected before reading (files are streamed in batches, so this guards the disk and the run's length, not memory).")

@@ -57,6 +57,7 @@ def daemon(request: pytest.FixtureRequest, state: Settings, tmp_path: Path, monk
     else:
         monkeypatch.setenv("DAGSTER_GRPC_TIMEOUT_SECONDS", grpc_timeout)
     monkeypatch.setenv("MLPLATFORM_WARM_RUN_WORKERS", "false")
+    monkeypatch.setenv("MLPLATFORM_LANDING_SENSOR", "false")  # the runs these tests launch are the only ones
     prepare_dagster_home(Settings())
     spec = load_spec(state.dataset_spec)
     write_batches(read_source(spec).iloc[:1500], spec, state.landing_dir, 1500)

@@ -87,12 +87,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory, adult_spec: DatasetSpec, adu
     """Two model versions (one `@champion`), a drifted batch and its drift report in a fresh state, two more drift
     reports in the Evidently workspace, then `mlplatform dev`'s servers.
 
-    Automatic retraining and drift runs are switched off, so the daemon only ticks the sensors: the runs the
+    Automatic retraining, drift and landing runs are switched off, so the daemon only ticks the sensors: the runs the
     tests launch are the only ones competing for the CPU.
     """
     root = tmp_path_factory.mktemp("ui")
     env = {f"MLPLATFORM_{key}": f"http://127.0.0.1:{free_port()}" for key in ("DAGSTER_UI_URL", "MLFLOW_UI_URL", "REPORTS_URL", "EVIDENTLY_UI_URL")}
-    env |= {"MLPLATFORM_RETRAIN_EVERY_N": "1000000", "MLPLATFORM_MIN_NEW_LABELLED_FOR_DRIFT": "1000000", "MLPLATFORM_DRIFT_EVERY_N_EVENTS": "1000000"}
+    env |= {"MLPLATFORM_RETRAIN_EVERY_N": "1000000", "MLPLATFORM_MIN_NEW_LABELLED_FOR_DRIFT": "1000000", "MLPLATFORM_DRIFT_EVERY_N_EVENTS": "1000000",
+            "MLPLATFORM_LANDING_SENSOR": "false"}  # the test materializes raw_events from the UI itself
     with trained_platform(root / "state", adult_spec, shuffled_stream(adult_rows, seed=5), **env) as platform:
         platform.replay(inject_drift(platform.next_rows(DRIFTED_ROWS), adult_spec, DRIFT, reference=platform.rows.iloc[:CHAMPION_ROWS]))
         platform.materialize("drift_report", "drift_dashboard")

@@ -93,6 +93,6 @@ def model_definitions(names: ModelNames, settings: Settings) -> dg.Definitions:
                 build_estimated_performance(names, retry, freshness[ESTIMATED_PERFORMANCE])],
         asset_checks=[*build_checks(names), *drift_checks],
         jobs=[retrain, build_champion_job(names)],
-        sensors=[*build_sensors(names), build_alerts_sensor(names)],
+        sensors=[*build_sensors(names, settings.landing_sensor), build_alerts_sensor(names)],
         schedules=[live_quality_schedule],
     )

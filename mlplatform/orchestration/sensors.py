@@ -78,7 +78,7 @@ TICK_INTERVAL_SECONDS = 1
 LANDING_TICK_SECONDS = 5  # files settle for landing_quiet_seconds (2) anyway; a listing every 5 s is plenty
 
 
-def build_sensors(names: ModelNames) -> list[dg.SensorDefinition]:
+def build_sensors(names: ModelNames, landing_sensor_running: bool = True) -> list[dg.SensorDefinition]:
     model_name = names.model
 
     # A tick reads counters only (25–80 ms, flat in the log's size: bench_sensor_tick.py), so ticking on every daemon loop is
@@ -148,7 +148,7 @@ def build_sensors(names: ModelNames) -> list[dg.SensorDefinition]:
     @dg.sensor(
         name=names.landing_sensor,
         asset_selection=names.assets(RAW_EVENTS),
-        default_status=dg.DefaultSensorStatus.RUNNING,
+        default_status=dg.DefaultSensorStatus.RUNNING if landing_sensor_running else dg.DefaultSensorStatus.STOPPED,
         minimum_interval_seconds=LANDING_TICK_SECONDS,
         description=f"Requests a {model_name} raw_events run once files wait in its landing folder, settled (unchanged for "
         "landing_quiet_seconds) and not requested before: an lstat of the folder per tick, no file read. Ingestions of "
