@@ -165,7 +165,7 @@ def test_status_says_the_latest_live_quality_and_estimate(reported: Reported) ->
     assert status["estimated_performance"]["recent_estimate"] == estimated["recent_estimate"] and not status["estimated_performance"]["skipped"]
     said = render_status(status)
     assert f"live quality of v1 on {live['events']} labelled served predictions: {live['verdict']}" in said, said
-    assert f"estimated performance of v1: {estimated['estimated_metric']} {estimated['recent_estimate']} recently; {estimated['floor_verdict']}" in said, said
+    assert f"estimated performance of v1: {estimated['estimated_metric']} {estimated['recent_estimate']:.4g} recently; {estimated['floor_verdict']}" in said, said
 
 
 def test_evidently_ui_serves_the_project_and_its_snapshots_on_loopback(reported: Reported, tmp_path: Path) -> None:
