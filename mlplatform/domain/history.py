@@ -31,7 +31,7 @@ import pandas as pd
 from pandas.api.indexers import BaseIndexer
 
 from mlplatform.domain.features import ARITHMETIC_LIMIT
-from mlplatform.domain.spec import LABEL_REF, ROLLING, DatasetSpec, HistoryFeature
+from mlplatform.domain.spec import LABEL_REF, DatasetSpec, HistoryFeature
 from mlplatform.domain.validation import EVENT_TIME, LABEL
 
 SERVED = "serving"  # the `source` of events logged by the prediction service (the event log's SERVING_SOURCE)
