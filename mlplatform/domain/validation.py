@@ -9,7 +9,6 @@ that get it. Every invalid row keeps the first reason found for it.
 from __future__ import annotations
 
 import csv
-
 import json
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field

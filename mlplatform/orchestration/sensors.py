@@ -163,12 +163,11 @@ def build_sensors(names: ModelNames, landing_sensor_running: bool = True) -> lis
 def landing_request(settings: Settings, cursor: str | None, names: ModelNames) -> dg.SensorResult:
     """A raw_events run for the files waiting in the landing folder, keyed by their names, sizes and change times: the
     same files are requested once (a failed run is retried by its retry policy, or by hand), new or changed ones again."""
-    waiting = landing_candidates(settings.landing_dir, LandingPolicy.from_settings(settings))
+    waiting, settling_s = landing_candidates(settings.landing_dir, LandingPolicy.from_settings(settings))
     if not waiting:
         return dg.SensorResult(skip_reason=f"no file waiting in {settings.landing_dir}")
-    settling = max(changed for _, _, changed in waiting) + settings.landing_quiet_seconds * 1e9 - time.time_ns()
-    if settling > 0:
-        return dg.SensorResult(skip_reason=f"{len(waiting)} file(s) waiting; one changed within landing_quiet_seconds: settling for {settling / 1e9:.1f} s more")
+    if settling_s > 0:
+        return dg.SensorResult(skip_reason=f"{len(waiting)} file(s) waiting; one changed within landing_quiet_seconds: settling for {settling_s:.1f} s more")
     key = hashlib.sha256(json.dumps(sorted(waiting)).encode()).hexdigest()[:16]
     if key == cursor:
         return dg.SensorResult(skip_reason=f"the {len(waiting)} file(s) waiting were requested already (run key landing-{key}): a run that "

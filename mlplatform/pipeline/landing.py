@@ -206,16 +206,19 @@ def _survey(landing_dir: Path, policy: LandingPolicy) -> tuple[list[tuple[Path, 
     return take, skipped
 
 
+def _settling_ns(infos: list[os.stat_result], quiet_seconds: float) -> int:
+    """How long until the youngest regular file has been quiet for `quiet_seconds` (0 or less: all have)."""
+    youngest = max((max(info.st_mtime_ns, info.st_ctime_ns) for info in infos if stat.S_ISREG(info.st_mode)), default=0)
+    return youngest + int(quiet_seconds * 1e9) - time.time_ns()
+
+
 def _settled(entries: list[tuple[Path, os.stat_result]], quiet_seconds: float) -> tuple[list[tuple[Path, os.stat_result]], list[Skipped]]:
     """The entries whose size and times stayed the same for `quiet_seconds`, oldest first, and the files still changing.
 
     A file changed less than the quiet period ago is waited for (at most the quiet period, once per run) and
     looked at again, rather than skipped: a file just published whole should not cost a whole extra run.
     """
-    quiet_ns = int(quiet_seconds * 1e9)
-    files = [info for _, info in entries if stat.S_ISREG(info.st_mode)]
-    youngest = max((max(info.st_mtime_ns, info.st_ctime_ns) for info in files), default=0)
-    wait_ns = min(youngest + quiet_ns - time.time_ns(), quiet_ns)
+    wait_ns = min(_settling_ns([info for _, info in entries], quiet_seconds), int(quiet_seconds * 1e9))
     if wait_ns > 0:
         time.sleep(wait_ns / 1e9)
     settled: list[tuple[Path, os.stat_result]] = []
@@ -740,10 +743,12 @@ def _exclusive(folder: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def landing_candidates(landing_dir: Path, policy: LandingPolicy) -> list[tuple[str, int, int]]:
-    """The entries a run would take now, each as (name, size, latest change in ns), by lstat alone: what the landing
-    sensor looks at on every tick, without reading a byte of any file."""
+def landing_candidates(landing_dir: Path, policy: LandingPolicy) -> tuple[list[tuple[str, int, int]], float]:
+    """The entries a run would take now, each as (name, size, latest change in ns), and the seconds until all are settled
+    (0: they are), by lstat alone: what the landing sensor looks at on every tick, without reading a byte of any file."""
     if not landing_dir.is_dir():
-        return []
+        return [], 0.0
     entries, _ = _survey(landing_dir, policy)
-    return [(path.name, info.st_size, max(info.st_mtime_ns, info.st_ctime_ns)) for path, info in entries]
+    infos = [info for _, info in entries]
+    waiting = [(path.name, info.st_size, max(info.st_mtime_ns, info.st_ctime_ns)) for path, info in entries]
+    return waiting, max(_settling_ns(infos, policy.quiet_seconds), 0) / 1e9
