@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from mlplatform.domain.spec import DatasetSpec
-from mlplatform.domain.keys import LAUNCHED_BY_TAG
+from mlplatform.domain.keys import LAUNCHED_BY_TAG, RUN_KEY_TAG, WILL_RETRY_TAG
 from mlplatform.domain.validation import nested_value_problem
 from mlplatform.pipeline.landing import IngestReport, LandingPolicy, NotSettled, _opened_settled, ingest_pending
 from mlplatform.settings import Settings
@@ -334,23 +334,56 @@ def test_two_ingestions_of_one_folder_take_turns(landing: Path, log: EventLog, a
 
 
 def test_the_landing_sensor_requests_one_run_per_set_of_settled_files(tmp_path: Path, rows: pd.DataFrame) -> None:
+    """Once while its run is queued, running or to be retried; again, with a new run key and a doubling back-off, once
+    that run ended and left the files (a real failed run in a real Dagster instance); new files at once."""
+    import dagster as dg
+
     from mlplatform.orchestration.names import ModelNames
-    from mlplatform.orchestration.sensors import landing_request
+    from mlplatform.orchestration.sensors import LANDING_AGAIN_SECONDS, LandingCursor, landing_request
+
+    @dg.op
+    def fails() -> None:
+        raise RuntimeError("the event log is unavailable")
+
+    @dg.job
+    def landing_run() -> None:
+        fails()
+
+    def end_run(request: dg.RunRequest, **tags: str) -> float:
+        landing_run.execute_in_process(instance=instance, raise_on_error=False, tags={RUN_KEY_TAG: request.run_key or "", **tags})
+        return time.time()
 
     settings = Settings(state_dir=tmp_path / "state", landing_quiet_seconds=0.3)
     names = ModelNames("adult")
+    instance = dg.DagsterInstance.ephemeral()
     settings.landing_dir.mkdir(parents=True)
-    assert "no file waiting in" in str(landing_request(settings, None, names).skip_reason)
+    assert "no file waiting in" in str(landing_request(settings, None, names, instance).skip_reason)
     rows.to_csv(settings.landing_dir / "a.csv", index=False)
     (settings.landing_dir / "notes.txt").write_text("not a landing file", encoding="utf-8")
-    assert "one changed within landing_quiet_seconds" in str(landing_request(settings, None, names).skip_reason)
+    assert "one changed within landing_quiet_seconds" in str(landing_request(settings, None, names, instance).skip_reason)
     time.sleep(0.4)
-    first = landing_request(settings, None, names)
+    first = landing_request(settings, None, names, instance)
     [request] = first.run_requests or []
     assert request.run_key.startswith("landing-") and request.tags[LAUNCHED_BY_TAG] == names.landing_sensor
-    again = landing_request(settings, first.cursor, names)
-    assert not again.run_requests and "requested already" in str(again.skip_reason)
+    again = landing_request(settings, first.cursor, names, instance)
+    assert not again.run_requests and "requested already" in str(again.skip_reason) and "not launched yet" in str(again.skip_reason)
+
+    ended = end_run(request, **{WILL_RETRY_TAG: "true"})
+    assert "is failure" in str(landing_request(settings, first.cursor, names, instance, now=ended + 10 * LANDING_AGAIN_SECONDS).skip_reason), "its retry comes"
+    ended = end_run(request)
+    waiting = landing_request(settings, first.cursor, names, instance, now=ended)
+    assert not waiting.run_requests and "ended (failure) and left them; requesting them again in" in str(waiting.skip_reason)
+    [retry] = landing_request(settings, first.cursor, names, instance, now=ended + LANDING_AGAIN_SECONDS + 1).run_requests or []
+    assert retry.run_key == f"{request.run_key}-again1"
+    cursor = LandingCursor(LandingCursor.from_json(first.cursor).files, 1).to_json()  # type: ignore[union-attr]
+    ended = end_run(retry)
+    assert not landing_request(settings, cursor, names, instance, now=ended + LANDING_AGAIN_SECONDS + 1).run_requests, "the back-off doubled"
+    [third] = landing_request(settings, cursor, names, instance, now=ended + 2 * LANDING_AGAIN_SECONDS + 1).run_requests or []
+    assert third.run_key == f"{request.run_key}-again2"
+    bare = LandingCursor.from_json(first.cursor).files  # type: ignore[union-attr]
+    assert "requested already" in str(landing_request(settings, bare, names, instance, now=ended).skip_reason), "the earlier cursor format"
+
     rows.head(5).to_csv(settings.landing_dir / "b.csv", index=False)
     time.sleep(0.4)
-    [later] = landing_request(settings, first.cursor, names).run_requests or []
-    assert later.run_key != request.run_key
+    [later] = landing_request(settings, first.cursor, names, instance).run_requests or []
+    assert later.run_key != request.run_key and "-again" not in later.run_key

@@ -16,7 +16,8 @@ from typing import Optional, Protocol
 import dagster as dg
 
 from mlplatform.domain.keys import (CHAMPION_VERSION, CHALLENGER_VERSION, DATASET_DRIFT, DECISION_META, DRIFT_SHARE, DRIFTED_COLUMN_NAMES, MODEL_TAG,
-                                   LIVE_EVENTS, LIVE_VERDICT, LIVE_VERSION, PROMOTED, QUALITY_NOTE, REASON_META, REPORT_URL, SKIP_REASON, SKIPPED)
+                                   LIVE_EVENTS, LIVE_VERDICT, LIVE_VERSION, PROMOTED, QUALITY_NOTE, REASON_META, REPORT_URL, SKIP_REASON, SKIPPED,
+                                   WILL_RETRY_TAG)
 from mlplatform.domain.evaluation import primary_metric
 from mlplatform.domain.timeformat import iso_time
 from mlplatform.orchestration.assets import value_snapshot_metadata
@@ -27,7 +28,6 @@ from mlplatform.root import ModelContext
 from mlplatform.stores.evidently_workspace import LIVE_QUALITY_KIND, ValuePoint, WorkspaceEntry, add_value_snapshots
 from mlplatform.stores.alerting import Alerter, AlertName, drift_alert, live_quality_alert, promotion_refused_alert, run_failed_alert
 
-WILL_RETRY_TAG = "dagster/will_retry"  # set by the instance on a failed run when run retries will re-launch it
 BATCH = 100
 
 

@@ -8,6 +8,7 @@ import dagster as dg
 from dagster._core.definitions.reconstruct import ReconstructableRepository
 from dagster._core.definitions.sensor_definition import SensorExecutionData
 
+from mlplatform.domain.keys import RUN_KEY_TAG
 from mlplatform.orchestration.names import DRIFT_RUN, ModelNames
 from mlplatform.orchestration.resources import PlatformResource
 from mlplatform.settings import REPO_ROOT
@@ -66,7 +67,7 @@ def tick(instance: dg.DagsterInstance, sensor_name: str, cursor: str | None, pla
 
 
 def _request_tags(request: dg.RunRequest) -> dict[str, str]:
-    return {**request.tags, "dagster/run_key": request.run_key or ""}
+    return {**request.tags, RUN_KEY_TAG: request.run_key or ""}
 
 
 def launch(instance: dg.DagsterInstance, model: str, request: dg.RunRequest) -> dg.ExecuteInProcessResult:

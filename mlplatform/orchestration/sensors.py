@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from mlplatform.domain.keys import AWAITING_SHADOW, DECISION, LAUNCHED_BY_TAG, MLFLOW_VERSION, REASON_TAG, SHADOW_EVIDENCE, SHADOW_WAIT_OVER
+from mlplatform.domain.keys import (AWAITING_SHADOW, DECISION, LAUNCHED_BY_TAG, MLFLOW_VERSION, REASON_TAG, RUN_KEY_TAG, SHADOW_EVIDENCE, SHADOW_WAIT_OVER,
+                                   WILL_RETRY_TAG)
 from mlplatform.domain.policy import Cursor
 from mlplatform.orchestration.instance import retrain_run_tags
 from mlplatform.orchestration.names import DRIFT_RUN, EVALUATION_REPORT, RAW_EVENTS, RETRAINING, TRAINED_MODEL, ModelNames
@@ -151,28 +152,77 @@ def build_sensors(names: ModelNames, landing_sensor_running: bool = True) -> lis
         default_status=dg.DefaultSensorStatus.RUNNING if landing_sensor_running else dg.DefaultSensorStatus.STOPPED,
         minimum_interval_seconds=LANDING_TICK_SECONDS,
         description=f"Requests a {model_name} raw_events run once files wait in its landing folder, settled (unchanged for "
-        "landing_quiet_seconds) and not requested before: an lstat of the folder per tick, no file read. Ingestions of "
+        "landing_quiet_seconds) and not requested before: an lstat of the folder per tick, no file read. Files a run ended "
+        "and left (its retries spent) are requested again after a back-off of 1 min, doubling up to 1 h. Ingestions of "
         "one folder take turns (a lock), so a run started by hand meanwhile is safe.",
     )
     def landing_sensor(context: dg.SensorEvaluationContext, platform: PlatformResource) -> dg.SensorResult:
-        return landing_request(platform.model(model_name).settings, context.cursor, names)
+        return landing_request(platform.model(model_name).settings, context.cursor, names, context.instance)
 
     return [retraining_sensor, drift_report_sensor, landing_sensor]
 
 
-def landing_request(settings: Settings, cursor: str | None, names: ModelNames) -> dg.SensorResult:
+@dataclass(frozen=True)
+class LandingCursor:
+    """The set of waiting files the landing sensor requested last (a hash of their names, sizes and change times), and
+    how many times it requested it again after a run that ended and left them."""
+
+    files: str
+    attempt: int = 0
+
+    @property
+    def run_key(self) -> str:
+        return f"landing-{self.files}" if not self.attempt else f"landing-{self.files}-again{self.attempt}"
+
+    def to_json(self) -> str:
+        return json.dumps({"files": self.files, "attempt": self.attempt})
+
+    @classmethod
+    def from_json(cls, text: str | None) -> "LandingCursor | None":
+        """None when absent; a cursor of the earlier format (the bare hash) is that hash, not yet requested again."""
+        if not text:
+            return None
+        try:
+            data = json.loads(text)
+            return cls(str(data["files"]), int(data["attempt"]))
+        except (ValueError, TypeError, KeyError):
+            return cls(text)
+
+
+# After a run that ended and left the files it was asked to take (its retries spent: the event log unavailable, the disk
+# full), the same files are requested again after this back-off, doubled each time up to LANDING_AGAIN_MAX_SECONDS.
+LANDING_AGAIN_SECONDS = 60
+LANDING_AGAIN_MAX_SECONDS = 3600
+
+
+def landing_request(settings: Settings, cursor: str | None, names: ModelNames, instance: dg.DagsterInstance, now: float | None = None) -> dg.SensorResult:
     """A raw_events run for the files waiting in the landing folder, keyed by their names, sizes and change times: the
-    same files are requested once (a failed run is retried by its retry policy, or by hand), new or changed ones again."""
+    same files are requested once while that run is queued or running (or will be retried); new or changed files at
+    once; the same files again only after that run ended and left them, with a growing back-off."""
     waiting, settling_s = landing_candidates(settings.landing_dir, LandingPolicy.from_settings(settings))
     if not waiting:
         return dg.SensorResult(skip_reason=f"no file waiting in {settings.landing_dir}")
     if settling_s > 0:
         return dg.SensorResult(skip_reason=f"{len(waiting)} file(s) waiting; one changed within landing_quiet_seconds: settling for {settling_s:.1f} s more")
-    key = hashlib.sha256(json.dumps(sorted(waiting)).encode()).hexdigest()[:16]
-    if key == cursor:
-        return dg.SensorResult(skip_reason=f"the {len(waiting)} file(s) waiting were requested already (run key landing-{key}): a run that "
-                                           "failed left them; materialize raw_events to take them, or land them again")
-    return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"landing-{key}", tags={LAUNCHED_BY_TAG: names.landing_sensor})], cursor=key)
+    files = hashlib.sha256(json.dumps(sorted(waiting)).encode()).hexdigest()[:16]
+    last = LandingCursor.from_json(cursor)
+    if last is None or last.files != files:
+        return _landing_run(LandingCursor(files), names)
+    requested = f"the {len(waiting)} file(s) waiting were requested already (run key {last.run_key})"
+    [record, *_] = instance.get_run_records(filters=dg.RunsFilter(tags={RUN_KEY_TAG: last.run_key}), limit=1) or [None]
+    if record is None or not record.dagster_run.is_finished or record.dagster_run.tags.get(WILL_RETRY_TAG) == "true":
+        state = "its run is not launched yet" if record is None else f"run {record.dagster_run.run_id[:8]} is {record.dagster_run.status.value.lower()}"
+        return dg.SensorResult(skip_reason=f"{requested}: {state}")
+    back_off = min(LANDING_AGAIN_SECONDS * 2**last.attempt, LANDING_AGAIN_MAX_SECONDS)
+    left = (record.end_time or 0.0) + back_off - (time.time() if now is None else now)
+    if left > 0:
+        return dg.SensorResult(skip_reason=f"{requested}: run {record.dagster_run.run_id[:8]} ended ({record.dagster_run.status.value.lower()}) and "
+                                           f"left them; requesting them again in {left:.0f} s (or materialize raw_events now)")
+    return _landing_run(LandingCursor(files, last.attempt + 1), names)
+
+
+def _landing_run(cursor: LandingCursor, names: ModelNames) -> dg.SensorResult:
+    return dg.SensorResult(run_requests=[dg.RunRequest(run_key=cursor.run_key, tags={LAUNCHED_BY_TAG: names.landing_sensor})], cursor=cursor.to_json())
 
 
 def _events_at_last_request(cursor: str | None) -> int | None:
