@@ -133,6 +133,10 @@ def test_an_integer_time_column_without_its_format_is_refused_naming_it(tmp_path
         ("epoch_ns", ["1700000000123456000"], ["2023-11-14T22:13:20.123456"]),
         ("iso", ["2015-03-04", "2015-03-04T05:06:07+01:00", "2015", "04/03/2015", "1700000000"], ["2015-03-04", "2015-03-04T04:06:07", "2015-01-01", None, None]),
         ("%d/%m/%Y", ["04/03/2015", "2015-03-04", "31/02/2015"], ["2015-03-04", None, None]),
+        # with and without offsets in one file: a time without one is UTC wherever it stands (pandas gave it the offset before it)
+        ("iso", ["2025-03-01T10:00:00+02:00", "2025-03-01T10:00:00", "2025-03-01 10:00-0530", "2025-03-01T10:00", "20250301T100000Z",
+                 "2025-03-01", "2025-03-01T10:00:00.5 +02", "2025-03-01T10:00:00[Europe/Berlin]"],
+         ["2025-03-01T08:00", "2025-03-01T10:00", "2025-03-01T15:30", "2025-03-01T10:00", "2025-03-01T10:00", "2025-03-01", "2025-03-01T08:00:00.5", None]),
     ],
 )
 def test_each_time_format_in_a_landing_file(tmp_path: Path, time_format: str, values: list[str], expected: list[str | None]) -> None:

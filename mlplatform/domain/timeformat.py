@@ -24,6 +24,9 @@ TIME_FORMATS = (ISO, *EPOCH_UNITS_PER_SECOND, YEAR)
 MAX_EPOCH_SECONDS = 1e11  # about year 5000 either side of 1970; beyond, the arithmetic overflows
 OFFSET_UNIT_SECONDS = {"seconds": 1, "minutes": 60, "hours": 3_600, "days": 86_400}  # a spec's time_offset.unit
 _UTC_US = pa.timestamp("us", tz="UTC")
+# An ISO time of day that ends in an offset (Z, +02, +0200, +02:00). pandas reads a column of ISO text with one offset
+# rule for all: a value without an offset after one with it took that offset (10:00 read as 08:00 UTC after a +02:00).
+_ENDS_IN_OFFSET = r"[Tt ]\d{2}(?::?\d{2}){0,2}(?:[.,]\d+)?\s*(?:[Zz]|[+-]\d{2}(?::?\d{2})?)\s*$"
 
 
 def check_time_format(time_format: str) -> str:
@@ -71,7 +74,10 @@ def _from_text(values: pd.Series, time_format: str) -> pd.Series:
             micros = pc.cast(pc.cast(pa.array(text, type=pa.string(), from_pandas=True), _UTC_US), pa.int64())
             return pd.Series(micros.to_numpy(zero_copy_only=False), index=values.index).astype("Int64")
         except pa.ArrowInvalid:
-            return _micros(pd.to_datetime(text.astype(object), utc=True, errors="coerce", format="ISO8601"))
+            with_offset = text.str.contains(_ENDS_IN_OFFSET, na=False)
+            groups = [text[mask].astype(object) for mask in (with_offset, ~with_offset) if mask.any()]
+            parsed = pd.concat([pd.to_datetime(group, utc=True, errors="coerce", format="ISO8601") for group in groups])
+            return _micros(parsed.reindex(values.index))
     return _micros(pd.to_datetime(text.astype(object), utc=True, errors="coerce", format=time_format))
 
 
