@@ -6,7 +6,8 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -169,9 +170,45 @@ def test_a_third_model_added_by_dg_scaffold_trains_with_no_code_change(project: 
         answer = httpx.post(f"{url}/models/churn/predict", json=record, timeout=10)
         assert answer.status_code == 200, answer.text
         assert answer.json()["model_version"] == 1 and answer.json()["prediction"] in ("no", "yes")
+        _serving_follows_its_spec_file(url, answer.json()["event_id"], project / "mlplatform" / "defs" / "churn" / "dataset.yaml")
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def _serving_follows_its_spec_file(url: str, event_id: str, spec_path: Path) -> None:
+    """A label spelling (or class) added to the spec while serving is taken by /feedback at the next reload tick, where
+    it was refused until a restart (labels lost); an edit of the features keeps the spec serving has and /readyz says to
+    restart; so does a spec file that no longer loads. The spec is restored after."""
+    spec_text = spec_path.read_text(encoding="utf-8")
+
+    def feedback() -> httpx.Response:
+        return httpx.post(f"{url}/models/churn/feedback", json={"event_id": event_id, "label": "left"}, timeout=10)
+
+    def note() -> str | None:
+        return httpx.get(f"{url}/models/churn/readyz", timeout=10).json().get("spec_note")
+
+    def until(check: Callable[[], bool]) -> bool:
+        deadline = time.monotonic() + 30
+        while not check() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return check()
+
+    try:
+        refused = feedback()
+        assert refused.status_code == 422 and "'left' is not one of" in refused.text
+        spec_path.write_text(spec_text + "label_map: {left: 'yes'}\n", encoding="utf-8")
+        assert until(lambda: feedback().status_code == 200) and note() is None
+        fewer = spec_text.replace("  support_calls: numeric\n", "")
+        assert fewer != spec_text
+        spec_path.write_text(fewer, encoding="utf-8")
+        assert until(lambda: note() is not None)
+        assert "(features)" in str(note()) and "restart it" in str(note())
+        assert httpx.post(f"{url}/models/churn/predict", json={"plan": "team", "monthly_fee": 80.5, "support_calls": 8}, timeout=10).status_code == 200
+        spec_path.write_text("name: [", encoding="utf-8")
+        assert until(lambda: "no longer loads" in str(note()))
+    finally:
+        spec_path.write_text(spec_text, encoding="utf-8")
 
 
 def test_a_broken_declaration_fails_dg_check_defs_naming_the_file_and_field(project: Path) -> None:

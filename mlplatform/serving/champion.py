@@ -96,7 +96,7 @@ class ChampionWatcher(BackgroundLoop):
     """Keeps `current` on the champion version of one registered model."""
 
     def __init__(self, registry: Registry, spec: DatasetSpec, interval_s: float, metrics: ModelMetrics, settings: Settings | None = None,
-                 events: EventStore | None = None) -> None:
+                 events: EventStore | None = None, on_tick: Callable[[], None] | None = None) -> None:
         super().__init__("champion-watcher")
         self.registry = registry
         self.settings = settings
@@ -111,6 +111,7 @@ class ChampionWatcher(BackgroundLoop):
         self._failed_version: int | None = None
         self.last_error: str | None = None  # why the latest check could not load the champion (None: it could, or nothing to load)
         self._check_lock = threading.Lock()
+        self._on_tick = on_tick  # called before each periodic check, on this thread (serving follows its spec file's edits)
 
     def check(self, retry_failed: bool = False) -> ReloadOutcome:
         """Load the champion if it is not the version serving; keep the old one if that fails.
@@ -186,4 +187,6 @@ class ChampionWatcher(BackgroundLoop):
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
+            if self._on_tick is not None:
+                self._on_tick()
             self.check()

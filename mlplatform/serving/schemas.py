@@ -60,6 +60,7 @@ class Readiness(BaseModel):
     model_version: int | None = None
     detail: str | None = None
     online_correction: OnlineCorrection | None = None
+    spec_note: str | None = None  # the spec file changed in a way a running serve does not take: restart it
 
 
 class ServiceReadiness(Readiness):

@@ -26,6 +26,7 @@ from mlplatform.serving.metrics import ModelMetrics, ServingMetrics
 from mlplatform.serving.predictionlog import PredictionLog, PredictionLogError
 from mlplatform.serving.records import FieldError, check_category, check_number, event_id_of
 from mlplatform.serving.shadow import ShadowScorer
+from mlplatform.serving.specfile import SpecFile
 from mlplatform.settings import Settings, SettingsError
 from mlplatform.stores.eventlog import EventIdsTaken, EventStore, LabelResult, now_us
 from mlplatform.stores.registry import Registry
@@ -159,6 +160,7 @@ class ModelService:
         self.name = parts.name
         self.settings = parts.settings
         self.spec = parts.spec
+        self.spec_file = SpecFile(self.settings.dataset_spec, parts.spec)  # what /feedback takes as a label follows the file's edits
         self.events = parts.event_log
         self.registry = parts.registry
         check_supported(self.settings, self.spec)
@@ -191,7 +193,7 @@ class ModelService:
         self.log = PredictionLog(self.events, self.metrics, s.serve_log_interval_ms / 1000, s.serve_log_max_rows, s.serve_log_on_loop)
         self.log.probe()  # not ready from the start if the event log cannot be written
         self.log.start()
-        self.watcher = ChampionWatcher(self.registry, self.spec, s.serve_reload_seconds, self.metrics, s, self.events)
+        self.watcher = ChampionWatcher(self.registry, self.spec, s.serve_reload_seconds, self.metrics, s, self.events, self.spec_file.refresh)
         self.watcher.check()
         self.watcher.start()
         watcher = self.watcher
@@ -234,7 +236,8 @@ class ModelService:
             return False, {"ready": False, "model_version": model.version, "detail": failure}
         corrector = model.corrector
         correction = {"enabled": corrector is not None, "updates": corrector.updates if corrector else 0}
-        return True, {"ready": True, "model_version": model.version, "online_correction": correction}
+        spec = {"spec_note": self.spec_file.note} if self.spec_file.note else {}
+        return True, {"ready": True, "model_version": model.version, "online_correction": correction, **spec}
 
     def count_predictions(self, predictions: list[Any]) -> None:
         """Predictions by class (the labelled child is cached: looking it up costs more than the increment), or their values."""
@@ -388,7 +391,7 @@ class ModelService:
                 log.exception("cannot read the labels landed since label_seq %s", self.history.label_watermark)
 
     async def feedback(self, body: Any) -> dict[str, Any]:
-        event_id, label = _feedback_fields(body, self.spec)
+        event_id, label = _feedback_fields(body, self.spec_file.spec)
         result = await run_in_threadpool(self._apply_label, event_id, label)
         if result.unknown:
             self.metrics.feedback.labels(outcome="unknown").inc()
