@@ -189,14 +189,6 @@ def test_extra_columns_are_ignored_and_reported(landing: Path, log: EventLog, ad
     assert outcome.ingested == 5 and outcome.extra_columns == ["shoe_size", "comment"]
 
 
-@pytest.mark.parametrize("content", ["", "\n\n", ",".join(COLUMNS) + "\n"], ids=["empty", "blank-lines", "header-only"])
-def test_empty_and_header_only_files_ingest_nothing_without_error(landing: Path, log: EventLog, adult_spec: DatasetSpec, content: str) -> None:
-    path = _drop(landing, "empty.csv", content)
-    outcome = ingest_file(path, adult_spec, log)
-    assert (outcome.rows, outcome.ingested, outcome.quarantined, outcome.rejected) == (0, 0, 0, None)
-    assert (landing / "processed" / "empty.csv").exists()
-
-
 def test_non_utf8_lines_are_quarantined(landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame) -> None:
     lines = _csv(rows.head(6)).encode().splitlines(keepends=True)
     lines[3] = lines[3].replace(b",", b",\xff\xfe", 1)
@@ -330,6 +322,43 @@ def test_late_labels_unknown_ids_and_conflicts(landing: Path, log: EventLog, adu
     counts = log.counts()
     assert (counts.total, counts.labelled, counts.label_watermark) == (10, 5, 5)
     assert log.get(["adult-1"]).iloc[0]["label"] == ">50K"
+
+
+def test_a_label_file_landed_before_its_events_is_read_again_when_landed_again(landing: Path, log: EventLog, adult_spec: DatasetSpec,
+                                                                              rows: pd.DataFrame) -> None:
+    """The README's recovery, "land label files after the files of their events": the same bytes landed again were
+    skipped as already ingested and counted as duplicates, so their labels were lost. A label file is read again; an
+    event file's same bytes stay duplicates, unread."""
+    labels = _csv(rows.head(6)[["income"]].assign(event_id=[f"adult-{i}" for i in range(6)]))
+    early = ingest_file(_drop(landing, "early.csv", labels), adult_spec, log)
+    assert (early.quarantined, early.labels_applied) == (6, 0) and set(_quarantine(log)["reason"]) == {"label for an unknown event_id"}
+    events = _csv(rows.head(4).drop(columns=["income"]))
+    ingest_file(_drop(landing, "events.csv", events), adult_spec, log)
+    again = ingest_file(_drop(landing, "again.csv", labels), adult_spec, log)
+    assert (again.labels_applied, again.quarantined, again.duplicates, again.already_ingested) == (4, 2, 0, False)
+    assert again.note.startswith("label file landed before: read again") and log.counts().labelled == 4
+    third = ingest_file(_drop(landing, "third.csv", labels), adult_spec, log)
+    assert (third.labels_applied, third.duplicates, third.quarantined) == (0, 4, 2), "applied labels are duplicates; unknown ids still say so"
+    resent = ingest_file(_drop(landing, "events-again.csv", events), adult_spec, log)
+    assert resent.already_ingested and resent.duplicates == 4
+
+
+def test_empty_and_header_only_files(landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame) -> None:
+    """A header without rows is checked like a file with rows (a misspelt column was taken silently, a false OK for a
+    user trying an export); an empty file is taken with "no rows", every time (the second had the first's hash and
+    was "already ingested"), except an empty Parquet file, which is not Parquet."""
+    header = _csv(rows.head(0))
+    for name, content in (("empty.csv", ""), ("empty.jsonl", ""), ("empty-again.csv", ""), ("blank-lines.csv", "\n\n")):
+        outcome = ingest_file(_drop(landing, name, content), adult_spec, log)
+        assert (outcome.rows, outcome.rejected, outcome.note) == (0, None, "no rows") and (landing / "processed" / name).exists(), name
+    assert ingest_file(_drop(landing, "header.csv", header), adult_spec, log).note == "no rows"
+    misspelt = ingest_file(_drop(landing, "misspelt.csv", header.replace("age,", "agee,")), adult_spec, log)
+    assert misspelt.rejected == "missing required feature columns: ['age']" and (landing / "rejected" / "misspelt.csv").exists()
+    labels_header = ingest_file(_drop(landing, "labels.csv", "event_id,income\n"), adult_spec, log)
+    assert labels_header.rejected is None and labels_header.note == "no rows"
+    parquet = ingest_file(_drop(landing, "empty.parquet", b""), adult_spec, log)
+    assert str(parquet.rejected).startswith("not parseable as Parquet")
+    assert log.counts().total == 0
 
 
 def test_a_full_event_file_resent_with_a_different_label_is_a_conflict(landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame) -> None:

@@ -155,6 +155,18 @@ def _record_json(frame: pd.DataFrame, rows: pd.Index) -> list[str]:
     return [json.dumps({k: _cell_text(v) for k, v in rec.items()}, ensure_ascii=False)[:4096] for rec in sub.to_dict("records")]
 
 
+def check_columns(columns: list[str], spec: DatasetSpec) -> str | None:
+    """The time column these columns give (the spec's, else `event_time`, else None); SchemaError if a feature column is
+    missing, or the time_offset column beside the spec's time column: the rule for a frame of events and a bare header."""
+    missing = [c for c in spec.features if c not in columns]
+    if missing:
+        raise SchemaError(f"missing required feature columns: {missing}")
+    time_col = spec.time_column if spec.time_column in columns else (EVENT_TIME if EVENT_TIME in columns else None)
+    if spec.time_offset is not None and time_col is not None and time_col == spec.time_column and spec.time_offset.column not in columns:
+        raise SchemaError(f"missing time_offset column {spec.time_offset.column!r} (the spec adds it to time_column {spec.time_column!r})")
+    return time_col
+
+
 def validate_frame(
     raw: pd.DataFrame,
     spec: DatasetSpec,
@@ -173,14 +185,9 @@ def validate_frame(
     (a file validated batch by batch), so generated ids stay those of the whole file.
     """
     raw = with_clean_columns(raw)
-    missing = [c for c in spec.features if c not in raw.columns]
-    if missing:
-        raise SchemaError(f"missing required feature columns: {missing}")
+    time_col = check_columns(list(raw.columns), spec)
     id_col = spec.id_column if spec.id_column in raw.columns else (EVENT_ID if EVENT_ID in raw.columns else None)
-    time_col = spec.time_column if spec.time_column in raw.columns else (EVENT_TIME if EVENT_TIME in raw.columns else None)
     offset = spec.time_offset if time_col is not None and time_col == spec.time_column else None
-    if offset is not None and offset.column not in raw.columns:
-        raise SchemaError(f"missing time_offset column {offset.column!r} (the spec adds it to time_column {spec.time_column!r})")
     known = {*spec.features, spec.label, *spec.drop, EVENT_ID, EVENT_TIME, *spec.key_columns}
     extra = [c for c in raw.columns if c not in known]
 

@@ -45,6 +45,7 @@ from mlplatform.domain.validation import (
     EVENT_TIME,
     LABEL,
     SchemaError,
+    check_columns,
     csv_separator,
     nested_cells,
     nested_value_problem,
@@ -113,6 +114,7 @@ class FileOutcome(FileCounts):
     extra_columns: list[str] = field(default_factory=list)
     rejected: str | None = None
     already_ingested: bool = False
+    read_again: bool = False  # a label file landed before: read again, for the labels whose events have landed since
 
     @property
     def note(self) -> str:
@@ -121,6 +123,10 @@ class FileOutcome(FileCounts):
             return self.rejected
         if self.already_ingested:
             return "already ingested"
+        if self.read_again:
+            return "label file landed before: read again (labels already applied count as duplicates)"
+        if not self.rows:
+            return "no rows"
         return f"ignored columns: {', '.join(self.extra_columns)}" if self.extra_columns else ""
 
 
@@ -489,12 +495,16 @@ def _batches(handle: BinaryIO, name: str, spec: DatasetSpec, policy: LandingPoli
         separator = "" if jsonl else _csv_separator(header, spec)
         position = start.position or stream.tell()
         line = start.line if start.position else line + 1
+        yielded = False
         for text in _text_batches(stream, not jsonl, position, policy.batch_bytes):
             # Line k of what is parsed is file line k + offset: CSV batches are parsed behind their header line.
             parsed = _parse_jsonl(text, _text_columns(spec), line - 1) if jsonl else _parse_csv(header + text, line - 2, separator)
             position += len(text)
             line += text.count(b"\n")
+            yielded = True
             yield _Batch(parsed, position, line)
+        if not yielded and header and not start.position:  # a header and no row: its columns are still checked
+            yield _Batch(_parse_csv(header, line - 2, separator), position, line)
 
 
 def _move(path: Path, folder: str, marker: str | None) -> Path:
@@ -636,7 +646,8 @@ def _store(path: Path, handle: BinaryIO, seen: os.stat_result, spec: DatasetSpec
     digest = _content_hash(handle, seen, path.name.lower().endswith(".gz"), policy.max_decompressed_bytes)
     _check_settled(path, handle, seen)
     recorded = log.recorded_rows(digest)
-    if recorded is not None:
+    read_again = bool(recorded) and _first_columns_label_only(handle, path.name, spec, policy)
+    if recorded and not read_again:
         return FileOutcome(name=path.name, rows=recorded, duplicates=recorded, already_ingested=True)
     progress = log.file_progress(digest)
     collector = _CycleCollector(slack_kb=max(2 * policy.batch_bytes, MIN_COLLECTION_SLACK_BYTES) // 1024)
@@ -648,8 +659,10 @@ def _store(path: Path, handle: BinaryIO, seen: os.stat_result, spec: DatasetSpec
             for batch in _batches(handle, path.name, spec, policy, progress):
                 frame = with_clean_columns(batch.parsed.frame)
                 counts = FileCounts(rows=len(frame) + len(batch.parsed.bad_rows))
-                if not frame.empty and not columns:
+                if not columns and len(frame.columns):
                     columns, labels_only = list(frame.columns), _is_label_file(frame, spec)
+                    if not labels_only:
+                        check_columns(columns, spec)  # before any write, a header without rows too
                 # A JSON Lines batch may lack a key the file's first rows had: its rows miss that value, like the other lines'.
                 frame = frame.assign(**{c: pd.Series(None, index=frame.index, dtype=object) for c in columns if c not in frame.columns})
                 lines = batch.parsed.line_numbers or list(range(progress.parsed + 1, progress.parsed + len(frame) + 1))
@@ -673,7 +686,14 @@ def _store(path: Path, handle: BinaryIO, seen: os.stat_result, spec: DatasetSpec
         raise
     _check_settled(path, handle, seen)
     log.record_file(digest, path.name, progress.counts)
-    return FileOutcome(name=path.name, extra_columns=extra, **asdict(progress.counts))
+    return FileOutcome(name=path.name, extra_columns=extra, read_again=read_again, **asdict(progress.counts))
+
+
+def _first_columns_label_only(handle: BinaryIO, name: str, spec: DatasetSpec, policy: LandingPolicy) -> bool:
+    """Whether a file's first batch is of late labels: such a file landed again is read again, since labels whose events
+    were missing the first time (quarantined) may have their events now; an event file's same bytes are duplicates."""
+    first = next(_batches(handle, name, spec, policy, FileProgress()), None)
+    return first is not None and _is_label_file(with_clean_columns(first.parsed.frame), spec)
 
 
 def _take(path: Path, seen: os.stat_result, spec: DatasetSpec, log: EventStore, policy: LandingPolicy) -> FileOutcome:
