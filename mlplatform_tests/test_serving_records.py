@@ -184,6 +184,30 @@ def test_regression_model_and_numbers_for_categories() -> None:
     assert [e.loc for e in errors] == [("body", "season")]
 
 
+def test_a_category_spelled_as_another_format_spells_it_is_that_category() -> None:
+    """A model fitted on a CSV export's `true` and `12.0` (text) is sent JSON true and 12.0, which serving and JSON
+    Lines spell "True" and "12": they were unseen, so treated as missing (train/serve skew). Now each is the category
+    it spells, on the serving path and the pandas path alike, and counted as seen; a value that is really new is not."""
+    spec = parse_spec({"name": "spell", "task": "binary", "label": "y", "classes": ["no", "yes"], "positive_class": "yes",
+                       "features": {"member": "categorical", "code": "categorical", "x": "numeric"}})
+    rng = np.random.default_rng(3)
+    member, code = rng.choice(["true", "false"], 800), rng.choice(["12.0", "7.0", "A"], 800)
+    y = np.where((member == "true") ^ (code == "12.0") ^ (rng.random(800) < 0.1), "yes", "no")
+    frame = pd.DataFrame({"member": member, "code": code, "x": rng.random(800), "y": y})
+    predictor = train(validate_frame(frame, spec, generated_id_prefix="s", generated_time_start_us=0).events, spec, TINY).predictor
+    assert predictor.transformer.categories == {"member": ["false", "true"], "code": ["12.0", "7.0", "A"]}
+    model = ServedModel.load(1, predictor, spec)
+    as_trained = [{"member": m, "code": c, "x": 0.5} for m in ("true", "false") for c in ("12.0", "7.0")]
+    as_sent = [{"member": m, "code": c, "x": 0.5} for m in (True, "FALSE") for c in (12.0, 7)]
+    (expected, expected_p, _), _ = model.predict(model.codec.check(as_trained, ("body", "records"))[0])
+    clean, errors = model.codec.check(as_sent, ("body", "records"))
+    (served, served_p, _), unseen = model.predict(clean)
+    assert errors == [] and unseen == {} and list(served) == list(expected) and served_p.tolist() == expected_p.tolist()
+    assert predictor.predict(pd.DataFrame(as_sent))["probability"].tolist() == pytest.approx(expected_p.tolist(), rel=1e-12)
+    _, unseen = model.predict(model.codec.check([{"member": "maybe", "code": "12.5", "x": 0.5}], ("body",))[0])
+    assert unseen == {"member": 1, "code": 1}
+
+
 def test_dropped_columns_are_ignored_and_unknown_fields_follow_the_policy(adult_spec: DatasetSpec, predictor: Predictor, adult_rows: pd.DataFrame) -> None:
     """MLPLATFORM_SERVE_UNKNOWN_FIELDS: `refuse` reports fields that are neither features nor dropped columns, `ignore` drops them too."""
     record = {**_records(canonical(adult_rows.iloc[:1], adult_spec), adult_spec)[0], "fnlwgt": 77516}

@@ -8,6 +8,7 @@ with the model, training and serving cannot disagree.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +58,19 @@ def normalise_category(values: pd.Series) -> pd.Series:
     return text
 
 
+_INTEGRAL_TEXT = re.compile(r"([+-]?\d+)\.0*")
+
+
+def spelling_key(text: str) -> str:
+    """One key for the spellings one value takes across formats: a CSV export writes `true` or `12.0` where JSON and
+    Parquet give true and 12.0, spelled "True" and "12"."""
+    lower = text.lower()
+    if lower in ("true", "false"):
+        return lower
+    integral = _INTEGRAL_TEXT.fullmatch(text)
+    return integral.group(1) if integral else text
+
+
 @dataclass
 class FeatureTransformer:
     numeric: list[str]
@@ -64,6 +78,7 @@ class FeatureTransformer:
     crosses: list[tuple[str, str]] = field(default_factory=list)
     categories: dict[str, list[str]] = field(default_factory=dict)
     history: list[str] = field(default_factory=list)  # of numeric/categorical: computed from the event log, never sent
+    _spellings: dict[str, dict[str, str]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def cross_names(self) -> list[str]:
@@ -78,13 +93,36 @@ class FeatureTransformer:
         return [*self.numeric, *self.categorical]
 
     def _categorical_frame(self, raw: pd.DataFrame) -> dict[str, pd.Series]:
-        cols = {name: normalise_category(raw[name]) if name in raw else pd.Series(pd.NA, index=raw.index, dtype=ARROW_STRING) for name in self.categorical}
+        cols = {name: self._as_known(name, normalise_category(raw[name])) if name in raw else pd.Series(pd.NA, index=raw.index, dtype=ARROW_STRING)
+                for name in self.categorical}
         for (a, b), name in zip(self.crosses, self.cross_names):
             cols[name] = (cols[a] + CROSS_SEPARATOR + cols[b]).where(cols[a].notna() & cols[b].notna())
         return cols
 
+    def _as_known(self, name: str, values: pd.Series) -> pd.Series:
+        """Values not among the fitted categories, in the spelling of the one they are (see spelling_key): the model was
+        fitted on `true` from a CSV export, a JSON request sends true. Unchanged before fitting."""
+        known = self.categories.get(name)
+        if not known:
+            return values
+        unseen = values.notna() & ~values.isin(known)
+        if not unseen.any():
+            return values
+        spellings = self.spellings(name)
+        values = values.copy()
+        values.loc[unseen] = [spellings.get(spelling_key(v), v) for v in values[unseen]]
+        return values
+
+    def spellings(self, name: str) -> dict[str, str]:
+        """The fitted categories of column `name` by their spelling_key (keys two categories share are left out)."""
+        if name not in self._spellings:
+            keys = [spelling_key(c) for c in self.categories[name]]
+            shared = {k for k in keys if keys.count(k) > 1}
+            self._spellings[name] = {k: c for k, c in zip(keys, self.categories[name]) if k not in shared}
+        return self._spellings[name]
+
     def fit(self, raw: pd.DataFrame) -> "FeatureTransformer":
-        self.categories = {}
+        self.categories, self._spellings = {}, {}
         for name, values in self._categorical_frame(raw).items():
             counts = values.value_counts(dropna=True)
             self.categories[name] = sorted(str(c) for c in counts.index[:MAX_CATEGORIES])

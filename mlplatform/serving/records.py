@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from mlplatform.domain.features import CROSS_SEPARATOR
+from mlplatform.domain.features import CROSS_SEPARATOR, spelling_key
 from mlplatform.domain.predictor import Predictor
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.validation import MAX_ID_LENGTH, MAX_TEXT_LENGTH, not_a_number
@@ -159,6 +159,7 @@ class RecordCodec:
         self.cross_names = transformer.cross_names
         self.coded_names = [*self.categorical, *self.cross_names]  # the columns after the numeric ones, in the matrix's order
         self.codes = {name: {c: float(i) for i, c in enumerate(transformer.categories[name])} for name in self.coded_names}
+        self.spellings = {name: transformer.spellings(name) for name in self.categorical}  # the transformer's rule for `true` vs "True"
         self.width = len(transformer.output_columns)
 
     def check(self, records: list[Any], loc: tuple[str | int, ...]) -> tuple[list[dict[str, Any]], list[FieldError]]:
@@ -207,6 +208,10 @@ class RecordCodec:
         for row in rows:
             values += [nan if row[name] is None else row[name] for name in self.numeric]
             coded = [nan if row[name] is None else self.codes[name].get(row[name], unseen_code) for name in self.categorical]
+            if unseen_code in coded:  # perhaps a known category spelled as another format spells it: before the crosses use it
+                row = {**row, **{name: self.spellings[name].get(spelling_key(row[name]), row[name])
+                                 for name, code in zip(self.categorical, coded) if code == unseen_code}}
+                coded = [nan if row[name] is None else self.codes[name].get(row[name], unseen_code) for name in self.categorical]
             for (a, b), name in zip(self.crosses, self.cross_names):
                 left, right = row[a], row[b]
                 coded.append(nan if left is None or right is None else self.codes[name].get(f"{left}{CROSS_SEPARATOR}{right}", unseen_code))
