@@ -14,7 +14,7 @@ from mlplatform.serving.champion import ServedModel
 from mlplatform.serving.records import ModelMismatch, RecordCodec
 from mlplatform.serving.schemas import feedback_body_schema
 from mlplatform.serving.service import ApiError, feedback_label
-from mlplatform.domain.spec import DatasetSpec, FeatureType, TimeOffset, load_spec, parse_spec
+from mlplatform.domain.spec import DatasetSpec, FeatureType, Task, TimeOffset, load_spec, parse_spec
 from mlplatform.domain.training import train
 from mlplatform.domain.validation import MAX_TEXT_LENGTH, validate_frame
 from mlplatform.pipeline.replay import read_source
@@ -245,3 +245,10 @@ def test_a_model_that_does_not_fit_the_spec_is_refused_naming_the_difference(adu
     retyped = adult_spec.model_copy(update={"features": {**adult_spec.features, "age": FeatureType.categorical}})
     with pytest.raises(ModelMismatch, match="the same names, some numeric in one and categorical in the other"):
         RecordCodec(retyped, predictor)
+    renamed = adult_spec.model_copy(update={"classes": ["low", "high"], "positive_class": "high"})
+    with pytest.raises(ModelMismatch, match=re.escape("the model predicts classes dataset spec 'adult' does not have: ['<=50K', '>50K']")):
+        RecordCodec(renamed, predictor)  # it answered '<=50K' while /feedback took 'low': two vocabularies
+    regression = adult_spec.model_copy(update={"task": Task.regression, "classes": None, "positive_class": None})
+    with pytest.raises(ModelMismatch, match="the model is a binary model, dataset spec 'adult' a regression task"):
+        RecordCodec(regression, predictor)
+    RecordCodec(adult_spec.model_copy(update={"classes": ["<=50K", ">50K", "unknown"]}), predictor)  # a class gained: served until retrained

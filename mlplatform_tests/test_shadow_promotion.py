@@ -80,6 +80,12 @@ def test_a_hold_out_winner_waits_for_its_shadow_evidence_and_is_promoted_once_it
     alone = evaluate_challenger(model().settings, adult_spec, reg, snapshot, 2, model().event_log)
     assert alone.decision.promote and not alone.awaiting_shadow and alone.shadow is not None and alone.shadow.events == 0
     assert alone.decision.reason.startswith("decided on the hold-out alone: shadow evidence still short after shadow_max_wait_seconds"), alone.decision.reason
+    # A champion the spec no longer fits (a feature removed since) cannot be served: it is no benchmark to keep.
+    narrower = adult_spec.model_copy(update={"features": {k: v for k, v in adult_spec.features.items() if k != "hours-per-week"}})
+    misfit = evaluate_challenger(model().settings, narrower, reg, snapshot, 2, model().event_log)
+    assert misfit.decision.promote and misfit.champion_metrics is None
+    assert "champion v1 does not fit the dataset spec (model inputs are not the features of dataset spec 'adult': the spec has nothing the model lacks, " \
+           "the model ['hours-per-week'] the spec lacks), so serving cannot load it: judged as if there were no champion" in misfit.decision.reason
     monkeypatch.delenv("MLPLATFORM_SHADOW_MAX_WAIT_SECONDS")
     assert not tick(instance, sensor, None).run_requests and int(reg.champion().version) == 1  # a day by default: still waiting
 

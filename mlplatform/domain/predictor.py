@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from mlplatform.domain.estimation import Estimate, Estimator, load_estimator, too_few
+from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.features import FeatureTransformer
 
 if TYPE_CHECKING:  # LightGBM imports scikit-learn and SciPy: loaded where a booster is read or trained, not with the code location
@@ -23,6 +24,25 @@ BOOSTER_FILE = "booster.txt"
 PIPELINE_FILE = "pipeline.json"
 ESTIMATOR_FILE = "estimator.json"
 NO_ESTIMATOR = "the model was logged without a performance estimator (before estimation existed): retrain to get one"
+
+
+def spec_mismatch(predictor: "Predictor", spec: DatasetSpec) -> str | None:
+    """Why a model cannot serve records of `spec`, or None: inputs other than its features, another task, or classes
+    the spec no longer has (renamed: served predictions and /feedback labels would be two vocabularies). A class the
+    spec gained is no mismatch: the model never predicts it, and the next retraining learns it."""
+    transformer = predictor.transformer
+    numeric, categorical = [*spec.numeric_features, *spec.history_numeric], [*spec.categorical_features, *spec.history_categorical]
+    if set(transformer.numeric) != set(numeric) or set(transformer.categorical) != set(categorical):
+        expected, actual = set(numeric + categorical), set(transformer.input_columns)
+        return (f"model inputs are not the features of dataset spec {spec.name!r}: the spec has {sorted(expected - actual) or 'nothing'} the model "
+                f"lacks, the model {sorted(actual - expected) or 'nothing'} the spec lacks"
+                + ("; the same names, some numeric in one and categorical in the other" if expected == actual else ""))
+    if predictor.task != spec.task.value:
+        return f"the model is a {predictor.task} model, dataset spec {spec.name!r} a {spec.task.value} task"
+    lost = sorted(set(predictor.classes or []) - set(spec.classes or []))
+    if lost:
+        return f"the model predicts classes dataset spec {spec.name!r} does not have: {lost} (its classes: {spec.classes})"
+    return None
 
 
 @dataclass

@@ -22,7 +22,7 @@ from mlplatform.stores.dask_cluster import dask_client
 from mlplatform.stores.eventlog import EventStore
 from mlplatform.domain.features import FeatureTransformer, HistoryFeaturesMissing
 from mlplatform.domain.history import history_frame
-from mlplatform.domain.predictor import Predictor
+from mlplatform.domain.predictor import Predictor, spec_mismatch
 from mlplatform.stores.registry import TRAINING, Registry, json_tag, tag
 from mlplatform.settings import Settings, env_name
 from mlplatform.domain.spec import DatasetSpec
@@ -387,9 +387,13 @@ def evaluate_challenger(settings: Settings, spec: DatasetSpec, registry: Registr
     champion_unseen = None
     if champion is not None and int(registry.get_version(champion.version).tags.get(REFIT_ROWS_TAG, "0")) > 0:
         champion_unseen = (holdout["label_seq"] > champion.label_seq_cutoff).to_numpy()
+    misfit = None if champion_predictor is None else spec_mismatch(champion_predictor, spec)
     predicted = hold_out_evidence(registry, holdout, challenger_version)
-    judgement = judge(settings, spec, holdout, predicted, champion_predictor, champion_unseen)
+    judgement = judge(settings, spec, holdout, predicted, None if misfit else champion_predictor, champion_unseen)
     decision = judgement.decision
+    if misfit and champion is not None:  # serving cannot load it under this spec: it is no benchmark to keep
+        decision = replace(decision, reason=f"champion v{champion.version} does not fit the dataset spec ({misfit}), so serving cannot load it: "
+                                            f"judged as if there were no champion; {decision.reason}")
     if champion is not None and champion.pinned:
         decision = replace(decision, promote=False, reason=f"champion v{champion.version} is pinned ({champion.pin_reason}): kept; on the scores alone: {decision.reason}")
     shadow = None if champion is None else compare_on_live(settings, spec, events, challenger_version, champion.version)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from mlplatform.domain.features import CROSS_SEPARATOR, spelling_key
-from mlplatform.domain.predictor import Predictor
+from mlplatform.domain.predictor import Predictor, spec_mismatch
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.validation import MAX_ID_LENGTH, MAX_TEXT_LENGTH, not_a_number
 
@@ -137,14 +137,9 @@ class RecordCodec:
     def __init__(self, spec: DatasetSpec, predictor: Predictor, refuse_unknown: bool = True) -> None:
         """`refuse_unknown`: a field that is neither a feature nor a column the spec drops is an error (else ignored, like dropped columns)."""
         transformer = predictor.transformer
-        numeric, categorical = [*spec.numeric_features, *spec.history_numeric], [*spec.categorical_features, *spec.history_categorical]
-        if set(transformer.numeric) != set(numeric) or set(transformer.categorical) != set(categorical):
-            expected, actual = set(numeric + categorical), set(transformer.input_columns)
-            raise ModelMismatch(
-                f"model inputs are not the features of dataset spec {spec.name!r}: the spec has {sorted(expected - actual) or 'nothing'} the model "
-                f"lacks, the model {sorted(actual - expected) or 'nothing'} the spec lacks" + (
-                    "; the same names, some numeric in one and categorical in the other" if expected == actual else "")
-            )
+        mismatch = spec_mismatch(predictor, spec)
+        if mismatch:
+            raise ModelMismatch(mismatch)
         self.features = list(spec.features)
         self.history = list(transformer.history)  # filled by serving from its history state, never sent
         self._checks = {name: (check_number if name in spec.numeric_features else check_category) for name in self.features}
