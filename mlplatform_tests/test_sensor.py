@@ -198,6 +198,16 @@ def test_a_hand_moved_or_pinned_champion_is_what_sensors_status_and_evaluation_f
     assert not refused.success and registry.champion_record().version == 2  # type: ignore[union-attr]
     assert "has no version 99" in " ".join(e.event_specific_data.error.message for e in refused.all_events if e.is_step_failure)  # type: ignore[union-attr]
 
+    # A pin ends when the alias is moved away outside mlplatform: left behind, it came back with the alias (pinned again
+    # with no timeline entry saying so).
+    assert main(["champion", "set", "--model", "adult", "--version", "2", "--reason", "hold"]) == 0
+    for version in ("1", "2"):
+        registry.client.set_registered_model_alias(registry.name, "champion", version)
+        platform.tick(SENSOR_NAME, _cursor(_watermark(platform)))
+    away, back = registry.timeline()[-2:]
+    assert (away.version, away.pinned, away.reason) == (1, False, "alias moved outside mlplatform (MLflow UI or API); the pin of v2 (hold) ends")
+    assert (back.version, back.pinned) == (2, False) and not registry.champion_record().pinned  # type: ignore[union-attr]
+
 
 def _drift_run(platform: Platform, rows: pd.DataFrame, with_labels: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[str, dg.DagsterRun]:
     """Replay drifted rows, then what the daemon does on the drift sensor's next tick: its run, launched with its tags and run key."""

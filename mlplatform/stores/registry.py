@@ -246,8 +246,13 @@ class Registry:
         return change
 
     def note_outside_move(self, record: ChampionRecord, by: str) -> None:
-        """Record in the timeline a move of `@champion` made outside the platform (the MLflow UI or API): `record.recorded` is False."""
-        self._record_change(record.version, "alias moved outside mlplatform (MLflow UI or API)", by, pinned=False)
+        """Record in the timeline a move of `@champion` made outside the platform (the MLflow UI or API): `record.recorded`
+        is False. A pin of another version ends with it: left behind, it came back when the alias did."""
+        pinned, _, pin_reason = self._model_tags().get(PINNED, "").partition(":")
+        dropped = f"; the pin of v{pinned} ({pin_reason}) ends" if pinned and pinned != str(record.version) else ""
+        if dropped:
+            self._unpin()
+        self._record_change(record.version, f"alias moved outside mlplatform (MLflow UI or API){dropped}", by, pinned=record.pinned)
 
     def timeline(self) -> list[ChampionChange]:
         """Every recorded move of `@champion`, oldest first."""
