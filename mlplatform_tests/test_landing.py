@@ -301,6 +301,25 @@ def test_jsonl_non_object_and_malformed_lines(landing: Path, log: EventLog, adul
     ]
 
 
+def test_a_quote_never_closed_or_an_endless_line_costs_one_line_not_the_rest(landing: Path, log: EventLog, adult_spec: DatasetSpec,
+                                                                                rows: pd.DataFrame) -> None:
+    """A stray quote took in every line after it as one invalid row: 150 good rows counted as one quarantined and lost.
+    A line longer than the parser's 16 MiB block rejected the file there with Arrow's words, the rows after it lost."""
+    lines = _csv(rows.head(300)).splitlines(keepends=True)
+    lines[151] = 'q-1,not-a-time,abc,"unterminated,quote\n'
+    lines[201] = lines[201].replace(",", ',"', 1)  # a second one, after the first: each costs its line alone
+    outcome = ingest_file(_drop(landing, "quote.csv", "".join(lines)), adult_spec, log)
+    assert (outcome.rows, outcome.ingested, outcome.quarantined) == (300, 298, 2) and log.counts().total == 298
+    assert _quarantine(log)[["row_number", "reason"]].values.tolist() == [
+        [152, "line 152: a quote opened on this line is never closed"], [202, "line 202: a quote opened on this line is never closed"]]
+    assert _quarantine(log)["record"].iloc[0] == 'q-1,not-a-time,abc,"unterminated,quote'
+
+    endless = _csv(rows.iloc[300:305]) + ",".join(["x" * (17 << 20)] * 2) + "\n" + _csv(rows.iloc[305:310]).split("\n", 1)[1]
+    outcome = ingest_file(_drop(landing, "endless.csv", endless), adult_spec, log)
+    assert (outcome.rejected, outcome.ingested, outcome.quarantined) == (None, 10, 1)
+    assert _quarantine(log)["reason"].iloc[-1] == f"line 7: longer than 16 MiB ({34 * (1 << 20) + 1:,} bytes)"
+
+
 def test_late_labels_unknown_ids_and_conflicts(landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame) -> None:
     ingest_file(_drop(landing, "events.csv", _csv(rows.head(10).drop(columns=["income"]))), adult_spec, log)
     assert (log.counts().total, log.counts().labelled) == (10, 0)

@@ -66,6 +66,8 @@ REASON_SUFFIX = ".reason.txt"
 PARQUET_ROW_BYTES = 128  # a Parquet batch has batch_bytes / this many rows: about what a row of ~20 columns takes as text
 READ_BLOCK = 1 << 20  # bytes read at a time while hashing and checking a .gz
 MAX_HEADER_BYTES = 1 << 20
+PARSER_BLOCK_BYTES = 1 << 24  # what Arrow's CSV and JSON readers parse at a time: a longer line (or quoted span) cannot be read
+MAX_UNCLOSED_QUOTES = 100  # lines of one batch whose quote never closes; each costs a parse of the lines after it
 MIN_COLLECTION_SLACK_BYTES = 32 << 20  # growth of resident memory that calls for a full collection, however small the batches
 
 
@@ -270,18 +272,60 @@ def _csv_separator(header: bytes, spec: DatasetSpec) -> str:
 
 
 def _parse_csv(data: bytes, offset: int, separator: str) -> _Parsed:
-    """One batch: the header line, then lines of the file from line `offset` + 2 on, fields split by `separator`."""
+    """One batch: the header line, then lines of the file from line `offset` + 2 on, fields split by `separator`.
+
+    A quote that is never closed took in every line after it as one invalid row (150 good rows counted as one
+    quarantined, their text cut at 4 KiB): that row's first line is quarantined alone and the lines after it parsed
+    again. A line longer than the parser's block is quarantined too, instead of the file being rejected there.
+    """
     data, bad = _split_utf8(data, offset)
+    data, bad = _without_long_lines(data, offset, bad)
+    header = data[: data.find(b"\n") + 1] or data
+    parts: list[_Parsed] = []
+    for _ in range(MAX_UNCLOSED_QUOTES + 1):
+        parsed, unclosed = _parse_csv_part(data, offset, separator)
+        if unclosed is None:
+            parts.append(parsed)
+            return _joined(parts, bad)
+        end = data.find(b"\n", unclosed) + 1 or len(data)
+        line = offset + 1 + data.count(b"\n", 0, unclosed)
+        parts.append(_parse_csv_part(data[:unclosed], offset, separator)[0])
+        bad.append((line, f"line {line}: a quote opened on this line is never closed", data[unclosed:end].rstrip(b"\r\n")[:4096].decode("utf-8", "replace")))
+        data, offset = header + data[end:], line - 1
+    raise UnreadableFile(f"more than {MAX_UNCLOSED_QUOTES} lines in one batch open a quote that is never closed")
+
+
+def _without_long_lines(data: bytes, offset: int, bad: list[tuple[int, str, str]]) -> tuple[bytes, list[tuple[int, str, str]]]:
+    """Lines longer than PARSER_BLOCK_BYTES blanked out (line numbers stay true) and reported; looked for only in a batch that long."""
+    if len(data) <= PARSER_BLOCK_BYTES:
+        return data, bad
+    lines = data.split(b"\n")
+    long = [i for i, line in enumerate(lines) if len(line) > PARSER_BLOCK_BYTES]
+    for i in long:
+        number = i + 1 + offset
+        bad = [*bad, (number, f"line {number}: longer than {PARSER_BLOCK_BYTES >> 20} MiB ({len(lines[i]):,} bytes)", lines[i][:4096].decode("utf-8", "replace"))]
+        lines[i] = b""
+    return (b"\n".join(lines), bad) if long else (data, bad)
+
+
+def _parse_csv_part(data: bytes, offset: int, separator: str) -> tuple[_Parsed, int | None]:
+    """The rows of `data` and its bad lines; or, if a row runs over several lines and is invalid (a quote never
+    closed), where in `data` that row starts (the parse is then discarded)."""
     if not data.strip():
-        return _Parsed(pd.DataFrame(), bad)
+        return _Parsed(pd.DataFrame(), []), None
+    bad: list[tuple[int, str, str]] = []
     # Arrow numbers rows without the empty lines it skips; this maps its row numbers back to lines.
     lines = [number for number, line in enumerate(data.split(b"\n"), start=1 + offset) if line not in (b"", b"\r")]
     invalid: set[int] = set()
+    spanning: list[str] = []
 
     def on_invalid(row: pacsv.InvalidRow) -> str:
+        text = (row.text or "").rstrip("\r\n")
+        if "\n" in text:
+            spanning.append(text)
         number = lines[row.number - 1] if row.number and row.number <= len(lines) else row.number or 0
         invalid.add(number)
-        bad.append((number, f"line {number}: expected {row.expected_columns} fields, found {row.actual_columns}", (row.text or "")[:4096]))
+        bad.append((number, f"line {number}: expected {row.expected_columns} fields, found {row.actual_columns}", text[:4096]))
         return "skip"
 
     try:
@@ -289,15 +333,28 @@ def _parse_csv(data: bytes, offset: int, separator: str) -> _Parsed:
         names = next(csv.reader([first_line], delimiter=separator), [])
         table = pacsv.read_csv(
             io.BytesIO(data),
-            read_options=pacsv.ReadOptions(block_size=1 << 24, use_threads=False),
+            read_options=pacsv.ReadOptions(block_size=PARSER_BLOCK_BYTES, use_threads=False),
             parse_options=pacsv.ParseOptions(delimiter=separator, invalid_row_handler=on_invalid, newlines_in_values=False),
             convert_options=pacsv.ConvertOptions(column_types={str(n): pa.string() for n in names}, strings_can_be_null=True),
         )
     except (pa.ArrowInvalid, csv.Error) as exc:
         raise UnreadableFile(f"not parseable as CSV: {exc}") from None
+    if spanning:
+        start = data.find(spanning[0].encode("utf-8"))
+        if start > 0:
+            return _Parsed(pd.DataFrame(), []), start
     rows = [n for n in lines[1:] if n not in invalid]
     # Quoted values spanning lines break the one-row-per-line mapping: then rows are numbered by their place in the file.
-    return _Parsed(_to_pandas(table), bad, rows if len(rows) == table.num_rows else None)
+    return _Parsed(_to_pandas(table), bad, rows if len(rows) == table.num_rows else None), None
+
+
+def _joined(parts: list[_Parsed], bad: list[tuple[int, str, str]]) -> _Parsed:
+    """The parts of one batch parsed apart, as one; row numbers only if every part has them."""
+    frames = [part.frame for part in parts if len(part.frame.columns)]
+    numbers = [part.line_numbers for part in parts if len(part.frame)]
+    frame = frames[0] if len(frames) == 1 else (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame())
+    line_numbers = None if any(n is None for n in numbers) else [n for part in numbers for n in part or []]
+    return _Parsed(frame, sorted(bad + [b for part in parts for b in part.bad_rows]), line_numbers if len(parts) > 1 else parts[0].line_numbers)
 
 
 def _parse_jsonl(data: bytes, text_columns: list[str], offset: int) -> _Parsed:
@@ -313,7 +370,7 @@ def _parse_jsonl(data: bytes, text_columns: list[str], offset: int) -> _Parsed:
     try:
         table = pajson.read_json(
             io.BytesIO(data),
-            read_options=pajson.ReadOptions(block_size=1 << 24),
+            read_options=pajson.ReadOptions(block_size=PARSER_BLOCK_BYTES),
             parse_options=pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer"),
         )
     except pa.ArrowException:
@@ -431,6 +488,8 @@ def _text_batches(stream: BinaryIO, quoted: bool, start: int, batch_bytes: int) 
     while block := stream.read(batch_bytes):
         data = carry + block
         cut = _cut(data, quoted)
+        if quoted and len(data) - cut > PARSER_BLOCK_BYTES:  # a quote never closed: it must not take in the rest of the file
+            cut = _cut(data, False)
         if cut:
             yield data[:cut]
         carry = data[cut:]
