@@ -77,6 +77,15 @@ def test_a_wrong_model_asset_or_missing_reason_is_a_message(state: Settings, cap
     assert message in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize(("argv", "message"), [(["dev", "--model", "adult"], "--model does not apply to dev: it runs the whole code location"),
+                                               (["status", "--spec", "x.yaml"], "--spec applies to replay")])
+def test_an_option_that_does_not_apply_is_refused_not_ignored(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`dev --model adult` started every model's sensors, silently."""
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_help_imports_nothing_heavy_shows_defaults_and_options_go_before_or_after_the_command() -> None:
     probe = ("import sys, contextlib, io\nfrom mlplatform.cli import main\nwith contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()) as out:\n"
              "    main(['replay', '--help'])\nprint(sorted(m for m in ('dagster', 'mlflow', 'pandas', 'lightgbm', 'pyarrow') if m in sys.modules))\n"

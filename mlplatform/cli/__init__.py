@@ -260,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)  # --help and usage errors end here, before pandas, Dagster or MLflow is imported
     if args.spec and args.command != "replay":
         parser.error(f"--spec applies to replay; `{args.command}` works on the models of the code location: use --model")
+    if args.model and args.command == "dev":
+        parser.error("--model does not apply to dev: it runs the whole code location, every model's sensors and jobs (stop a model's "
+                     "sensors in the UI's Automation page)")
     from mlplatform.domain.spec import SpecError
     from mlplatform.root import PlatformError
 
