@@ -74,6 +74,17 @@ def test_drift_sensor_requests_a_report_every_m_events(platform: Platform) -> No
     corrupt = platform.tick(DRIFT_SENSOR_NAME, "not-a-number")
     assert len(corrupt.run_requests or []) == 1 and corrupt.cursor == str(total + DRIFT_EVERY)
 
+    # One at a time: while a report it requested has not ended, no other (a large landing crossed M events tick after tick).
+    @dg.job(name="drift_run")
+    def drift_run() -> None:
+        pass
+
+    unfinished = platform.instance.create_run_for_job(drift_run, tags={LAUNCHED_BY_TAG: DRIFT_SENSOR_NAME})
+    held = platform.tick(DRIFT_SENSOR_NAME, first.cursor)
+    assert not held.run_requests and f"waiting for its run {unfinished.run_id[:8]} (not_started) to end" in (held.skip_message or "")
+    platform.instance.report_run_canceled(unfinished)
+    assert len(platform.tick(DRIFT_SENSOR_NAME, first.cursor).run_requests or []) == 1
+
 
 def test_below_n_no_run_at_n_exactly_one(platform: Platform) -> None:
     start = _watermark(platform)

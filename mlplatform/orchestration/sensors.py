@@ -22,7 +22,7 @@ from mlplatform.domain.policy import Cursor
 from mlplatform.orchestration.instance import retrain_run_tags
 from mlplatform.orchestration.names import DRIFT_RUN, EVALUATION_REPORT, RAW_EVENTS, RETRAINING, TRAINED_MODEL, ModelNames
 from mlplatform.orchestration.resources import PlatformResource
-from mlplatform.orchestration.trigger import evaluate, latest
+from mlplatform.orchestration.trigger import UNFINISHED, evaluate, latest
 from mlplatform.pipeline.landing import LandingPolicy, landing_candidates
 from mlplatform.pipeline.shadow import shadow_wait_left
 from mlplatform.root import ModelContext
@@ -141,6 +141,12 @@ def build_sensors(names: ModelNames, landing_sensor_running: bool = True) -> lis
         last = _events_at_last_request(context.cursor)
         if last is not None and total - last < every:
             return dg.SensorResult(skip_reason=f"{total - last} new events since the last drift report request; {every} needed")
+        # One at a time: a large landing file crossed drift_every_n_events on tick after tick, and its near-identical reports
+        # ran side by side. The next one, once this ends, covers every event since.
+        running = context.instance.get_runs(filters=dg.RunsFilter(tags={LAUNCHED_BY_TAG: names.drift_sensor}, statuses=UNFINISHED), limit=1)
+        if running:
+            return dg.SensorResult(skip_reason=f"{total - (last or 0)} new events since the last drift report request; waiting for its run "
+                                               f"{running[0].run_id[:8]} ({running[0].status.value.lower()}) to end")
         return dg.SensorResult(
             run_requests=[dg.RunRequest(run_key=f"drift-report-v{record.version}-{total}", tags={LAUNCHED_BY_TAG: names.drift_sensor})],
             cursor=str(total),
