@@ -13,6 +13,7 @@ from mlplatform.domain.keys import CHOSEN_WINDOW, JUDGED_ROWS, REFIT, REFIT_ROWS
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.validation import LABEL
 from mlplatform.orchestration.assets import latest_metadata
+from mlplatform.orchestration.launch import LaunchError, raise_on_failure
 from mlplatform.orchestration.names import EVALUATION_REPORT, FEATURES, QUALITY_FLOOR_CHECK, RAW_EVENTS, TRAINED_MODEL
 from mlplatform.pipeline.replay import write_batches
 from mlplatform.pipeline.retraining import EvidenceError, FeatureSnapshot, hold_out_evidence
@@ -109,6 +110,8 @@ def test_the_loop_promotes_refuses_bad_windows_and_rejects_worse_challengers(
     checks = [e for e in result.get_asset_check_evaluations() if e.check_name == QUALITY_FLOOR_CHECK]
     assert len(checks) == 1 and not checks[0].passed
     assert reg.get_version(3).tags[tag("decision")] == "rejected" and int(reg.champion().version) == 1
+    with pytest.raises(LaunchError, match=r"failed \(run .*\): adult/evaluation_report's blocking check quality_floor failed \(\w+ [0-9.]+ vs floor 0\.9990\)$"):
+        raise_on_failure(result, "materializing")  # what `mlplatform materialize` prints: not "1 blocking asset check failed"
 
 
 def test_the_definitions_load_from_workspace_yaml() -> None:

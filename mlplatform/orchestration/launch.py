@@ -30,10 +30,14 @@ def definitions() -> dg.Definitions:
     return defs()
 
 
-def _check(result: RunResult, what: str) -> RunResult:
+def raise_on_failure(result: RunResult, what: str) -> RunResult:
+    """The run, or LaunchError saying why it failed: a blocking check by its name and finding (the evaluation ran and
+    rejected the challenger; "DagsterAssetCheckFailedError: 1 blocking asset check failed" read like a crash)."""
     if not result.success:
+        blocked = [f"{e.asset_key.to_user_string()}'s blocking check {e.check_name} failed ({e.description})"
+                   for e in result.get_asset_check_evaluations() if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR]
         failures = [e.event_specific_data.error.message.strip() for e in result.all_events if e.is_step_failure]  # type: ignore[union-attr]
-        raise LaunchError(f"{what} failed (run {result.run_id}): {' | '.join(failures) or 'see the run in the Dagster UI'}")
+        raise LaunchError(f"{what} failed (run {result.run_id}): {' | '.join(blocked or failures) or 'see the run in the Dagster UI'}")
     return result
 
 
@@ -54,7 +58,7 @@ def materialize(instance: dg.DagsterInstance, model: str, assets: Sequence[str],
         pointer = ReconstructableRepository.for_module(DEFINITIONS_MODULE, "defs", working_directory=str(REPO_ROOT))
         result = dg.execute_job(pointer.get_reconstructable_job(asset_job.name), instance, run_config=QUIET, tags=tags or {},
                                 raise_on_error=False, asset_selection=sorted(selection, key=str))
-    return _check(result, f"materializing {', '.join(assets)} of {model}") if raise_on_error else result
+    return raise_on_failure(result, f"materializing {', '.join(assets)} of {model}") if raise_on_error else result
 
 
 def tick(instance: dg.DagsterInstance, sensor_name: str, cursor: str | None, platform: PlatformResource | None = None) -> SensorExecutionData:
@@ -76,7 +80,7 @@ def launch(instance: dg.DagsterInstance, model: str, request: dg.RunRequest) -> 
     job = definitions().resolve_job_def(ModelNames(model).retrain_job)
     result = job.execute_in_process(instance=instance, tags=_request_tags(request), run_config=QUIET, raise_on_error=False,
                                     asset_selection=request.asset_selection)
-    return _check(result, f"retraining run of {model}")
+    return raise_on_failure(result, f"retraining run of {model}")
 
 
 def launch_drift_run(instance: dg.DagsterInstance, model: str, request: dg.RunRequest) -> RunResult:
