@@ -331,3 +331,15 @@ def test_a_draft_spec_guesses_how_the_time_column_is_written(tmp_path: Path, tim
     text = draft_spec("rides", sample)
     assert parse_spec(yaml.safe_load(text)).time_format == time_format
     assert (note in text.splitlines()) if note else not [line for line in text.splitlines() if "time_format" in line and line.startswith("#")]
+
+
+@pytest.mark.parametrize("name", ["created_ms", "timestamp_utc", "event_epoch", "updated_at"])
+def test_a_draft_spec_knows_common_time_column_names(tmp_path: Path, name: str) -> None:
+    """`created_ms` was drafted as a numeric feature: the name was not known as a time."""
+    from mlplatform.domain.spec import parse_spec
+    from mlplatform.domain.spec_draft import draft_spec
+
+    sample = tmp_path / "sample.csv"
+    pd.DataFrame({name: [1293840000000, 1293843600000], "temp": [0.2, 0.3], "cnt": [16.5, 40]}).to_csv(sample, index=False)
+    spec = parse_spec(yaml.safe_load(draft_spec("rides", sample)))
+    assert (spec.time_column, spec.time_format, list(spec.features)) == (name, "epoch_ms", ["temp"])

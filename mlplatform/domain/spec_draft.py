@@ -19,7 +19,8 @@ from mlplatform.domain.validation import csv_separator
 SAMPLE_ROWS = 5000
 MAX_CLASSES = 20
 ID_NAMES = re.compile(r"^(id|.*_id|event_id|uuid)$", re.IGNORECASE)
-TIME_NAMES = re.compile(r"^(time|timestamp|date|datetime|ts|dteday)$|_(time|at|date|ts)$", re.IGNORECASE)
+TIME_NAMES = re.compile(r"^(time|timestamp|date|datetime|ts|dteday|epoch)$|^(timestamp|datetime|ts|epoch)_|_(time|at|date|ts|ms|timestamp|datetime|epoch)$",
+                        re.IGNORECASE)
 HOUR_NAMES = re.compile(r"^(hr|hour|hour_of_day)$", re.IGNORECASE)
 # Patterns a sample's time column is tried in when ISO 8601 does not read it; the first that reads every value wins
 # (day first before month first: a sample whose days are all 12 or less reads both ways, and the draft says so).
