@@ -354,7 +354,7 @@ def _joined(parts: list[_Parsed], bad: list[tuple[int, str, str]]) -> _Parsed:
     numbers = [part.line_numbers for part in parts if len(part.frame)]
     frame = frames[0] if len(frames) == 1 else (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame())
     line_numbers = None if any(n is None for n in numbers) else [n for part in numbers for n in part or []]
-    return _Parsed(frame, sorted(bad + [b for part in parts for b in part.bad_rows]), line_numbers if len(parts) > 1 else parts[0].line_numbers)
+    return _Parsed(frame, sorted(bad + [b for part in parts for b in part.bad_rows]), line_numbers)
 
 
 def _parse_jsonl(data: bytes, text_columns: list[str], offset: int) -> _Parsed:

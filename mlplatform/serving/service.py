@@ -193,7 +193,7 @@ class ModelService:
         self.log = PredictionLog(self.events, self.metrics, s.serve_log_interval_ms / 1000, s.serve_log_max_rows, s.serve_log_on_loop)
         self.log.probe()  # not ready from the start if the event log cannot be written
         self.log.start()
-        self.watcher = ChampionWatcher(self.registry, self.spec, s.serve_reload_seconds, self.metrics, s, self.events, self.spec_file.refresh)
+        self.watcher = ChampionWatcher(self.registry, self.spec, s.serve_reload_seconds, self.metrics, s, self.events, self._follow_spec)
         self.watcher.check()
         self.watcher.start()
         watcher = self.watcher
@@ -202,6 +202,13 @@ class ModelService:
         if s.serve_shadow_challenger:
             self.shadow = ShadowScorer(self.registry, self.spec, s, self.events, self.metrics)
             self.shadow.start()
+
+    def _follow_spec(self) -> None:
+        """The spec file's edits of what a label may be, for /feedback and for the champion's next load: a champion
+        retrained on a class the spec just gained fits the edited spec, not the one serving started with."""
+        self.spec_file.refresh()
+        if self.watcher is not None:
+            self.watcher.spec = self.spec_file.spec
 
     def stop(self) -> None:
         """Stop the threads and commit what is queued; the event log is the root's to close."""
