@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import jsonschema
 import numpy as np
@@ -206,6 +207,31 @@ def test_a_category_spelled_as_another_format_spells_it_is_that_category() -> No
     assert predictor.predict(pd.DataFrame(as_sent))["probability"].tolist() == pytest.approx(expected_p.tolist(), rel=1e-12)
     _, unseen = model.predict(model.codec.check([{"member": "maybe", "code": "12.5", "x": 0.5}], ("body",))[0])
     assert unseen == {"member": 1, "code": 1}
+
+
+def test_a_champion_with_a_class_the_spec_gained_loads_once_serving_follows_the_edited_spec(tmp_path: Path) -> None:
+    """Serving started with classes a, b; the spec gained c and a champion was retrained on it: against the start-up spec
+    it predicts a class the spec lacks and is refused; against the followed spec (what each reload tick sets) it loads."""
+    from mlplatform.serving.champion import ChampionWatcher
+    from mlplatform.serving.metrics import ServingMetrics
+    from mlplatform.settings import Settings
+    from mlplatform.stores.registry import Registry
+
+    gained = parse_spec({"name": "tri", "task": "multiclass", "label": "y", "classes": ["a", "b", "c"], "features": {"x": "numeric"}})
+    started = gained.model_copy(update={"classes": ["a", "b"]})
+    rng = np.random.default_rng(5)
+    x = rng.random(900)
+    frame = pd.DataFrame({"x": x, "y": np.select([x < 0.33, x < 0.66], ["a", "b"], "c")})
+    events = validate_frame(frame, gained, generated_id_prefix="t", generated_time_start_us=0).events
+    settings = Settings(state_dir=tmp_path / "state")
+    settings.ensure_dirs()
+    registry = Registry(settings.tracking_uri, settings.artifact_root, gained)
+    registry.promote(registry.log_model(train(events, gained, TINY), events, {}, {}).version)
+    watcher = ChampionWatcher(registry, started, 60.0, ServingMetrics().model("tri"))
+    refused = watcher.check()
+    assert watcher.current is None and "the model predicts classes dataset spec 'tri' does not have: ['c']" in str(refused.error)
+    watcher.spec = gained
+    assert watcher.check(retry_failed=True).version == 1 and watcher.current is not None
 
 
 def test_dropped_columns_are_ignored_and_unknown_fields_follow_the_policy(adult_spec: DatasetSpec, predictor: Predictor, adult_rows: pd.DataFrame) -> None:
