@@ -115,6 +115,22 @@ def test_dle_estimates_mae_under_covariate_shift() -> None:
     assert estimator.estimate(*chunk(1000, 1.5)[:2], 100).metrics["mae"] > estimator.reference["mae"] * 1.3, "the shift to noisier x is seen"
 
 
+@pytest.mark.parametrize("label", [1e80, 1e100, -1e100])
+def test_a_regression_label_at_landings_bound_leaves_the_estimator_finite(label: float) -> None:
+    """Landing and /feedback take labels up to ±1e100; the estimator squared the hold-out's mse and raised its errors to
+    the fourth power, which overflowed (OverflowError): every trained_model failed while that event was in the window."""
+    rng = np.random.default_rng(8)
+    x = rng.random(2000)
+    y = 3 * x + rng.normal(0, 0.5, 2000)
+    y[11] = label
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # LightGBM keeps labels as float32: it says so when one overflows it
+        estimator = fit_estimator("regression", None, pd.DataFrame({"x": x}), 3 * x, y, seed=7)
+        estimate = estimator.estimate(pd.DataFrame({"x": x[:500]}), 3 * x[:500], 100)
+    assert isinstance(estimator, RegressionEstimator) and np.isfinite(estimator.kurtosis) and all(np.isfinite(list(estimator.reference.values())))
+    assert all(np.isfinite(v) for part in (estimate.metrics, estimate.lower, estimate.upper) for v in part.values())
+
+
 def test_estimators_survive_json_and_give_the_same_estimate() -> None:
     rng = np.random.default_rng(5)
     scores, y = _binary(rng, 500)

@@ -344,7 +344,8 @@ def fit_regression(features: pd.DataFrame, prediction: np.ndarray, y: np.ndarray
     error = np.asarray(y, dtype="float64") - np.asarray(prediction, dtype="float64")
     inputs = _loss_inputs(features.reset_index(drop=True), prediction)
     mse = float((error**2).mean())
-    kurtosis = float((error**4).mean() / mse**2) if mse > 0 else 1.0
+    # Standardised first: a label near ±1e100 (landing's bound) has an error whose fourth power, or mse², no float holds.
+    kurtosis = float(((error / math.sqrt(mse)) ** 4).mean()) if mse > 0 else 1.0
     estimator = RegressionEstimator(_fit_loss_model(inputs, np.abs(error), seed), _fit_loss_model(inputs, error**2, seed), kurtosis, {}, len(error))
     estimator.reference = estimator.realized(prediction, y)
     return estimator
