@@ -12,8 +12,8 @@ import pytest
 
 from mlplatform.domain.predictor import Predictor
 from mlplatform.serving.champion import ServedModel
-from mlplatform.serving.records import ModelMismatch, RecordCodec
-from mlplatform.serving.schemas import feedback_body_schema
+from mlplatform.serving.records import KEY_FIELD_LABEL, ModelMismatch, RecordCodec
+from mlplatform.serving.schemas import feedback_body_schema, record_schema
 from mlplatform.serving.service import ApiError, feedback_label
 from mlplatform.domain.spec import DatasetSpec, FeatureType, Task, TimeOffset, load_spec, parse_spec
 from mlplatform.domain.training import train
@@ -244,6 +244,14 @@ def test_dropped_columns_are_ignored_and_unknown_fields_follow_the_policy(adult_
     clean, errors = ignoring.check([{**record, "shoe-size": 42}], ("body",))
     assert errors == [] and list(clean[0]) == list(adult_spec.features)
     assert [e.loc for e in ignoring.check([{"shoe-size": 42}], ("body",))[1]] == [("body", name) for name in adult_spec.features]
+    # The label is refused under `ignore` too: dropped, a label sent inline was lost without a word (the schema says so).
+    _, errors = ignoring.check([{**record, "income": ">50K"}], ("body",))
+    assert [(e.loc, e.msg) for e in errors] == [(("body", "income"), f"extra field not permitted ({KEY_FIELD_LABEL})")]
+    schema = record_schema(adult_spec, ignore_unknown=True)
+    assert schema["additionalProperties"] is True and schema["properties"]["income"]["not"] == {}
+    jsonschema.validate({**record, "shoe-size": 42}, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**record, "income": ">50K"}, schema)
 
 
 def test_the_specs_time_column_in_a_request_is_refused_saying_why(adult_spec: DatasetSpec, predictor: Predictor, adult_rows: pd.DataFrame) -> None:
@@ -260,7 +268,8 @@ def test_the_specs_time_column_in_a_request_is_refused_saying_why(adult_spec: Da
     _, errors = RecordCodec(timed, predictor).check([{**base, "income": ">50K"}], ("body",))
     assert [e.msg for e in errors] == ["extra field not permitted (the spec's label: a served event's label comes back through /feedback)"]
     assert "not a feature of the dataset spec" in said["colour"]
-    assert RecordCodec(timed, predictor, refuse_unknown=False).check([{**base, "seen_at": "2026-01-01"}], ("body",))[1] == []
+    ignoring = RecordCodec(timed, predictor, refuse_unknown=False).check([{**base, "seen_at": "2026-01-01", "colour": "blue"}], ("body",))[1]
+    assert [e.loc[-1] for e in ignoring] == ["seen_at"], "ignored: an unknown field; refused still: the time column"
 
 
 def test_a_model_that_does_not_fit_the_spec_is_refused_naming_the_difference(adult_spec: DatasetSpec, predictor: Predictor) -> None:

@@ -129,6 +129,17 @@ def _plainly_valid(value: Any, check: Any) -> bool:
 KEY_FIELD_TIME = "the spec's time_column: a served event's time is when it is served"
 KEY_FIELD_OFFSET = "the spec's time_offset column: a served event's time is when it is served"
 KEY_FIELD_LABEL = "the spec's label: a served event's label comes back through /feedback"
+KEY_FIELD_HISTORY = "a history feature: serving computes it from the event log"
+
+
+def reserved_fields(spec: DatasetSpec) -> dict[str, str]:
+    """Fields a request may not carry, with why: refused whatever MLPLATFORM_SERVE_UNKNOWN_FIELDS says (ignored, a label
+    sent inline was lost without a word)."""
+    reserved = {spec.label: KEY_FIELD_LABEL, **({spec.time_column: KEY_FIELD_TIME} if spec.time_column else {})}
+    if spec.time_offset is not None and spec.time_offset.column not in spec.features:
+        reserved[spec.time_offset.column] = KEY_FIELD_OFFSET
+    reserved.update(dict.fromkeys([*spec.history_numeric, *spec.history_categorical], KEY_FIELD_HISTORY))
+    return reserved
 
 
 class RecordCodec:
@@ -144,9 +155,7 @@ class RecordCodec:
         self.history = list(transformer.history)  # filled by serving from its history state, never sent
         self._checks = {name: (check_number if name in spec.numeric_features else check_category) for name in self.features}
         self._dropped = frozenset(spec.drop)
-        self._keys = {spec.label: KEY_FIELD_LABEL, **({spec.time_column: KEY_FIELD_TIME} if spec.time_column else {})}
-        if spec.time_offset is not None and spec.time_offset.column not in spec.features:
-            self._keys[spec.time_offset.column] = KEY_FIELD_OFFSET
+        self._keys = reserved_fields(spec)
         self._refuse_unknown = refuse_unknown
         self.numeric = list(transformer.numeric)
         self.categorical = list(transformer.categorical)
@@ -183,8 +192,8 @@ class RecordCodec:
                 if problem:
                     errors.append(FieldError((*where, name), f"{name}: {problem}", kind))
                 row[name] = value
-            for name in record if self._refuse_unknown and len(record) > len(row) else ():  # more keys than features present: some are not features
-                if name not in self._checks and name not in self._dropped:
+            for name in record if len(record) > len(row) else ():  # more keys than features present: some are not features
+                if name not in self._checks and name not in self._dropped and (self._refuse_unknown or name in self._keys):
                     why = self._keys.get(name, "not a feature of the dataset spec")
                     errors.append(FieldError((*where, str(name)[:64]), f"extra field not permitted ({why})", "extra_forbidden"))
             clean.append(row)

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from mlplatform.domain.features import ARITHMETIC_LIMIT
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.validation import EVENT_ID, MAX_ID_LENGTH, MAX_TEXT_LENGTH
-from mlplatform.serving.records import MAX_INTEGER_ID, check_category
+from mlplatform.serving.records import MAX_INTEGER_ID, check_category, reserved_fields
 
 JSON = "application/json"
 
@@ -95,6 +95,7 @@ def record_schema(spec: DatasetSpec, ignore_unknown: bool) -> dict[str, Any]:
     properties.update({name: {"description": "a column the dataset spec drops: accepted and ignored"} for name in spec.drop})
     properties[spec.id_column or EVENT_ID] = {"anyOf": [*EVENT_ID_SCHEMA["anyOf"], {"type": "null"}],
                                               "description": "the event's id (optional; null or absent: the service makes one up)"}
+    properties.update({name: {"not": {}, "description": f"refused: {why}"} for name, why in reserved_fields(spec).items()})
     return {"type": "object", "properties": properties, "required": list(spec.features), "additionalProperties": ignore_unknown}
 
 
