@@ -126,7 +126,15 @@ def test_api_replay_predicts_then_sends_feedback_to_the_real_service(tmp_path: P
             run_stream(rows.iloc[:10], adult_spec, ApiSink(adult_spec, server.url), batch_size=10, label_delay=0.0, progress=False)
         sink = ApiSink(adult_spec, server.url, token=TOKEN)
         summary = run_stream(rows, adult_spec, sink, batch_size=50, label_delay=0.05, progress=False)
+        # The dataset's ids travel with the records: the same rows again are refused, not served twice under new ids.
+        with pytest.raises(ReplayError, match="409.*already"):
+            run_stream(rows.iloc[:10], adult_spec, sink, batch_size=10, label_delay=0.0, progress=False)
         sink.close()
         metrics = httpx.get(server.url + "/metrics", timeout=10, headers={"Authorization": f"Bearer {TOKEN}"}).text
     assert (summary.events, summary.labels) == (120, 120)
+    log = EventLog.for_dataset(settings.events_dir, adult_spec)
+    try:
+        assert log.counts().total == 120 and sorted(log.get(rows["event_id"].tolist())["event_id"]) == sorted(rows["event_id"])
+    finally:
+        log.close()
     assert 'mlplatform_feedback_total{model="adult",outcome="applied"} 120.0' in metrics

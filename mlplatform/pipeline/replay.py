@@ -370,7 +370,11 @@ class ApiSink:
         return response.json()
 
     def send_events(self, batch: pd.DataFrame, inline_labels: bool) -> list[str]:
-        body = self._post("/predict", {"records": json_records(batch, self.spec)})
+        """Each record with its event id, as landing keeps replay's ids: a label file keyed by the dataset's ids finds
+        the served events, and the same rows sent again are refused (409), not served twice under new ids."""
+        key = self.spec.id_column or EVENT_ID
+        records = [{**record, key: event_id} for record, event_id in zip(json_records(batch, self.spec), batch[EVENT_ID].astype(str))]
+        body = self._post("/predict", {"records": records})
         results = body.get("predictions", body.get("results")) if isinstance(body, dict) else body
         if not isinstance(results, list) or len(results) != len(batch):
             raise ReplayError(f"{self.url}/predict returned {len(results) if isinstance(results, list) else 'no'} results for {len(batch)} records")
