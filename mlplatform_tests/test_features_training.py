@@ -87,6 +87,14 @@ def test_the_logged_model_is_self_contained(trained, window: pd.DataFrame, adult
     raw.loc[0, "workclass"] = "Never-seen-before"
     served = model.predict(raw)
     pd.testing.assert_frame_equal(served.reset_index(drop=True), trained.predictor.predict(raw).reset_index(drop=True))
+    # As a client reads a CSV (int64 numbers) or sends JSON (numbers for categoricals, a dict): MLflow's input schema
+    # refused int64 for a numeric feature, before the model's own rules.
+    as_read = raw.assign(age=raw["age"].astype("int64"), **{"education-num": raw["education-num"].astype("int64")})
+    pd.testing.assert_frame_equal(model.predict(as_read).reset_index(drop=True), served.reset_index(drop=True))
+    pd.testing.assert_frame_equal(model.predict(raw.head(2).to_dict("records")), served.head(2))
+    assert model.predict(raw.iloc[0].to_dict())["prediction"].tolist() == served["prediction"].head(1).tolist()
+    with pytest.raises(ValueError, match=r"the model needs the feature columns \['age'\]"):
+        model.predict(raw.drop(columns="age"))
     run = registry.client.get_run(version.run_id)
     assert run.data.params["num_leaves"] and run.data.metrics["best_iteration"] == trained.best_iteration
     assert {a.path for a in registry.client.list_artifacts(version.run_id)} >= {"feature_importance.json", "dataset_spec.yaml"}

@@ -19,8 +19,15 @@ class LightGBMPipelineModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
         self.predictor = Predictor.load(context.artifacts["booster"], context.artifacts["pipeline"], context.artifacts.get("estimator"))
 
-    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        return self.predictor.predict(model_input)
+    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        """Records as a frame, a list of dicts or one dict; every feature column present (null for missing), numbers
+        for categoricals spelled as landing spells them, as serving takes them; history columns computed by the caller."""
+        frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame([model_input] if isinstance(model_input, dict) else model_input)
+        transformer = self.predictor.transformer
+        missing = [name for name in transformer.input_columns if name not in frame.columns and name not in transformer.history]
+        if missing:
+            raise ValueError(f"the model needs the feature columns {missing} (null for a missing value), as /predict does")
+        return self.predictor.predict(frame)
 
 
 mlflow.models.set_model(LightGBMPipelineModel())

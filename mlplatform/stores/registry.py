@@ -135,11 +135,15 @@ class Registry:
         import mlflow
         from mlflow.entities import Dataset, DatasetInput, InputTag, LoggedModelInput, Metric, Param
         from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+        from mlflow.models import ModelSignature
 
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.tracking_uri)
         example = sample[result.predictor.transformer.input_columns].head(5).reset_index(drop=True)
-        signature = mlflow.models.infer_signature(example, result.predictor.predict(example))
+        # Outputs only: MLflow's input-schema check ran before the model and refused what serving and landing take
+        # (int64 for a numeric feature, numbers for a categorical), and named only the columns the example had no gap in.
+        # The model checks its inputs itself (mlflow_model.py), by the platform's rules.
+        signature = ModelSignature(outputs=mlflow.models.infer_signature(example, result.predictor.predict(example)).outputs)
         params = [Param(k, str(v)) for k, v in result.params.items() if k != "verbosity"]
         values = {**metrics, "validation_loss": result.validation_loss, "best_iteration": result.best_iteration,
                   "train_rows": result.train_rows, "validation_rows": result.validation_rows,
