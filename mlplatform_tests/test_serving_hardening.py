@@ -121,12 +121,15 @@ def test_no_cross_origin_access_is_granted(client: httpx.Client, records: list[d
 def test_readiness_says_whether_predictions_can_be_logged(server: Server, client: httpx.Client, records: list[dict[str, Any]]) -> None:
     """Item 11: when the event log cannot be written (here: the server may not grow any file, as on a full disk), every /predict
     is 503 and /readyz must say not ready; once it can again, both recover."""
+    served = client.post("/predict", json=records[3]).json()["event_id"]
     pid = server.process.pid
     soft, hard = resource.prlimit(pid, resource.RLIMIT_FSIZE)
     resource.prlimit(pid, resource.RLIMIT_FSIZE, (1, hard))
     try:
         failed = client.post("/predict", json=records[1])
         assert failed.status_code == 503, failed.text
+        label = client.post("/feedback", json={"event_id": served, "label": ">50K"})  # it was a 500 "internal error"
+        assert label.status_code == 503 and "the label could not be recorded" in label.text, label.text
         for path in ("/readyz", "/models/adult/readyz"):
             ready = client.get(path)
             assert ready.status_code == 503 and ready.json()["ready"] is False, (path, ready.text)

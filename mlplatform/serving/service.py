@@ -399,7 +399,10 @@ class ModelService:
 
     async def feedback(self, body: Any) -> dict[str, Any]:
         event_id, label = _feedback_fields(body, self.spec_file.spec)
-        result = await run_in_threadpool(self._apply_label, event_id, label)
+        try:
+            result = await run_in_threadpool(self._apply_label, event_id, label)
+        except Exception as exc:  # the log cannot be read or written: as for /predict, nothing is acknowledged (it was a 500)
+            raise ApiError(503, f"the label could not be recorded in the event log: {type(exc).__name__}: {exc}", "prediction_log") from None
         if result.unknown:
             self.metrics.feedback.labels(outcome="unknown").inc()
             raise ApiError(404, f"unknown event_id {event_id[:64]!r}: no prediction or event of model {self.name!r} has that id", "unknown_event")
