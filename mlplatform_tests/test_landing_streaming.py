@@ -95,13 +95,23 @@ def test_a_full_collection_runs_when_memory_grew_not_after_every_batch(tmp_path:
     assert len(full) < batches // 3, f"{len(full)} full collections for {batches} batches"
 
 
-def test_quoted_values_spanning_lines_are_never_split_between_batches(tmp_path: Path, adult_spec: DatasetSpec, adult_rows: pd.DataFrame) -> None:
-    frame = adult_rows[COLUMNS].head(200).assign(workclass='Self\n"employed"\nand more')
-    log = EventLog(tmp_path / "events.sqlite", adult_spec)
-    outcome = ingest_file(_write(frame, tmp_path / "multi.csv"), adult_spec, log, _policy(1000))
-    assert (outcome.ingested, outcome.quarantined) == (200, 0)
-    assert set(_events(log)["f_workclass"]) == {'Self\n"employed"\nand more'}
-    log.close()
+def test_a_stray_quote_costs_its_line_in_any_batch_size(tmp_path: Path, adult_spec: DatasetSpec, adult_rows: pd.DataFrame) -> None:
+    """A row is a line: a quote left open took in the lines after it (up to another quote, or the file's end, whatever
+    the batches), and kept the rest of the file in one batch. Now its line is quarantined, alone, in any batch size."""
+    lines = adult_rows[COLUMNS].head(300).to_csv(index=False).splitlines(keepends=True)
+    lines[100] = lines[100].replace(",", ',"', 1)  # opened, never closed
+    fields = lines[150].split(",")
+    fields[COLUMNS.index("workclass")] = 'Sta"te-gov'  # a quote inside a value: literal, it closes nothing
+    lines[150] = ",".join(fields)
+    for batch_bytes in (1 << 20, 1500):
+        folder = tmp_path / str(batch_bytes)
+        folder.mkdir()
+        (folder / "stray.csv").write_text("".join(lines), encoding="utf-8")
+        log = EventLog(folder / "events.sqlite", adult_spec)
+        outcome = ingest_file(folder / "stray.csv", adult_spec, log, _policy(batch_bytes))
+        assert (outcome.rows, outcome.ingested, outcome.quarantined) == (300, 299, 1), batch_bytes
+        assert _quarantine(log)["row_number"].tolist() == [101]
+        log.close()
 
 
 def test_a_file_without_ids_gets_the_same_generated_ids_in_any_batch_size(tmp_path: Path, adult_spec: DatasetSpec, adult_rows: pd.DataFrame) -> None:

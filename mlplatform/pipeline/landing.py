@@ -67,7 +67,6 @@ PARQUET_ROW_BYTES = 128  # a Parquet batch has batch_bytes / this many rows: abo
 READ_BLOCK = 1 << 20  # bytes read at a time while hashing and checking a .gz
 MAX_HEADER_BYTES = 1 << 20
 PARSER_BLOCK_BYTES = 1 << 24  # what Arrow's CSV and JSON readers parse at a time: a longer line (or quoted span) cannot be read
-MAX_UNCLOSED_QUOTES = 100  # lines of one batch whose quote never closes; each costs a parse of the lines after it
 MIN_COLLECTION_SLACK_BYTES = 32 << 20  # growth of resident memory that calls for a full collection, however small the batches
 
 
@@ -274,25 +273,20 @@ def _csv_separator(header: bytes, spec: DatasetSpec) -> str:
 def _parse_csv(data: bytes, offset: int, separator: str) -> _Parsed:
     """One batch: the header line, then lines of the file from line `offset` + 2 on, fields split by `separator`.
 
-    A quote that is never closed took in every line after it as one invalid row (150 good rows counted as one
-    quarantined, their text cut at 4 KiB): that row's first line is quarantined alone and the lines after it parsed
-    again. A line longer than the parser's block is quarantined too, instead of the file being rejected there.
+    A row is a line: a value may not span lines. A stray quote that opened a value and was not closed on its line took
+    in every line up to the next quote as one row (150 good rows counted as one quarantined, or a 5-line value
+    quarantined as "longer than 256 characters" and the rows in it gone). When rows span lines, each line that leaves
+    a quote open is quarantined and the batch parsed again, so every other line is its own row. A line longer than
+    the parser's block is quarantined too, instead of the file being rejected there.
     """
     data, bad = _split_utf8(data, offset)
     data, bad = _without_long_lines(data, offset, bad)
-    header = data[: data.find(b"\n") + 1] or data
-    parts: list[_Parsed] = []
-    for _ in range(MAX_UNCLOSED_QUOTES + 1):
-        parsed, unclosed = _parse_csv_part(data, offset, separator)
-        if unclosed is None:
-            parts.append(parsed)
-            return _joined(parts, bad)
-        end = data.find(b"\n", unclosed) + 1 or len(data)
-        line = offset + 1 + data.count(b"\n", 0, unclosed)
-        parts.append(_parse_csv_part(data[:unclosed], offset, separator)[0])
-        bad.append((line, f"line {line}: a quote opened on this line is never closed", data[unclosed:end].rstrip(b"\r\n")[:4096].decode("utf-8", "replace")))
-        data, offset = header + data[end:], line - 1
-    raise UnreadableFile(f"more than {MAX_UNCLOSED_QUOTES} lines in one batch open a quote that is never closed")
+    parsed = _parse_csv_part(data, offset, separator)
+    if parsed.line_numbers is not None or not len(parsed.frame.columns):
+        return _Parsed(parsed.frame, sorted(bad + parsed.bad_rows), parsed.line_numbers)
+    data, open_quotes = _without_open_quotes(data, offset, separator)
+    parsed = _parse_csv_part(data, offset, separator)
+    return _Parsed(parsed.frame, sorted(bad + open_quotes + parsed.bad_rows), parsed.line_numbers)
 
 
 def _without_long_lines(data: bytes, offset: int, bad: list[tuple[int, str, str]]) -> tuple[bytes, list[tuple[int, str, str]]]:
@@ -308,24 +302,38 @@ def _without_long_lines(data: bytes, offset: int, bad: list[tuple[int, str, str]
     return (b"\n".join(lines), bad) if long else (data, bad)
 
 
-def _parse_csv_part(data: bytes, offset: int, separator: str) -> tuple[_Parsed, int | None]:
-    """The rows of `data` and its bad lines; or, if a row runs over several lines and is invalid (a quote never
-    closed), where in `data` that row starts (the parse is then discarded)."""
+def _without_open_quotes(data: bytes, offset: int, separator: str) -> tuple[bytes, list[tuple[int, str, str]]]:
+    """The lines after the header that end inside a quoted value blanked out (line numbers stay true), and why."""
+    lines = data.split(b"\n")
+    bad: list[tuple[int, str, str]] = []
+    for i in range(1, len(lines)):
+        if b'"' not in lines[i]:
+            continue
+        text = lines[i].rstrip(b"\r").decode("utf-8")
+        try:
+            next(csv.reader([text], delimiter=separator, strict=True), None)
+        except csv.Error as exc:
+            if "unexpected end of data" not in str(exc):
+                continue
+            number = i + 1 + offset
+            bad.append((number, f"line {number}: a quote opened on this line is not closed on it (a value may not span lines)", text[:4096]))
+            lines[i] = b""
+    return b"\n".join(lines), bad
+
+
+def _parse_csv_part(data: bytes, offset: int, separator: str) -> _Parsed:
+    """The rows of `data` and its bad lines; row numbers only where each row is one line."""
     if not data.strip():
-        return _Parsed(pd.DataFrame(), []), None
+        return _Parsed(pd.DataFrame(), [])
     bad: list[tuple[int, str, str]] = []
     # Arrow numbers rows without the empty lines it skips; this maps its row numbers back to lines.
     lines = [number for number, line in enumerate(data.split(b"\n"), start=1 + offset) if line not in (b"", b"\r")]
     invalid: set[int] = set()
-    spanning: list[str] = []
 
     def on_invalid(row: pacsv.InvalidRow) -> str:
-        text = (row.text or "").rstrip("\r\n")
-        if "\n" in text:
-            spanning.append(text)
         number = lines[row.number - 1] if row.number and row.number <= len(lines) else row.number or 0
         invalid.add(number)
-        bad.append((number, f"line {number}: expected {row.expected_columns} fields, found {row.actual_columns}", text[:4096]))
+        bad.append((number, f"line {number}: expected {row.expected_columns} fields, found {row.actual_columns}", (row.text or "")[:4096]))
         return "skip"
 
     try:
@@ -339,22 +347,8 @@ def _parse_csv_part(data: bytes, offset: int, separator: str) -> tuple[_Parsed, 
         )
     except (pa.ArrowInvalid, csv.Error) as exc:
         raise UnreadableFile(f"not parseable as CSV: {exc}") from None
-    if spanning:
-        start = data.find(spanning[0].encode("utf-8"))
-        if start > 0:
-            return _Parsed(pd.DataFrame(), []), start
     rows = [n for n in lines[1:] if n not in invalid]
-    # Quoted values spanning lines break the one-row-per-line mapping: then rows are numbered by their place in the file.
-    return _Parsed(_to_pandas(table), bad, rows if len(rows) == table.num_rows else None), None
-
-
-def _joined(parts: list[_Parsed], bad: list[tuple[int, str, str]]) -> _Parsed:
-    """The parts of one batch parsed apart, as one; row numbers only if every part has them."""
-    frames = [part.frame for part in parts if len(part.frame.columns)]
-    numbers = [part.line_numbers for part in parts if len(part.frame)]
-    frame = frames[0] if len(frames) == 1 else (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame())
-    line_numbers = None if any(n is None for n in numbers) else [n for part in numbers for n in part or []]
-    return _Parsed(frame, sorted(bad + [b for part in parts for b in part.bad_rows]), line_numbers)
+    return _Parsed(_to_pandas(table), bad, rows if len(rows) == table.num_rows else None)  # None: a row ran over several lines
 
 
 def _parse_jsonl(data: bytes, text_columns: list[str], offset: int) -> _Parsed:
@@ -469,27 +463,13 @@ def _content_hash(handle: BinaryIO, seen: os.stat_result, gzipped: bool, max_dec
     return digest.hexdigest()
 
 
-def _cut(data: bytes, quoted: bool) -> int:
-    """Length of the longest prefix of `data` made of whole lines (0 if none); for CSV (`quoted`), only at a line end
-    outside quotes, so a quoted value spanning lines stays in one batch. `data` starts outside quotes."""
-    end = data.rfind(b"\n")
-    odd = quoted and end >= 0 and data.count(b'"', 0, end) % 2 == 1
-    while odd and end >= 0:
-        before = data.rfind(b"\n", 0, end)
-        odd ^= data.count(b'"', before + 1, end) % 2 == 1
-        end = before
-    return end + 1
-
-
-def _text_batches(stream: BinaryIO, quoted: bool, start: int, batch_bytes: int) -> Iterator[bytes]:
-    """Whole lines of `stream` from byte `start` on, about `batch_bytes` at a time (more when one value spans further)."""
+def _text_batches(stream: BinaryIO, start: int, batch_bytes: int) -> Iterator[bytes]:
+    """Whole lines of `stream` from byte `start` on, about `batch_bytes` at a time (more when one line is longer)."""
     stream.seek(start)
     carry = b""
     while block := stream.read(batch_bytes):
         data = carry + block
-        cut = _cut(data, quoted)
-        if quoted and len(data) - cut > PARSER_BLOCK_BYTES:  # a quote never closed: it must not take in the rest of the file
-            cut = _cut(data, False)
+        cut = data.rfind(b"\n") + 1
         if cut:
             yield data[:cut]
         carry = data[cut:]
@@ -555,7 +535,7 @@ def _batches(handle: BinaryIO, name: str, spec: DatasetSpec, policy: LandingPoli
         position = start.position or stream.tell()
         line = start.line if start.position else line + 1
         yielded = False
-        for text in _text_batches(stream, not jsonl, position, policy.batch_bytes):
+        for text in _text_batches(stream, position, policy.batch_bytes):
             # Line k of what is parsed is file line k + offset: CSV batches are parsed behind their header line.
             parsed = _parse_jsonl(text, _text_columns(spec), line - 1) if jsonl else _parse_csv(header + text, line - 2, separator)
             position += len(text)
