@@ -126,10 +126,11 @@ def test_readiness_says_whether_predictions_can_be_logged(server: Server, client
     soft, hard = resource.prlimit(pid, resource.RLIMIT_FSIZE)
     resource.prlimit(pid, resource.RLIMIT_FSIZE, (1, hard))
     try:
-        failed = client.post("/predict", json=records[1])
-        assert failed.status_code == 503, failed.text
         label = client.post("/feedback", json={"event_id": served, "label": ">50K"})  # it was a 500 "internal error"
         assert label.status_code == 503 and "the label could not be recorded" in label.text, label.text
+        assert client.get("/models/adult/readyz").status_code == 503, "a label the log could not record says it too"
+        failed = client.post("/predict", json=records[1])
+        assert failed.status_code == 503, failed.text
         for path in ("/readyz", "/models/adult/readyz"):
             ready = client.get(path)
             assert ready.status_code == 503 and ready.json()["ready"] is False, (path, ready.text)

@@ -297,6 +297,8 @@ class ModelService:
                 if known is None:
                     known = await run_in_threadpool(self.events.existing, event_ids)
             except Exception as exc:  # the log cannot be read: as when it cannot be written, nothing is acknowledged
+                assert self.log is not None
+                self.log.failure = f"the event log cannot be read: {type(exc).__name__}: {exc}"  # readiness probes it again, as after a failed commit
                 raise ApiError(503, f"cannot look the given event ids up in the event log: {type(exc).__name__}: {exc}", "prediction_log") from None
             if known:
                 raise self._conflict(known)
@@ -402,6 +404,8 @@ class ModelService:
         try:
             result = await run_in_threadpool(self._apply_label, event_id, label)
         except Exception as exc:  # the log cannot be read or written: as for /predict, nothing is acknowledged (it was a 500)
+            assert self.log is not None
+            self.log.failure = f"the event log cannot record a label: {type(exc).__name__}: {exc}"  # readiness probes it again
             raise ApiError(503, f"the label could not be recorded in the event log: {type(exc).__name__}: {exc}", "prediction_log") from None
         if result.unknown:
             self.metrics.feedback.labels(outcome="unknown").inc()
