@@ -402,7 +402,7 @@ def test_a_realized_quality_drop_on_served_predictions_triggers_one_retraining(p
      "has no usable roc_auc"),
     ({"quality_note": "12 labelled served predictions of the champion"}, "no recent realized quality reading: 12 labelled"),
     ({"champion_version": 7, "quality_value": 0.1}, "latest realized quality reading is about v7, not the champion"),
-    ({"events": 0, "verdict": "no champion yet", "champion_version": None}, "latest realized quality reading is about v0"),
+    ({"events": 0, "verdict": "no champion yet", "champion_version": None}, "latest realized quality reading was taken before there was a champion"),
 ])
 def test_a_bad_or_missing_live_quality_reading_is_a_reason_not_a_crash(platform: Platform, monkeypatch: pytest.MonkeyPatch,
                                                                         metadata: dict[str, object], says: str) -> None:

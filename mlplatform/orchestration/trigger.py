@@ -70,7 +70,7 @@ def drift_state(instance: dg.DagsterInstance, names: ModelNames, champion_versio
         return None, None, report.storage_id, f"latest drift report was skipped: {meta.get(SKIP_REASON, 'no reason recorded')}"
     about = int(str(meta.get(CHAMPION_VERSION, 0)))
     if about != champion_version:
-        return None, None, report.storage_id, f"latest drift report is about v{about}, not the champion v{champion_version}: waiting for a new one"
+        return None, None, report.storage_id, f"latest drift report {_about(about, champion_version)}: waiting for a new one"
     if report.run_id != deciding_run:
         run = instance.get_run_by_id(report.run_id)
         if run is not None and run.tags.get(LAUNCHED_BY_TAG) == names.drift_sensor and not run.is_finished:
@@ -93,6 +93,13 @@ READING_SOURCES = (ReadingSource(ESTIMATE_WATCH, ESTIMATED_PERFORMANCE, (ESTIMAT
                    ReadingSource(QUALITY_WATCH, LIVE_QUALITY, (QUALITY_METRIC, QUALITY_VALUE, QUALITY_LOWER, QUALITY_UPPER, QUALITY_EVENTS), QUALITY_NOTE))
 
 
+def _about(version: object, champion_version: int | None) -> str:
+    """Whom a reading that is not about the champion was about: version 0 is "no champion yet" (there is no v0)."""
+    if str(version) in ("0", "", "None"):
+        return f"was taken before there was a champion, not about the champion v{champion_version}"
+    return f"is about v{version}, not the champion v{champion_version}"
+
+
 def reading_state(instance: dg.DagsterInstance, names: ModelNames, source: ReadingSource,
                   champion_version: int | None) -> tuple[PerformanceReading | None, str]:
     """The newest reading of `source` (one indexed query) and, without a usable one, why: only a finite reading about the
@@ -106,7 +113,7 @@ def reading_state(instance: dg.DagsterInstance, names: ModelNames, source: Readi
         return None, f"latest {noun} was skipped: {meta.get(SKIP_REASON, 'no reason recorded')}"
     about = meta.get(CHAMPION_VERSION, 0)
     if str(about) != str(champion_version):
-        return None, f"latest {noun} is about v{about}, not the champion v{champion_version}: waiting for a new one"
+        return None, f"latest {noun} {_about(about, champion_version)}: waiting for a new one"
     metric, value, lower, upper, events = source.fields
     if value not in meta:
         return None, f"no recent {noun}: {meta.get(source.note, 'no reason recorded')}"
