@@ -92,6 +92,8 @@ def test_the_logged_model_is_self_contained(trained, window: pd.DataFrame, adult
     as_read = raw.assign(age=raw["age"].astype("int64"), **{"education-num": raw["education-num"].astype("int64")})
     pd.testing.assert_frame_equal(model.predict(as_read).reset_index(drop=True), served.reset_index(drop=True))
     pd.testing.assert_frame_equal(model.predict(raw.head(2).to_dict("records")), served.head(2))
+    pd.testing.assert_frame_equal(model.predict(raw.head(2).to_dict("list")), served.head(2))  # what MLflow's scoring server passes on
+    assert model.predict([]).empty
     assert model.predict(raw.iloc[0].to_dict())["prediction"].tolist() == served["prediction"].head(1).tolist()
     with pytest.raises(ValueError, match=r"the model needs the feature columns \['age'\]"):
         model.predict(raw.drop(columns="age"))

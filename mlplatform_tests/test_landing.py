@@ -1,6 +1,7 @@
 """Landing files in, events out: every bad input ends quarantined or rejected with its reason, never lost or counted twice."""
 
 import gzip
+import io
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -359,6 +360,9 @@ def test_a_label_file_landed_before_its_events_is_read_again_when_landed_again(l
     assert again.note.startswith("label file landed before: read again") and log.counts().labelled == 4
     third = ingest_file(_drop(landing, "third.csv", labels), adult_spec, log)
     assert (third.labels_applied, third.duplicates, third.quarantined) == (0, 4, 2), "applied labels are duplicates; unknown ids still say so"
+    as_jsonl = pd.read_csv(io.StringIO(labels)).to_json(orient="records", lines=True)  # a JSON Lines label file was rejected for missing features
+    jsonl = ingest_file(_drop(landing, "labels.jsonl", as_jsonl), adult_spec, log)
+    assert (jsonl.rejected, jsonl.duplicates, jsonl.quarantined) == (None, 4, 2)
     resent = ingest_file(_drop(landing, "events-again.csv", events), adult_spec, log)
     assert resent.already_ingested and resent.duplicates == 4
 
@@ -378,7 +382,11 @@ def test_empty_and_header_only_files(landing: Path, log: EventLog, adult_spec: D
     assert labels_header.rejected is None and labels_header.note == "no rows"
     parquet = ingest_file(_drop(landing, "empty.parquet", b""), adult_spec, log)
     assert str(parquet.rejected).startswith("not parseable as Parquet")
+    rows.head(0).rename(columns={"age": "agee"}).to_parquet(landing / "columns.parquet")
+    assert ingest_file(landing / "columns.parquet", adult_spec, log).rejected == "missing required feature columns: ['age']"
     assert log.counts().total == 0
+    bom = ingest_file(_drop(landing, "bom.csv", "\ufeff" + _csv(rows.head(2).assign(event_id=["007", "1e3"]))), adult_spec, log)
+    assert bom.ingested == 2 and set(log.get(["007", "1e3"])["event_id"]) == {"007", "1e3"}, "a BOM left the ids' column typed by guess: 7.0"
 
 
 def test_a_full_event_file_resent_with_a_different_label_is_a_conflict(landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame) -> None:

@@ -207,6 +207,11 @@ def _serving_follows_its_spec_file(url: str, event_id: str, spec_path: Path) -> 
         assert httpx.post(f"{url}/models/churn/predict", json={"plan": "team", "monthly_fee": 80.5, "support_calls": 8}, timeout=10).status_code == 200
         spec_path.write_text("name: [", encoding="utf-8")
         assert until(lambda: "no longer loads" in str(note()))
+        renamed = yaml.safe_load(spec_text)  # a class renamed: taken, and the served model, which predicts 'yes', said not to fit
+        renamed.update(classes=["no", "left"], positive_class="left")
+        spec_path.write_text(yaml.safe_dump(renamed), encoding="utf-8")
+        assert until(lambda: "does not fit the edited dataset spec" in str(note()))
+        assert "predicts classes dataset spec 'churn' does not have: ['yes']" in str(note())
     finally:
         spec_path.write_text(spec_text, encoding="utf-8")
 

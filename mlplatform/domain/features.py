@@ -109,8 +109,9 @@ class FeatureTransformer:
         if not unseen.any():
             return values
         spellings = self.spellings(name)
+        respelled = {v: spellings.get(spelling_key(v), v) for v in pd.unique(values[unseen])}  # each distinct value once
         values = values.copy()
-        values.loc[unseen] = [spellings.get(spelling_key(v), v) for v in values[unseen]]
+        values.loc[unseen] = values[unseen].map(respelled)
         return values
 
     def spellings(self, name: str) -> dict[str, str]:

@@ -337,7 +337,7 @@ def _parse_csv_part(data: bytes, offset: int, separator: str) -> _Parsed:
         return "skip"
 
     try:
-        first_line = data.split(b"\n", 1)[0].decode("utf-8").rstrip("\r")
+        first_line = data.split(b"\n", 1)[0].decode("utf-8").rstrip("\r").lstrip("\ufeff")  # Arrow drops a BOM: so must the names typed as text
         names = next(csv.reader([first_line], delimiter=separator), [])
         table = pacsv.read_csv(
             io.BytesIO(data),
@@ -506,6 +506,8 @@ def _parquet_batches(handle: BinaryIO, start: int, batch_rows: int) -> Iterator[
             else:
                 skipped += rows
         position = skipped
+        if not file.metadata.num_rows and not start:  # no rows: its columns are still checked, as a CSV header's
+            yield _Batch(_Parsed(_to_pandas(file.schema_arrow.empty_table()), []), 0, 1)
         for batch in file.iter_batches(batch_size=batch_rows, row_groups=groups, use_threads=False):
             if position < start:
                 batch = batch.slice(start - position)
@@ -560,8 +562,12 @@ def _move(path: Path, folder: str, marker: str | None) -> Path:
 
 
 def _is_label_file(frame: pd.DataFrame, spec: DatasetSpec) -> bool:
-    ids = {EVENT_ID, spec.id_column}
-    return spec.label in frame.columns and bool(ids & set(frame.columns)) and not (set(spec.features) & set(frame.columns))
+    """Ids and labels, no feature: a feature column without a value counts as absent (a JSON Lines batch has every text
+    column of the spec, as its explicit schema: a label file in JSON Lines was rejected for missing feature columns)."""
+    def present(column: str | None) -> bool:
+        return column in frame.columns and (frame.empty or bool(frame[column].notna().any()))
+
+    return present(spec.label) and (present(EVENT_ID) or present(spec.id_column)) and not any(present(c) for c in spec.features)
 
 
 def _label_row_problem(id_col: str, event_id: object, raw: object, spec: DatasetSpec) -> str:

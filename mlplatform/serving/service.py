@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from starlette.concurrency import run_in_threadpool
 
 from mlplatform.domain.history import HistoryState, label_known_at_one
+from mlplatform.domain.predictor import spec_mismatch
 from mlplatform.domain.spec import DatasetSpec, Task
 from mlplatform.domain.features import ARITHMETIC_LIMIT
 from mlplatform.domain.validation import EVENT_ID, EVENT_TIME, not_a_class, not_a_label_number
@@ -243,8 +244,10 @@ class ModelService:
             return False, {"ready": False, "model_version": model.version, "detail": failure}
         corrector = model.corrector
         correction = {"enabled": corrector is not None, "updates": corrector.updates if corrector else 0}
-        spec = {"spec_note": self.spec_file.note} if self.spec_file.note else {}
-        return True, {"ready": True, "model_version": model.version, "online_correction": correction, **spec}
+        misfit = spec_mismatch(model.predictor, self.spec_file.spec)  # a class renamed in the spec while this model predicts it
+        note = self.spec_file.note or (misfit and f"the served model v{model.version} does not fit the edited dataset spec ({misfit}): "
+                                                  "the next retraining replaces it")
+        return True, {"ready": True, "model_version": model.version, "online_correction": correction, **({"spec_note": note} if note else {})}
 
     def count_predictions(self, predictions: list[Any]) -> None:
         """Predictions by class (the labelled child is cached: looking it up costs more than the increment), or their values."""

@@ -15,7 +15,7 @@ from mlplatform.domain.spec import DatasetSpec, SpecError, load_spec
 
 log = logging.getLogger(__name__)
 
-TAKEN_LIVE = ("classes", "label_map", "source")  # what a label may be, and where replay reads: nothing a request or model depends on
+TAKEN_LIVE = ("classes", "positive_class", "label_map", "source")  # what a label may be, and where replay reads: nothing a request or model depends on
 
 
 def _stamp(path: Path) -> tuple[int, int, int] | None:

@@ -22,12 +22,24 @@ class LightGBMPipelineModel(mlflow.pyfunc.PythonModel):
     def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> pd.DataFrame:
         """Records as a frame, a list of dicts or one dict; every feature column present (null for missing), numbers
         for categoricals spelled as landing spells them, as serving takes them; history columns computed by the caller."""
-        frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame([model_input] if isinstance(model_input, dict) else model_input)
+        frame = _frame(model_input)
+        if frame.empty and not len(frame.columns):
+            return self.predictor.predict(frame)
         transformer = self.predictor.transformer
         missing = [name for name in transformer.input_columns if name not in frame.columns and name not in transformer.history]
         if missing:
             raise ValueError(f"the model needs the feature columns {missing} (null for a missing value), as /predict does")
         return self.predictor.predict(frame)
+
+
+def _frame(model_input: Any) -> pd.DataFrame:
+    """A frame as given; a list of records; a dict of columns (what MLflow's scoring server makes of `instances`), or
+    one record when none of its values is a list."""
+    if isinstance(model_input, pd.DataFrame):
+        return model_input
+    if isinstance(model_input, dict) and not any(isinstance(v, (list, tuple)) or getattr(v, "ndim", 0) > 0 for v in model_input.values()):
+        return pd.DataFrame([model_input])
+    return pd.DataFrame(model_input)
 
 
 mlflow.models.set_model(LightGBMPipelineModel())
