@@ -19,9 +19,10 @@ class LightGBMPipelineModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
         self.predictor = Predictor.load(context.artifacts["booster"], context.artifacts["pipeline"], context.artifacts.get("estimator"))
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        """Records as a frame, a list of dicts or one dict; every feature column present (null for missing), numbers
-        for categoricals spelled as landing spells them, as serving takes them; history columns computed by the caller."""
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        """Records as a frame, a list of dicts, a dict of columns or one dict (typed as a frame: any other hint makes MLflow
+        warn at every logging and load); every feature column present (null for missing), numbers coerced, categoricals
+        spelled as landing spells them; history columns computed by the caller."""
         frame = _frame(model_input)
         if frame.empty and not len(frame.columns):
             return self.predictor.predict(frame)
