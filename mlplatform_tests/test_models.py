@@ -6,8 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from mlplatform_tests.conftest import FAST_TRAINING
 from mlplatform.cli.dev import free_port
 from mlplatform.orchestration.launch import launch
 from mlplatform_tests.serving_support import Server, wait_until_up
+from mlplatform_tests.support.processes import wait_until
 from mlplatform_tests.support.loop import ADULT, BIKE, LOOP, materialize, model, tick
 
 BIN = Path(sys.executable).parent
@@ -188,29 +188,24 @@ def _serving_follows_its_spec_file(url: str, event_id: str, spec_path: Path) -> 
     def note() -> str | None:
         return httpx.get(f"{url}/models/churn/readyz", timeout=10).json().get("spec_note")
 
-    def until(check: Callable[[], bool]) -> bool:
-        deadline = time.monotonic() + 30
-        while not check() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        return check()
-
     try:
         refused = feedback()
         assert refused.status_code == 422 and "'left' is not one of" in refused.text
         spec_path.write_text(spec_text + "label_map: {left: 'yes'}\n", encoding="utf-8")
-        assert until(lambda: feedback().status_code == 200) and note() is None
+        wait_until("the label spelling taken", lambda: feedback().status_code == 200, 30)
+        assert note() is None
         fewer = spec_text.replace("  support_calls: numeric\n", "")
         assert fewer != spec_text
         spec_path.write_text(fewer, encoding="utf-8")
-        assert until(lambda: note() is not None)
+        wait_until("the spec note", lambda: note() is not None, 30)
         assert "(features)" in str(note()) and "restart it" in str(note())
         assert httpx.post(f"{url}/models/churn/predict", json={"plan": "team", "monthly_fee": 80.5, "support_calls": 8}, timeout=10).status_code == 200
         spec_path.write_text("name: [", encoding="utf-8")
-        assert until(lambda: "no longer loads" in str(note()))
+        wait_until("the spec note", lambda: "no longer loads" in str(note()), 30)
         renamed = yaml.safe_load(spec_text)  # a class renamed: taken, and the served model, which predicts 'yes', said not to fit
         renamed.update(classes=["no", "left"], positive_class="left")
         spec_path.write_text(yaml.safe_dump(renamed), encoding="utf-8")
-        assert until(lambda: "does not fit the edited dataset spec" in str(note()))
+        wait_until("the spec note", lambda: "does not fit the edited dataset spec" in str(note()), 30)
         assert "predicts classes dataset spec 'churn' does not have: ['yes']" in str(note())
     finally:
         spec_path.write_text(spec_text, encoding="utf-8")

@@ -1,7 +1,8 @@
 """The dataset spec file a running serve follows.
 
-A serving process validates requests with the spec it read at start. Run workers read the file afresh, so after an
-edit that gave the label a new class, training took the class while /feedback kept refusing it: labels lost. Edits
+A serving process validates requests with the spec it read at start. The embedded profile's run workers read the
+file afresh, so after an edit that gave the label a new class, training took the class while /feedback kept refusing
+it: labels lost. Edits
 that change only what a label may be are taken at the next reload tick; any other edit needs a restart, and
 /readyz says so until then (the old spec keeps serving: features are what the loaded model was trained on).
 """
