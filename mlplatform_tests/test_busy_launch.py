@@ -57,17 +57,28 @@ def daemon(request: pytest.FixtureRequest, state: Settings, tmp_path: Path, monk
     else:
         monkeypatch.setenv("DAGSTER_GRPC_TIMEOUT_SECONDS", grpc_timeout)
     monkeypatch.setenv("MLPLATFORM_WARM_RUN_WORKERS", "false")
-    monkeypatch.setenv("MLPLATFORM_LANDING_SENSOR", "false")  # the runs these tests launch are the only ones
     prepare_dagster_home(Settings())
     spec = load_spec(state.dataset_spec)
     write_batches(read_source(spec).iloc[:1500], spec, state.landing_dir, 1500)
     with dg.DagsterInstance.get() as instance:
         materialize(instance, ["raw_events"], raise_on_error=True)
+        _stop_instigators(instance)
     [server] = [s for s in build_servers(state) if s.name == "dagster-daemon"]
     with running(state, log_dir=tmp_path / "logs", timeout_seconds=300, servers=[server]):
         assert server.process is not None
         wait_until("the daemon's code server", lambda: bool(descendants(server.process.pid)), 120)  # type: ignore[union-attr]
         yield server
+
+
+def _stop_instigators(instance: dg.DagsterInstance) -> None:
+    """Every sensor and schedule stopped before the daemon starts: a tick the stall froze inside the code server, halfway
+    through a read of the instance's SQLite storage, would keep the daemon's writes waiting ("database is locked")."""
+    with code_location(instance) as workspace:
+        [repository] = workspace.get_code_location("mlplatform").get_repositories().values()
+        for sensor in repository.get_sensors():
+            instance.stop_sensor(sensor.get_remote_origin_id(), sensor.selector_id, sensor)
+        for schedule in repository.get_schedules():
+            instance.stop_schedule(schedule.get_remote_origin_id(), schedule.selector_id, schedule)
 
 
 @contextmanager
