@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mlplatform.domain.spec import DatasetSpec
+from mlplatform.domain.spec import DatasetSpec, parse_spec
 from mlplatform.domain.keys import LAUNCHED_BY_TAG, RUN_KEY_TAG, WILL_RETRY_TAG
 from mlplatform.domain.validation import nested_value_problem
 from mlplatform.pipeline.landing import IngestReport, LandingPolicy, NotSettled, _opened_settled, ingest_pending
@@ -256,6 +256,39 @@ def test_nested_values_in_jsonl_and_parquet_are_quarantined(landing: Path, log: 
     ]
     stored = pd.read_sql_query('SELECT "f_workclass", "f_occupation" FROM events', log._conn)
     assert not stored.stack().astype(str).str.contains(r"[\[{]").any()
+
+
+def test_jsonl_without_ids_or_times_gets_generated_ones_as_csv_does(landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame) -> None:
+    """Arrow's reader added every column of its explicit schema, all null: every row of such a file was quarantined as
+    "event_id: missing". A key that is there but null in a line is still that line's missing value."""
+    plain = rows.head(4).drop(columns=["event_id", "event_time"])
+    (landing / "plain.jsonl").write_text("\n".join(json.dumps(r) for r in plain.to_dict("records")) + "\n", encoding="utf-8")
+    plain.to_csv(landing / "plain.csv", index=False)
+    with_null = rows.iloc[4:6].to_dict("records")
+    with_null[0]["event_id"] = None
+    (landing / "null_id.jsonl").write_text("\n".join(json.dumps(r) for r in with_null) + "\n", encoding="utf-8")
+    report = _ingest(landing, adult_spec, log)
+    assert {f.name: (f.ingested, f.quarantined) for f in report.files} == {"plain.jsonl": (4, 0), "plain.csv": (4, 0), "null_id.jsonl": (1, 1)}
+    assert _quarantine(log)["reason"].tolist() == ["event_id: missing"]
+
+
+def test_an_integer_id_column_with_nulls_keeps_integer_ids(tmp_path: Path, landing: Path) -> None:
+    """Parquet's int64 with a null reads as floats: ids were stored as "1.0", which labels and CSV rows ("1") never matched."""
+    spec = parse_spec({"name": "ids", "task": "binary", "classes": ["0", "1"], "positive_class": "1", "label": "y", "id_column": "id",
+                       "features": {"c": "categorical", "x": "numeric"}})
+    log = EventLog(tmp_path / "ids.sqlite", spec)
+    try:
+        pq.write_table(pa.table({"id": pa.array([1, 2, None], pa.int64()), "c": ["a", "b", "c"], "x": [1, 2, 3]}), landing / "a.parquet")
+        (landing / "labels.jsonl").write_text('{"id": 1, "y": 1}\n{"id": 2.0, "y": 0}\n{"id": null, "y": 0}\n', encoding="utf-8")
+        _ingest(landing, spec, log)
+        (landing / "again.csv").write_text("id,c,x\n1,a,1\n", encoding="utf-8")
+        report = _ingest(landing, spec, log)
+        assert report.total("duplicates") == 1 and report.total("ingested") == 0
+        stored = pd.read_sql_query("SELECT event_id, label FROM events ORDER BY seq", log._conn)
+        assert stored.values.tolist() == [["1", "1"], ["2", "0"]]
+        assert _quarantine(log)["reason"].tolist() == ["id: missing", "id: missing"]
+    finally:
+        log.close()
 
 
 def test_a_nested_id_or_label_in_a_label_file_is_quarantined(landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,12 @@ def test_malformed_json_is_400(client: httpx.Client, content: bytes) -> None:
     response = post_raw(client, "/predict", content)
     assert response.status_code == 400, response.text
     assert response.json()["detail"].startswith("body is not valid JSON")
+
+
+def test_an_integer_too_long_to_read_is_named_not_pythons_words(client: httpx.Client) -> None:
+    response = post_raw(client, "/predict", b'{"records": [{"age": ' + b"9" * 5000 + b"}]}")
+    assert response.status_code == 400
+    assert response.json()["detail"] == f"body is not valid JSON: an integer of more than {sys.get_int_max_str_digits()} digits"
 
 
 def test_duplicated_key_is_named(client: httpx.Client, records: list[dict[str, Any]]) -> None:

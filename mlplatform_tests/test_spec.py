@@ -39,6 +39,11 @@ def _with(**changes: object) -> dict[str, object]:
         (_with(classes=["no", "yes", "perhaps"]), "classes: a binary task has exactly two classes"),
         (_with(classes=["yes"]), "classes: task binary needs at least two distinct classes"),
         (_with(features={"x": "numeric", "y": "numeric"}), "features: ['y'] is also the label"),
+        (_with(features={"x": "numeric", "label": "categorical"}), "features: ['label'] is a name of the platform's own columns"),
+        (_with(features={"event_id": "categorical"}), "features: ['event_id'] is a name of the platform's own columns"),
+        (_with(features={"event_time": "numeric"}), "features: ['event_time'] is a name of the platform's own columns"),
+        (_with(features={"Age": "numeric", "age": "numeric"}), "features: feature names 'Age' and 'age' differ only in case"),
+        (_with(features={"age ": "numeric"}), "features: feature name 'age ' must be 1-63 letters, digits, '_', '-', '.' or spaces, with no space at either end"),
         (_with(features={"x": "numeric"}, crosses=[["x", "x"]]), "crosses: 'x' is not a categorical feature"),
         (_with(crosses=[["colour", "weight"]]), "crosses: 'weight' is not a categorical feature"),
         (_with(features={"x": "float"}), "features.x: Input should be 'numeric' or 'categorical'"),
@@ -134,6 +139,20 @@ def test_a_key_given_twice_is_refused_naming_it_and_both_lines(tmp_path: Path) -
         load_spec(path)
     path.write_text(yaml.safe_dump(GOOD).replace("  x: numeric\n", "  x: numeric\n  colour: numeric\n"), encoding="utf-8")
     with pytest.raises(SpecError, match=r"not valid YAML: 'colour' is given twice, on lines \d+ and \d+"):
+        load_spec(path)
+
+
+def test_yaml_merge_keys_merge_and_keys_given_twice_beside_them_are_still_refused(tmp_path: Path) -> None:
+    """`<<: *anchor` is YAML's way to share entries; the duplicate-key check had tried to read `<<` as a key."""
+    path = tmp_path / "merge.yaml"
+    body = yaml.safe_dump({**GOOD, "task": "regression", "positive_class": None, "classes": None, "features": {"x": "numeric", "colour": "categorical"}})
+    body = body.replace("classes: null\n", "").replace("positive_class: null\n", "")
+    history = "history:\n  features:\n    - &lag {kind: lag, k: 1}\n    - {<<: *lag, k: 3, by: colour}\n"
+    path.write_text(body + history, encoding="utf-8")
+    [first, merged] = load_spec(path).history.features  # type: ignore[union-attr]
+    assert (first.k, merged.kind, merged.k, merged.by) == (1, "lag", 3, "colour")
+    path.write_text(body + history.replace("k: 3, by: colour}", "k: 3, k: 4}"), encoding="utf-8")
+    with pytest.raises(SpecError, match=r"'k' is given twice"):
         load_spec(path)
 
 

@@ -12,7 +12,8 @@ from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field
 
 from mlplatform.domain.timeformat import ISO, OFFSET_UNIT_SECONDS, check_time_format
 
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\- ]{0,62}$")
+_NAME = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_.\- ]{0,61}[A-Za-z0-9_.\-])?$")  # no space at either end: headers are stripped
+EVENT_ID, EVENT_TIME, LABEL = "event_id", "event_time", "label"  # the platform's own columns of every validated frame
 
 
 class SpecError(ValueError):
@@ -198,7 +199,12 @@ class DatasetSpec(BaseModel):
     def _feature_names(cls, value: dict[str, FeatureType]) -> dict[str, FeatureType]:
         for name in value:
             if not _NAME.match(name):
-                raise ValueError(f"feature name {name!r} must be 1-63 letters, digits, '_', '-', '.' or spaces")
+                raise ValueError(f"feature name {name!r} must be 1-63 letters, digits, '_', '-', '.' or spaces, with no space at either end")
+        by_case: dict[str, str] = {}
+        for name in value:
+            other = by_case.setdefault(name.lower(), name)
+            if other != name:
+                raise ValueError(f"feature names {other!r} and {name!r} differ only in case; the event log's column names do not")
         return value
 
     @model_validator(mode="after")
@@ -210,6 +216,10 @@ class DatasetSpec(BaseModel):
         clash = special & set(self.features)
         if clash:
             raise ValueError(f"features: {sorted(clash)} is also the label, id or time column")
+        reserved = {EVENT_ID, EVENT_TIME, LABEL} & set(self.features)
+        if reserved:
+            raise ValueError(f"features: {sorted(reserved)} is a name of the platform's own columns (event_id, event_time, label), whose "
+                             "values a feature of that name would overwrite; rename that column in your data")
         dropped_used = set(self.drop) & (set(self.features) | special)
         if dropped_used:
             raise ValueError(f"drop: {sorted(dropped_used)} is also used as a feature, label, id or time column")
@@ -370,6 +380,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
     lines: dict[Any, int] = {}  # each plain key's first line
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor`: construct_mapping merges it, keys given here win
+            continue
         key = loader.construct_object(key_node, deep=deep)
         if isinstance(key, (str, int, float, bool)):
             line = key_node.start_mark.line + 1

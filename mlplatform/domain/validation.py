@@ -19,12 +19,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mlplatform.domain.features import ARITHMETIC_LIMIT, as_text, normalise_category
-from mlplatform.domain.spec import DatasetSpec
+from mlplatform.domain.spec import EVENT_ID, EVENT_TIME, LABEL, DatasetSpec
 from mlplatform.domain.timeformat import column_format, offset_event_times, parse_event_times
 
-EVENT_ID = "event_id"
-EVENT_TIME = "event_time"
-LABEL = "label"
 MAX_ID_LENGTH = 128
 MAX_TEXT_LENGTH = 256
 SHOWN_CHARS = 40
@@ -214,7 +211,7 @@ def validate_frame(
     if id_col is None or time_col is None:
         generated_ids, generated_times = generated_keys(n, generated_id_prefix, generated_time_start_us, first_row=first_row)
     if id_col is not None:
-        ids = as_text(cells[id_col])
+        ids = normalise_category(cells[id_col])  # an integer id column with a null reads as floats: 1.0 is id "1", as served
         flag(ids.isna(), id_col, "missing")
         flag(ids.str.len().gt(MAX_ID_LENGTH), id_col, f"longer than {MAX_ID_LENGTH} characters")
         out[EVENT_ID] = ids

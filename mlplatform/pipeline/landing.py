@@ -22,6 +22,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import sqlite3
 import stat
 import time
@@ -38,7 +39,7 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from mlplatform.domain.features import ARROW_STRING, as_text, normalise_category
+from mlplatform.domain.features import ARROW_STRING, normalise_category
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.validation import (
     EVENT_ID,
@@ -369,10 +370,19 @@ def _parse_jsonl(data: bytes, text_columns: list[str], offset: int) -> _Parsed:
         )
     except pa.ArrowException:
         return _parse_jsonl_lines(data, bad, offset)
+    table = _without_absent_keys(table, data, schema.names)
     lines = data.count(b"\n") + (not data.endswith(b"\n"))
     if table.num_rows == lines:  # no blank line: row k is line k, no need to look at each line
         return _Parsed(_to_pandas(table), bad, list(range(1 + offset, 1 + offset + lines)))
     return _Parsed(_to_pandas(table), bad, [number for number, line in enumerate(data.split(b"\n"), start=1 + offset) if line.strip()])
+
+
+def _without_absent_keys(table: pa.Table, data: bytes, names: list[str]) -> pa.Table:
+    """The explicit schema's columns that are no key of any line dropped: Arrow adds each one, all null, and a file
+    without event ids or times lost every row as "missing" instead of getting generated ones, as a CSV without them does."""
+    absent = [name for name in names if table.column(name).null_count == table.num_rows
+              and not re.search(b'"' + re.escape(name.encode()) + rb'"\s*:', data)]
+    return table.drop_columns(absent) if absent else table
 
 
 def _parse_jsonl_lines(data: bytes, bad: list[tuple[int, str, str]], offset: int) -> _Parsed:
@@ -582,7 +592,7 @@ def _label_row_problem(id_col: str, event_id: object, raw: object, spec: Dataset
 def _ingest_labels(frame: pd.DataFrame, lines: list[int], spec: DatasetSpec, log: EventStore, name: str) -> FileCounts:
     """A batch of a file of late labels (event id + label, no features); returns what became of its rows."""
     id_col = spec.id_column if spec.id_column in frame.columns else EVENT_ID
-    ids = as_text(frame[id_col])
+    ids = normalise_category(frame[id_col])  # spelled as event rows' ids are
     nested = {col: nested_cells(frame[col]) for col in (id_col, spec.label)}
     plain = ~nested[id_col] & ~nested[spec.label]
     if spec.is_classification:

@@ -15,6 +15,7 @@ import hmac
 import json
 import logging
 import os
+import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -99,7 +100,8 @@ async def read_json(request: Request, limit: int, timeout_s: float) -> Any:
     try:
         return _DECODER.decode(body.decode(json.detect_encoding(body), "surrogatepass"))  # as json.loads decodes bytes
     except (ValueError, RecursionError) as exc:
-        raise ApiError(400, f"body is not valid JSON: {str(exc)[:200]}", "malformed_json") from None
+        why = f"an integer of more than {sys.get_int_max_str_digits()} digits" if "integer string conversion" in str(exc) else str(exc)[:200]
+        raise ApiError(400, f"body is not valid JSON: {why}", "malformed_json") from None
 
 
 def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
