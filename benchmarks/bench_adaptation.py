@@ -40,6 +40,7 @@ from mlplatform.pipeline.prequential import (  # noqa: E402
     RiverPolicy,
     StaticPolicy,
     evidently_drift_check,
+    label_keys,
     run_prequential,
     stream_events,
     with_stream_history,
@@ -48,7 +49,7 @@ from mlplatform.pipeline.replay import DriftScenario  # noqa: E402
 from mlplatform.pipeline.retraining import training_config  # noqa: E402
 from mlplatform.domain.estimation import WATCHED_METRIC  # noqa: E402
 from mlplatform.settings import REPO_ROOT, Settings  # noqa: E402
-from mlplatform.domain.spec import DatasetSpec, Task, load_spec  # noqa: E402
+from mlplatform.domain.spec import DatasetSpec, SpecError, Task, load_spec  # noqa: E402
 
 ADULT = REPO_ROOT / "data" / "adult.yaml"
 BIKE = REPO_ROOT / "data" / "bike_sharing.yaml"
@@ -104,10 +105,11 @@ def policies(spec: DatasetSpec, settings: Settings, args: argparse.Namespace, re
     ]
     if settings.retrain_on_quality_drop:  # what the fourth reason adds, side by side
         out.append(PlatformPolicy(spec, settings.model_copy(update={"retrain_on_quality_drop": False}), drift, name="platform without quality_drop"))
-    if spec.task is not Task.multiclass:
+    if spec.task is not Task.multiclass and spec.history is None:  # what serving can run: its correction cannot recompute history features
         out.append(PlatformPolicy(spec, settings, drift, half_life=args.half_life, correction=ResidualCorrector(spec, args.correction_rate), name="platform + recency + online correction"))
     out.append(RiverPolicy(spec, n_models=10, seed=settings.seed))
     out.append(NoChangePolicy(spec, args.label_delay))
+    out += [NoChangePolicy(spec, args.label_delay, key) for key in label_keys(spec)]
     return out
 
 
@@ -165,8 +167,8 @@ def goals(stream: Stream, spec: DatasetSpec, results: list[PolicyResult]) -> lis
         return lines
     river = next(r for r in results if "River" in r.policy)
     lines.append(f"- {stream.name} · River ARF: {primary(spec, river)[0]:.4f}")
-    no_change = next(r for r in results if r.policy.startswith("no-change"))
-    lines.append(f"- {stream.name} · no-change baseline: {primary(spec, no_change)[0]:.4f}")
+    for no_change in (r for r in results if r.policy.startswith("no-change")):
+        lines.append(f"- {stream.name} · {no_change.policy.replace('no-change', 'no-change baseline')}: {primary(spec, no_change)[0]:.4f}")
     return lines
 
 
@@ -196,6 +198,11 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--{name.replace('_', '-')} must be ≥ {least}, got {getattr(args, name)}")
     if args.spec is not None and not args.spec.is_file():
         parser.error(f"--spec {args.spec}: no such file")
+    if args.spec is not None:
+        try:
+            load_spec(args.spec).source_paths()  # the streams are replayed from its `source:` files
+        except SpecError as exc:
+            parser.error(f"--spec {args.spec}: {exc}")
     count = 5_000 if args.quick else args.events
     overrides = {**({"training_window": args.platform_window} if args.platform_window else {}),
                  **({"holdout_max_rows": args.platform_holdout} if args.platform_holdout else {})}

@@ -37,6 +37,8 @@ def _spec_file(tmp_path: Path, history: Any, **changes: Any) -> Path:
         ({"features": [{"kind": "lag", "k": 0}]}, "history.features.0.k: Input should be greater than or equal to 1"),
         ({"warmup_events": 0, "features": [{"kind": "events"}]}, "history.features.0.kind: events counts a key's events among the last warmup_events; warmup_events is 0"),
         ({"features": [{"kind": "lag", "k": -2}]}, "history.features.0.k: Input should be greater than or equal to 1"),
+        ({"features": [{"kind": "lag", "k": 100_000}]}, "history.features.0.k: Input should be less than or equal to 100"),
+        ({"features": [{"kind": "mean", "n": 10**9}]}, "history.features.0.n: Input should be less than or equal to 100000"),
         ({"features": [{"kind": "mean", "of": "nope", "n": 3}]}, "history.features.0.of: 'nope' is neither 'label' nor a feature of the spec"),
         ({"features": [{"kind": "max", "of": "c", "n": 3}]}, "history.features.0.of: 'c' is categorical; max needs a numeric feature or the label"),
         ({"features": [{"kind": "lag", "by": "station"}]}, "history.features.0.by: 'station' is not a feature of the spec"),
@@ -324,7 +326,7 @@ def test_serving_refuses_a_model_trained_without_the_declared_history_and_the_on
 
 @pytest.mark.parametrize("delay", [0, 3])
 def test_the_prequential_stream_reveals_labels_late_and_the_no_change_baseline_predicts_the_last_known(delay: int) -> None:
-    from mlplatform.pipeline.prequential import NoChangePolicy, run_prequential, stream_events, with_stream_history
+    from mlplatform.pipeline.prequential import NoChangePolicy, label_keys, run_prequential, stream_events, with_stream_history
 
     spec = load_spec(BIKE_HISTORY_SPEC)
     events = with_stream_history(stream_events(spec, count=1200), spec, label_delay=delay)
@@ -340,6 +342,13 @@ def test_the_prequential_stream_reveals_labels_late_and_the_no_change_baseline_p
     assert served.empty and policy.labels == events["label"].tolist()
     expected = (labels.iloc[200:] - labels.shift(1 + delay).iloc[200:]).pow(2).mean() ** 0.5
     assert result.metrics["rmse"] == pytest.approx(expected)
+
+    assert label_keys(spec) == ["hr"]  # the fair baseline of keyed history: the last count known at this hour
+    keyed = NoChangePolicy(spec, delay, "hr")
+    keyed.start(events.iloc[:200])
+    predicted = pd.concat([keyed.serve(events.iloc[i : i + 100]) for i in range(200, len(events), 100)])["prediction"].astype("float64")
+    lag = events["hist__label_lag1__by_hr"].iloc[200:]  # the history features' own, independent implementation
+    assert lag.notna().all() and predicted.tolist() == lag.tolist()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -259,6 +259,11 @@ def test_bad_feedback_is_422(client: httpx.Client, payload: Any, loc: tuple[str,
     assert loc in _field_errors(post_raw(client, "/feedback", json.dumps(payload).encode(), auth()))
 
 
+def test_an_unknown_class_in_feedback_names_the_classes_and_the_label_map(client: httpx.Client) -> None:
+    [error] = post_raw(client, "/feedback", json.dumps({"event_id": "x", "label": "maybe"}).encode(), auth()).json()["detail"]
+    assert error["msg"] == "label: 'maybe' is not one of ['<=50K', '>50K'] (or a label_map name: ['<=50K.', '>50K.'])"
+
+
 def test_feedback_malformed_json_is_400(client: httpx.Client) -> None:
     assert post_raw(client, "/feedback", b'{"event_id": ', auth()).status_code == 400
 

@@ -70,9 +70,8 @@ class Predictor:
     def predict(self, raw: pd.DataFrame) -> pd.DataFrame:
         """`prediction` for every task; `probability` of the positive class (binary) or of the
         predicted class (multiclass), plus `proba_<class>` columns for multiclass."""
-        if raw.empty:
-            return pd.DataFrame({PREDICTION: pd.Series(dtype=object), PROBABILITY: pd.Series(dtype="float64")})
-        prediction, probability, matrix = self.read_scores(self.booster.predict(self.transformer.transform(raw), num_threads=1))
+        scores = np.empty(0) if raw.empty else self.booster.predict(self.transformer.transform(raw), num_threads=1)  # no rows: the same columns
+        prediction, probability, matrix = self.read_scores(scores)
         if probability is None:
             return pd.DataFrame({PREDICTION: prediction}, index=raw.index)
         frame = pd.DataFrame({PREDICTION: prediction, PROBABILITY: probability}, index=raw.index)

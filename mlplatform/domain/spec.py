@@ -77,6 +77,8 @@ class SourceSpec(BaseModel):
 HISTORY_PREFIX = "hist__"
 LABEL_REF = "label"  # `of: label` names the label whatever its column is called
 ROLLING = ("mean", "sum", "count", "min", "max")
+MAX_LAGS = 100  # k: a typo's k = 100000 made as many columns
+MAX_ROLLING_N = 100_000  # n: the values serving keeps per key; longer memories are a time window
 _DURATION = re.compile(r"(-?[0-9]{1,12})([smhd])")
 _UNIT_S = {"d": 86_400, "h": 3_600, "m": 60, "s": 1}
 MAX_WINDOW_S = 36_500 * 86_400  # a century: beyond any sensible warm-up, and its microseconds stay far inside int64
@@ -112,8 +114,8 @@ class HistoryFeature(BaseModel):
 
     kind: Literal["lag", "mean", "sum", "count", "min", "max", "diff", "since", "events"]
     of: str | None = Field(default=None, description="`label` or a numeric feature; lag and diff default to the label.")
-    k: int | None = Field(default=None, ge=1, description="lag: how many previous values (lag1..lagk).")
-    n: int | None = Field(default=None, ge=1, description="mean/sum/count/min/max: over the key's last n values.")
+    k: int | None = Field(default=None, ge=1, le=MAX_LAGS, description="lag: how many previous values (lag1..lagk), a column each.")
+    n: int | None = Field(default=None, ge=1, le=MAX_ROLLING_N, description="mean/sum/count/min/max: over the key's last n values, which serving keeps per key.")
     window: Annotated[str | None, BeforeValidator(_window_text)] = Field(
         default=None, description="mean/sum/count/min/max, instead of n: over the key's values of the last time span, e.g. 6h (s, m, h, d)."
     )

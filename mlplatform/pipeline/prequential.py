@@ -32,7 +32,7 @@ from mlplatform.domain.predictor import PREDICTION, PROBABILITY, Predictor
 from mlplatform.pipeline.replay import DriftScenario, read_source, select_stream
 from mlplatform.pipeline.retraining import change_window, judge, prepare_window, train_on_best_window
 from mlplatform.settings import Settings
-from mlplatform.domain.spec import DatasetSpec, Task
+from mlplatform.domain.spec import LABEL_REF, DatasetSpec, Task
 from mlplatform.domain.training import TrainingConfig, train
 from mlplatform.domain.validation import EVENT_ID, EVENT_TIME, LABEL, validate_frame
 
@@ -182,23 +182,39 @@ class IntervalPolicy(BatchPolicy):
 
 
 class NoChangePolicy(Policy):
-    """The baseline that needs no model: predict the last label revealed (`label_delay` events back); a platform that loses to it is not adapting."""
+    """The baseline that needs no model: predict the last label revealed (`label_delay` events back), of the stream or,
+    with `key`, of the event's own key (the last count of this store); a platform that loses to it is not adapting."""
 
-    def __init__(self, spec: DatasetSpec, label_delay: int = 0) -> None:
+    def __init__(self, spec: DatasetSpec, label_delay: int = 0, key: str | None = None) -> None:
         super().__init__(spec)
         self.delay = label_delay
-        self.name = "no-change (last label known)"
+        self.key = key
+        self.name = f"no-change (last label known{f' per {key}' if key else ''})"
         self.labels: list[Any] = []
+        self.keys: list[Any] = []
+        self._last: dict[Any, Any] = {}  # each key's last revealed label
+        self._revealed = 0  # labels of events [0, _revealed) are in _last
 
     def start(self, warmup: pd.DataFrame) -> None:
-        self.labels = warmup[LABEL].tolist()
+        self.labels, self.keys, self._last, self._revealed = [], [], {}, 0
+        self._take(warmup)
+
+    def _take(self, block: pd.DataFrame) -> None:
+        self.labels += block[LABEL].tolist()
+        self.keys += [None] * len(block) if self.key is None else [None if pd.isna(k) else k for k in block[self.key].tolist()]
 
     def serve(self, block: pd.DataFrame) -> pd.DataFrame:
-        """Event i gets the label of event i - 1 - delay (the first events of the stream, the first label)."""
-        known = [*self.labels, *block[LABEL].tolist()]
+        """Event i gets the last label of its key among events up to i - 1 - delay; a key with none yet, the stream's
+        (at the very start, the first label)."""
         first = len(self.labels)
-        predictions = [known[max(0, i - 1 - self.delay)] for i in range(first, len(known))]
-        self.labels = known
+        self._take(block)
+        predictions = []
+        stream_last = self.labels[0] if self.labels else None
+        for i in range(first, len(self.labels)):
+            while self._revealed <= i - 1 - self.delay:
+                self._last[self.keys[self._revealed]] = self._last[_STREAM] = self.labels[self._revealed]
+                self._revealed += 1
+            predictions.append(self._last.get(self.keys[i], self._last.get(_STREAM, stream_last)))
         frame = pd.DataFrame({PREDICTION: predictions}, index=block.index)
         if self.spec.task is Task.binary:
             frame[PROBABILITY] = (frame[PREDICTION] == self.spec.positive_class).astype("float64")
@@ -207,6 +223,15 @@ class NoChangePolicy(Policy):
             for c in self.spec.classes or []:
                 frame[f"proba_{c}"] = (frame[PREDICTION] == c).astype("float64")
         return frame
+
+
+_STREAM = object()  # NoChangePolicy's key for the stream's own last label
+
+
+def label_keys(spec: DatasetSpec) -> list[str]:
+    """The keys the spec's history reads labels by: each one's no-change baseline is the fair one for its entities."""
+    features = spec.history.features if spec.history is not None else []
+    return list(dict.fromkeys(f.by for f in features if f.by is not None and f.source == LABEL_REF))
 
 
 class PlatformPolicy(Policy):

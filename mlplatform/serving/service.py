@@ -99,7 +99,8 @@ def feedback_label(value: Any, spec: DatasetSpec) -> str | float:
         raise invalid(("body", "label"), f"label: missing (null or blank); expected one of {spec.classes}", "missing")
     text = spec.label_map.get(text, text)
     if text not in (spec.classes or []):
-        raise invalid(("body", "label"), f"label: {not_a_class(text, spec.classes)}")
+        mapped = f" (or a label_map name: {list(spec.label_map)[:20]})" if spec.label_map else ""
+        raise invalid(("body", "label"), f"label: {not_a_class(text, spec.classes)}{mapped}")
     return text
 
 
