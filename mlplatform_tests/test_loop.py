@@ -58,6 +58,15 @@ def test_the_loop_promotes_refuses_bad_windows_and_rejects_worse_challengers(
     assert v1.tags[tag("window.first_event_id")] == "adult-0" and v1.tags[tag("dagster_run_id")] == result.run_id
     assert str(reg.version_by_alias("challenger").version) == "1"
 
+    # evaluation_report again on its own (a retry past the alias move, or a launch from the UI): v1 is already the champion,
+    # so nothing is decided again: its decision, the timeline and the report's reason stay what the first run recorded.
+    timeline = reg.timeline()
+    again = materialize(instance, ["evaluation_report"], raise_on_error=True)
+    rerun = latest_metadata(instance, adult.asset(EVALUATION_REPORT))
+    assert rerun is not None and (rerun["decision"], rerun["champion_version_before"], rerun["champion_version"]) == ("promoted", 1, 1)
+    assert str(rerun["reason"]) == f"v1 is already the champion: nothing decided again; its decision: {first['reason']}", again.run_id
+    assert reg.get_version(1).tags[tag("decision_reason")] == first["reason"] and reg.timeline() == timeline
+
     # A window of one class only: the features asset fails with the reason, nothing is registered.
     one_class = adult_rows.iloc[2400:4400]
     one_class = one_class[one_class["income"] == "<=50K"].head(300)

@@ -1,5 +1,6 @@
 """The retraining and drift sensors evaluated against a real Dagster instance, event log and MLflow store."""
 
+import threading
 import time
 from collections.abc import Iterator
 
@@ -413,3 +414,24 @@ def test_a_bad_or_missing_live_quality_reading_is_a_reason_not_a_crash(platform:
     platform.instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=ADULT.asset(LIVE_QUALITY), metadata=recorded))
     tick = platform.tick(SENSOR_NAME, None)
     assert not tick.run_requests and says in (tick.skip_message or ""), tick.skip_message
+
+
+def test_a_promotion_read_between_its_alias_move_and_its_timeline_entry_is_no_outside_move(platform: Platform) -> None:
+    """`promote` moves the alias, then writes the timeline entry; a tick that read in between noted the platform's own
+    promotion as "alias moved outside mlplatform" (seen live: 0.25 s apart, the sensor ticking every second)."""
+    registry = platform.model.registry
+    before = registry.champion_record()
+    assert before is not None
+    target = next(int(v.version) for v in registry.versions() if int(v.version) != before.version)
+    entries = len(registry.timeline())
+    registry.client.set_registered_model_alias(registry.name, "champion", str(target))  # promote's first write
+    writer = threading.Timer(0.5, registry.promote, args=(target, "promoted: read halfway", "dagster run halfway"))
+    writer.start()
+    try:
+        platform.tick(SENSOR_NAME, _cursor(_watermark(platform)))
+    finally:
+        writer.join()
+    assert [(c.version, c.reason) for c in registry.timeline()[entries:]] == [(target, "promoted: read halfway")]
+    registry.client.set_registered_model_alias(registry.name, "champion", str(before.version))  # a move the next tick notes
+    platform.tick(SENSOR_NAME, _cursor(_watermark(platform)))
+    assert [(c.version, c.reason) for c in registry.timeline()[entries + 1:]] == [(before.version, "alias moved outside mlplatform (MLflow UI or API)")]

@@ -101,8 +101,10 @@ def build_sensors(names: ModelNames, landing_sensor_running: bool = True) -> lis
         registry = model.registry
         record = registry.champion_record()
         if record is not None and not record.recorded:
-            registry.note_outside_move(record, by=names.retraining_sensor)
-            context.log.info(f"@champion was moved outside mlplatform to v{record.version}: recorded in the champion timeline")
+            noted = registry.note_outside_move(by=names.retraining_sensor)
+            if noted is not None:
+                context.log.info(f"@champion was moved outside mlplatform to v{noted.version}: recorded in the champion timeline")
+            record = registry.champion_record()
         wait = shadow_wait(context.instance, model, names, record)
         if wait is not None and wait.due is not None:
             context.log.info(wait.why)

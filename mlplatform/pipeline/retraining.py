@@ -23,7 +23,7 @@ from mlplatform.stores.eventlog import EventStore
 from mlplatform.domain.features import FeatureTransformer, HistoryFeaturesMissing
 from mlplatform.domain.history import history_frame
 from mlplatform.domain.predictor import Predictor, spec_mismatch
-from mlplatform.stores.registry import TRAINING, Registry, json_tag, tag
+from mlplatform.stores.registry import TRAINING, ChampionRecord, Registry, json_tag, tag
 from mlplatform.settings import Settings, env_name
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.estimation import EstimationError
@@ -300,6 +300,7 @@ class Evaluation:
     challenger_predicted: pd.DataFrame = field(repr=False, compare=False)
     shadow: ShadowComparison | None = None  # the same two versions on live labelled events, when there is a champion
     awaiting_shadow: bool = False  # won on the hold-out, not promoted until the shadow evidence is in
+    already_champion: bool = False  # the challenger was the champion before this evaluation: nothing to apply
 
     @property
     def verdict(self) -> str:
@@ -382,7 +383,9 @@ def evaluate_challenger(settings: Settings, spec: DatasetSpec, registry: Registr
     """
     holdout = snapshot.holdout
     record = registry.champion_record()
-    champion = record if record is not None and record.version != challenger_version else None
+    if record is not None and record.version == challenger_version:
+        return _already_champion(settings, spec, registry, snapshot, record)
+    champion = record
     champion_predictor = None if champion is None else registry.load_predictor(champion.version)
     champion_unseen = None
     if champion is not None and int(registry.get_version(champion.version).tags.get(REFIT_ROWS_TAG, "0")) > 0:
@@ -424,6 +427,20 @@ def evaluate_challenger(settings: Settings, spec: DatasetSpec, registry: Registr
     )
 
 
+def _already_champion(settings: Settings, spec: DatasetSpec, registry: Registry, snapshot: FeatureSnapshot, record: ChampionRecord) -> Evaluation:
+    """The challenger is the champion already: a retry after the alias moved (its MLflow evaluation still to record), or
+    the asset run again on its own. Nothing is decided again: its recorded decision stands and `apply_decision` writes
+    nothing (it had judged it against "no champion", rewriting the decision, the timeline and a pin)."""
+    predicted = hold_out_evidence(registry, snapshot.holdout, record.version)
+    judgement = judge(settings, spec, snapshot.holdout, predicted, None, None)
+    recorded = registry.get_version(record.version).tags.get(tag("decision_reason")) or "none recorded (the alias was set by hand)"
+    pinned = f", pinned ({record.pin_reason})" if record.pinned else ""
+    decision = replace(judgement.decision, promote=True, reason=f"v{record.version} is already the champion{pinned}: nothing decided again; its decision: {recorded}")
+    return Evaluation(challenger_version=record.version, champion_version=record.version, challenger_metrics=judgement.challenger_metrics, champion_metrics=None,
+                      decision=decision, holdout_rows=len(snapshot.holdout), judged_rows=judgement.judged_rows, floor_passed=judgement.floor_passed,
+                      champion_after=record.version, champion_label_seq_cutoff=record.label_seq_cutoff, challenger_predicted=predicted, already_champion=True)
+
+
 def record_evaluation(spec: DatasetSpec, registry: Registry, snapshot: FeatureSnapshot, evaluation: Evaluation) -> dict[str, float]:
     """The evaluation in MLflow: the challenger's evaluation artifacts in its run, and both versions' hold-out scores
     linked to their LoggedModels on this hold-out dataset. Returns MLflow's metrics of the challenger."""
@@ -434,7 +451,9 @@ def record_evaluation(spec: DatasetSpec, registry: Registry, snapshot: FeatureSn
 
 
 def apply_decision(registry: Registry, evaluation: Evaluation, dagster_run_id: str | None) -> None:
-    """Record the decision on the challenger version and move `@champion` if it won."""
+    """Record the decision on the challenger version and move `@champion` if it won; nothing for a champion already."""
+    if evaluation.already_champion:
+        return
     d = evaluation.decision
     registry.tag_version(
         evaluation.challenger_version,

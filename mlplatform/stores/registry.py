@@ -64,6 +64,9 @@ def _requirements() -> list[str]:
     return [f"{pkg}=={version(pkg)}" for pkg in ("lightgbm", "pandas", "numpy", "scikit-learn", "mlflow")]
 
 
+OUTSIDE_MOVE_SETTLE_SECONDS = 2.0  # how long `promote`'s timeline entry may trail its alias move on a busy machine
+
+
 @dataclass(frozen=True)
 class ChampionRecord:
     """Who serves, read from the registry alone: the alias, the label cut-off of that version's window and any pin."""
@@ -249,14 +252,21 @@ class Registry:
         self.client.set_registered_model_tag(self.name, f"{CHAMPION_CHANGE}{change.seq:06d}", value)
         return change
 
-    def note_outside_move(self, record: ChampionRecord, by: str) -> None:
-        """Record in the timeline a move of `@champion` made outside the platform (the MLflow UI or API): `record.recorded`
-        is False. A pin of another version ends with it: left behind, it came back when the alias did."""
+    def note_outside_move(self, by: str, settle_seconds: float = OUTSIDE_MOVE_SETTLE_SECONDS) -> ChampionRecord | None:
+        """Record in the timeline a move of `@champion` made outside the platform (the MLflow UI or API), if the champion
+        is still not the timeline's last move after `settle_seconds`: `promote` writes its entry just after it moves the
+        alias, and a sensor that read in between had noted the platform's own promotion as an outside move. A pin of
+        another version ends with it: left behind, it came back when the alias did. Returns the record noted, or None."""
+        time.sleep(settle_seconds)
+        record = self.champion_record()
+        if record is None or record.recorded:
+            return None
         pinned, _, pin_reason = self._model_tags().get(PINNED, "").partition(":")
         dropped = f"; the pin of v{pinned} ({pin_reason}) ends" if pinned and pinned != str(record.version) else ""
         if dropped:
             self._unpin()
         self._record_change(record.version, f"alias moved outside mlplatform (MLflow UI or API){dropped}", by, pinned=record.pinned)
+        return record
 
     def timeline(self) -> list[ChampionChange]:
         """Every recorded move of `@champion`, oldest first."""
