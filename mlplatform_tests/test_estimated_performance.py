@@ -7,15 +7,16 @@ import pandas as pd
 import pytest
 
 from mlplatform.domain.estimation import CBPE, ClassificationEstimator
-from mlplatform.domain.keys import (ESTIMATE_TAG, ESTIMATED_METRIC_TAG, ESTIMATED_REFERENCE_TAG, ESTIMATOR, REASON_TAG, RECENT_ESTIMATE, SKIP_REASON,
-                                   SKIPPED)
+from mlplatform.domain.keys import (ESTIMATE_TAG, ESTIMATED_METRIC_TAG, ESTIMATED_REFERENCE_TAG, ESTIMATOR, REASON_TAG, RECENT_ESTIMATE, RECENT_EVENTS,
+                                   SKIP_REASON, SKIPPED)
 from mlplatform.domain.policy import ESTIMATED_DROP
 from mlplatform.domain.predictor import NO_ESTIMATOR
 from mlplatform.domain.spec import DatasetSpec
+from mlplatform.domain.validation import EVENT_ID
 from mlplatform.domain.training import TrainingConfig, train
 from mlplatform.orchestration.assets import latest_metadata
 from mlplatform.orchestration.names import ESTIMATE_FLOOR_CHECK, ESTIMATE_TRUST_CHECK, ESTIMATED_PERFORMANCE, ModelNames
-from mlplatform.pipeline.replay import DriftScenario, inject_drift
+from mlplatform.pipeline.replay import DriftScenario, canonical_labels, inject_drift
 from mlplatform_tests.monitoring_support import CHAMPION_ROWS, Platform, trained_platform
 
 ADULT = ModelNames("adult")
@@ -55,9 +56,12 @@ def test_the_champion_is_logged_with_its_estimator_recorded_in_mlflow(platform: 
 
 
 def test_estimates_unlabelled_events_and_puts_realized_beside_where_labels_came_back(platform: Platform) -> None:
+    own, _ = _estimate(platform)  # only the champion's own training rows: no drop reading (it had read them, in-sample)
+    assert own[RECENT_EVENTS] == 0 and RECENT_ESTIMATE not in own
     platform.replay(platform.next_rows(CHUNK))
     platform.replay(platform.next_rows(CHUNK), with_labels=False)
     meta, checks = _estimate(platform)
+    assert meta[RECENT_EVENTS] == CHUNK
     assert meta[SKIPPED] is False and meta["estimated_metric"] == "roc_auc" and meta["chunks"] == 3
     assert float(str(meta["estimated_roc_auc_lower"])) <= float(str(meta["estimated_roc_auc"])) <= float(str(meta["estimated_roc_auc_upper"]))
     assert "realized_roc_auc" in meta and "estimated_roc_auc_on_labelled" in meta, "the labelled chunk before the unlabelled one"
@@ -83,11 +87,22 @@ def test_an_estimated_drop_on_unlabelled_events_triggers_one_retraining(platform
     # Covariate shift into the champion's hard cases: the events it is least sure about, without their labels.
     candidates = platform.rows.iloc[platform.replayed : platform.replayed + 8000]
     proba = platform.model.registry.load_predictor(1).predict(candidates)["probability"]
-    hard = candidates[proba.between(0.25, 0.75).to_numpy()].head(CHUNK)
-    assert len(hard) == CHUNK
+    hard = candidates[proba.between(0.25, 0.75).to_numpy()].head(2 * CHUNK)
+    assert len(hard) == 2 * CHUNK
     platform.replayed += 8000
     platform.replay(hard, with_labels=False)
     meta, checks = _estimate(platform)
+    # A challenger trained on no new label would be the champion again: the drop waits for the drift bar's labels, here
+    # CHUNK more than the earlier tests of this module brought.
+    record = platform.model.registry.champion_record()
+    assert record is not None
+    new = platform.model.event_log.counts().label_watermark - record.label_seq_cutoff
+    monkeypatch.setenv("MLPLATFORM_MIN_NEW_LABELLED_FOR_DRIFT", str(new + CHUNK))
+    waiting = platform.tick(ADULT.retraining_sensor, None)
+    says = f"estimated drop, waiting for labels: {new} new labelled events of {new + CHUNK} needed"
+    assert not waiting.run_requests and (waiting.skip_message or "").startswith(says), waiting.skip_message
+    first = hard.head(CHUNK)  # their labels come back; the latest events, the drop's, still have none
+    assert not platform.model.event_log.add_labels(first[EVENT_ID].tolist(), canonical_labels(first, platform.spec).tolist()).conflicts
     assert float(str(meta[RECENT_ESTIMATE])) < 0.8 * float(str(meta["reference"]))
     assert not checks[ESTIMATE_FLOOR_CHECK].passed, "below the AUC floor 0.6 or the live precision/recall floors"
     monkeypatch.setenv("MLPLATFORM_RETRAIN_ON_ESTIMATED_DROP", "false")

@@ -185,15 +185,15 @@ CONFIG = PolicyConfig(every_n=5000, min_new_for_drift=500, cooldown_seconds=300,
 
 
 def _observe(estimate: float, lower: float, upper: float, events: int = 2000, metric: str = "roc_auc", reference: float = 0.90,
-             report: str = "41", now: float = 10_000.0) -> Observation:
-    return Observation(label_watermark=1200, champion_cutoff=1000, now=now,
+             report: str = "41", now: float = 10_000.0, new: int = 500) -> Observation:
+    return Observation(label_watermark=1000 + new, champion_cutoff=1000, now=now,
                        estimate=PerformanceReading(report, metric, estimate, lower, upper, reference, events))
 
 
-def test_an_estimated_drop_outside_the_band_triggers_once_without_labels() -> None:
+def test_an_estimated_drop_outside_the_band_triggers_once_with_the_drift_bars_labels() -> None:
     trigger, cursor, why = decide(_observe(0.80, 0.78, 0.82), Cursor(), CONFIG)
     assert trigger is not None and trigger.reason == ESTIMATED_DROP and trigger.run_key == "estimated_drop-41"
-    assert trigger.new_labelled == 200, "200 new labels, far from N: the estimate alone decided"
+    assert trigger.new_labelled == 500, "500 new labels, far from N: the estimate decided once a challenger has labels to learn from"
     assert trigger.tags[REASON_TAG] == ESTIMATED_DROP and trigger.tags[ESTIMATE_TAG] == "41"
     assert trigger.tags[ESTIMATED_METRIC_TAG] == "roc_auc" and trigger.tags[ESTIMATED_VALUE_TAG] == "0.8000"
     assert trigger.tags[ESTIMATED_REFERENCE_TAG] == "0.9000" and "estimated roc_auc 0.8000" in why
@@ -207,6 +207,8 @@ def test_an_estimated_drop_outside_the_band_triggers_once_without_labels() -> No
     (_observe(0.86, 0.84, 0.88), CONFIG, "4.4% worse"),  # below the reference but less than the margin
     (_observe(0.84, 0.78, 0.91), CONFIG, "6.7% worse"),  # a wide band holds the reference: could be chance
     (_observe(0.80, 0.78, 0.82, events=1999), CONFIG, "performance estimate over 1999 events; 2000 needed"),
+    (_observe(0.80, 0.78, 0.82, new=0), CONFIG, "estimated drop, waiting for labels: 0 new labelled events of 500 needed; estimated roc_auc 0.8000"),
+    (_observe(0.80, 0.78, 0.82, new=499), CONFIG, "estimated drop, waiting for labels: 499 new labelled events of 500 needed"),
     (_observe(0.80, 0.78, 0.82), PolicyConfig(5000, 500, 300), "estimated drop: off"),
     (Observation(1200, 1000, 10_000.0, estimate_note="champion v3 has no performance estimator"), CONFIG, "champion v3 has no performance estimator"),
 ])

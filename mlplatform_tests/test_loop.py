@@ -9,9 +9,10 @@ import pytest
 import yaml
 
 from mlplatform.domain.evaluation import primary_metric, score
-from mlplatform.domain.keys import CHOSEN_WINDOW, JUDGED_ROWS, REFIT, REFIT_ROWS, REFIT_ROWS_TAG, VALIDATION_PREDICTIONS, WINDOW_SCORES
+from mlplatform.domain.keys import (CHOSEN_WINDOW, JUDGED_ROWS, REFIT, REFIT_ROWS, REFIT_ROWS_TAG, RETRY_ON_FAILURE_TAG, VALIDATION_PREDICTIONS, WILL_RETRY_TAG,
+                                   WINDOW_SCORES)
 from mlplatform.domain.spec import DatasetSpec
-from mlplatform.domain.validation import LABEL
+from mlplatform.domain.validation import EVENT_ID, LABEL
 from mlplatform.orchestration.assets import latest_metadata
 from mlplatform.orchestration.launch import LaunchError, raise_on_failure
 from mlplatform.orchestration.names import EVALUATION_REPORT, FEATURES, QUALITY_FLOOR_CHECK, RAW_EVENTS, TRAINED_MODEL
@@ -35,6 +36,8 @@ def test_the_loop_promotes_refuses_bad_windows_and_rejects_worse_challengers(
     result = materialize(instance, LOOP)
     assert not result.success
     assert "only 60 labelled events in the window; at least 100 are needed; the champion is unchanged" in failures(result)
+    failed = instance.get_run_by_id(result.run_id)  # running it again cannot mend it: the daemon's run retry leaves it
+    assert failed is not None and (failed.tags.get(RETRY_ON_FAILURE_TAG), failed.tags.get(WILL_RETRY_TAG)) == ("false", "false")
     raw = latest_metadata(instance, adult.asset(RAW_EVENTS))
     assert raw is not None and (raw["total"], raw["labelled"]) == (400, 60)
     assert latest_metadata(instance, adult.asset(TRAINED_MODEL)) is None and reg.champion() is None
@@ -81,7 +84,9 @@ def test_the_loop_promotes_refuses_bad_windows_and_rejects_worse_challengers(
     # A challenger that must beat the champion by an impossible margin is rejected; v1 stays champion.
     write_batches(adult_rows.iloc[4400:6400], adult_spec, state.landing_dir, 1000, prefix="more")
     monkeypatch.setenv("MLPLATFORM_PROMOTION_MARGIN", "1.0")
+    monkeypatch.setenv("MLPLATFORM_TRAINING_WINDOW_CANDIDATES", "[1500]")  # fewer rows than the snapshot's: the window tags must say so
     result = materialize(instance, LOOP)
+    monkeypatch.delenv("MLPLATFORM_TRAINING_WINDOW_CANDIDATES")
     assert result.success, failures(result)
     second = latest_metadata(instance, adult.asset(EVALUATION_REPORT))
     assert second is not None and (second["decision"], second["challenger_version"], second["champion_version"]) == ("rejected", 2, 1)
@@ -97,6 +102,10 @@ def test_the_loop_promotes_refuses_bad_windows_and_rejects_worse_challengers(
     holdout, metric = snapshot.holdout, primary_metric(adult_spec)[0]
     chosen = next(c for c in trained[WINDOW_SCORES] if c["window"] == trained[CHOSEN_WINDOW])  # type: ignore[union-attr]
     assert v2.tags[REFIT_ROWS_TAG] == str(trained[REFIT_ROWS]) == str(chosen["train_rows"] + len(holdout))
+    # its window tags (the drift reference) say which rows it learned from: the chosen window's, not the whole snapshot's
+    learned = snapshot.train.iloc[-chosen["train_rows"]:]
+    assert len(learned) < len(snapshot.train)
+    assert (v2.tags[tag("window.train_rows")], v2.tags[tag("window.first_event_id")]) == (str(chosen["train_rows"]), learned[EVENT_ID].iloc[0])
     evidence = reg.read_frame(2, VALIDATION_PREDICTIONS)
     assert evidence["event_id"].tolist() == holdout["event_id"].tolist()
     with pytest.raises(EvidenceError, match="recorded hold-out predictions miss 3 of the 3 events"):  # another snapshot's hold-out

@@ -38,6 +38,7 @@ SHADOW_WAIT_OVER = "shadow_wait_over"  # REASON_TAG of the one it requests once 
 PRIORITY_TAG = "dagster/priority"  # Dagster's queue starts higher-priority runs first
 RUN_KEY_TAG = "dagster/run_key"  # the run key of the sensor request a run came from (its retries keep it)
 WILL_RETRY_TAG = "dagster/will_retry"  # set by the instance on a failed run when run retries will re-launch it
+RETRY_ON_FAILURE_TAG = "dagster/retry_on_asset_or_op_failure"  # "false" on a run: the daemon's run retry leaves it failed
 
 # MLflow tags (model versions and the registered model)
 MLFLOW_TAG_PREFIX = "mlplatform."

@@ -266,6 +266,9 @@ def decide(obs: Observation, cursor: Cursor, config: PolicyConfig) -> tuple[Trig
         else:
             return None, cursor, f"drift detected, waiting for labels: {new} new labelled events of {bar.labels} needed; {bar.summary(config)}"
     elif obs.estimate is not None and obs.dropped(ESTIMATE_WATCH, cursor, config):
+        if new < config.min_new_for_drift:  # a challenger trained on no new labels is the champion again
+            return None, cursor, (f"estimated drop, waiting for labels: {new} new labelled events of {config.min_new_for_drift} needed; "
+                                  f"{obs.estimate.summary(ESTIMATE_WATCH.kind)}")
         trigger = Trigger(ESTIMATED_DROP, f"{ESTIMATED_DROP}-{obs.estimate.report_id}", new, obs.label_watermark)
     if trigger is None:
         return None, cursor, (

@@ -19,6 +19,7 @@ from mlplatform.domain.keys import (CHAMPION_VERSION, CHANGE_WINDOW, CHOSEN_WIND
 from mlplatform.domain.retry_budget import RetryBudget
 from mlplatform.domain.training import TrainingError
 from mlplatform.domain.validation import LABEL
+from mlplatform.orchestration.failures import final_failure
 from mlplatform.orchestration.names import (CRITICAL_STEP, DRIFT_REPORT, ESTIMATED_PERFORMANCE, EVALUATION_REPORT, FEATURES, LIVE_QUALITY,
                                             QUALITY_FLOOR_CHECK, RAW_EVENTS, RETRAINING_TRIGGER, TRAINED_MODEL, ModelNames)
 from mlplatform.orchestration.resources import PlatformResource
@@ -159,7 +160,7 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
         try:
             snapshot = build_feature_snapshot(model.settings, spec, model.event_log, folder)
         except TrainingError as exc:
-            raise dg.Failure(description=f"features: {exc}; the champion is unchanged", allow_retries=False) from exc
+            raise final_failure(context.instance, context.run.run_id, f"features: {exc}; the champion is unchanged") from exc
         w = snapshot.window
         train_part = snapshot.train
         balance = train_part[LABEL].value_counts(normalize=True).round(4).to_dict() if spec.is_classification else {
@@ -205,7 +206,7 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
         try:
             challenger = train_challenger(model.settings, model.spec, registry, snapshot, {tag("dagster_run_id"): context.run.run_id, **trigger})
         except (TrainingError, SettingsError) as exc:  # a window without a model, or a Dask scheduler that does not answer
-            raise dg.Failure(description=f"trained_model: {exc}; the champion is unchanged", allow_retries=False) from exc
+            raise final_failure(context.instance, context.run.run_id, f"trained_model: {exc}; the champion is unchanged") from exc
         result = challenger.result
         return dg.Output(
             challenger.version,
@@ -254,7 +255,7 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
         try:
             evaluation = evaluate_challenger(settings, spec, registry, snapshot, challenger_version, model.event_log)
         except EvidenceError as exc:
-            raise dg.Failure(description=f"evaluation_report: {exc}; the champion is unchanged", allow_retries=False) from exc
+            raise final_failure(context.instance, context.run.run_id, f"evaluation_report: {exc}; the champion is unchanged") from exc
         apply_decision(registry, evaluation, context.run.run_id)
         # MLflow's evaluation (plots, per-segment quality) records the decision and does not inform it: made after the alias
         # moves, so serving switches seconds sooner (bench_reaction.py). A retry after a failure here finds the challenger

@@ -5,6 +5,7 @@ from pydantic import Field
 
 from mlplatform.domain.keys import MODEL_TAG
 from mlplatform.orchestration.assets import champion_timeline
+from mlplatform.orchestration.failures import final_failure
 from mlplatform.orchestration.names import ModelNames
 from mlplatform.orchestration.resources import PlatformResource
 from mlplatform.pipeline.champion import ChampionError, ChampionRequest, NothingToChange, change_champion
@@ -31,7 +32,7 @@ def build_champion_job(names: ModelNames) -> dg.JobDefinition:
             context.log.info(str(exc))
             return
         except ChampionError as exc:
-            raise dg.Failure(description=str(exc), allow_retries=False) from exc
+            raise final_failure(context.instance, context.run.run_id, str(exc)) from exc
         context.log.info(f"champion v{entry.version}{' (pinned)' if entry.pinned else ''}: {entry.reason}")
         context.log.info(f"champion timeline:\n{champion_timeline(model.registry)}")
 

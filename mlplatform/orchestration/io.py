@@ -13,6 +13,7 @@ from pathlib import Path
 import dagster as dg
 from dagster._core.execution.context.output import RUN_ID_PLACEHOLDER
 
+from mlplatform.orchestration.failures import final_failure
 from mlplatform.orchestration.resources import PlatformResource
 
 
@@ -34,8 +35,8 @@ class RunScopedIOManager(dg.ConfigurableIOManager):
         run_id = self._producing_run(context, key)
         path = self._path(key, run_id)
         if not path.is_file():
-            raise dg.Failure(description=f"{key.to_user_string()}: run {run_id} left no output for this step; materialize it again",
-                             allow_retries=False)
+            raise final_failure(context.instance, context.step_context.run_id, f"{key.to_user_string()}: run {run_id} left no output for this step; "
+                                "materialize it again")
         return json.loads(path.read_text(encoding="utf-8"))
 
     @staticmethod
@@ -50,5 +51,5 @@ class RunScopedIOManager(dg.ConfigurableIOManager):
                 return run_id
         event = context.instance.get_latest_materialization_event(key)
         if event is None:
-            raise dg.Failure(description=f"{key.to_user_string()} was never materialized: materialize it first", allow_retries=False)
+            raise final_failure(context.instance, context.step_context.run_id, f"{key.to_user_string()} was never materialized: materialize it first")
         return event.run_id

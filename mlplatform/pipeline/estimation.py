@@ -127,7 +127,11 @@ def estimate_performance(settings: Settings, spec: DatasetSpec, log: EventStore,
         return EstimationSkipped("the event log holds no events yet", champion_version)
     chunk_rows = events.iloc[-settings.estimation_chunks * settings.estimation_chunk_events :]
     chunks = estimate_chunks(predictor, estimator, spec, chunk_rows, settings.estimation_chunk_events, settings.estimation_min_events, label_seq_cutoff)
-    recent = predictor.estimate(events.iloc[-settings.estimated_drop_events :], settings.estimation_min_events)
+    # The drop reading leaves out the events the champion trained on (labelled up to its cut-off): right after a
+    # promotion the latest events were its own training rows, and an estimate on them against its hold-out reference
+    # triggered a retraining on the very same data.
+    unseen = events[~(events["label_seq"].to_numpy(dtype="float64") <= label_seq_cutoff)]
+    recent = predictor.estimate(unseen.iloc[-settings.estimated_drop_events :], settings.estimation_min_events)
     return EstimationReport(champion_version, estimator.method, WATCHED_METRIC[spec.task.value], estimator.reference, chunks, recent)
 
 

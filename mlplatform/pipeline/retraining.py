@@ -66,6 +66,12 @@ class Window:
     def as_tags(self) -> dict[str, str]:
         return {tag(f"window.{k}"): str(v) for k, v in asdict(self).items()}
 
+    def narrowed_to(self, train_part: pd.DataFrame) -> "Window":
+        """This snapshot's window from the first of `train_part` (the training rows of the chosen candidate window) on: what
+        a version's tags say it learned from, so drift compares against those rows, not the older ones it left out."""
+        return replace(self, rows=len(train_part) + self.holdout_rows, train_rows=len(train_part), first_event_id=str(train_part[EVENT_ID].iloc[0]),
+                       start=iso_time(train_part[EVENT_TIME].iloc[0]))
+
 
 @dataclass(frozen=True)
 class FeatureSnapshot:
@@ -224,7 +230,7 @@ def train_challenger(settings: Settings, spec: DatasetSpec, registry: Registry, 
     valid = train_part.iloc[-validated.validation_rows :]
     validation_metrics = {f"valid_{k}": v for k, v in score(spec, valid[LABEL], validated.predictor.predict(valid)).items() if not math.isnan(v)}
     estimator_params, estimator_metrics = attach_estimator(validated.predictor, fit.served.predictor, holdout, spec, settings.seed)
-    tags = {**snapshot.window.as_tags(), **extra_tags, tag("dataset"): spec.name, ESTIMATOR: estimator_params["estimator"], REFIT_ROWS_TAG: str(fit.refit_rows)}
+    tags = {**snapshot.window.narrowed_to(train_part).as_tags(), **extra_tags, tag("dataset"): spec.name, ESTIMATOR: estimator_params["estimator"], REFIT_ROWS_TAG: str(fit.refit_rows)}
     logged = replace(fit.served, params={**fit.served.params, **estimator_params, CHOSEN_WINDOW: choice.window, REFIT: str(fit.refit_rows > 0).lower(),
                                          CHANGE_WINDOW: "none" if fit.since_change is None else str(fit.since_change),
                                          WINDOW_CANDIDATES: ",".join(str(c.window) for c in choice.candidates)})
