@@ -16,6 +16,7 @@ from mlplatform.domain.validation import EVENT_ID, LABEL
 from mlplatform.orchestration.assets import latest_metadata
 from mlplatform.orchestration.launch import LaunchError, raise_on_failure
 from mlplatform.orchestration.names import EVALUATION_REPORT, FEATURES, QUALITY_FLOOR_CHECK, RAW_EVENTS, TRAINED_MODEL
+from mlplatform.orchestration.resources import PlatformResource
 from mlplatform.pipeline.replay import write_batches
 from mlplatform.pipeline.retraining import EvidenceError, FeatureSnapshot, hold_out_evidence
 from mlplatform.settings import REPO_ROOT, Settings
@@ -152,3 +153,15 @@ def test_the_definitions_load_from_workspace_yaml() -> None:
                                                                      ("drift_report", "drift_check"), ("live_quality", "live_quality_floor"),
                                                                      ("estimated_performance", "estimate_floor"), ("estimated_performance", "estimate_trust"))}
     assert target["python_module"]["location_name"] == "mlplatform"
+
+
+@pytest.mark.parametrize(("config", "says"), [
+    ({"retrain_cooldown_seconds": -5}, "resources.platform.config.retrain_cooldown_seconds: Input should be greater than or equal to 0"),
+    ({"retrain_every_n": 0}, "resources.platform.config.retrain_every_n: Input should be greater than or equal to 1"),
+    ({"state_dir": "/nonexistent/state"}, "resources.platform.config.state_dir: /nonexistent/state is not a folder"),
+])
+def test_a_launchpad_resource_config_that_cannot_hold_fails_once_naming_the_field(config: dict[str, object], says: str) -> None:
+    """Not a pydantic traceback retried by the step's policy three times; nor an empty state started elsewhere."""
+    with pytest.raises(dg.Failure) as failed:
+        PlatformResource(**config).platform()  # type: ignore[arg-type]
+    assert failed.value.description is not None and failed.value.description.startswith(says) and not failed.value.allow_retries

@@ -86,7 +86,7 @@ def model_definitions(names: ModelNames, settings: Settings) -> dg.Definitions:
         names.retrain_job,
         selection=dg.AssetSelection.assets(*names.assets(*RETRAINING)),
         tags={**retrain_run_tags(names.model), "dagster/max_runtime": "3600"},
-        description=f"features → trained_model → evaluation_report of {names.model}: what its retraining sensor launches.",
+        description=f"features → trained_model → evaluation_report of {names.model}: the steps its retraining sensor runs (the sensor requests them as an asset selection, so its runs are listed under __ASSET_JOB; a drift report run that calls for retraining runs them too).",
     )
     return dg.Definitions(
         assets=[*assets, *drift_assets, build_retraining_trigger(names, retry), live_quality,

@@ -1,6 +1,9 @@
 """The Dagster resource that hands assets, checks and sensors their model from the composition root."""
 
+from pathlib import Path
+
 import dagster as dg
+from pydantic import ValidationError
 
 from mlplatform.root import ModelContext, Platform, platform
 from mlplatform.settings import Settings
@@ -19,9 +22,19 @@ class PlatformResource(dg.ConfigurableResource):
     retrain_cooldown_seconds: float | None = None
 
     def platform(self) -> Platform:
+        """The platform of these settings; a run config that cannot hold fails once, naming the field (a negative
+        cool-down had failed inside pydantic, retried three times, then run again by the daemon)."""
         overrides = {k: v for k, v in {"state_dir": self.state_dir, "retrain_every_n": self.retrain_every_n,
                                          "retrain_cooldown_seconds": self.retrain_cooldown_seconds}.items() if v is not None}
-        return platform(Settings(**overrides))
+        if self.state_dir is not None and not Path(self.state_dir).is_dir():
+            raise dg.Failure(description=f"resources.platform.config.state_dir: {self.state_dir} is not a folder; a run pointed at a state that does not "
+                                         "exist would start an empty event log and registry beside the ones serving reads", allow_retries=False)
+        try:
+            settings = Settings(**overrides)
+        except ValidationError as exc:
+            problems = "; ".join(f"resources.platform.config.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise dg.Failure(description=problems, allow_retries=False) from None
+        return platform(settings)
 
     def model(self, name: str) -> ModelContext:
         return self.platform().model(name)

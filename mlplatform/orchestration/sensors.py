@@ -159,7 +159,7 @@ def build_sensors(names: ModelNames, landing_sensor_running: bool = True) -> lis
         asset_selection=names.assets(RAW_EVENTS),
         default_status=dg.DefaultSensorStatus.RUNNING if landing_sensor_running else dg.DefaultSensorStatus.STOPPED,
         minimum_interval_seconds=LANDING_TICK_SECONDS,
-        description=f"Requests a {model_name} raw_events run once files wait in its landing folder, settled (unchanged for "
+        description=f"Requests a raw_events run of {model_name} once files wait in its landing folder, settled (unchanged for "
         "landing_quiet_seconds) and not requested before: an lstat of the folder per tick, no file read. Files a run ended "
         "and left (its retries spent) are requested again after a back-off of 1 min, doubling up to 1 h. Ingestions of "
         "one folder take turns (a lock), so a run started by hand meanwhile is safe.",
