@@ -118,7 +118,7 @@ class Settings(BaseSettings):
     estimation_chunk_events: int = Field(default=1000, ge=10, description="estimated_performance: events per chunk (the latest chunks of served or ingested events, labelled or not).")
     estimation_chunks: int = Field(default=10, ge=1, description="estimated_performance: how many of the latest chunks are estimated (and, where labels came back, realized).")
     estimation_min_events: int = Field(default=200, ge=10, description="A chunk (or its labelled part) with fewer events gets no estimate (no realized value), saying why.")
-    retrain_on_estimated_drop: bool = Field(default=True, description="The retraining sensor's third reason, estimated_drop (no labels needed): see estimated_drop_margin.")
+    retrain_on_estimated_drop: bool = Field(default=True, description="The retraining sensor's third reason, estimated_drop (detected without labels; it retrains once MIN_NEW_LABELLED_FOR_DRIFT new labels are in): see estimated_drop_margin.")
     estimated_drop_margin: float = Field(default=0.05, ge=0, le=1, description="Retrain (reason estimated_drop) when the champion's estimated performance on its latest `estimated_drop_events` events is this share worse than its hold-out reference, with the reference outside the 95 % band.")
     estimated_drop_events: int = Field(default=2000, ge=10, description="Latest events the estimated_drop trigger estimates over: fewer in the log and it waits.")
     retrain_on_quality_drop: bool = Field(default=True, description="The retraining sensor's fourth reason, quality_drop (labelled served predictions): see quality_drop_margin.")

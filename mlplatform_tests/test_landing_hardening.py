@@ -267,8 +267,12 @@ def test_jsonl_without_ids_or_times_gets_generated_ones_as_csv_does(landing: Pat
     with_null = rows.iloc[4:6].to_dict("records")
     with_null[0]["event_id"] = None
     (landing / "null_id.jsonl").write_text("\n".join(json.dumps(r) for r in with_null) + "\n", encoding="utf-8")
+    # a categorical no line has stays a column of missing values (exporters leave null fields out), as before
+    sparse = rows.iloc[6:8].drop(columns=["event_id", "event_time", "workclass"])
+    (landing / "sparse.jsonl").write_text("\n".join(json.dumps(r) for r in sparse.to_dict("records")) + "\n", encoding="utf-8")
     report = _ingest(landing, adult_spec, log)
-    assert {f.name: (f.ingested, f.quarantined) for f in report.files} == {"plain.jsonl": (4, 0), "plain.csv": (4, 0), "null_id.jsonl": (1, 1)}
+    assert {f.name: (f.ingested, f.quarantined, f.rejected) for f in report.files} == {
+        "plain.jsonl": (4, 0, None), "plain.csv": (4, 0, None), "null_id.jsonl": (1, 1, None), "sparse.jsonl": (2, 0, None)}
     assert _quarantine(log)["reason"].tolist() == ["event_id: missing"]
 
 

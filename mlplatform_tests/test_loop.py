@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from mlplatform.domain.evaluation import primary_metric, score
-from mlplatform.domain.keys import (CHOSEN_WINDOW, JUDGED_ROWS, REFIT, REFIT_ROWS, REFIT_ROWS_TAG, RETRY_ON_FAILURE_TAG, VALIDATION_PREDICTIONS, WILL_RETRY_TAG,
+from mlplatform.domain.keys import (CHAMPION_CHANGE, CHOSEN_WINDOW, JUDGED_ROWS, REFIT, REFIT_ROWS, REFIT_ROWS_TAG, RETRY_ON_FAILURE_TAG, VALIDATION_PREDICTIONS, WILL_RETRY_TAG,
                                    WINDOW_SCORES)
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.validation import EVENT_ID, LABEL
@@ -70,6 +70,11 @@ def test_the_loop_promotes_refuses_bad_windows_and_rejects_worse_challengers(
     assert rerun is not None and (rerun["decision"], rerun["champion_version_before"], rerun["champion_version"]) == ("promoted", 1, 1)
     assert str(rerun["reason"]) == f"v1 is already the champion: nothing decided again; its decision: {first['reason']}", again.run_id
     assert reg.get_version(1).tags[tag("decision_reason")] == first["reason"] and reg.timeline() == timeline
+    # an attempt that moved the alias and failed before its timeline entry: the retry writes the entry it left out
+    reg.client.delete_registered_model_tag(reg.name, f"{CHAMPION_CHANGE}{timeline[-1].seq:06d}")
+    assert not reg.champion_record().recorded  # type: ignore[union-attr]
+    materialize(instance, ["evaluation_report"], raise_on_error=True)
+    assert reg.champion_record().recorded and [(c.version, c.reason) for c in reg.timeline()] == [(1, first["reason"])]  # type: ignore[union-attr]
 
     # A window of one class only: the features asset fails with the reason, nothing is registered.
     one_class = adult_rows.iloc[2400:4400]

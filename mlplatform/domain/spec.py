@@ -14,6 +14,9 @@ from mlplatform.domain.timeformat import ISO, OFFSET_UNIT_SECONDS, check_time_fo
 
 _NAME = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_.\- ]{0,61}[A-Za-z0-9_.\-])?$")  # no space at either end: headers are stripped
 EVENT_ID, EVENT_TIME, LABEL = "event_id", "event_time", "label"  # the platform's own columns of every validated frame
+# The event log's own columns beside the features, which it reads back under their names: no feature may take one.
+EVENT_LOG_COLUMNS = [EVENT_ID, EVENT_TIME, "ingested_at", "source", LABEL, "label_seq", "label_time", "model_version", "prediction", "probability"]
+RESERVED_NAMES = ("seq", *EVENT_LOG_COLUMNS)
 
 
 class SpecError(ValueError):
@@ -218,9 +221,9 @@ class DatasetSpec(BaseModel):
         clash = special & set(self.features)
         if clash:
             raise ValueError(f"features: {sorted(clash)} is also the label, id or time column")
-        reserved = {EVENT_ID, EVENT_TIME, LABEL} & set(self.features)
+        reserved = set(RESERVED_NAMES) & set(self.features)
         if reserved:
-            raise ValueError(f"features: {sorted(reserved)} is a name of the platform's own columns (event_id, event_time, label), whose "
+            raise ValueError(f"features: {sorted(reserved)} is a name of the platform's own columns ({', '.join(RESERVED_NAMES)}), whose "
                              "values a feature of that name would overwrite; rename that column in your data")
         dropped_used = set(self.drop) & (set(self.features) | special)
         if dropped_used:

@@ -259,7 +259,7 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
         apply_decision(registry, evaluation, context.run.run_id)
         # MLflow's evaluation (plots, per-segment quality) records the decision and does not inform it: made after the alias
         # moves, so serving switches seconds sooner (bench_reaction.py). A retry after a failure here finds the challenger
-        # already champion, judges it against the floor alone and records the evaluation then.
+        # already champion, decides nothing again (its recorded decision stands) and records the evaluation then.
         mlflow_metrics = record_evaluation(spec, registry, snapshot, evaluation)
         d = evaluation.decision
         verdict = evaluation.verdict

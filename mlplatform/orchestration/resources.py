@@ -6,7 +6,7 @@ import dagster as dg
 from pydantic import ValidationError
 
 from mlplatform.root import ModelContext, Platform, platform
-from mlplatform.settings import Settings
+from mlplatform.settings import Settings, env_name
 
 
 class PlatformResource(dg.ConfigurableResource):
@@ -26,15 +26,20 @@ class PlatformResource(dg.ConfigurableResource):
         cool-down had failed inside pydantic, retried three times, then run again by the daemon)."""
         overrides = {k: v for k, v in {"state_dir": self.state_dir, "retrain_every_n": self.retrain_every_n,
                                          "retrain_cooldown_seconds": self.retrain_cooldown_seconds}.items() if v is not None}
-        if self.state_dir is not None and not Path(self.state_dir).is_dir():
+        if self.state_dir is not None and not Path(self.state_dir).expanduser().is_dir():
             raise dg.Failure(description=f"resources.platform.config.state_dir: {self.state_dir} is not a folder; a run pointed at a state that does not "
                                          "exist would start an empty event log and registry beside the ones serving reads", allow_retries=False)
         try:
             settings = Settings(**overrides)
         except ValidationError as exc:
-            problems = "; ".join(f"resources.platform.config.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            problems = "; ".join(f"{_source(str(e['loc'][0]) if e['loc'] else '', overrides)}: {e['msg']}" for e in exc.errors())
             raise dg.Failure(description=problems, allow_retries=False) from None
         return platform(settings)
 
     def model(self, name: str) -> ModelContext:
         return self.platform().model(name)
+
+
+def _source(field: str, overrides: dict[str, object]) -> str:
+    """Where a refused value came from: the run's resource config, or the environment."""
+    return f"resources.platform.config.{field}" if field in overrides else env_name(field)

@@ -352,11 +352,12 @@ def _parse_csv_part(data: bytes, offset: int, separator: str) -> _Parsed:
     return _Parsed(_to_pandas(table), bad, rows if len(rows) == table.num_rows else None)  # None: a row ran over several lines
 
 
-def _parse_jsonl(data: bytes, text_columns: list[str], offset: int) -> _Parsed:
+def _parse_jsonl(data: bytes, text_columns: list[str], key_columns: list[str], offset: int) -> _Parsed:
     """Arrow's JSON reader (C++) for clean batches; line by line when it refuses one, to say which lines are bad.
 
-    `text_columns` are read as strings: Arrow would otherwise turn date-like text into timestamps. Line k of
-    `data` is line k + `offset` of the file.
+    `text_columns` are read as strings: Arrow would otherwise turn date-like text into timestamps. Those of
+    `key_columns` (ids and times) that no line has are dropped (`_without_absent_keys`). Line k of `data` is line k +
+    `offset` of the file.
     """
     data, bad = _split_utf8(data, offset)
     if not data.strip():
@@ -370,7 +371,7 @@ def _parse_jsonl(data: bytes, text_columns: list[str], offset: int) -> _Parsed:
         )
     except pa.ArrowException:
         return _parse_jsonl_lines(data, bad, offset)
-    table = _without_absent_keys(table, data, schema.names)
+    table = _without_absent_keys(table, data, [name for name in schema.names if name in key_columns])
     lines = data.count(b"\n") + (not data.endswith(b"\n"))
     if table.num_rows == lines:  # no blank line: row k is line k, no need to look at each line
         return _Parsed(_to_pandas(table), bad, list(range(1 + offset, 1 + offset + lines)))
@@ -378,8 +379,9 @@ def _parse_jsonl(data: bytes, text_columns: list[str], offset: int) -> _Parsed:
 
 
 def _without_absent_keys(table: pa.Table, data: bytes, names: list[str]) -> pa.Table:
-    """The explicit schema's columns that are no key of any line dropped: Arrow adds each one, all null, and a file
-    without event ids or times lost every row as "missing" instead of getting generated ones, as a CSV without them does."""
+    """The id and time columns of the explicit schema (`names`) that are no key of any line dropped: Arrow adds each
+    one, all null, and a file without event ids or times lost every row as "missing" instead of getting generated ones,
+    as a CSV without them does. A feature or label column no line has stays, all null, as before."""
     absent = [name for name in names if table.column(name).null_count == table.num_rows
               and not re.search(b'"' + re.escape(name.encode()) + rb'"\s*:', data)]
     return table.drop_columns(absent) if absent else table
@@ -404,9 +406,14 @@ def _parse_jsonl_lines(data: bytes, bad: list[tuple[int, str, str]], offset: int
     return _Parsed(pd.DataFrame.from_records(records), bad, numbers)
 
 
+def _key_columns(spec: DatasetSpec) -> list[str]:
+    """The columns a file may leave out for generated ones: ids and times."""
+    return [EVENT_ID, EVENT_TIME, *(c for c in (spec.id_column, spec.time_column) if c)]
+
+
 def _text_columns(spec: DatasetSpec) -> list[str]:
     """Columns that are text whatever they look like: ids, times, categoricals, class labels."""
-    columns = [EVENT_ID, EVENT_TIME, *(c for c in (spec.id_column, spec.time_column) if c), *spec.categorical_features]
+    columns = [*_key_columns(spec), *spec.categorical_features]
     return columns + [spec.label] if spec.is_classification else columns
 
 
@@ -549,7 +556,7 @@ def _batches(handle: BinaryIO, name: str, spec: DatasetSpec, policy: LandingPoli
         yielded = False
         for text in _text_batches(stream, position, policy.batch_bytes):
             # Line k of what is parsed is file line k + offset: CSV batches are parsed behind their header line.
-            parsed = _parse_jsonl(text, _text_columns(spec), line - 1) if jsonl else _parse_csv(header + text, line - 2, separator)
+            parsed = _parse_jsonl(text, _text_columns(spec), _key_columns(spec), line - 1) if jsonl else _parse_csv(header + text, line - 2, separator)
             position += len(text)
             line += text.count(b"\n")
             yielded = True
@@ -573,7 +580,8 @@ def _move(path: Path, folder: str, marker: str | None) -> Path:
 
 def _is_label_file(frame: pd.DataFrame, spec: DatasetSpec) -> bool:
     """Ids and labels, no feature: a feature column without a value counts as absent (a JSON Lines batch has every text
-    column of the spec, as its explicit schema: a label file in JSON Lines was rejected for missing feature columns)."""
+    column of the spec but absent ids and times, as its explicit schema: a label file in JSON Lines was rejected for
+    missing feature columns)."""
     def present(column: str | None) -> bool:
         return column in frame.columns and (frame.empty or bool(frame[column].notna().any()))
 

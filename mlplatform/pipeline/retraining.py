@@ -457,8 +457,14 @@ def record_evaluation(spec: DatasetSpec, registry: Registry, snapshot: FeatureSn
 
 
 def apply_decision(registry: Registry, evaluation: Evaluation, dagster_run_id: str | None) -> None:
-    """Record the decision on the challenger version and move `@champion` if it won; nothing for a champion already."""
+    """Record the decision on the challenger version and move `@champion` if it won. For a champion already, only the
+    timeline entry a failed attempt may have left unwritten (promote moves the alias first), so no sensor takes that
+    promotion for a move made outside the platform."""
     if evaluation.already_champion:
+        record = registry.champion_record()
+        if record is not None and record.version == evaluation.challenger_version and not record.recorded:
+            reason = registry.get_version(record.version).tags.get(tag("decision_reason")) or evaluation.decision.reason
+            registry.promote(record.version, reason, by=f"dagster run {dagster_run_id}" if dagster_run_id else "mlplatform")
         return
     d = evaluation.decision
     registry.tag_version(

@@ -30,7 +30,6 @@ from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.validation import EVENT_ID, EVENT_TIME, LABEL
 
 BUSY_TIMEOUT_S = 60.0
-_SYSTEM_COLUMNS = ["event_id", "event_time", "ingested_at", "source", "label", "label_seq", "label_time", "model_version", "prediction", "probability"]
 SERVING_COLUMNS = ["model_version", "prediction", "probability"]
 CHANGED = "changed"  # AppendResult.changed: which feature of a known id came with another value
 LOGGED = "logged:"  # prefix of a known id's recorded feature values while they are compared (no feature name holds a colon)
