@@ -202,11 +202,10 @@ class DatasetSpec(BaseModel):
     @field_validator("features")
     @classmethod
     def _feature_names(cls, value: dict[str, FeatureType]) -> dict[str, FeatureType]:
+        by_case: dict[str, str] = {}
         for name in value:
             if not _NAME.match(name):
                 raise ValueError(f"feature name {name!r} must be 1-63 letters, digits, '_', '-', '.' or spaces, with no space at either end")
-        by_case: dict[str, str] = {}
-        for name in value:
             other = by_case.setdefault(name.lower(), name)
             if other != name:
                 raise ValueError(f"feature names {other!r} and {name!r} differ only in case; the event log's column names do not")
