@@ -157,3 +157,18 @@ def test_benchmark_command_line_errors(argv: list[str], message: str, capsys: py
     with pytest.raises(SystemExit) as exc:
         bench_adaptation.main(argv)
     assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("name: nosrc\ntask: regression\nlabel: y\nfeatures: {x: numeric}\n", "the spec has no 'source' section to replay from"),
+    ("name: bad\ntask: regression\nlabel: y\nfeatures: {label: numeric}\n", "features: ['label'] is a name of the platform's own columns"),
+    ("name: [\n", "not valid YAML"),
+])
+def test_a_spec_the_benchmark_cannot_replay_is_one_line_not_a_traceback(text: str, message: str, tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """What `dg scaffold` drafts has no `source:`: the benchmark said so in a traceback."""
+    (tmp_path / "spec.yaml").write_text(text, encoding="utf-8")
+    with pytest.raises(SystemExit) as exc:
+        bench_adaptation.main(["--spec", str(tmp_path / "spec.yaml"), "--no-record"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and message in err and "Traceback" not in err
