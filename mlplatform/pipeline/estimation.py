@@ -21,7 +21,7 @@ from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.training import encode_labels
 from mlplatform.domain.validation import EVENT_TIME, LABEL
 from mlplatform.pipeline.live_quality import Bound, bounds
-from mlplatform.pipeline.retraining import with_history
+from mlplatform.pipeline.retraining import unseen_after, with_history
 from mlplatform.settings import Settings
 from mlplatform.stores.eventlog import EventStore
 
@@ -90,7 +90,7 @@ def estimate_chunks(predictor: Predictor, estimator: Estimator, spec: DatasetSpe
     events = events.reset_index(drop=True)
     features, scores = predictor.features_and_scores(events)
     labelled = _labelled(events, spec)
-    labelled = labelled[events["label_seq"].iloc[labelled].to_numpy(dtype="float64") > label_seq_cutoff]
+    labelled = labelled[unseen_after(events.iloc[labelled], label_seq_cutoff)]
     has_label = np.zeros(len(events), dtype=bool)
     has_label[labelled] = True
     y = np.full(len(events), np.nan)
@@ -130,7 +130,7 @@ def estimate_performance(settings: Settings, spec: DatasetSpec, log: EventStore,
     # The drop reading leaves out the events the champion trained on (labelled up to its cut-off): right after a
     # promotion the latest events were its own training rows, and an estimate on them against its hold-out reference
     # triggered a retraining on the very same data.
-    unseen = events[~(events["label_seq"].to_numpy(dtype="float64") <= label_seq_cutoff)]
+    unseen = events[unseen_after(events, label_seq_cutoff)]
     recent = predictor.estimate(unseen.iloc[-settings.estimated_drop_events :], settings.estimation_min_events)
     return EstimationReport(champion_version, estimator.method, WATCHED_METRIC[spec.task.value], estimator.reference, chunks, recent)
 

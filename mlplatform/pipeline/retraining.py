@@ -125,6 +125,12 @@ def prepare_window(settings: Settings, spec: DatasetSpec, window: pd.DataFrame) 
     return train_part, holdout, fit_transformer(train_part, spec)
 
 
+def unseen_after(frame: pd.DataFrame, label_seq_cutoff: int) -> np.ndarray:
+    """The rows of `frame` a version whose window ended at `label_seq_cutoff` never trained on: labelled after it, or
+    not yet labelled. The one reading of a version's cut-off for the window choice, the judgement and the estimates."""
+    return ~(frame["label_seq"].to_numpy(dtype="float64") <= label_seq_cutoff)
+
+
 def with_history(log: EventStore, spec: DatasetSpec, window: pd.DataFrame, cutoff: int) -> pd.DataFrame:
     """`window` (oldest first) with the spec's history columns, each as known at its event's time.
 
@@ -219,7 +225,7 @@ def train_challenger(settings: Settings, spec: DatasetSpec, registry: Registry, 
     holdout = snapshot.holdout
     window = pd.concat([snapshot.train, holdout], ignore_index=True)
     record = registry.champion_record()
-    unseen = None if record is None else (window["label_seq"] > record.label_seq_cutoff).to_numpy()
+    unseen = None if record is None else unseen_after(window, record.label_seq_cutoff)
     locatable = unseen is not None and int((unseen & window[LABEL].notna().to_numpy()).sum()) >= 2 * MIN_SEGMENT
     champion = registry.load_predictor(record.version) if record is not None and locatable and settings.training_window_since_change else None
     since_change = change_window(settings, spec, window, champion, unseen)
@@ -395,7 +401,7 @@ def evaluate_challenger(settings: Settings, spec: DatasetSpec, registry: Registr
     champion_predictor = None if champion is None else registry.load_predictor(champion.version)
     champion_unseen = None
     if champion is not None and int(registry.get_version(champion.version).tags.get(REFIT_ROWS_TAG, "0")) > 0:
-        champion_unseen = (holdout["label_seq"] > champion.label_seq_cutoff).to_numpy()
+        champion_unseen = unseen_after(holdout, champion.label_seq_cutoff)
     misfit = None if champion_predictor is None else spec_mismatch(champion_predictor, spec)
     predicted = hold_out_evidence(registry, holdout, challenger_version)
     judgement = judge(settings, spec, holdout, predicted, None if misfit else champion_predictor, champion_unseen)
