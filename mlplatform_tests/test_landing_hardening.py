@@ -21,7 +21,7 @@ import pytest
 
 from mlplatform.domain.spec import DatasetSpec, parse_spec
 from mlplatform.domain.keys import LAUNCHED_BY_TAG, RUN_KEY_TAG, WILL_RETRY_TAG
-from mlplatform.domain.validation import nested_value_problem
+from mlplatform.domain.validation import value_problem
 from mlplatform.pipeline.landing import IngestReport, LandingPolicy, NotSettled, _opened_settled, ingest_pending
 from mlplatform.settings import Settings
 from mlplatform.stores.eventlog import EventLog
@@ -310,14 +310,38 @@ def test_a_nested_id_or_label_in_a_label_file_is_quarantined(landing: Path, log:
     assert log.get(["['x']"]).iloc[0]["label"] is None and log.counts().labelled == 1
 
 
+def test_binary_parquet_columns_are_read_as_text_and_a_cell_that_is_not_utf8_quarantines_its_row(
+        landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame) -> None:
+    """A Parquet writer's bytes (binary columns): the whole file was rejected with Python's UnicodeDecodeError, naming no column."""
+    def binary(table: pa.Table, name: str, values: list[bytes | None]) -> pa.Table:
+        return table.set_column(table.schema.get_field_index(name), name, pa.array(values, pa.binary()))
+
+    events = binary(pa.Table.from_pandas(rows.head(3).drop(columns=["income"]), preserve_index=False), "workclass", [b"Private", b"\xff\xfe", None])
+    pq.write_table(events, landing / "1-events.parquet")
+    plain = binary(pa.Table.from_pandas(rows.iloc[3:5].drop(columns=["income"]), preserve_index=False), "workclass", [b"State-gov", "Ça".encode()])
+    pq.write_table(plain, landing / "2-text.parquet")
+    _ingest(landing, adult_spec, log)
+    labels = pa.table({"event_id": pa.array([b"adult-0", b"\xffx", b"adult-2"], pa.binary()), "income": pa.array([b">50K", b"<=50K", b"\xfe"], pa.binary())})
+    pq.write_table(labels, landing / "3-labels.parquet")
+    report = _ingest(landing, adult_spec, log)
+    assert report.rejected == [] and report.total("labels_applied") == 1
+    assert _quarantine(log)[["source", "row_number", "reason"]].values.tolist() == [
+        ["1-events.parquet", 2, "workclass: binary data that is not UTF-8 text (invalid start byte at byte 0): expected a string, a number or null"],
+        ["3-labels.parquet", 2, "event_id: binary data that is not UTF-8 text (invalid start byte at byte 0): expected a string, a number or null"],
+        ["3-labels.parquet", 3, "income: binary data that is not UTF-8 text (invalid start byte at byte 0): expected a string, a number or null"],
+    ]
+    stored = log.get(["adult-0", "adult-2", "adult-3", "adult-4"])
+    assert stored["workclass"].tolist() == ["Private", None, "State-gov", "Ça"] and stored["label"].tolist() == [">50K", None, None, None]
+
+
 @pytest.mark.parametrize(("value", "problem"), [([1], "list"), ((1,), "list"), ({"a": 1}, "object"), ({1}, "list")])
-def test_nested_value_problem_names_the_kind(value: object, problem: str) -> None:
-    assert nested_value_problem(value) == f"a nested value ({problem}) is not allowed: expected a string, a number or null"
+def test_value_problem_names_the_kind(value: object, problem: str) -> None:
+    assert value_problem(value) == f"a nested value ({problem}) is not allowed: expected a string, a number or null"
 
 
 @pytest.mark.parametrize("value", ["[1, 2]", 1, 1.5, None, True])
 def test_plain_values_are_not_nested(value: object) -> None:
-    assert nested_value_problem(value) is None
+    assert value_problem(value) is None
 
 
 # 8. Entries not taken are reported.

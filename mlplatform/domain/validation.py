@@ -26,6 +26,7 @@ MAX_ID_LENGTH = 128
 MAX_TEXT_LENGTH = 256
 SHOWN_CHARS = 40
 NESTED_TYPES = (list, tuple, set, dict, np.ndarray)  # how lists, objects and Parquet lists/structs arrive in Python
+NOT_VALUE_TYPES = (*NESTED_TYPES, bytes)  # bytes: a Parquet binary cell that is not UTF-8 text (see landing's `_to_pandas`)
 
 
 class SchemaError(ValueError):
@@ -83,23 +84,30 @@ def generated_keys(n: int, prefix: str, start_us: int, step_us: int = 1, first_r
     return [f"{prefix}-{i}" for i in range(first_row, first_row + n)], start_us + np.arange(n, dtype="int64") * step_us
 
 
-def nested_value_problem(value: object) -> str | None:
-    """Why `value` is not a feature value, if it is nested (a list, an object, a struct).
+def value_problem(value: object) -> str | None:
+    """Why `value` is not a feature value, if it is nested (a list, an object, a struct) or bytes that are not text.
 
     One rule for every surface: a landing file quarantines such a row, a request should refuse it, and
-    neither may store its text form ("{'a': 1}") as if it were a category.
+    neither may store its text form ("{'a': 1}", "b'\\xff'") as if it were a category.
     """
+    if isinstance(value, bytes):
+        try:
+            value.decode("utf-8")
+            detail = ""
+        except UnicodeDecodeError as exc:
+            detail = f" that is not UTF-8 text ({exc.reason} at byte {exc.start})"
+        return f"binary data{detail}: expected a string, a number or null"
     if not isinstance(value, NESTED_TYPES):
         return None
     kind = "object" if isinstance(value, dict) else "list"
     return f"a nested value ({kind}) is not allowed: expected a string, a number or null"
 
 
-def nested_cells(values: pd.Series) -> pd.Series:
-    """Mask of the cells holding nested values; only object columns can (Arrow strings and numbers never do)."""
+def unusable_cells(values: pd.Series) -> pd.Series:
+    """Mask of the cells `value_problem` refuses; only object columns can hold them (Arrow strings and numbers never do)."""
     if values.dtype != object:
         return pd.Series(False, index=values.index)
-    return values.map(lambda v: isinstance(v, NESTED_TYPES)).astype(bool)
+    return values.map(lambda v: isinstance(v, NOT_VALUE_TYPES)).astype(bool)
 
 
 def not_a_number(value: object) -> str:
@@ -142,7 +150,7 @@ def _cell_text(value: object) -> str | None:
     """A cell as a quarantined record shows it; nested values are shown, not tested for missing (that is ambiguous)."""
     if isinstance(value, np.ndarray):
         value = value.tolist()
-    if isinstance(value, NESTED_TYPES):
+    if isinstance(value, NOT_VALUE_TYPES):
         return str(value)
     return None if pd.isna(value) else str(value)
 
@@ -203,8 +211,8 @@ def validate_frame(
 
     cells: dict[str, pd.Series] = {}
     for name in dict.fromkeys(c for c in (id_col, time_col, offset and offset.column, spec.label, *spec.features) if c is not None and c in raw.columns):
-        nested = nested_cells(raw[name])
-        flag(nested, name, lambda rows, col=raw[name]: col[rows].map(nested_value_problem))
+        nested = unusable_cells(raw[name])
+        flag(nested, name, lambda rows, col=raw[name]: col[rows].map(value_problem))
         cells[name] = raw[name].mask(nested) if nested.any() else raw[name]
 
     out: dict[str, pd.Series] = {}

@@ -48,8 +48,8 @@ from mlplatform.domain.validation import (
     SchemaError,
     check_columns,
     csv_separator,
-    nested_cells,
-    nested_value_problem,
+    unusable_cells,
+    value_problem,
     not_a_class,
     not_a_label_number,
     parse_label_numbers,
@@ -243,8 +243,24 @@ def _settled(entries: list[tuple[Path, os.stat_result]], quiet_seconds: float) -
 
 
 def _to_pandas(table: pa.Table) -> pd.DataFrame:
-    """Strings stay Arrow-backed: no Python object per cell, and validation works on them in C++."""
-    return table.to_pandas(types_mapper={pa.string(): ARROW_STRING, pa.large_string(): ARROW_STRING}.get)
+    """Strings stay Arrow-backed: no Python object per cell, and validation works on them in C++. A binary column (a
+    Parquet writer's bytes) is read as text; a cell that is not UTF-8 stays bytes, for validation to quarantine its row."""
+    frame = table.to_pandas(types_mapper={pa.string(): ARROW_STRING, pa.large_string(): ARROW_STRING}.get)
+    for i, field in enumerate(table.schema):
+        if pa.types.is_binary(field.type) or pa.types.is_large_binary(field.type):
+            try:
+                frame[field.name] = table.column(i).cast(pa.large_string()).to_pandas(types_mapper={pa.large_string(): ARROW_STRING}.get).to_numpy()
+            except pa.ArrowInvalid:
+                frame[field.name] = frame[field.name].map(_text_or_bytes)
+    return frame
+
+
+def _text_or_bytes(value: object) -> object:
+    """A binary cell as text where it is UTF-8, else as it is."""
+    try:
+        return value.decode("utf-8") if isinstance(value, bytes) else value
+    except UnicodeDecodeError:
+        return value
 
 
 def _split_utf8(data: bytes, offset: int) -> tuple[bytes, list[tuple[int, str, str]]]:
@@ -600,17 +616,18 @@ def _label_row_problem(id_col: str, event_id: object, raw: object, spec: Dataset
 def _ingest_labels(frame: pd.DataFrame, lines: list[int], spec: DatasetSpec, log: EventStore, name: str) -> FileCounts:
     """A batch of a file of late labels (event id + label, no features); returns what became of its rows."""
     id_col = spec.id_column if spec.id_column in frame.columns else EVENT_ID
-    ids = normalise_category(frame[id_col])  # spelled as event rows' ids are
-    nested = {col: nested_cells(frame[col]) for col in (id_col, spec.label)}
+    nested = {col: unusable_cells(frame[col]) for col in (id_col, spec.label)}
     plain = ~nested[id_col] & ~nested[spec.label]
+    ids = normalise_category(frame[id_col].mask(nested[id_col]))  # spelled as event rows' ids are
+    label_cells = frame[spec.label].mask(nested[spec.label])
     if spec.is_classification:
-        labels = normalise_category(frame[spec.label]).replace(spec.label_map)
+        labels = normalise_category(label_cells).replace(spec.label_map)
         valid = plain & ids.notna() & labels.isin(spec.classes or [])
     else:
-        labels, bad = parse_label_numbers(frame[spec.label])
+        labels, bad = parse_label_numbers(label_cells)
         valid = plain & ids.notna() & labels.notna() & ~bad
     result = log.add_labels(ids[valid].tolist(), labels[valid].tolist())
-    problems = [(i, f"{col}: {nested_value_problem(frame.at[i, col])}") for col, mask in nested.items() for i in frame.index[mask & ~valid]]
+    problems = [(i, f"{col}: {value_problem(frame.at[i, col])}") for col, mask in nested.items() for i in frame.index[mask & ~valid]]
     problems += [(i, _label_row_problem(id_col, ids[i], frame.at[i, spec.label], spec)) for i in frame.index[plain & ~valid]]
     position = {event_id: i for i, event_id in zip(frame.index[valid], ids[valid])}
     problems += [(position[e], "label for an unknown event_id") for e in result.unknown]
