@@ -1,6 +1,5 @@
 """The retraining and drift sensors evaluated against a real Dagster instance, event log and MLflow store."""
 
-import threading
 import time
 from collections.abc import Iterator
 
@@ -9,7 +8,7 @@ import pandas as pd
 import pytest
 
 from mlplatform.cli.status import collect_status
-from mlplatform.domain.keys import (DRIFT_REPORT_TAG, DRIFT_SHARE_TAG, LABEL_WATERMARK_TAG, LAUNCHED_BY_TAG, NEW_LABELLED_TAG, POLICY_TRIGGER_TAG,
+from mlplatform.domain.keys import (CHAMPION_MOVING, DRIFT_REPORT_TAG, DRIFT_SHARE_TAG, LABEL_WATERMARK_TAG, LAUNCHED_BY_TAG, NEW_LABELLED_TAG, POLICY_TRIGGER_TAG,
                                    QUALITY_TAG, REALIZED_BAND_TAG, REALIZED_EVENTS_TAG, REALIZED_METRIC_TAG, REALIZED_REFERENCE_TAG, REALIZED_VALUE_TAG,
                                    REASON_TAG, RETRAIN_TAG, TRIGGER_REASON, TRIGGERED_AT_TAG)
 from mlplatform.domain.policy import DRIFT, NEW_OBSERVATIONS, QUALITY_DROP, Cursor, DriftBar, PolicyConfig
@@ -416,22 +415,29 @@ def test_a_bad_or_missing_live_quality_reading_is_a_reason_not_a_crash(platform:
     assert not tick.run_requests and says in (tick.skip_message or ""), tick.skip_message
 
 
-def test_a_promotion_read_between_its_alias_move_and_its_timeline_entry_is_no_outside_move(platform: Platform) -> None:
+def test_a_promotion_read_between_its_alias_move_and_its_timeline_entry_is_no_outside_move(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
     """`promote` moves the alias, then writes the timeline entry; a tick that read in between noted the platform's own
-    promotion as "alias moved outside mlplatform" (seen live: 0.25 s apart, the sensor ticking every second)."""
+    promotion as "alias moved outside mlplatform" (seen live: 0.25 s apart, the sensor ticking every second). Here the
+    tick runs inside `promote`, right after its alias move."""
     registry = platform.model.registry
+    if len(registry.versions()) < 2:  # run alone: make a version to promote
+        platform.materialize("features", "trained_model", "evaluation_report")
     before = registry.champion_record()
     assert before is not None
     target = next(int(v.version) for v in registry.versions() if int(v.version) != before.version)
     entries = len(registry.timeline())
-    registry.client.set_registered_model_alias(registry.name, "champion", str(target))  # promote's first write
-    writer = threading.Timer(0.5, registry.promote, args=(target, "promoted: read halfway", "dagster run halfway"))
-    writer.start()
-    try:
-        platform.tick(SENSOR_NAME, _cursor(_watermark(platform)))
-    finally:
-        writer.join()
-    assert [(c.version, c.reason) for c in registry.timeline()[entries:]] == [(target, "promoted: read halfway")]
+    move_alias = registry.client.set_registered_model_alias
+    halfway: list[object] = []
+
+    def move_then_tick(name: str, alias: str, version: str) -> None:
+        move_alias(name, alias, version)
+        halfway.append(platform.tick(SENSOR_NAME, _cursor(_watermark(platform))))
+
+    monkeypatch.setattr(registry.client, "set_registered_model_alias", move_then_tick)
+    registry.promote(target, "promoted: read halfway", "dagster run halfway")
+    monkeypatch.undo()
+    assert len(halfway) == 1 and [(c.version, c.reason) for c in registry.timeline()[entries:]] == [(target, "promoted: read halfway")]
+    assert registry.champion_record().recorded and CHAMPION_MOVING not in registry.client.get_registered_model(registry.name).tags  # type: ignore[union-attr]
     registry.client.set_registered_model_alias(registry.name, "champion", str(before.version))  # a move the next tick notes
     platform.tick(SENSOR_NAME, _cursor(_watermark(platform)))
     assert [(c.version, c.reason) for c in registry.timeline()[entries + 1:]] == [(before.version, "alias moved outside mlplatform (MLflow UI or API)")]

@@ -64,6 +64,9 @@ ESTIMATOR = mlflow_tag("estimator")  # cbpe, dle, or "none: <why>"
 # performance estimate and its live quality are compared with
 ESTIMATOR_REFERENCE_PREFIX = "estimator_reference_"
 CHAMPION_CHANGE = mlflow_tag("champion.")  # + zero-padded sequence number: one registered-model tag per alias move
+# The version the platform is moving `@champion` to: set before the alias moves, removed once the move's timeline entry
+# is written, so a reader in between tells the platform's own move from one made outside it.
+CHAMPION_MOVING = mlflow_tag("champion_moving")
 
 # The challenger's training window chosen on the hold-out (MLflow param and trained_model metadata), the candidates
 # tried (MLflow param, largest first), and per candidate its hold-out score (metadata; MLflow metrics window_<size>_holdout_<metric>)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from mlplatform.domain.keys import CHAMPION_CHANGE, ESTIMATOR_REFERENCE_PREFIX, MLFLOW_TAG_PREFIX, PINNED, WINDOW_CUTOFF
+from mlplatform.domain.keys import CHAMPION_CHANGE, CHAMPION_MOVING, ESTIMATOR_REFERENCE_PREFIX, MLFLOW_TAG_PREFIX, PINNED, WINDOW_CUTOFF
 from mlplatform.domain.retry_budget import RetryBudget
 from mlplatform.domain.spec import DatasetSpec
 
@@ -64,9 +64,6 @@ def _requirements() -> list[str]:
     return [f"{pkg}=={version(pkg)}" for pkg in ("lightgbm", "pandas", "numpy", "scikit-learn", "mlflow")]
 
 
-OUTSIDE_MOVE_SETTLE_SECONDS = 2.0  # how long `promote`'s timeline entry may trail its alias move on a busy machine
-
-
 @dataclass(frozen=True)
 class ChampionRecord:
     """Who serves, read from the registry alone: the alias, the label cut-off of that version's window and any pin."""
@@ -75,7 +72,7 @@ class ChampionRecord:
     label_seq_cutoff: int
     pinned: bool
     pin_reason: str
-    recorded: bool  # the timeline's last move names this version (False: the alias was moved outside the platform)
+    recorded: bool  # the timeline's last move names this version, or the platform is moving to it (False: moved outside the platform)
 
 
 @dataclass(frozen=True)
@@ -221,8 +218,7 @@ class Registry:
 
     def promote(self, version: int | str, reason: str = "promoted", by: str = "mlplatform") -> None:
         """Move `@champion` to `version` and record the move; a pinned champion is only replaced through `set_champion`."""
-        self.client.set_registered_model_alias(self.name, CHAMPION, str(version))
-        self._record_change(int(version), reason, by, pinned=False)
+        self._move(int(version), reason, by, pinned=False)
 
     def set_champion(self, version: int | str, reason: str, by: str, pin: bool) -> ChampionChange:
         """A rollback or pin by a person: `@champion` moves to `version` and, with `pin`, stays there until `unpin`."""
@@ -231,8 +227,7 @@ class Registry:
             self.client.set_registered_model_tag(self.name, PINNED, f"{version}:{reason}")
         else:
             self._unpin()
-        self.client.set_registered_model_alias(self.name, CHAMPION, str(version))
-        return self._record_change(int(version), reason, by, pinned=pin)
+        return self._move(int(version), reason, by, pinned=pin)
 
     def unpin(self, reason: str, by: str) -> ChampionChange | None:
         """Let the retraining loop replace the champion again; the timeline entry, or None without a champion."""
@@ -246,18 +241,26 @@ class Registry:
         if PINNED in self._model_tags():
             self.client.delete_registered_model_tag(self.name, PINNED)
 
+    def _move(self, version: int, reason: str, by: str, pinned: bool) -> ChampionChange:
+        """The alias moved and the move recorded, marked as the platform's own (CHAMPION_MOVING) from before the alias
+        moves until its timeline entry is written: a sensor reading in between took it for a move outside the platform.
+        A mark left by a move that died is replaced by the next one, and names a version no outside move is told from."""
+        self.client.set_registered_model_tag(self.name, CHAMPION_MOVING, str(version))
+        self.client.set_registered_model_alias(self.name, CHAMPION, str(version))
+        change = self._record_change(version, reason, by, pinned)
+        self.client.delete_registered_model_tag(self.name, CHAMPION_MOVING)
+        return change
+
     def _record_change(self, version: int, reason: str, by: str, pinned: bool) -> ChampionChange:
         change = ChampionChange(max((c.seq for c in self.timeline()), default=0) + 1, version, round(time.time(), 3), by, reason[:2000], pinned)
         value = json.dumps({"version": version, "at": change.at, "by": by, "reason": change.reason, "pinned": pinned})
         self.client.set_registered_model_tag(self.name, f"{CHAMPION_CHANGE}{change.seq:06d}", value)
         return change
 
-    def note_outside_move(self, by: str, settle_seconds: float = OUTSIDE_MOVE_SETTLE_SECONDS) -> ChampionRecord | None:
-        """Record in the timeline a move of `@champion` made outside the platform (the MLflow UI or API), if the champion
-        is still not the timeline's last move after `settle_seconds`: `promote` writes its entry just after it moves the
-        alias, and a sensor that read in between had noted the platform's own promotion as an outside move. A pin of
-        another version ends with it: left behind, it came back when the alias did. Returns the record noted, or None."""
-        time.sleep(settle_seconds)
+    def note_outside_move(self, by: str) -> ChampionRecord | None:
+        """Record in the timeline a move of `@champion` made outside the platform (the MLflow UI or API), if the champion,
+        read again, is still neither the timeline's last move nor the one the platform is making. A pin of another version
+        ends with it: left behind, it came back when the alias did. Returns the record noted, or None."""
         record = self.champion_record()
         if record is None or record.recorded:
             return None
@@ -353,8 +356,8 @@ def read_champion(version: int, model_tags: dict[str, str], version_tags: Mappin
     """The champion `version` as its registered model's tags (pin, timeline) and its own tags (window cut-off) describe it."""
     pinned_version, _, reason = model_tags.get(PINNED, "").partition(":")
     history = _timeline(model_tags)
-    return ChampionRecord(version, int(version_tags.get(WINDOW_CUTOFF, 0)), pinned=pinned_version == str(version), pin_reason=reason,
-                          recorded=bool(history) and history[-1].version == version)
+    recorded = (bool(history) and history[-1].version == version) or model_tags.get(CHAMPION_MOVING) == str(version)
+    return ChampionRecord(version, int(version_tags.get(WINDOW_CUTOFF, 0)), pinned=pinned_version == str(version), pin_reason=reason, recorded=recorded)
 
 
 def read_versions(found: list[tuple[int, str, dict[str, str]]], aliases: Mapping[str, int | str], limit: int | None) -> list[VersionInfo]:
