@@ -237,6 +237,22 @@ def test_duplicate_event_ids_within_a_file(landing: Path, log: EventLog, adult_s
     assert log.counts().total == 5 and log.get(["adult-1"]).iloc[0]["age"] == 50.0
 
 
+def test_an_event_repeated_in_its_file_with_the_label_its_first_row_lacked_is_labelled(
+        landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame) -> None:
+    """An export that lists an event, then again once labelled: the repeat was quarantined ("different values") and the
+    label lost, though the same row in a later file labels it. The first label stays; another one is a conflict."""
+    other = {">50K": "<=50K", "<=50K": ">50K"}
+    unlabelled = rows.head(3).assign(income=None)
+    frame = pd.concat([unlabelled, rows.iloc[[0]], rows.iloc[[0]], rows.iloc[[1]].assign(income=other[rows.income[1]]), rows.iloc[[1]],
+                       unlabelled.iloc[[2]], rows.iloc[[2]].assign(age="99")], ignore_index=True)
+    outcome = ingest_file(_drop(landing, "relisted.csv", _csv(frame)), adult_spec, log)
+    assert (outcome.rows, outcome.ingested, outcome.duplicates, outcome.quarantined) == (9, 3, 4, 2)
+    assert _quarantine(log)[["row_number", "reason"]].values.tolist() == [
+        [8, f"label: {other[rows.income[1]]!r} recorded, {rows.income[1]!r} here; a label is never overwritten"],
+        [10, "event_id: repeated in the same file with different values"]]
+    assert log.get(["adult-0", "adult-1", "adult-2"])["label"].tolist() == [rows.income[0], other[rows.income[1]], None]
+
+
 def test_duplicate_event_ids_across_files_are_not_counted_twice(landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame) -> None:
     _drop(landing, "1.csv", _csv(rows.iloc[0:100]))
     first = ingest_pending(landing, adult_spec, log, _policy())

@@ -141,6 +141,11 @@ def not_a_label_number(value: object) -> str:
     return f"{str(value)[:SHOWN_CHARS]!r} is not a finite number within ±{ARITHMETIC_LIMIT:g}"
 
 
+def label_conflict(recorded: object, given: object) -> str:
+    """Why a label is not applied to an event that has another: both values, as a changed feature is quarantined."""
+    return f"label: {recorded!r} recorded, {given!r} here; a label is never overwritten"
+
+
 def not_a_class(value: object, classes: Sequence[str] | None) -> str:
     """Why a value is refused as a label of a classification spec: the one wording of landing, label files and serving."""
     return f"{str(value)[:SHOWN_CHARS]!r} is not one of {list(classes or [])}"
@@ -158,6 +163,29 @@ def _cell_text(value: object) -> str | None:
 def _record_json(frame: pd.DataFrame, rows: pd.Index) -> list[str]:
     sub = frame.loc[rows]
     return [json.dumps({k: _cell_text(v) for k, v in rec.items()}, ensure_ascii=False)[:4096] for rec in sub.to_dict("records")]
+
+
+def _fold_repeats(kept: pd.DataFrame, repeats: pd.DataFrame, content_cols: list[str]) -> tuple[pd.DataFrame, int, list[tuple[object, str]]]:
+    """An id repeated in one file, folded into its first row: the same event again is a duplicate, and one that brings the
+    label its first row lacked (an export that lists an event, then again once labelled) labels it, as a label file
+    would; other values, or another label, are a conflict. Returns the kept rows, the duplicates and (row, reason) per conflict."""
+    originals = kept[content_cols].astype(object).drop_duplicates()
+    identical = repeats[content_cols].astype(object).merge(originals, how="left", indicator=True)["_merge"].eq("both").to_numpy()
+    conflicts: list[tuple[object, str]] = [(row, "event_id: repeated in the same file with different values") for row in repeats.index[~identical]]
+    same = repeats[identical]
+    labelled = same[same[LABEL].notna()]
+    relabelled: list[tuple[object, str]] = []
+    if len(labelled):
+        kept = kept.copy()
+        position = pd.Series(kept.index, index=kept[EVENT_ID].to_numpy())
+        for row, event_id, label in zip(labelled.index, labelled[EVENT_ID], labelled[LABEL]):
+            at = position[event_id]
+            recorded = kept.at[at, LABEL]
+            if pd.isna(recorded):
+                kept.at[at, LABEL] = label
+            elif recorded != label:
+                relabelled.append((row, label_conflict(recorded, label)))
+    return kept, len(same) - len(relabelled), sorted(conflicts + relabelled, key=lambda c: c[0])  # type: ignore[arg-type, return-value]
 
 
 def check_columns(columns: list[str], spec: DatasetSpec) -> str | None:
@@ -272,28 +300,14 @@ def validate_frame(
     )
     valid = events[~invalid]
     first = ~valid[EVENT_ID].duplicated(keep="first").to_numpy()
+    kept = valid[first]
     repeats = valid[~first]
     duplicates = 0
     if len(repeats):
-        content_cols = [c for c in valid.columns if c != EVENT_TIME or time_col is not None]
-        originals = valid[first][content_cols].astype(object).drop_duplicates()
-        identical = repeats[content_cols].astype(object).merge(originals, how="left", indicator=True)["_merge"].eq("both").to_numpy()
-        duplicates = int(identical.sum())
-        conflicting = repeats.index[~identical]
-        if len(conflicting):
-            quarantined = pd.concat(
-                [
-                    quarantined,
-                    pd.DataFrame(
-                        {
-                            "row_number": numbers[conflicting],
-                            "reason": "event_id: repeated in the same file with different values",
-                            "record": _record_json(raw, conflicting),
-                        }
-                    ),
-                ],
-                ignore_index=True,
-            )
-    kept = valid[first]
+        kept, duplicates, conflicts = _fold_repeats(kept, repeats, [c for c in valid.columns if c != LABEL and (c != EVENT_TIME or time_col is not None)])
+        if conflicts:
+            rows = pd.Index([row for row, _ in conflicts])
+            quarantined = pd.concat([quarantined, pd.DataFrame({"row_number": numbers[rows], "reason": [why for _, why in conflicts],
+                                                                "record": _record_json(raw, rows)})], ignore_index=True)
     return Validated(events=kept.reset_index(drop=True), quarantined=quarantined, duplicates=duplicates, extra_columns=extra,
                      row_numbers=numbers[kept.index.to_numpy()])

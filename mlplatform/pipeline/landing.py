@@ -48,6 +48,7 @@ from mlplatform.domain.validation import (
     SchemaError,
     check_columns,
     csv_separator,
+    label_conflict,
     unusable_cells,
     value_problem,
     not_a_class,
@@ -642,11 +643,6 @@ def _ingest_labels(frame: pd.DataFrame, lines: list[int], spec: DatasetSpec, log
         }
     )
     return FileCounts(quarantined=log.quarantine(rows, source=name), labels_applied=len(result.applied), duplicates=len(result.unchanged))
-
-
-def label_conflict(recorded: object, given: object) -> str:
-    """Why a label is not applied to an event that has another: both values, as a changed feature is quarantined."""
-    return f"label: {recorded!r} recorded, {given!r} here; a label is never overwritten"
 
 
 def _is_transient(exc: Exception) -> bool:
