@@ -6,6 +6,7 @@ disk stops the run (so it is retried), leaving the file where it was.
 """
 
 import gzip
+import io
 import json
 import os
 import sqlite3
@@ -60,21 +61,29 @@ def _left(landing: Path) -> set[str]:
     return {p.name for p in landing.iterdir()} - {"processed", "rejected"}
 
 
+def _broken_parquet(frame: pd.DataFrame) -> bytes:
+    """A Parquet file whose footer reads and whose first page header does not: it breaks the parser mid-file."""
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    data = bytearray(buffer.getvalue())
+    data[8:24] = b"\xff" * 16
+    return bytes(data)
+
+
 # 1. One bad file must not block the landing folder; transient errors still raise.
 
 
 def test_a_file_that_breaks_a_parser_is_rejected_and_the_next_file_is_taken(
     landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame
 ) -> None:
-    binary = rows.head(5).assign(workclass=[b"\xff\x00"] * 5)  # a binary column that is not UTF-8 text
-    binary.to_parquet(landing / "1-binary.parquet", index=False)
+    (landing / "1-broken.parquet").write_bytes(_broken_parquet(rows.head(5)))
     time.sleep(0.01)
     rows.iloc[10:20].to_csv(landing / "2-good.csv", index=False)
     report = _ingest(landing, adult_spec, log)
-    reason = _rejected(report)["1-binary.parquet"]
-    assert reason.startswith("cannot be ingested: UnicodeDecodeError")
-    assert (landing / "rejected" / "1-binary.parquet").exists()
-    assert reason in (landing / "rejected" / "1-binary.parquet.reason.txt").read_text()
+    reason = _rejected(report)["1-broken.parquet"]
+    assert reason.startswith("not parseable as Parquet: ") and "page header" in reason
+    assert (landing / "rejected" / "1-broken.parquet").exists()
+    assert reason in (landing / "rejected" / "1-broken.parquet.reason.txt").read_text()
     assert report.total("ingested") == 10 and (landing / "processed" / "2-good.csv").exists()
     assert log.counts().total == 10 and log.counts().quarantined == 0 and _left(landing) == set()
 
@@ -211,12 +220,12 @@ def test_a_symlink_is_rejected_and_its_target_never_read(tmp_path: Path, landing
 def test_the_same_link_and_the_same_bad_file_dropped_twice_are_rejected_twice(
     landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame
 ) -> None:
-    binary = rows.head(2).assign(workclass=[b"\xff"] * 2)
+    broken = _broken_parquet(rows.head(2))
     for _ in range(2):
         (landing / "link.csv").symlink_to("/etc/hostname")
-        binary.to_parquet(landing / "binary.parquet", index=False)
+        (landing / "broken.parquet").write_bytes(broken)
         report = _ingest(landing, adult_spec, log)
-        assert set(_rejected(report)) == {"link.csv", "binary.parquet"} and _left(landing) == set()
+        assert set(_rejected(report)) == {"link.csv", "broken.parquet"} and _left(landing) == set()
     kept = sorted(p.name for p in (landing / "rejected").iterdir() if not p.name.endswith(".reason.txt"))
     assert len(kept) == 4 and sum((landing / "rejected" / name).is_symlink() for name in kept) == 2
     assert len(list((landing / "rejected").glob("*.reason.txt"))) == 4 and log.counts().quarantined == 0
@@ -332,6 +341,19 @@ def test_binary_parquet_columns_are_read_as_text_and_a_cell_that_is_not_utf8_qua
     ]
     stored = log.get(["adult-0", "adult-2", "adult-3", "adult-4"])
     assert stored["workclass"].tolist() == ["Private", None, "State-gov", "Ça"] and stored["label"].tolist() == [">50K", None, None, None]
+
+
+def test_a_dictionary_column_in_parquet_is_read_as_its_values(landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame) -> None:
+    """A pandas category written to Parquet is a dictionary column: as a numeric feature it rejected the whole file with
+    "TypeError: can only concatenate str (not "Categorical") to str"."""
+    frame = rows.head(4).astype({"age": str, "workclass": object})
+    frame.loc[3, "age"] = "old"
+    pq.write_table(pa.Table.from_pandas(frame.astype({"age": "category", "workclass": "category"}), preserve_index=False), landing / "categories.parquet")
+    report = _ingest(landing, adult_spec, log)
+    assert report.rejected == [] and (report.total("ingested"), report.total("quarantined")) == (3, 1)
+    assert _quarantine(log)["reason"].tolist() == ["age: 'old' is not a finite number"]
+    stored = log.get(["adult-0", "adult-1", "adult-2"])
+    assert stored["age"].tolist() == rows["age"].head(3).astype(float).tolist() and stored["workclass"].tolist() == rows["workclass"].head(3).tolist()
 
 
 @pytest.mark.parametrize(("value", "problem"), [([1], "list"), ((1,), "list"), ({"a": 1}, "object"), ({1}, "list")])

@@ -244,8 +244,13 @@ def _settled(entries: list[tuple[Path, os.stat_result]], quiet_seconds: float) -
 
 
 def _to_pandas(table: pa.Table) -> pd.DataFrame:
-    """Strings stay Arrow-backed: no Python object per cell, and validation works on them in C++. A binary column (a
-    Parquet writer's bytes) is read as text; a cell that is not UTF-8 stays bytes, for validation to quarantine its row."""
+    """Strings stay Arrow-backed: no Python object per cell, and validation works on them in C++. A dictionary column (a
+    pandas category written to Parquet) is read as its values: as a pandas Categorical it broke every numeric check. A
+    binary column (a writer's bytes) is read as text; a cell that is not UTF-8 stays bytes, for validation to quarantine
+    its row."""
+    for i, field in enumerate(table.schema):
+        if pa.types.is_dictionary(field.type):
+            table = table.set_column(i, field.name, table.column(i).cast(field.type.value_type))
     frame = table.to_pandas(types_mapper={pa.string(): ARROW_STRING, pa.large_string(): ARROW_STRING}.get)
     for i, field in enumerate(table.schema):
         if pa.types.is_binary(field.type) or pa.types.is_large_binary(field.type):
