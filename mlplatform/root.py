@@ -169,6 +169,14 @@ def build_model(settings: Settings, declaration: ModelDeclaration, defs_file: Pa
     return ModelContext(spec.name, merged, spec, defs_file)
 
 
+def _overlap(a: Path | None, b: Path | None) -> bool:
+    """The same folder, or one inside the other."""
+    if a is None or b is None:
+        return False
+    a, b = a.expanduser().resolve(), b.expanduser().resolve()
+    return a == b or a in b.parents or b in a.parents
+
+
 class Platform:
     """Every declared model of one code location, by name."""
 
@@ -179,6 +187,11 @@ class Platform:
             other = self.models.get(model.name) or next((m for m in self.models.values() if m.key == model.key), None)
             if other is not None:
                 raise PlatformError(f"two models named {model.name!r}: {other.declared_in} and {model.declared_in} (a model's name is its spec's `name`)")
+            sharing = next((m for m in self.models.values() if _overlap(m.settings.landing_dir, model.settings.landing_dir)), None)
+            if sharing is not None:
+                raise PlatformError(f"models {sharing.name!r} ({sharing.declared_in}) and {model.name!r} ({model.declared_in}) share a landing folder: "
+                                    f"{sharing.settings.landing_dir} and {model.settings.landing_dir} (each file is taken by the model that ingests "
+                                    "it first and never reaches the other; give each model its own attributes.landing_dir)")
             self.models[model.name] = model
 
     @classmethod

@@ -82,6 +82,17 @@ def test_two_models_with_one_name_are_refused_naming_both_files(tmp_path: Path) 
     assert str(first) in str(refused.value) and str(second) in str(refused.value)
 
 
+@pytest.mark.parametrize("bike_landing", ["../adult/drop", "../adult/drop/bike", "../adult"])
+def test_two_models_sharing_a_landing_folder_are_refused(tmp_path: Path, bike_landing: str) -> None:
+    """Each file went, without a word, to whichever model ingested it first."""
+    defs = tmp_path / "defs"
+    adult = _declare(defs, "adult", ADULT_DEFS.format(spec=REPO_ROOT / "data" / "adult.yaml", extra="  landing_dir: drop\n"))
+    bike = _declare(defs, "bike", ADULT_DEFS.format(spec=REPO_ROOT / "data" / "bike_sharing.yaml", extra=f"  landing_dir: {bike_landing}\n"))
+    with pytest.raises(PlatformError, match="models 'adult' .* and 'bike-sharing' .* share a landing folder") as refused:
+        Platform.discover(Settings(state_dir=tmp_path / "state"), defs)
+    assert str(adult) in str(refused.value) and str(bike) in str(refused.value) and "attributes.landing_dir" in str(refused.value)
+
+
 def test_loop_settings_in_the_yaml_win_over_the_environment_and_landing_is_per_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLPLATFORM_RETRAIN_EVERY_N", "123")
     defs = tmp_path / "defs"
