@@ -18,6 +18,7 @@ from mlplatform.cli.dev import evidently_server, free_port, running
 from mlplatform.cli.status import collect_status, render_status
 from mlplatform.domain.keys import EVIDENTLY_PROJECT_URL, EVIDENTLY_SNAPSHOT_URL, EVIDENTLY_WORKSPACE_ERROR, REPORT_PATH
 from mlplatform.domain.spec import DatasetSpec
+from mlplatform.domain.timeformat import iso_time
 from mlplatform.orchestration.assets import latest_metadata
 from mlplatform.orchestration.names import ModelNames
 from mlplatform.pipeline.estimation import estimate_floors
@@ -64,6 +65,8 @@ def _report(platform: Platform) -> dict[str, object]:
     meta = latest_metadata(platform.instance, DRIFT_REPORT)
     assert meta is not None and meta["skipped"] is False, meta
     assert not WORKSPACE_KEYS & set(meta), "the verdict is materialized without waiting for the workspace"
+    newest = platform.model.event_log.time_range()
+    assert newest is not None and meta["current_until"] == iso_time(newest[1]), "the data time it read up to: the log's newest event"
     return {**meta, **(latest_metadata(platform.instance, DRIFT_DASHBOARD) or {})}
 
 
@@ -107,6 +110,10 @@ def test_each_drift_report_is_a_snapshot_in_the_models_project_with_its_dashboar
     newest_run = runs[snapshot_id]
     assert newest_run is not None and newest_run.name == kept[-1]
     assert max(r.timestamp for r in runs.values() if r is not None) == newest_run.timestamp
+    # the data's time, as the Quality tab's snapshots: replayed events of January were plotted at the day the report ran
+    for meta in metas[1:]:
+        run = runs[str(meta[EVIDENTLY_SNAPSHOT_URL]).rsplit("/", 1)[1]]
+        assert run.timestamp == _at(pd.Timestamp(str(meta["current_until"])).value // 1000)  # type: ignore[attr-defined]
 
     dashboard = workspace.get_dashboard(project.id)
     assert [t.title for t in dashboard.tabs] == [DRIFT_TAB, QUALITY_TAB] and {p.title for p in dashboard.panels} == DRIFT_PANELS | QUALITY_PANELS

@@ -8,7 +8,7 @@ are NA, and the caller says why (quarantine reason, replay error) naming the for
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 
 import numpy as np
 import pandas as pd
@@ -132,3 +132,8 @@ def iso_text(micros: np.ndarray) -> list[str]:
 def iso_time(micros: int) -> str:
     """One event time as pandas' ISO 8601 UTC text (`2026-01-01T00:00:00+00:00`): how windows are named in MLflow."""
     return pd.Timestamp(int(micros), unit="us", tz="UTC").isoformat()
+
+
+def naive_utc(micros: int) -> datetime:
+    """One event time as a naive UTC datetime: how Evidently's local storage compares snapshot timestamps."""
+    return datetime.fromtimestamp(micros / 1e6, tz=timezone.utc).replace(tzinfo=None)

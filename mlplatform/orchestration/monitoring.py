@@ -21,6 +21,7 @@ from mlplatform.stores.evidently_workspace import WorkspaceEntry
 from mlplatform.stores.reports import html_path, mlflow_version_url, report_url
 from mlplatform.settings import Settings
 from mlplatform.domain.spec import DatasetSpec
+from mlplatform.domain.timeformat import iso_time
 
 TOP_COLUMNS = 10
 
@@ -57,6 +58,7 @@ def report_metadata(settings: Settings, spec: DatasetSpec, report: DriftReport, 
         **live,
         "live_metrics": dg.MetadataValue.json({k: round(v, 6) for k, v in report.live_metrics.items()}),
         "current_labelled": report.current_labelled,
+        "current_until": iso_time(report.current_until_us),
         "reference_rows": report.reference_rows,
         "current_rows": report.current_rows,
         "reference_sampled": report.reference_sampled,

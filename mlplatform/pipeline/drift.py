@@ -17,7 +17,7 @@ import os
 import time
 import warnings
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +31,7 @@ from mlplatform.domain.predictor import PREDICTION, PROBABILITY, Predictor
 from mlplatform.stores.registry import CHALLENGER, Registry, tag
 from mlplatform.stores.evidently_workspace import TOP_COLUMNS, WorkspaceEntry, add_drift_snapshot, snapshot_tags
 from mlplatform.stores.reports import SNAPSHOT_SUFFIX, Pruned, ReportUnreadable, html_path, load_snapshot, prune_drift_reports, save_snapshot
+from mlplatform.domain.timeformat import iso_time, naive_utc
 from mlplatform.settings import Settings
 from mlplatform.domain.spec import DatasetSpec, Task
 from mlplatform.domain.validation import LABEL
@@ -125,6 +126,7 @@ class DriftReport:
     reference_sampled: int
     current_sampled: int
     current_labelled: int
+    current_until_us: int  # the data time the report reads up to: the event log's newest event, its snapshot's timestamp
     columns: list[ColumnDrift]
     prediction: ColumnDrift | None
     target: ColumnDrift | None
@@ -151,7 +153,7 @@ class DriftReport:
         """The verdicts in a few kB: what MLflow keeps next to the champion (the snapshot stays in the reports folder)."""
         return {"champion_version": self.champion_version, "drift_share": self.drift_share, "dataset_drift": self.dataset_drift,
                 "share_threshold": self.share_threshold, "reference_rows": self.reference_rows, "current_rows": self.current_rows,
-                "current_labelled": self.current_labelled, "live_metrics": self.live_metrics,
+                "current_labelled": self.current_labelled, "current_until": iso_time(self.current_until_us), "live_metrics": self.live_metrics,
                 "columns": [asdict(c) for c in self.columns], "prediction": self.prediction and asdict(self.prediction),
                 "target": self.target and asdict(self.target), "report": self.report_path.name}
 
@@ -277,7 +279,8 @@ def _clipped(frame: pd.DataFrame, numeric: list[str]) -> pd.DataFrame:
 
 
 def _run_evidently(spec: DatasetSpec, reference: pd.DataFrame, current: pd.DataFrame, features: list[str], extra: list[str], share_threshold: float,
-                   tags: list[str]) -> Snapshot:
+                   tags: list[str], timestamp: datetime) -> Snapshot:
+    """`timestamp`: UTC, naive, as Evidently's local storage compares them."""
     # Imported here: Evidently is most of the code location's import time, which every Dagster
     # code server and run worker pays, and only drift reports need it.
     from evidently import DataDefinition, Dataset, Report
@@ -295,7 +298,7 @@ def _run_evidently(spec: DatasetSpec, reference: pd.DataFrame, current: pd.DataF
         return Report(items).run(
             Dataset.from_pandas(current[columns].reset_index(drop=True), data_definition=definition),
             Dataset.from_pandas(reference[columns].reset_index(drop=True), data_definition=definition),
-            timestamp=datetime.now(timezone.utc).replace(tzinfo=None),  # UTC, naive as Evidently's local storage compares them
+            timestamp=timestamp,
             tags=tags,
         )
 
@@ -317,12 +320,14 @@ def _verdicts(spec: DatasetSpec, snapshot_dict: dict[str, Any]) -> tuple[dict[st
 
 
 def compare(spec: DatasetSpec, reference: pd.DataFrame, current: pd.DataFrame, share_threshold: float, report_path: Path,
-            tags: list[str] | None = None) -> tuple[list[ColumnDrift], ColumnDrift | None, ColumnDrift | None, int]:
+            tags: list[str] | None = None, data_time_us: int | None = None) -> tuple[list[ColumnDrift], ColumnDrift | None, ColumnDrift | None, int]:
     """Evidently on the two frames: feature verdicts, prediction drift, target drift (if current has labels) and Evidently's
-    count; its snapshot (timestamped, with `tags`) is saved at `report_path` (`<name>.json.xz`, rendered as HTML on demand)."""
+    count; its snapshot (with `tags`, timestamped with `data_time_us`, the current side's newest event, else now) is saved
+    at `report_path` (`<name>.json.xz`, rendered as HTML on demand)."""
     features, decided = _presence(spec, reference, current)
     extra = [c for c in (PREDICTION_COLUMN, LABEL) if c in current and c in reference and current[c].notna().any() and reference[c].notna().any()]
-    snapshot = _run_evidently(spec, reference, current, features, extra, share_threshold, tags or [])
+    at = naive_utc(time.time_ns() // 1000 if data_time_us is None else data_time_us)
+    snapshot = _run_evidently(spec, reference, current, features, extra, share_threshold, tags or [], at)
     found, evidently_count = _verdicts(spec, snapshot.dict())
     save_snapshot(snapshot, report_path)
     order = {c: i for i, c in enumerate(spec.features)}
@@ -363,8 +368,9 @@ def build_drift_report(settings: Settings, spec: DatasetSpec, log: EventStore, r
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{time.time_ns() % 1_000_000_000:09d}"
     drift_dir = settings.reports_dir / "drift"
     path = drift_dir / f"{spec.name}-v{window.version}-{stamp}{SNAPSHOT_SUFFIX}"
+    # Timestamped with the data's time, as live quality and estimates are: one time axis on the model's Evidently dashboard.
     columns, prediction, target, evidently_count = compare(spec, reference.sample, current, config.share_threshold, path,
-                                                           snapshot_tags(spec.name, window.version))
+                                                           snapshot_tags(spec.name, window.version), data_time_us=bounds.end_us - 1)
     challenger = registry.version_by_alias(CHALLENGER)
     pruned = prune_drift_reports(drift_dir, spec.name, settings.drift_reports_keep, {window.version, *([int(challenger.version)] if challenger else [])})
     return DriftReport(
@@ -374,6 +380,7 @@ def build_drift_report(settings: Settings, spec: DatasetSpec, log: EventStore, r
         reference_sampled=len(reference.sample),
         current_sampled=len(current),
         current_labelled=int(current[LABEL].notna().sum()),
+        current_until_us=bounds.end_us - 1,
         columns=columns,
         prediction=prediction,
         target=target,

@@ -18,11 +18,12 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
+from mlplatform.domain.timeformat import naive_utc
 from mlplatform.settings import Settings
 
 if TYPE_CHECKING:  # Evidently loads only where a report is written
@@ -81,8 +82,7 @@ class ValuePoint:
 
     @property
     def timestamp(self) -> datetime:
-        """UTC, naive, as Evidently's local storage compares timestamps."""
-        return datetime.fromtimestamp(self.data_time / 1e6, tz=timezone.utc).replace(tzinfo=None)
+        return naive_utc(self.data_time)
 
 
 def drift_panels(top_columns: list[str]) -> list[DashboardPanelPlot]:
