@@ -123,9 +123,9 @@ def test_a_batch_commits_with_its_file_progress_or_not_at_all(log: EventStore) -
         log.append(_events(["a", "b"]), "f")
         log.quarantine(bad, "f")
         log.record_progress("sha", "f", done)
-    assert log.counts() == Counts(2, 2, 1, 2) and log.file_progress("sha") == done and log.recorded_rows("sha") is None
+    assert log.counts() == Counts(2, 2, 1, 2) and log.file_progress("sha") == done and log.recorded_file("sha") is None
     log.record_file("sha", "f", done.counts)
-    assert log.file_progress("sha") == FileProgress() and log.recorded_rows("sha") == 9
+    assert log.file_progress("sha") == FileProgress() and log.recorded_file("sha") == FileCounts(rows=9, ingested=2, duplicates=3, quarantined=1)
 
 
 def test_a_bulk_load_checkpoints_the_sqlite_wal_at_its_end_not_at_every_commit(tmp_path: Path) -> None:
@@ -414,11 +414,11 @@ def test_both_backends_give_the_same_frames(tmp_path: Path, postgres_url: str, t
         assert all(value == expected[name] or (value is None and pd.isna(expected[name])) for name, value in {**columns, **features}.items()), event_id
     assert sqlite_log.record("nope") is postgres_log.record("nope") is None
     assert sqlite_log.count_between(15, 55, max_label_seq=3) == postgres_log.count_between(15, 55, max_label_seq=3)
-    assert sqlite_log.recorded_rows("abc") is postgres_log.recorded_rows("abc") is None
+    assert sqlite_log.recorded_file("abc") is postgres_log.recorded_file("abc") is None
     for log in (sqlite_log, postgres_log):
         log.record_file("abc", "f1", FileCounts(rows=6, ingested=6, quarantined=2))
         log.record_file("abc", "f1", FileCounts(rows=6, ingested=6, quarantined=2))
-        assert log.recorded_rows("abc") == 6
+        assert log.recorded_file("abc") == FileCounts(rows=6, ingested=6, quarantined=2)
         log.close()
 
 

@@ -12,7 +12,7 @@ import pytest
 from mlplatform.stores.eventlog import EventLog
 from mlplatform.pipeline.landing import FileOutcome, LandingPolicy, ingest_file, ingest_pending
 from mlplatform.settings import Settings
-from mlplatform.domain.spec import DatasetSpec
+from mlplatform.domain.spec import DatasetSpec, parse_spec
 from mlplatform.domain.validation import EVENT_ID
 
 from mlplatform_tests.conftest import ADULT_COLUMNS as COLUMNS
@@ -381,6 +381,33 @@ def test_a_label_file_landed_before_its_events_is_read_again_when_landed_again(l
     assert (jsonl.rejected, jsonl.duplicates, jsonl.quarantined) == (None, 4, 2)
     resent = ingest_file(_drop(landing, "events-again.csv", events), adult_spec, log)
     assert resent.already_ingested and resent.duplicates == 4
+
+
+def test_a_file_whose_rows_were_quarantined_is_read_again_under_the_fixed_spec(tmp_path: Path, landing: Path) -> None:
+    """A wrong `time_format` quarantines every row; after the fix, landing the same bytes again was "already ingested"
+    and the rows could only come back by changing the file. A file with quarantined rows is read again; one without is not."""
+    fields = {"name": "lots", "task": "binary", "classes": ["0", "1"], "positive_class": "1", "label": "y", "id_column": "lot id",
+              "time_column": "bottled at", "features": {"x": "numeric"}}
+    content = "lot id,bottled at,x,y\nA,2026-01-01T10:00:00+02:00,1.5,1\nB,2026-01-01T11:00:00+02:00,2.5,0\nC,not a time,3.5,1\n"
+    wrong = EventLog(tmp_path / "lots.sqlite", parse_spec({**fields, "time_format": "epoch_s"}))
+    try:
+        first = ingest_file(_drop(landing, "lots.csv", content), wrong.spec, wrong)
+        assert (first.ingested, first.quarantined) == (0, 3)
+    finally:
+        wrong.close()
+    fixed = EventLog(tmp_path / "lots.sqlite", parse_spec(fields))
+    try:
+        again = ingest_file(_drop(landing, "lots-again.csv", content), fixed.spec, fixed)
+        assert (again.ingested, again.duplicates, again.quarantined, again.already_ingested) == (2, 0, 1, False)
+        assert again.note == "landed before with 3 of its 3 rows quarantined: read again under the current spec (rows already in the event log count as duplicates)"
+        third = ingest_file(_drop(landing, "lots-third.csv", content), fixed.spec, fixed)
+        assert (third.ingested, third.duplicates, third.quarantined) == (0, 2, 1), "rows still refused are quarantined again"
+        clean = content.replace("C,not a time", "C,2026-01-01T12:00:00Z")
+        ingest_file(_drop(landing, "clean.csv", clean), fixed.spec, fixed)
+        assert ingest_file(_drop(landing, "clean-again.csv", clean), fixed.spec, fixed).already_ingested, "a file with no row quarantined is not read again"
+        assert fixed.counts().total == 3 and fixed.get(["A"]).iloc[0]["event_time"] == 1767254400 * 10**6
+    finally:
+        fixed.close()
 
 
 def test_empty_and_header_only_files(landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame) -> None:

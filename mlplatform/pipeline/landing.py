@@ -117,7 +117,7 @@ class FileOutcome(FileCounts):
     extra_columns: list[str] = field(default_factory=list)
     rejected: str | None = None
     already_ingested: bool = False
-    read_again: bool = False  # a label file landed before: read again, for the labels whose events have landed since
+    read_again: str = ""  # why a file landed before was read again (empty: it was not)
 
     @property
     def note(self) -> str:
@@ -127,7 +127,7 @@ class FileOutcome(FileCounts):
         if self.already_ingested:
             return "already ingested"
         if self.read_again:
-            return "label file landed before: read again (labels already applied count as duplicates)"
+            return self.read_again
         if not self.rows:
             return "no rows"
         return f"ignored columns: {', '.join(self.extra_columns)}" if self.extra_columns else ""
@@ -726,10 +726,10 @@ def _store(path: Path, handle: BinaryIO, seen: os.stat_result, spec: DatasetSpec
     """
     digest = _content_hash(handle, seen, path.name.lower().endswith(".gz"), policy.max_decompressed_bytes)
     _check_settled(path, handle, seen)
-    recorded = log.recorded_rows(digest)
-    read_again = bool(recorded) and _first_columns_label_only(handle, path.name, spec, policy)
-    if recorded and not read_again:
-        return FileOutcome(name=path.name, rows=recorded, duplicates=recorded, already_ingested=True)
+    recorded = log.recorded_file(digest)
+    read_again = "" if recorded is None or not recorded.rows else _read_again(recorded, handle, path.name, spec, policy)
+    if recorded is not None and recorded.rows and not read_again:
+        return FileOutcome(name=path.name, rows=recorded.rows, duplicates=recorded.rows, already_ingested=True)
     progress = log.file_progress(digest)
     collector = _CycleCollector(slack_kb=max(2 * policy.batch_bytes, MIN_COLLECTION_SLACK_BYTES) // 1024)
     columns: list[str] = []
@@ -768,6 +768,18 @@ def _store(path: Path, handle: BinaryIO, seen: os.stat_result, spec: DatasetSpec
     _check_settled(path, handle, seen)
     log.record_file(digest, path.name, progress.counts)
     return FileOutcome(name=path.name, extra_columns=extra, read_again=read_again, **asdict(progress.counts))
+
+
+def _read_again(recorded: FileCounts, handle: BinaryIO, name: str, spec: DatasetSpec, policy: LandingPolicy) -> str:
+    """Why a file landed before is read again, or "": a file of late labels, for the labels whose events have landed since;
+    a file some of whose rows were quarantined, for those rows under the spec as it is now (after a fix of a wrong
+    `time_format`, say). Rows already in the log are duplicates again; rows still refused are quarantined again."""
+    if _first_columns_label_only(handle, name, spec, policy):
+        return "label file landed before: read again (labels already applied count as duplicates)"
+    if recorded.quarantined:
+        return (f"landed before with {recorded.quarantined} of its {recorded.rows} rows quarantined: read again under the current spec "
+                "(rows already in the event log count as duplicates)")
+    return ""
 
 
 def _first_columns_label_only(handle: BinaryIO, name: str, spec: DatasetSpec, policy: LandingPolicy) -> bool:

@@ -478,10 +478,11 @@ class EventStore(ABC):
             self._bump(db, "quarantined", len(rows))
         return len(rows)
 
-    def recorded_rows(self, sha256: str) -> int | None:
-        """The rows of the file with this content hash when it was ingested to the end, None if it never was."""
-        rows = self._query(f"SELECT rows FROM files WHERE sha256 = {self.PARAM}", (sha256,))[1]
-        return int(rows[0][0] or 0) if rows else None
+    def recorded_file(self, sha256: str) -> FileCounts | None:
+        """What became of the rows of the file with this content hash when it was last ingested to the end (labels applied
+        are not kept), None if it never was."""
+        found = self._query(f"SELECT rows, ingested, duplicates, quarantined FROM files WHERE sha256 = {self.PARAM}", (sha256,))[1]
+        return FileCounts(*(int(v or 0) for v in found[0])) if found else None
 
     def record_file(self, sha256: str, name: str, counts: FileCounts) -> None:
         """The file is ingested to its end: its record replaces its progress, in one transaction."""
