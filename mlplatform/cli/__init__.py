@@ -263,15 +263,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.model and args.command == "dev":
         parser.error("--model does not apply to dev: it runs the whole code location, every model's sensors and jobs (stop a model's "
                      "sensors in the UI's Automation page)")
+    from mlplatform.cli.stack import StackError, check_reaches_stack
     from mlplatform.domain.spec import SpecError
     from mlplatform.root import PlatformError
 
     try:  # runs executed here, sensor ticks and started processes read their settings from the environment: --state-dir too
         with scoped_environment({env_name("state_dir"): str(Path(args.state_dir).resolve())} if getattr(args, "state_dir", None) else {}):
+            if args.command != "dev":  # dev checks its state folder itself, holding it
+                check_reaches_stack(_settings(args))
             code = int(args.func(args))
             sys.stdout.flush()  # here, where a closed pipe is caught below, not at exit
             return code
-    except (SpecError, ValidationError, SettingsError, PlatformError) as exc:  # a wrong spec, defs.yaml or MLPLATFORM_* setting: say which
+    except (SpecError, ValidationError, SettingsError, PlatformError, StackError) as exc:  # a wrong spec, defs.yaml or MLPLATFORM_* setting: say which
         print(f"mlplatform {args.command}: {settings_problems(exc) if isinstance(exc, ValidationError) else exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `mlplatform status | head`: the reader left; no traceback, and none at exit's flush either

@@ -255,6 +255,23 @@ def build_servers(settings: Settings, production: bool = False) -> list[Server]:
     ] + ([celery_worker(settings)] if settings.celery_broker_url else []) + ([serving_server(settings)] if production else [])
 
 
+def _check_ports_free(settings: Settings, production: bool) -> None:
+    """Every fixed port the stack binds is free, before anything starts: a port taken by another process was found only
+    after the engines were up, as one server's traceback (or its URL was printed while another program answered there)."""
+    urls = {name: getattr(settings, name) for name in ("dagster_ui_url", "reports_url", "evidently_ui_url", "mlflow_ui_url")}
+    if production:
+        urls["serve_port"] = f"http://{settings.serve_host}:{settings.serve_port}"
+    for name, url in urls.items():
+        host, port = _bind(url)
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a port in TIME_WAIT is free to a server, which sets it too
+            try:
+                sock.bind((host, port))
+            except OSError as exc:
+                raise DevServerError(f"port {port} on {host} ({env_name(name)}: {url}) cannot be bound: {exc.strerror}; stop what listens "
+                                     f"there or set {env_name(name)}") from None
+
+
 def _wait_ready(servers: list[Server], timeout_seconds: float) -> None:
     pending = list(servers)
     deadline = time.monotonic() + timeout_seconds
@@ -316,21 +333,29 @@ def serve_until_stopped(settings: Settings, say: Callable[[str], None] = print, 
     `production`: on real engines (mlplatform.cli.production), those the settings do not name started here first.
     """
     from mlplatform.cli.production import local_engines
+    from mlplatform.cli.stack import PRODUCTION, StackError, holding, write_production_env
 
     previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         say(f"starting on state {settings.state_dir}{' (production profile)' if production else ''} (Ctrl-C stops everything)")
-        with local_engines(settings, enabled=production) as (settings, env, engines), \
-                running(settings, servers=engines + build_servers(settings, production), env=env) as servers:
-            for server in servers:
-                say(f"  {server.name:<18} {server.url}")
-            while not any(s.died() for s in servers):
-                time.sleep(1.0)
-            say("stopping: " + "; ".join(s.describe_failure() for s in servers if s.died()))
-            return 1
+        with holding(settings.state_dir, PRODUCTION if production else "embedded"):
+            _check_ports_free(settings, production)
+            with local_engines(settings, enabled=production) as (settings, env, engines), \
+                    running(settings, servers=engines + build_servers(settings, production), env=env) as servers:
+                for server in servers:
+                    say(f"  {server.name:<18} {server.url}")
+                if production:
+                    say(f"  {'terminal':<18} . {write_production_env(settings)}   (the stack's settings, before mlplatform commands in another terminal)")
+                while not any(s.died() for s in servers):
+                    time.sleep(1.0)
+                say("stopping: " + "; ".join(s.describe_failure() for s in servers if s.died()))
+                return 1
     except KeyboardInterrupt:
         say("stopped")
         return 0
+    except StackError as exc:
+        say(f"dev failed: {exc}")
+        return 2
     except DevServerError as exc:
         say(f"dev failed: {exc}")
         return 1

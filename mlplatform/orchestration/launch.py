@@ -37,7 +37,11 @@ def raise_on_failure(result: RunResult, what: str) -> RunResult:
         blocked = [f"{e.asset_key.to_user_string()}'s blocking check {e.check_name} failed ({e.description})"
                    for e in result.get_asset_check_evaluations() if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR]
         failures = [e.event_specific_data.error.message.strip() for e in result.all_events if e.is_step_failure]  # type: ignore[union-attr]
-        raise LaunchError(f"{what} failed (run {result.run_id}): {' | '.join(blocked or failures) or 'see the run in the Dagster UI'}")
+        # A failure the executor reports on the run, not on a step (a Celery worker's storage error, a lost worker): its engine or run failure event carries it.
+        others = [error.message.strip() for e in result.all_events if not e.is_step_failure
+                  and (error := getattr(e.event_specific_data, "error", None)) is not None]
+        reasons = blocked or failures or list(dict.fromkeys(others))
+        raise LaunchError(f"{what} failed (run {result.run_id}): {' | '.join(reasons) or 'see the run in the Dagster UI'}")
     return result
 
 

@@ -1,0 +1,71 @@
+"""One `mlplatform dev` per state folder, and terminal commands beside a production one (probe, stop 32: a second
+`make prod` deleted the first one's PostgreSQL cluster; a terminal without the stack's settings used SQLite beside it)."""
+
+import os
+import socket
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from mlplatform.cli import main
+from mlplatform.cli.dev import DevServerError, _check_ports_free, free_port, serve_until_stopped
+from mlplatform.cli.stack import PRODUCTION, StackError, check_reaches_stack, holding, running_stack, write_production_env
+from mlplatform.settings import Settings
+
+URLS = {"event_log_url": "postgresql://postgres:s3cret'x@127.0.0.1:5999/eventlog", "dagster_postgres_url": "postgresql://postgres:pw@127.0.0.1:5999/dagster",
+        "mlflow_backend_store_url": "postgresql://postgres:pw@127.0.0.1:5999/mlflow", "celery_broker_url": "redis://127.0.0.1:6999/0"}
+
+
+def test_a_second_stack_on_a_state_folder_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    settings = Settings(state_dir=tmp_path / "state")
+    said: list[str] = []
+    with holding(settings.state_dir, PRODUCTION):
+        assert running_stack(settings.state_dir) == running_stack(settings.state_dir) and running_stack(settings.state_dir).pid == os.getpid()  # type: ignore[union-attr]
+        with pytest.raises(StackError, match=rf"another `mlplatform dev` \(pid {os.getpid()}, production profile\) already runs on the state folder"):
+            with holding(settings.state_dir, "embedded"):
+                pass
+        assert serve_until_stopped(settings, say=said.append, production=True) == 2
+    assert said[-1].startswith("dev failed: another `mlplatform dev`") and not (settings.state_dir / "postgres").exists()
+    assert running_stack(settings.state_dir) is None, "released when the stack ends"
+    with holding(settings.state_dir, "embedded"):
+        assert running_stack(settings.state_dir).profile == "embedded"  # type: ignore[union-attr]
+
+
+def test_a_terminal_beside_a_production_stack_needs_its_settings_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    state = tmp_path / "state"
+    monkeypatch.setenv("MLPLATFORM_STATE_DIR", str(state))
+    for name in URLS:
+        monkeypatch.delenv(f"MLPLATFORM_{name.upper()}", raising=False)
+    with holding(state, PRODUCTION):
+        env_file = write_production_env(Settings(state_dir=state, **URLS))  # type: ignore[arg-type]
+        assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+        with pytest.raises(StackError, match="without MLPLATFORM_EVENT_LOG_URL, MLPLATFORM_DAGSTER_POSTGRES_URL"):
+            check_reaches_stack(Settings())
+        assert main(["status"]) == 2
+        err = capsys.readouterr().err
+        assert f"Load the stack's settings first: . {env_file}" in err and not (state / "events").exists(), "refused before any store is opened"
+        loaded = subprocess.run(["bash", "-c", f". {env_file} && env"], capture_output=True, text=True, check=True).stdout
+        assert {f"MLPLATFORM_{k.upper()}={v}" for k, v in URLS.items()} <= set(loaded.splitlines())
+        for name, url in URLS.items():
+            monkeypatch.setenv(f"MLPLATFORM_{name.upper()}", url)
+        check_reaches_stack(Settings())
+    assert not env_file.exists(), "the passwords leave with the stack"
+    with holding(state, "embedded"):
+        for name in URLS:
+            monkeypatch.delenv(f"MLPLATFORM_{name.upper()}")
+        check_reaches_stack(Settings())  # the same SQLite stores as the embedded stack
+
+
+def test_a_taken_port_is_named_with_its_setting_before_anything_starts(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        free = {name: f"http://127.0.0.1:{free_port()}" for name in ("dagster_ui_url", "evidently_ui_url", "mlflow_ui_url")}
+        settings = Settings(state_dir=tmp_path / "state", reports_url=f"http://127.0.0.1:{port}", **free)  # type: ignore[arg-type]
+        with pytest.raises(DevServerError, match=rf"port {port} on 127.0.0.1 \(MLPLATFORM_REPORTS_URL: http://127.0.0.1:{port}\) cannot be bound"):
+            _check_ports_free(settings, production=False)
+        _check_ports_free(settings.model_copy(update={"reports_url": f"http://127.0.0.1:{free_port()}"}), production=False)
