@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from mlplatform.domain.spec import NAME_RULE
 from mlplatform.domain.keys import MODEL_TAG, REASON_TAG
 from mlplatform.orchestration.names import ModelNames
 from mlplatform.pipeline.replay import read_source, write_batches
@@ -342,6 +343,30 @@ def test_a_draft_spec_guesses_how_the_time_column_is_written(tmp_path: Path, tim
     text = draft_spec("rides", sample)
     assert parse_spec(yaml.safe_load(text)).time_format == time_format
     assert (note in text.splitlines()) if note else not [line for line in text.splitlines() if "time_format" in line and line.startswith("#")]
+
+
+def test_a_draft_spec_of_an_export_with_spaced_and_foreign_names_loads(tmp_path: Path) -> None:
+    """A wine export: `lot id` and `bottled at` were drafted as categorical features (the name patterns needed '_'),
+    and `alcohol %` and `magnésium` as features the spec then refused, so the scaffolded model did not load."""
+    from mlplatform.domain.spec import parse_spec
+    from mlplatform.domain.spec_draft import draft_spec
+
+    n = 40
+    sample = tmp_path / "wine.csv"
+    pd.DataFrame({"lot id": [f"LOT-{i:04d}" for i in range(n)], "bottled at": pd.date_range("2026-01-01", periods=n, freq="h", tz="+02:00").astype(str),
+                  "alcohol %": [12.5] * n, "magnésium": [100.0] * n, "région": ["Piémont", "Bordeaux"] * (n // 2), "colour intensity": range(n),
+                  "cultivar": ["barolo", "barbera"] * (n // 2)}).to_csv(sample, index=False)
+    text = draft_spec("wine", sample, label="cultivar")
+    spec = parse_spec(yaml.safe_load(text))
+    assert (spec.id_column, spec.time_column, spec.time_format, list(spec.features)) == ("lot id", "bottled at", None, ["colour intensity"])
+    notes = [line for line in text.splitlines() if line.startswith("# left out")]
+    assert notes == [f"# left out {name!r}: feature name {name!r} must be {NAME_RULE}; rename the column in your export to use it as a feature"
+                     for name in ("alcohol %", "magnésium", "région")], text
+    assert "magnésium" in text and "\\x" not in text, "names are written as they are, not escaped"
+    ids = pd.read_csv(sample).rename(columns={"lot id": "lot"})
+    ids.to_csv(sample, index=False)
+    guessed = draft_spec("wine", sample, label="cultivar")
+    assert parse_spec(yaml.safe_load(guessed)).id_column == "lot" and "# id_column 'lot' guessed: its every value in the sample differs; check" in guessed
 
 
 @pytest.mark.parametrize("name", ["created_ms", "timestamp_utc", "event_epoch", "updated_at"])

@@ -44,7 +44,7 @@ def _with(**changes: object) -> dict[str, object]:
         (_with(features={"event_time": "numeric"}), "features: ['event_time'] is a name of the platform's own columns"),
         (_with(features={"prediction": "numeric", "seq": "numeric"}), "features: ['prediction', 'seq'] is a name of the platform's own columns"),
         (_with(features={"Age": "numeric", "age": "numeric"}), "features: feature names 'Age' and 'age' differ only in case"),
-        (_with(features={"age ": "numeric"}), "features: feature name 'age ' must be 1-63 letters, digits, '_', '-', '.' or spaces, with no space at either end"),
+        (_with(features={"age ": "numeric"}), "features: feature name 'age ' must be 1-63 ASCII letters, digits, '_', '-', '.' or spaces, with no space at either end"),
         (_with(features={"x": "numeric"}, crosses=[["x", "x"]]), "crosses: 'x' is not a categorical feature"),
         (_with(crosses=[["colour", "weight"]]), "crosses: 'weight' is not a categorical feature"),
         (_with(features={"x": "float"}), "features.x: Input should be 'numeric' or 'categorical'"),

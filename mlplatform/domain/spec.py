@@ -17,6 +17,16 @@ EVENT_ID, EVENT_TIME, LABEL = "event_id", "event_time", "label"  # the platform'
 # The event log's own columns beside the features, which it reads back under their names: no feature may take one.
 EVENT_LOG_COLUMNS = [EVENT_ID, EVENT_TIME, "ingested_at", "source", LABEL, "label_seq", "label_time", "model_version", "prediction", "probability"]
 RESERVED_NAMES = ("seq", *EVENT_LOG_COLUMNS)
+NAME_RULE = "1-63 ASCII letters, digits, '_', '-', '.' or spaces, with no space at either end"
+
+
+def feature_name_problem(name: str) -> str | None:
+    """Why `name` cannot be a feature's name (the spec refuses it; the spec draft leaves such a column out), or None."""
+    if not _NAME.match(name):
+        return f"feature name {name!r} must be {NAME_RULE}"
+    if name in RESERVED_NAMES:
+        return f"{name!r} is a name of the platform's own columns ({', '.join(RESERVED_NAMES)})"
+    return None
 
 
 class SpecError(ValueError):
@@ -205,7 +215,7 @@ class DatasetSpec(BaseModel):
         by_case: dict[str, str] = {}
         for name in value:
             if not _NAME.match(name):
-                raise ValueError(f"feature name {name!r} must be 1-63 letters, digits, '_', '-', '.' or spaces, with no space at either end")
+                raise ValueError(f"feature name {name!r} must be {NAME_RULE}")
             other = by_case.setdefault(name.lower(), name)
             if other != name:
                 raise ValueError(f"feature names {other!r} and {name!r} differ only in case; the event log's column names do not")

@@ -1,7 +1,9 @@
 """A first dataset spec for a new model, drafted from a sample of its events (what `dg scaffold defs` writes).
 
 The draft is a starting point a person reviews: types are guessed from the sample's values, the label is the
-column named (or the last one), and every guess is written as a comment beside it.
+column named (or the last one), the id and time columns by their names, and what needs a look (a time format two
+patterns read, a column whose name cannot be a feature's, a column whose every value differs) is written as a comment
+at its top. It always loads: a column the spec would refuse as a feature is left out, saying why.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from mlplatform.domain.spec import feature_name_problem
 from mlplatform.domain.timeformat import ISO, parse_event_times
 from mlplatform.domain.validation import csv_separator
 
@@ -99,6 +102,17 @@ def _hour_column(times: pd.Series, frame: pd.DataFrame, columns: list[str]) -> s
     return None
 
 
+def _matched(pattern: re.Pattern[str], column: str) -> bool:
+    """A name pattern written with '_' also matches the same name with spaces, dots or dashes (`lot id`, `bottled-at`)."""
+    return bool(pattern.search(re.sub(r"[\s.\-]+", "_", column.strip())))
+
+
+def _all_distinct(values: pd.Series) -> bool:
+    """Text whose every value in the sample differs (and there are enough to say so): an id more likely than a feature."""
+    values = values.dropna()
+    return len(values) >= 20 and not pd.api.types.is_numeric_dtype(values) and values.nunique() == len(values)
+
+
 def draft_spec(name: str, sample: Path | None, label: str | None = None, task: str | None = None) -> str:
     """YAML text of a spec for `name`: drafted from `sample` when given, else a commented template."""
     if sample is None:
@@ -116,11 +130,14 @@ def draft_spec(name: str, sample: Path | None, label: str | None = None, task: s
         if spec["task"] == "binary":
             spec["positive_class"] = classes[-1]
     rest = [str(c) for c in frame.columns if c != label]
-    id_column = next((c for c in rest if ID_NAMES.match(c)), None)
-    time_column = next((c for c in rest if TIME_NAMES.search(c)), None)
+    notes: list[str] = []
+    id_column = next((c for c in rest if _matched(ID_NAMES, c)), None)
+    if id_column is None and (distinct := next((c for c in rest if _all_distinct(frame[c])), None)) is not None:
+        id_column = distinct
+        notes.append(f"id_column {distinct!r} guessed: its every value in the sample differs; check")
+    time_column = next((c for c in rest if c != id_column and _matched(TIME_NAMES, c)), None)
     if id_column:
         spec["id_column"] = id_column
-    notes: list[str] = []
     if time_column:
         spec["time_column"] = time_column
         time_format, note = _time_format(frame[time_column])
@@ -130,8 +147,14 @@ def draft_spec(name: str, sample: Path | None, label: str | None = None, task: s
         hour = _hour_column(parse_event_times(frame[time_column].dropna(), time_format or ISO), frame, rest)
         if hour:
             spec["time_offset"] = {"column": hour, "unit": "hours"}
+    features = [c for c in rest if c not in (id_column, time_column)]
+    for column in features:
+        if (problem := feature_name_problem(column)) is not None:
+            notes.append(f"left out {column!r}: {problem}; rename the column in your export to use it as a feature")
+        elif _all_distinct(frame[column]):
+            notes.append(f"{column!r}: every value in the sample differs (an id?); kept as a categorical feature: check")
     spec["features"] = {c: "numeric" if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c]) else "categorical"
-                        for c in rest if c not in (id_column, time_column)}
+                        for c in features if feature_name_problem(c) is None}
     header = (f"# Dataset spec of model {name}, drafted from {sample.name} ({len(frame)} rows read): review the task, the label\n"
               "# and each feature's type, then `dg check defs`. Keys are described in the README (\"Bring your own dataset\").\n")
-    return header + "".join(f"# {note}\n" for note in notes) + yaml.safe_dump(spec, sort_keys=False)
+    return header + "".join(f"# {note}\n" for note in notes) + yaml.safe_dump(spec, sort_keys=False, allow_unicode=True)
