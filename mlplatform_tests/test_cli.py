@@ -62,6 +62,18 @@ def test_status_on_an_empty_state_folder_lists_every_model(state: Settings, caps
     assert "spec " in capsys.readouterr().out
 
 
+def test_an_event_log_that_cannot_be_reached_is_one_line_naming_the_setting(state: Settings, monkeypatch: pytest.MonkeyPatch,
+                                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """`status` against a PostgreSQL that is down printed a 40-line traceback."""
+    from mlplatform.cli.dev import free_port
+
+    monkeypatch.setenv("MLPLATFORM_EVENT_LOG_URL", f"postgresql://postgres:secret@127.0.0.1:{free_port()}/eventlog")
+    assert main(["status"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("mlplatform status: event log: cannot connect (MLPLATFORM_EVENT_LOG_URL, postgresql://postgres:***@127.0.0.1:")
+    assert "Traceback" not in err and "secret" not in err
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

@@ -266,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     from mlplatform.cli.stack import StackError, check_reaches_stack
     from mlplatform.domain.spec import SpecError
     from mlplatform.root import PlatformError
+    from mlplatform.stores.eventlog import EventLogError
 
     try:  # runs executed here, sensor ticks and started processes read their settings from the environment: --state-dir too
         with scoped_environment({env_name("state_dir"): str(Path(args.state_dir).resolve())} if getattr(args, "state_dir", None) else {}):
@@ -277,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     except (SpecError, ValidationError, SettingsError, PlatformError, StackError) as exc:  # a wrong spec, defs.yaml or MLPLATFORM_* setting: say which
         print(f"mlplatform {args.command}: {settings_problems(exc) if isinstance(exc, ValidationError) else exc}", file=sys.stderr)
         return 2
+    except EventLogError as exc:  # a store that cannot be reached or read: its message names the setting and the URL, no traceback
+        print(f"mlplatform {args.command}: {exc}", file=sys.stderr)
+        return 1
     except BrokenPipeError:  # `mlplatform status | head`: the reader left; no traceback, and none at exit's flush either
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141  # 128 + SIGPIPE, as a shell reports it
