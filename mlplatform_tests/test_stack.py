@@ -5,12 +5,13 @@ import os
 import socket
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from mlplatform.cli import main
-from mlplatform.cli.dev import DevServerError, _check_ports_free, free_port, serve_until_stopped
+from mlplatform.cli.dev import RESTARTS_PER_WINDOW, DevServerError, Server, _check_ports_free, free_port, running, serve_until_stopped, supervise
 from mlplatform.cli.stack import PRODUCTION, StackError, check_reaches_stack, holding, running_stack, write_production_env
 from mlplatform.settings import Settings
 
@@ -69,3 +70,23 @@ def test_a_taken_port_is_named_with_its_setting_before_anything_starts(tmp_path:
         with pytest.raises(DevServerError, match=rf"port {port} on 127.0.0.1 \(MLPLATFORM_REPORTS_URL: http://127.0.0.1:{port}\) cannot be bound"):
             _check_ports_free(settings, production=False)
         _check_ports_free(settings.model_copy(update={"reports_url": f"http://127.0.0.1:{free_port()}"}), production=False)
+
+
+def test_a_restartable_child_that_dies_is_started_again_and_one_that_keeps_dying_stops_the_stack(tmp_path: Path) -> None:
+    """Redis exiting stopped `make prod` as a whole, and its throwaway cluster was deleted with everything the stores held."""
+    settings = Settings(state_dir=tmp_path / "state")
+    short = [sys.executable, "-c", "import time; time.sleep(0.3)"]
+    broker = Server("broker", "(test)", short, lambda: True, restartable=True)
+    steady = Server("steady", "(test)", [sys.executable, "-c", "import time; time.sleep(60)"], lambda: True)
+    said: list[str] = []
+    with running(settings, log_dir=tmp_path / "logs", servers=[broker, steady], grace_seconds=2):
+        first = broker.process
+        assert supervise([broker, steady], said.append, poll_seconds=0.05) == 1
+        assert broker.process is not first and not steady.died(), "the steady server ran on through the broker's restarts"
+    assert [line.split(":")[0] for line in said] == ["restarted"] * RESTARTS_PER_WINDOW + ["stopping"]
+    assert said[-1].startswith("stopping: broker (") and "exited with 0" in said[-1]
+    said.clear()
+    once = Server("worker", "(test)", short, lambda: True)  # not restartable: its death ends the stack at once
+    with running(settings, servers=[once, steady], grace_seconds=2):
+        assert supervise([once, steady], said.append, poll_seconds=0.05) == 1
+    assert len(said) == 1 and said[0].startswith("stopping: worker (")

@@ -36,6 +36,9 @@ CHILD_ENV_DEFAULTS = {**TELEMETRY_OFF, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "fa
 LOCATIONS_QUERY = "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus locationOrLoadError { __typename ... on PythonError { message } } } } } }"
 
 
+RESTARTS_PER_WINDOW, RESTART_WINDOW_SECONDS = 3, 300.0
+
+
 class DevServerError(RuntimeError):
     """A server did not come up (or died); the message names it and its log."""
 
@@ -65,15 +68,31 @@ class Server:
     ready: Callable[[], bool]
     env: dict[str, str] = field(default_factory=dict, repr=False)  # secrets go here, not on the command line (`ps` shows it)
     needed_first: bool = False  # the others use it as they start (a broker, a tracking server): started and ready before them
+    restartable: bool = False  # holds nothing that dies with it (a broker of steps in flight, a worker): started again, not the end of the stack
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
     _log: IO[bytes] | None = field(default=None, repr=False)
+    _started_with: tuple[dict[str, str], Path | None] = field(default=({}, None), repr=False)
+    _restarts: list[float] = field(default_factory=list, repr=False)
 
     def start(self, env: dict[str, str], log_dir: Path | None) -> None:
+        self._started_with = (env, log_dir)
+        self.close_log()
         if log_dir is not None:
             self.log_path = log_dir / f"{self.name}.log"
             self._log = self.log_path.open("ab")
         self.process = subprocess.Popen(self.command, cwd=REPO_ROOT, env={**env, **self.env}, stdout=self._log, stderr=subprocess.STDOUT if self._log else None, start_new_session=True)
+
+    def restart(self, now: float) -> bool:
+        """Start a restartable server that died again, unless it died RESTARTS_PER_WINDOW times within RESTART_WINDOW_SECONDS
+        (then it is broken, not unlucky); False when it was not started again."""
+        self._restarts = [t for t in self._restarts if now - t < RESTART_WINDOW_SECONDS]
+        if not self.restartable or len(self._restarts) >= RESTARTS_PER_WINDOW:
+            return False
+        self._restarts.append(now)
+        self.signal_group(signal.SIGKILL)  # whatever it spawned goes with it
+        self.start(*self._started_with)
+        return True
 
     def died(self) -> bool:
         return self.process is not None and self.process.poll() is not None
@@ -89,6 +108,7 @@ class Server:
     def close_log(self) -> None:
         if self._log is not None:
             self._log.close()
+            self._log = None
 
     def describe_failure(self) -> str:
         where = f"; log: {self.log_path}" if self.log_path else ""
@@ -213,7 +233,7 @@ def redis_server(settings: Settings) -> Server:
     folder.mkdir(parents=True, exist_ok=True)
     binary = require_binary("redis-server", f"the Celery broker of {env_name('celery_broker_url')}")
     return Server("redis", url, [binary, "--bind", host, "--port", str(port), "--dir", str(folder), "--save", "", "--appendonly", "no"],
-                  lambda: _redis_answers(url), needed_first=True)
+                  lambda: _redis_answers(url), needed_first=True, restartable=True)
 
 
 def _worker_answers(url: str, name: str) -> bool:
@@ -233,7 +253,7 @@ def celery_worker(settings: Settings, name: str = "mlplatform") -> Server:
     concurrency = settings.celery_worker_concurrency
     return Server("celery-worker", f"{full_name} (no UI: executes {concurrency} run step{'s' * (concurrency > 1)} at a time)",
                   celery_worker_command(sys.executable, full_name, concurrency),
-                  lambda: _worker_answers(env["CELERY_BROKER_URL"], full_name), env=env)
+                  lambda: _worker_answers(env["CELERY_BROKER_URL"], full_name), env=env, restartable=True)
 
 
 def build_servers(settings: Settings, production: bool = False) -> list[Server]:
@@ -320,6 +340,21 @@ def running(settings: Settings, log_dir: Path | None = None, timeout_seconds: fl
         stop_all(servers, grace_seconds)
 
 
+def supervise(servers: list[Server], say: Callable[[str], None], poll_seconds: float = 1.0) -> int:
+    """Watch the running servers until one dies that cannot be started again (returns 1): a restartable one (Redis,
+    the Celery worker) is started again, at most RESTARTS_PER_WINDOW times per window. Before, Redis exiting stopped
+    `make prod` as a whole, and with it deleted the throwaway cluster and everything the stores held."""
+    while True:
+        dead = [s for s in servers if s.died()]
+        if dead:
+            failures = [s.describe_failure() for s in dead]
+            if not all(s.restart(time.monotonic()) for s in dead):
+                say("stopping: " + "; ".join(failures))
+                return 1
+            say("restarted: " + "; ".join(failures))
+        time.sleep(poll_seconds)
+
+
 def _interrupt(signum: int, frame: object) -> None:
     """First Ctrl-C or SIGTERM unwinds into the shutdown; repeats are ignored so they cannot cut it short."""
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -346,10 +381,7 @@ def serve_until_stopped(settings: Settings, say: Callable[[str], None] = print, 
                     say(f"  {server.name:<18} {server.url}")
                 if production:
                     say(f"  {'terminal':<18} . {write_production_env(settings)}   (the stack's settings, before mlplatform commands in another terminal)")
-                while not any(s.died() for s in servers):
-                    time.sleep(1.0)
-                say("stopping: " + "; ".join(s.describe_failure() for s in servers if s.died()))
-                return 1
+                return supervise(servers, say)
     except KeyboardInterrupt:
         say("stopped")
         return 0
