@@ -189,7 +189,9 @@ def mlflow_server(settings: Settings) -> Server:
     proxied = settings.mlflow_backend_store_url is not None
     where = ["--serve-artifacts"] if proxied else ["--default-artifact-root", artifacts]
     return Server("mlflow", settings.mlflow_ui_url,
-                  [str(BIN / "mlflow"), "server", *where, "--artifacts-destination", artifacts, "--host", host, "--port", str(port), "--workers", "1"],
+                  # no access log: serving polls each model's @champion alias, a line per poll that buried everything else
+                  [str(BIN / "mlflow"), "server", *where, "--artifacts-destination", artifacts, "--host", host, "--port", str(port), "--workers", "1",
+                   "--uvicorn-opts", "--no-access-log"],
                   lambda: http_ok(f"{settings.mlflow_ui_url}/health"), env={"MLFLOW_BACKEND_STORE_URI": settings.mlflow_server_store_uri},
                   needed_first=proxied)  # tracked through over HTTP: serving and the code location need it from their start
 
