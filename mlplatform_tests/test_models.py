@@ -363,10 +363,18 @@ def test_a_draft_spec_of_an_export_with_spaced_and_foreign_names_loads(tmp_path:
     assert notes == [f"# left out {name!r}: feature name {name!r} must be {NAME_RULE}; rename the column in your export to use it as a feature"
                      for name in ("alcohol %", "magnésium", "région")], text
     assert "magnésium" in text and "\\x" not in text, "names are written as they are, not escaped"
-    ids = pd.read_csv(sample).rename(columns={"lot id": "lot"})
-    ids.to_csv(sample, index=False)
+    export = pd.read_csv(sample)
+    export[["bottled at", "lot", "alcohol %", "colour intensity", "Colour Intensity", "cultivar"]] = export[
+        ["bottled at", "lot id", "alcohol %", "colour intensity", "colour intensity", "cultivar"]].to_numpy()
+    export[["bottled at", "lot", "colour intensity", "Colour Intensity", "cultivar"]].rename(columns={"bottled at": "when"}).to_csv(sample, index=False)
     guessed = draft_spec("wine", sample, label="cultivar")
-    assert parse_spec(yaml.safe_load(guessed)).id_column == "lot" and "# id_column 'lot' guessed: its every value in the sample differs; check" in guessed
+    spec = parse_spec(yaml.safe_load(guessed))
+    assert (spec.id_column, spec.time_column, list(spec.features)) == ("lot", "when", ["colour intensity"]), "times are distinct too: never the id guess"
+    assert {"# id_column 'lot' guessed: its every value in the sample differs; check", "# time_column 'when' guessed: its values read as times; check"} <= set(guessed.splitlines())
+    assert "# left out 'Colour Intensity': it differs only in case from 'colour intensity'; rename the column in your export to use it as a feature" in guessed
+    export[["bottled at", "lot id", "alcohol %", "cultivar"]].to_csv(sample, index=False)
+    with pytest.raises(ValueError, match=r"no column can be a feature \(left out 'alcohol %'"):
+        draft_spec("wine", sample, label="cultivar")
 
 
 @pytest.mark.parametrize("name", ["created_ms", "timestamp_utc", "event_epoch", "updated_at"])

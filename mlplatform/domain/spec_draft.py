@@ -3,7 +3,8 @@
 The draft is a starting point a person reviews: types are guessed from the sample's values, the label is the
 column named (or the last one), the id and time columns by their names, and what needs a look (a time format two
 patterns read, a column whose name cannot be a feature's, a column whose every value differs) is written as a comment
-at its top. It always loads: a column the spec would refuse as a feature is left out, saying why.
+at its top. A column the spec would refuse as a feature (its name, a case-only twin) is left out, saying why, so the
+draft loads; a sample with no column left to be a feature is refused.
 """
 
 from __future__ import annotations
@@ -113,6 +114,13 @@ def _all_distinct(values: pd.Series) -> bool:
     return len(values) >= 20 and not pd.api.types.is_numeric_dtype(values) and values.nunique() == len(values)
 
 
+def _reads_as_times(values: pd.Series) -> bool:
+    """Timestamps already, or text that reads as ISO 8601 times: a time column under a name the draft does not know."""
+    values = values.dropna()
+    return pd.api.types.is_datetime64_any_dtype(values) or (not values.empty and not pd.api.types.is_numeric_dtype(values)
+                                                            and bool(parse_event_times(values.astype(str), ISO).notna().all()))
+
+
 def draft_spec(name: str, sample: Path | None, label: str | None = None, task: str | None = None) -> str:
     """YAML text of a spec for `name`: drafted from `sample` when given, else a commented template."""
     if sample is None:
@@ -132,10 +140,14 @@ def draft_spec(name: str, sample: Path | None, label: str | None = None, task: s
     rest = [str(c) for c in frame.columns if c != label]
     notes: list[str] = []
     id_column = next((c for c in rest if _matched(ID_NAMES, c)), None)
-    if id_column is None and (distinct := next((c for c in rest if _all_distinct(frame[c])), None)) is not None:
-        id_column = distinct
-        notes.append(f"id_column {distinct!r} guessed: its every value in the sample differs; check")
     time_column = next((c for c in rest if c != id_column and _matched(TIME_NAMES, c)), None)
+    if time_column is None and (time_column := next((c for c in rest if c != id_column and _reads_as_times(frame[c])), None)) is not None:
+        notes.append(f"time_column {time_column!r} guessed: its values read as times; check")
+    if id_column is None:  # times are distinct too: only a column that is neither the time column nor read as times
+        untimed = [c for c in rest if c != time_column and not _reads_as_times(frame[c])]
+        id_column = next((c for c in untimed if _all_distinct(frame[c])), None)
+        if id_column is not None:
+            notes.append(f"id_column {id_column!r} guessed: its every value in the sample differs; check")
     if id_column:
         spec["id_column"] = id_column
     if time_column:
@@ -147,14 +159,21 @@ def draft_spec(name: str, sample: Path | None, label: str | None = None, task: s
         hour = _hour_column(parse_event_times(frame[time_column].dropna(), time_format or ISO), frame, rest)
         if hour:
             spec["time_offset"] = {"column": hour, "unit": "hours"}
-    features = [c for c in rest if c not in (id_column, time_column)]
-    for column in features:
-        if (problem := feature_name_problem(column)) is not None:
+    features: dict[str, str] = {}
+    by_case: dict[str, str] = {}
+    for column in (c for c in rest if c not in (id_column, time_column)):
+        problem = feature_name_problem(column)
+        if problem is None and by_case.setdefault(column.lower(), column) != column:
+            problem = f"it differs only in case from {by_case[column.lower()]!r}"
+        if problem is not None:
             notes.append(f"left out {column!r}: {problem}; rename the column in your export to use it as a feature")
-        elif _all_distinct(frame[column]):
+            continue
+        if _all_distinct(frame[column]):
             notes.append(f"{column!r}: every value in the sample differs (an id?); kept as a categorical feature: check")
-    spec["features"] = {c: "numeric" if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c]) else "categorical"
-                        for c in features if feature_name_problem(c) is None}
+        features[column] = "numeric" if pd.api.types.is_numeric_dtype(frame[column]) and not pd.api.types.is_bool_dtype(frame[column]) else "categorical"
+    if not features:
+        raise ValueError(f"{sample}: no column can be a feature ({'; '.join(notes) or 'only the label, id and time columns'})")
+    spec["features"] = features
     header = (f"# Dataset spec of model {name}, drafted from {sample.name} ({len(frame)} rows read): review the task, the label\n"
               "# and each feature's type, then `dg check defs`. Keys are described in the README (\"Bring your own dataset\").\n")
     return header + "".join(f"# {note}\n" for note in notes) + yaml.safe_dump(spec, sort_keys=False, allow_unicode=True)
