@@ -1,6 +1,7 @@
 """The retraining loop through Dagster on a real instance, real MLflow (SQLite) and a real event log."""
 
 import importlib
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -9,7 +10,7 @@ import pytest
 import yaml
 
 from mlplatform.domain.evaluation import primary_metric, score
-from mlplatform.domain.keys import (CHAMPION_CHANGE, CHOSEN_WINDOW, JUDGED_ROWS, REFIT, REFIT_ROWS, REFIT_ROWS_TAG, RETRY_ON_FAILURE_TAG, VALIDATION_PREDICTIONS, WILL_RETRY_TAG,
+from mlplatform.domain.keys import (CHAMPION_CHANGE, CHAMPION_MOVING, CHOSEN_WINDOW, JUDGED_ROWS, REFIT, REFIT_ROWS, REFIT_ROWS_TAG, RETRY_ON_FAILURE_TAG, VALIDATION_PREDICTIONS, WILL_RETRY_TAG,
                                    WINDOW_SCORES)
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.validation import EVENT_ID, LABEL
@@ -20,7 +21,7 @@ from mlplatform.orchestration.resources import PlatformResource
 from mlplatform.pipeline.replay import write_batches
 from mlplatform.pipeline.retraining import EvidenceError, FeatureSnapshot, hold_out_evidence
 from mlplatform.settings import REPO_ROOT, Settings
-from mlplatform.stores.registry import tag
+from mlplatform.stores.registry import MOVE_MARK_SECONDS, tag
 from mlplatform_tests.support.loop import LOOP, RETRAIN, failures, materialize, model, names
 
 
@@ -72,6 +73,7 @@ def test_the_loop_promotes_refuses_bad_windows_and_rejects_worse_challengers(
     assert reg.get_version(1).tags[tag("decision_reason")] == first["reason"] and reg.timeline() == timeline
     # an attempt that moved the alias and failed before its timeline entry: the retry writes the entry it left out
     reg.client.delete_registered_model_tag(reg.name, f"{CHAMPION_CHANGE}{timeline[-1].seq:06d}")
+    reg.client.set_registered_model_tag(reg.name, CHAMPION_MOVING, f"1:{timeline[-1].seq}:{time.time() - 2 * MOVE_MARK_SECONDS}")  # it died a while ago
     assert not reg.champion_record().recorded  # type: ignore[union-attr]
     materialize(instance, ["evaluation_report"], raise_on_error=True)
     assert reg.champion_record().recorded and [(c.version, c.reason) for c in reg.timeline()] == [(1, first["reason"])]  # type: ignore[union-attr]

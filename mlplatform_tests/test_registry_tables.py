@@ -92,3 +92,29 @@ def test_status_after_a_champion_move_imports_no_mlflow(state: Settings) -> None
     out = subprocess.run([sys.executable, "-c", probe], check=True, cwd=REPO_ROOT, capture_output=True, text=True, env=dict(os.environ)).stdout
     assert "champion: v1" in out, out
     assert out.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize(
+    ("mark", "recorded"),
+    [
+        ("3:3:{now}", True),  # moving to v3, its entry (3) not written yet: the platform's own move in progress
+        ("3:2:{now}", False),  # its entry number is already v2's: a mark left by a move that died, not this one
+        ("3:3:{old}", False),  # older than MOVE_MARK_SECONDS: the move died after the alias, an outside move to note
+        ("2:3:{now}", False),  # the move in progress goes elsewhere
+        ("3", False),  # not a mark the platform writes
+        ("", False),
+    ],
+)
+def test_a_move_mark_vouches_only_for_the_move_in_progress(mark: str, recorded: bool) -> None:
+    """A mark left by a move that died hid later hand moves to its version from the timeline (review, stop 32)."""
+    import json
+    import time
+
+    from mlplatform.domain.keys import CHAMPION_CHANGE, CHAMPION_MOVING
+    from mlplatform.stores.registry import MOVE_MARK_SECONDS, read_champion
+
+    now = time.time()
+    timeline = {f"{CHAMPION_CHANGE}{seq:06d}": json.dumps({"version": version, "at": now - 100, "by": "t", "reason": "r", "pinned": False})
+                for seq, version in ((1, 1), (2, 2))}
+    tags = {**timeline, CHAMPION_MOVING: mark.format(now=now, old=now - 2 * MOVE_MARK_SECONDS)}
+    assert read_champion(3, tags, {WINDOW_CUTOFF: "10"}).recorded is recorded

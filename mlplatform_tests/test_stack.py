@@ -1,11 +1,13 @@
 """One `mlplatform dev` per state folder, and terminal commands beside a production one (probe, stop 32: a second
 `make prod` deleted the first one's PostgreSQL cluster; a terminal without the stack's settings used SQLite beside it)."""
 
+import fcntl
 import os
 import socket
 import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -30,6 +32,12 @@ def test_a_second_stack_on_a_state_folder_is_refused_before_anything_starts(tmp_
         assert serve_until_stopped(settings, say=said.append, production=True) == 2
     assert said[-1].startswith("dev failed: another `mlplatform dev`") and not (settings.state_dir / "postgres").exists()
     assert running_stack(settings.state_dir) is None, "released when the stack ends"
+    shared = os.open(settings.state_dir / "dev.lock", os.O_RDONLY)  # what a `status` beside it does, for an instant
+    fcntl.flock(shared, fcntl.LOCK_SH)
+    threading.Timer(0.2, os.close, args=(shared,)).start()
+    with holding(settings.state_dir, PRODUCTION):  # waits that instant out instead of refusing to start
+        assert running_stack(settings.state_dir).profile == PRODUCTION  # type: ignore[union-attr]
+    assert (settings.state_dir / "dev.lock").read_text() == "", "a stopped stack names no pid"
     with holding(settings.state_dir, "embedded"):
         assert running_stack(settings.state_dir).profile == "embedded"  # type: ignore[union-attr]
 
@@ -43,16 +51,27 @@ def test_a_terminal_beside_a_production_stack_needs_its_settings_file(tmp_path: 
     with holding(state, PRODUCTION):
         env_file = write_production_env(Settings(state_dir=state, **URLS))  # type: ignore[arg-type]
         assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
-        with pytest.raises(StackError, match="without MLPLATFORM_EVENT_LOG_URL, MLPLATFORM_DAGSTER_POSTGRES_URL"):
+        with pytest.raises(StackError, match="this command's MLPLATFORM_CELERY_BROKER_URL, MLPLATFORM_DAGSTER_POSTGRES_URL, MLPLATFORM_EVENT_LOG_URL, "
+                                             "MLPLATFORM_MLFLOW_BACKEND_STORE_URL are not the stack's"):
             check_reaches_stack(Settings())
         assert main(["status"]) == 2
         err = capsys.readouterr().err
         assert f"Load the stack's settings first: . {env_file}" in err and not (state / "events").exists(), "refused before any store is opened"
         loaded = subprocess.run(["bash", "-c", f". {env_file} && env"], capture_output=True, text=True, check=True).stdout
-        assert {f"MLPLATFORM_{k.upper()}={v}" for k, v in URLS.items()} <= set(loaded.splitlines())
+        assert {f"MLPLATFORM_{k.upper()}={v}" for k, v in URLS.items()} | {f"MLPLATFORM_STATE_DIR={state}"} <= set(loaded.splitlines())
         for name, url in URLS.items():
             monkeypatch.setenv(f"MLPLATFORM_{name.upper()}", url)
         check_reaches_stack(Settings())
+        monkeypatch.setenv("MLPLATFORM_EVENT_LOG_URL", URLS["event_log_url"].replace("5999", "5998"))  # another stack's, left in the shell
+        with pytest.raises(StackError, match="this command's MLPLATFORM_EVENT_LOG_URL is not the stack's"):
+            check_reaches_stack(Settings())
+        env_file.unlink()
+        with pytest.raises(StackError, match="is starting or stopping"):
+            check_reaches_stack(Settings())
+        env_file.write_text("left by a stack killed with SIGKILL\n", encoding="utf-8")
+        env_file.chmod(0o644)
+        write_production_env(Settings(state_dir=state, **URLS))  # type: ignore[arg-type]
+        assert stat.S_IMODE(env_file.stat().st_mode) == 0o600, "a file already there is made private too"
     assert not env_file.exists(), "the passwords leave with the stack"
     with holding(state, "embedded"):
         for name in URLS:

@@ -7,6 +7,7 @@ stops them in order.
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -377,13 +378,14 @@ def serve_until_stopped(settings: Settings, say: Callable[[str], None] = print, 
         say(f"starting on state {settings.state_dir}{' (production profile)' if production else ''} (Ctrl-C stops everything)")
         with holding(settings.state_dir, PRODUCTION if production else "embedded"):
             _check_ports_free(settings, production)
-            with local_engines(settings, enabled=production) as (settings, env, engines), \
-                    running(settings, servers=engines + build_servers(settings, production), env=env) as servers:
-                for server in servers:
-                    say(f"  {server.name:<18} {server.url}")
-                if production:
-                    say(f"  {'terminal':<18} . {write_production_env(settings)}   (the stack's settings, before mlplatform commands in another terminal)")
-                return supervise(servers, say)
+            with local_engines(settings, enabled=production) as (settings, env, engines):
+                env_file = write_production_env(settings) if production else None
+                with running(settings, servers=engines + build_servers(settings, production), env=env) as servers:
+                    for server in servers:
+                        say(f"  {server.name:<18} {server.url}")
+                    if env_file is not None:
+                        say(f"  {'terminal':<18} . {shlex.quote(str(env_file))}   (the stack's settings, before mlplatform commands in another terminal)")
+                    return supervise(servers, say)
     except KeyboardInterrupt:
         say("stopped")
         return 0

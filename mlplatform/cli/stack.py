@@ -14,6 +14,7 @@ import fcntl
 import json
 import os
 import shlex
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,6 +29,9 @@ PRODUCTION_ENV_FILE = "production.env"
 PRODUCTION = "production"
 # The settings that move a store or the executor off the embedded defaults: a terminal beside a production stack needs them all.
 PRODUCTION_SETTINGS = ("event_log_url", "dagster_postgres_url", "mlflow_backend_store_url", "celery_broker_url")
+# What else a terminal must share with the stack to reach the same stores: the folder, the tracking server, the cluster.
+SHARED_SETTINGS = ("state_dir", "mlflow_ui_url", "dask_scheduler")
+LOCK_WAIT_SECONDS = 0.5  # a `status` that looks at the lock holds it shared for an instant: not a running stack
 
 
 class StackError(RuntimeError):
@@ -45,12 +49,28 @@ def production_env_path(state_dir: Path) -> Path:
 
 
 def _read(fd: int) -> RunningStack:
-    os.lseek(fd, 0, os.SEEK_SET)
-    try:
-        data = json.loads(os.read(fd, 4096) or b"{}")
-        return RunningStack(int(data["pid"]), str(data["profile"]))
-    except (ValueError, KeyError, TypeError):
-        return RunningStack(0, "unknown")
+    """Who holds the lock; a holder that has not written yet (it writes right after locking) is waited for briefly."""
+    for _ in range(int(LOCK_WAIT_SECONDS / 0.05)):
+        os.lseek(fd, 0, os.SEEK_SET)
+        try:
+            data = json.loads(os.read(fd, 4096))
+            return RunningStack(int(data["pid"]), str(data["profile"]))
+        except (ValueError, KeyError, TypeError):
+            time.sleep(0.05)
+    return RunningStack(0, "unknown")
+
+
+def _lock(fd: int) -> bool:
+    """The exclusive lock, waiting out a reader's instant; False when a stack holds it."""
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
 
 
 @contextmanager
@@ -59,18 +79,18 @@ def holding(state_dir: Path, profile: str) -> Iterator[None]:
     state_dir.mkdir(parents=True, exist_ok=True)
     fd = os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _lock(fd):
             other = _read(fd)
             raise StackError(f"another `mlplatform dev` (pid {other.pid}, {other.profile} profile) already runs on the state folder {state_dir}: "
-                             f"stop it first (Ctrl-C in its terminal), or give this one its own {env_name('state_dir')}") from None
+                             f"stop it first (Ctrl-C in its terminal), or give this one its own {env_name('state_dir')}")
+        production_env_path(state_dir).unlink(missing_ok=True)  # a stack killed with SIGKILL left its passwords
         os.ftruncate(fd, 0)
         os.write(fd, json.dumps({"pid": os.getpid(), "profile": profile}).encode())
         try:
             yield
         finally:
             production_env_path(state_dir).unlink(missing_ok=True)
+            os.ftruncate(fd, 0)
     finally:
         os.close(fd)
 
@@ -91,29 +111,42 @@ def running_stack(state_dir: Path) -> RunningStack | None:
         os.close(fd)
 
 
+def _text(value: object) -> str:
+    return value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+
+
+def _shared(settings: Settings) -> dict[str, str]:
+    """The settings a terminal must share with a production stack, by environment variable (unset ones left out)."""
+    return {env_name(name): _text(getattr(settings, name)) for name in (*PRODUCTION_SETTINGS, *SHARED_SETTINGS) if getattr(settings, name) is not None}
+
+
 def write_production_env(settings: Settings) -> Path:
-    """The production settings of the running stack as a shell file (`export NAME='value'`), readable by its owner only
-    since it holds passwords: `. <state>/production.env` gives a terminal the stack's stores."""
+    """The running stack's production settings, state folder and tracking server as a shell file (`export NAME='value'`),
+    readable by its owner only since it holds passwords: `. <state>/production.env` gives a terminal the stack's stores."""
     path = production_env_path(settings.state_dir)
-    lines = []
-    for name in PRODUCTION_SETTINGS:
-        value = getattr(settings, name)
-        if value is not None:
-            text = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
-            lines.append(f"export {env_name(name)}={shlex.quote(text)}\n")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # a file already there kept its mode
     with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.writelines(lines)
+        out.writelines(f"export {name}={shlex.quote(value)}\n" for name, value in _shared(settings).items())
     return path
 
 
 def check_reaches_stack(settings: Settings) -> None:
-    """Refuse a command that would use the embedded stores beside a production stack running on the same state folder."""
+    """Refuse a command that would use other stores than a production stack running on the same state folder: the
+    embedded SQLite ones beside them, or another stack's left in the environment."""
     stack = running_stack(settings.state_dir)
     if stack is None or stack.profile != PRODUCTION:
         return
-    missing = [env_name(name) for name in PRODUCTION_SETTINGS if getattr(settings, name) is None]
-    if missing:
-        raise StackError(f"a production stack (`make prod`, pid {stack.pid}) runs on the state folder {settings.state_dir}, its stores on "
-                         f"PostgreSQL; without {', '.join(missing)} this command would read and write the embedded SQLite stores beside "
-                         f"them (and switch dagster.yaml back to SQLite). Load the stack's settings first: . {production_env_path(settings.state_dir)}")
+    env_file = production_env_path(settings.state_dir)
+    try:
+        wanted = {name: value for name, _, value in (shlex.split(line.removeprefix("export "))[0].partition("=")
+                                                     for line in env_file.read_text(encoding="utf-8").splitlines() if line.strip())}
+    except FileNotFoundError:
+        raise StackError(f"a production stack (`make prod`, pid {stack.pid}) is starting or stopping on the state folder {settings.state_dir}: "
+                         f"run this again once it prints its `terminal` line, after loading that file") from None
+    ours = _shared(settings)
+    differ = sorted(name for name in wanted if name != env_name("state_dir") and ours.get(name) != wanted[name])
+    if differ:
+        raise StackError(f"a production stack (`make prod`, pid {stack.pid}) runs on the state folder {settings.state_dir}; this command's "
+                         f"{', '.join(differ)} {'is' if len(differ) == 1 else 'are'} not the stack's, so it would read and write other stores "
+                         f"(the embedded SQLite ones, or another stack's). Load the stack's settings first: . {shlex.quote(str(env_file))}")

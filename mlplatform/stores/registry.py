@@ -64,6 +64,9 @@ def _requirements() -> list[str]:
     return [f"{pkg}=={version(pkg)}" for pkg in ("lightgbm", "pandas", "numpy", "scikit-learn", "mlflow")]
 
 
+MOVE_MARK_SECONDS = 60.0  # a platform move's alias and timeline entry are a second apart; a mark older than this is a move that died
+
+
 @dataclass(frozen=True)
 class ChampionRecord:
     """Who serves, read from the registry alone: the alias, the label cut-off of that version's window and any pin."""
@@ -242,17 +245,19 @@ class Registry:
             self.client.delete_registered_model_tag(self.name, PINNED)
 
     def _move(self, version: int, reason: str, by: str, pinned: bool) -> ChampionChange:
-        """The alias moved and the move recorded, marked as the platform's own (CHAMPION_MOVING) from before the alias
-        moves until its timeline entry is written: a sensor reading in between took it for a move outside the platform.
-        A mark left by a move that died is replaced by the next one, and names a version no outside move is told from."""
-        self.client.set_registered_model_tag(self.name, CHAMPION_MOVING, str(version))
+        """The alias moved and the move recorded, marked as the platform's own before the alias moves: a sensor reading
+        between the alias and the timeline entry took it for a move outside the platform. The mark (CHAMPION_MOVING:
+        version, the timeline entry it announces, when) holds only until that entry exists and for MOVE_MARK_SECONDS at
+        most, so it is left in place: a move that died after the alias is noted as an outside move once its mark lapses."""
+        seq = max((c.seq for c in self.timeline()), default=0) + 1
+        self.client.set_registered_model_tag(self.name, CHAMPION_MOVING, f"{version}:{seq}:{time.time():.3f}")
         self.client.set_registered_model_alias(self.name, CHAMPION, str(version))
-        change = self._record_change(version, reason, by, pinned)
-        self.client.delete_registered_model_tag(self.name, CHAMPION_MOVING)
-        return change
+        return self._record_change(version, reason, by, pinned, seq)
 
-    def _record_change(self, version: int, reason: str, by: str, pinned: bool) -> ChampionChange:
-        change = ChampionChange(max((c.seq for c in self.timeline()), default=0) + 1, version, round(time.time(), 3), by, reason[:2000], pinned)
+    def _record_change(self, version: int, reason: str, by: str, pinned: bool, seq: int | None = None) -> ChampionChange:
+        """The timeline entry of a move: number `seq`, by default the next."""
+        seq = max((c.seq for c in self.timeline()), default=0) + 1 if seq is None else seq
+        change = ChampionChange(seq, version, round(time.time(), 3), by, reason[:2000], pinned)
         value = json.dumps({"version": version, "at": change.at, "by": by, "reason": change.reason, "pinned": pinned})
         self.client.set_registered_model_tag(self.name, f"{CHAMPION_CHANGE}{change.seq:06d}", value)
         return change
@@ -356,8 +361,21 @@ def read_champion(version: int, model_tags: dict[str, str], version_tags: Mappin
     """The champion `version` as its registered model's tags (pin, timeline) and its own tags (window cut-off) describe it."""
     pinned_version, _, reason = model_tags.get(PINNED, "").partition(":")
     history = _timeline(model_tags)
-    recorded = (bool(history) and history[-1].version == version) or model_tags.get(CHAMPION_MOVING) == str(version)
+    recorded = (bool(history) and history[-1].version == version) or _moving_to(model_tags.get(CHAMPION_MOVING, ""), history) == version
     return ChampionRecord(version, int(version_tags.get(WINDOW_CUTOFF, 0)), pinned=pinned_version == str(version), pin_reason=reason, recorded=recorded)
+
+
+def _moving_to(mark: str, history: list[ChampionChange], now: float | None = None) -> int | None:
+    """The version a platform move in progress is taking `@champion` to: its mark names a timeline entry not written yet
+    and is younger than MOVE_MARK_SECONDS. None for no mark, a finished move, or one that died (then the alias it moved
+    is an outside move)."""
+    version, seq, at = (mark.split(":") + ["", "", ""])[:3]
+    try:
+        fresh = (time.time() if now is None else now) - float(at) < MOVE_MARK_SECONDS
+        pending = int(seq) > max((c.seq for c in history), default=0)
+        return int(version) if fresh and pending else None
+    except ValueError:
+        return None
 
 
 def read_versions(found: list[tuple[int, str, dict[str, str]]], aliases: Mapping[str, int | str], limit: int | None) -> list[VersionInfo]:
