@@ -190,8 +190,9 @@ class Platform:
             sharing = next((m for m in self.models.values() if _overlap(m.settings.landing_dir, model.settings.landing_dir)), None)
             if sharing is not None:
                 raise PlatformError(f"models {sharing.name!r} ({sharing.declared_in}) and {model.name!r} ({model.declared_in}) share a landing folder: "
-                                    f"{sharing.settings.landing_dir} and {model.settings.landing_dir} (each file is taken by the model that ingests "
-                                    "it first and never reaches the other; give each model its own attributes.landing_dir)")
+                                    f"{sharing.settings.landing_dir} and {model.settings.landing_dir} (one folder: each file is taken by the model "
+                                    "that ingests it first and never reaches the other; one inside the other: the inner one is a folder the outer "
+                                    "model reports and leaves, or its processed/ or rejected/; give each model its own attributes.landing_dir)")
             self.models[model.name] = model
 
     @classmethod

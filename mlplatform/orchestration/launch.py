@@ -38,7 +38,7 @@ def raise_on_failure(result: RunResult, what: str) -> RunResult:
                    for e in result.get_asset_check_evaluations() if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR]
         failures = [e.event_specific_data.error.message.strip() for e in result.all_events if e.is_step_failure]  # type: ignore[union-attr]
         # A failure the executor reports on the run, not on a step (a Celery worker's storage error, a lost worker): its engine or run failure event carries it.
-        others = [error.message.strip() for e in result.all_events if not e.is_step_failure
+        others = [error.message.strip() for e in result.all_events if (e.is_run_failure or e.is_engine_event)
                   and (error := getattr(e.event_specific_data, "error", None)) is not None]
         reasons = blocked or failures or list(dict.fromkeys(others))
         raise LaunchError(f"{what} failed (run {result.run_id}): {' | '.join(reasons) or 'see the run in the Dagster UI'}")

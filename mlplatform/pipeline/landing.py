@@ -253,9 +253,10 @@ def _to_pandas(table: pa.Table) -> pd.DataFrame:
             table = table.set_column(i, field.name, table.column(i).cast(field.type.value_type))
     frame = table.to_pandas(types_mapper={pa.string(): ARROW_STRING, pa.large_string(): ARROW_STRING}.get)
     for i, field in enumerate(table.schema):
-        if pa.types.is_binary(field.type) or pa.types.is_large_binary(field.type):
+        if pa.types.is_binary(field.type) or pa.types.is_large_binary(field.type) or pa.types.is_fixed_size_binary(field.type):
             try:
-                frame[field.name] = table.column(i).cast(pa.large_string()).to_pandas(types_mapper={pa.large_string(): ARROW_STRING}.get).to_numpy()
+                text = table.column(i).cast(pa.binary()).cast(pa.string())
+                frame[field.name] = pd.Series(text.to_pandas(types_mapper={pa.string(): ARROW_STRING}.get).array, index=frame.index)
             except pa.ArrowInvalid:
                 frame[field.name] = frame[field.name].map(_text_or_bytes)
     return frame
