@@ -95,17 +95,31 @@ def test_a_restartable_child_that_dies_is_started_again_and_one_that_keeps_dying
     """Redis exiting stopped `make prod` as a whole, and its throwaway cluster was deleted with everything the stores held."""
     settings = Settings(state_dir=tmp_path / "state")
     short = [sys.executable, "-c", "import time; time.sleep(0.3)"]
-    broker = Server("broker", "(test)", short, lambda: True, restartable=True)
+    spawned = tmp_path / "spawned"  # each life leaves a child behind, as a daemon leaves its run workers
+    spawning = [sys.executable, "-c", "import subprocess, sys, time; child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+                f"open({str(spawned)!r}, 'a').write(f'{{child.pid}}\\n'); time.sleep(0.3)"]
+    broker = Server("broker", "(test)", spawning, lambda: True)
     steady = Server("steady", "(test)", [sys.executable, "-c", "import time; time.sleep(60)"], lambda: True)
     said: list[str] = []
     with running(settings, log_dir=tmp_path / "logs", servers=[broker, steady], grace_seconds=2):
         first = broker.process
         assert supervise([broker, steady], said.append, poll_seconds=0.05) == 1
         assert broker.process is not first and not steady.died(), "the steady server ran on through the broker's restarts"
+        children = [int(pid) for pid in spawned.read_text().split()]
+        assert len(children) == RESTARTS_PER_WINDOW + 1 and all(_alive(pid) for pid in children), "a restart leaves the old life's children at work"
+    assert not any(_alive(pid) for pid in children), "stopping the stack stops every life's children"
     assert [line.split(":")[0] for line in said] == ["restarted"] * RESTARTS_PER_WINDOW + ["stopping"]
     assert said[-1].startswith("stopping: broker (") and "exited with 0" in said[-1]
     said.clear()
-    once = Server("worker", "(test)", short, lambda: True)  # not restartable: its death ends the stack at once
+    once = Server("worker", "(test)", short, lambda: True, restartable=False)  # its death ends the stack at once
     with running(settings, servers=[once, steady], grace_seconds=2):
         assert supervise([once, steady], said.append, poll_seconds=0.05) == 1
     assert len(said) == 1 and said[0].startswith("stopping: worker (")
+
+
+def _alive(pid: int) -> bool:
+    """A process that exists and is not a zombie waiting for its parent."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False

@@ -69,12 +69,15 @@ class Server:
     ready: Callable[[], bool]
     env: dict[str, str] = field(default_factory=dict, repr=False)  # secrets go here, not on the command line (`ps` shows it)
     needed_first: bool = False  # the others use it as they start (a broker, a tracking server): started and ready before them
-    restartable: bool = False  # holds nothing that dies with it (a broker of steps in flight, a worker): started again, not the end of the stack
+    # Every server of the stack keeps its state in the stores, not in itself: one that dies is started again, not the end
+    # of the stack and of the runs in flight (a test's server may say otherwise).
+    restartable: bool = True
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
     _log: IO[bytes] | None = field(default=None, repr=False)
     _started_with: tuple[dict[str, str], Path | None] = field(default=({}, None), repr=False)
     _restarts: list[float] = field(default_factory=list, repr=False)
+    _old_groups: list[int] = field(default_factory=list, repr=False)  # process groups of its earlier lives
 
     def start(self, env: dict[str, str], log_dir: Path | None) -> None:
         self._started_with = (env, log_dir)
@@ -91,7 +94,8 @@ class Server:
         if not self.restartable or len(self._restarts) >= RESTARTS_PER_WINDOW:
             return False
         self._restarts.append(now)
-        self.signal_group(signal.SIGKILL)  # whatever it spawned goes with it
+        if self.process is not None:  # what it spawned (a daemon's run workers) may finish its work: stopped with the stack
+            self._old_groups.append(self.process.pid)
         self.start(*self._started_with)
         return True
 
@@ -99,10 +103,11 @@ class Server:
         return self.process is not None and self.process.poll() is not None
 
     def signal_group(self, sig: signal.Signals) -> None:
-        """Signal the whole process group: the server and whatever it spawned (code servers, run workers, web workers)."""
-        if self.process is not None:
+        """Signal the whole process group: the server and whatever it spawned (code servers, run workers, web workers),
+        and what its earlier lives spawned."""
+        for group in [*self._old_groups, *([self.process.pid] if self.process is not None else [])]:
             try:
-                os.killpg(self.process.pid, sig)
+                os.killpg(group, sig)
             except ProcessLookupError:
                 pass
 
@@ -236,7 +241,7 @@ def redis_server(settings: Settings) -> Server:
     folder.mkdir(parents=True, exist_ok=True)
     binary = require_binary("redis-server", f"the Celery broker of {env_name('celery_broker_url')}")
     return Server("redis", url, [binary, "--bind", host, "--port", str(port), "--dir", str(folder), "--save", "", "--appendonly", "no"],
-                  lambda: _redis_answers(url), needed_first=True, restartable=True)
+                  lambda: _redis_answers(url), needed_first=True)
 
 
 def _worker_answers(url: str, name: str) -> bool:
@@ -256,7 +261,7 @@ def celery_worker(settings: Settings, name: str = "mlplatform") -> Server:
     concurrency = settings.celery_worker_concurrency
     return Server("celery-worker", f"{full_name} (no UI: executes {concurrency} run step{'s' * (concurrency > 1)} at a time)",
                   celery_worker_command(sys.executable, full_name, concurrency),
-                  lambda: _worker_answers(env["CELERY_BROKER_URL"], full_name), env=env, restartable=True)
+                  lambda: _worker_answers(env["CELERY_BROKER_URL"], full_name), env=env)
 
 
 def build_servers(settings: Settings, production: bool = False) -> list[Server]:
@@ -344,9 +349,9 @@ def running(settings: Settings, log_dir: Path | None = None, timeout_seconds: fl
 
 
 def supervise(servers: list[Server], say: Callable[[str], None], poll_seconds: float = 1.0) -> int:
-    """Watch the running servers until one dies that cannot be started again (returns 1): a restartable one (Redis,
-    the Celery worker) is started again, at most RESTARTS_PER_WINDOW times per window. Before, Redis exiting stopped
-    `make prod` as a whole, and with it deleted the throwaway cluster and everything the stores held."""
+    """Watch the running servers until one dies that cannot be started again (returns 1): a restartable one is started
+    again, at most RESTARTS_PER_WINDOW times per window. Before, any server exiting stopped the stack as a whole, failing
+    the runs in flight, and for `make prod` deleting the throwaway cluster and everything the stores held."""
     while True:
         dead = [s for s in servers if s.died()]
         if dead:

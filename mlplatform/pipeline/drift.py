@@ -126,7 +126,7 @@ class DriftReport:
     reference_sampled: int
     current_sampled: int
     current_labelled: int
-    current_until_us: int  # the data time the report reads up to: the event log's newest event, its snapshot's timestamp
+    current_until_us: int  # the data time the report reads up to: the event log's newest event
     columns: list[ColumnDrift]
     prediction: ColumnDrift | None
     target: ColumnDrift | None
@@ -320,14 +320,14 @@ def _verdicts(spec: DatasetSpec, snapshot_dict: dict[str, Any]) -> tuple[dict[st
 
 
 def compare(spec: DatasetSpec, reference: pd.DataFrame, current: pd.DataFrame, share_threshold: float, report_path: Path,
-            tags: list[str] | None = None, data_time_us: int | None = None) -> tuple[list[ColumnDrift], ColumnDrift | None, ColumnDrift | None, int]:
+            tags: list[str] | None = None) -> tuple[list[ColumnDrift], ColumnDrift | None, ColumnDrift | None, int]:
     """Evidently on the two frames: feature verdicts, prediction drift, target drift (if current has labels) and Evidently's
-    count; its snapshot (with `tags`, timestamped with `data_time_us`, the current side's newest event, else now) is saved
-    at `report_path` (`<name>.json.xz`, rendered as HTML on demand)."""
+    count; its snapshot (timestamped when it ran, with `tags`) is saved at `report_path` (`<name>.json.xz`, rendered as
+    HTML on demand). When it ran, not the data's newest time: with landed and served events on two clocks, a report
+    of late-landed older events has no newer data time, and two reports fell on one point of the dashboard."""
     features, decided = _presence(spec, reference, current)
     extra = [c for c in (PREDICTION_COLUMN, LABEL) if c in current and c in reference and current[c].notna().any() and reference[c].notna().any()]
-    at = naive_utc(time.time_ns() // 1000 if data_time_us is None else data_time_us)
-    snapshot = _run_evidently(spec, reference, current, features, extra, share_threshold, tags or [], at)
+    snapshot = _run_evidently(spec, reference, current, features, extra, share_threshold, tags or [], naive_utc(time.time_ns() // 1000))
     found, evidently_count = _verdicts(spec, snapshot.dict())
     save_snapshot(snapshot, report_path)
     order = {c: i for i, c in enumerate(spec.features)}
@@ -368,9 +368,8 @@ def build_drift_report(settings: Settings, spec: DatasetSpec, log: EventStore, r
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{time.time_ns() % 1_000_000_000:09d}"
     drift_dir = settings.reports_dir / "drift"
     path = drift_dir / f"{spec.name}-v{window.version}-{stamp}{SNAPSHOT_SUFFIX}"
-    # Timestamped with the data's time, as live quality and estimates are: one time axis on the model's Evidently dashboard.
     columns, prediction, target, evidently_count = compare(spec, reference.sample, current, config.share_threshold, path,
-                                                           snapshot_tags(spec.name, window.version), data_time_us=bounds.end_us - 1)
+                                                           snapshot_tags(spec.name, window.version))
     challenger = registry.version_by_alias(CHALLENGER)
     pruned = prune_drift_reports(drift_dir, spec.name, settings.drift_reports_keep, {window.version, *([int(challenger.version)] if challenger else [])})
     return DriftReport(
