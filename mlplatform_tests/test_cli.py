@@ -2,6 +2,7 @@
 a message, exit code 2."""
 
 import json
+import time
 import os
 import subprocess
 import sys
@@ -51,6 +52,8 @@ def test_status_json_after_two_versions(
     assert f"champion: v{status['champion']}" in human and "2500 total, 2500 labelled, 1 quarantined" in human
     assert status["spec"]["label"] == "income" and status["spec"]["history"] == [] and "age" in status["spec"]["numeric"]
     assert "binary on 'income' from 5 numeric and 8 categorical features" in human
+    first = status["timeline"][0]  # "since when" was only in `champion show`
+    assert f"  {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(first['at']))} UTC  v1 by {first['by']}: {first['reason']}" in human.splitlines()
 
 
 def test_status_on_an_empty_state_folder_lists_every_model(state: Settings, capsys: pytest.CaptureFixture[str]) -> None:

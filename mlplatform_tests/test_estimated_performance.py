@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from mlplatform.domain.estimation import CBPE, ClassificationEstimator
-from mlplatform.domain.keys import (ESTIMATE_TAG, ESTIMATED_METRIC_TAG, ESTIMATED_REFERENCE_TAG, ESTIMATOR, REASON_TAG, RECENT_ESTIMATE, RECENT_EVENTS,
+from mlplatform.domain.keys import (TRUST_VERDICT, ESTIMATE_TAG, ESTIMATED_METRIC_TAG, ESTIMATED_REFERENCE_TAG, ESTIMATOR, REASON_TAG, RECENT_ESTIMATE, RECENT_EVENTS,
                                    SKIP_REASON, SKIPPED)
 from mlplatform.domain.policy import ESTIMATED_DROP
 from mlplatform.domain.predictor import NO_ESTIMATOR
@@ -56,8 +56,11 @@ def test_the_champion_is_logged_with_its_estimator_recorded_in_mlflow(platform: 
 
 
 def test_estimates_unlabelled_events_and_puts_realized_beside_where_labels_came_back(platform: Platform) -> None:
-    own, _ = _estimate(platform)  # only the champion's own training rows: no drop reading (it had read them, in-sample)
+    own, own_checks = _estimate(platform)  # only the champion's own training rows: no drop reading (it had read them, in-sample)
     assert own[RECENT_EVENTS] == 0 and RECENT_ESTIMATE not in own
+    assert own[TRUST_VERDICT] == "nothing to check the estimate against yet: no chunk has labels from after the champion's cut-off", \
+        "it said realized performance was inside the band, with nothing realized"
+    assert own_checks[ESTIMATE_TRUST_CHECK].passed
     platform.replay(platform.next_rows(CHUNK))
     platform.replay(platform.next_rows(CHUNK), with_labels=False)
     meta, checks = _estimate(platform)
@@ -70,6 +73,7 @@ def test_estimates_unlabelled_events_and_puts_realized_beside_where_labels_came_
     assert table.count("\n") == 1 + 3 and "| 0 |" in table, "the newest chunk has no labels: estimated, not realized"
     assert checks[ESTIMATE_TRUST_CHECK].passed and checks[ESTIMATE_FLOOR_CHECK].passed
     assert meta["untrusted_chunks"] == 0 and float(str(meta[RECENT_ESTIMATE])) > 0.6
+    assert meta[TRUST_VERDICT] == "realized performance inside the estimate's band on the 1 chunk where labels came back"
 
 
 def test_flipped_labels_are_invisible_to_the_estimate_and_flagged_where_labels_exist(platform: Platform) -> None:

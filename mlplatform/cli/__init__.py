@@ -5,7 +5,6 @@ import getpass
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -100,6 +99,9 @@ def cmd_materialize(args: argparse.Namespace) -> int:
 
 
 def cmd_champion(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from mlplatform.cli.status import change_line
     from mlplatform.pipeline.champion import ChampionError, ChampionRequest, NothingToChange, change_champion
 
     model = _platform(args).only(args.model)
@@ -117,7 +119,7 @@ def cmd_champion(args: argparse.Namespace) -> int:
     print(f"{model.name}: champion {'none' if record is None else 'v' + str(record.version)}"
           + (f", pinned ({record.pin_reason})" if record is not None and record.pinned else ""))
     for change in registry.timeline():
-        print(f"  {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(change.at))} UTC  v{change.version}{' pinned' if change.pinned else ''}  by {change.by}: {change.reason}")
+        print(f"  {change_line(asdict(change))}")
     return 0
 
 

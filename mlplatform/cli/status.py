@@ -7,6 +7,8 @@ Everything but those comes from the registry and the event log's counters, so it
 its tables (RegistryTables), without importing MLflow either.
 """
 
+import time
+from collections.abc import Mapping
 from typing import Any
 
 from mlplatform.domain.keys import (CHALLENGER_SCORE, CHAMPION_VERSION, DATASET_DRIFT, DECISION, DECISION_REASON, DRIFT_SHARE, DRIFT_SHARE_TAG,
@@ -108,6 +110,12 @@ def _spec_line(spec: dict[str, Any]) -> str:
             f"categorical features{history}")
 
 
+def change_line(change: Mapping[str, Any]) -> str:
+    """One move of `@champion` as `status` and `champion show` print it: when (UTC), which version, pinned, by whom, why."""
+    pinned = " pinned" if change["pinned"] else ""
+    return f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(change['at']))} UTC  v{change['version']}{pinned} by {change['by']}: {change['reason']}"
+
+
 def render_status(status: dict[str, Any]) -> str:
     pin = f" (pinned: {status['pin_reason']})" if status["pinned"] else ""
     lines = [
@@ -123,7 +131,7 @@ def render_status(status: dict[str, Any]) -> str:
     if status["timeline"]:
         moves = len(status["timeline"])
         lines.append("champion timeline:" + (f" the latest {TIMELINE_SHOWN} of {moves} moves (all: mlplatform champion show)" if moves > TIMELINE_SHOWN else ""))
-        lines.extend(f"  v{c['version']}{' pinned' if c['pinned'] else ''} by {c['by']}: {c['reason']}" for c in status["timeline"][-TIMELINE_SHOWN:])
+        lines.extend(f"  {change_line(c)}" for c in status["timeline"][-TIMELINE_SHOWN:])
     if status.get("drift"):
         d = status["drift"]
         if d.get("skipped"):

@@ -123,7 +123,10 @@ def build_estimated_performance(names: ModelNames, retry: dg.RetryPolicy, freshn
                     if b.metric in recent.metrics and b.breached_by(recent.metrics[b.metric])]
         floor_text = "; ".join(breaches) or ("estimate within floors" if recent.metrics else f"no estimate: {recent.note}")
         untrusted = result.untrusted
-        trust_text = f"{CONCEPT_CHANGE}: {'; '.join(untrusted)}" if untrusted else "realized performance inside the estimate's band wherever labels came back"
+        compared = result.compared
+        trust_text = (f"{CONCEPT_CHANGE}: {'; '.join(untrusted)}" if untrusted
+                      else f"realized performance inside the estimate's band on the {compared} chunk{'s' * (compared > 1)} where labels came back" if compared
+                      else "nothing to check the estimate against yet: no chunk has labels from after the champion's cut-off")
         context.log.info(f"{floor_text}; {trust_text}")
         return dg.MaterializeResult(
             metadata={**report_metadata(result), FLOOR_VERDICT: floor_text, TRUST_VERDICT: trust_text,

@@ -61,6 +61,11 @@ class EstimationReport:
     recent: Estimate
 
     @property
+    def compared(self) -> int:
+        """The chunks where realized performance could be set beside the estimate (labels after the champion's cut-off)."""
+        return sum(1 for c in self.chunks if c.labelled_estimate is not None and self.metric in c.labelled_estimate.metrics and self.metric in c.realized)
+
+    @property
     def untrusted(self) -> list[str]:
         """One sentence per chunk whose realized performance left the estimate's band."""
         out = []
