@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from mlplatform.domain.evaluation import primary_metric, score
-from mlplatform.domain.keys import (CHAMPION_CHANGE, CHAMPION_MOVING, CHOSEN_WINDOW, JUDGED_ROWS, REFIT, REFIT_ROWS, REFIT_ROWS_TAG, RETRY_ON_FAILURE_TAG, VALIDATION_PREDICTIONS, WILL_RETRY_TAG,
+from mlplatform.domain.keys import (CHAMPION_CHANGE, CHAMPION_MOVING, DAGSTER_RUN_TAG, CHOSEN_WINDOW, JUDGED_ROWS, REFIT, REFIT_ROWS, REFIT_ROWS_TAG, RETRY_ON_FAILURE_TAG, VALIDATION_PREDICTIONS, WILL_RETRY_TAG,
                                    WINDOW_SCORES)
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.validation import EVENT_ID, LABEL
@@ -60,7 +60,7 @@ def test_the_loop_promotes_refuses_bad_windows_and_rejects_worse_challengers(
     assert len(checks) == 1 and checks[0].passed
     v1 = reg.get_version(1)
     assert int(reg.champion().version) == 1 and v1.tags[tag("decision")] == "promoted"
-    assert v1.tags[tag("window.first_event_id")] == "adult-0" and v1.tags[tag("dagster_run_id")] == result.run_id
+    assert v1.tags[tag("window.first_event_id")] == "adult-0" and v1.tags[DAGSTER_RUN_TAG] == result.run_id
     assert str(reg.version_by_alias("challenger").version) == "1"
 
     # evaluation_report again on its own (a retry past the alias move, or a launch from the UI): v1 is already the champion,

@@ -7,7 +7,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from mlplatform.cli.status import collect_status
+from mlplatform.cli.status import collect_status, render_status
 from mlplatform.domain.keys import (CHAMPION_MOVING, DRIFT_REPORT_TAG, DRIFT_SHARE_TAG, LABEL_WATERMARK_TAG, LAUNCHED_BY_TAG, NEW_LABELLED_TAG, POLICY_TRIGGER_TAG,
                                    QUALITY_TAG, REALIZED_BAND_TAG, REALIZED_EVENTS_TAG, REALIZED_METRIC_TAG, REALIZED_REFERENCE_TAG, REALIZED_VALUE_TAG,
                                    REASON_TAG, RETRAIN_TAG, TRIGGER_REASON, TRIGGERED_AT_TAG)
@@ -146,7 +146,11 @@ def test_restart_keeps_the_cursor_and_a_lost_or_corrupt_one_recovers_without_dup
         assert not tick.run_requests, f"cursor {stored!r} led to a duplicate run"
         assert tick.skip_message and tick.skip_message.startswith("0 new labelled events"), tick.skip_message
     status = collect_status(platform.model, with_dagster=True)
+    [trained] = [v for v in status["versions"] if v["dagster_run_id"] == run.run_id]
     assert status["sensor_runs"][0]["run_id"] == run.run_id and status["sensor_runs"][0]["reason"] == NEW_OBSERVATIONS
+    assert (status["sensor_runs"][0]["version"], status["sensor_runs"][0]["decision"]) == (trained["version"], "rejected"), "what became of it, beside why"
+    assert 0 < status["sensor_runs"][0]["seconds"] < 600
+    assert f"reason={NEW_OBSERVATIONS} new_labelled={EVERY_N}: v{trained['version']} rejected" in render_status(status)
 
 
 def test_a_hand_moved_or_pinned_champion_is_what_sensors_status_and_evaluation_follow(platform: Platform, monkeypatch: pytest.MonkeyPatch,

@@ -11,7 +11,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from mlplatform.domain.keys import (CHALLENGER_SCORE, CHAMPION_VERSION, DATASET_DRIFT, DECISION, DECISION_REASON, DRIFT_SHARE, DRIFT_SHARE_TAG,
+from mlplatform.domain.keys import (CHALLENGER_SCORE, CHAMPION_VERSION, DAGSTER_RUN_TAG, DATASET_DRIFT, DECISION, DECISION_REASON, DRIFT_SHARE, DRIFT_SHARE_TAG,
                                    DRIFTED_COLUMNS, ESTIMATED_METRIC, FLOOR_VERDICT, LIVE_EVENTS, LIVE_VERDICT, LIVE_VERSION, NEW_LABELLED_TAG,
                                    POLICY_TRIGGER_TAG, REASON_TAG, RECENT_ESTIMATE, REPORT_PATH, SKIP_REASON, SKIPPED, TRIGGER_REASON, TRUST_VERDICT)
 from mlplatform.root import ModelContext
@@ -44,6 +44,7 @@ def collect_status(model: ModelContext, with_dagster: bool = False, run_limit: i
             "holdout_score": _number(v.tags.get(CHALLENGER_SCORE)),
             "trigger": v.tags.get(TRIGGER_REASON, "manual"),
             "run_id": v.run_id,
+            "dagster_run_id": v.tags.get(DAGSTER_RUN_TAG),
         }
         for v in registry.versions(limit=VERSIONS_SHOWN)
     ]
@@ -63,13 +64,14 @@ def collect_status(model: ModelContext, with_dagster: bool = False, run_limit: i
         "events": {"total": counts.total, "labelled": counts.labelled, "quarantined": counts.quarantined, "label_watermark": counts.label_watermark},
     }
     if with_dagster:
-        status.update(_from_dagster(model, run_limit))
+        status.update(_from_dagster(model, run_limit, versions))
     return status
 
 
-def _from_dagster(model: ModelContext, limit: int) -> dict[str, Any]:
+def _from_dagster(model: ModelContext, limit: int, versions: list[dict[str, Any]]) -> dict[str, Any]:
     """The latest drift report, live quality and performance estimate, and the retraining sensor's runs, from the state
-    folder's Dagster instance."""
+    folder's Dagster instance; each run with how long it took and the version it trained and what became of it (from
+    `versions`, which name their Dagster run)."""
     import dagster as dg
 
     from mlplatform.orchestration.assets import latest_metadata
@@ -82,7 +84,8 @@ def _from_dagster(model: ModelContext, limit: int) -> dict[str, Any]:
         drift = latest_metadata(instance, names.asset(DRIFT_REPORT))
         live = latest_metadata(instance, names.asset(LIVE_QUALITY))
         estimated = latest_metadata(instance, names.asset(ESTIMATED_PERFORMANCE))
-        runs = instance.get_runs(filters=dg.RunsFilter(tags={POLICY_TRIGGER_TAG: model.name}), limit=limit)
+        records = instance.get_run_records(filters=dg.RunsFilter(tags={POLICY_TRIGGER_TAG: model.name}), limit=limit)
+    trained = {v["dagster_run_id"]: v for v in versions if v["dagster_run_id"]}
     return {
         "live_quality": None if live is None else {"model_version": live.get(LIVE_VERSION), "events": live.get(LIVE_EVENTS), "verdict": live.get(LIVE_VERDICT)},
         "estimated_performance": None if estimated is None else {
@@ -92,9 +95,17 @@ def _from_dagster(model: ModelContext, limit: int) -> dict[str, Any]:
         "drift": None if drift is None else {"report": drift.get(REPORT_PATH), "drift_share": drift.get(DRIFT_SHARE),
                                              "dataset_drift": drift.get(DATASET_DRIFT), "drifted_columns": drift.get(DRIFTED_COLUMNS),
                                              "skipped": bool(drift.get(SKIPPED, False)), "skip_reason": drift.get(SKIP_REASON)},
-        "sensor_runs": [{"run_id": r.run_id, "status": r.status.value, "reason": r.tags.get(REASON_TAG), "new_labelled": r.tags.get(NEW_LABELLED_TAG),
-                         "drift_share": r.tags.get(DRIFT_SHARE_TAG)} for r in runs],
+        "sensor_runs": [_sensor_run(record, trained.get(record.dagster_run.run_id)) for record in records],
     }
+
+
+def _sensor_run(record: Any, version: dict[str, Any] | None) -> dict[str, Any]:
+    """A run the policy triggered: why, how long it took (None while it runs), and the version it trained and its decision."""
+    run = record.dagster_run
+    seconds = None if record.start_time is None or record.end_time is None else round(record.end_time - record.start_time, 1)
+    return {"run_id": run.run_id, "status": run.status.value, "reason": run.tags.get(REASON_TAG), "new_labelled": run.tags.get(NEW_LABELLED_TAG),
+            "drift_share": run.tags.get(DRIFT_SHARE_TAG), "seconds": seconds, "version": None if version is None else version["version"],
+            "decision": None if version is None else version["decision"]}
 
 
 def _older(version: object, status: dict[str, Any]) -> str:
@@ -148,5 +159,7 @@ def render_status(status: dict[str, Any]) -> str:
                      f"estimated performance of v{e['champion_version']}{_older(e['champion_version'], status)}: {e['metric']} {recent} recently; "
                      f"{e['floor_verdict']}; {e['trust_verdict']}")
     for r in status.get("sensor_runs", []):
-        lines.append(f"sensor run {r['run_id'][:8]}: {r['status']} reason={r['reason']} new_labelled={r['new_labelled']}")
+        took = "" if r["seconds"] is None else f" in {r['seconds']:.0f} s"
+        outcome = "" if r["version"] is None else f": v{r['version']} {r['decision']}"
+        lines.append(f"sensor run {r['run_id'][:8]}: {r['status']}{took} reason={r['reason']} new_labelled={r['new_labelled']}{outcome}")
     return "\n".join(lines)

@@ -59,6 +59,7 @@ SHADOW_METRICS = mlflow_tag("shadow_metrics")
 CHALLENGER_SCORE = mlflow_tag("challenger_score")
 TRIGGER_REASON = mlflow_tag("trigger.reason")
 PINNED = mlflow_tag("pinned")
+DAGSTER_RUN_TAG = mlflow_tag("dagster_run_id")  # on a version: the Dagster run that trained it
 ESTIMATOR = mlflow_tag("estimator")  # cbpe, dle, or "none: <why>"
 # + a metric name: the MLflow metrics of a version's run holding its realized metrics on its hold-out, the reference its
 # performance estimate and its live quality are compared with
