@@ -22,6 +22,11 @@ def env_name(setting: str) -> str:
     return f"{Settings.model_config['env_prefix']}{setting.upper()}"
 
 
+def env_value(value: object) -> str:
+    """A setting's value as its environment variable spells it (a secret in clear: for a child's environment or a 0600 file)."""
+    return value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+
+
 def settings_problems(exc: ValidationError) -> str:
     """A Settings validation error said as the environment variables a user sets: each with the value given and the
     rule it breaks, without pydantic's field paths and URLs. Any other model's error as pydantic says it."""

@@ -14,7 +14,7 @@ from pydantic import SecretStr
 
 from mlplatform.cli.dev import DevServerError, Server, redis_server, require_binary
 from mlplatform.cli.postgres import PostgresCluster, free_port, missing_reason
-from mlplatform.settings import Settings, env_name
+from mlplatform.settings import Settings, env_name, env_value
 from mlplatform.stores.dask_cluster import dask_client
 from mlplatform.stores.postgres import check_reachable
 
@@ -53,7 +53,7 @@ def local_engines(settings: Settings, enabled: bool = True) -> Iterator[tuple[Se
         if local_redis:
             updates["celery_broker_url"] = f"redis://127.0.0.1:{free_port()}/0"
         filled = settings.model_copy(update=updates)
-        env = {env_name(k): v.get_secret_value() if isinstance(v, SecretStr) else str(v) for k, v in updates.items()}
+        env = {env_name(k): env_value(v) for k, v in updates.items()}
         yield filled, env, [redis_server(filled)] if local_redis else []
     finally:
         if cluster is not None:
