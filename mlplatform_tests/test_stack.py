@@ -68,6 +68,9 @@ def test_a_terminal_beside_a_production_stack_needs_its_settings_file(tmp_path: 
         env_file.unlink()
         with pytest.raises(StackError, match="is starting or stopping"):
             check_reaches_stack(Settings())
+        env_file.write_text("export MLPLATFORM_EVENT_LOG_URL='unclosed\n", encoding="utf-8")  # not the file the stack wrote: said, no traceback
+        with pytest.raises(StackError, match="its settings file .* cannot be read: stop the stack and start it again"):
+            check_reaches_stack(Settings())
         env_file.write_text("left by a stack killed with SIGKILL\n", encoding="utf-8")
         env_file.chmod(0o644)
         write_production_env(Settings(state_dir=state, **URLS))  # type: ignore[arg-type]

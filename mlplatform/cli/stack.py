@@ -20,9 +20,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import SecretStr
 
-from mlplatform.settings import Settings, env_name
+from mlplatform.settings import Settings, env_name, env_value
 
 LOCK_FILE = "dev.lock"
 PRODUCTION_ENV_FILE = "production.env"
@@ -111,13 +110,9 @@ def running_stack(state_dir: Path) -> RunningStack | None:
         os.close(fd)
 
 
-def _text(value: object) -> str:
-    return value.get_secret_value() if isinstance(value, SecretStr) else str(value)
-
-
 def _shared(settings: Settings) -> dict[str, str]:
     """The settings a terminal must share with a production stack, by environment variable (unset ones left out)."""
-    return {env_name(name): _text(getattr(settings, name)) for name in (*PRODUCTION_SETTINGS, *SHARED_SETTINGS) if getattr(settings, name) is not None}
+    return {env_name(name): env_value(getattr(settings, name)) for name in (*PRODUCTION_SETTINGS, *SHARED_SETTINGS) if getattr(settings, name) is not None}
 
 
 def write_production_env(settings: Settings) -> Path:
@@ -141,6 +136,9 @@ def check_reaches_stack(settings: Settings) -> None:
     try:
         wanted = {name: value for name, _, value in (shlex.split(line.removeprefix("export "))[0].partition("=")
                                                      for line in env_file.read_text(encoding="utf-8").splitlines() if line.strip())}
+    except (ValueError, UnicodeDecodeError):  # not the file the stack wrote (an unclosed quote, bytes that are not text)
+        raise StackError(f"a production stack (`make prod`, pid {stack.pid}) runs on the state folder {settings.state_dir}, but its "
+                         f"settings file {env_file} cannot be read: stop the stack and start it again, which writes it anew") from None
     except FileNotFoundError:
         raise StackError(f"a production stack (`make prod`, pid {stack.pid}) is starting or stopping on the state folder {settings.state_dir}: "
                          f"run this again once it prints its `terminal` line, after loading that file") from None
