@@ -197,6 +197,7 @@ def fresh_definitions() -> Iterator[None]:
 
 
 @pytest.mark.usefixtures("fresh_definitions")
+@pytest.mark.timeout(1800)  # six bounded waits of RUN_WAIT_S: on a loaded machine the whole can pass the suite's 600 s
 def test_the_loop_on_celery_survives_a_worker_killed_mid_training(postgres_url: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest,
                                                                   adult_rows: pd.DataFrame, tmp_path: Path) -> None:
     """The production loop end to end, once: the Dagster instance and the event log on PostgreSQL, every step a task on a
@@ -218,10 +219,13 @@ def test_the_loop_on_celery_survives_a_worker_killed_mid_training(postgres_url: 
             dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
         write_batches(adult_rows.head(1500), spec, settings.landing_dir, 1500)
         bootstrap = loop.materialize(instance, ["raw_events", "features", "trained_model", "evaluation_report"], raise_on_error=True)
-        handed = [e.dagster_event.event_specific_data.metadata["Celery worker"].value  # type: ignore[union-attr]
-                  for e in _step_events(instance, bootstrap.run_id, "ENGINE_EVENT") if "Celery worker" in (e.dagster_event.event_specific_data.metadata or {})]  # type: ignore[union-attr]
+        handed = {(e.step_key, e.dagster_event.event_specific_data.metadata["Celery worker"].value)  # type: ignore[union-attr]
+                  for e in _step_events(instance, bootstrap.run_id, "ENGINE_EVENT") if "Celery worker" in (e.dagster_event.event_specific_data.metadata or {})}  # type: ignore[union-attr]
         succeeded = _step_events(instance, bootstrap.run_id, "STEP_SUCCESS")
-        assert len(succeeded) >= 4 and handed == [worker_name] * len(succeeded), "every step (assets and their checks) is a task on the worker"
+        # A step its retry policy ran again (a busy machine's lock timeout) is handed to the worker once per attempt.
+        retried = [e.message for e in _step_events(instance, bootstrap.run_id, "STEP_UP_FOR_RETRY")]
+        assert len(succeeded) >= 4 and handed == {(e.step_key, worker_name) for e in succeeded}, \
+            f"every step (assets and their checks) is a task on the worker; retried: {retried}"
         assert os.getpid() not in {r.dagster_event.pid for r in succeeded}  # type: ignore[union-attr]
         assert loop.model().registry.champion_record().version == 1  # type: ignore[union-attr]
 

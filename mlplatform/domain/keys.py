@@ -36,6 +36,8 @@ REALIZED_METRIC_TAG, REALIZED_VALUE_TAG, REALIZED_BAND_TAG, REALIZED_REFERENCE_T
 SHADOW_EVIDENCE = "shadow_evidence"  # REASON_TAG of the evaluation the retraining sensor requests once a challenger's shadow evidence is in
 SHADOW_WAIT_OVER = "shadow_wait_over"  # REASON_TAG of the one it requests once the challenger waited shadow_max_wait_seconds without it
 PRIORITY_TAG = "dagster/priority"  # Dagster's queue starts higher-priority runs first
+# The Celery executor's own step order (dagster-celery's default task priority is 5; higher is sent first).
+CELERY_STEP_PRIORITY_TAG = "dagster-celery/priority"
 RUN_KEY_TAG = "dagster/run_key"  # the run key of the sensor request a run came from (its retries keep it)
 WILL_RETRY_TAG = "dagster/will_retry"  # set by the instance on a failed run when run retries will re-launch it
 RETRY_ON_FAILURE_TAG = "dagster/retry_on_asset_or_op_failure"  # "false" on a run: the daemon's run retry leaves it failed

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from mlplatform.domain.keys import PRIORITY_TAG
+from mlplatform.domain.keys import CELERY_STEP_PRIORITY_TAG, PRIORITY_TAG
 from mlplatform.root import dagster_name
 
 RAW_EVENTS = "raw_events"
@@ -25,8 +25,9 @@ RETRAINING = (FEATURES, TRAINED_MODEL, EVALUATION_REPORT)
 DRIFT_RUN = (DRIFT_REPORT, RETRAINING_TRIGGER, *RETRAINING, ESTIMATED_PERFORMANCE, DRIFT_DASHBOARD)
 ALL_ASSETS = (RAW_EVENTS, *RETRAINING, DRIFT_REPORT, RETRAINING_TRIGGER, DRIFT_DASHBOARD, LIVE_QUALITY, ESTIMATED_PERFORMANCE)
 # Step order inside a run (Dagster's `dagster/priority` op tag, higher first): the drift report path to a new champion before
-# what can wait, so the in-process executor runs drift_report → retraining_trigger → features → … first.
-CRITICAL_STEP = {PRIORITY_TAG: "1"}
+# what can wait, so the in-process executor runs drift_report → retraining_trigger → features → … first; the Celery executor
+# reads its own tag, one above its default.
+CRITICAL_STEP = {PRIORITY_TAG: "1", CELERY_STEP_PRIORITY_TAG: "6"}
 
 QUALITY_FLOOR_CHECK = "quality_floor"
 LIVE_QUALITY_CHECK = "live_quality_floor"
