@@ -68,3 +68,37 @@ def test_dev_serves_a_fresh_state_and_stops_cleanly_on_ctrl_c(tmp_path: Path) ->
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+# `mlplatform dev` itself, its servers swapped for one that only sleeps: the stop path without the engines' start-up.
+SLEEPING_STACK = """
+import sys
+import mlplatform.cli.dev as dev
+from mlplatform.settings import Settings
+dev.build_servers = lambda settings, production=False: [dev.Server("sleeper", "(test)", [sys.executable, "-c", "import time; time.sleep(120)"], lambda: True)]
+sys.exit(dev.serve_until_stopped(Settings(), say=lambda line: print(line, flush=True)))
+"""
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP])
+def test_a_stop_signal_or_the_terminal_hanging_up_stops_every_server(tmp_path: Path, stop: signal.Signals) -> None:
+    """Closing the terminal (SIGHUP) killed `mlplatform dev` alone: every server, each in its own session, ran on
+    without it, holding the ports the next `make dev` needs."""
+    state = tmp_path / "state"
+    urls = {f"MLPLATFORM_{key}": f"http://127.0.0.1:{free_port()}" for key in ("DAGSTER_UI_URL", "MLFLOW_UI_URL", "REPORTS_URL", "EVIDENTLY_UI_URL")}
+    proc = subprocess.Popen([sys.executable, "-c", SLEEPING_STACK], cwd=REPO_ROOT, env={**os.environ, **urls, "MLPLATFORM_STATE_DIR": str(state)},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    marker = f"MLPLATFORM_STATE_DIR={state}\0"
+    try:
+        assert proc.stdout is not None
+        printed = [proc.stdout.readline() for _ in range(2)]
+        assert printed[1].strip().startswith("sleeper"), "".join(printed) + proc.stdout.read()
+        sleeper = [pid for pid in _processes_with(marker) if pid != proc.pid]
+        assert len(sleeper) == 1
+        proc.send_signal(stop)
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0 and out.strip().endswith("stopped"), out
+        assert _processes_with(marker) == [], "no server outlives the stack"
+    finally:
+        for pid in _processes_with(marker):
+            os.kill(pid, signal.SIGKILL)

@@ -363,22 +363,27 @@ def supervise(servers: list[Server], say: Callable[[str], None], poll_seconds: f
         time.sleep(poll_seconds)
 
 
+# What stops the stack cleanly: Ctrl-C, SIGTERM, and the hang-up of its terminal (a closed window, a dropped SSH session),
+# which before killed `mlplatform dev` alone and left every server (each in its own session) running without it.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def _interrupt(signum: int, frame: object) -> None:
-    """First Ctrl-C or SIGTERM unwinds into the shutdown; repeats are ignored so they cannot cut it short."""
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    """The first stop signal unwinds into the shutdown; repeats are ignored so they cannot cut it short."""
+    for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
 def serve_until_stopped(settings: Settings, say: Callable[[str], None] = print, production: bool = False) -> int:
-    """Run the servers until Ctrl-C or SIGTERM; exit non-zero if one of them fails to start or dies on its own.
+    """Run the servers until a stop signal (STOP_SIGNALS); exit non-zero if one of them fails to start or dies on its own.
 
     `production`: on real engines (mlplatform.cli.production), those the settings do not name started here first.
     """
     from mlplatform.cli.production import local_engines
     from mlplatform.cli.stack import PRODUCTION, StackError, holding, write_production_env
 
-    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, _interrupt) for sig in STOP_SIGNALS}
     try:
         say(f"starting on state {settings.state_dir}{' (production profile)' if production else ''} (Ctrl-C stops everything)")
         with holding(settings.state_dir, PRODUCTION if production else "embedded"):
