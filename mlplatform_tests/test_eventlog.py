@@ -108,12 +108,41 @@ def test_repeats_inside_one_append_count_once(log: EventStore) -> None:
     assert log.counts().total == 2
 
 
+def test_a_file_read_again_releases_its_own_quarantine_alone(log: EventStore) -> None:
+    """Each reading of the same bytes added its refusals to the earlier ones: the quarantined count grew with every landing."""
+    bad = pd.DataFrame({"row_number": [3, 5], "reason": ["bad x", "bad y"], "record": ["{}", "{}"]})
+    log.quarantine(bad, "batch.csv", "sha-a")
+    log.quarantine(bad.head(1), "batch.csv", "sha-b")  # another file of the same name: not the one read again
+    with log.transaction():
+        assert log.release_quarantined("sha-a") == 2
+        log.quarantine(bad.tail(1), "batch.csv", "sha-a")
+    assert log.counts().quarantined == 2
+    assert sorted(log.quarantine_reasons()[["reason", "rows"]].itertuples(index=False, name=None)) == [("bad x", 1), ("bad y", 1)]
+    assert log.release_quarantined("sha-never-landed") == 0 and log.counts().quarantined == 2
+
+
+def test_a_log_from_before_quarantine_knew_its_files_opens_and_keeps_its_rows(tmp_path: Path) -> None:
+    """A log written by an earlier version: its quarantine table gains the file's hash; its rows stay, released by no file."""
+    path = tmp_path / "events.sqlite"
+    with closing(sqlite3.connect(path)) as db, db:
+        db.execute("CREATE TABLE quarantine (id INTEGER PRIMARY KEY, source TEXT NOT NULL, row_number INTEGER, reason TEXT NOT NULL, record TEXT, "
+                   "quarantined_at INTEGER NOT NULL)")
+        db.execute("INSERT INTO quarantine (source, row_number, reason, quarantined_at) VALUES ('old.csv', 2, 'bad x', 1)")
+    log = EventLog(path, _spec())
+    try:
+        assert log.release_quarantined("sha") == 0 and len(log.quarantine_reasons()) == 1
+        log.quarantine(pd.DataFrame({"row_number": [4], "reason": ["bad y"], "record": ["{}"]}), "new.csv", "sha")
+        assert log.release_quarantined("sha") == 1 and list(log.quarantine_reasons()["file"]) == ["old.csv"]
+    finally:
+        log.close()
+
+
 def test_a_batch_commits_with_its_file_progress_or_not_at_all(log: EventStore) -> None:
     """What landing's exactly-once rests on: a batch's events, counters, quarantine and progress share one transaction."""
     bad = pd.DataFrame({"row_number": [3], "reason": ["bad x"], "record": ["{}"]})
     with pytest.raises(RuntimeError, match="killed"), log.transaction():
         log.append(_events(["a", "b"]), "f")
-        log.quarantine(bad, "f")
+        log.quarantine(bad, "f", "sha")
         log.record_progress("sha", "f", FileProgress(position=10, line=4, parsed=2, counts=FileCounts(rows=3, ingested=2, quarantined=1)))
         raise RuntimeError("killed")
     assert log.counts() == Counts(0, 0, 0, 0) and log.file_progress("sha") == FileProgress() and log.get(["a"]).empty
@@ -121,7 +150,7 @@ def test_a_batch_commits_with_its_file_progress_or_not_at_all(log: EventStore) -
     done = FileProgress(position=10, line=4, parsed=2, counts=FileCounts(rows=9, ingested=2, duplicates=3, quarantined=1, labels_applied=4))
     with log.transaction():
         log.append(_events(["a", "b"]), "f")
-        log.quarantine(bad, "f")
+        log.quarantine(bad, "f", "sha")
         log.record_progress("sha", "f", done)
     assert log.counts() == Counts(2, 2, 1, 2) and log.file_progress("sha") == done and log.recorded_file("sha") is None
     log.record_file("sha", "f", done.counts)
@@ -373,8 +402,8 @@ def _exercise(log: EventStore) -> None:
     log.append(replayed, "replay")  # non-text values in text columns are stored as their text
     log.append_served([("s1", 25, "3", "1", 0.25, 2.0, "b"), ("s2", 60, "3", None, None, None, None)], SERVING_SOURCE)
     log.add_labels(["s1"], [labels[2]])
-    log.quarantine(pd.DataFrame({"row_number": [3, 4], "reason": ["bad x", "bad x"], "record": ["{}", None]}), "f1")
-    log.quarantine(pd.DataFrame({"row_number": [9], "reason": ["bad x"], "record": ["{}"]}), "f2")
+    log.quarantine(pd.DataFrame({"row_number": [3, 4], "reason": ["bad x", "bad x"], "record": ["{}", None]}), "f1", "sha1")
+    log.quarantine(pd.DataFrame({"row_number": [9], "reason": ["bad x"], "record": ["{}"]}), "f2", "sha2")
 
 
 @pytest.mark.parametrize("task", ["binary", "regression"])

@@ -376,6 +376,7 @@ def test_a_label_file_landed_before_its_events_is_read_again_when_landed_again(l
     assert again.note.startswith("label file landed before: read again") and log.counts().labelled == 4
     third = ingest_file(_drop(landing, "third.csv", labels), adult_spec, log)
     assert (third.labels_applied, third.duplicates, third.quarantined) == (0, 4, 2), "applied labels are duplicates; unknown ids still say so"
+    assert log.counts().quarantined == 2 and len(_quarantine(log)) == 2, "each reading replaces the file's quarantine: 6, then 2, not 6 + 2 + 2"
     as_jsonl = pd.read_csv(io.StringIO(labels)).to_json(orient="records", lines=True)  # a JSON Lines label file was rejected for missing features
     jsonl = ingest_file(_drop(landing, "labels.jsonl", as_jsonl), adult_spec, log)
     assert (jsonl.rejected, jsonl.duplicates, jsonl.quarantined) == (None, 4, 2)
@@ -402,6 +403,7 @@ def test_a_file_whose_rows_were_quarantined_is_read_again_under_the_fixed_spec(t
         assert again.note == "landed before with 3 of its 3 rows quarantined: read again under the current spec (rows already in the event log count as duplicates)"
         third = ingest_file(_drop(landing, "lots-third.csv", content), fixed.spec, fixed)
         assert (third.ingested, third.duplicates, third.quarantined) == (0, 2, 1), "rows still refused are quarantined again"
+        assert fixed.counts().quarantined == 1, "the rows now in the log are out of the quarantine; the one still refused is in it once"
         clean = content.replace("C,not a time", "C,2026-01-01T12:00:00Z")
         ingest_file(_drop(landing, "clean.csv", clean), fixed.spec, fixed)
         assert ingest_file(_drop(landing, "clean-again.csv", clean), fixed.spec, fixed).already_ingested, "a file with no row quarantined is not read again"

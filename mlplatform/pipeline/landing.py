@@ -620,7 +620,7 @@ def _label_row_problem(id_col: str, event_id: object, raw: object, spec: Dataset
     return f"label: {not_a_class(raw, spec.classes) if spec.is_classification else not_a_label_number(raw)}"
 
 
-def _ingest_labels(frame: pd.DataFrame, lines: list[int], spec: DatasetSpec, log: EventStore, name: str) -> FileCounts:
+def _ingest_labels(frame: pd.DataFrame, lines: list[int], digest: str, spec: DatasetSpec, log: EventStore, name: str) -> FileCounts:
     """A batch of a file of late labels (event id + label, no features); returns what became of its rows."""
     id_col = spec.id_column if spec.id_column in frame.columns else EVENT_ID
     nested = {col: unusable_cells(frame[col]) for col in (id_col, spec.label)}
@@ -648,7 +648,7 @@ def _ingest_labels(frame: pd.DataFrame, lines: list[int], spec: DatasetSpec, log
             "record": [json.dumps({k: str(v) for k, v in frame.iloc[i].items()}) for i, _ in problems],
         }
     )
-    return FileCounts(quarantined=log.quarantine(rows, source=name), labels_applied=len(result.applied), duplicates=len(result.unchanged))
+    return FileCounts(quarantined=log.quarantine(rows, source=name, file_sha256=digest), labels_applied=len(result.applied), duplicates=len(result.unchanged))
 
 
 def _is_transient(exc: Exception) -> bool:
@@ -667,7 +667,7 @@ def _ingest_events(frame: pd.DataFrame, lines: list[int], first_row: int, digest
     of its rows and the columns ignored."""
     validated = validate_frame(frame, spec, generated_id_prefix=digest[:16], generated_time_start_us=now_us(), row_numbers=lines, first_row=first_row)
     result = log.append(validated.events, source=name)
-    quarantined = log.quarantine(validated.quarantined, source=name)
+    quarantined = log.quarantine(validated.quarantined, source=name, file_sha256=digest)
     duplicates = validated.duplicates + result.duplicates
     if not result.changed.empty:
         line = dict(zip(validated.events[EVENT_ID], validated.row_numbers.tolist()))
@@ -677,7 +677,7 @@ def _ingest_events(frame: pd.DataFrame, lines: list[int], first_row: int, digest
                        for what in result.changed[CHANGED]],
             "record": [json.dumps(r) for r in result.changed.astype(str).to_dict("records")],
         })
-        quarantined += log.quarantine(changed, source=name)
+        quarantined += log.quarantine(changed, source=name, file_sha256=digest)
     if not result.conflicts.empty:
         line = dict(zip(validated.events[EVENT_ID], validated.row_numbers.tolist()))
         conflicts = result.conflicts.assign(
@@ -685,7 +685,7 @@ def _ingest_events(frame: pd.DataFrame, lines: list[int], first_row: int, digest
             reason=[label_conflict(r, g) for r, g in zip(result.conflicts["existing_label"], result.conflicts[LABEL])],
             record=[json.dumps(r) for r in result.conflicts.astype(str).to_dict("records")],
         )
-        quarantined += log.quarantine(conflicts, source=name)
+        quarantined += log.quarantine(conflicts, source=name, file_sha256=digest)
         duplicates -= len(conflicts)
     counts = FileCounts(ingested=result.inserted, duplicates=duplicates, quarantined=quarantined, labels_applied=result.labels_applied)
     return counts, validated.extra_columns
@@ -732,6 +732,8 @@ def _store(path: Path, handle: BinaryIO, seen: os.stat_result, spec: DatasetSpec
     if recorded is not None and recorded.rows and not read_again:
         return FileOutcome(name=path.name, rows=recorded.rows, duplicates=recorded.rows, already_ingested=True)
     progress = log.file_progress(digest)
+    # A reading again replaces the file's quarantine, in its first batch's transaction (not again when it resumes).
+    releasing = bool(read_again) and not progress.counts.rows
     collector = _CycleCollector(slack_kb=max(2 * policy.batch_bytes, MIN_COLLECTION_SLACK_BYTES) // 1024)
     columns: list[str] = []
     labels_only = False
@@ -749,15 +751,18 @@ def _store(path: Path, handle: BinaryIO, seen: os.stat_result, spec: DatasetSpec
                 frame = frame.assign(**{c: pd.Series(None, index=frame.index, dtype=object) for c in columns if c not in frame.columns})
                 lines = batch.parsed.line_numbers or list(range(progress.parsed + 1, progress.parsed + len(frame) + 1))
                 with log.transaction():
+                    if releasing:
+                        log.release_quarantined(digest)
+                        releasing = False
                     if not frame.empty:
                         if labels_only:
-                            counts += _ingest_labels(frame, lines, spec, log, path.name)
+                            counts += _ingest_labels(frame, lines, digest, spec, log, path.name)
                         else:
                             found, extra_now = _ingest_events(frame, lines, progress.parsed, digest, spec, log, path.name)
                             counts, extra = counts + found, extra or extra_now
                     if batch.parsed.bad_rows:
                         bad = pd.DataFrame(batch.parsed.bad_rows, columns=["row_number", "reason", "record"])
-                        counts += FileCounts(quarantined=log.quarantine(bad, source=path.name))
+                        counts += FileCounts(quarantined=log.quarantine(bad, source=path.name, file_sha256=digest))
                     progress = FileProgress(batch.position, batch.line, progress.parsed + len(frame), progress.counts + counts)
                     log.record_progress(digest, path.name, progress)
                 del frame, batch

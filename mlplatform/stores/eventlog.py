@@ -217,7 +217,7 @@ class EventStore(ABC):
         """Column names and rows of one read statement."""
 
     @abstractmethod
-    def _existing_columns(self, db: Any) -> set[str]: ...
+    def _existing_columns(self, db: Any, table: str) -> set[str]: ...
 
     @abstractmethod
     def _insert_new(self, db: Any, new: pd.DataFrame, serving: list[str], label_seqs: list[int | None], source: str, at: int) -> None:
@@ -253,7 +253,7 @@ class EventStore(ABC):
                     probability {t["real"]},
                     {", ".join(feature(n) for n in self.spec.features)})"""
             )
-            existing = self._existing_columns(db)
+            existing = self._existing_columns(db, "events")
             for name in self.spec.features:
                 if f"f_{name}" not in existing:
                     db.execute(f"ALTER TABLE events ADD COLUMN {feature(name)}")
@@ -262,8 +262,11 @@ class EventStore(ABC):
             db.execute(
                 f"""CREATE TABLE IF NOT EXISTS quarantine (
                     id {t["key"]}, source TEXT NOT NULL, row_number {t["int"]},
-                    reason TEXT NOT NULL, record TEXT, quarantined_at {t["int"]} NOT NULL)"""
+                    reason TEXT NOT NULL, record TEXT, quarantined_at {t["int"]} NOT NULL, file_sha256 TEXT)"""
             )
+            if "file_sha256" not in self._existing_columns(db, "quarantine"):  # a log from before files were read again
+                db.execute("ALTER TABLE quarantine ADD COLUMN file_sha256 TEXT")
+            db.execute("CREATE INDEX IF NOT EXISTS quarantine_file ON quarantine(file_sha256)")
             db.execute(
                 f"""CREATE TABLE IF NOT EXISTS files (
                     sha256 TEXT PRIMARY KEY, name TEXT NOT NULL, rows {t["int"]}, ingested {t["int"]},
@@ -464,19 +467,29 @@ class EventStore(ABC):
         frame = frame_from_rows(*self._query(sql, [str(challenger_version), str(champion_version), SERVING_SOURCE]), self.spec)
         return frame.iloc[::-1].reset_index(drop=True)
 
-    def quarantine(self, rows: pd.DataFrame, source: str) -> int:
-        """Keep invalid rows with their reason; `rows` has row_number, reason, record."""
+    def quarantine(self, rows: pd.DataFrame, source: str, file_sha256: str) -> int:
+        """Keep invalid rows of the landing file `source` (its content hash `file_sha256`) with their reason; `rows` has
+        row_number, reason, record."""
         if rows.empty:
             return 0
         at = now_us()
         p = self.PARAM
         with self._write() as db:
             db.executemany(
-                f"INSERT INTO quarantine (source, row_number, reason, record, quarantined_at) VALUES ({p}, {p}, {p}, {p}, {p})",
-                [(source, int(r.row_number), str(r.reason), r.record, at) for r in rows.itertuples(index=False)],
+                f"INSERT INTO quarantine (source, row_number, reason, record, quarantined_at, file_sha256) VALUES ({p}, {p}, {p}, {p}, {p}, {p})",
+                [(source, int(r.row_number), str(r.reason), r.record, at, file_sha256) for r in rows.itertuples(index=False)],
             )
             self._bump(db, "quarantined", len(rows))
         return len(rows)
+
+    def release_quarantined(self, file_sha256: str) -> int:
+        """Forget the quarantined rows of a file that is being read again: those still refused are quarantined again by
+        that reading, the others are in the log by then. Before, every reading added its refusals to the earlier ones,
+        and the quarantined count grew with each landing of the same bytes. Returns how many were released."""
+        with self._write() as db:
+            released = db.execute(f"DELETE FROM quarantine WHERE file_sha256 = {self.PARAM}", (file_sha256,)).rowcount
+            self._bump(db, "quarantined", -released)
+        return int(released)
 
     def recorded_file(self, sha256: str) -> FileCounts | None:
         """What became of the rows of the file with this content hash when it was last ingested to the end (labels applied
@@ -839,8 +852,8 @@ class EventLog(EventStore):
             cursor = self._conn.execute(sql, list(params))
             return [d[0] for d in cursor.description], cursor.fetchall()
 
-    def _existing_columns(self, db: sqlite3.Connection) -> set[str]:
-        return {row[1] for row in db.execute("PRAGMA table_info(events)")}
+    def _existing_columns(self, db: sqlite3.Connection, table: str) -> set[str]:
+        return {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
 
     def _insert_new(self, db: sqlite3.Connection, new: pd.DataFrame, serving: list[str], label_seqs: list[int | None], source: str, at: int) -> None:
         """One executemany over columns converted once by numpy; constants are SQL literals, not a bound parameter per row."""

@@ -178,8 +178,8 @@ class PostgresEventLog(EventStore):
             cursor.execute(sql, list(params) or None)
             return [d.name for d in cursor.description or []], cursor.fetchall()
 
-    def _existing_columns(self, db: psycopg.Cursor[Any]) -> set[str]:
-        db.execute("SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = 'events'")
+    def _existing_columns(self, db: psycopg.Cursor[Any], table: str) -> set[str]:
+        db.execute("SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = %s", (table,))
         return {row[0] for row in db.fetchall()}
 
     def _insert_new(self, db: psycopg.Cursor[Any], new: pd.DataFrame, serving: list[str], label_seqs: list[int | None], source: str, at: int) -> None:
