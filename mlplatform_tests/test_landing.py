@@ -304,10 +304,11 @@ def test_corrupt_gzip_and_parquet_are_moved_aside(landing: Path, log: EventLog, 
 
 
 def test_jsonl_non_object_and_malformed_lines(landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame) -> None:
-    good = rows.head(3).to_json(orient="records", lines=True).splitlines()
-    lines = [good[0], "[1, 2, 3]", '"just a string"', "42", "{not json", good[1], "null", "", good[2]]
+    good = rows.head(4).to_json(orient="records", lines=True).splitlines()
+    repeated = good[3][:-1] + ', "age": "999"}'  # json.loads kept the last of the two ages, silently
+    lines = [good[0], "[1, 2, 3]", '"just a string"', "42", "{not json", good[1], "null", "", good[2], repeated]
     outcome = ingest_file(_drop(landing, "mixed.jsonl", "\n".join(lines) + "\n"), adult_spec, log)
-    assert (outcome.ingested, outcome.quarantined) == (3, 5)
+    assert (outcome.ingested, outcome.quarantined) == (3, 6)
     q = _quarantine(log)
     assert q["reason"].tolist() == [
         "line 2: expected a JSON object, got list",
@@ -315,6 +316,7 @@ def test_jsonl_non_object_and_malformed_lines(landing: Path, log: EventLog, adul
         "line 4: expected a JSON object, got int",
         "line 5: malformed JSON (Expecting property name enclosed in double quotes)",
         "line 7: expected a JSON object, got NoneType",
+        'line 10: key "age" given twice in one object (which value is meant is unknown)',
     ]
 
 

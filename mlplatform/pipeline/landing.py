@@ -410,14 +410,31 @@ def _without_absent_keys(table: pa.Table, data: bytes, names: list[str]) -> pa.T
     return table.drop_columns(absent) if absent else table
 
 
+class _RepeatedKey(ValueError):
+    """A JSON object naming one key twice: json.loads kept the last value silently (Arrow refuses the block)."""
+
+
+def _one_value_per_key(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    found: dict[str, object] = {}
+    for key, value in pairs:
+        if key in found:
+            raise _RepeatedKey(key)
+        found[key] = value
+    return found
+
+
 def _parse_jsonl_lines(data: bytes, bad: list[tuple[int, str, str]], offset: int) -> _Parsed:
+    """Line by line, where Arrow refused the block: each line that is not one JSON object is quarantined on its own."""
     records: list[dict[str, object]] = []
     numbers: list[int] = []
     for number, line in enumerate(data.decode("utf-8").splitlines(), start=1 + offset):
         if not line.strip():
             continue
         try:
-            value = json.loads(line)
+            value = json.loads(line, object_pairs_hook=_one_value_per_key)
+        except _RepeatedKey as exc:
+            bad.append((number, f"line {number}: key {json.dumps(str(exc))} given twice in one object (which value is meant is unknown)", line[:4096]))
+            continue
         except json.JSONDecodeError as exc:
             bad.append((number, f"line {number}: malformed JSON ({exc.msg})", line[:4096]))
             continue
