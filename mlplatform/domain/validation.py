@@ -84,6 +84,27 @@ def generated_keys(n: int, prefix: str, start_us: int, step_us: int = 1, first_r
     return [f"{prefix}-{i}" for i in range(first_row, first_row + n)], start_us + np.arange(n, dtype="int64") * step_us
 
 
+class RepeatedKey(ValueError):
+    """A JSON object naming one key twice: `json.loads` keeps the last value silently, and which one is meant is unknown."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"duplicated key {key[:64]!r}")
+        self.key = key
+
+
+def one_value_per_key(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """`object_pairs_hook` of every JSON reader of outside input (a request body, a JSON Lines row): RepeatedKey on a key
+    given twice."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise RepeatedKey(key)
+            seen.add(key)
+    return obj
+
+
 def value_problem(value: object) -> str | None:
     """Why `value` is not a feature value, if it is nested (a list, an object, a struct) or bytes that are not text.
 

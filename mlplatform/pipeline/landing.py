@@ -45,6 +45,7 @@ from mlplatform.domain.validation import (
     EVENT_ID,
     EVENT_TIME,
     LABEL,
+    RepeatedKey,
     SchemaError,
     check_columns,
     csv_separator,
@@ -53,6 +54,7 @@ from mlplatform.domain.validation import (
     value_problem,
     not_a_class,
     not_a_label_number,
+    one_value_per_key,
     parse_label_numbers,
     validate_frame,
     with_clean_columns,
@@ -410,19 +412,6 @@ def _without_absent_keys(table: pa.Table, data: bytes, names: list[str]) -> pa.T
     return table.drop_columns(absent) if absent else table
 
 
-class _RepeatedKey(ValueError):
-    """A JSON object naming one key twice: json.loads kept the last value silently (Arrow refuses the block)."""
-
-
-def _one_value_per_key(pairs: list[tuple[str, object]]) -> dict[str, object]:
-    found: dict[str, object] = {}
-    for key, value in pairs:
-        if key in found:
-            raise _RepeatedKey(key)
-        found[key] = value
-    return found
-
-
 def _parse_jsonl_lines(data: bytes, bad: list[tuple[int, str, str]], offset: int) -> _Parsed:
     """Line by line, where Arrow refused the block: each line that is not one JSON object is quarantined on its own."""
     records: list[dict[str, object]] = []
@@ -431,9 +420,9 @@ def _parse_jsonl_lines(data: bytes, bad: list[tuple[int, str, str]], offset: int
         if not line.strip():
             continue
         try:
-            value = json.loads(line, object_pairs_hook=_one_value_per_key)
-        except _RepeatedKey as exc:
-            bad.append((number, f"line {number}: key {json.dumps(str(exc))} given twice in one object (which value is meant is unknown)", line[:4096]))
+            value = json.loads(line, object_pairs_hook=one_value_per_key)
+        except RepeatedKey as exc:
+            bad.append((number, f"line {number}: key {json.dumps(exc.key)} given twice in one object (which value is meant is unknown)", line[:4096]))
             continue
         except json.JSONDecodeError as exc:
             bad.append((number, f"line {number}: malformed JSON ({exc.msg})", line[:4096]))

@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mlplatform.domain.validation import one_value_per_key
 from mlplatform.serving.metrics import NO_MODEL, ServingMetrics
 from mlplatform.serving.records import printable
 from mlplatform.serving.schemas import (
@@ -51,19 +52,8 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not allowed in JSON")
 
 
-def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise ValueError(f"duplicated key {key[:64]!r}")
-            seen.add(key)
-    return obj
-
-
 # Built once: `json.loads`/`json.dumps` with options build a new decoder/encoder on every call.
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=_object)
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=one_value_per_key)
 _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
 
 
