@@ -56,8 +56,9 @@ def test_the_champion_is_logged_with_its_estimator_recorded_in_mlflow(platform: 
 
 
 def test_estimates_unlabelled_events_and_puts_realized_beside_where_labels_came_back(platform: Platform) -> None:
-    own, own_checks = _estimate(platform)  # only the champion's own training rows: no drop reading (it had read them, in-sample)
+    own, own_checks = _estimate(platform)  # only the champion's own training rows: no reading at all (it had read them, in-sample)
     assert own[RECENT_EVENTS] == 0 and RECENT_ESTIMATE not in own
+    assert own["chunks"] == 0 and "estimated_roc_auc" not in own, "the chunks plotted its in-sample scores on its training rows"
     assert own[TRUST_VERDICT] == "nothing to check the estimate against yet: no chunk has labels from after the champion's cut-off", \
         "it said realized performance was inside the band, with nothing realized"
     assert own_checks[ESTIMATE_TRUST_CHECK].passed
@@ -65,12 +66,12 @@ def test_estimates_unlabelled_events_and_puts_realized_beside_where_labels_came_
     platform.replay(platform.next_rows(CHUNK), with_labels=False)
     meta, checks = _estimate(platform)
     assert meta[RECENT_EVENTS] == CHUNK
-    assert meta[SKIPPED] is False and meta["estimated_metric"] == "roc_auc" and meta["chunks"] == 3
+    assert meta[SKIPPED] is False and meta["estimated_metric"] == "roc_auc" and meta["chunks"] == 2, "the two new chunks, not its training rows"
     assert float(str(meta["estimated_roc_auc_lower"])) <= float(str(meta["estimated_roc_auc"])) <= float(str(meta["estimated_roc_auc_upper"]))
     assert "realized_roc_auc" in meta and "estimated_roc_auc_on_labelled" in meta, "the labelled chunk before the unlabelled one"
     assert abs(float(str(meta["realized_accuracy"])) - float(str(meta["estimated_accuracy"]))) < 0.05
     table = str(meta["chunk_table"])
-    assert table.count("\n") == 1 + 3 and "| 0 |" in table, "the newest chunk has no labels: estimated, not realized"
+    assert table.count("\n") == 1 + 2 and "| 0 |" in table, "the newest chunk has no labels: estimated, not realized"
     assert checks[ESTIMATE_TRUST_CHECK].passed and checks[ESTIMATE_FLOOR_CHECK].passed
     assert meta["untrusted_chunks"] == 0 and float(str(meta[RECENT_ESTIMATE])) > 0.6
     assert meta[TRUST_VERDICT] == "realized performance inside the estimate's band on the 1 chunk where labels came back"

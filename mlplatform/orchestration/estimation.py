@@ -99,7 +99,8 @@ def build_estimated_performance(names: ModelNames, retry: dg.RetryPolicy, freshn
             dg.AssetCheckSpec(ESTIMATE_TRUST_CHECK, asset=key, description="Where labels came back, realized performance stays inside the estimate's "
                               "band; outside it, P(y|x) has probably changed and the estimate is not to be trusted."),
         ],
-        description="The champion's performance on the latest chunks of events (served or ingested, labelled or not), estimated "
+        description="The champion's performance on the latest chunks of events it never trained on (served or ingested, labelled "
+        "after its cut-off or not at all), estimated "
         "without labels by the estimator it was logged with (CBPE for classification, DLE for regression), with the 95 % band "
         "of a chunk that size, and realized beside it where labels came back. Blind to concept change (P(y|x) shifting). "
         "Each new chunk is added to the model's Evidently project, beside the floors (`evidently ui`).",

@@ -86,16 +86,14 @@ def _labelled(frame: pd.DataFrame, spec: DatasetSpec) -> np.ndarray:
 
 
 def estimate_chunks(predictor: Predictor, estimator: Estimator, spec: DatasetSpec, events: pd.DataFrame, chunk_events: int,
-                    min_events: int, label_seq_cutoff: int) -> list[ChunkResult]:
-    """Chunks of `chunk_events` aligned on the newest event (the oldest may be short), oldest first. Realized
-    performance counts only labels after the champion's `label_seq_cutoff`: the model may have trained on the ones
-    before (a refit learns its hold-out), where its realized score is in-sample and says nothing of the estimate."""
+                    min_events: int) -> list[ChunkResult]:
+    """Chunks of `chunk_events` of `events` (those the champion never trained on) aligned on the newest event (the oldest
+    may be short), oldest first, each estimated, and realized where labels came back."""
     if events.empty:
         return []
     events = events.reset_index(drop=True)
     features, scores = predictor.features_and_scores(events)
     labelled = _labelled(events, spec)
-    labelled = labelled[unseen_after(events.iloc[labelled], label_seq_cutoff)]
     has_label = np.zeros(len(events), dtype=bool)
     has_label[labelled] = True
     y = np.full(len(events), np.nan)
@@ -130,12 +128,13 @@ def estimate_performance(settings: Settings, spec: DatasetSpec, log: EventStore,
     events = with_history(log, spec, log.events_between(limit=wanted), log.counts().label_watermark)
     if events.empty:
         return EstimationSkipped("the event log holds no events yet", champion_version)
-    chunk_rows = events.iloc[-settings.estimation_chunks * settings.estimation_chunk_events :]
-    chunks = estimate_chunks(predictor, estimator, spec, chunk_rows, settings.estimation_chunk_events, settings.estimation_min_events, label_seq_cutoff)
-    # The drop reading leaves out the events the champion trained on (labelled up to its cut-off): right after a
-    # promotion the latest events were its own training rows, and an estimate on them against its hold-out reference
-    # triggered a retraining on the very same data.
+    # Every reading leaves out the events the champion trained on (labelled up to its cut-off, a refit's hold-out
+    # included): right after a promotion the latest events were its own training rows, where its scores are in-sample.
+    # An estimate on them against its hold-out reference triggered a retraining on the very same data, and the chunks
+    # plotted a confident model that the next events then seemed to lose.
     unseen = events[unseen_after(events, label_seq_cutoff)]
+    chunk_rows = unseen.iloc[-settings.estimation_chunks * settings.estimation_chunk_events :]
+    chunks = estimate_chunks(predictor, estimator, spec, chunk_rows, settings.estimation_chunk_events, settings.estimation_min_events)
     recent = predictor.estimate(unseen.iloc[-settings.estimated_drop_events :], settings.estimation_min_events)
     return EstimationReport(champion_version, estimator.method, WATCHED_METRIC[spec.task.value], estimator.reference, chunks, recent)
 
