@@ -121,6 +121,22 @@ def test_a_file_read_again_releases_its_own_quarantine_alone(log: EventStore) ->
     assert log.release_quarantined("sha-never-landed") == 0 and log.counts().quarantined == 2
 
 
+def test_labels_stored_before_their_class_was_renamed_read_as_the_class_the_label_map_names(tmp_path: Path) -> None:
+    """A spec renaming its classes (label_map from the old names) left the stored labels in the old vocabulary: a binary
+    window of four labels, and every retraining failed from then on."""
+    old = _spec()
+    log = EventLog(tmp_path / "events.sqlite", old)
+    labels = list(old.classes or [])
+    log.append(_events(["a", "b"], labels=labels), "f")
+    log.close()
+    renamed = old.model_copy(update={"classes": ["low", "high"], "positive_class": "high", "label_map": {labels[0]: "low", labels[1]: "high"}})
+    log = EventLog(tmp_path / "events.sqlite", renamed)
+    try:
+        assert log.events_between().set_index(EVENT_ID)[LABEL].to_dict() == {"a": "low", "b": "high"}
+    finally:
+        log.close()
+
+
 def test_a_log_from_before_quarantine_knew_its_files_opens_and_keeps_its_rows(tmp_path: Path) -> None:
     """A log written by an earlier version: its quarantine table gains the file's hash; its rows stay, released by no file."""
     path = tmp_path / "events.sqlite"

@@ -2,6 +2,7 @@
 the same predictions everywhere."""
 
 import math
+import re
 from pathlib import Path
 
 import mlflow
@@ -109,6 +110,8 @@ def test_the_logged_model_is_self_contained(trained, window: pd.DataFrame, adult
         (["<=50K"] * 150, r"one class only \(\['<=50K'\]\)"),
         (["<=50K", ">50K"] * 40, "only 80 labelled events in the window; at least 100 are needed"),
         ([None] * 200, "only 0 labelled events"),
+        # Classes renamed after these were labelled: encoded as "not the positive class", every 'high' trained as a negative.
+        (["<=50K", ">50K", "high"] * 50, re.escape("labels that are no class of the spec ['<=50K', '>50K']: 'high' × 50; were the classes renamed")),
     ],
 )
 def test_windows_that_cannot_train_say_why(window: pd.DataFrame, adult_spec: DatasetSpec, labels: list[str | None], message: str) -> None:

@@ -214,11 +214,17 @@ def _serving_follows_its_spec_file(url: str, event_id: str, spec_path: Path) -> 
         assert httpx.post(f"{url}/models/churn/predict", json={"plan": "team", "monthly_fee": 80.5, "support_calls": 8}, timeout=10).status_code == 200
         spec_path.write_text("name: [", encoding="utf-8")
         wait_until("the spec note", lambda: "no longer loads" in str(note()), 30)
-        renamed = yaml.safe_load(spec_text)  # a class renamed: taken, and the served model, which predicts 'yes', said not to fit
-        renamed.update(classes=["no", "left"], positive_class="left")
+        renamed = yaml.safe_load(spec_text)  # a class renamed: taken, and the served model, which predicts 'no', said not to fit
+        assert renamed["positive_class"] == "yes"
+        renamed.update(classes=["stayed", "yes"])
         spec_path.write_text(yaml.safe_dump(renamed), encoding="utf-8")
         wait_until("the spec note", lambda: "does not fit the edited dataset spec" in str(note()), 30)
-        assert "predicts classes dataset spec 'churn' does not have: ['yes']" in str(note())
+        assert "predicts classes dataset spec 'churn' does not have: ['no']" in str(note())
+        flipped = yaml.safe_load(spec_text)  # taken live, every served probability (of 'yes') would have been read as of 'no'
+        flipped.update(positive_class="no")
+        spec_path.write_text(yaml.safe_dump(flipped), encoding="utf-8")
+        wait_until("the spec note", lambda: "changed (positive_class)" in str(note()), 30)
+        assert "restart it" in str(note())
     finally:
         spec_path.write_text(spec_text, encoding="utf-8")
 

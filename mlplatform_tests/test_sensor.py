@@ -1,5 +1,6 @@
 """The retraining and drift sensors evaluated against a real Dagster instance, event log and MLflow store."""
 
+import re
 import time
 from collections.abc import Iterator
 
@@ -17,6 +18,7 @@ from mlplatform.orchestration.assets import latest_metadata
 from mlplatform.orchestration.launch import launch, launch_drift_run
 from mlplatform.orchestration.names import DRIFT_REPORT, LIVE_QUALITY, ModelNames
 from mlplatform.orchestration.trigger import policy_record, trigger_runs
+from mlplatform.pipeline.champion import ChampionError, ChampionRequest, change_champion
 from mlplatform.pipeline.replay import DriftScenario, inject_drift
 from mlplatform.root import platform as root_platform
 from mlplatform.settings import Settings
@@ -177,6 +179,10 @@ def test_a_hand_moved_or_pinned_champion_is_what_sensors_status_and_evaluation_f
     assert record is not None and (record.version, record.pinned) == (1, True)
     assert main(["--model", "adult", "champion", "set", "--version", "99", "--reason", "typo"]) == 2
     assert "has no version 99" in capsys.readouterr().err and registry.champion_record() == record
+    flipped = platform.spec.model_copy(update={"positive_class": platform.spec.negative_class})  # the spec edited since v2 was trained
+    with pytest.raises(ChampionError, match=re.escape("v2 does not fit dataset spec 'adult' as it is now: the model's probability is of class '>50K'")):
+        change_champion(registry, flipped, ChampionRequest("roll forward", 2, pin=True), by="test")
+    assert registry.champion_record() == record, "the alias named, and pinned, a version serving could not load"
     assert main(["champion", "set", "--model", "adult", "--version", "2", "--reason", "  "]) == 2
     assert registry.champion_record() == record
 

@@ -283,6 +283,9 @@ def test_a_model_that_does_not_fit_the_spec_is_refused_naming_the_difference(adu
     renamed = adult_spec.model_copy(update={"classes": ["low", "high"], "positive_class": "high"})
     with pytest.raises(ModelMismatch, match=re.escape("the model predicts classes dataset spec 'adult' does not have: ['<=50K', '>50K']")):
         RecordCodec(renamed, predictor)  # it answered '<=50K' while /feedback took 'low': two vocabularies
+    flipped = adult_spec.model_copy(update={"positive_class": adult_spec.negative_class})
+    with pytest.raises(ModelMismatch, match=re.escape("the model's probability is of class '>50K', dataset spec 'adult' has positive class '<=50K'")):
+        RecordCodec(flipped, predictor)  # its probability, of '>50K', was read as of '<=50K': every AUC and floor turned round
     regression = adult_spec.model_copy(update={"task": Task.regression, "classes": None, "positive_class": None})
     with pytest.raises(ModelMismatch, match="the model is a binary model, dataset spec 'adult' a regression task"):
         RecordCodec(regression, predictor)

@@ -109,7 +109,7 @@ def cmd_champion(args: argparse.Namespace) -> int:
     if args.action != "show":
         request = ChampionRequest(args.reason or "", args.version if args.action == "set" else None, pin=args.action == "set" and not args.no_pin)
         try:
-            change_champion(registry, request, by=f"{getpass.getuser()} (mlplatform champion {args.action})")
+            change_champion(registry, model.spec, request, by=f"{getpass.getuser()} (mlplatform champion {args.action})")
         except NothingToChange as exc:  # what was asked already holds: said, and not an error
             print(f"champion: {exc}")
         except ChampionError as exc:

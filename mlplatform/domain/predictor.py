@@ -27,9 +27,10 @@ NO_ESTIMATOR = "the model was logged without a performance estimator (before est
 
 
 def spec_mismatch(predictor: "Predictor", spec: DatasetSpec) -> str | None:
-    """Why a model cannot serve records of `spec`, or None: inputs other than its features, another task, or classes
-    the spec no longer has (renamed: served predictions and /feedback labels would be two vocabularies). A class the
-    spec gained is no mismatch: the model never predicts it, and the next retraining learns it."""
+    """Why a model cannot serve records of `spec`, or None: inputs other than its features, another task, classes
+    the spec no longer has (renamed: served predictions and /feedback labels would be two vocabularies), or another
+    positive class (its probability is of the other class: every AUC, floor and comparison would be turned round). A
+    class the spec gained is no mismatch: the model never predicts it, and the next retraining learns it."""
     transformer = predictor.transformer
     numeric, categorical = [*spec.numeric_features, *spec.history_numeric], [*spec.categorical_features, *spec.history_categorical]
     if set(transformer.numeric) != set(numeric) or set(transformer.categorical) != set(categorical):
@@ -42,6 +43,9 @@ def spec_mismatch(predictor: "Predictor", spec: DatasetSpec) -> str | None:
     lost = sorted(set(predictor.classes or []) - set(spec.classes or []))
     if lost:
         return f"the model predicts classes dataset spec {spec.name!r} does not have: {lost} (its classes: {spec.classes})"
+    if predictor.positive_class is not None and spec.positive_class is not None and predictor.positive_class != spec.positive_class:
+        return (f"the model's probability is of class {predictor.positive_class!r}, dataset spec {spec.name!r} has positive class "
+                f"{spec.positive_class!r}")
     return None
 
 

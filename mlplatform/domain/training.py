@@ -128,7 +128,14 @@ def check_window(window: pd.DataFrame, spec: DatasetSpec, min_rows: int) -> None
     if labelled < min_rows:
         raise TrainingError(f"only {labelled} labelled events in the window; at least {min_rows} are needed")
     if spec.is_classification:
-        present = sorted(window[LABEL].dropna().unique())
+        labels = window[LABEL].dropna()
+        strangers = labels[~labels.isin(spec.classes or [])].value_counts()
+        if len(strangers):  # encoded as "not the positive class" they would have trained silently as negatives
+            raise TrainingError(f"the window holds labels that are no class of the spec {spec.classes}: "
+                                f"{', '.join(f'{name!r} × {n}' for name, n in strangers.head(10).items())}; were the classes renamed after "
+                                "these events were labelled? Map each old name to its class in the spec's label_map: it applies to the "
+                                "labels already in the event log too")
+        present = sorted(labels.unique())
         if len(present) < 2:
             raise TrainingError(f"the window holds one class only ({present}); a classifier needs at least two")
     elif window[LABEL].astype("float64").nunique() < 2:

@@ -26,7 +26,7 @@ def build_champion_job(names: ModelNames) -> dg.JobDefinition:
     def change(context: dg.OpExecutionContext, config: ChampionConfig, platform: PlatformResource) -> None:
         model = platform.model(model_name)
         try:
-            entry = change_champion(model.registry, ChampionRequest(config.reason, config.version, config.pin and config.version is not None),
+            entry = change_champion(model.registry, model.spec, ChampionRequest(config.reason, config.version, config.pin and config.version is not None),
                                     by=f"dagster run {context.run.run_id}")
         except NothingToChange as exc:
             context.log.info(str(exc))

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mlplatform.domain.predictor import spec_mismatch
+from mlplatform.domain.spec import DatasetSpec
 from mlplatform.stores.registry import ChampionChange, Registry
 
 
 class ChampionError(ValueError):
-    """A champion change that cannot be made (unknown version, no reason given); nothing was moved."""
+    """A champion change that cannot be made (unknown version, no reason given, a version the spec no longer fits); nothing
+    was moved."""
 
 
 class NothingToChange(ChampionError):
@@ -25,8 +28,10 @@ class ChampionRequest:
     pin: bool = False
 
 
-def change_champion(registry: Registry, request: ChampionRequest, by: str) -> ChampionChange:
-    """Apply a person's champion change and return the timeline entry it recorded; NothingToChange when it asks for what is."""
+def change_champion(registry: Registry, spec: DatasetSpec, request: ChampionRequest, by: str) -> ChampionChange:
+    """Apply a person's champion change and return the timeline entry it recorded; NothingToChange when it asks for what is.
+    A version that does not fit `spec` (the model's spec as it is now) is refused: serving could not load it, and the
+    alias would name a model nothing serves, pinned where a pin was asked."""
     if not request.reason.strip():
         raise ChampionError("say why (--reason): the timeline records who moved the champion, when and why")
     current = registry.champion_record()
@@ -44,4 +49,8 @@ def change_champion(registry: Registry, request: ChampionRequest, by: str) -> Ch
         raise ChampionError(f"{registry.name} has no version {request.version} (versions: {', '.join(map(str, sorted(known))) or 'none'})")
     if current is not None and current.recorded and (current.version, current.pinned) == (request.version, request.pin):
         raise NothingToChange(f"v{current.version} already is the champion{', pinned' if current.pinned else ''}: nothing moved")
+    misfit = spec_mismatch(registry.load_predictor(request.version), spec)
+    if misfit:
+        raise ChampionError(f"v{request.version} does not fit dataset spec {spec.name!r} as it is now: {misfit}; serving could not load it. "
+                            "Restore the spec it was trained on first, or pick a version trained on this one")
     return registry.set_champion(request.version, request.reason, by, pin=request.pin)

@@ -16,7 +16,9 @@ from mlplatform.domain.spec import DatasetSpec, SpecError, load_spec
 
 log = logging.getLogger(__name__)
 
-TAKEN_LIVE = ("classes", "positive_class", "label_map", "source")  # what a label may be, and where replay reads: nothing a request or model depends on
+# What a label may be, and where replay reads: nothing a request or model depends on (positive_class is what the served
+# probability is of: taken live, every probability served would have meant the other class).
+TAKEN_LIVE = ("classes", "label_map", "source")
 
 
 def _stamp(path: Path) -> tuple[int, int, int] | None:

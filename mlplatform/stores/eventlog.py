@@ -161,6 +161,8 @@ def frame_from_rows(columns: Sequence[str], rows: Sequence[Sequence[object]], sp
             frame[name] = frame[name].astype("float64")
     if not spec.is_classification and LABEL in frame.columns:
         frame[LABEL] = frame[LABEL].astype("float64")
+    elif spec.label_map and LABEL in frame.columns:  # labels stored before their class was renamed read as the class now
+        frame[LABEL] = frame[LABEL].replace(spec.label_map)
     return frame
 
 
