@@ -243,3 +243,15 @@ def test_multiclass_log_loss_matches_the_classes_whatever_their_order(tmp_path: 
     truth = pd.Series(["red", "green", "blue"])
     confident = pd.DataFrame({"prediction": truth, "proba_red": [0.98, 0.01, 0.01], "proba_green": [0.01, 0.98, 0.01], "proba_blue": [0.01, 0.01, 0.98]})
     assert score(spec, truth, confident)["log_loss"] == pytest.approx(-np.log(0.98))
+
+
+def test_multiclass_scores_a_class_absent_from_the_window_or_from_the_model_as_scikit_learn_would(tmp_path: Path) -> None:
+    """Probe: with a class of the spec absent from the window, macro precision and recall counted it as 0 (a model right on
+    every event scored 0.75 and the live floors fired); a class the spec gained after the model was trained left the
+    champion without a log loss, and any challenger replaced it."""
+    spec = _multiclass_spec(tmp_path)
+    truth = pd.Series(["red", "green", "green"])
+    right = pd.DataFrame({"prediction": truth})
+    assert {k: score(spec, truth, right)[k] for k in ("accuracy", "precision", "recall", "f1")} == {"accuracy": 1.0, "precision": 1.0, "recall": 1.0, "f1": 1.0}
+    older = pd.DataFrame({"prediction": truth, "proba_red": [0.9, 0.2, 0.1], "proba_green": [0.1, 0.8, 0.9]})  # trained before 'blue' existed
+    assert score(spec, truth, older)["log_loss"] == pytest.approx(-np.mean(np.log([0.9, 0.8, 0.9])))

@@ -42,6 +42,14 @@ def default_floor(spec: DatasetSpec, y_true: pd.Series | None = None) -> float:
     return float(-(prior * np.log(prior)).sum())
 
 
+def occurring_classes(classes: list[str], y_true: pd.Series, predicted: pd.Series) -> list[str]:
+    """The classes multiclass macro averages run over: those labelled or predicted in the window, as scikit-learn's
+    default. Over every class of the spec, one absent from the window counted as precision and recall 0: a model right
+    on every event scored 0.75 with a fourth class never seen, and the live floors fired on it."""
+    seen = set(y_true.astype(str)) | set(predicted.astype(str))
+    return [c for c in classes if c in seen]
+
+
 def score(spec: DatasetSpec, y_true: pd.Series, predicted: pd.DataFrame) -> dict[str, float]:
     """All metrics of the task; ones that are undefined on this window (one class only) are left out."""
     from sklearn import metrics as skm  # scikit-learn (and SciPy) load where a window is scored, not with the code location
@@ -69,13 +77,17 @@ def score(spec: DatasetSpec, y_true: pd.Series, predicted: pd.DataFrame) -> dict
         if y_bin.nunique() == 2:
             out["roc_auc"] = float(skm.roc_auc_score(y_bin, proba))
         return out
-    out["precision"] = float(skm.precision_score(y_true, pred, labels=classes, average="macro", zero_division=0))
-    out["recall"] = float(skm.recall_score(y_true, pred, labels=classes, average="macro", zero_division=0))
-    out["f1"] = float(skm.f1_score(y_true, pred, labels=classes, average="macro", zero_division=0))
+    occurring = occurring_classes(classes, y_true, pred)
+    out["precision"] = float(skm.precision_score(y_true, pred, labels=occurring, average="macro", zero_division=0))
+    out["recall"] = float(skm.recall_score(y_true, pred, labels=occurring, average="macro", zero_division=0))
+    out["f1"] = float(skm.f1_score(y_true, pred, labels=occurring, average="macro", zero_division=0))
     ordered = sorted(classes)  # sklearn's log_loss reads probability columns in sorted label order
     proba_columns = [f"proba_{c}" for c in ordered]
-    if set(proba_columns) <= set(predicted.columns):  # served events keep only the predicted class's probability
-        out["log_loss"] = float(skm.log_loss(y_true, predicted[proba_columns].to_numpy(), labels=ordered))
+    if any(c in predicted.columns for c in proba_columns):  # served events keep only the predicted class's probability
+        # A class the spec gained after the model was trained has no column: the model gives it no probability. Left
+        # out, the champion had no log loss, and a challenger of any score replaced it.
+        probabilities = predicted.reindex(columns=proba_columns, fill_value=0.0).to_numpy(dtype="float64")
+        out["log_loss"] = float(skm.log_loss(y_true, probabilities, labels=ordered))
     return out
 
 

@@ -271,11 +271,29 @@ def _presence(spec: DatasetSpec, reference: pd.DataFrame, current: pd.DataFrame)
     return usable, decided
 
 
-def _clipped(frame: pd.DataFrame, numeric: list[str]) -> pd.DataFrame:
-    """`frame` with numbers beyond ±ARITHMETIC_LIMIT clipped to it (copied only then): Evidently's histograms and
-    distances fail on a range past the float limit, and a rank-based test is unchanged by clipping."""
-    wide = [c for c in numeric if bool((frame[c].abs() > ARITHMETIC_LIMIT).any())]
-    return frame.assign(**{c: frame[c].clip(-ARITHMETIC_LIMIT, ARITHMETIC_LIMIT) for c in wide}) if wide else frame
+def _bounds(reference: pd.Series) -> tuple[float, float]:
+    """Where a numeric column's values stop being data and start being an outlier, for drift: the reference's 1st to 99th
+    percentile widened by that spread on each side (by the value's size where the column is constant), within
+    ±ARITHMETIC_LIMIT. Beyond them a value counts as at the bound."""
+    low, high = reference.quantile([0.01, 0.99]).to_numpy(dtype="float64") if reference.notna().any() else (np.nan, np.nan)
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return -ARITHMETIC_LIMIT, ARITHMETIC_LIMIT
+    spread = high - low or max(abs(high), 1.0)
+    return max(low - spread, -ARITHMETIC_LIMIT), min(high + spread, ARITHMETIC_LIMIT)
+
+
+def _clipped(reference: pd.DataFrame, current: pd.DataFrame, numeric: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Both frames with each numeric column clipped to its `_bounds` (copied only where a value is beyond them). Evidently's
+    histograms and distances fail on a range past the float limit; and above 1000 rows its test is the Wasserstein
+    distance, which one valid but extreme value (1e308 in 2000 rows) made 5.6e96 standard deviations, the column drifted
+    and with it the dataset. A shift stays a shift: the values beyond pile up at the bound, far from the reference."""
+    bounds = {c: _bounds(reference[c]) for c in numeric}
+
+    def clip(frame: pd.DataFrame) -> pd.DataFrame:
+        wide = [c for c in numeric if bool(((frame[c] < bounds[c][0]) | (frame[c] > bounds[c][1])).any())]
+        return frame.assign(**{c: frame[c].clip(*bounds[c]) for c in wide}) if wide else frame
+
+    return clip(reference), clip(current)
 
 
 def _run_evidently(spec: DatasetSpec, reference: pd.DataFrame, current: pd.DataFrame, features: list[str], extra: list[str], share_threshold: float,
@@ -289,7 +307,7 @@ def _run_evidently(spec: DatasetSpec, reference: pd.DataFrame, current: pd.DataF
 
     columns = features + extra
     numeric, categorical = _column_types(spec, columns)
-    reference, current = _clipped(reference, numeric), _clipped(current, numeric)
+    reference, current = _clipped(reference, current, numeric)
     definition = DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
     items = [DataDriftPreset(columns=features, drift_share=share_threshold)] if features else []
     items += [ValueDrift(column=c) for c in extra]

@@ -23,7 +23,7 @@ from mlflow.data.pandas_dataset import PandasDataset
 from mlflow.exceptions import MlflowException
 from mlflow.types import ColSpec, DataType, Schema
 
-from mlplatform.domain.evaluation import segment_quality
+from mlplatform.domain.evaluation import occurring_classes, segment_quality
 from mlplatform.domain.predictor import PREDICTION, PROBABILITY
 from mlplatform.domain.spec import DatasetSpec, Task
 from mlplatform.domain.timeformat import iso_time
@@ -171,8 +171,9 @@ def evaluate_version(spec: DatasetSpec, holdout: PandasDataset, predicted: pd.Da
 
     # SHAP explanations need the model, which is not evaluated here (its predictions are): off, rather than a warning per run.
     # Multiclass precision, recall and F1 macro-averaged, as the platform's own evaluation has them ("weighted" by default).
+    classes = spec.classes if spec.task is Task.binary else occurring_classes(spec.classes or [], frame[LABEL], predicted[PREDICTION])
     config = {"log_model_explainability": False,
-              **({"pos_label": spec.positive_class, "label_list": spec.classes, "average": "macro"} if spec.is_classification else {})}
+              **({"pos_label": spec.positive_class, "label_list": classes, "average": "macro"} if spec.is_classification else {})}
     from sklearn.exceptions import UndefinedMetricWarning
 
     with mlflow.start_run(run_id=run_id), _quiet(("mlflow.models.evaluation", "mlflow.tracking.fluent")), warnings.catch_warnings():
