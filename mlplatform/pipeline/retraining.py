@@ -22,7 +22,7 @@ from mlplatform.stores.dask_cluster import dask_client
 from mlplatform.stores.eventlog import EventStore
 from mlplatform.domain.features import FeatureTransformer, HistoryFeaturesMissing
 from mlplatform.domain.history import history_frame
-from mlplatform.domain.predictor import Predictor, spec_mismatch
+from mlplatform.domain.predictor import Predictor, scores_records_of, spec_mismatch
 from mlplatform.stores.registry import TRAINING, ChampionRecord, Registry, json_tag, tag
 from mlplatform.settings import Settings, env_name
 from mlplatform.domain.spec import DatasetSpec
@@ -382,6 +382,17 @@ def hold_out_evidence(registry: Registry, holdout: pd.DataFrame, version: int) -
     return recorded.loc[holdout[EVENT_ID]].set_axis(holdout.index)
 
 
+def _misfit_scores(settings: Settings, spec: DatasetSpec, holdout: pd.DataFrame, predicted: pd.DataFrame, champion: Predictor | None,
+                   unseen: np.ndarray | None) -> str:
+    """What a champion the spec no longer fits scored on the hold-out, where it still reads every input there (the spec
+    only gained features or history), beside the challenger: promoted regardless, since nothing else could serve, but a
+    feature that made the model worse shows, where before it was promoted unseen. "" where it cannot be scored."""
+    if champion is None or not scores_records_of(champion, spec):
+        return ""
+    beside = judge(settings, spec, holdout, predicted, champion, unseen).decision.reason
+    return f"on this hold-out, with the inputs it has: {beside}; "
+
+
 def evaluate_challenger(settings: Settings, spec: DatasetSpec, registry: Registry, snapshot: FeatureSnapshot, challenger_version: int,
                         events: EventStore) -> Evaluation:
     """Score challenger and champion on the same later hold-out (and, from `events`, on the live labelled events both
@@ -408,7 +419,8 @@ def evaluate_challenger(settings: Settings, spec: DatasetSpec, registry: Registr
     decision = judgement.decision
     if misfit and champion is not None:  # serving cannot load it under this spec: it is no benchmark to keep
         decision = replace(decision, reason=f"champion v{champion.version} does not fit the dataset spec ({misfit}), so serving cannot load it: "
-                                            f"judged as if there were no champion; {decision.reason}")
+                                            f"judged as if there were no champion; {_misfit_scores(settings, spec, holdout, predicted, champion_predictor, champion_unseen)}"
+                                            f"{decision.reason}")
     if champion is not None and champion.pinned:
         decision = replace(decision, promote=False, reason=f"champion v{champion.version} is pinned ({champion.pin_reason}): kept; on the scores alone: {decision.reason}")
     shadow = None if champion is None else compare_on_live(settings, spec, events, challenger_version, champion.version)
