@@ -106,6 +106,10 @@ def test_compare_handles_missing_constant_unseen_and_unlabelled_columns(adult_sp
     assert prediction is not None and not prediction.drifted
     assert evidently_count == sum(c.drifted for c in columns if c.column != "capital-gain"), "per-column verdicts agree with Evidently's count"
     assert 10_000 < path.stat().st_size < 100_000 and "<html" in render_snapshot(path)[:2000].lower()
+    # A feature the spec gained after the champion was trained: all missing in its window, and no input of it (probe: drifted).
+    gained = reference.assign(**{"hours-per-week": np.nan})
+    columns, *_ = compare(adult_spec, gained, current, 0.5, tmp_path / "gained.json.xz", inputs=[f for f in adult_spec.features if f != "hours-per-week"])
+    assert "hours-per-week" not in {c.column for c in columns} and "age" in {c.column for c in columns}
 
 
 @pytest.mark.parametrize("rows", [1000, 2000])  # Evidently's numeric test: K-S up to 1000 rows, the Wasserstein distance above

@@ -16,6 +16,7 @@ import math
 import os
 import time
 import warnings
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -257,10 +258,12 @@ def _column_types(spec: DatasetSpec, columns: list[str]) -> tuple[list[str], lis
     return numeric, [c for c in columns if c not in numeric]
 
 
-def _presence(spec: DatasetSpec, reference: pd.DataFrame, current: pd.DataFrame) -> tuple[list[str], list[ColumnDrift]]:
-    """Features Evidently can compare, and verdicts for those missing entirely on one or both sides (Evidently rejects empty columns)."""
+def _presence(spec: DatasetSpec, reference: pd.DataFrame, current: pd.DataFrame, inputs: Collection[str] | None) -> tuple[list[str], list[ColumnDrift]]:
+    """Features Evidently can compare, and verdicts for those missing entirely on one or both sides (Evidently rejects
+    empty columns). Only the champion's `inputs` (None: every feature): a feature added to the spec after it was trained
+    was "all missing in reference", drifted, and its share could call for a retraining on a spec edit, not on the data."""
     usable, decided = [], []
-    for column in spec.features:
+    for column in [c for c in spec.features if inputs is None or c in inputs]:
         kind = "numeric" if column in spec.numeric_features else "categorical"
         in_ref, in_cur = bool(reference[column].notna().any()), bool(current[column].notna().any())
         if in_ref and in_cur:
@@ -338,12 +341,13 @@ def _verdicts(spec: DatasetSpec, snapshot_dict: dict[str, Any]) -> tuple[dict[st
 
 
 def compare(spec: DatasetSpec, reference: pd.DataFrame, current: pd.DataFrame, share_threshold: float, report_path: Path,
-            tags: list[str] | None = None) -> tuple[list[ColumnDrift], ColumnDrift | None, ColumnDrift | None, int]:
+            tags: list[str] | None = None, inputs: Collection[str] | None = None) -> tuple[list[ColumnDrift], ColumnDrift | None, ColumnDrift | None, int]:
     """Evidently on the two frames: feature verdicts, prediction drift, target drift (if current has labels) and Evidently's
     count; its snapshot (timestamped when it ran, with `tags`) is saved at `report_path` (`<name>.json.xz`, rendered as
     HTML on demand). When it ran, not the data's newest time: with landed and served events on two clocks, a report
-    of late-landed older events has no newer data time, and two reports fell on one point of the dashboard."""
-    features, decided = _presence(spec, reference, current)
+    of late-landed older events has no newer data time, and two reports fell on one point of the dashboard. `inputs`:
+    the features the champion reads (None: all of the spec's)."""
+    features, decided = _presence(spec, reference, current, inputs)
     extra = [c for c in (PREDICTION_COLUMN, LABEL) if c in current and c in reference and current[c].notna().any() and reference[c].notna().any()]
     snapshot = _run_evidently(spec, reference, current, features, extra, share_threshold, tags or [], naive_utc(time.time_ns() // 1000))
     found, evidently_count = _verdicts(spec, snapshot.dict())
@@ -387,7 +391,7 @@ def build_drift_report(settings: Settings, spec: DatasetSpec, log: EventStore, r
     drift_dir = settings.reports_dir / "drift"
     path = drift_dir / f"{spec.name}-v{window.version}-{stamp}{SNAPSHOT_SUFFIX}"
     columns, prediction, target, evidently_count = compare(spec, reference.sample, current, config.share_threshold, path,
-                                                           snapshot_tags(spec.name, window.version))
+                                                           snapshot_tags(spec.name, window.version), predictor.transformer.input_columns)
     challenger = registry.version_by_alias(CHALLENGER)
     pruned = prune_drift_reports(drift_dir, spec.name, settings.drift_reports_keep, {window.version, *([int(challenger.version)] if challenger else [])})
     return DriftReport(
