@@ -137,6 +137,23 @@ def test_labels_stored_before_their_class_was_renamed_read_as_the_class_the_labe
         log.close()
 
 
+def test_a_feature_whose_type_the_spec_changed_keeps_its_values_in_the_new_type(settings: Settings) -> None:
+    """Probe: after categorical → numeric every read of the log failed on a stored 'long'; after numeric → categorical
+    the column stayed numeric, and a code '007' landed as 7.0."""
+    log = open_event_log(settings, _spec())
+    log.append(_events(["a", "b"]).assign(x=[1.5, 2.0], c=["long", "3.25"]), "f")
+    log.close()
+    swapped = parse_spec({**SPEC, "features": {"x": "categorical", "c": "numeric"}})
+    log = open_event_log(settings, swapped)
+    try:
+        log.append(_events(["z"]).assign(x=["007"], c=[4.0]), "f")
+        read = log.events_between().set_index(EVENT_ID)
+        assert pd.isna(read.loc["a", "c"]) and (read.loc["b", "c"], read.loc["z", "c"]) == (3.25, 4.0), "text that is no number: missing"
+        assert read.loc["z", "x"] == "007" and float(read.loc["a", "x"]) == 1.5, "the old numbers kept, as text"
+    finally:
+        log.close()
+
+
 def test_a_log_from_before_quarantine_knew_its_files_opens_and_keeps_its_rows(tmp_path: Path) -> None:
     """A log written by an earlier version: its quarantine table gains the file's hash; its rows stay, released by no file."""
     path = tmp_path / "events.sqlite"

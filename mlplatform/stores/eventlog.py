@@ -219,7 +219,12 @@ class EventStore(ABC):
         """Column names and rows of one read statement."""
 
     @abstractmethod
-    def _existing_columns(self, db: Any, table: str) -> set[str]: ...
+    def _existing_columns(self, db: Any, table: str) -> dict[str, str]:
+        """The table's columns and their declared types (lower case)."""
+
+    @abstractmethod
+    def _retype_feature(self, db: Any, column: str, to_text: bool) -> None:
+        """Change a feature column's type in place, keeping its values (as text; as numbers, the others missing)."""
 
     @abstractmethod
     def _insert_new(self, db: Any, new: pd.DataFrame, serving: list[str], label_seqs: list[int | None], source: str, at: int) -> None:
@@ -257,8 +262,13 @@ class EventStore(ABC):
             )
             existing = self._existing_columns(db, "events")
             for name in self.spec.features:
-                if f"f_{name}" not in existing:
+                declared, to_text = existing.get(f"f_{name}"), name not in self.spec.numeric_features
+                if declared is None:
                     db.execute(f"ALTER TABLE events ADD COLUMN {feature(name)}")
+                elif ("text" in declared) != to_text:
+                    # The spec changed the feature's type. A numeric column turned codes such as '007' into 7.0 as they
+                    # landed; a text one held values that are no numbers, and every read of the log failed on them.
+                    self._retype_feature(db, _col(name), to_text)
             db.execute("CREATE UNIQUE INDEX IF NOT EXISTS events_label_seq ON events(label_seq) WHERE label_seq IS NOT NULL")
             db.execute("CREATE INDEX IF NOT EXISTS events_time ON events(event_time, seq)")
             db.execute(
@@ -854,8 +864,19 @@ class EventLog(EventStore):
             cursor = self._conn.execute(sql, list(params))
             return [d[0] for d in cursor.description], cursor.fetchall()
 
-    def _existing_columns(self, db: sqlite3.Connection, table: str) -> set[str]:
-        return {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+    def _existing_columns(self, db: sqlite3.Connection, table: str) -> dict[str, str]:
+        return {row[1]: str(row[2]).lower() for row in db.execute(f"PRAGMA table_info({table})")}
+
+    def _retype_feature(self, db: sqlite3.Connection, column: str, to_text: bool) -> None:
+        """SQLite changes no column's type: a new column takes the values (converted by its type's affinity; text that is
+        no number stays text in a REAL column, and is cleared), then replaces the old one."""
+        retyped = column[:-1] + '__retyped"'
+        db.execute(f"ALTER TABLE events ADD COLUMN {retyped} {'TEXT' if to_text else 'REAL'}")
+        db.execute(f"UPDATE events SET {retyped} = {column}")
+        if not to_text:
+            db.execute(f"UPDATE events SET {retyped} = NULL WHERE typeof({retyped}) = 'text'")
+        db.execute(f"ALTER TABLE events DROP COLUMN {column}")
+        db.execute(f"ALTER TABLE events RENAME COLUMN {retyped} TO {column}")
 
     def _insert_new(self, db: sqlite3.Connection, new: pd.DataFrame, serving: list[str], label_seqs: list[int | None], source: str, at: int) -> None:
         """One executemany over columns converted once by numpy; constants are SQL literals, not a bound parameter per row."""

@@ -178,9 +178,15 @@ class PostgresEventLog(EventStore):
             cursor.execute(sql, list(params) or None)
             return [d.name for d in cursor.description or []], cursor.fetchall()
 
-    def _existing_columns(self, db: psycopg.Cursor[Any], table: str) -> set[str]:
-        db.execute("SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = %s", (table,))
-        return {row[0] for row in db.fetchall()}
+    def _existing_columns(self, db: psycopg.Cursor[Any], table: str) -> dict[str, str]:
+        db.execute("SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = %s", (table,))
+        return {row[0]: str(row[1]).lower() for row in db.fetchall()}
+
+    def _retype_feature(self, db: psycopg.Cursor[Any], column: str, to_text: bool) -> None:
+        """In place; to numbers, text that is no number becomes missing."""
+        number = r"^\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$"
+        using = f"{column}::text" if to_text else f"CASE WHEN {column} ~ '{number}' THEN {column}::double precision END"
+        db.execute(f"ALTER TABLE events ALTER COLUMN {column} TYPE {'TEXT' if to_text else 'DOUBLE PRECISION'} USING {using}")
 
     def _insert_new(self, db: psycopg.Cursor[Any], new: pd.DataFrame, serving: list[str], label_seqs: list[int | None], source: str, at: int) -> None:
         """COPY ... FROM STDIN (FORMAT binary) of the rows encoded by `_binary_rows`."""
