@@ -238,3 +238,6 @@ def test_status_says_when_it_shows_only_the_latest_champion_moves() -> None:
     shown = render_status(status)
     assert "live quality of v6 (not the champion v7: not run since it changed) on 30" in shown
     assert "estimated performance of v7: mae 4.361 recently" in shown
+    status["estimated_performance"] |= {"recent_estimate": None, "recent_note": "no events the champion did not train on"}
+    assert "estimated performance of v7: mae not estimated recently (no events the champion did not train on); within floors" in render_status(status), \
+        "it printed 'mae None recently'"

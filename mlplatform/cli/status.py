@@ -13,7 +13,7 @@ from typing import Any
 
 from mlplatform.domain.keys import (CHALLENGER_SCORE, CHAMPION_VERSION, DAGSTER_RUN_TAG, DATASET_DRIFT, DECISION, DECISION_REASON, DRIFT_SHARE, DRIFT_SHARE_TAG,
                                    DRIFTED_COLUMNS, ESTIMATED_METRIC, FLOOR_VERDICT, LIVE_EVENTS, LIVE_VERDICT, LIVE_VERSION, NEW_LABELLED_TAG,
-                                   POLICY_TRIGGER_TAG, REASON_TAG, RECENT_ESTIMATE, REPORT_PATH, SKIP_REASON, SKIPPED, TRIGGER_REASON, TRUST_VERDICT)
+                                   POLICY_TRIGGER_TAG, REASON_TAG, RECENT_ESTIMATE, RECENT_NOTE, REPORT_PATH, SKIP_REASON, SKIPPED, TRIGGER_REASON, TRUST_VERDICT)
 from mlplatform.root import ModelContext
 from mlplatform.stores.registry_tables import RegistryReads, RegistryTables
 
@@ -90,7 +90,7 @@ def _from_dagster(model: ModelContext, limit: int, versions: list[dict[str, Any]
         "live_quality": None if live is None else {"model_version": live.get(LIVE_VERSION), "events": live.get(LIVE_EVENTS), "verdict": live.get(LIVE_VERDICT)},
         "estimated_performance": None if estimated is None else {
             "skipped": bool(estimated.get(SKIPPED, False)), "skip_reason": estimated.get(SKIP_REASON), "champion_version": estimated.get(CHAMPION_VERSION),
-            "metric": estimated.get(ESTIMATED_METRIC), "recent_estimate": estimated.get(RECENT_ESTIMATE),
+            "metric": estimated.get(ESTIMATED_METRIC), "recent_estimate": estimated.get(RECENT_ESTIMATE), "recent_note": estimated.get(RECENT_NOTE),
             "floor_verdict": estimated.get(FLOOR_VERDICT), "trust_verdict": estimated.get(TRUST_VERDICT)},
         "drift": None if drift is None else {"report": drift.get(REPORT_PATH), "drift_share": drift.get(DRIFT_SHARE),
                                              "dataset_drift": drift.get(DATASET_DRIFT), "drifted_columns": drift.get(DRIFTED_COLUMNS),
@@ -154,9 +154,10 @@ def render_status(status: dict[str, Any]) -> str:
         lines.append(f"live quality of v{q['model_version']}{_older(q['model_version'], status)} on {q['events']} labelled served predictions: {q['verdict']}")
     if status.get("estimated_performance"):
         e = status["estimated_performance"]
-        recent = f"{e['recent_estimate']:.4g}" if isinstance(e["recent_estimate"], float) else e["recent_estimate"]
+        recent = (f"{e['metric']} {e['recent_estimate']:.4g} recently" if isinstance(e["recent_estimate"], float)
+                  else f"{e['metric']} not estimated recently ({e['recent_note'] or 'no reason recorded'})")  # printed "None recently"
         lines.append(f"estimated performance: none ({e['skip_reason']})" if e["skipped"] else
-                     f"estimated performance of v{e['champion_version']}{_older(e['champion_version'], status)}: {e['metric']} {recent} recently; "
+                     f"estimated performance of v{e['champion_version']}{_older(e['champion_version'], status)}: {recent}; "
                      f"{e['floor_verdict']}; {e['trust_verdict']}")
     for r in status.get("sensor_runs", []):
         took = "" if r["seconds"] is None else f" in {r['seconds']:.0f} s"
