@@ -378,6 +378,10 @@ def test_a_draft_spec_of_an_export_with_spaced_and_foreign_names_loads(tmp_path:
     assert (spec.id_column, spec.time_column, list(spec.features)) == ("lot", "when", ["colour intensity"]), "times are distinct too: never the id guess"
     assert {"# id_column 'lot' guessed: its every value in the sample differs; check", "# time_column 'when' guessed: its values read as times; check"} <= set(guessed.splitlines())
     assert "# left out 'Colour Intensity': it differs only in case from 'colour intensity'; rename the column in your export to use it as a feature" in guessed
+    tasted = export[["lot", "cultivar"]].assign(tasted=[f"{1 + i % 28:02d}/01/2024 {i % 24:02d}:00" for i in range(n)])  # probe: a categorical feature
+    tasted.assign(score=range(n)).to_csv(sample, index=False)
+    spec = parse_spec(yaml.safe_load(draft_spec("wine", sample, label="cultivar")))
+    assert (spec.time_column, spec.time_format, list(spec.features)) == ("tasted", "%d/%m/%Y %H:%M", ["score"])
     export[["bottled at", "lot id", "alcohol %", "cultivar"]].to_csv(sample, index=False)
     with pytest.raises(ValueError, match=r"no column can be a feature \(left out 'alcohol %'"):
         draft_spec("wine", sample, label="cultivar")

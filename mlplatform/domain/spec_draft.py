@@ -115,10 +115,15 @@ def _all_distinct(values: pd.Series) -> bool:
 
 
 def _reads_as_times(values: pd.Series) -> bool:
-    """Timestamps already, or text that reads as ISO 8601 times: a time column under a name the draft does not know."""
+    """Timestamps already, or text that reads as times (ISO 8601, or a format the draft guesses, e.g. `01/01/2024 00:00`):
+    a time column under a name the draft does not know. Only ISO before: such a column became a categorical feature."""
     values = values.dropna()
-    return pd.api.types.is_datetime64_any_dtype(values) or (not values.empty and not pd.api.types.is_numeric_dtype(values)
-                                                            and bool(parse_event_times(values.astype(str), ISO).notna().all()))
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return True
+    if values.empty or pd.api.types.is_numeric_dtype(values):
+        return False
+    text = values.astype(str)
+    return any(bool(parse_event_times(text, pattern).notna().all()) for pattern in (ISO, *STRFTIME_GUESSES))
 
 
 def draft_spec(name: str, sample: Path | None, label: str | None = None, task: str | None = None) -> str:
