@@ -162,7 +162,9 @@ def frame_from_rows(columns: Sequence[str], rows: Sequence[Sequence[object]], sp
     if not spec.is_classification and LABEL in frame.columns:
         frame[LABEL] = frame[LABEL].astype("float64")
     elif spec.label_map and LABEL in frame.columns:  # labels stored before their class was renamed read as the class now
-        frame[LABEL] = frame[LABEL].replace(spec.label_map)
+        old = frame[LABEL].isin(list(spec.label_map))  # a hash lookup per row; the mapping only where one is found
+        if old.any():
+            frame.loc[old, LABEL] = frame.loc[old, LABEL].map(spec.label_map)
     return frame
 
 
