@@ -9,13 +9,16 @@ its tables (RegistryTables), without importing MLflow either.
 
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlplatform.domain.keys import (CHALLENGER_SCORE, CHAMPION_VERSION, DAGSTER_RUN_TAG, DATASET_DRIFT, DECISION, DECISION_REASON, DRIFT_SHARE, DRIFT_SHARE_TAG,
                                    DRIFTED_COLUMNS, ESTIMATED_METRIC, FLOOR_VERDICT, LIVE_EVENTS, LIVE_VERDICT, LIVE_VERSION, NEW_LABELLED_TAG,
                                    POLICY_TRIGGER_TAG, REASON_TAG, RECENT_ESTIMATE, RECENT_NOTE, REPORT_PATH, SKIP_REASON, SKIPPED, TRIGGER_REASON, TRUST_VERDICT)
 from mlplatform.root import ModelContext
 from mlplatform.stores.registry_tables import RegistryReads, RegistryTables
+
+if TYPE_CHECKING:  # Dagster is imported where status reads the instance, not with the CLI
+    from dagster import RunRecord
 
 VERSIONS_SHOWN = 10
 
@@ -99,7 +102,7 @@ def _from_dagster(model: ModelContext, limit: int, versions: list[dict[str, Any]
     }
 
 
-def _sensor_run(record: Any, version: dict[str, Any] | None) -> dict[str, Any]:
+def _sensor_run(record: "RunRecord", version: dict[str, Any] | None) -> dict[str, Any]:
     """A run the policy triggered: why, how long it took (None while it runs), and the version it trained and its decision."""
     run = record.dagster_run
     seconds = None if record.start_time is None or record.end_time is None else round(record.end_time - record.start_time, 1)
