@@ -80,13 +80,14 @@ sys.exit(dev.serve_until_stopped(Settings(), say=lambda line: print(line, flush=
 """
 
 
-@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP])
-def test_a_stop_signal_or_the_terminal_hanging_up_stops_every_server(tmp_path: Path, stop: signal.Signals) -> None:
+@pytest.mark.parametrize(("prefix", "stops"), [([], [signal.SIGTERM]), ([], [signal.SIGHUP]), (["nohup"], [signal.SIGHUP, signal.SIGTERM])])
+def test_a_stop_signal_or_the_terminal_hanging_up_stops_every_server(tmp_path: Path, prefix: list[str], stops: list[signal.Signals]) -> None:
     """Closing the terminal (SIGHUP) killed `mlplatform dev` alone: every server, each in its own session, ran on
-    without it, holding the ports the next `make dev` needs."""
+    without it, holding the ports the next `make dev` needs. Under `nohup` a hang-up stays ignored (the review: the
+    handler overrode it, and `nohup mlplatform dev &` died at logout)."""
     state = tmp_path / "state"
     urls = {f"MLPLATFORM_{key}": f"http://127.0.0.1:{free_port()}" for key in ("DAGSTER_UI_URL", "MLFLOW_UI_URL", "REPORTS_URL", "EVIDENTLY_UI_URL")}
-    proc = subprocess.Popen([sys.executable, "-c", SLEEPING_STACK], cwd=REPO_ROOT, env={**os.environ, **urls, "MLPLATFORM_STATE_DIR": str(state)},
+    proc = subprocess.Popen([*prefix, sys.executable, "-c", SLEEPING_STACK], cwd=REPO_ROOT, env={**os.environ, **urls, "MLPLATFORM_STATE_DIR": str(state)},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     marker = f"MLPLATFORM_STATE_DIR={state}\0"
     try:
@@ -95,6 +96,11 @@ def test_a_stop_signal_or_the_terminal_hanging_up_stops_every_server(tmp_path: P
         assert printed[1].strip().startswith("sleeper"), "".join(printed) + proc.stdout.read()
         sleeper = [pid for pid in _processes_with(marker) if pid != proc.pid]
         assert len(sleeper) == 1
+        *ignored, stop = stops
+        for sig in ignored:
+            proc.send_signal(sig)
+            time.sleep(1.0)
+            assert proc.poll() is None and _processes_with(marker), f"{sig.name} is ignored under nohup"
         proc.send_signal(stop)
         out, _ = proc.communicate(timeout=60)
         assert proc.returncode == 0 and out.strip().endswith("stopped"), out

@@ -133,6 +133,9 @@ def test_labels_stored_before_their_class_was_renamed_read_as_the_class_the_labe
     log = EventLog(tmp_path / "events.sqlite", renamed)
     try:
         assert log.events_between().set_index(EVENT_ID)[LABEL].to_dict() == {"a": "low", "b": "high"}
+        again = log.add_labels(["a", "b"], ["low", "high"])  # review: a label file landed again conflicted with its own labels
+        assert (again.unchanged, again.conflicts) == (["a", "b"], [])
+        assert log.append(_events(["a"], labels=["low"]), "f").conflicts.empty
     finally:
         log.close()
 
@@ -141,7 +144,7 @@ def test_a_feature_whose_type_the_spec_changed_keeps_its_values_in_the_new_type(
     """Probe: after categorical → numeric every read of the log failed on a stored 'long'; after numeric → categorical
     the column stayed numeric, and a code '007' landed as 7.0."""
     log = open_event_log(settings, _spec())
-    log.append(_events(["a", "b"]).assign(x=[1.5, 2.0], c=["long", "3.25"]), "f")
+    log.append(_events(["a", "b", "d"]).assign(x=[1.5, 2.0, 3.0], c=["long", "3.25", "1e400"]), "f")
     log.close()
     swapped = parse_spec({**SPEC, "features": {"x": "categorical", "c": "numeric"}})
     log = open_event_log(settings, swapped)
@@ -149,23 +152,31 @@ def test_a_feature_whose_type_the_spec_changed_keeps_its_values_in_the_new_type(
         log.append(_events(["z"]).assign(x=["007"], c=[4.0]), "f")
         read = log.events_between().set_index(EVENT_ID)
         assert pd.isna(read.loc["a", "c"]) and (read.loc["b", "c"], read.loc["z", "c"]) == (3.25, 4.0), "text that is no number: missing"
-        assert read.loc["z", "x"] == "007" and float(read.loc["a", "x"]) == 1.5, "the old numbers kept, as text"
+        assert pd.isna(read.loc["d", "c"]), "no double holds 1e400: missing (PostgreSQL's cast failed, and the log could not be opened)"
+        assert read.loc["z", "x"] == "007" and (read.loc["a", "x"], read.loc["b", "x"]) == ("1.5", "2"), \
+            "the old numbers kept, spelled as landing spells a category (SQLite wrote '2.0': the same file landed again was 'other values')"
     finally:
         log.close()
 
 
 def test_a_log_from_before_quarantine_knew_its_files_opens_and_keeps_its_rows(tmp_path: Path) -> None:
-    """A log written by an earlier version: its quarantine table gains the file's hash; its rows stay, released by no file."""
+    """A log written by an earlier version: its quarantine table gains the file's hash, filled in where the file's name
+    was landed as one content (the review: those rows were never released, and a reading again counted them twice)."""
     path = tmp_path / "events.sqlite"
     with closing(sqlite3.connect(path)) as db, db:
         db.execute("CREATE TABLE quarantine (id INTEGER PRIMARY KEY, source TEXT NOT NULL, row_number INTEGER, reason TEXT NOT NULL, record TEXT, "
                    "quarantined_at INTEGER NOT NULL)")
-        db.execute("INSERT INTO quarantine (source, row_number, reason, quarantined_at) VALUES ('old.csv', 2, 'bad x', 1)")
+        db.execute("INSERT INTO quarantine (source, row_number, reason, quarantined_at) VALUES ('old.csv', 2, 'bad x', 1), ('twice.csv', 3, 'bad z', 1)")
+        db.execute("CREATE TABLE files (sha256 TEXT PRIMARY KEY, name TEXT NOT NULL, rows INTEGER, ingested INTEGER, duplicates INTEGER, "
+                   "quarantined INTEGER, at INTEGER NOT NULL)")
+        db.execute("INSERT INTO files VALUES ('sha-old', 'old.csv', 5, 4, 0, 1, 1), ('sha-t1', 'twice.csv', 5, 4, 0, 1, 1), ('sha-t2', 'twice.csv', 5, 5, 0, 0, 2)")
     log = EventLog(path, _spec())
     try:
-        assert log.release_quarantined("sha") == 0 and len(log.quarantine_reasons()) == 1
+        assert log.release_quarantined("sha") == 0 and len(log.quarantine_reasons()) == 2
         log.quarantine(pd.DataFrame({"row_number": [4], "reason": ["bad y"], "record": ["{}"]}), "new.csv", "sha")
-        assert log.release_quarantined("sha") == 1 and list(log.quarantine_reasons()["file"]) == ["old.csv"]
+        assert log.release_quarantined("sha") == 1 and sorted(log.quarantine_reasons()["file"]) == ["old.csv", "twice.csv"]
+        assert log.release_quarantined("sha-old") == 1, "a name landed as one content: its old rows are that file's, released when it is read again"
+        assert log.release_quarantined("sha-t1") == 0 and list(log.quarantine_reasons()["file"]) == ["twice.csv"], "two contents: which one is unknown"
     finally:
         log.close()
 

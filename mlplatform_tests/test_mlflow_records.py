@@ -167,6 +167,10 @@ def test_a_multiclass_version_is_evaluated_by_mlflow_as_the_platform_scores_it(t
     assert "storm" not in set(predicted[PREDICTION]) and ours["f1"] < 0.9
     for theirs, mine in (("f1_score", "f1"), ("precision_score", "precision"), ("recall_score", "recall")):
         assert metrics[theirs] == pytest.approx(ours[mine], abs=1e-12), (theirs, metrics[theirs], ours[mine])
+    # One class labelled and predicted (review: MLflow refused fewer than two labels, and evaluation_report failed every retry).
+    one = holdout[(holdout[LABEL] == "clear").to_numpy()].head(40)
+    alone = registry.load_predictor(1).predict(one).assign(**{PREDICTION: "clear"})
+    assert registry.record_evaluation(window_dataset(spec, one, "events.sqlite", "holdout-one"), 1, alone, {1: score(spec, one[LABEL], alone)})
 
 
 def test_a_one_class_holdout_is_still_evaluated(state: Settings, instance: dg.DagsterInstance, adult_spec: DatasetSpec, adult_rows: pd.DataFrame) -> None:

@@ -383,7 +383,8 @@ def serve_until_stopped(settings: Settings, say: Callable[[str], None] = print, 
     from mlplatform.cli.production import local_engines
     from mlplatform.cli.stack import PRODUCTION, StackError, holding, write_production_env
 
-    previous = {sig: signal.signal(sig, _interrupt) for sig in STOP_SIGNALS}
+    # Under `nohup` a hang-up is ignored, as asked: that stays so.
+    previous = {sig: signal.signal(sig, _interrupt) for sig in STOP_SIGNALS if signal.getsignal(sig) is not signal.SIG_IGN}
     try:
         say(f"starting on state {settings.state_dir}{' (production profile)' if production else ''} (Ctrl-C stops everything)")
         with holding(settings.state_dir, PRODUCTION if production else "embedded"):

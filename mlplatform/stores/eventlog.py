@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import sys
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -26,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mlplatform.domain.features import normalise_category
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.validation import EVENT_ID, EVENT_TIME, LABEL
 
@@ -161,11 +163,20 @@ def frame_from_rows(columns: Sequence[str], rows: Sequence[Sequence[object]], sp
             frame[name] = frame[name].astype("float64")
     if not spec.is_classification and LABEL in frame.columns:
         frame[LABEL] = frame[LABEL].astype("float64")
-    elif spec.label_map and LABEL in frame.columns:  # labels stored before their class was renamed read as the class now
-        old = frame[LABEL].isin(list(spec.label_map))  # a hash lookup per row; the mapping only where one is found
-        if old.any():
-            frame.loc[old, LABEL] = frame.loc[old, LABEL].map(spec.label_map)
+    elif LABEL in frame.columns:
+        frame[LABEL] = _as_class_now(frame[LABEL], spec)
     return frame
+
+
+def _as_class_now(labels: pd.Series, spec: DatasetSpec) -> pd.Series:
+    """Labels stored before their class was renamed, read as the class the spec's label_map names now (a hash lookup per
+    row; mapped only where an old name is found)."""
+    old = labels.isin(list(spec.label_map)) if spec.label_map else None
+    if old is None or not old.any():
+        return labels
+    labels = labels.copy()
+    labels[old] = labels[old].map(spec.label_map)
+    return labels
 
 
 def _first_occurrences(events: pd.DataFrame) -> tuple[pd.DataFrame, int]:
@@ -278,14 +289,18 @@ class EventStore(ABC):
                     id {t["key"]}, source TEXT NOT NULL, row_number {t["int"]},
                     reason TEXT NOT NULL, record TEXT, quarantined_at {t["int"]} NOT NULL, file_sha256 TEXT)"""
             )
-            if "file_sha256" not in self._existing_columns(db, "quarantine"):  # a log from before files were read again
-                db.execute("ALTER TABLE quarantine ADD COLUMN file_sha256 TEXT")
-            db.execute("CREATE INDEX IF NOT EXISTS quarantine_file ON quarantine(file_sha256)")
             db.execute(
                 f"""CREATE TABLE IF NOT EXISTS files (
                     sha256 TEXT PRIMARY KEY, name TEXT NOT NULL, rows {t["int"]}, ingested {t["int"]},
                     duplicates {t["int"]}, quarantined {t["int"]}, at {t["int"]} NOT NULL)"""
             )
+            if "file_sha256" not in self._existing_columns(db, "quarantine"):  # a log from before files were read again
+                db.execute("ALTER TABLE quarantine ADD COLUMN file_sha256 TEXT")
+                # Its rows get their file's hash where the name was landed as one content only, so a reading again
+                # releases them too; a name landed with several contents cannot say which one, and its rows stay.
+                db.execute("UPDATE quarantine SET file_sha256 = (SELECT min(sha256) FROM files WHERE files.name = quarantine.source) "
+                           "WHERE (SELECT count(*) FROM files WHERE files.name = quarantine.source) = 1")
+            db.execute("CREATE INDEX IF NOT EXISTS quarantine_file ON quarantine(file_sha256)")
             db.execute(
                 f"""CREATE TABLE IF NOT EXISTS shadow_predictions (
                     model_version TEXT NOT NULL, event_id {t["id"]} NOT NULL, prediction TEXT, probability {t["real"]},
@@ -357,6 +372,7 @@ class EventStore(ABC):
         if not rows:  # a landing batch of new events: nothing to compare, nothing copied
             return pd.DataFrame(columns=columns)
         recorded = frame_from_rows([EVENT_ID, "existing_label", *logged], rows, self.spec)
+        recorded["existing_label"] = _as_class_now(recorded["existing_label"], self.spec)  # a renamed class is no conflict
         incoming = events.loc[events[EVENT_ID].isin(recorded[EVENT_ID]).to_numpy(), [EVENT_ID, LABEL, *features]].reset_index(drop=True)
         incoming[LABEL] = incoming[LABEL].astype(object).where(incoming[LABEL].notna(), None)
         known = incoming.merge(recorded, on=EVENT_ID, how="inner")
@@ -393,7 +409,8 @@ class EventStore(ABC):
         conflicts: list[str] = []
         with self._write() as db:
             base = self._label_base(db)
-            recorded = dict(self._recorded(db, list(dict.fromkeys(event_ids))))
+            recorded = {event_id: self.spec.label_map.get(label, label) if isinstance(label, str) else label  # a renamed class is no conflict
+                        for event_id, label in self._recorded(db, list(dict.fromkeys(event_ids)))}
             to_apply: dict[str, object] = {}
             for event_id, label in zip(event_ids, labels):
                 if event_id not in recorded:
@@ -870,13 +887,18 @@ class EventLog(EventStore):
         return {row[1]: str(row[2]).lower() for row in db.execute(f"PRAGMA table_info({table})")}
 
     def _retype_feature(self, db: sqlite3.Connection, column: str, to_text: bool) -> None:
-        """SQLite changes no column's type: a new column takes the values (converted by its type's affinity; text that is
-        no number stays text in a REAL column, and is cleared), then replaces the old one."""
+        """SQLite changes no column's type: a new column takes the values, then replaces the old one. To text, numbers are
+        spelled as landing spells a category (`2`, not SQLite's `2.0`: the same bytes landed again were "other values");
+        to numbers, text that is no finite number (SQLite keeps it as text in a REAL column; `1e400` becomes inf) is cleared."""
         retyped = column[:-1] + '__retyped"'
         db.execute(f"ALTER TABLE events ADD COLUMN {retyped} {'TEXT' if to_text else 'REAL'}")
-        db.execute(f"UPDATE events SET {retyped} = {column}")
-        if not to_text:
-            db.execute(f"UPDATE events SET {retyped} = NULL WHERE typeof({retyped}) = 'text'")
+        if to_text:
+            stored = pd.DataFrame(db.execute(f"SELECT seq, {column} FROM events WHERE {column} IS NOT NULL").fetchall(), columns=["seq", "value"])
+            spelled = normalise_category(stored["value"].astype(object)).astype(object)
+            db.executemany(f"UPDATE events SET {retyped} = ? WHERE seq = ?", zip(spelled.where(spelled.notna(), None).tolist(), stored["seq"].tolist()))
+        else:
+            db.execute(f"UPDATE events SET {retyped} = {column}")
+            db.execute(f"UPDATE events SET {retyped} = NULL WHERE typeof({retyped}) = 'text' OR abs({retyped}) > {sys.float_info.max!r}")
         db.execute(f"ALTER TABLE events DROP COLUMN {column}")
         db.execute(f"ALTER TABLE events RENAME COLUMN {retyped} TO {column}")
 

@@ -12,6 +12,7 @@ between its own `events` update and its commit.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -183,9 +184,13 @@ class PostgresEventLog(EventStore):
         return {row[0]: str(row[1]).lower() for row in db.fetchall()}
 
     def _retype_feature(self, db: psycopg.Cursor[Any], column: str, to_text: bool) -> None:
-        """In place; to numbers, text that is no number becomes missing."""
-        number = r"^\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$"
-        using = f"{column}::text" if to_text else f"CASE WHEN {column} ~ '{number}' THEN {column}::double precision END"
+        """In place; to numbers, text that is no number, or none a double holds (`1e400` failed the cast, and the log
+        could not be opened), becomes missing, and one too small for a double 0. CASE tries its branches in order: a
+        cast is reached only by text the pattern passed."""
+        number = r"^\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]{1,4})?\s*$"
+        using = (f"{column}::text" if to_text else
+                 f"CASE WHEN {column} !~ '{number}' THEN NULL WHEN abs({column}::numeric) > {sys.float_info.max!r} THEN NULL "
+                 f"WHEN abs({column}::numeric) < 1e-300 THEN 0 ELSE {column}::double precision END")
         db.execute(f"ALTER TABLE events ALTER COLUMN {column} TYPE {'TEXT' if to_text else 'DOUBLE PRECISION'} USING {using}")
 
     def _insert_new(self, db: psycopg.Cursor[Any], new: pd.DataFrame, serving: list[str], label_seqs: list[int | None], source: str, at: int) -> None:

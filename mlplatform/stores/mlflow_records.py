@@ -171,7 +171,10 @@ def evaluate_version(spec: DatasetSpec, holdout: PandasDataset, predicted: pd.Da
 
     # SHAP explanations need the model, which is not evaluated here (its predictions are): off, rather than a warning per run.
     # Multiclass precision, recall and F1 macro-averaged, as the platform's own evaluation has them ("weighted" by default).
-    classes = spec.classes if spec.task is Task.binary else occurring_classes(spec.classes or [], frame[LABEL], predicted[PREDICTION])
+    # MLflow's multiclass path needs three labels at least (with two it turns binary, with one it fails): below that, the
+    # spec's classes, and its macro averages then count the absent ones as 0 where the platform's do not.
+    occurring = occurring_classes(spec.classes or [], frame[LABEL], predicted[PREDICTION])
+    classes = occurring if spec.task is Task.multiclass and len(occurring) >= 3 else spec.classes
     config = {"log_model_explainability": False,
               **({"pos_label": spec.positive_class, "label_list": classes, "average": "macro"} if spec.is_classification else {})}
     from sklearn.exceptions import UndefinedMetricWarning
