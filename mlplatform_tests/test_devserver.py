@@ -71,8 +71,12 @@ def test_dev_serves_a_fresh_state_and_stops_cleanly_on_ctrl_c(tmp_path: Path) ->
 
 
 # `mlplatform dev` itself, its servers swapped for one that only sleeps: the stop path without the engines' start-up.
+# `terminal`: a hang-up kills, as in a terminal, whatever this suite inherited (under `nohup` it is ignored).
 SLEEPING_STACK = """
+import signal
 import sys
+if sys.argv[1:] == ["terminal"]:
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 import mlplatform.cli.dev as dev
 from mlplatform.settings import Settings
 dev.build_servers = lambda settings, production=False: [dev.Server("sleeper", "(test)", [sys.executable, "-c", "import time; time.sleep(120)"], lambda: True)]
@@ -87,7 +91,7 @@ def test_a_stop_signal_or_the_terminal_hanging_up_stops_every_server(tmp_path: P
     handler overrode it, and `nohup mlplatform dev &` died at logout)."""
     state = tmp_path / "state"
     urls = {f"MLPLATFORM_{key}": f"http://127.0.0.1:{free_port()}" for key in ("DAGSTER_UI_URL", "MLFLOW_UI_URL", "REPORTS_URL", "EVIDENTLY_UI_URL")}
-    proc = subprocess.Popen([*prefix, sys.executable, "-c", SLEEPING_STACK], cwd=REPO_ROOT, env={**os.environ, **urls, "MLPLATFORM_STATE_DIR": str(state)},
+    proc = subprocess.Popen([*prefix, sys.executable, "-c", SLEEPING_STACK, *([] if prefix else ["terminal"])], cwd=REPO_ROOT, env={**os.environ, **urls, "MLPLATFORM_STATE_DIR": str(state)},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     marker = f"MLPLATFORM_STATE_DIR={state}\0"
     try:
