@@ -32,7 +32,7 @@ def spec_mismatch(predictor: "Predictor", spec: DatasetSpec) -> str | None:
     positive class (its probability is of the other class: every AUC, floor and comparison would be turned round). A
     class the spec gained is no mismatch: the model never predicts it, and the next retraining learns it."""
     transformer = predictor.transformer
-    numeric, categorical = _spec_inputs(spec)
+    numeric, categorical = spec.model_inputs
     if set(transformer.numeric) != set(numeric) or set(transformer.categorical) != set(categorical):
         expected, actual = set(numeric + categorical), set(transformer.input_columns)
         return (f"model inputs are not the features of dataset spec {spec.name!r}: the spec has {sorted(expected - actual) or 'nothing'} the model "
@@ -44,13 +44,9 @@ def spec_mismatch(predictor: "Predictor", spec: DatasetSpec) -> str | None:
 def scores_records_of(predictor: "Predictor", spec: DatasetSpec) -> bool:
     """Whether the model can score records of `spec`, fitting it or not: the spec has every input it reads, of the same
     kind, and what it predicts means the same (a spec that only gained features or history)."""
-    numeric, categorical = _spec_inputs(spec)
+    numeric, categorical = spec.model_inputs
     inputs = set(predictor.transformer.numeric) <= set(numeric) and set(predictor.transformer.categorical) <= set(categorical)
     return inputs and _output_mismatch(predictor, spec) is None
-
-
-def _spec_inputs(spec: DatasetSpec) -> tuple[list[str], list[str]]:
-    return [*spec.numeric_features, *spec.history_numeric], [*spec.categorical_features, *spec.history_categorical]
 
 
 def _output_mismatch(predictor: "Predictor", spec: DatasetSpec) -> str | None:

@@ -332,6 +332,11 @@ class DatasetSpec(BaseModel):
         return [n for f in self.history_features for n in f.names if n not in categorical]
 
     @property
+    def model_inputs(self) -> tuple[list[str], list[str]]:
+        """The columns a model of this spec reads, numeric then categorical: the features, then the history columns."""
+        return [*self.numeric_features, *self.history_numeric], [*self.categorical_features, *self.history_categorical]
+
+    @property
     def is_classification(self) -> bool:
         return self.task is not Task.regression
 

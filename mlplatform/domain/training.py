@@ -118,7 +118,7 @@ def tuned_params(result: TrainingResult) -> dict[str, Any]:
 
 def fit_transformer(window: pd.DataFrame, spec: DatasetSpec) -> FeatureTransformer:
     """The spec's features, then its history columns (which `window` must hold: see retraining.with_history)."""
-    numeric, categorical = [*spec.numeric_features, *spec.history_numeric], [*spec.categorical_features, *spec.history_categorical]
+    numeric, categorical = spec.model_inputs
     return FeatureTransformer(numeric, categorical, list(spec.crosses), history=[*spec.history_numeric, *spec.history_categorical]).fit(window)
 
 
