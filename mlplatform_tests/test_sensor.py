@@ -2,7 +2,9 @@
 
 import re
 import time
+import urllib.parse
 from collections.abc import Iterator
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
@@ -183,6 +185,13 @@ def test_a_hand_moved_or_pinned_champion_is_what_sensors_status_and_evaluation_f
     with pytest.raises(ChampionError, match=re.escape("v2 does not fit dataset spec 'adult' as it is now: the model's probability is of class '>50K'")):
         change_champion(registry, flipped, ChampionRequest("roll forward", 2, pin=True), by="test")
     assert registry.champion_record() == record, "the alias named, and pinned, a version serving could not load"
+    artifacts = Path(urllib.parse.urlparse(registry.client.get_model_version_download_uri(registry.name, "2")).path)
+    (artifacts / "MLmodel").rename(artifacts / "MLmodel.aside")  # its artifacts lost or half-copied
+    try:
+        assert main(["champion", "set", "--model", "adult", "--version", "2", "--reason", "roll forward"]) == 2
+        assert "v2 cannot be loaded (" in capsys.readouterr().err and registry.champion_record() == record
+    finally:
+        (artifacts / "MLmodel.aside").rename(artifacts / "MLmodel")
     assert main(["champion", "set", "--model", "adult", "--version", "2", "--reason", "  "]) == 2
     assert registry.champion_record() == record
 

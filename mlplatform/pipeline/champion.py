@@ -10,8 +10,8 @@ from mlplatform.stores.registry import ChampionChange, Registry
 
 
 class ChampionError(ValueError):
-    """A champion change that cannot be made (unknown version, no reason given, a version the spec no longer fits); nothing
-    was moved."""
+    """A champion change that cannot be made (unknown version, no reason given, a version that cannot be loaded or that the
+    spec no longer fits); nothing was moved."""
 
 
 class NothingToChange(ChampionError):
@@ -49,7 +49,12 @@ def change_champion(registry: Registry, spec: DatasetSpec, request: ChampionRequ
         raise ChampionError(f"{registry.name} has no version {request.version} (versions: {', '.join(map(str, sorted(known))) or 'none'})")
     if current is not None and current.recorded and (current.version, current.pinned) == (request.version, request.pin):
         raise NothingToChange(f"v{current.version} already is the champion{', pinned' if current.pinned else ''}: nothing moved")
-    misfit = spec_mismatch(registry.load_predictor(request.version), spec)
+    try:
+        predictor = registry.load_predictor(request.version)
+    except Exception as exc:  # whatever MLflow or unpickling raises: the alias must not name a model nothing can load
+        raise ChampionError(f"v{request.version} cannot be loaded ({type(exc).__name__}: {exc}); serving could not load it either. "
+                            "Pick another version, or restore its artifacts in the MLflow store") from exc
+    misfit = spec_mismatch(predictor, spec)
     if misfit:
         raise ChampionError(f"v{request.version} does not fit dataset spec {spec.name!r} as it is now: {misfit}; serving could not load it. "
                             "Restore the spec it was trained on first, or pick a version trained on this one")
