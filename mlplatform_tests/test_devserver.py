@@ -84,6 +84,30 @@ sys.exit(dev.serve_until_stopped(Settings(), say=lambda line: print(line, flush=
 """
 
 
+def test_a_supervisor_killed_outright_leaves_no_server_behind(tmp_path: Path) -> None:
+    """SIGKILL (or the OOM killer) gives `mlplatform dev` no chance to stop its servers, and each runs in a session of its
+    own: before, they ran on without it, holding the ports the next `make dev` needs. Its reaper stops them."""
+    state = tmp_path / "state"
+    urls = {f"MLPLATFORM_{key}": f"http://127.0.0.1:{free_port()}" for key in ("DAGSTER_UI_URL", "MLFLOW_UI_URL", "REPORTS_URL", "EVIDENTLY_UI_URL")}
+    proc = subprocess.Popen([sys.executable, "-c", SLEEPING_STACK], cwd=REPO_ROOT, env={**os.environ, **urls, "MLPLATFORM_STATE_DIR": str(state)},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    marker = f"MLPLATFORM_STATE_DIR={state}\0"
+    try:
+        assert proc.stdout is not None
+        printed = [proc.stdout.readline() for _ in range(2)]
+        assert printed[1].strip().startswith("sleeper"), "".join(printed) + proc.stdout.read()
+        [sleeper] = [pid for pid in _processes_with(marker) if pid != proc.pid]
+        proc.kill()
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 60
+        while _processes_with(marker) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _processes_with(marker) == [], f"the sleeper (pid {sleeper}) outlived its supervisor"
+    finally:
+        for pid in _processes_with(marker):
+            os.kill(pid, signal.SIGKILL)
+
+
 @pytest.mark.parametrize(("prefix", "stops"), [([], [signal.SIGTERM]), ([], [signal.SIGHUP]), (["nohup"], [signal.SIGHUP, signal.SIGTERM])])
 def test_a_stop_signal_or_the_terminal_hanging_up_stops_every_server(tmp_path: Path, prefix: list[str], stops: list[signal.Signals]) -> None:
     """Closing the terminal (SIGHUP) killed `mlplatform dev` alone: every server, each in its own session, ran on

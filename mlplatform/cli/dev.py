@@ -2,7 +2,8 @@
 
 Each server runs in its own process group, so stopping one also stops what it spawned (code servers, run
 workers, gunicorn/uvicorn workers) and a Ctrl-C in the terminal reaches only this supervisor, which then
-stops them in order.
+stops them in order. If the supervisor dies without stopping them (SIGKILL, the OOM killer), its reaper
+(mlplatform.cli.reaper) does.
 """
 
 import json
@@ -24,6 +25,7 @@ from typing import IO
 from urllib.parse import urlsplit
 
 from mlplatform import TELEMETRY_OFF
+from mlplatform.cli.reaper import Reaper
 from mlplatform.orchestration.executor import celery_worker_command, celery_worker_env
 from mlplatform.orchestration.instance import WARM_RUNS_PRESTART_ENV, prepare_dagster_home
 from mlplatform.settings import REPO_ROOT, Settings, env_name
@@ -78,6 +80,7 @@ class Server:
     _started_with: tuple[dict[str, str], Path | None] = field(default=({}, None), repr=False)
     _restarts: list[float] = field(default_factory=list, repr=False)
     _old_groups: list[int] = field(default_factory=list, repr=False)  # process groups of its earlier lives
+    reaper: Reaper | None = field(default=None, repr=False)  # stops its group if the supervisor dies without doing so
 
     def start(self, env: dict[str, str], log_dir: Path | None) -> None:
         self._started_with = (env, log_dir)
@@ -86,6 +89,8 @@ class Server:
             self.log_path = log_dir / f"{self.name}.log"
             self._log = self.log_path.open("ab")
         self.process = subprocess.Popen(self.command, cwd=REPO_ROOT, env={**env, **self.env}, stdout=self._log, stderr=subprocess.STDOUT if self._log else None, start_new_session=True)
+        if self.reaper is not None:
+            self.reaper.watch(self.process.pid)
 
     def restart(self, now: float) -> bool:
         """Start a restartable server that died again, unless it died RESTARTS_PER_WINDOW times within RESTART_WINDOW_SECONDS
@@ -325,12 +330,12 @@ def _create_instance_storage(settings: Settings) -> None:
 
 @contextmanager
 def running(settings: Settings, log_dir: Path | None = None, timeout_seconds: float = 180.0, grace_seconds: float = 15.0,
-            servers: list[Server] | None = None, env: dict[str, str] | None = None) -> Iterator[list[Server]]:
+            servers: list[Server] | None = None, env: dict[str, str] | None = None, reaper: Reaper | None = None) -> Iterator[list[Server]]:
     """Start the servers (default: `build_servers`) on the settings' state, wait until each answers, stop them all on exit.
 
     Children inherit this process's environment (so the `MLPLATFORM_*` settings reach the code location
     and every run) with telemetry off, plus `env`; `log_dir` captures their output instead of the terminal. Servers
-    `needed_first` are started and awaited before the others.
+    `needed_first` are started and awaited before the others. `reaper`: told each server's process group as it starts.
     """
     prepare_dagster_home(settings)
     _create_instance_storage(settings)
@@ -338,6 +343,8 @@ def running(settings: Settings, log_dir: Path | None = None, timeout_seconds: fl
         log_dir.mkdir(parents=True, exist_ok=True)
     child_env = {**CHILD_ENV_DEFAULTS, **os.environ, **(env or {}), "DAGSTER_HOME": str(settings.dagster_home), "MLPLATFORM_STATE_DIR": str(settings.state_dir)}
     servers = build_servers(settings) if servers is None else servers
+    for server in servers:
+        server.reaper = reaper
     try:
         for group in ([s for s in servers if s.needed_first], [s for s in servers if not s.needed_first]):
             for server in group:
@@ -387,11 +394,11 @@ def serve_until_stopped(settings: Settings, say: Callable[[str], None] = print, 
     previous = {sig: signal.signal(sig, _interrupt) for sig in STOP_SIGNALS if signal.getsignal(sig) is not signal.SIG_IGN}
     try:
         say(f"starting on state {settings.state_dir}{' (production profile)' if production else ''} (Ctrl-C stops everything)")
-        with holding(settings.state_dir, PRODUCTION if production else "embedded"):
+        with holding(settings.state_dir, PRODUCTION if production else "embedded"), Reaper() as reaper:
             _check_ports_free(settings, production)
             with local_engines(settings, enabled=production) as (settings, env, engines):
                 env_file = write_production_env(settings) if production else None
-                with running(settings, servers=engines + build_servers(settings, production), env=env) as servers:
+                with running(settings, servers=engines + build_servers(settings, production), env=env, reaper=reaper) as servers:
                     for server in servers:
                         say(f"  {server.name:<18} {server.url}")
                     if env_file is not None:
