@@ -12,7 +12,7 @@ import pandas as pd
 import psycopg
 import pytest
 
-from mlplatform.domain.spec import DatasetSpec, parse_spec
+from mlplatform.domain.spec import FEATURE_NAME_MAX, DatasetSpec, parse_spec
 from mlplatform.domain.validation import EVENT_ID, EVENT_TIME, LABEL
 from mlplatform.settings import Settings
 from mlplatform.stores.eventlog import BULK_CHECKPOINT_PAGES, CHECKPOINT_PAGES, SERVING_SOURCE, Arrival, Counts, EventIdsTaken, EventLog, EventLogError, EventStore, FileCounts, FileProgress
@@ -615,3 +615,17 @@ def test_shadow_predictions_join_the_served_labelled_events_of_the_champion(log:
     assert window["shadow_prediction"].tolist() == ["0", "0", "0"] and window["shadow_probability"].tolist() == pytest.approx([0.05, 0.1, 0.15])
     assert log.shadow_window(10, 2, 1).iloc[0]["shadow_probability"] == 0.0  # s0: the first prediction kept
     assert log.counts().total == total and log.append_shadow([]) == 0
+
+
+def test_the_longest_feature_names_a_spec_accepts_are_columns_on_both_backends(settings: Settings) -> None:
+    """PostgreSQL cuts identifiers at 63 bytes: with the log's `f_` before a 63-character name, the column it created was
+    not the one it looked for, and the log could not be opened again; two names alike in their first 61 were one column."""
+    long = {"x" * (FEATURE_NAME_MAX - 1) + end: kind for end, kind in (("a", "numeric"), ("b", "categorical"))}
+    spec = parse_spec({**SPEC, "features": long})
+    frame = _events(["a", "b"]).drop(columns=["x", "c"]).assign(**{name: [1.0, 2.0] if kind == "numeric" else ["p", "q"] for name, kind in long.items()})
+    for _ in range(2):
+        event_log = open_event_log(settings, spec)
+        event_log.append(frame, "f")
+        window = event_log.labelled_window(10)
+        event_log.close()
+        assert window[list(long)].values.tolist() == [[1.0, "p"], [2.0, "q"]]

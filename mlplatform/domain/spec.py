@@ -12,12 +12,14 @@ from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field
 
 from mlplatform.domain.timeformat import ISO, OFFSET_UNIT_SECONDS, check_time_format
 
-_NAME = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_.\- ]{0,61}[A-Za-z0-9_.\-])?$")  # no space at either end: headers are stripped
+# PostgreSQL holds 63 bytes of a column's name, and the event log's column of a feature is its name after "f_".
+FEATURE_NAME_MAX = 61
+_NAME = re.compile(rf"^[A-Za-z0-9_](?:[A-Za-z0-9_.\- ]{{0,{FEATURE_NAME_MAX - 2}}}[A-Za-z0-9_.\-])?$")  # no space at either end: headers are stripped
 EVENT_ID, EVENT_TIME, LABEL = "event_id", "event_time", "label"  # the platform's own columns of every validated frame
 # The event log's own columns beside the features, which it reads back under their names: no feature may take one.
 EVENT_LOG_COLUMNS = [EVENT_ID, EVENT_TIME, "ingested_at", "source", LABEL, "label_seq", "label_time", "model_version", "prediction", "probability"]
 RESERVED_NAMES = ("seq", *EVENT_LOG_COLUMNS)
-NAME_RULE = "1-63 ASCII letters, digits, '_', '-', '.' or spaces, with no space at either end"
+NAME_RULE = f"1-{FEATURE_NAME_MAX} ASCII letters, digits, '_', '-', '.' or spaces, with no space at either end"
 
 
 def feature_name_problem(name: str) -> str | None:
