@@ -55,6 +55,24 @@ def test_status_json_after_two_versions(
     first = status["timeline"][0]  # "since when" was only in `champion show`
     assert f"  {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(first['at']))} UTC  v1 by {first['by']}: {first['reason']}" in human.splitlines()
 
+    # What was quarantined, without SQL on the log; and a file a corrected one replaced stops counting once released.
+    assert main(["quarantine", "--model", "adult", "--json"]) == 0
+    [found] = json.loads(capsys.readouterr().out)
+    assert found["quarantined"] == 1 and [(r["reason"], r["rows"], r["first_line"]) for r in found["reasons"]] == [("age: 'old' is not a finite number", 1, 1502)]
+    [row] = found["latest"]
+    assert row["line"] == 1502 and "broken" in row["record"] and row["quarantined_at"].endswith("+00:00")
+    assert main(["quarantine", "--model", "adult", "--file", row["file"]]) == 0
+    shown = capsys.readouterr().out
+    assert f"adult: 1 quarantined rows of file {row['file']!r}" in shown and f"{row['file']}:1502 (" in shown and "broken" in shown
+    assert main(["quarantine", "--model", "adult", "--file", "other.csv"]) == 0
+    assert "adult: 0 quarantined rows of file 'other.csv'" in capsys.readouterr().out
+    assert main(["quarantine", "--model", "adult", "--release", "no-such.csv"]) == 2
+    assert f"adult has no quarantined rows of file 'no-such.csv'; files with some: {row['file']!r}" in capsys.readouterr().err
+    assert main(["quarantine", "--model", "adult", "--release", row["file"]]) == 0
+    assert f"adult: released 1 quarantined rows of file {row['file']!r}; 0 quarantined rows left" in capsys.readouterr().out
+    assert main(["status", "--json", "--model", "adult"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["events"]["quarantined"] == 0
+
 
 def test_status_on_an_empty_state_folder_lists_every_model(state: Settings, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["status", "--json"]) == 0

@@ -120,6 +120,13 @@ def test_a_file_read_again_releases_its_own_quarantine_alone(log: EventStore) ->
     assert sorted(log.quarantine_reasons()[["reason", "rows"]].itertuples(index=False, name=None)) == [("bad x", 1), ("bad y", 1)]
     assert log.release_quarantined("sha-never-landed") == 0 and log.counts().quarantined == 2
 
+    log.quarantine(bad, "other.csv", "sha-c")
+    assert log.quarantined_rows(10, source="batch.csv")[["file", "line", "reason"]].values.tolist() == [["batch.csv", 5, "bad y"], ["batch.csv", 3, "bad x"]]
+    assert log.quarantined_rows(1)["file"].tolist() == ["other.csv"], "newest first"
+    assert log.release_quarantined_file("batch.csv") == 2, "a corrected file took its place: every content of that name"
+    assert log.counts().quarantined == 2 and log.quarantine_reasons(source="batch.csv").empty and len(log.quarantine_reasons(source="other.csv")) == 2
+    assert log.release_quarantined_file("batch.csv") == 0
+
 
 def test_labels_stored_before_their_class_was_renamed_read_as_the_class_the_label_map_names(tmp_path: Path) -> None:
     """A spec renaming its classes (label_map from the old names) left the stored labels in the old vocabulary: a binary
@@ -467,6 +474,8 @@ def test_both_backends_give_the_same_frames(tmp_path: Path, postgres_url: str, t
         "sample of everything": lambda log: log.sample_between(0, 100, 100),
         "quarantine_reasons": lambda log: log.quarantine_reasons(),
         "quarantine_reasons of nothing": lambda log: log.quarantine_reasons(since_us=2**62),
+        "quarantined_rows": lambda log: log.quarantined_rows(10).drop(columns="quarantined_at"),
+        "quarantined_rows of one file": lambda log: log.quarantined_rows(10, source="f2").drop(columns="quarantined_at"),
         "current side of a drift report": lambda log: log.sample_between(60, 100, 100, arrived_after=Arrival(seq=3, since_us=15)),
     }
     for log in (sqlite_log, postgres_log):

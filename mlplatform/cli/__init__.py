@@ -123,6 +123,21 @@ def cmd_champion(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_quarantine(args: argparse.Namespace) -> int:
+    from mlplatform.cli.quarantine import QuarantineError, collect_quarantine, release, render_quarantine
+
+    if args.release is not None:
+        try:
+            print(release(_platform(args).only(args.model), args.release))
+        except QuarantineError as exc:
+            print(f"quarantine: {exc}", file=sys.stderr)
+            return 2
+        return 0
+    found = [collect_quarantine(model, args.limit, args.file) for model in _platform(args).select(args.model)]
+    print(json.dumps(found, indent=2, default=str) if args.json else "\n\n".join(map(render_quarantine, found)))
+    return 0
+
+
 def _pairs(values: list[str], kind: type) -> dict[str, object]:
     """COLUMN=VALUE options as a dict; a malformed one is a ValueError that names it."""
     out: dict[str, object] = {}
@@ -232,6 +247,15 @@ def build_parser() -> argparse.ArgumentParser:
     champ.add_argument("--reason", help="why (required by set and unpin): recorded with who and when")
     champ.add_argument("--no-pin", action="store_true", help="with set: let the retraining loop replace this version again")
     champ.set_defaults(func=cmd_champion)
+    quarantine = command("quarantine", "the rows landing refused (per file and reason, then the latest rows with their records); "
+                         "--release a file's rows once a corrected file took its place")
+    quarantine.add_argument("--file", help="only the rows of this landing file (its name as landed)")
+    quarantine.add_argument("--limit", type=positive_int, default=20, help="latest rows shown")
+    quarantine.add_argument("--json", action="store_true", help="machine-readable output, records whole")
+    quarantine.add_argument("--release", metavar="FILE",
+                            help="forget FILE's quarantined rows (every content landed under that name), e.g. after a corrected file with new "
+                                 "bytes replaced it; a file landed again as the same bytes releases its own rows")
+    quarantine.set_defaults(func=cmd_quarantine)
     replay = command("replay", "replay a model's dataset (or --spec) as a stream into its landing folder or the serving API, paced, with drift")
     replay.add_argument("--to", choices=["landing", "api"], default="landing", help="landing folder files, or POST /predict + /feedback")
     replay.add_argument("--url", help="serving API URL that /predict and /feedback follow (with --to api; default: MLPLATFORM_SERVE_HOST/PORT and the model's /models/<name>; token from MLPLATFORM_SERVE_TOKEN)")

@@ -301,6 +301,7 @@ class EventStore(ABC):
                 db.execute("UPDATE quarantine SET file_sha256 = (SELECT min(sha256) FROM files WHERE files.name = quarantine.source) "
                            "WHERE (SELECT count(*) FROM files WHERE files.name = quarantine.source) = 1")
             db.execute("CREATE INDEX IF NOT EXISTS quarantine_file ON quarantine(file_sha256)")
+            db.execute("CREATE INDEX IF NOT EXISTS quarantine_source ON quarantine(source, id)")  # `mlplatform quarantine --file`
             db.execute(
                 f"""CREATE TABLE IF NOT EXISTS shadow_predictions (
                     model_version TEXT NOT NULL, event_id {t["id"]} NOT NULL, prediction TEXT, probability {t["real"]},
@@ -517,8 +518,16 @@ class EventStore(ABC):
         """Forget the quarantined rows of a file that is being read again: those still refused are quarantined again by
         that reading, the others are in the log by then. Before, every reading added its refusals to the earlier ones,
         and the quarantined count grew with each landing of the same bytes. Returns how many were released."""
+        return self._release("file_sha256", file_sha256)
+
+    def release_quarantined_file(self, source: str) -> int:
+        """Forget the quarantined rows of every content landed as `source`: a person's call, once a corrected file
+        (new bytes, so not a reading again) took its place. Returns how many were released."""
+        return self._release("source", source)
+
+    def _release(self, column: str, value: str) -> int:
         with self._write() as db:
-            released = db.execute(f"DELETE FROM quarantine WHERE file_sha256 = {self.PARAM}", (file_sha256,)).rowcount
+            released = db.execute(f"DELETE FROM quarantine WHERE {column} = {self.PARAM}", (value,)).rowcount
             self._bump(db, "quarantined", -released)
         return int(released)
 
@@ -581,14 +590,27 @@ class EventStore(ABC):
         """Labels that landed after `label_seq` (O(1): label_seq is dense)."""
         return max(0, self.counts().label_watermark - label_seq)
 
-    def quarantine_reasons(self, since_us: int = 0, limit: int = 10) -> pd.DataFrame:
-        """The most frequent reasons rows were quarantined for from `since_us` on (a run's own), per file: how many rows and
-        the first of their lines, where to look."""
+    def quarantine_reasons(self, since_us: int = 0, limit: int = 10, source: str | None = None) -> pd.DataFrame:
+        """The most frequent reasons rows were quarantined for from `since_us` on (a run's own), per file (or of landing file
+        `source` alone): how many rows and the first of their lines, where to look."""
         p = self.PARAM
+        where, params = self._quarantine_where(source)
         columns, rows = self._query(
-            f"SELECT source AS file, reason, count(*) AS rows, min(row_number) AS first_line FROM quarantine WHERE quarantined_at >= {p} "
-            f"GROUP BY source, reason ORDER BY rows DESC, file, reason LIMIT {p}", (int(since_us), limit))
+            f"SELECT source AS file, reason, count(*) AS rows, min(row_number) AS first_line FROM quarantine WHERE quarantined_at >= {p}{where} "
+            f"GROUP BY source, reason ORDER BY rows DESC, file, reason LIMIT {p}", (int(since_us), *params, limit))
         return pd.DataFrame.from_records(rows, columns=columns, coerce_float=True)
+
+    def quarantined_rows(self, limit: int, source: str | None = None) -> pd.DataFrame:
+        """The latest quarantined rows (of landing file `source`, or of every file), newest first: file, line, reason, the
+        record as it was read, and when (µs since the epoch)."""
+        where, params = self._quarantine_where(source)
+        columns, rows = self._query(
+            f"SELECT source AS file, row_number AS line, reason, record, quarantined_at FROM quarantine WHERE 1 = 1{where} "
+            f"ORDER BY id DESC LIMIT {self.PARAM}", (*params, int(limit)))
+        return pd.DataFrame.from_records(rows, columns=columns, coerce_float=True)
+
+    def _quarantine_where(self, source: str | None) -> tuple[str, tuple[str, ...]]:
+        return ("", ()) if source is None else (f" AND source = {self.PARAM}", (source,))
 
     def _select_sql(self, where: str, order: str, limit: int | None, label_times: bool) -> str:
         features = ", ".join(f"{_col(f)} AS \"{f}\"" for f in self.spec.features)

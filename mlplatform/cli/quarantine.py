@@ -1,0 +1,61 @@
+"""`mlplatform quarantine`: what landing refused, per file and reason, and the rows themselves, without SQL on the log.
+
+The event log keeps every refused row with its line, reason and record; `status` shows only how many. An operator
+looking at a growing count needs the rows, and, once a corrected file (new bytes, so not the same file read again)
+took a bad file's place, a way to stop counting the bad file's refusals.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from mlplatform.root import ModelContext
+
+RECORD_CHARS = 160  # of a refused record in the terminal; --json gives it whole
+
+
+def collect_quarantine(model: ModelContext, limit: int, source: str | None = None) -> dict[str, Any]:
+    """The model's quarantine: the count, the reasons per file (all of them), the latest `limit` rows."""
+    log = model.event_log
+    reasons = log.quarantine_reasons(limit=2**31 - 1, source=source)
+    rows = log.quarantined_rows(limit, source=source)
+    return {
+        "model": model.name,
+        "quarantined": int(reasons["rows"].sum()) if len(reasons) else 0,
+        "file": source,
+        "reasons": reasons.to_dict("records"),
+        "latest": [{**r, "quarantined_at": _iso(r["quarantined_at"])} for r in rows.to_dict("records")],
+    }
+
+
+def _iso(micros: object) -> str:
+    return pd.Timestamp(int(str(micros)), unit="us", tz="UTC").isoformat(timespec="seconds")
+
+
+def release(model: ModelContext, source: str) -> str:
+    """Forget the quarantined rows of landing file `source`; a name with none is an error naming those that have some."""
+    released = model.event_log.release_quarantined_file(source)
+    if released == 0:
+        files = sorted({str(r["file"]) for r in model.event_log.quarantine_reasons(limit=2**31 - 1).to_dict("records")})
+        raise QuarantineError(f"{model.name} has no quarantined rows of file {source!r}; files with some: {', '.join(map(repr, files)) or 'none'}")
+    return f"{model.name}: released {released} quarantined rows of file {source!r}; {model.event_log.counts().quarantined} quarantined rows left"
+
+
+class QuarantineError(ValueError):
+    """A release that names no file with quarantined rows (a typo, or released already): nothing was changed."""
+
+
+def render_quarantine(found: dict[str, Any]) -> str:
+    where = f" of file {found['file']!r}" if found["file"] is not None else ""
+    lines = [f"{found['model']}: {found['quarantined']} quarantined rows{where}"]
+    if found["reasons"]:
+        lines.append("  rows  first line  file: reason")
+        lines += [f"  {r['rows']:>4}  {r['first_line']:>10}  {r['file']}: {r['reason']}" for r in found["reasons"]]
+        lines.append(f"  latest {len(found['latest'])}, newest first:")
+        for row in found["latest"]:
+            record = str(row["record"] or "")
+            shown = record if len(record) <= RECORD_CHARS else record[:RECORD_CHARS] + f"… ({len(record)} characters)"
+            lines.append(f"    {row['file']}:{row['line']} ({row['quarantined_at']}) {row['reason']}\n      {shown}")
+    return "\n".join(lines)
