@@ -6,6 +6,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -84,12 +86,13 @@ sys.exit(dev.serve_until_stopped(Settings(), say=lambda line: print(line, flush=
 """
 
 
-def test_a_supervisor_killed_outright_leaves_no_server_behind(tmp_path: Path) -> None:
-    """SIGKILL (or the OOM killer) gives `mlplatform dev` no chance to stop its servers, and each runs in a session of its
-    own: before, they ran on without it, holding the ports the next `make dev` needs. Its reaper stops them."""
+@contextmanager
+def _sleeping_stack(tmp_path: Path, prefix: list[str], args: list[str]) -> Iterator[tuple[subprocess.Popen[str], str, int]]:
+    """SLEEPING_STACK started and its sleeper up: the supervisor, the marker in every server's environment, the sleeper's
+    pid. Whatever is left of them is killed on the way out."""
     state = tmp_path / "state"
     urls = {f"MLPLATFORM_{key}": f"http://127.0.0.1:{free_port()}" for key in ("DAGSTER_UI_URL", "MLFLOW_UI_URL", "REPORTS_URL", "EVIDENTLY_UI_URL")}
-    proc = subprocess.Popen([sys.executable, "-c", SLEEPING_STACK], cwd=REPO_ROOT, env={**os.environ, **urls, "MLPLATFORM_STATE_DIR": str(state)},
+    proc = subprocess.Popen([*prefix, sys.executable, "-c", SLEEPING_STACK, *args], cwd=REPO_ROOT, env={**os.environ, **urls, "MLPLATFORM_STATE_DIR": str(state)},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     marker = f"MLPLATFORM_STATE_DIR={state}\0"
     try:
@@ -97,15 +100,24 @@ def test_a_supervisor_killed_outright_leaves_no_server_behind(tmp_path: Path) ->
         printed = [proc.stdout.readline() for _ in range(2)]
         assert printed[1].strip().startswith("sleeper"), "".join(printed) + proc.stdout.read()
         [sleeper] = [pid for pid in _processes_with(marker) if pid != proc.pid]
+        yield proc, marker, sleeper
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for pid in _processes_with(marker):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_a_supervisor_killed_outright_leaves_no_server_behind(tmp_path: Path) -> None:
+    """SIGKILL (or the OOM killer) gives `mlplatform dev` no chance to stop its servers, and each runs in a session of its
+    own: before, they ran on without it, holding the ports the next `make dev` needs. Its reaper stops them."""
+    with _sleeping_stack(tmp_path, [], []) as (proc, marker, sleeper):
         proc.kill()
         proc.wait(timeout=30)
         deadline = time.monotonic() + 60
         while _processes_with(marker) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert _processes_with(marker) == [], f"the sleeper (pid {sleeper}) outlived its supervisor"
-    finally:
-        for pid in _processes_with(marker):
-            os.kill(pid, signal.SIGKILL)
 
 
 @pytest.mark.parametrize(("prefix", "stops"), [([], [signal.SIGTERM]), ([], [signal.SIGHUP]), (["nohup"], [signal.SIGHUP, signal.SIGTERM])])
@@ -113,17 +125,7 @@ def test_a_stop_signal_or_the_terminal_hanging_up_stops_every_server(tmp_path: P
     """Closing the terminal (SIGHUP) killed `mlplatform dev` alone: every server, each in its own session, ran on
     without it, holding the ports the next `make dev` needs. Under `nohup` a hang-up stays ignored (the review: the
     handler overrode it, and `nohup mlplatform dev &` died at logout)."""
-    state = tmp_path / "state"
-    urls = {f"MLPLATFORM_{key}": f"http://127.0.0.1:{free_port()}" for key in ("DAGSTER_UI_URL", "MLFLOW_UI_URL", "REPORTS_URL", "EVIDENTLY_UI_URL")}
-    proc = subprocess.Popen([*prefix, sys.executable, "-c", SLEEPING_STACK, *([] if prefix else ["terminal"])], cwd=REPO_ROOT, env={**os.environ, **urls, "MLPLATFORM_STATE_DIR": str(state)},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    marker = f"MLPLATFORM_STATE_DIR={state}\0"
-    try:
-        assert proc.stdout is not None
-        printed = [proc.stdout.readline() for _ in range(2)]
-        assert printed[1].strip().startswith("sleeper"), "".join(printed) + proc.stdout.read()
-        sleeper = [pid for pid in _processes_with(marker) if pid != proc.pid]
-        assert len(sleeper) == 1
+    with _sleeping_stack(tmp_path, prefix, [] if prefix else ["terminal"]) as (proc, marker, _):
         *ignored, stop = stops
         for sig in ignored:
             proc.send_signal(sig)
@@ -133,6 +135,3 @@ def test_a_stop_signal_or_the_terminal_hanging_up_stops_every_server(tmp_path: P
         out, _ = proc.communicate(timeout=60)
         assert proc.returncode == 0 and out.strip().endswith("stopped"), out
         assert _processes_with(marker) == [], "no server outlives the stack"
-    finally:
-        for pid in _processes_with(marker):
-            os.kill(pid, signal.SIGKILL)
