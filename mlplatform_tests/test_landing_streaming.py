@@ -215,3 +215,22 @@ def test_batches_commit_with_their_progress_on_postgresql(tmp_path: Path, adult_
     assert log.counts() == Counts(119, 119, 1, 119), "the row still refused is quarantined once, not once per reading"
     assert log._query("SELECT count(*) FROM file_progress")[1][0][0] == 0
     log.close()
+
+
+@pytest.mark.parametrize("name", ["a.csv", "a.jsonl", "a.parquet"])
+def test_a_nul_in_an_id_or_a_category_quarantines_its_row_on_postgresql(tmp_path: Path, adult_spec: DatasetSpec, adult_rows: pd.DataFrame,
+                                                                         postgres_url: str, name: str) -> None:
+    """PostgreSQL's text holds no NUL: one in an id or a category failed its batch's insert, and the file was rejected
+    whole. It quarantines its row now, in an event file and in a label file alike."""
+    frame = adult_rows[COLUMNS].head(40).assign(event_id=[f"nul-{i}" for i in range(40)])
+    frame.loc[3, "event_id"] = "nul-\x003"
+    frame.loc[5, "workclass"] = "Pri\x00vate"
+    log = PostgresEventLog(postgres_url, adult_spec)
+    events = ingest_file(_write(frame.drop(columns="income"), tmp_path / name), adult_spec, log, _policy(2000))
+    labels = ingest_file(_write(frame[["event_id", "income"]].head(8), tmp_path / f"labels-{name}"), adult_spec, log, _policy(2000))
+    assert not events.rejected and (events.ingested, events.quarantined) == (38, 2)
+    assert not labels.rejected and (labels.labels_applied, labels.quarantined) == (6, 2), "the row whose event was refused: unknown"
+    reasons = sorted(reason for (reason,) in log._query("SELECT reason FROM quarantine")[1])
+    assert reasons == ["event_id: contains a NUL character (U+0000), which the event log cannot store"] * 2 + [
+        "label for an unknown event_id", "workclass: contains a NUL character (U+0000), which the event log cannot store"], reasons
+    log.close()

@@ -12,7 +12,7 @@ import pytest
 
 from mlplatform.domain.predictor import Predictor
 from mlplatform.serving.champion import ServedModel
-from mlplatform.serving.records import KEY_FIELD_LABEL, ModelMismatch, RecordCodec
+from mlplatform.serving.records import KEY_FIELD_LABEL, ModelMismatch, RecordCodec, event_id_of
 from mlplatform.serving.schemas import feedback_body_schema, record_schema
 from mlplatform.serving.service import ApiError, feedback_label
 from mlplatform.domain.spec import DatasetSpec, FeatureType, Task, TimeOffset, load_spec, parse_spec
@@ -159,6 +159,9 @@ def test_every_field_problem_is_reported(adult_spec: DatasetSpec, model: ServedM
     }
     _, errors = model.codec.check([{**base, "workclass": "\ud800"}], ("body",))
     assert [(e.loc, e.msg) for e in errors] == [(("body", "workclass"), "workclass: not valid UTF-8 text")]
+    _, errors = model.codec.check([{**base, "workclass": "Pri\x00vate"}], ("body",))  # PostgreSQL's text holds no NUL: the log write failed
+    assert [(e.loc, e.msg) for e in errors] == [(("body", "workclass"), "workclass: contains a NUL character (U+0000), which the event log cannot store")]
+    assert event_id_of("e\x001") == (None, "not an event id (valid UTF-8 without NUL, at most 128 characters)")
 
 
 def test_model_of_another_dataset_is_refused(predictor: Predictor) -> None:

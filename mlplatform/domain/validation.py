@@ -131,6 +131,17 @@ def unusable_cells(values: pd.Series) -> pd.Series:
     return values.map(lambda v: isinstance(v, NOT_VALUE_TYPES)).astype(bool)
 
 
+# PostgreSQL's text holds no NUL (SQLite's is cut at it when read by most tools): one in an id or a category failed the
+# whole batch's insert on PostgreSQL, and with it the landing file or the request. Every surface refuses it instead.
+NUL = "\x00"
+NUL_PROBLEM = "contains a NUL character (U+0000), which the event log cannot store"
+
+
+def has_nul(text: pd.Series) -> pd.Series:
+    """Mask of the text cells holding a NUL (missing cells: False)."""
+    return text.str.contains(NUL, regex=False).fillna(False).astype(bool)
+
+
 def not_a_number(value: object) -> str:
     """Why a value is refused where a number belongs: the one wording of landing, label files and serving."""
     return f"{str(value)[:SHOWN_CHARS]!r} is not a finite number"
@@ -268,6 +279,7 @@ def validate_frame(
     if id_col is not None:
         ids = normalise_category(cells[id_col])  # an integer id column with a null reads as floats: 1.0 is id "1", as served
         flag(ids.isna(), id_col, "missing")
+        flag(has_nul(ids), id_col, NUL_PROBLEM)
         flag(ids.str.len().gt(MAX_ID_LENGTH), id_col, f"longer than {MAX_ID_LENGTH} characters")
         out[EVENT_ID] = ids
     else:
@@ -307,6 +319,7 @@ def validate_frame(
         else:
             text = normalise_category(col)
             flag(text.str.len().gt(MAX_TEXT_LENGTH), name, f"longer than {MAX_TEXT_LENGTH} characters")
+            flag(has_nul(text), name, NUL_PROBLEM)
             out[name] = text
 
     events = pd.DataFrame(out)

@@ -45,10 +45,13 @@ from mlplatform.domain.validation import (
     EVENT_ID,
     EVENT_TIME,
     LABEL,
+    NUL,
+    NUL_PROBLEM,
     RepeatedKey,
     SchemaError,
     check_columns,
     csv_separator,
+    has_nul,
     label_conflict,
     unusable_cells,
     value_problem,
@@ -621,6 +624,8 @@ def _label_row_problem(id_col: str, event_id: object, raw: object, spec: Dataset
     """Why a plain row of a label file is not applied, in the words event rows are quarantined with."""
     if pd.isna(event_id):
         return f"{id_col}: missing"
+    if NUL in str(event_id):
+        return f"{id_col}: {NUL_PROBLEM}"
     if pd.isna(raw) or (isinstance(raw, str) and not raw.strip()):
         return "label: missing"
     return f"label: {not_a_class(raw, spec.classes) if spec.is_classification else not_a_label_number(raw)}"
@@ -632,13 +637,14 @@ def _ingest_labels(frame: pd.DataFrame, lines: list[int], digest: str, spec: Dat
     nested = {col: unusable_cells(frame[col]) for col in (id_col, spec.label)}
     plain = ~nested[id_col] & ~nested[spec.label]
     ids = normalise_category(frame[id_col].mask(nested[id_col]))  # spelled as event rows' ids are
+    storable = ids.notna() & ~has_nul(ids)
     label_cells = frame[spec.label].mask(nested[spec.label])
     if spec.is_classification:
         labels = normalise_category(label_cells).replace(spec.label_map)
-        valid = plain & ids.notna() & labels.isin(spec.classes or [])
+        valid = plain & storable & labels.isin(spec.classes or [])
     else:
         labels, bad = parse_label_numbers(label_cells)
-        valid = plain & ids.notna() & labels.notna() & ~bad
+        valid = plain & storable & labels.notna() & ~bad
     result = log.add_labels(ids[valid].tolist(), labels[valid].tolist())
     problems = [(i, f"{col}: {value_problem(frame.at[i, col])}") for col, mask in nested.items() for i in frame.index[mask & ~valid]]
     problems += [(i, _label_row_problem(id_col, ids[i], frame.at[i, spec.label], spec)) for i in frame.index[plain & ~valid]]

@@ -17,7 +17,7 @@ import numpy as np
 from mlplatform.domain.features import CROSS_SEPARATOR, spelling_key
 from mlplatform.domain.predictor import Predictor, spec_mismatch
 from mlplatform.domain.spec import DatasetSpec
-from mlplatform.domain.validation import MAX_ID_LENGTH, MAX_TEXT_LENGTH, not_a_number
+from mlplatform.domain.validation import MAX_ID_LENGTH, MAX_TEXT_LENGTH, NUL, NUL_PROBLEM, not_a_number
 
 
 _UNSEEN = -1.0  # category code of a value not seen in training; LightGBM gets it as missing
@@ -62,18 +62,18 @@ def event_id_of(value: Any) -> tuple[str | None, str | None]:
     text = value.strip()
     if not text:
         return None, "expected a non-empty string"
-    if len(text) > MAX_ID_LENGTH or utf8_problem(text):
-        return None, f"not an event id (valid UTF-8, at most {MAX_ID_LENGTH} characters)"
+    if len(text) > MAX_ID_LENGTH or text_problem(text):
+        return None, f"not an event id (valid UTF-8 without NUL, at most {MAX_ID_LENGTH} characters)"
     return text, None
 
 
-def utf8_problem(value: str) -> str | None:
-    """Strings with lone surrogates cannot be stored; they must be refused before the event log sees them."""
+def text_problem(value: str) -> str | None:
+    """Strings with lone surrogates or a NUL cannot be stored; they must be refused before the event log sees them."""
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
         return "not valid UTF-8 text"
-    return None
+    return NUL_PROBLEM if NUL in value else None
 
 
 def check_number(value: Any) -> tuple[float | None, str | None, str]:
@@ -111,7 +111,7 @@ def check_category(value: Any) -> tuple[str | None, str | None, str]:
     text = value.strip()
     if len(text) > MAX_TEXT_LENGTH:
         return None, f"longer than {MAX_TEXT_LENGTH} characters", "value_error"
-    problem = utf8_problem(text)
+    problem = text_problem(text)
     if problem:
         return None, problem, "value_error"
     return text or None, None, ""
@@ -120,7 +120,7 @@ def check_category(value: Any) -> tuple[str | None, str | None, str]:
 def _plainly_valid(value: Any, check: Any) -> bool:
     """The common case, decided without the full checks: a finite float, or short ASCII text (which is valid UTF-8)."""
     if check is check_category:
-        return type(value) is str and len(value) <= MAX_TEXT_LENGTH and value.isascii()
+        return type(value) is str and len(value) <= MAX_TEXT_LENGTH and value.isascii() and NUL not in value
     return type(value) is float and value - value == 0.0
 
 

@@ -80,8 +80,9 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": Problem} for status in statuses}
 
 
-# An event id as a caller may give it: text with something in it, or an integer JSON reads exactly (spelled as its digits).
-EVENT_ID_SCHEMA = {"anyOf": [{"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH, "pattern": r"\S"},
+# An event id as a caller may give it: text with something in it and no NUL (validation.NUL_PROBLEM), or an integer JSON
+# reads exactly (spelled as its digits).
+EVENT_ID_SCHEMA = {"anyOf": [{"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH, "pattern": r"^[^\u0000]*[^\s\u0000][^\u0000]*$"},
                              {"type": "integer", "minimum": -MAX_INTEGER_ID, "maximum": MAX_INTEGER_ID}]}
 
 
@@ -90,7 +91,7 @@ def record_schema(spec: DatasetSpec, ignore_unknown: bool) -> dict[str, Any]:
     id_column, or event_id); the spec's dropped columns allowed (and ignored), other fields only when the service
     ignores unknown fields."""
     number = {"anyOf": [{"type": "number"}, {"type": "null"}]}
-    text = {"anyOf": [{"type": "string", "maxLength": MAX_TEXT_LENGTH}, {"type": "number"}, {"type": "boolean"}, {"type": "null"}]}
+    text = {"anyOf": [{"type": "string", "maxLength": MAX_TEXT_LENGTH, "pattern": r"^[^\u0000]*$"}, {"type": "number"}, {"type": "boolean"}, {"type": "null"}]}
     properties: dict[str, Any] = {name: number if name in spec.numeric_features else text for name in spec.features}
     properties.update({name: {"description": "a column the dataset spec drops: accepted and ignored"} for name in spec.drop})
     properties[spec.id_column or EVENT_ID] = {"anyOf": [*EVENT_ID_SCHEMA["anyOf"], {"type": "null"}],
