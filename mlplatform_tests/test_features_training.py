@@ -62,7 +62,7 @@ def test_training_uses_the_latest_rows_for_early_stopping(trained, window: pd.Da
     assert trained.validation_rows == int(len(window) * FAST.validation_fraction)
     assert 1 <= trained.best_iteration < FAST.num_boost_round and trained.trials == 2
     assert trained.importance["gain"].is_monotonic_decreasing
-    assert set(trained.importance["feature"]) == {*window.columns[3:], "education_×_occupation"}  # LightGBM turns spaces into _
+    assert set(trained.importance["feature"]) == {*window.columns[3:], "education × occupation"}, "the spec's names, not LightGBM's (spaces as _)"
 
 
 def test_predictions_are_deterministic_and_well_formed(trained, window: pd.DataFrame, adult_spec: DatasetSpec) -> None:  # type: ignore[no-untyped-def]

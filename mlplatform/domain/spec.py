@@ -22,6 +22,19 @@ RESERVED_NAMES = ("seq", *EVENT_LOG_COLUMNS)
 NAME_RULE = f"1-{FEATURE_NAME_MAX} ASCII letters, digits, '_', '-', '.' or spaces, with no space at either end"
 
 
+def twin_key(name: str) -> str:
+    """Feature names with one key would be one column somewhere: the event log's SQLite columns ignore case, and
+    LightGBM reads a space in a name as '_' (two such names failed every training with "appears more than one time")."""
+    return name.replace(" ", "_").lower()
+
+
+def twin_problem(name: str, first: str) -> str:
+    """Why `name` cannot be a feature beside `first`, the feature of the same twin_key."""
+    if name.lower() == first.lower():
+        return "differs only in case from " + repr(first) + ": the event log's column names do not"
+    return "is " + repr(first) + " to LightGBM, which reads a space in a name as '_'"
+
+
 def feature_name_problem(name: str) -> str | None:
     """Why `name` cannot be a feature's name (the spec refuses it; the spec draft leaves such a column out), or None."""
     if not _NAME.match(name):
@@ -214,13 +227,13 @@ class DatasetSpec(BaseModel):
     @field_validator("features")
     @classmethod
     def _feature_names(cls, value: dict[str, FeatureType]) -> dict[str, FeatureType]:
-        by_case: dict[str, str] = {}
+        twins: dict[str, str] = {}
         for name in value:
             if not _NAME.match(name):
                 raise ValueError(f"feature name {name!r} must be {NAME_RULE}")
-            other = by_case.setdefault(name.lower(), name)
-            if other != name:
-                raise ValueError(f"feature names {other!r} and {name!r} differ only in case; the event log's column names do not")
+            first = twins.setdefault(twin_key(name), name)
+            if first != name:
+                raise ValueError(f"feature name {name!r} {twin_problem(name, first)}")
         return value
 
     @model_validator(mode="after")

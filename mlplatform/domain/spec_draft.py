@@ -3,7 +3,7 @@
 The draft is a starting point a person reviews: types are guessed from the sample's values, the label is the
 column named (or the last one), the id and time columns by their names, and what needs a look (a time format two
 patterns read, a column whose name cannot be a feature's, a column whose every value differs) is written as a comment
-at its top. A column the spec would refuse as a feature (its name, a case-only twin) is left out, saying why, so the
+at its top. A column the spec would refuse as a feature (its name, a twin by case or by spaces) is left out, saying why, so the
 draft loads; a sample with no column left to be a feature is refused.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from mlplatform.domain.spec import feature_name_problem
+from mlplatform.domain.spec import feature_name_problem, twin_key, twin_problem
 from mlplatform.domain.timeformat import ISO, parse_event_times
 from mlplatform.domain.validation import csv_separator
 
@@ -165,11 +165,11 @@ def draft_spec(name: str, sample: Path | None, label: str | None = None, task: s
         if hour:
             spec["time_offset"] = {"column": hour, "unit": "hours"}
     features: dict[str, str] = {}
-    by_case: dict[str, str] = {}
+    twins: dict[str, str] = {}
     for column in (c for c in rest if c not in (id_column, time_column)):
         problem = feature_name_problem(column)
-        if problem is None and by_case.setdefault(column.lower(), column) != column:
-            problem = f"it differs only in case from {by_case[column.lower()]!r}"
+        if problem is None and twins.setdefault(twin_key(column), column) != column:
+            problem = f"it {twin_problem(column, twins[twin_key(column)])}"
         if problem is not None:
             notes.append(f"left out {column!r}: {problem}; rename the column in your export to use it as a feature")
             continue

@@ -208,14 +208,15 @@ def train(
         seconds=time.perf_counter() - started,
         train_rows=len(train_part),
         validation_rows=len(valid_part),
-        importance=_importance(booster),
+        importance=_importance(booster, transformer),
     )
 
 
-def _importance(booster: lgb.Booster) -> pd.DataFrame:
+def _importance(booster: lgb.Booster, transformer: FeatureTransformer) -> pd.DataFrame:
+    """Gain and splits per model input, under the spec's names: LightGBM's own spell a space as '_'."""
     return pd.DataFrame(
         {
-            "feature": booster.feature_name(),
+            "feature": transformer.output_columns,
             "gain": booster.feature_importance("gain"),
             "splits": booster.feature_importance("split"),
         }
@@ -250,7 +251,7 @@ def refit(result: TrainingResult, window: pd.DataFrame, spec: DatasetSpec, confi
         seconds=result.seconds + time.perf_counter() - started,
         train_rows=len(window),
         validation_rows=0,
-        importance=_importance(booster),
+        importance=_importance(booster, transformer),
     )
 
 
