@@ -434,6 +434,10 @@ def test_empty_and_header_only_files(landing: Path, log: EventLog, adult_spec: D
     assert log.counts().total == 0
     bom = ingest_file(_drop(landing, "bom.csv", "\ufeff" + _csv(rows.head(2).assign(event_id=["007", "1e3"]))), adult_spec, log)
     assert bom.ingested == 2 and set(log.get(["007", "1e3"])["event_id"]) == {"007", "1e3"}, "a BOM left the ids' column typed by guess: 7.0"
+    # JSON Lines with a BOM: a file with a bad line is parsed line by line, where the BOM made the first row malformed JSON.
+    lines = rows.iloc[2:5].assign(event_id=["j1", "j2", "j3"]).to_json(orient="records", lines=True).splitlines()
+    jsonl = ingest_file(_drop(landing, "bom.jsonl", "\ufeff" + "\n".join([lines[0], "not json", *lines[1:]]) + "\n"), adult_spec, log)
+    assert (jsonl.ingested, jsonl.quarantined) == (3, 1) and _quarantine(log)["row_number"].tolist()[-1] == 2, _quarantine(log)
 
 
 def test_a_full_event_file_resent_with_a_different_label_is_a_conflict(landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame) -> None:

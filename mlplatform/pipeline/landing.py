@@ -13,6 +13,7 @@ with the disk or the event log is raised, leaving the file in place, so the run 
 
 from __future__ import annotations
 
+import codecs
 import csv
 import fcntl
 import errno
@@ -584,6 +585,8 @@ def _batches(handle: BinaryIO, name: str, spec: DatasetSpec, policy: LandingPoli
             return
         separator = "" if jsonl else _csv_separator(header, spec)
         position = start.position or stream.tell()
+        if jsonl and not position and stream.read(len(codecs.BOM_UTF8)) == codecs.BOM_UTF8:  # line by line, json.loads refused it
+            position = len(codecs.BOM_UTF8)
         line = start.line if start.position else line + 1
         yielded = False
         for text in _text_batches(stream, position, policy.batch_bytes):
