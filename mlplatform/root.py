@@ -221,11 +221,11 @@ class Platform:
 
     def select(self, name: str | None) -> list[ModelContext]:
         """`name`'s model, or every model when no name is given."""
-        return [self.model(name)] if name else list(self.models.values())
+        return [self.model(name)] if name is not None else list(self.models.values())  # --model "" names no model
 
     def only(self, name: str | None) -> ModelContext:
         """`name`'s model; without a name, the one model there is (a command about one model needs to know which)."""
-        if name:
+        if name is not None:
             return self.model(name)
         if len(self.models) != 1:
             raise SettingsError(f"this code location has {len(self.models)} models ({', '.join(self.models)}): say which with --model")

@@ -81,6 +81,8 @@ def test_status_on_an_empty_state_folder_lists_every_model(state: Settings, caps
     assert all(s["champion"] is None and s["versions"] == [] and s["events"]["total"] == 0 for s in statuses)
     assert main(["status"]) == 0
     assert "spec " in capsys.readouterr().out
+    assert main(["status", "--model", ""]) == 2, "an empty --model named every model"
+    assert "no model named ''; this code location has: adult, bike-sharing" in capsys.readouterr().err
 
 
 def test_an_event_log_that_cannot_be_reached_is_one_line_naming_the_setting(state: Settings, monkeypatch: pytest.MonkeyPatch,

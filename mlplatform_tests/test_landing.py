@@ -123,7 +123,7 @@ def test_wrong_types_are_quarantined_with_the_column_and_value(landing: Path, lo
     assert q[2] == "age: 'forty' is not a finite number"
     assert q[3] == "hours-per-week: '1e999' is not a finite number"
     assert q[4].startswith("label: 'maybe' is not one of")
-    assert q[5] == "event_time: missing or not a timestamp"
+    assert q[5] == "event_time: missing, not a timestamp or out of range"
     assert q[6] == "event_id: missing"
     assert q[7] == "workclass: longer than 256 characters"
     assert set(log.get(bad[EVENT_ID].tolist())[EVENT_ID]) == {"adult-6", "adult-7"}
@@ -469,7 +469,7 @@ def test_numeric_event_times_out_of_range_are_quarantined(landing: Path, log: Ev
     frame.to_parquet(landing / "times.parquet", index=False)
     outcome = ingest_file(landing / "times.parquet", adult_spec, log)
     assert (outcome.ingested, outcome.quarantined) == (1, 4)
-    assert (_quarantine(log)["reason"] == "event_time: missing or not a timestamp").sum() == 4
+    assert (_quarantine(log)["reason"] == "event_time: missing, not a timestamp or out of range").sum() == 4
     assert log.get(["adult-0"]).iloc[0]["event_time"] == 1_700_000_000_000_000
 
 

@@ -114,13 +114,13 @@ def test_an_integer_year_column_is_read_as_years_by_replay_and_landing(tmp_path:
 def test_an_integer_time_column_without_its_format_is_refused_naming_it(tmp_path: Path) -> None:
     _sensor_rows().to_parquet(tmp_path / "sensors.parquet")
     spec = _spec(tmp_path, SENSORS.format(time_format="", file="sensors.parquet", format="parquet"))
-    with pytest.raises(ReplayError, match=r"time_column 'year': 5 of 5 rows are missing or not a timestamp in time_format 'iso' \(row 1: '2019',"):
+    with pytest.raises(ReplayError, match=r"time_column 'year': 5 of 5 rows are missing, not a timestamp or out of range in time_format 'iso' \(row 1: '2019',"):
         read_source(spec)
     landing = tmp_path / "landing"
     landing.mkdir()
     _sensor_rows().drop(columns="reading").to_parquet(landing / "drop.parquet")
     report, stored, quarantine = _ingest(spec, landing, tmp_path / "events.sqlite")
-    assert stored.empty and quarantine["reason"].tolist() == ["year: missing or not a timestamp in time_format 'iso'"] * 5
+    assert stored.empty and quarantine["reason"].tolist() == ["year: missing, not a timestamp or out of range in time_format 'iso'"] * 5
 
 
 @pytest.mark.parametrize(
@@ -148,7 +148,7 @@ def test_each_time_format_in_a_landing_file(tmp_path: Path, time_format: str, va
     _, stored, quarantine = _ingest(spec, landing, tmp_path / "events.sqlite")
     times = dict(zip(stored[EVENT_ID], stored[EVENT_TIME]))
     assert [times.get(f"s{i}") for i in range(len(values))] == [None if e is None else int(pd.Timestamp(e, tz="UTC").value // 1000) for e in expected]
-    assert quarantine["reason"].tolist() == [f"year: missing or not a timestamp in time_format {time_format!r}"] * expected.count(None)
+    assert quarantine["reason"].tolist() == [f"year: missing, not a timestamp or out of range in time_format {time_format!r}"] * expected.count(None)
 
 
 def test_without_id_and_time_columns_replay_and_landing_generate_them_by_one_rule(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import pytest
 from mlplatform import cli
 from mlplatform.stores.eventlog import EventLog
 from mlplatform.pipeline.landing import ingest_pending
-from mlplatform.pipeline.replay import ApiSink, DriftScenario, LandingSink, ReplayError, canonical_labels, run_stream, select_stream
+from mlplatform.pipeline.replay import write_batches, ApiSink, DriftScenario, LandingSink, ReplayError, canonical_labels, run_stream, select_stream
 from mlplatform.settings import Settings
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform_tests.serving_support import TOKEN, free_port, register_versions, running_server, state_settings
@@ -31,8 +31,12 @@ ADULT_SPEC = Path(__file__).resolve().parent.parent / "data" / "adult.yaml"
         (["--flip-labels", "1.5"], "flip-labels must be in [0, 1]"),
         (["--flip-where", "sex=Male"], "flip-where needs flip-labels > 0"),
         (["--flip-labels", "0.5", "--flip-where", "nope=1"], "'nope' is not a feature"),
-        (["--rate", "0"], "rate must be > 0"),
-        (["--label-delay", "-1"], "label delay must be ≥ 0"),
+        (["--shift", "age=nan"], "shift: age=nan is not a finite number of standard deviations"),
+        (["--shift", "age=inf"], "shift: age=inf is not a finite number"),
+        (["--rate", "0"], "rate must be a finite number > 0"),
+        (["--rate", "nan"], "rate must be a finite number > 0 events/s, got nan"),
+        (["--label-delay", "-1"], "label delay must be a finite number ≥ 0"),
+        (["--label-delay", "nan"], "label delay must be a finite number ≥ 0"),
         (["--batch-size", "0"], "batch size must be ≥ 1"),
         (["--start", "999999"], "past the end of adult"),
         (["--count", "-5"], "must be ≥ 0"),
@@ -114,6 +118,18 @@ def test_landing_replay_with_delayed_labels_is_ingested_as_events_then_labels(st
         assert (counts.total, counts.labelled) == (900, 900)
     finally:
         log.close()
+
+
+def test_a_replay_never_replaces_a_file_still_in_the_landing_folder(tmp_path: Path, adult_spec: DatasetSpec, adult_rows: pd.DataFrame) -> None:
+    """The same rows replayed again, with other drift, were written under the same name: the first file, not landed yet,
+    was replaced without a word."""
+    rows = select_stream(adult_rows, adult_spec, count=10)
+    first = write_batches(rows, adult_spec, tmp_path, 10)
+    shifted = write_batches(rows.assign(age=rows["age"].astype(float) + 50), adult_spec, tmp_path, 10)
+    third = write_batches(rows, adult_spec, tmp_path, 10)
+    assert [p.name for p in first + shifted + third] == ["replay-adult-0-adult-9.csv", "replay-adult-0-adult-9-2.csv", "replay-adult-0-adult-9-3.csv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in first + shifted + third), "no temporary file left"
+    assert pd.read_csv(first[0])["age"].tolist() == rows["age"].astype(int).tolist()
 
 
 def test_api_replay_predicts_then_sends_feedback_to_the_real_service(tmp_path: Path, adult_spec: DatasetSpec, adult_rows: pd.DataFrame) -> None:

@@ -290,7 +290,7 @@ def validate_frame(
         declared = time_col == spec.time_column
         time_format = spec.event_time_format if declared else column_format(cells[time_col])
         times = parse_event_times(cells[time_col], time_format)
-        flag(times.isna(), time_col, f"missing or not a timestamp in time_format {time_format!r}" if declared else "missing or not a timestamp")
+        flag(times.isna(), time_col, f"missing, not a timestamp or out of range in time_format {time_format!r}" if declared else "missing, not a timestamp or out of range")
         if offset is not None:
             times = offset_event_times(times, cells[offset.column], offset.unit)
             flag(times.isna(), offset.column, f"missing or not a number of {offset.unit} (the spec's time_offset), or the time it makes is out of range")

@@ -111,7 +111,7 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
         counts = log.counts()
         files = pd.DataFrame(
             [{"file": f.name, "rows": f.rows, "ingested": f.ingested, "duplicates": f.duplicates, "quarantined": f.quarantined,
-              "labels": f.labels_applied, "note": f.note}
+              "late_labels": f.labels_applied, "note": f.note}
              for f in report.files]
         )
         for f in report.rejected:

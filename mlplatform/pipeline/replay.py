@@ -8,6 +8,8 @@ order, which rows a drift scenario touches) is drawn from a seed, so a replay ca
 from __future__ import annotations
 
 import heapq
+import math
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -48,9 +50,11 @@ class DriftScenario:
 
     def check(self, spec: DatasetSpec) -> None:
         """Refuse scenarios that name unknown columns or impossible amounts, naming what is wrong."""
-        for column in self.shift_numeric:
+        for column, sigmas in self.shift_numeric.items():
             if spec.features.get(column) is not FeatureType.numeric:
                 raise ReplayError(f"shift: {column!r} is not a numeric feature of {spec.name} (numeric: {spec.numeric_features})")
+            if not math.isfinite(sigmas):  # nan or inf wrote values landing then made missing or quarantined
+                raise ReplayError(f"shift: {column}={sigmas} is not a finite number of standard deviations")
         for column in self.category_mix:
             if spec.features.get(column) is not FeatureType.categorical:
                 raise ReplayError(f"category: {column!r} is not a categorical feature of {spec.name} (categorical: {spec.categorical_features})")
@@ -146,7 +150,7 @@ def _source_times(frame: pd.DataFrame, spec: DatasetSpec) -> np.ndarray:
     assert spec.time_column is not None
     micros = parse_event_times(_source_column(frame, spec.time_column, "time_column"), spec.event_time_format)
     _refuse_missing(frame, spec.time_column, micros, f"time_column {spec.time_column!r}",
-                    f"missing or not a timestamp in time_format {spec.event_time_format!r}", "set time_format in the spec to how the column is written")
+                    f"missing, not a timestamp or out of range in time_format {spec.event_time_format!r}", "set time_format in the spec to how the column is written")
     if spec.time_offset is not None:
         offset = spec.time_offset
         micros = offset_event_times(micros, _source_column(frame, offset.column, "time_offset.column"), offset.unit)
@@ -198,6 +202,21 @@ def inject_drift(rows: pd.DataFrame, spec: DatasetSpec, scenario: DriftScenario,
     return out
 
 
+def _publish(tmp: Path, target: Path) -> Path:
+    """Give the written `tmp` its name in the landing folder without replacing a file there (one not landed yet, written
+    by an earlier replay of the same rows): the first free of `target`, `<stem>-2<suffix>`, `<stem>-3<suffix>`, ..."""
+    name, attempt = target, 1
+    while True:
+        try:
+            os.link(tmp, name)  # unlike rename, fails where the name is taken
+        except FileExistsError:
+            attempt += 1
+            name = target.with_name(f"{target.stem}-{attempt}{target.suffix}")
+            continue
+        tmp.unlink()
+        return name
+
+
 def write_batches(rows: pd.DataFrame, spec: DatasetSpec, landing_dir: Path, batch_size: int, fmt: str = "csv", with_labels: bool = True, prefix: str = "replay") -> list[Path]:
     """Write `rows` to the landing folder in files of `batch_size` rows; returns the files written."""
     landing_dir.mkdir(parents=True, exist_ok=True)
@@ -216,8 +235,7 @@ def write_batches(rows: pd.DataFrame, spec: DatasetSpec, landing_dir: Path, batc
             batch.to_json(tmp, orient="records", lines=True)
         else:
             batch.to_csv(tmp, index=False)
-        tmp.rename(target)
-        paths.append(target)
+        paths.append(_publish(tmp, target))
     return paths
 
 
@@ -346,7 +364,7 @@ class LandingSink:
         name = f"{self.prefix}-labels-{event_ids[0]}-{event_ids[-1]}-{self.label_files}.csv"
         tmp = self.landing_dir / f".{name}.tmp"
         frame.to_csv(tmp, index=False)
-        tmp.rename(self.landing_dir / name)
+        _publish(tmp, self.landing_dir / name)
 
 
 class ApiSink:
@@ -399,10 +417,10 @@ def check_pacing(batch_size: int, rate: float | None, label_delay: float | None)
     """Refuse impossible pacing before any row is read or sent."""
     if batch_size < 1:
         raise ReplayError(f"batch size must be ≥ 1, got {batch_size}")
-    if rate is not None and rate <= 0:
-        raise ReplayError(f"rate must be > 0 events/s, got {rate}")
-    if label_delay is not None and label_delay < 0:
-        raise ReplayError(f"label delay must be ≥ 0 seconds, got {label_delay}")
+    if rate is not None and not (0 < rate < math.inf):  # written so that nan is refused too
+        raise ReplayError(f"rate must be a finite number > 0 events/s, got {rate}")
+    if label_delay is not None and not (0 <= label_delay < math.inf):
+        raise ReplayError(f"label delay must be a finite number ≥ 0 seconds, got {label_delay}")
 
 
 def _batches(rows: pd.DataFrame, size: int) -> Iterator[pd.DataFrame]:
