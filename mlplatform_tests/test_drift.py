@@ -112,6 +112,23 @@ def test_compare_handles_missing_constant_unseen_and_unlabelled_columns(adult_sp
     assert "hours-per-week" not in {c.column for c in columns} and "age" in {c.column for c in columns}
 
 
+@pytest.mark.parametrize("rows", [1000, 2000])  # Evidently's test of a column of few values: chi-square up to 1000 rows, Jensen-Shannon above
+def test_a_numeric_column_of_few_values_in_another_float_spelling_is_no_drift(adult_spec: DatasetSpec, adult_rows: pd.DataFrame, tmp_path: Path,
+                                                                              rows: int) -> None:
+    """A probe served scikit-learn's diabetes data read back by pandas' float parser: `sex` (two values) came as
+    -0.0446416365069891 where the export said -0.044641636506989144. Compared value by value, every served value was
+    new: the column drifted (p = 0) with nothing changed."""
+    reference = _typed(adult_rows.iloc[:rows], adult_spec)
+    reference["capital-loss"] = np.where(np.arange(rows) % 2 == 0, -0.044641636506989144, 0.05068011873981862)
+    current = reference.assign(**{"capital-loss": np.nextafter(reference["capital-loss"].to_numpy(), np.inf)})  # the last bit differs
+    assert not set(reference["capital-loss"]) & set(current["capital-loss"])
+    columns, *_ = compare(adult_spec, reference, current, 0.5, tmp_path / "report.json.xz")
+    assert not next(c for c in columns if c.column == "capital-loss").drifted
+    flipped = reference.assign(**{"capital-loss": np.where(np.arange(rows) % 5 == 0, -0.044641636506989144, 0.05068011873981862)})
+    columns, *_ = compare(adult_spec, reference, flipped, 0.5, tmp_path / "flipped.json.xz")
+    assert next(c for c in columns if c.column == "capital-loss").drifted, "a changed mix of the two values still is drift"
+
+
 @pytest.mark.parametrize("rows", [1000, 2000])  # Evidently's numeric test: K-S up to 1000 rows, the Wasserstein distance above
 def test_compare_takes_valid_numbers_near_the_float_limit(adult_spec: DatasetSpec, adult_rows: pd.DataFrame, tmp_path: Path, rows: int) -> None:
     """1.7e308 is a valid number a request or a file may carry; Evidently's histograms failed on such a range ("Too

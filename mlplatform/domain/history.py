@@ -31,13 +31,13 @@ import pandas as pd
 from pandas.api.indexers import BaseIndexer
 
 from mlplatform.domain.features import ARITHMETIC_LIMIT
+from mlplatform.domain.settled import settled, settled_number
 from mlplatform.domain.spec import LABEL_REF, DatasetSpec, HistoryFeature
 from mlplatform.domain.validation import EVENT_TIME, LABEL
 
 SERVED = "serving"  # the `source` of events logged by the prediction service (the event log's SERVING_SOURCE)
 US_PER_S = 1_000_000
 _WHOLE_STREAM = 0  # the one key value of features declared without `by`
-_BITS = 2.0**40  # see `_settled`
 
 
 def label_known_at(events: pd.DataFrame) -> np.ndarray:
@@ -98,26 +98,6 @@ def _key_codes(events: pd.DataFrame, by: str | None) -> pd.Series:
     return pd.Series(np.where(codes < 0, np.nan, codes), index=events.index)
 
 
-def _settled(values: Any) -> Any:
-    """Sums and means rounded to 40 significant bits (~12 digits), the same in training and serving.
-
-    Training sums a window incrementally (pandas), serving exactly (`math.fsum`): their last bits may differ, and a tree
-    splits between any two distinct training values, however close. Rounded, both land on one value except within a
-    few ulps of a rounding boundary, so a served prediction and the rebuilt training row take the same branches.
-    """
-    mantissa, exponent = np.frexp(values)
-    return np.ldexp(np.round(mantissa * _BITS) / _BITS, exponent)
-
-
-def _settled_number(value: float) -> float:
-    """`_settled` of one float (the same rounding, half to even) without numpy's per-scalar cost: serving rounds a few
-    window statistics on every request."""
-    if not math.isfinite(value):
-        return value
-    mantissa, exponent = math.frexp(value)
-    return math.ldexp(round(mantissa * _BITS) / _BITS, exponent)
-
-
 def _window(values: pd.Series, keys: pd.Series, n: int, stat: str) -> pd.Series:
     """`stat` of the non-missing values among each item's last n of its key (itself included)."""
     if stat == "count":
@@ -125,7 +105,7 @@ def _window(values: pd.Series, keys: pd.Series, n: int, stat: str) -> pd.Series:
         stat = "sum"
     rolled = getattr(values.groupby(keys).rolling(n, min_periods=1), stat)()
     rolled = rolled.reset_index(level=0, drop=True).reindex(values.index)
-    return rolled.pipe(_settled) if stat in ("sum", "mean") else rolled
+    return rolled.pipe(settled) if stat in ("sum", "mean") else rolled
 
 
 class _Slices(BaseIndexer):
@@ -167,7 +147,7 @@ def _time_window(values: np.ndarray, data_at: np.ndarray, query_at: np.ndarray, 
     rolled = getattr(pd.Series(np.concatenate([values, np.full(len(queries), np.nan)])).rolling(slices, min_periods=least), stat)()
     out = np.full(len(query_at), np.nan)
     out[queries] = rolled.to_numpy()[n:]
-    return _settled(out) if stat in ("sum", "mean") else out
+    return settled(out) if stat in ("sum", "mean") else out
 
 
 def _recent_count(keys: pd.Series, horizon: int) -> pd.Series:
@@ -275,9 +255,9 @@ def _stat(values: list[float], stat: str) -> float:
     if not present:
         return math.nan
     if stat == "sum":
-        return _settled_number(math.fsum(present))
+        return settled_number(math.fsum(present))
     if stat == "mean":
-        return _settled_number(math.fsum(present) / len(present))
+        return settled_number(math.fsum(present) / len(present))
     return float(min(present) if stat == "min" else max(present))
 
 
@@ -392,7 +372,7 @@ class _TimeWindow:
         if not self.present:
             return math.nan
         total = math.fsum(self.partials)
-        return _settled_number(total if self.stat == "sum" else total / self.present)
+        return settled_number(total if self.stat == "sum" else total / self.present)
 
 
 @dataclass

@@ -27,6 +27,7 @@ import pandas as pd
 
 from mlplatform.domain.evaluation import score
 from mlplatform.domain.features import ARITHMETIC_LIMIT
+from mlplatform.domain.settled import settled
 from mlplatform.stores.eventlog import Arrival, EventStore
 from mlplatform.domain.predictor import PREDICTION, PROBABILITY, Predictor
 from mlplatform.stores.registry import CHALLENGER, Registry, tag
@@ -285,18 +286,21 @@ def _bounds(reference: pd.Series) -> tuple[float, float]:
     return max(low - spread, -ARITHMETIC_LIMIT), min(high + spread, ARITHMETIC_LIMIT)
 
 
-def _clipped(reference: pd.DataFrame, current: pd.DataFrame, numeric: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Both frames with each numeric column clipped to its `_bounds` (copied only where a value is beyond them). Evidently's
-    histograms and distances fail on a range past the float limit; and above 1000 rows its test is the Wasserstein
-    distance, which one valid but extreme value (1e308 in 2000 rows) made 5.6e96 standard deviations, the column drifted
-    and with it the dataset. A shift stays a shift: the values beyond pile up at the bound, far from the reference."""
+def _comparable(reference: pd.DataFrame, current: pd.DataFrame, numeric: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Both frames with each numeric column clipped to its `_bounds` and `settled` to about 12 digits.
+
+    Clipped: Evidently's histograms and distances fail on a range past the float limit; and above 1000 rows its test is
+    the Wasserstein distance, which one valid but extreme value (1e308 in 2000 rows) made 5.6e96 standard deviations,
+    the column drifted and with it the dataset. A shift stays a shift: the values beyond pile up at the bound, far from
+    the reference. Settled: a numeric column of few values is tested value by value (chi-square, Jensen-Shannon), so a
+    client's float parser spelling `-0.0446416365069891` for the export's `-0.044641636506989144` made every served
+    value new and the column drifted."""
     bounds = {c: _bounds(reference[c]) for c in numeric}
 
-    def clip(frame: pd.DataFrame) -> pd.DataFrame:
-        wide = [c for c in numeric if bool(((frame[c] < bounds[c][0]) | (frame[c] > bounds[c][1])).any())]
-        return frame.assign(**{c: frame[c].clip(*bounds[c]) for c in wide}) if wide else frame
+    def prepare(frame: pd.DataFrame) -> pd.DataFrame:
+        return frame.assign(**{c: settled(frame[c].clip(*bounds[c]).to_numpy(dtype="float64")) for c in numeric}) if numeric else frame
 
-    return clip(reference), clip(current)
+    return prepare(reference), prepare(current)
 
 
 def _run_evidently(spec: DatasetSpec, reference: pd.DataFrame, current: pd.DataFrame, features: list[str], extra: list[str], share_threshold: float,
@@ -310,7 +314,7 @@ def _run_evidently(spec: DatasetSpec, reference: pd.DataFrame, current: pd.DataF
 
     columns = features + extra
     numeric, categorical = _column_types(spec, columns)
-    reference, current = _clipped(reference, current, numeric)
+    reference, current = _comparable(reference, current, numeric)
     definition = DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
     items = [DataDriftPreset(columns=features, drift_share=share_threshold)] if features else []
     items += [ValueDrift(column=c) for c in extra]
