@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from mlplatform.domain.spec import DatasetSpec
-from mlplatform.pipeline.landing import LandingPolicy, ingest_file
+from mlplatform.pipeline.landing import LandingPolicy, NotSettled, ingest_file
 from mlplatform.settings import DEFAULT_SPEC, Settings
 from mlplatform.stores.eventlog import Counts, EventLog
 from mlplatform.stores.eventlog_postgres import PostgresEventLog
@@ -143,7 +143,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 from mlplatform.domain.spec import load_spec
-from mlplatform.pipeline.landing import LandingPolicy, ingest_file
+from mlplatform.pipeline.landing import LandingPolicy, NotSettled, ingest_file
 from mlplatform.settings import Settings
 from mlplatform.stores.eventlog import Counts, EventLog
 from mlplatform.stores.eventlog_postgres import PostgresEventLog
@@ -234,3 +234,42 @@ def test_a_nul_in_an_id_or_a_category_quarantines_its_row_on_postgresql(tmp_path
     assert reasons == ["event_id: contains a NUL character (U+0000), which the event log cannot store"] * 2 + [
         "label for an unknown event_id", "workclass: contains a NUL character (U+0000), which the event log cannot store"], reasons
     log.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+@pytest.mark.parametrize("name", ["grows.csv", "grows.jsonl"])
+def test_a_file_appended_to_while_it_is_read_lands_each_row_once(tmp_path: Path, adult_spec: DatasetSpec, adult_rows: pd.DataFrame, backend: str,
+                                                                  name: str, request: pytest.FixtureRequest) -> None:
+    """Probe: rows appended while a file without ids was read were read too, under the ids of the content hashed without
+    them; the file, changed, was left, and the next run read it whole again as a new file: 250,001 rows landed twice. Now
+    a reading stops where the hashed content ends, and the grown file goes on from there."""
+    frame = adult_rows[COLUMNS].head(60).drop(columns=["event_id", "event_time"])
+    path = _write(frame.head(50), tmp_path / name)
+    appended = _write(frame.tail(10), tmp_path / f"more-{name}").read_bytes()
+    if name.endswith(".csv"):
+        appended = appended.split(b"\n", 1)[1]  # the rows, not their header
+    log = EventLog(tmp_path / "events.sqlite", adult_spec) if backend == "sqlite" else PostgresEventLog(request.getfixturevalue("postgres_url"), adult_spec)
+    writes = log.record_progress
+
+    def append_after_the_first_batch(*args: object) -> None:
+        writes(*args)  # type: ignore[arg-type]
+        if not path.read_bytes().endswith(appended):
+            with path.open("ab") as handle:  # a writer appending while the file is read
+                handle.write(appended)
+
+    log.record_progress = append_after_the_first_batch  # type: ignore[method-assign]
+    try:
+        with pytest.raises(NotSettled, match="changed while being read"):
+            ingest_file(path, adult_spec, log, _policy(1500))
+        assert log.counts().total == 50, "what was hashed, no more: the appended rows were read under the shorter content's ids"
+        log.record_progress = writes  # type: ignore[method-assign]
+        grown = ingest_file(path, adult_spec, log, _policy(1500))
+        assert grown.note.startswith("grew after its first ") and (grown.rows, grown.ingested) == (60, 60), grown
+        assert log.counts().total == 60 and log._query("SELECT count(*) FROM file_progress")[1][0][0] == 0
+        path.write_bytes((tmp_path / "processed" / name).read_bytes())  # the grown file's bytes again
+        again = ingest_file(path, adult_spec, log, _policy(1500))
+        assert again.already_ingested and log.counts().total == 60
+        rewritten = _write(frame.head(55).iloc[::-1], path)  # the same name, other content: no prefix of what was read
+        assert ingest_file(rewritten, adult_spec, log, _policy(1500)).ingested == 55 and log.counts().total == 115
+    finally:
+        log.close()

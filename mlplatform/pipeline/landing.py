@@ -28,11 +28,11 @@ import sqlite3
 import stat
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import pandas as pd
 import pyarrow as pa
@@ -124,6 +124,7 @@ class FileOutcome(FileCounts):
     rejected: str | None = None
     already_ingested: bool = False
     read_again: str = ""  # why a file landed before was read again (empty: it was not)
+    grown: str = ""  # where the reading of a file that grew after an earlier one went on (empty: it did not)
 
     @property
     def note(self) -> str:
@@ -134,6 +135,8 @@ class FileOutcome(FileCounts):
             return "already ingested"
         if self.read_again:
             return self.read_again
+        if self.grown:
+            return self.grown
         if not self.rows:
             return "no rows"
         return f"ignored columns: {', '.join(self.extra_columns)}" if self.extra_columns else ""
@@ -466,12 +469,45 @@ def _opened_settled(path: Path, seen: os.stat_result, max_bytes: int) -> Iterato
         if exc.errno == errno.ELOOP:
             raise NotSettled("replaced by a symbolic link while being read") from None
         raise
-    with os.fdopen(fd, "rb") as handle:
+    with os.fdopen(fd, "rb"):
         if _state(os.fstat(fd)) != _state(seen):
             raise NotSettled("changed since the landing folder was read")
         if seen.st_size > max_bytes:
             raise UnreadableFile(f"file is {seen.st_size} bytes, over the limit of {max_bytes} ({env_name('landing_max_file_bytes')})")
-        yield handle
+        yield io.BufferedReader(_Prefix(fd, seen.st_size), READ_BLOCK)
+
+
+class _Prefix(io.RawIOBase):
+    """The first `size` bytes of an open file, as a file of its own: what was hashed is all that is read. Before, rows
+    appended while a file was read were read too, under the ids of the content hashed without them, and the file,
+    changed, was read again whole at the next run: its rows without ids landed twice."""
+
+    def __init__(self, fd: int, size: int) -> None:
+        super().__init__()
+        self._fd, self._size, self._position = fd, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
+        self._position = max(0, base + offset)
+        return self._position
+
+    def readinto(self, buffer: Any) -> int:
+        data = os.pread(self._fd, max(0, min(len(buffer), self._size - self._position)), self._position)
+        buffer[: len(data)] = data
+        self._position += len(data)
+        return len(data)
 
 
 def _check_settled(path: Path, handle: BinaryIO, seen: os.stat_result) -> None:
@@ -492,13 +528,22 @@ def _decompressed(handle: BinaryIO) -> Iterator[BinaryIO]:
         raise UnreadableFile(f"not a valid gzip file: {exc}") from None
 
 
-def _content_hash(handle: BinaryIO, seen: os.stat_result, gzipped: bool, max_decompressed: int) -> str:
-    """The sha256 of the file, read block by block. A .gz is also decompressed to its end (counting, keeping nothing):
-    a corrupt one or one that expands past `max_decompressed` is rejected before any of its rows is written."""
+def _content_hash(handle: BinaryIO, seen: os.stat_result, gzipped: bool, max_decompressed: int, at: Collection[int] = ()) -> tuple[str, dict[int, str]]:
+    """The sha256 of the file, read block by block, and of its first `at` bytes (for each size given that it holds). A .gz
+    is also decompressed to its end (counting, keeping nothing): a corrupt one or one that expands past `max_decompressed`
+    is rejected before any of its rows is written."""
     handle.seek(0)
     digest = hashlib.sha256()
     size = 0
+    prefixes: dict[int, str] = {}
+    cuts = sorted(n for n in set(at) if 0 < n <= seen.st_size)
     while block := handle.read(READ_BLOCK):
+        while cuts and cuts[0] <= size + len(block):
+            head, block = block[: cuts[0] - size], block[cuts[0] - size :]
+            digest.update(head)
+            size += len(head)
+            prefixes[size] = digest.copy().hexdigest()
+            cuts.pop(0)
         digest.update(block)
         size += len(block)
     if size != seen.st_size:
@@ -510,7 +555,7 @@ def _content_hash(handle: BinaryIO, seen: os.stat_result, gzipped: bool, max_dec
                 expanded += len(block)
                 if expanded > max_decompressed:
                     raise UnreadableFile(f"decompresses to more than {max_decompressed} bytes, over the limit ({env_name('landing_max_decompressed_bytes')})")
-    return digest.hexdigest()
+    return digest.hexdigest(), prefixes
 
 
 def _text_batches(stream: BinaryIO, start: int, batch_bytes: int) -> Iterator[bytes]:
@@ -740,13 +785,20 @@ def _store(path: Path, handle: BinaryIO, seen: os.stat_result, spec: DatasetSpec
     leaves no rows behind. A run that dies mid-file leaves whole batches and the progress after them: the next
     run resumes there, and event-id dedup makes any overlap harmless.
     """
-    digest = _content_hash(handle, seen, path.name.lower().endswith(".gz"), policy.max_decompressed_bytes)
+    # A plain text file whose reading stopped where its content then ended may have grown since (appended to while it was
+    # read): one that begins with that content goes on from there. Byte offsets only: not a .gz's, not Parquet's rows.
+    earlier = log.progress_named(path.name) if not path.name.lower().endswith((".gz", ".parquet")) else []
+    digest, prefixes = _content_hash(handle, seen, path.name.lower().endswith(".gz"), policy.max_decompressed_bytes, [p.position for _, p in earlier])
     _check_settled(path, handle, seen)
     recorded = log.recorded_file(digest)
     read_again = "" if recorded is None or not recorded.rows else _read_again(recorded, handle, path.name, spec, policy)
     if recorded is not None and recorded.rows and not read_again:
         return FileOutcome(name=path.name, rows=recorded.rows, duplicates=recorded.rows, already_ingested=True)
     progress = log.file_progress(digest)
+    grown_from, grown = None, ""
+    if recorded is None and not progress.position:
+        grown_from, progress = next(((sha, p) for sha, p in earlier if prefixes.get(p.position) == sha), (None, progress))
+        grown = f"grew after its first {progress.position} bytes were read: read on from line {progress.line}" if grown_from else ""
     # A reading again replaces the file's quarantine, in its first batch's transaction (not again when it resumes).
     releasing = bool(read_again) and not progress.counts.rows
     collector = _CycleCollector(slack_kb=max(2 * policy.batch_bytes, MIN_COLLECTION_SLACK_BYTES) // 1024)
@@ -787,8 +839,8 @@ def _store(path: Path, handle: BinaryIO, seen: os.stat_result, spec: DatasetSpec
             raise type(exc)(f"{exc} (from line or row {progress.line} on; the {progress.counts.rows} rows before it were kept)") from None
         raise
     _check_settled(path, handle, seen)
-    log.record_file(digest, path.name, progress.counts)
-    return FileOutcome(name=path.name, extra_columns=extra, read_again=read_again, **asdict(progress.counts))
+    log.record_file(digest, path.name, progress.counts, grown_from)
+    return FileOutcome(name=path.name, extra_columns=extra, read_again=read_again, grown=grown, **asdict(progress.counts))
 
 
 def _read_again(recorded: FileCounts, handle: BinaryIO, name: str, spec: DatasetSpec, policy: LandingPolicy) -> str:

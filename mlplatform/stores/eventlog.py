@@ -122,6 +122,12 @@ class FileProgress:
 _PROGRESS_COLUMNS = ("position", "line", "parsed", *_COUNT_COLUMNS)  # the columns of table file_progress
 
 
+def _progress(values: Sequence[Any]) -> FileProgress:
+    """A FileProgress from the values of _PROGRESS_COLUMNS, in their order."""
+    position, line, parsed, *counts = (int(v) for v in values)
+    return FileProgress(position, line, parsed, FileCounts(*counts))
+
+
 @dataclass(frozen=True)
 class Counts:
     total: int
@@ -537,8 +543,9 @@ class EventStore(ABC):
         found = self._query(f"SELECT rows, ingested, duplicates, quarantined FROM files WHERE sha256 = {self.PARAM}", (sha256,))[1]
         return FileCounts(*(int(v or 0) for v in found[0])) if found else None
 
-    def record_file(self, sha256: str, name: str, counts: FileCounts) -> None:
-        """The file is ingested to its end: its record replaces its progress, in one transaction."""
+    def record_file(self, sha256: str, name: str, counts: FileCounts, grown_from: str | None = None) -> None:
+        """The file is ingested to its end: its record replaces its progress, in one transaction, and the progress of the
+        file it grew from (`grown_from`, see `progress_named`), which its reading went on from."""
         values = ", ".join(self.PARAM for _ in range(7))
         updates = ", ".join(f"{c} = excluded.{c}" for c in ("name", "rows", "ingested", "duplicates", "quarantined", "at"))
         with self._write() as db:
@@ -546,15 +553,19 @@ class EventStore(ABC):
                 f"INSERT INTO files (sha256, name, rows, ingested, duplicates, quarantined, at) VALUES ({values}) ON CONFLICT (sha256) DO UPDATE SET {updates}",
                 (sha256, name, counts.rows, counts.ingested, counts.duplicates, counts.quarantined, now_us()),
             )
-            db.execute(f"DELETE FROM file_progress WHERE sha256 = {self.PARAM}", (sha256,))
+            db.execute(f"DELETE FROM file_progress WHERE sha256 IN ({self.PARAM}, {self.PARAM})", (sha256, grown_from or sha256))
 
     def file_progress(self, sha256: str) -> FileProgress:
         """How far an earlier, interrupted run got with the file of this content hash (from the start if none did)."""
         rows = self._query(f"SELECT {', '.join(_PROGRESS_COLUMNS)} FROM file_progress WHERE sha256 = {self.PARAM}", (sha256,))[1]
-        if not rows:
-            return FileProgress()
-        position, line, parsed, *counts = (int(v) for v in rows[0])
-        return FileProgress(position, line, parsed, FileCounts(*counts))
+        return _progress(rows[0]) if rows else FileProgress()
+
+    def progress_named(self, name: str) -> list[tuple[str, FileProgress]]:
+        """The unfinished readings of contents landed under `name`, by content hash. A file that grew while it was read
+        leaves one that ends where its hashed content did: the grown file goes on from there (landing checks that it
+        begins with that content)."""
+        rows = self._query(f"SELECT sha256, {', '.join(_PROGRESS_COLUMNS)} FROM file_progress WHERE name = {self.PARAM}", (name,))[1]
+        return [(str(sha), _progress(values)) for sha, *values in rows]
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
