@@ -434,6 +434,12 @@ def test_empty_and_header_only_files(landing: Path, log: EventLog, adult_spec: D
     assert log.counts().total == 0
     bom = ingest_file(_drop(landing, "bom.csv", "\ufeff" + _csv(rows.head(2).assign(event_id=["007", "1e3"]))), adult_spec, log)
     assert bom.ingested == 2 and set(log.get(["007", "1e3"])["event_id"]) == {"007", "1e3"}, "a BOM left the ids' column typed by guess: 7.0"
+    # A CSV says null only by spelling it (exports write NA, null, NaN): missing there; JSON Lines has null, and "NA" is text.
+    spelt = rows.iloc[5:7].assign(event_id=["na-csv", "na-jsonl"], **{"native-country": "NA", "workclass": "null"})
+    assert ingest_file(_drop(landing, "na.csv", _csv(spelt.head(1))), adult_spec, log).ingested == 1
+    assert ingest_file(_drop(landing, "na.jsonl", spelt.tail(1).to_json(orient="records", lines=True)), adult_spec, log).ingested == 1
+    stored = log.get(["na-csv", "na-jsonl"]).set_index("event_id")
+    assert stored["native-country"].isna()["na-csv"] and stored.loc["na-jsonl", "native-country"] == "NA" and stored.loc["na-jsonl", "workclass"] == "null"
     # JSON Lines with a BOM: a file with a bad line is parsed line by line, where the BOM made the first row malformed JSON.
     lines = rows.iloc[2:5].assign(event_id=["j1", "j2", "j3"]).to_json(orient="records", lines=True).splitlines()
     jsonl = ingest_file(_drop(landing, "bom.jsonl", "\ufeff" + "\n".join([lines[0], "not json", *lines[1:]]) + "\n"), adult_spec, log)

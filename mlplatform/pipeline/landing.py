@@ -354,6 +354,11 @@ def _without_open_quotes(data: bytes, offset: int, separator: str) -> tuple[byte
     return b"\n".join(lines), bad
 
 
+# How CSV exports write a missing value (pandas, R, Excel, databases): read as missing in every column, quoted or not.
+# A CSV has no other way to say null; JSON Lines and Parquet do, and there (as in a request) "NA" is text.
+CSV_MISSING = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "N/A", "NA", "NULL", "NaN", "n/a", "nan", "null"]
+
+
 def _parse_csv_part(data: bytes, offset: int, separator: str) -> _Parsed:
     """The rows of `data` and its bad lines; row numbers only where each row is one line."""
     if not data.strip():
@@ -376,7 +381,7 @@ def _parse_csv_part(data: bytes, offset: int, separator: str) -> _Parsed:
             io.BytesIO(data),
             read_options=pacsv.ReadOptions(block_size=PARSER_BLOCK_BYTES, use_threads=False),
             parse_options=pacsv.ParseOptions(delimiter=separator, invalid_row_handler=on_invalid, newlines_in_values=False),
-            convert_options=pacsv.ConvertOptions(column_types={str(n): pa.string() for n in names}, strings_can_be_null=True),
+            convert_options=pacsv.ConvertOptions(column_types={str(n): pa.string() for n in names}, strings_can_be_null=True, null_values=CSV_MISSING),
         )
     except (pa.ArrowInvalid, csv.Error) as exc:
         raise UnreadableFile(f"not parseable as CSV: {exc}") from None
