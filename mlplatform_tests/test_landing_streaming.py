@@ -9,6 +9,8 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -140,6 +142,8 @@ def test_a_schema_problem_first_seen_mid_file_keeps_the_rows_before_and_says_so(
 
 KILLED_SCRIPT = """
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from mlplatform.domain.spec import load_spec
@@ -236,40 +240,89 @@ def test_a_nul_in_an_id_or_a_category_quarantines_its_row_on_postgresql(tmp_path
     log.close()
 
 
+@contextmanager
+def _appending(log: EventLog, path: Path, chunk: bytes) -> Iterator[None]:
+    """`chunk` appended to `path` once the reading's first batch committed: a writer appending while the file is read."""
+    writes = log.record_progress
+
+    def append_after_the_first_batch(*args: object) -> None:
+        writes(*args)  # type: ignore[arg-type]
+        if not path.read_bytes().endswith(chunk):
+            with path.open("ab") as handle:
+                handle.write(chunk)
+
+    log.record_progress = append_after_the_first_batch  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        log.record_progress = writes  # type: ignore[method-assign]
+
+
+def _rows_text(frame: pd.DataFrame, name: str) -> bytes:
+    """`frame`'s rows as a landing file of that format spells them, without a CSV header."""
+    return frame.to_json(orient="records", lines=True).encode() if name.endswith(".jsonl") else frame.to_csv(index=False, header=False).encode()
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 @pytest.mark.parametrize("name", ["grows.csv", "grows.jsonl"])
 def test_a_file_appended_to_while_it_is_read_lands_each_row_once(tmp_path: Path, adult_spec: DatasetSpec, adult_rows: pd.DataFrame, backend: str,
                                                                   name: str, request: pytest.FixtureRequest) -> None:
     """Probe: rows appended while a file without ids was read were read too, under the ids of the content hashed without
     them; the file, changed, was left, and the next run read it whole again as a new file: 250,001 rows landed twice. Now
-    a reading stops where the hashed content ends, and the grown file goes on from there."""
-    frame = adult_rows[COLUMNS].head(60).drop(columns=["event_id", "event_time"])
+    a reading stops where the hashed content ends, and the grown file goes on from there, however often it grew (the
+    review: a third reading went on from the first one's end, and the second's rows landed twice)."""
+    frame = adult_rows[COLUMNS].head(70).drop(columns=["event_id", "event_time"]).astype({"age": object})
+    frame.loc[3, "age"] = "old"  # quarantined by the first reading: the grown file's, once it is read to its end
     path = _write(frame.head(50), tmp_path / name)
-    appended = _write(frame.tail(10), tmp_path / f"more-{name}").read_bytes()
-    if name.endswith(".csv"):
-        appended = appended.split(b"\n", 1)[1]  # the rows, not their header
     log = EventLog(tmp_path / "events.sqlite", adult_spec) if backend == "sqlite" else PostgresEventLog(request.getfixturevalue("postgres_url"), adult_spec)
-    writes = log.record_progress
-
-    def append_after_the_first_batch(*args: object) -> None:
-        writes(*args)  # type: ignore[arg-type]
-        if not path.read_bytes().endswith(appended):
-            with path.open("ab") as handle:  # a writer appending while the file is read
-                handle.write(appended)
-
-    log.record_progress = append_after_the_first_batch  # type: ignore[method-assign]
     try:
-        with pytest.raises(NotSettled, match="changed while being read"):
-            ingest_file(path, adult_spec, log, _policy(1500))
-        assert log.counts().total == 50, "what was hashed, no more: the appended rows were read under the shorter content's ids"
-        log.record_progress = writes  # type: ignore[method-assign]
+        for upto in (60, 70):
+            with _appending(log, path, _rows_text(frame.iloc[upto - 10 : upto], name)), pytest.raises(NotSettled, match="changed while being read"):
+                ingest_file(path, adult_spec, log, _policy(1500))
+            assert log.counts().total == upto - 11, "what was hashed, no more: appended rows were read under the shorter content's ids"
         grown = ingest_file(path, adult_spec, log, _policy(1500))
-        assert grown.note.startswith("grew after its first ") and (grown.rows, grown.ingested) == (60, 60), grown
-        assert log.counts().total == 60 and log._query("SELECT count(*) FROM file_progress")[1][0][0] == 0
+        assert grown.note.startswith("grew after its first ") and (grown.rows, grown.ingested, grown.quarantined) == (70, 69, 1), grown
+        assert log.counts() == Counts(69, 69, 1, 69) and log._query("SELECT count(*) FROM file_progress")[1][0][0] == 0
         path.write_bytes((tmp_path / "processed" / name).read_bytes())  # the grown file's bytes again
         again = ingest_file(path, adult_spec, log, _policy(1500))
-        assert again.already_ingested and log.counts().total == 60
+        assert again.read_again and again.quarantined == 1 and log.counts().quarantined == 1, "its first reading's refusals are the grown file's"
         rewritten = _write(frame.head(55).iloc[::-1], path)  # the same name, other content: no prefix of what was read
-        assert ingest_file(rewritten, adult_spec, log, _policy(1500)).ingested == 55 and log.counts().total == 115
+        assert ingest_file(rewritten, adult_spec, log, _policy(1500)).ingested == 54
+    finally:
+        log.close()
+
+
+def test_a_line_cut_by_a_writer_is_read_whole_once_the_file_grew(tmp_path: Path, adult_spec: DatasetSpec, adult_rows: pd.DataFrame) -> None:
+    """The review: a file hashed while its writer was mid-line ended in half a row; the reading took that half as a row
+    (quarantined, or a truncated last value landed), and the grown file went on from the middle of the line, its other
+    half one more bad row. A reading commits an unended last line only while the file is unchanged."""
+    frame = adult_rows[COLUMNS].head(60)
+    whole = _write(frame, tmp_path / "cut.csv").read_bytes()
+    cut = whole.index(b"\n", len(whole) // 2) + 20  # 20 bytes into a line
+    path = tmp_path / "cut.csv"
+    path.write_bytes(whole[:cut])
+    log = EventLog(tmp_path / "events.sqlite", adult_spec)
+    try:
+        with _appending(log, path, whole[cut:]), pytest.raises(NotSettled, match="changed while being read"):
+            ingest_file(path, adult_spec, log, _policy(1500))
+        assert log.counts().quarantined == 0, "the half line was not taken for a row"
+        grown = ingest_file(path, adult_spec, log, _policy(1500))
+        assert (log.counts().total, log.counts().quarantined, grown.quarantined) == (60, 0, 0), grown
+    finally:
+        log.close()
+
+
+def test_a_nul_in_a_malformed_line_is_quarantined_on_postgresql(tmp_path: Path, adult_spec: DatasetSpec, adult_rows: pd.DataFrame, postgres_url: str) -> None:
+    """The review: a malformed line's raw text is its quarantined record; with a NUL in it PostgreSQL refused the insert,
+    and the file was rejected whole."""
+    lines = _write(adult_rows[COLUMNS].head(6), tmp_path / "n.csv").read_bytes().split(b"\n")
+    lines[3] += b",extra\x00field"
+    path = tmp_path / "n.csv"
+    path.write_bytes(b"\n".join(lines))
+    log = PostgresEventLog(postgres_url, adult_spec)
+    try:
+        outcome = ingest_file(path, adult_spec, log, _policy(1 << 20))
+        assert not outcome.rejected and (outcome.ingested, outcome.quarantined) == (5, 1), outcome
+        assert "extra\\x00field" in log._query("SELECT record FROM quarantine")[1][0][0]
     finally:
         log.close()

@@ -32,7 +32,10 @@ def twin_problem(name: str, first: str) -> str:
     """Why `name` cannot be a feature beside `first`, the feature of the same twin_key."""
     if name.lower() == first.lower():
         return "differs only in case from " + repr(first) + ": the event log's column names do not"
-    return "is " + repr(first) + " to LightGBM, which reads a space in a name as '_'"
+    if name.replace(" ", "_") == first.replace(" ", "_"):
+        return "is " + repr(first) + " to LightGBM, which reads a space in a name as '_'"
+    return ("is one column with " + repr(first) + " once case is ignored (as the event log's column names do) and a space read "
+            "as '_' (as LightGBM does)")
 
 
 def feature_name_problem(name: str) -> str | None:

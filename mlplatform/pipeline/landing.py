@@ -167,6 +167,9 @@ class _Batch:
     parsed: _Parsed
     position: int  # where the next batch starts: byte offset in the (decompressed) text, or Parquet row
     line: int  # the file line the next batch starts on
+    # The text ends without a line end: the file's last line, or a line a writer is still writing. Committed only if the
+    # file is unchanged, so a reading of a file that grows goes on from a whole line.
+    open_ended: bool = False
 
 
 def _state(info: os.stat_result) -> tuple[int, int, int, int]:
@@ -645,7 +648,7 @@ def _batches(handle: BinaryIO, name: str, spec: DatasetSpec, policy: LandingPoli
             position += len(text)
             line += text.count(b"\n")
             yielded = True
-            yield _Batch(parsed, position, line)
+            yield _Batch(parsed, position, line, open_ended=not text.endswith(b"\n"))
         if not yielded and header and not start.position:  # a header and no row: its columns are still checked
             yield _Batch(_parse_csv(header, line - 2, separator), position, line)
 
@@ -801,8 +804,9 @@ def _store(path: Path, handle: BinaryIO, seen: os.stat_result, spec: DatasetSpec
         return FileOutcome(name=path.name, rows=recorded.rows, duplicates=recorded.rows, already_ingested=True)
     progress = log.file_progress(digest)
     grown_from, grown = None, ""
-    if recorded is None and not progress.position:
-        grown_from, progress = next(((sha, p) for sha, p in earlier if prefixes.get(p.position) == sha), (None, progress))
+    if recorded is None and not progress.position:  # the furthest reading this file begins with (it may have grown twice)
+        grown_from, progress = max(((sha, p) for sha, p in earlier if prefixes.get(p.position) == sha), key=lambda found: found[1].position,
+                                   default=(None, progress))
         grown = f"grew after its first {progress.position} bytes were read: read on from line {progress.line}" if grown_from else ""
     # A reading again replaces the file's quarantine, in its first batch's transaction (not again when it resumes).
     releasing = bool(read_again) and not progress.counts.rows
@@ -822,10 +826,15 @@ def _store(path: Path, handle: BinaryIO, seen: os.stat_result, spec: DatasetSpec
                 # A JSON Lines batch may lack a key the file's first rows had: its rows miss that value, like the other lines'.
                 frame = frame.assign(**{c: pd.Series(None, index=frame.index, dtype=object) for c in columns if c not in frame.columns})
                 lines = batch.parsed.line_numbers or list(range(progress.parsed + 1, progress.parsed + len(frame) + 1))
+                if batch.open_ended:  # its last line has no line end: a writer may be in the middle of it
+                    _check_settled(path, handle, seen)
                 with log.transaction():
                     if releasing:
                         log.release_quarantined(digest)
                         releasing = False
+                    if grown_from is not None:
+                        log.hand_over(grown_from, digest)
+                        grown_from = None
                     if not frame.empty:
                         if labels_only:
                             counts += _ingest_labels(frame, lines, digest, spec, log, path.name)
@@ -844,7 +853,10 @@ def _store(path: Path, handle: BinaryIO, seen: os.stat_result, spec: DatasetSpec
             raise type(exc)(f"{exc} (from line or row {progress.line} on; the {progress.counts.rows} rows before it were kept)") from None
         raise
     _check_settled(path, handle, seen)
-    log.record_file(digest, path.name, progress.counts, grown_from)
+    with log.transaction():
+        if grown_from is not None:  # nothing was read after the earlier reading: still its successor
+            log.hand_over(grown_from, digest)
+        log.record_file(digest, path.name, progress.counts)
     return FileOutcome(name=path.name, extra_columns=extra, read_again=read_again, grown=grown, **asdict(progress.counts))
 
 

@@ -209,12 +209,16 @@ def _publish(tmp: Path, target: Path) -> Path:
     while True:
         try:
             os.link(tmp, name)  # unlike rename, fails where the name is taken
+            tmp.unlink()
+            return name
         except FileExistsError:
-            attempt += 1
-            name = target.with_name(f"{target.stem}-{attempt}{target.suffix}")
-            continue
-        tmp.unlink()
-        return name
+            pass
+        except OSError:  # a file system without hard links (some FUSE, SMB, vfat mounts): look, then rename
+            if not name.exists():
+                tmp.rename(name)
+                return name
+        attempt += 1
+        name = target.with_name(f"{target.stem}-{attempt}{target.suffix}")
 
 
 def write_batches(rows: pd.DataFrame, spec: DatasetSpec, landing_dir: Path, batch_size: int, fmt: str = "csv", with_labels: bool = True, prefix: str = "replay") -> list[Path]:

@@ -122,6 +122,11 @@ class FileProgress:
 _PROGRESS_COLUMNS = ("position", "line", "parsed", *_COUNT_COLUMNS)  # the columns of table file_progress
 
 
+def _storable(text: str) -> str:
+    """Text as the log can keep it: a NUL (a malformed line's raw text may hold one; PostgreSQL's text cannot) spelt \\x00."""
+    return text.replace("\x00", "\\x00")
+
+
 def _progress(values: Sequence[Any]) -> FileProgress:
     """A FileProgress from the values of _PROGRESS_COLUMNS, in their order."""
     position, line, parsed, *counts = (int(v) for v in values)
@@ -515,7 +520,8 @@ class EventStore(ABC):
         with self._write() as db:
             db.executemany(
                 f"INSERT INTO quarantine (source, row_number, reason, record, quarantined_at, file_sha256) VALUES ({p}, {p}, {p}, {p}, {p}, {p})",
-                [(source, int(r.row_number), str(r.reason), r.record, at, file_sha256) for r in rows.itertuples(index=False)],
+                [(source, int(r.row_number), _storable(str(r.reason)), None if r.record is None else _storable(str(r.record)), at, file_sha256)
+                 for r in rows.itertuples(index=False)],
             )
             self._bump(db, "quarantined", len(rows))
         return len(rows)
@@ -543,9 +549,8 @@ class EventStore(ABC):
         found = self._query(f"SELECT rows, ingested, duplicates, quarantined FROM files WHERE sha256 = {self.PARAM}", (sha256,))[1]
         return FileCounts(*(int(v or 0) for v in found[0])) if found else None
 
-    def record_file(self, sha256: str, name: str, counts: FileCounts, grown_from: str | None = None) -> None:
-        """The file is ingested to its end: its record replaces its progress, in one transaction, and the progress of the
-        file it grew from (`grown_from`, see `progress_named`), which its reading went on from."""
+    def record_file(self, sha256: str, name: str, counts: FileCounts) -> None:
+        """The file is ingested to its end: its record replaces its progress, in one transaction."""
         values = ", ".join(self.PARAM for _ in range(7))
         updates = ", ".join(f"{c} = excluded.{c}" for c in ("name", "rows", "ingested", "duplicates", "quarantined", "at"))
         with self._write() as db:
@@ -553,7 +558,16 @@ class EventStore(ABC):
                 f"INSERT INTO files (sha256, name, rows, ingested, duplicates, quarantined, at) VALUES ({values}) ON CONFLICT (sha256) DO UPDATE SET {updates}",
                 (sha256, name, counts.rows, counts.ingested, counts.duplicates, counts.quarantined, now_us()),
             )
-            db.execute(f"DELETE FROM file_progress WHERE sha256 IN ({self.PARAM}, {self.PARAM})", (sha256, grown_from or sha256))
+            db.execute(f"DELETE FROM file_progress WHERE sha256 = {self.PARAM}", (sha256,))
+
+    def hand_over(self, earlier_sha256: str, sha256: str) -> None:
+        """The reading of a file that grew (`sha256`) takes over the earlier reading it goes on from (see `progress_named`):
+        that reading's progress goes, so no later reading goes on from it again, and its quarantined rows become the grown
+        file's, so a reading of the grown file again releases them. Within the caller's transaction, with the grown
+        file's first progress."""
+        with self._write() as db:
+            db.execute(f"DELETE FROM file_progress WHERE sha256 = {self.PARAM}", (earlier_sha256,))
+            db.execute(f"UPDATE quarantine SET file_sha256 = {self.PARAM} WHERE file_sha256 = {self.PARAM}", (sha256, earlier_sha256))
 
     def file_progress(self, sha256: str) -> FileProgress:
         """How far an earlier, interrupted run got with the file of this content hash (from the start if none did)."""
