@@ -434,6 +434,13 @@ def test_empty_and_header_only_files(landing: Path, log: EventLog, adult_spec: D
     assert log.counts().total == 0
     bom = ingest_file(_drop(landing, "bom.csv", "\ufeff" + _csv(rows.head(2).assign(event_id=["007", "1e3"]))), adult_spec, log)
     assert bom.ingested == 2 and set(log.get(["007", "1e3"])["event_id"]) == {"007", "1e3"}, "a BOM left the ids' column typed by guess: 7.0"
+    # One value read in a column where another cell is no number, and in one where none is: the same double (probe: pandas'
+    # parser, used for the first, was one ulp off, and the same event from two files was refused as one with other values).
+    exact = rows.iloc[[7]].assign(event_id="ulp", **{"hours-per-week": "94.75175710398139"})
+    assert ingest_file(_drop(landing, "ulp.csv", _csv(exact)), adult_spec, log).ingested == 1
+    with_bad = pd.concat([exact, exact.assign(event_id="ulp-bad", **{"hours-per-week": "lots"})])
+    again = ingest_file(_drop(landing, "ulp-bad.csv", _csv(with_bad)), adult_spec, log)
+    assert (again.duplicates, again.quarantined) == (1, 1) and log.get(["ulp"])["hours-per-week"].tolist() == [94.75175710398139], again
     # A CSV says null only by spelling it (exports write NA, null, NaN): missing there; JSON Lines has null, and "NA" is text.
     spelt = rows.iloc[5:7].assign(event_id=["na-csv", "na-jsonl"], **{"native-country": "NA", "workclass": "null"})
     assert ingest_file(_drop(landing, "na.csv", _csv(spelt.head(1))), adult_spec, log).ingested == 1
