@@ -5,6 +5,8 @@ setting switches it off."""
 
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -18,7 +20,7 @@ from dagster._core.origin import JobPythonOrigin, RepositoryPythonOrigin
 from mlplatform.domain.keys import RUN_WORKER_TAG
 from mlplatform.domain.spec import load_spec
 from mlplatform.orchestration.instance import WARM_RUN_LAUNCHER, WARM_RUNS_PRESTART_ENV, instance_config
-from mlplatform.orchestration.warm_runs import RunWorker, WarmProcess, WarmRunLauncher
+from mlplatform.orchestration.warm_runs import RunWorker, WarmProcess, WarmRunLauncher, fail_runs_left_behind
 from mlplatform.pipeline.replay import read_source, write_batches
 from mlplatform.settings import Settings
 from mlplatform_tests.support.loop import code_location, create_retrain_run, materialize
@@ -166,3 +168,24 @@ def test_a_run_the_warm_process_cannot_execute_is_refused_before_any_fork(origin
     with pytest.raises(DagsterLaunchFailedError, match=message):
         launcher.launch_run(LaunchRunContext(dagster_run=run, workspace=None))
     assert launcher._warm is None
+
+
+def test_runs_a_killed_stack_left_with_no_worker_are_failed_when_a_stack_starts() -> None:
+    """Probe: `mlplatform dev` killed outright as a drift run launched; its reaper killed the worker, the run stayed
+    STARTING, and for the 600 s of run monitoring's start timeout the drift sensor waited for it. A stack starting again
+    fails such runs (run retries launch them again); a run whose worker lives is left alone."""
+    gone = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    worker = RunWorker.of(gone.pid)
+    gone.kill()
+    gone.wait()
+    with dg.instance_for_test() as instance:
+        left = instance.add_run(dg.DagsterRun(job_name="adult_drift", run_id="1" * 36, status=dg.DagsterRunStatus.STARTING, tags={RUN_WORKER_TAG: worker.tag()}))
+        alive = instance.add_run(dg.DagsterRun(job_name="adult_retrain", run_id="2" * 36, status=dg.DagsterRunStatus.STARTED,
+                                               tags={RUN_WORKER_TAG: RunWorker.of(os.getpid()).tag()}))
+        untagged = instance.add_run(dg.DagsterRun(job_name="adult_retrain", run_id="3" * 36, status=dg.DagsterRunStatus.STARTING))
+        assert fail_runs_left_behind(instance) == [left.run_id]
+        statuses = {run_id: instance.get_run_by_id(run_id).status for run_id in (left.run_id, alive.run_id, untagged.run_id)}  # type: ignore[union-attr]
+        assert statuses == {left.run_id: dg.DagsterRunStatus.FAILURE, alive.run_id: dg.DagsterRunStatus.STARTED, untagged.run_id: dg.DagsterRunStatus.STARTING}
+        events = [e.message for e in instance.all_logs(left.run_id) if e.message]
+        assert any(f"The run worker (pid {worker.pid}) is gone" in m for m in events), events
+        assert fail_runs_left_behind(instance) == []

@@ -319,13 +319,16 @@ def _wait_ready(servers: list[Server], timeout_seconds: float) -> None:
         time.sleep(0.5)
 
 
-def _create_instance_storage(settings: Settings) -> None:
+def _prepare_instance(settings: Settings) -> None:
     """Create the instance's SQLite storage once, here: left to the servers, the daemon, the webserver and the
-    readiness probe create it at the same moment on a fresh state, and one of them can fail on the race."""
+    readiness probe create it at the same moment on a fresh state, and one of them can fail on the race. And fail the
+    runs an earlier stack, killed outright, left starting or started with no worker, so run retries launch them now."""
     import dagster as dg
 
+    from mlplatform.orchestration.warm_runs import fail_runs_left_behind
+
     with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
-        instance.get_runs(limit=1)
+        fail_runs_left_behind(instance)
 
 
 @contextmanager
@@ -338,7 +341,7 @@ def running(settings: Settings, log_dir: Path | None = None, timeout_seconds: fl
     `needed_first` are started and awaited before the others. `reaper`: told each server's process group as it starts.
     """
     prepare_dagster_home(settings)
-    _create_instance_storage(settings)
+    _prepare_instance(settings)
     if log_dir is not None:
         log_dir.mkdir(parents=True, exist_ok=True)
     child_env = {**CHILD_ENV_DEFAULTS, **os.environ, **(env or {}), "DAGSTER_HOME": str(settings.dagster_home), "MLPLATFORM_STATE_DIR": str(settings.state_dir)}

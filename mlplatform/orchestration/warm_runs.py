@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from dagster import Array, DagsterEventType, DagsterRun, Field, serialize_value
+from dagster import Array, DagsterEventType, DagsterInstance, DagsterRun, DagsterRunStatus, Field, RunsFilter, serialize_value
 from dagster._config.config_schema import UserConfigSchema
 from dagster._core.errors import DagsterLaunchFailedError, DagsterUserCodeUnreachableError
 from dagster._core.launcher.base import CheckRunHealthResult, LaunchRunContext, RunLauncher, WorkerStatus
@@ -304,6 +304,22 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
             if self._warm is not None:
                 self._warm.close()
                 self._warm = None
+
+
+def fail_runs_left_behind(instance: DagsterInstance) -> list[str]:
+    """Fail the runs still STARTING or STARTED whose recorded worker is gone, and return their ids. A stack killed
+    outright leaves them so (its reaper kills their workers); run monitoring fails a STARTED one within 30 s, but a
+    STARTING one only after `start_timeout_seconds` (600 s), every drift report of its model waiting behind it. Called as
+    a stack starts; failed, run retries launch them again."""
+    failed = []
+    for run in instance.get_runs(filters=RunsFilter(statuses=[DagsterRunStatus.STARTING, DagsterRunStatus.STARTED])):
+        worker = RunWorker.of_run(run)
+        if worker is not None and not worker.alive():
+            instance.report_engine_event(f"The run worker (pid {worker.pid}) is gone: the stack that launched the run stopped without ending it.",
+                                         run, cls=WarmRunLauncher)
+            instance.report_run_failed(run)
+            failed.append(run.run_id)
+    return failed
 
 
 def ended(status: int) -> str:
