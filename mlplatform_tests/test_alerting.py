@@ -58,6 +58,25 @@ def test_alerter_fires_resolves_and_delivers_later_when_alertmanager_was_down(al
     assert alertmanager.alerts(AlertName.DRIFT) == [] and alerter.firing() == []
 
 
+def test_alerts_about_versions_that_no_longer_serve_are_resolved(alertmanager: Alertmanager, tmp_path: Path) -> None:
+    """Probe: drift alerts for v1, v3 and v4 fired at once, and v3's live quality alert stayed after v6 was promoted: only
+    a report about the same version resolved one, and none about a replaced version comes again."""
+    alerter = Alerter(alertmanager.url, tmp_path / "alerts.sqlite", ttl_seconds=600)
+    for alert in (_alert(3), _alert(5), Alert(AlertName.LIVE_QUALITY, Severity.WARNING, "adult", 3, summary="s", description="d"),
+                  Alert(AlertName.PROMOTION_REFUSED, Severity.WARNING, "adult", 4, summary="s", description="d"), Alert(AlertName.DRIFT, Severity.WARNING, "bike", 3, summary="s", description="d")):
+        alerter.fire(alert)
+    assert alerter.resolve_other_versions((AlertName.DRIFT, AlertName.LIVE_QUALITY), "adult", "5") == 2
+    assert alerter.deliver().pending == 0
+    firing = sorted((a["alertname"], a["dataset"], a["model_version"]) for a in alerter.firing())
+    assert firing == [("MLPlatformDriftDetected", "adult", "5"), ("MLPlatformDriftDetected", "bike", "3"), ("MLPlatformPromotionRefused", "adult", "4")], firing
+    assert sorted(labels_of(a)["model_version"] for a in alertmanager.alerts(AlertName.DRIFT)) == ["3", "5"], "bike's v3, adult's v5"
+    assert alertmanager.alerts(AlertName.LIVE_QUALITY) == []
+    assert alerter.resolve_other_versions((AlertName.DRIFT, AlertName.LIVE_QUALITY), "adult", "5") == 0
+    for name, dataset in ((AlertName.DRIFT, "adult"), (AlertName.DRIFT, "bike"), (AlertName.PROMOTION_REFUSED, "adult")):  # the Alertmanager is shared
+        alerter.resolve(name, dataset)
+    assert alertmanager.alerts(AlertName.DRIFT) == [] and alertmanager.alerts(AlertName.PROMOTION_REFUSED) == []
+
+
 ADULT = ModelNames("adult")
 alerts_sensor, run_failure_alerts, run_success_alerts = ADULT.alerts_sensor, "run_failure_alerts", "run_success_alerts"
 

@@ -21,13 +21,20 @@ def collect_quarantine(model: ModelContext, limit: int, source: str | None = Non
     log = model.event_log
     reasons = log.quarantine_reasons(limit=2**31 - 1, source=source)
     rows = log.quarantined_rows(limit, source=source)
-    return {
+    found = {
         "model": model.name,
         "quarantined": int(reasons["rows"].sum()) if len(reasons) else 0,
         "file": source,
         "reasons": reasons.to_dict("records"),
         "latest": [{**r, "quarantined_at": _iso(r["quarantined_at"])} for r in rows.to_dict("records")],
     }
+    if source is not None and not found["quarantined"]:  # a typo reads like a clean file: name those that have rows
+        found["files_with_rows"] = _files_with_rows(model)
+    return found
+
+
+def _files_with_rows(model: ModelContext) -> list[str]:
+    return sorted({str(r["file"]) for r in model.event_log.quarantine_reasons(limit=2**31 - 1).to_dict("records")})
 
 
 def _iso(micros: object) -> str:
@@ -38,8 +45,7 @@ def release(model: ModelContext, source: str) -> str:
     """Forget the quarantined rows of landing file `source`; a name with none is an error naming those that have some."""
     released = model.event_log.release_quarantined_file(source)
     if released == 0:
-        files = sorted({str(r["file"]) for r in model.event_log.quarantine_reasons(limit=2**31 - 1).to_dict("records")})
-        raise QuarantineError(f"{model.name} has no quarantined rows of file {source!r}; files with some: {', '.join(map(repr, files)) or 'none'}")
+        raise QuarantineError(f"{model.name} has no quarantined rows of file {source!r}; files with some: {', '.join(map(repr, _files_with_rows(model))) or 'none'}")
     return f"{model.name}: released {released} quarantined rows of file {source!r}; {model.event_log.counts().quarantined} quarantined rows left"
 
 
@@ -49,7 +55,8 @@ class QuarantineError(ValueError):
 
 def render_quarantine(found: dict[str, Any]) -> str:
     where = f" of file {found['file']!r}" if found["file"] is not None else ""
-    lines = [f"{found['model']}: {found['quarantined']} quarantined rows{where}"]
+    others = found.get("files_with_rows")
+    lines = [f"{found['model']}: {found['quarantined']} quarantined rows{where}" + ("" if others is None else f"; files with some: {', '.join(map(repr, others)) or 'none'}")]
     if found["reasons"]:
         lines.append("  rows  first line  file: reason")
         lines += [f"  {r['rows']:>4}  {r['first_line']:>10}  {r['file']}: {r['reason']}" for r in found["reasons"]]

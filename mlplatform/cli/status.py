@@ -95,7 +95,7 @@ def _from_dagster(model: ModelContext, limit: int, versions: list[dict[str, Any]
             "skipped": bool(estimated.get(SKIPPED, False)), "skip_reason": estimated.get(SKIP_REASON), "champion_version": estimated.get(CHAMPION_VERSION),
             "metric": estimated.get(ESTIMATED_METRIC), "recent_estimate": estimated.get(RECENT_ESTIMATE), "recent_note": estimated.get(RECENT_NOTE),
             "floor_verdict": estimated.get(FLOOR_VERDICT), "trust_verdict": estimated.get(TRUST_VERDICT)},
-        "drift": None if drift is None else {"report": drift.get(REPORT_PATH), "drift_share": drift.get(DRIFT_SHARE),
+        "drift": None if drift is None else {"champion_version": drift.get(CHAMPION_VERSION), "report": drift.get(REPORT_PATH), "drift_share": drift.get(DRIFT_SHARE),
                                              "dataset_drift": drift.get(DATASET_DRIFT), "drifted_columns": drift.get(DRIFTED_COLUMNS),
                                              "skipped": bool(drift.get(SKIPPED, False)), "skip_reason": drift.get(SKIP_REASON)},
         "sensor_runs": [_sensor_run(record, trained.get(record.dagster_run.run_id)) for record in records],
@@ -151,7 +151,8 @@ def render_status(status: dict[str, Any]) -> str:
         if d.get("skipped"):
             lines.append(f"drift: the latest drift_report made no report ({d['skip_reason']})")
         else:
-            lines.append(f"drift: share {d['drift_share']}, drift {'yes' if d['dataset_drift'] else 'no'}; report {d['report']}")
+            lines.append(f"drift against v{d['champion_version']}{_older(d['champion_version'], status)}: share {d['drift_share']}, "
+                         f"drift {'yes' if d['dataset_drift'] else 'no'}; report {d['report']}")
     if status.get("live_quality"):
         q = status["live_quality"]
         lines.append(f"live quality of v{q['model_version']}{_older(q['model_version'], status)} on {q['events']} labelled served predictions: {q['verdict']}")

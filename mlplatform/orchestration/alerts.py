@@ -148,6 +148,23 @@ def _on_materialization(model: ModelContext, names: ModelNames, alerter: Alerter
     return "live quality without a verdict"
 
 
+# Alerts about one champion: a version that no longer serves will not be measured again, so they are resolved.
+CHAMPION_ALERTS = (AlertName.DRIFT, AlertName.LIVE_QUALITY)
+
+
+def _about_the_champion(model: ModelContext, alerter: Alerter) -> str:
+    """Resolve drift and live quality alerts about versions that are no longer champion (promoted past, rolled back);
+    returns what was done, for the tick's log."""
+    try:
+        champion = model.registry.champion_record()
+    except Exception as exc:  # the registry unreachable: the next tick tries again, this one still delivers
+        return f"champion unknown ({type(exc).__name__}: {exc}): alerts about older champions left as they are"
+    if champion is None:
+        return "no champion"
+    stale = alerter.resolve_other_versions(CHAMPION_ALERTS, model.name, str(champion.version))
+    return f"resolved {stale} drift or live quality alert(s) about versions other than the champion v{champion.version}" if stale else f"champion v{champion.version}"
+
+
 def build_alerts_sensor(names: ModelNames) -> dg.SensorDefinition:
     model_name = names.model
     watched = names.assets(DRIFT_REPORT, EVALUATION_REPORT, LIVE_QUALITY)
@@ -176,6 +193,7 @@ def build_alerts_sensor(names: ModelNames) -> dg.SensorDefinition:
                 done.append(f"{name}: {_on_materialization(model, names, alerter, record)}")
                 cursor[name] = record.storage_id
             cursor.setdefault(name, 0)
+        done.append(_about_the_champion(model, alerter))
         delivery = alerter.deliver()
         done.append(f"delivered {delivery.sent}, pending {delivery.pending}" + (f" ({delivery.error})" if delivery.error else ""))
         return dg.SensorResult(skip_reason="; ".join(done), cursor=json.dumps(cursor))

@@ -19,7 +19,7 @@ import logging
 import random
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -170,6 +170,24 @@ class Alerter:
             log.error("alerts %s not resolved: %s", match, exc)
             return Delivery(0, 0, str(exc))
         return self.deliver()
+
+    def resolve_other_versions(self, names: Sequence[AlertName], dataset: str, version: str) -> int:
+        """Resolve the firing alerts with one of `names` about a model version of `dataset` other than `version` (the
+        champion now): they are about a model that no longer serves, and nothing else would resolve them (a drift report
+        or live quality reading about that version never comes again). Returns how many; delivered with the next delivery."""
+        if not self.enabled or not self.store.exists():
+            return 0
+        wanted = {str(name) for name in names}
+        try:
+            with self._db() as db:
+                stale = [fingerprint for fingerprint, stored in db.execute("SELECT fingerprint, labels FROM alerts WHERE ends_at IS NULL").fetchall()
+                         if (labels := json.loads(stored))["alertname"] in wanted and labels["dataset"] == dataset and labels["model_version"] != version]
+                for fingerprint in stale:
+                    db.execute("UPDATE alerts SET ends_at = ?, revision = revision + 1, pending = 1 WHERE fingerprint = ?", (time.time(), fingerprint))
+        except sqlite3.Error as exc:
+            log.error("alerts about versions other than v%s of %s not resolved: %s", version, dataset, exc)
+            return 0
+        return len(stale)
 
     def firing(self, name: AlertName | None = None) -> list[dict[str, str]]:
         """Label sets of the alerts recorded as firing."""
