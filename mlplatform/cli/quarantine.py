@@ -19,7 +19,7 @@ RECORD_CHARS = 160  # of a refused record in the terminal; --json gives it whole
 def collect_quarantine(model: ModelContext, limit: int, source: str | None = None) -> dict[str, Any]:
     """The model's quarantine: the count, the reasons per file (all of them), the latest `limit` rows."""
     log = model.event_log
-    reasons = log.quarantine_reasons(limit=2**31 - 1, source=source)
+    reasons = log.quarantine_reasons(limit=None, source=source)
     rows = log.quarantined_rows(limit, source=source)
     found = {
         "model": model.name,
@@ -34,7 +34,7 @@ def collect_quarantine(model: ModelContext, limit: int, source: str | None = Non
 
 
 def _files_with_rows(model: ModelContext) -> list[str]:
-    return sorted({str(r["file"]) for r in model.event_log.quarantine_reasons(limit=2**31 - 1).to_dict("records")})
+    return sorted({str(r["file"]) for r in model.event_log.quarantine_reasons(limit=None).to_dict("records")})
 
 
 def _iso(micros: object) -> str:

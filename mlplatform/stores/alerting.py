@@ -19,7 +19,7 @@ import logging
 import random
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -161,11 +161,7 @@ class Alerter:
             return Delivery(0, 0, "alerting is off (no alertmanager_url)")
         match = {"alertname": str(name), "dataset": dataset, **labels}
         try:
-            with self._db() as db:
-                rows = db.execute("SELECT fingerprint, labels FROM alerts WHERE ends_at IS NULL").fetchall()
-                for fingerprint, stored in rows:
-                    if match.items() <= json.loads(stored).items():
-                        db.execute("UPDATE alerts SET ends_at = ?, revision = revision + 1, pending = 1 WHERE fingerprint = ?", (time.time(), fingerprint))
+            self._end(lambda firing: match.items() <= firing.items())
         except sqlite3.Error as exc:
             log.error("alerts %s not resolved: %s", match, exc)
             return Delivery(0, 0, str(exc))
@@ -179,15 +175,19 @@ class Alerter:
             return 0
         wanted = {str(name) for name in names}
         try:
-            with self._db() as db:
-                stale = [fingerprint for fingerprint, stored in db.execute("SELECT fingerprint, labels FROM alerts WHERE ends_at IS NULL").fetchall()
-                         if (labels := json.loads(stored))["alertname"] in wanted and labels["dataset"] == dataset and labels["model_version"] != version]
-                for fingerprint in stale:
-                    db.execute("UPDATE alerts SET ends_at = ?, revision = revision + 1, pending = 1 WHERE fingerprint = ?", (time.time(), fingerprint))
+            return self._end(lambda firing: firing["alertname"] in wanted and firing["dataset"] == dataset and firing["model_version"] != version)
         except sqlite3.Error as exc:
             log.error("alerts about versions other than v%s of %s not resolved: %s", version, dataset, exc)
             return 0
-        return len(stale)
+
+    def _end(self, chosen: Callable[[dict[str, str]], bool]) -> int:
+        """Mark the firing alerts whose labels `chosen` accepts resolved (pending delivery); returns how many."""
+        with self._db() as db:
+            ended = [fingerprint for fingerprint, stored in db.execute("SELECT fingerprint, labels FROM alerts WHERE ends_at IS NULL").fetchall()
+                     if chosen(json.loads(stored))]
+            for fingerprint in ended:
+                db.execute("UPDATE alerts SET ends_at = ?, revision = revision + 1, pending = 1 WHERE fingerprint = ?", (time.time(), fingerprint))
+        return len(ended)
 
     def firing(self, name: AlertName | None = None) -> list[dict[str, str]]:
         """Label sets of the alerts recorded as firing."""

@@ -615,14 +615,14 @@ class EventStore(ABC):
         """Labels that landed after `label_seq` (O(1): label_seq is dense)."""
         return max(0, self.counts().label_watermark - label_seq)
 
-    def quarantine_reasons(self, since_us: int = 0, limit: int = 10, source: str | None = None) -> pd.DataFrame:
+    def quarantine_reasons(self, since_us: int = 0, limit: int | None = 10, source: str | None = None) -> pd.DataFrame:
         """The most frequent reasons rows were quarantined for from `since_us` on (a run's own), per file (or of landing file
-        `source` alone): how many rows and the first of their lines, where to look."""
+        `source` alone): how many rows and the first of their lines, where to look. `limit` None: every reason."""
         p = self.PARAM
         where, params = self._quarantine_where(source)
         columns, rows = self._query(
             f"SELECT source AS file, reason, count(*) AS rows, min(row_number) AS first_line FROM quarantine WHERE quarantined_at >= {p}{where} "
-            f"GROUP BY source, reason ORDER BY rows DESC, file, reason LIMIT {p}", (int(since_us), *params, limit))
+            f"GROUP BY source, reason ORDER BY rows DESC, file, reason{'' if limit is None else f' LIMIT {int(limit)}'}", (int(since_us), *params))
         return pd.DataFrame.from_records(rows, columns=columns, coerce_float=True)
 
     def quarantined_rows(self, limit: int, source: str | None = None) -> pd.DataFrame:
