@@ -5,12 +5,13 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 import pytest
 
 from mlplatform.stores.alerting import Alert, Alerter, AlertName, Severity
 from mlplatform.stores.eventlog import SERVING_SOURCE, EventLog
-from mlplatform.pipeline.live_quality import measure
+from mlplatform.pipeline.live_quality import ServedVersion, measure, measure_reading
 from mlplatform.orchestration.names import LIVE_QUALITY_CHECK, ModelNames
 from mlplatform_tests.support.loop import retrain_job
 from mlplatform_tests.support.processes import wait_until
@@ -23,7 +24,7 @@ from mlplatform.domain.spec import load_spec
 from mlplatform.domain.validation import LABEL, validate_frame
 from mlplatform_tests.alerting_support import (FIRST_ROWS, Alertmanager, alertmanager, champion, first_rows, labels_of, materialize, platform,
                                               platform_instance, tick)
-from mlplatform_tests.conftest import BIKE_SPEC
+from mlplatform_tests.conftest import ADULT_SPEC, BIKE_SPEC
 from mlplatform_tests.serving_support import register_versions, served_regression_log
 
 __all__ = ["alertmanager", "first_rows", "platform", "platform_instance"]  # fixtures used by name
@@ -213,8 +214,38 @@ def test_live_quality_of_a_regression_model_against_an_rmse_ceiling(tmp_path: Pa
     spec = load_spec(BIKE_SPEC)
     settings = Settings(state_dir=tmp_path / "state", dataset_spec=BIKE_SPEC, live_max_rmse=5.0, live_quality_min_events=10)
     log = served_regression_log(settings, spec)
-    within = measure(settings, spec, log, 3)
+    within = measure(settings, spec, log, ServedVersion(3, None))
     assert (within.events, within.enough, within.below_floor) == (40, True, False) and within.metrics["rmse"] == pytest.approx(4.0)
-    above = measure(settings.model_copy(update={"live_max_rmse": 3.0}), spec, log, 3)
+    above = measure(settings.model_copy(update={"live_max_rmse": 3.0}), spec, log, ServedVersion(3, None))
     assert above.below_floor and above.breaches == ["live rmse 4.0000 > ceiling 3.0000"]
-    assert measure(settings, spec, log, 2).events == 10
+    assert measure(settings, spec, log, ServedVersion(2, None)).events == 10
+
+
+def test_live_quality_reads_a_binary_model_s_probability_as_of_its_own_positive_class(adult_rows: pd.DataFrame, tmp_path: Path) -> None:
+    """After the spec's positive_class is flipped, the champion still serves the probability of the class it was trained
+    with: read as the new positive class's, its AUC came out inverted and a quality_drop fired on an unchanged model."""
+    spec = load_spec(ADULT_SPEC)
+    flipped = spec.model_copy(update={"positive_class": spec.negative_class})
+    settings = Settings(state_dir=tmp_path / "state", dataset_spec=ADULT_SPEC, live_quality_min_events=10, quality_drop_events=100)
+    rows = adult_rows.iloc[:200]
+    events = validate_frame(rows.drop(columns=[spec.label]), spec, generated_id_prefix="served", generated_time_start_us=0).events
+    truth = canonical_labels(rows, spec)
+    positive = (truth == spec.positive_class).to_numpy()
+    noise = np.random.default_rng(0).uniform(0.0, 0.6, len(rows))
+    probability = np.where(positive, 0.4 + noise, noise)  # of >50K: a model ranking most positives first
+    log = EventLog.for_dataset(settings.events_dir, spec)
+    log.append(events.assign(label=None, model_version="1", prediction=np.where(probability >= 0.5, spec.positive_class, spec.negative_class),
+                             probability=probability), SERVING_SOURCE)
+    log.add_labels(events["event_id"].tolist(), truth.tolist())
+    served = ServedVersion(1, spec.positive_class)
+
+    as_trained = measure(settings, spec, log, served).metrics
+    after_flip = measure(settings, flipped, log, served).metrics
+    assert as_trained["roc_auc"] > 0.8
+    assert after_flip["roc_auc"] == pytest.approx(as_trained["roc_auc"]), "the same ranking, whichever class is called positive"
+    assert after_flip["log_loss"] == pytest.approx(as_trained["log_loss"])
+    reference = {"roc_auc": as_trained["roc_auc"]}
+    reading, before = (measure_reading(settings, s, log, served, reference) for s in (flipped, spec))
+    assert not isinstance(reading, str) and not isinstance(before, str) and reading.value == pytest.approx(before.value)
+    assert not reading.as_reading("r").dropped(0.05), "the quality_drop reading of an unchanged model does not drop"
+

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from mlplatform.pipeline.live_quality import ServedVersion
 from mlplatform.serving.live import LiveQualityGauges
 from mlplatform.serving.metrics import ModelMetrics, ServingMetrics
 from mlplatform.settings import Settings
@@ -20,14 +21,14 @@ def test_gauges_follow_the_served_version_and_its_ceiling(tmp_path: Path) -> Non
     spec = load_spec(BIKE_SPEC)
     settings = Settings(state_dir=tmp_path / "state", dataset_spec=BIKE_SPEC, live_max_rmse=5.0, live_quality_min_events=10)
     log = served_regression_log(settings, spec)
-    served: list[int | None] = [None]
+    served: list[ServedVersion | None] = [None]
     metrics = ServingMetrics().model(spec.name)
     gauges = LiveQualityGauges(settings, spec, log, metrics, lambda: served[0])
 
     assert gauges.update() is None  # nothing served yet: no verdict, no gauge values
     assert _gauge(metrics, "mlplatform_live_labelled_events") == 0
 
-    served[0] = 3
+    served[0] = ServedVersion(3, None)
     quality = gauges.update()
     assert quality is not None and quality.events == 40
     assert _gauge(metrics, "mlplatform_live_metric", metric="rmse") == pytest.approx(4.0)
@@ -35,9 +36,9 @@ def test_gauges_follow_the_served_version_and_its_ceiling(tmp_path: Path) -> Non
     assert _gauge(metrics, "mlplatform_live_below_floor") == 0
 
     strict_metrics = ServingMetrics().model(spec.name)
-    LiveQualityGauges(settings.model_copy(update={"live_max_rmse": 3.0}), spec, log, strict_metrics, lambda: 3).update()
+    LiveQualityGauges(settings.model_copy(update={"live_max_rmse": 3.0}), spec, log, strict_metrics, lambda: ServedVersion(3, None)).update()
     assert _gauge(strict_metrics, "mlplatform_live_below_floor") == 1
 
-    served[0] = 2  # a promotion: the gauges now describe the new version (10 labelled of its 20)
+    served[0] = ServedVersion(2, None)  # a promotion: the gauges now describe the new version (10 labelled of its 20)
     assert gauges.update().events == 10  # type: ignore[union-attr]
     assert _gauge(metrics, "mlplatform_live_labelled_events") == 10

@@ -23,7 +23,7 @@ from mlplatform.domain.timeformat import iso_time
 from mlplatform.orchestration.assets import value_snapshot_metadata
 from mlplatform.orchestration.names import DRIFT_REPORT, EVALUATION_REPORT, LIVE_QUALITY, LIVE_QUALITY_CHECK, RAW_EVENTS, ModelNames, model_of_asset
 from mlplatform.orchestration.resources import PlatformResource
-from mlplatform.pipeline.live_quality import LiveQuality, measure, measure_reading
+from mlplatform.pipeline.live_quality import LiveQuality, ServedVersion, measure, measure_reading
 from mlplatform.root import ModelContext
 from mlplatform.stores.evidently_workspace import LIVE_QUALITY_KIND, ValuePoint, WorkspaceEntry, add_value_snapshots
 from mlplatform.stores.alerting import Alerter, AlertName, drift_alert, live_quality_alert, promotion_refused_alert, run_failed_alert
@@ -73,8 +73,9 @@ def build_live_quality(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.F
                 metadata={LIVE_VERSION: 0, LIVE_EVENTS: 0, LIVE_VERDICT: "no champion yet"},
                 check_results=[dg.AssetCheckResult(check_name=LIVE_QUALITY_CHECK, passed=True, severity=dg.AssetCheckSeverity.WARN, description="no champion yet")],
             )
-        quality = measure(settings, model.spec, model.event_log, champion.version)
-        reading = measure_reading(settings, model.spec, model.event_log, champion.version, model.registry.holdout_reference(champion.version))
+        served = ServedVersion.of(champion.version, model.registry.load_predictor(champion.version))
+        quality = measure(settings, model.spec, model.event_log, served)
+        reading = measure_reading(settings, model.spec, model.event_log, served, model.registry.holdout_reference(champion.version))
         if not quality.enough:
             verdict = f"{quality.events} labelled served predictions of v{quality.model_version}, fewer than {settings.live_quality_min_events}: no verdict"
         else:

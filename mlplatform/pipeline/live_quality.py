@@ -22,9 +22,9 @@ from mlplatform.domain.evaluation import score
 from mlplatform.domain.policy import PerformanceReading
 from mlplatform.domain.keys import CHAMPION_VERSION, QUALITY_EVENTS, QUALITY_LOWER, QUALITY_METRIC, QUALITY_UPPER, QUALITY_VALUE, REFERENCE
 from mlplatform.stores.eventlog import EventStore
-from mlplatform.domain.predictor import PREDICTION, PROBABILITY
+from mlplatform.domain.predictor import PREDICTION, PROBABILITY, Predictor
 from mlplatform.settings import Settings
-from mlplatform.domain.spec import DatasetSpec
+from mlplatform.domain.spec import DatasetSpec, Task
 from mlplatform.domain.validation import EVENT_TIME, LABEL
 
 
@@ -71,9 +71,29 @@ def bounds(settings: Settings, spec: DatasetSpec) -> list[Bound]:
     return [Bound(metric, value, minimum=True) for metric, value in configured if value is not None]
 
 
-def served_predictions(spec: DatasetSpec, window: pd.DataFrame) -> pd.DataFrame:
-    """What was served for each event of a served window, as `evaluation.score` reads a prediction."""
-    predicted = pd.DataFrame({PREDICTION: window[PREDICTION], PROBABILITY: window[PROBABILITY]})
+@dataclass(frozen=True)
+class ServedVersion:
+    """A model version whose served predictions are scored, and the class its served probability is of (None: not binary).
+
+    A binary model serves the probability of the positive class it was trained with. After the spec's `positive_class`
+    is flipped, that is the probability of the spec's other class until a retraining: read as it is, AUC came out
+    inverted (0.1 for a model at 0.9) and a quality_drop fired on a model that had not changed."""
+
+    version: int
+    probability_of: str | None
+
+    @classmethod
+    def of(cls, version: int, predictor: Predictor) -> "ServedVersion":
+        return cls(version, predictor.positive_class)
+
+
+def served_predictions(spec: DatasetSpec, window: pd.DataFrame, probability_of: str | None) -> pd.DataFrame:
+    """What was served for each event of a served window, as `evaluation.score` reads a prediction: the probability of the
+    spec's positive class, whichever of the two classes `probability_of` the served version's probability is."""
+    probability = window[PROBABILITY]
+    if spec.task is Task.binary and probability_of not in (None, spec.positive_class) and probability_of in (spec.classes or []):
+        probability = 1.0 - probability.astype("float64")
+    predicted = pd.DataFrame({PREDICTION: window[PREDICTION], PROBABILITY: probability})
     if not spec.is_classification:
         predicted[PREDICTION] = predicted[PREDICTION].astype("float64")
     return predicted
@@ -134,24 +154,24 @@ def realized_reading(spec: DatasetSpec, labels: pd.Series, predicted: pd.DataFra
     return RealizedReading(metric, value, max(lower, 0.0) if bounded else lower, min(upper, 1.0) if bounded else upper, reference[metric], len(labels))
 
 
-def measure_reading(settings: Settings, spec: DatasetSpec, log: EventStore, model_version: int, reference: dict[str, float]) -> RealizedReading | str:
-    """`realized_reading` of `model_version` on its latest `quality_drop_events` labelled served predictions."""
-    window = log.served_window(settings.quality_drop_events, model_version)
-    return realized_reading(spec, window[LABEL], served_predictions(spec, window), reference)
+def measure_reading(settings: Settings, spec: DatasetSpec, log: EventStore, served: ServedVersion, reference: dict[str, float]) -> RealizedReading | str:
+    """`realized_reading` of the `served` version on its latest `quality_drop_events` labelled served predictions."""
+    window = log.served_window(settings.quality_drop_events, served.version)
+    return realized_reading(spec, window[LABEL], served_predictions(spec, window, served.probability_of), reference)
 
 
-def measure(settings: Settings, spec: DatasetSpec, log: EventStore, model_version: int) -> LiveQuality:
-    """Score `model_version` on its latest `live_quality_window` labelled served predictions."""
-    window = log.served_window(settings.live_quality_window, model_version)
+def measure(settings: Settings, spec: DatasetSpec, log: EventStore, served: ServedVersion) -> LiveQuality:
+    """Score the `served` version on its latest `live_quality_window` labelled served predictions."""
+    window = log.served_window(settings.live_quality_window, served.version)
     limits = bounds(settings, spec)
     enough = len(window) >= settings.live_quality_min_events
     metrics: dict[str, float] = {}
     if len(window):
-        metrics = {k: v for k, v in score(spec, window[LABEL], served_predictions(spec, window)).items() if not math.isnan(v)}
+        metrics = {k: v for k, v in score(spec, window[LABEL], served_predictions(spec, window, served.probability_of)).items() if not math.isnan(v)}
     breaches = [b.describe(metrics[b.metric]) for b in limits if b.metric in metrics and b.breached_by(metrics[b.metric])]
     times = window[EVENT_TIME]
     return LiveQuality(
-        model_version=model_version,
+        model_version=served.version,
         events=len(window),
         metrics=metrics,
         bounds=limits,

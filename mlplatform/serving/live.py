@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable
 
 from mlplatform.stores.eventlog import EventStore
-from mlplatform.pipeline.live_quality import LiveQuality, measure
+from mlplatform.pipeline.live_quality import LiveQuality, ServedVersion, measure
 from mlplatform.serving.background import BackgroundLoop
 from mlplatform.serving.metrics import ModelMetrics
 from mlplatform.settings import Settings
@@ -22,21 +22,21 @@ log = logging.getLogger(__name__)
 class LiveQualityGauges(BackgroundLoop):
     """Keeps one model's `mlplatform_live_*` gauges on the version currently served."""
 
-    def __init__(self, settings: Settings, spec: DatasetSpec, events: EventStore, metrics: ModelMetrics, served_version: Callable[[], int | None]) -> None:
+    def __init__(self, settings: Settings, spec: DatasetSpec, events: EventStore, metrics: ModelMetrics, served: Callable[[], ServedVersion | None]) -> None:
         super().__init__("live-quality")
         self.settings = settings
         self.spec = spec
         self.events = events
-        self.served_version = served_version
+        self.served = served
         self.metrics = metrics
         self._shown: set[str] = set()  # metric names with a gauge value, removed when a measurement no longer has them
 
     def update(self) -> LiveQuality | None:
         """Measure the served version now; None while no model is served."""
-        version = self.served_version()
-        if version is None:
+        served = self.served()
+        if served is None:
             return None
-        quality = measure(self.settings, self.spec, self.events, version)
+        quality = measure(self.settings, self.spec, self.events, served)
         m = self.metrics
         for name in self._shown - set(quality.metrics):
             m.live_metric.remove(name)

@@ -22,6 +22,7 @@ from mlplatform.domain.spec import DatasetSpec, Task
 from mlplatform.domain.features import ARITHMETIC_LIMIT
 from mlplatform.domain.validation import EVENT_ID, EVENT_TIME, not_a_class, not_a_label_number
 from mlplatform.serving.champion import ChampionWatcher, ServedModel
+from mlplatform.pipeline.live_quality import ServedVersion
 from mlplatform.serving.live import LiveQualityGauges
 from mlplatform.serving.metrics import ModelMetrics, ServingMetrics
 from mlplatform.serving.predictionlog import PredictionLog, PredictionLogError
@@ -199,18 +200,21 @@ class ModelService:
         self.watcher.check()
         self.watcher.start()
         watcher = self.watcher
-        self.live = LiveQualityGauges(s, self.spec, self.events, self.metrics, lambda: watcher.current.version if watcher.current else None)
+        self.live = LiveQualityGauges(s, self.spec, self.events, self.metrics, lambda: ServedVersion.of(m.version, m.predictor) if (m := watcher.current) else None)
         self.live.start()
         if s.serve_shadow_challenger:
             self.shadow = ShadowScorer(self.registry, self.spec, s, self.events, self.metrics)
             self.shadow.start()
 
     def _follow_spec(self) -> None:
-        """The spec file's edits of what a label may be, for /feedback and for the champion's next load: a champion
-        retrained on a class the spec just gained fits the edited spec, not the one serving started with."""
+        """The spec file's edits of what a label may be, for /feedback, for the champion's next load and for the live
+        gauges: a champion retrained on a class the spec just gained fits the edited spec, not the one serving started
+        with, and its precision and recall are of the edited positive class."""
         self.spec_file.refresh()
         if self.watcher is not None:
             self.watcher.spec = self.spec_file.spec
+        if self.live is not None:
+            self.live.spec = self.spec_file.spec
 
     def stop(self) -> None:
         """Stop the threads and commit what is queued; the event log is the root's to close."""
