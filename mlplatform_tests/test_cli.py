@@ -1,6 +1,7 @@
 """`mlplatform materialize` and `status` after two versions, and the CLI's answer to a wrong spec, model or setting:
 a message, exit code 2."""
 
+import hashlib
 import json
 import time
 import os
@@ -21,7 +22,8 @@ from mlplatform.settings import REPO_ROOT, Settings
 
 
 def test_status_json_after_two_versions(
-    state: Settings, instance: dg.DagsterInstance, adult_spec: DatasetSpec, adult_rows: pd.DataFrame, capsys: pytest.CaptureFixture[str]
+    state: Settings, instance: dg.DagsterInstance, adult_spec: DatasetSpec, adult_rows: pd.DataFrame, capsys: pytest.CaptureFixture[str],
+    tmp_path: Path
 ) -> None:
     bad = adult_rows.iloc[[0]].assign(event_id="broken", age="old")
     write_batches(pd.concat([adult_rows.iloc[:1500], bad]), adult_spec, state.landing_dir, 2000)
@@ -29,7 +31,7 @@ def test_status_json_after_two_versions(
     assert "materialized raw_events, features, trained_model, evaluation_report of adult in run" in capsys.readouterr().out
     raw_events = ModelNames("adult").asset(RAW_EVENTS)
     reasons = str((latest_metadata(instance, raw_events) or {})["quarantine_reasons"])
-    assert "| file | reason | rows | first_line |" in reasons and "| age: 'old' is not a finite number | 1 | 1502 |" in reasons, reasons
+    assert "| file | content | reason | rows | first_line |" in reasons and "| age: 'old' is not a finite number | 1 | 1502 |" in reasons, reasons
     write_batches(adult_rows.iloc[1500:2500], adult_spec, state.landing_dir, 1000, prefix="more")
     assert main(["--model", "adult", "materialize", "--select", "raw_events,features,trained_model,evaluation_report"]) == 0
     capsys.readouterr()
@@ -68,8 +70,25 @@ def test_status_json_after_two_versions(
     assert f"adult: 0 quarantined rows of file 'other.csv'; files with some: {row['file']!r}" in capsys.readouterr().out
     assert main(["quarantine", "--model", "adult", "--release", "no-such.csv"]) == 2
     assert f"adult has no quarantined rows of file 'no-such.csv'; files with some: {row['file']!r}" in capsys.readouterr().err
-    assert main(["quarantine", "--model", "adult", "--release", row["file"]]) == 0
-    assert f"adult: released 1 quarantined rows of file {row['file']!r}; 0 quarantined rows left" in capsys.readouterr().out
+    # A corrected file of the same name, with a bad row of its own: releasing by name alone would forget its refusal too.
+    [written] = write_batches(adult_rows.iloc[2500:2502].assign(age=["41", "old again"]), adult_spec, tmp_path, 2)
+    fresh = hashlib.sha256(written.read_bytes()).hexdigest()
+    os.rename(written, state.landing_dir / row["file"])
+    assert main(["--model", "adult", "materialize", "--select", "raw_events"]) == 0
+    capsys.readouterr()
+    assert main(["quarantine", "--model", "adult", "--json", "--file", row["file"]]) == 0
+    contents = {r["content"]: r["rows"] for r in json.loads(capsys.readouterr().out)[0]["reasons"]}
+    assert len(contents) == 2 and fresh[:12] in contents
+    [old] = set(contents) - {fresh[:12]}
+    assert main(["quarantine", "--model", "adult", "--release", row["file"]]) == 2
+    assert f"file {row['file']!r} was landed as 2 contents with quarantined rows" in capsys.readouterr().err
+    assert main(["quarantine", "--model", "adult", "--content", "ab"]) == 2, "--content says which content of a --release"
+    assert main(["quarantine", "--model", "adult", "--release", row["file"], "--content", "xyz"]) == 2
+    assert "--content 'xyz' is not the start of a SHA-256" in capsys.readouterr().err
+    assert main(["quarantine", "--model", "adult", "--release", row["file"], "--content", old]) == 0
+    assert f"adult: released 1 quarantined rows of file {row['file']!r} (content {old}: 1 rows); 1 quarantined rows left" in capsys.readouterr().out
+    assert main(["quarantine", "--model", "adult", "--release", row["file"], "--content", fresh.upper()]) == 0, "the whole SHA-256, as sha256sum prints it"
+    assert f"adult: released 1 quarantined rows of file {row['file']!r} (content {fresh[:12]}: 1 rows); 0 quarantined rows left" in capsys.readouterr().out
     assert main(["status", "--json", "--model", "adult"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["events"]["quarantined"] == 0
 

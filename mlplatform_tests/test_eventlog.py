@@ -123,6 +123,13 @@ def test_a_file_read_again_releases_its_own_quarantine_alone(log: EventStore) ->
     log.quarantine(bad, "other.csv", "sha-c")
     assert log.quarantined_rows(10, source="batch.csv")[["file", "line", "reason"]].values.tolist() == [["batch.csv", 5, "bad y"], ["batch.csv", 3, "bad x"]]
     assert log.quarantined_rows(1)["file"].tolist() == ["other.csv"], "newest first"
+    assert log.quarantine_reasons(source="batch.csv")[["content", "reason"]].values.tolist() == [["sha-a", "bad y"], ["sha-b", "bad x"]]
+    with pytest.raises(ValueError, match="not a SHA-256 prefix"):
+        log.release_quarantined_file("batch.csv", "sha-")
+    assert log.release_quarantined_file("other.csv", "ab") == 0, "a content of another name"
+    assert log.release_quarantined_file("batch.csv", "ab") == 0 and log.counts().quarantined == 4
+    log.quarantine(bad.head(1), "batch.csv", "ab12" * 16)
+    assert log.release_quarantined_file("batch.csv", "ab1") == 1, "one content of the name, by the start of its SHA-256"
     assert log.release_quarantined_file("batch.csv") == 2, "a corrected file took its place: every content of that name"
     assert log.counts().quarantined == 2 and log.quarantine_reasons(source="batch.csv").empty and len(log.quarantine_reasons(source="other.csv")) == 2
     assert log.release_quarantined_file("batch.csv") == 0
@@ -484,8 +491,8 @@ def test_both_backends_give_the_same_frames(tmp_path: Path, postgres_url: str, t
         pd.testing.assert_frame_equal(read(sqlite_log), read(postgres_log), obj=name)
     for name in ("counts", "time_range"):
         assert getattr(sqlite_log, name)() == getattr(postgres_log, name)(), name
-    assert sqlite_log.quarantine_reasons().to_dict("records") == [{"file": "f1", "reason": "bad x", "rows": 2, "first_line": 3},
-                                                                 {"file": "f2", "reason": "bad x", "rows": 1, "first_line": 9}]
+    assert sqlite_log.quarantine_reasons().to_dict("records") == [{"file": "f1", "content": "sha1", "reason": "bad x", "rows": 2, "first_line": 3},
+                                                                 {"file": "f2", "content": "sha2", "reason": "bad x", "rows": 1, "first_line": 9}]
     assert not reads["current side of a drift report"](sqlite_log).empty
     clocks = ("ingested_at", "label_time")  # each log's own clock
     for event_id in ("e3", "e4", "s1", "s2"):  # one event as plain values (serving's /feedback): the frame's values, either backend

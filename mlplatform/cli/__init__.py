@@ -126,9 +126,12 @@ def cmd_champion(args: argparse.Namespace) -> int:
 def cmd_quarantine(args: argparse.Namespace) -> int:
     from mlplatform.cli.quarantine import QuarantineError, collect_quarantine, release, render_quarantine
 
+    if args.content is not None and args.release is None:
+        print("quarantine: --content names which content of a --release FILE to release", file=sys.stderr)
+        return 2
     if args.release is not None:
         try:
-            print(release(_platform(args).only(args.model), args.release))
+            print(release(_platform(args).only(args.model), args.release, args.content))
         except QuarantineError as exc:
             print(f"quarantine: {exc}", file=sys.stderr)
             return 2
@@ -253,8 +256,11 @@ def build_parser() -> argparse.ArgumentParser:
     quarantine.add_argument("--limit", type=positive_int, default=20, help="latest rows shown")
     quarantine.add_argument("--json", action="store_true", help="machine-readable output, records whole")
     quarantine.add_argument("--release", metavar="FILE",
-                            help="forget FILE's quarantined rows (every content landed under that name), e.g. after a corrected file with new "
-                                 "bytes replaced it; a file landed again as the same bytes releases its own rows")
+                            help="forget FILE's quarantined rows, e.g. after a corrected file with new bytes replaced it; a file landed again "
+                                 "as the same bytes releases its own rows")
+    quarantine.add_argument("--content", metavar="SHA256",
+                            help="with --release, where FILE's name was landed as several contents: only the rows of the one whose SHA-256 "
+                                 "starts with this (shown beside each file)")
     quarantine.set_defaults(func=cmd_quarantine)
     replay = command("replay", "replay a model's dataset (or --spec) as a stream into its landing folder or the serving API, paced, with drift")
     replay.add_argument("--to", choices=["landing", "api"], default="landing", help="landing folder files, or POST /predict + /feedback")

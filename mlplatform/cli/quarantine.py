@@ -7,6 +7,7 @@ took a bad file's place, a way to stop counting the bad file's refusals.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pandas as pd
@@ -41,16 +42,32 @@ def _iso(micros: object) -> str:
     return pd.Timestamp(int(str(micros)), unit="us", tz="UTC").isoformat(timespec="seconds")
 
 
-def release(model: ModelContext, source: str) -> str:
-    """Forget the quarantined rows of landing file `source`; a name with none is an error naming those that have some."""
-    released = model.event_log.release_quarantined_file(source)
-    if released == 0:
+def release(model: ModelContext, source: str, content: str | None = None) -> str:
+    """Forget the quarantined rows of landing file `source` (of its `content`, a SHA-256 prefix, where the name was landed
+    as several files: releasing them all would forget the refusals of the corrected file too). A name with none, a
+    content that is none of the name's, or several contents without `content`, is an error that changes nothing."""
+    log = model.event_log
+    rows = log.quarantine_reasons(limit=None, source=source).groupby("content", dropna=False)["rows"].sum()
+    if rows.empty:
         raise QuarantineError(f"{model.name} has no quarantined rows of file {source!r}; files with some: {', '.join(map(repr, _files_with_rows(model))) or 'none'}")
-    return f"{model.name}: released {released} quarantined rows of file {source!r}; {model.event_log.counts().quarantined} quarantined rows left"
+    wanted = None if content is None else content.lower()
+    if wanted is not None:
+        if not re.fullmatch(r"[0-9a-f]{1,64}", wanted):
+            raise QuarantineError(f"--content {content!r} is not the start of a SHA-256 (hex digits)")
+        rows = rows[[isinstance(c, str) and (c.startswith(wanted) or wanted.startswith(c)) for c in rows.index]]
+    contents = "; ".join(f"content {c if isinstance(c, str) else 'unknown (landed before contents were recorded)'}: {n} rows" for c, n in rows.items())
+    if content is not None and rows.empty:
+        raise QuarantineError(f"{model.name}: file {source!r} has no quarantined rows of a content starting {content!r}")
+    if len(rows) > 1:
+        raise QuarantineError(f"{model.name}: file {source!r} was landed as {len(rows)} contents with quarantined rows ({contents}): say which with "
+                              "--content (the SHA-256 of the file, or its start, as `quarantine --file` shows it)")
+    released = log.release_quarantined_file(source, wanted)
+    return f"{model.name}: released {released} quarantined rows of file {source!r} ({contents}); {log.counts().quarantined} quarantined rows left"
 
 
 class QuarantineError(ValueError):
-    """A release that names no file with quarantined rows (a typo, or released already): nothing was changed."""
+    """A release that names no file with quarantined rows (a typo, or released already), or not which of its contents:
+    nothing was changed."""
 
 
 def render_quarantine(found: dict[str, Any]) -> str:
@@ -58,8 +75,8 @@ def render_quarantine(found: dict[str, Any]) -> str:
     others = found.get("files_with_rows")
     lines = [f"{found['model']}: {found['quarantined']} quarantined rows{where}" + ("" if others is None else f"; files with some: {', '.join(map(repr, others)) or 'none'}")]
     if found["reasons"]:
-        lines.append("  rows  first line  file: reason")
-        lines += [f"  {r['rows']:>4}  {r['first_line']:>10}  {r['file']}: {r['reason']}" for r in found["reasons"]]
+        lines.append("  rows  first line  file (content: its SHA-256's start): reason")
+        lines += [f"  {r['rows']:>4}  {r['first_line']:>10}  {r['file']} ({r['content'] or 'unknown'}): {r['reason']}" for r in found["reasons"]]
         lines.append(f"  latest {len(found['latest'])}, newest first:")
         for row in found["latest"]:
             record = str(row["record"] or "")

@@ -13,6 +13,7 @@ profile), and `eventlog_factory.open_event_log` picks one from the settings.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import sys
 import threading
@@ -36,6 +37,7 @@ SERVING_COLUMNS = ["model_version", "prediction", "probability"]
 CHANGED = "changed"  # AppendResult.changed: which feature of a known id came with another value
 LOGGED = "logged:"  # prefix of a known id's recorded feature values while they are compared (no feature name holds a colon)
 SERVING_SOURCE = "serving"  # `source` of events logged by the prediction service
+CONTENT_CHARS = 12  # of a landed file's SHA-256, naming one of the contents landed under one name
 COUNTERS = ("events", "labelled", "quarantined", "label_seq")  # rows of `meta`, kept by the writing transactions
 
 
@@ -530,16 +532,21 @@ class EventStore(ABC):
         """Forget the quarantined rows of a file that is being read again: those still refused are quarantined again by
         that reading, the others are in the log by then. Before, every reading added its refusals to the earlier ones,
         and the quarantined count grew with each landing of the same bytes. Returns how many were released."""
-        return self._release("file_sha256", file_sha256)
+        return self._release("file_sha256 = {p}", (file_sha256,))
 
-    def release_quarantined_file(self, source: str) -> int:
-        """Forget the quarantined rows of every content landed as `source`: a person's call, once a corrected file
-        (new bytes, so not a reading again) took its place. Returns how many were released."""
-        return self._release("source", source)
+    def release_quarantined_file(self, source: str, content: str | None = None) -> int:
+        """Forget the quarantined rows landed as `source`: a person's call, once a corrected file (new bytes, so not a
+        reading again) took its place. `content`: only those of the content whose SHA-256 starts with it (hex), where one
+        name was landed as several contents; None: every content of that name. Returns how many were released."""
+        if content is None:
+            return self._release("source = {p}", (source,))
+        if not re.fullmatch(r"[0-9a-f]{1,64}", content):
+            raise ValueError(f"content: {content!r} is not a SHA-256 prefix (lowercase hex)")
+        return self._release("source = {p} AND file_sha256 LIKE {p}", (source, content + "%"))
 
-    def _release(self, column: str, value: str) -> int:
+    def _release(self, where: str, params: tuple[str, ...]) -> int:
         with self._write() as db:
-            released = db.execute(f"DELETE FROM quarantine WHERE {column} = {self.PARAM}", (value,)).rowcount
+            released = db.execute(f"DELETE FROM quarantine WHERE {where.format(p=self.PARAM)}", params).rowcount
             self._bump(db, "quarantined", -released)
         return int(released)
 
@@ -617,12 +624,14 @@ class EventStore(ABC):
 
     def quarantine_reasons(self, since_us: int = 0, limit: int | None = 10, source: str | None = None) -> pd.DataFrame:
         """The most frequent reasons rows were quarantined for from `since_us` on (a run's own), per file (or of landing file
-        `source` alone): how many rows and the first of their lines, where to look. `limit` None: every reason."""
+        `source` alone) and content (the first CONTENT_CHARS of its SHA-256: one name can be landed as several files): how
+        many rows and the first of their lines, where to look. `limit` None: every reason."""
         p = self.PARAM
         where, params = self._quarantine_where(source)
         columns, rows = self._query(
-            f"SELECT source AS file, reason, count(*) AS rows, min(row_number) AS first_line FROM quarantine WHERE quarantined_at >= {p}{where} "
-            f"GROUP BY source, reason ORDER BY rows DESC, file, reason{'' if limit is None else f' LIMIT {int(limit)}'}", (int(since_us), *params))
+            f"SELECT source AS file, substr(file_sha256, 1, {CONTENT_CHARS}) AS content, reason, count(*) AS rows, min(row_number) AS first_line "
+            f"FROM quarantine WHERE quarantined_at >= {p}{where} GROUP BY source, content, reason "
+            f"ORDER BY rows DESC, file, content, reason{'' if limit is None else f' LIMIT {int(limit)}'}", (int(since_us), *params))
         return pd.DataFrame.from_records(rows, columns=columns, coerce_float=True)
 
     def quarantined_rows(self, limit: int, source: str | None = None) -> pd.DataFrame:
