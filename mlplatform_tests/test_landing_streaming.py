@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from mlplatform.domain.spec import DatasetSpec
+from mlplatform.domain.validation import ID_NUMBER_PROBLEM
 from mlplatform.pipeline.landing import LandingPolicy, NotSettled, ingest_file
 from mlplatform.settings import DEFAULT_SPEC, Settings
 from mlplatform.stores.eventlog import Counts, EventLog
@@ -237,6 +238,23 @@ def test_a_nul_in_an_id_or_a_category_quarantines_its_row_on_postgresql(tmp_path
     reasons = sorted(reason for (reason,) in log._query("SELECT reason FROM quarantine")[1])
     assert reasons == ["event_id: contains a NUL character (U+0000), which the event log cannot store"] * 2 + [
         "label for an unknown event_id", "workclass: contains a NUL character (U+0000), which the event log cannot store"], reasons
+    log.close()
+
+
+@pytest.mark.parametrize("name", ["a.jsonl", "a.parquet"])
+def test_an_id_that_is_a_number_but_no_integer_is_quarantined_as_predict_refuses_it(tmp_path: Path, adult_spec: DatasetSpec,
+                                                                                    adult_rows: pd.DataFrame, name: str) -> None:
+    """A JSON Lines or Parquet id 1.5 landed as the id "1.5", which /predict refuses (and 1e300 as "1e+300"): one event had
+    an id on one surface only. An integral 7.0 is the id "7" everywhere; text "1.5" is an id like any text."""
+    frame = adult_rows[COLUMNS].head(6).assign(event_id=[7.0, 1.5, 1e300, 8.0, 9.0, 10.0])
+    log = EventLog(tmp_path / "events.sqlite", adult_spec)
+    events = ingest_file(_write(frame.drop(columns="income"), tmp_path / name), adult_spec, log, _policy(2000))
+    labels = ingest_file(_write(frame[["event_id", "income"]], tmp_path / f"labels-{name}"), adult_spec, log, _policy(2000))
+    text = ingest_file(_write(frame.drop(columns="income").head(2).assign(event_id=["1.5", "x"]), tmp_path / f"text-{name}"), adult_spec, log, _policy(2000))
+    assert (events.ingested, events.quarantined) == (4, 2) and (labels.labels_applied, labels.quarantined) == (4, 2)
+    assert text.ingested == 2 and sorted(log.get(["7", "8", "1.5", "x"])["event_id"]) == ["1.5", "7", "8", "x"]
+    reasons = [reason for (reason,) in log._query("SELECT reason FROM quarantine")[1]]
+    assert reasons == [f"event_id: {ID_NUMBER_PROBLEM}"] * 4, reasons
     log.close()
 
 

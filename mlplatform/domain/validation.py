@@ -155,6 +155,26 @@ def has_nul(text: pd.Series) -> pd.Series:
     return text.str.contains(NUL, regex=False).fillna(False).astype(bool)
 
 
+MAX_INTEGER_ID = 2**53 - 1  # the integers every JSON parser reads exactly (IEEE doubles)
+ID_NUMBER_PROBLEM = f"a number that is no integer within ±{MAX_INTEGER_ID}: an id is text or such an integer, as /predict takes it"
+
+
+def not_an_id_number(values: pd.Series) -> pd.Series:
+    """Mask of the id cells that are floating-point numbers but no exact integer (1.5, inf, 1e300) or true/false, from a
+    JSON Lines or Parquet file: landing kept 1.5 as the id "1.5" where /predict refuses it, so one event had an id on one
+    surface only."""
+    if pd.api.types.is_bool_dtype(values):
+        return values.notna().astype(bool)
+    if pd.api.types.is_float_dtype(values):
+        numbers = values.to_numpy(dtype="float64", na_value=np.nan)
+        with np.errstate(invalid="ignore"):
+            exact = (np.abs(numbers) <= MAX_INTEGER_ID) & (numbers % 1 == 0)
+        return pd.Series(~np.isnan(numbers) & ~exact, index=values.index)
+    if values.dtype == object:
+        return values.map(lambda v: isinstance(v, (bool, np.bool_)) or (isinstance(v, float) and not (abs(v) <= MAX_INTEGER_ID and v.is_integer()))).astype(bool)
+    return pd.Series(False, index=values.index)
+
+
 def not_a_number(value: object) -> str:
     """Why a value is refused where a number belongs: the one wording of landing, label files and serving."""
     return f"{str(value)[:SHOWN_CHARS]!r} is not a finite number"
@@ -293,6 +313,7 @@ def validate_frame(
         ids = normalise_category(cells[id_col])  # an integer id column with a null reads as floats: 1.0 is id "1", as served
         flag(ids.isna(), id_col, "missing")
         flag(has_nul(ids), id_col, NUL_PROBLEM)
+        flag(not_an_id_number(cells[id_col]), id_col, ID_NUMBER_PROBLEM)
         flag(ids.str.len().gt(MAX_ID_LENGTH), id_col, f"longer than {MAX_ID_LENGTH} characters")
         out[EVENT_ID] = ids
     else:

@@ -17,7 +17,7 @@ import numpy as np
 from mlplatform.domain.features import CROSS_SEPARATOR, spelling_key
 from mlplatform.domain.predictor import Predictor, spec_mismatch
 from mlplatform.domain.spec import DatasetSpec
-from mlplatform.domain.validation import MAX_ID_LENGTH, MAX_TEXT_LENGTH, NUL, NUL_PROBLEM, not_a_number
+from mlplatform.domain.validation import MAX_ID_LENGTH, MAX_INTEGER_ID, MAX_TEXT_LENGTH, NUL, NUL_PROBLEM, not_a_number
 
 
 _UNSEEN = -1.0  # category code of a value not seen in training; LightGBM gets it as missing
@@ -45,7 +45,6 @@ def printable(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-MAX_INTEGER_ID = 2**53 - 1  # the integers every JSON parser reads exactly (IEEE doubles)
 
 
 def event_id_of(value: Any) -> tuple[str | None, str | None]:
