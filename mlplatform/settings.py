@@ -15,6 +15,7 @@ from mlplatform.domain.retry_budget import RetryBudget
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SPEC = REPO_ROOT / "data" / "adult.yaml"
+LANDING_MAX_FUTURE_SECONDS = 86_400.0  # a day: producers' clock skew and time zone slips pass, a year ahead does not
 
 
 def env_name(setting: str) -> str:
@@ -157,6 +158,7 @@ class Settings(BaseSettings):
     landing_ready_marker: str | None = Field(default=None, min_length=1, description="Marker mode: when set (e.g. '.ready'), a landing file is taken only once '<file><marker>' exists beside it; the marker moves with the file.")
     landing_max_file_bytes: int = Field(default=1 << 36, ge=1, description="Larger landing files are rejected before reading (files are streamed in batches, so this guards the disk and the run's length, not memory).")
     landing_max_decompressed_bytes: int = Field(default=1 << 36, ge=1, description="A .gz landing file that expands beyond this is rejected (checked while decompressing, before any of its rows is written).")
+    landing_max_future_seconds: float = Field(default=LANDING_MAX_FUTURE_SECONDS, gt=0, le=3_155_760_000, allow_inf_nan=False, description="A landed event timed more than this after the landing run's clock is quarantined as in the future (served events are timed by the server's clock): one years ahead sat at the end of every hold-out and made serving's history features read labels from the future.")
     landing_batch_bytes: int = Field(default=8 << 20, ge=1 << 10, description="Landing text (CSV, JSON Lines) is parsed, validated and committed this many bytes at a time (Parquet: a 128th as many rows): memory is bounded by it, not by the file.")
 
     warm_run_workers: bool = Field(default=True, description="Each run worker is forked from a process that has already imported Dagster, MLflow, LightGBM, scikit-learn and Evidently (WarmRunLauncher, written into <state>/dagster/dagster.yaml) instead of a fresh interpreter importing them; false: Dagster's default launcher through the code server.")

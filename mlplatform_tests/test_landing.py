@@ -3,6 +3,7 @@
 import gzip
 import io
 import json
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -484,6 +485,22 @@ def test_numeric_event_times_out_of_range_are_quarantined(landing: Path, log: Ev
     assert (outcome.ingested, outcome.quarantined) == (1, 4)
     assert (_quarantine(log)["reason"] == "event_time: missing, not a timestamp or out of range").sum() == 4
     assert log.get(["adult-0"]).iloc[0]["event_time"] == 1_700_000_000_000_000
+
+
+def test_event_times_in_the_future_are_quarantined(landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame) -> None:
+    """A file dated years ahead (2099) was landed without a word: it sat at the end of every hold-out, and serving's
+    history features read its labels as the latest. Within the tolerance (clock skew, a time zone) a time is taken."""
+    now_s = time.time()
+    frame = rows.head(4).assign(event_time=[now_s - 60, now_s + 3600, now_s + 2 * 86_400, 4_070_908_800.0])  # the last: 2099-01-01
+    frame.to_parquet(landing / "times.parquet", index=False)
+    outcome = ingest_file(landing / "times.parquet", adult_spec, log, _policy())
+    assert (outcome.ingested, outcome.quarantined) == (2, 2)
+    reasons = _quarantine(log)["reason"].tolist()
+    assert len(reasons) == 2 and all(r.startswith("event_time: in the future: after ") and "the latest event time taken now" in r for r in reasons), reasons
+    strict = EventLog(landing.parent / "strict.sqlite", adult_spec)
+    frame.to_parquet(landing / "times-again.parquet", index=False)
+    assert ingest_file(landing / "times-again.parquet", adult_spec, strict, _policy(max_future_seconds=600.0)).quarantined == 3, "an hour ahead is past 10 minutes"
+    strict.close()
 
 
 @pytest.mark.parametrize(

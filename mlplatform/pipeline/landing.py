@@ -65,7 +65,7 @@ from mlplatform.domain.validation import (
     validate_frame,
     with_clean_columns,
 )
-from mlplatform.settings import Settings, env_name
+from mlplatform.settings import LANDING_MAX_FUTURE_SECONDS, Settings, env_name
 from mlplatform.stores.eventlog import CHANGED, EventStore, EventLogError, FileCounts, FileProgress, now_us
 
 SUFFIXES = (".csv", ".csv.gz", ".parquet", ".jsonl", ".jsonl.gz", ".ndjson")
@@ -97,6 +97,7 @@ class LandingPolicy:
     max_file_bytes: int
     max_decompressed_bytes: int
     batch_bytes: int = 8 << 20  # text parsed, validated and committed at a time (Parquet: batch_bytes / PARQUET_ROW_BYTES rows)
+    max_future_seconds: float = LANDING_MAX_FUTURE_SECONDS  # an event timed later than this after now is quarantined
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "LandingPolicy":
@@ -106,6 +107,7 @@ class LandingPolicy:
             max_file_bytes=settings.landing_max_file_bytes,
             max_decompressed_bytes=settings.landing_max_decompressed_bytes,
             batch_bytes=settings.landing_batch_bytes,
+            max_future_seconds=settings.landing_max_future_seconds,
         )
 
 
@@ -736,10 +738,13 @@ def _is_transient(exc: Exception) -> bool:
     return isinstance(exc, (OSError, MemoryError, sqlite3.Error, EventLogError))
 
 
-def _ingest_events(frame: pd.DataFrame, lines: list[int], first_row: int, digest: str, spec: DatasetSpec, log: EventStore, name: str) -> tuple[FileCounts, list[str]]:
+def _ingest_events(frame: pd.DataFrame, lines: list[int], first_row: int, digest: str, spec: DatasetSpec, log: EventStore, name: str,
+                   max_future_seconds: float) -> tuple[FileCounts, list[str]]:
     """A batch of events: valid rows appended, the others quarantined (conflicting labels too); returns what became
     of its rows and the columns ignored."""
-    validated = validate_frame(frame, spec, generated_id_prefix=digest[:16], generated_time_start_us=now_us(), row_numbers=lines, first_row=first_row)
+    now = now_us()
+    validated = validate_frame(frame, spec, generated_id_prefix=digest[:16], generated_time_start_us=now, row_numbers=lines, first_row=first_row,
+                               latest_time_us=now + int(max_future_seconds * 1_000_000))
     result = log.append(validated.events, source=name)
     quarantined = log.quarantine(validated.quarantined, source=name, file_sha256=digest)
     duplicates = validated.duplicates + result.duplicates
@@ -845,7 +850,7 @@ def _store(path: Path, handle: BinaryIO, seen: os.stat_result, spec: DatasetSpec
                         if labels_only:
                             counts += _ingest_labels(frame, lines, digest, spec, log, path.name)
                         else:
-                            found, extra_now = _ingest_events(frame, lines, progress.parsed, digest, spec, log, path.name)
+                            found, extra_now = _ingest_events(frame, lines, progress.parsed, digest, spec, log, path.name, policy.max_future_seconds)
                             counts, extra = counts + found, extra or extra_now
                     if batch.parsed.bad_rows:
                         bad = pd.DataFrame(batch.parsed.bad_rows, columns=["row_number", "reason", "record"])
