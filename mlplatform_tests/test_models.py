@@ -22,7 +22,8 @@ from mlplatform.domain.keys import MODEL_TAG, REASON_TAG
 from mlplatform.orchestration.names import ModelNames
 from mlplatform.pipeline.replay import read_source, write_batches
 from mlplatform.root import Platform, PlatformError
-from mlplatform.settings import REPO_ROOT, Settings
+from mlplatform.serving.service import check_supported
+from mlplatform.settings import REPO_ROOT, Settings, SettingsError
 from mlplatform_tests.conftest import FAST_TRAINING
 from mlplatform.cli.dev import free_port
 from mlplatform.orchestration.launch import launch
@@ -56,7 +57,9 @@ def _declare(defs: Path, folder: str, text: str) -> Path:
          "attributes.loop.shadow_min_events: Input should be greater than or equal to 10"),
         (ADULT_DEFS.format(spec=REPO_ROOT / "data" / "adult.yaml", extra="  loop: {promotion_requires_shadow_win: perhaps}\n"),
          "attributes.loop.promotion_requires_shadow_win"),
-        (ADULT_DEFS.format(spec=REPO_ROOT / "data" / "adult.yaml", extra="  loop: {serve_shadow_queue: 5}\n"), "attributes.loop.serve_shadow_queue: Extra inputs are not permitted"),
+        (ADULT_DEFS.format(spec=REPO_ROOT / "data" / "adult.yaml", extra="  loop: {serve_port: 9000}\n"), "attributes.loop.serve_port: Extra inputs are not permitted"),
+        (ADULT_DEFS.format(spec=REPO_ROOT / "data" / "adult.yaml", extra="  loop: {serve_shadow_queue: 0}\n"),
+         "attributes.loop.serve_shadow_queue: Input should be greater than or equal to 1"),
         (ADULT_DEFS.format(spec=REPO_ROOT / "data" / "adult.yaml", extra="  loop: {training_window_candidates: [5000, 5000]}\n"),
          "training_window_candidates (MLPLATFORM_TRAINING_WINDOW_CANDIDATES): repeated window sizes [5000]"),
         (ADULT_DEFS.format(spec=REPO_ROOT / "data" / "adult.yaml", extra="  loop: {training_window: 10000, training_window_candidates: [50000, 1000]}\n"),
@@ -104,6 +107,24 @@ def test_loop_settings_in_the_yaml_win_over_the_environment_and_landing_is_per_m
     assert (adult.settings.retrain_every_n, adult.settings.promotion_margin, bike.settings.retrain_every_n) == (777, 0.01, 123)
     assert adult.settings.landing_dir == tmp_path / "state" / "landing" / "adult" and bike.settings.landing_dir == defs / "bike" / "drop"
     assert bike.name == "bike-sharing" and bike.key == "bike_sharing" and platform.model("bike-sharing") is bike
+
+
+def test_a_model_s_own_serving_settings_let_the_correction_serve_beside_a_model_that_cannot_have_it(tmp_path: Path) -> None:
+    """The README listed the online correction among each model's own serving settings, but `loop:` refused it: with a
+    multiclass model in the code location, the correction could not be on for any model of one `serve`."""
+    defs = tmp_path / "defs"
+    colours = tmp_path / "colours.yaml"
+    colours.write_text("name: colours\ntask: multiclass\nlabel: y\nclasses: [red, green, blue]\nfeatures: {x: numeric}\n", encoding="utf-8")
+    _declare(defs, "adult", ADULT_DEFS.format(spec=REPO_ROOT / "data" / "adult.yaml", extra="  loop: {serve_online_correction: true, serve_max_batch_rows: 10}\n"))
+    _declare(defs, "colours", ADULT_DEFS.format(spec=colours, extra=""))
+    platform = Platform.discover(Settings(state_dir=tmp_path / "state"), defs)
+    adult, multiclass = platform.model("adult"), platform.model("colours")
+    assert (adult.settings.serve_online_correction, adult.settings.serve_max_batch_rows) == (True, 10)
+    assert (multiclass.settings.serve_online_correction, multiclass.settings.serve_max_batch_rows) == (False, 1000)
+    for model in (adult, multiclass):
+        check_supported(model.settings, model.spec)
+    with pytest.raises(SettingsError, match="serve_online_correction is on, but dataset 'colours' is multiclass.*loop: {serve_online_correction: true}"):
+        check_supported(multiclass.settings.model_copy(update={"serve_online_correction": True}), multiclass.spec)
 
 
 @pytest.fixture(scope="module")

@@ -142,17 +142,21 @@ def _caller_ids(records: list[Any], loc: tuple[str | int, ...], key: str) -> tup
     return stripped, ids, errors
 
 
+ONLY_SOME = "`loop: {serve_online_correction: true}` in the defs.yaml of the models that can have it"
+
+
 def check_supported(settings: Settings, spec: DatasetSpec) -> None:
     """Refuse settings this model cannot be served with (SettingsError, which the CLI turns into exit 2), before any state is touched."""
     if settings.serve_online_correction and spec.task is Task.multiclass:
         raise SettingsError(
-            f"MLPLATFORM_SERVE_ONLINE_CORRECTION is on, but dataset {spec.name!r} is multiclass: "
-            "the online correction supports binary and regression tasks; unset it to serve this dataset"
+            f"serve_online_correction is on, but dataset {spec.name!r} is multiclass: the online correction supports binary and "
+            f"regression tasks; unset MLPLATFORM_SERVE_ONLINE_CORRECTION and turn it on per model ({ONLY_SOME}), or serve the others with --model"
         )
     if settings.serve_online_correction and spec.history is not None:
         raise SettingsError(
-            f"MLPLATFORM_SERVE_ONLINE_CORRECTION is on, but dataset {spec.name!r} declares history features, which the online "
-            "correction cannot recompute for past events; unset it to serve this dataset"
+            f"serve_online_correction is on, but dataset {spec.name!r} declares history features, which the online correction "
+            f"cannot recompute for past events; unset MLPLATFORM_SERVE_ONLINE_CORRECTION and turn it on per model ({ONLY_SOME}), "
+            "or serve the others with --model"
         )
 
 
