@@ -173,6 +173,34 @@ def test_prod_fails_at_start_naming_the_setting_or_binary(prod_state: Path, extr
 
 
 
+def test_the_stack_s_redis_keeps_queued_steps_and_bindings_when_killed_and_started_again(state: Settings) -> None:
+    """A Redis restarted by `make prod` after a crash came back empty: a step a run submitted next found no exchange
+    binding (kombu's producer declares it once per connection), went to the undeliverable list, and its run stayed
+    STARTED with no step run."""
+    import redis
+
+    settings = state.model_copy(update={"celery_broker_url": f"redis://127.0.0.1:{_free_port()}/0"})
+    server = redis_server(settings)
+    assert settings.celery_broker_url is not None
+    client = redis.Redis.from_url(settings.celery_broker_url, socket_timeout=5)
+    first = subprocess.Popen(server.command, stdout=subprocess.DEVNULL)
+    try:
+        wait_until("redis to answer", server.ready, 30)
+        client.sadd("_kombu.binding.dagster", "dagster\x06\x16\x06\x16dagster")
+        client.lpush("dagster", "a step submitted")
+        time.sleep(1.5)  # the append-only file is synced every second
+    finally:
+        first.kill()
+        first.wait()
+    again = subprocess.Popen(server.command, stdout=subprocess.DEVNULL)
+    try:
+        wait_until("redis to answer again", server.ready, 30)
+        assert client.smembers("_kombu.binding.dagster") and client.lrange("dagster", 0, -1) == [b"a step submitted"]
+    finally:
+        again.terminate()
+        again.wait()
+
+
 def _pool_children(pid: int) -> list[int]:
     """The processes a Celery worker forked for its pool (Linux /proc)."""
     return [int(child) for task in Path(f"/proc/{pid}/task").iterdir() for child in (task / "children").read_text().split()]

@@ -236,8 +236,10 @@ def _redis_answers(url: str) -> bool:
 
 
 def redis_server(settings: Settings) -> Server:
-    """Redis for Celery on the host and port of `celery_broker_url`, its files in <state>/redis; a broker and result
-    store of in-flight steps only (nothing to keep), so no snapshots."""
+    """Redis for Celery on the host and port of `celery_broker_url`, its files in <state>/redis, with an append-only file
+    (fsync every second). Without one, a Redis restarted after a crash came back empty: no queued step, and none of
+    kombu's exchange bindings, which a Celery producer declares once per connection; a step a run submitted then went
+    to kombu's undeliverable list, and its run stayed STARTED with no step run until run monitoring's limit."""
     url = settings.celery_broker_url
     if url is None:
         raise DevServerError(f"{env_name('celery_broker_url')} is not set: no Redis to start")
@@ -245,7 +247,8 @@ def redis_server(settings: Settings) -> Server:
     folder = settings.state_dir / "redis"
     folder.mkdir(parents=True, exist_ok=True)
     binary = require_binary("redis-server", f"the Celery broker of {env_name('celery_broker_url')}")
-    return Server("redis", url, [binary, "--bind", host, "--port", str(port), "--dir", str(folder), "--save", "", "--appendonly", "no"],
+    return Server("redis", url, [binary, "--bind", host, "--port", str(port), "--dir", str(folder), "--save", "", "--appendonly", "yes",
+                                  "--appendfsync", "everysec"],
                   lambda: _redis_answers(url), needed_first=True)
 
 
