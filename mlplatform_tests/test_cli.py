@@ -116,6 +116,19 @@ def test_an_event_log_that_cannot_be_reached_is_one_line_naming_the_setting(stat
     assert "Traceback" not in err and "secret" not in err
 
 
+def test_a_tracking_server_that_does_not_answer_is_one_line_naming_the_setting(state: Settings, monkeypatch: pytest.MonkeyPatch,
+                                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """`status` with a stopped production stack's settings file still loaded printed 111 lines of MLflow tracebacks."""
+    from mlplatform.cli.dev import free_port
+
+    monkeypatch.setenv("MLPLATFORM_MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("MLPLATFORM_EXTERNAL_RETRY_BUDGET_SECONDS", "10")
+    assert main(["status", "--model", "adult"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("mlplatform status: the MLflow tracking server at http://127.0.0.1:") and "(MLPLATFORM_MLFLOW_TRACKING_URI) does not answer" in err
+    assert "Traceback" not in err and len(err.splitlines()) == 1
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

@@ -316,6 +316,29 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `mlplatform status | head`: the reader left; no traceback, and none at exit's flush either
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141  # 128 + SIGPIPE, as a shell reports it
+    except Exception as exc:
+        unreachable = tracking_unreachable(exc, _settings(args))
+        if unreachable is None:
+            raise
+        print(f"mlplatform {args.command}: {unreachable}", file=sys.stderr)
+        return 1
+
+
+def tracking_unreachable(exc: BaseException, settings: Settings) -> str | None:
+    """One line for MLflow's error about a tracking server that does not answer (a production stack stopped, its
+    settings file left loaded): a status printed 111 lines of chained tracebacks. None for any other error."""
+    if "requests" not in sys.modules:  # MLflow reaches a tracking server through requests: not imported, not this error
+        return None
+    import requests
+
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, requests.ConnectionError):
+        cause = cause.__cause__ or cause.__context__
+    if cause is None:
+        return None
+    setting = env_name("mlflow_tracking_uri") if settings.mlflow_tracking_uri else env_name("mlflow_ui_url")
+    return (f"the MLflow tracking server at {settings.tracking_uri} ({setting}) does not answer: is its stack (`make prod`) running? "
+            "A settings file of a stack that stopped is stale")
 
 
 if __name__ == "__main__":
