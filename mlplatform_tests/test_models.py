@@ -387,8 +387,9 @@ def test_a_draft_spec_of_an_export_with_spaced_and_foreign_names_loads(tmp_path:
     spec = parse_spec(yaml.safe_load(text))
     assert (spec.id_column, spec.time_column, spec.time_format, list(spec.features)) == ("lot id", "bottled at", None, ["colour intensity"])
     notes = [line for line in text.splitlines() if line.startswith("# left out")]
-    assert notes == [f"# left out {name!r}: feature name {name!r} must be {NAME_RULE}; rename the column in your export to use it as a feature"
+    assert notes == [f"# left out {name!r} (in drop): feature name {name!r} must be {NAME_RULE}; rename the column in your export to use it as a feature"
                      for name in ("alcohol %", "magnésium", "région")], text
+    assert spec.drop == ["alcohol %", "magnésium", "région"], "a record sent as it appears in the export is served, its left-out columns ignored"
     assert "magnésium" in text and "\\x" not in text, "names are written as they are, not escaped"
     export = pd.read_csv(sample)
     export[["bottled at", "lot", "alcohol %", "colour intensity", "Colour Intensity", "cultivar"]] = export[
@@ -398,9 +399,9 @@ def test_a_draft_spec_of_an_export_with_spaced_and_foreign_names_loads(tmp_path:
     guessed = draft_spec("wine", sample, label="cultivar")
     spec = parse_spec(yaml.safe_load(guessed))
     assert (spec.id_column, spec.time_column, list(spec.features)) == ("lot", "when", ["colour intensity"]), "times are distinct too: never the id guess"
-    assert "# left out 'colour_intensity': it is 'colour intensity' to LightGBM, which reads a space in a name as '_'; rename the column in your export to use it as a feature" in guessed
+    assert "# left out 'colour_intensity' (in drop): it is 'colour intensity' to LightGBM, which reads a space in a name as '_'; rename the column in your export to use it as a feature" in guessed
     assert {"# id_column 'lot' guessed: its every value in the sample differs; check", "# time_column 'when' guessed: its values read as times; check"} <= set(guessed.splitlines())
-    assert "# left out 'Colour Intensity': it differs only in case from 'colour intensity': the event log's column names do not; rename the column in your export to use it as a feature" in guessed
+    assert "# left out 'Colour Intensity' (in drop): it differs only in case from 'colour intensity': the event log's column names do not; rename the column in your export to use it as a feature" in guessed
     tasted = export[["lot", "cultivar"]].assign(tasted=[f"{1 + i % 28:02d}/01/2024 {i % 24:02d}:00" for i in range(n)])  # probe: a categorical feature
     tasted.assign(score=range(n)).to_csv(sample, index=False)
     spec = parse_spec(yaml.safe_load(draft_spec("wine", sample, label="cultivar")))

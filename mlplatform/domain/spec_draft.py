@@ -166,12 +166,14 @@ def draft_spec(name: str, sample: Path | None, label: str | None = None, task: s
             spec["time_offset"] = {"column": hour, "unit": "hours"}
     features: dict[str, str] = {}
     twins: dict[str, str] = {}
+    left_out: list[str] = []  # dropped, so a record sent as it appears in the data (with them) is served, not refused
     for column in (c for c in rest if c not in (id_column, time_column)):
         problem = feature_name_problem(column)
         if problem is None and twins.setdefault(twin_key(column), column) != column:
             problem = f"it {twin_problem(column, twins[twin_key(column)])}"
         if problem is not None:
-            notes.append(f"left out {column!r}: {problem}; rename the column in your export to use it as a feature")
+            notes.append(f"left out {column!r} (in drop): {problem}; rename the column in your export to use it as a feature")
+            left_out.append(column)
             continue
         if _all_distinct(frame[column]):
             notes.append(f"{column!r}: every value in the sample differs (an id?); kept as a categorical feature: check")
@@ -179,6 +181,8 @@ def draft_spec(name: str, sample: Path | None, label: str | None = None, task: s
     if not features:
         raise ValueError(f"{sample}: no column can be a feature ({'; '.join(notes) or 'only the label, id and time columns'})")
     spec["features"] = features
+    if left_out:
+        spec["drop"] = left_out
     header = (f"# Dataset spec of model {name}, drafted from {sample.name} ({len(frame)} rows read): review the task, the label\n"
               "# and each feature's type, then `dg check defs`. Keys are described in the README (\"Bring your own dataset\").\n")
     return header + "".join(f"# {note}\n" for note in notes) + yaml.safe_dump(spec, sort_keys=False, allow_unicode=True)
