@@ -104,6 +104,15 @@ def test_status_on_an_empty_state_folder_lists_every_model(state: Settings, caps
     assert "no model named ''; this code location has: adult, bike-sharing" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv", [["status"], ["quarantine"], ["quarantine", "--release", "a.csv"], ["champion", "show"]])
+def test_a_state_folder_that_does_not_exist_is_refused_not_made(tmp_path: Path, argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """A mistyped --state-dir made a fresh state there, and status reported a model with no champion and no events."""
+    missing = tmp_path / "typo"
+    assert main([*argv, "--model", "adult", "--state-dir", str(missing)]) == 2
+    assert f"state folder {missing} does not exist: nothing has run on it" in capsys.readouterr().err
+    assert not missing.exists()
+
+
 def test_an_event_log_that_cannot_be_reached_is_one_line_naming_the_setting(state: Settings, monkeypatch: pytest.MonkeyPatch,
                                                                            capsys: pytest.CaptureFixture[str]) -> None:
     """`status` against a PostgreSQL that is down printed a 40-line traceback."""
@@ -265,6 +274,7 @@ def test_state_dir_reaches_the_runs_the_command_executes(
 
 def test_a_reader_that_leaves_the_pipe_gets_no_traceback(tmp_path: Path) -> None:
     """`mlplatform status | head -1` printed a BrokenPipeError traceback once the reader had left."""
+    (tmp_path / "state").mkdir()
     process = subprocess.Popen([sys.executable, "-m", "mlplatform.cli", "--state-dir", str(tmp_path / "state"), "status"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO_ROOT)
     assert process.stdout is not None and process.stderr is not None

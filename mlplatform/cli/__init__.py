@@ -39,6 +39,16 @@ def _platform(args: argparse.Namespace) -> "Platform":
     return platform(_settings(args))
 
 
+def _existing_platform(args: argparse.Namespace) -> "Platform":
+    """The platform of a state folder that exists: a command that reads what ran there, on a mistyped --state-dir, made
+    a fresh state of it and reported a model with no champion and no events, as if nothing were wrong."""
+    settings = _settings(args)
+    if not settings.state_dir.is_dir():
+        raise SettingsError(f"state folder {settings.state_dir} does not exist: nothing has run on it (`make demo`, `mlplatform materialize` "
+                            f"and `make dev` create it); a typo in --state-dir or {env_name('state_dir')}?")
+    return _platform(args)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from mlplatform.cli.demo import DemoError, run_demo
 
@@ -67,7 +77,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from mlplatform.cli.status import collect_status, render_status
 
-    statuses = [collect_status(model, with_dagster=args.dagster) for model in _platform(args).select(args.model)]
+    statuses = [collect_status(model, with_dagster=args.dagster) for model in _existing_platform(args).select(args.model)]
     print(json.dumps(statuses, indent=2, default=str) if args.json else "\n\n".join(map(render_status, statuses)))
     return 0
 
@@ -104,7 +114,7 @@ def cmd_champion(args: argparse.Namespace) -> int:
     from mlplatform.cli.status import change_line
     from mlplatform.pipeline.champion import ChampionError, ChampionRequest, NothingToChange, change_champion
 
-    model = _platform(args).only(args.model)
+    model = _existing_platform(args).only(args.model)
     registry = model.registry
     if args.action != "show":
         request = ChampionRequest(args.reason or "", args.version if args.action == "set" else None, pin=args.action == "set" and not args.no_pin)
@@ -131,12 +141,12 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
         return 2
     if args.release is not None:
         try:
-            print(release(_platform(args).only(args.model), args.release, args.content))
+            print(release(_existing_platform(args).only(args.model), args.release, args.content))
         except QuarantineError as exc:
             print(f"quarantine: {exc}", file=sys.stderr)
             return 2
         return 0
-    found = [collect_quarantine(model, args.limit, args.file) for model in _platform(args).select(args.model)]
+    found = [collect_quarantine(model, args.limit, args.file) for model in _existing_platform(args).select(args.model)]
     print(json.dumps(found, indent=2, default=str) if args.json else "\n\n".join(map(render_quarantine, found)))
     return 0
 
