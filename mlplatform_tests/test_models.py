@@ -372,6 +372,20 @@ def test_a_draft_spec_guesses_how_the_time_column_is_written(tmp_path: Path, tim
     assert (note in text.splitlines()) if note else not [line for line in text.splitlines() if "time_format" in line and line.startswith("#")]
 
 
+def test_a_draft_spec_keeps_codes_with_leading_zeros_as_text(tmp_path: Path) -> None:
+    """Read as numbers, a zip code `02134` was drafted as a numeric feature (2134.0, the zeros lost), and classes `01`,
+    `02` as `1`, `2`, which no landed label (read as text) matched."""
+    from mlplatform.domain.spec import parse_spec
+    from mlplatform.domain.spec_draft import draft_spec
+
+    sample = tmp_path / "codes.csv"
+    sample.write_text("zip,amount,grade\n02134,1.5,01\n10001,2.5,02\n,0.5,01\n00501,0,02\n", encoding="utf-8")
+    text = draft_spec("codes", sample, label="grade")
+    spec = parse_spec(yaml.safe_load(text))
+    assert dict(spec.features) == {"zip": "categorical", "amount": "numeric"} and spec.classes == ["01", "02"], text
+    assert "# 'zip': digits with leading zeros (a code?): categorical, so '02134' stays '02134'; check" in text
+
+
 def test_a_draft_spec_of_an_export_with_spaced_and_foreign_names_loads(tmp_path: Path) -> None:
     """A wine export: `lot id` and `bottled at` were drafted as categorical features (the name patterns needed '_'),
     and `alcohol %` and `magnésium` as features the spec then refused, so the scaffolded model did not load."""

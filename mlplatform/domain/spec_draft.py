@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import re
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -30,6 +31,7 @@ HOUR_NAMES = re.compile(r"^(hr|hour|hour_of_day)$", re.IGNORECASE)
 # (day first before month first: a sample whose days are all 12 or less reads both ways, and the draft says so).
 STRFTIME_GUESSES = ("%d/%m/%Y", "%m/%d/%Y", "%d.%m.%Y", "%d-%m-%Y", "%Y/%m/%d", "%Y%m%d", "%d/%m/%Y %H:%M", "%m/%d/%Y %H:%M",
                     "%d/%m/%Y %H:%M:%S", "%m/%d/%Y %H:%M:%S", "%d.%m.%Y %H:%M", "%Y/%m/%d %H:%M:%S")
+LEADING_ZERO = r"[+-]?0\d+"  # `02134`; not `0`, `0.5` or `-0.25`
 EPOCH_FLOORS = (("epoch_ns", 1e17), ("epoch_us", 1e14), ("epoch_ms", 1e11), ("epoch_s", 1e8))  # a median this large: since 1973 in that unit
 DAY_US = 86_400_000_000
 
@@ -49,15 +51,20 @@ features:
 """
 
 
-def _read_sample(path: Path) -> pd.DataFrame:
+def _read_sample(path: Path) -> tuple[pd.DataFrame, dict[str, pd.Series]]:
+    """The sample's rows, and the columns of a CSV whose digits have leading zeros (`02134`) as the text landing reads:
+    read as numbers, a zip code was drafted as a numeric feature, 2134.0, and class `01` as `1`, which no label matched."""
     name = path.name.lower()
     if name.endswith((".parquet", ".pq")):
-        return pd.read_parquet(path).head(SAMPLE_ROWS)
+        return pd.read_parquet(path).head(SAMPLE_ROWS), {}
     if name.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
-        return pd.read_json(path, lines=True, nrows=SAMPLE_ROWS)
+        return pd.read_json(path, lines=True, nrows=SAMPLE_ROWS), {}
     with gzip.open(path, "rt", encoding="utf-8") if name.endswith(".gz") else path.open(encoding="utf-8") as text:
         header = text.readline().rstrip("\r\n")
-    return pd.read_csv(path, nrows=SAMPLE_ROWS, skipinitialspace=True, sep=csv_separator(header))  # as landing reads it
+    read = partial(pd.read_csv, path, nrows=SAMPLE_ROWS, skipinitialspace=True, sep=csv_separator(header))  # as landing reads it
+    texts = read(dtype=str)
+    cells = {str(c): texts[c].dropna().str.strip() for c in texts.columns}
+    return read(), {c: v for c, v in cells.items() if v.str.fullmatch(LEADING_ZERO).any()}
 
 
 def _task(values: pd.Series) -> str:
@@ -130,7 +137,7 @@ def draft_spec(name: str, sample: Path | None, label: str | None = None, task: s
     """YAML text of a spec for `name`: drafted from `sample` when given, else a commented template."""
     if sample is None:
         return TEMPLATE.format(name=name)
-    frame = _read_sample(sample)
+    frame, padded = _read_sample(sample)
     if frame.empty or len(frame.columns) < 2:
         raise ValueError(f"{sample}: needs a header and at least one row with a feature and a label column")
     label = label or str(frame.columns[-1])
@@ -138,7 +145,7 @@ def draft_spec(name: str, sample: Path | None, label: str | None = None, task: s
         raise ValueError(f"{sample}: no column {label!r} (columns: {', '.join(map(str, frame.columns))})")
     spec: dict[str, object] = {"name": name, "task": task or _task(frame[label]), "label": label}
     if spec["task"] != "regression":
-        classes = sorted(frame[label].dropna().astype(str).unique().tolist())
+        classes = sorted((padded[label] if label in padded else frame[label].dropna().astype(str)).unique().tolist())
         spec["classes"] = classes
         if spec["task"] == "binary":
             spec["positive_class"] = classes[-1]
@@ -177,7 +184,11 @@ def draft_spec(name: str, sample: Path | None, label: str | None = None, task: s
             continue
         if _all_distinct(frame[column]):
             notes.append(f"{column!r}: every value in the sample differs (an id?); kept as a categorical feature: check")
-        features[column] = "numeric" if pd.api.types.is_numeric_dtype(frame[column]) and not pd.api.types.is_bool_dtype(frame[column]) else "categorical"
+        numeric = pd.api.types.is_numeric_dtype(frame[column]) and not pd.api.types.is_bool_dtype(frame[column])
+        if numeric and column in padded:
+            notes.append(f"{column!r}: digits with leading zeros (a code?): categorical, so '02134' stays '02134'; check")
+            numeric = False
+        features[column] = "numeric" if numeric else "categorical"
     if not features:
         raise ValueError(f"{sample}: no column can be a feature ({'; '.join(notes) or 'only the label, id and time columns'})")
     spec["features"] = features
