@@ -94,6 +94,16 @@ def test_a_taken_port_is_named_with_its_setting_before_anything_starts(tmp_path:
         _check_ports_free(settings.model_copy(update={"reports_url": f"http://127.0.0.1:{free_port()}"}), production=False)
 
 
+def test_a_failure_names_the_module_a_python_server_runs_and_the_signal_that_killed_it() -> None:
+    """`restarted: celery-worker (…/python -m) exited with -9` said neither which program nor what -9 was."""
+    server = Server("celery-worker", "(test)", [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "0"], lambda: True)
+    server.process = subprocess.Popen(server.command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert server.describe_failure() == f"celery-worker ({sys.executable} -m http.server) did not become ready"
+    server.process.kill()
+    server.process.wait()
+    assert server.describe_failure() == f"celery-worker ({sys.executable} -m http.server) killed by SIGKILL"
+
+
 def test_a_restartable_child_that_dies_is_started_again_and_one_that_keeps_dying_stops_the_stack(tmp_path: Path) -> None:
     """Redis exiting stopped `make prod` as a whole, and its throwaway cluster was deleted with everything the stores held."""
     settings = Settings(state_dir=tmp_path / "state")

@@ -122,9 +122,15 @@ class Server:
             self._log = None
 
     def describe_failure(self) -> str:
+        """Which program ended and how: `python -m celery` and "killed by SIGKILL", not `python -m` and "-9"."""
         where = f"; log: {self.log_path}" if self.log_path else ""
         code = self.process.poll() if self.process else None
-        return f"{self.name} ({' '.join(self.command[:2])}) {'exited with ' + str(code) if code is not None else 'did not become ready'}{where}"
+        program = " ".join(self.command[:3] if self.command[1:2] == ["-m"] else self.command[:2])
+        if code is None:
+            ended = "did not become ready"
+        else:
+            ended = f"killed by {signal.Signals(-code).name}" if code < 0 and -code in signal.valid_signals() else f"exited with {code}"
+        return f"{self.name} ({program}) {ended}{where}"
 
 
 def stop_all(servers: list[Server], grace_seconds: float) -> None:
