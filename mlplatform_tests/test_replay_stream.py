@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import httpx
@@ -11,7 +12,8 @@ import pytest
 from mlplatform import cli
 from mlplatform.stores.eventlog import EventLog
 from mlplatform.pipeline.landing import ingest_pending
-from mlplatform.pipeline.replay import json_records, write_batches, ApiSink, DriftScenario, LandingSink, ReplayError, canonical_labels, run_stream, select_stream
+from mlplatform.pipeline.replay import (GENERATED_INTERVAL_S, STREAM_START_US, json_records, write_batches, ApiSink, DriftScenario, LandingSink, ReplayError,
+                                        canonical_labels, run_stream, select_stream, stream_start_us)
 from mlplatform.settings import Settings
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform_tests.serving_support import TOKEN, free_port, register_versions, running_server, state_settings
@@ -64,6 +66,14 @@ def test_malformed_choices_are_argparse_errors(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         cli.main(["replay", *argv])
     assert exc.value.code == 2
+
+
+def test_a_stream_without_times_never_ends_in_the_future() -> None:
+    """A million rows a minute apart from 2026-01-01 ended in 2027, where landing quarantines events as in the future."""
+    assert stream_start_us(48_842) == STREAM_START_US, "Adult's stream starts where it always did"
+    rows = 1_000_000
+    last = stream_start_us(rows) + (rows - 1) * GENERATED_INTERVAL_S * 1_000_000
+    assert last <= time.time() * 1_000_000 and stream_start_us(rows) < STREAM_START_US
 
 
 def test_shuffled_order_and_drift_are_reproducible_by_seed(adult_spec: DatasetSpec, adult_rows: pd.DataFrame) -> None:

@@ -123,6 +123,12 @@ def _join_label_files(features: pd.DataFrame, label_files: dict[str, pd.DataFram
     return features.assign(**{spec.label: joined})
 
 
+def stream_start_us(rows: int) -> int:
+    """When a replayed stream without a time column starts: STREAM_START, or earlier for a stream so long (over ~480k rows
+    a minute apart) that it would end in the future, where landing quarantines its events (landing_max_future_seconds)."""
+    return min(STREAM_START_US, int(time.time()) * 1_000_000 - max(rows - 1, 0) * GENERATED_INTERVAL_S * 1_000_000)
+
+
 def read_source(spec: DatasetSpec) -> pd.DataFrame:
     """The dataset's original rows in order, with `event_id` and `event_time` columns added.
 
@@ -138,7 +144,7 @@ def read_source(spec: DatasetSpec) -> pd.DataFrame:
     if label_files:
         frame = _join_label_files(frame, label_files, spec)
     frame = frame.dropna(how="all").reset_index(drop=True)
-    ids, times = generated_keys(len(frame), spec.name, STREAM_START_US, GENERATED_INTERVAL_S * 1_000_000)
+    ids, times = generated_keys(len(frame), spec.name, stream_start_us(len(frame)), GENERATED_INTERVAL_S * 1_000_000)
     frame[EVENT_ID] = frame[spec.id_column].astype(str) if spec.id_column else ids
     frame[EVENT_TIME] = iso_text(_source_times(frame, spec) if spec.time_column else times)
     return frame
