@@ -423,21 +423,26 @@ def test_a_label_reaches_the_serving_state_once_through_feedback_or_the_catch_up
 
 LATE_WINDOWS = parse_spec({**BASE, "features": {"x": "numeric", "c": "categorical", "k": "numeric"}, "history": {"features": [
     {"kind": kind, "window": width, **by} for kind in ("sum", "mean", "count", "min", "max") for width, by in (("20s", {}), ("1m", {"by": "c"}))]}})
+LATE_LAGS = parse_spec({**BASE, "features": {"x": "numeric", "c": "categorical", "k": "numeric"}, "history": {"features": [
+    {"kind": "lag", "k": 3}, {"kind": "lag", "k": 2, "by": "c"}, {"kind": "diff", "by": "k"}, {"kind": "mean", "n": 5, "by": "c"},
+    {"kind": "sum", "n": 4}, {"kind": "count", "n": 3, "by": "k"}, {"kind": "min", "n": 6}, {"kind": "max", "n": 2, "by": "c"}]}})
 
 
-def test_labels_observed_out_of_time_order_give_the_training_frames_time_windows() -> None:
+@pytest.mark.parametrize("spec", [LATE_WINDOWS, LATE_LAGS], ids=["time windows", "lags and last-n windows"])
+def test_labels_observed_out_of_time_order_give_the_training_frames_history(spec: DatasetSpec) -> None:
     """Serving learns landed labels in the order they reach it, not in the order they became known: each event here is
     preceded by every label known by its time, shuffled, and some labels known only later (dated after the request).
-    Time windows read the span of the request's time whatever the order they were filled in."""
-    events = _random_stream(3000, LATE_WINDOWS, seed=11).sort_values("event_time", kind="stable").reset_index(drop=True)
+    Time windows read the span of the request's time whatever the order they were filled in; lags and last-n windows
+    read the last labels in the order they became known (a back-filled label sorted in, not taken as the newest)."""
+    events = _random_stream(3000, spec, seed=11).sort_values("event_time", kind="stable").reset_index(drop=True)
     events["source"] = "landing"  # landed labels: known at the event's time plus their delay (0-10 s), so they arrive out of time order
     events["label_time"] = events["ingested_at"] + np.random.default_rng(12).integers(0, 10 * S, len(events))
-    training = history_frame(events, LATE_WINDOWS)
+    training = history_frame(events, spec)
     rng = np.random.default_rng(11)
-    features = list(LATE_WINDOWS.features)
+    features = list(spec.features)
     records = events[features].astype(object).where(events[features].notna(), None).to_dict("records")
     known, times = label_known_at(events), events["event_time"].to_numpy()
-    state, served, observed, due, late, newest = HistoryState(LATE_WINDOWS), {}, set(), [], 0, -1
+    state, served, observed, due, late, newest = HistoryState(spec), {}, set(), [], 0, -1
     for is_label, i in zip(*timeline(events)):
         if is_label:
             due.append(i)  # known before the next event in the timeline: the state must have it by then, in any order

@@ -22,7 +22,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -385,7 +385,38 @@ class _KeyState:
     values: dict[str, deque[float]] = field(default_factory=dict)
     labels: deque[Any] = field(default_factory=deque)
     numbers: deque[float] = field(default_factory=deque)
+    label_times: deque[int] = field(default_factory=deque)  # when each of `labels` became known: they are kept in that order
+    label_size: int = 1  # the last labels a feature reads: those known by the clock beyond them are forgotten
     windows: dict[int, _TimeWindow] = field(default_factory=dict)
+
+    def add_label(self, label: Any, number: float, known_us: int, clock: int) -> None:
+        """A label in the order labels became known, as training's timeline has them: one that reaches serving after
+        labels known later (a back-filled event's, known at its event time) is sorted in behind them, not taken as the
+        newest (a probe's back-fill changed the label lags of every key until a restart). `clock`: the latest request's
+        time, which later requests never go back before; labels dated after it (landed with a time ahead) are kept
+        beside the last `label_size` known by then, so a request reads the last ones known at its own time."""
+        labels, numbers, times = self.labels, self.numbers, self.label_times
+        place = len(times) if not times or known_us >= times[-1] else bisect.bisect_right(times, known_us)
+        labels.insert(place, label)
+        numbers.insert(place, number)
+        times.insert(place, known_us)
+        for _ in range(self._known(clock) - self.label_size):
+            labels.popleft()
+            numbers.popleft()
+            times.popleft()
+
+    def _known(self, at: int) -> int:
+        """How many of the kept labels were known at `at`: all but those dated after it (landed with a time ahead)."""
+        times = self.label_times
+        return len(times) if not times or times[-1] <= at else bisect.bisect_right(times, at)
+
+    def known_labels(self, at: int) -> Sequence[Any]:
+        known = self._known(at)
+        return self.labels if known == len(self.labels) else list(self.labels)[:known]
+
+    def known_numbers(self, at: int) -> Sequence[float]:
+        known = self._known(at)
+        return self.numbers if known == len(self.numbers) else list(self.numbers)[:known]
 
 
 @dataclass(frozen=True)
@@ -451,7 +482,7 @@ class HistoryState:
         values = {col: deque(maxlen=n) for col, n in self._value_len[by].items()}
         size = self._label_len[by]
         windows = {p.slot: _TimeWindow(p.window_us or 0, p.kind) for p in self._timed[by]}
-        return _KeyState(values=values, labels=deque(maxlen=size), numbers=deque(maxlen=size), windows=windows)
+        return _KeyState(values=values, label_size=size, windows=windows)
 
     def _table_state(self, by: str | None, key: Any) -> _KeyState:
         state = self._tables[by].get(key)
@@ -479,7 +510,7 @@ class HistoryState:
         elif kind == "events":
             out[names[0]] = float(state.count)
         elif kind == "lag":
-            recent = state.labels if plan.label else state.values[plan.source or ""]
+            recent = state.known_labels(time_us) if plan.label else state.values[plan.source or ""]
             size = len(recent)
             for i, name in enumerate(names):
                 value = recent[-i - 1] if size > i else None
@@ -487,7 +518,7 @@ class HistoryState:
         elif plan.window_us is not None:
             out[names[0]] = state.windows[plan.slot].read(time_us)
         else:
-            numbers = state.numbers if plan.label else state.values[plan.source or ""]
+            numbers = state.known_numbers(time_us) if plan.label else state.values[plan.source or ""]
             if kind == "diff":
                 size = len(numbers)
                 if plan.label:
@@ -539,8 +570,7 @@ class HistoryState:
             if key is not None:
                 state = self._table_state(by, key)
                 number = self._label_number(label)
-                state.labels.append(label)
-                state.numbers.append(number)
+                state.add_label(label, number, known_us, self._clock)
                 for plan in self._timed[by]:
                     if plan.label:
                         state.windows[plan.slot].add(known_us, number, self._clock)
