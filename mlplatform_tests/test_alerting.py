@@ -15,7 +15,7 @@ from mlplatform.pipeline.live_quality import ServedVersion, measure, measure_rea
 from mlplatform.orchestration.names import LIVE_QUALITY_CHECK, ModelNames
 from mlplatform_tests.support.loop import retrain_job
 from mlplatform_tests.support.processes import wait_until
-from mlplatform.stores.registry import Registry
+from mlplatform.stores.registry import POSITIVE_CLASS_TAG, Registry
 from mlplatform.pipeline.replay import canonical_labels, read_source, write_batches
 from mlplatform.serving.champion import ChampionWatcher
 from mlplatform.serving.metrics import ServingMetrics
@@ -248,4 +248,11 @@ def test_live_quality_reads_a_binary_model_s_probability_as_of_its_own_positive_
     reading, before = (measure_reading(settings, s, log, served, reference) for s in (flipped, spec))
     assert not isinstance(reading, str) and not isinstance(before, str) and reading.value == pytest.approx(before.value)
     assert not reading.as_reading("r").dropped(0.05), "the quality_drop reading of an unchanged model does not drop"
+
+    # What the live_quality asset reads it from: the version's tag, one store read; a version logged before the tag, loaded.
+    [version] = register_versions(settings, spec, adult_rows, 1)
+    registry = Registry(settings.tracking_uri, settings.artifact_root, spec)
+    assert registry.get_version(version).tags[POSITIVE_CLASS_TAG] == ">50K" and registry.probability_of(version) == ">50K"
+    registry.client.delete_model_version_tag(registry.name, str(version), POSITIVE_CLASS_TAG)
+    assert registry.probability_of(version) == ">50K"
 

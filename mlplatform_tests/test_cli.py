@@ -87,6 +87,9 @@ def test_status_json_after_two_versions(
     assert "--content 'xyz' is not the start of a SHA-256" in capsys.readouterr().err
     assert main(["quarantine", "--model", "adult", "--release", row["file"], "--content", old]) == 0
     assert f"adult: released 1 quarantined rows of file {row['file']!r} (content {old}: 1 rows); 1 quarantined rows left" in capsys.readouterr().out
+    typo = fresh[:12] + ("0" if fresh[12] != "0" else "1") + fresh[13:]
+    assert main(["quarantine", "--model", "adult", "--release", row["file"], "--content", typo]) == 2, "its start is a content's, the rest is not"
+    assert f"has no quarantined rows of a content starting {typo!r}" in capsys.readouterr().err
     assert main(["quarantine", "--model", "adult", "--release", row["file"], "--content", fresh.upper()]) == 0, "the whole SHA-256, as sha256sum prints it"
     assert f"adult: released 1 quarantined rows of file {row['file']!r} (content {fresh[:12]}: 1 rows); 0 quarantined rows left" in capsys.readouterr().out
     assert main(["status", "--json", "--model", "adult"]) == 0

@@ -253,8 +253,10 @@ def test_an_id_that_is_a_number_but_no_integer_is_quarantined_as_predict_refuses
     text = ingest_file(_write(frame.drop(columns="income").head(2).assign(event_id=["1.5", "x"]), tmp_path / f"text-{name}"), adult_spec, log, _policy(2000))
     assert (events.ingested, events.quarantined) == (4, 2) and (labels.labels_applied, labels.quarantined) == (4, 2)
     assert text.ingested == 2 and sorted(log.get(["7", "8", "1.5", "x"])["event_id"]) == ["1.5", "7", "8", "x"]
+    big = ingest_file(_write(frame.drop(columns="income").head(2).assign(event_id=[2**53 - 1, 2**60]), tmp_path / f"big-{name}"), adult_spec, log, _policy(2000))
+    assert (big.ingested, big.quarantined) == (1, 1) and len(log.get([str(2**53 - 1)])) == 1, "an integer beyond JSON's exact ones, as /predict refuses it"
     reasons = [reason for (reason,) in log._query("SELECT reason FROM quarantine")[1]]
-    assert reasons == [f"event_id: {ID_NUMBER_PROBLEM}"] * 4, reasons
+    assert reasons == [f"event_id: {ID_NUMBER_PROBLEM}"] * 5, reasons
     log.close()
 
 

@@ -123,7 +123,7 @@ def test_a_model_s_own_serving_settings_let_the_correction_serve_beside_a_model_
     assert (multiclass.settings.serve_online_correction, multiclass.settings.serve_max_batch_rows) == (False, 1000)
     for model in (adult, multiclass):
         check_supported(model.settings, model.spec)
-    with pytest.raises(SettingsError, match="serve_online_correction is on, but dataset 'colours' is multiclass.*loop: {serve_online_correction: true}"):
+    with pytest.raises(SettingsError, match="serve_online_correction is on for dataset 'colours' .*, but it is multiclass.*loop: {serve_online_correction: true}"):
         check_supported(multiclass.settings.model_copy(update={"serve_online_correction": True}), multiclass.spec)
 
 

@@ -199,6 +199,13 @@ def test_the_stack_s_redis_keeps_queued_steps_and_bindings_when_killed_and_start
     finally:
         again.terminate()
         again.wait()
+    next_stack = subprocess.Popen(redis_server(settings).command, stdout=subprocess.DEVNULL)  # a stack started anew: none of those steps
+    try:
+        wait_until("a new stack's redis to answer", server.ready, 30)
+        assert client.llen("dagster") == 0
+    finally:
+        next_stack.terminate()
+        next_stack.wait()
 
 
 def _pool_children(pid: int) -> list[int]:

@@ -3,6 +3,7 @@
 
 import fcntl
 import os
+import signal
 import socket
 import stat
 import subprocess
@@ -102,6 +103,11 @@ def test_a_failure_names_the_module_a_python_server_runs_and_the_signal_that_kil
     server.process.kill()
     server.process.wait()
     assert server.describe_failure() == f"celery-worker ({sys.executable} -m http.server) killed by SIGKILL"
+    realtime = signal.SIGRTMIN + 6  # which signal.Signals does not name: describing it raised ValueError in the supervisor
+    server.process = subprocess.Popen(server.command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server.process.send_signal(realtime)
+    server.process.wait()
+    assert server.describe_failure() == f"celery-worker ({sys.executable} -m http.server) killed by signal {int(realtime)}"
 
 
 def test_a_restartable_child_that_dies_is_started_again_and_one_that_keeps_dying_stops_the_stack(tmp_path: Path) -> None:

@@ -129,8 +129,16 @@ class Server:
         if code is None:
             ended = "did not become ready"
         else:
-            ended = f"killed by {signal.Signals(-code).name}" if code < 0 and -code in signal.valid_signals() else f"exited with {code}"
+            ended = f"killed by {_signal_name(-code)}" if code < 0 else f"exited with {code}"
         return f"{self.name} ({program}) {ended}{where}"
+
+
+def _signal_name(number: int) -> str:
+    """SIGKILL for 9; a real-time signal, which `signal.Signals` does not name, by its number."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def stop_all(servers: list[Server], grace_seconds: float) -> None:
@@ -242,15 +250,17 @@ def _redis_answers(url: str) -> bool:
 
 
 def redis_server(settings: Settings) -> Server:
-    """Redis for Celery on the host and port of `celery_broker_url`, its files in <state>/redis, with an append-only file
-    (fsync every second). Without one, a Redis restarted after a crash came back empty: no queued step, and none of
-    kombu's exchange bindings, which a Celery producer declares once per connection; a step a run submitted then went
-    to kombu's undeliverable list, and its run stayed STARTED with no step run until run monitoring's limit."""
+    """Redis for Celery on the host and port of `celery_broker_url`, its files in <state>/redis, emptied as a stack starts,
+    with an append-only file (fsync every second) for the restarts within it. Without one, a Redis restarted after a
+    crash came back empty: no queued step, and none of kombu's exchange bindings, which a Celery producer declares once
+    per connection; a step a run submitted then went to kombu's undeliverable list, and its run stayed STARTED with no
+    step run until run monitoring's limit."""
     url = settings.celery_broker_url
     if url is None:
         raise DevServerError(f"{env_name('celery_broker_url')} is not set: no Redis to start")
     host, port = _bind(url)
     folder = settings.state_dir / "redis"
+    shutil.rmtree(folder, ignore_errors=True)  # a stack that stopped left steps of its runs queued: not this stack's to run
     folder.mkdir(parents=True, exist_ok=True)
     binary = require_binary("redis-server", f"the Celery broker of {env_name('celery_broker_url')}")
     return Server("redis", url, [binary, "--bind", host, "--port", str(port), "--dir", str(folder), "--save", "", "--appendonly", "yes",

@@ -62,6 +62,8 @@ def release(model: ModelContext, source: str, content: str | None = None) -> str
         raise QuarantineError(f"{model.name}: file {source!r} was landed as {len(rows)} contents with quarantined rows ({contents}): say which with "
                               "--content (the SHA-256 of the file, or its start, as `quarantine --file` shows it)")
     released = log.release_quarantined_file(source, wanted)
+    if released == 0:  # a whole SHA-256 whose start matched a content's, and whose rest did not
+        raise QuarantineError(f"{model.name}: file {source!r} has no quarantined rows of a content starting {content!r} ({contents})")
     return f"{model.name}: released {released} quarantined rows of file {source!r} ({contents}); {log.counts().quarantined} quarantined rows left"
 
 

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 
 from mlplatform.domain.features import ARITHMETIC_LIMIT, as_text, normalise_category
 from mlplatform.domain.spec import EVENT_ID, EVENT_TIME, LABEL, DatasetSpec
-from mlplatform.domain.timeformat import column_format, iso_time, offset_event_times, parse_event_times
+from mlplatform.domain.timeformat import column_format, offset_event_times, parse_event_times
 
 MAX_ID_LENGTH = 128
 MAX_TEXT_LENGTH = 256
@@ -156,20 +156,29 @@ def has_nul(text: pd.Series) -> pd.Series:
 
 
 MAX_INTEGER_ID = 2**53 - 1  # the integers every JSON parser reads exactly (IEEE doubles)
-def future_problem(latest_time_us: int) -> str:
-    """Why an event time after `latest_time_us` is refused. Served events are timed by the server's clock; one landed
-    with a time years ahead (a producer's clock, a time zone, a wrong time_format) was taken, then sat at the end of
-    every hold-out and made serving's history features read labels from the future."""
-    return f"in the future: after {iso_time(latest_time_us)}, the latest event time taken now (a producer's clock or time zone, or the time_format?)"
+@dataclass(frozen=True)
+class FutureBound:
+    """Event times after `latest_us` are refused: more than `seconds` after the clock of the run reading them. Served
+    events are timed by the server's clock; one landed with a time years ahead (a producer's clock, a time zone, a wrong
+    time_format) was taken, then sat at the end of every hold-out and made serving's history features read labels from
+    the future."""
+
+    latest_us: int
+    seconds: float
+
+    @property
+    def problem(self) -> str:
+        """The same words for every row and batch: the bound itself moves with the clock, so it is not in them."""
+        return f"in the future: more than {self.seconds:g} s after the landing run's clock (a producer's clock or time zone, or the time_format?)"
 
 
 ID_NUMBER_PROBLEM = f"a number that is no integer within ±{MAX_INTEGER_ID}: an id is text or such an integer, as /predict takes it"
 
 
 def not_an_id_number(values: pd.Series) -> pd.Series:
-    """Mask of the id cells that are floating-point numbers but no exact integer (1.5, inf, 1e300) or true/false, from a
-    JSON Lines or Parquet file: landing kept 1.5 as the id "1.5" where /predict refuses it, so one event had an id on one
-    surface only."""
+    """Mask of the id cells that are numbers but no integer within ±MAX_INTEGER_ID (1.5, inf, 1e300, 2**60) or
+    true/false, from a JSON Lines or Parquet file: landing kept 1.5 as the id "1.5" where /predict refuses it, so one
+    event had an id on one surface only."""
     if pd.api.types.is_bool_dtype(values):
         return values.notna().astype(bool)
     if pd.api.types.is_float_dtype(values):
@@ -177,9 +186,19 @@ def not_an_id_number(values: pd.Series) -> pd.Series:
         with np.errstate(invalid="ignore"):
             exact = (np.abs(numbers) <= MAX_INTEGER_ID) & (numbers % 1 == 0)
         return pd.Series(~np.isnan(numbers) & ~exact, index=values.index)
+    if pd.api.types.is_integer_dtype(values):
+        return values.abs().gt(MAX_INTEGER_ID).fillna(False).astype(bool)
     if values.dtype == object:
-        return values.map(lambda v: isinstance(v, (bool, np.bool_)) or (isinstance(v, float) and not (abs(v) <= MAX_INTEGER_ID and v.is_integer()))).astype(bool)
+        return values.map(_not_an_id_number).astype(bool)
     return pd.Series(False, index=values.index)
+
+
+def _not_an_id_number(value: object) -> bool:
+    if isinstance(value, (bool, np.bool_)):
+        return True
+    if isinstance(value, (int, np.integer)):
+        return abs(int(value)) > MAX_INTEGER_ID
+    return isinstance(value, (float, np.floating)) and not (abs(value) <= MAX_INTEGER_ID and float(value).is_integer())
 
 
 def not_a_number(value: object) -> str:
@@ -278,7 +297,7 @@ def validate_frame(
     generated_time_start_us: int,
     row_numbers: Sequence[int] | None = None,
     first_row: int = 0,
-    latest_time_us: int | None = None,
+    future: FutureBound | None = None,
 ) -> Validated:
     """Check every row of `raw` against `spec`.
 
@@ -286,8 +305,8 @@ def validate_frame(
     an id or time get generated ones that are stable for the same input, so the same file dropped
     twice produces the same event ids. `row_numbers` (default: 1, 2, ...) is where each row sits in
     its file; quarantined rows carry it. `first_row` is how many rows of the same file came before `raw`
-    (a file validated batch by batch), so generated ids stay those of the whole file. `latest_time_us`: a row whose
-    time is later is refused as in the future (None: any time is taken).
+    (a file validated batch by batch), so generated ids stay those of the whole file. `future`: a row timed after its
+    bound is refused as in the future (None: any time is taken).
     """
     raw = with_clean_columns(raw)
     time_col = check_columns(list(raw.columns), spec)
@@ -337,8 +356,8 @@ def validate_frame(
         if offset is not None:
             times = offset_event_times(times, cells[offset.column], offset.unit)
             flag(times.isna(), offset.column, f"missing or not a number of {offset.unit} (the spec's time_offset), or the time it makes is out of range")
-        if latest_time_us is not None:
-            flag(times.gt(latest_time_us).fillna(False), time_col, future_problem(latest_time_us))
+        if future is not None:
+            flag(times.gt(future.latest_us).fillna(False), time_col, future.problem)
         out[EVENT_TIME] = times.fillna(0).astype("int64")
     else:
         out[EVENT_TIME] = pd.Series(generated_times, index=raw.index)

@@ -73,7 +73,7 @@ def build_live_quality(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.F
                 metadata={LIVE_VERSION: 0, LIVE_EVENTS: 0, LIVE_VERDICT: "no champion yet"},
                 check_results=[dg.AssetCheckResult(check_name=LIVE_QUALITY_CHECK, passed=True, severity=dg.AssetCheckSeverity.WARN, description="no champion yet")],
             )
-        served = ServedVersion.of(champion.version, model.registry.load_predictor(champion.version))
+        served = ServedVersion(champion.version, model.registry.probability_of(champion.version))
         quality = measure(settings, model.spec, model.event_log, served)
         reading = measure_reading(settings, model.spec, model.event_log, served, model.registry.holdout_reference(champion.version))
         if not quality.enough:

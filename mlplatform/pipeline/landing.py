@@ -46,6 +46,7 @@ from mlplatform.domain.validation import (
     EVENT_ID,
     EVENT_TIME,
     ID_NUMBER_PROBLEM,
+    FutureBound,
     LABEL,
     NUL,
     NUL_PROBLEM,
@@ -744,7 +745,7 @@ def _ingest_events(frame: pd.DataFrame, lines: list[int], first_row: int, digest
     of its rows and the columns ignored."""
     now = now_us()
     validated = validate_frame(frame, spec, generated_id_prefix=digest[:16], generated_time_start_us=now, row_numbers=lines, first_row=first_row,
-                               latest_time_us=now + int(max_future_seconds * 1_000_000))
+                               future=FutureBound(now + int(max_future_seconds * 1_000_000), max_future_seconds))
     result = log.append(validated.events, source=name)
     quarantined = log.quarantine(validated.quarantined, source=name, file_sha256=digest)
     duplicates = validated.duplicates + result.duplicates

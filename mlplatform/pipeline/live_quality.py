@@ -22,7 +22,7 @@ from mlplatform.domain.evaluation import score
 from mlplatform.domain.policy import PerformanceReading
 from mlplatform.domain.keys import CHAMPION_VERSION, QUALITY_EVENTS, QUALITY_LOWER, QUALITY_METRIC, QUALITY_UPPER, QUALITY_VALUE, REFERENCE
 from mlplatform.stores.eventlog import EventStore
-from mlplatform.domain.predictor import PREDICTION, PROBABILITY, Predictor
+from mlplatform.domain.predictor import PREDICTION, PROBABILITY
 from mlplatform.settings import Settings
 from mlplatform.domain.spec import DatasetSpec, Task
 from mlplatform.domain.validation import EVENT_TIME, LABEL
@@ -81,10 +81,6 @@ class ServedVersion:
 
     version: int
     probability_of: str | None
-
-    @classmethod
-    def of(cls, version: int, predictor: Predictor) -> "ServedVersion":
-        return cls(version, predictor.positive_class)
 
 
 def served_predictions(spec: DatasetSpec, window: pd.DataFrame, probability_of: str | None) -> pd.DataFrame:

@@ -142,20 +142,21 @@ def _caller_ids(records: list[Any], loc: tuple[str | int, ...], key: str) -> tup
     return stripped, ids, errors
 
 
-ONLY_SOME = "`loop: {serve_online_correction: true}` in the defs.yaml of the models that can have it"
+CORRECTION_FROM = "MLPLATFORM_SERVE_ONLINE_CORRECTION, or its defs.yaml's loop:"
+ONLY_SOME = "unset MLPLATFORM_SERVE_ONLINE_CORRECTION and set `loop: {serve_online_correction: true}` in their defs.yaml"
 
 
 def check_supported(settings: Settings, spec: DatasetSpec) -> None:
     """Refuse settings this model cannot be served with (SettingsError, which the CLI turns into exit 2), before any state is touched."""
     if settings.serve_online_correction and spec.task is Task.multiclass:
         raise SettingsError(
-            f"serve_online_correction is on, but dataset {spec.name!r} is multiclass: the online correction supports binary and "
-            f"regression tasks; unset MLPLATFORM_SERVE_ONLINE_CORRECTION and turn it on per model ({ONLY_SOME}), or serve the others with --model"
+            f"serve_online_correction is on for dataset {spec.name!r} ({CORRECTION_FROM}), but it is multiclass: the online correction "
+            f"supports binary and regression tasks; turn it on only for the models that can have it ({ONLY_SOME}), or serve the others with --model"
         )
     if settings.serve_online_correction and spec.history is not None:
         raise SettingsError(
-            f"serve_online_correction is on, but dataset {spec.name!r} declares history features, which the online correction "
-            f"cannot recompute for past events; unset MLPLATFORM_SERVE_ONLINE_CORRECTION and turn it on per model ({ONLY_SOME}), "
+            f"serve_online_correction is on for dataset {spec.name!r} ({CORRECTION_FROM}), but it declares history features, which "
+            f"the online correction cannot recompute for past events; turn it on only for the models that can have it ({ONLY_SOME}), "
             "or serve the others with --model"
         )
 
@@ -204,16 +205,16 @@ class ModelService:
         self.watcher.check()
         self.watcher.start()
         watcher = self.watcher
-        self.live = LiveQualityGauges(s, self.spec, self.events, self.metrics, lambda: ServedVersion.of(m.version, m.predictor) if (m := watcher.current) else None)
+        self.live = LiveQualityGauges(s, self.spec, self.events, self.metrics, lambda: ServedVersion(m.version, m.predictor.positive_class) if (m := watcher.current) else None)
         self.live.start()
         if s.serve_shadow_challenger:
             self.shadow = ShadowScorer(self.registry, self.spec, s, self.events, self.metrics)
             self.shadow.start()
 
     def _follow_spec(self) -> None:
-        """The spec file's edits of what a label may be, for /feedback, for the champion's next load and for the live
-        gauges: a champion retrained on a class the spec just gained fits the edited spec, not the one serving started
-        with, and its precision and recall are of the edited positive class."""
+        """The spec file's edits of what a label may be (classes, label_map), for /feedback, for the champion's next load
+        and for the live gauges: a champion retrained on a class the spec just gained fits the edited spec, not the one
+        serving started with, and the gauges score the classes it has."""
         self.spec_file.refresh()
         if self.watcher is not None:
             self.watcher.spec = self.spec_file.spec

@@ -176,7 +176,8 @@ class Registry:
             if inputs:
                 self.client.log_inputs(run.info.run_id, [DatasetInput(Dataset(**d.to_dict()), [InputTag(MLFLOW_DATASET_CONTEXT, context)]) for context, d in inputs.items()],
                                        models=[LoggedModelInput(info.model_id)])
-        version = mlflow.register_model(info.model_uri, self.name, tags=tags)
+        positive = {POSITIVE_CLASS_TAG: result.predictor.positive_class} if result.predictor.positive_class is not None else {}
+        version = mlflow.register_model(info.model_uri, self.name, tags={**tags, **positive})
         self.client.set_registered_model_alias(self.name, CHALLENGER, version.version)
         return version
 
@@ -296,6 +297,12 @@ class Registry:
         model = mlflow.pyfunc.load_model(f"models:/{self.name}/{version}")
         return model.unwrap_python_model().predictor
 
+    def probability_of(self, version: int | str) -> str | None:
+        """The class a binary version's probability is of (None: not binary): its version tag, one store read where
+        loading the model would download and unpickle it; a version logged before the tag existed is loaded."""
+        recorded = self.get_version(version).tags.get(POSITIVE_CLASS_TAG)
+        return recorded if recorded is not None else self.load_predictor(version).positive_class
+
     def holdout_reference(self, version: int | str) -> dict[str, float]:
         """The version's realized metrics on its own hold-out, as logged with its performance estimator (empty for a
         version logged without one): one store read, where loading the model for its estimator would unpickle it."""
@@ -409,6 +416,9 @@ def _timeline(model_tags: dict[str, str]) -> list[ChampionChange]:
 
 def tag(key: str) -> str:
     return MLFLOW_TAG_PREFIX + key
+
+
+POSITIVE_CLASS_TAG = tag("positive_class")  # of a binary version: the class its probability is of
 
 
 def json_tag(value: object) -> str:
