@@ -133,12 +133,12 @@ def test_a_tracking_server_that_does_not_answer_is_one_line_naming_the_setting(s
     """`status` with a stopped production stack's settings file still loaded printed 111 lines of MLflow tracebacks."""
     from mlplatform.cli.dev import free_port
 
-    monkeypatch.setenv("MLPLATFORM_MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("MLPLATFORM_MLFLOW_TRACKING_URI", f"http://ops:secret@127.0.0.1:{free_port()}")
     monkeypatch.setenv("MLPLATFORM_EXTERNAL_RETRY_BUDGET_SECONDS", "10")
     assert main(["status", "--model", "adult"]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("mlplatform status: the MLflow tracking server at http://127.0.0.1:") and "(MLPLATFORM_MLFLOW_TRACKING_URI) does not answer" in err
-    assert "Traceback" not in err and len(err.splitlines()) == 1
+    assert err.startswith("mlplatform status: the MLflow tracking server at http://ops:***@127.0.0.1:") and "(MLPLATFORM_MLFLOW_TRACKING_URI) cannot be reached (" in err
+    assert "Traceback" not in err and "secret" not in err and len(err.splitlines()) == 1
 
 
 @pytest.mark.parametrize(

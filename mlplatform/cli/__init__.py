@@ -346,9 +346,11 @@ def tracking_unreachable(exc: BaseException, settings: Settings) -> str | None:
         cause = cause.__cause__ or cause.__context__
     if cause is None:
         return None
+    from mlplatform.stores.eventlog_postgres import redact
+
     setting = env_name("mlflow_tracking_uri") if settings.mlflow_tracking_uri else env_name("mlflow_ui_url")
-    return (f"the MLflow tracking server at {settings.tracking_uri} ({setting}) does not answer: is its stack (`make prod`) running? "
-            "A settings file of a stack that stopped is stale")
+    return (f"the MLflow tracking server at {redact(settings.tracking_uri)} ({setting}) cannot be reached ({type(cause).__name__}): is its "
+            "stack (`make prod`) running? A settings file of a stack that stopped is stale")
 
 
 if __name__ == "__main__":
