@@ -73,6 +73,16 @@ def test_realized_metrics_are_sklearns() -> None:
         "recall": skm.recall_score(labels, guess, average="macro"), "f1": skm.f1_score(labels, guess, average="macro"),
         "roc_auc": skm.roc_auc_score(labels, matrix, multi_class="ovr")})
     assert weighted_auc(scores, y.astype(float)) == pytest.approx(skm.roc_auc_score(y, scores))
+    # A chunk without one class: the macro averages run over the classes labelled or predicted in it, as scikit-learn's
+    # default and the hold-out's (over every class, a model right on every event realized 0.67).
+    common = labels != 2
+    chunk, truth = matrix[common], labels[common]
+    guess = chunk.argmax(axis=1)
+    absent = multi.realized(chunk, truth)
+    assert absent["precision"] == pytest.approx(skm.precision_score(truth, guess, average="macro", zero_division=0)), "over the classes that occur"
+    assert absent["recall"] == pytest.approx(skm.recall_score(truth, guess, average="macro", zero_division=0))
+    confident = np.eye(3)[truth] * 0.98 + 0.01  # right on every event
+    assert multi.realized(confident, truth)["precision"] == multi.realized(confident, truth)["recall"] == 1.0
 
 
 @pytest.mark.parametrize("metric", ["accuracy", "roc_auc", "f1"])

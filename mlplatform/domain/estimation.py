@@ -101,13 +101,17 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 def confusion_metrics(confusion: np.ndarray, positive: int | None) -> dict[str, np.ndarray]:
     """Accuracy, precision, recall and F1 of confusion matrices [..., true, predicted]: of the positive class for
-    binary, macro-averaged over all classes (as evaluation.score does) otherwise."""
+    binary, otherwise macro-averaged over the classes that occur (predicted, or labelled at least once: an expected
+    count of half an event or more), as evaluation.score averages over those labelled or predicted. Over every class,
+    one absent from a chunk counted as 0: a model right on every event of a chunk without the rare class estimated and
+    realized 0.62 precision, where the hold-out and live quality said 0.93."""
     tp = np.diagonal(confusion, axis1=-2, axis2=-1)
     predicted, actual = confusion.sum(axis=-2), confusion.sum(axis=-1)
     per_class = {"precision": _ratio(tp, predicted), "recall": _ratio(tp, actual), "f1": _ratio(2 * tp, predicted + actual)}
     out = {"accuracy": _ratio(tp.sum(axis=-1), confusion.sum(axis=(-2, -1)))}
+    occurring = (predicted > 0) | (actual >= 0.5)
     for name, values in per_class.items():
-        out[name] = values[..., positive] if positive is not None else values.mean(axis=-1)
+        out[name] = values[..., positive] if positive is not None else _ratio((values * occurring).sum(axis=-1), occurring.sum(axis=-1).astype("float64"))
     return out
 
 
