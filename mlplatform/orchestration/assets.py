@@ -177,7 +177,7 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
                 "first_event_id": w.first_event_id,
                 "last_event_id": w.last_event_id,
                 "label_seq_cutoff": w.label_seq_cutoff,
-                "label_balance": dg.MetadataValue.json({str(k): v for k, v in balance.items()}),
+                "train_label_balance": dg.MetadataValue.json({str(k): v for k, v in balance.items()}),  # of the train_rows, not the hold-out
                 "model_columns": dg.MetadataValue.json(snapshot.transformer.output_columns),
                 "categories": dg.MetadataValue.json({k: len(v) for k, v in snapshot.transformer.categories.items()}),
                 SNAPSHOT: dg.MetadataValue.path(str(folder)),
