@@ -411,12 +411,10 @@ class _KeyState:
         return len(times) if not times or times[-1] <= at else bisect.bisect_right(times, at)
 
     def known_labels(self, at: int) -> Sequence[Any]:
-        known = self._known(at)
-        return self.labels if known == len(self.labels) else list(self.labels)[:known]
+        return list(self.labels)[: self._known(at)]
 
     def known_numbers(self, at: int) -> Sequence[float]:
-        known = self._known(at)
-        return self.numbers if known == len(self.numbers) else list(self.numbers)[:known]
+        return list(self.numbers)[: self._known(at)]
 
 
 @dataclass(frozen=True)
@@ -510,7 +508,10 @@ class HistoryState:
         elif kind == "events":
             out[names[0]] = float(state.count)
         elif kind == "lag":
-            recent = state.known_labels(time_us) if plan.label else state.values[plan.source or ""]
+            if not plan.label:
+                recent = state.values[plan.source or ""]
+            else:  # the labels known at the request's time: all of them but in a clock-skewed stream (inlined: per request)
+                recent = state.labels if not state.label_times or state.label_times[-1] <= time_us else state.known_labels(time_us)
             size = len(recent)
             for i, name in enumerate(names):
                 value = recent[-i - 1] if size > i else None
@@ -518,7 +519,10 @@ class HistoryState:
         elif plan.window_us is not None:
             out[names[0]] = state.windows[plan.slot].read(time_us)
         else:
-            numbers = state.known_numbers(time_us) if plan.label else state.values[plan.source or ""]
+            if not plan.label:
+                numbers = state.values[plan.source or ""]
+            else:
+                numbers = state.numbers if not state.label_times or state.label_times[-1] <= time_us else state.known_numbers(time_us)
             if kind == "diff":
                 size = len(numbers)
                 if plan.label:
