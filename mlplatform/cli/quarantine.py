@@ -7,12 +7,12 @@ took a bad file's place, a way to stop counting the bad file's refusals.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import pandas as pd
 
 from mlplatform.root import ModelContext
+from mlplatform.stores.eventlog import SHA256_PREFIX
 
 RECORD_CHARS = 160  # of a refused record in the terminal; --json gives it whole
 
@@ -52,7 +52,7 @@ def release(model: ModelContext, source: str, content: str | None = None) -> str
         raise QuarantineError(f"{model.name} has no quarantined rows of file {source!r}; files with some: {', '.join(map(repr, _files_with_rows(model))) or 'none'}")
     wanted = None if content is None else content.lower()
     if wanted is not None:
-        if not re.fullmatch(r"[0-9a-f]{1,64}", wanted):
+        if not SHA256_PREFIX.fullmatch(wanted):
             raise QuarantineError(f"--content {content!r} is not the start of a SHA-256 (hex digits)")
         rows = rows[[isinstance(c, str) and (c.startswith(wanted) or wanted.startswith(c)) for c in rows.index]]
     contents = "; ".join(f"content {c if isinstance(c, str) else 'unknown (landed before contents were recorded)'}: {n} rows" for c, n in rows.items())

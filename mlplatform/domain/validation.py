@@ -155,7 +155,6 @@ def has_nul(text: pd.Series) -> pd.Series:
     return text.str.contains(NUL, regex=False).fillna(False).astype(bool)
 
 
-MAX_INTEGER_ID = 2**53 - 1  # the integers every JSON parser reads exactly (IEEE doubles)
 @dataclass(frozen=True)
 class FutureBound:
     """Event times after `latest_us` are refused: more than `seconds` after the clock of the run reading them. Served
@@ -172,6 +171,7 @@ class FutureBound:
         return f"in the future: more than {self.seconds:g} s after the landing run's clock (a producer's clock or time zone, or the time_format?)"
 
 
+MAX_INTEGER_ID = 2**53 - 1  # the integers every JSON parser reads exactly (IEEE doubles)
 ID_NUMBER_PROBLEM = f"a number that is no integer within ±{MAX_INTEGER_ID}: an id is text or such an integer, as /predict takes it"
 
 

@@ -681,13 +681,13 @@ def _is_label_file(frame: pd.DataFrame, spec: DatasetSpec) -> bool:
     return present(spec.label) and (present(EVENT_ID) or present(spec.id_column)) and not any(present(c) for c in spec.features)
 
 
-def _label_row_problem(id_col: str, event_id: object, fractional: bool, raw: object, spec: DatasetSpec) -> str:
+def _label_row_problem(id_col: str, event_id: object, not_an_id: bool, raw: object, spec: DatasetSpec) -> str:
     """Why a plain row of a label file is not applied, in the words event rows are quarantined with."""
     if pd.isna(event_id):
         return f"{id_col}: missing"
     if NUL in str(event_id):
         return f"{id_col}: {NUL_PROBLEM}"
-    if fractional:
+    if not_an_id:
         return f"{id_col}: {ID_NUMBER_PROBLEM}"
     if pd.isna(raw) or (isinstance(raw, str) and not raw.strip()):
         return "label: missing"
@@ -701,8 +701,8 @@ def _ingest_labels(frame: pd.DataFrame, lines: list[int], digest: str, spec: Dat
     plain = ~nested[id_col] & ~nested[spec.label]
     id_cells = frame[id_col].mask(nested[id_col])
     ids = normalise_category(id_cells)  # spelled as event rows' ids are
-    fractional = not_an_id_number(id_cells)
-    storable = ids.notna() & ~has_nul(ids) & ~fractional
+    numbers = not_an_id_number(id_cells)
+    storable = ids.notna() & ~has_nul(ids) & ~numbers
     label_cells = frame[spec.label].mask(nested[spec.label])
     if spec.is_classification:
         labels = normalise_category(label_cells).replace(spec.label_map)
@@ -712,7 +712,7 @@ def _ingest_labels(frame: pd.DataFrame, lines: list[int], digest: str, spec: Dat
         valid = plain & storable & labels.notna() & ~bad
     result = log.add_labels(ids[valid].tolist(), labels[valid].tolist())
     problems = [(i, f"{col}: {value_problem(frame.at[i, col])}") for col, mask in nested.items() for i in frame.index[mask & ~valid]]
-    problems += [(i, _label_row_problem(id_col, ids[i], fractional[i], frame.at[i, spec.label], spec)) for i in frame.index[plain & ~valid]]
+    problems += [(i, _label_row_problem(id_col, ids[i], numbers[i], frame.at[i, spec.label], spec)) for i in frame.index[plain & ~valid]]
     position = {event_id: i for i, event_id in zip(frame.index[valid], ids[valid])}
     problems += [(position[e], "label for an unknown event_id") for e in result.unknown]
     if result.conflicts:

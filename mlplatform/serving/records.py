@@ -45,8 +45,6 @@ def printable(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-
-
 def event_id_of(value: Any) -> tuple[str | None, str | None]:
     """An event id sent by a caller, spelled as landing spells an id column (text stripped, an integer as its digits), or
     why it is not one."""

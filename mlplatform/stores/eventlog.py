@@ -38,6 +38,7 @@ CHANGED = "changed"  # AppendResult.changed: which feature of a known id came wi
 LOGGED = "logged:"  # prefix of a known id's recorded feature values while they are compared (no feature name holds a colon)
 SERVING_SOURCE = "serving"  # `source` of events logged by the prediction service
 CONTENT_CHARS = 12  # of a landed file's SHA-256, naming one of the contents landed under one name
+SHA256_PREFIX = re.compile(r"[0-9a-f]{1,64}")  # the start of a content's SHA-256, as `--content` names it
 COUNTERS = ("events", "labelled", "quarantined", "label_seq")  # rows of `meta`, kept by the writing transactions
 
 
@@ -540,7 +541,7 @@ class EventStore(ABC):
         name was landed as several contents; None: every content of that name. Returns how many were released."""
         if content is None:
             return self._release("source = {p}", (source,))
-        if not re.fullmatch(r"[0-9a-f]{1,64}", content):
+        if not SHA256_PREFIX.fullmatch(content):
             raise ValueError(f"content: {content!r} is not a SHA-256 prefix (lowercase hex)")
         return self._release("source = {p} AND file_sha256 LIKE {p}", (source, content + "%"))
 

@@ -20,7 +20,7 @@ import pandas as pd
 
 from mlplatform.domain.keys import CHAMPION_CHANGE, CHAMPION_MOVING, ESTIMATOR_REFERENCE_PREFIX, MLFLOW_TAG_PREFIX, PINNED, WINDOW_CUTOFF
 from mlplatform.domain.retry_budget import RetryBudget
-from mlplatform.domain.spec import DatasetSpec
+from mlplatform.domain.spec import DatasetSpec, Task
 
 if TYPE_CHECKING:  # LightGBM and scikit-learn load only where a model is logged or loaded, not for a status or an alias read
     from mlflow.data.pandas_dataset import PandasDataset
@@ -298,8 +298,11 @@ class Registry:
         return model.unwrap_python_model().predictor
 
     def probability_of(self, version: int | str) -> str | None:
-        """The class a binary version's probability is of (None: not binary): its version tag, one store read where
-        loading the model would download and unpickle it; a version logged before the tag existed is loaded."""
+        """The class a binary version's probability is of (None: the spec is not binary, with nothing to read): its
+        version tag, one store read where loading the model would download and unpickle it; a version logged before the
+        tag existed is loaded."""
+        if self.spec.task is not Task.binary:
+            return None
         recorded = self.get_version(version).tags.get(POSITIVE_CLASS_TAG)
         return recorded if recorded is not None else self.load_predictor(version).positive_class
 
