@@ -195,7 +195,9 @@ class ModelService:
         if self.history is not None and self.spec.history is not None:  # rebuilt from the log before the first request
             watermark = self.events.counts().label_watermark
             history = self.spec.history
-            self.history.replay(self.events.history_warmup(None, history.warmup_events, history.longest_window_us), watermark)
+            # Up to now: an event landed with a time ahead (clock skew, within landing's bound) is a later event to every
+            # request until its time comes, as in training's timeline, and enters the state at a start after it.
+            self.history.replay(self.events.history_warmup(now_us() + 1, history.warmup_events, history.longest_window_us), watermark)
             self.metrics.history_watermark.set(self.history.label_watermark)
             self._catch_up.start()
         self.log = PredictionLog(self.events, self.metrics, s.serve_log_interval_ms / 1000, s.serve_log_max_rows, s.serve_log_on_loop)
