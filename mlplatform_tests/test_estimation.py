@@ -20,6 +20,9 @@ from mlplatform.domain.training import TrainingConfig, encode_labels, fit_perfor
 from mlplatform.domain.validation import LABEL, validate_frame
 from mlplatform.pipeline.replay import read_source
 from mlplatform.pipeline.retraining import attach_estimator
+from mlplatform.pipeline.estimation import EstimationReport, estimate_performance
+from mlplatform.settings import Settings
+from mlplatform.stores.eventlog_factory import open_event_log
 from mlplatform_tests.conftest import BIKE_SPEC
 
 BINARY = ["no", "yes"]
@@ -285,3 +288,53 @@ def test_cbpe_on_a_trained_multiclass_model_with_a_class_missing_from_its_holdou
     realized = predictor.estimator.realized(predictor.features_and_scores(later)[1], encode_labels(later[LABEL], spec))
     assert realized["accuracy"] == pytest.approx(float((predictor.predict(later)["prediction"] == later[LABEL]).mean()))
     assert abs(estimate.metrics["accuracy"] - realized["accuracy"]) < 0.05 and set(estimate.metrics) == set(realized)
+
+
+def _three_class_frame(n: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    x, z = rng.normal(size=n), rng.normal(size=n)
+    return pd.DataFrame({"x": x, "z": z, LABEL: np.array(THREE)[np.digitize(x + 0.7 * rng.normal(size=n), [-0.5, 0.8])]})
+
+
+def test_the_multiclass_auc_averages_over_the_classes_that_occur() -> None:
+    """A class the hold-out lacks keeps its raw probability; where it is expected a small fraction of an event it has no
+    AUC to speak of, and counted as one class of four it lifted the estimate above what the labels then said."""
+    rng = np.random.default_rng(11)
+    matrix, labels = _multiclass(rng, 3000)
+    rare = 1e-5 * matrix[:, :1]  # a fourth class, never labelled, its score following the first's
+    four = np.hstack([matrix * (1 - rare), rare])
+    estimator = fit_estimator("multiclass", [*THREE, "d"], _none(2000), four[:2000], labels[:2000], seed=7)
+    assert isinstance(estimator, ClassificationEstimator) and estimator.uncalibrated == ["d"]
+    estimate = estimator.estimate(_none(1000), four[2000:], 100)
+    proba = estimator.calibrated(four[2000:])
+    assert estimate.metrics["roc_auc"] == pytest.approx(np.mean([weighted_auc(four[2000:, k], proba[:, k]) for k in range(3)]))
+    realized = estimator.realized(four[2000:], labels[2000:])["roc_auc"]
+    assert abs(estimate.metrics["roc_auc"] - realized) <= 0.025, (estimate, realized)  # the tolerance of the multiclass test above
+
+
+def test_realized_metrics_read_labels_as_the_champion_knows_its_classes(tmp_path: Path) -> None:
+    """The spec's classes reordered and one gained after the champion was trained: its realized accuracy read labels by
+    the spec's order (0.28 where it was right on 0.67, in a probe), and a label of the new class failed the whole asset
+    ("cannot reshape array of size 11 into shape (3,3)"). Labels are read by the champion's own classes; those of a class
+    it does not predict are left out of the realized metrics, counted and named."""
+    spec = parse_spec({"name": "three", "task": "multiclass", "label": "y", "classes": THREE, "features": {"x": "numeric", "z": "numeric"}})
+    frame = _three_class_frame(5000, seed=10)
+    predictor = train(frame.iloc[:3000], spec, TrainingConfig(min_rows=100, trials=1, num_boost_round=100, early_stopping_rounds=10)).predictor
+    predictor.estimator = fit_performance_estimator(predictor, frame.iloc[3000:4000], spec, seed=7)
+    later = frame.iloc[4000:].reset_index(drop=True)
+    later[LABEL] = later[LABEL].where(later.index % 10 != 3, "d")  # the class the spec gained
+    gained = parse_spec({**spec.model_dump(mode="json", exclude_none=True), "classes": ["c", "d", "a", "b"]})
+    settings = Settings(state_dir=tmp_path / "state", estimation_chunk_events=500, estimation_chunks=2, estimation_min_events=100,
+                        estimated_drop_events=1000)
+    log = open_event_log(settings, gained)
+    try:
+        log.append(later.assign(event_id=[f"e{i}" for i in range(len(later))], event_time=np.arange(len(later))), "landing")
+        report = estimate_performance(settings, gained, log, predictor, 1, 0)
+    finally:
+        log.close()
+    assert isinstance(report, EstimationReport) and len(report.chunks) == 2
+    right = (predictor.predict(later)["prediction"] == later[LABEL]).to_numpy()
+    known = (later[LABEL] != "d").to_numpy()
+    for chunk, rows in zip(report.chunks, (slice(0, 500), slice(500, 1000))):
+        assert chunk.labelled == known[rows].sum() and chunk.realized["accuracy"] == pytest.approx(right[rows][known[rows]].mean())
+    assert report.left_out == {"d": 100} and "100 labelled events of classes champion v1 does not predict ('d' × 100)" in report.left_out_note

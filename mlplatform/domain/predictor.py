@@ -84,6 +84,18 @@ class Predictor:
             return Estimate(len(raw), note=NO_ESTIMATOR)
         return too_few(len(raw), max(1, min_events)) or self.estimator.estimate(*self.features_and_scores(raw), min_events)
 
+    def label_codes(self, labels: pd.Series) -> np.ndarray:
+        """Labels as this model's scores index them: its class index (binary: 1 for its positive class), the number for
+        regression; NaN where missing or of a class it does not predict. The model's classes, not the spec's: a spec
+        that since reordered, gained or flipped them encoded a storm as the index of the model's fourth class (of
+        three), and the realized metrics of a reordered one read 0.28 where the model was right on 0.67."""
+        if self.task == "regression":
+            return pd.to_numeric(labels, errors="coerce").to_numpy(dtype="float64")
+        assert self.classes is not None
+        index = {self.positive_class: 1.0, **{c: 0.0 for c in self.classes if c != self.positive_class}} if self.task == "binary" \
+            else {c: float(i) for i, c in enumerate(self.classes)}
+        return labels.map(index).to_numpy(dtype="float64", na_value=np.nan)
+
     def predict(self, raw: pd.DataFrame) -> pd.DataFrame:
         """`prediction` for every task; `probability` of the positive class (binary) or of the
         predicted class (multiclass), plus `proba_<class>` columns for multiclass."""

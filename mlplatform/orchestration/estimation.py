@@ -61,6 +61,8 @@ def report_metadata(report: EstimationReport) -> dict[str, object]:
         meta.update({RECENT_ESTIMATE: report.recent.metrics[m], RECENT_LOWER: report.recent.lower[m], RECENT_UPPER: report.recent.upper[m]})
     else:
         meta[RECENT_NOTE] = report.recent.note
+    if report.left_out:
+        meta["realized_left_out"] = report.left_out_note
     meta.update({RECENT_EVENTS: report.recent.events, "chunks": len(report.chunks), "untrusted_chunks": len(report.untrusted),
                  "reference_metrics": dg.MetadataValue.json(report.reference), "chunk_table": dg.MetadataValue.md(chunk_table(report))})
     return meta
@@ -128,6 +130,7 @@ def build_estimated_performance(names: ModelNames, retry: dg.RetryPolicy, freshn
         trust_text = (f"{CONCEPT_CHANGE}: {'; '.join(untrusted)}" if untrusted
                       else f"realized performance inside the estimate's band on the {compared} chunk{'s' * (compared > 1)} where labels came back" if compared
                       else "nothing to check the estimate against yet: no chunk has labels from after the champion's cut-off")
+        trust_text += f"; {result.left_out_note}" if result.left_out else ""
         context.log.info(f"{floor_text}; {trust_text}")
         return dg.MaterializeResult(
             metadata={**report_metadata(result), FLOOR_VERDICT: floor_text, TRUST_VERDICT: trust_text,

@@ -9,7 +9,7 @@ to be trusted: P(y|x) has probably changed, which no estimate from the inputs al
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -18,7 +18,6 @@ from mlplatform.domain.estimation import WATCHED_METRIC, Estimate, Estimator
 from mlplatform.domain.evaluation import DEFAULT_FLOOR, primary_metric
 from mlplatform.domain.predictor import NO_ESTIMATOR, Predictor
 from mlplatform.domain.spec import DatasetSpec
-from mlplatform.domain.training import encode_labels
 from mlplatform.domain.validation import EVENT_TIME, LABEL
 from mlplatform.pipeline.live_quality import Bound, bounds
 from mlplatform.pipeline.retraining import unseen_after, with_history
@@ -59,6 +58,16 @@ class EstimationReport:
     reference: dict[str, float]
     chunks: list[ChunkResult]
     recent: Estimate
+    left_out: dict[str, int] = field(default_factory=dict)  # class → labelled events of classes the champion does not predict
+
+    @property
+    def left_out_note(self) -> str:
+        """Why some labelled events count in no realized metric: a class the spec gained after the champion was trained."""
+        if not self.left_out:
+            return ""
+        named = ", ".join(f"{c!r} × {n}" for c, n in self.left_out.items())
+        return (f"{sum(self.left_out.values())} labelled events of classes champion v{self.champion_version} does not predict ({named}) "
+                "are left out of the realized metrics; a retraining under the current spec learns them")
 
     @property
     def compared(self) -> int:
@@ -77,28 +86,15 @@ class EstimationReport:
         return out
 
 
-def _labelled(frame: pd.DataFrame, spec: DatasetSpec) -> np.ndarray:
-    """Positions of the events whose label came back (and, for classification, is one of the spec's classes)."""
-    known = frame[LABEL].notna()
-    if spec.is_classification:
-        known &= frame[LABEL].isin(spec.classes or [])
-    return np.flatnonzero(known.to_numpy())
-
-
-def estimate_chunks(predictor: Predictor, estimator: Estimator, spec: DatasetSpec, events: pd.DataFrame, chunk_events: int,
+def estimate_chunks(predictor: Predictor, estimator: Estimator, events: pd.DataFrame, y: np.ndarray, chunk_events: int,
                     min_events: int) -> list[ChunkResult]:
     """Chunks of `chunk_events` of `events` (those the champion never trained on) aligned on the newest event (the oldest
-    may be short), oldest first, each estimated, and realized where labels came back."""
+    may be short), oldest first, each estimated, and realized where `y` (the labels as `Predictor.label_codes`) is known."""
     if events.empty:
         return []
     events = events.reset_index(drop=True)
     features, scores = predictor.features_and_scores(events)
-    labelled = _labelled(events, spec)
-    has_label = np.zeros(len(events), dtype=bool)
-    has_label[labelled] = True
-    y = np.full(len(events), np.nan)
-    if len(labelled):
-        y[labelled] = encode_labels(events[LABEL].iloc[labelled], spec)
+    has_label = ~np.isnan(y)
     out = []
     for end in range(len(events), 0, -chunk_events):
         rows = np.arange(max(0, end - chunk_events), end)
@@ -134,9 +130,12 @@ def estimate_performance(settings: Settings, spec: DatasetSpec, log: EventStore,
     # plotted a confident model that the next events then seemed to lose.
     unseen = events[unseen_after(events, label_seq_cutoff)]
     chunk_rows = unseen.iloc[-settings.estimation_chunks * settings.estimation_chunk_events :]
-    chunks = estimate_chunks(predictor, estimator, spec, chunk_rows, settings.estimation_chunk_events, settings.estimation_min_events)
+    y = predictor.label_codes(chunk_rows[LABEL])
+    foreign = chunk_rows[LABEL][chunk_rows[LABEL].notna().to_numpy() & np.isnan(y)]
+    chunks = estimate_chunks(predictor, estimator, chunk_rows, y, settings.estimation_chunk_events, settings.estimation_min_events)
     recent = predictor.estimate(unseen.iloc[-settings.estimated_drop_events :], settings.estimation_min_events)
-    return EstimationReport(champion_version, estimator.method, WATCHED_METRIC[spec.task.value], estimator.reference, chunks, recent)
+    return EstimationReport(champion_version, estimator.method, WATCHED_METRIC[spec.task.value], estimator.reference, chunks, recent,
+                            {str(k): int(v) for k, v in foreign.astype(str).value_counts().items()})
 
 
 def estimate_floors(settings: Settings, spec: DatasetSpec) -> list[Bound]:
