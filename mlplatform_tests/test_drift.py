@@ -227,7 +227,7 @@ def test_drifted_stream_is_flagged_then_measured_with_labels(shuffled: Platform,
     assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN and "age" in (check.description or "")
     status = collect_status(shuffled.model, with_dagster=True)
     assert status["drift"]["dataset_drift"] is True and status["drift"]["report"] == str(report)
-    assert f"drift against v1: share {status['drift']['drift_share']}, drift yes; report {report}" in render_status(status)
+    assert f"drift against v1: share {status['drift']['drift_share']:.2f}, drift yes; report {report}" in render_status(status)
     assert "drift against v1 (not the champion v2" in render_status({**status, "champion": 2}), "a report about an older champion says so"
 
     shuffled.replay(drifted, with_labels=True)  # the labels arrive late, by event id

@@ -130,6 +130,11 @@ def change_line(change: Mapping[str, Any]) -> str:
     return f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(change['at']))} UTC  v{change['version']}{pinned} by {change['by']}: {change['reason']}"
 
 
+def _two_places(value: object) -> str:
+    """A share as people read it (0.55, not 0.5454545454545454); anything else as it is."""
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
 def render_status(status: dict[str, Any]) -> str:
     pin = f" (pinned: {status['pin_reason']})" if status["pinned"] else ""
     lines = [
@@ -151,7 +156,7 @@ def render_status(status: dict[str, Any]) -> str:
         if d.get("skipped"):
             lines.append(f"drift: the latest drift_report made no report ({d['skip_reason']})")
         else:
-            lines.append(f"drift against v{d['champion_version']}{_older(d['champion_version'], status)}: share {d['drift_share']}, "
+            lines.append(f"drift against v{d['champion_version']}{_older(d['champion_version'], status)}: share {_two_places(d['drift_share'])}, "
                          f"drift {'yes' if d['dataset_drift'] else 'no'}; report {d['report']}")
     if status.get("live_quality"):
         q = status["live_quality"]

@@ -292,7 +292,7 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
             check_name=QUALITY_FLOOR_CHECK,
             passed=evaluation.floor_passed,
             severity=dg.AssetCheckSeverity.ERROR,
-            description=f"{d.metric} {d.challenger:.4f} vs floor {d.floor:.4f}",
+            description=f"{d.metric} {d.challenger:.4f} vs floor {d.floor:.4f}" + (f"; {evaluation.floor_note}" if evaluation.floor_note else ""),
             metadata={"value": d.challenger, "floor": d.floor, "metric": d.metric},
         )
         return dg.MaterializeResult(

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from mlplatform.domain.change_point import MIN_SEGMENT, event_losses, loss_shift
-from mlplatform.domain.evaluation import Decision, decide, default_floor, passes_floor, primary_metric, score
+from mlplatform.domain.evaluation import Decision, classes_training_lacks, decide, default_floor, passes_floor, primary_metric, score
 from mlplatform.stores.dask_cluster import dask_client
 from mlplatform.stores.eventlog import EventStore
 from mlplatform.domain.features import FeatureTransformer, HistoryFeaturesMissing
@@ -313,6 +313,7 @@ class Evaluation:
     shadow: ShadowComparison | None = None  # the same two versions on live labelled events, when there is a champion
     awaiting_shadow: bool = False  # won on the hold-out, not promoted until the shadow evidence is in
     already_champion: bool = False  # the challenger was the champion before this evaluation: nothing to apply
+    floor_note: str = ""  # why the floor failed where the challenger could not help it
 
     @property
     def verdict(self) -> str:
@@ -417,6 +418,9 @@ def evaluate_challenger(settings: Settings, spec: DatasetSpec, registry: Registr
     predicted = hold_out_evidence(registry, holdout, challenger_version)
     judgement = judge(settings, spec, holdout, predicted, None if misfit else champion_predictor, champion_unseen)
     decision = judgement.decision
+    floor_note = "" if judgement.floor_passed else classes_training_lacks(spec, snapshot.train[LABEL], holdout[LABEL])
+    if floor_note:
+        decision = replace(decision, reason=f"{decision.reason}; {floor_note}")
     if misfit and champion is not None:  # serving cannot load it under this spec: it is no benchmark to keep
         decision = replace(decision, reason=f"champion v{champion.version} does not fit the dataset spec ({misfit}), so serving cannot load it: "
                                             f"judged as if there were no champion; {_misfit_scores(settings, spec, holdout, predicted, champion_predictor, champion_unseen)}"
@@ -448,6 +452,7 @@ def evaluate_challenger(settings: Settings, spec: DatasetSpec, registry: Registr
         challenger_predicted=predicted,
         shadow=shadow,
         awaiting_shadow=awaiting,
+        floor_note=floor_note,
     )
 
 
