@@ -8,6 +8,7 @@ import dagster as dg
 import pytest
 
 from mlplatform.stores.alerting import AlertName
+from mlplatform.orchestration.launch import LaunchError, raise_on_failure
 from mlplatform.orchestration.names import ModelNames
 from mlplatform.orchestration.assets import latest_metadata
 from mlplatform_tests.support.loop import names, retrain_job
@@ -85,6 +86,8 @@ def test_event_log_unavailable_fails_the_run_after_retries_alerts_and_keeps_the_
         for part in aside.iterdir():
             shutil.move(part, platform.events_dir / part.name)
     assert not failed.success
+    with pytest.raises(LaunchError, match=r"^retraining failed \(run .*\): .*event log.* \(Exceeded max_retries of 3\)$"):
+        raise_on_failure(failed, "retraining")  # what `mlplatform materialize` says: the cause, not only "Exceeded max_retries of 3"
     retries = [e for e in failed.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
     assert {e.step_key for e in retries} == {"adult__features"} and len(retries) == 3
     tick(instance, run_failure_alerts, failures)

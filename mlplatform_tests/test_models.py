@@ -435,3 +435,21 @@ def test_a_draft_spec_knows_common_time_column_names(tmp_path: Path, name: str) 
     pd.DataFrame({name: [1293840000000, 1293843600000], "temp": [0.2, 0.3], "cnt": [16.5, 40]}).to_csv(sample, index=False)
     spec = parse_spec(yaml.safe_load(draft_spec("rides", sample)))
     assert (spec.time_column, spec.time_format, list(spec.features)) == (name, "epoch_ms", ["temp"])
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "jsonl"])
+def test_a_draft_spec_takes_its_classes_from_the_whole_file(tmp_path: Path, fmt: str) -> None:
+    """The draft read its first 5000 rows: an export in time order whose third class came later was drafted binary with
+    two classes, and landing quarantined every row of the third."""
+    from mlplatform.domain.spec import parse_spec
+    from mlplatform.domain.spec_draft import SAMPLE_ROWS, draft_spec
+
+    rows = pd.DataFrame({"x": np.arange(SAMPLE_ROWS + 2000, dtype="float64"), "weather": [1, 2] * (SAMPLE_ROWS // 2) + [3, 1] * 1000})
+    rows.loc[SAMPLE_ROWS + 7, "weather"] = None  # a gap: the chunk reads 1.0, landing and the spec say 1
+    sample = tmp_path / f"weather.{fmt}"
+    {"csv": lambda: rows.to_csv(sample, index=False), "parquet": lambda: rows.to_parquet(sample),
+     "jsonl": lambda: rows.to_json(sample, orient="records", lines=True)}[fmt]()
+    text = draft_spec("weather", sample, label="weather")
+    spec = parse_spec(yaml.safe_load(text))
+    assert spec.task.value == "multiclass" and spec.classes == ["1", "2", "3"], text
+    assert f"# 3 distinct labels in the whole file, 2 in its first {SAMPLE_ROWS} rows: classes are the whole file's" in text

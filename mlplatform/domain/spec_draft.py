@@ -22,6 +22,7 @@ from mlplatform.domain.timeformat import ISO, parse_event_times
 from mlplatform.domain.validation import csv_separator
 
 SAMPLE_ROWS = 5000
+LABEL_CHUNK_ROWS = 500_000  # the label column is read over the whole file in chunks this size
 MAX_CLASSES = 20
 ID_NAMES = re.compile(r"^(id|.*_id|event_id|uuid)$", re.IGNORECASE)
 TIME_NAMES = re.compile(r"^(time|timestamp|date|datetime|ts|dteday|epoch)$|^(timestamp|datetime|ts|epoch)_|_(time|at|date|ts|ms|timestamp|datetime|epoch)$",
@@ -65,6 +66,40 @@ def _read_sample(path: Path) -> tuple[pd.DataFrame, dict[str, pd.Series]]:
     texts = read(dtype=str)
     cells = {str(c): texts[c].dropna().str.strip() for c in texts.columns}
     return read(), {c: v for c, v in cells.items() if v.str.fullmatch(LEADING_ZERO).any()}
+
+
+def _label_values(path: Path, label: str, as_text: bool) -> pd.Series:
+    """The label's distinct values over the whole file, in chunks (a classification label has few; more than
+    MAX_CLASSES + 1 are not kept: no classification then). From the sample alone, an export in time order whose rare
+    class first came after its 5000th row was drafted without it, and landing then quarantined every row of it."""
+    name = path.name.lower()
+    if name.endswith((".parquet", ".pq")):
+        import pyarrow.parquet as pq
+
+        chunks = (batch.column(0).to_pandas() for batch in pq.ParquetFile(path).iter_batches(batch_size=LABEL_CHUNK_ROWS, columns=[label]))
+    elif name.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
+        chunks = (part[label] for part in pd.read_json(path, lines=True, chunksize=LABEL_CHUNK_ROWS) if label in part)
+    else:
+        with gzip.open(path, "rt", encoding="utf-8") if name.endswith(".gz") else path.open(encoding="utf-8") as text:
+            header = text.readline().rstrip("\r\n")
+        chunks = (part[label] for part in pd.read_csv(path, usecols=[label], skipinitialspace=True, sep=csv_separator(header),
+                                                      dtype=str if as_text else None, chunksize=LABEL_CHUNK_ROWS))
+    distinct: list[pd.Series] = []
+    for chunk in chunks:
+        distinct.append(pd.Series(chunk.dropna().unique()).str.strip() if as_text else pd.Series(chunk.dropna().unique()))
+        if sum(map(len, distinct)) > 4 * (MAX_CLASSES + 1):  # keep the list short: only the count matters beyond the limit
+            distinct = [pd.concat(distinct).drop_duplicates()]
+            if len(distinct[0]) > MAX_CLASSES + 1:
+                break
+    return pd.concat(distinct).drop_duplicates().reset_index(drop=True) if distinct else pd.Series(dtype=object)
+
+
+def _classes(values: pd.Series) -> list[str]:
+    """Class names as landing spells them: integral numbers without a decimal point (a chunk with a gap reads 1 as 1.0)."""
+    values = values.dropna()
+    if pd.api.types.is_float_dtype(values) and (values % 1 == 0).all():
+        values = values.astype("int64")
+    return sorted(values.astype(str).unique().tolist())
 
 
 def _task(values: pd.Series) -> str:
@@ -143,14 +178,20 @@ def draft_spec(name: str, sample: Path | None, label: str | None = None, task: s
     label = label or str(frame.columns[-1])
     if label not in frame.columns:
         raise ValueError(f"{sample}: no column {label!r} (columns: {', '.join(map(str, frame.columns))})")
-    spec: dict[str, object] = {"name": name, "task": task or _task(frame[label]), "label": label}
+    notes: list[str] = []
+    labels = frame[label]
+    if (task or _task(labels)) != "regression":
+        labels = _label_values(sample, label, as_text=label in padded)
+        if labels.nunique() > frame[label].nunique():
+            notes.append(f"{labels.nunique()} distinct labels in the whole file, {frame[label].nunique()} in its first {len(frame)} rows: "
+                         "classes are the whole file's")
+    spec: dict[str, object] = {"name": name, "task": task or _task(labels), "label": label}
     if spec["task"] != "regression":
-        classes = sorted((padded[label] if label in padded else frame[label].dropna().astype(str)).unique().tolist())
+        classes = _classes(labels)
         spec["classes"] = classes
         if spec["task"] == "binary":
             spec["positive_class"] = classes[-1]
     rest = [str(c) for c in frame.columns if c != label]
-    notes: list[str] = []
     id_column = next((c for c in rest if _matched(ID_NAMES, c)), None)
     time_column = next((c for c in rest if c != id_column and _matched(TIME_NAMES, c)), None)
     if time_column is None and (time_column := next((c for c in rest if c != id_column and _reads_as_times(frame[c])), None)) is not None:

@@ -11,7 +11,6 @@ Sending never raises: a down Alertmanager shows up as a log line and a pending c
 """
 
 import json
-from typing import Optional, Protocol
 
 import dagster as dg
 
@@ -21,6 +20,7 @@ from mlplatform.domain.keys import (CHAMPION_VERSION, CHALLENGER_VERSION, DATASE
 from mlplatform.domain.evaluation import primary_metric
 from mlplatform.domain.timeformat import iso_time
 from mlplatform.orchestration.assets import value_snapshot_metadata
+from mlplatform.orchestration.errors import root_cause
 from mlplatform.orchestration.names import DRIFT_REPORT, EVALUATION_REPORT, LIVE_QUALITY, LIVE_QUALITY_CHECK, RAW_EVENTS, ModelNames, model_of_asset
 from mlplatform.orchestration.resources import PlatformResource
 from mlplatform.pipeline.live_quality import LiveQuality, ServedVersion, measure, measure_reading
@@ -202,29 +202,6 @@ def build_alerts_sensor(names: ModelNames) -> dg.SensorDefinition:
     return alerts_sensor
 
 
-class ErrorInfo(Protocol):
-    """The shape of Dagster's serialized step error: message, exception class and the exception it came from."""
-
-    message: str
-    cls_name: str | None
-    cause: Optional["ErrorInfo"]
-
-
-DAGSTER_ERRORS = ("Dagster", "RetryRequested")
-
-
-def _root_cause(error: ErrorInfo) -> str:
-    """What actually went wrong: after retries the step error is Dagster's "Exceeded max_retries"; the
-    platform's own exception (which names the file or store) is the first cause that is not Dagster's."""
-    outer = error.message.strip().splitlines()[0]
-    cause: ErrorInfo | None = error
-    while cause is not None and (cause.cls_name or "").startswith(DAGSTER_ERRORS):
-        cause = cause.cause
-    if cause is None or cause is error:
-        return outer
-    return f"{cause.message.strip().splitlines()[0]} ({outer})"
-
-
 def _model_of_run(platform: PlatformResource, run: dg.DagsterRun) -> ModelContext | None:
     """The model a run belongs to: its model tag (jobs and sensor runs) or the prefix of the assets it materializes (UI runs)."""
     name = run.tags.get(MODEL_TAG) or next((m for m in map(model_of_asset, run.asset_selection or ()) if m), None)
@@ -253,7 +230,7 @@ def run_failure_alerts(context: dg.RunFailureSensorContext, platform: PlatformRe
     model = _model_of_run(platform, run)
     settings = model.settings if model is not None else platform.platform().settings
     champion = _champion_version(context, model) if model is not None else None
-    steps = [f"{e.step_key}: {_root_cause(e.event_specific_data.error)}"  # type: ignore[union-attr]
+    steps = [f"{e.step_key}: {root_cause(e.event_specific_data.error)}"  # type: ignore[union-attr]
              for e in context.get_step_failure_events() if e.event_specific_data and e.event_specific_data.error]  # type: ignore[union-attr]
     error = ("; ".join(steps) or context.failure_event.message or "run failed")[:1000]
     alert = run_failed_alert(settings, model.name if model else "unknown model", champion, run.job_name, run.run_id, error,
