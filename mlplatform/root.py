@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from mlplatform.domain.evaluation import primary_metric
 from mlplatform.domain.spec import DatasetSpec, SpecError, load_spec
-from mlplatform.settings import Settings, SettingsError
+from mlplatform.settings import Settings, SettingsError, env_name
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -144,7 +145,12 @@ def read_declaration(defs_file: Path) -> ModelDeclaration | None:
         document = yaml.safe_load(defs_file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise PlatformError(f"{defs_file}: cannot be read as YAML: {exc}") from None
-    if not isinstance(document, dict) or document.get("type") != COMPONENT_TYPE:
+    declared = document.get("type") if isinstance(document, dict) else None
+    if isinstance(declared, str) and declared != COMPONENT_TYPE and declared.startswith(f"{COMPONENT_TYPE.split('.')[0]}."):
+        # Another package's component is none of ours; a misspelt one of ours was skipped here without a word while
+        # `dg check defs` refused the whole code location.
+        raise PlatformError(f"{defs_file}: type: {declared!r} is no component of mlplatform (its one component type: {COMPONENT_TYPE})")
+    if declared != COMPONENT_TYPE:
         return None
     try:
         return ModelDeclaration.model_validate(document.get("attributes") or {})
@@ -166,9 +172,21 @@ def build_model(settings: Settings, declaration: ModelDeclaration, defs_file: Pa
     try:
         merged = Settings.model_validate({**settings.model_dump(), **overrides, "dataset_spec": spec_path, "landing_dir": landing})
     except ValidationError as exc:
-        problems = "; ".join(f"attributes.loop.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(f"{'.'.join(['attributes.loop', *map(str, e['loc'])])}: {e['msg']}" for e in exc.errors())
         raise PlatformError(f"{defs_file}: {problems}") from None
     return ModelContext(spec.name, merged, spec, defs_file)
+
+
+def _one_floor_metric(settings: Settings, models: list[ModelContext]) -> None:
+    """A single quality_floor for every model (MLPLATFORM_QUALITY_FLOOR) is in each one's primary metric: 0.7, meant as
+    an AUC, was an RMSE ceiling no regression model met, and none was ever promoted. Refused where it means two metrics."""
+    if not isinstance(settings.quality_floor, float):
+        return
+    metrics = {m.name: primary_metric(m.spec) for m in models}
+    if len({metric for metric, _ in metrics.values()}) > 1:
+        each = ", ".join(f"{name}: {metric} {'≥' if higher else '≤'} {settings.quality_floor}" for name, (metric, higher) in metrics.items())
+        raise PlatformError(f"{env_name('quality_floor')}={settings.quality_floor} would be the floor of models whose primary metrics differ ({each}): "
+                            "give each metric its own (e.g. {\"roc_auc\": 0.7, \"rmse\": 80}), or set quality_floor in a model's defs.yaml loop:")
 
 
 def _overlap(a: Path | None, b: Path | None) -> bool:
@@ -187,8 +205,11 @@ class Platform:
         self.models: dict[str, ModelContext] = {}
         for model in models:
             other = self.models.get(model.name) or next((m for m in self.models.values() if m.key == model.key), None)
-            if other is not None:
+            if other is not None and other.name == model.name:
                 raise PlatformError(f"two models named {model.name!r}: {other.declared_in} and {model.declared_in} (a model's name is its spec's `name`)")
+            if other is not None:
+                raise PlatformError(f"models {other.name!r} ({other.declared_in}) and {model.name!r} ({model.declared_in}) have one Dagster name, "
+                                    f"{model.key!r}: names that differ only in '-' and '_' are one model to Dagster; rename one")
             sharing = next((m for m in self.models.values() if _overlap(m.settings.landing_dir, model.settings.landing_dir)), None)
             if sharing is not None:
                 raise PlatformError(f"models {sharing.name!r} ({sharing.declared_in}) and {model.name!r} ({model.declared_in}) share a landing folder: "
@@ -200,11 +221,14 @@ class Platform:
     @classmethod
     def discover(cls, settings: Settings, defs_dir: Path = DEFS_DIR) -> "Platform":
         """Every `mlplatform.RetrainingLoop` declared under the defs folder, in folder order."""
-        models = []
+        models, floor_from_settings = [], []
         for defs_file in sorted(defs_dir.rglob(DEFS_FILE)):
             declaration = read_declaration(defs_file)
             if declaration is not None:
                 models.append(build_model(settings, declaration, defs_file))
+                if declaration.loop.quality_floor is None:  # type: ignore[attr-defined]
+                    floor_from_settings.append(models[-1])
+        _one_floor_metric(settings, floor_from_settings)
         return cls(settings, models)
 
     def model(self, name: str) -> ModelContext:

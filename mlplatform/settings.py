@@ -8,6 +8,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
+FloorMetric = Literal["roc_auc", "log_loss", "rmse"]  # the primary metrics (mlplatform.domain.evaluation.PRIMARY_METRIC)
+
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -95,7 +97,7 @@ class Settings(BaseSettings):
     early_stopping_rounds: int = Field(default=30, ge=1)
     seed: int = 7
     promotion_margin: float = Field(default=0.002, ge=0, description="How much better than the champion a challenger must be (primary metric units).")
-    quality_floor: float | None = Field(default=None, description="Minimum primary metric for promotion (default from the task: AUC 0.6, R² 0.0).")
+    quality_floor: float | dict[FloorMetric, float] | None = Field(default=None, description="The primary metric a challenger must reach to be promoted, in that metric's own terms: binary, roc_auc at least this; multiclass, log_loss at most this; regression, rmse at most this. A mapping ({\"roc_auc\": 0.7, \"rmse\": 80}) gives each metric its own, for every model of that task; a single number for models whose metrics differ is refused. Default from the task: AUC 0.6, the log loss or RMSE of predicting the hold-out's class shares or mean.")
     promotion_requires_shadow_win: bool = Field(default=False, description="A challenger that wins on the hold-out is promoted only once it also wins on live labelled events both it (in shadow) and the champion scored; until then it stays `@challenger`, decision `awaiting_shadow` (needs serve_shadow_challenger).")
     shadow_min_events: int = Field(default=200, ge=10, description="Live labelled events scored by both champion and shadow challenger needed before the shadow comparison decides.")
     shadow_max_wait_seconds: float = Field(default=86_400.0, gt=0, description="How long a hold-out winner waits for its shadow evidence (from its registration) under promotion_requires_shadow_win; then the retraining sensor has evaluation_report decide on the hold-out alone, recording that the evidence was short (no serving process scoring shadows, or too little traffic).")
@@ -186,6 +188,10 @@ class Settings(BaseSettings):
         if self.training_window_candidates is not None:
             self._check_window_candidates(self.training_window_candidates)
         return self
+
+    def floor_of(self, metric: str) -> float | None:
+        """The quality floor set for models whose primary metric is `metric` (None: the task's default)."""
+        return self.quality_floor.get(metric) if isinstance(self.quality_floor, dict) else self.quality_floor  # type: ignore[call-overload]
 
     def _check_window_candidates(self, candidates: list[int]) -> None:
         """Refuse a candidate list that cannot be meant: empty, a size < 1, a repeat, or one larger than the window read."""

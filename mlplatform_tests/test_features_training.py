@@ -284,7 +284,7 @@ def test_a_multiclass_floor_failed_by_a_class_the_training_rows_lack_says_so() -
     assert not passes_floor(log_loss, default_floor(spec, holdout), False), "the training prior itself fails the floor"
     assert classes_training_lacks(spec, train_labels, holdout) == (
         "the hold-out has events of classes the training rows lack ('4' × 1), which no model trained on them predicts: "
-        "a training window that reaches events of those classes, or MLPLATFORM_QUALITY_FLOOR, lets it pass")
+        "a training window that reaches events of those classes, or a quality_floor set for log_loss, lets it pass")
     assert classes_training_lacks(spec, train_labels, holdout.iloc[:599]) == ""
     binary = parse_spec({"name": "wet", "task": "binary", "label": "y", "classes": ["3", "4"], "positive_class": "4", "features": {"x": "numeric"}})
     assert classes_training_lacks(binary, train_labels, holdout) == "", "binary: the floor is an AUC, which a class count does not move"

@@ -124,7 +124,7 @@ def test_the_loop_promotes_refuses_bad_windows_and_rejects_worse_challengers(
 
     # Below the quality floor: rejected even with no margin, and the blocking check fails.
     monkeypatch.setenv("MLPLATFORM_PROMOTION_MARGIN", "0")
-    monkeypatch.setenv("MLPLATFORM_QUALITY_FLOOR", "0.999")
+    monkeypatch.setenv("MLPLATFORM_QUALITY_FLOOR", '{"roc_auc": 0.999}')  # adult's metric only: bike-sharing's rmse keeps its default
     monkeypatch.setenv("MLPLATFORM_REFIT_ON_HOLDOUT", "false")  # and today's behaviour: the validation model itself registered
     result = materialize(instance, RETRAIN)
     trained = latest_metadata(instance, adult.asset(TRAINED_MODEL))

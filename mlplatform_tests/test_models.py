@@ -15,6 +15,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+from pydantic import ValidationError
 import yaml
 
 from mlplatform.domain.spec import NAME_RULE
@@ -63,7 +64,9 @@ def _declare(defs: Path, folder: str, text: str) -> Path:
         (ADULT_DEFS.format(spec=REPO_ROOT / "data" / "adult.yaml", extra="  loop: {training_window_candidates: [5000, 5000]}\n"),
          "training_window_candidates (MLPLATFORM_TRAINING_WINDOW_CANDIDATES): repeated window sizes [5000]"),
         (ADULT_DEFS.format(spec=REPO_ROOT / "data" / "adult.yaml", extra="  loop: {training_window: 10000, training_window_candidates: [50000, 1000]}\n"),
-         "[50000] larger than training_window (10000)"),
+         "attributes.loop: Value error, training_window_candidates (MLPLATFORM_TRAINING_WINDOW_CANDIDATES): [50000] larger than training_window (10000)"),
+        (ADULT_DEFS.format(spec=REPO_ROOT / "data" / "adult.yaml", extra="").replace("RetrainingLoop", "RetrainingLoops"),
+         "type: 'mlplatform.RetrainingLoops' is no component of mlplatform (its one component type: mlplatform.RetrainingLoop)"),
         (ADULT_DEFS.format(spec=REPO_ROOT / "data" / "adult.yaml", extra="  loop: {training_window_candidates: 5000}\n"), "attributes.loop.training_window_candidates"),
         (ADULT_DEFS.format(spec=REPO_ROOT / "data" / "adult.yaml", extra="  owner: me\n"), "attributes.owner: Extra inputs are not permitted"),
         ("type: mlplatform.RetrainingLoop\nattributes: [1, 2\n", "cannot be read as YAML"),
@@ -84,6 +87,32 @@ def test_two_models_with_one_name_are_refused_naming_both_files(tmp_path: Path) 
     with pytest.raises(PlatformError, match="two models named 'adult'") as refused:
         Platform.discover(Settings(state_dir=tmp_path / "state"), defs)
     assert str(first) in str(refused.value) and str(second) in str(refused.value)
+
+
+def test_two_models_whose_names_are_one_dagster_name_are_refused_naming_each(tmp_path: Path) -> None:
+    """`adult_fast` and `adult-fast` are one asset prefix: the message said "two models named 'adult-fast'"."""
+    defs = tmp_path / "defs"
+    (tmp_path / "adult").symlink_to(REPO_ROOT / "data" / "adult")  # the specs' source files, relative to their folder
+    for folder, name in (("a", "adult_fast"), ("b", "adult-fast")):
+        spec = tmp_path / f"{folder}.yaml"
+        spec.write_text((REPO_ROOT / "data" / "adult.yaml").read_text(encoding="utf-8").replace("name: adult\n", f"name: {name}\n"), encoding="utf-8")
+        _declare(defs, folder, ADULT_DEFS.format(spec=spec, extra=f"  landing_dir: {folder}-drop\n"))
+    with pytest.raises(PlatformError, match=r"models 'adult_fast' \(.*\) and 'adult-fast' \(.*\) have one Dagster name, 'adult_fast': names that differ only"):
+        Platform.discover(Settings(state_dir=tmp_path / "state"), defs)
+
+
+def test_one_quality_floor_for_models_whose_metrics_differ_is_refused_and_a_floor_per_metric_is_taken(tmp_path: Path) -> None:
+    """MLPLATFORM_QUALITY_FLOOR=0.7, the README's AUC, was also bike-sharing's RMSE ceiling: no regression model was ever promoted."""
+    with pytest.raises(PlatformError, match=r"MLPLATFORM_QUALITY_FLOOR=0.7 would be the floor of models whose primary metrics differ "
+                                            r"\(adult: roc_auc ≥ 0.7, bike-sharing: rmse ≤ 0.7\)"):
+        Platform.discover(Settings(state_dir=tmp_path / "state", quality_floor=0.7))
+    models = Platform.discover(Settings(state_dir=tmp_path / "state", quality_floor={"roc_auc": 0.7})).models
+    assert models["adult"].settings.floor_of("roc_auc") == 0.7 and models["bike-sharing"].settings.floor_of("rmse") is None
+    defs = tmp_path / "defs"  # one metric: one number is meant for every model
+    _declare(defs, "adult", ADULT_DEFS.format(spec=REPO_ROOT / "data" / "adult.yaml", extra=""))
+    assert Platform.discover(Settings(state_dir=tmp_path / "state", quality_floor=0.7), defs).models["adult"].settings.floor_of("roc_auc") == 0.7
+    with pytest.raises(ValidationError, match="Input should be 'roc_auc', 'log_loss' or 'rmse'"):
+        Settings(state_dir=tmp_path / "state", quality_floor={"auc": 0.7})
 
 
 @pytest.mark.parametrize("bike_landing", ["../adult/drop", "../adult/drop/bike", "../adult"])
@@ -168,6 +197,11 @@ def test_a_scaffold_whose_sample_cannot_be_drafted_makes_no_model(project: Path,
     done = _run(project, "dg", "scaffold", "defs", "mlplatform.RetrainingLoop", "meter", "--json-params", json.dumps({"sample": str(sample)}), check=False)
     assert done.returncode != 0 and "no model 'meter' made: cannot draft its spec from" in done.stderr, done.stderr[-2000:]
     assert "Traceback" not in done.stderr and not (project / "mlplatform" / "defs" / "meter").exists()
+    # A folder name no spec takes: it was written, and every model of the code location then failed to load.
+    done = _run(project, "dg", "scaffold", "defs", "mlplatform.RetrainingLoop", "Churn.V2", check=False)
+    assert done.returncode != 0 and "no model 'churn.v2' made: the folder's name gives the model name 'churn.v2', which must be lower-case " \
+        "letters, digits, '_' or '-' (it names files and the MLflow model); name the folder e.g. churn_v2" in done.stderr, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr and not (project / "mlplatform" / "defs" / "Churn.V2").exists()
 
 
 def test_a_third_model_added_by_dg_scaffold_trains_with_no_code_change(project: Path, tmp_path: Path) -> None:

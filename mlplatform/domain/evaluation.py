@@ -52,7 +52,7 @@ def classes_training_lacks(spec: DatasetSpec, train_labels: pd.Series, holdout_l
         return ""
     named = ", ".join(f"{c!r} × {n}" for c, n in lacking.items())
     return (f"the hold-out has events of classes the training rows lack ({named}), which no model trained on them predicts: "
-            "a training window that reaches events of those classes, or MLPLATFORM_QUALITY_FLOOR, lets it pass")
+            "a training window that reaches events of those classes, or a quality_floor set for log_loss, lets it pass")
 
 
 def occurring_classes(classes: list[str], y_true: pd.Series, predicted: pd.Series) -> list[str]:

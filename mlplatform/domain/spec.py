@@ -47,6 +47,10 @@ def feature_name_problem(name: str) -> str | None:
     return None
 
 
+MODEL_NAME = r"[a-z0-9][a-z0-9_\-]{0,62}"  # a spec's name: it names files, the MLflow model and (with '_' for '-') Dagster's asset prefix
+MODEL_NAME_RULE = "must be lower-case letters, digits, '_' or '-' (it names files and the MLflow model)"
+
+
 class SpecError(ValueError):
     """A dataset spec that cannot be used; the message names the field."""
 
@@ -218,8 +222,8 @@ class DatasetSpec(BaseModel):
     @field_validator("name")
     @classmethod
     def _name_is_safe(cls, value: str) -> str:
-        if not re.fullmatch(r"[a-z0-9][a-z0-9_\-]{0,62}", value):
-            raise ValueError("must be lower-case letters, digits, '_' or '-' (it names files and the MLflow model)")
+        if not re.fullmatch(MODEL_NAME, value):
+            raise ValueError(MODEL_NAME_RULE)
         return value
 
     @field_validator("time_format")

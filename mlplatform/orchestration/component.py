@@ -9,12 +9,14 @@
 file's columns when given one (`--json-params '{"sample": "path/to/events.csv"}'`).
 """
 
+import re
 from pathlib import Path
 
 import dagster as dg
 from dagster.components.scaffold.scaffold import ScaffoldRequest, scaffold_with
 from pydantic import BaseModel
 
+from mlplatform.domain.spec import MODEL_NAME, MODEL_NAME_RULE
 from mlplatform.domain.spec_draft import draft_spec
 from mlplatform.orchestration.alerts import build_alerts_sensor, build_live_quality
 from mlplatform.orchestration.assets import build_assets, external_retry_policy, freshness_policies
@@ -52,16 +54,26 @@ class RetrainingLoopScaffolder(dg.Scaffolder[ScaffoldParams]):
         params = request.params or ScaffoldParams()
         name = folder.name.replace("_", "-").lower()
         sample = Path(params.sample).resolve() if params.sample else None
-        try:  # drafted first: a sample that cannot be read leaves no half-made model folder, which would stop every model loading
+        # Checked and drafted first: a half-made model folder, or one whose name no spec takes, stops every model loading.
+        if not re.fullmatch(MODEL_NAME, name):
+            _remove_if_empty(folder)
+            raise SystemExit(f"dg scaffold: no model {name!r} made: the folder's name gives the model name {name!r}, which {MODEL_NAME_RULE}; "
+                             f"name the folder e.g. {re.sub(r'[^a-z0-9_-]+', '_', name).strip('_-') or 'my_model'}")
+        try:
             spec = draft_spec(name, sample, params.label, params.task)
         except (ValueError, OSError) as exc:  # UnicodeDecodeError and pandas' parser errors are ValueErrors
-            if folder.is_dir() and not any(folder.iterdir()):
-                folder.rmdir()  # dg made it for us
+            _remove_if_empty(folder)
             raise SystemExit(f"dg scaffold: no model {name!r} made: cannot draft its spec from {sample}: {exc}") from None
         dg.scaffold_component(request, {"spec": SPEC_FILE, "loop": {"retrain_every_n": 5000}})
         (folder / SPEC_FILE).write_text(spec, encoding="utf-8")
         if name != folder.name:
             print(f"model {name!r} (Dagster prefix {name.replace('-', '_')!r}): its landing folder is <landing root>/{name}")
+
+
+def _remove_if_empty(folder: Path) -> None:
+    """The folder dg made for a model that was not made."""
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
 
 
 @scaffold_with(RetrainingLoopScaffolder)

@@ -143,7 +143,7 @@ def estimate_floors(settings: Settings, spec: DatasetSpec) -> list[Bound]:
     about an estimable metric (AUC for binary, RMSE for regression when configured)."""
     out = bounds(settings, spec)
     metric, higher = primary_metric(spec)
-    floor = settings.quality_floor if settings.quality_floor is not None else DEFAULT_FLOOR[spec.task]
+    floor = set_floor if (set_floor := settings.floor_of(metric)) is not None else DEFAULT_FLOOR[spec.task]
     if metric in ("roc_auc", "rmse") and math.isfinite(floor) and all(b.metric != metric for b in out):
         out.append(Bound(metric, floor, minimum=higher))
     return out

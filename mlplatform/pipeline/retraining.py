@@ -361,8 +361,8 @@ def judge(settings: Settings, spec: DatasetSpec, holdout: pd.DataFrame, challeng
     judged, predicted = holdout[rows], challenger_predicted[rows]
     challenger_metrics = score(spec, judged[LABEL], predicted)
     champion_metrics = None if champion is None else score(spec, judged[LABEL], champion.predict(judged))
-    floor = settings.quality_floor if settings.quality_floor is not None else default_floor(spec, judged[LABEL])
     metric, higher = primary_metric(spec)
+    floor = set_floor if (set_floor := settings.floor_of(metric)) is not None else default_floor(spec, judged[LABEL])
     floor_passed = passes_floor(challenger_metrics.get(metric, float("nan")), floor, higher)
     decision = decide(spec, challenger_metrics, champion_metrics, settings.promotion_margin, floor)
     if note:
