@@ -6,6 +6,7 @@ stops them in order. If the supervisor dies without stopping them (SIGKILL, the 
 (mlplatform.cli.reaper) does.
 """
 
+import contextlib
 import json
 import os
 import shlex
@@ -107,10 +108,15 @@ class Server:
     def died(self) -> bool:
         return self.process is not None and self.process.poll() is not None
 
+    @property
+    def groups(self) -> list[int]:
+        """The process groups of its lives: each life starts a session of its own."""
+        return [*self._old_groups, *([self.process.pid] if self.process is not None else [])]
+
     def signal_group(self, sig: signal.Signals) -> None:
         """Signal the whole process group: the server and whatever it spawned (code servers, run workers, web workers),
         and what its earlier lives spawned."""
-        for group in [*self._old_groups, *([self.process.pid] if self.process is not None else [])]:
+        for group in self.groups:
             try:
                 os.killpg(group, sig)
             except ProcessLookupError:
@@ -141,14 +147,28 @@ def _signal_name(number: int) -> str:
         return f"signal {number}"
 
 
-def stop_all(servers: list[Server], grace_seconds: float) -> None:
-    """SIGINT to every group at once (what `dagster dev` sends), SIGKILL to what is left after the grace period.
+KILLED_EXIT_SECONDS = 5.0  # how long `dev` waits for SIGKILLed processes to end before returning anyway
 
-    The groups are killed even when their leader exited, so no code server or run worker outlives `dev`.
+
+def stop_all(servers: list[Server], grace_seconds: float) -> None:
+    """SIGINT to each server first, then (once it exited, or half the grace period passed) to the rest of its group, and
+    SIGKILL to what is left after the grace period.
+
+    Each server first: interrupted with the whole group at once, the daemon's code server went before the daemon, whose
+    sensors then ticked against a location already gone, and the UI listed those ticks as errors after every clean stop.
+    The groups are signalled and killed even when their leader exited, so no code server or run worker outlives `dev`.
     """
     for server in servers:
+        if server.process is not None and server.process.poll() is None:
+            server.process.send_signal(signal.SIGINT)
+    leaders = time.monotonic() + grace_seconds / 2
+    for server in servers:
+        if server.process is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                server.process.wait(max(0.1, leaders - time.monotonic()))
+    for server in servers:
         server.signal_group(signal.SIGINT)
-    deadline = time.monotonic() + grace_seconds
+    deadline = time.monotonic() + grace_seconds / 2
     for server in servers:
         if server.process is not None:
             try:
@@ -159,6 +179,22 @@ def stop_all(servers: list[Server], grace_seconds: float) -> None:
         if server.process is not None:
             server.process.wait()
         server.close_log()
+    _await_exits([g for s in servers for g in s.groups], KILLED_EXIT_SECONDS)
+
+
+def _await_exits(groups: list[int], timeout_seconds: float) -> None:
+    """Until no process of these groups still runs (a zombie waiting for its parent has ended): SIGKILL is delivered
+    as the kill returns, but a process takes a moment to end, and `dev` returning must mean its children are gone."""
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline:
+        running = False
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                fields = stat.read_text().rsplit(") ", 1)[1].split()
+                running = running or (fields[0] != "Z" and int(fields[2]) in groups)
+        if not running:
+            return
+        time.sleep(0.02)
 
 
 def http_ok(url: str) -> bool:
