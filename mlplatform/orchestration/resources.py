@@ -10,7 +10,9 @@ from mlplatform.settings import Settings, env_name
 
 
 class PlatformResource(dg.ConfigurableResource):
-    """Settings come from `MLPLATFORM_*` variables; these fields override them per deployment or run.
+    """Settings come from `MLPLATFORM_*` variables; these fields stand in for those variables per deployment or run
+    (the run config's `resources.platform.config`). A model's own `loop:` in its defs.yaml still wins over both, as it
+    wins over the environment: it is that model's setting, these are every model's default.
 
     The Platform (each model's spec, event log, registry) is built once per process by the composition
     root and shared by every run, tick and check that uses the same settings; reading the settings from the
