@@ -74,6 +74,8 @@ def test_unknown_model_and_short_paths_name_the_models(client: httpx.Client, rec
         response = client.post(path, json=records[ADULT], headers=auth()) if not path.endswith("readyz") else client.get(path)
         assert response.status_code == 404, path
         assert ADULT in response.json()["detail"] and BIKE in response.json()["detail"], path
+    dagster_name = client.post(f"/models/{BIKE.replace('-', '_')}/predict", json=records[BIKE], headers=auth())  # as the CLI takes it
+    assert dagster_name.status_code == 404 and dagster_name.json()["detail"].endswith(f"; its path is /models/{BIKE}/predict"), dagster_name.text
 
 
 def test_feedback_goes_to_the_model_that_served(client: httpx.Client, records: dict[str, dict[str, Any]]) -> None:

@@ -135,7 +135,10 @@ class RouteTable:
         for prefix in (MODELS_PREFIX + "/", ADMIN_PREFIX + MODELS_PREFIX + "/"):
             name = path.removeprefix(prefix).split("/", 1)[0] if path.startswith(prefix) else None
             if name is not None and name not in self.services:
-                return f"unknown model {printable(name[:64])!r}; this service serves {known}"
+                # The CLI takes a model's Dagster name too (bike_sharing): its path here is its spec's name (bike-sharing).
+                twin = next((k for k in known if k.replace("-", "_") == name.replace("-", "_")), None)
+                meant = f"; its path is {path.replace(f'{prefix}{name}', f'{prefix}{twin}', 1)}" if twin else ""
+                return f"unknown model {printable(name[:64])!r}; this service serves {known}{meant}"
         return None
 
 
