@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from mlplatform.stores.registry import Registry
 
 COMPONENT_TYPE = "mlplatform.RetrainingLoop"
+COMPONENT_TYPES = (COMPONENT_TYPE, "mlplatform.orchestration.component.RetrainingLoop")  # its short name, and the class's own path, which dg takes too
 DEFS_DIR = Path(__file__).resolve().parent / "defs"
 DEFS_FILE = "defs.yaml"
 
@@ -146,11 +147,11 @@ def read_declaration(defs_file: Path) -> ModelDeclaration | None:
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise PlatformError(f"{defs_file}: cannot be read as YAML: {exc}") from None
     declared = document.get("type") if isinstance(document, dict) else None
-    if isinstance(declared, str) and declared != COMPONENT_TYPE and declared.startswith(f"{COMPONENT_TYPE.split('.')[0]}."):
+    if isinstance(declared, str) and declared not in COMPONENT_TYPES and declared.startswith(f"{COMPONENT_TYPE.split('.')[0]}."):
         # Another package's component is none of ours; a misspelt one of ours was skipped here without a word while
         # `dg check defs` refused the whole code location.
         raise PlatformError(f"{defs_file}: type: {declared!r} is no component of mlplatform (its one component type: {COMPONENT_TYPE})")
-    if declared != COMPONENT_TYPE:
+    if declared not in COMPONENT_TYPES:
         return None
     try:
         return ModelDeclaration.model_validate(document.get("attributes") or {})

@@ -301,5 +301,10 @@ def test_an_event_landed_with_a_time_ahead_is_not_in_the_history_of_requests_bef
     served = pd.DataFrame(filled, columns=parts.spec.history_numeric).astype("float64").iloc[0]
     temperatures = served[["hist__temp_mean3__by_weathersit", "hist__temp_max_6h__by_weathersit"]]
     assert not (temperatures > 1).any(), f"the data's temperatures are within [0, 1]; 50 is the event ahead: {temperatures.to_dict()}"
-    rebuilt = _rebuilt(parts).set_index("event_id").loc[event_id, parts.spec.history_numeric].astype("float64")
+    log = parts.event_log  # training's frame of a window starting at the request: its warm-up is the horizon serving's start read
+    found = log.record(event_id)
+    assert found is not None
+    window = log.events_between(start_us=int(found[0]["event_time"]))
+    rebuilt = with_history(log, parts.spec, window, log.counts().label_watermark).set_index("event_id").loc[event_id, parts.spec.history_numeric]
+    rebuilt = rebuilt.astype("float64")
     assert np.allclose(served.to_numpy(), rebuilt.to_numpy(), rtol=1e-9, atol=1e-9, equal_nan=True), (served.to_dict(), rebuilt.to_dict())

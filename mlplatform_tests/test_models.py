@@ -89,6 +89,14 @@ def test_two_models_with_one_name_are_refused_naming_both_files(tmp_path: Path) 
     assert str(first) in str(refused.value) and str(second) in str(refused.value)
 
 
+def test_the_components_own_path_declares_a_model_as_its_short_name_does(tmp_path: Path) -> None:
+    """dg resolves `mlplatform.orchestration.component.RetrainingLoop` to the component; the CLI skipped it as none of ours."""
+    defs = tmp_path / "defs"
+    _declare(defs, "adult", ADULT_DEFS.format(spec=REPO_ROOT / "data" / "adult.yaml", extra="").replace(
+        "mlplatform.RetrainingLoop", "mlplatform.orchestration.component.RetrainingLoop"))
+    assert list(Platform.discover(Settings(state_dir=tmp_path / "state"), defs).models) == ["adult"]
+
+
 def test_two_models_whose_names_are_one_dagster_name_are_refused_naming_each(tmp_path: Path) -> None:
     """`adult_fast` and `adult-fast` are one asset prefix: the message said "two models named 'adult-fast'"."""
     defs = tmp_path / "defs"

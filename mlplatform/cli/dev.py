@@ -151,24 +151,14 @@ KILLED_EXIT_SECONDS = 5.0  # how long `dev` waits for SIGKILLed processes to end
 
 
 def stop_all(servers: list[Server], grace_seconds: float) -> None:
-    """SIGINT to each server first, then (once it exited, or half the grace period passed) to the rest of its group, and
-    SIGKILL to what is left after the grace period.
+    """SIGINT to every group at once (what `dagster dev` sends), SIGKILL to what is left after the grace period, and
+    return once the killed processes have ended.
 
-    Each server first: interrupted with the whole group at once, the daemon's code server went before the daemon, whose
-    sensors then ticked against a location already gone, and the UI listed those ticks as errors after every clean stop.
-    The groups are signalled and killed even when their leader exited, so no code server or run worker outlives `dev`.
+    The groups are killed even when their leader exited, so no code server or run worker outlives `dev`.
     """
     for server in servers:
-        if server.process is not None and server.process.poll() is None:
-            server.process.send_signal(signal.SIGINT)
-    leaders = time.monotonic() + grace_seconds / 2
-    for server in servers:
-        if server.process is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                server.process.wait(max(0.1, leaders - time.monotonic()))
-    for server in servers:
         server.signal_group(signal.SIGINT)
-    deadline = time.monotonic() + grace_seconds / 2
+    deadline = time.monotonic() + grace_seconds
     for server in servers:
         if server.process is not None:
             try:

@@ -198,12 +198,15 @@ class ClassificationEstimator:
         totals = out.sum(axis=1, keepdims=True)
         return np.where(totals > 0, out / np.where(totals > 0, totals, 1.0), matrix)
 
+    def _auc_columns(self, weights: np.ndarray) -> list[int]:
+        """The classes an AUC is averaged over: the positive one (binary), those that occur (multiclass)."""
+        return [1] if self.task == "binary" else [k for k in range(len(self.classes)) if weights[:, k].sum() >= 0.5]
+
     def _auc(self, matrix: np.ndarray, weights: np.ndarray) -> float:
         """Binary: of the positive class. Multiclass: one-vs-rest, averaged over the classes that occur (labelled, or
         expected, at least half an event), as `confusion_metrics` and the realized AUC: a class expected 0.09 times in
         a chunk (AUC 0.88 of its own near-zero scores) counted as much as each of the others, which realized left out."""
-        columns = [1] if self.task == "binary" else [k for k in range(len(self.classes)) if weights[:, k].sum() >= 0.5]
-        values = [weighted_auc(matrix[:, k], weights[:, k]) for k in columns]
+        values = [weighted_auc(matrix[:, k], weights[:, k]) for k in self._auc_columns(weights)]
         defined = [v for v in values if not math.isnan(v)]
         return float(np.mean(defined)) if defined else float("nan")
 
@@ -236,8 +239,7 @@ class ClassificationEstimator:
         cells = (np.arange(DRAWS)[:, None] * k * k + draws * k + predicted[None, :]).ravel()
         confusion = np.bincount(cells, minlength=DRAWS * k * k).reshape(DRAWS, k, k).astype("float64")
         values = confusion_metrics(confusion, self.positive)
-        columns = [1] if self.task == "binary" else range(k)
-        aucs = np.column_stack([_rank_auc(_average_ranks(matrix[:, c]), draws == c) for c in columns])
+        aucs = np.column_stack([_rank_auc(_average_ranks(matrix[:, c]), draws == c) for c in self._auc_columns(proba)])
         with warnings.catch_warnings():  # a draw where every class's AUC is undefined is simply left out
             warnings.simplefilter("ignore", RuntimeWarning)
             values["roc_auc"] = np.nanmean(aucs, axis=1)

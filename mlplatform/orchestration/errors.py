@@ -16,13 +16,18 @@ class ErrorInfo(Protocol):
 DAGSTER_ERRORS = ("Dagster", "RetryRequested")
 
 
-def root_cause(error: ErrorInfo) -> str:
+def root_cause(error: ErrorInfo, whole: bool = False) -> str:
     """What actually went wrong: after retries the step error is Dagster's "Exceeded max_retries"; the
-    platform's own exception (which names the file or store) is the first cause that is not Dagster's."""
-    outer = error.message.strip().splitlines()[0]
+    platform's own exception (which names the file or store) is the first cause that is not Dagster's. Its first
+    line (an alert's one-line description), or `whole` (a terminal: pydantic lists each field on a line of its own)."""
+    outer = _first_line(error.message)
     cause: ErrorInfo | None = error
     while cause is not None and (cause.cls_name or "").startswith(DAGSTER_ERRORS):
         cause = cause.cause
-    if cause is None or cause is error:
-        return outer
-    return f"{cause.message.strip().splitlines()[0]} ({outer})"
+    found = error if cause is None else cause
+    text = found.message.strip() if whole else _first_line(found.message)
+    return text if found is error else f"{text} ({outer})"
+
+
+def _first_line(message: str) -> str:
+    return (message.strip().splitlines() or [""])[0]

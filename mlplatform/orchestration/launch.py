@@ -37,7 +37,7 @@ def raise_on_failure(result: RunResult, what: str) -> RunResult:
     if not result.success:
         blocked = [f"{e.asset_key.to_user_string()}'s blocking check {e.check_name} failed ({e.description})"
                    for e in result.get_asset_check_evaluations() if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR]
-        failures = [root_cause(e.event_specific_data.error) for e in result.all_events if e.is_step_failure]  # type: ignore[union-attr]
+        failures = [root_cause(e.event_specific_data.error, whole=True) for e in result.all_events if e.is_step_failure]  # type: ignore[union-attr]
         # A failure the executor reports on the run, not on a step (a Celery worker's storage error, a lost worker): its engine or run failure event carries it.
         others = [error.message.strip() for e in result.all_events if (e.is_run_failure or e.is_engine_event)
                   and (error := getattr(e.event_specific_data, "error", None)) is not None]

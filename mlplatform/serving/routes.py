@@ -137,7 +137,7 @@ class RouteTable:
             if name is not None and name not in self.services:
                 # The CLI takes a model's Dagster name too (bike_sharing): its path here is its spec's name (bike-sharing).
                 twin = next((k for k in known if k.replace("-", "_") == name.replace("-", "_")), None)
-                meant = f"; its path is {path.replace(f'{prefix}{name}', f'{prefix}{twin}', 1)}" if twin else ""
+                meant = f"; its path is {printable(path.replace(f'{prefix}{name}', f'{prefix}{twin}', 1)[:200])}" if twin else ""
                 return f"unknown model {printable(name[:64])!r}; this service serves {known}{meant}"
         return None
 
