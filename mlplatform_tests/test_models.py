@@ -495,3 +495,24 @@ def test_a_draft_spec_takes_its_classes_from_the_whole_file(tmp_path: Path, fmt:
     spec = parse_spec(yaml.safe_load(text))
     assert spec.task.value == "multiclass" and spec.classes == ["1", "2", "3"], text
     assert f"# 3 distinct labels in the whole file, 2 in its first {SAMPLE_ROWS} rows: classes are the whole file's" in text
+
+
+def test_a_draft_spec_reads_the_label_in_chunks_as_landing_spells_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunk by chunk, a gap read 1 as 1.0 in one and text in another: classes '1' and '1.0' (review). A leading zero
+    later in the file, and more than 20 text classes (drafted as a regression), the same."""
+    from mlplatform.domain import spec_draft
+    from mlplatform.domain.spec import parse_spec
+
+    monkeypatch.setattr(spec_draft, "LABEL_CHUNK_ROWS", 3000)
+    labels = [1, 2] * 3000 + ["other"] * 10
+    rows = pd.DataFrame({"x": np.arange(len(labels), dtype="float64"), "y": pd.Series(labels, dtype=object)})
+    rows.loc[2500, "y"] = None
+    rows.to_csv(tmp_path / "gaps.csv", index=False)
+    assert parse_spec(yaml.safe_load(spec_draft.draft_spec("gaps", tmp_path / "gaps.csv", label="y"))).classes == ["1", "2", "other"]
+    codes = pd.DataFrame({"x": np.arange(7000.0), "y": ["1", "2"] * 3000 + ["03"] * 1000})
+    codes.to_csv(tmp_path / "codes.csv", index=False)
+    assert parse_spec(yaml.safe_load(spec_draft.draft_spec("codes", tmp_path / "codes.csv", label="y"))).classes == ["03", "1", "2"]
+    many = pd.DataFrame({"x": np.arange(9000.0), "y": [f"c{i % 5}" for i in range(6000)] + [f"d{i % 25}" for i in range(3000)]})
+    many.to_csv(tmp_path / "many.csv", index=False)
+    spec = parse_spec(yaml.safe_load(spec_draft.draft_spec("many", tmp_path / "many.csv", label="y")))
+    assert spec.task.value == "multiclass" and len(spec.classes or []) == 30

@@ -23,6 +23,7 @@ from mlplatform.domain.validation import csv_separator
 
 SAMPLE_ROWS = 5000
 LABEL_CHUNK_ROWS = 500_000  # the label column is read over the whole file in chunks this size
+MAX_DISTINCT_LABELS = 1000  # more distinct labels than this: no classification, the reading stops
 MAX_CLASSES = 20
 ID_NAMES = re.compile(r"^(id|.*_id|event_id|uuid)$", re.IGNORECASE)
 TIME_NAMES = re.compile(r"^(time|timestamp|date|datetime|ts|dteday|epoch)$|^(timestamp|datetime|ts|epoch)_|_(time|at|date|ts|ms|timestamp|datetime|epoch)$",
@@ -68,30 +69,40 @@ def _read_sample(path: Path) -> tuple[pd.DataFrame, dict[str, pd.Series]]:
     return read(), {c: v for c, v in cells.items() if v.str.fullmatch(LEADING_ZERO).any()}
 
 
-def _label_values(path: Path, label: str, as_text: bool) -> pd.Series:
-    """The label's distinct values over the whole file, in chunks (a classification label has few; more than
-    MAX_CLASSES + 1 are not kept: no classification then). From the sample alone, an export in time order whose rare
-    class first came after its 5000th row was drafted without it, and landing then quarantined every row of it."""
+def _label_values(path: Path, label: str) -> pd.Series:
+    """The label's distinct values over the whole file, read in chunks and spelt as landing reads them (text; numbers
+    without a trailing .0, so a chunk with a gap, read as floats, gives 1, not 1.0), at most MAX_DISTINCT_LABELS + 1:
+    from the sample alone, an export in time order whose rare class first came after its 5000th row was drafted without
+    it, and landing then quarantined every row of it. Numbers come back as numbers, unless one is spelt with a leading zero."""
     name = path.name.lower()
     if name.endswith((".parquet", ".pq")):
         import pyarrow.parquet as pq
 
         chunks = (batch.column(0).to_pandas() for batch in pq.ParquetFile(path).iter_batches(batch_size=LABEL_CHUNK_ROWS, columns=[label]))
-    elif name.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
-        chunks = (part[label] for part in pd.read_json(path, lines=True, chunksize=LABEL_CHUNK_ROWS) if label in part)
+    elif name.endswith((".jsonl", ".jsonl.gz", ".ndjson")):  # every field of a record is parsed: smaller chunks
+        chunks = (part[label] for part in pd.read_json(path, lines=True, dtype=False, chunksize=LABEL_CHUNK_ROWS // 10) if label in part)
     else:
         with gzip.open(path, "rt", encoding="utf-8") if name.endswith(".gz") else path.open(encoding="utf-8") as text:
             header = text.readline().rstrip("\r\n")
-        chunks = (part[label] for part in pd.read_csv(path, usecols=[label], skipinitialspace=True, sep=csv_separator(header),
-                                                      dtype=str if as_text else None, chunksize=LABEL_CHUNK_ROWS))
-    distinct: list[pd.Series] = []
+        chunks = (part[label] for part in pd.read_csv(path, usecols=[label], skipinitialspace=True, sep=csv_separator(header), dtype=str,
+                                                      chunksize=LABEL_CHUNK_ROWS))
+    distinct: set[str] = set()
     for chunk in chunks:
-        distinct.append(pd.Series(chunk.dropna().unique()).str.strip() if as_text else pd.Series(chunk.dropna().unique()))
-        if sum(map(len, distinct)) > 4 * (MAX_CLASSES + 1):  # keep the list short: only the count matters beyond the limit
-            distinct = [pd.concat(distinct).drop_duplicates()]
-            if len(distinct[0]) > MAX_CLASSES + 1:
-                break
-    return pd.concat(distinct).drop_duplicates().reset_index(drop=True) if distinct else pd.Series(dtype=object)
+        distinct |= {_spelt(v) for v in chunk.dropna().unique()} - {""}
+        if len(distinct) > MAX_DISTINCT_LABELS:
+            break
+    values = pd.Series(sorted(distinct), dtype=object)
+    numbers = pd.to_numeric(values, errors="coerce")
+    if len(values) and numbers.notna().all() and not values.str.fullmatch(LEADING_ZERO).any():
+        return numbers
+    return values
+
+
+def _spelt(value: object) -> str:
+    """One label as text: 1.0 as 1, as landing spells a class."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
 
 
 def _classes(values: pd.Series) -> list[str]:
@@ -103,11 +114,14 @@ def _classes(values: pd.Series) -> list[str]:
 
 
 def _task(values: pd.Series) -> str:
+    """Two values: binary; text, or a few whole numbers: multiclass; other numbers: regression (text labels were drafted
+    as a regression once there were more than MAX_CLASSES of them, which no landed label could then be)."""
     distinct = values.dropna().nunique()
     if distinct == 2:
         return "binary"
-    numeric = pd.api.types.is_numeric_dtype(values)
-    return "multiclass" if distinct <= MAX_CLASSES and (not numeric or (values.dropna() % 1 == 0).all()) else "regression"
+    if not pd.api.types.is_numeric_dtype(values):
+        return "multiclass"
+    return "multiclass" if distinct <= MAX_CLASSES and (values.dropna() % 1 == 0).all() else "regression"
 
 
 def _time_format(values: pd.Series) -> tuple[str | None, str]:
@@ -181,9 +195,12 @@ def draft_spec(name: str, sample: Path | None, label: str | None = None, task: s
     notes: list[str] = []
     labels = frame[label]
     if (task or _task(labels)) != "regression":
-        labels = _label_values(sample, label, as_text=label in padded)
-        if labels.nunique() > frame[label].nunique():
-            notes.append(f"{labels.nunique()} distinct labels in the whole file, {frame[label].nunique()} in its first {len(frame)} rows: "
+        labels = _label_values(sample, label)
+        if len(labels) > MAX_DISTINCT_LABELS and not pd.api.types.is_numeric_dtype(labels):
+            raise ValueError(f"{sample}: label {label!r} has more than {MAX_DISTINCT_LABELS} distinct values, and not all are numbers: "
+                             "no classification, and no regression either")
+        if len(labels) > frame[label].nunique():
+            notes.append(f"{len(labels)} distinct labels in the whole file, {frame[label].nunique()} in its first {len(frame)} rows: "
                          "classes are the whole file's")
     spec: dict[str, object] = {"name": name, "task": task or _task(labels), "label": label}
     if spec["task"] != "regression":

@@ -338,7 +338,11 @@ class Judgement:
     champion_metrics: dict[str, float] | None
     decision: Decision
     floor_passed: bool
-    judged_rows: int
+    judged: np.ndarray  # the hold-out rows scored
+
+    @property
+    def judged_rows(self) -> int:
+        return int(self.judged.sum())
 
 
 def judge(settings: Settings, spec: DatasetSpec, holdout: pd.DataFrame, challenger_predicted: pd.DataFrame, champion: Predictor | None,
@@ -367,7 +371,7 @@ def judge(settings: Settings, spec: DatasetSpec, holdout: pd.DataFrame, challeng
     decision = decide(spec, challenger_metrics, champion_metrics, settings.promotion_margin, floor)
     if note:
         decision = replace(decision, reason=decision.reason + note)
-    return Judgement(challenger_metrics, champion_metrics, decision, floor_passed, int(rows.sum()))
+    return Judgement(challenger_metrics, champion_metrics, decision, floor_passed, rows)
 
 
 def hold_out_evidence(registry: Registry, holdout: pd.DataFrame, version: int) -> pd.DataFrame:
@@ -418,7 +422,9 @@ def evaluate_challenger(settings: Settings, spec: DatasetSpec, registry: Registr
     predicted = hold_out_evidence(registry, holdout, challenger_version)
     judgement = judge(settings, spec, holdout, predicted, None if misfit else champion_predictor, champion_unseen)
     decision = judgement.decision
-    floor_note = "" if judgement.floor_passed else classes_training_lacks(spec, snapshot.train[LABEL], holdout[LABEL])
+    # The challenger's own training rows (its chosen window) and the rows judged: a class only in older rows is one it never saw.
+    trained = snapshot.train.iloc[-int(registry.get_version(challenger_version).tags.get(tag("window.train_rows"), len(snapshot.train))):]
+    floor_note = "" if judgement.floor_passed else classes_training_lacks(spec, trained[LABEL], holdout[LABEL][judgement.judged])
     if floor_note:
         decision = replace(decision, reason=f"{decision.reason}; {floor_note}")
     if misfit and champion is not None:  # serving cannot load it under this spec: it is no benchmark to keep
