@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from mlplatform.domain.evaluation import primary_metric
-from mlplatform.domain.spec import DatasetSpec, SpecError, load_spec
+from mlplatform.domain.spec import DatasetSpec, SpecError, dagster_name, load_spec
 from mlplatform.settings import Settings, SettingsError, env_name
 
 if TYPE_CHECKING:
@@ -76,11 +76,6 @@ class ModelDeclaration(BaseModel):
 
 class PlatformError(ValueError):
     """A model declaration that cannot be used (bad YAML, wrong field, missing spec, duplicate name): names the file."""
-
-
-def dagster_name(model: str) -> str:
-    """The model's name as Dagster accepts it in asset keys, job, sensor and group names (`bike-sharing` -> `bike_sharing`)."""
-    return model.replace("-", "_")
 
 
 @dataclass

@@ -176,15 +176,16 @@ def _await_exits(groups: list[int], timeout_seconds: float) -> None:
     """Until no process of these groups still runs (a zombie waiting for its parent has ended): SIGKILL is delivered
     as the kill returns, but a process takes a moment to end, and `dev` returning must mean its children are gone."""
     deadline = time.monotonic() + timeout_seconds
-    while time.monotonic() < deadline:
-        running = False
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                fields = stat.read_text().rsplit(") ", 1)[1].split()
-                running = running or (fields[0] != "Z" and int(fields[2]) in groups)
-        if not running:
-            return
+    while time.monotonic() < deadline and any(_runs_in(stat, groups) for stat in Path("/proc").glob("[0-9]*/stat")):
         time.sleep(0.02)
+
+
+def _runs_in(stat: Path, groups: list[int]) -> bool:
+    """The process of a /proc/<pid>/stat runs (is no zombie) in one of `groups`; one gone meanwhile does not."""
+    with contextlib.suppress(OSError, IndexError, ValueError):
+        fields = stat.read_text().rsplit(") ", 1)[1].split()
+        return fields[0] != "Z" and int(fields[2]) in groups
+    return False
 
 
 def http_ok(url: str) -> bool:

@@ -42,16 +42,25 @@ def default_floor(spec: DatasetSpec, y_true: pd.Series | None = None) -> float:
     return float(-(prior * np.log(prior)).sum())
 
 
+def class_counts(labels: pd.Series) -> dict[str, int]:
+    """How many of `labels` each class has, most first (missing ones left out)."""
+    return {str(c): int(n) for c, n in labels.dropna().astype(str).value_counts().items()}
+
+
+def named_counts(counts: dict[str, int]) -> str:
+    """Classes with their counts, as messages name them: 'storm' × 2, '4' × 1."""
+    return ", ".join(f"{c!r} × {n}" for c, n in counts.items())
+
+
 def classes_training_lacks(spec: DatasetSpec, train_labels: pd.Series, holdout_labels: pd.Series) -> str:
     """Why a multiclass challenger may fail the floor through no fault of its own, "" if not: hold-out events of classes
     its training rows lack, which no model trained on them predicts (one such event added 0.056 to a log loss over 600)."""
     if spec.task is not Task.multiclass:
         return ""
-    lacking = holdout_labels[~holdout_labels.isin(set(train_labels.dropna()))].dropna().astype(str).value_counts()
-    if lacking.empty:
+    lacking = class_counts(holdout_labels[~holdout_labels.isin(set(train_labels.dropna()))])
+    if not lacking:
         return ""
-    named = ", ".join(f"{c!r} × {n}" for c, n in lacking.items())
-    return (f"the hold-out has events of classes the training rows lack ({named}), which no model trained on them predicts: "
+    return (f"the hold-out has events of classes the training rows lack ({named_counts(lacking)}), which no model trained on them predicts: "
             "a training window that reaches events of those classes, or a quality_floor set for log_loss, lets it pass")
 
 

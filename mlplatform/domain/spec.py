@@ -51,6 +51,11 @@ MODEL_NAME = r"[a-z0-9][a-z0-9_\-]{0,62}"  # a spec's name: it names files, the 
 MODEL_NAME_RULE = "must be lower-case letters, digits, '_' or '-' (it names files and the MLflow model)"
 
 
+def dagster_name(model: str) -> str:
+    """The model's name as Dagster accepts it in asset keys, job, sensor and group names (`bike-sharing` -> `bike_sharing`)."""
+    return model.replace("-", "_")
+
+
 class SpecError(ValueError):
     """A dataset spec that cannot be used; the message names the field."""
 

@@ -106,11 +106,8 @@ def _spelt(value: object) -> str:
 
 
 def _classes(values: pd.Series) -> list[str]:
-    """Class names as landing spells them: integral numbers without a decimal point (a chunk with a gap reads 1 as 1.0)."""
-    values = values.dropna()
-    if pd.api.types.is_float_dtype(values) and (values % 1 == 0).all():
-        values = values.astype("int64")
-    return sorted(values.astype(str).unique().tolist())
+    """Class names as landing spells them (`_spelt`)."""
+    return sorted({_spelt(v) for v in values.dropna()})
 
 
 def _task(values: pd.Series) -> str:

@@ -16,7 +16,7 @@ import dagster as dg
 from dagster.components.scaffold.scaffold import ScaffoldRequest, scaffold_with
 from pydantic import BaseModel
 
-from mlplatform.domain.spec import MODEL_NAME, MODEL_NAME_RULE
+from mlplatform.domain.spec import MODEL_NAME, MODEL_NAME_RULE, dagster_name
 from mlplatform.domain.spec_draft import draft_spec
 from mlplatform.orchestration.alerts import build_alerts_sensor, build_live_quality
 from mlplatform.orchestration.assets import build_assets, external_retry_policy, freshness_policies
@@ -67,7 +67,7 @@ class RetrainingLoopScaffolder(dg.Scaffolder[ScaffoldParams]):
         dg.scaffold_component(request, {"spec": SPEC_FILE, "loop": {"retrain_every_n": 5000}})
         (folder / SPEC_FILE).write_text(spec, encoding="utf-8")
         if name != folder.name:
-            print(f"model {name!r} (Dagster prefix {name.replace('-', '_')!r}): its landing folder is <landing root>/{name}")
+            print(f"model {name!r} (Dagster prefix {dagster_name(name)!r}): its landing folder is <landing root>/{name}")
 
 
 def _remove_if_empty(folder: Path) -> None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import dagster as dg
 
 from mlplatform.domain.keys import CELERY_STEP_PRIORITY_TAG, PRIORITY_TAG
-from mlplatform.root import dagster_name
+from mlplatform.domain.spec import dagster_name
 
 RAW_EVENTS = "raw_events"
 FEATURES = "features"

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from mlplatform.domain.estimation import WATCHED_METRIC, Estimate, Estimator
-from mlplatform.domain.evaluation import DEFAULT_FLOOR, primary_metric
+from mlplatform.domain.evaluation import DEFAULT_FLOOR, class_counts, named_counts, primary_metric
 from mlplatform.domain.predictor import NO_ESTIMATOR, Predictor
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.validation import EVENT_TIME, LABEL
@@ -65,8 +65,7 @@ class EstimationReport:
         """Why some labelled events count in no realized metric: a class the spec gained after the champion was trained."""
         if not self.left_out:
             return ""
-        named = ", ".join(f"{c!r} × {n}" for c, n in self.left_out.items())
-        return (f"{sum(self.left_out.values())} labelled events of classes champion v{self.champion_version} does not predict ({named}) "
+        return (f"{sum(self.left_out.values())} labelled events of classes champion v{self.champion_version} does not predict ({named_counts(self.left_out)}) "
                 "are left out of the realized metrics; a retraining under the current spec learns them")
 
     @property
@@ -131,11 +130,10 @@ def estimate_performance(settings: Settings, spec: DatasetSpec, log: EventStore,
     unseen = events[unseen_after(events, label_seq_cutoff)]
     chunk_rows = unseen.iloc[-settings.estimation_chunks * settings.estimation_chunk_events :]
     y = predictor.label_codes(chunk_rows[LABEL])
-    foreign = chunk_rows[LABEL][chunk_rows[LABEL].notna().to_numpy() & np.isnan(y)]
     chunks = estimate_chunks(predictor, estimator, chunk_rows, y, settings.estimation_chunk_events, settings.estimation_min_events)
     recent = predictor.estimate(unseen.iloc[-settings.estimated_drop_events :], settings.estimation_min_events)
     return EstimationReport(champion_version, estimator.method, WATCHED_METRIC[spec.task.value], estimator.reference, chunks, recent,
-                            {str(k): int(v) for k, v in foreign.astype(str).value_counts().items()})
+                            class_counts(chunk_rows[LABEL][np.isnan(y)]))  # missing labels are NaN in y too, and not counted
 
 
 def estimate_floors(settings: Settings, spec: DatasetSpec) -> list[Bound]:

@@ -374,6 +374,13 @@ def judge(settings: Settings, spec: DatasetSpec, holdout: pd.DataFrame, challeng
     return Judgement(challenger_metrics, champion_metrics, decision, floor_passed, rows)
 
 
+def _floor_note(spec: DatasetSpec, registry: Registry, snapshot: FeatureSnapshot, challenger_version: int, judgement: Judgement) -> str:
+    """Why the challenger failed the floor where it could not help it: the rows judged hold classes its own training
+    rows (its chosen window, a tag) lack; a class only in the snapshot's older rows is one it never saw."""
+    train_rows = int(registry.get_version(challenger_version).tags.get(tag("window.train_rows"), len(snapshot.train)))
+    return classes_training_lacks(spec, snapshot.train[LABEL].iloc[-train_rows:], snapshot.holdout[LABEL][judgement.judged])
+
+
 def hold_out_evidence(registry: Registry, holdout: pd.DataFrame, version: int) -> pd.DataFrame:
     """`version`'s predictions on `holdout` as evaluation judges them: a refit version's are its validation model's,
     recorded at training (its own would be in-sample); any other version predicts now."""
@@ -422,9 +429,7 @@ def evaluate_challenger(settings: Settings, spec: DatasetSpec, registry: Registr
     predicted = hold_out_evidence(registry, holdout, challenger_version)
     judgement = judge(settings, spec, holdout, predicted, None if misfit else champion_predictor, champion_unseen)
     decision = judgement.decision
-    # The challenger's own training rows (its chosen window) and the rows judged: a class only in older rows is one it never saw.
-    trained = snapshot.train.iloc[-int(registry.get_version(challenger_version).tags.get(tag("window.train_rows"), len(snapshot.train))):]
-    floor_note = "" if judgement.floor_passed else classes_training_lacks(spec, trained[LABEL], holdout[LABEL][judgement.judged])
+    floor_note = "" if judgement.floor_passed else _floor_note(spec, registry, snapshot, challenger_version, judgement)
     if floor_note:
         decision = replace(decision, reason=f"{decision.reason}; {floor_note}")
     if misfit and champion is not None:  # serving cannot load it under this spec: it is no benchmark to keep

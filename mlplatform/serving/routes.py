@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mlplatform.domain.spec import dagster_name
 from mlplatform.domain.validation import one_value_per_key
 from mlplatform.serving.metrics import NO_MODEL, ServingMetrics
 from mlplatform.serving.records import printable
@@ -136,7 +137,7 @@ class RouteTable:
             name = path.removeprefix(prefix).split("/", 1)[0] if path.startswith(prefix) else None
             if name is not None and name not in self.services:
                 # The CLI takes a model's Dagster name too (bike_sharing): its path here is its spec's name (bike-sharing).
-                twin = next((k for k in known if k.replace("-", "_") == name.replace("-", "_")), None)
+                twin = next((k for k in known if dagster_name(k) == dagster_name(name)), None)
                 meant = f"; its path is {printable(path.replace(f'{prefix}{name}', f'{prefix}{twin}', 1)[:200])}" if twin else ""
                 return f"unknown model {printable(name[:64])!r}; this service serves {known}{meant}"
         return None
