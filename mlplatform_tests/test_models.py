@@ -121,6 +121,8 @@ def test_one_quality_floor_for_models_whose_metrics_differ_is_refused_and_a_floo
     assert Platform.discover(Settings(state_dir=tmp_path / "state", quality_floor=0.7), defs).models["adult"].settings.floor_of("roc_auc") == 0.7
     with pytest.raises(ValidationError, match="Input should be 'roc_auc', 'log_loss' or 'rmse'"):
         Settings(state_dir=tmp_path / "state", quality_floor={"auc": 0.7})
+    with pytest.raises(ValidationError, match="Input should be a valid number"):
+        Settings(state_dir=tmp_path / "state", quality_floor={"roc_auc": "high"})
 
 
 @pytest.mark.parametrize("bike_landing", ["../adult/drop", "../adult/drop/bike", "../adult"])
@@ -516,3 +518,7 @@ def test_a_draft_spec_reads_the_label_in_chunks_as_landing_spells_it(tmp_path: P
     many.to_csv(tmp_path / "many.csv", index=False)
     spec = parse_spec(yaml.safe_load(spec_draft.draft_spec("many", tmp_path / "many.csv", label="y")))
     assert spec.task.value == "multiclass" and len(spec.classes or []) == 30
+    names = pd.DataFrame({"x": np.arange(7000.0), "y": ["a", "b"] * 2500 + [f"n{i}" for i in range(2000)]})  # free text, not classes
+    names.to_csv(tmp_path / "names.csv", index=False)
+    with pytest.raises(ValueError, match=r"label 'y' has more than 1000 distinct values, and not all are numbers"):
+        spec_draft.draft_spec("names", tmp_path / "names.csv", label="y")
