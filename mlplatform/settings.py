@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
-
-FloorMetric = Literal["roc_auc", "log_loss", "rmse"]  # the primary metrics (mlplatform.domain.evaluation.PRIMARY_METRIC)
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mlplatform.domain.retry_budget import RetryBudget
 
+FloorMetric = Literal["roc_auc", "log_loss", "rmse"]  # the primary metrics (mlplatform.domain.evaluation.PRIMARY_METRIC)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SPEC = REPO_ROOT / "data" / "adult.yaml"
 LANDING_MAX_FUTURE_SECONDS = 86_400.0  # a day: producers' clock skew and time zone slips pass, a year ahead does not
@@ -28,6 +29,19 @@ def env_name(setting: str) -> str:
 def env_value(value: object) -> str:
     """A setting's value as its environment variable spells it (a secret in clear: for a child's environment or a 0600 file)."""
     return value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+
+
+def redact(url: str) -> str:
+    """The URL (or key=value connection string) without its password, for messages and metadata."""
+    url = re.sub(r"password\s*=\s*('[^']*'|[^\s&]+)", "password=***", url)
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        host = parts.netloc.rsplit("@", 1)[1]
+    except ValueError:
+        return "<unparseable URL>"
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 def settings_problems(exc: ValidationError) -> str:

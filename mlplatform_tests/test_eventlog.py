@@ -14,10 +14,10 @@ import pytest
 
 from mlplatform.domain.spec import FEATURE_NAME_MAX, DatasetSpec, parse_spec
 from mlplatform.domain.validation import EVENT_ID, EVENT_TIME, LABEL
-from mlplatform.settings import Settings
+from mlplatform.settings import Settings, redact
 from mlplatform.stores.eventlog import BULK_CHECKPOINT_PAGES, CHECKPOINT_PAGES, SERVING_SOURCE, Arrival, Counts, EventIdsTaken, EventLog, EventLogError, EventStore, FileCounts, FileProgress
 from mlplatform.stores.eventlog_factory import open_event_log
-from mlplatform.stores.eventlog_postgres import EVENT_LOG_URL_SETTING, PostgresEventLog, redact
+from mlplatform.stores.eventlog_postgres import EVENT_LOG_URL_SETTING, PostgresEventLog
 from mlplatform_tests.support.postgres import PostgresCluster
 
 SPEC = {

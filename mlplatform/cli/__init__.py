@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from mlplatform.settings import Settings, SettingsError, env_name, scoped_environment, settings_problems
+from mlplatform.settings import Settings, SettingsError, env_name, redact, scoped_environment, settings_problems
 
 if TYPE_CHECKING:
     from mlplatform.root import Platform
@@ -346,7 +346,6 @@ def tracking_unreachable(exc: BaseException, settings: Settings) -> str | None:
         cause = cause.__cause__ or cause.__context__
     if cause is None:
         return None
-    from mlplatform.stores.eventlog_postgres import redact
 
     setting = env_name("mlflow_tracking_uri") if settings.mlflow_tracking_uri else env_name("mlflow_ui_url")
     return (f"the MLflow tracking server at {redact(settings.tracking_uri)} ({setting}) cannot be reached ({type(cause).__name__}): is its "

@@ -16,7 +16,6 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import pandas as pd
@@ -27,6 +26,7 @@ import pyarrow.compute as pc
 
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.validation import EVENT_ID, EVENT_TIME, LABEL
+from mlplatform.settings import redact
 from mlplatform.stores.eventlog import EventLogError, EventStore
 
 EVENT_LOG_URL_SETTING = "MLPLATFORM_EVENT_LOG_URL"
@@ -41,19 +41,6 @@ _NOTHING = pa.scalar(b"", pa.binary())
 def schema_for(dataset: str) -> str:
     """The dataset's schema name: a plain lower-case identifier within PostgreSQL's 63 bytes."""
     return ("eventlog_" + re.sub(r"[^a-z0-9_]", "_", dataset.lower()))[:63]
-
-
-def redact(url: str) -> str:
-    """The URL (or key=value connection string) without its password, for messages and metadata."""
-    url = re.sub(r"password\s*=\s*('[^']*'|[^\s&]+)", "password=***", url)
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        host = parts.netloc.rsplit("@", 1)[1]
-    except ValueError:
-        return "<unparseable URL>"
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 def _text(values: pd.Series) -> pa.Array:

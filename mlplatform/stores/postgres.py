@@ -1,6 +1,6 @@
 """Checks shared by every setting that names a PostgreSQL database (event log, Dagster instance, MLflow store)."""
 
-from mlplatform.settings import SettingsError
+from mlplatform.settings import SettingsError, redact
 
 CONNECT_TIMEOUT_S = 10
 
@@ -10,8 +10,6 @@ def check_reachable(url: str, setting: str) -> None:
 
     The driver is imported here: the code location imports this module but checks only with PostgreSQL settings."""
     import psycopg
-
-    from mlplatform.stores.eventlog_postgres import redact
 
     try:
         with psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT_S):
