@@ -195,6 +195,23 @@ def test_a_log_from_before_quarantine_knew_its_files_opens_and_keeps_its_rows(tm
         log.close()
 
 
+def test_a_log_from_before_progress_kept_its_prefix_digest_opens_and_resumes_as_before(tmp_path: Path) -> None:
+    """An unfinished reading recorded by an earlier version has no digest of the bytes read: it reads as empty, so a grown
+    file goes on from it only where that reading ended with its content, as before."""
+    path = tmp_path / "events.sqlite"
+    with closing(sqlite3.connect(path)) as db, db:
+        db.execute("CREATE TABLE file_progress (sha256 TEXT PRIMARY KEY, name TEXT NOT NULL, position INTEGER NOT NULL, line INTEGER NOT NULL, "
+                   "parsed INTEGER NOT NULL, rows INTEGER NOT NULL, ingested INTEGER NOT NULL, duplicates INTEGER NOT NULL, "
+                   "quarantined INTEGER NOT NULL, labels_applied INTEGER NOT NULL)")
+        db.execute("INSERT INTO file_progress VALUES ('sha-old', 'old.csv', 100, 5, 4, 4, 4, 0, 0, 0)")
+    log = EventLog(path, _spec())
+    try:
+        old = FileProgress(position=100, line=5, parsed=4, counts=FileCounts(rows=4, ingested=4))
+        assert log.file_progress("sha-old") == old and log.progress_named("old.csv") == [("sha-old", old)]
+    finally:
+        log.close()
+
+
 def test_a_batch_commits_with_its_file_progress_or_not_at_all(log: EventStore) -> None:
     """What landing's exactly-once rests on: a batch's events, counters, quarantine and progress share one transaction."""
     bad = pd.DataFrame({"row_number": [3], "reason": ["bad x"], "record": ["{}"]})
@@ -205,7 +222,8 @@ def test_a_batch_commits_with_its_file_progress_or_not_at_all(log: EventStore) -
         raise RuntimeError("killed")
     assert log.counts() == Counts(0, 0, 0, 0) and log.file_progress("sha") == FileProgress() and log.get(["a"]).empty
     # Distinct values, so a column read back into the wrong counter shows.
-    done = FileProgress(position=10, line=4, parsed=2, counts=FileCounts(rows=9, ingested=2, duplicates=3, quarantined=1, labels_applied=4))
+    done = FileProgress(position=10, line=4, parsed=2, counts=FileCounts(rows=9, ingested=2, duplicates=3, quarantined=1, labels_applied=4),
+                        prefix_sha256="5e1f")
     with log.transaction():
         log.append(_events(["a", "b"]), "f")
         log.quarantine(bad, "f", "sha")

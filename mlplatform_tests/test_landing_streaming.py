@@ -346,3 +346,42 @@ def test_a_nul_in_a_malformed_line_is_quarantined_on_postgresql(tmp_path: Path, 
         assert "extra\\x00field" in log._query("SELECT record FROM quarantine")[1][0][0]
     finally:
         log.close()
+
+
+class _Killed(BaseException):
+    """The process dying between two batches: nothing after it runs (not an Exception, so nothing catches it)."""
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_file_killed_mid_reading_then_appended_to_lands_each_row_once(tmp_path: Path, adult_spec: DatasetSpec, adult_rows: pd.DataFrame,
+                                                                        backend: str, request: pytest.FixtureRequest) -> None:
+    """A reading of a file without ids killed after its first batch, then the file appended to: the grown file was a new
+    content, read from its start under ids of its own hash, and the first batch's rows landed twice. The grown file now
+    goes on where the killed reading stopped, as it does after a reading that ended at the content's end."""
+    frame = adult_rows[COLUMNS].head(80).drop(columns=["event_id", "event_time"])
+    path = _write(frame.head(60), tmp_path / "killed.csv")
+    log = EventLog(tmp_path / "events.sqlite", adult_spec) if backend == "sqlite" else PostgresEventLog(request.getfixturevalue("postgres_url"), adult_spec)
+    writes = log.record_progress
+    calls: list[object] = []
+
+    def killed_after_the_first_batch(*args: object) -> None:
+        if calls:
+            raise _Killed
+        calls.append(args)
+        writes(*args)  # type: ignore[arg-type]
+
+    log.record_progress = killed_after_the_first_batch  # type: ignore[method-assign]
+    try:
+        with pytest.raises(_Killed):
+            ingest_file(path, adult_spec, log, _policy(1500))
+        log.record_progress = writes  # type: ignore[method-assign]
+        kept = log.counts().total
+        assert 0 < kept < 60
+        with path.open("ab") as handle:
+            handle.write(_rows_text(frame.iloc[60:], path.name))
+        grown = ingest_file(path, adult_spec, log, _policy(1500))
+        assert grown.note.startswith("grew after its first "), grown
+        assert (grown.rows, grown.ingested, grown.duplicates, log.counts().total) == (80, 80, 0, 80), "the file's counts cover both readings"
+        assert log._query("SELECT count(*) FROM file_progress")[1][0][0] == 0
+    finally:
+        log.close()

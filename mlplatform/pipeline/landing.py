@@ -797,6 +797,25 @@ def _resident_kb() -> int:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
 
 
+class _PrefixDigest:
+    """The SHA-256 of a file's first bytes, extended as its reading goes on. Recorded with each batch's progress, so a
+    file that grew after its reading was killed is known to begin with the bytes read, and goes on after them: read from
+    its start as a new content, its rows without ids landed twice. One more pass over the bytes read (sha256, ~1 GB/s)."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self._fd, self._digest, self._size = handle.fileno(), hashlib.sha256(), 0
+
+    def upto(self, position: int) -> str:
+        """The digest of the file's first `position` bytes (at or after the last one asked for)."""
+        while self._size < position:
+            block = os.pread(self._fd, min(READ_BLOCK, position - self._size), self._size)
+            if not block:
+                raise NotSettled("changed while being read")
+            self._digest.update(block)
+            self._size += len(block)
+        return self._digest.hexdigest()
+
+
 def _store(path: Path, handle: BinaryIO, seen: os.stat_result, spec: DatasetSpec, log: EventStore, policy: LandingPolicy) -> FileOutcome:
     """Ingest the file batch by batch, each batch in one transaction with the file's progress.
 
@@ -805,9 +824,10 @@ def _store(path: Path, handle: BinaryIO, seen: os.stat_result, spec: DatasetSpec
     leaves no rows behind. A run that dies mid-file leaves whole batches and the progress after them: the next
     run resumes there, and event-id dedup makes any overlap harmless.
     """
-    # A plain text file whose reading stopped where its content then ended may have grown since (appended to while it was
-    # read): one that begins with that content goes on from there. Byte offsets only: not a .gz's, not Parquet's rows.
-    earlier = log.progress_named(path.name) if not path.name.lower().endswith((".gz", ".parquet")) else []
+    # A plain text file whose reading stopped (where its content then ended, or killed after a batch) may have grown since:
+    # one that begins with the bytes read goes on from there. Byte offsets only: not a .gz's, not Parquet's rows.
+    plain_text = not path.name.lower().endswith((".gz", ".parquet"))
+    earlier = log.progress_named(path.name) if plain_text else []
     digest, prefixes = _content_hash(handle, seen, path.name.lower().endswith(".gz"), policy.max_decompressed_bytes, [p.position for _, p in earlier])
     _check_settled(path, handle, seen)
     recorded = log.recorded_file(digest)
@@ -817,12 +837,13 @@ def _store(path: Path, handle: BinaryIO, seen: os.stat_result, spec: DatasetSpec
     progress = log.file_progress(digest)
     grown_from, grown = None, ""
     if recorded is None and not progress.position:  # the furthest reading this file begins with (it may have grown twice)
-        grown_from, progress = max(((sha, p) for sha, p in earlier if prefixes.get(p.position) == sha), key=lambda found: found[1].position,
+        grown_from, progress = max(((sha, p) for sha, p in earlier if prefixes.get(p.position) == (p.prefix_sha256 or sha)), key=lambda found: found[1].position,
                                    default=(None, progress))
         grown = f"grew after its first {progress.position} bytes were read: read on from line {progress.line}" if grown_from else ""
     # A reading again replaces the file's quarantine, in its first batch's transaction (not again when it resumes).
     releasing = bool(read_again) and not progress.counts.rows
     collector = _CycleCollector(slack_kb=max(2 * policy.batch_bytes, MIN_COLLECTION_SLACK_BYTES) // 1024)
+    read = _PrefixDigest(handle) if plain_text else None
     columns: list[str] = []
     labels_only = False
     extra: list[str] = []
@@ -856,7 +877,8 @@ def _store(path: Path, handle: BinaryIO, seen: os.stat_result, spec: DatasetSpec
                     if batch.parsed.bad_rows:
                         bad = pd.DataFrame(batch.parsed.bad_rows, columns=["row_number", "reason", "record"])
                         counts += FileCounts(quarantined=log.quarantine(bad, source=path.name, file_sha256=digest))
-                    progress = FileProgress(batch.position, batch.line, progress.parsed + len(frame), progress.counts + counts)
+                    progress = FileProgress(batch.position, batch.line, progress.parsed + len(frame), progress.counts + counts,
+                                            read.upto(batch.position) if read else "")
                     log.record_progress(digest, path.name, progress)
                 del frame, batch
                 collector.after_batch()

@@ -113,16 +113,19 @@ class FileProgress:
 
     `position` is where the next batch starts in the file's (decompressed) content: a byte offset for text, a
     row offset for Parquet; `line` is the file line it starts on and `parsed` how many rows were read before
-    it (generated ids are numbered by it); `counts` the file's running totals.
+    it (generated ids are numbered by it); `counts` the file's running totals; `prefix_sha256` the SHA-256 of the
+    file's first `position` bytes (text files: a file that grew after a reading was killed goes on from there).
     """
 
     position: int = 0
     line: int = 1
     parsed: int = 0
     counts: FileCounts = FileCounts()
+    prefix_sha256: str = ""
 
 
-_PROGRESS_COLUMNS = ("position", "line", "parsed", *_COUNT_COLUMNS)  # the columns of table file_progress
+_COUNTED_PROGRESS = ("position", "line", "parsed", *_COUNT_COLUMNS)
+_PROGRESS_COLUMNS = (*_COUNTED_PROGRESS, "prefix_sha256")  # the columns of table file_progress
 
 
 def _storable(text: str) -> str:
@@ -132,8 +135,8 @@ def _storable(text: str) -> str:
 
 def _progress(values: Sequence[Any]) -> FileProgress:
     """A FileProgress from the values of _PROGRESS_COLUMNS, in their order."""
-    position, line, parsed, *counts = (int(v) for v in values)
-    return FileProgress(position, line, parsed, FileCounts(*counts))
+    position, line, parsed, *counts = (int(v) for v in values[:-1])
+    return FileProgress(position, line, parsed, FileCounts(*counts), str(values[-1] or ""))
 
 
 @dataclass(frozen=True)
@@ -323,8 +326,11 @@ class EventStore(ABC):
             )
             db.execute(
                 f"""CREATE TABLE IF NOT EXISTS file_progress (
-                    sha256 TEXT PRIMARY KEY, name TEXT NOT NULL, {", ".join(f"{c} {t['int']} NOT NULL" for c in _PROGRESS_COLUMNS)})"""
+                    sha256 TEXT PRIMARY KEY, name TEXT NOT NULL, {", ".join(f"{c} {t['int']} NOT NULL" for c in _COUNTED_PROGRESS)},
+                    prefix_sha256 TEXT NOT NULL DEFAULT '')"""
             )
+            if "prefix_sha256" not in self._existing_columns(db, "file_progress"):  # a log from before killed readings went on
+                db.execute("ALTER TABLE file_progress ADD COLUMN prefix_sha256 TEXT NOT NULL DEFAULT ''")
             db.execute(f"CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value {t['int']} NOT NULL)")
             db.executemany(f"INSERT INTO meta VALUES ({self.PARAM}, 0) ON CONFLICT (key) DO NOTHING", [(k,) for k in COUNTERS])
 
@@ -584,8 +590,8 @@ class EventStore(ABC):
 
     def progress_named(self, name: str) -> list[tuple[str, FileProgress]]:
         """The unfinished readings of contents landed under `name`, by content hash. A file that grew while it was read
-        leaves one that ends where its hashed content did: the grown file goes on from there (landing checks that it
-        begins with that content)."""
+        leaves one that ends where its hashed content did, a reading that was killed one that ends at its last batch: the
+        grown file goes on from there (landing checks that it begins with the bytes read)."""
         rows = self._query(f"SELECT sha256, {', '.join(_PROGRESS_COLUMNS)} FROM file_progress WHERE name = {self.PARAM}", (name,))[1]
         return [(str(sha), _progress(values)) for sha, *values in rows]
 
@@ -611,7 +617,8 @@ class EventStore(ABC):
             db.execute(
                 f"INSERT INTO file_progress (sha256, name, {', '.join(_PROGRESS_COLUMNS)}) VALUES ({', '.join(p for _ in range(2 + len(_PROGRESS_COLUMNS)))}) "
                 f"ON CONFLICT (sha256) DO UPDATE SET {updates}",
-                (sha256, name, progress.position, progress.line, progress.parsed, *(getattr(progress.counts, c) for c in _COUNT_COLUMNS)),
+                (sha256, name, progress.position, progress.line, progress.parsed, *(getattr(progress.counts, c) for c in _COUNT_COLUMNS),
+                 progress.prefix_sha256),
             )
 
     def counts(self) -> Counts:
