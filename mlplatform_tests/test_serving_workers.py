@@ -1,12 +1,13 @@
 """`mlplatform serve --workers 2` on the PostgreSQL event log, real processes on loopback: both processes answer and log
 every acknowledged prediction, both follow a champion change, and a PostgreSQL outage gives 503 with the reason and
 /readyz false in each process, then 200 again once the server is back, with no acknowledged prediction lost. On the
-SQLite log, several processes are refused, saying why."""
+SQLite log, several processes are refused, saying why, and so is a port taken."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -224,3 +225,19 @@ def test_serve_with_a_wrong_event_log_url_fails_at_start_naming_the_setting(stat
     error = capsys.readouterr().err
     assert "mlplatform serve: MLPLATFORM_EVENT_LOG_URL (postgresql://postgres:***@127.0.0.1:" in error and "cannot connect" in error
     assert "wrong-secret" not in error and postgres_cluster.password not in error
+
+
+@pytest.mark.parametrize("given", ["option", "setting"])
+def test_a_port_taken_is_refused_before_the_models_warm_up_naming_it(state: Settings, given: str, monkeypatch: pytest.MonkeyPatch,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """uvicorn found a port taken only after the app's start-up (every model loaded and its history warmed), and said so
+    in one log line among its own, exiting 3."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        if given == "setting":
+            monkeypatch.setenv("MLPLATFORM_SERVE_PORT", str(port))
+        assert main(["serve", "--model", "adult", *(["--port", str(port)] if given == "option" else [])]) == 2
+    assert (f"mlplatform serve: port {port} on 127.0.0.1 (MLPLATFORM_SERVE_PORT or --port) cannot be bound: Address already in use; "
+            "stop what listens there or choose another port") in capsys.readouterr().err

@@ -29,6 +29,7 @@ from mlplatform import TELEMETRY_OFF
 from mlplatform.cli.reaper import Reaper
 from mlplatform.orchestration.executor import celery_worker_command, celery_worker_env
 from mlplatform.orchestration.instance import WARM_RUNS_PRESTART_ENV, prepare_dagster_home
+from mlplatform.ports import bind_error
 from mlplatform.settings import REPO_ROOT, Settings, env_name
 
 WORKSPACE = REPO_ROOT / "workspace.yaml"
@@ -342,13 +343,9 @@ def _check_ports_free(settings: Settings, production: bool) -> None:
         urls["serve_port"] = f"http://{settings.serve_host}:{settings.serve_port}"
     for name, url in urls.items():
         host, port = _bind(url)
-        with socket.socket() as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a port in TIME_WAIT is free to a server, which sets it too
-            try:
-                sock.bind((host, port))
-            except OSError as exc:
-                raise DevServerError(f"port {port} on {host} ({env_name(name)}: {url}) cannot be bound: {exc.strerror}; stop what listens "
-                                     f"there or set {env_name(name)}") from None
+        if (error := bind_error(host, port)) is not None:
+            raise DevServerError(f"port {port} on {host} ({env_name(name)}: {url}) cannot be bound: {error}; stop what listens "
+                                 f"there or set {env_name(name)}")
 
 
 def _wait_ready(servers: list[Server], timeout_seconds: float) -> None:

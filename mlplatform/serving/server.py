@@ -11,6 +11,7 @@ from typing import Any
 
 import uvicorn
 
+from mlplatform.ports import bind_error
 from mlplatform.serving.app import create_app
 from mlplatform.serving.service import ModelParts, check_supported
 from mlplatform.settings import Settings, SettingsError, env_name
@@ -43,10 +44,13 @@ def check_workers(models: Sequence[ModelParts], workers: int) -> None:
 
 def serve(settings: Settings, models: Sequence[ModelParts]) -> None:
     """Serve `models` (the composition root's, `mlplatform serve`) until interrupted, in `serve_workers` processes; access
-    logs are off because /metrics counts every request. A model that cannot be served with its settings, or an event log
-    database that does not answer, is refused before any process starts."""
+    logs are off because /metrics counts every request. A model that cannot be served with its settings, a port taken, or an
+    event log database that does not answer, is refused before any process starts (and before the models warm up)."""
     workers = settings.serve_workers
     check_workers(models, workers)
+    if (error := bind_error(settings.serve_host, settings.serve_port)) is not None:
+        raise SettingsError(f"port {settings.serve_port} on {settings.serve_host} ({env_name('serve_port')} or --port) cannot be bound: "
+                            f"{error}; stop what listens there or choose another port")
     for model in models:
         check_supported(model.settings, model.spec)
         if model.settings.event_log_url is not None:

@@ -1,0 +1,18 @@
+"""Whether a server's configured address can be bound, asked before anything starts: a port taken by another process
+was otherwise found only after the server's start-up work, as one line of its log."""
+
+from __future__ import annotations
+
+import socket
+
+
+def bind_error(host: str, port: int) -> str | None:
+    """Why (host, port) cannot be bound now, as the system says it, or None when it can. With SO_REUSEADDR, as servers
+    set it: a port in TIME_WAIT is free to them."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
