@@ -120,6 +120,16 @@ def test_the_loop_promotes_refuses_bad_windows_and_rejects_worse_challengers(
         hold_out_evidence(reg, holdout.head(3).assign(event_id=lambda f: f["event_id"] + "-elsewhere"), 2)
     assert second["challenger_score"] == score(adult_spec, holdout[LABEL], evidence)[metric] != score(adult_spec, holdout[LABEL], reg.load_predictor(2).predict(holdout))[metric]
     assert second[JUDGED_ROWS] == second["holdout_rows"] == len(holdout) and (holdout["label_seq"] > int(v1.tags[tag("window.label_seq_cutoff")])).all()
+    # Judged again (the asset run again, a pin released): the probe found v2's one report rewritten, and the first
+    # materialization's link showing the later decision. Each evaluation has a report of its own, in MLflow too.
+    first_report = Path(str(second["report_path"]))
+    recorded = first_report.read_text(encoding="utf-8")
+    materialize(instance, ["evaluation_report"], raise_on_error=True)
+    rejudged = latest_metadata(instance, adult.asset(EVALUATION_REPORT))
+    assert rejudged is not None and rejudged["challenger_version"] == 2 and Path(str(rejudged["report_path"])) != first_report
+    assert first_report.read_text(encoding="utf-8") == recorded and Path(str(rejudged["report_path"])).is_file()
+    logged = {a.path for a in reg.client.list_artifacts(v2.run_id, "evaluation")}
+    assert {f"evaluation/{first_report.name}", f"evaluation/{Path(str(rejudged['report_path'])).name}"} <= logged, logged
     assert str(reg.version_by_alias("challenger").version) == "2"
 
     # Below the quality floor: rejected even with no margin, and the blocking check fails.

@@ -285,7 +285,9 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
         }
         report_dir = settings.reports_dir / "evaluation"
         report_dir.mkdir(parents=True, exist_ok=True)
-        report_path = report_dir / f"{spec.name}-v{challenger_version}.html"
+        # One report per evaluation: a version judged again (a pin released, the asset run again) gets a report of its own, and
+        # the earlier materialization's link still shows the decision it recorded.
+        report_path = report_dir / f"{spec.name}-v{challenger_version}-{context.run.run_id[:8]}.html"
         report_path.write_text(_evaluation_html(f"{spec.name}: challenger v{challenger_version} {verdict}", evaluation.markdown(), summary), encoding="utf-8")
         registry.log_artifact(challenger_version, report_path, "evaluation")
         check = dg.AssetCheckResult(

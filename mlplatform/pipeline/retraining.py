@@ -303,6 +303,7 @@ class Evaluation:
     champion_version: int | None
     challenger_metrics: dict[str, float]
     champion_metrics: dict[str, float] | None
+    own_metrics: dict[str, float]  # the challenger's on its whole hold-out (its version tag holdout_metrics)
     decision: Decision
     holdout_rows: int
     judged_rows: int  # the hold-out rows the decision scored (those after a refit champion's cut-off, when enough)
@@ -334,11 +335,12 @@ class Evaluation:
 
 @dataclass(frozen=True)
 class Judgement:
-    challenger_metrics: dict[str, float]
+    challenger_metrics: dict[str, float]  # on the rows judged, as the champion's
     champion_metrics: dict[str, float] | None
     decision: Decision
     floor_passed: bool
     judged: np.ndarray  # the hold-out rows scored
+    own_metrics: dict[str, float]  # the challenger's on its whole hold-out: whichever champion it is judged against
 
     @property
     def judged_rows(self) -> int:
@@ -371,7 +373,8 @@ def judge(settings: Settings, spec: DatasetSpec, holdout: pd.DataFrame, challeng
     decision = decide(spec, challenger_metrics, champion_metrics, settings.promotion_margin, floor)
     if note:
         decision = replace(decision, reason=decision.reason + note)
-    return Judgement(challenger_metrics, champion_metrics, decision, floor_passed, rows)
+    own_metrics = challenger_metrics if rows.all() else score(spec, holdout[LABEL], challenger_predicted)
+    return Judgement(challenger_metrics, champion_metrics, decision, floor_passed, rows, own_metrics)
 
 
 def _floor_note(spec: DatasetSpec, registry: Registry, snapshot: FeatureSnapshot, challenger_version: int, judgement: Judgement) -> str:
@@ -454,6 +457,7 @@ def evaluate_challenger(settings: Settings, spec: DatasetSpec, registry: Registr
         champion_version=None if champion is None else champion.version,
         challenger_metrics=judgement.challenger_metrics,
         champion_metrics=judgement.champion_metrics,
+        own_metrics=judgement.own_metrics,
         decision=decision,
         holdout_rows=len(holdout),
         judged_rows=judgement.judged_rows,
@@ -477,6 +481,7 @@ def _already_champion(settings: Settings, spec: DatasetSpec, registry: Registry,
     pinned = f", pinned ({record.pin_reason})" if record.pinned else ""
     decision = replace(judgement.decision, promote=True, reason=f"v{record.version} is already the champion{pinned}: nothing decided again; its decision: {recorded}")
     return Evaluation(challenger_version=record.version, champion_version=record.version, challenger_metrics=judgement.challenger_metrics, champion_metrics=None,
+                      own_metrics=judgement.own_metrics,
                       decision=decision, holdout_rows=len(snapshot.holdout), judged_rows=judgement.judged_rows, floor_passed=judgement.floor_passed,
                       champion_after=record.version, champion_label_seq_cutoff=record.label_seq_cutoff, challenger_predicted=predicted, already_champion=True)
 
@@ -510,7 +515,7 @@ def apply_decision(registry: Registry, evaluation: Evaluation, dagster_run_id: s
             tag("challenger_score"): f"{d.challenger:.6f}",
             tag("champion_score"): "" if d.champion is None else f"{d.champion:.6f}",
             tag("compared_with"): "" if evaluation.champion_version is None else str(evaluation.champion_version),
-            tag("holdout_metrics"): json_tag(evaluation.challenger_metrics),
+            tag("holdout_metrics"): json_tag(evaluation.own_metrics),
             tag("evaluated_at"): str(int(time.time())),
             tag("evaluation_run_id"): dagster_run_id or "",
             **({} if evaluation.shadow is None else {SHADOW_METRICS: json_tag({"events": evaluation.shadow.events, "challenger": evaluation.shadow.challenger_metrics,
