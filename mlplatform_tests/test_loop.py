@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from mlplatform.domain.evaluation import primary_metric, score
-from mlplatform.domain.keys import (CHAMPION_CHANGE, CHAMPION_MOVING, DAGSTER_RUN_TAG, CHOSEN_WINDOW, JUDGED_ROWS, REFIT, REFIT_ROWS, REFIT_ROWS_TAG, RETRY_ON_FAILURE_TAG, VALIDATION_PREDICTIONS, WILL_RETRY_TAG,
+from mlplatform.domain.keys import (CHAMPION_CHANGE, CHAMPION_MOVING, DAGSTER_RUN_TAG, CHOSEN_WINDOW, FITTED_ROWS, TRAINED_WINDOW, JUDGED_ROWS, REFIT, REFIT_ROWS, REFIT_ROWS_TAG, RETRY_ON_FAILURE_TAG, VALIDATION_PREDICTIONS, WILL_RETRY_TAG,
                                    WINDOW_SCORES)
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.validation import EVENT_ID, LABEL
@@ -55,7 +55,7 @@ def test_the_loop_promotes_refuses_bad_windows_and_rejects_worse_challengers(
     first = latest_metadata(instance, adult.asset(EVALUATION_REPORT))
     assert first is not None and (first["decision"], first["challenger_version"], first["champion_version"]) == ("promoted", 1, 1)
     trained = latest_metadata(instance, adult.asset(TRAINED_MODEL))  # refit_on_holdout (the default): served = refit on training rows + hold-out
-    assert trained is not None and trained[REFIT] is True and trained[REFIT_ROWS] == trained["train_rows"] == 2060 and first[JUDGED_ROWS] == 412
+    assert trained is not None and trained[REFIT] is True and trained[REFIT_ROWS] == trained[FITTED_ROWS] == 2060 and first[JUDGED_ROWS] == 412
     checks = [e for e in result.get_asset_check_evaluations() if e.check_name == QUALITY_FLOOR_CHECK]
     assert len(checks) == 1 and checks[0].passed
     v1 = reg.get_version(1)
@@ -114,6 +114,10 @@ def test_the_loop_promotes_refuses_bad_windows_and_rejects_worse_challengers(
     learned = snapshot.train.iloc[-chosen["train_rows"]:]
     assert len(learned) < len(snapshot.train)
     assert (v2.tags[tag("window.train_rows")], v2.tags[tag("window.first_event_id")]) == (str(chosen["train_rows"]), learned[EVENT_ID].iloc[0])
+    # The probe: trained_model's train_rows (the rows fitted, hold-out included) read as a third count of "training rows"
+    # beside the snapshot's and the tags'; its metadata now names the window the tags record, in the same words.
+    assert {tag(f"window.{k}"): str(v) for k, v in trained[TRAINED_WINDOW].items()} == {k: v for k, v in v2.tags.items() if k.startswith(tag("window."))}  # type: ignore[union-attr]
+    assert trained[FITTED_ROWS] == chosen["train_rows"] + len(holdout)
     evidence = reg.read_frame(2, VALIDATION_PREDICTIONS)
     assert evidence["event_id"].tolist() == holdout["event_id"].tolist()
     with pytest.raises(EvidenceError, match="recorded hold-out predictions miss 3 of the 3 events"):  # another snapshot's hold-out

@@ -78,6 +78,11 @@ WINDOW_CANDIDATES = "training_window_candidates"
 WINDOW_SCORES = "training_window_scores"
 # The candidate window since the champion's errors rose (MLflow param and trained_model metadata; "none": none offered)
 CHANGE_WINDOW = "training_window_since_change"
+# trained_model metadata: the rows the registered model was fitted on (the chosen window's training rows, plus the hold-out
+# when refit; MLflow metric train_rows), and the window its version's tags record (the `window.*` tags: the chosen
+# window's training rows and the hold-out, by event ids, times and label cut-off), so the metadata and MLflow agree
+FITTED_ROWS = "fitted_rows"
+TRAINED_WINDOW = "window"
 
 # refit_on_holdout: whether the registered model was refit on its training rows + the hold-out after the choice (MLflow
 # param and trained_model metadata), on how many rows (MLflow metric and trained_model metadata; 0: not refit, the

@@ -15,7 +15,7 @@ import dagster as dg
 import pandas as pd
 
 from mlplatform.domain.keys import (CHAMPION_VERSION, CHANGE_WINDOW, DAGSTER_RUN_TAG, CHOSEN_WINDOW, JUDGED_ROWS, REFIT, REFIT_ROWS, WINDOW_SCORES, EVIDENTLY_PROJECT_URL, EVIDENTLY_SNAPSHOT_URL, EVIDENTLY_WORKSPACE_ERROR, MLFLOW_VERSION, MODEL_TAG,
-                                   REPORT_PATH, REPORT_URL, RUN_TAG_PREFIX, SNAPSHOT)
+                                   REPORT_PATH, REPORT_URL, RUN_TAG_PREFIX, SNAPSHOT, FITTED_ROWS, TRAINED_WINDOW)
 from mlplatform.domain.retry_budget import RetryBudget
 from mlplatform.domain.training import TrainingError
 from mlplatform.domain.validation import LABEL
@@ -220,7 +220,8 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
                 **{k: float(v) for k, v in challenger.validation_metrics.items()},
                 "training_seconds": round(result.seconds, 3),
                 "tuning_trials": result.trials,
-                "train_rows": result.train_rows,
+                FITTED_ROWS: result.train_rows,
+                TRAINED_WINDOW: dg.MetadataValue.json(asdict(challenger.window)),
                 CHOSEN_WINDOW: challenger.fit.choice.window,
                 CHANGE_WINDOW: "none" if challenger.fit.since_change is None else challenger.fit.since_change,
                 WINDOW_SCORES: dg.MetadataValue.json([asdict(c) for c in challenger.fit.choice.candidates]),

@@ -215,6 +215,7 @@ class Challenger:
     result: TrainingResult
     validation_metrics: dict[str, float]
     fit: ChallengerFit
+    window: Window  # what its version's window tags say it learned from
 
 
 def train_challenger(settings: Settings, spec: DatasetSpec, registry: Registry, snapshot: FeatureSnapshot, extra_tags: dict[str, str]) -> Challenger:
@@ -236,7 +237,8 @@ def train_challenger(settings: Settings, spec: DatasetSpec, registry: Registry, 
     valid = train_part.iloc[-validated.validation_rows :]
     validation_metrics = {f"valid_{k}": v for k, v in score(spec, valid[LABEL], validated.predictor.predict(valid)).items() if not math.isnan(v)}
     estimator_params, estimator_metrics = attach_estimator(validated.predictor, fit.served.predictor, holdout, spec, settings.seed)
-    tags = {**snapshot.window.narrowed_to(train_part).as_tags(), **extra_tags, tag("dataset"): spec.name, ESTIMATOR: estimator_params["estimator"], REFIT_ROWS_TAG: str(fit.refit_rows)}
+    learned = snapshot.window.narrowed_to(train_part)
+    tags = {**learned.as_tags(), **extra_tags, tag("dataset"): spec.name, ESTIMATOR: estimator_params["estimator"], REFIT_ROWS_TAG: str(fit.refit_rows)}
     logged = replace(fit.served, params={**fit.served.params, **estimator_params, CHOSEN_WINDOW: choice.window, REFIT: str(fit.refit_rows > 0).lower(),
                                          CHANGE_WINDOW: "none" if fit.since_change is None else str(fit.since_change),
                                          WINDOW_CANDIDATES: ",".join(str(c.window) for c in choice.candidates)})
@@ -246,7 +248,7 @@ def train_challenger(settings: Settings, spec: DatasetSpec, registry: Registry, 
     evidence = {VALIDATION_PREDICTIONS: validated.predictor.predict(holdout).assign(**{EVENT_ID: holdout[EVENT_ID].to_numpy()})} if fit.refit_rows else {}
     version = registry.log_model(logged, trained_on, metrics, tags, {
         TRAINING: window_dataset(spec, trained_on, snapshot.window.event_log, "train"), EVALUATION: holdout_dataset(spec, snapshot)}, evidence)
-    return Challenger(int(version.version), version.run_id, fit.served, validation_metrics, fit)
+    return Challenger(int(version.version), version.run_id, fit.served, validation_metrics, fit, learned)
 
 
 def change_window(settings: Settings, spec: DatasetSpec, window: pd.DataFrame, champion: Predictor | None, unseen: np.ndarray | None) -> int | None:
