@@ -238,6 +238,18 @@ def test_a_hand_moved_or_pinned_champion_is_what_sensors_status_and_evaluation_f
     assert (away.version, away.pinned, away.reason) == (1, False, "alias moved outside mlplatform (MLflow UI or API); the pin of v2 (hold) ends")
     assert (back.version, back.pinned) == (2, False) and not registry.champion_record().pinned  # type: ignore[union-attr]
 
+    # The probe: the champion's version deleted (or the alias removed) outside mlplatform read as a fresh model, "no
+    # champion yet: train and promote a first model", in the sensors and status alike.
+    registry.client.delete_registered_model_alias(registry.name, "champion")
+    try:
+        gone = "no champion: @champion is gone, last moved to v2 (that version deleted, or the alias removed outside mlplatform)"
+        assert gone in (platform.tick(SENSOR_NAME, _cursor(_watermark(platform))).skip_message or "")
+        assert gone in (platform.tick(DRIFT_SENSOR_NAME, None).skip_message or "")
+        status = collect_status(platform.model)
+        assert status["champion"] is None and status["no_champion"].startswith(gone) and f"champion: {gone}" in render_status(status)
+    finally:
+        registry.client.set_registered_model_alias(registry.name, "champion", "2")
+
 
 def _drift_run(platform: Platform, rows: pd.DataFrame, with_labels: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[str, dg.DagsterRun]:
     """Replay drifted rows, then what the daemon does on the drift sensor's next tick: its run, launched with its tags and run key."""

@@ -15,6 +15,7 @@ from mlplatform.domain.keys import (CHALLENGER_SCORE, CHAMPION_VERSION, DAGSTER_
                                    DRIFTED_COLUMNS, ESTIMATED_METRIC, FLOOR_VERDICT, LIVE_EVENTS, LIVE_VERDICT, LIVE_VERSION, NEW_LABELLED_TAG,
                                    POLICY_TRIGGER_TAG, REASON_TAG, RECENT_ESTIMATE, RECENT_NOTE, REPORT_PATH, SKIP_REASON, SKIPPED, TRIGGER_REASON, TRUST_VERDICT)
 from mlplatform.root import ModelContext
+from mlplatform.stores.registry import champion_gone
 from mlplatform.stores.registry_tables import RegistryReads, RegistryTables
 
 if TYPE_CHECKING:  # Dagster is imported where status reads the instance, not with the CLI
@@ -38,6 +39,7 @@ def collect_status(model: ModelContext, with_dagster: bool = False, run_limit: i
     counts = model.event_log.counts()
     registry: RegistryReads = RegistryTables.of(model.settings.tracking_uri, model.spec) or model.registry
     champion = registry.champion_record()
+    timeline = registry.timeline()
     versions = [
         {
             "version": v.version,
@@ -62,7 +64,8 @@ def collect_status(model: ModelContext, with_dagster: bool = False, run_limit: i
         "champion": None if champion is None else champion.version,
         "pinned": bool(champion and champion.pinned),
         "pin_reason": champion.pin_reason if champion and champion.pinned else None,
-        "timeline": [{"version": c.version, "at": c.at, "by": c.by, "reason": c.reason, "pinned": c.pinned} for c in registry.timeline()],
+        "no_champion": None if champion is not None else champion_gone(timeline[-1].version if timeline else None) or "none yet",
+        "timeline": [{"version": c.version, "at": c.at, "by": c.by, "reason": c.reason, "pinned": c.pinned} for c in timeline],
         "versions": versions,
         "events": {"total": counts.total, "labelled": counts.labelled, "quarantined": counts.quarantined, "label_watermark": counts.label_watermark},
     }
@@ -114,7 +117,9 @@ def _sensor_run(record: "RunRecord", version: dict[str, Any] | None) -> dict[str
 def _older(version: object, status: dict[str, Any]) -> str:
     """A reading about a version that no longer serves says so: the asset has not run since the champion changed."""
     champion = status["champion"]
-    return "" if champion is None or str(version) == str(champion) else f" (not the champion v{champion}: not run since it changed)"
+    if champion is None:
+        return " (there is no champion now)"
+    return "" if str(version) == str(champion) else f" (not the champion v{champion}: not run since it changed)"
 
 
 def _spec_line(spec: dict[str, Any]) -> str:
@@ -140,7 +145,7 @@ def render_status(status: dict[str, Any]) -> str:
     lines = [
         f"model {status['model']} · registered as {status['registered_model']} · landing {status['landing_dir']}",
         _spec_line(status["spec"]),
-        f"champion: {'v' + str(status['champion']) + pin if status['champion'] else 'none yet'}",
+        f"champion: {'v' + str(status['champion']) + pin if status['champion'] else status['no_champion']}",
         "events: {total} total, {labelled} labelled, {quarantined} quarantined".format(**status["events"]),
         "versions:",
     ]

@@ -90,6 +90,16 @@ class ChampionChange:
     pinned: bool = False
 
 
+def champion_gone(last_version: int | None) -> str | None:
+    """Why there is no champion although `@champion` was set before (`last_version`: the timeline's last move; None: never
+    set, "no champion yet"): its version was deleted, or the alias removed, outside mlplatform. A model that had one
+    must not read as a fresh model waiting for its first."""
+    if last_version is None:
+        return None
+    return (f"no champion: @champion is gone, last moved to v{last_version} (that version deleted, or the alias removed outside mlplatform); "
+            "set one with `mlplatform champion set --version N`")
+
+
 @dataclass(frozen=True)
 class VersionInfo:
     version: int
