@@ -179,6 +179,9 @@ def test_a_hand_moved_or_pinned_champion_is_what_sensors_status_and_evaluation_f
     assert "champion v1, pinned (rollback after incident 42)" in capsys.readouterr().out
     record = registry.champion_record()
     assert record is not None and (record.version, record.pinned) == (1, True)
+    for action in ("show", "unpin"):  # `show --version 2` showed the champion, ignoring the version asked for
+        assert main(["champion", action, "--model", "adult", "--version", "2"]) == 2
+        assert f"champion {action}: --version and --no-pin go with `champion set`" in capsys.readouterr().err
     assert main(["--model", "adult", "champion", "set", "--version", "99", "--reason", "typo"]) == 2
     assert "has no version 99" in capsys.readouterr().err and registry.champion_record() == record
     flipped = platform.spec.model_copy(update={"positive_class": platform.spec.negative_class})  # the spec edited since v2 was trained
@@ -247,6 +250,8 @@ def test_a_hand_moved_or_pinned_champion_is_what_sensors_status_and_evaluation_f
         assert gone in (platform.tick(DRIFT_SENSOR_NAME, None).skip_message or "")
         status = collect_status(platform.model)
         assert status["champion"] is None and status["no_champion"].startswith(gone) and f"champion: {gone}" in render_status(status)
+        capsys.readouterr()
+        assert main(["champion", "show", "--model", "adult"]) == 0 and f"adult: {gone}" in capsys.readouterr().out
     finally:
         registry.client.set_registered_model_alias(registry.name, "champion", "2")
 

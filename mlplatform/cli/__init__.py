@@ -113,7 +113,11 @@ def cmd_champion(args: argparse.Namespace) -> int:
 
     from mlplatform.cli.status import change_line
     from mlplatform.pipeline.champion import ChampionError, ChampionRequest, NothingToChange, change_champion
+    from mlplatform.stores.registry import champion_gone
 
+    if args.action != "set" and (args.version is not None or args.no_pin):  # `show --version 2` showed the champion, saying nothing
+        print(f"champion {args.action}: --version and --no-pin go with `champion set`", file=sys.stderr)
+        return 2
     model = _existing_platform(args).only(args.model)
     registry = model.registry
     if args.action != "show":
@@ -125,10 +129,12 @@ def cmd_champion(args: argparse.Namespace) -> int:
         except ChampionError as exc:
             print(f"champion: {exc}", file=sys.stderr)
             return 2
-    record = registry.champion_record()
-    print(f"{model.name}: champion {'none' if record is None else 'v' + str(record.version)}"
-          + (f", pinned ({record.pin_reason})" if record is not None and record.pinned else ""))
-    for change in registry.timeline():
+    record, timeline = registry.champion_record(), registry.timeline()
+    if record is None:
+        print(f"{model.name}: {champion_gone(timeline[-1].version if timeline else None) or 'no champion yet'}")
+    else:
+        print(f"{model.name}: champion v{record.version}" + (f", pinned ({record.pin_reason})" if record.pinned else ""))
+    for change in timeline:
         print(f"  {change_line(asdict(change))}")
     return 0
 
