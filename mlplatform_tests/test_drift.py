@@ -229,6 +229,11 @@ def test_drifted_stream_is_flagged_then_measured_with_labels(shuffled: Platform,
     assert status["drift"]["dataset_drift"] is True and status["drift"]["report"] == str(report)
     assert f"drift against v1: share {status['drift']['drift_share']:.2f}, drift yes; report {report}" in render_status(status)
     assert "drift against v1 (not the champion v2" in render_status({**status, "champion": 2}), "a report about an older champion says so"
+    assert "drift against v1 (there is no champion now)" in render_status({**status, "champion": None, "no_champion": "none"})
+    # The probe: which events the reference was had to be read from the champion's MLflow tags; the report names them.
+    tags = shuffled.model.registry.get_version(1).tags
+    assert (meta["reference_from"], meta["reference_until"], meta["reference_label_seq_cutoff"]) == (
+        tags["mlplatform.window.start"], tags["mlplatform.window.train_end"], int(tags["mlplatform.window.label_seq_cutoff"]))
 
     shuffled.replay(drifted, with_labels=True)  # the labels arrive late, by event id
     shuffled.materialize("drift_report")

@@ -123,6 +123,7 @@ class Side:
 @dataclass(frozen=True)
 class DriftReport:
     champion_version: int
+    reference: ReferenceWindow  # the champion's training rows the current events are compared with
     reference_rows: int
     current_rows: int
     reference_sampled: int
@@ -154,10 +155,15 @@ class DriftReport:
     def summary(self) -> dict[str, object]:
         """The verdicts in a few kB: what MLflow keeps next to the champion (the snapshot stays in the reports folder)."""
         return {"champion_version": self.champion_version, "drift_share": self.drift_share, "dataset_drift": self.dataset_drift,
-                "share_threshold": self.share_threshold, "reference_rows": self.reference_rows, "current_rows": self.current_rows,
+                "share_threshold": self.share_threshold, **self.reference_span(), "reference_rows": self.reference_rows, "current_rows": self.current_rows,
                 "current_labelled": self.current_labelled, "current_until": iso_time(self.current_until_us), "live_metrics": self.live_metrics,
                 "columns": [asdict(c) for c in self.columns], "prediction": self.prediction and asdict(self.prediction),
                 "target": self.target and asdict(self.target), "report": self.report_path.name}
+
+    def reference_span(self) -> dict[str, object]:
+        """Which events the reference is, as the champion's window tags say: its training rows' times and label cut-off."""
+        return {"reference_from": iso_time(self.reference.start_us), "reference_until": iso_time(self.reference.train_end_us),
+                "reference_label_seq_cutoff": self.reference.label_seq_cutoff}
 
     def table(self, top: int | None = None) -> pd.DataFrame:
         """Columns, most drifted first."""
@@ -400,6 +406,7 @@ def build_drift_report(settings: Settings, spec: DatasetSpec, log: EventStore, r
     pruned = prune_drift_reports(drift_dir, spec.name, settings.drift_reports_keep, {window.version, *([int(challenger.version)] if challenger else [])})
     return DriftReport(
         champion_version=window.version,
+        reference=window,
         reference_rows=reference.rows,
         current_rows=current_rows,
         reference_sampled=len(reference.sample),
