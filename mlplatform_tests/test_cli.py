@@ -28,13 +28,15 @@ def test_status_json_after_two_versions(
     bad = adult_rows.iloc[[0]].assign(event_id="broken", age="old")
     write_batches(pd.concat([adult_rows.iloc[:1500], bad]), adult_spec, state.landing_dir, 2000)
     assert main(["materialize", "--model", "adult"]) == 0
-    assert "materialized raw_events, features, trained_model, evaluation_report of adult in run" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "materialized raw_events, features, trained_model, evaluation_report of adult in run" in printed
+    assert "evaluation_report: challenger v1 promoted: no champion yet; challenger roc_auc " in printed, "what the run decided, without the UI"
     raw_events = ModelNames("adult").asset(RAW_EVENTS)
     reasons = str((latest_metadata(instance, raw_events) or {})["quarantine_reasons"])
     assert "| file | content | reason | rows | first_line |" in reasons and "| age: 'old' is not a finite number | 1 | 1502 |" in reasons, reasons
     write_batches(adult_rows.iloc[1500:2500], adult_spec, state.landing_dir, 1000, prefix="more")
     assert main(["--model", "adult", "materialize", "--select", "raw_events,features,trained_model,evaluation_report"]) == 0
-    capsys.readouterr()
+    assert "evaluation_report: challenger v2 " in capsys.readouterr().out
     assert str((latest_metadata(instance, raw_events) or {})["quarantine_reasons"]) == "_none_", "a run shows its own files' reasons"
     assert len(instance.get_runs()) == 2, "the command's runs are in the state folder's instance, as UI runs are"
 
