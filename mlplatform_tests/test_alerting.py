@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlplatform.stores.alerting import Alert, Alerter, AlertName, Severity
+from mlplatform.stores.alerting import Alert, Alerter, AlertName, Severity, run_failed_alert
 from mlplatform.stores.eventlog import SERVING_SOURCE, EventLog
 from mlplatform.pipeline.live_quality import ServedVersion, measure, measure_reading
 from mlplatform.orchestration.names import LIVE_QUALITY_CHECK, ModelNames
@@ -257,3 +257,12 @@ def test_live_quality_reads_a_binary_model_s_probability_as_of_its_own_positive_
     registry.client.delete_model_version_tag(registry.name, str(version), POSITIVE_CLASS_TAG)
     assert registry.probability_of(version) == ">50K"
 
+
+
+def test_a_run_the_stack_stopped_in_flight_is_a_warning_and_any_other_failure_critical(state: Settings) -> None:
+    """The soak probe: Ctrl-C on `mlplatform dev` with runs in flight, and the next start paged critical alerts for them."""
+    failed = run_failed_alert(state, "adult", 3, "adult_retrain", "r1", "trained_model: boom", will_retry=True)
+    stopped = run_failed_alert(state, "adult", 3, "adult_retrain", "r1", "run worker gone", will_retry=True, stack_stopped=True)
+    assert (failed.severity, stopped.severity) == (Severity.CRITICAL, Severity.WARNING)
+    assert stopped.summary == "adult: Dagster run of adult_retrain was interrupted: the stack stopped while it ran; the champion is unchanged"
+    assert "Dagster will retry the run." in stopped.description

@@ -20,7 +20,7 @@ from dagster._core.origin import JobPythonOrigin, RepositoryPythonOrigin
 from mlplatform.domain.keys import RUN_WORKER_TAG
 from mlplatform.domain.spec import load_spec
 from mlplatform.orchestration.instance import WARM_RUN_LAUNCHER, WARM_RUNS_PRESTART_ENV, instance_config
-from mlplatform.orchestration.warm_runs import RunWorker, WarmProcess, WarmRunLauncher, fail_runs_left_behind
+from mlplatform.orchestration.warm_runs import RunWorker, WarmProcess, WarmRunLauncher, fail_runs_left_behind, stopped_in_flight
 from mlplatform.pipeline.replay import read_source, write_batches
 from mlplatform.settings import Settings
 from mlplatform_tests.support.loop import code_location, create_retrain_run, materialize
@@ -189,3 +189,8 @@ def test_runs_a_killed_stack_left_with_no_worker_are_failed_when_a_stack_starts(
         events = [e.message for e in instance.all_logs(left.run_id) if e.message]
         assert any(f"The run worker (pid {worker.pid}) is gone" in m for m in events), events
         assert fail_runs_left_behind(instance) == []
+        # The soak probe: a Ctrl-C with runs in flight paged two critical run-failed alerts at the next start. Such a run
+        # is alerted as an interruption; its retry, which inherits its tags, is not one.
+        failed = instance.get_run_by_id(left.run_id)
+        assert failed is not None and stopped_in_flight(failed) and not stopped_in_flight(instance.get_run_by_id(alive.run_id))  # type: ignore[arg-type]
+        assert not stopped_in_flight(dg.DagsterRun(job_name=failed.job_name, run_id="4" * 36, tags=dict(failed.tags))), "a retry, its parent's tags"

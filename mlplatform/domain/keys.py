@@ -15,6 +15,10 @@ CHAMPION_CUTOFF_TAG = "mlplatform/champion_cutoff"
 DRIFT_SHARE_TAG = "mlplatform/drift_share"
 DRIFT_REPORT_TAG = "mlplatform/drift_report"
 LAUNCHED_BY_TAG = "mlplatform/launched_by"
+# On a run a stack starting found with its worker gone (the stack before it stopped, or was killed, with the run in
+# flight), its own run id: failed so that run retries launch it again, and alerted as an interruption (warning), not as a
+# failure. A retry inherits its parent's tags: the id tells the run that was interrupted from its retry.
+STACK_STOPPED_TAG = "mlplatform/stack_stopped"
 RUN_WORKER_TAG = "mlplatform/run_worker"  # "<pid>:<start time>" of the process WarmRunLauncher forked for a run: what terminating and run monitoring look at
 TRIGGERED_AT_TAG = "mlplatform/triggered_at"
 # On every run that carries a trigger of a model's retraining policy (value: the model), whoever decided it: the retraining

@@ -23,6 +23,7 @@ from mlplatform.orchestration.assets import value_snapshot_metadata
 from mlplatform.orchestration.errors import root_cause
 from mlplatform.orchestration.names import DRIFT_REPORT, EVALUATION_REPORT, LIVE_QUALITY, LIVE_QUALITY_CHECK, RAW_EVENTS, ModelNames, model_of_asset
 from mlplatform.orchestration.resources import PlatformResource
+from mlplatform.orchestration.warm_runs import stopped_in_flight
 from mlplatform.pipeline.live_quality import LiveQuality, ServedVersion, measure, measure_reading
 from mlplatform.root import ModelContext
 from mlplatform.stores.evidently_workspace import LIVE_QUALITY_KIND, ValuePoint, WorkspaceEntry, add_value_snapshots
@@ -234,7 +235,7 @@ def run_failure_alerts(context: dg.RunFailureSensorContext, platform: PlatformRe
              for e in context.get_step_failure_events() if e.event_specific_data and e.event_specific_data.error]  # type: ignore[union-attr]
     error = ("; ".join(steps) or context.failure_event.message or "run failed")[:1000]
     alert = run_failed_alert(settings, model.name if model else "unknown model", champion, run.job_name, run.run_id, error,
-                             will_retry=run.tags.get(WILL_RETRY_TAG) == "true")
+                             will_retry=run.tags.get(WILL_RETRY_TAG) == "true", stack_stopped=stopped_in_flight(run))
     delivery = Alerter.from_settings(settings).fire(alert)
     context.log.info(f"run {run.run_id} failed: alert {alert.name} delivered {delivery.sent}, pending {delivery.pending}")
 

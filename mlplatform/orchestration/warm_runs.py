@@ -43,7 +43,7 @@ from dagster._grpc.types import ExecuteRunArgs
 from dagster._serdes import ConfigurableClass
 from dagster._serdes.config_class import ConfigurableClassData
 
-from mlplatform.domain.keys import RUN_WORKER_TAG
+from mlplatform.domain.keys import RUN_WORKER_TAG, STACK_STOPPED_TAG
 from mlplatform.orchestration.instance import WARM_RUNS_PRESTART_ENV
 
 # What runs import that costs seconds: the run worker itself (Dagster's CLI and the instance's storages, pandas,
@@ -317,9 +317,16 @@ def fail_runs_left_behind(instance: DagsterInstance) -> list[str]:
         if worker is not None and not worker.alive():
             instance.report_engine_event(f"The run worker (pid {worker.pid}) is gone: the stack that launched the run stopped without ending it.",
                                          run, cls=WarmRunLauncher)
-            instance.report_run_failed(run)
+            instance.add_run_tags(run.run_id, {STACK_STOPPED_TAG: run.run_id})
+            instance.report_run_failed(instance.get_run_by_id(run.run_id) or run)
             failed.append(run.run_id)
     return failed
+
+
+def stopped_in_flight(run: DagsterRun) -> bool:
+    """Whether `run` is one that `fail_runs_left_behind` failed: its stack stopped with it in flight. A retry of it
+    inherits its tags, so the tag holds the interrupted run's own id."""
+    return run.tags.get(STACK_STOPPED_TAG) == run.run_id
 
 
 def ended(status: int) -> str:
