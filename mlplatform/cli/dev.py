@@ -251,12 +251,13 @@ def mlflow_server(settings: Settings) -> Server:
 
 def evidently_server(settings: Settings) -> Server:
     """`evidently ui` on the workspace the drift reports are added to (stores/evidently_workspace.py); it picks up the
-    snapshots added while it runs."""
+    projects and snapshots added while it runs (mlplatform/cli/evidently_ui.py keeps its watcher alive)."""
     host, port = _bind(settings.evidently_ui_url)
     assert settings.evidently_workspace_dir is not None  # resolved by Settings
     settings.evidently_workspace_dir.mkdir(parents=True, exist_ok=True)
     return Server("evidently-ui", settings.evidently_ui_url,
-                  [str(BIN / "evidently"), "ui", "--workspace", str(settings.evidently_workspace_dir), "--host", host, "--port", str(port)],
+                  [sys.executable, "-m", "mlplatform.cli.evidently_ui", "--workspace", str(settings.evidently_workspace_dir), "--host", host,
+                   "--port", str(port)],
                   lambda: http_ok(f"{settings.evidently_ui_url}/api/projects"))
 
 
