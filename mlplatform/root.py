@@ -42,7 +42,7 @@ LOOP_FIELDS = (
     "serve_shadow_challenger", "serve_shadow_queue", "serve_reload_seconds", "serve_max_batch_rows", "serve_unknown_fields", "serve_log_on_loop",
     "serve_log_interval_ms", "serve_log_max_rows", "serve_history_catch_up_seconds", "serve_live_quality_seconds", "serve_online_correction",
     "serve_correction_learning_rate", "serve_correction_warm_events", "max_quarantine_share", "max_null_share",
-    "drift_sample_rows", "drift_share_threshold", "drift_min_current_rows", "drift_current_hours", "drift_every_n_events", "drift_reports_keep",
+    "drift_sample_rows", "drift_share_threshold", "drift_min_current_rows", "drift_current_hours", "drift_every_n_events", "drift_reports_keep", "feature_snapshots_keep",
     "live_quality_window", "live_quality_min_events", "live_min_precision", "live_min_recall", "live_max_rmse",
     "estimation_chunk_events", "estimation_chunks", "estimation_min_events", "retrain_on_estimated_drop", "estimated_drop_margin", "estimated_drop_events",
     "retrain_on_quality_drop", "quality_drop_margin", "quality_drop_events",

@@ -126,6 +126,7 @@ class Settings(BaseSettings):
     freshness_model_hours: float = Field(default=168.0, ge=0.05, description="trained_model shows as stale (FAIL) in the Dagster UI after this long without a retraining, WARN after half of it.")
     freshness_drift_hours: float = Field(default=6.0, ge=0.05, description="drift_report shows as stale (FAIL) after this long without a report (the stream or its sensor stopped), WARN after half of it.")
     freshness_live_quality_hours: float = Field(default=0.5, ge=0.05, description="live_quality (scheduled every 5 minutes) shows as stale (FAIL) after this long without a score, WARN after half of it.")
+    feature_snapshots_keep: int = Field(default=20, ge=2, description="Feature snapshots kept per model in work/<model> (the newest; an older one is removed when features writes a new one: each holds a training window's rows, and a run or its retry reads only its own recent one).")
     drift_reports_keep: int = Field(default=50, ge=1, description="Drift reports kept per model in reports/drift (the newest; older ones and the reference caches of versions no longer champion or challenger are removed after each report).")
     dagster_ui_url: str = Field(default="http://127.0.0.1:3000", description="Used to build links in metadata, alerts and the CLI.")
     mlflow_ui_url: str = Field(default="http://127.0.0.1:5000", description="Used to build links to model versions and reports.")

@@ -2,6 +2,7 @@
 the same predictions everywhere."""
 
 import math
+import os
 import re
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from pydantic import ValidationError
 from mlplatform.domain.evaluation import classes_training_lacks, default_floor, passes_floor, score
 from mlplatform.domain.training import TrainingConfig, TrainingError, check_window, fit_transformer, refit, train, tuned_params
 from mlplatform.domain.window_choice import train_best_window
-from mlplatform.pipeline.retraining import change_window, judge, train_on_best_window
+from mlplatform.pipeline.retraining import change_window, judge, prune_snapshots, train_on_best_window
 from mlplatform.settings import Settings
 from mlplatform.domain.validation import EVENT_ID, LABEL, validate_frame
 
@@ -291,3 +292,21 @@ def test_a_multiclass_floor_failed_by_a_class_the_training_rows_lack_says_so() -
     assert classes_training_lacks(spec, train_labels, holdout.iloc[:599]) == ""
     binary = parse_spec({"name": "wet", "task": "binary", "label": "y", "classes": ["3", "4"], "positive_class": "4", "features": {"x": "numeric"}})
     assert classes_training_lacks(binary, train_labels, holdout) == "", "binary: the floor is an AUC, which a class count does not move"
+
+
+def test_feature_snapshots_beyond_the_newest_are_removed_never_the_one_just_written(tmp_path: Path) -> None:
+    """The soak probe: every retraining left its snapshot folder (up to 1.5 MB) in work/<model>, and nothing removed them."""
+    model_dir = tmp_path / "work" / "adult"
+    older = []
+    for i in range(5):
+        (folder := model_dir / f"run-{i}").mkdir(parents=True)
+        (folder / "train.parquet").write_bytes(b"x")
+        os.utime(folder, (1_000_000 + i, 1_000_000 + i))
+        older.append(folder)
+    (model_dir / "handover.json").write_text("{}", encoding="utf-8")  # not a snapshot folder: left alone
+    current = model_dir / "run-now"
+    current.mkdir()
+    os.utime(current, (0, 0))  # whatever its time, the snapshot just written stays
+    assert prune_snapshots(current, keep=3) == 3
+    assert sorted(p.name for p in model_dir.iterdir()) == ["handover.json", "run-3", "run-4", "run-now"]
+    assert prune_snapshots(current, keep=3) == 0

@@ -24,7 +24,7 @@ from mlplatform.orchestration.names import (CRITICAL_STEP, DRIFT_REPORT, ESTIMAT
                                             QUALITY_FLOOR_CHECK, RAW_EVENTS, RETRAINING_TRIGGER, TRAINED_MODEL, ModelNames)
 from mlplatform.orchestration.resources import PlatformResource
 from mlplatform.pipeline.landing import LandingPolicy, ingest_pending
-from mlplatform.pipeline.retraining import (EvidenceError, FeatureSnapshot, apply_decision, build_feature_snapshot, evaluate_challenger,
+from mlplatform.pipeline.retraining import (EvidenceError, FeatureSnapshot, apply_decision, build_feature_snapshot, evaluate_challenger, prune_snapshots,
                                             record_evaluation, train_challenger)
 from mlplatform.settings import SettingsError
 from mlplatform.stores.eventlog import now_us
@@ -161,6 +161,7 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
             snapshot = build_feature_snapshot(model.settings, spec, model.event_log, folder)
         except TrainingError as exc:
             raise final_failure(context.instance, context.run.run_id, f"features: {exc}; the champion is unchanged") from exc
+        pruned = prune_snapshots(folder, model.settings.feature_snapshots_keep)
         w = snapshot.window
         train_part = snapshot.train
         balance = train_part[LABEL].value_counts(normalize=True).round(4).to_dict() if spec.is_classification else {
@@ -181,6 +182,7 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
                 "model_columns": dg.MetadataValue.json(snapshot.transformer.output_columns),
                 "categories": dg.MetadataValue.json({k: len(v) for k, v in snapshot.transformer.categories.items()}),
                 SNAPSHOT: dg.MetadataValue.path(str(folder)),
+                "snapshots_pruned": pruned,
             },
         )
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -173,6 +174,18 @@ def build_feature_snapshot(settings: Settings, spec: DatasetSpec, log: EventStor
     )
     (folder / WINDOW_FILE).write_text(json.dumps(asdict(info)), encoding="utf-8")
     return FeatureSnapshot(folder, info, transformer)
+
+
+def prune_snapshots(folder: Path, keep: int) -> int:
+    """Remove all but the newest `keep` snapshot folders beside `folder` (a model's, one per run that built features),
+    never `folder` itself; returns how many went. Each holds a training window's rows: the soak probe's state grew by
+    1.5 MB per retraining with nothing removing them. A run, and its retry, read only their own snapshot, made minutes
+    before; `keep` runs later nothing reads it."""
+    siblings = sorted((p for p in folder.parent.iterdir() if p.is_dir() and p != folder), key=lambda p: p.stat().st_mtime, reverse=True)
+    gone = siblings[max(0, keep - 1):]
+    for old in gone:
+        shutil.rmtree(old, ignore_errors=True)
+    return len(gone)
 
 
 def holdout_dataset(spec: DatasetSpec, snapshot: FeatureSnapshot) -> PandasDataset:
