@@ -33,7 +33,7 @@ def server(settings: Settings, versions: list[int]) -> Iterator[Server]:
         yield srv
 
 
-def test_not_ready_until_a_champion_exists(client: httpx.Client, registry: Registry, versions: list[int], records: list[dict[str, Any]]) -> None:
+def test_not_ready_until_a_champion_exists(server: Server, client: httpx.Client, registry: Registry, versions: list[int], records: list[dict[str, Any]]) -> None:
     assert client.get("/healthz").status_code == 200
     ready = client.get("/readyz")
     assert ready.status_code == 503 and ready.json()["ready"] is False
@@ -48,6 +48,8 @@ def test_not_ready_until_a_champion_exists(client: httpx.Client, registry: Regis
     assert metric(client, "mlplatform_model_reloads_total") == 1
     assert client.post("/admin/reload", headers=auth()).json() == {"model_version": versions[0], "changed": False, "error": None}
     assert client.post("/predict", json=records[0]).json()["model_version"] == versions[0]
+    # The soak probe: with two models, "serving model version 5 (was 3)" twice in the log, saying neither which.
+    assert f"adult: serving model version {versions[0]} (was None)" in server.log_text()
 
 
 @dataclass

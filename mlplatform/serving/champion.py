@@ -142,7 +142,7 @@ class ChampionWatcher(BackgroundLoop):
             self._failed_version, self.last_error = None, None
             self.metrics.model_version.set(version)
             self.metrics.reloads.inc()
-            log.info("serving model version %s (was %s)", version, serving)
+            log.info("%s: serving model version %s (was %s)", self.spec.name, version, serving)
             if self._alert_firing:
                 self._alert_firing = False
                 self._notify(serving_reload_succeeded)
@@ -159,7 +159,7 @@ class ChampionWatcher(BackgroundLoop):
             self.metrics.correction_updates.inc(model.learn(window.sort_values("label_seq", kind="stable")))
         except Exception:  # the correction is an addition: it must never keep a version from serving
             self.metrics.errors.labels(kind="online_correction").inc()
-            log.exception("cannot warm the online correction of version %s from the event log", model.version)
+            log.exception("%s: cannot warm the online correction of version %s from the event log", self.spec.name, model.version)
 
     def learn(self, event_id: str) -> int:
         """A label just applied through /feedback: teach the serving version's corrector if that version served the event."""
@@ -175,7 +175,7 @@ class ChampionWatcher(BackgroundLoop):
     def _failed(self, serving: int | None, version: int | None, message: str) -> ReloadOutcome:
         self._failed_version, self.last_error = version, message
         self.metrics.reload_failures.inc()
-        log.error("model reload failed, still serving version %s: %s", serving, message)
+        log.error("%s: model reload failed, still serving version %s: %s", self.spec.name, serving, message)
         self._alert_firing = True
         self._notify(serving_reload_failed, version if version is not None else serving or 0, message)
         return ReloadOutcome(serving, False, message)
