@@ -9,10 +9,10 @@ import socket
 def bind_error(host: str, port: int) -> str | None:
     """Why (host, port) cannot be bound now, as the system says it, or None when it can. With SO_REUSEADDR, as servers
     set it: a port in TIME_WAIT is free to them."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((host, port))
-        except OSError as exc:
-            return exc.strerror or str(exc)
+    except OSError as exc:  # the address taken, not this machine's, or its family not supported here
+        return exc.strerror or str(exc)
     return None

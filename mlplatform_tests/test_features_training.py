@@ -304,9 +304,11 @@ def test_feature_snapshots_beyond_the_newest_are_removed_never_the_one_just_writ
         os.utime(folder, (1_000_000 + i, 1_000_000 + i))
         older.append(folder)
     (model_dir / "handover.json").write_text("{}", encoding="utf-8")  # not a snapshot folder: left alone
+    (model_dir / "adult").mkdir()  # the review: a model named `handover` shares work/handover with the runs' handover folders
+    os.utime(model_dir / "adult", (0, 0))
     current = model_dir / "run-now"
     current.mkdir()
     os.utime(current, (0, 0))  # whatever its time, the snapshot just written stays
     assert prune_snapshots(current, keep=3) == 3
-    assert sorted(p.name for p in model_dir.iterdir()) == ["handover.json", "run-3", "run-4", "run-now"]
+    assert sorted(p.name for p in model_dir.iterdir()) == ["adult", "handover.json", "run-3", "run-4", "run-now"]
     assert prune_snapshots(current, keep=3) == 0

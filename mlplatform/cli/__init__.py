@@ -86,10 +86,10 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     """Materialize a model's assets from a terminal, recorded in the state folder's Dagster instance like a UI run."""
     import dagster as dg
 
-    from mlplatform.orchestration.assets import latest_metadata
     from mlplatform.orchestration.instance import prepare_dagster_home
     from mlplatform.orchestration.launch import LaunchError, materialize
     from mlplatform.orchestration.names import ALL_ASSETS, EVALUATION_REPORT, ModelNames
+    from mlplatform.orchestration.trigger import latest
 
     settings = _settings(args)
     selected = [a.strip() for a in args.select.split(",") if a.strip()] if args.select else list(DEFAULT_ASSETS)
@@ -105,10 +105,11 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         except LaunchError as exc:
             print(f"materialize: {exc}", file=sys.stderr)
             return 1
-        decided = latest_metadata(instance, ModelNames(model.name).asset(EVALUATION_REPORT)) if EVALUATION_REPORT in selected else None
+        decided = latest(instance, ModelNames(model.name).asset(EVALUATION_REPORT)) if EVALUATION_REPORT in selected else None
     print(f"materialized {', '.join(selected)} of {model.name} in run {result.run_id} (Dagster instance {settings.dagster_home})")
-    if decided is not None:  # what the run decided, without opening the UI
-        print(f"evaluation_report: challenger v{decided.get('challenger_version')} {decided.get('decision')}: {decided.get('reason')}")
+    if decided is not None and decided.run_id == result.run_id:  # what this run decided, without opening the UI
+        d = decided.metadata
+        print(f"evaluation_report: challenger v{d.get('challenger_version')} {d.get('decision')}: {d.get('reason')}")
     return 0
 
 

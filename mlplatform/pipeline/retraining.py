@@ -181,8 +181,15 @@ def prune_snapshots(folder: Path, keep: int) -> int:
     never `folder` itself; returns how many went. Each holds a training window's rows: the soak probe's state grew by
     1.5 MB per retraining with nothing removing them. A run, and its retry, read only their own snapshot, made minutes
     before; `keep` runs later nothing reads it."""
-    siblings = sorted((p for p in folder.parent.iterdir() if p.is_dir() and p != folder), key=lambda p: p.stat().st_mtime, reverse=True)
-    gone = siblings[max(0, keep - 1):]
+    snapshots = []
+    for sibling in folder.parent.iterdir():
+        if sibling == folder or not ((sibling / TRAIN_FILE).exists() or (sibling / WINDOW_FILE).exists()):
+            continue  # not a snapshot: the review, a model named `handover` beside the run handover files in work/handover
+        try:
+            snapshots.append((sibling.stat().st_mtime, sibling))
+        except FileNotFoundError:  # removed meanwhile by another run of the model pruning too
+            continue
+    gone = [path for _, path in sorted(snapshots, reverse=True)[max(0, keep - 1):]]
     for old in gone:
         shutil.rmtree(old, ignore_errors=True)
     return len(gone)
