@@ -136,7 +136,7 @@ def cmd_champion(args: argparse.Namespace) -> int:
             return 2
     record, timeline = registry.champion_record(), registry.timeline()
     if record is None:
-        print(f"{model.name}: {champion_gone(timeline[-1].version if timeline else None) or 'no champion yet'}")
+        print(f"{model.name}: {champion_gone(timeline) or 'no champion yet'}")
     else:
         print(f"{model.name}: champion v{record.version}" + (f", pinned ({record.pin_reason})" if record.pinned else ""))
     for change in timeline:

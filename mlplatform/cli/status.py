@@ -64,7 +64,7 @@ def collect_status(model: ModelContext, with_dagster: bool = False, run_limit: i
         "champion": None if champion is None else champion.version,
         "pinned": bool(champion and champion.pinned),
         "pin_reason": champion.pin_reason if champion and champion.pinned else None,
-        "no_champion": None if champion is not None else champion_gone(timeline[-1].version if timeline else None) or "none yet",
+        "no_champion": None if champion is not None else champion_gone(timeline) or "none yet",
         "timeline": [{"version": c.version, "at": c.at, "by": c.by, "reason": c.reason, "pinned": c.pinned} for c in timeline],
         "versions": versions,
         "events": {"total": counts.total, "labelled": counts.labelled, "quarantined": counts.quarantined, "label_watermark": counts.label_watermark},

@@ -27,7 +27,7 @@ from mlplatform.pipeline.landing import LandingPolicy, landing_candidates
 from mlplatform.pipeline.shadow import shadow_wait_left
 from mlplatform.root import ModelContext
 from mlplatform.settings import Settings
-from mlplatform.stores.registry import CHALLENGER, ChampionRecord, Registry, champion_gone
+from mlplatform.stores.registry import CHALLENGER, ChampionRecord, champion_gone
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ def build_sensors(names: ModelNames, landing_sensor_running: bool = True) -> lis
             if noted is not None:
                 context.log.info(f"@champion was moved outside mlplatform to v{noted.version}: recorded in the champion timeline")
             record = registry.champion_record()
-        if record is None and (gone := champion_gone(_last_move(registry))):
+        if record is None and (gone := champion_gone(registry.timeline())):
             return dg.SensorResult(skip_reason=gone, cursor=context.cursor)
         wait = shadow_wait(context.instance, model, names, record)
         if wait is not None and wait.due is not None:
@@ -141,7 +141,7 @@ def build_sensors(names: ModelNames, landing_sensor_running: bool = True) -> lis
         total = model.event_log.counts().total
         record = model.registry.champion_record()
         if record is None:
-            return dg.SensorResult(skip_reason=champion_gone(_last_move(model.registry)) or "no champion yet: drift is measured against the champion's training window")
+            return dg.SensorResult(skip_reason=champion_gone(model.registry.timeline()) or "no champion yet: drift is measured against the champion's training window")
         last = _events_at_last_request(context.cursor)
         if last is not None and total - last < every:
             return dg.SensorResult(skip_reason=f"{total - last} new events since the last drift report request; {every} needed")
@@ -233,12 +233,6 @@ def landing_request(settings: Settings, cursor: str | None, names: ModelNames, i
 
 def _landing_run(cursor: LandingCursor, names: ModelNames) -> dg.SensorResult:
     return dg.SensorResult(run_requests=[dg.RunRequest(run_key=cursor.run_key, tags={LAUNCHED_BY_TAG: names.landing_sensor})], cursor=cursor.to_json())
-
-
-def _last_move(registry: Registry) -> int | None:
-    """The version the champion timeline last moved `@champion` to (None: never set); read only when there is no champion."""
-    moves = registry.timeline()
-    return moves[-1].version if moves else None
 
 
 def _events_at_last_request(cursor: str | None) -> int | None:

@@ -11,7 +11,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -90,13 +90,13 @@ class ChampionChange:
     pinned: bool = False
 
 
-def champion_gone(last_version: int | None) -> str | None:
-    """Why there is no champion although `@champion` was set before (`last_version`: the timeline's last move; None: never
-    set, "no champion yet"): its version was deleted, or the alias removed, outside mlplatform. A model that had one
-    must not read as a fresh model waiting for its first."""
-    if last_version is None:
+def champion_gone(timeline: Sequence[ChampionChange]) -> str | None:
+    """Why there is no champion although the `timeline` shows `@champion` was set before (None: it never was, "no
+    champion yet"): its version was deleted, or the alias removed, outside mlplatform. A model that had one must not
+    read as a fresh model waiting for its first."""
+    if not timeline:
         return None
-    return (f"no champion: @champion is gone, last moved to v{last_version} (that version deleted, or the alias removed outside mlplatform); "
+    return (f"no champion: @champion is gone, last moved to v{timeline[-1].version} (that version deleted, or the alias removed outside mlplatform); "
             "set one with `mlplatform champion set --version N`")
 
 
