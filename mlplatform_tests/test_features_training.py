@@ -312,3 +312,11 @@ def test_feature_snapshots_beyond_the_newest_are_removed_never_the_one_just_writ
     assert prune_snapshots(current, keep=3) == 3
     assert sorted(p.name for p in model_dir.iterdir()) == ["adult", "handover.json", "run-3", "run-4", "run-now"]
     assert prune_snapshots(current, keep=3) == 0
+
+
+@pytest.mark.parametrize("value", ["1", "0", "-3", "many", "2.5", ""])
+def test_a_bad_feature_snapshots_keep_is_refused_naming_it(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    """At least 2: the snapshot just written and the one a run started just before may still read."""
+    monkeypatch.setenv("MLPLATFORM_FEATURE_SNAPSHOTS_KEEP", value)
+    with pytest.raises(ValidationError, match="feature_snapshots_keep"):
+        Settings()
