@@ -77,19 +77,20 @@ def test_dev_serves_a_fresh_state_and_stops_cleanly_on_ctrl_c(tmp_path: Path) ->
 SLEEPING_STACK = """
 import signal
 import sys
-if sys.argv[1:] == ["terminal"]:
+if sys.argv[1:2] == ["terminal"]:
     signal.signal(signal.SIGHUP, signal.SIG_DFL)
 import mlplatform.cli.dev as dev
 from mlplatform.settings import Settings
-dev.build_servers = lambda settings, production=False: [dev.Server("sleeper", "(test)", [sys.executable, "-c", "import time; time.sleep(120)"], lambda: True)]
+sleeper = [sys.executable, "-c", sys.argv[2] if sys.argv[2:] else "import time; time.sleep(120)", *sys.argv[3:]]
+dev.build_servers = lambda settings, production=False: [dev.Server("sleeper", "(test)", sleeper, lambda: True)]
 sys.exit(dev.serve_until_stopped(Settings(), say=lambda line: print(line, flush=True)))
 """
 
 
 @contextmanager
-def _sleeping_stack(tmp_path: Path, prefix: list[str], args: list[str]) -> Iterator[tuple[subprocess.Popen[str], str, int]]:
-    """SLEEPING_STACK started and its sleeper up: the supervisor, the marker in every server's environment, the sleeper's
-    pid. Whatever is left of them is killed on the way out."""
+def _sleeping_stack(tmp_path: Path, prefix: list[str], args: list[str], processes: int = 1) -> Iterator[tuple[subprocess.Popen[str], str, int]]:
+    """SLEEPING_STACK started and its sleeper up (`processes`: with what it spawns): the supervisor, the marker in every
+    server's environment, the sleeper's pid. Whatever is left of them is killed on the way out."""
     state = tmp_path / "state"
     urls = {f"MLPLATFORM_{key}": f"http://127.0.0.1:{free_port()}" for key in ("DAGSTER_UI_URL", "MLFLOW_UI_URL", "REPORTS_URL", "EVIDENTLY_UI_URL")}
     proc = subprocess.Popen([*prefix, sys.executable, "-c", SLEEPING_STACK, *args], cwd=REPO_ROOT, env={**os.environ, **urls, "MLPLATFORM_STATE_DIR": str(state)},
@@ -99,8 +100,11 @@ def _sleeping_stack(tmp_path: Path, prefix: list[str], args: list[str]) -> Itera
         assert proc.stdout is not None
         printed = [proc.stdout.readline() for _ in range(2)]
         assert printed[1].strip().startswith("sleeper"), "".join(printed) + proc.stdout.read()
-        [sleeper] = [pid for pid in _processes_with(marker) if pid != proc.pid]
-        yield proc, marker, sleeper
+        deadline = time.monotonic() + 60
+        while len(started := [pid for pid in _processes_with(marker) if pid != proc.pid]) < processes and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(started) == processes, started
+        yield proc, marker, min(started)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -135,3 +139,31 @@ def test_a_stop_signal_or_the_terminal_hanging_up_stops_every_server(tmp_path: P
         out, _ = proc.communicate(timeout=60)
         assert proc.returncode == 0 and out.strip().endswith("stopped"), out
         assert _processes_with(marker) == [], "no server outlives the stack"
+
+
+# A server that stops what it spawned itself, as the Dagster daemon stops its code server after its last sensor tick.
+STOPS_ITS_CHILD = """
+import signal, subprocess, sys, time
+from pathlib import Path
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+def stop(*_):
+    time.sleep(0.5)
+    Path(sys.argv[1]).write_text("alive" if child.poll() is None else f"ended with {child.returncode}")
+    child.terminate()
+    child.wait()
+    sys.exit(0)
+signal.signal(signal.SIGINT, stop)
+time.sleep(120)
+"""
+
+
+def test_ctrl_c_lets_each_server_stop_what_it_spawned(tmp_path: Path) -> None:
+    """SIGINT went to every server's process group at once: the daemon's code server ended under it, and the sensor
+    ticks in flight at each stop failed (the soak probe's stop 37). The server hears it first, its group only later."""
+    said = tmp_path / "said"
+    with _sleeping_stack(tmp_path, [], ["-", STOPS_ITS_CHILD, str(said)], processes=2) as (proc, marker, _):
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0 and out.strip().endswith("stopped"), out
+        assert said.read_text() == "alive", "the server's child was interrupted before the server could stop it"
+        assert _processes_with(marker) == []

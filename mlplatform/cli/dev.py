@@ -114,6 +114,18 @@ class Server:
         """The process groups of its lives: each life starts a session of its own."""
         return [*self._old_groups, *([self.process.pid] if self.process is not None else [])]
 
+    def interrupt(self) -> None:
+        """SIGINT to the server itself, so it stops what it spawned in its own order; to the groups of its earlier lives,
+        whose leaders are gone, and to its own group when it has exited (nothing is left to stop the rest)."""
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signal.SIGINT)
+            for group in self._old_groups:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(group, signal.SIGINT)
+        else:
+            self.signal_group(signal.SIGINT)
+
     def signal_group(self, sig: signal.Signals) -> None:
         """Signal the whole process group: the server and whatever it spawned (code servers, run workers, web workers),
         and what its earlier lives spawned."""
@@ -151,26 +163,35 @@ def _signal_name(number: int) -> str:
 KILLED_EXIT_SECONDS = 5.0  # how long `dev` waits for SIGKILLed processes to end before returning anyway
 
 
-def stop_all(servers: list[Server], grace_seconds: float) -> None:
-    """SIGINT to every group at once (what `dagster dev` sends), SIGKILL to what is left after the grace period, and
-    return once the killed processes have ended.
+LEADERS_SHARE_OF_GRACE = 2 / 3  # of the grace period, what the servers themselves get before their groups are interrupted
 
-    The groups are killed even when their leader exited, so no code server or run worker outlives `dev`.
+
+def stop_all(servers: list[Server], grace_seconds: float) -> None:
+    """SIGINT to every server itself, then to what is left of their groups, SIGKILL to what is left after the grace
+    period, and return once the killed processes have ended.
+
+    The servers first: the daemon lets its sensor ticks in flight finish and then stops its code server. SIGINT to the
+    whole group at once ended the code server under the daemon's feet, and each stop left failed sensor ticks in the
+    UI. The groups are interrupted and killed even when their leader exited, so no code server or run worker outlives
+    `dev`.
     """
-    for server in servers:
-        server.signal_group(signal.SIGINT)
+    groups = [g for s in servers for g in s.groups]
     deadline = time.monotonic() + grace_seconds
     for server in servers:
+        server.interrupt()
+    for server in servers:
         if server.process is not None:
-            try:
-                server.process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                server.process.wait(max(0.1, deadline - grace_seconds * (1 - LEADERS_SHARE_OF_GRACE) - time.monotonic()))
+    for server in servers:
+        server.signal_group(signal.SIGINT)
+    _await_exits(groups, deadline - time.monotonic())
+    for server in servers:
         server.signal_group(signal.SIGKILL)
         if server.process is not None:
             server.process.wait()
         server.close_log()
-    _await_exits([g for s in servers for g in s.groups], KILLED_EXIT_SECONDS)
+    _await_exits(groups, KILLED_EXIT_SECONDS)
 
 
 def _await_exits(groups: list[int], timeout_seconds: float) -> None:
