@@ -1,6 +1,7 @@
 """`mlplatform materialize` and `status` after two versions, and the CLI's answer to a wrong spec, model or setting:
 a message, exit code 2."""
 
+import getpass
 import hashlib
 import json
 import time
@@ -87,13 +88,24 @@ def test_status_json_after_two_versions(
     assert main(["quarantine", "--model", "adult", "--content", "ab"]) == 2, "--content says which content of a --release"
     assert main(["quarantine", "--model", "adult", "--release", row["file"], "--content", "xyz"]) == 2
     assert "--content 'xyz' is not the start of a SHA-256" in capsys.readouterr().err
-    assert main(["quarantine", "--model", "adult", "--release", row["file"], "--content", old]) == 0
+    assert main(["quarantine", "--model", "adult", "--reason", "why"]) == 2, "--reason goes with a --release"
+    assert "--reason goes with --release FILE" in capsys.readouterr().err
+    assert main(["quarantine", "--model", "adult", "--release", row["file"], "--content", old, "--reason", "ticket 42: the export was fixed"]) == 0
     assert f"adult: released 1 quarantined rows of file {row['file']!r} (content {old}: 1 rows); 1 quarantined rows left" in capsys.readouterr().out
+    assert main(["quarantine", "--model", "adult", "--json"]) == 0
+    [released] = json.loads(capsys.readouterr().out)[0]["released"]
+    assert (released["file"], released["content"], released["rows"], released["reason"]) == (row["file"], old, 1, "ticket 42: the export was fixed")
+    assert released["by"] == f"{getpass.getuser()} (mlplatform quarantine --release)" and released["released_at"].endswith("+00:00")
     typo = fresh[:12] + ("0" if fresh[12] != "0" else "1") + fresh[13:]
     assert main(["quarantine", "--model", "adult", "--release", row["file"], "--content", typo]) == 2, "its start is a content's, the rest is not"
     assert f"has no quarantined rows of a content starting {typo!r}" in capsys.readouterr().err
     assert main(["quarantine", "--model", "adult", "--release", row["file"], "--content", fresh.upper()]) == 0, "the whole SHA-256, as sha256sum prints it"
     assert f"adult: released 1 quarantined rows of file {row['file']!r} (content {fresh[:12]}: 1 rows); 0 quarantined rows left" in capsys.readouterr().out
+    assert main(["quarantine", "--model", "adult"]) == 0, "the rows are gone; who released them, when and why is not"
+    shown = capsys.readouterr().out.splitlines()
+    assert shown[0] == "adult: 0 quarantined rows" and shown[1] == "  released by hand, newest first:"
+    assert shown[2].endswith(f"1 rows of {row['file']} ({fresh[:12]}) by {getpass.getuser()} (mlplatform quarantine --release)")
+    assert shown[3].endswith(f"1 rows of {row['file']} ({old}) by {getpass.getuser()} (mlplatform quarantine --release): ticket 42: the export was fixed")
     assert main(["status", "--json", "--model", "adult"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["events"]["quarantined"] == 0
 

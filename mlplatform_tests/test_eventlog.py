@@ -129,10 +129,15 @@ def test_a_file_read_again_releases_its_own_quarantine_alone(log: EventStore) ->
     assert log.release_quarantined_file("other.csv", "ab") == 0, "a content of another name"
     assert log.release_quarantined_file("batch.csv", "ab") == 0 and log.counts().quarantined == 4
     log.quarantine(bad.head(1), "batch.csv", "ab12" * 16)
-    assert log.release_quarantined_file("batch.csv", "ab1") == 1, "one content of the name, by the start of its SHA-256"
-    assert log.release_quarantined_file("batch.csv") == 2, "a corrected file took its place: every content of that name"
+    assert log.quarantine_releases().empty, "a reading again releases by itself: no person's release"
+    assert log.release_quarantined_file("batch.csv", "ab1", by="ops", reason="fixed upstream") == 1, "one content of the name, by the start of its SHA-256"
+    assert log.release_quarantined_file("batch.csv", by="ops 'two'") == 2, "a corrected file took its place: every content of that name"
     assert log.counts().quarantined == 2 and log.quarantine_reasons(source="batch.csv").empty and len(log.quarantine_reasons(source="other.csv")) == 2
     assert log.release_quarantined_file("batch.csv") == 0
+    releases = log.quarantine_releases(source="batch.csv")
+    assert releases[["file", "content", "rows", "by", "reason"]].values.tolist() == [
+        ["batch.csv", "sha-a", 1, "ops 'two'", ""], ["batch.csv", "sha-b", 1, "ops 'two'", ""], ["batch.csv", "ab12" * 3, 1, "ops", "fixed upstream"]]
+    assert releases["released_at"].is_monotonic_decreasing and log.quarantine_releases(source="other.csv").empty
 
 
 def test_labels_stored_before_their_class_was_renamed_read_as_the_class_the_label_map_names(tmp_path: Path) -> None:

@@ -147,12 +147,14 @@ def cmd_champion(args: argparse.Namespace) -> int:
 def cmd_quarantine(args: argparse.Namespace) -> int:
     from mlplatform.cli.quarantine import QuarantineError, collect_quarantine, release, render_quarantine
 
-    if args.content is not None and args.release is None:
-        print("quarantine: --content names which content of a --release FILE to release", file=sys.stderr)
-        return 2
+    for option, given in (("--content", args.content), ("--reason", args.reason)):
+        if given is not None and args.release is None:
+            print(f"quarantine: {option} goes with --release FILE", file=sys.stderr)
+            return 2
     if args.release is not None:
         try:
-            print(release(_existing_platform(args).only(args.model), args.release, args.content))
+            print(release(_existing_platform(args).only(args.model), args.release, args.content,
+                          by=f"{getpass.getuser()} (mlplatform quarantine --release)", reason=args.reason or ""))
         except QuarantineError as exc:
             print(f"quarantine: {exc}", file=sys.stderr)
             return 2
@@ -282,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     quarantine.add_argument("--content", metavar="SHA256",
                             help="with --release, where FILE's name was landed as several contents: only the rows of the one whose SHA-256 "
                                  "starts with this (shown beside each file)")
+    quarantine.add_argument("--reason", help="with --release: why, recorded with who and when (`quarantine` lists releases)")
     quarantine.set_defaults(func=cmd_quarantine)
     replay = command("replay", "replay a model's dataset (or --spec) as a stream into its landing folder or the serving API, paced, with drift")
     replay.add_argument("--to", choices=["landing", "api"], default="landing", help="landing folder files, or POST /predict + /feedback")

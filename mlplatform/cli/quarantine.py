@@ -28,6 +28,7 @@ def collect_quarantine(model: ModelContext, limit: int, source: str | None = Non
         "file": source,
         "reasons": reasons.to_dict("records"),
         "latest": [{**r, "quarantined_at": _iso(r["quarantined_at"])} for r in rows.to_dict("records")],
+        "released": [{**r, "released_at": _iso(r["released_at"])} for r in log.quarantine_releases(source).to_dict("records")],
     }
     if source is not None and not found["quarantined"]:  # a typo reads like a clean file: name those that have rows
         found["files_with_rows"] = _files_with_rows(model)
@@ -42,10 +43,11 @@ def _iso(micros: object) -> str:
     return pd.Timestamp(int(str(micros)), unit="us", tz="UTC").isoformat(timespec="seconds")
 
 
-def release(model: ModelContext, source: str, content: str | None = None) -> str:
+def release(model: ModelContext, source: str, content: str | None = None, by: str = "", reason: str = "") -> str:
     """Forget the quarantined rows of landing file `source` (of its `content`, a SHA-256 prefix, where the name was landed
     as several files: releasing them all would forget the refusals of the corrected file too). A name with none, a
-    content that is none of the name's, or several contents without `content`, is an error that changes nothing."""
+    content that is none of the name's, or several contents without `content`, is an error that changes nothing. The
+    release is recorded with `by` and `reason` (`quarantine` lists it)."""
     log = model.event_log
     rows = log.quarantine_reasons(limit=None, source=source).groupby("content", dropna=False)["rows"].sum()
     if rows.empty:
@@ -61,7 +63,7 @@ def release(model: ModelContext, source: str, content: str | None = None) -> str
     if len(rows) > 1:
         raise QuarantineError(f"{model.name}: file {source!r} was landed as {len(rows)} contents with quarantined rows ({contents}): say which with "
                               "--content (the SHA-256 of the file, or its start, as `quarantine --file` shows it)")
-    released = log.release_quarantined_file(source, wanted)
+    released = log.release_quarantined_file(source, wanted, by, reason)
     if released == 0:  # a whole SHA-256 whose start matched a content's, and whose rest did not
         raise QuarantineError(f"{model.name}: file {source!r} has no quarantined rows of a content starting {content!r} ({contents})")
     return f"{model.name}: released {released} quarantined rows of file {source!r} ({contents}); {log.counts().quarantined} quarantined rows left"
@@ -84,4 +86,8 @@ def render_quarantine(found: dict[str, Any]) -> str:
             record = str(row["record"] or "")
             shown = record if len(record) <= RECORD_CHARS else record[:RECORD_CHARS] + f"… ({len(record)} characters)"
             lines.append(f"    {row['file']}:{row['line']} ({row['quarantined_at']}) {row['reason']}\n      {shown}")
+    if found["released"]:
+        lines.append("  released by hand, newest first:")
+        lines += [f"    {r['released_at']}  {r['rows']} rows of {r['file']} ({r['content'] or 'unknown'}) by {r['by']}" + (f": {r['reason']}" if r["reason"] else "")
+                  for r in found["released"]]
     return "\n".join(lines)

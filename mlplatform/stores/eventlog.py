@@ -317,6 +317,11 @@ class EventStore(ABC):
                 # releases them too; a name landed with several contents cannot say which one, and its rows stay.
                 db.execute("UPDATE quarantine SET file_sha256 = (SELECT min(sha256) FROM files WHERE files.name = quarantine.source) "
                            "WHERE (SELECT count(*) FROM files WHERE files.name = quarantine.source) = 1")
+            db.execute(  # a person's release of a file's refusals (`mlplatform quarantine --release`): who, when, how many
+                f"""CREATE TABLE IF NOT EXISTS quarantine_releases (
+                    released_at {t["int"]} NOT NULL, source TEXT NOT NULL, file_sha256 TEXT, rows {t["int"]} NOT NULL,
+                    released_by TEXT NOT NULL, reason TEXT NOT NULL)"""
+            )
             db.execute("CREATE INDEX IF NOT EXISTS quarantine_file ON quarantine(file_sha256)")
             db.execute("CREATE INDEX IF NOT EXISTS quarantine_source ON quarantine(source, id)")  # `mlplatform quarantine --file`
             db.execute(
@@ -541,21 +546,38 @@ class EventStore(ABC):
         and the quarantined count grew with each landing of the same bytes. Returns how many were released."""
         return self._release("file_sha256 = {p}", (file_sha256,))
 
-    def release_quarantined_file(self, source: str, content: str | None = None) -> int:
+    def release_quarantined_file(self, source: str, content: str | None = None, by: str = "", reason: str = "") -> int:
         """Forget the quarantined rows landed as `source`: a person's call, once a corrected file (new bytes, so not a
         reading again) took its place. `content`: only those of the content whose SHA-256 starts with it (hex), where one
-        name was landed as several contents; None: every content of that name. Returns how many were released."""
+        name was landed as several contents; None: every content of that name. The release itself is kept, per content,
+        with `by`, `reason` and its time (`quarantine_releases`): the rows are gone, and an operator asking where they
+        went gets an answer. Returns how many were released."""
         if content is None:
-            return self._release("source = {p}", (source,))
+            return self._release("source = {p}", (source,), (by, reason))
         if not SHA256_PREFIX.fullmatch(content):
             raise ValueError(f"content: {content!r} is not a SHA-256 prefix (lowercase hex)")
-        return self._release("source = {p} AND file_sha256 LIKE {p}", (source, content + "%"))
+        return self._release("source = {p} AND file_sha256 LIKE {p}", (source, content + "%"), (by, reason))
 
-    def _release(self, where: str, params: tuple[str, ...]) -> int:
+    def _release(self, where: str, params: tuple[str, ...], recorded: tuple[str, str] | None = None) -> int:
+        """Delete the quarantined rows `where` selects; a person's release (`recorded`: by whom, why) is kept per content."""
+        p, where = self.PARAM, where.format(p=self.PARAM)
         with self._write() as db:
-            released = db.execute(f"DELETE FROM quarantine WHERE {where.format(p=self.PARAM)}", params).rowcount
+            if recorded is not None:
+                db.execute(f"INSERT INTO quarantine_releases (released_at, source, file_sha256, rows, released_by, reason) "
+                           f"SELECT {p}, source, file_sha256, count(*), {p}, {p} FROM quarantine WHERE {where} GROUP BY source, file_sha256",
+                           (now_us(), *recorded, *params))
+            released = db.execute(f"DELETE FROM quarantine WHERE {where}", params).rowcount
             self._bump(db, "quarantined", -released)
         return int(released)
+
+    def quarantine_releases(self, source: str | None = None) -> pd.DataFrame:
+        """The releases of quarantined rows people made (of landing file `source`, or of every file), newest first: when
+        (µs since the epoch), file, content (the first CONTENT_CHARS of its SHA-256), rows, by whom and why."""
+        where, params = ("", ()) if source is None else (f" WHERE source = {self.PARAM}", (source,))
+        columns, rows = self._query(
+            f"SELECT released_at, source AS file, substr(file_sha256, 1, {CONTENT_CHARS}) AS content, rows, released_by AS by, reason "
+            f"FROM quarantine_releases{where} ORDER BY released_at DESC, file, content", params)
+        return pd.DataFrame.from_records(rows, columns=columns, coerce_float=True)
 
     def recorded_file(self, sha256: str) -> FileCounts | None:
         """What became of the rows of the file with this content hash when it was last ingested to the end (labels applied
