@@ -13,7 +13,7 @@ from mlflow.entities.model_registry import ModelVersion, ModelVersionTag
 from mlflow.tracking import MlflowClient
 
 from mlplatform.pipeline.drift import PREDICTION_COLUMN, DriftError, DriftReport, DriftSkipped, ReferenceWindow, build_drift_report, compare
-from mlplatform.stores.reports import html_path, render_snapshot
+from mlplatform.stores.reports import html_path, load_snapshot, render_snapshot
 from mlplatform.stores.eventlog import EventLog
 from mlplatform.orchestration.assets import latest_metadata
 from mlplatform.domain.keys import REASON_TAG
@@ -234,6 +234,12 @@ def test_drifted_stream_is_flagged_then_measured_with_labels(shuffled: Platform,
     tags = shuffled.model.registry.get_version(1).tags
     assert (meta["reference_from"], meta["reference_until"], meta["reference_label_seq_cutoff"]) == (
         tags["mlplatform.window.start"], tags["mlplatform.window.train_end"], int(tags["mlplatform.window.label_seq_cutoff"]))
+    # The Evidently UI lists the snapshot with its metadata: it was empty, and where each side came from was not said.
+    said = load_snapshot(report)._metadata
+    assert {k: said[k] for k in ("model", "champion_version", "reference_from", "reference_until", "current_rows", "current_until")} == {
+        "model": "adult", "champion_version": "1", "reference_from": meta["reference_from"], "reference_until": meta["reference_until"],
+        "current_rows": "1200", "current_until": meta["current_until"]}
+    assert said["reference_rows"] == str(meta["reference_rows"]) and said["current_from"] < said["current_until"]
 
     shuffled.replay(drifted, with_labels=True)  # the labels arrive late, by event id
     shuffled.materialize("drift_report")

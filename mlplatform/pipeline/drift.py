@@ -74,6 +74,11 @@ class ReferenceWindow:
     label_seq_cutoff: int
     seq_cutoff: int | None  # the window's last event in order of arrival (None: a version logged before it was recorded)
 
+
+    def span(self) -> dict[str, object]:
+        """Which events the reference is, as the champion's window tags say: its training rows' times and label cut-off."""
+        return {"reference_from": iso_time(self.start_us), "reference_until": iso_time(self.train_end_us), "reference_label_seq_cutoff": self.label_seq_cutoff}
+
     @classmethod
     def of(cls, version: ModelVersion) -> "ReferenceWindow":
         tags = version.tags
@@ -155,15 +160,10 @@ class DriftReport:
     def summary(self) -> dict[str, object]:
         """The verdicts in a few kB: what MLflow keeps next to the champion (the snapshot stays in the reports folder)."""
         return {"champion_version": self.champion_version, "drift_share": self.drift_share, "dataset_drift": self.dataset_drift,
-                "share_threshold": self.share_threshold, **self.reference_span(), "reference_rows": self.reference_rows, "current_rows": self.current_rows,
+                "share_threshold": self.share_threshold, **self.reference.span(), "reference_rows": self.reference_rows, "current_rows": self.current_rows,
                 "current_labelled": self.current_labelled, "current_until": iso_time(self.current_until_us), "live_metrics": self.live_metrics,
                 "columns": [asdict(c) for c in self.columns], "prediction": self.prediction and asdict(self.prediction),
                 "target": self.target and asdict(self.target), "report": self.report_path.name}
-
-    def reference_span(self) -> dict[str, object]:
-        """Which events the reference is, as the champion's window tags say: its training rows' times and label cut-off."""
-        return {"reference_from": iso_time(self.reference.start_us), "reference_until": iso_time(self.reference.train_end_us),
-                "reference_label_seq_cutoff": self.reference.label_seq_cutoff}
 
     def table(self, top: int | None = None) -> pd.DataFrame:
         """Columns, most drifted first."""
@@ -248,6 +248,11 @@ class CurrentWindow:
     def sample(self, log: EventStore, n: int) -> pd.DataFrame:
         return log.sample_between(self.start_us, self.end_us, n, arrived_after=self.arrived_after)
 
+    def described(self) -> dict[str, str]:
+        """The window in words, for the snapshot's metadata."""
+        late = {} if self.arrived_after is None else {"current_or_arrived_after_seq": str(self.arrived_after.seq)}
+        return {"current_from": iso_time(self.start_us), "current_until": iso_time(self.end_us - 1), **late}
+
 
 def current_window(log: EventStore, window: ReferenceWindow, hours: float | None) -> CurrentWindow | None:
     """The current side of a drift report; None when the log is empty."""
@@ -310,7 +315,7 @@ def _comparable(reference: pd.DataFrame, current: pd.DataFrame, numeric: list[st
 
 
 def _run_evidently(spec: DatasetSpec, reference: pd.DataFrame, current: pd.DataFrame, features: list[str], extra: list[str], share_threshold: float,
-                   tags: list[str], timestamp: datetime) -> Snapshot:
+                   tags: list[str], metadata: dict[str, str], timestamp: datetime) -> Snapshot:
     """`timestamp`: UTC, naive, as Evidently's local storage compares them."""
     # Imported here: Evidently is most of the code location's import time, which every Dagster
     # code server and run worker pays, and only drift reports need it.
@@ -331,6 +336,7 @@ def _run_evidently(spec: DatasetSpec, reference: pd.DataFrame, current: pd.DataF
             Dataset.from_pandas(reference[columns].reset_index(drop=True), data_definition=definition),
             timestamp=timestamp,
             tags=tags,
+            metadata=metadata,
         )
 
 
@@ -351,15 +357,16 @@ def _verdicts(spec: DatasetSpec, snapshot_dict: dict[str, Any]) -> tuple[dict[st
 
 
 def compare(spec: DatasetSpec, reference: pd.DataFrame, current: pd.DataFrame, share_threshold: float, report_path: Path,
-            tags: list[str] | None = None, inputs: Collection[str] | None = None) -> tuple[list[ColumnDrift], ColumnDrift | None, ColumnDrift | None, int]:
+            tags: list[str] | None = None, inputs: Collection[str] | None = None,
+            metadata: dict[str, str] | None = None) -> tuple[list[ColumnDrift], ColumnDrift | None, ColumnDrift | None, int]:
     """Evidently on the two frames: feature verdicts, prediction drift, target drift (if current has labels) and Evidently's
-    count; its snapshot (timestamped when it ran, with `tags`) is saved at `report_path` (`<name>.json.xz`, rendered as
+    count; its snapshot (timestamped when it ran, with `tags` and `metadata`) is saved at `report_path` (`<name>.json.xz`, rendered as
     HTML on demand). When it ran, not the data's newest time: with landed and served events on two clocks, a report
     of late-landed older events has no newer data time, and two reports fell on one point of the dashboard. `inputs`:
     the features the champion reads (None: all of the spec's)."""
     features, decided = _presence(spec, reference, current, inputs)
     extra = [c for c in (PREDICTION_COLUMN, LABEL) if c in current and c in reference and current[c].notna().any() and reference[c].notna().any()]
-    snapshot = _run_evidently(spec, reference, current, features, extra, share_threshold, tags or [], naive_utc(time.time_ns() // 1000))
+    snapshot = _run_evidently(spec, reference, current, features, extra, share_threshold, tags or [], metadata or {}, naive_utc(time.time_ns() // 1000))
     found, evidently_count = _verdicts(spec, snapshot.dict())
     save_snapshot(snapshot, report_path)
     order = {c: i for i, c in enumerate(spec.features)}
@@ -373,6 +380,13 @@ def live_metrics(spec: DatasetSpec, current: pd.DataFrame, predictor: Predictor)
     if labelled.empty or predictor.transformer.history:
         return {}
     return {k: v for k, v in score(spec, labelled[LABEL], predictor.predict(labelled)).items() if not math.isnan(v)}
+
+
+def snapshot_metadata(model: str, window: ReferenceWindow, bounds: CurrentWindow, reference_rows: int, current_rows: int) -> dict[str, str]:
+    """What the Evidently UI shows beside a drift snapshot: which model and champion, and which events each side is (the
+    snapshot alone held the samples, not where they came from)."""
+    return {"model": model, "champion_version": str(window.version), **{k: str(v) for k, v in window.span().items()},
+            "reference_rows": str(reference_rows), "current_rows": str(current_rows), **bounds.described()}
 
 
 def build_drift_report(settings: Settings, spec: DatasetSpec, log: EventStore, registry: Registry) -> DriftReport | DriftSkipped:
@@ -401,7 +415,8 @@ def build_drift_report(settings: Settings, spec: DatasetSpec, log: EventStore, r
     drift_dir = settings.reports_dir / "drift"
     path = drift_dir / f"{spec.name}-v{window.version}-{stamp}{SNAPSHOT_SUFFIX}"
     columns, prediction, target, evidently_count = compare(spec, reference.sample, current, config.share_threshold, path,
-                                                           snapshot_tags(spec.name, window.version), predictor.transformer.input_columns)
+                                                           snapshot_tags(spec.name, window.version), predictor.transformer.input_columns,
+                                                           snapshot_metadata(spec.name, window, bounds, reference.rows, current_rows))
     challenger = registry.version_by_alias(CHALLENGER)
     pruned = prune_drift_reports(drift_dir, spec.name, settings.drift_reports_keep, {window.version, *([int(challenger.version)] if challenger else [])})
     return DriftReport(
