@@ -176,7 +176,9 @@ def test_a_hand_moved_or_pinned_champion_is_what_sensors_status_and_evaluation_f
     from mlplatform.cli import main
 
     assert main(["champion", "set", "--model", "adult", "--version", "1", "--reason", "rollback after incident 42"]) == 0
-    assert "champion v1, pinned (rollback after incident 42)" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "champion: v2 → v1; pinned: the retraining loop leaves it in place until `champion unpin`" in said
+    assert "champion v1, pinned (rollback after incident 42)" in said
     record = registry.champion_record()
     assert record is not None and (record.version, record.pinned) == (1, True)
     for action in ("show", "unpin"):  # `show --version 2` showed the champion, ignoring the version asked for
@@ -208,6 +210,7 @@ def test_a_hand_moved_or_pinned_champion_is_what_sensors_status_and_evaluation_f
     assert registry.champion_record() == record
 
     assert main(["champion", "unpin", "--model", "adult", "--reason", "incident closed"]) == 0
+    assert "champion: v1 unpinned; not pinned: the retraining loop may replace it" in capsys.readouterr().out
     unpinned = platform.tick(SENSOR_NAME, _cursor(_watermark(platform) - EVERY_N))
     assert len(unpinned.run_requests or []) == 1
     timeline = [(c.version, c.pinned, c.reason) for c in registry.timeline()]
@@ -233,6 +236,11 @@ def test_a_hand_moved_or_pinned_champion_is_what_sensors_status_and_evaluation_f
 
     # A pin ends when the alias is moved away outside mlplatform: left behind, it came back with the alias (pinned again
     # with no timeline entry saying so).
+    capsys.readouterr()
+    assert main(["champion", "set", "--model", "adult", "--version", "2", "--reason", "pin in place"]) == 0
+    assert "champion: v2 already the champion, now pinned; pinned" in capsys.readouterr().out
+    assert main(["champion", "set", "--model", "adult", "--version", "2", "--no-pin", "--reason", "let it go"]) == 0  # said nothing of the pin it removed
+    assert "champion: v2 unpinned; not pinned: the retraining loop may replace it" in capsys.readouterr().out
     assert main(["champion", "set", "--model", "adult", "--version", "2", "--reason", "hold"]) == 0
     for version in ("1", "2"):
         registry.client.set_registered_model_alias(registry.name, "champion", version)

@@ -117,7 +117,7 @@ def cmd_champion(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from mlplatform.cli.status import change_line
-    from mlplatform.pipeline.champion import ChampionError, ChampionRequest, NothingToChange, change_champion
+    from mlplatform.pipeline.champion import ChampionError, ChampionRequest, NothingToChange, change_champion, change_said
     from mlplatform.stores.registry import champion_gone
 
     if args.action != "set" and (args.version is not None or args.no_pin):  # `show --version 2` showed the champion, saying nothing
@@ -127,8 +127,10 @@ def cmd_champion(args: argparse.Namespace) -> int:
     registry = model.registry
     if args.action != "show":
         request = ChampionRequest(args.reason or "", args.version if args.action == "set" else None, pin=args.action == "set" and not args.no_pin)
+        before = registry.champion_record()
         try:
-            change_champion(registry, model.spec, request, by=f"{getpass.getuser()} (mlplatform champion {args.action})")
+            change = change_champion(registry, model.spec, request, by=f"{getpass.getuser()} (mlplatform champion {args.action})")
+            print(f"champion: {change_said(before, change)}")
         except NothingToChange as exc:  # what was asked already holds: said, and not an error
             print(f"champion: {exc}")
         except ChampionError as exc:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from mlplatform.domain.predictor import spec_mismatch
 from mlplatform.domain.spec import DatasetSpec
-from mlplatform.stores.registry import ChampionChange, Registry
+from mlplatform.stores.registry import ChampionChange, ChampionRecord, Registry
 
 
 class ChampionError(ValueError):
@@ -59,3 +59,14 @@ def change_champion(registry: Registry, spec: DatasetSpec, request: ChampionRequ
         raise ChampionError(f"v{request.version} does not fit dataset spec {spec.name!r} as it is now: {misfit}; serving could not load it. "
                             "Restore the spec it was trained on first, or pick a version trained on this one")
     return registry.set_champion(request.version, request.reason, by, pin=request.pin)
+
+
+def change_said(before: ChampionRecord | None, change: ChampionChange) -> str:
+    """What a person's change did, in a sentence: `set --no-pin` of the pinned champion unpinned it, and the line showing
+    the champion afterwards said only that it was no longer pinned, not that this command had unpinned it."""
+    pin = ("pinned: the retraining loop leaves it in place until `champion unpin`" if change.pinned
+           else "not pinned: the retraining loop may replace it")
+    if before is not None and before.version == change.version:
+        done = "already the champion, now pinned" if change.pinned else ("unpinned" if before.pinned else "recorded as the champion")
+        return f"v{change.version} {done}; {pin}"
+    return f"{f'v{before.version}' if before is not None else 'no champion'} → v{change.version}; {pin}"
