@@ -5,7 +5,10 @@ import shutil
 from pathlib import Path
 
 import dagster as dg
+import pydantic
 import pytest
+from dagster._core.definitions.run_request import InstigatorType
+from dagster._core.scheduler.instigation import TickStatus
 
 from mlplatform.stores.alerting import AlertName
 from mlplatform.orchestration.launch import LaunchError, raise_on_failure
@@ -102,3 +105,12 @@ def test_instance_enables_run_retries_and_run_monitoring_and_retraining_has_a_ma
     assert instance.run_retries_enabled and instance.run_retries_max_retries == 1
     assert instance.run_monitoring_enabled and instance.run_monitoring_max_runtime_seconds == 3600
     assert retrain_job().tags["dagster/max_runtime"] == "3600"
+    retention = instance.get_tick_retention_settings(InstigatorType.SENSOR)
+    assert (retention[TickStatus.SKIPPED], retention[TickStatus.FAILURE], retention[TickStatus.SUCCESS]) == (2, -1, -1), "skips purged, the rest kept"
+
+
+@pytest.mark.parametrize("days", ["0", "-1", "1.5", "", "two"])
+def test_a_bad_skipped_ticks_keep_days_is_refused_naming_it(days: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLPLATFORM_SKIPPED_TICKS_KEEP_DAYS", days)
+    with pytest.raises(pydantic.ValidationError, match="skipped_ticks_keep_days"):
+        Settings()
