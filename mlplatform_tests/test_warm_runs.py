@@ -3,16 +3,20 @@ it, with the pid Dagster records; a stopped warm process makes the launch retrya
 replaced; terminating a run cancels it; run monitoring's health check follows the worker process; the dagster.yaml
 setting switches it off."""
 
+import logging
 import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import dagster as dg
 import pytest
 import yaml
 from dagster._core.code_pointer import ModuleCodePointer
+from dagster._core.events import DagsterEvent, DagsterEventType
+from dagster._core.events.log import EventLogEntry
 from dagster._core.errors import DagsterLaunchFailedError, DagsterUserCodeUnreachableError
 from dagster._core.launcher.base import LaunchRunContext, WorkerStatus
 from dagster._core.origin import JobPythonOrigin, RepositoryPythonOrigin
@@ -153,7 +157,10 @@ def test_a_missing_or_malformed_worker_tag_is_never_signalled_nor_failed(tag: st
     process): no worker, which run monitoring counts as running and terminate leaves alone."""
     run = _run({RUN_WORKER_TAG: tag} if tag else {})
     assert RunWorker.of_run(run) is None
-    assert WarmRunLauncher().check_run_worker_health(run).status == WorkerStatus.RUNNING
+    launcher = WarmRunLauncher()
+    with dg.instance_for_test() as instance:
+        launcher.register_instance(instance)
+        assert launcher.check_run_worker_health(run).status == WorkerStatus.RUNNING, "nor is a process that started it known"
 
 
 @pytest.mark.parametrize(("origin", "message"), [
@@ -194,3 +201,44 @@ def test_runs_a_killed_stack_left_with_no_worker_are_failed_when_a_stack_starts(
         failed = instance.get_run_by_id(left.run_id)
         assert failed is not None and stopped_in_flight(failed) and not stopped_in_flight(instance.get_run_by_id(alive.run_id))  # type: ignore[arg-type]
         assert not stopped_in_flight(dg.DagsterRun(job_name=failed.job_name, run_id="4" * 36, tags=dict(failed.tags))), "a retry, its parent's tags"
+
+
+def _started_by(instance: dg.DagsterInstance, run_id: str, pid: int, at: float) -> dg.DagsterRun:
+    """A STARTED run with no run worker recorded, whose RUN_START event process `pid` wrote at `at`: what
+    `mlplatform materialize` (a run in its own process) or an earlier version's launcher leave."""
+    run = instance.add_run(dg.DagsterRun(job_name="adult_drift", run_id=run_id, status=dg.DagsterRunStatus.STARTED))
+    started = DagsterEvent(DagsterEventType.RUN_START.value, job_name=run.job_name, message="Started execution of run.", pid=pid)
+    instance.store_event(EventLogEntry(error_info=None, level=logging.DEBUG, user_message="", run_id=run_id, timestamp=at, dagster_event=started,
+                                       job_name=run.job_name))
+    return run
+
+
+def test_started_runs_with_no_worker_recorded_are_judged_by_the_process_that_started_them() -> None:
+    """The upgrade probe: runs an earlier version's stack (or a killed `mlplatform materialize`) left STARTED carry no
+    run worker: run monitoring reported them running, the drift sensor waited behind them and they held run slots for
+    their hour of max runtime. On this machine's instance, the process that wrote RUN_START says: gone, or a later
+    process that got its pid, fails the run; alive, or an instance other machines write (PostgreSQL), leaves it."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    later = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        with dg.instance_for_test() as instance:
+            killed = _started_by(instance, "5" * 36, gone.pid, time.time())
+            reused = _started_by(instance, "6" * 36, later.pid, time.time() - 3600)  # its pid now another, younger process's
+            running = _started_by(instance, "7" * 36, os.getpid(), time.time())
+            launcher = WarmRunLauncher()
+            launcher.register_instance(instance)
+            health = {run.run_id: launcher.check_run_worker_health(run).status for run in (killed, reused, running)}
+            assert health == {killed.run_id: WorkerStatus.FAILED, reused.run_id: WorkerStatus.FAILED, running.run_id: WorkerStatus.RUNNING}, \
+                "run monitoring fails them within its 30 s while the stack runs"
+            assert fail_runs_left_behind(instance) == [], "another machine's process may run it: only run monitoring's max runtime ends it"
+            assert sorted(fail_runs_left_behind(instance, this_machine_only=True)) == sorted([killed.run_id, reused.run_id])
+            assert instance.get_run_by_id(running.run_id).status == dg.DagsterRunStatus.STARTED  # type: ignore[union-attr]
+            for run in (killed, reused):
+                failed = instance.get_run_by_id(run.run_id)
+                assert failed is not None and failed.status == dg.DagsterRunStatus.FAILURE and stopped_in_flight(failed), "alerted as an interruption"
+            said = [e.message for e in instance.all_logs(killed.run_id) if e.message]
+            assert any(f"The process that started the run (no run worker recorded) (pid {gone.pid}) is gone" in m for m in said), said
+    finally:
+        later.kill()
+        later.wait()

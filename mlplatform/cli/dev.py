@@ -390,10 +390,10 @@ def _prepare_instance(settings: Settings) -> None:
     runs an earlier stack, killed outright, left starting or started with no worker, so run retries launch them now."""
     import dagster as dg
 
-    from mlplatform.orchestration.warm_runs import fail_runs_left_behind
+    from mlplatform.orchestration.warm_runs import fail_runs_left_behind, on_this_machine
 
     with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
-        fail_runs_left_behind(instance)
+        fail_runs_left_behind(instance, this_machine_only=on_this_machine(instance))
 
 
 @contextmanager

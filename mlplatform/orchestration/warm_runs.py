@@ -37,6 +37,7 @@ from typing import IO, Any
 
 from dagster import Array, DagsterEventType, DagsterInstance, DagsterRun, DagsterRunStatus, Field, RunsFilter, serialize_value
 from dagster._config.config_schema import UserConfigSchema
+from dagster._core.storage.runs import SqliteRunStorage
 from dagster._core.errors import DagsterLaunchFailedError, DagsterUserCodeUnreachableError
 from dagster._core.launcher.base import CheckRunHealthResult, LaunchRunContext, RunLauncher, WorkerStatus
 from dagster._grpc.types import ExecuteRunArgs
@@ -287,7 +288,7 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
         """For run monitoring: a started run whose worker process is gone (killed, out of memory) is failed, and run
         retries launch it again. Dagster's code server watches the run processes it spawns; the warm process reaps
         nothing, so this is where a crashed worker is noticed."""
-        worker = RunWorker.of_run(run)
+        worker = RunWorker.of_run(run) or (_starter(self._instance, run.run_id) if on_this_machine(self._instance) else None)
         if worker is None:  # nothing to check against: anything but RUNNING would make run monitoring fail the run
             return CheckRunHealthResult(WorkerStatus.RUNNING, "not checked: no run worker recorded by WarmRunLauncher")
         if worker.alive():
@@ -306,21 +307,57 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
                 self._warm = None
 
 
-def fail_runs_left_behind(instance: DagsterInstance) -> list[str]:
+def fail_runs_left_behind(instance: DagsterInstance, this_machine_only: bool = False) -> list[str]:
     """Fail the runs still STARTING or STARTED whose recorded worker is gone, and return their ids. A stack killed
     outright leaves them so (its reaper kills their workers); run monitoring fails a STARTED one within 30 s, but a
     STARTING one only after `start_timeout_seconds` (600 s), every drift report of its model waiting behind it. Called as
-    a stack starts; failed, run retries launch them again."""
+    a stack starts; failed, run retries launch them again.
+
+    `this_machine_only` (an instance on SQLite files, which only this machine's processes write): a started run with no
+    recorded worker (run in `mlplatform materialize`'s own process, or launched by an earlier version or another
+    launcher) is judged by the process that started it, as its RUN_START event records it. Run monitoring cannot check
+    such a run, and one whose process was killed stayed STARTED until its hour of max runtime: the drift sensor waited
+    for it and it held a run slot (the upgrade probe of stop 38)."""
     failed = []
     for run in instance.get_runs(filters=RunsFilter(statuses=[DagsterRunStatus.STARTING, DagsterRunStatus.STARTED])):
-        worker = RunWorker.of_run(run)
+        worker, what = RunWorker.of_run(run), "The run worker"
+        if worker is None and this_machine_only:
+            worker, what = _starter(instance, run.run_id), "The process that started the run (no run worker recorded)"
         if worker is not None and not worker.alive():
-            instance.report_engine_event(f"The run worker (pid {worker.pid}) is gone: the stack that launched the run stopped without ending it.",
+            instance.report_engine_event(f"{what} (pid {worker.pid}) is gone: the stack or command that launched the run stopped without ending it.",
                                          run, cls=WarmRunLauncher)
             instance.add_run_tags(run.run_id, {STACK_STOPPED_TAG: run.run_id})
             instance.report_run_failed(instance.get_run_by_id(run.run_id) or run)
             failed.append(run.run_id)
     return failed
+
+
+def on_this_machine(instance: DagsterInstance) -> bool:
+    """Whether every run of `instance` runs on this machine: its runs are in SQLite files (the embedded profile), which
+    only this machine's processes write; on PostgreSQL another machine's command may run one."""
+    return isinstance(instance.run_storage, SqliteRunStorage)
+
+
+def _starter(instance: DagsterInstance, run_id: str) -> RunWorker | None:
+    """The process that wrote the run's RUN_START event, as a RunWorker: alive only if a process of that pid runs that
+    started before the event (a pid the kernel gave to a later process is not it). None before the run started."""
+    records = instance.get_records_for_run(run_id, of_type=DagsterEventType.RUN_START, limit=1).records
+    if not records:
+        return None
+    entry = records[0].event_log_entry
+    pid = entry.dagster_event.pid if entry.dagster_event is not None else None
+    started = _start_ticks(pid) if pid else None
+    if started is None or _boot_time() + started / os.sysconf("SC_CLK_TCK") > entry.timestamp + 1.0:
+        return RunWorker(pid or 0, -1)  # gone, or another process now: never alive
+    return RunWorker(pid or 0, started)
+
+
+def _boot_time() -> float:
+    """When this machine booted (epoch seconds), from /proc/stat."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith("btime "):
+            return float(line.split()[1])
+    raise OSError("/proc/stat has no btime line")
 
 
 def stopped_in_flight(run: DagsterRun) -> bool:
