@@ -209,10 +209,15 @@ def test_a_log_from_before_progress_kept_its_prefix_digest_opens_and_resumes_as_
                    "parsed INTEGER NOT NULL, rows INTEGER NOT NULL, ingested INTEGER NOT NULL, duplicates INTEGER NOT NULL, "
                    "quarantined INTEGER NOT NULL, labels_applied INTEGER NOT NULL)")
         db.execute("INSERT INTO file_progress VALUES ('sha-old', 'old.csv', 100, 5, 4, 4, 4, 0, 0, 0)")
+        db.execute("CREATE TABLE files (sha256 TEXT PRIMARY KEY, name TEXT NOT NULL, rows INTEGER, ingested INTEGER, duplicates INTEGER, "
+                   "quarantined INTEGER, at INTEGER NOT NULL)")
+        db.execute("INSERT INTO files VALUES ('sha-whole', 'old.csv', 7, 7, 0, 0, 1)")
     log = EventLog(path, _spec())
     try:
         old = FileProgress(position=100, line=5, parsed=4, counts=FileCounts(rows=4, ingested=4))
         assert log.file_progress("sha-old") == old and log.progress_named("old.csv") == [("sha-old", old)]
+        assert log.recorded_file("sha-whole") == FileCounts(rows=7, ingested=7) and log.completed_named("old.csv") == [], \
+            "where a file landed before ended is unknown: one appended to is read whole, as before"
     finally:
         log.close()
 
@@ -236,6 +241,9 @@ def test_a_batch_commits_with_its_file_progress_or_not_at_all(log: EventStore) -
     assert log.counts() == Counts(2, 2, 1, 2) and log.file_progress("sha") == done and log.recorded_file("sha") is None
     log.record_file("sha", "f", done.counts)
     assert log.file_progress("sha") == FileProgress() and log.recorded_file("sha") == FileCounts(rows=9, ingested=2, duplicates=3, quarantined=1)
+    assert log.completed_named("f") == [], "no line end said where it ended"
+    log.record_file("sha", "f", done.counts, done)
+    assert log.completed_named("f") == [("sha", FileProgress(position=10, line=4, parsed=2, prefix_sha256="sha"))], "its own counts start anew"
 
 
 def test_a_bulk_load_checkpoints_the_sqlite_wal_at_its_end_not_at_every_commit(tmp_path: Path) -> None:

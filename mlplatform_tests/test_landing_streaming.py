@@ -312,6 +312,35 @@ def test_a_file_appended_to_while_it_is_read_lands_each_row_once(tmp_path: Path,
         log.close()
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+@pytest.mark.parametrize("name", ["export.csv", "export.jsonl"])
+def test_a_file_landed_whole_then_appended_to_and_landed_again_lands_only_the_new_rows(tmp_path: Path, adult_spec: DatasetSpec, adult_rows: pd.DataFrame,
+                                                                                       backend: str, name: str, request: pytest.FixtureRequest) -> None:
+    """The upgrade probe: a team's export without ids, landed, then appended to and landed again under its name, was a
+    new content read from its start, and its first rows landed twice with nothing said. It now goes on where the landed
+    content ended, however often it grows; the same bytes again are nothing new, and a rewritten file of that name is
+    still read whole."""
+    frame = adult_rows[COLUMNS].head(90).drop(columns=["event_id", "event_time"])
+    path = tmp_path / name
+    log = EventLog(tmp_path / "events.sqlite", adult_spec) if backend == "sqlite" else PostgresEventLog(request.getfixturevalue("postgres_url"), adult_spec)
+    try:
+        content = _write(frame.head(50), path).read_bytes()
+        assert ingest_file(path, adult_spec, log, _policy(1500)).ingested == 50
+        for before, upto in ((50, 80), (80, 90)):
+            landed = len(content)
+            content += _rows_text(frame.iloc[before:upto], name)
+            path.write_bytes(content)
+            grown = ingest_file(path, adult_spec, log, _policy(1500))
+            assert grown.note.startswith(f"grew after its first {landed} bytes were read: read on from line "), grown
+            assert (grown.rows, grown.ingested, grown.duplicates, log.counts().total) == (upto - before, upto - before, 0, upto), "counts of its own"
+        path.write_bytes(content)
+        assert ingest_file(path, adult_spec, log, _policy(1500)).already_ingested and log.counts().total == 90
+        rewritten = _write(frame.head(55).iloc[::-1], path)  # the same name, other content: no prefix of what was read
+        assert ingest_file(rewritten, adult_spec, log, _policy(1500)).ingested == 55 and log.counts().total == 145
+    finally:
+        log.close()
+
+
 def test_a_line_cut_by_a_writer_is_read_whole_once_the_file_grew(tmp_path: Path, adult_spec: DatasetSpec, adult_rows: pd.DataFrame) -> None:
     """The review: a file hashed while its writer was mid-line ended in half a row; the reading took that half as a row
     (quarantined, or a truncated last value landed), and the grown file went on from the middle of the line, its other

@@ -827,7 +827,7 @@ def _store(path: Path, handle: BinaryIO, seen: os.stat_result, spec: DatasetSpec
     # A plain text file whose reading stopped (where its content then ended, or killed after a batch) may have grown since:
     # one that begins with the bytes read goes on from there. Byte offsets only: not a .gz's, not Parquet's rows.
     plain_text = not path.name.lower().endswith((".gz", ".parquet"))
-    earlier = log.progress_named(path.name) if plain_text else []
+    earlier = [*log.progress_named(path.name), *log.completed_named(path.name)] if plain_text else []
     digest, prefixes = _content_hash(handle, seen, path.name.lower().endswith(".gz"), policy.max_decompressed_bytes, [p.position for _, p in earlier])
     _check_settled(path, handle, seen)
     recorded = log.recorded_file(digest)
@@ -887,10 +887,11 @@ def _store(path: Path, handle: BinaryIO, seen: os.stat_result, spec: DatasetSpec
             raise type(exc)(f"{exc} (from line or row {progress.line} on; the {progress.counts.rows} rows before it were kept)") from None
         raise
     _check_settled(path, handle, seen)
+    ends_a_line = plain_text and progress.position > 0 and os.pread(handle.fileno(), 1, progress.position - 1) == b"\n"
     with log.transaction():
         if grown_from is not None:  # nothing was read after the earlier reading: still its successor
             log.hand_over(grown_from, digest)
-        log.record_file(digest, path.name, progress.counts)
+        log.record_file(digest, path.name, progress.counts, progress if ends_a_line else None)
     return FileOutcome(name=path.name, extra_columns=extra, read_again=read_again, grown=grown, **asdict(progress.counts))
 
 

@@ -126,6 +126,7 @@ class FileProgress:
 
 _COUNTED_PROGRESS = ("position", "line", "parsed", *_COUNT_COLUMNS)
 _PROGRESS_COLUMNS = (*_COUNTED_PROGRESS, "prefix_sha256")  # the columns of table file_progress
+_ENDED_AT = ("position", "line", "parsed")  # of table files: where a plain text file read to its end ended, at a line end
 
 
 def _storable(text: str) -> str:
@@ -311,6 +312,9 @@ class EventStore(ABC):
                     sha256 TEXT PRIMARY KEY, name TEXT NOT NULL, rows {t["int"]}, ingested {t["int"]},
                     duplicates {t["int"]}, quarantined {t["int"]}, at {t["int"]} NOT NULL)"""
             )
+            for column in _ENDED_AT:  # a log from before appended files went on where their reading ended
+                if column not in self._existing_columns(db, "files"):
+                    db.execute(f"ALTER TABLE files ADD COLUMN {column} {t['int']}")
             if "file_sha256" not in self._existing_columns(db, "quarantine"):  # a log from before files were read again
                 db.execute("ALTER TABLE quarantine ADD COLUMN file_sha256 TEXT")
                 # Its rows get their file's hash where the name was landed as one content only, so a reading again
@@ -585,16 +589,27 @@ class EventStore(ABC):
         found = self._query(f"SELECT rows, ingested, duplicates, quarantined FROM files WHERE sha256 = {self.PARAM}", (sha256,))[1]
         return FileCounts(*(int(v or 0) for v in found[0])) if found else None
 
-    def record_file(self, sha256: str, name: str, counts: FileCounts) -> None:
-        """The file is ingested to its end: its record replaces its progress, in one transaction."""
-        values = ", ".join(self.PARAM for _ in range(7))
-        updates = ", ".join(f"{c} = excluded.{c}" for c in ("name", "rows", "ingested", "duplicates", "quarantined", "at"))
+    def record_file(self, sha256: str, name: str, counts: FileCounts, ended: FileProgress | None = None) -> None:
+        """The file is ingested to its end: its record replaces its progress, in one transaction. `ended`: where a plain
+        text file ended at a line end (its position, line and rows parsed), so the same file appended to later goes on
+        from there (see `completed_named`)."""
+        columns = ("name", "rows", "ingested", "duplicates", "quarantined", "at", *_ENDED_AT)
+        end = (ended.position, ended.line, ended.parsed) if ended is not None else (None, None, None)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in columns)
         with self._write() as db:
             db.execute(
-                f"INSERT INTO files (sha256, name, rows, ingested, duplicates, quarantined, at) VALUES ({values}) ON CONFLICT (sha256) DO UPDATE SET {updates}",
-                (sha256, name, counts.rows, counts.ingested, counts.duplicates, counts.quarantined, now_us()),
+                f"INSERT INTO files (sha256, {', '.join(columns)}) VALUES ({', '.join(self.PARAM for _ in range(len(columns) + 1))}) "
+                f"ON CONFLICT (sha256) DO UPDATE SET {updates}",
+                (sha256, name, counts.rows, counts.ingested, counts.duplicates, counts.quarantined, now_us(), *end),
             )
             db.execute(f"DELETE FROM file_progress WHERE sha256 = {self.PARAM}", (sha256,))
+
+    def completed_named(self, name: str) -> list[tuple[str, FileProgress]]:
+        """The contents landed under `name` and read to their end at a line end, as readings to go on from: a file appended
+        to and landed again under its name begins with one of them (landing checks it) and is read from where it ended,
+        with counts of its own. Before, it was a new content read from its start, and its rows without ids landed twice."""
+        rows = self._query(f"SELECT sha256, {', '.join(_ENDED_AT)} FROM files WHERE name = {self.PARAM} AND position IS NOT NULL", (name,))[1]
+        return [(str(sha), FileProgress(int(position), int(line), int(parsed), FileCounts(), str(sha))) for sha, position, line, parsed in rows]
 
     def hand_over(self, earlier_sha256: str, sha256: str) -> None:
         """The reading of a file that grew (`sha256`) takes over the earlier reading it goes on from (see `progress_named`):
