@@ -4,6 +4,9 @@ versions only; broken, missing and out-of-folder requests get a clear answer."""
 
 import lzma
 import os
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +17,9 @@ import pandas as pd
 import pydantic
 import pytest
 
+from mlplatform.cli.dev import free_port, http_ok
 from mlplatform.cli.reports_server import server
+from mlplatform_tests.support.processes import wait_until
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.orchestration.assets import latest_metadata
 from mlplatform.pipeline.replay import write_batches
@@ -129,3 +134,14 @@ def test_a_bad_retention_setting_is_refused(value: str, monkeypatch: pytest.Monk
     monkeypatch.setenv("MLPLATFORM_DRIFT_REPORTS_KEEP", value)
     with pytest.raises(pydantic.ValidationError, match="drift_reports_keep"):
         Settings()
+
+
+def test_the_server_stops_on_ctrl_c_without_a_traceback(tmp_path: Path) -> None:
+    """The upgrade probe: every Ctrl-C of `mlplatform dev` printed a KeyboardInterrupt traceback from this server."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "mlplatform.cli.reports_server", str(port), "--directory", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_until("the server to answer", lambda: http_ok(f"http://127.0.0.1:{port}/"), 60)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and "Traceback" not in err + out, err

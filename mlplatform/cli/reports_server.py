@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from functools import partial
 from http import HTTPStatus
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bind", default="127.0.0.1")
     parser.add_argument("--directory", type=Path, required=True)
     args = parser.parse_args(argv)
-    with server(args.directory, args.bind, args.port) as httpd:
+    with server(args.directory, args.bind, args.port) as httpd, contextlib.suppress(KeyboardInterrupt):  # `dev` stopping it: no traceback
         httpd.serve_forever()
     return 0
 
