@@ -201,8 +201,8 @@ def test_a_log_from_before_quarantine_knew_its_files_opens_and_keeps_its_rows(tm
 
 
 def test_a_log_from_before_progress_kept_its_prefix_digest_opens_and_resumes_as_before(tmp_path: Path) -> None:
-    """An unfinished reading recorded by an earlier version has no digest of the bytes read: it reads as empty, so a grown
-    file goes on from it only where that reading ended with its content, as before."""
+    """An unfinished reading recorded by an earlier version has no digest of the bytes read: it reads as empty (landing
+    then checks that a grown file begins with that reading's whole content; test_landing_streaming)."""
     path = tmp_path / "events.sqlite"
     with closing(sqlite3.connect(path)) as db, db:
         db.execute("CREATE TABLE file_progress (sha256 TEXT PRIMARY KEY, name TEXT NOT NULL, position INTEGER NOT NULL, line INTEGER NOT NULL, "

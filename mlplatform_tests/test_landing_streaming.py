@@ -381,12 +381,14 @@ class _Killed(BaseException):
     """The process dying between two batches: nothing after it runs (not an Exception, so nothing catches it)."""
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+@pytest.mark.parametrize(("backend", "recorded_by"), [("sqlite", "this version"), ("postgres", "this version"), ("sqlite", "an earlier version"),
+                                                    ("postgres", "an earlier version")])
 def test_a_file_killed_mid_reading_then_appended_to_lands_each_row_once(tmp_path: Path, adult_spec: DatasetSpec, adult_rows: pd.DataFrame,
-                                                                        backend: str, request: pytest.FixtureRequest) -> None:
+                                                                        backend: str, recorded_by: str, request: pytest.FixtureRequest) -> None:
     """A reading of a file without ids killed after its first batch, then the file appended to: the grown file was a new
     content, read from its start under ids of its own hash, and the first batch's rows landed twice. The grown file now
-    goes on where the killed reading stopped, as it does after a reading that ended at the content's end."""
+    goes on where the killed reading stopped, as it does after a reading that ended at the content's end; also where an
+    earlier version, which kept no digest of the bytes read, recorded the reading (the upgrade probe)."""
     frame = adult_rows[COLUMNS].head(80).drop(columns=["event_id", "event_time"])
     path = _write(frame.head(60), tmp_path / "killed.csv")
     log = EventLog(tmp_path / "events.sqlite", adult_spec) if backend == "sqlite" else PostgresEventLog(request.getfixturevalue("postgres_url"), adult_spec)
@@ -404,6 +406,9 @@ def test_a_file_killed_mid_reading_then_appended_to_lands_each_row_once(tmp_path
         with pytest.raises(_Killed):
             ingest_file(path, adult_spec, log, _policy(1500))
         log.record_progress = writes  # type: ignore[method-assign]
+        if recorded_by == "an earlier version":
+            with log._write() as db:
+                db.execute("UPDATE file_progress SET prefix_sha256 = ''")
         kept = log.counts().total
         assert 0 < kept < 60
         with path.open("ab") as handle:

@@ -816,6 +816,30 @@ class _PrefixDigest:
         return self._digest.hexdigest()
 
 
+def _begins_with(handle: BinaryIO, sha256: str, read_up_to: int) -> bool:
+    """Whether the file begins with the whole content of `sha256`, ending at a line end after `read_up_to`: how a reading
+    recorded by an earlier version, which kept no digest of the bytes read, is known to be this file's start when it was
+    killed mid-file (the upgrade probe: the grown file was read from its start, and its rows without ids landed twice).
+    One pass over the file, a digest at each line end after `read_up_to`; only for such readings."""
+    digest, fd, offset = hashlib.sha256(), handle.fileno(), 0
+    while offset < read_up_to:
+        block = os.pread(fd, min(READ_BLOCK, read_up_to - offset), offset)
+        if not block:
+            return False
+        digest.update(block)
+        offset += len(block)
+    while block := os.pread(fd, READ_BLOCK, offset):
+        start = 0
+        while (end := block.find(b"\n", start)) != -1:
+            digest.update(block[start : end + 1])
+            start = end + 1
+            if digest.copy().hexdigest() == sha256:
+                return True
+        digest.update(block[start:])
+        offset += len(block)
+    return False
+
+
 def _store(path: Path, handle: BinaryIO, seen: os.stat_result, spec: DatasetSpec, log: EventStore, policy: LandingPolicy) -> FileOutcome:
     """Ingest the file batch by batch, each batch in one transaction with the file's progress.
 
@@ -837,7 +861,8 @@ def _store(path: Path, handle: BinaryIO, seen: os.stat_result, spec: DatasetSpec
     progress = log.file_progress(digest)
     grown_from, grown = None, ""
     if recorded is None and not progress.position:  # the furthest reading this file begins with (it may have grown twice)
-        grown_from, progress = max(((sha, p) for sha, p in earlier if prefixes.get(p.position) == (p.prefix_sha256 or sha)), key=lambda found: found[1].position,
+        grown_from, progress = max(((sha, p) for sha, p in earlier if prefixes.get(p.position) == (p.prefix_sha256 or sha)
+                                    or (not p.prefix_sha256 and _begins_with(handle, sha, p.position))), key=lambda found: found[1].position,
                                    default=(None, progress))
         grown = f"grew after its first {progress.position} bytes were read: read on from line {progress.line}" if grown_from else ""
     # A reading again replaces the file's quarantine, in its first batch's transaction (not again when it resumes).
