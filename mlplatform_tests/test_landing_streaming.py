@@ -341,6 +341,49 @@ def test_a_file_landed_whole_then_appended_to_and_landed_again_lands_only_the_ne
         log.close()
 
 
+def test_an_appended_file_read_again_reads_its_own_rows_and_each_content_keeps_its_refusals(tmp_path: Path, adult_spec: DatasetSpec,
+                                                                                           adult_rows: pd.DataFrame) -> None:
+    """The review: an appended file with a refused row of its own is read again when landed again; read from its start,
+    the rows its first content landed came back under its own ids (28 events became 47). The first content's refusals
+    stay its own: moved to the appended file, landing the first content again quarantined its bad row twice."""
+    frame = adult_rows[COLUMNS].head(30).drop(columns=["event_id", "event_time"]).astype({"age": object})
+    frame.loc[[3, 25], "age"] = "old"
+    path = tmp_path / "export.csv"
+    log = EventLog(tmp_path / "events.sqlite", adult_spec)
+    try:
+        first = _write(frame.head(20), path).read_bytes()
+        assert ingest_file(path, adult_spec, log, _policy(1500)).quarantined == 1
+        path.write_bytes(first + _rows_text(frame.iloc[20:], path.name))
+        grown = ingest_file(path, adult_spec, log, _policy(1500))
+        assert (grown.rows, grown.ingested, grown.quarantined, log.counts().total, log.counts().quarantined) == (10, 9, 1, 28, 2), grown
+        path.write_bytes(first + _rows_text(frame.iloc[20:], path.name))
+        again = ingest_file(path, adult_spec, log, _policy(1500))
+        assert again.read_again and (again.rows, again.duplicates, again.quarantined) == (10, 9, 1), again
+        assert (log.counts().total, log.counts().quarantined) == (28, 2), "its first content's rows are not landed again"
+        path.write_bytes(first)
+        assert ingest_file(path, adult_spec, log, _policy(1500)).quarantined == 1 and log.counts().quarantined == 2, "each content its own refusal"
+    finally:
+        log.close()
+
+
+def test_a_label_file_appended_to_is_read_whole_so_its_waiting_labels_are_applied(tmp_path: Path, adult_spec: DatasetSpec, adult_rows: pd.DataFrame) -> None:
+    """The review: labels whose events had not landed wait in quarantine, and a label file landed again is read whole for
+    them; appended to, it went on after its first content, and those labels stayed waiting."""
+    rows = adult_rows[COLUMNS].head(20)
+    log = EventLog(tmp_path / "events.sqlite", adult_spec)
+    try:
+        assert ingest_file(_write(rows.head(10).drop(columns=["income"]), tmp_path / "events-1.csv"), adult_spec, log, _policy(1500)).ingested == 10
+        labels = rows[["event_id", "income"]]
+        early = _write(labels.head(15), tmp_path / "labels.csv").read_bytes()
+        assert ingest_file(tmp_path / "labels.csv", adult_spec, log, _policy(1500)).labels_applied == 10
+        assert ingest_file(_write(rows.iloc[10:20].drop(columns=["income"]), tmp_path / "events-2.csv"), adult_spec, log, _policy(1500)).ingested == 10
+        (tmp_path / "labels.csv").write_bytes(early + _rows_text(labels.iloc[15:], "labels.csv"))
+        grown = ingest_file(tmp_path / "labels.csv", adult_spec, log, _policy(1500))
+        assert grown.labels_applied == 10 and not grown.note and log.counts().labelled == 20, grown
+    finally:
+        log.close()
+
+
 def test_a_line_cut_by_a_writer_is_read_whole_once_the_file_grew(tmp_path: Path, adult_spec: DatasetSpec, adult_rows: pd.DataFrame) -> None:
     """The review: a file hashed while its writer was mid-line ended in half a row; the reading took that half as a row
     (quarantined, or a truncated last value landed), and the grown file went on from the middle of the line, its other

@@ -851,20 +851,34 @@ def _store(path: Path, handle: BinaryIO, seen: os.stat_result, spec: DatasetSpec
     # A plain text file whose reading stopped (where its content then ended, or killed after a batch) may have grown since:
     # one that begins with the bytes read goes on from there. Byte offsets only: not a .gz's, not Parquet's rows.
     plain_text = not path.name.lower().endswith((".gz", ".parquet"))
-    earlier = [*log.progress_named(path.name), *log.completed_named(path.name)] if plain_text else []
-    digest, prefixes = _content_hash(handle, seen, path.name.lower().endswith(".gz"), policy.max_decompressed_bytes, [p.position for _, p in earlier])
+    unfinished, landed = (log.progress_named(path.name), log.completed_named(path.name)) if plain_text else ([], [])
+    digest, prefixes = _content_hash(handle, seen, path.name.lower().endswith(".gz"), policy.max_decompressed_bytes,
+                                     [p.position for _, p in [*unfinished, *landed]])
     _check_settled(path, handle, seen)
+    if landed and _first_columns_label_only(handle, path.name, spec, policy):
+        landed = []  # a label file is read whole, as one landed again is: labels whose events were missing may find them now
     recorded = log.recorded_file(digest)
     read_again = "" if recorded is None or not recorded.rows else _read_again(recorded, handle, path.name, spec, policy)
     if recorded is not None and recorded.rows and not read_again:
         return FileOutcome(name=path.name, rows=recorded.rows, duplicates=recorded.rows, already_ingested=True)
     progress = log.file_progress(digest)
+    # A content that went on from one landed whole is its own from there: read again, it begins there too (before, the
+    # rows of the earlier content landed again under this content's ids).
+    began = log.began_at(digest) if read_again else FileProgress()
+    if read_again and not progress.position:
+        progress = began
     grown_from, grown = None, ""
     if recorded is None and not progress.position:  # the furthest reading this file begins with (it may have grown twice)
-        grown_from, progress = max(((sha, p) for sha, p in earlier if prefixes.get(p.position) == (p.prefix_sha256 or sha)
+        grown_from, progress = max(((sha, p) for sha, p in [*unfinished, *landed] if prefixes.get(p.position) == (p.prefix_sha256 or sha)
                                     or (not p.prefix_sha256 and _begins_with(handle, sha, p.position))), key=lambda found: found[1].position,
                                    default=(None, progress))
         grown = f"grew after its first {progress.position} bytes were read: read on from line {progress.line}" if grown_from else ""
+    # Going on from a content landed whole, this one is the appended rows alone: its counts, its quarantine, and a reading
+    # of it again begin where that content ended. Going on from an unfinished reading, it is that reading's file, whole.
+    from_landed = grown_from in {sha for sha, _ in landed}
+    if from_landed:
+        began = FileProgress(progress.position, progress.line, progress.parsed)
+    hand_over_quarantine = not from_landed
     # A reading again replaces the file's quarantine, in its first batch's transaction (not again when it resumes).
     releasing = bool(read_again) and not progress.counts.rows
     collector = _CycleCollector(slack_kb=max(2 * policy.batch_bytes, MIN_COLLECTION_SLACK_BYTES) // 1024)
@@ -888,10 +902,10 @@ def _store(path: Path, handle: BinaryIO, seen: os.stat_result, spec: DatasetSpec
                     _check_settled(path, handle, seen)
                 with log.transaction():
                     if releasing:
-                        log.release_quarantined(digest)
+                        log.release_quarantined(digest, from_line=began.line if began.position else 0)
                         releasing = False
                     if grown_from is not None:
-                        log.hand_over(grown_from, digest)
+                        log.hand_over(grown_from, digest, quarantine=hand_over_quarantine)
                         grown_from = None
                     if not frame.empty:
                         if labels_only:
@@ -915,8 +929,8 @@ def _store(path: Path, handle: BinaryIO, seen: os.stat_result, spec: DatasetSpec
     ends_a_line = plain_text and progress.position > 0 and os.pread(handle.fileno(), 1, progress.position - 1) == b"\n"
     with log.transaction():
         if grown_from is not None:  # nothing was read after the earlier reading: still its successor
-            log.hand_over(grown_from, digest)
-        log.record_file(digest, path.name, progress.counts, progress if ends_a_line else None)
+            log.hand_over(grown_from, digest, quarantine=hand_over_quarantine)
+        log.record_file(digest, path.name, progress.counts, progress if ends_a_line else None, began if began.position else None)
     return FileOutcome(name=path.name, extra_columns=extra, read_again=read_again, grown=grown, **asdict(progress.counts))
 
 

@@ -127,6 +127,7 @@ class FileProgress:
 _COUNTED_PROGRESS = ("position", "line", "parsed", *_COUNT_COLUMNS)
 _PROGRESS_COLUMNS = (*_COUNTED_PROGRESS, "prefix_sha256")  # the columns of table file_progress
 _ENDED_AT = ("position", "line", "parsed")  # of table files: where a plain text file read to its end ended, at a line end
+_BEGAN_AT = ("began_position", "began_line", "began_parsed")  # of table files: where a content that went on from one landed whole began
 
 
 def _storable(text: str) -> str:
@@ -312,7 +313,7 @@ class EventStore(ABC):
                     sha256 TEXT PRIMARY KEY, name TEXT NOT NULL, rows {t["int"]}, ingested {t["int"]},
                     duplicates {t["int"]}, quarantined {t["int"]}, at {t["int"]} NOT NULL)"""
             )
-            for column in _ENDED_AT:  # a log from before appended files went on where their reading ended
+            for column in (*_ENDED_AT, *_BEGAN_AT):  # a log from before appended files went on where their reading ended
                 if column not in self._existing_columns(db, "files"):
                     db.execute(f"ALTER TABLE files ADD COLUMN {column} {t['int']}")
             if "file_sha256" not in self._existing_columns(db, "quarantine"):  # a log from before files were read again
@@ -544,11 +545,13 @@ class EventStore(ABC):
             self._bump(db, "quarantined", len(rows))
         return len(rows)
 
-    def release_quarantined(self, file_sha256: str) -> int:
+    def release_quarantined(self, file_sha256: str, from_line: int = 0) -> int:
         """Forget the quarantined rows of a file that is being read again: those still refused are quarantined again by
         that reading, the others are in the log by then. Before, every reading added its refusals to the earlier ones,
-        and the quarantined count grew with each landing of the same bytes. Returns how many were released."""
-        return self._release("file_sha256 = {p}", (file_sha256,))
+        and the quarantined count grew with each landing of the same bytes. `from_line`: only the rows from that line on
+        (a content that went on from one landed whole is read again from where it began: the rows before are that
+        content's). Returns how many were released."""
+        return self._release("file_sha256 = {p} AND COALESCE(row_number, 0) >= {p}", (file_sha256, from_line))
 
     def release_quarantined_file(self, source: str, content: str | None = None, by: str = "", reason: str = "") -> int:
         """Forget the quarantined rows landed as `source`: a person's call, once a corrected file (new bytes, so not a
@@ -589,12 +592,13 @@ class EventStore(ABC):
         found = self._query(f"SELECT rows, ingested, duplicates, quarantined FROM files WHERE sha256 = {self.PARAM}", (sha256,))[1]
         return FileCounts(*(int(v or 0) for v in found[0])) if found else None
 
-    def record_file(self, sha256: str, name: str, counts: FileCounts, ended: FileProgress | None = None) -> None:
+    def record_file(self, sha256: str, name: str, counts: FileCounts, ended: FileProgress | None = None, began: FileProgress | None = None) -> None:
         """The file is ingested to its end: its record replaces its progress, in one transaction. `ended`: where a plain
         text file ended at a line end (its position, line and rows parsed), so the same file appended to later goes on
-        from there (see `completed_named`)."""
-        columns = ("name", "rows", "ingested", "duplicates", "quarantined", "at", *_ENDED_AT)
-        end = (ended.position, ended.line, ended.parsed) if ended is not None else (None, None, None)
+        from there (see `completed_named`); `began`: where a content that went on from one landed whole began, where a
+        reading of it again begins too (see `began_at`)."""
+        columns = ("name", "rows", "ingested", "duplicates", "quarantined", "at", *_ENDED_AT, *_BEGAN_AT)
+        end = tuple(v for at in (ended, began) for v in ((None, None, None) if at is None else (at.position, at.line, at.parsed)))
         updates = ", ".join(f"{c} = excluded.{c}" for c in columns)
         with self._write() as db:
             db.execute(
@@ -604,6 +608,12 @@ class EventStore(ABC):
             )
             db.execute(f"DELETE FROM file_progress WHERE sha256 = {self.PARAM}", (sha256,))
 
+    def began_at(self, sha256: str) -> FileProgress:
+        """Where the content of this hash began when it went on from one landed whole (from its start if it did not): its
+        rows before were that content's, under that content's ids, and a reading of it again must not land them again."""
+        found = self._query(f"SELECT {', '.join(_BEGAN_AT)} FROM files WHERE sha256 = {self.PARAM} AND began_position IS NOT NULL", (sha256,))[1]
+        return FileProgress(*(int(v) for v in found[0])) if found else FileProgress()
+
     def completed_named(self, name: str) -> list[tuple[str, FileProgress]]:
         """The contents landed under `name` and read to their end at a line end, as readings to go on from: a file appended
         to and landed again under its name begins with one of them (landing checks it) and is read from where it ended,
@@ -611,14 +621,15 @@ class EventStore(ABC):
         rows = self._query(f"SELECT sha256, {', '.join(_ENDED_AT)} FROM files WHERE name = {self.PARAM} AND position IS NOT NULL", (name,))[1]
         return [(str(sha), FileProgress(int(position), int(line), int(parsed), FileCounts(), str(sha))) for sha, position, line, parsed in rows]
 
-    def hand_over(self, earlier_sha256: str, sha256: str) -> None:
+    def hand_over(self, earlier_sha256: str, sha256: str, quarantine: bool = True) -> None:
         """The reading of a file that grew (`sha256`) takes over the earlier reading it goes on from (see `progress_named`):
-        that reading's progress goes, so no later reading goes on from it again, and its quarantined rows become the grown
-        file's, so a reading of the grown file again releases them. Within the caller's transaction, with the grown
-        file's first progress."""
+        that reading's progress goes, so no later reading goes on from it again, and (`quarantine`) its quarantined rows
+        become the grown file's: an unfinished reading has no record of its own to keep them; a content landed whole
+        (`completed_named`) keeps its own. Within the caller's transaction, with the grown file's first progress."""
         with self._write() as db:
             db.execute(f"DELETE FROM file_progress WHERE sha256 = {self.PARAM}", (earlier_sha256,))
-            db.execute(f"UPDATE quarantine SET file_sha256 = {self.PARAM} WHERE file_sha256 = {self.PARAM}", (sha256, earlier_sha256))
+            if quarantine:
+                db.execute(f"UPDATE quarantine SET file_sha256 = {self.PARAM} WHERE file_sha256 = {self.PARAM}", (sha256, earlier_sha256))
 
     def file_progress(self, sha256: str) -> FileProgress:
         """How far an earlier, interrupted run got with the file of this content hash (from the start if none did)."""
