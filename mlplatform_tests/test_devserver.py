@@ -14,7 +14,8 @@ import pytest
 
 from mlplatform.stores.reports import report_url
 from mlplatform.settings import REPO_ROOT, Settings
-from mlplatform.cli.dev import free_port
+from mlplatform.cli.dev import Server, running_in, free_port, stop_all
+from mlplatform_tests.support.processes import wait_until
 
 SERVERS = ("mlflow", "reports", "evidently-ui", "dagster-daemon", "dagster-webserver")
 
@@ -167,3 +168,41 @@ def test_ctrl_c_lets_each_server_stop_what_it_spawned(tmp_path: Path) -> None:
         assert proc.returncode == 0 and out.strip().endswith("stopped"), out
         assert said.read_text() == "alive", "the server's child was interrupted before the server could stop it"
         assert _processes_with(marker) == []
+
+
+# A server slow to stop (past two thirds of the grace period), counting the SIGINTs it hears, and a child of its group
+# that says whether it heard one.
+SLOW_TO_STOP = """
+import signal, subprocess, sys, time
+from pathlib import Path
+said = Path(sys.argv[1])
+subprocess.Popen([sys.executable, "-c", "import signal, sys, time; from pathlib import Path; "
+                  "signal.signal(signal.SIGINT, lambda *_: (Path(sys.argv[1]).write_text('interrupted'), sys.exit(0))); time.sleep(120)",
+                  str(said) + ".child"])
+heard = 0
+def stop(*_):
+    global heard
+    heard += 1
+    if heard == 1:
+        time.sleep(2.5)
+        said.write_text(str(heard))
+        sys.exit(0)
+signal.signal(signal.SIGINT, stop)
+time.sleep(120)
+"""
+
+
+def test_a_server_still_stopping_is_not_interrupted_again_while_its_group_is(tmp_path: Path) -> None:
+    """The review: at two thirds of the grace period the group's SIGINT also hit a server still stopping, cutting its own
+    shutdown short; what is left of its group hears it, the server does not."""
+    said = tmp_path / "said"
+    server = Server("slow", "(test)", [sys.executable, "-c", SLOW_TO_STOP, str(said)], lambda: True, restartable=False)
+    server.start(dict(os.environ), None)
+    try:
+        wait_until("the server and its child", lambda: len(running_in(server.groups)) == 2, 60)
+        stop_all([server], grace_seconds=3.0)
+    finally:
+        server.signal_group(signal.SIGKILL)
+    assert said.read_text() == "1", "the server heard SIGINT once"
+    assert (tmp_path / "said.child").read_text() == "interrupted", "its group's other processes heard it"
+    assert running_in(server.groups) == []

@@ -183,8 +183,11 @@ def stop_all(servers: list[Server], grace_seconds: float) -> None:
         if server.process is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 server.process.wait(max(0.1, deadline - grace_seconds * (1 - LEADERS_SHARE_OF_GRACE) - time.monotonic()))
-    for server in servers:
-        server.signal_group(signal.SIGINT)
+    leaders = {s.process.pid for s in servers if s.process is not None and s.process.poll() is None}
+    for pid in running_in(groups):  # not a leader still stopping: a second SIGINT would cut its own shutdown short
+        if pid not in leaders:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGINT)
     _await_exits(groups, deadline - time.monotonic())
     for server in servers:
         server.signal_group(signal.SIGKILL)
@@ -198,8 +201,13 @@ def _await_exits(groups: list[int], timeout_seconds: float) -> None:
     """Until no process of these groups still runs (a zombie waiting for its parent has ended): SIGKILL is delivered
     as the kill returns, but a process takes a moment to end, and `dev` returning must mean its children are gone."""
     deadline = time.monotonic() + timeout_seconds
-    while time.monotonic() < deadline and any(_runs_in(stat, groups) for stat in Path("/proc").glob("[0-9]*/stat")):
+    while time.monotonic() < deadline and running_in(groups):
         time.sleep(0.02)
+
+
+def running_in(groups: list[int]) -> list[int]:
+    """The processes that run (are no zombies) in one of `groups`, from /proc; one gone meanwhile is not."""
+    return [int(stat.parent.name) for stat in Path("/proc").glob("[0-9]*/stat") if _runs_in(stat, groups)]
 
 
 def _runs_in(stat: Path, groups: list[int]) -> bool:

@@ -338,6 +338,11 @@ def on_this_machine(instance: DagsterInstance) -> bool:
     return isinstance(instance.run_storage, SqliteRunStorage)
 
 
+# A process that started this long after the run's RUN_START is another one that got its pid. Generous: /proc/stat's boot
+# time follows the wall clock, and a clock stepped forward (NTP, a resumed VM) makes a live process look younger.
+STARTED_AFTER_SLACK_SECONDS = 300.0
+
+
 def _starter(instance: DagsterInstance, run_id: str) -> RunWorker | None:
     """The process that wrote the run's RUN_START event, as a RunWorker: alive only if a process of that pid runs that
     started before the event (a pid the kernel gave to a later process is not it). None before the run started."""
@@ -347,7 +352,7 @@ def _starter(instance: DagsterInstance, run_id: str) -> RunWorker | None:
     entry = records[0].event_log_entry
     pid = entry.dagster_event.pid if entry.dagster_event is not None else None
     started = _start_ticks(pid) if pid else None
-    if started is None or _boot_time() + started / os.sysconf("SC_CLK_TCK") > entry.timestamp + 1.0:
+    if started is None or _boot_time() + started / os.sysconf("SC_CLK_TCK") > entry.timestamp + STARTED_AFTER_SLACK_SECONDS:
         return RunWorker(pid or 0, -1)  # gone, or another process now: never alive
     return RunWorker(pid or 0, started)
 
