@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from mlplatform.cli.status import collect_status, render_status
-from mlplatform.domain.keys import (CHAMPION_MOVING, DRIFT_REPORT_TAG, DRIFT_SHARE_TAG, LABEL_WATERMARK_TAG, LAUNCHED_BY_TAG, NEW_LABELLED_TAG, POLICY_TRIGGER_TAG,
+from mlplatform.domain.keys import (CHAMPION_MOVING, CHAMPION_VERSION, DRIFT_REPORT_TAG, DRIFT_SHARE_TAG, LABEL_WATERMARK_TAG, LAUNCHED_BY_TAG, NEW_LABELLED_TAG, POLICY_TRIGGER_TAG,
                                    QUALITY_TAG, REALIZED_BAND_TAG, REALIZED_EVENTS_TAG, REALIZED_METRIC_TAG, REALIZED_REFERENCE_TAG, REALIZED_VALUE_TAG,
                                    REASON_TAG, RETRAIN_TAG, TRIGGER_REASON, TRIGGERED_AT_TAG)
 from mlplatform.domain.policy import DRIFT, NEW_OBSERVATIONS, QUALITY_DROP, Cursor, DriftBar, PolicyConfig
@@ -486,3 +486,34 @@ def test_a_promotion_read_between_its_alias_move_and_its_timeline_entry_is_no_ou
     registry.client.set_registered_model_alias(registry.name, "champion", str(before.version))  # a move the next tick notes
     platform.tick(SENSOR_NAME, _cursor(_watermark(platform)))
     assert [(c.version, c.reason) for c in registry.timeline()[entries + 1:]] == [(before.version, "alias moved outside mlplatform (MLflow UI or API)")]
+
+
+def test_a_champion_pinned_while_a_challenger_is_judged_stays_champion(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The concurrency probe: the pin is read as the evaluation starts; one set a moment later was overridden by the
+    challenger's promotion a second after, and the pinned champion was gone. Here the challenger wins on the scores
+    (the decision made so) and another operator pins the champion between the judgement and its application."""
+    from dataclasses import replace
+
+    import mlplatform.orchestration.assets as assets
+
+    registry = platform.model.registry
+    before = registry.champion_record()
+    assert before is not None and not before.pinned
+    apply = assets.apply_decision
+
+    def pinned_meanwhile(registry_: object, evaluation: object, run_id: str | None) -> object:
+        won = replace(evaluation, decision=replace(evaluation.decision, promote=True))  # type: ignore[type-var, attr-defined]
+        change_champion(registry, platform.spec, ChampionRequest("operator B holds it", before.version, pin=True), by="operator B")
+        return apply(registry_, won, run_id)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(assets, "apply_decision", pinned_meanwhile)
+    platform.materialize("features", "trained_model", "evaluation_report")
+    monkeypatch.undo()
+    evaluation = latest_metadata(platform.instance, ADULT.asset("evaluation_report")) or {}
+    assert evaluation["decision"] == "rejected" and evaluation[CHAMPION_VERSION] == before.version
+    assert str(evaluation["reason"]).startswith(f"the champion was pinned (operator B holds it) while v{evaluation['challenger_version']} was judged "
+                                                f"against v{before.version}: not promoted; on the scores: "), evaluation["reason"]
+    after = registry.champion_record()
+    assert after is not None and (after.version, after.pinned) == (before.version, True), "the pin holds"
+    assert registry.get_version(int(str(evaluation["challenger_version"]))).tags["mlplatform.decision"] == "rejected"
+    registry.unpin("test done", "test")

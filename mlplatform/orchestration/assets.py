@@ -259,7 +259,7 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
             evaluation = evaluate_challenger(settings, spec, registry, snapshot, challenger_version, model.event_log)
         except EvidenceError as exc:
             raise final_failure(context.instance, context.run.run_id, f"evaluation_report: {exc}; the champion is unchanged") from exc
-        apply_decision(registry, evaluation, context.run.run_id)
+        evaluation = apply_decision(registry, evaluation, context.run.run_id)
         # MLflow's evaluation (plots, per-segment quality) records the decision and does not inform it: made after the alias
         # moves, so serving switches seconds sooner (bench_reaction.py). A retry after a failure here finds the challenger
         # already champion, decides nothing again (its recorded decision stands) and records the evaluation then.

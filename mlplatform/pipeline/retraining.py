@@ -517,16 +517,18 @@ def record_evaluation(spec: DatasetSpec, registry: Registry, snapshot: FeatureSn
     return registry.record_evaluation(holdout_dataset(spec, snapshot), evaluation.challenger_version, evaluation.challenger_predicted, scores)
 
 
-def apply_decision(registry: Registry, evaluation: Evaluation, dagster_run_id: str | None) -> None:
-    """Record the decision on the challenger version and move `@champion` if it won. For a champion already, only the
-    timeline entry a failed attempt may have left unwritten (promote moves the alias first), so no sensor takes that
-    promotion for a move made outside the platform."""
+def apply_decision(registry: Registry, evaluation: Evaluation, dagster_run_id: str | None) -> Evaluation:
+    """Record the decision on the challenger version and move `@champion` if it won; returns the evaluation applied (a
+    promotion is withdrawn if the champion moved or was pinned while it was judged, see `_against_the_champion_now`).
+    For a champion already, only the timeline entry a failed attempt may have left unwritten (promote moves the alias
+    first), so no sensor takes that promotion for a move made outside the platform."""
     if evaluation.already_champion:
         record = registry.champion_record()
         if record is not None and record.version == evaluation.challenger_version and not record.recorded:
             reason = registry.get_version(record.version).tags.get(tag("decision_reason")) or evaluation.decision.reason
             registry.promote(record.version, reason, by=f"dagster run {dagster_run_id}" if dagster_run_id else "mlplatform")
-        return
+        return evaluation
+    evaluation = _against_the_champion_now(registry, evaluation)
     d = evaluation.decision
     registry.tag_version(
         evaluation.challenger_version,
@@ -549,4 +551,22 @@ def apply_decision(registry: Registry, evaluation: Evaluation, dagster_run_id: s
                              | {"shadow_events": float(evaluation.shadow.events)})
     if d.promote:
         registry.promote(evaluation.challenger_version, d.reason, by=f"dagster run {dagster_run_id}" if dagster_run_id else "mlplatform")
+    return evaluation
+
+
+def _against_the_champion_now(registry: Registry, evaluation: Evaluation) -> Evaluation:
+    """A promotion stands only against the champion it was judged with. The concurrency probe: a person pinned the
+    champion while the challenger was judged (the pin is read as the evaluation starts), and a second later the
+    challenger replaced it, the pin silently gone. Moved or pinned meanwhile, the champion stays, and the decision says
+    why; the challenger can be judged again against the champion as it is now."""
+    now = registry.champion_record()
+    d = evaluation.decision
+    if not d.promote or now is None or (now.version == evaluation.champion_version and not now.pinned):
+        return evaluation
+    judged = f"v{evaluation.champion_version}" if evaluation.champion_version is not None else "no champion"
+    became = (f"pinned ({now.pin_reason})" if now.version == evaluation.champion_version
+              else f"moved to v{now.version}" + (f", pinned ({now.pin_reason})" if now.pinned else ""))
+    reason = (f"the champion was {became} while v{evaluation.challenger_version} was judged against {judged}: not promoted; "
+              f"on the scores: {d.reason}")
+    return replace(evaluation, decision=replace(d, promote=False, reason=reason), champion_after=now.version)
 
