@@ -320,3 +320,30 @@ def test_status_says_when_it_shows_only_the_latest_champion_moves() -> None:
     status["estimated_performance"] |= {"recent_estimate": None, "recent_note": "no events the champion did not train on"}
     assert "estimated performance of v7: mae not estimated recently (no events the champion did not train on); within floors" in render_status(status), \
         "it printed 'mae None recently'"
+
+
+def test_a_release_waits_for_the_landing_run_reading_the_folder(state: Settings) -> None:
+    """The concurrency probe: released while a landing run was still reading the file, only the refusals so far went,
+    "0 quarantined rows left" was said, and the later ones stayed. A release now waits for the folder's landing run."""
+    import threading
+
+    from mlplatform.cli.quarantine import release
+    from mlplatform.pipeline.landing import exclusive
+    from mlplatform.root import platform as root_platform
+
+    model = root_platform(state).only("adult")
+    folder = model.settings.landing_dir
+    assert folder is not None
+    folder.mkdir(parents=True, exist_ok=True)
+    bad = pd.DataFrame({"row_number": [2, 4], "reason": ["age: 'old' is not a finite number"] * 2, "record": ["{}", "{}"]})
+    model.event_log.quarantine(bad.head(1), "export.csv", "ab" * 32)
+    said: list[str] = []
+    waited = threading.Event()
+    with exclusive(folder):  # a landing run reading the folder
+        releasing = threading.Thread(target=lambda: said.append(release(model, "export.csv", by="ops", on_wait=waited.set)))
+        releasing.start()
+        assert waited.wait(30), "the release was told to wait"
+        model.event_log.quarantine(bad.tail(1), "export.csv", "ab" * 32)  # the run's later batch refuses another row
+        assert releasing.is_alive() and not said
+    releasing.join(30)
+    assert said == [f"adult: released 2 quarantined rows of file 'export.csv' (content {'ab' * 6}: 2 rows); 0 quarantined rows left"]

@@ -155,8 +155,10 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
             return 2
     if args.release is not None:
         try:
-            print(release(_existing_platform(args).only(args.model), args.release, args.content,
-                          by=f"{getpass.getuser()} (mlplatform quarantine --release)", reason=args.reason or ""))
+            model = _existing_platform(args).only(args.model)
+            waiting = f"quarantine: waiting for the landing run reading {model.settings.landing_dir} to finish"
+            print(release(model, args.release, args.content, by=f"{getpass.getuser()} (mlplatform quarantine --release)", reason=args.reason or "",
+                          on_wait=lambda: print(waiting, file=sys.stderr, flush=True)))
         except QuarantineError as exc:
             print(f"quarantine: {exc}", file=sys.stderr)
             return 2

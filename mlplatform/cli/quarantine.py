@@ -7,11 +7,14 @@ took a bad file's place, a way to stop counting the bad file's refusals.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
 import pandas as pd
 
 from mlplatform.root import ModelContext
+from mlplatform.pipeline.landing import exclusive
 from mlplatform.stores.eventlog import SHA256_PREFIX
 
 RECORD_CHARS = 160  # of a refused record in the terminal; --json gives it whole
@@ -43,11 +46,19 @@ def _iso(micros: object) -> str:
     return pd.Timestamp(int(str(micros)), unit="us", tz="UTC").isoformat(timespec="seconds")
 
 
-def release(model: ModelContext, source: str, content: str | None = None, by: str = "", reason: str = "") -> str:
+def release(model: ModelContext, source: str, content: str | None = None, by: str = "", reason: str = "",
+            on_wait: Callable[[], None] | None = None) -> str:
     """Forget the quarantined rows of landing file `source` (of its `content`, a SHA-256 prefix, where the name was landed
     as several files: releasing them all would forget the refusals of the corrected file too). A name with none, a
     content that is none of the name's, or several contents without `content`, is an error that changes nothing. The
-    release is recorded with `by` and `reason` (`quarantine` lists it)."""
+    release is recorded with `by` and `reason` (`quarantine` lists it). It waits for a landing run reading the model's
+    folder (`on_wait` told): released mid-file, the file's later refusals stayed, and "0 quarantined rows left" was said."""
+    folder = model.settings.landing_dir
+    with exclusive(folder, on_wait) if folder is not None and folder.is_dir() else nullcontext():
+        return _release(model, source, content, by, reason)
+
+
+def _release(model: ModelContext, source: str, content: str | None, by: str, reason: str) -> str:
     log = model.event_log
     rows = log.quarantine_reasons(limit=None, source=source).groupby("content", dropna=False)["rows"].sum()
     if rows.empty:

@@ -28,7 +28,7 @@ import sqlite3
 import stat
 import time
 import zlib
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -997,7 +997,7 @@ def ingest_pending(landing_dir: Path, spec: DatasetSpec, log: EventStore, policy
     report = IngestReport()
     if not landing_dir.is_dir():
         return report
-    with _exclusive(landing_dir):
+    with exclusive(landing_dir):
         entries, report.skipped = _survey(landing_dir, policy)
         entries, changing = _settled(entries, policy.quiet_seconds)
         report.skipped += changing
@@ -1010,11 +1010,17 @@ def ingest_pending(landing_dir: Path, spec: DatasetSpec, log: EventStore, policy
 
 
 @contextmanager
-def _exclusive(folder: Path) -> Iterator[None]:
-    """Hold an exclusive lock on `folder` (waiting for it; no file is made), released when the block ends or the process dies."""
+def exclusive(folder: Path, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold an exclusive lock on `folder` (waiting for it, after calling `on_wait` if it is held; no file is made),
+    released when the block ends or the process dies. Landing holds its folder's while it reads the files in it."""
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)
