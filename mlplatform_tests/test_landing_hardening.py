@@ -403,11 +403,11 @@ def test_the_compressed_size_limit_still_applies(landing: Path, log: EventLog, a
 
 def test_two_ingestions_of_one_folder_take_turns(landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame) -> None:
     """A run the landing sensor started and one started by hand: the second waits for the first (a lock on the folder)."""
-    from mlplatform.pipeline.landing import _exclusive
+    from mlplatform.pipeline.landing import exclusive
 
     rows.to_csv(landing / "a.csv", index=False)
     reports: list[IngestReport] = []
-    with _exclusive(landing):  # the first ingestion, still running
+    with exclusive(landing):  # the first ingestion, still running
         second = threading.Thread(target=lambda: reports.append(_ingest(landing, adult_spec, log)))
         second.start()
         second.join(timeout=1.0)
