@@ -17,6 +17,7 @@ import pytest
 from mlplatform.cli import main
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.pipeline.replay import write_batches
+from mlplatform.domain.keys import RETRAIN_TAG
 from mlplatform.orchestration.assets import latest_metadata
 from mlplatform.orchestration.names import RAW_EVENTS, ModelNames
 from mlplatform.settings import REPO_ROOT, Settings
@@ -40,6 +41,7 @@ def test_status_json_after_two_versions(
     assert "evaluation_report: challenger v2 " in capsys.readouterr().out
     assert str((latest_metadata(instance, raw_events) or {})["quarantine_reasons"]) == "_none_", "a run shows its own files' reasons"
     assert len(instance.get_runs()) == 2, "the command's runs are in the state folder's instance, as UI runs are"
+    assert [r.tags.get(RETRAIN_TAG) for r in instance.get_runs()] == ["adult", "adult"], "a retraining is tagged so: the queue and sensors wait for it"
 
     assert main(["status", "--json", "--model", "adult"]) == 0
     [status] = json.loads(capsys.readouterr().out)
@@ -347,3 +349,43 @@ def test_a_release_waits_for_the_landing_run_reading_the_folder(state: Settings)
         assert releasing.is_alive() and not said
     releasing.join(30)
     assert said == [f"adult: released 2 quarantined rows of file 'export.csv' (content {'ab' * 6}: 2 rows); 0 quarantined rows left"]
+
+
+def test_a_retraining_is_refused_while_another_of_the_model_runs(state: Settings, instance: dg.DagsterInstance, capsys: pytest.CaptureFixture[str]) -> None:
+    """The concurrency probe: two `materialize` of the retraining a second apart both ran (in process, past the run
+    queue's one-per-model limit) and made two identical versions. Another command holding the model's retraining, or
+    an unfinished retraining run of the daemon's, refuses it, exit 2, naming what runs; a run whose process is gone does not."""
+    import fcntl
+    import logging
+
+    from dagster._core.events import DagsterEvent, DagsterEventType
+    from dagster._core.events.log import EventLogEntry
+
+    lock = state.dagster_home / ".retraining-adult.lock"
+    holder = subprocess.Popen([sys.executable, "-c", f"import fcntl, os, sys, time; fd = os.open({str(lock)!r}, os.O_CREAT | os.O_RDWR); "
+                               "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        assert main(["materialize", "--model", "adult", "--select", "features,trained_model,evaluation_report"]) == 2
+        assert "materialize: a retraining of adult is running in another command on this machine" in capsys.readouterr().err
+    finally:
+        holder.kill()
+        holder.wait()
+
+    def started_by(pid: int, run_id: str) -> None:
+        run = instance.add_run(dg.DagsterRun(job_name="adult_retrain", run_id=run_id, status=dg.DagsterRunStatus.STARTED, tags={RETRAIN_TAG: "adult"}))
+        event = DagsterEvent(DagsterEventType.RUN_START.value, job_name=run.job_name, message="Started execution of run.", pid=pid)
+        instance.store_event(EventLogEntry(error_info=None, level=logging.DEBUG, user_message="", run_id=run_id, timestamp=time.time(),
+                                           dagster_event=event, job_name=run.job_name))
+
+    started_by(os.getpid(), "a" * 36)  # the daemon's retraining, running
+    assert main(["materialize", "--model", "adult", "--select", "evaluation_report"]) == 2
+    assert f"materialize: a retraining of adult is already running (run {'a' * 36}): wait for it to end" in capsys.readouterr().err
+    assert main(["materialize", "--model", "adult", "--select", "raw_events"]) == 0, "landing is no retraining"
+    instance.report_run_failed(instance.get_run_by_id("a" * 36))  # type: ignore[arg-type]
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    started_by(gone.pid, "b" * 36)  # a command killed mid-retraining
+    assert main(["materialize", "--model", "adult", "--select", "features,trained_model"]) == 1, "not refused: it runs (and fails on no data)"
+    assert "already running" not in capsys.readouterr().err
+    assert instance.get_run_by_id("b" * 36).status == dg.DagsterRunStatus.FAILURE  # type: ignore[union-attr]

@@ -308,16 +308,22 @@ def test_a_broken_declaration_fails_dg_check_defs_naming_the_file_and_field(proj
 
 
 def test_two_overlapping_runs_each_use_their_own_snapshot(project: Path, adult_rows: pd.DataFrame) -> None:
-    """Two `mlplatform materialize` processes at once (a UI run overlapping a sensor run): each trained_model and
-    evaluation_report use the snapshot and challenger their own run produced, not the other run's."""
+    """`mlplatform materialize` and an asset run launched outside it at once (a run of the UI's asset job, which carries
+    no retraining tag, overlapping the command's): each trained_model and evaluation_report use the snapshot and
+    challenger their own run produced, not the other run's."""
     from mlplatform.domain.spec import load_spec
 
     spec = load_spec(project / "data" / "adult.yaml")
     write_batches(adult_rows.iloc[:2000], spec, project / "state" / "landing" / "adult", 2000, prefix="overlap")
     _run(project, "mlplatform", "materialize", "--model", "adult", "--select", "raw_events")
+    commands = [("mlplatform", "materialize", "--model", "adult", "--select", "features,trained_model,evaluation_report"),
+                ("dagster", "asset", "materialize", "-m", "mlplatform.orchestration.definitions", "--select",
+                 "adult/features,adult/trained_model,adult/evaluation_report")]
     with ThreadPoolExecutor(2) as pool:
-        outcomes = list(pool.map(lambda _: _run(project, "mlplatform", "materialize", "--model", "adult", "--select", "features,trained_model,evaluation_report"), range(2)))
-    run_ids = [o.stdout.split(" in run ")[1].split()[0] for o in outcomes]
+        outcomes = list(pool.map(lambda argv: _run(project, *argv), commands))
+    with dg.DagsterInstance.from_config(str(project / "state" / "dagster")) as instance:
+        outside = [r.run_id for r in instance.get_runs(limit=2) if r.run_id not in outcomes[0].stdout]
+    run_ids = [outcomes[0].stdout.split(" in run ")[1].split()[0], *outside]
     with dg.DagsterInstance.from_config(str(project / "state" / "dagster")) as instance:
         versions = set()
         for run_id in run_ids:

@@ -5,6 +5,7 @@ import getpass
 import json
 import os
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -87,8 +88,8 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from mlplatform.orchestration.instance import prepare_dagster_home
-    from mlplatform.orchestration.launch import LaunchError, materialize
-    from mlplatform.orchestration.names import ALL_ASSETS, EVALUATION_REPORT, ModelNames
+    from mlplatform.orchestration.launch import LaunchError, RetrainingBusy, materialize, retraining_slot
+    from mlplatform.orchestration.names import ALL_ASSETS, EVALUATION_REPORT, TRAINED_MODEL, ModelNames
     from mlplatform.orchestration.trigger import latest
 
     settings = _settings(args)
@@ -101,7 +102,11 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     prepare_dagster_home(settings)
     with dg.DagsterInstance.get() as instance:
         try:
-            result = materialize(instance, model.name, selected)
+            with retraining_slot(instance, model.name) if {TRAINED_MODEL, EVALUATION_REPORT} & set(selected) else nullcontext({}) as tags:
+                result = materialize(instance, model.name, selected, tags=tags)
+        except RetrainingBusy as exc:
+            print(f"materialize: {exc}", file=sys.stderr)
+            return 2
         except LaunchError as exc:
             print(f"materialize: {exc}", file=sys.stderr)
             return 1

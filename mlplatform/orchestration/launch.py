@@ -1,8 +1,12 @@
 """Running the code location's definitions from Python against a real instance: what `mlplatform materialize`,
 the demo, the benchmarks and the tests use, so each runs what the daemon and the UI run."""
 
-from collections.abc import Sequence
+import fcntl
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from functools import cache
+from pathlib import Path
 
 import dagster as dg
 from dagster._core.definitions.reconstruct import ReconstructableRepository
@@ -22,6 +26,37 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 class LaunchError(RuntimeError):
     """A run failed; the message holds its failed steps' errors."""
+
+
+class RetrainingBusy(LaunchError):
+    """Another retraining of the model is running: one at a time per model, as the run queue keeps the daemon's."""
+
+
+@contextmanager
+def retraining_slot(instance: dg.DagsterInstance, model: str) -> Iterator[dict[str, str]]:
+    """The tags of a retraining run of `model` started here, or RetrainingBusy. A run executed in this process skips
+    the run queue and its one-retraining-per-model limit (the concurrency probe: two `mlplatform materialize` a second
+    apart made two identical versions, judged side by side): a lock per model and machine in the Dagster home keeps out
+    another command, and the instance's unfinished runs tagged as retrainings of the model (the daemon's; runs whose
+    process is gone are failed first) keep this one out. Tagged so, this run holds back the queue and the sensors."""
+    from mlplatform.orchestration.instance import retrain_run_tags
+    from mlplatform.orchestration.trigger import retraining_elsewhere
+    from mlplatform.orchestration.warm_runs import fail_runs_left_behind, on_this_machine
+
+    fd = os.open(Path(instance.root_directory) / f".retraining-{model}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RetrainingBusy(f"a retraining of {model} is running in another command on this machine: wait for it to end") from None
+        fail_runs_left_behind(instance, this_machine_only=on_this_machine(instance))
+        other = retraining_elsewhere(instance, model, "")
+        if other is not None:
+            raise RetrainingBusy(f"a retraining of {model} is already running (run {other}): wait for it to end (`mlplatform status`, "
+                                 "or the Dagster UI's Runs page)")
+        yield retrain_run_tags(model)
+    finally:
+        os.close(fd)
 
 
 @cache

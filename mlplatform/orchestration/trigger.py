@@ -193,7 +193,7 @@ UNFINISHED = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.Da
               dg.DagsterRunStatus.CANCELING]
 
 
-def _retraining_elsewhere(instance: dg.DagsterInstance, model: str, run_id: str) -> str | None:
+def retraining_elsewhere(instance: dg.DagsterInstance, model: str, run_id: str) -> str | None:
     """Another unfinished retraining run of the model, if any: one retraining per model at a time, as the run queue keeps it."""
     runs = instance.get_runs(filters=dg.RunsFilter(tags={RETRAIN_TAG: model}, statuses=UNFINISHED), limit=RECENT_TRIGGER_RUNS)
     return next((r.run_id for r in runs if r.run_id != run_id), None)
@@ -225,7 +225,7 @@ def build_retraining_trigger(names: ModelNames, retry: dg.RetryPolicy) -> dg.Ass
         verdict = evaluate(context.instance, model, names, model.registry.champion_record(), None, deciding_run=context.run.run_id)
         trigger, report = verdict.trigger, latest(context.instance, names.asset(DRIFT_REPORT))
         own = report is not None and report.run_id == context.run.run_id and trigger is not None and trigger.run_key == f"{DRIFT}-{report.storage_id}"
-        busy = _retraining_elsewhere(context.instance, model_name, context.run.run_id) if own else None
+        busy = retraining_elsewhere(context.instance, model_name, context.run.run_id) if own else None
         if trigger is not None and own and busy is None:
             context.instance.add_run_tags(context.run.run_id, verdict.tags)
             context.log.info(verdict.why)
