@@ -246,7 +246,8 @@ def test_a_batch_commits_with_its_file_progress_or_not_at_all(log: EventStore) -
     log.record_file("sha", "f", done.counts, done)
     assert log.completed_named("f") == [("sha", FileProgress(position=10, line=4, parsed=2, prefix_sha256="sha"))], "its own counts start anew"
     assert log.began_at("sha") == FileProgress(), "from its start"
-    log.record_file("sha", "f", done.counts, done, FileProgress(position=4, line=2, parsed=1))
+    with log.transaction():
+        log.hand_over("sha-before", "sha", quarantine=False, began=FileProgress(position=4, line=2, parsed=1))
     assert log.began_at("sha") == FileProgress(position=4, line=2, parsed=1) and log.recorded_file("sha") == FileCounts(rows=9, ingested=2, duplicates=3, quarantined=1)
     log.quarantine(pd.DataFrame({"row_number": [1, 7], "reason": ["early", "late"], "record": ["{}", "{}"]}), "f", "sha")
     assert log.release_quarantined("sha", from_line=2) == 2 and list(log.quarantine_reasons()["reason"]) == ["early"], "rows before the line stay"

@@ -366,6 +366,41 @@ def test_an_appended_file_read_again_reads_its_own_rows_and_each_content_keeps_i
         log.close()
 
 
+def test_an_appended_file_killed_mid_reading_still_knows_where_its_own_rows_began(tmp_path: Path, adult_spec: DatasetSpec, adult_rows: pd.DataFrame) -> None:
+    """The second review: where an appended file's own rows began was kept only once its reading finished. Killed,
+    resumed and then read again, the first content's rows landed twice (68 events became 87)."""
+    frame = adult_rows[COLUMNS].head(70).drop(columns=["event_id", "event_time"]).astype({"age": object})
+    frame.loc[[3, 40], "age"] = "old"
+    path = tmp_path / "export.csv"
+    log = EventLog(tmp_path / "events.sqlite", adult_spec)
+    writes = log.record_progress
+    try:
+        content = _write(frame.head(20), path).read_bytes()
+        assert ingest_file(path, adult_spec, log, _policy(1500)).quarantined == 1
+        content += _rows_text(frame.iloc[20:70], path.name)
+        path.write_bytes(content)
+        calls: list[object] = []
+
+        def killed_after_the_first_batch(*args: object) -> None:
+            if calls:
+                raise _Killed
+            calls.append(args)
+            writes(*args)  # type: ignore[arg-type]
+
+        log.record_progress = killed_after_the_first_batch  # type: ignore[method-assign]
+        with pytest.raises(_Killed):
+            ingest_file(path, adult_spec, log, _policy(1500))
+        log.record_progress = writes  # type: ignore[method-assign]
+        ingest_file(path, adult_spec, log, _policy(1500))
+        landed = (log.counts().total, log.counts().quarantined)
+        assert landed == (68, 2)
+        path.write_bytes(content)  # the same bytes again: read again, for its refused row
+        again = ingest_file(path, adult_spec, log, _policy(1500))
+        assert again.read_again and again.quarantined == 1 and (log.counts().total, log.counts().quarantined) == landed, again
+    finally:
+        log.close()
+
+
 def test_a_label_file_appended_to_is_read_whole_so_its_waiting_labels_are_applied(tmp_path: Path, adult_spec: DatasetSpec, adult_rows: pd.DataFrame) -> None:
     """The review: labels whose events had not landed wait in quarantine, and a label file landed again is read whole for
     them; appended to, it went on after its first content, and those labels stayed waiting."""

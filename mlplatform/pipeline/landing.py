@@ -876,8 +876,8 @@ def _store(path: Path, handle: BinaryIO, seen: os.stat_result, spec: DatasetSpec
     # Going on from a content landed whole, this one is the appended rows alone: its counts, its quarantine, and a reading
     # of it again begin where that content ended. Going on from an unfinished reading, it is that reading's file, whole.
     from_landed = grown_from in {sha for sha, _ in landed}
-    if from_landed:
-        began = FileProgress(progress.position, progress.line, progress.parsed)
+    if grown_from is not None:  # from an unfinished reading: where that one's own rows began, if it went on from a landed content
+        began = FileProgress(progress.position, progress.line, progress.parsed) if from_landed else log.began_at(grown_from)
     hand_over_quarantine = not from_landed
     # A reading again replaces the file's quarantine, in its first batch's transaction (not again when it resumes).
     releasing = bool(read_again) and not progress.counts.rows
@@ -905,7 +905,7 @@ def _store(path: Path, handle: BinaryIO, seen: os.stat_result, spec: DatasetSpec
                         log.release_quarantined(digest, from_line=began.line if began.position else 0)
                         releasing = False
                     if grown_from is not None:
-                        log.hand_over(grown_from, digest, quarantine=hand_over_quarantine)
+                        log.hand_over(grown_from, digest, quarantine=hand_over_quarantine, began=began if began.position else None)
                         grown_from = None
                     if not frame.empty:
                         if labels_only:
@@ -929,8 +929,8 @@ def _store(path: Path, handle: BinaryIO, seen: os.stat_result, spec: DatasetSpec
     ends_a_line = plain_text and progress.position > 0 and os.pread(handle.fileno(), 1, progress.position - 1) == b"\n"
     with log.transaction():
         if grown_from is not None:  # nothing was read after the earlier reading: still its successor
-            log.hand_over(grown_from, digest, quarantine=hand_over_quarantine)
-        log.record_file(digest, path.name, progress.counts, progress if ends_a_line else None, began if began.position else None)
+            log.hand_over(grown_from, digest, quarantine=hand_over_quarantine, began=began if began.position else None)
+        log.record_file(digest, path.name, progress.counts, progress if ends_a_line else None)
     return FileOutcome(name=path.name, extra_columns=extra, read_again=read_again, grown=grown, **asdict(progress.counts))
 
 

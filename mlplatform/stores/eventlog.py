@@ -127,7 +127,6 @@ class FileProgress:
 _COUNTED_PROGRESS = ("position", "line", "parsed", *_COUNT_COLUMNS)
 _PROGRESS_COLUMNS = (*_COUNTED_PROGRESS, "prefix_sha256")  # the columns of table file_progress
 _ENDED_AT = ("position", "line", "parsed")  # of table files: where a plain text file read to its end ended, at a line end
-_BEGAN_AT = ("began_position", "began_line", "began_parsed")  # of table files: where a content that went on from one landed whole began
 
 
 def _storable(text: str) -> str:
@@ -313,9 +312,11 @@ class EventStore(ABC):
                     sha256 TEXT PRIMARY KEY, name TEXT NOT NULL, rows {t["int"]}, ingested {t["int"]},
                     duplicates {t["int"]}, quarantined {t["int"]}, at {t["int"]} NOT NULL)"""
             )
-            for column in (*_ENDED_AT, *_BEGAN_AT):  # a log from before appended files went on where their reading ended
+            for column in _ENDED_AT:  # a log from before appended files went on where their reading ended
                 if column not in self._existing_columns(db, "files"):
                     db.execute(f"ALTER TABLE files ADD COLUMN {column} {t['int']}")
+            db.execute(f"CREATE TABLE IF NOT EXISTS file_began (sha256 TEXT PRIMARY KEY, position {t['int']} NOT NULL, line {t['int']} NOT NULL, "
+                       f"parsed {t['int']} NOT NULL)")
             if "file_sha256" not in self._existing_columns(db, "quarantine"):  # a log from before files were read again
                 db.execute("ALTER TABLE quarantine ADD COLUMN file_sha256 TEXT")
                 # Its rows get their file's hash where the name was landed as one content only, so a reading again
@@ -592,13 +593,12 @@ class EventStore(ABC):
         found = self._query(f"SELECT rows, ingested, duplicates, quarantined FROM files WHERE sha256 = {self.PARAM}", (sha256,))[1]
         return FileCounts(*(int(v or 0) for v in found[0])) if found else None
 
-    def record_file(self, sha256: str, name: str, counts: FileCounts, ended: FileProgress | None = None, began: FileProgress | None = None) -> None:
+    def record_file(self, sha256: str, name: str, counts: FileCounts, ended: FileProgress | None = None) -> None:
         """The file is ingested to its end: its record replaces its progress, in one transaction. `ended`: where a plain
         text file ended at a line end (its position, line and rows parsed), so the same file appended to later goes on
-        from there (see `completed_named`); `began`: where a content that went on from one landed whole began, where a
-        reading of it again begins too (see `began_at`)."""
-        columns = ("name", "rows", "ingested", "duplicates", "quarantined", "at", *_ENDED_AT, *_BEGAN_AT)
-        end = tuple(v for at in (ended, began) for v in ((None, None, None) if at is None else (at.position, at.line, at.parsed)))
+        from there (see `completed_named`)."""
+        columns = ("name", "rows", "ingested", "duplicates", "quarantined", "at", *_ENDED_AT)
+        end = (None, None, None) if ended is None else (ended.position, ended.line, ended.parsed)
         updates = ", ".join(f"{c} = excluded.{c}" for c in columns)
         with self._write() as db:
             db.execute(
@@ -611,7 +611,7 @@ class EventStore(ABC):
     def began_at(self, sha256: str) -> FileProgress:
         """Where the content of this hash began when it went on from one landed whole (from its start if it did not): its
         rows before were that content's, under that content's ids, and a reading of it again must not land them again."""
-        found = self._query(f"SELECT {', '.join(_BEGAN_AT)} FROM files WHERE sha256 = {self.PARAM} AND began_position IS NOT NULL", (sha256,))[1]
+        found = self._query(f"SELECT position, line, parsed FROM file_began WHERE sha256 = {self.PARAM}", (sha256,))[1]
         return FileProgress(*(int(v) for v in found[0])) if found else FileProgress()
 
     def completed_named(self, name: str) -> list[tuple[str, FileProgress]]:
@@ -621,12 +621,18 @@ class EventStore(ABC):
         rows = self._query(f"SELECT sha256, {', '.join(_ENDED_AT)} FROM files WHERE name = {self.PARAM} AND position IS NOT NULL", (name,))[1]
         return [(str(sha), FileProgress(int(position), int(line), int(parsed), FileCounts(), str(sha))) for sha, position, line, parsed in rows]
 
-    def hand_over(self, earlier_sha256: str, sha256: str, quarantine: bool = True) -> None:
+    def hand_over(self, earlier_sha256: str, sha256: str, quarantine: bool = True, began: FileProgress | None = None) -> None:
         """The reading of a file that grew (`sha256`) takes over the earlier reading it goes on from (see `progress_named`):
         that reading's progress goes, so no later reading goes on from it again, and (`quarantine`) its quarantined rows
         become the grown file's: an unfinished reading has no record of its own to keep them; a content landed whole
-        (`completed_named`) keeps its own. Within the caller's transaction, with the grown file's first progress."""
+        (`completed_named`) keeps its own. `began`: where the grown file's own rows begin (see `began_at`), kept from its
+        first batch on, so a reading of it killed and resumed, or grown again, still knows. Within the caller's
+        transaction, with the grown file's first progress."""
+        p = self.PARAM
         with self._write() as db:
+            if began is not None:
+                db.execute(f"INSERT INTO file_began (sha256, position, line, parsed) VALUES ({p}, {p}, {p}, {p}) ON CONFLICT (sha256) DO UPDATE SET "
+                           "position = excluded.position, line = excluded.line, parsed = excluded.parsed", (sha256, began.position, began.line, began.parsed))
             db.execute(f"DELETE FROM file_progress WHERE sha256 = {self.PARAM}", (earlier_sha256,))
             if quarantine:
                 db.execute(f"UPDATE quarantine SET file_sha256 = {self.PARAM} WHERE file_sha256 = {self.PARAM}", (sha256, earlier_sha256))
