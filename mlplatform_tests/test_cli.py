@@ -389,3 +389,17 @@ def test_a_retraining_is_refused_while_another_of_the_model_runs(state: Settings
     assert main(["materialize", "--model", "adult", "--select", "features,trained_model"]) == 1, "not refused: it runs (and fails on no data)"
     assert "already running" not in capsys.readouterr().err
     assert instance.get_run_by_id("b" * 36).status == dg.DagsterRunStatus.FAILURE  # type: ignore[union-attr]
+
+
+def test_a_dagster_home_without_room_for_the_lock_leaves_the_runs_to_decide(state: Settings, instance: dg.DagsterInstance,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The second review: a Dagster home this user cannot write (a shared production one) made every retraining command
+    end in a PermissionError traceback; the instance's runs alone decide then."""
+    import mlplatform.orchestration.launch as launch
+
+    def refused(path: object, *args: object) -> int:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(launch.os, "open", refused)
+    with launch.retraining_slot(instance, "adult") as tags:
+        assert tags[RETRAIN_TAG] == "adult"

@@ -517,3 +517,38 @@ def test_a_champion_pinned_while_a_challenger_is_judged_stays_champion(platform:
     assert after is not None and (after.version, after.pinned) == (before.version, True), "the pin holds"
     assert registry.get_version(int(str(evaluation["challenger_version"]))).tags["mlplatform.decision"] == "rejected"
     registry.unpin("test done", "test")
+
+
+def test_a_champion_pinned_while_the_decision_is_recorded_stays_champion(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The second review: the champion was checked again before the decision's tags were written (several MLflow calls)
+    and not after: a pin set in that window was still overridden. It is checked again just before the promotion."""
+    from dataclasses import replace
+
+    import mlplatform.orchestration.assets as assets
+    from mlplatform.stores.registry import Registry
+
+    registry = platform.model.registry
+    before = registry.champion_record()
+    assert before is not None and not before.pinned
+    apply, tag_version = assets.apply_decision, Registry.tag_version
+    pinned: list[bool] = []
+
+    def won(registry_: object, evaluation: object, run_id: str | None) -> object:
+        return apply(registry_, replace(evaluation, decision=replace(evaluation.decision, promote=True)), run_id)  # type: ignore[type-var, attr-defined, arg-type]
+
+    def pinned_while_tagging(self: Registry, version: object, tags: dict[str, str]) -> None:
+        tag_version(self, version, tags)  # type: ignore[arg-type]
+        if not pinned:
+            pinned.append(True)
+            change_champion(registry, platform.spec, ChampionRequest("operator C holds it", before.version, pin=True), by="operator C")
+
+    monkeypatch.setattr(assets, "apply_decision", won)
+    monkeypatch.setattr(Registry, "tag_version", pinned_while_tagging)
+    platform.materialize("features", "trained_model", "evaluation_report")
+    monkeypatch.undo()
+    evaluation = latest_metadata(platform.instance, ADULT.asset("evaluation_report")) or {}
+    assert evaluation["decision"] == "rejected" and str(evaluation["reason"]).startswith("the champion was pinned (operator C holds it)"), evaluation
+    after = registry.champion_record()
+    assert after is not None and (after.version, after.pinned) == (before.version, True)
+    assert registry.get_version(int(str(evaluation["challenger_version"]))).tags["mlplatform.decision"] == "rejected", "its tags say so too"
+    registry.unpin("test done", "test")

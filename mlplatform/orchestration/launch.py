@@ -39,24 +39,33 @@ def retraining_slot(instance: dg.DagsterInstance, model: str) -> Iterator[dict[s
     apart made two identical versions, judged side by side): a lock per model and machine in the Dagster home keeps out
     another command, and the instance's unfinished runs tagged as retrainings of the model (the daemon's; runs whose
     process is gone are failed first) keep this one out. Tagged so, this run holds back the queue and the sensors."""
+    from mlplatform.domain.keys import RUN_WORKER_TAG
     from mlplatform.orchestration.instance import retrain_run_tags
     from mlplatform.orchestration.trigger import retraining_elsewhere
-    from mlplatform.orchestration.warm_runs import fail_runs_left_behind, on_this_machine
+    from mlplatform.orchestration.warm_runs import RunWorker, fail_runs_left_behind, on_this_machine
 
-    fd = os.open(Path(instance.root_directory) / f".retraining-{model}.lock", os.O_CREAT | os.O_RDWR, 0o600)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RetrainingBusy(f"a retraining of {model} is running in another command on this machine: wait for it to end") from None
-        fail_runs_left_behind(instance, this_machine_only=on_this_machine(instance))
+        fd: int | None = os.open(Path(instance.root_directory) / f".retraining-{model}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+    except OSError:  # a Dagster home this user cannot write (a shared production one): the instance's runs alone decide
+        fd = None
+    try:
+        if fd is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RetrainingBusy(f"a retraining of {model} is running in another command on this machine: wait for it to end") from None
+        local = on_this_machine(instance)  # on PostgreSQL, runs of other machines: their processes are not this one's to judge
+        if local:
+            fail_runs_left_behind(instance, this_machine_only=True)
         other = retraining_elsewhere(instance, model, "")
         if other is not None:
             raise RetrainingBusy(f"a retraining of {model} is already running (run {other}): wait for it to end (`mlplatform status`, "
                                  "or the Dagster UI's Runs page)")
-        yield retrain_run_tags(model)
+        # This process as the run's worker, by pid and start time: killed, its run is failed at once, not after its pid's slack.
+        yield {**retrain_run_tags(model), **({RUN_WORKER_TAG: RunWorker.of(os.getpid()).tag()} if local else {})}
     finally:
-        os.close(fd)
+        if fd is not None:
+            os.close(fd)
 
 
 @cache

@@ -550,6 +550,10 @@ def apply_decision(registry: Registry, evaluation: Evaluation, dagster_run_id: s
         registry.log_metrics(evaluation.challenger_version, {f"shadow_{k}": v for k, v in evaluation.shadow.challenger_metrics.items()}
                              | {"shadow_events": float(evaluation.shadow.events)})
     if d.promote:
+        late = _against_the_champion_now(registry, evaluation)  # moved or pinned while the decision was being recorded
+        if late is not evaluation:
+            registry.tag_version(evaluation.challenger_version, {tag("decision"): late.verdict, tag("decision_reason"): late.decision.reason})
+            return late
         registry.promote(evaluation.challenger_version, d.reason, by=f"dagster run {dagster_run_id}" if dagster_run_id else "mlplatform")
     return evaluation
 
@@ -561,12 +565,12 @@ def _against_the_champion_now(registry: Registry, evaluation: Evaluation) -> Eva
     why; the challenger can be judged again against the champion as it is now."""
     now = registry.champion_record()
     d = evaluation.decision
-    if not d.promote or now is None or (now.version == evaluation.champion_version and not now.pinned):
+    if not d.promote or now is None or now.version == evaluation.challenger_version or (now.version == evaluation.champion_version and not now.pinned):
         return evaluation
     judged = f"v{evaluation.champion_version}" if evaluation.champion_version is not None else "no champion"
     became = (f"pinned ({now.pin_reason})" if now.version == evaluation.champion_version
               else f"moved to v{now.version}" + (f", pinned ({now.pin_reason})" if now.pinned else ""))
     reason = (f"the champion was {became} while v{evaluation.challenger_version} was judged against {judged}: not promoted; "
               f"on the scores: {d.reason}")
-    return replace(evaluation, decision=replace(d, promote=False, reason=reason), champion_after=now.version)
+    return replace(evaluation, decision=replace(d, promote=False, reason=reason), champion_after=now.version, champion_label_seq_cutoff=now.label_seq_cutoff)
 
