@@ -341,18 +341,29 @@ def test_a_file_landed_whole_then_appended_to_and_landed_again_lands_only_the_ne
         log.close()
 
 
+def _export_refusing(adult_rows: pd.DataFrame, rows: int, bad: list[int]) -> pd.DataFrame:
+    """An export without ids of `rows` rows, those at `bad` refused (an age that is no number)."""
+    frame = adult_rows[COLUMNS].head(rows).drop(columns=["event_id", "event_time"]).astype({"age": object})
+    frame.loc[bad, "age"] = "old"
+    return frame
+
+
+def _land_first_20(frame: pd.DataFrame, path: Path, spec: DatasetSpec, log: EventLog) -> bytes:
+    """`frame`'s first 20 rows landed whole as `path` (one of them refused); the bytes landed."""
+    first = _write(frame.head(20), path).read_bytes()
+    assert ingest_file(path, spec, log, _policy(1500)).quarantined == 1
+    return first
+
+
 def test_an_appended_file_read_again_reads_its_own_rows_and_each_content_keeps_its_refusals(tmp_path: Path, adult_spec: DatasetSpec,
                                                                                            adult_rows: pd.DataFrame) -> None:
     """The review: an appended file with a refused row of its own is read again when landed again; read from its start,
     the rows its first content landed came back under its own ids (28 events became 47). The first content's refusals
     stay its own: moved to the appended file, landing the first content again quarantined its bad row twice."""
-    frame = adult_rows[COLUMNS].head(30).drop(columns=["event_id", "event_time"]).astype({"age": object})
-    frame.loc[[3, 25], "age"] = "old"
-    path = tmp_path / "export.csv"
+    frame, path = _export_refusing(adult_rows, 30, [3, 25]), tmp_path / "export.csv"
     log = EventLog(tmp_path / "events.sqlite", adult_spec)
     try:
-        first = _write(frame.head(20), path).read_bytes()
-        assert ingest_file(path, adult_spec, log, _policy(1500)).quarantined == 1
+        first = _land_first_20(frame, path, adult_spec, log)
         path.write_bytes(first + _rows_text(frame.iloc[20:], path.name))
         grown = ingest_file(path, adult_spec, log, _policy(1500))
         assert (grown.rows, grown.ingested, grown.quarantined, log.counts().total, log.counts().quarantined) == (10, 9, 1, 28, 2), grown
@@ -369,28 +380,13 @@ def test_an_appended_file_read_again_reads_its_own_rows_and_each_content_keeps_i
 def test_an_appended_file_killed_mid_reading_still_knows_where_its_own_rows_began(tmp_path: Path, adult_spec: DatasetSpec, adult_rows: pd.DataFrame) -> None:
     """The second review: where an appended file's own rows began was kept only once its reading finished. Killed,
     resumed and then read again, the first content's rows landed twice (68 events became 87)."""
-    frame = adult_rows[COLUMNS].head(70).drop(columns=["event_id", "event_time"]).astype({"age": object})
-    frame.loc[[3, 40], "age"] = "old"
-    path = tmp_path / "export.csv"
+    frame, path = _export_refusing(adult_rows, 70, [3, 40]), tmp_path / "export.csv"
     log = EventLog(tmp_path / "events.sqlite", adult_spec)
-    writes = log.record_progress
     try:
-        content = _write(frame.head(20), path).read_bytes()
-        assert ingest_file(path, adult_spec, log, _policy(1500)).quarantined == 1
+        content = _land_first_20(frame, path, adult_spec, log)
         content += _rows_text(frame.iloc[20:70], path.name)
         path.write_bytes(content)
-        calls: list[object] = []
-
-        def killed_after_the_first_batch(*args: object) -> None:
-            if calls:
-                raise _Killed
-            calls.append(args)
-            writes(*args)  # type: ignore[arg-type]
-
-        log.record_progress = killed_after_the_first_batch  # type: ignore[method-assign]
-        with pytest.raises(_Killed):
-            ingest_file(path, adult_spec, log, _policy(1500))
-        log.record_progress = writes  # type: ignore[method-assign]
+        _killed_after_the_first_batch(path, adult_spec, log)
         ingest_file(path, adult_spec, log, _policy(1500))
         landed = (log.counts().total, log.counts().quarantined)
         assert landed == (68, 2)
@@ -459,6 +455,25 @@ class _Killed(BaseException):
     """The process dying between two batches: nothing after it runs (not an Exception, so nothing catches it)."""
 
 
+def _killed_after_the_first_batch(path: Path, spec: DatasetSpec, log: EventLog | PostgresEventLog) -> None:
+    """A reading of `path` whose process dies right after its first batch committed."""
+    writes = log.record_progress
+    calls: list[object] = []
+
+    def dies_after_the_first(*args: object) -> None:
+        if calls:
+            raise _Killed
+        calls.append(args)
+        writes(*args)  # type: ignore[arg-type]
+
+    log.record_progress = dies_after_the_first  # type: ignore[method-assign]
+    try:
+        with pytest.raises(_Killed):
+            ingest_file(path, spec, log, _policy(1500))
+    finally:
+        log.record_progress = writes  # type: ignore[method-assign]
+
+
 @pytest.mark.parametrize(("backend", "recorded_by"), [("sqlite", "this version"), ("postgres", "this version"), ("sqlite", "an earlier version"),
                                                     ("postgres", "an earlier version")])
 def test_a_file_killed_mid_reading_then_appended_to_lands_each_row_once(tmp_path: Path, adult_spec: DatasetSpec, adult_rows: pd.DataFrame,
@@ -470,20 +485,8 @@ def test_a_file_killed_mid_reading_then_appended_to_lands_each_row_once(tmp_path
     frame = adult_rows[COLUMNS].head(80).drop(columns=["event_id", "event_time"])
     path = _write(frame.head(60), tmp_path / "killed.csv")
     log = EventLog(tmp_path / "events.sqlite", adult_spec) if backend == "sqlite" else PostgresEventLog(request.getfixturevalue("postgres_url"), adult_spec)
-    writes = log.record_progress
-    calls: list[object] = []
-
-    def killed_after_the_first_batch(*args: object) -> None:
-        if calls:
-            raise _Killed
-        calls.append(args)
-        writes(*args)  # type: ignore[arg-type]
-
-    log.record_progress = killed_after_the_first_batch  # type: ignore[method-assign]
     try:
-        with pytest.raises(_Killed):
-            ingest_file(path, adult_spec, log, _policy(1500))
-        log.record_progress = writes  # type: ignore[method-assign]
+        _killed_after_the_first_batch(path, adult_spec, log)
         if recorded_by == "an earlier version":
             with log._write() as db:
                 db.execute("UPDATE file_progress SET prefix_sha256 = ''")
