@@ -216,7 +216,7 @@ def test_a_log_from_before_progress_kept_its_prefix_digest_opens_and_resumes_as_
     try:
         old = FileProgress(position=100, line=5, parsed=4, counts=FileCounts(rows=4, ingested=4))
         assert log.file_progress("sha-old") == old and log.progress_named("old.csv") == [("sha-old", old)]
-        assert log.began_at("sha-whole") == FileProgress()
+        assert log.lineage("sha-whole") == (FileProgress(), None)
         assert log.recorded_file("sha-whole") == FileCounts(rows=7, ingested=7) and log.completed_named("old.csv") == [], \
             "where a file landed before ended is unknown: one appended to is read whole, as before"
     finally:
@@ -245,10 +245,11 @@ def test_a_batch_commits_with_its_file_progress_or_not_at_all(log: EventStore) -
     assert log.completed_named("f") == [], "no line end said where it ended"
     log.record_file("sha", "f", done.counts, done)
     assert log.completed_named("f") == [("sha", FileProgress(position=10, line=4, parsed=2, prefix_sha256="sha"))], "its own counts start anew"
-    assert log.began_at("sha") == FileProgress(), "from its start"
+    assert log.lineage("sha") == (FileProgress(), None), "from its start, under its own ids"
     with log.transaction():
-        log.hand_over("sha-before", "sha", quarantine=False, began=FileProgress(position=4, line=2, parsed=1))
-    assert log.began_at("sha") == FileProgress(position=4, line=2, parsed=1) and log.recorded_file("sha") == FileCounts(rows=9, ingested=2, duplicates=3, quarantined=1)
+        log.hand_over("sha-before", "sha", FileProgress(position=4, line=2, parsed=1), "sha-first", quarantine=False)
+    assert log.lineage("sha") == (FileProgress(position=4, line=2, parsed=1), "sha-first")
+    assert log.recorded_file("sha") == FileCounts(rows=9, ingested=2, duplicates=3, quarantined=1)
     log.quarantine(pd.DataFrame({"row_number": [1, 7], "reason": ["early", "late"], "record": ["{}", "{}"]}), "f", "sha")
     assert log.release_quarantined("sha", from_line=2) == 2 and list(log.quarantine_reasons()["reason"]) == ["early"], "rows before the line stay"
 

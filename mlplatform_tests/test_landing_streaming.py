@@ -377,19 +377,26 @@ def test_an_appended_file_read_again_reads_its_own_rows_and_each_content_keeps_i
         log.close()
 
 
-def test_an_appended_file_killed_mid_reading_still_knows_where_its_own_rows_began(tmp_path: Path, adult_spec: DatasetSpec, adult_rows: pd.DataFrame) -> None:
+@pytest.mark.parametrize("then", ["resumed", "grew again"])
+def test_an_appended_file_killed_mid_reading_still_knows_where_its_own_rows_began(tmp_path: Path, adult_spec: DatasetSpec, adult_rows: pd.DataFrame,
+                                                                                 then: str) -> None:
     """The second review: where an appended file's own rows began was kept only once its reading finished. Killed,
-    resumed and then read again, the first content's rows landed twice (68 events became 87)."""
-    frame, path = _export_refusing(adult_rows, 70, [3, 40]), tmp_path / "export.csv"
+    resumed and then read again, the first content's rows landed twice (68 events became 87); grown again after the
+    kill, the rows of the killed reading came back under the grown file's ids (14 of them). A grown file's rows are
+    numbered on under its first content's ids, and where its own rows begin is kept from its first batch."""
+    frame, path = _export_refusing(adult_rows, 100, [3, 40]), tmp_path / "export.csv"
     log = EventLog(tmp_path / "events.sqlite", adult_spec)
     try:
         content = _land_first_20(frame, path, adult_spec, log)
         content += _rows_text(frame.iloc[20:70], path.name)
         path.write_bytes(content)
         _killed_after_the_first_batch(path, adult_spec, log)
+        if then == "grew again":
+            content += _rows_text(frame.iloc[70:], path.name)
+            path.write_bytes(content)
         ingest_file(path, adult_spec, log, _policy(1500))
         landed = (log.counts().total, log.counts().quarantined)
-        assert landed == (68, 2)
+        assert landed == ((70 if then == "resumed" else 100) - 2, 2)
         path.write_bytes(content)  # the same bytes again: read again, for its refused row
         again = ingest_file(path, adult_spec, log, _policy(1500))
         assert again.read_again and again.quarantined == 1 and (log.counts().total, log.counts().quarantined) == landed, again

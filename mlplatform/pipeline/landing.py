@@ -739,12 +739,12 @@ def _is_transient(exc: Exception) -> bool:
     return isinstance(exc, (OSError, MemoryError, sqlite3.Error, EventLogError))
 
 
-def _ingest_events(frame: pd.DataFrame, lines: list[int], first_row: int, digest: str, spec: DatasetSpec, log: EventStore, name: str,
-                   max_future_seconds: float) -> tuple[FileCounts, list[str]]:
-    """A batch of events: valid rows appended, the others quarantined (conflicting labels too); returns what became
-    of its rows and the columns ignored."""
+def _ingest_events(frame: pd.DataFrame, lines: list[int], first_row: int, digest: str, id_prefix: str, spec: DatasetSpec, log: EventStore,
+                   name: str, max_future_seconds: float) -> tuple[FileCounts, list[str]]:
+    """A batch of events: valid rows appended (ids generated as `id_prefix` and the row's number), the others quarantined
+    (conflicting labels too); returns what became of its rows and the columns ignored."""
     now = now_us()
-    validated = validate_frame(frame, spec, generated_id_prefix=digest[:16], generated_time_start_us=now, row_numbers=lines, first_row=first_row,
+    validated = validate_frame(frame, spec, generated_id_prefix=id_prefix, generated_time_start_us=now, row_numbers=lines, first_row=first_row,
                                future=FutureBound(now + int(max_future_seconds * 1_000_000), max_future_seconds))
     result = log.append(validated.events, source=name)
     quarantined = log.quarantine(validated.quarantined, source=name, file_sha256=digest)
@@ -864,7 +864,8 @@ def _store(path: Path, handle: BinaryIO, seen: os.stat_result, spec: DatasetSpec
     progress = log.file_progress(digest)
     # A content that went on from one landed whole is its own from there: read again, it begins there too (before, the
     # rows of the earlier content landed again under this content's ids).
-    began = log.began_at(digest) if read_again else FileProgress()
+    began, inherited = log.lineage(digest)
+    id_prefix = inherited or digest[:16]
     if read_again and not progress.position:
         progress = began
     grown_from, grown = None, ""
@@ -876,8 +877,10 @@ def _store(path: Path, handle: BinaryIO, seen: os.stat_result, spec: DatasetSpec
     # Going on from a content landed whole, this one is the appended rows alone: its counts, its quarantine, and a reading
     # of it again begin where that content ended. Going on from an unfinished reading, it is that reading's file, whole.
     from_landed = grown_from in {sha for sha, _ in landed}
-    if grown_from is not None:  # from an unfinished reading: where that one's own rows began, if it went on from a landed content
-        began = FileProgress(progress.position, progress.line, progress.parsed) if from_landed else log.began_at(grown_from)
+    if grown_from is not None:  # one file, grown: its rows are numbered on under its first content's ids
+        earlier_began, earlier_prefix = log.lineage(grown_from)
+        began = FileProgress(progress.position, progress.line, progress.parsed) if from_landed else earlier_began
+        id_prefix = earlier_prefix or grown_from[:16]
     hand_over_quarantine = not from_landed
     # A reading again replaces the file's quarantine, in its first batch's transaction (not again when it resumes).
     releasing = bool(read_again) and not progress.counts.rows
@@ -905,13 +908,13 @@ def _store(path: Path, handle: BinaryIO, seen: os.stat_result, spec: DatasetSpec
                         log.release_quarantined(digest, from_line=began.line if began.position else 0)
                         releasing = False
                     if grown_from is not None:
-                        log.hand_over(grown_from, digest, quarantine=hand_over_quarantine, began=began if began.position else None)
+                        log.hand_over(grown_from, digest, began, id_prefix, quarantine=hand_over_quarantine)
                         grown_from = None
                     if not frame.empty:
                         if labels_only:
                             counts += _ingest_labels(frame, lines, digest, spec, log, path.name)
                         else:
-                            found, extra_now = _ingest_events(frame, lines, progress.parsed, digest, spec, log, path.name, policy.max_future_seconds)
+                            found, extra_now = _ingest_events(frame, lines, progress.parsed, digest, id_prefix, spec, log, path.name, policy.max_future_seconds)
                             counts, extra = counts + found, extra or extra_now
                     if batch.parsed.bad_rows:
                         bad = pd.DataFrame(batch.parsed.bad_rows, columns=["row_number", "reason", "record"])
@@ -929,7 +932,7 @@ def _store(path: Path, handle: BinaryIO, seen: os.stat_result, spec: DatasetSpec
     ends_a_line = plain_text and progress.position > 0 and os.pread(handle.fileno(), 1, progress.position - 1) == b"\n"
     with log.transaction():
         if grown_from is not None:  # nothing was read after the earlier reading: still its successor
-            log.hand_over(grown_from, digest, quarantine=hand_over_quarantine, began=began if began.position else None)
+            log.hand_over(grown_from, digest, began, id_prefix, quarantine=hand_over_quarantine)
         log.record_file(digest, path.name, progress.counts, progress if ends_a_line else None)
     return FileOutcome(name=path.name, extra_columns=extra, read_again=read_again, grown=grown, **asdict(progress.counts))
 

@@ -315,8 +315,8 @@ class EventStore(ABC):
             for column in _ENDED_AT:  # a log from before appended files went on where their reading ended
                 if column not in self._existing_columns(db, "files"):
                     db.execute(f"ALTER TABLE files ADD COLUMN {column} {t['int']}")
-            db.execute(f"CREATE TABLE IF NOT EXISTS file_began (sha256 TEXT PRIMARY KEY, position {t['int']} NOT NULL, line {t['int']} NOT NULL, "
-                       f"parsed {t['int']} NOT NULL)")
+            db.execute(f"CREATE TABLE IF NOT EXISTS file_lineage (sha256 TEXT PRIMARY KEY, began_position {t['int']} NOT NULL, "
+                       f"began_line {t['int']} NOT NULL, began_parsed {t['int']} NOT NULL, id_prefix TEXT NOT NULL)")
             if "file_sha256" not in self._existing_columns(db, "quarantine"):  # a log from before files were read again
                 db.execute("ALTER TABLE quarantine ADD COLUMN file_sha256 TEXT")
                 # Its rows get their file's hash where the name was landed as one content only, so a reading again
@@ -608,11 +608,15 @@ class EventStore(ABC):
             )
             db.execute(f"DELETE FROM file_progress WHERE sha256 = {self.PARAM}", (sha256,))
 
-    def began_at(self, sha256: str) -> FileProgress:
-        """Where the content of this hash began when it went on from one landed whole (from its start if it did not): its
-        rows before were that content's, under that content's ids, and a reading of it again must not land them again."""
-        found = self._query(f"SELECT position, line, parsed FROM file_began WHERE sha256 = {self.PARAM}", (sha256,))[1]
-        return FileProgress(*(int(v) for v in found[0])) if found else FileProgress()
+    def lineage(self, sha256: str) -> tuple[FileProgress, str | None]:
+        """Of a content that went on from an earlier reading (see `hand_over`): where its own rows begin (from its start,
+        unless it went on from one landed whole) and the prefix of its generated ids, its first content's. (FileProgress(),
+        None) for any other: its own hash names its ids."""
+        found = self._query(f"SELECT began_position, began_line, began_parsed, id_prefix FROM file_lineage WHERE sha256 = {self.PARAM}", (sha256,))[1]
+        if not found:
+            return FileProgress(), None
+        position, line, parsed, prefix = found[0]
+        return FileProgress(int(position), int(line), int(parsed)), str(prefix)
 
     def completed_named(self, name: str) -> list[tuple[str, FileProgress]]:
         """The contents landed under `name` and read to their end at a line end, as readings to go on from: a file appended
@@ -621,18 +625,19 @@ class EventStore(ABC):
         rows = self._query(f"SELECT sha256, {', '.join(_ENDED_AT)} FROM files WHERE name = {self.PARAM} AND position IS NOT NULL", (name,))[1]
         return [(str(sha), FileProgress(int(position), int(line), int(parsed), FileCounts(), str(sha))) for sha, position, line, parsed in rows]
 
-    def hand_over(self, earlier_sha256: str, sha256: str, quarantine: bool = True, began: FileProgress | None = None) -> None:
+    def hand_over(self, earlier_sha256: str, sha256: str, began: FileProgress, id_prefix: str, quarantine: bool = True) -> None:
         """The reading of a file that grew (`sha256`) takes over the earlier reading it goes on from (see `progress_named`):
         that reading's progress goes, so no later reading goes on from it again, and (`quarantine`) its quarantined rows
         become the grown file's: an unfinished reading has no record of its own to keep them; a content landed whole
-        (`completed_named`) keeps its own. `began`: where the grown file's own rows begin (see `began_at`), kept from its
-        first batch on, so a reading of it killed and resumed, or grown again, still knows. Within the caller's
-        transaction, with the grown file's first progress."""
+        (`completed_named`) keeps its own. Its lineage is kept from its first batch on (`began`: where its own rows
+        begin; `id_prefix`: its generated ids', the first content's), so a reading of it killed and resumed, grown again or
+        read again numbers every row as it was first landed. Within the caller's transaction, with its first progress."""
         p = self.PARAM
         with self._write() as db:
-            if began is not None:
-                db.execute(f"INSERT INTO file_began (sha256, position, line, parsed) VALUES ({p}, {p}, {p}, {p}) ON CONFLICT (sha256) DO UPDATE SET "
-                           "position = excluded.position, line = excluded.line, parsed = excluded.parsed", (sha256, began.position, began.line, began.parsed))
+            db.execute(f"INSERT INTO file_lineage (sha256, began_position, began_line, began_parsed, id_prefix) VALUES ({p}, {p}, {p}, {p}, {p}) "
+                       "ON CONFLICT (sha256) DO UPDATE SET began_position = excluded.began_position, began_line = excluded.began_line, "
+                       "began_parsed = excluded.began_parsed, id_prefix = excluded.id_prefix",
+                       (sha256, began.position, began.line, began.parsed, id_prefix))
             db.execute(f"DELETE FROM file_progress WHERE sha256 = {self.PARAM}", (earlier_sha256,))
             if quarantine:
                 db.execute(f"UPDATE quarantine SET file_sha256 = {self.PARAM} WHERE file_sha256 = {self.PARAM}", (sha256, earlier_sha256))
