@@ -92,8 +92,10 @@ def test_status_json_after_two_versions(
     assert "--content 'xyz' is not the start of a SHA-256" in capsys.readouterr().err
     assert main(["quarantine", "--model", "adult", "--reason", "why"]) == 2, "--reason goes with a --release"
     assert "--reason goes with --release FILE" in capsys.readouterr().err
+    assert main(["quarantine", "--model", "adult", "--release", row["file"], "--content", old, "--reason", "  "]) == 2, "an empty reason is none"
+    assert "--reason is empty" in capsys.readouterr().err
     assert main(["quarantine", "--model", "adult", "--release", row["file"], "--content", old, "--reason", "ticket 42: the export was fixed"]) == 0
-    assert f"adult: released 1 quarantined rows of file {row['file']!r} (content {old}: 1 rows); 1 quarantined rows left" in capsys.readouterr().out
+    assert f"adult: released 1 quarantined row of file {row['file']!r} (content {old}: 1 row); 1 quarantined rows left" in capsys.readouterr().out
     assert main(["quarantine", "--model", "adult", "--json"]) == 0
     [released] = json.loads(capsys.readouterr().out)[0]["released"]
     assert (released["file"], released["content"], released["rows"], released["reason"]) == (row["file"], old, 1, "ticket 42: the export was fixed")
@@ -102,12 +104,12 @@ def test_status_json_after_two_versions(
     assert main(["quarantine", "--model", "adult", "--release", row["file"], "--content", typo]) == 2, "its start is a content's, the rest is not"
     assert f"has no quarantined rows of a content starting {typo!r}" in capsys.readouterr().err
     assert main(["quarantine", "--model", "adult", "--release", row["file"], "--content", fresh.upper()]) == 0, "the whole SHA-256, as sha256sum prints it"
-    assert f"adult: released 1 quarantined rows of file {row['file']!r} (content {fresh[:12]}: 1 rows); 0 quarantined rows left" in capsys.readouterr().out
+    assert f"adult: released 1 quarantined row of file {row['file']!r} (content {fresh[:12]}: 1 row); 0 quarantined rows left" in capsys.readouterr().out
     assert main(["quarantine", "--model", "adult"]) == 0, "the rows are gone; who released them, when and why is not"
     shown = capsys.readouterr().out.splitlines()
     assert shown[0] == "adult: 0 quarantined rows" and shown[1] == "  released by hand, newest first:"
-    assert shown[2].endswith(f"1 rows of {row['file']} ({fresh[:12]}) by {getpass.getuser()} (mlplatform quarantine --release)")
-    assert shown[3].endswith(f"1 rows of {row['file']} ({old}) by {getpass.getuser()} (mlplatform quarantine --release): ticket 42: the export was fixed")
+    assert shown[2].endswith(f"1 row of {row['file']} ({fresh[:12]}) by {getpass.getuser()} (mlplatform quarantine --release)")
+    assert shown[3].endswith(f"1 row of {row['file']} ({old}) by {getpass.getuser()} (mlplatform quarantine --release): ticket 42: the export was fixed")
     assert main(["status", "--json", "--model", "adult"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["events"]["quarantined"] == 0
 
@@ -363,11 +365,11 @@ def test_a_retraining_is_refused_while_another_of_the_model_runs(state: Settings
 
     lock = state.dagster_home / ".retraining-adult.lock"
     holder = subprocess.Popen([sys.executable, "-c", f"import fcntl, os, sys, time; fd = os.open({str(lock)!r}, os.O_CREAT | os.O_RDWR); "
-                               "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+                               "fcntl.flock(fd, fcntl.LOCK_EX); os.pwrite(fd, str(os.getpid()).encode(), 0); print('held', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         assert main(["materialize", "--model", "adult", "--select", "features,trained_model,evaluation_report"]) == 2
-        assert "materialize: a retraining of adult is running in another command on this machine" in capsys.readouterr().err
+        assert f"materialize: a retraining of adult is running in another command on this machine (pid {holder.pid})" in capsys.readouterr().err
     finally:
         holder.kill()
         holder.wait()

@@ -377,6 +377,30 @@ def test_an_appended_file_read_again_reads_its_own_rows_and_each_content_keeps_i
         log.close()
 
 
+@pytest.mark.parametrize("name", ["export.csv", "export.jsonl"])
+def test_an_export_whose_last_line_had_no_line_end_goes_on_once_appended_to_from_a_new_line(tmp_path: Path, adult_spec: DatasetSpec,
+                                                                                            adult_rows: pd.DataFrame, name: str) -> None:
+    """The acceptance probe: an export without a line end after its last row, landed, then appended to starting with
+    one, was read whole again and its first rows landed twice, with no note. Appended bytes that extend its last line
+    instead are no rows of their own: that file is read whole."""
+    frame = adult_rows[COLUMNS].head(12).drop(columns=["event_id", "event_time"])
+    path = tmp_path / name
+    log = EventLog(tmp_path / "events.sqlite", adult_spec)
+    try:
+        content = _write(frame.head(5), path).read_bytes().rstrip(b"\r\n")
+        path.write_bytes(content)
+        assert ingest_file(path, adult_spec, log, _policy(1500)).ingested == 5
+        content += b"\n" + _rows_text(frame.iloc[5:10], name)
+        path.write_bytes(content)
+        grown = ingest_file(path, adult_spec, log, _policy(1500))
+        assert grown.note.startswith("grew after its first ") and (grown.rows, grown.ingested, log.counts().total) == (5, 5, 10), grown
+        content += _rows_text(frame.iloc[10:12], name)
+        path.write_bytes(content)
+        assert ingest_file(path, adult_spec, log, _policy(1500)).ingested == 2 and log.counts().total == 12, "and grows on"
+    finally:
+        log.close()
+
+
 @pytest.mark.parametrize("then", ["resumed", "grew again"])
 def test_an_appended_file_killed_mid_reading_still_knows_where_its_own_rows_began(tmp_path: Path, adult_spec: DatasetSpec, adult_rows: pd.DataFrame,
                                                                                  then: str) -> None:

@@ -210,7 +210,7 @@ def test_a_hand_moved_or_pinned_champion_is_what_sensors_status_and_evaluation_f
     assert registry.champion_record() == record
 
     assert main(["champion", "unpin", "--model", "adult", "--reason", "incident closed"]) == 0
-    assert "champion: v1 unpinned; not pinned: the retraining loop may replace it" in capsys.readouterr().out
+    assert "champion: v1 unpinned: the retraining loop may replace it" in capsys.readouterr().out
     unpinned = platform.tick(SENSOR_NAME, _cursor(_watermark(platform) - EVERY_N))
     assert len(unpinned.run_requests or []) == 1
     timeline = [(c.version, c.pinned, c.reason) for c in registry.timeline()]
@@ -240,7 +240,10 @@ def test_a_hand_moved_or_pinned_champion_is_what_sensors_status_and_evaluation_f
     assert main(["champion", "set", "--model", "adult", "--version", "2", "--reason", "pin in place"]) == 0
     assert "champion: v2 already the champion, now pinned; pinned" in capsys.readouterr().out
     assert main(["champion", "set", "--model", "adult", "--version", "2", "--no-pin", "--reason", "let it go"]) == 0  # said nothing of the pin it removed
-    assert "champion: v2 unpinned; not pinned: the retraining loop may replace it" in capsys.readouterr().out
+    assert "champion: v2 unpinned: the retraining loop may replace it" in capsys.readouterr().out
+    assert main(["champion", "set", "--model", "adult", "--version", "2", "--reason", "pin again"]) == 0
+    assert main(["champion", "set", "--model", "adult", "--version", "1", "--no-pin", "--reason", "move off it"]) == 0
+    assert "champion: v2 → v1 (the pin of v2 ends); not pinned: the retraining loop may replace it" in capsys.readouterr().out
     assert main(["champion", "set", "--model", "adult", "--version", "2", "--reason", "hold"]) == 0
     for version in ("1", "2"):
         registry.client.set_registered_model_alias(registry.name, "champion", version)

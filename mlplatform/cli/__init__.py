@@ -158,6 +158,9 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
         if given is not None and args.release is None:
             print(f"quarantine: {option} goes with --release FILE", file=sys.stderr)
             return 2
+    if args.reason is not None and not args.reason.strip():
+        print("quarantine: --reason is empty: say why, or leave --reason out", file=sys.stderr)
+        return 2
     if args.release is not None:
         try:
             model = _existing_platform(args).only(args.model)

@@ -68,7 +68,7 @@ def _release(model: ModelContext, source: str, content: str | None, by: str, rea
         if not SHA256_PREFIX.fullmatch(wanted):
             raise QuarantineError(f"--content {content!r} is not the start of a SHA-256 (hex digits)")
         rows = rows[[isinstance(c, str) and (c.startswith(wanted) or wanted.startswith(c)) for c in rows.index]]
-    contents = "; ".join(f"content {c if isinstance(c, str) else 'unknown (landed before contents were recorded)'}: {n} rows" for c, n in rows.items())
+    contents = "; ".join(f"content {c if isinstance(c, str) else 'unknown (landed before contents were recorded)'}: {_rows(n)}" for c, n in rows.items())
     if content is not None and rows.empty:
         raise QuarantineError(f"{model.name}: file {source!r} has no quarantined rows of a content starting {content!r}")
     if len(rows) > 1:
@@ -77,7 +77,8 @@ def _release(model: ModelContext, source: str, content: str | None, by: str, rea
     released = log.release_quarantined_file(source, wanted, by, reason)
     if released == 0:  # a whole SHA-256 whose start matched a content's, and whose rest did not
         raise QuarantineError(f"{model.name}: file {source!r} has no quarantined rows of a content starting {content!r} ({contents})")
-    return f"{model.name}: released {released} quarantined rows of file {source!r} ({contents}); {log.counts().quarantined} quarantined rows left"
+    return (f"{model.name}: released {released} quarantined {'row' if released == 1 else 'rows'} of file {source!r} ({contents}); "
+            f"{log.counts().quarantined} quarantined rows left")
 
 
 class QuarantineError(ValueError):
@@ -94,11 +95,18 @@ def render_quarantine(found: dict[str, Any]) -> str:
         lines += [f"  {r['rows']:>4}  {r['first_line']:>10}  {r['file']} ({r['content'] or 'unknown'}): {r['reason']}" for r in found["reasons"]]
         lines.append(f"  latest {len(found['latest'])}, newest first:")
         for row in found["latest"]:
-            record = str(row["record"] or "")
-            shown = record if len(record) <= RECORD_CHARS else record[:RECORD_CHARS] + f"… ({len(record)} characters)"
-            lines.append(f"    {row['file']}:{row['line']} ({row['quarantined_at']}) {row['reason']}\n      {shown}")
+            lines.append(f"    {row['file']}:{row['line']} ({row['quarantined_at']}) {row['reason']}\n      {_cut(str(row['record'] or ''))}")
     if found["released"]:
         lines.append("  released by hand, newest first:")
-        lines += [f"    {r['released_at']}  {r['rows']} rows of {r['file']} ({r['content'] or 'unknown'}) by {r['by']}" + (f": {r['reason']}" if r["reason"] else "")
+        lines += [f"    {r['released_at']}  {_rows(r['rows'])} of {r['file']} ({r['content'] or 'unknown'}) by {r['by']}" + (f": {_cut(str(r['reason']))}" if r["reason"] else "")
                   for r in found["released"]]
     return "\n".join(lines)
+
+
+def _cut(text: str) -> str:
+    """Text as a terminal line shows it: RECORD_CHARS at most, saying how long it is; --json gives it whole."""
+    return text if len(text) <= RECORD_CHARS else text[:RECORD_CHARS] + f"… ({len(text)} characters)"
+
+
+def _rows(n: object) -> str:
+    return f"{n} row" if n == 1 else f"{n} rows"

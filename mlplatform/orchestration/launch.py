@@ -53,7 +53,11 @@ def retraining_slot(instance: dg.DagsterInstance, model: str) -> Iterator[dict[s
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise RetrainingBusy(f"a retraining of {model} is running in another command on this machine: wait for it to end") from None
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+                raise RetrainingBusy(f"a retraining of {model} is running in another command on this machine (pid {holder or 'unknown'}): "
+                                     "wait for it to end") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)  # who holds it, for the refusal of the next one
         local = on_this_machine(instance)  # on PostgreSQL, runs of other machines: their processes are not this one's to judge
         if local:
             fail_runs_left_behind(instance, this_machine_only=True)

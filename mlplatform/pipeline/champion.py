@@ -67,6 +67,8 @@ def change_said(before: ChampionRecord | None, change: ChampionChange) -> str:
     pin = ("pinned: the retraining loop leaves it in place until `champion unpin`" if change.pinned
            else "not pinned: the retraining loop may replace it")
     if before is not None and before.version == change.version:
-        done = "already the champion, now pinned" if change.pinned else ("unpinned" if before.pinned else "recorded as the champion")
-        return f"v{change.version} {done}; {pin}"
-    return f"{f'v{before.version}' if before is not None else 'no champion'} → v{change.version}; {pin}"
+        if not change.pinned and before.pinned:
+            return f"v{change.version} unpinned: the retraining loop may replace it"
+        return f"v{change.version} {'already the champion, now pinned' if change.pinned else 'recorded as the champion'}; {pin}"
+    ended = f" (the pin of v{before.version} ends)" if before is not None and before.pinned else ""
+    return f"{f'v{before.version}' if before is not None else 'no champion'} → v{change.version}{ended}; {pin}"

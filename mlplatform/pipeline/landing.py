@@ -816,6 +816,14 @@ class _PrefixDigest:
         return self._digest.hexdigest()
 
 
+def _ends_a_line_at(handle: BinaryIO, position: int) -> bool:
+    """Whether a content landed whole that ended at `position` ended a line there, as this file shows: its last byte is a
+    line end, or the bytes appended after it begin with one (an export whose last line had none, appended to). Its last
+    line extended by the appended bytes would be read on from the middle of a line, so such a file is read whole."""
+    fd = handle.fileno()
+    return position > 0 and (os.pread(fd, 1, position - 1) == b"\n" or os.pread(fd, 1, position) in (b"\n", b"\r"))
+
+
 def _begins_with(handle: BinaryIO, sha256: str, read_up_to: int) -> bool:
     """Whether the file begins with the whole content of `sha256`, ending at a line end after `read_up_to`: how a reading
     recorded by an earlier version, which kept no digest of the bytes read, is known to be this file's start when it was
@@ -870,7 +878,8 @@ def _store(path: Path, handle: BinaryIO, seen: os.stat_result, spec: DatasetSpec
         progress = began
     grown_from, grown = None, ""
     if recorded is None and not progress.position:  # the furthest reading this file begins with (it may have grown twice)
-        grown_from, progress = max(((sha, p) for sha, p in [*unfinished, *landed] if prefixes.get(p.position) == (p.prefix_sha256 or sha)
+        ended_lines = [(sha, p) for sha, p in landed if _ends_a_line_at(handle, p.position)]
+        grown_from, progress = max(((sha, p) for sha, p in [*unfinished, *ended_lines] if prefixes.get(p.position) == (p.prefix_sha256 or sha)
                                     or (not p.prefix_sha256 and _begins_with(handle, sha, p.position))), key=lambda found: found[1].position,
                                    default=(None, progress))
         grown = f"grew after its first {progress.position} bytes were read: read on from line {progress.line}" if grown_from else ""
@@ -929,11 +938,10 @@ def _store(path: Path, handle: BinaryIO, seen: os.stat_result, spec: DatasetSpec
             raise type(exc)(f"{exc} (from line or row {progress.line} on; the {progress.counts.rows} rows before it were kept)") from None
         raise
     _check_settled(path, handle, seen)
-    ends_a_line = plain_text and progress.position > 0 and os.pread(handle.fileno(), 1, progress.position - 1) == b"\n"
     with log.transaction():
         if grown_from is not None:  # nothing was read after the earlier reading: still its successor
             log.hand_over(grown_from, digest, began, id_prefix, quarantine=hand_over_quarantine)
-        log.record_file(digest, path.name, progress.counts, progress if ends_a_line else None)
+        log.record_file(digest, path.name, progress.counts, progress if plain_text and progress.position else None)
     return FileOutcome(name=path.name, extra_columns=extra, read_again=read_again, grown=grown, **asdict(progress.counts))
 
 

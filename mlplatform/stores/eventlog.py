@@ -595,8 +595,8 @@ class EventStore(ABC):
 
     def record_file(self, sha256: str, name: str, counts: FileCounts, ended: FileProgress | None = None) -> None:
         """The file is ingested to its end: its record replaces its progress, in one transaction. `ended`: where a plain
-        text file ended at a line end (its position, line and rows parsed), so the same file appended to later goes on
-        from there (see `completed_named`)."""
+        text file ended (its position, line and rows parsed), so the same file appended to later goes on from there (see
+        `completed_named`)."""
         columns = ("name", "rows", "ingested", "duplicates", "quarantined", "at", *_ENDED_AT)
         end = (None, None, None) if ended is None else (ended.position, ended.line, ended.parsed)
         updates = ", ".join(f"{c} = excluded.{c}" for c in columns)
@@ -619,7 +619,7 @@ class EventStore(ABC):
         return FileProgress(int(position), int(line), int(parsed)), str(prefix)
 
     def completed_named(self, name: str) -> list[tuple[str, FileProgress]]:
-        """The contents landed under `name` and read to their end at a line end, as readings to go on from: a file appended
+        """The contents landed under `name` and read to their end, as readings to go on from: a file appended
         to and landed again under its name begins with one of them (landing checks it) and is read from where it ended,
         with counts of its own. Before, it was a new content read from its start, and its rows without ids landed twice."""
         rows = self._query(f"SELECT sha256, {', '.join(_ENDED_AT)} FROM files WHERE name = {self.PARAM} AND position IS NOT NULL", (name,))[1]
