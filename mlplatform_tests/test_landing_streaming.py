@@ -336,7 +336,9 @@ def test_a_file_landed_whole_then_appended_to_and_landed_again_lands_only_the_ne
         path.write_bytes(content)
         assert ingest_file(path, adult_spec, log, _policy(1500)).already_ingested and log.counts().total == 90
         rewritten = _write(frame.head(55).iloc[::-1], path)  # the same name, other content: no prefix of what was read
-        assert ingest_file(rewritten, adult_spec, log, _policy(1500)).ingested == 55 and log.counts().total == 145
+        replaced = ingest_file(rewritten, adult_spec, log, _policy(1500))
+        assert replaced.ingested == 55 and log.counts().total == 145
+        assert replaced.note.startswith(f"another file named {name!r} was landed before (") and "rows the two share are events of both" in replaced.note
     finally:
         log.close()
 

@@ -67,7 +67,7 @@ from mlplatform.domain.validation import (
     with_clean_columns,
 )
 from mlplatform.settings import LANDING_MAX_FUTURE_SECONDS, Settings, env_name
-from mlplatform.stores.eventlog import CHANGED, EventStore, EventLogError, FileCounts, FileProgress, now_us
+from mlplatform.stores.eventlog import CHANGED, CONTENT_CHARS, EventStore, EventLogError, FileCounts, FileProgress, now_us
 
 SUFFIXES = (".csv", ".csv.gz", ".parquet", ".jsonl", ".jsonl.gz", ".ndjson")
 TEMPORARY_SUFFIXES = (".tmp", ".part")
@@ -130,6 +130,7 @@ class FileOutcome(FileCounts):
     already_ingested: bool = False
     read_again: str = ""  # why a file landed before was read again (empty: it was not)
     grown: str = ""  # where the reading of a file that grew after an earlier one went on (empty: it did not)
+    replaced: str = ""  # a file of this name landed before with other content, whose rows this one's may repeat
 
     @property
     def note(self) -> str:
@@ -142,6 +143,8 @@ class FileOutcome(FileCounts):
             return self.read_again
         if self.grown:
             return self.grown
+        if self.replaced:
+            return self.replaced
         if not self.rows:
             return "no rows"
         return f"ignored columns: {', '.join(self.extra_columns)}" if self.extra_columns else ""
@@ -942,7 +945,11 @@ def _store(path: Path, handle: BinaryIO, seen: os.stat_result, spec: DatasetSpec
         if grown_from is not None:  # nothing was read after the earlier reading: still its successor
             log.hand_over(grown_from, digest, began, id_prefix, quarantine=hand_over_quarantine)
         log.record_file(digest, path.name, progress.counts, progress if plain_text and progress.position else None)
-    return FileOutcome(name=path.name, extra_columns=extra, read_again=read_again, grown=grown, **asdict(progress.counts))
+    # Another content of this name, not gone on from: a corrected export, say. Without ids, rows it shares with the
+    # earlier one are new events again (the acceptance probe: 27 rows stored twice, nothing said).
+    replaced = (f"another file named {path.name!r} was landed before ({', '.join(sha[:CONTENT_CHARS] for sha, _ in landed)}): without an id "
+                "column, rows the two share are events of both" if landed and not grown and not read_again and spec.id_column not in columns else "")
+    return FileOutcome(name=path.name, extra_columns=extra, read_again=read_again, grown=grown, replaced=replaced, **asdict(progress.counts))
 
 
 def _read_again(recorded: FileCounts, handle: BinaryIO, name: str, spec: DatasetSpec, policy: LandingPolicy) -> str:
