@@ -324,7 +324,7 @@ def test_a_file_landed_whole_then_appended_to_and_landed_again_lands_only_the_ne
     path = tmp_path / name
     log = EventLog(tmp_path / "events.sqlite", adult_spec) if backend == "sqlite" else PostgresEventLog(request.getfixturevalue("postgres_url"), adult_spec)
     try:
-        content = _write(frame.head(50), path).read_bytes()
+        content = first = _write(frame.head(50), path).read_bytes()
         assert ingest_file(path, adult_spec, log, _policy(1500)).ingested == 50
         for before, upto in ((50, 80), (80, 90)):
             landed = len(content)
@@ -339,6 +339,10 @@ def test_a_file_landed_whole_then_appended_to_and_landed_again_lands_only_the_ne
         replaced = ingest_file(rewritten, adult_spec, log, _policy(1500))
         assert replaced.ingested == 55 and log.counts().total == 145
         assert replaced.note.startswith(f"another file named {name!r} was landed before (") and "rows the two share are events of both" in replaced.note
+        path.write_bytes(first + _rows_text(frame.iloc[::-1].head(10), name))  # the first 50 rows grown apart from the 90: other rows after them
+        apart = ingest_file(path, adult_spec, log, _policy(1500))
+        assert apart.note.startswith("grew after its first ") and (apart.ingested, apart.quarantined, log.counts().total) == (10, 0, 155), \
+            "its rows under ids of its own: not taken for the other growth's rows with other values"
     finally:
         log.close()
 

@@ -889,10 +889,11 @@ def _store(path: Path, handle: BinaryIO, seen: os.stat_result, spec: DatasetSpec
     # Going on from a content landed whole, this one is the appended rows alone: its counts, its quarantine, and a reading
     # of it again begin where that content ended. Going on from an unfinished reading, it is that reading's file, whole.
     from_landed = grown_from in {sha for sha, _ in landed}
-    if grown_from is not None:  # one file, grown: its rows are numbered on under its first content's ids
-        earlier_began, earlier_prefix = log.lineage(grown_from)
-        began = FileProgress(progress.position, progress.line, progress.parsed) if from_landed else earlier_began
-        id_prefix = earlier_prefix or grown_from[:16]
+    if from_landed:  # its own rows begin there, under its own ids: two files grown apart from one landed content never share one
+        began = FileProgress(progress.position, progress.line, progress.parsed)
+    elif grown_from is not None:  # one reading, gone on: its rows are numbered on under that reading's ids, from where its own began
+        began, inherited = log.lineage(grown_from)
+        id_prefix = inherited or grown_from[:16]
     hand_over_quarantine = not from_landed
     # A reading again replaces the file's quarantine, in its first batch's transaction (not again when it resumes).
     releasing = bool(read_again) and not progress.counts.rows
