@@ -537,3 +537,24 @@ def test_a_file_killed_mid_reading_then_appended_to_lands_each_row_once(tmp_path
         assert log._query("SELECT count(*) FROM file_progress")[1][0][0] == 0
     finally:
         log.close()
+
+
+def test_another_file_of_a_landed_name_is_noted_only_when_its_rows_have_no_ids(tmp_path: Path, adult_spec: DatasetSpec, adult_rows: pd.DataFrame) -> None:
+    """The third review: the note read the spec's id column alone (the log's own `event_id` column is one too), named the
+    file itself when it was landed again, and hid the ignored-columns note."""
+    rows = adult_rows[COLUMNS].head(25)
+    log = EventLog(tmp_path / "events.sqlite", adult_spec)
+    try:
+        ingest_file(_write(rows.head(20), tmp_path / "ids.csv"), adult_spec, log, _policy(1500))
+        with_ids = ingest_file(_write(rows.iloc[::-1], tmp_path / "ids.csv"), adult_spec, log, _policy(1500))
+        assert (with_ids.ingested, with_ids.duplicates, with_ids.note) == (5, 20, ""), with_ids
+        bare = rows.drop(columns=["event_id", "event_time"])
+        ingest_file(_write(bare.head(20), tmp_path / "bare.csv"), adult_spec, log, _policy(1500))
+        other = ingest_file(_write(bare.iloc[::-1].assign(comment="x"), tmp_path / "bare.csv"), adult_spec, log, _policy(1500))
+        assert other.note.startswith("another file named 'bare.csv' was landed before (") and other.note.endswith("; ignored columns: comment"), other
+        header = tmp_path / "empty.csv"
+        for _ in range(2):
+            header.write_text(",".join(bare.columns) + "\n")
+            assert ingest_file(header, adult_spec, log, _policy(1500)).note in ("no rows", "already ingested")
+    finally:
+        log.close()

@@ -44,8 +44,11 @@ def retraining_slot(instance: dg.DagsterInstance, model: str) -> Iterator[dict[s
     from mlplatform.orchestration.trigger import retraining_elsewhere
     from mlplatform.orchestration.warm_runs import RunWorker, fail_runs_left_behind, on_this_machine
 
+    lock, writable = Path(instance.root_directory) / f".retraining-{model}.lock", True
     try:
-        fd: int | None = os.open(Path(instance.root_directory) / f".retraining-{model}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+        fd: int | None = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
+    except PermissionError:  # another user's lock file: locked all the same, read-only (flock needs no write access)
+        fd, writable = _open_read_only(lock), False
     except OSError:  # a Dagster home this user cannot write (a shared production one): the instance's runs alone decide
         fd = None
     try:
@@ -56,8 +59,9 @@ def retraining_slot(instance: dg.DagsterInstance, model: str) -> Iterator[dict[s
                 holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
                 raise RetrainingBusy(f"a retraining of {model} is running in another command on this machine (pid {holder or 'unknown'}): "
                                      "wait for it to end") from None
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, str(os.getpid()).encode(), 0)  # who holds it, for the refusal of the next one
+            if writable:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, str(os.getpid()).encode(), 0)  # who holds it, for the refusal of the next one
         local = on_this_machine(instance)  # on PostgreSQL, runs of other machines: their processes are not this one's to judge
         if local:
             fail_runs_left_behind(instance, this_machine_only=True)
@@ -92,6 +96,13 @@ def raise_on_failure(result: RunResult, what: str) -> RunResult:
         reasons = blocked or failures or list(dict.fromkeys(others))
         raise LaunchError(f"{what} failed (run {result.run_id}): {' | '.join(reasons) or 'see the run in the Dagster UI'}")
     return result
+
+
+def _open_read_only(path: Path) -> int | None:
+    try:
+        return os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
 
 
 def materialize(instance: dg.DagsterInstance, model: str, assets: Sequence[str], tags: dict[str, str] | None = None,

@@ -143,11 +143,10 @@ class FileOutcome(FileCounts):
             return self.read_again
         if self.grown:
             return self.grown
-        if self.replaced:
-            return self.replaced
         if not self.rows:
             return "no rows"
-        return f"ignored columns: {', '.join(self.extra_columns)}" if self.extra_columns else ""
+        ignored = f"ignored columns: {', '.join(self.extra_columns)}" if self.extra_columns else ""
+        return "; ".join(n for n in (self.replaced, ignored) if n)
 
 
 @dataclass
@@ -948,8 +947,10 @@ def _store(path: Path, handle: BinaryIO, seen: os.stat_result, spec: DatasetSpec
         log.record_file(digest, path.name, progress.counts, progress if plain_text and progress.position else None)
     # Another content of this name, not gone on from: a corrected export, say. Without ids, rows it shares with the
     # earlier one are new events again (the acceptance probe: 27 rows stored twice, nothing said).
-    replaced = (f"another file named {path.name!r} was landed before ({', '.join(sha[:CONTENT_CHARS] for sha, _ in landed)}): without an id "
-                "column, rows the two share are events of both" if landed and not grown and not read_again and spec.id_column not in columns else "")
+    others = [sha[:CONTENT_CHARS] for sha, _ in landed if sha != digest]
+    has_ids = spec.id_column in columns or EVENT_ID in columns  # validation's own choice of an id column
+    replaced = (f"another file named {path.name!r} was landed before ({', '.join(others)}): without an id column, rows the two share are "
+                "events of both" if others and not grown and not read_again and not has_ids else "")
     return FileOutcome(name=path.name, extra_columns=extra, read_again=read_again, grown=grown, replaced=replaced, **asdict(progress.counts))
 
 

@@ -554,7 +554,9 @@ def apply_decision(registry: Registry, evaluation: Evaluation, dagster_run_id: s
         if late is not evaluation:
             registry.tag_version(evaluation.challenger_version, {tag("decision"): late.verdict, tag("decision_reason"): late.decision.reason})
             return late
-        registry.promote(evaluation.challenger_version, d.reason, by=f"dagster run {dagster_run_id}" if dagster_run_id else "mlplatform")
+        now = registry.champion_record()
+        if now is None or now.version != evaluation.challenger_version:  # a person made it champion meanwhile: their move stands
+            registry.promote(evaluation.challenger_version, d.reason, by=f"dagster run {dagster_run_id}" if dagster_run_id else "mlplatform")
     return evaluation
 
 
