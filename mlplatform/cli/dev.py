@@ -176,13 +176,14 @@ def stop_all(servers: list[Server], grace_seconds: float) -> None:
     `dev`.
     """
     groups = [g for s in servers for g in s.groups]
-    deadline = time.monotonic() + grace_seconds
+    start = time.monotonic()
+    leaders_deadline, deadline = start + grace_seconds * LEADERS_SHARE_OF_GRACE, start + grace_seconds
     for server in servers:
         server.interrupt()
     for server in servers:
         if server.process is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
-                server.process.wait(max(0.1, deadline - grace_seconds * (1 - LEADERS_SHARE_OF_GRACE) - time.monotonic()))
+                server.process.wait(max(0.1, leaders_deadline - time.monotonic()))
     leaders = {s.process.pid for s in servers if s.process is not None and s.process.poll() is None}
     for pid in running_in(groups):  # not a leader still stopping: a second SIGINT would cut its own shutdown short
         if pid not in leaders:

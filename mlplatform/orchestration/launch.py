@@ -32,6 +32,19 @@ class RetrainingBusy(LaunchError):
     """Another retraining of the model is running: one at a time per model, as the run queue keeps the daemon's."""
 
 
+def _open_lock(path: Path) -> tuple[int | None, bool]:
+    """The lock file, and whether this user may write it: another user's is locked all the same, read-only (flock needs
+    no write access); in a Dagster home this user cannot write (a shared production one), there is none (None)."""
+    for flags in (os.O_CREAT | os.O_RDWR, os.O_RDONLY):
+        try:
+            return os.open(path, flags, 0o644), flags != os.O_RDONLY
+        except PermissionError:
+            continue
+        except OSError:
+            break
+    return None, False
+
+
 @contextmanager
 def retraining_slot(instance: dg.DagsterInstance, model: str) -> Iterator[dict[str, str]]:
     """The tags of a retraining run of `model` started here, or RetrainingBusy. A run executed in this process skips
@@ -44,13 +57,7 @@ def retraining_slot(instance: dg.DagsterInstance, model: str) -> Iterator[dict[s
     from mlplatform.orchestration.trigger import retraining_elsewhere
     from mlplatform.orchestration.warm_runs import RunWorker, fail_runs_left_behind, on_this_machine
 
-    lock, writable = Path(instance.root_directory) / f".retraining-{model}.lock", True
-    try:
-        fd: int | None = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
-    except PermissionError:  # another user's lock file: locked all the same, read-only (flock needs no write access)
-        fd, writable = _open_read_only(lock), False
-    except OSError:  # a Dagster home this user cannot write (a shared production one): the instance's runs alone decide
-        fd = None
+    fd, writable = _open_lock(Path(instance.root_directory) / f".retraining-{model}.lock")
     try:
         if fd is not None:
             try:
@@ -96,13 +103,6 @@ def raise_on_failure(result: RunResult, what: str) -> RunResult:
         reasons = blocked or failures or list(dict.fromkeys(others))
         raise LaunchError(f"{what} failed (run {result.run_id}): {' | '.join(reasons) or 'see the run in the Dagster UI'}")
     return result
-
-
-def _open_read_only(path: Path) -> int | None:
-    try:
-        return os.open(path, os.O_RDONLY)
-    except OSError:
-        return None
 
 
 def materialize(instance: dg.DagsterInstance, model: str, assets: Sequence[str], tags: dict[str, str] | None = None,

@@ -74,7 +74,6 @@ class ReferenceWindow:
     label_seq_cutoff: int
     seq_cutoff: int | None  # the window's last event in order of arrival (None: a version logged before it was recorded)
 
-
     def span(self) -> dict[str, object]:
         """Which events the reference is, as the champion's window tags say: its training rows' times and label cut-off."""
         return {"reference_from": iso_time(self.start_us), "reference_until": iso_time(self.train_end_us), "reference_label_seq_cutoff": self.label_seq_cutoff}

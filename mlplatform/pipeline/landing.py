@@ -893,7 +893,6 @@ def _store(path: Path, handle: BinaryIO, seen: os.stat_result, spec: DatasetSpec
     elif grown_from is not None:  # one reading, gone on: its rows are numbered on under that reading's ids, from where its own began
         began, inherited = log.lineage(grown_from)
         id_prefix = inherited or grown_from[:16]
-    hand_over_quarantine = not from_landed
     # A reading again replaces the file's quarantine, in its first batch's transaction (not again when it resumes).
     releasing = bool(read_again) and not progress.counts.rows
     collector = _CycleCollector(slack_kb=max(2 * policy.batch_bytes, MIN_COLLECTION_SLACK_BYTES) // 1024)
@@ -920,7 +919,7 @@ def _store(path: Path, handle: BinaryIO, seen: os.stat_result, spec: DatasetSpec
                         log.release_quarantined(digest, from_line=began.line if began.position else 0)
                         releasing = False
                     if grown_from is not None:
-                        log.hand_over(grown_from, digest, began, id_prefix, quarantine=hand_over_quarantine)
+                        log.hand_over(grown_from, digest, began, id_prefix, quarantine=not from_landed)
                         grown_from = None
                     if not frame.empty:
                         if labels_only:
@@ -943,7 +942,7 @@ def _store(path: Path, handle: BinaryIO, seen: os.stat_result, spec: DatasetSpec
     _check_settled(path, handle, seen)
     with log.transaction():
         if grown_from is not None:  # nothing was read after the earlier reading: still its successor
-            log.hand_over(grown_from, digest, began, id_prefix, quarantine=hand_over_quarantine)
+            log.hand_over(grown_from, digest, began, id_prefix, quarantine=not from_landed)
         log.record_file(digest, path.name, progress.counts, progress if plain_text and progress.position else None)
     # Another content of this name, not gone on from: a corrected export, say. Without ids, rows it shares with the
     # earlier one are new events again (the acceptance probe: 27 rows stored twice, nothing said).

@@ -519,7 +519,7 @@ def record_evaluation(spec: DatasetSpec, registry: Registry, snapshot: FeatureSn
 
 def apply_decision(registry: Registry, evaluation: Evaluation, dagster_run_id: str | None) -> Evaluation:
     """Record the decision on the challenger version and move `@champion` if it won; returns the evaluation applied (a
-    promotion is withdrawn if the champion moved or was pinned while it was judged, see `_against_the_champion_now`).
+    promotion is withdrawn if the champion moved or was pinned while it was judged, see `_withdrawn`).
     For a champion already, only the timeline entry a failed attempt may have left unwritten (promote moves the alias
     first), so no sensor takes that promotion for a move made outside the platform."""
     if evaluation.already_champion:
@@ -528,7 +528,7 @@ def apply_decision(registry: Registry, evaluation: Evaluation, dagster_run_id: s
             reason = registry.get_version(record.version).tags.get(tag("decision_reason")) or evaluation.decision.reason
             registry.promote(record.version, reason, by=f"dagster run {dagster_run_id}" if dagster_run_id else "mlplatform")
         return evaluation
-    evaluation = _against_the_champion_now(registry, evaluation)
+    evaluation = _withdrawn(evaluation, registry.champion_record())
     d = evaluation.decision
     registry.tag_version(
         evaluation.challenger_version,
@@ -550,22 +550,22 @@ def apply_decision(registry: Registry, evaluation: Evaluation, dagster_run_id: s
         registry.log_metrics(evaluation.challenger_version, {f"shadow_{k}": v for k, v in evaluation.shadow.challenger_metrics.items()}
                              | {"shadow_events": float(evaluation.shadow.events)})
     if d.promote:
-        late = _against_the_champion_now(registry, evaluation)  # moved or pinned while the decision was being recorded
+        now = registry.champion_record()
+        late = _withdrawn(evaluation, now)  # moved or pinned while the decision was being recorded
         if late is not evaluation:
             registry.tag_version(evaluation.challenger_version, {tag("decision"): late.verdict, tag("decision_reason"): late.decision.reason})
             return late
-        now = registry.champion_record()
         if now is None or now.version != evaluation.challenger_version:  # a person made it champion meanwhile: their move stands
             registry.promote(evaluation.challenger_version, d.reason, by=f"dagster run {dagster_run_id}" if dagster_run_id else "mlplatform")
     return evaluation
 
 
-def _against_the_champion_now(registry: Registry, evaluation: Evaluation) -> Evaluation:
+def _withdrawn(evaluation: Evaluation, now: ChampionRecord | None) -> Evaluation:
     """A promotion stands only against the champion it was judged with. The concurrency probe: a person pinned the
     champion while the challenger was judged (the pin is read as the evaluation starts), and a second later the
     challenger replaced it, the pin silently gone. Moved or pinned meanwhile, the champion stays, and the decision says
-    why; the challenger can be judged again against the champion as it is now."""
-    now = registry.champion_record()
+    why; the challenger can be judged again against the champion as it is now (`now`: the champion as the registry
+    has it at this moment)."""
     d = evaluation.decision
     if not d.promote or now is None or now.version == evaluation.challenger_version or (now.version == evaluation.champion_version and not now.pinned):
         return evaluation

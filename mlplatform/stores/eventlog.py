@@ -126,7 +126,7 @@ class FileProgress:
 
 _COUNTED_PROGRESS = ("position", "line", "parsed", *_COUNT_COLUMNS)
 _PROGRESS_COLUMNS = (*_COUNTED_PROGRESS, "prefix_sha256")  # the columns of table file_progress
-_ENDED_AT = ("position", "line", "parsed")  # of table files: where a plain text file read to its end ended, at a line end
+_ENDED_AT = ("position", "line", "parsed")  # of table files: where a plain text file read to its end ended
 
 
 def _storable(text: str) -> str:
