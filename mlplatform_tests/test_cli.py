@@ -405,3 +405,25 @@ def test_a_dagster_home_without_room_for_the_lock_leaves_the_runs_to_decide(stat
     monkeypatch.setattr(launch.os, "open", refused)
     with launch.retraining_slot(instance, "adult") as tags:
         assert tags[RETRAIN_TAG] == "adult"
+
+
+def test_an_oversized_release_reason_is_kept_whole_and_shown_cut(tmp_path: Path) -> None:
+    """A 100,000-character reason (pasted logs) is recorded whole (`--json`), and the terminal listing shows its start and
+    its length, as it does a refused record."""
+    from mlplatform.cli.quarantine import RECORD_CHARS, render_quarantine
+    from mlplatform.domain.spec import load_spec
+    from mlplatform.settings import DEFAULT_SPEC
+    from mlplatform.stores.eventlog import EventLog
+
+    log = EventLog(tmp_path / "events.sqlite", load_spec(DEFAULT_SPEC))
+    try:
+        log.quarantine(pd.DataFrame({"row_number": [2], "reason": ["bad"], "record": ["{}"]}), "export.csv", "ab" * 32)
+        pasted = "é" * 100_000
+        assert log.release_quarantined_file("export.csv", by="ops", reason=pasted) == 1
+        [kept] = log.quarantine_releases().to_dict("records")
+        assert kept["reason"] == pasted
+    finally:
+        log.close()
+    found = {"model": "adult", "quarantined": 0, "file": None, "reasons": [], "latest": [], "released": [{**kept, "released_at": "2026-12-06T00:00:00+00:00"}]}
+    [line] = [line for line in render_quarantine(found).splitlines() if "by ops" in line]
+    assert line.endswith(f": {'é' * RECORD_CHARS}… (100000 characters)") and len(line) < RECORD_CHARS + 120
