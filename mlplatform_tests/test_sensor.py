@@ -116,6 +116,24 @@ def test_cooldown_holds_against_thrashing(platform: Platform, monkeypatch: pytes
     assert len(platform.tick(SENSOR_NAME, recent).run_requests or []) == 1
 
 
+def test_no_trigger_while_a_retraining_of_the_model_is_unfinished(platform: Platform) -> None:
+    due = _cursor(_watermark(platform) - EVERY_N)
+    assert len(platform.tick(SENSOR_NAME, due).run_requests or []) == 1
+
+    @dg.job(name="adult_retrain")
+    def retraining() -> None:
+        pass
+
+    unfinished = platform.instance.create_run_for_job(retraining, tags={RETRAIN_TAG: "adult"})
+    other_model = platform.instance.create_run_for_job(retraining, tags={RETRAIN_TAG: "bike_sharing"})
+    held = platform.tick(SENSOR_NAME, due)
+    assert not held.run_requests and f"retraining run {unfinished.run_id[:8]} is unfinished" in (held.skip_message or "")
+    assert held.cursor == due, "a held tick does not move the cursor"
+    platform.instance.report_run_canceled(unfinished)
+    assert len(platform.tick(SENSOR_NAME, due).run_requests or []) == 1, f"another model's retraining ({other_model.run_id[:8]}) holds nothing"
+    platform.instance.report_run_canceled(other_model)
+
+
 def test_drift_triggers_one_run_with_the_reason_in_its_tags(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
     scenario = DriftScenario(shift_numeric={"age": 1.5, "hours-per-week": 1.5, "education-num": 1.0}, category_mix={"workclass": "Self-emp-inc", "occupation": "Sales", "marital-status": "Never-married", "relationship": "Own-child"})
     drifted = inject_drift(platform.next_rows(300), platform.spec, scenario, reference=platform.rows.iloc[:CHAMPION_ROWS])
@@ -434,7 +452,10 @@ def test_a_realized_quality_drop_on_served_predictions_triggers_one_retraining(p
     again = platform.tick(SENSOR_NAME, result.cursor)
     assert not again.run_requests and "the latest realized quality reading already triggered a retraining" in (again.skip_message or "")
 
-    create_run_for_test(platform.instance, job_name="__ASSET_JOB", tags={**tags, LAUNCHED_BY_TAG: SENSOR_NAME})  # the run the request made
+    made = create_run_for_test(platform.instance, job_name="__ASSET_JOB", tags={**tags, LAUNCHED_BY_TAG: SENSOR_NAME})  # the run the request made
+    waiting = platform.tick(SENSOR_NAME, None)
+    assert not waiting.run_requests and f"retraining run {made.run_id[:8]} is unfinished" in (waiting.skip_message or "")
+    platform.instance.report_run_canceled(made)
     lost = platform.tick(SENSOR_NAME, None)
     assert not lost.run_requests and "already triggered" in (lost.skip_message or ""), "a lost cursor is rebuilt from the run's tags"
 

@@ -22,7 +22,7 @@ from mlplatform.domain.policy import Cursor
 from mlplatform.orchestration.instance import retrain_run_tags
 from mlplatform.orchestration.names import DRIFT_RUN, EVALUATION_REPORT, RAW_EVENTS, RETRAINING, TRAINED_MODEL, ModelNames
 from mlplatform.orchestration.resources import PlatformResource
-from mlplatform.orchestration.trigger import UNFINISHED, evaluate, latest
+from mlplatform.orchestration.trigger import UNFINISHED, evaluate, latest, retraining_elsewhere
 from mlplatform.pipeline.landing import LandingPolicy, landing_candidates
 from mlplatform.pipeline.shadow import shadow_wait_left
 from mlplatform.root import ModelContext
@@ -114,6 +114,9 @@ def build_sensors(names: ModelNames, landing_sensor_running: bool = True) -> lis
             tags = {**retrain_run_tags(model_name), REASON_TAG: wait.due, LAUNCHED_BY_TAG: f"{names.retraining_sensor}/{wait.due}"}
             return dg.SensorResult(run_requests=[dg.RunRequest(run_key=wait.run_key, asset_selection=[names.asset(EVALUATION_REPORT)], tags=tags)],
                                    cursor=context.cursor)
+        busy = retraining_elsewhere(context.instance, model_name, "")
+        if busy is not None:  # its evaluation may move the champion the policy reads: a trigger now would retrain on the same evidence
+            return dg.SensorResult(skip_reason=f"retraining run {busy[:8]} is unfinished: the policy decides again once it ends", cursor=context.cursor)
         cursor, was_reset = Cursor.from_json(context.cursor)
         verdict = evaluate(context.instance, model, names, record, None if was_reset or not context.cursor else cursor)
         if verdict.trigger is None:
