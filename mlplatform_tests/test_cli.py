@@ -6,6 +6,7 @@ import hashlib
 import json
 import time
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -427,3 +428,30 @@ def test_an_oversized_release_reason_is_kept_whole_and_shown_cut(tmp_path: Path)
     found = {"model": "adult", "quarantined": 0, "file": None, "reasons": [], "latest": [], "released": [{**kept, "released_at": "2026-12-06T00:00:00+00:00"}]}
     [line] = [line for line in render_quarantine(found).splitlines() if "by ops" in line]
     assert line.endswith(f": {'é' * RECORD_CHARS}… (100000 characters)") and len(line) < RECORD_CHARS + 120
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_materialize_and_cancels_its_run(state: Settings, instance: dg.DagsterInstance, adult_spec: DatasetSpec,
+                                                        adult_rows: pd.DataFrame, signum: int) -> None:
+    """Ctrl-C (SIGINT) and Terminate in the UI (SIGTERM to the command, the run's worker) stop the command. Dagster retried
+    the interrupted step under its retry policy: a Ctrl-C was retried away and the run succeeded."""
+    write_batches(adult_rows.iloc[:1500], adult_spec, state.landing_dir, 1500)
+    env = {**os.environ, "MLPLATFORM_TUNING_TRIALS": "500", "MLPLATFORM_TUNING_SECONDS": "600"}  # a step still running when the signal comes
+    process = subprocess.Popen([sys.executable, "-m", "mlplatform.cli", "materialize", "--model", "adult"], env=env, cwd=REPO_ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # a background child ignores SIGINT otherwise
+    training = ModelNames("adult").asset("trained_model").to_python_identifier()
+    deadline = time.monotonic() + 180
+    while not any(r.dagster_event and r.dagster_event.event_type_value == "STEP_START" and r.step_key == training
+                  for run in instance.get_runs(limit=1) for r in instance.all_logs(run.run_id)):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.2)
+    time.sleep(1.0)  # into the tuning trials
+    process.send_signal(signum)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 128 + signum, (out, err)
+    [run] = instance.get_runs()
+    name = {signal.SIGINT: "SIGINT (Ctrl-C)", signal.SIGTERM: "SIGTERM (Terminate in the Dagster UI"}[signum]
+    assert f"stopped by {name}" in err and f"run {run.run_id}" in err and "canceled" in err, err
+    assert run.status == dg.DagsterRunStatus.CANCELED and "materialized" not in out
+    assert main(["materialize", "--model", "adult", "--select", "raw_events"]) == 0, "the retraining lock went with the command"

@@ -88,7 +88,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from mlplatform.orchestration.instance import prepare_dagster_home
-    from mlplatform.orchestration.launch import LaunchError, RetrainingBusy, materialize, retraining_slot
+    from mlplatform.orchestration.launch import LaunchError, RetrainingBusy, Stopped, materialize, retraining_slot
     from mlplatform.orchestration.names import ALL_ASSETS, EVALUATION_REPORT, TRAINED_MODEL, ModelNames
     from mlplatform.orchestration.trigger import latest
 
@@ -107,6 +107,9 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         except RetrainingBusy as exc:
             print(f"materialize: {exc}", file=sys.stderr)
             return 2
+        except Stopped as exc:
+            print(f"materialize: {exc}", file=sys.stderr)
+            return exc.exit_code
         except LaunchError as exc:
             print(f"materialize: {exc}", file=sys.stderr)
             return 1
