@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from mlplatform.domain.evaluation import classes_training_lacks, default_floor, passes_floor, score
 from mlplatform.domain.training import TrainingConfig, TrainingError, check_window, fit_transformer, refit, train, tuned_params
 from mlplatform.domain.window_choice import train_best_window
-from mlplatform.pipeline.retraining import change_window, judge, prune_snapshots, train_on_best_window
+from mlplatform.pipeline.retraining import change_window, evidence_on, judge, prune_snapshots, train_on_best_window
 from mlplatform.settings import Settings
 from mlplatform.domain.validation import EVENT_ID, LABEL, validate_frame
 
@@ -272,6 +272,25 @@ def test_against_a_refit_champion_only_holdout_rows_after_its_cutoff_are_judged(
     assert "cut-off" not in plain.decision.reason
     first = judge(settings, adult_spec, holdout, challenger, None, np.arange(600) >= 500)  # no champion: every row
     assert first.judged_rows == 600 and first.decision.promote
+
+    # With few rows after its cut-off, its own hold-out's rows are judged by its validation model's recorded predictions,
+    # never in-sample (the probe: challenger 0.8922 against the refit champion's in-sample 0.9404 on the same rows).
+    validation = train(window.head(1500), adult_spec, FAST).predictor  # the champion's validation model, its hold-out rows 0-399
+    recorded = evidence_on(validation.predict(holdout.iloc[:400]).set_axis(holdout[EVENT_ID].iloc[:400]), holdout.sample(frac=1, random_state=1))
+    assert sorted(recorded.index) == list(range(400)), "aligned by event id, whatever the order"
+    fair = judge(settings, adult_spec, holdout, challenger, trained.predictor, np.arange(600) >= 500, recorded)
+    rows = np.r_[0:400, 500:600]
+    assert fair.judged_rows == 500 and fair.challenger_metrics == score(adult_spec, holdout[LABEL].iloc[rows], challenger.iloc[rows])
+    mixed = pd.concat([validation.predict(holdout.iloc[:400]), trained.predictor.predict(holdout.iloc[500:])])
+    assert fair.champion_metrics == score(adult_spec, holdout[LABEL].iloc[rows], mixed) != few.champion_metrics
+    assert "judged out of sample: on 400 rows of its own hold-out by its validation model's predictions recorded at its training, " \
+           "on the 100 labelled after its cut-off by its own" in fair.decision.reason
+    none_after = judge(settings, adult_spec, holdout, challenger, trained.predictor, np.zeros(600, dtype=bool), recorded)
+    assert none_after.judged_rows == 400 and "recorded at its training)" in none_after.decision.reason
+    too_few = judge(settings, adult_spec, holdout, challenger, trained.predictor, np.arange(600) >= 550, recorded.head(100))
+    assert too_few.judged_rows == 600 and "only 50 came after its cut-off, fewer than 200" in too_few.decision.reason
+    enough_after = judge(settings, adult_spec, holdout, challenger, trained.predictor, np.arange(600) >= 300, recorded)
+    assert enough_after.champion_metrics == after.champion_metrics, "with enough rows after its cut-off, only they are judged, as before"
 
 
 def test_a_multiclass_floor_failed_by_a_class_the_training_rows_lack_says_so() -> None:

@@ -30,7 +30,7 @@ from mlplatform.domain.policy import DRIFT, QUALITY_DROP, RECORD_SIZE, Cursor, O
 from mlplatform.pipeline.live_quality import realized_reading
 from mlplatform.domain.predictor import PREDICTION, PROBABILITY, Predictor
 from mlplatform.pipeline.replay import DriftScenario, read_source, select_stream
-from mlplatform.pipeline.retraining import change_window, judge, prepare_window, train_on_best_window
+from mlplatform.pipeline.retraining import change_window, evidence_on, judge, prepare_window, train_on_best_window
 from mlplatform.settings import Settings
 from mlplatform.domain.spec import LABEL_REF, DatasetSpec, Task
 from mlplatform.domain.training import TrainingConfig, train
@@ -264,6 +264,7 @@ class PlatformPolicy(Policy):
         self.champion: Predictor | None = None
         self.champion_cutoff: int | None = None
         self.champion_refit = False  # refit on its hold-out: judged against on the rows after its cut-off (retraining.judge)
+        self.champion_evidence: pd.DataFrame | None = None  # a refit champion's validation predictions on its hold-out, by event id
         self.reference: pd.DataFrame | None = None
         self.cursor = Cursor()
         self.record: tuple[RetrainOutcome, ...] = ()  # the policy's own record, newest first, as trigger.policy_record reads it
@@ -287,13 +288,15 @@ class PlatformPolicy(Policy):
         fit = train_on_best_window(self.settings, self.spec, train_part, holdout, transformer, weights=self._weights, since_change=since_change)
         unseen = None if not self.champion_refit else np.arange(len(history) - len(holdout), len(history)) >= self.champion_cutoff
         evidence = fit.validation.predictor.predict(holdout)
-        verdict = judge(self.settings, self.spec, holdout, evidence, self.champion, unseen)
+        recorded = None if self.champion_evidence is None else evidence_on(self.champion_evidence, holdout)
+        verdict = judge(self.settings, self.spec, holdout, evidence, self.champion, unseen, recorded)
         self.stats.fits += 1
         self.stats.train_seconds += time.perf_counter() - started
         if verdict.decision.promote:
             self.stats.promotions += 1
             self.champion = fit.served.predictor
             self.champion_refit = fit.refit_rows > 0
+            self.champion_evidence = evidence.set_axis(holdout[EVENT_ID]) if self.champion_refit else None  # as trained_model records it
             self.champion_cutoff = len(history)
             self.holdout_reference = score(self.spec, holdout[LABEL], evidence)  # as the asset's estimator: out of sample, refit or not
             self.reference = train_part
