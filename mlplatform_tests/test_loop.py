@@ -165,7 +165,8 @@ def test_the_definitions_load_from_workspace_yaml() -> None:
     assert keys == {f"{m}/{a}" for m in ("adult", "bike_sharing") for a in (*LOOP, "drift_report", "retraining_trigger", "drift_dashboard", "live_quality",
                                                                                     "estimated_performance")}
     assert {j.name for j in defs.resolve_all_job_defs() if not j.name.startswith("__")} == {
-        "adult_retrain", "adult_set_champion", "bike_sharing_retrain", "bike_sharing_set_champion"}
+        "adult_retrain", "adult_set_champion", "bike_sharing_retrain", "bike_sharing_set_champion", "run_history_retention"}
+    assert {s.name for s in defs.schedules} == {"adult_live_quality_schedule", "bike_sharing_live_quality_schedule", "run_history_retention"}
     assert {s.name for s in defs.sensors} == {
         *(f"{m}_{s}" for m in ("adult", "bike_sharing") for s in ("retraining_sensor", "drift_report_sensor", "landing_sensor", "alerts_sensor")),
         "run_failure_alerts", "run_success_alerts"}

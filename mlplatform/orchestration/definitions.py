@@ -7,6 +7,7 @@ from mlplatform.orchestration.alerts import run_alert_sensors
 from mlplatform.orchestration.executor import run_executor
 from mlplatform.orchestration.io import RunScopedIOManager
 from mlplatform.orchestration.resources import PlatformResource
+from mlplatform.orchestration.retention import run_history_retention_job, run_history_schedule
 from mlplatform.root import platform
 from mlplatform.settings import REPO_ROOT
 
@@ -17,6 +18,8 @@ def defs() -> dg.Definitions:
     resource = PlatformResource()
     shared = dg.Definitions(
         sensors=run_alert_sensors,
+        jobs=[run_history_retention_job],
+        schedules=[run_history_schedule],
         resources={"platform": resource, "handover": RunScopedIOManager(platform=resource)},
         executor=run_executor(settings),
     )

@@ -45,10 +45,11 @@ def _psycopg2_url(url: str) -> str:
     return f"postgresql+psycopg2://{rest}" if sep and scheme in ("postgresql", "postgres") else url
 
 
-def instance_config(postgres_url: str | None = None, warm_run_workers: bool = True, skipped_ticks_keep_days: int = 2) -> dict[str, object]:
+def instance_config(postgres_url: str | None = None, warm_run_workers: bool = True, skipped_ticks_keep_days: int = 2,
+                    run_history_keep_days: int = 14) -> dict[str, object]:
     """dagster.yaml; with `postgres_url`, runs, event logs and schedules live in that database instead of SQLite files;
     with `warm_run_workers`, runs are forked from a warm process (WarmRunLauncher) instead of spawned by the code server;
-    skipped sensor ticks purged by the daemon after `skipped_ticks_keep_days`."""
+    skipped sensor ticks purged by the daemon after `skipped_ticks_keep_days`, schedule ticks after `run_history_keep_days`."""
     storage = {"storage": {"postgres": {"postgres_url": _psycopg2_url(postgres_url)}}} if postgres_url else {}
     launcher = {"run_launcher": WARM_RUN_LAUNCHER} if warm_run_workers else {}
     return {
@@ -65,7 +66,8 @@ def instance_config(postgres_url: str | None = None, warm_run_workers: bool = Tr
                       "user_code_failure_retry_delay": LAUNCH_RETRY_DELAY_SECONDS},
         "sensors": {"use_threads": True, "num_workers": SENSOR_TICK_WORKERS},
         # Every sensor ticks every 5 s and mostly skips: the skipped ticks are most of what the instance stores.
-        "retention": {"sensor": {"purge_after_days": {"skipped": skipped_ticks_keep_days}}},
+        "retention": {"sensor": {"purge_after_days": {"skipped": skipped_ticks_keep_days}},
+                      "schedule": {"purge_after_days": run_history_keep_days}},  # live_quality ticks 288 times a day per model
         "code_servers": {"local_startup_timeout": CODE_SERVER_STARTUP_SECONDS, "reload_timeout": CODE_SERVER_STARTUP_SECONDS},
         "run_retries": {"enabled": True, "max_retries": 1},
         "run_monitoring": {"enabled": True, "max_runtime_seconds": 3600, "poll_interval_seconds": 30, "start_timeout_seconds": RUN_START_TIMEOUT_SECONDS},
@@ -83,7 +85,8 @@ def prepare_dagster_home(settings: Settings) -> str:
     if url:
         check_reachable(url, env_name("dagster_postgres_url"))
     config_path = settings.dagster_home / "dagster.yaml"
-    text = yaml.safe_dump(instance_config(url, settings.warm_run_workers, settings.skipped_ticks_keep_days), sort_keys=False)
+    text = yaml.safe_dump(instance_config(url, settings.warm_run_workers, settings.skipped_ticks_keep_days, settings.run_history_keep_days),
+                          sort_keys=False)
     if not config_path.exists() or config_path.read_text(encoding="utf-8") != text:
         staged = config_path.with_suffix(f".{os.getpid()}.tmp")
         staged.write_text(text, encoding="utf-8")

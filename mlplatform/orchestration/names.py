@@ -29,6 +29,7 @@ ALL_ASSETS = (RAW_EVENTS, *RETRAINING, DRIFT_REPORT, RETRAINING_TRIGGER, DRIFT_D
 # reads its own tag, one above its default.
 CRITICAL_STEP = {PRIORITY_TAG: "1", CELERY_STEP_PRIORITY_TAG: "6"}
 
+SET_CHAMPION_JOB_SUFFIX = "_set_champion"
 QUALITY_FLOOR_CHECK = "quality_floor"
 LIVE_QUALITY_CHECK = "live_quality_floor"
 ESTIMATE_FLOOR_CHECK = "estimate_floor"
@@ -61,7 +62,7 @@ class ModelNames:
 
     @property
     def champion_job(self) -> str:
-        return f"{self.prefix}_set_champion"
+        return f"{self.prefix}{SET_CHAMPION_JOB_SUFFIX}"
 
     @property
     def retraining_sensor(self) -> str:
