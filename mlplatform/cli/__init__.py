@@ -88,7 +88,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from mlplatform.orchestration.instance import prepare_dagster_home
-    from mlplatform.orchestration.launch import LaunchError, RetrainingBusy, Stopped, materialize, retraining_slot
+    from mlplatform.orchestration.launch import LaunchError, RetrainingBusy, materialize, retraining_slot
     from mlplatform.orchestration.names import ALL_ASSETS, EVALUATION_REPORT, TRAINED_MODEL, ModelNames
     from mlplatform.orchestration.trigger import latest
 
@@ -107,9 +107,6 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         except RetrainingBusy as exc:
             print(f"materialize: {exc}", file=sys.stderr)
             return 2
-        except Stopped as exc:
-            print(f"materialize: {exc}", file=sys.stderr)
-            return exc.exit_code
         except LaunchError as exc:
             print(f"materialize: {exc}", file=sys.stderr)
             return 1
@@ -336,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
                      "sensors in the UI's Automation page)")
     from mlplatform.cli.stack import StackError, check_reaches_stack
     from mlplatform.domain.spec import SpecError
+    from mlplatform.orchestration.interrupts import Stopped
     from mlplatform.root import PlatformError
     from mlplatform.stores.eventlog import EventLogError
 
@@ -352,6 +350,9 @@ def main(argv: list[str] | None = None) -> int:
     except EventLogError as exc:  # a store that cannot be reached or read: its message names the setting and the URL, no traceback
         print(f"mlplatform {args.command}: {exc}", file=sys.stderr)
         return 1
+    except Stopped as exc:  # Ctrl-C or SIGTERM stopped a run executing here (materialize, demo): said, with the shell's exit code
+        print(f"mlplatform {args.command}: {exc}", file=sys.stderr)
+        return exc.exit_code
     except BrokenPipeError:  # `mlplatform status | head`: the reader left; no traceback, and none at exit's flush either
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141  # 128 + SIGPIPE, as a shell reports it

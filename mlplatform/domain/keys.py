@@ -19,6 +19,7 @@ LAUNCHED_BY_TAG = "mlplatform/launched_by"
 # flight), its own run id: failed so that run retries launch it again, and alerted as an interruption (warning), not as a
 # failure. A retry inherits its parent's tags: the id tells the run that was interrupted from its retry.
 STACK_STOPPED_TAG = "mlplatform/stack_stopped"
+COMMAND_RUN_TAG = "mlplatform/command_run"  # a token of the command that orchestrates a run on Celery: how its interrupt finds the run
 RUN_WORKER_TAG = "mlplatform/run_worker"  # "<pid>:<start time>" of the process WarmRunLauncher forked for a run: what terminating and run monitoring look at
 TRIGGERED_AT_TAG = "mlplatform/triggered_at"
 # On every run that carries a trigger of a model's retraining policy (value: the model), whoever decided it: the retraining

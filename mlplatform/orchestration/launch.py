@@ -2,14 +2,8 @@
 the demo, the benchmarks and the tests use, so each runs what the daemon and the UI run."""
 
 import fcntl
-import math
 import os
-import select
-import signal
-import socket
-import sys
-import threading
-import time
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import cache
@@ -18,11 +12,11 @@ from pathlib import Path
 import dagster as dg
 from dagster._core.definitions.reconstruct import ReconstructableRepository
 from dagster._core.definitions.sensor_definition import SensorExecutionData
-from dagster._core.events import DagsterEventType
 from dagster._core.utils import make_new_run_id
 
-from mlplatform.domain.keys import RUN_KEY_TAG
+from mlplatform.domain.keys import COMMAND_RUN_TAG, RUN_KEY_TAG
 from mlplatform.orchestration.errors import root_cause
+from mlplatform.orchestration.interrupts import stops_on_signal
 from mlplatform.orchestration.names import DRIFT_RUN, ModelNames
 from mlplatform.orchestration.resources import PlatformResource
 from mlplatform.settings import REPO_ROOT
@@ -92,88 +86,6 @@ def retraining_slot(instance: dg.DagsterInstance, model: str) -> Iterator[dict[s
             os.close(fd)
 
 
-class Stopped(LaunchError):
-    """The command was told to stop (Ctrl-C, or SIGTERM: Terminate in the Dagster UI) and its run was canceled."""
-
-    def __init__(self, message: str, signum: int) -> None:
-        super().__init__(message)
-        self.exit_code = 128 + signum  # as a shell reports a command a signal ended
-
-
-STOP_GRACE_SECONDS = 20.0  # how long an interrupted step has to unwind before the command exits anyway
-_SIGNAL_NAMES = {signal.SIGINT: "SIGINT (Ctrl-C)", signal.SIGTERM: "SIGTERM (Terminate in the Dagster UI, or `kill`)"}
-
-
-@contextmanager
-def stops_on_signal(instance: dg.DagsterInstance, run_id: str | None, what: str) -> Iterator[None]:
-    """Ctrl-C and SIGTERM stop the run executing in this process, as they stop a command. Dagster's in-process execution
-    takes both as an interrupt of the running step, and retries a step interrupted under a retry policy
-    (`op_execution_error_boundary`): a Ctrl-C was retried away and the run went on to succeed. Dagster's handler is left
-    in place; the signal is seen through Python's wakeup fd, which every signal writes to whatever handles it. The first
-    marks the run canceling (a run that then ends on the interrupt is canceled, and Stopped is raised here); once the
-    interrupted step is up for retry, after STOP_GRACE_SECONDS, or on a second signal, the run is reported canceled and
-    the command exits, saying so."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    reader, writer = socket.socketpair()
-    writer.setblocking(False)
-    received: list[int] = []
-    done = threading.Event()
-
-    def abandon(signum: int, why: str) -> None:
-        run = instance.get_run_by_id(run_id) if run_id else None
-        if run is not None and not run.is_finished:
-            instance.report_engine_event(f"Stopped by {_SIGNAL_NAMES[signum]}: {why}.", run)
-            instance.report_run_canceled(run)
-        print(f"{what}: stopped by {_SIGNAL_NAMES[signum]}: {why}; run {run_id or 'not started'} canceled", file=sys.stderr, flush=True)
-        os._exit(128 + signum)
-
-    def retries() -> int:
-        return len(instance.get_records_for_run(run_id, of_type=DagsterEventType.STEP_UP_FOR_RETRY).records) if run_id else 0
-
-    def watch() -> None:
-        deadline, retried = math.inf, retries()  # a retry after the signal may be written before it is read here
-        while not done.is_set():
-            if select.select([reader], [], [], 0.1)[0]:
-                for signum in (s for s in reader.recv(64) if s in _SIGNAL_NAMES):
-                    if received:
-                        abandon(received[0], "a second signal")
-                    received.append(signum)
-                    run = instance.get_run_by_id(run_id) if run_id else None
-                    if run is not None and not run.is_finished:
-                        instance.report_run_canceling(run)
-                    deadline = time.monotonic() + STOP_GRACE_SECONDS
-            if received and not done.is_set() and retries() > retried:
-                abandon(received[0], "its interrupted step was to be retried")
-            if time.monotonic() > deadline and not done.is_set():
-                abandon(received[0], f"its step did not stop within {STOP_GRACE_SECONDS:g} s")
-
-    previous_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
-    previous_term = signal.signal(signal.SIGTERM, signal.default_int_handler)  # as Ctrl-C until Dagster's handler takes both
-    watcher = threading.Thread(target=watch, name="stop-watch", daemon=True)
-    watcher.start()
-    interrupted = False
-    try:
-        yield
-    except KeyboardInterrupt:  # before the run began, or between its steps
-        interrupted = True
-    finally:
-        signal.set_wakeup_fd(previous_fd)
-        signal.signal(signal.SIGTERM, previous_term)
-        done.set()
-        watcher.join()
-        if not received and select.select([reader], [], [], 0)[0]:  # a signal the watcher had no time to read
-            received += [s for s in reader.recv(64) if s in _SIGNAL_NAMES][:1]
-        reader.close()
-        writer.close()
-    if received or interrupted:
-        signum = received[0] if received else signal.SIGINT
-        run = instance.get_run_by_id(run_id) if run_id else None
-        ended = "canceled" if run is None else run.status.value.lower()
-        raise Stopped(f"stopped by {_SIGNAL_NAMES[signum]}: run {run_id if run else 'not started'} {ended}", signum)
-
-
 @cache
 def definitions() -> dg.Definitions:
     from mlplatform.orchestration.definitions import defs
@@ -209,13 +121,14 @@ def materialize(instance: dg.DagsterInstance, model: str, assets: Sequence[str],
     what = f"materializing {', '.join(assets)} of {model}"
     if asset_job.executor_def is dg.in_process_executor:
         run_id = make_new_run_id()
-        with stops_on_signal(instance, run_id, what):
+        with stops_on_signal(instance, what, lambda: instance.get_run_by_id(run_id)):
             result: RunResult = asset_job.get_subset(asset_selection=selection).execute_in_process(
                 instance=instance, tags=tags or {}, run_config=QUIET, raise_on_error=False, run_id=run_id)
-    else:  # steps run elsewhere: an interrupt here ends the orchestration as Dagster's executor handles it
+    else:  # execute_job takes no run id: the run is found by a tag of this command's own
         pointer = ReconstructableRepository.for_module(DEFINITIONS_MODULE, "defs", working_directory=str(REPO_ROOT))
-        with stops_on_signal(instance, None, what):
-            result = dg.execute_job(pointer.get_reconstructable_job(asset_job.name), instance, run_config=QUIET, tags=tags or {},
+        command = {COMMAND_RUN_TAG: uuid.uuid4().hex}
+        with stops_on_signal(instance, what, lambda: next(iter(instance.get_runs(filters=dg.RunsFilter(tags=command), limit=1)), None)):
+            result = dg.execute_job(pointer.get_reconstructable_job(asset_job.name), instance, run_config=QUIET, tags={**(tags or {}), **command},
                                     raise_on_error=False, asset_selection=sorted(selection, key=str))
     return raise_on_failure(result, what) if raise_on_error else result
 
@@ -237,8 +150,10 @@ def launch(instance: dg.DagsterInstance, model: str, request: dg.RunRequest) -> 
     """Run what a retraining sensor asked for (its assets: all of the retraining, or evaluation_report alone), in this
     process, with its tags and run key (the daemon does the same)."""
     job = definitions().resolve_job_def(ModelNames(model).retrain_job)
-    result = job.execute_in_process(instance=instance, tags=_request_tags(request), run_config=QUIET, raise_on_error=False,
-                                    asset_selection=request.asset_selection)
+    run_id = make_new_run_id()
+    with stops_on_signal(instance, f"retraining run of {model}", lambda: instance.get_run_by_id(run_id)):
+        result = job.execute_in_process(instance=instance, tags=_request_tags(request), run_config=QUIET, raise_on_error=False,
+                                        asset_selection=request.asset_selection, run_id=run_id)
     return raise_on_failure(result, f"retraining run of {model}")
 
 

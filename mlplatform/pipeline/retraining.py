@@ -479,7 +479,8 @@ def evaluate_challenger(settings: Settings, spec: DatasetSpec, registry: Registr
     champion_unseen = champion_recorded = None
     if champion is not None and int(registry.get_version(champion.version).tags.get(REFIT_ROWS_TAG, "0")) > 0:
         champion_unseen = unseen_after(holdout, champion.label_seq_cutoff)
-        champion_recorded = recorded_evidence(registry, holdout, champion.version)
+        if int(champion_unseen.sum()) < MIN_JUDGED_ROWS:  # only then are its own hold-out's rows judged (see `judge`)
+            champion_recorded = recorded_evidence(registry, holdout, champion.version)
     misfit = None if champion_predictor is None else spec_mismatch(champion_predictor, spec)
     predicted = hold_out_evidence(registry, holdout, challenger_version)
     judgement = judge(settings, spec, holdout, predicted, None if misfit else champion_predictor, champion_unseen, champion_recorded)

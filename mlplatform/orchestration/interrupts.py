@@ -1,0 +1,142 @@
+"""Ctrl-C and SIGTERM stop a run executing in this process (`mlplatform materialize`, the demo), as they stop a command.
+
+Dagster's in-process execution takes both as an interrupt of the running step and retries a step interrupted under a
+retry policy (`op_execution_error_boundary`): a Ctrl-C was retried away and the run went on to succeed, and a Terminate
+from the UI (SIGTERM to the command, the run's worker) did the same. Dagster's own handler is left in place; the signal
+is seen through Python's wakeup fd, which every signal writes to, whatever handles it. Imported by the CLI before
+anything heavy: Dagster is imported where it is used.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import select
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import dagster as dg
+
+STOP_GRACE_SECONDS = 20.0  # how long an interrupted step has to unwind before the command exits anyway
+SIGNAL_NAMES = {signal.SIGINT: "SIGINT (Ctrl-C)", signal.SIGTERM: "SIGTERM (Terminate in the Dagster UI, or `kill`)"}
+INTERRUPT_ERRORS = ("DagsterExecutionInterruptedError", "KeyboardInterrupt")  # the cause of a step retried because it was interrupted
+
+
+class Stopped(RuntimeError):
+    """The command was told to stop and its run ended without succeeding (canceled, or failed where Dagster could not
+    cancel it)."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum  # as a shell reports a command a signal ended
+
+
+def _interrupted_retries(instance: dg.DagsterInstance, run_id: str) -> int:
+    """The run's steps put up for retry because an interrupt stopped them: a retry for any other reason is no sign."""
+    from dagster._core.events import DagsterEventType
+
+    records = instance.get_records_for_run(run_id, of_type=DagsterEventType.STEP_UP_FOR_RETRY).records
+    errors = [record.event_log_entry.dagster_event.event_specific_data.error for record in records  # type: ignore[union-attr]
+              if record.event_log_entry.dagster_event is not None]
+    return sum(1 for e in errors if e is not None and e.cause is not None and e.cause.cls_name in INTERRUPT_ERRORS)
+
+
+def _settle(instance: dg.DagsterInstance, run: dg.DagsterRun | None) -> dg.DagsterRun | None:
+    """After the execution returned, a run still CANCELING gets its real end: the one its last run event set (the mark of
+    canceling came after it, and overwrote it), or canceled (it ended on the interrupt before Dagster could say so)."""
+    import dagster as dg
+    from dagster._core.events import DagsterEventType
+
+    if run is None or run.status != dg.DagsterRunStatus.CANCELING:
+        return run
+    ends = {DagsterEventType.RUN_SUCCESS, DagsterEventType.RUN_FAILURE, DagsterEventType.RUN_CANCELED}
+    last = instance.get_records_for_run(run.run_id, of_type=ends, limit=1, ascending=False).records
+    if last and last[0].event_log_entry.dagster_event is not None:
+        instance.run_storage.handle_run_event(run.run_id, last[0].event_log_entry.dagster_event)
+    else:
+        instance.report_run_canceled(run)
+    return instance.get_run_by_id(run.run_id)
+
+
+@contextmanager
+def stops_on_signal(instance: dg.DagsterInstance, what: str, find: Callable[[], dg.DagsterRun | None]) -> Iterator[None]:
+    """Ctrl-C and SIGTERM stop the run `find` returns once it exists. The first signal interrupts its step (its cleanup
+    runs) and marks the run canceling; once that step is up for retry, after STOP_GRACE_SECONDS, or on a second signal,
+    the command says so, reports the run canceled and exits 128 + the signal. A run that ends on the interrupt by itself
+    raises Stopped here, unless it succeeded (the signal came as it ended)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    reader, writer = socket.socketpair()
+    writer.setblocking(False)
+    received: list[int] = []
+    done = threading.Event()
+
+    def abandon(signum: int, why: str) -> None:
+        run = find()
+        # Said first: a launcher terminating the run may kill this process any moment from now.
+        print(f"{what}: stopped by {SIGNAL_NAMES[signum]}: {why}; run {run.run_id if run else '(not started)'} canceled", file=sys.stderr, flush=True)
+        if run is not None and not run.is_finished:
+            instance.report_engine_event(f"Stopped by {SIGNAL_NAMES[signum]}: {why}.", run)
+            instance.report_run_canceled(run)
+        os._exit(128 + signum)
+
+    def watch() -> None:
+        deadline = math.inf
+        while not done.is_set():
+            if select.select([reader], [], [], 0.1)[0]:
+                for signum in (s for s in reader.recv(64) if s in SIGNAL_NAMES):
+                    if received:
+                        abandon(received[0], "a second signal")
+                    received.append(signum)
+                    run = find()
+                    if run is not None and not run.is_finished:
+                        instance.report_run_canceling(run)  # so Dagster ends the run canceled, not failed
+                    deadline = time.monotonic() + STOP_GRACE_SECONDS
+            if received and not done.is_set():
+                run = find()
+                if run is not None and _interrupted_retries(instance, run.run_id):
+                    abandon(received[0], "its interrupted step was to be retried")
+                if time.monotonic() > deadline:
+                    abandon(received[0], f"its step did not stop within {STOP_GRACE_SECONDS:g} s")
+
+    previous_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    previous_term = signal.signal(signal.SIGTERM, signal.default_int_handler)  # as Ctrl-C until Dagster's handler takes both
+    watcher = threading.Thread(target=watch, name="stop-watch", daemon=True)
+    watcher.start()
+    interrupted = False
+    try:
+        yield
+    except KeyboardInterrupt:  # before the run began, or between its steps
+        interrupted = True
+    finally:
+        signal.pthread_sigmask(signal.SIG_BLOCK, set(SIGNAL_NAMES))  # a signal now would break off this cleanup: it waits
+        signal.set_wakeup_fd(previous_fd)
+        signal.signal(signal.SIGTERM, previous_term)
+        done.set()
+        watcher.join()
+        late = [info.si_signo for info in (signal.sigtimedwait(set(SIGNAL_NAMES), 0) for _ in SIGNAL_NAMES) if info is not None]
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, set(SIGNAL_NAMES))
+        if not received:  # one the watcher had no time to read, or one that came during this cleanup
+            unread = [s for s in reader.recv(64) if s in SIGNAL_NAMES] if select.select([reader], [], [], 0)[0] else []
+            received += (unread or late)[:1]
+        reader.close()
+        writer.close()
+    if not (received or interrupted):
+        return
+    import dagster as dg
+
+    signum = received[0] if received else signal.SIGINT
+    run = _settle(instance, find())
+    if run is not None and run.status == dg.DagsterRunStatus.SUCCESS:
+        print(f"{what}: {SIGNAL_NAMES[signum]} came as run {run.run_id} ended: it succeeded", file=sys.stderr, flush=True)
+        return
+    ended = "canceled" if run is None else run.status.value.lower()
+    raise Stopped(f"stopped by {SIGNAL_NAMES[signum]}: run {run.run_id if run else '(not started)'} {ended}", signum)

@@ -1,0 +1,73 @@
+"""Ctrl-C and SIGTERM around a run executing in this process: the races the review found, on a real instance."""
+
+import subprocess
+import sys
+import textwrap
+
+import dagster as dg
+from dagster._core.test_utils import create_run_for_test
+
+from mlplatform.orchestration.interrupts import _settle
+from mlplatform.settings import REPO_ROOT
+
+
+@dg.op
+def quick() -> None:
+    pass
+
+
+@dg.job
+def short() -> None:
+    quick()
+
+
+def test_a_run_left_canceling_gets_its_real_end(instance: dg.DagsterInstance) -> None:
+    """The mark of canceling, written after the run's last word, had overwritten a success: every later retraining command
+    refused, the run "already running"."""
+    succeeded = short.execute_in_process(instance=instance).dagster_run
+    instance.report_run_canceling(succeeded)
+    assert _settle(instance, instance.get_run_by_id(succeeded.run_id)).status == dg.DagsterRunStatus.SUCCESS  # type: ignore[union-attr]
+    ended_on_the_interrupt = create_run_for_test(instance, job_name="short", status=dg.DagsterRunStatus.STARTED)
+    instance.report_run_canceling(ended_on_the_interrupt)
+    assert _settle(instance, instance.get_run_by_id(ended_on_the_interrupt.run_id)).status == dg.DagsterRunStatus.CANCELED  # type: ignore[union-attr]
+
+
+SCRIPT = textwrap.dedent("""
+    import os, signal, threading, time
+    import dagster as dg
+    from dagster._core.utils import make_new_run_id
+    from mlplatform.orchestration.interrupts import Stopped, stops_on_signal
+
+    failed = []
+
+    @dg.op(retry_policy=dg.RetryPolicy(max_retries=2, delay=0.1))
+    def flaky():
+        if not failed:
+            failed.append(1)
+            raise RuntimeError("a hiccup, retried")
+
+    @dg.op(retry_policy=dg.RetryPolicy(max_retries=2, delay=1))
+    def slow(_after):
+        try:
+            threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+            time.sleep(30)
+        finally:
+            time.sleep(0.5)
+            print("cleanup done", flush=True)
+
+    @dg.job
+    def job():
+        slow(flaky())
+
+    instance = dg.DagsterInstance.ephemeral()
+    run_id = make_new_run_id()
+    with stops_on_signal(instance, "job", lambda: instance.get_run_by_id(run_id)):
+        job.execute_in_process(instance=instance, raise_on_error=False, run_id=run_id)
+""")
+
+
+def test_a_step_retried_before_the_signal_does_not_cut_the_interrupted_steps_cleanup_short() -> None:
+    """The review: a retry counted from the start made the first Ctrl-C exit at once, while the step unwound."""
+    done = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
+    assert done.returncode == 130, done.stderr[-2000:]
+    assert "cleanup done" in done.stdout and "job: stopped by SIGINT (Ctrl-C): its interrupted step was to be retried; run " in done.stderr
