@@ -314,8 +314,10 @@ def test_a_file_appended_to_while_it_is_read_lands_each_row_once(tmp_path: Path,
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 @pytest.mark.parametrize("name", ["export.csv", "export.jsonl"])
+@pytest.mark.parametrize("landed_by", ["this version", "an earlier version"])
 def test_a_file_landed_whole_then_appended_to_and_landed_again_lands_only_the_new_rows(tmp_path: Path, adult_spec: DatasetSpec, adult_rows: pd.DataFrame,
-                                                                                       backend: str, name: str, request: pytest.FixtureRequest) -> None:
+                                                                                       backend: str, name: str, landed_by: str,
+                                                                                       request: pytest.FixtureRequest) -> None:
     """The upgrade probe: a team's export without ids, landed, then appended to and landed again under its name, was a
     new content read from its start, and its first rows landed twice with nothing said. It now goes on where the landed
     content ended, however often it grows; the same bytes again are nothing new, and a rewritten file of that name is
@@ -326,8 +328,13 @@ def test_a_file_landed_whole_then_appended_to_and_landed_again_lands_only_the_ne
     try:
         content = first = _write(frame.head(50), path).read_bytes()
         assert ingest_file(path, adult_spec, log, _policy(1500)).ingested == 50
+        if landed_by == "an earlier version":  # which kept no place where a landed content ended: found once, then kept
+            with log._write() as db:
+                db.execute("UPDATE files SET position = NULL, line = NULL, parsed = NULL")
         for before, upto in ((50, 80), (80, 90)):
             landed = len(content)
+            if landed_by == "an earlier version" and upto == 90:
+                assert log._query("SELECT count(*) FROM files WHERE position IS NULL")[1][0][0] == 0, "the place found was recorded"
             content += _rows_text(frame.iloc[before:upto], name)
             path.write_bytes(content)
             grown = ingest_file(path, adult_spec, log, _policy(1500))

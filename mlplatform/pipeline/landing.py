@@ -76,6 +76,7 @@ REJECTED = "rejected"
 REASON_SUFFIX = ".reason.txt"
 PARQUET_ROW_BYTES = 128  # a Parquet batch has batch_bytes / this many rows: about what a row of ~20 columns takes as text
 READ_BLOCK = 1 << 20  # bytes read at a time while hashing and checking a .gz
+LEGACY_LINE_SLACK = 1000  # line ends past twice its rows after which an earlier version's landed content is not looked for
 MAX_HEADER_BYTES = 1 << 20
 PARSER_BLOCK_BYTES = 1 << 24  # what Arrow's CSV and JSON readers parse at a time: a longer line (or quoted span) cannot be read
 MIN_COLLECTION_SLACK_BYTES = 32 << 20  # growth of resident memory that calls for a full collection, however small the batches
@@ -826,28 +827,47 @@ def _ends_a_line_at(handle: BinaryIO, position: int) -> bool:
     return position > 0 and (os.pread(fd, 1, position - 1) == b"\n" or os.pread(fd, 1, position) in (b"\n", b"\r"))
 
 
-def _begins_with(handle: BinaryIO, sha256: str, read_up_to: int) -> bool:
-    """Whether the file begins with the whole content of `sha256`, ending at a line end after `read_up_to`: how a reading
-    recorded by an earlier version, which kept no digest of the bytes read, is known to be this file's start when it was
-    killed mid-file (the upgrade probe: the grown file was read from its start, and its rows without ids landed twice).
-    One pass over the file, a digest at each line end after `read_up_to`; only for such readings."""
-    digest, fd, offset = hashlib.sha256(), handle.fileno(), 0
+def _content_end(handle: BinaryIO, sha256: str, read_up_to: int = 0, max_line_ends: int | None = None) -> tuple[int, int] | None:
+    """Where the file's first bytes are the whole content of `sha256`, ending at a line end after `read_up_to`, and the
+    line ends they hold; None if they never are (within `max_line_ends`). How a reading recorded by an earlier version,
+    which kept no digest of the bytes read (killed mid-file) or no place where the content ended (landed whole), is known
+    to be this file's start (the upgrade probe: such a file grown was read from its start, and its rows without ids landed
+    twice). One pass over the file, a digest at each line end after `read_up_to`; only for such readings."""
+    digest, fd, offset, ends = hashlib.sha256(), handle.fileno(), 0, 0
     while offset < read_up_to:
         block = os.pread(fd, min(READ_BLOCK, read_up_to - offset), offset)
         if not block:
-            return False
+            return None
         digest.update(block)
+        ends += block.count(b"\n")
         offset += len(block)
     while block := os.pread(fd, READ_BLOCK, offset):
         start = 0
         while (end := block.find(b"\n", start)) != -1:
             digest.update(block[start : end + 1])
-            start = end + 1
+            start, ends = end + 1, ends + 1
             if digest.copy().hexdigest() == sha256:
-                return True
+                return offset + start, ends
+            if max_line_ends is not None and ends >= max_line_ends:
+                return None
         digest.update(block[start:])
         offset += len(block)
-    return False
+    return None
+
+
+def _placed(handle: BinaryIO, log: EventStore, name: str) -> list[tuple[str, FileProgress]]:
+    """Contents of `name` an earlier version landed whole without keeping where they ended, as readings to go on from
+    (see `completed_named`): where this file begins with one, it ended there; the place is recorded, so the search runs
+    once. Its rows are only counted, which numbers nothing: the appended rows get ids of their own."""
+    placed = []
+    for sha, rows in log.landed_unplaced(name):
+        found = _content_end(handle, sha, max_line_ends=2 * rows + LEGACY_LINE_SLACK)
+        if found is not None:
+            position, ends = found
+            ended = FileProgress(position, ends + 1, rows, FileCounts(), sha)  # the next line's number, as a reading counts it
+            log.place_landed(sha, ended)
+            placed.append((sha, ended))
+    return placed
 
 
 def _store(path: Path, handle: BinaryIO, seen: os.stat_result, spec: DatasetSpec, log: EventStore, policy: LandingPolicy) -> FileOutcome:
@@ -861,7 +881,7 @@ def _store(path: Path, handle: BinaryIO, seen: os.stat_result, spec: DatasetSpec
     # A plain text file whose reading stopped (where its content then ended, or killed after a batch) may have grown since:
     # one that begins with the bytes read goes on from there. Byte offsets only: not a .gz's, not Parquet's rows.
     plain_text = not path.name.lower().endswith((".gz", ".parquet"))
-    unfinished, landed = (log.progress_named(path.name), log.completed_named(path.name)) if plain_text else ([], [])
+    unfinished, landed = (log.progress_named(path.name), [*log.completed_named(path.name), *_placed(handle, log, path.name)]) if plain_text else ([], [])
     digest, prefixes = _content_hash(handle, seen, path.name.lower().endswith(".gz"), policy.max_decompressed_bytes,
                                      [p.position for _, p in [*unfinished, *landed]])
     _check_settled(path, handle, seen)
@@ -882,7 +902,7 @@ def _store(path: Path, handle: BinaryIO, seen: os.stat_result, spec: DatasetSpec
     if recorded is None and not progress.position:  # the furthest reading this file begins with (it may have grown twice)
         ended_lines = [(sha, p) for sha, p in landed if _ends_a_line_at(handle, p.position)]
         grown_from, progress = max(((sha, p) for sha, p in [*unfinished, *ended_lines] if prefixes.get(p.position) == (p.prefix_sha256 or sha)
-                                    or (not p.prefix_sha256 and _begins_with(handle, sha, p.position))), key=lambda found: found[1].position,
+                                    or (not p.prefix_sha256 and _content_end(handle, sha, p.position) is not None)), key=lambda found: found[1].position,
                                    default=(None, progress))
         grown = f"grew after its first {progress.position} bytes were read: read on from line {progress.line}" if grown_from else ""
     # Going on from a content landed whole, this one is the appended rows alone: its counts, its quarantine, and a reading

@@ -625,6 +625,18 @@ class EventStore(ABC):
         rows = self._query(f"SELECT sha256, {', '.join(_ENDED_AT)} FROM files WHERE name = {self.PARAM} AND position IS NOT NULL", (name,))[1]
         return [(str(sha), FileProgress(int(position), int(line), int(parsed), FileCounts(), str(sha))) for sha, position, line, parsed in rows]
 
+    def landed_unplaced(self, name: str) -> list[tuple[str, int]]:
+        """The contents landed whole under `name` with no record of where they ended (an earlier version kept none), with
+        their rows: landing looks for where each ends in a file of that name, and records it (`place_landed`)."""
+        found = self._query(f"SELECT sha256, rows FROM files WHERE name = {self.PARAM} AND position IS NULL AND rows > 0", (name,))[1]
+        return [(str(sha), int(rows)) for sha, rows in found]
+
+    def place_landed(self, sha256: str, ended: FileProgress) -> None:
+        """Where a content landed whole by an earlier version ended, found by landing: from now on in `completed_named`."""
+        with self._write() as db:
+            db.execute(f"UPDATE files SET position = {self.PARAM}, line = {self.PARAM}, parsed = {self.PARAM} WHERE sha256 = {self.PARAM} AND position IS NULL",
+                       (ended.position, ended.line, ended.parsed, sha256))
+
     def hand_over(self, earlier_sha256: str, sha256: str, began: FileProgress, id_prefix: str, quarantine: bool = True) -> None:
         """The reading of a file that grew (`sha256`) takes over the earlier reading it goes on from (see `progress_named`):
         that reading's progress goes, so no later reading goes on from it again, and (`quarantine`) its quarantined rows
