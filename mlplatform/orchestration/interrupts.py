@@ -121,6 +121,7 @@ def stops_on_signal(instance: dg.DagsterInstance, what: str, find: Callable[[], 
         signal.set_wakeup_fd(previous_fd)
         signal.signal(signal.SIGTERM, previous_term)
         done.set()
+        writer.send(b"\0")  # no signal's number: wakes the watcher from its wait at once
         watcher.join()
         late = [info.si_signo for info in (signal.sigtimedwait(set(SIGNAL_NAMES), 0) for _ in SIGNAL_NAMES) if info is not None]
         signal.pthread_sigmask(signal.SIG_UNBLOCK, set(SIGNAL_NAMES))
