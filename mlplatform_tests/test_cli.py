@@ -431,11 +431,12 @@ def test_an_oversized_release_reason_is_kept_whole_and_shown_cut(tmp_path: Path)
     assert line.endswith(f": {'é' * RECORD_CHARS}… (100000 characters)") and len(line) < RECORD_CHARS + 120
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, "terminate"])
 def test_a_signal_stops_materialize_and_cancels_its_run(state: Settings, instance: dg.DagsterInstance, adult_spec: DatasetSpec,
-                                                        adult_rows: pd.DataFrame, signum: int) -> None:
-    """Ctrl-C (SIGINT) and Terminate in the UI (SIGTERM to the command, the run's worker) stop the command. Dagster retried
-    the interrupted step under its retry policy: a Ctrl-C was retried away and the run succeeded."""
+                                                        adult_rows: pd.DataFrame, signum: int | str) -> None:
+    """Ctrl-C (SIGINT), SIGTERM and Terminate in the UI (the run launcher's SIGTERM to the command, the run's worker) stop
+    the command. Dagster retried the interrupted step under its retry policy: a Ctrl-C was retried away and the run
+    succeeded; the launcher, seeing the retry, killed the command with no word (the probe: exit -9, nothing printed)."""
     write_batches(adult_rows.iloc[:1500], adult_spec, state.landing_dir, 1500)
     env = {**os.environ, "MLPLATFORM_TUNING_TRIALS": "500", "MLPLATFORM_TUNING_SECONDS": "600"}  # a step still running when the signal comes
     process = subprocess.Popen([sys.executable, "-m", "mlplatform.cli", "materialize", "--model", "adult"], env=env, cwd=REPO_ROOT,
@@ -448,7 +449,12 @@ def test_a_signal_stops_materialize_and_cancels_its_run(state: Settings, instanc
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()
         time.sleep(0.2)
     time.sleep(1.0)  # into the tuning trials
-    process.send_signal(signum)
+    if signum == "terminate":
+        [started] = instance.get_runs()
+        assert instance.run_launcher.terminate(started.run_id), "the launcher knows the command as the run's worker"
+        signum = signal.SIGTERM
+    else:
+        process.send_signal(signum)
     out, err = process.communicate(timeout=60)
     assert process.returncode == 128 + signum, (out, err)
     [run] = instance.get_runs()

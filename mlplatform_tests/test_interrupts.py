@@ -71,3 +71,37 @@ def test_a_step_retried_before_the_signal_does_not_cut_the_interrupted_steps_cle
     done = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
     assert done.returncode == 130, done.stderr[-2000:]
     assert "cleanup done" in done.stdout and "job: stopped by SIGINT (Ctrl-C): its interrupted step was to be retried; run " in done.stderr
+
+
+TOGETHER = textwrap.dedent("""
+    import os, signal, time
+    import dagster as dg
+    from dagster._core.utils import make_new_run_id
+    from mlplatform.orchestration.interrupts import stops_on_signal, uninterrupted
+
+    @dg.op(retry_policy=dg.RetryPolicy(max_retries=2, delay=1))
+    def decide():
+        with uninterrupted():
+            print("tags written", flush=True)
+            os.kill(os.getpid(), signal.SIGTERM)  # a Terminate, between two writes that go together
+            time.sleep(0.5)
+            print("alias moved", flush=True)
+        print("went on after the signal", flush=True)
+
+    @dg.job
+    def job():
+        decide()
+
+    instance = dg.DagsterInstance.ephemeral()
+    run_id = make_new_run_id()
+    with stops_on_signal(instance, "job", lambda: instance.get_run_by_id(run_id)):
+        job.execute_in_process(instance=instance, raise_on_error=False, run_id=run_id)
+""")
+
+
+def test_writes_that_go_together_are_all_made_before_a_signal_stops_the_step() -> None:
+    """The probe: an evaluation stopped between its decision's tags and the alias move left a version reading "promoted"
+    while another stayed champion."""
+    done = subprocess.run([sys.executable, "-c", TOGETHER], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
+    assert done.returncode == 143, done.stderr[-2000:]
+    assert done.stdout.splitlines() == ["tags written", "alias moved"], done.stdout

@@ -21,7 +21,7 @@ from dagster._core.errors import DagsterLaunchFailedError, DagsterUserCodeUnreac
 from dagster._core.launcher.base import LaunchRunContext, WorkerStatus
 from dagster._core.origin import JobPythonOrigin, RepositoryPythonOrigin
 
-from mlplatform.domain.keys import RUN_WORKER_TAG
+from mlplatform.domain.keys import COMMAND_RUN_TAG, RUN_WORKER_TAG
 from mlplatform.domain.spec import load_spec
 from mlplatform.orchestration.instance import WARM_RUN_LAUNCHER, WARM_RUNS_PRESTART_ENV, instance_config
 from mlplatform.orchestration.warm_runs import RunWorker, WarmProcess, WarmRunLauncher, fail_runs_left_behind, stopped_in_flight
@@ -242,3 +242,31 @@ def test_started_runs_with_no_worker_recorded_are_judged_by_the_process_that_sta
     finally:
         later.kill()
         later.wait()
+
+
+def test_terminate_leaves_a_commands_run_the_command_s_own_grace() -> None:
+    """The probe: Terminate in the UI on a run of `mlplatform materialize` saw the interrupted step's retry and killed the
+    command at once, which died with no word (exit -9). A command stops itself (interrupts.stops_on_signal); a worker
+    that ignores SIGTERM is still killed after its grace, a command's longer one."""
+    ignoring = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(60)"
+    workers = [subprocess.Popen([sys.executable, "-c", ignoring], stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    try:
+        for worker in workers:
+            assert worker.stdout is not None and worker.stdout.readline().strip() == "ready"
+        with dg.instance_for_test() as instance:
+            launcher = WarmRunLauncher()
+            launcher.register_instance(instance)
+            runs = [instance.add_run(dg.DagsterRun(job_name="adult_retrain", run_id=str(i) * 36, status=dg.DagsterRunStatus.STARTED,
+                                                   tags={RUN_WORKER_TAG: RunWorker.of(w.pid).tag(), **extra}))
+                    for i, (w, extra) in enumerate(zip(workers, ({}, {COMMAND_RUN_TAG: "token"})), start=4)]
+            assert all(launcher.terminate(run.run_id) for run in runs)
+            deadline = time.monotonic() + 10
+            while workers[0].poll() is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert workers[0].poll() == -signal.SIGKILL, "a run worker that does not stop is killed after its grace"
+            time.sleep(1.0)  # both graces began together: the other one's, had it the same, is over too
+            assert workers[1].poll() is None, "a command keeps its own grace to say why it stopped and exit"
+    finally:
+        for worker in workers:
+            worker.kill()
+            worker.wait()

@@ -324,6 +324,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C outside a run (while starting, or printing what a run did): said, no traceback
+        print("mlplatform: interrupted (Ctrl-C)", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # --help and usage errors end here, before pandas, Dagster or MLflow is imported
     if args.spec and args.command != "replay":

@@ -20,6 +20,7 @@ from mlplatform.domain.retry_budget import RetryBudget
 from mlplatform.domain.training import TrainingError
 from mlplatform.domain.validation import LABEL
 from mlplatform.orchestration.failures import final_failure
+from mlplatform.orchestration.interrupts import uninterrupted
 from mlplatform.orchestration.names import (CRITICAL_STEP, DRIFT_REPORT, ESTIMATED_PERFORMANCE, EVALUATION_REPORT, FEATURES, LIVE_QUALITY,
                                             QUALITY_FLOOR_CHECK, RAW_EVENTS, RETRAINING_TRIGGER, TRAINED_MODEL, ModelNames)
 from mlplatform.orchestration.resources import PlatformResource
@@ -259,7 +260,8 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
             evaluation = evaluate_challenger(settings, spec, registry, snapshot, challenger_version, model.event_log)
         except EvidenceError as exc:
             raise final_failure(context.instance, context.run.run_id, f"evaluation_report: {exc}; the champion is unchanged") from exc
-        evaluation = apply_decision(registry, evaluation, context.run.run_id)
+        with uninterrupted():  # the decision's tags, the alias and the timeline: all of them, or none
+            evaluation = apply_decision(registry, evaluation, context.run.run_id)
         # MLflow's evaluation (plots, per-segment quality) records the decision and does not inform it: made after the alias
         # moves, so serving switches seconds sooner (bench_reaction.py). A retry after a failure here finds the challenger
         # already champion, decides nothing again (its recorded decision stands) and records the evaluation then.

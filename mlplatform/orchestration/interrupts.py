@@ -66,6 +66,21 @@ def _settle(instance: dg.DagsterInstance, run: dg.DagsterRun | None) -> dg.Dagst
 
 
 @contextmanager
+def uninterrupted() -> Iterator[None]:
+    """Writes that go together, within a step: a signal that comes meanwhile (Ctrl-C, or a Terminate) interrupts the
+    step only once they are all done. The probe stopped an evaluation between its decision's tags and the alias move:
+    the version read "promoted" while another stayed champion. Dagster's own capture of the interrupt, raised after it."""
+    from dagster._core.errors import DagsterExecutionInterruptedError
+    from dagster._utils.interrupts import capture_interrupts, check_captured_interrupt
+
+    with capture_interrupts():
+        yield
+        stopped = check_captured_interrupt()
+    if stopped:
+        raise DagsterExecutionInterruptedError("interrupted while writes that go together were made: raised once they were all done")
+
+
+@contextmanager
 def stops_on_signal(instance: dg.DagsterInstance, what: str, find: Callable[[], dg.DagsterRun | None]) -> Iterator[None]:
     """Ctrl-C and SIGTERM stop the run `find` returns once it exists. The first signal interrupts its step (its cleanup
     runs) and marks the run canceling; once that step is up for retry, after STOP_GRACE_SECONDS, or on a second signal,

@@ -55,10 +55,9 @@ def retraining_slot(instance: dg.DagsterInstance, model: str) -> Iterator[dict[s
     apart made two identical versions, judged side by side): a lock per model and machine in the Dagster home keeps out
     another command, and the instance's unfinished runs tagged as retrainings of the model (the daemon's; runs whose
     process is gone are failed first) keep this one out. Tagged so, this run holds back the queue and the sensors."""
-    from mlplatform.domain.keys import RUN_WORKER_TAG
     from mlplatform.orchestration.instance import retrain_run_tags
     from mlplatform.orchestration.trigger import retraining_elsewhere
-    from mlplatform.orchestration.warm_runs import RunWorker, fail_runs_left_behind, on_this_machine
+    from mlplatform.orchestration.warm_runs import fail_runs_left_behind, on_this_machine
 
     fd, writable = _open_lock(Path(instance.root_directory) / f".retraining-{model}.lock")
     try:
@@ -72,18 +71,27 @@ def retraining_slot(instance: dg.DagsterInstance, model: str) -> Iterator[dict[s
             if writable:
                 os.ftruncate(fd, 0)
                 os.pwrite(fd, str(os.getpid()).encode(), 0)  # who holds it, for the refusal of the next one
-        local = on_this_machine(instance)  # on PostgreSQL, runs of other machines: their processes are not this one's to judge
-        if local:
+        if on_this_machine(instance):  # on PostgreSQL, runs of other machines: their processes are not this one's to judge
             fail_runs_left_behind(instance, this_machine_only=True)
         other = retraining_elsewhere(instance, model, "")
         if other is not None:
             raise RetrainingBusy(f"a retraining of {model} is already running (run {other}): wait for it to end (`mlplatform status`, "
                                  "or the Dagster UI's Runs page)")
-        # This process as the run's worker, by pid and start time: killed, its run is failed at once, not after its pid's slack.
-        yield {**retrain_run_tags(model), **({RUN_WORKER_TAG: RunWorker.of(os.getpid()).tag()} if local else {})}
+        yield retrain_run_tags(model)
     finally:
         if fd is not None:
             os.close(fd)
+
+
+def command_tags(instance: dg.DagsterInstance, in_process: bool) -> dict[str, str]:
+    """The tags of a run this command starts: a token of its own (how a Terminate leaves the stopping to it, and how its
+    interrupt finds a run `execute_job` made) and, executing it here on this machine's instance, this process as the run's
+    worker, by pid and start time: Terminate in the UI reaches it, and killed, its run is failed at once."""
+    from mlplatform.domain.keys import RUN_WORKER_TAG
+    from mlplatform.orchestration.warm_runs import RunWorker, on_this_machine
+
+    worker = {RUN_WORKER_TAG: RunWorker.of(os.getpid()).tag()} if in_process and on_this_machine(instance) else {}
+    return {COMMAND_RUN_TAG: uuid.uuid4().hex, **worker}
 
 
 @cache
@@ -119,15 +127,17 @@ def materialize(instance: dg.DagsterInstance, model: str, assets: Sequence[str],
     selection = set(ModelNames(model).assets(*assets))
     asset_job = definitions().resolve_implicit_global_asset_job_def()
     what = f"materializing {', '.join(assets)} of {model}"
-    if asset_job.executor_def is dg.in_process_executor:
+    in_process = asset_job.executor_def is dg.in_process_executor
+    command = command_tags(instance, in_process)
+    if in_process:
         run_id = make_new_run_id()
         with stops_on_signal(instance, what, lambda: instance.get_run_by_id(run_id)):
             result: RunResult = asset_job.get_subset(asset_selection=selection).execute_in_process(
-                instance=instance, tags=tags or {}, run_config=QUIET, raise_on_error=False, run_id=run_id)
-    else:  # execute_job takes no run id: the run is found by a tag of this command's own
+                instance=instance, tags={**(tags or {}), **command}, run_config=QUIET, raise_on_error=False, run_id=run_id)
+    else:  # execute_job takes no run id: the run is found by the command's token
         pointer = ReconstructableRepository.for_module(DEFINITIONS_MODULE, "defs", working_directory=str(REPO_ROOT))
-        command = {COMMAND_RUN_TAG: uuid.uuid4().hex}
-        with stops_on_signal(instance, what, lambda: next(iter(instance.get_runs(filters=dg.RunsFilter(tags=command), limit=1)), None)):
+        token = {COMMAND_RUN_TAG: command[COMMAND_RUN_TAG]}
+        with stops_on_signal(instance, what, lambda: next(iter(instance.get_runs(filters=dg.RunsFilter(tags=token), limit=1)), None)):
             result = dg.execute_job(pointer.get_reconstructable_job(asset_job.name), instance, run_config=QUIET, tags={**(tags or {}), **command},
                                     raise_on_error=False, asset_selection=sorted(selection, key=str))
     return raise_on_failure(result, what) if raise_on_error else result
@@ -152,8 +162,8 @@ def launch(instance: dg.DagsterInstance, model: str, request: dg.RunRequest) -> 
     job = definitions().resolve_job_def(ModelNames(model).retrain_job)
     run_id = make_new_run_id()
     with stops_on_signal(instance, f"retraining run of {model}", lambda: instance.get_run_by_id(run_id)):
-        result = job.execute_in_process(instance=instance, tags=_request_tags(request), run_config=QUIET, raise_on_error=False,
-                                        asset_selection=request.asset_selection, run_id=run_id)
+        result = job.execute_in_process(instance=instance, tags={**_request_tags(request), **command_tags(instance, in_process=True)}, run_config=QUIET,
+                                        raise_on_error=False, asset_selection=request.asset_selection, run_id=run_id)
     return raise_on_failure(result, f"retraining run of {model}")
 
 

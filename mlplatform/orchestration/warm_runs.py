@@ -44,8 +44,9 @@ from dagster._grpc.types import ExecuteRunArgs
 from dagster._serdes import ConfigurableClass
 from dagster._serdes.config_class import ConfigurableClassData
 
-from mlplatform.domain.keys import RUN_WORKER_TAG, STACK_STOPPED_TAG
+from mlplatform.domain.keys import COMMAND_RUN_TAG, RUN_WORKER_TAG, STACK_STOPPED_TAG
 from mlplatform.orchestration.instance import WARM_RUNS_PRESTART_ENV
+from mlplatform.orchestration.interrupts import STOP_GRACE_SECONDS
 
 # What runs import that costs seconds: the run worker itself (Dagster's CLI and the instance's storages, pandas,
 # SQLAlchemy), MLflow's client, its SQL stores and its evaluators (with matplotlib), LightGBM with scikit-learn and
@@ -67,6 +68,7 @@ DEFAULT_LAUNCH_TIMEOUT_SECONDS = 60.0
 # How long a terminated run's worker has to end the run after SIGTERM: Dagster cancels within a fraction of a second
 # when it can (the interrupt fails the step and the run), so a worker still running after this is retrying a step.
 TERMINATE_GRACE_SECONDS = 3.0
+COMMAND_EXIT_SECONDS = 5.0  # past a command's own grace (interrupts.STOP_GRACE_SECONDS): its message and its exit
 # How many ended run workers the launcher remembers how they ended: far more than run monitoring looks at at once.
 REMEMBERED_EXITS = 1024
 
@@ -252,29 +254,33 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
         if run is None or run.is_finished or worker is None:
             return False
         self._instance.report_run_canceling(run)
-        retried = self._retries(run_id)
+        # A command's run (`mlplatform materialize`) stops itself on SIGTERM, once its interrupted step is up for retry
+        # (interrupts.stops_on_signal): killed as it saw the retry, it died with no word. It gets the command's own grace.
+        command = COMMAND_RUN_TAG in run.tags
+        retried = None if command else self._retries(run_id)
         if worker.alive():
             os.kill(worker.pid, signal.SIGTERM)  # Dagster's run worker takes it as an interrupt and reports the run canceled
-        threading.Thread(target=self._cancel_after_grace, args=(worker, run_id, retried), name=f"terminate-{run_id}", daemon=True).start()
+        grace = STOP_GRACE_SECONDS + COMMAND_EXIT_SECONDS if command else self._terminate_grace_seconds
+        threading.Thread(target=self._cancel_after_grace, args=(worker, run_id, retried, grace), name=f"terminate-{run_id}", daemon=True).start()
         return True
 
     def _retries(self, run_id: str) -> int:
         return len(self._instance.get_records_for_run(run_id, of_type=DagsterEventType.STEP_UP_FOR_RETRY).records)
 
-    def _cancel_after_grace(self, worker: RunWorker, run_id: str, retried: int) -> None:
+    def _cancel_after_grace(self, worker: RunWorker, run_id: str, retried: int | None, grace: float) -> None:
         """SIGTERM alone may not end a run: Dagster retries a step interrupted under a retry policy
         (`op_execution_error_boundary`), so the run goes on and can even succeed. A worker that retries a step after
-        SIGTERM, or is still there after the grace period, is killed; a run its worker left unfinished is marked
-        canceled."""
-        deadline = time.monotonic() + self._terminate_grace_seconds
-        while worker.alive() and time.monotonic() < deadline and self._retries(run_id) == retried:
+        SIGTERM (`retried`: the retries before it; None: a command, which stops itself then), or is still there after
+        `grace` seconds, is killed; a run its worker left unfinished is marked canceled."""
+        deadline = time.monotonic() + grace
+        while worker.alive() and time.monotonic() < deadline and (retried is None or self._retries(run_id) == retried):
             time.sleep(0.2)
         run = self._instance.get_run_by_id(run_id)
         if run is None or run.is_finished:
             return
         if worker.alive():
             os.kill(worker.pid, signal.SIGKILL)
-            why = f"retried a step instead of stopping, or did not stop within {self._terminate_grace_seconds:g} s of SIGTERM: killed"
+            why = f"retried a step instead of stopping, or did not stop within {grace:g} s of SIGTERM: killed"
         else:
             why = f"{self._ended(worker)} without ending the run"
         self._instance.report_engine_event(f"The run worker (pid {worker.pid}) {why}.", run, cls=self.__class__)
