@@ -408,6 +408,11 @@ def test_a_draft_spec_reads_a_date_column_and_an_hour_column_as_one_clock(tmp_pa
         ([2011, 2012, 2013], "year", ""),
         ([20110101, 20110113, 20110201], "%Y%m%d", ""),
         (["soon", "later", "never"], None, "# time_format: no format the draft knows reads 'date' (e.g. 'soon'): set it"),
+        # The own-dataset probe: 3 of 5,000 values that were no time at all read as a wrong format.
+        ([f"2026-09-{d:02d}T09:16:55+09:00" for d in range(1, 29)] + ["not a time"], None,
+         "# time_format 'iso' reads 28 of the 29 values of 'date'; 1 is no time in it (e.g. 'not a time'): landing quarantines those rows"),
+        ([f"{d:02d}/01/2011" for d in range(13, 32)] + ["n/a?"], "%d/%m/%Y",
+         "# time_format '%d/%m/%Y' reads 19 of the 20 values of 'date'; 1 is no time in it (e.g. 'n/a?'): landing quarantines those rows"),
     ],
 )
 def test_a_draft_spec_guesses_how_the_time_column_is_written(tmp_path: Path, times: list[object], time_format: str | None, note: str) -> None:
@@ -416,7 +421,8 @@ def test_a_draft_spec_guesses_how_the_time_column_is_written(tmp_path: Path, tim
     from mlplatform.domain.spec_draft import draft_spec
 
     sample = tmp_path / "sample.csv"
-    pd.DataFrame({"date": times, "temp": [0.2, 0.3, 0.1], "cnt": [16.5, 40, 32]}).to_csv(sample, index=False)
+    n = len(times)
+    pd.DataFrame({"date": times, "temp": [0.2, 0.3, 0.1] * (n // 3) + [0.2] * (n % 3), "cnt": [16.5, 40, 32] * (n // 3) + [5] * (n % 3)}).to_csv(sample, index=False)
     text = draft_spec("rides", sample)
     assert parse_spec(yaml.safe_load(text)).time_format == time_format
     assert (note in text.splitlines()) if note else not [line for line in text.splitlines() if "time_format" in line and line.startswith("#")]

@@ -217,7 +217,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
         scenario.check(spec)
         label_delay = args.label_delay if args.label_delay is not None or args.to == "landing" else 0.0
         check_pacing(args.batch_size, args.rate, label_delay)
-        rows = select_stream(read_source(spec), spec, order=args.order, seed=args.seed, start=args.start, count=args.count, scenario=scenario, drift_from=args.drift_from)
+        skipped: list[str] = []  # source rows landing would quarantine: left out, said
+        rows = select_stream(read_source(spec, skipped), spec, order=args.order, seed=args.seed, start=args.start, count=args.count, scenario=scenario,
+                             drift_from=args.drift_from)
+        for note in skipped:
+            print(f"replay: {note}", file=sys.stderr)
         url = args.url or f"http://{settings.serve_host}:{settings.serve_port}{path}"
         token = settings.serve_token.get_secret_value() if settings.serve_token else None
         sink = ApiSink(spec, url, token) if args.to == "api" else LandingSink(spec, landing, fmt=args.format)  # type: ignore[arg-type]

@@ -25,6 +25,7 @@ SAMPLE_ROWS = 5000
 LABEL_CHUNK_ROWS = 500_000  # the label column is read over the whole file in chunks this size
 MAX_DISTINCT_LABELS = 1000  # more distinct labels than this: no classification, the reading stops
 MAX_CLASSES = 20
+UNREAD_TIMES_MAX = 0.05  # values of the time column no format reads, up to which the best format is drafted and they are named
 ID_NAMES = re.compile(r"^(id|.*_id|event_id|uuid)$", re.IGNORECASE)
 TIME_NAMES = re.compile(r"^(time|timestamp|date|datetime|ts|dteday|epoch)$|^(timestamp|datetime|ts|epoch)_|_(time|at|date|ts|ms|timestamp|datetime|epoch)$",
                         re.IGNORECASE)
@@ -136,12 +137,18 @@ def _time_format(values: pd.Series) -> tuple[str | None, str]:
         magnitude = float(values.abs().median())
         unit = next((unit for unit, floor in EPOCH_FLOORS if magnitude >= floor), None)
         return unit, "" if unit else f"time_format: the numbers of {values.name!r} are no year, date or epoch the draft knows: set it"
-    if parse_event_times(values, ISO).notna().all():
+    read = {pattern: parse_event_times(values, pattern).notna() for pattern in (ISO, *STRFTIME_GUESSES)}
+    if read[ISO].all():
         return None, ""
-    readable = [pattern for pattern in STRFTIME_GUESSES if parse_event_times(values, pattern).notna().all()]
-    if not readable:
-        return None, f"time_format: no format the draft knows reads {values.name!r} (e.g. {str(values.iloc[0])!r}): set it"
-    return readable[0], f"time_format {readable[0]!r} guessed; {readable[1]!r} reads the sample too: check" if len(readable) > 1 else ""
+    readable = [pattern for pattern in STRFTIME_GUESSES if read[pattern].all()]
+    if readable:
+        return readable[0], f"time_format {readable[0]!r} guessed; {readable[1]!r} reads the sample too: check" if len(readable) > 1 else ""
+    best = max(read, key=lambda pattern: int(read[pattern].sum()))  # a few values that are no time at all do not make the format wrong
+    unread = values[~read[best]]
+    if len(unread) <= len(values) * UNREAD_TIMES_MAX:
+        return (None if best == ISO else best), (f"time_format {best!r} reads {len(values) - len(unread)} of the {len(values)} values of {values.name!r}; "
+                                                 f"{len(unread)} {'is' if len(unread) == 1 else 'are'} no time in it (e.g. {str(unread.iloc[0])!r}): landing quarantines those rows")
+    return None, f"time_format: no format the draft knows reads {values.name!r} (e.g. {str(unread.iloc[0])!r}): set it"
 
 
 def _hour_column(times: pd.Series, frame: pd.DataFrame, columns: list[str]) -> str | None:

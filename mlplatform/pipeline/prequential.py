@@ -52,13 +52,15 @@ class PolicyStats:
     triggers: Counter[str] = field(default_factory=Counter)
 
 
-def stream_events(spec: DatasetSpec, *, order: str = "time", seed: int = 0, count: int = 0, scenario: DriftScenario | None = None, drift_from: int = 0) -> pd.DataFrame:
+def stream_events(spec: DatasetSpec, *, order: str = "time", seed: int = 0, count: int = 0, scenario: DriftScenario | None = None, drift_from: int = 0,
+                  notes: list[str] | None = None) -> pd.DataFrame:
     """The replayed rows as validated events (canonical columns, event_time in µs), in stream order.
 
     Events are stamped with the stream's times in arrival order (the sorted times: in time order, their own), as a live
     stream's would be. Shuffled, the source's times would jump back and forth, and the platform's clock (`now`, its
-    cool-down) with them, holding retrainings in cool-down at random."""
-    rows = select_stream(read_source(spec), spec, order=order, seed=seed, count=count, scenario=scenario, drift_from=drift_from)
+    cool-down) with them, holding retrainings in cool-down at random. With `notes`, source rows landing would quarantine
+    are left out and said there (`replay.read_source`)."""
+    rows = select_stream(read_source(spec, notes), spec, order=order, seed=seed, count=count, scenario=scenario, drift_from=drift_from)
     validated = validate_frame(rows, spec, generated_id_prefix=spec.name, generated_time_start_us=0)
     events = validated.events
     events = events[events[LABEL].notna()].reset_index(drop=True)

@@ -93,8 +93,9 @@ def _read_file(path: Path, spec: DatasetSpec) -> pd.DataFrame:
     )
 
 
-def _join_label_files(features: pd.DataFrame, label_files: dict[str, pd.DataFrame], spec: DatasetSpec) -> pd.DataFrame:
-    """`features` with the labels of label-only files joined by `id_column`; anything that cannot be joined stops the replay."""
+def _join_label_files(features: pd.DataFrame, label_files: dict[str, pd.DataFrame], spec: DatasetSpec, notes: list[str] | None) -> pd.DataFrame:
+    """`features` with the labels of label-only files joined by `id_column`; anything that cannot be joined stops the replay,
+    except (with `notes` to say so in) labels of ids no feature row has, which landing quarantines and a replay leaves out."""
     id_col = spec.id_column
     for name, frame in label_files.items():
         if id_col is None or id_col not in frame:
@@ -112,7 +113,10 @@ def _join_label_files(features: pd.DataFrame, label_files: dict[str, pd.DataFram
     ids = features[id_col].astype(str).str.strip()
     unknown = by_id.index.difference(ids)
     if len(unknown):
-        raise ReplayError(f"source.files: {len(unknown)} ids in the label files match no row of the feature files, e.g. {list(unknown[:3])}")
+        found = f"source.files: {len(unknown)} ids in the label files match no row of the feature files, e.g. {list(unknown[:3])}"
+        if notes is None:
+            raise ReplayError(found)
+        notes.append(f"{found}: left out, as landing quarantines them")
     joined = ids.map(by_id)
     if spec.label in features:
         inline = normalise_category(features[spec.label])
@@ -129,11 +133,16 @@ def stream_start_us(rows: int) -> int:
     return min(STREAM_START_US, int(time.time()) * 1_000_000 - max(rows - 1, 0) * GENERATED_INTERVAL_S * 1_000_000)
 
 
-def read_source(spec: DatasetSpec) -> pd.DataFrame:
+UNUSABLE_SHARE_MAX = 0.5  # rows whose time does not parse, beyond which the time_format is wrong rather than the rows
+
+
+def read_source(spec: DatasetSpec, notes: list[str] | None = None) -> pd.DataFrame:
     """The dataset's original rows in order, with `event_id` and `event_time` columns added.
 
     A file with the label but no feature column is a label file (as in landing): its labels are joined to
-    the other files' rows by `id_column`, and rows it does not label stay unlabelled.
+    the other files' rows by `id_column`, and rows it does not label stay unlabelled. With `notes`, rows landing would
+    quarantine for what a replay needs (a time that does not parse, when most do; a label of an id no row has) are left
+    out and said there, instead of stopping the replay: a user's export has a few of them.
     """
     frames = {str(path): _read_file(path, spec) for path in spec.source_paths()}
     label_files = {name: f for name, f in frames.items() if spec.label in f and not set(spec.features) & set(f.columns)}
@@ -142,27 +151,33 @@ def read_source(spec: DatasetSpec) -> pd.DataFrame:
         raise ReplayError(f"source.files: every file is a label file (the label and no feature column); the features {list(spec.features)} are in none")
     frame = pd.concat(feature_frames, ignore_index=True)
     if label_files:
-        frame = _join_label_files(frame, label_files, spec)
+        frame = _join_label_files(frame, label_files, spec, notes)
     frame = frame.dropna(how="all").reset_index(drop=True)
     ids, times = generated_keys(len(frame), spec.name, stream_start_us(len(frame)), GENERATED_INTERVAL_S * 1_000_000)
     frame[EVENT_ID] = frame[spec.id_column].astype(str) if spec.id_column else ids
-    frame[EVENT_TIME] = iso_text(_source_times(frame, spec) if spec.time_column else times)
+    if spec.time_column:
+        micros = _source_times(frame, spec, notes)
+        frame = frame[micros.notna().to_numpy()].reset_index(drop=True)
+        times = micros.dropna().to_numpy(dtype="int64")
+    frame[EVENT_TIME] = iso_text(times)
     return frame
 
 
-def _source_times(frame: pd.DataFrame, spec: DatasetSpec) -> np.ndarray:
+def _source_times(frame: pd.DataFrame, spec: DatasetSpec, notes: list[str] | None) -> pd.Series:
     """The time column in the spec's time_format (plus its time_offset), as microseconds; a row that does not fit stops
-    the replay, naming it."""
+    the replay, naming it, or (with `notes`, when most rows fit) is NA, said in `notes`."""
     assert spec.time_column is not None
     micros = parse_event_times(_source_column(frame, spec.time_column, "time_column"), spec.event_time_format)
     _refuse_missing(frame, spec.time_column, micros, f"time_column {spec.time_column!r}",
-                    f"missing, not a timestamp or out of range in time_format {spec.event_time_format!r}", "set time_format in the spec to how the column is written")
+                    f"missing, not a timestamp or out of range in time_format {spec.event_time_format!r}", "set time_format in the spec to how the column is written",
+                    notes)
     if spec.time_offset is not None:
         offset = spec.time_offset
+        timed = micros.notna().to_numpy()  # rows already left out are not counted again
         micros = offset_event_times(micros, _source_column(frame, offset.column, "time_offset.column"), offset.unit)
-        _refuse_missing(frame, offset.column, micros, f"time_offset.column {offset.column!r}",
-                        f"missing or not a number of {offset.unit}, or make a time out of range", "every row needs a number there")
-    return micros.to_numpy(dtype="int64")
+        _refuse_missing(frame[timed], offset.column, micros[timed], f"time_offset.column {offset.column!r}",
+                        f"missing or not a number of {offset.unit}, or make a time out of range", "every row needs a number there", notes)
+    return micros
 
 
 def _source_column(frame: pd.DataFrame, column: str, field: str) -> pd.Series:
@@ -171,13 +186,19 @@ def _source_column(frame: pd.DataFrame, column: str, field: str) -> pd.Series:
     return frame[column]
 
 
-def _refuse_missing(frame: pd.DataFrame, column: str, micros: pd.Series, field: str, problem: str, hint: str) -> None:
-    """A ReplayError naming the first rows whose time is NA, if any."""
+def _refuse_missing(frame: pd.DataFrame, column: str, micros: pd.Series, field: str, problem: str, hint: str, notes: list[str] | None) -> None:
+    """A ReplayError naming the first rows whose time is NA, if any: the hint where most are (the format is wrong), or
+    where only some are, that those rows are at fault; with `notes`, only a note when most rows have a time."""
     bad = micros.isna().to_numpy()
     if bad.any():
         values = frame[column]
-        examples = ", ".join(f"row {i + 1}: {str(values.iloc[i])!r}" for i in np.flatnonzero(bad)[:3])
-        raise ReplayError(f"{field}: {int(bad.sum())} of {len(values)} rows are {problem} ({examples}); {hint}")
+        examples = ", ".join(f"row {values.index[i] + 1}: {str(values.iloc[i])!r}" for i in np.flatnonzero(bad)[:3])
+        found = f"{field}: {int(bad.sum())} of {len(values)} rows are {problem} ({examples})"
+        if bad.mean() > UNUSABLE_SHARE_MAX:
+            raise ReplayError(f"{found}; {hint}")
+        if notes is None:
+            raise ReplayError(f"{found}; the others are: those rows are at fault, which landing quarantines (fix them, or leave them out)")
+        notes.append(f"{found}: left out, as landing quarantines them")
 
 
 def inject_drift(rows: pd.DataFrame, spec: DatasetSpec, scenario: DriftScenario, reference: pd.DataFrame | None = None) -> pd.DataFrame:
