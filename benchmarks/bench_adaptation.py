@@ -127,7 +127,7 @@ def row(stream: Stream, spec: DatasetSpec, events: int, result: PolicyResult) ->
         **scores,
         "fits": result.fits if "River" not in result.policy else "online",
         "train s": f"{result.train_seconds:.1f}",
-        "promoted": result.promotions if result.policy.startswith("platform") else "",
+        "promoted": result.promotions - 1 if result.policy.startswith("platform") else "",
         "drift-triggered": result.drift_triggers if result.policy.startswith("platform") else "",
         "quality-triggered": result.quality_triggers if result.policy.startswith("platform") else "",
     }

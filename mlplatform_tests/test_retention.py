@@ -93,6 +93,11 @@ def test_old_runs_go_with_their_files_and_the_history_a_model_rests_on_stays(any
     assert [r.run_id for r in latest] == [latest_score, triggered, retraining], "the latest and the model's own runs stay"
     assert "deleted 4 finished runs older than 30 days; kept 5" in pruned.summary(30)
     assert prune_run_history(instance, keep_days=30, now=datetime.now(timezone.utc) + timedelta(days=31)) == retention.Pruned(0, 5)
+    more = [_materialize(instance) for _ in range(2)] + [_materialize(instance)]  # the last one holds the latest materialization now
+    out_of_time = prune_run_history(instance, keep_days=30, now=datetime.now(timezone.utc) + timedelta(days=31), budget_seconds=-1)
+    assert out_of_time == retention.Pruned(0, 5, left=3) and "3 more are left for the next pass" in out_of_time.summary(30)
+    assert prune_run_history(instance, keep_days=30, now=datetime.now(timezone.utc) + timedelta(days=31)).deleted == 3
+    assert [instance.get_run_by_id(run_id) is None for run_id in (latest_score, *more)] == [True, True, True, False]
 
 
 def test_the_daily_job_runs_in_the_code_location_with_its_settings(state: Settings, instance: dg.DagsterInstance,

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -59,7 +60,8 @@ def _settle(instance: dg.DagsterInstance, run: dg.DagsterRun | None) -> dg.Dagst
     ends = {DagsterEventType.RUN_SUCCESS, DagsterEventType.RUN_FAILURE, DagsterEventType.RUN_CANCELED}
     last = instance.get_records_for_run(run.run_id, of_type=ends, limit=1, ascending=False).records
     if last and last[0].event_log_entry.dagster_event is not None:
-        instance.run_storage.handle_run_event(run.run_id, last[0].event_log_entry.dagster_event)
+        entry = last[0].event_log_entry  # its own time, not now: run durations and the landing sensor's back-off read it
+        instance.run_storage.handle_run_event(run.run_id, entry.dagster_event, update_timestamp=datetime.fromtimestamp(entry.timestamp, timezone.utc))
     else:
         instance.report_run_canceled(run)
     return instance.get_run_by_id(run.run_id)
@@ -73,9 +75,17 @@ def uninterrupted() -> Iterator[None]:
     from dagster._core.errors import DagsterExecutionInterruptedError
     from dagster._utils.interrupts import capture_interrupts, check_captured_interrupt
 
-    with capture_interrupts():
-        yield
-        stopped = check_captured_interrupt()
+    stopped = False
+    try:
+        with capture_interrupts():
+            try:
+                yield
+            finally:
+                stopped = check_captured_interrupt()
+    except Exception as exc:  # the writes failed after a signal came: an interrupt still, not an error to retry
+        if stopped:
+            raise DagsterExecutionInterruptedError(f"interrupted while writes that go together were made, which then failed: {exc}") from exc
+        raise
     if stopped:
         raise DagsterExecutionInterruptedError("interrupted while writes that go together were made: raised once they were all done")
 
@@ -132,19 +142,22 @@ def stops_on_signal(instance: dg.DagsterInstance, what: str, find: Callable[[], 
     except KeyboardInterrupt:  # before the run began, or between its steps
         interrupted = True
     finally:
-        signal.pthread_sigmask(signal.SIG_BLOCK, set(SIGNAL_NAMES))  # a signal now would break off this cleanup: it waits
+        # A signal now would break off this cleanup: it is only noted (a Python handler runs on the main thread, whichever
+        # thread the kernel gave the signal to; a mask of the main thread's alone held nothing back).
+        late: list[int] = []
+        previous_int = signal.signal(signal.SIGINT, lambda signum, _frame: late.append(signum))
+        signal.signal(signal.SIGTERM, lambda signum, _frame: late.append(signum))
         signal.set_wakeup_fd(previous_fd)
-        signal.signal(signal.SIGTERM, previous_term)
         done.set()
         writer.send(b"\0")  # no signal's number: wakes the watcher from its wait at once
         watcher.join()
-        late = [info.si_signo for info in (signal.sigtimedwait(set(SIGNAL_NAMES), 0) for _ in SIGNAL_NAMES) if info is not None]
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, set(SIGNAL_NAMES))
         if not received:  # one the watcher had no time to read, or one that came during this cleanup
             unread = [s for s in reader.recv(64) if s in SIGNAL_NAMES] if select.select([reader], [], [], 0)[0] else []
             received += (unread or late)[:1]
         reader.close()
         writer.close()
+        signal.signal(signal.SIGTERM, previous_term)
+        signal.signal(signal.SIGINT, previous_int)
     if not (received or interrupted):
         return
     import dagster as dg

@@ -6,6 +6,7 @@ evaluation), the champion jobs' runs, and the run holding the latest materializa
 the sensors, the freshness policies and the UI read)."""
 
 from collections.abc import Iterable
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -22,14 +23,20 @@ BATCH = 500  # runs looked at per query: a first pass over a year of history goe
 SCHEDULE_NAME = "run_history_retention"
 
 
+DELETE_BUDGET_SECONDS = 1200.0  # per pass: a first pass over a year of history (about 90 ms a run) goes on the next nights,
+# oldest first, well within run monitoring's hour of max runtime
+
+
 @dataclass(frozen=True)
 class Pruned:
     deleted: int
     kept: int  # older than the cut-off, kept for what rests on them
+    left: int = 0  # old enough, not deleted yet: the pass ran out of its budget
 
     def summary(self, keep_days: int) -> str:
+        later = f"; {self.left} more are left for the next pass (DELETE_BUDGET_SECONDS)" if self.left else ""
         return (f"deleted {self.deleted} finished runs older than {keep_days} days; kept {self.kept} as old that a model's history rests on "
-                "(retrainings, policy triggers, champion jobs, the latest materialization or observation of an asset)")
+                f"(retrainings, policy triggers, champion jobs, the latest materialization or observation of an asset){later}")
 
 
 def rests_on(run: dg.DagsterRun) -> bool:
@@ -68,8 +75,9 @@ def _old_runs(instance: dg.DagsterInstance, before: datetime) -> Iterable[dg.Dag
         cursor = records[-1].dagster_run.run_id
 
 
-def prune_run_history(instance: dg.DagsterInstance, keep_days: int, now: datetime | None = None) -> Pruned:
-    """Delete the finished runs older than `keep_days` that no model's history rests on."""
+def prune_run_history(instance: dg.DagsterInstance, keep_days: int, now: datetime | None = None, budget_seconds: float = DELETE_BUDGET_SECONDS) -> Pruned:
+    """Delete the finished runs older than `keep_days` that no model's history rests on, oldest first, for at most
+    `budget_seconds`."""
     before = (now or datetime.now(timezone.utc)) - timedelta(days=keep_days)
     protected = latest_event_runs(instance)
     doomed, kept = [], 0
@@ -78,9 +86,14 @@ def prune_run_history(instance: dg.DagsterInstance, keep_days: int, now: datetim
             kept += 1
         else:
             doomed.append(run.run_id)
-    for run_id in doomed:  # after the reading: deleting while paging would move the cursor's ground
+    deadline = time.monotonic() + budget_seconds
+    deleted = 0
+    for run_id in reversed(doomed):  # after the reading (deleting while paging would move the cursor's ground), oldest first
+        if time.monotonic() > deadline:
+            break
         _delete(instance, run_id)
-    return Pruned(len(doomed), kept)
+        deleted += 1
+    return Pruned(deleted, kept, len(doomed) - deleted)
 
 
 @dg.op(name="prune_run_history", description="Deletes the finished runs older than run_history_keep_days that no model's history rests on.")
@@ -88,7 +101,7 @@ def prune_run_history_op(context: dg.OpExecutionContext, platform: PlatformResou
     keep_days = platform.platform().settings.run_history_keep_days
     pruned = prune_run_history(context.instance, keep_days)
     context.log.info(pruned.summary(keep_days))
-    return dg.Output(pruned.deleted, metadata={"deleted": pruned.deleted, "kept": pruned.kept, "keep_days": keep_days})
+    return dg.Output(pruned.deleted, metadata={"deleted": pruned.deleted, "kept": pruned.kept, "left": pruned.left, "keep_days": keep_days})
 
 
 @dg.job(name=SCHEDULE_NAME, description="Deletes old finished runs, their events and captured logs (run_history_keep_days).")

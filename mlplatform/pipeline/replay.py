@@ -176,7 +176,8 @@ def _source_times(frame: pd.DataFrame, spec: DatasetSpec, notes: list[str] | Non
         timed = micros.notna().to_numpy()  # rows already left out are not counted again
         micros = offset_event_times(micros, _source_column(frame, offset.column, "time_offset.column"), offset.unit)
         _refuse_missing(frame[timed], offset.column, micros[timed], f"time_offset.column {offset.column!r}",
-                        f"missing or not a number of {offset.unit}, or make a time out of range", "every row needs a number there", notes)
+                        f"missing or not a number of {offset.unit}, or make a time out of range", "every row needs a number there", notes,
+                        left_out=int((~timed).sum()))
     return micros
 
 
@@ -186,15 +187,17 @@ def _source_column(frame: pd.DataFrame, column: str, field: str) -> pd.Series:
     return frame[column]
 
 
-def _refuse_missing(frame: pd.DataFrame, column: str, micros: pd.Series, field: str, problem: str, hint: str, notes: list[str] | None) -> None:
+def _refuse_missing(frame: pd.DataFrame, column: str, micros: pd.Series, field: str, problem: str, hint: str, notes: list[str] | None,
+                    left_out: int = 0) -> None:
     """A ReplayError naming the first rows whose time is NA, if any: the hint where most are (the format is wrong), or
-    where only some are, that those rows are at fault; with `notes`, only a note when most rows have a time."""
+    where only some are, that those rows are at fault; with `notes`, only a note when most rows have a time (`left_out`:
+    rows an earlier check left out already, which count towards "most")."""
     bad = micros.isna().to_numpy()
     if bad.any():
         values = frame[column]
         examples = ", ".join(f"row {values.index[i] + 1}: {str(values.iloc[i])!r}" for i in np.flatnonzero(bad)[:3])
         found = f"{field}: {int(bad.sum())} of {len(values)} rows are {problem} ({examples})"
-        if bad.mean() > UNUSABLE_SHARE_MAX:
+        if (int(bad.sum()) + left_out) / (len(values) + left_out) > UNUSABLE_SHARE_MAX:
             raise ReplayError(f"{found}; {hint}")
         if notes is None:
             raise ReplayError(f"{found}; the others are: those rows are at fault, which landing quarantines (fix them, or leave them out)")

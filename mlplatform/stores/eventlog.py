@@ -626,9 +626,12 @@ class EventStore(ABC):
         return [(str(sha), FileProgress(int(position), int(line), int(parsed), FileCounts(), str(sha))) for sha, position, line, parsed in rows]
 
     def landed_unplaced(self, name: str) -> list[tuple[str, int]]:
-        """The contents landed whole under `name` with no record of where they ended (an earlier version kept none), with
-        their rows: landing looks for where each ends in a file of that name, and records it (`place_landed`)."""
-        found = self._query(f"SELECT sha256, rows FROM files WHERE name = {self.PARAM} AND position IS NULL AND rows > 0", (name,))[1]
+        """The newest content landed whole under `name` with no record of where it ended (an earlier version kept none),
+        with its rows: landing looks for where it ends in a file of that name, and records it (`place_landed`). The newest
+        only: a cumulative export goes on from its latest landing, and a name reused for other contents (a daily
+        export.csv) would have every earlier one looked for at every landing."""
+        found = self._query(f"SELECT sha256, rows FROM files WHERE name = {self.PARAM} AND position IS NULL AND rows > 0 ORDER BY at DESC LIMIT 1",
+                            (name,))[1]
         return [(str(sha), int(rows)) for sha, rows in found]
 
     def place_landed(self, sha256: str, ended: FileProgress) -> None:
