@@ -34,6 +34,11 @@ def observe() -> None:
     look()
 
 
+@dg.asset(key=["adult", "evaluation_report"])
+def judged() -> int:
+    return 1
+
+
 @dg.asset
 def nothing_made() -> None:
     raise RuntimeError("fails before anything is made")
@@ -72,6 +77,7 @@ def any_instance(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 def test_old_runs_go_with_their_files_and_the_history_a_model_rests_on_stays(any_instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch) -> None:
     instance = any_instance
     monkeypatch.setattr(retention, "BATCH", 2)  # the paging, on a handful of runs
+    demo_judged = [dg.materialize([judged], instance=instance).run_id for _ in range(2)]  # untagged, as the demo's first retraining
     retraining = _materialize(instance, {RETRAIN_TAG: "adult"})
     triggered = _materialize(instance, {POLICY_TRIGGER_TAG: "adult"})
     old_scores = [_materialize(instance) for _ in range(3)]
@@ -84,18 +90,18 @@ def test_old_runs_go_with_their_files_and_the_history_a_model_rests_on_stays(any
 
     assert prune_run_history(instance, keep_days=30) == retention.Pruned(0, 0), "nothing is 30 days old yet"
     pruned = prune_run_history(instance, keep_days=30, now=datetime.now(timezone.utc) + timedelta(days=31))
-    assert pruned == retention.Pruned(deleted=4, kept=5), pruned
+    assert pruned == retention.Pruned(deleted=4, kept=7), pruned
     for run_id in [*old_scores, failed]:
         assert instance.get_run_by_id(run_id) is None and not _files(instance, run_id), run_id
-    for run_id in (latest_score, retraining, triggered, champion_job, observation, unfinished):
+    for run_id in (latest_score, retraining, triggered, champion_job, observation, unfinished, *demo_judged):
         assert instance.get_run_by_id(run_id) is not None, run_id
     latest = instance.fetch_materializations(dg.AssetKey("scored"), limit=10).records
     assert [r.run_id for r in latest] == [latest_score, triggered, retraining], "the latest and the model's own runs stay"
-    assert "deleted 4 finished runs older than 30 days; kept 5" in pruned.summary(30)
-    assert prune_run_history(instance, keep_days=30, now=datetime.now(timezone.utc) + timedelta(days=31)) == retention.Pruned(0, 5)
+    assert "deleted 4 finished runs older than 30 days; kept 7" in pruned.summary(30)
+    assert prune_run_history(instance, keep_days=30, now=datetime.now(timezone.utc) + timedelta(days=31)) == retention.Pruned(0, 7)
     more = [_materialize(instance) for _ in range(2)] + [_materialize(instance)]  # the last one holds the latest materialization now
     out_of_time = prune_run_history(instance, keep_days=30, now=datetime.now(timezone.utc) + timedelta(days=31), budget_seconds=-1)
-    assert out_of_time == retention.Pruned(0, 5, left=3) and "3 more are left for the next pass" in out_of_time.summary(30)
+    assert out_of_time == retention.Pruned(0, 7, left=3) and "3 more are left for the next pass" in out_of_time.summary(30)
     assert prune_run_history(instance, keep_days=30, now=datetime.now(timezone.utc) + timedelta(days=31)).deleted == 3
     assert [instance.get_run_by_id(run_id) is None for run_id in (latest_score, *more)] == [True, True, True, False]
 

@@ -25,7 +25,7 @@ from mlplatform.orchestration.names import (CRITICAL_STEP, DRIFT_REPORT, ESTIMAT
                                             QUALITY_FLOOR_CHECK, RAW_EVENTS, RETRAINING_TRIGGER, TRAINED_MODEL, ModelNames)
 from mlplatform.orchestration.resources import PlatformResource
 from mlplatform.pipeline.landing import LandingPolicy, ingest_pending
-from mlplatform.pipeline.retraining import (EvidenceError, FeatureSnapshot, apply_decision, build_feature_snapshot, evaluate_challenger, prune_snapshots,
+from mlplatform.pipeline.retraining import (Evaluation, EvidenceError, FeatureSnapshot, apply_decision, build_feature_snapshot, evaluate_challenger, prune_snapshots,
                                             record_evaluation, train_challenger)
 from mlplatform.settings import SettingsError
 from mlplatform.stores.eventlog import now_us
@@ -260,66 +260,74 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
             evaluation = evaluate_challenger(settings, spec, registry, snapshot, challenger_version, model.event_log)
         except EvidenceError as exc:
             raise final_failure(context.instance, context.run.run_id, f"evaluation_report: {exc}; the champion is unchanged") from exc
-        with uninterrupted():  # the decision's tags, the alias and the timeline: all of them, or none
+
+        def decided(evaluation: Evaluation) -> dg.MaterializeResult:
+            """The decision applied, and its record."""
             evaluation = apply_decision(registry, evaluation, context.run.run_id)
-        # MLflow's evaluation (plots, per-segment quality) records the decision and does not inform it: made after the alias
-        # moves, so serving switches seconds sooner (bench_reaction.py). A retry after a failure here finds the challenger
-        # already champion, decides nothing again (its recorded decision stands) and records the evaluation then.
-        mlflow_metrics = record_evaluation(spec, registry, snapshot, evaluation)
-        d = evaluation.decision
-        verdict = evaluation.verdict
-        shadow = evaluation.shadow
-        context.log.info(f"challenger v{challenger_version} {verdict}: {d.reason}")
-        summary: dict[str, object] = {
-            "decision": verdict,
-            "reason": d.reason,
-            "metric": d.metric,
-            "challenger_version": challenger_version,
-            "champion_version_before": evaluation.champion_version or 0,
-            CHAMPION_VERSION: evaluation.champion_after,
-            "challenger_score": d.challenger,
-            "champion_score": d.champion if d.champion is not None else float("nan"),
-            "improvement": d.improvement if d.improvement is not None else float("nan"),
-            "margin": d.margin,
-            "quality_floor": d.floor,
-            "holdout_rows": evaluation.holdout_rows,
-            JUDGED_ROWS: evaluation.judged_rows,
-            "champion_label_seq_cutoff": evaluation.champion_label_seq_cutoff,
-            "shadow_events": 0 if shadow is None else shadow.events,
-            "shadow_required": settings.promotion_requires_shadow_win,
-        }
-        report_dir = settings.reports_dir / "evaluation"
-        report_dir.mkdir(parents=True, exist_ok=True)
-        # One report per evaluation: a version judged again (a pin released, the asset run again) gets a report of its own, and
-        # the earlier materialization's link still shows the decision it recorded.
-        report_path = report_dir / f"{spec.name}-v{challenger_version}-{context.run.run_id[:8]}.html"
-        report_path.write_text(_evaluation_html(f"{spec.name}: challenger v{challenger_version} {verdict}", evaluation.markdown(), summary), encoding="utf-8")
-        registry.log_artifact(challenger_version, report_path, "evaluation")
-        check = dg.AssetCheckResult(
-            check_name=QUALITY_FLOOR_CHECK,
-            passed=evaluation.floor_passed,
-            severity=dg.AssetCheckSeverity.ERROR,
-            description=f"{d.metric} {d.challenger:.4f} vs floor {d.floor:.4f}" + (f"; {evaluation.floor_note}" if evaluation.floor_note else ""),
-            metadata={"value": d.challenger, "floor": d.floor, "metric": d.metric},
-        )
-        return dg.MaterializeResult(
-            metadata={
-                **summary,
-                "report": dg.MetadataValue.md(evaluation.markdown()),
-                "challenger_metrics": dg.MetadataValue.json(evaluation.challenger_metrics),
-                "champion_metrics": dg.MetadataValue.json(evaluation.champion_metrics or {}),
-                "shadow_challenger_metrics": dg.MetadataValue.json({} if shadow is None else shadow.challenger_metrics),
-                "shadow_champion_metrics": dg.MetadataValue.json({} if shadow is None else shadow.champion_metrics),
-                "mlflow_evaluation_metrics": dg.MetadataValue.json({k: round(v, 6) for k, v in mlflow_metrics.items()}),
-                REPORT_PATH: dg.MetadataValue.path(str(report_path)),
-                REPORT_URL: dg.MetadataValue.url(report_url(settings, report_path)),
-                "mlflow_model_version": dg.MetadataValue.url(mlflow_version_url(settings, registry.name, challenger_version)),
-                "mlflow_run": dg.MetadataValue.url(mlflow_run_url(settings, registry.experiment_id, registry.get_version(challenger_version).run_id)),
-                "champion_model_version": dg.MetadataValue.url(mlflow_version_url(settings, registry.name, evaluation.champion_after))
-                if evaluation.champion_after else "none",
-                "champion_timeline": dg.MetadataValue.md(champion_timeline(registry)),
-            },
-            check_results=[check],
-        )
+            # MLflow's evaluation (plots, per-segment quality) records the decision and does not inform it: made after the alias
+            # moves, so serving switches seconds sooner (bench_reaction.py). A retry after a failure here finds the challenger
+            # already champion, decides nothing again (its recorded decision stands) and records the evaluation then.
+            mlflow_metrics = record_evaluation(spec, registry, snapshot, evaluation)
+            d = evaluation.decision
+            verdict = evaluation.verdict
+            shadow = evaluation.shadow
+            context.log.info(f"challenger v{challenger_version} {verdict}: {d.reason}")
+            summary: dict[str, object] = {
+                "decision": verdict,
+                "reason": d.reason,
+                "metric": d.metric,
+                "challenger_version": challenger_version,
+                "champion_version_before": evaluation.champion_version or 0,
+                CHAMPION_VERSION: evaluation.champion_after,
+                "challenger_score": d.challenger,
+                "champion_score": d.champion if d.champion is not None else float("nan"),
+                "improvement": d.improvement if d.improvement is not None else float("nan"),
+                "margin": d.margin,
+                "quality_floor": d.floor,
+                "holdout_rows": evaluation.holdout_rows,
+                JUDGED_ROWS: evaluation.judged_rows,
+                "champion_label_seq_cutoff": evaluation.champion_label_seq_cutoff,
+                "shadow_events": 0 if shadow is None else shadow.events,
+                "shadow_required": settings.promotion_requires_shadow_win,
+            }
+            report_dir = settings.reports_dir / "evaluation"
+            report_dir.mkdir(parents=True, exist_ok=True)
+            # One report per evaluation: a version judged again (a pin released, the asset run again) gets a report of its own, and
+            # the earlier materialization's link still shows the decision it recorded.
+            report_path = report_dir / f"{spec.name}-v{challenger_version}-{context.run.run_id[:8]}.html"
+            report_path.write_text(_evaluation_html(f"{spec.name}: challenger v{challenger_version} {verdict}", evaluation.markdown(), summary), encoding="utf-8")
+            registry.log_artifact(challenger_version, report_path, "evaluation")
+            check = dg.AssetCheckResult(
+                check_name=QUALITY_FLOOR_CHECK,
+                passed=evaluation.floor_passed,
+                severity=dg.AssetCheckSeverity.ERROR,
+                description=f"{d.metric} {d.challenger:.4f} vs floor {d.floor:.4f}" + (f"; {evaluation.floor_note}" if evaluation.floor_note else ""),
+                metadata={"value": d.challenger, "floor": d.floor, "metric": d.metric},
+            )
+            return dg.MaterializeResult(
+                metadata={
+                    **summary,
+                    "report": dg.MetadataValue.md(evaluation.markdown()),
+                    "challenger_metrics": dg.MetadataValue.json(evaluation.challenger_metrics),
+                    "champion_metrics": dg.MetadataValue.json(evaluation.champion_metrics or {}),
+                    "shadow_challenger_metrics": dg.MetadataValue.json({} if shadow is None else shadow.challenger_metrics),
+                    "shadow_champion_metrics": dg.MetadataValue.json({} if shadow is None else shadow.champion_metrics),
+                    "mlflow_evaluation_metrics": dg.MetadataValue.json({k: round(v, 6) for k, v in mlflow_metrics.items()}),
+                    REPORT_PATH: dg.MetadataValue.path(str(report_path)),
+                    REPORT_URL: dg.MetadataValue.url(report_url(settings, report_path)),
+                    "mlflow_model_version": dg.MetadataValue.url(mlflow_version_url(settings, registry.name, challenger_version)),
+                    "mlflow_run": dg.MetadataValue.url(mlflow_run_url(settings, registry.experiment_id, registry.get_version(challenger_version).run_id)),
+                    "champion_model_version": dg.MetadataValue.url(mlflow_version_url(settings, registry.name, evaluation.champion_after))
+                    if evaluation.champion_after else "none",
+                    "champion_timeline": dg.MetadataValue.md(champion_timeline(registry)),
+                },
+                check_results=[check],
+            )
+
+        # The decision's tags, the alias and the timeline, then its record (MLflow's evaluation, the report, this
+        # materialization): a signal meanwhile takes effect once the step has ended, so a stopped run never leaves a decision
+        # made in part, nor one made without its record.
+        with uninterrupted(raise_after=False):
+            return decided(evaluation)
 
     return [raw_events, features, trained_model, evaluation_report]

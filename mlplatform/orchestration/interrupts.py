@@ -68,10 +68,12 @@ def _settle(instance: dg.DagsterInstance, run: dg.DagsterRun | None) -> dg.Dagst
 
 
 @contextmanager
-def uninterrupted() -> Iterator[None]:
+def uninterrupted(raise_after: bool = True) -> Iterator[None]:
     """Writes that go together, within a step: a signal that comes meanwhile (Ctrl-C, or a Terminate) interrupts the
     step only once they are all done. The probe stopped an evaluation between its decision's tags and the alias move:
-    the version read "promoted" while another stayed champion. Dagster's own capture of the interrupt, raised after it."""
+    the version read "promoted" while another stayed champion. Dagster's own capture of the interrupt, raised after it;
+    with `raise_after` False, the block is the rest of the step, which then ends as it would have (a decision and its
+    record), and the run is stopped after it (by the command, or the run launcher)."""
     from dagster._core.errors import DagsterExecutionInterruptedError
     from dagster._utils.interrupts import capture_interrupts, check_captured_interrupt
 
@@ -86,7 +88,7 @@ def uninterrupted() -> Iterator[None]:
         if stopped:
             raise DagsterExecutionInterruptedError(f"interrupted while writes that go together were made, which then failed: {exc}") from exc
         raise
-    if stopped:
+    if stopped and raise_after:
         raise DagsterExecutionInterruptedError("interrupted while writes that go together were made: raised once they were all done")
 
 

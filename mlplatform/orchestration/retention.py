@@ -1,9 +1,9 @@
 """Run history retention. Dagster keeps every run and its event log for ever; on the embedded instance each run is a
 SQLite file of its own (about 140 kB, however small the run) and a folder of captured logs, and `live_quality` alone
 starts 288 runs a day per model. A daily job deletes the finished runs older than `run_history_keep_days`, except the
-runs a model's history rests on: retrainings and the runs carrying a policy trigger (the policy's record and every
-evaluation), the champion jobs' runs, and the run holding the latest materialization or observation of each asset (what
-the sensors, the freshness policies and the UI read)."""
+runs a model's history rests on: retrainings, every run that trained or judged a version, the runs carrying a policy
+trigger (the policy's record), the champion jobs' runs, and the run holding the latest materialization or observation of
+each asset (what the sensors, the freshness policies and the UI read)."""
 
 from collections.abc import Iterable
 import time
@@ -15,12 +15,13 @@ import dagster as dg
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 
 from mlplatform.domain.keys import POLICY_TRIGGER_TAG, RETRAIN_TAG
-from mlplatform.orchestration.names import SET_CHAMPION_JOB_SUFFIX
+from mlplatform.orchestration.names import EVALUATION_REPORT, SET_CHAMPION_JOB_SUFFIX, TRAINED_MODEL
 from mlplatform.orchestration.resources import PlatformResource
 
 FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
 BATCH = 500  # runs looked at per query: a first pass over a year of history goes in batches, never one huge read
 SCHEDULE_NAME = "run_history_retention"
+LINEAGE_ASSETS = (TRAINED_MODEL, EVALUATION_REPORT)  # every run that materialized one of a model's is kept
 
 
 DELETE_BUDGET_SECONDS = 1200.0  # per pass: a first pass over a year of history (about 90 ms a run) goes on the next nights,
@@ -44,12 +45,22 @@ def rests_on(run: dg.DagsterRun) -> bool:
     return RETRAIN_TAG in run.tags or POLICY_TRIGGER_TAG in run.tags or run.job_name.endswith(SET_CHAMPION_JOB_SUFFIX)
 
 
-def latest_event_runs(instance: dg.DagsterInstance) -> set[str]:
-    """The runs holding the latest materialization or observation of each asset."""
+def kept_runs(instance: dg.DagsterInstance) -> set[str]:
+    """The runs holding the latest materialization or observation of each asset, and every run that trained or judged a
+    model version, whoever started it (the demo's first retraining carries no retraining tag; the champion timeline
+    names its run)."""
     runs: set[str] = set()
     for key in instance.get_asset_keys():
         for records in (instance.fetch_materializations(key, limit=1).records, instance.fetch_observations(key, limit=1).records):
             runs.update(record.run_id for record in records)
+        if key.path[-1] in LINEAGE_ASSETS:
+            cursor = None
+            while True:
+                page = instance.fetch_materializations(key, limit=BATCH, cursor=cursor)
+                runs.update(record.run_id for record in page.records)
+                if not page.has_more:
+                    break
+                cursor = page.cursor
     return runs
 
 
@@ -79,7 +90,7 @@ def prune_run_history(instance: dg.DagsterInstance, keep_days: int, now: datetim
     """Delete the finished runs older than `keep_days` that no model's history rests on, oldest first, for at most
     `budget_seconds`."""
     before = (now or datetime.now(timezone.utc)) - timedelta(days=keep_days)
-    protected = latest_event_runs(instance)
+    protected = kept_runs(instance)
     doomed, kept = [], 0
     for run in _old_runs(instance, before):
         if rests_on(run) or run.run_id in protected:
