@@ -72,8 +72,9 @@ def uninterrupted(raise_after: bool = True) -> Iterator[None]:
     """Writes that go together, within a step: a signal that comes meanwhile (Ctrl-C, or a Terminate) interrupts the
     step only once they are all done. The probe stopped an evaluation between its decision's tags and the alias move:
     the version read "promoted" while another stayed champion. Dagster's own capture of the interrupt, raised after it;
-    with `raise_after` False, the block is the rest of the step, which then ends as it would have (a decision and its
-    record), and the run is stopped after it (by the command, or the run launcher)."""
+    with `raise_after` False, the block is the rest of the last step, and the signal is dropped: the step and the run end
+    as they would have (a decision and its record), and a command says the signal came as its run ended. A run launcher
+    that kills a worker after its grace still cuts a block that outlasts it."""
     from dagster._core.errors import DagsterExecutionInterruptedError
     from dagster._utils.interrupts import capture_interrupts, check_captured_interrupt
 

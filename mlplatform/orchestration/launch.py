@@ -24,7 +24,7 @@ from mlplatform.settings import REPO_ROOT
 DEFINITIONS_MODULE = "mlplatform.orchestration.definitions"  # the code location of workspace.yaml
 
 RunResult = dg.ExecuteInProcessResult | dg.JobExecutionResult  # a run executed here, or orchestrated here with steps elsewhere
-QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}  # a failure is said once, by raise_on_failure: not as tracebacks
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 class LaunchError(RuntimeError):
