@@ -109,8 +109,9 @@ def test_instance_enables_run_retries_and_run_monitoring_and_retraining_has_a_ma
     assert (retention[TickStatus.SKIPPED], retention[TickStatus.FAILURE], retention[TickStatus.SUCCESS]) == (2, -1, -1), "skips purged, the rest kept"
 
 
+@pytest.mark.parametrize("name", ["skipped_ticks_keep_days", "run_history_keep_days"])
 @pytest.mark.parametrize("days", ["0", "-1", "1.5", "", "two"])
-def test_a_bad_skipped_ticks_keep_days_is_refused_naming_it(days: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MLPLATFORM_SKIPPED_TICKS_KEEP_DAYS", days)
-    with pytest.raises(pydantic.ValidationError, match="skipped_ticks_keep_days"):
+def test_a_bad_number_of_days_to_keep_is_refused_naming_it(name: str, days: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(f"MLPLATFORM_{name.upper()}", days)
+    with pytest.raises(pydantic.ValidationError, match=name):
         Settings()

@@ -5,7 +5,6 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import dagster as dg
-import pydantic
 import pytest
 from dagster._core.scheduler.instigation import InstigatorType, TickStatus
 from dagster._core.test_utils import create_run_for_test
@@ -122,10 +121,3 @@ def test_schedule_ticks_are_purged_after_the_run_history_days(instance: dg.Dagst
     """The instance Dagster loads from the state folder's dagster.yaml: live_quality ticks 288 times a day per model."""
     retention_days = instance.get_tick_retention_settings(InstigatorType.SCHEDULE)
     assert {retention_days[status] for status in (TickStatus.SKIPPED, TickStatus.SUCCESS, TickStatus.FAILURE)} == {14}
-
-
-@pytest.mark.parametrize("days", ["0", "-3", "2.5", "", "month"])
-def test_a_bad_run_history_keep_days_is_refused_naming_it(days: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MLPLATFORM_RUN_HISTORY_KEEP_DAYS", days)
-    with pytest.raises(pydantic.ValidationError, match="run_history_keep_days"):
-        Settings()

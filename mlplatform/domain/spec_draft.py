@@ -137,9 +137,10 @@ def _time_format(values: pd.Series) -> tuple[str | None, str]:
         magnitude = float(values.abs().median())
         unit = next((unit for unit, floor in EPOCH_FLOORS if magnitude >= floor), None)
         return unit, "" if unit else f"time_format: the numbers of {values.name!r} are no year, date or epoch the draft knows: set it"
-    read = {pattern: parse_event_times(values, pattern).notna() for pattern in (ISO, *STRFTIME_GUESSES)}
+    read = {ISO: parse_event_times(values, ISO).notna()}
     if read[ISO].all():
         return None, ""
+    read |= {pattern: parse_event_times(values, pattern).notna() for pattern in STRFTIME_GUESSES}
     readable = [pattern for pattern in STRFTIME_GUESSES if read[pattern].all()]
     if readable:
         return readable[0], f"time_format {readable[0]!r} guessed; {readable[1]!r} reads the sample too: check" if len(readable) > 1 else ""

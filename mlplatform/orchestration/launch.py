@@ -129,11 +129,9 @@ def materialize(instance: dg.DagsterInstance, model: str, assets: Sequence[str],
     what = f"materializing {', '.join(assets)} of {model}"
     in_process = asset_job.executor_def is dg.in_process_executor
     command = command_tags(instance, in_process)
+    result: RunResult
     if in_process:
-        run_id = make_new_run_id()
-        with stops_on_signal(instance, what, lambda: instance.get_run_by_id(run_id)):
-            result: RunResult = asset_job.get_subset(asset_selection=selection).execute_in_process(
-                instance=instance, tags={**(tags or {}), **command}, run_config=QUIET, raise_on_error=False, run_id=run_id)
+        result = _execute_here(asset_job.get_subset(asset_selection=selection), instance, what, {**(tags or {}), **command})
     else:  # execute_job takes no run id: the run is found by the command's token
         pointer = ReconstructableRepository.for_module(DEFINITIONS_MODULE, "defs", working_directory=str(REPO_ROOT))
         token = {COMMAND_RUN_TAG: command[COMMAND_RUN_TAG]}
@@ -141,6 +139,14 @@ def materialize(instance: dg.DagsterInstance, model: str, assets: Sequence[str],
             result = dg.execute_job(pointer.get_reconstructable_job(asset_job.name), instance, run_config=QUIET, tags={**(tags or {}), **command},
                                     raise_on_error=False, asset_selection=sorted(selection, key=str))
     return raise_on_failure(result, what) if raise_on_error else result
+
+
+def _execute_here(job: dg.JobDefinition, instance: dg.DagsterInstance, what: str, tags: dict[str, str],
+                  asset_selection: Sequence[dg.AssetKey] | None = None) -> dg.ExecuteInProcessResult:
+    """`job` executed in this process, quietly and never raising, stopped by a signal as a command is (`stops_on_signal`)."""
+    run_id = make_new_run_id()
+    with stops_on_signal(instance, what, lambda: instance.get_run_by_id(run_id)):
+        return job.execute_in_process(instance=instance, tags=tags, run_config=QUIET, raise_on_error=False, asset_selection=asset_selection, run_id=run_id)
 
 
 def tick(instance: dg.DagsterInstance, sensor_name: str, cursor: str | None, platform: PlatformResource | None = None) -> SensorExecutionData:
@@ -160,11 +166,9 @@ def launch(instance: dg.DagsterInstance, model: str, request: dg.RunRequest) -> 
     """Run what a retraining sensor asked for (its assets: all of the retraining, or evaluation_report alone), in this
     process, with its tags and run key (the daemon does the same)."""
     job = definitions().resolve_job_def(ModelNames(model).retrain_job)
-    run_id = make_new_run_id()
-    with stops_on_signal(instance, f"retraining run of {model}", lambda: instance.get_run_by_id(run_id)):
-        result = job.execute_in_process(instance=instance, tags={**_request_tags(request), **command_tags(instance, in_process=True)}, run_config=QUIET,
-                                        raise_on_error=False, asset_selection=request.asset_selection, run_id=run_id)
-    return raise_on_failure(result, f"retraining run of {model}")
+    what = f"retraining run of {model}"
+    result = _execute_here(job, instance, what, {**_request_tags(request), **command_tags(instance, in_process=True)}, request.asset_selection)
+    return raise_on_failure(result, what)
 
 
 def launch_drift_run(instance: dg.DagsterInstance, model: str, request: dg.RunRequest) -> RunResult:

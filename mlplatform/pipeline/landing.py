@@ -856,9 +856,9 @@ def _content_end(handle: BinaryIO, sha256: str, read_up_to: int = 0, max_line_en
 
 
 def _placed(handle: BinaryIO, log: EventStore, name: str) -> list[tuple[str, FileProgress]]:
-    """Contents of `name` an earlier version landed whole without keeping where they ended, as readings to go on from
-    (see `completed_named`): where this file begins with one, it ended there; the place is recorded, so the search runs
-    once. Its rows are only counted, which numbers nothing: the appended rows get ids of their own."""
+    """The newest content of `name` an earlier version landed whole without keeping where it ended, as a reading to go on
+    from (see `completed_named`): where this file begins with it, it ended there; the place is recorded, and never looked
+    for again. Its rows are only counted, which numbers nothing: the appended rows get ids of their own."""
     placed = []
     for sha, rows in log.landed_unplaced(name):
         found = _content_end(handle, sha, max_line_ends=2 * rows + LEGACY_LINE_SLACK)

@@ -382,21 +382,19 @@ def judge(settings: Settings, spec: DatasetSpec, holdout: pd.DataFrame, challeng
     judged, and the reason says so.
     """
     rows = np.ones(len(holdout), dtype=bool)
-    recorded = np.zeros(len(holdout), dtype=bool)
+    recorded = np.zeros(len(holdout), dtype=bool)  # the rows the champion is scored on by `champion_recorded`
     note = ""
     if champion is not None and champion_unseen is not None and not champion_unseen.all():
         unseen = int(champion_unseen.sum())
-        if champion_recorded is not None:
-            recorded = holdout.index.isin(champion_recorded.index) & ~champion_unseen
+        own = recorded if champion_recorded is None else holdout.index.isin(champion_recorded.index) & ~champion_unseen
         if unseen >= MIN_JUDGED_ROWS:
-            rows, recorded = champion_unseen, np.zeros(len(holdout), dtype=bool)
-        elif unseen + int(recorded.sum()) >= MIN_JUDGED_ROWS:
-            rows = champion_unseen | recorded
+            rows = champion_unseen
+        elif unseen + int(own.sum()) >= MIN_JUDGED_ROWS:
+            rows, recorded = champion_unseen | own, own
             after = f", on the {unseen} labelled after its cut-off by its own" if unseen else ""
-            note = (f" (the refit champion judged out of sample: on {int(recorded.sum())} rows of its own hold-out by its validation model's "
+            note = (f" (the refit champion judged out of sample: on {int(own.sum())} rows of its own hold-out by its validation model's "
                     f"predictions recorded at its training{after})")
         else:
-            recorded = np.zeros(len(holdout), dtype=bool)
             note = f" (the refit champion trained on {len(holdout) - unseen} of these {len(holdout)} hold-out rows: only {unseen} came after its cut-off, fewer than {MIN_JUDGED_ROWS})"
     judged, predicted = holdout[rows], challenger_predicted[rows]
     challenger_metrics = score(spec, judged[LABEL], predicted)
