@@ -438,7 +438,8 @@ def test_a_signal_stops_materialize_and_cancels_its_run(state: Settings, instanc
     the command. Dagster retried the interrupted step under its retry policy: a Ctrl-C was retried away and the run
     succeeded; the launcher, seeing the retry, killed the command with no word (the probe: exit -9, nothing printed)."""
     write_batches(adult_rows.iloc[:1500], adult_spec, state.landing_dir, 1500)
-    env = {**os.environ, "MLPLATFORM_TUNING_TRIALS": "500", "MLPLATFORM_TUNING_SECONDS": "600"}  # a step still running when the signal comes
+    # A step still running when the signal comes, and past the 20 s grace if it came before training held it and was lost.
+    env = {**os.environ, "MLPLATFORM_TUNING_TRIALS": "100000", "MLPLATFORM_TUNING_SECONDS": "600"}
     process = subprocess.Popen([sys.executable, "-m", "mlplatform.cli", "materialize", "--model", "adult"], env=env, cwd=REPO_ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # a background child ignores SIGINT otherwise

@@ -4,6 +4,7 @@ the same predictions everywhere."""
 import math
 import os
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import mlflow
@@ -103,6 +104,30 @@ def test_the_logged_model_is_self_contained(trained, window: pd.DataFrame, adult
     assert run.data.params["num_leaves"] and run.data.metrics["best_iteration"] == trained.best_iteration
     assert {a.path for a in registry.client.list_artifacts(version.run_id)} >= {"feature_importance.json", "dataset_spec.yaml"}
     assert registry.versions()[0].aliases == ["challenger"]
+
+
+class Stop(BaseException):
+    """What a checkpoint raises: an interrupt is no Exception."""
+
+
+@pytest.mark.parametrize("stage", ["trial", "refit"])
+def test_training_stops_only_at_its_checkpoints(trained, window: pd.DataFrame, adult_spec: DatasetSpec, stage: str) -> None:  # type: ignore[no-untyped-def]
+    """A stop lands where LightGBM is whole: before a trial and after every boosting round, of tuning and of the refit
+    (interrupted anywhere, its wrapper freed a booster twice, a segfault, or lost the interrupt in a __del__)."""
+    calls: list[int] = []
+
+    def checkpoint() -> None:
+        calls.append(1)
+        if len(calls) == 25:
+            raise Stop
+
+    config = replace(FAST, checkpoint=checkpoint)
+    with pytest.raises(Stop):
+        if stage == "trial":
+            train(window, adult_spec, config)
+        else:
+            refit(trained, window, adult_spec, config)
+    assert len(calls) == 25
 
 
 @pytest.mark.parametrize(

@@ -33,12 +33,27 @@ def test_a_run_left_canceling_gets_its_real_end(instance: dg.DagsterInstance) ->
     assert _settle(instance, instance.get_run_by_id(ended_on_the_interrupt.run_id)).status == dg.DagsterRunStatus.CANCELED  # type: ignore[union-attr]
 
 
-SCRIPT = textwrap.dedent("""
+# A job `job` defined by a script, executed in the script's own process as `mlplatform materialize` executes one.
+HEADER = textwrap.dedent("""
     import os, signal, threading, time
     import dagster as dg
     from dagster._core.utils import make_new_run_id
-    from mlplatform.orchestration.interrupts import Stopped, stops_on_signal
+    from mlplatform.orchestration.interrupts import stops_on_signal, uninterrupted
+""")
+EXECUTE = textwrap.dedent("""
+    instance = dg.DagsterInstance.ephemeral()
+    run_id = make_new_run_id()
+    with stops_on_signal(instance, "job", lambda: instance.get_run_by_id(run_id)):
+        job.execute_in_process(instance=instance, raise_on_error=False, run_id=run_id)
+""")
 
+
+def executed(job_script: str, setting: str = "") -> subprocess.CompletedProcess[str]:
+    """`job_script` run with HEADER and EXECUTE, after `setting` (its constants)."""
+    return subprocess.run([sys.executable, "-c", f"{setting}\n{HEADER}\n{job_script}\n{EXECUTE}"], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
+
+
+SCRIPT = textwrap.dedent("""
     failed = []
 
     @dg.op(retry_policy=dg.RetryPolicy(max_retries=2, delay=0.1))
@@ -60,26 +75,17 @@ SCRIPT = textwrap.dedent("""
     def job():
         slow(flaky())
 
-    instance = dg.DagsterInstance.ephemeral()
-    run_id = make_new_run_id()
-    with stops_on_signal(instance, "job", lambda: instance.get_run_by_id(run_id)):
-        job.execute_in_process(instance=instance, raise_on_error=False, run_id=run_id)
 """)
 
 
 def test_a_step_retried_before_the_signal_does_not_cut_the_interrupted_steps_cleanup_short() -> None:
     """The review: a retry counted from the start made the first Ctrl-C exit at once, while the step unwound."""
-    done = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
+    done = executed(SCRIPT)
     assert done.returncode == 130, done.stderr[-2000:]
     assert "cleanup done" in done.stdout and "job: stopped by SIGINT (Ctrl-C): its interrupted step was to be retried; run " in done.stderr
 
 
 TOGETHER = textwrap.dedent("""
-    import os, signal, time
-    import dagster as dg
-    from dagster._core.utils import make_new_run_id
-    from mlplatform.orchestration.interrupts import stops_on_signal, uninterrupted
-
     @dg.op(retry_policy=dg.RetryPolicy(max_retries=2, delay=1))
     def decide():
         with uninterrupted(raise_after=RAISE_AFTER):
@@ -93,10 +99,6 @@ TOGETHER = textwrap.dedent("""
     def job():
         decide()
 
-    instance = dg.DagsterInstance.ephemeral()
-    run_id = make_new_run_id()
-    with stops_on_signal(instance, "job", lambda: instance.get_run_by_id(run_id)):
-        job.execute_in_process(instance=instance, raise_on_error=False, run_id=run_id)
 """)
 
 
@@ -105,11 +107,38 @@ def test_writes_that_go_together_are_all_made_before_a_signal_stops_the_step(rai
     """The probe: an evaluation stopped between its decision's tags and the alias move left a version reading "promoted"
     while another stayed champion; then, one stopped after its decision left no record of it (evaluation_report's rest
     of the step is one such block, `raise_after=False`: the step ends as it would have, and so does the run here)."""
-    done = subprocess.run([sys.executable, "-c", f"RAISE_AFTER = {raise_after}\n{TOGETHER}"], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
+    done = executed(TOGETHER, f"RAISE_AFTER = {raise_after}")
     assert done.returncode == (143 if raise_after else 0), done.stderr[-2000:]
     assert done.stdout.splitlines() == ["tags written", "alias moved", *([] if raise_after else ["went on after the signal"])], done.stdout
     if not raise_after:
         assert "job: SIGTERM (Terminate in the Dagster UI, or `kill`) came as run " in done.stderr and "it succeeded" in done.stderr
+
+
+AT_CHECKPOINT = textwrap.dedent("""
+    @dg.op(retry_policy=dg.RetryPolicy(max_retries=2, delay=1))
+    def fit():
+        with uninterrupted() as checkpoint:
+            checkpoint()  # no signal yet: goes on
+            os.kill(os.getpid(), signal.SIGINT)  # a Ctrl-C inside LightGBM's wrapper, between two of its statements
+            print("held", flush=True)
+            checkpoint()  # the next boosting round
+            print("went past the checkpoint", flush=True)
+
+    @dg.job
+    def job():
+        fit()
+
+""")
+
+
+def test_a_signal_during_training_is_held_until_its_checkpoint() -> None:
+    """LightGBM's Python wrapper interrupted anywhere freed a booster twice (a segfault: an interrupt between
+    Booster.model_from_string's free and its new handle) or lost the interrupt (one raised in a Dataset's __del__ is
+    only printed, and the run went on to succeed: a CI failure). Training holds the signal and raises it at a checkpoint."""
+    done = executed(AT_CHECKPOINT)
+    assert done.returncode == 130, done.stderr[-2000:]
+    assert done.stdout.splitlines() == ["held"], done.stdout
+    assert "job: stopped by SIGINT (Ctrl-C): its interrupted step was to be retried; run " in done.stderr
 
 
 DURING_CLEANUP = textwrap.dedent("""

@@ -50,6 +50,10 @@ class TrainingConfig:
     # One OpenMP thread: windows are small (≤ 50k rows) and on a shared 2-core machine extra threads spin
     # against Dagster, serving and each other; measured 10x slower with 2 threads under load.
     num_threads: int = 1
+    # Called after every boosting round and before every trial: where a stop may land. LightGBM's Python wrapper is not
+    # safe to interrupt anywhere else: an interrupt in Booster.model_from_string freed its handle twice (a segfault), and
+    # one in a Dataset's __del__ was lost. The caller holds signals during training and raises them here.
+    checkpoint: Callable[[], None] | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -83,6 +87,12 @@ def _objective(spec: DatasetSpec) -> dict[str, Any]:
     return {"objective": "regression", "metric": "l2"}
 
 
+def _checkpoints(config: TrainingConfig) -> list[Callable[[Any], None]]:
+    """The LightGBM callback that calls `config.checkpoint` after each boosting round, if there is one."""
+    checkpoint = config.checkpoint
+    return [] if checkpoint is None else [lambda _env: checkpoint()]
+
+
 # One boosting run with a trial's parameters: the booster (its best_iteration set by early stopping) and its
 # validation loss at that iteration.
 Fit = Callable[[dict[str, Any]], "tuple[lgb.Booster, float]"]
@@ -104,7 +114,7 @@ def _local_fit(base: dict[str, Any], config: TrainingConfig, x_train: pd.DataFra
             num_boost_round=config.num_boost_round,
             valid_sets=[valid_set],
             valid_names=["valid"],
-            callbacks=[lgb.early_stopping(config.early_stopping_rounds, verbose=False), lgb.record_evaluation(evals)],
+            callbacks=[lgb.early_stopping(config.early_stopping_rounds, verbose=False), lgb.record_evaluation(evals), *_checkpoints(config)],
         )
         return booster, float(evals["valid"][base["metric"]][booster.best_iteration - 1])
 
@@ -181,6 +191,8 @@ def train(
     boosters: dict[int, lgb.Booster] = {}
 
     def objective(trial: optuna.Trial) -> float:
+        if config.checkpoint is not None:  # a Dask fit's rounds run on the workers: between trials is its only checkpoint
+            config.checkpoint()
         params = {
             "learning_rate": trial.suggest_float("learning_rate", 0.02, 0.2, log=True),
             "num_leaves": trial.suggest_int("num_leaves", 8, 128, log=True),
@@ -241,7 +253,7 @@ def refit(result: TrainingResult, window: pd.DataFrame, spec: DatasetSpec, confi
     transformer = result.predictor.transformer
     params = {k: v for k, v in result.params.items() if k not in ("num_boost_round", "early_stopping_rounds")}
     rows = lgb.Dataset(transformer.transform(window), encode_labels(window[LABEL], spec), weight=None if weights is None else weights[labelled])
-    booster = lgb.train(params, rows, num_boost_round=max(1, result.best_iteration))
+    booster = lgb.train(params, rows, num_boost_round=max(1, result.best_iteration), callbacks=_checkpoints(config))
     return TrainingResult(
         predictor=Predictor(booster, transformer, spec.task.value, spec.classes, spec.positive_class),
         params=result.params,

@@ -207,7 +207,8 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
         run_tags = (run or context.run).tags
         trigger = {tag(f"trigger.{k.removeprefix(RUN_TAG_PREFIX)}"): v for k, v in run_tags.items() if k.startswith(RUN_TAG_PREFIX) and k != MODEL_TAG}
         try:
-            challenger = train_challenger(model.settings, model.spec, registry, snapshot, {DAGSTER_RUN_TAG: context.run.run_id, **trigger})
+            with uninterrupted() as checkpoint:  # a stop lands between LightGBM's boosting rounds, or after the version is logged
+                challenger = train_challenger(model.settings, model.spec, registry, snapshot, {DAGSTER_RUN_TAG: context.run.run_id, **trigger}, checkpoint)
         except (TrainingError, SettingsError) as exc:  # a window without a model, or a Dask scheduler that does not answer
             raise final_failure(context.instance, context.run.run_id, f"trained_model: {exc}; the champion is unchanged") from exc
         result = challenger.result

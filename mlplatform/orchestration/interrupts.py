@@ -67,14 +67,24 @@ def _settle(instance: dg.DagsterInstance, run: dg.DagsterRun | None) -> dg.Dagst
     return instance.get_run_by_id(run.run_id)
 
 
+def _raise_held() -> None:
+    """An `uninterrupted` block's checkpoint: a signal held since the block began is raised here."""
+    from dagster._core.errors import DagsterExecutionInterruptedError
+    from dagster._utils.interrupts import check_captured_interrupt
+
+    if check_captured_interrupt():
+        raise DagsterExecutionInterruptedError("interrupted: raised at a checkpoint of a block that holds signals")
+
+
 @contextmanager
-def uninterrupted(raise_after: bool = True) -> Iterator[None]:
-    """Writes that go together, within a step: a signal that comes meanwhile (Ctrl-C, or a Terminate) interrupts the
-    step only once they are all done. The probe stopped an evaluation between its decision's tags and the alias move:
-    the version read "promoted" while another stayed champion. Dagster's own capture of the interrupt, raised after it;
-    with `raise_after` False, the block is the rest of the last step, and the signal is dropped: the step and the run end
-    as they would have (a decision and its record), and a command says the signal came as its run ended. A run launcher
-    that kills a worker after its grace still cuts a block that outlasts it."""
+def uninterrupted(raise_after: bool = True) -> Iterator[Callable[[], None]]:
+    """Code within a step that a signal (Ctrl-C, or a Terminate) must not break off anywhere: writes that go together, or
+    LightGBM's training. The signal is held, raised at the checkpoints the block calls (the callable it is given) or once
+    it is done. The probe stopped an evaluation between its decision's tags and the alias move: the version read
+    "promoted" while another stayed champion. Dagster's own capture of the interrupt; with `raise_after` False, the block
+    is the rest of the last step, and the signal is dropped: the step and the run end as they would have (a decision and
+    its record), and a command says the signal came as its run ended. A run launcher that kills a worker after its grace
+    still cuts a block that outlasts it."""
     from dagster._core.errors import DagsterExecutionInterruptedError
     from dagster._utils.interrupts import capture_interrupts, check_captured_interrupt
 
@@ -82,15 +92,15 @@ def uninterrupted(raise_after: bool = True) -> Iterator[None]:
     try:
         with capture_interrupts():
             try:
-                yield
+                yield _raise_held
             finally:
                 stopped = check_captured_interrupt()
-    except Exception as exc:  # the writes failed after a signal came: an interrupt still, not an error to retry
+    except Exception as exc:  # the block failed after a signal came: an interrupt still, not an error to retry
         if stopped:
-            raise DagsterExecutionInterruptedError(f"interrupted while writes that go together were made, which then failed: {exc}") from exc
+            raise DagsterExecutionInterruptedError(f"interrupted while a block that holds signals ran, which then failed: {exc}") from exc
         raise
     if stopped and raise_after:
-        raise DagsterExecutionInterruptedError("interrupted while writes that go together were made: raised once they were all done")
+        raise DagsterExecutionInterruptedError("interrupted while a block that holds signals ran: raised once it was done")
 
 
 @contextmanager

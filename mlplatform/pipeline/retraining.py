@@ -10,6 +10,7 @@ import logging
 import math
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -96,7 +97,8 @@ class FeatureSnapshot:
         return cls(folder, window, transformer)
 
 
-def training_config(settings: Settings) -> TrainingConfig:
+def training_config(settings: Settings, checkpoint: Callable[[], None] | None = None) -> TrainingConfig:
+    """The settings' training budget; `checkpoint` (TrainingConfig.checkpoint) is where a stop may land in it."""
     return TrainingConfig(
         validation_fraction=settings.validation_fraction,
         min_rows=settings.min_training_rows,
@@ -105,6 +107,7 @@ def training_config(settings: Settings) -> TrainingConfig:
         num_boost_round=settings.num_boost_round,
         early_stopping_rounds=settings.early_stopping_rounds,
         seed=settings.seed,
+        checkpoint=checkpoint,
     )
 
 
@@ -238,9 +241,11 @@ class Challenger:
     window: Window  # what its version's window tags say it learned from
 
 
-def train_challenger(settings: Settings, spec: DatasetSpec, registry: Registry, snapshot: FeatureSnapshot, extra_tags: dict[str, str]) -> Challenger:
+def train_challenger(settings: Settings, spec: DatasetSpec, registry: Registry, snapshot: FeatureSnapshot, extra_tags: dict[str, str],
+                     checkpoint: Callable[[], None] | None = None) -> Challenger:
     """Train on the snapshot's training part (refit on the hold-out too, under `refit_on_holdout`) and register the
-    served model as the new `challenger`, with the validation model's hold-out predictions as its evidence."""
+    served model as the new `challenger`, with the validation model's hold-out predictions as its evidence. A stop lands
+    at `checkpoint` (TrainingConfig.checkpoint) in the training."""
     from mlplatform.stores.mlflow_records import EVALUATION, window_dataset
 
     holdout = snapshot.holdout
@@ -251,7 +256,8 @@ def train_challenger(settings: Settings, spec: DatasetSpec, registry: Registry, 
     champion = registry.load_predictor(record.version) if record is not None and locatable and settings.training_window_since_change else None
     since_change = change_window(settings, spec, window, champion, unseen)
     with dask_client(settings.dask_scheduler, env_name("dask_scheduler")) as cluster:
-        fit = train_on_best_window(settings, spec, snapshot.train, holdout, snapshot.transformer, cluster=cluster, since_change=since_change)
+        fit = train_on_best_window(settings, spec, snapshot.train, holdout, snapshot.transformer, cluster=cluster, since_change=since_change,
+                                   checkpoint=checkpoint)
     validated, choice = fit.validation, fit.choice
     train_part = snapshot.train.iloc[-validated.train_rows - validated.validation_rows :]
     valid = train_part.iloc[-validated.validation_rows :]
@@ -289,11 +295,12 @@ def change_window(settings: Settings, spec: DatasetSpec, window: pd.DataFrame, c
 
 
 def train_on_best_window(settings: Settings, spec: DatasetSpec, train_part: pd.DataFrame, holdout: pd.DataFrame, transformer: FeatureTransformer,
-                         weights: Weights | None = None, cluster: "Client | None" = None, since_change: int | None = None) -> ChallengerFit:
+                         weights: Weights | None = None, cluster: "Client | None" = None, since_change: int | None = None,
+                         checkpoint: Callable[[], None] | None = None) -> ChallengerFit:
     """trained_model's training: one model per `training_window_candidates` window, and the window `since_change`
     (`change_window`) when there is one, the best on the hold-out kept, then (`refit_on_holdout`) its configuration refit
     on the chosen window's training rows plus the hold-out. The asset and the adaptation benchmark both train through here."""
-    config = training_config(settings)
+    config = training_config(settings, checkpoint)
     candidates = tuple(dict.fromkeys((*settings.window_candidates, *(() if since_change is None else (since_change,)))))
     choice = train_best_window(train_part, holdout, spec, config, candidates, transformer=transformer, weights=weights, cluster=cluster)
     if not settings.refit_on_holdout:
