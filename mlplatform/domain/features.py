@@ -9,6 +9,7 @@ with the model, training and serving cannot disagree.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,8 +63,11 @@ _INTEGRAL_TEXT = re.compile(r"([+-]?\d+)\.0*")
 
 
 def spelling_key(text: str) -> str:
-    """One key for the spellings one value takes across formats: a CSV export writes `true` or `12.0` where JSON and
-    Parquet give true and 12.0, spelled "True" and "12"."""
+    """One key for the spellings one value takes across formats and sources: a CSV export writes `true` or `12.0` where
+    JSON and Parquet give true and 12.0, spelled "True" and "12"; one source composes "é" (NFC) where another decomposes
+    it (NFD: macOS, some exports). Only values unseen as spelled are looked up this way, so known ones cost nothing."""
+    if not text.isascii():
+        text = unicodedata.normalize("NFC", text)
     lower = text.lower()
     if lower in ("true", "false"):
         return lower
