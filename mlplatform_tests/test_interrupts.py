@@ -8,6 +8,7 @@ import dagster as dg
 import pytest
 from dagster._core.test_utils import create_run_for_test
 
+from mlplatform.orchestration.console import console
 from mlplatform.orchestration.interrupts import _settle
 from mlplatform.settings import REPO_ROOT
 
@@ -141,6 +142,33 @@ def test_a_signal_during_training_is_held_until_its_checkpoint() -> None:
     assert "job: stopped by SIGINT (Ctrl-C): its interrupted step was to be retried; run " in done.stderr
 
 
+IN_A_DESTRUCTOR = textwrap.dedent("""
+    class Pooled:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGINT)  # a Ctrl-C while a destructor runs (SQLAlchemy's _collection_gced, in the probe)
+            time.sleep(0.2)
+
+    @dg.op(retry_policy=dg.RetryPolicy(max_retries=2, delay=1))
+    def slow():
+        Pooled()
+        print("went on after the signal", flush=True)
+        time.sleep(30)
+
+    @dg.job
+    def job():
+        slow()
+""")
+
+
+def test_a_signal_lost_in_a_destructor_is_sent_again() -> None:
+    """An interrupt raised in a __del__ or a weakref callback is only printed ("Exception ignored in"): the probe's Ctrl-C
+    was lost one time in four, the step went on and the command waited out the 20 s grace."""
+    done = executed(IN_A_DESTRUCTOR)
+    assert done.returncode == 130, done.stderr[-2000:]
+    assert "job: stopped by SIGINT (Ctrl-C): its interrupted step was to be retried; run " in done.stderr, done.stderr[-2000:]
+    assert "Exception ignored" not in done.stderr and done.stdout.splitlines() == ["went on after the signal"]
+
+
 DURING_CLEANUP = textwrap.dedent("""
     import os, signal, sys, threading
     import dagster as dg
@@ -170,3 +198,26 @@ def test_a_signal_during_the_cleanup_is_noted_not_fatal() -> None:
     the process (SIGTERM) or escaped as a KeyboardInterrupt, the run never settled."""
     done = subprocess.run([sys.executable, "-c", DURING_CLEANUP], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
     assert done.returncode == 0 and done.stdout.strip() == "Stopped 143", (done.returncode, done.stdout, done.stderr[-1500:])
+
+
+@dg.op
+def stopped() -> None:
+    from dagster._core.errors import DagsterExecutionInterruptedError
+
+    raise DagsterExecutionInterruptedError()  # as Dagster raises a signal that came between two steps, at the next one's start
+
+
+@dg.op
+def broken() -> None:
+    raise RuntimeError("a real failure")
+
+
+@pytest.mark.parametrize("op, shown", [(stopped, False), (broken, True)])
+def test_the_console_leaves_out_what_a_signal_stopped_and_says_real_failures(op: dg.OpDefinition, shown: bool, capfd: pytest.CaptureFixture[str]) -> None:
+    """A Ctrl-C between two steps printed the interrupt's stack twice (the step's failure, the run's cancel), 80 lines
+    before the command's own one-line message."""
+    job = dg.GraphDefinition(name="one", node_defs=[op]).to_job(logger_defs={"console": console})
+    result = job.execute_in_process(run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}}, raise_on_error=False)
+    assert not result.success
+    err = capfd.readouterr().err
+    assert ("STEP_FAILURE" in err) is shown and ("Stack Trace" in err) is shown, err[-2000:]

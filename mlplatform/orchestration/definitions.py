@@ -4,6 +4,7 @@ what is shared by all of them. `dagster dev -w workspace.yaml` and `dg dev` load
 import dagster as dg
 
 from mlplatform.orchestration.alerts import run_alert_sensors
+from mlplatform.orchestration.console import console
 from mlplatform.orchestration.executor import run_executor
 from mlplatform.orchestration.io import RunScopedIOManager
 from mlplatform.orchestration.resources import PlatformResource
@@ -22,6 +23,7 @@ def defs() -> dg.Definitions:
         schedules=[run_history_schedule],
         resources={"platform": resource, "handover": RunScopedIOManager(platform=resource)},
         executor=run_executor(settings),
+        loggers={"console": console},  # what a command's QUIET run config sets; the daemon's runs log to Dagster's own
     )
     # The defs folder alone: `load_from_defs_folder` also builds a catalogue of every installed component type (JSON
     # schemas and sample YAML of each, for the UI's component docs), which no run uses and every process that loads the
