@@ -422,7 +422,7 @@ def test_the_landing_sensor_requests_one_run_per_set_of_settled_files(tmp_path: 
     import dagster as dg
 
     from mlplatform.orchestration.names import ModelNames
-    from mlplatform.orchestration.sensors import LANDING_AGAIN_SECONDS, LandingCursor, landing_request
+    from mlplatform.orchestration.sensors import LANDING_AGAIN_SECONDS, LANDING_LOST_SECONDS, LandingCursor, landing_request
 
     @dg.op
     def fails() -> None:
@@ -450,6 +450,8 @@ def test_the_landing_sensor_requests_one_run_per_set_of_settled_files(tmp_path: 
     assert request.run_key.startswith("landing-") and request.tags[LAUNCHED_BY_TAG] == names.landing_sensor
     again = landing_request(settings, first.cursor, names, instance)
     assert not again.run_requests and "requested already" in str(again.skip_reason) and "not launched yet" in str(again.skip_reason)
+    [lost] = landing_request(settings, first.cursor, names, instance, now=time.time() + LANDING_LOST_SECONDS + 1).run_requests or []
+    assert lost.run_key == f"{request.run_key}-again1", "a request whose run never came, or was deleted by retention, is made again"
 
     ended = end_run(request, **{WILL_RETRY_TAG: "true"})
     assert "is failure" in str(landing_request(settings, first.cursor, names, instance, now=ended + 10 * LANDING_AGAIN_SECONDS).skip_reason), "its retry comes"

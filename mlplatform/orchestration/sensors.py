@@ -177,18 +177,20 @@ def build_sensors(names: ModelNames, landing_sensor_running: bool = True) -> lis
 
 @dataclass(frozen=True)
 class LandingCursor:
-    """The set of waiting files the landing sensor requested last (a hash of their names, sizes and change times), and
-    how many times it requested it again after a run that ended and left them."""
+    """The set of waiting files the landing sensor requested last (a hash of their names, sizes and change times), how
+    many times it requested it again after a run that ended and left them, and when it last requested it (0: unknown,
+    a cursor written before this was kept)."""
 
     files: str
     attempt: int = 0
+    requested_at: float = 0.0
 
     @property
     def run_key(self) -> str:
         return f"landing-{self.files}" if not self.attempt else f"landing-{self.files}-again{self.attempt}"
 
     def to_json(self) -> str:
-        return json.dumps({"files": self.files, "attempt": self.attempt})
+        return json.dumps({"files": self.files, "attempt": self.attempt, "requested_at": self.requested_at})
 
     @classmethod
     def from_json(cls, text: str | None) -> "LandingCursor | None":
@@ -197,7 +199,7 @@ class LandingCursor:
             return None
         try:
             data = json.loads(text)
-            return cls(str(data["files"]), int(data["attempt"]))
+            return cls(str(data["files"]), int(data["attempt"]), float(data.get("requested_at", 0.0)))
         except (ValueError, TypeError, KeyError):
             return cls(text)
 
@@ -206,6 +208,9 @@ class LandingCursor:
 # full), the same files are requested again after this back-off, doubled each time up to LANDING_AGAIN_MAX_SECONDS.
 LANDING_AGAIN_SECONDS = 60
 LANDING_AGAIN_MAX_SECONDS = 3600
+# A request with no run this long after it was lost: its run deleted by run_history_retention (the sensor stopped for
+# longer than the history is kept), or never launched. The daemon makes a request's run within the tick that made it.
+LANDING_LOST_SECONDS = 300
 
 
 def landing_request(settings: Settings, cursor: str | None, names: ModelNames, instance: dg.DagsterInstance, now: float | None = None) -> dg.SensorResult:
@@ -219,19 +224,22 @@ def landing_request(settings: Settings, cursor: str | None, names: ModelNames, i
         return dg.SensorResult(skip_reason=f"{len(waiting)} file(s) waiting; one changed within landing_quiet_seconds: settling for {settling_s:.1f} s more")
     files = hashlib.sha256(json.dumps(sorted(waiting)).encode()).hexdigest()[:16]
     last = LandingCursor.from_json(cursor)
+    now = time.time() if now is None else now
     if last is None or last.files != files:
-        return _landing_run(LandingCursor(files), names)
+        return _landing_run(LandingCursor(files, 0, now), names)
     requested = f"the {len(waiting)} file(s) waiting were requested already (run key {last.run_key})"
     [record, *_] = instance.get_run_records(filters=dg.RunsFilter(tags={RUN_KEY_TAG: last.run_key}), limit=1) or [None]
+    if record is None and now - last.requested_at > LANDING_LOST_SECONDS:  # said "not launched yet" for ever, the files never taken
+        return _landing_run(LandingCursor(files, last.attempt + 1, now), names)
     if record is None or not record.dagster_run.is_finished or record.dagster_run.tags.get(WILL_RETRY_TAG) == "true":
         state = "its run is not launched yet" if record is None else f"run {record.dagster_run.run_id[:8]} is {record.dagster_run.status.value.lower()}"
         return dg.SensorResult(skip_reason=f"{requested}: {state}")
     back_off = min(LANDING_AGAIN_SECONDS * 2**last.attempt, LANDING_AGAIN_MAX_SECONDS)
-    left = (record.end_time or 0.0) + back_off - (time.time() if now is None else now)
+    left = (record.end_time or 0.0) + back_off - now
     if left > 0:
         return dg.SensorResult(skip_reason=f"{requested}: run {record.dagster_run.run_id[:8]} ended ({record.dagster_run.status.value.lower()}) and "
                                            f"left them; requesting them again in {left:.0f} s (or materialize raw_events now)")
-    return _landing_run(LandingCursor(files, last.attempt + 1), names)
+    return _landing_run(LandingCursor(files, last.attempt + 1, now), names)
 
 
 def _landing_run(cursor: LandingCursor, names: ModelNames) -> dg.SensorResult:
