@@ -1,8 +1,12 @@
 """Ctrl-C and SIGTERM around a run executing in this process: the races the review found, on a real instance."""
 
+import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -167,6 +171,46 @@ def test_a_signal_lost_in_a_destructor_is_sent_again() -> None:
     assert done.returncode == 130, done.stderr[-2000:]
     assert "job: stopped by SIGINT (Ctrl-C): its interrupted step was to be retried; run " in done.stderr, done.stderr[-2000:]
     assert "Exception ignored" not in done.stderr and done.stdout.splitlines() == ["went on after the signal"]
+
+
+FROM_A_TERMINAL = textwrap.dedent("""
+    import pathlib, sys
+
+    @dg.op(retry_policy=dg.RetryPolicy(max_retries=2, delay=1))
+    def slow():
+        pathlib.Path(sys.argv[1]).touch()
+        time.sleep(60)  # a blocking call on the main thread
+
+    @dg.job
+    def job():
+        slow()
+
+    with dg.DagsterInstance.local_temp() as instance:  # stderr copied to the run's compute log by a `tail` child, as in a command
+        run_id = make_new_run_id()
+        with stops_on_signal(instance, "job", lambda: instance.get_run_by_id(run_id)):
+            job.execute_in_process(instance=instance, raise_on_error=False, run_id=run_id)
+""")
+
+
+def test_a_ctrl_c_from_a_terminal_is_said_there_once_with_no_tracebacks(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C reaches the whole process group: it killed Dagster's compute-log `tail` (stderr is sent to the
+    run's compute log while it executes), so the command's one line was lost every time, and that tail's watcher printed
+    its own KeyboardInterrupt traceback (the stop probe: 14 of 14 Ctrl-Cs during a step)."""
+    started = tmp_path / "started"
+    process = subprocess.Popen([sys.executable, "-c", f"{HEADER}\n{FROM_A_TERMINAL}", str(started)], cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not started.exists():
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.1)
+    time.sleep(0.5)
+    os.killpg(process.pid, signal.SIGINT)
+    signalled = time.monotonic()
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err[-2000:]
+    assert "job: stopped by SIGINT (Ctrl-C): its interrupted step was to be retried; run " in err, err[-2000:]
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-2000:]
+    assert time.monotonic() - signalled < 15, "the main thread's sleep was ended for the signal, not waited out (or the 20 s grace)"
 
 
 DURING_CLEANUP = textwrap.dedent("""

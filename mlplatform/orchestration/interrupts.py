@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 STOP_GRACE_SECONDS = 20.0  # how long an interrupted step has to unwind before the command exits anyway
 SIGNAL_NAMES = {signal.SIGINT: "SIGINT (Ctrl-C)", signal.SIGTERM: "SIGTERM (Terminate in the Dagster UI, or `kill`)"}
+POKE = signal.SIGUSR1  # sent by the stop watcher to the main thread, whose handler does nothing: a blocking call there ends
 INTERRUPT_ERRORS = ("DagsterExecutionInterruptedError", "KeyboardInterrupt")  # the cause of a step retried because it was interrupted
 
 
@@ -127,10 +128,19 @@ def stops_on_signal(instance: dg.DagsterInstance, what: str, find: Callable[[], 
         else:
             previous_hook(unraised)
 
+    # The terminal, as it is now: while a run executes, Dagster sends this process's stderr to the run's compute log,
+    # copied back by a `tail` child, and a message written there after a Ctrl-C (which reached that child too) was lost.
+    try:
+        terminal: int | None = os.dup(2)
+    except OSError:  # no stderr at all
+        terminal = None
+
     def abandon(signum: int, why: str) -> None:
         run = find()
         # Said first: a launcher terminating the run may kill this process any moment from now.
-        print(f"{what}: stopped by {SIGNAL_NAMES[signum]}: {why}; run {run.run_id if run else '(not started)'} canceled", file=sys.stderr, flush=True)
+        said = f"{what}: stopped by {SIGNAL_NAMES[signum]}: {why}; run {run.run_id if run else '(not started)'} canceled\n"
+        if terminal is not None:
+            os.write(terminal, said.encode())
         if run is not None and not run.is_finished:
             instance.report_engine_event(f"Stopped by {SIGNAL_NAMES[signum]}: {why}.", run)
             instance.report_run_canceled(run)
@@ -148,6 +158,7 @@ def stops_on_signal(instance: dg.DagsterInstance, what: str, find: Callable[[], 
                     if received:
                         abandon(received[0], "a second signal")
                     received.append(signum)
+                    signal.pthread_kill(main, POKE)  # a blocking call on the main thread ends, and the handler runs
                     run = find()
                     if run is not None and not run.is_finished:
                         instance.report_run_canceling(run)  # so Dagster ends the run canceled, not failed
@@ -155,7 +166,8 @@ def stops_on_signal(instance: dg.DagsterInstance, what: str, find: Callable[[], 
             if received and lost.is_set() and not done.is_set():
                 lost.clear()
                 resent += 1
-                signal.pthread_kill(threading.main_thread().ident or 0, received[0])
+                signal.raise_signal(received[0])  # taken by this thread (the main one holds it back), handled on the main one
+                signal.pthread_kill(main, POKE)
             if received and not done.is_set():
                 run = find()
                 if run is not None and _interrupted_retries(instance, run.run_id):
@@ -166,8 +178,15 @@ def stops_on_signal(instance: dg.DagsterInstance, what: str, find: Callable[[], 
     previous_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
     previous_term = signal.signal(signal.SIGTERM, signal.default_int_handler)  # as Ctrl-C until Dagster's handler takes both
     sys.unraisablehook = unraisable
+    main = threading.main_thread().ident or 0
+    previous_poke = signal.signal(POKE, lambda _signum, _frame: None)
     watcher = threading.Thread(target=watch, name="stop-watch", daemon=True)
     watcher.start()
+    # The main thread holds SIGINT back, and so do the processes it starts meanwhile (a mask is inherited): a terminal's
+    # Ctrl-C reaches its whole process group, and Dagster's compute-log `tail` and its watcher died of it, printing
+    # tracebacks (or "Fatal Python error" while starting). The kernel gives the signal to the watcher, which does not hold
+    # it back, pokes the main thread (POKE) out of any blocking call, and Python runs the handler there all the same.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     interrupted = False
     try:
         yield
@@ -179,6 +198,7 @@ def stops_on_signal(instance: dg.DagsterInstance, what: str, find: Callable[[], 
         late: list[int] = []
         previous_int = signal.signal(signal.SIGINT, lambda signum, _frame: late.append(signum))
         signal.signal(signal.SIGTERM, lambda signum, _frame: late.append(signum))
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # one held back by every thread comes now, and is noted
         signal.set_wakeup_fd(previous_fd)
         sys.unraisablehook = previous_hook
         done.set()
@@ -189,8 +209,11 @@ def stops_on_signal(instance: dg.DagsterInstance, what: str, find: Callable[[], 
             received += (unread or late)[:1]
         reader.close()
         writer.close()
+        if terminal is not None:
+            os.close(terminal)
         signal.signal(signal.SIGTERM, previous_term)
         signal.signal(signal.SIGINT, previous_int)
+        signal.signal(POKE, previous_poke)
     if not (received or interrupted):
         return
     import dagster as dg
