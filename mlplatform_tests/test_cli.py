@@ -438,18 +438,16 @@ def test_a_signal_stops_materialize_and_cancels_its_run(state: Settings, instanc
     the command. Dagster retried the interrupted step under its retry policy: a Ctrl-C was retried away and the run
     succeeded; the launcher, seeing the retry, killed the command with no word (the probe: exit -9, nothing printed)."""
     write_batches(adult_rows.iloc[:1500], adult_spec, state.landing_dir, 1500)
-    # A step still running when the signal comes, and past the 20 s grace if it came before training held it and was lost.
-    env = {**os.environ, "MLPLATFORM_TUNING_TRIALS": "100000", "MLPLATFORM_TUNING_SECONDS": "600"}
+    env = {**os.environ, "MLPLATFORM_TUNING_TRIALS": "100000", "MLPLATFORM_TUNING_SECONDS": "600"}  # a step still running when the signal comes
     process = subprocess.Popen([sys.executable, "-m", "mlplatform.cli", "materialize", "--model", "adult"], env=env, cwd=REPO_ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # a background child ignores SIGINT otherwise
     training = ModelNames("adult").asset("trained_model").to_python_identifier()
     deadline = time.monotonic() + 180
-    while not any(r.dagster_event and r.dagster_event.event_type_value == "STEP_START" and r.step_key == training
-                  for run in instance.get_runs(limit=1) for r in instance.all_logs(run.run_id)):
+    while not any(r.step_key == training and r.user_message.startswith("training on ") for run in instance.get_runs(limit=1) for r in instance.all_logs(run.run_id)):
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()
         time.sleep(0.2)
-    time.sleep(1.0)  # into the tuning trials
+    time.sleep(1.0)  # into the tuning trials (the review: a second after the step's start, the signal came before them)
     if signum == "terminate":
         [started] = instance.get_runs()
         assert instance.run_launcher.terminate(started.run_id), "the launcher knows the command as the run's worker"
@@ -460,7 +458,7 @@ def test_a_signal_stops_materialize_and_cancels_its_run(state: Settings, instanc
     assert process.returncode == 128 + signum, (out, err)
     [run] = instance.get_runs()
     name = {signal.SIGINT: "SIGINT (Ctrl-C)", signal.SIGTERM: "SIGTERM (Terminate in the Dagster UI"}[signum]
-    assert f"stopped by {name}" in err and f"run {run.run_id}" in err and "canceled" in err, err
+    assert f"stopped by {name}" in err and f"its interrupted step was to be retried; run {run.run_id} canceled" in err, err
     assert run.status == dg.DagsterRunStatus.CANCELED and "materialized" not in out
     assert main(["materialize", "--model", "adult", "--select", "raw_events"]) == 0, "the retraining lock went with the command"
 

@@ -2,6 +2,7 @@
 in-process fit on the same window, the booster logged and served like a local one; a scheduler that does not
 answer fails at once, naming the setting, with nothing registered."""
 
+import threading
 from collections.abc import Iterator
 
 import pandas as pd
@@ -57,6 +58,24 @@ def test_the_dask_fit_matches_the_local_fit_and_is_logged_like_it(state: Setting
     assert challenger.result.params.keys() == local.params.keys() and challenger.result.trials == local.trials
     assert 1 <= challenger.result.best_iteration < state.num_boost_round
     assert challenger.result.predictor.booster.feature_name() == local.predictor.booster.feature_name()
+
+
+class Stop(BaseException):
+    """What a checkpoint raises: an interrupt is no Exception."""
+
+
+def test_a_stop_lands_while_a_dask_fit_is_waited_for(state: Settings, scheduler: str, snapshot: FeatureSnapshot, adult_spec: DatasetSpec) -> None:
+    """The review: with signals held through training, a trial's fit on the cluster was one wait a Ctrl-C could not cut,
+    and a trial longer than the command's 20 s grace ended it with no cleanup. The wait now calls the checkpoint."""
+    def checkpoint() -> None:
+        if any(thread.name == "dask-fit" and thread.is_alive() for thread in threading.enumerate()):
+            raise Stop
+
+    on_dask = state.model_copy(update={"dask_scheduler": scheduler})
+    registry = Registry(state.tracking_uri, state.artifact_root, adult_spec)
+    with pytest.raises(Stop):
+        train_challenger(on_dask, adult_spec, registry, snapshot, {}, checkpoint)
+    assert registry.versions() == []
 
 
 @pytest.mark.parametrize("address", ["tcp://127.0.0.1:{port}", "not-a-scheduler"])

@@ -50,9 +50,10 @@ class TrainingConfig:
     # One OpenMP thread: windows are small (≤ 50k rows) and on a shared 2-core machine extra threads spin
     # against Dagster, serving and each other; measured 10x slower with 2 threads under load.
     num_threads: int = 1
-    # Called after every boosting round and before every trial: where a stop may land. LightGBM's Python wrapper is not
-    # safe to interrupt anywhere else: an interrupt in Booster.model_from_string freed its handle twice (a segfault), and
-    # one in a Dataset's __del__ was lost. The caller holds signals during training and raises them here.
+    # Called after every boosting round (with Dask, while its fit is waited for) and before every trial: where a stop
+    # may land. LightGBM's Python wrapper is not safe to interrupt anywhere else: an interrupt in
+    # Booster.model_from_string freed its handle twice (a segfault), and one in a Dataset's __del__ was lost. The caller
+    # holds signals during training and raises them here.
     checkpoint: Callable[[], None] | None = field(default=None, compare=False)
 
 
@@ -191,7 +192,7 @@ def train(
     boosters: dict[int, lgb.Booster] = {}
 
     def objective(trial: optuna.Trial) -> float:
-        if config.checkpoint is not None:  # a Dask fit's rounds run on the workers: between trials is its only checkpoint
+        if config.checkpoint is not None:
             config.checkpoint()
         params = {
             "learning_rate": trial.suggest_float("learning_rate", 0.02, 0.2, log=True),

@@ -3,6 +3,8 @@ and booster as in-process training, the rows spread over the cluster's workers."
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from typing import Any
 
 import dask.dataframe as dd
@@ -13,6 +15,8 @@ from distributed import Client
 from lightgbm.dask import DaskLGBMRegressor
 
 from mlplatform.domain.training import Fit, TrainingConfig
+
+WAIT_POLL_SECONDS = 0.2
 
 
 def dask_fit(cluster: Client, base: dict[str, Any], config: TrainingConfig, x_train: pd.DataFrame, y_train: np.ndarray,
@@ -38,10 +42,38 @@ def dask_fit(cluster: Client, base: dict[str, Any], config: TrainingConfig, x_tr
 
     def fit(trial_params: dict[str, Any]) -> tuple[lgb.Booster, float]:
         model = DaskLGBMRegressor(client=cluster, n_estimators=config.num_boost_round, **{**params, **trial_params})
-        with cluster.as_current():  # lightgbm.dask waits for its parts through the current client, not the one given
-            model.fit(x, y, sample_weight=w, eval_X=(x_eval,), eval_y=(y_eval,), eval_names=["valid"],
-                      callbacks=[lgb.early_stopping(config.early_stopping_rounds, verbose=False)])
+
+        def boost() -> None:
+            with cluster.as_current():  # lightgbm.dask waits for its parts through the current client, not the one given
+                model.fit(x, y, sample_weight=w, eval_X=(x_eval,), eval_y=(y_eval,), eval_names=["valid"],
+                          callbacks=[lgb.early_stopping(config.early_stopping_rounds, verbose=False)])
+
+        _waiting(boost, config.checkpoint)
         booster = model.booster_
         return booster, float(model.evals_result_["valid"][params["metric"]][booster.best_iteration - 1])
 
     return fit
+
+
+def _waiting(call: Callable[[], None], checkpoint: Callable[[], None] | None) -> None:
+    """`call`, with `checkpoint` called every WAIT_POLL_SECONDS while it runs: a Dask fit's rounds run on the workers, so
+    its wait here is where a stop lands. The call goes on, on its own thread, after a stop; its cluster's client, closed
+    as the step unwinds, ends it."""
+    if checkpoint is None:
+        call()
+        return
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            call()
+        except BaseException as exc:  # handed to the waiting thread, which raises it
+            failed.append(exc)
+
+    worker = threading.Thread(target=run, name="dask-fit", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        checkpoint()
+        worker.join(WAIT_POLL_SECONDS)
+    if failed:
+        raise failed[0]

@@ -206,8 +206,11 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
         run = context.instance.get_run_by_id(context.run.run_id)  # read again: a drift report run's retraining_trigger added its trigger's tags
         run_tags = (run or context.run).tags
         trigger = {tag(f"trigger.{k.removeprefix(RUN_TAG_PREFIX)}"): v for k, v in run_tags.items() if k.startswith(RUN_TAG_PREFIX) and k != MODEL_TAG}
+        settings = model.settings
+        context.log.info(f"training on {len(snapshot.train)} rows, {len(snapshot.holdout)} held out: {settings.tuning_trials} trial(s) within "
+                         f"{settings.tuning_seconds:g} s, candidate windows {list(settings.window_candidates)}")
         try:
-            with uninterrupted() as checkpoint:  # a stop lands between LightGBM's boosting rounds, or after the version is logged
+            with uninterrupted(defer=True) as checkpoint:  # a stop lands between LightGBM's boosting rounds, or before the next step
                 challenger = train_challenger(model.settings, model.spec, registry, snapshot, {DAGSTER_RUN_TAG: context.run.run_id, **trigger}, checkpoint)
         except (TrainingError, SettingsError) as exc:  # a window without a model, or a Dask scheduler that does not answer
             raise final_failure(context.instance, context.run.run_id, f"trained_model: {exc}; the champion is unchanged") from exc
@@ -328,7 +331,7 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
         # The decision's tags, the alias and the timeline, then its record (MLflow's evaluation, the report, this
         # materialization): a signal meanwhile takes effect once the step has ended, so a stopped run never leaves a decision
         # made in part, nor one made without its record.
-        with uninterrupted(raise_after=False):
+        with uninterrupted(defer=True):
             return decided(evaluation)
 
     return [raw_events, features, trained_model, evaluation_report]

@@ -68,39 +68,57 @@ def _settle(instance: dg.DagsterInstance, run: dg.DagsterRun | None) -> dg.Dagst
     return instance.get_run_by_id(run.run_id)
 
 
-def _raise_held() -> None:
-    """An `uninterrupted` block's checkpoint: a signal held since the block began is raised here."""
-    from dagster._core.errors import DagsterExecutionInterruptedError
-    from dagster._utils.interrupts import check_captured_interrupt
+_deferred: list[int] = []  # the signal a deferring `uninterrupted` block held, for the run's next step
 
-    if check_captured_interrupt():
-        raise DagsterExecutionInterruptedError("interrupted: raised at a checkpoint of a block that holds signals")
+
+def raise_deferred() -> None:
+    """Raises the signal a deferring block held, as a step loads what an earlier step of its run handed over: the run
+    stops before the step starts its work. (Dagster's own flag, set instead, was raised as the holding step stored its
+    output, and its materialization was lost.)"""
+    from dagster._core.errors import DagsterExecutionInterruptedError
+
+    if _deferred:
+        _deferred.clear()
+        raise DagsterExecutionInterruptedError("interrupted: a signal held until the step before had ended")
 
 
 @contextmanager
-def uninterrupted(raise_after: bool = True) -> Iterator[Callable[[], None]]:
+def uninterrupted(defer: bool = False) -> Iterator[Callable[[], None]]:
     """Code within a step that a signal (Ctrl-C, or a Terminate) must not break off anywhere: writes that go together, or
-    LightGBM's training. The signal is held, raised at the checkpoints the block calls (the callable it is given) or once
-    it is done. The probe stopped an evaluation between its decision's tags and the alias move: the version read
-    "promoted" while another stayed champion. Dagster's own capture of the interrupt; with `raise_after` False, the block
-    is the rest of the last step, and the signal is dropped: the step and the run end as they would have (a decision and
-    its record), and a command says the signal came as its run ended. A run launcher that kills a worker after its grace
-    still cuts a block that outlasts it."""
+    LightGBM's training. The probe stopped an evaluation between its decision's tags and the alias move: the version read
+    "promoted" while another stayed champion. The signal is held, and raised at the checkpoints the block calls (the
+    callable it is given); once the block is done, there (`defer` False), or as the run's next step loads its input
+    (`defer`, `raise_deferred`: the step ends, and is recorded, as it would have; after the last step the run ends as it
+    would have, and a command says the signal came as its run ended). Held by handlers of its own, restored before it
+    looks: Dagster's capture forgot a signal that came as it ended (the review: the run went on and succeeded). A run
+    launcher that kills a worker after its grace still cuts a block that outlasts it."""
     from dagster._core.errors import DagsterExecutionInterruptedError
-    from dagster._utils.interrupts import capture_interrupts, check_captured_interrupt
 
-    stopped = False
+    held: list[int] = []
+
+    def checkpoint() -> None:
+        if held:
+            raise DagsterExecutionInterruptedError("interrupted: raised at a checkpoint of a block that holds signals")
+
+    if threading.current_thread() is not threading.main_thread():  # signals are the main thread's alone
+        yield checkpoint
+        return
+    previous_int = signal.signal(signal.SIGINT, lambda signum, _frame: held.append(signum))
+    previous_term = signal.signal(signal.SIGTERM, lambda signum, _frame: held.append(signum))
     try:
-        with capture_interrupts():
-            try:
-                yield _raise_held
-            finally:
-                stopped = check_captured_interrupt()
+        yield checkpoint
     except Exception as exc:  # the block failed after a signal came: an interrupt still, not an error to retry
-        if stopped:
+        if held:
             raise DagsterExecutionInterruptedError(f"interrupted while a block that holds signals ran, which then failed: {exc}") from exc
         raise
-    if stopped and raise_after:
+    finally:
+        try:
+            signal.signal(signal.SIGINT, previous_int)  # from here on a signal meets the step's own handler
+        finally:
+            signal.signal(signal.SIGTERM, previous_term)
+    if held and defer:
+        _deferred[:] = held[:1]
+    elif held:
         raise DagsterExecutionInterruptedError("interrupted while a block that holds signals ran: raised once it was done")
 
 
@@ -117,6 +135,7 @@ def stops_on_signal(instance: dg.DagsterInstance, what: str, find: Callable[[], 
     writer.setblocking(False)
     received: list[int] = []
     done = threading.Event()
+    ended = threading.Event()
     lost = threading.Event()
     previous_hook = sys.unraisablehook
 
@@ -163,7 +182,7 @@ def stops_on_signal(instance: dg.DagsterInstance, what: str, find: Callable[[], 
                     if run is not None and not run.is_finished:
                         instance.report_run_canceling(run)  # so Dagster ends the run canceled, not failed
                     deadline = time.monotonic() + STOP_GRACE_SECONDS
-            if received and lost.is_set() and not done.is_set():
+            if received and lost.is_set() and not ended.is_set():  # a body that ended is cleaning up: no signal of ours breaks that off
                 lost.clear()
                 resent += 1
                 signal.raise_signal(received[0])  # taken by this thread (the main one holds it back), handled on the main one
@@ -193,6 +212,7 @@ def stops_on_signal(instance: dg.DagsterInstance, what: str, find: Callable[[], 
     except KeyboardInterrupt:  # before the run began, or between its steps
         interrupted = True
     finally:
+        ended.set()
         # A signal now would break off this cleanup: it is only noted (a Python handler runs on the main thread, whichever
         # thread the kernel gave the signal to; a mask of the main thread's alone held nothing back).
         late: list[int] = []
@@ -201,6 +221,7 @@ def stops_on_signal(instance: dg.DagsterInstance, what: str, find: Callable[[], 
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # one held back by every thread comes now, and is noted
         signal.set_wakeup_fd(previous_fd)
         sys.unraisablehook = previous_hook
+        _deferred.clear()  # held for a step the run did not have
         done.set()
         writer.send(b"\0")  # no signal's number: wakes the watcher from its wait at once
         watcher.join()

@@ -245,7 +245,7 @@ def train_challenger(settings: Settings, spec: DatasetSpec, registry: Registry, 
                      checkpoint: Callable[[], None] | None = None) -> Challenger:
     """Train on the snapshot's training part (refit on the hold-out too, under `refit_on_holdout`) and register the
     served model as the new `challenger`, with the validation model's hold-out predictions as its evidence. A stop lands
-    at `checkpoint` (TrainingConfig.checkpoint) in the training."""
+    at `checkpoint` (TrainingConfig.checkpoint) in the training, and before the version is logged."""
     from mlplatform.stores.mlflow_records import EVALUATION, window_dataset
 
     holdout = snapshot.holdout
@@ -272,6 +272,8 @@ def train_challenger(settings: Settings, spec: DatasetSpec, registry: Registry, 
     metrics = {**validation_metrics, **estimator_metrics, **choice.metrics(), REFIT_ROWS: float(fit.refit_rows),
                "validated_train_rows": float(validated.train_rows), "validated_validation_rows": float(validated.validation_rows)}
     evidence = {VALIDATION_PREDICTIONS: validated.predictor.predict(holdout).assign(**{EVENT_ID: holdout[EVENT_ID].to_numpy()})} if fit.refit_rows else {}
+    if checkpoint is not None:  # the last point a stop leaves nothing registered
+        checkpoint()
     version = registry.log_model(logged, trained_on, metrics, tags, {
         TRAINING: window_dataset(spec, trained_on, snapshot.window.event_log, "train"), EVALUATION: holdout_dataset(spec, snapshot)}, evidence)
     return Challenger(int(version.version), version.run_id, fit.served, validation_metrics, fit, learned)
