@@ -463,6 +463,43 @@ def test_a_signal_stops_materialize_and_cancels_its_run(state: Settings, instanc
     assert main(["materialize", "--model", "adult", "--select", "raw_events"]) == 0, "the retraining lock went with the command"
 
 
+SIGNALLED_WHILE_LOGGING = """
+import os, signal, sys
+from mlplatform.stores.registry import Registry
+
+log_model = Registry.log_model
+
+def signalled(self, *args, **kwargs):
+    os.kill(os.getpid(), signal.SIGTERM)  # a Terminate while the version is logged and registered
+    return log_model(self, *args, **kwargs)
+
+Registry.log_model = signalled
+from mlplatform.cli import main
+sys.exit(main(["materialize", "--model", "adult"]))
+"""
+
+
+def test_a_signal_while_the_version_is_logged_stops_the_run_before_its_evaluation(state: Settings, instance: dg.DagsterInstance,
+                                                                                   adult_spec: DatasetSpec, adult_rows: pd.DataFrame,
+                                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """The review: raised once logging was done, the signal failed trained_model after the version was registered and
+    made @challenger, with no materialization of it. Now the step ends recorded, and the run stops as evaluation_report
+    loads its input: the version is left unjudged (`pending`), the champion unchanged."""
+    write_batches(adult_rows.iloc[:1500], adult_spec, state.landing_dir, 1500)
+    done = subprocess.run([sys.executable, "-c", SIGNALLED_WHILE_LOGGING], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 143, done.stderr[-3000:]
+    assert done.stderr.rstrip().endswith("canceled") and "stopped by SIGTERM" in done.stderr and "Traceback" not in done.stderr, done.stderr[-3000:]
+    [run] = instance.get_runs()
+    assert run.status == dg.DagsterRunStatus.CANCELED
+    names = ModelNames("adult")
+    materialized = {record.asset_key for record in instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records}
+    assert names.asset("trained_model") in materialized and names.asset("evaluation_report") not in materialized, materialized
+    assert main(["status", "--model", "adult", "--json"]) == 0
+    [status] = json.loads(capsys.readouterr().out)
+    [version] = status["versions"]
+    assert status["champion"] is None and version["version"] == 1 and version["decision"] == "pending", status
+
+
 def test_a_retraining_with_no_new_labels_judges_the_refit_champion_out_of_sample(state: Settings, adult_spec: DatasetSpec, adult_rows: pd.DataFrame,
                                                                                   capsys: pytest.CaptureFixture[str]) -> None:
     """The concurrency probe: a hand retraining right after the champion's scored it in-sample on its own refit rows

@@ -96,8 +96,8 @@ def test_a_step_retried_before_the_signal_does_not_cut_the_interrupted_steps_cle
 
 TOGETHER = textwrap.dedent("""
     @dg.op(retry_policy=dg.RetryPolicy(max_retries=2, delay=1))
-    def decide():
-        with uninterrupted(defer=DEFER):
+    def decide(context):
+        with uninterrupted(defer=context.run_id if DEFER else None):
             print("tags written", flush=True)
             os.kill(os.getpid(), signal.SIGTERM)  # a Terminate, between two writes that go together
             time.sleep(0.5)
@@ -105,8 +105,8 @@ TOGETHER = textwrap.dedent("""
         print("went on after the signal", flush=True)
 
     @dg.op
-    def then(_after):
-        raise_deferred()  # as the run's IO manager does, loading what `decide` handed over
+    def then(context, _after):
+        raise_deferred(context.run_id)  # as the run's IO manager does, loading what `decide` handed over
         print("the next step ran", flush=True)
 
     @dg.job

@@ -210,7 +210,7 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
         context.log.info(f"training on {len(snapshot.train)} rows, {len(snapshot.holdout)} held out: {settings.tuning_trials} trial(s) within "
                          f"{settings.tuning_seconds:g} s, candidate windows {list(settings.window_candidates)}")
         try:
-            with uninterrupted(defer=True) as checkpoint:  # a stop lands between LightGBM's boosting rounds, or before the next step
+            with uninterrupted(defer=context.run.run_id) as checkpoint:  # a stop lands between LightGBM's boosting rounds, or before the next step
                 challenger = train_challenger(model.settings, model.spec, registry, snapshot, {DAGSTER_RUN_TAG: context.run.run_id, **trigger}, checkpoint)
         except (TrainingError, SettingsError) as exc:  # a window without a model, or a Dask scheduler that does not answer
             raise final_failure(context.instance, context.run.run_id, f"trained_model: {exc}; the champion is unchanged") from exc
@@ -331,7 +331,7 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
         # The decision's tags, the alias and the timeline, then its record (MLflow's evaluation, the report, this
         # materialization): a signal meanwhile takes effect once the step has ended, so a stopped run never leaves a decision
         # made in part, nor one made without its record.
-        with uninterrupted(defer=True):
+        with uninterrupted(defer=context.run.run_id):
             return decided(evaluation)
 
     return [raw_events, features, trained_model, evaluation_report]

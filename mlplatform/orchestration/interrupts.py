@@ -68,27 +68,26 @@ def _settle(instance: dg.DagsterInstance, run: dg.DagsterRun | None) -> dg.Dagst
     return instance.get_run_by_id(run.run_id)
 
 
-_deferred: list[int] = []  # the signal a deferring `uninterrupted` block held, for the run's next step
+_deferred: dict[str, int] = {}  # by run id, the signal a deferring `uninterrupted` block of the run held, for its next step
 
 
-def raise_deferred() -> None:
+def raise_deferred(run_id: str) -> None:
     """Raises the signal a deferring block held, as a step loads what an earlier step of its run handed over: the run
     stops before the step starts its work. (Dagster's own flag, set instead, was raised as the holding step stored its
     output, and its materialization was lost.)"""
     from dagster._core.errors import DagsterExecutionInterruptedError
 
-    if _deferred:
-        _deferred.clear()
+    if _deferred.pop(run_id, None) is not None:  # only the run's own: a Celery worker's process goes on to other runs' steps
         raise DagsterExecutionInterruptedError("interrupted: a signal held until the step before had ended")
 
 
 @contextmanager
-def uninterrupted(defer: bool = False) -> Iterator[Callable[[], None]]:
+def uninterrupted(defer: str | None = None) -> Iterator[Callable[[], None]]:
     """Code within a step that a signal (Ctrl-C, or a Terminate) must not break off anywhere: writes that go together, or
     LightGBM's training. The probe stopped an evaluation between its decision's tags and the alias move: the version read
     "promoted" while another stayed champion. The signal is held, and raised at the checkpoints the block calls (the
-    callable it is given); once the block is done, there (`defer` False), or as the run's next step loads its input
-    (`defer`, `raise_deferred`: the step ends, and is recorded, as it would have; after the last step the run ends as it
+    callable it is given); once the block is done, there, or, given the id of the block's run as `defer`, as the run's
+    next step loads its input (`raise_deferred`: the step ends, and is recorded, as it would have; after the last step the run ends as it
     would have, and a command says the signal came as its run ended). Held by handlers of its own, restored before it
     looks: Dagster's capture forgot a signal that came as it ended (the review: the run went on and succeeded). A run
     launcher that kills a worker after its grace still cuts a block that outlasts it."""
@@ -116,8 +115,8 @@ def uninterrupted(defer: bool = False) -> Iterator[Callable[[], None]]:
             signal.signal(signal.SIGINT, previous_int)  # from here on a signal meets the step's own handler
         finally:
             signal.signal(signal.SIGTERM, previous_term)
-    if held and defer:
-        _deferred[:] = held[:1]
+    if held and defer is not None:
+        _deferred[defer] = held[0]
     elif held:
         raise DagsterExecutionInterruptedError("interrupted while a block that holds signals ran: raised once it was done")
 
@@ -221,7 +220,7 @@ def stops_on_signal(instance: dg.DagsterInstance, what: str, find: Callable[[], 
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # one held back by every thread comes now, and is noted
         signal.set_wakeup_fd(previous_fd)
         sys.unraisablehook = previous_hook
-        _deferred.clear()  # held for a step the run did not have
+        _deferred.clear()  # held for a step its run did not have
         done.set()
         writer.send(b"\0")  # no signal's number: wakes the watcher from its wait at once
         watcher.join()

@@ -32,7 +32,7 @@ class RunScopedIOManager(dg.ConfigurableIOManager):
         path.write_text(json.dumps(obj), encoding="utf-8")
 
     def load_input(self, context: dg.InputContext) -> object:
-        raise_deferred()  # a signal the step before held as it logged a version or recorded a decision
+        raise_deferred(context.step_context.run_id)  # a signal the step before held as it logged a version or recorded a decision
         key = context.upstream_output.asset_key if context.upstream_output else context.asset_key
         run_id = self._producing_run(context, key)
         path = self._path(key, run_id)
