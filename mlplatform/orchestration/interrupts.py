@@ -204,7 +204,7 @@ def stops_on_signal(instance: dg.DagsterInstance, what: str, find: Callable[[], 
     # Ctrl-C reaches its whole process group, and Dagster's compute-log `tail` and its watcher died of it, printing
     # tracebacks (or "Fatal Python error" while starting). The kernel gives the signal to the watcher, which does not hold
     # it back, pokes the main thread (POKE) out of any blocking call, and Python runs the handler there all the same.
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     interrupted = False
     try:
         yield
@@ -217,7 +217,7 @@ def stops_on_signal(instance: dg.DagsterInstance, what: str, find: Callable[[], 
         late: list[int] = []
         previous_int = signal.signal(signal.SIGINT, lambda signum, _frame: late.append(signum))
         signal.signal(signal.SIGTERM, lambda signum, _frame: late.append(signum))
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # one held back by every thread comes now, and is noted
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)  # one held back by every thread comes now, and is noted
         signal.set_wakeup_fd(previous_fd)
         sys.unraisablehook = previous_hook
         _deferred.clear()  # held for a step its run did not have
