@@ -500,6 +500,36 @@ def test_a_signal_while_the_version_is_logged_stops_the_run_before_its_evaluatio
     assert status["champion"] is None and version["version"] == 1 and version["decision"] == "pending", status
 
 
+SIGNALLED_AS_RECORDED = """
+import os, signal, sys
+import dagster as dg
+
+handle_new_event = dg.DagsterInstance.handle_new_event
+
+def signalled(self, event, *args, **kwargs):
+    handle_new_event(self, event, *args, **kwargs)
+    materialized = event.dagster_event is not None and event.dagster_event.is_step_materialization
+    if materialized and event.dagster_event.asset_key.path[-1] == "evaluation_report":
+        os.kill(os.getpid(), signal.SIGTERM)  # a Terminate once the decision is recorded, as its step ends
+
+dg.DagsterInstance.handle_new_event = signalled
+from mlplatform.cli import main
+sys.exit(main(["materialize", "--model", "adult"]))
+"""
+
+
+def test_a_run_stopped_after_its_decision_was_recorded_says_the_decision(state: Settings, instance: dg.DagsterInstance,
+                                                                         adult_spec: DatasetSpec, adult_rows: pd.DataFrame) -> None:
+    """The second stop probe: a SIGTERM just after evaluation_report's materialization was recorded canceled the run, and
+    the command said only that, while v18 had been decided (rejected) and its report recorded."""
+    write_batches(adult_rows.iloc[:1500], adult_spec, state.landing_dir, 1500)
+    done = subprocess.run([sys.executable, "-c", SIGNALLED_AS_RECORDED], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 143, done.stderr[-3000:]
+    [run] = instance.get_runs()
+    assert run.status == dg.DagsterRunStatus.CANCELED
+    assert "evaluation_report: challenger v1 promoted: " in done.stdout and f"run {run.run_id} canceled" in done.stderr, (done.stdout, done.stderr[-3000:])
+
+
 def test_a_retraining_with_no_new_labels_judges_the_refit_champion_out_of_sample(state: Settings, adult_spec: DatasetSpec, adult_rows: pd.DataFrame,
                                                                                   capsys: pytest.CaptureFixture[str]) -> None:
     """The concurrency probe: a hand retraining right after the champion's scored it in-sample on its own refit rows

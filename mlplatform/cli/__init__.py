@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from mlplatform.settings import Settings, SettingsError, env_name, redact, scoped_environment, settings_problems
 
 if TYPE_CHECKING:
+    from mlplatform.orchestration.trigger import Latest
     from mlplatform.root import Platform
 
 DEFAULT_ASSETS = ("raw_events", "features", "trained_model", "evaluation_report")
@@ -88,6 +89,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from mlplatform.orchestration.instance import prepare_dagster_home
+    from mlplatform.orchestration.interrupts import Stopped
     from mlplatform.orchestration.launch import LaunchError, RetrainingBusy, materialize, retraining_slot
     from mlplatform.orchestration.names import ALL_ASSETS, EVALUATION_REPORT, TRAINED_MODEL, ModelNames
     from mlplatform.orchestration.trigger import latest
@@ -110,12 +112,20 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         except LaunchError as exc:
             print(f"materialize: {exc}", file=sys.stderr)
             return 1
+        except Stopped as exc:  # a signal as the decision's record ended stops the run after it: what it decided is said too
+            _say_decision(latest(instance, ModelNames(model.name).asset(EVALUATION_REPORT)), exc.run_id)
+            raise
         decided = latest(instance, ModelNames(model.name).asset(EVALUATION_REPORT)) if EVALUATION_REPORT in selected else None
     print(f"materialized {', '.join(selected)} of {model.name} in run {result.run_id} (Dagster instance {settings.dagster_home})")
-    if decided is not None and decided.run_id == result.run_id:  # what this run decided, without opening the UI
+    _say_decision(decided, result.run_id)
+    return 0
+
+
+def _say_decision(decided: "Latest | None", run_id: str | None) -> None:
+    """What run `run_id` decided, if it recorded a decision: without opening the UI."""
+    if decided is not None and decided.run_id == run_id:
         d = decided.metadata
         print(f"evaluation_report: challenger v{d.get('challenger_version')} {d.get('decision')}: {d.get('reason')}")
-    return 0
 
 
 def cmd_champion(args: argparse.Namespace) -> int:

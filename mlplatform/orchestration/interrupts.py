@@ -35,9 +35,10 @@ class Stopped(RuntimeError):
     """The command was told to stop and its run ended without succeeding (canceled, or failed where Dagster could not
     cancel it)."""
 
-    def __init__(self, message: str, signum: int) -> None:
+    def __init__(self, message: str, signum: int, run_id: str | None) -> None:
         super().__init__(message)
         self.exit_code = 128 + signum  # as a shell reports a command a signal ended
+        self.run_id = run_id
 
 
 def _interrupted_retries(instance: dg.DagsterInstance, run_id: str) -> int:
@@ -244,4 +245,4 @@ def stops_on_signal(instance: dg.DagsterInstance, what: str, find: Callable[[], 
         print(f"{what}: {SIGNAL_NAMES[signum]} came as run {run.run_id} ended: it succeeded", file=sys.stderr, flush=True)
         return
     ended = "canceled" if run is None else run.status.value.lower()
-    raise Stopped(f"stopped by {SIGNAL_NAMES[signum]}: run {run.run_id if run else '(not started)'} {ended}", signum)
+    raise Stopped(f"stopped by {SIGNAL_NAMES[signum]}: run {run.run_id if run else '(not started)'} {ended}", signum, run.run_id if run else None)
