@@ -463,6 +463,33 @@ def test_a_signal_stops_materialize_and_cancels_its_run(state: Settings, instanc
     assert main(["materialize", "--model", "adult", "--select", "raw_events"]) == 0, "the retraining lock went with the command"
 
 
+AT_EITHER_END = """
+import atexit, sys, time
+import mlplatform.cli as cli
+
+if sys.argv[1] == "starting":
+    cli._main = lambda argv: (print("started", flush=True), time.sleep(30))  # importing, reading settings
+else:
+    atexit.register(time.sleep, 30)  # the interpreter's teardown, about 1.5 s after a run
+    cli._main = lambda argv: (print("started", flush=True), 0)[1]
+cli.run()
+"""
+
+
+@pytest.mark.parametrize("when, signum, code, said", [("starting", signal.SIGTERM, 143, "mlplatform: interrupted (SIGTERM)"),
+                                                       ("exiting", signal.SIGINT, 0, ""), ("exiting", signal.SIGTERM, 0, "")])
+def test_a_signal_as_the_command_starts_or_exits_ends_it_at_once_and_says_so(when: str, signum: int, code: int, said: str) -> None:
+    """The stop probe: a SIGTERM while the command started killed it silently, and a Ctrl-C after it had printed what its
+    run did killed it during the interpreter's teardown (exit by the signal, no word). Now the first is said as a Ctrl-C
+    is, and the second ends the command at once with its own exit code."""
+    process = subprocess.Popen([sys.executable, "-c", AT_EITHER_END, when], cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None and process.stdout.readline() == "started\n"
+    time.sleep(0.3)
+    process.send_signal(signum)
+    out, err = process.communicate(timeout=10)  # not the 30 s sleep
+    assert process.returncode == code and err.strip() == said, (process.returncode, err)
+
+
 SIGNALLED_WHILE_LOGGING = """
 import os, signal, sys
 from mlplatform.stores.registry import Registry

@@ -4,8 +4,9 @@ import argparse
 import getpass
 import json
 import os
+import signal
 import sys
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -337,12 +338,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM outside a run: the command ends as Ctrl-C ends it, with SIGTERM's exit code."""
+
+
+def _terminated(_signum: int, _frame: object) -> None:
+    raise Terminated
+
+
+def run() -> None:
+    """The `mlplatform` command (and `python -m mlplatform.cli`): `main`, with SIGTERM ended as Ctrl-C is from the start
+    (it killed the command silently while it started), then an exit no late signal turns into a kill: the interpreter's
+    teardown lasts about 1.5 s after a run, and a Ctrl-C then killed the command after it had said what it did (the stop
+    probe). Such a signal now ends it at once, with the command's own exit code."""
+    signal.signal(signal.SIGTERM, _terminated)
+    code = main()
+    for stream in (sys.stdout, sys.stderr):
+        with suppress(OSError, ValueError):  # a reader gone, or a stream closed: nothing left to say
+            stream.flush()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda _signum, _frame: os._exit(code))
+    sys.exit(code)
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         return _main(argv)
-    except KeyboardInterrupt:  # Ctrl-C outside a run (while starting, or printing what a run did): said, no traceback
-        print("mlplatform: interrupted (Ctrl-C)", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # a signal outside a run (while starting, or printing what a run did): said, no traceback
+        terminated = isinstance(exc, Terminated)
+        print(f"mlplatform: interrupted ({'SIGTERM' if terminated else 'Ctrl-C'})", file=sys.stderr)
+        return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
 
 
 def _main(argv: list[str] | None) -> int:
@@ -405,4 +430,4 @@ def tracking_unreachable(exc: BaseException, settings: Settings) -> str | None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -1,5 +1,3 @@
-import sys
+from mlplatform.cli import run
 
-from mlplatform.cli import main
-
-sys.exit(main())
+run()
