@@ -130,6 +130,23 @@ def test_training_stops_only_at_its_checkpoints(trained, window: pd.DataFrame, a
     assert len(calls) == 25
 
 
+def test_a_stop_lands_before_tuning_begins(window: pd.DataFrame, adult_spec: DatasetSpec, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The second stop probe: a signal as training began was held 6.9 s, through the window's transform and the tuning's
+    set-up, until the first trial's checkpoint."""
+    import optuna
+
+    studies: list[object] = []
+    create_study = optuna.create_study
+    monkeypatch.setattr(optuna, "create_study", lambda *args, **kwargs: studies.append(1) or create_study(*args, **kwargs))
+
+    def checkpoint() -> None:
+        raise Stop
+
+    with pytest.raises(Stop):
+        train(window, adult_spec, replace(FAST, checkpoint=checkpoint))
+    assert studies == []
+
+
 @pytest.mark.parametrize(
     ("labels", "message"),
     [

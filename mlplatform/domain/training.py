@@ -179,6 +179,8 @@ def train(
     if transformer is None:
         transformer = fit_transformer(train_part, spec)
     x_train, x_valid = transformer.transform(train_part), transformer.transform(valid_part)
+    stop_here = config.checkpoint or (lambda: None)
+    stop_here()
     y_train, y_valid = encode_labels(train_part[LABEL], spec), encode_labels(valid_part[LABEL], spec)
     w_train = None if weights is None else weights[window.index[:-n_valid]]
     base = {**_objective(spec), "verbosity": -1, "seed": config.seed, "deterministic": True, "num_threads": config.num_threads,
@@ -192,8 +194,7 @@ def train(
     boosters: dict[int, lgb.Booster] = {}
 
     def objective(trial: optuna.Trial) -> float:
-        if config.checkpoint is not None:
-            config.checkpoint()
+        stop_here()
         params = {
             "learning_rate": trial.suggest_float("learning_rate", 0.02, 0.2, log=True),
             "num_leaves": trial.suggest_int("num_leaves", 8, 128, log=True),

@@ -248,13 +248,16 @@ def train_challenger(settings: Settings, spec: DatasetSpec, registry: Registry, 
     at `checkpoint` (TrainingConfig.checkpoint) in the training, and before the version is logged."""
     from mlplatform.stores.mlflow_records import EVALUATION, window_dataset
 
+    stop_here = checkpoint or (lambda: None)  # between the stretches before training, as it begins (the stop probe: 6.9 s held)
     holdout = snapshot.holdout
     window = pd.concat([snapshot.train, holdout], ignore_index=True)
     record = registry.champion_record()
     unseen = None if record is None else unseen_after(window, record.label_seq_cutoff)
     locatable = unseen is not None and int((unseen & window[LABEL].notna().to_numpy()).sum()) >= 2 * MIN_SEGMENT
     champion = registry.load_predictor(record.version) if record is not None and locatable and settings.training_window_since_change else None
+    stop_here()
     since_change = change_window(settings, spec, window, champion, unseen)
+    stop_here()
     with dask_client(settings.dask_scheduler, env_name("dask_scheduler")) as cluster:
         fit = train_on_best_window(settings, spec, snapshot.train, holdout, snapshot.transformer, cluster=cluster, since_change=since_change,
                                    checkpoint=checkpoint)
@@ -272,8 +275,7 @@ def train_challenger(settings: Settings, spec: DatasetSpec, registry: Registry, 
     metrics = {**validation_metrics, **estimator_metrics, **choice.metrics(), REFIT_ROWS: float(fit.refit_rows),
                "validated_train_rows": float(validated.train_rows), "validated_validation_rows": float(validated.validation_rows)}
     evidence = {VALIDATION_PREDICTIONS: validated.predictor.predict(holdout).assign(**{EVENT_ID: holdout[EVENT_ID].to_numpy()})} if fit.refit_rows else {}
-    if checkpoint is not None:  # the last point a stop leaves nothing registered
-        checkpoint()
+    stop_here()  # the last point a stop leaves nothing registered
     version = registry.log_model(logged, trained_on, metrics, tags, {
         TRAINING: window_dataset(spec, trained_on, snapshot.window.event_log, "train"), EVALUATION: holdout_dataset(spec, snapshot)}, evidence)
     return Challenger(int(version.version), version.run_id, fit.served, validation_metrics, fit, learned)
