@@ -469,6 +469,8 @@ import mlplatform.cli as cli
 
 if sys.argv[1] == "starting":
     cli._main = lambda argv: (print("started", flush=True), time.sleep(30))  # importing, reading settings
+elif sys.argv[1] == "ignoring":
+    cli._main = lambda argv: (print("started", flush=True), time.sleep(2), 0)[2]
 else:
     atexit.register(time.sleep, 30)  # the interpreter's teardown, about 1.5 s after a run
     cli._main = lambda argv: (print("started", flush=True), 0)[1]
@@ -477,12 +479,16 @@ cli.run()
 
 
 @pytest.mark.parametrize("when, signum, code, said", [("starting", signal.SIGTERM, 143, "mlplatform: interrupted (SIGTERM)"),
-                                                       ("exiting", signal.SIGINT, 0, ""), ("exiting", signal.SIGTERM, 0, "")])
+                                                       ("exiting", signal.SIGINT, 0, ""), ("exiting", signal.SIGTERM, 0, ""),
+                                                       ("ignoring", signal.SIGTERM, 0, "")])
 def test_a_signal_as_the_command_starts_or_exits_ends_it_at_once_and_says_so(when: str, signum: int, code: int, said: str) -> None:
     """The stop probe: a SIGTERM while the command started killed it silently, and a Ctrl-C after it had printed what its
     run did killed it during the interpreter's teardown (exit by the signal, no word). Now the first is said as a Ctrl-C
-    is, and the second ends the command at once with its own exit code."""
-    process = subprocess.Popen([sys.executable, "-c", AT_EITHER_END, when], cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    is, and the second ends the command at once with its own exit code. A command started with SIGTERM ignored (`nohup`,
+    a script's background job) leaves it ignored."""
+    ignore = (lambda: signal.signal(signal.SIGTERM, signal.SIG_IGN)) if when == "ignoring" else None
+    process = subprocess.Popen([sys.executable, "-c", AT_EITHER_END, when], cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=ignore)
     assert process.stdout is not None and process.stdout.readline() == "started\n"
     time.sleep(0.3)
     process.send_signal(signum)

@@ -351,13 +351,15 @@ def run() -> None:
     (it killed the command silently while it started), then an exit no late signal turns into a kill: the interpreter's
     teardown lasts about 1.5 s after a run, and a Ctrl-C then killed the command after it had said what it did (the stop
     probe). Such a signal now ends it at once, with the command's own exit code."""
-    signal.signal(signal.SIGTERM, _terminated)
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN:  # ignored when started so (`nohup`, a job of a script): left so
+        signal.signal(signal.SIGTERM, _terminated)
     code = main()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, lambda _signum, _frame: os._exit(code))  # the streams' last bytes may go with it
     for stream in (sys.stdout, sys.stderr):
         with suppress(OSError, ValueError):  # a reader gone, or a stream closed: nothing left to say
             stream.flush()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda _signum, _frame: os._exit(code))
     sys.exit(code)
 
 

@@ -92,6 +92,13 @@ def _evaluation_html(title: str, table: str, metadata: dict[str, object]) -> str
     )
 
 
+def next_step_here(context: dg.AssetExecutionContext, settings: Settings) -> str | None:
+    """The run whose next step a signal held by this step is deferred to (`uninterrupted`), when that step runs in this
+    process (the in-process executor); None with Celery, whose next step runs elsewhere and whose worker's process goes
+    on to other runs' steps: the signal is raised as the block ends, the step failing as it did before."""
+    return context.run.run_id if settings.celery_broker_url is None else None
+
+
 def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.FreshnessPolicy) -> list[dg.AssetsDefinition]:
     """raw_events → features → trained_model → evaluation_report for one model; `freshness` is trained_model's."""
     model_name = names.model
@@ -210,7 +217,7 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
         context.log.info(f"training on {len(snapshot.train)} rows, {len(snapshot.holdout)} held out: {settings.tuning_trials} trial(s) within "
                          f"{settings.tuning_seconds:g} s, candidate windows {list(settings.window_candidates)}")
         try:
-            with uninterrupted(defer=context.run.run_id) as checkpoint:  # a stop lands between LightGBM's boosting rounds, or before the next step
+            with uninterrupted(defer=next_step_here(context, settings)) as checkpoint:  # a stop lands between LightGBM's boosting rounds, or before the next step
                 challenger = train_challenger(model.settings, model.spec, registry, snapshot, {DAGSTER_RUN_TAG: context.run.run_id, **trigger}, checkpoint)
         except (TrainingError, SettingsError) as exc:  # a window without a model, or a Dask scheduler that does not answer
             raise final_failure(context.instance, context.run.run_id, f"trained_model: {exc}; the champion is unchanged") from exc
@@ -331,7 +338,7 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
         # The decision's tags, the alias and the timeline, then its record (MLflow's evaluation, the report, this
         # materialization): a signal meanwhile takes effect once the step has ended, so a stopped run never leaves a decision
         # made in part, nor one made without its record.
-        with uninterrupted(defer=context.run.run_id):
+        with uninterrupted(defer=next_step_here(context, settings)):
             return decided(evaluation)
 
     return [raw_events, features, trained_model, evaluation_report]

@@ -69,6 +69,7 @@ def _settle(instance: dg.DagsterInstance, run: dg.DagsterRun | None) -> dg.Dagst
     return instance.get_run_by_id(run.run_id)
 
 
+_holding = [0]  # how many `uninterrupted` blocks hold signals now (the main thread's): the stop watcher's grace waits for them
 _deferred: dict[str, int] = {}  # by run id, the signal a deferring `uninterrupted` block of the run held, for its next step
 
 
@@ -105,6 +106,7 @@ def uninterrupted(defer: str | None = None) -> Iterator[Callable[[], None]]:
         return
     previous_int = signal.signal(signal.SIGINT, lambda signum, _frame: held.append(signum))
     previous_term = signal.signal(signal.SIGTERM, lambda signum, _frame: held.append(signum))
+    _holding[0] += 1
     try:
         yield checkpoint
     except Exception as exc:  # the block failed after a signal came: an interrupt still, not an error to retry
@@ -112,6 +114,7 @@ def uninterrupted(defer: str | None = None) -> Iterator[Callable[[], None]]:
             raise DagsterExecutionInterruptedError(f"interrupted while a block that holds signals ran, which then failed: {exc}") from exc
         raise
     finally:
+        _holding[0] -= 1
         try:
             signal.signal(signal.SIGINT, previous_int)  # from here on a signal meets the step's own handler
         finally:
@@ -191,40 +194,55 @@ def stops_on_signal(instance: dg.DagsterInstance, what: str, find: Callable[[], 
                 run = find()
                 if run is not None and _interrupted_retries(instance, run.run_id):
                     abandon(received[0], "its interrupted step was to be retried")
+                if _holding[0]:  # a stretch that is never cut: the grace counts from its end
+                    deadline = time.monotonic() + STOP_GRACE_SECONDS
                 if time.monotonic() > deadline:
                     abandon(received[0], f"its step did not stop within {STOP_GRACE_SECONDS:g} s")
 
-    previous_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
-    previous_term = signal.signal(signal.SIGTERM, signal.default_int_handler)  # as Ctrl-C until Dagster's handler takes both
-    sys.unraisablehook = unraisable
     main = threading.main_thread().ident or 0
-    previous_poke = signal.signal(POKE, lambda _signum, _frame: None)
     watcher = threading.Thread(target=watch, name="stop-watch", daemon=True)
-    watcher.start()
-    # The main thread holds SIGINT back, and so do the processes it starts meanwhile (a mask is inherited): a terminal's
-    # Ctrl-C reaches its whole process group, and Dagster's compute-log `tail` and its watcher died of it, printing
-    # tracebacks (or "Fatal Python error" while starting). The kernel gives the signal to the watcher, which does not hold
-    # it back, pokes the main thread (POKE) out of any blocking call, and Python runs the handler there all the same.
-    previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    previous_int, previous_term, previous_poke = (signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, POKE))
+    previous_fd: int | None = None
+    previous_mask: set[signal.Signals] | None = None
+    late: list[int] = []
     interrupted = False
-    try:
-        yield
-    except KeyboardInterrupt:  # before the run began, or between its steps
-        interrupted = True
+    try:  # set up within: a signal meanwhile (a KeyboardInterrupt) leaves none of it behind
+        previous_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+        signal.signal(signal.SIGTERM, signal.default_int_handler)  # as Ctrl-C until Dagster's handler takes both
+        sys.unraisablehook = unraisable
+        signal.signal(POKE, lambda _signum, _frame: None)
+        watcher.start()
+        # The main thread holds SIGINT back, and so do the processes it starts meanwhile (a mask is inherited): a
+        # terminal's Ctrl-C reaches its whole process group, and Dagster's compute-log `tail` and its watcher died of it,
+        # printing tracebacks (or "Fatal Python error" while starting). The kernel gives the signal to the watcher, which
+        # does not hold it back, pokes the main thread (POKE) out of any blocking call, and Python runs the handler there.
+        previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            yield
+        except KeyboardInterrupt:  # before the run began, or between its steps
+            interrupted = True
     finally:
-        ended.set()
         # A signal now would break off this cleanup: it is only noted (a Python handler runs on the main thread, whichever
-        # thread the kernel gave the signal to; a mask of the main thread's alone held nothing back).
-        late: list[int] = []
-        previous_int = signal.signal(signal.SIGINT, lambda signum, _frame: late.append(signum))
-        signal.signal(signal.SIGTERM, lambda signum, _frame: late.append(signum))
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)  # one held back by every thread comes now, and is noted
-        signal.set_wakeup_fd(previous_fd)
+        # thread the kernel gave the signal to; a mask of the main thread's alone held nothing back). One still pending
+        # as the handlers change is raised first (the review: it left the watcher running, which killed the command).
+        for _ in range(3):
+            try:
+                signal.signal(signal.SIGINT, lambda signum, _frame: late.append(signum))
+                signal.signal(signal.SIGTERM, lambda signum, _frame: late.append(signum))
+                break
+            except KeyboardInterrupt:
+                late.append(signal.SIGINT)
+        ended.set()
+        if previous_mask is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)  # one held back by every thread comes now, and is noted
+        if previous_fd is not None:
+            signal.set_wakeup_fd(previous_fd)
         sys.unraisablehook = previous_hook
         _deferred.clear()  # held for a step its run did not have
         done.set()
         writer.send(b"\0")  # no signal's number: wakes the watcher from its wait at once
-        watcher.join()
+        if watcher.ident is not None:
+            watcher.join()
         if not received:  # one the watcher had no time to read, or one that came during this cleanup
             unread = [s for s in reader.recv(64) if s in SIGNAL_NAMES] if select.select([reader], [], [], 0)[0] else []
             received += (unread or late)[:1]
@@ -244,5 +262,5 @@ def stops_on_signal(instance: dg.DagsterInstance, what: str, find: Callable[[], 
     if run is not None and run.status == dg.DagsterRunStatus.SUCCESS:
         print(f"{what}: {SIGNAL_NAMES[signum]} came as run {run.run_id} ended: it succeeded", file=sys.stderr, flush=True)
         return
-    ended = "canceled" if run is None else run.status.value.lower()
-    raise Stopped(f"stopped by {SIGNAL_NAMES[signum]}: run {run.run_id if run else '(not started)'} {ended}", signum, run.run_id if run else None)
+    end = "canceled" if run is None else run.status.value.lower()
+    raise Stopped(f"stopped by {SIGNAL_NAMES[signum]}: run {run.run_id if run else '(not started)'} {end}", signum, run.run_id if run else None)
