@@ -218,7 +218,7 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
                          f"{settings.tuning_seconds:g} s, candidate windows {list(settings.window_candidates)}")
         try:
             with uninterrupted(defer=next_step_here(context, settings)) as checkpoint:  # a stop lands between LightGBM's boosting rounds, or before the next step
-                challenger = train_challenger(model.settings, model.spec, registry, snapshot, {DAGSTER_RUN_TAG: context.run.run_id, **trigger}, checkpoint)
+                challenger = train_challenger(settings, model.spec, registry, snapshot, {DAGSTER_RUN_TAG: context.run.run_id, **trigger}, checkpoint)
         except (TrainingError, SettingsError) as exc:  # a window without a model, or a Dask scheduler that does not answer
             raise final_failure(context.instance, context.run.run_id, f"trained_model: {exc}; the champion is unchanged") from exc
         result = challenger.result

@@ -28,7 +28,9 @@ if TYPE_CHECKING:
 STOP_GRACE_SECONDS = 20.0  # how long an interrupted step has to unwind before the command exits anyway
 SIGNAL_NAMES = {signal.SIGINT: "SIGINT (Ctrl-C)", signal.SIGTERM: "SIGTERM (Terminate in the Dagster UI, or `kill`)"}
 POKE = signal.SIGUSR1  # sent by the stop watcher to the main thread, whose handler does nothing: a blocking call there ends
-INTERRUPT_ERRORS = ("DagsterExecutionInterruptedError", "KeyboardInterrupt")  # the cause of a step retried because it was interrupted
+# What an interrupt raises, by class name: the cause of a step retried because of it, an exception only printed from a
+# destructor, a console record of what it stopped.
+INTERRUPT_ERRORS = ("DagsterExecutionInterruptedError", "KeyboardInterrupt")
 
 
 class Stopped(RuntimeError):
