@@ -328,6 +328,25 @@ def test_status_says_when_it_shows_only_the_latest_champion_moves() -> None:
         "it printed 'mae None recently'"
 
 
+def test_status_shows_the_newest_versions_and_every_older_one_never_decided() -> None:
+    """A retraining stopped before its decision leaves its version `pending`; status showed the newest 10 versions only,
+    so an older undecided one was seen in MLflow alone."""
+    from mlplatform.cli.status import VERSIONS_SHOWN, render_status
+
+    def version(n: int, decision: str) -> dict[str, object]:
+        return {"version": n, "aliases": [], "decision": decision, "reason": f"reason {n}", "trigger": "manual"}
+
+    versions = [version(n, "pending" if n == 3 else "rejected") for n in range(VERSIONS_SHOWN + 5, 0, -1)]
+    status = {"model": "m", "registered_model": "mlplatform-m", "landing_dir": "/l", "champion": None, "no_champion": "none yet", "pinned": False,
+              "spec": {"path": "m.yaml", "task": "regression", "label": "y", "numeric": ["x"], "categorical": [], "history": []},
+              "events": {"total": 0, "labelled": 0, "quarantined": 0, "label_watermark": 0}, "versions": versions, "timeline": []}
+    lines = render_status(status).splitlines()
+    start = lines.index(f"versions: the newest {VERSIONS_SHOWN} of {VERSIONS_SHOWN + 5} (all: mlplatform status --json)")
+    assert lines[start + 1].startswith(f"  v{VERSIONS_SHOWN + 5}: rejected") and lines[start + VERSIONS_SHOWN].startswith("  v6: rejected")
+    assert lines[start + VERSIONS_SHOWN + 1:] == ["  older, never decided (1):", "  v3: pending (trigger manual) reason 3"]
+    assert "versions:" in render_status(status | {"versions": versions[-2:]}).splitlines()
+
+
 def test_a_release_waits_for_the_landing_run_reading_the_folder(state: Settings) -> None:
     """The concurrency probe: released while a landing run was still reading the file, only the refusals so far went,
     "0 quarantined rows left" was said, and the later ones stayed. A release now waits for the folder's landing run."""

@@ -21,9 +21,7 @@ from mlplatform.stores.registry_tables import RegistryReads, RegistryTables
 if TYPE_CHECKING:  # Dagster is imported where status reads the instance, not with the CLI
     from dagster import RunRecord
 
-VERSIONS_SHOWN = 10
-
-
+VERSIONS_SHOWN = 10  # versions the plain rendering shows, with any older one never decided (--json has them all)
 TIMELINE_SHOWN = 5  # champion moves the plain rendering shows (--json has them all)
 
 
@@ -51,7 +49,7 @@ def collect_status(model: ModelContext, with_dagster: bool = False, run_limit: i
             "run_id": v.run_id,
             "dagster_run_id": v.tags.get(DAGSTER_RUN_TAG),
         }
-        for v in registry.versions(limit=VERSIONS_SHOWN)
+        for v in registry.versions()
     ]
     status: dict[str, Any] = {
         "model": model.name,
@@ -140,6 +138,20 @@ def _two_places(value: object) -> str:
     return f"{value:.2f}" if isinstance(value, float) else str(value)
 
 
+def _version_lines(versions: list[dict[str, Any]]) -> list[str]:
+    """The newest VERSIONS_SHOWN versions, then any older one still `pending`: a retraining stopped before its decision
+    stays undecided, and an operator would not otherwise see it among hundreds of versions."""
+    older = [v for v in versions[VERSIONS_SHOWN:] if v["decision"] == "pending"]
+    shown = len(versions) > VERSIONS_SHOWN
+    lines = ["versions:" + (f" the newest {VERSIONS_SHOWN} of {len(versions)} (all: mlplatform status --json)" if shown else "")]
+    for v in versions[:VERSIONS_SHOWN] + older:
+        aliases = f" @{', @'.join(v['aliases'])}" if v["aliases"] else ""
+        lines.append(f"  v{v['version']}{aliases}: {v['decision']} (trigger {v['trigger']}) {v['reason']}")
+    if older:
+        lines.insert(VERSIONS_SHOWN + 1, f"  older, never decided ({len(older)}):")
+    return lines
+
+
 def render_status(status: dict[str, Any]) -> str:
     pin = f" (pinned: {status['pin_reason']})" if status["pinned"] else ""
     lines = [
@@ -147,11 +159,8 @@ def render_status(status: dict[str, Any]) -> str:
         _spec_line(status["spec"]),
         f"champion: {'v' + str(status['champion']) + pin if status['champion'] else status['no_champion']}",
         "events: {total} total, {labelled} labelled, {quarantined} quarantined".format(**status["events"]),
-        "versions:",
     ]
-    for v in status["versions"]:
-        aliases = f" @{', @'.join(v['aliases'])}" if v["aliases"] else ""
-        lines.append(f"  v{v['version']}{aliases}: {v['decision']} (trigger {v['trigger']}) {v['reason']}")
+    lines.extend(_version_lines(status["versions"]))
     if status["timeline"]:
         moves = len(status["timeline"])
         lines.append("champion timeline:" + (f" the latest {TIMELINE_SHOWN} of {moves} moves (all: mlplatform champion show)" if moves > TIMELINE_SHOWN else ""))
