@@ -157,7 +157,7 @@ class Settings(BaseSettings):
     serve_port: int = Field(default=8000, ge=0, le=65535)
     serve_workers: int = Field(default=1, ge=1, le=64, description="Serving processes sharing the port (`mlplatform serve`, and the one `make prod` starts); more than 1 needs the PostgreSQL event log (event_log_url).")
     serve_reload_seconds: float = Field(default=1.0, gt=0, description="How often serving checks which version is `@champion` (one alias read: cheap; part of the time from promotion to serving).")
-    serve_history_catch_up_seconds: float = Field(default=1.0, gt=0, description="How often serving's history state reads the labels that landed outside /feedback (label files): one counter read when none did. Its own interval, as reading the champion alias (`serve_reload_seconds`) costs a model registry query.")
+    serve_history_catch_up_seconds: float = Field(default=1.0, gt=0, description="How often serving's history state reads the labels that landed outside /feedback (label files), and rebuilds from the log when events landed from files: two counter reads when none did. Its own interval, as reading the champion alias (`serve_reload_seconds`) costs a model registry query.")
     serve_max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Larger request bodies get 413.")
     serve_max_batch_rows: int = Field(default=1000, ge=1, description="Larger /predict batches get 413.")
     serve_token: SecretStr | None = Field(default=None, description="Bearer token required, when set, by every endpoint except /healthz and the /readyz ones (predict, feedback, admin, metrics, OpenAPI).")

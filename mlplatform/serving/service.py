@@ -10,8 +10,10 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
+import time
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from starlette.concurrency import run_in_threadpool
@@ -188,16 +190,17 @@ class ModelService:
         self._label_commit_from: int | None = None  # while a /feedback label commits: no label time can be before this
         self._last_request_us = -(2**63)  # the latest request time with_history stamped: request times never go back
         self._stop = threading.Event()
-        self._catch_up = threading.Thread(target=self._catch_up_labels, name="history-labels", daemon=True)
+        self._catch_up = threading.Thread(target=self._follow_log, name="history-labels", daemon=True)
+        # While the state is rebuilt: what requests and /feedback filed meanwhile, to file into the rebuilt one too.
+        self._journal: list[tuple[Any, ...]] | None = None
+        self._landed_seen = 0  # the log's `landed` counter when the state was last built
+        self._rebuild_after = 0.0  # monotonic: no rebuild before (at most a tenth of the time goes to rebuilding)
 
     def start(self) -> None:
         s = self.settings
-        if self.history is not None and self.spec.history is not None:  # rebuilt from the log before the first request
-            watermark = self.events.counts().label_watermark
-            history = self.spec.history
-            # Up to now: an event landed with a time ahead (clock skew, within landing's bound) is a later event to every
-            # request until its time comes, as in training's timeline, and enters the state at a start after it.
-            self.history.replay(self.events.history_warmup(now_us() + 1, history.warmup_events, history.longest_window_us), watermark)
+        if self.history is not None:  # rebuilt from the log before the first request
+            self._landed_seen = self.events.landed()
+            self.history, _ = self._history_from_log()
             self.metrics.history_watermark.set(self.history.label_watermark)
             self._catch_up.start()
         self.log = PredictionLog(self.events, self.metrics, s.serve_log_interval_ms / 1000, s.serve_log_max_rows, s.serve_log_on_loop)
@@ -329,15 +332,15 @@ class ModelService:
 
     async def _predict(self, model: ServedModel, clean: list[dict[str, Any]], batch: bool, given: list[str | None] | None) -> Any:
         """The answer to validated records; `given`: the callers' event ids, already claimed (None: every id made up)."""
-        inputs, at = (clean, now_us()) if self.history is None else self.with_history(clean)
+        event_ids = [given[i] if given is not None and given[i] is not None else f"{self._id_prefix}-{next(self._id_counter)}" for i in range(len(clean))]
+        inputs, at = (clean, now_us()) if self.history is None else self.with_history(clean, event_ids)
         (predictions, probabilities, matrix), unseen = model.predict(inputs)
         version = model.version
         served_version = str(version)
         labels = predictions.tolist()
         classes = model.predictor.classes or []
         answers, rows = [], []
-        for i, row in enumerate(clean):
-            event_id = given[i] if given is not None and given[i] is not None else f"{self._id_prefix}-{next(self._id_counter)}"
+        for i, (row, event_id) in enumerate(zip(clean, event_ids)):
             answer: dict[str, Any] = {"event_id": event_id, "model_version": version, "prediction": labels[i]}
             probability = None if probabilities is None else float(probabilities[i])
             if probability is not None:
@@ -361,9 +364,50 @@ class ModelService:
             self.metrics.unseen.labels(feature=feature).inc(n)
         return {"predictions": answers} if batch else answers[0]
 
-    def with_history(self, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    def _history_from_log(self) -> tuple[HistoryState, set[str]]:
+        """A history state built from the log as it is now, and the ids of the events it replayed.
+
+        Up to now: an event landed with a time ahead (clock skew, within landing's bound) is a later event to every
+        request until its time comes, as in training's timeline, and enters the state at a rebuild after it."""
+        assert self.spec.history is not None
+        watermark = self.events.counts().label_watermark
+        history, state = self.spec.history, HistoryState(self.spec)
+        replayed = self.events.history_warmup(now_us() + 1, history.warmup_events, history.longest_window_us)
+        state.replay(replayed, watermark)
+        return state, set(replayed[EVENT_ID].tolist())
+
+    def _rebuild_history(self) -> None:
+        """Events landed from files since the state was built are in training's past, so requests see them too: the state
+        is built again from the log, as at start, and swapped in with what requests and /feedback filed meanwhile (before,
+        they entered it at the next start only). Rebuilding holds the interpreter, so it takes at most a tenth of the time:
+        a landing folder taking files all the time does not take the CPU requests need."""
+        landed = self.events.landed()
+        if landed == self._landed_seen or time.monotonic() < self._rebuild_after:
+            return
+        began = time.monotonic()
+        with self._history_lock:
+            self._journal = []
+        try:
+            fresh, replayed = self._history_from_log()
+            fresh.catch_up(self.events.labels_since(fresh.label_watermark))
+            with self._history_lock:
+                for kind, *entry in self._journal:
+                    if kind == "label":
+                        fresh.observe_label(*entry)  # with its label_seq: filed once, whether the rebuild read it or not
+                    elif entry[0] not in replayed:  # an event answered but not yet logged when the log was read
+                        fresh.observe_event(*entry[1:])
+                self.history = fresh
+        finally:
+            with self._history_lock:
+                self._journal = None
+        self._landed_seen = landed
+        self._rebuild_after = time.monotonic() + 9 * (time.monotonic() - began)
+        self.metrics.history_rebuilds.inc()
+
+    def with_history(self, rows: list[dict[str, Any]], event_ids: Sequence[str] = ()) -> tuple[list[dict[str, Any]], int]:
         """Each row with its history columns, then remembered: a later row of the same batch sees the earlier ones, as in
-        training; and the requests' time.
+        training; and the requests' time. `event_ids`: the rows' ids, by which a rebuild of the state meanwhile tells the
+        rows it read from the log from those it did not.
 
         Runs on the event loop between two awaits, so no other request changes the state meanwhile. The time is read under
         the lock. A /feedback label being committed meanwhile is not in the state yet, and its label time will be at or
@@ -375,9 +419,11 @@ class ModelService:
         with self._history_lock:
             at = now_us() if self._label_commit_from is None else min(now_us(), self._label_commit_from - 1)
             at = self._last_request_us = max(at, self._last_request_us)
-            for row in rows:
+            for row, event_id in itertools.zip_longest(rows, event_ids):
                 out.append({**row, **self.history.features(row, at)})
                 self.history.observe_event(row, at)
+                if self._journal is not None:
+                    self._journal.append(("event", event_id, row, at))
         return out, at
 
     def _commit_label(self, event_id: str, label: str | float) -> LabelResult:
@@ -396,13 +442,21 @@ class ModelService:
                     event, row = found
                     known = label_known_at_one(event["source"], event[EVENT_TIME], event["ingested_at"], event["label_time"])
                     self.history.observe_label(row, label, known, event["label_seq"])
+                    if self._journal is not None:
+                        self._journal.append(("label", row, label, known, event["label_seq"]))
                 self._label_commit_from = None
         return result
 
-    def _catch_up_labels(self) -> None:
-        """Labels that land outside /feedback (label files) reach the history state within `serve_history_catch_up_seconds`."""
+    def _follow_log(self) -> None:
+        """Labels and events that land outside serving (landing files) reach the history state within
+        `serve_history_catch_up_seconds` (events: at most a tenth of the time rebuilding, see `_rebuild_history`)."""
         assert self.history is not None
         while not self._stop.wait(self.settings.serve_history_catch_up_seconds):
+            try:
+                self._rebuild_history()
+            except Exception:  # the next round retries; serving goes on with the state it has
+                self.metrics.errors.labels(kind="history_rebuild").inc()
+                log.exception("cannot rebuild the history state from the event log after events landed")
             try:
                 if not self.events.labelled_since(self.history.label_watermark):
                     continue  # nothing landed: a look-up of the counters, not a query and a frame holding the GIL every round
