@@ -208,12 +208,14 @@ def test_a_bad_workers_setting_is_refused_naming_it(state: Settings, value: str,
     assert f"mlplatform serve: MLPLATFORM_SERVE_WORKERS={value!r}: Input should be" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("value", "message"), [("0", "expected at least 1, got 0"), ("-3", "expected at least 1, got -3"),
-                                                ("two", "expected a whole number, got 'two'"), ("1.5", "expected a whole number, got '1.5'")])
-def test_a_bad_workers_count_is_a_usage_error(value: str, message: str, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--workers", "0", "expected 1 to 64, got 0"), ("--workers", "-3", "expected 1 to 64, got -3"), ("--workers", "65", "expected 1 to 64, got 65"),
+    ("--workers", "two", "expected a whole number, got 'two'"), ("--workers", "1.5", "expected a whole number, got '1.5'"),
+    ("--port", "70000", "expected 0 to 65535, got 70000"), ("--port", "-5", "expected 0 to 65535, got -5")])  # the port: a traceback from bind()
+def test_a_bad_workers_count_or_port_is_a_usage_error(option: str, value: str, message: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
-        main(["serve", "--workers", value])
-    assert exited.value.code == 2 and f"argument --workers: {message}" in capsys.readouterr().err
+        main(["serve", option, value])
+    assert exited.value.code == 2 and f"argument {option}: {message}" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("problem", ["password", "database"])

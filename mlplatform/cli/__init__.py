@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Callable
 from contextlib import nullcontext, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,15 +22,19 @@ if TYPE_CHECKING:
 DEFAULT_ASSETS = ("raw_events", "features", "trained_model", "evaluation_report")
 
 
-def positive_int(text: str) -> int:
-    """An argument that must be a whole number of at least 1 (argparse says which argument is wrong)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
-    return value
+def whole_number(least: int, most: int | None = None) -> Callable[[str], int]:
+    """An argument's type: a whole number within [least, most], as the setting it overrides takes (argparse says which
+    argument is wrong and exits 2; `--port 70000` was a traceback from the socket)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < least or (most is not None and value > most):
+            raise argparse.ArgumentTypeError(f"expected at least {least}, got {value}" if most is None else f"expected {least} to {most}, got {value}")
+        return value
+
+    return parse
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -283,8 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     dev.set_defaults(func=cmd_dev)
     serve_cmd = command("serve", "prediction service for every model's champion, or --model's (MLPLATFORM_SERVE_* settings), until Ctrl-C")
     serve_cmd.add_argument("--host", help="bind address (default: MLPLATFORM_SERVE_HOST or 127.0.0.1)")
-    serve_cmd.add_argument("--port", type=int, help="port (default: MLPLATFORM_SERVE_PORT or 8000)")
-    serve_cmd.add_argument("--workers", type=positive_int,
+    serve_cmd.add_argument("--port", type=whole_number(0, 65535), help="port (default: MLPLATFORM_SERVE_PORT or 8000)")
+    serve_cmd.add_argument("--workers", type=whole_number(1, 64),
                            help="serving processes sharing the port (default: MLPLATFORM_SERVE_WORKERS or 1; more need MLPLATFORM_EVENT_LOG_URL)")
     serve_cmd.set_defaults(func=cmd_serve)
     status = command("status", "champion, pin, versions and decisions, event counts of each model (or --model)")
@@ -303,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     quarantine = command("quarantine", "the rows landing refused (per file and reason, then the latest rows with their records); "
                          "--release a file's rows once a corrected file took its place")
     quarantine.add_argument("--file", help="only the rows of this landing file (its name as landed)")
-    quarantine.add_argument("--limit", type=positive_int, default=20, help="latest rows shown")
+    quarantine.add_argument("--limit", type=whole_number(1), default=20, help="latest rows shown")
     quarantine.add_argument("--json", action="store_true", help="machine-readable output, records whole")
     quarantine.add_argument("--release", metavar="FILE",
                             help="forget FILE's quarantined rows, e.g. after a corrected file with new bytes replaced it; a file landed again "
