@@ -338,3 +338,21 @@ def test_realized_metrics_read_labels_as_the_champion_knows_its_classes(tmp_path
     for chunk, rows in zip(report.chunks, (slice(0, 500), slice(500, 1000))):
         assert chunk.labelled == known[rows].sum() and chunk.realized["accuracy"] == pytest.approx(right[rows][known[rows]].mean())
     assert report.left_out == {"d": 100} and "100 labelled events of classes champion v1 does not predict ('d' × 100)" in report.left_out_note
+
+
+@pytest.mark.parametrize(("metric", "realized", "says", "only_better"), [
+    ("accuracy", 0.88, "above the estimate's band 0.7965-0.8381 on 750 labelled events (better than estimated)", True),
+    ("accuracy", 0.70, "below the estimate's band 0.7965-0.8381 on 750 labelled events (worse than estimated)", False),
+    ("mae", 0.70, "below the estimate's band 0.7965-0.8381 on 750 labelled events (better than estimated)", True),  # an error: lower is better
+    ("mae", 0.88, "above the estimate's band 0.7965-0.8381 on 750 labelled events (worse than estimated)", False)])
+def test_realized_performance_outside_the_band_says_on_which_side(metric: str, realized: float, says: str, only_better: bool) -> None:
+    """The own-dataset probe: realized accuracy 0.881 above the band was reported as 'P(y|x) has probably changed
+    (concept change)', sending an operator after a fall that did not happen."""
+    from mlplatform.domain.estimation import Estimate
+    from mlplatform.pipeline.estimation import ChunkResult
+
+    band = Estimate(750, {metric: 0.81}, {metric: 0.7965}, {metric: 0.8381})
+    chunk = ChunkResult(0, 1, band, 750, band, {metric: realized})
+    inside = ChunkResult(2, 3, band, 750, band, {metric: 0.81})
+    report = EstimationReport(1, "cbpe", metric, {metric: 0.81}, [chunk, inside], band)
+    assert report.untrusted == [f"realized {metric} {realized:.4f} {says}"] and report.only_better is only_better

@@ -21,8 +21,11 @@ from mlplatform.pipeline.live_quality import Bound
 from mlplatform.root import ModelContext
 from mlplatform.stores.evidently_workspace import ESTIMATED_KIND, ValuePoint, WorkspaceEntry, add_value_snapshots
 
-CONCEPT_CHANGE = ("where labels came back, realized performance left the estimate's band: P(y|x) has probably changed "
+CONCEPT_CHANGE = ("where labels came back, realized performance fell below the estimate's band: P(y|x) has probably changed "
                   "(concept change), which an estimate from the inputs cannot see; trust realized performance and live_quality")
+BETTER_THAN_ESTIMATED = ("where labels came back, realized performance is better than the estimate's band: the estimate is off "
+                         "(labels easier to predict than on the hold-out, or its calibration no longer holds), not a fall; "
+                         "trust realized performance and live_quality")
 
 
 def _band(estimate: Estimate | None, metric: str) -> str:
@@ -99,7 +102,7 @@ def build_estimated_performance(names: ModelNames, retry: dg.RetryPolicy, freshn
         check_specs=[
             dg.AssetCheckSpec(ESTIMATE_FLOOR_CHECK, asset=key, description="The champion's estimated performance on its latest events meets the floors."),
             dg.AssetCheckSpec(ESTIMATE_TRUST_CHECK, asset=key, description="Where labels came back, realized performance stays inside the estimate's "
-                              "band; outside it, P(y|x) has probably changed and the estimate is not to be trusted."),
+                              "band; outside it the estimate is not to be trusted: below it, P(y|x) has probably changed; above it, the estimate is off."),
         ],
         description="The champion's performance on the latest chunks of events it never trained on (served or ingested, labelled "
         "after its cut-off or not at all), estimated "
@@ -127,7 +130,7 @@ def build_estimated_performance(names: ModelNames, retry: dg.RetryPolicy, freshn
         floor_text = "; ".join(breaches) or ("estimate within floors" if recent.metrics else f"no estimate: {recent.note}")
         untrusted = result.untrusted
         compared = result.compared
-        trust_text = (f"{CONCEPT_CHANGE}: {'; '.join(untrusted)}" if untrusted
+        trust_text = (f"{BETTER_THAN_ESTIMATED if result.only_better else CONCEPT_CHANGE}: {'; '.join(untrusted)}" if untrusted
                       else f"realized performance inside the estimate's band on the {compared} chunk{'s' * (compared > 1)} where labels came back" if compared
                       else "nothing to check the estimate against yet: no chunk has labels from after the champion's cut-off")
         trust_text += f"; {result.left_out_note}" if result.left_out else ""

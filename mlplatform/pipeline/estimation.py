@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from mlplatform.domain.estimation import WATCHED_METRIC, Estimate, Estimator
+from mlplatform.domain.estimation import HIGHER_IS_BETTER, WATCHED_METRIC, Estimate, Estimator
 from mlplatform.domain.evaluation import DEFAULT_FLOOR, class_counts, named_counts, primary_metric
 from mlplatform.domain.predictor import NO_ESTIMATOR, Predictor
 from mlplatform.domain.spec import DatasetSpec
@@ -49,6 +49,11 @@ class ChunkResult:
             return False
         return not e.inside(metric, self.realized[metric])
 
+    def better_than_band(self, metric: str) -> bool:
+        """Outside the band on the good side: above it, or below it for an error (mae)."""
+        e = self.labelled_estimate
+        return self.outside_band(metric) and e is not None and (self.realized[metric] > e.upper[metric]) == HIGHER_IS_BETTER[metric]
+
 
 @dataclass(frozen=True)
 class EstimationReport:
@@ -75,14 +80,20 @@ class EstimationReport:
 
     @property
     def untrusted(self) -> list[str]:
-        """One sentence per chunk whose realized performance left the estimate's band."""
+        """One sentence per chunk whose realized performance left the estimate's band, saying on which side."""
         out = []
         for c in self.chunks:
             if c.outside_band(self.metric) and c.labelled_estimate is not None:
-                e = c.labelled_estimate
-                out.append(f"realized {self.metric} {c.realized[self.metric]:.4f} outside the estimate's band "
-                           f"{e.lower[self.metric]:.4f}-{e.upper[self.metric]:.4f} on {c.labelled} labelled events")
+                e, m = c.labelled_estimate, self.metric
+                side = "above" if c.realized[m] > e.upper[m] else "below"
+                out.append(f"realized {m} {c.realized[m]:.4f} {side} the estimate's band {e.lower[m]:.4f}-{e.upper[m]:.4f} on {c.labelled} labelled "
+                           f"events ({'better' if c.better_than_band(m) else 'worse'} than estimated)")
         return out
+
+    @property
+    def only_better(self) -> bool:
+        """Every chunk outside the band is on the good side: the estimate is off, but performance did not fall."""
+        return all(c.better_than_band(self.metric) for c in self.chunks if c.outside_band(self.metric))
 
 
 def estimate_chunks(predictor: Predictor, estimator: Estimator, events: pd.DataFrame, y: np.ndarray, chunk_events: int,
