@@ -170,6 +170,8 @@ def build_model(settings: Settings, declaration: ModelDeclaration, defs_file: Pa
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(['attributes.loop', *map(str, e['loc'])])}: {e['msg']}" for e in exc.errors())
         raise PlatformError(f"{defs_file}: {problems}") from None
+    if overrides.get("serve_online_correction") and spec.online_correction_problem is not None:  # its own declaration: refused at load, not at serve
+        raise PlatformError(f"{defs_file}: attributes.loop.serve_online_correction: {spec.online_correction_problem}")
     return ModelContext(spec.name, merged, spec, defs_file)
 
 

@@ -164,6 +164,10 @@ def test_a_model_s_own_serving_settings_let_the_correction_serve_beside_a_model_
         check_supported(model.settings, model.spec)
     with pytest.raises(SettingsError, match="serve_online_correction is on for dataset 'colours' .*, but it is multiclass.*loop: {serve_online_correction: true}"):
         check_supported(multiclass.settings.model_copy(update={"serve_online_correction": True}), multiclass.spec)
+    # Declared on the multiclass model itself: refused as the code location loads (dg check defs, status), not at `serve`.
+    _declare(defs, "colours", ADULT_DEFS.format(spec=colours, extra="  loop: {serve_online_correction: true}\n"))
+    with pytest.raises(PlatformError, match=r"colours/defs.yaml: attributes.loop.serve_online_correction: it is multiclass: the online correction supports"):
+        Platform.discover(Settings(state_dir=tmp_path / "state"), defs)
 
 
 @pytest.fixture(scope="module")

@@ -56,6 +56,8 @@ def _with(**changes: object) -> dict[str, object]:
         (_with(drop=["x"]), "drop: ['x'] is also used"),
         (_with(unknown_key=1), "unknown_key: Extra inputs are not permitted"),
         (_with(task="regression"), "positive_class/classes: only for classification tasks"),
+        (_with(task="multiclass", classes=["no", "yes", "maybe"]), "positive_class: only for task binary (a multiclass model reports a probability per class)"),
+        (_with(task="multiclass", classes=["a", "b", "a", 1, 1.0], positive_class=None), "classes: '1', 'a' given more than once"),
         (_with(label_map={"Y": "si"}), "label_map: 'si' is not one of classes"),
         (_with(features=["x", "colour"]), "features: Input should be a valid dictionary"),
         (_with(classes=[False, True], positive_class=None), "classes.0: false is a YAML boolean (unquoted yes/no/on/off/true/false); quote the label"),

@@ -268,12 +268,15 @@ class DatasetSpec(BaseModel):
             if not self.classes or len(set(self.classes)) < 2:
                 raise ValueError(f"classes: task {self.task.value} needs at least two distinct classes")
             if len(set(self.classes)) != len(self.classes):
-                raise ValueError("classes: duplicated class")
+                twice = sorted({c for c in self.classes if self.classes.count(c) > 1})
+                raise ValueError(f"classes: {', '.join(map(repr, twice))} given more than once (numbers are read as their text: 1 and 1.0 are one class)")
             if self.task is Task.binary:
                 if len(self.classes) != 2:
                     raise ValueError("classes: a binary task has exactly two classes")
                 if self.positive_class not in self.classes:
                     raise ValueError(f"positive_class: {self.positive_class!r} is not one of classes {self.classes}")
+            elif self.positive_class is not None:
+                raise ValueError("positive_class: only for task binary (a multiclass model reports a probability per class)")
         elif self.positive_class is not None or self.classes:
             raise ValueError("positive_class/classes: only for classification tasks")
         for a, b in self.crosses:
@@ -366,6 +369,15 @@ class DatasetSpec(BaseModel):
     @property
     def is_classification(self) -> bool:
         return self.task is not Task.regression
+
+    @property
+    def online_correction_problem(self) -> str | None:
+        """Why the online correction cannot serve this dataset, or None when it can."""
+        if self.task is Task.multiclass:
+            return "it is multiclass: the online correction supports binary and regression tasks"
+        if self.history is not None:
+            return "it declares history features, which the online correction cannot recompute for past events"
+        return None
 
     @property
     def key_columns(self) -> list[str]:

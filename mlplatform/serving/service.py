@@ -150,16 +150,11 @@ ONLY_SOME = "unset MLPLATFORM_SERVE_ONLINE_CORRECTION and set `loop: {serve_onli
 
 def check_supported(settings: Settings, spec: DatasetSpec) -> None:
     """Refuse settings this model cannot be served with (SettingsError, which the CLI turns into exit 2), before any state is touched."""
-    if settings.serve_online_correction and spec.task is Task.multiclass:
+    problem = spec.online_correction_problem
+    if settings.serve_online_correction and problem is not None:
         raise SettingsError(
-            f"serve_online_correction is on for dataset {spec.name!r} ({CORRECTION_FROM}), but it is multiclass: the online correction "
-            f"supports binary and regression tasks; turn it on only for the models that can have it ({ONLY_SOME}), or serve the others with --model"
-        )
-    if settings.serve_online_correction and spec.history is not None:
-        raise SettingsError(
-            f"serve_online_correction is on for dataset {spec.name!r} ({CORRECTION_FROM}), but it declares history features, which "
-            f"the online correction cannot recompute for past events; turn it on only for the models that can have it ({ONLY_SOME}), "
-            "or serve the others with --model"
+            f"serve_online_correction is on for dataset {spec.name!r} ({CORRECTION_FROM}), but {problem}; turn it on only for the "
+            f"models that can have it ({ONLY_SOME}), or serve the others with --model"
         )
 
 
