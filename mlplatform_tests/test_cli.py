@@ -132,7 +132,9 @@ def test_a_state_folder_that_does_not_exist_is_refused_not_made(tmp_path: Path, 
     """A mistyped --state-dir made a fresh state there, and status reported a model with no champion and no events."""
     missing = tmp_path / "typo"
     assert main([*argv, "--model", "adult", "--state-dir", str(missing)]) == 2
-    assert f"state folder {missing} does not exist: nothing has run on it" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert f"state folder {missing} does not exist: nothing has run on it" in error
+    assert error.rstrip().endswith(f"Landing folders it would have: adult: {missing / 'landing' / 'adult'}"), "the README sends a new user here for it"
     assert not missing.exists()
 
 

@@ -51,10 +51,12 @@ def _existing_platform(args: argparse.Namespace) -> "Platform":
     """The platform of a state folder that exists: a command that reads what ran there, on a mistyped --state-dir, made
     a fresh state of it and reported a model with no champion and no events, as if nothing were wrong."""
     settings = _settings(args)
-    if not settings.state_dir.is_dir():
+    platform = _platform(args)
+    if not settings.state_dir.is_dir():  # where files would land is said all the same: the first thing a new model needs
+        landing = "; ".join(f"{m.name}: {m.settings.landing_dir}" for m in platform.select(args.model))
         raise SettingsError(f"state folder {settings.state_dir} does not exist: nothing has run on it (`make demo`, `mlplatform materialize` "
-                            f"and `make dev` create it); a typo in --state-dir or {env_name('state_dir')}?")
-    return _platform(args)
+                            f"and `make dev` create it); a typo in --state-dir or {env_name('state_dir')}? Landing folders it would have: {landing}")
+    return platform
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
