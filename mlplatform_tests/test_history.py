@@ -463,3 +463,29 @@ def test_labels_observed_out_of_time_order_give_the_training_frames_history(spec
     for name in training.columns:
         assert training[name].notna().mean() > 0.5, name
         assert _equal(training[name], serving[name].astype("float64")), name
+
+
+def test_history_of_a_window_whose_labels_have_not_come_back_warns_of_nothing(tmp_path: Path) -> None:
+    """`materialize` of drift_report and estimated_performance printed pandas FutureWarnings (a concatenation with columns
+    missing throughout, a fill of such a column downcast) for a model with history on events without labels yet."""
+    import warnings
+
+    from mlplatform.pipeline.replay import read_source
+    from mlplatform.pipeline.retraining import with_history
+    from mlplatform.stores.eventlog import EventLog
+    from mlplatform_tests.serving_support import canonical
+
+    spec = load_spec(BIKE_HISTORY_SPEC)
+    log = EventLog(tmp_path / "events.sqlite", spec)
+    try:
+        source = read_source(spec)
+        log.append(canonical(source.iloc[:600], spec), "labelled.csv")
+        log.append(canonical(source.iloc[600:700].assign(cnt=None), spec), "unlabelled.csv")
+        everything = log.events_between()
+        window = everything.iloc[650:].reset_index(drop=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", FutureWarning)
+            framed = with_history(log, spec, window, log.counts().label_watermark)
+        assert len(framed) == 50 and framed["hist__label_lag1"].notna().all() and framed["hist__label_lag1"].iloc[-1] == float(source["cnt"].iloc[599])
+    finally:
+        log.close()

@@ -40,11 +40,17 @@ US_PER_S = 1_000_000
 _WHOLE_STREAM = 0  # the one key value of features declared without `by`
 
 
+def _whole_numbers(column: pd.Series) -> np.ndarray:
+    """A column of whole numbers (µs times, label_seq), missing ones as 0: a column of missing values alone is of object
+    dtype, which pandas warns it will stop downcasting when filled (the FutureWarning a user saw)."""
+    return pd.to_numeric(column).fillna(0).to_numpy(dtype="int64")
+
+
 def label_known_at(events: pd.DataFrame) -> np.ndarray:
     """When each event's label became known, in event-time microseconds (-1 where there is no label)."""
     labelled = events["label_time"].notna().to_numpy() & events[LABEL].notna().to_numpy()
-    label_time = events["label_time"].fillna(0).to_numpy(dtype="int64")
-    delay = label_time - events["ingested_at"].fillna(0).to_numpy(dtype="int64")
+    label_time = _whole_numbers(events["label_time"])
+    delay = label_time - _whole_numbers(events["ingested_at"])
     served = (events["source"] == SERVED).to_numpy()
     known = np.where(served, label_time, events[EVENT_TIME].to_numpy(dtype="int64") + delay)
     return np.where(labelled, known, -1)
@@ -66,7 +72,7 @@ def timeline(events: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     known = label_known_at(events)
     labelled = np.flatnonzero(known >= 0)
     seq = events["seq"].to_numpy(dtype="int64")
-    label_seq = events["label_seq"].fillna(0).to_numpy(dtype="int64")
+    label_seq = _whole_numbers(events["label_seq"])
     times = np.concatenate([events[EVENT_TIME].to_numpy(dtype="int64"), known[labelled]])
     served = (events["source"] == SERVED).to_numpy()
     seqs = np.concatenate([seq, np.where(served[labelled], np.iinfo("int64").max, seq[labelled])])

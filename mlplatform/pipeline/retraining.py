@@ -146,7 +146,10 @@ def with_history(log: EventStore, spec: DatasetSpec, window: pd.DataFrame, cutof
     first, last = int(window[EVENT_TIME].iloc[0]), int(window[EVENT_TIME].iloc[-1])
     warm = log.history_warmup(first, spec.history.warmup_events, spec.history.longest_window_us)
     span = log.events_between(start_us=first, end_us=last + 1, label_times=True)
-    events = pd.concat([warm, span], ignore_index=True) if len(warm) else span
+    # Columns missing throughout a part (the span's labels, none come back yet) are left out of the concatenation and come
+    # back missing: pandas warns that it will stop ignoring them when it picks a column's type (a FutureWarning users saw).
+    events = (pd.concat([warm.dropna(axis=1, how="all"), span.dropna(axis=1, how="all")], ignore_index=True).reindex(columns=span.columns)
+              if len(warm) else span)
     late = (events["label_seq"] > cutoff).to_numpy()
     events.loc[late, [LABEL, "label_seq", "label_time"]] = None
     history = history_frame(events, spec).set_axis(events[EVENT_ID].to_numpy())
