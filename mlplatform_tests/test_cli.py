@@ -35,12 +35,15 @@ def test_status_json_after_two_versions(
     printed = capsys.readouterr().out
     assert "materialized raw_events, features, trained_model, evaluation_report of adult in run" in printed
     assert "evaluation_report: challenger v1 promoted: no champion yet; challenger roc_auc " in printed, "what the run decided, without the UI"
+    assert ("raw_events: 1 file, 1500 events ingested, 0 duplicates, 0 late labels applied; 1 row quarantined (mlplatform quarantine) "
+            "(the run's raw_events materialization in the UI says why)") in printed, "what landing refused, without the UI (the own-dataset probe)"
     raw_events = ModelNames("adult").asset(RAW_EVENTS)
     reasons = str((latest_metadata(instance, raw_events) or {})["quarantine_reasons"])
     assert "| file | content | reason | rows | first_line |" in reasons and "| age: 'old' is not a finite number | 1 | 1502 |" in reasons, reasons
     write_batches(adult_rows.iloc[1500:2500], adult_spec, state.landing_dir, 1000, prefix="more")
     assert main(["--model", "adult", "materialize", "--select", "raw_events,features,trained_model,evaluation_report"]) == 0
-    assert "evaluation_report: challenger v2 " in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "evaluation_report: challenger v2 " in printed and "raw_events: 1 file, 1000 events ingested, 0 duplicates, 0 late labels applied\n" in printed
     assert str((latest_metadata(instance, raw_events) or {})["quarantine_reasons"]) == "_none_", "a run shows its own files' reasons"
     assert len(instance.get_runs()) == 2, "the command's runs are in the state folder's instance, as UI runs are"
     assert [r.tags.get(RETRAIN_TAG) for r in instance.get_runs()] == ["adult", "adult"], "a retraining is tagged so: the queue and sensors wait for it"

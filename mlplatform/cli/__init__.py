@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
+from mlplatform.domain.keys import (CHALLENGER_VERSION, DECISION_META, DUPLICATES, INGESTED, LABELS_APPLIED, LANDED_FILES, QUARANTINED, REASON_META,
+                                   REJECTED_FILES, SKIPPED_ENTRIES)
 from mlplatform.settings import Settings, SettingsError, env_name, redact, scoped_environment, settings_problems
 
 if TYPE_CHECKING:
@@ -99,7 +101,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     from mlplatform.orchestration.instance import prepare_dagster_home
     from mlplatform.orchestration.interrupts import Stopped
     from mlplatform.orchestration.launch import LaunchError, RetrainingBusy, materialize, retraining_slot
-    from mlplatform.orchestration.names import ALL_ASSETS, EVALUATION_REPORT, TRAINED_MODEL, ModelNames
+    from mlplatform.orchestration.names import ALL_ASSETS, EVALUATION_REPORT, RAW_EVENTS, TRAINED_MODEL, ModelNames
     from mlplatform.orchestration.trigger import latest
 
     settings = _settings(args)
@@ -123,17 +125,35 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         except Stopped as exc:  # a signal as the decision's record ended stops the run after it: what it decided is said too
             _say_decision(latest(instance, ModelNames(model.name).asset(EVALUATION_REPORT)), exc.run_id)
             raise
+        landed = latest(instance, ModelNames(model.name).asset(RAW_EVENTS)) if RAW_EVENTS in selected else None
         decided = latest(instance, ModelNames(model.name).asset(EVALUATION_REPORT)) if EVALUATION_REPORT in selected else None
     print(f"materialized {', '.join(selected)} of {model.name} in run {result.run_id} (Dagster instance {settings.dagster_home})")
+    _say_landing(landed, result.run_id)
     _say_decision(decided, result.run_id)
     return 0
+
+
+def _say_landing(landed: "Latest | None", run_id: str) -> None:
+    """What run `run_id`'s landing took and refused, in one line: quarantined rows and files left were only in the UI."""
+    if landed is None or landed.run_id != run_id:
+        return
+    d = {key: int(str(landed.metadata.get(key, 0))) for key in (LANDED_FILES, INGESTED, DUPLICATES, QUARANTINED, LABELS_APPLIED, REJECTED_FILES, SKIPPED_ENTRIES)}
+    refused = [f"{_counted(d[QUARANTINED], 'row')} quarantined (mlplatform quarantine)"] * bool(d[QUARANTINED]) + \
+              [f"{_counted(d[REJECTED_FILES], 'file')} moved to landing/rejected"] * bool(d[REJECTED_FILES]) + \
+              [f"{_counted(d[SKIPPED_ENTRIES], 'entry', 'entries')} left in the landing folder"] * bool(d[SKIPPED_ENTRIES])
+    print(f"raw_events: {_counted(d[LANDED_FILES], 'file')}, {_counted(d[INGESTED], 'event')} ingested, {_counted(d[DUPLICATES], 'duplicate')}, "
+          f"{_counted(d[LABELS_APPLIED], 'late label')} applied" + (f"; {', '.join(refused)} (the run's raw_events materialization in the UI says why)" if refused else ""))
+
+
+def _counted(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else many or one + 's'}"
 
 
 def _say_decision(decided: "Latest | None", run_id: str | None) -> None:
     """What run `run_id` decided, if it recorded a decision: without opening the UI."""
     if decided is not None and decided.run_id == run_id:
         d = decided.metadata
-        print(f"evaluation_report: challenger v{d.get('challenger_version')} {d.get('decision')}: {d.get('reason')}")
+        print(f"evaluation_report: challenger v{d.get(CHALLENGER_VERSION)} {d.get(DECISION_META)}: {d.get(REASON_META)}")
 
 
 def cmd_champion(args: argparse.Namespace) -> int:

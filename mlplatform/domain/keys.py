@@ -101,6 +101,14 @@ VALIDATION_PREDICTIONS = "evidence/holdout_predictions.parquet"
 JUDGED_ROWS = "judged_rows"
 
 # Materialization metadata read back by sensors, alerts, status and the CLI
+# raw_events: what one landing run did with the landing folder (its quality check and `mlplatform materialize` read them)
+LANDED_FILES = "files"
+INGESTED = "ingested"
+DUPLICATES = "duplicates"
+QUARANTINED = "quarantined"
+LABELS_APPLIED = "labels_applied"
+REJECTED_FILES = "rejected_files"
+SKIPPED_ENTRIES = "skipped_entries"
 SNAPSHOT = "snapshot"
 MLFLOW_VERSION = "mlflow_version"
 SKIPPED = "skipped"

@@ -15,7 +15,8 @@ import dagster as dg
 import pandas as pd
 
 from mlplatform.domain.keys import (CHAMPION_VERSION, CHANGE_WINDOW, DAGSTER_RUN_TAG, CHOSEN_WINDOW, JUDGED_ROWS, REFIT, REFIT_ROWS, WINDOW_SCORES, EVIDENTLY_PROJECT_URL, EVIDENTLY_SNAPSHOT_URL, EVIDENTLY_WORKSPACE_ERROR, MLFLOW_VERSION, MODEL_TAG,
-                                   REPORT_PATH, REPORT_URL, RUN_TAG_PREFIX, SNAPSHOT, FITTED_ROWS, TRAINED_WINDOW)
+                                   REPORT_PATH, REPORT_URL, RUN_TAG_PREFIX, SNAPSHOT, FITTED_ROWS, TRAINED_WINDOW, LANDED_FILES, INGESTED, DUPLICATES,
+                                   QUARANTINED, LABELS_APPLIED, REJECTED_FILES, SKIPPED_ENTRIES)
 from mlplatform.domain.retry_budget import RetryBudget
 from mlplatform.domain.training import TrainingError
 from mlplatform.domain.validation import LABEL
@@ -129,13 +130,13 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
         extra = sorted({c for f in report.files for c in f.extra_columns})
         return dg.MaterializeResult(
             metadata={
-                "files": len(report.files),
-                "ingested": report.total("ingested"),
-                "duplicates": report.total("duplicates"),
-                "quarantined": report.total("quarantined"),
-                "labels_applied": report.total("labels_applied"),
-                "rejected_files": len(report.rejected),
-                "skipped_entries": len(report.skipped),
+                LANDED_FILES: len(report.files),
+                INGESTED: report.total("ingested"),
+                DUPLICATES: report.total("duplicates"),
+                QUARANTINED: report.total("quarantined"),
+                LABELS_APPLIED: report.total("labels_applied"),
+                REJECTED_FILES: len(report.rejected),
+                SKIPPED_ENTRIES: len(report.skipped),
                 "total": counts.total,
                 "labelled": counts.labelled,
                 "quarantined_total": counts.quarantined,

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from mlplatform.domain.keys import DUPLICATES, INGESTED, QUARANTINED, REJECTED_FILES
 from mlplatform.orchestration.assets import latest_metadata
 from mlplatform.orchestration.names import RAW_EVENTS, ModelNames
 from mlplatform.orchestration.resources import PlatformResource
@@ -18,16 +19,16 @@ def build_checks(names: ModelNames) -> list[dg.AssetChecksDefinition]:
         model = platform.model(model_name)
         settings, spec = model.settings, model.spec
         meta = latest_metadata(context.instance, names.asset(RAW_EVENTS)) or {}
-        seen = int(str(meta.get("ingested", 0))) + int(str(meta.get("duplicates", 0))) + int(str(meta.get("quarantined", 0)))
-        quarantine_share = int(str(meta.get("quarantined", 0))) / seen if seen else 0.0
+        seen = sum(int(str(meta.get(key, 0))) for key in (INGESTED, DUPLICATES, QUARANTINED))
+        quarantine_share = int(str(meta.get(QUARANTINED, 0))) / seen if seen else 0.0
         recent = model.event_log.events_between(limit=RECENT_EVENTS)
         null_share = {name: round(float(recent[name].isna().mean()), 4) for name in spec.features} if len(recent) else {}
         too_null = {k: v for k, v in null_share.items() if v > settings.max_null_share}
         problems = []
         if quarantine_share > settings.max_quarantine_share:
             problems.append(f"{quarantine_share:.1%} of the last ingestion was quarantined (limit {settings.max_quarantine_share:.0%})")
-        if int(str(meta.get("rejected_files", 0))):
-            problems.append(f"{meta['rejected_files']} file(s) rejected: see landing/rejected")
+        if int(str(meta.get(REJECTED_FILES, 0))):
+            problems.append(f"{meta[REJECTED_FILES]} file(s) rejected: see landing/rejected")
         if too_null:
             problems.append(f"features mostly missing in the last {len(recent)} events: {too_null}")
         return dg.AssetCheckResult(
@@ -36,7 +37,7 @@ def build_checks(names: ModelNames) -> list[dg.AssetChecksDefinition]:
             description="; ".join(problems) or "schema, quarantine share and null share within limits",
             metadata={
                 "quarantine_share": quarantine_share,
-                "rejected_files": int(str(meta.get("rejected_files", 0))),
+                REJECTED_FILES: int(str(meta.get(REJECTED_FILES, 0))),
                 "max_null_share": max(null_share.values(), default=0.0),
                 "null_share": dg.MetadataValue.json(null_share),
             },
