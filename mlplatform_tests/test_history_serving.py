@@ -241,7 +241,11 @@ def test_the_loop_steps_retrain_evaluate_and_report_drift_for_a_model_with_histo
         log.append(canonical(read_source(spec).iloc[LANDED + 1500 : LANDED + 2500], spec), "landing")  # after every champion's window
         report = build_drift_report(settings, spec, log, registry)
         assert isinstance(report, DriftReport), report
-        assert report.prediction is None and report.live_metrics == {}  # a random sample has no history: features only
+        assert report.prediction is None and report.live_metrics == {} and report.features_only  # a random sample has no history
+        from mlplatform.orchestration.monitoring import report_metadata
+        from mlplatform.pipeline.drift import FEATURES_ONLY
+
+        assert report_metadata(settings, spec, report, "http://127.0.0.1:5000")["features_only"] == FEATURES_ONLY, "the metadata says why (own-dataset probe)"
         assert [c.column for c in report.columns] == list(spec.features)
         champion = registry.champion_record()
         assert champion is not None

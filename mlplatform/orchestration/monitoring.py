@@ -10,7 +10,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from mlplatform.pipeline.drift import LIVE_METRICS, ColumnDrift, DriftReport, DriftSkipped, build_drift_report, publish_drift_report
+from mlplatform.pipeline.drift import FEATURES_ONLY, LIVE_METRICS, ColumnDrift, DriftReport, DriftSkipped, build_drift_report, publish_drift_report
 from mlplatform.domain.keys import (CHAMPION_VERSION, DATASET_DRIFT, DRIFT_SHARE, DRIFT_SHARE_THRESHOLD, DRIFTED_COLUMN_NAMES, DRIFTED_COLUMNS,
                                    EVIDENTLY_PROJECT_URL, EVIDENTLY_SNAPSHOT_URL, EVIDENTLY_WORKSPACE_ERROR, REPORT_PATH, REPORT_URL,
                                    SKIP_REASON, SKIPPED)
@@ -57,6 +57,7 @@ def report_metadata(settings: Settings, spec: DatasetSpec, report: DriftReport, 
         **_test_metadata("target", report.target),
         **live,
         "live_metrics": dg.MetadataValue.json({k: round(v, 6) for k, v in report.live_metrics.items()}),
+        **({"features_only": FEATURES_ONLY} if report.features_only else {}),
         "current_labelled": report.current_labelled,
         "current_until": iso_time(report.current_until_us),
         **report.reference.span(),

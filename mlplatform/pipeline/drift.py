@@ -143,6 +143,7 @@ class DriftReport:
     report_path: Path  # Evidently's snapshot; its HTML page is rendered on demand (stores/reports.py)
     seconds: float
     pruned: Pruned  # what retention removed after this report
+    features_only: bool = False  # a champion with history features: no prediction drift nor live metrics (FEATURES_ONLY)
 
     @property
     def drifted_columns(self) -> list[str]:
@@ -373,6 +374,10 @@ def compare(spec: DatasetSpec, reference: pd.DataFrame, current: pd.DataFrame, s
     return columns, found.get(PREDICTION_COLUMN), found.get(LABEL), evidently_count
 
 
+FEATURES_ONLY = ("the model has history features, which a random sample of events has not: the report compares the features only, "
+                 "with no prediction drift nor live metrics; live_quality scores what the model served")
+
+
 def live_metrics(spec: DatasetSpec, current: pd.DataFrame, predictor: Predictor) -> dict[str, float]:
     """The champion's metrics on the labelled part of the current sample; empty without labels."""
     labelled = current[current[LABEL].notna()]
@@ -436,6 +441,7 @@ def build_drift_report(settings: Settings, spec: DatasetSpec, log: EventStore, r
         report_path=path,
         seconds=time.perf_counter() - started,
         pruned=pruned,
+        features_only=bool(predictor.transformer.history),
     )
 
 
