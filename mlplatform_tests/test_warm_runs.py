@@ -138,6 +138,24 @@ def test_runs_are_forked_from_the_warm_process_a_stopped_one_is_replaced_and_ter
         assert not worker.alive() and gone.status == WorkerStatus.FAILED and gone.msg is not None
         assert gone.msg.startswith(f"run worker process {worker.pid} ") and ("exited with code" in gone.msg or "killed by signal" in gone.msg), gone.msg
 
+        # The stack stops (`dev` stopped, or killed and its reaper at work): the warm process and the run's worker get
+        # SIGINT, which Dagster turns into a retry of the step. With the warm process gone the retry does not start (the
+        # operator probe: it ran on with no stack and promoted a champion 12 s after `dev` was killed); the run fails,
+        # and run retries launch it again once a stack is back.
+        third = launch()
+        assert launcher._warm is not None
+        warm_pid = launcher._warm.process.pid
+        wait_until("the third run to train", lambda: any((e.user_message or "").startswith("training on ") for e in instance.all_logs(third)), 120)
+        worker = RunWorker.of_run(run_of(third))
+        assert worker is not None
+        os.kill(warm_pid, signal.SIGINT)
+        os.kill(worker.pid, signal.SIGINT)
+        wait_until("the third run to end", lambda: run_of(third).is_finished, 120)
+        messages = [e.user_message or "" for e in instance.all_logs(third)]
+        assert run_of(third).status == dg.DagsterRunStatus.FAILURE, messages[-10:]
+        failures = [str(e.dagster_event.step_failure_data.error) for e in instance.all_logs(third) if e.dagster_event is not None and e.dagster_event.is_step_failure]
+        assert any("the stack that launched this run stopped (its warm run launcher, pid " in f for f in failures), (failures, messages[-10:])
+
 
 def _run(tags: dict[str, str]) -> dg.DagsterRun:
     return dg.DagsterRun(job_name="adult_retrain", run_id="0" * 36, tags=tags)

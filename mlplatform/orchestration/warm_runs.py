@@ -67,6 +67,7 @@ PRELOAD = (
 DEFAULT_LAUNCH_TIMEOUT_SECONDS = 60.0
 # How long a terminated run's worker has to end the run after SIGTERM: Dagster cancels within a fraction of a second
 # when it can (the interrupt fails the step and the run), so a worker still running after this is retrying a step.
+LAUNCHER_PID_ENV = "MLPLATFORM_RUN_LAUNCHER_PID"  # in a forked run worker: "<warm process pid>:<its own pid>"
 TERMINATE_GRACE_SECONDS = 3.0
 COMMAND_EXIT_SECONDS = 5.0  # past a command's own grace (interrupts.STOP_GRACE_SECONDS): its message and its exit
 # How many ended run workers the launcher remembers how they ended: far more than run monitoring looks at at once.
@@ -388,10 +389,23 @@ def ended(status: int) -> str:
     return f"was killed by signal {-code} ({name})"
 
 
+def launcher_gone() -> str | None:
+    """Why a step must not start in this run worker, or None: its warm process ended, so the stack that launched the run
+    stopped (`dev` stopped, or killed and its reaper stopped the servers). Such a stop reaches the worker as an interrupt,
+    which Dagster turns into a retry of the step: the retry ran on with no stack and promoted a champion 12 s after
+    `dev` was killed (the operator probe). Not in a run worker the warm process forked: None."""
+    launcher, _, worker = os.environ.get(LAUNCHER_PID_ENV, "").partition(":")
+    if not worker or int(worker) != os.getpid() or os.getppid() == int(launcher):
+        return None
+    return (f"the stack that launched this run stopped (its warm run launcher, pid {launcher}, is gone): no step starts again in a "
+            "worker no stack watches; run retries launch the run again once the stack is back")
+
+
 def _become_run_worker(dagster_args: Sequence[str], replies: IO[str], wakeup: Sequence[int]) -> None:
     """In the forked child: default signal handling, no pipe to or from the launcher, mlplatform unloaded, then
     `python -m dagster <args>`, whose SystemExit ends this process the way it ends a fresh interpreter (atexit
     handlers, flushed streams)."""
+    os.environ[LAUNCHER_PID_ENV] = f"{os.getppid()}:{os.getpid()}"  # its own pid too: processes it starts inherit the variable
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
