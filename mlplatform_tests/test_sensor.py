@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from mlplatform.cli.status import collect_status, render_status
-from mlplatform.domain.keys import (CHAMPION_MOVING, CHAMPION_VERSION, DRIFT_REPORT_TAG, DRIFT_SHARE_TAG, LABEL_WATERMARK_TAG, LAUNCHED_BY_TAG, NEW_LABELLED_TAG, POLICY_TRIGGER_TAG,
+from mlplatform.domain.keys import (CHAMPION_MOVING, KEPT_BY_PERSON, CHAMPION_VERSION, DRIFT_REPORT_TAG, DRIFT_SHARE_TAG, LABEL_WATERMARK_TAG, LAUNCHED_BY_TAG, NEW_LABELLED_TAG, POLICY_TRIGGER_TAG,
                                    QUALITY_TAG, REALIZED_BAND_TAG, REALIZED_EVENTS_TAG, REALIZED_METRIC_TAG, REALIZED_REFERENCE_TAG, REALIZED_VALUE_TAG,
                                    REASON_TAG, RETRAIN_TAG, TRIGGER_REASON, TRIGGERED_AT_TAG)
 from mlplatform.domain.policy import DRIFT, NEW_OBSERVATIONS, QUALITY_DROP, Cursor, DriftBar, PolicyConfig
@@ -226,6 +226,11 @@ def test_a_hand_moved_or_pinned_champion_is_what_sensors_status_and_evaluation_f
     evaluation = latest_metadata(platform.instance, ADULT.asset("evaluation_report")) or {}
     assert evaluation["decision"] == "rejected" and "pinned" in str(evaluation["reason"]) and evaluation["champion_version"] == 1
     assert registry.champion_record() == record
+    # It lost on the scores too: a rejection on its merits, which the drift bar learns from (unlike one the pin alone kept
+    # out, below in test_a_champion_pinned_while_a_challenger_is_judged_stays_champion).
+    judged = platform.instance.get_runs(limit=1)[0]
+    assert evaluation[KEPT_BY_PERSON] is False and "is below the margin" in str(evaluation["reason"]), evaluation["reason"]
+    assert [o.promoted for o in policy_record(platform.instance, ADULT, [_as_drift_retraining(judged)])] == [False]
 
     assert main(["champion", "unpin", "--model", "adult", "--reason", "incident closed"]) == 0
     assert "champion: v1 unpinned: the retraining loop may replace it" in capsys.readouterr().out
@@ -540,7 +545,16 @@ def test_a_champion_pinned_while_a_challenger_is_judged_stays_champion(platform:
     after = registry.champion_record()
     assert after is not None and (after.version, after.pinned) == (before.version, True), "the pin holds"
     assert registry.get_version(int(str(evaluation["challenger_version"]))).tags["mlplatform.decision"] == "rejected"
+    # Won on the scores, kept out by a person: no false alarm the drift bar learns from (the operator probe: four
+    # challengers kept out by a pin doubled the bar to 5000 after the pin was gone).
+    assert evaluation[KEPT_BY_PERSON] is True
+    assert [o.promoted for o in policy_record(platform.instance, ADULT, [_as_drift_retraining(platform.instance.get_runs(limit=1)[0])])] == [None]
     registry.unpin("test done", "test")
+
+
+def _as_drift_retraining(run: dg.DagsterRun) -> dg.DagsterRun:
+    """A run materialized by hand, with the tags of one the retraining sensor launched on a drift report."""
+    return run.with_tags({**run.tags, REASON_TAG: DRIFT, LABEL_WATERMARK_TAG: "1000000"})
 
 
 def test_a_champion_pinned_while_the_decision_is_recorded_stays_champion(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -109,6 +109,8 @@ QUARANTINED = "quarantined"
 LABELS_APPLIED = "labels_applied"
 REJECTED_FILES = "rejected_files"
 SKIPPED_ENTRIES = "skipped_entries"
+# evaluation_report: the challenger won on the scores and was kept out only by a person's pin or move of the champion
+KEPT_BY_PERSON = "kept_by_person"
 SNAPSHOT = "snapshot"
 MLFLOW_VERSION = "mlflow_version"
 SKIPPED = "skipped"

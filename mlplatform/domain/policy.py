@@ -64,7 +64,9 @@ class DriftBar:
     Both are evidence-driven retrainings (a drift verdict, a realized drop) that can only help once the labels can teach
     the change. One whose challenger is not promoted was a false alarm for this stream (drift the champion copes with,
     a drop the labels cannot yet fix): each one since the latest promotion doubles the bar, up to every_n, where neither
-    triggers before the label count does. A promotion resets the bar, whatever triggered it, and so does a champion set
+    triggers before the label count does. One that won on the scores and was kept out only by a person (a pinned
+    champion, a champion moved by hand meanwhile) was no false alarm, and does not count (the operator probe: four
+    challengers kept out by a pin put the bar at 5000 after the pin was gone). A promotion resets the bar, whatever triggered it, and so does a champion set
     by hand (retrainings triggered at or before its cut-off do not count). On a stream that drifts all the time, or whose
     concept keeps moving, this stops the policy from retraining at every reading while its challengers keep losing."""
 

@@ -16,7 +16,7 @@ import pandas as pd
 
 from mlplatform.domain.keys import (CHAMPION_VERSION, CHANGE_WINDOW, DAGSTER_RUN_TAG, CHOSEN_WINDOW, JUDGED_ROWS, REFIT, REFIT_ROWS, WINDOW_SCORES, EVIDENTLY_PROJECT_URL, EVIDENTLY_SNAPSHOT_URL, EVIDENTLY_WORKSPACE_ERROR, MLFLOW_VERSION, MODEL_TAG,
                                    REPORT_PATH, REPORT_URL, RUN_TAG_PREFIX, SNAPSHOT, FITTED_ROWS, TRAINED_WINDOW, LANDED_FILES, INGESTED, DUPLICATES,
-                                   QUARANTINED, LABELS_APPLIED, REJECTED_FILES, SKIPPED_ENTRIES)
+                                   QUARANTINED, LABELS_APPLIED, REJECTED_FILES, SKIPPED_ENTRIES, KEPT_BY_PERSON)
 from mlplatform.domain.retry_budget import RetryBudget
 from mlplatform.domain.training import TrainingError
 from mlplatform.domain.validation import LABEL
@@ -301,6 +301,7 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
                 "champion_label_seq_cutoff": evaluation.champion_label_seq_cutoff,
                 "shadow_events": 0 if shadow is None else shadow.events,
                 "shadow_required": settings.promotion_requires_shadow_win,
+                KEPT_BY_PERSON: evaluation.kept_by_person,
             }
             report_dir = settings.reports_dir / "evaluation"
             report_dir.mkdir(parents=True, exist_ok=True)

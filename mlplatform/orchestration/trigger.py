@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import dagster as dg
 
 from mlplatform.domain.estimation import HIGHER_IS_BETTER
-from mlplatform.domain.keys import (CHAMPION_VERSION, DATASET_DRIFT, DECISION_META, DRIFT_REPORT_TAG, DRIFT_SHARE, ESTIMATE_TAG, ESTIMATED_METRIC,
+from mlplatform.domain.keys import (CHAMPION_VERSION, DATASET_DRIFT, DECISION_META, DRIFT_REPORT_TAG, KEPT_BY_PERSON, DRIFT_SHARE, ESTIMATE_TAG, ESTIMATED_METRIC,
                                    LABEL_WATERMARK_TAG, LAUNCHED_BY_TAG, POLICY_TRIGGER_TAG, QUALITY_EVENTS, QUALITY_LOWER, QUALITY_METRIC, QUALITY_NOTE,
                                    QUALITY_TAG, QUALITY_UPPER, QUALITY_VALUE, REASON_META, REASON_TAG, RECENT_ESTIMATE, RECENT_EVENTS, RECENT_LOWER,
                                    RECENT_NOTE, RECENT_UPPER, REFERENCE, RETRAIN_TAG, SKIP_REASON, SKIPPED, TRIGGERED_AT_TAG)
@@ -151,8 +151,9 @@ def policy_record(instance: dg.DagsterInstance, names: ModelNames, runs: list[dg
     evaluations = instance.fetch_materializations(names.asset(EVALUATION_REPORT), limit=2 * RECORD_SIZE).records
     decisions: dict[str, object] = {}
     for record in reversed(evaluations):  # newest last: a retried evaluation's latest decision wins
-        if record.asset_materialization is not None and DECISION_META in record.asset_materialization.metadata:
-            decisions[record.run_id] = record.asset_materialization.metadata[DECISION_META].value
+        meta = {} if record.asset_materialization is None else record.asset_materialization.metadata
+        if DECISION_META in meta:  # kept out by a person's pin or move: no verdict on the retraining, unknown to the policy
+            decisions[record.run_id] = None if KEPT_BY_PERSON in meta and meta[KEPT_BY_PERSON].value is True else meta[DECISION_META].value
     return tuple(RetrainOutcome.recorded(r.tags.get(REASON_TAG), decisions.get(r.run_id), r.tags.get(LABEL_WATERMARK_TAG)) for r in runs[:RECORD_SIZE])
 
 

@@ -351,6 +351,7 @@ class Evaluation:
     awaiting_shadow: bool = False  # won on the hold-out, not promoted until the shadow evidence is in
     already_champion: bool = False  # the challenger was the champion before this evaluation: nothing to apply
     floor_note: str = ""  # why the floor failed where the challenger could not help it
+    kept_by_person: bool = False  # won on the scores, not promoted only because a person pinned or moved the champion
 
     @property
     def verdict(self) -> str:
@@ -504,6 +505,7 @@ def evaluate_challenger(settings: Settings, spec: DatasetSpec, registry: Registr
         decision = replace(decision, reason=f"champion v{champion.version} does not fit the dataset spec ({misfit}), so serving cannot load it: "
                                             f"judged as if there were no champion; {_misfit_scores(settings, spec, holdout, predicted, champion_predictor, champion_unseen, champion_recorded)}"
                                             f"{decision.reason}")
+    kept_by_person = champion is not None and champion.pinned and decision.promote
     if champion is not None and champion.pinned:
         decision = replace(decision, promote=False, reason=f"champion v{champion.version} is pinned ({champion.pin_reason}): kept; on the scores alone: {decision.reason}")
     shadow = None if champion is None else compare_on_live(settings, spec, events, challenger_version, champion.version)
@@ -533,6 +535,7 @@ def evaluate_challenger(settings: Settings, spec: DatasetSpec, registry: Registr
         shadow=shadow,
         awaiting_shadow=awaiting,
         floor_note=floor_note,
+        kept_by_person=kept_by_person,
     )
 
 
@@ -617,5 +620,6 @@ def _withdrawn(evaluation: Evaluation, now: ChampionRecord | None) -> Evaluation
               else f"moved to v{now.version}" + (f", pinned ({now.pin_reason})" if now.pinned else ""))
     reason = (f"the champion was {became} while v{evaluation.challenger_version} was judged against {judged}: not promoted; "
               f"on the scores: {d.reason}")
-    return replace(evaluation, decision=replace(d, promote=False, reason=reason), champion_after=now.version, champion_label_seq_cutoff=now.label_seq_cutoff)
+    return replace(evaluation, decision=replace(d, promote=False, reason=reason), champion_after=now.version, champion_label_seq_cutoff=now.label_seq_cutoff,
+                   kept_by_person=True)
 
