@@ -151,7 +151,7 @@ def test_drift_triggers_one_run_with_the_reason_in_its_tags(platform: Platform, 
     assert tags[REASON_TAG] == DRIFT and tags[NEW_LABELLED_TAG] == "300" and tags[DRIFT_REPORT_TAG] == report_id
     assert float(tags[DRIFT_SHARE_TAG]) == pytest.approx(float(str(meta["drift_share"])), abs=1e-4)
     again = platform.tick(SENSOR_NAME, result.cursor)
-    assert not again.run_requests and "already triggered" in (again.skip_message or "")
+    assert not again.run_requests and "is from before the latest retraining" in (again.skip_message or "")
 
 
 def test_restart_keeps_the_cursor_and_a_lost_or_corrupt_one_recovers_without_duplicates(platform: Platform) -> None:
@@ -327,7 +327,7 @@ def test_a_drift_report_run_retrains_in_the_same_run_once_per_trigger(platform: 
         f"the path to a new champion runs first: {starts}"
     for stored in [_cursor(_watermark(platform) - 300), None]:  # the sensor never takes the run's trigger again, even with a lost cursor
         tick = platform.tick(SENSOR_NAME, stored)
-        assert not tick.run_requests and "already triggered" in (tick.skip_message or ""), tick.skip_message
+        assert not tick.run_requests and "is from before the latest retraining" in (tick.skip_message or ""), tick.skip_message
     assert collect_status(platform.model, with_dagster=True)["sensor_runs"][0]["run_id"] == run.run_id
 
 
@@ -455,14 +455,14 @@ def test_a_realized_quality_drop_on_served_predictions_triggers_one_retraining(p
     assert float(tags[REALIZED_REFERENCE_TAG]) == pytest.approx(float(str(meta["reference"])), abs=1e-4)
     assert tags[REALIZED_BAND_TAG] == f"{float(str(meta['quality_lower'])):.4f}-{float(str(meta['quality_upper'])):.4f}"
     again = platform.tick(SENSOR_NAME, result.cursor)
-    assert not again.run_requests and "the latest realized quality reading already triggered a retraining" in (again.skip_message or "")
+    assert not again.run_requests and "the latest realized quality reading is from before the latest retraining (whatever triggered it)" in (again.skip_message or "")
 
     made = create_run_for_test(platform.instance, job_name="__ASSET_JOB", tags={**tags, LAUNCHED_BY_TAG: SENSOR_NAME})  # the run the request made
     waiting = platform.tick(SENSOR_NAME, None)
     assert not waiting.run_requests and f"retraining run {made.run_id[:8]} is unfinished" in (waiting.skip_message or "")
     platform.instance.report_run_canceled(made)
     lost = platform.tick(SENSOR_NAME, None)
-    assert not lost.run_requests and "already triggered" in (lost.skip_message or ""), "a lost cursor is rebuilt from the run's tags"
+    assert not lost.run_requests and "is from before the latest retraining" in (lost.skip_message or ""), "a lost cursor is rebuilt from the run's tags"
 
 
 @pytest.mark.parametrize(("metadata", "says"), [

@@ -112,7 +112,7 @@ class PerformanceReading:
         """`kind`: what the value is, "estimated" or "realized"."""
         worse = worse_by(self.metric, self.value, self.reference)
         return (f"{kind} {self.metric} {self.value:.4f} (95 % band {self.lower:.4f}-{self.upper:.4f}, {self.events} events) "
-                f"vs reference {self.reference:.4f}: {worse:.1%} worse")
+                f"vs reference {self.reference:.4f}: {abs(worse):.1%} {'worse' if worse >= 0 else 'better'}")  # "-3.2% worse" read as a fall
 
     def dropped(self, margin: float) -> bool:
         """Worse than the reference by `margin` (relative), with the reference outside the band."""
@@ -166,7 +166,7 @@ class Observation:
         elif not self.drift_detected:
             verdict = f"latest drift report: no dataset drift (share {self.drift_share or 0.0:.2f})"
         elif self.drift_report_id == cursor.last_drift_report:
-            verdict = "the latest drift report's drift already triggered a retraining"
+            verdict = "the latest drift report is from before the latest retraining (whatever triggered it): waiting for the next one"
         else:
             verdict = f"latest drift report: drift (share {self.drift_share or 0.0:.2f})"
         return f"{verdict}; {bar.summary(config)}"
@@ -184,7 +184,7 @@ class Observation:
         if reading is None:
             return note or f"no {watch.noun}"
         if reading.report_id == cursor.consumed(watch):
-            return f"the latest {watch.noun} already triggered a retraining"
+            return f"the latest {watch.noun} is from before the latest retraining (whatever triggered it): waiting for the next one"
         if reading.events < needed:
             return f"{watch.noun} over {reading.events} events; {needed} needed"
         waiting = f"; waiting for labels: {bar.labels} new labelled events needed (the drift bar)" if watch.reason in EVIDENCE_DRIVEN and reading.dropped(margin) else ""
