@@ -108,10 +108,12 @@ def model_parts(settings: Settings) -> ModelParts:
 
 
 @contextmanager
-def running_server(settings: Settings, wait_ready: bool = True, every_model: bool = False, workers: int = 1, **extra_env: str) -> Iterator[Server]:
+def running_server(settings: Settings, wait_ready: bool = True, every_model: bool = False, workers: int = 1, port: int | None = None,
+                   **extra_env: str) -> Iterator[Server]:
     """Start `mlplatform serve --model <the settings' model>` (or, with `every_model`, for every model of the code location)
-    in `workers` processes, wait until it answers (and every model has a champion, with `wait_ready`), stop it after."""
-    port = free_port()
+    in `workers` processes on `port` (a free one by default), wait until it answers (and every model has a champion, with
+    `wait_ready`), stop it after."""
+    port = free_port() if port is None else port
     log_path = settings.state_dir / f"serve-{port}.log"
     selected = [] if every_model else ["--model", load_spec(settings.dataset_spec).name]
     command = ["-m", "mlplatform.cli", "serve", "--port", str(port), "--workers", str(workers), *selected]

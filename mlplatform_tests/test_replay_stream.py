@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 from mlplatform import cli
 from mlplatform.stores.eventlog import EventLog
 from mlplatform.pipeline.landing import ingest_pending
-from mlplatform.pipeline.replay import (GENERATED_INTERVAL_S, STREAM_START_US, json_records, write_batches, ApiSink, DriftScenario, LandingSink, ReplayError,
+from mlplatform.pipeline.replay import (GENERATED_INTERVAL_S, STREAM_START_US, json_records, write_batches, ApiSink, DriftScenario, LandingSink, ReplayError, ReplaySummary,
                                         canonical_labels, run_stream, select_stream, stream_start_us)
 from mlplatform.settings import Settings
 from mlplatform.domain.spec import DatasetSpec
@@ -55,8 +56,14 @@ def test_bad_replay_options_fail_with_a_clear_message(tmp_path: Path, capsys: py
 
 def test_unreachable_serving_api_and_missing_spec_are_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     url = f"http://127.0.0.1:{free_port()}"
-    assert cli.main(["--state-dir", str(tmp_path), "--model", "adult", "replay", "--to", "api", "--url", url, "--count", "10", "--quiet"]) == 2
-    assert f"cannot reach the serving API at {url}/predict" in capsys.readouterr().err
+    started = time.monotonic()
+    assert cli.main(["--state-dir", str(tmp_path), "--model", "adult", "replay", "--to", "api", "--url", url, "--count", "10", "--quiet",
+                     "--reconnect-seconds", "1"]) == 2
+    error = capsys.readouterr().err
+    assert f"cannot reach the serving API at {url}/predict" in error and ", for 1 s (is `mlplatform serve` running?)" in error, error
+    assert time.monotonic() - started >= 0.7, "a refused connection is tried again for the time given"
+    assert cli.main(["--state-dir", str(tmp_path), "--model", "adult", "replay", "--to", "api", "--url", url, "--reconnect-seconds", "-1", "--quiet"]) == 2
+    assert "reconnect seconds must be a finite number ≥ 0, got -1.0" in capsys.readouterr().err
     assert cli.main(["--state-dir", str(tmp_path), "--spec", str(tmp_path / "missing.yaml"), "replay", "--quiet"]) == 2
     assert "does not exist" in capsys.readouterr().err
 
@@ -172,3 +179,14 @@ def test_api_replay_predicts_then_sends_feedback_to_the_real_service(tmp_path: P
     finally:
         log.close()
     assert 'mlplatform_feedback_total{model="adult",outcome="applied"} 120.0' in metrics
+    # Serving restarting: a replay started while nothing listens waits for it (the operator probe: the replay stopped at
+    # the first refused connection, and the labels waiting for their delay were never sent).
+    later = select_stream(adult_rows, adult_spec, start=6000, count=40)
+    port = free_port()
+    replayed: list[ReplaySummary] = []
+    waiting = threading.Thread(target=lambda: replayed.append(run_stream(later, adult_spec, ApiSink(adult_spec, f"http://127.0.0.1:{port}", token=TOKEN),
+                                                                         batch_size=20, label_delay=0.0, progress=False)))
+    waiting.start()
+    with running_server(settings, port=port):
+        waiting.join(timeout=120)
+    assert [(r.events, r.labels) for r in replayed] == [(40, 40)]

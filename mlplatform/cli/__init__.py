@@ -262,7 +262,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
             print(f"replay: {note}", file=sys.stderr)
         url = args.url or f"http://{settings.serve_host}:{settings.serve_port}{path}"
         token = settings.serve_token.get_secret_value() if settings.serve_token else None
-        sink = ApiSink(spec, url, token) if args.to == "api" else LandingSink(spec, landing, fmt=args.format)  # type: ignore[arg-type]
+        reconnect = {} if args.reconnect_seconds is None else {"reconnect_seconds": args.reconnect_seconds}
+        sink = ApiSink(spec, url, token, **reconnect) if args.to == "api" else LandingSink(spec, landing, fmt=args.format)  # type: ignore[arg-type]
         try:
             summary = run_stream(rows, spec, sink, batch_size=args.batch_size, rate=args.rate, label_delay=label_delay, with_labels=not args.no_labels, progress=not args.quiet)
         finally:
@@ -342,6 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     quarantine.set_defaults(func=cmd_quarantine)
     replay = command("replay", "replay a model's dataset (or --spec) as a stream into its landing folder or the serving API, paced, with drift")
     replay.add_argument("--to", choices=["landing", "api"], default="landing", help="landing folder files, or POST /predict + /feedback")
+    replay.add_argument("--reconnect-seconds", type=float, metavar="S",
+                        help="with --to api: how long a refused connection (serving restarting) is tried again before the replay stops (default: a minute)")
     replay.add_argument("--url", help="serving API URL that /predict and /feedback follow (with --to api; default: MLPLATFORM_SERVE_HOST/PORT and the model's /models/<name>; token from MLPLATFORM_SERVE_TOKEN)")
     replay.add_argument("--order", choices=["time", "shuffled"], default="time", help="event-time order, or shuffled by --seed")
     replay.add_argument("--start", type=int, default=0, help="first row of the ordered dataset")

@@ -403,22 +403,41 @@ class LandingSink:
         _publish(tmp, self.landing_dir / name)
 
 
-class ApiSink:
-    """POST /predict with a batch of records, then POST /feedback per label (bearer `token` if the service wants one)."""
+RECONNECT_SECONDS = 60.0  # how long a replay waits for a serving API that refuses connections (restarting) before it stops
 
-    def __init__(self, spec: DatasetSpec, url: str, token: str | None = None, timeout: float = 30.0) -> None:
+
+class ApiSink:
+    """POST /predict with a batch of records, then POST /feedback per label (bearer `token` if the service wants one).
+
+    A connection refused (serving restarting) is tried again for up to `reconnect_seconds`: such a request never reached
+    the service, so sending it again serves nothing twice. Before, the replay stopped at the first one, and the labels
+    still waiting for their delay were never sent (the operator probe: 210 of them)."""
+
+    def __init__(self, spec: DatasetSpec, url: str, token: str | None = None, timeout: float = 30.0, reconnect_seconds: float = RECONNECT_SECONDS) -> None:
         if not url.startswith(("http://", "https://")):
             raise ReplayError(f"the serving URL must start with http:// or https://, got {url!r}")
+        if not 0 <= reconnect_seconds < math.inf:
+            raise ReplayError(f"reconnect seconds must be a finite number ≥ 0, got {reconnect_seconds}")
         self.spec = spec
         self.url = url.rstrip("/")
+        self.reconnect_seconds = reconnect_seconds
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.client = httpx.Client(base_url=self.url, timeout=timeout, headers=headers)
 
     def _post(self, path: str, payload: dict[str, Any]) -> Any:
-        try:
-            response = self.client.post(path, json=payload)
-        except httpx.HTTPError as exc:
-            raise ReplayError(f"cannot reach the serving API at {self.url}{path}: {exc} (is `mlplatform serve` running?)") from None
+        deadline, pause = time.monotonic() + self.reconnect_seconds, 0.25
+        while True:
+            try:
+                response = self.client.post(path, json=payload)
+                break
+            except httpx.ConnectError as exc:
+                if time.monotonic() + pause > deadline:
+                    raise ReplayError(f"cannot reach the serving API at {self.url}{path}: {exc}, for {self.reconnect_seconds:g} s "
+                                      "(is `mlplatform serve` running?)") from None
+                time.sleep(pause)
+                pause = min(2 * pause, 5.0)
+            except httpx.HTTPError as exc:  # it may have reached the service: not sent again
+                raise ReplayError(f"cannot reach the serving API at {self.url}{path}: {exc} (is `mlplatform serve` running?)") from None
         if response.status_code >= 400:
             raise ReplayError(f"{self.url}{path} answered {response.status_code}: {response.text[:500]}")
         return response.json()
