@@ -139,9 +139,9 @@ def test_runs_are_forked_from_the_warm_process_a_stopped_one_is_replaced_and_ter
         assert gone.msg.startswith(f"run worker process {worker.pid} ") and ("exited with code" in gone.msg or "killed by signal" in gone.msg), gone.msg
 
         # The stack stops (`dev` stopped, or killed and its reaper at work): the warm process and the run's worker get
-        # SIGINT, which Dagster turns into a retry of the step. With the warm process gone the retry does not start (the
-        # operator probe: it ran on with no stack and promoted a champion 12 s after `dev` was killed); the run fails,
-        # and run retries launch it again once a stack is back.
+        # SIGINT, which Dagster turns into a retry of the step. The warm process tells its workers the stack is stopping,
+        # and the retry does not start (the operator probe: it ran on with no stack and promoted a champion 12 s after
+        # `dev` was killed); the run fails, and run retries launch it again once a stack is back.
         third = launch()
         assert launcher._warm is not None
         warm_pid = launcher._warm.process.pid
@@ -154,7 +154,20 @@ def test_runs_are_forked_from_the_warm_process_a_stopped_one_is_replaced_and_ter
         messages = [e.user_message or "" for e in instance.all_logs(third)]
         assert run_of(third).status == dg.DagsterRunStatus.FAILURE, messages[-10:]
         failures = [str(e.dagster_event.step_failure_data.error) for e in instance.all_logs(third) if e.dagster_event is not None and e.dagster_event.is_step_failure]
-        assert any("the stack that launched this run stopped (its warm run launcher, pid " in f for f in failures), (failures, messages[-10:])
+        assert any("the stack that launched this run is stopping (its warm run launcher was stopped)" in f for f in failures), (failures, messages[-10:])
+        assert sum(m.startswith("training on ") for m in messages) == 1, "the retry trained nothing: it stopped as it started"
+        assert not any(m.startswith("challenger v") for m in messages), "and decided nothing"
+
+        # A warm process that ends otherwise (its launcher closed: a daemon `dev` restarts, a disposed instance) says
+        # nothing, and its runs go on: the stack is still up.
+        monkeypatch.setenv("MLPLATFORM_TUNING_TRIALS", "1")
+        with pytest.raises(DagsterUserCodeUnreachableError, match=f"the warm run process \\(pid {warm_pid}\\) exited"):
+            launch()  # the stopped warm process is found gone (the run queue tries again), and the next launch starts another
+        fourth = launch()
+        wait_until("the fourth run to train", lambda: any((e.user_message or "").startswith("training on ") for e in instance.all_logs(fourth)), 120)
+        launcher.dispose()
+        wait_until("the fourth run to end", lambda: run_of(fourth).is_finished, 120)
+        assert run_of(fourth).status == dg.DagsterRunStatus.SUCCESS, [e.user_message for e in instance.all_logs(fourth)][-10:]
 
 
 def _run(tags: dict[str, str]) -> dg.DagsterRun:

@@ -5,7 +5,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import ValidationError
 
-from mlplatform.orchestration.warm_runs import launcher_gone
+from mlplatform.orchestration.warm_runs import stack_stopping
 from mlplatform.root import ModelContext, Platform, platform
 from mlplatform.settings import Settings, env_name
 
@@ -27,9 +27,6 @@ class PlatformResource(dg.ConfigurableResource):
     def platform(self) -> Platform:
         """The platform of these settings; a run config that cannot hold fails once, naming the field (a negative
         cool-down had failed inside pydantic, retried three times, then run again by the daemon)."""
-        stopped = launcher_gone()
-        if stopped is not None:
-            raise dg.Failure(description=stopped, allow_retries=False)
         overrides = {k: v for k, v in {"state_dir": self.state_dir, "retrain_every_n": self.retrain_every_n,
                                          "retrain_cooldown_seconds": self.retrain_cooldown_seconds}.items() if v is not None}
         if self.state_dir is not None and not Path(self.state_dir).expanduser().is_dir():
@@ -43,6 +40,10 @@ class PlatformResource(dg.ConfigurableResource):
         return platform(settings)
 
     def model(self, name: str) -> ModelContext:
+        """Each step's first call (assets and checks): where a step retried after the stack began stopping stops."""
+        stopping = stack_stopping()
+        if stopping is not None:
+            raise dg.Failure(description=stopping, allow_retries=False)
         return self.platform().model(name)
 
 
