@@ -144,6 +144,7 @@ def _caller_ids(records: list[Any], loc: tuple[str | int, ...], key: str) -> tup
     return stripped, ids, errors
 
 
+REBUILD_RETRY_SECONDS = 30.0  # after a failed rebuild of the history state, before the next try
 CORRECTION_FROM = "MLPLATFORM_SERVE_ONLINE_CORRECTION, or its defs.yaml's loop:"
 ONLY_SOME = "unset MLPLATFORM_SERVE_ONLINE_CORRECTION and set `loop: {serve_online_correction: true}` in their defs.yaml"
 
@@ -188,6 +189,7 @@ class ModelService:
         self._catch_up = threading.Thread(target=self._follow_log, name="history-labels", daemon=True)
         # While the state is rebuilt: what requests and /feedback filed meanwhile, to file into the rebuilt one too.
         self._journal: list[tuple[Any, ...]] | None = None
+        self._unlogged: dict[str, tuple[dict[str, Any], int]] = {}  # events in the state whose log write has not settled
         self._landed_seen = 0  # the log's `landed` counter when the state was last built
         self._rebuild_after = 0.0  # monotonic: no rebuild before (at most a tenth of the time goes to rebuilding)
 
@@ -351,6 +353,11 @@ class ModelService:
             raise ApiError(503, str(exc), "prediction_log") from None
         except EventIdsTaken as exc:  # another serving process logged one of the callers' ids first
             raise self._conflict(exc.event_ids) from None
+        finally:
+            if self.history is not None:
+                with self._history_lock:
+                    for event_id in event_ids:
+                        self._unlogged.pop(event_id, None)
         if self.shadow is not None:  # after the commit: the challenger scores only events that exist, off the response path
             self.shadow.offer([answer["event_id"] for answer in answers], inputs, labels)
         self.metrics.batch_rows.observe(len(clean))
@@ -379,9 +386,9 @@ class ModelService:
         landed = self.events.landed()
         if landed == self._landed_seen or time.monotonic() < self._rebuild_after:
             return
-        began = time.monotonic()
-        with self._history_lock:
-            self._journal = []
+        began, rebuilt = time.monotonic(), False
+        with self._history_lock:  # from the events answered whose log write has not settled on: the read may miss them
+            self._journal = [("event", event_id, row, at) for event_id, (row, at) in self._unlogged.items()]
         try:
             fresh, replayed = self._history_from_log()
             fresh.catch_up(self.events.labels_since(fresh.label_watermark))
@@ -389,17 +396,20 @@ class ModelService:
                 for kind, *entry in self._journal:
                     if kind == "label":
                         fresh.observe_label(*entry)  # with its label_seq: filed once, whether the rebuild read it or not
-                    elif entry[0] not in replayed:  # an event answered but not yet logged when the log was read
+                    elif entry[0] not in replayed:  # an event answered but not logged when the log was read
                         fresh.observe_event(*entry[1:])
                 self.history = fresh
+            rebuilt = True
         finally:
             with self._history_lock:
                 self._journal = None
+            took = time.monotonic() - began  # a failing rebuild waits too: it would read and replay the log every round
+            self._rebuild_after = time.monotonic() + max(9 * took, 0.0 if rebuilt else REBUILD_RETRY_SECONDS)
         self._landed_seen = landed
-        self._rebuild_after = time.monotonic() + 9 * (time.monotonic() - began)
+        self.metrics.history_watermark.set(fresh.label_watermark)
         self.metrics.history_rebuilds.inc()
 
-    def with_history(self, rows: list[dict[str, Any]], event_ids: Sequence[str] = ()) -> tuple[list[dict[str, Any]], int]:
+    def with_history(self, rows: list[dict[str, Any]], event_ids: Sequence[str]) -> tuple[list[dict[str, Any]], int]:
         """Each row with its history columns, then remembered: a later row of the same batch sees the earlier ones, as in
         training; and the requests' time. `event_ids`: the rows' ids, by which a rebuild of the state meanwhile tells the
         rows it read from the log from those it did not.
@@ -414,9 +424,10 @@ class ModelService:
         with self._history_lock:
             at = now_us() if self._label_commit_from is None else min(now_us(), self._label_commit_from - 1)
             at = self._last_request_us = max(at, self._last_request_us)
-            for row, event_id in itertools.zip_longest(rows, event_ids):
+            for row, event_id in zip(rows, event_ids, strict=True):
                 out.append({**row, **self.history.features(row, at)})
                 self.history.observe_event(row, at)
+                self._unlogged[event_id] = (row, at)
                 if self._journal is not None:
                     self._journal.append(("event", event_id, row, at))
         return out, at
