@@ -16,6 +16,7 @@ from mlplatform.orchestration import launch
 from mlplatform.orchestration.assets import latest_metadata
 from mlplatform.orchestration.names import EVALUATION_REPORT, FEATURES
 from mlplatform.pipeline.replay import write_batches
+from mlplatform.pipeline.champion import ChampionRequest, change_champion
 from mlplatform.pipeline.retraining import FeatureSnapshot, evaluate_challenger
 from mlplatform.settings import Settings
 from mlplatform.stores.eventlog import SERVING_SOURCE, EventLog, EventStore
@@ -106,10 +107,19 @@ def test_a_hold_out_winner_waits_for_its_shadow_evidence_and_is_promoted_once_it
     try:
         _serve_in_shadow(elsewhere, adult_spec, segment, reg, 1, 2)
         lost = evaluate_challenger(model().settings, adult_spec, reg, snapshot, 2, elsewhere)
+        # The same with v1 pinned: rejected on its merits (it loses in shadow), not kept out by the pin alone (the review:
+        # the pin was applied first, the shadow never looked at, and the drift bar read it as no verdict).
+        change_champion(reg, adult_spec, ChampionRequest("held for the test", 1, pin=True), by="test")
+        lost_pinned = evaluate_challenger(model().settings, adult_spec, reg, snapshot, 2, elsewhere)
+        waiting_pinned = evaluate_challenger(model().settings, adult_spec, reg, snapshot, 2, model().event_log)  # no evidence yet
+        reg.unpin("test done", "test")
     finally:
         elsewhere.close()
     assert not lost.decision.promote and not lost.awaiting_shadow and lost.verdict == "rejected"
     assert lost.shadow is not None and lost.shadow.events == len(segment) and "loses in shadow on" in lost.decision.reason
+    assert (lost_pinned.verdict, lost_pinned.kept_by_person, lost.kept_by_person) == ("rejected", False, False)
+    assert "is pinned (held for the test): kept; on the scores alone: loses in shadow on" in lost_pinned.decision.reason
+    assert (waiting_pinned.verdict, waiting_pinned.awaiting_shadow, waiting_pinned.kept_by_person) == ("rejected", False, True)
 
     # Fewer shared labelled events than needed in the real log: the sensor still waits.
     log = model().event_log

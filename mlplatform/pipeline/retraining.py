@@ -505,9 +505,6 @@ def evaluate_challenger(settings: Settings, spec: DatasetSpec, registry: Registr
         decision = replace(decision, reason=f"champion v{champion.version} does not fit the dataset spec ({misfit}), so serving cannot load it: "
                                             f"judged as if there were no champion; {_misfit_scores(settings, spec, holdout, predicted, champion_predictor, champion_unseen, champion_recorded)}"
                                             f"{decision.reason}")
-    kept_by_person = champion is not None and champion.pinned and decision.promote
-    if champion is not None and champion.pinned:
-        decision = replace(decision, promote=False, reason=f"champion v{champion.version} is pinned ({champion.pin_reason}): kept; on the scores alone: {decision.reason}")
     shadow = None if champion is None else compare_on_live(settings, spec, events, challenger_version, champion.version)
     awaiting = False
     if decision.promote and shadow is not None and settings.promotion_requires_shadow_win:
@@ -519,6 +516,11 @@ def evaluate_challenger(settings: Settings, spec: DatasetSpec, registry: Registr
                                                 f"({settings.shadow_max_wait_seconds:.0f} s; {shadow.summary()}); on the hold-out: {decision.reason}")
         elif not shadow.decision.promote:
             decision = replace(decision, promote=False, reason=f"loses in shadow {shadow.summary()}; on the hold-out: {decision.reason}")
+    # Last, so that a pin keeps out a challenger that won, or still might, on everything else: no verdict on it (kept_by_person)
+    kept_by_person = champion is not None and champion.pinned and (decision.promote or awaiting)
+    if champion is not None and champion.pinned:
+        decision = replace(decision, promote=False, reason=f"champion v{champion.version} is pinned ({champion.pin_reason}): kept; on the scores alone: {decision.reason}")
+        awaiting = False
     return Evaluation(
         challenger_version=challenger_version,
         champion_version=None if champion is None else champion.version,
