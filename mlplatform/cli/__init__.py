@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from mlplatform.domain.keys import (CHALLENGER_VERSION, DECISION_META, DUPLICATES, INGESTED, LABELS_APPLIED, LANDED_FILES, QUARANTINED, REASON_META,
-                                   REJECTED_FILES, SKIPPED_ENTRIES)
+from mlplatform.domain.keys import DUPLICATES, INGESTED, LABELS_APPLIED, LANDED_FILES, QUARANTINED, REJECTED_FILES, SKIPPED_ENTRIES
 from mlplatform.settings import Settings, SettingsError, env_name, redact, scoped_environment, settings_problems
 
 if TYPE_CHECKING:
@@ -22,6 +21,17 @@ if TYPE_CHECKING:
     from mlplatform.root import Platform
 
 DEFAULT_ASSETS = ("raw_events", "features", "trained_model", "evaluation_report")
+
+
+def seconds(text: str) -> float:
+    """An argument that is a finite number of seconds, 0 or more (argparse names the argument and exits 2)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds, 0 or more, got {text}")
+    return value
 
 
 def whole_number(least: int, most: int | None = None) -> Callable[[str], int]:
@@ -151,9 +161,10 @@ def _counted(n: int, one: str, many: str | None = None) -> str:
 
 def _say_decision(decided: "Latest | None", run_id: str | None) -> None:
     """What run `run_id` decided, if it recorded a decision: without opening the UI."""
+    from mlplatform.cli.status import decision_said
+
     if decided is not None and decided.run_id == run_id:
-        d = decided.metadata
-        print(f"evaluation_report: challenger v{d.get(CHALLENGER_VERSION)} {d.get(DECISION_META)}: {d.get(REASON_META)}")
+        print(f"evaluation_report: challenger {decision_said(decided.metadata)}")
 
 
 def cmd_champion(args: argparse.Namespace) -> int:
@@ -343,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     quarantine.set_defaults(func=cmd_quarantine)
     replay = command("replay", "replay a model's dataset (or --spec) as a stream into its landing folder or the serving API, paced, with drift")
     replay.add_argument("--to", choices=["landing", "api"], default="landing", help="landing folder files, or POST /predict + /feedback")
-    replay.add_argument("--reconnect-seconds", type=float, metavar="S",
+    replay.add_argument("--reconnect-seconds", type=seconds, metavar="S",
                         help="with --to api: how long a refused connection (serving restarting) is tried again before the replay stops (default: a minute)")
     replay.add_argument("--url", help="serving API URL that /predict and /feedback follow (with --to api; default: MLPLATFORM_SERVE_HOST/PORT and the model's /models/<name>; token from MLPLATFORM_SERVE_TOKEN)")
     replay.add_argument("--order", choices=["time", "shuffled"], default="time", help="event-time order, or shuffled by --seed")

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import dagster as dg
 import pandas as pd
 
+from mlplatform.cli.status import decision_said
 from mlplatform.domain.keys import DRIFT_SHARE_TAG, NEW_LABELLED_TAG, REASON_TAG, REPORT_URL
 from mlplatform.domain.policy import DRIFT
 from mlplatform.domain.spec import DatasetSpec
@@ -53,7 +54,7 @@ def _retrain(instance: dg.DagsterInstance, model: str, request: dg.RunRequest, s
     """Run the retraining the sensor asked for and say its decision; returns the evaluation's metadata."""
     launch(instance, model, request)
     evaluation = latest_metadata(instance, ModelNames(model).asset(EVALUATION_REPORT)) or {}
-    say(f"   v{evaluation.get('challenger_version')} {evaluation.get('decision')}: {evaluation.get('reason')}")
+    say(f"   {decision_said(evaluation)}")
     return evaluation
 
 
@@ -73,7 +74,7 @@ def run_demo(settings: Settings, model_name: str = DEMO_MODEL, say: Callable[[st
             say(f"1. replayed {FIRST_WINDOW} events into {landing}")
             materialize(instance, model.name, ["raw_events", "features", "trained_model", "evaluation_report"])
             first = latest_metadata(instance, names.asset(EVALUATION_REPORT)) or {}
-            say(f"   v{first.get('challenger_version')} {first.get('decision')}: {first.get('reason')}")
+            say(f"   {decision_said(first)}")
 
             requests, cursor, skip = _sensor_tick(instance, names, None)
             say(f"2. sensor right after the first champion: {skip or requests}")

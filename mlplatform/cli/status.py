@@ -11,7 +11,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from mlplatform.domain.keys import (CHALLENGER_SCORE, CHAMPION_VERSION, DAGSTER_RUN_TAG, DATASET_DRIFT, DECISION, DECISION_REASON, DRIFT_SHARE, DRIFT_SHARE_TAG,
+from mlplatform.domain.keys import (CHALLENGER_SCORE, CHALLENGER_VERSION, CHAMPION_VERSION, DECISION_META, REASON_META, DAGSTER_RUN_TAG, DATASET_DRIFT, DECISION, DECISION_REASON, DRIFT_SHARE, DRIFT_SHARE_TAG,
                                    DRIFTED_COLUMNS, ESTIMATED_METRIC, FLOOR_VERDICT, LIVE_EVENTS, LIVE_VERDICT, LIVE_VERSION, NEW_LABELLED_TAG,
                                    POLICY_TRIGGER_TAG, REASON_TAG, RECENT_ESTIMATE, RECENT_NOTE, REPORT_PATH, SKIP_REASON, SKIPPED, TRIGGER_REASON, TRUST_VERDICT)
 from mlplatform.root import ModelContext
@@ -21,6 +21,7 @@ from mlplatform.stores.registry_tables import RegistryReads, RegistryTables
 if TYPE_CHECKING:  # Dagster is imported where status reads the instance, not with the CLI
     from dagster import RunRecord
 
+UNDECIDED = "pending"  # the decision status shows for a version with no decision tag
 VERSIONS_SHOWN = 10  # versions the plain rendering shows, with any older one never decided (--json has them all)
 TIMELINE_SHOWN = 5  # champion moves the plain rendering shows (--json has them all)
 
@@ -42,7 +43,7 @@ def collect_status(model: ModelContext, with_dagster: bool = False, run_limit: i
         {
             "version": v.version,
             "aliases": v.aliases,
-            "decision": v.tags.get(DECISION, "pending"),
+            "decision": v.tags.get(DECISION, UNDECIDED),
             "reason": v.tags.get(DECISION_REASON, ""),
             "holdout_score": _number(v.tags.get(CHALLENGER_SCORE)),
             "trigger": v.tags.get(TRIGGER_REASON, "manual"),
@@ -127,6 +128,11 @@ def _spec_line(spec: dict[str, Any]) -> str:
             f"categorical features{history}")
 
 
+def decision_said(evaluation: Mapping[str, object]) -> str:
+    """A decision evaluation_report recorded (its metadata), as the commands say it: `v2 promoted: <why>`."""
+    return f"v{evaluation.get(CHALLENGER_VERSION)} {evaluation.get(DECISION_META)}: {evaluation.get(REASON_META)}"
+
+
 def change_line(change: Mapping[str, Any]) -> str:
     """One move of `@champion` as `status` and `champion show` print it: when (UTC), which version, pinned, by whom, why."""
     pinned = " pinned" if change["pinned"] else ""
@@ -141,7 +147,7 @@ def _two_places(value: object) -> str:
 def _version_lines(versions: list[dict[str, Any]]) -> list[str]:
     """The newest VERSIONS_SHOWN versions, then any older one still `pending`: a retraining stopped before its decision
     stays undecided, and an operator would not otherwise see it among hundreds of versions."""
-    older = [v for v in versions[VERSIONS_SHOWN:] if v["decision"] == "pending"]
+    older = [v for v in versions[VERSIONS_SHOWN:] if v["decision"] == UNDECIDED]
     shown = len(versions) > VERSIONS_SHOWN
     lines = ["versions:" + (f" the newest {VERSIONS_SHOWN} of {len(versions)} (all: mlplatform status --json)" if shown else "")]
     for v in versions[:VERSIONS_SHOWN] + older:

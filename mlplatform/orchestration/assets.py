@@ -16,7 +16,8 @@ import pandas as pd
 
 from mlplatform.domain.keys import (CHAMPION_VERSION, CHANGE_WINDOW, DAGSTER_RUN_TAG, CHOSEN_WINDOW, JUDGED_ROWS, REFIT, REFIT_ROWS, WINDOW_SCORES, EVIDENTLY_PROJECT_URL, EVIDENTLY_SNAPSHOT_URL, EVIDENTLY_WORKSPACE_ERROR, MLFLOW_VERSION, MODEL_TAG,
                                    REPORT_PATH, REPORT_URL, RUN_TAG_PREFIX, SNAPSHOT, FITTED_ROWS, TRAINED_WINDOW, LANDED_FILES, INGESTED, DUPLICATES,
-                                   QUARANTINED, LABELS_APPLIED, REJECTED_FILES, SKIPPED_ENTRIES, KEPT_BY_PERSON)
+                                   QUARANTINED, LABELS_APPLIED, REJECTED_FILES, SKIPPED_ENTRIES, KEPT_BY_PERSON,
+                                   CHALLENGER_VERSION, DECISION_META, REASON_META)
 from mlplatform.domain.retry_budget import RetryBudget
 from mlplatform.domain.training import TrainingError
 from mlplatform.domain.validation import LABEL
@@ -285,10 +286,10 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
             shadow = evaluation.shadow
             context.log.info(f"challenger v{challenger_version} {verdict}: {d.reason}")
             summary: dict[str, object] = {
-                "decision": verdict,
-                "reason": d.reason,
+                DECISION_META: verdict,
+                REASON_META: d.reason,
                 "metric": d.metric,
-                "challenger_version": challenger_version,
+                CHALLENGER_VERSION: challenger_version,
                 "champion_version_before": evaluation.champion_version or 0,
                 CHAMPION_VERSION: evaluation.champion_after,
                 "challenger_score": d.challenger,

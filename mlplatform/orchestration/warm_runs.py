@@ -68,11 +68,11 @@ DEFAULT_LAUNCH_TIMEOUT_SECONDS = 60.0
 # How long a terminated run's worker has to end the run after SIGTERM: Dagster cancels within a fraction of a second
 # when it can (the interrupt fails the step and the run), so a worker still running after this is retrying a step.
 TERMINATE_GRACE_SECONDS = 3.0
+COMMAND_EXIT_SECONDS = 5.0  # past a command's own grace (interrupts.STOP_GRACE_SECONDS): its message and its exit
 # The warm process, stopped by a signal (the stack stopping: `dev` stopped, or killed and its reaper at work), tells each
 # run worker it forked so; the worker notes it in its environment, where `stack_stopping` reads it.
 STACK_STOPPING_SIGNAL = signal.SIGUSR2
 STACK_STOPPING_ENV = "MLPLATFORM_STACK_STOPPING"
-COMMAND_EXIT_SECONDS = 5.0  # past a command's own grace (interrupts.STOP_GRACE_SECONDS): its message and its exit
 # How many ended run workers the launcher remembers how they ended: far more than run monitoring looks at at once.
 REMEMBERED_EXITS = 1024
 

@@ -374,8 +374,8 @@ def compare(spec: DatasetSpec, reference: pd.DataFrame, current: pd.DataFrame, s
     return columns, found.get(PREDICTION_COLUMN), found.get(LABEL), evidently_count
 
 
-FEATURES_ONLY = ("the model has history features, which a random sample of events has not: the report compares the features only, "
-                 "with no prediction drift nor live metrics; live_quality scores what the model served")
+FEATURES_ONLY = ("the model has history features, which a random sample of events has not: the report compares the features (and "
+                 "the labels, where they came back), with no prediction drift nor live metrics; live_quality scores what the model served")
 
 
 def live_metrics(spec: DatasetSpec, current: pd.DataFrame, predictor: Predictor) -> dict[str, float]:
