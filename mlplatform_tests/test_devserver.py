@@ -15,6 +15,7 @@ import pytest
 from mlplatform.stores.reports import report_url
 from mlplatform.settings import REPO_ROOT, Settings
 from mlplatform.cli.dev import Server, running_in, free_port, stop_all
+from mlplatform.orchestration.instance import IN_STACK_ENV, STACK_STOPPING_FILE
 from mlplatform_tests.support.processes import wait_until
 
 SERVERS = ("mlflow", "reports", "evidently-ui", "dagster-daemon", "dagster-webserver")
@@ -93,6 +94,8 @@ def _sleeping_stack(tmp_path: Path, prefix: list[str], args: list[str], processe
     """SLEEPING_STACK started and its sleeper up (`processes`: with what it spawns): the supervisor, the marker in every
     server's environment, the sleeper's pid. Whatever is left of them is killed on the way out."""
     state = tmp_path / "state"
+    (state / "dagster").mkdir(parents=True)
+    (state / "dagster" / STACK_STOPPING_FILE).touch()  # a stop's, left: the start removes it, or its runs would start no step
     urls = {f"MLPLATFORM_{key}": f"http://127.0.0.1:{free_port()}" for key in ("DAGSTER_UI_URL", "MLFLOW_UI_URL", "REPORTS_URL", "EVIDENTLY_UI_URL")}
     proc = subprocess.Popen([*prefix, sys.executable, "-c", SLEEPING_STACK, *args], cwd=REPO_ROOT, env={**os.environ, **urls, "MLPLATFORM_STATE_DIR": str(state)},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -105,6 +108,8 @@ def _sleeping_stack(tmp_path: Path, prefix: list[str], args: list[str], processe
         while len(started := [pid for pid in _processes_with(marker) if pid != proc.pid]) < processes and time.monotonic() < deadline:
             time.sleep(0.1)
         assert len(started) == processes, started
+        assert not (state / "dagster" / STACK_STOPPING_FILE).exists()
+        assert f"{IN_STACK_ENV}=1".encode() in Path(f"/proc/{min(started)}/environ").read_bytes().split(b"\0"), "what tells a step it is the stack's"
         yield proc, marker, min(started)
     finally:
         if proc.poll() is None:
@@ -123,6 +128,7 @@ def test_a_supervisor_killed_outright_leaves_no_server_behind(tmp_path: Path) ->
         while _processes_with(marker) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert _processes_with(marker) == [], f"the sleeper (pid {sleeper}) outlived its supervisor"
+        assert (tmp_path / "state" / "dagster" / STACK_STOPPING_FILE).exists(), "the reaper says the stack is stopping: its runs start no step again"
 
 
 @pytest.mark.parametrize(("prefix", "stops"), [([], [signal.SIGTERM]), ([], [signal.SIGHUP]), (["nohup"], [signal.SIGHUP, signal.SIGTERM])])
@@ -168,6 +174,7 @@ def test_ctrl_c_lets_each_server_stop_what_it_spawned(tmp_path: Path) -> None:
         assert proc.returncode == 0 and out.strip().endswith("stopped"), out
         assert said.read_text() == "alive", "the server's child was interrupted before the server could stop it"
         assert _processes_with(marker) == []
+        assert (tmp_path / "state" / "dagster" / STACK_STOPPING_FILE).exists(), "the stop says the stack is stopping: its runs start no step again"
 
 
 # A server slow to stop (past two thirds of the grace period), counting the SIGINTs it hears, and a child of its group

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 from mlplatform import TELEMETRY_OFF
 from mlplatform.cli.reaper import Reaper
 from mlplatform.orchestration.executor import celery_worker_command, celery_worker_env
-from mlplatform.orchestration.instance import WARM_RUNS_PRESTART_ENV, prepare_dagster_home
+from mlplatform.orchestration.instance import IN_STACK_ENV, STACK_STOPPING_FILE, WARM_RUNS_PRESTART_ENV, prepare_dagster_home
 from mlplatform.ports import bind_error
 from mlplatform.settings import REPO_ROOT, Settings, env_name
 
@@ -416,9 +416,12 @@ def running(settings: Settings, log_dir: Path | None = None, timeout_seconds: fl
     """
     prepare_dagster_home(settings)
     _prepare_instance(settings)
+    stopping = settings.dagster_home / STACK_STOPPING_FILE  # written as the stack stops: its run workers start no step again
+    stopping.unlink(missing_ok=True)
     if log_dir is not None:
         log_dir.mkdir(parents=True, exist_ok=True)
-    child_env = {**CHILD_ENV_DEFAULTS, **os.environ, **(env or {}), "DAGSTER_HOME": str(settings.dagster_home), "MLPLATFORM_STATE_DIR": str(settings.state_dir)}
+    child_env = {**CHILD_ENV_DEFAULTS, **os.environ, **(env or {}), "DAGSTER_HOME": str(settings.dagster_home), "MLPLATFORM_STATE_DIR": str(settings.state_dir),
+                 IN_STACK_ENV: "1"}
     servers = build_servers(settings) if servers is None else servers
     for server in servers:
         server.reaper = reaper
@@ -429,6 +432,7 @@ def running(settings: Settings, log_dir: Path | None = None, timeout_seconds: fl
             _wait_ready(group, timeout_seconds)
         yield servers
     finally:
+        stopping.touch()
         stop_all(servers, grace_seconds)
 
 
@@ -471,7 +475,7 @@ def serve_until_stopped(settings: Settings, say: Callable[[str], None] = print, 
     previous = {sig: signal.signal(sig, _interrupt) for sig in STOP_SIGNALS if signal.getsignal(sig) is not signal.SIG_IGN}
     try:
         say(f"starting on state {settings.state_dir}{' (production profile)' if production else ''} (Ctrl-C stops everything)")
-        with holding(settings.state_dir, PRODUCTION if production else "embedded"), Reaper() as reaper:
+        with holding(settings.state_dir, PRODUCTION if production else "embedded"), Reaper(settings.dagster_home / STACK_STOPPING_FILE) as reaper:
             _check_ports_free(settings, production)
             with local_engines(settings, enabled=production) as (settings, env, engines):
                 env_file = write_production_env(settings) if production else None

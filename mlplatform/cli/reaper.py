@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from types import TracebackType
 
 RELEASE = "release"
@@ -26,9 +27,11 @@ class Reaper:
     """The supervisor's end of the pipe. Writing fails only when the reaper itself was killed: the stack then runs on
     without its safety net, as before, rather than failing."""
 
-    def __init__(self) -> None:
+    def __init__(self, stopping: Path | None = None) -> None:
+        """`stopping`: the file to write before the groups are stopped (the stack's runs then start no step again)."""
         # No environment (isolated mode needs none): what looks for a stack's processes by its settings does not find it.
-        self.process = subprocess.Popen([sys.executable, "-I", __file__], stdin=subprocess.PIPE, text=True, env={}, start_new_session=True)
+        self.process = subprocess.Popen([sys.executable, "-I", __file__, *([str(stopping)] if stopping else [])], stdin=subprocess.PIPE, text=True,
+                                        env={}, start_new_session=True)
 
     def watch(self, group: int) -> None:
         """Stop process group `group` if this process dies before `release`."""
@@ -93,6 +96,11 @@ def main() -> int:
             return 0
         if line.strip().isdigit():
             groups.append(int(line))
+    if len(sys.argv) > 1:  # before any signal: a step its interrupt sends to retry finds it there
+        try:
+            Path(sys.argv[1]).touch()
+        except OSError:
+            pass
     reap(groups, GRACE_SECONDS)
     return 0
 

@@ -2,6 +2,7 @@
 run retries, a run queue and its concurrency limits."""
 
 import os
+from pathlib import Path
 
 import yaml
 
@@ -36,6 +37,21 @@ WARM_RUN_LAUNCHER = {"module": "mlplatform.orchestration.warm_runs", "class": "W
 # launcher starts the warm process as it loads, so that the first run does not wait for the imports. Elsewhere (the
 # webserver, which loads the launcher to terminate runs) the warm process starts at the first launch, if any.
 WARM_RUNS_PRESTART_ENV = "MLPLATFORM_WARM_RUNS_PRESTART"
+# Set by `mlplatform dev` in its servers' environment (so in every run worker and Celery worker of the stack), and the
+# file its stop (or its reaper) writes in the Dagster home before it signals anything; its next start removes it.
+IN_STACK_ENV = "MLPLATFORM_IN_STACK"
+STACK_STOPPING_FILE = "stack-stopping"
+
+
+def stack_stopping(dagster_home: Path) -> str | None:
+    """Why a step of the stack must not start, or None: the stack that runs it is stopping. The stop reaches a run worker
+    as an interrupt, which Dagster turns into a retry of the step: the retry ran on with no stack and promoted a champion
+    12 s after `dev` was killed (the operator probe). Steps outside a stack (`mlplatform materialize`) are never stopped
+    so."""
+    if not os.environ.get(IN_STACK_ENV) or not (dagster_home / STACK_STOPPING_FILE).exists():
+        return None
+    return ("the stack that launched this run is stopping: no step starts again in a worker no stack will watch; run retries "
+            "launch the run again once a stack is back")
 
 
 def _psycopg2_url(url: str) -> str:

@@ -5,7 +5,6 @@ from pathlib import Path
 import dagster as dg
 from pydantic import ValidationError
 
-from mlplatform.orchestration.warm_runs import stack_stopping
 from mlplatform.root import ModelContext, Platform, platform
 from mlplatform.settings import Settings, env_name
 
@@ -40,10 +39,6 @@ class PlatformResource(dg.ConfigurableResource):
         return platform(settings)
 
     def model(self, name: str) -> ModelContext:
-        """Each step's first call (assets and checks): where a step retried after the stack began stopping stops."""
-        stopping = stack_stopping()
-        if stopping is not None:
-            raise dg.Failure(description=stopping, allow_retries=False)
         return self.platform().model(name)
 
 

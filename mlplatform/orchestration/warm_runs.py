@@ -30,7 +30,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -69,10 +69,6 @@ DEFAULT_LAUNCH_TIMEOUT_SECONDS = 60.0
 # when it can (the interrupt fails the step and the run), so a worker still running after this is retrying a step.
 TERMINATE_GRACE_SECONDS = 3.0
 COMMAND_EXIT_SECONDS = 5.0  # past a command's own grace (interrupts.STOP_GRACE_SECONDS): its message and its exit
-# The warm process, stopped by a signal (the stack stopping: `dev` stopped, or killed and its reaper at work), tells each
-# run worker it forked so; the worker notes it in its environment, where `stack_stopping` reads it.
-STACK_STOPPING_SIGNAL = signal.SIGUSR2
-STACK_STOPPING_ENV = "MLPLATFORM_STACK_STOPPING"
 # How many ended run workers the launcher remembers how they ended: far more than run monitoring looks at at once.
 REMEMBERED_EXITS = 1024
 
@@ -392,36 +388,11 @@ def ended(status: int) -> str:
     return f"was killed by signal {-code} ({name})"
 
 
-def stack_stopping() -> str | None:
-    """Why no step may start in this run worker, or None: the stack that launched its run is stopping. Such a stop
-    reaches the worker as an interrupt too, which Dagster turns into a retry of the step: the retry ran on with no stack
-    and promoted a champion 12 s after `dev` was killed (the operator probe). A warm process that ends otherwise (its
-    daemon restarted by `dev`, killed by the OOM killer) says nothing: its workers' runs go on."""
-    if not os.environ.get(STACK_STOPPING_ENV):
-        return None
-    return ("the stack that launched this run is stopping (its warm run launcher was stopped): no step starts again in a worker no "
-            "stack watches; run retries launch the run again once a stack is back")
-
-
-def _note_stack_stopping(_signum: int, _frame: object) -> None:
-    os.environ[STACK_STOPPING_ENV] = "1"  # the process's environment: the run's own modules are imported after the fork
-
-
-def _tell_stack_stopping(workers: Mapping[int, int]) -> None:
-    """Before the warm process leaves on a signal: each run worker still running learns the stack is stopping."""
-    for pid in workers:
-        try:
-            os.kill(pid, STACK_STOPPING_SIGNAL)
-        except ProcessLookupError:  # ended and not reaped yet
-            pass
-
-
 def _become_run_worker(dagster_args: Sequence[str], replies: IO[str], wakeup: Sequence[int]) -> None:
     """In the forked child: default signal handling, no pipe to or from the launcher, mlplatform unloaded, then
     `python -m dagster <args>`, whose SystemExit ends this process the way it ends a fresh interpreter (atexit
     handlers, flushed streams)."""
     signal.set_wakeup_fd(-1)
-    signal.signal(STACK_STOPPING_SIGNAL, _note_stack_stopping)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -462,23 +433,14 @@ def serve(preload: Sequence[str]) -> None:
     os.set_blocking(wakeup[1], False)
     signal.set_wakeup_fd(wakeup[1])
     signal.signal(signal.SIGCHLD, lambda *_: None)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a stop as Ctrl-C is: said to the run workers
     reply({"ready": True, "failed": failed, "threads": threading.active_count()})
     workers: dict[int, int] = {}  # pid: start time, of the run workers not reaped yet
-    warm = os.getpid()
-    try:
-        _fork_on_request(reply, replies, wakeup, workers)
-    except KeyboardInterrupt:  # the stack stopping (Ctrl-C reaches the whole process group, a stop signals it)
-        if os.getpid() != warm:  # a run worker's own, raised out of its run: nothing to tell its siblings
-            raise
-        _tell_stack_stopping(workers)
-
-
-def _fork_on_request(reply: Callable[[Mapping[str, Any]], None], replies: IO[str], wakeup: Sequence[int], workers: dict[int, int]) -> None:
-    """Fork a run worker per request line until the launcher closes the input, saying how each ended."""
     requests = b""
     while True:
-        readable, _, _ = select.select([0, wakeup[0]], [], [])
+        try:
+            readable, _, _ = select.select([0, wakeup[0]], [], [])
+        except KeyboardInterrupt:
+            return
         if wakeup[0] in readable:
             os.read(wakeup[0], 4096)
             for pid, status in _reap():
