@@ -380,6 +380,25 @@ def test_events_landed_while_serving_enter_its_history_as_training_sees_them(par
     assert not differ.any(), (served.columns[differ.any(axis=0)].tolist(), np.flatnonzero(differ.any(axis=1)).tolist())
 
 
+def test_a_prediction_that_fails_leaves_no_event_a_rebuild_would_file_again(parts: Parts, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Serving keeps each answered event until its log write settles, for a rebuild to file it; one whose prediction
+    failed after its history was filled stayed there for ever, and every rebuild filed an event never logged (the
+    second review)."""
+    from mlplatform.serving.champion import ServedModel
+
+    def fails(self: ServedModel, rows: list[dict[str, Any]]) -> Any:
+        raise RuntimeError("the booster failed")
+
+    record = json_records(read_source(parts.spec).iloc[LANDED + REPLAYED + 60 : LANDED + REPLAYED + 61], parts.spec)[0]
+    services: list[Any] = []
+    with serving(parts, prepare=services.append) as client:
+        monkeypatch.setattr(ServedModel, "predict", fails)
+        assert client.post("/predict", json=record).status_code == 500
+        monkeypatch.undo()
+        assert services[0]._unlogged == {}, "the failed request's event is not waiting for a log write"
+        assert client.post("/predict", json=record).status_code == 200 and services[0]._unlogged == {}
+
+
 def test_an_event_landed_with_a_time_ahead_is_not_in_the_history_of_requests_before_it(parts: Parts) -> None:
     """Landing takes events up to a day ahead of its clock (skew). Serving's start read the log's newest events, such an
     event among them, so a request before its time read its values as a key's latest; training's frame, where the

@@ -330,7 +330,25 @@ class ModelService:
     async def _predict(self, model: ServedModel, clean: list[dict[str, Any]], batch: bool, given: list[str | None] | None) -> Any:
         """The answer to validated records; `given`: the callers' event ids, already claimed (None: every id made up)."""
         event_ids = [given[i] if given is not None and given[i] is not None else f"{self._id_prefix}-{next(self._id_counter)}" for i in range(len(clean))]
-        inputs, at = (clean, now_us()) if self.history is None else self.with_history(clean, event_ids)
+        try:
+            inputs, at = (clean, now_us()) if self.history is None else self.with_history(clean, event_ids)
+            answers, labels, unseen = await self._logged_answers(model, clean, inputs, at, event_ids)
+        finally:  # answered and logged, or failed anywhere on the way: no longer an event whose log write is to come
+            if self.history is not None:
+                with self._history_lock:
+                    for event_id in event_ids:
+                        self._unlogged.pop(event_id, None)
+        if self.shadow is not None:  # after the commit: the challenger scores only events that exist, off the response path
+            self.shadow.offer([answer["event_id"] for answer in answers], inputs, labels)
+        self.metrics.batch_rows.observe(len(clean))
+        self.count_predictions(labels)
+        for feature, n in unseen.items():
+            self.metrics.unseen.labels(feature=feature).inc(n)
+        return {"predictions": answers} if batch else answers[0]
+
+    async def _logged_answers(self, model: ServedModel, clean: list[dict[str, Any]], inputs: list[dict[str, Any]], at: int,
+                              event_ids: list[str]) -> tuple[list[dict[str, Any]], list[Any], dict[str, int]]:
+        """The answers, their predictions and the unseen categories, once the events are committed to the log."""
         (predictions, probabilities, matrix), unseen = model.predict(inputs)
         version = model.version
         served_version = str(version)
@@ -353,18 +371,7 @@ class ModelService:
             raise ApiError(503, str(exc), "prediction_log") from None
         except EventIdsTaken as exc:  # another serving process logged one of the callers' ids first
             raise self._conflict(exc.event_ids) from None
-        finally:
-            if self.history is not None:
-                with self._history_lock:
-                    for event_id in event_ids:
-                        self._unlogged.pop(event_id, None)
-        if self.shadow is not None:  # after the commit: the challenger scores only events that exist, off the response path
-            self.shadow.offer([answer["event_id"] for answer in answers], inputs, labels)
-        self.metrics.batch_rows.observe(len(clean))
-        self.count_predictions(labels)
-        for feature, n in unseen.items():
-            self.metrics.unseen.labels(feature=feature).inc(n)
-        return {"predictions": answers} if batch else answers[0]
+        return answers, labels, unseen
 
     def _history_from_log(self) -> tuple[HistoryState, set[str]]:
         """A history state built from the log as it is now, and the ids of the events it replayed.
