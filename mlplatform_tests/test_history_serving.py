@@ -399,6 +399,40 @@ def test_a_prediction_that_fails_leaves_no_event_a_rebuild_would_file_again(part
         assert client.post("/predict", json=record).status_code == 200 and services[0]._unlogged == {}
 
 
+def test_a_rebuild_sets_the_label_watermark_gauge_and_a_failed_one_waits(parts: Parts) -> None:
+    """The review: after a rebuild that read new labels, the gauge kept the old watermark (the label catch-up, finding
+    nothing newer, never set it); and a rebuild that failed was tried again every round, each time reading and
+    replaying the log. Here the catch-up thread sleeps, and the test calls the rebuild itself."""
+    from dataclasses import replace as with_fields
+
+    from mlplatform.serving.service import REBUILD_RETRY_SECONDS
+
+    asleep = with_fields(parts, settings=parts.settings.model_copy(update={"serve_history_catch_up_seconds": 3600.0}))
+    hour = pd.Timestamp.now(tz="UTC").floor("h") - pd.Timedelta(hours=2)
+    rows, more = (read_source(parts.spec).iloc[LANDED + REPLAYED + first : LANDED + REPLAYED + first + 5].assign(dteday=hour.strftime("%Y-%m-%d"), hr=hour.hour)
+                  for first in (70, 75))
+    services: list[Any] = []
+    with serving(asleep, prepare=services.append) as client:
+        service = services[0]
+        parts.event_log.append(canonical(rows, parts.spec), "landing-gauge")
+        service._rebuild_history()
+        assert metric(client, "mlplatform_history_label_watermark") == parts.event_log.counts().label_watermark
+        reads: list[int] = []
+
+        def broken(*args: Any) -> pd.DataFrame:
+            reads.append(1)
+            raise OSError("the log cannot be read")
+
+        service.events = _Patched(service.events, history_warmup=broken)
+        parts.event_log.append(canonical(more, parts.spec), "landing-gauge-2")
+        time.sleep(max(0.0, service._rebuild_after - time.monotonic()))  # the tenth of the time the first rebuild took
+        with pytest.raises(OSError):
+            service._rebuild_history()
+        assert service._rebuild_after - time.monotonic() > REBUILD_RETRY_SECONDS - 5
+        service._rebuild_history()  # within the wait: not tried again
+        assert reads == [1]
+
+
 def test_an_event_landed_with_a_time_ahead_is_not_in_the_history_of_requests_before_it(parts: Parts) -> None:
     """Landing takes events up to a day ahead of its clock (skew). Serving's start read the log's newest events, such an
     event among them, so a request before its time read its values as a key's latest; training's frame, where the
