@@ -3,13 +3,14 @@
 import argparse
 import getpass
 import json
+import math
 import os
 import signal
 import sys
 from collections.abc import Callable
 from contextlib import nullcontext, suppress
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from pydantic import ValidationError
 
@@ -23,27 +24,20 @@ if TYPE_CHECKING:
 DEFAULT_ASSETS = ("raw_events", "features", "trained_model", "evaluation_report")
 
 
-def seconds(text: str) -> float:
-    """An argument that is a finite number of seconds, 0 or more (argparse names the argument and exits 2)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite number of seconds, 0 or more, got {text}")
-    return value
+Number = TypeVar("Number", int, float)
 
 
-def whole_number(least: int, most: int | None = None) -> Callable[[str], int]:
-    """An argument's type: a whole number within [least, most], as the setting it overrides takes (argparse says which
-    argument is wrong and exits 2; `--port 70000` was a traceback from the socket)."""
-    def parse(text: str) -> int:
+def bounded(kind: Callable[[str], Number], noun: str, least: Number, most: Number | None = None) -> Callable[[str], Number]:
+    """An argument's type: `kind` read from the text (`noun` names it when it cannot be), finite and within [least, most],
+    as the setting it overrides takes (argparse says which argument is wrong and exits 2; `--port 70000` was a
+    traceback from the socket)."""
+    def parse(text: str) -> Number:
         try:
-            value = int(text)
+            value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < least or (most is not None and value > most):
-            raise argparse.ArgumentTypeError(f"expected at least {least}, got {value}" if most is None else f"expected {least} to {most}, got {value}")
+            raise argparse.ArgumentTypeError(f"expected {noun}, got {text!r}") from None
+        if not (math.isfinite(value) and least <= value and (most is None or value <= most)):
+            raise argparse.ArgumentTypeError(f"expected at least {least}, got {text}" if most is None else f"expected {least} to {most}, got {text}")
         return value
 
     return parse
@@ -322,8 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     dev.set_defaults(func=cmd_dev)
     serve_cmd = command("serve", "prediction service for every model's champion, or --model's (MLPLATFORM_SERVE_* settings), until Ctrl-C")
     serve_cmd.add_argument("--host", help="bind address (default: MLPLATFORM_SERVE_HOST or 127.0.0.1)")
-    serve_cmd.add_argument("--port", type=whole_number(0, 65535), help="port (default: MLPLATFORM_SERVE_PORT or 8000)")
-    serve_cmd.add_argument("--workers", type=whole_number(1, 64),
+    serve_cmd.add_argument("--port", type=bounded(int, "a whole number", 0, 65535), help="port (default: MLPLATFORM_SERVE_PORT or 8000)")
+    serve_cmd.add_argument("--workers", type=bounded(int, "a whole number", 1, 64),
                            help="serving processes sharing the port (default: MLPLATFORM_SERVE_WORKERS or 1; more need MLPLATFORM_EVENT_LOG_URL)")
     serve_cmd.set_defaults(func=cmd_serve)
     status = command("status", "champion, pin, versions and decisions, event counts of each model (or --model)")
@@ -342,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     quarantine = command("quarantine", "the rows landing refused (per file and reason, then the latest rows with their records); "
                          "--release a file's rows once a corrected file took its place")
     quarantine.add_argument("--file", help="only the rows of this landing file (its name as landed)")
-    quarantine.add_argument("--limit", type=whole_number(1), default=20, help="latest rows shown")
+    quarantine.add_argument("--limit", type=bounded(int, "a whole number", 1), default=20, help="latest rows shown")
     quarantine.add_argument("--json", action="store_true", help="machine-readable output, records whole")
     quarantine.add_argument("--release", metavar="FILE",
                             help="forget FILE's quarantined rows, e.g. after a corrected file with new bytes replaced it; a file landed again "
@@ -354,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     quarantine.set_defaults(func=cmd_quarantine)
     replay = command("replay", "replay a model's dataset (or --spec) as a stream into its landing folder or the serving API, paced, with drift")
     replay.add_argument("--to", choices=["landing", "api"], default="landing", help="landing folder files, or POST /predict + /feedback")
-    replay.add_argument("--reconnect-seconds", type=seconds, metavar="S",
+    replay.add_argument("--reconnect-seconds", type=bounded(float, "a number of seconds", 0), metavar="S",
                         help="with --to api: how long a refused connection (serving restarting) is tried again before the replay stops (default: a minute)")
     replay.add_argument("--url", help="serving API URL that /predict and /feedback follow (with --to api; default: MLPLATFORM_SERVE_HOST/PORT and the model's /models/<name>; token from MLPLATFORM_SERVE_TOKEN)")
     replay.add_argument("--order", choices=["time", "shuffled"], default="time", help="event-time order, or shuffled by --seed")
