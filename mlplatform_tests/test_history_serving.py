@@ -316,7 +316,7 @@ def test_events_landed_while_serving_enter_its_history_as_training_sees_them(par
     second: list[bool] = []  # set once the first rebuild is in
 
     def prepare(service: Any) -> None:
-        read, labels_since, landed_count = service.events.history_warmup, service.events.labels_since, service.events.landed
+        read, labels_since, counts = service.events.history_warmup, service.events.labels_since, service.events.counts
 
         def read_between_two_requests(before_us: int, *args: Any) -> pd.DataFrame:
             if not base or answered:  # serving's start, or the second rebuild
@@ -337,15 +337,15 @@ def test_events_landed_while_serving_enter_its_history_as_training_sees_them(par
                     labelled.append(other.post("/feedback", json={"event_id": answered[0], "label": 777.0}).json()["status"])
             return landed_labels
 
-        def landed_with_one_in_flight() -> int:
+        def counts_with_one_in_flight() -> Any:
             if second and not in_flight:  # a request answered whose group commit is still to come (after the next read)
                 [row], errors = service.model().codec.check([dict(pending)], ["body"])
                 assert not errors, errors
                 in_flight.append(("in-flight", service.with_history([row], ["in-flight"])[1], row))
-            return landed_count()
+            return counts()
 
         service.events = _Patched(service.events, history_warmup=read_between_two_requests, labels_since=read_then_feedback,
-                                  landed=landed_with_one_in_flight)
+                                  counts=counts_with_one_in_flight)
 
     def rebuilt_times(client: httpx.Client, n: int) -> None:
         deadline = time.monotonic() + 60
@@ -431,6 +431,45 @@ def test_a_rebuild_sets_the_label_watermark_gauge_and_a_failed_one_waits(parts: 
         assert service._rebuild_after - time.monotonic() > REBUILD_RETRY_SECONDS - 5
         service._rebuild_history()  # within the wait: not tried again
         assert reads == [1]
+
+
+def test_events_another_serving_process_answered_enter_this_ones_history_and_its_own_bring_no_rebuild(parts: Parts) -> None:
+    """`serve --workers 2`: each process kept the history state it built at its start, so a key's events answered by the
+    other process were missing from its features (training sees them all) until a restart. A process now rebuilds when
+    the log holds events it did not file; its own, committed or on their way, bring no rebuild. Two services on one log
+    here, each with its own connection, as two processes have."""
+    from dataclasses import replace as with_fields
+
+    other = with_fields(parts, event_log=EventLog.for_dataset(parts.settings.events_dir, parts.spec))
+    source = read_source(parts.spec).iloc[LANDED + REPLAYED + 90 : LANDED + REPLAYED + 130]
+    own, elsewhere, after = (json_records(rows.assign(weathersit=4), parts.spec) for rows in (source.iloc[:20], source.iloc[20:25], source.iloc[25:]))
+    elsewhere = [{**record, "temp": 0.995} for record in elsewhere]  # warmer than any event of this weather before: the max is theirs
+    filled: list[dict[str, Any]] = []
+    answered: list[str] = []
+    try:
+        with serving(parts, filled) as here, serving(other) as there:
+            for record in own:
+                assert here.post("/predict", json=record).status_code == 200
+            time.sleep(20 * CATCH_UP_S)  # twenty catch-up rounds: each would have rebuilt, had it taken its own events for others'
+            assert metric(here, "mlplatform_history_rebuilds_total") == 0
+            for record in elsewhere:
+                assert there.post("/predict", json=record).status_code == 200
+            deadline = time.monotonic() + 60
+            while metric(here, "mlplatform_history_rebuilds_total") < 1:
+                assert time.monotonic() < deadline, "the events the other process answered did not bring a rebuild"
+                time.sleep(CATCH_UP_S)
+            del filled[:]
+            for record in after:
+                reply = here.post("/predict", json=record)
+                assert reply.status_code == 200, reply.text
+                answered.append(reply.json()["event_id"])
+    finally:
+        other.event_log.close()
+    history = parts.spec.history_numeric
+    served = pd.DataFrame(filled, columns=history).astype("float64")
+    assert (served["hist__temp_max_6h__by_weathersit"] == 0.995).all(), served  # the other process's events are in
+    rebuilt = _rebuilt(parts).set_index("event_id").loc[answered, history].astype("float64")
+    assert np.allclose(served.to_numpy(), rebuilt.to_numpy(), rtol=1e-9, atol=1e-9, equal_nan=True), (served, rebuilt)
 
 
 def test_an_event_landed_with_a_time_ahead_is_not_in_the_history_of_requests_before_it(parts: Parts) -> None:

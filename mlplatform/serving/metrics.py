@@ -43,7 +43,7 @@ class ServingMetrics:
         self.correction_updates = Counter("mlplatform_online_correction_updates", "Labels learned by the online correction (warm-up from the event log and /feedback).", m, registry=r)
         self.correction_terms = Gauge("mlplatform_online_correction_terms", "Terms (bias, categorical values) the serving version's online correction has weights for.", m, registry=r)
         self.history_watermark = Gauge("mlplatform_history_label_watermark", "label_seq up to which the history state has read the labels of the event log (0: none, or no history features).", m, registry=r)
-        self.history_rebuilds = Counter("mlplatform_history_rebuilds", "Rebuilds of the history state from the event log, after events landed from files (in training's past too).", m, registry=r)
+        self.history_rebuilds = Counter("mlplatform_history_rebuilds", "Rebuilds of the history state from the event log, after others filed events (landing files, other serving processes: in training's past too).", m, registry=r)
         self.live_metric = Gauge("mlplatform_live_metric", "The served version's metric on its latest labelled served predictions.", [*m, "metric"], registry=r)
         self.live_labelled = Gauge("mlplatform_live_labelled_events", "Labelled served predictions in the live-quality window.", m, registry=r)
         self.live_below_floor = Gauge("mlplatform_live_below_floor", "1 when a live metric breaches its floor (with enough labelled events).", m, registry=r)

@@ -69,6 +69,8 @@ class PredictionLog:
         self._checkpointing = threading.Event()  # set by the loop for a restarting checkpoint, cleared by the writer thread once done: the loop does not commit meanwhile
         self._queue: queue.SimpleQueue[_Pending | object | None] = queue.SimpleQueue()
         self.failure: str | None = None  # why the last commit (or probe) failed; None once one succeeds
+        self._taken = 0  # rows handed over and not failed: committed, or being committed (see `taken`)
+        self._taken_lock = threading.Lock()  # requests' loops and the writer thread both count
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
 
     def start(self) -> None:
@@ -86,10 +88,18 @@ class PredictionLog:
         self._queue.put(None)
         self._thread.join()
 
+    def taken(self) -> int:
+        """Rows this log took and has not failed: every event of this process in the log, and those on their way there.
+        Read after the log's event count, the difference is events other writers filed (landing, other serving processes);
+        a row committed meanwhile was counted here before its commit."""
+        return self._taken
+
     async def write(self, rows: list[tuple[Any, ...]]) -> None:
         """Return once `rows` are committed; raise PredictionLogError if they could not be, EventIdsTaken (nothing of `rows`
         written, the other requests of its group committed) if an id of theirs already names an event."""
         loop = asyncio.get_running_loop()
+        with self._taken_lock:
+            self._taken += len(rows)
         pending = _Pending(rows, loop.create_future(), loop)
         self._metrics.log_pending.inc(len(rows))
         if not self._on_loop or self._checkpointing.is_set():
@@ -201,6 +211,9 @@ class PredictionLog:
             self._metrics.errors.labels(kind="prediction_log").inc()
             error = PredictionLogError(f"the prediction log could not record the predictions: {failure}")
         self.failure = str(error) if isinstance(error, PredictionLogError) else None  # a taken id: the log itself answered
+        if error is not None:
+            with self._taken_lock:
+                self._taken -= size
         committed = time.perf_counter()
         self._metrics.log_pending.dec(size)
         if error is None:

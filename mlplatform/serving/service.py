@@ -190,19 +190,20 @@ class ModelService:
         # While the state is rebuilt: what requests and /feedback filed meanwhile, to file into the rebuilt one too.
         self._journal: list[tuple[Any, ...]] | None = None
         self._unlogged: dict[str, tuple[dict[str, Any], int]] = {}  # events in the state whose log write has not settled
-        self._landed_seen = 0  # the log's `landed` counter when the state was last built
+        self._others_seen = 0  # events in the log this process did not file (`_others_filed`) when the state was last built
         self._rebuild_after = 0.0  # monotonic: no rebuild before (at most a tenth of the time goes to rebuilding)
 
     def start(self) -> None:
         s = self.settings
         if self.history is not None:  # rebuilt from the log before the first request
-            self._landed_seen = self.events.landed()
+            self._others_seen = self.events.counts().total  # this process has filed nothing yet
             self.history, _ = self._history_from_log()
             self.metrics.history_watermark.set(self.history.label_watermark)
-            self._catch_up.start()
         self.log = PredictionLog(self.events, self.metrics, s.serve_log_interval_ms / 1000, s.serve_log_max_rows, s.serve_log_on_loop)
         self.log.probe()  # not ready from the start if the event log cannot be written
         self.log.start()
+        if self.history is not None:
+            self._catch_up.start()  # after the log: a rebuild tells this process's events from others' by what it took
         self.watcher = ChampionWatcher(self.registry, self.spec, s.serve_reload_seconds, self.metrics, s, self.events, self._follow_spec)
         self.watcher.check()
         self.watcher.start()
@@ -385,13 +386,20 @@ class ModelService:
         state.replay(replayed, watermark)
         return state, set(replayed[EVENT_ID].tolist())
 
+    def _others_filed(self) -> int:
+        """Events in the log that this process did not file: landed from files, or served by another serving process."""
+        assert self.log is not None
+        total = self.events.counts().total  # first: an event of ours committed by now was taken by the log before
+        return total - self.log.taken()
+
     def _rebuild_history(self) -> None:
-        """Events landed from files since the state was built are in training's past, so requests see them too: the state
-        is built again from the log, as at start, and swapped in with what requests and /feedback filed meanwhile (before,
-        they entered it at the next start only). Rebuilding holds the interpreter, so it takes at most a tenth of the time:
-        a landing folder taking files all the time does not take the CPU requests need."""
-        landed = self.events.landed()
-        if landed == self._landed_seen or time.monotonic() < self._rebuild_after:
+        """Events filed by others since the state was built (landed from files, served by the other processes of `serve
+        --workers N`) are in training's past, so requests see them too: the state is built again from the log, as at start,
+        and swapped in with what requests and /feedback filed meanwhile (before, they entered it at the next start only).
+        Rebuilding holds the interpreter, so it takes at most a tenth of the time: a landing folder taking files all the
+        time, or another process answering all the time, does not take the CPU requests need."""
+        others = self._others_filed()
+        if others <= self._others_seen or time.monotonic() < self._rebuild_after:
             return
         began, rebuilt = time.monotonic(), False
         with self._history_lock:  # from the events answered whose log write has not settled on: the read may miss them
@@ -412,7 +420,7 @@ class ModelService:
                 self._journal = None
             took = time.monotonic() - began  # a failing rebuild waits too: it would read and replay the log every round
             self._rebuild_after = time.monotonic() + max(9 * took, 0.0 if rebuilt else REBUILD_RETRY_SECONDS)
-        self._landed_seen = landed
+        self._others_seen = others
         self.metrics.history_watermark.set(fresh.label_watermark)
         self.metrics.history_rebuilds.inc()
 
@@ -461,15 +469,16 @@ class ModelService:
         return result
 
     def _follow_log(self) -> None:
-        """Labels and events that land outside serving (landing files) reach the history state within
-        `serve_history_catch_up_seconds` (events: at most a tenth of the time rebuilding, see `_rebuild_history`)."""
+        """Labels and events that land outside this process (landing files, /feedback and /predict answered by other
+        serving processes) reach the history state within `serve_history_catch_up_seconds` (events: at most a tenth of the
+        time rebuilding, see `_rebuild_history`)."""
         assert self.history is not None
         while not self._stop.wait(self.settings.serve_history_catch_up_seconds):
             try:
                 self._rebuild_history()
             except Exception:  # the next round retries; serving goes on with the state it has
                 self.metrics.errors.labels(kind="history_rebuild").inc()
-                log.exception("cannot rebuild the history state from the event log after events landed")
+                log.exception("cannot rebuild the history state from the event log after other writers filed events")
             try:
                 if not self.events.labelled_since(self.history.label_watermark):
                     continue  # nothing landed: a look-up of the counters, not a query and a frame holding the GIL every round

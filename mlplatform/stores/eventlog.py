@@ -39,7 +39,7 @@ LOGGED = "logged:"  # prefix of a known id's recorded feature values while they 
 SERVING_SOURCE = "serving"  # `source` of events logged by the prediction service
 CONTENT_CHARS = 12  # of a landed file's SHA-256, naming one of the contents landed under one name
 SHA256_PREFIX = re.compile(r"[0-9a-f]{1,64}")  # the start of a content's SHA-256, as `--content` names it
-COUNTERS = ("events", "labelled", "quarantined", "label_seq", "landed")  # rows of `meta`, kept by the writing transactions
+COUNTERS = ("events", "labelled", "quarantined", "label_seq")  # rows of `meta`, kept by the writing transactions
 
 
 PROBE_TIMEOUT_S = 2.0
@@ -379,7 +379,6 @@ class EventStore(ABC):
             self._bump(db, "label_seq", new_labelled)
             self._bump(db, "labelled", new_labelled)
             self._bump(db, "events", len(new))
-            self._bump(db, "landed", len(new))
             changed = known[known[CHANGED].notna()]
             known = known[known[CHANGED].isna()]  # the same event again: its label may still be news
             late = known[known[LABEL].notna() & known["existing_label"].isna()]
@@ -700,11 +699,6 @@ class EventStore(ABC):
         """The counters row values kept by every writing transaction: a few key look-ups, no scan."""
         values = {key: int(value) for key, value in self._query("SELECT key, value FROM meta")[1]}
         return Counts(values["events"], values["labelled"], values["quarantined"], values["label_seq"])
-
-    def landed(self) -> int:
-        """Events that came in through `append` (landing files), not from serving, counted since the counter began: a
-        serving process rebuilds its history state when this grows, as those events are in training's past too."""
-        return int(self._query(f"SELECT value FROM meta WHERE key = {self.PARAM}", ("landed",))[1][0][0])
 
     def labelled_since(self, label_seq: int) -> int:
         """Labels that landed after `label_seq` (O(1): label_seq is dense)."""
