@@ -55,11 +55,17 @@ def _shadow_version(client: httpx.Client) -> float:
     return metric(client, "mlplatform_shadow_model_version")
 
 
+def _agreement_said(client: httpx.Client) -> bool:
+    """Whether /metrics has an agreement sample: none before the challenger scored events (a 0 would read as no agreement)."""
+    return any(line.startswith("mlplatform_shadow_agreement{") for line in client.get("/metrics").text.splitlines())
+
+
 def test_the_challenger_scores_every_served_event_in_shadow_with_its_version(
         client: httpx.Client, settings: Settings, adult_spec: DatasetSpec, versions: list[int], records: list[dict[str, Any]],
         frame: pd.DataFrame, expected: dict[int, pd.DataFrame]) -> None:
     champion, challenger = versions[:2]
     wait_until("the challenger to load in shadow", lambda: _shadow_version(client) == challenger, SHADOW_WAIT_S, 0.1)
+    assert not _agreement_said(client), "nothing scored yet"
     single = [client.post("/predict", json=record).json() for record in records[:16]]
     batch = client.post("/predict", json={"records": records[16:]}).json()["predictions"]
     answers = single + batch
@@ -154,7 +160,7 @@ def test_a_challenger_that_fails_to_load_leaves_the_champion_serving(
     answers = _load_while(server, records, fault)
     _all_answered_by_the_champion(answers, expected[versions[0]])
     assert metric(client, "mlplatform_shadow_failures_total", kind="load") == failures + 1
-    assert _shadow_version(client) == 0
+    assert _shadow_version(client) == 0 and not _agreement_said(client), "no challenger loaded: no agreement said"
     scored = metric(client, "mlplatform_shadow_scored_total")
     client.post("/predict", json=records[0])
     time.sleep(0.5)

@@ -102,5 +102,5 @@ class ModelMetrics:
         self.shadow_scored = metrics.shadow_scored.labels(model=name)
         self.shadow_dropped = metrics.shadow_dropped.labels(model=name)
         self.shadow_failures = Bound(metrics.shadow_failures, name)
-        self.shadow_agreement = metrics.shadow_agreement.labels(model=name)
-        self.shadow_difference = metrics.shadow_difference.labels(model=name)
+        self.shadow_agreement = Bound(metrics.shadow_agreement, name)  # exported once events were scored: 0 would read as no agreement
+        self.shadow_difference = Bound(metrics.shadow_difference, name)

@@ -87,7 +87,9 @@ class ShadowScorer(BackgroundLoop):
             return
         log.info("shadow challenger: version %s (was %s)", model and model.version, self.current and self.current.version)
         self.current = model
-        self._recent.clear()
+        self._recent.clear()  # and no agreement said until the new version scored events
+        self.metrics.shadow_agreement.remove()
+        self.metrics.shadow_difference.remove()
         self.metrics.shadow_version.set(0 if model is None else model.version)
 
     def _run(self) -> None:
@@ -137,7 +139,7 @@ class ShadowScorer(BackgroundLoop):
     def _agree(self, champion: list[Any], shadow: list[Any]) -> None:
         if self.spec.is_classification:
             self._recent.extend(1.0 if str(a) == str(b) else 0.0 for a, b in zip(champion, shadow))
-            self.metrics.shadow_agreement.set(sum(self._recent) / len(self._recent))
+            self.metrics.shadow_agreement.labels().set(sum(self._recent) / len(self._recent))
         else:
             self._recent.extend(abs(float(a) - float(b)) for a, b in zip(champion, shadow))
-            self.metrics.shadow_difference.set(sum(self._recent) / len(self._recent))
+            self.metrics.shadow_difference.labels().set(sum(self._recent) / len(self._recent))
