@@ -213,3 +213,35 @@ def test_a_server_still_stopping_is_not_interrupted_again_while_its_group_is(tmp
     assert said.read_text() == "1", "the server heard SIGINT once"
     assert (tmp_path / "said.child").read_text() == "interrupted", "its group's other processes heard it"
     assert running_in(server.groups) == []
+
+
+# A server slow to stop whose step mirrors its compute log as Dagster's run workers do: `tail` watched by Dagster's own
+# watch_orphans.py, its stderr kept in a file.
+MIRRORING = """
+import signal, subprocess, sys, time
+from pathlib import Path
+from dagster._core.execution.scripts import watch_orphans
+tail = subprocess.Popen(["sleep", "120"])
+with open(sys.argv[1], "wb") as err:
+    subprocess.Popen([sys.executable, watch_orphans.__file__, str(subprocess.os.getpid()), str(tail.pid)], stderr=err)
+def stop(*_):
+    time.sleep(2.5)
+    sys.exit(0)
+signal.signal(signal.SIGINT, stop)
+time.sleep(120)
+"""
+
+
+def test_dagsters_compute_log_helpers_are_not_interrupted_and_print_no_traceback(tmp_path: Path) -> None:
+    """The operator probe: every stop of `mlplatform dev` with a step running printed a KeyboardInterrupt traceback of
+    Dagster's watch_orphans.py, which the group's SIGINT reached in its sleep. It ends by itself with its parent."""
+    err = tmp_path / "watch_orphans.err"
+    server = Server("mirroring", "(test)", [sys.executable, "-c", MIRRORING, str(err)], lambda: True, restartable=False)
+    server.start(dict(os.environ), None)
+    try:
+        wait_until("the server, tail and watch_orphans", lambda: len(running_in(server.groups)) == 3, 60)
+        stop_all([server], grace_seconds=3.0)
+    finally:
+        server.signal_group(signal.SIGKILL)
+    assert running_in(server.groups) == []
+    assert err.read_text() == "", err.read_text()

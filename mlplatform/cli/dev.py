@@ -186,7 +186,7 @@ def stop_all(servers: list[Server], grace_seconds: float) -> None:
                 server.process.wait(max(0.1, leaders_deadline - time.monotonic()))
     leaders = {s.process.pid for s in servers if s.process is not None and s.process.poll() is None}
     for pid in running_in(groups):  # not a leader still stopping: a second SIGINT would cut its own shutdown short
-        if pid not in leaders:
+        if pid not in leaders and not _ends_with_its_parent(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGINT)
     _await_exits(groups, deadline - time.monotonic())
@@ -204,6 +204,17 @@ def _await_exits(groups: list[int], timeout_seconds: float) -> None:
     deadline = time.monotonic() + timeout_seconds
     while time.monotonic() < deadline and running_in(groups):
         time.sleep(0.02)
+
+
+# Dagster's helpers beside a step that mirror its compute logs (watch_orphans.py, poll_compute_logs.py) end by themselves
+# within a second of the run worker that started them; a SIGINT printed their KeyboardInterrupt traceback at every stop.
+ENDS_WITH_ITS_PARENT = "dagster/_core/execution/scripts/"
+
+
+def _ends_with_its_parent(pid: int) -> bool:
+    with contextlib.suppress(OSError):
+        return ENDS_WITH_ITS_PARENT in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    return False
 
 
 def running_in(groups: list[int]) -> list[int]:
