@@ -43,6 +43,14 @@ def test_each_unpromoted_drift_retraining_doubles_the_bar_and_a_promotion_resets
     assert DriftBar.of(record, CONFIG, CUTOFF) == DriftBar(labels, unpromoted)
 
 
+def test_retrainings_triggered_before_the_champion_took_over_do_not_count() -> None:
+    """A rollback to an older version: its cut-off is before the rejections, its time after them."""
+    rejected_at = [RetrainOutcome(DRIFT, False, 1500, at) for at in (400.0, 200.0, 100.0)]  # newest first
+    assert DriftBar.of(rejected_at, CONFIG, CUTOFF, champion_since=300.0) == DriftBar(1000, 1)
+    assert DriftBar.of(rejected_at, CONFIG, CUTOFF, champion_since=500.0) == DriftBar(500, 0)
+    assert DriftBar.of(rejected_at, CONFIG, CUTOFF) == DriftBar(3000, 3), "a champion with no recorded take-over: as before"
+
+
 def test_only_the_latest_record_counts_and_odd_configs_keep_the_bar_sane() -> None:
     assert DriftBar.of((REJECTED_DRIFT,) * (RECORD_SIZE + 10), PolicyConfig(10**9, 1, 0), CUTOFF).unpromoted == RECORD_SIZE
     assert DriftBar.of((REJECTED_DRIFT,) * 3, PolicyConfig(every_n=300, min_new_for_drift=500, cooldown_seconds=0), CUTOFF).labels == 500, \
@@ -91,6 +99,11 @@ def test_at_every_n_drift_waits_for_the_label_count_and_says_so() -> None:
 def test_a_missing_or_corrupt_record_is_an_unknown_outcome_not_an_error(reason: object, decision: object, watermark: object,
                                                                         outcome: RetrainOutcome) -> None:
     assert RetrainOutcome.recorded(reason, decision, watermark) == outcome
+
+
+@pytest.mark.parametrize(("at", "read"), [("1765000000.125", 1765000000.125), (None, 0.0), ("soon", 0.0), ("nan", 0.0), ("inf", 0.0), ("-inf", 0.0)])
+def test_a_trigger_time_unreadable_is_as_old_as_can_be(at: object, read: float) -> None:
+    assert RetrainOutcome.recorded(DRIFT, REJECTED, "1500", at) == RetrainOutcome(DRIFT, False, 1500, read)
 
 
 def test_a_corrupt_record_never_raises_the_bar() -> None:

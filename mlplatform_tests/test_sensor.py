@@ -367,7 +367,7 @@ def _drift_bar(platform: Platform) -> DriftBar:
     """The bar the policy's record sets now (earlier tests in this module may have left rejected drift retrainings)."""
     runs, record = trigger_runs(platform.instance, "adult"), platform.model.registry.champion_record()
     assert record is not None
-    return DriftBar.of(policy_record(platform.instance, ADULT, runs), PolicyConfig(1_000_000, MIN_FOR_DRIFT, 0), record.label_seq_cutoff)
+    return DriftBar.of(policy_record(platform.instance, ADULT, runs), PolicyConfig(1_000_000, MIN_FOR_DRIFT, 0), record.label_seq_cutoff, record.since)
 
 
 def test_the_sensor_leaves_a_drift_report_to_its_run_until_that_run_ends(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -404,6 +404,28 @@ def test_a_drift_retraining_that_is_not_promoted_doubles_the_labels_the_next_dri
     platform.replay(platform.next_rows(before.labels))
     [retrain] = platform.tick(SENSOR_NAME, None).run_requests or []
     assert retrain.tags[REASON_TAG] == DRIFT, "with the doubled bar's labels the drift retrains"
+
+
+def test_a_champion_set_by_hand_takes_over_with_a_fresh_drift_bar(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The operator probe: after a rollback to an older version, the rejections of challengers judged against the version
+    rolled back from kept the bar raised (their triggers came after the older version's cut-off, the only reset a hand
+    set had). Retrainings triggered before a champion took over were about another champion: here the champion is set
+    again by hand, its cut-off unchanged, and the next drift verdict retrains at the configured bar."""
+    monkeypatch.setenv("MLPLATFORM_RETRAIN_EVERY_N", "1000000")
+    _fake_drift_verdict(platform, dg.DagsterRunStatus.SUCCESS)
+    platform.replay(platform.next_rows(_drift_bar(platform).labels))
+    [request] = platform.tick(SENSOR_NAME, None).run_requests or []
+    launch(platform.instance, "adult", request)  # rejected (margin 1.0): a raised bar, and no label since its trigger
+    raised = _drift_bar(platform)
+    assert raised.unpromoted >= 1 and raised.labels > MIN_FOR_DRIFT, raised
+    record = platform.model.registry.champion_record()
+    assert record is not None
+    platform.model.registry.set_champion(record.version, "rolled back by hand", "operator", pin=False)
+    assert _drift_bar(platform) == DriftBar(MIN_FOR_DRIFT, 0)
+    report_id, _ = _fake_drift_verdict(platform, dg.DagsterRunStatus.SUCCESS)
+    platform.replay(platform.next_rows(MIN_FOR_DRIFT))
+    [request] = platform.tick(SENSOR_NAME, None).run_requests or []
+    assert request.run_key == f"{DRIFT}-{report_id}" and request.tags[REASON_TAG] == DRIFT
 
 
 QUALITY_EVENTS = 200

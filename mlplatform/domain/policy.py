@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -45,16 +46,22 @@ class RetrainOutcome:
     reason: str
     promoted: bool | None
     label_watermark: int  # the trigger's: one at or below the champion's cut-off predates the champion
+    triggered_at: float = 0.0  # epoch seconds; one before the champion took over was about another champion (0: unknown)
 
     @classmethod
-    def recorded(cls, reason: object, decision: object, label_watermark: object) -> "RetrainOutcome":
-        """From what a trigger run and its evaluation recorded; anything unreadable is an unknown outcome, never a failure."""
+    def recorded(cls, reason: object, decision: object, label_watermark: object, triggered_at: object = None) -> "RetrainOutcome":
+        """From what a trigger run and its evaluation recorded; anything unreadable is an unknown outcome, never a failure
+        (an unreadable trigger time: as old as can be)."""
         verdict = {PROMOTED: True, REJECTED: False}.get(decision) if isinstance(decision, str) else None
         try:
             watermark = max(0, int(str(label_watermark)))
         except ValueError:
             watermark, verdict = 0, None
-        return cls(reason if isinstance(reason, str) else "", verdict, watermark)
+        try:
+            at = float(str(triggered_at))
+        except ValueError:
+            at = 0.0
+        return cls(reason if isinstance(reason, str) else "", verdict, watermark, at if math.isfinite(at) else 0.0)
 
 
 @dataclass(frozen=True)
@@ -67,18 +74,21 @@ class DriftBar:
     triggers before the label count does. One that won on the scores and was kept out only by a person (a pinned
     champion, a champion moved by hand meanwhile) was no false alarm, and does not count (the operator probe: four
     challengers kept out by a pin put the bar at 5000 after the pin was gone). A promotion resets the bar, whatever triggered it, and so does a champion set
-    by hand (retrainings triggered at or before its cut-off do not count). On a stream that drifts all the time, or whose
+    by hand: retrainings triggered before it took over, or at or before its cut-off, were about another champion (the
+    operator probe: after a rollback to an older version, the rejections of challengers against the version rolled back
+    from kept the bar raised). On a stream that drifts all the time, or whose
     concept keeps moving, this stops the policy from retraining at every reading while its challengers keep losing."""
 
     labels: int
     unpromoted: int  # drift and quality_drop retrainings not promoted since the latest promotion, within the record
 
     @classmethod
-    def of(cls, record: Sequence[RetrainOutcome], config: PolicyConfig, champion_cutoff: int) -> "DriftBar":
-        """`record`: the latest retrainings the policy triggered, newest first (only the first RECORD_SIZE count)."""
+    def of(cls, record: Sequence[RetrainOutcome], config: PolicyConfig, champion_cutoff: int, champion_since: float = 0.0) -> "DriftBar":
+        """`record`: the latest retrainings the policy triggered, newest first (only the first RECORD_SIZE count);
+        `champion_since`: when the champion took over (0: not known)."""
         unpromoted = 0
         for outcome in list(record)[:RECORD_SIZE]:
-            if outcome.promoted or outcome.label_watermark <= champion_cutoff:
+            if outcome.promoted or outcome.label_watermark <= champion_cutoff or outcome.triggered_at < champion_since:
                 break
             unpromoted += outcome.reason in EVIDENCE_DRIVEN and outcome.promoted is False
         base = config.min_new_for_drift
@@ -158,6 +168,7 @@ class Observation:
     quality: PerformanceReading | None = None  # realized on the champion's labelled served predictions
     quality_note: str = ""  # why there is no usable realized reading (none yet, too few, no reference, about an older champion)
     record: tuple[RetrainOutcome, ...] = ()  # the latest retrainings the policy triggered, newest first (DriftBar)
+    champion_since: float = 0.0  # when the champion took over, epoch seconds (0: not known)
 
     def drift_summary(self, cursor: "Cursor", bar: DriftBar, config: PolicyConfig) -> str:
         """The drift half of a skip reason."""
@@ -257,7 +268,7 @@ def decide(obs: Observation, cursor: Cursor, config: PolicyConfig) -> tuple[Trig
         left = config.cooldown_seconds - (obs.now - cursor.last_trigger_time)
         return None, cursor, f"cool-down: {left:.0f}s left before another retraining may start"
     trigger = None
-    bar = DriftBar.of(obs.record, config, obs.champion_cutoff)
+    bar = DriftBar.of(obs.record, config, obs.champion_cutoff, obs.champion_since)
     if new >= config.every_n:
         trigger = Trigger(NEW_OBSERVATIONS, f"{NEW_OBSERVATIONS}-{obs.label_watermark}", new, obs.label_watermark)
     elif obs.quality is not None and obs.dropped(QUALITY_WATCH, cursor, config) and new >= bar.labels:

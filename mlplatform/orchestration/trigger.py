@@ -154,7 +154,8 @@ def policy_record(instance: dg.DagsterInstance, names: ModelNames, runs: list[dg
         meta = {} if record.asset_materialization is None else record.asset_materialization.metadata
         if DECISION_META in meta:  # kept out by a person's pin or move: no verdict on the retraining, unknown to the policy
             decisions[record.run_id] = None if KEPT_BY_PERSON in meta and meta[KEPT_BY_PERSON].value is True else meta[DECISION_META].value
-    return tuple(RetrainOutcome.recorded(r.tags.get(REASON_TAG), decisions.get(r.run_id), r.tags.get(LABEL_WATERMARK_TAG)) for r in runs[:RECORD_SIZE])
+    return tuple(RetrainOutcome.recorded(r.tags.get(REASON_TAG), decisions.get(r.run_id), r.tags.get(LABEL_WATERMARK_TAG), r.tags.get(TRIGGERED_AT_TAG))
+                 for r in runs[:RECORD_SIZE])
 
 
 @dataclass(frozen=True)
@@ -172,7 +173,7 @@ def evaluate(instance: dg.DagsterInstance, model: ModelContext, names: ModelName
     if record is not None and record.pinned:
         return Verdict(None, stored or Cursor(), f"champion v{record.version} is pinned ({record.pin_reason}): no retraining until "
                                                   f"`mlplatform champion unpin --model {model.name}`", {})
-    version, cutoff = (None, None) if record is None else (record.version, record.label_seq_cutoff)
+    version, cutoff, since = (None, None, 0.0) if record is None else (record.version, record.label_seq_cutoff, record.since)
     drift = drift_state(instance, names, version, deciding_run)
     (estimate, estimate_note), (quality, quality_note) = (reading_state(instance, names, source, version) for source in READING_SOURCES)
     runs = trigger_runs(instance, model.name)
@@ -180,7 +181,7 @@ def evaluate(instance: dg.DagsterInstance, model: ModelContext, names: ModelName
     now = time.time()
     trigger, next_cursor, why = decide(
         Observation(model.event_log.counts().label_watermark, cutoff, now, *drift, estimate=estimate, estimate_note=estimate_note,
-                    quality=quality, quality_note=quality_note, record=policy_record(instance, names, runs)),
+                    quality=quality, quality_note=quality_note, record=policy_record(instance, names, runs), champion_since=since),
         cursor,
         PolicyConfig(settings.retrain_every_n, settings.min_new_labelled_for_drift, settings.retrain_cooldown_seconds,
                      settings.estimated_drop_margin if settings.retrain_on_estimated_drop else None, settings.estimated_drop_events,

@@ -76,6 +76,7 @@ class ChampionRecord:
     pinned: bool
     pin_reason: str
     recorded: bool  # the timeline's last move names this version, or the platform is moving to it (False: moved outside the platform)
+    since: float = 0.0  # when the timeline's last move made it champion, epoch seconds (0: not recorded there)
 
 
 @dataclass(frozen=True)
@@ -381,8 +382,10 @@ def read_champion(version: int, model_tags: dict[str, str], version_tags: Mappin
     """The champion `version` as its registered model's tags (pin, timeline) and its own tags (window cut-off) describe it."""
     pinned_version, _, reason = model_tags.get(PINNED, "").partition(":")
     history = _timeline(model_tags)
-    recorded = (bool(history) and history[-1].version == version) or _moving_to(model_tags.get(CHAMPION_MOVING, ""), history) == version
-    return ChampionRecord(version, int(version_tags.get(WINDOW_CUTOFF, 0)), pinned=pinned_version == str(version), pin_reason=reason, recorded=recorded)
+    named = bool(history) and history[-1].version == version
+    recorded = named or _moving_to(model_tags.get(CHAMPION_MOVING, ""), history) == version
+    return ChampionRecord(version, int(version_tags.get(WINDOW_CUTOFF, 0)), pinned=pinned_version == str(version), pin_reason=reason, recorded=recorded,
+                          since=history[-1].at if named else 0.0)
 
 
 def _moving_to(mark: str, history: list[ChampionChange], now: float | None = None) -> int | None:
