@@ -119,6 +119,36 @@ def test_status_json_after_two_versions(
     assert json.loads(capsys.readouterr().out)[0]["events"]["quarantined"] == 0
 
 
+def test_the_refusals_of_a_file_that_grew_are_released_by_its_name(state: Settings, adult_spec: DatasetSpec, adult_rows: pd.DataFrame,
+                                                                     capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """An export appended to and landed again is one file in two contents, each with a refused row: `--release NAME`
+    asked which content (the operator probe), as for a corrected file that replaced it. A file that grew is released
+    whole; a file of that name with other bytes still needs --content."""
+    [first] = write_batches(adult_rows.iloc[:20].assign(age=["x"] + ["41"] * 19), adult_spec, tmp_path, 20, prefix="a")
+    [more] = write_batches(adult_rows.iloc[20:40].assign(age=["41"] * 19 + ["y"]), adult_spec, tmp_path, 20, prefix="b")
+    landed = state.landing_dir / "export.csv"
+    state.landing_dir.mkdir(parents=True, exist_ok=True)
+    landed.write_bytes(first.read_bytes())
+    assert main(["--model", "adult", "materialize", "--select", "raw_events"]) == 0
+    landed.write_bytes(first.read_bytes() + more.read_bytes().split(b"\n", 1)[1])  # appended: its rows, not its header
+    assert main(["--model", "adult", "materialize", "--select", "raw_events"]) == 0
+    capsys.readouterr()
+    assert main(["quarantine", "--model", "adult", "--json", "--file", "export.csv"]) == 0
+    assert len({r["content"] for r in json.loads(capsys.readouterr().out)[0]["reasons"]}) == 2, "two contents, one refused row each"
+    assert main(["quarantine", "--model", "adult", "--release", "export.csv"]) == 0
+    said = capsys.readouterr().out
+    assert "adult: released 2 quarantined rows of file 'export.csv' (one file that grew: content " in said and "0 quarantined rows left" in said, said
+
+    landed.write_bytes(first.read_bytes())  # read again: its refusal again, under the first content
+    assert main(["--model", "adult", "materialize", "--select", "raw_events"]) == 0
+    [other] = write_batches(adult_rows.iloc[40:45].assign(age=["z"] * 5), adult_spec, tmp_path, 5, prefix="c")
+    os.replace(other, landed)  # other bytes under the name: a file that replaced it, not one that grew
+    assert main(["--model", "adult", "materialize", "--select", "raw_events"]) == 0
+    capsys.readouterr()
+    assert main(["quarantine", "--model", "adult", "--release", "export.csv"]) == 2
+    assert "file 'export.csv' was landed as 2 contents with quarantined rows" in capsys.readouterr().err
+
+
 def test_status_on_an_empty_state_folder_lists_every_model(state: Settings, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["status", "--json"]) == 0
     statuses = json.loads(capsys.readouterr().out)

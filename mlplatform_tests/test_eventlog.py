@@ -108,6 +108,21 @@ def test_repeats_inside_one_append_count_once(log: EventStore) -> None:
     assert log.counts().total == 2
 
 
+def test_the_contents_of_a_file_that_grew_name_its_first_content(log: EventStore) -> None:
+    """An export landed whole, appended to and landed again, twice: three contents of one file; another file of that
+    name, and one that went on from it, are another file."""
+    bad = pd.DataFrame({"row_number": [3], "reason": ["bad x"], "record": ["{}"]})
+    for sha, earlier in (("a1", None), ("a2", "a1"), ("a3", "a2"), ("b1", None), ("b2", "b1")):
+        with log.transaction():
+            if earlier is not None:
+                log.hand_over(earlier, sha, FileProgress(position=10, line=3, parsed=2), sha, quarantine=False)
+            log.quarantine(bad, "export.csv", sha)
+            log.record_file(sha, "export.csv", FileCounts(rows=3, quarantined=1))
+    log.quarantine(bad, "other.csv", "c1")
+    assert log.first_contents("export.csv") == {"a1": "a1", "a2": "a1", "a3": "a1", "b1": "b1", "b2": "b1"}
+    assert log.first_contents("other.csv") == {"c1": "c1"} and log.first_contents("none.csv") == {}
+
+
 def test_a_file_read_again_releases_its_own_quarantine_alone(log: EventStore) -> None:
     """Each reading of the same bytes added its refusals to the earlier ones: the quarantined count grew with every landing."""
     bad = pd.DataFrame({"row_number": [3, 5], "reason": ["bad x", "bad y"], "record": ["{}", "{}"]})

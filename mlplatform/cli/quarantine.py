@@ -49,8 +49,9 @@ def _iso(micros: object) -> str:
 def release(model: ModelContext, source: str, content: str | None = None, by: str = "", reason: str = "",
             on_wait: Callable[[], None] | None = None) -> str:
     """Forget the quarantined rows of landing file `source` (of its `content`, a SHA-256 prefix, where the name was landed
-    as several files: releasing them all would forget the refusals of the corrected file too). A name with none, a
-    content that is none of the name's, or several contents without `content`, is an error that changes nothing. The
+    as several files: releasing them all would forget the refusals of the corrected file too; the contents of one file
+    that grew, appended to and landed again, are that file's, released together). A name with none, a content that is
+    none of the name's, or several files' contents without `content`, is an error that changes nothing. The
     release is recorded with `by` and `reason` (`quarantine` lists it). It waits for a landing run reading the model's
     folder (`on_wait` told): released mid-file, the file's later refusals stayed, and "0 quarantined rows left" was said."""
     folder = model.settings.landing_dir
@@ -71,12 +72,15 @@ def _release(model: ModelContext, source: str, content: str | None, by: str, rea
     contents = "; ".join(f"content {c if isinstance(c, str) else 'unknown (landed before contents were recorded)'}: {_rows(n)}" for c, n in rows.items())
     if content is not None and rows.empty:
         raise QuarantineError(f"{model.name}: file {source!r} has no quarantined rows of a content starting {content!r}")
-    if len(rows) > 1:
+    firsts = {log.first_contents(source).get(c) if isinstance(c, str) else None for c in rows.index}
+    grew = len(rows) > 1 and len(firsts) == 1 and None not in firsts
+    if len(rows) > 1 and not grew:
         raise QuarantineError(f"{model.name}: file {source!r} was landed as {len(rows)} contents with quarantined rows ({contents}): say which with "
                               "--content (the SHA-256 of the file, or its start, as `quarantine --file` shows it)")
     released = log.release_quarantined_file(source, wanted, by, reason)
     if released == 0:  # a whole SHA-256 whose start matched a content's, and whose rest did not
         raise QuarantineError(f"{model.name}: file {source!r} has no quarantined rows of a content starting {content!r} ({contents})")
+    contents = f"one file that grew: {contents}" if grew else contents
     return (f"{model.name}: released {released} quarantined {'row' if released == 1 else 'rows'} of file {source!r} ({contents}); "
             f"{log.counts().quarantined} quarantined rows left")
 

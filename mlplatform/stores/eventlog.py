@@ -316,7 +316,9 @@ class EventStore(ABC):
                 if column not in self._existing_columns(db, "files"):
                     db.execute(f"ALTER TABLE files ADD COLUMN {column} {t['int']}")
             db.execute(f"CREATE TABLE IF NOT EXISTS file_lineage (sha256 TEXT PRIMARY KEY, began_position {t['int']} NOT NULL, "
-                       f"began_line {t['int']} NOT NULL, began_parsed {t['int']} NOT NULL, id_prefix TEXT NOT NULL)")
+                       f"began_line {t['int']} NOT NULL, began_parsed {t['int']} NOT NULL, id_prefix TEXT NOT NULL, grown_from TEXT)")
+            if "grown_from" not in self._existing_columns(db, "file_lineage"):  # a log from before a grown file's refusals were one file's
+                db.execute("ALTER TABLE file_lineage ADD COLUMN grown_from TEXT")
             if "file_sha256" not in self._existing_columns(db, "quarantine"):  # a log from before files were read again
                 db.execute("ALTER TABLE quarantine ADD COLUMN file_sha256 TEXT")
                 # Its rows get their file's hash where the name was landed as one content only, so a reading again
@@ -649,10 +651,10 @@ class EventStore(ABC):
         read again numbers every row as it was first landed. Within the caller's transaction, with its first progress."""
         p = self.PARAM
         with self._write() as db:
-            db.execute(f"INSERT INTO file_lineage (sha256, began_position, began_line, began_parsed, id_prefix) VALUES ({p}, {p}, {p}, {p}, {p}) "
+            db.execute(f"INSERT INTO file_lineage (sha256, began_position, began_line, began_parsed, id_prefix, grown_from) VALUES ({p}, {p}, {p}, {p}, {p}, {p}) "
                        "ON CONFLICT (sha256) DO UPDATE SET began_position = excluded.began_position, began_line = excluded.began_line, "
-                       "began_parsed = excluded.began_parsed, id_prefix = excluded.id_prefix",
-                       (sha256, began.position, began.line, began.parsed, id_prefix))
+                       "began_parsed = excluded.began_parsed, id_prefix = excluded.id_prefix, grown_from = excluded.grown_from",
+                       (sha256, began.position, began.line, began.parsed, id_prefix, earlier_sha256))
             db.execute(f"DELETE FROM file_progress WHERE sha256 = {self.PARAM}", (earlier_sha256,))
             if quarantine:
                 db.execute(f"UPDATE quarantine SET file_sha256 = {self.PARAM} WHERE file_sha256 = {self.PARAM}", (sha256, earlier_sha256))
@@ -715,6 +717,25 @@ class EventStore(ABC):
             f"FROM quarantine WHERE quarantined_at >= {p}{where} GROUP BY source, content, reason "
             f"ORDER BY rows DESC, file, content, reason{'' if limit is None else f' LIMIT {int(limit)}'}", (int(since_us), *params))
         return pd.DataFrame.from_records(rows, columns=columns, coerce_float=True)
+
+    def first_contents(self, source: str) -> dict[str, str]:
+        """Of each content of landing file `source` with quarantined rows (the first CONTENT_CHARS of its SHA-256), the
+        content the file first landed as, before it grew, appended to, to this one (`hand_over`; itself for a content that
+        grew from none). Contents with one first content are one file that grew, not files that replaced it."""
+        p = self.PARAM
+        contents = [str(sha) for (sha,) in self._query(f"SELECT DISTINCT file_sha256 FROM quarantine WHERE source = {p} AND file_sha256 IS NOT NULL", (source,))[1]]
+        earlier = {str(sha): str(grown_from) for sha, grown_from in self._query(
+            f"SELECT l.sha256, l.grown_from FROM file_lineage l JOIN files f ON f.sha256 = l.sha256 WHERE f.name = {p} AND l.grown_from IS NOT NULL",
+            (source,))[1]}
+
+        def first(sha: str) -> str:
+            seen = {sha}
+            while sha in earlier and earlier[sha] not in seen:
+                sha = earlier[sha]
+                seen.add(sha)
+            return sha
+
+        return {sha[:CONTENT_CHARS]: first(sha) for sha in contents}
 
     def quarantined_rows(self, limit: int, source: str | None = None) -> pd.DataFrame:
         """The latest quarantined rows (of landing file `source`, or of every file), newest first: file, line, reason, the
