@@ -221,6 +221,40 @@ def test_runs_a_killed_stack_left_with_no_worker_are_failed_when_a_stack_starts(
         assert not stopped_in_flight(dg.DagsterRun(job_name=failed.job_name, run_id="4" * 36, tags=dict(failed.tags))), "a retry, its parent's tags"
 
 
+def test_a_retraining_whose_command_is_gone_before_its_run_ended_holds_no_other_back() -> None:
+    """The production probe: `mlplatform materialize` killed, or failed on its instance's database, while its run was
+    NOT_STARTED left the run so for ever; the retraining sensor skipped every tick ("retraining run … is unfinished")
+    and `materialize` again was refused. A run whose command is gone, on this machine, is ended when a retraining looks
+    for one: canceled if it never started, failed if it did. A live command's, or another machine's, is left alone."""
+    from mlplatform.domain.keys import COMMAND_PROCESS_TAG, RETRAIN_TAG
+    from mlplatform.orchestration.trigger import retraining_elsewhere
+    from mlplatform.orchestration.warm_runs import command_process_tag
+
+    gone = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    here, _, _ = command_process_tag()[COMMAND_PROCESS_TAG].rpartition("/")
+    dead = f"{here}/{RunWorker.of(gone.pid).tag()}"
+    gone.kill()
+    gone.wait()
+    with dg.instance_for_test() as instance:
+        def retraining(run_id: str, status: dg.DagsterRunStatus, process: str) -> dg.DagsterRun:
+            return instance.add_run(dg.DagsterRun(job_name="__ASSET_JOB", run_id=run_id * 36, status=status,
+                                                  tags={RETRAIN_TAG: "adult", COMMAND_PROCESS_TAG: process}))
+
+        never = retraining("8", dg.DagsterRunStatus.NOT_STARTED, dead)
+        started = retraining("9", dg.DagsterRunStatus.STARTED, dead)
+        assert retraining_elsewhere(instance, "adult", "") is None
+        assert instance.get_run_by_id(never.run_id).status == dg.DagsterRunStatus.CANCELED  # type: ignore[union-attr]
+        assert instance.get_run_by_id(started.run_id).status == dg.DagsterRunStatus.FAILURE  # type: ignore[union-attr]
+        said = [e.message for e in instance.all_logs(never.run_id) if e.message]
+        assert any(f"The mlplatform command that created the run (pid {gone.pid}) is gone" in m for m in said), said
+        elsewhere = retraining("a", dg.DagsterRunStatus.NOT_STARTED, dead.replace(here, here + "-another-machine", 1))
+        assert retraining_elsewhere(instance, "adult", "") == elsewhere.run_id, "a pid of another machine says nothing here"
+        instance.report_run_canceled(elsewhere)
+        alive = retraining("b", dg.DagsterRunStatus.NOT_STARTED, command_process_tag()[COMMAND_PROCESS_TAG])
+        assert retraining_elsewhere(instance, "adult", "") == alive.run_id, "its command is creating it right now"
+        assert instance.get_run_by_id(alive.run_id).status == dg.DagsterRunStatus.NOT_STARTED  # type: ignore[union-attr]
+
+
 def _started_by(instance: dg.DagsterInstance, run_id: str, pid: int, at: float) -> dg.DagsterRun:
     """A STARTED run with no run worker recorded, whose RUN_START event process `pid` wrote at `at`: what
     `mlplatform materialize` (a run in its own process) or an earlier version's launcher leave."""

@@ -21,6 +21,8 @@ LAUNCHED_BY_TAG = "mlplatform/launched_by"
 STACK_STOPPED_TAG = "mlplatform/stack_stopped"
 COMMAND_RUN_TAG = "mlplatform/command_run"  # a token of the command that orchestrates a run on Celery: how its interrupt finds the run
 RUN_WORKER_TAG = "mlplatform/run_worker"  # "<pid>:<start time>" of the process WarmRunLauncher forked for a run: what terminating and run monitoring look at
+# "<host>/<pid>:<start time>" of the mlplatform command that created a run: gone before the run ended, it left the run behind.
+COMMAND_PROCESS_TAG = "mlplatform/command_process"
 TRIGGERED_AT_TAG = "mlplatform/triggered_at"
 # On every run that carries a trigger of a model's retraining policy (value: the model), whoever decided it: the retraining
 # sensor when it requests the run, or the retraining_trigger step inside a drift report run. The policy's cursor is rebuilt from these.

@@ -88,10 +88,10 @@ def command_tags(instance: dg.DagsterInstance, in_process: bool) -> dict[str, st
     interrupt finds a run `execute_job` made) and, executing it here on this machine's instance, this process as the run's
     worker, by pid and start time: Terminate in the UI reaches it, and killed, its run is failed at once."""
     from mlplatform.domain.keys import RUN_WORKER_TAG
-    from mlplatform.orchestration.warm_runs import RunWorker, on_this_machine
+    from mlplatform.orchestration.warm_runs import RunWorker, command_process_tag, on_this_machine
 
     worker = {RUN_WORKER_TAG: RunWorker.of(os.getpid()).tag()} if in_process and on_this_machine(instance) else {}
-    return {COMMAND_RUN_TAG: uuid.uuid4().hex, **worker}
+    return {COMMAND_RUN_TAG: uuid.uuid4().hex, **command_process_tag(), **worker}
 
 
 @cache

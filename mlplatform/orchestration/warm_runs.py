@@ -26,6 +26,7 @@ import queue
 import runpy
 import select
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -44,7 +45,7 @@ from dagster._grpc.types import ExecuteRunArgs
 from dagster._serdes import ConfigurableClass
 from dagster._serdes.config_class import ConfigurableClassData
 
-from mlplatform.domain.keys import COMMAND_RUN_TAG, RUN_WORKER_TAG, STACK_STOPPED_TAG
+from mlplatform.domain.keys import COMMAND_PROCESS_TAG, COMMAND_RUN_TAG, RUN_WORKER_TAG, STACK_STOPPED_TAG
 from mlplatform.orchestration.instance import WARM_RUNS_PRESTART_ENV
 from mlplatform.orchestration.interrupts import STOP_GRACE_SECONDS
 
@@ -160,7 +161,12 @@ class RunWorker:
     def of_run(cls, run: DagsterRun) -> RunWorker | None:
         """The run's worker as its tag records it; None without the tag (launched by another launcher, or tagged a
         moment after the fork) or with one that is not "<pid>:<start>" of a real process id."""
-        pid, colon, started = run.tags.get(RUN_WORKER_TAG, "").partition(":")
+        return cls.parse(run.tags.get(RUN_WORKER_TAG, ""))
+
+    @classmethod
+    def parse(cls, text: str) -> RunWorker | None:
+        """"<pid>:<start>" (`tag`) of a real process id; None for anything else."""
+        pid, colon, started = text.partition(":")
         if not (colon and pid.isdigit() and started.isdigit() and int(pid) > 0):
             return None
         return cls(int(pid), int(started))
@@ -313,29 +319,56 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
                 self._warm = None
 
 
-def fail_runs_left_behind(instance: DagsterInstance, this_machine_only: bool = False) -> list[str]:
-    """Fail the runs still STARTING or STARTED whose recorded worker is gone, and return their ids. A stack killed
-    outright leaves them so (its reaper kills their workers); run monitoring fails a STARTED one within 30 s, but a
-    STARTING one only after `start_timeout_seconds` (600 s), every drift report of its model waiting behind it. Called as
-    a stack starts; failed, run retries launch them again.
+LEFT_BEHIND_STATUSES = [DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED]
 
-    `this_machine_only` (an instance on SQLite files, which only this machine's processes write): a started run with no
-    recorded worker (run in `mlplatform materialize`'s own process, or launched by an earlier version or another
-    launcher) is judged by the process that started it, as its RUN_START event records it. Run monitoring cannot check
-    such a run, and one whose process was killed stayed STARTED until its hour of max runtime: the drift sensor waited
-    for it and it held a run slot (the upgrade probe of stop 38)."""
-    failed = []
-    for run in instance.get_runs(filters=RunsFilter(statuses=[DagsterRunStatus.STARTING, DagsterRunStatus.STARTED])):
-        worker, what = RunWorker.of_run(run), "The run worker"
-        if worker is None and this_machine_only:
-            worker, what = _starter(instance, run.run_id), "The process that started the run (no run worker recorded)"
-        if worker is not None and not worker.alive():
-            instance.report_engine_event(f"{what} (pid {worker.pid}) is gone: the stack or command that launched the run stopped without ending it.",
-                                         run, cls=WarmRunLauncher)
-            instance.add_run_tags(run.run_id, {STACK_STOPPED_TAG: run.run_id})
-            instance.report_run_failed(instance.get_run_by_id(run.run_id) or run)
-            failed.append(run.run_id)
-    return failed
+
+def fail_runs_left_behind(instance: DagsterInstance, this_machine_only: bool = False) -> list[str]:
+    """End the runs not started, starting or started whose recorded worker or command is gone (`end_if_left_behind`), and
+    return their ids. A stack killed outright leaves them so (its reaper kills their workers); run monitoring fails a
+    STARTED one within 30 s, but a STARTING one only after `start_timeout_seconds` (600 s), every drift report of its
+    model waiting behind it. Called as a stack starts; failed, run retries launch them again."""
+    return [run.run_id for run in instance.get_runs(filters=RunsFilter(statuses=LEFT_BEHIND_STATUSES))
+            if end_if_left_behind(instance, run, this_machine_only)]
+
+
+def end_if_left_behind(instance: DagsterInstance, run: DagsterRun, this_machine_only: bool) -> bool:
+    """End `run` if the process that was to carry it out is gone, saying so in its log: started, it fails (and run
+    retries may launch it again); not started yet, it is canceled, as nothing of it ran (the production probe: a
+    `materialize` killed, or whose instance database failed, before its run started left it NOT_STARTED for ever, and
+    every later retraining of its model waited behind it). Returns whether it did.
+
+    The process is the run's worker as its tag records it, or the mlplatform command that created it (when that ran on
+    this machine: a pid means nothing on another). `this_machine_only` (an instance on SQLite files, which only this
+    machine's processes write): a started run with neither (launched by an earlier version or another launcher) is
+    judged by the process that started it, as its RUN_START event records it. Run monitoring cannot check such a run,
+    and one whose process was killed stayed STARTED until its hour of max runtime: the drift sensor waited for it and it
+    held a run slot (the upgrade probe of stop 38)."""
+    worker, what = RunWorker.of_run(run), "The run worker"
+    if worker is None:
+        worker, what = _command_here(run), "The mlplatform command that created the run"
+    if worker is None and this_machine_only:
+        worker, what = _starter(instance, run.run_id), "The process that started the run (no run worker recorded)"
+    if worker is None or worker.alive():
+        return False
+    instance.report_engine_event(f"{what} (pid {worker.pid}) is gone: the stack or command that launched the run stopped without ending it.",
+                                 run, cls=WarmRunLauncher)
+    if run.status == DagsterRunStatus.NOT_STARTED:
+        instance.report_run_canceled(run, message="Canceled: the process that was to run it is gone, and it never started.")
+        return True
+    instance.add_run_tags(run.run_id, {STACK_STOPPED_TAG: run.run_id})
+    instance.report_run_failed(instance.get_run_by_id(run.run_id) or run)
+    return True
+
+
+def command_process_tag() -> dict[str, str]:
+    """The tag naming this process, on this machine, as the command that created a run (`end_if_left_behind`)."""
+    return {COMMAND_PROCESS_TAG: f"{socket.gethostname()}/{RunWorker.of(os.getpid()).tag()}"}
+
+
+def _command_here(run: DagsterRun) -> RunWorker | None:
+    """The mlplatform command that created `run`, if its tag says it ran on this machine."""
+    host, slash, process = run.tags.get(COMMAND_PROCESS_TAG, "").rpartition("/")
+    return RunWorker.parse(process) if slash and host == socket.gethostname() else None
 
 
 def on_this_machine(instance: DagsterInstance) -> bool:
