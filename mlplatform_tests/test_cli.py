@@ -196,6 +196,41 @@ def test_a_tracking_server_that_does_not_answer_is_one_line_naming_the_setting(s
     assert "Traceback" not in err and "secret" not in err and len(err.splitlines()) == 1
 
 
+def test_the_dagster_instance_database_failing_under_a_command_is_one_line_naming_the_setting(state: Settings) -> None:
+    """The production probe: PostgreSQL stopped while `materialize` ran, and the command ended in a 200-line traceback
+    ("too many retries for DB connection"). The chain the Dagster storage raises, from a real refused connection."""
+    import sqlalchemy
+    from dagster_postgres.utils import DagsterPostgresException
+    from pydantic import SecretStr
+
+    from mlplatform.cli import instance_unreachable
+    from mlplatform.cli.dev import free_port
+
+    url = f"postgresql://ops:secret@127.0.0.1:{free_port()}/dagster"
+    try:
+        try:
+            sqlalchemy.create_engine(url.replace("postgresql://", "postgresql+psycopg2://")).connect()  # as dagster-postgres connects
+        except sqlalchemy.exc.OperationalError as error:
+            refused = error
+            raise DagsterPostgresException("too many retries for DB connection") from error
+    except DagsterPostgresException as failed:
+        on_postgres = state.model_copy(update={"dagster_postgres_url": SecretStr(url)})
+        wrapped = RuntimeError("the run's end could not be recorded")
+        wrapped.__cause__ = failed
+        said = instance_unreachable(wrapped, on_postgres)
+        assert said is not None and said.startswith("the Dagster instance's PostgreSQL at postgresql://ops:***@127.0.0.1:")
+        assert "(MLPLATFORM_DAGSTER_POSTGRES_URL) failed (DagsterPostgresException: too many retries for DB connection)" in said and "secret" not in said
+        assert instance_unreachable(failed, state) is None, "the embedded instance has no server to be down"
+        assert instance_unreachable(refused, on_postgres) is not None, "the storage's own error, before dagster-postgres's retries"
+    try:
+        sqlalchemy.create_engine(f"sqlite:///{state.state_dir}/missing/x.db").connect()
+    except sqlalchemy.exc.OperationalError as sqlite_error:
+        assert instance_unreachable(sqlite_error, on_postgres) is None, "another database's error (MLflow's SQLite store)"
+    else:
+        pytest.fail("a SQLite file in a folder that does not exist opened")
+    assert instance_unreachable(ValueError("another error"), state.model_copy(update={"dagster_postgres_url": SecretStr(url)})) is None
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

@@ -441,11 +441,39 @@ def _main(argv: list[str] | None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141  # 128 + SIGPIPE, as a shell reports it
     except Exception as exc:
-        unreachable = tracking_unreachable(exc, _settings(args))
+        settings = _settings(args)
+        unreachable = tracking_unreachable(exc, settings) or instance_unreachable(exc, settings)
         if unreachable is None:
             raise
         print(f"mlplatform {args.command}: {unreachable}", file=sys.stderr)
         return 1
+
+
+def _cause(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> BaseException | None:
+    """The first of `exc` and the exceptions it came from that is one of `kinds`."""
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, kinds):
+        cause = cause.__cause__ or cause.__context__
+    return cause
+
+
+def instance_unreachable(exc: BaseException, settings: Settings) -> str | None:
+    """One line for the Dagster instance's PostgreSQL failing under a command (the production probe: stopped while
+    `materialize` ran, a 200-line traceback ending in "too many retries for DB connection"). None for any other error,
+    and on the embedded instance, whose SQLite files are no server."""
+    if settings.dagster_postgres_url is None or "dagster_postgres" not in sys.modules:
+        return None
+    import psycopg2
+    import sqlalchemy.exc
+    from dagster_postgres.utils import DagsterPostgresException
+
+    cause = _cause(exc, (DagsterPostgresException, sqlalchemy.exc.OperationalError))
+    if cause is None or (isinstance(cause, sqlalchemy.exc.OperationalError) and not isinstance(cause.orig, psycopg2.Error)):
+        return None  # an OperationalError of another database (MLflow's SQLite store), not dagster-postgres's psycopg2
+    first = (str(cause).strip().splitlines() or [""])[0]
+    return (f"the Dagster instance's PostgreSQL at {redact(settings.dagster_postgres_url.get_secret_value())} ({env_name('dagster_postgres_url')}) "
+            f"failed ({type(cause).__name__}: {first}): is it running? A run this command left unfinished is ended once a retraining of "
+            "its model, or a stack, starts")
 
 
 def tracking_unreachable(exc: BaseException, settings: Settings) -> str | None:
@@ -455,9 +483,7 @@ def tracking_unreachable(exc: BaseException, settings: Settings) -> str | None:
         return None
     import requests
 
-    cause: BaseException | None = exc
-    while cause is not None and not isinstance(cause, requests.ConnectionError):
-        cause = cause.__cause__ or cause.__context__
+    cause = _cause(exc, (requests.ConnectionError,))
     if cause is None:
         return None
 
