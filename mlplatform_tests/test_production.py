@@ -173,6 +173,26 @@ def test_prod_fails_at_start_naming_the_setting_or_binary(prod_state: Path, extr
 
 
 
+def test_the_celery_executor_submits_step_after_step_without_a_duplicate_task_warning(state: Settings) -> None:
+    """dagster-celery registers its task again for every step it submits: each terminal `materialize` on Celery printed a
+    DuplicateTaskNameWarning block (the production probe). Two submissions' registrations, as a run of two steps makes."""
+    import warnings
+
+    from dagster_celery.make_app import make_app
+    from dagster_celery.tasks import create_task
+
+    from mlplatform.orchestration.executor import run_executor
+
+    app = make_app({"broker": "redis://127.0.0.1:1/0"})
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        run_executor(state.model_copy(update={"celery_broker_url": "redis://127.0.0.1:1/0"}))
+        for _ in range(2):
+            assert create_task(app).name == "execute_plan"  # registered, as submitting a step's signature does
+        warnings.warn("a warning of another kind is still said", UserWarning)
+    assert [str(w.message) for w in said] == ["a warning of another kind is still said"]
+
+
 def test_the_stack_s_redis_keeps_queued_steps_and_bindings_when_killed_and_started_again(state: Settings) -> None:
     """A Redis restarted by `make prod` after a crash came back empty: a step a run submitted next found no exchange
     binding (kombu's producer declares it once per connection), went to the undeliverable list, and its run stayed

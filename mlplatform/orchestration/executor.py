@@ -13,8 +13,14 @@ def run_executor(settings: Settings) -> dg.ExecutorDefinition:
     import of the code location per step; with a broker, each step is a Celery task, run by whichever worker is free."""
     if settings.celery_broker_url is None:
         return dg.in_process_executor
+    import warnings
+
+    from celery.exceptions import DuplicateTaskNameWarning
     from dagster_celery import celery_executor
 
+    # dagster-celery registers its one task again for every step it submits: the second step of each run printed
+    # "Task name 'execute_plan' is already registered" (the production probe), the same task each time.
+    warnings.filterwarnings("ignore", message="Task name 'execute_plan' is already registered", category=DuplicateTaskNameWarning)
     return celery_executor.configured({"broker": settings.celery_broker_url, "backend": settings.celery_broker_url}, name="celery")
 
 
