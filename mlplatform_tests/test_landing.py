@@ -341,6 +341,23 @@ def test_a_quote_never_closed_or_an_endless_line_costs_one_line_not_the_rest(lan
     assert _quarantine(log)["reason"].iloc[-1] == f"line 7: longer than 16 MiB ({34 * (1 << 20) + 1:,} bytes)"
 
 
+def test_a_regression_label_conflict_says_both_numbers_as_written(landing: Path, tmp_path: Path) -> None:
+    """The own-dataset probe: "label: 30.31 recorded, np.float64(37.31) here" (numpy's form of the file's number)."""
+    from mlplatform.domain.spec import load_spec
+    from mlplatform_tests.conftest import BIKE_SPEC
+
+    spec = load_spec(BIKE_SPEC)
+    log = EventLog(tmp_path / "bike.sqlite", spec)
+    try:
+        events = pd.DataFrame({"instant": ["1", "2"], "dteday": ["2011-01-01", "2011-01-01"], "hr": [0, 1], **{f: [1, 1] for f in spec.features if f != "hr"},
+                               "cnt": [30.31, 16.0]})
+        ingest_file(_drop(landing, "events.csv", _csv(events)), spec, log)
+        ingest_file(_drop(landing, "labels.csv", _csv(pd.DataFrame({"instant": ["1"], "cnt": [37.31]}))), spec, log)
+        assert _quarantine(log)["reason"].iloc[-1] == "label: 30.31 recorded, 37.31 here; a label is never overwritten"
+    finally:
+        log.close()
+
+
 def test_late_labels_unknown_ids_and_conflicts(landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame) -> None:
     ingest_file(_drop(landing, "events.csv", _csv(rows.head(10).drop(columns=["income"]))), adult_spec, log)
     assert (log.counts().total, log.counts().labelled) == (10, 0)

@@ -233,7 +233,9 @@ def not_a_label_number(value: object) -> str:
 
 
 def label_conflict(recorded: object, given: object) -> str:
-    """Why a label is not applied to an event that has another: both values, as a changed feature is quarantined."""
+    """Why a label is not applied to an event that has another: both values, as a changed feature is quarantined (each
+    as Python writes it: a numpy number read 'np.float64(37.31)')."""
+    recorded, given = (v.item() if isinstance(v, np.generic) else v for v in (recorded, given))
     return f"label: {recorded!r} recorded, {given!r} here; a label is never overwritten"
 
 
