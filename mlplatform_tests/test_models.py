@@ -485,7 +485,7 @@ def test_a_draft_spec_of_an_export_with_spaced_and_foreign_names_loads(tmp_path:
         draft_spec("wine", sample, label="cultivar")
 
 
-@pytest.mark.parametrize("name", ["created_ms", "timestamp_utc", "event_epoch", "updated_at"])
+@pytest.mark.parametrize("name", ["created_ms", "timestamp_utc", "event_epoch", "updated_at", "created"])
 def test_a_draft_spec_knows_common_time_column_names(tmp_path: Path, name: str) -> None:
     """`created_ms` was drafted as a numeric feature: the name was not known as a time."""
     from mlplatform.domain.spec import parse_spec
@@ -495,6 +495,16 @@ def test_a_draft_spec_knows_common_time_column_names(tmp_path: Path, name: str) 
     pd.DataFrame({name: [1293840000000, 1293843600000], "temp": [0.2, 0.3], "cnt": [16.5, 40]}).to_csv(sample, index=False)
     spec = parse_spec(yaml.safe_load(draft_spec("rides", sample)))
     assert (spec.time_column, spec.time_format, list(spec.features)) == (name, "epoch_ms", ["temp"])
+
+
+def test_a_draft_spec_with_no_time_column_says_so(tmp_path: Path) -> None:
+    """The own-dataset probe: epoch milliseconds under a name the draft did not know became a numeric feature, with no
+    word that no time column was found (the model learns from a rising number, and file order is time order)."""
+    from mlplatform.domain.spec_draft import draft_spec
+
+    sample = tmp_path / "sample.csv"
+    pd.DataFrame({"stamp": [1293840000000, 1293843600000], "temp": [0.2, 0.3], "cnt": [16.5, 40]}).to_csv(sample, index=False)
+    assert "# no time column found (by name, or by values that read as times): events would be timed as they land" in draft_spec("rides", sample)
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet", "jsonl"])

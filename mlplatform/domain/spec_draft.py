@@ -27,8 +27,8 @@ MAX_DISTINCT_LABELS = 1000  # more distinct labels than this: no classification,
 MAX_CLASSES = 20
 UNREAD_TIMES_MAX = 0.05  # values of the time column no format reads, up to which the best format is drafted and they are named
 ID_NAMES = re.compile(r"^(id|.*_id|event_id|uuid)$", re.IGNORECASE)
-TIME_NAMES = re.compile(r"^(time|timestamp|date|datetime|ts|dteday|epoch)$|^(timestamp|datetime|ts|epoch)_|_(time|at|date|ts|ms|timestamp|datetime|epoch)$",
-                        re.IGNORECASE)
+TIME_NAMES = re.compile(r"^(time|timestamp|date|datetime|ts|dteday|epoch|created|updated|modified|occurred)$|^(timestamp|datetime|ts|epoch)_"
+                        r"|_(time|at|date|ts|ms|timestamp|datetime|epoch)$", re.IGNORECASE)
 HOUR_NAMES = re.compile(r"^(hr|hour|hour_of_day)$", re.IGNORECASE)
 # Patterns a sample's time column is tried in when ISO 8601 does not read it; the first that reads every value wins
 # (day first before month first: a sample whose days are all 12 or less reads both ways, and the draft says so).
@@ -225,6 +225,9 @@ def draft_spec(name: str, sample: Path | None, label: str | None = None, task: s
             notes.append(f"id_column {id_column!r} guessed: its every value in the sample differs; check")
     if id_column:
         spec["id_column"] = id_column
+    if time_column is None:
+        notes.append("no time column found (by name, or by values that read as times): events would be timed as they land, "
+                     "in file order; name yours in time_column (with time_format: epoch_s or epoch_ms for numbers)")
     if time_column:
         spec["time_column"] = time_column
         time_format, note = _time_format(frame[time_column])
