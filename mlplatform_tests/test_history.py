@@ -272,6 +272,27 @@ def test_event_counts_are_over_the_last_warmup_events_so_a_restart_and_training_
         assert _equal(after[name].astype("float64"), training[name].iloc[1000:]), name
 
 
+@pytest.mark.parametrize(("apart_us", "beyond"), [(2 * 86_400 * 10**6, 1), (60 * 10**6, 0)])
+def test_the_rows_whose_key_was_last_seen_beyond_servings_horizon_are_counted(apart_us: int, beyond: int) -> None:
+    """The own-dataset probe: a store seen every few thousand events, `warmup_events` 20,000 and a 50,000-event window:
+    training read stores serving, rebuilt from the last 20,000 events, took for new (418 of 1,506 predictions differed),
+    and nothing said so. Here hour 99 comes back 30 events after it was last seen, with a horizon of 10 events; two days
+    apart per event the 24 h window adds nothing to the horizon, a minute apart it holds every event before."""
+    from mlplatform.domain.history import horizon_reach
+
+    spec = load_spec(BIKE_HISTORY_SPEC)
+    spec = spec.model_copy(update={"history": spec.history.model_copy(update={"warmup_events": 10})})  # type: ignore[union-attr]
+    hours = [float(i % 5) for i in range(100)]
+    hours[10] = hours[40] = 99.0
+    events = pd.DataFrame({"event_time": np.arange(100, dtype="int64") * apart_us, "hr": hours, "weathersit": ["1"] * 99 + [None]})
+    window = np.arange(100) >= 20
+    by_key = {r.by: r for r in horizon_reach(events, spec, window)}
+    assert set(by_key) == {"hr", "weathersit"}
+    assert (by_key["hr"].rows, by_key["hr"].beyond, by_key["hr"].widest_gap) == (80, beyond, 30)
+    assert (by_key["weathersit"].rows, by_key["weathersit"].beyond, by_key["weathersit"].widest_gap) == (79, 0, 1), "a missing key is no row of it"
+    assert by_key["hr"].said(10).startswith(f"hr: {beyond} of 80 rows ({beyond / 80:.1%}) had the key's previous event more than warmup_events (10)")
+
+
 def test_values_near_the_float_limit_are_missing_to_windows_on_both_sides_and_never_break_serving() -> None:
     """Two valid floats near 1.7e308 sum to inf, and inf - inf is no number: serving's exact sum raised on every later
     request of the key (a 500 that a restart rebuilt). Beyond VALUE_LIMIT a value is missing to windows and differences."""

@@ -3,6 +3,7 @@ no code change, two models looping independently, and two overlapping runs that 
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -225,6 +226,11 @@ def test_a_third_model_added_by_dg_scaffold_trains_with_no_code_change(project: 
     spec_text = (project / "mlplatform" / "defs" / "churn" / "dataset.yaml").read_text(encoding="utf-8")
     assert "label: churned" in spec_text and "id_column: customer_id" in spec_text and "time_column: signup_time" in spec_text
     assert "monthly_fee: numeric" in spec_text and "plan: categorical" in spec_text
+    # History features by plan, read over a horizon of one event: most rows' plan was last seen further back (the
+    # own-dataset probe: nothing said that serving, rebuilt from that horizon, reads such a key as new).
+    (project / "mlplatform" / "defs" / "churn" / "dataset.yaml").write_text(
+        spec_text + "history:\n  warmup_events: 1\n  features:\n    - {kind: events, by: plan}\n    - {kind: mean, of: monthly_fee, n: 2, by: plan}\n",
+        encoding="utf-8")
     assert "All definitions loaded successfully" in _run(project, "dg", "check", "defs").stdout
     listed = _run(project, "dg", "list", "defs", "--json").stdout
     assert "churn/trained_model" in listed and "churn_retraining_sensor" in listed and "adult/trained_model" in listed
@@ -234,8 +240,12 @@ def test_a_third_model_added_by_dg_scaffold_trains_with_no_code_change(project: 
     _churn_events(1500, seed=2).to_csv(landing / "first.csv", index=False)
     done = _run(project, "mlplatform", "materialize", "--model", "churn")
     assert "materialized raw_events, features, trained_model, evaluation_report of churn" in done.stdout
-    [status] = json.loads(_run(project, "mlplatform", "status", "--model", "churn", "--json").stdout)
+    [status] = json.loads(_run(project, "mlplatform", "status", "--model", "churn", "--json", "--dagster").stdout)
     assert status["champion"] == 1 and status["events"]["total"] == 1500 and status["registered_model"] == "mlplatform-churn"
+    horizon = status["history_horizon"]["plan"]
+    assert re.match(r"plan: [1-9]\d* of 1497 rows \(\d+\.\d%\) had the key's previous event more than warmup_events \(1\) events before", horizon), horizon
+    said = _run(project, "mlplatform", "status", "--model", "churn", "--dagster").stdout
+    assert f"history horizon of the latest features: {horizon}" in said
 
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(project), "MLPLATFORM_STATE_DIR": str(project / "state"), "MLPLATFORM_SERVE_RELOAD_SECONDS": "0.2"}

@@ -11,7 +11,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from mlplatform.domain.keys import (CHALLENGER_SCORE, CHALLENGER_VERSION, CHAMPION_VERSION, DECISION_META, REASON_META, DAGSTER_RUN_TAG, DATASET_DRIFT, DECISION, DECISION_REASON, DRIFT_SHARE, DRIFT_SHARE_TAG,
+from mlplatform.domain.keys import (HISTORY_HORIZON, CHALLENGER_SCORE, CHALLENGER_VERSION, CHAMPION_VERSION, DECISION_META, REASON_META, DAGSTER_RUN_TAG, DATASET_DRIFT, DECISION, DECISION_REASON, DRIFT_SHARE, DRIFT_SHARE_TAG,
                                    DRIFTED_COLUMNS, ESTIMATED_METRIC, FLOOR_VERDICT, LIVE_EVENTS, LIVE_VERDICT, LIVE_VERSION, NEW_LABELLED_TAG,
                                    POLICY_TRIGGER_TAG, REASON_TAG, RECENT_ESTIMATE, RECENT_NOTE, REPORT_PATH, SKIP_REASON, SKIPPED, TRIGGER_REASON, TRUST_VERDICT)
 from mlplatform.root import ModelContext
@@ -81,7 +81,7 @@ def _from_dagster(model: ModelContext, limit: int, versions: list[dict[str, Any]
 
     from mlplatform.orchestration.assets import latest_metadata
     from mlplatform.orchestration.instance import prepare_dagster_home
-    from mlplatform.orchestration.names import DRIFT_REPORT, ESTIMATED_PERFORMANCE, LIVE_QUALITY, ModelNames
+    from mlplatform.orchestration.names import DRIFT_REPORT, ESTIMATED_PERFORMANCE, FEATURES, LIVE_QUALITY, ModelNames
 
     names = ModelNames(model.name)
     prepare_dagster_home(model.settings)
@@ -89,6 +89,7 @@ def _from_dagster(model: ModelContext, limit: int, versions: list[dict[str, Any]
         drift = latest_metadata(instance, names.asset(DRIFT_REPORT))
         live = latest_metadata(instance, names.asset(LIVE_QUALITY))
         estimated = latest_metadata(instance, names.asset(ESTIMATED_PERFORMANCE))
+        features = latest_metadata(instance, names.asset(FEATURES))
         records = instance.get_run_records(filters=dg.RunsFilter(tags={POLICY_TRIGGER_TAG: model.name}), limit=limit)
     trained = {v["dagster_run_id"]: v for v in versions if v["dagster_run_id"]}
     return {
@@ -100,6 +101,7 @@ def _from_dagster(model: ModelContext, limit: int, versions: list[dict[str, Any]
         "drift": None if drift is None else {"champion_version": drift.get(CHAMPION_VERSION), "report": drift.get(REPORT_PATH), "drift_share": drift.get(DRIFT_SHARE),
                                              "dataset_drift": drift.get(DATASET_DRIFT), "drifted_columns": drift.get(DRIFTED_COLUMNS),
                                              "skipped": bool(drift.get(SKIPPED, False)), "skip_reason": drift.get(SKIP_REASON)},
+        "history_horizon": (features or {}).get(HISTORY_HORIZON) or {},
         "sensor_runs": [_sensor_run(record, trained.get(record.dagster_run.run_id)) for record in records],
     }
 
@@ -188,6 +190,7 @@ def render_status(status: dict[str, Any]) -> str:
         lines.append(f"estimated performance: none ({e['skip_reason']})" if e["skipped"] else
                      f"estimated performance of v{e['champion_version']}{_older(e['champion_version'], status)}: {recent}; "
                      f"{e['floor_verdict']}; {e['trust_verdict']}")
+    lines.extend(f"history horizon of the latest features: {said}" for said in status.get("history_horizon", {}).values())
     for r in status.get("sensor_runs", []):
         took = "" if r["seconds"] is None else f" in {r['seconds']:.0f} s"
         outcome = "" if r["version"] is None else f": v{r['version']} {r['decision']}"

@@ -203,6 +203,45 @@ def _label_feature(feature: HistoryFeature, labels: pd.Series, keys: pd.Series, 
     return {feature.names[0]: _window(numbers, keys, feature.n, feature.kind)}
 
 
+@dataclass(frozen=True)
+class HorizonReach:
+    """Of one key (`by`) of the history features, over a training window: its rows whose key's previous event came more
+    than serving's horizon before them. Training reads such a previous event (its past reaches back to the window's
+    start and `warmup_events` before); serving, whose state is rebuilt from the last `warmup_events` events (or the
+    longest time window's span, when it holds more) at its start and when files land, may read the key as new, and
+    its lags, windows and `since` then differ from training's (the own-dataset probe: 418 of 1,506 predictions of a
+    store id with 3,000 values, each store seen every few thousand events, `warmup_events` 20,000)."""
+
+    by: str
+    rows: int  # the window's rows with the key present and an earlier event of it
+    beyond: int  # of those, the rows whose key's previous event is beyond the horizon
+    widest_gap: int  # events from a row back to its key's previous event, at most: a warmup_events that covers them all
+
+    def said(self, warmup_events: int) -> str:
+        share = self.beyond / self.rows if self.rows else 0.0
+        return (f"{self.by}: {self.beyond} of {self.rows} rows ({share:.1%}) had the key's previous event more than warmup_events "
+                f"({warmup_events}) events before: serving, rebuilt from that horizon, may read such a key as new; "
+                f"warmup_events {self.widest_gap} would cover every one")
+
+
+def horizon_reach(events: pd.DataFrame, spec: DatasetSpec, window: np.ndarray) -> list[HorizonReach]:
+    """`HorizonReach` of each key the history features read by, over `events` (oldest first, as `history_frame` takes
+    them) for the rows `window` marks (a boolean per event). A row's horizon is `warmup_events`, or the events of the
+    longest time window's span before it when more, as serving's start reads."""
+    assert spec.history is not None
+    positions = np.arange(len(events))
+    times = events[EVENT_TIME].to_numpy(dtype="int64")
+    horizon = np.maximum(spec.history.warmup_events, positions - np.searchsorted(times, times - spec.history.longest_window_us, side="right"))
+    out = []
+    for by in dict.fromkeys(f.by for f in spec.history_features if f.by is not None):
+        keys = _key_codes(events, by)
+        gap = positions - pd.Series(positions.astype("float64")).groupby(keys.to_numpy()).shift(1).to_numpy()
+        known = window & ~np.isnan(gap)
+        beyond = known & (gap > horizon)
+        out.append(HorizonReach(by, int(known.sum()), int(beyond.sum()), int(np.nanmax(gap[known])) if known.any() else 0))
+    return out
+
+
 def history_frame(events: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
     """Every declared history column for every event (index as `events`), each computed at that event's time.
 

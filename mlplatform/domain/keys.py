@@ -114,6 +114,7 @@ SKIPPED_ENTRIES = "skipped_entries"
 # evaluation_report: the challenger won on the scores and was kept out only by a person's pin or move of the champion
 KEPT_BY_PERSON = "kept_by_person"
 SNAPSHOT = "snapshot"
+HISTORY_HORIZON = "history_horizon"  # features: per key of the history features, how far back its rows found the key before (HorizonReach)
 MLFLOW_VERSION = "mlflow_version"
 SKIPPED = "skipped"
 SKIP_REASON = "skip_reason"

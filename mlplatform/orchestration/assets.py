@@ -17,7 +17,7 @@ import pandas as pd
 from mlplatform.domain.keys import (CHAMPION_VERSION, CHANGE_WINDOW, DAGSTER_RUN_TAG, CHOSEN_WINDOW, JUDGED_ROWS, REFIT, REFIT_ROWS, WINDOW_SCORES, EVIDENTLY_PROJECT_URL, EVIDENTLY_SNAPSHOT_URL, EVIDENTLY_WORKSPACE_ERROR, MLFLOW_VERSION, MODEL_TAG,
                                    REPORT_PATH, REPORT_URL, RUN_TAG_PREFIX, SNAPSHOT, FITTED_ROWS, TRAINED_WINDOW, LANDED_FILES, INGESTED, DUPLICATES,
                                    QUARANTINED, LABELS_APPLIED, REJECTED_FILES, SKIPPED_ENTRIES, KEPT_BY_PERSON,
-                                   CHALLENGER_VERSION, DECISION_META, REASON_META)
+                                   CHALLENGER_VERSION, DECISION_META, REASON_META, HISTORY_HORIZON)
 from mlplatform.domain.retry_budget import RetryBudget
 from mlplatform.domain.training import TrainingError
 from mlplatform.domain.validation import LABEL
@@ -172,6 +172,12 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
         except TrainingError as exc:
             raise final_failure(context.instance, context.run.run_id, f"features: {exc}; the champion is unchanged") from exc
         pruned = prune_snapshots(folder, model.settings.feature_snapshots_keep)
+        horizon: dict[str, str] = {}
+        if spec.history is not None:
+            for reach in snapshot.reach:
+                horizon[reach.by] = reach.said(spec.history.warmup_events)
+                if reach.beyond:
+                    context.log.warning(f"history horizon: {horizon[reach.by]}")
         w = snapshot.window
         train_part = snapshot.train
         balance = train_part[LABEL].value_counts(normalize=True).round(4).to_dict() if spec.is_classification else {
@@ -193,6 +199,7 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
                 "categories": dg.MetadataValue.json({k: len(v) for k, v in snapshot.transformer.categories.items()}),
                 SNAPSHOT: dg.MetadataValue.path(str(folder)),
                 "snapshots_pruned": pruned,
+                **({HISTORY_HORIZON: dg.MetadataValue.json(horizon)} if horizon else {}),
             },
         )
 

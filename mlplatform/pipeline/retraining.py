@@ -23,7 +23,7 @@ from mlplatform.domain.evaluation import Decision, classes_training_lacks, decid
 from mlplatform.stores.dask_cluster import dask_client
 from mlplatform.stores.eventlog import EventStore
 from mlplatform.domain.features import FeatureTransformer, HistoryFeaturesMissing
-from mlplatform.domain.history import history_frame
+from mlplatform.domain.history import HorizonReach, history_frame, horizon_reach
 from mlplatform.domain.predictor import Predictor, scores_records_of, spec_mismatch
 from mlplatform.stores.registry import TRAINING, ChampionRecord, Registry, json_tag, tag
 from mlplatform.settings import Settings, env_name
@@ -80,6 +80,7 @@ class FeatureSnapshot:
     folder: Path
     window: Window
     transformer: FeatureTransformer
+    reach: list[HorizonReach] = field(default_factory=list)  # as the snapshot was built (not kept in its folder)
 
     @property
     def train(self) -> pd.DataFrame:
@@ -141,8 +142,13 @@ def with_history(log: EventStore, spec: DatasetSpec, window: pd.DataFrame, cutof
     Read over every event of the window's span, labelled or not, plus `history.warmup_events` (or the longest time
     window, when it holds more) before it so that windows and lags start warm; labels past `cutoff` are not used, so the snapshot is what the cut-off saw.
     """
+    return with_history_reach(log, spec, window, cutoff)[0]
+
+
+def with_history_reach(log: EventStore, spec: DatasetSpec, window: pd.DataFrame, cutoff: int) -> tuple[pd.DataFrame, list[HorizonReach]]:
+    """`with_history`, and how far back the window's rows found their keys' previous events (`horizon_reach`)."""
     if spec.history is None or window.empty:
-        return window
+        return window, []
     first, last = int(window[EVENT_TIME].iloc[0]), int(window[EVENT_TIME].iloc[-1])
     warm = log.history_warmup(first, spec.history.warmup_events, spec.history.longest_window_us)
     span = log.events_between(start_us=first, end_us=last + 1, label_times=True)
@@ -153,13 +159,13 @@ def with_history(log: EventStore, spec: DatasetSpec, window: pd.DataFrame, cutof
     late = (events["label_seq"] > cutoff).to_numpy()
     events.loc[late, [LABEL, "label_seq", "label_time"]] = None
     history = history_frame(events, spec).set_axis(events[EVENT_ID].to_numpy())
-    return window.join(history, on=EVENT_ID)
+    return window.join(history, on=EVENT_ID), horizon_reach(events, spec, events[EVENT_ID].isin(window[EVENT_ID]).to_numpy())
 
 
 def build_feature_snapshot(settings: Settings, spec: DatasetSpec, log: EventStore, folder: Path) -> FeatureSnapshot:
     """Read the latest labelled window (with its history columns), split off the hold-out, fit the transformer, keep all three."""
     cutoff = log.counts().label_watermark
-    window = with_history(log, spec, log.labelled_window(settings.training_window, max_label_seq=cutoff), cutoff)
+    window, reach = with_history_reach(log, spec, log.labelled_window(settings.training_window, max_label_seq=cutoff), cutoff)
     train_part, holdout, transformer = prepare_window(settings, spec, window)
     folder.mkdir(parents=True, exist_ok=True)
     train_part.to_parquet(folder / TRAIN_FILE, index=False)
@@ -179,7 +185,7 @@ def build_feature_snapshot(settings: Settings, spec: DatasetSpec, log: EventStor
         seq_cutoff=int(window["seq"].max()),
     )
     (folder / WINDOW_FILE).write_text(json.dumps(asdict(info)), encoding="utf-8")
-    return FeatureSnapshot(folder, info, transformer)
+    return FeatureSnapshot(folder, info, transformer, reach)
 
 
 def prune_snapshots(folder: Path, keep: int) -> int:
