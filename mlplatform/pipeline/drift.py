@@ -297,8 +297,29 @@ def _bounds(reference: pd.Series) -> tuple[float, float]:
     return max(low - spread, -ARITHMETIC_LIMIT), min(high + spread, ARITHMETIC_LIMIT)
 
 
-def _comparable(reference: pd.DataFrame, current: pd.DataFrame, numeric: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Both frames with each numeric column clipped to its `_bounds` and `settled` to about 12 digits.
+MIN_CATEGORY_ROWS = 5  # rows of a category in one sample or the other for it to be compared on its own (chi-square's usual expected count)
+RARE_CATEGORY = "(rare on both sides)"
+
+
+def _lumped(reference: pd.Series, current: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """A categorical column with the categories each sample holds fewer than MIN_CATEGORY_ROWS times as one category on
+    both sides. Compared one by one, such categories are sampling noise: a store id of 3,000 values, its mix unchanged,
+    drifted in every report (the own-dataset probe); a category common on either side, a new one among them, is
+    compared on its own."""
+    in_reference, in_current = reference.value_counts(), current.value_counts()
+    kept = set(in_reference.index[in_reference >= MIN_CATEGORY_ROWS]) | set(in_current.index[in_current >= MIN_CATEGORY_ROWS])
+    if kept >= set(in_reference.index) | set(in_current.index):
+        return reference, current  # nothing rare on both sides: compared as they are
+
+    def lump(column: pd.Series) -> pd.Series:
+        return column.where(column.isna() | column.isin(kept), RARE_CATEGORY)
+
+    return lump(reference), lump(current)
+
+
+def _comparable(reference: pd.DataFrame, current: pd.DataFrame, numeric: list[str], categorical: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Both frames with each numeric column clipped to its `_bounds` and `settled` to about 12 digits, and each
+    categorical feature's categories rare on both sides lumped (`_lumped`).
 
     Clipped: Evidently's histograms and distances fail on a range past the float limit; and above 1000 rows its test is
     the Wasserstein distance, which one valid but extreme value (1e308 in 2000 rows) made 5.6e96 standard deviations,
@@ -311,7 +332,12 @@ def _comparable(reference: pd.DataFrame, current: pd.DataFrame, numeric: list[st
     def prepare(frame: pd.DataFrame) -> pd.DataFrame:
         return frame.assign(**{c: settled(frame[c].clip(*bounds[c]).to_numpy(dtype="float64")) for c in numeric}) if numeric else frame
 
-    return prepare(reference), prepare(current)
+    reference, current = prepare(reference), prepare(current)
+    lumped = {c: _lumped(reference[c], current[c]) for c in categorical}
+    if lumped:
+        reference = reference.assign(**{c: pair[0] for c, pair in lumped.items()})
+        current = current.assign(**{c: pair[1] for c, pair in lumped.items()})
+    return reference, current
 
 
 def _run_evidently(spec: DatasetSpec, reference: pd.DataFrame, current: pd.DataFrame, features: list[str], extra: list[str], share_threshold: float,
@@ -325,7 +351,7 @@ def _run_evidently(spec: DatasetSpec, reference: pd.DataFrame, current: pd.DataF
 
     columns = features + extra
     numeric, categorical = _column_types(spec, columns)
-    reference, current = _comparable(reference, current, numeric)
+    reference, current = _comparable(reference, current, numeric, [c for c in categorical if c in spec.categorical_features])
     definition = DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
     items = [DataDriftPreset(columns=features, drift_share=share_threshold)] if features else []
     items += [ValueDrift(column=c) for c in extra]
