@@ -472,6 +472,41 @@ def test_events_another_serving_process_answered_enter_this_ones_history_and_its
     assert np.allclose(served.to_numpy(), rebuilt.to_numpy(), rtol=1e-9, atol=1e-9, equal_nan=True), (served, rebuilt)
 
 
+def test_own_rows_in_flight_when_a_rebuild_ran_bring_no_second_one_once_committed(parts: Parts) -> None:
+    """The review: the rebuild after a landing kept `count - taken` as the others' events; rows of its own in flight
+    then (taken, not yet in the count) read as others' once committed, and brought a second rebuild with nothing new.
+    Here three rows in flight are told by the prediction log's counters, and their commit is written to the log."""
+    from dataclasses import replace as with_fields
+
+    asleep = with_fields(parts, settings=parts.settings.model_copy(update={"serve_history_catch_up_seconds": 3600.0}))
+    hour = pd.Timestamp.now(tz="UTC").floor("h") - pd.Timedelta(hours=3)
+    rows = read_source(parts.spec).iloc[LANDED + REPLAYED + 140 : LANDED + REPLAYED + 150].assign(dteday=hour.strftime("%Y-%m-%d"), hr=hour.hour)
+    records = json_records(read_source(parts.spec).iloc[LANDED + REPLAYED + 150 : LANDED + REPLAYED + 153], parts.spec)
+    services: list[Any] = []
+
+    def rebuild_when_allowed(service: Any) -> None:
+        time.sleep(max(0.0, service._rebuild_after - time.monotonic()))  # a tenth of the time at most goes to rebuilding
+        service._rebuild_history()
+
+    with serving(asleep, prepare=services.append) as client:
+        service, log = services[0], services[0].log
+        service.log = _Patched(log, taken=lambda: log.taken() + len(records), settled=log.settled)  # taken, not committed
+        parts.event_log.append(canonical(rows, parts.spec), "landing-in-flight")
+        rebuild_when_allowed(service)
+        rebuilds = metric(client, "mlplatform_history_rebuilds_total")
+        assert rebuilds >= 1
+        for i, record in enumerate(records):  # their commit: in the count, and settled
+            [row], errors = service.model().codec.check([dict(record)], ["body"])
+            assert not errors, errors
+            parts.event_log.append_served([(f"own-{i}", now_us(), "1", 0.0, None, *row.values())], SERVING_SOURCE)
+        service.log = _Patched(log, taken=lambda: log.taken() + len(records), settled=lambda: log.settled() + len(records))
+        rebuild_when_allowed(service)
+        assert metric(client, "mlplatform_history_rebuilds_total") == rebuilds, "nothing another writer filed: no rebuild"
+        parts.event_log.append(canonical(rows.assign(instant=[f"again-{i}" for i in range(len(rows))]), parts.spec), "landing-after")
+        rebuild_when_allowed(service)
+        assert metric(client, "mlplatform_history_rebuilds_total") == rebuilds + 1, "another writer's events: a rebuild"
+
+
 def test_an_event_landed_with_a_time_ahead_is_not_in_the_history_of_requests_before_it(parts: Parts) -> None:
     """Landing takes events up to a day ahead of its clock (skew). Serving's start read the log's newest events, such an
     event among them, so a request before its time read its values as a key's latest; training's frame, where the

@@ -70,6 +70,7 @@ class PredictionLog:
         self._queue: queue.SimpleQueue[_Pending | object | None] = queue.SimpleQueue()
         self.failure: str | None = None  # why the last commit (or probe) failed; None once one succeeds
         self._taken = 0  # rows handed over and not failed: committed, or being committed (see `taken`)
+        self._settled = 0  # rows committed (see `settled`)
         self._taken_lock = threading.Lock()  # requests' loops and the writer thread both count
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
 
@@ -90,9 +91,14 @@ class PredictionLog:
 
     def taken(self) -> int:
         """Rows this log took and has not failed: every event of this process in the log, and those on their way there.
-        Read after the log's event count, the difference is events other writers filed (landing, other serving processes);
-        a row committed meanwhile was counted here before its commit."""
+        Read after the log's event count, the count minus this is at most the events other writers filed (landing, other
+        serving processes): a row committed before the count was taken before it."""
         return self._taken
+
+    def settled(self) -> int:
+        """Rows this log committed. Read before the log's event count, the count minus this is at least the events other
+        writers filed: a row counted here was committed, so it is in the count."""
+        return self._settled
 
     async def write(self, rows: list[tuple[Any, ...]]) -> None:
         """Return once `rows` are committed; raise PredictionLogError if they could not be, EventIdsTaken (nothing of `rows`
@@ -211,8 +217,10 @@ class PredictionLog:
             self._metrics.errors.labels(kind="prediction_log").inc()
             error = PredictionLogError(f"the prediction log could not record the predictions: {failure}")
         self.failure = str(error) if isinstance(error, PredictionLogError) else None  # a taken id: the log itself answered
-        if error is not None:
-            with self._taken_lock:
+        with self._taken_lock:
+            if error is None:
+                self._settled += size
+            else:
                 self._taken -= size
         committed = time.perf_counter()
         self._metrics.log_pending.dec(size)
