@@ -221,14 +221,16 @@ def test_runs_a_killed_stack_left_with_no_worker_are_failed_when_a_stack_starts(
         assert not stopped_in_flight(dg.DagsterRun(job_name=failed.job_name, run_id="4" * 36, tags=dict(failed.tags))), "a retry, its parent's tags"
 
 
-def test_a_retraining_whose_command_is_gone_before_its_run_ended_holds_no_other_back() -> None:
+def test_a_retraining_whose_command_is_gone_before_its_run_started_holds_no_other_back() -> None:
     """The production probe: `mlplatform materialize` killed, or failed on its instance's database, while its run was
     NOT_STARTED left the run so for ever; the retraining sensor skipped every tick ("retraining run … is unfinished")
-    and `materialize` again was refused. A run whose command is gone, on this machine, is ended when a retraining looks
-    for one: canceled if it never started, failed if it did. A live command's, or another machine's, is left alone."""
+    and `materialize` again was refused. Such a run, its command gone on this machine, is canceled when a retraining
+    looks for one. Not ended (the review): a started one (on Celery its steps run on without the command; run
+    monitoring and the stack's start judge it by its worker), a live command's, another machine's, and a retry or
+    re-execution, whose tags are its parent's."""
     from mlplatform.domain.keys import COMMAND_PROCESS_TAG, RETRAIN_TAG
     from mlplatform.orchestration.trigger import retraining_elsewhere
-    from mlplatform.orchestration.warm_runs import command_process_tag
+    from mlplatform.orchestration.warm_runs import command_process_tag, fail_runs_left_behind
 
     gone = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     here, _, _ = command_process_tag()[COMMAND_PROCESS_TAG].rpartition("/")
@@ -236,23 +238,36 @@ def test_a_retraining_whose_command_is_gone_before_its_run_ended_holds_no_other_
     gone.kill()
     gone.wait()
     with dg.instance_for_test() as instance:
-        def retraining(run_id: str, status: dg.DagsterRunStatus, process: str) -> dg.DagsterRun:
+        def retraining(run_id: str, status: dg.DagsterRunStatus, process: str, **more: str) -> dg.DagsterRun:
             return instance.add_run(dg.DagsterRun(job_name="__ASSET_JOB", run_id=run_id * 36, status=status,
-                                                  tags={RETRAIN_TAG: "adult", COMMAND_PROCESS_TAG: process}))
+                                                  tags={RETRAIN_TAG: "adult", COMMAND_PROCESS_TAG: process}, **more))  # type: ignore[arg-type]
+
+        def busy() -> str | None:
+            found = retraining_elsewhere(instance, "adult", "")
+            if found is not None:
+                instance.report_run_canceled(instance.get_run_by_id(found))  # type: ignore[arg-type]
+            return found
 
         never = retraining("8", dg.DagsterRunStatus.NOT_STARTED, dead)
-        started = retraining("9", dg.DagsterRunStatus.STARTED, dead)
         assert retraining_elsewhere(instance, "adult", "") is None
         assert instance.get_run_by_id(never.run_id).status == dg.DagsterRunStatus.CANCELED  # type: ignore[union-attr]
-        assert instance.get_run_by_id(started.run_id).status == dg.DagsterRunStatus.FAILURE  # type: ignore[union-attr]
         said = [e.message for e in instance.all_logs(never.run_id) if e.message]
         assert any(f"The mlplatform command that created the run (pid {gone.pid}) is gone" in m for m in said), said
-        elsewhere = retraining("a", dg.DagsterRunStatus.NOT_STARTED, dead.replace(here, here + "-another-machine", 1))
-        assert retraining_elsewhere(instance, "adult", "") == elsewhere.run_id, "a pid of another machine says nothing here"
-        instance.report_run_canceled(elsewhere)
-        alive = retraining("b", dg.DagsterRunStatus.NOT_STARTED, command_process_tag()[COMMAND_PROCESS_TAG])
+        started = retraining("9", dg.DagsterRunStatus.STARTED, dead)
+        assert busy() == started.run_id, "started: its steps may run on without the command"
+        retry = retraining("a", dg.DagsterRunStatus.NOT_STARTED, dead, parent_run_id=never.run_id, root_run_id=never.run_id)
+        assert busy() == retry.run_id, "a retry's tag is its parent's: it says nothing of the retry's own process"
+        elsewhere = retraining("b", dg.DagsterRunStatus.NOT_STARTED, dead.replace(here, here + "-another-machine", 1))
+        assert busy() == elsewhere.run_id, "a pid of another machine says nothing here"
+        alive = retraining("c", dg.DagsterRunStatus.NOT_STARTED, command_process_tag()[COMMAND_PROCESS_TAG])
         assert retraining_elsewhere(instance, "adult", "") == alive.run_id, "its command is creating it right now"
         assert instance.get_run_by_id(alive.run_id).status == dg.DagsterRunStatus.NOT_STARTED  # type: ignore[union-attr]
+        instance.report_run_canceled(alive)
+        parent = instance.add_run(dg.DagsterRun(job_name="adult_drift", run_id="d" * 36, status=dg.DagsterRunStatus.FAILURE,
+                                                tags={RUN_WORKER_TAG: RunWorker.of(gone.pid).tag()}))
+        launching = instance.add_run(dg.DagsterRun(job_name="adult_drift", run_id="e" * 36, status=dg.DagsterRunStatus.STARTING, tags=dict(parent.tags),
+                                                   parent_run_id=parent.run_id, root_run_id=parent.run_id))
+        assert launching.run_id not in fail_runs_left_behind(instance), "a retry being launched carries its parent's dead worker until tagged"
 
 
 def _started_by(instance: dg.DagsterInstance, run_id: str, pid: int, at: float) -> dg.DagsterRun:

@@ -197,13 +197,12 @@ UNFINISHED = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.Da
 
 def retraining_elsewhere(instance: dg.DagsterInstance, model: str, run_id: str) -> str | None:
     """Another unfinished retraining run of the model, if any: one retraining per model at a time, as the run queue keeps it.
-    One whose process is gone is ended first (`end_if_left_behind`): it would hold every later retraining back."""
-    from mlplatform.orchestration.warm_runs import end_if_left_behind, on_this_machine
+    One never started whose command is gone is canceled first (`end_if_left_behind`): it would hold every later
+    retraining back. A started one is left to run monitoring and the stack's start: a launcher may be starting it now."""
+    from mlplatform.orchestration.warm_runs import end_if_left_behind
 
     runs = instance.get_runs(filters=dg.RunsFilter(tags={RETRAIN_TAG: model}, statuses=UNFINISHED), limit=RECENT_TRIGGER_RUNS)
-    others = [r for r in runs if r.run_id != run_id]
-    here = on_this_machine(instance) if others else False
-    return next((r.run_id for r in others if not end_if_left_behind(instance, r, here)), None)
+    return next((r.run_id for r in runs if r.run_id != run_id and not end_if_left_behind(instance, r, False, started_too=False)), None)
 
 
 def build_retraining_trigger(names: ModelNames, retry: dg.RetryPolicy) -> dg.AssetsDefinition:

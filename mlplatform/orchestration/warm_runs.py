@@ -167,7 +167,7 @@ class RunWorker:
     def parse(cls, text: str) -> RunWorker | None:
         """"<pid>:<start>" (`tag`) of a real process id; None for anything else."""
         pid, colon, started = text.partition(":")
-        if not (colon and pid.isdigit() and started.isdigit() and int(pid) > 0):
+        if not (colon and pid.isdigit() and started.isdigit() and int(pid) > 0 and int(started) > 0):  # 0: a start /proc did not tell
             return None
         return cls(int(pid), int(started))
 
@@ -326,28 +326,34 @@ def fail_runs_left_behind(instance: DagsterInstance, this_machine_only: bool = F
     """End the runs not started, starting or started whose recorded worker or command is gone (`end_if_left_behind`), and
     return their ids. A stack killed outright leaves them so (its reaper kills their workers); run monitoring fails a
     STARTED one within 30 s, but a STARTING one only after `start_timeout_seconds` (600 s), every drift report of its
-    model waiting behind it. Called as a stack starts; failed, run retries launch them again."""
+    model waiting behind it. Called as a stack starts, and as a command starts a retraining; failed, run retries launch
+    them again."""
     return [run.run_id for run in instance.get_runs(filters=RunsFilter(statuses=LEFT_BEHIND_STATUSES))
             if end_if_left_behind(instance, run, this_machine_only)]
 
 
-def end_if_left_behind(instance: DagsterInstance, run: DagsterRun, this_machine_only: bool) -> bool:
-    """End `run` if the process that was to carry it out is gone, saying so in its log: started, it fails (and run
-    retries may launch it again); not started yet, it is canceled, as nothing of it ran (the production probe: a
-    `materialize` killed, or whose instance database failed, before its run started left it NOT_STARTED for ever, and
-    every later retraining of its model waited behind it). Returns whether it did.
+def end_if_left_behind(instance: DagsterInstance, run: DagsterRun, this_machine_only: bool, started_too: bool = True) -> bool:
+    """End `run` if the process that was to carry it out is gone, saying so in its log, and return whether it did.
 
-    The process is the run's worker as its tag records it, or the mlplatform command that created it (when that ran on
-    this machine: a pid means nothing on another). `this_machine_only` (an instance on SQLite files, which only this
-    machine's processes write): a started run with neither (launched by an earlier version or another launcher) is
-    judged by the process that started it, as its RUN_START event records it. Run monitoring cannot check such a run,
-    and one whose process was killed stayed STARTED until its hour of max runtime: the drift sensor waited for it and it
-    held a run slot (the upgrade probe of stop 38)."""
-    worker, what = RunWorker.of_run(run), "The run worker"
-    if worker is None:
-        worker, what = _command_here(run), "The mlplatform command that created the run"
-    if worker is None and this_machine_only:
-        worker, what = _starter(instance, run.run_id), "The process that started the run (no run worker recorded)"
+    Not started yet: the mlplatform command that created it (its tag, when it names this machine) is gone, and the run is
+    canceled, as nothing of it ran (the production probe: a `materialize` killed, or whose instance database failed,
+    before its run started left it NOT_STARTED for ever, and every later retraining of its model waited behind it).
+    Starting or started (with `started_too`): its worker as its tag records it is gone, and it fails (run retries may
+    launch it again). Not the command: on Celery, steps it submitted run on without it. `this_machine_only` (an
+    instance on SQLite files, which only this machine's processes write): a started run with no worker recorded
+    (launched by an earlier version or another launcher) is judged by the process that started it, as its RUN_START
+    event records it. Run monitoring cannot check such a run, and one whose process was killed stayed STARTED until its
+    hour of max runtime: the drift sensor waited for it and it held a run slot (the upgrade probe of stop 38).
+
+    A tag a retry or re-execution inherited from its parent names the parent's process, not its own: it says nothing."""
+    if run.status == DagsterRunStatus.NOT_STARTED:
+        worker, what = _command_here(instance, run), "The mlplatform command that created the run"
+    elif not started_too:
+        return False
+    else:
+        worker, what = RunWorker.parse(_own_tag(instance, run, RUN_WORKER_TAG)), "The run worker"
+        if worker is None and this_machine_only:
+            worker, what = _starter(instance, run.run_id), "The process that started the run (no run worker recorded)"
     if worker is None or worker.alive():
         return False
     instance.report_engine_event(f"{what} (pid {worker.pid}) is gone: the stack or command that launched the run stopped without ending it.",
@@ -360,15 +366,35 @@ def end_if_left_behind(instance: DagsterInstance, run: DagsterRun, this_machine_
     return True
 
 
+def _own_tag(instance: DagsterInstance, run: DagsterRun, key: str) -> str:
+    """`run`'s tag `key`, unless it holds its parent's value (a retry or re-execution copies its parent's tags)."""
+    value = run.tags.get(key, "")
+    parent = instance.get_run_by_id(run.parent_run_id) if value and run.parent_run_id else None
+    return "" if parent is not None and parent.tags.get(key) == value else value
+
+
+def _this_machine() -> str | None:
+    """This machine and process namespace: its host name, boot id and pid namespace (containers sharing a host name
+    have pid namespaces of their own); None where /proc does not say."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+    return f"{socket.gethostname()}+{boot}+{namespace}"
+
+
 def command_process_tag() -> dict[str, str]:
-    """The tag naming this process, on this machine, as the command that created a run (`end_if_left_behind`)."""
-    return {COMMAND_PROCESS_TAG: f"{socket.gethostname()}/{RunWorker.of(os.getpid()).tag()}"}
+    """The tag naming this process, on this machine, as the command that created a run (`end_if_left_behind`); none
+    where the machine or the process's start cannot be told."""
+    machine, worker = _this_machine(), RunWorker.of(os.getpid())
+    return {COMMAND_PROCESS_TAG: f"{machine}/{worker.tag()}"} if machine is not None and worker.started else {}
 
 
-def _command_here(run: DagsterRun) -> RunWorker | None:
-    """The mlplatform command that created `run`, if its tag says it ran on this machine."""
-    host, slash, process = run.tags.get(COMMAND_PROCESS_TAG, "").rpartition("/")
-    return RunWorker.parse(process) if slash and host == socket.gethostname() else None
+def _command_here(instance: DagsterInstance, run: DagsterRun) -> RunWorker | None:
+    """The mlplatform command that created `run`, if its own tag says it ran on this machine."""
+    machine, slash, process = _own_tag(instance, run, COMMAND_PROCESS_TAG).rpartition("/")
+    return RunWorker.parse(process) if slash and machine == _this_machine() else None
 
 
 def on_this_machine(instance: DagsterInstance) -> bool:
