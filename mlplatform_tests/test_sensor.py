@@ -418,9 +418,16 @@ def test_a_champion_set_by_hand_takes_over_with_a_fresh_drift_bar(platform: Plat
     launch(platform.instance, "adult", request)  # rejected (margin 1.0): a raised bar, and no label since its trigger
     raised = _drift_bar(platform)
     assert raised.unpromoted >= 1 and raised.labels > MIN_FOR_DRIFT, raised
-    record = platform.model.registry.champion_record()
+    registry = platform.model.registry
+    record = registry.champion_record()
     assert record is not None
-    platform.model.registry.set_champion(record.version, "rolled back by hand", "operator", pin=False)
+    registry.set_champion(record.version, "pinned while we look", "operator", pin=True)
+    registry.unpin("looked", "operator")
+    assert _drift_bar(platform) == raised, "a pin and an unpin of the same champion change no champion (the review)"
+    rejected = max(v.version for v in registry.versions(limit=5))
+    assert rejected != record.version
+    registry.set_champion(rejected, "tried by hand", "operator", pin=False)
+    registry.set_champion(record.version, "rolled back by hand", "operator", pin=False)
     assert _drift_bar(platform) == DriftBar(MIN_FOR_DRIFT, 0)
     report_id, _ = _fake_drift_verdict(platform, dg.DagsterRunStatus.SUCCESS)
     platform.replay(platform.next_rows(MIN_FOR_DRIFT))

@@ -76,7 +76,7 @@ class ChampionRecord:
     pinned: bool
     pin_reason: str
     recorded: bool  # the timeline's last move names this version, or the platform is moving to it (False: moved outside the platform)
-    since: float = 0.0  # when the timeline's last move made it champion, epoch seconds (0: not recorded there)
+    since: float = 0.0  # when the timeline says it became champion (its pins and unpins since are no change), epoch seconds (0: not recorded there)
 
 
 @dataclass(frozen=True)
@@ -385,7 +385,18 @@ def read_champion(version: int, model_tags: dict[str, str], version_tags: Mappin
     named = bool(history) and history[-1].version == version
     recorded = named or _moving_to(model_tags.get(CHAMPION_MOVING, ""), history) == version
     return ChampionRecord(version, int(version_tags.get(WINDOW_CUTOFF, 0)), pinned=pinned_version == str(version), pin_reason=reason, recorded=recorded,
-                          since=history[-1].at if named else 0.0)
+                          since=_became_champion(history) if named else 0.0)
+
+
+def _became_champion(history: Sequence[ChampionChange]) -> float:
+    """When the last version of `history` took over: the first of the moves naming it since another version's (a pin,
+    an unpin or a set to the version it already was is no change of champion)."""
+    since = history[-1].at
+    for change in reversed(history):
+        if change.version != history[-1].version:
+            break
+        since = change.at
+    return since
 
 
 def _moving_to(mark: str, history: list[ChampionChange], now: float | None = None) -> int | None:
