@@ -290,7 +290,10 @@ def test_the_rows_whose_key_was_last_seen_beyond_servings_horizon_are_counted(ap
     assert set(by_key) == {"hr", "weathersit"}
     assert (by_key["hr"].rows, by_key["hr"].beyond, by_key["hr"].widest_gap) == (80, beyond, 30)
     assert (by_key["weathersit"].rows, by_key["weathersit"].beyond, by_key["weathersit"].widest_gap) == (79, 0, 1), "a missing key is no row of it"
-    assert by_key["hr"].said(10).startswith(f"hr: {beyond} of 80 rows ({beyond / 80:.1%}) had the key's previous event more than warmup_events (10)")
+    horizon = "serving's horizon (warmup_events 10, or the events of the longest time window's span when more)"
+    assert by_key["hr"].said(10) == (f"hr: 1 of 80 rows (1.2%) had the key's previous event further back than {horizon}: serving, rebuilt from "
+                                     "there, may read such a key as new; warmup_events 30 would cover every one" if beyond else
+                                     f"hr: each of 80 rows had the key's previous event within {horizon}")
 
 
 def test_values_near_the_float_limit_are_missing_to_windows_on_both_sides_and_never_break_serving() -> None:

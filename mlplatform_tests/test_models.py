@@ -243,7 +243,8 @@ def test_a_third_model_added_by_dg_scaffold_trains_with_no_code_change(project: 
     [status] = json.loads(_run(project, "mlplatform", "status", "--model", "churn", "--json", "--dagster").stdout)
     assert status["champion"] == 1 and status["events"]["total"] == 1500 and status["registered_model"] == "mlplatform-churn"
     horizon = status["history_horizon"]["plan"]
-    assert re.match(r"plan: [1-9]\d* of 1497 rows \(\d+\.\d%\) had the key's previous event more than warmup_events \(1\) events before", horizon), horizon
+    assert re.match(r"plan: [1-9]\d* of 1497 rows \(\d+\.\d%\) had the key's previous event further back than serving's horizon \(warmup_events 1,",
+                    horizon), horizon
     said = _run(project, "mlplatform", "status", "--model", "churn", "--dagster").stdout
     assert f"history horizon of the latest features: {horizon}" in said
 
@@ -510,11 +511,14 @@ def test_a_draft_spec_knows_common_time_column_names(tmp_path: Path, name: str) 
 def test_a_draft_spec_with_no_time_column_says_so(tmp_path: Path) -> None:
     """The own-dataset probe: epoch milliseconds under a name the draft did not know became a numeric feature, with no
     word that no time column was found (the model learns from a rising number, and file order is time order)."""
+    from mlplatform.domain.spec import parse_spec
     from mlplatform.domain.spec_draft import draft_spec
 
     sample = tmp_path / "sample.csv"
     pd.DataFrame({"stamp": [1293840000000, 1293843600000], "temp": [0.2, 0.3], "cnt": [16.5, 40]}).to_csv(sample, index=False)
     assert "# no time column found (by name, or by values that read as times): events would be timed as they land" in draft_spec("rides", sample)
+    pd.DataFrame({"updated": [1293850000000, 1293853600000], "created": [1293840000000, 1293843600000], "cnt": [16.5, 40]}).to_csv(sample, index=False)
+    assert parse_spec(yaml.safe_load(draft_spec("rides", sample))).time_column == "created", "when it happened, not when it last changed"
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet", "jsonl"])

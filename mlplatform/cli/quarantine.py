@@ -72,7 +72,8 @@ def _release(model: ModelContext, source: str, content: str | None, by: str, rea
     contents = "; ".join(f"content {c if isinstance(c, str) else 'unknown (landed before contents were recorded)'}: {_rows(n)}" for c, n in rows.items())
     if content is not None and rows.empty:
         raise QuarantineError(f"{model.name}: file {source!r} has no quarantined rows of a content starting {content!r}")
-    firsts = {log.first_contents(source).get(c) if isinstance(c, str) else None for c in rows.index}
+    first_contents = log.first_contents(source)
+    firsts = {first_contents.get(c) if isinstance(c, str) else None for c in rows.index}
     grew = len(rows) > 1 and len(firsts) == 1 and None not in firsts
     if len(rows) > 1 and not grew:
         raise QuarantineError(f"{model.name}: file {source!r} was landed as {len(rows)} contents with quarantined rows ({contents}): say which with "

@@ -218,10 +218,12 @@ class HorizonReach:
     widest_gap: int  # events from a row back to its key's previous event, at most: a warmup_events that covers them all
 
     def said(self, warmup_events: int) -> str:
-        share = self.beyond / self.rows if self.rows else 0.0
-        return (f"{self.by}: {self.beyond} of {self.rows} rows ({share:.1%}) had the key's previous event more than warmup_events "
-                f"({warmup_events}) events before: serving, rebuilt from that horizon, may read such a key as new; "
-                f"warmup_events {self.widest_gap} would cover every one")
+        horizon = f"serving's horizon (warmup_events {warmup_events}, or the events of the longest time window's span when more)"
+        if not self.beyond:
+            return f"{self.by}: each of {self.rows} rows had the key's previous event within {horizon}"
+        return (f"{self.by}: {self.beyond} of {self.rows} rows ({self.beyond / self.rows:.1%}) had the key's previous event further back "
+                f"than {horizon}: serving, rebuilt from there, may read such a key as new; warmup_events {self.widest_gap} would "
+                "cover every one")
 
 
 def horizon_reach(events: pd.DataFrame, spec: DatasetSpec, window: np.ndarray) -> list[HorizonReach]:

@@ -29,6 +29,7 @@ UNREAD_TIMES_MAX = 0.05  # values of the time column no format reads, up to whic
 ID_NAMES = re.compile(r"^(id|.*_id|event_id|uuid)$", re.IGNORECASE)
 TIME_NAMES = re.compile(r"^(time|timestamp|date|datetime|ts|dteday|epoch|created|updated|modified|occurred)$|^(timestamp|datetime|ts|epoch)_"
                         r"|_(time|at|date|ts|ms|timestamp|datetime|epoch)$", re.IGNORECASE)
+LAST_CHANGE_NAMES = re.compile(r"updated|modified", re.IGNORECASE)
 HOUR_NAMES = re.compile(r"^(hr|hour|hour_of_day)$", re.IGNORECASE)
 # Patterns a sample's time column is tried in when ISO 8601 does not read it; the first that reads every value wins
 # (day first before month first: a sample whose days are all 12 or less reads both ways, and the draft says so).
@@ -215,7 +216,8 @@ def draft_spec(name: str, sample: Path | None, label: str | None = None, task: s
             spec["positive_class"] = classes[-1]
     rest = [str(c) for c in frame.columns if c != label]
     id_column = next((c for c in rest if _matched(ID_NAMES, c)), None)
-    time_column = next((c for c in rest if c != id_column and _matched(TIME_NAMES, c)), None)
+    # A last change's time (updated, modified) only where no other name says when the event happened.
+    time_column = next((c for c in sorted(rest, key=lambda c: bool(LAST_CHANGE_NAMES.search(c))) if c != id_column and _matched(TIME_NAMES, c)), None)
     if time_column is None and (time_column := next((c for c in rest if c != id_column and _reads_as_times(frame[c])), None)) is not None:
         notes.append(f"time_column {time_column!r} guessed: its values read as times; check")
     if id_column is None:  # times are distinct too: only a column that is neither the time column nor read as times

@@ -724,9 +724,11 @@ class EventStore(ABC):
         grew from none). Contents with one first content are one file that grew, not files that replaced it."""
         p = self.PARAM
         contents = [str(sha) for (sha,) in self._query(f"SELECT DISTINCT file_sha256 FROM quarantine WHERE source = {p} AND file_sha256 IS NOT NULL", (source,))[1]]
-        earlier = {str(sha): str(grown_from) for sha, grown_from in self._query(
-            f"SELECT l.sha256, l.grown_from FROM file_lineage l JOIN files f ON f.sha256 = l.sha256 WHERE f.name = {p} AND l.grown_from IS NOT NULL",
-            (source,))[1]}
+        earlier = {str(sha): str(grown_from) for sha, grown_from in self._query(  # each content's chain back, a reading killed on the way included
+            "WITH RECURSIVE chain (sha256, grown_from) AS ("
+            f"SELECT sha256, grown_from FROM file_lineage WHERE sha256 IN (SELECT file_sha256 FROM quarantine WHERE source = {p}) "
+            "UNION SELECT l.sha256, l.grown_from FROM file_lineage l JOIN chain c ON l.sha256 = c.grown_from) "
+            "SELECT sha256, grown_from FROM chain WHERE grown_from IS NOT NULL", (source,))[1]}
 
         def first(sha: str) -> str:
             seen = {sha}
