@@ -294,6 +294,7 @@ def test_the_rows_whose_key_was_last_seen_beyond_servings_horizon_are_counted(ap
     assert by_key["hr"].said(10) == (f"hr: 1 of 80 rows (1.2%) had the key's previous event further back than {horizon}: serving, rebuilt from "
                                      "there, may read such a key as new; warmup_events 30 would cover every one" if beyond else
                                      f"hr: each of 80 rows had the key's previous event within {horizon}")
+    assert horizon_reach(events, spec, np.zeros(100, bool))[0].said(10) == "hr: no row's key had an earlier event"
 
 
 def test_values_near_the_float_limit_are_missing_to_windows_on_both_sides_and_never_break_serving() -> None:

@@ -219,6 +219,8 @@ class HorizonReach:
 
     def said(self, warmup_events: int) -> str:
         horizon = f"serving's horizon (warmup_events {warmup_events}, or the events of the longest time window's span when more)"
+        if not self.rows:
+            return f"{self.by}: no row's key had an earlier event"
         if not self.beyond:
             return f"{self.by}: each of {self.rows} rows had the key's previous event within {horizon}"
         return (f"{self.by}: {self.beyond} of {self.rows} rows ({self.beyond / self.rows:.1%}) had the key's previous event further back "

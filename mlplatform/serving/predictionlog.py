@@ -19,6 +19,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,9 +70,10 @@ class PredictionLog:
         self._checkpointing = threading.Event()  # set by the loop for a restarting checkpoint, cleared by the writer thread once done: the loop does not commit meanwhile
         self._queue: queue.SimpleQueue[_Pending | object | None] = queue.SimpleQueue()
         self.failure: str | None = None  # why the last commit (or probe) failed; None once one succeeds
-        self._taken = 0  # rows handed over and not failed: committed, or being committed (see `taken`)
-        self._settled = 0  # rows committed (see `settled`)
-        self._taken_lock = threading.Lock()  # requests' loops and the writer thread both count
+        self._committed = 0  # rows this log committed (see `others_in`)
+        # Held from a commit's start until it is counted in `_committed`, and while `others_in` reads the log's count:
+        # so the count never holds a row of ours not counted yet. Reentrant: a refused group is committed request by request.
+        self._commit_lock = threading.RLock()
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
 
     def start(self) -> None:
@@ -89,23 +91,16 @@ class PredictionLog:
         self._queue.put(None)
         self._thread.join()
 
-    def taken(self) -> int:
-        """Rows this log took and has not failed: every event of this process in the log, and those on their way there.
-        Read after the log's event count, the count minus this is at most the events other writers filed (landing, other
-        serving processes): a row committed before the count was taken before it."""
-        return self._taken
-
-    def settled(self) -> int:
-        """Rows this log committed. Read before the log's event count, the count minus this is at least the events other
-        writers filed: a row counted here was committed, so it is in the count."""
-        return self._settled
+    def others_in(self, count: Callable[[], int]) -> int:
+        """Of the log's events as `count` reads them, those other writers filed (landing, other serving processes): no
+        commit of ours runs meanwhile, so every row of ours in the count is counted as committed, and no other is."""
+        with self._commit_lock:
+            return count() - self._committed
 
     async def write(self, rows: list[tuple[Any, ...]]) -> None:
         """Return once `rows` are committed; raise PredictionLogError if they could not be, EventIdsTaken (nothing of `rows`
         written, the other requests of its group committed) if an id of theirs already names an event."""
         loop = asyncio.get_running_loop()
-        with self._taken_lock:
-            self._taken += len(rows)
         pending = _Pending(rows, loop.create_future(), loop)
         self._metrics.log_pending.inc(len(rows))
         if not self._on_loop or self._checkpointing.is_set():
@@ -133,15 +128,21 @@ class PredictionLog:
                 return
 
     def _commit_now(self, group: list[_Pending], size: int, loop: asyncio.AbstractEventLoop) -> bool:
-        """Commit `group` on the loop and settle it; False, with nothing settled, if that would mean waiting."""
-        try:
-            committed = self._events.append_served_now([row for pending in group for row in pending.rows], SERVING_SOURCE)
-        except Exception as exc:  # as on the writer thread: the waiting requests get the failure
-            self._report(group, size, exc, loop)
-            return True
-        if committed is None:
+        """Commit `group` on the loop and settle it; False, with nothing settled, if that would mean waiting (for the
+        event log's write lock, or for `others_in`'s count)."""
+        if not self._commit_lock.acquire(blocking=False):
             return False
-        self._report(group, size, None, loop)
+        try:
+            try:
+                committed = self._events.append_served_now([row for pending in group for row in pending.rows], SERVING_SOURCE)
+            except Exception as exc:  # as on the writer thread: the waiting requests get the failure
+                self._report(group, size, exc, loop)
+                return True
+            if committed is None:
+                return False
+            self._report(group, size, None, loop)
+        finally:
+            self._commit_lock.release()
         self._loop_commits += 1
         if self._loop_commits % (CHECKPOINT_EVERY_COMMITS * CHECKPOINTS_PER_WAL_RESTART) == 0:
             self._checkpointing.set()
@@ -194,17 +195,18 @@ class PredictionLog:
 
     def _commit(self, group: list[_Pending], size: int) -> None:
         error: Exception | None = None
-        try:
-            self._events.append_served([row for pending in group for row in pending.rows], SERVING_SOURCE)
-        except EventIdsTaken as exc:
-            if len(group) > 1:  # a caller's id another process served first: each request alone, so only the one holding it fails
-                for pending in group:
-                    self._commit([pending], len(pending.rows))
-                return
-            error = exc
-        except Exception as exc:  # any failure must reach the waiting requests, not kill the writer
-            error = exc
-        self._report(group, size, error)
+        with self._commit_lock:
+            try:
+                self._events.append_served([row for pending in group for row in pending.rows], SERVING_SOURCE)
+            except EventIdsTaken as exc:
+                if len(group) > 1:  # a caller's id another process served first: each request alone, so only the one holding it fails
+                    for pending in group:
+                        self._commit([pending], len(pending.rows))
+                    return
+                error = exc
+            except Exception as exc:  # any failure must reach the waiting requests, not kill the writer
+                error = exc
+            self._report(group, size, error)
 
     def _report(self, group: list[_Pending], size: int, failure: Exception | None, here: asyncio.AbstractEventLoop | None = None) -> None:
         """Count the commit (or its failure) and settle the requests' futures: directly on `here`, the loop this runs on,
@@ -217,11 +219,8 @@ class PredictionLog:
             self._metrics.errors.labels(kind="prediction_log").inc()
             error = PredictionLogError(f"the prediction log could not record the predictions: {failure}")
         self.failure = str(error) if isinstance(error, PredictionLogError) else None  # a taken id: the log itself answered
-        with self._taken_lock:
-            if error is None:
-                self._settled += size
-            else:
-                self._taken -= size
+        if error is None:
+            self._committed += size  # under the commit lock, which its caller holds
         committed = time.perf_counter()
         self._metrics.log_pending.dec(size)
         if error is None:

@@ -386,13 +386,10 @@ class ModelService:
         state.replay(replayed, watermark)
         return state, set(replayed[EVENT_ID].tolist())
 
-    def _others_filed(self) -> tuple[int, int]:
-        """Events in the log that this process did not file (landed from files, or served by another serving process), at
-        least and at most: its own rows on their way to the log are not in the count yet, or just got there."""
+    def _others_filed(self) -> int:
+        """Events in the log that this process did not file: landed from files, or served by another serving process."""
         assert self.log is not None
-        settled = self.log.settled()  # before the count: each of ours committed by then is in it
-        total = self.events.counts().total
-        return total - self.log.taken(), total - settled  # taken after the count: each of ours in it was taken by then
+        return self.log.others_in(lambda: self.events.counts().total)
 
     def _rebuild_history(self) -> None:
         """Events filed by others since the state was built (landed from files, served by the other processes of `serve
@@ -400,7 +397,7 @@ class ModelService:
         and swapped in with what requests and /feedback filed meanwhile (before, they entered it at the next start only).
         Rebuilding holds the interpreter, so it takes at most a tenth of the time: a landing folder taking files all the
         time, or another process answering all the time, does not take the CPU requests need."""
-        others, at_most = self._others_filed()
+        others = self._others_filed()
         if others <= self._others_seen or time.monotonic() < self._rebuild_after:
             return
         began, rebuilt = time.monotonic(), False
@@ -422,7 +419,7 @@ class ModelService:
                 self._journal = None
             took = time.monotonic() - began  # a failing rebuild waits too: it would read and replay the log every round
             self._rebuild_after = time.monotonic() + max(9 * took, 0.0 if rebuilt else REBUILD_RETRY_SECONDS)
-        self._others_seen = at_most  # not `others`: the rows of ours then in flight would read as others' once committed
+        self._others_seen = others
         self.metrics.history_watermark.set(fresh.label_watermark)
         self.metrics.history_rebuilds.inc()
 
