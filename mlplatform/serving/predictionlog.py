@@ -72,8 +72,8 @@ class PredictionLog:
         self.failure: str | None = None  # why the last commit (or probe) failed; None once one succeeds
         self._committed = 0  # rows this log committed (see `others_in`)
         # Held from a commit's start until it is counted in `_committed`, and while `others_in` reads the log's count:
-        # so the count never holds a row of ours not counted yet. Reentrant: a refused group is committed request by request.
-        self._commit_lock = threading.RLock()
+        # so the count never holds a row of ours not counted yet.
+        self._commit_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
 
     def start(self) -> None:
@@ -133,16 +133,17 @@ class PredictionLog:
         if not self._commit_lock.acquire(blocking=False):
             return False
         try:
-            try:
-                committed = self._events.append_served_now([row for pending in group for row in pending.rows], SERVING_SOURCE)
-            except Exception as exc:  # as on the writer thread: the waiting requests get the failure
-                self._report(group, size, exc, loop)
-                return True
-            if committed is None:
-                return False
-            self._report(group, size, None, loop)
+            committed = self._events.append_served_now([row for pending in group for row in pending.rows], SERVING_SOURCE)
+            if committed is not None:
+                self._committed += size
+        except Exception as exc:  # as on the writer thread: the waiting requests get the failure
+            self._report(group, size, exc, loop)
+            return True
         finally:
             self._commit_lock.release()
+        if committed is None:
+            return False
+        self._report(group, size, None, loop)
         self._loop_commits += 1
         if self._loop_commits % (CHECKPOINT_EVERY_COMMITS * CHECKPOINTS_PER_WAL_RESTART) == 0:
             self._checkpointing.set()
@@ -195,18 +196,19 @@ class PredictionLog:
 
     def _commit(self, group: list[_Pending], size: int) -> None:
         error: Exception | None = None
-        with self._commit_lock:
-            try:
+        try:
+            with self._commit_lock:
                 self._events.append_served([row for pending in group for row in pending.rows], SERVING_SOURCE)
-            except EventIdsTaken as exc:
-                if len(group) > 1:  # a caller's id another process served first: each request alone, so only the one holding it fails
-                    for pending in group:
-                        self._commit([pending], len(pending.rows))
-                    return
-                error = exc
-            except Exception as exc:  # any failure must reach the waiting requests, not kill the writer
-                error = exc
-            self._report(group, size, error)
+                self._committed += size
+        except EventIdsTaken as exc:
+            if len(group) > 1:  # a caller's id another process served first: each request alone, so only the one holding it fails
+                for pending in group:
+                    self._commit([pending], len(pending.rows))
+                return
+            error = exc
+        except Exception as exc:  # any failure must reach the waiting requests, not kill the writer
+            error = exc
+        self._report(group, size, error)
 
     def _report(self, group: list[_Pending], size: int, failure: Exception | None, here: asyncio.AbstractEventLoop | None = None) -> None:
         """Count the commit (or its failure) and settle the requests' futures: directly on `here`, the loop this runs on,
@@ -219,8 +221,6 @@ class PredictionLog:
             self._metrics.errors.labels(kind="prediction_log").inc()
             error = PredictionLogError(f"the prediction log could not record the predictions: {failure}")
         self.failure = str(error) if isinstance(error, PredictionLogError) else None  # a taken id: the log itself answered
-        if error is None:
-            self._committed += size  # under the commit lock, which its caller holds
         committed = time.perf_counter()
         self._metrics.log_pending.dec(size)
         if error is None:
