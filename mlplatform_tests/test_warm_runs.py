@@ -263,11 +263,16 @@ def test_a_retraining_whose_command_is_gone_before_its_run_started_holds_no_othe
         assert retraining_elsewhere(instance, "adult", "") == alive.run_id, "its command is creating it right now"
         assert instance.get_run_by_id(alive.run_id).status == dg.DagsterRunStatus.NOT_STARTED  # type: ignore[union-attr]
         instance.report_run_canceled(alive)
-        parent = instance.add_run(dg.DagsterRun(job_name="adult_drift", run_id="d" * 36, status=dg.DagsterRunStatus.FAILURE,
-                                                tags={RUN_WORKER_TAG: RunWorker.of(gone.pid).tag()}))
+        dead_worker = dead.rpartition("/")[2]  # as tagged while it ran: a real start time
+        parent = instance.add_run(dg.DagsterRun(job_name="adult_drift", run_id="d" * 36, status=dg.DagsterRunStatus.FAILURE, tags={RUN_WORKER_TAG: dead_worker}))
         launching = instance.add_run(dg.DagsterRun(job_name="adult_drift", run_id="e" * 36, status=dg.DagsterRunStatus.STARTING, tags=dict(parent.tags),
                                                    parent_run_id=parent.run_id, root_run_id=parent.run_id))
-        assert launching.run_id not in fail_runs_left_behind(instance), "a retry being launched carries its parent's dead worker until tagged"
+        orphan = instance.add_run(dg.DagsterRun(job_name="adult_drift", run_id="f" * 36, status=dg.DagsterRunStatus.STARTING, tags=dict(parent.tags),
+                                                parent_run_id="0" * 36, root_run_id="0" * 36))  # its parent and root removed by retention
+        own = instance.add_run(dg.DagsterRun(job_name="adult_drift", run_id="1" * 36, status=dg.DagsterRunStatus.STARTED, tags={RUN_WORKER_TAG: dead_worker}))
+        assert fail_runs_left_behind(instance) == [own.run_id], "a retry being launched carries its parent's dead worker until tagged"
+        assert {r: instance.get_run_by_id(r).status for r in (launching.run_id, orphan.run_id)} == {  # type: ignore[union-attr]
+            launching.run_id: dg.DagsterRunStatus.STARTING, orphan.run_id: dg.DagsterRunStatus.STARTING}
 
 
 def _started_by(instance: dg.DagsterInstance, run_id: str, pid: int, at: float) -> dg.DagsterRun:

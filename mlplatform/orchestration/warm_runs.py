@@ -367,10 +367,14 @@ def end_if_left_behind(instance: DagsterInstance, run: DagsterRun, this_machine_
 
 
 def _own_tag(instance: DagsterInstance, run: DagsterRun, key: str) -> str:
-    """`run`'s tag `key`, unless it holds its parent's value (a retry or re-execution copies its parent's tags)."""
+    """`run`'s tag `key`, unless it holds its parent's or root's value (a retry or re-execution copies its parent's
+    tags; the root is asked too, in case retention removed the parent); a retry whose parent and root are both gone
+    says nothing."""
     value = run.tags.get(key, "")
-    parent = instance.get_run_by_id(run.parent_run_id) if value and run.parent_run_id else None
-    return "" if parent is not None and parent.tags.get(key) == value else value
+    if not value or not run.parent_run_id:
+        return value
+    ancestors = [found for found in (instance.get_run_by_id(i) for i in dict.fromkeys(filter(None, (run.parent_run_id, run.root_run_id)))) if found]
+    return value if ancestors and all(a.tags.get(key) != value for a in ancestors) else ""
 
 
 def _this_machine() -> str | None:
