@@ -199,17 +199,24 @@ time.sleep(120)
 """
 
 
+def _stopped(script: str, argument: Path, processes: int) -> Server:
+    """A server running `script` with `argument`, stopped by `stop_all` (3 s of grace) once its group holds `processes`
+    processes; whatever is left of the group is killed after."""
+    server = Server("test-server", "(test)", [sys.executable, "-c", script, str(argument)], lambda: True, restartable=False)
+    server.start(dict(os.environ), None)
+    try:
+        wait_until(f"the server's {processes} processes", lambda: len(running_in(server.groups)) == processes, 60)
+        stop_all([server], grace_seconds=3.0)
+    finally:
+        server.signal_group(signal.SIGKILL)
+    return server
+
+
 def test_a_server_still_stopping_is_not_interrupted_again_while_its_group_is(tmp_path: Path) -> None:
     """The review: at two thirds of the grace period the group's SIGINT also hit a server still stopping, cutting its own
     shutdown short; what is left of its group hears it, the server does not."""
     said = tmp_path / "said"
-    server = Server("slow", "(test)", [sys.executable, "-c", SLOW_TO_STOP, str(said)], lambda: True, restartable=False)
-    server.start(dict(os.environ), None)
-    try:
-        wait_until("the server and its child", lambda: len(running_in(server.groups)) == 2, 60)
-        stop_all([server], grace_seconds=3.0)
-    finally:
-        server.signal_group(signal.SIGKILL)
+    server = _stopped(SLOW_TO_STOP, said, processes=2)
     assert said.read_text() == "1", "the server heard SIGINT once"
     assert (tmp_path / "said.child").read_text() == "interrupted", "its group's other processes heard it"
     assert running_in(server.groups) == []
@@ -236,12 +243,6 @@ def test_dagsters_compute_log_helpers_are_not_interrupted_and_print_no_traceback
     """The operator probe: every stop of `mlplatform dev` with a step running printed a KeyboardInterrupt traceback of
     Dagster's watch_orphans.py, which the group's SIGINT reached in its sleep. It ends by itself with its parent."""
     err = tmp_path / "watch_orphans.err"
-    server = Server("mirroring", "(test)", [sys.executable, "-c", MIRRORING, str(err)], lambda: True, restartable=False)
-    server.start(dict(os.environ), None)
-    try:
-        wait_until("the server, tail and watch_orphans", lambda: len(running_in(server.groups)) == 3, 60)
-        stop_all([server], grace_seconds=3.0)
-    finally:
-        server.signal_group(signal.SIGKILL)
+    server = _stopped(MIRRORING, err, processes=3)
     assert running_in(server.groups) == []
     assert err.read_text() == "", err.read_text()

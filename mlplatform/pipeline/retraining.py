@@ -137,18 +137,17 @@ def unseen_after(frame: pd.DataFrame, label_seq_cutoff: int) -> np.ndarray:
 
 
 def with_history(log: EventStore, spec: DatasetSpec, window: pd.DataFrame, cutoff: int) -> pd.DataFrame:
-    """`window` (oldest first) with the spec's history columns, each as known at its event's time.
-
-    Read over every event of the window's span, labelled or not, plus `history.warmup_events` (or the longest time
-    window, when it holds more) before it so that windows and lags start warm; labels past `cutoff` are not used, so the snapshot is what the cut-off saw.
-    """
-    return with_history_reach(log, spec, window, cutoff)[0]
-
-
-def with_history_reach(log: EventStore, spec: DatasetSpec, window: pd.DataFrame, cutoff: int) -> tuple[pd.DataFrame, list[HorizonReach]]:
-    """`with_history`, and how far back the window's rows found their keys' previous events (`horizon_reach`)."""
+    """`window` (oldest first) with the spec's history columns, each as known at its event's time (see `history_events`)."""
     if spec.history is None or window.empty:
-        return window, []
+        return window
+    return _joined_history(window, history_events(log, spec, window, cutoff), spec)
+
+
+def history_events(log: EventStore, spec: DatasetSpec, window: pd.DataFrame, cutoff: int) -> pd.DataFrame:
+    """What `window`'s history columns are computed over: every event of its span, labelled or not, plus
+    `history.warmup_events` (or the longest time window, when it holds more) before it so that windows and lags start
+    warm; labels past `cutoff` are not used, so the snapshot is what the cut-off saw."""
+    assert spec.history is not None
     first, last = int(window[EVENT_TIME].iloc[0]), int(window[EVENT_TIME].iloc[-1])
     warm = log.history_warmup(first, spec.history.warmup_events, spec.history.longest_window_us)
     span = log.events_between(start_us=first, end_us=last + 1, label_times=True)
@@ -158,14 +157,20 @@ def with_history_reach(log: EventStore, spec: DatasetSpec, window: pd.DataFrame,
               if len(warm) else span)
     late = (events["label_seq"] > cutoff).to_numpy()
     events.loc[late, [LABEL, "label_seq", "label_time"]] = None
-    history = history_frame(events, spec).set_axis(events[EVENT_ID].to_numpy())
-    return window.join(history, on=EVENT_ID), horizon_reach(events, spec, events[EVENT_ID].isin(window[EVENT_ID]).to_numpy())
+    return events
+
+
+def _joined_history(window: pd.DataFrame, events: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
+    return window.join(history_frame(events, spec).set_axis(events[EVENT_ID].to_numpy()), on=EVENT_ID)
 
 
 def build_feature_snapshot(settings: Settings, spec: DatasetSpec, log: EventStore, folder: Path) -> FeatureSnapshot:
     """Read the latest labelled window (with its history columns), split off the hold-out, fit the transformer, keep all three."""
     cutoff = log.counts().label_watermark
-    window, reach = with_history_reach(log, spec, log.labelled_window(settings.training_window, max_label_seq=cutoff), cutoff)
+    window, reach = log.labelled_window(settings.training_window, max_label_seq=cutoff), []
+    if spec.history is not None and not window.empty:  # and how far back its rows found their keys' previous events
+        events = history_events(log, spec, window, cutoff)
+        window, reach = _joined_history(window, events, spec), horizon_reach(events, spec, events[EVENT_ID].isin(window[EVENT_ID]).to_numpy())
     train_part, holdout, transformer = prepare_window(settings, spec, window)
     folder.mkdir(parents=True, exist_ok=True)
     train_part.to_parquet(folder / TRAIN_FILE, index=False)
