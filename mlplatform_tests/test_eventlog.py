@@ -194,24 +194,34 @@ def test_a_feature_whose_type_the_spec_changed_keeps_its_values_in_the_new_type(
         log.close()
 
 
-def test_a_log_from_before_quarantine_knew_its_files_opens_and_keeps_its_rows(tmp_path: Path) -> None:
-    """A log written by an earlier version: its quarantine table gains the file's hash, filled in where the file's name
-    was landed as one content (the review: those rows were never released, and a reading again counted them twice)."""
+@pytest.mark.parametrize("hash_column", ["", ", file_sha256 TEXT"], ids=["before the column", "migrated, hashes left empty"])
+def test_a_log_from_before_quarantine_knew_its_files_opens_and_keeps_its_rows(tmp_path: Path, hash_column: str) -> None:
+    """A log written by an earlier version: its quarantine table gains the file's hash, filled in from the files a name
+    was landed as: a row is the content first recorded at or after it (a reading records its file once it has
+    quarantined its rows), else the name's one content (the upgrade probe: a name landed as two contents kept none, a
+    reading again counted its refusals twice, and no release could name either). A log the previous version migrated
+    already, leaving such rows empty, gets them too."""
     path = tmp_path / "events.sqlite"
     with closing(sqlite3.connect(path)) as db, db:
         db.execute("CREATE TABLE quarantine (id INTEGER PRIMARY KEY, source TEXT NOT NULL, row_number INTEGER, reason TEXT NOT NULL, record TEXT, "
-                   "quarantined_at INTEGER NOT NULL)")
-        db.execute("INSERT INTO quarantine (source, row_number, reason, quarantined_at) VALUES ('old.csv', 2, 'bad x', 1), ('twice.csv', 3, 'bad z', 1)")
+                   f"quarantined_at INTEGER NOT NULL{hash_column})")
+        db.execute("INSERT INTO quarantine (source, row_number, reason, quarantined_at) VALUES ('old.csv', 2, 'bad x', 9), ('twice.csv', 3, 'bad z', 10), "
+                   "('twice.csv', 4, 'bad z', 20), ('twice.csv', 5, 'bad w', 21), ('gone.csv', 6, 'bad v', 1)")
         db.execute("CREATE TABLE files (sha256 TEXT PRIMARY KEY, name TEXT NOT NULL, rows INTEGER, ingested INTEGER, duplicates INTEGER, "
                    "quarantined INTEGER, at INTEGER NOT NULL)")
-        db.execute("INSERT INTO files VALUES ('sha-old', 'old.csv', 5, 4, 0, 1, 1), ('sha-t1', 'twice.csv', 5, 4, 0, 1, 1), ('sha-t2', 'twice.csv', 5, 5, 0, 0, 2)")
+        db.execute("INSERT INTO files VALUES ('sha-old', 'old.csv', 5, 4, 0, 1, 1), ('sha-t1', 'twice.csv', 5, 4, 0, 1, 10), ('sha-t2', 'twice.csv', 5, 4, 0, 1, 20)")
     log = EventLog(path, _spec())
     try:
-        assert log.release_quarantined("sha") == 0 and len(log.quarantine_reasons()) == 2
+        assert log.release_quarantined("sha") == 0 and len(log.quarantine_reasons()) == 5
         log.quarantine(pd.DataFrame({"row_number": [4], "reason": ["bad y"], "record": ["{}"]}), "new.csv", "sha")
-        assert log.release_quarantined("sha") == 1 and sorted(log.quarantine_reasons()["file"]) == ["old.csv", "twice.csv"]
+        assert log.release_quarantined("sha") == 1 and sorted(log.quarantine_reasons()["file"]) == ["gone.csv", "old.csv", *["twice.csv"] * 3]
         assert log.release_quarantined("sha-old") == 1, "a name landed as one content: its old rows are that file's, released when it is read again"
-        assert log.release_quarantined("sha-t1") == 0 and list(log.quarantine_reasons()["file"]) == ["twice.csv"], "two contents: which one is unknown"
+        assert log.release_quarantined("sha-t1") == 1, "two contents: the row quarantined as the first was recorded is the first's"
+        assert log.release_quarantined("sha-t2") == 1, "and the one quarantined as the second was recorded, the second's"
+        left = log.quarantined_rows(10)
+        assert list(zip(left["file"], left["line"])) == [("gone.csv", 6), ("twice.csv", 5)], \
+            "a row after every recorded content (a reading that never ended), and one of a name with no file recorded: no hash"
+        assert log.quarantine_reasons()["content"].isna().all()
     finally:
         log.close()
 

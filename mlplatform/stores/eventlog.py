@@ -321,10 +321,15 @@ class EventStore(ABC):
                 db.execute("ALTER TABLE file_lineage ADD COLUMN grown_from TEXT")
             if "file_sha256" not in self._existing_columns(db, "quarantine"):  # a log from before files were read again
                 db.execute("ALTER TABLE quarantine ADD COLUMN file_sha256 TEXT")
-                # Its rows get their file's hash where the name was landed as one content only, so a reading again
-                # releases them too; a name landed with several contents cannot say which one, and its rows stay.
-                db.execute("UPDATE quarantine SET file_sha256 = (SELECT min(sha256) FROM files WHERE files.name = quarantine.source) "
-                           "WHERE (SELECT count(*) FROM files WHERE files.name = quarantine.source) = 1")
+            # Rows of such a log (this version writes none without a hash) get their file's: a reading records its file
+            # once it has quarantined its rows, so a row is the content of its name first recorded at or after it, or
+            # the name's one content. Before, a name landed as several contents kept no hash: a reading again of one
+            # of them counted its refusals twice, and no release could name it (the upgrade probe).
+            db.execute("UPDATE quarantine SET file_sha256 = COALESCE("
+                       "(SELECT sha256 FROM files WHERE files.name = quarantine.source AND files.at >= quarantine.quarantined_at "
+                       "ORDER BY files.at, files.sha256 LIMIT 1), "
+                       "(SELECT CASE WHEN count(*) = 1 THEN min(sha256) END FROM files WHERE files.name = quarantine.source)) "
+                       "WHERE file_sha256 IS NULL")
             db.execute(  # a person's release of a file's refusals (`mlplatform quarantine --release`): who, when, how many
                 f"""CREATE TABLE IF NOT EXISTS quarantine_releases (
                     released_at {t["int"]} NOT NULL, source TEXT NOT NULL, file_sha256 TEXT, rows {t["int"]} NOT NULL,
