@@ -131,11 +131,16 @@ def test_a_supervisor_killed_outright_leaves_no_server_behind(tmp_path: Path) ->
         assert (tmp_path / "state" / "dagster" / STACK_STOPPING_FILE).exists(), "the reaper says the stack is stopping: its runs start no step again"
 
 
-@pytest.mark.parametrize(("prefix", "stops"), [([], [signal.SIGTERM]), ([], [signal.SIGHUP]), (["nohup"], [signal.SIGHUP, signal.SIGTERM])])
+SCRIPT_JOB = ["sh", "-c", 'trap "" INT; exec "$@"', "sh"]  # as a script's `mlplatform dev &` starts: SIGINT ignored
+
+
+@pytest.mark.parametrize(("prefix", "stops"), [([], [signal.SIGTERM]), ([], [signal.SIGHUP]), (["nohup"], [signal.SIGHUP, signal.SIGTERM]),
+                                               (SCRIPT_JOB, [signal.SIGINT])], ids=["sigterm", "sighup", "nohup", "a script's job"])
 def test_a_stop_signal_or_the_terminal_hanging_up_stops_every_server(tmp_path: Path, prefix: list[str], stops: list[signal.Signals]) -> None:
     """Closing the terminal (SIGHUP) killed `mlplatform dev` alone: every server, each in its own session, ran on
     without it, holding the ports the next `make dev` needs. Under `nohup` a hang-up stays ignored (the review: the
-    handler overrode it, and `nohup mlplatform dev &` died at logout)."""
+    handler overrode it, and `nohup mlplatform dev &` died at logout). A script's background job, started with SIGINT
+    ignored, stops on `kill -INT` (the upgrade probe: it ran on, every server with it)."""
     with _sleeping_stack(tmp_path, prefix, [] if prefix else ["terminal"]) as (proc, marker, _):
         *ignored, stop = stops
         for sig in ignored:

@@ -482,8 +482,10 @@ def serve_until_stopped(settings: Settings, say: Callable[[str], None] = print, 
     from mlplatform.cli.production import local_engines
     from mlplatform.cli.stack import PRODUCTION, StackError, holding, write_production_env
 
-    # Under `nohup` a hang-up is ignored, as asked: that stays so.
-    previous = {sig: signal.signal(sig, _interrupt) for sig in STOP_SIGNALS if signal.getsignal(sig) is not signal.SIG_IGN}
+    # Under `nohup` a hang-up is ignored, as asked: that stays so. Not so an interrupt: a script's background job
+    # starts with SIGINT ignored (so that a Ctrl-C of the script leaves it be), and a `kill -INT` of it then left the
+    # whole stack running (the upgrade probe); a stop asked for by name stops the stack.
+    previous = {sig: signal.signal(sig, _interrupt) for sig in STOP_SIGNALS if sig != signal.SIGHUP or signal.getsignal(sig) is not signal.SIG_IGN}
     try:
         say(f"starting on state {settings.state_dir}{' (production profile)' if production else ''} (Ctrl-C stops everything)")
         with holding(settings.state_dir, PRODUCTION if production else "embedded"), Reaper(settings.dagster_home / STACK_STOPPING_FILE) as reaper:
