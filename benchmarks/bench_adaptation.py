@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         "Goals (issue 14): the platform ≥ the best fixed-interval policy with ≤ 1/3 of its retrains on every drifting stream; "
         "0 drift-triggered (and 0 quality-triggered) retrains on the shuffled (stationary) control; and on every stream, the continuously drifting one "
         f"included, never below the best fixed-interval policy by more than {TOLERANCE} (the floor). The platform's drift bar: "
-        f"min_new_labelled_for_drift={settings.min_new_labelled_for_drift}, doubled by each drift or quality_drop retrain not promoted since "
+        f"min_new_labelled_for_drift={settings.min_new_labelled_for_drift}, doubled by each drift, quality_drop or estimated_drop retrain not promoted since "
         f"the latest promotion, up to retrain_every_n. quality_drop: the champion's realized {'/'.join(sorted(set(WATCHED_METRIC.values())))} on its "
         f"latest {settings.quality_drop_events} labelled served predictions {settings.quality_drop_margin:.0%} worse than its hold-out reference, "
         "the reference outside the 95 % band, and the drift bar's new labels.\n\n" + "\n".join(notes)

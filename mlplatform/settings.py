@@ -95,7 +95,7 @@ class Settings(BaseSettings):
     external_retry_budget_seconds: float = Field(default=60.0, ge=10, description="With MLflow unreachable, a run fails (and alerts) within this long: Dagster's step retries and MLflow's request timeout are derived from it.")
 
     retrain_every_n: int = Field(default=5000, ge=1, description="New labelled events since the champion's cut-off that trigger a retraining.")
-    min_new_labelled_for_drift: int = Field(default=500, ge=0, description="Drift triggers a retraining only with at least this many new labelled events.")
+    min_new_labelled_for_drift: int = Field(default=500, ge=0, description="Drift, a quality drop or an estimated drop triggers a retraining only with at least this many new labelled events (doubled per such retraining not promoted since the latest promotion).")
     retrain_cooldown_seconds: float = Field(default=300.0, ge=0, description="Minimum time between two sensor-launched retrainings.")
     training_window: int = Field(default=50_000, ge=100, description="Most recent labelled events used for one training.")
     training_window_candidates: list[int] | None = Field(default=None, description="Window sizes (events, hold-out included, each ≤ training_window) the challenger is trained on, one model each; the best on the hold-out is kept (tuning on the largest only). Unset: training_window and a tenth of it; one size: that window alone.")
@@ -143,7 +143,7 @@ class Settings(BaseSettings):
     estimation_chunk_events: int = Field(default=1000, ge=10, description="estimated_performance: events per chunk (the latest chunks of served or ingested events, labelled or not).")
     estimation_chunks: int = Field(default=10, ge=1, description="estimated_performance: how many of the latest chunks are estimated (and, where labels came back, realized).")
     estimation_min_events: int = Field(default=200, ge=10, description="A chunk (or its labelled part) with fewer events gets no estimate (no realized value), saying why.")
-    retrain_on_estimated_drop: bool = Field(default=True, description="The retraining sensor's third reason, estimated_drop (detected without labels; it retrains once MIN_NEW_LABELLED_FOR_DRIFT new labels are in): see estimated_drop_margin.")
+    retrain_on_estimated_drop: bool = Field(default=True, description="The retraining sensor's third reason, estimated_drop (detected without labels; it retrains once the drift bar's new labels are in, MIN_NEW_LABELLED_FOR_DRIFT doubled per unpromoted one): see estimated_drop_margin.")
     estimated_drop_margin: float = Field(default=0.05, ge=0, le=1, description="Retrain (reason estimated_drop) when the champion's estimated performance on its latest `estimated_drop_events` events is this share worse than its hold-out reference, with the reference outside the 95 % band.")
     estimated_drop_events: int = Field(default=2000, ge=10, description="Latest events the estimated_drop trigger estimates over: fewer in the log and it waits.")
     retrain_on_quality_drop: bool = Field(default=True, description="The retraining sensor's fourth reason, quality_drop (labelled served predictions): see quality_drop_margin.")

@@ -13,7 +13,7 @@ from sklearn import metrics as skm
 from mlplatform.domain.estimation import (ClassificationEstimator, EstimationError, RegressionEstimator, fit_estimator, load_estimator,
                                           weighted_auc)
 from mlplatform.domain.keys import ESTIMATE_TAG, ESTIMATED_METRIC_TAG, ESTIMATED_REFERENCE_TAG, ESTIMATED_VALUE_TAG, REASON_TAG
-from mlplatform.domain.policy import ESTIMATED_DROP, Cursor, PerformanceReading, Observation, PolicyConfig, decide
+from mlplatform.domain.policy import DRIFT, ESTIMATED_DROP, Cursor, PerformanceReading, Observation, PolicyConfig, RetrainOutcome, decide
 from mlplatform.domain.predictor import NO_ESTIMATOR, Predictor
 from mlplatform.domain.spec import load_spec, parse_spec
 from mlplatform.domain.training import TrainingConfig, encode_labels, fit_performance_estimator, train
@@ -198,9 +198,35 @@ CONFIG = PolicyConfig(every_n=5000, min_new_for_drift=500, cooldown_seconds=300,
 
 
 def _observe(estimate: float, lower: float, upper: float, events: int = 2000, metric: str = "roc_auc", reference: float = 0.90,
-             report: str = "41", now: float = 10_000.0, new: int = 500) -> Observation:
-    return Observation(label_watermark=1000 + new, champion_cutoff=1000, now=now,
-                       estimate=PerformanceReading(report, metric, estimate, lower, upper, reference, events))
+             report: str = "41", now: float = 10_000.0, new: int = 500, record: tuple[RetrainOutcome, ...] = (), drift: bool = False) -> Observation:
+    return Observation(label_watermark=1000 + new, champion_cutoff=1000, now=now, record=record,
+                       estimate=PerformanceReading(report, metric, estimate, lower, upper, reference, events),
+                       drift_detected=drift or None, drift_share=0.6 if drift else None, drift_report_id="d7" if drift else None)
+
+
+REJECTED_ESTIMATED_DROP = RetrainOutcome(ESTIMATED_DROP, False, 1200)
+
+
+def test_an_estimated_drop_retraining_not_promoted_doubles_the_bar_as_a_drift_one_does() -> None:
+    """The estimation probe: a population grown harder, whose estimate was right and which no retraining could fix,
+    retrained every 500 labels (five challengers rejected in a row) while the bar stayed at 500."""
+    held, _, why = decide(_observe(0.80, 0.78, 0.82, new=999, record=(REJECTED_ESTIMATED_DROP,)), Cursor(), CONFIG)
+    assert held is None and why.startswith("estimated drop, waiting for labels: 999 new labelled events of 1000 needed; estimated roc_auc 0.8000"), why
+    assert "1 drift, quality_drop or estimated_drop retraining was not promoted since the latest promotion" in why
+    fired, _, why = decide(_observe(0.80, 0.78, 0.82, new=1000, record=(REJECTED_ESTIMATED_DROP,)), Cursor(), CONFIG)
+    assert fired is not None and fired.reason == ESTIMATED_DROP and "drift bar 1000" in why, why
+    after_drift, _, _ = decide(_observe(0.80, 0.78, 0.82, new=999, record=(RetrainOutcome(DRIFT, False, 1200),)), Cursor(), CONFIG)
+    assert after_drift is None, "one bar for the three reasons: an unpromoted drift retraining raises it for an estimated drop too"
+
+
+def test_a_drift_verdict_waiting_for_labels_says_the_estimated_drop_beside_it() -> None:
+    """It said 'drift detected, waiting for labels' alone, the estimate 23 % below its reference unsaid (the estimation probe)."""
+    held, _, why = decide(_observe(0.70, 0.68, 0.72, new=700, drift=True, record=(RetrainOutcome(DRIFT, False, 1200),)), Cursor(), CONFIG)
+    assert held is None and why.startswith("drift detected and estimated drop, waiting for labels: 700 new labelled events of 1000 needed; "
+                                           "estimated roc_auc 0.7000"), why
+    fired, _, _ = decide(_observe(0.70, 0.68, 0.72, new=1000, drift=True, record=(RetrainOutcome(DRIFT, False, 1200),)), Cursor(), CONFIG)
+    assert fired is not None and fired.reason == DRIFT, "with the labels, the drift verdict fires, consuming the estimate too"
+    assert fired.tags[ESTIMATE_TAG] == "41"
 
 
 def test_an_estimated_drop_outside_the_band_triggers_once_with_the_drift_bars_labels() -> None:

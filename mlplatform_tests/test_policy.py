@@ -32,7 +32,8 @@ def _drift(new: int, record: tuple[RetrainOutcome, ...], report: str = "r9") -> 
     ((PROMOTED_DRIFT, REJECTED_DRIFT, REJECTED_DRIFT), 500, 0),  # the latest promotion reset it
     ((RetrainOutcome(NEW_OBSERVATIONS, True, 1500), REJECTED_DRIFT), 500, 0),  # whatever triggered the promotion
     ((REJECTED_DRIFT, RetrainOutcome(NEW_OBSERVATIONS, True, 1500), REJECTED_DRIFT), 1000, 1),
-    ((RetrainOutcome(NEW_OBSERVATIONS, False, 1500), REJECTED_DRIFT, RetrainOutcome(ESTIMATED_DROP, False, 1500)), 1000, 1),  # not the others
+    ((RetrainOutcome(NEW_OBSERVATIONS, False, 1500), REJECTED_DRIFT), 1000, 1),  # not the label count's
+    ((RetrainOutcome(ESTIMATED_DROP, False, 1500), REJECTED_DRIFT), 2000, 2),  # an estimated drop retrained in vain raises it too (the estimation probe)
     ((RetrainOutcome(QUALITY_DROP, False, 1500), REJECTED_DRIFT), 2000, 2),  # a realized drop retrained in vain raises it like drift
     ((RetrainOutcome(DRIFT, None, 1500), REJECTED_DRIFT), 1000, 1),  # an unknown outcome neither raises nor resets it
     ((REJECTED_DRIFT, RetrainOutcome(DRIFT, False, CUTOFF), REJECTED_DRIFT), 1000, 1),  # a champion set by hand at 1000 reset it
@@ -63,22 +64,22 @@ def test_the_skip_and_trigger_sentences_say_the_bar_and_why() -> None:
     held, cursor, why = decide(_drift(1999, record), Cursor(), CONFIG)
     assert held is None and cursor == Cursor()
     assert why == ("drift detected, waiting for labels: 1999 new labelled events of 2000 needed; drift bar 2000 new labelled events "
-                   "(doubled from 500: 2 drift or quality_drop retrainings were not promoted since the latest promotion)")
+                   "(doubled from 500: 2 drift, quality_drop or estimated_drop retrainings were not promoted since the latest promotion)")
     trigger, _, why = decide(_drift(2000, record), Cursor(), CONFIG)
-    assert trigger is not None and trigger.reason == DRIFT and "drift bar 2000" in why and "2 drift or quality_drop retrainings were not promoted" in why
+    assert trigger is not None and trigger.reason == DRIFT and "drift bar 2000" in why and "2 drift, quality_drop or estimated_drop retrainings were not promoted" in why
     fresh, _, why = decide(_drift(500, ()), Cursor(), CONFIG)
-    assert fresh is not None and fresh.reason == DRIFT and "drift bar 500 new labelled events (no unpromoted drift or quality_drop retraining" in why
+    assert fresh is not None and fresh.reason == DRIFT and "drift bar 500 new labelled events (no unpromoted drift, quality_drop or estimated_drop retraining" in why
 
 
 def test_at_every_n_drift_waits_for_the_label_count_and_says_so() -> None:
     record = (REJECTED_DRIFT,) * 3
     held, _, why = decide(_drift(2999, record), Cursor(), CONFIG)
-    assert held is None and "the label count's: drift waits for the every-3000 retraining" in why and "3 drift or quality_drop retrainings" in why
+    assert held is None and "the label count's: drift waits for the every-3000 retraining" in why and "3 drift, quality_drop or estimated_drop retrainings" in why
     counted, _, _ = decide(_drift(3000, record), Cursor(), CONFIG)
     assert counted is not None and counted.reason == NEW_OBSERVATIONS
     quiet = Observation(label_watermark=1100, champion_cutoff=1000, now=10_000.0, drift_detected=False, drift_share=0.1, record=(REJECTED_DRIFT,))
     _, _, why = decide(quiet, Cursor(), CONFIG)
-    assert "no dataset drift (share 0.10); drift bar 1000 new labelled events (doubled from 500: 1 drift or quality_drop retraining was not promoted" in why
+    assert "no dataset drift (share 0.10); drift bar 1000 new labelled events (doubled from 500: 1 drift, quality_drop or estimated_drop retraining was not promoted" in why
 
 
 @pytest.mark.parametrize(("reason", "decision", "watermark", "outcome"), [
@@ -132,7 +133,7 @@ def test_a_realized_drop_outside_the_band_triggers_once_and_says_why() -> None:
                                                                    REALIZED_VALUE_TAG: "0.8000", REALIZED_BAND_TAG: "0.7800-0.8200",
                                                                    REALIZED_REFERENCE_TAG: "0.9000", REALIZED_EVENTS_TAG: "1000"}
     assert why == ("retrain: quality_drop (600 new labelled events); realized roc_auc 0.8000 (95 % band 0.7800-0.8200, 1000 events) vs reference "
-                   "0.9000: 11.1% worse; drift bar 500 new labelled events (no unpromoted drift or quality_drop retraining since the latest promotion)")
+                   "0.9000: 11.1% worse; drift bar 500 new labelled events (no unpromoted drift, quality_drop or estimated_drop retraining since the latest promotion)")
     assert cursor.last_quality == "q7" and Cursor.from_json(cursor.to_json()) == (cursor, False)
     again, kept, why = decide(_realized(0.80, 0.78, 0.82, new=2000), cursor, QUALITY)
     assert again is None and kept == cursor and "the latest realized quality reading is from before the latest retraining (whatever triggered it)" in why, why

@@ -400,7 +400,7 @@ def test_a_drift_retraining_that_is_not_promoted_doubles_the_labels_the_next_dri
     why = held.skip_message or ""
     assert not held.run_requests and f"{before.labels} new labelled events of {2 * before.labels} needed" in why, why
     count = before.unpromoted + 1
-    assert f"doubled from {MIN_FOR_DRIFT}: {count} drift or quality_drop retraining{'s were' if count > 1 else ' was'} not promoted since the latest promotion" in why, why
+    assert f"doubled from {MIN_FOR_DRIFT}: {count} drift, quality_drop or estimated_drop retraining{'s were' if count > 1 else ' was'} not promoted since the latest promotion" in why, why
     platform.replay(platform.next_rows(before.labels))
     [retrain] = platform.tick(SENSOR_NAME, None).run_requests or []
     assert retrain.tags[REASON_TAG] == DRIFT, "with the doubled bar's labels the drift retrains"

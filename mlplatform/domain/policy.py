@@ -15,7 +15,7 @@ NEW_OBSERVATIONS = "new_observations"
 DRIFT = "drift"
 ESTIMATED_DROP = "estimated_drop"
 QUALITY_DROP = "quality_drop"
-EVIDENCE_DRIVEN = (DRIFT, QUALITY_DROP)  # the reasons the drift bar gates and raises: see DriftBar
+EVIDENCE_DRIVEN = (DRIFT, QUALITY_DROP, ESTIMATED_DROP)  # the reasons the drift bar gates and raises: see DriftBar
 
 
 @dataclass(frozen=True)
@@ -66,10 +66,12 @@ class RetrainOutcome:
 
 @dataclass(frozen=True)
 class DriftBar:
-    """The new labelled events a drift or quality_drop trigger needs now, learnt from the policy's own record.
+    """The new labelled events a drift, quality_drop or estimated_drop trigger needs now, learnt from the policy's own record.
 
-    Both are evidence-driven retrainings (a drift verdict, a realized drop) that can only help once the labels can teach
-    the change. One whose challenger is not promoted was a false alarm for this stream (drift the champion copes with,
+    All three are evidence-driven retrainings (a drift verdict, a realized or an estimated drop) that can only help once
+    the labels can teach the change. An estimated drop counts as the others do (the estimation probe: a population grown
+    harder, whose estimate was right and which no retraining could fix, retrained every 500 labels, five challengers
+    rejected in a row, while the bar stayed at 500). One whose challenger is not promoted was a false alarm for this stream (drift the champion copes with,
     a drop the labels cannot yet fix): each one since the latest promotion doubles the bar, up to every_n, where neither
     triggers before the label count does. One that won on the scores and was kept out only by a person (a pinned
     champion, a champion moved by hand meanwhile) was no false alarm, and does not count (the operator probe: four
@@ -80,7 +82,7 @@ class DriftBar:
     concept keeps moving, this stops the policy from retraining at every reading while its challengers keep losing."""
 
     labels: int
-    unpromoted: int  # drift and quality_drop retrainings not promoted since the latest promotion, within the record
+    unpromoted: int  # evidence-driven retrainings not promoted since the latest promotion, within the record
 
     @classmethod
     def of(cls, record: Sequence[RetrainOutcome], config: PolicyConfig, champion_cutoff: int, champion_since: float = 0.0) -> "DriftBar":
@@ -98,11 +100,11 @@ class DriftBar:
     def summary(self, config: PolicyConfig) -> str:
         """Why the bar is where it is, for the skip and trigger sentences."""
         if self.unpromoted == 0:
-            return f"drift bar {self.labels} new labelled events (no unpromoted drift or quality_drop retraining since the latest promotion)"
+            return f"drift bar {self.labels} new labelled events (no unpromoted drift, quality_drop or estimated_drop retraining since the latest promotion)"
         runs = "retraining was" if self.unpromoted == 1 else "retrainings were"
         paused = f", the label count's: drift waits for the every-{config.every_n} retraining" if self.labels >= config.every_n else ""
-        return (f"drift bar {self.labels} new labelled events{paused} (doubled from {config.min_new_for_drift}: {self.unpromoted} drift or "
-                f"quality_drop {runs} not promoted since the latest promotion)")
+        return (f"drift bar {self.labels} new labelled events{paused} (doubled from {config.min_new_for_drift}: {self.unpromoted} drift, "
+                f"quality_drop or estimated_drop {runs} not promoted since the latest promotion)")
 
 
 @dataclass(frozen=True)
@@ -273,16 +275,17 @@ def decide(obs: Observation, cursor: Cursor, config: PolicyConfig) -> tuple[Trig
         trigger = Trigger(NEW_OBSERVATIONS, f"{NEW_OBSERVATIONS}-{obs.label_watermark}", new, obs.label_watermark)
     elif obs.quality is not None and obs.dropped(QUALITY_WATCH, cursor, config) and new >= bar.labels:
         trigger = Trigger(QUALITY_DROP, f"{QUALITY_DROP}-{obs.quality.report_id}", new, obs.label_watermark)
-    elif obs.drift_detected and obs.drift_report_id and obs.drift_report_id != cursor.last_drift_report:
-        if new >= bar.labels:
+    else:
+        drifted = bool(obs.drift_detected and obs.drift_report_id and obs.drift_report_id != cursor.last_drift_report)
+        estimated = obs.estimate is not None and obs.dropped(ESTIMATE_WATCH, cursor, config)
+        if (drifted or estimated) and new < bar.labels:  # a challenger trained on no new labels is the champion again
+            seen = " and ".join([*(["drift detected"] if drifted else []), *(["estimated drop"] if estimated else [])])
+            estimate = f"{obs.estimate.summary(ESTIMATE_WATCH.kind)}; " if obs.estimate is not None and estimated else ""
+            return None, cursor, f"{seen}, waiting for labels: {new} new labelled events of {bar.labels} needed; {estimate}{bar.summary(config)}"
+        if drifted:
             trigger = Trigger(DRIFT, f"{DRIFT}-{obs.drift_report_id}", new, obs.label_watermark, obs.drift_share)
-        else:
-            return None, cursor, f"drift detected, waiting for labels: {new} new labelled events of {bar.labels} needed; {bar.summary(config)}"
-    elif obs.estimate is not None and obs.dropped(ESTIMATE_WATCH, cursor, config):
-        if new < config.min_new_for_drift:  # a challenger trained on no new labels is the champion again
-            return None, cursor, (f"estimated drop, waiting for labels: {new} new labelled events of {config.min_new_for_drift} needed; "
-                                  f"{obs.estimate.summary(ESTIMATE_WATCH.kind)}")
-        trigger = Trigger(ESTIMATED_DROP, f"{ESTIMATED_DROP}-{obs.estimate.report_id}", new, obs.label_watermark)
+        elif obs.estimate is not None and estimated:
+            trigger = Trigger(ESTIMATED_DROP, f"{ESTIMATED_DROP}-{obs.estimate.report_id}", new, obs.label_watermark)
     if trigger is None:
         return None, cursor, (
             f"{new} new labelled events since the last trigger ({since_champion} since the champion's cut-off); "

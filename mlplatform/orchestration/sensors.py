@@ -91,7 +91,7 @@ def build_sensors(names: ModelNames, landing_sensor_running: bool = True) -> lis
         minimum_interval_seconds=TICK_INTERVAL_SECONDS,
         description=f"Retrains {model_name} (features → trained_model → evaluation_report) when N new labelled events arrived "
         "since the champion's cut-off, when the latest drift report says drift and enough new labels exist, or when the "
-        "champion's estimated performance dropped (estimated_drop: detected without labels, retrained once min_new_labelled_for_drift new labels are in), or when its realized quality on its labelled "
+        "champion's estimated performance dropped (estimated_drop: detected without labels, retrained once the drift bar's new labels are in), or when its realized quality on its labelled "
         "served predictions (live_quality) dropped below its hold-out reference (quality_drop); never while the champion is pinned. With "
         "promotion_requires_shadow_win, it requests evaluation_report again once a challenger awaiting its shadow evidence has it, "
         "or once it waited shadow_max_wait_seconds without it (that evaluation decides on the hold-out alone).",
