@@ -37,6 +37,7 @@ WATCHED_METRIC = {"binary": "roc_auc", "multiclass": "accuracy", "regression": "
 Z95 = 1.959964
 DRAWS = 200  # simulated label sets per chunk for the classification band: ±0.001 on a 1.96-sigma band
 SPREAD_ROWS = 20_000  # larger chunks: the spread is measured on this many events and scaled by √(m/n), bounding memory
+RESAMPLES = 20  # hold-out bootstrap resamples whose calibrations measure the calibration's own error in the band
 
 
 class EstimationError(ValueError):
@@ -171,7 +172,11 @@ class Calibration:
 
 @dataclass
 class ClassificationEstimator:
-    """CBPE: calibrated probabilities → expected confusion matrix and AUC, band from labels drawn from them."""
+    """CBPE: calibrated probabilities → expected confusion matrix and AUC. Its band holds two errors: of the labels, drawn
+    from the calibrated probabilities, and of the calibration itself, the spread of the estimates under calibrations fitted
+    on bootstrap resamples of the hold-out. With the first alone, an estimator fitted on a small hold-out (80 rows) read
+    0.84 AUC on a stream realized at 0.69, its band 0.83-0.86, and estimate_trust called the unchanged stream a concept
+    change (the estimation probe)."""
 
     task: str
     classes: list[str]
@@ -180,20 +185,22 @@ class ClassificationEstimator:
     holdout_rows: int
     uncalibrated: list[str] = field(default_factory=list)
     seed: int = 7
+    resampled: list[dict[int, Calibration]] = field(default_factory=list)  # fitted on RESAMPLES resamples (none: older estimators)
     method: str = CBPE
 
     @property
     def positive(self) -> int | None:
         return 1 if self.task == "binary" else None
 
-    def calibrated(self, matrix: np.ndarray) -> np.ndarray:
-        """Calibrated class probabilities, rows summing to one."""
+    def calibrated(self, matrix: np.ndarray, calibrations: dict[int, Calibration] | None = None) -> np.ndarray:
+        """Calibrated class probabilities, rows summing to one (`calibrations`: a resample's, else the hold-out's)."""
+        calibrations = self.calibrations if calibrations is None else calibrations
         if self.task == "binary":
-            cal = self.calibrations.get(1)
+            cal = calibrations.get(1)
             p = matrix[:, 1] if cal is None else cal.apply(matrix[:, 1])
             return np.column_stack([1.0 - p, p])
         out = matrix.copy()
-        for k, cal in self.calibrations.items():
+        for k, cal in calibrations.items():
             out[:, k] = cal.apply(matrix[:, k])
         totals = out.sum(axis=1, keepdims=True)
         return np.where(totals > 0, out / np.where(totals > 0, totals, 1.0), matrix)
@@ -215,16 +222,27 @@ class ClassificationEstimator:
         refused = too_few(len(matrix), min_events)
         if refused is not None:
             return refused
-        k = len(self.classes)
         predicted = _predicted(self.task, matrix)
         proba = self.calibrated(matrix)
+        point = self._point(matrix, proba, predicted)
+        spread = self._sampling_spread(matrix, proba, predicted)
+        if self.resampled:
+            with warnings.catch_warnings():  # a metric undefined under every resample keeps the sampling spread alone
+                warnings.simplefilter("ignore", RuntimeWarning)
+                points = [self._point(matrix, self.calibrated(matrix, cals), predicted) for cals in self.resampled]
+                calibration = {name: float(np.nanstd([p.get(name, math.nan) for p in points])) for name in point}
+            spread = {name: math.hypot(sd, 0.0 if math.isnan(calibration.get(name, math.nan)) else calibration[name]) for name, sd in spread.items()}
+        return _banded(len(matrix), point, spread, bounds=(0.0, 1.0))
+
+    def _point(self, matrix: np.ndarray, proba: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+        """The metrics expected from calibrated probabilities `proba`: their expected confusion matrix, and AUC."""
+        k = len(self.classes)
         expected = np.zeros((k, k))
         for j in range(k):
             expected[:, j] = proba[predicted == j].sum(axis=0)
         point = {name: float(v) for name, v in confusion_metrics(expected, self.positive).items()}
         point["roc_auc"] = self._auc(matrix, proba)
-        spread = self._sampling_spread(matrix, proba, predicted)
-        return _banded(len(matrix), point, spread, bounds=(0.0, 1.0))
+        return point
 
     def _sampling_spread(self, matrix: np.ndarray, proba: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
         """Standard deviation of each metric over label sets drawn from the calibrated probabilities."""
@@ -258,12 +276,20 @@ class ClassificationEstimator:
     def to_dict(self) -> dict[str, Any]:
         return {"method": self.method, "task": self.task, "classes": self.classes, "reference": self.reference,
                 "holdout_rows": self.holdout_rows, "uncalibrated": self.uncalibrated, "seed": self.seed,
-                "calibrations": {str(k): {"x": c.x, "y": c.y} for k, c in self.calibrations.items()}}
+                "calibrations": _calibrations_dict(self.calibrations), "resampled": [_calibrations_dict(c) for c in self.resampled]}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ClassificationEstimator":
-        return cls(data["task"], list(data["classes"]), {int(k): Calibration(v["x"], v["y"]) for k, v in data["calibrations"].items()},
-                   dict(data["reference"]), int(data["holdout_rows"]), list(data["uncalibrated"]), int(data["seed"]))
+        return cls(data["task"], list(data["classes"]), _calibrations_of(data["calibrations"]), dict(data["reference"]), int(data["holdout_rows"]),
+                   list(data["uncalibrated"]), int(data["seed"]), [_calibrations_of(c) for c in data.get("resampled", [])])
+
+
+def _calibrations_dict(calibrations: dict[int, Calibration]) -> dict[str, dict[str, list[float]]]:
+    return {str(k): {"x": c.x, "y": c.y} for k, c in calibrations.items()}
+
+
+def _calibrations_of(data: dict[str, dict[str, list[float]]]) -> dict[int, Calibration]:
+    return {int(k): Calibration(v["x"], v["y"]) for k, v in data.items()}
 
 
 def fit_classification(task: str, classes: list[str], scores: np.ndarray, y: np.ndarray, seed: int) -> ClassificationEstimator:
@@ -279,7 +305,13 @@ def fit_classification(task: str, classes: list[str], scores: np.ndarray, y: np.
             calibrations[k] = Calibration.fit(matrix[:, k], hit)
         else:
             uncalibrated.append(classes[k] if task == "multiclass" else "all")
-    estimator = ClassificationEstimator(task, list(classes), calibrations, {}, len(y), uncalibrated, seed)
+    rng = np.random.default_rng(seed)
+    resampled = []
+    for _ in range(RESAMPLES):  # a class a resample lacks (or holds alone) keeps the hold-out's calibration
+        rows = rng.integers(0, len(y), len(y))
+        hits = {k: (y[rows] == k).astype("float64") for k in calibrations}
+        resampled.append({k: Calibration.fit(matrix[rows, k], hit) if 0 < hit.sum() < len(hit) else cal for (k, cal), hit in zip(calibrations.items(), hits.values())})
+    estimator = ClassificationEstimator(task, list(classes), calibrations, {}, len(y), uncalibrated, seed, resampled)
     estimator.reference = estimator.realized(scores, y)
     return estimator
 
