@@ -392,7 +392,10 @@ def test_status_says_when_it_shows_only_the_latest_champion_moves() -> None:
                                          "floor_verdict": "within floors", "trust_verdict": "trusted"}}
     shown = render_status(status)
     assert "live quality of v6 (not the champion v7: not run since it changed) on 30" in shown
-    assert "estimated performance of v7: mae 4.361 recently" in shown
+    assert "estimated performance of v7: mae 4.361 recently; within floors" in shown
+    status["estimated_performance"] |= {"recent_lower": 4.1, "recent_upper": 4.6, "recent_events": 2000, "reference": 3.9}
+    assert ("estimated performance of v7: mae 4.361 recently (95 % band 4.1-4.6, 2000 events) vs reference 3.9: 11.8% worse; within floors"
+            in render_status(status)), "the estimation probe: 'roc_auc 0.7286 recently' said nothing of a reference of 0.9504"
     status["estimated_performance"] |= {"recent_estimate": None, "recent_note": "no events the champion did not train on"}
     assert "estimated performance of v7: mae not estimated recently (no events the champion did not train on); within floors" in render_status(status), \
         "it printed 'mae None recently'"

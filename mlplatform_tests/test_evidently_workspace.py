@@ -172,7 +172,9 @@ def test_status_says_the_latest_live_quality_and_estimate(reported: Reported) ->
     assert status["estimated_performance"]["recent_estimate"] == estimated["recent_estimate"] and not status["estimated_performance"]["skipped"]
     said = render_status(status)
     assert f"live quality of v1 on {live['events']} labelled served predictions: {live['verdict']}" in said, said
-    assert f"estimated performance of v1: {estimated['estimated_metric']} {estimated['recent_estimate']:.4g} recently; {estimated['floor_verdict']}" in said, said
+    recent = (f"estimated performance of v1: {estimated['estimated_metric']} {estimated['recent_estimate']:.4g} recently "
+              f"(95 % band {estimated['recent_lower']:.4g}-{estimated['recent_upper']:.4g}, {estimated['recent_events']} events) vs reference {estimated['reference']:.4g}: ")
+    assert recent in said and f"; {estimated['floor_verdict']}" in said, said
 
 
 def test_evidently_ui_serves_the_project_and_its_snapshots_on_loopback(reported: Reported, tmp_path: Path) -> None:
