@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
-from mlplatform.domain.estimation import (RESAMPLES, ClassificationEstimator, EstimationError, RegressionEstimator, fit_estimator, load_estimator,
+from mlplatform.domain.estimation import (RESAMPLES, ClassificationEstimator, Estimate, EstimationError, RegressionEstimator, fit_estimator, load_estimator,
                                           weighted_auc)
 from mlplatform.domain.keys import ESTIMATE_TAG, ESTIMATED_METRIC_TAG, ESTIMATED_REFERENCE_TAG, ESTIMATED_VALUE_TAG, REASON_TAG
 from mlplatform.domain.policy import DRIFT, ESTIMATED_DROP, Cursor, PerformanceReading, Observation, PolicyConfig, RetrainOutcome, decide
@@ -411,3 +411,20 @@ def test_realized_performance_outside_the_band_says_on_which_side(metric: str, r
     inside = ChunkResult(2, 3, band, 750, band, {metric: 0.81})
     report = EstimationReport(1, "cbpe", metric, {metric: 0.81}, [chunk, inside], band)
     assert report.untrusted == [f"realized {metric} {realized:.4f} {says}"] and report.only_better is only_better
+
+
+def test_a_watched_metric_undefined_on_the_recent_events_is_said_not_left_blank() -> None:
+    """The estimation probe: with every event scored as one class there was no AUC; the recent note was empty (the
+    sensor said 'no recent performance estimate: ', status '(no reason recorded)') and the floors read 'within floors'
+    though the AUC floor was never checked."""
+    from mlplatform.orchestration.estimation import floor_verdict, report_metadata
+    from mlplatform.pipeline.live_quality import Bound
+
+    recent = Estimate(400, {"accuracy": 0.97}, {"accuracy": 0.95}, {"accuracy": 0.99})
+    report = EstimationReport(3, "CBPE", "roc_auc", {"roc_auc": 0.95, "accuracy": 0.9}, [], recent)
+    assert report_metadata(report)["recent_note"] == "roc_auc is undefined on the latest 400 events"
+    floors = [Bound("roc_auc", 0.6, minimum=True), Bound("accuracy", 0.98, minimum=True)]
+    breaches, said = floor_verdict(recent, floors)
+    assert said == "estimated accuracy 0.9700 < floor 0.9800 (roc_auc undefined on these 400 events: its floor not checked)" and len(breaches) == 1
+    assert floor_verdict(recent, floors[:1]) == ([], "estimate within floors (roc_auc undefined on these 400 events: its floor not checked)")
+    assert floor_verdict(Estimate(10, note="only 10 events"), floors) == ([], "no estimate: only 10 events")

@@ -45,6 +45,20 @@ def chunk_table(report: EstimationReport) -> str:
     return markdown_table(pd.DataFrame(rows))
 
 
+def floor_verdict(recent: Estimate, floors: list[Bound]) -> tuple[list[str], str]:
+    """The floors the recent estimate breaches, and the verdict saying them, or the floors of metrics undefined on its
+    events, which it could not check (the estimation probe: AUC of events all scored as one class read 'within floors')."""
+    breaches = [b.describe(recent.metrics[b.metric]).replace("live ", "estimated ") for b in floors
+                if b.metric in recent.metrics and b.breached_by(recent.metrics[b.metric])]
+    if not recent.metrics:
+        return breaches, f"no estimate: {recent.note}"
+    unchecked = sorted({b.metric for b in floors if b.metric not in recent.metrics})
+    text = "; ".join(breaches) or "estimate within floors"
+    if unchecked:
+        text += f" ({', '.join(unchecked)} undefined on these {recent.events} events: {'its floor' if len(unchecked) == 1 else 'their floors'} not checked)"
+    return breaches, text
+
+
 def report_metadata(report: EstimationReport) -> dict[str, object]:
     """Numbers first (the Dagster UI plots numeric metadata over materializations): the newest chunk's estimate and
     band, the newest labelled chunk's realized value beside its estimate, the recent estimate the sensor reads."""
@@ -62,8 +76,8 @@ def report_metadata(report: EstimationReport) -> dict[str, object]:
         meta[f"estimated_{m}_on_labelled"] = labelled.labelled_estimate.metrics.get(m, float("nan"))
     if m in report.recent.metrics:
         meta.update({RECENT_ESTIMATE: report.recent.metrics[m], RECENT_LOWER: report.recent.lower[m], RECENT_UPPER: report.recent.upper[m]})
-    else:
-        meta[RECENT_NOTE] = report.recent.note
+    else:  # estimated, but not the watched metric (the estimation probe: every event scored as one class left it empty)
+        meta[RECENT_NOTE] = report.recent.note or f"{m} is undefined on the latest {report.recent.events} events"
     if report.left_out:
         meta["realized_left_out"] = report.left_out_note
     meta.update({RECENT_EVENTS: report.recent.events, "chunks": len(report.chunks), "untrusted_chunks": len(report.untrusted),
@@ -125,9 +139,7 @@ def build_estimated_performance(names: ModelNames, retry: dg.RetryPolicy, freshn
                                for name in (ESTIMATE_FLOOR_CHECK, ESTIMATE_TRUST_CHECK)],
             )
         recent, floors = result.recent, estimate_floors(settings, spec)
-        breaches = [b.describe(recent.metrics[b.metric]).replace("live ", "estimated ") for b in floors
-                    if b.metric in recent.metrics and b.breached_by(recent.metrics[b.metric])]
-        floor_text = "; ".join(breaches) or ("estimate within floors" if recent.metrics else f"no estimate: {recent.note}")
+        breaches, floor_text = floor_verdict(recent, floors)
         untrusted = result.untrusted
         compared = result.compared
         trust_text = (f"{BETTER_THAN_ESTIMATED if result.only_better else CONCEPT_CHANGE}: {'; '.join(untrusted)}" if untrusted
