@@ -428,3 +428,19 @@ def test_a_watched_metric_undefined_on_the_recent_events_is_said_not_left_blank(
     assert said == "estimated accuracy 0.9700 < floor 0.9800 (roc_auc undefined on these 400 events: its floor not checked)" and len(breaches) == 1
     assert floor_verdict(recent, floors[:1]) == ([], "estimate within floors (roc_auc undefined on these 400 events: its floor not checked)")
     assert floor_verdict(Estimate(10, note="only 10 events"), floors) == ([], "no estimate: only 10 events")
+
+
+def test_the_headline_estimate_and_realized_values_say_which_events_they_cover() -> None:
+    """The estimation probe: estimated_roc_auc 0.72 of the newest chunk beside realized_roc_auc 0.96 of a chunk days
+    older read as a badly wrong estimate; nothing said which events each covered."""
+    from mlplatform.orchestration.estimation import report_metadata
+    from mlplatform.pipeline.estimation import ChunkResult
+
+    day = 86_400_000_000
+    labelled = ChunkResult(0, day, Estimate(1000, {"roc_auc": 0.95}, {"roc_auc": 0.93}, {"roc_auc": 0.97}), 1000,
+                           Estimate(1000, {"roc_auc": 0.95}, {"roc_auc": 0.93}, {"roc_auc": 0.97}), {"roc_auc": 0.96})
+    newest = ChunkResult(5 * day, 6 * day, Estimate(1000, {"roc_auc": 0.72}, {"roc_auc": 0.70}, {"roc_auc": 0.74}), 0, None, {})
+    meta = report_metadata(EstimationReport(2, "CBPE", "roc_auc", {"roc_auc": 0.95}, [labelled, newest], newest.estimate))
+    assert meta["estimated_roc_auc"] == 0.72 and meta["realized_roc_auc"] == 0.96
+    assert meta["estimated_chunk"] == "1970-01-06T00:00:00+00:00 to 1970-01-07T00:00:00+00:00 (1000 events)"
+    assert meta["realized_chunk"] == "1970-01-01T00:00:00+00:00 to 1970-01-02T00:00:00+00:00 (1000 events)"

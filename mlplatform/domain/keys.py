@@ -140,6 +140,8 @@ RECENT_LOWER = "recent_lower"
 RECENT_UPPER = "recent_upper"
 RECENT_EVENTS = "recent_events"
 RECENT_NOTE = "recent_note"  # why there is no recent estimate
+ESTIMATED_CHUNK = "estimated_chunk"  # the events the headline estimated_* values cover (the newest chunk)
+REALIZED_CHUNK = "realized_chunk"  # those realized_* cover (the newest labelled chunk): set side by side, they may be days apart
 REFERENCE = "reference"  # the champion's realized performance on its own hold-out (estimated_performance and live_quality)
 # live_quality: the champion's realized performance on its latest labelled served predictions, the reading quality_drop reads
 QUALITY_METRIC = "quality_metric"

@@ -10,13 +10,13 @@ import numpy as np
 import pandas as pd
 
 from mlplatform.domain.estimation import Estimate
-from mlplatform.domain.keys import (CHAMPION_VERSION, ESTIMATED_METRIC, FLOOR_VERDICT, RECENT_ESTIMATE, RECENT_EVENTS, RECENT_LOWER, RECENT_NOTE, RECENT_UPPER,
-                                   REFERENCE, SKIP_REASON, SKIPPED, TRUST_VERDICT)
+from mlplatform.domain.keys import (CHAMPION_VERSION, ESTIMATED_CHUNK, ESTIMATED_METRIC, FLOOR_VERDICT, RECENT_ESTIMATE, RECENT_EVENTS, RECENT_LOWER, RECENT_NOTE, RECENT_UPPER,
+                                   REALIZED_CHUNK, REFERENCE, SKIP_REASON, SKIPPED, TRUST_VERDICT)
 from mlplatform.domain.timeformat import iso_text, iso_time
 from mlplatform.orchestration.assets import markdown_table, value_snapshot_metadata
 from mlplatform.orchestration.names import ESTIMATE_FLOOR_CHECK, ESTIMATE_TRUST_CHECK, ESTIMATED_PERFORMANCE, RAW_EVENTS, ModelNames
 from mlplatform.orchestration.resources import PlatformResource
-from mlplatform.pipeline.estimation import EstimationReport, EstimationSkipped, estimate_floors, estimate_performance
+from mlplatform.pipeline.estimation import ChunkResult, EstimationReport, EstimationSkipped, estimate_floors, estimate_performance
 from mlplatform.pipeline.live_quality import Bound
 from mlplatform.root import ModelContext
 from mlplatform.stores.evidently_workspace import ESTIMATED_KIND, ValuePoint, WorkspaceEntry, add_value_snapshots
@@ -32,6 +32,12 @@ def _band(estimate: Estimate | None, metric: str) -> str:
     if estimate is None or metric not in estimate.metrics:
         return "" if estimate is None else estimate.note
     return f"{estimate.metrics[metric]:.4f} ({estimate.lower[metric]:.4f}-{estimate.upper[metric]:.4f})"
+
+
+def _span(chunk: ChunkResult) -> str:
+    """A chunk's events, for the headline numbers (the estimation probe: an estimate of today's events beside a realized
+    value of last week's read as a badly wrong estimate)."""
+    return f"{iso_time(chunk.first_event_time)} to {iso_time(chunk.last_event_time)} ({chunk.estimate.events} events)"
 
 
 def chunk_table(report: EstimationReport) -> str:
@@ -70,10 +76,12 @@ def report_metadata(report: EstimationReport) -> dict[str, object]:
         e = newest.estimate
         meta.update({f"estimated_{k}": v for k, v in e.metrics.items()})
         meta.update({f"estimated_{k}_{side}": band[k] for k in e.metrics if k == m for side, band in (("lower", e.lower), ("upper", e.upper))})
+        meta[ESTIMATED_CHUNK] = _span(newest)
     labelled = next((c for c in reversed(report.chunks) if c.realized and c.labelled_estimate is not None), None)
     if labelled is not None and labelled.labelled_estimate is not None:
         meta.update({f"realized_{k}": v for k, v in labelled.realized.items()})
         meta[f"estimated_{m}_on_labelled"] = labelled.labelled_estimate.metrics.get(m, float("nan"))
+        meta[REALIZED_CHUNK] = _span(labelled)
     if m in report.recent.metrics:
         meta.update({RECENT_ESTIMATE: report.recent.metrics[m], RECENT_LOWER: report.recent.lower[m], RECENT_UPPER: report.recent.upper[m]})
     else:  # estimated, but not the watched metric (the estimation probe: every event scored as one class left it empty)
