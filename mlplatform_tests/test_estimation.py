@@ -385,8 +385,18 @@ def test_realized_metrics_read_labels_as_the_champion_knows_its_classes(tmp_path
     try:
         log.append(later.assign(event_id=[f"e{i}" for i in range(len(later))], event_time=np.arange(len(later))), "landing")
         report = estimate_performance(settings, gained, log, predictor, 1, 0)
+        partly, wholly = (estimate_performance(settings, gained, log, predictor, 1, cutoff) for cutoff in (700, 1000))
     finally:
         log.close()
+    from mlplatform.orchestration.estimation import report_metadata
+
+    assert report.training_rows == 0 and "training_rows_left_out" not in report_metadata(report)
+    assert isinstance(partly, EstimationReport) and (partly.read, partly.training_rows, partly.recent.events) == (1000, 700, 300)
+    said = "700 of the latest 1000 events by event time were champion v1's training rows (its scores there are in-sample) and are left out"
+    assert report_metadata(partly)["training_rows_left_out"].startswith(said), "the estimation probe: 293 of 3000 events went unestimated, unsaid"
+    assert isinstance(wholly, EstimationReport) and report_metadata(wholly)["recent_note"] == (
+        "only 0 events in the chunk; at least 100 are needed for an estimate (1000 of the latest 1000 events by event time were champion v1's "
+        "training rows (its scores there are in-sample) and are left out; events dated before them are not read)")
     assert isinstance(report, EstimationReport) and len(report.chunks) == 2
     right = (predictor.predict(later)["prediction"] == later[LABEL]).to_numpy()
     known = (later[LABEL] != "d").to_numpy()

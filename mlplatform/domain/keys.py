@@ -142,6 +142,7 @@ RECENT_EVENTS = "recent_events"
 RECENT_NOTE = "recent_note"  # why there is no recent estimate
 ESTIMATED_CHUNK = "estimated_chunk"  # the events the headline estimated_* values cover (the newest chunk)
 REALIZED_CHUNK = "realized_chunk"  # those realized_* cover (the newest labelled chunk): set side by side, they may be days apart
+TRAINING_ROWS_LEFT_OUT = "training_rows_left_out"  # estimated_performance: the latest events it read that were the champion's training rows
 REFERENCE = "reference"  # the champion's realized performance on its own hold-out (estimated_performance and live_quality)
 # live_quality: the champion's realized performance on its latest labelled served predictions, the reading quality_drop reads
 QUALITY_METRIC = "quality_metric"

@@ -11,7 +11,7 @@ import pandas as pd
 
 from mlplatform.domain.estimation import Estimate
 from mlplatform.domain.keys import (CHAMPION_VERSION, ESTIMATED_CHUNK, ESTIMATED_METRIC, FLOOR_VERDICT, RECENT_ESTIMATE, RECENT_EVENTS, RECENT_LOWER, RECENT_NOTE, RECENT_UPPER,
-                                   REALIZED_CHUNK, REFERENCE, SKIP_REASON, SKIPPED, TRUST_VERDICT)
+                                   REALIZED_CHUNK, REFERENCE, SKIP_REASON, SKIPPED, TRAINING_ROWS_LEFT_OUT, TRUST_VERDICT)
 from mlplatform.domain.timeformat import iso_text, iso_time
 from mlplatform.orchestration.assets import markdown_table, value_snapshot_metadata
 from mlplatform.orchestration.names import ESTIMATE_FLOOR_CHECK, ESTIMATE_TRUST_CHECK, ESTIMATED_PERFORMANCE, RAW_EVENTS, ModelNames
@@ -85,9 +85,12 @@ def report_metadata(report: EstimationReport) -> dict[str, object]:
     if m in report.recent.metrics:
         meta.update({RECENT_ESTIMATE: report.recent.metrics[m], RECENT_LOWER: report.recent.lower[m], RECENT_UPPER: report.recent.upper[m]})
     else:  # estimated, but not the watched metric (the estimation probe: every event scored as one class left it empty)
-        meta[RECENT_NOTE] = report.recent.note or f"{m} is undefined on the latest {report.recent.events} events"
+        note = report.recent.note or f"{m} is undefined on the latest {report.recent.events} events"
+        meta[RECENT_NOTE] = f"{note} ({report.training_rows_note})" if report.training_rows else note
     if report.left_out:
         meta["realized_left_out"] = report.left_out_note
+    if report.training_rows:
+        meta[TRAINING_ROWS_LEFT_OUT] = report.training_rows_note
     meta.update({RECENT_EVENTS: report.recent.events, "chunks": len(report.chunks), "untrusted_chunks": len(report.untrusted),
                  "reference_metrics": dg.MetadataValue.json(report.reference), "chunk_table": dg.MetadataValue.md(chunk_table(report))})
     return meta
