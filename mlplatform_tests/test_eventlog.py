@@ -196,34 +196,46 @@ def test_a_feature_whose_type_the_spec_changed_keeps_its_values_in_the_new_type(
 
 @pytest.mark.parametrize("hash_column", ["", ", file_sha256 TEXT"], ids=["before the column", "migrated, hashes left empty"])
 def test_a_log_from_before_quarantine_knew_its_files_opens_and_keeps_its_rows(tmp_path: Path, hash_column: str) -> None:
-    """A log written by an earlier version: its quarantine table gains the file's hash, filled in from the files a name
-    was landed as: a row is the content first recorded at or after it (a reading records its file once it has
-    quarantined its rows), else the name's one content (the upgrade probe: a name landed as two contents kept none, a
-    reading again counted its refusals twice, and no release could name either). A log the previous version migrated
-    already, leaving such rows empty, gets them too."""
+    """A log written by an earlier version: its quarantine table gains the file's hash, filled in once from the files a
+    name was landed as, where they tell it for sure: a row is the content first recorded at or after it (a reading
+    recorded its file once it had quarantined its rows), and each content must get the rows its `quarantined` counts
+    (the upgrade probe: a name landed as two contents kept none, a reading again counted its refusals twice, and no
+    release could name either). A log the previous version migrated, leaving such rows empty, gets them too. Where the
+    files cannot tell (the review), the name's rows keep no hash rather than be released with another content's: a
+    content read again (its `at` moved to the later reading), a reading killed before its file was recorded, a name
+    with no file recorded, or one landed again later."""
     path = tmp_path / "events.sqlite"
+    rows = [("old.csv", 9), ("twice.csv", 10), ("twice.csv", 20),  # one content; two, each read once
+            ("labels.csv", 9), ("labels.csv", 19), ("labels.csv", 29),  # L1 at 10, L2 at 20, L1 read again at 30: its at is 30
+            ("daily.csv", 4), ("daily.csv", 8),  # C recorded at 5; the reading of another content killed at 8
+            ("gone.csv", 1)]  # no file recorded
     with closing(sqlite3.connect(path)) as db, db:
         db.execute("CREATE TABLE quarantine (id INTEGER PRIMARY KEY, source TEXT NOT NULL, row_number INTEGER, reason TEXT NOT NULL, record TEXT, "
                    f"quarantined_at INTEGER NOT NULL{hash_column})")
-        db.execute("INSERT INTO quarantine (source, row_number, reason, quarantined_at) VALUES ('old.csv', 2, 'bad x', 9), ('twice.csv', 3, 'bad z', 10), "
-                   "('twice.csv', 4, 'bad z', 20), ('twice.csv', 5, 'bad w', 21), ('gone.csv', 6, 'bad v', 1)")
+        db.executemany("INSERT INTO quarantine (source, row_number, reason, quarantined_at) VALUES (?, ?, 'bad', ?)", [(n, i, at) for i, (n, at) in enumerate(rows)])
         db.execute("CREATE TABLE files (sha256 TEXT PRIMARY KEY, name TEXT NOT NULL, rows INTEGER, ingested INTEGER, duplicates INTEGER, "
                    "quarantined INTEGER, at INTEGER NOT NULL)")
-        db.execute("INSERT INTO files VALUES ('sha-old', 'old.csv', 5, 4, 0, 1, 1), ('sha-t1', 'twice.csv', 5, 4, 0, 1, 10), ('sha-t2', 'twice.csv', 5, 4, 0, 1, 20)")
+        db.executemany("INSERT INTO files VALUES (?, ?, 5, 4, 0, ?, ?)", [("sha-old", "old.csv", 1, 9), ("sha-t1", "twice.csv", 1, 10), ("sha-t2", "twice.csv", 1, 20),
+                                                                          ("sha-l1", "labels.csv", 1, 30), ("sha-l2", "labels.csv", 1, 20), ("sha-c", "daily.csv", 1, 5)])
     log = EventLog(path, _spec())
     try:
-        assert log.release_quarantined("sha") == 0 and len(log.quarantine_reasons()) == 5
-        log.quarantine(pd.DataFrame({"row_number": [4], "reason": ["bad y"], "record": ["{}"]}), "new.csv", "sha")
-        assert log.release_quarantined("sha") == 1 and sorted(log.quarantine_reasons()["file"]) == ["gone.csv", "old.csv", *["twice.csv"] * 3]
-        assert log.release_quarantined("sha-old") == 1, "a name landed as one content: its old rows are that file's, released when it is read again"
-        assert log.release_quarantined("sha-t1") == 1, "two contents: the row quarantined as the first was recorded is the first's"
-        assert log.release_quarantined("sha-t2") == 1, "and the one quarantined as the second was recorded, the second's"
-        left = log.quarantined_rows(10)
-        assert list(zip(left["file"], left["line"])) == [("gone.csv", 6), ("twice.csv", 5)], \
-            "a row after every recorded content (a reading that never ended), and one of a name with no file recorded: no hash"
-        assert log.quarantine_reasons()["content"].isna().all()
+        assert _contents(path) == ["sha-old", "sha-t1", "sha-t2", *[None] * 6]
+        assert log.release_quarantined("sha-t1") == 1 and log.release_quarantined("sha-t2") == 1, "each content's own refusal, released as it is read again"
+        log.record_file("sha-g", "gone.csv", FileCounts(rows=3, ingested=3))
+        log.record_file("sha-l3", "labels.csv", FileCounts(rows=3, ingested=3))
     finally:
         log.close()
+    log = EventLog(path, _spec())  # opened again after contents landed under those names: the fill was done once
+    try:
+        assert _contents(path) == ["sha-old", *[None] * 6] and log.release_quarantined("sha-l3") == 0
+    finally:
+        log.close()
+
+
+def _contents(path: Path) -> list[str | None]:
+    """The quarantine rows' file hashes, by row."""
+    with closing(sqlite3.connect(path)) as db:
+        return [sha for (sha,) in db.execute("SELECT file_sha256 FROM quarantine ORDER BY id")]
 
 
 def test_a_log_from_before_progress_kept_its_prefix_digest_opens_and_resumes_as_before(tmp_path: Path) -> None:

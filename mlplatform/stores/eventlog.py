@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, closing, contextmanager
 from dataclasses import dataclass, field, fields
@@ -40,6 +41,7 @@ SERVING_SOURCE = "serving"  # `source` of events logged by the prediction servic
 CONTENT_CHARS = 12  # of a landed file's SHA-256, naming one of the contents landed under one name
 SHA256_PREFIX = re.compile(r"[0-9a-f]{1,64}")  # the start of a content's SHA-256, as `--content` names it
 COUNTERS = ("events", "labelled", "quarantined", "label_seq")  # rows of `meta`, kept by the writing transactions
+OLD_REFUSALS_ATTRIBUTED = "old_refusals_attributed"  # a row of `meta`: an earlier version's refusals got their contents (once)
 
 
 PROBE_TIMEOUT_S = 2.0
@@ -321,15 +323,6 @@ class EventStore(ABC):
                 db.execute("ALTER TABLE file_lineage ADD COLUMN grown_from TEXT")
             if "file_sha256" not in self._existing_columns(db, "quarantine"):  # a log from before files were read again
                 db.execute("ALTER TABLE quarantine ADD COLUMN file_sha256 TEXT")
-            # Rows of such a log (this version writes none without a hash) get their file's: a reading records its file
-            # once it has quarantined its rows, so a row is the content of its name first recorded at or after it, or
-            # the name's one content. Before, a name landed as several contents kept no hash: a reading again of one
-            # of them counted its refusals twice, and no release could name it (the upgrade probe).
-            db.execute("UPDATE quarantine SET file_sha256 = COALESCE("
-                       "(SELECT sha256 FROM files WHERE files.name = quarantine.source AND files.at >= quarantine.quarantined_at "
-                       "ORDER BY files.at, files.sha256 LIMIT 1), "
-                       "(SELECT CASE WHEN count(*) = 1 THEN min(sha256) END FROM files WHERE files.name = quarantine.source)) "
-                       "WHERE file_sha256 IS NULL")
             db.execute(  # a person's release of a file's refusals (`mlplatform quarantine --release`): who, when, how many
                 f"""CREATE TABLE IF NOT EXISTS quarantine_releases (
                     released_at {t["int"]} NOT NULL, source TEXT NOT NULL, file_sha256 TEXT, rows {t["int"]} NOT NULL,
@@ -351,6 +344,38 @@ class EventStore(ABC):
                 db.execute("ALTER TABLE file_progress ADD COLUMN prefix_sha256 TEXT NOT NULL DEFAULT ''")
             db.execute(f"CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value {t['int']} NOT NULL)")
             db.executemany(f"INSERT INTO meta VALUES ({self.PARAM}, 0) ON CONFLICT (key) DO NOTHING", [(k,) for k in COUNTERS])
+            self._attribute_old_refusals(db)
+
+    def _attribute_old_refusals(self, db: Any) -> None:
+        """Give the refusals an earlier version kept without their file's content hash the content they were read from,
+        once per log (a `meta` row says it was done), where the files table tells it for sure. Before, a name landed as
+        several contents kept no hash: a reading again of one of them counted its refusals twice, and no release could
+        name it (the upgrade probe).
+
+        An earlier version recorded a file (`files.at`) once it had quarantined its rows, so a row is the content of its
+        name first recorded at or after it. That holds only where each content was read once: a content read again
+        moved its `at` to the later reading (label files were read at every landing), and a reading killed before its
+        file was recorded has no row in `files`. So a name's rows are attributed only when every one of them finds a
+        content and each content gets exactly the rows its `files.quarantined` counts; otherwise all of the name's rows
+        keep no hash (shown as content unknown, released by name), rather than be released with another content's."""
+        p = self.PARAM
+        if db.execute(f"SELECT 1 FROM meta WHERE key = {p}", (OLD_REFUSALS_ATTRIBUTED,)).fetchone() is not None:
+            return
+        by_name: dict[str, list[tuple[int, int]]] = {}
+        for row_id, source, at in db.execute("SELECT id, source, quarantined_at FROM quarantine WHERE file_sha256 IS NULL").fetchall():
+            by_name.setdefault(str(source), []).append((int(at), int(row_id)))
+        contents: dict[str, list[tuple[int, str, int]]] = {}
+        if by_name:
+            for name, sha, at, quarantined in db.execute("SELECT name, sha256, at, quarantined FROM files WHERE quarantined > 0").fetchall():
+                contents.setdefault(str(name), []).append((int(at), str(sha), int(quarantined)))
+        updates = []
+        for name, rows in by_name.items():
+            recorded = sorted(contents.get(name, []))
+            owners = [next((sha for at, sha, _ in recorded if at >= quarantined_at), None) for quarantined_at, _ in rows]
+            if None not in owners and Counter(owners) == {sha: n for _, sha, n in recorded}:
+                updates += [(sha, row_id) for sha, (_, row_id) in zip(owners, rows)]
+        db.executemany(f"UPDATE quarantine SET file_sha256 = {p} WHERE id = {p}", updates)
+        db.execute(f"INSERT INTO meta VALUES ({p}, 1) ON CONFLICT (key) DO NOTHING", (OLD_REFUSALS_ATTRIBUTED,))
 
     def _bump(self, db: Any, key: str, by: int) -> None:
         if by:
