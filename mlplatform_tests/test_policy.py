@@ -74,7 +74,7 @@ def test_the_skip_and_trigger_sentences_say_the_bar_and_why() -> None:
 def test_at_every_n_drift_waits_for_the_label_count_and_says_so() -> None:
     record = (REJECTED_DRIFT,) * 3
     held, _, why = decide(_drift(2999, record), Cursor(), CONFIG)
-    assert held is None and "the label count's: drift waits for the every-3000 retraining" in why and "3 drift, quality_drop or estimated_drop retrainings" in why
+    assert held is None and "the label count's: drift and drops wait for the every-3000 retraining" in why and "3 drift, quality_drop or estimated_drop retrainings" in why
     counted, _, _ = decide(_drift(3000, record), Cursor(), CONFIG)
     assert counted is not None and counted.reason == NEW_OBSERVATIONS
     quiet = Observation(label_watermark=1100, champion_cutoff=1000, now=10_000.0, drift_detected=False, drift_share=0.1, record=(REJECTED_DRIFT,))

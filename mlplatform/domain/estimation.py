@@ -226,10 +226,12 @@ class ClassificationEstimator:
         proba = self.calibrated(matrix)
         point = self._point(matrix, proba, predicted)
         spread = self._sampling_spread(matrix, proba, predicted)
-        if self.resampled:
+        if self.resampled:  # on at most SPREAD_ROWS of the chunk's events: the calibration's error does not shrink with more
+            rows = np.random.default_rng(self.seed).choice(len(matrix), SPREAD_ROWS, replace=False) if len(matrix) > SPREAD_ROWS else slice(None)
+            sample, sample_predicted = matrix[rows], predicted[rows]
             with warnings.catch_warnings():  # a metric undefined under every resample keeps the sampling spread alone
                 warnings.simplefilter("ignore", RuntimeWarning)
-                points = [self._point(matrix, self.calibrated(matrix, cals), predicted) for cals in self.resampled]
+                points = [self._point(sample, self.calibrated(sample, cals), sample_predicted) for cals in self.resampled]
                 calibration = {name: float(np.nanstd([p.get(name, math.nan) for p in points])) for name in point}
             spread = {name: math.hypot(sd, 0.0 if math.isnan(calibration.get(name, math.nan)) else calibration[name]) for name, sd in spread.items()}
         return _banded(len(matrix), point, spread, bounds=(0.0, 1.0))
@@ -307,7 +309,7 @@ def fit_classification(task: str, classes: list[str], scores: np.ndarray, y: np.
             uncalibrated.append(classes[k] if task == "multiclass" else "all")
     rng = np.random.default_rng(seed)
     resampled = []
-    for _ in range(RESAMPLES):  # a class a resample lacks (or holds alone) keeps the hold-out's calibration
+    for _ in range(RESAMPLES if calibrations else 0):  # a class a resample lacks (or holds alone) keeps the hold-out's calibration
         rows = rng.integers(0, len(y), len(y))
         hits = {k: (y[rows] == k).astype("float64") for k in calibrations}
         resampled.append({k: Calibration.fit(matrix[rows, k], hit) if 0 < hit.sum() < len(hit) else cal for (k, cal), hit in zip(calibrations.items(), hits.values())})

@@ -102,7 +102,7 @@ class DriftBar:
         if self.unpromoted == 0:
             return f"drift bar {self.labels} new labelled events (no unpromoted drift, quality_drop or estimated_drop retraining since the latest promotion)"
         runs = "retraining was" if self.unpromoted == 1 else "retrainings were"
-        paused = f", the label count's: drift waits for the every-{config.every_n} retraining" if self.labels >= config.every_n else ""
+        paused = f", the label count's: drift and drops wait for the every-{config.every_n} retraining" if self.labels >= config.every_n else ""
         return (f"drift bar {self.labels} new labelled events{paused} (doubled from {config.min_new_for_drift}: {self.unpromoted} drift, "
                 f"quality_drop or estimated_drop {runs} not promoted since the latest promotion)")
 
