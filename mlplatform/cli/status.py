@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from mlplatform.domain.keys import (HISTORY_HORIZON, CHALLENGER_SCORE, CHALLENGER_VERSION, CHAMPION_VERSION, DECISION_META, REASON_META, DAGSTER_RUN_TAG, DATASET_DRIFT, DECISION, DECISION_REASON, DRIFT_SHARE, DRIFT_SHARE_TAG,
                                    DRIFTED_COLUMNS, ESTIMATED_METRIC, FLOOR_VERDICT, LIVE_EVENTS, LIVE_VERDICT, LIVE_VERSION, NEW_LABELLED_TAG,
                                    POLICY_TRIGGER_TAG, REASON_TAG, RECENT_ESTIMATE, RECENT_EVENTS, RECENT_LOWER, RECENT_NOTE, RECENT_UPPER, REFERENCE, REPORT_PATH, SKIP_REASON, SKIPPED, TRIGGER_REASON, TRUST_VERDICT)
-from mlplatform.domain.estimation import worse_by
+from mlplatform.domain.estimation import worse_or_better
 from mlplatform.root import ModelContext
 from mlplatform.stores.registry import champion_gone
 from mlplatform.stores.registry_tables import RegistryReads, RegistryTables
@@ -118,8 +118,7 @@ def _recent_estimate(e: Mapping[str, Any]) -> str:
         said += f" (95 % band {e['recent_lower']:.4g}-{e['recent_upper']:.4g}, {e.get('recent_events')} events)"
     reference = e.get("reference")
     if isinstance(reference, float) and math.isfinite(reference):
-        worse = worse_by(str(e["metric"]), e["recent_estimate"], reference)
-        said += f" vs reference {reference:.4g}: {abs(worse):.1%} {'worse' if worse >= 0 else 'better'}"
+        said += f" vs reference {reference:.4g}: {worse_or_better(str(e['metric']), e['recent_estimate'], reference)}"
     return said
 
 

@@ -294,6 +294,11 @@ def _calibrations_of(data: dict[str, dict[str, list[float]]]) -> dict[int, Calib
     return {int(k): Calibration(v["x"], v["y"]) for k, v in data.items()}
 
 
+def _calibration(raw: np.ndarray, hit: np.ndarray) -> Calibration | None:
+    """The isotonic calibration of one class's raw scores, None where the rows hold that class alone or none of it."""
+    return Calibration.fit(raw, hit.astype("float64")) if 0 < hit.sum() < len(hit) else None
+
+
 def fit_classification(task: str, classes: list[str], scores: np.ndarray, y: np.ndarray, seed: int) -> ClassificationEstimator:
     """Calibrate one-vs-rest on the hold-out; a class the hold-out lacks keeps its raw probability (and is named)."""
     matrix = score_matrix(task, scores, len(classes))
@@ -302,17 +307,16 @@ def fit_classification(task: str, classes: list[str], scores: np.ndarray, y: np.
     calibrations: dict[int, Calibration] = {}
     uncalibrated = []
     for k in columns:
-        hit = (y == k).astype("float64")
-        if 0 < hit.sum() < len(hit):
-            calibrations[k] = Calibration.fit(matrix[:, k], hit)
+        calibration = _calibration(matrix[:, k], y == k)
+        if calibration is not None:
+            calibrations[k] = calibration
         else:
             uncalibrated.append(classes[k] if task == "multiclass" else "all")
     rng = np.random.default_rng(seed)
     resampled = []
     for _ in range(RESAMPLES if calibrations else 0):  # a class a resample lacks (or holds alone) keeps the hold-out's calibration
         rows = rng.integers(0, len(y), len(y))
-        hits = {k: (y[rows] == k).astype("float64") for k in calibrations}
-        resampled.append({k: Calibration.fit(matrix[rows, k], hit) if 0 < hit.sum() < len(hit) else cal for (k, cal), hit in zip(calibrations.items(), hits.values())})
+        resampled.append({k: _calibration(matrix[rows, k], y[rows] == k) or cal for k, cal in calibrations.items()})
     estimator = ClassificationEstimator(task, list(classes), calibrations, {}, len(y), uncalibrated, seed, resampled)
     estimator.reference = estimator.realized(scores, y)
     return estimator
@@ -422,6 +426,12 @@ def _banded(events: int, point: dict[str, float], spread: dict[str, float], boun
     lower = {k: max(bounds[0], v - Z95 * spread[k]) for k, v in defined.items()}
     upper = {k: min(bounds[1], v + Z95 * spread[k]) for k, v in defined.items()}
     return Estimate(events, defined, lower, upper)
+
+
+def worse_or_better(metric: str, value: float, reference: float) -> str:
+    """`worse_by` as said: "11.8% worse", or "3.2% better" ("-3.2% worse" read as a fall)."""
+    worse = worse_by(metric, value, reference)
+    return f"{abs(worse):.1%} {'worse' if worse >= 0 else 'better'}"
 
 
 def worse_by(metric: str, value: float, reference: float) -> float:

@@ -7,7 +7,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
-from mlplatform.domain.estimation import HIGHER_IS_BETTER, worse_by
+from mlplatform.domain.estimation import HIGHER_IS_BETTER, worse_by, worse_or_better
 from mlplatform.domain.keys import (CHAMPION_CUTOFF_TAG, DRIFT_REPORT_TAG, DRIFT_SHARE_TAG, ESTIMATE_TAG, LABEL_WATERMARK_TAG, NEW_LABELLED_TAG,
                                    PROMOTED, QUALITY_TAG, REASON_TAG, REJECTED, reading_tags)
 
@@ -122,9 +122,8 @@ class PerformanceReading:
 
     def summary(self, kind: str) -> str:
         """`kind`: what the value is, "estimated" or "realized"."""
-        worse = worse_by(self.metric, self.value, self.reference)
         return (f"{kind} {self.metric} {self.value:.4f} (95 % band {self.lower:.4f}-{self.upper:.4f}, {self.events} events) "
-                f"vs reference {self.reference:.4f}: {abs(worse):.1%} {'worse' if worse >= 0 else 'better'}")  # "-3.2% worse" read as a fall
+                f"vs reference {self.reference:.4f}: {worse_or_better(self.metric, self.value, self.reference)}")
 
     def dropped(self, margin: float) -> bool:
         """Worse than the reference by `margin` (relative), with the reference outside the band."""
@@ -277,15 +276,15 @@ def decide(obs: Observation, cursor: Cursor, config: PolicyConfig) -> tuple[Trig
         trigger = Trigger(QUALITY_DROP, f"{QUALITY_DROP}-{obs.quality.report_id}", new, obs.label_watermark)
     else:
         drifted = bool(obs.drift_detected and obs.drift_report_id and obs.drift_report_id != cursor.last_drift_report)
-        estimated = obs.estimate is not None and obs.dropped(ESTIMATE_WATCH, cursor, config)
-        if (drifted or estimated) and new < bar.labels:  # a challenger trained on no new labels is the champion again
-            seen = " and ".join([*(["drift detected"] if drifted else []), *(["estimated drop"] if estimated else [])])
-            estimate = f"{obs.estimate.summary(ESTIMATE_WATCH.kind)}; " if obs.estimate is not None and estimated else ""
+        dropped = obs.estimate if obs.dropped(ESTIMATE_WATCH, cursor, config) else None
+        if (drifted or dropped) and new < bar.labels:  # a challenger trained on no new labels is the champion again
+            seen = " and ".join([*(["drift detected"] if drifted else []), *(["estimated drop"] if dropped else [])])
+            estimate = f"{dropped.summary(ESTIMATE_WATCH.kind)}; " if dropped else ""
             return None, cursor, f"{seen}, waiting for labels: {new} new labelled events of {bar.labels} needed; {estimate}{bar.summary(config)}"
         if drifted:
             trigger = Trigger(DRIFT, f"{DRIFT}-{obs.drift_report_id}", new, obs.label_watermark, obs.drift_share)
-        elif obs.estimate is not None and estimated:
-            trigger = Trigger(ESTIMATED_DROP, f"{ESTIMATED_DROP}-{obs.estimate.report_id}", new, obs.label_watermark)
+        elif dropped:
+            trigger = Trigger(ESTIMATED_DROP, f"{ESTIMATED_DROP}-{dropped.report_id}", new, obs.label_watermark)
     if trigger is None:
         return None, cursor, (
             f"{new} new labelled events since the last trigger ({since_champion} since the champion's cut-off); "
