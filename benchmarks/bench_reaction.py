@@ -2,7 +2,7 @@
 
 Nothing is simulated. For each kind of trigger, on a fresh state folder with the embedded defaults (SQLite
 Dagster instance, SQLite MLflow store, SQLite event log), a first champion is trained through the assets; then
-the Dagster daemon (`dagster-daemon run -w workspace.yaml`: sensors, run queue, run workers) and `mlplatform
+the Dagster daemon (`dagster-daemon run` on the code server `mlplatform dev` starts: sensors, run queue, run workers) and `mlplatform
 serve` run as separate processes, and each round sends events through `POST /predict` and their labels through
 `POST /feedback`, as clients would:
 
@@ -45,7 +45,7 @@ import pandas as pd  # noqa: E402
 from results import markdown_table, record  # noqa: E402
 
 from mlplatform.cli.demo import drift_scenario  # noqa: E402
-from mlplatform.cli.dev import BIN, Server, build_servers, free_port, http_ok, running  # noqa: E402
+from mlplatform.cli.dev import BIN, Server, daemon_servers, free_port, http_ok, running  # noqa: E402
 from mlplatform.domain.keys import DRIFT_REPORT_TAG, POLICY_TRIGGER_TAG, REASON_TAG, TRIGGERED_AT_TAG  # noqa: E402
 from mlplatform.domain.policy import DRIFT, NEW_OBSERVATIONS  # noqa: E402
 from mlplatform.domain.spec import DatasetSpec, SpecError  # noqa: E402
@@ -263,7 +263,7 @@ def session(plan: Plan, spec: DatasetSpec, timeout_s: float, work: Path) -> tupl
         prepare_dagster_home(Settings())
         settings = platform().model(spec.name).settings
         bootstrap(settings, spec, plan.first)
-        servers = [s for s in build_servers(settings) if s.name == "dagster-daemon"] + [serving_server(settings, spec.name)]
+        servers = [*daemon_servers(settings), serving_server(settings, spec.name)]
         with running(settings, log_dir=work / "logs", servers=servers), dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
             sink = ApiSink(spec, servers[-1].url)
             with httpx.Client(base_url=servers[-1].url, timeout=10) as client:
@@ -376,7 +376,7 @@ def main() -> int:
     plans = "".join(f"- {note}.\n" for note in context["plans"])  # type: ignore[attr-defined]
     body = (
         f"{table}\n\n" + "".join(f"{markdown_table(phases)}\n\n{verdict}\n\n" for phases, verdict in summaries) +
-        f"- Processes: `dagster-daemon run -w workspace.yaml` (retraining and drift report sensors with minimum intervals of {sensor_interval(names.retraining_sensor)} s and {sensor_interval(names.drift_sensor)} s, "
+        f"- Processes: `dagster-daemon run` on `dagster code-server start`, as `mlplatform dev` starts them (retraining and drift report sensors with minimum intervals of {sensor_interval(names.retraining_sensor)} s and {sensor_interval(names.drift_sensor)} s, "
         f"ticked by the daemon's sensor loop every {MIN_INTERVAL_LOOP_TIME} s, up to {SENSOR_TICK_WORKERS} ticks at once; queued run coordinator, {LAUNCHERS[Settings().warm_run_workers]}) and `mlplatform serve` (checks `@champion` every {Settings().serve_reload_seconds:.0f} s), on one fresh state folder "
         f"with the embedded defaults; the benchmark is a third process, talking HTTP to serving and reading the Dagster instance.\n"
         f"- Each kind of trigger runs on its own fresh state folder with a first champion; each round sends its events via `POST /predict` "

@@ -155,6 +155,22 @@ def read_declaration(defs_file: Path) -> ModelDeclaration | None:
         raise PlatformError(f"{defs_file}: {problems}") from None
 
 
+def code_files(defs_dir: Path = DEFS_DIR) -> list[Path]:
+    """What loading the code location reads that a user edits: the package's Python and YAML files (every defs.yaml
+    among them) and the spec each defs.yaml names, wherever it is. A defs.yaml that cannot be read now (being written)
+    names no spec: its own change is seen, and the next look finds its spec."""
+    package = Path(__file__).resolve().parent
+    files = sorted(f for pattern in ("*.py", "*.yaml") for f in package.rglob(pattern))
+    for defs_file in sorted(defs_dir.rglob(DEFS_FILE)):
+        try:
+            declaration = read_declaration(defs_file)
+        except PlatformError:
+            continue
+        if declaration is not None:
+            files.append((defs_file.parent / declaration.spec).resolve())
+    return files
+
+
 def build_model(settings: Settings, declaration: ModelDeclaration, defs_file: Path) -> ModelContext:
     """The model a declaration describes, with its spec loaded and its settings merged and checked."""
     spec_path = (defs_file.parent / declaration.spec).resolve()

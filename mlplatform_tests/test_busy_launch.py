@@ -1,4 +1,4 @@
-"""A busy machine delays runs instead of failing them, against the real dagster-daemon and its code server: the
+"""A busy machine delays runs instead of failing them, against the real dagster-daemon and the code server `dev` starts: the
 instance config and gRPC timeout reach the servers `dev` starts; with Dagster's launcher, a launch the stopped (SIGSTOP)
 code server does not answer before the deadline goes back into the queue instead of failing the run; with `dev`'s
 deadline and the default (warm) launcher, a run launched while the code server is stopped succeeds."""
@@ -15,7 +15,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from mlplatform.cli.dev import CHILD_ENV_DEFAULTS, Server, build_servers, running
+from mlplatform.cli.dev import CHILD_ENV_DEFAULTS, Server, daemon_servers, running
 from mlplatform.domain.spec import load_spec
 from mlplatform.orchestration.instance import CODE_SERVER_STARTUP_SECONDS, LAUNCH_RETRIES, LAUNCH_RETRY_DELAY_SECONDS, RUN_START_TIMEOUT_SECONDS, prepare_dagster_home
 from mlplatform.pipeline.replay import read_source, write_batches
@@ -24,7 +24,7 @@ from mlplatform_tests.support.loop import code_location, create_retrain_run, mat
 from mlplatform_tests.support.processes import descendants, wait_until
 
 REQUEUED = "re-submitting the run into the queue"
-STALL_SECONDS = 10.0  # below the 20 s a daemon's code server lives without heartbeats
+STALL_SECONDS = 10.0
 
 
 def test_instance_config_and_grpc_timeout_reach_the_servers(state: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -44,8 +44,8 @@ def test_instance_config_and_grpc_timeout_reach_the_servers(state: Settings, tmp
 
 
 @pytest.fixture
-def daemon(request: pytest.FixtureRequest, state: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
-    """The real dagster-daemon (as `dev` starts it) with its code server, on a state with labelled events ingested.
+def code_server(request: pytest.FixtureRequest, state: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
+    """The code server, as `dev` starts it for the real dagster-daemon, on a state with labelled events ingested.
 
     Its gRPC deadline is `dev`'s default unless a test passes a shorter one (as a string) as the fixture's param. Runs are
     launched through the code server (Dagster's launcher, `MLPLATFORM_WARM_RUN_WORKERS=false`), whose deadline it is: the
@@ -63,11 +63,9 @@ def daemon(request: pytest.FixtureRequest, state: Settings, tmp_path: Path, monk
     with dg.DagsterInstance.get() as instance:
         materialize(instance, ["raw_events"], raise_on_error=True)
         _stop_instigators(instance)
-    [server] = [s for s in build_servers(state) if s.name == "dagster-daemon"]
-    with running(state, log_dir=tmp_path / "logs", timeout_seconds=300, servers=[server]):
-        assert server.process is not None
-        wait_until("the daemon's code server", lambda: bool(descendants(server.process.pid)), 120)  # type: ignore[union-attr]
-        yield server
+    servers = daemon_servers(state)
+    with running(state, log_dir=tmp_path / "logs", timeout_seconds=300, servers=servers):
+        yield servers[0]
 
 
 def _stop_instigators(instance: dg.DagsterInstance) -> None:
@@ -82,13 +80,12 @@ def _stop_instigators(instance: dg.DagsterInstance) -> None:
 
 
 @contextmanager
-def _submitted_while_stopped(daemon: Server) -> Iterator[tuple[dg.DagsterInstance, str]]:
-    """A retraining run submitted to the queue while the daemon's code servers (and what they spawned) are stopped.
+def _submitted_while_stopped(code_server: Server) -> Iterator[tuple[dg.DagsterInstance, str]]:
+    """A retraining run submitted to the queue while the code server (and what it spawned) is stopped.
 
-    The run is created first, through a code server of this process. Until the caller leaves the block, every process
-    below the daemon is stopped as soon as it appears: the daemon may start a code server of its own for the launch,
-    which would otherwise run while the first one is stopped. Then they all resume."""
-    assert daemon.process is not None
+    The run is created first, through a code server of this process. Until the caller leaves the block, the code server
+    and every process below it are stopped as soon as they appear. Then they all resume."""
+    assert code_server.process is not None
     with dg.DagsterInstance.get() as instance, code_location(instance) as workspace:
         run_id = create_retrain_run(instance, workspace)
         stopped: set[int] = set()
@@ -96,7 +93,7 @@ def _submitted_while_stopped(daemon: Server) -> Iterator[tuple[dg.DagsterInstanc
 
         def hold() -> None:
             while True:
-                for pid in set(descendants(daemon.process.pid)) - stopped:  # type: ignore[union-attr]
+                for pid in {code_server.process.pid, *descendants(code_server.process.pid)} - stopped:  # type: ignore[union-attr]
                     os.kill(pid, signal.SIGSTOP)
                     stopped.add(pid)
                 if leaving.wait(0.05):
@@ -105,7 +102,7 @@ def _submitted_while_stopped(daemon: Server) -> Iterator[tuple[dg.DagsterInstanc
         holder = threading.Thread(target=hold, daemon=True)
         holder.start()
         try:
-            wait_until("the daemon's code server stopped", lambda: bool(stopped), 30)
+            wait_until("the code server stopped", lambda: bool(stopped), 30)
             instance.submit_run(run_id, workspace)
             yield instance, run_id
         finally:
@@ -120,19 +117,19 @@ def _messages(instance: dg.DagsterInstance, run_id: str) -> list[str]:
     return [e.message or "" for e in instance.all_logs(run_id)]
 
 
-@pytest.mark.parametrize("daemon", ["5"], indirect=True)
-def test_a_launch_that_times_out_goes_back_into_the_queue_instead_of_failing(daemon: Server) -> None:
+@pytest.mark.parametrize("code_server", ["5"], indirect=True)
+def test_a_launch_that_times_out_goes_back_into_the_queue_instead_of_failing(code_server: Server) -> None:
     """A 5 s deadline against a stopped code server: DEADLINE_EXCEEDED, and the run waits in the queue."""
-    with _submitted_while_stopped(daemon) as (instance, run_id):
+    with _submitted_while_stopped(code_server) as (instance, run_id):
         wait_until("the launch to time out and the run to be queued again", lambda: any(REQUEUED in m for m in _messages(instance, run_id)), 90)
         run = instance.get_run_by_id(run_id)
         # back in the queue, or already dequeued for the next try (every 10 s): never failed by the timeout
         assert run is not None and run.status in (dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING), _messages(instance, run_id)[-5:]
 
 
-def test_a_run_launched_while_the_code_server_is_stopped_succeeds(daemon: Server) -> None:
+def test_a_run_launched_while_the_code_server_is_stopped_succeeds(code_server: Server) -> None:
     """`dev`'s gRPC deadline outlasts a code server that does not run for a while: the launch waits, the run succeeds."""
-    with _submitted_while_stopped(daemon) as (instance, run_id):
+    with _submitted_while_stopped(code_server) as (instance, run_id):
         time.sleep(STALL_SECONDS)
         run = instance.get_run_by_id(run_id)
         assert run is not None and not run.is_finished

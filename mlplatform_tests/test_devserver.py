@@ -1,4 +1,5 @@
-"""`mlplatform dev` on a fresh state: every server answers on loopback, and Ctrl-C leaves no process behind."""
+"""`mlplatform dev` on a fresh state: every server answers on loopback, one process holds the code location (reloaded
+when its files change), the servers stop a tier after the other, and Ctrl-C leaves no process behind."""
 
 import os
 import signal
@@ -11,14 +12,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import yaml
 
 from mlplatform.stores.reports import report_url
 from mlplatform.settings import REPO_ROOT, Settings
-from mlplatform.cli.dev import Server, running_in, free_port, stop_all
+from mlplatform.cli.dev import CODE_CLIENTS, RELOAD_CHECK_SECONDS, SERVICES, STACK_WORKSPACE_FILE, Server, code_servers, free_port, running, running_in, stop_all
 from mlplatform.orchestration.instance import IN_STACK_ENV, STACK_STOPPING_FILE
 from mlplatform_tests.support.processes import wait_until
 
-SERVERS = ("mlflow", "reports", "evidently-ui", "dagster-daemon", "dagster-webserver")
+SERVERS = ("mlflow", "reports", "evidently-ui", "code-server-mlplatform", "dagster-daemon", "dagster-webserver")
 
 
 
@@ -33,6 +35,19 @@ def _processes_with(marker: str) -> list[int]:
             except OSError:
                 continue
     return found
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _is_code_process(pid: int) -> bool:
+    """A process serving the code location: `dagster api grpc`, what a code server (or the daemon, or the webserver, given
+    a python_module workspace) starts to import it."""
+    return " api grpc " in _cmdline(pid)
 
 
 def test_report_url_points_into_the_served_reports_folder(tmp_path: Path) -> None:
@@ -64,6 +79,9 @@ def test_dev_serves_a_fresh_state_and_stops_cleanly_on_ctrl_c(tmp_path: Path) ->
             with urllib.request.urlopen(url, timeout=10) as response:
                 assert response.status == 200, url
         assert (state / "dagster" / "dagster.yaml").exists() and (state / "mlflow" / "mlflow.db").exists()
+        # One process holds the code location, the shared code server's: the daemon, which loads it every 60 s, and the
+        # webserver start none of their own.
+        assert len([p for p in _processes_with(marker) if _is_code_process(p)]) == 1, [_cmdline(p) for p in _processes_with(marker)]
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=90)
         assert proc.returncode == 0 and "stopped" in out
@@ -251,3 +269,102 @@ def test_dagsters_compute_log_helpers_are_not_interrupted_and_print_no_traceback
     server = _stopped(MIRRORING, err, processes=3)
     assert running_in(server.groups) == []
     assert err.read_text() == "", err.read_text()
+
+
+# A server that, on SIGINT, waits argv[2] seconds, writes the time into argv[1] and exits.
+STOPS_AFTER = """
+import signal, sys, time
+from pathlib import Path
+def stop(*_):
+    time.sleep(float(sys.argv[2]))
+    Path(sys.argv[1]).write_text(repr(time.time()))
+    sys.exit(0)
+signal.signal(signal.SIGINT, stop)
+time.sleep(120)
+"""
+
+
+def test_a_tier_hears_the_stop_only_once_the_tier_above_it_has_stopped(tmp_path: Path) -> None:
+    """The daemon's sensor ticks in flight need the code server: it is interrupted once the daemon (a higher tier) is gone."""
+    clients = Server("clients", "(test)", [sys.executable, "-c", STOPS_AFTER, str(tmp_path / "clients"), "1.0"], lambda: True, restartable=False,
+                     tier=CODE_CLIENTS)
+    code = Server("code", "(test)", [sys.executable, "-c", STOPS_AFTER, str(tmp_path / "code"), "0"], lambda: True, restartable=False, tier=SERVICES)
+    for server in (code, clients):
+        server.start(dict(os.environ), None)
+    try:
+        time.sleep(1.0)  # both have set their handlers
+        stop_all([code, clients], grace_seconds=10.0)
+    finally:
+        for server in (code, clients):
+            server.signal_group(signal.SIGKILL)
+    assert float((tmp_path / "code").read_text()) >= float((tmp_path / "clients").read_text())
+
+
+CODE_LOCATION = """
+import dagster as dg
+{assets}
+defs = dg.Definitions(assets=[{names}])
+"""
+
+
+def _code_location(names: list[str]) -> str:
+    assets = "\n".join(f"@dg.asset\ndef {name}() -> None:\n    pass\n" for name in names)
+    return CODE_LOCATION.format(assets=assets, names=", ".join(names))
+
+
+def _asset_names(server: Server) -> set[str]:
+    """The assets the code server serves, asked as the webserver asks it."""
+    import dagster as dg
+    from dagster._core.remote_origin import GrpcServerCodeLocationOrigin
+
+    assert server.reloader is not None
+    origin = GrpcServerCodeLocationOrigin(host=server.reloader.host, port=server.reloader.port, location_name=server.reloader.location)
+    with dg.DagsterInstance.ephemeral() as instance, origin.create_location(instance) as location:
+        [repository] = location.get_repositories().values()
+        return {node.asset_key.to_user_string() for node in repository.get_asset_node_snaps()}
+
+
+def test_a_changed_code_location_is_reloaded_once_it_holds_still_and_a_broken_one_is_said(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemon no longer re-imports the code every 60 s: `dev` reloads the shared code server when its files change
+    (a saved file, `dg scaffold`, a spec), so new models still reach the daemon and the UI without a restart."""
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "state" / "dagster"))
+    module = tmp_path / "location.py"
+    module.write_text(_code_location(["first"]))
+    workspace = tmp_path / "workspace.yaml"
+    workspace.write_text(yaml.safe_dump({"load_from": [{"python_file": {"relative_path": module.name, "attribute": "defs", "location_name": "probe"}}]}))
+    settings = Settings(state_dir=tmp_path / "state")
+    [server] = code_servers(settings, workspace, files=lambda: [module])
+    assert yaml.safe_load((settings.dagster_home / STACK_WORKSPACE_FILE).read_text())["load_from"][0]["grpc_server"]["location_name"] == "probe"
+    reloader, said = server.reloader, []
+    assert reloader is not None
+
+    clock = [time.monotonic()]
+
+    def look() -> None:
+        """A look of `dev`'s supervisor, a check after the one before."""
+        clock[0] += RELOAD_CHECK_SECONDS
+        reloader.poll(clock[0], said.append)
+        reloader.wait()
+
+    def look_twice() -> None:
+        """The change is seen, then seen held still."""
+        look()
+        look()
+
+    with running(settings, log_dir=tmp_path / "logs", timeout_seconds=120, grace_seconds=5, servers=[server]):
+        assert _asset_names(server) == {"first"}
+        look_twice()
+        assert said == [], "nothing changed: nothing reloaded"
+        module.write_text(_code_location(["first", "second"]))
+        look()
+        module.write_text(_code_location(["first", "second", "third"]))  # still being written: no reload yet
+        look()
+        assert said == []
+        look_twice()
+        assert said[-1] == "code location probe reloaded" and _asset_names(server) == {"first", "second", "third"}
+        module.write_text("raise RuntimeError('a half-made model')\n")
+        look_twice()
+        assert said[-1].startswith("code location probe failed to load") and "a half-made model" in said[-1], said
+        module.write_text(_code_location(["first"]))
+        look_twice()
+        assert said[-1] == "code location probe reloaded" and _asset_names(server) == {"first"}

@@ -20,7 +20,7 @@ import pandas as pd
 import psycopg
 import pytest
 
-from mlplatform.cli.dev import LOCATIONS_QUERY, build_servers, celery_worker, mlflow_server, redis_server, running
+from mlplatform.cli.dev import LOCATIONS_QUERY, celery_worker, daemon_servers, mlflow_server, redis_server, running
 from mlplatform.domain.keys import LAUNCHED_BY_TAG
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.training import TrainingConfig, train
@@ -97,7 +97,7 @@ def test_models_register_and_promote_through_the_mlflow_server_on_postgres(tmp_p
 
 RUN_WAIT_S = 300.0  # for a run, a step or a retry to get somewhere on 2 shared cores
 POOL = 2  # the Celery worker's pool processes: the sensor's drift_report steps run beside the retraining's, not before them
-PROD_SERVERS = ("redis", "mlflow", "reports", "evidently-ui", "dagster-daemon", "dagster-webserver", "celery-worker", "serving")
+PROD_SERVERS = ("redis", "mlflow", "reports", "evidently-ui", "code-server-mlplatform", "dagster-daemon", "dagster-webserver", "celery-worker", "serving")
 
 
 @pytest.fixture
@@ -271,8 +271,7 @@ def test_the_loop_on_celery_survives_a_worker_killed_mid_training(postgres_url: 
     spec, names = loop.model().spec, loop.names()
     worker = celery_worker(settings, name=f"test-{uuid.uuid4().hex[:8]}")
     worker_name = worker.url.split()[0]
-    daemon = [s for s in build_servers(settings) if s.name == "dagster-daemon"]
-    with running(settings, log_dir=tmp_path / "logs", servers=[redis_server(settings), worker, *daemon]), \
+    with running(settings, log_dir=tmp_path / "logs", servers=[redis_server(settings), worker, *daemon_servers(settings)]), \
             dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
         write_batches(adult_rows.head(1500), spec, settings.landing_dir, 1500)
         bootstrap = loop.materialize(instance, ["raw_events", "features", "trained_model", "evaluation_report"], raise_on_error=True)

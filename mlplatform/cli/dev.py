@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -25,11 +26,14 @@ from pathlib import Path
 from typing import IO
 from urllib.parse import urlsplit
 
+import yaml
+
 from mlplatform import TELEMETRY_OFF
 from mlplatform.cli.reaper import Reaper
 from mlplatform.orchestration.executor import celery_worker_command, celery_worker_env
-from mlplatform.orchestration.instance import IN_STACK_ENV, STACK_STOPPING_FILE, WARM_RUNS_PRESTART_ENV, prepare_dagster_home
+from mlplatform.orchestration.instance import CODE_SERVER_STARTUP_SECONDS, IN_STACK_ENV, STACK_STOPPING_FILE, WARM_RUNS_PRESTART_ENV, prepare_dagster_home
 from mlplatform.ports import bind_error
+from mlplatform.root import code_files
 from mlplatform.settings import REPO_ROOT, Settings, env_name
 
 WORKSPACE = REPO_ROOT / "workspace.yaml"
@@ -42,6 +46,9 @@ LOCATIONS_QUERY = "{ workspaceOrError { ... on Workspace { locationEntries { nam
 
 
 RESTARTS_PER_WINDOW, RESTART_WINDOW_SECONDS = 3, 300.0
+ENGINES, SERVICES, CODE_CLIENTS = 0, 1, 2  # Server.tier
+STACK_WORKSPACE_FILE = "stack-workspace.yaml"  # in the Dagster home: the code servers the daemon and the webserver load
+WORKSPACE_TARGETS = ("python_module", "python_file")  # the workspace entries `dev` starts a code server for
 
 
 class DevServerError(RuntimeError):
@@ -72,7 +79,10 @@ class Server:
     command: list[str]
     ready: Callable[[], bool]
     env: dict[str, str] = field(default_factory=dict, repr=False)  # secrets go here, not on the command line (`ps` shows it)
-    needed_first: bool = False  # the others use it as they start (a broker, a tracking server): started and ready before them
+    # Started once every server of a lower tier answers, and stopped after those of higher tiers: ENGINES (a broker, a
+    # tracking server the others use as they start), SERVICES, CODE_CLIENTS (the daemon and the webserver, which load the
+    # code location from the code server).
+    tier: int = SERVICES
     # Every server of the stack keeps its state in the stores, not in itself: one that dies is started again, not the end
     # of the stack and of the runs in flight (a test's server may say otherwise).
     restartable: bool = True
@@ -83,6 +93,7 @@ class Server:
     _restarts: list[float] = field(default_factory=list, repr=False)
     _old_groups: list[int] = field(default_factory=list, repr=False)  # process groups of its earlier lives
     reaper: Reaper | None = field(default=None, repr=False)  # stops its group if the supervisor dies without doing so
+    reloader: "CodeReloader | None" = field(default=None, repr=False)  # a code server's: reloads it when the code changes
 
     def start(self, env: dict[str, str], log_dir: Path | None) -> None:
         self._started_with = (env, log_dir)
@@ -167,23 +178,25 @@ LEADERS_SHARE_OF_GRACE = 2 / 3  # of the grace period, what the servers themselv
 
 
 def stop_all(servers: list[Server], grace_seconds: float) -> None:
-    """SIGINT to every server itself, then to what is left of their groups, SIGKILL to what is left after the grace
-    period, and return once the killed processes have ended.
+    """SIGINT to every server itself, a tier after the other from the highest, then to what is left of their groups,
+    SIGKILL to what is left after the grace period, and return once the killed processes have ended.
 
-    The servers first: the daemon lets its sensor ticks in flight finish and then stops its code server. SIGINT to the
-    whole group at once ended the code server under the daemon's feet, and each stop left failed sensor ticks in the
-    UI. The groups are interrupted and killed even when their leader exited, so no code server or run worker outlives
-    `dev`.
+    The servers first, and the code server after the daemon: the daemon lets its sensor ticks in flight finish, which
+    need the code server. SIGINT to the whole group at once ended the code server under the daemon's feet, and each stop
+    left failed sensor ticks in the UI. The groups are interrupted and killed even when their leader exited, so no code
+    server or run worker outlives `dev`.
     """
     groups = [g for s in servers for g in s.groups]
     start = time.monotonic()
     leaders_deadline, deadline = start + grace_seconds * LEADERS_SHARE_OF_GRACE, start + grace_seconds
-    for server in servers:
-        server.interrupt()
-    for server in servers:
-        if server.process is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                server.process.wait(max(0.1, leaders_deadline - time.monotonic()))
+    for tier in sorted({s.tier for s in servers}, reverse=True):
+        members = [s for s in servers if s.tier == tier]
+        for server in members:
+            server.interrupt()
+        for server in members:
+            if server.process is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    server.process.wait(max(0.1, leaders_deadline - time.monotonic()))
     leaders = {s.process.pid for s in servers if s.process is not None and s.process.poll() is None}
     for pid in running_in(groups):  # not a leader still stopping: a second SIGINT would cut its own shutdown short
         if pid not in leaders and not _ends_with_its_parent(pid):
@@ -287,7 +300,7 @@ def mlflow_server(settings: Settings) -> Server:
                   [str(BIN / "mlflow"), "server", *where, "--artifacts-destination", artifacts, "--host", host, "--port", str(port), "--workers", "1",
                    "--uvicorn-opts", "--no-access-log"],
                   lambda: http_ok(f"{settings.mlflow_ui_url}/health"), env={"MLFLOW_BACKEND_STORE_URI": settings.mlflow_server_store_uri},
-                  needed_first=proxied)  # tracked through over HTTP: serving and the code location need it from their start
+                  tier=ENGINES if proxied else SERVICES)  # tracked through over HTTP: serving and the code location need it from their start
 
 
 def evidently_server(settings: Settings) -> Server:
@@ -335,7 +348,7 @@ def redis_server(settings: Settings) -> Server:
     binary = require_binary("redis-server", f"the Celery broker of {env_name('celery_broker_url')}")
     return Server("redis", url, [binary, "--bind", host, "--port", str(port), "--dir", str(folder), "--save", "", "--appendonly", "yes",
                                   "--appendfsync", "everysec"],
-                  lambda: _redis_answers(url), needed_first=True)
+                  lambda: _redis_answers(url), tier=ENGINES)
 
 
 def _worker_answers(url: str, name: str) -> bool:
@@ -358,9 +371,142 @@ def celery_worker(settings: Settings, name: str = "mlplatform") -> Server:
                   lambda: _worker_answers(env["CELERY_BROKER_URL"], full_name), env=env)
 
 
+def _code_server_answers(host: str, port: int) -> Callable[[], bool]:
+    """Ready once it lists its repositories, or the error that stopped it loading them (which the webserver then shows
+    and `dev` reports): the code server binds its port only after the code location is imported."""
+
+    def ready() -> bool:
+        from dagster._core.errors import DagsterUserCodeUnreachableError
+        from dagster._grpc.client import DagsterGrpcClient
+
+        try:
+            DagsterGrpcClient(port=port, host=host).list_repositories()
+        except DagsterUserCodeUnreachableError:
+            return False
+        return True
+
+    return ready
+
+
+RELOAD_CHECK_SECONDS = 2.0  # how often `dev` looks at the code location's files; a change is reloaded once it held a look
+
+
+def _fingerprint(files: list[Path]) -> tuple[tuple[str, int, int], ...]:
+    """Each file's modification time and size (-1, -1: gone), so a change, a new file and a removed one all show."""
+    seen = []
+    for path in files:
+        try:
+            stat = path.stat()
+        except OSError:
+            seen.append((str(path), -1, -1))
+        else:
+            seen.append((str(path), stat.st_mtime_ns, stat.st_size))
+    return tuple(seen)
+
+
+@dataclass
+class CodeReloader:
+    """Reloads a code server once the code location's files changed and then held still for a look: an editor's save,
+    `dg scaffold`, a spec edited. The code server imports the new code in a new process; the webserver follows at once
+    (it watches the server's id) and the daemon at its next refresh (every 60 s). A change that breaks the load is said
+    on the terminal, and the UI shows it; the next change is reloaded as well."""
+
+    location: str
+    host: str
+    port: int
+    files: Callable[[], list[Path]]
+    loaded: tuple[tuple[str, int, int], ...] = ()  # the files as the running code read them
+    _seen: tuple[tuple[str, int, int], ...] = ()
+    _next_look: float = 0.0
+    _reloading: threading.Thread | None = None
+
+    def __post_init__(self) -> None:
+        self.loaded = self._seen = _fingerprint(self.files())
+
+    def poll(self, now: float, say: Callable[[str], None]) -> None:
+        """Look at the files when it is time to (RELOAD_CHECK_SECONDS), and reload if they changed and held still."""
+        if now < self._next_look or (self._reloading is not None and self._reloading.is_alive()):
+            return
+        self._next_look = now + RELOAD_CHECK_SECONDS
+        seen = _fingerprint(self.files())
+        if seen != self.loaded and seen == self._seen:
+            self.loaded = seen
+            self._reloading = threading.Thread(target=self._reload, args=(say,), name=f"reload-{self.location}", daemon=True)
+            self._reloading.start()
+        self._seen = seen
+
+    def wait(self) -> None:
+        """Until a reload under way has ended."""
+        if self._reloading is not None:
+            self._reloading.join()
+
+    def _reload(self, say: Callable[[str], None]) -> None:
+        from dagster._core.errors import DagsterUserCodeUnreachableError
+        from dagster._grpc.client import DagsterGrpcClient
+        from dagster._serdes import deserialize_value
+        from dagster._utils.error import SerializableErrorInfo
+
+        say(f"code location {self.location} changed: reloading it")
+        client = DagsterGrpcClient(port=self.port, host=self.host)
+        try:
+            client.reload_code(timeout=CODE_SERVER_STARTUP_SECONDS)
+            loaded = deserialize_value(client.list_repositories())
+        except DagsterUserCodeUnreachableError as exc:
+            say(f"code location {self.location}: its code server did not reload: {exc}")
+            return
+        if isinstance(loaded, SerializableErrorInfo):
+            while loaded.cause is not None:  # Dagster's "error occurred during the loading" wraps the user's error
+                loaded = loaded.cause
+            say(f"code location {self.location} failed to load: {loaded.message.strip()}")
+        else:
+            say(f"code location {self.location} reloaded")
+
+
+def code_servers(settings: Settings, workspace: Path = WORKSPACE, files: Callable[[], list[Path]] = code_files) -> list[Server]:
+    """A `dagster code-server start` for each code location of the workspace file, and the workspace file of their
+    addresses (STACK_WORKSPACE_FILE in the Dagster home) that the daemon and the webserver load, as `dagster dev` does.
+    Each is reloaded when `files` change (CodeReloader).
+
+    Given workspace.yaml itself, the daemon and the webserver each started a code server of their own, and the daemon
+    started a new one every 60 s (Dagster's RELOAD_WORKSPACE_INTERVAL): a fresh import of the code location, seconds of
+    CPU each minute for as long as the stack ran (the soak probe)."""
+    servers, entries = [], []
+    for entry in yaml.safe_load(workspace.read_text(encoding="utf-8"))["load_from"]:
+        kind = next(iter(entry)) if len(entry) == 1 else None
+        if kind not in WORKSPACE_TARGETS:
+            raise DevServerError(f"{workspace}: `dev` starts code servers for {' and '.join(WORKSPACE_TARGETS)} entries, not {sorted(entry)}")
+        target = entry[kind]
+        name, port = target["location_name"], free_port()
+        load = ["-m", target["module_name"]] if kind == "python_module" else ["-f", str(workspace.parent / target["relative_path"])]
+        load += ["-a", target["attribute"]] if "attribute" in target else []
+        server = Server(f"code-server-{name}", f"grpc://127.0.0.1:{port} (no UI: code location {name})",
+                        [str(BIN / "dagster"), "code-server", "start", *load, "--location-name", name,
+                         "-h", "127.0.0.1", "-p", str(port), "--startup-timeout", str(CODE_SERVER_STARTUP_SECONDS)],
+                        _code_server_answers("127.0.0.1", port))
+        server.reloader = CodeReloader(name, "127.0.0.1", port, files)
+        servers.append(server)
+        entries.append({"grpc_server": {"host": "127.0.0.1", "port": port, "location_name": name}})
+    settings.dagster_home.mkdir(parents=True, exist_ok=True)
+    (settings.dagster_home / STACK_WORKSPACE_FILE).write_text(yaml.safe_dump({"load_from": entries}, sort_keys=False), encoding="utf-8")
+    return servers
+
+
+def dagster_daemon(settings: Settings) -> Server:
+    """The daemon, on the code servers' workspace (code_servers writes it): sensors, schedules and the run queue."""
+    return Server("dagster-daemon", "(no UI: runs sensors and queued runs)",
+                  [str(BIN / "dagster-daemon"), "run", "-w", str(settings.dagster_home / STACK_WORKSPACE_FILE)], _daemon_heartbeat(settings),
+                  env={WARM_RUNS_PRESTART_ENV: "1"}, tier=CODE_CLIENTS)
+
+
+def daemon_servers(settings: Settings) -> list[Server]:
+    """The daemon with the code server it loads the code location from: a stack with no UI that runs sensors and runs."""
+    return [*code_servers(settings), dagster_daemon(settings)]
+
+
 def build_servers(settings: Settings, production: bool = False) -> list[Server]:
-    """The five servers, bound to the host and port of the URLs in the settings, a Celery worker when runs execute on
-    Celery, and in the production profile the prediction service."""
+    """The servers, bound to the host and port of the URLs in the settings: MLflow, the reports route, Evidently, the code
+    server the daemon and the webserver share, those two, a Celery worker when runs execute on Celery, and in the
+    production profile the prediction service."""
     dagster_host, dagster_port = _bind(settings.dagster_ui_url)
     reports_host, reports_port = _bind(settings.reports_url)
     return [
@@ -369,11 +515,10 @@ def build_servers(settings: Settings, production: bool = False) -> list[Server]:
                [sys.executable, "-m", "mlplatform.cli.reports_server", str(reports_port), "--bind", reports_host, "--directory", str(settings.reports_dir)],
                lambda: http_ok(f"{settings.reports_url}/")),
         evidently_server(settings),
-        Server("dagster-daemon", "(no UI: runs sensors and queued runs)",
-               [str(BIN / "dagster-daemon"), "run", "-w", str(WORKSPACE)], _daemon_heartbeat(settings), env={WARM_RUNS_PRESTART_ENV: "1"}),
+        *daemon_servers(settings),
         Server("dagster-webserver", settings.dagster_ui_url,
-               [str(BIN / "dagster-webserver"), "-w", str(WORKSPACE), "-h", dagster_host, "-p", str(dagster_port)],
-               lambda: _dagster_locations_loaded(settings.dagster_ui_url)),
+               [str(BIN / "dagster-webserver"), "-w", str(settings.dagster_home / STACK_WORKSPACE_FILE), "-h", dagster_host, "-p", str(dagster_port)],
+               lambda: _dagster_locations_loaded(settings.dagster_ui_url), tier=CODE_CLIENTS),
     ] + ([celery_worker(settings)] if settings.celery_broker_url else []) + ([serving_server(settings)] if production else [])
 
 
@@ -422,8 +567,8 @@ def running(settings: Settings, log_dir: Path | None = None, timeout_seconds: fl
     """Start the servers (default: `build_servers`) on the settings' state, wait until each answers, stop them all on exit.
 
     Children inherit this process's environment (so the `MLPLATFORM_*` settings reach the code location
-    and every run) with telemetry off, plus `env`; `log_dir` captures their output instead of the terminal. Servers
-    `needed_first` are started and awaited before the others. `reaper`: told each server's process group as it starts.
+    and every run) with telemetry off, plus `env`; `log_dir` captures their output instead of the terminal. The servers
+    of a tier are started and awaited before those of the next. `reaper`: told each server's process group as it starts.
     """
     prepare_dagster_home(settings)
     _prepare_instance(settings)
@@ -437,7 +582,8 @@ def running(settings: Settings, log_dir: Path | None = None, timeout_seconds: fl
     for server in servers:
         server.reaper = reaper
     try:
-        for group in ([s for s in servers if s.needed_first], [s for s in servers if not s.needed_first]):
+        for tier in sorted({s.tier for s in servers}):
+            group = [s for s in servers if s.tier == tier]
             for server in group:
                 server.start(child_env, log_dir)
             _wait_ready(group, timeout_seconds)
@@ -449,8 +595,9 @@ def running(settings: Settings, log_dir: Path | None = None, timeout_seconds: fl
 
 def supervise(servers: list[Server], say: Callable[[str], None], poll_seconds: float = 1.0) -> int:
     """Watch the running servers until one dies that cannot be started again (returns 1): a restartable one is started
-    again, at most RESTARTS_PER_WINDOW times per window. Before, any server exiting stopped the stack as a whole, failing
-    the runs in flight, and for `make prod` deleting the throwaway cluster and everything the stores held."""
+    again, at most RESTARTS_PER_WINDOW times per window; a code server is reloaded when its code changed. Before, any
+    server exiting stopped the stack as a whole, failing the runs in flight, and for `make prod` deleting the throwaway
+    cluster and everything the stores held."""
     while True:
         dead = [s for s in servers if s.died()]
         if dead:
@@ -459,6 +606,9 @@ def supervise(servers: list[Server], say: Callable[[str], None], poll_seconds: f
                 say("stopping: " + "; ".join(failures))
                 return 1
             say("restarted: " + "; ".join(failures))
+        for server in servers:
+            if server.reloader is not None:
+                server.reloader.poll(time.monotonic(), say)
         time.sleep(poll_seconds)
 
 
