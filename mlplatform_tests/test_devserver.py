@@ -16,7 +16,7 @@ import yaml
 
 from mlplatform.stores.reports import report_url
 from mlplatform.settings import REPO_ROOT, Settings
-from mlplatform.cli.dev import CODE_CLIENTS, RELOAD_CHECK_SECONDS, SERVICES, STACK_WORKSPACE_FILE, Server, code_servers, free_port, running, running_in, stop_all
+from mlplatform.cli.dev import CODE_CLIENTS, RELOAD_CHECK_SECONDS, RETRY_FAILED_LOAD_SECONDS, SERVICES, STACK_WORKSPACE_FILE, CodeReloader, Server, code_servers, free_port, running, running_in, stop_all
 from mlplatform.orchestration.instance import IN_STACK_ENV, STACK_STOPPING_FILE
 from mlplatform_tests.support.processes import wait_until
 
@@ -271,7 +271,7 @@ def test_dagsters_compute_log_helpers_are_not_interrupted_and_print_no_traceback
     assert err.read_text() == "", err.read_text()
 
 
-# A server that, on SIGINT, waits argv[2] seconds, writes the time into argv[1] and exits.
+# A server that, on SIGINT, waits argv[2] seconds, writes the time into argv[1] and exits; argv[1].ready says it listens.
 STOPS_AFTER = """
 import signal, sys, time
 from pathlib import Path
@@ -280,6 +280,7 @@ def stop(*_):
     Path(sys.argv[1]).write_text(repr(time.time()))
     sys.exit(0)
 signal.signal(signal.SIGINT, stop)
+Path(sys.argv[1] + ".ready").touch()
 time.sleep(120)
 """
 
@@ -292,7 +293,7 @@ def test_a_tier_hears_the_stop_only_once_the_tier_above_it_has_stopped(tmp_path:
     for server in (code, clients):
         server.start(dict(os.environ), None)
     try:
-        time.sleep(1.0)  # both have set their handlers
+        wait_until("both servers to listen for SIGINT", lambda: all((tmp_path / f"{name}.ready").exists() for name in ("code", "clients")), 60)
         stop_all([code, clients], grace_seconds=10.0)
     finally:
         for server in (code, clients):
@@ -365,6 +366,31 @@ def test_a_changed_code_location_is_reloaded_once_it_holds_still_and_a_broken_on
         module.write_text("raise RuntimeError('a half-made model')\n")
         look_twice()
         assert said[-1].startswith("code location probe failed to load") and "a half-made model" in said[-1], said
+        before = len(said)
+        look()
+        assert len(said) == before, "no change, and the failed load is recent: nothing tried"
+        clock[0] += RETRY_FAILED_LOAD_SECONDS  # what it lacked may come with no file changing: tried again
+        look()
+        assert said[before:] == ["code location probe failed to load before: reloading it", said[-1]] and "a half-made model" in said[-1], said
         module.write_text(_code_location(["first"]))
         look_twice()
         assert said[-1] == "code location probe reloaded" and _asset_names(server) == {"first"}
+
+
+def test_a_folder_removed_while_the_files_are_walked_skips_that_look(tmp_path: Path) -> None:
+    """The review: Path.rglob raises FileNotFoundError for a folder removed while it walks (a model deleted, a `git
+    checkout`), which unwound through the supervisor and stopped the whole stack."""
+    module = tmp_path / "location.py"
+    module.write_text("")
+    walks = iter([[module], FileNotFoundError(2, "No such file or directory", str(tmp_path / "gone"))])
+
+    def files() -> list[Path]:
+        walked = next(walks)
+        if isinstance(walked, OSError):
+            raise walked
+        return walked
+
+    said: list[str] = []
+    reloader = CodeReloader("probe", "127.0.0.1", free_port(), files)
+    reloader.poll(time.monotonic(), said.append)
+    assert said == [] and reloader.loaded == reloader._seen

@@ -389,6 +389,9 @@ def _code_server_answers(host: str, port: int) -> Callable[[], bool]:
 
 
 RELOAD_CHECK_SECONDS = 2.0  # how often `dev` looks at the code location's files; a change is reloaded once it held a look
+# A code location that failed to load is tried again this often with no change seen: what it lacked may not be among the
+# files looked at (a spec's data file copied in at last), which Dagster's daemon found by re-importing every 60 s.
+RETRY_FAILED_LOAD_SECONDS = 60.0
 
 
 def _fingerprint(files: list[Path]) -> tuple[tuple[str, int, int], ...]:
@@ -407,9 +410,9 @@ def _fingerprint(files: list[Path]) -> tuple[tuple[str, int, int], ...]:
 @dataclass
 class CodeReloader:
     """Reloads a code server once the code location's files changed and then held still for a look: an editor's save,
-    `dg scaffold`, a spec edited. The code server imports the new code in a new process; the webserver follows at once
-    (it watches the server's id) and the daemon at its next refresh (every 60 s). A change that breaks the load is said
-    on the terminal, and the UI shows it; the next change is reloaded as well."""
+    `dg scaffold`, a spec edited. The code server imports the new code in a new process; the webserver and the daemon
+    follow within seconds (they watch the server's id). A change that breaks the load is said on the terminal, and the UI
+    shows it; the next change is reloaded as well, and a failed load is tried again every RETRY_FAILED_LOAD_SECONDS."""
 
     location: str
     host: str
@@ -418,6 +421,7 @@ class CodeReloader:
     loaded: tuple[tuple[str, int, int], ...] = ()  # the files as the running code read them
     _seen: tuple[tuple[str, int, int], ...] = ()
     _next_look: float = 0.0
+    _failed_at: float | None = None  # when the last reload left the code location failing to load
     _reloading: threading.Thread | None = None
 
     def __post_init__(self) -> None:
@@ -428,10 +432,13 @@ class CodeReloader:
         if now < self._next_look or (self._reloading is not None and self._reloading.is_alive()):
             return
         self._next_look = now + RELOAD_CHECK_SECONDS
-        seen = _fingerprint(self.files())
-        if seen != self.loaded and seen == self._seen:
-            self.loaded = seen
-            self._reloading = threading.Thread(target=self._reload, args=(say,), name=f"reload-{self.location}", daemon=True)
+        try:
+            seen = _fingerprint(self.files())
+        except OSError:  # a folder removed while it was walked (a model deleted, a `git checkout`): the next look sees it
+            return
+        changed = seen != self.loaded and seen == self._seen
+        if changed or (self._failed_at is not None and now - self._failed_at >= RETRY_FAILED_LOAD_SECONDS):
+            self._reloading = threading.Thread(target=self._reload, args=(seen, now, say), name=f"reload-{self.location}", daemon=True)
             self._reloading.start()
         self._seen = seen
 
@@ -440,13 +447,15 @@ class CodeReloader:
         if self._reloading is not None:
             self._reloading.join()
 
-    def _reload(self, say: Callable[[str], None]) -> None:
+    def _reload(self, seen: tuple[tuple[str, int, int], ...], now: float, say: Callable[[str], None]) -> None:
+        """Reload the code server with the files as `seen`; one it could not reach (restarting, or busy past the
+        deadline) leaves them unloaded, so the next look tries again."""
         from dagster._core.errors import DagsterUserCodeUnreachableError
         from dagster._grpc.client import DagsterGrpcClient
         from dagster._serdes import deserialize_value
         from dagster._utils.error import SerializableErrorInfo
 
-        say(f"code location {self.location} changed: reloading it")
+        say(f"code location {self.location} {'changed' if seen != self.loaded else 'failed to load before'}: reloading it")
         client = DagsterGrpcClient(port=self.port, host=self.host)
         try:
             client.reload_code(timeout=CODE_SERVER_STARTUP_SECONDS)
@@ -454,11 +463,14 @@ class CodeReloader:
         except DagsterUserCodeUnreachableError as exc:
             say(f"code location {self.location}: its code server did not reload: {exc}")
             return
+        self.loaded = seen
         if isinstance(loaded, SerializableErrorInfo):
+            self._failed_at = now
             while loaded.cause is not None:  # Dagster's "error occurred during the loading" wraps the user's error
                 loaded = loaded.cause
             say(f"code location {self.location} failed to load: {loaded.message.strip()}")
         else:
+            self._failed_at = None
             say(f"code location {self.location} reloaded")
 
 
@@ -476,9 +488,12 @@ def code_servers(settings: Settings, workspace: Path = WORKSPACE, files: Callabl
         if kind not in WORKSPACE_TARGETS:
             raise DevServerError(f"{workspace}: `dev` starts code servers for {' and '.join(WORKSPACE_TARGETS)} entries, not {sorted(entry)}")
         target = entry[kind]
+        if not isinstance(target, dict) or "location_name" not in target:
+            raise DevServerError(f"{workspace}: each {kind} entry needs a location_name for `dev` to name its code server")
         name, port = target["location_name"], free_port()
         load = ["-m", target["module_name"]] if kind == "python_module" else ["-f", str(workspace.parent / target["relative_path"])]
         load += ["-a", target["attribute"]] if "attribute" in target else []
+        load += ["-d", str(workspace.parent / target["working_directory"])] if "working_directory" in target else []
         server = Server(f"code-server-{name}", f"grpc://127.0.0.1:{port} (no UI: code location {name})",
                         [str(BIN / "dagster"), "code-server", "start", *load, "--location-name", name,
                          "-h", "127.0.0.1", "-p", str(port), "--startup-timeout", str(CODE_SERVER_STARTUP_SECONDS)],
@@ -644,9 +659,9 @@ def serve_until_stopped(settings: Settings, say: Callable[[str], None] = print, 
                 env_file = write_production_env(settings) if production else None
                 with running(settings, servers=engines + build_servers(settings, production), env=env, reaper=reaper) as servers:
                     for server in servers:
-                        say(f"  {server.name:<18} {server.url}")
+                        say(f"  {server.name:<24} {server.url}")
                     if env_file is not None:
-                        say(f"  {'terminal':<18} . {shlex.quote(str(env_file))}   (the stack's settings, before mlplatform commands in another terminal)")
+                        say(f"  {'terminal':<24} . {shlex.quote(str(env_file))}   (the stack's settings, before mlplatform commands in another terminal)")
                     return supervise(servers, say)
     except KeyboardInterrupt:
         say("stopped")
