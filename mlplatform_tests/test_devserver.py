@@ -2,6 +2,7 @@
 when its files change), the servers stop a tier after the other, and Ctrl-C leaves no process behind."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import yaml
 
 from mlplatform.stores.reports import report_url
 from mlplatform.settings import REPO_ROOT, Settings
-from mlplatform.cli.dev import CODE_CLIENTS, RELOAD_CHECK_SECONDS, RETRY_FAILED_LOAD_SECONDS, SERVICES, STACK_WORKSPACE_FILE, CodeReloader, Server, code_servers, free_port, running, running_in, stop_all
+from mlplatform.cli.dev import CODE_CLIENTS, RELOAD_CHECK_SECONDS, RETRY_FAILED_LOAD_SECONDS, SERVICES, STACK_WORKSPACE_FILE, CodeReloader, DevServerError, Server, code_servers, free_port, running, running_in, stop_all
 from mlplatform.orchestration.instance import IN_STACK_ENV, STACK_STOPPING_FILE
 from mlplatform_tests.support.processes import wait_until
 
@@ -394,3 +395,19 @@ def test_a_folder_removed_while_the_files_are_walked_skips_that_look(tmp_path: P
     reloader = CodeReloader("probe", "127.0.0.1", free_port(), files)
     reloader.poll(time.monotonic(), said.append)
     assert said == [] and reloader.loaded == reloader._seen
+
+
+@pytest.mark.parametrize(("entry", "said"), [
+    ({"grpc_server": {"host": "127.0.0.1", "port": 4000, "location_name": "elsewhere"}}, "python_module and python_file entries, not ['grpc_server']"),
+    ({"python_module": {"module_name": "mlplatform.orchestration.definitions"}}, "each python_module entry needs a location_name"),
+    ({"python_module": "mlplatform.orchestration.definitions"}, "each python_module entry needs a location_name"),
+    ({"python_file": {"relative_path": "a.py", "location_name": "a"}, "python_module": {"module_name": "b", "location_name": "b"}},
+     "not ['python_file', 'python_module']"),
+], ids=["grpc_server", "no-location-name", "short-form", "two-in-one"])
+def test_a_workspace_entry_dev_cannot_serve_is_refused_naming_the_file(tmp_path: Path, entry: dict[str, object], said: str) -> None:
+    """`dev` starts a code server per entry: one it cannot start is a clear error before anything runs, not a KeyError."""
+    workspace = tmp_path / "workspace.yaml"
+    workspace.write_text(yaml.safe_dump({"load_from": [entry]}))
+    with pytest.raises(DevServerError, match=re.escape(said)) as raised:
+        code_servers(Settings(state_dir=tmp_path / "state"), workspace, files=list)
+    assert str(workspace) in str(raised.value)
