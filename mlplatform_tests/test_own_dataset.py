@@ -19,6 +19,14 @@ from mlplatform.pipeline.landing import IngestReport, ingest_pending
 from mlplatform.pipeline.replay import LandingSink, ReplayError, read_source, run_stream, select_stream
 from mlplatform.settings import REPO_ROOT
 from mlplatform.stores.eventlog import EventLog
+from mlplatform_tests.conftest import FAST_TRAINING
+
+
+@pytest.fixture(autouse=True)
+def _files_written_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests write each landing file whole before ingesting it: no 2 s quiet period to wait out (as the `state`
+    fixture's FAST_TRAINING; test_landing_hardening tests the wait)."""
+    monkeypatch.setenv("MLPLATFORM_LANDING_QUIET_SECONDS", FAST_TRAINING["MLPLATFORM_LANDING_QUIET_SECONDS"])
 
 
 def _spec(folder: Path, text: str) -> DatasetSpec:
