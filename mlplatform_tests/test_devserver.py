@@ -17,7 +17,7 @@ import yaml
 
 from mlplatform.stores.reports import report_url
 from mlplatform.settings import REPO_ROOT, Settings
-from mlplatform.cli.dev import CODE_CLIENTS, RELOAD_CHECK_SECONDS, RETRY_FAILED_LOAD_SECONDS, SERVICES, STACK_WORKSPACE_FILE, CodeReloader, DevServerError, Server, code_servers, free_port, running, running_in, stop_all
+from mlplatform.cli.dev import CODE_CLIENTS, HEALTH_CHECK_SECONDS, RELOAD_CHECK_SECONDS, RETRY_FAILED_LOAD_SECONDS, SERVICES, STACK_WORKSPACE_FILE, CodeReloader, DevServerError, Server, code_servers, free_port, running, running_in, stop_all
 from mlplatform.orchestration.instance import IN_STACK_ENV, STACK_STOPPING_FILE
 from mlplatform_tests.support.processes import wait_until
 
@@ -376,6 +376,17 @@ def test_a_changed_code_location_is_reloaded_once_it_holds_still_and_a_broken_on
         module.write_text(_code_location(["first"]))
         look_twice()
         assert said[-1] == "code location probe reloaded" and _asset_names(server) == {"first"}
+        # The process holding the code ends (the OOM killer), the code server lives on and answers nothing: restarted.
+        assert server.process is not None
+        code_processes = [pid for pid in running_in(server.groups) if _is_code_process(pid)]  # with those of earlier loads still ending
+        for pid in code_processes:
+            os.kill(pid, signal.SIGKILL)
+        wait_until("the code processes to end", lambda: not set(code_processes) & set(running_in(server.groups)), 30)
+        before = len(said)
+        clock[0] += HEALTH_CHECK_SECONDS
+        look()
+        assert said[before:] == ["code location probe does not answer: reloading it", "code location probe reloaded"], said
+        assert _asset_names(server) == {"first"}
 
 
 def test_a_folder_removed_while_the_files_are_walked_skips_that_look(tmp_path: Path) -> None:

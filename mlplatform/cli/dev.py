@@ -392,6 +392,10 @@ RELOAD_CHECK_SECONDS = 2.0  # how often `dev` looks at the code location's files
 # A code location that failed to load is tried again this often with no change seen: what it lacked may not be among the
 # files looked at (a spec's data file copied in at last), which Dagster's daemon found by re-importing every 60 s.
 RETRY_FAILED_LOAD_SECONDS = 60.0
+# How often `dev` asks a code server for its repositories: the process holding the code (`dagster api grpc`, which the
+# code server starts) may end while the code server lives on, answering nothing (the OOM killer takes the largest
+# process), and nothing else starts it again; the daemon's own code servers were replaced at its next 60 s refresh.
+HEALTH_CHECK_SECONDS = 10.0
 
 
 def _fingerprint(files: list[Path]) -> tuple[tuple[str, int, int], ...]:
@@ -412,7 +416,8 @@ class CodeReloader:
     """Reloads a code server once the code location's files changed and then held still for a look: an editor's save,
     `dg scaffold`, a spec edited. The code server imports the new code in a new process; the webserver and the daemon
     follow within seconds (they watch the server's id). A change that breaks the load is said on the terminal, and the UI
-    shows it; the next change is reloaded as well, and a failed load is tried again every RETRY_FAILED_LOAD_SECONDS."""
+    shows it; the next change is reloaded as well, and a failed load is tried again every RETRY_FAILED_LOAD_SECONDS. A code
+    server whose code process no longer answers is reloaded too, which starts that process again (HEALTH_CHECK_SECONDS)."""
 
     location: str
     host: str
@@ -422,13 +427,16 @@ class CodeReloader:
     _seen: tuple[tuple[str, int, int], ...] = ()
     _next_look: float = 0.0
     _failed_at: float | None = None  # when the last reload left the code location failing to load
+    _next_health_check: float = 0.0
     _reloading: threading.Thread | None = None
 
     def __post_init__(self) -> None:
         self.loaded = self._seen = _fingerprint(self.files())
+        self._next_health_check = time.monotonic() + HEALTH_CHECK_SECONDS
 
     def poll(self, now: float, say: Callable[[str], None]) -> None:
-        """Look at the files when it is time to (RELOAD_CHECK_SECONDS), and reload if they changed and held still."""
+        """Look at the files when it is time to (RELOAD_CHECK_SECONDS), and reload if they changed and held still, if a
+        failed load is due to be tried again, or if the code server's code process does not answer (HEALTH_CHECK_SECONDS)."""
         if now < self._next_look or (self._reloading is not None and self._reloading.is_alive()):
             return
         self._next_look = now + RELOAD_CHECK_SECONDS
@@ -437,8 +445,12 @@ class CodeReloader:
         except OSError:  # a folder removed while it was walked (a model deleted, a `git checkout`): the next look sees it
             return
         changed = seen != self.loaded and seen == self._seen
-        if changed or (self._failed_at is not None and now - self._failed_at >= RETRY_FAILED_LOAD_SECONDS):
-            self._reloading = threading.Thread(target=self._reload, args=(seen, now, say), name=f"reload-{self.location}", daemon=True)
+        checked = now >= self._next_health_check
+        if checked:
+            self._next_health_check = now + HEALTH_CHECK_SECONDS
+        if changed or checked or (self._failed_at is not None and now - self._failed_at >= RETRY_FAILED_LOAD_SECONDS):
+            work = self._reload if changed or not checked else self._check
+            self._reloading = threading.Thread(target=work, args=(seen, now, say), name=f"reload-{self.location}", daemon=True)
             self._reloading.start()
         self._seen = seen
 
@@ -447,7 +459,21 @@ class CodeReloader:
         if self._reloading is not None:
             self._reloading.join()
 
-    def _reload(self, seen: tuple[tuple[str, int, int], ...], now: float, say: Callable[[str], None]) -> None:
+    def _check(self, seen: tuple[tuple[str, int, int], ...], now: float, say: Callable[[str], None]) -> None:
+        """Reload a code server whose code process does not answer; one that answers (its repositories, or the error
+        that stopped it loading them) is left as it is, and a failed load waits for its own retry."""
+        from dagster._core.errors import DagsterUserCodeUnreachableError
+        from dagster._grpc.client import DagsterGrpcClient
+
+        try:
+            DagsterGrpcClient(port=self.port, host=self.host).list_repositories()
+        except DagsterUserCodeUnreachableError:
+            self._reload(seen, now, say, why="does not answer")
+            return
+        if self._failed_at is not None and now - self._failed_at >= RETRY_FAILED_LOAD_SECONDS:
+            self._reload(seen, now, say)
+
+    def _reload(self, seen: tuple[tuple[str, int, int], ...], now: float, say: Callable[[str], None], why: str | None = None) -> None:
         """Reload the code server with the files as `seen`; one it could not reach (restarting, or busy past the
         deadline) leaves them unloaded, so the next look tries again."""
         from dagster._core.errors import DagsterUserCodeUnreachableError
@@ -455,10 +481,12 @@ class CodeReloader:
         from dagster._serdes import deserialize_value
         from dagster._utils.error import SerializableErrorInfo
 
-        say(f"code location {self.location} {'changed' if seen != self.loaded else 'failed to load before'}: reloading it")
+        why = why or ("changed" if seen != self.loaded else "failed to load before")
+        say(f"code location {self.location} {why}: reloading it")
         client = DagsterGrpcClient(port=self.port, host=self.host)
+        with contextlib.suppress(DagsterUserCodeUnreachableError):  # raised also after the new code process started, when
+            client.reload_code(timeout=CODE_SERVER_STARTUP_SECONDS)  # shutting the old one down fails as it is gone: asked below
         try:
-            client.reload_code(timeout=CODE_SERVER_STARTUP_SECONDS)
             loaded = deserialize_value(client.list_repositories())
         except DagsterUserCodeUnreachableError as exc:
             say(f"code location {self.location}: its code server did not reload: {exc}")
