@@ -17,7 +17,7 @@ import yaml
 
 from mlplatform.stores.reports import report_url
 from mlplatform.settings import REPO_ROOT, Settings
-from mlplatform.cli.dev import CODE_CLIENTS, HEALTH_CHECK_SECONDS, RELOAD_CHECK_SECONDS, RETRY_FAILED_LOAD_SECONDS, SERVICES, STACK_WORKSPACE_FILE, CodeReloader, DevServerError, Server, code_servers, free_port, running, running_in, stop_all
+from mlplatform.cli.dev import CODE_CLIENTS, HEALTH_CHECK_SECONDS, RELOAD_CHECK_SECONDS, RESTART_GRACE_SECONDS, RETRY_FAILED_LOAD_SECONDS, SERVICES, STACK_WORKSPACE_FILE, CodeReloader, DevServerError, Server, code_servers, free_port, running, running_in, stop_all
 from mlplatform.orchestration.instance import IN_STACK_ENV, STACK_STOPPING_FILE
 from mlplatform_tests.support.processes import wait_until
 
@@ -422,3 +422,35 @@ def test_a_workspace_entry_dev_cannot_serve_is_refused_naming_the_file(tmp_path:
     with pytest.raises(DevServerError, match=re.escape(said)) as raised:
         code_servers(Settings(state_dir=tmp_path / "state"), workspace, files=list)
     assert str(workspace) in str(raised.value)
+
+
+def test_a_code_location_that_fails_to_load_at_start_stops_dev_naming_the_users_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The probe: `dev` failed saying only Dagster's "Error occurred during the loading of Dagster definitions in
+    executable_path=…", the file and field at fault hidden in the tracebacks above it."""
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "state" / "dagster"))
+    module = tmp_path / "location.py"
+    module.write_text("raise RuntimeError('defs/churn/defs.yaml: attributes.spec: nowhere.yaml does not exist')\n")
+    workspace = tmp_path / "workspace.yaml"
+    workspace.write_text(yaml.safe_dump({"load_from": [{"python_file": {"relative_path": module.name, "attribute": "defs", "location_name": "probe"}}]}))
+    settings = Settings(state_dir=tmp_path / "state")
+    with pytest.raises(DevServerError) as raised:
+        with running(settings, log_dir=tmp_path / "logs", timeout_seconds=120, grace_seconds=5, servers=code_servers(settings, workspace, files=list)):
+            pass
+    assert str(raised.value) == "code location probe failed to load: RuntimeError: defs/churn/defs.yaml: attributes.spec: nowhere.yaml does not exist"
+
+
+def test_a_restarted_code_server_is_not_health_checked_while_it_imports(tmp_path: Path) -> None:
+    """The probe: after each restart, `dev` said "does not answer: reloading it" and "did not reload" while the new code
+    server was still importing the code. Here nothing listens on the port: checked only after the grace."""
+    module = tmp_path / "location.py"
+    module.write_text("")
+    said: list[str] = []
+    reloader = CodeReloader("probe", "127.0.0.1", free_port(), lambda: [module])
+    now = time.monotonic()
+    reloader.restarted(now)
+    reloader.poll(now + HEALTH_CHECK_SECONDS, said.append)
+    reloader.wait()
+    assert said == []
+    reloader.poll(now + RESTART_GRACE_SECONDS, said.append)
+    reloader.wait()
+    assert said[0] == "code location probe does not answer: reloading it" and said[1].startswith("code location probe: its code server did not reload")

@@ -371,18 +371,34 @@ def celery_worker(settings: Settings, name: str = "mlplatform") -> Server:
                   lambda: _worker_answers(env["CELERY_BROKER_URL"], full_name), env=env)
 
 
-def _code_server_answers(host: str, port: int) -> Callable[[], bool]:
-    """Ready once it lists its repositories, or the error that stopped it loading them (which the webserver then shows
-    and `dev` reports): the code server binds its port only after the code location is imported."""
+def _load_error(listed: str) -> str | None:
+    """The user's own error in a code server's answer to ListRepositories, if its code failed to load: Dagster's
+    "Error occurred during the loading of Dagster definitions in executable_path=…" wraps it and names no file."""
+    from dagster._serdes import deserialize_value
+    from dagster._utils.error import SerializableErrorInfo
+
+    error = deserialize_value(listed)
+    if not isinstance(error, SerializableErrorInfo):
+        return None
+    while error.cause is not None:
+        error = error.cause
+    return error.message.strip()
+
+
+def _code_server_answers(location: str, host: str, port: int) -> Callable[[], bool]:
+    """Ready once it lists its repositories; one whose code failed to load fails the start, naming the user's error
+    (before, the webserver's outer message named none). The code server binds its port only after the import."""
 
     def ready() -> bool:
         from dagster._core.errors import DagsterUserCodeUnreachableError
         from dagster._grpc.client import DagsterGrpcClient
 
         try:
-            DagsterGrpcClient(port=port, host=host).list_repositories()
+            listed = DagsterGrpcClient(port=port, host=host).list_repositories()
         except DagsterUserCodeUnreachableError:
             return False
+        if (error := _load_error(listed)) is not None:
+            raise DevServerError(f"code location {location} failed to load: {error}")
         return True
 
     return ready
@@ -396,6 +412,7 @@ RETRY_FAILED_LOAD_SECONDS = 60.0
 # code server starts) may end while the code server lives on, answering nothing (the OOM killer takes the largest
 # process), and nothing else starts it again; the daemon's own code servers were replaced at its next 60 s refresh.
 HEALTH_CHECK_SECONDS = 10.0
+RESTART_GRACE_SECONDS = 60.0  # a code server started again imports the code before it answers: no health check meanwhile
 
 
 def _fingerprint(files: list[Path]) -> tuple[tuple[str, int, int], ...]:
@@ -454,6 +471,11 @@ class CodeReloader:
             self._reloading.start()
         self._seen = seen
 
+    def restarted(self, now: float) -> None:
+        """Its code server was started again: not asked whether it answers before RESTART_GRACE_SECONDS (it said "does
+        not answer" and "did not reload" while it imported the code)."""
+        self._next_health_check = now + RESTART_GRACE_SECONDS
+
     def wait(self) -> None:
         """Until a reload under way has ended."""
         if self._reloading is not None:
@@ -478,8 +500,6 @@ class CodeReloader:
         deadline) leaves them unloaded, so the next look tries again."""
         from dagster._core.errors import DagsterUserCodeUnreachableError
         from dagster._grpc.client import DagsterGrpcClient
-        from dagster._serdes import deserialize_value
-        from dagster._utils.error import SerializableErrorInfo
 
         why = why or ("changed" if seen != self.loaded else "failed to load before")
         say(f"code location {self.location} {why}: reloading it")
@@ -487,16 +507,14 @@ class CodeReloader:
         with contextlib.suppress(DagsterUserCodeUnreachableError):  # raised also after the new code process started, when
             client.reload_code(timeout=CODE_SERVER_STARTUP_SECONDS)  # shutting the old one down fails as it is gone: asked below
         try:
-            loaded = deserialize_value(client.list_repositories())
+            error = _load_error(client.list_repositories())
         except DagsterUserCodeUnreachableError as exc:
             say(f"code location {self.location}: its code server did not reload: {exc}")
             return
         self.loaded = seen
-        if isinstance(loaded, SerializableErrorInfo):
+        if error is not None:
             self._failed_at = now
-            while loaded.cause is not None:  # Dagster's "error occurred during the loading" wraps the user's error
-                loaded = loaded.cause
-            say(f"code location {self.location} failed to load: {loaded.message.strip()}")
+            say(f"code location {self.location} failed to load: {error}")
         else:
             self._failed_at = None
             say(f"code location {self.location} reloaded")
@@ -525,7 +543,7 @@ def code_servers(settings: Settings, workspace: Path = WORKSPACE, files: Callabl
         server = Server(f"code-server-{name}", f"grpc://127.0.0.1:{port} (no UI: code location {name})",
                         [str(BIN / "dagster"), "code-server", "start", *load, "--location-name", name,
                          "-h", "127.0.0.1", "-p", str(port), "--startup-timeout", str(CODE_SERVER_STARTUP_SECONDS)],
-                        _code_server_answers("127.0.0.1", port))
+                        _code_server_answers(name, "127.0.0.1", port))
         server.reloader = CodeReloader(name, "127.0.0.1", port, files)
         servers.append(server)
         entries.append({"grpc_server": {"host": "127.0.0.1", "port": port, "location_name": name}})
@@ -649,6 +667,9 @@ def supervise(servers: list[Server], say: Callable[[str], None], poll_seconds: f
                 say("stopping: " + "; ".join(failures))
                 return 1
             say("restarted: " + "; ".join(failures))
+            for server in dead:
+                if server.reloader is not None:
+                    server.reloader.restarted(time.monotonic())
         for server in servers:
             if server.reloader is not None:
                 server.reloader.poll(time.monotonic(), say)
