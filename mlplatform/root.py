@@ -167,13 +167,18 @@ def code_files(defs_dir: Path = DEFS_DIR) -> list[Path]:
         except PlatformError:
             continue
         if declaration is not None:
-            files.append((defs_file.parent / declaration.spec).resolve())
+            files.append(declared_spec(declaration, defs_file))
     return files
+
+
+def declared_spec(declaration: ModelDeclaration, defs_file: Path) -> Path:
+    """The spec file a declaration names: relative to its defs.yaml's folder, or absolute."""
+    return (defs_file.parent / declaration.spec).resolve()
 
 
 def build_model(settings: Settings, declaration: ModelDeclaration, defs_file: Path) -> ModelContext:
     """The model a declaration describes, with its spec loaded and its settings merged and checked."""
-    spec_path = (defs_file.parent / declaration.spec).resolve()
+    spec_path = declared_spec(declaration, defs_file)
     try:
         spec = load_spec(spec_path)
     except SpecError as exc:

@@ -181,9 +181,9 @@ def stop_all(servers: list[Server], grace_seconds: float) -> None:
     """SIGINT to every server itself, a tier after the other from the highest, then to what is left of their groups,
     SIGKILL to what is left after the grace period, and return once the killed processes have ended.
 
-    The servers first, and the code server after the daemon: the daemon lets its sensor ticks in flight finish, which
-    need the code server. SIGINT to the whole group at once ended the code server under the daemon's feet, and each stop
-    left failed sensor ticks in the UI. The groups are interrupted and killed even when their leader exited, so no code
+    The servers first, and the code server after the daemon and the webserver, whose sensor ticks and queries in flight
+    need it (Dagster's daemon does not wait for the ticks it runs on threads, so a few can still fail). SIGINT to the
+    whole group at once ended the code server under the daemon's feet, and each stop left failed sensor ticks in the UI. The groups are interrupted and killed even when their leader exited, so no code
     server or run worker outlives `dev`.
     """
     groups = [g for s in servers for g in s.groups]
@@ -465,7 +465,7 @@ class CodeReloader:
         checked = now >= self._next_health_check
         if checked:
             self._next_health_check = now + HEALTH_CHECK_SECONDS
-        if changed or checked or (self._failed_at is not None and now - self._failed_at >= RETRY_FAILED_LOAD_SECONDS):
+        if changed or checked or self._retry_due(now):
             work = self._reload if changed or not checked else self._check
             self._reloading = threading.Thread(target=work, args=(seen, now, say), name=f"reload-{self.location}", daemon=True)
             self._reloading.start()
@@ -492,8 +492,12 @@ class CodeReloader:
         except DagsterUserCodeUnreachableError:
             self._reload(seen, now, say, why="does not answer")
             return
-        if self._failed_at is not None and now - self._failed_at >= RETRY_FAILED_LOAD_SECONDS:
+        if self._retry_due(now):
             self._reload(seen, now, say)
+
+    def _retry_due(self, now: float) -> bool:
+        """The last reload left the code location failing to load, RETRY_FAILED_LOAD_SECONDS ago or more."""
+        return self._failed_at is not None and now - self._failed_at >= RETRY_FAILED_LOAD_SECONDS
 
     def _reload(self, seen: tuple[tuple[str, int, int], ...], now: float, say: Callable[[str], None], why: str | None = None) -> None:
         """Reload the code server with the files as `seen`; one it could not reach (restarting, or busy past the
@@ -548,14 +552,19 @@ def code_servers(settings: Settings, workspace: Path = WORKSPACE, files: Callabl
         servers.append(server)
         entries.append({"grpc_server": {"host": "127.0.0.1", "port": port, "location_name": name}})
     settings.dagster_home.mkdir(parents=True, exist_ok=True)
-    (settings.dagster_home / STACK_WORKSPACE_FILE).write_text(yaml.safe_dump({"load_from": entries}, sort_keys=False), encoding="utf-8")
+    stack_workspace(settings).write_text(yaml.safe_dump({"load_from": entries}, sort_keys=False), encoding="utf-8")
     return servers
+
+
+def stack_workspace(settings: Settings) -> Path:
+    """The workspace file of the code servers' addresses, which code_servers writes and the daemon and webserver load."""
+    return settings.dagster_home / STACK_WORKSPACE_FILE
 
 
 def dagster_daemon(settings: Settings) -> Server:
     """The daemon, on the code servers' workspace (code_servers writes it): sensors, schedules and the run queue."""
     return Server("dagster-daemon", "(no UI: runs sensors and queued runs)",
-                  [str(BIN / "dagster-daemon"), "run", "-w", str(settings.dagster_home / STACK_WORKSPACE_FILE)], _daemon_heartbeat(settings),
+                  [str(BIN / "dagster-daemon"), "run", "-w", str(stack_workspace(settings))], _daemon_heartbeat(settings),
                   env={WARM_RUNS_PRESTART_ENV: "1"}, tier=CODE_CLIENTS)
 
 
@@ -578,7 +587,7 @@ def build_servers(settings: Settings, production: bool = False) -> list[Server]:
         evidently_server(settings),
         *daemon_servers(settings),
         Server("dagster-webserver", settings.dagster_ui_url,
-               [str(BIN / "dagster-webserver"), "-w", str(settings.dagster_home / STACK_WORKSPACE_FILE), "-h", dagster_host, "-p", str(dagster_port)],
+               [str(BIN / "dagster-webserver"), "-w", str(stack_workspace(settings)), "-h", dagster_host, "-p", str(dagster_port)],
                lambda: _dagster_locations_loaded(settings.dagster_ui_url), tier=CODE_CLIENTS),
     ] + ([celery_worker(settings)] if settings.celery_broker_url else []) + ([serving_server(settings)] if production else [])
 
