@@ -24,6 +24,7 @@ from mlplatform.pipeline.champion import ChampionError, ChampionRequest, change_
 from mlplatform.pipeline.replay import DriftScenario, inject_drift
 from mlplatform.root import platform as root_platform
 from mlplatform.settings import Settings
+from mlplatform_tests.support import loop
 from mlplatform_tests.monitoring_support import CHAMPION_ROWS, Platform, trained_platform
 
 ADULT = ModelNames("adult")
@@ -380,6 +381,44 @@ def test_the_sensor_leaves_a_drift_report_to_its_run_until_that_run_ends(platfor
     platform.instance.report_run_failed(deciding)  # it ended without deciding (a failure before retraining_trigger): the sensor may act now
     [request] = platform.tick(SENSOR_NAME, None).run_requests or []
     assert request.run_key == f"{DRIFT}-{report_id}" and request.tags[LAUNCHED_BY_TAG] == SENSOR_NAME
+
+
+def test_a_retraining_by_hand_consumes_the_evidence_it_saw_once_it_decided(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dev probe: a retraining from the UI, rejected, was followed at once by the sensor's drift retraining on the same labels."""
+    monkeypatch.setenv("MLPLATFORM_RETRAIN_EVERY_N", "1000000")
+    report_id, _ = _fake_drift_verdict(platform, dg.DagsterRunStatus.SUCCESS)
+    bar = _drift_bar(platform)
+    platform.replay(platform.next_rows(bar.labels))
+    [due] = platform.tick(SENSOR_NAME, None).run_requests or []
+    assert due.run_key == f"{DRIFT}-{report_id}"
+
+    unfinished = platform.materialize("features").run_id  # by hand, never reaching a decision: it consumes nothing
+    assert POLICY_TRIGGER_TAG not in platform.instance.get_run_by_id(unfinished).tags  # type: ignore[union-attr]
+    assert [r.run_key for r in platform.tick(SENSOR_NAME, None).run_requests or []] == [due.run_key]
+
+    watermark = _watermark(platform)
+    run = platform.instance.get_run_by_id(platform.materialize("features", "trained_model", "evaluation_report").run_id)
+    assert run is not None and (latest_metadata(platform.instance, ADULT.asset("evaluation_report")) or {})["decision"] == "rejected"
+    assert run.tags[REASON_TAG] == "by_hand" and run.tags[POLICY_TRIGGER_TAG] == "adult" and run.tags[RETRAIN_TAG] == "adult"
+    assert run.tags[DRIFT_REPORT_TAG] == report_id and run.tags[LABEL_WATERMARK_TAG] == str(watermark)
+    held = platform.tick(SENSOR_NAME, None)
+    assert not held.run_requests and "is from before the latest retraining" in (held.skip_message or ""), held.skip_message
+    assert _drift_bar(platform) == bar, "a person's retraining is no false alarm of the drift policy"
+    assert render_status(collect_status(platform.model)).count("by_hand") >= 1
+
+
+def test_a_retraining_from_the_asset_graph_keeps_out_of_an_unfinished_one(platform: Platform) -> None:
+    """Started from the UI's asset graph, a run has no retraining tag, so the queue does not keep it apart: features refuses it
+    while another retraining of the model is unfinished (otherwise it tags the run, and the sensor waits for it: the test above)."""
+
+    @dg.job(name="adult_retrain")
+    def retraining() -> None:
+        pass
+
+    other = platform.instance.create_run_for_job(retraining, tags={RETRAIN_TAG: "adult"})
+    refused = loop.materialize(platform.instance, ["features"])
+    assert not refused.success and f"retraining run {other.run_id} of adult is unfinished" in loop.failures(refused), loop.failures(refused)
+    platform.instance.report_run_canceled(other)
 
 
 def test_a_drift_retraining_that_is_not_promoted_doubles_the_labels_the_next_drift_needs(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:

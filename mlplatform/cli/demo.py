@@ -45,8 +45,12 @@ def reset_state(settings: Settings) -> None:
 
 
 def _sensor_tick(instance: dg.DagsterInstance, names: ModelNames, cursor: str | None,
-                 resource: PlatformResource | None = None) -> tuple[list[dg.RunRequest], str | None, str | None]:
-    result = tick(instance, names.retraining_sensor, cursor, resource)
+                 say: Callable[[str], None]) -> tuple[list[dg.RunRequest], str | None, str | None]:
+    """One tick of the retraining sensor; held by the cool-down since the latest retraining, one more without it."""
+    result = tick(instance, names.retraining_sensor, cursor)
+    if not result.run_requests and (result.skip_message or "").startswith("cool-down"):
+        say(f"   sensor: {result.skip_message}; the demo replays hours of traffic in seconds, so it lifts the cool-down for one more tick")
+        result = tick(instance, names.retraining_sensor, cursor, PlatformResource(retrain_cooldown_seconds=0))
     return list(result.run_requests or []), result.cursor, result.skip_message
 
 
@@ -76,11 +80,12 @@ def run_demo(settings: Settings, model_name: str = DEMO_MODEL, say: Callable[[st
             first = latest_metadata(instance, names.asset(EVALUATION_REPORT)) or {}
             say(f"   {decision_said(first)}")
 
-            requests, cursor, skip = _sensor_tick(instance, names, None)
-            say(f"2. sensor right after the first champion: {skip or requests}")
+            right_after = tick(instance, names.retraining_sensor, None)
+            cursor = right_after.cursor
+            say(f"2. sensor right after the first champion: {right_after.skip_message or right_after.run_requests}")
             write_batches(rows.iloc[FIRST_WINDOW : FIRST_WINDOW + n], spec, landing, BATCH)
             materialize(instance, model.name, ["raw_events"])
-            requests, cursor, skip = _sensor_tick(instance, names, cursor)
+            requests, cursor, skip = _sensor_tick(instance, names, cursor, say)
             if len(requests) != 1:
                 raise DemoError(f"expected one retraining request after {n} new labelled events, got {requests} ({skip})")
             say(f"   replayed {n} more labelled events; the sensor asks for a retraining: reason={requests[0].tags[REASON_TAG]}")
@@ -120,10 +125,7 @@ def _drift_step(instance: dg.DagsterInstance, model: ModelContext, rows: pd.Data
         raise DemoError(f"the drift report was skipped: {drift.get('skip_reason')}")
     verdict = "dataset drift" if drift["dataset_drift"] else "no dataset drift"
     say(f"   drift report: {verdict}, share {float(str(drift['drift_share'])):.2f} ({drift['drifted_columns']} of {drift['columns']} columns: {drift['drifted_column_names']})")
-    requests, next_cursor, skip = _sensor_tick(instance, names, cursor)
-    if not requests and skip and skip.startswith("cool-down"):
-        say(f"   sensor: {skip}; the demo replays hours of traffic in seconds, so it lifts the cool-down for one more tick")
-        requests, next_cursor, skip = _sensor_tick(instance, names, cursor, PlatformResource(retrain_cooldown_seconds=0))
+    requests, next_cursor, skip = _sensor_tick(instance, names, cursor, say)
     if len(requests) != 1 or requests[0].tags.get(REASON_TAG) != DRIFT:
         raise DemoError(f"expected one drift-triggered retraining request, got {requests} ({skip})")
     tags = requests[0].tags

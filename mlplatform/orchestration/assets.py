@@ -17,15 +17,19 @@ import pandas as pd
 from mlplatform.domain.keys import (CHAMPION_VERSION, CHANGE_WINDOW, DAGSTER_RUN_TAG, CHOSEN_WINDOW, JUDGED_ROWS, REFIT, REFIT_ROWS, WINDOW_SCORES, EVIDENTLY_PROJECT_URL, EVIDENTLY_SNAPSHOT_URL, EVIDENTLY_WORKSPACE_ERROR, MLFLOW_VERSION, MODEL_TAG,
                                    REPORT_PATH, REPORT_URL, RUN_TAG_PREFIX, SNAPSHOT, FITTED_ROWS, TRAINED_WINDOW, LANDED_FILES, INGESTED, DUPLICATES,
                                    QUARANTINED, LABELS_APPLIED, REJECTED_FILES, SKIPPED_ENTRIES, KEPT_BY_PERSON,
-                                   CHALLENGER_VERSION, DECISION_META, REASON_META, HISTORY_HORIZON)
+                                   CHALLENGER_VERSION, DECISION_META, REASON_META, HISTORY_HORIZON, POLICY_TRIGGER_TAG, REASON_TAG, RETRAIN_TAG)
+from mlplatform.domain.policy import BY_HAND, Observation
 from mlplatform.domain.retry_budget import RetryBudget
 from mlplatform.domain.training import TrainingError
 from mlplatform.domain.validation import LABEL
 from mlplatform.orchestration.failures import final_failure
+from mlplatform.orchestration.instance import retrain_run_tags
 from mlplatform.orchestration.interrupts import uninterrupted
 from mlplatform.orchestration.names import (CRITICAL_STEP, DRIFT_REPORT, ESTIMATED_PERFORMANCE, EVALUATION_REPORT, FEATURES, LIVE_QUALITY,
                                             QUALITY_FLOOR_CHECK, RAW_EVENTS, RETRAINING_TRIGGER, TRAINED_MODEL, ModelNames)
 from mlplatform.orchestration.resources import PlatformResource
+from mlplatform.orchestration.trigger import by_hand_tags, observe, retraining_elsewhere
+from mlplatform.root import ModelContext
 from mlplatform.pipeline.landing import LandingPolicy, ingest_pending
 from mlplatform.pipeline.retraining import (Evaluation, EvidenceError, FeatureSnapshot, apply_decision, build_feature_snapshot, evaluate_challenger, prune_snapshots,
                                             record_evaluation, train_challenger)
@@ -50,6 +54,23 @@ def freshness_policies(settings: Settings) -> dict[str, dg.FreshnessPolicy]:
     hours = {TRAINED_MODEL: settings.freshness_model_hours, DRIFT_REPORT: settings.freshness_drift_hours,
              ESTIMATED_PERFORMANCE: settings.freshness_drift_hours, LIVE_QUALITY: settings.freshness_live_quality_hours}
     return {asset: dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=h), warn_window=timedelta(hours=h) / 2) for asset, h in hours.items()}
+
+
+def by_hand_start(context: dg.AssetExecutionContext, model: ModelContext, names: ModelNames) -> Observation | None:
+    """In a retraining a person started (no trigger on its run), what the policy sees as it starts, to be consumed once it
+    decided (`by_hand_tags`); None in a triggered one. Started from the UI's asset graph, its run has no retraining tag, so
+    the queue did not keep it apart: it takes the tag here (the sensor then waits for it), or fails if another retraining of
+    the model is unfinished (two on the same labels, their evaluations racing for @champion)."""
+    run = context.instance.get_run_by_id(context.run.run_id) or context.run  # read again: a drift report run's trigger is added by a step
+    if POLICY_TRIGGER_TAG in run.tags or REASON_TAG in run.tags:
+        return None
+    if RETRAIN_TAG not in run.tags:
+        busy = retraining_elsewhere(context.instance, names.model, run.run_id)
+        if busy is not None:
+            raise final_failure(context.instance, run.run_id, f"features: retraining run {busy} of {names.model} is unfinished; the champion is "
+                                f"unchanged. Materialize again once it ends, or launch the {names.retrain_job} job, which queues behind it")
+        context.instance.add_run_tags(run.run_id, retrain_run_tags(names.model))
+    return observe(context.instance, model, names, model.registry.champion_record())
 
 
 def latest_metadata(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict[str, object] | None:
@@ -167,10 +188,13 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
         model = platform.model(model_name)
         spec = model.spec
         folder = model.settings.work_dir / spec.name / context.run.run_id
+        seen = by_hand_start(context, model, names)
         try:
             snapshot = build_feature_snapshot(model.settings, spec, model.event_log, folder)
         except TrainingError as exc:
             raise final_failure(context.instance, context.run.run_id, f"features: {exc}; the champion is unchanged") from exc
+        if seen is not None:
+            context.instance.add_run_tags(context.run.run_id, by_hand_tags(seen, snapshot.window.label_seq_cutoff))
         pruned = prune_snapshots(folder, model.settings.feature_snapshots_keep)
         horizon: dict[str, str] = {}
         if spec.history is not None:
@@ -284,6 +308,9 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
         def decided(evaluation: Evaluation) -> dg.MaterializeResult:
             """The decision applied, and its record."""
             evaluation = apply_decision(registry, evaluation, context.run.run_id)
+            run = context.instance.get_run_by_id(context.run.run_id)
+            if run is not None and run.tags.get(REASON_TAG) == BY_HAND and POLICY_TRIGGER_TAG not in run.tags:
+                context.instance.add_run_tags(run.run_id, {POLICY_TRIGGER_TAG: model_name})  # decided: what it saw is consumed now
             # MLflow's evaluation (plots, per-segment quality) records the decision and does not inform it: made after the alias
             # moves, so serving switches seconds sooner (bench_reaction.py). A retry after a failure here finds the challenger
             # already champion, decides nothing again (its recorded decision stands) and records the evaluation then.
