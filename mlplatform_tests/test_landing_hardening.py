@@ -422,7 +422,7 @@ def test_the_landing_sensor_requests_one_run_per_set_of_settled_files(tmp_path: 
     import dagster as dg
 
     from mlplatform.orchestration.names import ModelNames
-    from mlplatform.orchestration.sensors import LANDING_AGAIN_SECONDS, LANDING_LOST_SECONDS, LandingCursor, landing_request
+    from mlplatform.orchestration.sensors import AGAIN_SECONDS, LOST_SECONDS, LandingCursor, landing_request
 
     @dg.op
     def fails() -> None:
@@ -450,20 +450,20 @@ def test_the_landing_sensor_requests_one_run_per_set_of_settled_files(tmp_path: 
     assert request.run_key.startswith("landing-") and request.tags[LAUNCHED_BY_TAG] == names.landing_sensor
     again = landing_request(settings, first.cursor, names, instance)
     assert not again.run_requests and "requested already" in str(again.skip_reason) and "not launched yet" in str(again.skip_reason)
-    [lost] = landing_request(settings, first.cursor, names, instance, now=time.time() + LANDING_LOST_SECONDS + 1).run_requests or []
+    [lost] = landing_request(settings, first.cursor, names, instance, now=time.time() + LOST_SECONDS + 1).run_requests or []
     assert lost.run_key == f"{request.run_key}-again1", "a request whose run never came, or was deleted by retention, is made again"
 
     ended = end_run(request, **{WILL_RETRY_TAG: "true"})
-    assert "is failure" in str(landing_request(settings, first.cursor, names, instance, now=ended + 10 * LANDING_AGAIN_SECONDS).skip_reason), "its retry comes"
+    assert "is failure" in str(landing_request(settings, first.cursor, names, instance, now=ended + 10 * AGAIN_SECONDS).skip_reason), "its retry comes"
     ended = end_run(request)
     waiting = landing_request(settings, first.cursor, names, instance, now=ended)
     assert not waiting.run_requests and "ended (failure) and left them; requesting them again in" in str(waiting.skip_reason)
-    [retry] = landing_request(settings, first.cursor, names, instance, now=ended + LANDING_AGAIN_SECONDS + 1).run_requests or []
+    [retry] = landing_request(settings, first.cursor, names, instance, now=ended + AGAIN_SECONDS + 1).run_requests or []
     assert retry.run_key == f"{request.run_key}-again1"
     cursor = LandingCursor(LandingCursor.from_json(first.cursor).files, 1).to_json()  # type: ignore[union-attr]
     ended = end_run(retry)
-    assert not landing_request(settings, cursor, names, instance, now=ended + LANDING_AGAIN_SECONDS + 1).run_requests, "the back-off doubled"
-    [third] = landing_request(settings, cursor, names, instance, now=ended + 2 * LANDING_AGAIN_SECONDS + 1).run_requests or []
+    assert not landing_request(settings, cursor, names, instance, now=ended + AGAIN_SECONDS + 1).run_requests, "the back-off doubled"
+    [third] = landing_request(settings, cursor, names, instance, now=ended + 2 * AGAIN_SECONDS + 1).run_requests or []
     assert third.run_key == f"{request.run_key}-again2"
     bare = LandingCursor.from_json(first.cursor).files  # type: ignore[union-attr]
     assert "requested already" in str(landing_request(settings, bare, names, instance, now=ended).skip_reason), "the earlier cursor format"

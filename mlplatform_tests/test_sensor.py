@@ -13,12 +13,13 @@ import pytest
 from mlplatform.cli.status import collect_status, render_status
 from mlplatform.domain.keys import (CHAMPION_MOVING, KEPT_BY_PERSON, CHAMPION_VERSION, DRIFT_REPORT_TAG, DRIFT_SHARE_TAG, LABEL_WATERMARK_TAG, LAUNCHED_BY_TAG, NEW_LABELLED_TAG, POLICY_TRIGGER_TAG,
                                    QUALITY_TAG, REALIZED_BAND_TAG, REALIZED_EVENTS_TAG, REALIZED_METRIC_TAG, REALIZED_REFERENCE_TAG, REALIZED_VALUE_TAG,
-                                   REASON_TAG, RETRAIN_TAG, TRIGGER_REASON, TRIGGERED_AT_TAG)
+                                   REASON_TAG, RETRAIN_TAG, RETRY_ON_FAILURE_TAG, RUN_KEY_TAG, TRIGGER_REASON, TRIGGERED_AT_TAG)
 from mlplatform.domain.policy import DRIFT, NEW_OBSERVATIONS, QUALITY_DROP, Cursor, DriftBar, PolicyConfig
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.orchestration.assets import latest_metadata
 from mlplatform.orchestration.launch import launch, launch_drift_run
 from mlplatform.orchestration.names import DRIFT_REPORT, LIVE_QUALITY, ModelNames
+from mlplatform.orchestration.sensors import AGAIN_SECONDS, LOST_SECONDS, DriftRequest, drift_request
 from mlplatform.orchestration.trigger import policy_record, trigger_runs
 from mlplatform.pipeline.champion import ChampionError, ChampionRequest, change_champion
 from mlplatform.pipeline.replay import DriftScenario, inject_drift
@@ -39,8 +40,9 @@ def _watermark(platform: Platform) -> int:
     return collect_status(platform.model)["events"]["label_watermark"]
 
 
-def _cursor(last_trigger_seq: int, last_trigger_time: float = 0.0, last_drift_report: str | None = None) -> str:
-    return Cursor(last_trigger_seq, last_trigger_time, last_drift_report).to_json()
+def _cursor(last_trigger_seq: int, last_trigger_time: float | None = None, last_drift_report: str | None = None) -> str:
+    """A stored cursor, by default newer than every trigger recorded on a run (the champion trained by hand records one)."""
+    return Cursor(last_trigger_seq, time.time() if last_trigger_time is None else last_trigger_time, last_drift_report).to_json()
 
 
 def test_without_a_champion_both_sensors_wait(state: Settings, instance: dg.DagsterInstance, adult_spec: DatasetSpec) -> None:
@@ -68,7 +70,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory, adult_spec: DatasetSpec, 
 def test_drift_sensor_requests_a_report_every_m_events(platform: Platform) -> None:
     first = platform.tick(DRIFT_SENSOR_NAME, None)
     total = CHAMPION_ROWS
-    assert [r.run_key for r in first.run_requests or []] == [f"drift-report-v1-{total}"] and first.cursor == str(total)
+    assert [r.run_key for r in first.run_requests or []] == [f"drift-report-v1-{total}"] and DriftRequest.from_json(first.cursor).events == total  # type: ignore[union-attr]
     assert not platform.tick(DRIFT_SENSOR_NAME, first.cursor).run_requests
     platform.replay(platform.next_rows(DRIFT_EVERY - 1))
     waiting = platform.tick(DRIFT_SENSOR_NAME, first.cursor)
@@ -77,7 +79,8 @@ def test_drift_sensor_requests_a_report_every_m_events(platform: Platform) -> No
     due = platform.tick(DRIFT_SENSOR_NAME, first.cursor)
     assert [r.run_key for r in due.run_requests or []] == [f"drift-report-v1-{total + DRIFT_EVERY}"]
     corrupt = platform.tick(DRIFT_SENSOR_NAME, "not-a-number")
-    assert len(corrupt.run_requests or []) == 1 and corrupt.cursor == str(total + DRIFT_EVERY)
+    assert len(corrupt.run_requests or []) == 1 and DriftRequest.from_json(corrupt.cursor).events == total + DRIFT_EVERY  # type: ignore[union-attr]
+    assert not platform.tick(DRIFT_SENSOR_NAME, str(total + DRIFT_EVERY)).run_requests, "the earlier cursor format, the bare total"
 
     # One at a time: while a report it requested has not ended, no other (a large landing crossed M events tick after tick).
     @dg.job(name="drift_run")
@@ -89,6 +92,45 @@ def test_drift_sensor_requests_a_report_every_m_events(platform: Platform) -> No
     assert not held.run_requests and f"waiting for its run {unfinished.run_id[:8]} (not_started) to end" in (held.skip_message or "")
     platform.instance.report_run_canceled(unfinished)
     assert len(platform.tick(DRIFT_SENSOR_NAME, first.cursor).run_requests or []) == 1
+
+
+def test_a_drift_report_request_whose_run_failed_is_made_again_with_a_back_off(platform: Platform) -> None:
+    """The dev probe: a drift report run launched while a defs.yaml was broken failed, and the next report waited for
+    another drift_every_n_events events. Made again after 60 s, doubling; a run that succeeded ends the request."""
+
+    @dg.op
+    def fails() -> None:
+        raise RuntimeError("the code location did not load")
+
+    @dg.job(name="drift_run")
+    def drift_run() -> None:
+        fails()
+
+    def end_run(request: dg.RunRequest) -> float:
+        drift_run.execute_in_process(instance=platform.instance, raise_on_error=False,
+                                     tags={RUN_KEY_TAG: request.run_key or "", RETRY_ON_FAILURE_TAG: "false", **request.tags})  # its run retries spent
+        return time.time()
+
+    def request(cursor: str | None, now: float) -> dg.SensorResult:
+        return drift_request(platform.model, cursor, ADULT, platform.instance, now=now)
+
+    first = request(None, time.time())
+    [made] = first.run_requests or []
+    pending = request(first.cursor, time.time())
+    assert not pending.run_requests and "0 new events since the last drift report request; " in str(pending.skip_reason)
+    ended = end_run(made)
+    waiting = request(first.cursor, ended)
+    assert not waiting.run_requests and f"ended (failure) without a report: requesting it again in {AGAIN_SECONDS}" in str(waiting.skip_reason), waiting.skip_reason
+    again = request(first.cursor, ended + AGAIN_SECONDS + 1)
+    [retry] = again.run_requests or []
+    assert retry.run_key == f"{made.run_key}-again1"
+    ended = end_run(retry)
+    assert not request(again.cursor, ended + AGAIN_SECONDS + 1).run_requests, "the back-off doubled"
+    assert [r.run_key for r in request(again.cursor, ended + 2 * AGAIN_SECONDS + 1).run_requests or []] == [f"{made.run_key}-again2"]
+    for run in platform.instance.get_runs(filters=dg.RunsFilter(tags={RUN_KEY_TAG: made.run_key})):  # gone from the history (retention)
+        platform.instance.delete_run(run.run_id)
+    assert not request(first.cursor, time.time()).run_requests, "a run not launched yet"
+    assert len(request(first.cursor, time.time() + LOST_SECONDS + 1).run_requests or []) == 1, "a request whose run never came is made again"
 
 
 def test_below_n_no_run_at_n_exactly_one(platform: Platform) -> None:
@@ -108,12 +150,12 @@ def test_below_n_no_run_at_n_exactly_one(platform: Platform) -> None:
 
 
 def test_cooldown_holds_against_thrashing(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
-    recent = _cursor(_watermark(platform) - EVERY_N, last_trigger_time=time.time() - 10)
+    recent = _cursor(_watermark(platform) - EVERY_N, last_trigger_time=time.time() - 1)
     monkeypatch.setenv("MLPLATFORM_RETRAIN_COOLDOWN_SECONDS", "3600")
     held = platform.tick(SENSOR_NAME, recent)
     assert not held.run_requests and "cool-down" in (held.skip_message or "")
     assert held.cursor == recent, "a held tick does not move the cursor"
-    monkeypatch.setenv("MLPLATFORM_RETRAIN_COOLDOWN_SECONDS", "5")
+    monkeypatch.setenv("MLPLATFORM_RETRAIN_COOLDOWN_SECONDS", "0.5")
     assert len(platform.tick(SENSOR_NAME, recent).run_requests or []) == 1
 
 
@@ -326,7 +368,7 @@ def test_a_drift_report_run_retrains_in_the_same_run_once_per_trigger(platform: 
     starts = [str(e.step_key).rpartition("__")[2] for e in platform.instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_START)]
     assert starts.index("evaluation_report") < min(starts.index("estimated_performance"), starts.index("drift_dashboard")), \
         f"the path to a new champion runs first: {starts}"
-    for stored in [_cursor(_watermark(platform) - 300), None]:  # the sensor never takes the run's trigger again, even with a lost cursor
+    for stored in [_cursor(_watermark(platform) - 300, last_trigger_time=0.0), None]:  # the sensor never takes the run's trigger again, even with a lost cursor
         tick = platform.tick(SENSOR_NAME, stored)
         assert not tick.run_requests and "is from before the latest retraining" in (tick.skip_message or ""), tick.skip_message
     assert collect_status(platform.model, with_dagster=True)["sensor_runs"][0]["run_id"] == run.run_id
@@ -381,44 +423,6 @@ def test_the_sensor_leaves_a_drift_report_to_its_run_until_that_run_ends(platfor
     platform.instance.report_run_failed(deciding)  # it ended without deciding (a failure before retraining_trigger): the sensor may act now
     [request] = platform.tick(SENSOR_NAME, None).run_requests or []
     assert request.run_key == f"{DRIFT}-{report_id}" and request.tags[LAUNCHED_BY_TAG] == SENSOR_NAME
-
-
-def test_a_retraining_by_hand_consumes_the_evidence_it_saw_once_it_decided(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The dev probe: a retraining from the UI, rejected, was followed at once by the sensor's drift retraining on the same labels."""
-    monkeypatch.setenv("MLPLATFORM_RETRAIN_EVERY_N", "1000000")
-    report_id, _ = _fake_drift_verdict(platform, dg.DagsterRunStatus.SUCCESS)
-    bar = _drift_bar(platform)
-    platform.replay(platform.next_rows(bar.labels))
-    [due] = platform.tick(SENSOR_NAME, None).run_requests or []
-    assert due.run_key == f"{DRIFT}-{report_id}"
-
-    unfinished = platform.materialize("features").run_id  # by hand, never reaching a decision: it consumes nothing
-    assert POLICY_TRIGGER_TAG not in platform.instance.get_run_by_id(unfinished).tags  # type: ignore[union-attr]
-    assert [r.run_key for r in platform.tick(SENSOR_NAME, None).run_requests or []] == [due.run_key]
-
-    watermark = _watermark(platform)
-    run = platform.instance.get_run_by_id(platform.materialize("features", "trained_model", "evaluation_report").run_id)
-    assert run is not None and (latest_metadata(platform.instance, ADULT.asset("evaluation_report")) or {})["decision"] == "rejected"
-    assert run.tags[REASON_TAG] == "by_hand" and run.tags[POLICY_TRIGGER_TAG] == "adult" and run.tags[RETRAIN_TAG] == "adult"
-    assert run.tags[DRIFT_REPORT_TAG] == report_id and run.tags[LABEL_WATERMARK_TAG] == str(watermark)
-    held = platform.tick(SENSOR_NAME, None)
-    assert not held.run_requests and "is from before the latest retraining" in (held.skip_message or ""), held.skip_message
-    assert _drift_bar(platform) == bar, "a person's retraining is no false alarm of the drift policy"
-    assert render_status(collect_status(platform.model)).count("by_hand") >= 1
-
-
-def test_a_retraining_from_the_asset_graph_keeps_out_of_an_unfinished_one(platform: Platform) -> None:
-    """Started from the UI's asset graph, a run has no retraining tag, so the queue does not keep it apart: features refuses it
-    while another retraining of the model is unfinished (otherwise it tags the run, and the sensor waits for it: the test above)."""
-
-    @dg.job(name="adult_retrain")
-    def retraining() -> None:
-        pass
-
-    other = platform.instance.create_run_for_job(retraining, tags={RETRAIN_TAG: "adult"})
-    refused = loop.materialize(platform.instance, ["features"])
-    assert not refused.success and f"retraining run {other.run_id} of adult is unfinished" in loop.failures(refused), loop.failures(refused)
-    platform.instance.report_run_canceled(other)
 
 
 def test_a_drift_retraining_that_is_not_promoted_doubles_the_labels_the_next_drift_needs(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -658,3 +662,41 @@ def test_a_champion_pinned_while_the_decision_is_recorded_stays_champion(platfor
     assert after is not None and (after.version, after.pinned) == (before.version, True)
     assert registry.get_version(int(str(evaluation["challenger_version"]))).tags["mlplatform.decision"] == "rejected", "its tags say so too"
     registry.unpin("test done", "test")
+
+
+def test_a_retraining_by_hand_consumes_the_evidence_it_saw_once_it_decided(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dev probe: a retraining from the UI, rejected, was followed at once by the sensor's drift retraining on the same labels."""
+    monkeypatch.setenv("MLPLATFORM_RETRAIN_EVERY_N", "1000000")
+    report_id, _ = _fake_drift_verdict(platform, dg.DagsterRunStatus.SUCCESS)
+    bar = _drift_bar(platform)
+    platform.replay(platform.next_rows(bar.labels))
+    [due] = platform.tick(SENSOR_NAME, None).run_requests or []
+    assert due.run_key == f"{DRIFT}-{report_id}"
+
+    unfinished = platform.materialize("features").run_id  # by hand, never reaching a decision: it consumes nothing
+    assert POLICY_TRIGGER_TAG not in platform.instance.get_run_by_id(unfinished).tags  # type: ignore[union-attr]
+    assert [r.run_key for r in platform.tick(SENSOR_NAME, None).run_requests or []] == [due.run_key]
+
+    watermark = _watermark(platform)
+    run = platform.instance.get_run_by_id(platform.materialize("features", "trained_model", "evaluation_report").run_id)
+    assert run is not None and (latest_metadata(platform.instance, ADULT.asset("evaluation_report")) or {})["decision"] == "rejected"
+    assert run.tags[REASON_TAG] == "by_hand" and run.tags[POLICY_TRIGGER_TAG] == "adult" and run.tags[RETRAIN_TAG] == "adult"
+    assert run.tags[DRIFT_REPORT_TAG] == report_id and run.tags[LABEL_WATERMARK_TAG] == str(watermark)
+    held = platform.tick(SENSOR_NAME, None)
+    assert not held.run_requests and "is from before the latest retraining" in (held.skip_message or ""), held.skip_message
+    assert _drift_bar(platform) == bar, "a person's retraining is no false alarm of the drift policy"
+    assert render_status(collect_status(platform.model)).count("by_hand") >= 1
+
+
+def test_a_retraining_from_the_asset_graph_keeps_out_of_an_unfinished_one(platform: Platform) -> None:
+    """Started from the UI's asset graph, a run has no retraining tag, so the queue does not keep it apart: features refuses it
+    while another retraining of the model is unfinished (otherwise it tags the run, and the sensor waits for it: the test above)."""
+
+    @dg.job(name="adult_retrain")
+    def retraining() -> None:
+        pass
+
+    other = platform.instance.create_run_for_job(retraining, tags={RETRAIN_TAG: "adult"})
+    refused = loop.materialize(platform.instance, ["features"])
+    assert not refused.success and f"retraining run {other.run_id} of adult is unfinished" in loop.failures(refused), loop.failures(refused)
+    platform.instance.report_run_canceled(other)

@@ -134,30 +134,13 @@ def build_sensors(names: ModelNames, landing_sensor_running: bool = True) -> lis
         default_status=dg.DefaultSensorStatus.RUNNING,
         minimum_interval_seconds=TICK_INTERVAL_SECONDS,
         description=f"Requests a new {model_name} drift_report every `drift_every_n_events` new events (served or ingested), once "
-        "there is a champion; in the same run, retraining_trigger applies the retraining policy to the report, features → "
+        "there is a champion, one run at a time, and the same request again (after 1 min, doubling up to 1 h) when its run ended "
+        "without a report; in the same run, retraining_trigger applies the retraining policy to the report, features → "
         "trained_model → evaluation_report follow only when it calls for a retraining, then estimated_performance and "
         "drift_dashboard (the report in Evidently's workspace).",
     )
     def drift_report_sensor(context: dg.SensorEvaluationContext, platform: PlatformResource) -> dg.SensorResult:
-        model = platform.model(model_name)
-        every = model.settings.drift_every_n_events
-        total = model.event_log.counts().total
-        record = model.registry.champion_record()
-        if record is None:
-            return dg.SensorResult(skip_reason=champion_gone(model.registry.timeline()) or "no champion yet: drift is measured against the champion's training window")
-        last = _events_at_last_request(context.cursor)
-        if last is not None and total - last < every:
-            return dg.SensorResult(skip_reason=f"{total - last} new events since the last drift report request; {every} needed")
-        # One at a time: a large landing file crossed drift_every_n_events on tick after tick, and its near-identical reports
-        # ran side by side. The next one, once this ends, covers every event since.
-        running = context.instance.get_runs(filters=dg.RunsFilter(tags={LAUNCHED_BY_TAG: names.drift_sensor}, statuses=UNFINISHED), limit=1)
-        if running:
-            return dg.SensorResult(skip_reason=f"{total - (last or 0)} new events since the last drift report request; waiting for its run "
-                                               f"{running[0].run_id[:8]} ({running[0].status.value.lower()}) to end")
-        return dg.SensorResult(
-            run_requests=[dg.RunRequest(run_key=f"drift-report-v{record.version}-{total}", tags={LAUNCHED_BY_TAG: names.drift_sensor})],
-            cursor=str(total),
-        )
+        return drift_request(platform.model(model_name), context.cursor, names, context.instance)
 
     @dg.sensor(
         name=names.landing_sensor,
@@ -204,13 +187,30 @@ class LandingCursor:
             return cls(text)
 
 
-# After a run that ended and left the files it was asked to take (its retries spent: the event log unavailable, the disk
-# full), the same files are requested again after this back-off, doubled each time up to LANDING_AGAIN_MAX_SECONDS.
-LANDING_AGAIN_SECONDS = 60
-LANDING_AGAIN_MAX_SECONDS = 3600
+# After a run that ended without doing what it was asked (the files left in the landing folder, no drift report; its retries
+# spent: the event log unavailable, the disk full, a code location that did not load), the same request is made again after
+# this back-off, doubled each time up to AGAIN_MAX_SECONDS.
+AGAIN_SECONDS = 60
+AGAIN_MAX_SECONDS = 3600
 # A request with no run this long after it was lost: its run deleted by run_history_retention (the sensor stopped for
 # longer than the history is kept), or never launched. The daemon makes a request's run within the tick that made it.
-LANDING_LOST_SECONDS = 300
+LOST_SECONDS = 300
+
+
+def again_in(instance: dg.DagsterInstance, run_key: str, attempt: int, requested_at: float, now: float,
+             done_on_success: bool) -> tuple[float | None, str]:
+    """When a request (its run key, `attempt` times made again) is due again, in seconds (≤ 0: now), and its run's state
+    in words. None while its run is not launched yet, unfinished or to be retried, and with `done_on_success` once it
+    succeeded; a request whose run never came is due LOST_SECONDS after it was made."""
+    [record, *_] = instance.get_run_records(filters=dg.RunsFilter(tags={RUN_KEY_TAG: run_key}), limit=1) or [None]
+    if record is None:
+        return (0.0, "its run never came (or was deleted)") if now - requested_at > LOST_SECONDS else (None, "its run is not launched yet")
+    run = record.dagster_run
+    state = f"run {run.run_id[:8]} is {run.status.value.lower()}"
+    if not run.is_finished or run.tags.get(WILL_RETRY_TAG) == "true" or (done_on_success and run.status == dg.DagsterRunStatus.SUCCESS):
+        return None, state
+    back_off = min(AGAIN_SECONDS * 2**attempt, AGAIN_MAX_SECONDS)
+    return (record.end_time or 0.0) + back_off - now, f"run {run.run_id[:8]} ended ({run.status.value.lower()})"
 
 
 def landing_request(settings: Settings, cursor: str | None, names: ModelNames, instance: dg.DagsterInstance, now: float | None = None) -> dg.SensorResult:
@@ -228,17 +228,11 @@ def landing_request(settings: Settings, cursor: str | None, names: ModelNames, i
     if last is None or last.files != files:
         return _landing_run(LandingCursor(files, 0, now), names)
     requested = f"the {len(waiting)} file(s) waiting were requested already (run key {last.run_key})"
-    [record, *_] = instance.get_run_records(filters=dg.RunsFilter(tags={RUN_KEY_TAG: last.run_key}), limit=1) or [None]
-    if record is None and now - last.requested_at > LANDING_LOST_SECONDS:  # said "not launched yet" for ever, the files never taken
-        return _landing_run(LandingCursor(files, last.attempt + 1, now), names)
-    if record is None or not record.dagster_run.is_finished or record.dagster_run.tags.get(WILL_RETRY_TAG) == "true":
-        state = "its run is not launched yet" if record is None else f"run {record.dagster_run.run_id[:8]} is {record.dagster_run.status.value.lower()}"
+    left, state = again_in(instance, last.run_key, last.attempt, last.requested_at, now, done_on_success=False)
+    if left is None:
         return dg.SensorResult(skip_reason=f"{requested}: {state}")
-    back_off = min(LANDING_AGAIN_SECONDS * 2**last.attempt, LANDING_AGAIN_MAX_SECONDS)
-    left = (record.end_time or 0.0) + back_off - now
     if left > 0:
-        return dg.SensorResult(skip_reason=f"{requested}: run {record.dagster_run.run_id[:8]} ended ({record.dagster_run.status.value.lower()}) and "
-                                           f"left them; requesting them again in {left:.0f} s (or materialize raw_events now)")
+        return dg.SensorResult(skip_reason=f"{requested}: {state} and left them; requesting them again in {left:.0f} s (or materialize raw_events now)")
     return _landing_run(LandingCursor(files, last.attempt + 1, now), names)
 
 
@@ -246,9 +240,64 @@ def _landing_run(cursor: LandingCursor, names: ModelNames) -> dg.SensorResult:
     return dg.SensorResult(run_requests=[dg.RunRequest(run_key=cursor.run_key, tags={LAUNCHED_BY_TAG: names.landing_sensor})], cursor=cursor.to_json())
 
 
-def _events_at_last_request(cursor: str | None) -> int | None:
-    """The event total the previous report was requested at; None when the cursor is absent or unreadable."""
-    try:
-        return int(cursor) if cursor else None
-    except ValueError:
-        return None
+@dataclass(frozen=True)
+class DriftRequest:
+    """The drift report the drift sensor requested last: the event total and champion version it was requested at, how
+    many times it was requested again after its run ended without a report, and when (0: unknown)."""
+
+    events: int
+    version: int = 0  # 0: unknown (a cursor of the earlier format, the bare total)
+    attempt: int = 0
+    requested_at: float = 0.0
+
+    @property
+    def run_key(self) -> str:
+        key = f"drift-report-v{self.version}-{self.events}"
+        return key if not self.attempt else f"{key}-again{self.attempt}"
+
+    def to_json(self) -> str:
+        return json.dumps({"events": self.events, "version": self.version, "attempt": self.attempt, "requested_at": self.requested_at})
+
+    @classmethod
+    def from_json(cls, text: str | None) -> "DriftRequest | None":
+        """None when absent or unreadable; a cursor of the earlier format (the bare total) is that total."""
+        if not text:
+            return None
+        try:
+            data = json.loads(text)
+            if isinstance(data, int):
+                return cls(data)
+            return cls(int(data["events"]), int(data["version"]), int(data["attempt"]), float(data["requested_at"]))
+        except (ValueError, TypeError, KeyError):
+            return None
+
+
+def drift_request(model: ModelContext, cursor: str | None, names: ModelNames, instance: dg.DagsterInstance, now: float | None = None) -> dg.SensorResult:
+    """A drift report run every `drift_every_n_events` new events once there is a champion, one at a time; the same
+    request again, with a doubling back-off, once its run ended without a report (the dev probe: a run launched while
+    a defs.yaml was broken failed, and the next report waited for another `drift_every_n_events` events)."""
+    every = model.settings.drift_every_n_events
+    total = model.event_log.counts().total
+    record = model.registry.champion_record()
+    if record is None:
+        return dg.SensorResult(skip_reason=champion_gone(model.registry.timeline()) or "no champion yet: drift is measured against the champion's training window")
+    now = time.time() if now is None else now
+    last = DriftRequest.from_json(cursor)
+    attempt = 0
+    if last is not None and total - last.events < every:
+        waiting = f"{total - last.events} new events since the last drift report request; {every} needed"
+        left, state = (None, "") if not last.version else again_in(instance, last.run_key, last.attempt, last.requested_at, now, done_on_success=True)
+        if left is None:
+            return dg.SensorResult(skip_reason=waiting)
+        if left > 0:
+            return dg.SensorResult(skip_reason=f"{waiting}; that request's {state} without a report: requesting it again in {left:.0f} s "
+                                               "(or materialize drift_report now)")
+        attempt = last.attempt + 1
+    # One at a time: a large landing file crossed drift_every_n_events on tick after tick, and its near-identical reports
+    # ran side by side. The next one, once this ends, covers every event since.
+    running = instance.get_runs(filters=dg.RunsFilter(tags={LAUNCHED_BY_TAG: names.drift_sensor}, statuses=UNFINISHED), limit=1)
+    if running:
+        return dg.SensorResult(skip_reason=f"{total - (last.events if last else 0)} new events since the last drift report request; waiting for its run "
+                                           f"{running[0].run_id[:8]} ({running[0].status.value.lower()}) to end")
+    request = DriftRequest(total, record.version, attempt, now)
+    return dg.SensorResult(run_requests=[dg.RunRequest(run_key=request.run_key, tags={LAUNCHED_BY_TAG: names.drift_sensor})], cursor=request.to_json())
