@@ -210,5 +210,6 @@ def render_status(status: dict[str, Any]) -> str:
     for r in status.get("sensor_runs", []):
         took = "" if r["seconds"] is None else f" in {r['seconds']:.0f} s"
         outcome = "" if r["version"] is None else f": v{r['version']} {r['decision']}"
-        lines.append(f"sensor run {r['run_id'][:8]}: {r['status']}{took} reason={r['reason']} new_labelled={r['new_labelled']}{outcome}")
+        labelled = "" if r["new_labelled"] is None else f" new_labelled={r['new_labelled']}"  # a retraining by hand counts none
+        lines.append(f"sensor run {r['run_id'][:8]}: {r['status']}{took} reason={r['reason']}{labelled}{outcome}")
     return "\n".join(lines)

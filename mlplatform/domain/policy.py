@@ -16,7 +16,7 @@ DRIFT = "drift"
 ESTIMATED_DROP = "estimated_drop"
 QUALITY_DROP = "quality_drop"
 EVIDENCE_DRIVEN = (DRIFT, QUALITY_DROP, ESTIMATED_DROP)  # the reasons the drift bar gates and raises: see DriftBar
-BY_HAND = "by_hand"  # the reason recorded by a retraining a person started: it consumes evidence, and is no false alarm
+BY_HAND = "by_hand"  # the reason a retraining a person started records: it consumes evidence, and is no false alarm
 
 
 @dataclass(frozen=True)
@@ -292,9 +292,22 @@ def decide(obs: Observation, cursor: Cursor, config: PolicyConfig) -> tuple[Trig
             f"{config.every_n} needed; {obs.drift_summary(cursor, bar, config)}; "
             f"{'; '.join(obs.drop_summary(w, cursor, config, bar) for w in (QUALITY_WATCH, ESTIMATE_WATCH))}"
         )
-    tags = consumed_tags(obs, trigger.reason, new, obs.label_watermark)
+    tags = {
+        REASON_TAG: trigger.reason,
+        NEW_LABELLED_TAG: str(new),
+        LABEL_WATERMARK_TAG: str(obs.label_watermark),
+        CHAMPION_CUTOFF_TAG: str(obs.champion_cutoff),
+    }
     if trigger.reason == DRIFT:
         tags[DRIFT_SHARE_TAG] = f"{trigger.drift_share or 0.0:.4f}"
+    if obs.drift_report_id:  # consumed by this trigger; kept on the run so a lost cursor is rebuilt exactly
+        tags[DRIFT_REPORT_TAG] = obs.drift_report_id
+    for watch in WATCHES.values():  # likewise
+        reading, _ = obs.reading(watch)
+        if reading is not None:
+            tags[watch.consumed_tag] = reading.report_id
+            if trigger.reason == watch.reason:
+                tags.update(reading.tags(watch))
     trigger = Trigger(trigger.reason, trigger.run_key, trigger.new_labelled, trigger.label_watermark, trigger.drift_share, tags)
     next_cursor = Cursor(
         last_trigger_seq=obs.label_watermark,
@@ -308,26 +321,3 @@ def decide(obs: Observation, cursor: Cursor, config: PolicyConfig) -> tuple[Trig
     detail = (f"; {reading.summary(watched.kind)}" if watched is not None and reading is not None else "") + \
         (f"; {bar.summary(config)}" if trigger.reason in EVIDENCE_DRIVEN else "")
     return trigger, next_cursor, f"retrain: {trigger.reason} ({new} new labelled events){detail}"
-
-
-def consumed_tags(obs: Observation, reason: str, new_labelled: int, label_watermark: int) -> dict[str, str]:
-    """What a retraining records on its run: why, the labels it learns up to, and the drift report and readings it consumes
-    (kept on the run so a lost cursor is rebuilt exactly, and so neither the sensor nor a drift report run retrains on them again)."""
-    tags = {REASON_TAG: reason, NEW_LABELLED_TAG: str(new_labelled), LABEL_WATERMARK_TAG: str(label_watermark),
-            CHAMPION_CUTOFF_TAG: str(obs.champion_cutoff if obs.champion_cutoff is not None else 0)}
-    if obs.drift_report_id:
-        tags[DRIFT_REPORT_TAG] = obs.drift_report_id
-    for watch in WATCHES.values():
-        reading, _ = obs.reading(watch)
-        if reading is not None:
-            tags[watch.consumed_tag] = reading.report_id
-            if reason == watch.reason:
-                tags.update(reading.tags(watch))
-    return tags
-
-
-def by_hand(obs: Observation, trained_to: int) -> dict[str, str]:
-    """The tags of a retraining a person started (the UI, `mlplatform materialize`): it consumes what it saw, as a trigger
-    does. The dev probe: a retraining from the UI, rejected, was followed at once by the sensor's drift retraining on the
-    same labels, rejected too. `trained_to`: the label_seq its window reaches."""
-    return consumed_tags(obs, BY_HAND, max(0, trained_to - (obs.champion_cutoff or 0)), trained_to)

@@ -17,8 +17,8 @@ import pandas as pd
 from mlplatform.domain.keys import (CHAMPION_VERSION, CHANGE_WINDOW, DAGSTER_RUN_TAG, CHOSEN_WINDOW, JUDGED_ROWS, REFIT, REFIT_ROWS, WINDOW_SCORES, EVIDENTLY_PROJECT_URL, EVIDENTLY_SNAPSHOT_URL, EVIDENTLY_WORKSPACE_ERROR, MLFLOW_VERSION, MODEL_TAG,
                                    REPORT_PATH, REPORT_URL, RUN_TAG_PREFIX, SNAPSHOT, FITTED_ROWS, TRAINED_WINDOW, LANDED_FILES, INGESTED, DUPLICATES,
                                    QUARANTINED, LABELS_APPLIED, REJECTED_FILES, SKIPPED_ENTRIES, KEPT_BY_PERSON,
-                                   CHALLENGER_VERSION, DECISION_META, REASON_META, HISTORY_HORIZON, POLICY_TRIGGER_TAG, REASON_TAG, RETRAIN_TAG)
-from mlplatform.domain.policy import BY_HAND, Observation
+                                   CHALLENGER_VERSION, DECISION_META, REASON_META, HISTORY_HORIZON, LABEL_WATERMARK_TAG, POLICY_TRIGGER_TAG, REASON_TAG, RETRAIN_TAG)
+from mlplatform.domain.policy import BY_HAND
 from mlplatform.domain.retry_budget import RetryBudget
 from mlplatform.domain.training import TrainingError
 from mlplatform.domain.validation import LABEL
@@ -28,8 +28,7 @@ from mlplatform.orchestration.interrupts import uninterrupted
 from mlplatform.orchestration.names import (CRITICAL_STEP, DRIFT_REPORT, ESTIMATED_PERFORMANCE, EVALUATION_REPORT, FEATURES, LIVE_QUALITY,
                                             QUALITY_FLOOR_CHECK, RAW_EVENTS, RETRAINING_TRIGGER, TRAINED_MODEL, ModelNames)
 from mlplatform.orchestration.resources import PlatformResource
-from mlplatform.orchestration.trigger import by_hand_tags, observe, retraining_elsewhere
-from mlplatform.root import ModelContext
+from mlplatform.orchestration.trigger import by_hand_tags, retraining_elsewhere
 from mlplatform.pipeline.landing import LandingPolicy, ingest_pending
 from mlplatform.pipeline.retraining import (Evaluation, EvidenceError, FeatureSnapshot, apply_decision, build_feature_snapshot, evaluate_challenger, prune_snapshots,
                                             record_evaluation, train_challenger)
@@ -56,9 +55,9 @@ def freshness_policies(settings: Settings) -> dict[str, dg.FreshnessPolicy]:
     return {asset: dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=h), warn_window=timedelta(hours=h) / 2) for asset, h in hours.items()}
 
 
-def by_hand_start(context: dg.AssetExecutionContext, model: ModelContext, names: ModelNames) -> Observation | None:
-    """In a retraining a person started (no trigger on its run), what the policy sees as it starts, to be consumed once it
-    decided (`by_hand_tags`); None in a triggered one. Started from the UI's asset graph, its run has no retraining tag, so
+def by_hand_start(context: dg.AssetExecutionContext, names: ModelNames) -> dict[str, str] | None:
+    """In a retraining a person started (no trigger on its run), the evidence it sees as it starts (`by_hand_tags`), to be
+    consumed once it decided; None in a triggered one. Started from the UI's asset graph, its run has no retraining tag, so
     the queue did not keep it apart: it takes the tag here (the sensor then waits for it), or fails if another retraining of
     the model is unfinished (two on the same labels, their evaluations racing for @champion)."""
     run = context.instance.get_run_by_id(context.run.run_id) or context.run  # read again: a drift report run's trigger is added by a step
@@ -70,7 +69,7 @@ def by_hand_start(context: dg.AssetExecutionContext, model: ModelContext, names:
             raise final_failure(context.instance, run.run_id, f"features: retraining run {busy} of {names.model} is unfinished; the champion is "
                                 f"unchanged. Materialize again once it ends, or launch the {names.retrain_job} job, which queues behind it")
         context.instance.add_run_tags(run.run_id, retrain_run_tags(names.model))
-    return observe(context.instance, model, names, model.registry.champion_record())
+    return by_hand_tags(context.instance, names, time.time())
 
 
 def latest_metadata(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict[str, object] | None:
@@ -188,13 +187,13 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
         model = platform.model(model_name)
         spec = model.spec
         folder = model.settings.work_dir / spec.name / context.run.run_id
-        seen = by_hand_start(context, model, names)
+        seen = by_hand_start(context, names)
         try:
             snapshot = build_feature_snapshot(model.settings, spec, model.event_log, folder)
         except TrainingError as exc:
             raise final_failure(context.instance, context.run.run_id, f"features: {exc}; the champion is unchanged") from exc
         if seen is not None:
-            context.instance.add_run_tags(context.run.run_id, by_hand_tags(seen, snapshot.window.label_seq_cutoff))
+            context.instance.add_run_tags(context.run.run_id, {**seen, LABEL_WATERMARK_TAG: str(snapshot.window.label_seq_cutoff)})
         pruned = prune_snapshots(folder, model.settings.feature_snapshots_keep)
         horizon: dict[str, str] = {}
         if spec.history is not None:

@@ -28,7 +28,7 @@ from mlplatform.domain.keys import (CHAMPION_VERSION, DATASET_DRIFT, DECISION_ME
                                    LABEL_WATERMARK_TAG, LAUNCHED_BY_TAG, POLICY_TRIGGER_TAG, QUALITY_EVENTS, QUALITY_LOWER, QUALITY_METRIC, QUALITY_NOTE,
                                    QUALITY_TAG, QUALITY_UPPER, QUALITY_VALUE, REASON_META, REASON_TAG, RECENT_ESTIMATE, RECENT_EVENTS, RECENT_LOWER,
                                    RECENT_NOTE, RECENT_UPPER, REFERENCE, RETRAIN_TAG, SKIP_REASON, SKIPPED, TRIGGERED_AT_TAG)
-from mlplatform.domain.policy import (DRIFT, ESTIMATE_WATCH, by_hand, QUALITY_WATCH, RECORD_SIZE, Cursor, DropWatch, Observation, PerformanceReading, PolicyConfig,
+from mlplatform.domain.policy import (BY_HAND, DRIFT, ESTIMATE_WATCH, QUALITY_WATCH, RECORD_SIZE, Cursor, DropWatch, Observation, PerformanceReading, PolicyConfig,
                                       RetrainOutcome, Trigger, decide)
 from mlplatform.orchestration.instance import retrain_run_tags
 from mlplatform.orchestration.names import (CRITICAL_STEP, DRIFT_REPORT, ESTIMATED_PERFORMANCE, EVALUATION_REPORT, LIVE_QUALITY, RETRAINING_TRIGGER,
@@ -173,34 +173,36 @@ def evaluate(instance: dg.DagsterInstance, model: ModelContext, names: ModelName
     if record is not None and record.pinned:
         return Verdict(None, stored or Cursor(), f"champion v{record.version} is pinned ({record.pin_reason}): no retraining until "
                                                   f"`mlplatform champion unpin --model {model.name}`", {})
+    version, cutoff, since = (None, None, 0.0) if record is None else (record.version, record.label_seq_cutoff, record.since)
+    drift = drift_state(instance, names, version, deciding_run)
+    (estimate, estimate_note), (quality, quality_note) = (reading_state(instance, names, source, version) for source in READING_SOURCES)
     runs = trigger_runs(instance, model.name)
     cursor = policy_cursor(runs, stored)
-    observation = observe(instance, model, names, record, deciding_run, policy_record(instance, names, runs))
+    now = time.time()
     trigger, next_cursor, why = decide(
-        observation,
+        Observation(model.event_log.counts().label_watermark, cutoff, now, *drift, estimate=estimate, estimate_note=estimate_note,
+                    quality=quality, quality_note=quality_note, record=policy_record(instance, names, runs), champion_since=since),
         cursor,
         PolicyConfig(settings.retrain_every_n, settings.min_new_labelled_for_drift, settings.retrain_cooldown_seconds,
                      settings.estimated_drop_margin if settings.retrain_on_estimated_drop else None, settings.estimated_drop_events,
                      settings.quality_drop_margin if settings.retrain_on_quality_drop else None, settings.quality_drop_events),
     )
-    tags = {} if trigger is None else {**trigger.tags, **retrain_run_tags(model.name), POLICY_TRIGGER_TAG: model.name, TRIGGERED_AT_TAG: f"{observation.now:.3f}"}
+    tags = {} if trigger is None else {**trigger.tags, **retrain_run_tags(model.name), POLICY_TRIGGER_TAG: model.name, TRIGGERED_AT_TAG: f"{now:.3f}"}
     return Verdict(trigger, next_cursor, why, tags)
 
 
-def observe(instance: dg.DagsterInstance, model: ModelContext, names: ModelNames, record: ChampionRecord | None, deciding_run: str | None = None,
-            outcomes: tuple[RetrainOutcome, ...] = ()) -> Observation:
-    """What the policy reads now: the label watermark, the champion, the latest drift verdict and performance readings."""
-    version, cutoff, since = (None, None, 0.0) if record is None else (record.version, record.label_seq_cutoff, record.since)
-    drift = drift_state(instance, names, version, deciding_run)
-    (estimate, estimate_note), (quality, quality_note) = (reading_state(instance, names, source, version) for source in READING_SOURCES)
-    return Observation(model.event_log.counts().label_watermark, cutoff, time.time(), *drift, estimate=estimate, estimate_note=estimate_note,
-                       quality=quality, quality_note=quality_note, record=outcomes, champion_since=since)
-
-
-def by_hand_tags(seen: Observation, trained_to: int) -> dict[str, str]:
-    """The tags a retraining a person started records once its evaluation decided (POLICY_TRIGGER_TAG comes then: one that
-    failed before consumes nothing): the evidence it saw as it started, the labels it trained on, when it started."""
-    return {**by_hand(seen, trained_to), TRIGGERED_AT_TAG: f"{seen.now:.3f}"}
+def by_hand_tags(instance: dg.DagsterInstance, names: ModelNames, now: float) -> dict[str, str]:
+    """What a retraining a person started records (with the label watermark its window reaches, and POLICY_TRIGGER_TAG once
+    its evaluation decided: one that failed before consumes nothing): the latest drift report and performance readings
+    as it started, consumed as a trigger consumes them, whichever champion they are about (one the policy could not use
+    stays unused). The dev probe: a retraining from the UI, rejected, was followed at once by the sensor's drift
+    retraining on the same labels. Instance reads only: MLflow may be down while `features` runs."""
+    tags = {REASON_TAG: BY_HAND, TRIGGERED_AT_TAG: f"{now:.3f}"}
+    for asset, tag in ((DRIFT_REPORT, DRIFT_REPORT_TAG), *((source.asset, source.watch.consumed_tag) for source in READING_SOURCES)):
+        found = latest(instance, names.asset(asset))
+        if found is not None:
+            tags[tag] = found.storage_id
+    return tags
 
 
 UNFINISHED = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED,
