@@ -414,11 +414,13 @@ def test_a_folder_removed_while_the_files_are_walked_skips_that_look(tmp_path: P
     ({"python_module": "mlplatform.orchestration.definitions"}, "each python_module entry needs a location_name"),
     ({"python_file": {"relative_path": "a.py", "location_name": "a"}, "python_module": {"module_name": "b", "location_name": "b"}},
      "not ['python_file', 'python_module']"),
-], ids=["grpc_server", "no-location-name", "short-form", "two-in-one"])
-def test_a_workspace_entry_dev_cannot_serve_is_refused_naming_the_file(tmp_path: Path, entry: dict[str, object], said: str) -> None:
+    ([{"python_module": {"module_name": "a", "location_name": "same"}}, {"python_file": {"relative_path": "b.py", "location_name": "same"}}],
+     "two entries are named 'same'"),
+], ids=["grpc_server", "no-location-name", "short-form", "two-in-one", "same-location-name"])
+def test_a_workspace_entry_dev_cannot_serve_is_refused_naming_the_file(tmp_path: Path, entry: dict[str, object] | list[object], said: str) -> None:
     """`dev` starts a code server per entry: one it cannot start is a clear error before anything runs, not a KeyError."""
     workspace = tmp_path / "workspace.yaml"
-    workspace.write_text(yaml.safe_dump({"load_from": [entry]}))
+    workspace.write_text(yaml.safe_dump({"load_from": entry if isinstance(entry, list) else [entry]}))
     with pytest.raises(DevServerError, match=re.escape(said)) as raised:
         code_servers(Settings(state_dir=tmp_path / "state"), workspace, files=list)
     assert str(workspace) in str(raised.value)

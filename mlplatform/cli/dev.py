@@ -541,6 +541,8 @@ def code_servers(settings: Settings, workspace: Path = WORKSPACE, files: Callabl
         if not isinstance(target, dict) or "location_name" not in target:
             raise DevServerError(f"{workspace}: each {kind} entry needs a location_name for `dev` to name its code server")
         name, port = target["location_name"], free_port()
+        if any(e["grpc_server"]["location_name"] == name for e in entries):  # the stack workspace would name one location twice
+            raise DevServerError(f"{workspace}: two entries are named {name!r}: give each code location its own location_name")
         load = ["-m", target["module_name"]] if kind == "python_module" else ["-f", str(workspace.parent / target["relative_path"])]
         load += ["-a", target["attribute"]] if "attribute" in target else []
         load += ["-d", str(workspace.parent / target["working_directory"])] if "working_directory" in target else []
