@@ -96,7 +96,7 @@ class Settings(BaseSettings):
 
     retrain_every_n: int = Field(default=5000, ge=1, description="New labelled events since the champion's cut-off that trigger a retraining.")
     min_new_labelled_for_drift: int = Field(default=500, ge=0, description="Drift, a quality drop or an estimated drop triggers a retraining only with at least this many new labelled events (doubled per such retraining not promoted since the latest promotion).")
-    retrain_cooldown_seconds: float = Field(default=300.0, ge=0, description="Minimum time between two sensor-launched retrainings.")
+    retrain_cooldown_seconds: float = Field(default=300.0, ge=0, description="Minimum time between two retrainings: after one the policy triggered, or one started by hand (from its start), the sensor triggers none before this.")
     training_window: int = Field(default=50_000, ge=100, description="Most recent labelled events used for one training.")
     training_window_candidates: list[int] | None = Field(default=None, description="Window sizes (events, hold-out included, each ≤ training_window) the challenger is trained on, one model each; the best on the hold-out is kept (tuning on the largest only). Unset: training_window and a tenth of it; one size: that window alone.")
     training_window_since_change: bool = Field(default=True, description="Also train a candidate window that starts where the champion's errors rose significantly on the labelled events it never trained on (a concept change); the hold-out decides between it and training_window_candidates. Off: those alone.")

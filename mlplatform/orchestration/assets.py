@@ -61,8 +61,8 @@ def by_hand_start(context: dg.AssetExecutionContext, names: ModelNames) -> dict[
     the queue did not keep it apart: it takes the tag here (the sensor then waits for it), or fails if another retraining of
     the model is unfinished (two on the same labels, their evaluations racing for @champion)."""
     run = context.instance.get_run_by_id(context.run.run_id) or context.run  # read again: a drift report run's trigger is added by a step
-    if POLICY_TRIGGER_TAG in run.tags or REASON_TAG in run.tags:
-        return None
+    if run.tags.get(REASON_TAG, BY_HAND) != BY_HAND:
+        return None  # a trigger's run; a re-execution of a by-hand run (the UI copies its tags) records what it sees itself
     if RETRAIN_TAG not in run.tags:
         busy = retraining_elsewhere(context.instance, names.model, run.run_id)
         if busy is not None:

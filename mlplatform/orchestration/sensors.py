@@ -12,6 +12,7 @@ how its two callers (this sensor, a drift report run's retraining_trigger step) 
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import dagster as dg
@@ -20,7 +21,7 @@ from mlplatform.domain.keys import (AWAITING_SHADOW, DECISION, LAUNCHED_BY_TAG, 
                                    WILL_RETRY_TAG)
 from mlplatform.domain.policy import Cursor
 from mlplatform.orchestration.instance import retrain_run_tags
-from mlplatform.orchestration.names import DRIFT_RUN, EVALUATION_REPORT, RAW_EVENTS, RETRAINING, TRAINED_MODEL, ModelNames
+from mlplatform.orchestration.names import DRIFT_REPORT, DRIFT_RUN, EVALUATION_REPORT, RAW_EVENTS, RETRAINING, TRAINED_MODEL, ModelNames
 from mlplatform.orchestration.resources import PlatformResource
 from mlplatform.orchestration.trigger import UNFINISHED, evaluate, latest, retraining_elsewhere
 from mlplatform.pipeline.landing import LandingPolicy, landing_candidates
@@ -134,7 +135,7 @@ def build_sensors(names: ModelNames, landing_sensor_running: bool = True) -> lis
         default_status=dg.DefaultSensorStatus.RUNNING,
         minimum_interval_seconds=TICK_INTERVAL_SECONDS,
         description=f"Requests a new {model_name} drift_report every `drift_every_n_events` new events (served or ingested), once "
-        "there is a champion, one run at a time, and the same request again (after 1 min, doubling up to 1 h) when its run ended "
+        "there is a champion, one run at a time, and the same request again (after 1 min, doubling up to 1 h) when its run failed "
         "without a report; in the same run, retraining_trigger applies the retraining policy to the report, features → "
         "trained_model → evaluation_report follow only when it calls for a retraining, then estimated_performance and "
         "drift_dashboard (the report in Evidently's workspace).",
@@ -197,17 +198,19 @@ AGAIN_MAX_SECONDS = 3600
 LOST_SECONDS = 300
 
 
-def again_in(instance: dg.DagsterInstance, run_key: str, attempt: int, requested_at: float, now: float,
-             done_on_success: bool) -> tuple[float | None, str]:
-    """When a request (its run key, `attempt` times made again) is due again, in seconds (≤ 0: now), and its run's state
-    in words. None while its run is not launched yet, unfinished or to be retried, and with `done_on_success` once it
-    succeeded; a request whose run never came is due LOST_SECONDS after it was made."""
-    [record, *_] = instance.get_run_records(filters=dg.RunsFilter(tags={RUN_KEY_TAG: run_key}), limit=1) or [None]
+def again_in(instance: dg.DagsterInstance, run_key: str, launched_by: str, attempt: int, requested_at: float, now: float,
+             done: Callable[[dg.DagsterRun], bool]) -> tuple[float | None, str]:
+    """When a request of the sensor `launched_by` (its run key, `attempt` times made again) is due again, in seconds
+    (≤ 0: now), and its run's state in words. None while its run is not launched yet, unfinished or to be retried, or
+    once it is `done`; a request whose run never came is due LOST_SECONDS after it was made. Run keys are unique per
+    sensor only: another model's sensor may have used the same one."""
+    runs = dg.RunsFilter(tags={RUN_KEY_TAG: run_key, LAUNCHED_BY_TAG: launched_by})
+    [record, *_] = instance.get_run_records(filters=runs, limit=1) or [None]
     if record is None:
         return (0.0, "its run never came (or was deleted)") if now - requested_at > LOST_SECONDS else (None, "its run is not launched yet")
     run = record.dagster_run
     state = f"run {run.run_id[:8]} is {run.status.value.lower()}"
-    if not run.is_finished or run.tags.get(WILL_RETRY_TAG) == "true" or (done_on_success and run.status == dg.DagsterRunStatus.SUCCESS):
+    if not run.is_finished or run.tags.get(WILL_RETRY_TAG) == "true" or done(run):
         return None, state
     back_off = min(AGAIN_SECONDS * 2**attempt, AGAIN_MAX_SECONDS)
     return (record.end_time or 0.0) + back_off - now, f"run {run.run_id[:8]} ended ({run.status.value.lower()})"
@@ -228,7 +231,7 @@ def landing_request(settings: Settings, cursor: str | None, names: ModelNames, i
     if last is None or last.files != files:
         return _landing_run(LandingCursor(files, 0, now), names)
     requested = f"the {len(waiting)} file(s) waiting were requested already (run key {last.run_key})"
-    left, state = again_in(instance, last.run_key, last.attempt, last.requested_at, now, done_on_success=False)
+    left, state = again_in(instance, last.run_key, names.landing_sensor, last.attempt, last.requested_at, now, done=lambda run: False)
     if left is None:
         return dg.SensorResult(skip_reason=f"{requested}: {state}")
     if left > 0:
@@ -272,9 +275,17 @@ class DriftRequest:
             return None
 
 
+def _reported(instance: dg.DagsterInstance, run: dg.DagsterRun, names: ModelNames) -> bool:
+    """The run made its drift report (a later step may have failed), or a person canceled it: its request is done."""
+    if run.status in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.CANCELED):
+        return True
+    records = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
+    return any(r.event_log_entry.dagster_event is not None and r.event_log_entry.dagster_event.asset_key == names.asset(DRIFT_REPORT) for r in records)
+
+
 def drift_request(model: ModelContext, cursor: str | None, names: ModelNames, instance: dg.DagsterInstance, now: float | None = None) -> dg.SensorResult:
     """A drift report run every `drift_every_n_events` new events once there is a champion, one at a time; the same
-    request again, with a doubling back-off, once its run ended without a report (the dev probe: a run launched while
+    request again, with a doubling back-off, once its run failed without a report (the dev probe: a run launched while
     a defs.yaml was broken failed, and the next report waited for another `drift_every_n_events` events)."""
     every = model.settings.drift_every_n_events
     total = model.event_log.counts().total
@@ -286,7 +297,8 @@ def drift_request(model: ModelContext, cursor: str | None, names: ModelNames, in
     attempt = 0
     if last is not None and total - last.events < every:
         waiting = f"{total - last.events} new events since the last drift report request; {every} needed"
-        left, state = (None, "") if not last.version else again_in(instance, last.run_key, last.attempt, last.requested_at, now, done_on_success=True)
+        left, state = (None, "") if not last.version else again_in(instance, last.run_key, names.drift_sensor, last.attempt, last.requested_at, now,
+                                                                   done=lambda run: _reported(instance, run, names))
         if left is None:
             return dg.SensorResult(skip_reason=waiting)
         if left > 0:

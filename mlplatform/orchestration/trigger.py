@@ -135,7 +135,7 @@ def _recorded(tags: dict[str, str]) -> Cursor:
 
 def trigger_runs(instance: dg.DagsterInstance, model: str) -> list[dg.DagsterRun]:
     """The latest runs carrying a trigger of the model's policy, the newest trigger first."""
-    runs = instance.get_runs(filters=dg.RunsFilter(tags={POLICY_TRIGGER_TAG: model}), limit=max(RECENT_TRIGGER_RUNS, RECORD_SIZE))
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={POLICY_TRIGGER_TAG: model}), limit=max(RECENT_TRIGGER_RUNS, 2 * RECORD_SIZE))
     return sorted(runs, key=lambda r: _recorded(dict(r.tags)).last_trigger_time, reverse=True)
 
 
@@ -146,7 +146,7 @@ def policy_cursor(runs: list[dg.DagsterRun], stored: Cursor | None) -> Cursor:
 
 
 def policy_record(instance: dg.DagsterInstance, names: ModelNames, runs: list[dg.DagsterRun]) -> tuple[RetrainOutcome, ...]:
-    """What became of each of `runs`: the decision of the evaluation_report it materialized, among the newest few (one
+    """What became of each of `runs` the policy triggered (not those started by hand): the decision of the evaluation_report it materialized, among the newest few (one
     indexed query); a run still running, failed before its evaluation or evaluated long ago has an unknown outcome."""
     evaluations = instance.fetch_materializations(names.asset(EVALUATION_REPORT), limit=2 * RECORD_SIZE).records
     decisions: dict[str, object] = {}
@@ -154,8 +154,9 @@ def policy_record(instance: dg.DagsterInstance, names: ModelNames, runs: list[dg
         meta = {} if record.asset_materialization is None else record.asset_materialization.metadata
         if DECISION_META in meta:  # kept out by a person's pin or move: no verdict on the retraining, unknown to the policy
             decisions[record.run_id] = None if KEPT_BY_PERSON in meta and meta[KEPT_BY_PERSON].value is True else meta[DECISION_META].value
+    triggered = [r for r in runs if r.tags.get(REASON_TAG) != BY_HAND]  # a person's retraining says nothing of the policy's alarms
     return tuple(RetrainOutcome.recorded(r.tags.get(REASON_TAG), decisions.get(r.run_id), r.tags.get(LABEL_WATERMARK_TAG), r.tags.get(TRIGGERED_AT_TAG))
-                 for r in runs[:RECORD_SIZE])
+                 for r in triggered[:RECORD_SIZE])
 
 
 @dataclass(frozen=True)
