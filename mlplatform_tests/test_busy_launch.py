@@ -57,14 +57,15 @@ def code_server(request: pytest.FixtureRequest, state: Settings, tmp_path: Path,
     else:
         monkeypatch.setenv("DAGSTER_GRPC_TIMEOUT_SECONDS", grpc_timeout)
     monkeypatch.setenv("MLPLATFORM_WARM_RUN_WORKERS", "false")
-    prepare_dagster_home(Settings())
+    settings = Settings()  # read after the line above: `running` writes dagster.yaml from it (from `state`, it named the warm launcher)
+    prepare_dagster_home(settings)
     spec = load_spec(state.dataset_spec)
     write_batches(read_source(spec).iloc[:1500], spec, state.landing_dir, 1500)
     with dg.DagsterInstance.get() as instance:
         materialize(instance, ["raw_events"], raise_on_error=True)
         _stop_instigators(instance)
-    servers = daemon_servers(state)
-    with running(state, log_dir=tmp_path / "logs", timeout_seconds=300, servers=servers):
+    servers = daemon_servers(settings)
+    with running(settings, log_dir=tmp_path / "logs", timeout_seconds=300, servers=servers):
         yield servers[0]
 
 
@@ -87,6 +88,7 @@ def _submitted_while_stopped(code_server: Server) -> Iterator[tuple[dg.DagsterIn
     and every process below it are stopped as soon as they appear. Then they all resume."""
     assert code_server.process is not None
     with dg.DagsterInstance.get() as instance, code_location(instance) as workspace:
+        assert type(instance.run_launcher).__name__ == "DefaultRunLauncher", "runs must go through the code server the test stops"
         run_id = create_retrain_run(instance, workspace)
         stopped: set[int] = set()
         leaving = threading.Event()

@@ -433,7 +433,7 @@ def test_the_landing_sensor_requests_one_run_per_set_of_settled_files(tmp_path: 
         fails()
 
     def end_run(request: dg.RunRequest, **tags: str) -> float:
-        landing_run.execute_in_process(instance=instance, raise_on_error=False, tags={RUN_KEY_TAG: request.run_key or "", **tags})
+        landing_run.execute_in_process(instance=instance, raise_on_error=False, tags={RUN_KEY_TAG: request.run_key or "", **request.tags, **tags})
         return time.time()
 
     settings = Settings(state_dir=tmp_path / "state", landing_quiet_seconds=0.3)
