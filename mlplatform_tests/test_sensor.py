@@ -701,7 +701,7 @@ def test_a_retraining_by_hand_consumes_the_evidence_it_saw_once_it_decided(platf
     assert not held.run_requests and "is from before the latest retraining" in (held.skip_message or ""), held.skip_message
     assert _drift_bar(platform) == bar, "a person's retraining is no false alarm of the drift policy"
     said = render_status(collect_status(platform.model, with_dagster=True))
-    assert f"sensor run {run.run_id[:8]}: SUCCESS" in said and f"{run.run_id[:8]}: SUCCESS in " in said and "reason=by_hand: v" in said, said
+    assert f"retraining run {run.run_id[:8]}: SUCCESS" in said and f"{run.run_id[:8]}: SUCCESS in " in said and "reason=by_hand: v" in said, said
 
 
 def test_a_retraining_from_the_asset_graph_keeps_out_of_an_unfinished_one(platform: Platform) -> None:

@@ -123,7 +123,8 @@ def _recent_estimate(e: Mapping[str, Any]) -> str:
 
 
 def _sensor_run(record: "RunRecord", version: dict[str, Any] | None) -> dict[str, Any]:
-    """A run the policy triggered: why, how long it took (None while it runs), and the version it trained and its decision."""
+    """A run carrying a retraining trigger (the policy's, or a person's: by_hand): why, how long it took (None while it runs), and
+    the version it trained and its decision."""
     run = record.dagster_run
     seconds = None if record.start_time is None or record.end_time is None else round(record.end_time - record.start_time, 1)
     return {"run_id": run.run_id, "status": run.status.value, "reason": run.tags.get(REASON_TAG), "new_labelled": run.tags.get(NEW_LABELLED_TAG),
@@ -211,5 +212,5 @@ def render_status(status: dict[str, Any]) -> str:
         took = "" if r["seconds"] is None else f" in {r['seconds']:.0f} s"
         outcome = "" if r["version"] is None else f": v{r['version']} {r['decision']}"
         labelled = "" if r["new_labelled"] is None else f" new_labelled={r['new_labelled']}"  # a retraining by hand counts none
-        lines.append(f"sensor run {r['run_id'][:8]}: {r['status']}{took} reason={r['reason']}{labelled}{outcome}")
+        lines.append(f"retraining run {r['run_id'][:8]}: {r['status']}{took} reason={r['reason']}{labelled}{outcome}")
     return "\n".join(lines)
