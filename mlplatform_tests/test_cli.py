@@ -108,8 +108,8 @@ def test_status_json_after_two_versions(
     typo = fresh[:12] + ("0" if fresh[12] != "0" else "1") + fresh[13:]
     assert main(["quarantine", "--model", "adult", "--release", row["file"], "--content", typo]) == 2, "its start is a content's, the rest is not"
     assert f"has no quarantined rows of a content starting {typo!r}" in capsys.readouterr().err
-    assert main(["quarantine", "--model", "adult", "--release", row["file"], "--content", fresh.upper()]) == 0, "the whole SHA-256, as sha256sum prints it"
-    assert f"adult: released 1 quarantined row of file {row['file']!r} (content {fresh[:12]}: 1 row); 0 quarantined rows left" in capsys.readouterr().out
+    assert main(["quarantine", "--model", "adult", "--release", row["file"], "--content", fresh.upper(), "--json"]) == 0, "the whole SHA-256, as sha256sum prints it"
+    assert json.loads(capsys.readouterr().out) == {"model": "adult", "file": row["file"], "released": 1, "contents": {fresh[:12]: 1}, "grew": False, "left": 0}
     assert main(["quarantine", "--model", "adult"]) == 0, "the rows are gone; who released them, when and why is not"
     shown = capsys.readouterr().out.splitlines()
     assert shown[0] == "adult: 0 quarantined rows" and shown[1] == "  released by hand, newest first:"
@@ -425,7 +425,7 @@ def test_a_release_waits_for_the_landing_run_reading_the_folder(state: Settings)
     "0 quarantined rows left" was said, and the later ones stayed. A release now waits for the folder's landing run."""
     import threading
 
-    from mlplatform.cli.quarantine import release
+    from mlplatform.cli.quarantine import Released, release
     from mlplatform.pipeline.landing import exclusive
     from mlplatform.root import platform as root_platform
 
@@ -435,7 +435,7 @@ def test_a_release_waits_for_the_landing_run_reading_the_folder(state: Settings)
     folder.mkdir(parents=True, exist_ok=True)
     bad = pd.DataFrame({"row_number": [2, 4], "reason": ["age: 'old' is not a finite number"] * 2, "record": ["{}", "{}"]})
     model.event_log.quarantine(bad.head(1), "export.csv", "ab" * 32)
-    said: list[str] = []
+    said: list[Released] = []
     waited = threading.Event()
     with exclusive(folder):  # a landing run reading the folder
         releasing = threading.Thread(target=lambda: said.append(release(model, "export.csv", by="ops", on_wait=waited.set)))
@@ -444,7 +444,7 @@ def test_a_release_waits_for_the_landing_run_reading_the_folder(state: Settings)
         model.event_log.quarantine(bad.tail(1), "export.csv", "ab" * 32)  # the run's later batch refuses another row
         assert releasing.is_alive() and not said
     releasing.join(30)
-    assert said == [f"adult: released 2 quarantined rows of file 'export.csv' (content {'ab' * 6}: 2 rows); 0 quarantined rows left"]
+    assert [r.line() for r in said] == [f"adult: released 2 quarantined rows of file 'export.csv' (content {'ab' * 6}: 2 rows); 0 quarantined rows left"]
 
 
 def test_a_retraining_is_refused_while_another_of_the_model_runs(state: Settings, instance: dg.DagsterInstance, capsys: pytest.CaptureFixture[str]) -> None:

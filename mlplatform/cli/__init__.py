@@ -1,6 +1,7 @@
 """`mlplatform ...`: thin commands over the core and the Dagster layer."""
 
 import argparse
+import dataclasses
 import getpass
 import json
 import math
@@ -208,8 +209,9 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
         try:
             model = _existing_platform(args).only(args.model)
             waiting = f"quarantine: waiting for the landing run reading {model.settings.landing_dir} to finish"
-            print(release(model, args.release, args.content, by=f"{getpass.getuser()} (mlplatform quarantine --release)", reason=args.reason or "",
-                          on_wait=lambda: print(waiting, file=sys.stderr, flush=True)))
+            released = release(model, args.release, args.content, by=f"{getpass.getuser()} (mlplatform quarantine --release)", reason=args.reason or "",
+                               on_wait=lambda: print(waiting, file=sys.stderr, flush=True))
+            print(json.dumps(dataclasses.asdict(released), indent=2) if args.json else released.line())
         except QuarantineError as exc:
             print(f"quarantine: {exc}", file=sys.stderr)
             return 2

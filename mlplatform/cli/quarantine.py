@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -18,6 +19,7 @@ from mlplatform.pipeline.landing import exclusive
 from mlplatform.stores.eventlog import SHA256_PREFIX
 
 RECORD_CHARS = 160  # of a refused record in the terminal; --json gives it whole
+UNKNOWN = "unknown"  # the content of rows quarantined before landing recorded contents
 
 
 def collect_quarantine(model: ModelContext, limit: int, source: str | None = None) -> dict[str, Any]:
@@ -46,8 +48,29 @@ def _iso(micros: object) -> str:
     return pd.Timestamp(int(str(micros)), unit="us", tz="UTC").isoformat(timespec="seconds")
 
 
+@dataclass(frozen=True)
+class Released:
+    """What a release forgot, and what stays quarantined: a line for the terminal, a record for `--json`."""
+
+    model: str
+    file: str
+    released: int
+    contents: dict[str, int]  # rows per content (its SHA-256's start; "unknown" where landed before contents were kept)
+    grew: bool  # several contents of one file that grew, released together
+    left: int  # the model's quarantined rows after the release
+
+    def line(self) -> str:
+        contents = ("one file that grew: " if self.grew else "") + _contents(self.contents)
+        return (f"{self.model}: released {self.released} quarantined {'row' if self.released == 1 else 'rows'} of file {self.file!r} ({contents}); "
+                f"{self.left} quarantined rows left")
+
+
+def _contents(rows: dict[str, int]) -> str:
+    return "; ".join(f"content {c if c != UNKNOWN else 'unknown (landed before contents were recorded)'}: {_rows(n)}" for c, n in rows.items())
+
+
 def release(model: ModelContext, source: str, content: str | None = None, by: str = "", reason: str = "",
-            on_wait: Callable[[], None] | None = None) -> str:
+            on_wait: Callable[[], None] | None = None) -> Released:
     """Forget the quarantined rows of landing file `source` (of its `content`, a SHA-256 prefix, where the name was landed
     as several files: releasing them all would forget the refusals of the corrected file too; the contents of one file
     that grew, appended to and landed again, are that file's, released together). A name with none, a content that is
@@ -59,7 +82,7 @@ def release(model: ModelContext, source: str, content: str | None = None, by: st
         return _release(model, source, content, by, reason)
 
 
-def _release(model: ModelContext, source: str, content: str | None, by: str, reason: str) -> str:
+def _release(model: ModelContext, source: str, content: str | None, by: str, reason: str) -> Released:
     log = model.event_log
     rows = log.quarantine_reasons(limit=None, source=source).groupby("content", dropna=False)["rows"].sum()
     if rows.empty:
@@ -69,7 +92,8 @@ def _release(model: ModelContext, source: str, content: str | None, by: str, rea
         if not SHA256_PREFIX.fullmatch(wanted):
             raise QuarantineError(f"--content {content!r} is not the start of a SHA-256 (hex digits)")
         rows = rows[[isinstance(c, str) and (c.startswith(wanted) or wanted.startswith(c)) for c in rows.index]]
-    contents = "; ".join(f"content {c if isinstance(c, str) else 'unknown (landed before contents were recorded)'}: {_rows(n)}" for c, n in rows.items())
+    per_content = {c if isinstance(c, str) else UNKNOWN: int(n) for c, n in rows.items()}
+    contents = _contents(per_content)
     if content is not None and rows.empty:
         raise QuarantineError(f"{model.name}: file {source!r} has no quarantined rows of a content starting {content!r}")
     first_contents = log.first_contents(source)
@@ -81,9 +105,7 @@ def _release(model: ModelContext, source: str, content: str | None, by: str, rea
     released = log.release_quarantined_file(source, wanted, by, reason)
     if released == 0:  # a whole SHA-256 whose start matched a content's, and whose rest did not
         raise QuarantineError(f"{model.name}: file {source!r} has no quarantined rows of a content starting {content!r} ({contents})")
-    contents = f"one file that grew: {contents}" if grew else contents
-    return (f"{model.name}: released {released} quarantined {'row' if released == 1 else 'rows'} of file {source!r} ({contents}); "
-            f"{log.counts().quarantined} quarantined rows left")
+    return Released(model.name, source, released, per_content, grew, log.counts().quarantined)
 
 
 class QuarantineError(ValueError):
