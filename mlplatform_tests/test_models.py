@@ -525,6 +525,30 @@ def test_a_draft_spec_with_no_time_column_says_so(tmp_path: Path) -> None:
     assert parse_spec(yaml.safe_load(draft_spec("rides", sample))).time_column == "created", "when it happened, not when it last changed"
 
 
+def test_a_draft_spec_takes_no_repeating_column_for_the_event_id(tmp_path: Path) -> None:
+    """The own-dataset probe: the first name ending `_id` became the id, whatever its values: `customer_id` (500
+    customers over 5000 orders) was drafted as the event id, and landing the very sample refused 90 % of it as ids
+    repeated with other values. An entity key is a categorical feature (and a key for history features)."""
+    from mlplatform.domain.spec import parse_spec
+    from mlplatform.domain.spec_draft import draft_spec
+
+    n = 60
+    sample = tmp_path / "orders.csv"
+    orders = pd.DataFrame({"customer_id": [i % 7 for i in range(n)], "Store ID": [f"S{i % 3}" for i in range(n)], "order_id": [f"o{i}" for i in range(n)],
+                           "amount": [float(i) for i in range(n)], "outcome": ["kept", "returned"] * (n // 2)})
+    orders.to_csv(sample, index=False)
+    text = draft_spec("orders", sample)
+    spec = parse_spec(yaml.safe_load(text))
+    assert spec.id_column == "order_id", text
+    assert (spec.features["customer_id"], spec.features["Store ID"], spec.features["amount"]) == ("categorical", "categorical", "numeric")
+    assert f"# 'customer_id' is named like an id but has 7 distinct values in {n} rows: not the event id" in text
+    orders.drop(columns="order_id").to_csv(sample, index=False)
+    spec = parse_spec(yaml.safe_load(draft_spec("orders", sample)))
+    assert spec.id_column is None and {"customer_id", "Store ID"} <= set(spec.features), "no id: landing makes one per event"
+    orders.assign(order_id=orders["order_id"].where(orders.index != 5)).to_csv(sample, index=False)
+    assert parse_spec(yaml.safe_load(draft_spec("orders", sample))).id_column is None, "an event without an id cannot be told apart"
+
+
 @pytest.mark.parametrize("fmt", ["csv", "parquet", "jsonl"])
 def test_a_draft_spec_takes_its_classes_from_the_whole_file(tmp_path: Path, fmt: str) -> None:
     """The draft read its first 5000 rows: an export in time order whose third class came later was drafted binary with

@@ -170,6 +170,11 @@ def _matched(pattern: re.Pattern[str], column: str) -> bool:
     return bool(pattern.search(re.sub(r"[\s.\-]+", "_", column.strip())))
 
 
+def _an_id(values: pd.Series) -> bool:
+    """A column named like an id is the event id only if it could be one: every row has a value, and no value repeats."""
+    return bool(values.notna().all() and values.is_unique)
+
+
 def _all_distinct(values: pd.Series) -> bool:
     """Text whose every value in the sample differs (and there are enough to say so): an id more likely than a feature."""
     values = values.dropna()
@@ -215,14 +220,19 @@ def draft_spec(name: str, sample: Path | None, label: str | None = None, task: s
         if spec["task"] == "binary":
             spec["positive_class"] = classes[-1]
     rest = [str(c) for c in frame.columns if c != label]
-    id_column = next((c for c in rest if _matched(ID_NAMES, c)), None)
+    named_ids = [c for c in rest if _matched(ID_NAMES, c)]
+    id_column = next((c for c in named_ids if _an_id(frame[c])), None)
+    keys = [c for c in named_ids if c != id_column]  # named like ids, with repeated or missing values: an entity's key
+    notes += [f"{key!r} is named like an id but has {frame[key].nunique()} distinct values in {len(frame)} rows: not the event id "
+              "(landing would refuse every repeat); kept as a categorical feature, and a key for history features (`by:`): check"
+              for key in keys]
     # A last change's time (updated, modified) only where no other name says when the event happened.
     time_column = next((c for c in sorted(rest, key=lambda c: bool(LAST_CHANGE_NAMES.search(c))) if c != id_column and _matched(TIME_NAMES, c)), None)
     if time_column is None and (time_column := next((c for c in rest if c != id_column and _reads_as_times(frame[c])), None)) is not None:
         notes.append(f"time_column {time_column!r} guessed: its values read as times; check")
     if id_column is None:  # times are distinct too: only a column that is neither the time column nor read as times
         untimed = [c for c in rest if c != time_column and not _reads_as_times(frame[c])]
-        id_column = next((c for c in untimed if _all_distinct(frame[c])), None)
+        id_column = next((c for c in untimed if _all_distinct(frame[c]) and _an_id(frame[c])), None)
         if id_column is not None:
             notes.append(f"id_column {id_column!r} guessed: its every value in the sample differs; check")
     if id_column:
@@ -252,7 +262,7 @@ def draft_spec(name: str, sample: Path | None, label: str | None = None, task: s
             continue
         if _all_distinct(frame[column]):
             notes.append(f"{column!r}: every value in the sample differs (an id?); kept as a categorical feature: check")
-        numeric = pd.api.types.is_numeric_dtype(frame[column]) and not pd.api.types.is_bool_dtype(frame[column])
+        numeric = pd.api.types.is_numeric_dtype(frame[column]) and not pd.api.types.is_bool_dtype(frame[column]) and column not in keys
         if numeric and column in padded:
             notes.append(f"{column!r}: digits with leading zeros (a code?): categorical, so '02134' stays '02134'; check")
             numeric = False
