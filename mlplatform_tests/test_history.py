@@ -273,28 +273,41 @@ def test_event_counts_are_over_the_last_warmup_events_so_a_restart_and_training_
 
 
 @pytest.mark.parametrize(("apart_us", "beyond"), [(2 * 86_400 * 10**6, 1), (60 * 10**6, 0)])
-def test_the_rows_whose_key_was_last_seen_beyond_servings_horizon_are_counted(apart_us: int, beyond: int) -> None:
+def test_the_rows_that_read_beyond_servings_horizon_are_counted(apart_us: int, beyond: int) -> None:
     """The own-dataset probe: a store seen every few thousand events, `warmup_events` 20,000 and a 50,000-event window:
     training read stores serving, rebuilt from the last 20,000 events, took for new (418 of 1,506 predictions differed),
-    and nothing said so. Here hour 99 comes back 30 events after it was last seen, with a horizon of 10 events; two days
-    apart per event the 24 h window adds nothing to the horizon, a minute apart it holds every event before."""
+    and nothing said so. A second probe: a mean of a customer's last 5 amounts differed on 13 of 400 predictions, and
+    status said every row was within the horizon: only the key's previous event was checked, not the 5th before.
+    Here, with a horizon of 10 events: hour 99 comes back 30 events after it was last seen (its last label, lag 1); the
+    mean of the last 3 temperatures in weather '2' at event 38 reads events 35, 30 and 5; the whole stream's mean of
+    the last 24 counts reads 24 events back. Two days apart per event the 24 h window adds nothing to the horizon, a
+    minute apart it holds every event before."""
     from mlplatform.domain.history import horizon_reach
 
     spec = load_spec(BIKE_HISTORY_SPEC)
     spec = spec.model_copy(update={"history": spec.history.model_copy(update={"warmup_events": 10})})  # type: ignore[union-attr]
     hours = [float(i % 5) for i in range(100)]
     hours[10] = hours[40] = 99.0
-    events = pd.DataFrame({"event_time": np.arange(100, dtype="int64") * apart_us, "hr": hours, "weathersit": ["1"] * 99 + [None]})
+    weather = ["1"] * 99 + [None]
+    for i in (5, 30, 35, 38):
+        weather[i] = "2"
+    times = np.arange(100, dtype="int64") * apart_us
+    events = pd.DataFrame({"event_time": times, "hr": hours, "weathersit": weather, "temp": 0.5, "label": 1.0, "seq": np.arange(100),
+                           "ingested_at": times, "label_time": times, "label_seq": np.arange(100), "source": "landing"})
     window = np.arange(100) >= 20
-    by_key = {r.by: r for r in horizon_reach(events, spec, window)}
-    assert set(by_key) == {"hr", "weathersit"}
+    by_key = {r.key: r for r in horizon_reach(events, spec, window)}
+    assert set(by_key) == {"(whole stream)", "hr", "weathersit"}
     assert (by_key["hr"].rows, by_key["hr"].beyond, by_key["hr"].widest_gap) == (80, beyond, 30)
-    assert (by_key["weathersit"].rows, by_key["weathersit"].beyond, by_key["weathersit"].widest_gap) == (79, 0, 1), "a missing key is no row of it"
+    assert (by_key["weathersit"].rows, by_key["weathersit"].beyond, by_key["weathersit"].widest_gap) == (79, 3 * beyond, 33), "events 30, 35 and 38; a missing key is no row of it"
+    assert (by_key["(whole stream)"].rows, by_key["(whole stream)"].beyond, by_key["(whole stream)"].widest_gap) == (80, 80 * beyond, 24)
     horizon = "serving's horizon (warmup_events 10, or the events of the longest time window's span when more)"
-    assert by_key["hr"].said(10) == (f"hr: 1 of 80 rows (1.2%) had the key's previous event further back than {horizon}: serving, rebuilt from "
-                                     "there, may read such a key as new; warmup_events 30 would cover every one" if beyond else
-                                     f"hr: each of 80 rows had the key's previous event within {horizon}")
-    assert horizon_reach(events, spec, np.zeros(100, bool))[0].said(10) == "hr: no row's key had an earlier event"
+    assert by_key["hr"].said(10) == (f"hr: 1 of 80 rows (1.2%) read an event of the key further back than {horizon}: serving, rebuilt from "
+                                     "there, has not seen it; warmup_events 30 would cover every one" if beyond else
+                                     f"hr: each of 80 rows read the key's earlier events within {horizon}")
+    late = events.assign(label_time=np.where(np.arange(100) == 10, times[60], times), label_seq=np.where(np.arange(100) == 10, 100, np.arange(100)))
+    late_hr = {r.key: r for r in horizon_reach(late, spec, window)}["hr"]
+    assert (late_hr.rows, late_hr.widest_gap) == (79, 10), "hour 99's label was not known yet at event 40 (hour 0 skips event 40: 10 back)"
+    assert horizon_reach(events, spec, np.zeros(100, bool))[0].said(10) == "(whole stream): no row's key had an earlier event"
 
 
 def test_values_near_the_float_limit_are_missing_to_windows_on_both_sides_and_never_break_serving() -> None:

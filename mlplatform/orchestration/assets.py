@@ -198,9 +198,9 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
         horizon: dict[str, str] = {}
         if spec.history is not None:
             for reach in snapshot.reach:
-                horizon[reach.by] = reach.said(spec.history.warmup_events)
+                horizon[reach.key] = reach.said(spec.history.warmup_events)
                 if reach.beyond:
-                    context.log.warning(f"history horizon: {horizon[reach.by]}")
+                    context.log.warning(f"history horizon: {horizon[reach.key]}")
         w = snapshot.window
         train_part = snapshot.train
         balance = train_part[LABEL].value_counts(normalize=True).round(4).to_dict() if spec.is_classification else {
