@@ -243,7 +243,7 @@ def test_a_third_model_added_by_dg_scaffold_trains_with_no_code_change(project: 
     [status] = json.loads(_run(project, "mlplatform", "status", "--model", "churn", "--json", "--dagster").stdout)
     assert status["champion"] == 1 and status["events"]["total"] == 1500 and status["registered_model"] == "mlplatform-churn"
     horizon = status["history_horizon"]["plan"]
-    assert re.match(r"plan: [1-9]\d* of 1497 rows \(\d+\.\d%\) had the key's previous event further back than serving's horizon \(warmup_events 1,",
+    assert re.match(r"plan: [1-9]\d* of 1497 rows \(\d+\.\d%\) read an event of the key further back than serving's horizon \(warmup_events 1,",
                     horizon), horizon
     said = _run(project, "mlplatform", "status", "--model", "churn", "--dagster").stdout
     assert f"history horizon of the latest features: {horizon}" in said

@@ -20,7 +20,7 @@ from mlplatform.settings import Settings, SettingsError, env_name, redact, scope
 
 if TYPE_CHECKING:
     from mlplatform.orchestration.trigger import Latest
-    from mlplatform.root import Platform
+    from mlplatform.root import ModelContext, Platform
 
 DEFAULT_ASSETS = ("raw_events", "features", "trained_model", "evaluation_report")
 
@@ -106,7 +106,8 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     from mlplatform.orchestration.instance import prepare_dagster_home
     from mlplatform.orchestration.interrupts import Stopped
     from mlplatform.orchestration.launch import LaunchError, RetrainingBusy, materialize, retraining_slot
-    from mlplatform.orchestration.names import ALL_ASSETS, EVALUATION_REPORT, RAW_EVENTS, TRAINED_MODEL, ModelNames
+    from mlplatform.orchestration.names import (ALL_ASSETS, DRIFT_REPORT, ESTIMATED_PERFORMANCE, EVALUATION_REPORT, LIVE_QUALITY, RAW_EVENTS,
+                                                TRAINED_MODEL, ModelNames)
     from mlplatform.orchestration.trigger import latest
 
     settings = _settings(args)
@@ -132,10 +133,25 @@ def cmd_materialize(args: argparse.Namespace) -> int:
             raise
         landed = latest(instance, ModelNames(model.name).asset(RAW_EVENTS)) if RAW_EVENTS in selected else None
         decided = latest(instance, ModelNames(model.name).asset(EVALUATION_REPORT)) if EVALUATION_REPORT in selected else None
+        monitors = {DRIFT_REPORT: "drift", LIVE_QUALITY: "live_quality", ESTIMATED_PERFORMANCE: "estimated_performance"}  # by collect_status's keys
+        monitored = {name: key for name, key in monitors.items()
+                     if name in selected and (made := latest(instance, ModelNames(model.name).asset(name))) is not None and made.run_id == result.run_id}
     print(f"materialized {', '.join(selected)} of {model.name} in run {result.run_id} (Dagster instance {settings.dagster_home})")
     _say_landing(landed, result.run_id)
     _say_decision(decided, result.run_id)
+    _say_monitors(model, monitored)
     return 0
+
+
+def _say_monitors(model: "ModelContext", made: dict[str, str]) -> None:
+    """What the drift report, live quality or estimate the run made (asset name: its key in `collect_status`) found,
+    as `status` says it: the verdict was only in the UI and `status --dagster` (the own-dataset probe)."""
+    from mlplatform.cli.status import collect_status, monitor_lines
+
+    if made:
+        said = monitor_lines(collect_status(model, with_dagster=True, run_limit=1))
+        for name, key in made.items():
+            print(f"{name}: {said[key]}")
 
 
 def _say_landing(landed: "Latest | None", run_id: str) -> None:

@@ -177,6 +177,31 @@ def _version_lines(versions: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def monitor_lines(status: dict[str, Any]) -> dict[str, str]:
+    """The latest drift report, live quality and performance estimate of a `collect_status(..., with_dagster=True)`,
+    a line each, by their key in it ("drift", "live_quality", "estimated_performance"): status shows them all,
+    `materialize` those its run made."""
+    lines: dict[str, str] = {}
+    if status.get("drift"):
+        d = status["drift"]
+        if d.get("skipped"):
+            lines["drift"] = f"drift: the latest drift_report made no report ({d['skip_reason']})"
+        else:
+            lines["drift"] = (f"drift against v{d['champion_version']}{_older(d['champion_version'], status)}: share {_two_places(d['drift_share'])}, "
+                              f"drift {'yes' if d['dataset_drift'] else 'no'}; report {d['report']}")
+    if status.get("live_quality"):
+        q = status["live_quality"]
+        lines["live_quality"] = f"live quality of v{q['model_version']}{_older(q['model_version'], status)} on {q['events']} labelled served predictions: {q['verdict']}"
+    if status.get("estimated_performance"):
+        e = status["estimated_performance"]
+        recent = (_recent_estimate(e) if isinstance(e["recent_estimate"], float)
+                  else f"{e['metric']} not estimated recently ({e['recent_note'] or 'no reason recorded'})")  # printed "None recently"
+        lines["estimated_performance"] = (f"estimated performance: none ({e['skip_reason']})" if e["skipped"] else
+                                          f"estimated performance of v{e['champion_version']}{_older(e['champion_version'], status)}: {recent}; "
+                                          f"{e['floor_verdict']}; {e['trust_verdict']}")
+    return lines
+
+
 def render_status(status: dict[str, Any]) -> str:
     pin = f" (pinned: {status['pin_reason']})" if status["pinned"] else ""
     lines = [
@@ -190,23 +215,7 @@ def render_status(status: dict[str, Any]) -> str:
         moves = len(status["timeline"])
         lines.append("champion timeline:" + (f" the latest {TIMELINE_SHOWN} of {moves} moves (all: mlplatform champion show)" if moves > TIMELINE_SHOWN else ""))
         lines.extend(f"  {change_line(c)}" for c in status["timeline"][-TIMELINE_SHOWN:])
-    if status.get("drift"):
-        d = status["drift"]
-        if d.get("skipped"):
-            lines.append(f"drift: the latest drift_report made no report ({d['skip_reason']})")
-        else:
-            lines.append(f"drift against v{d['champion_version']}{_older(d['champion_version'], status)}: share {_two_places(d['drift_share'])}, "
-                         f"drift {'yes' if d['dataset_drift'] else 'no'}; report {d['report']}")
-    if status.get("live_quality"):
-        q = status["live_quality"]
-        lines.append(f"live quality of v{q['model_version']}{_older(q['model_version'], status)} on {q['events']} labelled served predictions: {q['verdict']}")
-    if status.get("estimated_performance"):
-        e = status["estimated_performance"]
-        recent = (_recent_estimate(e) if isinstance(e["recent_estimate"], float)
-                  else f"{e['metric']} not estimated recently ({e['recent_note'] or 'no reason recorded'})")  # printed "None recently"
-        lines.append(f"estimated performance: none ({e['skip_reason']})" if e["skipped"] else
-                     f"estimated performance of v{e['champion_version']}{_older(e['champion_version'], status)}: {recent}; "
-                     f"{e['floor_verdict']}; {e['trust_verdict']}")
+    lines.extend(monitor_lines(status).values())
     lines.extend(f"history horizon of the latest features: {said}" for said in status.get("history_horizon", {}).values())
     for r in status.get("sensor_runs", []):
         took = "" if r["seconds"] is None else f" in {r['seconds']:.0f} s"
