@@ -157,6 +157,26 @@ def test_runs_are_forked_from_the_warm_process_a_stopped_one_is_replaced_and_ter
         assert sum(m.startswith("training on ") for m in messages) == 1, "the retry trained nothing: it stopped as it started"
         assert not any(m.startswith("challenger v") for m in messages), "and decided nothing"
 
+def test_no_step_starts_in_a_stopping_stack_whether_or_not_it_reads_an_input(state: Settings, instance: dg.DagsterInstance,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The operator probe: `dev` killed outright while a drift run ran; its reaper wrote that the stack was stopping, yet
+    the orphaned run went on to `estimated_performance` and retried `drift_report` 12 s later with no stack: only a step
+    reading an input (through the IO manager) was stopped. Now no step starts; outside a stack (`materialize`) every one does."""
+    from dagster._core.events import DagsterEventType as Events
+
+    spec = load_spec(state.dataset_spec)
+    write_batches(read_source(spec).iloc[:600], spec, state.landing_dir, 600)
+    (state.dagster_home / STACK_STOPPING_FILE).touch()
+    monkeypatch.setenv(IN_STACK_ENV, "1")
+    stopped = materialize(instance, ["raw_events", "drift_report", "estimated_performance"])
+    failures = [e.dagster_event.step_failure_data.error for e in instance.all_logs(stopped.run_id) if e.dagster_event is not None and e.dagster_event.is_step_failure]
+    assert not stopped.success and failures and all("the stack that launched this run is stopping" in str(f) for f in failures), failures
+    assert not instance.get_records_for_run(stopped.run_id, of_type=Events.ASSET_MATERIALIZATION).records, "nothing was made"
+    assert not instance.get_records_for_run(stopped.run_id, of_type=Events.STEP_UP_FOR_RETRY).records, "and nothing retried"
+    monkeypatch.delenv(IN_STACK_ENV)
+    assert materialize(instance, ["raw_events"]).success, "a command's run is no stack's"
+
+
 def _run(tags: dict[str, str]) -> dg.DagsterRun:
     return dg.DagsterRun(job_name="adult_retrain", run_id="0" * 36, tags=tags)
 

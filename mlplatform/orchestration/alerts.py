@@ -66,7 +66,7 @@ def build_live_quality(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.F
         "sensor's quality_drop reading.",
     )
     def live_quality(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.MaterializeResult:
-        model = platform.model(model_name)
+        model = platform.for_step(model_name)
         settings = model.settings
         champion = model.registry.champion_record()
         if champion is None:

@@ -134,7 +134,7 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
         "invalid rows quarantined with their reason, unreadable files moved aside to landing/rejected.",
     )
     def raw_events(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.MaterializeResult:
-        model = platform.model(model_name)
+        model = platform.for_step(model_name)
         log = model.event_log
         started = now_us()
         report = ingest_pending(model.settings.landing_dir, model.spec, log, LandingPolicy.from_settings(model.settings))
@@ -184,7 +184,7 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
         "retraining_trigger, and is skipped (with what follows) when that calls for no retraining.",
     )
     def features(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.Output[str]:
-        model = platform.model(model_name)
+        model = platform.for_step(model_name)
         spec = model.spec
         folder = model.settings.work_dir / spec.name / context.run.run_id
         seen = by_hand_start(context, names)
@@ -239,7 +239,7 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
         "pyfunc (raw record in, prediction out) and registered as a new version with alias `challenger`.",
     )
     def trained_model(context: dg.AssetExecutionContext, platform: PlatformResource, snapshot_folder: str) -> dg.Output[int]:
-        model = platform.model(model_name)
+        model = platform.for_step(model_name)
         registry = model.registry
         snapshot = FeatureSnapshot.load(Path(snapshot_folder))
         run = context.instance.get_run_by_id(context.run.run_id)  # read again: a drift report run's retraining_trigger added its trigger's tags
@@ -296,7 +296,7 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
     )
     def evaluation_report(context: dg.AssetExecutionContext, platform: PlatformResource, snapshot_folder: str,
                           challenger_version: int) -> dg.MaterializeResult:
-        model = platform.model(model_name)
+        model = platform.for_step(model_name)
         settings, spec, registry = model.settings, model.spec, model.registry
         snapshot = FeatureSnapshot.load(Path(snapshot_folder))
         try:

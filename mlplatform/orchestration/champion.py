@@ -24,7 +24,7 @@ def build_champion_job(names: ModelNames) -> dg.JobDefinition:
 
     @dg.op(name=f"{names.prefix}_change_champion", description=f"Moves {model_name}'s @champion alias (or unpins it) and records the move.")
     def change(context: dg.OpExecutionContext, config: ChampionConfig, platform: PlatformResource) -> None:
-        model = platform.model(model_name)
+        model = platform.for_step(model_name)
         try:
             entry = change_champion(model.registry, model.spec, ChampionRequest(config.reason, config.version, config.pin and config.version is not None),
                                     by=f"dagster run {context.run.run_id}")

@@ -16,7 +16,7 @@ def build_checks(names: ModelNames) -> list[dg.AssetChecksDefinition]:
     @dg.asset_check(asset=names.asset(RAW_EVENTS), name="raw_events_quality",
                     description="Schema of the event log matches the spec; quarantine share and null share stay below their limits.")
     def raw_events_quality(context: dg.AssetCheckExecutionContext, platform: PlatformResource) -> dg.AssetCheckResult:
-        model = platform.model(model_name)
+        model = platform.for_step(model_name)
         settings, spec = model.settings, model.spec
         meta = latest_metadata(context.instance, names.asset(RAW_EVENTS)) or {}
         seen = sum(int(str(meta.get(key, 0))) for key in (INGESTED, DUPLICATES, QUARANTINED))

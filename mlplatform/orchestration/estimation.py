@@ -136,7 +136,7 @@ def build_estimated_performance(names: ModelNames, retry: dg.RetryPolicy, freshn
         "Each new chunk is added to the model's Evidently project, beside the floors (`evidently ui`).",
     )
     def estimated_performance(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.MaterializeResult:
-        model = platform.model(model_name)
+        model = platform.for_step(model_name)
         settings, spec, registry = model.settings, model.spec, model.registry
         champion = registry.champion_record()
         predictor = None if champion is None else registry.load_predictor(champion.version)

@@ -103,7 +103,7 @@ def build_monitoring(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Fre
         "demand, the newest `drift_reports_keep` kept; drift_dashboard adds it to the Evidently workspace); the verdicts are logged to MLflow next to the champion version. Without a champion (or with too few new events) it records why it is skipped.",
     )
     def drift_report(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.MaterializeResult:
-        model = platform.model(model_name)
+        model = platform.for_step(model_name)
         settings, spec, registry = model.settings, model.spec, model.registry
         result = build_drift_report(settings, spec, model.event_log, registry)
         if isinstance(result, DriftSkipped):
@@ -139,7 +139,7 @@ def build_monitoring(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Fre
         "or read leaves the report as it is and says why here; the next report adds itself.",
     )
     def drift_dashboard(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.MaterializeResult:
-        model = platform.model(model_name)
+        model = platform.for_step(model_name)
         meta = latest_metadata(context.instance, key) or {}
         if meta.get(SKIPPED, True):
             return dg.MaterializeResult(metadata={SKIPPED: True, SKIP_REASON: f"no drift report to add: {meta.get(SKIP_REASON, 'no drift report yet')}"})

@@ -5,6 +5,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import ValidationError
 
+from mlplatform.orchestration.instance import stack_stopping
 from mlplatform.root import ModelContext, Platform, platform
 from mlplatform.settings import Settings, env_name
 
@@ -40,6 +41,16 @@ class PlatformResource(dg.ConfigurableResource):
 
     def model(self, name: str) -> ModelContext:
         return self.platform().model(name)
+
+    def for_step(self, name: str) -> ModelContext:
+        """The model a step (an asset, a check, an op) works on: no step starts in a run whose stack is stopping. A step
+        reading an input was stopped so by the IO manager, and every other started anyway: after `dev` was killed,
+        its orphaned run went on to `estimated_performance` and retried `drift_report` with no stack (the operator probe)."""
+        model = self.model(name)
+        stopping = stack_stopping(model.settings.dagster_home)
+        if stopping is not None:
+            raise dg.Failure(description=stopping, allow_retries=False)
+        return model
 
 
 def _source(field: str, overrides: dict[str, object]) -> str:
