@@ -164,6 +164,27 @@ def test_below_n_no_run_at_n_exactly_one(platform: Platform) -> None:
     assert not again.run_requests, "the same observations never trigger twice"
 
 
+def test_a_terminated_retraining_says_it_used_up_its_trigger(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The operator probe: a sensor retraining terminated from the UI before it decided used up its trigger (as a person's
+    cancel of a drift report request does), and the sensor then waited for N more labels saying only "0 new labelled
+    events since the last trigger". The skip now names the canceled run and how to retrain on what it saw."""
+    from dagster._core.test_utils import create_run_for_test
+
+    monkeypatch.setenv("MLPLATFORM_RETRAIN_COOLDOWN_SECONDS", "0")
+    start = _watermark(platform)
+    platform.replay(platform.next_rows(EVERY_N))
+    due = platform.tick(SENSOR_NAME, _cursor(start, last_trigger_time=time.time() - 3600))
+    [request] = due.run_requests or []
+    run = create_run_for_test(platform.instance, job_name="__ASSET_JOB", status=dg.DagsterRunStatus.CANCELED, tags={RUN_KEY_TAG: request.run_key or "", **request.tags})
+    skipped = platform.tick(SENSOR_NAME, due.cursor).skip_message or ""
+    assert skipped.startswith("0 new labelled events since the last trigger") and (f"; the latest trigger's run {run.run_id[:8]} (new_observations) was canceled before it decided, which uses up what it saw: "
+                "`mlplatform materialize --model adult` (or the adult_retrain job) retrains on it now") in skipped, skipped
+    platform.instance.delete_run(run.run_id)
+    failed = create_run_for_test(platform.instance, job_name="__ASSET_JOB", status=dg.DagsterRunStatus.FAILURE, tags={RUN_KEY_TAG: request.run_key or "", **request.tags})
+    assert "was canceled" not in (platform.tick(SENSOR_NAME, due.cursor).skip_message or ""), "a failed run's retries are Dagster's"
+    platform.instance.delete_run(failed.run_id)
+
+
 def test_cooldown_holds_against_thrashing(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
     recent = _cursor(_watermark(platform) - EVERY_N, last_trigger_time=time.time() - 1)
     monkeypatch.setenv("MLPLATFORM_RETRAIN_COOLDOWN_SECONDS", "3600")

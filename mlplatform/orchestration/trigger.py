@@ -180,16 +180,28 @@ def evaluate(instance: dg.DagsterInstance, model: ModelContext, names: ModelName
     runs = trigger_runs(instance, model.name)
     cursor = policy_cursor(runs, stored)
     now = time.time()
+    record = policy_record(instance, names, runs)
     trigger, next_cursor, why = decide(
         Observation(model.event_log.counts().label_watermark, cutoff, now, *drift, estimate=estimate, estimate_note=estimate_note,
-                    quality=quality, quality_note=quality_note, record=policy_record(instance, names, runs), champion_since=since),
+                    quality=quality, quality_note=quality_note, record=record, champion_since=since),
         cursor,
         PolicyConfig(settings.retrain_every_n, settings.min_new_labelled_for_drift, settings.retrain_cooldown_seconds,
                      settings.estimated_drop_margin if settings.retrain_on_estimated_drop else None, settings.estimated_drop_events,
                      settings.quality_drop_margin if settings.retrain_on_quality_drop else None, settings.quality_drop_events),
     )
     tags = {} if trigger is None else {**trigger.tags, **retrain_run_tags(model.name), POLICY_TRIGGER_TAG: model.name, TRIGGERED_AT_TAG: f"{now:.3f}"}
-    return Verdict(trigger, next_cursor, why, tags)
+    return Verdict(trigger, next_cursor, why if trigger is not None else why + _withdrawn(runs, record, names), tags)
+
+
+def _withdrawn(runs: list[dg.DagsterRun], record: tuple[RetrainOutcome, ...], names: ModelNames) -> str:
+    """What a skip adds when the newest trigger's run was canceled before it decided: a person's Terminate uses up what
+    the trigger saw, as a decision does (the drift sensor's requests likewise), and nothing else says why the sensor then
+    waits for N more labels (the operator probe: the 4,200 labels of a terminated retraining never trained)."""
+    newest = runs[0] if runs else None
+    if newest is None or newest.status != dg.DagsterRunStatus.CANCELED or newest.tags.get(REASON_TAG) == BY_HAND or not record or record[0].promoted is not None:
+        return ""
+    return (f"; the latest trigger's run {newest.run_id[:8]} ({newest.tags.get(REASON_TAG, 'unknown reason')}) was canceled before it decided, "
+            f"which uses up what it saw: `mlplatform materialize --model {names.model}` (or the {names.retrain_job} job) retrains on it now")
 
 
 def by_hand_tags(instance: dg.DagsterInstance, names: ModelNames, now: float) -> dict[str, str]:
