@@ -546,7 +546,12 @@ def test_a_draft_spec_takes_no_repeating_column_for_the_event_id(tmp_path: Path)
     spec = parse_spec(yaml.safe_load(draft_spec("orders", sample)))
     assert spec.id_column is None and {"customer_id", "Store ID"} <= set(spec.features), "no id: landing makes one per event"
     orders.assign(order_id=orders["order_id"].where(orders.index != 5)).to_csv(sample, index=False)
-    assert parse_spec(yaml.safe_load(draft_spec("orders", sample))).id_column is None, "an event without an id cannot be told apart"
+    text = draft_spec("orders", sample)
+    assert parse_spec(yaml.safe_load(text)).id_column is None, "an event without an id cannot be told apart"
+    assert f"# 'order_id' is named like an id but 1 of the sample's {n} rows have none: not the event id" in text and "'order_id' is named like an id but has" not in text
+    orders.assign(line_id=[f"l{i}" for i in range(n)]).to_csv(sample, index=False)
+    text = draft_spec("orders", sample)
+    assert parse_spec(yaml.safe_load(text)).id_column == "order_id" and "'line_id' is named like an id" not in text, "unique: no key, and no repeats to speak of"
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet", "jsonl"])

@@ -222,10 +222,12 @@ def draft_spec(name: str, sample: Path | None, label: str | None = None, task: s
     rest = [str(c) for c in frame.columns if c != label]
     named_ids = [c for c in rest if _matched(ID_NAMES, c)]
     id_column = next((c for c in named_ids if _an_id(frame[c])), None)
-    keys = [c for c in named_ids if c != id_column]  # named like ids, with repeated or missing values: an entity's key
+    keys = [c for c in named_ids if frame[c].dropna().duplicated().any()]  # named like ids, with repeated values: an entity's key
     notes += [f"{key!r} is named like an id but has {frame[key].nunique()} distinct values in {len(frame)} rows: not the event id "
               "(landing would refuse every repeat); kept as a categorical feature, and a key for history features (`by:`): check"
               for key in keys]
+    notes += [f"{c!r} is named like an id but {int(frame[c].isna().sum())} of the sample's {len(frame)} rows have none: not the event id "
+              "(landing would refuse an event without one); kept as a feature: check" for c in named_ids if c not in keys and frame[c].isna().any()]
     # A last change's time (updated, modified) only where no other name says when the event happened.
     time_column = next((c for c in sorted(rest, key=lambda c: bool(LAST_CHANGE_NAMES.search(c))) if c != id_column and _matched(TIME_NAMES, c)), None)
     if time_column is None and (time_column := next((c for c in rest if c != id_column and _reads_as_times(frame[c])), None)) is not None:
