@@ -18,7 +18,7 @@ from mlplatform.domain.policy import DRIFT, NEW_OBSERVATIONS, QUALITY_DROP, Curs
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.orchestration.assets import latest_metadata
 from mlplatform.orchestration.launch import launch, launch_drift_run
-from mlplatform.orchestration.names import DRIFT_REPORT, LIVE_QUALITY, ModelNames
+from mlplatform.orchestration.names import DRIFT_REPORT, EVALUATION_REPORT, LIVE_QUALITY, ModelNames
 from mlplatform.orchestration.sensors import AGAIN_SECONDS, LOST_SECONDS, DriftRequest, drift_request
 from mlplatform.orchestration.trigger import policy_record, trigger_runs
 from mlplatform.pipeline.champion import ChampionError, ChampionRequest, change_champion
@@ -180,6 +180,20 @@ def test_a_terminated_retraining_says_it_used_up_its_trigger(platform: Platform,
     assert skipped.startswith("0 new labelled events since the last trigger") and (f"; the latest trigger's run {run.run_id[:8]} (new_observations) was canceled before it decided, which uses up what it saw: "
                 "`mlplatform materialize --model adult` (or the adult_retrain job) retrains on it now") in skipped, skipped
     platform.instance.delete_run(run.run_id)
+
+    @dg.op
+    def decides(context: dg.OpExecutionContext) -> None:
+        context.log_event(dg.AssetMaterialization(ADULT.asset(EVALUATION_REPORT), metadata={"decision": "awaiting_shadow"}))
+
+    @dg.job(name="decided_run")
+    def decided_run() -> None:
+        decides()
+
+    decided = decided_run.execute_in_process(instance=platform.instance, tags={RUN_KEY_TAG: request.run_key or "", **request.tags}).dagster_run
+    platform.instance.report_run_canceled(decided)  # terminated after its decision, as estimated_performance ran
+    assert platform.instance.get_run_by_id(decided.run_id).status == dg.DagsterRunStatus.CANCELED  # type: ignore[union-attr]
+    assert "was canceled" not in (platform.tick(SENSOR_NAME, due.cursor).skip_message or ""), "it decided: awaiting its shadow evidence"
+    platform.instance.delete_run(decided.run_id)
     failed = create_run_for_test(platform.instance, job_name="__ASSET_JOB", status=dg.DagsterRunStatus.FAILURE, tags={RUN_KEY_TAG: request.run_key or "", **request.tags})
     assert "was canceled" not in (platform.tick(SENSOR_NAME, due.cursor).skip_message or ""), "a failed run's retries are Dagster's"
     platform.instance.delete_run(failed.run_id)

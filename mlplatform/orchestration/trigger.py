@@ -190,15 +190,19 @@ def evaluate(instance: dg.DagsterInstance, model: ModelContext, names: ModelName
                      settings.quality_drop_margin if settings.retrain_on_quality_drop else None, settings.quality_drop_events),
     )
     tags = {} if trigger is None else {**trigger.tags, **retrain_run_tags(model.name), POLICY_TRIGGER_TAG: model.name, TRIGGERED_AT_TAG: f"{now:.3f}"}
-    return Verdict(trigger, next_cursor, why if trigger is not None else why + _withdrawn(runs, record, names), tags)
+    return Verdict(trigger, next_cursor, why if trigger is not None else why + _withdrawn(instance, runs, names), tags)
 
 
-def _withdrawn(runs: list[dg.DagsterRun], record: tuple[RetrainOutcome, ...], names: ModelNames) -> str:
-    """What a skip adds when the newest trigger's run was canceled before it decided: a person's Terminate uses up what
-    the trigger saw, as a decision does (the drift sensor's requests likewise), and nothing else says why the sensor then
-    waits for N more labels (the operator probe: the 4,200 labels of a terminated retraining never trained)."""
+def _withdrawn(instance: dg.DagsterInstance, runs: list[dg.DagsterRun], names: ModelNames) -> str:
+    """What a skip adds when the newest trigger's run was canceled before its evaluation_report decided anything: a
+    person's Terminate uses up what the trigger saw, as a decision does (the drift sensor's requests likewise), and
+    nothing else said why the sensor then waits for N more labels (the operator probe: the 4,200 labels of a terminated
+    retraining never trained). A run canceled after its decision (awaiting shadow evidence, kept by a person) decided."""
     newest = runs[0] if runs else None
-    if newest is None or newest.status != dg.DagsterRunStatus.CANCELED or newest.tags.get(REASON_TAG) == BY_HAND or not record or record[0].promoted is not None:
+    if newest is None or newest.status != dg.DagsterRunStatus.CANCELED or newest.tags.get(REASON_TAG) == BY_HAND:
+        return ""
+    made = instance.get_records_for_run(newest.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
+    if any(r.event_log_entry.dagster_event is not None and r.event_log_entry.dagster_event.asset_key == names.asset(EVALUATION_REPORT) for r in made):
         return ""
     return (f"; the latest trigger's run {newest.run_id[:8]} ({newest.tags.get(REASON_TAG, 'unknown reason')}) was canceled before it decided, "
             f"which uses up what it saw: `mlplatform materialize --model {names.model}` (or the {names.retrain_job} job) retrains on it now")
