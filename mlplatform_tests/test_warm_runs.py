@@ -166,15 +166,16 @@ def test_no_step_starts_in_a_stopping_stack_whether_or_not_it_reads_an_input(sta
 
     spec = load_spec(state.dataset_spec)
     write_batches(read_source(spec).iloc[:600], spec, state.landing_dir, 600)
+    assert materialize(instance, ["raw_events"]).success, "outside a stack every step starts"
     (state.dagster_home / STACK_STOPPING_FILE).touch()
     monkeypatch.setenv(IN_STACK_ENV, "1")
-    stopped = materialize(instance, ["raw_events", "drift_report", "estimated_performance"])
-    failures = [e.dagster_event.step_failure_data.error for e in instance.all_logs(stopped.run_id) if e.dagster_event is not None and e.dagster_event.is_step_failure]
-    assert not stopped.success and failures and all("the stack that launched this run is stopping" in str(f) for f in failures), failures
-    assert not instance.get_records_for_run(stopped.run_id, of_type=Events.ASSET_MATERIALIZATION).records, "nothing was made"
-    assert not instance.get_records_for_run(stopped.run_id, of_type=Events.STEP_UP_FOR_RETRY).records, "and nothing retried"
-    monkeypatch.delenv(IN_STACK_ENV)
-    assert materialize(instance, ["raw_events"]).success, "a command's run is no stack's"
+    for step in ("raw_events", "drift_report", "estimated_performance", "retraining_trigger", "live_quality", "drift_dashboard"):
+        stopped = materialize(instance, [step])
+        failures = {e.step_key: str(e.dagster_event.step_failure_data.error) for e in instance.all_logs(stopped.run_id)
+                    if e.dagster_event is not None and e.dagster_event.is_step_failure}
+        assert not stopped.success and failures and all("the stack that launched this run is stopping" in f for f in failures.values()), (step, failures)
+        assert not instance.get_records_for_run(stopped.run_id, of_type=Events.ASSET_MATERIALIZATION).records, f"{step}: nothing was made"
+        assert not instance.get_records_for_run(stopped.run_id, of_type=Events.STEP_UP_FOR_RETRY).records, f"{step}: and nothing retried"
 
 
 def _run(tags: dict[str, str]) -> dg.DagsterRun:

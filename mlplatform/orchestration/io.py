@@ -14,7 +14,6 @@ import dagster as dg
 from dagster._core.execution.context.output import RUN_ID_PLACEHOLDER
 
 from mlplatform.orchestration.failures import final_failure
-from mlplatform.orchestration.instance import stack_stopping
 from mlplatform.orchestration.interrupts import raise_deferred
 from mlplatform.orchestration.resources import PlatformResource
 
@@ -34,9 +33,7 @@ class RunScopedIOManager(dg.ConfigurableIOManager):
 
     def load_input(self, context: dg.InputContext) -> object:
         raise_deferred(context.step_context.run_id)  # a signal the step before held as it logged a version or recorded a decision
-        stopping = stack_stopping(self.platform.platform().settings.dagster_home)  # a step retried after its stack began to stop
-        if stopping is not None:
-            raise dg.Failure(description=stopping, allow_retries=False)
+        self.platform.step_platform()  # a step retried after its stack began to stop does not start
         key = context.upstream_output.asset_key if context.upstream_output else context.asset_key
         run_id = self._producing_run(context, key)
         path = self._path(key, run_id)

@@ -115,7 +115,8 @@ def build_monitoring(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Fre
         return dg.MaterializeResult(metadata=report_metadata(settings, spec, result, mlflow_url))
 
     @dg.asset_check(asset=key, name="drift_check", description="Warns when the latest drift report says the dataset drifted, naming the drifted columns.")
-    def drift_check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+    def drift_check(context: dg.AssetCheckExecutionContext, platform: PlatformResource) -> dg.AssetCheckResult:
+        platform.step_platform()
         meta = latest_metadata(context.instance, key) or {}
         if meta.get(SKIPPED, True):
             return dg.AssetCheckResult(passed=True, severity=dg.AssetCheckSeverity.WARN, description=f"no drift measured: {meta.get(SKIP_REASON, 'no drift report yet')}")

@@ -43,16 +43,15 @@ class PlatformResource(dg.ConfigurableResource):
         return self.platform().model(name)
 
     def for_step(self, name: str) -> ModelContext:
-        """The model a step (an asset, a check, an op) works on: no step starts in a run whose stack is stopping. A step
-        reading an input was stopped so by the IO manager, and every other started anyway: after `dev` was killed,
-        its orphaned run went on to `estimated_performance` and retried `drift_report` with no stack (the operator probe)."""
-        model = self.model(name)
-        stopping = stack_stopping(model.settings.dagster_home)
+        """The model a step (an asset, a check, an op) works on, from `step_platform`."""
+        return self.step_platform().model(name)
+
+    def step_platform(self) -> Platform:
+        """The platform a step works on: no step starts in a run whose stack is stopping. A step reading an input was
+        stopped so by the IO manager, and every other started anyway: after `dev` was killed, its orphaned run went on
+        to `estimated_performance` and retried `drift_report` with no stack (the operator probe)."""
+        found = self.platform()
+        stopping = stack_stopping(found.settings.dagster_home)
         if stopping is not None:
             raise dg.Failure(description=stopping, allow_retries=False)
-        return model
-
-
-def _source(field: str, overrides: dict[str, object]) -> str:
-    """Where a refused value came from: the run's resource config, or the environment."""
-    return f"resources.platform.config.{field}" if field in overrides else env_name(field)
+        return found

@@ -109,7 +109,7 @@ def prune_run_history(instance: dg.DagsterInstance, keep_days: int, now: datetim
 
 @dg.op(name="prune_run_history", description="Deletes the finished runs older than run_history_keep_days that no model's history rests on.")
 def prune_run_history_op(context: dg.OpExecutionContext, platform: PlatformResource) -> dg.Output[int]:
-    keep_days = platform.platform().settings.run_history_keep_days
+    keep_days = platform.step_platform().settings.run_history_keep_days
     pruned = prune_run_history(context.instance, keep_days)
     context.log.info(pruned.summary(keep_days))
     return dg.Output(pruned.deleted, metadata={"deleted": pruned.deleted, "kept": pruned.kept, "left": pruned.left, "keep_days": keep_days})

@@ -255,10 +255,10 @@ def build_retraining_trigger(names: ModelNames, retry: dg.RetryPolicy) -> dg.Ass
         "an observation says why and they are skipped. In any other run (materialized by hand) it lets the retraining proceed.",
     )
     def retraining_trigger(context: dg.AssetExecutionContext, platform: PlatformResource) -> Iterator[dg.MaterializeResult]:
+        model = platform.for_step(model_name)
         if context.run.tags.get(LAUNCHED_BY_TAG) != names.drift_sensor:
             yield dg.MaterializeResult(metadata={REASON_META: "requested by hand: not a drift report run"})
             return
-        model = platform.for_step(model_name)
         verdict = evaluate(context.instance, model, names, model.registry.champion_record(), None, deciding_run=context.run.run_id)
         trigger, report = verdict.trigger, latest(context.instance, names.asset(DRIFT_REPORT))
         own = report is not None and report.run_id == context.run.run_id and trigger is not None and trigger.run_key == f"{DRIFT}-{report.storage_id}"
