@@ -459,6 +459,31 @@ def test_a_label_reaches_the_serving_state_once_through_feedback_or_the_catch_up
         assert math.isnan(early["hist__label_sum_1m"]) and math.isnan(early["hist__label_min_1m"]) and due["hist__label_sum_1m"] == due["hist__label_min_1m"] == 1.0
 
 
+def test_labels_known_at_one_time_are_read_in_the_order_they_landed_by_a_running_server_training_and_a_restart() -> None:
+    """The history probe: four events of one key logged at one time (a date-only time column), their labels landed
+    later in one file in the reverse order. A running server learnt them in that order (lag1 = the last in the file);
+    training and a restarted server read them in the events' log order (lag1 = the last event's), and every
+    prediction on such a key differed."""
+    spec = parse_spec({**BASE, "history": {"features": [{"kind": "lag", "k": 2, "by": "c"}, {"kind": "diff", "by": "c"}, {"kind": "mean", "n": 3},
+                                                         {"kind": "lag"}]}})
+    t, landed_at, labelled_at = 10 * S, 11 * S, 20 * S
+    events = _events([(i + 1, t, landed_at, "landing", 100.0 + i, labelled_at, 4 - i, float(i), "k") for i in range(4)]
+                     + [(5, 30 * S, 30 * S, "serving", None, None, None, 9.0, "k")])
+    training = history_frame(events, spec).iloc[4]
+    running = HistoryState(spec)
+    records = events[["x", "c"]].astype(object).to_dict("records")
+    for i in range(4):
+        running.observe_event(records[i], t)
+    assert running.catch_up(events.iloc[:4].sort_values("label_seq")) == 4
+    served = running.features(records[4], 30 * S)
+    restarted = HistoryState(spec)
+    restarted.replay(events.iloc[:4])
+    after = restarted.features(records[4], 30 * S)
+    assert served["hist__label_lag1__by_c"] == 100.0 and served["hist__label_lag2__by_c"] == 101.0, "the file's last label is the newest"
+    for name in training.index:  # training and the restarted server read what the running one did
+        assert _equal(pd.Series([training[name], after[name]], dtype="float64"), pd.Series([served[name]] * 2, dtype="float64")), name
+
+
 LATE_WINDOWS = parse_spec({**BASE, "features": {"x": "numeric", "c": "categorical", "k": "numeric"}, "history": {"features": [
     {"kind": kind, "window": width, **by} for kind in ("sum", "mean", "count", "min", "max") for width, by in (("20s", {}), ("1m", {"by": "c"}))]}})
 LATE_LAGS = parse_spec({**BASE, "features": {"x": "numeric", "c": "categorical", "k": "numeric"}, "history": {"features": [

@@ -65,17 +65,23 @@ def timeline(events: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """(is_label, event position) of every item in the order they happened: each event, and each label when it became known.
 
     Order: time, then log order (`seq`: a label landed with its event comes right after it), an event before its own
-    label, labels in the order they landed (`label_seq`). Labels of served events come after every event of their
-    microsecond, in the order they landed: a label file applies many at one `label_time`, and serving learns them in that order.
+    label, labels in the order they landed (`label_seq`). A label landed later than its event comes before every event
+    of its microsecond (known at or before an event's time, it is in its past), and labels of served events after every
+    one; either kind in the order labels landed: a label file applies many at one `label_time`, and serving learns them
+    in that order (ordered by their events' log order, the labels of events logged at one time, landed in a file in
+    another order, were read in one order by a running server and in the other by training and a restarted server:
+    the history probe).
     """
     n = len(events)
     known = label_known_at(events)
     labelled = np.flatnonzero(known >= 0)
     seq = events["seq"].to_numpy(dtype="int64")
     label_seq = _whole_numbers(events["label_seq"])
-    times = np.concatenate([events[EVENT_TIME].to_numpy(dtype="int64"), known[labelled]])
+    event_times = events[EVENT_TIME].to_numpy(dtype="int64")
+    times = np.concatenate([event_times, known[labelled]])
     served = (events["source"] == SERVED).to_numpy()
-    seqs = np.concatenate([seq, np.where(served[labelled], np.iinfo("int64").max, seq[labelled])])
+    landed_later = ~served[labelled] & (known[labelled] != event_times[labelled])
+    seqs = np.concatenate([seq, np.select([served[labelled], landed_later], [np.iinfo("int64").max, np.iinfo("int64").min], seq[labelled])])
     kinds = np.concatenate([np.zeros(n, dtype="int8"), np.ones(len(labelled), dtype="int8")])
     order_in_labels = np.concatenate([np.zeros(n, dtype="int64"), label_seq[labelled]])
     position = np.concatenate([np.arange(n), labelled])
