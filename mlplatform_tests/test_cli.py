@@ -70,10 +70,10 @@ def test_status_json_after_two_versions(
     write_batches(adult_rows.iloc[5000:6000], adult_spec, state.landing_dir, 1000, prefix="drifted")
     assert main(["--model", "adult", "materialize", "--select", "raw_events,drift_report"]) == 0
     printed = capsys.readouterr().out.splitlines()
-    said = [line for line in printed if line.startswith("drift_report: ")]
-    assert said and said[0].startswith(f"drift_report: drift against v{status['champion']}: share ") and "; report " in said[0], printed
+    said = [line for line in printed if line.startswith("drift")]
+    assert len(said) == 1 and said[0].startswith(f"drift against v{status['champion']}: share ") and "; report " in said[0], printed
     assert main(["--model", "adult", "materialize", "--select", "raw_events"]) == 0
-    assert not [line for line in capsys.readouterr().out.splitlines() if line.startswith("drift_report")], "only what the run made"
+    assert not [line for line in capsys.readouterr().out.splitlines() if line.startswith("drift")], "only what the run made"
 
     # What was quarantined, without SQL on the log; and a file a corrected one replaced stops counting once released.
     assert main(["quarantine", "--model", "adult", "--json"]) == 0

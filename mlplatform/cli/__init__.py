@@ -8,7 +8,7 @@ import math
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import nullcontext, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -133,25 +133,26 @@ def cmd_materialize(args: argparse.Namespace) -> int:
             raise
         landed = latest(instance, ModelNames(model.name).asset(RAW_EVENTS)) if RAW_EVENTS in selected else None
         decided = latest(instance, ModelNames(model.name).asset(EVALUATION_REPORT)) if EVALUATION_REPORT in selected else None
-        monitors = {DRIFT_REPORT: "drift", LIVE_QUALITY: "live_quality", ESTIMATED_PERFORMANCE: "estimated_performance"}  # by collect_status's keys
-        monitored = {name: key for name, key in monitors.items()
-                     if name in selected and (made := latest(instance, ModelNames(model.name).asset(name))) is not None and made.run_id == result.run_id}
+        made = {name: found.metadata for name in (DRIFT_REPORT, LIVE_QUALITY, ESTIMATED_PERFORMANCE)
+                if name in selected and (found := latest(instance, ModelNames(model.name).asset(name))) is not None and found.run_id == result.run_id}
     print(f"materialized {', '.join(selected)} of {model.name} in run {result.run_id} (Dagster instance {settings.dagster_home})")
     _say_landing(landed, result.run_id)
     _say_decision(decided, result.run_id)
-    _say_monitors(model, monitored)
+    if made:
+        _say_readings(model, made.get(DRIFT_REPORT), made.get(LIVE_QUALITY), made.get(ESTIMATED_PERFORMANCE))
     return 0
 
 
-def _say_monitors(model: "ModelContext", made: dict[str, str]) -> None:
-    """What the drift report, live quality or estimate the run made (asset name: its key in `collect_status`) found,
-    as `status` says it: the verdict was only in the UI and `status --dagster` (the own-dataset probe)."""
-    from mlplatform.cli.status import collect_status, monitor_lines
+def _say_readings(model: "ModelContext", drift: Mapping[str, object] | None, live: Mapping[str, object] | None,
+                  estimated: Mapping[str, object] | None) -> None:
+    """What the drift report, live quality or estimate the run made (their metadata, None: not made) found, as `status`
+    says it: the verdict was only in the UI and `status --dagster` (the own-dataset probe). Read from the run's own
+    materializations: a schedule's reading made meanwhile is not this run's."""
+    from mlplatform.cli.status import monitor_lines, readings, registry_reads
 
-    if made:
-        said = monitor_lines(collect_status(model, with_dagster=True, run_limit=1))
-        for name, key in made.items():
-            print(f"{name}: {said[key]}")
+    champion = registry_reads(model).champion_record()
+    for line in monitor_lines({"champion": None if champion is None else champion.version, **readings(drift, live, estimated)}).values():
+        print(line)
 
 
 def _say_landing(landed: "Latest | None", run_id: str) -> None:

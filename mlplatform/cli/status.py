@@ -36,9 +36,14 @@ def _number(tag: str | None) -> float | None:
         return None
 
 
+def registry_reads(model: ModelContext) -> RegistryReads:
+    """The registry's tables read directly where they can be (no MLflow import), else through MLflow."""
+    return RegistryTables.of(model.settings.tracking_uri, model.spec) or model.registry
+
+
 def collect_status(model: ModelContext, with_dagster: bool = False, run_limit: int = 20) -> dict[str, Any]:
     counts = model.event_log.counts()
-    registry: RegistryReads = RegistryTables.of(model.settings.tracking_uri, model.spec) or model.registry
+    registry = registry_reads(model)
     champion = registry.champion_record()
     timeline = registry.timeline()
     versions = [
@@ -95,6 +100,16 @@ def _from_dagster(model: ModelContext, limit: int, versions: list[dict[str, Any]
         records = instance.get_run_records(filters=dg.RunsFilter(tags={POLICY_TRIGGER_TAG: model.name}), limit=limit)
     trained = {v["dagster_run_id"]: v for v in versions if v["dagster_run_id"]}
     return {
+        **readings(drift, live, estimated),
+        "history_horizon": (features or {}).get(HISTORY_HORIZON) or {},
+        "sensor_runs": [_sensor_run(record, trained.get(record.dagster_run.run_id)) for record in records],
+    }
+
+
+def readings(drift: Mapping[str, object] | None, live: Mapping[str, object] | None, estimated: Mapping[str, object] | None) -> dict[str, Any]:
+    """The latest drift report, live quality and performance estimate (their materializations' metadata) as status
+    keeps them ("drift", "live_quality", "estimated_performance"): `monitor_lines` says them."""
+    return {
         "live_quality": None if live is None else {"model_version": live.get(LIVE_VERSION), "events": live.get(LIVE_EVENTS), "verdict": live.get(LIVE_VERDICT)},
         "estimated_performance": None if estimated is None else {
             "skipped": bool(estimated.get(SKIPPED, False)), "skip_reason": estimated.get(SKIP_REASON), "champion_version": estimated.get(CHAMPION_VERSION),
@@ -105,8 +120,6 @@ def _from_dagster(model: ModelContext, limit: int, versions: list[dict[str, Any]
         "drift": None if drift is None else {"champion_version": drift.get(CHAMPION_VERSION), "report": drift.get(REPORT_PATH), "drift_share": drift.get(DRIFT_SHARE),
                                              "dataset_drift": drift.get(DATASET_DRIFT), "drifted_columns": drift.get(DRIFTED_COLUMNS),
                                              "skipped": bool(drift.get(SKIPPED, False)), "skip_reason": drift.get(SKIP_REASON)},
-        "history_horizon": (features or {}).get(HISTORY_HORIZON) or {},
-        "sensor_runs": [_sensor_run(record, trained.get(record.dagster_run.run_id)) for record in records],
     }
 
 
