@@ -299,7 +299,7 @@ def test_the_rows_that_read_beyond_servings_horizon_are_counted(apart_us: int, b
     assert set(by_key) == {"(whole stream)", "hr", "weathersit"}
     assert (by_key["hr"].rows, by_key["hr"].beyond, by_key["hr"].widest_gap) == (80, beyond, 30)
     assert (by_key["weathersit"].rows, by_key["weathersit"].beyond, by_key["weathersit"].widest_gap) == (79, 3 * beyond, 33), "events 30, 35 and 38; a missing key is no row of it"
-    assert (by_key["(whole stream)"].rows, by_key["(whole stream)"].beyond, by_key["(whole stream)"].widest_gap) == (80, 80 * beyond, 24)
+    assert (by_key["(whole stream)"].rows, by_key["(whole stream)"].beyond, by_key["(whole stream)"].widest_gap) == (80, 80 * beyond, 24 if beyond else 99), "a minute apart, the 24 h window of labels reads back to event 0"
     horizon = "serving's horizon (warmup_events 10, or the events of the longest time window's span when more)"
     assert by_key["hr"].said(10) == (f"hr: 1 of 80 rows (1.2%) read an event of the key further back than {horizon}: serving, rebuilt from "
                                      "there, has not seen it; warmup_events 30 would cover every one" if beyond else
@@ -308,6 +308,26 @@ def test_the_rows_that_read_beyond_servings_horizon_are_counted(apart_us: int, b
     late_hr = {r.key: r for r in horizon_reach(late, spec, window)}["hr"]
     assert (late_hr.rows, late_hr.widest_gap) == (79, 10), "hour 99's label was not known yet at event 40 (hour 0 skips event 40: 10 back)"
     assert horizon_reach(events, spec, np.zeros(100, bool))[0].said(10) == "(whole stream): no row's key had an earlier event"
+
+
+def test_a_label_window_reading_a_late_label_of_an_event_beyond_the_horizon_is_counted() -> None:
+    """The review: a label time window reads the labels known within its span, and a label landed late may be of an
+    event far older than the span, which serving, rebuilt from the last `warmup_events` events, never replays. Here
+    event 0's label lands 49 minutes late and is in event 50's 5-minute window: 50 events back, the horizon is 10."""
+    from mlplatform.domain.history import horizon_reach
+
+    spec = parse_spec({**BASE, "history": {"warmup_events": 10, "features": [{"kind": "mean", "window": "5m", "by": "c"}]}})
+    minute = 60 * S
+    times = np.arange(60, dtype="int64") * minute
+    keys = ["a" if i in (0, 50) else "b" for i in range(60)]
+    events = _events([(i + 1, int(times[i]), int(times[i]), "landing", float(i), int(times[i]) + (49 * minute if i == 0 else 0), i + 1, 1.0, keys[i])
+                      for i in range(60)])
+    assert history_frame(events, spec)["hist__label_mean_5m__by_c"].iloc[50] == 0.0, "training reads event 0's label"
+    rebuilt = HistoryState(spec)
+    rebuilt.replay(events.iloc[40:50])
+    assert math.isnan(rebuilt.features({"x": 1.0, "c": "a"}, int(times[50]))["hist__label_mean_5m__by_c"]), "serving, rebuilt, does not"
+    [reach] = horizon_reach(events, spec, np.arange(60) >= 20)
+    assert (reach.key, reach.beyond, reach.widest_gap) == ("c", 1, 50), reach
 
 
 def test_values_near_the_float_limit_are_missing_to_windows_on_both_sides_and_never_break_serving() -> None:

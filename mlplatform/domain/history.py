@@ -248,7 +248,8 @@ class HorizonReach:
 
 def _depth(feature: HistoryFeature) -> int:
     """How many of its key's latest values (events, or labels known) a feature of the last n values or k lags reads;
-    0 for time windows, whose span the horizon covers, and for `events`, a count over the horizon itself."""
+    0 for time windows (the horizon covers an event window's span; a label window's labels are looked at apart) and
+    for `events`, a count over the horizon itself."""
     if feature.window is not None or feature.kind == "events":
         return 0
     if feature.kind == "lag":
@@ -278,7 +279,8 @@ def horizon_reach(events: pd.DataFrame, spec: DatasetSpec, window: np.ndarray) -
         declared = [f for f in spec.history_features if f.by == by]
         event_depth = max((_depth(f) for f in declared if f.source != LABEL_REF), default=0)
         label_depth = max((_depth(f) for f in declared if f.source == LABEL_REF), default=0)
-        if not event_depth and not label_depth:
+        label_span = max((f.window_us or 0 for f in declared if f.source == LABEL_REF), default=0)  # the widest window of the labels
+        if not event_depth and not label_depth and not label_span:
             continue
         keys = _key_codes(events, by)
         oldest = np.full(len(events), np.nan)  # per event: the position of the oldest earlier event its features read
@@ -297,6 +299,13 @@ def horizon_reach(events: pd.DataFrame, spec: DatasetSpec, window: np.ndarray) -
             by_label = np.full(len(events), np.nan)
             by_label[position[rows]] = read[latest[rows].astype("int64")]
             oldest = np.fmin(oldest, by_label)
+        if label_span:  # a label known within the span may be of an event far older than it: landed late
+            item_keys = keys.to_numpy()[position]
+            labels, rows = np.flatnonzero(is_label), np.flatnonzero(~is_label)
+            item_times = np.where(is_label, label_known_at(events)[position], times[position])
+            in_span = np.full(len(events), np.nan)
+            in_span[position[rows]] = _time_window(position[labels].astype("float64"), labels, rows, item_keys, item_times, label_span, "min")
+            oldest = np.fmin(oldest, in_span)
         gap = positions - oldest
         known = window & ~np.isnan(gap)
         beyond = known & (gap > horizon)
