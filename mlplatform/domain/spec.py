@@ -154,8 +154,8 @@ class HistoryFeature(BaseModel):
 
     kind: Literal["lag", "mean", "sum", "count", "min", "max", "diff", "since", "events"]
     of: str | None = Field(default=None, description="`label` or a numeric feature; lag and diff default to the label.")
-    k: int | None = Field(default=None, ge=1, le=MAX_LAGS, description="lag: how many previous values (lag1..lagk), a column each.")
-    n: int | None = Field(default=None, ge=1, le=MAX_ROLLING_N, description="mean/sum/count/min/max: over the key's last n values, which serving keeps per key.")
+    k: int | None = Field(default=None, ge=1, le=MAX_LAGS, strict=True, description="lag: how many previous values (lag1..lagk), a column each.")
+    n: int | None = Field(default=None, ge=1, le=MAX_ROLLING_N, strict=True, description="mean/sum/count/min/max: over the key's last n values, which serving keeps per key.")
     window: Annotated[str | None, BeforeValidator(_window_text)] = Field(
         default=None, description="mean/sum/count/min/max, instead of n: over the key's values of the last time span, e.g. 6h (s, m, h, d)."
     )
@@ -194,7 +194,7 @@ class HistorySpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     features: list[HistoryFeature] = Field(min_length=1)
-    warmup_events: int = Field(default=10_000, ge=0)
+    warmup_events: int = Field(default=10_000, ge=0, strict=True)  # strict: YAML's `true` or `2.5` is no count
 
     @property
     def longest_window_us(self) -> int:
