@@ -108,6 +108,19 @@ def test_serving_reload_failure_fires_from_the_champion_watcher_and_resolves_on_
     assert watcher.check().version == later and watcher.last_error is None
     wait_until("the reload failure alert to resolve", lambda: alertmanager.alerts(AlertName.SERVING_RELOAD_FAILED) == [], 30)
 
+    # The production probe: the registry unreachable for a while, then back with the same champion (or none): /readyz
+    # said the outage's error long after, and the alert stayed firing, as only a new version's load cleared them.
+    store = tmp_path / "other" / "mlflow.db"
+    store.parent.mkdir()
+    watcher.registry = Registry(f"sqlite:///{store}", settings.artifact_root, spec)
+    store.write_bytes(b"not a database, as a store whose disk failed reads")
+    down = watcher.check()
+    assert down.version == later and down.error and "cannot read the champion alias" in down.error and watcher.last_error == down.error
+    wait_until("the outage's alert", lambda: len(alertmanager.alerts(AlertName.SERVING_RELOAD_FAILED)) == 1, 30)
+    watcher.registry = registry
+    assert watcher.check().version == later and watcher.last_error is None, "back, with the version serving: the outage is over"
+    wait_until("the outage's alert to resolve", lambda: alertmanager.alerts(AlertName.SERVING_RELOAD_FAILED) == [], 30)
+
 
 def test_failed_retraining_then_refused_promotion(platform: Settings, platform_instance: dg.DagsterInstance, alertmanager: Alertmanager,
                                                   tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -126,9 +126,13 @@ class ChampionWatcher(BackgroundLoop):
             except Exception as exc:  # registry unreachable: keep serving, say so
                 return self._failed(serving, None, f"cannot read the champion alias: {exc}")
             if champion is None:
+                self._settled()
                 return ReloadOutcome(serving, False, None if serving else "the registry has no champion yet")
             version = int(champion.version)
-            if version == serving or (version == self._failed_version and not retry_failed):
+            if version == self._failed_version and not retry_failed:  # still the version that failed to load
+                return ReloadOutcome(serving, False)
+            if version == serving:
+                self._settled()
                 return ReloadOutcome(serving, False)
             try:
                 model = ServedModel.load(version, self.registry.load_predictor(version), self.spec, self.correction_rate, self.refuse_unknown)
@@ -139,13 +143,10 @@ class ChampionWatcher(BackgroundLoop):
             if model.corrector is not None:  # before the swap: whoever sees the new version sees its gauge
                 self.metrics.correction_terms.set(model.corrector.learned_terms)
             self.current = model
-            self._failed_version, self.last_error = None, None
             self.metrics.model_version.set(version)
             self.metrics.reloads.inc()
             log.info("%s: serving model version %s (was %s)", self.spec.name, version, serving)
-            if self._alert_firing:
-                self._alert_firing = False
-                self._notify(serving_reload_succeeded)
+            self._settled()
             return ReloadOutcome(version, True)
 
     def _warm(self, model: ServedModel) -> None:
@@ -171,6 +172,15 @@ class ChampionWatcher(BackgroundLoop):
         if model is self.current:  # a promotion meanwhile: the gauge is the new version's
             self.metrics.correction_terms.set(model.corrector.learned_terms)
         return updates
+
+    def _settled(self) -> None:
+        """The registry was read and nothing is to load: an earlier failure (the registry unreachable, a version since
+        replaced) is over. /readyz said an outage's error long after it ended, and its alert stayed firing (the
+        production probe)."""
+        self._failed_version, self.last_error = None, None
+        if self._alert_firing:
+            self._alert_firing = False
+            self._notify(serving_reload_succeeded)
 
     def _failed(self, serving: int | None, version: int | None, message: str) -> ReloadOutcome:
         self._failed_version, self.last_error = version, message
