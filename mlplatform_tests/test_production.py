@@ -228,6 +228,42 @@ def test_the_stack_s_redis_keeps_queued_steps_and_bindings_when_killed_and_start
         next_stack.wait()
 
 
+def test_a_busy_worker_leaves_the_next_step_in_the_queue(state: Settings) -> None:
+    """The production probe: the whole Celery worker killed mid-step also lost a step of another run that had not
+    started, which the worker had reserved beyond its one pool process (`--prefetch-multiplier 1` still reserves one):
+    it sat in Redis's unacked hash, and both runs stayed STARTED. The stack's worker command takes a step only when a
+    pool process is free, so a step waiting is in the queue, for a restarted worker or another."""
+    import redis
+
+    from mlplatform.orchestration.executor import CELERY_QUEUE, celery_worker_command, celery_worker_env
+    from mlplatform_tests.support.celery_app import app, hold
+
+    settings = state.model_copy(update={"celery_broker_url": f"redis://127.0.0.1:{_free_port()}/0"})
+    assert settings.celery_broker_url is not None
+    server = redis_server(settings)
+    broker = subprocess.Popen(server.command, stdout=subprocess.DEVNULL)
+    worker: subprocess.Popen[bytes] | None = None
+    try:
+        wait_until("redis to answer", server.ready, 30)
+        client = redis.Redis.from_url(settings.celery_broker_url, socket_timeout=5)
+        app.conf.update(broker_url=settings.celery_broker_url, result_backend=settings.celery_broker_url)
+        command = celery_worker_command(sys.executable, f"held@{socket.gethostname()}", 1, app="mlplatform_tests.support.celery_app")
+        worker = subprocess.Popen(command, cwd=REPO_ROOT, env={**os.environ, **celery_worker_env(settings)}, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL, start_new_session=True)
+        held = hold.apply_async((60,))
+        wait_until("the first step to run", lambda: client.llen(CELERY_QUEUE) == 0 and client.hlen("unacked") == 0, 120)
+        hold.apply_async((0,))
+        time.sleep(3)  # the worker polls its queue every second
+        assert (client.llen(CELERY_QUEUE), client.hlen("unacked")) == (1, 0), "the second step waits in the queue, reserved by no worker"
+        held.revoke()
+    finally:
+        if worker is not None:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait()
+        broker.kill()
+        broker.wait()
+
+
 def _pool_children(pid: int) -> list[int]:
     """The processes a Celery worker forked for its pool (Linux /proc)."""
     return [int(child) for task in Path(f"/proc/{pid}/task").iterdir() for child in (task / "children").read_text().split()]

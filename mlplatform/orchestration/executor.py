@@ -24,12 +24,14 @@ def run_executor(settings: Settings) -> dg.ExecutorDefinition:
     return celery_executor.configured({"broker": settings.celery_broker_url, "backend": settings.celery_broker_url}, name="celery")
 
 
-def celery_worker_command(python_bin: str, name: str, concurrency: int) -> list[str]:
+def celery_worker_command(python_bin: str, name: str, concurrency: int, app: str = CELERY_APP) -> list[str]:
     """A worker of the code location's steps (it imports the code from each task's job pointer), `concurrency` tasks at
-    a time, each pool process taking one task at a time (no prefetch: a queued step goes to whichever process frees
-    first); the broker comes from CELERY_BROKER_URL / CELERY_RESULT_BACKEND in its environment (Celery reads them first)."""
-    return [python_bin, "-m", "celery", "-A", CELERY_APP, "worker", "-Q", CELERY_QUEUE, "-n", name, "--concurrency", str(concurrency),
-            "--prefetch-multiplier", "1", "--loglevel", "INFO", "--without-gossip", "--without-mingle"]
+    a time, taking a step only when a pool process is free (`--disable-prefetch`: with `--prefetch-multiplier 1` alone
+    the worker still reserved one step beyond those running, and a worker killed with it lost that step, of another
+    run that had not started, until Redis's one-hour visibility timeout: the production probe); the broker comes from
+    CELERY_BROKER_URL / CELERY_RESULT_BACKEND in its environment (Celery reads them first). `app`: the tests' own."""
+    return [python_bin, "-m", "celery", "-A", app, "worker", "-Q", CELERY_QUEUE, "-n", name, "--concurrency", str(concurrency),
+            "--prefetch-multiplier", "1", "--disable-prefetch", "--loglevel", "INFO", "--without-gossip", "--without-mingle"]
 
 
 def celery_worker_env(settings: Settings) -> dict[str, str]:
