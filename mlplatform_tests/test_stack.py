@@ -49,9 +49,15 @@ def test_a_terminal_beside_a_production_stack_needs_its_settings_file(tmp_path: 
     monkeypatch.setenv("MLPLATFORM_STATE_DIR", str(state))
     for name in URLS:
         monkeypatch.delenv(f"MLPLATFORM_{name.upper()}", raising=False)
+    monkeypatch.setenv("MLPLATFORM_SERVE_PORT", "13380")  # the production probe: the stack's own port and loop, not in the file
+    monkeypatch.setenv("MLPLATFORM_TUNING_TRIALS", "2")
+    monkeypatch.setenv("MLPLATFORM_IN_STACK", "1")  # the stack's marker for its runs, no setting: never a terminal's
     with holding(state, PRODUCTION):
         env_file = write_production_env(Settings(state_dir=state, **URLS))  # type: ignore[arg-type]
         assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+        written = env_file.read_text(encoding="utf-8").splitlines()
+        assert {"export MLPLATFORM_SERVE_PORT=13380", "export MLPLATFORM_TUNING_TRIALS=2"} <= set(written) and not any("IN_STACK" in w for w in written)
+        monkeypatch.delenv("MLPLATFORM_TUNING_TRIALS")  # a terminal's own loop setting is its own: not refused
         with pytest.raises(StackError, match="this command's MLPLATFORM_CELERY_BROKER_URL, MLPLATFORM_DAGSTER_POSTGRES_URL, MLPLATFORM_EVENT_LOG_URL, "
                                              "MLPLATFORM_MLFLOW_BACKEND_STORE_URL are not the stack's"):
             check_reaches_stack(Settings())

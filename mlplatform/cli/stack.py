@@ -117,12 +117,17 @@ def _shared(settings: Settings) -> dict[str, str]:
 
 def write_production_env(settings: Settings) -> Path:
     """The running stack's production settings, state folder and tracking server as a shell file (`export NAME='value'`),
-    readable by its owner only since it holds passwords: `. <state>/production.env` gives a terminal the stack's stores."""
+    readable by its owner only since it holds passwords: `. <state>/production.env` gives a terminal the stack's stores.
+    The other settings its environment set follow (ports, links, the loop's): without them a terminal's `replay --to
+    api` went to the default port and its `materialize` tuned with other settings than the stack (the production probe)."""
+    shared = _shared(settings)
+    settings_names = {env_name(name) for name in Settings.model_fields}
+    others = {name: value for name, value in sorted(os.environ.items()) if name in settings_names and name not in shared}
     path = production_env_path(settings.state_dir)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.fchmod(fd, 0o600)  # a file already there kept its mode
     with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.writelines(f"export {name}={shlex.quote(value)}\n" for name, value in _shared(settings).items())
+        out.writelines(f"export {name}={shlex.quote(value)}\n" for name, value in {**shared, **others}.items())
     return path
 
 
@@ -143,7 +148,8 @@ def check_reaches_stack(settings: Settings) -> None:
         raise StackError(f"a production stack (`make prod`, pid {stack.pid}) is starting or stopping on the state folder {settings.state_dir}: "
                          f"run this again once it prints its `terminal` line, after loading that file") from None
     ours = _shared(settings)
-    differ = sorted(name for name in wanted if name != env_name("state_dir") and ours.get(name) != wanted[name])
+    shared = {env_name(name) for name in (*PRODUCTION_SETTINGS, *SHARED_SETTINGS)} - {env_name("state_dir")}  # the other lines: the stack's, not a must
+    differ = sorted(name for name in wanted if name in shared and ours.get(name) != wanted[name])
     if differ:
         raise StackError(f"a production stack (`make prod`, pid {stack.pid}) runs on the state folder {settings.state_dir}; this command's "
                          f"{', '.join(differ)} {'is' if len(differ) == 1 else 'are'} not the stack's, so it would read and write other stores "
