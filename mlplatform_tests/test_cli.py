@@ -455,6 +455,28 @@ def test_a_release_waits_for_the_landing_run_reading_the_folder(state: Settings)
     assert [r.line() for r in said] == [f"adult: released 2 quarantined rows of file 'export.csv' (content {'ab' * 6}: 2 rows); 0 quarantined rows left"]
 
 
+def test_a_training_marks_failed_the_mlflow_runs_an_ended_dagster_run_left_running(state: Settings, instance: dg.DagsterInstance, adult_spec: DatasetSpec,
+                                                                                  adult_rows: pd.DataFrame) -> None:
+    """The production probe: a worker that died mid-training (PostgreSQL stopped under it) left its MLflow run RUNNING
+    for ever. The next training marks FAILED those whose Dagster run ended or is gone; a run still going, or another
+    tool's run without the tag, is left alone."""
+    from dagster._core.test_utils import create_run_for_test
+
+    from mlplatform.domain.keys import DAGSTER_RUN_TAG
+    from mlplatform.root import platform as root_platform
+
+    registry = root_platform(state).only("adult").registry
+    failed = create_run_for_test(instance, job_name="adult_retrain", status=dg.DagsterRunStatus.FAILURE)
+    going = create_run_for_test(instance, job_name="adult_retrain", status=dg.DagsterRunStatus.STARTED)
+    runs = {name: registry.client.create_run(registry.experiment_id, tags=tags).info.run_id for name, tags in (
+        ("abandoned", {DAGSTER_RUN_TAG: failed.run_id}), ("deleted", {DAGSTER_RUN_TAG: "0" * 36}), ("going", {DAGSTER_RUN_TAG: going.run_id}), ("other", {}))}
+    write_batches(adult_rows.iloc[:1500], adult_spec, state.landing_dir, 1500)
+    assert main(["materialize", "--model", "adult"]) == 0
+    statuses = {name: registry.client.get_run(run_id).info.status for name, run_id in runs.items()}
+    assert statuses == {"abandoned": "FAILED", "deleted": "FAILED", "going": "RUNNING", "other": "RUNNING"}, statuses
+    instance.report_run_canceled(going)
+
+
 def test_a_retraining_is_refused_while_another_of_the_model_runs(state: Settings, instance: dg.DagsterInstance, capsys: pytest.CaptureFixture[str]) -> None:
     """The concurrency probe: two `materialize` of the retraining a second apart both ran (in process, past the run
     queue's one-per-model limit) and made two identical versions. Another command holding the model's retraining, or

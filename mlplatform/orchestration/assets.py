@@ -72,6 +72,12 @@ def by_hand_start(context: dg.AssetExecutionContext, names: ModelNames) -> dict[
     return by_hand_tags(context.instance, names, time.time())
 
 
+def _ended(instance: dg.DagsterInstance, run_id: str) -> bool:
+    """Whether Dagster run `run_id` ended, or is gone (retention deleted it): an MLflow run of its still RUNNING was abandoned."""
+    run = instance.get_run_by_id(run_id)
+    return run is None or run.is_finished
+
+
 def latest_metadata(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict[str, object] | None:
     """Values of the latest materialization's metadata, or None if the asset was never materialized."""
     event = instance.get_latest_materialization_event(key)
@@ -246,6 +252,8 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
         run_tags = (run or context.run).tags
         trigger = {tag(f"trigger.{k.removeprefix(RUN_TAG_PREFIX)}"): v for k, v in run_tags.items() if k.startswith(RUN_TAG_PREFIX) and k != MODEL_TAG}
         settings = model.settings
+        for left in registry.end_abandoned_runs(lambda run_id: run_id != context.run.run_id and _ended(context.instance, run_id)):
+            context.log.info(f"MLflow run {left} marked FAILED: its Dagster run ended while it trained (a worker killed, or a store down)")
         context.log.info(f"training on {len(snapshot.train)} rows, {len(snapshot.holdout)} held out: {settings.tuning_trials} trial(s) within "
                          f"{settings.tuning_seconds:g} s, candidate windows {list(settings.window_candidates)}")
         try:

@@ -11,14 +11,14 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from mlplatform.domain.keys import CHAMPION_CHANGE, CHAMPION_MOVING, ESTIMATOR_REFERENCE_PREFIX, MLFLOW_TAG_PREFIX, PINNED, WINDOW_CUTOFF
+from mlplatform.domain.keys import CHAMPION_CHANGE, CHAMPION_MOVING, DAGSTER_RUN_TAG, ESTIMATOR_REFERENCE_PREFIX, MLFLOW_TAG_PREFIX, PINNED, WINDOW_CUTOFF
 from mlplatform.domain.retry_budget import RetryBudget
 from mlplatform.domain.spec import DatasetSpec, Task
 
@@ -64,6 +64,7 @@ def _requirements() -> list[str]:
     return [f"{pkg}=={version(pkg)}" for pkg in ("lightgbm", "pandas", "numpy", "scikit-learn", "mlflow")]
 
 
+ABANDONED_RUNS_SCAN = 100  # RUNNING training runs looked at per training: a few at most are ever left
 MOVE_MARK_SECONDS = 60.0  # a platform move's alias and timeline entry are a second apart; a mark older than this is a move that died
 
 
@@ -191,6 +192,18 @@ class Registry:
         version = mlflow.register_model(info.model_uri, self.name, tags={**tags, **positive})
         self.client.set_registered_model_alias(self.name, CHALLENGER, version.version)
         return version
+
+    def end_abandoned_runs(self, abandoned: Callable[[str], bool]) -> list[str]:
+        """Mark FAILED the training runs still RUNNING whose Dagster run (their `dagster_run_id` tag) `abandoned` says
+        ended: a worker killed mid-training, or whose store went down, left its MLflow run RUNNING for ever (the
+        production probe). Returns their ids; a run of another tool, without the tag, is left alone."""
+        from mlflow.entities import RunStatus
+
+        running = self.client.search_runs([self.experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=ABANDONED_RUNS_SCAN)
+        ended = [r.info.run_id for r in running if (dagster_run := r.data.tags.get(DAGSTER_RUN_TAG)) and abandoned(dagster_run)]
+        for run_id in ended:
+            self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
+        return ended
 
     def version_by_alias(self, alias: str) -> ModelVersion | None:
         from mlflow.exceptions import MlflowException, RestException
