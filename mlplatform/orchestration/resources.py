@@ -55,3 +55,8 @@ class PlatformResource(dg.ConfigurableResource):
         if stopping is not None:
             raise dg.Failure(description=stopping, allow_retries=False)
         return found
+
+
+def _source(field: str, overrides: dict[str, object]) -> str:
+    """Where a refused value came from: the run's resource config, or the environment."""
+    return f"resources.platform.config.{field}" if field in overrides else env_name(field)
