@@ -274,6 +274,8 @@ def horizon_reach(events: pd.DataFrame, spec: DatasetSpec, window: np.ndarray) -
     times = events[EVENT_TIME].to_numpy(dtype="int64")
     horizon = np.maximum(spec.history.warmup_events, positions - np.searchsorted(times, times - spec.history.longest_window_us, side="right"))
     is_label, position = timeline(events) if any(f.source == LABEL_REF for f in spec.history_features) else (np.zeros(0, bool), np.zeros(0, "int64"))
+    labels, rows = np.flatnonzero(is_label), np.flatnonzero(~is_label)  # timeline items, read by every key's label features
+    item_times = np.where(is_label, label_known_at(events)[position], times[position]) if len(position) else np.zeros(0, "int64")
     out = []
     for by in dict.fromkeys(f.by for f in spec.history_features):
         declared = [f for f in spec.history_features if f.by == by]
@@ -287,22 +289,18 @@ def horizon_reach(events: pd.DataFrame, spec: DatasetSpec, window: np.ndarray) -
         if event_depth:
             earlier = pd.Series(positions.astype("float64")).groupby(keys.to_numpy()).shift(1)
             oldest = np.fmin(oldest, _oldest_read(earlier, keys.reset_index(drop=True), event_depth))
+        item_keys = keys.to_numpy()[position]
         if label_depth:
-            item_keys = pd.Series(keys.to_numpy()[position])
-            labels = np.flatnonzero(is_label)
-            at_label = _oldest_read(pd.Series(position[labels].astype("float64")), item_keys.iloc[labels].reset_index(drop=True), label_depth)
-            latest = pd.Series(np.where(is_label, np.arange(len(position)), -1), dtype="float64").where(item_keys.notna())
+            at_label = _oldest_read(pd.Series(position[labels].astype("float64")), pd.Series(item_keys[labels]), label_depth)
+            latest = pd.Series(np.where(is_label, np.arange(len(position)), -1), dtype="float64").where(~np.isnan(item_keys))
             latest = latest.groupby(item_keys).cummax().to_numpy()  # at each item: its key's latest label item so far
-            rows = np.flatnonzero(~is_label & (np.nan_to_num(latest, nan=-1) >= 0))
+            after = rows[np.nan_to_num(latest[rows], nan=-1) >= 0]  # the rows of a key with a label known before them
             read = np.full(len(position), np.nan)
             read[labels] = at_label
             by_label = np.full(len(events), np.nan)
-            by_label[position[rows]] = read[latest[rows].astype("int64")]
+            by_label[position[after]] = read[latest[after].astype("int64")]
             oldest = np.fmin(oldest, by_label)
         if label_span:  # a label known within the span may be of an event far older than it: landed late
-            item_keys = keys.to_numpy()[position]
-            labels, rows = np.flatnonzero(is_label), np.flatnonzero(~is_label)
-            item_times = np.where(is_label, label_known_at(events)[position], times[position])
             in_span = np.full(len(events), np.nan)
             in_span[position[rows]] = _time_window(position[labels].astype("float64"), labels, rows, item_keys, item_times, label_span, "min")
             oldest = np.fmin(oldest, in_span)
