@@ -84,8 +84,8 @@ def test_dev_serves_a_fresh_state_and_stops_cleanly_on_ctrl_c(tmp_path: Path) ->
         # webserver start none of their own.
         assert len([p for p in _processes_with(marker) if _is_code_process(p)]) == 1, [_cmdline(p) for p in _processes_with(marker)]
         proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=90)
-        assert proc.returncode == 0 and "stopped" in out
+        out, _ = proc.communicate(timeout=90)  # past its watchdog (60 s) the stop prints where it waits, and exits 1
+        assert proc.returncode == 0 and "stopped" in out, out[-8000:]
         assert _processes_with(marker) == []
     finally:
         if proc.poll() is None:
@@ -96,12 +96,14 @@ def test_dev_serves_a_fresh_state_and_stops_cleanly_on_ctrl_c(tmp_path: Path) ->
 # `mlplatform dev` itself, its servers swapped for one that only sleeps: the stop path without the engines' start-up.
 # `terminal`: a hang-up kills, as in a terminal, whatever this suite inherited (under `nohup` it is ignored).
 SLEEPING_STACK = """
+import os
 import signal
 import sys
 if sys.argv[1:2] == ["terminal"]:
     signal.signal(signal.SIGHUP, signal.SIG_DFL)
 import mlplatform.cli.dev as dev
 from mlplatform.settings import Settings
+dev.STOP_WATCHDOG_SECONDS = float(os.environ.get("STOP_WATCHDOG_SECONDS", dev.STOP_WATCHDOG_SECONDS))
 sleeper = [sys.executable, "-c", sys.argv[2] if sys.argv[2:] else "import time; time.sleep(120)", *sys.argv[3:]]
 dev.build_servers = lambda settings, production=False: [dev.Server("sleeper", "(test)", sleeper, lambda: True)]
 sys.exit(dev.serve_until_stopped(Settings(), say=lambda line: print(line, flush=True)))
@@ -170,6 +172,24 @@ def test_a_stop_signal_or_the_terminal_hanging_up_stops_every_server(tmp_path: P
         out, _ = proc.communicate(timeout=60)
         assert proc.returncode == 0 and out.strip().endswith("stopped"), out
         assert _processes_with(marker) == [], "no server outlives the stack"
+
+
+# A server deaf to the stop's first SIGINT: the stop waits out the servers' grace period.
+DEAF_TO_ONE_SIGINT = "import signal, time; signal.signal(signal.SIGINT, lambda *_: signal.signal(signal.SIGINT, signal.SIG_DFL)); time.sleep(120)"
+
+
+def test_a_stop_that_hangs_says_where_and_ends(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stop of `mlplatform dev` once hung in CI past the test's 90 s, and nothing said where. Past its watchdog the
+    stop prints every thread's stack and exits 1; the reaper stops the servers it left."""
+    monkeypatch.setenv("STOP_WATCHDOG_SECONDS", "1")
+    with _sleeping_stack(tmp_path, [], ["-", DEAF_TO_ONE_SIGINT]) as (proc, marker, _):
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 1 and "Timeout (0:00:01)!" in out and "in stop_all" in out, out
+        deadline = time.monotonic() + 30
+        while _processes_with(marker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _processes_with(marker) == []
 
 
 # A server that stops what it spawned itself, as the Dagster daemon stops its code server after its last sensor tick.

@@ -7,6 +7,7 @@ stops them in order. If the supervisor dies without stopping them (SIGKILL, the 
 """
 
 import contextlib
+import faulthandler
 import json
 import os
 import shlex
@@ -635,12 +636,14 @@ def _prepare_instance(settings: Settings) -> None:
 
 @contextmanager
 def running(settings: Settings, log_dir: Path | None = None, timeout_seconds: float = 180.0, grace_seconds: float = 15.0,
-            servers: list[Server] | None = None, env: dict[str, str] | None = None, reaper: Reaper | None = None) -> Iterator[list[Server]]:
+            servers: list[Server] | None = None, env: dict[str, str] | None = None, reaper: Reaper | None = None,
+            on_stop: Callable[[], None] | None = None) -> Iterator[list[Server]]:
     """Start the servers (default: `build_servers`) on the settings' state, wait until each answers, stop them all on exit.
 
     Children inherit this process's environment (so the `MLPLATFORM_*` settings reach the code location
     and every run) with telemetry off, plus `env`; `log_dir` captures their output instead of the terminal. The servers
     of a tier are started and awaited before those of the next. `reaper`: told each server's process group as it starts.
+    `on_stop`: called as the stop begins.
     """
     prepare_dagster_home(settings)
     _prepare_instance(settings)
@@ -661,6 +664,8 @@ def running(settings: Settings, log_dir: Path | None = None, timeout_seconds: fl
             _wait_ready(group, timeout_seconds)
         yield servers
     finally:
+        if on_stop is not None:
+            on_stop()
         stopping.touch()
         stop_all(servers, grace_seconds)
 
@@ -699,6 +704,17 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+# A stop takes the servers' grace period, the kill's wait and (production) the engines' own stop: well under this.
+STOP_WATCHDOG_SECONDS = 60.0
+
+
+def _watch_the_stop() -> None:
+    """Bound the stop: one not over, exit included, in STOP_WATCHDOG_SECONDS prints where each thread of `dev` waits and
+    exits 1. A stop once hung in CI past the test's 90 s and left nothing that said where; its servers are stopped by
+    then or, on this exit, by the reaper."""
+    faulthandler.dump_traceback_later(STOP_WATCHDOG_SECONDS, exit=True)
+
+
 def serve_until_stopped(settings: Settings, say: Callable[[str], None] = print, production: bool = False) -> int:
     """Run the servers until a stop signal (STOP_SIGNALS); exit non-zero if one of them fails to start or dies on its own.
 
@@ -717,7 +733,8 @@ def serve_until_stopped(settings: Settings, say: Callable[[str], None] = print, 
             _check_ports_free(settings, production)
             with local_engines(settings, enabled=production) as (settings, env, engines):
                 env_file = write_production_env(settings) if production else None
-                with running(settings, servers=engines + build_servers(settings, production), env=env, reaper=reaper) as servers:
+                with running(settings, servers=engines + build_servers(settings, production), env=env, reaper=reaper,
+                             on_stop=_watch_the_stop) as servers:
                     for server in servers:
                         say(f"  {server.name:<24} {server.url}")
                     if env_file is not None:
