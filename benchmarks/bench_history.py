@@ -46,7 +46,7 @@ from mlplatform.pipeline.prequential import IntervalPolicy, NoChangePolicy, run_
 from mlplatform.pipeline.replay import json_records, read_source  # noqa: E402
 from mlplatform.pipeline.retraining import training_config  # noqa: E402
 from mlplatform.settings import REPO_ROOT, Settings  # noqa: E402
-from mlplatform.cli.dev import free_port  # noqa: E402
+from mlplatform.ports import free_port  # noqa: E402
 from mlplatform_tests.test_history_serving import Parts, trained_parts  # noqa: E402
 
 BIKE = REPO_ROOT / "data" / "bike_sharing.yaml"

@@ -45,7 +45,8 @@ import pandas as pd  # noqa: E402
 from results import markdown_table, record  # noqa: E402
 
 from mlplatform.cli.demo import drift_scenario  # noqa: E402
-from mlplatform.cli.dev import BIN, Server, daemon_servers, free_port, http_ok, running  # noqa: E402
+from mlplatform.cli.dev import BIN, Server, daemon_servers, http_ok, running  # noqa: E402
+from mlplatform.ports import free_port  # noqa: E402
 from mlplatform.domain.keys import DRIFT_REPORT_TAG, POLICY_TRIGGER_TAG, REASON_TAG, TRIGGERED_AT_TAG  # noqa: E402
 from mlplatform.domain.policy import DRIFT, NEW_OBSERVATIONS  # noqa: E402
 from mlplatform.domain.spec import DatasetSpec, SpecError  # noqa: E402

@@ -40,7 +40,7 @@ from mlplatform.settings import DEFAULT_SPEC, Settings  # noqa: E402
 from mlplatform.domain.spec import DatasetSpec, load_spec  # noqa: E402
 from mlplatform.domain.training import TrainingConfig, TrainingResult, train  # noqa: E402
 from mlplatform.domain.validation import validate_frame  # noqa: E402
-from mlplatform.cli.dev import free_port  # noqa: E402
+from mlplatform.ports import free_port  # noqa: E402
 
 COMMAND = ".venv/bin/python benchmarks/bench_serving.py"
 CONNECTIONS = 8

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_serving import CONNECTIONS, ID_SLOT, WRK_MISSING, _process, adult_events, cpu_seconds, promoted_state, quick_fit, wrk  # noqa: E402
 from results import markdown_table, record  # noqa: E402
 
-from mlplatform.cli.dev import free_port  # noqa: E402
+from mlplatform.ports import free_port  # noqa: E402
 from mlplatform.domain.spec import load_spec  # noqa: E402
 from mlplatform.pipeline.replay import json_records  # noqa: E402
 from mlplatform.settings import DEFAULT_SPEC, env_name  # noqa: E402

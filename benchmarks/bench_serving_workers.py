@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_serving import CONNECTIONS, _process, adult_events, promoted_state, quick_fit, wrk  # noqa: E402
 from results import markdown_table, record  # noqa: E402
 
-from mlplatform.cli.dev import free_port  # noqa: E402
+from mlplatform.ports import free_port  # noqa: E402
 from mlplatform.cli.postgres import PostgresCluster, missing_reason  # noqa: E402
 from mlplatform.pipeline.replay import json_records  # noqa: E402
 

@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from results import markdown_table, record  # noqa: E402
 
-from mlplatform.cli.dev import SERVICES, WORKSPACE, Server, build_servers, free_port, running  # noqa: E402
+from mlplatform.cli.dev import SERVICES, WORKSPACE, Server, build_servers, running  # noqa: E402
+from mlplatform.ports import free_port  # noqa: E402
 from mlplatform.settings import Settings  # noqa: E402
 
 COMMAND = ".venv/bin/python benchmarks/bench_stack_idle.py"

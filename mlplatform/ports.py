@@ -16,3 +16,11 @@ def bind_error(host: str, port: int) -> str | None:
     except OSError as exc:  # the address taken, not this machine's, or its family not supported here
         return exc.strerror or str(exc)
     return None
+
+
+def free_port() -> int:
+    """A loopback port free at this moment, for a server this project starts itself (a test's, a benchmark's, a
+    throwaway stack's); another process may take it before it is bound: callers retry or accept that."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

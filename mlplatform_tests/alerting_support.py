@@ -18,7 +18,7 @@ from mlplatform.pipeline.replay import read_source, write_batches
 from mlplatform.settings import Settings
 from mlplatform.domain.spec import load_spec
 from mlplatform_tests.conftest import FAST_TRAINING
-from mlplatform.cli.dev import free_port
+from mlplatform.ports import free_port
 
 FIRST_ROWS = 500  # a small first window: v1 is weak, so a retrained v2 on more data beats it
 

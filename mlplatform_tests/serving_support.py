@@ -31,7 +31,7 @@ from mlplatform.settings import Settings
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.training import TrainingConfig, train
 from mlplatform.domain.validation import validate_frame
-from mlplatform.cli.dev import free_port
+from mlplatform.ports import free_port
 from mlplatform_tests.conftest import ADULT_SPEC
 
 TOKEN = "test-token"

@@ -182,7 +182,7 @@ def test_a_state_folder_that_does_not_exist_is_refused_not_made(tmp_path: Path, 
 def test_an_event_log_that_cannot_be_reached_is_one_line_naming_the_setting(state: Settings, monkeypatch: pytest.MonkeyPatch,
                                                                            capsys: pytest.CaptureFixture[str]) -> None:
     """`status` against a PostgreSQL that is down printed a 40-line traceback."""
-    from mlplatform.cli.dev import free_port
+    from mlplatform.ports import free_port
 
     monkeypatch.setenv("MLPLATFORM_EVENT_LOG_URL", f"postgresql://postgres:secret@127.0.0.1:{free_port()}/eventlog")
     assert main(["status"]) == 1
@@ -194,7 +194,7 @@ def test_an_event_log_that_cannot_be_reached_is_one_line_naming_the_setting(stat
 def test_a_tracking_server_that_does_not_answer_is_one_line_naming_the_setting(state: Settings, monkeypatch: pytest.MonkeyPatch,
                                                                               capsys: pytest.CaptureFixture[str]) -> None:
     """`status` with a stopped production stack's settings file still loaded printed 111 lines of MLflow tracebacks."""
-    from mlplatform.cli.dev import free_port
+    from mlplatform.ports import free_port
 
     monkeypatch.setenv("MLPLATFORM_MLFLOW_TRACKING_URI", f"http://ops:secret@127.0.0.1:{free_port()}")
     monkeypatch.setenv("MLPLATFORM_EXTERNAL_RETRY_BUDGET_SECONDS", "10")
@@ -212,7 +212,7 @@ def test_the_dagster_instance_database_failing_under_a_command_is_one_line_namin
     from pydantic import SecretStr
 
     from mlplatform.cli import instance_unreachable
-    from mlplatform.cli.dev import free_port
+    from mlplatform.ports import free_port
 
     url = f"postgresql://ops:secret@127.0.0.1:{free_port()}/dagster"
     try:

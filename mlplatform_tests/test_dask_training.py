@@ -11,7 +11,7 @@ from distributed import LocalCluster
 from pydantic import ValidationError
 from sklearn.metrics import roc_auc_score
 
-from mlplatform.cli.postgres import free_port
+from mlplatform.ports import free_port
 from mlplatform.domain.predictor import PROBABILITY
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.training import encode_labels, train

@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 from evidently.ui.workspace import Workspace
 
-from mlplatform.cli.dev import evidently_server, free_port, running
+from mlplatform.cli.dev import evidently_server, running
+from mlplatform.ports import free_port
 from mlplatform.cli.status import collect_status, render_status
 from mlplatform.domain.keys import EVIDENTLY_PROJECT_URL, EVIDENTLY_SNAPSHOT_URL, EVIDENTLY_WORKSPACE_ERROR, REPORT_PATH
 from mlplatform.domain.spec import DatasetSpec

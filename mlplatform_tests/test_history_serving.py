@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import uvicorn
 
-from mlplatform.cli.dev import free_port
+from mlplatform.ports import free_port
 from mlplatform.domain.spec import DatasetSpec, load_spec
 from mlplatform.domain.training import train
 from mlplatform.pipeline.replay import canonical_labels, json_records, read_source

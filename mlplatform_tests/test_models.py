@@ -27,7 +27,7 @@ from mlplatform.root import Platform, PlatformError
 from mlplatform.serving.service import check_supported
 from mlplatform.settings import REPO_ROOT, Settings, SettingsError
 from mlplatform_tests.conftest import FAST_TRAINING
-from mlplatform.cli.dev import free_port
+from mlplatform.ports import free_port
 from mlplatform.orchestration.launch import launch
 from mlplatform_tests.serving_support import Server, wait_until_up
 from mlplatform_tests.support.processes import wait_until

@@ -28,6 +28,7 @@ from mlplatform.domain.validation import validate_frame
 from mlplatform.orchestration.instance import prepare_dagster_home
 from mlplatform.orchestration.launch import definitions
 from mlplatform.pipeline.replay import write_batches
+from mlplatform.ports import free_port
 from mlplatform.settings import REPO_ROOT, Settings, SettingsError
 from mlplatform.stores.registry import Registry
 from mlplatform_tests.conftest import ADULT_SPEC
@@ -35,12 +36,6 @@ from mlplatform_tests.support import loop
 from mlplatform_tests.test_devserver import _processes_with
 from mlplatform_tests.support.processes import wait_until
 
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -76,7 +71,7 @@ def test_an_unreachable_instance_database_fails_naming_the_setting(tmp_path, pos
 
 def test_models_register_and_promote_through_the_mlflow_server_on_postgres(tmp_path: Path, postgres_url: str, adult_rows: pd.DataFrame,
                                                                           adult_spec: DatasetSpec) -> None:
-    settings = Settings(state_dir=tmp_path / "state", mlflow_backend_store_url=postgres_url, mlflow_ui_url=f"http://127.0.0.1:{_free_port()}")
+    settings = Settings(state_dir=tmp_path / "state", mlflow_backend_store_url=postgres_url, mlflow_ui_url=f"http://127.0.0.1:{free_port()}")
     assert settings.tracking_uri == settings.mlflow_ui_url and settings.artifact_root == "mlflow-artifacts:"
     window = validate_frame(adult_rows.head(600), adult_spec, generated_id_prefix="t", generated_time_start_us=0).events
     result = train(window, adult_spec, TrainingConfig(min_rows=100, trials=1, seconds=10, num_boost_round=50, early_stopping_rounds=5))
@@ -110,8 +105,8 @@ def prod_state() -> Iterator[Path]:
 
 
 def _dev_production(state: Path, extra: dict[str, str]) -> tuple[subprocess.Popen[str], dict[str, str]]:
-    urls = {f"MLPLATFORM_{key}": f"http://127.0.0.1:{_free_port()}" for key in ("DAGSTER_UI_URL", "MLFLOW_UI_URL", "REPORTS_URL", "EVIDENTLY_UI_URL")}
-    env = {**os.environ, **urls, "MLPLATFORM_SERVE_PORT": str(_free_port()), "MLPLATFORM_STATE_DIR": str(state),
+    urls = {f"MLPLATFORM_{key}": f"http://127.0.0.1:{free_port()}" for key in ("DAGSTER_UI_URL", "MLFLOW_UI_URL", "REPORTS_URL", "EVIDENTLY_UI_URL")}
+    env = {**os.environ, **urls, "MLPLATFORM_SERVE_PORT": str(free_port()), "MLPLATFORM_STATE_DIR": str(state),
            "MLPLATFORM_DATASET_SPEC": str(ADULT_SPEC), **extra}
     for key in ("DAGSTER_HOME", "MLPLATFORM_DAGSTER_POSTGRES_URL", "MLPLATFORM_CELERY_BROKER_URL"):
         if key not in extra:
@@ -199,7 +194,7 @@ def test_the_stack_s_redis_keeps_queued_steps_and_bindings_when_killed_and_start
     STARTED with no step run."""
     import redis
 
-    settings = state.model_copy(update={"celery_broker_url": f"redis://127.0.0.1:{_free_port()}/0"})
+    settings = state.model_copy(update={"celery_broker_url": f"redis://127.0.0.1:{free_port()}/0"})
     server = redis_server(settings)
     assert settings.celery_broker_url is not None
     client = redis.Redis.from_url(settings.celery_broker_url, socket_timeout=5)
@@ -238,7 +233,7 @@ def test_a_busy_worker_leaves_the_next_step_in_the_queue(state: Settings) -> Non
     from mlplatform.orchestration.executor import CELERY_QUEUE, celery_worker_command, celery_worker_env
     from mlplatform_tests.support.celery_app import app, hold
 
-    settings = state.model_copy(update={"celery_broker_url": f"redis://127.0.0.1:{_free_port()}/0"})
+    settings = state.model_copy(update={"celery_broker_url": f"redis://127.0.0.1:{free_port()}/0"})
     assert settings.celery_broker_url is not None
     server = redis_server(settings)
     broker = subprocess.Popen(server.command, stdout=subprocess.DEVNULL)
@@ -295,7 +290,7 @@ def test_the_loop_on_celery_survives_a_worker_killed_mid_training(postgres_url: 
     Celery worker of two pool processes, the daemon's sensor launching the retraining. The pool process running its
     trained_model is killed while it trains (as the kernel's OOM killer would): the run fails saying so, Dagster's run retry resumes it from the failed step, and
     exactly one new version becomes champion."""
-    broker = f"redis://127.0.0.1:{_free_port()}/0"
+    broker = f"redis://127.0.0.1:{free_port()}/0"
     # 100 tuning trials (within 6 s) keep trained_model busy for seconds: long enough to be killed in the middle (15 s
     # cost the suite 30 s of CPU over the three trainings, on the path of its longest test).
     # One drift report run only (the first, requested once there is a champion): another after the 3000 new rows would

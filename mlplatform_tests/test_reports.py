@@ -17,7 +17,8 @@ import pandas as pd
 import pydantic
 import pytest
 
-from mlplatform.cli.dev import free_port, http_ok
+from mlplatform.cli.dev import http_ok
+from mlplatform.ports import free_port
 from mlplatform.cli.reports_server import server
 from mlplatform_tests.support.processes import wait_until
 from mlplatform.domain.spec import DatasetSpec

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from mlplatform.cli import main
-from mlplatform.cli.dev import RESTARTS_PER_WINDOW, DevServerError, Server, _check_ports_free, free_port, running, serve_until_stopped, supervise
+from mlplatform.cli.dev import RESTARTS_PER_WINDOW, DevServerError, Server, _check_ports_free, running, serve_until_stopped, supervise
+from mlplatform.ports import free_port
 from mlplatform.cli.stack import PRODUCTION, StackError, check_reaches_stack, holding, running_stack, write_production_env
 from mlplatform.settings import Settings
 

@@ -23,7 +23,8 @@ from playwright.sync_api import BrowserContext, Page, Route, expect, sync_playwr
 from mlplatform.domain.keys import EVIDENTLY_PROJECT_URL, LAUNCHED_BY_TAG
 from mlplatform.orchestration.assets import latest_metadata
 from mlplatform.orchestration.names import ModelNames
-from mlplatform.cli.dev import free_port, running
+from mlplatform.cli.dev import running
+from mlplatform.ports import free_port
 from mlplatform.stores.registry import CHAMPION
 from mlplatform.domain.validation import validate_frame
 from mlplatform.pipeline.drift import compare, most_drifted

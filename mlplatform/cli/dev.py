@@ -33,7 +33,7 @@ from mlplatform import TELEMETRY_OFF
 from mlplatform.cli.reaper import Reaper
 from mlplatform.orchestration.executor import celery_worker_command, celery_worker_env
 from mlplatform.orchestration.instance import CODE_SERVER_STARTUP_SECONDS, IN_STACK_ENV, STACK_STOPPING_FILE, WARM_RUNS_PRESTART_ENV, prepare_dagster_home
-from mlplatform.ports import bind_error
+from mlplatform.ports import bind_error, free_port
 from mlplatform.root import code_files
 from mlplatform.settings import REPO_ROOT, Settings, env_name
 
@@ -54,13 +54,6 @@ WORKSPACE_TARGETS = ("python_module", "python_file")  # the workspace entries `d
 
 class DevServerError(RuntimeError):
     """A server did not come up (or died); the message names it and its log."""
-
-
-def free_port() -> int:
-    """A loopback port free right now: for servers a test, a benchmark or a throwaway stack starts itself."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _bind(url: str) -> tuple[str, int]:

@@ -12,13 +12,14 @@ import os
 import pwd
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
 from pathlib import Path
 
 import psycopg
+
+from mlplatform.ports import free_port
 
 SERVER_USER = "postgres"
 START_ATTEMPTS = 3  # a free port found by binding can be taken by someone else before the server binds it
@@ -40,13 +41,6 @@ def missing_reason() -> str | None:
         except KeyError:
             return f"running as root and there is no `{SERVER_USER}` user to run PostgreSQL as"
     return None
-
-
-def free_port() -> int:
-    """A loopback port free at this moment (someone else may take it before it is bound: callers retry or accept that)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class PostgresCluster:

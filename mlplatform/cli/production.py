@@ -13,7 +13,8 @@ from contextlib import contextmanager
 from pydantic import SecretStr
 
 from mlplatform.cli.dev import DevServerError, Server, redis_server, require_binary
-from mlplatform.cli.postgres import PostgresCluster, free_port, missing_reason
+from mlplatform.cli.postgres import PostgresCluster, missing_reason
+from mlplatform.ports import free_port
 from mlplatform.settings import Settings, env_name, env_value
 from mlplatform.stores.dask_cluster import dask_client
 from mlplatform.stores.postgres import check_reachable
