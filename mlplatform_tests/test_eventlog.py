@@ -124,6 +124,19 @@ def test_the_contents_of_a_file_that_grew_name_its_first_content(log: EventStore
     assert log.first_contents("other.csv") == {"c1": "c1"} and log.first_contents("none.csv") == {}
 
 
+def test_reasons_that_differ_only_in_their_values_are_counted_as_one(log: EventStore) -> None:
+    """Each reason names its value (or its line): 400 bad amounts made a 400-line reasons table in `mlplatform
+    quarantine` and a run's metadata (the own-dataset probe). Rows refused for one problem are one line: the reason
+    itself where they share it, else what it says with the values left out."""
+    reasons = ["age: 'old' is not a finite number", "age: 'young' is not a finite number", "line 8: malformed JSON (x)", "line 9: malformed JSON (x)",
+               "x1: 'a' is not a finite number", "x2: 'b' is not a finite number", "label: 1 recorded, 0 here", "label: 1 recorded, 0 here"]
+    log.quarantine(pd.DataFrame({"row_number": range(3, 11), "reason": reasons, "record": ["{}"] * 8}), "batch.csv", "sha-a")
+    assert log.quarantine_reasons(limit=None)[["reason", "rows", "first_line"]].values.tolist() == [
+        ["age: … is not a finite number", 2, 3], ["label: 1 recorded, 0 here", 2, 9], ["line …: malformed JSON (x)", 2, 5],
+        ["x1: 'a' is not a finite number", 1, 7], ["x2: 'b' is not a finite number", 1, 8]], "a column named with a digit stays itself"
+    assert log.quarantined_rows(1)["reason"].tolist() == ["label: 1 recorded, 0 here"], "each row keeps its own reason"
+
+
 def test_a_file_read_again_releases_its_own_quarantine_alone(log: EventStore) -> None:
     """Each reading of the same bytes added its refusals to the earlier ones: the quarantined count grew with every landing."""
     bad = pd.DataFrame({"row_number": [3, 5], "reason": ["bad x", "bad y"], "record": ["{}", "{}"]})
@@ -220,6 +233,7 @@ def test_a_log_from_before_quarantine_knew_its_files_opens_and_keeps_its_rows(tm
     log = EventLog(path, _spec())
     try:
         assert _contents(path) == ["sha-old", "sha-t1", "sha-t2", *[None] * 6]
+        assert log.quarantine_reasons(limit=None, source="labels.csv")[["reason", "rows"]].values.tolist() == [["bad", 3]], "rows from before kinds: by reason"
         assert log.release_quarantined("sha-t1") == 1 and log.release_quarantined("sha-t2") == 1, "each content's own refusal, released as it is read again"
         log.record_file("sha-g", "gone.csv", FileCounts(rows=3, ingested=3))
         log.record_file("sha-l3", "labels.csv", FileCounts(rows=3, ingested=3))

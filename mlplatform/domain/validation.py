@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
@@ -199,6 +200,19 @@ def _not_an_id_number(value: object) -> bool:
     if isinstance(value, (int, np.integer)):
         return abs(int(value)) > MAX_INTEGER_ID
     return isinstance(value, (float, np.floating)) and not (abs(value) <= MAX_INTEGER_ID and float(value).is_integer())
+
+
+# A value inside a reason: a quoted text (as Python or JSON writes it) or a number standing alone (a line's, a byte's);
+# digits inside a word (a column named x1) are part of it.
+REASON_VALUE = re.compile(r"""'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|(?<![\w.-])[-+]?\d(?:[\d,]*\d)?(?:\.\d+)?(?:[eE][-+]?\d+)?(?![\w.])""")
+VALUE_LEFT_OUT = "…"
+
+
+def reason_kind(reason: str) -> str:
+    """What a quarantine reason says with its values left out: rows refused for one problem with other values (a
+    column's 5,000 non-numbers, or lines each naming their number) are one group where reasons are counted, not a line
+    each (the own-dataset probe: 400 bad amounts made a 400-line summary)."""
+    return REASON_VALUE.sub(VALUE_LEFT_OUT, reason)
 
 
 def not_a_number(value: object) -> str:

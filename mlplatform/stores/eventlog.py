@@ -31,7 +31,7 @@ import pandas as pd
 
 from mlplatform.domain.features import normalise_category
 from mlplatform.domain.spec import DatasetSpec
-from mlplatform.domain.validation import EVENT_ID, EVENT_TIME, LABEL
+from mlplatform.domain.validation import EVENT_ID, EVENT_TIME, LABEL, reason_kind
 
 BUSY_TIMEOUT_S = 60.0
 SERVING_COLUMNS = ["model_version", "prediction", "probability"]
@@ -307,7 +307,7 @@ class EventStore(ABC):
             db.execute(
                 f"""CREATE TABLE IF NOT EXISTS quarantine (
                     id {t["key"]}, source TEXT NOT NULL, row_number {t["int"]},
-                    reason TEXT NOT NULL, record TEXT, quarantined_at {t["int"]} NOT NULL, file_sha256 TEXT)"""
+                    reason TEXT NOT NULL, record TEXT, quarantined_at {t["int"]} NOT NULL, file_sha256 TEXT, kind TEXT)"""
             )
             db.execute(
                 f"""CREATE TABLE IF NOT EXISTS files (
@@ -321,8 +321,11 @@ class EventStore(ABC):
                        f"began_line {t['int']} NOT NULL, began_parsed {t['int']} NOT NULL, id_prefix TEXT NOT NULL, grown_from TEXT)")
             if "grown_from" not in self._existing_columns(db, "file_lineage"):  # a log from before a grown file's refusals were one file's
                 db.execute("ALTER TABLE file_lineage ADD COLUMN grown_from TEXT")
-            if "file_sha256" not in self._existing_columns(db, "quarantine"):  # a log from before files were read again
+            quarantine_columns = self._existing_columns(db, "quarantine")
+            if "file_sha256" not in quarantine_columns:  # a log from before files were read again
                 db.execute("ALTER TABLE quarantine ADD COLUMN file_sha256 TEXT")
+            if "kind" not in quarantine_columns:  # a log from before reasons were counted by kind: its rows by their reason
+                db.execute("ALTER TABLE quarantine ADD COLUMN kind TEXT")
             db.execute(  # a person's release of a file's refusals (`mlplatform quarantine --release`): who, when, how many
                 f"""CREATE TABLE IF NOT EXISTS quarantine_releases (
                     released_at {t["int"]} NOT NULL, source TEXT NOT NULL, file_sha256 TEXT, rows {t["int"]} NOT NULL,
@@ -563,17 +566,17 @@ class EventStore(ABC):
         return frame.iloc[::-1].reset_index(drop=True)
 
     def quarantine(self, rows: pd.DataFrame, source: str, file_sha256: str) -> int:
-        """Keep invalid rows of the landing file `source` (its content hash `file_sha256`) with their reason; `rows` has
-        row_number, reason, record."""
+        """Keep invalid rows of the landing file `source` (its content hash `file_sha256`) with their reason and its kind
+        (`reason_kind`); `rows` has row_number, reason, record."""
         if rows.empty:
             return 0
         at = now_us()
         p = self.PARAM
         with self._write() as db:
             db.executemany(
-                f"INSERT INTO quarantine (source, row_number, reason, record, quarantined_at, file_sha256) VALUES ({p}, {p}, {p}, {p}, {p}, {p})",
-                [(source, int(r.row_number), _storable(str(r.reason)), None if r.record is None else _storable(str(r.record)), at, file_sha256)
-                 for r in rows.itertuples(index=False)],
+                f"INSERT INTO quarantine (source, row_number, reason, record, quarantined_at, file_sha256, kind) VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p})",
+                [(source, int(r.row_number), _storable(str(r.reason)), None if r.record is None else _storable(str(r.record)), at, file_sha256,
+                  _storable(reason_kind(str(r.reason)))) for r in rows.itertuples(index=False)],
             )
             self._bump(db, "quarantined", len(rows))
         return len(rows)
@@ -739,12 +742,14 @@ class EventStore(ABC):
     def quarantine_reasons(self, since_us: int = 0, limit: int | None = 10, source: str | None = None) -> pd.DataFrame:
         """The most frequent reasons rows were quarantined for from `since_us` on (a run's own), per file (or of landing file
         `source` alone) and content (the first CONTENT_CHARS of its SHA-256: one name can be landed as several files): how
-        many rows and the first of their lines, where to look. `limit` None: every reason."""
+        many rows and the first of their lines, where to look. Reasons of one kind are one: the reason when its rows share
+        it, else the kind, its values left out. `limit` None: every reason."""
         p = self.PARAM
         where, params = self._quarantine_where(source)
         columns, rows = self._query(
-            f"SELECT source AS file, substr(file_sha256, 1, {CONTENT_CHARS}) AS content, reason, count(*) AS rows, min(row_number) AS first_line "
-            f"FROM quarantine WHERE quarantined_at >= {p}{where} GROUP BY source, content, reason "
+            f"SELECT source AS file, substr(file_sha256, 1, {CONTENT_CHARS}) AS content, "
+            "CASE WHEN min(reason) = max(reason) THEN min(reason) ELSE min(COALESCE(kind, reason)) END AS reason, count(*) AS rows, min(row_number) AS first_line "
+            f"FROM quarantine WHERE quarantined_at >= {p}{where} GROUP BY source, content, COALESCE(kind, reason) "
             f"ORDER BY rows DESC, file, content, reason{'' if limit is None else f' LIMIT {int(limit)}'}", (int(since_us), *params))
         return pd.DataFrame.from_records(rows, columns=columns, coerce_float=True)
 
