@@ -697,15 +697,16 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-# A stop takes the servers' grace period, the kill's wait and (production) the engines' own stop: well under this.
-STOP_WATCHDOG_SECONDS = 60.0
+# A stop takes the servers' grace period and the kill's wait (about 20 s): well under this. The production profile's
+# engines stop after them, PostgreSQL's `pg_ctl -w stop` waiting up to its own 60 s.
+STOP_WATCHDOG_SECONDS, ENGINES_STOP_SECONDS = 60.0, 60.0
 
 
-def _watch_the_stop() -> None:
-    """Bound the stop: one not over, exit included, in STOP_WATCHDOG_SECONDS prints where each thread of `dev` waits and
-    exits 1. A stop once hung in CI past the test's 90 s and left nothing that said where; its servers are stopped by
-    then or, on this exit, by the reaper."""
-    faulthandler.dump_traceback_later(STOP_WATCHDOG_SECONDS, exit=True)
+def _watch_the_stop(seconds: float) -> None:
+    """Bound the stop: one not over, exit included, in `seconds` prints where each thread of `dev` waits and exits 1.
+    A stop once hung in CI past the test's 90 s and left nothing that said where; its servers are stopped by then or,
+    on this exit, by the reaper."""
+    faulthandler.dump_traceback_later(seconds, exit=True)
 
 
 def serve_until_stopped(settings: Settings, say: Callable[[str], None] = print, production: bool = False) -> int:
@@ -727,7 +728,7 @@ def serve_until_stopped(settings: Settings, say: Callable[[str], None] = print, 
             with local_engines(settings, enabled=production) as (settings, env, engines):
                 env_file = write_production_env(settings) if production else None
                 with running(settings, servers=engines + build_servers(settings, production), env=env, reaper=reaper,
-                             on_stop=_watch_the_stop) as servers:
+                             on_stop=lambda: _watch_the_stop(STOP_WATCHDOG_SECONDS + (ENGINES_STOP_SECONDS if production else 0.0))) as servers:
                     for server in servers:
                         say(f"  {server.name:<24} {server.url}")
                     if env_file is not None:
