@@ -7,13 +7,13 @@ import pandas as pd
 import pytest
 
 from mlplatform.domain.estimation import CBPE, ClassificationEstimator
-from mlplatform.domain.keys import (TRUST_VERDICT, ESTIMATE_TAG, ESTIMATED_METRIC_TAG, ESTIMATED_REFERENCE_TAG, ESTIMATOR, REASON_TAG, RECENT_ESTIMATE, RECENT_EVENTS,
+from mlplatform.domain.keys import (TRUST_VERDICT, ESTIMATE_TAG, ESTIMATED_METRIC_TAG, ESTIMATED_REFERENCE_TAG, ESTIMATOR, NO_ESTIMATOR_PREFIX, REASON_TAG, RECENT_ESTIMATE, RECENT_EVENTS,
                                    SKIP_REASON, SKIPPED)
 from mlplatform.domain.policy import ESTIMATED_DROP
-from mlplatform.domain.predictor import NO_ESTIMATOR
+from mlplatform.domain.predictor import ESTIMATOR_FILE, ESTIMATOR_NOT_FITTED, NO_ESTIMATOR
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.validation import EVENT_ID
-from mlplatform.domain.training import TrainingConfig, train
+from mlplatform.domain.training import TrainingConfig, fit_performance_estimator, train
 from mlplatform.orchestration.assets import latest_metadata
 from mlplatform.orchestration.names import ESTIMATE_FLOOR_CHECK, ESTIMATE_TRUST_CHECK, ESTIMATED_PERFORMANCE, ModelNames
 from mlplatform.pipeline.replay import DriftScenario, canonical_labels, inject_drift
@@ -136,3 +136,28 @@ def test_a_champion_logged_without_an_estimator_is_skipped_with_the_reason(platf
     assert all(c.passed and "no estimate" in (c.description or "") for c in checks.values())
     tick = platform.tick(ADULT.retraining_sensor, None)
     assert not tick.run_requests and "latest performance estimate was skipped" in (tick.skip_message or "")
+
+
+def test_an_unreadable_estimator_leaves_the_model_serving_and_estimation_says_why(platform: Platform) -> None:
+    """The estimator is a monitoring extra: one damaged estimator.json made the champion unloadable (serving answered
+    "no champion", every retraining failed) and estimated_performance failed three retries without naming it (the
+    estimation probe). A version logged without one for a small hold-out says so, not "before estimation existed"."""
+    registry = platform.model.registry
+    window = platform.model.event_log.labelled_window(CHAMPION_ROWS)
+    fitted = train(window.iloc[:-300], platform.spec, TrainingConfig(min_rows=100, trials=1, num_boost_round=50))
+    small = int(registry.log_model(fitted, window, {}, {ESTIMATOR: f"{NO_ESTIMATOR_PREFIX}only 15 hold-out events; at least 20 are needed"}).version)
+    assert registry.load_predictor(small).no_estimator == f"{ESTIMATOR_NOT_FITTED}: only 15 hold-out events; at least 20 are needed"
+    fitted.predictor.estimator = fit_performance_estimator(fitted.predictor, window.iloc[-300:], platform.spec, seed=7)
+    before = set(platform.settings.state_dir.rglob(ESTIMATOR_FILE))
+    version = int(registry.log_model(fitted, window, {}, {}).version)
+    [damaged] = set(platform.settings.state_dir.rglob(ESTIMATOR_FILE)) - before
+    registry.promote(version, "test: a champion whose estimator file is damaged")
+    damaged.write_text('{"method": "cbpe", "task": "binary"', encoding="utf-8")  # cut short
+    loaded = registry.load_predictor(version)
+    assert loaded.estimator is None and f"({ESTIMATOR_FILE}) cannot be read (JSONDecodeError" in loaded.no_estimator
+    assert len(loaded.predict(window.head(5))) == 5, "the model itself serves"
+    meta, checks = _estimate(platform)
+    assert meta[SKIPPED] is True and f"champion v{version}: its performance estimator ({ESTIMATOR_FILE}) cannot be read" in str(meta[SKIP_REASON])
+    assert all(c.passed for c in checks.values())
+    damaged.unlink()
+    assert "FileNotFoundError" in registry.load_predictor(version).no_estimator

@@ -14,7 +14,7 @@ from mlplatform.domain.estimation import (RESAMPLES, ClassificationEstimator, Es
                                           weighted_auc)
 from mlplatform.domain.keys import ESTIMATE_TAG, ESTIMATED_METRIC_TAG, ESTIMATED_REFERENCE_TAG, ESTIMATED_VALUE_TAG, REASON_TAG
 from mlplatform.domain.policy import DRIFT, ESTIMATED_DROP, Cursor, PerformanceReading, Observation, PolicyConfig, RetrainOutcome, decide
-from mlplatform.domain.predictor import NO_ESTIMATOR, Predictor
+from mlplatform.domain.predictor import ESTIMATOR_FILE, NO_ESTIMATOR, Predictor
 from mlplatform.domain.spec import load_spec, parse_spec
 from mlplatform.domain.training import TrainingConfig, encode_labels, fit_performance_estimator, train
 from mlplatform.domain.validation import LABEL, validate_frame
@@ -285,6 +285,9 @@ def test_dle_on_bike_sharing_travels_with_the_saved_predictor(tmp_path: Path) ->
     assert estimate.lower["mae"] < estimate.metrics["mae"] < estimate.upper["mae"]
     without = Predictor.load(tmp_path / "model" / "booster.txt", tmp_path / "model" / "pipeline.json")
     assert without.estimator is None and without.estimate(later, 100).note == NO_ESTIMATOR
+    (tmp_path / "model" / ESTIMATOR_FILE).write_text("[]", encoding="utf-8")  # JSON, not an estimator's: the model still loads and predicts
+    damaged = Predictor.load(tmp_path / "model" / "booster.txt", tmp_path / "model" / "pipeline.json", tmp_path / "model" / ESTIMATOR_FILE)
+    assert damaged.estimator is None and "cannot be read (AttributeError" in str(damaged.estimate(later, 100).note) and len(damaged.predict(later)) == len(later)
     params, metrics = attach_estimator(without, without, rows.iloc[3000:3010], spec, seed=7)
     assert params == {"estimator": "none: only 10 hold-out events; at least 20 are needed to fit a performance estimator"} and metrics == {}
     assert without.estimator is None, "a hold-out too small leaves the model without an estimator, saying why"

@@ -69,7 +69,8 @@ CHALLENGER_SCORE = mlflow_tag("challenger_score")
 TRIGGER_REASON = mlflow_tag("trigger.reason")
 PINNED = mlflow_tag("pinned")
 DAGSTER_RUN_TAG = mlflow_tag("dagster_run_id")  # on a version: the Dagster run that trained it
-ESTIMATOR = mlflow_tag("estimator")  # cbpe, dle, or "none: <why>"
+ESTIMATOR = mlflow_tag("estimator")  # cbpe, dle, or NO_ESTIMATOR_PREFIX and why
+NO_ESTIMATOR_PREFIX = "none: "
 # + a metric name: the MLflow metrics of a version's run holding its realized metrics on its hold-out, the reference its
 # performance estimate and its live quality are compared with
 ESTIMATOR_REFERENCE_PREFIX = "estimator_reference_"

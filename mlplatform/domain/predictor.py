@@ -24,6 +24,7 @@ BOOSTER_FILE = "booster.txt"
 PIPELINE_FILE = "pipeline.json"
 ESTIMATOR_FILE = "estimator.json"
 NO_ESTIMATOR = "the model was logged without a performance estimator (before estimation existed): retrain to get one"
+ESTIMATOR_NOT_FITTED = "the model was logged without a performance estimator"  # and, from its version's tag, why
 
 
 def spec_mismatch(predictor: "Predictor", spec: DatasetSpec) -> str | None:
@@ -71,7 +72,8 @@ class Predictor:
     task: str
     classes: list[str] | None = None
     positive_class: str | None = None
-    estimator: Estimator | None = None  # fitted on the hold-out after training; None for models logged before it existed
+    estimator: Estimator | None = None  # fitted on the hold-out after training
+    no_estimator: str = NO_ESTIMATOR  # why `estimator` is None, as estimates say it
 
     def features_and_scores(self, raw: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
         """The model's inputs and the booster's raw output: what a performance estimator reads."""
@@ -81,7 +83,7 @@ class Predictor:
     def estimate(self, raw: pd.DataFrame, min_events: int) -> Estimate:
         """Estimated performance on `raw` (labels not needed); no estimate, saying why, without an estimator."""
         if self.estimator is None:
-            return Estimate(len(raw), note=NO_ESTIMATOR)
+            return Estimate(len(raw), note=self.no_estimator)
         return too_few(len(raw), max(1, min_events)) or self.estimator.estimate(*self.features_and_scores(raw), min_events)
 
     def label_codes(self, labels: pd.Series) -> np.ndarray:
@@ -150,11 +152,20 @@ class Predictor:
         import lightgbm as lgb
 
         data: dict[str, Any] = json.loads(Path(pipeline_path).read_text(encoding="utf-8"))
+        estimator, no_estimator = None, NO_ESTIMATOR
+        if estimator_path is not None:
+            try:
+                estimator = load_estimator(json.loads(Path(estimator_path).read_text(encoding="utf-8")))
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:  # gone, cut short, or not an estimator's
+                # A monitoring extra: without it the model still serves and is retrained (the estimation probe: one
+                # damaged estimator.json took the champion out of service and failed every retraining).
+                no_estimator = f"its performance estimator ({ESTIMATOR_FILE}) cannot be read ({type(exc).__name__}: {exc}): retrain to get a new one"
         return cls(
             booster=lgb.Booster(model_file=str(booster_path)),
             transformer=FeatureTransformer.from_dict(data["transformer"]),
             task=data["task"],
             classes=data.get("classes"),
             positive_class=data.get("positive_class"),
-            estimator=None if estimator_path is None else load_estimator(json.loads(Path(estimator_path).read_text(encoding="utf-8"))),
+            estimator=estimator,
+            no_estimator=no_estimator,
         )

@@ -16,7 +16,7 @@ import pandas as pd
 
 from mlplatform.domain.estimation import HIGHER_IS_BETTER, WATCHED_METRIC, Estimate, Estimator
 from mlplatform.domain.evaluation import DEFAULT_FLOOR, class_counts, named_counts, primary_metric
-from mlplatform.domain.predictor import NO_ESTIMATOR, Predictor
+from mlplatform.domain.predictor import Predictor
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.validation import EVENT_TIME, LABEL
 from mlplatform.pipeline.live_quality import Bound, bounds
@@ -138,7 +138,7 @@ def estimate_performance(settings: Settings, spec: DatasetSpec, log: EventStore,
     if predictor is None or champion_version is None:
         return EstimationSkipped("no champion yet: there is no model whose performance to estimate")
     if predictor.estimator is None:
-        return EstimationSkipped(f"champion v{champion_version}: {NO_ESTIMATOR}", champion_version)
+        return EstimationSkipped(f"champion v{champion_version}: {predictor.no_estimator}", champion_version)
     estimator = predictor.estimator
     wanted = max(settings.estimation_chunks * settings.estimation_chunk_events, settings.estimated_drop_events)
     # A model with history features is scored on the latest events with those columns as known now, as at training.

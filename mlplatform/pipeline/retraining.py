@@ -29,8 +29,8 @@ from mlplatform.stores.registry import TRAINING, ChampionRecord, Registry, json_
 from mlplatform.settings import Settings, env_name
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.estimation import EstimationError
-from mlplatform.domain.keys import (AWAITING_SHADOW, CHANGE_WINDOW, CHOSEN_WINDOW, ESTIMATOR, ESTIMATOR_REFERENCE_PREFIX, PROMOTED, REFIT, REFIT_ROWS, REFIT_ROWS_TAG, REJECTED, SHADOW_METRICS,
-                                    VALIDATION_PREDICTIONS, WINDOW_CANDIDATES)
+from mlplatform.domain.keys import (AWAITING_SHADOW, CHANGE_WINDOW, CHOSEN_WINDOW, ESTIMATOR, ESTIMATOR_REFERENCE_PREFIX, NO_ESTIMATOR_PREFIX, PROMOTED, REFIT,
+                                    REFIT_ROWS, REFIT_ROWS_TAG, REJECTED, SHADOW_METRICS, VALIDATION_PREDICTIONS, WINDOW_CANDIDATES)
 from mlplatform.pipeline.shadow import ShadowComparison, compare_on_live, shadow_wait_left
 from mlplatform.domain.timeformat import iso_time
 from mlplatform.domain.training import TrainingConfig, TrainingResult, check_window, fit_performance_estimator, fit_transformer, refit
@@ -337,7 +337,7 @@ def attach_estimator(validated: Predictor, served: Predictor, holdout: pd.DataFr
     try:
         estimator = fit_performance_estimator(validated, holdout, spec, seed)
     except EstimationError as exc:
-        return {"estimator": f"none: {exc}"}, {}
+        return {"estimator": f"{NO_ESTIMATOR_PREFIX}{exc}"}, {}
     served.estimator = estimator
     params = {"estimator": estimator.method, "estimator_fitted_on": "holdout"}
     metrics = {f"{ESTIMATOR_REFERENCE_PREFIX}{k}": v for k, v in estimator.reference.items()}

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from mlplatform.domain.keys import CHAMPION_CHANGE, CHAMPION_MOVING, DAGSTER_RUN_TAG, ESTIMATOR_REFERENCE_PREFIX, MLFLOW_TAG_PREFIX, PINNED, WINDOW_CUTOFF
+from mlplatform.domain.keys import (CHAMPION_CHANGE, CHAMPION_MOVING, DAGSTER_RUN_TAG, ESTIMATOR, ESTIMATOR_REFERENCE_PREFIX, MLFLOW_TAG_PREFIX, NO_ESTIMATOR_PREFIX,
+                                    PINNED, WINDOW_CUTOFF)
 from mlplatform.domain.retry_budget import RetryBudget
 from mlplatform.domain.spec import DatasetSpec, Task
 
@@ -316,10 +317,17 @@ class Registry:
         """
         import mlflow
 
+        from mlplatform.domain.predictor import ESTIMATOR_NOT_FITTED, NO_ESTIMATOR
+
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.tracking_uri)
         model = mlflow.pyfunc.load_model(f"models:/{self.name}/{version}")
-        return model.unwrap_python_model().predictor
+        predictor: Predictor = model.unwrap_python_model().predictor
+        if predictor.estimator is None and predictor.no_estimator == NO_ESTIMATOR:  # none logged: its tag may say why
+            recorded = self.get_version(version).tags.get(ESTIMATOR, "")  # the estimation probe: "before estimation existed"
+            if recorded.startswith(NO_ESTIMATOR_PREFIX):  # for a hold-out too small to fit one
+                predictor.no_estimator = f"{ESTIMATOR_NOT_FITTED}: {recorded.removeprefix(NO_ESTIMATOR_PREFIX)}"
+        return predictor
 
     def probability_of(self, version: int | str) -> str | None:
         """The class a binary version's probability is of (None: the spec is not binary, with nothing to read): its
