@@ -233,6 +233,9 @@ def test_live_quality_of_a_regression_model_against_an_rmse_ceiling(tmp_path: Pa
     above = measure(settings.model_copy(update={"live_max_rmse": 3.0}), spec, log, ServedVersion(3, None))
     assert above.below_floor and above.breaches == ["live rmse 4.0000 > ceiling 3.0000"]
     assert measure(settings, spec, log, ServedVersion(2, None)).events == 10
+    assert within.verdict(10) == "within floors" and above.verdict(10) == "live rmse 4.0000 > ceiling 3.0000"
+    unset = measure(settings.model_copy(update={"live_max_rmse": None}), spec, log, ServedVersion(3, None))
+    assert unset.verdict(10) == f"no floor is set for the live {', '.join(sorted(unset.metrics))}: not checked", "it read 'within floors'"
 
 
 def test_live_quality_reads_a_binary_model_s_probability_as_of_its_own_positive_class(adult_rows: pd.DataFrame, tmp_path: Path) -> None:

@@ -77,10 +77,7 @@ def build_live_quality(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.F
         served = ServedVersion(champion.version, model.registry.probability_of(champion.version))
         quality = measure(settings, model.spec, model.event_log, served)
         reading = measure_reading(settings, model.spec, model.event_log, served, model.registry.holdout_reference(champion.version))
-        if not quality.enough:
-            verdict = f"{quality.events} labelled served predictions of v{quality.model_version}, fewer than {settings.live_quality_min_events}: no verdict"
-        else:
-            verdict = "; ".join(quality.breaches) or "within floors"
+        verdict = quality.verdict(settings.live_quality_min_events)
         context.log.info(verdict)
         floors = {b.metric: (">= " if b.minimum else "<= ") + str(b.value) for b in quality.bounds}
         return dg.MaterializeResult(

@@ -58,6 +58,8 @@ def floor_verdict(recent: Estimate, floors: list[Bound]) -> tuple[list[str], str
                 if b.metric in recent.metrics and b.breached_by(recent.metrics[b.metric])]
     if not recent.metrics:
         return breaches, f"no estimate: {recent.note}"
+    if not floors:  # a regression model with no RMSE floor set: "within floors" said a check that never ran (the estimation probe)
+        return breaches, f"no floor is set for the estimated {', '.join(sorted(recent.metrics))}: not checked"
     unchecked = sorted({b.metric for b in floors if b.metric not in recent.metrics})
     text = "; ".join(breaches) or "estimate within floors"
     if unchecked:

@@ -62,6 +62,15 @@ class LiveQuality:
     def below_floor(self) -> bool:
         return self.enough and bool(self.breaches)
 
+    def verdict(self, min_events: int) -> str:
+        """The floors breached, "within floors", or why there is no verdict: too few events (fewer than `min_events`), or
+        no floor set (a regression model without MLPLATFORM_LIVE_MAX_RMSE read "within floors" though nothing was checked)."""
+        if not self.enough:
+            return f"{self.events} labelled served predictions of v{self.model_version}, fewer than {min_events}: no verdict"
+        if not self.bounds:
+            return f"no floor is set for the live {', '.join(sorted(self.metrics))}: not checked"
+        return "; ".join(self.breaches) or "within floors"
+
 
 def bounds(settings: Settings, spec: DatasetSpec) -> list[Bound]:
     """The configured floors that apply to this task."""
