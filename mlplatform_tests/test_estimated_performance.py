@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from mlplatform.domain.estimation import CBPE, ClassificationEstimator
-from mlplatform.domain.keys import (TRUST_VERDICT, ESTIMATE_TAG, ESTIMATED_METRIC_TAG, ESTIMATED_REFERENCE_TAG, ESTIMATOR, NO_ESTIMATOR_PREFIX, REASON_TAG, RECENT_ESTIMATE, RECENT_EVENTS,
+from mlplatform.domain.keys import (TRUST_VERDICT, ESTIMATE_TAG, ESTIMATED_METRIC_TAG, ESTIMATED_REFERENCE_TAG, ESTIMATOR, NO_ESTIMATOR_PREFIX, REASON_TAG, RECENT_ESTIMATE,
+                                   RECENT_ESTIMATED_PREFIX, RECENT_EVENTS,
                                    SKIP_REASON, SKIPPED)
 from mlplatform.domain.policy import ESTIMATED_DROP
 from mlplatform.domain.predictor import ESTIMATOR_FILE, ESTIMATOR_NOT_FITTED, NO_ESTIMATOR
@@ -73,6 +74,9 @@ def test_estimates_unlabelled_events_and_puts_realized_beside_where_labels_came_
     table = str(meta["chunk_table"])
     assert table.count("\n") == 1 + 2 and "| 0 |" in table, "the newest chunk has no labels: estimated, not realized"
     assert checks[ESTIMATE_TRUST_CHECK].passed and checks[ESTIMATE_FLOOR_CHECK].passed
+    judged = checks[ESTIMATE_FLOOR_CHECK].metadata  # the estimation probe: its estimated_roc_auc was the recent one, the asset's the newest chunk's
+    assert judged[f"{RECENT_ESTIMATED_PREFIX}roc_auc"].value == pytest.approx(float(str(meta[RECENT_ESTIMATE]))) and judged[RECENT_EVENTS].value == CHUNK
+    assert not [k for k in judged if k.startswith("estimated_")], "one name, one meaning: estimated_* is the newest chunk's"
     assert meta["untrusted_chunks"] == 0 and float(str(meta[RECENT_ESTIMATE])) > 0.6
     assert meta[TRUST_VERDICT] == "realized performance inside the estimate's band on the 1 chunk where labels came back"
 

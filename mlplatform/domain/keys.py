@@ -140,6 +140,7 @@ RECENT_ESTIMATE = "recent_estimate"
 RECENT_LOWER = "recent_lower"
 RECENT_UPPER = "recent_upper"
 RECENT_EVENTS = "recent_events"
+RECENT_ESTIMATED_PREFIX = "recent_estimated_"  # estimate_floor: the recent estimate it judged, by metric (estimated_*: the newest chunk's)
 RECENT_NOTE = "recent_note"  # why there is no recent estimate
 ESTIMATED_CHUNK = "estimated_chunk"  # the events the headline estimated_* values cover (the newest chunk)
 REALIZED_CHUNK = "realized_chunk"  # those realized_* cover (the newest labelled chunk): set side by side, they may be days apart

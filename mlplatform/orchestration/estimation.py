@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 
 from mlplatform.domain.estimation import Estimate
-from mlplatform.domain.keys import (CHAMPION_VERSION, ESTIMATED_CHUNK, ESTIMATED_METRIC, FLOOR_VERDICT, RECENT_ESTIMATE, RECENT_EVENTS, RECENT_LOWER, RECENT_NOTE, RECENT_UPPER,
-                                   REALIZED_CHUNK, REFERENCE, SKIP_REASON, SKIPPED, TRAINING_ROWS_LEFT_OUT, TRUST_VERDICT)
+from mlplatform.domain.keys import (CHAMPION_VERSION, ESTIMATED_CHUNK, ESTIMATED_METRIC, FLOOR_VERDICT, RECENT_ESTIMATE, RECENT_ESTIMATED_PREFIX, RECENT_EVENTS,
+                                   RECENT_LOWER, RECENT_NOTE, RECENT_UPPER, REALIZED_CHUNK, REFERENCE, SKIP_REASON, SKIPPED, TRAINING_ROWS_LEFT_OUT, TRUST_VERDICT)
 from mlplatform.domain.timeformat import iso_text, iso_time
 from mlplatform.orchestration.assets import markdown_table, value_snapshot_metadata
 from mlplatform.orchestration.names import ESTIMATE_FLOOR_CHECK, ESTIMATE_TRUST_CHECK, ESTIMATED_PERFORMANCE, RAW_EVENTS, ModelNames
@@ -165,7 +165,7 @@ def build_estimated_performance(names: ModelNames, retry: dg.RetryPolicy, freshn
                       **value_snapshot_metadata(context, settings, add_estimate_snapshots(model, result, floors))},
             check_results=[
                 dg.AssetCheckResult(check_name=ESTIMATE_FLOOR_CHECK, passed=not breaches, severity=dg.AssetCheckSeverity.WARN,
-                                    description=floor_text, metadata={f"estimated_{k}": v for k, v in recent.metrics.items()}),
+                                    description=floor_text, metadata={RECENT_EVENTS: recent.events, **{f"{RECENT_ESTIMATED_PREFIX}{k}": v for k, v in recent.metrics.items()}}),
                 dg.AssetCheckResult(check_name=ESTIMATE_TRUST_CHECK, passed=not untrusted, severity=dg.AssetCheckSeverity.WARN,
                                     description=trust_text, metadata={"untrusted_chunks": len(untrusted)}),
             ],
