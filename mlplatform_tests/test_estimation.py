@@ -426,6 +426,24 @@ def test_realized_performance_outside_the_band_says_on_which_side(metric: str, r
     assert report.untrusted == [f"realized {metric} {realized:.4f} {says}"] and report.only_better is only_better
 
 
+def test_no_chunk_compared_says_whether_labels_are_missing_too_few_or_all_of_one_class() -> None:
+    """The estimation probe: 2279 labels, all of one class, after the cut-off; realized AUC is undefined there, and the
+    trust verdict said "no chunk has labels"."""
+    from mlplatform.pipeline.estimation import ChunkResult
+
+    band = Estimate(1000, {"roc_auc": 0.9, "accuracy": 0.87}, {"roc_auc": 0.85, "accuracy": 0.85}, {"roc_auc": 0.95, "accuracy": 0.89})
+
+    def report(*chunks: ChunkResult) -> EstimationReport:
+        return EstimationReport(1, "CBPE", "roc_auc", {"roc_auc": 0.9}, list(chunks), band)
+
+    assert report(ChunkResult(0, 1, band, 0, None, {})).uncompared == "no chunk has labels from after the champion's cut-off"
+    too_few = Estimate(40, note="only 40 events")
+    assert report(ChunkResult(0, 1, band, 40, too_few, {}), ChunkResult(2, 3, band, 30, Estimate(30, note="only 30 events"), {})).uncompared == \
+        "the 70 labelled events after the champion's cut-off are too few in each chunk for an estimate"
+    one_class = report(ChunkResult(0, 1, band, 1000, band, {"accuracy": 0.94}), ChunkResult(2, 3, band, 1279, band, {"accuracy": 0.93}))
+    assert one_class.compared == 0 and one_class.uncompared == "realized roc_auc is undefined on the 2279 labels after the champion's cut-off (all of one class)"
+
+
 def test_a_watched_metric_undefined_on_the_recent_events_is_said_not_left_blank() -> None:
     """The estimation probe: with every event scored as one class there was no AUC; the recent note was empty (the
     sensor said 'no recent performance estimate: ', status '(no reason recorded)') and the floors read 'within floors'

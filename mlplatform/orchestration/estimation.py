@@ -157,7 +157,7 @@ def build_estimated_performance(names: ModelNames, retry: dg.RetryPolicy, freshn
         compared = result.compared
         trust_text = (f"{BETTER_THAN_ESTIMATED if result.only_better else CONCEPT_CHANGE}: {'; '.join(untrusted)}" if untrusted
                       else f"realized performance inside the estimate's band on the {compared} chunk{'s' * (compared > 1)} where labels came back" if compared
-                      else "nothing to check the estimate against yet: no chunk has labels from after the champion's cut-off")
+                      else f"nothing to check the estimate against yet: {result.uncompared}")
         trust_text += f"; {result.left_out_note}" if result.left_out else ""
         context.log.info(f"{floor_text}; {trust_text}")
         return dg.MaterializeResult(

@@ -90,6 +90,18 @@ class EstimationReport:
         return sum(1 for c in self.chunks if c.labelled_estimate is not None and self.metric in c.labelled_estimate.metrics and self.metric in c.realized)
 
     @property
+    def uncompared(self) -> str:
+        """Why no chunk was compared (`compared` is 0): no labels after the champion's cut-off, too few in each chunk, or
+        the watched metric undefined on them (the estimation probe: 2279 labels of one class read "no chunk has labels")."""
+        labelled = [c for c in self.chunks if c.labelled]
+        if not labelled:
+            return "no chunk has labels from after the champion's cut-off"
+        count = sum(c.labelled for c in labelled)
+        if not any(c.labelled_estimate is not None and c.labelled_estimate.metrics for c in labelled):
+            return f"the {count} labelled events after the champion's cut-off are too few in each chunk for an estimate"
+        return f"realized {self.metric} is undefined on the {count} labels after the champion's cut-off (all of one class)"
+
+    @property
     def untrusted(self) -> list[str]:
         """One sentence per chunk whose realized performance left the estimate's band, saying on which side."""
         out = []
