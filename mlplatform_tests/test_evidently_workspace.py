@@ -25,7 +25,7 @@ from mlplatform.orchestration.names import ModelNames
 from mlplatform.pipeline.estimation import estimate_floors
 from mlplatform.settings import Settings
 from mlplatform.stores.evidently_workspace import (CHAMPION_COLUMN, DRIFT_KIND, DRIFT_TAB, ESTIMATED_KIND, LIVE_QUALITY_KIND, QUALITY_TAB, TOP_COLUMNS,
-                                                   KIND_TAG)
+                                                   KIND_TAG, ValuePoint, add_value_snapshots)
 from mlplatform.stores.reports import html_path
 from mlplatform_tests.monitoring_support import Platform, shuffled_stream, trained_platform
 
@@ -274,3 +274,18 @@ def test_projects_created_while_the_ui_runs_all_show_in_it(tmp_path: Path) -> No
         while not created <= (listed := {p["id"] for p in httpx.get(f"{settings.evidently_ui_url}/api/projects", timeout=30).json()}):
             assert time.monotonic() < deadline, f"{len(created - listed)} of {len(created)} projects never showed"
             time.sleep(0.5)
+
+
+def test_a_value_series_first_seen_after_its_panel_was_drawn_is_added_to_it(tmp_path: Path) -> None:
+    """The estimation probe: the estimate panel was drawn from the first snapshots, before any labels came back, so it
+    had no realized series, and the realized values of later snapshots were never plotted."""
+    folder = tmp_path / "workspace"
+    early = [ValuePoint("chunk 1", 1_000_000, {"estimated_roc_auc": 0.9, "roc_auc_floor": 0.6})]
+    later = [ValuePoint("chunk 2", 2_000_000, {"estimated_roc_auc": 0.88, "realized_roc_auc": 0.86, "roc_auc_floor": 0.6})]
+    live = add_value_snapshots(folder, "m", LIVE_QUALITY_KIND, 1, [ValuePoint("live 1", 1_000_000, {"live_precision": 0.8})], "Live quality vs floor", 10)
+    for points in (early, later):
+        assert add_value_snapshots(folder, "m", ESTIMATED_KIND, 1, points, "Estimated performance vs floor", 10).snapshot_id is not None
+    workspace = Workspace(str(folder))
+    panels = {p.title: sorted(v.legend for v in p.values) for p in workspace.get_dashboard(live.project_id).panels}
+    assert panels["Estimated performance vs floor"] == ["estimated_roc_auc", "realized_roc_auc", "roc_auc_floor"]
+    assert panels["Live quality vs floor"] == ["live_precision"], "the other panels are kept as they were"

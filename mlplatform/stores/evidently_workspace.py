@@ -117,10 +117,22 @@ def value_panels(title: str, kind: str, series: list[str]) -> list[DashboardPane
 
 
 def _project(workspace: Workspace, model: str, panels: list[DashboardPanelPlot], tab: str) -> Project:
-    """The model's project (created on first use) with the given panels on `tab`, adding those it lacks by title."""
+    """The model's project (created on first use) with the given panels on `tab`: those it lacks added by title, and to
+    one it has the series (by legend) it lacks. An estimate panel first drawn before any labels came back had no
+    realized series, and later snapshots' realized values were never plotted (the estimation probe)."""
     found = workspace.search_project(model)
     project = found[0] if found else workspace.create_project(model, description=f"Drift, live quality and estimated performance of {model} (mlplatform)")
-    shown = {p.title for p in workspace.get_dashboard(project.id).panels}
+    dashboard = workspace.get_dashboard(project.id)
+    shown = {p.title: p for p in dashboard.panels}
+    grown = False
+    for panel in panels:
+        if (existing := shown.get(panel.title)) is not None:
+            legends = {v.legend for v in existing.values}
+            missing = [v for v in panel.values if v.legend not in legends]
+            existing.values.extend(missing)
+            grown = grown or bool(missing)
+    if grown:  # saved before panels are added: each addition reads the dashboard as saved
+        workspace.save_dashboard(project.id, dashboard)
     for panel in panels:
         if panel.title not in shown:
             project.dashboard.add_panel(panel, tab=tab)
