@@ -289,3 +289,21 @@ def test_a_value_series_first_seen_after_its_panel_was_drawn_is_added_to_it(tmp_
     panels = {p.title: sorted(v.legend for v in p.values) for p in workspace.get_dashboard(live.project_id).panels}
     assert panels["Estimated performance vs floor"] == ["estimated_roc_auc", "realized_roc_auc", "roc_auc_floor"]
     assert panels["Live quality vs floor"] == ["live_precision"], "the other panels are kept as they were"
+
+
+def test_an_estimated_chunk_read_again_once_its_labels_came_back_replaces_its_snapshot(tmp_path: Path) -> None:
+    """The estimation probe: a chunk estimated before its labels landed kept that snapshot; read again with its realized
+    value, it was skipped as not newer, and the late labels never reached the dashboard."""
+    folder, chunk = tmp_path / "workspace", 1_000_000
+
+    def add(champion: int, values: dict[str, float]) -> str | None:
+        return add_value_snapshots(folder, "m", ESTIMATED_KIND, champion, [ValuePoint("chunk", chunk, values)], "Estimated performance vs floor", 10).snapshot_id
+
+    first = add(1, {"estimated_roc_auc": 0.9})
+    labelled = add(1, {"estimated_roc_auc": 0.9, "realized_roc_auc": 0.86})
+    assert first is not None and labelled is not None and add(1, {"estimated_roc_auc": 0.9, "realized_roc_auc": 0.86}) is None, "the same reading again adds nothing"
+    assert add(2, {"estimated_roc_auc": 0.8, "realized_roc_auc": 0.86, "accuracy_floor": 0.5}) is None, "another champion's reading of older data is not added"
+    workspace = Workspace(str(folder))
+    [project] = workspace.search_project("m")
+    assert [str(r) for r in workspace.list_runs(project.id)] == [labelled]
+    assert workspace.get_run(project.id, labelled).tags.count("series:realized_roc_auc") == 1  # type: ignore[union-attr]

@@ -40,6 +40,7 @@ LIVE_QUALITY_KIND = "live_quality"
 ESTIMATED_KIND = "estimated_performance"
 CHAMPION_COLUMN = "champion_version"  # in every value snapshot: the champion panel steps where the champion changed
 KIND_TAG = "kind:"
+SERIES_TAG = "series:"  # on a value snapshot, one per value it holds: a later reading of the same data with more replaces it
 
 
 @dataclass(frozen=True)
@@ -116,17 +117,18 @@ def value_panels(title: str, kind: str, series: list[str]) -> list[DashboardPane
     ]
 
 
-def _project(workspace: Workspace, model: str, panels: list[DashboardPanelPlot], tab: str) -> Project:
-    """The model's project (created on first use) with the given panels on `tab`: those it lacks added by title, and to
-    one it has the series (by legend) it lacks. An estimate panel first drawn before any labels came back had no
-    realized series, and later snapshots' realized values were never plotted (the estimation probe)."""
+def _project(workspace: Workspace, model: str, panels: list[DashboardPanelPlot], tab: str, add_series: bool = False) -> Project:
+    """The model's project (created on first use) with the given panels on `tab`: those it lacks added by title and,
+    with `add_series`, to one it has the series (by legend) it lacks. An estimate panel first drawn before any labels
+    came back had no realized series, and later snapshots' realized values were never plotted (the estimation probe);
+    the drift panel keeps the first report's top columns."""
     found = workspace.search_project(model)
     project = found[0] if found else workspace.create_project(model, description=f"Drift, live quality and estimated performance of {model} (mlplatform)")
     dashboard = workspace.get_dashboard(project.id)
     shown = {p.title: p for p in dashboard.panels}
     grown = False
     for panel in panels:
-        if (existing := shown.get(panel.title)) is not None:
+        if add_series and (existing := shown.get(panel.title)) is not None:
             legends = {v.legend for v in existing.values}
             missing = [v for v in panel.values if v.legend not in legends]
             existing.values.extend(missing)
@@ -139,16 +141,17 @@ def _project(workspace: Workspace, model: str, panels: list[DashboardPanelPlot],
     return project
 
 
-def _snapshots(workspace: Workspace, project_id: str, kind: str) -> list[tuple[str, datetime]]:
+def _snapshots(workspace: Workspace, project_id: str, kind: str) -> list[tuple[str, datetime, list[str]]]:
     """The project's snapshots of one kind as the workspace found them when it opened, newest added first (Evidently's
     snapshot ids are UUIDv7, time-ordered from when each was added), with their timestamps. Read from the snapshots the
-    local workspace parsed on opening, as its own `add_dataset` reads its projects: `get_run` would parse each again."""
+    local workspace parsed on opening, as its own `add_dataset` reads its projects: `get_run` would parse each again.
+    Each with its tags."""
     from evidently.ui.service.storage.local import JsonFileProjectMetadataStorage
 
     storage = workspace.datasets.project_manager.project_metadata
     assert isinstance(storage, JsonFileProjectMetadataStorage)
     stored = storage.state.snapshots.get(uuid.UUID(project_id), {})
-    return sorted(((str(sid), s.timestamp) for sid, s in stored.items() if _kind(s.tags) == kind), reverse=True)
+    return sorted(((str(sid), s.timestamp, list(s.tags)) for sid, s in stored.items() if _kind(s.tags) == kind), reverse=True)
 
 
 def _prune(workspace: Workspace, project_id: str, newest_first: list[str], keep: int) -> None:
@@ -180,7 +183,7 @@ def add_drift_snapshot(folder: Path, model: str, snapshot: Snapshot, name: str, 
             workspace = Workspace(str(folder))
             project = _project(workspace, model, drift_panels(top_columns), DRIFT_TAB)
             project_id = str(project.id)
-            known = [sid for sid, _ in _snapshots(workspace, project_id, DRIFT_KIND)]
+            known = [sid for sid, _, _ in _snapshots(workspace, project_id, DRIFT_KIND)]
             added = str(workspace.add_run(project_id, snapshot, name=name).id)
             _prune(workspace, project_id, [added, *known], keep)
         return WorkspaceEntry(project_id, added)
@@ -206,8 +209,10 @@ def _value_snapshot(point: ValuePoint, tags: list[str]) -> Snapshot:
 def add_value_snapshots(folder: Path, model: str, kind: str, champion_version: int, points: list[ValuePoint], panel_title: str,
                         keep: int) -> WorkspaceEntry:
     """Add the points (oldest first) whose data is newer than the newest snapshot of this kind already in the model's
-    project, each with the champion version as a value and a tag; keep the newest `keep` of the kind. The entry names
-    the last one added (none when no point was new)."""
+    project, each with the champion version as a value and a tag; keep the newest `keep` of the kind. A point of the
+    same champion and data time as a snapshot there, with values it lacks, replaces it: an estimated chunk read again
+    once its labels came back carries its realized value (the estimation probe: late labels never reached the
+    dashboard). The entry names the last one added (none when no point was new)."""
     if not points:
         return WorkspaceEntry()
     try:
@@ -216,18 +221,23 @@ def add_value_snapshots(folder: Path, model: str, kind: str, champion_version: i
         with _locked(folder):
             workspace = Workspace(str(folder))
             series = sorted({c for p in points for c in p.values})
-            project = _project(workspace, model, value_panels(panel_title, kind, series), QUALITY_TAB)
+            project = _project(workspace, model, value_panels(panel_title, kind, series), QUALITY_TAB, add_series=True)
             project_id = str(project.id)
             known = _snapshots(workspace, project_id, kind)
-            newest = max((t for _, t in known), default=None)
+            newest = max((t for _, t, _ in known), default=None)
+            tags = snapshot_tags(model, champion_version, kind)
             added: list[str] = []
             for point in points:
-                if newest is None or point.timestamp > newest:
-                    values = {k: v for k, v in point.values.items() if math.isfinite(v)}  # a metric without a value has no point
-                    snapshot = _value_snapshot(ValuePoint(point.name, point.data_time, {**values, CHAMPION_COLUMN: champion_version}),
-                                               snapshot_tags(model, champion_version, kind))
+                values = {k: v for k, v in point.values.items() if math.isfinite(v)}  # a metric without a value has no point
+                series = [f"{SERIES_TAG}{k}" for k in sorted(values)]
+                lacking = [sid for sid, t, had in known if t == point.timestamp and set(tags) <= set(had) and not set(series) <= set(had)]
+                if newest is None or point.timestamp > newest or lacking:
+                    for sid in lacking:
+                        workspace.delete_run(project_id, sid)
+                    known = [k for k in known if k[0] not in lacking]
+                    snapshot = _value_snapshot(ValuePoint(point.name, point.data_time, {**values, CHAMPION_COLUMN: champion_version}), [*tags, *series])
                     added.append(str(workspace.add_run(project_id, snapshot, name=point.name).id))
-            _prune(workspace, project_id, [*reversed(added), *(sid for sid, _ in known)], keep)
+            _prune(workspace, project_id, [*reversed(added), *(sid for sid, _, _ in known)], keep)
         return WorkspaceEntry(project_id, added[-1] if added else None)
     except Exception as exc:  # noqa: BLE001 (as for drift snapshots: the workspace is a view, never the record)
         return _failed(folder, exc)
