@@ -1,6 +1,8 @@
 """`mlplatform dev` on a fresh state: every server answers on loopback, one process holds the code location (reloaded
 when its files change), the servers stop a tier after the other, and Ctrl-C leaves no process behind."""
 
+import faulthandler
+import io
 import os
 import re
 import signal
@@ -17,7 +19,7 @@ import yaml
 
 from mlplatform.stores.reports import report_url
 from mlplatform.settings import REPO_ROOT, Settings
-from mlplatform.cli.dev import CODE_CLIENTS, HEALTH_CHECK_SECONDS, RELOAD_CHECK_SECONDS, RESTART_GRACE_SECONDS, RETRY_FAILED_LOAD_SECONDS, SERVICES, STACK_WORKSPACE_FILE, CodeReloader, DevServerError, Server, code_servers, running, running_in, stop_all
+from mlplatform.cli.dev import CODE_CLIENTS, HEALTH_CHECK_SECONDS, RELOAD_CHECK_SECONDS, RESTART_GRACE_SECONDS, RETRY_FAILED_LOAD_SECONDS, SERVICES, STACK_WORKSPACE_FILE, CodeReloader, DevServerError, Server, _watch_the_stop, code_servers, running, running_in, stop_all
 from mlplatform.ports import free_port
 from mlplatform.orchestration.instance import IN_STACK_ENV, STACK_STOPPING_FILE
 from mlplatform_tests.support.processes import wait_until
@@ -191,6 +193,16 @@ def test_a_stop_that_hangs_says_where_and_ends(tmp_path: Path, monkeypatch: pyte
         while _processes_with(marker) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert _processes_with(marker) == []
+
+
+def test_the_stop_watchdog_without_a_standard_error_leaves_the_stop_to_go_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The review: `mlplatform dev 2>&-` made arming the watchdog raise, and the stop of the servers was skipped."""
+    try:
+        for stream in (None, io.StringIO()):
+            monkeypatch.setattr(sys, "stderr", stream)
+            _watch_the_stop(60.0)
+    finally:
+        faulthandler.cancel_dump_traceback_later()
 
 
 # A server that stops what it spawned itself, as the Dagster daemon stops its code server after its last sensor tick.

@@ -285,6 +285,10 @@ def test_dle_on_bike_sharing_travels_with_the_saved_predictor(tmp_path: Path) ->
     assert estimate.lower["mae"] < estimate.metrics["mae"] < estimate.upper["mae"]
     without = Predictor.load(tmp_path / "model" / "booster.txt", tmp_path / "model" / "pipeline.json")
     assert without.estimator is None and without.estimate(later, 100).note == NO_ESTIMATOR
+    saved = json.loads((tmp_path / "model" / ESTIMATOR_FILE).read_text(encoding="utf-8"))
+    (tmp_path / "model" / ESTIMATOR_FILE).write_text(json.dumps({**saved, "abs_model": "tree\nbroken"}), encoding="utf-8")  # LightGBMError (the review)
+    paths = (tmp_path / "model" / "booster.txt", tmp_path / "model" / "pipeline.json", tmp_path / "model" / ESTIMATOR_FILE)
+    assert "cannot be read (LightGBMError" in Predictor.load(*paths).no_estimator
     (tmp_path / "model" / ESTIMATOR_FILE).write_text("[]", encoding="utf-8")  # JSON, not an estimator's: the model still loads and predicts
     damaged = Predictor.load(tmp_path / "model" / "booster.txt", tmp_path / "model" / "pipeline.json", tmp_path / "model" / ESTIMATOR_FILE)
     assert damaged.estimator is None and "cannot be read (AttributeError" in str(damaged.estimate(later, 100).note) and len(damaged.predict(later)) == len(later)
@@ -442,6 +446,9 @@ def test_no_chunk_compared_says_whether_labels_are_missing_too_few_or_all_of_one
         "the 70 labelled events after the champion's cut-off are too few in each chunk for an estimate"
     one_class = report(ChunkResult(0, 1, band, 1000, band, {"accuracy": 0.94}), ChunkResult(2, 3, band, 1279, band, {"accuracy": 0.93}))
     assert one_class.compared == 0 and one_class.uncompared == "realized roc_auc is undefined on the 2279 labels after the champion's cut-off (all of one class)"
+    scored_as_one = Estimate(1000, {"accuracy": 0.87}, {"accuracy": 0.85}, {"accuracy": 0.89})  # the review: the estimate's AUC undefined, not the labels'
+    assert report(ChunkResult(0, 1, band, 1000, scored_as_one, {"roc_auc": 0.7, "accuracy": 0.9})).uncompared == \
+        "the estimated roc_auc is undefined on the 1000 labelled events after the champion's cut-off (all scored as one class)"
 
 
 def test_a_watched_metric_undefined_on_the_recent_events_is_said_not_left_blank() -> None:

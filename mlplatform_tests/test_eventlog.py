@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from mlplatform.domain.spec import FEATURE_NAME_MAX, DatasetSpec, parse_spec
-from mlplatform.domain.validation import EVENT_ID, EVENT_TIME, LABEL
+from mlplatform.domain.validation import EVENT_ID, EVENT_TIME, LABEL, reason_kind
 from mlplatform.settings import Settings, redact
 from mlplatform.stores.eventlog import BULK_CHECKPOINT_PAGES, CHECKPOINT_PAGES, SERVING_SOURCE, Arrival, Counts, EventIdsTaken, EventLog, EventLogError, EventStore, FileCounts, FileProgress
 from mlplatform.stores.eventlog_factory import open_event_log
@@ -135,6 +135,8 @@ def test_reasons_that_differ_only_in_their_values_are_counted_as_one(log: EventS
         ["age: … is not a finite number", 2, 3], ["label: 1 recorded, 0 here", 2, 9], ["line …: malformed JSON (x)", 2, 5],
         ["x1: 'a' is not a finite number", 1, 7], ["x2: 'b' is not a finite number", 1, 8]], "a column named with a digit stays itself"
     assert log.quarantined_rows(1)["reason"].tolist() == ["label: 1 recorded, 0 here"], "each row keeps its own reason"
+    assert reason_kind("2019: 'a' is not a finite number") == "2019: … is not a finite number", "a column named as a number stays itself (the review)"
+    assert reason_kind('line 12: key "a" given twice') == "line …: key … given twice"
 
 
 def test_a_file_read_again_releases_its_own_quarantine_alone(log: EventStore) -> None:

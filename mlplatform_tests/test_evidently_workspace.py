@@ -307,3 +307,11 @@ def test_an_estimated_chunk_read_again_once_its_labels_came_back_replaces_its_sn
     [project] = workspace.search_project("m")
     assert [str(r) for r in workspace.list_runs(project.id)] == [labelled]
     assert workspace.get_run(project.id, labelled).tags.count("series:realized_roc_auc") == 1  # type: ignore[union-attr]
+    # Kept by data time (the review: a replaced older chunk counted as the newest, and a newer one was pruned).
+    for at in (3_000_000, 4_000_000):
+        add_value_snapshots(folder, "m", ESTIMATED_KIND, 1, [ValuePoint("chunk", at, {"estimated_roc_auc": 0.9})], "Estimated performance vs floor", 2)
+    add_value_snapshots(folder, "m", ESTIMATED_KIND, 1, [ValuePoint("chunk", 3_000_000, {"estimated_roc_auc": 0.9, "realized_roc_auc": 0.8})],
+                        "Estimated performance vs floor", 2)
+    workspace = Workspace(str(folder))
+    assert sorted(workspace.get_run(project.id, r).timestamp for r in workspace.list_runs(project.id)) == [  # type: ignore[union-attr]
+        datetime(1970, 1, 1, 0, 0, 3), datetime(1970, 1, 1, 0, 0, 4)]

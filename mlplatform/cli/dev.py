@@ -657,10 +657,12 @@ def running(settings: Settings, log_dir: Path | None = None, timeout_seconds: fl
             _wait_ready(group, timeout_seconds)
         yield servers
     finally:
-        if on_stop is not None:
-            on_stop()
-        stopping.touch()
-        stop_all(servers, grace_seconds)
+        try:
+            if on_stop is not None:
+                on_stop()
+        finally:
+            stopping.touch()
+            stop_all(servers, grace_seconds)
 
 
 def supervise(servers: list[Server], say: Callable[[str], None], poll_seconds: float = 1.0) -> int:
@@ -705,8 +707,10 @@ STOP_WATCHDOG_SECONDS, ENGINES_STOP_SECONDS = 60.0, 60.0
 def _watch_the_stop(seconds: float) -> None:
     """Bound the stop: one not over, exit included, in `seconds` prints where each thread of `dev` waits and exits 1.
     A stop once hung in CI past the test's 90 s and left nothing that said where; its servers are stopped by then or,
-    on this exit, by the reaper."""
-    faulthandler.dump_traceback_later(seconds, exit=True)
+    on this exit, by the reaper. Left armed once `serve_until_stopped` returns (the exit is what it watches last): it
+    is the `dev` command's. With no standard error to print to (`2>&-`) there is no watchdog, and the stop goes on."""
+    with contextlib.suppress(RuntimeError, ValueError, OSError):  # no stderr, or one without a file descriptor
+        faulthandler.dump_traceback_later(seconds, exit=True)
 
 
 def serve_until_stopped(settings: Settings, say: Callable[[str], None] = print, production: bool = False) -> int:

@@ -208,10 +208,17 @@ REASON_VALUE = re.compile(r"""'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|(?<![\w.-])[-+
 VALUE_LEFT_OUT = "…"
 
 
+LINE_PREFIX = re.compile(r"line \d+$")  # the parser's "line 307: ..." (a column's reason starts with the column's name)
+
+
 def reason_kind(reason: str) -> str:
     """What a quarantine reason says with its values left out: rows refused for one problem with other values (a
     column's 5,000 non-numbers, or lines each naming their number) are one group where reasons are counted, not a line
-    each (the own-dataset probe: 400 bad amounts made a 400-line summary)."""
+    each (the own-dataset probe: 400 bad amounts made a 400-line summary). The column a reason starts with is kept as
+    it is, a column named 2019 included."""
+    column, sep, detail = reason.partition(": ")
+    if sep and not LINE_PREFIX.match(column):
+        return f"{column}{sep}{REASON_VALUE.sub(VALUE_LEFT_OUT, detail)}"
     return REASON_VALUE.sub(VALUE_LEFT_OUT, reason)
 
 

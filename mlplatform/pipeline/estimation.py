@@ -97,8 +97,11 @@ class EstimationReport:
         if not labelled:
             return "no chunk has labels from after the champion's cut-off"
         count = sum(c.labelled for c in labelled)
-        if not any(c.labelled_estimate is not None and c.labelled_estimate.metrics for c in labelled):
+        estimated = [c for c in labelled if c.labelled_estimate is not None and c.labelled_estimate.metrics]
+        if not estimated:
             return f"the {count} labelled events after the champion's cut-off are too few in each chunk for an estimate"
+        if not any(self.metric in c.labelled_estimate.metrics for c in estimated if c.labelled_estimate is not None):
+            return f"the estimated {self.metric} is undefined on the {count} labelled events after the champion's cut-off (all scored as one class)"
         return f"realized {self.metric} is undefined on the {count} labels after the champion's cut-off (all of one class)"
 
     @property

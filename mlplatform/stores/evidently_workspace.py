@@ -226,7 +226,7 @@ def add_value_snapshots(folder: Path, model: str, kind: str, champion_version: i
             known = _snapshots(workspace, project_id, kind)
             newest = max((t for _, t, _ in known), default=None)
             tags = snapshot_tags(model, champion_version, kind)
-            added: list[str] = []
+            added: list[tuple[str, datetime]] = []
             for point in points:
                 values = {k: v for k, v in point.values.items() if math.isfinite(v)}  # a metric without a value has no point
                 series = [f"{SERIES_TAG}{k}" for k in sorted(values)]
@@ -236,8 +236,10 @@ def add_value_snapshots(folder: Path, model: str, kind: str, champion_version: i
                         workspace.delete_run(project_id, sid)
                     known = [k for k in known if k[0] not in lacking]
                     snapshot = _value_snapshot(ValuePoint(point.name, point.data_time, {**values, CHAMPION_COLUMN: champion_version}), [*tags, *series])
-                    added.append(str(workspace.add_run(project_id, snapshot, name=point.name).id))
-            _prune(workspace, project_id, [*reversed(added), *(sid for sid, _, _ in known)], keep)
-        return WorkspaceEntry(project_id, added[-1] if added else None)
+                    added.append((str(workspace.add_run(project_id, snapshot, name=point.name).id), point.timestamp))
+            # By data time, newest first: a replaced snapshot of an older chunk is not the newest (it was added last).
+            kept = sorted([*((sid, t) for sid, t, _ in known), *added], key=lambda entry: entry[1], reverse=True)
+            _prune(workspace, project_id, [sid for sid, _ in kept], keep)
+        return WorkspaceEntry(project_id, added[-1][0] if added else None)
     except Exception as exc:  # noqa: BLE001 (as for drift snapshots: the workspace is a view, never the record)
         return _failed(folder, exc)

@@ -6,6 +6,7 @@ requirements, so logging does not spend seconds inferring them in a subprocess.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -316,6 +317,7 @@ class Registry:
         MLflow resolves `models:/` through its process-global URIs, which a fresh serving process has not set.
         """
         import mlflow
+        from mlflow.exceptions import MlflowException
 
         from mlplatform.domain.predictor import ESTIMATOR_NOT_FITTED, NO_ESTIMATOR
 
@@ -324,9 +326,10 @@ class Registry:
         model = mlflow.pyfunc.load_model(f"models:/{self.name}/{version}")
         predictor: Predictor = model.unwrap_python_model().predictor
         if predictor.estimator is None and predictor.no_estimator == NO_ESTIMATOR:  # none logged: its tag may say why
-            recorded = self.get_version(version).tags.get(ESTIMATOR, "")  # the estimation probe: "before estimation existed"
-            if recorded.startswith(NO_ESTIMATOR_PREFIX):  # for a hold-out too small to fit one
-                predictor.no_estimator = f"{ESTIMATOR_NOT_FITTED}: {recorded.removeprefix(NO_ESTIMATOR_PREFIX)}"
+            with contextlib.suppress(MlflowException):  # a message only: a store that fails here does not fail the load
+                recorded = self.get_version(version).tags.get(ESTIMATOR, "")  # the estimation probe: "before estimation existed"
+                if recorded.startswith(NO_ESTIMATOR_PREFIX):  # for a hold-out too small to fit one
+                    predictor.no_estimator = f"{ESTIMATOR_NOT_FITTED}: {recorded.removeprefix(NO_ESTIMATOR_PREFIX)}"
         return predictor
 
     def probability_of(self, version: int | str) -> str | None:
