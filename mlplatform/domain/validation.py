@@ -206,8 +206,6 @@ def _not_an_id_number(value: object) -> bool:
 # digits inside a word (a column named x1) are part of it.
 REASON_VALUE = re.compile(r"""'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|(?<![\w.-])[-+]?\d(?:[\d,]*\d)?(?:\.\d+)?(?:[eE][-+]?\d+)?(?![\w.])""")
 VALUE_LEFT_OUT = "…"
-
-
 LINE_PREFIX = re.compile(r"line \d+$")  # the parser's "line 307: ..." (a column's reason starts with the column's name)
 
 

@@ -17,7 +17,7 @@ from mlplatform.orchestration.assets import markdown_table, value_snapshot_metad
 from mlplatform.orchestration.names import ESTIMATE_FLOOR_CHECK, ESTIMATE_TRUST_CHECK, ESTIMATED_PERFORMANCE, RAW_EVENTS, ModelNames
 from mlplatform.orchestration.resources import PlatformResource
 from mlplatform.pipeline.estimation import ChunkResult, EstimationReport, EstimationSkipped, estimate_floors, estimate_performance
-from mlplatform.pipeline.live_quality import Bound
+from mlplatform.pipeline.live_quality import Bound, unfloored
 from mlplatform.root import ModelContext
 from mlplatform.stores.evidently_workspace import ESTIMATED_KIND, ValuePoint, WorkspaceEntry, add_value_snapshots
 
@@ -59,7 +59,7 @@ def floor_verdict(recent: Estimate, floors: list[Bound]) -> tuple[list[str], str
     if not recent.metrics:
         return breaches, f"no estimate: {recent.note}"
     if not floors:  # a regression model with no RMSE floor set: "within floors" said a check that never ran (the estimation probe)
-        return breaches, f"no floor is set for the estimated {', '.join(sorted(recent.metrics))}: not checked"
+        return breaches, unfloored("estimated", recent.metrics)
     unchecked = sorted({b.metric for b in floors if b.metric not in recent.metrics})
     text = "; ".join(breaches) or "estimate within floors"
     if unchecked:

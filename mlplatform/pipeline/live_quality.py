@@ -11,6 +11,7 @@ against the champion's own hold-out reference. Unlike an estimate, it sees a con
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import pandas as pd
@@ -68,8 +69,13 @@ class LiveQuality:
         if not self.enough:
             return f"{self.events} labelled served predictions of v{self.model_version}, fewer than {min_events}: no verdict"
         if not self.bounds:
-            return f"no floor is set for the live {', '.join(sorted(self.metrics))}: not checked"
+            return unfloored("live", self.metrics)
         return "; ".join(self.breaches) or "within floors"
+
+
+def unfloored(kind: str, metrics: Collection[str]) -> str:
+    """The verdict on `kind` ("live", "estimated") metrics when no floor applies to them: not "within floors"."""
+    return f"no floor is set for the {kind} {', '.join(sorted(metrics))}: not checked"
 
 
 def bounds(settings: Settings, spec: DatasetSpec) -> list[Bound]:
