@@ -41,6 +41,7 @@ from mlplatform.domain.predictor import Predictor  # noqa: E402
 from mlplatform.domain.spec import DatasetSpec, load_spec  # noqa: E402
 from mlplatform.domain.training import encode_labels, train  # noqa: E402
 from mlplatform.domain.validation import LABEL  # noqa: E402
+from mlplatform.pipeline.estimation import estimate_chunks, labelled_part  # noqa: E402
 from mlplatform.pipeline.prequential import DriftCheck, evidently_drift_check, stream_events  # noqa: E402
 from mlplatform.pipeline.retraining import attach_estimator, prepare_window, training_config  # noqa: E402
 from mlplatform.settings import Settings  # noqa: E402
@@ -136,7 +137,7 @@ def detection(spec: DatasetSpec, settings: Settings, predictor: Predictor, event
 
     Every `--chunk` events is a tick: the label watermark, a drift verdict every `--drift-every` events (Evidently on the
     events since the champion's window against the window, as drift_report does) and the estimate over the latest
-    `estimated_drop_events` events (as estimated_performance does). The champion stays: every trigger is counted.
+    `estimated_drop_events` events, with the labels known by then beside it (as estimated_performance does). The champion stays: every trigger is counted.
     """
     estimator = predictor.estimator
     assert estimator is not None
@@ -150,10 +151,15 @@ def detection(spec: DatasetSpec, settings: Settings, predictor: Predictor, event
     for end in range(warmup + args.chunk, len(events) + 1, args.chunk):
         if (end - warmup) % args.drift_every == 0:
             drift = (*drift_check(events.iloc[:warmup], events.iloc[warmup:end]), str(end))
-        recent = predictor.estimate(events.iloc[max(warmup, end - settings.estimated_drop_events) : end], settings.estimation_min_events)
-        estimate = None if watched not in recent.metrics else PerformanceReading(
-            str(end), watched, recent.metrics[watched], recent.lower[watched], recent.upper[watched], estimator.reference[watched], recent.events)
         watermark = warmup + max(0, end - warmup - args.label_delay)
+        # The sensor's reading as estimated_performance makes it: labels known up to the watermark overrule an estimate they contradict.
+        start = max(warmup, end - settings.estimated_drop_events)
+        y = predictor.label_codes(events[LABEL].iloc[start:end].where(np.arange(start, end) < watermark))
+        _, recent = estimate_chunks(predictor, estimator, events.iloc[start:end], y, settings.estimated_drop_events, 0,
+                                    settings.estimation_min_events, settings.estimated_drop_events)
+        estimate = None if watched not in recent.estimate.metrics else PerformanceReading(
+            str(end), watched, recent.estimate.metrics[watched], recent.estimate.lower[watched], recent.estimate.upper[watched],
+            estimator.reference[watched], recent.estimate.events, labelled_part(recent, watched))
         for reason, config in configs.items():
             verdict = (None, None, None) if reason == ESTIMATED_DROP else drift  # each reason alone
             trigger, cursors[reason], _ = decide(Observation(watermark, warmup, float(end), *verdict, estimate=estimate), cursors[reason], config)

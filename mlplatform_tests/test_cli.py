@@ -404,6 +404,9 @@ def test_status_says_when_it_shows_only_the_latest_champion_moves() -> None:
     status["estimated_performance"] |= {"recent_lower": 4.1, "recent_upper": 4.6, "recent_events": 2000, "reference": 3.9}
     assert ("estimated performance of v7: mae 4.361 recently (95 % band 4.1-4.6, 2000 events) vs reference 3.9: 11.8% worse; within floors"
             in render_status(status)), "the estimation probe: 'roc_auc 0.7286 recently' said nothing of a reference of 0.9504"
+    status["estimated_performance"] |= {"recent_labelled": 1800, "recent_estimate_on_labelled": 4.4, "recent_realized": 3.95}
+    assert "vs reference 3.9: 11.8% worse; realized 3.95 on the 1800 of them labelled, estimated 4.4 there; within floors" in render_status(status), \
+        "what overrules an estimated drop is shown beside it"
     status["estimated_performance"] |= {"recent_estimate": None, "recent_note": "no events the champion did not train on"}
     assert "estimated performance of v7: mae not estimated recently (no events the champion did not train on); within floors" in render_status(status), \
         "it printed 'mae None recently'"

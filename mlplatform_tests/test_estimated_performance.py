@@ -8,7 +8,7 @@ import pytest
 
 from mlplatform.domain.estimation import CBPE, ClassificationEstimator
 from mlplatform.domain.keys import (TRUST_VERDICT, ESTIMATE_TAG, ESTIMATED_METRIC_TAG, ESTIMATED_REFERENCE_TAG, ESTIMATOR, NO_ESTIMATOR_PREFIX, REASON_TAG, RECENT_ESTIMATE,
-                                   RECENT_ESTIMATED_PREFIX, RECENT_EVENTS,
+                                   RECENT_ESTIMATED_PREFIX, RECENT_EVENTS, RECENT_LABELLED,
                                    SKIP_REASON, SKIPPED)
 from mlplatform.domain.policy import ESTIMATED_DROP
 from mlplatform.domain.predictor import ESTIMATOR_FILE, ESTIMATOR_NOT_FITTED, NO_ESTIMATOR
@@ -126,6 +126,25 @@ def test_an_estimated_drop_on_unlabelled_events_triggers_one_retraining(platform
     again = platform.tick(ADULT.retraining_sensor, tick.cursor)
     assert not again.run_requests and "is from before the latest retraining" in (again.skip_message or ""), again.skip_message
     assert tags[ESTIMATE_TAG] in (tick.cursor or "")
+
+
+def test_labels_of_the_recent_events_overrule_an_estimated_drop_they_contradict(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Realized performance supersedes the estimate where labels came back (the estimation probe: an estimated 6 % fall
+    retrained though the labels of the same events, already in, said 3.8 %). The champion's hard cases again, each
+    labelled as it predicted: estimated as a drop, realized as none."""
+    candidates = platform.rows.iloc[platform.replayed : platform.replayed + 8000]
+    predicted = platform.model.registry.load_predictor(1).predict(candidates)
+    hard = candidates[predicted["probability"].between(0.25, 0.75).to_numpy()].head(CHUNK).copy()
+    hard[platform.spec.label] = predicted["prediction"][predicted["probability"].between(0.25, 0.75).to_numpy()].head(CHUNK).to_numpy()
+    platform.replayed += 8000
+    platform.replay(hard)
+    meta, _ = _estimate(platform)
+    assert meta[RECENT_LABELLED] == CHUNK and float(str(meta[RECENT_ESTIMATE])) < 0.8 * float(str(meta["reference"]))
+    assert float(str(meta["recent_realized"])) > float(str(meta["reference"])), "right on every one of them"
+    monkeypatch.setenv("MLPLATFORM_MIN_NEW_LABELLED_FOR_DRIFT", "1")  # labels enough: a drop not overruled would fire
+    tick = platform.tick(ADULT.retraining_sensor, None)
+    assert not tick.run_requests, "an estimated drop the labels contradict"
+    assert f"not a drop: labels came back for {CHUNK} of these events, where realized roc_auc is" in (tick.skip_message or ""), tick.skip_message
 
 
 def test_a_champion_logged_without_an_estimator_is_skipped_with_the_reason(platform: Platform) -> None:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlplatform.domain.keys import (HISTORY_HORIZON, CHALLENGER_SCORE, CHALLENGER_VERSION, CHAMPION_VERSION, DECISION_META, REASON_META, DAGSTER_RUN_TAG, DATASET_DRIFT, DECISION, DECISION_REASON, DRIFT_SHARE, DRIFT_SHARE_TAG,
                                    DRIFTED_COLUMNS, ESTIMATED_METRIC, FLOOR_VERDICT, LIVE_EVENTS, LIVE_VERDICT, LIVE_VERSION, NEW_LABELLED_TAG,
-                                   POLICY_TRIGGER_TAG, REASON_TAG, RECENT_ESTIMATE, RECENT_EVENTS, RECENT_LOWER, RECENT_NOTE, RECENT_UPPER, REFERENCE, REPORT_PATH, SKIP_REASON, SKIPPED, TRIGGER_REASON, TRUST_VERDICT)
+                                   POLICY_TRIGGER_TAG, REASON_TAG, RECENT_ESTIMATE, RECENT_EVENTS, RECENT_LABELLED, RECENT_LABELLED_FIELDS, RECENT_LOWER, RECENT_NOTE, RECENT_UPPER, REFERENCE, REPORT_PATH, SKIP_REASON, SKIPPED, TRIGGER_REASON, TRUST_VERDICT)
 from mlplatform.domain.estimation import worse_or_better
 from mlplatform.root import ModelContext
 from mlplatform.stores.registry import champion_gone
@@ -115,7 +115,8 @@ def readings(drift: Mapping[str, object] | None, live: Mapping[str, object] | No
             "skipped": bool(estimated.get(SKIPPED, False)), "skip_reason": estimated.get(SKIP_REASON), "champion_version": estimated.get(CHAMPION_VERSION),
             "metric": estimated.get(ESTIMATED_METRIC), "recent_estimate": estimated.get(RECENT_ESTIMATE), "recent_note": estimated.get(RECENT_NOTE),
             "recent_lower": estimated.get(RECENT_LOWER), "recent_upper": estimated.get(RECENT_UPPER), "recent_events": estimated.get(RECENT_EVENTS),
-            "reference": estimated.get(REFERENCE),
+            "reference": estimated.get(REFERENCE), "recent_labelled": estimated.get(RECENT_LABELLED),
+            **{name: estimated.get(name) for name in RECENT_LABELLED_FIELDS},
             "floor_verdict": estimated.get(FLOOR_VERDICT), "trust_verdict": estimated.get(TRUST_VERDICT)},
         "drift": None if drift is None else {"champion_version": drift.get(CHAMPION_VERSION), "report": drift.get(REPORT_PATH), "drift_share": drift.get(DRIFT_SHARE),
                                              "dataset_drift": drift.get(DATASET_DRIFT), "drifted_columns": drift.get(DRIFTED_COLUMNS),
@@ -132,6 +133,9 @@ def _recent_estimate(e: Mapping[str, Any]) -> str:
     reference = e.get("reference")
     if isinstance(reference, float) and math.isfinite(reference):
         said += f" vs reference {reference:.4g}: {worse_or_better(str(e['metric']), e['recent_estimate'], reference)}"
+    if isinstance(e.get("recent_realized"), float) and isinstance(e.get("recent_estimate_on_labelled"), float):
+        said += (f"; realized {e['recent_realized']:.4g} on the {e.get('recent_labelled')} of them labelled, estimated "
+                 f"{e['recent_estimate_on_labelled']:.4g} there")
     return said
 
 

@@ -142,6 +142,10 @@ RECENT_UPPER = "recent_upper"
 RECENT_EVENTS = "recent_events"
 RECENT_ESTIMATED_PREFIX = "recent_estimated_"  # estimate_floor: the recent estimate it judged, by metric (estimated_*: the newest chunk's)
 RECENT_NOTE = "recent_note"  # why there is no recent estimate
+# The recent events whose labels came back: how many, the estimate on them alone (with its band) and the realized value,
+# with which the retraining sensor overrules an estimated drop the labels contradict (policy.PerformanceReading.overruled).
+RECENT_LABELLED = "recent_labelled"
+RECENT_LABELLED_FIELDS = ("recent_estimate_on_labelled", "recent_lower_on_labelled", "recent_upper_on_labelled", "recent_realized")
 ESTIMATED_CHUNK = "estimated_chunk"  # the events the headline estimated_* values cover (the newest chunk)
 REALIZED_CHUNK = "realized_chunk"  # those realized_* cover (the newest labelled chunk): set side by side, they may be days apart
 TRAINING_ROWS_LEFT_OUT = "training_rows_left_out"  # estimated_performance: the latest events it read that were the champion's training rows

@@ -109,6 +109,17 @@ class DriftBar:
 
 
 @dataclass(frozen=True)
+class LabelledPart:
+    """The events of an estimated reading whose labels came back: the estimate on them alone and the realized value."""
+
+    events: int
+    estimate: float
+    lower: float
+    upper: float
+    realized: float
+
+
+@dataclass(frozen=True)
 class PerformanceReading:
     """The latest reading of the champion's performance over its most recent events, with its 95 % band: estimated
     without labels (estimated_performance) or realized on its labelled served predictions (live_quality)."""
@@ -120,16 +131,37 @@ class PerformanceReading:
     upper: float
     reference: float  # the champion's realized performance on its own hold-out
     events: int
+    labelled: LabelledPart | None = None  # an estimate's events whose labels came back (enough for an estimate on them)
 
     def summary(self, kind: str) -> str:
         """`kind`: what the value is, "estimated" or "realized"."""
         return (f"{kind} {self.metric} {self.value:.4f} (95 % band {self.lower:.4f}-{self.upper:.4f}, {self.events} events) "
                 f"vs reference {self.reference:.4f}: {worse_or_better(self.metric, self.value, self.reference)}")
 
+    def _falls(self, value: float, lower: float, upper: float, margin: float) -> bool:
+        outside = upper < self.reference if HIGHER_IS_BETTER[self.metric] else lower > self.reference
+        return outside and worse_by(self.metric, value, self.reference) >= margin
+
+    def overruled(self, margin: float) -> bool:
+        """Labels that came back for these events contradict the estimate: on them alone it falls too, but the realized
+        value does not fall by `margin`. Realized performance supersedes the estimate where it exists (as in NannyML);
+        the estimation probe retrained on an estimated 6 % fall whose labels, already in, said 3.8 %."""
+        part = self.labelled
+        return (part is not None and self._falls(part.estimate, part.lower, part.upper, margin)
+                and worse_by(self.metric, part.realized, self.reference) < margin)
+
+    def overruling(self) -> str:
+        """What the labels said, for a skip reason."""
+        part = self.labelled
+        assert part is not None
+        return (f"not a drop: labels came back for {part.events} of these events, where realized {self.metric} is {part.realized:.4f} "
+                f"({worse_or_better(self.metric, part.realized, self.reference)}) against an estimate of {part.estimate:.4f} there, "
+                "and realized performance overrules the estimate")
+
     def dropped(self, margin: float) -> bool:
-        """Worse than the reference by `margin` (relative), with the reference outside the band."""
-        outside = self.upper < self.reference if HIGHER_IS_BETTER[self.metric] else self.lower > self.reference
-        return outside and worse_by(self.metric, self.value, self.reference) >= margin
+        """Worse than the reference by `margin` (relative), with the reference outside the band, and not overruled by the
+        labels of the same events."""
+        return self._falls(self.value, self.lower, self.upper, margin) and not self.overruled(margin)
 
     def tags(self, watch: "DropWatch") -> dict[str, str]:
         """What the run carrying the trigger records about the reading."""
@@ -201,7 +233,8 @@ class Observation:
         if reading.events < needed:
             return f"{watch.noun} over {reading.events} events; {needed} needed"
         waiting = f"; waiting for labels: {bar.labels} new labelled events needed (the drift bar)" if watch.reason in EVIDENCE_DRIVEN and reading.dropped(margin) else ""
-        return f"{reading.summary(watch.kind)} (a drop is {margin:.0%} worse, outside the band{waiting})"
+        overruled = f"; {reading.overruling()}" if reading.overruled(margin) else ""
+        return f"{reading.summary(watch.kind)} (a drop is {margin:.0%} worse, outside the band{waiting}){overruled}"
 
     def dropped(self, watch: DropWatch, cursor: "Cursor", config: PolicyConfig) -> bool:
         """A new reading of `watch`, over enough events, that dropped."""

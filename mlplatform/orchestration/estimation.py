@@ -11,12 +11,12 @@ import pandas as pd
 
 from mlplatform.domain.estimation import Estimate
 from mlplatform.domain.keys import (CHAMPION_VERSION, ESTIMATED_CHUNK, ESTIMATED_METRIC, FLOOR_VERDICT, RECENT_ESTIMATE, RECENT_ESTIMATED_PREFIX, RECENT_EVENTS,
-                                   RECENT_LOWER, RECENT_NOTE, RECENT_UPPER, REALIZED_CHUNK, REFERENCE, SKIP_REASON, SKIPPED, TRAINING_ROWS_LEFT_OUT, TRUST_VERDICT)
+                                   RECENT_LABELLED, RECENT_LABELLED_FIELDS, RECENT_LOWER, RECENT_NOTE, RECENT_UPPER, REALIZED_CHUNK, REFERENCE, SKIP_REASON, SKIPPED, TRAINING_ROWS_LEFT_OUT, TRUST_VERDICT)
 from mlplatform.domain.timeformat import iso_text, iso_time
 from mlplatform.orchestration.assets import markdown_table, value_snapshot_metadata
 from mlplatform.orchestration.names import ESTIMATE_FLOOR_CHECK, ESTIMATE_TRUST_CHECK, ESTIMATED_PERFORMANCE, RAW_EVENTS, ModelNames
 from mlplatform.orchestration.resources import PlatformResource
-from mlplatform.pipeline.estimation import ChunkResult, EstimationReport, EstimationSkipped, estimate_floors, estimate_performance
+from mlplatform.pipeline.estimation import ChunkResult, EstimationReport, EstimationSkipped, estimate_floors, estimate_performance, labelled_part
 from mlplatform.pipeline.live_quality import Bound, unfloored
 from mlplatform.root import ModelContext
 from mlplatform.stores.evidently_workspace import ESTIMATED_KIND, ValuePoint, WorkspaceEntry, add_value_snapshots
@@ -84,16 +84,20 @@ def report_metadata(report: EstimationReport) -> dict[str, object]:
         meta.update({f"realized_{k}": v for k, v in labelled.realized.items()})
         meta[f"estimated_{m}_on_labelled"] = labelled.labelled_estimate.metrics.get(m, float("nan"))
         meta[REALIZED_CHUNK] = _span(labelled)
-    if m in report.recent.metrics:
-        meta.update({RECENT_ESTIMATE: report.recent.metrics[m], RECENT_LOWER: report.recent.lower[m], RECENT_UPPER: report.recent.upper[m]})
+    recent = report.recent.estimate
+    if m in recent.metrics:
+        meta.update({RECENT_ESTIMATE: recent.metrics[m], RECENT_LOWER: recent.lower[m], RECENT_UPPER: recent.upper[m]})
     else:  # estimated, but not the watched metric (the estimation probe: every event scored as one class left it empty)
-        note = report.recent.note or f"{m} is undefined on the latest {report.recent.events} events"
+        note = recent.note or f"{m} is undefined on the latest {recent.events} events"
         meta[RECENT_NOTE] = f"{note} ({report.training_rows_note})" if report.training_rows else note
+    meta[RECENT_LABELLED] = report.recent.labelled
+    if (part := labelled_part(report.recent, m)) is not None:
+        meta.update(zip(RECENT_LABELLED_FIELDS, (part.estimate, part.lower, part.upper, part.realized)))
     if report.left_out:
         meta["realized_left_out"] = report.left_out_note
     if report.training_rows:
         meta[TRAINING_ROWS_LEFT_OUT] = report.training_rows_note
-    meta.update({RECENT_EVENTS: report.recent.events, "chunks": len(report.chunks), "untrusted_chunks": len(report.untrusted),
+    meta.update({RECENT_EVENTS: recent.events, "chunks": len(report.chunks), "untrusted_chunks": len(report.untrusted),
                  "reference_metrics": dg.MetadataValue.json(report.reference), "chunk_table": dg.MetadataValue.md(chunk_table(report))})
     return meta
 
@@ -151,7 +155,7 @@ def build_estimated_performance(names: ModelNames, retry: dg.RetryPolicy, freshn
                 check_results=[dg.AssetCheckResult(check_name=name, passed=True, severity=dg.AssetCheckSeverity.WARN, description=f"no estimate: {result.reason}")
                                for name in (ESTIMATE_FLOOR_CHECK, ESTIMATE_TRUST_CHECK)],
             )
-        recent, floors = result.recent, estimate_floors(settings, spec)
+        recent, floors = result.recent.estimate, estimate_floors(settings, spec)
         breaches, floor_text = floor_verdict(recent, floors)
         untrusted = result.untrusted
         compared = result.compared

@@ -26,9 +26,9 @@ import dagster as dg
 from mlplatform.domain.estimation import HIGHER_IS_BETTER
 from mlplatform.domain.keys import (CHAMPION_VERSION, DATASET_DRIFT, DECISION_META, DRIFT_REPORT_TAG, KEPT_BY_PERSON, DRIFT_SHARE, ESTIMATE_TAG, ESTIMATED_METRIC,
                                    LABEL_WATERMARK_TAG, LAUNCHED_BY_TAG, POLICY_TRIGGER_TAG, QUALITY_EVENTS, QUALITY_LOWER, QUALITY_METRIC, QUALITY_NOTE,
-                                   QUALITY_TAG, QUALITY_UPPER, QUALITY_VALUE, REASON_META, REASON_TAG, RECENT_ESTIMATE, RECENT_EVENTS, RECENT_LOWER,
-                                   RECENT_NOTE, RECENT_UPPER, REFERENCE, RETRAIN_TAG, SKIP_REASON, SKIPPED, TRIGGERED_AT_TAG)
-from mlplatform.domain.policy import (BY_HAND, DRIFT, ESTIMATE_WATCH, QUALITY_WATCH, RECORD_SIZE, Cursor, DropWatch, Observation, PerformanceReading, PolicyConfig,
+                                   QUALITY_TAG, QUALITY_UPPER, QUALITY_VALUE, REASON_META, REASON_TAG, RECENT_ESTIMATE, RECENT_EVENTS, RECENT_LABELLED,
+                                   RECENT_LABELLED_FIELDS, RECENT_LOWER, RECENT_NOTE, RECENT_UPPER, REFERENCE, RETRAIN_TAG, SKIP_REASON, SKIPPED, TRIGGERED_AT_TAG)
+from mlplatform.domain.policy import (BY_HAND, DRIFT, ESTIMATE_WATCH, QUALITY_WATCH, RECORD_SIZE, Cursor, DropWatch, LabelledPart, Observation, PerformanceReading, PolicyConfig,
                                       RetrainOutcome, Trigger, decide)
 from mlplatform.orchestration.instance import retrain_run_tags
 from mlplatform.orchestration.names import (CRITICAL_STEP, DRIFT_REPORT, ESTIMATED_PERFORMANCE, EVALUATION_REPORT, LIVE_QUALITY, RETRAINING_TRIGGER,
@@ -87,9 +87,11 @@ class ReadingSource:
     asset: str
     fields: tuple[str, str, str, str, str]  # metric, value, lower, upper, events
     note: str
+    labelled_fields: tuple[str, ...] | None = None  # an estimate's labelled part: LabelledPart's values but its count
 
 
-READING_SOURCES = (ReadingSource(ESTIMATE_WATCH, ESTIMATED_PERFORMANCE, (ESTIMATED_METRIC, RECENT_ESTIMATE, RECENT_LOWER, RECENT_UPPER, RECENT_EVENTS), RECENT_NOTE),
+READING_SOURCES = (ReadingSource(ESTIMATE_WATCH, ESTIMATED_PERFORMANCE, (ESTIMATED_METRIC, RECENT_ESTIMATE, RECENT_LOWER, RECENT_UPPER, RECENT_EVENTS), RECENT_NOTE,
+                                 RECENT_LABELLED_FIELDS),
                    ReadingSource(QUALITY_WATCH, LIVE_QUALITY, (QUALITY_METRIC, QUALITY_VALUE, QUALITY_LOWER, QUALITY_UPPER, QUALITY_EVENTS), QUALITY_NOTE))
 
 
@@ -119,12 +121,21 @@ def reading_state(instance: dg.DagsterInstance, names: ModelNames, source: Readi
         return None, f"no recent {noun}: {meta.get(source.note, 'no reason recorded')}"
     try:
         reading = PerformanceReading(found.storage_id, str(meta[metric]), float(str(meta[value])), float(str(meta[lower])), float(str(meta[upper])),
-                                     float(str(meta[REFERENCE])), int(str(meta[events])))
+                                     float(str(meta[REFERENCE])), int(str(meta[events])), _labelled_part(meta, source))
     except (KeyError, ValueError) as exc:
         return None, f"latest {noun} is unreadable ({type(exc).__name__}: {exc}): waiting for a new one"
     if reading.metric not in HIGHER_IS_BETTER or not all(map(math.isfinite, (reading.value, reading.lower, reading.upper, reading.reference))):
         return None, f"latest {noun} has no usable {reading.metric} against its reference: waiting for a new one"
     return reading, ""
+
+
+def _labelled_part(meta: dict[str, object], source: ReadingSource) -> LabelledPart | None:
+    """Where the reading's events have labels enough for a realized value beside an estimate on them; None for a
+    realized reading, for an estimate from before labels were read beside it, or with a value that is not finite."""
+    if source.labelled_fields is None or not all(f in meta for f in source.labelled_fields):
+        return None
+    values = [float(str(meta[f])) for f in source.labelled_fields]
+    return LabelledPart(int(str(meta[RECENT_LABELLED])), *values) if all(map(math.isfinite, values)) else None
 
 
 def _recorded(tags: dict[str, str]) -> Cursor:

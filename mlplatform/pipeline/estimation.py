@@ -16,6 +16,7 @@ import pandas as pd
 
 from mlplatform.domain.estimation import HIGHER_IS_BETTER, WATCHED_METRIC, Estimate, Estimator
 from mlplatform.domain.evaluation import DEFAULT_FLOOR, class_counts, named_counts, primary_metric
+from mlplatform.domain.policy import LabelledPart
 from mlplatform.domain.predictor import Predictor
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.validation import EVENT_TIME, LABEL
@@ -62,7 +63,7 @@ class EstimationReport:
     metric: str  # the watched one (what the retraining trigger and the trust flag look at)
     reference: dict[str, float]
     chunks: list[ChunkResult]
-    recent: Estimate
+    recent: ChunkResult  # the newest `estimated_drop_events`, which the retraining sensor reads
     left_out: dict[str, int] = field(default_factory=dict)  # class → labelled events of classes the champion does not predict
     read: int = 0  # the latest events by event time read for the chunks and the recent estimate
     training_rows: int = 0  # of those, the champion's own training rows, left out
@@ -122,28 +123,42 @@ class EstimationReport:
         return all(c.better_than_band(self.metric) for c in self.chunks if c.outside_band(self.metric))
 
 
-def estimate_chunks(predictor: Predictor, estimator: Estimator, events: pd.DataFrame, y: np.ndarray, chunk_events: int,
-                    min_events: int) -> list[ChunkResult]:
-    """Chunks of `chunk_events` of `events` (those the champion never trained on) aligned on the newest event (the oldest
-    may be short), oldest first, each estimated, and realized where `y` (the labels as `Predictor.label_codes`) is known."""
+def _chunk(estimator: Estimator, features: pd.DataFrame, scores: np.ndarray, y: np.ndarray, times: pd.Series, rows: np.ndarray,
+           min_events: int) -> ChunkResult:
+    """The events at `rows` estimated, and their labelled ones (`y` not NaN) estimated again and realized beside."""
+    part = rows[~np.isnan(y[rows])]
+    labelled_estimate, realized = None, {}
+    if len(part):
+        labelled_estimate = estimator.estimate(features.iloc[part], scores[part], min_events)
+        if labelled_estimate.metrics:
+            realized = estimator.realized(scores[part], y[part])
+    return ChunkResult(int(times.iloc[rows[0]]), int(times.iloc[rows[-1]]), estimator.estimate(features.iloc[rows], scores[rows], min_events),
+                       len(part), labelled_estimate, realized)
+
+
+def labelled_part(chunk: ChunkResult, metric: str) -> LabelledPart | None:
+    """`chunk`'s labelled events as the retraining sensor weighs them against its estimate, where `metric` is defined."""
+    e = chunk.labelled_estimate
+    if e is None or metric not in e.metrics or metric not in chunk.realized:
+        return None
+    return LabelledPart(chunk.labelled, e.metrics[metric], e.lower[metric], e.upper[metric], chunk.realized[metric])
+
+
+def estimate_chunks(predictor: Predictor, estimator: Estimator, events: pd.DataFrame, y: np.ndarray, chunk_events: int, chunks: int,
+                    min_events: int, recent_events: int) -> tuple[list[ChunkResult], ChunkResult]:
+    """The latest `chunks` chunks of `chunk_events` of `events` (those the champion never trained on) aligned on the newest
+    event (the oldest may be short), oldest first, each estimated, and realized where `y` (the labels as
+    `Predictor.label_codes`) is known; and the newest `recent_events` as one more chunk, whose labels can overrule its
+    estimate (the retraining sensor's estimated_drop). The model scores the events once for both."""
     if events.empty:
-        return []
+        return [], ChunkResult(0, 0, predictor.estimate(events, min_events), 0, None, {})
     events = events.reset_index(drop=True)
     features, scores = predictor.features_and_scores(events)
-    has_label = ~np.isnan(y)
-    out = []
-    for end in range(len(events), 0, -chunk_events):
-        rows = np.arange(max(0, end - chunk_events), end)
-        part = rows[has_label[rows]]
-        labelled_estimate, realized = None, {}
-        if len(part):
-            labelled_estimate = estimator.estimate(features.iloc[part], scores[part], min_events)
-            if labelled_estimate.metrics:
-                realized = estimator.realized(scores[part], y[part])
-        times = events[EVENT_TIME].iloc[rows]
-        out.append(ChunkResult(int(times.iloc[0]), int(times.iloc[-1]), estimator.estimate(features.iloc[rows], scores[rows], min_events),
-                               len(part), labelled_estimate, realized))
-    return out[::-1]
+    times, n = events[EVENT_TIME], len(events)
+    ends = range(n, max(0, n - chunks * chunk_events), -chunk_events)
+    out = [_chunk(estimator, features, scores, y, times, np.arange(max(0, n - chunks * chunk_events, end - chunk_events), end), min_events)
+           for end in ends]
+    return out[::-1], _chunk(estimator, features, scores, y, times, np.arange(max(0, n - recent_events), n), min_events)
 
 
 def estimate_performance(settings: Settings, spec: DatasetSpec, log: EventStore, predictor: Predictor | None,
@@ -165,12 +180,12 @@ def estimate_performance(settings: Settings, spec: DatasetSpec, log: EventStore,
     # An estimate on them against its hold-out reference triggered a retraining on the very same data, and the chunks
     # plotted a confident model that the next events then seemed to lose.
     unseen = events[unseen_after(events, label_seq_cutoff)]
-    chunk_rows = unseen.iloc[-settings.estimation_chunks * settings.estimation_chunk_events :]
-    y = predictor.label_codes(chunk_rows[LABEL])
-    chunks = estimate_chunks(predictor, estimator, chunk_rows, y, settings.estimation_chunk_events, settings.estimation_min_events)
-    recent = predictor.estimate(unseen.iloc[-settings.estimated_drop_events :], settings.estimation_min_events)
+    y = predictor.label_codes(unseen[LABEL])
+    span = settings.estimation_chunks * settings.estimation_chunk_events
+    chunks, recent = estimate_chunks(predictor, estimator, unseen, y, settings.estimation_chunk_events, settings.estimation_chunks,
+                                     settings.estimation_min_events, settings.estimated_drop_events)
     return EstimationReport(champion_version, estimator.method, WATCHED_METRIC[spec.task.value], estimator.reference, chunks, recent,
-                            class_counts(chunk_rows[LABEL][np.isnan(y)]),  # missing labels are NaN in y too, and not counted
+                            class_counts(unseen[LABEL].iloc[-span:][np.isnan(y[-span:])]),  # missing labels are NaN in y too, and not counted
                             read=len(events), training_rows=len(events) - len(unseen))
 
 
