@@ -33,6 +33,9 @@ COMPONENT_TYPE = "mlplatform.RetrainingLoop"
 COMPONENT_TYPES = (COMPONENT_TYPE, "mlplatform.orchestration.component.RetrainingLoop")  # its short name, and the class's own path, which dg takes too
 DEFS_DIR = Path(__file__).resolve().parent / "defs"
 DEFS_FILE = "defs.yaml"
+# A defs.yaml's own keys, as Dagster's ComponentFileModel takes them (a test holds the two equal): checked here, where a
+# misspelt `atributes:` read as no attributes at all, and status said "attributes.spec: Field required".
+COMPONENT_FILE_KEYS = ("type", "attributes", "template_vars_module", "requirements", "post_processing")
 
 # The loop settings a model may set for itself in its defs.yaml; MLPLATFORM_* variables stay the defaults.
 LOOP_FIELDS = (
@@ -148,6 +151,9 @@ def read_declaration(defs_file: Path) -> ModelDeclaration | None:
         raise PlatformError(f"{defs_file}: type: {declared!r} is no component of mlplatform (its one component type: {COMPONENT_TYPE})")
     if declared not in COMPONENT_TYPES:
         return None
+    unknown = [str(k) for k in document if k not in COMPONENT_FILE_KEYS]
+    if unknown:
+        raise PlatformError(f"{defs_file}: {', '.join(unknown)}: not a key of a defs.yaml (its keys: {', '.join(COMPONENT_FILE_KEYS)})")
     try:
         return ModelDeclaration.model_validate(document.get("attributes") or {})
     except ValidationError as exc:
@@ -191,9 +197,36 @@ def build_model(settings: Settings, declaration: ModelDeclaration, defs_file: Pa
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(['attributes.loop', *map(str, e['loc'])])}: {e['msg']}" for e in exc.errors())
         raise PlatformError(f"{defs_file}: {problems}") from None
+    _own_floor(overrides.get("quality_floor"), spec, defs_file)
     if overrides.get("serve_online_correction") and spec.online_correction_problem is not None:  # its own declaration: refused at load, not at serve
         raise PlatformError(f"{defs_file}: attributes.loop.serve_online_correction: {spec.online_correction_problem}")
     return ModelContext(spec.name, merged, spec, defs_file)
+
+
+def _own_floor(floor: object, spec: DatasetSpec, defs_file: Path) -> None:
+    """A model's own quality_floor mapping names its primary metric, and no other: `{roc_auc: 0.99}` on a multiclass
+    model was taken and ignored, its promotions held to the default log-loss floor (the many-models probe). A mapping
+    shared by models of several tasks belongs in MLPLATFORM_QUALITY_FLOOR."""
+    if not isinstance(floor, dict):
+        return
+    metric, higher = primary_metric(spec)
+    if set(floor) != {metric}:
+        raise PlatformError(f"{defs_file}: attributes.loop.quality_floor: {spec.name} is a {spec.task.value} model, whose floor is on {metric} "
+                            f"({'at least' if higher else 'at most'}): give {{{metric}: <value>}} or a number, not {', '.join(sorted(map(str, floor)))}")
+
+
+def declared_model_names(defs_dir: Path = DEFS_DIR) -> dict[str, Path]:
+    """The Dagster name of each model declared under `defs_dir` whose declaration and spec can be read, with its
+    defs.yaml: what a new model's name must not repeat (a second 'bike-sharing' hid every model)."""
+    names = {}
+    for defs_file in sorted(defs_dir.rglob(DEFS_FILE)):
+        try:
+            declaration = read_declaration(defs_file)
+            if declaration is not None:
+                names[dagster_name(load_spec(declared_spec(declaration, defs_file)).name)] = defs_file
+        except (PlatformError, SpecError):
+            continue
+    return names
 
 
 def _one_floor_metric(settings: Settings, models: list[ModelContext]) -> None:

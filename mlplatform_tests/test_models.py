@@ -19,11 +19,11 @@ import pytest
 from pydantic import ValidationError
 import yaml
 
-from mlplatform.domain.spec import NAME_RULE
+from mlplatform.domain.spec import MODEL_NAME, NAME_RULE, model_name_like
 from mlplatform.domain.keys import MODEL_TAG, REASON_TAG
 from mlplatform.orchestration.names import ModelNames
 from mlplatform.pipeline.replay import read_source, write_batches
-from mlplatform.root import Platform, PlatformError
+from mlplatform.root import COMPONENT_FILE_KEYS, Platform, PlatformError
 from mlplatform.serving.service import check_supported
 from mlplatform.settings import REPO_ROOT, Settings, SettingsError
 from mlplatform_tests.conftest import FAST_TRAINING
@@ -71,6 +71,15 @@ def _declare(defs: Path, folder: str, text: str) -> Path:
         (ADULT_DEFS.format(spec=REPO_ROOT / "data" / "adult.yaml", extra="  loop: {training_window_candidates: 5000}\n"), "attributes.loop.training_window_candidates"),
         (ADULT_DEFS.format(spec=REPO_ROOT / "data" / "adult.yaml", extra="  owner: me\n"), "attributes.owner: Extra inputs are not permitted"),
         ("type: mlplatform.RetrainingLoop\nattributes: [1, 2\n", "cannot be read as YAML"),
+        # the many-models probe: status said "attributes.spec: Field required" of a misspelt `atributes:`
+        (ADULT_DEFS.format(spec=REPO_ROOT / "data" / "adult.yaml", extra="").replace("attributes:", "atributes:"),
+         "atributes: not a key of a defs.yaml (its keys: type, attributes, template_vars_module, requirements, post_processing)"),
+        (ADULT_DEFS.format(spec=REPO_ROOT / "data", extra=""), f"attributes.spec: dataset spec {REPO_ROOT / 'data'} is a folder: name the spec's YAML file in it"),
+        # a model's own floor keyed by another task's metric was taken and ignored: the default floor held its promotions
+        (ADULT_DEFS.format(spec=REPO_ROOT / "data" / "adult.yaml", extra="  loop: {quality_floor: {rmse: 80}}\n"),
+         "attributes.loop.quality_floor: adult is a binary model, whose floor is on roc_auc (at least): give {roc_auc: <value>} or a number, not rmse"),
+        (ADULT_DEFS.format(spec=REPO_ROOT / "data" / "adult.yaml", extra="  loop: {quality_floor: {roc_auc: 0.7, log_loss: 0.5}}\n"),
+         "attributes.loop.quality_floor: adult is a binary model, whose floor is on roc_auc (at least): give {roc_auc: <value>} or a number, not log_loss, roc_auc"),
     ],
 )
 def test_a_wrong_declaration_names_its_file_and_field(tmp_path: Path, text: str, message: str) -> None:
@@ -88,6 +97,23 @@ def test_two_models_with_one_name_are_refused_naming_both_files(tmp_path: Path) 
     with pytest.raises(PlatformError, match="two models named 'adult'") as refused:
         Platform.discover(Settings(state_dir=tmp_path / "state"), defs)
     assert str(first) in str(refused.value) and str(second) in str(refused.value)
+
+
+def test_a_defs_yaml_takes_the_keys_dagster_takes() -> None:
+    from dagster.components.core.defs_module import ComponentFileModel
+
+    assert set(COMPONENT_FILE_KEYS) == set(ComponentFileModel.model_fields), "a key Dagster added or dropped: COMPONENT_FILE_KEYS follows it"
+
+
+@pytest.mark.parametrize(("refused", "suggested"), [("ünï", "uni"), ("Churn.V2", "churn_v2"), ("_x", "x"), ("y" * 70, "y" * 63), ("!!!", "my_model")])
+def test_a_refused_model_name_gets_a_suggestion_the_rule_takes(refused: str, suggested: str) -> None:
+    assert model_name_like(refused) == suggested and re.fullmatch(MODEL_NAME, suggested)
+
+
+def test_a_model_s_own_floor_on_its_metric_is_taken(tmp_path: Path) -> None:
+    defs = tmp_path / "defs"
+    _declare(defs, "adult", ADULT_DEFS.format(spec=REPO_ROOT / "data" / "adult.yaml", extra="  loop: {quality_floor: {roc_auc: 0.75}}\n"))
+    assert Platform.discover(Settings(state_dir=tmp_path / "state"), defs).models["adult"].settings.floor_of("roc_auc") == 0.75
 
 
 def test_the_components_own_path_declares_a_model_as_its_short_name_does(tmp_path: Path) -> None:
@@ -214,9 +240,17 @@ def test_a_scaffold_whose_sample_cannot_be_drafted_makes_no_model(project: Path,
     assert "Traceback" not in done.stderr and not (project / "mlplatform" / "defs" / "meter").exists()
     # A folder name no spec takes: it was written, and every model of the code location then failed to load.
     done = _run(project, "dg", "scaffold", "defs", "mlplatform.RetrainingLoop", "Churn.V2", check=False)
-    assert done.returncode != 0 and "no model 'churn.v2' made: the folder's name gives the model name 'churn.v2', which must be lower-case " \
-        "letters, digits, '_' or '-' (it names files and the MLflow model); name the folder e.g. churn_v2" in done.stderr, done.stderr[-2000:]
+    assert done.returncode != 0 and "no model 'churn.v2' made: the folder's name gives the model name 'churn.v2', which must be " \
+        "1 to 63 lower-case letters, digits, '_' or '-', the first a letter or digit (it names files and the MLflow model); name the folder e.g. churn_v2" in done.stderr, done.stderr[-2000:]
     assert "Traceback" not in done.stderr and not (project / "mlplatform" / "defs" / "Churn.V2").exists()
+    # The many-models probe: a second 'bike-sharing' was written, and then no model of the code location loaded.
+    for taken in ("bike-sharing", "bike_sharing"):
+        done = _run(project, "dg", "scaffold", "defs", "mlplatform.RetrainingLoop", f"again/{taken}", check=False)
+        assert done.returncode != 0 and f"no model 'bike-sharing' made: {project / 'mlplatform' / 'defs' / 'bike_sharing' / 'defs.yaml'} declares a model " \
+            "of that name already" in done.stderr, done.stderr[-2000:]
+        assert not (project / "mlplatform" / "defs" / "again" / taken).exists()
+    done = _run(project, "dg", "scaffold", "defs", "mlplatform.RetrainingLoop", "y" * 70, check=False)
+    assert done.returncode != 0 and f"name the folder e.g. {'y' * 63}" in done.stderr, "it suggested the refused 70 letters again"
 
 
 def test_a_third_model_added_by_dg_scaffold_trains_with_no_code_change(project: Path, tmp_path: Path) -> None:

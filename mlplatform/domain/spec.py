@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -48,7 +49,15 @@ def feature_name_problem(name: str) -> str | None:
 
 
 MODEL_NAME = r"[a-z0-9][a-z0-9_\-]{0,62}"  # a spec's name: it names files, the MLflow model and (with '_' for '-') Dagster's asset prefix
-MODEL_NAME_RULE = "must be lower-case letters, digits, '_' or '-' (it names files and the MLflow model)"
+MODEL_NAME_RULE = ("must be 1 to 63 lower-case letters, digits, '_' or '-', the first a letter or digit (it names files and the "
+                   "MLflow model)")
+
+
+def model_name_like(text: str) -> str:
+    """A model name close to `text` that `MODEL_NAME` takes (accents dropped, other characters made '_', cut to 63), for
+    the suggestion beside a refused one: `ünï` suggested `n`, and 70 letters suggested the same 70 letters."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii").lower()
+    return re.sub(r"[^a-z0-9_-]+", "_", ascii_text).strip("_-")[:63].rstrip("_-") or "my_model"
 
 
 def dagster_name(model: str) -> str:
@@ -455,6 +464,8 @@ _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
 def load_spec(path: Path | str) -> DatasetSpec:
     """Read and validate a spec file; its `source.files` must exist, so a typo fails here rather than at replay."""
     path = Path(path)
+    if path.is_dir():
+        raise SpecError(f"dataset spec {path} is a folder: name the spec's YAML file in it")
     if not path.is_file():
         raise SpecError(f"dataset spec {path} does not exist")
     try:

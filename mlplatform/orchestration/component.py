@@ -16,7 +16,7 @@ import dagster as dg
 from dagster.components.scaffold.scaffold import ScaffoldRequest, scaffold_with
 from pydantic import BaseModel
 
-from mlplatform.domain.spec import MODEL_NAME, MODEL_NAME_RULE, dagster_name
+from mlplatform.domain.spec import MODEL_NAME, MODEL_NAME_RULE, dagster_name, model_name_like
 from mlplatform.domain.spec_draft import draft_spec
 from mlplatform.orchestration.alerts import build_alerts_sensor, build_live_quality
 from mlplatform.orchestration.assets import build_assets, external_retry_policy, freshness_policies
@@ -28,7 +28,7 @@ from mlplatform.orchestration.monitoring import build_monitoring
 from mlplatform.orchestration.names import DRIFT_REPORT, ESTIMATED_PERFORMANCE, LIVE_QUALITY, RETRAINING, TRAINED_MODEL, ModelNames
 from mlplatform.orchestration.sensors import build_sensors
 from mlplatform.orchestration.trigger import build_retraining_trigger
-from mlplatform.root import DEFS_FILE, ModelDeclaration, platform
+from mlplatform.root import DEFS_FILE, ModelDeclaration, declared_model_names, platform
 from mlplatform.settings import Settings
 
 SPEC_FILE = "dataset.yaml"
@@ -58,7 +58,12 @@ class RetrainingLoopScaffolder(dg.Scaffolder[ScaffoldParams]):
         if not re.fullmatch(MODEL_NAME, name):
             _remove_if_empty(folder)
             raise SystemExit(f"dg scaffold: no model {name!r} made: the folder's name gives the model name {name!r}, which {MODEL_NAME_RULE}; "
-                             f"name the folder e.g. {re.sub(r'[^a-z0-9_-]+', '_', name).strip('_-') or 'my_model'}")
+                             f"name the folder e.g. {model_name_like(name)}")
+        taken = declared_model_names().get(dagster_name(name))
+        if taken is not None:
+            _remove_if_empty(folder)
+            raise SystemExit(f"dg scaffold: no model {name!r} made: {taken} declares a model of that name already (names that differ only in "
+                             "'-' and '_' are one model to Dagster); name the folder otherwise")
         try:
             spec = draft_spec(name, sample, params.label, params.task)
         except (ValueError, OSError) as exc:  # UnicodeDecodeError and pandas' parser errors are ValueErrors
