@@ -307,6 +307,10 @@ def test_an_estimated_chunk_read_again_once_its_labels_came_back_replaces_its_sn
     [project] = workspace.search_project("m")
     assert [str(r) for r in workspace.list_runs(project.id)] == [labelled]
     assert workspace.get_run(project.id, labelled).tags.count("series:realized_roc_auc") == 1  # type: ignore[union-attr]
+    more = add(1, {"estimated_roc_auc": 0.9, "realized_roc_auc": 0.84})  # realized again on more of its labels: same series, new value
+    assert more is not None and add(1, {"estimated_roc_auc": 0.9, "realized_roc_auc": 0.8400000001}) is None, "read again the same: kept"
+    workspace = Workspace(str(folder))
+    assert [str(r) for r in workspace.list_runs(project.id)] == [more], "the realized value on fewer labels was left in the dashboard"
     # Kept by data time (the review: a replaced older chunk counted as the newest, and a newer one was pruned).
     for at in (3_000_000, 4_000_000):
         add_value_snapshots(folder, "m", ESTIMATED_KIND, 1, [ValuePoint("chunk", at, {"estimated_roc_auc": 0.9})], "Estimated performance vs floor", 2)

@@ -13,6 +13,7 @@ asset's own record is already made when this runs, so a workspace that cannot be
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import math
 import uuid
 from collections.abc import Iterator
@@ -40,7 +41,8 @@ LIVE_QUALITY_KIND = "live_quality"
 ESTIMATED_KIND = "estimated_performance"
 CHAMPION_COLUMN = "champion_version"  # in every value snapshot: the champion panel steps where the champion changed
 KIND_TAG = "kind:"
-SERIES_TAG = "series:"  # on a value snapshot, one per value it holds: a later reading of the same data with more replaces it
+SERIES_TAG = "series:"  # on a value snapshot, one per value it holds (the value panels' series)
+VALUES_TAG = "values:"  # on a value snapshot, a digest of its values: a later reading of the same data that differs replaces it
 
 
 @dataclass(frozen=True)
@@ -206,13 +208,20 @@ def _value_snapshot(point: ValuePoint, tags: list[str]) -> Snapshot:
     return Report([MeanValue(column=c) for c in columns]).run(dataset, timestamp=point.timestamp, tags=tags, name=point.name)
 
 
+def _values_tag(values: dict[str, float]) -> str:
+    """The digest tag of a point's values, to 6 significant digits (a value read again the same is the same)."""
+    text = ";".join(f"{k}={v:.6g}" for k, v in sorted(values.items()))
+    return f"{VALUES_TAG}{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+
+
 def add_value_snapshots(folder: Path, model: str, kind: str, champion_version: int, points: list[ValuePoint], panel_title: str,
                         keep: int) -> WorkspaceEntry:
     """Add the points (oldest first) whose data is newer than the newest snapshot of this kind already in the model's
     project, each with the champion version as a value and a tag; keep the newest `keep` of the kind. A point of the
-    same champion and data time as a snapshot there, with values it lacks, replaces it: an estimated chunk read again
+    same champion and data time as a snapshot there, whose values differ, replaces it: an estimated chunk read again
     once its labels came back carries its realized value (the estimation probe: late labels never reached the
-    dashboard). The entry names the last one added (none when no point was new)."""
+    dashboard), and again with its realized value on more of them. The entry names the last one added (none when no
+    point was new)."""
     if not points:
         return WorkspaceEntry()
     try:
@@ -229,13 +238,13 @@ def add_value_snapshots(folder: Path, model: str, kind: str, champion_version: i
             added: list[tuple[str, datetime]] = []
             for point in points:
                 values = {k: v for k, v in point.values.items() if math.isfinite(v)}  # a metric without a value has no point
-                series = [f"{SERIES_TAG}{k}" for k in sorted(values)]
-                lacking = [sid for sid, t, had in known if t == point.timestamp and set(tags) <= set(had) and not set(series) <= set(had)]
-                if newest is None or point.timestamp > newest or lacking:
-                    for sid in lacking:
+                own = [*(f"{SERIES_TAG}{k}" for k in sorted(values)), _values_tag(values)]
+                changed = [sid for sid, t, had in known if t == point.timestamp and set(tags) <= set(had) and own[-1] not in had]
+                if newest is None or point.timestamp > newest or changed:
+                    for sid in changed:
                         workspace.delete_run(project_id, sid)
-                    known = [k for k in known if k[0] not in lacking]
-                    snapshot = _value_snapshot(ValuePoint(point.name, point.data_time, {**values, CHAMPION_COLUMN: champion_version}), [*tags, *series])
+                    known = [k for k in known if k[0] not in changed]
+                    snapshot = _value_snapshot(ValuePoint(point.name, point.data_time, {**values, CHAMPION_COLUMN: champion_version}), [*tags, *own])
                     added.append((str(workspace.add_run(project_id, snapshot, name=point.name).id), point.timestamp))
             # By data time, newest first: a replaced snapshot of an older chunk is not the newest (it was added last).
             kept = sorted([*((sid, t) for sid, t, _ in known), *added], key=lambda entry: entry[1], reverse=True)
