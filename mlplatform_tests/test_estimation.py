@@ -269,6 +269,8 @@ def test_labels_of_the_same_events_overrule_an_estimated_drop_they_contradict(la
     trigger, _, why = decide(_observe(0.846, 0.83, 0.86, labelled=labelled), Cursor(), CONFIG)
     assert (trigger is not None) == fires, why
     assert says in why
+    regression = decide(_observe(120.0, 115.0, 125.0, metric="mae", reference=100.0, labelled=LabelledPart(1800, 121.0, 116.0, 126.0, 103.0)), Cursor(), CONFIG)
+    assert regression[0] is None and "realized mae is 103.0000 (3.0% worse)" in regression[2], "an error: realized 3 % above the reference is no drop"
 
 
 def test_a_regression_drop_is_a_rise_of_the_estimated_error() -> None:
