@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from mlplatform.domain.spec import FEATURE_NAME_MAX, DatasetSpec, parse_spec
-from mlplatform.domain.validation import EVENT_ID, EVENT_TIME, LABEL, reason_kind
+from mlplatform.domain.validation import EVENT_ID, EVENT_TIME, LABEL, not_a_number, reason_kind
 from mlplatform.settings import Settings, redact
 from mlplatform.stores.eventlog import BULK_CHECKPOINT_PAGES, CHECKPOINT_PAGES, SERVING_SOURCE, Arrival, Counts, EventIdsTaken, EventLog, EventLogError, EventStore, FileCounts, FileProgress
 from mlplatform.stores.eventlog_factory import open_event_log
@@ -137,6 +137,9 @@ def test_reasons_that_differ_only_in_their_values_are_counted_as_one(log: EventS
     assert log.quarantined_rows(1)["reason"].tolist() == ["label: 1 recorded, 0 here"], "each row keeps its own reason"
     assert reason_kind("2019: 'a' is not a finite number") == "2019: … is not a finite number", "a column named as a number stays itself (the review)"
     assert reason_kind('line 12: key "a" given twice') == "line …: key … given twice"
+    long, short = not_a_number("9" * 400), not_a_number("9" * 40)  # the serving probe: 400 nines read as a finite 40-digit number
+    assert long == f"{'9' * 40!r}… is not a finite number" and short == f"{'9' * 40!r} is not a finite number"
+    assert reason_kind(f"age: {long}") == reason_kind(f"age: {short}") == "age: … is not a finite number", "cut short or not: one kind"
 
 
 def test_a_file_read_again_releases_its_own_quarantine_alone(log: EventStore) -> None:

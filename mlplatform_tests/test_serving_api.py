@@ -235,6 +235,20 @@ def test_concurrent_requests_with_one_new_id_log_it_once(client: httpx.Client, r
     assert statuses == [200] + [409] * 7
 
 
+def test_an_id_of_the_form_the_service_makes_up_is_refused_so_no_request_of_another_is_made_a_conflict(
+        client: httpx.Client, records: list[dict[str, Any]]) -> None:
+    """The serving probe: a client that sent the next five made-up ids of a response's prefix had the next five
+    requests of everyone else refused as 409s, for ids they never gave."""
+    made = client.post("/predict", json=records[13]).json()["event_id"]
+    prefix, number = made.rsplit("-", 1)
+    taken = client.post("/predict", json={"records": [{**records[14], "event_id": f"{prefix}-{int(number) + k}"} for k in (1, 2)]})
+    errors = _field_errors(taken)
+    assert list(errors) == [("body", "records", 0, "event_id"), ("body", "records", 1, "event_id")], taken.text
+    assert "has the form of the ids the service makes up (20 hex digits, '-', a number)" in errors[("body", "records", 0, "event_id")]
+    assert [client.post("/predict", json=records[15]).status_code for _ in range(3)] == [200] * 3
+    assert client.post("/predict", json={**records[16], "event_id": f"{prefix}-x"}).status_code == 200, "another form of id is the caller's"
+
+
 @pytest.mark.parametrize(("value", "message"), [
     (True, "expected a string or an integer, got bool"), ([1], "expected a string or an integer, got list"), ("  ", "expected a non-empty string"),
     (1.5, "expected a string or an integer, got float"), (2**53, "must lie within"), ("x" * 129, "not an event id"),

@@ -52,7 +52,7 @@ def _with(**changes: object) -> dict[str, object]:
         (_with(crosses=[["colour", "weight"]]), "crosses: 'weight' is not a categorical feature"),
         (_with(features={"x": "float"}), "features.x: Input should be 'numeric' or 'categorical'"),
         (_with(features={}), "features: Dictionary should have at least 1 item"),
-        (_with(name="Bad Name!"), "name: must be lower-case"),
+        (_with(name="Bad Name!"), "name: must be 1 to 63 lower-case"),
         (_with(drop=["x"]), "drop: ['x'] is also used"),
         (_with(unknown_key=1), "unknown_key: Extra inputs are not permitted"),
         (_with(task="regression"), "positive_class/classes: only for classification tasks"),

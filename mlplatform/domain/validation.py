@@ -204,7 +204,7 @@ def _not_an_id_number(value: object) -> bool:
 
 # A value inside a reason: a quoted text (as Python or JSON writes it) or a number standing alone (a line's, a byte's);
 # digits inside a word (a column named x1) are part of it.
-REASON_VALUE = re.compile(r"""'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|(?<![\w.-])[-+]?\d(?:[\d,]*\d)?(?:\.\d+)?(?:[eE][-+]?\d+)?(?![\w.])""")
+REASON_VALUE = re.compile(r"""'(?:[^'\\]|\\.)*'…?|"(?:[^"\\]|\\.)*"…?|(?<![\w.-])[-+]?\d(?:[\d,]*\d)?(?:\.\d+)?(?:[eE][-+]?\d+)?(?![\w.])""")
 VALUE_LEFT_OUT = "…"
 LINE_PREFIX = re.compile(r"line \d+$")  # the parser's "line 307: ..." (a column's reason starts with the column's name)
 
@@ -220,9 +220,16 @@ def reason_kind(reason: str) -> str:
     return REASON_VALUE.sub(VALUE_LEFT_OUT, reason)
 
 
+def shown(value: object) -> str:
+    """A refused value as a reason quotes it: its first SHOWN_CHARS characters, and '…' after them when it is longer (the
+    serving probe: 400 nines read as a 40-digit number, finite, said not to be)."""
+    text = str(value)
+    return f"{text[:SHOWN_CHARS]!r}…" if len(text) > SHOWN_CHARS else repr(text)
+
+
 def not_a_number(value: object) -> str:
     """Why a value is refused where a number belongs: the one wording of landing, label files and serving."""
-    return f"{str(value)[:SHOWN_CHARS]!r} is not a finite number"
+    return f"{shown(value)} is not a finite number"
 
 
 CSV_SEPARATORS = (",", ";", "\t", "|")  # the first is the default: a header these split no better is read with ','
@@ -248,7 +255,7 @@ def parse_label_numbers(values: pd.Series) -> tuple[pd.Series, pd.Series]:
 
 def not_a_label_number(value: object) -> str:
     """Why a value is refused as a regression label: the one wording of landing, label files and serving."""
-    return f"{str(value)[:SHOWN_CHARS]!r} is not a finite number within ±{ARITHMETIC_LIMIT:g}"
+    return f"{shown(value)} is not a finite number within ±{ARITHMETIC_LIMIT:g}"
 
 
 def label_conflict(recorded: object, given: object) -> str:
@@ -260,7 +267,7 @@ def label_conflict(recorded: object, given: object) -> str:
 
 def not_a_class(value: object, classes: Sequence[str] | None) -> str:
     """Why a value is refused as a label of a classification spec: the one wording of landing, label files and serving."""
-    return f"{str(value)[:SHOWN_CHARS]!r} is not one of {list(classes or [])}"
+    return f"{shown(value)} is not one of {list(classes or [])}"
 
 
 def _cell_text(value: object) -> str | None:

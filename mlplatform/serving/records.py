@@ -9,6 +9,7 @@ tests hold both pairs to agreement on the same inputs.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +44,15 @@ class FieldError:
 def printable(text: str) -> str:
     """Text safe to echo in a response: lone surrogates (which a JSON key can hold but UTF-8 cannot) shown as \\udxxx."""
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+# The ids the service makes up: a random prefix per process and model, '-', a counter. Reserved: a caller's id of this
+# form could be the next one made up, and the request given it refused as a conflict (the serving probe: a client
+# that sent the next five ids of a response's prefix had the next five requests of everyone else answered 409).
+MADE_UP_PREFIX_CHARS = 20
+MADE_UP_ID = re.compile(rf"[0-9a-f]{{{MADE_UP_PREFIX_CHARS}}}-[0-9]+")
+MADE_UP_FORM = (f"{{!r}} has the form of the ids the service makes up ({MADE_UP_PREFIX_CHARS} hex digits, '-', a number), which are its own: "
+                "give an id of another form, or none")
 
 
 def event_id_of(value: Any) -> tuple[str | None, str | None]:

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from mlplatform.domain.features import ARITHMETIC_LIMIT
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.validation import EVENT_ID, MAX_ID_LENGTH, MAX_TEXT_LENGTH
-from mlplatform.serving.records import MAX_INTEGER_ID, check_category, reserved_fields
+from mlplatform.serving.records import MADE_UP_ID, MADE_UP_PREFIX_CHARS, MAX_INTEGER_ID, check_category, reserved_fields
 
 JSON = "application/json"
 
@@ -94,8 +94,10 @@ def record_schema(spec: DatasetSpec, ignore_unknown: bool) -> dict[str, Any]:
     text = {"anyOf": [{"type": "string", "maxLength": MAX_TEXT_LENGTH, "pattern": r"^[^\u0000]*$"}, {"type": "number"}, {"type": "boolean"}, {"type": "null"}]}
     properties: dict[str, Any] = {name: number if name in spec.numeric_features else text for name in spec.features}
     properties.update({name: {"description": "a column the dataset spec drops: accepted and ignored"} for name in spec.drop})
-    properties[spec.id_column or EVENT_ID] = {"anyOf": [*EVENT_ID_SCHEMA["anyOf"], {"type": "null"}],
-                                              "description": "the event's id (optional; null or absent: the service makes one up)"}
+    caller_text = {**EVENT_ID_SCHEMA["anyOf"][0], "not": {"pattern": rf"^\s*{MADE_UP_ID.pattern}\s*$"}}  # the service's own ids
+    properties[spec.id_column or EVENT_ID] = {"anyOf": [caller_text, *EVENT_ID_SCHEMA["anyOf"][1:], {"type": "null"}],
+                                              "description": "the event's id (optional; null or absent: the service makes one up, "
+                                                             f"of a form a caller's id may not have: {MADE_UP_PREFIX_CHARS} hex digits, '-', a number)"}
     properties.update({name: {"not": {}, "description": f"refused: {why}"} for name, why in reserved_fields(spec).items()})
     return {"type": "object", "properties": properties, "required": list(spec.features), "additionalProperties": ignore_unknown}
 

@@ -28,7 +28,7 @@ from mlplatform.pipeline.live_quality import ServedVersion
 from mlplatform.serving.live import LiveQualityGauges
 from mlplatform.serving.metrics import ModelMetrics, ServingMetrics
 from mlplatform.serving.predictionlog import PredictionLog, PredictionLogError
-from mlplatform.serving.records import FieldError, check_category, check_number, event_id_of
+from mlplatform.serving.records import MADE_UP_FORM, MADE_UP_ID, MADE_UP_PREFIX_CHARS, FieldError, check_category, check_number, event_id_of
 from mlplatform.serving.shadow import ShadowScorer
 from mlplatform.serving.specfile import SpecFile
 from mlplatform.settings import Settings, SettingsError
@@ -139,6 +139,8 @@ def _caller_ids(records: list[Any], loc: tuple[str | int, ...], key: str) -> tup
         event_id, problem = event_id_of(record[key])
         if event_id is None:
             errors.append(FieldError(where, f"{key}: {problem}", "type_error"))
+        elif MADE_UP_ID.fullmatch(event_id):
+            errors.append(FieldError(where, f"{key}: {MADE_UP_FORM.format(event_id[:64])}", "value_error"))
         ids.append(event_id)
         stripped.append({k: v for k, v in record.items() if k != key})
     return stripped, ids, errors
@@ -176,7 +178,7 @@ class ModelService:
         self.live: LiveQualityGauges | None = None
         self.shadow: ShadowScorer | None = None
         self._by_class: dict[str, Any] = {}
-        self._id_prefix = uuid.uuid4().hex[:20]  # random per process and model: ids stay unique across restarts and replicas
+        self._id_prefix = uuid.uuid4().hex[:MADE_UP_PREFIX_CHARS]  # random per process and model: ids stay unique across restarts and replicas
         self._id_counter = itertools.count()
         self._id_key = self.spec.id_column or EVENT_ID  # where a request may give its own event id, as a landing file does
         self._ids_in_flight: set[str] = set()  # callers' ids of requests between their check and their commit
