@@ -41,7 +41,7 @@ from mlplatform.domain.predictor import Predictor  # noqa: E402
 from mlplatform.domain.spec import DatasetSpec, load_spec  # noqa: E402
 from mlplatform.domain.training import encode_labels, train  # noqa: E402
 from mlplatform.domain.validation import LABEL  # noqa: E402
-from mlplatform.pipeline.estimation import estimate_chunks, labelled_part  # noqa: E402
+from mlplatform.pipeline.estimation import estimate_chunks  # noqa: E402
 from mlplatform.pipeline.prequential import DriftCheck, evidently_drift_check, stream_events  # noqa: E402
 from mlplatform.pipeline.retraining import attach_estimator, prepare_window, training_config  # noqa: E402
 from mlplatform.settings import Settings  # noqa: E402
@@ -159,7 +159,7 @@ def detection(spec: DatasetSpec, settings: Settings, predictor: Predictor, event
                                     settings.estimation_min_events, settings.estimated_drop_events)
         estimate = None if watched not in recent.estimate.metrics else PerformanceReading(
             str(end), watched, recent.estimate.metrics[watched], recent.estimate.lower[watched], recent.estimate.upper[watched],
-            estimator.reference[watched], recent.estimate.events, labelled_part(recent, watched))
+            estimator.reference[watched], recent.estimate.events, recent.labelled_part(watched))
         for reason, config in configs.items():
             verdict = (None, None, None) if reason == ESTIMATED_DROP else drift  # each reason alone
             trigger, cursors[reason], _ = decide(Observation(watermark, warmup, float(end), *verdict, estimate=estimate), cursors[reason], config)

@@ -141,9 +141,14 @@ def _file_identity(path: Path) -> tuple[int, int] | None:
 def read_declaration(defs_file: Path) -> ModelDeclaration | None:
     """The declaration in one defs.yaml, or None when the file declares another component type."""
     try:
-        document = yaml.safe_load(defs_file.read_text(encoding="utf-8"))
+        documents = list(yaml.safe_load_all(defs_file.read_text(encoding="utf-8")))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise PlatformError(f"{defs_file}: cannot be read as YAML: {exc}") from None
+    ours = [d for d in documents if isinstance(d, dict) and d.get("type") in COMPONENT_TYPES]
+    if len(documents) > 1 and ours:  # dg takes several components per file, `---` apart; a model is named by its defs.yaml
+        raise PlatformError(f"{defs_file}: {len(documents)} YAML documents, {len(ours)} of them {COMPONENT_TYPE}: declare each model in a "
+                            "defs.yaml of its own folder (`dg scaffold defs mlplatform.RetrainingLoop <name>`)")
+    document = documents[0] if len(documents) == 1 else None
     declared = document.get("type") if isinstance(document, dict) else None
     if isinstance(declared, str) and declared not in COMPONENT_TYPES and declared.startswith(f"{COMPONENT_TYPE.split('.')[0]}."):
         # Another package's component is none of ours; a misspelt one of ours was skipped here without a word while
@@ -207,7 +212,7 @@ def _own_floor(floor: object, spec: DatasetSpec, defs_file: Path) -> None:
     """A model's own quality_floor mapping names its primary metric, and no other: `{roc_auc: 0.99}` on a multiclass
     model was taken and ignored, its promotions held to the default log-loss floor (the many-models probe). A mapping
     shared by models of several tasks belongs in MLPLATFORM_QUALITY_FLOOR."""
-    if not isinstance(floor, dict):
+    if not isinstance(floor, dict) or not floor:  # {}: no floor of its own, the default's
         return
     metric, higher = primary_metric(spec)
     if set(floor) != {metric}:

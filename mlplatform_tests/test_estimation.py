@@ -257,20 +257,48 @@ def test_no_estimated_drop_without_a_clear_drop_on_enough_events(observation: Ob
     assert trigger is None and cursor == Cursor() and says in why
 
 
-@pytest.mark.parametrize(("labelled", "fires", "says"), [
-    # the estimation probe: estimated 6 % worse, the labels of 1,800 of the same events realized 3.8 % worse (margin 5 %)
-    (LabelledPart(1800, 0.845, 0.83, 0.86, 0.8658), False, "not a drop: labels came back for 1800 of these events, where realized roc_auc "
-     "is 0.8658 (3.8% worse) against an estimate of 0.8450 there, and realized performance overrules the estimate"),
-    (LabelledPart(1800, 0.845, 0.83, 0.86, 0.84), True, ""),  # the labels confirm it
-    (LabelledPart(1800, 0.84, 0.83, 0.86, 0.95), False, "realized roc_auc is 0.9500 (5.6% better)"),  # better than the reference, too
-    (LabelledPart(300, 0.89, 0.86, 0.92, 0.91), True, ""),  # on the labelled (older) events the estimate saw no drop: the labels cannot speak to it
+SUPERSEDED = "not a drop once realized performance supersedes the estimate where it is known"
+
+
+@pytest.mark.parametrize(("extra", "part"), [
+    ({}, None),  # an estimate from before labels were read beside it
+    ({"recent_labelled": 900, "recent_estimate_on_labelled": 0.8, "recent_lower_on_labelled": 0.78, "recent_upper_on_labelled": 0.82,
+      "recent_realized": 0.85}, LabelledPart(900, 0.8, 0.78, 0.82, 0.85)),
+    ({"recent_labelled": 900, "recent_estimate_on_labelled": 0.8, "recent_lower_on_labelled": 0.78, "recent_upper_on_labelled": 0.82,
+      "recent_realized": float("nan")}, None),  # realized undefined: no labelled part, not a NaN one
+    ({"recent_labelled": 900, "recent_estimate_on_labelled": 0.8, "recent_realized": 0.85}, None),  # fields missing
 ])
-def test_labels_of_the_same_events_overrule_an_estimated_drop_they_contradict(labelled: LabelledPart, fires: bool, says: str) -> None:
-    trigger, _, why = decide(_observe(0.846, 0.83, 0.86, labelled=labelled), Cursor(), CONFIG)
+def test_the_sensor_reads_the_labelled_part_of_an_estimate_only_when_whole(extra: dict[str, object], part: LabelledPart | None) -> None:
+    from mlplatform.orchestration.trigger import READING_SOURCES, _labelled_part
+
+    estimate_source, quality_source = READING_SOURCES
+    assert _labelled_part(extra, estimate_source) == part
+    assert _labelled_part(extra, quality_source) is None, "a realized reading has no labelled part"
+
+
+@pytest.mark.parametrize(("reading", "fires", "says"), [
+    # the estimation probe: estimated 6 % worse; the labels of 1,800 of the 2,000 events, already in, said 3.8 %
+    ((0.846, 0.83, 0.86, LabelledPart(1800, 0.845, 0.83, 0.86, 0.8658)), False,
+     "labels came back for 1800 of these events, where realized roc_auc is 0.8658 against an estimate of 0.8450 there: realized where known, "
+     f"0.8647 (3.9% worse) (a drop is 5% worse, outside the band); {SUPERSEDED}"),
+    ((0.846, 0.83, 0.86, LabelledPart(1800, 0.845, 0.83, 0.86, 0.84)), True, "realized where known, 0.8415 (6.5% worse)"),  # they confirm it
+    ((0.846, 0.83, 0.86, LabelledPart(1800, 0.84, 0.83, 0.86, 0.95)), False, "realized where known, 0.9450 (5.0% better)"),
+    # the review: 300 older labelled events, where the estimate was near right, vetoed an estimated 22 % fall of all 2,000
+    ((0.70, 0.68, 0.72, LabelledPart(300, 0.85, 0.83, 0.87, 0.86)), True, "realized where known, 0.7015 (22.1% worse)"),
+    ((0.846, 0.83, 0.86, LabelledPart(300, 0.89, 0.86, 0.92, 0.91)), True, ""),
+    # labels worse than estimated: a reading the estimate alone held within the margin is a drop
+    ((0.88, 0.86, 0.89, LabelledPart(1800, 0.88, 0.86, 0.90, 0.80)), True, "realized where known, 0.8080 (10.2% worse)"),
+    ((0.88, 0.86, 0.89, None), False, "2.2% worse"),
+])
+def test_realized_performance_supersedes_the_estimate_where_labels_came_back(reading: tuple[float, float, float, LabelledPart | None], fires: bool,
+                                                                             says: str) -> None:
+    *band, labelled = reading
+    trigger, _, why = decide(_observe(*band, labelled=labelled), Cursor(), CONFIG)
     assert (trigger is not None) == fires, why
-    assert says in why
+    assert says in why, why
+    assert (SUPERSEDED in why) == (not fires and labelled is not None and band[0] < 0.85), "said only of an estimate that alone is a drop (the review)"
     regression = decide(_observe(120.0, 115.0, 125.0, metric="mae", reference=100.0, labelled=LabelledPart(1800, 121.0, 116.0, 126.0, 103.0)), Cursor(), CONFIG)
-    assert regression[0] is None and "realized mae is 103.0000 (3.0% worse)" in regression[2], "an error: realized 3 % above the reference is no drop"
+    assert regression[0] is None and "realized mae is 103.0000" in regression[2] and SUPERSEDED in regression[2], "an error realized 3 % above its reference"
 
 
 def test_a_regression_drop_is_a_rise_of_the_estimated_error() -> None:
@@ -447,7 +475,7 @@ def test_realized_performance_outside_the_band_says_on_which_side(metric: str, r
     band = Estimate(750, {metric: 0.81}, {metric: 0.7965}, {metric: 0.8381})
     chunk = ChunkResult(0, 1, band, 750, band, {metric: realized})
     inside = ChunkResult(2, 3, band, 750, band, {metric: 0.81})
-    report = EstimationReport(1, "cbpe", metric, {metric: 0.81}, [chunk, inside], band)
+    report = EstimationReport(1, "cbpe", metric, {metric: 0.81}, [chunk, inside], inside)
     assert report.untrusted == [f"realized {metric} {realized:.4f} {says}"] and report.only_better is only_better
 
 

@@ -311,6 +311,10 @@ def test_an_estimated_chunk_read_again_once_its_labels_came_back_replaces_its_sn
     assert more is not None and add(1, {"estimated_roc_auc": 0.9, "realized_roc_auc": 0.8400000001}) is None, "read again the same: kept"
     workspace = Workspace(str(folder))
     assert [str(r) for r in workspace.list_runs(project.id)] == [more], "the realized value on fewer labels was left in the dashboard"
+    twins = [ValuePoint("older chunk", 2_000_000, {"estimated_roc_auc": 0.7}), ValuePoint("newer chunk", 2_000_000, {"estimated_roc_auc": 0.8})]
+    first_twin = add_value_snapshots(folder, "m", ESTIMATED_KIND, 1, twins, "Estimated performance vs floor", 10).snapshot_id
+    assert first_twin is not None and add_value_snapshots(folder, "m", ESTIMATED_KIND, 1, twins, "Estimated performance vs floor", 10).snapshot_id is None, \
+        "two chunks whose newest events share a time replaced each other at every reading (the review): the newer one stands for both"
     # Kept by data time (the review: a replaced older chunk counted as the newest, and a newer one was pruned).
     for at in (3_000_000, 4_000_000):
         add_value_snapshots(folder, "m", ESTIMATED_KIND, 1, [ValuePoint("chunk", at, {"estimated_roc_auc": 0.9})], "Estimated performance vs floor", 2)

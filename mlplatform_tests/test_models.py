@@ -75,6 +75,9 @@ def _declare(defs: Path, folder: str, text: str) -> Path:
         (ADULT_DEFS.format(spec=REPO_ROOT / "data" / "adult.yaml", extra="").replace("attributes:", "atributes:"),
          "atributes: not a key of a defs.yaml (its keys: type, attributes, template_vars_module, requirements, post_processing)"),
         (ADULT_DEFS.format(spec=REPO_ROOT / "data", extra=""), f"attributes.spec: dataset spec {REPO_ROOT / 'data'} is a folder: name the spec's YAML file in it"),
+        # dg takes several components per file; the platform failed with "expected a single document in the stream" (the review)
+        (ADULT_DEFS.format(spec=REPO_ROOT / "data" / "adult.yaml", extra="") + "---\ntype: other.Component\nattributes: {}\n",
+         "2 YAML documents, 1 of them mlplatform.RetrainingLoop: declare each model in a defs.yaml of its own folder"),
         # a model's own floor keyed by another task's metric was taken and ignored: the default floor held its promotions
         (ADULT_DEFS.format(spec=REPO_ROOT / "data" / "adult.yaml", extra="  loop: {quality_floor: {rmse: 80}}\n"),
          "attributes.loop.quality_floor: adult is a binary model, whose floor is on roc_auc (at least): give {roc_auc: <value>} or a number, not rmse"),
@@ -93,7 +96,7 @@ def test_two_models_with_one_name_are_refused_naming_both_files(tmp_path: Path) 
     defs = tmp_path / "defs"
     first = _declare(defs, "a", ADULT_DEFS.format(spec=REPO_ROOT / "data" / "adult.yaml", extra=""))
     second = _declare(defs, "b", ADULT_DEFS.format(spec=REPO_ROOT / "data" / "adult.yaml", extra="  loop: {retrain_every_n: 10}\n"))
-    _declare(defs, "other", "type: some_other.Component\nattributes: {}\n")
+    _declare(defs, "other", "type: some_other.Component\nattributes: {}\n---\ntype: some_other.Component\nattributes: {}\n")  # none of ours
     with pytest.raises(PlatformError, match="two models named 'adult'") as refused:
         Platform.discover(Settings(state_dir=tmp_path / "state"), defs)
     assert str(first) in str(refused.value) and str(second) in str(refused.value)

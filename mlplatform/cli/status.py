@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlplatform.domain.keys import (HISTORY_HORIZON, CHALLENGER_SCORE, CHALLENGER_VERSION, CHAMPION_VERSION, DECISION_META, REASON_META, DAGSTER_RUN_TAG, DATASET_DRIFT, DECISION, DECISION_REASON, DRIFT_SHARE, DRIFT_SHARE_TAG,
                                    DRIFTED_COLUMNS, ESTIMATED_METRIC, FLOOR_VERDICT, LIVE_EVENTS, LIVE_VERDICT, LIVE_VERSION, NEW_LABELLED_TAG,
-                                   POLICY_TRIGGER_TAG, REASON_TAG, RECENT_ESTIMATE, RECENT_EVENTS, RECENT_LABELLED, RECENT_LABELLED_FIELDS, RECENT_LOWER, RECENT_NOTE, RECENT_UPPER, REFERENCE, REPORT_PATH, SKIP_REASON, SKIPPED, TRIGGER_REASON, TRUST_VERDICT)
+                                   POLICY_TRIGGER_TAG, REASON_TAG, RECENT_ESTIMATE, RECENT_EVENTS, RECENT_ESTIMATE_ON_LABELLED, RECENT_LABELLED, RECENT_LABELLED_FIELDS, RECENT_LOWER, RECENT_NOTE, RECENT_REALIZED, RECENT_UPPER, REFERENCE, REPORT_PATH, SKIP_REASON, SKIPPED, TRIGGER_REASON, TRUST_VERDICT)
 from mlplatform.domain.estimation import worse_or_better
 from mlplatform.root import ModelContext
 from mlplatform.stores.registry import champion_gone
@@ -133,9 +133,9 @@ def _recent_estimate(e: Mapping[str, Any]) -> str:
     reference = e.get("reference")
     if isinstance(reference, float) and math.isfinite(reference):
         said += f" vs reference {reference:.4g}: {worse_or_better(str(e['metric']), e['recent_estimate'], reference)}"
-    if isinstance(e.get("recent_realized"), float) and isinstance(e.get("recent_estimate_on_labelled"), float):
-        said += (f"; realized {e['recent_realized']:.4g} on the {e.get('recent_labelled')} of them labelled, estimated "
-                 f"{e['recent_estimate_on_labelled']:.4g} there")
+    realized, estimated = e.get(RECENT_REALIZED), e.get(RECENT_ESTIMATE_ON_LABELLED)
+    if isinstance(realized, float) and isinstance(estimated, float):
+        said += f"; realized {realized:.4g} on the {e.get(RECENT_LABELLED)} of them labelled, estimated {estimated:.4g} there"
     return said
 
 

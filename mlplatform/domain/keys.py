@@ -145,7 +145,11 @@ RECENT_NOTE = "recent_note"  # why there is no recent estimate
 # The recent events whose labels came back: how many, the estimate on them alone (with its band) and the realized value,
 # with which the retraining sensor overrules an estimated drop the labels contradict (policy.PerformanceReading.overruled).
 RECENT_LABELLED = "recent_labelled"
-RECENT_LABELLED_FIELDS = ("recent_estimate_on_labelled", "recent_lower_on_labelled", "recent_upper_on_labelled", "recent_realized")
+RECENT_ESTIMATE_ON_LABELLED = "recent_estimate_on_labelled"
+RECENT_LOWER_ON_LABELLED = "recent_lower_on_labelled"
+RECENT_UPPER_ON_LABELLED = "recent_upper_on_labelled"
+RECENT_REALIZED = "recent_realized"
+RECENT_LABELLED_FIELDS = (RECENT_ESTIMATE_ON_LABELLED, RECENT_LOWER_ON_LABELLED, RECENT_UPPER_ON_LABELLED, RECENT_REALIZED)  # LabelledPart's order
 ESTIMATED_CHUNK = "estimated_chunk"  # the events the headline estimated_* values cover (the newest chunk)
 REALIZED_CHUNK = "realized_chunk"  # those realized_* cover (the newest labelled chunk): set side by side, they may be days apart
 TRAINING_ROWS_LEFT_OUT = "training_rows_left_out"  # estimated_performance: the latest events it read that were the champion's training rows

@@ -16,7 +16,7 @@ from mlplatform.domain.timeformat import iso_text, iso_time
 from mlplatform.orchestration.assets import markdown_table, value_snapshot_metadata
 from mlplatform.orchestration.names import ESTIMATE_FLOOR_CHECK, ESTIMATE_TRUST_CHECK, ESTIMATED_PERFORMANCE, RAW_EVENTS, ModelNames
 from mlplatform.orchestration.resources import PlatformResource
-from mlplatform.pipeline.estimation import ChunkResult, EstimationReport, EstimationSkipped, estimate_floors, estimate_performance, labelled_part
+from mlplatform.pipeline.estimation import ChunkResult, EstimationReport, EstimationSkipped, estimate_floors, estimate_performance
 from mlplatform.pipeline.live_quality import Bound, unfloored
 from mlplatform.root import ModelContext
 from mlplatform.stores.evidently_workspace import ESTIMATED_KIND, ValuePoint, WorkspaceEntry, add_value_snapshots
@@ -91,7 +91,7 @@ def report_metadata(report: EstimationReport) -> dict[str, object]:
         note = recent.note or f"{m} is undefined on the latest {recent.events} events"
         meta[RECENT_NOTE] = f"{note} ({report.training_rows_note})" if report.training_rows else note
     meta[RECENT_LABELLED] = report.recent.labelled
-    if (part := labelled_part(report.recent, m)) is not None:
+    if (part := report.recent.labelled_part(m)) is not None:
         meta.update(zip(RECENT_LABELLED_FIELDS, (part.estimate, part.lower, part.upper, part.realized)))
     if report.left_out:
         meta["realized_left_out"] = report.left_out_note

@@ -43,12 +43,18 @@ class ChunkResult:
     labelled_estimate: Estimate | None  # over its labelled events only: what realized is compared with
     realized: dict[str, float]
 
-    def outside_band(self, metric: str) -> bool:
-        """Realized performance left the band the estimate gave for the same labelled events."""
+    def labelled_part(self, metric: str) -> LabelledPart | None:
+        """Its labelled events' estimate and realized value of `metric`, where both are defined: what the trust check
+        compares, and what the retraining sensor lets supersede the estimate."""
         e = self.labelled_estimate
         if e is None or metric not in e.metrics or metric not in self.realized:
-            return False
-        return not e.inside(metric, self.realized[metric])
+            return None
+        return LabelledPart(self.labelled, e.metrics[metric], e.lower[metric], e.upper[metric], self.realized[metric])
+
+    def outside_band(self, metric: str) -> bool:
+        """Realized performance left the band the estimate gave for the same labelled events."""
+        part = self.labelled_part(metric)
+        return part is not None and not part.lower <= part.realized <= part.upper
 
     def better_than_band(self, metric: str) -> bool:
         """Outside the band on the good side: above it, or below it for an error (mae)."""
@@ -88,7 +94,7 @@ class EstimationReport:
     @property
     def compared(self) -> int:
         """The chunks where realized performance could be set beside the estimate (labels after the champion's cut-off)."""
-        return sum(1 for c in self.chunks if c.labelled_estimate is not None and self.metric in c.labelled_estimate.metrics and self.metric in c.realized)
+        return sum(1 for c in self.chunks if c.labelled_part(self.metric) is not None)
 
     @property
     def uncompared(self) -> str:
@@ -134,14 +140,6 @@ def _chunk(estimator: Estimator, features: pd.DataFrame, scores: np.ndarray, y: 
             realized = estimator.realized(scores[part], y[part])
     return ChunkResult(int(times.iloc[rows[0]]), int(times.iloc[rows[-1]]), estimator.estimate(features.iloc[rows], scores[rows], min_events),
                        len(part), labelled_estimate, realized)
-
-
-def labelled_part(chunk: ChunkResult, metric: str) -> LabelledPart | None:
-    """`chunk`'s labelled events as the retraining sensor weighs them against its estimate, where `metric` is defined."""
-    e = chunk.labelled_estimate
-    if e is None or metric not in e.metrics or metric not in chunk.realized:
-        return None
-    return LabelledPart(chunk.labelled, e.metrics[metric], e.lower[metric], e.upper[metric], chunk.realized[metric])
 
 
 def estimate_chunks(predictor: Predictor, estimator: Estimator, events: pd.DataFrame, y: np.ndarray, chunk_events: int, chunks: int,

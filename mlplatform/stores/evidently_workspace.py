@@ -224,6 +224,9 @@ def add_value_snapshots(folder: Path, model: str, kind: str, champion_version: i
     point was new)."""
     if not points:
         return WorkspaceEntry()
+    # One point per data time, the last given (the newest chunk): two chunks whose newest events share a time (a date-only
+    # clock) each replaced the other's snapshot at every reading (the review).
+    points = list({p.timestamp: p for p in points}.values())
     try:
         from evidently.ui.workspace import Workspace
 
