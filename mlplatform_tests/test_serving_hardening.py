@@ -5,6 +5,7 @@ stalled bodies time out."""
 from __future__ import annotations
 
 import http.client
+import gzip
 import json
 import resource
 import socket
@@ -109,6 +110,17 @@ def test_bodies_must_be_declared_json(client: httpx.Client, records: list[dict[s
         assert response.status_code == 415, (path, response.text)
         assert "application/json" in response.json()["detail"]
     assert client.post("/predict", content=body, headers={"Content-Type": "application/json; charset=utf-8"}).status_code == 200
+
+
+@pytest.mark.parametrize("compressed", [True, False], ids=["gzip-body", "plain-body"])
+def test_a_compressed_body_is_refused_by_its_content_encoding(client: httpx.Client, records: list[dict[str, Any]], compressed: bool) -> None:
+    """The serving probe: a gzip body read as "'utf-8' codec can't decode byte 0x8b", and a plain body sent under the
+    header was taken as is."""
+    body = json.dumps(records[0]).encode()
+    response = client.post("/predict", content=gzip.compress(body) if compressed else body,
+                           headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
+    assert response.status_code == 415 and "Content-Encoding 'gzip' is not taken: send the JSON uncompressed" in response.json()["detail"], response.text
+    assert client.post("/predict", content=body, headers={"Content-Type": "application/json", "Content-Encoding": "identity"}).status_code == 200
 
 
 def test_no_cross_origin_access_is_granted(client: httpx.Client, records: list[dict[str, Any]]) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from mlplatform.domain.predictor import Predictor
 from mlplatform.serving.champion import ServedModel
-from mlplatform.serving.records import KEY_FIELD_LABEL, ModelMismatch, RecordCodec, event_id_of
+from mlplatform.serving.records import KEY_FIELD_LABEL, MAX_FIELD_ERRORS, ModelMismatch, RecordCodec, event_id_of
 from mlplatform.serving.schemas import feedback_body_schema, record_schema
 from mlplatform.serving.service import ApiError, feedback_label
 from mlplatform.domain.spec import DatasetSpec, FeatureType, Task, TimeOffset, load_spec, parse_spec
@@ -163,6 +163,8 @@ def test_every_field_problem_is_reported(adult_spec: DatasetSpec, model: ServedM
     _, errors = model.codec.check([{**base, "workclass": "Pri\x00vate"}], ("body",))  # PostgreSQL's text holds no NUL: the log write failed
     assert [(e.loc, e.msg) for e in errors] == [(("body", "workclass"), "workclass: contains a NUL character (U+0000), which the event log cannot store")]
     assert event_id_of("e\x001") == (None, "not an event id (valid UTF-8 without NUL, at most 128 characters)")
+    _, errors = model.codec.check([{}] * 1000, ("body", "records"))  # the serving probe: 13,000 errors built for a 422 showing 100
+    assert MAX_FIELD_ERRORS <= len(errors) < MAX_FIELD_ERRORS + len(adult_spec.features) and errors[-1].loc[:3] == ("body", "records", 7)
 
 
 def test_model_of_another_dataset_is_refused(predictor: Predictor) -> None:

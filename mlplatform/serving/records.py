@@ -28,6 +28,9 @@ class ModelMismatch(ValueError):
     """A registered model whose inputs are not the configured dataset spec's features."""
 
 
+MAX_FIELD_ERRORS = 100  # a 422 lists at most this many field errors
+
+
 @dataclass(frozen=True)
 class FieldError:
     """One problem in one field of one record, in FastAPI's 422 shape."""
@@ -174,7 +177,9 @@ class RecordCodec:
         self.width = len(transformer.output_columns)
 
     def check(self, records: list[Any], loc: tuple[str | int, ...]) -> tuple[list[dict[str, Any]], list[FieldError]]:
-        """Clean records (floats, stripped text, None for missing; keys in spec feature order) or every field-level error found.
+        """Clean records (floats, stripped text, None for missing; keys in spec feature order) or the field-level errors
+        found, the first MAX_FIELD_ERRORS of them (the answer shows no more: a 4 kB batch of 1,000 empty records built
+        13,000 errors, 36 ms on the event loop, the serving probe).
 
         `loc` prefixes error locations: ("body",) for one record, ("body", "records") for a batch.
         """
@@ -182,6 +187,8 @@ class RecordCodec:
         errors: list[FieldError] = []
         batch = len(loc) > 1
         for i, record in enumerate(records):
+            if len(errors) >= MAX_FIELD_ERRORS:
+                break
             where = (*loc, i) if batch else loc
             if not isinstance(record, dict):
                 errors.append(FieldError(where, f"expected an object with the features {self.features}, got {type(record).__name__}", "type_error"))

@@ -72,6 +72,9 @@ async def read_json(request: Request, limit: int, timeout_s: float) -> Any:
     NaN/Infinity or duplicated keys."""
     if media_type(request.headers.get("content-type")) != JSON:
         raise ApiError(415, f"send the body as Content-Type: {JSON}", "unsupported_media_type")
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding != "identity":  # a gzip body was refused as undecodable UTF-8, and a plain one under the header taken as is (the serving probe)
+        raise ApiError(415, f"Content-Encoding {encoding[:40]!r} is not taken: send the JSON uncompressed", "unsupported_media_type")
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, f"request body of {declared} bytes exceeds the limit of {limit} bytes", "body_too_large")

@@ -28,7 +28,7 @@ from mlplatform.pipeline.live_quality import ServedVersion
 from mlplatform.serving.live import LiveQualityGauges
 from mlplatform.serving.metrics import ModelMetrics, ServingMetrics
 from mlplatform.serving.predictionlog import PredictionLog, PredictionLogError
-from mlplatform.serving.records import MADE_UP_FORM, MADE_UP_ID, MADE_UP_PREFIX_CHARS, FieldError, check_category, check_number, event_id_of
+from mlplatform.serving.records import MADE_UP_FORM, MADE_UP_ID, MADE_UP_PREFIX_CHARS, MAX_FIELD_ERRORS, FieldError, check_category, check_number, event_id_of
 from mlplatform.serving.shadow import ShadowScorer
 from mlplatform.serving.specfile import SpecFile
 from mlplatform.settings import Settings, SettingsError
@@ -283,7 +283,7 @@ class ModelService:
         records, given, id_errors = _caller_ids(records, loc, self._id_key)
         clean, errors = model.codec.check(records, loc)
         if errors or id_errors:
-            raise ApiError(422, [e.as_dict() for e in (id_errors + errors)[:100]], "validation")
+            raise ApiError(422, [e.as_dict() for e in (id_errors + errors)[:MAX_FIELD_ERRORS]], "validation")
         if given is None:
             return await self._predict(model, clean, batch, None)
         claimed = [event_id for event_id in given if event_id is not None]
