@@ -88,9 +88,16 @@ def test_flipped_labels_are_invisible_to_the_estimate_and_flagged_where_labels_e
     assert float(str(meta["realized_roc_auc"])) < 0.3 < float(str(meta["estimated_roc_auc"])), "concept change: the estimate stays put"
     assert not checks[ESTIMATE_TRUST_CHECK].passed and "P(y|x) has probably changed" in (checks[ESTIMATE_TRUST_CHECK].description or "")
     assert meta["untrusted_chunks"] == 2 and "realized outside the band" in str(meta["chunk_table"])
+    # Where the labels of the recent events came back, realized performance supersedes the estimate: the concept change
+    # the estimate cannot see is a drop (the drift bar's labels are in: the flipped events brought them).
+    concept = platform.tick(ADULT.retraining_sensor, None)
+    assert [r.tags[REASON_TAG] for r in concept.run_requests or []] == [ESTIMATED_DROP], concept.skip_message
+    assert float(str(meta["recent_realized"])) < 0.3 and meta[RECENT_LABELLED] == CHUNK
 
 
 def test_an_estimated_drop_on_unlabelled_events_triggers_one_retraining(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
+    platform.replay(platform.next_rows(CHUNK), with_labels=False)  # the latest events again ordinary ones, not yet labelled
+    _estimate(platform)
     quiet = platform.tick(ADULT.retraining_sensor, None)
     assert not quiet.run_requests and "estimated roc_auc" in (quiet.skip_message or ""), quiet.skip_message
     # Covariate shift into the champion's hard cases: the events it is least sure about, without their labels.
