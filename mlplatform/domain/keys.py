@@ -143,7 +143,7 @@ RECENT_EVENTS = "recent_events"
 RECENT_ESTIMATED_PREFIX = "recent_estimated_"  # estimate_floor: the recent estimate it judged, by metric (estimated_*: the newest chunk's)
 RECENT_NOTE = "recent_note"  # why there is no recent estimate
 # The recent events whose labels came back: how many, the estimate on them alone (with its band) and the realized value,
-# with which the retraining sensor overrules an estimated drop the labels contradict (policy.PerformanceReading.overruled).
+# by which the retraining sensor lets realized performance supersede the estimate (policy.PerformanceReading.superseded).
 RECENT_LABELLED = "recent_labelled"
 RECENT_ESTIMATE_ON_LABELLED = "recent_estimate_on_labelled"
 RECENT_LOWER_ON_LABELLED = "recent_lower_on_labelled"

@@ -146,8 +146,8 @@ def estimate_chunks(predictor: Predictor, estimator: Estimator, events: pd.DataF
                     min_events: int, recent_events: int) -> tuple[list[ChunkResult], ChunkResult]:
     """The latest `chunks` chunks of `chunk_events` of `events` (those the champion never trained on) aligned on the newest
     event (the oldest may be short), oldest first, each estimated, and realized where `y` (the labels as
-    `Predictor.label_codes`) is known; and the newest `recent_events` as one more chunk, whose labels can overrule its
-    estimate (the retraining sensor's estimated_drop). The model scores the events once for both."""
+    `Predictor.label_codes`) is known; and the newest `recent_events` as one more chunk, whose labels supersede its
+    estimate where they came back (the retraining sensor's estimated_drop). The model scores the events once for both."""
     if events.empty:
         return [], ChunkResult(0, 0, predictor.estimate(events, min_events), 0, None, {})
     events = events.reset_index(drop=True)
