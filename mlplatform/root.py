@@ -8,8 +8,10 @@ Dagster resource, serving, the CLI, the benchmarks and the tests all take their 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -172,14 +174,18 @@ def code_files(defs_dir: Path = DEFS_DIR) -> list[Path]:
     names no spec: its own change is seen, and the next look finds its spec."""
     package = Path(__file__).resolve().parent
     files = sorted(f for pattern in ("*.py", "*.yaml") for f in package.rglob(pattern))
+    return files + [declared_spec(declaration, defs_file) for defs_file, declaration in readable_declarations(defs_dir)]
+
+
+def readable_declarations(defs_dir: Path) -> Iterator[tuple[Path, ModelDeclaration]]:
+    """Each defs.yaml under `defs_dir` declaring a model, with its declaration, passing over one that cannot be read or
+    used now: for what looks at the declarations without loading them (the code location's files, taken names)."""
     for defs_file in sorted(defs_dir.rglob(DEFS_FILE)):
-        try:
+        declaration = None
+        with contextlib.suppress(PlatformError):
             declaration = read_declaration(defs_file)
-        except PlatformError:
-            continue
         if declaration is not None:
-            files.append(declared_spec(declaration, defs_file))
-    return files
+            yield defs_file, declaration
 
 
 def declared_spec(declaration: ModelDeclaration, defs_file: Path) -> Path:
@@ -224,13 +230,9 @@ def declared_model_names(defs_dir: Path = DEFS_DIR) -> dict[str, Path]:
     """The Dagster name of each model declared under `defs_dir` whose declaration and spec can be read, with its
     defs.yaml: what a new model's name must not repeat (a second 'bike-sharing' hid every model)."""
     names = {}
-    for defs_file in sorted(defs_dir.rglob(DEFS_FILE)):
-        try:
-            declaration = read_declaration(defs_file)
-            if declaration is not None:
-                names[dagster_name(load_spec(declared_spec(declaration, defs_file)).name)] = defs_file
-        except (PlatformError, SpecError):
-            continue
+    for defs_file, declaration in readable_declarations(defs_dir):
+        with contextlib.suppress(SpecError):
+            names[dagster_name(load_spec(declared_spec(declaration, defs_file)).name)] = defs_file
     return names
 
 

@@ -37,6 +37,11 @@ BIN = Path(sys.executable).parent
 ADULT_DEFS = "type: mlplatform.RetrainingLoop\nattributes:\n  spec: {spec}\n{extra}"
 
 
+def _adult_defs(extra: str) -> str:
+    """A declaration of the shipped Adult spec with `extra` lines under its attributes."""
+    return ADULT_DEFS.format(spec=REPO_ROOT / "data" / "adult.yaml", extra=extra)
+
+
 def _declare(defs: Path, folder: str, text: str) -> Path:
     (defs / folder).mkdir(parents=True, exist_ok=True)
     path = defs / folder / "defs.yaml"
@@ -48,40 +53,40 @@ def _declare(defs: Path, folder: str, text: str) -> Path:
     ("text", "message"),
     [
         (ADULT_DEFS.format(spec="nope.yaml", extra=""), "attributes.spec: dataset spec"),
-        (ADULT_DEFS.format(spec=REPO_ROOT / "data" / "adult.yaml", extra="  loop: {retrain_evry_n: 5}\n"), "attributes.loop.retrain_evry_n: Extra inputs are not permitted"),
-        (ADULT_DEFS.format(spec=REPO_ROOT / "data" / "adult.yaml", extra="  loop: {retrain_every_n: 0}\n"), "attributes.loop.retrain_every_n: Input should be greater than or equal to 1"),
-        (ADULT_DEFS.format(spec=REPO_ROOT / "data" / "adult.yaml", extra="  loop: {tuning_trials: many}\n"), "attributes.loop.tuning_trials"),
-        (ADULT_DEFS.format(spec=REPO_ROOT / "data" / "adult.yaml", extra="  loop: {estimated_drop_margin: 1.5}\n"),
+        (_adult_defs("  loop: {retrain_evry_n: 5}\n"), "attributes.loop.retrain_evry_n: Extra inputs are not permitted"),
+        (_adult_defs("  loop: {retrain_every_n: 0}\n"), "attributes.loop.retrain_every_n: Input should be greater than or equal to 1"),
+        (_adult_defs("  loop: {tuning_trials: many}\n"), "attributes.loop.tuning_trials"),
+        (_adult_defs("  loop: {estimated_drop_margin: 1.5}\n"),
          "attributes.loop.estimated_drop_margin: Input should be less than or equal to 1"),
-        (ADULT_DEFS.format(spec=REPO_ROOT / "data" / "adult.yaml", extra="  loop: {estimation_chunk_events: lots}\n"), "attributes.loop.estimation_chunk_events"),
-        (ADULT_DEFS.format(spec=REPO_ROOT / "data" / "adult.yaml", extra="  loop: {retrain_on_estimated_drop: sometimes}\n"), "attributes.loop.retrain_on_estimated_drop"),
-        (ADULT_DEFS.format(spec=REPO_ROOT / "data" / "adult.yaml", extra="  loop: {shadow_min_events: 3}\n"),
+        (_adult_defs("  loop: {estimation_chunk_events: lots}\n"), "attributes.loop.estimation_chunk_events"),
+        (_adult_defs("  loop: {retrain_on_estimated_drop: sometimes}\n"), "attributes.loop.retrain_on_estimated_drop"),
+        (_adult_defs("  loop: {shadow_min_events: 3}\n"),
          "attributes.loop.shadow_min_events: Input should be greater than or equal to 10"),
-        (ADULT_DEFS.format(spec=REPO_ROOT / "data" / "adult.yaml", extra="  loop: {promotion_requires_shadow_win: perhaps}\n"),
+        (_adult_defs("  loop: {promotion_requires_shadow_win: perhaps}\n"),
          "attributes.loop.promotion_requires_shadow_win"),
-        (ADULT_DEFS.format(spec=REPO_ROOT / "data" / "adult.yaml", extra="  loop: {serve_port: 9000}\n"), "attributes.loop.serve_port: Extra inputs are not permitted"),
-        (ADULT_DEFS.format(spec=REPO_ROOT / "data" / "adult.yaml", extra="  loop: {serve_shadow_queue: 0}\n"),
+        (_adult_defs("  loop: {serve_port: 9000}\n"), "attributes.loop.serve_port: Extra inputs are not permitted"),
+        (_adult_defs("  loop: {serve_shadow_queue: 0}\n"),
          "attributes.loop.serve_shadow_queue: Input should be greater than or equal to 1"),
-        (ADULT_DEFS.format(spec=REPO_ROOT / "data" / "adult.yaml", extra="  loop: {training_window_candidates: [5000, 5000]}\n"),
+        (_adult_defs("  loop: {training_window_candidates: [5000, 5000]}\n"),
          "training_window_candidates (MLPLATFORM_TRAINING_WINDOW_CANDIDATES): repeated window sizes [5000]"),
-        (ADULT_DEFS.format(spec=REPO_ROOT / "data" / "adult.yaml", extra="  loop: {training_window: 10000, training_window_candidates: [50000, 1000]}\n"),
+        (_adult_defs("  loop: {training_window: 10000, training_window_candidates: [50000, 1000]}\n"),
          "attributes.loop: Value error, training_window_candidates (MLPLATFORM_TRAINING_WINDOW_CANDIDATES): [50000] larger than training_window (10000)"),
-        (ADULT_DEFS.format(spec=REPO_ROOT / "data" / "adult.yaml", extra="").replace("RetrainingLoop", "RetrainingLoops"),
+        (_adult_defs("").replace("RetrainingLoop", "RetrainingLoops"),
          "type: 'mlplatform.RetrainingLoops' is no component of mlplatform (its one component type: mlplatform.RetrainingLoop)"),
-        (ADULT_DEFS.format(spec=REPO_ROOT / "data" / "adult.yaml", extra="  loop: {training_window_candidates: 5000}\n"), "attributes.loop.training_window_candidates"),
-        (ADULT_DEFS.format(spec=REPO_ROOT / "data" / "adult.yaml", extra="  owner: me\n"), "attributes.owner: Extra inputs are not permitted"),
+        (_adult_defs("  loop: {training_window_candidates: 5000}\n"), "attributes.loop.training_window_candidates"),
+        (_adult_defs("  owner: me\n"), "attributes.owner: Extra inputs are not permitted"),
         ("type: mlplatform.RetrainingLoop\nattributes: [1, 2\n", "cannot be read as YAML"),
         # the many-models probe: status said "attributes.spec: Field required" of a misspelt `atributes:`
-        (ADULT_DEFS.format(spec=REPO_ROOT / "data" / "adult.yaml", extra="").replace("attributes:", "atributes:"),
+        (_adult_defs("").replace("attributes:", "atributes:"),
          "atributes: not a key of a defs.yaml (its keys: type, attributes, template_vars_module, requirements, post_processing)"),
         (ADULT_DEFS.format(spec=REPO_ROOT / "data", extra=""), f"attributes.spec: dataset spec {REPO_ROOT / 'data'} is a folder: name the spec's YAML file in it"),
         # dg takes several components per file; the platform failed with "expected a single document in the stream" (the review)
-        (ADULT_DEFS.format(spec=REPO_ROOT / "data" / "adult.yaml", extra="") + "---\ntype: other.Component\nattributes: {}\n",
+        (_adult_defs("") + "---\ntype: other.Component\nattributes: {}\n",
          "2 YAML documents, 1 of them mlplatform.RetrainingLoop: declare each model in a defs.yaml of its own folder"),
         # a model's own floor keyed by another task's metric was taken and ignored: the default floor held its promotions
-        (ADULT_DEFS.format(spec=REPO_ROOT / "data" / "adult.yaml", extra="  loop: {quality_floor: {rmse: 80}}\n"),
+        (_adult_defs("  loop: {quality_floor: {rmse: 80}}\n"),
          "attributes.loop.quality_floor: adult is a binary model, whose floor is on roc_auc (at least): give {roc_auc: <value>} or a number, not rmse"),
-        (ADULT_DEFS.format(spec=REPO_ROOT / "data" / "adult.yaml", extra="  loop: {quality_floor: {roc_auc: 0.7, log_loss: 0.5}}\n"),
+        (_adult_defs("  loop: {quality_floor: {roc_auc: 0.7, log_loss: 0.5}}\n"),
          "attributes.loop.quality_floor: adult is a binary model, whose floor is on roc_auc (at least): give {roc_auc: <value>} or a number, not log_loss, roc_auc"),
     ],
 )
@@ -94,8 +99,8 @@ def test_a_wrong_declaration_names_its_file_and_field(tmp_path: Path, text: str,
 
 def test_two_models_with_one_name_are_refused_naming_both_files(tmp_path: Path) -> None:
     defs = tmp_path / "defs"
-    first = _declare(defs, "a", ADULT_DEFS.format(spec=REPO_ROOT / "data" / "adult.yaml", extra=""))
-    second = _declare(defs, "b", ADULT_DEFS.format(spec=REPO_ROOT / "data" / "adult.yaml", extra="  loop: {retrain_every_n: 10}\n"))
+    first = _declare(defs, "a", _adult_defs(""))
+    second = _declare(defs, "b", _adult_defs("  loop: {retrain_every_n: 10}\n"))
     _declare(defs, "other", "type: some_other.Component\nattributes: {}\n---\ntype: some_other.Component\nattributes: {}\n")  # none of ours
     with pytest.raises(PlatformError, match="two models named 'adult'") as refused:
         Platform.discover(Settings(state_dir=tmp_path / "state"), defs)
@@ -115,14 +120,14 @@ def test_a_refused_model_name_gets_a_suggestion_the_rule_takes(refused: str, sug
 
 def test_a_model_s_own_floor_on_its_metric_is_taken(tmp_path: Path) -> None:
     defs = tmp_path / "defs"
-    _declare(defs, "adult", ADULT_DEFS.format(spec=REPO_ROOT / "data" / "adult.yaml", extra="  loop: {quality_floor: {roc_auc: 0.75}}\n"))
+    _declare(defs, "adult", _adult_defs("  loop: {quality_floor: {roc_auc: 0.75}}\n"))
     assert Platform.discover(Settings(state_dir=tmp_path / "state"), defs).models["adult"].settings.floor_of("roc_auc") == 0.75
 
 
 def test_the_components_own_path_declares_a_model_as_its_short_name_does(tmp_path: Path) -> None:
     """dg resolves `mlplatform.orchestration.component.RetrainingLoop` to the component; the CLI skipped it as none of ours."""
     defs = tmp_path / "defs"
-    _declare(defs, "adult", ADULT_DEFS.format(spec=REPO_ROOT / "data" / "adult.yaml", extra="").replace(
+    _declare(defs, "adult", _adult_defs("").replace(
         "mlplatform.RetrainingLoop", "mlplatform.orchestration.component.RetrainingLoop"))
     assert list(Platform.discover(Settings(state_dir=tmp_path / "state"), defs).models) == ["adult"]
 
@@ -147,7 +152,7 @@ def test_one_quality_floor_for_models_whose_metrics_differ_is_refused_and_a_floo
     models = Platform.discover(Settings(state_dir=tmp_path / "state", quality_floor={"roc_auc": 0.7})).models
     assert models["adult"].settings.floor_of("roc_auc") == 0.7 and models["bike-sharing"].settings.floor_of("rmse") is None
     defs = tmp_path / "defs"  # one metric: one number is meant for every model
-    _declare(defs, "adult", ADULT_DEFS.format(spec=REPO_ROOT / "data" / "adult.yaml", extra=""))
+    _declare(defs, "adult", _adult_defs(""))
     assert Platform.discover(Settings(state_dir=tmp_path / "state", quality_floor=0.7), defs).models["adult"].settings.floor_of("roc_auc") == 0.7
     with pytest.raises(ValidationError, match="Input should be 'roc_auc', 'log_loss' or 'rmse'"):
         Settings(state_dir=tmp_path / "state", quality_floor={"auc": 0.7})
@@ -159,7 +164,7 @@ def test_one_quality_floor_for_models_whose_metrics_differ_is_refused_and_a_floo
 def test_two_models_sharing_a_landing_folder_are_refused(tmp_path: Path, bike_landing: str) -> None:
     """Each file went, without a word, to whichever model ingested it first."""
     defs = tmp_path / "defs"
-    adult = _declare(defs, "adult", ADULT_DEFS.format(spec=REPO_ROOT / "data" / "adult.yaml", extra="  landing_dir: drop\n"))
+    adult = _declare(defs, "adult", _adult_defs("  landing_dir: drop\n"))
     bike = _declare(defs, "bike", ADULT_DEFS.format(spec=REPO_ROOT / "data" / "bike_sharing.yaml", extra=f"  landing_dir: {bike_landing}\n"))
     with pytest.raises(PlatformError, match="models 'adult' .* and 'bike-sharing' .* share a landing folder") as refused:
         Platform.discover(Settings(state_dir=tmp_path / "state"), defs)
@@ -169,7 +174,7 @@ def test_two_models_sharing_a_landing_folder_are_refused(tmp_path: Path, bike_la
 def test_loop_settings_in_the_yaml_win_over_the_environment_and_landing_is_per_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLPLATFORM_RETRAIN_EVERY_N", "123")
     defs = tmp_path / "defs"
-    _declare(defs, "adult", ADULT_DEFS.format(spec=REPO_ROOT / "data" / "adult.yaml", extra="  loop: {retrain_every_n: 777, promotion_margin: 0.01}\n"))
+    _declare(defs, "adult", _adult_defs("  loop: {retrain_every_n: 777, promotion_margin: 0.01}\n"))
     _declare(defs, "bike", ADULT_DEFS.format(spec=REPO_ROOT / "data" / "bike_sharing.yaml", extra="  landing_dir: drop\n"))
     platform = Platform.discover(Settings(state_dir=tmp_path / "state"), defs)
     adult, bike = platform.model("adult"), platform.model("bike_sharing")
@@ -184,7 +189,7 @@ def test_a_model_s_own_serving_settings_let_the_correction_serve_beside_a_model_
     defs = tmp_path / "defs"
     colours = tmp_path / "colours.yaml"
     colours.write_text("name: colours\ntask: multiclass\nlabel: y\nclasses: [red, green, blue]\nfeatures: {x: numeric}\n", encoding="utf-8")
-    _declare(defs, "adult", ADULT_DEFS.format(spec=REPO_ROOT / "data" / "adult.yaml", extra="  loop: {serve_online_correction: true, serve_max_batch_rows: 10}\n"))
+    _declare(defs, "adult", _adult_defs("  loop: {serve_online_correction: true, serve_max_batch_rows: 10}\n"))
     _declare(defs, "colours", ADULT_DEFS.format(spec=colours, extra=""))
     platform = Platform.discover(Settings(state_dir=tmp_path / "state"), defs)
     adult, multiclass = platform.model("adult"), platform.model("colours")

@@ -241,13 +241,14 @@ def add_value_snapshots(folder: Path, model: str, kind: str, champion_version: i
             added: list[tuple[str, datetime]] = []
             for point in points:
                 values = {k: v for k, v in point.values.items() if math.isfinite(v)}  # a metric without a value has no point
-                own = [*(f"{SERIES_TAG}{k}" for k in sorted(values)), _values_tag(values)]
-                changed = [sid for sid, t, had in known if t == point.timestamp and set(tags) <= set(had) and own[-1] not in had]
+                digest = _values_tag(values)
+                changed = [sid for sid, t, had in known if t == point.timestamp and set(tags) <= set(had) and digest not in had]
                 if newest is None or point.timestamp > newest or changed:
                     for sid in changed:
                         workspace.delete_run(project_id, sid)
                     known = [k for k in known if k[0] not in changed]
-                    snapshot = _value_snapshot(ValuePoint(point.name, point.data_time, {**values, CHAMPION_COLUMN: champion_version}), [*tags, *own])
+                    snapshot = _value_snapshot(ValuePoint(point.name, point.data_time, {**values, CHAMPION_COLUMN: champion_version}),
+                                               [*tags, *(f"{SERIES_TAG}{k}" for k in sorted(values)), digest])
                     added.append((str(workspace.add_run(project_id, snapshot, name=point.name).id), point.timestamp))
             # By data time, newest first: a replaced snapshot of an older chunk is not the newest (it was added last).
             kept = sorted([*((sid, t) for sid, t, _ in known), *added], key=lambda entry: entry[1], reverse=True)
