@@ -147,6 +147,7 @@ class RouteTable:
 
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+Probe = Callable[[], Awaitable[Response]]
 
 
 def refusal(metrics: ServingMetrics, table: RouteTable, path: str, exc: ApiError) -> Response:
@@ -216,6 +217,18 @@ class Guard:
             self.children.get(path, self.other).observe(time.perf_counter() - started)
 
 
+def probe(app: FastAPI, path: str, **documented: Any) -> Callable[[Probe], Probe]:
+    """A health endpoint answers GET, as documented, and HEAD, which load balancers and uptime checks send (the same
+    status, no body; undocumented, as HEAD is implied by GET): a HEAD was a 405, and a health check reading it failed."""
+
+    def register(endpoint: Probe) -> Probe:
+        app.get(path, **documented)(endpoint)
+        app.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)
+        return endpoint
+
+    return register
+
+
 def add_routes(app: FastAPI, settings: Settings, metrics: ServingMetrics, table: RouteTable, direct: dict[str, Endpoint]) -> None:
     """Every route of the service: each model's under /models/{name} (and the short paths for a single model), then the global
     ones; the predict endpoints also go into `direct`, for the Guard to call."""
@@ -265,8 +278,8 @@ def add_routes(app: FastAPI, settings: Settings, metrics: ServingMetrics, table:
 
         if prefix:
 
-            @app.get(prefix + READYZ, summary=f"{name} has a champion loaded and can serve it", tags=[name],
-                     responses={200: {"model": Readiness}, 503: {"model": Readiness}})
+            @probe(app, prefix + READYZ, summary=f"{name} has a champion loaded and can serve it", tags=[name],
+                   responses={200: {"model": Readiness}, 503: {"model": Readiness}})
             async def model_readyz() -> Response:
                 ready, state = await service.readiness()
                 return json_response(state, 200 if ready else 503)
@@ -276,12 +289,12 @@ def add_routes(app: FastAPI, settings: Settings, metrics: ServingMetrics, table:
     if table.single is not None:
         model_routes(table.single, "")
 
-    @app.get(HEALTHZ, summary="The process is up", response_model=Health)
+    @probe(app, HEALTHZ, summary="The process is up", response_model=Health)
     async def healthz() -> Response:
         return json_response({"status": "ok"})
 
-    @app.get(READYZ, summary="Every model has a champion loaded and can serve it",
-             responses={200: {"model": ServiceReadiness}, 503: {"model": ServiceReadiness}})
+    @probe(app, READYZ, summary="Every model has a champion loaded and can serve it",
+           responses={200: {"model": ServiceReadiness}, 503: {"model": ServiceReadiness}})
     async def readyz() -> Response:
         states = {name: await service.readiness() for name, service in table.services.items()}
         ready = all(ok for ok, _ in states.values())
