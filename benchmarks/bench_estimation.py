@@ -152,7 +152,7 @@ def detection(spec: DatasetSpec, settings: Settings, predictor: Predictor, event
         if (end - warmup) % args.drift_every == 0:
             drift = (*drift_check(events.iloc[:warmup], events.iloc[warmup:end]), str(end))
         watermark = warmup + max(0, end - warmup - args.label_delay)
-        # The sensor's reading as estimated_performance makes it: labels known up to the watermark overrule an estimate they contradict.
+        # The sensor's reading as estimated_performance makes it: the realized performance of the events labelled by the watermark supersedes the estimate on them (weighted by their share).
         start = max(warmup, end - settings.estimated_drop_events)
         y = predictor.label_codes(events[LABEL].iloc[start:end].where(np.arange(start, end) < watermark))
         _, recent = estimate_chunks(predictor, estimator, events.iloc[start:end], y, settings.estimated_drop_events, 0,

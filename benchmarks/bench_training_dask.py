@@ -14,6 +14,7 @@ import statistics
 import sys
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -30,6 +31,7 @@ from mlplatform.domain.training import TrainingConfig, encode_labels, fit_transf
 from mlplatform.domain.validation import LABEL, validate_frame  # noqa: E402
 from mlplatform.pipeline.replay import read_source  # noqa: E402
 from mlplatform.settings import DEFAULT_SPEC  # noqa: E402
+from mlplatform.stores.dask_training import dask_fit  # noqa: E402
 
 COMMAND = ".venv/bin/python benchmarks/bench_training_dask.py"
 HOLDOUT_ROWS = 5000
@@ -59,7 +61,7 @@ def main() -> int:
         times, auc, iterations = [], 0.0, 0
         for _ in range(args.repeat):
             started = time.perf_counter()
-            result = train(window, spec, config, transformer=transformer, cluster=client)
+            result = train(window, spec, config, transformer=transformer, fit_maker=None if client is None else partial(dask_fit, client))
             times.append(time.perf_counter() - started)
             auc = float(roc_auc_score(y_holdout, result.predictor.predict(holdout)[PROBABILITY]))
             iterations = result.best_iteration

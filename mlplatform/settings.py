@@ -7,13 +7,16 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mlplatform.domain.retry_budget import RetryBudget
+
+if TYPE_CHECKING:
+    from mlplatform.domain.policy import PolicyConfig
 
 FloorMetric = Literal["roc_auc", "log_loss", "rmse"]  # the primary metrics (mlplatform.domain.evaluation.PRIMARY_METRIC)
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -258,6 +261,15 @@ class Settings(BaseSettings):
     @property
     def retry_budget(self) -> RetryBudget:
         return RetryBudget(self.external_retry_budget_seconds)
+
+    def policy_config(self, estimated_drop: bool = True) -> PolicyConfig:
+        """The retraining policy these settings describe: the sensor's, and the adaptation benchmark's, which estimates
+        no performance (`estimated_drop=False`) but must otherwise decide as the sensor does."""
+        from mlplatform.domain.policy import PolicyConfig  # pandas comes with it: not for every reader of a setting
+
+        return PolicyConfig(self.retrain_every_n, self.min_new_labelled_for_drift, self.retrain_cooldown_seconds,
+                            self.estimated_drop_margin if estimated_drop and self.retrain_on_estimated_drop else None, self.estimated_drop_events,
+                            self.quality_drop_margin if self.retrain_on_quality_drop else None, self.quality_drop_events)
 
     @property
     def artifact_root(self) -> str:

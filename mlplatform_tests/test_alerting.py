@@ -16,7 +16,8 @@ from mlplatform.pipeline.live_quality import ServedVersion, measure, measure_rea
 from mlplatform.orchestration.names import LIVE_QUALITY_CHECK, ModelNames
 from mlplatform_tests.support.loop import retrain_job
 from mlplatform_tests.support.processes import wait_until
-from mlplatform.stores.registry import POSITIVE_CLASS_TAG, Registry
+from mlplatform.domain.keys import POSITIVE_CLASS_TAG
+from mlplatform.stores.registry import Registry
 from mlplatform.pipeline.replay import canonical_labels, read_source, write_batches
 from mlplatform.serving.champion import ChampionWatcher
 from mlplatform.serving.metrics import ServingMetrics

@@ -406,7 +406,7 @@ def test_status_says_when_it_shows_only_the_latest_champion_moves() -> None:
             in render_status(status)), "the estimation probe: 'roc_auc 0.7286 recently' said nothing of a reference of 0.9504"
     status["estimated_performance"] |= {"recent_labelled": 1800, "recent_estimate_on_labelled": 4.4, "recent_realized": 3.95}
     assert "vs reference 3.9: 11.8% worse; realized 3.95 on the 1800 of them labelled, estimated 4.4 there; within floors" in render_status(status), \
-        "what overrules an estimated drop is shown beside it"
+        "what supersedes an estimated drop is shown beside it"
     status["estimated_performance"] |= {"recent_estimate": None, "recent_note": "no events the champion did not train on"}
     assert "estimated performance of v7: mae not estimated recently (no events the champion did not train on); within floors" in render_status(status), \
         "it printed 'mae None recently'"
@@ -484,7 +484,6 @@ def test_a_retraining_is_refused_while_another_of_the_model_runs(state: Settings
     """The concurrency probe: two `materialize` of the retraining a second apart both ran (in process, past the run
     queue's one-per-model limit) and made two identical versions. Another command holding the model's retraining, or
     an unfinished retraining run of the daemon's, refuses it, exit 2, naming what runs; a run whose process is gone does not."""
-    import fcntl
     import logging
 
     from dagster._core.events import DagsterEvent, DagsterEventType

@@ -135,7 +135,7 @@ def test_an_estimated_drop_on_unlabelled_events_triggers_one_retraining(platform
     assert tags[ESTIMATE_TAG] in (tick.cursor or "")
 
 
-def test_labels_of_the_recent_events_overrule_an_estimated_drop_they_contradict(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_labels_of_the_recent_events_supersede_an_estimated_drop_they_contradict(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
     """Realized performance supersedes the estimate where labels came back (the estimation probe: an estimated 6 % fall
     retrained though the labels of the same events, already in, said 3.8 %). The champion's hard cases again, each
     labelled as it predicted: estimated as a drop, realized as none."""
@@ -148,7 +148,7 @@ def test_labels_of_the_recent_events_overrule_an_estimated_drop_they_contradict(
     meta, _ = _estimate(platform)
     assert meta[RECENT_LABELLED] == CHUNK and float(str(meta[RECENT_ESTIMATE])) < 0.8 * float(str(meta["reference"]))
     assert float(str(meta["recent_realized"])) > float(str(meta["reference"])), "right on every one of them"
-    monkeypatch.setenv("MLPLATFORM_MIN_NEW_LABELLED_FOR_DRIFT", "1")  # labels enough: a drop not overruled would fire
+    monkeypatch.setenv("MLPLATFORM_MIN_NEW_LABELLED_FOR_DRIFT", "1")  # labels enough: a drop the labels did not withdraw would fire
     tick = platform.tick(ADULT.retraining_sensor, None)
     assert not tick.run_requests, "an estimated drop the labels contradict"
     said = tick.skip_message or ""

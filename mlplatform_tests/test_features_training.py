@@ -19,7 +19,7 @@ from mlplatform.domain.spec import DatasetSpec, parse_spec
 from pydantic import ValidationError
 
 from mlplatform.domain.evaluation import classes_training_lacks, default_floor, passes_floor, score
-from mlplatform.domain.training import TrainingConfig, TrainingError, check_window, fit_transformer, refit, train, tuned_params
+from mlplatform.domain.training import TrainingConfig, TrainingError, TrainingResult, check_window, fit_transformer, refit, train, tuned_params
 from mlplatform.domain.window_choice import train_best_window
 from mlplatform.pipeline.retraining import change_window, evidence_on, judge, prune_snapshots, train_on_best_window
 from mlplatform.settings import Settings
@@ -34,7 +34,7 @@ def window(adult_rows: pd.DataFrame, adult_spec: DatasetSpec) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def trained(window: pd.DataFrame, adult_spec: DatasetSpec):  # type: ignore[no-untyped-def]
+def trained(window: pd.DataFrame, adult_spec: DatasetSpec) -> TrainingResult:
     return train(window, adult_spec, FAST)
 
 
@@ -59,7 +59,7 @@ def test_unseen_missing_and_absent_values_become_missing_not_errors() -> None:
     pd.testing.assert_frame_equal(again.transform(raw), out)
 
 
-def test_training_uses_the_latest_rows_for_early_stopping(trained, window: pd.DataFrame) -> None:  # type: ignore[no-untyped-def]
+def test_training_uses_the_latest_rows_for_early_stopping(trained: TrainingResult, window: pd.DataFrame) -> None:
     assert trained.train_rows + trained.validation_rows == len(window)
     assert trained.validation_rows == int(len(window) * FAST.validation_fraction)
     assert 1 <= trained.best_iteration < FAST.num_boost_round and trained.trials == 2
@@ -67,7 +67,7 @@ def test_training_uses_the_latest_rows_for_early_stopping(trained, window: pd.Da
     assert set(trained.importance["feature"]) == {*window.columns[3:], "education × occupation"}, "the spec's names, not LightGBM's (spaces as _)"
 
 
-def test_predictions_are_deterministic_and_well_formed(trained, window: pd.DataFrame, adult_spec: DatasetSpec) -> None:  # type: ignore[no-untyped-def]
+def test_predictions_are_deterministic_and_well_formed(trained: TrainingResult, window: pd.DataFrame, adult_spec: DatasetSpec) -> None:
     first = trained.predictor.predict(window.head(50))
     again = train(window, adult_spec, FAST).predictor.predict(window.head(50))
     pd.testing.assert_frame_equal(first, again)
@@ -75,13 +75,13 @@ def test_predictions_are_deterministic_and_well_formed(trained, window: pd.DataF
     assert trained.predictor.predict(window.head(0)).empty
 
 
-def test_saved_predictor_loads_back_identical(trained, window: pd.DataFrame, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_saved_predictor_loads_back_identical(trained: TrainingResult, window: pd.DataFrame, tmp_path: Path) -> None:
     files = trained.predictor.save(tmp_path)
     loaded = Predictor.load(files["booster"], files["pipeline"])
     pd.testing.assert_frame_equal(loaded.predict(window.head(100)), trained.predictor.predict(window.head(100)))
 
 
-def test_the_logged_model_is_self_contained(trained, window: pd.DataFrame, adult_spec: DatasetSpec, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_the_logged_model_is_self_contained(trained: TrainingResult, window: pd.DataFrame, adult_spec: DatasetSpec, tmp_path: Path) -> None:
     registry = Registry(f"sqlite:///{tmp_path}/mlflow.db", (tmp_path / "artifacts").as_uri(), adult_spec)
     version = registry.log_model(trained, window, {"valid_roc_auc": 0.9}, {"mlplatform.window.rows": str(len(window))})
     assert str(version.version) == "1" and version.tags["mlplatform.window.rows"] == str(len(window))
@@ -111,7 +111,7 @@ class Stop(BaseException):
 
 
 @pytest.mark.parametrize("stage", ["trial", "refit"])
-def test_training_stops_only_at_its_checkpoints(trained, window: pd.DataFrame, adult_spec: DatasetSpec, stage: str) -> None:  # type: ignore[no-untyped-def]
+def test_training_stops_only_at_its_checkpoints(trained: TrainingResult, window: pd.DataFrame, adult_spec: DatasetSpec, stage: str) -> None:
     """A stop lands where LightGBM is whole: before a trial and after every boosting round, of tuning and of the refit
     (interrupted anywhere, its wrapper freed a booster twice, a segfault, or lost the interrupt in a __del__)."""
     calls: list[int] = []
@@ -197,7 +197,7 @@ def test_on_a_stationary_stream_the_full_window_wins_or_ties(window: pd.DataFram
     assert choice.window == 2500 or recent.holdout_score - full.holdout_score < 0.01, choice.candidates
 
 
-def test_one_candidate_is_the_single_fixed_window_and_useless_ones_are_skipped(trained, window: pd.DataFrame, adult_spec: DatasetSpec) -> None:  # type: ignore[no-untyped-def]
+def test_one_candidate_is_the_single_fixed_window_and_useless_ones_are_skipped(trained: TrainingResult, window: pd.DataFrame, adult_spec: DatasetSpec) -> None:
     holdout = window.tail(200)
     single = train_best_window(window, holdout, adult_spec, FAST, (len(window) + 200,))
     pd.testing.assert_frame_equal(single.result.predictor.predict(window.head(200)), trained.predictor.predict(window.head(200)))
@@ -297,7 +297,7 @@ def test_a_bad_boolean_training_setting_is_refused_naming_it(monkeypatch: pytest
         Settings()
 
 
-def test_against_a_refit_champion_only_holdout_rows_after_its_cutoff_are_judged(trained, window: pd.DataFrame, adult_spec: DatasetSpec) -> None:  # type: ignore[no-untyped-def]
+def test_against_a_refit_champion_only_holdout_rows_after_its_cutoff_are_judged(trained: TrainingResult, window: pd.DataFrame, adult_spec: DatasetSpec) -> None:
     holdout = window.tail(600).reset_index(drop=True)
     challenger = train(window.head(1900), adult_spec, FAST).predictor.predict(holdout)  # a validation model's hold-out predictions
     settings = Settings(promotion_margin=0)

@@ -11,7 +11,7 @@ import yaml
 
 from mlplatform.domain.evaluation import primary_metric, score
 from mlplatform.domain.keys import (CHAMPION_CHANGE, CHAMPION_MOVING, DAGSTER_RUN_TAG, CHOSEN_WINDOW, FITTED_ROWS, TRAINED_WINDOW, JUDGED_ROWS, REFIT, REFIT_ROWS, REFIT_ROWS_TAG, RETRY_ON_FAILURE_TAG, VALIDATION_PREDICTIONS, WILL_RETRY_TAG,
-                                   WINDOW_SCORES)
+                                   WINDOW_SCORES, mlflow_tag)
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.validation import EVENT_ID, LABEL
 from mlplatform.orchestration.assets import latest_metadata
@@ -21,7 +21,7 @@ from mlplatform.orchestration.resources import PlatformResource
 from mlplatform.pipeline.replay import write_batches
 from mlplatform.pipeline.retraining import EvidenceError, FeatureSnapshot, hold_out_evidence
 from mlplatform.settings import REPO_ROOT, Settings
-from mlplatform.stores.registry import MOVE_MARK_SECONDS, tag
+from mlplatform.stores.registry import MOVE_MARK_SECONDS
 from mlplatform_tests.support.loop import LOOP, RETRAIN, failures, materialize, model, names
 
 
@@ -59,8 +59,8 @@ def test_the_loop_promotes_refuses_bad_windows_and_rejects_worse_challengers(
     checks = [e for e in result.get_asset_check_evaluations() if e.check_name == QUALITY_FLOOR_CHECK]
     assert len(checks) == 1 and checks[0].passed
     v1 = reg.get_version(1)
-    assert int(reg.champion().version) == 1 and v1.tags[tag("decision")] == "promoted"
-    assert v1.tags[tag("window.first_event_id")] == "adult-0" and v1.tags[DAGSTER_RUN_TAG] == result.run_id
+    assert int(reg.champion().version) == 1 and v1.tags[mlflow_tag("decision")] == "promoted"
+    assert v1.tags[mlflow_tag("window.first_event_id")] == "adult-0" and v1.tags[DAGSTER_RUN_TAG] == result.run_id
     assert str(reg.version_by_alias("challenger").version) == "1"
 
     # evaluation_report again on its own (a retry past the alias move, or a launch from the UI): v1 is already the champion,
@@ -70,7 +70,7 @@ def test_the_loop_promotes_refuses_bad_windows_and_rejects_worse_challengers(
     rerun = latest_metadata(instance, adult.asset(EVALUATION_REPORT))
     assert rerun is not None and (rerun["decision"], rerun["champion_version_before"], rerun["champion_version"]) == ("promoted", 1, 1)
     assert str(rerun["reason"]) == f"v1 is already the champion: nothing decided again; its decision: {first['reason']}", again.run_id
-    assert reg.get_version(1).tags[tag("decision_reason")] == first["reason"] and reg.timeline() == timeline
+    assert reg.get_version(1).tags[mlflow_tag("decision_reason")] == first["reason"] and reg.timeline() == timeline
     # an attempt that moved the alias and failed before its timeline entry: the retry writes the entry it left out
     reg.client.delete_registered_model_tag(reg.name, f"{CHAMPION_CHANGE}{timeline[-1].seq:06d}")
     reg.client.set_registered_model_tag(reg.name, CHAMPION_MOVING, f"1:{timeline[-1].seq}:{time.time() - 2 * MOVE_MARK_SECONDS}")  # it died a while ago
@@ -100,8 +100,8 @@ def test_the_loop_promotes_refuses_bad_windows_and_rejects_worse_challengers(
     assert second is not None and (second["decision"], second["challenger_version"], second["champion_version"]) == ("rejected", 2, 1)
     assert "below the margin 1.0" in str(second["reason"]) and Path(str(second["report_path"])).is_file()
     v2 = reg.get_version(2)
-    assert v2.tags[tag("decision")] == "rejected" and v2.tags[tag("compared_with")] == "1"
-    assert float(v2.tags[tag("champion_score")]) > 0.6 and int(reg.champion().version) == 1
+    assert v2.tags[mlflow_tag("decision")] == "rejected" and v2.tags[mlflow_tag("compared_with")] == "1"
+    assert float(v2.tags[mlflow_tag("champion_score")]) > 0.6 and int(reg.champion().version) == 1
     # v2 was refit on its hold-out: judged by its validation model's recorded hold-out predictions, not by its own in-sample
     # ones; all hold-out rows came after the refit champion v1's cut-off, so all are judged
     trained = latest_metadata(instance, adult.asset(TRAINED_MODEL))
@@ -113,17 +113,17 @@ def test_the_loop_promotes_refuses_bad_windows_and_rejects_worse_challengers(
     # its window tags (the drift reference) say which rows it learned from: the chosen window's, not the whole snapshot's
     learned = snapshot.train.iloc[-chosen["train_rows"]:]
     assert len(learned) < len(snapshot.train)
-    assert (v2.tags[tag("window.train_rows")], v2.tags[tag("window.first_event_id")]) == (str(chosen["train_rows"]), learned[EVENT_ID].iloc[0])
+    assert (v2.tags[mlflow_tag("window.train_rows")], v2.tags[mlflow_tag("window.first_event_id")]) == (str(chosen["train_rows"]), learned[EVENT_ID].iloc[0])
     # The probe: trained_model's train_rows (the rows fitted, hold-out included) read as a third count of "training rows"
     # beside the snapshot's and the tags'; its metadata now names the window the tags record, in the same words.
-    assert {tag(f"window.{k}"): str(v) for k, v in trained[TRAINED_WINDOW].items()} == {k: v for k, v in v2.tags.items() if k.startswith(tag("window."))}  # type: ignore[union-attr]
+    assert {mlflow_tag(f"window.{k}"): str(v) for k, v in trained[TRAINED_WINDOW].items()} == {k: v for k, v in v2.tags.items() if k.startswith(mlflow_tag("window."))}  # type: ignore[union-attr]
     assert trained[FITTED_ROWS] == chosen["train_rows"] + len(holdout)
     evidence = reg.read_frame(2, VALIDATION_PREDICTIONS)
     assert evidence["event_id"].tolist() == holdout["event_id"].tolist()
     with pytest.raises(EvidenceError, match="recorded hold-out predictions miss 3 of the 3 events"):  # another snapshot's hold-out
         hold_out_evidence(reg, holdout.head(3).assign(event_id=lambda f: f["event_id"] + "-elsewhere"), 2)
     assert second["challenger_score"] == score(adult_spec, holdout[LABEL], evidence)[metric] != score(adult_spec, holdout[LABEL], reg.load_predictor(2).predict(holdout))[metric]
-    assert second[JUDGED_ROWS] == second["holdout_rows"] == len(holdout) and (holdout["label_seq"] > int(v1.tags[tag("window.label_seq_cutoff")])).all()
+    assert second[JUDGED_ROWS] == second["holdout_rows"] == len(holdout) and (holdout["label_seq"] > int(v1.tags[mlflow_tag("window.label_seq_cutoff")])).all()
     # Judged again (the asset run again, a pin released): the probe found v2's one report rewritten, and the first
     # materialization's link showing the later decision. Each evaluation has a report of its own, in MLflow too.
     first_report = Path(str(second["report_path"]))
@@ -149,7 +149,7 @@ def test_the_loop_promotes_refuses_bad_windows_and_rejects_worse_challengers(
     assert "misses the quality floor" in str(third["reason"])
     checks = [e for e in result.get_asset_check_evaluations() if e.check_name == QUALITY_FLOOR_CHECK]
     assert len(checks) == 1 and not checks[0].passed
-    assert reg.get_version(3).tags[tag("decision")] == "rejected" and int(reg.champion().version) == 1
+    assert reg.get_version(3).tags[mlflow_tag("decision")] == "rejected" and int(reg.champion().version) == 1
     with pytest.raises(LaunchError, match=r"failed \(run .*\): adult/evaluation_report's blocking check quality_floor failed \(\w+ [0-9.]+ vs floor 0\.9990\)$"):
         raise_on_failure(result, "materializing")  # what `mlplatform materialize` prints: not "1 blocking asset check failed"
 

@@ -13,7 +13,7 @@ import pytest
 
 from mlplatform import cli
 from mlplatform.domain.spec import DatasetSpec, load_spec
-from mlplatform.domain.timeformat import parse_event_time
+from mlplatform.domain.timeformat import parse_event_times
 from mlplatform.domain.validation import EVENT_ID, EVENT_TIME, LABEL
 from mlplatform.pipeline.landing import IngestReport, ingest_pending
 from mlplatform.pipeline.replay import LandingSink, ReplayError, read_source, run_stream, select_stream
@@ -352,8 +352,9 @@ def test_a_label_file_may_fill_inline_labels_but_not_contradict_them(tmp_path: P
     ("value", "time_format", "expected"),
     [(2015, "year", "2015-01-01"), ("2015", "iso", "2015-01-01"), (2015, "iso", None), (1_700_000_000_000, "epoch_ms", "2023-11-14T22:13:20"), (None, "iso", None), (True, "epoch_s", None)],
 )
-def test_one_value_parses_by_the_same_rules_for_serving(value: object, time_format: str, expected: str | None) -> None:
-    assert parse_event_time(value, time_format) == (None if expected is None else int(pd.Timestamp(expected, tz="UTC").value // 1000))
+def test_an_event_time_value_parses_by_its_format(value: object, time_format: str, expected: str | None) -> None:
+    parsed = parse_event_times(pd.Series([value]), time_format).iloc[0]
+    assert (None if pd.isna(parsed) else int(parsed)) == (None if expected is None else int(pd.Timestamp(expected, tz="UTC").value // 1000))
 
 
 def test_the_readme_churn_example_is_a_valid_spec(tmp_path: Path) -> None:

@@ -8,7 +8,8 @@ import dagster as dg
 import pandas as pd
 
 from mlplatform.cli.status import decision_said
-from mlplatform.domain.keys import DRIFT_SHARE_TAG, NEW_LABELLED_TAG, REASON_TAG, REPORT_URL
+from mlplatform.domain.keys import (CHAMPION_VERSION, DATASET_DRIFT, DRIFT_COLUMNS, DRIFT_SHARE, DRIFT_SHARE_TAG, DRIFTED_COLUMN_NAMES, DRIFTED_COLUMNS, NEW_LABELLED_TAG,
+                                   REASON_TAG, REPORT_URL, SKIP_REASON, SKIPPED)
 from mlplatform.domain.policy import DRIFT
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.orchestration.assets import latest_metadata
@@ -90,7 +91,7 @@ def run_demo(settings: Settings, model_name: str = DEMO_MODEL, say: Callable[[st
                 raise DemoError(f"expected one retraining request after {n} new labelled events, got {requests} ({skip})")
             say(f"   replayed {n} more labelled events; the sensor asks for a retraining: reason={requests[0].tags[REASON_TAG]}")
             second = _retrain(instance, model.name, requests[0], say)
-            say(f"   champion is v{second.get('champion_version')}")
+            say(f"   champion is v{second.get(CHAMPION_VERSION)}")
             third = _drift_step(instance, model, rows, FIRST_WINDOW + n, cursor, say)
     except LaunchError as exc:
         raise DemoError(str(exc)) from exc
@@ -121,15 +122,15 @@ def _drift_step(instance: dg.DagsterInstance, model: ModelContext, rows: pd.Data
     say(f"3. replayed {count} drifted events: shifted {', '.join(scenario.shift_numeric)}; rarest category made common in {', '.join(scenario.category_mix)}")
     materialize(instance, model.name, ["raw_events", "drift_report", "drift_dashboard"])
     drift = latest_metadata(instance, names.asset(DRIFT_REPORT)) or {}
-    if drift.get("skipped", True):
-        raise DemoError(f"the drift report was skipped: {drift.get('skip_reason')}")
-    verdict = "dataset drift" if drift["dataset_drift"] else "no dataset drift"
-    say(f"   drift report: {verdict}, share {float(str(drift['drift_share'])):.2f} ({drift['drifted_columns']} of {drift['columns']} columns: {drift['drifted_column_names']})")
+    if drift.get(SKIPPED, True):
+        raise DemoError(f"the drift report was skipped: {drift.get(SKIP_REASON)}")
+    verdict = "dataset drift" if drift[DATASET_DRIFT] else "no dataset drift"
+    say(f"   drift report: {verdict}, share {float(str(drift[DRIFT_SHARE])):.2f} ({drift[DRIFTED_COLUMNS]} of {drift[DRIFT_COLUMNS]} columns: {drift[DRIFTED_COLUMN_NAMES]})")
     requests, next_cursor, skip = _sensor_tick(instance, names, cursor, say)
     if len(requests) != 1 or requests[0].tags.get(REASON_TAG) != DRIFT:
         raise DemoError(f"expected one drift-triggered retraining request, got {requests} ({skip})")
     tags = requests[0].tags
     say(f"   the sensor asks for a retraining: reason={tags[REASON_TAG]}, drift share {tags[DRIFT_SHARE_TAG]}, {tags[NEW_LABELLED_TAG]} new labelled events")
     third = _retrain(instance, model.name, requests[0], say)
-    say(f"   champion is v{third.get('champion_version')}; drift report: {drift[REPORT_URL]} (with make dev)")
+    say(f"   champion is v{third.get(CHAMPION_VERSION)}; drift report: {drift[REPORT_URL]} (with make dev)")
     return {"drift": drift, "third": third, "drift_cursor": next_cursor}

@@ -29,8 +29,6 @@ if TYPE_CHECKING:  # LightGBM and scikit-learn load when an estimator is fitted 
 
 CBPE = "cbpe"
 DLE = "dle"
-CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
-REGRESSION_METRICS = ("mae", "rmse")
 HIGHER_IS_BETTER = {"accuracy": True, "precision": True, "recall": True, "f1": True, "roc_auc": True, "mae": False, "rmse": False}
 # The estimated metric the retraining trigger watches: AUC for binary; multiclass log loss needs per-class labels, so accuracy.
 WATCHED_METRIC = {"binary": "roc_auc", "multiclass": "accuracy", "regression": "mae"}

@@ -58,7 +58,16 @@ def mlflow_tag(key: str) -> str:
     return MLFLOW_TAG_PREFIX + key
 
 
-WINDOW_CUTOFF = mlflow_tag("window.label_seq_cutoff")
+WINDOW_TAG_PREFIX = mlflow_tag("window.")  # + a field of the training window a version learned from (retraining.Window)
+
+
+def window_tag(field: str) -> str:
+    """The version tag of one field of its training window: `start` -> `mlplatform.window.start`."""
+    return WINDOW_TAG_PREFIX + field
+
+
+WINDOW_CUTOFF = window_tag("label_seq_cutoff")
+POSITIVE_CLASS_TAG = mlflow_tag("positive_class")  # of a binary version: the class its probability is of
 DECISION = mlflow_tag("decision")
 DECISION_REASON = mlflow_tag("decision_reason")
 AWAITING_SHADOW = "awaiting_shadow"  # DECISION of a challenger that won on the hold-out and waits for its live shadow evidence
@@ -112,6 +121,8 @@ QUARANTINED = "quarantined"
 LABELS_APPLIED = "labels_applied"
 REJECTED_FILES = "rejected_files"
 SKIPPED_ENTRIES = "skipped_entries"
+LABEL_WATERMARK = "label_watermark"  # raw_events and the retraining trigger: the label sequence number read up to
+SKIPPED_ENTRIES_TABLE = "skipped_entries_table"  # which entries and why (SKIPPED is another asset's flag)
 # evaluation_report: the challenger won on the scores and was kept out only by a person's pin or move of the champion
 KEPT_BY_PERSON = "kept_by_person"
 SNAPSHOT = "snapshot"
@@ -127,6 +138,7 @@ DRIFT_SHARE = "drift_share"
 DATASET_DRIFT = "dataset_drift"
 DRIFTED_COLUMNS = "drifted_columns"
 DRIFTED_COLUMN_NAMES = "drifted_column_names"
+DRIFT_COLUMNS = "columns"  # how many columns the report compared
 DRIFT_SHARE_THRESHOLD = "drift_share_threshold"
 REPORT_PATH = "report_path"
 REPORT_URL = "report_url"  # the report as a page (the reports server renders a drift snapshot on demand)

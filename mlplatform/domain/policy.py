@@ -166,7 +166,7 @@ class PerformanceReading:
         superseding the estimate where labels came back."""
         return self._falls(*self.superseded(), margin)
 
-    def overruled(self, margin: float) -> bool:
+    def estimate_alone_drops(self, margin: float) -> bool:
         """The estimate alone is a drop, but not with realized performance where it is known."""
         return self.labelled is not None and self._falls(self.value, self.lower, self.upper, margin) and not self.dropped(margin)
 
@@ -240,8 +240,8 @@ class Observation:
         if reading.events < needed:
             return f"{watch.noun} over {reading.events} events; {needed} needed"
         waiting = f"; waiting for labels: {bar.labels} new labelled events needed (the drift bar)" if watch.reason in EVIDENCE_DRIVEN and reading.dropped(margin) else ""
-        overruled = "; not a drop once realized performance supersedes the estimate where it is known" if reading.overruled(margin) else ""
-        return f"{reading.summary(watch.kind)} (a drop is {margin:.0%} worse, outside the band{waiting}){overruled}"
+        not_a_drop = "; not a drop once realized performance supersedes the estimate where it is known" if reading.estimate_alone_drops(margin) else ""
+        return f"{reading.summary(watch.kind)} (a drop is {margin:.0%} worse, outside the band{waiting}){not_a_drop}"
 
     def dropped(self, watch: DropWatch, cursor: "Cursor", config: PolicyConfig) -> bool:
         """A new reading of `watch`, over enough events, that dropped."""

@@ -118,12 +118,6 @@ def offset_event_times(micros: pd.Series, offsets: pd.Series, unit: str) -> pd.S
     return moved.astype("Int64").where(fits)
 
 
-def parse_event_time(value: object, time_format: str = ISO) -> int | None:
-    """One value (a request field) by the same rules as `parse_event_times`: microseconds since 1970 UTC, or None."""
-    parsed = parse_event_times(pd.Series([value]), time_format).iloc[0]
-    return None if pd.isna(parsed) else int(parsed)
-
-
 def iso_text(micros: np.ndarray) -> list[str]:
     """Microseconds since 1970 as ISO 8601 UTC text (what replay writes; `parse_event_times` reads it back exactly)."""
     return list(np.datetime_as_string(np.asarray(micros, dtype="int64").astype("datetime64[us]"), timezone="UTC"))

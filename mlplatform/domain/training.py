@@ -17,10 +17,9 @@ from mlplatform.domain.predictor import Predictor
 from mlplatform.domain.spec import DatasetSpec, Task
 from mlplatform.domain.validation import LABEL
 
-if TYPE_CHECKING:  # LightGBM (with scikit-learn and SciPy), Optuna and Dask load when a model is trained, not with the code location
+if TYPE_CHECKING:  # LightGBM (with scikit-learn and SciPy) and Optuna load when a model is trained, not with the code location
     import lightgbm as lgb
     import optuna
-    from distributed import Client
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +96,9 @@ def _checkpoints(config: TrainingConfig) -> list[Callable[[Any], None]]:
 # One boosting run with a trial's parameters: the booster (its best_iteration set by early stopping) and its
 # validation loss at that iteration.
 Fit = Callable[[dict[str, Any]], "tuple[lgb.Booster, float]"]
+# Makes the Fit of a training from its base parameters, config and encoded train/validation parts (weights optional):
+# in this process (`_local_fit`), or where the caller says, a Dask cluster's workers (stores/dask_training.py).
+FitMaker = Callable[[dict[str, Any], "TrainingConfig", pd.DataFrame, np.ndarray, "np.ndarray | None", pd.DataFrame, np.ndarray], Fit]
 
 
 def _local_fit(base: dict[str, Any], config: TrainingConfig, x_train: pd.DataFrame, y_train: np.ndarray, w_train: np.ndarray | None,
@@ -159,13 +161,13 @@ def train(
     config: TrainingConfig,
     transformer: FeatureTransformer | None = None,
     weights: np.ndarray | None = None,
-    cluster: "Client | None" = None,
+    fit_maker: FitMaker | None = None,
     first_params: dict[str, Any] | None = None,
 ) -> TrainingResult:
     """Fit LightGBM on `window` (oldest first), tuning within the budget.
 
     `transformer` is the one fitted by the features step; without it one is fitted on the training part. With a
-    Dask `cluster` every trial's boosting runs on its workers (`lightgbm.dask`); the trials stay one after another.
+    `fit_maker` every trial boosts where it says (a Dask cluster's workers: stores/dask_training.py); the trials stay one after another.
     The first trial uses `first_params` (default: DEFAULT_PARAMS), so one trial is one fit with known parameters.
     """
     import optuna
@@ -185,12 +187,7 @@ def train(
     w_train = None if weights is None else weights[window.index[:-n_valid]]
     base = {**_objective(spec), "verbosity": -1, "seed": config.seed, "deterministic": True, "num_threads": config.num_threads,
             "bagging_freq": 1, "feature_pre_filter": False}
-    if cluster is None:
-        fit = _local_fit(base, config, x_train, y_train, w_train, x_valid, y_valid)
-    else:
-        from mlplatform.domain.training_dask import dask_fit
-
-        fit = dask_fit(cluster, base, config, x_train, y_train, w_train, x_valid, y_valid)
+    fit = (fit_maker or _local_fit)(base, config, x_train, y_train, w_train, x_valid, y_valid)
     boosters: dict[int, lgb.Booster] = {}
 
     def objective(trial: optuna.Trial) -> float:

@@ -10,19 +10,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
-
 import numpy as np
 import pandas as pd
 
 from mlplatform.domain.evaluation import primary_metric, score
 from mlplatform.domain.features import FeatureTransformer
 from mlplatform.domain.spec import DatasetSpec
-from mlplatform.domain.training import TrainingConfig, TrainingResult, train, tuned_params
+from mlplatform.domain.training import FitMaker, TrainingConfig, TrainingResult, train, tuned_params
 from mlplatform.domain.validation import LABEL
-
-if TYPE_CHECKING:
-    from distributed import Client
 
 # Recency weights of a training part of n rows (oldest first), or None for equal weights.
 Weights = Callable[[int], "np.ndarray | None"]
@@ -59,7 +54,7 @@ def train_best_window(
     candidates: tuple[int, ...],
     transformer: FeatureTransformer | None = None,
     weights: Weights | None = None,
-    cluster: "Client | None" = None,
+    fit_maker: FitMaker | None = None,
 ) -> WindowChoice:
     """Fit one model per candidate window (the newest `size - len(holdout)` rows of `train_part`) and keep the best on
     `holdout`; a tie keeps the larger window.
@@ -85,7 +80,7 @@ def train_best_window(
         part = train_part.iloc[len(train_part) - rows :].reset_index(drop=True)
         tuned = fitted[0][1] if fitted else None
         result = train(part, spec, config if tuned is None else replace(config, trials=1), transformer=transformer,
-                       weights=None if weights is None else weights(len(part)), cluster=cluster, first_params=None if tuned is None else tuned_params(tuned))
+                       weights=None if weights is None else weights(len(part)), fit_maker=fit_maker, first_params=None if tuned is None else tuned_params(tuned))
         value = score(spec, holdout[LABEL], result.predictor.predict(holdout)).get(metric, math.nan)
         used[rows] = size
         fitted.append((Candidate(size, rows, None if math.isnan(value) else value), result))

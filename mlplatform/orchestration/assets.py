@@ -16,8 +16,8 @@ import pandas as pd
 
 from mlplatform.domain.keys import (CHAMPION_VERSION, CHANGE_WINDOW, DAGSTER_RUN_TAG, CHOSEN_WINDOW, JUDGED_ROWS, REFIT, REFIT_ROWS, WINDOW_SCORES, EVIDENTLY_PROJECT_URL, EVIDENTLY_SNAPSHOT_URL, EVIDENTLY_WORKSPACE_ERROR, MLFLOW_VERSION, MODEL_TAG,
                                    REPORT_PATH, REPORT_URL, RUN_TAG_PREFIX, SNAPSHOT, FITTED_ROWS, TRAINED_WINDOW, LANDED_FILES, INGESTED, DUPLICATES,
-                                   QUARANTINED, LABELS_APPLIED, REJECTED_FILES, SKIPPED_ENTRIES, KEPT_BY_PERSON,
-                                   CHALLENGER_VERSION, DECISION_META, REASON_META, HISTORY_HORIZON, LABEL_WATERMARK_TAG, POLICY_TRIGGER_TAG, REASON_TAG, RETRAIN_TAG)
+                                   QUARANTINED, LABELS_APPLIED, REJECTED_FILES, SKIPPED_ENTRIES, SKIPPED_ENTRIES_TABLE, KEPT_BY_PERSON,
+                                   CHALLENGER_VERSION, DECISION_META, REASON_META, HISTORY_HORIZON, LABEL_WATERMARK, LABEL_WATERMARK_TAG, POLICY_TRIGGER_TAG, REASON_TAG, RETRAIN_TAG, mlflow_tag)
 from mlplatform.domain.policy import BY_HAND
 from mlplatform.domain.retry_budget import RetryBudget
 from mlplatform.domain.training import TrainingError
@@ -35,7 +35,7 @@ from mlplatform.pipeline.retraining import (Evaluation, EvidenceError, FeatureSn
 from mlplatform.settings import SettingsError
 from mlplatform.stores.eventlog import now_us
 from mlplatform.stores.evidently_workspace import WorkspaceEntry
-from mlplatform.stores.registry import Registry, tag
+from mlplatform.stores.registry import Registry
 from mlplatform.settings import Settings
 from mlplatform.stores.reports import mlflow_run_url, mlflow_version_url, report_url
 
@@ -167,11 +167,11 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
                 "total": counts.total,
                 "labelled": counts.labelled,
                 "quarantined_total": counts.quarantined,
-                "label_watermark": counts.label_watermark,
+                LABEL_WATERMARK: counts.label_watermark,
                 "ignored_columns": ", ".join(extra) or "none",
                 "file_report": dg.MetadataValue.md(markdown_table(files)),
                 "quarantine_reasons": dg.MetadataValue.md(markdown_table(log.quarantine_reasons(since_us=started))),
-                "skipped": dg.MetadataValue.md(markdown_table(pd.DataFrame([{"entry": s.name, "reason": s.reason} for s in report.skipped]))),
+                SKIPPED_ENTRIES_TABLE: dg.MetadataValue.md(markdown_table(pd.DataFrame([{"entry": s.name, "reason": s.reason} for s in report.skipped]))),
                 "event_log": log.location,
                 "landing_dir": dg.MetadataValue.path(str(model.settings.landing_dir)),
             }
@@ -250,7 +250,7 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
         snapshot = FeatureSnapshot.load(Path(snapshot_folder))
         run = context.instance.get_run_by_id(context.run.run_id)  # read again: a drift report run's retraining_trigger added its trigger's tags
         run_tags = (run or context.run).tags
-        trigger = {tag(f"trigger.{k.removeprefix(RUN_TAG_PREFIX)}"): v for k, v in run_tags.items() if k.startswith(RUN_TAG_PREFIX) and k != MODEL_TAG}
+        trigger = {mlflow_tag(f"trigger.{k.removeprefix(RUN_TAG_PREFIX)}"): v for k, v in run_tags.items() if k.startswith(RUN_TAG_PREFIX) and k != MODEL_TAG}
         settings = model.settings
         for left in registry.end_abandoned_runs(lambda run_id: run_id != context.run.run_id and _ended(context.instance, run_id)):
             context.log.info(f"MLflow run {left} marked FAILED: its Dagster run ended while it trained (a worker killed, or a store down)")
@@ -284,7 +284,7 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
                 "params": dg.MetadataValue.json({k: v for k, v in result.params.items()}),
                 "feature_importance": dg.MetadataValue.md(markdown_table(result.importance.head(15).round(2))),
                 "label_seq_cutoff": snapshot.window.label_seq_cutoff,
-                "snapshot": dg.MetadataValue.path(snapshot_folder),
+                SNAPSHOT: dg.MetadataValue.path(snapshot_folder),
             },
         )
 

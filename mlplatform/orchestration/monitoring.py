@@ -11,7 +11,7 @@ from pathlib import Path
 import dagster as dg
 
 from mlplatform.pipeline.drift import FEATURES_ONLY, LIVE_METRICS, ColumnDrift, DriftReport, DriftSkipped, build_drift_report, publish_drift_report
-from mlplatform.domain.keys import (CHAMPION_VERSION, DATASET_DRIFT, DRIFT_SHARE, DRIFT_SHARE_THRESHOLD, DRIFTED_COLUMN_NAMES, DRIFTED_COLUMNS,
+from mlplatform.domain.keys import (CHAMPION_VERSION, DATASET_DRIFT, DRIFT_SHARE, DRIFT_SHARE_THRESHOLD, DRIFT_COLUMNS, DRIFTED_COLUMN_NAMES, DRIFTED_COLUMNS,
                                    EVIDENTLY_PROJECT_URL, EVIDENTLY_SNAPSHOT_URL, EVIDENTLY_WORKSPACE_ERROR, REPORT_PATH, REPORT_URL,
                                    SKIP_REASON, SKIPPED)
 from mlplatform.orchestration.assets import latest_metadata, markdown_table
@@ -50,7 +50,7 @@ def report_metadata(settings: Settings, spec: DatasetSpec, report: DriftReport, 
         DRIFT_SHARE: report.drift_share,
         DRIFTED_COLUMNS: len(report.drifted_columns),
         DATASET_DRIFT: report.dataset_drift,
-        "columns": len(report.columns),
+        DRIFT_COLUMNS: len(report.columns),
         DRIFT_SHARE_THRESHOLD: report.share_threshold,
         DRIFTED_COLUMN_NAMES: ", ".join(report.drifted_columns) or "none",
         **_test_metadata("prediction", report.prediction),

@@ -25,10 +25,10 @@ import dagster as dg
 
 from mlplatform.domain.estimation import HIGHER_IS_BETTER
 from mlplatform.domain.keys import (CHAMPION_VERSION, DATASET_DRIFT, DECISION_META, DRIFT_REPORT_TAG, KEPT_BY_PERSON, DRIFT_SHARE, ESTIMATE_TAG, ESTIMATED_METRIC,
-                                   LABEL_WATERMARK_TAG, LAUNCHED_BY_TAG, POLICY_TRIGGER_TAG, QUALITY_EVENTS, QUALITY_LOWER, QUALITY_METRIC, QUALITY_NOTE,
+                                   LABEL_WATERMARK, LABEL_WATERMARK_TAG, LAUNCHED_BY_TAG, POLICY_TRIGGER_TAG, QUALITY_EVENTS, QUALITY_LOWER, QUALITY_METRIC, QUALITY_NOTE,
                                    QUALITY_TAG, QUALITY_UPPER, QUALITY_VALUE, REASON_META, REASON_TAG, RECENT_ESTIMATE, RECENT_EVENTS, RECENT_LABELLED,
                                    RECENT_LABELLED_FIELDS, RECENT_LOWER, RECENT_NOTE, RECENT_UPPER, REFERENCE, RETRAIN_TAG, SKIP_REASON, SKIPPED, TRIGGERED_AT_TAG)
-from mlplatform.domain.policy import (BY_HAND, DRIFT, ESTIMATE_WATCH, QUALITY_WATCH, RECORD_SIZE, Cursor, DropWatch, LabelledPart, Observation, PerformanceReading, PolicyConfig,
+from mlplatform.domain.policy import (BY_HAND, DRIFT, ESTIMATE_WATCH, QUALITY_WATCH, RECORD_SIZE, Cursor, DropWatch, LabelledPart, Observation, PerformanceReading,
                                       RetrainOutcome, Trigger, decide)
 from mlplatform.orchestration.instance import retrain_run_tags
 from mlplatform.orchestration.names import (CRITICAL_STEP, DRIFT_REPORT, ESTIMATED_PERFORMANCE, EVALUATION_REPORT, LIVE_QUALITY, RETRAINING_TRIGGER,
@@ -196,9 +196,7 @@ def evaluate(instance: dg.DagsterInstance, model: ModelContext, names: ModelName
         Observation(model.event_log.counts().label_watermark, cutoff, now, *drift, estimate=estimate, estimate_note=estimate_note,
                     quality=quality, quality_note=quality_note, record=record, champion_since=since),
         cursor,
-        PolicyConfig(settings.retrain_every_n, settings.min_new_labelled_for_drift, settings.retrain_cooldown_seconds,
-                     settings.estimated_drop_margin if settings.retrain_on_estimated_drop else None, settings.estimated_drop_events,
-                     settings.quality_drop_margin if settings.retrain_on_quality_drop else None, settings.quality_drop_events),
+        settings.policy_config(),
     )
     tags = {} if trigger is None else {**trigger.tags, **retrain_run_tags(model.name), POLICY_TRIGGER_TAG: model.name, TRIGGERED_AT_TAG: f"{now:.3f}"}
     return Verdict(trigger, next_cursor, why if trigger is not None else why + _withdrawn(instance, runs, names), tags)
@@ -278,7 +276,7 @@ def build_retraining_trigger(names: ModelNames, retry: dg.RetryPolicy) -> dg.Ass
             context.instance.add_run_tags(context.run.run_id, verdict.tags)
             context.log.info(verdict.why)
             yield dg.MaterializeResult(metadata={REASON_META: verdict.why, "trigger": trigger.reason, "drift_report": verdict.tags[DRIFT_REPORT_TAG],
-                                                 "new_labelled": trigger.new_labelled, "label_watermark": trigger.label_watermark})
+                                                 "new_labelled": trigger.new_labelled, LABEL_WATERMARK: trigger.label_watermark})
             return
         why = (verdict.why if trigger is None else f"{verdict.why}, a trigger about no drift report of this run: left to the retraining sensor" if not own
                else f"{verdict.why}, but retraining run {busy} is unfinished: the retraining sensor acts on this report once this run ends")

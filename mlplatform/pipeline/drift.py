@@ -27,10 +27,11 @@ import pandas as pd
 
 from mlplatform.domain.evaluation import score
 from mlplatform.domain.features import ARITHMETIC_LIMIT
+from mlplatform.domain.keys import window_tag
 from mlplatform.domain.settled import settled
 from mlplatform.stores.eventlog import Arrival, EventStore
 from mlplatform.domain.predictor import PREDICTION, PROBABILITY, Predictor
-from mlplatform.stores.registry import CHALLENGER, Registry, tag
+from mlplatform.stores.registry import CHALLENGER, Registry
 from mlplatform.stores.evidently_workspace import TOP_COLUMNS, WorkspaceEntry, add_drift_snapshot, snapshot_tags
 from mlplatform.stores.reports import SNAPSHOT_SUFFIX, Pruned, ReportUnreadable, html_path, load_snapshot, prune_drift_reports, save_snapshot
 from mlplatform.domain.timeformat import iso_time, naive_utc
@@ -81,14 +82,14 @@ class ReferenceWindow:
     @classmethod
     def of(cls, version: ModelVersion) -> "ReferenceWindow":
         tags = version.tags
-        seq_cutoff = tags.get(tag("window.seq_cutoff"), "")
+        seq_cutoff = tags.get(window_tag("seq_cutoff"), "")
         try:
             return cls(
                 version=int(version.version),
-                start_us=_us(tags[tag("window.start")]),
-                train_end_us=_us(tags[tag("window.train_end")]),
-                end_us=_us(tags[tag("window.end")]),
-                label_seq_cutoff=int(tags[tag("window.label_seq_cutoff")]),
+                start_us=_us(tags[window_tag("start")]),
+                train_end_us=_us(tags[window_tag("train_end")]),
+                end_us=_us(tags[window_tag("end")]),
+                label_seq_cutoff=int(tags[window_tag("label_seq_cutoff")]),
                 seq_cutoff=int(seq_cutoff) if seq_cutoff.isdigit() else None,
             )
         except (KeyError, ValueError) as exc:

@@ -26,7 +26,7 @@ from mlplatform.domain.correction import ResidualCorrector
 from mlplatform.pipeline.drift import compare
 from mlplatform.domain.evaluation import score
 from mlplatform.domain.history import history_frame
-from mlplatform.domain.policy import DRIFT, QUALITY_DROP, RECORD_SIZE, Cursor, Observation, PerformanceReading, PolicyConfig, RetrainOutcome, decide
+from mlplatform.domain.policy import DRIFT, QUALITY_DROP, RECORD_SIZE, Cursor, Observation, PerformanceReading, RetrainOutcome, decide
 from mlplatform.pipeline.live_quality import realized_reading
 from mlplatform.domain.predictor import PREDICTION, PROBABILITY, Predictor
 from mlplatform.pipeline.replay import DriftScenario, read_source, select_stream
@@ -256,9 +256,7 @@ class PlatformPolicy(Policy):
         if half_life is not None and half_life <= 0:
             raise BenchmarkError(f"recency half-life must be > 0 events, got {half_life}")
         self.settings = settings
-        self.config = PolicyConfig(settings.retrain_every_n, settings.min_new_labelled_for_drift, settings.retrain_cooldown_seconds,
-                                   quality_drop_margin=settings.quality_drop_margin if settings.retrain_on_quality_drop else None,
-                                   quality_drop_events=settings.quality_drop_events)
+        self.config = settings.policy_config(estimated_drop=False)
         self.drift_check = drift_check
         self.half_life = half_life
         self.correction = correction

@@ -12,6 +12,7 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,20 +26,20 @@ from mlplatform.stores.eventlog import EventStore
 from mlplatform.domain.features import FeatureTransformer, HistoryFeaturesMissing
 from mlplatform.domain.history import HorizonReach, history_frame, horizon_reach
 from mlplatform.domain.predictor import Predictor, scores_records_of, spec_mismatch
-from mlplatform.stores.registry import TRAINING, ChampionRecord, Registry, json_tag, tag
+from mlplatform.stores.registry import TRAINING, ChampionRecord, Registry, json_tag
 from mlplatform.settings import Settings, env_name
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.estimation import EstimationError
-from mlplatform.domain.keys import (AWAITING_SHADOW, CHANGE_WINDOW, CHOSEN_WINDOW, ESTIMATOR, ESTIMATOR_REFERENCE_PREFIX, NO_ESTIMATOR_PREFIX, PROMOTED, REFIT,
-                                    REFIT_ROWS, REFIT_ROWS_TAG, REJECTED, SHADOW_METRICS, VALIDATION_PREDICTIONS, WINDOW_CANDIDATES)
+from mlplatform.domain.keys import (AWAITING_SHADOW, CHALLENGER_SCORE, CHANGE_WINDOW, CHOSEN_WINDOW, DECISION, DECISION_REASON, ESTIMATOR, ESTIMATOR_REFERENCE_PREFIX, NO_ESTIMATOR_PREFIX, PROMOTED, REFIT,
+                                    REFIT_ROWS, REFIT_ROWS_TAG, REJECTED, SHADOW_METRICS, VALIDATION_PREDICTIONS, WINDOW_CANDIDATES,
+                                    mlflow_tag, window_tag)
 from mlplatform.pipeline.shadow import ShadowComparison, compare_on_live, shadow_wait_left
 from mlplatform.domain.timeformat import iso_time
-from mlplatform.domain.training import TrainingConfig, TrainingResult, check_window, fit_performance_estimator, fit_transformer, refit
+from mlplatform.domain.training import FitMaker, TrainingConfig, TrainingResult, check_window, fit_performance_estimator, fit_transformer, refit
 from mlplatform.domain.window_choice import Weights, WindowChoice, train_best_window
 from mlplatform.domain.validation import EVENT_ID, EVENT_TIME, LABEL
 
 if TYPE_CHECKING:
-    from distributed import Client
     from mlflow.data.pandas_dataset import PandasDataset
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ class Window:
     seq_cutoff: int | None = None  # the window's last event in order of arrival (None: a snapshot from before it was kept)
 
     def as_tags(self) -> dict[str, str]:
-        return {tag(f"window.{k}"): str(v) for k, v in asdict(self).items()}
+        return {window_tag(k): str(v) for k, v in asdict(self).items()}
 
     def narrowed_to(self, train_part: pd.DataFrame) -> "Window":
         """This snapshot's window from the first of `train_part` (the training rows of the chosen candidate window) on: what
@@ -273,7 +274,12 @@ def train_challenger(settings: Settings, spec: DatasetSpec, registry: Registry, 
     since_change = change_window(settings, spec, window, champion, unseen)
     stop_here()
     with dask_client(settings.dask_scheduler, env_name("dask_scheduler")) as cluster:
-        fit = train_on_best_window(settings, spec, snapshot.train, holdout, snapshot.transformer, cluster=cluster, since_change=since_change,
+        fit_maker = None
+        if cluster is not None:
+            from mlplatform.stores.dask_training import dask_fit  # Dask loads where a cluster trains, not with the code location
+
+            fit_maker = partial(dask_fit, cluster)
+        fit = train_on_best_window(settings, spec, snapshot.train, holdout, snapshot.transformer, fit_maker=fit_maker, since_change=since_change,
                                    checkpoint=checkpoint)
     validated, choice = fit.validation, fit.choice
     train_part = snapshot.train.iloc[-validated.train_rows - validated.validation_rows :]
@@ -281,7 +287,7 @@ def train_challenger(settings: Settings, spec: DatasetSpec, registry: Registry, 
     validation_metrics = {f"valid_{k}": v for k, v in score(spec, valid[LABEL], validated.predictor.predict(valid)).items() if not math.isnan(v)}
     estimator_params, estimator_metrics = attach_estimator(validated.predictor, fit.served.predictor, holdout, spec, settings.seed)
     learned = snapshot.window.narrowed_to(train_part)
-    tags = {**learned.as_tags(), **extra_tags, tag("dataset"): spec.name, ESTIMATOR: estimator_params["estimator"], REFIT_ROWS_TAG: str(fit.refit_rows)}
+    tags = {**learned.as_tags(), **extra_tags, mlflow_tag("dataset"): spec.name, ESTIMATOR: estimator_params["estimator"], REFIT_ROWS_TAG: str(fit.refit_rows)}
     logged = replace(fit.served, params={**fit.served.params, **estimator_params, CHOSEN_WINDOW: choice.window, REFIT: str(fit.refit_rows > 0).lower(),
                                          CHANGE_WINDOW: "none" if fit.since_change is None else str(fit.since_change),
                                          WINDOW_CANDIDATES: ",".join(str(c.window) for c in choice.candidates)})
@@ -313,14 +319,14 @@ def change_window(settings: Settings, spec: DatasetSpec, window: pd.DataFrame, c
 
 
 def train_on_best_window(settings: Settings, spec: DatasetSpec, train_part: pd.DataFrame, holdout: pd.DataFrame, transformer: FeatureTransformer,
-                         weights: Weights | None = None, cluster: "Client | None" = None, since_change: int | None = None,
+                         weights: Weights | None = None, fit_maker: FitMaker | None = None, since_change: int | None = None,
                          checkpoint: Callable[[], None] | None = None) -> ChallengerFit:
     """trained_model's training: one model per `training_window_candidates` window, and the window `since_change`
     (`change_window`) when there is one, the best on the hold-out kept, then (`refit_on_holdout`) its configuration refit
     on the chosen window's training rows plus the hold-out. The asset and the adaptation benchmark both train through here."""
     config = training_config(settings, checkpoint)
     candidates = tuple(dict.fromkeys((*settings.window_candidates, *(() if since_change is None else (since_change,)))))
-    choice = train_best_window(train_part, holdout, spec, config, candidates, transformer=transformer, weights=weights, cluster=cluster)
+    choice = train_best_window(train_part, holdout, spec, config, candidates, transformer=transformer, weights=weights, fit_maker=fit_maker)
     if not settings.refit_on_holdout:
         return ChallengerFit(choice, choice.result, 0, since_change)
     validated = choice.result.train_rows + choice.result.validation_rows
@@ -444,7 +450,7 @@ def judge(settings: Settings, spec: DatasetSpec, holdout: pd.DataFrame, challeng
 def _floor_note(spec: DatasetSpec, registry: Registry, snapshot: FeatureSnapshot, challenger_version: int, judgement: Judgement) -> str:
     """Why the challenger failed the floor where it could not help it: the rows judged hold classes its own training
     rows (its chosen window, a tag) lack; a class only in the snapshot's older rows is one it never saw."""
-    train_rows = int(registry.get_version(challenger_version).tags.get(tag("window.train_rows"), len(snapshot.train)))
+    train_rows = int(registry.get_version(challenger_version).tags.get(window_tag("train_rows"), len(snapshot.train)))
     return classes_training_lacks(spec, snapshot.train[LABEL].iloc[-train_rows:], snapshot.holdout[LABEL][judgement.judged])
 
 
@@ -558,7 +564,7 @@ def _already_champion(settings: Settings, spec: DatasetSpec, registry: Registry,
     nothing (it had judged it against "no champion", rewriting the decision, the timeline and a pin)."""
     predicted = hold_out_evidence(registry, snapshot.holdout, record.version)
     judgement = judge(settings, spec, snapshot.holdout, predicted, None, None)
-    recorded = registry.get_version(record.version).tags.get(tag("decision_reason")) or "none recorded (the alias was set by hand)"
+    recorded = registry.get_version(record.version).tags.get(DECISION_REASON) or "none recorded (the alias was set by hand)"
     pinned = f", pinned ({record.pin_reason})" if record.pinned else ""
     decision = replace(judgement.decision, promote=True, reason=f"v{record.version} is already the champion{pinned}: nothing decided again; its decision: {recorded}")
     return Evaluation(challenger_version=record.version, champion_version=record.version, challenger_metrics=judgement.challenger_metrics, champion_metrics=None,
@@ -584,7 +590,7 @@ def apply_decision(registry: Registry, evaluation: Evaluation, dagster_run_id: s
     if evaluation.already_champion:
         record = registry.champion_record()
         if record is not None and record.version == evaluation.challenger_version and not record.recorded:
-            reason = registry.get_version(record.version).tags.get(tag("decision_reason")) or evaluation.decision.reason
+            reason = registry.get_version(record.version).tags.get(DECISION_REASON) or evaluation.decision.reason
             registry.promote(record.version, reason, by=f"dagster run {dagster_run_id}" if dagster_run_id else "mlplatform")
         return evaluation
     evaluation = _withdrawn(evaluation, registry.champion_record())
@@ -592,15 +598,15 @@ def apply_decision(registry: Registry, evaluation: Evaluation, dagster_run_id: s
     registry.tag_version(
         evaluation.challenger_version,
         {
-            tag("decision"): evaluation.verdict,
-            tag("decision_reason"): d.reason,
-            tag("decision_metric"): d.metric,
-            tag("challenger_score"): f"{d.challenger:.6f}",
-            tag("champion_score"): "" if d.champion is None else f"{d.champion:.6f}",
-            tag("compared_with"): "" if evaluation.champion_version is None else str(evaluation.champion_version),
-            tag("holdout_metrics"): json_tag(evaluation.own_metrics),
-            tag("evaluated_at"): str(int(time.time())),
-            tag("evaluation_run_id"): dagster_run_id or "",
+            DECISION: evaluation.verdict,
+            DECISION_REASON: d.reason,
+            mlflow_tag("decision_metric"): d.metric,
+            CHALLENGER_SCORE: f"{d.challenger:.6f}",
+            mlflow_tag("champion_score"): "" if d.champion is None else f"{d.champion:.6f}",
+            mlflow_tag("compared_with"): "" if evaluation.champion_version is None else str(evaluation.champion_version),
+            mlflow_tag("holdout_metrics"): json_tag(evaluation.own_metrics),
+            mlflow_tag("evaluated_at"): str(int(time.time())),
+            mlflow_tag("evaluation_run_id"): dagster_run_id or "",
             **({} if evaluation.shadow is None else {SHADOW_METRICS: json_tag({"events": evaluation.shadow.events, "challenger": evaluation.shadow.challenger_metrics,
                                                                                "champion": evaluation.shadow.champion_metrics})}),
         },
@@ -612,7 +618,7 @@ def apply_decision(registry: Registry, evaluation: Evaluation, dagster_run_id: s
         now = registry.champion_record()
         late = _withdrawn(evaluation, now)  # moved or pinned while the decision was being recorded
         if late is not evaluation:
-            registry.tag_version(evaluation.challenger_version, {tag("decision"): late.verdict, tag("decision_reason"): late.decision.reason})
+            registry.tag_version(evaluation.challenger_version, {DECISION: late.verdict, DECISION_REASON: late.decision.reason})
             return late
         if now is None or now.version != evaluation.challenger_version:  # a person made it champion meanwhile: their move stands
             registry.promote(evaluation.challenger_version, d.reason, by=f"dagster run {dagster_run_id}" if dagster_run_id else "mlplatform")

@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 from mlplatform.domain.history import HistoryState, label_known_at_one
 from mlplatform.domain.predictor import spec_mismatch
-from mlplatform.domain.spec import DatasetSpec, Task
+from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.features import ARITHMETIC_LIMIT
 from mlplatform.domain.validation import EVENT_ID, EVENT_TIME, not_a_class, not_a_label_number
 from mlplatform.serving.champion import ChampionWatcher, ServedModel

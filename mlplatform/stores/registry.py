@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from mlplatform.domain.keys import (CHAMPION_CHANGE, CHAMPION_MOVING, DAGSTER_RUN_TAG, ESTIMATOR, ESTIMATOR_REFERENCE_PREFIX, MLFLOW_TAG_PREFIX, NO_ESTIMATOR_PREFIX,
-                                    PINNED, WINDOW_CUTOFF)
+from mlplatform.domain.keys import (CHAMPION_CHANGE, CHAMPION_MOVING, DAGSTER_RUN_TAG, ESTIMATOR, ESTIMATOR_REFERENCE_PREFIX, NO_ESTIMATOR_PREFIX,
+                                    PINNED, POSITIVE_CLASS_TAG, WINDOW_CUTOFF)
 from mlplatform.domain.retry_budget import RetryBudget
 from mlplatform.domain.spec import DatasetSpec, Task
 
@@ -463,13 +463,6 @@ def _timeline(model_tags: dict[str, str]) -> list[ChampionChange]:
             out.append(ChampionChange(int(key.removeprefix(CHAMPION_CHANGE)), int(entry["version"]), float(entry["at"]), str(entry["by"]),
                                       str(entry["reason"]), bool(entry.get("pinned", False))))
     return sorted(out, key=lambda c: c.seq)
-
-
-def tag(key: str) -> str:
-    return MLFLOW_TAG_PREFIX + key
-
-
-POSITIVE_CLASS_TAG = tag("positive_class")  # of a binary version: the class its probability is of
 
 
 def json_tag(value: object) -> str:
