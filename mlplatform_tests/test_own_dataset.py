@@ -357,6 +357,14 @@ def test_an_event_time_value_parses_by_its_format(value: object, time_format: st
     assert (None if pd.isna(parsed) else int(parsed)) == (None if expected is None else int(pd.Timestamp(expected, tz="UTC").value // 1000))
 
 
+def test_a_number_among_iso_texts_is_refused_as_a_column_of_numbers_is() -> None:
+    """A new-user probe: in a JSON Lines file or a batch of records, 2015 beside "2015-01-02" was read as 2015-01-01,
+    while a file of numbers alone was refused."""
+    mixed = pd.Series([2015, "2015-01-02", True, 1.7e9, None, np.int64(2016), "2017"], dtype=object)
+    parsed = parse_event_times(mixed).tolist()
+    assert [None if pd.isna(v) else pd.Timestamp(int(v), unit="us").year for v in parsed] == [None, 2015, None, None, None, None, 2017]
+
+
 def test_the_readme_churn_example_is_a_valid_spec(tmp_path: Path) -> None:
     (tmp_path / "churn.yaml").write_text(_readme_yaml("# data/churn.yaml"), encoding="utf-8")
     spec = load_spec(tmp_path / "churn.yaml")

@@ -104,7 +104,12 @@ def parse_event_times(values: pd.Series, time_format: str = ISO) -> pd.Series:
         return pd.Series(micros, index=values.index).astype("Int64").where(fits)
     if (_is_number_column(values) and time_format == ISO) or pd.api.types.is_bool_dtype(values):
         return pd.Series(pd.NA, index=values.index, dtype="Int64")
-    return _from_text(values, time_format)
+    parsed = _from_text(values, time_format)
+    if time_format == ISO and pd.api.types.infer_dtype(values, skipna=True) not in ("string", "empty"):
+        # A JSON number among texts (a JSON Lines file, a batch of records) is refused as a column of numbers is: 2015
+        # read as text would be 2015-01-01 in one file and refused in the next.
+        parsed = parsed.mask(values.map(lambda v: isinstance(v, (bool, int, float, np.number, np.bool_))).to_numpy(dtype=bool))
+    return parsed
 
 
 def offset_event_times(micros: pd.Series, offsets: pd.Series, unit: str) -> pd.Series:
