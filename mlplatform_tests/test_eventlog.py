@@ -210,6 +210,15 @@ def test_a_feature_whose_type_the_spec_changed_keeps_its_values_in_the_new_type(
             "the old numbers kept, spelled as landing spells a category (SQLite wrote '2.0': the same file landed again was 'other values')"
     finally:
         log.close()
+    log = open_event_log(settings, _spec())  # and back: the text no number held was kept, and returns as it landed
+    try:
+        log.append(_events(["y"]).assign(x=[8.0], c=["new"]), "f")
+        read = log.events_between().set_index(EVENT_ID)
+        assert read["c"].to_dict() == {"a": "long", "b": "3.25", "d": "1e400", "z": "4", "y": "new"}, \
+            "a spec edit found by any command that opened the log cleared 'long' for good (the new-user probe)"
+        assert read.loc["z", "x"] == 7.0 and read.loc["y", "x"] == 8.0
+    finally:
+        log.close()
 
 
 @pytest.mark.parametrize("hash_column", ["", ", file_sha256 TEXT"], ids=["before the column", "migrated, hashes left empty"])

@@ -13,6 +13,7 @@ profile), and `eventlog_factory.open_event_log` picks one from the settings.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import sqlite3
 import sys
@@ -32,6 +33,8 @@ import pandas as pd
 from mlplatform.domain.features import normalise_category
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.validation import EVENT_ID, EVENT_TIME, LABEL, reason_kind
+
+log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_S = 60.0
 SERVING_COLUMNS = ["model_version", "prediction", "probability"]
@@ -171,6 +174,11 @@ def _col(feature: str) -> str:
     return '"f_' + feature.replace('"', '') + '"'
 
 
+# Beside a feature's column while the spec declares it numeric: the text its events landed with before, which no number
+# holds ('True', '007'), and which comes back if the spec declares it categorical again.
+KEPT_TEXT = "__kept_text"
+
+
 def frame_from_rows(columns: Sequence[str], rows: Sequence[Sequence[object]], spec: DatasetSpec) -> pd.DataFrame:
     """Rows read by either backend as a DataFrame, typed from the values and then by the spec.
 
@@ -259,6 +267,26 @@ class EventStore(ABC):
     def _retype_feature(self, db: Any, column: str, to_text: bool) -> None:
         """Change a feature column's type in place, keeping its values (as text; as numbers, the others missing)."""
 
+    def _change_feature_type(self, db: Any, name: str, to_text: bool, existing: dict[str, str]) -> None:
+        """Retype the feature's column, keeping what numbers cannot hold: to numbers, its text first goes into the
+        KEPT_TEXT column (a value that is no number reads as missing while the feature is numeric, and is not lost:
+        a user's spec edit, found by any command that opened the log, cleared 'True' and 'False' for good); back to
+        text, the kept text of the events that had it returns, exactly as it landed ('007', not 7)."""
+        column, kept = _col(name), _col(name + KEPT_TEXT)
+        if not to_text:
+            if f"f_{name}{KEPT_TEXT}" not in existing:
+                db.execute(f"ALTER TABLE events ADD COLUMN {kept} TEXT")
+            db.execute(f"UPDATE events SET {kept} = {column}")
+        self._retype_feature(db, column, to_text)
+        if to_text and f"f_{name}{KEPT_TEXT}" in existing:
+            db.execute(f"UPDATE events SET {column} = {kept} WHERE {kept} IS NOT NULL")
+            return
+        if not to_text:
+            hidden = db.execute(f"SELECT count(*) FROM events WHERE {column} IS NULL AND {kept} IS NOT NULL").fetchone()[0]
+            if hidden:
+                log.warning("%s: feature %r is numeric now; %d of its stored values are no numbers and read as missing. They are kept "
+                            "(column f_%s%s) and come back if the spec declares it categorical again", self.location, name, hidden, name, KEPT_TEXT)
+
     @abstractmethod
     def _insert_new(self, db: Any, new: pd.DataFrame, serving: list[str], label_seqs: list[int | None], source: str, at: int) -> None:
         """Insert rows whose event ids are not in the log yet."""
@@ -301,7 +329,7 @@ class EventStore(ABC):
                 elif ("text" in declared) != to_text:
                     # The spec changed the feature's type. A numeric column turned codes such as '007' into 7.0 as they
                     # landed; a text one held values that are no numbers, and every read of the log failed on them.
-                    self._retype_feature(db, _col(name), to_text)
+                    self._change_feature_type(db, name, to_text, existing)
             db.execute("CREATE UNIQUE INDEX IF NOT EXISTS events_label_seq ON events(label_seq) WHERE label_seq IS NOT NULL")
             db.execute("CREATE INDEX IF NOT EXISTS events_time ON events(event_time, seq)")
             db.execute(
