@@ -503,6 +503,34 @@ def test_a_draft_spec_keeps_codes_with_leading_zeros_as_text(tmp_path: Path) -> 
     assert "# 'zip': digits with leading zeros (a code?): categorical, so '02134' stays '02134'; check" in text
 
 
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_a_drafted_spec_lands_its_own_sample_whole(tmp_path: Path, fmt: str) -> None:
+    """The new-user probe: a pandas CSV of a 0/1 label with gaps says 1.0 and 0.0, which the drafted classes '0', '1'
+    did not take, and landing quarantined every labelled row; a JSON Lines file's zip codes "02134" were drafted as a
+    numeric feature (pandas read them as numbers), and landed as 2134."""
+    from mlplatform.domain.spec import parse_spec
+    from mlplatform.domain.spec_draft import draft_spec
+    from mlplatform.pipeline.landing import ingest_file
+    from mlplatform.stores.eventlog import EventLog
+
+    rows = pd.DataFrame({"id": [f"b{i}" for i in range(300)], "zip": [f"0{i % 50:04d}" for i in range(300)], "x": np.arange(300.0),
+                         "churned": [1, 0, np.nan] * 100})
+    sample = tmp_path / f"churn.{fmt}"
+    {"csv": lambda: rows.to_csv(sample, index=False), "parquet": lambda: rows.to_parquet(sample),
+     "jsonl": lambda: rows.to_json(sample, orient="records", lines=True)}[fmt]()
+    text = draft_spec("churn", sample, label="churned")
+    spec = parse_spec(yaml.safe_load(text))
+    assert spec.classes == ["0", "1"] and dict(spec.features) == {"zip": "categorical", "x": "numeric"}, text
+    assert spec.label_map == ({"0.0": "0", "1.0": "1"} if fmt == "csv" else {}), text
+    log = EventLog(tmp_path / "events.sqlite", spec)
+    try:
+        outcome = ingest_file(sample, spec, log)
+        assert (outcome.ingested, outcome.quarantined, log.counts().labelled) == (300, 0, 200)
+        assert log.events_between()["zip"].head(2).tolist() == ["00000", "00001"]
+    finally:
+        log.close()
+
+
 def test_a_draft_spec_of_an_export_with_spaced_and_foreign_names_loads(tmp_path: Path) -> None:
     """A wine export: `lot id` and `bottled at` were drafted as categorical features (the name patterns needed '_'),
     and `alcohol %` and `magnésium` as features the spec then refused, so the scaffolded model did not load."""

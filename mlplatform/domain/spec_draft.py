@@ -62,7 +62,11 @@ def _read_sample(path: Path) -> tuple[pd.DataFrame, dict[str, pd.Series]]:
     if name.endswith((".parquet", ".pq")):
         return pd.read_parquet(path).head(SAMPLE_ROWS), {}
     if name.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
-        return pd.read_json(path, lines=True, nrows=SAMPLE_ROWS), {}
+        # pandas reads "02134" in JSON as the number 2134 unless told not to: the texts are what landing stores.
+        texts = pd.read_json(path, lines=True, nrows=SAMPLE_ROWS, dtype=False)
+        cells = {str(c): texts[c].dropna() for c in texts.columns if texts[c].dtype == object}
+        padded = {c: v for c, v in cells.items() if v.map(lambda value: isinstance(value, str)).all() and v.str.strip().str.fullmatch(LEADING_ZERO).any()}
+        return pd.read_json(path, lines=True, nrows=SAMPLE_ROWS), padded
     with gzip.open(path, "rt", encoding="utf-8") if name.endswith(".gz") else path.open(encoding="utf-8") as text:
         header = text.readline().rstrip("\r\n")
     read = partial(pd.read_csv, path, nrows=SAMPLE_ROWS, skipinitialspace=True, sep=csv_separator(header))  # as landing reads it
@@ -71,11 +75,13 @@ def _read_sample(path: Path) -> tuple[pd.DataFrame, dict[str, pd.Series]]:
     return read(), {c: v for c, v in cells.items() if v.str.fullmatch(LEADING_ZERO).any()}
 
 
-def _label_values(path: Path, label: str) -> pd.Series:
+def _label_values(path: Path, label: str) -> tuple[pd.Series, dict[str, str]]:
     """The label's distinct values over the whole file, read in chunks and spelt as landing reads them (text; numbers
     without a trailing .0, so a chunk with a gap, read as floats, gives 1, not 1.0), at most MAX_DISTINCT_LABELS + 1:
     from the sample alone, an export in time order whose rare class first came after its 5000th row was drafted without
-    it, and landing then quarantined every row of it. Numbers come back as numbers, unless one is spelt with a leading zero."""
+    it, and landing then quarantined every row of it. Numbers come back as numbers, unless one is spelt with a leading zero,
+    with the texts landing would not take as their class (a CSV's `1.0` is not class `1`) mapped to it: drafted without
+    the map, every labelled row of a pandas export of a 0/1 label with gaps was quarantined."""
     name = path.name.lower()
     if name.endswith((".parquet", ".pq")):
         import pyarrow.parquet as pq
@@ -96,8 +102,8 @@ def _label_values(path: Path, label: str) -> pd.Series:
     values = pd.Series(sorted(distinct), dtype=object)
     numbers = pd.to_numeric(values, errors="coerce")
     if len(values) and numbers.notna().all() and not values.str.fullmatch(LEADING_ZERO).any():
-        return numbers
-    return values
+        return numbers, {text: _spelt(number) for text, number in zip(values, numbers) if _spelt(number) != text}
+    return values, {}
 
 
 def _spelt(value: object) -> str:
@@ -205,8 +211,9 @@ def draft_spec(name: str, sample: Path | None, label: str | None = None, task: s
         raise ValueError(f"{sample}: no column {label!r} (columns: {', '.join(map(str, frame.columns))})")
     notes: list[str] = []
     labels = frame[label]
+    respelt: dict[str, str] = {}
     if (task or _task(labels)) != "regression":
-        labels = _label_values(sample, label)
+        labels, respelt = _label_values(sample, label)
         if len(labels) > MAX_DISTINCT_LABELS and not pd.api.types.is_numeric_dtype(labels):
             raise ValueError(f"{sample}: label {label!r} has more than {MAX_DISTINCT_LABELS} distinct values, and not all are numbers: "
                              "no classification, and no regression either")
@@ -219,6 +226,9 @@ def draft_spec(name: str, sample: Path | None, label: str | None = None, task: s
         spec["classes"] = classes
         if spec["task"] == "binary":
             spec["positive_class"] = classes[-1]
+        if respelt:
+            spec["label_map"] = respelt
+            notes.append(f"labels spelt {', '.join(sorted(respelt))} in the file: label_map maps them to their classes (in a CSV, 1.0 is not class 1)")
     rest = [str(c) for c in frame.columns if c != label]
     named_ids = [c for c in rest if _matched(ID_NAMES, c)]
     id_column = next((c for c in named_ids if _an_id(frame[c])), None)
