@@ -25,6 +25,20 @@ from mlplatform.orchestration.names import RAW_EVENTS, ModelNames
 from mlplatform.settings import REPO_ROOT, Settings
 
 
+def test_a_failed_materialize_still_says_what_landing_took_and_refused(state: Settings, adult_spec: DatasetSpec, adult_rows: pd.DataFrame,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """The new-user probe: a spec typo had the only file rejected, and the command printed no landing line, only the
+    features step's "at least 200 are needed" with no setting named; a label column spelt `Status` was dropped in silence."""
+    [written] = write_batches(adult_rows.iloc[:50], adult_spec, state.landing_dir, 50)
+    pd.read_csv(written).rename(columns={"income": "Income"}).to_csv(written, index=False)
+    pd.read_csv(written).drop(columns=["age"]).to_csv(state.landing_dir / "no-age.csv", index=False)
+    assert main(["materialize", "--model", "adult"]) == 1
+    printed = capsys.readouterr()
+    assert ("raw_events: 2 files, 50 events ingested, 0 duplicates, 0 late labels applied; 1 file moved to landing/rejected, "
+            "columns the spec does not name ignored: Income (the run's raw_events materialization in the UI says why)\n") in printed.out, printed.out
+    assert "only 0 labelled events in the window; at least 100 are needed (min_training_rows: the model's loop in defs.yaml, or MLPLATFORM_MIN_TRAINING_ROWS)" in printed.err
+
+
 def test_status_json_after_two_versions(
     state: Settings, instance: dg.DagsterInstance, adult_spec: DatasetSpec, adult_rows: pd.DataFrame, capsys: pytest.CaptureFixture[str],
     tmp_path: Path

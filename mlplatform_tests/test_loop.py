@@ -37,7 +37,7 @@ def test_the_loop_promotes_refuses_bad_windows_and_rejects_worse_challengers(
     write_batches(adult_rows.iloc[60:400], adult_spec, state.landing_dir, 340, with_labels=False, prefix="unlabelled")
     result = materialize(instance, LOOP)
     assert not result.success
-    assert "only 60 labelled events in the window; at least 100 are needed; the champion is unchanged" in failures(result)
+    assert "only 60 labelled events in the window; at least 100 are needed (min_training_rows: the model's loop in defs.yaml, or MLPLATFORM_MIN_TRAINING_ROWS); the champion is unchanged" in failures(result)
     failed = instance.get_run_by_id(result.run_id)  # running it again cannot mend it: the daemon's run retry leaves it
     assert failed is not None and (failed.tags.get(RETRY_ON_FAILURE_TAG), failed.tags.get(WILL_RETRY_TAG)) == ("false", "false")
     raw = latest_metadata(instance, adult.asset(RAW_EVENTS))

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from pydantic import ValidationError
 
-from mlplatform.domain.keys import DUPLICATES, INGESTED, LABELS_APPLIED, LANDED_FILES, QUARANTINED, REJECTED_FILES, SKIPPED_ENTRIES
+from mlplatform.domain.keys import DUPLICATES, IGNORED_COLUMNS, INGESTED, LABELS_APPLIED, LANDED_FILES, QUARANTINED, REJECTED_FILES, SKIPPED_ENTRIES
 from mlplatform.settings import Settings, SettingsError, env_name, redact, scoped_environment, settings_problems
 
 if TYPE_CHECKING:
@@ -126,6 +126,8 @@ def cmd_materialize(args: argparse.Namespace) -> int:
             print(f"materialize: {exc}", file=sys.stderr)
             return 2
         except LaunchError as exc:
+            if RAW_EVENTS in selected:  # what landing took and refused explains a later step's "too few labelled events"
+                _say_landing(latest(instance, ModelNames(model.name).asset(RAW_EVENTS)), exc.run_id)
             print(f"materialize: {exc}", file=sys.stderr)
             return 1
         except Stopped as exc:  # a signal as the decision's record ended stops the run after it: what it decided is said too
@@ -163,6 +165,8 @@ def _say_landing(landed: "Latest | None", run_id: str) -> None:
     refused = [f"{_counted(d[QUARANTINED], 'row')} quarantined (mlplatform quarantine)"] * bool(d[QUARANTINED]) + \
               [f"{_counted(d[REJECTED_FILES], 'file')} moved to landing/rejected"] * bool(d[REJECTED_FILES]) + \
               [f"{_counted(d[SKIPPED_ENTRIES], 'entry', 'entries')} left in the landing folder"] * bool(d[SKIPPED_ENTRIES])
+    ignored = str(landed.metadata.get(IGNORED_COLUMNS, "none"))
+    refused += [f"columns the spec does not name ignored: {ignored}"] * (ignored != "none")
     print(f"raw_events: {_counted(d[LANDED_FILES], 'file')}, {_counted(d[INGESTED], 'event')} ingested, {_counted(d[DUPLICATES], 'duplicate')}, "
           f"{_counted(d[LABELS_APPLIED], 'late label')} applied" + (f"; {', '.join(refused)} (the run's raw_events materialization in the UI says why)" if refused else ""))
 

@@ -37,6 +37,10 @@ class TrainingError(ValueError):
     """The window cannot produce a model (too few rows, a single class, ...)."""
 
 
+class TooFewLabelled(TrainingError):
+    """The window has fewer labelled events than training asks for: a setting's number, which the caller names."""
+
+
 @dataclass(frozen=True)
 class TrainingConfig:
     validation_fraction: float = 0.2
@@ -139,7 +143,7 @@ def check_window(window: pd.DataFrame, spec: DatasetSpec, min_rows: int) -> None
     """Refuse windows that cannot give a meaningful model, with a message that says why."""
     labelled = window[LABEL].notna().sum() if LABEL in window else 0
     if labelled < min_rows:
-        raise TrainingError(f"only {labelled} labelled events in the window; at least {min_rows} are needed")
+        raise TooFewLabelled(f"only {labelled} labelled events in the window; at least {min_rows} are needed")
     if spec.is_classification:
         labels = window[LABEL].dropna()
         strangers = labels[~labels.isin(spec.classes or [])].value_counts()

@@ -17,7 +17,7 @@ import pandas as pd
 from mlplatform.domain.keys import (CHAMPION_VERSION, CHANGE_WINDOW, DAGSTER_RUN_TAG, CHOSEN_WINDOW, JUDGED_ROWS, REFIT, REFIT_ROWS, WINDOW_SCORES, EVIDENTLY_PROJECT_URL, EVIDENTLY_SNAPSHOT_URL, EVIDENTLY_WORKSPACE_ERROR, MLFLOW_VERSION, MODEL_TAG,
                                    REPORT_PATH, REPORT_URL, RUN_TAG_PREFIX, SNAPSHOT, FITTED_ROWS, TRAINED_WINDOW, LANDED_FILES, INGESTED, DUPLICATES,
                                    QUARANTINED, LABELS_APPLIED, REJECTED_FILES, SKIPPED_ENTRIES, SKIPPED_ENTRIES_TABLE, KEPT_BY_PERSON,
-                                   CHALLENGER_VERSION, DECISION_META, REASON_META, HISTORY_HORIZON, LABEL_WATERMARK, LABEL_WATERMARK_TAG, POLICY_TRIGGER_TAG, REASON_TAG, RETRAIN_TAG, mlflow_tag)
+                                   CHALLENGER_VERSION, DECISION_META, REASON_META, HISTORY_HORIZON, IGNORED_COLUMNS, LABEL_WATERMARK, LABEL_WATERMARK_TAG, POLICY_TRIGGER_TAG, REASON_TAG, RETRAIN_TAG, mlflow_tag)
 from mlplatform.domain.policy import BY_HAND
 from mlplatform.domain.retry_budget import RetryBudget
 from mlplatform.domain.training import TrainingError
@@ -168,7 +168,7 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
                 "labelled": counts.labelled,
                 "quarantined_total": counts.quarantined,
                 LABEL_WATERMARK: counts.label_watermark,
-                "ignored_columns": ", ".join(extra) or "none",
+                IGNORED_COLUMNS: ", ".join(extra) or "none",
                 "file_report": dg.MetadataValue.md(markdown_table(files)),
                 "quarantine_reasons": dg.MetadataValue.md(markdown_table(log.quarantine_reasons(since_us=started))),
                 SKIPPED_ENTRIES_TABLE: dg.MetadataValue.md(markdown_table(pd.DataFrame([{"entry": s.name, "reason": s.reason} for s in report.skipped]))),

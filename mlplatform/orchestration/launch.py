@@ -28,7 +28,11 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 class LaunchError(RuntimeError):
-    """A run failed; the message holds its failed steps' errors."""
+    """A run failed; the message holds its failed steps' errors, `run_id` the run (None: none was launched)."""
+
+    def __init__(self, message: str, run_id: str | None = None) -> None:
+        super().__init__(message)
+        self.run_id = run_id
 
 
 class RetrainingBusy(LaunchError):
@@ -112,7 +116,7 @@ def raise_on_failure(result: RunResult, what: str) -> RunResult:
         others = [error.message.strip() for e in result.all_events if (e.is_run_failure or e.is_engine_event)
                   and (error := getattr(e.event_specific_data, "error", None)) is not None]
         reasons = blocked or failures or list(dict.fromkeys(others))
-        raise LaunchError(f"{what} failed (run {result.run_id}): {' | '.join(reasons) or 'see the run in the Dagster UI'}")
+        raise LaunchError(f"{what} failed (run {result.run_id}): {' | '.join(reasons) or 'see the run in the Dagster UI'}", result.run_id)
     return result
 
 

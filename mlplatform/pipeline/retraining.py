@@ -35,7 +35,7 @@ from mlplatform.domain.keys import (AWAITING_SHADOW, CHALLENGER_SCORE, CHANGE_WI
                                     mlflow_tag, window_tag)
 from mlplatform.pipeline.shadow import ShadowComparison, compare_on_live, shadow_wait_left
 from mlplatform.domain.timeformat import iso_time
-from mlplatform.domain.training import FitMaker, TrainingConfig, TrainingResult, check_window, fit_performance_estimator, fit_transformer, refit
+from mlplatform.domain.training import FitMaker, TooFewLabelled, TrainingConfig, TrainingResult, check_window, fit_performance_estimator, fit_transformer, refit
 from mlplatform.domain.window_choice import Weights, WindowChoice, train_best_window
 from mlplatform.domain.validation import EVENT_ID, EVENT_TIME, LABEL
 
@@ -124,8 +124,12 @@ def split_window(window: pd.DataFrame, holdout_fraction: float, holdout_max_rows
 
 
 def prepare_window(settings: Settings, spec: DatasetSpec, window: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, FeatureTransformer]:
-    """Check a labelled window, split off the hold-out and fit the transformer on the training part."""
-    check_window(window, spec, settings.min_training_rows)
+    """Check a labelled window, split off the hold-out and fit the transformer on the training part. Too few labelled
+    events says which setting asks for them (a new user met "at least 200 are needed" with no name to look up)."""
+    try:
+        check_window(window, spec, settings.min_training_rows)
+    except TooFewLabelled as exc:
+        raise TooFewLabelled(f"{exc} (min_training_rows: the model's loop in defs.yaml, or {env_name('min_training_rows')})") from None
     train_part, holdout = split_window(window, settings.holdout_fraction, settings.holdout_max_rows)
     check_window(train_part, spec, max(10, int(settings.min_training_rows * (1 - settings.holdout_fraction))))
     return train_part, holdout, fit_transformer(train_part, spec)
