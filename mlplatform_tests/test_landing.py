@@ -445,6 +445,12 @@ def test_empty_and_header_only_files(landing: Path, log: EventLog, adult_spec: D
     assert misspelt.rejected == "missing required feature columns: ['age']" and (landing / "rejected" / "misspelt.csv").exists()
     labels_header = ingest_file(_drop(landing, "labels.csv", "event_id,income\n"), adult_spec, log)
     assert labels_header.rejected is None and labels_header.note == "no rows"
+    for spelt in ("EventID,income\nadult-1,>50K\n", "event_id,Income\nadult-1,>50K\n"):  # the new-user probe: refused as missing every feature, no word of labels
+        label_file = ingest_file(_drop(landing, "spelt-labels.csv", spelt), adult_spec, log)
+        assert str(label_file.rejected).endswith("it is no label file either: that needs the id column 'event_id' and the label column 'income', "
+                                                 f"spelt so (its columns: {spelt.split(chr(10))[0].split(',')})"), label_file.rejected
+    utf16 = ingest_file(_drop(landing, "excel.csv", header.encode("utf-16")), adult_spec, log)
+    assert str(utf16.rejected).startswith("the file is UTF-16 (its byte-order mark says so"), utf16.rejected
     parquet = ingest_file(_drop(landing, "empty.parquet", b""), adult_spec, log)
     assert str(parquet.rejected).startswith("not parseable as Parquet")
     rows.head(0).rename(columns={"age": "agee"}).to_parquet(landing / "columns.parquet")

@@ -310,7 +310,12 @@ def check_columns(columns: list[str], spec: DatasetSpec) -> str | None:
     missing, or the time_offset column beside the spec's time column: the rule for a frame of events and a bare header."""
     missing = [c for c in spec.features if c not in columns]
     if missing:
-        raise SchemaError(f"missing required feature columns: {missing}")
+        # No feature at all: most likely a label file whose id or label column is spelt otherwise (a new user's
+        # `ReadingID,status` was refused as a file missing every feature, with no word of labels).
+        label_file = (f"; with none of the features, it is no events file, and it is no label file either: that needs the id column "
+                      f"{spec.id_column or EVENT_ID!r} and the label column {spec.label!r}, spelt so (its columns: {columns[:10]})"
+                      if len(missing) == len(spec.features) else "")
+        raise SchemaError(f"missing required feature columns: {missing}{label_file}")
     time_col = spec.time_column if spec.time_column in columns else (EVENT_TIME if EVENT_TIME in columns else None)
     if spec.time_offset is not None and time_col is not None and time_col == spec.time_column and spec.time_offset.column not in columns:
         raise SchemaError(f"missing time_offset column {spec.time_offset.column!r} (the spec adds it to time_column {spec.time_column!r})")

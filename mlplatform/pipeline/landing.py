@@ -595,6 +595,8 @@ def _csv_header(stream: BinaryIO) -> tuple[bytes, int]:
         number += 1
         if len(line) > MAX_HEADER_BYTES:
             raise UnreadableFile(f"the header line is longer than {MAX_HEADER_BYTES} bytes")
+        if number == 1 and line.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            raise UnreadableFile("the file is UTF-16 (its byte-order mark says so; Excel's \"Unicode text\"): save or export it as UTF-8 (\"CSV UTF-8\")")
         if line.strip():
             try:
                 line.decode("utf-8")
