@@ -1,6 +1,7 @@
 """The feature transformer, LightGBM training (and its choice among candidate windows) and the logged model: raw records in,
 the same predictions everywhere."""
 
+import json
 import math
 import os
 import re
@@ -13,7 +14,7 @@ import pandas as pd
 import pytest
 
 from mlplatform.domain.features import FeatureTransformer, normalise_category
-from mlplatform.domain.predictor import PREDICTION, PROBABILITY, Predictor
+from mlplatform.domain.predictor import BOOSTER_DIGEST, PREDICTION, PROBABILITY, ModelFileDamaged, Predictor
 from mlplatform.stores.registry import Registry
 from mlplatform.domain.spec import DatasetSpec, parse_spec
 from pydantic import ValidationError
@@ -79,6 +80,26 @@ def test_saved_predictor_loads_back_identical(trained: TrainingResult, window: p
     files = trained.predictor.save(tmp_path)
     loaded = Predictor.load(files["booster"], files["pipeline"])
     pd.testing.assert_frame_equal(loaded.predict(window.head(100)), trained.predictor.predict(window.head(100)))
+
+
+@pytest.mark.parametrize("digest", [True, False], ids=["digest recorded", "saved before digests"])
+def test_a_damaged_booster_file_is_refused_before_lightgbm_reads_it(trained: TrainingResult, tmp_path: Path, digest: bool) -> None:
+    """The operator probe: LightGBM reading a booster file cut short killed the process (a segmentation fault), a healthy
+    serving process included, where a missing file was a clear error."""
+    files = trained.predictor.save(tmp_path)
+    booster, pipeline = Path(files["booster"]), Path(files["pipeline"])
+    if not digest:
+        pipeline.write_text(json.dumps({k: v for k, v in json.loads(pipeline.read_text()).items() if k != BOOSTER_DIGEST}))
+    whole = booster.read_bytes()
+    booster.write_bytes(whole[: len(whole) // 3])
+    with pytest.raises(ModelFileDamaged, match="SHA-256 differs: cut short or changed" if digest else "ends before its trees do"):
+        Predictor.load(booster, pipeline)
+    booster.write_bytes(whole.replace(b"Tree=0", b"Tree=7", 1))
+    if digest:
+        with pytest.raises(ModelFileDamaged, match="SHA-256 differs"):
+            Predictor.load(booster, pipeline)
+    booster.write_bytes(whole)
+    assert Predictor.load(booster, pipeline).booster.num_trees() == trained.predictor.booster.num_trees()
 
 
 def test_the_logged_model_is_self_contained(trained: TrainingResult, window: pd.DataFrame, adult_spec: DatasetSpec, tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from functools import cached_property
@@ -23,8 +24,30 @@ PROBABILITY = "probability"
 BOOSTER_FILE = "booster.txt"
 PIPELINE_FILE = "pipeline.json"
 ESTIMATOR_FILE = "estimator.json"
+BOOSTER_DIGEST = "booster_sha256"  # in the pipeline file: the booster file as saved, checked before LightGBM reads it
+TREES_END = "\nend of trees"  # where a LightGBM model text's trees end: a file cut short before it has no such line
 NO_ESTIMATOR = "the model was logged without a performance estimator (before estimation existed): retrain to get one"
 ESTIMATOR_NOT_FITTED = "the model was logged without a performance estimator"  # and, from its version's tag, why
+
+
+class ModelFileDamaged(ValueError):
+    """A model file is not the one saved with the model. LightGBM reading a booster file cut short does not raise: it
+    kills the process (a segmentation fault), which took down a serving process healthy on another version."""
+
+
+def _booster_text(path: str | Path, digest: str | None) -> str:
+    """The booster file's text, once it is the file saved (`digest`), or, for a model saved before digests were kept,
+    once it holds all its trees: anything else raises ModelFileDamaged before LightGBM sees it."""
+    raw = Path(path).read_bytes()
+    if digest is not None and hashlib.sha256(raw).hexdigest() != digest:
+        raise ModelFileDamaged(f"{BOOSTER_FILE} is not the file saved with the model (its SHA-256 differs: cut short or changed)")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ModelFileDamaged(f"{BOOSTER_FILE} is not a LightGBM model text ({exc.reason} at byte {exc.start})") from None
+    if digest is None and TREES_END not in text:
+        raise ModelFileDamaged(f"{BOOSTER_FILE} ends before its trees do (cut short)")
+    return text
 
 
 def spec_mismatch(predictor: "Predictor", spec: DatasetSpec) -> str | None:
@@ -137,12 +160,14 @@ class Predictor:
         booster_path = folder / BOOSTER_FILE
         pipeline_path = folder / PIPELINE_FILE
         self.booster.save_model(str(booster_path))
+        digest = hashlib.sha256(booster_path.read_bytes()).hexdigest()
         artifacts = {"booster": str(booster_path), "pipeline": str(pipeline_path)}
         if self.estimator is not None:
             artifacts["estimator"] = str(folder / ESTIMATOR_FILE)
             Path(artifacts["estimator"]).write_text(json.dumps(self.estimator.to_dict()), encoding="utf-8")
         pipeline_path.write_text(
-            json.dumps({"task": self.task, "classes": self.classes, "positive_class": self.positive_class, "transformer": self.transformer.to_dict()}),
+            json.dumps({"task": self.task, "classes": self.classes, "positive_class": self.positive_class, "transformer": self.transformer.to_dict(),
+                        BOOSTER_DIGEST: digest}),
             encoding="utf-8",
         )
         return artifacts
@@ -161,7 +186,7 @@ class Predictor:
                 # damaged estimator.json took the champion out of service and failed every retraining).
                 no_estimator = f"its performance estimator ({ESTIMATOR_FILE}) cannot be read ({type(exc).__name__}: {exc}): retrain to get a new one"
         return cls(
-            booster=lgb.Booster(model_file=str(booster_path)),
+            booster=lgb.Booster(model_str=_booster_text(booster_path, data.get(BOOSTER_DIGEST))),
             transformer=FeatureTransformer.from_dict(data["transformer"]),
             task=data["task"],
             classes=data.get("classes"),
