@@ -361,6 +361,24 @@ def test_the_demo_resets_only_state_it_created_or_that_holds_no_file(tmp_path: P
     assert (foreign / "events" / "adult.sqlite").read_text(encoding="utf-8") == "someone's events"
 
 
+def test_the_demo_leaves_a_state_folder_in_use_alone(tmp_path: Path) -> None:
+    """The operator probe: `demo` on the demo's own folder, with `dev` and `serve` running on it, deleted its event logs
+    and versions; serving went on answering with a version that no longer existed."""
+    from mlplatform.cli.demo import DemoError, reset_state
+    from mlplatform.cli.stack import holding, in_use
+
+    state = tmp_path / "state"
+    reset_state(Settings(state_dir=state))
+    (state / "events").mkdir()
+    (state / "events" / "adult.sqlite").write_text("served events", encoding="utf-8")
+    for use, user in ((in_use(state), "a prediction service (`mlplatform serve`)"), (holding(state, "embedded"), f"`mlplatform dev` (pid {os.getpid()}, embedded profile)")):
+        with use, pytest.raises(DemoError, match=re.escape(f"is in use by {user}: the demo starts from an empty state folder")):
+            reset_state(Settings(state_dir=state))
+        assert (state / "events" / "adult.sqlite").exists()
+    reset_state(Settings(state_dir=state))
+    assert not (state / "events").exists(), "once nothing uses it, the demo's own folder is reset"
+
+
 def test_loading_the_code_location_creates_no_state_and_prints_no_dagster_beta_notices(tmp_path: Path) -> None:
     """Dagster's notices that its component and sensor-owner API is beta or preview are not printed (about fifty lines
     per command); any other warning still is."""

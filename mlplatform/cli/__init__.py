@@ -84,10 +84,13 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from mlplatform.cli.stack import in_use
     from mlplatform.serving import serve
 
     overrides = {k: v for k, v in (("serve_host", args.host), ("serve_port", args.port), ("serve_workers", args.workers)) if v is not None}
-    serve(_settings(args).model_copy(update=overrides), _platform(args).select(args.model))
+    settings = _settings(args).model_copy(update=overrides)
+    with in_use(settings.state_dir):
+        serve(settings, _platform(args).select(args.model))
     return 0
 
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import dagster as dg
 import pandas as pd
 
+from mlplatform.cli.stack import users_of
 from mlplatform.cli.status import decision_said
 from mlplatform.domain.keys import (CHAMPION_VERSION, DATASET_DRIFT, DRIFT_COLUMNS, DRIFT_SHARE, DRIFT_SHARE_TAG, DRIFTED_COLUMN_NAMES, DRIFTED_COLUMNS, NEW_LABELLED_TAG,
                                    REASON_TAG, REPORT_URL, SKIP_REASON, SKIPPED)
@@ -38,6 +39,9 @@ def reset_state(settings: Settings) -> None:
     state = settings.state_dir
     if state.exists() and any(p.is_file() for p in state.rglob("*")) and not (state / DEMO_MARKER).exists():
         raise DemoError(f"{state} holds state the demo did not create; set MLPLATFORM_STATE_DIR to another folder or remove it")
+    if state.exists() and (user := users_of(state)) is not None:
+        raise DemoError(f"{state} is in use by {user}: the demo starts from an empty state folder and would delete the event logs, "
+                        "model versions and reports it works on. Stop it first, or set MLPLATFORM_STATE_DIR to another folder")
     if state.exists():
         shutil.rmtree(state)
     forget_platforms()

@@ -24,6 +24,7 @@ from pathlib import Path
 from mlplatform.settings import Settings, env_name, env_value
 
 LOCK_FILE = "dev.lock"
+IN_USE_FILE = "in-use.lock"  # held shared by each `serve`: see in_use
 PRODUCTION_ENV_FILE = "production.env"
 PRODUCTION = "production"
 # The settings that move a store or the executor off the embedded defaults: a terminal beside a production stack needs them all.
@@ -90,6 +91,37 @@ def holding(state_dir: Path, profile: str) -> Iterator[None]:
         finally:
             production_env_path(state_dir).unlink(missing_ok=True)
             os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def in_use(state_dir: Path) -> Iterator[None]:
+    """A shared hold on the state folder for as long as a long-running command (`serve`) reads and writes it; several
+    may hold it at once. What `demo` looks at before it deletes the folder (`users_of`)."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(state_dir / IN_USE_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
+
+
+def users_of(state_dir: Path) -> str | None:
+    """Who uses the state folder now (a stack, a prediction service), or None: a `demo` that deleted a folder in use
+    left serving on a champion that no longer existed, and lost the event log it had been writing."""
+    if (stack := running_stack(state_dir)) is not None:
+        return f"`mlplatform dev` (pid {stack.pid}, {stack.profile} profile)"
+    try:
+        fd = os.open(state_dir / IN_USE_FILE, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return None
+    except BlockingIOError:
+        return "a prediction service (`mlplatform serve`)"
     finally:
         os.close(fd)
 
