@@ -7,6 +7,7 @@ import json
 import time
 import os
 import re
+import uuid
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import pytest
 from mlplatform.cli import main
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.pipeline.replay import write_batches
-from mlplatform.domain.keys import RETRAIN_TAG
+from mlplatform.domain.keys import REASON_TAG, RETRAIN_TAG
 from mlplatform.orchestration.assets import latest_metadata
 from mlplatform.orchestration.names import RAW_EVENTS, ModelNames
 from mlplatform.settings import REPO_ROOT, Settings
@@ -344,6 +345,19 @@ def test_dg_records_no_telemetry(tmp_path: Path) -> None:
     env = {key: value for key, value in os.environ.items() if key not in ("DG_CLI_CONFIG", "DAGSTER_HOME")} | {"HOME": str(tmp_path)}
     subprocess.run([str(Path(sys.executable).parent / "dg"), "list", "components"], cwd=REPO_ROOT, env=env, check=True, capture_output=True, timeout=300)
     assert not (tmp_path / ".dagster").exists(), sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+
+
+def test_status_lists_a_retraining_by_hand_that_ended_before_deciding(state: Settings, instance: dg.DagsterInstance,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """The operator probe: a `materialize` canceled (or killed) before its evaluation decided was missing from the runs
+    `status --dagster` lists, which took only runs carrying the policy's tag, set once a decision is made."""
+    from mlplatform.domain.policy import BY_HAND
+
+    run = dg.DagsterRun(job_name="__ASSET_JOB", run_id=str(uuid.uuid4()), status=dg.DagsterRunStatus.CANCELED,
+                        tags={RETRAIN_TAG: "adult", REASON_TAG: BY_HAND})
+    instance.add_run(run)
+    assert main(["status", "--model", "adult", "--dagster"]) == 0
+    assert f"retraining run {run.run_id[:8]}: CANCELED reason=by_hand" in capsys.readouterr().out
 
 
 def test_the_demo_resets_only_state_it_created_or_that_holds_no_file(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlplatform.domain.keys import (HISTORY_HORIZON, CHALLENGER_SCORE, CHALLENGER_VERSION, CHAMPION_VERSION, DECISION_META, REASON_META, DAGSTER_RUN_TAG, DATASET_DRIFT, DECISION, DECISION_REASON, DRIFT_SHARE, DRIFT_SHARE_TAG,
                                    DRIFTED_COLUMNS, ESTIMATED_METRIC, FLOOR_VERDICT, LIVE_EVENTS, LIVE_VERDICT, LIVE_VERSION, NEW_LABELLED_TAG,
-                                   POLICY_TRIGGER_TAG, REASON_TAG, RECENT_ESTIMATE, RECENT_EVENTS, RECENT_ESTIMATE_ON_LABELLED, RECENT_LABELLED, RECENT_LABELLED_FIELDS, RECENT_LOWER, RECENT_NOTE, RECENT_REALIZED, RECENT_UPPER, REFERENCE, REPORT_PATH, SKIP_REASON, SKIPPED, TRIGGER_REASON, TRUST_VERDICT)
+                                   POLICY_TRIGGER_TAG, REASON_TAG, RETRAIN_TAG, RECENT_ESTIMATE, RECENT_EVENTS, RECENT_ESTIMATE_ON_LABELLED, RECENT_LABELLED, RECENT_LABELLED_FIELDS, RECENT_LOWER, RECENT_NOTE, RECENT_REALIZED, RECENT_UPPER, REFERENCE, REPORT_PATH, SKIP_REASON, SKIPPED, TRIGGER_REASON, TRUST_VERDICT)
 from mlplatform.domain.estimation import worse_or_better
 from mlplatform.root import ModelContext
 from mlplatform.stores.registry import champion_gone
@@ -97,7 +97,10 @@ def _from_dagster(model: ModelContext, limit: int, versions: list[dict[str, Any]
         live = latest_metadata(instance, names.asset(LIVE_QUALITY))
         estimated = latest_metadata(instance, names.asset(ESTIMATED_PERFORMANCE))
         features = latest_metadata(instance, names.asset(FEATURES))
-        records = instance.get_run_records(filters=dg.RunsFilter(tags={POLICY_TRIGGER_TAG: model.name}), limit=limit)
+        # A retraining by hand carries the policy's tag only once it decided: one canceled or crashed before was left out.
+        found = {r.dagster_run.run_id: r for tag in (POLICY_TRIGGER_TAG, RETRAIN_TAG)
+                 for r in instance.get_run_records(filters=dg.RunsFilter(tags={tag: model.name}), limit=limit)}
+        records = sorted(found.values(), key=lambda r: r.create_timestamp, reverse=True)[:limit]
     trained = {v["dagster_run_id"]: v for v in versions if v["dagster_run_id"]}
     return {
         **readings(drift, live, estimated),
