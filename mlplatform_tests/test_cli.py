@@ -360,6 +360,28 @@ def test_status_lists_a_retraining_by_hand_that_ended_before_deciding(state: Set
     assert f"retraining run {run.run_id[:8]}: CANCELED reason=by_hand" in capsys.readouterr().out
 
 
+def test_status_on_a_store_another_process_keeps_locked_says_so_in_one_line(state: Settings, monkeypatch: pytest.MonkeyPatch,
+                                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """The operator probe: with the MLflow store held in a transaction, `status` printed a 32-line traceback ending
+    "database is locked"."""
+    import sqlite3
+
+    from mlplatform.stores import registry_tables
+
+    monkeypatch.setattr(registry_tables, "LOCK_WAIT_SECONDS", 0.2)
+    database = Path(state.tracking_uri.removeprefix("sqlite:///"))
+    database.parent.mkdir(parents=True, exist_ok=True)
+    holder = sqlite3.connect(database, isolation_level=None)
+    try:
+        holder.execute("CREATE TABLE registered_model_aliases (alias TEXT)")
+        holder.execute("BEGIN EXCLUSIVE")
+        assert main(["status", "--model", "adult"]) == 1
+    finally:
+        holder.close()
+    said = capsys.readouterr().err
+    assert said.startswith(f"mlplatform status: a store in the state folder {state.state_dir} stayed locked by another process") and said.count("\n") == 1, said
+
+
 def test_the_demo_resets_only_state_it_created_or_that_holds_no_file(tmp_path: Path) -> None:
     from mlplatform.cli.demo import DemoError, reset_state
 

@@ -468,7 +468,7 @@ def _main(argv: list[str] | None) -> int:
         return 141  # 128 + SIGPIPE, as a shell reports it
     except Exception as exc:
         settings = _settings(args)
-        unreachable = tracking_unreachable(exc, settings) or instance_unreachable(exc, settings)
+        unreachable = tracking_unreachable(exc, settings) or instance_unreachable(exc, settings) or store_locked(exc, settings)
         if unreachable is None:
             raise
         print(f"mlplatform {args.command}: {unreachable}", file=sys.stderr)
@@ -481,6 +481,18 @@ def _cause(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> BaseEx
     while cause is not None and not isinstance(cause, kinds):
         cause = cause.__cause__ or cause.__context__
     return cause
+
+
+def store_locked(exc: BaseException, settings: Settings) -> str | None:
+    """One line for an embedded store (an SQLite file of the state folder) another process kept locked past the wait
+    (the operator probe: `status` printed a 32-line traceback ending "database is locked"). None for any other error."""
+    import sqlite3
+
+    cause = _cause(exc, (sqlite3.OperationalError,))
+    if cause is None or "database is locked" not in str(cause):
+        return None
+    return (f"a store in the state folder {settings.state_dir} stayed locked by another process (a long write, or one holding it "
+            "open in a transaction): try again once it is done")
 
 
 def instance_unreachable(exc: BaseException, settings: Settings) -> str | None:

@@ -19,6 +19,7 @@ from mlplatform.stores.registry import CHAMPION, ChampionChange, ChampionRecord,
 SQLITE = "sqlite:///"
 WORKSPACE = "default"  # MLflow's DEFAULT_WORKSPACE_NAME: every row of a store used without workspaces
 DELETED = "Deleted_Internal"  # MLflow's STAGE_DELETED_INTERNAL: a deleted version whose row is still there
+LOCK_WAIT_SECONDS = 15.0  # a write MLflow holds the store for (a version logged, an alias moved) is waited out; sqlite3 waits 5 s
 
 
 class RegistryReads(Protocol):
@@ -52,7 +53,7 @@ class RegistryTables:
         if not self.database.is_file():
             return []
         try:
-            with closing(sqlite3.connect(f"{self.database.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            with closing(sqlite3.connect(f"{self.database.resolve().as_uri()}?mode=ro", uri=True, timeout=LOCK_WAIT_SECONDS)) as db:
                 return db.execute(sql, (WORKSPACE, self.name, *params)).fetchall()
         except sqlite3.OperationalError as exc:
             if str(exc).startswith("no such table"):  # the file exists but MLflow is still creating its tables
