@@ -358,6 +358,25 @@ def test_a_regression_label_conflict_says_both_numbers_as_written(landing: Path,
         log.close()
 
 
+def test_an_events_file_without_the_specs_time_column_is_taken_and_said(landing: Path, tmp_path: Path) -> None:
+    """The new-user probe: a file missing the spec's time column landed its (old) events as the log's newest, and
+    nothing said so. Taken, as the README documents; its note says how they were timed."""
+    from mlplatform.domain.spec import load_spec
+    from mlplatform_tests.conftest import BIKE_SPEC
+
+    spec = load_spec(BIKE_SPEC)
+    log = EventLog(tmp_path / "bike.sqlite", spec)
+    try:
+        events = pd.DataFrame({"instant": ["1", "2"], "hr": [0, 1], **{f: [1, 1] for f in spec.features if f != "hr"}, "cnt": [30.0, 16.0]})
+        untimed = ingest_file(_drop(landing, "untimed.csv", _csv(events)), spec, log)
+        assert (untimed.ingested, untimed.note) == (2, "no time column 'dteday': its events are timed as they landed")
+        timed = ingest_file(_drop(landing, "timed.csv", _csv(events.assign(instant=["3", "4"], dteday="2011-01-02"))), spec, log)
+        labels = ingest_file(_drop(landing, "labels.csv", _csv(pd.DataFrame({"instant": ["3"], "cnt": [37.0]}))), spec, log)
+        assert (timed.ingested, timed.note, labels.note) == (2, "", ""), "a file with its time column, and a label file, say nothing"
+    finally:
+        log.close()
+
+
 def test_late_labels_unknown_ids_and_conflicts(landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame) -> None:
     ingest_file(_drop(landing, "events.csv", _csv(rows.head(10).drop(columns=["income"]))), adult_spec, log)
     assert (log.counts().total, log.counts().labelled) == (10, 0)

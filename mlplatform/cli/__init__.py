@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from pydantic import ValidationError
 
-from mlplatform.domain.keys import DUPLICATES, IGNORED_COLUMNS, INGESTED, LABELS_APPLIED, LANDED_FILES, QUARANTINED, REJECTED_FILES, SKIPPED_ENTRIES
+from mlplatform.domain.keys import DUPLICATES, IGNORED_COLUMNS, INGESTED, LABELS_APPLIED, LANDED_FILES, QUARANTINED, REJECTED_FILES, SKIPPED_ENTRIES, UNTIMED_FILES
 from mlplatform.settings import Settings, SettingsError, env_name, redact, scoped_environment, settings_problems
 
 if TYPE_CHECKING:
@@ -164,10 +164,12 @@ def _say_landing(landed: "Latest | None", run_id: str) -> None:
     """What run `run_id`'s landing took and refused, in one line: quarantined rows and files left were only in the UI."""
     if landed is None or landed.run_id != run_id:
         return
-    d = {key: int(str(landed.metadata.get(key, 0))) for key in (LANDED_FILES, INGESTED, DUPLICATES, QUARANTINED, LABELS_APPLIED, REJECTED_FILES, SKIPPED_ENTRIES)}
+    d = {key: int(str(landed.metadata.get(key, 0))) for key in (LANDED_FILES, INGESTED, DUPLICATES, QUARANTINED, LABELS_APPLIED, REJECTED_FILES, SKIPPED_ENTRIES,
+                                                                UNTIMED_FILES)}
     refused = [f"{_counted(d[QUARANTINED], 'row')} quarantined (mlplatform quarantine)"] * bool(d[QUARANTINED]) + \
               [f"{_counted(d[REJECTED_FILES], 'file')} moved to landing/rejected"] * bool(d[REJECTED_FILES]) + \
               [f"{_counted(d[SKIPPED_ENTRIES], 'entry', 'entries')} left in the landing folder"] * bool(d[SKIPPED_ENTRIES])
+    refused += [f"{_counted(d[UNTIMED_FILES], 'file')} without the spec's time column timed as landed"] * bool(d[UNTIMED_FILES])
     ignored = str(landed.metadata.get(IGNORED_COLUMNS, "none"))
     refused += [f"columns the spec does not name ignored: {ignored}"] * (ignored != "none")
     print(f"raw_events: {_counted(d[LANDED_FILES], 'file')}, {_counted(d[INGESTED], 'event')} ingested, {_counted(d[DUPLICATES], 'duplicate')}, "

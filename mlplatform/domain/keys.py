@@ -121,6 +121,7 @@ QUARANTINED = "quarantined"
 LABELS_APPLIED = "labels_applied"
 REJECTED_FILES = "rejected_files"
 SKIPPED_ENTRIES = "skipped_entries"
+UNTIMED_FILES = "untimed_files"  # events files without the spec's time column, their events timed as they landed
 IGNORED_COLUMNS = "ignored_columns"  # raw_events: the landed files' columns the spec does not name
 LABEL_WATERMARK = "label_watermark"  # raw_events and the retraining trigger: the label sequence number read up to
 SKIPPED_ENTRIES_TABLE = "skipped_entries_table"  # which entries and why (SKIPPED is another asset's flag)

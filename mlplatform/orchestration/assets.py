@@ -16,7 +16,7 @@ import pandas as pd
 
 from mlplatform.domain.keys import (CHAMPION_VERSION, CHANGE_WINDOW, DAGSTER_RUN_TAG, CHOSEN_WINDOW, JUDGED_ROWS, REFIT, REFIT_ROWS, WINDOW_SCORES, EVIDENTLY_PROJECT_URL, EVIDENTLY_SNAPSHOT_URL, EVIDENTLY_WORKSPACE_ERROR, MLFLOW_VERSION, MODEL_TAG,
                                    REPORT_PATH, REPORT_URL, RUN_TAG_PREFIX, SNAPSHOT, FITTED_ROWS, TRAINED_WINDOW, LANDED_FILES, INGESTED, DUPLICATES,
-                                   QUARANTINED, LABELS_APPLIED, REJECTED_FILES, SKIPPED_ENTRIES, SKIPPED_ENTRIES_TABLE, KEPT_BY_PERSON,
+                                   QUARANTINED, LABELS_APPLIED, REJECTED_FILES, SKIPPED_ENTRIES, SKIPPED_ENTRIES_TABLE, UNTIMED_FILES, KEPT_BY_PERSON,
                                    CHALLENGER_VERSION, DECISION_META, REASON_META, HISTORY_HORIZON, IGNORED_COLUMNS, LABEL_WATERMARK, LABEL_WATERMARK_TAG, POLICY_TRIGGER_TAG, REASON_TAG, RETRAIN_TAG, mlflow_tag)
 from mlplatform.domain.policy import BY_HAND
 from mlplatform.domain.retry_budget import RetryBudget
@@ -154,6 +154,9 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
             context.log.warning(f"{f.name} moved to landing/rejected: {f.rejected}")
         for s in report.skipped:
             context.log.info(f"{s.name} left in landing: {s.reason}")
+        for f in report.files:
+            if f.untimed:
+                context.log.warning(f"{f.name}: {f.untimed}")
         extra = sorted({c for f in report.files for c in f.extra_columns})
         return dg.MaterializeResult(
             metadata={
@@ -164,6 +167,7 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
                 LABELS_APPLIED: report.total("labels_applied"),
                 REJECTED_FILES: len(report.rejected),
                 SKIPPED_ENTRIES: len(report.skipped),
+                UNTIMED_FILES: sum(bool(f.untimed) for f in report.files),
                 "total": counts.total,
                 "labelled": counts.labelled,
                 "quarantined_total": counts.quarantined,

@@ -132,6 +132,7 @@ class FileOutcome(FileCounts):
     read_again: str = ""  # why a file landed before was read again (empty: it was not)
     grown: str = ""  # where the reading of a file that grew after an earlier one went on (empty: it did not)
     replaced: str = ""  # a file of this name landed before with other content, whose rows this one's may repeat
+    untimed: str = ""  # an events file without the spec's time column: its events are timed as they landed
 
     @property
     def note(self) -> str:
@@ -147,7 +148,7 @@ class FileOutcome(FileCounts):
         if not self.rows:
             return "no rows"
         ignored = f"ignored columns: {', '.join(self.extra_columns)}" if self.extra_columns else ""
-        return "; ".join(n for n in (self.replaced, ignored) if n)
+        return "; ".join(n for n in (self.untimed, self.replaced, ignored) if n)
 
 
 @dataclass
@@ -972,7 +973,12 @@ def _store(path: Path, handle: BinaryIO, seen: os.stat_result, spec: DatasetSpec
     has_ids = spec.id_column in columns or EVENT_ID in columns  # validation's own choice of an id column
     replaced = (f"another file named {path.name!r} was landed before ({', '.join(others)}): without an id column, rows the two share are "
                 "events of both" if others and not grown and not read_again and not has_ids else "")
-    return FileOutcome(name=path.name, extra_columns=extra, read_again=read_again, grown=grown, replaced=replaced, **asdict(progress.counts))
+    # The spec names a time column and this events file has none: a broken export, most likely (the new-user probe: old
+    # events became the log's newest, in every hold-out, and nothing said so). Taken, as documented, and said.
+    untimed = (f"no time column {spec.time_column!r}: its events are timed as they landed" if spec.time_column and columns and not labels_only
+               and spec.time_column not in columns and EVENT_TIME not in columns else "")
+    return FileOutcome(name=path.name, extra_columns=extra, read_again=read_again, grown=grown, replaced=replaced, untimed=untimed,
+                       **asdict(progress.counts))
 
 
 def _read_again(recorded: FileCounts, handle: BinaryIO, name: str, spec: DatasetSpec, policy: LandingPolicy) -> str:
