@@ -522,6 +522,10 @@ def test_a_drafted_spec_lands_its_own_sample_whole(tmp_path: Path, fmt: str) -> 
     spec = parse_spec(yaml.safe_load(text))
     assert spec.classes == ["0", "1"] and dict(spec.features) == {"zip": "categorical", "x": "numeric"}, text
     assert spec.label_map == ({"0.0": "0", "1.0": "1"} if fmt == "csv" else {}), text
+    cased = tmp_path / "cased.csv"
+    rows.assign(churned=["yes", "YES", " yes "] * 100).to_csv(cased, index=False)
+    assert ("# classes 'YES' and 'yes' differ only in case: if they are one class, keep one in classes and map the others to it "
+            "in label_map (e.g. {'YES': 'yes'})") in draft_spec("cased", cased, label="churned").splitlines()
     log = EventLog(tmp_path / "events.sqlite", spec)
     try:
         outcome = ingest_file(sample, spec, log)

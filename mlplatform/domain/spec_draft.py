@@ -226,6 +226,11 @@ def draft_spec(name: str, sample: Path | None, label: str | None = None, task: s
         spec["classes"] = classes
         if spec["task"] == "binary":
             spec["positive_class"] = classes[-1]
+        alike: dict[str, list[str]] = {}
+        for name in classes:
+            alike.setdefault(name.casefold(), []).append(name)
+        notes += [f"classes {' and '.join(map(repr, group))} differ only in case: if they are one class, keep one in classes and map the "
+                  f"others to it in label_map (e.g. {{{group[0]!r}: {group[-1]!r}}})" for group in alike.values() if len(group) > 1]
         if respelt:
             spec["label_map"] = respelt
             notes.append(f"labels spelt {', '.join(sorted(respelt))} in the file: label_map maps them to their classes (in a CSV, 1.0 is not class 1)")
