@@ -23,7 +23,7 @@ import pytest
 from mlplatform.domain.spec import DatasetSpec, parse_spec
 from mlplatform.domain.keys import LAUNCHED_BY_TAG, RUN_KEY_TAG, WILL_RETRY_TAG
 from mlplatform.domain.validation import value_problem
-from mlplatform.pipeline.landing import IngestReport, LandingPolicy, NotSettled, _opened_settled, ingest_pending
+from mlplatform.pipeline.landing import IngestReport, LandingPolicy, NotSettled, TAKEN_INDEX, _opened_settled, ingest_pending, landing_candidates
 from mlplatform.settings import Settings
 from mlplatform.stores.eventlog import EventLog
 
@@ -154,6 +154,32 @@ def test_a_file_still_being_written_is_left_until_it_settles(landing: Path, log:
     assert (landing / "processed" / "growing.csv").read_text(encoding="utf-8") == "".join(lines)
 
 
+@pytest.mark.parametrize("marker", [None, ".ready"], ids=["plain", "with ready marker"])
+def test_a_writer_going_on_after_its_file_was_taken_lands_the_rest_once(landing: Path, log: EventLog, adult_spec: DatasetSpec,
+                                                                          rows: pd.DataFrame, marker: str | None) -> None:
+    """The operator probe: a writer that paused past the quiet period, holding its file open, wrote 1,500 more rows into
+    it after it was moved into processed; they never landed and nothing said so. The landing sensor sees the grown file,
+    and the next run moves it back and reads on from where its reading ended: every row once."""
+    head, tail = rows.head(500), rows.iloc[500:1200]
+    path = landing / "export.csv"
+    with path.open("w", encoding="utf-8") as writer:  # the writer's handle follows the file into processed
+        writer.write(head.to_csv(index=False))
+        writer.flush()
+        if marker:
+            (landing / ("export.csv" + marker)).touch()
+        first = _ingest(landing, adult_spec, log, ready_marker=marker)
+        assert first.total("ingested") == 500 and (landing / "processed" / "export.csv").exists()
+        assert landing_candidates(landing, _policy(ready_marker=marker))[0] == [], "nothing grew yet"
+        writer.write(tail.to_csv(index=False, header=False))
+    [(name, size, _)] = landing_candidates(landing, _policy(ready_marker=marker))[0]
+    assert (name, size) == ("export.csv", (landing / "processed" / "export.csv").stat().st_size), "the sensor asks for a run"
+    second = _ingest(landing, adult_spec, log, ready_marker=marker)
+    [grown] = second.files
+    assert (grown.ingested, grown.duplicates, log.counts().total) == (700, 0, 1200) and grown.note.startswith("grew after its first"), grown.note
+    assert _ingest(landing, adult_spec, log, ready_marker=marker).files == [] and landing_candidates(landing, _policy(ready_marker=marker))[0] == []
+    assert _left(landing) == set()
+
+
 def test_a_file_published_whole_is_taken_in_the_same_run_after_the_quiet_period(
     landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame
 ) -> None:
@@ -198,7 +224,7 @@ def test_ready_marker_mode_takes_a_file_only_with_its_marker(landing: Path, log:
     (landing / "a.csv.ready").touch()
     report = _ingest(landing, adult_spec, log, ready_marker=".ready")
     assert report.total("ingested") == 3
-    assert {p.name for p in (landing / "processed").iterdir()} == {"a.csv", "a.csv.ready"} and _left(landing) == {"orphan.csv.ready"}
+    assert {p.name for p in (landing / "processed").iterdir() if p.name != TAKEN_INDEX} == {"a.csv", "a.csv.ready"} and _left(landing) == {"orphan.csv.ready"}
 
 
 # 6. Symlinks are rejected without reading their target; a rejected file keeps no quarantined rows.

@@ -72,6 +72,8 @@ from mlplatform.stores.eventlog import CHANGED, CONTENT_CHARS, EventStore, Event
 SUFFIXES = (".csv", ".csv.gz", ".parquet", ".jsonl", ".jsonl.gz", ".ndjson")
 TEMPORARY_SUFFIXES = (".tmp", ".part")
 PROCESSED = "processed"
+TAKEN_INDEX = ".mlplatform-taken.json"  # in `processed`: the plain text files taken lately, watched for a writer that goes on
+TAKEN_WATCH_SECONDS = 86_400.0
 REJECTED = "rejected"
 REASON_SUFFIX = ".reason.txt"
 PARQUET_ROW_BYTES = 128  # a Parquet batch has batch_bytes / this many rows: about what a row of ~20 columns takes as text
@@ -1018,8 +1020,61 @@ def _take(path: Path, seen: os.stat_result, spec: DatasetSpec, log: EventStore, 
         moved = _move(path, REJECTED, policy.ready_marker)
         moved.with_name(moved.name + REASON_SUFFIX).write_text(f"{reason}\n", encoding="utf-8")
         return FileOutcome(name=path.name, rejected=reason)
-    _move(path, PROCESSED, policy.ready_marker)
+    moved = _move(path, PROCESSED, policy.ready_marker)
+    if not path.name.lower().endswith((".gz", ".parquet")):  # what a writer may append to, and landing can read on from
+        _remember_taken(moved, path.name, seen)
     return outcome
+
+
+def _taken(processed: Path) -> dict[str, dict[str, Any]]:
+    """The plain text files moved into `processed` within TAKEN_WATCH_SECONDS, by their name there: their name in the
+    landing folder, inode and size as read. An index that cannot be read is an empty one (it only ever adds a look)."""
+    try:
+        index = json.loads((processed / TAKEN_INDEX).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    since = time.time() - TAKEN_WATCH_SECONDS
+    return {name: entry for name, entry in index.items() if isinstance(entry, dict) and float(entry.get("at", 0)) >= since} if isinstance(index, dict) else {}
+
+
+def _write_taken(processed: Path, index: dict[str, dict[str, Any]]) -> None:
+    temporary = processed / f"{TAKEN_INDEX}.{os.getpid()}.tmp"
+    temporary.write_text(json.dumps(index), encoding="utf-8")
+    os.replace(temporary, processed / TAKEN_INDEX)
+
+
+def _remember_taken(moved: Path, name: str, seen: os.stat_result) -> None:
+    index = _taken(moved.parent)
+    index[moved.name] = {"name": name, "ino": seen.st_ino, "size": seen.st_size, "at": time.time()}
+    _write_taken(moved.parent, index)
+
+
+def _grown_since_taken(landing_dir: Path) -> list[tuple[Path, str, os.stat_result]]:
+    """Processed files that grew after they were taken (the same inode, larger): (where, their landing name, lstat). A
+    writer that paused past the quiet period kept the file open and wrote on into it in `processed`: the operator probe
+    lost 1,500 of 2,500 rows so, with nothing said."""
+    processed = landing_dir / PROCESSED
+    grown = []
+    for name, entry in _taken(processed).items():
+        info = _lstat(processed / name)
+        if info is not None and stat.S_ISREG(info.st_mode) and info.st_ino == entry.get("ino") and info.st_size > int(entry.get("size", 0)):
+            grown.append((processed / name, str(entry["name"]), info))
+    return grown
+
+
+def _bring_back_grown(landing_dir: Path, marker: str | None) -> None:
+    """Move each processed file that grew since it was taken back into the landing folder under its name (with its ready
+    marker), where it is read on from where its reading ended (see `completed_named`); one whose name is taken there
+    waits for the next run."""
+    index = _taken(landing_dir / PROCESSED)
+    for where, name, _ in _grown_since_taken(landing_dir):
+        if os.path.lexists(landing_dir / name):
+            continue
+        os.rename(where, landing_dir / name)
+        if marker and os.path.lexists(where.parent / (where.name + marker)):
+            os.rename(where.parent / (where.name + marker), landing_dir / (name + marker))
+        index.pop(where.name, None)
+        _write_taken(landing_dir / PROCESSED, index)
 
 
 def _policy(policy: LandingPolicy | None) -> LandingPolicy:
@@ -1045,6 +1100,7 @@ def ingest_pending(landing_dir: Path, spec: DatasetSpec, log: EventStore, policy
     if not landing_dir.is_dir():
         return report
     with exclusive(landing_dir):
+        _bring_back_grown(landing_dir, policy.ready_marker)
         entries, report.skipped = _survey(landing_dir, policy)
         entries, changing = _settled(entries, policy.quiet_seconds)
         report.skipped += changing
@@ -1079,6 +1135,7 @@ def landing_candidates(landing_dir: Path, policy: LandingPolicy) -> tuple[list[t
     if not landing_dir.is_dir():
         return [], 0.0
     entries, _ = _survey(landing_dir, policy)
+    entries += [(landing_dir / name, info) for _, name, info in _grown_since_taken(landing_dir)]  # a run brings them back
     infos = [info for _, info in entries]
     waiting = [(path.name, info.st_size, max(info.st_mtime_ns, info.st_ctime_ns)) for path, info in entries]
     return waiting, max(_settling_ns(infos, policy.quiet_seconds), 0) / 1e9
