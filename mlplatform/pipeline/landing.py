@@ -74,6 +74,7 @@ TEMPORARY_SUFFIXES = (".tmp", ".part")
 PROCESSED = "processed"
 TAKEN_INDEX = ".mlplatform-taken.json"  # in `processed`: the plain text files taken lately, watched for a writer that goes on
 TAKEN_WATCH_SECONDS = 86_400.0
+TAKEN_WATCH_FILES = 256  # the newest ones: the index is rewritten at each file taken, and looked at on each sensor tick
 REJECTED = "rejected"
 REASON_SUFFIX = ".reason.txt"
 PARQUET_ROW_BYTES = 128  # a Parquet batch has batch_bytes / this many rows: about what a row of ~20 columns takes as text
@@ -1027,14 +1028,18 @@ def _take(path: Path, seen: os.stat_result, spec: DatasetSpec, log: EventStore, 
 
 
 def _taken(processed: Path) -> dict[str, dict[str, Any]]:
-    """The plain text files moved into `processed` within TAKEN_WATCH_SECONDS, by their name there: their name in the
-    landing folder, inode and size as read. An index that cannot be read is an empty one (it only ever adds a look)."""
+    """The plain text files moved into `processed` within TAKEN_WATCH_SECONDS (the newest TAKEN_WATCH_FILES), by their
+    name there: their name in the landing folder, inode and size as read. An index that cannot be read is an empty one
+    (it only ever adds a look)."""
     try:
         index = json.loads((processed / TAKEN_INDEX).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     since = time.time() - TAKEN_WATCH_SECONDS
-    return {name: entry for name, entry in index.items() if isinstance(entry, dict) and float(entry.get("at", 0)) >= since} if isinstance(index, dict) else {}
+    if not isinstance(index, dict):
+        return {}
+    recent = [(name, entry) for name, entry in index.items() if isinstance(entry, dict) and float(entry.get("at", 0)) >= since]
+    return dict(sorted(recent, key=lambda item: float(item[1]["at"]))[-TAKEN_WATCH_FILES:])
 
 
 def _write_taken(processed: Path, index: dict[str, dict[str, Any]]) -> None:
