@@ -551,6 +551,8 @@ def test_event_times_in_the_future_are_quarantined(landing: Path, log: EventLog,
     [
         ("dupcols.csv", "event_id,income,income\nadult-0,<=50K,>50K\n", "duplicated column names: ['income']"),
         ("badheader.csv", b"event_id,\xe9vent\n1,2\n", "the header line is not valid UTF-8"),
+        # the rest of a file its writer began again without a header (the operator probe: "duplicated column names: ['0']" alone)
+        ("headless.csv", "adult-9,39,State-gov,0,0,40,0\n", "duplicated column names: ['0']; the first line looks like a row of data, not a header"),
     ],
 )
 def test_unusable_headers_reject_the_file(landing: Path, log: EventLog, adult_spec: DatasetSpec, name: str, content: str | bytes, message: str) -> None:

@@ -46,13 +46,19 @@ class Validated:
     row_numbers: np.ndarray = field(default_factory=lambda: np.empty(0, dtype="int64"))  # where each event sits in its file
 
 
+_NUMBER_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
 def with_clean_columns(raw: pd.DataFrame) -> pd.DataFrame:
     """`raw` with stripped column names and a fresh index; two columns of one name make the frame unusable."""
     raw = raw.reset_index(drop=True)
     raw.columns = [str(c).strip() for c in raw.columns]
     if raw.columns.duplicated().any():
         dupes = sorted(set(raw.columns[raw.columns.duplicated()]))
-        raise SchemaError(f"duplicated column names: {dupes}")
+        # Names such as '0' or '' are values: the rest of a file a writer began again without its header (the operator probe).
+        looks_like_data = all(not name or _NUMBER_TEXT.fullmatch(name) for name in dupes)
+        raise SchemaError(f"duplicated column names: {dupes}" + ("; the first line looks like a row of data, not a header: a file must begin "
+                                                                 "with its header line" if looks_like_data else ""))
     return raw
 
 
