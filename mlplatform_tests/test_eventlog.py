@@ -221,6 +221,31 @@ def test_a_feature_whose_type_the_spec_changed_keeps_its_values_in_the_new_type(
         log.close()
 
 
+def test_a_feature_flipped_back_and_forth_keeps_what_it_landed_with(settings: Settings) -> None:
+    """The review: a 55-character feature's kept column (then `f_<name>__kept_text`) was cut short by PostgreSQL, its
+    text not restored and the next flip failed to open the log; a column of whole numbers alone turning to text raised
+    TypeError in SQLite."""
+    long = "a" * 55
+    specs = [parse_spec({**SPEC, "features": {"x": kinds[0], long: kinds[1]}}) for kinds in
+             (("numeric", "categorical"), ("categorical", "numeric"))]
+    for step, spec in enumerate([specs[0], specs[1], specs[0], specs[1], specs[0]]):
+        log = open_event_log(settings, spec)
+        try:
+            if step == 0:
+                log.append(_events(["a", "b"]).assign(x=[7.0, 5.0], **{long: ["True", "007"]}).drop(columns="c"), "f")
+            if step == 1:
+                log.append(_events(["n"]).assign(x=["9"], **{long: [4.5]}).drop(columns="c"), "f")
+            read = log.events_between().set_index(EVENT_ID)
+        finally:
+            log.close()
+        if spec is specs[0]:
+            assert read[long].to_dict() == {"a": "True", "b": "007", **({"n": "4.5"} if step else {})}, (step, read[long].to_dict())
+            assert read["x"].to_dict() == {"a": 7.0, "b": 5.0, **({"n": 9.0} if step else {})}
+        else:
+            assert pd.isna(read.loc["a", long]) and (read.loc["b", long], read.loc["n", long]) == (7.0, 4.5), "'True' no number: missing, kept"
+            assert read["x"].to_dict() == {"a": "7", "b": "5", "n": "9"}, "whole numbers alone turned to text"
+
+
 @pytest.mark.parametrize("hash_column", ["", ", file_sha256 TEXT"], ids=["before the column", "migrated, hashes left empty"])
 def test_a_log_from_before_quarantine_knew_its_files_opens_and_keeps_its_rows(tmp_path: Path, hash_column: str) -> None:
     """A log written by an earlier version: its quarantine table gains the file's hash, filled in once from the files a

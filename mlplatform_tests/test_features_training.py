@@ -44,6 +44,7 @@ def test_categories_are_normalised_the_same_from_every_source() -> None:
     assert normalise_category(pd.Series([" a ", "", None, "b"])).tolist() == ["a", pd.NA, pd.NA, "b"]
     assert normalise_category(pd.Series([1, 2], dtype="int64")).tolist() == ["1", "2"]
     assert normalise_category(pd.Series([1e300, -4.0])).tolist() == ["1e+300", "-4"]
+    assert normalise_category(pd.Series([7.0, 5.0], dtype=object)).tolist() == ["7", "5"], "all whole numbers (a review: TypeError)"
 
 
 def test_unseen_missing_and_absent_values_become_missing_not_errors() -> None:

@@ -520,6 +520,7 @@ def test_a_drafted_spec_lands_its_own_sample_whole(tmp_path: Path, fmt: str) -> 
      "jsonl": lambda: rows.to_json(sample, orient="records", lines=True)}[fmt]()
     text = draft_spec("churn", sample, label="churned")
     spec = parse_spec(yaml.safe_load(text))
+    assert text.startswith(f"# Dataset spec of model churn, drafted from churn.{fmt}"), text
     assert spec.classes == ["0", "1"] and dict(spec.features) == {"zip": "categorical", "x": "numeric"}, text
     assert spec.label_map == ({"0.0": "0", "1.0": "1"} if fmt == "csv" else {}), text
     cased = tmp_path / "cased.csv"

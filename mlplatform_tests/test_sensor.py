@@ -25,6 +25,7 @@ from mlplatform.pipeline.champion import ChampionError, ChampionRequest, change_
 from mlplatform.pipeline.replay import DriftScenario, inject_drift
 from mlplatform.root import platform as root_platform
 from mlplatform.settings import Settings
+from mlplatform.stores.registry import ChampionChange, Registry
 from mlplatform_tests.support import loop
 from mlplatform_tests.monitoring_support import CHAMPION_ROWS, Platform, trained_platform
 
@@ -368,6 +369,22 @@ def test_a_hand_moved_or_pinned_champion_is_what_sensors_status_and_evaluation_f
     assert (away.version, away.pinned, away.reason) == (1, False, "alias moved outside mlplatform (MLflow UI or API); the pin of v2 (hold) ends")
     assert (back.version, back.pinned) == (2, False) and not registry.champion_record().pinned  # type: ignore[union-attr]
 
+    # Two `champion set` at once (the operator probe: both said "v6 → …"): another moved the alias between this
+    # command's read and its own move; it says the move the timeline records.
+    import mlplatform.pipeline.champion as champion_module
+
+    alone = champion_module.change_champion
+
+    def meanwhile(registry_: Registry, spec: DatasetSpec, request: ChampionRequest, by: str) -> ChampionChange:
+        alone(registry_, spec, ChampionRequest("the other terminal", 1, pin=False), by="another terminal")
+        return alone(registry_, spec, request, by)
+
+    monkeypatch.setattr(champion_module, "change_champion", meanwhile)
+    capsys.readouterr()
+    assert main(["champion", "set", "--model", "adult", "--version", "2", "--no-pin", "--reason", "two at once"]) == 0
+    assert "champion: v1 → v2; not pinned" in capsys.readouterr().out
+    monkeypatch.setattr(champion_module, "change_champion", alone)
+
     # The probe: the champion's version deleted (or the alias removed) outside mlplatform read as a fresh model, "no
     # champion yet: train and promote a first model", in the sensors and status alike.
     registry.client.delete_registered_model_alias(registry.name, "champion")
@@ -685,7 +702,6 @@ def test_a_champion_pinned_while_the_decision_is_recorded_stays_champion(platfor
     from dataclasses import replace
 
     import mlplatform.orchestration.assets as assets
-    from mlplatform.stores.registry import Registry
 
     registry = platform.model.registry
     before = registry.champion_record()

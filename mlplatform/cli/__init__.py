@@ -205,7 +205,11 @@ def cmd_champion(args: argparse.Namespace) -> int:
         before = registry.champion_record()
         try:
             change = change_champion(registry, model.spec, request, by=f"{getpass.getuser()} (mlplatform champion {args.action})")
-            print(f"champion: {change_said(before, change)}")
+            # The move just before this one, as the timeline keeps them: another `champion set` at the same time may have
+            # moved it after `before` was read (the operator probe: two at once both said "v6 → …"). An alias moved
+            # outside the platform is in no timeline: then `before` says it.
+            previous = next((c for c in reversed(registry.timeline()) if c.seq < change.seq), None)
+            print(f"champion: {change_said(previous if previous is not None and (before is None or before.recorded) else before, change)}")
         except NothingToChange as exc:  # what was asked already holds: said, and not an error
             print(f"champion: {exc}")
         except ChampionError as exc:

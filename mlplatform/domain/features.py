@@ -55,7 +55,8 @@ def normalise_category(values: pd.Series) -> pd.Series:
         text[integral] = values[integral].astype("int64").astype(ARROW_STRING)
     elif values.dtype == object and pd.api.types.infer_dtype(values, skipna=True) not in ("string", "empty", "boolean", "integer"):
         integral = values.map(lambda v: isinstance(v, float) and v.is_integer() and abs(v) < 2**53).to_numpy(dtype=bool)
-        text[integral] = [str(int(v)) for v in values[integral]]
+        # By position, as a Series: a plain list over an all-true mask read as an index (only integer scalar arrays…).
+        text[integral] = pd.Series([str(int(v)) for v in values[integral]], index=text.index[integral], dtype=text.dtype)
     return text
 
 

@@ -227,8 +227,8 @@ def draft_spec(name: str, sample: Path | None, label: str | None = None, task: s
         if spec["task"] == "binary":
             spec["positive_class"] = classes[-1]
         alike: dict[str, list[str]] = {}
-        for name in classes:
-            alike.setdefault(name.casefold(), []).append(name)
+        for spelt in classes:
+            alike.setdefault(spelt.casefold(), []).append(spelt)
         notes += [f"classes {' and '.join(map(repr, group))} differ only in case: if they are one class, keep one in classes and map the "
                   f"others to it in label_map (e.g. {{{group[0]!r}: {group[-1]!r}}})" for group in alike.values() if len(group) > 1]
         if respelt:

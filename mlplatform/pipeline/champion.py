@@ -61,7 +61,7 @@ def change_champion(registry: Registry, spec: DatasetSpec, request: ChampionRequ
     return registry.set_champion(request.version, request.reason, by, pin=request.pin)
 
 
-def change_said(before: ChampionRecord | None, change: ChampionChange) -> str:
+def change_said(before: ChampionRecord | ChampionChange | None, change: ChampionChange) -> str:
     """What a person's change did, in a sentence: `set --no-pin` of the pinned champion unpinned it, and the line showing
     the champion afterwards said only that it was no longer pinned, not that this command had unpinned it."""
     pin = ("pinned: the retraining loop leaves it in place until `champion unpin`" if change.pinned

@@ -12,6 +12,7 @@ profile), and `eventlog_factory.open_event_log` picks one from the settings.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -174,9 +175,11 @@ def _col(feature: str) -> str:
     return '"f_' + feature.replace('"', '') + '"'
 
 
-# Beside a feature's column while the spec declares it numeric: the text its events landed with before, which no number
-# holds ('True', '007'), and which comes back if the spec declares it categorical again.
-KEPT_TEXT = "__kept_text"
+def _kept_text(feature: str) -> str:
+    """The column beside a feature's while the spec declares it numeric: the text its events landed with before, which no
+    number holds ('True', '007'), and which comes back if the spec declares it categorical again. Named by a digest: short
+    whatever the feature's name (PostgreSQL cuts names at 63 bytes), and no feature's column (those start `f_`)."""
+    return "k_" + hashlib.sha256(feature.encode()).hexdigest()[:20]
 
 
 def frame_from_rows(columns: Sequence[str], rows: Sequence[Sequence[object]], spec: DatasetSpec) -> pd.DataFrame:
@@ -269,23 +272,24 @@ class EventStore(ABC):
 
     def _change_feature_type(self, db: Any, name: str, to_text: bool, existing: dict[str, str]) -> None:
         """Retype the feature's column, keeping what numbers cannot hold: to numbers, its text first goes into the
-        KEPT_TEXT column (a value that is no number reads as missing while the feature is numeric, and is not lost:
+        `_kept_text` column (a value that is no number reads as missing while the feature is numeric, and is not lost:
         a user's spec edit, found by any command that opened the log, cleared 'True' and 'False' for good); back to
         text, the kept text of the events that had it returns, exactly as it landed ('007', not 7)."""
-        column, kept = _col(name), _col(name + KEPT_TEXT)
+        column, kept = _col(name), f'"{_kept_text(name)}"'
         if not to_text:
-            if f"f_{name}{KEPT_TEXT}" not in existing:
+            if _kept_text(name) not in existing:
                 db.execute(f"ALTER TABLE events ADD COLUMN {kept} TEXT")
             db.execute(f"UPDATE events SET {kept} = {column}")
         self._retype_feature(db, column, to_text)
-        if to_text and f"f_{name}{KEPT_TEXT}" in existing:
+        if to_text and _kept_text(name) in existing:
             db.execute(f"UPDATE events SET {column} = {kept} WHERE {kept} IS NOT NULL")
+            db.execute(f"UPDATE events SET {kept} = NULL")  # back in the feature's own column: no second copy
             return
         if not to_text:
             hidden = db.execute(f"SELECT count(*) FROM events WHERE {column} IS NULL AND {kept} IS NOT NULL").fetchone()[0]
             if hidden:
                 log.warning("%s: feature %r is numeric now; %d of its stored values are no numbers and read as missing. They are kept "
-                            "(column f_%s%s) and come back if the spec declares it categorical again", self.location, name, hidden, name, KEPT_TEXT)
+                            "(column %s) and come back if the spec declares it categorical again", self.location, name, hidden, _kept_text(name))
 
     @abstractmethod
     def _insert_new(self, db: Any, new: pd.DataFrame, serving: list[str], label_seqs: list[int | None], source: str, at: int) -> None:
