@@ -22,7 +22,7 @@ import pytest
 
 from mlplatform.domain.spec import DatasetSpec, parse_spec
 from mlplatform.domain.keys import LAUNCHED_BY_TAG, RUN_KEY_TAG, WILL_RETRY_TAG
-from mlplatform.domain.validation import value_problem
+from mlplatform.domain.validation import EVENT_ID, value_problem
 from mlplatform.pipeline.landing import IngestReport, LandingPolicy, NotSettled, TAKEN_INDEX, _opened_settled, ingest_pending, landing_candidates
 from mlplatform.settings import Settings
 from mlplatform.stores.eventlog import EventLog
@@ -160,7 +160,7 @@ def test_a_writer_going_on_after_its_file_was_taken_lands_the_rest_once(landing:
     """The operator probe: a writer that paused past the quiet period, holding its file open, wrote 1,500 more rows into
     it after it was moved into processed; they never landed and nothing said so. The landing sensor sees the grown file,
     and the next run moves it back and reads on from where its reading ended: every row once."""
-    head, tail = rows.head(500), rows.iloc[500:1200]
+    head, tail = rows.head(500).drop(columns=[EVENT_ID]), rows.iloc[500:1200].drop(columns=[EVENT_ID])  # no ids: twice would be new events
     path = landing / "export.csv"
     with path.open("w", encoding="utf-8") as writer:  # the writer's handle follows the file into processed
         writer.write(head.to_csv(index=False))
@@ -178,6 +178,27 @@ def test_a_writer_going_on_after_its_file_was_taken_lands_the_rest_once(landing:
     assert (grown.ingested, grown.duplicates, log.counts().total) == (700, 0, 1200) and grown.note.startswith("grew after its first"), grown.note
     assert _ingest(landing, adult_spec, log, ready_marker=marker).files == [] and landing_candidates(landing, _policy(ready_marker=marker))[0] == []
     assert _left(landing) == set()
+
+
+def test_a_writer_going_on_mid_line_after_its_file_was_taken_is_said_not_landed_twice(landing: Path, log: EventLog, adult_spec: DatasetSpec,
+                                                                                       rows: pd.DataFrame) -> None:
+    """The review: a writer that paused in the middle of a line (buffers flush in 8 KB chunks) had its file brought back
+    and read whole again, as appended bytes that extend the last line make it: without ids, 1,700 events of 1,200. Left
+    in processed, and said, with what to do; an index entry that cannot be read is passed over (a sensor tick read it)."""
+    text = rows.drop(columns=[EVENT_ID]).to_csv(index=False)
+    cut = text.index("\n", len(text) // 3) + 20  # in the middle of a line
+    path = landing / "export.csv"
+    with path.open("w", encoding="utf-8") as writer:
+        writer.write(text[:cut])
+        writer.flush()
+        first = _ingest(landing, adult_spec, log)
+        writer.write(text[cut:])
+    index = landing / "processed" / TAKEN_INDEX
+    index.write_text(json.dumps({**json.loads(index.read_text()), "odd.csv": {"name": "odd.csv", "ino": "x"}}))
+    assert landing_candidates(landing, _policy())[0] == [], "no run asked for: it cannot be read on"
+    second = _ingest(landing, adult_spec, log)
+    assert second.files == [] and log.counts().total == first.total("ingested")
+    assert "in the middle of its last line (its writer paused mid-line): move it back" in _skipped(second)["processed/export.csv"]
 
 
 def test_a_file_published_whole_is_taken_in_the_same_run_after_the_quiet_period(

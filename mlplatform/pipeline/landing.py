@@ -1029,17 +1029,22 @@ def _take(path: Path, seen: os.stat_result, spec: DatasetSpec, log: EventStore, 
 
 def _taken(processed: Path) -> dict[str, dict[str, Any]]:
     """The plain text files moved into `processed` within TAKEN_WATCH_SECONDS (the newest TAKEN_WATCH_FILES), by their
-    name there: their name in the landing folder, inode and size as read. An index that cannot be read is an empty one
-    (it only ever adds a look)."""
+    name there: their name in the landing folder, inode, size as read and whether that content ended a line. An index,
+    or an entry, that cannot be read is none (it only ever adds a look; a sensor tick must not fail on it)."""
     try:
         index = json.loads((processed / TAKEN_INDEX).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-    since = time.time() - TAKEN_WATCH_SECONDS
-    if not isinstance(index, dict):
-        return {}
-    recent = [(name, entry) for name, entry in index.items() if isinstance(entry, dict) and float(entry.get("at", 0)) >= since]
-    return dict(sorted(recent, key=lambda item: float(item[1]["at"]))[-TAKEN_WATCH_FILES:])
+    since, kept = time.time() - TAKEN_WATCH_SECONDS, []
+    for name, entry in index.items() if isinstance(index, dict) else ():
+        try:
+            read = {"name": str(entry["name"]), "ino": int(entry["ino"]), "size": int(entry["size"]), "at": float(entry["at"]),
+                    "line_end": bool(entry["line_end"])}
+        except (TypeError, KeyError, ValueError):
+            continue
+        if read["at"] >= since:
+            kept.append((str(name), read))
+    return dict(sorted(kept, key=lambda item: item[1]["at"])[-TAKEN_WATCH_FILES:])
 
 
 def _write_taken(processed: Path, index: dict[str, dict[str, Any]]) -> None:
@@ -1049,37 +1054,60 @@ def _write_taken(processed: Path, index: dict[str, dict[str, Any]]) -> None:
 
 
 def _remember_taken(moved: Path, name: str, seen: os.stat_result) -> None:
+    if not seen.st_size:
+        return
+    with moved.open("rb") as taken:
+        line_end = os.pread(taken.fileno(), 1, seen.st_size - 1) == b"\n"
     index = _taken(moved.parent)
-    index[moved.name] = {"name": name, "ino": seen.st_ino, "size": seen.st_size, "at": time.time()}
+    index[moved.name] = {"name": name, "ino": seen.st_ino, "size": seen.st_size, "at": time.time(), "line_end": line_end}
     _write_taken(moved.parent, index)
 
 
-def _grown_since_taken(landing_dir: Path) -> list[tuple[Path, str, os.stat_result]]:
-    """Processed files that grew after they were taken (the same inode, larger): (where, their landing name, lstat). A
-    writer that paused past the quiet period kept the file open and wrote on into it in `processed`: the operator probe
-    lost 1,500 of 2,500 rows so, with nothing said."""
+@dataclass(frozen=True)
+class _Grown:
+    """A processed file that grew after it was taken (the same inode, larger): a writer that paused past the quiet period
+    kept it open and wrote on into it in `processed` (the operator probe lost 1,500 of 2,500 rows so, with nothing said)."""
+
+    where: Path
+    name: str  # its name in the landing folder
+    info: os.stat_result
+    line_end: bool  # the content taken ended a line: read on from there; else the rest would be read as a new file
+
+    def why_left(self, landing_dir: Path) -> str | None:
+        """Why it is not brought back now, or None."""
+        if not self.line_end:
+            return ("grew after it was taken, in the middle of its last line (its writer paused mid-line): move it back into the landing "
+                    "folder to land the rest; without ids, the rows taken before land again")
+        if os.path.lexists(landing_dir / self.name):
+            return f"grew after it was taken; brought back to be read on once the {self.name!r} waiting in the landing folder is taken"
+        return None
+
+
+def _grown_since_taken(landing_dir: Path) -> list[_Grown]:
     processed = landing_dir / PROCESSED
     grown = []
     for name, entry in _taken(processed).items():
         info = _lstat(processed / name)
-        if info is not None and stat.S_ISREG(info.st_mode) and info.st_ino == entry.get("ino") and info.st_size > int(entry.get("size", 0)):
-            grown.append((processed / name, str(entry["name"]), info))
+        if info is not None and stat.S_ISREG(info.st_mode) and info.st_ino == entry["ino"] and info.st_size > entry["size"]:
+            grown.append(_Grown(processed / name, entry["name"], info, entry["line_end"]))
     return grown
 
 
-def _bring_back_grown(landing_dir: Path, marker: str | None) -> None:
+def _bring_back_grown(landing_dir: Path, marker: str | None) -> list[Skipped]:
     """Move each processed file that grew since it was taken back into the landing folder under its name (with its ready
-    marker), where it is read on from where its reading ended (see `completed_named`); one whose name is taken there
-    waits for the next run."""
-    index = _taken(landing_dir / PROCESSED)
-    for where, name, _ in _grown_since_taken(landing_dir):
-        if os.path.lexists(landing_dir / name):
+    marker), where it is read on from where its reading ended (see `completed_named`); the others are reported, with why."""
+    index, left = _taken(landing_dir / PROCESSED), []
+    for grown in _grown_since_taken(landing_dir):
+        why = grown.why_left(landing_dir)
+        if why is not None:
+            left.append(Skipped(f"{PROCESSED}/{grown.where.name}", why))
             continue
-        os.rename(where, landing_dir / name)
-        if marker and os.path.lexists(where.parent / (where.name + marker)):
-            os.rename(where.parent / (where.name + marker), landing_dir / (name + marker))
-        index.pop(where.name, None)
+        os.rename(grown.where, landing_dir / grown.name)
+        if marker and os.path.lexists(grown.where.parent / (grown.where.name + marker)):
+            os.rename(grown.where.parent / (grown.where.name + marker), landing_dir / (grown.name + marker))
+        index.pop(grown.where.name, None)
         _write_taken(landing_dir / PROCESSED, index)
+    return left
 
 
 def _policy(policy: LandingPolicy | None) -> LandingPolicy:
@@ -1105,8 +1133,9 @@ def ingest_pending(landing_dir: Path, spec: DatasetSpec, log: EventStore, policy
     if not landing_dir.is_dir():
         return report
     with exclusive(landing_dir):
-        _bring_back_grown(landing_dir, policy.ready_marker)
+        left = _bring_back_grown(landing_dir, policy.ready_marker)
         entries, report.skipped = _survey(landing_dir, policy)
+        report.skipped += left
         entries, changing = _settled(entries, policy.quiet_seconds)
         report.skipped += changing
         for path, seen in entries:
@@ -1140,7 +1169,7 @@ def landing_candidates(landing_dir: Path, policy: LandingPolicy) -> tuple[list[t
     if not landing_dir.is_dir():
         return [], 0.0
     entries, _ = _survey(landing_dir, policy)
-    entries += [(landing_dir / name, info) for _, name, info in _grown_since_taken(landing_dir)]  # a run brings them back
+    entries += [(landing_dir / g.name, g.info) for g in _grown_since_taken(landing_dir) if g.why_left(landing_dir) is None]  # a run brings them back
     infos = [info for _, info in entries]
     waiting = [(path.name, info.st_size, max(info.st_mtime_ns, info.st_ctime_ns)) for path, info in entries]
     return waiting, max(_settling_ns(infos, policy.quiet_seconds), 0) / 1e9
