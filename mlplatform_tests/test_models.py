@@ -523,6 +523,10 @@ def test_a_drafted_spec_lands_its_own_sample_whole(tmp_path: Path, fmt: str) -> 
     assert text.startswith(f"# Dataset spec of model churn, drafted from churn.{fmt}"), text
     assert spec.classes == ["0", "1"] and dict(spec.features) == {"zip": "categorical", "x": "numeric"}, text
     assert spec.label_map == ({"0.0": "0", "1.0": "1"} if fmt == "csv" else {}), text
+    mixed = tmp_path / "mixed.csv"  # 1 and 1.0 in one file (the review: "4 distinct labels in the whole file, 2 in its first 4 rows")
+    mixed.write_text("x,y\n1,1\n2,1.0\n3,0\n4,0.0\n", encoding="utf-8")
+    drafted = draft_spec("mixed", mixed, label="y")
+    assert parse_spec(yaml.safe_load(drafted)).label_map == {"0.0": "0", "1.0": "1"} and "distinct labels" not in drafted, drafted
     cased = tmp_path / "cased.csv"
     rows.assign(churned=["yes", "YES", " yes "] * 100).to_csv(cased, index=False)
     assert ("# classes 'YES' and 'yes' differ only in case: if they are one class, keep one in classes and map the others to it "

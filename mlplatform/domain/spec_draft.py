@@ -101,8 +101,9 @@ def _label_values(path: Path, label: str) -> tuple[pd.Series, dict[str, str]]:
             break
     values = pd.Series(sorted(distinct), dtype=object)
     numbers = pd.to_numeric(values, errors="coerce")
-    if len(values) and numbers.notna().all() and not values.str.fullmatch(LEADING_ZERO).any():
-        return numbers, {text: _spelt(number) for text, number in zip(values, numbers) if _spelt(number) != text}
+    # Beyond 2**53 a float is no longer the integer written: such labels stay text, as landing keeps them.
+    if len(values) and numbers.notna().all() and numbers.abs().lt(2**53).all() and not values.str.fullmatch(LEADING_ZERO).any():
+        return numbers.drop_duplicates(), {text: _spelt(number) for text, number in zip(values, numbers) if _spelt(number) != text}
     return values, {}
 
 

@@ -126,12 +126,13 @@ def split_window(window: pd.DataFrame, holdout_fraction: float, holdout_max_rows
 def prepare_window(settings: Settings, spec: DatasetSpec, window: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, FeatureTransformer]:
     """Check a labelled window, split off the hold-out and fit the transformer on the training part. Too few labelled
     events says which setting asks for them (a new user met "at least 200 are needed" with no name to look up)."""
+    setting = f"min_training_rows: the model's loop in defs.yaml, or {env_name('min_training_rows')}"
     try:
         check_window(window, spec, settings.min_training_rows)
+        train_part, holdout = split_window(window, settings.holdout_fraction, settings.holdout_max_rows)
+        check_window(train_part, spec, max(10, int(settings.min_training_rows * (1 - settings.holdout_fraction))))
     except TooFewLabelled as exc:
-        raise TooFewLabelled(f"{exc} (min_training_rows: the model's loop in defs.yaml, or {env_name('min_training_rows')})") from None
-    train_part, holdout = split_window(window, settings.holdout_fraction, settings.holdout_max_rows)
-    check_window(train_part, spec, max(10, int(settings.min_training_rows * (1 - settings.holdout_fraction))))
+        raise TooFewLabelled(f"{exc} ({setting})") from None
     return train_part, holdout, fit_transformer(train_part, spec)
 
 
