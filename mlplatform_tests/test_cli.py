@@ -332,11 +332,13 @@ def test_a_wrong_setting_names_the_variable(state: Settings, monkeypatch: pytest
 
 @pytest.mark.parametrize("command", ["serve", "status", "materialize", "replay", "champion", "dev", "demo"])
 def test_each_command_helps_with_its_own_options_and_real_defaults(command: str, capsys: pytest.CaptureFixture[str]) -> None:
-    """An option left to a setting names it, without argparse adding "(default: None)"; --spec is in replay's help only."""
+    """An option left to a setting names it, without argparse adding "(default: None)"; --spec is in replay's help only,
+    and --model in every help but dev's, which refuses it (the production probe)."""
     with pytest.raises(SystemExit):
         main([command, "--help"])
     shown = " ".join(capsys.readouterr().out.split())
     assert "(default: None)" not in shown and ("--spec" in shown) == (command == "replay"), shown
+    assert ("--model" in shown) == (command != "dev"), shown
 
 
 def test_dg_records_no_telemetry(tmp_path: Path) -> None:

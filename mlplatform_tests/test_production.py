@@ -141,7 +141,9 @@ def test_make_prod_stack_comes_up_on_loopback_answers_and_stops_cleanly(prod_sta
         assert not (prod_state / "mlflow" / "mlflow.db").exists() and (prod_state / "postgres" / "data").is_dir()
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=120)
-        assert proc.returncode == 0 and "stopped" in out, out
+        assert proc.returncode == 0 and "stopped (the throwaway PostgreSQL cluster and what it held are removed)" in out, out
+        said = "".join(printed) + out  # the production probe: a restart emptied every store, and the console did not say it would
+        assert f"  throwaway: the PostgreSQL cluster in {prod_state / 'postgres'} holds what MLPLATFORM_EVENT_LOG_URL" in said, said
         assert _processes_with(marker) == []
         assert not (prod_state / "postgres").exists(), "the throwaway cluster is removed at stop"
     finally:

@@ -314,13 +314,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
-def _common(defaults: bool, spec_help: bool = True) -> argparse.ArgumentParser:
+def _common(defaults: bool, spec_help: bool = True, model_help: bool = True) -> argparse.ArgumentParser:
     """--state-dir, --model and --spec, accepted before and after the subcommand (given after, it wins); --spec is in the
-    help of replay alone, where it applies (elsewhere `main` refuses it, saying so)."""
+    help of replay alone, and --model not in dev's, where they apply (elsewhere `main` refuses them, saying so)."""
     parser = argparse.ArgumentParser(add_help=False)
     unset = None if defaults else argparse.SUPPRESS
     parser.add_argument("--state-dir", default=unset, help="state folder (default: MLPLATFORM_STATE_DIR or .mlplatform/)")
-    parser.add_argument("--model", default=unset, help="a model of the code location, by name (default: every model, or the only one)")
+    parser.add_argument("--model", default=unset, help="a model of the code location, by name (default: every model, or the only one)"
+                        if model_help else argparse.SUPPRESS)
     parser.add_argument("--spec", default=unset, help="replay only: a dataset spec YAML instead of a model's (landing: <landing root>/<spec name>)"
                         if spec_help else argparse.SUPPRESS)
     return parser
@@ -339,7 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=help, description=help, parents=[_common(False, spec_help=name == "replay")], formatter_class=fmt)
+        return sub.add_parser(name, help=help, description=help, parents=[_common(False, spec_help=name == "replay", model_help=name != "dev")],
+                              formatter_class=fmt)
 
     command("demo", "run the retraining loop end to end on the embedded defaults (model adult unless --model)").set_defaults(func=cmd_demo)
     dev = command("dev", "Dagster webserver + daemon, MLflow UI and the reports folder on loopback until Ctrl-C")

@@ -718,8 +718,11 @@ def serve_until_stopped(settings: Settings, say: Callable[[str], None] = print, 
 
     `production`: on real engines (mlplatform.cli.production), those the settings do not name started here first.
     """
-    from mlplatform.cli.production import local_engines
+    from mlplatform.cli.production import POSTGRES_SETTINGS, local_engines
     from mlplatform.cli.stack import PRODUCTION, StackError, holding, write_production_env
+
+    # The production probe: a restart emptied every store, which docs/production.md says, and the console did not.
+    throwaway = [env_name(name) for name in POSTGRES_SETTINGS if getattr(settings, name) is None] if production else []
 
     # Under `nohup` a hang-up is ignored, as asked: that stays so. Not so an interrupt: a script's background job
     # starts with SIGINT ignored (so that a Ctrl-C of the script leaves it be), and a `kill -INT` of it then left the
@@ -737,9 +740,12 @@ def serve_until_stopped(settings: Settings, say: Callable[[str], None] = print, 
                         say(f"  {server.name:<24} {server.url}")
                     if env_file is not None:
                         say(f"  {'terminal':<24} . {shlex.quote(str(env_file))}   (the stack's settings, before mlplatform commands in another terminal)")
+                    if throwaway:
+                        say(f"  throwaway: the PostgreSQL cluster in {settings.state_dir / 'postgres'} holds what {', '.join(throwaway)} would (events, "
+                            "runs, the registry): it is removed when the stack stops, and at the next start; set them to keep it (docs/production.md)")
                     return supervise(servers, say)
     except KeyboardInterrupt:
-        say("stopped")
+        say("stopped" + (" (the throwaway PostgreSQL cluster and what it held are removed)" if throwaway else ""))
         return 0
     except StackError as exc:
         say(f"dev failed: {exc}")
