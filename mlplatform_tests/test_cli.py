@@ -384,6 +384,16 @@ def test_status_on_a_store_another_process_keeps_locked_says_so_in_one_line(stat
     assert said.startswith(f"mlplatform status: a store in the state folder {state.state_dir} stayed locked by another process") and said.count("\n") == 1, said
 
 
+def test_status_names_no_version_for_live_quality_measured_before_any_champion() -> None:
+    """The production probe: right after the first promotion status said "live quality of v0 (not the champion v1 …)"."""
+    from mlplatform.cli.status import monitor_lines
+
+    before = {"model_version": 0, "events": 0, "verdict": "no champion yet"}
+    assert monitor_lines({"champion": 1, "live_quality": before})["live_quality"] == "live quality: none measured yet (no champion yet when it last ran)"
+    measured = monitor_lines({"champion": 1, "live_quality": {"model_version": 1, "events": 500, "verdict": "ok"}})["live_quality"]
+    assert measured == "live quality of v1 on 500 labelled served predictions: ok"
+
+
 def test_the_demo_resets_only_state_it_created_or_that_holds_no_file(tmp_path: Path) -> None:
     from mlplatform.cli.demo import DemoError, reset_state
 

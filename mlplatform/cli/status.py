@@ -211,7 +211,8 @@ def monitor_lines(status: dict[str, Any]) -> dict[str, str]:
                               f"drift {'yes' if d['dataset_drift'] else 'no'}; report {d['report']}")
     if status.get("live_quality"):
         q = status["live_quality"]
-        lines["live_quality"] = f"live quality of v{q['model_version']}{_older(q['model_version'], status)} on {q['events']} labelled served predictions: {q['verdict']}"
+        lines["live_quality"] = (f"live quality: none measured yet ({q['verdict']} when it last ran)" if not q["model_version"] else  # "of v0" (the production probe)
+                                 f"live quality of v{q['model_version']}{_older(q['model_version'], status)} on {q['events']} labelled served predictions: {q['verdict']}")
     if status.get("estimated_performance"):
         e = status["estimated_performance"]
         recent = (_recent_estimate(e) if isinstance(e["recent_estimate"], float)
