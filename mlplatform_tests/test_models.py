@@ -217,6 +217,13 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     yield root
 
 
+def _write_sample(rows: pd.DataFrame, path: Path) -> Path:
+    """`rows` as an export in the format its suffix names (csv, parquet or jsonl), as a user's sample for the draft."""
+    {"csv": lambda: rows.to_csv(path, index=False), "parquet": lambda: rows.to_parquet(path),
+     "jsonl": lambda: rows.to_json(path, orient="records", lines=True)}[path.suffix.lstrip(".")]()
+    return path
+
+
 def _run(project: Path, *argv: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
     """A command of this environment run in the copied project, importing the copy's `mlplatform`, with its own Dagster
     home (Dagster refuses a DAGSTER_HOME that does not exist; dg's telemetry, now off, used to create it)."""
@@ -515,9 +522,7 @@ def test_a_drafted_spec_lands_its_own_sample_whole(tmp_path: Path, fmt: str) -> 
 
     rows = pd.DataFrame({"id": [f"b{i}" for i in range(300)], "zip": [f"0{i % 50:04d}" for i in range(300)], "x": np.arange(300.0),
                          "churned": [1, 0, np.nan] * 100})
-    sample = tmp_path / f"churn.{fmt}"
-    {"csv": lambda: rows.to_csv(sample, index=False), "parquet": lambda: rows.to_parquet(sample),
-     "jsonl": lambda: rows.to_json(sample, orient="records", lines=True)}[fmt]()
+    sample = _write_sample(rows, tmp_path / f"churn.{fmt}")
     text = draft_spec("churn", sample, label="churned")
     spec = parse_spec(yaml.safe_load(text))
     assert text.startswith(f"# Dataset spec of model churn, drafted from churn.{fmt}"), text
@@ -642,9 +647,7 @@ def test_a_draft_spec_takes_its_classes_from_the_whole_file(tmp_path: Path, fmt:
 
     rows = pd.DataFrame({"x": np.arange(SAMPLE_ROWS + 2000, dtype="float64"), "weather": [1, 2] * (SAMPLE_ROWS // 2) + [3, 1] * 1000})
     rows.loc[SAMPLE_ROWS + 7, "weather"] = None  # a gap: the chunk reads 1.0, landing and the spec say 1
-    sample = tmp_path / f"weather.{fmt}"
-    {"csv": lambda: rows.to_csv(sample, index=False), "parquet": lambda: rows.to_parquet(sample),
-     "jsonl": lambda: rows.to_json(sample, orient="records", lines=True)}[fmt]()
+    sample = _write_sample(rows, tmp_path / f"weather.{fmt}")
     text = draft_spec("weather", sample, label="weather")
     spec = parse_spec(yaml.safe_load(text))
     assert spec.task.value == "multiclass" and spec.classes == ["1", "2", "3"], text

@@ -1083,10 +1083,11 @@ class _Grown:
         return None
 
 
-def _grown_since_taken(landing_dir: Path) -> list[_Grown]:
+def _grown_since_taken(landing_dir: Path, index: dict[str, dict[str, Any]] | None = None) -> list[_Grown]:
+    """The processed files of `index` (default: the one in `processed`) that grew since they were taken."""
     processed = landing_dir / PROCESSED
     grown = []
-    for name, entry in _taken(processed).items():
+    for name, entry in (_taken(processed) if index is None else index).items():
         info = _lstat(processed / name)
         if info is not None and stat.S_ISREG(info.st_mode) and info.st_ino == entry["ino"] and info.st_size > entry["size"]:
             grown.append(_Grown(processed / name, entry["name"], info, entry["line_end"]))
@@ -1097,7 +1098,7 @@ def _bring_back_grown(landing_dir: Path, marker: str | None) -> list[Skipped]:
     """Move each processed file that grew since it was taken back into the landing folder under its name (with its ready
     marker), where it is read on from where its reading ended (see `completed_named`); the others are reported, with why."""
     index, left = _taken(landing_dir / PROCESSED), []
-    for grown in _grown_since_taken(landing_dir):
+    for grown in _grown_since_taken(landing_dir, dict(index)):  # read once: the loop takes entries out of `index`
         why = grown.why_left(landing_dir)
         if why is not None:
             left.append(Skipped(f"{PROCESSED}/{grown.where.name}", why))
