@@ -205,6 +205,36 @@ def test_the_stop_watchdog_without_a_standard_error_leaves_the_stop_to_go_on(mon
         faulthandler.cancel_dump_traceback_later()
 
 
+# A stop signal landing inside a weakref callback: its handler's KeyboardInterrupt is printed as "Exception ignored" and
+# lost, as CI saw at a production stack's stop.
+LOSES_THE_STOP_SIGNAL = """
+import os, signal, time, weakref
+from mlplatform.cli import dev
+class Held:
+    pass
+def lands_in_a_callback(_ref):
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.2)
+signal.signal(signal.SIGINT, dev._interrupt)
+held = Held()
+ref = weakref.ref(held, lands_in_a_callback)
+del held
+print("signal lost", flush=True)
+try:
+    dev.supervise([], print, poll_seconds=0.05)
+except KeyboardInterrupt:
+    print("stopping")
+"""
+
+
+def test_a_stop_signal_whose_interrupt_python_lost_still_stops_the_stack() -> None:
+    """CI: the SIGINT stopping a production stack landed in a weakref callback; Python printed "Exception ignored in:
+    ... KeyboardInterrupt" and went on, so the stack ran on, deaf to every later stop signal (repeats are ignored), until
+    the test killed it. The supervisor's loop now sees that a stop was asked, and unwinds into the shutdown."""
+    proc = subprocess.run([sys.executable, "-c", LOSES_THE_STOP_SIGNAL], capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
+    assert "Exception ignored" in proc.stderr and proc.stdout.splitlines() == ["signal lost", "stopping"], (proc.stdout, proc.stderr)
+
+
 # A server that stops what it spawned itself, as the Dagster daemon stops its code server after its last sensor tick.
 STOPS_ITS_CHILD = """
 import signal, subprocess, sys, time

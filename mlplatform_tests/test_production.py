@@ -141,7 +141,7 @@ def test_make_prod_stack_comes_up_on_loopback_answers_and_stops_cleanly(prod_sta
         assert "postgresql+psycopg2://" in (prod_state / "dagster" / "dagster.yaml").read_text(encoding="utf-8")
         assert not (prod_state / "mlflow" / "mlflow.db").exists() and (prod_state / "postgres" / "data").is_dir()
         proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=120)
+        out, _ = proc.communicate(timeout=180)  # past its stop watchdog (120 s), which prints where it waits
         assert proc.returncode == 0 and "stopped (the throwaway PostgreSQL cluster and what it held are removed)" in out, out
         said = "".join(printed)  # the production probe: a restart emptied every store, and the console did not say it would
         assert f"  throwaway: the PostgreSQL cluster in {prod_state / 'postgres'} holds what MLPLATFORM_EVENT_LOG_URL" in said, said[-3000:]
@@ -166,7 +166,7 @@ def test_make_prod_stack_comes_up_on_loopback_answers_and_stops_cleanly(prod_sta
 ])
 def test_prod_fails_at_start_naming_the_setting_or_binary(prod_state: Path, extra: dict[str, str], named: str) -> None:
     proc, _ = _dev_production(prod_state, extra)
-    out, _ = proc.communicate(timeout=120)
+    out, _ = proc.communicate(timeout=180)  # its start-up fails, then its stop (its watchdog: 120 s)
     assert proc.returncode != 0 and named in out and "secret" not in out, out
 
 

@@ -605,6 +605,7 @@ def _wait_ready(servers: list[Server], timeout_seconds: float) -> None:
     pending = list(servers)
     deadline = time.monotonic() + timeout_seconds
     while pending:
+        _stop_if_asked()
         for server in list(pending):
             if server.died():
                 raise DevServerError(server.describe_failure())
@@ -671,6 +672,7 @@ def supervise(servers: list[Server], say: Callable[[str], None], poll_seconds: f
     server exiting stopped the stack as a whole, failing the runs in flight, and for `make prod` deleting the throwaway
     cluster and everything the stores held."""
     while True:
+        _stop_if_asked()
         dead = [s for s in servers if s.died()]
         if dead:
             failures = [s.describe_failure() for s in dead]
@@ -692,11 +694,24 @@ def supervise(servers: list[Server], say: Callable[[str], None], poll_seconds: f
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
+# Set by the first stop signal. The KeyboardInterrupt its handler raises is lost when the signal lands in a weakref
+# callback or a __del__ (Python prints "Exception ignored in: ..." and goes on): CI saw a stack that had printed so keep
+# running with every later stop signal ignored. The loops that wait (start-up, supervise) check it, and stop.
+_STOP_ASKED = threading.Event()
+
+
 def _interrupt(signum: int, frame: object) -> None:
     """The first stop signal unwinds into the shutdown; repeats are ignored so they cannot cut it short."""
     for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
+    _STOP_ASKED.set()
     raise KeyboardInterrupt
+
+
+def _stop_if_asked() -> None:
+    """Unwind into the shutdown if a stop signal came whose KeyboardInterrupt was lost."""
+    if _STOP_ASKED.is_set():
+        raise KeyboardInterrupt
 
 
 # A stop takes the servers' grace period and the kill's wait (about 20 s): well under this. The production profile's
@@ -727,6 +742,7 @@ def serve_until_stopped(settings: Settings, say: Callable[[str], None] = print, 
     # Under `nohup` a hang-up is ignored, as asked: that stays so. Not so an interrupt: a script's background job
     # starts with SIGINT ignored (so that a Ctrl-C of the script leaves it be), and a `kill -INT` of it then left the
     # whole stack running (the upgrade probe); a stop asked for by name stops the stack.
+    _STOP_ASKED.clear()
     previous = {sig: signal.signal(sig, _interrupt) for sig in STOP_SIGNALS if sig != signal.SIGHUP or signal.getsignal(sig) is not signal.SIG_IGN}
     try:
         say(f"starting on state {settings.state_dir}{' (production profile)' if production else ''} (Ctrl-C stops everything)")
