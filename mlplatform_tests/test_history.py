@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from mlplatform.domain.spec import DatasetSpec, SpecError, load_spec, parse_spec
 from mlplatform.pipeline.retraining import change_window
 from mlplatform.root import Platform
 from mlplatform.settings import REPO_ROOT, Settings
-from mlplatform.stores.eventlog import EventStore
+from mlplatform.stores.eventlog import EventStore, now_us
 
 BIKE_HISTORY_SPEC = REPO_ROOT / "data" / "bike_sharing_history.yaml"
 BASE: dict[str, Any] = {"name": "tiny", "task": "regression", "label": "y", "features": {"x": "numeric", "c": "categorical"}}
@@ -413,15 +413,27 @@ def test_the_prequential_stream_reveals_labels_late_and_the_no_change_baseline_p
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def event_log(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EventStore]:
-    """A real event log on each backend, for a binary spec with label lags."""
+def open_log(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[DatasetSpec], EventStore]]:
+    """Opens a real event log for a spec, on each backend."""
     from mlplatform.settings import Settings
     from mlplatform.stores.eventlog_factory import open_event_log
 
     url = request.getfixturevalue("postgres_url") if request.param == "postgres" else None
-    log = open_event_log(Settings(state_dir=tmp_path / "state", event_log_url=url), LOG_SPEC)
-    yield log
-    log.close()
+    opened: list[EventStore] = []
+
+    def open_for(spec: DatasetSpec) -> EventStore:
+        opened.append(open_event_log(Settings(state_dir=tmp_path / "state", event_log_url=url), spec))
+        return opened[-1]
+
+    yield open_for
+    for log in opened:
+        log.close()
+
+
+@pytest.fixture
+def event_log(open_log: Callable[[DatasetSpec], EventStore]) -> EventStore:
+    """A real event log on each backend, for a binary spec with label lags."""
+    return open_log(LOG_SPEC)
 
 
 LOG_SPEC = parse_spec({"name": "mini", "task": "binary", "label": "y", "positive_class": "1", "classes": ["0", "1"],
@@ -440,6 +452,39 @@ def test_labels_landed_late_are_late_in_the_training_frame_on_both_backends(even
     assert _equal(frame["hist__label_lag1"], pd.Series([None, "1", "1", "0"], index=frame.index, dtype=object))  # b's label: not yet
     assert _equal(frame["hist__label_lag2"], pd.Series([None, None, None, "1"], index=frame.index, dtype=object))
     assert frame["hist__label_mean3"].tolist()[1:] == [1.0, 1.0, 0.5] and math.isnan(frame["hist__label_mean3"].iloc[0])
+
+
+KEYED_LAG_SPEC = parse_spec({"name": "keyed", "task": "regression", "label": "y", "features": {"x": "numeric", "c": "categorical"},
+                             "history": {"warmup_events": 3, "features": [{"kind": "lag", "by": "c"}]}})
+
+
+@pytest.mark.parametrize("labels_land", ["between its two reads", "after it is built"])
+def test_labels_landing_while_servings_state_is_built_are_filed_once_as_training_sees_them(open_log: Callable[[DatasetSpec], EventStore], labels_land: str) -> None:
+    """The review: serving reads the log's label watermark, then the warm-up events; replaying them raised the watermark
+    to their highest label_seq, so a label file landing between the two reads, labelling an event before the warm-up
+    (e1) and one in it (e5), left e1's label under the watermark, never filed: serving's lag of key 'a' stayed None
+    where training's is 111."""
+    log = open_log(KEYED_LAG_SPEC)
+    start = now_us() - 100 * S
+    log.append(pd.DataFrame({"event_id": [f"e{i}" for i in range(1, 6)], "event_time": [start + i * S for i in range(1, 6)],
+                             "label": [None] * 5, "x": [1.0] * 5, "c": ["a", "b", "b", "b", "b"]}), "landing.csv")
+    label = lambda: log.add_labels(["e1", "e5"], [111.0, 555.0])  # noqa: E731
+    watermark = log.counts().label_watermark
+    if labels_land == "between its two reads":
+        label()
+    state = HistoryState(KEYED_LAG_SPEC)
+    state.replay(log.history_warmup(now_us() + 1, 3, 0), watermark)
+    if labels_land == "after it is built":
+        label()
+    state.catch_up(log.labels_since(state.label_watermark))  # serving's next round of following the log
+    state.catch_up(log.labels_since(state.label_watermark))  # and the one after: nothing filed twice
+    request = {"x": 1.0, "c": "b"}
+    served = {c: state.features({**request, "c": c}, now_us())["hist__label_lag1__by_c"] for c in ("a", "b")}
+    new = pd.DataFrame([{"seq": 99, "event_id": "n", "event_time": now_us(), "ingested_at": now_us(), "source": "serving", "label": None,
+                         "label_seq": None, "label_time": None, **request}])
+    logged = log.events_between(label_times=True)
+    trained = {c: history_frame(pd.concat([logged, new.assign(c=c)], ignore_index=True), KEYED_LAG_SPEC)["hist__label_lag1__by_c"].iloc[-1] for c in ("a", "b")}
+    assert served == trained == {"a": 111.0, "b": 555.0}, (served, trained)
 
 
 def test_a_negative_label_delay_is_refused(capsys: pytest.CaptureFixture[str]) -> None:

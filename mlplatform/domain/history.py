@@ -710,9 +710,11 @@ class HistoryState:
         self._observed_above = {seq for seq in self._observed_above if seq > self.label_watermark}
         return new
 
-    def replay(self, events: pd.DataFrame, label_watermark: int = 0) -> None:
-        """Rebuild from the log: every event and every known label of `events`, in the order they happened; labels up to
-        `label_watermark` (the log's, read before `events`) count as observed, so `catch_up` starts after them."""
+    def replay(self, events: pd.DataFrame, label_watermark: int) -> None:
+        """Rebuild from the log: every event of `events` and its label up to `label_watermark` (the log's, read before
+        `events`), in the order they happened; `catch_up` files the labels after it, each once. Before, the watermark rose
+        to the replayed labels' highest: a label file landing between the two reads labelled events both in and before
+        the replayed ones, and the labels of those before fell under it, never filed (the review)."""
         self.label_watermark = max(self.label_watermark, label_watermark)
         events = events.reset_index(drop=True)
         is_label, position = timeline(events)
@@ -721,10 +723,9 @@ class HistoryState:
         times = events[EVENT_TIME].to_numpy(dtype="int64").tolist()
         known = label_known_at(events).tolist()
         labels = events[LABEL].tolist()
+        filed = (events["label_seq"].fillna(0) <= label_watermark).tolist()
         for label_item, i in zip(is_label.tolist(), position.tolist()):
-            if label_item:
-                self.observe_label(records[i], labels[i], known[i])
-            else:
+            if not label_item:
                 self.observe_event(records[i], times[i])
-        if events["label_seq"].notna().any():
-            self.label_watermark = max(self.label_watermark, int(events["label_seq"].max()))
+            elif filed[i]:
+                self.observe_label(records[i], labels[i], known[i])
