@@ -28,6 +28,7 @@ from mlplatform.settings import Settings
 from mlplatform.stores.eventlog import SERVING_SOURCE, EventLog, now_us
 from mlplatform.stores.registry import Registry
 from mlplatform_tests.serving_support import TINY, canonical, metric, state_settings
+from mlplatform_tests.support.processes import wait_until
 from mlplatform_tests.test_history import BIKE_HISTORY_SPEC
 
 LANDED = 3000
@@ -383,20 +384,37 @@ def test_events_landed_while_serving_enter_its_history_as_training_sees_them(par
 def test_a_prediction_that_fails_leaves_no_event_a_rebuild_would_file_again(parts: Parts, monkeypatch: pytest.MonkeyPatch) -> None:
     """Serving keeps each answered event until its log write settles, for a rebuild to file it; one whose prediction
     failed after its history was filled stayed there for ever, and every rebuild filed an event never logged (the
-    second review)."""
+    second review). And the state itself kept the failed event: every later request of its keys read an event that
+    neither the log nor training has (the third review: hist__temp_mean3__by_weathersit 0.68 served, 0.55 rebuilt).
+    Now the next round of following the log rebuilds it, whether the model or the log write failed."""
+    import sqlite3
+
     from mlplatform.serving.champion import ServedModel
 
-    def fails(self: ServedModel, rows: list[dict[str, Any]]) -> Any:
+    def fails(*args: Any) -> Any:
         raise RuntimeError("the booster failed")
 
-    record = json_records(read_source(parts.spec).iloc[LANDED + REPLAYED + 60 : LANDED + REPLAYED + 61], parts.spec)[0]
+    def disk_fails(*args: Any) -> Any:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    mean = "hist__temp_mean3__by_weathersit"
+    first = LANDED + REPLAYED + 60
+    record, later = (dict(r) for r in json_records(read_source(parts.spec).iloc[first : first + 2], parts.spec))
+    later["weathersit"], record["temp"] = record["weathersit"], 0.99  # the failed event moves the mean its key's requests read
     services: list[Any] = []
     with serving(parts, prepare=services.append) as client:
-        monkeypatch.setattr(ServedModel, "predict", fails)
-        assert client.post("/predict", json=record).status_code == 500
-        monkeypatch.undo()
-        assert services[0]._unlogged == {}, "the failed request's event is not waiting for a log write"
-        assert client.post("/predict", json=record).status_code == 200 and services[0]._unlogged == {}
+        service = services[0]
+        for broken, status in ((lambda: monkeypatch.setattr(ServedModel, "predict", fails), 500),
+                               (lambda: [monkeypatch.setattr(EventLog, name, disk_fails) for name in ("append_served", "append_served_now")], 503)):
+            before = service.history.features(later, now_us())[mean]
+            broken()
+            assert client.post("/predict", json=record).status_code == status
+            monkeypatch.undo()
+            service.log.failure = None
+            assert service._unlogged == {}, "the failed request's event is not waiting for a log write"
+            wait_until("the state rebuilt without the failed event", lambda: service.history.features(later, now_us())[mean] == before, 30)
+            assert service._history_from_log()[0].features(later, now_us())[mean] == before
+        assert client.post("/predict", json=record).status_code == 200 and service._unlogged == {}
 
 
 def test_a_rebuild_sets_the_label_watermark_gauge_and_a_failed_one_waits(parts: Parts) -> None:

@@ -194,6 +194,9 @@ class ModelService:
         self._unlogged: dict[str, tuple[dict[str, Any], int]] = {}  # events in the state whose log write has not settled
         self._others_seen = 0  # events in the log this process did not file (`_others_filed`) when the state was last built
         self._rebuild_after = 0.0  # monotonic: no rebuild before (at most a tenth of the time goes to rebuilding)
+        # A request failed after its event entered the state (its log write, the model): the state holds an event the
+        # log does not, which later requests would read and training never does; the next round rebuilds it.
+        self._history_stale = False
 
     def start(self) -> None:
         s = self.settings
@@ -333,14 +336,18 @@ class ModelService:
     async def _predict(self, model: ServedModel, clean: list[dict[str, Any]], batch: bool, given: list[str | None] | None) -> Any:
         """The answer to validated records; `given`: the callers' event ids, already claimed (None: every id made up)."""
         event_ids = [given[i] if given is not None and given[i] is not None else f"{self._id_prefix}-{next(self._id_counter)}" for i in range(len(clean))]
+        answered = False
         try:
             inputs, at = (clean, now_us()) if self.history is None else self.with_history(clean, event_ids)
             answers, labels, unseen = await self._logged_answers(model, clean, inputs, at, event_ids)
+            answered = True
         finally:  # answered and logged, or failed anywhere on the way: no longer an event whose log write is to come
             if self.history is not None:
                 with self._history_lock:
                     for event_id in event_ids:
                         self._unlogged.pop(event_id, None)
+                    if not answered:
+                        self._forget_events(set(event_ids))
         if self.shadow is not None:  # after the commit: the challenger scores only events that exist, off the response path
             self.shadow.offer([answer["event_id"] for answer in answers], inputs, labels)
         self.metrics.batch_rows.observe(len(clean))
@@ -376,6 +383,13 @@ class ModelService:
             raise self._conflict(exc.event_ids) from None
         return answers, labels, unseen
 
+    def _forget_events(self, event_ids: set[str]) -> None:
+        """Events that entered the state but not the log: the next round rebuilds the state without them, and a rebuild
+        under way does not file them from its journal. Called under the history lock."""
+        self._history_stale = True
+        if self._journal is not None:
+            self._journal = [entry for entry in self._journal if entry[0] != "event" or entry[1] not in event_ids]
+
     def _history_from_log(self) -> tuple[HistoryState, set[str]]:
         """A history state built from the log as it is now, and the ids of the events it replayed.
 
@@ -400,7 +414,7 @@ class ModelService:
         Rebuilding holds the interpreter, so it takes at most a tenth of the time: a landing folder taking files all the
         time, or another process answering all the time, does not take the CPU requests need."""
         others = self._others_filed()
-        if others <= self._others_seen or time.monotonic() < self._rebuild_after:
+        if (others <= self._others_seen and not self._history_stale) or time.monotonic() < self._rebuild_after:
             return
         began, rebuilt = time.monotonic(), False
         with self._history_lock:  # from the events answered whose log write has not settled on: the read may miss them
@@ -414,7 +428,7 @@ class ModelService:
                         fresh.observe_label(*entry)  # with its label_seq: filed once, whether the rebuild read it or not
                     elif entry[0] not in replayed:  # an event answered but not logged when the log was read
                         fresh.observe_event(*entry[1:])
-                self.history = fresh
+                self.history, self._history_stale = fresh, False  # what failed meanwhile left the journal (`_forget_events`)
             rebuilt = True
         finally:
             with self._history_lock:
