@@ -6,6 +6,7 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -740,6 +741,27 @@ def test_served_rows_with_an_id_already_in_the_log_write_nothing_and_name_the_ta
     assert sorted(taken.value.event_ids) == ["landed", "served"] and log.counts() == before and log.existing(["new"]) == []
     assert log.get(["served"])["model_version"].tolist() == ["1"], "the event already logged is untouched"
     assert log.append_served(rows[:1], SERVING_SOURCE) == 1 and log.counts().total == before.total + 1
+
+
+def test_an_id_served_between_the_look_up_of_known_ids_and_the_insert_makes_the_append_try_again(log: EventStore,
+                                                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The review: on PostgreSQL the served path takes no label lock, so a caller's id can be committed by serving between
+    a landing batch's look-up of the known ids and its insert. The insert's unique violation then failed the append,
+    which landing took for the file's fault: a good file rejected. The look-up missing it is staged here (the served
+    row is in, the first look-up answers as before it); the append, rolled back, is tried again and finds it."""
+    log.append_served([("raced", 100, "1", "0", 0.5, 1.0, "a")], SERVING_SOURCE)
+    looked_up = type(log)._known
+    calls: list[int] = []
+
+    def before_the_served_commit(self: EventStore, db: Any, events: pd.DataFrame) -> pd.DataFrame:
+        calls.append(1)
+        found = looked_up(self, db, events)
+        return found.iloc[:0] if len(calls) == 1 else found
+
+    monkeypatch.setattr(type(log), "_known", before_the_served_commit)
+    result = log.append(_events(["new", "raced"]), "f1")
+    assert len(calls) == 2 and result.inserted == 1 and result.duplicates + len(result.changed) == 1
+    assert log.counts().total == 2 and sorted(log.existing(["new", "raced"])) == ["new", "raced"]
 
 
 def test_shadow_predictions_join_the_served_labelled_events_of_the_champion(log: EventStore) -> None:

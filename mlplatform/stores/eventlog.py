@@ -23,7 +23,7 @@ import time
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, closing, contextmanager
+from contextlib import AbstractContextManager, closing, contextmanager, suppress
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ SERVING_COLUMNS = ["model_version", "prediction", "probability"]
 CHANGED = "changed"  # AppendResult.changed: which feature of a known id came with another value
 LOGGED = "logged:"  # prefix of a known id's recorded feature values while they are compared (no feature name holds a colon)
 SERVING_SOURCE = "serving"  # `source` of events logged by the prediction service
+APPEND_ATTEMPTS = 3  # of an append whose new ids another writer served meanwhile
 CONTENT_CHARS = 12  # of a landed file's SHA-256, naming one of the contents landed under one name
 SHA256_PREFIX = re.compile(r"[0-9a-f]{1,64}")  # the start of a content's SHA-256, as `--content` names it
 COUNTERS = ("events", "labelled", "quarantined", "label_seq")  # rows of `meta`, kept by the writing transactions
@@ -434,6 +435,16 @@ class EventStore(ABC):
         if events.empty:
             return AppendResult(0, 0, 0, pd.DataFrame(columns=[EVENT_ID, LABEL, "existing_label"]))
         events, repeated = _first_occurrences(events)
+        # A served event given one of these ids may commit between the look-up of the known ids and the insert
+        # (PostgreSQL: the served path takes no label lock). Rolled back, the append is tried again: a known id now.
+        # Before, landing took the error for the file's own fault and rejected a good file (the review).
+        for _ in range(APPEND_ATTEMPTS - 1):
+            with suppress(self.UNIQUE_VIOLATION):
+                return self._append_new(events, repeated, source)
+        return self._append_new(events, repeated, source)
+
+    def _append_new(self, events: pd.DataFrame, repeated: int, source: str) -> AppendResult:
+        """`append` in one transaction, of events without repeated ids."""
         serving = [c for c in SERVING_COLUMNS if c in events.columns]
         at = now_us()
         with self._write() as db:
