@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import socket
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -71,6 +74,51 @@ def test_unreachable_serving_api_and_missing_spec_are_reported(tmp_path: Path, c
 
 
 @pytest.mark.parametrize("argv", [["--order", "random"], ["--to", "kafka"], ["--rate", "fast"]])
+class _BreaksOnThirdBatch(BaseHTTPRequestHandler):
+    """A serving API that takes two batches of predictions (and their feedback), then drops the connection of the third
+    without an answer, as a service killed mid-request does."""
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if self.path == "/feedback":
+            answer: object = {"applied": True}
+        elif len(self.server.batches) == 2:  # type: ignore[attr-defined]
+            self.close_connection = True
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        else:
+            self.server.batches.append([r["event_id"] for r in body["records"]])  # type: ignore[attr-defined]
+            answer = {"predictions": [{"event_id": r["event_id"], "prediction": "<=50K"} for r in body["records"]]}
+        data = json.dumps(answer).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_replay_the_service_drops_says_how_far_it_got_and_how_to_go_on(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The operator probe: a connection reset stopped `replay --to api` with the error alone, and nothing said which rows
+    were sent or how to go on without sending them twice."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _BreaksOnThirdBatch)
+    server.batches = []  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        code = cli.main(["--state-dir", str(tmp_path), "--model", "adult", "replay", "--to", "api", "--url", f"http://127.0.0.1:{server.server_port}",
+                         "--start", "5", "--count", "50", "--batch-size", "10", "--quiet"])
+    finally:
+        server.shutdown()
+        server.server_close()
+    err = capsys.readouterr().err
+    assert code == 2 and len(server.batches) == 2 and "replay failed: cannot reach the serving API" in err, err  # type: ignore[attr-defined]
+    assert ("replay: stopped after sending 20 of 50 events (rows 5–24 of the ordered stream); to go on, run the same command with --start 25 --count 30; "
+            "if that is refused as already known (409), the 10 events sent as the connection broke reached the service: --start 35 --count 20") in err, err
+
+
 def test_malformed_choices_are_argparse_errors(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         cli.main(["replay", *argv])

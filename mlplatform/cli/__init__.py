@@ -266,7 +266,7 @@ def _pairs(values: list[str], kind: type) -> dict[str, object]:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from mlplatform.pipeline.replay import ApiSink, DriftScenario, LandingSink, check_pacing, read_source, run_stream, select_stream
+    from mlplatform.pipeline.replay import ApiSink, DriftScenario, LandingSink, ReplayStopped, check_pacing, read_source, run_stream, select_stream
     from mlplatform.domain.spec import load_spec
 
     try:
@@ -308,6 +308,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 sink.close()
     except (ValueError, OSError) as exc:
         print(f"replay failed: {exc}", file=sys.stderr)
+        if isinstance(exc, ReplayStopped):
+            print(f"replay: {exc.resume(args.start)}", file=sys.stderr)
         return 2
     target = url if args.to == "api" else landing
     print(f"sent {summary.events} events and {summary.labels} labels to {target} in {summary.seconds:.1f}s")

@@ -437,7 +437,7 @@ class ApiSink:
                 time.sleep(pause)
                 pause = min(2 * pause, 5.0)
             except httpx.HTTPError as exc:  # it may have reached the service: not sent again
-                raise ReplayError(f"cannot reach the serving API at {self.url}{path}: {exc} (is `mlplatform serve` running?)") from None
+                raise MaybeDelivered(f"cannot reach the serving API at {self.url}{path}: {exc} (is `mlplatform serve` running?)") from None
         if response.status_code >= 400:
             raise ReplayError(f"{self.url}{path} answered {response.status_code}: {response.text[:500]}")
         return response.json()
@@ -459,6 +459,31 @@ class ApiSink:
 
     def close(self) -> None:
         self.client.close()
+
+
+class MaybeDelivered(ReplayError):
+    """The connection broke after the request was sent: the service may have taken it."""
+
+
+class ReplayStopped(ReplayError):
+    """A replay that stopped part way (the service gone, a disk full): how far it got, for the operator to go on."""
+
+    def __init__(self, cause: str, *, sent: int, total: int, in_flight: int, labels_unsent: int) -> None:
+        super().__init__(cause)
+        self.sent, self.total, self.in_flight, self.labels_unsent = sent, total, in_flight, labels_unsent
+
+    def resume(self, start: int) -> str:
+        """What was sent, and the --start (and --count) that goes on from there, for a stream that began at row `start`."""
+        at = start + self.sent
+        said = [f"stopped after sending {self.sent} of {self.total} events (rows {start}–{at - 1} of the ordered stream)" if self.sent
+                else f"stopped before sending any of {self.total} events"]
+        if self.labels_unsent:
+            said.append(f"{self.labels_unsent} labels of sent events were waiting for their delay and were not sent")
+        said.append(f"to go on, run the same command with --start {at} --count {self.total - self.sent}")
+        if self.in_flight:
+            said.append(f"if that is refused as already known (409), the {self.in_flight} events sent as the connection broke reached "
+                        f"the service: --start {at + self.in_flight} --count {self.total - self.sent - self.in_flight}")
+        return "; ".join(said)
 
 
 @dataclass(frozen=True)
@@ -500,28 +525,37 @@ def run_stream(
     queue = LabelQueue()
     inline = with_labels and label_delay is None
     labels = canonical_labels(rows, spec) if spec.label in rows else None
-    sent = delivered = 0
+    sent = delivered = sending = 0  # sending: labels taken from the queue, being sent
 
     def deliver(now: float) -> int:
+        nonlocal sending
         ids, values = queue.pop_due(now)
         if ids:
+            sending = len(ids)
             sink.send_labels(ids, values)
+            sending = 0
         return len(ids)
 
-    with tqdm(total=len(rows), unit="event", desc=f"replay {spec.name}", disable=not progress) as bar:
-        for batch in _batches(rows, batch_size):
-            pacer.wait(sent)
-            delivered += deliver(time.monotonic())
-            ids = sink.send_events(batch, inline_labels=inline and labels is not None)
-            if with_labels and label_delay is not None and labels is not None:
-                known = labels.loc[batch.index].notna().to_numpy()
-                values = [v.item() if isinstance(v, np.generic) else v for v in labels.loc[batch.index][known]]
-                queue.push(time.monotonic() + label_delay, [i for i, k in zip(ids, known) if k], values)
-            sent += len(batch)
-            bar.update(len(batch))
-        while len(queue):
-            time.sleep(max(0.0, (queue.next_due() or 0.0) - time.monotonic()))
-            delivered += deliver(time.monotonic())
+    batch = rows.iloc[:0]
+    try:
+        with tqdm(total=len(rows), unit="event", desc=f"replay {spec.name}", disable=not progress) as bar:
+            for batch in _batches(rows, batch_size):
+                pacer.wait(sent)
+                delivered += deliver(time.monotonic())
+                ids = sink.send_events(batch, inline_labels=inline and labels is not None)
+                if with_labels and label_delay is not None and labels is not None:
+                    known = labels.loc[batch.index].notna().to_numpy()
+                    values = [v.item() if isinstance(v, np.generic) else v for v in labels.loc[batch.index][known]]
+                    queue.push(time.monotonic() + label_delay, [i for i, k in zip(ids, known) if k], values)
+                sent += len(batch)
+                bar.update(len(batch))
+            batch = rows.iloc[:0]
+            while len(queue):
+                time.sleep(max(0.0, (queue.next_due() or 0.0) - time.monotonic()))
+                delivered += deliver(time.monotonic())
+    except (ReplayError, OSError) as exc:
+        in_flight = len(batch) if isinstance(exc, MaybeDelivered) and not sending else 0
+        raise ReplayStopped(str(exc), sent=sent, total=len(rows), in_flight=in_flight, labels_unsent=len(queue) + sending) from exc
     if inline and labels is not None:
         delivered = int(labels.notna().sum())
     return ReplaySummary(events=sent, labels=delivered, seconds=time.monotonic() - pacer.started)
