@@ -87,15 +87,17 @@ def test_a_hold_out_winner_waits_for_its_shadow_evidence_and_is_promoted_once_it
     misfit = evaluate_challenger(model().settings, narrower, reg, snapshot, 2, model().event_log)
     assert misfit.decision.promote and misfit.champion_metrics is None
     assert "champion v1 does not fit the dataset spec (model inputs are not the features of dataset spec 'adult': the spec has nothing the model lacks, " \
-           "the model ['hours-per-week'] the spec lacks), so serving cannot load it: judged as if there were no champion" in misfit.decision.reason
+           "the model ['hours-per-week'] the spec lacks), so serving cannot load it: judged as if there were no champion, challenger roc_auc" in misfit.decision.reason
     assert "with the inputs it has" not in misfit.decision.reason, "it lacks an input it reads: not scored"
     # A spec that only gained a feature: still promoted (nothing else could serve), with the champion's score beside it,
     # where before a feature that made the model worse was promoted unseen (probe).
     wider = adult_spec.model_copy(update={"features": {**adult_spec.features, "shoe-size": FeatureType.numeric}})
     gained = evaluate_challenger(model().settings, wider, reg, snapshot, 2, model().event_log)
     assert gained.decision.promote and gained.champion_metrics is None
-    beside = gained.decision.reason.split("judged as if there were no champion; on this hold-out, with the inputs it has: ")[1]
-    assert re.search(r"champion \d\.\d{4}", beside.split("; ")[0]), gained.decision.reason
+    alone, beside = gained.decision.reason.split("judged as if there were no champion, ")[1].split("; beside it, the champion with the inputs it has, "
+                                                                                                    "on the hold-out rows it is judged on: ")
+    assert re.fullmatch(r"challenger roc_auc \d\.\d{4} passes the floor", alone), gained.decision.reason
+    assert re.search(r"champion \d\.\d{4}", beside) and beside.endswith(" (not counted: nothing else could serve)"), gained.decision.reason
     monkeypatch.delenv("MLPLATFORM_SHADOW_MAX_WAIT_SECONDS")
     assert not tick(instance, sensor, None).run_requests and int(reg.champion().version) == 1  # a day by default: still waiting
 

@@ -187,6 +187,9 @@ def passes_floor(value: float, floor: float, higher_is_better: bool) -> bool:
     return value >= floor if higher_is_better else value <= floor
 
 
+NO_CHAMPION = "no champion yet"  # how a decision without a champion begins
+
+
 def decide(spec: DatasetSpec, challenger: dict[str, float], champion: dict[str, float] | None, margin: float, floor: float,
            on: tuple[str, bool] | None = None) -> Decision:
     """Promote when there is no champion or the challenger wins by `margin`, and never below the floor. `on` (metric, higher
@@ -199,7 +202,7 @@ def decide(spec: DatasetSpec, challenger: dict[str, float], champion: dict[str, 
     if not passes_floor(ch, floor, higher):
         return Decision(False, f"challenger {metric} {ch:.4f} misses the quality floor ({direction} {floor:.4f})", **common)
     if cp is None:
-        return Decision(True, f"no champion yet; challenger {metric} {ch:.4f} passes the floor", **common)
+        return Decision(True, f"{NO_CHAMPION}; challenger {metric} {ch:.4f} passes the floor", **common)
     if math.isnan(cp):
         return Decision(True, f"champion {metric} is undefined on this hold-out; challenger {ch:.4f} passes the floor", **common)
     gain = (ch - cp) if higher else (cp - ch)

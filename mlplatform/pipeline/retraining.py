@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from mlplatform.domain.change_point import MIN_SEGMENT, event_losses, loss_shift
-from mlplatform.domain.evaluation import Decision, classes_training_lacks, decide, default_floor, passes_floor, primary_metric, score
+from mlplatform.domain.evaluation import NO_CHAMPION, Decision, classes_training_lacks, decide, default_floor, passes_floor, primary_metric, score
 from mlplatform.stores.dask_cluster import dask_client
 from mlplatform.stores.eventlog import EventStore
 from mlplatform.domain.features import FeatureTransformer, HistoryFeaturesMissing
@@ -491,7 +491,7 @@ def _misfit_scores(settings: Settings, spec: DatasetSpec, holdout: pd.DataFrame,
     if champion is None or not scores_records_of(champion, spec):
         return ""
     beside = judge(settings, spec, holdout, predicted, champion, unseen, recorded).decision.reason
-    return f"on this hold-out, with the inputs it has: {beside}; "
+    return f"; beside it, the champion with the inputs it has, on the hold-out rows it is judged on: {beside} (not counted: nothing else could serve)"
 
 
 def evaluate_challenger(settings: Settings, spec: DatasetSpec, registry: Registry, snapshot: FeatureSnapshot, challenger_version: int,
@@ -524,9 +524,12 @@ def evaluate_challenger(settings: Settings, spec: DatasetSpec, registry: Registr
     if floor_note:
         decision = replace(decision, reason=f"{decision.reason}; {floor_note}")
     if misfit and champion is not None:  # serving cannot load it under this spec: it is no benchmark to keep
+        # One sentence per judgement: before, "…: -0.05 is below the margin; no champion yet; challenger rmse 2.08 passes
+        # the floor" read as a refusal and named two challenger scores (the new-user probe).
+        alone = decision.reason.removeprefix(f"{NO_CHAMPION}; ")
+        beside = _misfit_scores(settings, spec, holdout, predicted, champion_predictor, champion_unseen, champion_recorded)
         decision = replace(decision, reason=f"champion v{champion.version} does not fit the dataset spec ({misfit}), so serving cannot load it: "
-                                            f"judged as if there were no champion; {_misfit_scores(settings, spec, holdout, predicted, champion_predictor, champion_unseen, champion_recorded)}"
-                                            f"{decision.reason}")
+                                            f"judged as if there were no champion, {alone}{beside}")
     shadow = None if champion is None else compare_on_live(settings, spec, events, challenger_version, champion.version)
     awaiting = False
     if decision.promote and shadow is not None and settings.promotion_requires_shadow_win:
