@@ -63,7 +63,8 @@ def test_unreachable_serving_api_and_missing_spec_are_reported(tmp_path: Path, c
     assert cli.main(["--state-dir", str(tmp_path), "--model", "adult", "replay", "--to", "api", "--url", url, "--count", "10", "--quiet",
                      "--reconnect-seconds", "1"]) == 2
     error = capsys.readouterr().err
-    assert f"cannot reach the serving API at {url}/predict" in error and ", for 1 s (is `mlplatform serve` running?)" in error, error
+    assert f"cannot reach the serving API at {url}/models/adult/predict" in error and ", for 1 s (is `mlplatform serve` running?)" in error, error
+    assert "to go on" not in error, "nothing was sent: nothing to go on from"
     assert time.monotonic() - started >= 0.7, "a refused connection is tried again for the time given"
     for bad in ("-1", "nan", "soon"):
         with pytest.raises(SystemExit) as exited:
@@ -80,7 +81,8 @@ class _BreaksOnThirdBatch(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802 (http.server's name)
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        if self.path == "/feedback":
+        self.server.paths.add(self.path)  # type: ignore[attr-defined]
+        if self.path.endswith("/feedback"):
             answer: object = {"applied": True}
         elif len(self.server.batches) == 2:  # type: ignore[attr-defined]
             self.close_connection = True
@@ -103,9 +105,10 @@ class _BreaksOnThirdBatch(BaseHTTPRequestHandler):
 
 def test_a_replay_the_service_drops_says_how_far_it_got_and_how_to_go_on(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The operator probe: a connection reset stopped `replay --to api` with the error alone, and nothing said which rows
-    were sent or how to go on without sending them twice."""
+    were sent or how to go on without sending them twice. And (the new-user probe) a --url naming the service alone gets
+    the model's routes, where it posted to the service's root and stopped on a 404."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _BreaksOnThirdBatch)
-    server.batches = []  # type: ignore[attr-defined]
+    server.batches, server.paths = [], set()  # type: ignore[attr-defined]
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         code = cli.main(["--state-dir", str(tmp_path), "--model", "adult", "replay", "--to", "api", "--url", f"http://127.0.0.1:{server.server_port}",
@@ -115,6 +118,7 @@ def test_a_replay_the_service_drops_says_how_far_it_got_and_how_to_go_on(tmp_pat
         server.server_close()
     err = capsys.readouterr().err
     assert code == 2 and len(server.batches) == 2 and "replay failed: cannot reach the serving API" in err, err  # type: ignore[attr-defined]
+    assert server.paths == {"/models/adult/predict", "/models/adult/feedback"}  # type: ignore[attr-defined]
     assert ("replay: stopped after sending 20 of 50 events (rows 5–24 of the ordered stream); to go on, run the same command with --start 25 --count 30; "
             "if that is refused as already known (409), the 10 events sent as the connection broke reached the service: --start 35 --count 20") in err, err
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from contextlib import nullcontext, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
+from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
@@ -297,7 +298,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
                              drift_from=args.drift_from)
         for note in skipped:
             print(f"replay: {note}", file=sys.stderr)
-        url = args.url or f"http://{settings.serve_host}:{settings.serve_port}{path}"
+        # A --url naming the service alone (its host and port) gets the model's routes, as the default does; before, it
+        # posted to the service's root and stopped on a 404 (the new-user probe). A path given is kept: a proxy's own.
+        url = f"{args.url.rstrip('/')}{path}" if args.url and urlsplit(args.url).path in ("", "/") else args.url or f"http://{settings.serve_host}:{settings.serve_port}{path}"
         token = settings.serve_token.get_secret_value() if settings.serve_token else None
         reconnect = {} if args.reconnect_seconds is None else {"reconnect_seconds": args.reconnect_seconds}
         sink = ApiSink(spec, url, token, **reconnect) if args.to == "api" else LandingSink(spec, landing, fmt=args.format)  # type: ignore[arg-type]
@@ -308,7 +311,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 sink.close()
     except (ValueError, OSError) as exc:
         print(f"replay failed: {exc}", file=sys.stderr)
-        if isinstance(exc, ReplayStopped):
+        if isinstance(exc, ReplayStopped) and exc.sent:
             print(f"replay: {exc.resume(args.start)}", file=sys.stderr)
         return 2
     target = url if args.to == "api" else landing
@@ -386,7 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--to", choices=["landing", "api"], default="landing", help="landing folder files, or POST /predict + /feedback")
     replay.add_argument("--reconnect-seconds", type=bounded(float, "a number of seconds", 0), metavar="S",
                         help="with --to api: how long a refused connection (serving restarting) is tried again before the replay stops (default: a minute)")
-    replay.add_argument("--url", help="serving API URL that /predict and /feedback follow (with --to api; default: MLPLATFORM_SERVE_HOST/PORT and the model's /models/<name>; token from MLPLATFORM_SERVE_TOKEN)")
+    replay.add_argument("--url", help="serving API URL that /predict and /feedback follow (with --to api; default: MLPLATFORM_SERVE_HOST/PORT; a URL without a path, "
+                        "e.g. http://127.0.0.1:8000, gets the model's /models/<name>; token from MLPLATFORM_SERVE_TOKEN)")
     replay.add_argument("--order", choices=["time", "shuffled"], default="time", help="event-time order, or shuffled by --seed")
     replay.add_argument("--start", type=int, default=0, help="first row of the ordered dataset")
     replay.add_argument("--count", type=int, default=0, help="rows to send (0: all from --start)")

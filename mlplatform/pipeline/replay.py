@@ -473,10 +473,9 @@ class ReplayStopped(ReplayError):
         self.sent, self.total, self.in_flight, self.labels_unsent = sent, total, in_flight, labels_unsent
 
     def resume(self, start: int) -> str:
-        """What was sent, and the --start (and --count) that goes on from there, for a stream that began at row `start`."""
+        """What was sent (some events were), and the --start and --count that go on from there, for a stream that began at row `start`."""
         at = start + self.sent
-        said = [f"stopped after sending {self.sent} of {self.total} events (rows {start}–{at - 1} of the ordered stream)" if self.sent
-                else f"stopped before sending any of {self.total} events"]
+        said = [f"stopped after sending {self.sent} of {self.total} events (rows {start}–{at - 1} of the ordered stream)"]
         if self.labels_unsent:
             said.append(f"{self.labels_unsent} labels of sent events were waiting for their delay and were not sent")
         said.append(f"to go on, run the same command with --start {at} --count {self.total - self.sent}")
