@@ -468,6 +468,9 @@ def test_empty_and_header_only_files(landing: Path, log: EventLog, adult_spec: D
         label_file = ingest_file(_drop(landing, "spelt-labels.csv", spelt), adult_spec, log)
         assert str(label_file.rejected).endswith("it is no label file either: that needs the id column 'event_id' and the label column 'income', "
                                                  f"spelt so (its columns: {spelt.split(chr(10))[0].split(',')})"), label_file.rejected
+    keyed = ingest_file(_drop(landing, "keyed-labels.csv", "event_id,sex,income\nadult-1,Male,>50K\n"), adult_spec, log)  # the entity key of history features beside the label
+    assert str(keyed.rejected).endswith("; if it is a label file, it holds the id column 'event_id' and the label column 'income' and no feature: "
+                                        "leave out ['sex']"), keyed.rejected
     utf16 = ingest_file(_drop(landing, "excel.csv", header.encode("utf-16")), adult_spec, log)
     assert str(utf16.rejected).startswith("the file is UTF-16 (its byte-order mark says so"), utf16.rejected
     parquet = ingest_file(_drop(landing, "empty.parquet", b""), adult_spec, log)
