@@ -322,11 +322,12 @@ def check_columns(columns: list[str], spec: DatasetSpec) -> str | None:
         label_file = (f"; with none of the features, it is no events file, and it is no label file either: that needs the id column "
                       f"{identity!r} and the label column {spec.label!r}, spelt so (its columns: {columns[:10]})"
                       if len(missing) == len(spec.features) else "")
-        if not label_file and identity in columns and spec.label in columns:
+        present = [c for c in spec.features if c in columns]
+        if not label_file and identity in columns and spec.label in columns and len(present) < len(missing):
             # The id, the label and a few features (a label export carrying the entity key of history features) was
             # refused with the missing features alone, and no word of what makes a label file (the new-user probe).
             label_file = (f"; if it is a label file, it holds the id column {identity!r} and the label column {spec.label!r} and no "
-                          f"feature: leave out {[c for c in spec.features if c in columns][:10]}")
+                          f"feature: leave out {present[:10]}")
         raise SchemaError(f"missing required feature columns: {missing}{label_file}")
     time_col = spec.time_column if spec.time_column in columns else (EVENT_TIME if EVENT_TIME in columns else None)
     if spec.time_offset is not None and time_col is not None and time_col == spec.time_column and spec.time_offset.column not in columns:
