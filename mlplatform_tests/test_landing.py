@@ -433,6 +433,8 @@ def test_a_file_whose_rows_were_quarantined_is_read_again_under_the_fixed_spec(t
     try:
         first = ingest_file(_drop(landing, "lots.csv", content), wrong.spec, wrong)
         assert (first.ingested, first.quarantined) == (0, 3)
+        # The new-user probe: no word of the format the times are written in. Two of three read as ISO: not said.
+        assert set(wrong.quarantined_rows(10)["reason"]) == {"bottled at: missing, not a timestamp or out of range in time_format 'epoch_s'"}
     finally:
         wrong.close()
     fixed = EventLog(tmp_path / "lots.sqlite", parse_spec(fields))

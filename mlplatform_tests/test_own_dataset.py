@@ -122,13 +122,15 @@ def test_an_integer_year_column_is_read_as_years_by_replay_and_landing(tmp_path:
 def test_an_integer_time_column_without_its_format_is_refused_naming_it(tmp_path: Path) -> None:
     _sensor_rows().to_parquet(tmp_path / "sensors.parquet")
     spec = _spec(tmp_path, SENSORS.format(time_format="", file="sensors.parquet", format="parquet"))
-    with pytest.raises(ReplayError, match=r"time_column 'year': 5 of 5 rows are missing, not a timestamp or out of range in time_format 'iso' \(row 1: '2019',"):
+    with pytest.raises(ReplayError, match=r"time_column 'year': 5 of 5 rows are missing, not a timestamp or out of range in time_format 'iso' \(row 1: '2019',"
+                                          r".*; set time_format in the spec to how the column is written \(they read as time_format 'year'\)$"):
         read_source(spec)
     landing = tmp_path / "landing"
     landing.mkdir()
     _sensor_rows().drop(columns="reading").to_parquet(landing / "drop.parquet")
     report, stored, quarantine = _ingest(spec, landing, tmp_path / "events.sqlite")
-    assert stored.empty and quarantine["reason"].tolist() == ["year: missing, not a timestamp or out of range in time_format 'iso'"] * 5
+    assert stored.empty and quarantine["reason"].tolist() == ["year: missing, not a timestamp or out of range in time_format 'iso' (they read as time_format "
+                                                              "'year': is that how the column is written?)"] * 5
 
 
 @pytest.mark.parametrize(
@@ -157,6 +159,23 @@ def test_each_time_format_in_a_landing_file(tmp_path: Path, time_format: str, va
     times = dict(zip(stored[EVENT_ID], stored[EVENT_TIME]))
     assert [times.get(f"s{i}") for i in range(len(values))] == [None if e is None else int(pd.Timestamp(e, tz="UTC").value // 1000) for e in expected]
     assert quarantine["reason"].tolist() == [f"year: missing, not a timestamp or out of range in time_format {time_format!r}"] * expected.count(None)
+
+
+@pytest.mark.parametrize(("time_format", "values", "reads_as"), [
+    ("epoch_s", ["1700000000123", "1700000000456", "1700000000789"], "epoch_ms"),
+    ("epoch_s", ["2026-01-01T10:00:00Z", "2026-01-02", "2026-01-03 10:00"], "iso"),
+    ("epoch_ms", ["1700000000123456", "1700000000456789", "1700000000789000"], "epoch_us"),
+])
+def test_times_refused_in_the_declared_format_name_the_format_that_reads_them(tmp_path: Path, time_format: str, values: list[str], reads_as: str) -> None:
+    """The new-user probe: epoch milliseconds under `time_format: epoch_s` were quarantined as "not a timestamp or out of
+    range", with no word of the unit."""
+    spec = _spec(tmp_path, SENSORS.format(time_format=f"time_format: {time_format!r}", file="x", format="csv").replace("    source:\n      files: [x]\n      format: csv\n", ""))
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    pd.DataFrame({"sensor_event": [f"s{i}" for i in range(len(values))], "year": values, "temperature": 1.0, "site": "a"}).to_csv(landing / "times.csv", index=False)
+    _, stored, quarantine = _ingest(spec, landing, tmp_path / "events.sqlite")
+    assert stored.empty and quarantine["reason"].tolist() == [f"year: missing, not a timestamp or out of range in time_format {time_format!r} (they read as "
+                                                              f"time_format {reads_as!r}: is that how the column is written?)"] * len(values)
 
 
 def test_without_id_and_time_columns_replay_and_landing_generate_them_by_one_rule(tmp_path: Path) -> None:

@@ -74,7 +74,6 @@ def test_unreachable_serving_api_and_missing_spec_are_reported(tmp_path: Path, c
     assert "does not exist" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv", [["--order", "random"], ["--to", "kafka"], ["--rate", "fast"]])
 class _BreaksOnThirdBatch(BaseHTTPRequestHandler):
     """A serving API that takes two batches of predictions (and their feedback), then drops the connection of the third
     without an answer, as a service killed mid-request does."""
@@ -123,6 +122,7 @@ def test_a_replay_the_service_drops_says_how_far_it_got_and_how_to_go_on(tmp_pat
             "if that is refused as already known (409), the 10 events sent as the connection broke reached the service: --start 35 --count 20") in err, err
 
 
+@pytest.mark.parametrize("argv", [["--order", "random"], ["--to", "kafka"], ["--rate", "fast"]])
 def test_malformed_choices_are_argparse_errors(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         cli.main(["replay", *argv])

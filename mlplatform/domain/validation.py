@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 
 from mlplatform.domain.features import ARITHMETIC_LIMIT, as_text, normalise_category
 from mlplatform.domain.spec import EVENT_ID, EVENT_TIME, LABEL, DatasetSpec
-from mlplatform.domain.timeformat import column_format, offset_event_times, parse_event_times
+from mlplatform.domain.timeformat import column_format, format_that_reads, offset_event_times, parse_event_times
 
 MAX_ID_LENGTH = 128
 MAX_TEXT_LENGTH = 256
@@ -398,7 +398,10 @@ def validate_frame(
         declared = time_col == spec.time_column
         time_format = spec.event_time_format if declared else column_format(cells[time_col])
         times = parse_event_times(cells[time_col], time_format)
-        flag(times.isna(), time_col, f"missing, not a timestamp or out of range in time_format {time_format!r}" if declared else "missing, not a timestamp or out of range")
+        unread = times.isna()
+        other = format_that_reads(cells[time_col][unread], time_format) if declared and unread.any() else None
+        flag(unread, time_col, (f"missing, not a timestamp or out of range in time_format {time_format!r}" if declared else "missing, not a timestamp or out of range")
+             + (f" (they read as time_format {other!r}: is that how the column is written?)" if other else ""))
         if offset is not None:
             times = offset_event_times(times, cells[offset.column], offset.unit)
             flag(times.isna(), offset.column, f"missing or not a number of {offset.unit} (the spec's time_offset), or the time it makes is out of range")

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from mlplatform.domain.features import normalise_category
 from mlplatform.domain.spec import DatasetSpec, FeatureType
-from mlplatform.domain.timeformat import ISO, iso_text, offset_event_times, parse_event_times
+from mlplatform.domain.timeformat import ISO, format_that_reads, iso_text, offset_event_times, parse_event_times
 from mlplatform.domain.validation import EVENT_ID, EVENT_TIME, generated_keys, parse_numeric
 
 STREAM_START = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -167,10 +167,12 @@ def _source_times(frame: pd.DataFrame, spec: DatasetSpec, notes: list[str] | Non
     """The time column in the spec's time_format (plus its time_offset), as microseconds; a row that does not fit stops
     the replay, naming it, or (with `notes`, when most rows fit) is NA, said in `notes`."""
     assert spec.time_column is not None
-    micros = parse_event_times(_source_column(frame, spec.time_column, "time_column"), spec.event_time_format)
+    column = _source_column(frame, spec.time_column, "time_column")
+    micros = parse_event_times(column, spec.event_time_format)
+    other = format_that_reads(column[micros.isna()], spec.event_time_format) if micros.isna().any() else None
     _refuse_missing(frame, spec.time_column, micros, f"time_column {spec.time_column!r}",
-                    f"missing, not a timestamp or out of range in time_format {spec.event_time_format!r}", "set time_format in the spec to how the column is written",
-                    notes)
+                    f"missing, not a timestamp or out of range in time_format {spec.event_time_format!r}",
+                    f"set time_format in the spec to how the column is written{f' (they read as time_format {other!r})' if other else ''}", notes)
     if spec.time_offset is not None:
         offset = spec.time_offset
         timed = micros.notna().to_numpy()  # rows already left out are not counted again
