@@ -33,8 +33,10 @@ LAST_CHANGE_NAMES = re.compile(r"updated|modified", re.IGNORECASE)
 HOUR_NAMES = re.compile(r"^(hr|hour|hour_of_day)$", re.IGNORECASE)
 # Patterns a sample's time column is tried in when ISO 8601 does not read it; the first that reads every value wins
 # (day first before month first: a sample whose days are all 12 or less reads both ways, and the draft says so).
+# A 12-hour clock (`12/06/2026 04:54 AM`, a US export's) was drafted a categorical feature (the new-user probe).
 STRFTIME_GUESSES = ("%d/%m/%Y", "%m/%d/%Y", "%d.%m.%Y", "%d-%m-%Y", "%Y/%m/%d", "%Y%m%d", "%d/%m/%Y %H:%M", "%m/%d/%Y %H:%M",
-                    "%d/%m/%Y %H:%M:%S", "%m/%d/%Y %H:%M:%S", "%d.%m.%Y %H:%M", "%Y/%m/%d %H:%M:%S")
+                    "%d/%m/%Y %H:%M:%S", "%m/%d/%Y %H:%M:%S", "%d.%m.%Y %H:%M", "%Y/%m/%d %H:%M:%S",
+                    "%m/%d/%Y %I:%M %p", "%d/%m/%Y %I:%M %p", "%m/%d/%Y %I:%M:%S %p", "%d/%m/%Y %I:%M:%S %p")
 LEADING_ZERO = r"[+-]?0\d+"  # `02134`; not `0`, `0.5` or `-0.25`
 EPOCH_FLOORS = (("epoch_ns", 1e17), ("epoch_us", 1e14), ("epoch_ms", 1e11), ("epoch_s", 1e8))  # a median this large: since 1973 in that unit
 DAY_US = 86_400_000_000
