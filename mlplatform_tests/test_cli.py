@@ -358,8 +358,13 @@ def test_status_lists_a_retraining_by_hand_that_ended_before_deciding(state: Set
     run = dg.DagsterRun(job_name="__ASSET_JOB", run_id=str(uuid.uuid4()), status=dg.DagsterRunStatus.CANCELED,
                         tags={RETRAIN_TAG: "adult", REASON_TAG: BY_HAND})
     instance.add_run(run)
+    # The new-user probe: a `materialize --select features` was listed as a retraining run; it trains nothing.
+    features = dg.DagsterRun(job_name="__ASSET_JOB", run_id=str(uuid.uuid4()), status=dg.DagsterRunStatus.SUCCESS, tags={RETRAIN_TAG: "adult", REASON_TAG: BY_HAND},
+                             asset_selection=frozenset({dg.AssetKey(["adult", "features"])}))
+    instance.add_run(features)
     assert main(["status", "--model", "adult", "--dagster"]) == 0
-    assert f"retraining run {run.run_id[:8]}: CANCELED reason=by_hand" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"retraining run {run.run_id[:8]}: CANCELED reason=by_hand" in out and f"run of features {features.run_id[:8]}: SUCCESS reason=by_hand" in out, out
 
 
 def test_status_on_a_store_another_process_keeps_locked_says_so_in_one_line(state: Settings, monkeypatch: pytest.MonkeyPatch,

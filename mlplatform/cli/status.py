@@ -21,7 +21,7 @@ from mlplatform.stores.registry import champion_gone
 from mlplatform.stores.registry_tables import RegistryReads, RegistryTables
 
 if TYPE_CHECKING:  # Dagster is imported where status reads the instance, not with the CLI
-    from dagster import RunRecord
+    from dagster import AssetKey, RunRecord
 
 UNDECIDED = "pending"  # the decision status shows for a version with no decision tag
 VERSIONS_SHOWN = 10  # versions the plain rendering shows, with any older one never decided (--json has them all)
@@ -88,7 +88,7 @@ def _from_dagster(model: ModelContext, limit: int, versions: list[dict[str, Any]
 
     from mlplatform.orchestration.assets import latest_metadata
     from mlplatform.orchestration.instance import prepare_dagster_home
-    from mlplatform.orchestration.names import DRIFT_REPORT, ESTIMATED_PERFORMANCE, FEATURES, LIVE_QUALITY, ModelNames
+    from mlplatform.orchestration.names import DRIFT_REPORT, ESTIMATED_PERFORMANCE, FEATURES, LIVE_QUALITY, TRAINED_MODEL, ModelNames
 
     names = ModelNames(model.name)
     prepare_dagster_home(model.settings)
@@ -105,7 +105,7 @@ def _from_dagster(model: ModelContext, limit: int, versions: list[dict[str, Any]
     return {
         **readings(drift, live, estimated),
         "history_horizon": (features or {}).get(HISTORY_HORIZON) or {},
-        "sensor_runs": [_sensor_run(record, trained.get(record.dagster_run.run_id)) for record in records],
+        "sensor_runs": [_sensor_run(record, trained.get(record.dagster_run.run_id), names.asset(TRAINED_MODEL)) for record in records],
     }
 
 
@@ -142,14 +142,17 @@ def _recent_estimate(e: Mapping[str, Any]) -> str:
     return said
 
 
-def _sensor_run(record: "RunRecord", version: dict[str, Any] | None) -> dict[str, Any]:
+def _sensor_run(record: "RunRecord", version: dict[str, Any] | None, trained_model: "AssetKey") -> dict[str, Any]:
     """A run carrying a retraining trigger (the policy's, or a person's: by_hand): why, how long it took (None while it runs), and
-    the version it trained and its decision."""
+    the version it trained and its decision; `assets`: what it selected, where that is not the whole retraining (a
+    `materialize --select features` was listed as a retraining run, the new-user probe)."""
     run = record.dagster_run
     seconds = None if record.start_time is None or record.end_time is None else round(record.end_time - record.start_time, 1)
+    selected = run.asset_selection
+    assets = None if selected is None or trained_model in selected else sorted(key.path[-1] for key in selected)
     return {"run_id": run.run_id, "status": run.status.value, "reason": run.tags.get(REASON_TAG), "new_labelled": run.tags.get(NEW_LABELLED_TAG),
             "drift_share": run.tags.get(DRIFT_SHARE_TAG), "seconds": seconds, "version": None if version is None else version["version"],
-            "decision": None if version is None else version["decision"]}
+            "decision": None if version is None else version["decision"], "assets": assets}
 
 
 def _older(version: object, status: dict[str, Any]) -> str:
@@ -242,5 +245,6 @@ def render_status(status: dict[str, Any]) -> str:
         took = "" if r["seconds"] is None else f" in {r['seconds']:.0f} s"
         outcome = "" if r["version"] is None else f": v{r['version']} {r['decision']}"
         labelled = "" if r["new_labelled"] is None else f" new_labelled={r['new_labelled']}"  # a retraining by hand counts none
-        lines.append(f"retraining run {r['run_id'][:8]}: {r['status']}{took} reason={r['reason']}{labelled}{outcome}")
+        what = "retraining run" if r.get("assets") is None else f"run of {', '.join(r['assets'])}"
+        lines.append(f"{what} {r['run_id'][:8]}: {r['status']}{took} reason={r['reason']}{labelled}{outcome}")
     return "\n".join(lines)
