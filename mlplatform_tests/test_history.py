@@ -14,12 +14,12 @@ import pytest
 import yaml
 
 from mlplatform.domain.features import HistoryFeaturesMissing
-from mlplatform.domain.history import HistoryState, history_frame, label_known_at, timeline
+from mlplatform.domain.history import Backdated, HistoryState, history_frame, label_known_at, timeline
 from mlplatform.domain.spec import DatasetSpec, SpecError, load_spec, parse_spec
 from mlplatform.pipeline.retraining import change_window
 from mlplatform.root import Platform
 from mlplatform.settings import REPO_ROOT, Settings
-from mlplatform.stores.eventlog import EventStore, now_us
+from mlplatform.stores.eventlog import SERVING_SOURCE, EventStore, now_us
 
 BIKE_HISTORY_SPEC = REPO_ROOT / "data" / "bike_sharing_history.yaml"
 BASE: dict[str, Any] = {"name": "tiny", "task": "regression", "label": "y", "features": {"x": "numeric", "c": "categorical"}}
@@ -485,6 +485,27 @@ def test_labels_landing_while_servings_state_is_built_are_filed_once_as_training
     logged = log.events_between(label_times=True)
     trained = {c: history_frame(pd.concat([logged, new.assign(c=c)], ignore_index=True), KEYED_LAG_SPEC)["hist__label_lag1__by_c"].iloc[-1] for c in ("a", "b")}
     assert served == trained == {"a": 111.0, "b": 555.0}, (served, trained)
+
+
+def test_events_landed_dated_before_requests_served_earlier_are_said_by_the_features_snapshot(open_log: Callable[[DatasetSpec], EventStore], tmp_path: Path) -> None:
+    """The new-user probe: a file landed after serving, dated inside the served period, changed the history features
+    training computes for 244 of 900 served rows (a prediction 17.5 apart), and nothing said so. The snapshot counts
+    the served rows of its window answered before an event dated earlier landed, and those landed events."""
+    from mlplatform.pipeline.retraining import build_feature_snapshot
+
+    log = open_log(KEYED_LAG_SPEC)
+    start = now_us() - 1000 * S
+    served = [(f"s{i}", start + i * S, "1", "5.0", None, float(i), "a") for i in range(300)]
+    log.append_served(served, SERVING_SOURCE)
+    log.add_labels([row[0] for row in served], [float(i) for i in range(300)])
+    snapshot = lambda: build_feature_snapshot(Settings(state_dir=tmp_path / "state", min_training_rows=100), KEYED_LAG_SPEC, log, tmp_path / f"snap{now_us()}")  # noqa: E731
+    assert snapshot().backdated == Backdated(0, 0, 0), "nothing landed"
+    log.append(pd.DataFrame({"event_id": ["after"], "event_time": [start + 400 * S], "label": [None], "x": [1.0], "c": ["a"]}), "late.csv")
+    assert snapshot().backdated == Backdated(0, 0, 0), "dated after every request: no served row read differently"
+    log.append(pd.DataFrame({"event_id": ["back"], "event_time": [start + 150 * S + S // 4], "label": [None], "x": [1.0], "c": ["a"]}), "late.csv")
+    found = snapshot().backdated
+    assert found == Backdated(landed=1, served_rows=149, most_us=148 * S + 3 * S // 4), found  # s151 ... s299, the latest 148.75 s after it
+    assert found.said().startswith("1 events landed dated before requests served before they landed (by up to 149 s): 149 served rows of this window")
 
 
 def test_a_negative_label_delay_is_refused(capsys: pytest.CaptureFixture[str]) -> None:

@@ -12,7 +12,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from mlplatform.domain.keys import (HISTORY_HORIZON, CHALLENGER_SCORE, CHALLENGER_VERSION, CHAMPION_VERSION, DECISION_META, REASON_META, DAGSTER_RUN_TAG, DATASET_DRIFT, DECISION, DECISION_REASON, DRIFT_SHARE, DRIFT_SHARE_TAG,
+from mlplatform.domain.keys import (HISTORY_BACKDATED, HISTORY_HORIZON, CHALLENGER_SCORE, CHALLENGER_VERSION, CHAMPION_VERSION, DECISION_META, REASON_META, DAGSTER_RUN_TAG, DATASET_DRIFT, DECISION, DECISION_REASON, DRIFT_SHARE, DRIFT_SHARE_TAG,
                                    DRIFTED_COLUMNS, ESTIMATED_METRIC, FLOOR_VERDICT, LIVE_EVENTS, LIVE_VERDICT, LIVE_VERSION, NEW_LABELLED_TAG,
                                    POLICY_TRIGGER_TAG, REASON_TAG, RETRAIN_TAG, RECENT_ESTIMATE, RECENT_EVENTS, RECENT_ESTIMATE_ON_LABELLED, RECENT_LABELLED, RECENT_LABELLED_FIELDS, RECENT_LOWER, RECENT_NOTE, RECENT_REALIZED, RECENT_UPPER, REFERENCE, REPORT_PATH, SKIP_REASON, SKIPPED, TRIGGER_REASON, TRUST_VERDICT)
 from mlplatform.domain.estimation import worse_or_better
@@ -105,6 +105,7 @@ def _from_dagster(model: ModelContext, limit: int, versions: list[dict[str, Any]
     return {
         **readings(drift, live, estimated),
         "history_horizon": (features or {}).get(HISTORY_HORIZON) or {},
+        "history_backdated": (features or {}).get(HISTORY_BACKDATED),
         "sensor_runs": [_sensor_run(record, trained.get(record.dagster_run.run_id), names.asset(TRAINED_MODEL)) for record in records],
     }
 
@@ -241,6 +242,8 @@ def render_status(status: dict[str, Any]) -> str:
         lines.extend(f"  {change_line(c)}" for c in status["timeline"][-TIMELINE_SHOWN:])
     lines.extend(monitor_lines(status).values())
     lines.extend(f"history horizon of the latest features: {said}" for said in status.get("history_horizon", {}).values())
+    if status.get("history_backdated"):
+        lines.append(f"history of served rows in the latest features: {status['history_backdated']}")
     for r in status.get("sensor_runs", []):
         took = "" if r["seconds"] is None else f" in {r['seconds']:.0f} s"
         outcome = "" if r["version"] is None else f": v{r['version']} {r['decision']}"

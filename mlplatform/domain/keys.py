@@ -129,6 +129,7 @@ SKIPPED_ENTRIES_TABLE = "skipped_entries_table"  # which entries and why (SKIPPE
 KEPT_BY_PERSON = "kept_by_person"
 SNAPSHOT = "snapshot"
 HISTORY_HORIZON = "history_horizon"  # features: per key of the history features, how far back its rows found the key before (HorizonReach)
+HISTORY_BACKDATED = "history_backdated"  # features: events landed dated before requests served earlier, whose served history lacked them (Backdated)
 MLFLOW_VERSION = "mlflow_version"
 SKIPPED = "skipped"
 SKIP_REASON = "skip_reason"
@@ -180,3 +181,6 @@ LIVE_EVENTS = "events"  # live_quality: the labelled served predictions scored
 LIVE_VERSION = "model_version"  # live_quality: the champion version scored
 FLOOR_VERDICT = "floor_verdict"  # estimated_performance: the floors the recent estimate breaches, or why there is none
 TRUST_VERDICT = "trust_verdict"  # estimated_performance: where realized performance left the estimate's band
+
+# The event log's `source` of the events the prediction service logged (landed events carry their file's name)
+SERVING_SOURCE = "serving"

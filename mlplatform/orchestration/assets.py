@@ -17,7 +17,7 @@ import pandas as pd
 from mlplatform.domain.keys import (CHAMPION_VERSION, CHANGE_WINDOW, DAGSTER_RUN_TAG, CHOSEN_WINDOW, JUDGED_ROWS, REFIT, REFIT_ROWS, WINDOW_SCORES, EVIDENTLY_PROJECT_URL, EVIDENTLY_SNAPSHOT_URL, EVIDENTLY_WORKSPACE_ERROR, MLFLOW_VERSION, MODEL_TAG,
                                    REPORT_PATH, REPORT_URL, RUN_TAG_PREFIX, SNAPSHOT, FITTED_ROWS, TRAINED_WINDOW, LANDED_FILES, INGESTED, DUPLICATES,
                                    QUARANTINED, LABELS_APPLIED, REJECTED_FILES, SKIPPED_ENTRIES, SKIPPED_ENTRIES_TABLE, UNTIMED_FILES, KEPT_BY_PERSON,
-                                   CHALLENGER_VERSION, DECISION_META, REASON_META, HISTORY_HORIZON, IGNORED_COLUMNS, LABEL_WATERMARK, LABEL_WATERMARK_TAG, POLICY_TRIGGER_TAG, REASON_TAG, RETRAIN_TAG, mlflow_tag)
+                                   CHALLENGER_VERSION, DECISION_META, REASON_META, HISTORY_BACKDATED, HISTORY_HORIZON, IGNORED_COLUMNS, LABEL_WATERMARK, LABEL_WATERMARK_TAG, POLICY_TRIGGER_TAG, REASON_TAG, RETRAIN_TAG, mlflow_tag)
 from mlplatform.domain.policy import BY_HAND
 from mlplatform.domain.retry_budget import RetryBudget
 from mlplatform.domain.training import TrainingError
@@ -211,6 +211,9 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
                 horizon[reach.key] = reach.said(spec.history.warmup_events)
                 if reach.beyond:
                     context.log.warning(f"history horizon: {horizon[reach.key]}")
+        late = snapshot.backdated
+        if late is not None and late.served_rows:
+            context.log.warning(f"history of served rows: {late.said()}")
         w = snapshot.window
         train_part = snapshot.train
         balance = train_part[LABEL].value_counts(normalize=True).round(4).to_dict() if spec.is_classification else {
@@ -233,6 +236,7 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
                 SNAPSHOT: dg.MetadataValue.path(str(folder)),
                 "snapshots_pruned": pruned,
                 **({HISTORY_HORIZON: dg.MetadataValue.json(horizon)} if horizon else {}),
+                **({HISTORY_BACKDATED: late.said()} if late is not None and late.served_rows else {}),
             },
         )
 

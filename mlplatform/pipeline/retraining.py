@@ -24,7 +24,7 @@ from mlplatform.domain.evaluation import NO_CHAMPION, Decision, classes_training
 from mlplatform.stores.dask_cluster import dask_client
 from mlplatform.stores.eventlog import EventStore
 from mlplatform.domain.features import FeatureTransformer, HistoryFeaturesMissing
-from mlplatform.domain.history import HorizonReach, history_frame, horizon_reach
+from mlplatform.domain.history import Backdated, HorizonReach, backdated, history_frame, horizon_reach
 from mlplatform.domain.predictor import Predictor, scores_records_of, spec_mismatch
 from mlplatform.stores.registry import TRAINING, ChampionRecord, Registry, json_tag
 from mlplatform.settings import Settings, env_name
@@ -82,6 +82,7 @@ class FeatureSnapshot:
     window: Window
     transformer: FeatureTransformer
     reach: list[HorizonReach] = field(default_factory=list)  # as the snapshot was built (not kept in its folder)
+    backdated: Backdated | None = None  # as the snapshot was built, with history features (not kept in its folder)
 
     @property
     def train(self) -> pd.DataFrame:
@@ -173,10 +174,11 @@ def _joined_history(window: pd.DataFrame, events: pd.DataFrame, spec: DatasetSpe
 def build_feature_snapshot(settings: Settings, spec: DatasetSpec, log: EventStore, folder: Path) -> FeatureSnapshot:
     """Read the latest labelled window (with its history columns), split off the hold-out, fit the transformer, keep all three."""
     cutoff = log.counts().label_watermark
-    window, reach = log.labelled_window(settings.training_window, max_label_seq=cutoff), []
+    window, reach, late = log.labelled_window(settings.training_window, max_label_seq=cutoff), [], None
     if spec.history is not None and not window.empty:  # and how far back its rows found their keys' previous events
         events = history_events(log, spec, window, cutoff)
-        window, reach = _joined_history(window, events, spec), horizon_reach(events, spec, events[EVENT_ID].isin(window[EVENT_ID]).to_numpy())
+        in_window = events[EVENT_ID].isin(window[EVENT_ID]).to_numpy()
+        window, reach, late = _joined_history(window, events, spec), horizon_reach(events, spec, in_window), backdated(events, in_window)
     train_part, holdout, transformer = prepare_window(settings, spec, window)
     folder.mkdir(parents=True, exist_ok=True)
     train_part.to_parquet(folder / TRAIN_FILE, index=False)
@@ -196,7 +198,7 @@ def build_feature_snapshot(settings: Settings, spec: DatasetSpec, log: EventStor
         seq_cutoff=int(window["seq"].max()),
     )
     (folder / WINDOW_FILE).write_text(json.dumps(asdict(info)), encoding="utf-8")
-    return FeatureSnapshot(folder, info, transformer, reach)
+    return FeatureSnapshot(folder, info, transformer, reach, late)
 
 
 def prune_snapshots(folder: Path, keep: int) -> int:

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from mlplatform.domain.features import normalise_category
+from mlplatform.domain.keys import SERVING_SOURCE
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.validation import EVENT_ID, EVENT_TIME, LABEL, reason_kind
 
@@ -41,7 +42,6 @@ BUSY_TIMEOUT_S = 60.0
 SERVING_COLUMNS = ["model_version", "prediction", "probability"]
 CHANGED = "changed"  # AppendResult.changed: which feature of a known id came with another value
 LOGGED = "logged:"  # prefix of a known id's recorded feature values while they are compared (no feature name holds a colon)
-SERVING_SOURCE = "serving"  # `source` of events logged by the prediction service
 APPEND_ATTEMPTS = 3  # of an append whose new ids another writer served meanwhile
 CONTENT_CHARS = 12  # of a landed file's SHA-256, naming one of the contents landed under one name
 SHA256_PREFIX = re.compile(r"[0-9a-f]{1,64}")  # the start of a content's SHA-256, as `--content` names it
