@@ -207,6 +207,9 @@ class Settings(BaseSettings):
             self.evidently_workspace_dir = self.state_dir / "evidently"
         if self.training_window_candidates is not None:
             self._check_window_candidates(self.training_window_candidates)
+        if self.live_quality_min_events > self.live_quality_window:  # live_quality would never give a verdict (the review)
+            raise ValueError(f"live_quality_min_events ({env_name('live_quality_min_events')}) {self.live_quality_min_events} is more than the "
+                             f"live_quality_window ({env_name('live_quality_window')}) {self.live_quality_window} it counts them in: no verdict could ever be given")
         return self
 
     def floor_of(self, metric: str) -> float | None:

@@ -246,6 +246,13 @@ def test_bad_candidate_windows_are_refused_naming_the_setting(candidates: list[i
         Settings(training_window_candidates=candidates)
 
 
+def test_a_live_quality_that_could_never_give_a_verdict_is_refused_naming_both_settings() -> None:
+    with pytest.raises(ValueError, match=r"live_quality_min_events \(MLPLATFORM_LIVE_QUALITY_MIN_EVENTS\) 600 is more than the live_quality_window "
+                                         r"\(MLPLATFORM_LIVE_QUALITY_WINDOW\) 500 it counts them in"):
+        Settings(live_quality_min_events=600)
+    assert Settings(live_quality_min_events=500).live_quality_window == 500
+
+
 def test_candidate_windows_default_to_the_whole_window_and_its_newest_tenth(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Settings(training_window=20000).window_candidates == (20000, 2000)
     assert Settings(training_window_candidates=[3000, 20000, 8000], training_window=20000).window_candidates == (20000, 8000, 3000)
