@@ -762,6 +762,11 @@ def test_an_id_served_between_the_look_up_of_known_ids_and_the_insert_makes_the_
     result = log.append(_events(["new", "raced"]), "f1")
     assert len(calls) == 2 and result.inserted == 1 and result.duplicates + len(result.changed) == 1
     assert log.counts().total == 2 and sorted(log.existing(["new", "raced"])) == ["new", "raced"]
+    if isinstance(log, EventLog):  # the second review: SQLite's IntegrityError is NOT NULL's too (PostgreSQL's UniqueViolation is the id's alone)
+        calls.clear()
+        with pytest.raises(sqlite3.IntegrityError, match="NOT NULL"):
+            log.append(_events(["untimed"]).astype({"event_time": object}).assign(event_time=None), "f2")
+        assert len(calls) == 1, "a constraint other than the id's is no race: not tried again"
 
 
 def test_shadow_predictions_join_the_served_labelled_events_of_the_champion(log: EventStore) -> None:

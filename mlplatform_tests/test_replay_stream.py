@@ -8,6 +8,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pandas as pd
@@ -74,22 +75,23 @@ def test_unreachable_serving_api_and_missing_spec_are_reported(tmp_path: Path, c
     assert "does not exist" in capsys.readouterr().err
 
 
-class _BreaksOnThirdBatch(BaseHTTPRequestHandler):
-    """A serving API that takes two batches of predictions (and their feedback), then drops the connection of the third
-    without an answer, as a service killed mid-request does."""
+class _Breaks(BaseHTTPRequestHandler):
+    """A serving API that drops the connection of a request without an answer, as a service killed mid-request does:
+    the third batch of predictions, or (`server.feedback_left`) the /feedback after that many."""
 
     def do_POST(self) -> None:  # noqa: N802 (http.server's name)
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.server.paths.add(self.path)  # type: ignore[attr-defined]
+        server: Any = self.server
+        server.paths.add(self.path)
         if self.path.endswith("/feedback"):
+            if server.feedback_left == 0:
+                return self._drop()
+            server.feedback_left -= 1
             answer: object = {"applied": True}
-        elif len(self.server.batches) == 2:  # type: ignore[attr-defined]
-            self.close_connection = True
-            self.wfile.flush()
-            self.connection.shutdown(socket.SHUT_RDWR)
-            return
+        elif len(server.batches) == 2:
+            return self._drop()
         else:
-            self.server.batches.append([r["event_id"] for r in body["records"]])  # type: ignore[attr-defined]
+            server.batches.append([r["event_id"] for r in body["records"]])
             answer = {"predictions": [{"event_id": r["event_id"], "prediction": "<=50K"} for r in body["records"]]}
         data = json.dumps(answer).encode()
         self.send_response(200)
@@ -98,28 +100,53 @@ class _BreaksOnThirdBatch(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _drop(self) -> None:
+        self.close_connection = True
+        self.wfile.flush()
+        self.connection.shutdown(socket.SHUT_RDWR)
+
     def log_message(self, *args: object) -> None:
         pass
 
 
-def test_a_replay_the_service_drops_says_how_far_it_got_and_how_to_go_on(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """The operator probe: a connection reset stopped `replay --to api` with the error alone, and nothing said which rows
-    were sent or how to go on without sending them twice. And (the new-user probe) a --url naming the service alone gets
-    the model's routes, where it posted to the service's root and stopped on a 404."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _BreaksOnThirdBatch)
-    server.batches, server.paths = [], set()  # type: ignore[attr-defined]
+def _replay_against(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], feedback_left: int = -1) -> tuple[int, Any, str]:
+    """`replay --to api` of adult rows 5 to 54, in batches of 10, against a `_Breaks` service on loopback."""
+    server: Any = ThreadingHTTPServer(("127.0.0.1", 0), _Breaks)
+    server.batches, server.paths, server.feedback_left = [], set(), feedback_left
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         code = cli.main(["--state-dir", str(tmp_path), "--model", "adult", "replay", "--to", "api", "--url", f"http://127.0.0.1:{server.server_port}",
-                         "--start", "5", "--count", "50", "--batch-size", "10", "--quiet"])
+                         "--start", "5", "--count", "50", "--batch-size", "10", "--quiet", *argv])
     finally:
         server.shutdown()
         server.server_close()
-    err = capsys.readouterr().err
-    assert code == 2 and len(server.batches) == 2 and "replay failed: cannot reach the serving API" in err, err  # type: ignore[attr-defined]
-    assert server.paths == {"/models/adult/predict", "/models/adult/feedback"}  # type: ignore[attr-defined]
-    assert ("replay: stopped after sending 20 of 50 events (rows 5–24 of the ordered stream); to go on, run the same command with --start 25 --count 30; "
-            "if that is refused as already known (409), the 10 events sent as the connection broke reached the service: --start 35 --count 20") in err, err
+    return code, server, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("scenario", "go_on", "past_it"), [
+    ([], "--start 25 --count 30", "--start 35 --count 20"),
+    (["--shift", "age=1", "--drift-from", "30", "--ramp"], "--start 25 --count 30 --drift-from 10", "--start 35 --count 20 --drift-from 0"),
+])
+def test_a_replay_the_service_drops_says_how_far_it_got_and_how_to_go_on(tmp_path: Path, capsys: pytest.CaptureFixture[str], scenario: list[str],
+                                                                          go_on: str, past_it: str) -> None:
+    """The operator probe: a connection reset stopped `replay --to api` with the error alone, and nothing said which rows
+    were sent or how to go on without sending them twice. And (the new-user probe) a --url naming the service alone gets
+    the model's routes, where it posted to the service's root and stopped on a 404. With a drift, the resume keeps its
+    dataset row (the review)."""
+    code, server, err = _replay_against(tmp_path, capsys, scenario)
+    assert code == 2 and len(server.batches) == 2 and "replay failed: cannot reach the serving API" in err, err
+    assert server.paths == {"/models/adult/predict", "/models/adult/feedback"}
+    assert (f"replay: stopped after sending 20 of 50 events (rows 5–24 of the ordered stream); to go on, run the same command with {go_on}; "
+            f"if that is refused as already known (409), the 10 events sent as the connection broke reached the service: {past_it}") in err, err
+    assert ("a --ramp grows again from nothing" in err) == ("--ramp" in scenario), "the drift's point is kept; a ramp cannot be"
+
+
+def test_a_replay_stopped_while_sending_labels_counts_those_the_service_answered(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The review: /feedback failing after 7 of a batch's 10 labels was said as 10 labels not sent."""
+    code, server, err = _replay_against(tmp_path, capsys, [], feedback_left=7)
+    assert code == 2 and len(server.batches) == 1, err
+    assert ("replay: stopped after sending 10 of 50 events (rows 5–14 of the ordered stream); 3 labels of sent events were not sent (a resumed "
+            "replay does not send them); to go on, run the same command with --start 15 --count 40\n") in err, err
 
 
 @pytest.mark.parametrize("argv", [["--order", "random"], ["--to", "kafka"], ["--rate", "fast"]])

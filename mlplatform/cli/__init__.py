@@ -311,8 +311,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 sink.close()
     except (ValueError, OSError) as exc:
         print(f"replay failed: {exc}", file=sys.stderr)
-        if isinstance(exc, ReplayStopped) and exc.sent:
-            print(f"replay: {exc.resume(args.start)}", file=sys.stderr)
+        if isinstance(exc, ReplayStopped) and (hint := exc.resume(args.start, args.drift_from or 0, args.ramp)):
+            print(f"replay: {hint}", file=sys.stderr)
         return 2
     target = url if args.to == "api" else landing
     print(f"sent {summary.events} events and {summary.labels} labels to {target} in {summary.seconds:.1f}s")

@@ -772,3 +772,4 @@ def serve_until_stopped(settings: Settings, say: Callable[[str], None] = print, 
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        _STOP_ASKED.clear()

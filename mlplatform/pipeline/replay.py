@@ -391,6 +391,7 @@ class LandingSink:
     def __init__(self, spec: DatasetSpec, landing_dir: Path, fmt: str = "csv", prefix: str = "replay") -> None:
         self.spec, self.landing_dir, self.fmt, self.prefix = spec, landing_dir, fmt, prefix
         self.label_files = 0
+        self.labels_sent = 0  # in label files published: what a replay stopped part way says of its labels
 
     def send_events(self, batch: pd.DataFrame, inline_labels: bool) -> list[str]:
         write_batches(batch, self.spec, self.landing_dir, len(batch), fmt=self.fmt, with_labels=inline_labels, prefix=self.prefix)
@@ -403,6 +404,7 @@ class LandingSink:
         tmp = self.landing_dir / f".{name}.tmp"
         frame.to_csv(tmp, index=False)
         _publish(tmp, self.landing_dir / name)
+        self.labels_sent += len(event_ids)
 
 
 RECONNECT_SECONDS = 60.0  # how long a replay waits for a serving API that refuses connections (restarting) before it stops
@@ -423,6 +425,7 @@ class ApiSink:
         self.spec = spec
         self.url = url.rstrip("/")
         self.reconnect_seconds = reconnect_seconds
+        self.labels_sent = 0  # /feedback answered: what a replay stopped part way says of its labels
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.client = httpx.Client(base_url=self.url, timeout=timeout, headers=headers)
 
@@ -458,6 +461,7 @@ class ApiSink:
     def send_labels(self, event_ids: list[str], labels: list[object]) -> None:
         for event_id, label in zip(event_ids, labels):
             self._post("/feedback", {"event_id": event_id, "label": label})
+            self.labels_sent += 1
 
     def close(self) -> None:
         self.client.close()
@@ -474,16 +478,25 @@ class ReplayStopped(ReplayError):
         super().__init__(cause)
         self.sent, self.total, self.in_flight, self.labels_unsent = sent, total, in_flight, labels_unsent
 
-    def resume(self, start: int) -> str:
-        """What was sent (some events were), and the --start and --count that go on from there, for a stream that began at row `start`."""
-        at = start + self.sent
-        said = [f"stopped after sending {self.sent} of {self.total} events (rows {start}–{at - 1} of the ordered stream)"]
+    def resume(self, start: int, drift_from: int = 0, ramp: bool = False) -> str:
+        """What was sent, and the options that go on from there, for a stream that began at row `start` (and drifted from
+        its row `drift_from`, ramped or not); "" where nothing was sent or may have been."""
+        if not (self.sent or self.in_flight or self.labels_unsent):
+            return ""
+        said = [f"stopped after sending {self.sent} of {self.total} events" + (f" (rows {start}–{start + self.sent - 1} of the ordered stream)" if self.sent else "")]
         if self.labels_unsent:
-            said.append(f"{self.labels_unsent} labels of sent events were waiting for their delay and were not sent")
-        said.append(f"to go on, run the same command with --start {at} --count {self.total - self.sent}")
+            said.append(f"{self.labels_unsent} labels of sent events were not sent (a resumed replay does not send them)")
+
+        def options(skipped: int) -> str:
+            moved = f" --drift-from {max(0, drift_from - skipped)}" if drift_from else ""  # the drift starts at the same dataset row
+            return f"--start {start + skipped} --count {self.total - skipped}{moved}"
+
+        said.append(f"to go on, run the same command with {options(self.sent)}")
         if self.in_flight:
             said.append(f"if that is refused as already known (409), the {self.in_flight} events sent as the connection broke reached "
-                        f"the service: --start {at + self.in_flight} --count {self.total - self.sent - self.in_flight}")
+                        f"the service: {options(self.sent + self.in_flight)}")
+        if ramp:
+            said.append("a --ramp grows again from nothing over the rows left, not as it would have")
         return "; ".join(said)
 
 
@@ -526,15 +539,12 @@ def run_stream(
     queue = LabelQueue()
     inline = with_labels and label_delay is None
     labels = canonical_labels(rows, spec) if spec.label in rows else None
-    sent = delivered = sending = 0  # sending: labels taken from the queue, being sent
+    sent = delivered = queued = 0  # queued: labels put in the queue, to be sent after their delay
 
     def deliver(now: float) -> int:
-        nonlocal sending
         ids, values = queue.pop_due(now)
         if ids:
-            sending = len(ids)
             sink.send_labels(ids, values)
-            sending = 0
         return len(ids)
 
     batch = rows.iloc[:0]
@@ -548,6 +558,7 @@ def run_stream(
                     known = labels.loc[batch.index].notna().to_numpy()
                     values = [v.item() if isinstance(v, np.generic) else v for v in labels.loc[batch.index][known]]
                     queue.push(time.monotonic() + label_delay, [i for i, k in zip(ids, known) if k], values)
+                    queued += len(values)
                 sent += len(batch)
                 bar.update(len(batch))
             batch = rows.iloc[:0]
@@ -555,8 +566,9 @@ def run_stream(
                 time.sleep(max(0.0, (queue.next_due() or 0.0) - time.monotonic()))
                 delivered += deliver(time.monotonic())
     except (ReplayError, OSError) as exc:
-        in_flight = len(batch) if isinstance(exc, MaybeDelivered) and not sending else 0
-        raise ReplayStopped(str(exc), sent=sent, total=len(rows), in_flight=in_flight, labels_unsent=len(queue) + sending) from exc
+        labels_unsent = queued - sink.labels_sent
+        in_flight = len(batch) if isinstance(exc, MaybeDelivered) and labels_unsent == len(queue) else 0  # not a label's post that broke
+        raise ReplayStopped(str(exc), sent=sent, total=len(rows), in_flight=in_flight, labels_unsent=labels_unsent) from exc
     if inline and labels is not None:
         delivered = int(labels.notna().sum())
     return ReplaySummary(events=sent, labels=delivered, seconds=time.monotonic() - pacer.started)

@@ -492,8 +492,11 @@ def _misfit_scores(settings: Settings, spec: DatasetSpec, holdout: pd.DataFrame,
     feature that made the model worse shows, where before it was promoted unseen. "" where it cannot be scored."""
     if champion is None or not scores_records_of(champion, spec):
         return ""
-    beside = judge(settings, spec, holdout, predicted, champion, unseen, recorded).decision.reason
-    return f"; beside it, the champion with the inputs it has, on the hold-out rows it is judged on: {beside} (not counted: nothing else could serve)"
+    beside = judge(settings, spec, holdout, predicted, champion, unseen, recorded).decision
+    if beside.champion is None or math.isnan(beside.champion):
+        return ""
+    return (f"; beside it, the champion with the inputs it has scores {beside.metric} {beside.champion:.4f} on the hold-out rows it is judged on, "
+            f"where the challenger scores {beside.challenger:.4f} (not counted: the champion cannot serve)")
 
 
 def evaluate_challenger(settings: Settings, spec: DatasetSpec, registry: Registry, snapshot: FeatureSnapshot, challenger_version: int,

@@ -23,7 +23,7 @@ import time
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, closing, contextmanager, suppress
+from contextlib import AbstractContextManager, closing, contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -439,8 +439,11 @@ class EventStore(ABC):
         # (PostgreSQL: the served path takes no label lock). Rolled back, the append is tried again: a known id now.
         # Before, landing took the error for the file's own fault and rejected a good file (the review).
         for _ in range(APPEND_ATTEMPTS - 1):
-            with suppress(self.UNIQUE_VIOLATION):
+            try:
                 return self._append_new(events, repeated, source)
+            except self.UNIQUE_VIOLATION as exc:
+                if "unique" not in str(exc).lower():  # SQLite's IntegrityError is NOT NULL's and CHECK's too: no race of ids
+                    raise
         return self._append_new(events, repeated, source)
 
     def _append_new(self, events: pd.DataFrame, repeated: int, source: str) -> AppendResult:
