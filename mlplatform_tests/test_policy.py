@@ -125,6 +125,17 @@ def _realized(value: float, lower: float, upper: float, events: int = 1000, new:
                        reference, events), record=record, **drift)  # type: ignore[arg-type]
 
 
+def test_a_regression_champion_without_error_on_its_hold_out_still_sees_a_drop() -> None:
+    """The review: from a reference of 0 (mae 0.0 on the hold-out), `worse_by` answered 0 for any value, so neither
+    quality_drop nor estimated_drop could ever fire, and the reason read "0.0% worse"."""
+    from mlplatform.domain.estimation import worse_or_better
+
+    trigger, _, _ = decide(_realized(0.5, 0.4, 0.6, metric="mae", reference=0.0), Cursor(), QUALITY)
+    assert trigger is not None and trigger.reason == QUALITY_DROP
+    assert worse_or_better("mae", 0.5, 0.0) == "worse than a reference of 0" and worse_or_better("mae", 0.0, 0.0) == "0.0% worse"
+    assert decide(_realized(0.0, 0.0, 0.0, metric="mae", reference=0.0), Cursor(), QUALITY)[0] is None
+
+
 def test_a_realized_drop_outside_the_band_triggers_once_and_says_why() -> None:
     trigger, cursor, why = decide(_realized(0.80, 0.78, 0.82), Cursor(), QUALITY)
     assert trigger is not None and trigger.reason == QUALITY_DROP and trigger.run_key == "quality_drop-q7" and trigger.new_labelled == 600

@@ -429,12 +429,16 @@ def _banded(events: int, point: dict[str, float], spread: dict[str, float], boun
 def worse_or_better(metric: str, value: float, reference: float) -> str:
     """`worse_by` as said: "11.8% worse", or "3.2% better" ("-3.2% worse" read as a fall)."""
     worse = worse_by(metric, value, reference)
+    if math.isinf(worse):
+        return f"{'worse' if worse > 0 else 'better'} than a reference of 0"
     return f"{abs(worse):.1%} {'worse' if worse >= 0 else 'better'}"
 
 
 def worse_by(metric: str, value: float, reference: float) -> float:
-    """How much worse `value` is than `reference`, as a share of the reference (positive: worse)."""
-    if reference == 0:
-        return 0.0
+    """How much worse `value` is than `reference`, as a share of the reference (positive: worse). From a reference of
+    0 (a regression champion without error on its hold-out) any worse value is infinitely so: it was 0, and no drop
+    could ever be found (the review)."""
     delta = (reference - value) if HIGHER_IS_BETTER[metric] else (value - reference)
+    if reference == 0:
+        return 0.0 if delta == 0 else math.copysign(math.inf, delta)
     return delta / abs(reference)
