@@ -149,8 +149,8 @@ def _sensor_run(record: "RunRecord", version: dict[str, Any] | None, trained_mod
     `materialize --select features` was listed as a retraining run, the new-user probe)."""
     run = record.dagster_run
     seconds = None if record.start_time is None or record.end_time is None else round(record.end_time - record.start_time, 1)
-    selected = run.asset_selection
-    assets = None if selected is None or trained_model in selected else sorted(key.path[-1] for key in selected)
+    selected = run.asset_selection  # None or empty: the job's whole selection (a retraining job)
+    assets = None if not selected or trained_model in selected or version is not None else sorted(key.path[-1] for key in selected)
     return {"run_id": run.run_id, "status": run.status.value, "reason": run.tags.get(REASON_TAG), "new_labelled": run.tags.get(NEW_LABELLED_TAG),
             "drift_share": run.tags.get(DRIFT_SHARE_TAG), "seconds": seconds, "version": None if version is None else version["version"],
             "decision": None if version is None else version["decision"], "assets": assets}
