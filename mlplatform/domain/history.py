@@ -756,9 +756,8 @@ class HistoryState:
         after it, each once. Before, the watermark rose to the replayed labels' highest: a label file landing between
         the two reads labelled events both in and before the replayed ones, and the labels of those before fell under
         it, never filed (the review)."""
-        seqs = events["label_seq"].dropna()
         if label_watermark is None:
-            label_watermark = int(seqs.max()) if len(seqs) else 0
+            label_watermark = int(events["label_seq"].max()) if events["label_seq"].notna().any() else 0
         self.label_watermark = max(self.label_watermark, label_watermark)
         events = events.reset_index(drop=True)
         is_label, position = timeline(events)

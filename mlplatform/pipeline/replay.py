@@ -539,7 +539,7 @@ def run_stream(
     queue = LabelQueue()
     inline = with_labels and label_delay is None
     labels = canonical_labels(rows, spec) if spec.label in rows else None
-    sent = delivered = queued = 0  # queued: labels put in the queue, to be sent after their delay
+    sent = delivered = queued = in_flight = 0  # queued: labels put in the queue; in_flight: events of the request being sent
 
     def deliver(now: float) -> int:
         ids, values = queue.pop_due(now)
@@ -547,13 +547,14 @@ def run_stream(
             sink.send_labels(ids, values)
         return len(ids)
 
-    batch = rows.iloc[:0]
     try:
         with tqdm(total=len(rows), unit="event", desc=f"replay {spec.name}", disable=not progress) as bar:
             for batch in _batches(rows, batch_size):
                 pacer.wait(sent)
                 delivered += deliver(time.monotonic())
+                in_flight = len(batch)
                 ids = sink.send_events(batch, inline_labels=inline and labels is not None)
+                in_flight = 0
                 if with_labels and label_delay is not None and labels is not None:
                     known = labels.loc[batch.index].notna().to_numpy()
                     values = [v.item() if isinstance(v, np.generic) else v for v in labels.loc[batch.index][known]]
@@ -561,14 +562,12 @@ def run_stream(
                     queued += len(values)
                 sent += len(batch)
                 bar.update(len(batch))
-            batch = rows.iloc[:0]
             while len(queue):
                 time.sleep(max(0.0, (queue.next_due() or 0.0) - time.monotonic()))
                 delivered += deliver(time.monotonic())
     except (ReplayError, OSError) as exc:
-        labels_unsent = queued - sink.labels_sent
-        in_flight = len(batch) if isinstance(exc, MaybeDelivered) and labels_unsent == len(queue) else 0  # not a label's post that broke
-        raise ReplayStopped(str(exc), sent=sent, total=len(rows), in_flight=in_flight, labels_unsent=labels_unsent) from exc
+        raise ReplayStopped(str(exc), sent=sent, total=len(rows), in_flight=in_flight if isinstance(exc, MaybeDelivered) else 0,
+                            labels_unsent=queued - sink.labels_sent) from exc
     if inline and labels is not None:
         delivered = int(labels.notna().sum())
     return ReplaySummary(events=sent, labels=delivered, seconds=time.monotonic() - pacer.started)
