@@ -235,7 +235,6 @@ class EventStore(ABC):
     PARAM = "?"  # the DB-API placeholder of the driver
     LOCK_ROW = ""  # suffix of the counter read that must block concurrent labelling (Postgres: FOR UPDATE)
     TYPES = {"key": "INTEGER PRIMARY KEY", "int": "INTEGER", "real": "REAL", "text": "TEXT", "id": "TEXT"}
-    UNIQUE_VIOLATION: type[Exception] = sqlite3.IntegrityError  # the driver's error for an event_id already in the log
 
     def __init__(self, spec: DatasetSpec) -> None:
         self.spec = spec
@@ -262,6 +261,11 @@ class EventStore(ABC):
     @abstractmethod
     def _query(self, sql: str, params: Sequence[object] = ()) -> tuple[list[str], list[tuple[Any, ...]]]:
         """Column names and rows of one read statement."""
+
+    @abstractmethod
+    def _id_taken(self, exc: Exception) -> bool:
+        """Whether a write failed because an event_id is in the log already (another writer's, committed meanwhile), by
+        the driver's error code and the constraint, not by its message: a NOT NULL or label_seq violation is no race."""
 
     @abstractmethod
     def _existing_columns(self, db: Any, table: str) -> dict[str, str]:
@@ -441,8 +445,8 @@ class EventStore(ABC):
         for _ in range(APPEND_ATTEMPTS - 1):
             try:
                 return self._append_new(events, repeated, source)
-            except self.UNIQUE_VIOLATION as exc:
-                if "unique" not in str(exc).lower():  # SQLite's IntegrityError is NOT NULL's and CHECK's too: no race of ids
+            except Exception as exc:
+                if not self._id_taken(exc):
                     raise
         return self._append_new(events, repeated, source)
 
@@ -550,7 +554,9 @@ class EventStore(ABC):
         try:
             with self._write() as db:
                 self._record_served(db, rows, source)
-        except self.UNIQUE_VIOLATION as exc:
+        except Exception as exc:
+            if not self._id_taken(exc):
+                raise
             taken = self.existing([row[0] for row in rows])
             if not taken:
                 raise
@@ -1024,6 +1030,10 @@ class EventLog(EventStore):
     @classmethod
     def for_dataset(cls, events_dir: Path, spec: DatasetSpec) -> "EventLog":
         return cls(Path(events_dir) / f"{spec.name}.sqlite", spec)
+
+    def _id_taken(self, exc: Exception) -> bool:
+        return (isinstance(exc, sqlite3.IntegrityError) and getattr(exc, "sqlite_errorname", "") == "SQLITE_CONSTRAINT_UNIQUE"
+                and str(exc).endswith("events.event_id"))
 
     @property
     def location(self) -> str:
