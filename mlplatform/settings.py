@@ -210,6 +210,9 @@ class Settings(BaseSettings):
         if self.live_quality_min_events > self.live_quality_window:  # live_quality would never give a verdict (the review)
             raise ValueError(f"live_quality_min_events ({env_name('live_quality_min_events')}) {self.live_quality_min_events} is more than the "
                              f"live_quality_window ({env_name('live_quality_window')}) {self.live_quality_window} it counts them in: no verdict could ever be given")
+        if self.min_training_rows > self.training_window:  # every training would refuse: the window holds fewer labelled events
+            raise ValueError(f"min_training_rows ({env_name('min_training_rows')}) {self.min_training_rows} is more than the training_window "
+                             f"({env_name('training_window')}) {self.training_window}, the most labelled events a training reads: no training could ever run")
         return self
 
     def floor_of(self, metric: str) -> float | None:

@@ -253,6 +253,13 @@ def test_a_live_quality_that_could_never_give_a_verdict_is_refused_naming_both_s
     assert Settings(live_quality_min_events=500).live_quality_window == 500
 
 
+def test_a_training_that_could_never_run_is_refused_naming_both_settings() -> None:
+    with pytest.raises(ValueError, match=r"min_training_rows \(MLPLATFORM_MIN_TRAINING_ROWS\) 200 is more than the training_window "
+                                         r"\(MLPLATFORM_TRAINING_WINDOW\) 150, the most labelled events a training reads"):
+        Settings(training_window=150, min_training_rows=200)
+    assert Settings(training_window=200, min_training_rows=200).training_window == 200
+
+
 def test_candidate_windows_default_to_the_whole_window_and_its_newest_tenth(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Settings(training_window=20000).window_candidates == (20000, 2000)
     assert Settings(training_window_candidates=[3000, 20000, 8000], training_window=20000).window_candidates == (20000, 8000, 3000)

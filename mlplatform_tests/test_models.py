@@ -71,6 +71,8 @@ def _declare(defs: Path, folder: str, text: str) -> Path:
          "training_window_candidates (MLPLATFORM_TRAINING_WINDOW_CANDIDATES): repeated window sizes [5000]"),
         (_adult_defs("  loop: {training_window: 10000, training_window_candidates: [50000, 1000]}\n"),
          "attributes.loop: Value error, training_window_candidates (MLPLATFORM_TRAINING_WINDOW_CANDIDATES): [50000] larger than training_window (10000)"),
+        (_adult_defs("  loop: {training_window: 500, min_training_rows: 800}\n"),
+         "attributes.loop: Value error, min_training_rows (MLPLATFORM_MIN_TRAINING_ROWS) 800 is more than the training_window (MLPLATFORM_TRAINING_WINDOW) 500"),
         (_adult_defs("").replace("RetrainingLoop", "RetrainingLoops"),
          "type: 'mlplatform.RetrainingLoops' is no component of mlplatform (its one component type: mlplatform.RetrainingLoop)"),
         (_adult_defs("  loop: {training_window_candidates: 5000}\n"), "attributes.loop.training_window_candidates"),
