@@ -7,11 +7,14 @@ import json
 import time
 import os
 import re
+import shutil
 import uuid
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pandas as pd
@@ -430,6 +433,40 @@ def test_the_demo_leaves_a_state_folder_in_use_alone(tmp_path: Path) -> None:
         assert (state / "events" / "adult.sqlite").exists()
     reset_state(Settings(state_dir=state))
     assert not (state / "events").exists(), "once nothing uses it, the demo's own folder is reset"
+
+
+def test_a_serve_starting_while_the_demo_deletes_waits_and_then_holds_the_emptied_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check for users and the deletion were two steps: a `serve` that took its hold between them had its files
+    deleted under it, and its hold was on a lock file deleted with them, which the next `demo` no longer saw."""
+    from mlplatform.cli.demo import DemoError, reset_state
+    from mlplatform.cli.stack import in_use
+
+    state = tmp_path / "state"
+    reset_state(Settings(state_dir=state))
+    (state / "events").mkdir()
+    delete, held, release = shutil.rmtree, threading.Event(), threading.Event()
+    waited: list[bool] = []
+
+    def serve() -> None:
+        with in_use(state):
+            held.set()
+            release.wait(30)
+
+    def deleting(path: Any, *args: Any, **kwargs: Any) -> None:
+        starting = threading.Thread(target=serve, daemon=True)
+        starting.start()
+        waited.append(not held.wait(0.5))
+        delete(path, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "rmtree", deleting)
+    reset_state(Settings(state_dir=state))
+    assert waited == [True], "the serve waited for the deletion to end"
+    assert held.wait(10) and not (state / "events").exists()
+    try:
+        with pytest.raises(DemoError, match=re.escape("is in use by a prediction service")):
+            reset_state(Settings(state_dir=state))
+    finally:
+        release.set()
 
 
 def test_loading_the_code_location_creates_no_state_and_prints_no_dagster_beta_notices(tmp_path: Path) -> None:

@@ -1,13 +1,12 @@
 """`mlplatform demo`: the whole loop on the default dataset, against a real Dagster instance and MLflow store."""
 
-import shutil
 import time
 from collections.abc import Callable
 
 import dagster as dg
 import pandas as pd
 
-from mlplatform.cli.stack import users_of
+from mlplatform.cli.stack import IN_USE_FILE, LOCK_FILE, empty_unless_used
 from mlplatform.cli.status import decision_said
 from mlplatform.domain.keys import (CHAMPION_VERSION, DATASET_DRIFT, DRIFT_COLUMNS, DRIFT_SHARE, DRIFT_SHARE_TAG, DRIFTED_COLUMN_NAMES, DRIFTED_COLUMNS, NEW_LABELLED_TAG,
                                    REASON_TAG, REPORT_URL, SKIP_REASON, SKIPPED)
@@ -37,15 +36,13 @@ class DemoError(RuntimeError):
 def reset_state(settings: Settings) -> None:
     """Start from an empty state folder, but only one the demo created (or one without a file: empty folders hold nothing)."""
     state = settings.state_dir
-    if state.exists() and any(p.is_file() for p in state.rglob("*")) and not (state / DEMO_MARKER).exists():
+    locks = {state / LOCK_FILE, state / IN_USE_FILE}
+    if state.exists() and any(p.is_file() and p not in locks for p in state.rglob("*")) and not (state / DEMO_MARKER).exists():
         raise DemoError(f"{state} holds state the demo did not create; set MLPLATFORM_STATE_DIR to another folder or remove it")
-    if state.exists() and (user := users_of(state)) is not None:
+    if (user := empty_unless_used(state)) is not None:
         raise DemoError(f"{state} is in use by {user}: the demo starts from an empty state folder and would delete the event logs, "
                         "model versions and reports it works on. Stop it first, or set MLPLATFORM_STATE_DIR to another folder")
-    if state.exists():
-        shutil.rmtree(state)
     forget_platforms()
-    state.mkdir(parents=True)
     (state / DEMO_MARKER).write_text("created by mlplatform demo\n", encoding="utf-8")
 
 

@@ -14,6 +14,7 @@ import fcntl
 import json
 import os
 import shlex
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -113,22 +114,35 @@ def in_use(state_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def users_of(state_dir: Path) -> str | None:
-    """Who uses the state folder now (a stack, a prediction service), or None: a `demo` that deleted a folder in use
-    left serving on a champion that no longer existed, and lost the event log it had been writing."""
-    if (stack := running_stack(state_dir)) is not None:
-        return f"`mlplatform dev` (pid {stack.pid}, {stack.profile} profile)"
+def empty_unless_used(state_dir: Path) -> str | None:
+    """Delete what the state folder holds unless a stack or a prediction service uses it; returns who does, or None
+    once it is empty. Both locks are held across the deletion and their files kept: a `serve` starting meanwhile waits
+    for its shared hold and then runs on the emptied folder, a `dev` is refused. Before, the check and the deletion were
+    two steps, and what started between them lost its files (a `demo` deleted a folder that a `serve` had just opened)."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    stack_fd = os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fd = os.open(state_dir / IN_USE_FILE, os.O_RDONLY)
-    except FileNotFoundError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return None
-    except BlockingIOError:
-        return "a prediction service (`mlplatform serve`)"
+        if not _lock(stack_fd):
+            other = _read(stack_fd)
+            return f"`mlplatform dev` (pid {other.pid}, {other.profile} profile)"
+        serve_fd = os.open(state_dir / IN_USE_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(serve_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return "a prediction service (`mlplatform serve`)"
+            for entry in state_dir.iterdir():
+                if entry.name in (LOCK_FILE, IN_USE_FILE):
+                    continue
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+            return None
+        finally:
+            os.close(serve_fd)
     finally:
-        os.close(fd)
+        os.close(stack_fd)
 
 
 def running_stack(state_dir: Path) -> RunningStack | None:
