@@ -99,7 +99,7 @@ def holding(state_dir: Path, profile: str) -> Iterator[None]:
 @contextmanager
 def in_use(state_dir: Path) -> Iterator[None]:
     """A shared hold on the state folder for as long as a long-running command (`serve`) reads and writes it; several
-    may hold it at once. What `demo` looks at before it deletes the folder (`users_of`). A folder this process cannot
+    may hold it at once. What `demo` looks at before it deletes the folder (`empty_unless_used`). A folder this process cannot
     write (a serving host whose stores are all servers) is served without the hold: nothing there for a demo to delete."""
     try:
         state_dir.mkdir(parents=True, exist_ok=True)
