@@ -154,6 +154,22 @@ def test_the_loop_promotes_refuses_bad_windows_and_rejects_worse_challengers(
         raise_on_failure(result, "materializing")  # what `mlplatform materialize` prints: not "1 blocking asset check failed"
 
 
+def test_a_label_file_mostly_applied_passes_the_quarantine_share(state: Settings, instance: dg.DagsterInstance, adult_spec: DatasetSpec,
+                                                                  adult_rows: pd.DataFrame) -> None:
+    """raw_events_quality left the applied labels out of the rows read: a file of 1000 labels, 20 of them for unknown
+    events, was '100.0% of the last ingestion was quarantined' and failed the check (the review); it is 2%."""
+    write_batches(adult_rows.iloc[:1000], adult_spec, state.landing_dir, 1000, with_labels=False)
+    materialize(instance, [RAW_EVENTS], raise_on_error=True)
+    labels = adult_rows.iloc[:1000][[EVENT_ID, adult_spec.label]].copy()
+    labels.iloc[:20, 0] = [f"unknown-{i}" for i in range(20)]
+    labels.to_csv(state.landing_dir / "labels.csv", index=False)
+    result = materialize(instance, [RAW_EVENTS], raise_on_error=True)
+    raw = latest_metadata(instance, names().asset(RAW_EVENTS))
+    assert raw is not None and (raw["labels_applied"], raw["quarantined"]) == (980, 20)
+    [check] = [e for e in result.get_asset_check_evaluations() if e.check_name == "raw_events_quality"]
+    assert check.passed and check.metadata["quarantine_share"].value == pytest.approx(0.02), check.description
+
+
 def test_the_definitions_load_from_workspace_yaml() -> None:
     """Every model's keys, jobs and sensors, by name: a renamed asset key fails here in milliseconds, not in a UI test."""
     workspace = yaml.safe_load((REPO_ROOT / "workspace.yaml").read_text(encoding="utf-8"))
