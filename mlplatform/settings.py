@@ -107,7 +107,7 @@ class Settings(BaseSettings):
     holdout_max_rows: int = Field(default=2000, ge=10, description="Cap on the hold-out, so a challenger still trains on most of what arrived since the last champion.")
     refit_on_holdout: bool = Field(default=True, description="After the challenger's window and parameters are chosen on the hold-out, refit that configuration (same boosting rounds) on its training rows and the hold-out, and register the refit; the validation model's hold-out predictions stay the evidence it is judged by (against a refit champion: on the hold-out rows labelled after the champion's cut-off, when there are at least 200). Off: the validation model itself is registered.")
     validation_fraction: float = Field(default=0.2, gt=0, lt=0.9, description="Latest share of the training part used for early stopping.")
-    min_training_rows: int = Field(default=200, ge=10, description="Fewer labelled events than this and training refuses to run.")
+    min_training_rows: int = Field(default=200, ge=10, description="Fewer labelled events than this in the window and training refuses to run (its training part, the hold-out split off, needs this times 1 - holdout_fraction).")
     tuning_trials: int = Field(default=8, ge=1, description="Hyperparameter trials per training.")
     tuning_seconds: float = Field(default=60.0, gt=0, description="Time budget for tuning per training.")
     num_boost_round: int = Field(default=1000, ge=1)

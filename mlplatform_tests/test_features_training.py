@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from mlplatform.domain.evaluation import classes_training_lacks, default_floor, passes_floor, score
 from mlplatform.domain.training import TrainingConfig, TrainingError, TrainingResult, check_window, fit_transformer, refit, train, tuned_params
 from mlplatform.domain.window_choice import train_best_window
-from mlplatform.pipeline.retraining import change_window, evidence_on, judge, prune_snapshots, train_on_best_window
+from mlplatform.pipeline.retraining import change_window, evidence_on, judge, prepare_window, prune_snapshots, train_on_best_window
 from mlplatform.settings import Settings
 from mlplatform.domain.validation import EVENT_ID, LABEL, validate_frame
 
@@ -217,6 +217,18 @@ def test_on_a_stationary_stream_the_full_window_wins_or_ties(window: pd.DataFram
     full, recent = choice.candidates
     assert full.window == 2500 and choice.result.trials == FAST.trials
     assert choice.window == 2500 or recent.holdout_score - full.holdout_score < 0.01, choice.candidates
+
+
+def test_a_window_features_accepts_is_one_training_takes(window: pd.DataFrame, adult_spec: DatasetSpec) -> None:
+    """features asked min_training_rows of the window and its share (1 - holdout_fraction) of the training part, while
+    training asked all of min_training_rows of that part: a window of 200 to 249 labelled events passed features and
+    failed every training with 'only 192 labelled events in the window' (the review). One rule now, both ways."""
+    settings = Settings(min_training_rows=200, tuning_trials=1, training_window_since_change=False)
+    train_part, holdout, transformer = prepare_window(settings, adult_spec, window.head(240))
+    assert (len(train_part), len(holdout)) == (192, 48)
+    assert train_on_best_window(settings, adult_spec, train_part, holdout, transformer).validation.train_rows > 0
+    with pytest.raises(TrainingError, match="only 199 labelled events in the window; at least 200 are needed \\(min_training_rows"):
+        prepare_window(settings, adult_spec, window.head(199))
 
 
 def test_one_candidate_is_the_single_fixed_window_and_useless_ones_are_skipped(trained: TrainingResult, window: pd.DataFrame, adult_spec: DatasetSpec) -> None:
