@@ -116,6 +116,18 @@ def test_a_hold_out_winner_waits_for_its_shadow_evidence_and_is_promoted_once_it
         reg.unpin("test done", "test")
     finally:
         elsewhere.close()
+    # Live events of one class: the live ROC AUC of both is undefined, which read as the challenger's loss ('misses the
+    # quality floor (≥ -inf)'); it says nothing, and the evidence is in, so the hold-out decides alone, saying why (the review).
+    one_class = live[(live[LABEL] == "<=50K").to_numpy()].head(MIN_EVENTS * 2)
+    elsewhere = EventLog(tmp_path / "one-class.sqlite", adult_spec)
+    try:
+        _serve_in_shadow(elsewhere, adult_spec, one_class, reg, 1, 2)
+        silent = evaluate_challenger(model().settings, adult_spec, reg, snapshot, 2, elsewhere)
+    finally:
+        elsewhere.close()
+    assert silent.decision.promote and not silent.awaiting_shadow and silent.shadow is not None and silent.shadow.undefined == "roc_auc"
+    assert silent.decision.reason.startswith(f"decided on the hold-out alone: roc_auc is undefined on the {MIN_EVENTS * 2} live labelled events "
+                                             "scored by both (one class only, say); on the hold-out: challenger roc_auc"), silent.decision.reason
     assert not lost.decision.promote and not lost.awaiting_shadow and lost.verdict == "rejected"
     assert lost.shadow is not None and lost.shadow.events == len(segment) and "loses in shadow on" in lost.decision.reason
     assert (lost_pinned.verdict, lost_pinned.kept_by_person, lost.kept_by_person) == ("rejected", False, False)

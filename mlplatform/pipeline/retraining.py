@@ -545,7 +545,9 @@ def evaluate_challenger(settings: Settings, spec: DatasetSpec, registry: Registr
     shadow = None if champion is None else compare_on_live(settings, spec, events, challenger_version, champion.version)
     awaiting = False
     if decision.promote and shadow is not None and settings.promotion_requires_shadow_win:
-        if shadow.decision is None and shadow_wait_left(settings, registry.get_version(challenger_version).creation_timestamp, time.time()) > 0:
+        if shadow.undefined is not None:  # the evidence is in and says nothing: waiting longer would not change it (the review)
+            decision = replace(decision, reason=f"decided on the hold-out alone: {shadow.summary()}; on the hold-out: {decision.reason}")
+        elif shadow.decision is None and shadow_wait_left(settings, registry.get_version(challenger_version).creation_timestamp, time.time()) > 0:
             awaiting = True
             decision = replace(decision, promote=False, reason=f"awaiting shadow evidence ({shadow.summary()}); on the hold-out: {decision.reason}")
         elif shadow.decision is None:

@@ -32,13 +32,16 @@ class ShadowComparison:
     needed: int
     challenger_metrics: dict[str, float]
     champion_metrics: dict[str, float]
-    decision: Decision | None  # None while the evidence is short
+    decision: Decision | None  # None while the evidence is short, or says nothing (`undefined`)
+    undefined: str | None = None  # the live metric, when it cannot be computed on the events (one class only)
 
     @property
     def enough(self) -> bool:
         return self.decision is not None
 
     def summary(self) -> str:
+        if self.undefined is not None:
+            return f"{self.undefined} is undefined on the {self.events} live labelled events scored by both (one class only, say)"
         if self.decision is None:
             return f"{self.events} of {self.needed} live labelled events scored by both so far"
         return f"on {self.events} live labelled events: {self.decision.reason}"
@@ -59,10 +62,13 @@ def compare_on_live(settings: Settings, spec: DatasetSpec, events: EventStore, c
     challenger = _metrics(spec, window[LABEL], window["shadow_prediction"], window["shadow_probability"])
     champion = _metrics(spec, window[LABEL], window[PREDICTION], window[PROBABILITY])
     metric, higher = live_metric(spec)
-    decision = None
+    decision, undefined = None, None
     if total >= settings.shadow_min_events:
-        decision = decide(spec, challenger, champion, settings.promotion_margin, -math.inf if higher else math.inf, on=(metric, higher))
-    return ShadowComparison(challenger_version, champion_version, total, settings.shadow_min_events, challenger, champion, decision)
+        if metric in challenger and metric in champion:
+            decision = decide(spec, challenger, champion, settings.promotion_margin, -math.inf if higher else math.inf, on=(metric, higher))
+        else:  # before, a NaN for both read as the challenger's loss ('misses the quality floor (≥ -inf)'): the review
+            undefined = metric
+    return ShadowComparison(challenger_version, champion_version, total, settings.shadow_min_events, challenger, champion, decision, undefined)
 
 
 def shadow_wait_left(settings: Settings, registered_ms: int, now: float) -> float:
