@@ -546,3 +546,39 @@ def test_an_event_landed_with_a_time_ahead_is_not_in_the_history_of_requests_bef
     rebuilt = with_history(log, parts.spec, window, log.counts().label_watermark).set_index("event_id").loc[event_id, parts.spec.history_numeric]
     rebuilt = rebuilt.astype("float64")
     assert np.allclose(served.to_numpy(), rebuilt.to_numpy(), rtol=1e-9, atol=1e-9, equal_nan=True), (served.to_dict(), rebuilt.to_dict())
+
+
+def test_a_state_grown_past_twice_its_horizons_keys_is_rebuilt_to_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Requests of ever new keys grew serving's history state without bound until a restart (the serving probe: about
+    9 KB a key, 317 MB to 857 MB over 60,000 keys). Past twice the keys it held when built (here with the floor at 30),
+    it is rebuilt from the log, which keeps the keys of the horizon (`warmup_events: 20`), as a restart does: a key last
+    seen before it reads as new, one inside it as before. The catch-up thread sleeps; the test calls its round."""
+    from mlplatform.serving import service as service_module
+
+    spec_text = BIKE_HISTORY_SPEC.read_text(encoding="utf-8")
+    head = spec_text[: spec_text.index("\nhistory:") + 1].replace("files: [bike_sharing/", f"files: [{BIKE_HISTORY_SPEC.parent}/bike_sharing/")
+    spec_path = tmp_path / "keys.yaml"
+    spec_path.write_text(head + "history:\n  warmup_events: 20\n  features:\n    - {kind: mean, of: temp, n: 3, by: hr}\n", encoding="utf-8")
+    model = trained_parts(tmp_path, spec_path)
+    model.settings = model.settings.model_copy(update={"serve_history_catch_up_seconds": 3600.0})
+    monkeypatch.setattr(service_module, "HISTORY_KEYS_FLOOR", 30)
+    records = json_records(read_source(model.spec).iloc[LANDED : LANDED + 60], model.spec)
+    services: list[Any] = []
+    try:
+        with serving(model, prepare=services.append) as client:
+            service = services[0]
+            built = service.history.keys_kept
+            assert 0 < built <= 20 and metric(client, "mlplatform_history_keys") == built
+            for i, record in enumerate(records[:10]):  # each a key (hour) never seen: 10 more, within twice the keys built
+                assert client.post("/predict", json={**record, "hr": 1000 + i}).status_code == 200
+            service._rebuild_history()
+            assert metric(client, "mlplatform_history_rebuilds_total") == 0 and metric(client, "mlplatform_history_keys") == built + 10
+            for i, record in enumerate(records[10:], start=10):
+                assert client.post("/predict", json={**record, "hr": 1000 + i}).status_code == 200
+            service._rebuild_history()
+            assert metric(client, "mlplatform_history_rebuilds_total") == 1 and metric(client, "mlplatform_history_keys") == service.history.keys_kept == 20
+            now, name = now_us(), "hist__temp_mean3__by_hr"
+            assert np.isnan(service.history.features({"hr": 1000}, now)[name]), "beyond the horizon: a new key, as after a restart"
+            assert service.history.features({"hr": 1059}, now)[name] == pytest.approx(records[59]["temp"])
+    finally:
+        model.event_log.close()

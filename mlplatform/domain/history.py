@@ -616,6 +616,11 @@ class HistoryState:
         self._clock = -(2**63)  # the latest request's (or replayed event's) time: what time windows may forget
         self._observed_above: set[int] = set()  # label_seqs above the watermark observed already (through /feedback)
 
+    @property
+    def keys_kept(self) -> int:
+        """Key values with a state, over every key column (the whole stream counts as one): what memory grows with."""
+        return sum(len(table) for table in self._tables.values())
+
     def _label_number(self, label: Any) -> float:
         """A label as windows read it (as `_label_values`): 1/0 for the positive class, the number for regression, none for multiclass."""
         if self._task == "binary":

@@ -147,6 +147,9 @@ def _caller_ids(records: list[Any], loc: tuple[str | int, ...], key: str) -> tup
 
 
 REBUILD_RETRY_SECONDS = 30.0  # after a failed rebuild of the history state, before the next try
+# A history state past twice the keys it held when built (and at least this many) is rebuilt, which keeps those of the
+# horizon: requests of ever new keys grew it without bound between rebuilds (about 9 KB a key, the serving probe).
+HISTORY_KEYS_FLOOR = 10_000
 CORRECTION_FROM = "MLPLATFORM_SERVE_ONLINE_CORRECTION, or its defs.yaml's loop:"
 ONLY_SOME = "unset MLPLATFORM_SERVE_ONLINE_CORRECTION and set `loop: {serve_online_correction: true}` in their defs.yaml"
 
@@ -197,12 +200,19 @@ class ModelService:
         # A request failed after its event entered the state (its log write, the model): the state holds an event the
         # log does not, which later requests would read and training never does; the next round rebuilds it.
         self._history_stale = False
+        self._keys_bound = HISTORY_KEYS_FLOOR  # more keys than this and the state is rebuilt (`_rebuilt`)
+
+    def _rebuilt(self, state: HistoryState) -> HistoryState:
+        """A state just built from the log: it keeps the keys of the horizon, and may grow to twice as many."""
+        self._keys_bound = max(HISTORY_KEYS_FLOOR, 2 * state.keys_kept)
+        self.metrics.history_keys.set(state.keys_kept)
+        return state
 
     def start(self) -> None:
         s = self.settings
         if self.history is not None:  # rebuilt from the log before the first request
             self._others_seen = self.events.counts().total  # this process has filed nothing yet
-            self.history, _ = self._history_from_log()
+            self.history = self._rebuilt(self._history_from_log()[0])
             self.metrics.history_watermark.set(self.history.label_watermark)
         self.log = PredictionLog(self.events, self.metrics, s.serve_log_interval_ms / 1000, s.serve_log_max_rows, s.serve_log_on_loop)
         self.log.probe()  # not ready from the start if the event log cannot be written
@@ -412,9 +422,14 @@ class ModelService:
         --workers N`) are in training's past, so requests see them too: the state is built again from the log, as at start,
         and swapped in with what requests and /feedback filed meanwhile (before, they entered it at the next start only).
         Rebuilding holds the interpreter, so it takes at most a tenth of the time: a landing folder taking files all the
-        time, or another process answering all the time, does not take the CPU requests need."""
+        time, or another process answering all the time, does not take the CPU requests need. A state grown past twice
+        the keys it was built with (requests of ever new keys) is rebuilt too: that keeps the keys of the horizon only,
+        as a restart does."""
         others = self._others_filed()
-        if (others <= self._others_seen and not self._history_stale) or time.monotonic() < self._rebuild_after:
+        assert self.history is not None
+        kept = self.history.keys_kept
+        self.metrics.history_keys.set(kept)
+        if (others <= self._others_seen and not self._history_stale and kept <= self._keys_bound) or time.monotonic() < self._rebuild_after:
             return
         began, rebuilt = time.monotonic(), False
         with self._history_lock:  # from the events answered whose log write has not settled on: the read may miss them
@@ -428,7 +443,7 @@ class ModelService:
                         fresh.observe_label(*entry)  # with its label_seq: filed once, whether the rebuild read it or not
                     elif entry[0] not in replayed:  # an event answered but not logged when the log was read
                         fresh.observe_event(*entry[1:])
-                self.history, self._history_stale = fresh, False  # what failed meanwhile left the journal (`_forget_events`)
+                self.history, self._history_stale = self._rebuilt(fresh), False  # what failed meanwhile left the journal (`_forget_events`)
             rebuilt = True
         finally:
             with self._history_lock:
