@@ -19,7 +19,7 @@ from mlplatform.stores.registry import Registry
 from mlplatform.domain.spec import DatasetSpec, parse_spec
 from pydantic import ValidationError
 
-from mlplatform.domain.evaluation import classes_training_lacks, default_floor, passes_floor, score
+from mlplatform.domain.evaluation import classes_training_lacks, decide, default_floor, passes_floor, score
 from mlplatform.domain.training import TrainingConfig, TrainingError, TrainingResult, check_window, fit_transformer, refit, train, tuned_params
 from mlplatform.domain.window_choice import train_best_window
 from mlplatform.pipeline.retraining import change_window, evidence_on, judge, prepare_window, prune_snapshots, train_on_best_window
@@ -381,6 +381,24 @@ def test_against_a_refit_champion_only_holdout_rows_after_its_cutoff_are_judged(
     assert too_few.judged_rows == 600 and "only 50 came after its cut-off, fewer than 200" in too_few.decision.reason
     enough_after = judge(settings, adult_spec, holdout, challenger, trained.predictor, np.arange(600) >= 300, recorded)
     assert enough_after.champion_metrics == after.champion_metrics, "with enough rows after its cut-off, only they are judged, as before"
+
+
+def test_decide_promotes_on_a_win_only_and_says_when_the_metric_is_undefined(adult_spec: DatasetSpec) -> None:
+    """The review: with a margin of 0 a tie promoted ('beats champion 0.8000 by +0.0000'), and the README says the
+    champion moves only on a win; a challenger whose metric is undefined on the hold-out (one class) was said to miss
+    the floor ('roc_auc nan misses the quality floor'), as if measured."""
+    tie = decide(adult_spec, {"roc_auc": 0.8}, {"roc_auc": 0.8}, 0.0, 0.6)
+    assert not tie.promote and tie.reason == "challenger roc_auc 0.8000 vs champion 0.8000: +0.0000 is no win"
+    win = decide(adult_spec, {"roc_auc": 0.8001}, {"roc_auc": 0.8}, 0.0, 0.6)
+    assert win.promote and win.reason.startswith("challenger roc_auc 0.8001 beats champion 0.8000 by +0.0001")
+    short = decide(adult_spec, {"roc_auc": 0.805}, {"roc_auc": 0.8}, 0.01, 0.6)
+    assert not short.promote and short.reason.endswith("+0.0050 is below the margin 0.01")
+    regression = parse_spec({"name": "r", "task": "regression", "label": "y", "features": {"x": "numeric"}})
+    assert not decide(regression, {"rmse": 2.0}, {"rmse": 2.0}, 0.0, 10.0).promote and decide(regression, {"rmse": 1.9}, {"rmse": 2.0}, 0.0, 10.0).promote
+    for champion in (None, {"roc_auc": 0.8}):
+        undefined = decide(adult_spec, {"roc_auc": math.nan}, champion, 0.0, 0.6)
+        assert not undefined.promote and undefined.reason == ("challenger roc_auc is undefined on this hold-out (one class only, say): it cannot be "
+                                                              "held to the quality floor (≥ 0.6000), so it is not promoted")
 
 
 def test_a_multiclass_floor_failed_by_a_class_the_training_rows_lack_says_so() -> None:

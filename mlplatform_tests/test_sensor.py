@@ -322,7 +322,8 @@ def test_a_hand_moved_or_pinned_champion_is_what_sensors_status_and_evaluation_f
     assert registry.champion_record() == record
     # Kept out by the pin if it won on the scores (then no verdict the drift bar learns from), else rejected on its merits.
     judged = platform.instance.get_runs(limit=1)[0]
-    won = float(str(evaluation["improvement"])) >= float(str(evaluation["margin"]))
+    improvement = float(str(evaluation["improvement"]))
+    won = improvement > 0 and improvement >= float(str(evaluation["margin"]))
     assert evaluation[KEPT_BY_PERSON] is won, evaluation["reason"]
     assert [o.promoted for o in policy_record(platform.instance, ADULT, [_as_drift_retraining(judged)])] == [None if won else False]
 

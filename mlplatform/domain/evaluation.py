@@ -199,6 +199,9 @@ def decide(spec: DatasetSpec, challenger: dict[str, float], champion: dict[str, 
     cp = None if champion is None else champion.get(metric, float("nan"))
     common = dict(metric=metric, higher_is_better=higher, challenger=ch, champion=cp, margin=margin, floor=floor)
     direction = "≥" if higher else "≤"
+    if math.isnan(ch):  # before: 'challenger roc_auc nan misses the quality floor', as if it had been measured (the review)
+        return Decision(False, f"challenger {metric} is undefined on this hold-out (one class only, say): it cannot be held to the quality "
+                               f"floor ({direction} {floor:.4f}), so it is not promoted", **common)
     if not passes_floor(ch, floor, higher):
         return Decision(False, f"challenger {metric} {ch:.4f} misses the quality floor ({direction} {floor:.4f})", **common)
     if cp is None:
@@ -206,6 +209,7 @@ def decide(spec: DatasetSpec, challenger: dict[str, float], champion: dict[str, 
     if math.isnan(cp):
         return Decision(True, f"champion {metric} is undefined on this hold-out; challenger {ch:.4f} passes the floor", **common)
     gain = (ch - cp) if higher else (cp - ch)
-    if gain >= margin:
+    if gain >= margin and gain > 0:  # a win: with a margin of 0, a tie promoted, saying 'beats ... by +0.0000' (the review)
         return Decision(True, f"challenger {metric} {ch:.4f} beats champion {cp:.4f} by {gain:+.4f} (margin {margin})", **common)
-    return Decision(False, f"challenger {metric} {ch:.4f} vs champion {cp:.4f}: {gain:+.4f} is below the margin {margin}", **common)
+    short = f"is below the margin {margin}" if gain < margin else "is no win"
+    return Decision(False, f"challenger {metric} {ch:.4f} vs champion {cp:.4f}: {gain:+.4f} {short}", **common)
