@@ -154,6 +154,25 @@ def test_the_loop_promotes_refuses_bad_windows_and_rejects_worse_challengers(
         raise_on_failure(result, "materializing")  # what `mlplatform materialize` prints: not "1 blocking asset check failed"
 
 
+def test_a_champion_whose_files_are_gone_is_replaced_not_a_wall(state: Settings, instance: dg.DagsterInstance, adult_spec: DatasetSpec,
+                                                                 adult_rows: pd.DataFrame) -> None:
+    """The review: with the champion's booster file deleted, trained_model and evaluation_report raised loading it, run
+    after run, and nothing could ever replace a champion that serving could not load either. It is judged as if there
+    were no champion, as one the spec no longer fits, and the reason says why."""
+    write_batches(adult_rows.iloc[:1500], adult_spec, state.landing_dir, 1500)
+    assert materialize(instance, LOOP).success
+    [booster] = list(state.state_dir.rglob("booster.txt"))
+    booster.unlink()
+    write_batches(adult_rows.iloc[1500:2500], adult_spec, state.landing_dir, 1000)
+    result = materialize(instance, LOOP)
+    assert result.success, failures(result)
+    evaluation = latest_metadata(instance, names().asset(EVALUATION_REPORT))
+    assert evaluation is not None and (evaluation["decision"], evaluation["challenger_version"]) == ("promoted", 2)
+    assert str(evaluation["reason"]).startswith("champion v1 cannot be loaded (FileNotFoundError: [Errno 2] No such file or directory: "), evaluation["reason"]
+    assert "so serving cannot load it: judged as if there were no champion, challenger roc_auc" in str(evaluation["reason"])
+    assert int(model().registry.champion().version) == 2
+
+
 def test_a_label_file_mostly_applied_passes_the_quarantine_share(state: Settings, instance: dg.DagsterInstance, adult_spec: DatasetSpec,
                                                                   adult_rows: pd.DataFrame) -> None:
     """raw_events_quality left the applied labels out of the rows read: a file of 1000 labels, 20 of them for unknown

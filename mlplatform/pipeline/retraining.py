@@ -25,7 +25,7 @@ from mlplatform.stores.dask_cluster import dask_client
 from mlplatform.stores.eventlog import EventStore
 from mlplatform.domain.features import FeatureTransformer, HistoryFeaturesMissing
 from mlplatform.domain.history import Backdated, HorizonReach, backdated, history_frame, horizon_reach
-from mlplatform.domain.predictor import Predictor, scores_records_of, spec_mismatch
+from mlplatform.domain.predictor import ModelFileDamaged, Predictor, scores_records_of, spec_mismatch
 from mlplatform.stores.registry import TRAINING, ChampionRecord, Registry, json_tag
 from mlplatform.settings import Settings, env_name
 from mlplatform.domain.spec import DatasetSpec
@@ -270,6 +270,19 @@ class Challenger:
     window: Window  # what its version's window tags say it learned from
 
 
+def loaded_champion(registry: Registry, version: int) -> tuple[Predictor | None, str | None]:
+    """The champion's predictor, or None and why its files cannot be loaded (deleted, damaged): serving cannot load it
+    either, so it is no benchmark to keep, as a champion the spec no longer fits. Before, every retraining failed on
+    it, and nothing could ever replace a champion nothing could serve (the review)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return registry.load_predictor(version), None
+    except (OSError, ModelFileDamaged, MlflowException) as exc:
+        log.warning("champion v%s cannot be loaded: %s: %s", version, type(exc).__name__, exc)
+        return None, f"{type(exc).__name__}: {exc}"
+
+
 def train_challenger(settings: Settings, spec: DatasetSpec, registry: Registry, snapshot: FeatureSnapshot, extra_tags: dict[str, str],
                      checkpoint: Callable[[], None] | None = None) -> Challenger:
     """Train on the snapshot's training part (refit on the hold-out too, under `refit_on_holdout`) and register the
@@ -283,7 +296,7 @@ def train_challenger(settings: Settings, spec: DatasetSpec, registry: Registry, 
     record = registry.champion_record()
     unseen = None if record is None else unseen_after(window, record.label_seq_cutoff)
     locatable = unseen is not None and int((unseen & window[LABEL].notna().to_numpy()).sum()) >= 2 * MIN_SEGMENT
-    champion = registry.load_predictor(record.version) if record is not None and locatable and settings.training_window_since_change else None
+    champion = loaded_champion(registry, record.version)[0] if record is not None and locatable and settings.training_window_since_change else None
     stop_here()
     since_change = change_window(settings, spec, window, champion, unseen)
     stop_here()
@@ -522,13 +535,13 @@ def evaluate_challenger(settings: Settings, spec: DatasetSpec, registry: Registr
     if record is not None and record.version == challenger_version:
         return _already_champion(settings, spec, registry, snapshot, record)
     champion = record
-    champion_predictor = None if champion is None else registry.load_predictor(champion.version)
+    champion_predictor, unloadable = (None, None) if champion is None else loaded_champion(registry, champion.version)
     champion_unseen = champion_recorded = None
     if champion is not None and int(registry.get_version(champion.version).tags.get(REFIT_ROWS_TAG, "0")) > 0:
         champion_unseen = unseen_after(holdout, champion.label_seq_cutoff)
         if int(champion_unseen.sum()) < MIN_JUDGED_ROWS:  # only then are its own hold-out's rows judged (see `judge`)
             champion_recorded = recorded_evidence(registry, holdout, champion.version)
-    misfit = None if champion_predictor is None else spec_mismatch(champion_predictor, spec)
+    misfit = unloadable if champion_predictor is None else spec_mismatch(champion_predictor, spec)
     predicted = hold_out_evidence(registry, holdout, challenger_version)
     judgement = judge(settings, spec, holdout, predicted, None if misfit else champion_predictor, champion_unseen, champion_recorded)
     decision = judgement.decision
@@ -540,7 +553,8 @@ def evaluate_challenger(settings: Settings, spec: DatasetSpec, registry: Registr
         # the floor" read as a refusal and named two challenger scores (the new-user probe).
         alone = decision.reason.removeprefix(f"{NO_CHAMPION}; ")
         beside = _misfit_scores(settings, spec, holdout, predicted, champion_predictor, champion_unseen, champion_recorded)
-        decision = replace(decision, reason=f"champion v{champion.version} does not fit the dataset spec ({misfit}), so serving cannot load it: "
+        unfit = f"cannot be loaded ({misfit})" if champion_predictor is None else f"does not fit the dataset spec ({misfit})"
+        decision = replace(decision, reason=f"champion v{champion.version} {unfit}, so serving cannot load it: "
                                             f"judged as if there were no champion, {alone}{beside}")
     shadow = None if champion is None else compare_on_live(settings, spec, events, challenger_version, champion.version)
     awaiting = False
