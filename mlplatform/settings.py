@@ -230,6 +230,17 @@ class Settings(BaseSettings):
             raise ValueError(f"{name}: repeated window sizes {repeated}")
         if larger := [c for c in candidates if c > self.training_window]:
             raise ValueError(f"{name}: {larger} larger than training_window ({self.training_window}), the most events a training reads")
+        holdout = min(int(self.training_window * self.holdout_fraction), self.holdout_max_rows)  # at a full window
+        if max(candidates) - holdout < self.train_part_min_rows:  # the largest is always trained: it would always fail
+            raise ValueError(f"{name}: the largest, {max(candidates)}, leaves {max(candidates) - holdout} training rows beside a full window's hold-out of "
+                             f"{holdout} (holdout_fraction, holdout_max_rows), fewer than the {self.train_part_min_rows} min_training_rows asks for")
+
+    @property
+    def train_part_min_rows(self) -> int:
+        """The labelled rows a window's training part needs: min_training_rows' share once the hold-out is split off. One
+        rule for `features` and `trained_model`: training asked for all of min_training_rows on that part, so a window of
+        200 to 249 labelled events passed `features` and then failed every training (the review)."""
+        return max(10, int(self.min_training_rows * (1 - self.holdout_fraction)))
 
     @property
     def window_candidates(self) -> tuple[int, ...]:

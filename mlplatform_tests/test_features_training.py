@@ -251,6 +251,8 @@ def test_one_candidate_is_the_single_fixed_window_and_useless_ones_are_skipped(t
         ([5000, -3, 2000], r"window sizes must be ≥ 1 events, got \[-3\]"),
         ([5000, 2000, 5000], r"repeated window sizes \[5000\]"),
         ([60000, 5000], r"\[60000\] larger than training_window \(50000\)"),
+        ([2100, 1000], r"the largest, 2100, leaves 100 training rows beside a full window's hold-out of 2000 \(holdout_fraction, holdout_max_rows\), "
+                       r"fewer than the 160 min_training_rows asks for"),
     ],
 )
 def test_bad_candidate_windows_are_refused_naming_the_setting(candidates: list[int], message: str) -> None:

@@ -100,18 +100,11 @@ class FeatureSnapshot:
         return cls(folder, window, transformer)
 
 
-def train_part_min_rows(settings: Settings) -> int:
-    """The labelled rows a window's training part needs: min_training_rows' share once the hold-out is split off. One
-    rule for `features` and `trained_model`: training asked for all of min_training_rows on that part, so a window of
-    200 to 249 labelled events passed `features` and then failed every training (the review)."""
-    return max(10, int(settings.min_training_rows * (1 - settings.holdout_fraction)))
-
-
 def training_config(settings: Settings, checkpoint: Callable[[], None] | None = None) -> TrainingConfig:
     """The settings' training budget; `checkpoint` (TrainingConfig.checkpoint) is where a stop may land in it."""
     return TrainingConfig(
         validation_fraction=settings.validation_fraction,
-        min_rows=train_part_min_rows(settings),
+        min_rows=settings.train_part_min_rows,
         trials=settings.tuning_trials,
         seconds=settings.tuning_seconds,
         num_boost_round=settings.num_boost_round,
@@ -138,7 +131,7 @@ def prepare_window(settings: Settings, spec: DatasetSpec, window: pd.DataFrame) 
     try:
         check_window(window, spec, settings.min_training_rows)
         train_part, holdout = split_window(window, settings.holdout_fraction, settings.holdout_max_rows)
-        check_window(train_part, spec, train_part_min_rows(settings))
+        check_window(train_part, spec, settings.train_part_min_rows)
     except TooFewLabelled as exc:
         raise TooFewLabelled(f"{exc} ({setting})") from None
     return train_part, holdout, fit_transformer(train_part, spec)
