@@ -92,7 +92,7 @@ def test_the_loop_promotes_refuses_bad_windows_and_rejects_worse_challengers(
     # A challenger that must beat the champion by an impossible margin is rejected; v1 stays champion.
     write_batches(adult_rows.iloc[4400:6400], adult_spec, state.landing_dir, 1000, prefix="more")
     monkeypatch.setenv("MLPLATFORM_PROMOTION_MARGIN", "1.0")
-    monkeypatch.setenv("MLPLATFORM_TRAINING_WINDOW_CANDIDATES", "[1500]")  # fewer rows than the snapshot's: the window tags must say so
+    monkeypatch.setenv("MLPLATFORM_TRAINING_WINDOW_CANDIDATES", "[2500]")  # fewer rows than the snapshot's: the window tags must say so
     result = materialize(instance, LOOP)
     monkeypatch.delenv("MLPLATFORM_TRAINING_WINDOW_CANDIDATES")
     assert result.success, failures(result)
@@ -149,6 +149,8 @@ def test_the_loop_promotes_refuses_bad_windows_and_rejects_worse_challengers(
     assert "misses the quality floor" in str(third["reason"])
     checks = [e for e in result.get_asset_check_evaluations() if e.check_name == QUALITY_FLOOR_CHECK]
     assert len(checks) == 1 and not checks[0].passed
+    refused = instance.get_run_by_id(result.run_id)  # a retry would judge v3 again, and the policy count its rejection twice
+    assert refused is not None and refused.tags.get(RETRY_ON_FAILURE_TAG) == "false"
     assert reg.get_version(3).tags[mlflow_tag("decision")] == "rejected" and int(reg.champion().version) == 1
     with pytest.raises(LaunchError, match=r"failed \(run .*\): adult/evaluation_report's blocking check quality_floor failed \(\w+ [0-9.]+ vs floor 0\.9990\)$"):
         raise_on_failure(result, "materializing")  # what `mlplatform materialize` prints: not "1 blocking asset check failed"

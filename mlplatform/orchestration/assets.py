@@ -22,7 +22,7 @@ from mlplatform.domain.policy import BY_HAND
 from mlplatform.domain.retry_budget import RetryBudget
 from mlplatform.domain.training import TrainingError
 from mlplatform.domain.validation import LABEL
-from mlplatform.orchestration.failures import final_failure
+from mlplatform.orchestration.failures import final_failure, leave_failed
 from mlplatform.orchestration.instance import retrain_run_tags
 from mlplatform.orchestration.interrupts import uninterrupted
 from mlplatform.orchestration.names import (CRITICAL_STEP, DRIFT_REPORT, ESTIMATED_PERFORMANCE, EVALUATION_REPORT, FEATURES, LIVE_QUALITY,
@@ -360,6 +360,8 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
             report_path = report_dir / f"{spec.name}-v{challenger_version}-{context.run.run_id[:8]}.html"
             report_path.write_text(_evaluation_html(f"{spec.name}: challenger v{challenger_version} {verdict}", evaluation.markdown(), summary), encoding="utf-8")
             registry.log_artifact(challenger_version, report_path, "evaluation")
+            if not evaluation.floor_passed:  # the blocking check fails the run: its retry judged the same challenger again, and the
+                leave_failed(context.instance, context.run.run_id)  # policy counted the rejection twice (the new-user probe)
             check = dg.AssetCheckResult(
                 check_name=QUALITY_FLOOR_CHECK,
                 passed=evaluation.floor_passed,

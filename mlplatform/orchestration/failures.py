@@ -7,7 +7,12 @@ import dagster as dg
 from mlplatform.domain.keys import RETRY_ON_FAILURE_TAG
 
 
+def leave_failed(instance: dg.DagsterInstance, run_id: str) -> None:
+    """Tag the run so that the daemon's run retry leaves it failed."""
+    instance.add_run_tags(run_id, {RETRY_ON_FAILURE_TAG: "false"})
+
+
 def final_failure(instance: dg.DagsterInstance, run_id: str, description: str) -> dg.Failure:
     """The Failure to raise, once its run is tagged not to be retried."""
-    instance.add_run_tags(run_id, {RETRY_ON_FAILURE_TAG: "false"})
+    leave_failed(instance, run_id)
     return dg.Failure(description=description, allow_retries=False)
