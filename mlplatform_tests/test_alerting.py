@@ -2,7 +2,9 @@
 API v2 with its labels, and resolved when the condition clears; a down Alertmanager never fails the pipeline."""
 
 import re
+import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import dagster as dg
@@ -10,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlplatform.stores.alerting import Alert, Alerter, AlertName, Severity, run_failed_alert
+from mlplatform.stores.alerting import Alert, Alerter, AlertName, Delivery, Severity, run_failed_alert
 from mlplatform.stores.eventlog import SERVING_SOURCE, EventLog
 from mlplatform.pipeline.live_quality import ServedVersion, measure, measure_reading
 from mlplatform.orchestration.names import LIVE_QUALITY_CHECK, ModelNames
@@ -59,6 +61,70 @@ def test_alerter_fires_resolves_and_delivers_later_when_alertmanager_was_down(al
     assert [labels_of(a)["model_version"] for a in alertmanager.alerts(AlertName.DRIFT)] == ["4"]
     alerter.resolve(AlertName.DRIFT, "adult")
     assert alertmanager.alerts(AlertName.DRIFT) == [] and alerter.firing() == []
+
+
+def test_a_reload_alert_and_its_resolve_leave_in_the_order_they_happened(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The review: each alert left on a thread of its own, so a recovery's resolve could be recorded before the failure's
+    fire, which then stayed firing. Here the fire is slow to record, and the recovery comes right after it."""
+    import threading
+
+    import mlplatform.serving.champion as champion_module
+
+    sent: list[str] = []
+    both = threading.Event()
+
+    def slow_fire(*args: Any) -> None:
+        time.sleep(0.5)
+        sent.append("fired")
+
+    def resolve(*args: Any) -> None:
+        sent.append("resolved")
+        both.set()
+
+    monkeypatch.setattr(champion_module, "serving_reload_failed", slow_fire)
+    monkeypatch.setattr(champion_module, "serving_reload_succeeded", resolve)
+    settings = Settings(state_dir=tmp_path / "state", alertmanager_url="http://127.0.0.1:1")
+    spec = load_spec(settings.dataset_spec)
+    watcher = ChampionWatcher(None, spec, interval_s=3600, metrics=ServingMetrics().model(spec.name), settings=settings)  # type: ignore[arg-type]
+    watcher._settled()  # a fresh process resolves what an earlier one may have left firing
+    assert both.wait(10)
+    sent.clear()
+    both.clear()
+    watcher._failed(1, 2, "cannot load version 2")
+    watcher._settled()
+    assert both.wait(10) and sent == ["fired", "resolved"], sent
+
+
+def test_a_proxy_that_says_later_keeps_the_alert_and_a_refusal_drops_it(tmp_path: Path) -> None:
+    """The review: any 4xx marked the batch delivered, so a proxy's 429 (rate limit) or 408 (timeout) in front of
+    Alertmanager dropped alerts; they say "later", as a 5xx does. A real refusal (400: the payload is wrong) still drops."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    import threading
+
+    answers = [429, 408, 400]
+
+    class Proxy(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(answers[0])
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        alerter = Alerter(f"http://127.0.0.1:{server.server_address[1]}", tmp_path / "alerts.sqlite", attempts=1)
+        for status in (429, 408):
+            answers[0] = status
+            held = alerter.fire(_alert())
+            assert (held.sent, held.pending, held.error) == (0, 1, f"HTTP {status}: "), held
+        answers[0] = 400
+        assert alerter.deliver() == Delivery(1, 0), "refused: dropped, as before"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_alerts_about_versions_that_no_longer_serve_are_resolved(alertmanager: Alertmanager, tmp_path: Path) -> None:
@@ -113,7 +179,7 @@ def test_serving_reload_failure_fires_from_the_champion_watcher_and_resolves_on_
     # said the outage's error long after, and the alert stayed firing, as only a new version's load cleared them.
     store = tmp_path / "other" / "mlflow.db"
     store.parent.mkdir()
-    watcher.registry = Registry(f"sqlite:///{store}", settings.artifact_root, spec)
+    watcher.registry = outage = Registry(f"sqlite:///{store}", settings.artifact_root, spec)
     store.write_bytes(b"not a database, as a store whose disk failed reads")
     down = watcher.check()
     assert down.version == later and down.error and "cannot read the champion alias" in down.error and watcher.last_error == down.error
@@ -121,6 +187,15 @@ def test_serving_reload_failure_fires_from_the_champion_watcher_and_resolves_on_
     watcher.registry = registry
     assert watcher.check().version == later and watcher.last_error is None, "back, with the version serving: the outage is over"
     wait_until("the outage's alert to resolve", lambda: alertmanager.alerts(AlertName.SERVING_RELOAD_FAILED) == [], 30)
+
+    # The review: the process that fired the alert stopped, and the next one loaded the version fine; whether an alert
+    # was firing was this process's memory only, so it stayed firing, re-sent every half hour.
+    watcher.registry = outage
+    assert watcher.check().error is not None
+    wait_until("the alert of the process that stops", lambda: len(alertmanager.alerts(AlertName.SERVING_RELOAD_FAILED)) == 1, 30)
+    restarted = ChampionWatcher(registry, spec, interval_s=3600, metrics=ServingMetrics().model(spec.name), settings=settings)
+    assert restarted.check().version == later
+    wait_until("the restarted process to resolve it", lambda: alertmanager.alerts(AlertName.SERVING_RELOAD_FAILED) == [], 30)
 
 
 def test_failed_retraining_then_refused_promotion(platform: Settings, platform_instance: dg.DagsterInstance, alertmanager: Alertmanager,

@@ -20,7 +20,7 @@ from mlplatform.settings import Settings
 from mlplatform.domain.spec import load_spec
 from mlplatform_tests.alerting_support import Alertmanager, alertmanager, champion, labels_of, materialize, platform, platform_instance, tick
 
-alerts_sensor, run_failure_alerts = ModelNames("adult").alerts_sensor, "run_failure_alerts"
+alerts_sensor, run_failure_alerts, run_success_alerts = ModelNames("adult").alerts_sensor, "run_failure_alerts", "run_success_alerts"
 
 __all__ = ["alertmanager", "platform", "platform_instance"]  # fixtures used by name
 
@@ -71,10 +71,53 @@ def test_drift_alert_names_the_drifted_columns_and_resolves_on_a_clean_report(pl
     assert alertmanager.alerts(AlertName.DRIFT) == []
 
 
+def test_a_challenger_awaiting_its_shadow_evidence_is_no_refused_promotion(platform: Settings, platform_instance: dg.DagsterInstance,
+                                                                         alertmanager: Alertmanager) -> None:
+    """The review: every decision but `promoted` fired MLPlatformPromotionRefused, so a hold-out winner waiting (up to a
+    day) for its shadow evidence was announced as 'not promoted'. Decisions recorded as evaluation_report records them."""
+    instance = platform_instance
+    cursor, _ = tick(instance, alerts_sensor, None)
+    evaluation = names().asset("evaluation_report")
+    for decision in ("awaiting_shadow", "rejected"):
+        instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=evaluation, metadata={
+            "decision": decision, "challenger_version": 7, "champion_version": 1, "reason": f"the test's {decision}", "report_url": ""}))
+        cursor, message = tick(instance, alerts_sensor, cursor)
+        if decision == "awaiting_shadow":
+            assert "awaiting shadow evidence: nothing to alert on yet" in str(message) and alertmanager.alerts(AlertName.PROMOTION_REFUSED) == []
+    assert "promotion refused: fired" in str(message) and len(alertmanager.alerts(AlertName.PROMOTION_REFUSED)) == 1
+
+
+def test_an_alert_the_outbox_could_not_record_is_recorded_at_the_next_tick(platform: Settings, platform_instance: dg.DagsterInstance,
+                                                                            alertmanager: Alertmanager, tmp_path: Path) -> None:
+    """The review: the alerts sensor moved its cursor past a drift report whose alert the outbox could not record (a
+    SQLite error for one tick), and the alert was lost for good. It stops before that report, and the next tick fires it."""
+    from mlplatform.stores.alerting import ALERTS_FILE
+
+    instance = platform_instance
+    cursor, _ = tick(instance, alerts_sensor, None)
+    instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=names().asset("drift_report"), metadata={
+        "skipped": False, "dataset_drift": True, "champion_version": champion(platform), "drift_share": 0.6,
+        "drifted_column_names": "age, hours-per-week", "report_url": dg.MetadataValue.url("http://127.0.0.1:1/r.html")}))
+    outbox = platform.state_dir / ALERTS_FILE
+    aside = tmp_path / "outbox-aside"
+    outbox.rename(aside)
+    outbox.mkdir()  # a directory where the outbox was: it cannot be opened this tick
+    try:
+        cursor, message = tick(instance, alerts_sensor, cursor)
+    finally:
+        outbox.rmdir()
+        aside.rename(outbox)
+    assert "drift: fired, but not recorded in the alerts outbox" in str(message) and "tried again next tick" in str(message), message
+    assert alertmanager.alerts(AlertName.DRIFT) == []
+    _, message = tick(instance, alerts_sensor, cursor)
+    assert "drift: fired" in str(message) and len(alertmanager.alerts(AlertName.DRIFT)) == 1, message
+
+
 def test_event_log_unavailable_fails_the_run_after_retries_alerts_and_keeps_the_champion(platform: Settings, platform_instance: dg.DagsterInstance,
                                                                                          alertmanager: Alertmanager, tmp_path: Path) -> None:
     instance = platform_instance
     failures, _ = tick(instance, run_failure_alerts, None)
+    successes, _ = tick(instance, run_success_alerts, None)
     before = champion(platform)
     log_file = platform.events_dir / "adult.sqlite"
     aside = tmp_path / "events"
@@ -82,8 +125,8 @@ def test_event_log_unavailable_fails_the_run_after_retries_alerts_and_keeps_the_
     for part in platform.events_dir.glob("adult.sqlite*"):
         part.rename(aside / part.name)
     log_file.mkdir()  # a directory where the SQLite file was: the log cannot be opened
-    try:
-        failed = retrain_job().execute_in_process(instance=instance, raise_on_error=False)
+    try:  # as the retraining sensor runs it: the selection, in Dagster's one asset job (__ASSET_JOB), as every sensor run
+        failed = materialize(instance, ["features", "trained_model", "evaluation_report"], raise_on_error=False)
     finally:
         log_file.rmdir()
         for part in aside.iterdir():
@@ -98,6 +141,10 @@ def test_event_log_unavailable_fails_the_run_after_retries_alerts_and_keeps_the_
     assert labels_of(alert) == {"alertname": "MLPlatformRunFailed", "severity": "critical", "dataset": "adult", "model_version": str(before), "job": "adult_retrain"}
     assert "event log" in alert["annotations"]["description"] and failed.run_id in alert["annotations"]["dagster_run"]
     assert champion(platform) == before
+    # A landing run succeeding (the same asset job) is no retraining: the alert stays (the review: it was resolved by it).
+    materialize(instance, ["raw_events"])
+    tick(instance, run_success_alerts, successes)
+    assert [labels_of(a)["job"] for a in alertmanager.alerts(AlertName.RUN_FAILED)] == ["adult_retrain"]
 
 
 def test_instance_enables_run_retries_and_run_monitoring_and_retraining_has_a_max_runtime(instance: dg.DagsterInstance) -> None:

@@ -14,20 +14,20 @@ import json
 
 import dagster as dg
 
-from mlplatform.domain.keys import (CHAMPION_VERSION, CHALLENGER_VERSION, DATASET_DRIFT, DECISION_META, DRIFT_SHARE, DRIFTED_COLUMN_NAMES, MODEL_TAG,
+from mlplatform.domain.keys import (AWAITING_SHADOW, CHAMPION_VERSION, CHALLENGER_VERSION, DATASET_DRIFT, DECISION_META, DRIFT_SHARE, DRIFTED_COLUMN_NAMES, MODEL_TAG,
                                    LIVE_EVENTS, LIVE_VERDICT, LIVE_VERSION, PROMOTED, QUALITY_NOTE, REASON_META, REPORT_URL, SKIP_REASON, SKIPPED,
                                    WILL_RETRY_TAG)
 from mlplatform.domain.evaluation import primary_metric
 from mlplatform.domain.timeformat import iso_time
 from mlplatform.orchestration.assets import value_snapshot_metadata
 from mlplatform.orchestration.errors import root_cause
-from mlplatform.orchestration.names import DRIFT_REPORT, EVALUATION_REPORT, LIVE_QUALITY, LIVE_QUALITY_CHECK, RAW_EVENTS, ModelNames, model_of_asset
+from mlplatform.orchestration.names import DRIFT_REPORT, EVALUATION_REPORT, LIVE_QUALITY, LIVE_QUALITY_CHECK, RAW_EVENTS, TRAINED_MODEL, ModelNames, model_of_asset
 from mlplatform.orchestration.resources import PlatformResource
 from mlplatform.orchestration.warm_runs import stopped_in_flight
 from mlplatform.pipeline.live_quality import LiveQuality, ServedVersion, measure, measure_reading
 from mlplatform.root import ModelContext
 from mlplatform.stores.evidently_workspace import LIVE_QUALITY_KIND, ValuePoint, WorkspaceEntry, add_value_snapshots
-from mlplatform.stores.alerting import Alerter, AlertName, drift_alert, live_quality_alert, promotion_refused_alert, run_failed_alert
+from mlplatform.stores.alerting import Alerter, AlertName, Delivery, drift_alert, live_quality_alert, promotion_refused_alert, run_failed_alert
 
 BATCH = 100
 
@@ -115,8 +115,20 @@ def build_live_quality(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.F
     return live_quality, schedule
 
 
+class AlertNotRecorded(RuntimeError):
+    """The alerts outbox could not be written: the sensor stops before the record, so its next tick tries it again
+    (before, it moved past it and the alert, or its end, was lost for good: the review)."""
+
+
+def _recorded(delivery: Delivery, said: str) -> str:
+    if not delivery.recorded:
+        raise AlertNotRecorded(f"{said}, but not recorded in the alerts outbox: {delivery.error}")
+    return said
+
+
 def _on_materialization(model: ModelContext, names: ModelNames, alerter: Alerter, record: dg.EventLogRecord) -> str:
-    """Fire or resolve the alert this materialization calls for; returns what was done, for the tick's log."""
+    """Fire or resolve the alert this materialization calls for; returns what was done, for the tick's log (raises
+    AlertNotRecorded when the outbox cannot be written)."""
     materialization = record.asset_materialization
     assert materialization is not None
     meta = {k: v.value for k, v in materialization.metadata.items()}
@@ -125,25 +137,22 @@ def _on_materialization(model: ModelContext, names: ModelNames, alerter: Alerter
         if meta.get(SKIPPED, True):
             return f"drift report skipped ({meta.get(SKIP_REASON, 'no reason')})"
         if not meta[DATASET_DRIFT]:
-            alerter.resolve(AlertName.DRIFT, dataset)
-            return "no drift: resolved"
-        alerter.fire(drift_alert(settings, dataset, int(str(meta[CHAMPION_VERSION])), float(str(meta[DRIFT_SHARE])),
-                                 str(meta[DRIFTED_COLUMN_NAMES]), str(meta[REPORT_URL]), run_id))
-        return "drift: fired"
+            return _recorded(alerter.resolve(AlertName.DRIFT, dataset), "no drift: resolved")
+        return _recorded(alerter.fire(drift_alert(settings, dataset, int(str(meta[CHAMPION_VERSION])), float(str(meta[DRIFT_SHARE])),
+                                                  str(meta[DRIFTED_COLUMN_NAMES]), str(meta[REPORT_URL]), run_id)), "drift: fired")
     if key == names.asset(EVALUATION_REPORT):
         if meta.get(DECISION_META) == PROMOTED:
-            alerter.resolve(AlertName.PROMOTION_REFUSED, dataset)
-            return "promoted: resolved"
+            return _recorded(alerter.resolve(AlertName.PROMOTION_REFUSED, dataset), "promoted: resolved")
+        if meta.get(DECISION_META) == AWAITING_SHADOW:  # it won on the hold-out: no refusal yet (it fired 'was not promoted': the review)
+            return "awaiting shadow evidence: nothing to alert on yet"
         champion = int(str(meta.get(CHAMPION_VERSION, 0))) or None
-        alerter.fire(promotion_refused_alert(settings, dataset, int(str(meta[CHALLENGER_VERSION])), champion, str(meta.get(REASON_META, "")),
-                                             str(meta.get(REPORT_URL, "")), run_id))
-        return "promotion refused: fired"
+        return _recorded(alerter.fire(promotion_refused_alert(settings, dataset, int(str(meta[CHALLENGER_VERSION])), champion, str(meta.get(REASON_META, "")),
+                                                              str(meta.get(REPORT_URL, "")), run_id)), "promotion refused: fired")
     if meta.get("below_floor"):
-        alerter.fire(live_quality_alert(settings, dataset, str(meta[LIVE_VERSION]), str(meta[LIVE_VERDICT]).split("; "), int(str(meta[LIVE_EVENTS])), run_id))
-        return "live quality below floor: fired"
+        return _recorded(alerter.fire(live_quality_alert(settings, dataset, str(meta[LIVE_VERSION]), str(meta[LIVE_VERDICT]).split("; "),
+                                                         int(str(meta[LIVE_EVENTS])), run_id)), "live quality below floor: fired")
     if meta.get("enough_events"):
-        alerter.resolve(AlertName.LIVE_QUALITY, dataset)
-        return "live quality within floors: resolved"
+        return _recorded(alerter.resolve(AlertName.LIVE_QUALITY, dataset), "live quality within floors: resolved")
     return "live quality without a verdict"
 
 
@@ -189,7 +198,11 @@ def build_alerts_sensor(names: ModelNames) -> dg.SensorDefinition:
             else:  # first tick: only the current state matters, not the history
                 records = context.instance.fetch_materializations(key, limit=1).records
             for record in records:
-                done.append(f"{name}: {_on_materialization(model, names, alerter, record)}")
+                try:
+                    done.append(f"{name}: {_on_materialization(model, names, alerter, record)}")
+                except AlertNotRecorded as exc:  # this record and those after it wait for the next tick
+                    done.append(f"{name}: {exc}; tried again next tick")
+                    break
                 cursor[name] = record.storage_id
             cursor.setdefault(name, 0)
         done.append(_about_the_champion(model, alerter))
@@ -198,6 +211,19 @@ def build_alerts_sensor(names: ModelNames) -> dg.SensorDefinition:
         return dg.SensorResult(skip_reason="; ".join(done), cursor=json.dumps(cursor))
 
     return alerts_sensor
+
+
+def what_ran(run: dg.DagsterRun, model: str | None) -> str:
+    """What a run did, as its failure alert's `job` label and as the success that resolves it. Sensors and `materialize`
+    run every selection as Dagster's one asset job (__ASSET_JOB), so a landing run's success resolved a failed
+    retraining's alert while retraining stayed broken (the review). A run that trains (trained_model in its selection)
+    is named as the model's retrain job; another asset-job run by the assets it selected; any other by its job."""
+    selected = sorted(key.path[-1] for key in run.asset_selection or ())
+    if TRAINED_MODEL in selected and model is not None:
+        return ModelNames(model).retrain_job
+    if run.job_name.startswith("__") and selected:
+        return f"assets {', '.join(selected)}"
+    return run.job_name
 
 
 def _model_of_run(platform: PlatformResource, run: dg.DagsterRun) -> ModelContext | None:
@@ -231,9 +257,10 @@ def run_failure_alerts(context: dg.RunFailureSensorContext, platform: PlatformRe
     steps = [f"{e.step_key}: {root_cause(e.event_specific_data.error)}"  # type: ignore[union-attr]
              for e in context.get_step_failure_events() if e.event_specific_data and e.event_specific_data.error]  # type: ignore[union-attr]
     error = ("; ".join(steps) or context.failure_event.message or "run failed")[:1000]
-    alert = run_failed_alert(settings, model.name if model else "unknown model", champion, run.job_name, run.run_id, error,
+    alert = run_failed_alert(settings, model.name if model else "unknown model", champion, what_ran(run, model.name if model else None), run.run_id, error,
                              will_retry=run.tags.get(WILL_RETRY_TAG) == "true", stack_stopped=stopped_in_flight(run))
     delivery = Alerter.from_settings(settings).fire(alert)
+    _recorded(delivery, f"run {run.run_id} failed: alert {alert.name}")  # raised: the tick fails, saying so (Dagster does not hand the run over again)
     context.log.info(f"run {run.run_id} failed: alert {alert.name} delivered {delivery.sent}, pending {delivery.pending}")
 
 
@@ -241,12 +268,13 @@ def run_failure_alerts(context: dg.RunFailureSensorContext, platform: PlatformRe
     run_status=dg.DagsterRunStatus.SUCCESS,
     name="run_success_alerts",
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Resolves a job's run-failure alert when a run of that job succeeds.",
+    description="Resolves a run-failure alert when a run that does the same (`what_ran`: a retraining, a landing, a job) succeeds.",
 )
 def run_success_alerts(context: dg.RunStatusSensorContext, platform: PlatformResource) -> None:
     model = _model_of_run(platform, context.dagster_run)
     settings = model.settings if model is not None else platform.platform().settings
-    Alerter.from_settings(settings).resolve(AlertName.RUN_FAILED, model.name if model else "unknown model", job=context.dagster_run.job_name)
+    resolved = Alerter.from_settings(settings).resolve(AlertName.RUN_FAILED, model.name if model else "unknown model", job=what_ran(context.dagster_run, model.name if model else None))
+    _recorded(resolved, f"run {context.dagster_run.run_id} succeeded: its run-failure alert resolved")
 
 
 run_alert_sensors = [run_failure_alerts, run_success_alerts]

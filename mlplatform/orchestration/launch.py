@@ -135,7 +135,8 @@ def materialize(instance: dg.DagsterInstance, model: str, assets: Sequence[str],
     command = command_tags(instance, in_process)
     result: RunResult
     if in_process:
-        result = _execute_here(asset_job.get_subset(asset_selection=selection), instance, what, {**(tags or {}), **command})
+        # The selection recorded with the run, as a sensor's or the UI's run has it: what it did (`what_ran`, status).
+        result = _execute_here(asset_job, instance, what, {**(tags or {}), **command}, asset_selection=sorted(selection, key=str))
     else:  # execute_job takes no run id: the run is found by the command's token
         pointer = ReconstructableRepository.for_module(DEFINITIONS_MODULE, "defs", working_directory=str(REPO_ROOT))
         token = {COMMAND_RUN_TAG: command[COMMAND_RUN_TAG]}

@@ -13,6 +13,7 @@ resets it), warmed before the swap from the version's latest labelled served pre
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -103,7 +104,12 @@ class ChampionWatcher(BackgroundLoop):
         self.events = events  # where a version's online correction warms up (and /feedback reads its events back)
         self.correction_rate = settings.serve_correction_learning_rate if settings is not None and settings.serve_online_correction else None
         self.refuse_unknown = settings is None or settings.serve_unknown_fields == "refuse"
-        self._alert_firing = False
+        # An earlier process's reload alert may still be firing: the first settled check resolves it (after a restart
+        # that loaded the version fine it stayed firing, re-sent every half hour: the review).
+        self._alert_firing = True
+        self._alerts: queue.SimpleQueue[tuple[Callable[..., object], tuple[object, ...]]] = queue.SimpleQueue()
+        self._alerts_lock = threading.Lock()
+        self._alert_sender: threading.Thread | None = None
         self.spec = spec
         self.interval_s = interval_s
         self.metrics = metrics
@@ -191,9 +197,24 @@ class ChampionWatcher(BackgroundLoop):
         return ReloadOutcome(serving, False, message)
 
     def _notify(self, send: Callable[..., object], *args: object) -> None:
-        """Alerts leave on their own thread: a slow Alertmanager must never delay a reload or a request."""
-        if self.settings is not None and self.settings.alertmanager_url:
-            threading.Thread(target=send, args=(self.settings, self.spec, *args), name="reload-alert", daemon=True).start()
+        """Alerts leave on a thread of their own (a slow Alertmanager must never delay a reload or a request), one after
+        another in the order given: a thread each let a recovery's resolve be recorded before the failure's fire, which
+        then stayed firing (the review)."""
+        if self.settings is None or not self.settings.alertmanager_url:
+            return
+        self._alerts.put((send, (self.settings, self.spec, *args)))
+        with self._alerts_lock:
+            if self._alert_sender is None:
+                self._alert_sender = threading.Thread(target=self._send_alerts, name="reload-alerts", daemon=True)
+                self._alert_sender.start()
+
+    def _send_alerts(self) -> None:
+        while True:
+            send, args = self._alerts.get()
+            try:
+                send(*args)
+            except Exception:  # the next alert still goes; the outbox keeps what was recorded for the alerts sensor
+                log.exception("%s: a reload alert could not be sent", self.spec.name)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):

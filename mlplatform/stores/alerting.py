@@ -32,6 +32,7 @@ from mlplatform.domain.spec import DatasetSpec
 log = logging.getLogger(__name__)
 
 ALERTS_FILE = "alerts.sqlite"
+RETRY_LATER = (408, 429)  # HTTP statuses of a request to send again, as a 5xx is
 ATTEMPTS = 3
 BACKOFF_SECONDS = 0.25
 NO_VERSION = "none"
@@ -81,6 +82,7 @@ class Delivery:
     sent: int
     pending: int
     error: str | None = None
+    recorded: bool = True  # False: the outbox could not be written, so the alert (or its end) is not kept for delivery either
 
 
 def _iso(ts: float) -> str:
@@ -152,7 +154,7 @@ class Alerter:
                 )
         except sqlite3.Error as exc:
             log.error("alert %s not recorded: %s", labels, exc)
-            return Delivery(0, 0, str(exc))
+            return Delivery(0, 0, str(exc), recorded=False)
         return self.deliver()
 
     def resolve(self, name: AlertName, dataset: str, **labels: str) -> Delivery:
@@ -164,7 +166,7 @@ class Alerter:
             self._end(lambda firing: match.items() <= firing.items())
         except sqlite3.Error as exc:
             log.error("alerts %s not resolved: %s", match, exc)
-            return Delivery(0, 0, str(exc))
+            return Delivery(0, 0, str(exc), recorded=False)
         return self.deliver()
 
     def resolve_other_versions(self, names: Sequence[AlertName], dataset: str, version: str) -> int:
@@ -240,7 +242,8 @@ class Alerter:
         for attempt in range(self.attempts):
             try:
                 response = httpx.post(f"{self.url}/api/v2/alerts", json=payload, timeout=self.timeout)
-                if response.status_code < 500:
+                # 408 and 429 (a proxy's timeout or rate limit) say "later", as a 5xx does: before, they dropped the batch (the review).
+                if response.status_code < 500 and response.status_code not in RETRY_LATER:
                     response.raise_for_status()
                     return None
                 error = f"HTTP {response.status_code}: {response.text[:200]}"
