@@ -214,6 +214,10 @@ def test_events_landed_late_with_times_inside_the_window_are_compared(shuffled: 
     shuffled.materialize("drift_report")
     meta = latest_metadata(shuffled.instance, DRIFT_REPORT) or {}
     assert meta["skipped"] is False and meta["current_rows"] == 120, meta
+    # No event is timed after the window: the snapshot names the late arrivals only, with no time range (it read
+    # current_from after current_until, the new-user probe).
+    said = load_snapshot(Path(str(meta["report_path"])))._metadata
+    assert "current_from" not in said and "current_until" not in said and int(said["current_or_arrived_after_seq"]) > 0, said
 
 
 def test_stationary_stream_triggers_no_drift_retraining_over_ten_reports(shuffled: Platform) -> None:

@@ -250,8 +250,12 @@ class CurrentWindow:
         return log.sample_between(self.start_us, self.end_us, n, arrived_after=self.arrived_after)
 
     def described(self) -> dict[str, str]:
-        """The window in words, for the snapshot's metadata."""
+        """The window in words, for the snapshot's metadata. No time range where none is left after the reference window
+        (the log's newest event is in it: served with the server's clock, then older events landed): every current event
+        arrived late, and the range read 'current_from' after 'current_until' (the new-user probe)."""
         late = {} if self.arrived_after is None else {"current_or_arrived_after_seq": str(self.arrived_after.seq)}
+        if self.start_us >= self.end_us:
+            return late
         return {"current_from": iso_time(self.start_us), "current_until": iso_time(self.end_us - 1), **late}
 
 
