@@ -202,7 +202,9 @@ def build_model(settings: Settings, declaration: ModelDeclaration, defs_file: Pa
         raise PlatformError(f"{defs_file}: attributes.spec: {exc}") from None
     landing_root = settings.landing_dir or settings.state_dir / "landing"
     landing = (defs_file.parent / declaration.landing_dir).resolve() if declaration.landing_dir else landing_root / spec.name
-    overrides = declaration.loop.model_dump(exclude_none=True)  # type: ignore[attr-defined]
+    # What the file sets, an explicit null too: `live_min_precision: null` unsets that floor for this model, where it was
+    # dropped as unset and the 0.5 default held (the new-user probe's rare positive class).
+    overrides = declaration.loop.model_dump(exclude_unset=True)  # type: ignore[attr-defined]
     try:
         merged = Settings.model_validate({**settings.model_dump(), **overrides, "dataset_spec": spec_path, "landing_dir": landing})
     except ValidationError as exc:

@@ -124,6 +124,12 @@ def test_a_model_s_own_floor_on_its_metric_is_taken(tmp_path: Path) -> None:
     defs = tmp_path / "defs"
     _declare(defs, "adult", _adult_defs("  loop: {quality_floor: {roc_auc: 0.75}}\n"))
     assert Platform.discover(Settings(state_dir=tmp_path / "state"), defs).models["adult"].settings.floor_of("roc_auc") == 0.75
+    _declare(defs, "adult", _adult_defs("  loop: {live_min_precision: null, live_min_recall: 0.2}\n"))
+    loop = Platform.discover(Settings(state_dir=tmp_path / "state"), defs).models["adult"].settings
+    assert (loop.live_min_precision, loop.live_min_recall) == (None, 0.2), "an explicit null unsets the floor for this model"
+    _declare(defs, "adult", _adult_defs("  loop: {retrain_every_n: null}\n"))
+    with pytest.raises(PlatformError, match="attributes.loop.retrain_every_n: Input should be a valid integer"):
+        Platform.discover(Settings(state_dir=tmp_path / "state"), defs)
 
 
 def test_the_components_own_path_declares_a_model_as_its_short_name_does(tmp_path: Path) -> None:
@@ -277,6 +283,8 @@ def test_a_third_model_added_by_dg_scaffold_trains_with_no_code_change(project: 
     spec_text = (project / "mlplatform" / "defs" / "churn" / "dataset.yaml").read_text(encoding="utf-8")
     assert "label: churned" in spec_text and "id_column: customer_id" in spec_text and "time_column: signup_time" in spec_text
     assert "monthly_fee: numeric" in spec_text and "plan: categorical" in spec_text
+    declared = yaml.safe_load((project / "mlplatform" / "defs" / "churn" / "defs.yaml").read_text(encoding="utf-8"))
+    assert declared["attributes"]["loop"] == {}, "no loop setting written: it would hide its MLPLATFORM_* variable (the new-user probe)"
     # History features by plan, read over a horizon of one event: most rows' plan was last seen further back (the
     # own-dataset probe: nothing said that serving, rebuilt from that horizon, reads such a key as new).
     (project / "mlplatform" / "defs" / "churn" / "dataset.yaml").write_text(
@@ -539,6 +547,18 @@ def test_a_drafted_spec_lands_its_own_sample_whole(tmp_path: Path, fmt: str) -> 
     rows.assign(churned=["yes", "YES", " yes "] * 100).to_csv(cased, index=False)
     assert ("# classes 'YES' and 'yes' differ only in case: if they are one class, keep one in classes and map the others to it "
             "in label_map (e.g. {'YES': 'yes'})") in draft_spec("cased", cased, label="churned").splitlines()
+    # Two classes spelt in several cases (the new-user probe: 'NO, No, YES, Yes, no, yes' drafted as a 6-class multiclass):
+    # binary, one spelling each, the others mapped to it; the file lands whole.
+    rows.assign(churned=["Yes", "YES", "no", "NO", "No", "yes"] * 50).to_csv(cased, index=False)
+    merged = parse_spec(yaml.safe_load(text_of_cased := draft_spec("cased", cased, label="churned")))
+    assert (merged.task.value, merged.classes, merged.positive_class) == ("binary", ["no", "yes"], "yes"), text_of_cased
+    assert merged.label_map == {"NO": "no", "No": "no", "YES": "yes", "Yes": "yes"}, text_of_cased
+    assert "# classes 'NO' and 'No' and 'no' differ only in case: drafted as one class, 'no', label_map mapping the others to it" in text_of_cased
+    log = EventLog(tmp_path / "cased.sqlite", merged)
+    try:
+        assert (ingest_file(cased, merged, log).ingested, log.counts().labelled) == (300, 300)
+    finally:
+        log.close()
     log = EventLog(tmp_path / "events.sqlite", spec)
     try:
         outcome = ingest_file(sample, spec, log)

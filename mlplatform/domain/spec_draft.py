@@ -226,14 +226,23 @@ def draft_spec(name: str, sample: Path | None, label: str | None = None, task: s
     spec: dict[str, object] = {"name": name, "task": task or _task(labels), "label": label}
     if spec["task"] != "regression":
         classes = _classes(labels)
-        spec["classes"] = classes
-        if spec["task"] == "binary":
-            spec["positive_class"] = classes[-1]
         alike: dict[str, list[str]] = {}
         for spelt in classes:
             alike.setdefault(spelt.casefold(), []).append(spelt)
-        notes += [f"classes {' and '.join(map(repr, group))} differ only in case: if they are one class, keep one in classes and map the "
-                  f"others to it in label_map (e.g. {{{group[0]!r}: {group[-1]!r}}})" for group in alike.values() if len(group) > 1]
+        cased = [group for group in alike.values() if len(group) > 1]
+        if cased and len(alike) > 1:  # one class each, the others mapped to it: 'Yes', 'YES', 'no', 'No' were a 4-class multiclass (the new-user probe)
+            merged = {spelt: group[-1] for group in cased for spelt in group[:-1]}
+            classes = [group[-1] for group in alike.values()]
+            respelt = {**{spelt: merged.get(to, to) for spelt, to in respelt.items()}, **merged}
+            spec["task"] = task or ("binary" if len(classes) == 2 else "multiclass")
+            notes += [f"classes {' and '.join(map(repr, group))} differ only in case: drafted as one class, {group[-1]!r}, label_map mapping "
+                      "the others to it; if they are different classes, list each in classes and take them out of label_map" for group in cased]
+        else:
+            notes += [f"classes {' and '.join(map(repr, group))} differ only in case: if they are one class, keep one in classes and map the "
+                      f"others to it in label_map (e.g. {{{group[0]!r}: {group[-1]!r}}})" for group in cased]
+        spec["classes"] = classes
+        if spec["task"] == "binary":
+            spec["positive_class"] = classes[-1]
         if respelt:
             spec["label_map"] = respelt
             notes.append(f"labels spelt {', '.join(sorted(respelt))} in the file: label_map maps them to their classes (in a CSV, 1.0 is not class 1)")

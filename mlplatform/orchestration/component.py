@@ -69,7 +69,9 @@ class RetrainingLoopScaffolder(dg.Scaffolder[ScaffoldParams]):
         except (ValueError, OSError) as exc:  # UnicodeDecodeError and pandas' parser errors are ValueErrors
             _remove_if_empty(folder)
             raise SystemExit(f"dg scaffold: no model {name!r} made: cannot draft its spec from {sample}: {exc}") from None
-        dg.scaffold_component(request, {"spec": SPEC_FILE, "loop": {"retrain_every_n": 5000}})
+        # `loop` left empty, for this model's own settings: a value written here would hide its MLPLATFORM_* variable
+        # (the scaffold wrote retrain_every_n: 5000, and MLPLATFORM_RETRAIN_EVERY_N was ignored: the new-user probe).
+        dg.scaffold_component(request, {"spec": SPEC_FILE, "loop": {}})
         (folder / SPEC_FILE).write_text(spec, encoding="utf-8")
         if name != folder.name:
             print(f"model {name!r} (Dagster prefix {dagster_name(name)!r}): its landing folder is <landing root>/{name}")
