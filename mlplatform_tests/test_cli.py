@@ -90,8 +90,14 @@ def test_status_json_after_two_versions(
     printed = capsys.readouterr().out.splitlines()
     said = [line for line in printed if line.startswith("drift")]
     assert len(said) == 1 and said[0].startswith(f"drift against v{status['champion']}: share ") and "; report " in said[0], printed
+    adult_rows.iloc[6000:6010].drop(columns=["age"]).to_csv(state.landing_dir / "noage.csv", index=False)  # rejected whole
     assert main(["--model", "adult", "materialize", "--select", "raw_events"]) == 0
     assert not [line for line in capsys.readouterr().out.splitlines() if line.startswith("drift")], "only what the run made"
+    # A rejected file was in no count, and no command named it (the new-user probe): status does.
+    assert main(["status", "--model", "adult"]) == 0
+    [rejected] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("rejected files")]
+    assert rejected.startswith(f"rejected files: 1 in {state.landing_dir}/rejected, none of their rows landed (newest, ") and \
+        rejected.endswith("noage.csv: missing required feature columns: ['age']); fixed, move them back into the landing folder"), rejected
 
     # What was quarantined, without SQL on the log; and a file a corrected one replaced stops counting once released.
     assert main(["quarantine", "--model", "adult", "--json"]) == 0

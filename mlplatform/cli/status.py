@@ -16,6 +16,8 @@ from mlplatform.domain.keys import (HISTORY_BACKDATED, HISTORY_HORIZON, CHALLENG
                                    DRIFTED_COLUMNS, ESTIMATED_METRIC, FLOOR_VERDICT, LIVE_EVENTS, LIVE_VERDICT, LIVE_VERSION, NEW_LABELLED_TAG,
                                    POLICY_TRIGGER_TAG, REASON_TAG, RETRAIN_TAG, RECENT_ESTIMATE, RECENT_EVENTS, RECENT_ESTIMATE_ON_LABELLED, RECENT_LABELLED, RECENT_LABELLED_FIELDS, RECENT_LOWER, RECENT_NOTE, RECENT_REALIZED, RECENT_UPPER, REFERENCE, REPORT_PATH, SKIP_REASON, SKIPPED, TRIGGER_REASON, TRUST_VERDICT)
 from mlplatform.domain.estimation import worse_or_better
+from mlplatform.domain.timeformat import iso_time
+from mlplatform.pipeline.landing import REJECTED, rejected_files
 from mlplatform.root import ModelContext
 from mlplatform.stores.registry import champion_gone
 from mlplatform.stores.registry_tables import RegistryReads, RegistryTables
@@ -74,6 +76,7 @@ def collect_status(model: ModelContext, with_dagster: bool = False, run_limit: i
         "timeline": [{"version": c.version, "at": c.at, "by": c.by, "reason": c.reason, "pinned": c.pinned} for c in timeline],
         "versions": versions,
         "events": {"total": counts.total, "labelled": counts.labelled, "quarantined": counts.quarantined, "label_watermark": counts.label_watermark},
+        "rejected_files": [{"name": r.name, "reason": r.reason, "at": iso_time(r.at_us)} for r in rejected_files(model.settings.landing_dir)],
     }
     if with_dagster:
         status.update(_from_dagster(model, run_limit, versions))
@@ -235,6 +238,10 @@ def render_status(status: dict[str, Any]) -> str:
         f"champion: {'v' + str(status['champion']) + pin if status['champion'] else status['no_champion']}",
         "events: {total} total, {labelled} labelled, {quarantined} quarantined".format(**status["events"]),
     ]
+    if rejected := status.get("rejected_files"):
+        newest = rejected[0]
+        lines.append(f"rejected files: {len(rejected)} in {status['landing_dir']}/{REJECTED}, none of their rows landed (newest, {newest['at']}: "
+                     f"{newest['name']}: {newest['reason']}); fixed, move them back into the landing folder")
     lines.extend(_version_lines(status["versions"]))
     if status["timeline"]:
         moves = len(status["timeline"])

@@ -29,7 +29,7 @@ import stat
 import time
 import zlib
 from collections.abc import Callable, Collection, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -1025,6 +1025,27 @@ def _take(path: Path, seen: os.stat_result, spec: DatasetSpec, log: EventStore, 
     if not path.name.lower().endswith((".gz", ".parquet")):  # what a writer may append to, and landing can read on from
         _remember_taken(moved, path.name, seen)
     return outcome
+
+
+@dataclass(frozen=True)
+class RejectedFile:
+    """A landing file moved to `rejected/`, with the first line of why."""
+
+    name: str
+    reason: str
+    at_us: int  # when it was rejected (its reason file's mtime)
+
+
+def rejected_files(landing_dir: Path) -> list[RejectedFile]:
+    """The files of the landing folder's `rejected/`, newest first: `status` lists them (a rejected file's rows were in
+    no count and no command showed it: the new-user probe)."""
+    folder = landing_dir / REJECTED
+    found = []
+    for reason in folder.glob(f"*{REASON_SUFFIX}") if folder.is_dir() else ():
+        with suppress(OSError):  # taken back meanwhile
+            first = reason.read_text(encoding="utf-8", errors="replace").partition("\n")[0]
+            found.append(RejectedFile(reason.name.removesuffix(REASON_SUFFIX), first, reason.stat().st_mtime_ns // 1000))
+    return sorted(found, key=lambda r: r.at_us, reverse=True)
 
 
 def _taken(processed: Path) -> dict[str, dict[str, Any]]:
