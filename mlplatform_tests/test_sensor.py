@@ -385,6 +385,14 @@ def test_a_hand_moved_or_pinned_champion_is_what_sensors_status_and_evaluation_f
     assert main(["champion", "set", "--model", "adult", "--version", "2", "--no-pin", "--reason", "two at once"]) == 0
     assert "champion: v1 → v2; not pinned" in capsys.readouterr().out
     monkeypatch.setattr(champion_module, "change_champion", alone)
+    # A version its own evaluation rejected may be made champion, knowingly: the command says so (the new-user probe).
+    assert main(["champion", "set", "--model", "adult", "--version", "3", "--no-pin", "--reason", "try it"]) == 0
+    said = capsys.readouterr().out
+    assert "champion: v2 → v3; not pinned" in said and "champion: note: v3's own evaluation rejected it: champion v1 is pinned" in said, said
+    assert main(["champion", "set", "--model", "adult", "--version", "1", "--no-pin", "--reason", "the first"]) == 0
+    assert "note:" not in capsys.readouterr().out, "v1 was promoted by its own evaluation"
+    assert main(["champion", "set", "--model", "adult", "--version", "2", "--no-pin", "--reason", "back"]) == 0
+    assert "champion: note: v2's own evaluation rejected it: challenger roc_auc" in capsys.readouterr().out
 
     # The probe: the champion's version deleted (or the alias removed) outside mlplatform read as a fresh model, "no
     # champion yet: train and promote a first model", in the sensors and status alike.

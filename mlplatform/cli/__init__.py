@@ -193,7 +193,7 @@ def cmd_champion(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from mlplatform.cli.status import change_line
-    from mlplatform.pipeline.champion import ChampionError, ChampionRequest, NothingToChange, change_champion, change_said
+    from mlplatform.pipeline.champion import ChampionError, ChampionRequest, NothingToChange, change_champion, change_said, own_verdict
     from mlplatform.stores.registry import champion_gone
 
     if args.action != "set" and (args.version is not None or args.no_pin):  # `show --version 2` showed the champion, saying nothing
@@ -211,6 +211,8 @@ def cmd_champion(args: argparse.Namespace) -> int:
             # outside the platform is in no timeline: then `before` says it.
             previous = next((c for c in reversed(registry.timeline()) if c.seq < change.seq), None)
             print(f"champion: {change_said(previous if previous is not None and (before is None or before.recorded) else before, change)}")
+            if (verdict := own_verdict(registry, change.version)) is not None:
+                print(f"champion: note: {verdict}")
         except NothingToChange as exc:  # what was asked already holds: said, and not an error
             print(f"champion: {exc}")
         except ChampionError as exc:

@@ -8,7 +8,7 @@ from mlplatform.orchestration.assets import champion_timeline
 from mlplatform.orchestration.failures import final_failure
 from mlplatform.orchestration.names import ModelNames
 from mlplatform.orchestration.resources import PlatformResource
-from mlplatform.pipeline.champion import ChampionError, ChampionRequest, NothingToChange, change_champion
+from mlplatform.pipeline.champion import ChampionError, ChampionRequest, NothingToChange, change_champion, own_verdict
 
 
 class ChampionConfig(dg.Config):
@@ -34,6 +34,8 @@ def build_champion_job(names: ModelNames) -> dg.JobDefinition:
         except ChampionError as exc:
             raise final_failure(context.instance, context.run.run_id, str(exc)) from exc
         context.log.info(f"champion v{entry.version}{' (pinned)' if entry.pinned else ''}: {entry.reason}")
+        if (verdict := own_verdict(model.registry, entry.version)) is not None:
+            context.log.warning(verdict)
         context.log.info(f"champion timeline:\n{champion_timeline(model.registry)}")
 
     @dg.job(name=names.champion_job, tags={MODEL_TAG: model_name},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mlplatform.domain.keys import DECISION, DECISION_REASON, REJECTED
 from mlplatform.domain.predictor import spec_mismatch
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.stores.registry import ChampionChange, ChampionRecord, Registry
@@ -59,6 +60,15 @@ def change_champion(registry: Registry, spec: DatasetSpec, request: ChampionRequ
         raise ChampionError(f"v{request.version} does not fit dataset spec {spec.name!r} as it is now: {misfit}; serving could not load it. "
                             "Restore the spec it was trained on first, or pick a version trained on this one")
     return registry.set_champion(request.version, request.reason, by, pin=request.pin)
+
+
+def own_verdict(registry: Registry, version: int) -> str | None:
+    """What the version's own evaluation decided, where it rejected it: a person may make it champion, knowingly (a
+    version that had missed its quality floor was moved to with no word of it: the new-user probe)."""
+    tags = registry.get_version(version).tags
+    if tags.get(DECISION) != REJECTED:
+        return None
+    return f"v{version}'s own evaluation rejected it: {tags.get(DECISION_REASON, 'no reason recorded')}"
 
 
 def change_said(before: ChampionRecord | ChampionChange | None, change: ChampionChange) -> str:
