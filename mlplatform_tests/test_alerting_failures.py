@@ -113,6 +113,27 @@ def test_an_alert_the_outbox_could_not_record_is_recorded_at_the_next_tick(platf
     assert "drift: fired" in str(message) and len(alertmanager.alerts(AlertName.DRIFT)) == 1, message
 
 
+def test_the_alerts_sensor_delivers_once_a_tick_whatever_it_recorded(platform: Settings, platform_instance: dg.DagsterInstance,
+                                                                     alertmanager: Alertmanager, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The review: each record's fire or resolve delivered at once (up to three tries with their timeouts), so a backlog
+    of a hundred records behind an unreachable Alertmanager held a tick for minutes, past the sensor's timeout, and its
+    cursor was never saved. The records are kept in the outbox, and the tick delivers them once, at its end."""
+    from mlplatform.stores.alerting import Alerter
+
+    instance = platform_instance
+    cursor, _ = tick(instance, alerts_sensor, None)
+    for drifted in (True, False, True):
+        instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=names().asset("drift_report"), metadata={
+            "skipped": False, "dataset_drift": drifted, "champion_version": champion(platform), "drift_share": 0.6 if drifted else 0.1,
+            "drifted_column_names": "age" if drifted else "", "report_url": dg.MetadataValue.url("http://127.0.0.1:1/r.html")}))
+    posts: list[int] = []
+    post = Alerter._post
+    monkeypatch.setattr(Alerter, "_post", lambda self, payload: posts.append(len(payload)) or post(self, payload))
+    _, message = tick(instance, alerts_sensor, cursor)
+    assert str(message).count("drift: fired") == 2 and "no drift: resolved" in str(message), message
+    assert posts == [1] and len(alertmanager.alerts(AlertName.DRIFT)) == 1, posts
+
+
 def test_event_log_unavailable_fails_the_run_after_retries_alerts_and_keeps_the_champion(platform: Settings, platform_instance: dg.DagsterInstance,
                                                                                          alertmanager: Alertmanager, tmp_path: Path) -> None:
     instance = platform_instance

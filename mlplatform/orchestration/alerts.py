@@ -137,22 +137,22 @@ def _on_materialization(model: ModelContext, names: ModelNames, alerter: Alerter
         if meta.get(SKIPPED, True):
             return f"drift report skipped ({meta.get(SKIP_REASON, 'no reason')})"
         if not meta[DATASET_DRIFT]:
-            return _recorded(alerter.resolve(AlertName.DRIFT, dataset), "no drift: resolved")
+            return _recorded(alerter.resolve(AlertName.DRIFT, dataset, deliver=False), "no drift: resolved")
         return _recorded(alerter.fire(drift_alert(settings, dataset, int(str(meta[CHAMPION_VERSION])), float(str(meta[DRIFT_SHARE])),
-                                                  str(meta[DRIFTED_COLUMN_NAMES]), str(meta[REPORT_URL]), run_id)), "drift: fired")
+                                                  str(meta[DRIFTED_COLUMN_NAMES]), str(meta[REPORT_URL]), run_id), deliver=False), "drift: fired")
     if key == names.asset(EVALUATION_REPORT):
         if meta.get(DECISION_META) == PROMOTED:
-            return _recorded(alerter.resolve(AlertName.PROMOTION_REFUSED, dataset), "promoted: resolved")
+            return _recorded(alerter.resolve(AlertName.PROMOTION_REFUSED, dataset, deliver=False), "promoted: resolved")
         if meta.get(DECISION_META) == AWAITING_SHADOW:  # it won on the hold-out: no refusal yet (it fired 'was not promoted': the review)
             return "awaiting shadow evidence: nothing to alert on yet"
         champion = int(str(meta.get(CHAMPION_VERSION, 0))) or None
         return _recorded(alerter.fire(promotion_refused_alert(settings, dataset, int(str(meta[CHALLENGER_VERSION])), champion, str(meta.get(REASON_META, "")),
-                                                              str(meta.get(REPORT_URL, "")), run_id)), "promotion refused: fired")
+                                                              str(meta.get(REPORT_URL, "")), run_id), deliver=False), "promotion refused: fired")
     if meta.get("below_floor"):
         return _recorded(alerter.fire(live_quality_alert(settings, dataset, str(meta[LIVE_VERSION]), str(meta[LIVE_VERDICT]).split("; "),
-                                                         int(str(meta[LIVE_EVENTS])), run_id)), "live quality below floor: fired")
+                                                         int(str(meta[LIVE_EVENTS])), run_id), deliver=False), "live quality below floor: fired")
     if meta.get("enough_events"):
-        return _recorded(alerter.resolve(AlertName.LIVE_QUALITY, dataset), "live quality within floors: resolved")
+        return _recorded(alerter.resolve(AlertName.LIVE_QUALITY, dataset, deliver=False), "live quality within floors: resolved")
     return "live quality without a verdict"
 
 

@@ -136,8 +136,9 @@ class Alerter:
         finally:
             conn.close()
 
-    def fire(self, alert: Alert) -> Delivery:
-        """Record the alert as firing (keeping its start if it already fires), then deliver."""
+    def fire(self, alert: Alert, deliver: bool = True) -> Delivery:
+        """Record the alert as firing (keeping its start if it already fires), then deliver (unless `deliver` is False:
+        the caller delivers once for many, as the alerts sensor does)."""
         if not self.enabled:
             return Delivery(0, 0, "alerting is off (no alertmanager_url)")
         labels = alert.labels()
@@ -155,19 +156,20 @@ class Alerter:
         except sqlite3.Error as exc:
             log.error("alert %s not recorded: %s", labels, exc)
             return Delivery(0, 0, str(exc), recorded=False)
-        return self.deliver()
+        return self.deliver() if deliver else Delivery(0, 1)
 
-    def resolve(self, name: AlertName, dataset: str, **labels: str) -> Delivery:
-        """Resolve every firing alert with this name, dataset and these extra labels, whatever its model version."""
+    def resolve(self, name: AlertName, dataset: str, deliver: bool = True, **labels: str) -> Delivery:
+        """Resolve every firing alert with this name, dataset and these extra labels, whatever its model version; then
+        deliver, unless `deliver` is False."""
         if not self.enabled:
             return Delivery(0, 0, "alerting is off (no alertmanager_url)")
         match = {"alertname": str(name), "dataset": dataset, **labels}
         try:
-            self._end(lambda firing: match.items() <= firing.items())
+            ended = self._end(lambda firing: match.items() <= firing.items())
         except sqlite3.Error as exc:
             log.error("alerts %s not resolved: %s", match, exc)
             return Delivery(0, 0, str(exc), recorded=False)
-        return self.deliver()
+        return self.deliver() if deliver else Delivery(0, ended)
 
     def resolve_other_versions(self, names: Sequence[AlertName], dataset: str, version: str) -> int:
         """Resolve the firing alerts with one of `names` about a model version of `dataset` other than `version` (the
