@@ -2,6 +2,7 @@
 HTML through the real reports server; retention keeps the newest reports per model and the reference caches of live
 versions only; broken, missing and out-of-folder requests get a clear answer."""
 
+import re
 import lzma
 import os
 import signal
@@ -69,6 +70,8 @@ def test_drift_reports_are_small_snapshots_whose_link_renders_and_retention_boun
     stale_cache = drift_dir / "reference" / "adult-v7-100000.parquet"
     stale_cache.parent.mkdir(parents=True, exist_ok=True)
     stale_cache.write_bytes(b"x")
+    stale_named = drift_dir / "reference" / "adult-v8-100000-0123abcd.json"  # named by its window, as caches are now
+    stale_named.write_bytes(b"x")
 
     metas = []
     for start in (2400, 2700, 3000):
@@ -87,7 +90,9 @@ def test_drift_reports_are_small_snapshots_whose_link_renders_and_retention_boun
 
     kept = sorted(p.name for p in drift_dir.glob("adult-v*"))
     assert kept == sorted(Path(str(m["report_path"])).name for m in metas[1:]), kept
-    assert other_model.exists() and not stale_cache.exists() and list((drift_dir / "reference").glob("adult-v1-*.parquet"))
+    assert other_model.exists() and not stale_cache.exists() and not stale_named.exists()
+    [cached] = (drift_dir / "reference").glob("adult-v1-*.parquet")
+    assert re.fullmatch(r"adult-v1-\d+-[0-9a-f]{8}\.parquet", cached.name), "named by the champion's window: another registry's v1 is another cache"
     assert httpx.get(str(metas[0]["report_url"]), timeout=10).status_code == 404, "a pruned report's link says it is gone"
 
 

@@ -11,6 +11,7 @@ not significance, so a large uniform sample reproduces the full-data verdicts (b
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -74,6 +75,12 @@ class ReferenceWindow:
     end_us: int
     label_seq_cutoff: int
     seq_cutoff: int | None  # the window's last event in order of arrival (None: a version logged before it was recorded)
+
+    @property
+    def digest(self) -> str:
+        """Eight hex digits naming the window's events (its bounds and cut-offs), for the reference cache's file name."""
+        bounds = f"{self.start_us}:{self.train_end_us}:{self.label_seq_cutoff}:{self.seq_cutoff}"
+        return hashlib.sha256(bounds.encode()).hexdigest()[:8]
 
     def span(self) -> dict[str, object]:
         """Which events the reference is, as the champion's window tags say: its training rows' times and label cut-off."""
@@ -215,8 +222,9 @@ def _with_predictions(spec: DatasetSpec, frame: pd.DataFrame, predictor: Predict
 
 
 def reference_side(log: EventStore, spec: DatasetSpec, window: ReferenceWindow, predictor: Predictor, sample_rows: int, cache_dir: Path) -> Side:
-    """The champion's training rows (sampled) with its predictions: computed once per champion, then read from cache."""
-    stem = cache_dir / f"{spec.name}-v{window.version}-{sample_rows}"
+    """The champion's training rows (sampled) with its predictions: computed once per champion, then read from cache,
+    named by the window too: another registry's v1 (a new MLFLOW_TRACKING_URI, same state folder) read the old v1's (the review)."""
+    stem = cache_dir / f"{spec.name}-v{window.version}-{sample_rows}-{window.digest}"
     parquet, info = stem.with_suffix(".parquet"), stem.with_suffix(".json")
     if parquet.exists() and info.exists():
         return Side(int(json.loads(info.read_text(encoding="utf-8"))["rows"]), pd.read_parquet(parquet))

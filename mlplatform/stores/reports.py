@@ -115,7 +115,7 @@ def prune_drift_reports(drift_dir: Path, model: str, keep: int, live_versions: s
     report = re.compile(rf"{re.escape(model)}-v\d+-\d{{8}}T\d{{6}}-\d{{9}}({re.escape(SNAPSHOT_SUFFIX)}|{re.escape(HTML_SUFFIX)})")
     dated = [(when, p) for p in drift_dir.glob(f"{model}-v*") if report.fullmatch(p.name) and (when := _mtime(p)) is not None]
     reports = [p for _, p in sorted(dated, key=lambda item: (item[0], item[1].name), reverse=True)]
-    cache = re.compile(rf"{re.escape(model)}-v(\d+)-\d+\.(parquet|json)")
+    cache = re.compile(rf"{re.escape(model)}-v(\d+)-\d+(-[0-9a-f]{{8}})?\.(parquet|json)")  # the window's digest, or none (before it)
     stale = [p for p in (drift_dir / "reference").glob(f"{model}-v*")
              if (m := cache.fullmatch(p.name)) is not None and int(m.group(1)) not in live_versions]
     return _remove(reports[keep:] + stale)
