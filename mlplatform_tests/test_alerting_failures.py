@@ -1,6 +1,7 @@
 """Drift alerts and an unavailable event log, through the real pipeline against a real Alertmanager (a second
 module, so it runs beside test_alerting.py under `pytest -n 2 --dist loadfile`)."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -71,6 +72,24 @@ def test_drift_alert_names_the_drifted_columns_and_resolves_on_a_clean_report(pl
     assert alertmanager.alerts(AlertName.DRIFT) == []
 
 
+def test_a_run_is_labelled_by_what_it_did_whatever_job_ran_it() -> None:
+    """Sensors run every selection as __ASSET_JOB: a landing run's success resolved a failed retraining's alert (the
+    review), and a drift run, which selects the retraining it may call for, read as a retraining even when it did not
+    retrain (the diff review)."""
+    from mlplatform.orchestration.alerts import what_ran
+    from mlplatform.orchestration.names import DRIFT_RUN, RETRAINING
+
+    adult = ModelNames("adult")
+    drift = dg.DagsterRun(job_name="__ASSET_JOB", run_id="d", asset_selection=frozenset(adult.assets(*DRIFT_RUN)))
+    assert what_ran(drift, "adult", retraining=False) == "assets drift_dashboard, drift_report, estimated_performance, retraining_trigger"
+    assert what_ran(drift, "adult", retraining=True) == "adult_retrain"
+    landing = dg.DagsterRun(job_name="__ASSET_JOB", run_id="l", asset_selection=frozenset(adult.assets("raw_events")))
+    assert what_ran(landing, "adult", retraining=False) == "assets raw_events"
+    retraining = dg.DagsterRun(job_name="__ASSET_JOB", run_id="r", asset_selection=frozenset(adult.assets(*RETRAINING)))
+    assert what_ran(retraining, "adult", retraining=True) == "adult_retrain" == what_ran(dg.DagsterRun(job_name="adult_retrain", run_id="j"), "adult", True)
+    assert what_ran(dg.DagsterRun(job_name="run_history_retention", run_id="h"), None, retraining=False) == "run_history_retention"
+
+
 def test_a_challenger_awaiting_its_shadow_evidence_is_no_refused_promotion(platform: Settings, platform_instance: dg.DagsterInstance,
                                                                          alertmanager: Alertmanager) -> None:
     """The review: every decision but `promoted` fired MLPlatformPromotionRefused, so a hold-out winner waiting (up to a
@@ -111,6 +130,15 @@ def test_an_alert_the_outbox_could_not_record_is_recorded_at_the_next_tick(platf
     assert alertmanager.alerts(AlertName.DRIFT) == []
     _, message = tick(instance, alerts_sensor, cursor)
     assert "drift: fired" in str(message) and len(alertmanager.alerts(AlertName.DRIFT)) == 1, message
+    # A first tick stopped so stays a first tick (the diff review: its cursor at 0, the next replayed the whole history).
+    outbox.rename(aside)
+    outbox.mkdir()
+    try:
+        first, message = tick(instance, alerts_sensor, None)
+    finally:
+        outbox.rmdir()
+        aside.rename(outbox)
+    assert "not recorded" in str(message) and "adult/drift_report" not in json.loads(first or "{}"), first
 
 
 def test_the_alerts_sensor_delivers_once_a_tick_whatever_it_recorded(platform: Settings, platform_instance: dg.DagsterInstance,

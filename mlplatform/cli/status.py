@@ -240,7 +240,7 @@ def render_status(status: dict[str, Any]) -> str:
     ]
     if rejected := status.get("rejected_files"):
         newest = rejected[0]
-        lines.append(f"rejected files: {len(rejected)} in {status['landing_dir']}/{REJECTED}, none of their rows landed (newest, {newest['at']}: "
+        lines.append(f"rejected files: {len(rejected)} in {status['landing_dir']}/{REJECTED} (newest, {newest['at']}: "
                      f"{newest['name']}: {newest['reason']}); fixed, move them back into the landing folder")
     lines.extend(_version_lines(status["versions"]))
     if status["timeline"]:

@@ -119,6 +119,7 @@ INGESTED = "ingested"
 DUPLICATES = "duplicates"
 QUARANTINED = "quarantined"
 LABELS_APPLIED = "labels_applied"
+ROWS_READ = "rows_read"  # raw_events: rows its files held; each ended ingested, a duplicate, quarantined or a label applied (a resent known event can be both of the last)
 REJECTED_FILES = "rejected_files"
 SKIPPED_ENTRIES = "skipped_entries"
 UNTIMED_FILES = "untimed_files"  # events files without the spec's time column, their events timed as they landed

@@ -21,7 +21,7 @@ from mlplatform.domain.evaluation import primary_metric
 from mlplatform.domain.timeformat import iso_time
 from mlplatform.orchestration.assets import value_snapshot_metadata
 from mlplatform.orchestration.errors import root_cause
-from mlplatform.orchestration.names import DRIFT_REPORT, EVALUATION_REPORT, LIVE_QUALITY, LIVE_QUALITY_CHECK, RAW_EVENTS, TRAINED_MODEL, ModelNames, model_of_asset
+from mlplatform.orchestration.names import DRIFT_REPORT, EVALUATION_REPORT, LIVE_QUALITY, LIVE_QUALITY_CHECK, RAW_EVENTS, RETRAINING, ModelNames, model_of_asset
 from mlplatform.orchestration.resources import PlatformResource
 from mlplatform.orchestration.warm_runs import stopped_in_flight
 from mlplatform.pipeline.live_quality import LiveQuality, ServedVersion, measure, measure_reading
@@ -204,7 +204,8 @@ def build_alerts_sensor(names: ModelNames) -> dg.SensorDefinition:
                     done.append(f"{name}: {exc}; tried again next tick")
                     break
                 cursor[name] = record.storage_id
-            cursor.setdefault(name, 0)
+            else:  # a first tick stopped by the outbox stays a first tick: from 0, the next would replay the whole history
+                cursor.setdefault(name, 0)
         done.append(_about_the_champion(model, alerter))
         delivery = alerter.deliver()
         done.append(f"delivered {delivery.sent}, pending {delivery.pending}" + (f" ({delivery.error})" if delivery.error else ""))
@@ -213,17 +214,24 @@ def build_alerts_sensor(names: ModelNames) -> dg.SensorDefinition:
     return alerts_sensor
 
 
-def what_ran(run: dg.DagsterRun, model: str | None) -> str:
+def what_ran(run: dg.DagsterRun, model: str | None, retraining: bool) -> str:
     """What a run did, as its failure alert's `job` label and as the success that resolves it. Sensors and `materialize`
     run every selection as Dagster's one asset job (__ASSET_JOB), so a landing run's success resolved a failed
-    retraining's alert while retraining stayed broken (the review). A run that trains (trained_model in its selection)
-    is named as the model's retrain job; another asset-job run by the assets it selected; any other by its job."""
-    selected = sorted(key.path[-1] for key in run.asset_selection or ())
-    if TRAINED_MODEL in selected and model is not None:
+    retraining's alert while retraining stayed broken (the review). A run that failed in a retraining step, or
+    materialized one (`retraining`), is the model's retrain job, whatever job ran it; another asset-job run is named by
+    what it selected beside the retraining, which a drift run selects whether or not it retrains (the diff review: every
+    drift run was a retraining, and one that did not retrain resolved a failed retraining's alert); any other by its job."""
+    if retraining and model is not None:
         return ModelNames(model).retrain_job
+    selected = sorted(name for key in run.asset_selection or () if (name := key.path[-1]) not in RETRAINING)
     if run.job_name.startswith("__") and selected:
         return f"assets {', '.join(selected)}"
     return run.job_name
+
+
+def _asset_of_step(step_key: str) -> str:
+    """The asset a step materializes: the name after the model's prefix (`adult__trained_model`)."""
+    return step_key.rsplit("__", 1)[-1]
 
 
 def _model_of_run(platform: PlatformResource, run: dg.DagsterRun) -> ModelContext | None:
@@ -257,7 +265,10 @@ def run_failure_alerts(context: dg.RunFailureSensorContext, platform: PlatformRe
     steps = [f"{e.step_key}: {root_cause(e.event_specific_data.error)}"  # type: ignore[union-attr]
              for e in context.get_step_failure_events() if e.event_specific_data and e.event_specific_data.error]  # type: ignore[union-attr]
     error = ("; ".join(steps) or context.failure_event.message or "run failed")[:1000]
-    alert = run_failed_alert(settings, model.name if model else "unknown model", champion, what_ran(run, model.name if model else None), run.run_id, error,
+    failed = {_asset_of_step(e.step_key or "") for e in context.get_step_failure_events()}
+    selected = {key.path[-1] for key in run.asset_selection or ()}
+    retraining = bool(failed & set(RETRAINING)) if failed else bool(selected) and selected <= set(RETRAINING)
+    alert = run_failed_alert(settings, model.name if model else "unknown model", champion, what_ran(run, model.name if model else None, retraining), run.run_id, error,
                              will_retry=run.tags.get(WILL_RETRY_TAG) == "true", stack_stopped=stopped_in_flight(run))
     delivery = Alerter.from_settings(settings).fire(alert)
     _recorded(delivery, f"run {run.run_id} failed: alert {alert.name}")  # raised: the tick fails, saying so (Dagster does not hand the run over again)
@@ -273,8 +284,12 @@ def run_failure_alerts(context: dg.RunFailureSensorContext, platform: PlatformRe
 def run_success_alerts(context: dg.RunStatusSensorContext, platform: PlatformResource) -> None:
     model = _model_of_run(platform, context.dagster_run)
     settings = model.settings if model is not None else platform.platform().settings
-    resolved = Alerter.from_settings(settings).resolve(AlertName.RUN_FAILED, model.name if model else "unknown model", job=what_ran(context.dagster_run, model.name if model else None))
-    _recorded(resolved, f"run {context.dagster_run.run_id} succeeded: its run-failure alert resolved")
+    run, name = context.dagster_run, model.name if model else None
+    succeeded = {_asset_of_step(s.step_key) for s in context.instance.get_run_step_stats(run.run_id) if s.status is not None and s.status.value == "SUCCESS"}
+    alerter = Alerter.from_settings(settings)
+    for retraining in {False, bool(succeeded & set(RETRAINING))}:  # a drift run that retrained ends both kinds of failure
+        resolved = alerter.resolve(AlertName.RUN_FAILED, name or "unknown model", job=what_ran(run, name, retraining))
+        _recorded(resolved, f"run {run.run_id} succeeded: its run-failure alert resolved")
 
 
 run_alert_sensors = [run_failure_alerts, run_success_alerts]

@@ -271,7 +271,11 @@ def loaded_champion(registry: Registry, version: int) -> tuple[Predictor | None,
 
     try:
         return registry.load_predictor(version), None
-    except (OSError, ModelFileDamaged, MlflowException) as exc:
+    except (FileNotFoundError, ModelFileDamaged, MlflowException) as exc:
+        # Only what stays so: a store or network that fails for a while (a timeout, a 503, a full disk) fails the step,
+        # which is retried, where judging as if there were no champion would promote on the floor alone (the diff review).
+        if isinstance(exc, MlflowException) and exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
         log.warning("champion v%s cannot be loaded: %s: %s", version, type(exc).__name__, exc)
         return None, f"{type(exc).__name__}: {exc}"
 
@@ -530,7 +534,7 @@ def evaluate_challenger(settings: Settings, spec: DatasetSpec, registry: Registr
     champion = record
     champion_predictor, unloadable = (None, None) if champion is None else loaded_champion(registry, champion.version)
     champion_unseen = champion_recorded = None
-    if champion is not None and int(registry.get_version(champion.version).tags.get(REFIT_ROWS_TAG, "0")) > 0:
+    if champion_predictor is not None and int(registry.get_version(champion.version).tags.get(REFIT_ROWS_TAG, "0")) > 0:
         champion_unseen = unseen_after(holdout, champion.label_seq_cutoff)
         if int(champion_unseen.sum()) < MIN_JUDGED_ROWS:  # only then are its own hold-out's rows judged (see `judge`)
             champion_recorded = recorded_evidence(registry, holdout, champion.version)
@@ -560,8 +564,9 @@ def evaluate_challenger(settings: Settings, spec: DatasetSpec, registry: Registr
         elif shadow.decision is None:
             decision = replace(decision, reason=f"decided on the hold-out alone: shadow evidence still short after shadow_max_wait_seconds "
                                                 f"({settings.shadow_max_wait_seconds:.0f} s; {shadow.summary()}); on the hold-out: {decision.reason}")
-        elif not shadow.decision.promote:
-            decision = replace(decision, promote=False, reason=f"loses in shadow {shadow.summary()}; on the hold-out: {decision.reason}")
+        elif not shadow.decision.promote:  # a tie is no win in shadow either, but no loss
+            lost = "ties" if shadow.decision.improvement == 0 else "loses"
+            decision = replace(decision, promote=False, reason=f"{lost} in shadow {shadow.summary()}; on the hold-out: {decision.reason}")
     # Last, so that a pin keeps out a challenger that won, or still might, on everything else: no verdict on it (kept_by_person)
     kept_by_person = champion is not None and champion.pinned and (decision.promote or awaiting)
     if champion is not None and champion.pinned:
