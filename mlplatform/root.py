@@ -287,7 +287,7 @@ class Platform:
             declaration = read_declaration(defs_file)
             if declaration is not None:
                 models.append(build_model(settings, declaration, defs_file))
-                if "quality_floor" not in declaration.loop.model_fields_set:  # type: ignore[attr-defined]  # an explicit null is its own: no floor
+                if "quality_floor" not in declaration.loop.model_fields_set:  # type: ignore[attr-defined]  # an explicit null is its own: the task's default floor
                     floor_from_settings.append(models[-1])
         _one_floor_metric(settings, floor_from_settings)
         return cls(settings, models)

@@ -203,6 +203,8 @@ def build_alerts_sensor(names: ModelNames) -> dg.SensorDefinition:
                 except AlertNotRecorded as exc:  # this record and those after it wait for the next tick
                     done.append(f"{name}: {exc}; tried again next tick")
                     break
+                except (KeyError, ValueError, TypeError) as exc:  # metadata it cannot read now will not read later: passed, said
+                    done.append(f"{name}: materialization {record.storage_id} not read, no alert from it ({type(exc).__name__}: {exc})")
                 cursor[name] = record.storage_id
             else:  # a first tick stopped by the outbox stays a first tick: from 0, the next would replay the whole history
                 cursor.setdefault(name, 0)
@@ -265,7 +267,9 @@ def run_failure_alerts(context: dg.RunFailureSensorContext, platform: PlatformRe
     steps = [f"{e.step_key}: {root_cause(e.event_specific_data.error)}"  # type: ignore[union-attr]
              for e in context.get_step_failure_events() if e.event_specific_data and e.event_specific_data.error]  # type: ignore[union-attr]
     error = ("; ".join(steps) or context.failure_event.message or "run failed")[:1000]
-    failed = {_asset_of_step(e.step_key or "") for e in context.get_step_failure_events()}
+    # The steps that failed, and those a killed worker (memory, max_runtime, a stop) left in progress, with no failure event.
+    failed = {_asset_of_step(e.step_key or "") for e in context.get_step_failure_events()} | {
+        _asset_of_step(s.step_key) for s in context.instance.get_run_step_stats(run.run_id) if s.status is not None and s.status.value == "IN_PROGRESS"}
     selected = {key.path[-1] for key in run.asset_selection or ()}
     retraining = bool(failed & set(RETRAINING)) if failed else bool(selected) and selected <= set(RETRAINING)
     alert = run_failed_alert(settings, model.name if model else "unknown model", champion, what_ran(run, model.name if model else None, retraining), run.run_id, error,
