@@ -3,6 +3,8 @@ module, so it runs beside test_alerting.py under `pytest -n 2 --dist loadfile`).
 
 import json
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
@@ -106,38 +108,44 @@ def test_a_challenger_awaiting_its_shadow_evidence_is_no_refused_promotion(platf
     assert "promotion refused: fired" in str(message) and len(alertmanager.alerts(AlertName.PROMOTION_REFUSED)) == 1
 
 
+def _report_drift(instance: dg.DagsterInstance, platform: Settings, drifted: bool = True) -> None:
+    """A drift_report materialization about the champion, as the asset records one (without running it)."""
+    instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=names().asset("drift_report"), metadata={
+        "skipped": False, "dataset_drift": drifted, "champion_version": champion(platform), "drift_share": 0.6 if drifted else 0.1,
+        "drifted_column_names": "age" if drifted else "", "report_url": dg.MetadataValue.url("http://127.0.0.1:1/r.html")}))
+
+
+@contextmanager
+def _outbox_unopenable(platform: Settings, aside: Path) -> Iterator[None]:
+    """A directory where the alerts outbox was, for as long as the block runs: it cannot be opened."""
+    from mlplatform.stores.alerting import ALERTS_FILE
+
+    outbox = platform.state_dir / ALERTS_FILE
+    outbox.rename(aside)
+    outbox.mkdir()
+    try:
+        yield
+    finally:
+        outbox.rmdir()
+        aside.rename(outbox)
+
+
 def test_an_alert_the_outbox_could_not_record_is_recorded_at_the_next_tick(platform: Settings, platform_instance: dg.DagsterInstance,
                                                                             alertmanager: Alertmanager, tmp_path: Path) -> None:
     """The review: the alerts sensor moved its cursor past a drift report whose alert the outbox could not record (a
     SQLite error for one tick), and the alert was lost for good. It stops before that report, and the next tick fires it."""
-    from mlplatform.stores.alerting import ALERTS_FILE
-
     instance = platform_instance
     cursor, _ = tick(instance, alerts_sensor, None)
-    instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=names().asset("drift_report"), metadata={
-        "skipped": False, "dataset_drift": True, "champion_version": champion(platform), "drift_share": 0.6,
-        "drifted_column_names": "age, hours-per-week", "report_url": dg.MetadataValue.url("http://127.0.0.1:1/r.html")}))
-    outbox = platform.state_dir / ALERTS_FILE
-    aside = tmp_path / "outbox-aside"
-    outbox.rename(aside)
-    outbox.mkdir()  # a directory where the outbox was: it cannot be opened this tick
-    try:
+    _report_drift(instance, platform)
+    with _outbox_unopenable(platform, tmp_path / "outbox-aside"):
         cursor, message = tick(instance, alerts_sensor, cursor)
-    finally:
-        outbox.rmdir()
-        aside.rename(outbox)
     assert "drift: fired, but not recorded in the alerts outbox" in str(message) and "tried again next tick" in str(message), message
     assert alertmanager.alerts(AlertName.DRIFT) == []
     _, message = tick(instance, alerts_sensor, cursor)
     assert "drift: fired" in str(message) and len(alertmanager.alerts(AlertName.DRIFT)) == 1, message
     # A first tick stopped so stays a first tick (the diff review: its cursor at 0, the next replayed the whole history).
-    outbox.rename(aside)
-    outbox.mkdir()
-    try:
+    with _outbox_unopenable(platform, tmp_path / "outbox-aside"):
         first, message = tick(instance, alerts_sensor, None)
-    finally:
-        outbox.rmdir()
-        aside.rename(outbox)
     assert "not recorded" in str(message) and "adult/drift_report" not in json.loads(first or "{}"), first
 
 
@@ -147,10 +155,8 @@ def test_a_materialization_the_alerts_sensor_cannot_read_is_passed_saying_so(pla
     tick at it, and hold every alert recorded before it from delivery: it is passed, saying so, and the next one fires."""
     instance = platform_instance
     cursor, _ = tick(instance, alerts_sensor, None)
-    for meta in ({"skipped": False, "dataset_drift": True}, {
-            "skipped": False, "dataset_drift": True, "champion_version": champion(platform), "drift_share": 0.6,
-            "drifted_column_names": "age", "report_url": dg.MetadataValue.url("http://127.0.0.1:1/r.html")}):
-        instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=names().asset("drift_report"), metadata=meta))
+    instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=names().asset("drift_report"), metadata={"skipped": False, "dataset_drift": True}))
+    _report_drift(instance, platform)
     _, message = tick(instance, alerts_sensor, cursor)
     assert "not read, no alert from it (KeyError: 'champion_version')" in str(message) and "drift: fired" in str(message), message
     assert len(alertmanager.alerts(AlertName.DRIFT)) == 1
@@ -166,9 +172,7 @@ def test_the_alerts_sensor_delivers_once_a_tick_whatever_it_recorded(platform: S
     instance = platform_instance
     cursor, _ = tick(instance, alerts_sensor, None)
     for drifted in (True, False, True):
-        instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=names().asset("drift_report"), metadata={
-            "skipped": False, "dataset_drift": drifted, "champion_version": champion(platform), "drift_share": 0.6 if drifted else 0.1,
-            "drifted_column_names": "age" if drifted else "", "report_url": dg.MetadataValue.url("http://127.0.0.1:1/r.html")}))
+        _report_drift(instance, platform, drifted)
     posts: list[int] = []
     post = Alerter._post
     monkeypatch.setattr(Alerter, "_post", lambda self, payload: posts.append(len(payload)) or post(self, payload))

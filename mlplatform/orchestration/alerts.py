@@ -231,9 +231,9 @@ def what_ran(run: dg.DagsterRun, model: str | None, retraining: bool) -> str:
     return run.job_name
 
 
-def _asset_of_step(step_key: str) -> str:
-    """The asset a step materializes: the name after the model's prefix (`adult__trained_model`)."""
-    return step_key.rsplit("__", 1)[-1]
+def _assets_of_steps(instance: dg.DagsterInstance, run_id: str, status: str) -> set[str]:
+    """The assets (the name after the model's prefix, `adult__trained_model`) of the run's steps in `status`."""
+    return {s.step_key.rsplit("__", 1)[-1] for s in instance.get_run_step_stats(run_id) if s.status is not None and s.status.value == status}
 
 
 def _model_of_run(platform: PlatformResource, run: dg.DagsterRun) -> ModelContext | None:
@@ -268,8 +268,7 @@ def run_failure_alerts(context: dg.RunFailureSensorContext, platform: PlatformRe
              for e in context.get_step_failure_events() if e.event_specific_data and e.event_specific_data.error]  # type: ignore[union-attr]
     error = ("; ".join(steps) or context.failure_event.message or "run failed")[:1000]
     # The steps that failed, and those a killed worker (memory, max_runtime, a stop) left in progress, with no failure event.
-    failed = {_asset_of_step(e.step_key or "") for e in context.get_step_failure_events()} | {
-        _asset_of_step(s.step_key) for s in context.instance.get_run_step_stats(run.run_id) if s.status is not None and s.status.value == "IN_PROGRESS"}
+    failed = _assets_of_steps(context.instance, run.run_id, "FAILURE") | _assets_of_steps(context.instance, run.run_id, "IN_PROGRESS")
     selected = {key.path[-1] for key in run.asset_selection or ()}
     retraining = bool(failed & set(RETRAINING)) if failed else bool(selected) and selected <= set(RETRAINING)
     alert = run_failed_alert(settings, model.name if model else "unknown model", champion, what_ran(run, model.name if model else None, retraining), run.run_id, error,
@@ -289,9 +288,8 @@ def run_success_alerts(context: dg.RunStatusSensorContext, platform: PlatformRes
     model = _model_of_run(platform, context.dagster_run)
     settings = model.settings if model is not None else platform.platform().settings
     run, name = context.dagster_run, model.name if model else None
-    succeeded = {_asset_of_step(s.step_key) for s in context.instance.get_run_step_stats(run.run_id) if s.status is not None and s.status.value == "SUCCESS"}
     alerter = Alerter.from_settings(settings)
-    for retraining in {False, bool(succeeded & set(RETRAINING))}:  # a drift run that retrained ends both kinds of failure
+    for retraining in {False, bool(_assets_of_steps(context.instance, run.run_id, "SUCCESS") & set(RETRAINING))}:  # a drift run that retrained ends both kinds of failure
         resolved = alerter.resolve(AlertName.RUN_FAILED, name or "unknown model", job=what_ran(run, name, retraining))
         _recorded(resolved, f"run {run.run_id} succeeded: its run-failure alert resolved")
 

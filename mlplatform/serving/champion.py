@@ -108,8 +108,6 @@ class ChampionWatcher(BackgroundLoop):
         # that loaded the version fine it stayed firing, re-sent every half hour: the review).
         self._alert_firing = True
         self._alerts: queue.SimpleQueue[tuple[Callable[..., object], tuple[object, ...]]] = queue.SimpleQueue()
-        self._alerts_lock = threading.Lock()
-        self._alert_sender: threading.Thread | None = None
         self.spec = spec
         self.interval_s = interval_s
         self.metrics = metrics
@@ -118,6 +116,8 @@ class ChampionWatcher(BackgroundLoop):
         self.last_error: str | None = None  # why the latest check could not load the champion (None: it could, or nothing to load)
         self._check_lock = threading.Lock()
         self._on_tick = on_tick  # called before each periodic check, on this thread (serving follows its spec file's edits)
+        if settings is not None and settings.alertmanager_url:
+            threading.Thread(target=self._send_alerts, name="reload-alerts", daemon=True).start()
 
     def check(self, retry_failed: bool = False) -> ReloadOutcome:
         """Load the champion if it is not the version serving; keep the old one if that fails.
@@ -200,13 +200,8 @@ class ChampionWatcher(BackgroundLoop):
         """Alerts leave on a thread of their own (a slow Alertmanager must never delay a reload or a request), one after
         another in the order given: a thread each let a recovery's resolve be recorded before the failure's fire, which
         then stayed firing (the review)."""
-        if self.settings is None or not self.settings.alertmanager_url:
-            return
-        self._alerts.put((send, (self.settings, self.spec, *args)))
-        with self._alerts_lock:
-            if self._alert_sender is None:
-                self._alert_sender = threading.Thread(target=self._send_alerts, name="reload-alerts", daemon=True)
-                self._alert_sender.start()
+        if self.settings is not None and self.settings.alertmanager_url:
+            self._alerts.put((send, (self.settings, self.spec, *args)))
 
     def _send_alerts(self) -> None:
         while True:
