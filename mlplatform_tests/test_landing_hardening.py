@@ -469,7 +469,8 @@ def test_the_landing_sensor_requests_one_run_per_set_of_settled_files(tmp_path: 
     import dagster as dg
 
     from mlplatform.orchestration.names import ModelNames
-    from mlplatform.orchestration.sensors import AGAIN_SECONDS, LOST_SECONDS, LandingCursor, landing_request
+    from mlplatform.orchestration.sensors import LOST_SECONDS, LandingCursor, landing_request
+    from mlplatform.orchestration.trigger import AGAIN_SECONDS
 
     @dg.op
     def fails() -> None:

@@ -13,14 +13,15 @@ import pytest
 from mlplatform.cli.status import collect_status, render_status
 from mlplatform.domain.keys import (CHAMPION_MOVING, KEPT_BY_PERSON, CHAMPION_VERSION, DRIFT_REPORT_TAG, DRIFT_SHARE_TAG, LABEL_WATERMARK_TAG, LAUNCHED_BY_TAG, NEW_LABELLED_TAG, POLICY_TRIGGER_TAG,
                                    QUALITY_TAG, REALIZED_BAND_TAG, REALIZED_EVENTS_TAG, REALIZED_METRIC_TAG, REALIZED_REFERENCE_TAG, REALIZED_VALUE_TAG,
-                                   REASON_TAG, RETRAIN_TAG, RETRY_ON_FAILURE_TAG, RUN_KEY_TAG, TRIGGER_REASON, TRIGGERED_AT_TAG)
+                                   REASON_TAG, RETRAIN_TAG, RETRY_ON_FAILURE_TAG, RUN_KEY_TAG, TRIGGER_REASON, TRIGGERED_AT_TAG,
+                                   WILL_RETRY_TAG)
 from mlplatform.domain.policy import DRIFT, NEW_OBSERVATIONS, QUALITY_DROP, Cursor, DriftBar, PolicyConfig
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.orchestration.assets import latest_metadata
 from mlplatform.orchestration.launch import launch, launch_drift_run
 from mlplatform.orchestration.names import DRIFT_REPORT, EVALUATION_REPORT, LIVE_QUALITY, ModelNames
-from mlplatform.orchestration.sensors import AGAIN_SECONDS, LOST_SECONDS, DriftRequest, drift_request
-from mlplatform.orchestration.trigger import policy_record, trigger_runs
+from mlplatform.orchestration.sensors import LOST_SECONDS, DriftRequest, drift_request
+from mlplatform.orchestration.trigger import AGAIN_SECONDS, Verdict, evaluate, policy_record, trigger_runs
 from mlplatform.pipeline.champion import ChampionError, ChampionRequest, change_champion
 from mlplatform.pipeline.replay import DriftScenario, inject_drift
 from mlplatform.root import platform as root_platform
@@ -198,6 +199,58 @@ def test_a_terminated_retraining_says_it_used_up_its_trigger(platform: Platform,
     failed = create_run_for_test(platform.instance, job_name="__ASSET_JOB", status=dg.DagsterRunStatus.FAILURE, tags={RUN_KEY_TAG: request.run_key or "", **request.tags})
     assert "was canceled" not in (platform.tick(SENSOR_NAME, due.cursor).skip_message or ""), "a failed run's retries are Dagster's"
     platform.instance.delete_run(failed.run_id)
+
+
+def test_a_trigger_whose_run_failed_before_deciding_is_decided_on_again_with_a_back_off(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The review: a sensor retraining whose run failed with its run retries spent (MLflow down longer than they last)
+    used up its trigger, and nothing retrained until N more labels came. The policy now decides on what that trigger saw
+    again 60 s after the run ended, doubling with each such failure, with a run key Dagster has not run yet; a run left
+    failed on purpose (what retrying cannot mend) or one whose evaluation decided used its trigger up."""
+    monkeypatch.setenv("MLPLATFORM_RETRAIN_COOLDOWN_SECONDS", "0")
+
+    @dg.op
+    def fails(context: dg.OpExecutionContext, decide: bool) -> None:
+        if decide:
+            context.log_event(dg.AssetMaterialization(ADULT.asset(EVALUATION_REPORT), metadata={"decision": "rejected"}))
+        raise RuntimeError("MLflow is unreachable" if not decide else "estimated_performance: the event log is unreachable")
+
+    @dg.job(name="failed_retraining")
+    def failed_retraining() -> None:
+        fails()
+
+    def fail(request: dg.RunRequest, decide: bool = False, **tags: str) -> float:
+        failed_retraining.execute_in_process(instance=platform.instance, raise_on_error=False, run_config={"ops": {"fails": {"inputs": {"decide": decide}}}},
+                                             tags={RUN_KEY_TAG: request.run_key or "", **request.tags, "dagster/max_retries": "0", **tags})  # its run retries spent
+        return time.time()
+
+    def verdict(cursor: str | None, now: float) -> Verdict:
+        return evaluate(platform.instance, platform.model, ADULT, platform.model.registry.champion_record(), Cursor.from_json(cursor)[0], now=now)
+
+    start = _watermark(platform)
+    platform.replay(platform.next_rows(EVERY_N))
+    due = platform.tick(SENSOR_NAME, _cursor(start, last_trigger_time=time.time() - 3600))
+    [request] = due.run_requests or []
+    ended = fail(request)
+    assert platform.instance.get_runs(limit=1)[0].tags[WILL_RETRY_TAG] == "false"
+    waiting = platform.tick(SENSOR_NAME, due.cursor)
+    assert not waiting.run_requests and re.search(r"the latest trigger's run \w{8} \(new_observations\) failed before it decided: the policy decides on what it saw "
+                                                 rf"again in (5[0-9]|{AGAIN_SECONDS}) s \(`mlplatform materialize --model adult` retrains now\)", waiting.skip_message or ""), waiting.skip_message
+    first = verdict(due.cursor, ended + AGAIN_SECONDS + 1)
+    assert first.trigger is not None and first.trigger.run_key == f"{request.run_key}-again1"
+    assert first.trigger.label_watermark == int(request.tags[LABEL_WATERMARK_TAG]) == start + EVERY_N
+    assert re.match(r"retrain: new_observations \(\d+ new labelled events\); again, after the latest trigger's run \w{8} \(new_observations\) failed", first.why), first.why
+    again = dg.RunRequest(run_key=first.trigger.run_key, tags={**first.tags, LAUNCHED_BY_TAG: SENSOR_NAME})
+    ended = fail(again)
+    assert verdict(due.cursor, ended + AGAIN_SECONDS + 1).trigger is None, "the back-off doubled"
+    second = verdict(due.cursor, ended + 2 * AGAIN_SECONDS + 1).trigger
+    assert second is not None and second.run_key == f"{request.run_key}-again2"
+    for i, used_up in enumerate(({"decide": True}, {RETRY_ON_FAILURE_TAG: "false"})):
+        later = dg.RunRequest(run_key=f"{second.run_key}-{i}", tags={**verdict(due.cursor, ended + 2 * AGAIN_SECONDS + 1).tags, LAUNCHED_BY_TAG: SENSOR_NAME})
+        ended = fail(later, **used_up)  # type: ignore[arg-type]
+        left = verdict(due.cursor, ended + AGAIN_SECONDS * 100)
+        assert left.trigger is None and left.why.startswith("0 new labelled events since the last trigger"), (used_up, left.why)
+    for run in platform.instance.get_runs(filters=dg.RunsFilter(job_name="failed_retraining")):
+        platform.instance.delete_run(run.run_id)
 
 
 def test_cooldown_holds_against_thrashing(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -23,7 +23,7 @@ from mlplatform.domain.policy import Cursor
 from mlplatform.orchestration.instance import retrain_run_tags
 from mlplatform.orchestration.names import DRIFT_REPORT, DRIFT_RUN, EVALUATION_REPORT, RAW_EVENTS, RETRAINING, TRAINED_MODEL, ModelNames
 from mlplatform.orchestration.resources import PlatformResource
-from mlplatform.orchestration.trigger import UNFINISHED, evaluate, latest, retraining_elsewhere
+from mlplatform.orchestration.trigger import UNFINISHED, again_after, evaluate, latest, retraining_elsewhere
 from mlplatform.pipeline.landing import LandingPolicy, landing_candidates
 from mlplatform.pipeline.shadow import shadow_wait_left
 from mlplatform.root import ModelContext
@@ -188,11 +188,6 @@ class LandingCursor:
             return cls(text)
 
 
-# After a run that ended without doing what it was asked (the files left in the landing folder, no drift report; its retries
-# spent: the event log unavailable, the disk full, a code location that did not load), the same request is made again after
-# this back-off, doubled each time up to AGAIN_MAX_SECONDS.
-AGAIN_SECONDS = 60
-AGAIN_MAX_SECONDS = 3600
 # A request with no run this long after it was lost: its run deleted by run_history_retention (the sensor stopped for
 # longer than the history is kept), or never launched. The daemon makes a request's run within the tick that made it.
 LOST_SECONDS = 300
@@ -212,8 +207,7 @@ def again_in(instance: dg.DagsterInstance, run_key: str, launched_by: str, attem
     state = f"run {run.run_id[:8]} is {run.status.value.lower()}"
     if not run.is_finished or run.tags.get(WILL_RETRY_TAG) == "true" or done(run):
         return None, state
-    back_off = min(AGAIN_SECONDS * 2**attempt, AGAIN_MAX_SECONDS)
-    return (record.end_time or 0.0) + back_off - now, f"run {run.run_id[:8]} ended ({run.status.value.lower()})"
+    return (record.end_time or 0.0) + again_after(attempt) - now, f"run {run.run_id[:8]} ended ({run.status.value.lower()})"
 
 
 def landing_request(settings: Settings, cursor: str | None, names: ModelNames, instance: dg.DagsterInstance, now: float | None = None) -> dg.SensorResult:

@@ -16,6 +16,7 @@ Reads are O(1) in the event log's size: counters, the `@champion` record, the la
 the newest few runs carrying a trigger (benchmarks/bench_sensor_tick.py).
 """
 
+import dataclasses
 import math
 import time
 from collections.abc import Iterator
@@ -27,7 +28,8 @@ from mlplatform.domain.estimation import HIGHER_IS_BETTER
 from mlplatform.domain.keys import (CHAMPION_VERSION, DATASET_DRIFT, DECISION_META, DRIFT_REPORT_TAG, KEPT_BY_PERSON, DRIFT_SHARE, ESTIMATE_TAG, ESTIMATED_METRIC,
                                    LABEL_WATERMARK, LABEL_WATERMARK_TAG, LAUNCHED_BY_TAG, POLICY_TRIGGER_TAG, QUALITY_EVENTS, QUALITY_LOWER, QUALITY_METRIC, QUALITY_NOTE,
                                    QUALITY_TAG, QUALITY_UPPER, QUALITY_VALUE, REASON_META, REASON_TAG, RECENT_ESTIMATE, RECENT_EVENTS, RECENT_LABELLED,
-                                   RECENT_LABELLED_FIELDS, RECENT_LOWER, RECENT_NOTE, RECENT_UPPER, REFERENCE, RETRAIN_TAG, SKIP_REASON, SKIPPED, TRIGGERED_AT_TAG)
+                                   RECENT_LABELLED_FIELDS, RECENT_LOWER, RECENT_NOTE, RECENT_UPPER, REFERENCE, RETRAIN_TAG, RETRY_ON_FAILURE_TAG, SKIP_REASON, SKIPPED,
+                                   TRIGGERED_AT_TAG, WILL_RETRY_TAG)
 from mlplatform.domain.policy import (BY_HAND, DRIFT, ESTIMATE_WATCH, QUALITY_WATCH, RECORD_SIZE, Cursor, DropWatch, LabelledPart, Observation, PerformanceReading,
                                       RetrainOutcome, Trigger, decide)
 from mlplatform.orchestration.instance import retrain_run_tags
@@ -38,6 +40,16 @@ from mlplatform.root import ModelContext
 from mlplatform.stores.registry import ChampionRecord
 
 RECENT_TRIGGER_RUNS = 5  # a drift report run records its trigger after later-created runs may have recorded theirs
+# After a run that ended without doing what it was asked (the files left in the landing folder, no drift report, a trigger
+# not decided on; its retries spent: the event log unavailable, the disk full, a code location that did not load), the
+# same request is made again after this back-off, doubled each time up to AGAIN_MAX_SECONDS.
+AGAIN_SECONDS = 60
+AGAIN_MAX_SECONDS = 3600
+
+
+def again_after(attempt: int) -> float:
+    """The back-off before a request is made again for the `attempt`+1-th time."""
+    return float(min(AGAIN_SECONDS * 2**attempt, AGAIN_MAX_SECONDS))
 
 
 @dataclass(frozen=True)
@@ -156,15 +168,65 @@ def policy_cursor(runs: list[dg.DagsterRun], stored: Cursor | None) -> Cursor:
     return max([_recorded(dict(r.tags)) for r in runs] + ([stored] if stored else []), key=lambda c: c.last_trigger_time, default=Cursor())
 
 
-def policy_record(instance: dg.DagsterInstance, names: ModelNames, runs: list[dg.DagsterRun]) -> tuple[RetrainOutcome, ...]:
-    """What became of each of `runs` the policy triggered (not those started by hand): the decision of the evaluation_report it materialized, among the newest few (one
-    indexed query); a run still running, failed before its evaluation or evaluated long ago has an unknown outcome."""
+def decisions_by_run(instance: dg.DagsterInstance, names: ModelNames) -> dict[str, object]:
+    """The decision each of the newest few evaluation_report materializations recorded, by the run that made it (one
+    indexed query); None where a person's pin or move kept the challenger out."""
     evaluations = instance.fetch_materializations(names.asset(EVALUATION_REPORT), limit=2 * RECORD_SIZE).records
     decisions: dict[str, object] = {}
     for record in reversed(evaluations):  # newest last: a retried evaluation's latest decision wins
         meta = {} if record.asset_materialization is None else record.asset_materialization.metadata
         if DECISION_META in meta:  # kept out by a person's pin or move: no verdict on the retraining, unknown to the policy
             decisions[record.run_id] = None if KEPT_BY_PERSON in meta and meta[KEPT_BY_PERSON].value is True else meta[DECISION_META].value
+    return decisions
+
+
+@dataclass(frozen=True)
+class FailedTriggers:
+    """The newest triggers in a row whose runs failed before an evaluation_report decided, their run retries spent: what
+    they saw is not used up (a transient outage longer than the retries would otherwise cost a retraining until N more
+    labels came), and the policy decides on it again after a back-off that doubles with each such trigger."""
+
+    count: int
+    newest: dg.DagsterRun  # the newest trigger's last run
+    ended_at: float
+    older: list[dg.DagsterRun]  # the runs of the triggers before them, newest first
+
+    @property
+    def due_at(self) -> float:
+        return self.ended_at + again_after(self.count - 1)
+
+
+def failed_triggers(instance: dg.DagsterInstance, runs: list[dg.DagsterRun], decisions: dict[str, object]) -> FailedTriggers | None:
+    """The newest of `runs` (newest trigger first) that failed before deciding, if any. A run canceled, succeeded or left
+    failed on purpose (what retrying cannot mend, as too few labels) used up its trigger; one started by hand carries a
+    trigger only once it decided."""
+    groups: list[list[dg.DagsterRun]] = []
+    for run in runs:  # a trigger's run and Dagster's retries of it share its tags, the newest run first
+        if groups and groups[-1][0].tags.get(TRIGGERED_AT_TAG) == run.tags.get(TRIGGERED_AT_TAG):
+            groups[-1].append(run)
+        else:
+            groups.append([run])
+    count = 0
+    for group in groups:
+        last = group[0]
+        if (last.status != dg.DagsterRunStatus.FAILURE or last.tags.get(WILL_RETRY_TAG) == "true"
+                or any(r.tags.get(RETRY_ON_FAILURE_TAG) == "false" or r.run_id in decisions for r in group)):
+            break
+        count += 1
+    if count == 0:
+        return None
+    newest = groups[0][0]
+    record = instance.get_run_record_by_id(newest.run_id)
+    ended_at = (record.end_time if record is not None else None) or _recorded(dict(newest.tags)).last_trigger_time
+    return FailedTriggers(count, newest, ended_at, [r for group in groups[count:] for r in group])
+
+
+def policy_record(instance: dg.DagsterInstance, names: ModelNames, runs: list[dg.DagsterRun],
+                  decisions: dict[str, object] | None = None) -> tuple[RetrainOutcome, ...]:
+    """What became of each of `runs` the policy triggered (not those started by hand): the decision of the evaluation_report
+    it materialized, among the newest few; a run still running, failed before its evaluation or evaluated long ago has an
+    unknown outcome."""
+    decisions = decisions_by_run(instance, names) if decisions is None else decisions
     triggered = [r for r in runs if r.tags.get(REASON_TAG) != BY_HAND]  # a person's retraining says nothing of the policy's alarms
     return tuple(RetrainOutcome.recorded(r.tags.get(REASON_TAG), decisions.get(r.run_id), r.tags.get(LABEL_WATERMARK_TAG), r.tags.get(TRIGGERED_AT_TAG))
                  for r in triggered[:RECORD_SIZE])
@@ -179,7 +241,7 @@ class Verdict:
 
 
 def evaluate(instance: dg.DagsterInstance, model: ModelContext, names: ModelNames, record: ChampionRecord | None, stored: Cursor | None,
-             deciding_run: str | None = None) -> Verdict:
+             deciding_run: str | None = None, now: float | None = None) -> Verdict:
     """`decide` on what the instance, the event log and the registry hold now; nothing while the champion is pinned."""
     settings = model.settings
     if record is not None and record.pinned:
@@ -190,8 +252,18 @@ def evaluate(instance: dg.DagsterInstance, model: ModelContext, names: ModelName
     (estimate, estimate_note), (quality, quality_note) = (reading_state(instance, names, source, version) for source in READING_SOURCES)
     runs = trigger_runs(instance, model.name)
     cursor = policy_cursor(runs, stored)
-    now = time.time()
-    record = policy_record(instance, names, runs)
+    now = time.time() if now is None else now
+    decisions = decisions_by_run(instance, names)
+    record = policy_record(instance, names, runs, decisions)
+    failed = failed_triggers(instance, runs, decisions)
+    if failed is not None and cursor.last_trigger_time <= _recorded(dict(failed.newest.tags)).last_trigger_time + 0.001:  # no newer trigger since
+        what = f"the latest trigger's run {failed.newest.run_id[:8]} ({failed.newest.tags.get(REASON_TAG, 'unknown reason')}) failed before it decided"
+        if now < failed.due_at:
+            return Verdict(None, cursor, f"{what}: the policy decides on what it saw again in {failed.due_at - now:.0f} s "
+                                         f"(`mlplatform materialize --model {model.name}` retrains now)", {})
+        cursor = policy_cursor(failed.older, None)
+    else:
+        failed = None
     trigger, next_cursor, why = decide(
         Observation(model.event_log.counts().label_watermark, cutoff, now, *drift, estimate=estimate, estimate_note=estimate_note,
                     quality=quality, quality_note=quality_note, record=record, champion_since=since),
@@ -199,6 +271,9 @@ def evaluate(instance: dg.DagsterInstance, model: ModelContext, names: ModelName
         settings.policy_config(),
     )
     tags = {} if trigger is None else {**trigger.tags, **retrain_run_tags(model.name), POLICY_TRIGGER_TAG: model.name, TRIGGERED_AT_TAG: f"{now:.3f}"}
+    if trigger is not None and failed is not None:  # its run key is new: Dagster runs a sensor's run key once
+        trigger = dataclasses.replace(trigger, run_key=f"{trigger.run_key}-again{failed.count}")
+        why = f"{why}; again, after {what}"
     return Verdict(trigger, next_cursor, why if trigger is not None else why + _withdrawn(instance, runs, names), tags)
 
 
@@ -270,7 +345,8 @@ def build_retraining_trigger(names: ModelNames, retry: dg.RetryPolicy) -> dg.Ass
             return
         verdict = evaluate(context.instance, model, names, model.registry.champion_record(), None, deciding_run=context.run.run_id)
         trigger, report = verdict.trigger, latest(context.instance, names.asset(DRIFT_REPORT))
-        own = report is not None and report.run_id == context.run.run_id and trigger is not None and trigger.run_key == f"{DRIFT}-{report.storage_id}"
+        own = (report is not None and report.run_id == context.run.run_id and trigger is not None and trigger.reason == DRIFT
+               and verdict.tags.get(DRIFT_REPORT_TAG) == report.storage_id)
         busy = retraining_elsewhere(context.instance, model_name, context.run.run_id) if own else None
         if trigger is not None and own and busy is None:
             context.instance.add_run_tags(context.run.run_id, verdict.tags)
