@@ -15,10 +15,11 @@ import pytest
 from mlplatform.stores.alerting import Alert, Alerter, AlertName, Delivery, Severity, run_failed_alert
 from mlplatform.stores.eventlog import SERVING_SOURCE, EventLog
 from mlplatform.pipeline.live_quality import ServedVersion, measure, measure_reading
-from mlplatform.orchestration.names import LIVE_QUALITY_CHECK, ModelNames
+from mlplatform.orchestration.names import EVALUATION_REPORT, LIVE_QUALITY_CHECK, ModelNames
 from mlplatform_tests.support.loop import retrain_job
 from mlplatform_tests.support.processes import wait_until
-from mlplatform.domain.keys import POSITIVE_CLASS_TAG
+from mlplatform.domain.keys import CHALLENGER_VERSION, DECISION_META, POSITIVE_CLASS_TAG, PROMOTED, REJECTED
+from mlplatform.orchestration.alerts import promoted_in
 from mlplatform.stores.registry import Registry
 from mlplatform.pipeline.replay import canonical_labels, read_source, write_batches
 from mlplatform.serving.champion import ChampionWatcher
@@ -242,6 +243,33 @@ def test_failed_retraining_then_refused_promotion(platform: Settings, platform_i
     tick(instance, alerts_sensor, cursor)
     assert alertmanager.alerts(AlertName.PROMOTION_REFUSED) == []
     assert champion(platform) == before + 1
+
+
+def test_a_run_that_made_a_champion_before_it_failed_says_so(platform: Settings, platform_instance: dg.DagsterInstance) -> None:
+    """The review: a run whose evaluation_report promoted and whose later step failed (estimated_performance, the
+    dashboard) was alerted as failed with "the champion is unchanged". The failure sensor reads what the run's
+    evaluation_report decided (`promoted_in`) into the alert."""
+    adult = ModelNames("adult")
+
+    @dg.op
+    def decides_then_fails(context: dg.OpExecutionContext, decision: str) -> None:
+        context.log_event(dg.AssetMaterialization(adult.asset(EVALUATION_REPORT), metadata={DECISION_META: decision, CHALLENGER_VERSION: 7}))
+        context.log_event(dg.AssetMaterialization(ModelNames("bike_sharing").asset(EVALUATION_REPORT), metadata={DECISION_META: PROMOTED, CHALLENGER_VERSION: 9}))
+        raise RuntimeError("estimated_performance: the event log is unreachable")
+
+    @dg.job(name="decided_then_failed")
+    def decided_then_failed() -> None:
+        decides_then_fails()
+
+    summaries = {}
+    for decision in (PROMOTED, REJECTED):
+        run = decided_then_failed.execute_in_process(instance=platform_instance, raise_on_error=False,
+                                                     run_config={"ops": {"decides_then_fails": {"inputs": {"decision": decision}}}})
+        promoted = promoted_in(platform_instance, run.run_id, adult)
+        summaries[decision] = run_failed_alert(platform, "adult", 6, "adult_retrain", run.run_id, "boom", will_retry=False, promoted=promoted).summary
+        platform_instance.delete_run(run.run_id)
+    assert summaries == {PROMOTED: "adult: Dagster run of adult_retrain failed after it made v7 champion",
+                         REJECTED: "adult: Dagster run of adult_retrain failed; the champion is unchanged"}, "bike_sharing's promotion is not adult's"
 
 
 def _serve(settings: Settings, start: int, count: int, wrong_labels: bool) -> None:

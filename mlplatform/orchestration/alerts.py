@@ -236,6 +236,19 @@ def _assets_of_steps(instance: dg.DagsterInstance, run_id: str, status: str) -> 
     return {s.step_key.rsplit("__", 1)[-1] for s in instance.get_run_step_stats(run_id) if s.status is not None and s.status.value == status}
 
 
+def promoted_in(instance: dg.DagsterInstance, run_id: str, names: ModelNames) -> int | None:
+    """The version the run's evaluation_report promoted, if it did: a run that promoted and failed in a later step
+    (estimated_performance, the dashboard) said "the champion is unchanged" (the review)."""
+    made = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
+    for record in made:
+        event = record.event_log_entry.dagster_event
+        materialization = event.event_specific_data.materialization if event is not None and event.asset_key == names.asset(EVALUATION_REPORT) else None  # type: ignore[union-attr]
+        meta = {} if materialization is None else materialization.metadata
+        if DECISION_META in meta and meta[DECISION_META].value == PROMOTED:
+            return int(str(meta[CHALLENGER_VERSION].value))
+    return None
+
+
 def _model_of_run(platform: PlatformResource, run: dg.DagsterRun) -> ModelContext | None:
     """The model a run belongs to: its model tag (jobs and sensor runs) or the prefix of the assets it materializes (UI runs)."""
     name = run.tags.get(MODEL_TAG) or next((m for m in map(model_of_asset, run.asset_selection or ()) if m), None)
@@ -272,7 +285,8 @@ def run_failure_alerts(context: dg.RunFailureSensorContext, platform: PlatformRe
     selected = {key.path[-1] for key in run.asset_selection or ()}
     retraining = bool(failed & set(RETRAINING)) if failed else bool(selected) and selected <= set(RETRAINING)
     alert = run_failed_alert(settings, model.name if model else "unknown model", champion, what_ran(run, model.name if model else None, retraining), run.run_id, error,
-                             will_retry=run.tags.get(WILL_RETRY_TAG) == "true", stack_stopped=stopped_in_flight(run))
+                             will_retry=run.tags.get(WILL_RETRY_TAG) == "true", stack_stopped=stopped_in_flight(run),
+                             promoted=None if model is None else promoted_in(context.instance, run.run_id, ModelNames(model.name)))
     delivery = Alerter.from_settings(settings).fire(alert)
     _recorded(delivery, f"run {run.run_id} failed: alert {alert.name}")  # raised: the tick fails, saying so (Dagster does not hand the run over again)
     context.log.info(f"run {run.run_id} failed: alert {alert.name} delivered {delivery.sent}, pending {delivery.pending}")

@@ -295,14 +295,16 @@ def live_quality_alert(settings: Settings, dataset: str, model_version: int | st
 
 
 def run_failed_alert(settings: Settings, dataset: str, champion_version: int | str | None, job: str, run_id: str, error: str,
-                     will_retry: bool, stack_stopped: bool = False) -> Alert:
+                     will_retry: bool, stack_stopped: bool = False, promoted: int | None = None) -> Alert:
     """A failed run: critical; a run the stack stopped in flight (`mlplatform dev` stopped with Ctrl-C, or killed) is an
-    interruption, a warning, so a planned stop pages nobody (its retry's failure would be critical)."""
+    interruption, a warning, so a planned stop pages nobody (its retry's failure would be critical). `promoted`: the
+    version the run's evaluation_report made champion before a later step failed."""
     then = "Dagster will retry the run." if will_retry else "No retry is left."
     what = "was interrupted: the stack stopped while it ran" if stack_stopped else "failed"
+    champion = "; the champion is unchanged" if promoted is None else f" after it made v{promoted} champion"
     return Alert(
         AlertName.RUN_FAILED, Severity.WARNING if stack_stopped else Severity.CRITICAL, dataset, champion_version,
-        summary=f"{dataset}: Dagster run of {job} {what}; the champion is unchanged",
+        summary=f"{dataset}: Dagster run of {job} {what}{champion}",
         description=f"{error} {then}",
         links={"dagster_run": run_url(settings, run_id)}, extra_labels={"job": job}, generator_url=run_url(settings, run_id),
     )
