@@ -495,6 +495,16 @@ def test_empty_and_header_only_files(landing: Path, log: EventLog, adult_spec: D
     assert ingest_file(_drop(landing, "na.jsonl", spelt.tail(1).to_json(orient="records", lines=True)), adult_spec, log).ingested == 1
     stored = log.get(["na-csv", "na-jsonl"]).set_index("event_id")
     assert stored["native-country"].isna()["na-csv"] and stored.loc["na-jsonl", "native-country"] == "NA" and stored.loc["na-jsonl", "workclass"] == "null"
+    # The new-user probe: a category spelt NA (Namibia) read as missing from CSV and as text from requests. `csv_missing`
+    # says how the spec's CSVs spell a missing value; with [""] only an empty field is, and "NA" is text as in a request.
+    namibia = adult_spec.model_copy(update={"csv_missing": [""]})
+    text = rows.iloc[8:11].assign(event_id=["namibia", "empty", "na-number"], **{"native-country": ["NA", "", "Peru"], "workclass": "null"})
+    text.loc[text["event_id"] == "na-number", "age"] = "NA"
+    kept = ingest_file(_drop(landing, "namibia.csv", _csv(text)), namibia, log)
+    assert (kept.ingested, kept.quarantined) == (2, 1), kept
+    stored = log.get(["namibia", "empty"]).set_index("event_id")
+    assert stored.loc["namibia", "native-country"] == "NA" and stored["native-country"].isna()["empty"] and stored.loc["namibia", "workclass"] == "null"
+    assert "age" in _quarantine(log)["reason"].tolist()[-1], "a number spelt NA is no number where NA is not a missing value"
     # JSON Lines with a BOM: a file with a bad line is parsed line by line, where the BOM made the first row malformed JSON.
     lines = rows.iloc[2:5].assign(event_id=["j1", "j2", "j3"]).to_json(orient="records", lines=True).splitlines()
     jsonl = ingest_file(_drop(landing, "bom.jsonl", "\ufeff" + "\n".join([lines[0], "not json", *lines[1:]]) + "\n"), adult_spec, log)

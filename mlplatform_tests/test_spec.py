@@ -72,6 +72,9 @@ def _with(**changes: object) -> dict[str, object]:
         (_with(time_column="t", time_offset={"column": "t", "unit": "hours"}), "time_offset.column: 't' is the label, id or time column"),
         (_with(time_column="t", time_offset={"column": "y", "unit": "days"}), "time_offset.column: 'y' is the label, id or time column"),
         (_with(time_column="t", drop=["hr"], time_offset={"column": "hr", "unit": "hours"}), "time_offset.column: 'hr' is in drop; an offset column is read"),
+        (_with(csv_missing="NA"), "csv_missing: Input should be a valid list"),
+        (_with(csv_missing=["", 1]), "csv_missing.1: Input should be a valid string"),
+        (_with(csv_missing=["x" * 65]), "csv_missing.0: String should have at most 64 characters"),
         ([GOOD], "expected a mapping at the top level, got list"),
         ("just text", "expected a mapping at the top level, got str"),
         (None, "expected a mapping at the top level, got NoneType"),
@@ -82,6 +85,16 @@ def test_a_wrong_spec_names_the_field(data: object, field: str) -> None:
         parse_spec(data, origin="my.yaml")
     assert str(err.value).startswith(f"my.yaml: {field}") or (field in str(err.value) and not isinstance(data, dict))
     assert "<root>" not in str(err.value) and "Value error" not in str(err.value)
+
+
+def test_csv_missing_says_how_the_replayed_csv_spells_a_missing_value_too(tmp_path: Path) -> None:
+    """Landing and replay read a CSV alike: by default NA is missing (pandas' spellings and the source's `na_values`);
+    with `csv_missing: [""]` a category spelt NA (Namibia) stays text, and only an empty field is missing."""
+    (tmp_path / "rows.csv").write_text("x,colour,shape,y\n1.5,NA,?,yes\n,red,square,no\n", encoding="utf-8")
+    source = {"files": [str(tmp_path / "rows.csv")], "na_values": ["?"]}
+    default, spelt = (read_source(parse_spec(_with(source=source, **extra))) for extra in ({}, {"csv_missing": [""]}))
+    assert default[["x", "colour", "shape"]].isna().values.tolist() == [[False, True, True], [True, False, False]]
+    assert spelt["colour"].tolist() == ["NA", "red"] and spelt[["x", "shape"]].isna().values.tolist() == [[False, True], [True, False]]
 
 
 def test_numbers_in_classes_positive_class_and_label_map_are_labels_as_text() -> None:

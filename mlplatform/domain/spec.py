@@ -123,6 +123,11 @@ class SourceSpec(BaseModel):
     comment: str | None = None
 
 
+# How CSV exports write a missing value (pandas, R, Excel, databases): read as missing in every column, quoted or not,
+# unless the spec says otherwise (`csv_missing`). A CSV has no other way to say null; JSON Lines and Parquet do, and there
+# (as in a request) "NA" is text.
+CSV_MISSING = ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "N/A", "NA", "NULL", "NaN", "n/a", "nan", "null")
+
 HISTORY_PREFIX = "hist__"
 LABEL_REF = "label"  # `of: label` names the label whatever its column is called
 ROLLING = ("mean", "sum", "count", "min", "max")
@@ -229,6 +234,9 @@ class DatasetSpec(BaseModel):
     features: dict[str, FeatureType] = Field(min_length=1)
     drop: list[str] = Field(default_factory=list)
     crosses: list[tuple[str, str]] = Field(default_factory=list, description="Pairs of categorical features crossed into one more feature.")
+    csv_missing: list[Annotated[str, Field(max_length=64)]] | None = Field(
+        default=None, max_length=100,
+        description="How CSV landing files (and a CSV source) spell a missing value; default CSV_MISSING. [\"\"]: only an empty field, so a category spelt NA stays text.")
     source: SourceSpec | None = None
     history: HistorySpec | None = None
     base_dir: Path | None = Field(default=None, exclude=True)
@@ -387,6 +395,11 @@ class DatasetSpec(BaseModel):
         if self.history is not None:
             return "it declares history features, which the online correction cannot recompute for past events"
         return None
+
+    @property
+    def csv_missing_values(self) -> list[str]:
+        """How a CSV landing file spells a missing value: the spec's `csv_missing`, else the exports' usual spellings."""
+        return list(CSV_MISSING if self.csv_missing is None else self.csv_missing)
 
     @property
     def key_columns(self) -> list[str]:

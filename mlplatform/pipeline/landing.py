@@ -318,7 +318,7 @@ def _csv_separator(header: bytes, spec: DatasetSpec) -> str:
     return csv_separator(header.decode("utf-8").rstrip("\r\n"), {EVENT_ID, EVENT_TIME, spec.label, *spec.features, *spec.key_columns})
 
 
-def _parse_csv(data: bytes, offset: int, separator: str) -> _Parsed:
+def _parse_csv(data: bytes, offset: int, separator: str, missing: list[str]) -> _Parsed:
     """One batch: the header line, then lines of the file from line `offset` + 2 on, fields split by `separator`.
 
     A row is a line: a value may not span lines. A stray quote that opened a value and was not closed on its line took
@@ -329,11 +329,11 @@ def _parse_csv(data: bytes, offset: int, separator: str) -> _Parsed:
     """
     data, bad = _split_utf8(data, offset)
     data, bad = _without_long_lines(data, offset, bad)
-    parsed = _parse_csv_part(data, offset, separator)
+    parsed = _parse_csv_part(data, offset, separator, missing)
     if parsed.line_numbers is not None or not len(parsed.frame.columns):
         return _Parsed(parsed.frame, sorted(bad + parsed.bad_rows), parsed.line_numbers)
     data, open_quotes = _without_open_quotes(data, offset, separator)
-    parsed = _parse_csv_part(data, offset, separator)
+    parsed = _parse_csv_part(data, offset, separator, missing)
     return _Parsed(parsed.frame, sorted(bad + open_quotes + parsed.bad_rows), parsed.line_numbers)
 
 
@@ -369,13 +369,9 @@ def _without_open_quotes(data: bytes, offset: int, separator: str) -> tuple[byte
     return b"\n".join(lines), bad
 
 
-# How CSV exports write a missing value (pandas, R, Excel, databases): read as missing in every column, quoted or not.
-# A CSV has no other way to say null; JSON Lines and Parquet do, and there (as in a request) "NA" is text.
-CSV_MISSING = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "N/A", "NA", "NULL", "NaN", "n/a", "nan", "null"]
-
-
-def _parse_csv_part(data: bytes, offset: int, separator: str) -> _Parsed:
-    """The rows of `data` and its bad lines; row numbers only where each row is one line."""
+def _parse_csv_part(data: bytes, offset: int, separator: str, missing: list[str]) -> _Parsed:
+    """The rows of `data` and its bad lines; row numbers only where each row is one line. A field spelt as one of
+    `missing` (DatasetSpec.csv_missing_values) is missing, quoted or not."""
     if not data.strip():
         return _Parsed(pd.DataFrame(), [])
     bad: list[tuple[int, str, str]] = []
@@ -396,7 +392,7 @@ def _parse_csv_part(data: bytes, offset: int, separator: str) -> _Parsed:
             io.BytesIO(data),
             read_options=pacsv.ReadOptions(block_size=PARSER_BLOCK_BYTES, use_threads=False),
             parse_options=pacsv.ParseOptions(delimiter=separator, invalid_row_handler=on_invalid, newlines_in_values=False),
-            convert_options=pacsv.ConvertOptions(column_types={str(n): pa.string() for n in names}, strings_can_be_null=True, null_values=CSV_MISSING),
+            convert_options=pacsv.ConvertOptions(column_types={str(n): pa.string() for n in names}, strings_can_be_null=True, null_values=missing),
         )
     except (pa.ArrowInvalid, csv.Error) as exc:
         raise UnreadableFile(f"not parseable as CSV: {exc}") from None
@@ -658,13 +654,13 @@ def _batches(handle: BinaryIO, name: str, spec: DatasetSpec, policy: LandingPoli
         yielded = False
         for text in _text_batches(stream, position, policy.batch_bytes):
             # Line k of what is parsed is file line k + offset: CSV batches are parsed behind their header line.
-            parsed = _parse_jsonl(text, _text_columns(spec), _key_columns(spec), line - 1) if jsonl else _parse_csv(header + text, line - 2, separator)
+            parsed = _parse_jsonl(text, _text_columns(spec), _key_columns(spec), line - 1) if jsonl else _parse_csv(header + text, line - 2, separator, spec.csv_missing_values)
             position += len(text)
             line += text.count(b"\n")
             yielded = True
             yield _Batch(parsed, position, line, open_ended=not text.endswith(b"\n"))
         if not yielded and header and not start.position:  # a header and no row: its columns are still checked
-            yield _Batch(_parse_csv(header, line - 2, separator), position, line)
+            yield _Batch(_parse_csv(header, line - 2, separator, spec.csv_missing_values), position, line)
 
 
 def _move(path: Path, folder: str, marker: str | None) -> Path:

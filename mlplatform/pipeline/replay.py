@@ -85,11 +85,13 @@ def _read_file(path: Path, spec: DatasetSpec) -> pd.DataFrame:
         header=0 if src.header else None,
         names=src.columns,
         sep=src.separator,
-        na_values=src.na_values or None,
+        # pandas' spellings of a missing value and the source's own; only the spec's and the source's where the spec says
+        # how its CSVs spell one (`csv_missing`), as landing then reads them
+        na_values=[*(spec.csv_missing or []), *src.na_values] or None,
         skipinitialspace=src.skipinitialspace,
         comment=src.comment,
         dtype=str,
-        keep_default_na=True,
+        keep_default_na=spec.csv_missing is None,
     )
 
 
