@@ -5,8 +5,7 @@ import pandas as pd
 import pytest
 
 from mlplatform.domain.change_point import MIN_SEGMENT, event_losses, loss_shift
-from mlplatform.domain.predictor import PREDICTION
-from mlplatform.domain.spec import parse_spec
+from mlplatform.domain.predictor import PREDICTION, PROBABILITY, Predictor
 
 
 def _errors(rates: list[tuple[int, float]], seed: int = 0) -> np.ndarray:
@@ -43,9 +42,35 @@ def test_non_finite_losses_are_refused(bad: float) -> None:
         loss_shift(losses)
 
 
-def test_losses_are_errors_for_classes_and_distances_for_numbers() -> None:
-    binary = parse_spec({"name": "b", "task": "binary", "label": "y", "positive_class": "yes", "classes": ["no", "yes"], "features": {"x": "numeric"}})
-    labels = pd.Series(["yes", "no", "no"])
-    assert event_losses(binary, labels, pd.DataFrame({PREDICTION: ["yes", "yes", "no"]})).tolist() == [0.0, 1.0, 0.0]
-    regression = parse_spec({"name": "r", "task": "regression", "label": "y", "features": {"x": "numeric"}})
+def _model(task: str, classes: list[str] | None = None, positive: str | None = None) -> Predictor:
+    """What event_losses reads of a model: its task and classes (its booster scored `predicted` already)."""
+    return Predictor(booster=None, transformer=None, task=task, classes=classes, positive_class=positive)  # type: ignore[arg-type]
+
+
+def test_losses_are_the_true_class_probabilitys_distance_from_1_and_distances_for_numbers() -> None:
+    binary = _model("binary", ["no", "yes"], "yes")
+    predicted = pd.DataFrame({PREDICTION: ["yes", "yes", "no", "no"], PROBABILITY: [0.8, 0.8, 0.1, 0.5]})
+    assert np.allclose(event_losses(binary, pd.Series(["yes", "no", "no", "maybe"]), predicted), [0.04, 0.64, 0.01, 1.0]), "a class it does not know: 1"
+    multiclass = _model("multiclass", ["a", "b", "c"])
+    proba = pd.DataFrame({PREDICTION: ["a", "c"], PROBABILITY: [0.5, 0.6], "proba_a": [0.5, 0.1], "proba_b": [0.3, 0.3], "proba_c": [0.2, 0.6]})
+    assert np.allclose(event_losses(multiclass, pd.Series(["b", "c"]), proba), [0.49, 0.16])
+    regression = _model("regression")
     assert event_losses(regression, pd.Series([1.0, 5.0]), pd.DataFrame({PREDICTION: [3.0, 5.0]})).tolist() == [2.0, 0.0]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_change_on_a_rare_class_the_model_never_predicts_is_located(seed: int) -> None:
+    """The new-user probe: a 1:50 class the champion never predicts (every probability under 0.5). Its 0/1 errors are its
+    positives, 2 % before the change and after it, so no change showed; the probabilities it gives them moved."""
+    rng = np.random.default_rng(seed)
+    before, after = 3000, 2000
+    labels = np.where(rng.random(before + after) < 0.02, "yes", "no")
+    positive = labels == "yes"
+    changed = np.arange(before + after) >= before
+    probability = np.where(positive != changed, rng.uniform(0.2, 0.45, before + after), rng.uniform(0.0, 0.05, before + after))
+    probability = np.where(changed & ~positive, rng.uniform(0.1, 0.45, before + after), probability)
+    predicted = pd.DataFrame({PREDICTION: "no", PROBABILITY: probability})
+    zero_one = (predicted[PREDICTION].to_numpy() != labels).astype("float64")
+    assert loss_shift(zero_one) is None
+    at = loss_shift(event_losses(_model("binary", ["no", "yes"], "yes"), pd.Series(labels), predicted))
+    assert at is not None and abs(at - before) <= 40, at

@@ -324,19 +324,19 @@ def test_after_a_concept_flip_a_window_since_the_champions_errors_rose_is_offere
     unseen = np.arange(len(window)) >= 800
     stream = _flipped(window, 1400)
     settings = Settings(**{**REFIT_SETTINGS, "training_window_candidates": [2500]})
-    since = change_window(settings, adult_spec, stream, champion, unseen)
+    since = change_window(settings, stream, champion, unseen)
     assert since is not None and abs(since - (len(window) - 1400)) <= 30, since
     train_part, holdout = stream.iloc[:2200], stream.iloc[2200:]
     fit = train_on_best_window(settings, adult_spec, train_part, holdout, fit_transformer(train_part, adult_spec), since_change=since)
     assert [c.window for c in fit.choice.candidates] == [2500, since] and fit.choice.window == since and fit.since_change == since
     assert fit.refit_rows == since  # the served refit learns the change's rows only, the hold-out included
     # nothing to offer: the stream did not change, the setting is off, no champion, or the champion trained on every row
-    assert change_window(settings, adult_spec, window, champion, unseen) is None
-    assert change_window(Settings(**REFIT_SETTINGS, training_window_since_change=False), adult_spec, stream, champion, unseen) is None
-    assert change_window(settings, adult_spec, stream, None, unseen) is None
-    assert change_window(settings, adult_spec, stream, champion, np.zeros(len(window), dtype=bool)) is None
+    assert change_window(settings, window, champion, unseen) is None
+    assert change_window(Settings(**REFIT_SETTINGS, training_window_since_change=False), stream, champion, unseen) is None
+    assert change_window(settings, stream, None, unseen) is None
+    assert change_window(settings, stream, champion, np.zeros(len(window), dtype=bool)) is None
     unlabelled = stream.assign(**{LABEL: stream[LABEL].where(np.arange(len(stream)) % 2 == 0)})  # labels not back yet are not losses
-    assert abs(change_window(settings, adult_spec, unlabelled, champion, unseen) - (len(window) - 1400)) <= 60  # type: ignore[operator]
+    assert abs(change_window(settings, unlabelled, champion, unseen) - (len(window) - 1400)) <= 60  # type: ignore[operator]
 
 
 @pytest.mark.parametrize("name", ["refit_on_holdout", "training_window_since_change"])

@@ -365,7 +365,7 @@ def test_a_model_with_history_features_names_the_missing_columns(tmp_path: Path)
         result.predictor.predict(window.drop(columns=["hist__label_lag2"]))
     assert not math.isnan(float(result.predictor.predict(window.assign(hist__label_lag1=None)).iloc[0, 0]))  # present but missing: fine
     # a champion of history columns the window lacks (the spec changed since) offers no window since a change, and trains on
-    assert change_window(Settings(), spec, events, result.predictor, np.ones(len(events), dtype=bool)) is None
+    assert change_window(Settings(), events, result.predictor, np.ones(len(events), dtype=bool)) is None
 
 
 def test_serving_refuses_a_model_trained_without_the_declared_history_and_the_online_correction(tmp_path: Path) -> None:

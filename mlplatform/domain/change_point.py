@@ -12,18 +12,28 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from mlplatform.domain.predictor import PREDICTION
-from mlplatform.domain.spec import DatasetSpec
+from mlplatform.domain.predictor import PREDICTION, PROBABILITY, Predictor
 
 MIN_SEGMENT = 100  # events on each side of a split: fewer and one unlucky run of errors looks like a change
 SHIFT_Z = 5.0  # the best split's z; on a stationary stream the best of thousands of splits stays well below it
 
 
-def event_losses(spec: DatasetSpec, labels: pd.Series, predicted: pd.DataFrame) -> np.ndarray:
-    """One loss per event: 0/1 error for classification, absolute error for regression."""
-    if spec.is_classification:
-        return (predicted[PREDICTION].astype(str).to_numpy() != labels.astype(str).to_numpy()).astype("float64")
-    return np.abs(predicted[PREDICTION].astype("float64").to_numpy() - labels.astype("float64").to_numpy())
+def event_losses(model: Predictor, labels: pd.Series, predicted: pd.DataFrame) -> np.ndarray:
+    """One loss per event of `model`'s predictions: for classes, the squared distance of the probability it gave the
+    true class from 1 (binary: the Brier score), 1 for a class it does not know; for numbers, the absolute error. Not
+    the 0/1 error: a model that never predicts a rare class errs on each of its events before a change and after it
+    alike (the new-user probe: a 1:50 class), while the probabilities it gives them move."""
+    if model.task == "regression":
+        return np.abs(predicted[PREDICTION].astype("float64").to_numpy() - labels.astype("float64").to_numpy())
+    codes = model.label_codes(labels)
+    known = ~np.isnan(codes)
+    if model.task == "binary":
+        positive = predicted[PROBABILITY].to_numpy(dtype="float64")
+        true_probability = np.where(codes == 1.0, positive, 1.0 - positive)
+    else:
+        matrix = predicted[[f"proba_{c}" for c in model.classes or []]].to_numpy(dtype="float64")
+        true_probability = matrix[np.arange(len(codes)), np.where(known, codes, 0).astype(int)]
+    return np.where(known, (1.0 - true_probability) ** 2, 1.0)
 
 
 def loss_shift(losses: np.ndarray, min_segment: int = MIN_SEGMENT, threshold: float = SHIFT_Z) -> int | None:

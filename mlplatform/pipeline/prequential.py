@@ -284,7 +284,7 @@ class PlatformPolicy(Policy):
         started = time.perf_counter()
         train_part, holdout, transformer = prepare_window(self.settings, self.spec, window)
         unseen = None if self.champion_cutoff is None else np.arange(len(history) - len(window), len(history)) >= self.champion_cutoff
-        since_change = change_window(self.settings, self.spec, window.reset_index(drop=True), self.champion, unseen)
+        since_change = change_window(self.settings, window.reset_index(drop=True), self.champion, unseen)
         fit = train_on_best_window(self.settings, self.spec, train_part, holdout, transformer, weights=self._weights, since_change=since_change)
         unseen = None if not self.champion_refit else np.arange(len(history) - len(holdout), len(history)) >= self.champion_cutoff
         evidence = fit.validation.predictor.predict(holdout)

@@ -295,7 +295,7 @@ def train_challenger(settings: Settings, spec: DatasetSpec, registry: Registry, 
     locatable = unseen is not None and int((unseen & window[LABEL].notna().to_numpy()).sum()) >= 2 * MIN_SEGMENT
     champion = loaded_champion(registry, record.version)[0] if record is not None and locatable and settings.training_window_since_change else None
     stop_here()
-    since_change = change_window(settings, spec, window, champion, unseen)
+    since_change = change_window(settings, window, champion, unseen)
     stop_here()
     with dask_client(settings.dask_scheduler, env_name("dask_scheduler")) as cluster:
         fit_maker = None
@@ -325,7 +325,7 @@ def train_challenger(settings: Settings, spec: DatasetSpec, registry: Registry, 
     return Challenger(int(version.version), version.run_id, fit.served, validation_metrics, fit, learned)
 
 
-def change_window(settings: Settings, spec: DatasetSpec, window: pd.DataFrame, champion: Predictor | None, unseen: np.ndarray | None) -> int | None:
+def change_window(settings: Settings, window: pd.DataFrame, champion: Predictor | None, unseen: np.ndarray | None) -> int | None:
     """The events (hold-out included, as training_window counts them) since the champion's errors rose on the labelled
     rows of `window` (oldest first) it never trained on (`unseen`), or None: `training_window_since_change` off, no
     champion, one that needs history columns the window lacks, or no significant rise (`change_point.loss_shift`)."""
@@ -338,7 +338,7 @@ def change_window(settings: Settings, spec: DatasetSpec, window: pd.DataFrame, c
     except HistoryFeaturesMissing as exc:  # a champion of history columns the spec no longer declares: the candidates alone
         log.warning("no window since a change: the champion cannot score this window (%s)", exc)
         return None
-    at = loss_shift(event_losses(spec, rows[LABEL], predicted))
+    at = loss_shift(event_losses(champion, rows[LABEL], predicted))
     return None if at is None else len(window) - int(positions[at])
 
 
