@@ -115,6 +115,12 @@ def test_prune_keeps_the_newest_per_model_and_live_reference_caches_only(tmp_pat
     assert all(p.exists() for p in foreign) and all(p.exists() for p in caches[2] + caches[10]) and not any(p.exists() for p in caches[1])
     assert prune_drift_reports(tmp_path, "adult", keep=2, live_versions={10, 2}) == Pruned(0, 0), "a second pass finds nothing"
     assert prune_drift_reports(tmp_path / "missing", "adult", keep=1, live_versions=set()) == Pruned(0, 0)
+    # The champion's cache in use is its window's; one of the same version named before the digest, or for another
+    # registry's window, is never read again: removed. The challenger's caches, whichever window, stay.
+    in_use, other_window = (_touch(tmp_path / "reference", f"adult-v2-100000-{digest}.parquet", 1) for digest in ("0123abcd", "fedc9876"))
+    challengers = [_touch(tmp_path / "reference", f"adult-v10-100000-{digest}.parquet", 1) for digest in ("0123abcd", "fedc9876")]
+    assert prune_drift_reports(tmp_path, "adult", keep=2, live_versions={10, 2}, in_use="adult-v2-100000-0123abcd") == Pruned(files=3, bytes=15)
+    assert in_use.exists() and not other_window.exists() and not any(p.exists() for p in caches[2]) and all(p.exists() for p in challengers + caches[10])
 
 
 def test_the_server_answers_broken_missing_and_outside_requests_clearly(state: Settings, reports_server: str) -> None:

@@ -221,10 +221,15 @@ def _with_predictions(spec: DatasetSpec, frame: pd.DataFrame, predictor: Predict
     return out
 
 
+def reference_cache_name(spec: DatasetSpec, window: ReferenceWindow, sample_rows: int) -> str:
+    """The reference cache's file name without suffix: named by the window too, as another registry's v1 (a new
+    MLFLOW_TRACKING_URI, same state folder) read the old v1's (the review)."""
+    return f"{spec.name}-v{window.version}-{sample_rows}-{window.digest}"
+
+
 def reference_side(log: EventStore, spec: DatasetSpec, window: ReferenceWindow, predictor: Predictor, sample_rows: int, cache_dir: Path) -> Side:
-    """The champion's training rows (sampled) with its predictions: computed once per champion, then read from cache,
-    named by the window too: another registry's v1 (a new MLFLOW_TRACKING_URI, same state folder) read the old v1's (the review)."""
-    stem = cache_dir / f"{spec.name}-v{window.version}-{sample_rows}-{window.digest}"
+    """The champion's training rows (sampled) with its predictions: computed once per champion, then read from cache."""
+    stem = cache_dir / reference_cache_name(spec, window, sample_rows)
     parquet, info = stem.with_suffix(".parquet"), stem.with_suffix(".json")
     if parquet.exists() and info.exists():
         return Side(int(json.loads(info.read_text(encoding="utf-8"))["rows"]), pd.read_parquet(parquet))
@@ -461,7 +466,8 @@ def build_drift_report(settings: Settings, spec: DatasetSpec, log: EventStore, r
                                                            snapshot_tags(spec.name, window.version), predictor.transformer.input_columns,
                                                            snapshot_metadata(spec.name, window, bounds, reference.rows, current_rows))
     challenger = registry.version_by_alias(CHALLENGER)
-    pruned = prune_drift_reports(drift_dir, spec.name, settings.drift_reports_keep, {window.version, *([int(challenger.version)] if challenger else [])})
+    pruned = prune_drift_reports(drift_dir, spec.name, settings.drift_reports_keep, {window.version, *([int(challenger.version)] if challenger else [])},
+                                 in_use=reference_cache_name(spec, window, config.sample_rows))
     return DriftReport(
         champion_version=window.version,
         reference=window,

@@ -272,17 +272,17 @@ def _to_pandas(table: pa.Table) -> pd.DataFrame:
     pandas category written to Parquet) is read as its values: as a pandas Categorical it broke every numeric check. A
     binary column (a writer's bytes) is read as text; a cell that is not UTF-8 stays bytes, for validation to quarantine
     its row."""
-    for i, field in enumerate(table.schema):
-        if pa.types.is_dictionary(field.type):
-            table = table.set_column(i, field.name, table.column(i).cast(field.type.value_type))
+    for i, column in enumerate(table.schema):
+        if pa.types.is_dictionary(column.type):
+            table = table.set_column(i, column.name, table.column(i).cast(column.type.value_type))
     frame = table.to_pandas(types_mapper={pa.string(): ARROW_STRING, pa.large_string(): ARROW_STRING}.get)
-    for i, field in enumerate(table.schema):
-        if pa.types.is_binary(field.type) or pa.types.is_large_binary(field.type) or pa.types.is_fixed_size_binary(field.type):
+    for i, column in enumerate(table.schema):
+        if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type) or pa.types.is_fixed_size_binary(column.type):
             try:
                 text = table.column(i).cast(pa.binary()).cast(pa.string())
-                frame[field.name] = pd.Series(text.to_pandas(types_mapper={pa.string(): ARROW_STRING}.get).array, index=frame.index)
+                frame[column.name] = pd.Series(text.to_pandas(types_mapper={pa.string(): ARROW_STRING}.get).array, index=frame.index)
             except pa.ArrowInvalid:
-                frame[field.name] = frame[field.name].map(_text_or_bytes)
+                frame[column.name] = frame[column.name].map(_text_or_bytes)
     return frame
 
 

@@ -109,13 +109,17 @@ def _remove(paths: list[Path]) -> Pruned:
     return Pruned(count, size)
 
 
-def prune_drift_reports(drift_dir: Path, model: str, keep: int, live_versions: set[int]) -> Pruned:
+def prune_drift_reports(drift_dir: Path, model: str, keep: int, live_versions: set[int], in_use: str = "") -> Pruned:
     """Keep the newest `keep` drift reports of `model` (snapshots, and HTML pages written before snapshots), and the
-    reference caches of its live versions (champion, challenger) only: the rest is removed."""
+    reference caches of its live versions (champion, challenger) only: the rest is removed. Of the version whose cache
+    is `in_use` (its name without suffix), that one only: one of the same version named before caches carried their
+    window's digest, or for another registry's window, is never read again (the review: they lingered)."""
     report = re.compile(rf"{re.escape(model)}-v\d+-\d{{8}}T\d{{6}}-\d{{9}}({re.escape(SNAPSHOT_SUFFIX)}|{re.escape(HTML_SUFFIX)})")
     dated = [(when, p) for p in drift_dir.glob(f"{model}-v*") if report.fullmatch(p.name) and (when := _mtime(p)) is not None]
     reports = [p for _, p in sorted(dated, key=lambda item: (item[0], item[1].name), reverse=True)]
     cache = re.compile(rf"{re.escape(model)}-v(\d+)-\d+(-[0-9a-f]{{8}})?\.(parquet|json)")  # the window's digest, or none (before it)
+    used = cache.fullmatch(f"{in_use}.parquet") if in_use else None
+    used_version = int(used.group(1)) if used is not None else None
     stale = [p for p in (drift_dir / "reference").glob(f"{model}-v*")
-             if (m := cache.fullmatch(p.name)) is not None and int(m.group(1)) not in live_versions]
+             if (m := cache.fullmatch(p.name)) is not None and (int(m.group(1)) not in live_versions or (int(m.group(1)) == used_version and p.stem != in_use))]
     return _remove(reports[keep:] + stale)
