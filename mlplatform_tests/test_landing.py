@@ -505,6 +505,16 @@ def test_empty_and_header_only_files(landing: Path, log: EventLog, adult_spec: D
     stored = log.get(["namibia", "empty"]).set_index("event_id")
     assert stored.loc["namibia", "native-country"] == "NA" and stored["native-country"].isna()["empty"] and stored.loc["namibia", "workclass"] == "null"
     assert "age" in _quarantine(log)["reason"].tolist()[-1], "a number spelt NA is no number where NA is not a missing value"
+    # `optional` features may be left out of a file (an export from before a column was added): missing on its rows.
+    older = rows.iloc[11:13].drop(columns=["hours-per-week", "native-country"])
+    optional = adult_spec.model_copy(update={"optional": ["hours-per-week", "native-country"]})
+    ids = {fmt: [f"older-{fmt}-1", f"older-{fmt}-2"] for fmt in ("csv", "jsonl")}
+    for fmt, content in (("csv", _csv(older.assign(event_id=ids["csv"]))), ("jsonl", older.assign(event_id=ids["jsonl"]).to_json(orient="records", lines=True))):
+        assert ingest_file(_drop(landing, f"older.{fmt}", content), optional, log).ingested == 2, fmt
+    stored = log.get(ids["csv"] + ids["jsonl"])
+    assert len(stored) == 4 and stored["hours-per-week"].isna().all() and stored["native-country"].isna().all() and stored["age"].notna().all()
+    refused = ingest_file(_drop(landing, "older-required.csv", _csv(older.assign(event_id=ids["csv"]).drop(columns=["age"]))), optional, log)
+    assert refused.rejected == "missing required feature columns: ['age']", refused.rejected
     # JSON Lines with a BOM: a file with a bad line is parsed line by line, where the BOM made the first row malformed JSON.
     lines = rows.iloc[2:5].assign(event_id=["j1", "j2", "j3"]).to_json(orient="records", lines=True).splitlines()
     jsonl = ingest_file(_drop(landing, "bom.jsonl", "\ufeff" + "\n".join([lines[0], "not json", *lines[1:]]) + "\n"), adult_spec, log)

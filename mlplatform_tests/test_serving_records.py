@@ -263,6 +263,24 @@ def test_dropped_columns_are_ignored_and_unknown_fields_follow_the_policy(adult_
         jsonschema.validate({**record, "income": ">50K"}, schema)
 
 
+def test_an_optional_feature_may_be_left_out_of_a_request_and_is_missing_there(adult_spec: DatasetSpec, predictor: Predictor, adult_rows: pd.DataFrame) -> None:
+    """A spec's `optional` features (a column an older export or client lacks) may be left out of a request: missing
+    there, as null is, and the schema does not require them. A required one left out is still refused, by name."""
+    optional = adult_spec.model_copy(update={"optional": ["hours-per-week", "native-country"]})
+    record = _records(canonical(adult_rows.iloc[:1], adult_spec), adult_spec)[0]
+    without = {k: v for k, v in record.items() if k not in ("hours-per-week", "native-country")}
+    clean, errors = RecordCodec(optional, predictor).check([without], ("body",))
+    assert errors == [] and list(clean[0]) == list(adult_spec.features) and clean[0]["hours-per-week"] is None and clean[0]["native-country"] is None
+    assert clean == RecordCodec(optional, predictor).check([{**without, "hours-per-week": None, "native-country": None}], ("body",))[0]
+    _, errors = RecordCodec(optional, predictor).check([{k: v for k, v in without.items() if k != "age"}], ("body",))
+    assert [(e.loc, e.msg) for e in errors] == [(("body", "age"), "field required")]
+    _, errors = RecordCodec(adult_spec, predictor).check([without], ("body",))
+    assert [e.loc[-1] for e in errors] == ["hours-per-week", "native-country"], "required where the spec does not say optional"
+    schema = record_schema(optional, ignore_unknown=False)
+    jsonschema.validate(without, schema)
+    assert "hours-per-week" not in schema["required"] and "age" in schema["required"]
+
+
 def test_the_specs_time_column_in_a_request_is_refused_saying_why(adult_spec: DatasetSpec, predictor: Predictor, adult_rows: pd.DataFrame) -> None:
     """A record sent as it appears in the data may carry the spec's time column (and time_offset column): a served
     event's time is when it is served, so it is refused with that reason, not as an unknown field. Columns the spec drops are still ignored; any other

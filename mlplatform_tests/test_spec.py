@@ -72,6 +72,8 @@ def _with(**changes: object) -> dict[str, object]:
         (_with(time_column="t", time_offset={"column": "t", "unit": "hours"}), "time_offset.column: 't' is the label, id or time column"),
         (_with(time_column="t", time_offset={"column": "y", "unit": "days"}), "time_offset.column: 'y' is the label, id or time column"),
         (_with(time_column="t", drop=["hr"], time_offset={"column": "hr", "unit": "hours"}), "time_offset.column: 'hr' is in drop; an offset column is read"),
+        (_with(optional=["y"]), "optional: ['y'] is not a feature; optional names features a file or a request may leave out"),
+        (_with(optional=["x", "colour", "shape"]), "optional: every feature is optional; at least one is required"),
         (_with(csv_missing="NA"), "csv_missing: Input should be a valid list"),
         (_with(csv_missing=["", 1]), "csv_missing.1: Input should be a valid string"),
         (_with(csv_missing=["x" * 65]), "csv_missing.0: String should have at most 64 characters"),

@@ -233,6 +233,7 @@ class DatasetSpec(BaseModel):
     time_offset: TimeOffset | None = Field(default=None, description="A column of seconds/minutes/hours/days added to time_column's time.")
     features: dict[str, FeatureType] = Field(min_length=1)
     drop: list[str] = Field(default_factory=list)
+    optional: list[str] = Field(default_factory=list, description="Features a file or a request may leave out: read as missing there, not refused.")
     crosses: list[tuple[str, str]] = Field(default_factory=list, description="Pairs of categorical features crossed into one more feature.")
     csv_missing: list[Annotated[str, Field(max_length=64)]] | None = Field(
         default=None, max_length=100,
@@ -281,6 +282,11 @@ class DatasetSpec(BaseModel):
         dropped_used = set(self.drop) & (set(self.features) | special)
         if dropped_used:
             raise ValueError(f"drop: {sorted(dropped_used)} is also used as a feature, label, id or time column")
+        not_features = [c for c in self.optional if c not in self.features]
+        if not_features:
+            raise ValueError(f"optional: {not_features} is not a feature; optional names features a file or a request may leave out")
+        if set(self.features) <= set(self.optional):
+            raise ValueError("optional: every feature is optional; at least one is required (a file of ids and labels alone is a label file)")
         if self.task in (Task.binary, Task.multiclass):
             if not self.classes or len(set(self.classes)) < 2:
                 raise ValueError(f"classes: task {self.task.value} needs at least two distinct classes")
@@ -395,6 +401,11 @@ class DatasetSpec(BaseModel):
         if self.history is not None:
             return "it declares history features, which the online correction cannot recompute for past events"
         return None
+
+    @property
+    def required_features(self) -> list[str]:
+        """The features every events file and request carries (`optional` ones may be left out: missing there)."""
+        return [c for c in self.features if c not in self.optional]
 
     @property
     def csv_missing_values(self) -> list[str]:

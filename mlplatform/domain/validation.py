@@ -312,16 +312,17 @@ def _fold_repeats(kept: pd.DataFrame, repeats: pd.DataFrame, content_cols: list[
 
 
 def check_columns(columns: list[str], spec: DatasetSpec) -> str | None:
-    """The time column these columns give (the spec's, else `event_time`, else None); SchemaError if a feature column is
-    missing, or the time_offset column beside the spec's time column: the rule for a frame of events and a bare header."""
-    missing = [c for c in spec.features if c not in columns]
+    """The time column these columns give (the spec's, else `event_time`, else None); SchemaError if a required feature
+    column is missing, or the time_offset column beside the spec's time column: the rule for a frame of events and a bare
+    header."""
+    missing = [c for c in spec.required_features if c not in columns]
     if missing:
         # No feature at all: most likely a label file whose id or label column is spelt otherwise (a new user's
         # `ReadingID,status` was refused as a file missing every feature, with no word of labels).
         identity = spec.id_column or EVENT_ID
         label_file = (f"; with none of the features, it is no events file, and it is no label file either: that needs the id column "
                       f"{identity!r} and the label column {spec.label!r}, spelt so (its columns: {columns[:10]})"
-                      if len(missing) == len(spec.features) else "")
+                      if len(missing) == len(spec.required_features) else "")
         present = [c for c in spec.features if c in columns]
         if not label_file and identity in columns and spec.label in columns and len(present) < len(missing):
             # The id, the label and a few features (a label export carrying the entity key of history features) was
@@ -347,7 +348,8 @@ def validate_frame(
 ) -> Validated:
     """Check every row of `raw` against `spec`.
 
-    Missing feature columns reject the frame (SchemaError); everything else is per row. Rows without
+    Missing required feature columns reject the frame (SchemaError), optional ones are missing values; everything else
+    is per row. Rows without
     an id or time get generated ones that are stable for the same input, so the same file dropped
     twice produces the same event ids. `row_numbers` (default: 1, 2, ...) is where each row sits in
     its file; quarantined rows carry it. `first_row` is how many rows of the same file came before `raw`
@@ -356,6 +358,9 @@ def validate_frame(
     """
     raw = with_clean_columns(raw)
     time_col = check_columns(list(raw.columns), spec)
+    left_out = [c for c in spec.optional if c not in raw.columns]
+    if left_out:  # an optional feature the file does not have: missing on each of its rows
+        raw = raw.assign(**{c: pd.Series(None, index=raw.index, dtype=object) for c in left_out})
     id_col = spec.id_column if spec.id_column in raw.columns else (EVENT_ID if EVENT_ID in raw.columns else None)
     offset = spec.time_offset if time_col is not None and time_col == spec.time_column else None
     known = {*spec.features, spec.label, *spec.drop, EVENT_ID, EVENT_TIME, *spec.key_columns}

@@ -165,6 +165,7 @@ class RecordCodec:
         self.history = list(transformer.history)  # filled by serving from its history state, never sent
         self._checks = {name: (check_number if name in spec.numeric_features else check_category) for name in self.features}
         self._dropped = frozenset(spec.drop)
+        self._optional = frozenset(spec.optional)
         self._keys = reserved_fields(spec)
         self._refuse_unknown = refuse_unknown
         self.numeric = list(transformer.numeric)
@@ -196,7 +197,10 @@ class RecordCodec:
             row: dict[str, Any] = {}
             for name, check in self._checks.items():
                 if name not in record:
-                    errors.append(FieldError((*where, name), "field required", "missing"))
+                    if name in self._optional:  # left out: missing, as in a file without the column
+                        row[name] = None
+                    else:
+                        errors.append(FieldError((*where, name), "field required", "missing"))
                     continue
                 value = record[name]
                 if _plainly_valid(value, check):

@@ -87,7 +87,7 @@ EVENT_ID_SCHEMA = {"anyOf": [{"type": "string", "minLength": 1, "maxLength": MAX
 
 
 def record_schema(spec: DatasetSpec, ignore_unknown: bool) -> dict[str, Any]:
-    """JSON schema of one record: every feature present, null for missing; optionally the event's id (under the spec's
+    """JSON schema of one record: every required feature present (an optional one may be left out), null for missing; optionally the event's id (under the spec's
     id_column, or event_id); the spec's dropped columns allowed (and ignored), other fields only when the service
     ignores unknown fields."""
     number = {"anyOf": [{"type": "number"}, {"type": "null"}]}
@@ -99,7 +99,7 @@ def record_schema(spec: DatasetSpec, ignore_unknown: bool) -> dict[str, Any]:
                                               "description": "the event's id (optional; null or absent: the service makes one up, "
                                                              f"of a form a caller's id may not have: {MADE_UP_PREFIX_CHARS} hex digits, '-', a number)"}
     properties.update({name: {"not": {}, "description": f"refused: {why}"} for name, why in reserved_fields(spec).items()})
-    return {"type": "object", "properties": properties, "required": list(spec.features), "additionalProperties": ignore_unknown}
+    return {"type": "object", "properties": properties, "required": spec.required_features, "additionalProperties": ignore_unknown}
 
 
 def predict_body_schema(spec: DatasetSpec, max_rows: int, ignore_unknown: bool) -> dict[str, Any]:
