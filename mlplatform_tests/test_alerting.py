@@ -253,7 +253,8 @@ def test_a_run_that_made_a_champion_before_it_failed_says_so(platform: Settings,
 
     @dg.op
     def decides_then_fails(context: dg.OpExecutionContext, decision: str) -> None:
-        context.log_event(dg.AssetMaterialization(adult.asset(EVALUATION_REPORT), metadata={DECISION_META: decision, CHALLENGER_VERSION: 7}))
+        if decision:
+            context.log_event(dg.AssetMaterialization(adult.asset(EVALUATION_REPORT), metadata={DECISION_META: decision, CHALLENGER_VERSION: 7}))
         context.log_event(dg.AssetMaterialization(ModelNames("bike_sharing").asset(EVALUATION_REPORT), metadata={DECISION_META: PROMOTED, CHALLENGER_VERSION: 9}))
         raise RuntimeError("estimated_performance: the event log is unreachable")
 
@@ -261,15 +262,19 @@ def test_a_run_that_made_a_champion_before_it_failed_says_so(platform: Settings,
     def decided_then_failed() -> None:
         decides_then_fails()
 
-    summaries = {}
-    for decision in (PROMOTED, REJECTED):
-        run = decided_then_failed.execute_in_process(instance=platform_instance, raise_on_error=False,
-                                                     run_config={"ops": {"decides_then_fails": {"inputs": {"decision": decision}}}})
-        promoted = promoted_in(platform_instance, run.run_id, adult)
-        summaries[decision] = run_failed_alert(platform, "adult", 6, "adult_retrain", run.run_id, "boom", will_retry=False, promoted=promoted).summary
-        platform_instance.delete_run(run.run_id)
-    assert summaries == {PROMOTED: "adult: Dagster run of adult_retrain failed after it made v7 champion",
-                         REJECTED: "adult: Dagster run of adult_retrain failed; the champion is unchanged"}, "bike_sharing's promotion is not adult's"
+    def failed(decision: str, **tags: str) -> str:
+        return decided_then_failed.execute_in_process(instance=platform_instance, raise_on_error=False, tags=tags,
+                                                      run_config={"ops": {"decides_then_fails": {"inputs": {"decision": decision}}}}).run_id
+
+    def summary(run_id: str) -> str:
+        return run_failed_alert(platform, "adult", 6, "adult_retrain", run_id, "boom", will_retry=False, promoted=promoted_in(platform_instance, run_id, adult)).summary
+
+    promoted, rejected = failed(PROMOTED), failed(REJECTED)
+    retry = failed("", **{"dagster/root_run_id": promoted, "dagster/parent_run_id": promoted})  # resumed after evaluation_report: decides nothing
+    assert summary(promoted) == summary(retry) == "adult: Dagster run of adult_retrain failed after it made v7 champion", "a retry of the run that promoted"
+    assert summary(rejected) == "adult: Dagster run of adult_retrain failed; the champion is unchanged", "bike_sharing's promotion is not adult's"
+    for run_id in (promoted, rejected, retry):
+        platform_instance.delete_run(run_id)
 
 
 def _serve(settings: Settings, start: int, count: int, wrong_labels: bool) -> None:

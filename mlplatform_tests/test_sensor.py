@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from mlplatform.cli.status import collect_status, render_status
-from mlplatform.domain.keys import (CHAMPION_MOVING, KEPT_BY_PERSON, CHAMPION_VERSION, DRIFT_REPORT_TAG, DRIFT_SHARE_TAG, LABEL_WATERMARK_TAG, LAUNCHED_BY_TAG, NEW_LABELLED_TAG, POLICY_TRIGGER_TAG,
+from mlplatform.domain.keys import (AGAIN_BASE_TAG, AGAIN_TAG, CHAMPION_MOVING, KEPT_BY_PERSON, CHAMPION_VERSION, DRIFT_REPORT_TAG, DRIFT_SHARE_TAG, LABEL_WATERMARK_TAG, LAUNCHED_BY_TAG, NEW_LABELLED_TAG, POLICY_TRIGGER_TAG,
                                    QUALITY_TAG, REALIZED_BAND_TAG, REALIZED_EVENTS_TAG, REALIZED_METRIC_TAG, REALIZED_REFERENCE_TAG, REALIZED_VALUE_TAG,
                                    REASON_TAG, RETRAIN_TAG, RETRY_ON_FAILURE_TAG, RUN_KEY_TAG, TRIGGER_REASON, TRIGGERED_AT_TAG,
                                    WILL_RETRY_TAG)
@@ -21,7 +21,7 @@ from mlplatform.orchestration.assets import latest_metadata
 from mlplatform.orchestration.launch import launch, launch_drift_run
 from mlplatform.orchestration.names import DRIFT_REPORT, EVALUATION_REPORT, LIVE_QUALITY, ModelNames
 from mlplatform.orchestration.sensors import LOST_SECONDS, DriftRequest, drift_request
-from mlplatform.orchestration.trigger import AGAIN_SECONDS, Verdict, evaluate, policy_record, trigger_runs
+from mlplatform.orchestration.trigger import AGAIN_MAX_ATTEMPTS, AGAIN_SECONDS, Verdict, evaluate, policy_record, trigger_runs
 from mlplatform.pipeline.champion import ChampionError, ChampionRequest, change_champion
 from mlplatform.pipeline.replay import DriftScenario, inject_drift
 from mlplatform.root import platform as root_platform
@@ -230,25 +230,32 @@ def test_a_trigger_whose_run_failed_before_deciding_is_decided_on_again_with_a_b
     platform.replay(platform.next_rows(EVERY_N))
     due = platform.tick(SENSOR_NAME, _cursor(start, last_trigger_time=time.time() - 3600))
     [request] = due.run_requests or []
+    record = policy_record(platform.instance, ADULT, trigger_runs(platform.instance, "adult"))
+    fail(request, **{"dagster/max_retries": "1"})  # the run, then Dagster's retry of it, with its tags
+    assert platform.instance.get_runs(limit=1)[0].tags[WILL_RETRY_TAG] == "true"
     ended = fail(request)
     assert platform.instance.get_runs(limit=1)[0].tags[WILL_RETRY_TAG] == "false"
     waiting = platform.tick(SENSOR_NAME, due.cursor)
     assert not waiting.run_requests and re.search(r"the latest trigger's run \w{8} \(new_observations\) failed before it decided: the policy decides on what it saw "
                                                  rf"again in (5[0-9]|{AGAIN_SECONDS}) s \(`mlplatform materialize --model adult` retrains now\)", waiting.skip_message or ""), waiting.skip_message
     first = verdict(due.cursor, ended + AGAIN_SECONDS + 1)
-    assert first.trigger is not None and first.trigger.run_key == f"{request.run_key}-again1"
+    assert first.trigger is not None and first.trigger.run_key == f"{request.run_key}-again1" and first.tags[AGAIN_TAG] == "1"
     assert first.trigger.label_watermark == int(request.tags[LABEL_WATERMARK_TAG]) == start + EVERY_N
     assert re.match(r"retrain: new_observations \(\d+ new labelled events\); again, after the latest trigger's run \w{8} \(new_observations\) failed", first.why), first.why
+    assert policy_record(platform.instance, ADULT, trigger_runs(platform.instance, "adult")) == record, "a trigger that failed before deciding is no outcome"
     again = dg.RunRequest(run_key=first.trigger.run_key, tags={**first.tags, LAUNCHED_BY_TAG: SENSOR_NAME})
     ended = fail(again)
     assert verdict(due.cursor, ended + AGAIN_SECONDS + 1).trigger is None, "the back-off doubled"
-    second = verdict(due.cursor, ended + 2 * AGAIN_SECONDS + 1).trigger
-    assert second is not None and second.run_key == f"{request.run_key}-again2"
-    for i, used_up in enumerate(({"decide": True}, {RETRY_ON_FAILURE_TAG: "false"})):
-        later = dg.RunRequest(run_key=f"{second.run_key}-{i}", tags={**verdict(due.cursor, ended + 2 * AGAIN_SECONDS + 1).tags, LAUNCHED_BY_TAG: SENSOR_NAME})
+    second = verdict(due.cursor, ended + 2 * AGAIN_SECONDS + 1)
+    assert second.trigger is not None and second.trigger.run_key == f"{request.run_key}-again2"
+    assert (second.trigger.new_labelled, second.tags[AGAIN_BASE_TAG]) == (first.trigger.new_labelled, first.tags[AGAIN_BASE_TAG]), "decided on the cursor before the first failure"
+    for i, used_up in enumerate(({"decide": True}, {RETRY_ON_FAILURE_TAG: "false"}, {AGAIN_TAG: str(AGAIN_MAX_ATTEMPTS - 1)})):
+        later = dg.RunRequest(run_key=f"{second.trigger.run_key}-{i}", tags={**second.tags, LAUNCHED_BY_TAG: SENSOR_NAME, TRIGGERED_AT_TAG: f"{float(second.tags[TRIGGERED_AT_TAG]) + 1 + i:.3f}"})
         ended = fail(later, **used_up)  # type: ignore[arg-type]
-        left = verdict(due.cursor, ended + AGAIN_SECONDS * 100)
+        left = verdict(due.cursor, ended + AGAIN_SECONDS * 1000)
         assert left.trigger is None and left.why.startswith("0 new labelled events since the last trigger"), (used_up, left.why)
+    assert (f"failed before it decided, the {AGAIN_MAX_ATTEMPTS}th time in a row, which uses up what it saw: `mlplatform materialize --model adult` "
+            "(or the adult_retrain job) retrains on it now") in left.why, left.why
     for run in platform.instance.get_runs(filters=dg.RunsFilter(job_name="failed_retraining")):
         platform.instance.delete_run(run.run_id)
 

@@ -24,6 +24,10 @@ RUN_WORKER_TAG = "mlplatform/run_worker"  # "<pid>:<start time>" of the process 
 # "<host>/<pid>:<start time>" of the mlplatform command that created a run: gone before the run ended, it left the run behind.
 COMMAND_PROCESS_TAG = "mlplatform/command_process"
 TRIGGERED_AT_TAG = "mlplatform/triggered_at"
+# On a run whose trigger the policy decided again after runs that failed before deciding: how many failed so in a row, and
+# the policy's cursor before the first of them (JSON), so neither depends on how many runs a query reads back.
+AGAIN_TAG = "mlplatform/again"
+AGAIN_BASE_TAG = "mlplatform/again_base"
 # On every run that carries a trigger of a model's retraining policy (value: the model), whoever decided it: the retraining
 # sensor when it requests the run, or the retraining_trigger step inside a drift report run. The policy's cursor is rebuilt from these.
 POLICY_TRIGGER_TAG = "mlplatform/policy_trigger"
@@ -46,6 +50,7 @@ PRIORITY_TAG = "dagster/priority"  # Dagster's queue starts higher-priority runs
 # The Celery executor's own step order (dagster-celery's default task priority is 5; higher is sent first).
 CELERY_STEP_PRIORITY_TAG = "dagster-celery/priority"
 RUN_KEY_TAG = "dagster/run_key"  # the run key of the sensor request a run came from (its retries keep it)
+ROOT_RUN_ID_TAG = "dagster/root_run_id"  # on a re-execution (a run retry): the first run of its group
 WILL_RETRY_TAG = "dagster/will_retry"  # set by the instance on a failed run when run retries will re-launch it
 RETRY_ON_FAILURE_TAG = "dagster/retry_on_asset_or_op_failure"  # "false" on a run: the daemon's run retry leaves it failed
 

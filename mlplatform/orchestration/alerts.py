@@ -16,7 +16,7 @@ import dagster as dg
 
 from mlplatform.domain.keys import (AWAITING_SHADOW, CHAMPION_VERSION, CHALLENGER_VERSION, DATASET_DRIFT, DECISION_META, DRIFT_SHARE, DRIFTED_COLUMN_NAMES, MODEL_TAG,
                                    LIVE_EVENTS, LIVE_VERDICT, LIVE_VERSION, PROMOTED, QUALITY_NOTE, REASON_META, REPORT_URL, SKIP_REASON, SKIPPED,
-                                   WILL_RETRY_TAG)
+                                   ROOT_RUN_ID_TAG, WILL_RETRY_TAG)
 from mlplatform.domain.evaluation import primary_metric
 from mlplatform.domain.timeformat import iso_time
 from mlplatform.orchestration.assets import value_snapshot_metadata
@@ -237,9 +237,13 @@ def _assets_of_steps(instance: dg.DagsterInstance, run_id: str, status: str) -> 
 
 
 def promoted_in(instance: dg.DagsterInstance, run_id: str, names: ModelNames) -> int | None:
-    """The version the run's evaluation_report promoted, if it did: a run that promoted and failed in a later step
-    (estimated_performance, the dashboard) said "the champion is unchanged" (the review)."""
-    made = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
+    """The version the run's evaluation_report promoted, if it did, or an earlier run of its group did (a run retry
+    resumes after the steps that succeeded): a run that promoted and failed in a later step (estimated_performance, the
+    dashboard) said "the champion is unchanged" (the review), and so did its retry (the diff review)."""
+    run = instance.get_run_by_id(run_id)
+    root = None if run is None else run.root_run_id or run.tags.get(ROOT_RUN_ID_TAG)
+    group = {run_id} | ({root, *(r.run_id for r in instance.get_runs(filters=dg.RunsFilter(tags={ROOT_RUN_ID_TAG: root})))} if root else set())
+    made = [record for member in group for record in instance.get_records_for_run(member, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records]
     for record in made:
         event = record.event_log_entry.dagster_event
         materialization = event.event_specific_data.materialization if event is not None and event.asset_key == names.asset(EVALUATION_REPORT) else None  # type: ignore[union-attr]

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import dagster as dg
 
 from mlplatform.domain.estimation import HIGHER_IS_BETTER
-from mlplatform.domain.keys import (CHAMPION_VERSION, DATASET_DRIFT, DECISION_META, DRIFT_REPORT_TAG, KEPT_BY_PERSON, DRIFT_SHARE, ESTIMATE_TAG, ESTIMATED_METRIC,
+from mlplatform.domain.keys import (AGAIN_BASE_TAG, AGAIN_TAG, CHAMPION_VERSION, DATASET_DRIFT, DECISION_META, DRIFT_REPORT_TAG, KEPT_BY_PERSON, DRIFT_SHARE, ESTIMATE_TAG, ESTIMATED_METRIC,
                                    LABEL_WATERMARK, LABEL_WATERMARK_TAG, LAUNCHED_BY_TAG, POLICY_TRIGGER_TAG, QUALITY_EVENTS, QUALITY_LOWER, QUALITY_METRIC, QUALITY_NOTE,
                                    QUALITY_TAG, QUALITY_UPPER, QUALITY_VALUE, REASON_META, REASON_TAG, RECENT_ESTIMATE, RECENT_EVENTS, RECENT_LABELLED,
                                    RECENT_LABELLED_FIELDS, RECENT_LOWER, RECENT_NOTE, RECENT_UPPER, REFERENCE, RETRAIN_TAG, RETRY_ON_FAILURE_TAG, SKIP_REASON, SKIPPED,
@@ -45,6 +45,10 @@ RECENT_TRIGGER_RUNS = 5  # a drift report run records its trigger after later-cr
 # same request is made again after this back-off, doubled each time up to AGAIN_MAX_SECONDS.
 AGAIN_SECONDS = 60
 AGAIN_MAX_SECONDS = 3600
+# A policy trigger whose runs failed before deciding this many times in a row (1, 2, 4, ... 60 minutes apart: about
+# two hours) is used up, saying so: a failure that running again does not mend (a run past its max_runtime, one out of
+# memory) would otherwise retrain, and alert, every hour for good.
+AGAIN_MAX_ATTEMPTS = 8
 
 
 def again_after(attempt: int) -> float:
@@ -180,45 +184,60 @@ def decisions_by_run(instance: dg.DagsterInstance, names: ModelNames) -> dict[st
     return decisions
 
 
-@dataclass(frozen=True)
-class FailedTriggers:
-    """The newest triggers in a row whose runs failed before an evaluation_report decided, their run retries spent: what
-    they saw is not used up (a transient outage longer than the retries would otherwise cost a retraining until N more
-    labels came), and the policy decides on it again after a back-off that doubles with each such trigger."""
-
-    count: int
-    newest: dg.DagsterRun  # the newest trigger's last run
-    ended_at: float
-    older: list[dg.DagsterRun]  # the runs of the triggers before them, newest first
-
-    @property
-    def due_at(self) -> float:
-        return self.ended_at + again_after(self.count - 1)
-
-
-def failed_triggers(instance: dg.DagsterInstance, runs: list[dg.DagsterRun], decisions: dict[str, object]) -> FailedTriggers | None:
-    """The newest of `runs` (newest trigger first) that failed before deciding, if any. A run canceled, succeeded or left
-    failed on purpose (what retrying cannot mend, as too few labels) used up its trigger; one started by hand carries a
-    trigger only once it decided."""
+def _by_trigger(runs: list[dg.DagsterRun]) -> list[list[dg.DagsterRun]]:
+    """`runs` (newest trigger first) by the trigger they carry: its run and Dagster's retries of it, which share its
+    tags, the newest run first."""
     groups: list[list[dg.DagsterRun]] = []
-    for run in runs:  # a trigger's run and Dagster's retries of it share its tags, the newest run first
+    for run in runs:
         if groups and groups[-1][0].tags.get(TRIGGERED_AT_TAG) == run.tags.get(TRIGGERED_AT_TAG):
             groups[-1].append(run)
         else:
             groups.append([run])
-    count = 0
-    for group in groups:
-        last = group[0]
-        if (last.status != dg.DagsterRunStatus.FAILURE or last.tags.get(WILL_RETRY_TAG) == "true"
-                or any(r.tags.get(RETRY_ON_FAILURE_TAG) == "false" or r.run_id in decisions for r in group)):
-            break
-        count += 1
-    if count == 0:
+    return groups
+
+
+def _failed_undecided(group: list[dg.DagsterRun], decisions: dict[str, object]) -> bool:
+    """A trigger's runs ended failed before an evaluation_report decided, their run retries spent, and not left failed on
+    purpose (what retrying cannot mend, as too few labels): what it saw is not used up."""
+    last = group[0]
+    return (last.status == dg.DagsterRunStatus.FAILURE and last.tags.get(WILL_RETRY_TAG) != "true"
+            and not any(r.tags.get(RETRY_ON_FAILURE_TAG) == "false" or r.run_id in decisions for r in group))
+
+
+@dataclass(frozen=True)
+class FailedTrigger:
+    """The newest trigger, whose runs failed before its evaluation_report decided: a transient outage longer than the
+    run retries would otherwise cost a retraining until N more labels came. The policy decides on what it saw again
+    after a back-off that doubles with each such failure in a row, up to AGAIN_MAX_ATTEMPTS failures."""
+
+    newest: dg.DagsterRun  # its last run
+    attempt: int  # how many triggers in a row failed so, this one included
+    ended_at: float
+    base: Cursor  # the policy's cursor before the first of them
+
+    @property
+    def due_at(self) -> float:
+        return self.ended_at + again_after(self.attempt - 1)
+
+    @property
+    def spent(self) -> bool:
+        return self.attempt >= AGAIN_MAX_ATTEMPTS
+
+
+def failed_trigger(instance: dg.DagsterInstance, runs: list[dg.DagsterRun], decisions: dict[str, object]) -> FailedTrigger | None:
+    """The newest trigger of `runs`, if it failed before deciding. A run canceled or succeeded used up its trigger; one
+    started by hand carries a trigger only once it decided. Its attempt and base cursor are read from the tags a
+    decision made again records (AGAIN_TAG, AGAIN_BASE_TAG), else counted from the runs before it."""
+    groups = _by_trigger(runs)
+    if not groups or not _failed_undecided(groups[0], decisions):
         return None
     newest = groups[0][0]
+    attempt = int(newest.tags.get(AGAIN_TAG, "0")) + 1 if newest.tags.get(AGAIN_TAG, "").isdigit() else 1
+    base = Cursor.from_json(newest.tags[AGAIN_BASE_TAG])[0] if AGAIN_TAG in newest.tags and AGAIN_BASE_TAG in newest.tags \
+        else policy_cursor([r for group in groups[1:] for r in group], None)
     record = instance.get_run_record_by_id(newest.run_id)
     ended_at = (record.end_time if record is not None else None) or _recorded(dict(newest.tags)).last_trigger_time
-    return FailedTriggers(count, newest, ended_at, [r for group in groups[count:] for r in group])
+    return FailedTrigger(newest, attempt, ended_at, base)
 
 
 def policy_record(instance: dg.DagsterInstance, names: ModelNames, runs: list[dg.DagsterRun],
@@ -227,9 +246,13 @@ def policy_record(instance: dg.DagsterInstance, names: ModelNames, runs: list[dg
     it materialized, among the newest few; a run still running, failed before its evaluation or evaluated long ago has an
     unknown outcome."""
     decisions = decisions_by_run(instance, names) if decisions is None else decisions
-    triggered = [r for r in runs if r.tags.get(REASON_TAG) != BY_HAND]  # a person's retraining says nothing of the policy's alarms
-    return tuple(RetrainOutcome.recorded(r.tags.get(REASON_TAG), decisions.get(r.run_id), r.tags.get(LABEL_WATERMARK_TAG), r.tags.get(TRIGGERED_AT_TAG))
-                 for r in triggered[:RECORD_SIZE])
+    # One outcome per trigger (its run and Dagster's retries of it), none for one that failed before deciding: decided
+    # again, it is that run's; a run retry or an outage took slots of the record, pushing out the decisions the bar
+    # learns from (the diff review). A person's retraining says nothing of the policy's alarms.
+    triggered = [g for g in _by_trigger(runs) if g[0].tags.get(REASON_TAG) != BY_HAND and not _failed_undecided(g, decisions)]
+    return tuple(RetrainOutcome.recorded(g[0].tags.get(REASON_TAG), next((decisions[r.run_id] for r in g if r.run_id in decisions), None),
+                                         g[0].tags.get(LABEL_WATERMARK_TAG), g[0].tags.get(TRIGGERED_AT_TAG))
+                 for g in triggered[:RECORD_SIZE])
 
 
 @dataclass(frozen=True)
@@ -255,13 +278,18 @@ def evaluate(instance: dg.DagsterInstance, model: ModelContext, names: ModelName
     now = time.time() if now is None else now
     decisions = decisions_by_run(instance, names)
     record = policy_record(instance, names, runs, decisions)
-    failed = failed_triggers(instance, runs, decisions)
+    failed = failed_trigger(instance, runs, decisions)
+    what = ""
     if failed is not None and cursor.last_trigger_time <= _recorded(dict(failed.newest.tags)).last_trigger_time + 0.001:  # no newer trigger since
         what = f"the latest trigger's run {failed.newest.run_id[:8]} ({failed.newest.tags.get(REASON_TAG, 'unknown reason')}) failed before it decided"
-        if now < failed.due_at:
+        if failed.spent:
+            what, failed = (f"; {what}, the {failed.attempt}th time in a row, which uses up what it saw: `mlplatform materialize --model "
+                            f"{model.name}` (or the {names.retrain_job} job) retrains on it now"), None
+        elif now < failed.due_at:
             return Verdict(None, cursor, f"{what}: the policy decides on what it saw again in {failed.due_at - now:.0f} s "
                                          f"(`mlplatform materialize --model {model.name}` retrains now)", {})
-        cursor = policy_cursor(failed.older, None)
+        else:
+            cursor = failed.base
     else:
         failed = None
     trigger, next_cursor, why = decide(
@@ -272,9 +300,10 @@ def evaluate(instance: dg.DagsterInstance, model: ModelContext, names: ModelName
     )
     tags = {} if trigger is None else {**trigger.tags, **retrain_run_tags(model.name), POLICY_TRIGGER_TAG: model.name, TRIGGERED_AT_TAG: f"{now:.3f}"}
     if trigger is not None and failed is not None:  # its run key is new: Dagster runs a sensor's run key once
-        trigger = dataclasses.replace(trigger, run_key=f"{trigger.run_key}-again{failed.count}")
+        trigger = dataclasses.replace(trigger, run_key=f"{trigger.run_key}-again{failed.attempt}")
+        tags.update({AGAIN_TAG: str(failed.attempt), AGAIN_BASE_TAG: failed.base.to_json()})
         why = f"{why}; again, after {what}"
-    return Verdict(trigger, next_cursor, why if trigger is not None else why + _withdrawn(instance, runs, names), tags)
+    return Verdict(trigger, next_cursor, why if trigger is not None else why + (what if failed is None and what else _withdrawn(instance, runs, names)), tags)
 
 
 def _withdrawn(instance: dg.DagsterInstance, runs: list[dg.DagsterRun], names: ModelNames) -> str:
