@@ -272,8 +272,9 @@ def test_a_run_that_made_a_champion_before_it_failed_says_so(platform: Settings,
     promoted, rejected = failed(PROMOTED), failed(REJECTED)
     retry = failed("", **{"dagster/root_run_id": promoted, "dagster/parent_run_id": promoted})  # resumed after evaluation_report: decides nothing
     assert summary(promoted) == summary(retry) == "adult: Dagster run of adult_retrain failed after it made v7 champion", "a retry of the run that promoted"
-    assert summary(rejected) == "adult: Dagster run of adult_retrain failed; the champion is unchanged", "bike_sharing's promotion is not adult's"
-    for run_id in (promoted, rejected, retry):
+    rerun = failed(REJECTED, **{"dagster/root_run_id": promoted, "dagster/parent_run_id": retry})  # all steps again: its own decision
+    assert summary(rejected) == summary(rerun) == "adult: Dagster run of adult_retrain failed; the champion is unchanged", "bike_sharing's promotion is not adult's"
+    for run_id in (promoted, rejected, retry, rerun):
         platform_instance.delete_run(run_id)
 
 

@@ -505,20 +505,37 @@ def test_empty_and_header_only_files(landing: Path, log: EventLog, adult_spec: D
     stored = log.get(["namibia", "empty"]).set_index("event_id")
     assert stored.loc["namibia", "native-country"] == "NA" and stored["native-country"].isna()["empty"] and stored.loc["namibia", "workclass"] == "null"
     assert "age" in _quarantine(log)["reason"].tolist()[-1], "a number spelt NA is no number where NA is not a missing value"
-    # `optional` features may be left out of a file (an export from before a column was added): missing on its rows.
-    older = rows.iloc[11:13].drop(columns=["hours-per-week", "native-country"])
+    # JSON Lines with a BOM: a file with a bad line is parsed line by line, where the BOM made the first row malformed JSON.
+    lines = rows.iloc[2:5].assign(event_id=["j1", "j2", "j3"]).to_json(orient="records", lines=True).splitlines()
+    jsonl = ingest_file(_drop(landing, "bom.jsonl", "\ufeff" + "\n".join([lines[0], "not json", *lines[1:]]) + "\n"), adult_spec, log)
+    assert (jsonl.ingested, jsonl.quarantined) == (3, 1) and _quarantine(log)["row_number"].tolist()[-1] == 2, _quarantine(log)
+
+
+def test_an_optional_feature_may_be_left_out_of_a_file_and_is_missing_there(landing: Path, adult_spec: DatasetSpec, rows: pd.DataFrame, tmp_path: Path) -> None:
+    """The new-user probe: a file without one column (an export from before it was added) was rejected whole. The spec's
+    `optional` features may be left out: missing on the file's rows; the same events with them later are duplicates
+    whose labels apply. A required one left out is still refused, and the label-file hint is not given to a file with a
+    feature."""
     optional = adult_spec.model_copy(update={"optional": ["hours-per-week", "native-country"]})
+    log = EventLog(tmp_path / "optional.sqlite", optional)
+    older = rows.iloc[11:13].drop(columns=["hours-per-week", "native-country", "income"])
     ids = {fmt: [f"older-{fmt}-1", f"older-{fmt}-2"] for fmt in ("csv", "jsonl")}
     for fmt, content in (("csv", _csv(older.assign(event_id=ids["csv"]))), ("jsonl", older.assign(event_id=ids["jsonl"]).to_json(orient="records", lines=True))):
         assert ingest_file(_drop(landing, f"older.{fmt}", content), optional, log).ingested == 2, fmt
     stored = log.get(ids["csv"] + ids["jsonl"])
     assert len(stored) == 4 and stored["hours-per-week"].isna().all() and stored["native-country"].isna().all() and stored["age"].notna().all()
+    # The same events again, with the optional columns and their labels (events served by an older client, then the
+    # full export): duplicates whose labels apply, not events with other values.
+    full = rows.iloc[11:13].assign(event_id=ids["csv"])
+    again = ingest_file(_drop(landing, "full.csv", _csv(full)), optional, log)
+    assert (again.duplicates, again.quarantined) == (2, 0), again
+    assert log.get(ids["csv"])["label"].notna().all(), "their labels applied"
     refused = ingest_file(_drop(landing, "older-required.csv", _csv(older.assign(event_id=ids["csv"]).drop(columns=["age"]))), optional, log)
     assert refused.rejected == "missing required feature columns: ['age']", refused.rejected
-    # JSON Lines with a BOM: a file with a bad line is parsed line by line, where the BOM made the first row malformed JSON.
-    lines = rows.iloc[2:5].assign(event_id=["j1", "j2", "j3"]).to_json(orient="records", lines=True).splitlines()
-    jsonl = ingest_file(_drop(landing, "bom.jsonl", "\ufeff" + "\n".join([lines[0], "not json", *lines[1:]]) + "\n"), adult_spec, log)
-    assert (jsonl.ingested, jsonl.quarantined) == (3, 1) and _quarantine(log)["row_number"].tolist()[-1] == 2, _quarantine(log)
+    hint = ingest_file(_drop(landing, "labels-and-optional.csv", "event_id,income,hours-per-week\nolder-csv-1,>50K,40\n"), optional, log)
+    assert str(hint.rejected).endswith("if it is a label file, it holds the id column 'event_id' and the label column 'income' and no feature: "
+                                       "leave out ['hours-per-week']"), "it has a feature: not 'none of the features'"
+    log.close()
 
 
 def test_a_full_event_file_resent_with_a_different_label_is_a_conflict(landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame) -> None:

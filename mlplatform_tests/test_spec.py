@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from mlplatform.domain.evaluation import primary_metric, score
-from mlplatform.pipeline.replay import read_source
+from mlplatform.pipeline.replay import json_records, read_source
 from mlplatform.settings import REPO_ROOT
 from mlplatform.domain.spec import DatasetSpec, SpecError, Task, load_spec, parse_spec
 from mlplatform.domain.training import TrainingConfig, TrainingError, train
@@ -74,6 +74,7 @@ def _with(**changes: object) -> dict[str, object]:
         (_with(time_column="t", drop=["hr"], time_offset={"column": "hr", "unit": "hours"}), "time_offset.column: 'hr' is in drop; an offset column is read"),
         (_with(optional=["y"]), "optional: ['y'] is not a feature; optional names features a file or a request may leave out"),
         (_with(optional=["x", "colour", "shape"]), "optional: every feature is optional; at least one is required"),
+        (_with(optional=["colour"], history={"features": [{"kind": "count", "by": "colour"}]}), "history.features.0.by: 'colour' is optional, and a key must be sent"),
         (_with(csv_missing="NA"), "csv_missing: Input should be a valid list"),
         (_with(csv_missing=["", 1]), "csv_missing.1: Input should be a valid string"),
         (_with(csv_missing=["x" * 65]), "csv_missing.0: String should have at most 64 characters"),
@@ -97,6 +98,13 @@ def test_csv_missing_says_how_the_replayed_csv_spells_a_missing_value_too(tmp_pa
     default, spelt = (read_source(parse_spec(_with(source=source, **extra))) for extra in ({}, {"csv_missing": [""]}))
     assert default[["x", "colour", "shape"]].isna().values.tolist() == [[False, True, True], [True, False, False]]
     assert spelt["colour"].tolist() == ["NA", "red"] and spelt[["x", "shape"]].isna().values.tolist() == [[False, True], [True, False]]
+
+
+def test_a_source_without_an_optional_feature_replays_with_it_missing(tmp_path: Path) -> None:
+    (tmp_path / "rows.csv").write_text("x,colour,y\n1.5,red,yes\n2.5,blue,no\n", encoding="utf-8")
+    spec = parse_spec(_with(optional=["shape"], source={"files": [str(tmp_path / "rows.csv")]}))
+    rows = read_source(spec)
+    assert rows["shape"].isna().all() and [r["shape"] for r in json_records(rows, spec)] == [None, None]
 
 
 def test_numbers_in_classes_positive_class_and_label_map_are_labels_as_text() -> None:

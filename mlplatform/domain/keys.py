@@ -50,7 +50,7 @@ PRIORITY_TAG = "dagster/priority"  # Dagster's queue starts higher-priority runs
 # The Celery executor's own step order (dagster-celery's default task priority is 5; higher is sent first).
 CELERY_STEP_PRIORITY_TAG = "dagster-celery/priority"
 RUN_KEY_TAG = "dagster/run_key"  # the run key of the sensor request a run came from (its retries keep it)
-ROOT_RUN_ID_TAG = "dagster/root_run_id"  # on a re-execution (a run retry): the first run of its group
+PARENT_RUN_ID_TAG = "dagster/parent_run_id"  # on a re-execution (a run retry): the run it re-executes
 WILL_RETRY_TAG = "dagster/will_retry"  # set by the instance on a failed run when run retries will re-launch it
 RETRY_ON_FAILURE_TAG = "dagster/retry_on_asset_or_op_failure"  # "false" on a run: the daemon's run retry leaves it failed
 

@@ -336,6 +336,8 @@ class DatasetSpec(BaseModel):
                 feature.of = LABEL_REF
             if feature.by is not None and feature.by not in self.features:
                 raise ValueError(f"{where}.by: {feature.by!r} is not a feature of the spec (a key must be sent with every request): {list(self.features)}")
+            if feature.by in self.optional:
+                raise ValueError(f"{where}.by: {feature.by!r} is optional, and a key must be sent with every request: take it out of optional")
             source = feature.source
             if source is None and feature.of is not None:
                 raise ValueError(f"{where}.of: {feature.kind} reads event times, not a column; remove 'of'")

@@ -322,7 +322,7 @@ def check_columns(columns: list[str], spec: DatasetSpec) -> str | None:
         identity = spec.id_column or EVENT_ID
         label_file = (f"; with none of the features, it is no events file, and it is no label file either: that needs the id column "
                       f"{identity!r} and the label column {spec.label!r}, spelt so (its columns: {columns[:10]})"
-                      if len(missing) == len(spec.required_features) else "")
+                      if not any(c in columns for c in spec.features) else "")
         present = [c for c in spec.features if c in columns]
         if not label_file and identity in columns and spec.label in columns and len(present) < len(missing):
             # The id, the label and a few features (a label export carrying the entity key of history features) was

@@ -16,7 +16,7 @@ import dagster as dg
 
 from mlplatform.domain.keys import (AWAITING_SHADOW, CHAMPION_VERSION, CHALLENGER_VERSION, DATASET_DRIFT, DECISION_META, DRIFT_SHARE, DRIFTED_COLUMN_NAMES, MODEL_TAG,
                                    LIVE_EVENTS, LIVE_VERDICT, LIVE_VERSION, PROMOTED, QUALITY_NOTE, REASON_META, REPORT_URL, SKIP_REASON, SKIPPED,
-                                   ROOT_RUN_ID_TAG, WILL_RETRY_TAG)
+                                   PARENT_RUN_ID_TAG, WILL_RETRY_TAG)
 from mlplatform.domain.evaluation import primary_metric
 from mlplatform.domain.timeformat import iso_time
 from mlplatform.orchestration.assets import value_snapshot_metadata
@@ -237,19 +237,22 @@ def _assets_of_steps(instance: dg.DagsterInstance, run_id: str, status: str) -> 
 
 
 def promoted_in(instance: dg.DagsterInstance, run_id: str, names: ModelNames) -> int | None:
-    """The version the run's evaluation_report promoted, if it did, or an earlier run of its group did (a run retry
-    resumes after the steps that succeeded): a run that promoted and failed in a later step (estimated_performance, the
-    dashboard) said "the champion is unchanged" (the review), and so did its retry (the diff review)."""
-    run = instance.get_run_by_id(run_id)
-    root = None if run is None else run.root_run_id or run.tags.get(ROOT_RUN_ID_TAG)
-    group = {run_id} | ({root, *(r.run_id for r in instance.get_runs(filters=dg.RunsFilter(tags={ROOT_RUN_ID_TAG: root})))} if root else set())
-    made = [record for member in group for record in instance.get_records_for_run(member, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records]
-    for record in made:
-        event = record.event_log_entry.dagster_event
-        materialization = event.event_specific_data.materialization if event is not None and event.asset_key == names.asset(EVALUATION_REPORT) else None  # type: ignore[union-attr]
-        meta = {} if materialization is None else materialization.metadata
-        if DECISION_META in meta and meta[DECISION_META].value == PROMOTED:
-            return int(str(meta[CHALLENGER_VERSION].value))
+    """The version the run's evaluation_report promoted, if it did; without a decision of its own (a run retry resumes
+    after the steps that succeeded), the newest decision of the runs it re-executes. A run that promoted and failed in
+    a later step (estimated_performance, the dashboard) said "the champion is unchanged" (the review), and so did its
+    retry; a re-execution of all its steps that rejected said it made the first run's version champion (diff reviews)."""
+    run, seen = instance.get_run_by_id(run_id), set()
+    while run is not None and run.run_id not in seen:  # the run, then the run it re-executes, and so on: the newest decision
+        seen.add(run.run_id)
+        made = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
+        for record in reversed(made):
+            event = record.event_log_entry.dagster_event
+            materialization = event.event_specific_data.materialization if event is not None and event.asset_key == names.asset(EVALUATION_REPORT) else None  # type: ignore[union-attr]
+            meta = {} if materialization is None else materialization.metadata
+            if DECISION_META in meta:
+                return int(str(meta[CHALLENGER_VERSION].value)) if meta[DECISION_META].value == PROMOTED else None
+        parent = run.parent_run_id or run.tags.get(PARENT_RUN_ID_TAG)
+        run = instance.get_run_by_id(parent) if parent else None
     return None
 
 

@@ -152,6 +152,7 @@ def read_source(spec: DatasetSpec, notes: list[str] | None = None) -> pd.DataFra
     if not feature_frames:
         raise ReplayError(f"source.files: every file is a label file (the label and no feature column); the features {list(spec.features)} are in none")
     frame = pd.concat(feature_frames, ignore_index=True)
+    frame = frame.assign(**{c: None for c in spec.optional if c not in frame.columns})  # left out of every file: missing, as landing reads it
     if label_files:
         frame = _join_label_files(frame, label_files, spec, notes)
     frame = frame.dropna(how="all").reset_index(drop=True)

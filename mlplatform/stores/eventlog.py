@@ -496,7 +496,10 @@ class EventStore(ABC):
         known[CHANGED] = None
         for feature in features:
             given, kept = known[feature].astype(object), known[f"{LOGGED}{feature}"].astype(object)
-            same = (given.isna() & kept.isna()) | (given == kept).fillna(False).astype(bool)
+            # An optional feature missing on either side agrees: one source (an older client, an older export) lacks it,
+            # and the later file's rows, their labels included, were quarantined as other values (the diff review).
+            missing = given.isna() | kept.isna() if feature in self.spec.optional else given.isna() & kept.isna()
+            same = missing | (given == kept).fillna(False).astype(bool)
             first = ~same & known[CHANGED].isna()
             if first.any():
                 known.loc[first, CHANGED] = [f"{feature}: {k!r} logged, {g!r} here" for g, k in zip(given[first].where(given[first].notna(), None),
