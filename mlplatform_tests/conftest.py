@@ -19,6 +19,23 @@ pytest_plugins = ["mlplatform_tests.support.postgres"]  # postgres_cluster (sess
 
 ADULT_SPEC = REPO_ROOT / "data" / "adult.yaml"
 BIKE_SPEC = REPO_ROOT / "data" / "bike_sharing.yaml"
+DEFAULT_STATE = Settings.model_fields["state_dir"].default  # the clone's own state folder, which `make demo` uses
+_DEFAULT_STATE_BEFORE = pytest.StashKey[bool]()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[_DEFAULT_STATE_BEFORE] = DEFAULT_STATE.exists()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A test that used the default state folder instead of its own left state in the clone that `make demo` then
+    refused (a test of the last stop did): the run fails, saying so. Checked where the run started (xdist's controller)."""
+    if hasattr(session.config, "workerinput") or session.config.stash.get(_DEFAULT_STATE_BEFORE, True) or not DEFAULT_STATE.exists():
+        return
+    session.config.get_terminal_writer().line(f"\nthe tests left {DEFAULT_STATE}: a test used the default state folder, not its own "
+                                              "(`state` fixture or MLPLATFORM_STATE_DIR)", red=True)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
 FAST_TRAINING = {
     "MLPLATFORM_TUNING_TRIALS": "2",
     "MLPLATFORM_TUNING_SECONDS": "20",

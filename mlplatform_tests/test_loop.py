@@ -175,6 +175,7 @@ def test_a_champion_whose_files_are_gone_is_replaced_not_a_wall(state: Settings,
     assert int(model().registry.champion().version) == 2
 
 
+@pytest.mark.usefixtures("state")  # its registry in the test's own state folder: the default one, in the clone, made `make demo` refuse it after `make test`
 @pytest.mark.parametrize("fault", [ConnectionError("connection reset by the artifact proxy"), OSError(28, "No space left on device"), "503"])
 def test_a_champion_the_store_fails_to_give_for_a_while_fails_the_step_not_the_comparison(fault: object, monkeypatch: pytest.MonkeyPatch) -> None:
     """The diff review: a store or network failing for a while (a reset connection, a 503, a full disk) read as files
