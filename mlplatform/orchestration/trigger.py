@@ -279,12 +279,12 @@ def evaluate(instance: dg.DagsterInstance, model: ModelContext, names: ModelName
     decisions = decisions_by_run(instance, names)
     record = policy_record(instance, names, runs, decisions)
     failed = failed_trigger(instance, runs, decisions)
-    what = ""
+    what = spent = ""
     if failed is not None and cursor.last_trigger_time <= _recorded(dict(failed.newest.tags)).last_trigger_time + 0.001:  # no newer trigger since
         what = f"the latest trigger's run {failed.newest.run_id[:8]} ({failed.newest.tags.get(REASON_TAG, 'unknown reason')}) failed before it decided"
         if failed.spent:
-            what, failed = (f"; {what}, the {failed.attempt}th time in a row, which uses up what it saw: `mlplatform materialize --model "
-                            f"{model.name}` (or the {names.retrain_job} job) retrains on it now"), None
+            spent, failed = (f"; {what}, the {failed.attempt}th time in a row, which uses up what it saw: `mlplatform materialize --model "
+                             f"{model.name}` (or the {names.retrain_job} job) retrains on it now"), None
         elif now < failed.due_at:
             return Verdict(None, cursor, f"{what}: the policy decides on what it saw again in {failed.due_at - now:.0f} s "
                                          f"(`mlplatform materialize --model {model.name}` retrains now)", {})
@@ -303,7 +303,7 @@ def evaluate(instance: dg.DagsterInstance, model: ModelContext, names: ModelName
         trigger = dataclasses.replace(trigger, run_key=f"{trigger.run_key}-again{failed.attempt}")
         tags.update({AGAIN_TAG: str(failed.attempt), AGAIN_BASE_TAG: failed.base.to_json()})
         why = f"{why}; again, after {what}"
-    return Verdict(trigger, next_cursor, why if trigger is not None else why + (what if failed is None and what else _withdrawn(instance, runs, names)), tags)
+    return Verdict(trigger, next_cursor, why if trigger is not None else why + (spent or _withdrawn(instance, runs, names)), tags)
 
 
 def _withdrawn(instance: dg.DagsterInstance, runs: list[dg.DagsterRun], names: ModelNames) -> str:
