@@ -21,7 +21,7 @@ from mlplatform.orchestration.assets import latest_metadata
 from mlplatform.orchestration.launch import launch, launch_drift_run
 from mlplatform.orchestration.names import DRIFT_REPORT, EVALUATION_REPORT, LIVE_QUALITY, ModelNames
 from mlplatform.orchestration.sensors import LOST_SECONDS, DriftRequest, drift_request
-from mlplatform.orchestration.trigger import AGAIN_MAX_ATTEMPTS, AGAIN_SECONDS, Verdict, evaluate, policy_record, trigger_runs
+from mlplatform.orchestration.trigger import AGAIN_MAX_ATTEMPTS, AGAIN_SECONDS, Verdict, decisions_by_run, evaluate, failed_trigger, policy_cursor, policy_record, trigger_runs
 from mlplatform.pipeline.champion import ChampionError, ChampionRequest, change_champion
 from mlplatform.pipeline.replay import DriftScenario, inject_drift
 from mlplatform.root import platform as root_platform
@@ -201,6 +201,26 @@ def test_a_terminated_retraining_says_it_used_up_its_trigger(platform: Platform,
     platform.instance.delete_run(failed.run_id)
 
 
+@dg.op
+def _fails(context: dg.OpExecutionContext, decide: bool) -> None:
+    if decide:
+        context.log_event(dg.AssetMaterialization(ADULT.asset(EVALUATION_REPORT), metadata={"decision": "rejected"}))
+    raise RuntimeError("MLflow is unreachable" if not decide else "estimated_performance: the event log is unreachable")
+
+
+@dg.job(name="failed_retraining")
+def _failed_retraining() -> None:
+    _fails()
+
+
+def _fail(platform: Platform, request: dg.RunRequest, decide: bool = False, **tags: str) -> float:
+    """A run of `request` that fails, its run retries spent unless `tags` say otherwise; with `decide`, after its
+    evaluation_report rejected. Returns when it ended."""
+    _failed_retraining.execute_in_process(instance=platform.instance, raise_on_error=False, run_config={"ops": {"_fails": {"inputs": {"decide": decide}}}},
+                                          tags={RUN_KEY_TAG: request.run_key or "", **request.tags, "dagster/max_retries": "0", **tags})
+    return time.time()
+
+
 def test_a_trigger_whose_run_failed_before_deciding_is_decided_on_again_with_a_back_off(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
     """The review: a sensor retraining whose run failed with its run retries spent (MLflow down longer than they last)
     used up its trigger, and nothing retrained until N more labels came. The policy now decides on what that trigger saw
@@ -208,20 +228,8 @@ def test_a_trigger_whose_run_failed_before_deciding_is_decided_on_again_with_a_b
     failed on purpose (what retrying cannot mend) or one whose evaluation decided used its trigger up."""
     monkeypatch.setenv("MLPLATFORM_RETRAIN_COOLDOWN_SECONDS", "0")
 
-    @dg.op
-    def fails(context: dg.OpExecutionContext, decide: bool) -> None:
-        if decide:
-            context.log_event(dg.AssetMaterialization(ADULT.asset(EVALUATION_REPORT), metadata={"decision": "rejected"}))
-        raise RuntimeError("MLflow is unreachable" if not decide else "estimated_performance: the event log is unreachable")
-
-    @dg.job(name="failed_retraining")
-    def failed_retraining() -> None:
-        fails()
-
     def fail(request: dg.RunRequest, decide: bool = False, **tags: str) -> float:
-        failed_retraining.execute_in_process(instance=platform.instance, raise_on_error=False, run_config={"ops": {"fails": {"inputs": {"decide": decide}}}},
-                                             tags={RUN_KEY_TAG: request.run_key or "", **request.tags, "dagster/max_retries": "0", **tags})  # its run retries spent
-        return time.time()
+        return _fail(platform, request, decide, **tags)
 
     def verdict(cursor: str | None, now: float) -> Verdict:
         return evaluate(platform.instance, platform.model, ADULT, platform.model.registry.champion_record(), Cursor.from_json(cursor)[0], now=now)
@@ -256,6 +264,42 @@ def test_a_trigger_whose_run_failed_before_deciding_is_decided_on_again_with_a_b
         assert left.trigger is None and left.why.startswith("0 new labelled events since the last trigger"), (used_up, left.why)
     assert (f"failed before it decided, the {AGAIN_MAX_ATTEMPTS}th time in a row, which uses up what it saw: `mlplatform materialize --model adult` "
             "(or the adult_retrain job) retrains on it now") in left.why, left.why
+    for run in platform.instance.get_runs(filters=dg.RunsFilter(job_name="failed_retraining")):
+        platform.instance.delete_run(run.run_id)
+
+
+def test_a_chain_of_failed_triggers_leaves_the_decisions_before_it_in_the_record(platform: Platform) -> None:
+    """The review: the runs read back for the record were 10, so five triggers in a row that failed before deciding, each
+    with its run retry, pushed every decision out of it, and the drift bar fell to its minimum. The runs read back
+    cover the record and the longest chain of failures the policy decides on again, with their run retries."""
+    base = policy_cursor(trigger_runs(platform.instance, "adult"), None).last_trigger_time + 1  # newer than the module's earlier triggers
+
+    def request(i: int) -> dg.RunRequest:
+        return dg.RunRequest(run_key=f"chain-{i}", tags={POLICY_TRIGGER_TAG: "adult", REASON_TAG: DRIFT, LAUNCHED_BY_TAG: SENSOR_NAME,
+                                                         LABEL_WATERMARK_TAG: str(_watermark(platform)), TRIGGERED_AT_TAG: f"{base + i:.3f}"})
+
+    _fail(platform, request(0), decide=True)
+    assert [o.promoted for o in policy_record(platform.instance, ADULT, trigger_runs(platform.instance, "adult"))][:1] == [False]
+    for i in range(1, AGAIN_MAX_ATTEMPTS):
+        _fail(platform, request(i), **{"dagster/max_retries": "1"})  # the run, then Dagster's retry of it
+        _fail(platform, request(i))
+    record = policy_record(platform.instance, ADULT, trigger_runs(platform.instance, "adult"))
+    assert [(o.reason, o.promoted) for o in record][:1] == [(DRIFT, False)], record
+    for run in platform.instance.get_runs(filters=dg.RunsFilter(job_name="failed_retraining")):
+        platform.instance.delete_run(run.run_id)
+
+
+def test_an_unreadable_again_base_counts_from_the_runs_before_it(platform: Platform) -> None:
+    """The review: a trigger decided on again whose recorded base cursor (AGAIN_BASE_TAG) was unreadable failed again and
+    was decided on from an empty cursor, every label of the log counted as new; it counts from the runs before it."""
+    before = policy_cursor(trigger_runs(platform.instance, "adult"), None)
+    assert before != Cursor(), "the module's earlier triggers record a cursor"
+    request = dg.RunRequest(run_key="unreadable-base", tags={POLICY_TRIGGER_TAG: "adult", REASON_TAG: NEW_OBSERVATIONS, LAUNCHED_BY_TAG: SENSOR_NAME,
+                                                              LABEL_WATERMARK_TAG: str(_watermark(platform)), TRIGGERED_AT_TAG: f"{before.last_trigger_time + 1:.3f}",
+                                                              AGAIN_TAG: "1", AGAIN_BASE_TAG: '{"version": 1, "last_trigger_seq": '})
+    _fail(platform, request)
+    failed = failed_trigger(platform.instance, trigger_runs(platform.instance, "adult"), decisions_by_run(platform.instance, ADULT))
+    assert failed is not None and (failed.attempt, failed.base) == (2, before), failed
     for run in platform.instance.get_runs(filters=dg.RunsFilter(job_name="failed_retraining")):
         platform.instance.delete_run(run.run_id)
 

@@ -161,8 +161,12 @@ def _recorded(tags: dict[str, str]) -> Cursor:
 
 
 def trigger_runs(instance: dg.DagsterInstance, model: str) -> list[dg.DagsterRun]:
-    """The latest runs carrying a trigger of the model's policy, the newest trigger first."""
-    runs = instance.get_runs(filters=dg.RunsFilter(tags={POLICY_TRIGGER_TAG: model}), limit=max(RECENT_TRIGGER_RUNS, 2 * RECORD_SIZE))
+    """The latest runs carrying a trigger of the model's policy, the newest trigger first: enough for the record and for
+    the longest chain of triggers that failed before deciding, each with its run retries (the review: ten runs read back
+    let five such triggers push every decision out of the record, and the drift bar fell to its minimum)."""
+    per_trigger = 1 + (instance.run_retries_max_retries if instance.run_retries_enabled else 0)
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={POLICY_TRIGGER_TAG: model}),
+                             limit=max(RECENT_TRIGGER_RUNS, per_trigger * (RECORD_SIZE + AGAIN_MAX_ATTEMPTS)))
     return sorted(runs, key=lambda r: _recorded(dict(r.tags)).last_trigger_time, reverse=True)
 
 
@@ -233,8 +237,9 @@ def failed_trigger(instance: dg.DagsterInstance, runs: list[dg.DagsterRun], deci
         return None
     newest = groups[0][0]
     attempt = int(newest.tags.get(AGAIN_TAG, "0")) + 1 if newest.tags.get(AGAIN_TAG, "").isdigit() else 1
-    base = Cursor.from_json(newest.tags[AGAIN_BASE_TAG])[0] if AGAIN_TAG in newest.tags and AGAIN_BASE_TAG in newest.tags \
-        else policy_cursor([r for group in groups[1:] for r in group], None)
+    recorded, unreadable = Cursor.from_json(newest.tags.get(AGAIN_BASE_TAG) if AGAIN_TAG in newest.tags else None)
+    # An unreadable tag counts from the runs before it, as a first failure does: an empty cursor took every label as new.
+    base = recorded if newest.tags.get(AGAIN_BASE_TAG) and not unreadable else policy_cursor([r for group in groups[1:] for r in group], None)
     record = instance.get_run_record_by_id(newest.run_id)
     ended_at = (record.end_time if record is not None else None) or _recorded(dict(newest.tags)).last_trigger_time
     return FailedTrigger(newest, attempt, ended_at, base)
