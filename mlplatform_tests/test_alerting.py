@@ -2,6 +2,8 @@
 API v2 with its labels, and resolved when the condition clears; a down Alertmanager never fails the pipeline."""
 
 import re
+import socket
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlplatform.stores.alerting import Alert, Alerter, AlertName, Delivery, Severity, run_failed_alert
+from mlplatform.stores.alerting import (ALERTS_FILE, Alert, Alerter, AlertName, Delivery, Severity, run_failed_alert, serving_process,
+                                         serving_reload_succeeded)
 from mlplatform.stores.eventlog import SERVING_SOURCE, EventLog
 from mlplatform.pipeline.live_quality import ServedVersion, measure, measure_reading
 from mlplatform.orchestration.names import EVALUATION_REPORT, LIVE_QUALITY_CHECK, ModelNames
@@ -96,6 +99,30 @@ def test_a_reload_alert_and_its_resolve_leave_in_the_order_they_happened(tmp_pat
     assert both.wait(10) and sent == ["fired", "resolved"], sent
 
 
+def test_a_serving_process_resolves_its_own_reload_alert_and_those_of_gone_processes_only(tmp_path: Path) -> None:
+    """The review: with several serving workers, any worker's start or good reload resolved every reload alert of the
+    model, while the worker that could not load the new version still served the old one. Each alert names its process;
+    a good reload resolves this process's and those of processes of this host that are gone (a restart's predecessor)."""
+    settings = Settings(state_dir=tmp_path / "state", alertmanager_url="http://127.0.0.1:1")
+    spec = load_spec(settings.dataset_spec)
+    alerter = Alerter(settings.alertmanager_url, settings.state_dir / ALERTS_FILE, attempts=1)
+    other = subprocess.Popen(["sleep", "60"])
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    host = socket.gethostname()
+    try:
+        for process in (serving_process(), f"{host}:{other.pid}", f"{host}:{gone.pid}", f"elsewhere:{gone.pid}", "unreadable"):
+            alerter.fire(Alert(AlertName.SERVING_RELOAD_FAILED, Severity.CRITICAL, spec.name, 2, "s", "d", extra_labels={"process": process}), deliver=False)
+        alerter.fire(Alert(AlertName.SERVING_RELOAD_FAILED, Severity.CRITICAL, spec.name, 2, "s", "d"), deliver=False)  # from before the label
+        serving_reload_succeeded(settings, spec)
+        assert sorted(a.get("process", "") for a in alerter.firing()) == sorted([f"{host}:{other.pid}", f"elsewhere:{gone.pid}"])
+    finally:
+        other.kill()
+        other.wait()
+    serving_reload_succeeded(settings, spec)
+    assert [a["process"] for a in alerter.firing()] == [f"elsewhere:{gone.pid}"], "another host's processes are its own to resolve"
+
+
 def test_a_proxy_that_says_later_keeps_the_alert_and_a_refusal_drops_it(tmp_path: Path) -> None:
     """The review: any 4xx marked the batch delivered, so a proxy's 429 (rate limit) or 408 (timeout) in front of
     Alertmanager dropped alerts; they say "later", as a 5xx does. A real refusal (400: the payload is wrong) still drops."""
@@ -170,7 +197,8 @@ def test_serving_reload_failure_fires_from_the_champion_watcher_and_resolves_on_
     assert watcher.last_error == outcome.error  # what /readyz says while no version is loaded
     wait_until("the reload failure alert", lambda: len(alertmanager.alerts(AlertName.SERVING_RELOAD_FAILED)) == 1, 30)
     [alert] = alertmanager.alerts(AlertName.SERVING_RELOAD_FAILED)
-    assert labels_of(alert) == {"alertname": "MLPlatformServingReloadFailed", "severity": "critical", "dataset": "adult", "model_version": str(broken)}
+    assert labels_of(alert) == {"alertname": "MLPlatformServingReloadFailed", "severity": "critical", "dataset": "adult", "model_version": str(broken),
+                                "process": serving_process()}
     assert f"cannot load version {broken}" in alert["annotations"]["description"]
     registry.promote(later)
     assert watcher.check().version == later and watcher.last_error is None

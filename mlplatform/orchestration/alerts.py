@@ -122,7 +122,8 @@ class AlertNotRecorded(RuntimeError):
 
 def _recorded(delivery: Delivery, said: str) -> str:
     if not delivery.recorded:
-        raise AlertNotRecorded(f"{said}, but not recorded in the alerts outbox: {delivery.error}")
+        sent = "; sent to Alertmanager once as it is (nothing refreshes or resolves it)" if delivery.sent else ""
+        raise AlertNotRecorded(f"{said}, but not recorded in the alerts outbox: {delivery.error}{sent}")
     return said
 
 

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
+import socket
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -36,6 +38,7 @@ RETRY_LATER = (408, 429)  # HTTP statuses of a request to send again, as a 5xx i
 ATTEMPTS = 3
 BACKOFF_SECONDS = 0.25
 NO_VERSION = "none"
+PROCESS_LABEL = "process"  # which serving process a reload alert is about: host:pid
 
 
 class AlertName(StrEnum):
@@ -89,6 +92,12 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _posted(labels: Mapping[str, str], annotations: Mapping[str, str], generator_url: str, starts_at: float, ends_at: float) -> dict[str, object]:
+    """One alert as Alertmanager's v2 API takes it."""
+    return {"labels": labels, "annotations": annotations, "startsAt": _iso(starts_at), "endsAt": _iso(ends_at),
+            **({"generatorURL": generator_url} if generator_url else {})}
+
+
 def _fingerprint(labels: Mapping[str, str]) -> str:
     return json.dumps(dict(sorted(labels.items())), separators=(",", ":"))
 
@@ -138,7 +147,9 @@ class Alerter:
 
     def fire(self, alert: Alert, deliver: bool = True) -> Delivery:
         """Record the alert as firing (keeping its start if it already fires), then deliver (unless `deliver` is False:
-        the caller delivers once for many, as the alerts sensor does)."""
+        the caller delivers once for many, as the alerts sensor does). An alert the outbox cannot record is sent once as it
+        is, unless `deliver` is False: a caller that will not fire it again (Dagster hands a failed run to the run-failure
+        sensor once) lost it before (the review). Unrecorded, nothing refreshes or resolves it: it ends after the TTL."""
         if not self.enabled:
             return Delivery(0, 0, "alerting is off (no alertmanager_url)")
         labels = alert.labels()
@@ -155,17 +166,21 @@ class Alerter:
                 )
         except sqlite3.Error as exc:
             log.error("alert %s not recorded: %s", labels, exc)
-            return Delivery(0, 0, str(exc), recorded=False)
+            if not deliver:
+                return Delivery(0, 0, str(exc), recorded=False)
+            error = self._post([_posted(labels, alert.annotations(), alert.generator_url, now, now + self.ttl)])
+            return Delivery(int(error is None), 0, str(exc) if error is None else f"{exc}; sending it unrecorded failed too: {error}", recorded=False)
         return self.deliver() if deliver else Delivery(0, 1)
 
-    def resolve(self, name: AlertName, dataset: str, deliver: bool = True, **labels: str) -> Delivery:
-        """Resolve every firing alert with this name, dataset and these extra labels, whatever its model version; then
-        deliver, unless `deliver` is False."""
+    def resolve(self, name: AlertName, dataset: str, deliver: bool = True, where: Callable[[dict[str, str]], bool] | None = None,
+                **labels: str) -> Delivery:
+        """Resolve every firing alert with this name, dataset and these extra labels (and that `where` accepts), whatever
+        its model version; then deliver, unless `deliver` is False."""
         if not self.enabled:
             return Delivery(0, 0, "alerting is off (no alertmanager_url)")
         match = {"alertname": str(name), "dataset": dataset, **labels}
         try:
-            ended = self._end(lambda firing: match.items() <= firing.items())
+            ended = self._end(lambda firing: match.items() <= firing.items() and (where is None or where(firing)))
         except sqlite3.Error as exc:
             log.error("alerts %s not resolved: %s", match, exc)
             return Delivery(0, 0, str(exc), recorded=False)
@@ -219,11 +234,8 @@ class Alerter:
         if not rows:
             return Delivery(0, 0)
         ends = {fp: (now + self.ttl if ends_at is None else ends_at) for fp, _, _, _, _, ends_at, _ in rows}
-        payload = [
-            {"labels": json.loads(labels), "annotations": json.loads(annotations), "startsAt": _iso(starts_at), "endsAt": _iso(ends[fp]),
-             **({"generatorURL": generator} if generator else {})}
-            for fp, labels, annotations, generator, starts_at, _, _ in rows
-        ]
+        payload = [_posted(json.loads(labels), json.loads(annotations), generator, starts_at, ends[fp])
+                   for fp, labels, annotations, generator, starts_at, _, _ in rows]
         error = self._post(payload)
         if error is not None:
             return Delivery(0, len(rows), error)
@@ -317,10 +329,36 @@ def serving_reload_failed(settings: Settings, spec: DatasetSpec, version: int | 
         summary=f"{spec.name}: the prediction service could not load v{version}; it keeps serving the previous model",
         description=error,
         links={"mlflow_model_version": f"{settings.mlflow_ui_url.rstrip('/')}/#/models/{spec.model_name}/versions/{version}"},
+        extra_labels={PROCESS_LABEL: serving_process()},
     )
     return Alerter.from_settings(settings).fire(alert)
 
 
 def serving_reload_succeeded(settings: Settings, spec: DatasetSpec) -> Delivery:
-    """For the prediction service: a reload worked, so an earlier reload failure is over."""
-    return Alerter.from_settings(settings).resolve(AlertName.SERVING_RELOAD_FAILED, spec.name)
+    """For the prediction service: a reload worked, so this process's reload failure is over, and so are those of
+    serving processes of this host that are gone (the process a restart replaced). Another live worker's stays firing
+    until it loads (the review: any worker's start or good reload resolved every worker's alert)."""
+    return Alerter.from_settings(settings).resolve(AlertName.SERVING_RELOAD_FAILED, spec.name, where=_this_or_gone)
+
+
+def serving_process() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _this_or_gone(labels: Mapping[str, str]) -> bool:
+    """A reload alert of this process, of a process of this host that no longer runs, or from before alerts named their
+    process."""
+    host, _, pid = labels.get(PROCESS_LABEL, "").rpartition(":")
+    if not pid.isdigit():
+        return True
+    if labels[PROCESS_LABEL] == serving_process():
+        return True
+    if host != socket.gethostname():
+        return False
+    try:
+        os.kill(int(pid), 0)  # signal 0: only whether it runs
+    except (ProcessLookupError, OverflowError):
+        return True
+    except PermissionError:  # it runs, as another user
+        return False
+    return False
