@@ -20,7 +20,10 @@ from mlplatform.domain.spec import DatasetSpec, parse_spec
 from pydantic import ValidationError
 
 from mlplatform.domain.evaluation import classes_training_lacks, decide, default_floor, passes_floor, score
-from mlplatform.domain.training import TrainingConfig, TrainingError, TrainingResult, check_window, fit_transformer, refit, train, tuned_params
+from mlplatform.domain.estimation import load_estimator
+from mlplatform.domain.threshold import BEST_F1, best_f1_threshold, choose_threshold
+from mlplatform.domain.training import (TrainingConfig, TrainingError, TrainingResult, check_window, fit_performance_estimator, fit_transformer, refit, train,
+                                       tuned_params)
 from mlplatform.domain.window_choice import train_best_window
 from mlplatform.pipeline.retraining import change_window, evidence_on, judge, prepare_window, prune_snapshots, train_on_best_window
 from mlplatform.settings import Settings
@@ -124,8 +127,67 @@ def test_the_logged_model_is_self_contained(trained: TrainingResult, window: pd.
         model.predict(raw.drop(columns="age"))
     run = registry.client.get_run(version.run_id)
     assert run.data.params["num_leaves"] and run.data.metrics["best_iteration"] == trained.best_iteration
+    assert run.data.params["decision_threshold"] == "0.5", "the spec sets none: the default"
     assert {a.path for a in registry.client.list_artifacts(version.run_id)} >= {"feature_importance.json", "dataset_spec.yaml"}
     assert registry.versions()[0].aliases == ["challenger"]
+
+
+def _rare_class(decision_threshold: float | str | None) -> tuple[DatasetSpec, pd.DataFrame]:
+    """A stream whose positive class is 1 event in 40, learnable (ROC AUC about 0.88) but never above 0.5 for most of its
+    events."""
+    spec = parse_spec({"name": "rare", "task": "binary", "label": "y", "classes": ["ok", "fraud"], "positive_class": "fraud",
+                       "features": {"x": "numeric", "z": "numeric"}, **({"decision_threshold": decision_threshold} if decision_threshold else {})})
+    rng = np.random.default_rng(3)
+    x, z = rng.normal(size=6000), rng.normal(size=6000)
+    frame = pd.DataFrame({"x": x, "z": z, "y": np.where(rng.random(6000) < 1 / (1 + np.exp(6 - 2.5 * x)), "fraud", "ok")})
+    return spec, validate_frame(frame, spec, generated_id_prefix="r", generated_time_start_us=0).events
+
+
+def test_a_rare_positive_class_is_predicted_at_the_threshold_of_best_f1_which_travels_with_the_model(tmp_path: Path) -> None:
+    """The new-user probe: on a 1:40 class the model never predicted the class (every probability below 0.5), so its
+    precision and recall read 0 and the live floors on them fired for ever. `decision_threshold: best_f1` chooses the
+    threshold on the training's validation part; the saved model, its estimator and a refit read scores with it."""
+    plain, events = _rare_class(None)
+    tuned_spec, _ = _rare_class(BEST_F1)
+    window, holdout = events.iloc[:4000], events.iloc[4000:]
+    default, tuned = train(window, plain, FAST), train(window, tuned_spec, FAST)
+    at_default, at_best = score(plain, holdout[LABEL], default.predictor.predict(holdout)), score(tuned_spec, holdout[LABEL], tuned.predictor.predict(holdout))
+    assert default.predictor.threshold == 0.5 and at_default["recall"] < 0.05, at_default
+    assert 0.0 < tuned.predictor.threshold < 0.5 and at_best["f1"] > at_default["f1"] + 0.15, (tuned.predictor.threshold, at_best)
+    files = tuned.predictor.save(tmp_path)
+    loaded = Predictor.load(files["booster"], files["pipeline"])
+    assert loaded.threshold == tuned.predictor.threshold
+    pd.testing.assert_frame_equal(loaded.predict(holdout), tuned.predictor.predict(holdout))
+    estimator = fit_performance_estimator(tuned.predictor, holdout, tuned_spec, seed=7)
+    assert estimator.reference["f1"] == pytest.approx(at_best["f1"]) and estimator.reference["recall"] == pytest.approx(at_best["recall"])
+    assert load_estimator(json.loads(json.dumps(estimator.to_dict()))).estimate(*tuned.predictor.features_and_scores(holdout), 100).metrics["recall"] > 0.1
+    assert refit(tuned, window, tuned_spec, FAST).predictor.threshold == tuned.predictor.threshold
+    fixed_spec, _ = _rare_class(0.3)
+    assert train(window, fixed_spec, FAST).predictor.threshold == 0.3
+
+
+@pytest.mark.parametrize(("recorded", "read"), [(None, 0.5), (0.25, 0.25), (1.5, "threshold 1.5 is not a probability"), ("0.3", "threshold '0.3'")])
+def test_the_threshold_a_pipeline_file_records_is_read_or_refused(trained: TrainingResult, tmp_path: Path, recorded: object, read: object) -> None:
+    """A model saved before thresholds were kept reads 0.5, as it was trained; a value no threshold can be is a damaged
+    file, not a model that would predict one class for ever."""
+    files = trained.predictor.save(tmp_path)
+    pipeline = Path(files["pipeline"])
+    data = {k: v for k, v in json.loads(pipeline.read_text()).items() if k != "threshold"}
+    pipeline.write_text(json.dumps(data if recorded is None else {**data, "threshold": recorded}))
+    if isinstance(read, float):
+        assert Predictor.load(files["booster"], pipeline).threshold == read
+    else:
+        with pytest.raises(ModelFileDamaged, match=re.escape(str(read))):
+            Predictor.load(files["booster"], pipeline)
+
+
+def test_the_threshold_of_best_f1_lies_between_scores_and_never_splits_a_tie() -> None:
+    assert best_f1_threshold(np.array([0.9, 0.8, 0.3, 0.2, 0.1]), np.array([1, 0, 1, 0, 0])) == pytest.approx(0.25)
+    assert best_f1_threshold(np.array([0.5, 0.1, 0.5]), np.array([1, 0, 0])) == pytest.approx(0.3), "the two 0.5s go together"
+    assert best_f1_threshold(np.array([0.7, 0.6]), np.array([1, 1])) == pytest.approx(0.6), "every row positive: the lowest score"
+    assert best_f1_threshold(np.array([0.7, 0.6]), np.array([0, 0])) is None
+    assert choose_threshold(BEST_F1, np.array([0.7, 0.6]), np.array([False, False])) == 0.5, "no positive to choose on: the default"
+    assert choose_threshold(None, np.array([0.9]), np.array([True])) == 0.5 and choose_threshold(0.2, np.array([0.9]), np.array([True])) == 0.2
 
 
 class Stop(BaseException):

@@ -677,6 +677,20 @@ def test_a_draft_spec_takes_its_classes_from_the_whole_file(tmp_path: Path, fmt:
     assert f"# 3 distinct labels in the whole file, 2 in its first {SAMPLE_ROWS} rows: classes are the whole file's" in text
 
 
+@pytest.mark.parametrize(("positives", "threshold"), [(40, "best_f1"), (400, None)])
+def test_a_draft_spec_of_a_rare_positive_class_chooses_its_threshold_by_f1(tmp_path: Path, positives: int, threshold: str | None) -> None:
+    """The new-user probe: a 1-in-50 class drafted with the default threshold was never predicted (precision and recall
+    0, the live floors firing for ever). A positive class under a tenth of the sample is drafted with best_f1, saying why."""
+    from mlplatform.domain.spec import parse_spec
+    from mlplatform.domain.spec_draft import draft_spec
+
+    rare = pd.DataFrame({"amount": np.arange(2000, dtype="float64"), "outcome": ["yes"] * positives + ["no"] * (2000 - positives)})
+    text = draft_spec("payments", _write_sample(rare, tmp_path / "rare.csv"), label="outcome")
+    spec = parse_spec(yaml.safe_load(text))
+    assert (spec.positive_class, spec.decision_threshold) == ("yes", threshold), text
+    assert ("# positive_class 'yes' is 2.0% of the sample's labels: decision_threshold best_f1" in text) == (threshold is not None), text
+
+
 def test_a_draft_spec_reads_the_label_in_chunks_as_landing_spells_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Chunk by chunk, a gap read 1 as 1.0 in one and text in another: classes '1' and '1.0' (review). A leading zero
     later in the file, and more than 20 text classes (drafted as a regression), the same."""

@@ -24,6 +24,7 @@ import pandas as pd
 from mlplatform.domain.features import normalise_category
 from mlplatform.domain.predictor import PREDICTION, PROBABILITY
 from mlplatform.domain.spec import DatasetSpec, Task
+from mlplatform.domain.threshold import DEFAULT_THRESHOLD
 
 BIAS = "__bias__"
 EPS = 1e-6
@@ -119,9 +120,10 @@ class ResidualCorrector:
             self.updates += 1
         return value
 
-    def apply(self, raw: pd.DataFrame, predicted: pd.DataFrame, labels: pd.Series | None = None) -> pd.DataFrame:
+    def apply(self, raw: pd.DataFrame, predicted: pd.DataFrame, labels: pd.Series | None = None, threshold: float = DEFAULT_THRESHOLD) -> pd.DataFrame:
         """Corrected predictions for `raw`, in order; with `labels`, each label updates the weights right after its
-        own prediction (test-then-train, as labels arriving through /feedback would)."""
+        own prediction (test-then-train, as labels arriving through /feedback would). Binary: the positive class at and
+        above `threshold`, the model's."""
         known = [None] * len(raw) if labels is None else labels.tolist()
         out = [
             self.correct(z, terms) if label is None or pd.isna(label) else self.learn(z, terms, label)
@@ -130,5 +132,5 @@ class ResidualCorrector:
         values = np.asarray(out, dtype="float64")
         if self._regression:
             return pd.DataFrame({PREDICTION: values}, index=raw.index)
-        prediction = np.where(values >= 0.5, self.spec.positive_class, self.spec.negative_class)
+        prediction = np.where(values >= threshold, self.spec.positive_class, self.spec.negative_class)
         return pd.DataFrame({PREDICTION: prediction, PROBABILITY: values}, index=raw.index)

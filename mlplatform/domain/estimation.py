@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import pandas as pd
 
+from mlplatform.domain.threshold import DEFAULT_THRESHOLD
+
 if TYPE_CHECKING:  # LightGBM and scikit-learn load when an estimator is fitted or read, not with the code location
     import lightgbm as lgb
 
@@ -88,9 +90,9 @@ def score_matrix(task: str, scores: np.ndarray, n_classes: int) -> np.ndarray:
     return scores.reshape(-1, n_classes)
 
 
-def _predicted(task: str, matrix: np.ndarray) -> np.ndarray:
-    """The predicted class index, read exactly as Predictor.read_scores reads it."""
-    return (matrix[:, 1] >= 0.5).astype("int64") if task == "binary" else matrix.argmax(axis=1)
+def _predicted(task: str, matrix: np.ndarray, threshold: float) -> np.ndarray:
+    """The predicted class index, read exactly as Predictor.read_scores reads it (binary: at the model's threshold)."""
+    return (matrix[:, 1] >= threshold).astype("int64") if task == "binary" else matrix.argmax(axis=1)
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -185,6 +187,7 @@ class ClassificationEstimator:
     seed: int = 7
     resampled: list[dict[int, Calibration]] = field(default_factory=list)  # fitted on RESAMPLES resamples (none: older estimators)
     method: str = CBPE
+    threshold: float = DEFAULT_THRESHOLD  # binary: the model's decision threshold, which the expected confusion matrix reads
 
     @property
     def positive(self) -> int | None:
@@ -220,7 +223,7 @@ class ClassificationEstimator:
         refused = too_few(len(matrix), min_events)
         if refused is not None:
             return refused
-        predicted = _predicted(self.task, matrix)
+        predicted = _predicted(self.task, matrix, self.threshold)
         proba = self.calibrated(matrix)
         point = self._point(matrix, proba, predicted)
         spread = self._sampling_spread(matrix, proba, predicted)
@@ -268,7 +271,7 @@ class ClassificationEstimator:
         matrix = score_matrix(self.task, scores, len(self.classes))
         k = len(self.classes)
         y = np.asarray(y, dtype="int64")
-        confusion = np.bincount(y * k + _predicted(self.task, matrix), minlength=k * k).reshape(k, k).astype("float64")
+        confusion = np.bincount(y * k + _predicted(self.task, matrix, self.threshold), minlength=k * k).reshape(k, k).astype("float64")
         out = {name: float(v) for name, v in confusion_metrics(confusion, self.positive).items()}
         out["roc_auc"] = self._auc(matrix, np.eye(k)[y])
         return {name: v for name, v in out.items() if not math.isnan(v)}
@@ -276,12 +279,14 @@ class ClassificationEstimator:
     def to_dict(self) -> dict[str, Any]:
         return {"method": self.method, "task": self.task, "classes": self.classes, "reference": self.reference,
                 "holdout_rows": self.holdout_rows, "uncalibrated": self.uncalibrated, "seed": self.seed,
-                "calibrations": _calibrations_dict(self.calibrations), "resampled": [_calibrations_dict(c) for c in self.resampled]}
+                "calibrations": _calibrations_dict(self.calibrations), "resampled": [_calibrations_dict(c) for c in self.resampled],
+                "threshold": self.threshold}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ClassificationEstimator":
         return cls(data["task"], list(data["classes"]), _calibrations_of(data["calibrations"]), dict(data["reference"]), int(data["holdout_rows"]),
-                   list(data["uncalibrated"]), int(data["seed"]), [_calibrations_of(c) for c in data.get("resampled", [])])
+                   list(data["uncalibrated"]), int(data["seed"]), [_calibrations_of(c) for c in data.get("resampled", [])],
+                   threshold=float(data.get("threshold", DEFAULT_THRESHOLD)))
 
 
 def _calibrations_dict(calibrations: dict[int, Calibration]) -> dict[str, dict[str, list[float]]]:
@@ -297,7 +302,8 @@ def _calibration(raw: np.ndarray, hit: np.ndarray) -> Calibration | None:
     return Calibration.fit(raw, hit.astype("float64")) if 0 < hit.sum() < len(hit) else None
 
 
-def fit_classification(task: str, classes: list[str], scores: np.ndarray, y: np.ndarray, seed: int) -> ClassificationEstimator:
+def fit_classification(task: str, classes: list[str], scores: np.ndarray, y: np.ndarray, seed: int,
+                       threshold: float = DEFAULT_THRESHOLD) -> ClassificationEstimator:
     """Calibrate one-vs-rest on the hold-out; a class the hold-out lacks keeps its raw probability (and is named)."""
     matrix = score_matrix(task, scores, len(classes))
     y = np.asarray(y, dtype="int64")
@@ -315,7 +321,7 @@ def fit_classification(task: str, classes: list[str], scores: np.ndarray, y: np.
     for _ in range(RESAMPLES if calibrations else 0):  # a class a resample lacks (or holds alone) keeps the hold-out's calibration
         rows = rng.integers(0, len(y), len(y))
         resampled.append({k: _calibration(matrix[rows, k], y[rows] == k) or cal for k, cal in calibrations.items()})
-    estimator = ClassificationEstimator(task, list(classes), calibrations, {}, len(y), uncalibrated, seed, resampled)
+    estimator = ClassificationEstimator(task, list(classes), calibrations, {}, len(y), uncalibrated, seed, resampled, threshold=threshold)
     estimator.reference = estimator.realized(scores, y)
     return estimator
 
@@ -401,13 +407,15 @@ def fit_regression(features: pd.DataFrame, prediction: np.ndarray, y: np.ndarray
 MIN_HOLDOUT_ROWS = 20
 
 
-def fit_estimator(task: str, classes: list[str] | None, features: pd.DataFrame, scores: np.ndarray, y: np.ndarray, seed: int) -> Estimator:
-    """The task's estimator, fitted on the hold-out's features, the model's raw scores and the encoded labels."""
+def fit_estimator(task: str, classes: list[str] | None, features: pd.DataFrame, scores: np.ndarray, y: np.ndarray, seed: int,
+                  threshold: float = DEFAULT_THRESHOLD) -> Estimator:
+    """The task's estimator, fitted on the hold-out's features, the model's raw scores and the encoded labels (and, for a
+    binary model, its decision threshold)."""
     if len(y) < MIN_HOLDOUT_ROWS:
         raise EstimationError(f"only {len(y)} hold-out events; at least {MIN_HOLDOUT_ROWS} are needed to fit a performance estimator")
     if task == "regression":
         return fit_regression(features, scores, y, seed)
-    return fit_classification(task, list(classes or []), scores, y, seed)
+    return fit_classification(task, list(classes or []), scores, y, seed, threshold)
 
 
 def load_estimator(data: dict[str, Any]) -> Estimator:

@@ -15,6 +15,7 @@ import pandas as pd
 from mlplatform.domain.estimation import Estimate, Estimator, load_estimator, too_few
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.features import FeatureTransformer
+from mlplatform.domain.threshold import DEFAULT_THRESHOLD
 
 if TYPE_CHECKING:  # LightGBM imports scikit-learn and SciPy: loaded where a booster is read or trained, not with the code location
     import lightgbm as lgb
@@ -48,6 +49,15 @@ def _booster_text(path: str | Path, digest: str | None) -> str:
     if digest is None and TREES_END not in text:
         raise ModelFileDamaged(f"{BOOSTER_FILE} ends before its trees do (cut short)")
     return text
+
+
+def _threshold_of(pipeline: dict[str, Any]) -> float:
+    """The decision threshold a pipeline file records (0.5 for one saved before thresholds were kept); a value no
+    probability threshold can be is a damaged file, not a model that predicts one class for ever."""
+    value = pipeline.get("threshold", DEFAULT_THRESHOLD)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
+        raise ModelFileDamaged(f"{PIPELINE_FILE}: threshold {value!r} is not a probability between 0 and 1")
+    return float(value)
 
 
 def spec_mismatch(predictor: "Predictor", spec: DatasetSpec) -> str | None:
@@ -97,6 +107,7 @@ class Predictor:
     positive_class: str | None = None
     estimator: Estimator | None = None  # fitted on the hold-out after training
     no_estimator: str = NO_ESTIMATOR  # why `estimator` is None, as estimates say it
+    threshold: float = DEFAULT_THRESHOLD  # binary: the positive class is predicted at and above this probability
 
     def features_and_scores(self, raw: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
         """The model's inputs and the booster's raw output: what a performance estimator reads."""
@@ -144,13 +155,13 @@ class Predictor:
         assert self.classes is not None
         if self.task == "binary":
             proba = np.asarray(scores, dtype="float64")
-            return self._binary_labels.take(proba >= 0.5), proba, None
+            return self._binary_labels.take(proba >= self.threshold), proba, None
         matrix = np.asarray(scores, dtype="float64").reshape(-1, len(self.classes))
         return np.asarray(self.classes, dtype=object)[matrix.argmax(axis=1)], matrix.max(axis=1), matrix
 
     @cached_property
     def _binary_labels(self) -> np.ndarray:
-        """[negative, positive] class, indexed by `probability >= 0.5`: built once, as serving reads one row's score per request."""
+        """[negative, positive] class, indexed by `probability >= threshold`: built once, as serving reads one row's score per request."""
         assert self.classes is not None
         return np.array([next(c for c in self.classes if c != self.positive_class), self.positive_class])
 
@@ -166,8 +177,8 @@ class Predictor:
             artifacts["estimator"] = str(folder / ESTIMATOR_FILE)
             Path(artifacts["estimator"]).write_text(json.dumps(self.estimator.to_dict()), encoding="utf-8")
         pipeline_path.write_text(
-            json.dumps({"task": self.task, "classes": self.classes, "positive_class": self.positive_class, "transformer": self.transformer.to_dict(),
-                        BOOSTER_DIGEST: digest}),
+            json.dumps({"task": self.task, "classes": self.classes, "positive_class": self.positive_class, "threshold": self.threshold,
+                        "transformer": self.transformer.to_dict(), BOOSTER_DIGEST: digest}),
             encoding="utf-8",
         )
         return artifacts
@@ -193,4 +204,5 @@ class Predictor:
             positive_class=data.get("positive_class"),
             estimator=estimator,
             no_estimator=no_estimator,
+            threshold=_threshold_of(data),
         )

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mlplatform.domain.threshold import BEST_F1
 from mlplatform.domain.timeformat import ISO, OFFSET_UNIT_SECONDS, check_time_format
 
 # PostgreSQL holds 63 bytes of a column's name, and the event log's column of a feature is its name after "f_".
@@ -238,6 +239,10 @@ class DatasetSpec(BaseModel):
     csv_missing: list[Annotated[str, Field(max_length=64)]] | None = Field(
         default=None, max_length=100,
         description="How CSV landing files (and a CSV source) spell a missing value; default CSV_MISSING. [\"\"]: only an empty field, so a category spelt NA stays text.")
+    decision_threshold: float | Literal[BEST_F1] | None = Field(  # type: ignore[valid-type]
+        default=None,
+        description="Binary: the positive class's probability at and above which it is predicted (default 0.5); best_f1: the threshold "
+                    "that maximises F1 on each training's validation part, for a rare positive class the model would otherwise never predict.")
     source: SourceSpec | None = None
     history: HistorySpec | None = None
     base_dir: Path | None = Field(default=None, exclude=True)
@@ -248,6 +253,14 @@ class DatasetSpec(BaseModel):
         if not re.fullmatch(MODEL_NAME, value):
             raise ValueError(MODEL_NAME_RULE)
         return value
+
+    @field_validator("decision_threshold", mode="before")
+    @classmethod
+    def _a_threshold(cls, value: object) -> object:
+        """One message for what is neither kind (a union's reads each of its parts' refusals)."""
+        if value is None or value == BEST_F1 or (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1):
+            return value
+        raise ValueError(f"{value!r} is neither a probability between 0 and 1 (both excluded) nor {BEST_F1}")
 
     @field_validator("time_format")
     @classmethod
@@ -302,6 +315,8 @@ class DatasetSpec(BaseModel):
                 raise ValueError("positive_class: only for task binary (a multiclass model reports a probability per class)")
         elif self.positive_class is not None or self.classes:
             raise ValueError("positive_class/classes: only for classification tasks")
+        if self.decision_threshold is not None and self.task is not Task.binary:
+            raise ValueError(f"decision_threshold: only for task binary (a {self.task.value} model predicts without one)")
         for a, b in self.crosses:
             for col in (a, b):
                 if self.features.get(col) is not FeatureType.categorical:

@@ -18,6 +18,7 @@ import pandas as pd
 import yaml
 
 from mlplatform.domain.spec import feature_name_problem, twin_key, twin_problem
+from mlplatform.domain.threshold import BEST_F1
 from mlplatform.domain.timeformat import ISO, parse_event_times
 from mlplatform.domain.validation import csv_separator
 
@@ -25,6 +26,7 @@ SAMPLE_ROWS = 5000
 LABEL_CHUNK_ROWS = 500_000  # the label column is read over the whole file in chunks this size
 MAX_DISTINCT_LABELS = 1000  # more distinct labels than this: no classification, the reading stops
 MAX_CLASSES = 20
+RARE_POSITIVE_SHARE = 0.1  # a positive class rarer than this in the sample is drafted with decision_threshold best_f1
 UNREAD_TIMES_MAX = 0.05  # values of the time column no format reads, up to which the best format is drafted and they are named
 ID_NAMES = re.compile(r"^(id|.*_id|event_id|uuid)$", re.IGNORECASE)
 TIME_NAMES = re.compile(r"^(time|timestamp|date|datetime|ts|dteday|epoch|created|updated|modified|occurred)$|^(timestamp|datetime|ts|epoch)_"
@@ -243,6 +245,12 @@ def draft_spec(name: str, sample: Path | None, label: str | None = None, task: s
         spec["classes"] = classes
         if spec["task"] == "binary":
             spec["positive_class"] = classes[-1]
+            sampled = frame[label].dropna().map(_spelt).map(lambda spelt: respelt.get(spelt, spelt))
+            share = float((sampled == classes[-1]).mean()) if len(sampled) else 1.0
+            if share < RARE_POSITIVE_SHARE:  # at 0.5 the model would seldom or never predict it (the new-user probe)
+                spec["decision_threshold"] = BEST_F1
+                notes.append(f"positive_class {classes[-1]!r} is {share:.1%} of the sample's labels: decision_threshold {BEST_F1}, so the "
+                             "model predicts it where F1 is best on each training's validation part; at 0.5 a rare class is seldom predicted")
         if respelt:
             spec["label_map"] = respelt
             notes.append(f"labels spelt {', '.join(sorted(respelt))} in the file: label_map maps them to their classes (in a CSV, 1.0 is not class 1)")

@@ -15,6 +15,7 @@ from mlplatform.domain.estimation import Estimator, fit_estimator
 from mlplatform.domain.features import FeatureTransformer
 from mlplatform.domain.predictor import Predictor
 from mlplatform.domain.spec import DatasetSpec, Task
+from mlplatform.domain.threshold import DEFAULT_THRESHOLD, choose_threshold
 from mlplatform.domain.validation import LABEL
 
 if TYPE_CHECKING:  # LightGBM (with scikit-learn and SciPy) and Optuna load when a model is trained, not with the code location
@@ -213,7 +214,9 @@ def train(
     study.optimize(objective, n_trials=config.trials, timeout=config.seconds, gc_after_trial=False)
     best = study.best_trial
     booster = boosters[best.number]
-    predictor = Predictor(booster, transformer, spec.task.value, spec.classes, spec.positive_class)
+    threshold = DEFAULT_THRESHOLD if spec.task is not Task.binary else \
+        choose_threshold(spec.decision_threshold, booster.predict(x_valid, num_threads=config.num_threads), y_valid == 1)
+    predictor = Predictor(booster, transformer, spec.task.value, spec.classes, spec.positive_class, threshold=threshold)
     return TrainingResult(
         predictor=predictor,
         params={**base, **best.params, "num_boost_round": config.num_boost_round, "early_stopping_rounds": config.early_stopping_rounds},
@@ -244,8 +247,8 @@ def refit(result: TrainingResult, window: pd.DataFrame, spec: DatasetSpec, confi
 
     Why: validation needs rows the model never saw (the latest ones); once the configuration is chosen on them, a
     model that also learns from them serves the stream's present better. No early stopping here (there is nothing
-    left to stop on): the rounds are the validated ones. The result keeps `result`'s validation loss and trials (the
-    evidence the configuration was chosen on); `train_rows` are the refit's rows, `validation_rows` 0.
+    left to stop on): the rounds are the validated ones. The result keeps `result`'s validation loss, trials and decision
+    threshold (the evidence the configuration was chosen on); `train_rows` are the refit's rows, `validation_rows` 0.
     """
     import lightgbm as lgb
 
@@ -258,7 +261,7 @@ def refit(result: TrainingResult, window: pd.DataFrame, spec: DatasetSpec, confi
     rows = lgb.Dataset(transformer.transform(window), encode_labels(window[LABEL], spec), weight=None if weights is None else weights[labelled])
     booster = lgb.train(params, rows, num_boost_round=max(1, result.best_iteration), callbacks=_checkpoints(config))
     return TrainingResult(
-        predictor=Predictor(booster, transformer, spec.task.value, spec.classes, spec.positive_class),
+        predictor=Predictor(booster, transformer, spec.task.value, spec.classes, spec.positive_class, threshold=result.predictor.threshold),
         params=result.params,
         best_iteration=result.best_iteration,
         validation_loss=result.validation_loss,
@@ -274,4 +277,4 @@ def fit_performance_estimator(predictor: Predictor, holdout: pd.DataFrame, spec:
     """The estimator of `predictor`'s performance without labels, fitted on a labelled hold-out it was not trained on."""
     holdout = holdout[holdout[LABEL].notna()]
     features, scores = predictor.features_and_scores(holdout)
-    return fit_estimator(spec.task.value, spec.classes, features, scores, encode_labels(holdout[LABEL], spec), seed)
+    return fit_estimator(spec.task.value, spec.classes, features, scores, encode_labels(holdout[LABEL], spec), seed, predictor.threshold)

@@ -314,7 +314,7 @@ class PlatformPolicy(Policy):
     def serve(self, block: pd.DataFrame) -> pd.DataFrame:
         assert self.champion is not None
         predicted = self.champion.predict(block)
-        served = predicted if self.correction is None else self.correction.apply(block, predicted, block[LABEL])
+        served = predicted if self.correction is None else self.correction.apply(block, predicted, block[LABEL], self.champion.threshold)
         self.served.append((self.champion_cutoff, block[LABEL], served))
         return served
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from mlplatform.domain.keys import (CHAMPION_CHANGE, CHAMPION_MOVING, DAGSTER_RUN_TAG, ESTIMATOR, ESTIMATOR_REFERENCE_PREFIX, NO_ESTIMATOR_PREFIX,
+from mlplatform.domain.keys import (CHAMPION_CHANGE, CHAMPION_MOVING, DAGSTER_RUN_TAG, DECISION_THRESHOLD_PARAM, ESTIMATOR, ESTIMATOR_REFERENCE_PREFIX, NO_ESTIMATOR_PREFIX,
                                     PINNED, POSITIVE_CLASS_TAG, WINDOW_CUTOFF)
 from mlplatform.domain.retry_budget import RetryBudget
 from mlplatform.domain.spec import DatasetSpec, Task
@@ -162,6 +162,8 @@ class Registry:
         # The model checks its inputs itself (mlflow_model.py), by the platform's rules.
         signature = ModelSignature(outputs=mlflow.models.infer_signature(example, result.predictor.predict(example)).outputs)
         params = [Param(k, str(v)) for k, v in result.params.items() if k != "verbosity"]
+        if result.predictor.task == "binary":
+            params.append(Param(DECISION_THRESHOLD_PARAM, f"{result.predictor.threshold:.6g}"))
         values = {**metrics, "validation_loss": result.validation_loss, "best_iteration": result.best_iteration,
                   "train_rows": result.train_rows, "validation_rows": result.validation_rows,
                   "tuning_trials": result.trials, "training_seconds": result.seconds}
