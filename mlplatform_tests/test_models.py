@@ -364,6 +364,8 @@ def _serving_follows_its_spec_file(url: str, event_id: str, spec_path: Path) -> 
         spec_path.write_text(yaml.safe_dump(flipped), encoding="utf-8")
         wait_until("the spec note", lambda: "changed (positive_class)" in str(note()), 30)
         assert "restart it" in str(note())
+        spec_path.write_text(spec_text + "decision_threshold: best_f1\n", encoding="utf-8")  # the next training's: the served model keeps its own
+        wait_until("the threshold edit taken", lambda: note() is None, 30)
     finally:
         spec_path.write_text(spec_text, encoding="utf-8")
 

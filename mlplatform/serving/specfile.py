@@ -16,9 +16,10 @@ from mlplatform.domain.spec import DatasetSpec, SpecError, load_spec
 
 log = logging.getLogger(__name__)
 
-# What a label may be, and where replay reads: nothing a request or model depends on (positive_class is what the served
-# probability is of: taken live, every probability served would have meant the other class).
-TAKEN_LIVE = ("classes", "label_map", "source")
+# What a label may be, where replay reads, and the threshold the next training gives its model (a served version keeps
+# its own): nothing a request or model depends on (positive_class is what the served probability is of: taken live,
+# every probability served would have meant the other class).
+TAKEN_LIVE = ("classes", "label_map", "source", "decision_threshold")
 
 
 def _stamp(path: Path) -> tuple[int, int, int] | None:
