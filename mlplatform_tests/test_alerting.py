@@ -1,6 +1,7 @@
 """Alerts end to end against a real Alertmanager: each kind fired through the real pipeline, read back from its
 API v2 with its labels, and resolved when the condition clears; a down Alertmanager never fails the pipeline."""
 
+import dataclasses
 import re
 import socket
 import subprocess
@@ -17,7 +18,9 @@ import pytest
 from mlplatform.stores.alerting import (ALERTS_FILE, Alert, Alerter, AlertName, Delivery, Severity, run_failed_alert, serving_process,
                                          serving_reload_succeeded)
 from mlplatform.stores.eventlog import SERVING_SOURCE, EventLog
-from mlplatform.pipeline.live_quality import ServedVersion, measure, measure_reading
+from mlplatform.pipeline.live_quality import SERVED, UNSERVED, ServedVersion, Unserved, measure, measure_reading
+from mlplatform.domain.features import FeatureTransformer
+from mlplatform.domain.training import TrainingConfig, train
 from mlplatform.orchestration.names import EVALUATION_REPORT, LIVE_QUALITY_CHECK, ModelNames
 from mlplatform_tests.support.loop import retrain_job
 from mlplatform_tests.support.processes import wait_until
@@ -374,6 +377,40 @@ def test_live_quality_of_a_regression_model_against_an_rmse_ceiling(tmp_path: Pa
     assert within.verdict(10) == "within floors" and above.verdict(10) == "live rmse 4.0000 > ceiling 3.0000"
     unset = measure(settings.model_copy(update={"live_max_rmse": None}), spec, log, ServedVersion(3, None))
     assert unset.verdict(10) == f"no floor is set for the live {', '.join(sorted(unset.metrics))}: not checked", "it read 'within floors'"
+
+
+def test_a_champion_that_served_too_few_is_scored_on_the_labelled_events_it_never_trained_on(adult_rows: pd.DataFrame, tmp_path: Path) -> None:
+    """The new-user probe: a stream landed as files alone, never served, had no realized quality, so no live floor and
+    no quality_drop. The champion is scored instead on the latest labelled events whose labels came after its training
+    cut-off, predicted now; a label turned round there shows, as on served predictions."""
+    spec = load_spec(ADULT_SPEC)
+    settings = Settings(state_dir=tmp_path / "state", dataset_spec=ADULT_SPEC, live_quality_min_events=100, live_quality_window=400, quality_drop_events=300)
+    events = validate_frame(adult_rows.iloc[:2600], spec, generated_id_prefix="landed", generated_time_start_us=0).events
+    log = EventLog.for_dataset(settings.events_dir, spec)
+    log.append(events.iloc[:2000], "landing")
+    cutoff = log.counts().label_watermark
+    champion = train(log.labelled_window(2000), spec, TrainingConfig(min_rows=100, trials=1, num_boost_round=200, early_stopping_rounds=10))
+    loads: list[int] = []
+    unserved = Unserved(cutoff, lambda: loads.append(1) or champion.predictor)  # type: ignore[func-returns-value]
+    served = ServedVersion(1, spec.positive_class)
+    assert measure(settings, spec, log, served, unserved).events == 0 and loads == [], "nothing after the cut-off: the model is not even loaded"
+    later = events.iloc[2000:]
+    log.append(later.assign(label=None), "landing")
+    log.add_labels(later["event_id"].tolist()[:250], later[LABEL].tolist()[:250])
+    quality = measure(settings, spec, log, served, unserved)
+    assert (quality.events, quality.enough, quality.scored_on) == (250, True, UNSERVED) and quality.metrics["roc_auc"] > 0.8, quality
+    assert quality.verdict(100) in ("within floors", "; ".join(quality.breaches)) and measure(settings, spec, log, served).events == 0, "served alone, as before"
+    reading = measure_reading(settings, spec, log, served, {"roc_auc": quality.metrics["roc_auc"]}, unserved)
+    assert not isinstance(reading, str) and reading.events == 250 and not reading.as_reading("r").dropped(0.05)
+    turned = later.iloc[250:]
+    log.add_labels(turned["event_id"].tolist(), [spec.negative_class if v == spec.positive_class else spec.positive_class for v in turned[LABEL]])
+    dropped = measure_reading(settings, spec, log, served, {"roc_auc": quality.metrics["roc_auc"]}, unserved)
+    assert not isinstance(dropped, str) and dropped.events == 300 and dropped.as_reading("r").dropped(0.05), dropped
+    few = measure(settings.model_copy(update={"live_quality_min_events": 1000}), spec, log, served, unserved)
+    assert few.verdict(1000) == f"v1: 400 {UNSERVED}, fewer than 1000: no verdict", few.verdict(1000)
+    # A model reading history features is not scored so: the log's rows do not hold them.
+    historied = dataclasses.replace(champion.predictor, transformer=FeatureTransformer([*champion.predictor.transformer.numeric, "hours-per-week_lag1"], [], []))
+    assert measure(settings, spec, log, served, Unserved(cutoff, lambda: historied)).scored_on == SERVED
 
 
 def test_live_quality_reads_a_binary_model_s_probability_as_of_its_own_positive_class(adult_rows: pd.DataFrame, tmp_path: Path) -> None:

@@ -169,10 +169,10 @@ def test_status_says_the_latest_live_quality_and_estimate(reported: Reported) ->
     """`mlplatform status --dagster` answers from a terminal what the UI shows: the live verdict and the recent estimate."""
     status = collect_status(reported.platform.model, with_dagster=True)
     live, estimated = reported.live[-1], reported.estimated
-    assert status["live_quality"] == {"model_version": live["model_version"], "events": live["events"], "verdict": live["verdict"]}
+    assert status["live_quality"] == {"model_version": live["model_version"], "events": live["events"], "verdict": live["verdict"], "scored_on": live["scored_on"]}
     assert status["estimated_performance"]["recent_estimate"] == estimated["recent_estimate"] and not status["estimated_performance"]["skipped"]
     said = render_status(status)
-    assert f"live quality of v1 on {live['events']} labelled served predictions: {live['verdict']}" in said, said
+    assert f"live quality of v1 on {live['events']} {live['scored_on']}: {live['verdict']}" in said, said
     recent = (f"estimated performance of v1: {estimated['estimated_metric']} {estimated['recent_estimate']:.4g} recently "
               f"(95 % band {estimated['recent_lower']:.4g}-{estimated['recent_upper']:.4g}, {estimated['recent_events']} events) vs reference {estimated['reference']:.4g}: ")
     assert recent in said and f"; {estimated['floor_verdict']}" in said, said

@@ -13,11 +13,12 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from mlplatform.domain.keys import (HISTORY_BACKDATED, HISTORY_HORIZON, CHALLENGER_SCORE, CHALLENGER_VERSION, CHAMPION_VERSION, DECISION_META, REASON_META, DAGSTER_RUN_TAG, DATASET_DRIFT, DECISION, DECISION_REASON, DRIFT_SHARE, DRIFT_SHARE_TAG,
-                                   DRIFTED_COLUMNS, ESTIMATED_METRIC, FLOOR_VERDICT, LIVE_EVENTS, LIVE_VERDICT, LIVE_VERSION, NEW_LABELLED_TAG,
+                                   DRIFTED_COLUMNS, ESTIMATED_METRIC, FLOOR_VERDICT, LIVE_EVENTS, LIVE_SCORED_ON, LIVE_VERDICT, LIVE_VERSION, NEW_LABELLED_TAG,
                                    POLICY_TRIGGER_TAG, REASON_TAG, RETRAIN_TAG, RECENT_ESTIMATE, RECENT_EVENTS, RECENT_ESTIMATE_ON_LABELLED, RECENT_LABELLED, RECENT_LABELLED_FIELDS, RECENT_LOWER, RECENT_NOTE, RECENT_REALIZED, RECENT_UPPER, REFERENCE, REPORT_PATH, SKIP_REASON, SKIPPED, TRIGGER_REASON, TRUST_VERDICT)
 from mlplatform.domain.estimation import worse_or_better
 from mlplatform.domain.timeformat import iso_time
 from mlplatform.pipeline.landing import REJECTED, rejected_files
+from mlplatform.pipeline.live_quality import SERVED
 from mlplatform.root import ModelContext
 from mlplatform.stores.registry import champion_gone
 from mlplatform.stores.registry_tables import RegistryReads, RegistryTables
@@ -117,7 +118,8 @@ def readings(drift: Mapping[str, object] | None, live: Mapping[str, object] | No
     """The latest drift report, live quality and performance estimate (their materializations' metadata) as status
     keeps them ("drift", "live_quality", "estimated_performance"): `monitor_lines` says them."""
     return {
-        "live_quality": None if live is None else {"model_version": live.get(LIVE_VERSION), "events": live.get(LIVE_EVENTS), "verdict": live.get(LIVE_VERDICT)},
+        "live_quality": None if live is None else {"model_version": live.get(LIVE_VERSION), "events": live.get(LIVE_EVENTS), "verdict": live.get(LIVE_VERDICT),
+                                                  "scored_on": live.get(LIVE_SCORED_ON, SERVED)},
         "estimated_performance": None if estimated is None else {
             "skipped": bool(estimated.get(SKIPPED, False)), "skip_reason": estimated.get(SKIP_REASON), "champion_version": estimated.get(CHAMPION_VERSION),
             "metric": estimated.get(ESTIMATED_METRIC), "recent_estimate": estimated.get(RECENT_ESTIMATE), "recent_note": estimated.get(RECENT_NOTE),
@@ -219,7 +221,7 @@ def monitor_lines(status: dict[str, Any]) -> dict[str, str]:
     if status.get("live_quality"):
         q = status["live_quality"]
         lines["live_quality"] = (f"live quality: none measured yet ({q['verdict']} when it last ran)" if not q["model_version"] else  # "of v0" (the production probe)
-                                 f"live quality of v{q['model_version']}{_older(q['model_version'], status)} on {q['events']} labelled served predictions: {q['verdict']}")
+                                 f"live quality of v{q['model_version']}{_older(q['model_version'], status)} on {q['events']} {q.get('scored_on') or SERVED}: {q['verdict']}")
     if status.get("estimated_performance"):
         e = status["estimated_performance"]
         recent = (_recent_estimate(e) if isinstance(e["recent_estimate"], float)

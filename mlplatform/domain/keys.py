@@ -185,6 +185,7 @@ QUALITY_EVENTS = "quality_events"
 QUALITY_NOTE = "quality_note"  # why there is no reading
 LIVE_VERDICT = "verdict"  # live_quality: the floors breached, "within floors", or why there is no verdict
 LIVE_EVENTS = "events"  # live_quality: the labelled served predictions scored
+LIVE_SCORED_ON = "scored_on"  # live_quality: what those events are (served predictions, or unseen events predicted now)
 LIVE_VERSION = "model_version"  # live_quality: the champion version scored
 FLOOR_VERDICT = "floor_verdict"  # estimated_performance: the floors the recent estimate breaches, or why there is none
 TRUST_VERDICT = "trust_verdict"  # estimated_performance: where realized performance left the estimate's band

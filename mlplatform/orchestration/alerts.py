@@ -15,7 +15,7 @@ import json
 import dagster as dg
 
 from mlplatform.domain.keys import (AWAITING_SHADOW, CHAMPION_VERSION, CHALLENGER_VERSION, DATASET_DRIFT, DECISION_META, DRIFT_SHARE, DRIFTED_COLUMN_NAMES, MODEL_TAG,
-                                   LIVE_EVENTS, LIVE_VERDICT, LIVE_VERSION, PROMOTED, QUALITY_NOTE, REASON_META, REPORT_URL, SKIP_REASON, SKIPPED,
+                                   LIVE_EVENTS, LIVE_SCORED_ON, LIVE_VERDICT, LIVE_VERSION, PROMOTED, QUALITY_NOTE, REASON_META, REPORT_URL, SKIP_REASON, SKIPPED,
                                    PARENT_RUN_ID_TAG, WILL_RETRY_TAG)
 from mlplatform.domain.evaluation import primary_metric
 from mlplatform.domain.timeformat import iso_time
@@ -24,7 +24,7 @@ from mlplatform.orchestration.errors import root_cause
 from mlplatform.orchestration.names import DRIFT_REPORT, EVALUATION_REPORT, LIVE_QUALITY, LIVE_QUALITY_CHECK, RAW_EVENTS, RETRAINING, ModelNames, model_of_asset
 from mlplatform.orchestration.resources import PlatformResource
 from mlplatform.orchestration.warm_runs import stopped_in_flight
-from mlplatform.pipeline.live_quality import LiveQuality, ServedVersion, measure, measure_reading
+from mlplatform.pipeline.live_quality import LiveQuality, ServedVersion, Unserved, measure, measure_reading
 from mlplatform.root import ModelContext
 from mlplatform.stores.evidently_workspace import LIVE_QUALITY_KIND, ValuePoint, WorkspaceEntry, add_value_snapshots
 from mlplatform.stores.alerting import Alerter, AlertName, Delivery, drift_alert, live_quality_alert, promotion_refused_alert, run_failed_alert
@@ -60,7 +60,8 @@ def build_live_quality(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.F
         check_specs=[dg.AssetCheckSpec(LIVE_QUALITY_CHECK, asset=key,
                                        description="The champion's live precision/recall (or RMSE) on labelled served predictions meets its floor.")],
         description="The champion scored on its latest labelled served predictions (a sliding window of "
-        "`live_quality_window` events): how good the model is now, not on the past hold-out. A score over a new window is "
+        "`live_quality_window` events; a champion that served too few, on the latest labelled events whose labels came after "
+        "its training cut-off, predicted now): how good the model is now, not on the past hold-out. A score over a new window is "
         "added to the model's Evidently project, beside its floors (`evidently ui`). `quality_value` (with its 95 % band) is the "
         "watched metric on the latest `quality_drop_events` of them beside the champion's hold-out `reference`: the retraining "
         "sensor's quality_drop reading.",
@@ -75,8 +76,9 @@ def build_live_quality(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.F
                 check_results=[dg.AssetCheckResult(check_name=LIVE_QUALITY_CHECK, passed=True, severity=dg.AssetCheckSeverity.WARN, description="no champion yet")],
             )
         served = ServedVersion(champion.version, model.registry.probability_of(champion.version))
-        quality = measure(settings, model.spec, model.event_log, served)
-        reading = measure_reading(settings, model.spec, model.event_log, served, model.registry.holdout_reference(champion.version))
+        unserved = Unserved(champion.label_seq_cutoff, lambda: model.registry.load_predictor(champion.version))
+        quality = measure(settings, model.spec, model.event_log, served, unserved)
+        reading = measure_reading(settings, model.spec, model.event_log, served, model.registry.holdout_reference(champion.version), unserved)
         verdict = quality.verdict(settings.live_quality_min_events)
         context.log.info(verdict)
         floors = {b.metric: (">= " if b.minimum else "<= ") + str(b.value) for b in quality.bounds}
@@ -84,6 +86,7 @@ def build_live_quality(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.F
             metadata={
                 LIVE_VERSION: quality.model_version,
                 LIVE_EVENTS: quality.events,
+                LIVE_SCORED_ON: quality.scored_on,
                 **quality.metrics,
                 "enough_events": quality.enough,
                 "below_floor": quality.below_floor,

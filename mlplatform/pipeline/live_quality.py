@@ -6,12 +6,16 @@ an RMSE ceiling for regression). The hold-out says how good a model was on the p
 it is now. The realized reading puts the two side by side for the quality_drop trigger: the watched metric
 on the latest `quality_drop_events` labelled served predictions, with the 95 % band of a sample that size,
 against the champion's own hold-out reference. Unlike an estimate, it sees a concept change.
+
+A champion that served too few (a stream landed as files alone) is scored instead on the latest labelled events it
+never learnt from, whose labels came after its training snapshot, predicted now (`Unserved`): before, such a stream had
+no realized quality, so no live floor and no quality_drop (the new-user probe).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 import pandas as pd
@@ -23,10 +27,14 @@ from mlplatform.domain.evaluation import score
 from mlplatform.domain.policy import PerformanceReading
 from mlplatform.domain.keys import CHAMPION_VERSION, QUALITY_EVENTS, QUALITY_LOWER, QUALITY_METRIC, QUALITY_UPPER, QUALITY_VALUE, REFERENCE
 from mlplatform.stores.eventlog import EventStore
-from mlplatform.domain.predictor import PREDICTION, PROBABILITY
+from mlplatform.domain.predictor import PREDICTION, PROBABILITY, Predictor
 from mlplatform.settings import Settings
 from mlplatform.domain.spec import DatasetSpec, Task
 from mlplatform.domain.validation import EVENT_TIME, LABEL
+
+
+SERVED = "labelled served predictions"
+UNSERVED = "labelled events it never trained on (labels after its training cut-off, predicted now: it served too few)"
 
 
 @dataclass(frozen=True)
@@ -58,6 +66,7 @@ class LiveQuality:
     first_event_time: int | None
     last_event_time: int | None
     enough: bool
+    scored_on: str = SERVED
 
     @property
     def below_floor(self) -> bool:
@@ -67,7 +76,7 @@ class LiveQuality:
         """The floors breached, "within floors", or why there is no verdict: too few events (fewer than `min_events`), or
         no floor set (a regression model without MLPLATFORM_LIVE_MAX_RMSE read "within floors" though nothing was checked)."""
         if not self.enough:
-            return f"{self.events} labelled served predictions of v{self.model_version}, fewer than {min_events}: no verdict"
+            return f"v{self.model_version}: {self.events} {self.scored_on}, fewer than {min_events}: no verdict"
         if not self.bounds:
             return unfloored("live", self.metrics)
         return "; ".join(self.breaches) or "within floors"
@@ -96,6 +105,33 @@ class ServedVersion:
 
     version: int
     probability_of: str | None
+
+
+@dataclass(frozen=True)
+class Unserved:
+    """Where the champion is scored when it served fewer than `live_quality_min_events` labelled predictions: the events
+    whose labels came after `cutoff` (its training snapshot's label watermark), which it never learnt from."""
+
+    cutoff: int
+    predictor: Callable[[], Predictor]  # the champion, loaded only when it is needed
+
+
+def _scored(settings: Settings, spec: DatasetSpec, log: EventStore, served: ServedVersion, limit: int,
+            unserved: Unserved | None) -> tuple[pd.Series, pd.DataFrame, pd.Series, str]:
+    """The latest `limit` labels the version is scored on, what it predicted for them, their event times and what they
+    are: its served predictions, or, when it served too few and more labelled events came after its cut-off, those
+    predicted now. A model reading history features is never scored so: the log's rows do not hold them."""
+    window = log.served_window(limit, served.version)
+    as_served = window[LABEL], served_predictions(spec, window, served.probability_of), window[EVENT_TIME], SERVED
+    if unserved is None or len(window) >= settings.live_quality_min_events:
+        return as_served
+    later = log.labels_since(unserved.cutoff, limit, newest=True)
+    if len(later) <= len(window):
+        return as_served
+    predictor = unserved.predictor()
+    if set(predictor.transformer.input_columns) - set(later.columns):
+        return as_served
+    return later[LABEL], served_predictions(spec, predictor.predict(later), served.probability_of), later[EVENT_TIME], UNSERVED
 
 
 def served_predictions(spec: DatasetSpec, window: pd.DataFrame, probability_of: str | None) -> pd.DataFrame:
@@ -148,46 +184,50 @@ def sampling_error(spec: DatasetSpec, metric: str, value: float, labels: pd.Seri
     return float(errors.std(ddof=1)) / math.sqrt(n) if n > 1 else math.inf
 
 
-def realized_reading(spec: DatasetSpec, labels: pd.Series, predicted: pd.DataFrame, reference: dict[str, float]) -> RealizedReading | str:
+def realized_reading(spec: DatasetSpec, labels: pd.Series, predicted: pd.DataFrame, reference: dict[str, float],
+                     scored_on: str = SERVED) -> RealizedReading | str:
     """The watched metric of `predicted` (what was served) against `labels`, beside `reference` (the champion's realized
     metrics on its hold-out); without a value, a sentence that says why."""
     metric = WATCHED_METRIC[spec.task.value]
     if metric not in reference:
         return f"the champion has no hold-out reference for {metric} (logged without a performance estimator: retrain to get one)"
     if len(labels) < 2:
-        return f"{len(labels)} labelled served predictions of the champion"
+        return f"{len(labels)} {scored_on} of the champion"
     value = score(spec, labels, predicted).get(metric, math.nan)
     if math.isnan(value):
-        return f"{metric} is undefined on the champion's {len(labels)} labelled served predictions (one class only)"
+        return f"{metric} is undefined on the champion's {len(labels)} {scored_on} (one class only)"
     spread = Z95 * sampling_error(spec, metric, value, labels.reset_index(drop=True), predicted.reset_index(drop=True))
     bounded = metric in ("roc_auc", "accuracy")
     lower, upper = value - spread, value + spread
     return RealizedReading(metric, value, max(lower, 0.0) if bounded else lower, min(upper, 1.0) if bounded else upper, reference[metric], len(labels))
 
 
-def measure_reading(settings: Settings, spec: DatasetSpec, log: EventStore, served: ServedVersion, reference: dict[str, float]) -> RealizedReading | str:
-    """`realized_reading` of the `served` version on its latest `quality_drop_events` labelled served predictions."""
-    window = log.served_window(settings.quality_drop_events, served.version)
-    return realized_reading(spec, window[LABEL], served_predictions(spec, window, served.probability_of), reference)
+def measure_reading(settings: Settings, spec: DatasetSpec, log: EventStore, served: ServedVersion, reference: dict[str, float],
+                    unserved: Unserved | None = None) -> RealizedReading | str:
+    """`realized_reading` of the `served` version on its latest `quality_drop_events` labelled served predictions (or,
+    with `unserved`, the events `_scored` takes instead)."""
+    labels, predicted, _, scored_on = _scored(settings, spec, log, served, settings.quality_drop_events, unserved)
+    return realized_reading(spec, labels, predicted, reference, scored_on)
 
 
-def measure(settings: Settings, spec: DatasetSpec, log: EventStore, served: ServedVersion) -> LiveQuality:
-    """Score the `served` version on its latest `live_quality_window` labelled served predictions."""
-    window = log.served_window(settings.live_quality_window, served.version)
+def measure(settings: Settings, spec: DatasetSpec, log: EventStore, served: ServedVersion, unserved: Unserved | None = None) -> LiveQuality:
+    """Score the `served` version on its latest `live_quality_window` labelled served predictions (or, with `unserved`,
+    the events `_scored` takes instead)."""
+    labels, predicted, times, scored_on = _scored(settings, spec, log, served, settings.live_quality_window, unserved)
     limits = bounds(settings, spec)
-    enough = len(window) >= settings.live_quality_min_events
+    enough = len(labels) >= settings.live_quality_min_events
     metrics: dict[str, float] = {}
-    if len(window):
-        metrics = {k: v for k, v in score(spec, window[LABEL], served_predictions(spec, window, served.probability_of)).items() if not math.isnan(v)}
+    if len(labels):
+        metrics = {k: v for k, v in score(spec, labels, predicted).items() if not math.isnan(v)}
     breaches = [b.describe(metrics[b.metric]) for b in limits if b.metric in metrics and b.breached_by(metrics[b.metric])]
-    times = window[EVENT_TIME]
     return LiveQuality(
         model_version=served.version,
-        events=len(window),
+        events=len(labels),
         metrics=metrics,
         bounds=limits,
         breaches=breaches if enough else [],
-        first_event_time=int(times.iloc[0]) if len(times) else None,
-        last_event_time=int(times.iloc[-1]) if len(times) else None,
+        first_event_time=int(times.min()) if len(times) else None,
+        last_event_time=int(times.max()) if len(times) else None,
         enough=enough,
+        scored_on=scored_on,
     )

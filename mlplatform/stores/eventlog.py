@@ -903,9 +903,11 @@ class EventStore(ABC):
         frame = self._select(where, [SERVING_SOURCE, str(model_version)], "event_time DESC, seq DESC", limit)
         return frame.iloc[::-1].reset_index(drop=True)
 
-    def labels_since(self, label_seq: int, limit: int = 10_000) -> pd.DataFrame:
-        """The events whose labels landed after `label_seq`, in the order they landed (at most `limit`), with their label times."""
-        return self._select(f"label_seq > {self.PARAM}", [int(label_seq)], "label_seq", limit, label_times=True)
+    def labels_since(self, label_seq: int, limit: int = 10_000, newest: bool = False) -> pd.DataFrame:
+        """The events whose labels landed after `label_seq`, in the order they landed (at most `limit`: the first ones, or
+        with `newest` the latest), with their label times."""
+        frame = self._select(f"label_seq > {self.PARAM}", [int(label_seq)], "label_seq DESC" if newest else "label_seq", limit, label_times=True)
+        return frame.iloc[::-1].reset_index(drop=True) if newest else frame
 
     def events_between(self, start_us: int | None = None, end_us: int | None = None, limit: int | None = None, label_times: bool = False) -> pd.DataFrame:
         """Events with start <= event_time < end, oldest first; the latest `limit` when capped.
