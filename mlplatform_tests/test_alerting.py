@@ -332,6 +332,23 @@ def _check_passed(result: dg.ExecuteInProcessResult) -> bool:
     return evaluation.passed
 
 
+def test_the_live_quality_asset_scores_a_landed_stream_on_the_events_its_champion_never_trained_on(
+        platform: Settings, platform_instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The new-user probe, through the asset: a stream landed as files, its champion serving (next to) nothing, had no
+    live quality reading. The labelled events landed after the champion's cut-off are scored, and it says so."""
+    spec = load_spec(platform.dataset_spec)
+    log = EventLog.for_dataset(platform.events_dir, spec)
+    served = len(log.served_window(10**6, champion(platform)))
+    log.close()
+    for key, value in {"MLPLATFORM_LIVE_QUALITY_MIN_EVENTS": str(served + 1), "MLPLATFORM_LIVE_QUALITY_WINDOW": str(served + 300)}.items():
+        monkeypatch.setenv(key, value)
+    write_batches(read_source(spec).iloc[12_000:12_300], spec, platform.landing_dir, 300, prefix="landed-after")
+    result = materialize(platform_instance, ["raw_events", "live_quality"])
+    meta = result.asset_materializations_for_node("adult__live_quality")[0].metadata
+    assert (meta["scored_on"].value, meta["events"].value) == (UNSERVED, served + 300) and meta["roc_auc"].value > 0.7, meta
+    assert meta["quality_events"].value == served + 300 and meta["quality_metric"].value == "roc_auc", "the quality_drop reading too"
+
+
 def test_live_quality_below_floor_alerts_even_after_an_alertmanager_outage(platform: Settings, platform_instance: dg.DagsterInstance,
                                                                            alertmanager: Alertmanager, monkeypatch: pytest.MonkeyPatch) -> None:
     instance = platform_instance
