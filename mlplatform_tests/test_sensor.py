@@ -291,15 +291,25 @@ def test_a_chain_of_failed_triggers_leaves_the_decisions_before_it_in_the_record
 
 def test_an_unreadable_again_base_counts_from_the_runs_before_it(platform: Platform) -> None:
     """The review: a trigger decided on again whose recorded base cursor (AGAIN_BASE_TAG) was unreadable failed again and
-    was decided on from an empty cursor, every label of the log counted as new; it counts from the runs before it."""
+    was decided on from an empty cursor, every label of the log counted as new; it counts from the runs before the
+    chain's first failure (the diff review: not from that failure's own trigger)."""
     before = policy_cursor(trigger_runs(platform.instance, "adult"), None)
     assert before != Cursor(), "the module's earlier triggers record a cursor"
-    request = dg.RunRequest(run_key="unreadable-base", tags={POLICY_TRIGGER_TAG: "adult", REASON_TAG: NEW_OBSERVATIONS, LAUNCHED_BY_TAG: SENSOR_NAME,
-                                                              LABEL_WATERMARK_TAG: str(_watermark(platform)), TRIGGERED_AT_TAG: f"{before.last_trigger_time + 1:.3f}",
-                                                              AGAIN_TAG: "1", AGAIN_BASE_TAG: '{"version": 1, "last_trigger_seq": '})
-    _fail(platform, request)
+
+    def request(i: int, **again: str) -> dg.RunRequest:
+        return dg.RunRequest(run_key=f"unreadable-base-{i}", tags={POLICY_TRIGGER_TAG: "adult", REASON_TAG: NEW_OBSERVATIONS, LAUNCHED_BY_TAG: SENSOR_NAME,
+                                                                   LABEL_WATERMARK_TAG: str(_watermark(platform) + i),
+                                                                   TRIGGERED_AT_TAG: f"{before.last_trigger_time + i:.3f}", **again})
+
+    _fail(platform, request(1))  # the chain's first failure
+    for again in ({AGAIN_TAG: "1", AGAIN_BASE_TAG: '{"version": 1, "last_trigger_seq": '}, {AGAIN_TAG: "1"}):
+        _fail(platform, request(2, **again))
+        failed = failed_trigger(platform.instance, trigger_runs(platform.instance, "adult"), decisions_by_run(platform.instance, ADULT))
+        assert failed is not None and (failed.attempt, failed.base) == (2, before), (again, failed)
+        platform.instance.delete_run(platform.instance.get_runs(limit=1)[0].run_id)
+    _fail(platform, request(2, **{AGAIN_BASE_TAG: before.to_json()}))  # a base without the attempt: not read as one
     failed = failed_trigger(platform.instance, trigger_runs(platform.instance, "adult"), decisions_by_run(platform.instance, ADULT))
-    assert failed is not None and (failed.attempt, failed.base) == (2, before), failed
+    assert failed is not None and failed.attempt == 1 and failed.base.last_trigger_seq == _watermark(platform) + 1, failed
     for run in platform.instance.get_runs(filters=dg.RunsFilter(job_name="failed_retraining")):
         platform.instance.delete_run(run.run_id)
 

@@ -237,9 +237,12 @@ def failed_trigger(instance: dg.DagsterInstance, runs: list[dg.DagsterRun], deci
         return None
     newest = groups[0][0]
     attempt = int(newest.tags.get(AGAIN_TAG, "0")) + 1 if newest.tags.get(AGAIN_TAG, "").isdigit() else 1
-    recorded, unreadable = Cursor.from_json(newest.tags.get(AGAIN_BASE_TAG) if AGAIN_TAG in newest.tags else None)
-    # An unreadable tag counts from the runs before it, as a first failure does: an empty cursor took every label as new.
-    base = recorded if newest.tags.get(AGAIN_BASE_TAG) and not unreadable else policy_cursor([r for group in groups[1:] for r in group], None)
+    again_base = newest.tags.get(AGAIN_BASE_TAG) if AGAIN_TAG in newest.tags else None
+    recorded, unreadable = Cursor.from_json(again_base)
+    # An unreadable tag counts from the runs before the chain's first failure (its attempts before this one, which the
+    # attempt says), as a first failure does: an empty cursor took every label as new (the review).
+    earlier = attempt - 1
+    base = recorded if again_base and not unreadable else policy_cursor([r for group in groups[1 + earlier:] for r in group], None)
     record = instance.get_run_record_by_id(newest.run_id)
     ended_at = (record.end_time if record is not None else None) or _recorded(dict(newest.tags)).last_trigger_time
     return FailedTrigger(newest, attempt, ended_at, base)
