@@ -88,7 +88,7 @@ def nannyml_frame(spec: DatasetSpec, predictor: Predictor, frame: pd.DataFrame, 
     out = pd.DataFrame({f"f{i}": c.cat.codes if isinstance(c.dtype, pd.CategoricalDtype) else c for i, (_, c) in enumerate(features.items())})
     out = out.reset_index(drop=True)
     if spec.is_classification:
-        out["y_pred_proba"], out["y_pred"] = scores, (scores >= 0.5).astype("int64")
+        out["y_pred_proba"], out["y_pred"] = scores, (scores >= predictor.threshold).astype("int64")
     else:
         out["y_pred"] = scores
     if with_labels:

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from mlplatform.stores.alerting import (ALERTS_FILE, Alert, Alerter, AlertName, Delivery, Severity, run_failed_alert, serving_process,
-                                         serving_reload_succeeded)
+                                         serving_reload_failed, serving_reload_succeeded)
 from mlplatform.stores.eventlog import SERVING_SOURCE, EventLog
 from mlplatform.pipeline.live_quality import SERVED, UNSERVED, ServedVersion, Unserved, measure, measure_reading
 from mlplatform.domain.features import FeatureTransformer
@@ -25,7 +25,7 @@ from mlplatform.orchestration.names import EVALUATION_REPORT, LIVE_QUALITY_CHECK
 from mlplatform_tests.support.loop import retrain_job
 from mlplatform_tests.support.processes import wait_until
 from mlplatform.domain.keys import CHALLENGER_VERSION, DECISION_META, POSITIVE_CLASS_TAG, PROMOTED, REJECTED
-from mlplatform.orchestration.alerts import promoted_in
+from mlplatform.orchestration.alerts import CHAMPION_ALERTS, promoted_in
 from mlplatform.stores.registry import Registry
 from mlplatform.pipeline.replay import canonical_labels, read_source, write_batches
 from mlplatform.serving.champion import ChampionWatcher
@@ -124,6 +124,22 @@ def test_a_serving_process_resolves_its_own_reload_alert_and_those_of_gone_proce
         other.wait()
     serving_reload_succeeded(settings, spec)
     assert [a["process"] for a in alerter.firing()] == [f"elsewhere:{gone.pid}"], "another host's processes are its own to resolve"
+    # The diff review: a process failing again after each restart piled up an alert per pid; a failure ends those of gone ones.
+    alerter.fire(Alert(AlertName.SERVING_RELOAD_FAILED, Severity.CRITICAL, spec.name, 2, "s", "d", extra_labels={"process": f"{host}:{gone.pid}"}), deliver=False)
+    serving_reload_failed(settings, spec, 2, "cannot load version 2")
+    assert sorted(a["process"] for a in alerter.firing()) == sorted([f"elsewhere:{gone.pid}", serving_process()])
+    # Another host's is never known gone: it ends, as this process's does, once another version is champion.
+    assert alerter.resolve_other_versions(CHAMPION_ALERTS, spec.name, "3") == 2 and alerter.firing() == []
+
+
+def test_an_outbox_whose_folder_cannot_be_made_sends_the_alert_unrecorded(tmp_path: Path) -> None:
+    """The diff review: a state folder that cannot be made (a file in its way) raised OSError, not the SQLite error the
+    fallback caught: the alert was neither recorded nor sent, and the caller crashed."""
+    (tmp_path / "state").write_text("a file where the state folder should be", encoding="utf-8")
+    alerter = Alerter("http://127.0.0.1:1", tmp_path / "state" / "alerts" / ALERTS_FILE, attempts=1)
+    delivery = alerter.fire(Alert(AlertName.RUN_FAILED, Severity.CRITICAL, "adult", 1, "s", "d"))
+    assert not delivery.recorded and delivery.sent == 0 and "sending it unrecorded failed too" in str(delivery.error), delivery
+    assert not alerter.resolve(AlertName.RUN_FAILED, "adult").recorded
 
 
 def test_a_proxy_that_says_later_keeps_the_alert_and_a_refusal_drops_it(tmp_path: Path) -> None:
@@ -428,6 +444,19 @@ def test_a_champion_that_served_too_few_is_scored_on_the_labelled_events_it_neve
     # A model reading history features is not scored so: the log's rows do not hold them.
     historied = dataclasses.replace(champion.predictor, transformer=FeatureTransformer([*champion.predictor.transformer.numeric, "hours-per-week_lag1"], [], []))
     assert measure(settings, spec, log, served, Unserved(cutoff, lambda: historied)).scored_on == SERVED
+    # The diff review: a champion whose files cannot be loaded, or whose cut-off is unknown (0), is not scored so either.
+    assert measure(settings, spec, log, served, Unserved(cutoff, lambda: None)).scored_on == SERVED
+    assert measure(settings, spec, log, served, Unserved(0, lambda: champion.predictor)).scored_on == SERVED
+    # Which events is decided on the served count, not on the reading's own window: with quality_drop_events below the
+    # floor's minimum, the reading took the unserved events beside a live reading of the served ones.
+    more = validate_frame(adult_rows.iloc[2600:2750], spec, generated_id_prefix="served", generated_time_start_us=10**12).events
+    predicted = champion.predictor.predict(more)  # served turned round: their AUC is far below the re-predicted events'
+    log.append(more.assign(label=None, model_version="1", prediction=predicted["prediction"], probability=1.0 - predicted["probability"]), SERVING_SOURCE)
+    log.add_labels(more["event_id"].tolist(), more[LABEL].tolist())
+    narrow = settings.model_copy(update={"quality_drop_events": 30})
+    assert measure(narrow, spec, log, served, unserved).scored_on == SERVED
+    reading = measure_reading(narrow, spec, log, served, {"roc_auc": quality.metrics["roc_auc"]}, unserved)
+    assert not isinstance(reading, str) and reading.events == 30 and reading.value < 0.5, reading
 
 
 def test_live_quality_reads_a_binary_model_s_probability_as_of_its_own_positive_class(adult_rows: pd.DataFrame, tmp_path: Path) -> None:

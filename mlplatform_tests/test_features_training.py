@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from mlplatform.domain.evaluation import classes_training_lacks, decide, default_floor, passes_floor, score
 from mlplatform.domain.estimation import load_estimator
-from mlplatform.domain.threshold import BEST_F1, best_f1_threshold, choose_threshold
+from mlplatform.domain.threshold import BEST_F1, MIN_POSITIVES, best_f1_threshold, choose_threshold
 from mlplatform.domain.training import (TrainingConfig, TrainingError, TrainingResult, check_window, fit_performance_estimator, fit_transformer, refit, train,
                                        tuned_params)
 from mlplatform.domain.window_choice import train_best_window
@@ -182,11 +182,23 @@ def test_the_threshold_a_pipeline_file_records_is_read_or_refused(trained: Train
 
 
 def test_the_threshold_of_best_f1_lies_between_scores_and_never_splits_a_tie() -> None:
-    assert best_f1_threshold(np.array([0.9, 0.8, 0.3, 0.2, 0.1]), np.array([1, 0, 1, 0, 0])) == pytest.approx(0.25)
-    assert best_f1_threshold(np.array([0.5, 0.1, 0.5]), np.array([1, 0, 0])) == pytest.approx(0.3), "the two 0.5s go together"
-    assert best_f1_threshold(np.array([0.7, 0.6]), np.array([1, 1])) == pytest.approx(0.6), "every row positive: the lowest score"
-    assert best_f1_threshold(np.array([0.7, 0.6]), np.array([0, 0])) is None
-    assert choose_threshold(BEST_F1, np.array([0.7, 0.6]), np.array([False, False])) == 0.5, "no positive to choose on: the default"
+    ten = MIN_POSITIVES
+
+    def rows(*pairs: tuple[float, int]) -> tuple[np.ndarray, np.ndarray]:
+        return np.repeat([p for p, _ in pairs], ten), np.repeat([y for _, y in pairs], ten)
+
+    assert best_f1_threshold(*rows((0.9, 1), (0.8, 0), (0.3, 1), (0.2, 0), (0.1, 0))) == pytest.approx(0.25)
+    assert best_f1_threshold(*rows((0.5, 1), (0.1, 0), (0.5, 0))) == pytest.approx(0.3), "the 0.5s go together"
+    assert best_f1_threshold(*rows((0.7, 1), (0.6, 1))) == pytest.approx(0.6), "every row positive: the lowest score"
+    # The diff review: one positive ranked first set the threshold halfway to the next score (0.7 here), and saturated
+    # scores set it at 1 (or 0), which loading the model refuses; halfway between two neighbouring floats fell on the lower.
+    few = np.array([0.9, *np.linspace(0.5, 0.01, 200)]), np.array([1, *[0] * 200])
+    assert best_f1_threshold(*few) is None and choose_threshold(BEST_F1, *few) == 0.5, "too few positives to choose on: the default"
+    saturated = best_f1_threshold(np.ones(15), np.array([1] * ten + [0] * 5))
+    assert saturated is not None and 0.0 < saturated < 1.0 and 1.0 >= saturated
+    lower = np.nextafter(0.3, 0.0)
+    neighbours = best_f1_threshold(np.array([0.3] * ten + [lower] * ten), np.array([1] * ten + [0] * ten))
+    assert neighbours is not None and lower < neighbours <= 0.3, "the lower score stays below it"
     assert choose_threshold(None, np.array([0.9]), np.array([True])) == 0.5 and choose_threshold(0.2, np.array([0.9]), np.array([True])) == 0.2
 
 

@@ -10,6 +10,7 @@
 Sending never raises: a down Alertmanager shows up as a log line and a pending count, not a failed run.
 """
 
+import functools
 import json
 
 import dagster as dg
@@ -25,6 +26,7 @@ from mlplatform.orchestration.names import DRIFT_REPORT, EVALUATION_REPORT, LIVE
 from mlplatform.orchestration.resources import PlatformResource
 from mlplatform.orchestration.warm_runs import stopped_in_flight
 from mlplatform.pipeline.live_quality import LiveQuality, ServedVersion, Unserved, measure, measure_reading
+from mlplatform.pipeline.retraining import loaded_champion
 from mlplatform.root import ModelContext
 from mlplatform.stores.evidently_workspace import LIVE_QUALITY_KIND, ValuePoint, WorkspaceEntry, add_value_snapshots
 from mlplatform.stores.alerting import Alerter, AlertName, Delivery, drift_alert, live_quality_alert, promotion_refused_alert, run_failed_alert
@@ -76,7 +78,8 @@ def build_live_quality(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.F
                 check_results=[dg.AssetCheckResult(check_name=LIVE_QUALITY_CHECK, passed=True, severity=dg.AssetCheckSeverity.WARN, description="no champion yet")],
             )
         served = ServedVersion(champion.version, model.registry.probability_of(champion.version))
-        unserved = Unserved(champion.label_seq_cutoff, lambda: model.registry.load_predictor(champion.version))
+        # Loaded once for both readings, and only if needed; a champion whose files are gone gives no such reading.
+        unserved = Unserved(champion.label_seq_cutoff, functools.cache(lambda: loaded_champion(model.registry, champion.version)[0]))
         quality = measure(settings, model.spec, model.event_log, served, unserved)
         reading = measure_reading(settings, model.spec, model.event_log, served, model.registry.holdout_reference(champion.version), unserved)
         verdict = quality.verdict(settings.live_quality_min_events)
@@ -161,7 +164,9 @@ def _on_materialization(model: ModelContext, names: ModelNames, alerter: Alerter
 
 
 # Alerts about one champion: a version that no longer serves will not be measured again, so they are resolved.
-CHAMPION_ALERTS = (AlertName.DRIFT, AlertName.LIVE_QUALITY)
+# Alerts about one version, moot once another is champion. A serving reload failure too: it is about the version that
+# would not load, and one of a serving process gone for good (another host's, whose liveness is unknown here) ends so.
+CHAMPION_ALERTS = (AlertName.DRIFT, AlertName.LIVE_QUALITY, AlertName.SERVING_RELOAD_FAILED)
 
 
 def _about_the_champion(model: ModelContext, alerter: Alerter) -> str:
@@ -174,7 +179,7 @@ def _about_the_champion(model: ModelContext, alerter: Alerter) -> str:
     if champion is None:
         return "no champion"
     stale = alerter.resolve_other_versions(CHAMPION_ALERTS, model.name, str(champion.version))
-    return f"resolved {stale} drift or live quality alert(s) about versions other than the champion v{champion.version}" if stale else f"champion v{champion.version}"
+    return f"resolved {stale} drift, live quality or serving reload alert(s) about versions other than the champion v{champion.version}" if stale else f"champion v{champion.version}"
 
 
 def build_alerts_sensor(names: ModelNames) -> dg.SensorDefinition:

@@ -112,24 +112,28 @@ class Unserved:
     """Where the champion is scored when it served fewer than `live_quality_min_events` labelled predictions: the events
     whose labels came after `cutoff` (its training snapshot's label watermark), which it never learnt from."""
 
-    cutoff: int
-    predictor: Callable[[], Predictor]  # the champion, loaded only when it is needed
+    cutoff: int  # 0 or less: unknown (a version logged without its window's cut-off), so never scored so
+    predictor: Callable[[], Predictor | None]  # the champion, loaded only when needed; None when its files cannot be loaded
 
 
 def _scored(settings: Settings, spec: DatasetSpec, log: EventStore, served: ServedVersion, limit: int,
             unserved: Unserved | None) -> tuple[pd.Series, pd.DataFrame, pd.Series, str]:
     """The latest `limit` labels the version is scored on, what it predicted for them, their event times and what they
     are: its served predictions, or, when it served too few and more labelled events came after its cut-off, those
-    predicted now. A model reading history features is never scored so: the log's rows do not hold them."""
-    window = log.served_window(limit, served.version)
+    predicted now. Which of the two is decided on the served count alone, whatever `limit` (the quality_drop reading's
+    may be below the floor's minimum: it then took the unserved events beside a live reading of the served ones). A
+    model reading history features, or one whose files cannot be loaded, is never scored so."""
+    window = log.served_window(max(limit, settings.live_quality_min_events), served.version)
+    enough = len(window) >= settings.live_quality_min_events
+    window = window.tail(limit).reset_index(drop=True)
     as_served = window[LABEL], served_predictions(spec, window, served.probability_of), window[EVENT_TIME], SERVED
-    if unserved is None or len(window) >= settings.live_quality_min_events:
+    if unserved is None or enough or unserved.cutoff <= 0:
         return as_served
     later = log.labels_since(unserved.cutoff, limit, newest=True)
     if len(later) <= len(window):
         return as_served
     predictor = unserved.predictor()
-    if set(predictor.transformer.input_columns) - set(later.columns):
+    if predictor is None or set(predictor.transformer.input_columns) - set(later.columns):
         return as_served
     return later[LABEL], served_predictions(spec, predictor.predict(later), served.probability_of), later[EVENT_TIME], UNSERVED
 

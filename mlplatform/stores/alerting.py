@@ -164,7 +164,7 @@ class Alerter:
                          ends_at = NULL, revision = alerts.revision + 1, pending = 1""",
                     (_fingerprint(labels), json.dumps(labels), json.dumps(alert.annotations()), alert.generator_url, now),
                 )
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:  # OSError: the state folder itself cannot be made
             log.error("alert %s not recorded: %s", labels, exc)
             if not deliver:
                 return Delivery(0, 0, str(exc), recorded=False)
@@ -181,7 +181,7 @@ class Alerter:
         match = {"alertname": str(name), "dataset": dataset, **labels}
         try:
             ended = self._end(lambda firing: match.items() <= firing.items() and (where is None or where(firing)))
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             log.error("alerts %s not resolved: %s", match, exc)
             return Delivery(0, 0, str(exc), recorded=False)
         return self.deliver() if deliver else Delivery(0, ended)
@@ -331,7 +331,10 @@ def serving_reload_failed(settings: Settings, spec: DatasetSpec, version: int | 
         links={"mlflow_model_version": f"{settings.mlflow_ui_url.rstrip('/')}/#/models/{spec.model_name}/versions/{version}"},
         extra_labels={PROCESS_LABEL: serving_process()},
     )
-    return Alerter.from_settings(settings).fire(alert)
+    alerter = Alerter.from_settings(settings)
+    # A process failing again after each restart would otherwise pile up one alert per pid (the diff review).
+    alerter.resolve(AlertName.SERVING_RELOAD_FAILED, spec.name, deliver=False, where=lambda labels: _gone(labels.get(PROCESS_LABEL, "")))
+    return alerter.fire(alert)
 
 
 def serving_reload_succeeded(settings: Settings, spec: DatasetSpec) -> Delivery:
@@ -348,12 +351,14 @@ def serving_process() -> str:
 def _this_or_gone(labels: Mapping[str, str]) -> bool:
     """A reload alert of this process, of a process of this host that no longer runs, or from before alerts named their
     process."""
-    host, _, pid = labels.get(PROCESS_LABEL, "").rpartition(":")
-    if not pid.isdigit():
-        return True
-    if labels[PROCESS_LABEL] == serving_process():
-        return True
-    if host != socket.gethostname():
+    process = labels.get(PROCESS_LABEL, "")
+    return not process.rpartition(":")[2].isdigit() or process == serving_process() or _gone(process)
+
+
+def _gone(process: str) -> bool:
+    """Whether `process` (host:pid) is a process of this host that no longer runs; another host's is never known gone."""
+    host, _, pid = process.rpartition(":")
+    if not pid.isdigit() or host != socket.gethostname():
         return False
     try:
         os.kill(int(pid), 0)  # signal 0: only whether it runs
