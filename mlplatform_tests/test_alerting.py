@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlplatform.stores.alerting import (ALERTS_FILE, Alert, Alerter, AlertName, Delivery, Severity, run_failed_alert, serving_process,
+from mlplatform.stores.alerting import (ALERTS_FILE, RELOAD_ALIAS, RELOAD_LOAD, Alert, Alerter, AlertName, Delivery, Severity, run_failed_alert, serving_process,
                                          serving_reload_failed, serving_reload_succeeded)
 from mlplatform.stores.eventlog import SERVING_SOURCE, EventLog
 from mlplatform.pipeline.live_quality import SERVED, UNSERVED, ServedVersion, Unserved, measure, measure_reading
@@ -25,7 +25,7 @@ from mlplatform.orchestration.names import EVALUATION_REPORT, LIVE_QUALITY_CHECK
 from mlplatform_tests.support.loop import retrain_job
 from mlplatform_tests.support.processes import wait_until
 from mlplatform.domain.keys import CHALLENGER_VERSION, DECISION_META, POSITIVE_CLASS_TAG, PROMOTED, REJECTED
-from mlplatform.orchestration.alerts import CHAMPION_ALERTS, promoted_in
+from mlplatform.orchestration.alerts import promoted_in
 from mlplatform.stores.registry import Registry
 from mlplatform.pipeline.replay import canonical_labels, read_source, write_batches
 from mlplatform.serving.champion import ChampionWatcher
@@ -128,8 +128,6 @@ def test_a_serving_process_resolves_its_own_reload_alert_and_those_of_gone_proce
     alerter.fire(Alert(AlertName.SERVING_RELOAD_FAILED, Severity.CRITICAL, spec.name, 2, "s", "d", extra_labels={"process": f"{host}:{gone.pid}"}), deliver=False)
     serving_reload_failed(settings, spec, 2, "cannot load version 2")
     assert sorted(a["process"] for a in alerter.firing()) == sorted([f"elsewhere:{gone.pid}", serving_process()])
-    # Another host's is never known gone: it ends, as this process's does, once another version is champion.
-    assert alerter.resolve_other_versions(CHAMPION_ALERTS, spec.name, "3") == 2 and alerter.firing() == []
 
 
 def test_an_outbox_whose_folder_cannot_be_made_sends_the_alert_unrecorded(tmp_path: Path) -> None:
@@ -217,7 +215,7 @@ def test_serving_reload_failure_fires_from_the_champion_watcher_and_resolves_on_
     wait_until("the reload failure alert", lambda: len(alertmanager.alerts(AlertName.SERVING_RELOAD_FAILED)) == 1, 30)
     [alert] = alertmanager.alerts(AlertName.SERVING_RELOAD_FAILED)
     assert labels_of(alert) == {"alertname": "MLPlatformServingReloadFailed", "severity": "critical", "dataset": "adult", "model_version": str(broken),
-                                "process": serving_process()}
+                                "process": serving_process(), "failure": "load"}
     assert f"cannot load version {broken}" in alert["annotations"]["description"]
     registry.promote(later)
     assert watcher.check().version == later and watcher.last_error is None
@@ -365,6 +363,23 @@ def test_the_live_quality_asset_scores_a_landed_stream_on_the_events_its_champio
     assert meta["quality_events"].value == served + 300 and meta["quality_metric"].value == "roc_auc", "the quality_drop reading too"
 
 
+def test_the_alerts_sensor_ends_reload_alerts_about_a_version_no_longer_champion_only(platform: Settings, platform_instance: dg.DagsterInstance) -> None:
+    """A reload alert names its process; one of another host's process is never known gone, so it ends once the version
+    that would not load is no longer champion. One saying the champion alias could not be read is not about that version:
+    it stays (the second diff review: ended so, a process stuck on an old model, or serving nothing, went unalerted)."""
+    alerter = Alerter.from_settings(platform)
+    now = champion(platform)
+    for version, failure in ((now + 7, RELOAD_LOAD), (now, RELOAD_LOAD), (now + 7, RELOAD_ALIAS)):
+        alerter.fire(Alert(AlertName.SERVING_RELOAD_FAILED, Severity.CRITICAL, "adult", version, "s", "d",
+                           extra_labels={"process": f"elsewhere:{version}", "failure": failure}), deliver=False)
+    _, message = tick(platform_instance, alerts_sensor, None)
+    assert "resolved 1 drift, live quality or serving reload alert(s)" in str(message), message
+    left = sorted((a["model_version"], a["failure"]) for a in alerter.firing(AlertName.SERVING_RELOAD_FAILED))
+    assert left == sorted([(str(now), RELOAD_LOAD), (str(now + 7), RELOAD_ALIAS)]), left
+    for failure in (RELOAD_LOAD, RELOAD_ALIAS):
+        alerter.resolve(AlertName.SERVING_RELOAD_FAILED, "adult", failure=failure)
+
+
 def test_live_quality_below_floor_alerts_even_after_an_alertmanager_outage(platform: Settings, platform_instance: dg.DagsterInstance,
                                                                            alertmanager: Alertmanager, monkeypatch: pytest.MonkeyPatch) -> None:
     instance = platform_instance
@@ -457,6 +472,9 @@ def test_a_champion_that_served_too_few_is_scored_on_the_labelled_events_it_neve
     assert measure(narrow, spec, log, served, unserved).scored_on == SERVED
     reading = measure_reading(narrow, spec, log, served, {"roc_auc": quality.metrics["roc_auc"]}, unserved)
     assert not isinstance(reading, str) and reading.events == 30 and reading.value < 0.5, reading
+    short = narrow.model_copy(update={"live_quality_min_events": 200})  # 150 served, fewer than the minimum: both readings unserved
+    reading = measure_reading(short, spec, log, served, {"roc_auc": quality.metrics["roc_auc"]}, unserved)
+    assert measure(short, spec, log, served, unserved).scored_on == UNSERVED and not isinstance(reading, str) and reading.value > 0.5, reading
 
 
 def test_live_quality_reads_a_binary_model_s_probability_as_of_its_own_positive_class(adult_rows: pd.DataFrame, tmp_path: Path) -> None:

@@ -199,6 +199,8 @@ def test_the_threshold_of_best_f1_lies_between_scores_and_never_splits_a_tie() -
     lower = np.nextafter(0.3, 0.0)
     neighbours = best_f1_threshold(np.array([0.3] * ten + [lower] * ten), np.array([1] * ten + [0] * ten))
     assert neighbours is not None and lower < neighbours <= 0.3, "the lower score stays below it"
+    with_nan = best_f1_threshold(np.array([*np.linspace(0.9, 0.8, ten), *[np.nan] * 5]), np.array([1] * ten + [0] * 5))
+    assert with_nan == pytest.approx(0.8), "a NaN score is no cut of its own (the threshold came out NaN)"
     assert choose_threshold(None, np.array([0.9]), np.array([True])) == 0.5 and choose_threshold(0.2, np.array([0.9]), np.array([True])) == 0.2
 
 

@@ -24,6 +24,8 @@ def best_f1_threshold(probability: np.ndarray, positive: np.ndarray) -> float | 
     few to choose on."""
     probability = np.asarray(probability, dtype="float64")
     positive = np.asarray(positive, dtype="bool")
+    finite = np.isfinite(probability)  # a NaN score sorted last counted as a cut of its own: the threshold came out NaN
+    probability, positive = probability[finite], positive[finite]
     if positive.sum() < MIN_POSITIVES:
         return None
     order = np.argsort(-probability, kind="stable")

@@ -29,7 +29,8 @@ from mlplatform.pipeline.live_quality import LiveQuality, ServedVersion, Unserve
 from mlplatform.pipeline.retraining import loaded_champion
 from mlplatform.root import ModelContext
 from mlplatform.stores.evidently_workspace import LIVE_QUALITY_KIND, ValuePoint, WorkspaceEntry, add_value_snapshots
-from mlplatform.stores.alerting import Alerter, AlertName, Delivery, drift_alert, live_quality_alert, promotion_refused_alert, run_failed_alert
+from mlplatform.stores.alerting import (FAILURE_LABEL, RELOAD_LOAD, Alerter, AlertName, Delivery, drift_alert, live_quality_alert, promotion_refused_alert,
+                                        run_failed_alert)
 
 BATCH = 100
 
@@ -164,9 +165,7 @@ def _on_materialization(model: ModelContext, names: ModelNames, alerter: Alerter
 
 
 # Alerts about one champion: a version that no longer serves will not be measured again, so they are resolved.
-# Alerts about one version, moot once another is champion. A serving reload failure too: it is about the version that
-# would not load, and one of a serving process gone for good (another host's, whose liveness is unknown here) ends so.
-CHAMPION_ALERTS = (AlertName.DRIFT, AlertName.LIVE_QUALITY, AlertName.SERVING_RELOAD_FAILED)
+CHAMPION_ALERTS = (AlertName.DRIFT, AlertName.LIVE_QUALITY)
 
 
 def _about_the_champion(model: ModelContext, alerter: Alerter) -> str:
@@ -179,6 +178,10 @@ def _about_the_champion(model: ModelContext, alerter: Alerter) -> str:
     if champion is None:
         return "no champion"
     stale = alerter.resolve_other_versions(CHAMPION_ALERTS, model.name, str(champion.version))
+    # A version that would not load is moot once another is champion (so ends the alert of a serving process gone for
+    # good on another host, whose liveness is unknown here); a failure to read the champion alias is not, whatever it serves.
+    stale += alerter.resolve(AlertName.SERVING_RELOAD_FAILED, model.name, deliver=False, where=lambda labels: labels["model_version"] != str(champion.version),
+                             **{FAILURE_LABEL: RELOAD_LOAD}).pending
     return f"resolved {stale} drift, live quality or serving reload alert(s) about versions other than the champion v{champion.version}" if stale else f"champion v{champion.version}"
 
 

@@ -208,6 +208,18 @@ def _failed_undecided(group: list[dg.DagsterRun], decisions: dict[str, object]) 
             and not any(r.tags.get(RETRY_ON_FAILURE_TAG) == "false" or r.run_id in decisions for r in group))
 
 
+def _before_chain(groups: list[list[dg.DagsterRun]], earlier: int, decisions: dict[str, object]) -> list[dg.DagsterRun]:
+    """The runs of `groups` (newest first) but the `earlier` newest groups that failed before deciding: a chain's earlier
+    attempts, whichever decided runs (a person's retraining) came between them (the second diff review)."""
+    kept: list[dg.DagsterRun] = []
+    for group in groups:
+        if earlier and _failed_undecided(group, decisions):
+            earlier -= 1
+        else:
+            kept.extend(group)
+    return kept
+
+
 @dataclass(frozen=True)
 class FailedTrigger:
     """The newest trigger, whose runs failed before its evaluation_report decided: a transient outage longer than the
@@ -241,8 +253,7 @@ def failed_trigger(instance: dg.DagsterInstance, runs: list[dg.DagsterRun], deci
     recorded, unreadable = Cursor.from_json(again_base)
     # An unreadable tag counts from the runs before the chain's first failure (its attempts before this one, which the
     # attempt says), as a first failure does: an empty cursor took every label as new (the review).
-    earlier = attempt - 1
-    base = recorded if again_base and not unreadable else policy_cursor([r for group in groups[1 + earlier:] for r in group], None)
+    base = recorded if again_base and not unreadable else policy_cursor(_before_chain(groups[1:], attempt - 1, decisions), None)
     record = instance.get_run_record_by_id(newest.run_id)
     ended_at = (record.end_time if record is not None else None) or _recorded(dict(newest.tags)).last_trigger_time
     return FailedTrigger(newest, attempt, ended_at, base)

@@ -123,15 +123,17 @@ def _scored(settings: Settings, spec: DatasetSpec, log: EventStore, served: Serv
     predicted now. Which of the two is decided on the served count alone, whatever `limit` (the quality_drop reading's
     may be below the floor's minimum: it then took the unserved events beside a live reading of the served ones). A
     model reading history features, or one whose files cannot be loaded, is never scored so."""
-    window = log.served_window(max(limit, settings.live_quality_min_events), served.version)
-    enough = len(window) >= settings.live_quality_min_events
+    wide = max(limit, settings.live_quality_min_events)
+    window = log.served_window(wide, served.version)
+    served_count = len(window)
     window = window.tail(limit).reset_index(drop=True)
     as_served = window[LABEL], served_predictions(spec, window, served.probability_of), window[EVENT_TIME], SERVED
-    if unserved is None or enough or unserved.cutoff <= 0:
+    if unserved is None or served_count >= settings.live_quality_min_events or unserved.cutoff <= 0:
         return as_served
-    later = log.labels_since(unserved.cutoff, limit, newest=True)
-    if len(later) <= len(window):
+    later = log.labels_since(unserved.cutoff, wide, newest=True)
+    if len(later) <= served_count:
         return as_served
+    later = later.tail(limit).reset_index(drop=True)
     predictor = unserved.predictor()
     if predictor is None or set(predictor.transformer.input_columns) - set(later.columns):
         return as_served

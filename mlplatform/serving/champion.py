@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlplatform.stores.alerting import serving_reload_failed, serving_reload_succeeded
+from mlplatform.stores.alerting import RELOAD_ALIAS, RELOAD_LOAD, serving_reload_failed, serving_reload_succeeded
 from mlplatform.domain.correction import ResidualCorrector
 from mlplatform.stores.eventlog import SERVING_SOURCE, EventStore
 from mlplatform.domain.predictor import Predictor
@@ -193,7 +193,7 @@ class ChampionWatcher(BackgroundLoop):
         self.metrics.reload_failures.inc()
         log.error("%s: model reload failed, still serving version %s: %s", self.spec.name, serving, message)
         self._alert_firing = True
-        self._notify(serving_reload_failed, version if version is not None else serving or 0, message)
+        self._notify(serving_reload_failed, version if version is not None else serving or 0, message, RELOAD_LOAD if version is not None else RELOAD_ALIAS)
         return ReloadOutcome(serving, False, message)
 
     def _notify(self, send: Callable[..., object], *args: object) -> None:

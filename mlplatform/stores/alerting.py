@@ -39,6 +39,8 @@ ATTEMPTS = 3
 BACKOFF_SECONDS = 0.25
 NO_VERSION = "none"
 PROCESS_LABEL = "process"  # which serving process a reload alert is about: host:pid
+FAILURE_LABEL = "failure"  # what a reload alert says failed: RELOAD_LOAD (a version would not load) or RELOAD_ALIAS
+RELOAD_LOAD, RELOAD_ALIAS = "load", "champion_alias"  # the champion alias could not be read: it serves what it had
 
 
 class AlertName(StrEnum):
@@ -195,7 +197,7 @@ class Alerter:
         wanted = {str(name) for name in names}
         try:
             return self._end(lambda firing: firing["alertname"] in wanted and firing["dataset"] == dataset and firing["model_version"] != version)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             log.error("alerts about versions other than v%s of %s not resolved: %s", version, dataset, exc)
             return 0
 
@@ -322,14 +324,16 @@ def run_failed_alert(settings: Settings, dataset: str, champion_version: int | s
     )
 
 
-def serving_reload_failed(settings: Settings, spec: DatasetSpec, version: int | str, error: str) -> Delivery:
-    """For the prediction service: it could not load a newly promoted version and keeps serving the old one."""
+def serving_reload_failed(settings: Settings, spec: DatasetSpec, version: int | str, error: str, failure: str = RELOAD_LOAD) -> Delivery:
+    """For the prediction service: it could not load a newly promoted version (`version`), or read the champion alias
+    (RELOAD_ALIAS: `version` is the one it serves), and keeps serving the old one."""
     alert = Alert(
         AlertName.SERVING_RELOAD_FAILED, Severity.CRITICAL, spec.name, version,
-        summary=f"{spec.name}: the prediction service could not load v{version}; it keeps serving the previous model",
+        summary=(f"{spec.name}: the prediction service could not load v{version}; it keeps serving the previous model" if failure == RELOAD_LOAD else
+                 f"{spec.name}: the prediction service cannot read the champion alias; it keeps serving v{version}"),
         description=error,
         links={"mlflow_model_version": f"{settings.mlflow_ui_url.rstrip('/')}/#/models/{spec.model_name}/versions/{version}"},
-        extra_labels={PROCESS_LABEL: serving_process()},
+        extra_labels={PROCESS_LABEL: serving_process(), FAILURE_LABEL: failure},
     )
     alerter = Alerter.from_settings(settings)
     # A process failing again after each restart would otherwise pile up one alert per pid (the diff review).
