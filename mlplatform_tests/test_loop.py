@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from mlplatform.domain.evaluation import primary_metric, score
-from mlplatform.domain.keys import (CHAMPION_CHANGE, CHAMPION_MOVING, DAGSTER_RUN_TAG, CHOSEN_WINDOW, FITTED_ROWS, TRAINED_WINDOW, JUDGED_ROWS, REFIT, REFIT_ROWS, REFIT_ROWS_TAG, RETRY_ON_FAILURE_TAG, VALIDATION_PREDICTIONS, WILL_RETRY_TAG,
+from mlplatform.domain.keys import (CHAMPION_CHANGE, CHAMPION_MOVING, DAGSTER_RUN_TAG, CHOSEN_WINDOW, DECISION_THRESHOLD_PARAM, FITTED_ROWS, TRAINED_WINDOW, JUDGED_ROWS, REFIT, REFIT_ROWS, REFIT_ROWS_TAG, RETRY_ON_FAILURE_TAG, VALIDATION_PREDICTIONS, WILL_RETRY_TAG,
                                    WINDOW_SCORES, mlflow_tag)
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.validation import EVENT_ID, LABEL
@@ -56,6 +56,7 @@ def test_the_loop_promotes_refuses_bad_windows_and_rejects_worse_challengers(
     assert first is not None and (first["decision"], first["challenger_version"], first["champion_version"]) == ("promoted", 1, 1)
     trained = latest_metadata(instance, adult.asset(TRAINED_MODEL))  # refit_on_holdout (the default): served = refit on training rows + hold-out
     assert trained is not None and trained[REFIT] is True and trained[REFIT_ROWS] == trained[FITTED_ROWS] == 2060 and first[JUDGED_ROWS] == 412
+    assert trained[DECISION_THRESHOLD_PARAM] == 0.5, "binary, the spec sets none: the default, shown beside the version"
     checks = [e for e in result.get_asset_check_evaluations() if e.check_name == QUALITY_FLOOR_CHECK]
     assert len(checks) == 1 and checks[0].passed
     v1 = reg.get_version(1)

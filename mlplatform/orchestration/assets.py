@@ -14,7 +14,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from mlplatform.domain.keys import (CHAMPION_VERSION, CHANGE_WINDOW, DAGSTER_RUN_TAG, CHOSEN_WINDOW, JUDGED_ROWS, REFIT, REFIT_ROWS, WINDOW_SCORES, EVIDENTLY_PROJECT_URL, EVIDENTLY_SNAPSHOT_URL, EVIDENTLY_WORKSPACE_ERROR, MLFLOW_VERSION, MODEL_TAG,
+from mlplatform.domain.keys import (CHAMPION_VERSION, CHANGE_WINDOW, DAGSTER_RUN_TAG, CHOSEN_WINDOW, DECISION_THRESHOLD_PARAM, JUDGED_ROWS, REFIT, REFIT_ROWS, WINDOW_SCORES, EVIDENTLY_PROJECT_URL, EVIDENTLY_SNAPSHOT_URL, EVIDENTLY_WORKSPACE_ERROR, MLFLOW_VERSION, MODEL_TAG,
                                    REPORT_PATH, REPORT_URL, RUN_TAG_PREFIX, SNAPSHOT, FITTED_ROWS, TRAINED_WINDOW, LANDED_FILES, INGESTED, DUPLICATES,
                                    QUARANTINED, LABELS_APPLIED, ROWS_READ, REJECTED_FILES, SKIPPED_ENTRIES, SKIPPED_ENTRIES_TABLE, UNTIMED_FILES, KEPT_BY_PERSON,
                                    CHALLENGER_VERSION, DECISION_META, REASON_META, HISTORY_BACKDATED, HISTORY_HORIZON, IGNORED_COLUMNS, LABEL_WATERMARK, LABEL_WATERMARK_TAG, POLICY_TRIGGER_TAG, REASON_TAG, RETRAIN_TAG, mlflow_tag)
@@ -291,6 +291,7 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
                 REFIT: challenger.fit.refit_rows > 0,
                 REFIT_ROWS: challenger.fit.refit_rows,
                 "params": dg.MetadataValue.json({k: v for k, v in result.params.items()}),
+                **({DECISION_THRESHOLD_PARAM: result.predictor.threshold} if result.predictor.task == "binary" else {}),
                 "feature_importance": dg.MetadataValue.md(markdown_table(result.importance.head(15).round(2))),
                 "label_seq_cutoff": snapshot.window.label_seq_cutoff,
                 SNAPSHOT: dg.MetadataValue.path(snapshot_folder),
