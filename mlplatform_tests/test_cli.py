@@ -74,6 +74,7 @@ def test_status_json_after_two_versions(
     assert versions[1]["decision"] == "promoted" and versions[2]["decision"] in ("promoted", "rejected")
     assert versions[2]["reason"] and status["timeline"][0]["version"] == 1 and not status["pinned"]
     assert all(isinstance(v["holdout_score"], float) and 0 < v["holdout_score"] <= 1 for v in versions.values()), versions
+    assert [v["decision_threshold"] for v in versions.values()] == [0.5, 0.5], "binary: the threshold each version carries"
     assert status["events"] == {"total": 2500, "labelled": 2500, "quarantined": 1, "label_watermark": 2500}
     assert status["model"] == "adult" and status["registered_model"] == "mlplatform-adult"
 
@@ -81,7 +82,11 @@ def test_status_json_after_two_versions(
     human = capsys.readouterr().out
     assert f"champion: v{status['champion']}" in human and "2500 total, 2500 labelled, 1 quarantined" in human
     assert status["spec"]["label"] == "income" and status["spec"]["history"] == [] and "age" in status["spec"]["numeric"]
-    assert "binary on 'income' from 5 numeric and 8 categorical features" in human
+    assert "binary on 'income' from 5 numeric and 8 categorical features" in human and ", threshold" not in human, "0.5 goes unsaid"
+    from mlplatform.cli.status import render_status
+
+    tuned = render_status({**status, "versions": [{**versions[1], "aliases": [], "decision_threshold": 0.0213}]})
+    assert "  v1: promoted (trigger by_hand, threshold 0.0213) " in tuned, tuned
     first = status["timeline"][0]  # "since when" was only in `champion show`
     assert f"  {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(first['at']))} UTC  v1 by {first['by']}: {first['reason']}" in human.splitlines()
 

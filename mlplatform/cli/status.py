@@ -12,10 +12,11 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from mlplatform.domain.keys import (HISTORY_BACKDATED, HISTORY_HORIZON, CHALLENGER_SCORE, CHALLENGER_VERSION, CHAMPION_VERSION, DECISION_META, REASON_META, DAGSTER_RUN_TAG, DATASET_DRIFT, DECISION, DECISION_REASON, DRIFT_SHARE, DRIFT_SHARE_TAG,
+from mlplatform.domain.keys import (HISTORY_BACKDATED, HISTORY_HORIZON, CHALLENGER_SCORE, CHALLENGER_VERSION, CHAMPION_VERSION, DECISION_META, DECISION_THRESHOLD_TAG, REASON_META, DAGSTER_RUN_TAG, DATASET_DRIFT, DECISION, DECISION_REASON, DRIFT_SHARE, DRIFT_SHARE_TAG,
                                    DRIFTED_COLUMNS, ESTIMATED_METRIC, FLOOR_VERDICT, LIVE_EVENTS, LIVE_SCORED_ON, LIVE_VERDICT, LIVE_VERSION, NEW_LABELLED_TAG,
                                    POLICY_TRIGGER_TAG, REASON_TAG, RETRAIN_TAG, RECENT_ESTIMATE, RECENT_EVENTS, RECENT_ESTIMATE_ON_LABELLED, RECENT_LABELLED, RECENT_LABELLED_FIELDS, RECENT_LOWER, RECENT_NOTE, RECENT_REALIZED, RECENT_UPPER, REFERENCE, REPORT_PATH, SKIP_REASON, SKIPPED, TRIGGER_REASON, TRUST_VERDICT)
 from mlplatform.domain.estimation import worse_or_better
+from mlplatform.domain.threshold import DEFAULT_THRESHOLD
 from mlplatform.domain.timeformat import iso_time
 from mlplatform.pipeline.landing import REJECTED, rejected_files
 from mlplatform.pipeline.live_quality import SERVED
@@ -57,6 +58,7 @@ def collect_status(model: ModelContext, with_dagster: bool = False, run_limit: i
             "reason": v.tags.get(DECISION_REASON, ""),
             "holdout_score": _number(v.tags.get(CHALLENGER_SCORE)),
             "trigger": v.tags.get(TRIGGER_REASON, "manual"),
+            "decision_threshold": _number(v.tags.get(DECISION_THRESHOLD_TAG)),  # binary versions logged since thresholds are kept
             "run_id": v.run_id,
             "dagster_run_id": v.tags.get(DAGSTER_RUN_TAG),
         }
@@ -200,7 +202,9 @@ def _version_lines(versions: list[dict[str, Any]]) -> list[str]:
     lines = ["versions:" + (f" the newest {VERSIONS_SHOWN} of {len(versions)} (all: mlplatform status --json)" if shown else "")]
     for v in versions[:VERSIONS_SHOWN] + older:
         aliases = f" @{', @'.join(v['aliases'])}" if v["aliases"] else ""
-        lines.append(f"  v{v['version']}{aliases}: {v['decision']} (trigger {v['trigger']}) {v['reason']}")
+        threshold = v.get("decision_threshold")
+        tuned = f", threshold {threshold:.3g}" if threshold is not None and threshold != DEFAULT_THRESHOLD else ""
+        lines.append(f"  v{v['version']}{aliases}: {v['decision']} (trigger {v['trigger']}{tuned}) {v['reason']}")
     if older:
         lines.insert(VERSIONS_SHOWN + 1, f"  older, never decided ({len(older)}):")
     return lines

@@ -73,6 +73,7 @@ def window_tag(field: str) -> str:
 
 WINDOW_CUTOFF = window_tag("label_seq_cutoff")
 POSITIVE_CLASS_TAG = mlflow_tag("positive_class")  # of a binary version: the class its probability is of
+DECISION_THRESHOLD_TAG = mlflow_tag("decision_threshold")  # of a binary version, read by `status` without loading the model
 DECISION_THRESHOLD_PARAM = "decision_threshold"  # of a binary version (its training run's MLflow param, trained_model's metadata): where its positive class starts
 DECISION = mlflow_tag("decision")
 DECISION_REASON = mlflow_tag("decision_reason")

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from mlplatform.domain.keys import (CHAMPION_CHANGE, CHAMPION_MOVING, DAGSTER_RUN_TAG, DECISION_THRESHOLD_PARAM, ESTIMATOR, ESTIMATOR_REFERENCE_PREFIX, NO_ESTIMATOR_PREFIX,
+from mlplatform.domain.keys import (CHAMPION_CHANGE, CHAMPION_MOVING, DAGSTER_RUN_TAG, DECISION_THRESHOLD_PARAM, DECISION_THRESHOLD_TAG, ESTIMATOR, ESTIMATOR_REFERENCE_PREFIX, NO_ESTIMATOR_PREFIX,
                                     PINNED, POSITIVE_CLASS_TAG, WINDOW_CUTOFF)
 from mlplatform.domain.retry_budget import RetryBudget
 from mlplatform.domain.spec import DatasetSpec, Task
@@ -192,7 +192,8 @@ class Registry:
             if inputs:
                 self.client.log_inputs(run.info.run_id, [DatasetInput(Dataset(**d.to_dict()), [InputTag(MLFLOW_DATASET_CONTEXT, context)]) for context, d in inputs.items()],
                                        models=[LoggedModelInput(info.model_id)])
-        positive = {POSITIVE_CLASS_TAG: result.predictor.positive_class} if result.predictor.positive_class is not None else {}
+        positive = {} if result.predictor.task != "binary" else {POSITIVE_CLASS_TAG: str(result.predictor.positive_class),
+                                                                  DECISION_THRESHOLD_TAG: f"{result.predictor.threshold:.6g}"}
         version = mlflow.register_model(info.model_uri, self.name, tags={**tags, **positive})
         self.client.set_registered_model_alias(self.name, CHALLENGER, version.version)
         return version
