@@ -112,6 +112,17 @@ def test_a_promotion_swaps_only_that_model(client: httpx.Client, settings: Setti
     assert metric(client, "mlplatform_model_reloads_total", model=BIKE) == reloads[BIKE]
 
 
+def test_a_version_is_served_at_its_own_decision_threshold(client: httpx.Client, settings: Settings, adult_spec: DatasetSpec,
+                                                          adult_rows: pd.DataFrame) -> None:
+    """The threshold travels with the version: serving reads the promoted version's (here 0.05), not 0.5."""
+    [version] = register_versions(settings, adult_spec.model_copy(update={"decision_threshold": 0.05}), adult_rows, 1, promote_first=False)
+    Registry(settings.tracking_uri, settings.artifact_root, adult_spec).promote(version)
+    wait_for_version(client, version, ADULT)
+    answers = [client.post(f"/models/{ADULT}/predict", json=r).json() for r in json_records(adult_rows.iloc[25_000:25_040], adult_spec)]
+    assert all(a["model_version"] == version and a["prediction"] == (">50K" if a["probability"] >= 0.05 else "<=50K") for a in answers), answers
+    assert any(0.05 <= a["probability"] < 0.5 for a in answers), "some answer differs from what 0.5 would say"
+
+
 def test_fuzzing_both_models_finds_no_server_error(server: Server, tmp_path: Path) -> None:
     """Every operation of both models (predict, feedback, readyz, reload each) and the global ones, with every check."""
     fuzz(server, tmp_path, operations=11)
