@@ -138,6 +138,7 @@ class Settings(BaseSettings):
     alertmanager_url: str | None = Field(default=None, description="Prometheus Alertmanager base URL (e.g. http://127.0.0.1:9093); alerts are off when unset.")
     alert_timeout_seconds: float = Field(default=2.0, gt=0, description="Per-request timeout when sending alerts; a few jittered retries follow, then the alert waits in the outbox.")
     alert_ttl_seconds: float = Field(default=3600.0, ge=60, description="A firing alert's endsAt is this far ahead; the alert sensor re-sends it before then while the condition holds.")
+    alert_keep_firing_seconds: float = Field(default=60.0, ge=0, description="An alert resolved sooner than this after it began is sent ending this long after its start (Prometheus' keep_firing_for), so Alertmanager, whose group_wait is 30 s by default, notifies it: one fired and resolved between two deliveries reached it already over, and nobody heard of it.")
     live_quality_window: int = Field(default=500, ge=10, description="Latest labelled served predictions of the champion scored by `live_quality`.")
     live_quality_min_events: int = Field(default=50, ge=1, description="With fewer labelled served predictions, `live_quality` reports no verdict.")
     live_min_precision: float | None = Field(default=0.5, ge=0, le=1, description="Live precision floor (classification); unset for none.")

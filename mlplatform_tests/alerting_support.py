@@ -102,7 +102,8 @@ def platform(tmp_path_factory: pytest.TempPathFactory, alertmanager: Alertmanage
     state_dir = tmp_path_factory.mktemp("platform") / "state"
     with pytest.MonkeyPatch.context() as mp:
         for key, value in {**FAST_TRAINING, "MLPLATFORM_STATE_DIR": str(state_dir),
-                           "DAGSTER_HOME": str(state_dir / "dagster"), "MLPLATFORM_ALERTMANAGER_URL": alertmanager.url}.items():
+                           "DAGSTER_HOME": str(state_dir / "dagster"), "MLPLATFORM_ALERTMANAGER_URL": alertmanager.url,
+                           "MLPLATFORM_ALERT_KEEP_FIRING_SECONDS": "0"}.items():  # the tests read a resolve at once
             mp.setenv(key, value)
         prepare_dagster_home(Settings())
         settings = root_platform().model(loop.ADULT).settings

@@ -2,6 +2,7 @@
 API v2 with its labels, and resolved when the condition clears; a down Alertmanager never fails the pipeline."""
 
 import dataclasses
+import datetime
 import re
 import socket
 import subprocess
@@ -172,6 +173,24 @@ def test_a_proxy_that_says_later_keeps_the_alert_and_a_refusal_drops_it(tmp_path
         server.server_close()
 
 
+def test_an_alert_fired_and_resolved_between_two_deliveries_still_fires_for_keep_firing_seconds(alertmanager: Alertmanager, tmp_path: Path) -> None:
+    """The review: an alert fired and resolved within one alerts tick reached Alertmanager already over, so nobody heard
+    of it (a drift report that drifted, then a clean one, between two ticks). It ends keep_firing after its start."""
+    kept = Alerter(alertmanager.url, tmp_path / "alerts.sqlite", keep_firing_seconds=Settings().alert_keep_firing_seconds)
+    started = time.time()
+    kept.fire(Alert(AlertName.DRIFT, Severity.WARNING, "keep-firing", 3, "s", "d"), deliver=False)
+    kept.resolve(AlertName.DRIFT, "keep-firing", deliver=False)
+    assert kept.deliver().sent == 1 and kept.firing() == []
+    [alert] = [a for a in alertmanager.alerts(AlertName.DRIFT) if labels_of(a)["dataset"] == "keep-firing"]
+    ends = datetime.datetime.fromisoformat(alert["endsAt"].replace("Z", "+00:00")).timestamp()
+    assert started + 59 <= ends <= time.time() + 61, (started, ends)
+    # Without it (0, as before), and for an alert that fired longer: it ends when it was resolved.
+    at_once = Alerter(alertmanager.url, tmp_path / "alerts.sqlite")
+    at_once.fire(Alert(AlertName.DRIFT, Severity.WARNING, "keep-firing", 3, "s", "d"), deliver=False)
+    at_once.resolve(AlertName.DRIFT, "keep-firing", deliver=False)
+    assert at_once.deliver().sent == 1 and [a for a in alertmanager.alerts(AlertName.DRIFT) if labels_of(a)["dataset"] == "keep-firing"] == []
+
+
 def test_alerts_about_versions_that_no_longer_serve_are_resolved(alertmanager: Alertmanager, tmp_path: Path) -> None:
     """Probe: drift alerts for v1, v3 and v4 fired at once, and v3's live quality alert stayed after v6 was promoted: only
     a report about the same version resolved one, and none about a replaced version comes again."""
@@ -198,7 +217,7 @@ alerts_sensor, run_failure_alerts, run_success_alerts = ADULT.alerts_sensor, "ru
 def test_serving_reload_failure_fires_from_the_champion_watcher_and_resolves_on_the_next_good_reload(
         alertmanager: Alertmanager, adult_rows: pd.DataFrame, tmp_path: Path) -> None:
     """The prediction service's own watcher: a promoted version that does not load alerts; a later good one resolves it."""
-    settings = Settings(state_dir=tmp_path / "state", alertmanager_url=alertmanager.url)
+    settings = Settings(state_dir=tmp_path / "state", alertmanager_url=alertmanager.url, alert_keep_firing_seconds=0)
     settings.ensure_dirs()
     spec = load_spec(settings.dataset_spec)
     good, broken, later = register_versions(settings, spec, adult_rows.iloc[:3000], 3)

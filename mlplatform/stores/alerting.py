@@ -108,17 +108,19 @@ class Alerter:
     """Sends alerts to one Alertmanager; a no-op when no URL is configured."""
 
     def __init__(self, url: str | None, store: Path, ttl_seconds: float = 3600.0, timeout_seconds: float = 2.0,
-                 attempts: int = ATTEMPTS, backoff_seconds: float = BACKOFF_SECONDS) -> None:
+                 attempts: int = ATTEMPTS, backoff_seconds: float = BACKOFF_SECONDS, keep_firing_seconds: float = 0.0) -> None:
         self.url = url.rstrip("/") if url else None
         self.store = Path(store)
         self.ttl = ttl_seconds
         self.timeout = timeout_seconds
         self.attempts = attempts
         self.backoff = backoff_seconds
+        self.keep_firing = keep_firing_seconds
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Alerter":
-        return cls(settings.alertmanager_url, settings.state_dir / ALERTS_FILE, settings.alert_ttl_seconds, settings.alert_timeout_seconds)
+        return cls(settings.alertmanager_url, settings.state_dir / ALERTS_FILE, settings.alert_ttl_seconds, settings.alert_timeout_seconds,
+                   keep_firing_seconds=settings.alert_keep_firing_seconds)
 
     @property
     def enabled(self) -> bool:
@@ -235,7 +237,8 @@ class Alerter:
             return Delivery(0, 0, str(exc))
         if not rows:
             return Delivery(0, 0)
-        ends = {fp: (now + self.ttl if ends_at is None else ends_at) for fp, _, _, _, _, ends_at, _ in rows}
+        # A resolved alert ends no sooner than keep_firing after its start: Alertmanager then notifies it, firing, first.
+        ends = {fp: (now + self.ttl if ends_at is None else max(ends_at, starts_at + self.keep_firing)) for fp, _, _, _, starts_at, ends_at, _ in rows}
         payload = [_posted(json.loads(labels), json.loads(annotations), generator, starts_at, ends[fp])
                    for fp, labels, annotations, generator, starts_at, _, _ in rows]
         error = self._post(payload)
