@@ -180,8 +180,7 @@ def _about_the_champion(model: ModelContext, alerter: Alerter) -> str:
     stale = alerter.resolve_other_versions(CHAMPION_ALERTS, model.name, str(champion.version))
     # A version that would not load is moot once another is champion (so ends the alert of a serving process gone for
     # good on another host, whose liveness is unknown here); a failure to read the champion alias is not, whatever it serves.
-    stale += alerter.resolve(AlertName.SERVING_RELOAD_FAILED, model.name, deliver=False, where=lambda labels: labels["model_version"] != str(champion.version),
-                             **{FAILURE_LABEL: RELOAD_LOAD}).pending
+    stale += alerter.resolve_other_versions((AlertName.SERVING_RELOAD_FAILED,), model.name, str(champion.version), **{FAILURE_LABEL: RELOAD_LOAD})
     return f"resolved {stale} drift, live quality or serving reload alert(s) about versions other than the champion v{champion.version}" if stale else f"champion v{champion.version}"
 
 

@@ -190,15 +190,17 @@ class Alerter:
             return Delivery(0, 0, str(exc), recorded=False)
         return self.deliver() if deliver else Delivery(0, ended)
 
-    def resolve_other_versions(self, names: Sequence[AlertName], dataset: str, version: str) -> int:
-        """Resolve the firing alerts with one of `names` about a model version of `dataset` other than `version` (the
-        champion now): they are about a model that no longer serves, and nothing else would resolve them (a drift report
-        or live quality reading about that version never comes again). Returns how many; delivered with the next delivery."""
+    def resolve_other_versions(self, names: Sequence[AlertName], dataset: str, version: str, **labels: str) -> int:
+        """Resolve the firing alerts with one of `names` (and these extra labels) about a model version of `dataset` other
+        than `version` (the champion now): they are about a model that no longer serves, and nothing else would resolve
+        them (a drift report or live quality reading about that version never comes again). Returns how many; delivered
+        with the next delivery."""
         if not self.enabled or not self.store.exists():
             return 0
         wanted = {str(name) for name in names}
         try:
-            return self._end(lambda firing: firing["alertname"] in wanted and firing["dataset"] == dataset and firing["model_version"] != version)
+            return self._end(lambda firing: firing["alertname"] in wanted and firing["dataset"] == dataset and firing["model_version"] != version
+                             and labels.items() <= firing.items())
         except (sqlite3.Error, OSError) as exc:
             log.error("alerts about versions other than v%s of %s not resolved: %s", version, dataset, exc)
             return 0
