@@ -791,10 +791,11 @@ def test_a_signal_while_the_version_is_logged_stops_the_run_before_its_evaluatio
 
 
 SIGNALLED_AS_RECORDED = """
-import os, signal, sys
+import os, signal, sys, time
 import dagster as dg
 
 handle_new_event = dg.DagsterInstance.handle_new_event
+report_run_canceling = dg.DagsterInstance.report_run_canceling
 
 def signalled(self, event, *args, **kwargs):
     handle_new_event(self, event, *args, **kwargs)
@@ -802,7 +803,12 @@ def signalled(self, event, *args, **kwargs):
     if materialized and event.dagster_event.asset_key.path[-1] == "evaluation_report":
         os.kill(os.getpid(), signal.SIGTERM)  # a Terminate once the decision is recorded, as its step ends
 
+def late(self, *args, **kwargs):
+    time.sleep(2)  # the stop watcher's mark of canceling comes after the run ended, as it did once under load
+    return report_run_canceling(self, *args, **kwargs)
+
 dg.DagsterInstance.handle_new_event = signalled
+dg.DagsterInstance.report_run_canceling = late
 from mlplatform.cli import main
 sys.exit(main(["materialize", "--model", "adult"]))
 """
@@ -811,7 +817,8 @@ sys.exit(main(["materialize", "--model", "adult"]))
 def test_a_run_stopped_after_its_decision_was_recorded_says_the_decision(state: Settings, instance: dg.DagsterInstance,
                                                                          adult_spec: DatasetSpec, adult_rows: pd.DataFrame) -> None:
     """The second stop probe: a SIGTERM just after evaluation_report's materialization was recorded canceled the run, and
-    the command said only that, while v18 had been decided (rejected) and its report recorded."""
+    the command said only that, while v18 had been decided (rejected) and its report recorded. Under load, the mark of
+    canceling came after the interrupted run had ended, and it read failed: the mark comes late here."""
     write_batches(adult_rows.iloc[:1500], adult_spec, state.landing_dir, 1500)
     done = subprocess.run([sys.executable, "-c", SIGNALLED_AS_RECORDED], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 143, done.stderr[-3000:]
