@@ -5,6 +5,7 @@ import multiprocessing as mp
 import sqlite3
 from collections.abc import Iterator
 from contextlib import closing
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -335,8 +336,10 @@ def test_a_batch_commits_with_its_file_progress_or_not_at_all(log: EventStore) -
     log.record_file("sha", "f", done.counts)
     assert log.file_progress("sha") == FileProgress() and log.recorded_file("sha") == FileCounts(rows=9, ingested=2, duplicates=3, quarantined=1)
     assert log.completed_named("f") == [], "no line end said where it ended"
-    log.record_file("sha", "f", done.counts, done)
+    log.record_file("sha", "f", done.counts, replace(done, prefix_sha256=""))
     assert log.completed_named("f") == [("sha", FileProgress(position=10, line=4, parsed=2, prefix_sha256="sha"))], "its own counts start anew"
+    log.record_file("sha", "f", done.counts, done)
+    assert log.completed_named("f") == [("sha", FileProgress(position=10, line=4, parsed=2, prefix_sha256="5e1f"))], "what goes on from it begins with"
     assert log.lineage("sha") == (FileProgress(), None), "from its start, under its own ids"
     with log.transaction():
         log.hand_over("sha-before", "sha", FileProgress(position=4, line=2, parsed=1), "sha-first", quarantine=False)

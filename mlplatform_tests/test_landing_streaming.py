@@ -354,6 +354,57 @@ def test_a_file_landed_whole_then_appended_to_and_landed_again_lands_only_the_ne
         log.close()
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_parquet_export_landed_then_exported_again_with_more_rows_lands_only_the_new_rows(tmp_path: Path, adult_spec: DatasetSpec,
+                                                                                           adult_rows: pd.DataFrame, backend: str,
+                                                                                           request: pytest.FixtureRequest) -> None:
+    """A cumulative Parquet export without ids, written again under its name with more rows (other bytes from the first
+    on: other row groups, a new footer), was read whole each time: its earlier rows landed again, with nothing said. It
+    now goes on where the landed rows ended, whatever row groups it is cut into; its own refusals are its own; an
+    export whose first rows changed is read whole, and said."""
+    frame = _export_refusing(adult_rows, 100, [75]).astype({"age": str})  # one column type: Parquet's
+    path = tmp_path / "export.parquet"
+    log = EventLog(tmp_path / "events.sqlite", adult_spec) if backend == "sqlite" else PostgresEventLog(request.getfixturevalue("postgres_url"), adult_spec)
+    try:
+        frame.head(50).to_parquet(path, index=False, row_group_size=20)
+        assert ingest_file(path, adult_spec, log, _policy(1500)).ingested == 50
+        for before, upto, groups in ((50, 80, 33), (80, 90, 90)):
+            frame.head(upto).to_parquet(path, index=False, row_group_size=groups)
+            grown = ingest_file(path, adult_spec, log, _policy(1500))
+            assert grown.note.startswith(f"grew after its first {before} rows were landed: read on from row {before + 1}"), grown
+            assert (grown.rows, grown.ingested, grown.quarantined, log.counts().total) == (upto - before, upto - before - (upto == 80), upto == 80,
+                                                                                           upto - 1), grown
+        frame.head(90).to_parquet(path, index=False, row_group_size=90)
+        assert ingest_file(path, adult_spec, log, _policy(1500)).already_ingested and log.counts().total == 89
+        changed = frame.head(95).copy()
+        changed.loc[0, "age"] = "99"  # an earlier row other than landed: not the landed content, gone on
+        changed.to_parquet(path, index=False)
+        replaced = ingest_file(path, adult_spec, log, _policy(1500))
+        assert (replaced.ingested, log.counts().total) == (94, 183) and "rows the two share are events of both" in replaced.note, replaced
+    finally:
+        log.close()
+
+
+def test_a_parquet_export_killed_mid_reading_then_exported_again_goes_on_from_its_rows(tmp_path: Path, adult_spec: DatasetSpec,
+                                                                                       adult_rows: pd.DataFrame) -> None:
+    """The digest of a Parquet file's rows, kept when its reading ends, covers the rows before a kill too: a reading
+    resumed after one, and then an export with more rows, lands each row once. Resumed with smaller batches, two or more
+    into its row group: the first batch after the place was taken for the rows from there on (6 rows landed twice)."""
+    frame = adult_rows[COLUMNS].head(300).drop(columns=["event_id", "event_time"])
+    path = tmp_path / "export.parquet"
+    frame.head(200).to_parquet(path, index=False)  # one row group
+    log = EventLog(tmp_path / "events.sqlite", adult_spec)
+    try:
+        _killed_after_the_first_batch(path, adult_spec, log)
+        assert log.counts().total == 11, "a first batch of 11 rows (1500 bytes)"
+        assert ingest_file(path, adult_spec, log, _policy(700)).rows == 200 and log.counts().total == 200
+        frame.to_parquet(path, index=False, row_group_size=70)
+        grown = ingest_file(path, adult_spec, log, _policy(1500))
+        assert grown.note.startswith("grew after its first 200 rows were landed") and (grown.ingested, log.counts().total) == (100, 300), grown
+    finally:
+        log.close()
+
+
 def _export_refusing(adult_rows: pd.DataFrame, rows: int, bad: list[int]) -> pd.DataFrame:
     """An export without ids of `rows` rows, those at `bad` refused (an age that is no number)."""
     frame = adult_rows[COLUMNS].head(rows).drop(columns=["event_id", "event_time"]).astype({"age": object})

@@ -30,7 +30,7 @@ import time
 import zlib
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager, nullcontext, suppress
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -182,6 +182,7 @@ class _Batch:
     # The text ends without a line end: the file's last line, or a line a writer is still writing. Committed only if the
     # file is unchanged, so a reading of a file that grows goes on from a whole line.
     open_ended: bool = False
+    table: pa.Table | None = None  # a Parquet batch's rows as read, for the digest of the file's rows
 
 
 def _state(info: os.stat_result) -> tuple[int, int, int, int]:
@@ -620,16 +621,69 @@ def _parquet_batches(handle: BinaryIO, start: int, batch_rows: int) -> Iterator[
                 skipped += rows
         position = skipped
         if not file.metadata.num_rows and not start:  # no rows: its columns are still checked, as a CSV header's
-            yield _Batch(_Parsed(_to_pandas(file.schema_arrow.empty_table()), []), 0, 1)
+            yield _Batch(_Parsed(_to_pandas(file.schema_arrow.empty_table()), []), 0, 1, table=file.schema_arrow.empty_table())
         for batch in file.iter_batches(batch_size=batch_rows, row_groups=groups, use_threads=False):
+            if position + batch.num_rows <= start:  # a batch of the row group before `start`: a reading went past it
+                position += batch.num_rows
+                continue
             if position < start:
                 batch = batch.slice(start - position)
                 position = start
             position += batch.num_rows
             if batch.num_rows:
-                yield _Batch(_Parsed(_to_pandas(pa.Table.from_batches([batch])), []), position, 1)
+                table = pa.Table.from_batches([batch])
+                yield _Batch(_Parsed(_to_pandas(table), []), position, 1, table=table)
     except (pa.ArrowInvalid, OSError) as exc:
         raise UnreadableFile(f"not parseable as Parquet: {exc}") from None
+
+
+class _RowsDigest:
+    """The SHA-256 of a Parquet file's rows by value: its column names, then its rows as CSV text, in order. The same rows
+    give the same digest whatever the row groups a writer cut them into, so a cumulative export rewritten with more rows
+    is known to begin with the content landed before (its bytes differ from the first one on: a new footer). Arrow's CSV
+    writer: a hash of the pandas rows cost a fifth of the whole landing's CPU time."""
+
+    def __init__(self, columns: list[str]) -> None:
+        self._digest = hashlib.sha256("\x1f".join(columns).encode())
+
+    def update(self, table: pa.Table) -> None:
+        text = io.BytesIO()
+        try:
+            pacsv.write_csv(table, text, pacsv.WriteOptions(include_header=False))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):  # nested values or bytes (quarantined rows): row by row
+            text = io.BytesIO("".join(f"{row!r}\n" for row in table.to_pylist()).encode())
+        self._digest.update(text.getvalue())
+
+    def copy(self) -> "_RowsDigest":
+        copied = _RowsDigest([])
+        copied._digest = self._digest.copy()
+        return copied
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
+
+
+def _rows_digests(handle: BinaryIO, at: Collection[int], batch_rows: int) -> dict[int, _RowsDigest]:
+    """The digest of a Parquet file's first `at` rows, for each count given that it holds (0: its column names alone)."""
+    handle.seek(0)
+    try:
+        digest = _RowsDigest(pq.ParquetFile(handle).schema_arrow.names)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise UnreadableFile(f"not parseable as Parquet: {exc}") from None
+    cuts = sorted(set(at))
+    found, read = {}, 0
+    while cuts and cuts[0] == 0:
+        found[cuts.pop(0)] = digest.copy()
+    batches = _parquet_batches(handle, 0, batch_rows)
+    while cuts and (batch := next(batches, None)) is not None and batch.table is not None:
+        table = batch.table
+        while cuts and cuts[0] <= read + table.num_rows:
+            digest.update(table.slice(0, cuts[0] - read))
+            table, read = table.slice(cuts[0] - read), cuts[0]
+            found[cuts.pop(0)] = digest.copy()
+        digest.update(table)
+        read += table.num_rows
+    return found
 
 
 def _batches(handle: BinaryIO, name: str, spec: DatasetSpec, policy: LandingPolicy, start: FileProgress) -> Iterator[_Batch]:
@@ -881,11 +935,18 @@ def _store(path: Path, handle: BinaryIO, seen: os.stat_result, spec: DatasetSpec
     run resumes there, and event-id dedup makes any overlap harmless.
     """
     # A plain text file whose reading stopped (where its content then ended, or killed after a batch) may have grown since:
-    # one that begins with the bytes read goes on from there. Byte offsets only: not a .gz's, not Parquet's rows.
-    plain_text = not path.name.lower().endswith((".gz", ".parquet"))
+    # one that begins with the bytes read goes on from there. A Parquet file landed whole may have been exported again
+    # with more rows: one that begins with its rows goes on from there. Not a .gz's.
+    parquet = path.name.lower().endswith(".parquet")
+    plain_text = not parquet and not path.name.lower().endswith(".gz")
     unfinished, landed = (log.progress_named(path.name), [*log.completed_named(path.name), *_placed(handle, log, path.name)]) if plain_text else ([], [])
+    if parquet:
+        landed = log.completed_named(path.name)
     digest, prefixes = _content_hash(handle, seen, path.name.lower().endswith(".gz"), policy.max_decompressed_bytes,
-                                     [p.position for _, p in [*unfinished, *landed]])
+                                     [p.position for _, p in [*unfinished, *landed]] if plain_text else [])
+    batch_rows = max(1, policy.batch_bytes // PARQUET_ROW_BYTES)
+    rows_read = _rows_digests(handle, [p.position for _, p in landed], batch_rows) if parquet else {}
+    prefixes.update({rows: found.hexdigest() for rows, found in rows_read.items()})
     _check_settled(path, handle, seen)
     if landed and _first_columns_label_only(handle, path.name, spec, policy):
         landed = []  # a label file is read whole, as one landed again is: labels whose events were missing may find them now
@@ -902,11 +963,12 @@ def _store(path: Path, handle: BinaryIO, seen: os.stat_result, spec: DatasetSpec
         progress = began
     grown_from, grown = None, ""
     if recorded is None and not progress.position:  # the furthest reading this file begins with (it may have grown twice)
-        ended_lines = [(sha, p) for sha, p in landed if _ends_a_line_at(handle, p.position)]
+        ended_lines = [(sha, p) for sha, p in landed if parquet or _ends_a_line_at(handle, p.position)]
         grown_from, progress = max(((sha, p) for sha, p in [*unfinished, *ended_lines] if prefixes.get(p.position) == (p.prefix_sha256 or sha)
                                     or (not p.prefix_sha256 and _content_end(handle, sha, p.position) is not None)), key=lambda found: found[1].position,
                                    default=(None, progress))
-        grown = f"grew after its first {progress.position} bytes were read: read on from line {progress.line}" if grown_from else ""
+        grown = "" if not grown_from else (f"grew after its first {progress.position} rows were landed: read on from row {progress.position + 1}" if parquet
+                                           else f"grew after its first {progress.position} bytes were read: read on from line {progress.line}")
     # Going on from a content landed whole, this one is the appended rows alone: its counts, its quarantine, and a reading
     # of it again begin where that content ended. Going on from an unfinished reading, it is that reading's file, whole.
     from_landed = grown_from in {sha for sha, _ in landed}
@@ -919,12 +981,17 @@ def _store(path: Path, handle: BinaryIO, seen: os.stat_result, spec: DatasetSpec
     releasing = bool(read_again) and not progress.counts.rows
     collector = _CycleCollector(slack_kb=max(2 * policy.batch_bytes, MIN_COLLECTION_SLACK_BYTES) // 1024)
     read = _PrefixDigest(handle) if plain_text else None
+    # A Parquet file's rows' digest, for a later export that goes on from it: from where this reading begins (its rows
+    # before were digested above when it goes on from a landed content, and are read again here when it resumes).
+    rows_digest = (rows_read.get(progress.position) or _rows_digests(handle, [progress.position], batch_rows)[progress.position]) if parquet else None
     columns: list[str] = []
     labels_only = False
     extra: list[str] = []
     try:
         with log.bulk_load():
             for batch in _batches(handle, path.name, spec, policy, progress):
+                if rows_digest is not None and batch.table is not None:
+                    rows_digest.update(batch.table)
                 frame = with_clean_columns(batch.parsed.frame)
                 counts = FileCounts(rows=len(frame) + len(batch.parsed.bad_rows))
                 if not columns and len(frame.columns):
@@ -965,7 +1032,8 @@ def _store(path: Path, handle: BinaryIO, seen: os.stat_result, spec: DatasetSpec
     with log.transaction():
         if grown_from is not None:  # nothing was read after the earlier reading: still its successor
             log.hand_over(grown_from, digest, began, id_prefix, quarantine=not from_landed)
-        log.record_file(digest, path.name, progress.counts, progress if plain_text and progress.position else None)
+        ended = replace(progress, prefix_sha256=rows_digest.hexdigest()) if rows_digest is not None else progress
+        log.record_file(digest, path.name, progress.counts, ended if (plain_text or parquet) and progress.position else None)
     # Another content of this name, not gone on from: a corrected export, say. Without ids, rows it shares with the
     # earlier one are new events again (the acceptance probe: 27 rows stored twice, nothing said).
     others = [sha[:CONTENT_CHARS] for sha, _ in landed if sha != digest]

@@ -133,7 +133,8 @@ class FileProgress:
 
 _COUNTED_PROGRESS = ("position", "line", "parsed", *_COUNT_COLUMNS)
 _PROGRESS_COLUMNS = (*_COUNTED_PROGRESS, "prefix_sha256")  # the columns of table file_progress
-_ENDED_AT = ("position", "line", "parsed")  # of table files: where a plain text file read to its end ended
+_ENDED_AT = ("position", "line", "parsed")  # of table files: where a plain text or Parquet file read to its end ended
+ENDED_SHA256 = "ended_sha256"  # of table files: what a file going on from the content begins with, where not the content's own hash
 
 
 def _storable(text: str) -> str:
@@ -354,6 +355,8 @@ class EventStore(ABC):
             for column in _ENDED_AT:  # a log from before appended files went on where their reading ended
                 if column not in self._existing_columns(db, "files"):
                     db.execute(f"ALTER TABLE files ADD COLUMN {column} {t['int']}")
+            if ENDED_SHA256 not in self._existing_columns(db, "files"):  # a log from before Parquet exports went on
+                db.execute(f"ALTER TABLE files ADD COLUMN {ENDED_SHA256} TEXT")
             db.execute(f"CREATE TABLE IF NOT EXISTS file_lineage (sha256 TEXT PRIMARY KEY, began_position {t['int']} NOT NULL, "
                        f"began_line {t['int']} NOT NULL, began_parsed {t['int']} NOT NULL, id_prefix TEXT NOT NULL, grown_from TEXT)")
             if "grown_from" not in self._existing_columns(db, "file_lineage"):  # a log from before a grown file's refusals were one file's
@@ -685,10 +688,11 @@ class EventStore(ABC):
 
     def record_file(self, sha256: str, name: str, counts: FileCounts, ended: FileProgress | None = None) -> None:
         """The file is ingested to its end: its record replaces its progress, in one transaction. `ended`: where a plain
-        text file ended (its position, line and rows parsed), so the same file appended to later goes on from there (see
-        `completed_named`)."""
-        columns = ("name", "rows", "ingested", "duplicates", "quarantined", "at", *_ENDED_AT)
-        end = (None, None, None) if ended is None else (ended.position, ended.line, ended.parsed)
+        text or Parquet file ended (its position, line and rows parsed, and in `prefix_sha256` what a file going on from it
+        begins with: the bytes read, or a Parquet file's rows' digest), so the same file appended to later goes on from
+        there (see `completed_named`)."""
+        columns = ("name", "rows", "ingested", "duplicates", "quarantined", "at", *_ENDED_AT, ENDED_SHA256)
+        end = (None, None, None, None) if ended is None else (ended.position, ended.line, ended.parsed, ended.prefix_sha256 or None)
         updates = ", ".join(f"{c} = excluded.{c}" for c in columns)
         with self._write() as db:
             db.execute(
@@ -711,9 +715,10 @@ class EventStore(ABC):
     def completed_named(self, name: str) -> list[tuple[str, FileProgress]]:
         """The contents landed under `name` and read to their end, as readings to go on from: a file appended
         to and landed again under its name begins with one of them (landing checks it) and is read from where it ended,
-        with counts of its own. Before, it was a new content read from its start, and its rows without ids landed twice."""
-        rows = self._query(f"SELECT sha256, {', '.join(_ENDED_AT)} FROM files WHERE name = {self.PARAM} AND position IS NOT NULL", (name,))[1]
-        return [(str(sha), FileProgress(int(position), int(line), int(parsed), FileCounts(), str(sha))) for sha, position, line, parsed in rows]
+        with counts of its own. Before, it was a new content read from its start, and its rows without ids landed twice.
+        Each one's `prefix_sha256` is what such a file begins with: the content's own hash, or a Parquet file's rows' digest."""
+        rows = self._query(f"SELECT sha256, {', '.join(_ENDED_AT)}, {ENDED_SHA256} FROM files WHERE name = {self.PARAM} AND position IS NOT NULL", (name,))[1]
+        return [(str(sha), FileProgress(int(position), int(line), int(parsed), FileCounts(), str(ended or sha))) for sha, position, line, parsed, ended in rows]
 
     def landed_unplaced(self, name: str) -> list[tuple[str, int]]:
         """The newest content landed whole under `name` with no record of where it ended (an earlier version kept none),
