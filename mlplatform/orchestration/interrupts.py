@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import dagster as dg
-    from dagster._core.events import DagsterEvent
 
 STOP_GRACE_SECONDS = 20.0  # how long an interrupted step has to unwind before the command exits anyway
 SIGNAL_NAMES = {signal.SIGINT: "SIGINT (Ctrl-C)", signal.SIGTERM: "SIGTERM (Terminate in the Dagster UI, or `kill`)"}
@@ -54,51 +53,36 @@ def _interrupted_retries(instance: dg.DagsterInstance, run_id: str) -> int:
     return sum(1 for e in errors if e is not None and e.cause is not None and e.cause.cls_name in INTERRUPT_ERRORS)
 
 
-def _failed_of_the_interrupt(instance: dg.DagsterInstance, run_id: str, ended: DagsterEvent) -> bool:
-    """The run, whose last end is `ended`, failed of the interrupt alone: Dagster found it interrupted with no mark of
-    canceling, or every step that failed was interrupted. The stop watcher marks the run canceling from its own thread;
-    under load the main thread raised the interrupt and ended the run first, and a stopped run read failed."""
-    from dagster._core.events import DagsterEventType, JobFailureData, RunFailureReason
-
-    data = ended.event_specific_data
-    if ended.event_type != DagsterEventType.RUN_FAILURE or not isinstance(data, JobFailureData):
-        return False
-    if data.failure_reason == RunFailureReason.UNEXPECTED_TERMINATION:
-        return True
-    if data.failure_reason != RunFailureReason.STEP_FAILURE:
-        return False
-    failures = instance.get_records_for_run(run_id, of_type=DagsterEventType.STEP_FAILURE).records
-    errors = [record.event_log_entry.dagster_event.event_specific_data.error for record in failures  # type: ignore[union-attr]
-              if record.event_log_entry.dagster_event is not None]
-    return bool(errors) and all(e is not None and (e.cls_name in INTERRUPT_ERRORS or (e.cause is not None and e.cause.cls_name in INTERRUPT_ERRORS))
-                                for e in errors)
-
-
 def _settle(instance: dg.DagsterInstance, run: dg.DagsterRun | None) -> dg.DagsterRun | None:
-    """After the execution returned on a signal, the run gets its real end. One that failed of the interrupt alone:
-    canceled, as it ends when the mark of canceling comes first. One still CANCELING: the end its last run event set
-    (the mark came after it, and overwrote it), or canceled (it ended on the interrupt before Dagster could say so)."""
+    """After the execution returned, a run still CANCELING gets its real end: the one its last run event set (the mark of
+    canceling came after it, and overwrote it), or canceled (it ended on the interrupt before Dagster could say so)."""
     import dagster as dg
     from dagster._core.events import DagsterEventType
 
-    if run is None or run.status not in (dg.DagsterRunStatus.CANCELING, dg.DagsterRunStatus.FAILURE):
+    if run is None or run.status != dg.DagsterRunStatus.CANCELING:
         return run
     ends = {DagsterEventType.RUN_SUCCESS, DagsterEventType.RUN_FAILURE, DagsterEventType.RUN_CANCELED}
     last = instance.get_records_for_run(run.run_id, of_type=ends, limit=1, ascending=False).records
-    ended = last[0].event_log_entry if last and last[0].event_log_entry.dagster_event is not None else None
-    if ended is not None and _failed_of_the_interrupt(instance, run.run_id, ended.dagster_event):  # type: ignore[arg-type]
-        instance.report_run_canceled(run, message="The run failed only because the stop signal interrupted it: canceled.")
-    elif run.status == dg.DagsterRunStatus.FAILURE:
-        return run
-    elif ended is not None:  # its own time, not now: run durations and the landing sensor's back-off read it
-        instance.run_storage.handle_run_event(run.run_id, ended.dagster_event, update_timestamp=datetime.fromtimestamp(ended.timestamp, timezone.utc))  # type: ignore[arg-type]
+    if last and last[0].event_log_entry.dagster_event is not None:
+        entry = last[0].event_log_entry  # its own time, not now: run durations and the landing sensor's back-off read it
+        instance.run_storage.handle_run_event(run.run_id, entry.dagster_event, update_timestamp=datetime.fromtimestamp(entry.timestamp, timezone.utc))
     else:
         instance.report_run_canceled(run)
     return instance.get_run_by_id(run.run_id)
 
 
+_marked = threading.Event()  # set while no stop watcher runs, and by one once it has marked the run it stops canceling
+_marked.set()
 _holding = [0]  # how many `uninterrupted` blocks hold signals now (the main thread's): the stop watcher's grace waits for them
 _deferred: dict[str, int] = {}  # by run id, the signal a deferring `uninterrupted` block of the run held, for its next step
+
+
+def await_cancel_mark() -> None:
+    """Waits (at most STOP_GRACE_SECONDS) until the stop watcher has marked its run canceling, if one runs. Called as a
+    step's interruption is recorded: Dagster decides right after whether the run ended canceled or failed, by that mark.
+    The watcher marks it from its own thread, and under load the run ended first: a stopped run read failed, and was
+    alerted and retried as one."""
+    _marked.wait(STOP_GRACE_SECONDS)
 
 
 def raise_deferred(run_id: str) -> None:
@@ -212,6 +196,7 @@ def stops_on_signal(instance: dg.DagsterInstance, what: str, find: Callable[[], 
                     run = find()
                     if run is not None and not run.is_finished:
                         instance.report_run_canceling(run)  # so Dagster ends the run canceled, not failed
+                    _marked.set()
                     deadline = time.monotonic() + STOP_GRACE_SECONDS
             if received and lost.is_set() and not ended.is_set():  # a body that ended is cleaning up: no signal of ours breaks that off
                 lost.clear()
@@ -235,6 +220,7 @@ def stops_on_signal(instance: dg.DagsterInstance, what: str, find: Callable[[], 
     late: list[int] = []
     interrupted = False
     try:  # set up within: a signal meanwhile (a KeyboardInterrupt) leaves none of it behind
+        _marked.clear()
         previous_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
         signal.signal(signal.SIGTERM, signal.default_int_handler)  # as Ctrl-C until Dagster's handler takes both
         sys.unraisablehook = unraisable
@@ -261,6 +247,7 @@ def stops_on_signal(instance: dg.DagsterInstance, what: str, find: Callable[[], 
             except KeyboardInterrupt:
                 late.append(signal.SIGINT)
         ended.set()
+        _marked.set()
         if previous_mask is not None:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)  # one held back by every thread comes now, and is noted
         if previous_fd is not None:
