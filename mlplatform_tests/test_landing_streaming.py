@@ -405,6 +405,87 @@ def test_a_parquet_export_killed_mid_reading_then_exported_again_goes_on_from_it
         log.close()
 
 
+def test_a_parquet_export_goes_on_only_from_rows_it_begins_with_and_says_what_it_may_land_twice(tmp_path: Path, adult_spec: DatasetSpec,
+                                                                                                  adult_rows: pd.DataFrame) -> None:
+    """The review of the Parquet exports: the same rows written again as other bytes were recorded as a content of no
+    rows, and those bytes landed again were read whole (100 events became 200); a column of bytes made the digest depend
+    on the batches (29 rows landed twice, nothing said); an export that changed a row of the newer content went on from
+    an older one with only "grew"; one landed by an earlier version, which kept no digest, was read whole with nothing
+    said; and a resumed reading of an export that went on said its rows might be events of both."""
+    frame = adult_rows[COLUMNS].head(100).drop(columns=["event_id", "event_time"]).reset_index(drop=True)
+    frame["blob"] = [b"\xfe" if i == 61 else b"ok" for i in range(100)]  # bytes, one not UTF-8: an ignored column, in the digest
+    path = tmp_path / "export.parquet"
+    log = EventLog(tmp_path / "events.sqlite", adult_spec)
+    try:
+        frame.head(50).to_parquet(path, index=False, row_group_size=20)
+        assert ingest_file(path, adult_spec, log, _policy(1500)).ingested == 50
+        frame.head(50).to_parquet(path, index=False, row_group_size=7)  # the same rows, other bytes
+        other_bytes = path.read_bytes()
+        same = ingest_file(path, adult_spec, log, _policy(1500))
+        assert same.already_ingested and (same.rows, same.duplicates) == (50, 50), same
+        path.write_bytes(other_bytes)
+        assert ingest_file(path, adult_spec, log, _policy(1500)).already_ingested and log.counts().total == 50, "and again: still nothing new"
+        frame.head(80).to_parquet(path, index=False, row_group_size=33)
+        assert ingest_file(path, adult_spec, log, _policy(1500)).ingested == 30
+        frame.head(90).to_parquet(path, index=False, row_group_size=90)
+        grown = ingest_file(path, adult_spec, log, _policy(700))
+        assert grown.note == "grew after its first 80 rows were landed: read on from row 81" and log.counts().total == 90, grown
+        changed = frame.copy()
+        changed.loc[70, "hours-per-week"] = "99"  # a row of the 80-row content corrected: goes on from the 50-row one, and says so
+        changed.to_parquet(path, index=False)
+        apart = ingest_file(path, adult_spec, log, _policy(1500))
+        assert apart.note.startswith("grew after its first 50 rows were landed: read on from row 51; another file named 'export.parquet' was landed before ("), apart
+        assert "rows the two share are events of both" in apart.note and apart.ingested == 50
+    finally:
+        log.close()
+
+
+def test_a_parquet_export_landed_by_an_earlier_version_is_read_whole_and_said(tmp_path: Path, adult_spec: DatasetSpec, adult_rows: pd.DataFrame) -> None:
+    """A Parquet content landed by a version that kept no digest of its rows is never gone on from: an export with more
+    rows is read whole, and now says that its rows without ids may be events of both (it said nothing)."""
+    frame = adult_rows[COLUMNS].head(80).drop(columns=["event_id", "event_time"])
+    path = tmp_path / "export.parquet"
+    log = EventLog(tmp_path / "events.sqlite", adult_spec)
+    try:
+        frame.head(50).to_parquet(path, index=False)
+        ingest_file(path, adult_spec, log, _policy(1500))
+        with log._write() as db:
+            db.execute("UPDATE files SET position = NULL, line = NULL, parsed = NULL, ended_sha256 = NULL")
+        frame.to_parquet(path, index=False)
+        whole = ingest_file(path, adult_spec, log, _policy(1500))
+        assert whole.ingested == 80 and "rows the two share are events of both" in whole.note, whole
+    finally:
+        log.close()
+
+
+@pytest.mark.parametrize("killed", ["its first reading", "the reading that went on"])
+def test_a_parquet_export_killed_mid_reading_goes_on_once_exported_again(tmp_path: Path, adult_spec: DatasetSpec, adult_rows: pd.DataFrame,
+                                                                         killed: str) -> None:
+    """The review: a Parquet reading killed mid-file, then the file exported again with more rows, was read whole (11
+    rows twice, nothing said); a reading that went on from a landed export, killed and resumed, said its rows might be
+    events of both. Each row lands once, and nothing is said of a resumed reading."""
+    frame = adult_rows[COLUMNS].head(90).drop(columns=["event_id", "event_time"])
+    path = tmp_path / "export.parquet"
+    log = EventLog(tmp_path / "events.sqlite", adult_spec)
+    try:
+        if killed == "its first reading":
+            frame.head(60).to_parquet(path, index=False)
+            _killed_after_the_first_batch(path, adult_spec, log)
+            frame.to_parquet(path, index=False, row_group_size=25)
+            grown = ingest_file(path, adult_spec, log, _policy(1500))
+            assert grown.note.startswith("grew after its first 11 rows were landed") and (grown.rows, log.counts().total) == (90, 90), grown
+        else:
+            frame.head(30).to_parquet(path, index=False)
+            ingest_file(path, adult_spec, log, _policy(1500))
+            frame.to_parquet(path, index=False, row_group_size=25)
+            _killed_after_the_first_batch(path, adult_spec, log)
+            resumed = ingest_file(path, adult_spec, log, _policy(1500))
+            assert resumed.note == "" and (resumed.rows, log.counts().total) == (60, 90), resumed
+        assert log._query("SELECT count(*) FROM file_progress")[1][0][0] == 0
+    finally:
+        log.close()
+
+
 def _export_refusing(adult_rows: pd.DataFrame, rows: int, bad: list[int]) -> pd.DataFrame:
     """An export without ids of `rows` rows, those at `bad` refused (an age that is no number)."""
     frame = adult_rows[COLUMNS].head(rows).drop(columns=["event_id", "event_time"]).astype({"age": object})

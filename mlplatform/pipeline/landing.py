@@ -147,7 +147,7 @@ class FileOutcome(FileCounts):
         if self.read_again:
             return self.read_again
         if self.grown:
-            return self.grown
+            return "; ".join(n for n in (self.grown, self.replaced) if n)
         if not self.rows:
             return "no rows"
         ignored = f"ignored columns: {', '.join(self.extra_columns)}" if self.extra_columns else ""
@@ -638,36 +638,48 @@ def _parquet_batches(handle: BinaryIO, start: int, batch_rows: int) -> Iterator[
 
 
 class _RowsDigest:
-    """The SHA-256 of a Parquet file's rows by value: its column names, then its rows as CSV text, in order. The same rows
-    give the same digest whatever the row groups a writer cut them into, so a cumulative export rewritten with more rows
-    is known to begin with the content landed before (its bytes differ from the first one on: a new footer). Arrow's CSV
-    writer: a hash of the pandas rows cost a fifth of the whole landing's CPU time."""
+    """The SHA-256 of a Parquet file's rows by value: its column names, then its rows as CSV text (Arrow's writer; by
+    each row's values where a column is one it cannot write, lists or bytes: a choice made by the schema, so the same
+    rows give the same digest however they are batched), in order, whatever row groups a writer cut them into. So a
+    cumulative export rewritten with more rows is known to begin with the content landed before (its bytes differ from
+    the first one on: a new footer). A row the writer refuses (text that is not UTF-8) leaves no digest: such a file is
+    read whole. (A hash of the pandas rows cost a fifth of the whole landing's CPU time.)"""
 
-    def __init__(self, columns: list[str]) -> None:
-        self._digest = hashlib.sha256("\x1f".join(columns).encode())
+    def __init__(self, schema: pa.Schema) -> None:
+        self._digest = hashlib.sha256("\x1f".join(schema.names).encode())
+        self._by_row = any(pa.types.is_nested(f.type) or pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type)
+                           or pa.types.is_fixed_size_binary(f.type) or pa.types.is_dictionary(f.type) for f in schema)
+        self._broken = False
 
     def update(self, table: pa.Table) -> None:
+        if self._broken:
+            return
+        if self._by_row:
+            self._digest.update("".join(f"{row!r}\n" for row in table.to_pylist()).encode())
+            return
         text = io.BytesIO()
         try:
             pacsv.write_csv(table, text, pacsv.WriteOptions(include_header=False))
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):  # nested values or bytes (quarantined rows): row by row
-            text = io.BytesIO("".join(f"{row!r}\n" for row in table.to_pylist()).encode())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            self._broken = True
+            return
         self._digest.update(text.getvalue())
 
     def copy(self) -> "_RowsDigest":
-        copied = _RowsDigest([])
-        copied._digest = self._digest.copy()
+        copied = _RowsDigest(pa.schema([]))
+        copied._digest, copied._by_row, copied._broken = self._digest.copy(), self._by_row, self._broken
         return copied
 
     def hexdigest(self) -> str:
-        return self._digest.hexdigest()
+        """The digest, or "" where a row left none."""
+        return "" if self._broken else self._digest.hexdigest()
 
 
 def _rows_digests(handle: BinaryIO, at: Collection[int], batch_rows: int) -> dict[int, _RowsDigest]:
     """The digest of a Parquet file's first `at` rows, for each count given that it holds (0: its column names alone)."""
     handle.seek(0)
     try:
-        digest = _RowsDigest(pq.ParquetFile(handle).schema_arrow.names)
+        digest = _RowsDigest(pq.ParquetFile(handle).schema_arrow)
     except (pa.ArrowInvalid, OSError) as exc:
         raise UnreadableFile(f"not parseable as Parquet: {exc}") from None
     cuts = sorted(set(at))
@@ -941,12 +953,11 @@ def _store(path: Path, handle: BinaryIO, seen: os.stat_result, spec: DatasetSpec
     plain_text = not parquet and not path.name.lower().endswith(".gz")
     unfinished, landed = (log.progress_named(path.name), [*log.completed_named(path.name), *_placed(handle, log, path.name)]) if plain_text else ([], [])
     if parquet:
-        landed = log.completed_named(path.name)
+        unfinished, landed = log.progress_named(path.name), log.completed_named(path.name)
     digest, prefixes = _content_hash(handle, seen, path.name.lower().endswith(".gz"), policy.max_decompressed_bytes,
                                      [p.position for _, p in [*unfinished, *landed]] if plain_text else [])
     batch_rows = max(1, policy.batch_bytes // PARQUET_ROW_BYTES)
-    rows_read = _rows_digests(handle, [p.position for _, p in landed], batch_rows) if parquet else {}
-    prefixes.update({rows: found.hexdigest() for rows, found in rows_read.items()})
+    rows_read: dict[int, _RowsDigest] = {}
     _check_settled(path, handle, seen)
     if landed and _first_columns_label_only(handle, path.name, spec, policy):
         landed = []  # a label file is read whole, as one landed again is: labels whose events were missing may find them now
@@ -958,22 +969,27 @@ def _store(path: Path, handle: BinaryIO, seen: os.stat_result, spec: DatasetSpec
     # A content that went on from one landed whole is its own from there: read again, it begins there too (before, the
     # rows of the earlier content landed again under this content's ids).
     began, inherited = log.lineage(digest)
-    id_prefix = inherited or digest[:16]
+    id_prefix, continued = inherited or digest[:16], inherited is not None
+    landed_rows = 0
     if read_again and not progress.position:
         progress = began
-    grown_from, grown = None, ""
+    grown_from, grown, grown_at = None, "", 0
     if recorded is None and not progress.position:  # the furthest reading this file begins with (it may have grown twice)
+        if parquet:  # only here: not for the same bytes again, nor a reading resumed
+            rows_read = _rows_digests(handle, [p.position for _, p in [*unfinished, *landed]], batch_rows)
+            prefixes = {rows: found.hexdigest() for rows, found in rows_read.items() if found.hexdigest()}
         ended_lines = [(sha, p) for sha, p in landed if parquet or _ends_a_line_at(handle, p.position)]
         grown_from, progress = max(((sha, p) for sha, p in [*unfinished, *ended_lines] if prefixes.get(p.position) == (p.prefix_sha256 or sha)
-                                    or (not p.prefix_sha256 and _content_end(handle, sha, p.position) is not None)), key=lambda found: found[1].position,
-                                   default=(None, progress))
+                                    or (plain_text and not p.prefix_sha256 and _content_end(handle, sha, p.position) is not None)),
+                                   key=lambda found: found[1].position, default=(None, progress))
+        grown_at = progress.position
         grown = "" if not grown_from else (f"grew after its first {progress.position} rows were landed: read on from row {progress.position + 1}" if parquet
                                            else f"grew after its first {progress.position} bytes were read: read on from line {progress.line}")
     # Going on from a content landed whole, this one is the appended rows alone: its counts, its quarantine, and a reading
     # of it again begin where that content ended. Going on from an unfinished reading, it is that reading's file, whole.
     from_landed = grown_from in {sha for sha, _ in landed}
     if from_landed:  # its own rows begin there, under its own ids: two files grown apart from one landed content never share one
-        began = FileProgress(progress.position, progress.line, progress.parsed)
+        began, landed_rows = FileProgress(progress.position, progress.line, progress.parsed), progress.parsed
     elif grown_from is not None:  # one reading, gone on: its rows are numbered on under that reading's ids, from where its own began
         began, inherited = log.lineage(grown_from)
         id_prefix = inherited or grown_from[:16]
@@ -982,8 +998,9 @@ def _store(path: Path, handle: BinaryIO, seen: os.stat_result, spec: DatasetSpec
     collector = _CycleCollector(slack_kb=max(2 * policy.batch_bytes, MIN_COLLECTION_SLACK_BYTES) // 1024)
     read = _PrefixDigest(handle) if plain_text else None
     # A Parquet file's rows' digest, for a later export that goes on from it: from where this reading begins (its rows
-    # before were digested above when it goes on from a landed content, and are read again here when it resumes).
-    rows_digest = (rows_read.get(progress.position) or _rows_digests(handle, [progress.position], batch_rows)[progress.position]) if parquet else None
+    # before were digested above when it goes on from an earlier reading, and are read again here when it resumes).
+    rows_digest = (rows_read[progress.position] if progress.position in rows_read else _rows_digests(handle, [progress.position], batch_rows)[progress.position]) \
+        if parquet else None
     columns: list[str] = []
     labels_only = False
     extra: list[str] = []
@@ -1020,7 +1037,7 @@ def _store(path: Path, handle: BinaryIO, seen: os.stat_result, spec: DatasetSpec
                         bad = pd.DataFrame(batch.parsed.bad_rows, columns=["row_number", "reason", "record"])
                         counts += FileCounts(quarantined=log.quarantine(bad, source=path.name, file_sha256=digest))
                     progress = FileProgress(batch.position, batch.line, progress.parsed + len(frame), progress.counts + counts,
-                                            read.upto(batch.position) if read else "")
+                                            read.upto(batch.position) if read else rows_digest.hexdigest() if rows_digest is not None else "")
                     log.record_progress(digest, path.name, progress)
                 del frame, batch
                 collector.after_batch()
@@ -1033,13 +1050,22 @@ def _store(path: Path, handle: BinaryIO, seen: os.stat_result, spec: DatasetSpec
         if grown_from is not None:  # nothing was read after the earlier reading: still its successor
             log.hand_over(grown_from, digest, began, id_prefix, quarantine=not from_landed)
         ended = replace(progress, prefix_sha256=rows_digest.hexdigest()) if rows_digest is not None else progress
-        log.record_file(digest, path.name, progress.counts, ended if (plain_text or parquet) and progress.position else None)
-    # Another content of this name, not gone on from: a corrected export, say. Without ids, rows it shares with the
-    # earlier one are new events again (the acceptance probe: 27 rows stored twice, nothing said).
-    others = [sha[:CONTENT_CHARS] for sha, _ in landed if sha != digest]
+        # The rows of a content landed whole and none after them (the same rows written again as other bytes): nothing
+        # new, and recorded so: landed again, these bytes were read from their start (the review: their rows twice).
+        nothing_new = from_landed and not progress.counts.rows
+        counts = FileCounts(rows=landed_rows, duplicates=landed_rows) if nothing_new else progress.counts
+        log.record_file(digest, path.name, counts, ended if (plain_text or parquet) and progress.position else None)
+    if nothing_new:
+        return FileOutcome(name=path.name, rows=landed_rows, duplicates=landed_rows, already_ingested=True)
+    # Another content of this name, not gone on from (a corrected export, say), or one further than the content gone on
+    # from, which this one does not begin with. Without ids, rows it shares with the other are new events again (the
+    # acceptance probe: 27 rows stored twice, nothing said). Not said of a reading that resumes one that went on.
+    others = [sha[:CONTENT_CHARS] for sha, p in landed if sha != digest and (not grown or p.position > grown_at)]
+    if parquet:  # one landed by a version that kept no digest of its rows: never gone on from
+        others += [sha[:CONTENT_CHARS] for sha, _ in log.landed_unplaced(path.name) if sha != digest]
     has_ids = spec.id_column in columns or EVENT_ID in columns  # validation's own choice of an id column
     replaced = (f"another file named {path.name!r} was landed before ({', '.join(others)}): without an id column, rows the two share are "
-                "events of both" if others and not grown and not read_again and not has_ids else "")
+                "events of both" if others and not continued and not read_again and not has_ids else "")
     # The spec names a time column and this events file has none: a broken export, most likely (the new-user probe: old
     # events became the log's newest, in every hold-out, and nothing said so). Taken, as documented, and said.
     untimed = (f"no time column {spec.time_column!r}: its events are timed as they landed" if spec.time_column and columns and not labels_only
