@@ -479,6 +479,24 @@ def test_decide_promotes_on_a_win_only_and_says_when_the_metric_is_undefined(adu
                                                               "held to the quality floor (≥ 0.6000), so it is not promoted")
 
 
+def test_a_binary_challenger_tied_on_roc_auc_wins_on_a_log_loss_a_tenth_lower(adult_spec: DatasetSpec) -> None:
+    """The new-user probe: a shift moved the champion's probabilities but kept their order, so it answered wrongly at its
+    threshold (accuracy 0.49) while its ROC AUC stayed 0.9999; three retrainings with 0.999 accuracy and AUC 1.0000 were
+    rejected ("+0.0001 is below the margin 0.002"), each doubling the drift bar."""
+    probe = decide(adult_spec, {"roc_auc": 1.0, "log_loss": 0.0493}, {"roc_auc": 0.9999, "log_loss": 0.6957}, 0.002, 0.6)
+    assert probe.promote and probe.reason == ("challenger roc_auc 1.0000 ties champion 0.9999 (+0.0001, margin 0.002), and its log_loss 0.0493 is 93% below "
+                                              "the champion's 0.6957 (at least 10%): its probabilities fit the hold-out where the champion's do not"), probe.reason
+    assert decide(adult_spec, {"roc_auc": 0.7985, "log_loss": 0.30}, {"roc_auc": 0.8, "log_loss": 0.40}, 0.002, 0.6).promote, "a tie either way"
+    close = decide(adult_spec, {"roc_auc": 0.8, "log_loss": 0.37}, {"roc_auc": 0.8, "log_loss": 0.40}, 0.002, 0.6)
+    assert not close.promote and close.reason.endswith("+0.0000 is below the margin 0.002"), "7.5 % lower: no win"
+    assert not decide(adult_spec, {"roc_auc": 0.79, "log_loss": 0.1}, {"roc_auc": 0.8, "log_loss": 0.4}, 0.002, 0.6).promote, "a worse ranking is no tie"
+    assert not decide(adult_spec, {"roc_auc": 0.8}, {"roc_auc": 0.8, "log_loss": 0.4}, 0.002, 0.6).promote, "no log loss: no tie-break"
+    live = decide(adult_spec, {"roc_auc": 1.0, "log_loss": 0.05}, {"roc_auc": 0.9999, "log_loss": 0.7}, 0.002, 0.6, on=("roc_auc", True))
+    assert not live.promote, "a decision on another footing (shadow, live events) keeps its own metric"
+    multiclass = parse_spec({"name": "m", "task": "multiclass", "label": "y", "classes": ["a", "b", "c"], "features": {"x": "numeric"}})
+    assert not decide(multiclass, {"log_loss": 0.4, "roc_auc": 0.9}, {"log_loss": 0.4, "roc_auc": 0.9}, 0.002, math.inf).promote
+
+
 def test_a_multiclass_floor_failed_by_a_class_the_training_rows_lack_says_so() -> None:
     """One hold-out event of a class the training rows never had failed the first model's floor (log loss 0.8929 against
     0.8375; 0.8367 without it) with nothing but the two numbers: no model trained on those rows predicts that class."""
