@@ -433,6 +433,8 @@ def test_against_a_refit_champion_only_holdout_rows_after_its_cutoff_are_judged(
     # The probe: judged again against a champion with a later cut-off, the version's recorded hold-out metrics became those
     # of the rows judged (ROC AUC 0.8397 on 982 rows, where its whole hold-out's is 0.8603).
     assert after.own_metrics == score(adult_spec, holdout[LABEL], challenger) != after.challenger_metrics
+    assert after.decision.reason.endswith(" (on the 300 of the 600 hold-out rows labelled after the refit champion's cut-off)"), \
+        "said: the new-user probe took the scores for the whole hold-out's"
     few = judge(settings, adult_spec, holdout, challenger, trained.predictor, np.arange(600) >= 500)
     plain = judge(settings, adult_spec, holdout, challenger, trained.predictor)
     assert few.judged_rows == plain.judged_rows == 600 and few.challenger_metrics == plain.challenger_metrics == plain.own_metrics

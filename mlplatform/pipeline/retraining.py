@@ -443,8 +443,9 @@ def judge(settings: Settings, spec: DatasetSpec, holdout: pd.DataFrame, challeng
     if champion is not None and champion_unseen is not None and not champion_unseen.all():
         unseen = int(champion_unseen.sum())
         own = recorded if champion_recorded is None else holdout.index.isin(champion_recorded.index) & ~champion_unseen
-        if unseen >= MIN_JUDGED_ROWS:
+        if unseen >= MIN_JUDGED_ROWS:  # said: a person reading "0.0332 vs 0.0284" took it for the whole hold-out (the new-user probe)
             rows = champion_unseen
+            note = f" (on the {unseen} of the {len(holdout)} hold-out rows labelled after the refit champion's cut-off)"
         elif unseen + int(own.sum()) >= MIN_JUDGED_ROWS:
             rows, recorded = champion_unseen | own, own
             after = f", on the {unseen} labelled after its cut-off by its own" if unseen else ""
