@@ -479,6 +479,24 @@ def test_realized_performance_outside_the_band_says_on_which_side(metric: str, r
     assert report.untrusted == [f"realized {metric} {realized:.4f} {says}"] and report.only_better is only_better
 
 
+def test_a_better_ranking_with_worse_answers_at_the_threshold_is_said_to_be_a_fall() -> None:
+    """The new-user probe: a shift that kept the champion's ranking (realized ROC AUC above the band) moved its answers
+    at the threshold (realized precision 0.12 against an estimated 0.82); the trust verdict said "not a fall"."""
+    from mlplatform.domain.estimation import Estimate
+    from mlplatform.orchestration.estimation import BETTER_THAN_ESTIMATED, FELL_AT_THE_THRESHOLD, trust_verdict
+
+    band = Estimate(750, {"roc_auc": 0.95, "precision": 0.82, "recall": 0.8}, {"roc_auc": 0.93, "precision": 0.78, "recall": 0.75},
+                    {"roc_auc": 0.97, "precision": 0.86, "recall": 0.85})
+    shifted = ChunkResult(0, 1, band, 750, band, {"roc_auc": 0.9999, "precision": 0.1228, "recall": 0.99})
+    report = EstimationReport(1, "cbpe", "roc_auc", {"roc_auc": 0.95}, [shifted], shifted)
+    assert report.fallen_elsewhere == ["realized precision 0.1228 below the estimate's band 0.7800-0.8600 on 750 labelled events"]
+    assert trust_verdict(report) == (f"{FELL_AT_THE_THRESHOLD}: realized roc_auc 0.9999 above the estimate's band 0.9300-0.9700 on 750 labelled events "
+                                     "(better than estimated); realized precision 0.1228 below the estimate's band 0.7800-0.8600 on 750 labelled events")
+    easier = ChunkResult(0, 1, band, 750, band, {"roc_auc": 0.9999, "precision": 0.9, "recall": 0.8})
+    assert trust_verdict(EstimationReport(1, "cbpe", "roc_auc", {"roc_auc": 0.95}, [easier], easier)).startswith(f"{BETTER_THAN_ESTIMATED}: "), \
+        "better everywhere: the estimate is off, not a fall, as before"
+
+
 def test_no_chunk_compared_says_whether_labels_are_missing_too_few_or_all_of_one_class() -> None:
     """The estimation probe: 2279 labels, all of one class, after the cut-off; realized AUC is undefined there, and the
     trust verdict said "no chunk has labels"."""

@@ -26,6 +26,24 @@ CONCEPT_CHANGE = ("where labels came back, realized performance fell below the e
 BETTER_THAN_ESTIMATED = ("where labels came back, realized performance is better than the estimate's band: the estimate is off "
                          "(labels easier to predict than on the hold-out, or its calibration no longer holds), not a fall; "
                          "trust realized performance and live_quality")
+FELL_AT_THE_THRESHOLD = ("where labels came back, realized performance is better than the estimate's band on the watched metric, "
+                         "but other metrics fell below theirs: the champion still ranks the events, but its answers at the decision "
+                         "threshold got worse (its probabilities moved); trust realized performance and live_quality")
+
+
+def trust_verdict(result: EstimationReport) -> str:
+    """What the trust check says: realized performance inside the estimate's band, outside it on which side and what that
+    means, or why nothing could be compared."""
+    untrusted, compared, fallen = result.untrusted, result.compared, result.fallen_elsewhere
+    if untrusted and result.only_better and fallen:
+        text = f"{FELL_AT_THE_THRESHOLD}: {'; '.join(untrusted + fallen)}"
+    elif untrusted:
+        text = f"{BETTER_THAN_ESTIMATED if result.only_better else CONCEPT_CHANGE}: {'; '.join(untrusted)}"
+    elif compared:
+        text = f"realized performance inside the estimate's band on the {compared} chunk{'s' * (compared > 1)} where labels came back"
+    else:
+        text = f"nothing to check the estimate against yet: {result.uncompared}"
+    return text + (f"; {result.left_out_note}" if result.left_out else "")
 
 
 def _band(estimate: Estimate | None, metric: str) -> str:
@@ -157,12 +175,7 @@ def build_estimated_performance(names: ModelNames, retry: dg.RetryPolicy, freshn
             )
         recent, floors = result.recent.estimate, estimate_floors(settings, spec)
         breaches, floor_text = floor_verdict(recent, floors)
-        untrusted = result.untrusted
-        compared = result.compared
-        trust_text = (f"{BETTER_THAN_ESTIMATED if result.only_better else CONCEPT_CHANGE}: {'; '.join(untrusted)}" if untrusted
-                      else f"realized performance inside the estimate's band on the {compared} chunk{'s' * (compared > 1)} where labels came back" if compared
-                      else f"nothing to check the estimate against yet: {result.uncompared}")
-        trust_text += f"; {result.left_out_note}" if result.left_out else ""
+        untrusted, trust_text = result.untrusted, trust_verdict(result)
         context.log.info(f"{floor_text}; {trust_text}")
         return dg.MaterializeResult(
             metadata={**report_metadata(result), FLOOR_VERDICT: floor_text, TRUST_VERDICT: trust_text,
