@@ -155,6 +155,7 @@ class Settings(BaseSettings):
     quality_drop_events: int = Field(default=1000, ge=10, description="Labelled served predictions of the champion the quality_drop trigger reads: fewer and it waits.")
     reports_url: str = Field(default="http://127.0.0.1:3001", description="Where `mlplatform dev` serves the reports folder; report links in metadata point here.")
     evidently_workspace_dir: Path | None = Field(default=None, description="The local Evidently workspace every drift report's snapshot is added to, one project per model (default: <state>/evidently).")
+    code_server_port: int | None = Field(default=None, ge=1, le=65535, description="The port of `mlplatform dev`'s code server on 127.0.0.1 (the next ports for further code locations of workspace.yaml); unset: a free port each start.")
     evidently_ui_url: str = Field(default="http://127.0.0.1:3002", description="Where `mlplatform dev` serves `evidently ui` on the workspace; drift_report metadata links to the model's project here.")
 
     serve_host: str = Field(default="127.0.0.1", description="Prediction service bind address (loopback unless you mean to expose it).")

@@ -6,6 +6,7 @@ import io
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,7 +20,7 @@ import yaml
 
 from mlplatform.stores.reports import report_url
 from mlplatform.settings import REPO_ROOT, Settings
-from mlplatform.cli.dev import CODE_CLIENTS, HEALTH_CHECK_SECONDS, RELOAD_CHECK_SECONDS, RESTART_GRACE_SECONDS, RETRY_FAILED_LOAD_SECONDS, SERVICES, STACK_WORKSPACE_FILE, CodeReloader, DevServerError, Server, _watch_the_stop, code_servers, running, running_in, stop_all
+from mlplatform.cli.dev import CODE_CLIENTS, HEALTH_CHECK_SECONDS, RELOAD_CHECK_SECONDS, RESTART_GRACE_SECONDS, RETRY_FAILED_LOAD_SECONDS, SERVICES, STACK_WORKSPACE_FILE, CodeReloader, DevServerError, Server, _watch_the_stop, code_servers, running, running_in, stack_workspace, stop_all
 from mlplatform.ports import free_port
 from mlplatform.orchestration.instance import IN_STACK_ENV, STACK_STOPPING_FILE
 from mlplatform_tests.support.processes import wait_until
@@ -487,6 +488,24 @@ def test_a_workspace_entry_dev_cannot_serve_is_refused_naming_the_file(tmp_path:
     with pytest.raises(DevServerError, match=re.escape(said)) as raised:
         code_servers(Settings(state_dir=tmp_path / "state"), workspace, files=list)
     assert str(workspace) in str(raised.value)
+
+
+def test_the_code_server_port_can_be_fixed_and_a_taken_one_is_refused_naming_the_setting(tmp_path: Path) -> None:
+    """The new-user probe: every server's port could be set but the code server's, which took a random one (53637, then
+    53837), outside the range a restricted machine allows."""
+    workspace = tmp_path / "workspace.yaml"
+    workspace.write_text(yaml.safe_dump({"load_from": [{"python_module": {"module_name": "a", "location_name": "a"}},
+                                                       {"python_module": {"module_name": "b", "location_name": "b"}}]}))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        base = taken.getsockname()[1]
+        settings = Settings(state_dir=tmp_path / "state", code_server_port=base - 1)
+        with pytest.raises(DevServerError, match=re.escape(f"port {base} on 127.0.0.1 (code location b; MLPLATFORM_CODE_SERVER_PORT: {base - 1}) cannot be bound")):
+            code_servers(settings, workspace, files=list)
+    fixed = Settings(state_dir=tmp_path / "state", code_server_port=base)
+    assert [s.url for s in code_servers(fixed, workspace, files=list)] == [f"grpc://127.0.0.1:{base} (no UI: code location a)",
+                                                                           f"grpc://127.0.0.1:{base + 1} (no UI: code location b)"]
+    assert [e["grpc_server"]["port"] for e in yaml.safe_load(stack_workspace(fixed).read_text())["load_from"]] == [base, base + 1]
 
 
 def test_a_code_location_that_fails_to_load_at_start_stops_dev_naming_the_users_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -527,14 +527,17 @@ def code_servers(settings: Settings, workspace: Path = WORKSPACE, files: Callabl
     started a new one every 60 s (Dagster's RELOAD_WORKSPACE_INTERVAL): a fresh import of the code location, seconds of
     CPU each minute for as long as the stack ran (the soak probe)."""
     servers, entries = [], []
-    for entry in yaml.safe_load(workspace.read_text(encoding="utf-8"))["load_from"]:
+    for index, entry in enumerate(yaml.safe_load(workspace.read_text(encoding="utf-8"))["load_from"]):
         kind = next(iter(entry)) if len(entry) == 1 else None
         if kind not in WORKSPACE_TARGETS:
             raise DevServerError(f"{workspace}: `dev` starts code servers for {' and '.join(WORKSPACE_TARGETS)} entries, not {sorted(entry)}")
         target = entry[kind]
         if not isinstance(target, dict) or "location_name" not in target:
             raise DevServerError(f"{workspace}: each {kind} entry needs a location_name for `dev` to name its code server")
-        name, port = target["location_name"], free_port()
+        name, port = target["location_name"], free_port() if settings.code_server_port is None else settings.code_server_port + index
+        if settings.code_server_port is not None and (error := bind_error("127.0.0.1", port)) is not None:
+            raise DevServerError(f"port {port} on 127.0.0.1 (code location {name}; {env_name('code_server_port')}: {settings.code_server_port}) "
+                                 f"cannot be bound: {error}; stop what listens there or set {env_name('code_server_port')}")
         if any(e["grpc_server"]["location_name"] == name for e in entries):  # the stack workspace would name one location twice
             raise DevServerError(f"{workspace}: two entries are named {name!r}: give each code location its own location_name")
         load = ["-m", target["module_name"]] if kind == "python_module" else ["-f", str(workspace.parent / target["relative_path"])]
