@@ -486,6 +486,36 @@ def test_a_parquet_export_killed_mid_reading_goes_on_once_exported_again(tmp_pat
         log.close()
 
 
+@pytest.mark.parametrize("name", ["export.csv.gz", "export.jsonl.gz"])
+def test_a_gzipped_export_written_again_with_more_rows_lands_only_the_new_rows(tmp_path: Path, adult_spec: DatasetSpec, adult_rows: pd.DataFrame,
+                                                                               name: str) -> None:
+    """A .gz export without ids, compressed again under its name with more rows (other bytes from the first on), was read
+    whole each time: its earlier rows landed again. It goes on where the landed text ended, as a plain file does, read in
+    its decompressed text; the same text compressed again is nothing new; a reading killed mid-file goes on too."""
+    frame = adult_rows[COLUMNS].head(120).drop(columns=["event_id", "event_time"])
+    path = tmp_path / name
+    log = EventLog(tmp_path / "events.sqlite", adult_spec)
+    try:
+        text = _write(frame.head(50), tmp_path / name.removesuffix(".gz")).read_bytes()
+        path.write_bytes(gzip.compress(text, compresslevel=9))
+        assert ingest_file(path, adult_spec, log, _policy(1500)).ingested == 50
+        path.write_bytes(gzip.compress(text, compresslevel=1))  # the same text, other bytes
+        same = ingest_file(path, adult_spec, log, _policy(1500))
+        assert same.already_ingested and log.counts().total == 50, same
+        text += _rows_text(frame.iloc[50:80], name.removesuffix(".gz"))
+        path.write_bytes(gzip.compress(text))
+        grown = ingest_file(path, adult_spec, log, _policy(1500))
+        assert grown.note.startswith("grew after its first ") and "(decompressed)" in grown.note and (grown.ingested, log.counts().total) == (30, 80), grown
+        text += _rows_text(frame.iloc[80:120], name.removesuffix(".gz"))
+        path.write_bytes(gzip.compress(text))
+        _killed_after_the_first_batch(path, adult_spec, log)
+        assert 80 < log.counts().total < 120
+        path.write_bytes(gzip.compress(text, compresslevel=3))  # the killed reading's text, compressed again
+        assert ingest_file(path, adult_spec, log, _policy(1500)).note.startswith("grew after its first ") and log.counts().total == 120
+    finally:
+        log.close()
+
+
 def _export_refusing(adult_rows: pd.DataFrame, rows: int, bad: list[int]) -> pd.DataFrame:
     """An export without ids of `rows` rows, those at `bad` refused (an age that is no number)."""
     frame = adult_rows[COLUMNS].head(rows).drop(columns=["event_id", "event_time"]).astype({"age": object})

@@ -545,31 +545,36 @@ def _decompressed(handle: BinaryIO) -> Iterator[BinaryIO]:
         raise UnreadableFile(f"not a valid gzip file: {exc}") from None
 
 
+def _digested(digest: Any, size: int, block: bytes, cuts: list[int], prefixes: dict[int, str]) -> int:
+    """`block` added to `digest` (of `size` bytes so far), noting the digest at each of `cuts` it reaches; the new size."""
+    while cuts and cuts[0] <= size + len(block):
+        head, block = block[: cuts[0] - size], block[cuts[0] - size :]
+        digest.update(head)
+        size += len(head)
+        prefixes[size] = digest.copy().hexdigest()
+        cuts.pop(0)
+    digest.update(block)
+    return size + len(block)
+
+
 def _content_hash(handle: BinaryIO, seen: os.stat_result, gzipped: bool, max_decompressed: int, at: Collection[int] = ()) -> tuple[str, dict[int, str]]:
-    """The sha256 of the file, read block by block, and of its first `at` bytes (for each size given that it holds). A .gz
-    is also decompressed to its end (counting, keeping nothing): a corrupt one or one that expands past `max_decompressed`
-    is rejected before any of its rows is written."""
+    """The sha256 of the file, read block by block, and of its first `at` bytes (for each size given that it holds; of a
+    .gz, of its decompressed text). A .gz is also decompressed to its end: a corrupt one or one that expands past
+    `max_decompressed` is rejected before any of its rows is written."""
     handle.seek(0)
     digest = hashlib.sha256()
     size = 0
     prefixes: dict[int, str] = {}
-    cuts = sorted(n for n in set(at) if 0 < n <= seen.st_size)
+    cuts = sorted(n for n in set(at) if n > 0)
     while block := handle.read(READ_BLOCK):
-        while cuts and cuts[0] <= size + len(block):
-            head, block = block[: cuts[0] - size], block[cuts[0] - size :]
-            digest.update(head)
-            size += len(head)
-            prefixes[size] = digest.copy().hexdigest()
-            cuts.pop(0)
-        digest.update(block)
-        size += len(block)
+        size = _digested(digest, size, block, [] if gzipped else cuts, prefixes)
     if size != seen.st_size:
         raise NotSettled("changed while being read")
     if gzipped:
-        expanded = 0
+        expanded, text = 0, hashlib.sha256()
         with _decompressed(handle) as stream:
             while block := stream.read(READ_BLOCK):
-                expanded += len(block)
+                expanded = _digested(text, expanded, block, cuts, prefixes)
                 if expanded > max_decompressed:
                     raise UnreadableFile(f"decompresses to more than {max_decompressed} bytes, over the limit ({env_name('landing_max_decompressed_bytes')})")
     return digest.hexdigest(), prefixes
@@ -869,17 +874,20 @@ def _resident_kb() -> int:
 
 
 class _PrefixDigest:
-    """The SHA-256 of a file's first bytes, extended as its reading goes on. Recorded with each batch's progress, so a
-    file that grew after its reading was killed is known to begin with the bytes read, and goes on after them: read from
-    its start as a new content, its rows without ids landed twice. One more pass over the bytes read (sha256, ~1 GB/s)."""
+    """The SHA-256 of a file's first bytes (a .gz's decompressed text), extended as its reading goes on. Recorded with
+    each batch's progress, so a file that grew after its reading was killed is known to begin with the bytes read, and
+    goes on after them: read from its start as a new content, its rows without ids landed twice. One more pass over the
+    bytes read (sha256, ~1 GB/s), on a reader of its own: the reading's handle moves as it parses."""
 
-    def __init__(self, handle: BinaryIO) -> None:
-        self._fd, self._digest, self._size = handle.fileno(), hashlib.sha256(), 0
+    def __init__(self, handle: BinaryIO, size: int, gzipped: bool) -> None:
+        raw: BinaryIO = io.BufferedReader(_Prefix(handle.fileno(), size), READ_BLOCK)
+        self._stream = gzip.GzipFile(fileobj=raw, mode="rb") if gzipped else raw
+        self._digest, self._size = hashlib.sha256(), 0
 
     def upto(self, position: int) -> str:
         """The digest of the file's first `position` bytes (at or after the last one asked for)."""
         while self._size < position:
-            block = os.pread(self._fd, min(READ_BLOCK, position - self._size), self._size)
+            block = self._stream.read(min(READ_BLOCK, position - self._size))
             if not block:
                 raise NotSettled("changed while being read")
             self._digest.update(block)
@@ -887,12 +895,20 @@ class _PrefixDigest:
         return self._digest.hexdigest()
 
 
-def _ends_a_line_at(handle: BinaryIO, position: int) -> bool:
+def _ends_a_line_at(handle: BinaryIO, position: int, gzipped: bool) -> bool:
     """Whether a content landed whole that ended at `position` ended a line there, as this file shows: its last byte is a
     line end, or the bytes appended after it begin with one (an export whose last line had none, appended to). Its last
-    line extended by the appended bytes would be read on from the middle of a line, so such a file is read whole."""
+    line extended by the appended bytes would be read on from the middle of a line, so such a file is read whole. Of a
+    .gz, in its decompressed text."""
+    if position <= 0:
+        return False
+    if gzipped:
+        with _decompressed(handle) as stream:
+            stream.seek(position - 1)
+            around = stream.read(2)
+        return around[:1] == b"\n" or around[1:2] in (b"\n", b"\r")
     fd = handle.fileno()
-    return position > 0 and (os.pread(fd, 1, position - 1) == b"\n" or os.pread(fd, 1, position) in (b"\n", b"\r"))
+    return os.pread(fd, 1, position - 1) == b"\n" or os.pread(fd, 1, position) in (b"\n", b"\r")
 
 
 def _content_end(handle: BinaryIO, sha256: str, read_up_to: int = 0, max_line_ends: int | None = None) -> tuple[int, int] | None:
@@ -949,13 +965,12 @@ def _store(path: Path, handle: BinaryIO, seen: os.stat_result, spec: DatasetSpec
     # A plain text file whose reading stopped (where its content then ended, or killed after a batch) may have grown since:
     # one that begins with the bytes read goes on from there. A Parquet file landed whole may have been exported again
     # with more rows: one that begins with its rows goes on from there. Not a .gz's.
-    parquet = path.name.lower().endswith(".parquet")
-    plain_text = not parquet and not path.name.lower().endswith(".gz")
-    unfinished, landed = (log.progress_named(path.name), [*log.completed_named(path.name), *_placed(handle, log, path.name)]) if plain_text else ([], [])
-    if parquet:
-        unfinished, landed = log.progress_named(path.name), log.completed_named(path.name)
-    digest, prefixes = _content_hash(handle, seen, path.name.lower().endswith(".gz"), policy.max_decompressed_bytes,
-                                     [p.position for _, p in [*unfinished, *landed]] if plain_text else [])
+    parquet, gzipped = path.name.lower().endswith(".parquet"), path.name.lower().endswith(".gz")
+    plain_text = not parquet and not gzipped
+    unfinished, landed = log.progress_named(path.name), log.completed_named(path.name)
+    if plain_text:  # a content an earlier version landed whole, kept without where it ended
+        landed += _placed(handle, log, path.name)
+    digest, prefixes = _content_hash(handle, seen, gzipped, policy.max_decompressed_bytes, [] if parquet else [p.position for _, p in [*unfinished, *landed]])
     batch_rows = max(1, policy.batch_bytes // PARQUET_ROW_BYTES)
     rows_read: dict[int, _RowsDigest] = {}
     _check_settled(path, handle, seen)
@@ -978,13 +993,13 @@ def _store(path: Path, handle: BinaryIO, seen: os.stat_result, spec: DatasetSpec
         if parquet:  # only here: not for the same bytes again, nor a reading resumed
             rows_read = _rows_digests(handle, [p.position for _, p in [*unfinished, *landed]], batch_rows)
             prefixes = {rows: found.hexdigest() for rows, found in rows_read.items() if found.hexdigest()}
-        ended_lines = [(sha, p) for sha, p in landed if parquet or _ends_a_line_at(handle, p.position)]
+        ended_lines = [(sha, p) for sha, p in landed if parquet or _ends_a_line_at(handle, p.position, gzipped)]
         grown_from, progress = max(((sha, p) for sha, p in [*unfinished, *ended_lines] if prefixes.get(p.position) == (p.prefix_sha256 or sha)
                                     or (plain_text and not p.prefix_sha256 and _content_end(handle, sha, p.position) is not None)),
                                    key=lambda found: found[1].position, default=(None, progress))
         grown_at = progress.position
         grown = "" if not grown_from else (f"grew after its first {progress.position} rows were landed: read on from row {progress.position + 1}" if parquet
-                                           else f"grew after its first {progress.position} bytes were read: read on from line {progress.line}")
+                                           else f"grew after its first {progress.position} bytes{' (decompressed)' if gzipped else ''} were read: read on from line {progress.line}")
     # Going on from a content landed whole, this one is the appended rows alone: its counts, its quarantine, and a reading
     # of it again begin where that content ended. Going on from an unfinished reading, it is that reading's file, whole.
     from_landed = grown_from in {sha for sha, _ in landed}
@@ -996,7 +1011,7 @@ def _store(path: Path, handle: BinaryIO, seen: os.stat_result, spec: DatasetSpec
     # A reading again replaces the file's quarantine, in its first batch's transaction (not again when it resumes).
     releasing = bool(read_again) and not progress.counts.rows
     collector = _CycleCollector(slack_kb=max(2 * policy.batch_bytes, MIN_COLLECTION_SLACK_BYTES) // 1024)
-    read = _PrefixDigest(handle) if plain_text else None
+    read = None if parquet else _PrefixDigest(handle, seen.st_size, gzipped)
     # A Parquet file's rows' digest, for a later export that goes on from it: from where this reading begins (its rows
     # before were digested above when it goes on from an earlier reading, and are read again here when it resumes).
     rows_digest = (rows_read[progress.position] if progress.position in rows_read else _rows_digests(handle, [progress.position], batch_rows)[progress.position]) \
@@ -1054,7 +1069,7 @@ def _store(path: Path, handle: BinaryIO, seen: os.stat_result, spec: DatasetSpec
         # new, and recorded so: landed again, these bytes were read from their start (the review: their rows twice).
         nothing_new = from_landed and not progress.counts.rows
         counts = FileCounts(rows=landed_rows, duplicates=landed_rows) if nothing_new else progress.counts
-        log.record_file(digest, path.name, counts, ended if (plain_text or parquet) and progress.position else None)
+        log.record_file(digest, path.name, counts, ended if progress.position else None)
     if nothing_new:
         return FileOutcome(name=path.name, rows=landed_rows, duplicates=landed_rows, already_ingested=True)
     # Another content of this name, not gone on from (a corrected export, say), or one further than the content gone on
