@@ -19,6 +19,7 @@ pytest_plugins = ["mlplatform_tests.support.postgres"]  # postgres_cluster (sess
 
 ADULT_SPEC = REPO_ROOT / "data" / "adult.yaml"
 BIKE_SPEC = REPO_ROOT / "data" / "bike_sharing.yaml"
+os.environ.pop("MLPLATFORM_CODE_SERVER_PORT", None)  # a developer's own stack's port: the tests' stacks take free ports
 DEFAULT_STATE = Settings.model_fields["state_dir"].default  # the clone's own state folder, which `make demo` uses
 _DEFAULT_STATE_BEFORE = pytest.StashKey[bool]()
 

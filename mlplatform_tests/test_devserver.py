@@ -502,6 +502,12 @@ def test_the_code_server_port_can_be_fixed_and_a_taken_one_is_refused_naming_the
         settings = Settings(state_dir=tmp_path / "state", code_server_port=base - 1)
         with pytest.raises(DevServerError, match=re.escape(f"port {base} on 127.0.0.1 (code location b; MLPLATFORM_CODE_SERVER_PORT: {base - 1}) cannot be bound")):
             code_servers(settings, workspace, files=list)
+    shared = Settings(state_dir=tmp_path / "state", code_server_port=base, dagster_ui_url=f"http://127.0.0.1:{base + 1}")
+    with pytest.raises(DevServerError, match=re.escape(f"port {base + 1} (code location b; MLPLATFORM_CODE_SERVER_PORT: {base}) is also "
+                                                       "MLPLATFORM_DAGSTER_UI_URL's")):
+        code_servers(shared, workspace, files=list)  # the review: bound first, it left the UI's health check reading gRPC bytes
+    with pytest.raises(DevServerError, match=re.escape("port 65536 (code location b; MLPLATFORM_CODE_SERVER_PORT: 65535) is past 65535")):
+        code_servers(Settings(state_dir=tmp_path / "state", code_server_port=65535), workspace, files=list)
     fixed = Settings(state_dir=tmp_path / "state", code_server_port=base)
     assert [s.url for s in code_servers(fixed, workspace, files=list)] == [f"grpc://127.0.0.1:{base} (no UI: code location a)",
                                                                            f"grpc://127.0.0.1:{base + 1} (no UI: code location b)"]

@@ -495,6 +495,13 @@ def test_a_better_ranking_with_worse_answers_at_the_threshold_is_said_to_be_a_fa
     easier = ChunkResult(0, 1, band, 750, band, {"roc_auc": 0.9999, "precision": 0.9, "recall": 0.8})
     assert trust_verdict(EstimationReport(1, "cbpe", "roc_auc", {"roc_auc": 0.95}, [easier], easier)).startswith(f"{BETTER_THAN_ESTIMATED}: "), \
         "better everywhere: the estimate is off, not a fall, as before"
+    # The review: a regression's rmse above its band read "below", and a multiclass model's fall was put down to a ranking.
+    errors = Estimate(750, {"mae": 10.0, "rmse": 14.0}, {"mae": 9.0, "rmse": 12.5}, {"mae": 11.0, "rmse": 15.5})
+    regression = ChunkResult(0, 1, errors, 750, errors, {"mae": 7.0, "rmse": 25.0})
+    assert EstimationReport(1, "dle", "mae", {"mae": 10.0}, [regression], regression).fallen_elsewhere == []
+    classes = Estimate(750, {"accuracy": 0.8, "f1": 0.7}, {"accuracy": 0.78, "f1": 0.65}, {"accuracy": 0.82, "f1": 0.75})
+    multiclass = ChunkResult(0, 1, classes, 750, classes, {"accuracy": 0.9, "f1": 0.5})
+    assert EstimationReport(1, "cbpe", "accuracy", {"accuracy": 0.8}, [multiclass], multiclass).fallen_elsewhere == []
 
 
 def test_no_chunk_compared_says_whether_labels_are_missing_too_few_or_all_of_one_class() -> None:

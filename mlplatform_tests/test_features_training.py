@@ -486,15 +486,25 @@ def test_a_binary_challenger_tied_on_roc_auc_wins_on_a_log_loss_a_tenth_lower(ad
     threshold (accuracy 0.49) while its ROC AUC stayed 0.9999; three retrainings with 0.999 accuracy and AUC 1.0000 were
     rejected ("+0.0001 is below the margin 0.002"), each doubling the drift bar."""
     probe = decide(adult_spec, {"roc_auc": 1.0, "log_loss": 0.0493}, {"roc_auc": 0.9999, "log_loss": 0.6957}, 0.002, 0.6)
-    assert probe.promote and probe.reason == ("challenger roc_auc 1.0000 ties champion 0.9999 (+0.0001, margin 0.002), and its log_loss 0.0493 is 93% below "
-                                              "the champion's 0.6957 (at least 10%): its probabilities fit the hold-out where the champion's do not"), probe.reason
+    assert probe.promote and probe.reason == ("challenger roc_auc 1.0000 ties champion 0.9999 (+0.0001, within 0.002), and its log_loss 0.0493 is 93% below "
+                                              "the champion's 0.6957 (at least 10%, and the margin 0.002): its probabilities fit the hold-out where the "
+                                              "champion's do not"), probe.reason
+    # Recorded as decided on log loss (the review: "promoted, roc_auc, improvement -0.0015" read as a contradiction).
+    assert (probe.metric, probe.higher_is_better, probe.challenger, probe.champion, probe.floor) == ("log_loss", False, 0.0493, 0.6957, 0.6)
+    assert probe.improvement == pytest.approx(0.6464)
     assert decide(adult_spec, {"roc_auc": 0.7985, "log_loss": 0.30}, {"roc_auc": 0.8, "log_loss": 0.40}, 0.002, 0.6).promote, "a tie either way"
     close = decide(adult_spec, {"roc_auc": 0.8, "log_loss": 0.37}, {"roc_auc": 0.8, "log_loss": 0.40}, 0.002, 0.6)
     assert not close.promote and close.reason.endswith("+0.0000 is below the margin 0.002"), "7.5 % lower: no win"
     assert not decide(adult_spec, {"roc_auc": 0.79, "log_loss": 0.1}, {"roc_auc": 0.8, "log_loss": 0.4}, 0.002, 0.6).promote, "a worse ranking is no tie"
     assert not decide(adult_spec, {"roc_auc": 0.8}, {"roc_auc": 0.8, "log_loss": 0.4}, 0.002, 0.6).promote, "no log loss: no tie-break"
-    live = decide(adult_spec, {"roc_auc": 1.0, "log_loss": 0.05}, {"roc_auc": 0.9999, "log_loss": 0.7}, 0.002, 0.6, on=("roc_auc", True))
-    assert not live.promote, "a decision on another footing (shadow, live events) keeps its own metric"
+    # The review: a margin of 1 ("no challenger wins") let a ranking 0.33 worse win; a margin of 0 turned the tie-break off.
+    assert not decide(adult_spec, {"roc_auc": 0.62, "log_loss": 0.30}, {"roc_auc": 0.95, "log_loss": 0.40}, 1.0, 0.6).promote
+    assert not decide(adult_spec, {"roc_auc": 1.0, "log_loss": 0.0493}, {"roc_auc": 0.9999, "log_loss": 0.6957}, 1.0, 0.6).promote, "nor by less than it"
+    assert decide(adult_spec, {"roc_auc": 1.0, "log_loss": 0.0493}, {"roc_auc": 1.0, "log_loss": 0.6957}, 0.0, 0.6).promote, "a margin of 0: a tie broken"
+    shadow = decide(adult_spec, {"roc_auc": 1.0, "log_loss": 0.05}, {"roc_auc": 0.9999, "log_loss": 0.7}, 0.002, -math.inf, on=("roc_auc", True))
+    assert shadow.promote and shadow.metric == "log_loss", "served events keep the positive class's probability: a shadow tie is broken too"
+    live = decide(adult_spec, {"accuracy": 0.9, "log_loss": 0.05}, {"accuracy": 0.9, "log_loss": 0.7}, 0.002, -math.inf, on=("accuracy", True))
+    assert not live.promote, "on another metric, no tie-break"
     multiclass = parse_spec({"name": "m", "task": "multiclass", "label": "y", "classes": ["a", "b", "c"], "features": {"x": "numeric"}})
     assert not decide(multiclass, {"log_loss": 0.4, "roc_auc": 0.9}, {"log_loss": 0.4, "roc_auc": 0.9}, 0.002, math.inf).promote
 

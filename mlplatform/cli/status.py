@@ -12,7 +12,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from mlplatform.domain.keys import (HISTORY_BACKDATED, HISTORY_HORIZON, CHALLENGER_SCORE, CHALLENGER_VERSION, CHAMPION_VERSION, DECISION_META, DECISION_THRESHOLD_TAG, REASON_META, DAGSTER_RUN_TAG, DATASET_DRIFT, DECISION, DECISION_REASON, DRIFT_SHARE, DRIFT_SHARE_TAG,
+from mlplatform.domain.keys import (HISTORY_BACKDATED, HISTORY_HORIZON, CHALLENGER_SCORE, DECISION_METRIC_TAG, CHALLENGER_VERSION, CHAMPION_VERSION, DECISION_META, DECISION_THRESHOLD_TAG, REASON_META, DAGSTER_RUN_TAG, DATASET_DRIFT, DECISION, DECISION_REASON, DRIFT_SHARE, DRIFT_SHARE_TAG,
                                    DRIFTED_COLUMNS, ESTIMATED_METRIC, FLOOR_VERDICT, LIVE_EVENTS, LIVE_SCORED_ON, LIVE_VERDICT, LIVE_VERSION, NEW_LABELLED_TAG,
                                    POLICY_TRIGGER_TAG, REASON_TAG, RETRAIN_TAG, RECENT_ESTIMATE, RECENT_EVENTS, RECENT_ESTIMATE_ON_LABELLED, RECENT_LABELLED, RECENT_LABELLED_FIELDS, RECENT_LOWER, RECENT_NOTE, RECENT_REALIZED, RECENT_UPPER, REFERENCE, REPORT_PATH, SKIP_REASON, SKIPPED, TRIGGER_REASON, TRUST_VERDICT)
 from mlplatform.domain.estimation import worse_or_better
@@ -57,6 +57,7 @@ def collect_status(model: ModelContext, with_dagster: bool = False, run_limit: i
             "decision": v.tags.get(DECISION, UNDECIDED),
             "reason": v.tags.get(DECISION_REASON, ""),
             "holdout_score": _number(v.tags.get(CHALLENGER_SCORE)),
+            "holdout_metric": v.tags.get(DECISION_METRIC_TAG),  # the one that decided: log loss where it broke a ROC AUC tie
             "trigger": v.tags.get(TRIGGER_REASON, "manual"),
             "decision_threshold": _number(v.tags.get(DECISION_THRESHOLD_TAG)),  # binary versions logged since thresholds are kept
             "run_id": v.run_id,

@@ -18,6 +18,7 @@ PRIMARY_METRIC: dict[Task, tuple[str, bool]] = {
     Task.regression: ("rmse", False),
 }
 CALIBRATION_WIN = 0.10  # a binary challenger tied on ROC AUC wins with a log loss this share lower than the champion's
+TIE_AUC = 0.002  # ROC AUCs no further apart than this tie, whatever the margin (a margin of 1, "no challenger wins", let a worse ranking win: the review)
 DEFAULT_FLOOR: dict[Task, float] = {Task.binary: 0.6, Task.multiclass: math.inf, Task.regression: math.inf}
 
 
@@ -167,12 +168,12 @@ def segment_quality(spec: DatasetSpec, frame: pd.DataFrame, predicted: pd.DataFr
 class Decision:
     promote: bool
     reason: str
-    metric: str
+    metric: str  # the one that decided: the primary one, or log loss where it broke a ROC AUC tie
     higher_is_better: bool
     challenger: float
     champion: float | None
     margin: float
-    floor: float
+    floor: float  # the quality floor, of the primary metric
 
     @property
     def improvement(self) -> float | None:
@@ -191,24 +192,25 @@ def passes_floor(value: float, floor: float, higher_is_better: bool) -> bool:
 NO_CHAMPION = "no champion yet"  # how a decision without a champion begins
 
 
-def _calibration_win(spec: DatasetSpec, challenger: dict[str, float], champion: dict[str, float], gain: float, margin: float) -> str:
-    """Why a binary challenger whose ROC AUC ties the champion's (within the margin either way) wins all the same, or "":
-    its log loss is CALIBRATION_WIN lower or more. AUC reads only the ranking: a shift that moved the champion's
-    probabilities but kept their order left it answering wrongly at its threshold, and the tie kept it champion (the
-    new-user probe: accuracy 0.49 against the challenger's 0.999, AUC 0.9999 against 1.0000, three retrainings rejected)."""
+def _calibration_win(challenger: dict[str, float], champion: dict[str, float], gain: float, margin: float) -> str:
+    """Why a challenger short of a ROC AUC win but within TIE_AUC of the champion wins all the same, or "": its log loss is
+    lower by CALIBRATION_WIN of the champion's or more, and by the margin. AUC reads only the ranking: a shift that moved
+    the champion's probabilities but kept their order left it answering wrongly at its threshold, and the tie kept it
+    champion (the new-user probe: accuracy 0.49 against the challenger's 0.999, AUC 0.9999 against 1.0000, three
+    retrainings rejected)."""
     ch, cp = challenger.get("log_loss", math.nan), champion.get("log_loss", math.nan)
-    if spec.task is not Task.binary or gain <= -margin or not ch <= cp * (1 - CALIBRATION_WIN):  # NaN: no win
+    if gain < -TIE_AUC or not (ch <= cp * (1 - CALIBRATION_WIN) and cp - ch >= margin):  # NaN: no win
         return ""
-    return (f"challenger roc_auc {challenger['roc_auc']:.4f} ties champion {champion['roc_auc']:.4f} ({gain:+.4f}, margin {margin}), and its "
-            f"log_loss {ch:.4f} is {1 - ch / cp:.0%} below the champion's {cp:.4f} (at least {CALIBRATION_WIN:.0%}): its probabilities fit the "
-            "hold-out where the champion's do not")
+    return (f"challenger roc_auc {challenger['roc_auc']:.4f} ties champion {champion['roc_auc']:.4f} ({gain:+.4f}, within {TIE_AUC}), and its "
+            f"log_loss {ch:.4f} is {1 - ch / cp:.0%} below the champion's {cp:.4f} (at least {CALIBRATION_WIN:.0%}, and the margin {margin}): its "
+            "probabilities fit the hold-out where the champion's do not")
 
 
 def decide(spec: DatasetSpec, challenger: dict[str, float], champion: dict[str, float] | None, margin: float, floor: float,
            on: tuple[str, bool] | None = None) -> Decision:
-    """Promote when there is no champion or the challenger wins by `margin` (a binary one tied on ROC AUC: by a log loss a
-    tenth lower, `_calibration_win`), and never below the floor. `on` (metric, higher is better) replaces the primary metric
-    where that cannot be measured (live events keep no per-class probabilities)."""
+    """Promote when there is no champion or the challenger wins by `margin` (one tied on ROC AUC: by a log loss a tenth
+    lower, `_calibration_win`), and never below the floor (of the primary metric). `on` (metric, higher is better) replaces
+    the primary metric where that cannot be measured (live events keep no per-class probabilities)."""
     metric, higher = on or primary_metric(spec)
     ch = challenger.get(metric, float("nan"))
     cp = None if champion is None else champion.get(metric, float("nan"))
@@ -226,8 +228,8 @@ def decide(spec: DatasetSpec, challenger: dict[str, float], champion: dict[str, 
     gain = (ch - cp) if higher else (cp - ch)
     if gain >= margin and gain > 0:  # a win: with a margin of 0, a tie promoted, saying 'beats ... by +0.0000' (the review)
         return Decision(True, f"challenger {metric} {ch:.4f} beats champion {cp:.4f} by {gain:+.4f} (margin {margin})", **common)
-    tie_broken = _calibration_win(spec, challenger, champion, gain, margin) if on is None else ""
-    if tie_broken:
-        return Decision(True, tie_broken, **common)
+    tie_broken = _calibration_win(challenger, champion, gain, margin) if metric == "roc_auc" else ""
+    if tie_broken:  # recorded as decided on log loss: the scores, the improvement and the "(decides)" mark are its
+        return Decision(True, tie_broken, "log_loss", False, challenger["log_loss"], champion["log_loss"], margin, floor)
     short = f"is below the margin {margin}" if gain < margin else "is no win"
     return Decision(False, f"challenger {metric} {ch:.4f} vs champion {cp:.4f}: {gain:+.4f} {short}", **common)

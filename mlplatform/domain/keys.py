@@ -82,6 +82,7 @@ PROMOTED = "promoted"  # DECISION of a challenger made champion
 REJECTED = "rejected"  # DECISION of a challenger that stays a plain version
 SHADOW_METRICS = mlflow_tag("shadow_metrics")
 CHALLENGER_SCORE = mlflow_tag("challenger_score")
+DECISION_METRIC_TAG = mlflow_tag("decision_metric")  # the metric CHALLENGER_SCORE is of: the one that decided
 TRIGGER_REASON = mlflow_tag("trigger.reason")
 PINNED = mlflow_tag("pinned")
 DAGSTER_RUN_TAG = mlflow_tag("dagster_run_id")  # on a version: the Dagster run that trained it

@@ -18,6 +18,7 @@ from mlplatform.domain.keys import (CHAMPION_VERSION, CHANGE_WINDOW, DAGSTER_RUN
                                    REPORT_PATH, REPORT_URL, RUN_TAG_PREFIX, SNAPSHOT, FITTED_ROWS, TRAINED_WINDOW, LANDED_FILES, INGESTED, DUPLICATES,
                                    QUARANTINED, LABELS_APPLIED, ROWS_READ, REJECTED_FILES, SKIPPED_ENTRIES, SKIPPED_ENTRIES_TABLE, UNTIMED_FILES, KEPT_BY_PERSON,
                                    CHALLENGER_VERSION, DECISION_META, REASON_META, HISTORY_BACKDATED, HISTORY_HORIZON, IGNORED_COLUMNS, LABEL_WATERMARK, LABEL_WATERMARK_TAG, POLICY_TRIGGER_TAG, REASON_TAG, RETRAIN_TAG, mlflow_tag)
+from mlplatform.domain.evaluation import primary_metric
 from mlplatform.domain.policy import BY_HAND
 from mlplatform.domain.retry_budget import RetryBudget
 from mlplatform.domain.training import TrainingError
@@ -362,14 +363,16 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
             report_path = report_dir / f"{spec.name}-v{challenger_version}-{context.run.run_id[:8]}.html"
             report_path.write_text(_evaluation_html(f"{spec.name}: challenger v{challenger_version} {verdict}", evaluation.markdown(), summary), encoding="utf-8")
             registry.log_artifact(challenger_version, report_path, "evaluation")
+            floored = primary_metric(spec)[0]  # the floor's metric, whichever decided (log loss breaks a ROC AUC tie)
+            floored_value = evaluation.challenger_metrics.get(floored, float("nan"))
             if not evaluation.floor_passed:  # the blocking check fails the run: its retry judged the same challenger again, and the
                 leave_failed(context.instance, context.run.run_id)  # policy counted the rejection twice (the new-user probe)
             check = dg.AssetCheckResult(
                 check_name=QUALITY_FLOOR_CHECK,
                 passed=evaluation.floor_passed,
                 severity=dg.AssetCheckSeverity.ERROR,
-                description=f"{d.metric} {d.challenger:.4f} vs floor {d.floor:.4f}" + (f"; {evaluation.floor_note}" if evaluation.floor_note else ""),
-                metadata={"value": d.challenger, "floor": d.floor, "metric": d.metric},
+                description=f"{floored} {floored_value:.4f} vs floor {d.floor:.4f}" + (f"; {evaluation.floor_note}" if evaluation.floor_note else ""),
+                metadata={"value": floored_value, "floor": d.floor, "metric": floored},
             )
             return dg.MaterializeResult(
                 metadata={

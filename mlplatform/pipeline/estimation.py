@@ -128,13 +128,15 @@ class EstimationReport:
         """The other metrics that fell below their estimate's band on a chunk where the watched one came out better: a
         shift that kept the champion's ranking (ROC AUC) moved its answers at the threshold (the new-user probe: realized
         precision 0.12 against an estimated 0.82, on a chunk the trust verdict called "not a fall")."""
-        out = []
+        out: list[str] = []
+        if self.metric != "roc_auc":  # a ranking kept while the answers at a threshold moved: binary models alone
+            return out
         for c in self.chunks:
             e = c.labelled_estimate
             if e is None or not c.better_than_band(self.metric):
                 continue
             out += [f"realized {k} {c.realized[k]:.4f} below the estimate's band {e.lower[k]:.4f}-{e.upper[k]:.4f} on {c.labelled} labelled events"
-                    for k in sorted(c.realized) if k != self.metric and k in HIGHER_IS_BETTER and k in e.lower and k in e.upper
+                    for k in sorted(c.realized) if k != self.metric and HIGHER_IS_BETTER.get(k) and k in e.lower and k in e.upper
                     and c.outside_band(k) and not c.better_than_band(k)]
         return out
 

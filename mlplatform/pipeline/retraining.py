@@ -30,7 +30,7 @@ from mlplatform.stores.registry import TRAINING, ChampionRecord, Registry, json_
 from mlplatform.settings import Settings, env_name
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.estimation import EstimationError
-from mlplatform.domain.keys import (AWAITING_SHADOW, CHALLENGER_SCORE, CHANGE_WINDOW, CHOSEN_WINDOW, DECISION, DECISION_REASON, ESTIMATOR, ESTIMATOR_REFERENCE_PREFIX, NO_ESTIMATOR_PREFIX, PROMOTED, REFIT,
+from mlplatform.domain.keys import (AWAITING_SHADOW, CHALLENGER_SCORE, DECISION_METRIC_TAG, CHANGE_WINDOW, CHOSEN_WINDOW, DECISION, DECISION_REASON, ESTIMATOR, ESTIMATOR_REFERENCE_PREFIX, NO_ESTIMATOR_PREFIX, PROMOTED, REFIT,
                                     REFIT_ROWS, REFIT_ROWS_TAG, REJECTED, SHADOW_METRICS, VALIDATION_PREDICTIONS, WINDOW_CANDIDATES,
                                     mlflow_tag, window_tag)
 from mlplatform.pipeline.shadow import ShadowComparison, compare_on_live, shadow_wait_left
@@ -635,7 +635,7 @@ def apply_decision(registry: Registry, evaluation: Evaluation, dagster_run_id: s
         {
             DECISION: evaluation.verdict,
             DECISION_REASON: d.reason,
-            mlflow_tag("decision_metric"): d.metric,
+            DECISION_METRIC_TAG: d.metric,
             CHALLENGER_SCORE: f"{d.challenger:.6f}",
             mlflow_tag("champion_score"): "" if d.champion is None else f"{d.champion:.6f}",
             mlflow_tag("compared_with"): "" if evaluation.champion_version is None else str(evaluation.champion_version),
