@@ -446,6 +446,23 @@ def test_live_quality_of_a_regression_model_against_an_rmse_ceiling(tmp_path: Pa
     assert unset.verdict(10) == f"no floor is set for the live {', '.join(sorted(unset.metrics))}: not checked", "it read 'within floors'"
 
 
+def test_a_regression_champion_that_served_too_few_is_scored_on_later_labelled_events(tmp_path: Path) -> None:
+    """The second new-user probe: live_quality failed on every regression stream landed as files (KeyError 'probability'),
+    its schedule failing every five minutes: a regression model's predictions made now have no probability column."""
+    spec = load_spec(BIKE_SPEC)
+    settings = Settings(state_dir=tmp_path / "state", dataset_spec=BIKE_SPEC, live_quality_min_events=50, live_max_rmse=1000.0)
+    events = validate_frame(read_source(spec).iloc[:1800], spec, generated_id_prefix="landed", generated_time_start_us=0).events
+    log = EventLog.for_dataset(settings.events_dir, spec)
+    log.append(events.iloc[:1500], "landing")
+    cutoff = log.counts().label_watermark
+    champion = train(log.labelled_window(1500), spec, TrainingConfig(min_rows=100, trials=1, num_boost_round=100, early_stopping_rounds=10))
+    log.append(events.iloc[1500:], "landing")
+    quality = measure(settings, spec, log, ServedVersion(1, None), Unserved(cutoff, lambda: champion.predictor))
+    assert (quality.events, quality.scored_on, quality.verdict(50)) == (300, UNSERVED, "within floors") and quality.metrics["rmse"] > 0, quality
+    reading = measure_reading(settings, spec, log, ServedVersion(1, None), {"mae": quality.metrics["mae"]}, Unserved(cutoff, lambda: champion.predictor))
+    assert not isinstance(reading, str) and (reading.metric, reading.events) == ("mae", 300) and not reading.as_reading("r").dropped(0.05), reading
+
+
 def test_a_champion_that_served_too_few_is_scored_on_the_labelled_events_it_never_trained_on(adult_rows: pd.DataFrame, tmp_path: Path) -> None:
     """The new-user probe: a stream landed as files alone, never served, had no realized quality, so no live floor and
     no quality_drop. The champion is scored instead on the latest labelled events whose labels came after its training

@@ -142,8 +142,10 @@ def _scored(settings: Settings, spec: DatasetSpec, log: EventStore, served: Serv
 
 def served_predictions(spec: DatasetSpec, window: pd.DataFrame, probability_of: str | None) -> pd.DataFrame:
     """What was served for each event of a served window, as `evaluation.score` reads a prediction: the probability of the
-    spec's positive class, whichever of the two classes `probability_of` the served version's probability is."""
-    probability = window[PROBABILITY]
+    spec's positive class, whichever of the two classes `probability_of` the served version's probability is. A regression
+    model's predictions, made now for unserved events, have none (the new-user probe: live_quality failed on every
+    regression stream landed as files, KeyError 'probability')."""
+    probability = window[PROBABILITY] if PROBABILITY in window.columns else pd.Series(np.nan, index=window.index)
     if spec.task is Task.binary and probability_of not in (None, spec.positive_class) and probability_of in (spec.classes or []):
         probability = 1.0 - probability.astype("float64")
     predicted = pd.DataFrame({PREDICTION: window[PREDICTION], PROBABILITY: probability})
