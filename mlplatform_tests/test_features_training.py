@@ -509,6 +509,24 @@ def test_a_binary_challenger_tied_on_roc_auc_wins_on_a_log_loss_a_tenth_lower(ad
     assert not decide(multiclass, {"log_loss": 0.4, "roc_auc": 0.9}, {"log_loss": 0.4, "roc_auc": 0.9}, 0.002, math.inf).promote
 
 
+def test_the_default_regression_floor_predicts_the_training_labels_mean() -> None:
+    """The second new-user probe: on a trending stream the default floor, the RMSE of predicting the hold-out's own mean
+    (0.7108, known to no model), refused a first model (0.8792) that beat the training mean (1.316) by a third, and the
+    reason gave the floor as a bare number."""
+    spec = parse_spec({"name": "trend", "task": "regression", "label": "y", "features": {"x": "numeric"}})
+    holdout = pd.DataFrame({"x": np.arange(100.0), LABEL: 10.0 + np.arange(100.0) / 50, EVENT_ID: [f"e{i}" for i in range(100)]})
+    train_labels = pd.Series(np.arange(400.0) / 50 + 2.0)  # the trend before the hold-out: mean 6.0
+    assert default_floor(spec, holdout[LABEL], train_labels) == pytest.approx(float(np.sqrt(np.mean((holdout[LABEL] - 5.99) ** 2))))
+    assert default_floor(spec, holdout[LABEL]) == pytest.approx(float(holdout[LABEL].std(ddof=0))), "no training labels: the hold-out's, as before"
+    lagging = pd.DataFrame({"prediction": holdout[LABEL] - 1.0})  # a model a step behind the trend: far better than the training mean
+    settings = Settings(quality_floor=None)
+    judged = judge(settings, spec, holdout, lagging, None, train_labels=train_labels)
+    assert judged.floor_passed and judged.decision.promote
+    refused = judge(settings, spec, holdout, lagging, None)
+    assert not refused.floor_passed and refused.decision.reason.endswith(
+        "(the default floor: the rmse of predicting the training labels' mean; a quality_floor set for rmse replaces it)"), refused.decision.reason
+
+
 def test_a_multiclass_floor_failed_by_a_class_the_training_rows_lack_says_so() -> None:
     """One hold-out event of a class the training rows never had failed the first model's floor (log loss 0.8929 against
     0.8375; 0.8367 without it) with nothing but the two numbers: no model trained on those rows predicts that class."""

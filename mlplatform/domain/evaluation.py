@@ -33,13 +33,16 @@ def live_metric(spec: DatasetSpec) -> tuple[str, bool]:
     return ("accuracy", True) if spec.task is Task.multiclass else primary_metric(spec)
 
 
-def default_floor(spec: DatasetSpec, y_true: pd.Series | None = None) -> float:
-    """Without a configured floor: AUC 0.6; for the others, no worse than predicting the mean/prior."""
+def default_floor(spec: DatasetSpec, y_true: pd.Series | None = None, train_labels: pd.Series | None = None) -> float:
+    """Without a configured floor: AUC 0.6; for the others, no worse than predicting the mean/prior. Regression: the
+    training labels' mean, a prediction a model could have made (the hold-out's own mean, known to no model, refused a
+    first model on a trending stream that beat the training mean by a third: the second new-user probe)."""
     if spec.task is Task.binary or y_true is None or y_true.empty:
         return DEFAULT_FLOOR[spec.task]
     if spec.task is Task.regression:
         y = y_true.astype("float64")
-        return float(np.sqrt(np.mean((y - y.mean()) ** 2)))
+        known = train_labels.astype("float64").dropna() if train_labels is not None else pd.Series(dtype="float64")
+        return float(np.sqrt(np.mean((y - (known.mean() if len(known) else y.mean())) ** 2)))
     prior = y_true.value_counts(normalize=True)
     return float(-(prior * np.log(prior)).sum())
 

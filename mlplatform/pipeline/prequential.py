@@ -289,7 +289,7 @@ class PlatformPolicy(Policy):
         unseen = None if not self.champion_refit else np.arange(len(history) - len(holdout), len(history)) >= self.champion_cutoff
         evidence = fit.validation.predictor.predict(holdout)
         recorded = None if self.champion_evidence is None else evidence_on(self.champion_evidence, holdout)
-        verdict = judge(self.settings, self.spec, holdout, evidence, self.champion, unseen, recorded)
+        verdict = judge(self.settings, self.spec, holdout, evidence, self.champion, unseen, recorded, train_part[LABEL])
         self.stats.fits += 1
         self.stats.train_seconds += time.perf_counter() - started
         if verdict.decision.promote:

@@ -28,7 +28,7 @@ from mlplatform.domain.history import Backdated, HorizonReach, backdated, histor
 from mlplatform.domain.predictor import ModelFileDamaged, Predictor, scores_records_of, spec_mismatch
 from mlplatform.stores.registry import TRAINING, ChampionRecord, Registry, json_tag
 from mlplatform.settings import Settings, env_name
-from mlplatform.domain.spec import DatasetSpec
+from mlplatform.domain.spec import DatasetSpec, Task
 from mlplatform.domain.estimation import EstimationError
 from mlplatform.domain.keys import (AWAITING_SHADOW, CHALLENGER_SCORE, DECISION_METRIC_TAG, CHANGE_WINDOW, CHOSEN_WINDOW, DECISION, DECISION_REASON, ESTIMATOR, ESTIMATOR_REFERENCE_PREFIX, NO_ESTIMATOR_PREFIX, PROMOTED, REFIT,
                                     REFIT_ROWS, REFIT_ROWS_TAG, REJECTED, SHADOW_METRICS, VALIDATION_PREDICTIONS, WINDOW_CANDIDATES,
@@ -91,6 +91,11 @@ class FeatureSnapshot:
     @property
     def holdout(self) -> pd.DataFrame:
         return pd.read_parquet(self.folder / HOLDOUT_FILE)
+
+    @property
+    def train_labels(self) -> pd.Series:
+        """The training rows' labels alone: the default regression floor predicts their mean."""
+        return pd.read_parquet(self.folder / TRAIN_FILE, columns=[LABEL])[LABEL]
 
     @classmethod
     def load(cls, folder: Path) -> "FeatureSnapshot":
@@ -426,7 +431,7 @@ class Judgement:
 
 
 def judge(settings: Settings, spec: DatasetSpec, holdout: pd.DataFrame, challenger_predicted: pd.DataFrame, champion: Predictor | None,
-          champion_unseen: np.ndarray | None = None, champion_recorded: pd.DataFrame | None = None) -> Judgement:
+          champion_unseen: np.ndarray | None = None, champion_recorded: pd.DataFrame | None = None, train_labels: pd.Series | None = None) -> Judgement:
     """Score the challenger's hold-out predictions (its validation model's) and the champion on the same hold-out rows
     and apply the promotion rule (margin and floor).
 
@@ -463,9 +468,11 @@ def judge(settings: Settings, spec: DatasetSpec, holdout: pd.DataFrame, challeng
             champion_predicted.loc[by_record] = champion_recorded.loc[by_record, champion_predicted.columns].to_numpy()  # type: ignore[union-attr]
         champion_metrics = score(spec, judged[LABEL], champion_predicted)
     metric, higher = primary_metric(spec)
-    floor = set_floor if (set_floor := settings.floor_of(metric)) is not None else default_floor(spec, judged[LABEL])
+    floor = set_floor if (set_floor := settings.floor_of(metric)) is not None else default_floor(spec, judged[LABEL], train_labels)
     floor_passed = passes_floor(challenger_metrics.get(metric, float("nan")), floor, higher)
     decision = decide(spec, challenger_metrics, champion_metrics, settings.promotion_margin, floor)
+    if set_floor is None and spec.task is Task.regression and not floor_passed:  # the probe: "vs floor 0.7108", not saying what it was
+        note += f" (the default floor: the {metric} of predicting the training labels' mean; a quality_floor set for {metric} replaces it)"
     if note:
         decision = replace(decision, reason=decision.reason + note)
     own_metrics = challenger_metrics if rows.all() else score(spec, holdout[LABEL], challenger_predicted)
@@ -541,7 +548,7 @@ def evaluate_challenger(settings: Settings, spec: DatasetSpec, registry: Registr
             champion_recorded = recorded_evidence(registry, holdout, champion.version)
     misfit = unloadable if champion_predictor is None else spec_mismatch(champion_predictor, spec)
     predicted = hold_out_evidence(registry, holdout, challenger_version)
-    judgement = judge(settings, spec, holdout, predicted, None if misfit else champion_predictor, champion_unseen, champion_recorded)
+    judgement = judge(settings, spec, holdout, predicted, None if misfit else champion_predictor, champion_unseen, champion_recorded, snapshot.train_labels)
     decision = judgement.decision
     floor_note = "" if judgement.floor_passed else _floor_note(spec, registry, snapshot, challenger_version, judgement)
     if floor_note:
@@ -598,7 +605,7 @@ def _already_champion(settings: Settings, spec: DatasetSpec, registry: Registry,
     the asset run again on its own. Nothing is decided again: its recorded decision stands and `apply_decision` writes
     nothing (it had judged it against "no champion", rewriting the decision, the timeline and a pin)."""
     predicted = hold_out_evidence(registry, snapshot.holdout, record.version)
-    judgement = judge(settings, spec, snapshot.holdout, predicted, None, None)
+    judgement = judge(settings, spec, snapshot.holdout, predicted, None, None, train_labels=snapshot.train_labels)
     recorded = registry.get_version(record.version).tags.get(DECISION_REASON) or "none recorded (the alias was set by hand)"
     pinned = f", pinned ({record.pin_reason})" if record.pinned else ""
     decision = replace(judgement.decision, promote=True, reason=f"v{record.version} is already the champion{pinned}: nothing decided again; its decision: {recorded}")
