@@ -113,7 +113,7 @@ class Settings(BaseSettings):
     num_boost_round: int = Field(default=1000, ge=1)
     early_stopping_rounds: int = Field(default=30, ge=1)
     seed: int = 7
-    promotion_margin: float = Field(default=0.002, ge=0, description="How much better than the champion a challenger must be (primary metric units).")
+    promotion_margin: float = Field(default=0.002, ge=0, description="How much better than the champion a challenger must be: in the primary metric's units (ROC AUC, log loss); for an error in the label's units (RMSE, MAE), this share of the champion's.")
     quality_floor: float | dict[FloorMetric, float] | None = Field(default=None, description="The primary metric a challenger must reach to be promoted, in that metric's own terms: binary, roc_auc at least this; multiclass, log_loss at most this; regression, rmse at most this. A mapping ({\"roc_auc\": 0.7, \"rmse\": 80}) gives each metric its own, for every model of that task; a single number for models whose metrics differ is refused. Default from the task: AUC 0.6, the log loss of predicting the hold-out's class shares, the RMSE of predicting the training labels' mean.")
     promotion_requires_shadow_win: bool = Field(default=False, description="A challenger that wins on the hold-out is promoted only once it also wins on live labelled events both it (in shadow) and the champion scored; until then it stays `@challenger`, decision `awaiting_shadow` (needs serve_shadow_challenger).")
     shadow_min_events: int = Field(default=200, ge=10, description="Live labelled events scored by both champion and shadow challenger needed before the shadow comparison decides.")

@@ -475,6 +475,13 @@ def test_decide_promotes_on_a_win_only_and_says_when_the_metric_is_undefined(adu
     assert not short.promote and short.reason.endswith("+0.0050 is below the margin 0.01")
     regression = parse_spec({"name": "r", "task": "regression", "label": "y", "features": {"x": "numeric"}})
     assert not decide(regression, {"rmse": 2.0}, {"rmse": 2.0}, 0.0, 10.0).promote and decide(regression, {"rmse": 1.9}, {"rmse": 2.0}, 0.0, 10.0).promote
+    # The second new-user probe: an absolute margin rejected a halved RMSE on a label of thousandths and promoted a gain of
+    # one in a million on a label of millions. An error in the label's units wins by the margin's share of the champion's.
+    tiny = decide(regression, {"rmse": 0.0004}, {"rmse": 0.0009}, 0.002, math.inf)
+    assert tiny.promote and tiny.reason == "challenger rmse 4.000e-04 beats champion 9.000e-04 by 55.56% of it (margin 0.20%)", tiny.reason
+    huge = decide(regression, {"rmse": 999_999.0}, {"rmse": 1_000_000.0}, 0.002, math.inf)
+    assert not huge.promote and huge.reason == "challenger rmse 999,999.00 vs champion 1,000,000.00: +0.00% of it is below the margin 0.20%", huge.reason
+    assert decide(regression, {"rmse": 997_000.0}, {"rmse": 1_000_000.0}, 0.002, math.inf).promote, "0.3 % better"
     for champion in (None, {"roc_auc": 0.8}):
         undefined = decide(adult_spec, {"roc_auc": math.nan}, champion, 0.0, 0.6)
         assert not undefined.promote and undefined.reason == ("challenger roc_auc is undefined on this hold-out (one class only, say): it cannot be "

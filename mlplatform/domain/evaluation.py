@@ -18,6 +18,7 @@ PRIMARY_METRIC: dict[Task, tuple[str, bool]] = {
     Task.regression: ("rmse", False),
 }
 CALIBRATION_WIN = 0.10  # a binary challenger tied on ROC AUC wins with a log loss this share lower than the champion's
+SCALED = ("rmse", "mae")  # errors in the label's own units: the margin is a share of the champion's (see `decide`)
 TIE_AUC = 0.002  # ROC AUCs no further apart than this tie, whatever the margin (a margin of 1, "no challenger wins", let a worse ranking win: the review)
 DEFAULT_FLOOR: dict[Task, float] = {Task.binary: 0.6, Task.multiclass: math.inf, Task.regression: math.inf}
 
@@ -209,6 +210,22 @@ def _calibration_win(challenger: dict[str, float], champion: dict[str, float], g
             "probabilities fit the hold-out where the champion's do not")
 
 
+def _units(value: float) -> str:
+    """An error in the label's units, readable at any scale (":.4f" printed a thousandth's errors as 0.0000)."""
+    size = abs(value)
+    return f"{value:,.2f}" if size >= 1e4 else f"{value:.4f}" if size >= 1e-3 or value == 0 else f"{value:.3e}"
+
+
+def _decide_scaled(metric: str, ch: float, cp: float, margin: float, common: dict[str, object]) -> Decision:
+    """An error in the label's units wins by `margin` of the champion's: an absolute 0.002 rejected a halved RMSE on a
+    label of thousandths and promoted a gain of one in a million on a label of millions (the second new-user probe)."""
+    share = (cp - ch) / cp
+    if share >= margin and share > 0:
+        return Decision(True, f"challenger {metric} {_units(ch)} beats champion {_units(cp)} by {share:.2%} of it (margin {margin:.2%})", **common)  # type: ignore[arg-type]
+    short = f"is below the margin {margin:.2%}" if share < margin else "is no win"
+    return Decision(False, f"challenger {metric} {_units(ch)} vs champion {_units(cp)}: {share:+.2%} of it {short}", **common)  # type: ignore[arg-type]
+
+
 def decide(spec: DatasetSpec, challenger: dict[str, float], champion: dict[str, float] | None, margin: float, floor: float,
            on: tuple[str, bool] | None = None) -> Decision:
     """Promote when there is no champion or the challenger wins by `margin` (one tied on ROC AUC: by a log loss a tenth
@@ -228,6 +245,8 @@ def decide(spec: DatasetSpec, challenger: dict[str, float], champion: dict[str, 
         return Decision(True, f"{NO_CHAMPION}; challenger {metric} {ch:.4f} passes the floor", **common)
     if math.isnan(cp):
         return Decision(True, f"champion {metric} is undefined on this hold-out; challenger {ch:.4f} passes the floor", **common)
+    if metric in SCALED and cp > 0:
+        return _decide_scaled(metric, ch, cp, margin, common)
     gain = (ch - cp) if higher else (cp - ch)
     if gain >= margin and gain > 0:  # a win: with a margin of 0, a tie promoted, saying 'beats ... by +0.0000' (the review)
         return Decision(True, f"challenger {metric} {ch:.4f} beats champion {cp:.4f} by {gain:+.4f} (margin {margin})", **common)
