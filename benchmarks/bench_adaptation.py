@@ -32,6 +32,7 @@ from results import markdown_table, report  # noqa: E402
 
 from mlplatform.domain.correction import ResidualCorrector  # noqa: E402
 from mlplatform.pipeline.prequential import (  # noqa: E402
+    BenchmarkError,
     IntervalPolicy,
     NoChangePolicy,
     PlatformPolicy,
@@ -238,7 +239,11 @@ def main(argv: list[str] | None = None) -> int:
             events = with_stream_history(events, spec, args.label_delay)
             results = []
             for policy in policies(spec, settings, args, Path(tmp) / "drift.json.xz"):
-                result = run_prequential(events, spec, policy, args.warmup, args.block, args.label_delay)
+                try:
+                    result = run_prequential(events, spec, policy, args.warmup, args.block, args.label_delay)
+                except BenchmarkError as exc:  # a stream too short for the warm-up, a first model below the floor: said, no traceback
+                    print(f"bench_adaptation: {stream.name}, {policy.name}: {exc} (see --warmup, --block and the spec's quality_floor)", file=sys.stderr)
+                    return 2
                 results.append(result)
                 rows.append(row(stream, spec, len(events) - args.warmup, result))
                 print(f"{stream.name:34} {result.policy:40} {primary(spec, result)[0]:.4f} fits={result.fits} train={result.train_seconds:.1f}s wall={result.wall_seconds:.1f}s", flush=True)

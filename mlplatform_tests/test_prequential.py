@@ -159,6 +159,17 @@ def test_benchmark_command_line_errors(argv: list[str], message: str, capsys: py
     assert exc.value.code == 2 and message in capsys.readouterr().err
 
 
+def test_a_stream_too_short_for_the_warm_up_is_one_line_not_a_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The second new-user probe: a 1,001-event stream ended in a BenchmarkError traceback, --warmup only in --help."""
+    rng = np.random.default_rng(0)
+    pd.DataFrame({"x": rng.normal(size=300), "y": rng.normal(size=300)}).to_csv(tmp_path / "short.csv", index=False)
+    (tmp_path / "spec.yaml").write_text("name: short\ntask: regression\nlabel: y\nfeatures: {x: numeric}\nsource: {files: [short.csv], format: csv}\n",
+                                        encoding="utf-8")
+    assert bench_adaptation.main(["--spec", str(tmp_path / "spec.yaml"), "--no-record"]) == 2
+    err = capsys.readouterr().err
+    assert "the stream has 300 labelled events; more than the warm-up (3000) are needed (see --warmup" in err and "Traceback" not in err, err
+
+
 @pytest.mark.parametrize(("text", "message"), [
     ("name: nosrc\ntask: regression\nlabel: y\nfeatures: {x: numeric}\n", "the spec has no 'source' section to replay from"),
     ("name: bad\ntask: regression\nlabel: y\nfeatures: {label: numeric}\n", "features: ['label'] is a name of the platform's own columns"),

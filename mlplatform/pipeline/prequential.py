@@ -263,6 +263,7 @@ class PlatformPolicy(Policy):
         self.name = name
         self.champion: Predictor | None = None
         self.champion_cutoff: int | None = None
+        self.decided = ""  # the latest decision's reason: why a first model was refused, said
         self.champion_refit = False  # refit on its hold-out: judged against on the rows after its cut-off (retraining.judge)
         self.champion_evidence: pd.DataFrame | None = None  # a refit champion's validation predictions on its hold-out, by event id
         self.reference: pd.DataFrame | None = None
@@ -292,6 +293,7 @@ class PlatformPolicy(Policy):
         verdict = judge(self.settings, self.spec, holdout, evidence, self.champion, unseen, recorded, train_part[LABEL])
         self.stats.fits += 1
         self.stats.train_seconds += time.perf_counter() - started
+        self.decided = verdict.decision.reason
         if verdict.decision.promote:
             self.stats.promotions += 1
             self.champion = fit.served.predictor
@@ -309,7 +311,7 @@ class PlatformPolicy(Policy):
     def start(self, warmup: pd.DataFrame) -> None:
         self._retrain(warmup)
         if self.champion is None:
-            raise BenchmarkError("the first model on the warm-up window was not promoted (below the quality floor?)")
+            raise BenchmarkError(f"the first model on the warm-up window was not promoted: {self.decided}")
 
     def serve(self, block: pd.DataFrame) -> pd.DataFrame:
         assert self.champion is not None
