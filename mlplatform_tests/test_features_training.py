@@ -482,6 +482,11 @@ def test_decide_promotes_on_a_win_only_and_says_when_the_metric_is_undefined(adu
     huge = decide(regression, {"rmse": 999_999.0}, {"rmse": 1_000_000.0}, 0.002, math.inf)
     assert not huge.promote and huge.reason == "challenger rmse 999,999.00 vs champion 1,000,000.00: +0.00% of it is below the margin 0.20%", huge.reason
     assert decide(regression, {"rmse": 997_000.0}, {"rmse": 1_000_000.0}, 0.002, math.inf).promote, "0.3 % better"
+    # The third review: the improvement beside the margin in its terms; a floor of thousandths printed as 0.0000; a champion
+    # whose RMSE is infinite could no longer be replaced (a share of infinity is no number).
+    assert tiny.improvement == pytest.approx(5 / 9)
+    assert decide(regression, {"rmse": 3e-5}, None, 0.002, 2e-5).reason == "challenger rmse 3.000e-05 misses the quality floor (≤ 2.000e-05)"
+    assert decide(regression, {"rmse": 5.0}, {"rmse": math.inf}, 0.002, math.inf).promote
     for champion in (None, {"roc_auc": 0.8}):
         undefined = decide(adult_spec, {"roc_auc": math.nan}, champion, 0.0, 0.6)
         assert not undefined.promote and undefined.reason == ("challenger roc_auc is undefined on this hold-out (one class only, say): it cannot be "
@@ -529,7 +534,9 @@ def test_the_default_regression_floor_predicts_the_training_labels_mean() -> Non
     settings = Settings(quality_floor=None)
     judged = judge(settings, spec, holdout, lagging, None, train_labels=train_labels)
     assert judged.floor_passed and judged.decision.promote
-    refused = judge(settings, spec, holdout, lagging, None)
+    assert not judge(settings, spec, holdout, lagging, None).floor_passed, "against the hold-out's own mean, as before"
+    wrong = pd.DataFrame({"prediction": holdout[LABEL] - 10.0})  # worse than the training mean
+    refused = judge(settings, spec, holdout, wrong, None, train_labels=train_labels)
     assert not refused.floor_passed and refused.decision.reason.endswith(
         "(the default floor: the rmse of predicting the training labels' mean; a quality_floor set for rmse replaces it)"), refused.decision.reason
 

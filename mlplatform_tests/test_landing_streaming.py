@@ -516,6 +516,36 @@ def test_a_gzipped_export_written_again_with_more_rows_lands_only_the_new_rows(t
         log.close()
 
 
+def test_a_gzipped_export_cut_short_while_its_text_is_digested_is_not_settled_and_an_old_one_is_said(tmp_path: Path, adult_spec: DatasetSpec,
+                                                                                                     adult_rows: pd.DataFrame) -> None:
+    """The third review: a .gz cut short while the digest of its text read was taken raised EOFError, and the file was
+    rejected, where a plain file is left as still changing; a .gz an earlier version landed (its place unkept) landed
+    again whole, nothing said."""
+    from mlplatform.pipeline.landing import _PrefixDigest
+
+    path = tmp_path / "export.csv.gz"
+    noise = b"".join(os.urandom(32).hex().encode() + b"\n" for _ in range(100_000))  # compresses to several read blocks
+    path.write_bytes(gzip.compress(noise))
+    with path.open("rb") as handle:
+        digest = _PrefixDigest(handle, path.stat().st_size, gzipped=True)
+        digest.upto(1000)
+        os.truncate(path, path.stat().st_size // 3)
+        with pytest.raises(NotSettled, match="changed while being read"):
+            digest.upto(len(noise))
+    text = _write(adult_rows[COLUMNS].head(400).drop(columns=["event_id", "event_time"]), tmp_path / "export.csv").read_bytes()
+    log = EventLog(tmp_path / "events.sqlite", adult_spec)
+    try:
+        path.write_bytes(gzip.compress(text[: text.index(b"\n", 5000) + 1]))
+        ingest_file(path, adult_spec, log, _policy(1 << 20))
+        with log._write() as db:
+            db.execute("UPDATE files SET position = NULL, line = NULL, parsed = NULL, ended_sha256 = NULL")
+        path.write_bytes(gzip.compress(text))
+        whole = ingest_file(path, adult_spec, log, _policy(1 << 20))
+        assert whole.rows == 400 and "rows the two share are events of both" in whole.note, whole
+    finally:
+        log.close()
+
+
 def _export_refusing(adult_rows: pd.DataFrame, rows: int, bad: list[int]) -> pd.DataFrame:
     """An export without ids of `rows` rows, those at `bad` refused (an age that is no number)."""
     frame = adult_rows[COLUMNS].head(rows).drop(columns=["event_id", "event_time"]).astype({"age": object})

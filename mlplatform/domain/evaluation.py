@@ -181,8 +181,11 @@ class Decision:
 
     @property
     def improvement(self) -> float | None:
+        """In the margin's terms: of an error in the label's units (SCALED), the share of the champion's it fell by."""
         if self.champion is None:
             return None
+        if self.metric in SCALED and 0 < self.champion < math.inf:
+            return (self.champion - self.challenger) / self.champion
         delta = self.challenger - self.champion
         return delta if self.higher_is_better else -delta
 
@@ -239,13 +242,14 @@ def decide(spec: DatasetSpec, challenger: dict[str, float], champion: dict[str, 
     if math.isnan(ch):  # before: 'challenger roc_auc nan misses the quality floor', as if it had been measured (the review)
         return Decision(False, f"challenger {metric} is undefined on this hold-out (one class only, say): it cannot be held to the quality "
                                f"floor ({direction} {floor:.4f}), so it is not promoted", **common)
+    shown = _units if metric in SCALED else "{:.4f}".format  # an error of thousandths read 0.0000 against a floor of 0.0000 (the review)
     if not passes_floor(ch, floor, higher):
-        return Decision(False, f"challenger {metric} {ch:.4f} misses the quality floor ({direction} {floor:.4f})", **common)
+        return Decision(False, f"challenger {metric} {shown(ch)} misses the quality floor ({direction} {shown(floor)})", **common)
     if cp is None:
-        return Decision(True, f"{NO_CHAMPION}; challenger {metric} {ch:.4f} passes the floor", **common)
+        return Decision(True, f"{NO_CHAMPION}; challenger {metric} {shown(ch)} passes the floor", **common)
     if math.isnan(cp):
         return Decision(True, f"champion {metric} is undefined on this hold-out; challenger {ch:.4f} passes the floor", **common)
-    if metric in SCALED and cp > 0:
+    if metric in SCALED and 0 < cp < math.inf:
         return _decide_scaled(metric, ch, cp, margin, common)
     gain = (ch - cp) if higher else (cp - ch)
     if gain >= margin and gain > 0:  # a win: with a margin of 0, a tie promoted, saying 'beats ... by +0.0000' (the review)

@@ -887,7 +887,10 @@ class _PrefixDigest:
     def upto(self, position: int) -> str:
         """The digest of the file's first `position` bytes (at or after the last one asked for)."""
         while self._size < position:
-            block = self._stream.read(min(READ_BLOCK, position - self._size))
+            try:
+                block = self._stream.read(min(READ_BLOCK, position - self._size))
+            except (EOFError, zlib.error, gzip.BadGzipFile):  # a .gz cut short meanwhile
+                block = b""
             if not block:
                 raise NotSettled("changed while being read")
             self._digest.update(block)
@@ -993,7 +996,10 @@ def _store(path: Path, handle: BinaryIO, seen: os.stat_result, spec: DatasetSpec
         if parquet:  # only here: not for the same bytes again, nor a reading resumed
             rows_read = _rows_digests(handle, [p.position for _, p in [*unfinished, *landed]], batch_rows)
             prefixes = {rows: found.hexdigest() for rows, found in rows_read.items() if found.hexdigest()}
-        ended_lines = [(sha, p) for sha, p in landed if parquet or _ends_a_line_at(handle, p.position, gzipped)]
+        # Its line end looked at only where its prefix matches (or is unknown): a .gz's is a decompression up to it, and a
+        # name landed daily (export.csv.gz) decompressed the new file once per earlier content (the review).
+        ended_lines = [(sha, p) for sha, p in landed if parquet or ((not p.prefix_sha256 or prefixes.get(p.position) == p.prefix_sha256)
+                                                                    and _ends_a_line_at(handle, p.position, gzipped))]
         grown_from, progress = max(((sha, p) for sha, p in [*unfinished, *ended_lines] if prefixes.get(p.position) == (p.prefix_sha256 or sha)
                                     or (plain_text and not p.prefix_sha256 and _content_end(handle, sha, p.position) is not None)),
                                    key=lambda found: found[1].position, default=(None, progress))
@@ -1076,7 +1082,7 @@ def _store(path: Path, handle: BinaryIO, seen: os.stat_result, spec: DatasetSpec
     # from, which this one does not begin with. Without ids, rows it shares with the other are new events again (the
     # acceptance probe: 27 rows stored twice, nothing said). Not said of a reading that resumes one that went on.
     others = [sha[:CONTENT_CHARS] for sha, p in landed if sha != digest and (not grown or p.position > grown_at)]
-    if parquet:  # one landed by a version that kept no digest of its rows: never gone on from
+    if not plain_text:  # one landed by a version that kept no digest of its rows or text: never gone on from
         others += [sha[:CONTENT_CHARS] for sha, _ in log.landed_unplaced(path.name) if sha != digest]
     has_ids = spec.id_column in columns or EVENT_ID in columns  # validation's own choice of an id column
     replaced = (f"another file named {path.name!r} was landed before ({', '.join(others)}): without an id column, rows the two share are "

@@ -471,7 +471,7 @@ def judge(settings: Settings, spec: DatasetSpec, holdout: pd.DataFrame, challeng
     floor = set_floor if (set_floor := settings.floor_of(metric)) is not None else default_floor(spec, judged[LABEL], train_labels)
     floor_passed = passes_floor(challenger_metrics.get(metric, float("nan")), floor, higher)
     decision = decide(spec, challenger_metrics, champion_metrics, settings.promotion_margin, floor)
-    if set_floor is None and spec.task is Task.regression and not floor_passed:  # the probe: "vs floor 0.7108", not saying what it was
+    if set_floor is None and spec.task is Task.regression and not floor_passed and train_labels is not None:  # the probe: "vs floor 0.7108", not saying what it was
         note += f" (the default floor: the {metric} of predicting the training labels' mean; a quality_floor set for {metric} replaces it)"
     if note:
         decision = replace(decision, reason=decision.reason + note)
@@ -548,7 +548,8 @@ def evaluate_challenger(settings: Settings, spec: DatasetSpec, registry: Registr
             champion_recorded = recorded_evidence(registry, holdout, champion.version)
     misfit = unloadable if champion_predictor is None else spec_mismatch(champion_predictor, spec)
     predicted = hold_out_evidence(registry, holdout, challenger_version)
-    judgement = judge(settings, spec, holdout, predicted, None if misfit else champion_predictor, champion_unseen, champion_recorded, snapshot.train_labels)
+    train_labels = snapshot.train_labels if spec.task is Task.regression else None  # the default regression floor's alone
+    judgement = judge(settings, spec, holdout, predicted, None if misfit else champion_predictor, champion_unseen, champion_recorded, train_labels)
     decision = judgement.decision
     floor_note = "" if judgement.floor_passed else _floor_note(spec, registry, snapshot, challenger_version, judgement)
     if floor_note:
@@ -605,7 +606,7 @@ def _already_champion(settings: Settings, spec: DatasetSpec, registry: Registry,
     the asset run again on its own. Nothing is decided again: its recorded decision stands and `apply_decision` writes
     nothing (it had judged it against "no champion", rewriting the decision, the timeline and a pin)."""
     predicted = hold_out_evidence(registry, snapshot.holdout, record.version)
-    judgement = judge(settings, spec, snapshot.holdout, predicted, None, None, train_labels=snapshot.train_labels)
+    judgement = judge(settings, spec, snapshot.holdout, predicted, None, None, train_labels=snapshot.train_labels if spec.task is Task.regression else None)
     recorded = registry.get_version(record.version).tags.get(DECISION_REASON) or "none recorded (the alias was set by hand)"
     pinned = f", pinned ({record.pin_reason})" if record.pinned else ""
     decision = replace(judgement.decision, promote=True, reason=f"v{record.version} is already the champion{pinned}: nothing decided again; its decision: {recorded}")
