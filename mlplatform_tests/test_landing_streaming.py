@@ -36,6 +36,11 @@ def _policy(batch_bytes: int) -> LandingPolicy:
     return replace(LandingPolicy.from_settings(Settings()), quiet_seconds=0.0, batch_bytes=batch_bytes)
 
 
+def _bare(adult_rows: pd.DataFrame, rows: int) -> pd.DataFrame:
+    """The first `rows` Adult rows as an export without ids or times."""
+    return adult_rows[COLUMNS].head(rows).drop(columns=["event_id", "event_time"])
+
+
 def _events(log: EventLog) -> pd.DataFrame:
     return pd.read_sql_query("SELECT event_id, event_time, label, label_seq, f_age, f_workclass FROM events ORDER BY event_id", log._conn)
 
@@ -118,7 +123,7 @@ def test_a_stray_quote_costs_its_line_in_any_batch_size(tmp_path: Path, adult_sp
 
 
 def test_a_file_without_ids_gets_the_same_generated_ids_in_any_batch_size(tmp_path: Path, adult_spec: DatasetSpec, adult_rows: pd.DataFrame) -> None:
-    frame = adult_rows[COLUMNS].head(100).drop(columns=["event_id", "event_time"])
+    frame = _bare(adult_rows, 100)
     ids = []
     for batch_bytes in (1 << 20, 1500):
         (tmp_path / str(batch_bytes)).mkdir()
@@ -291,7 +296,7 @@ def test_a_file_appended_to_while_it_is_read_lands_each_row_once(tmp_path: Path,
     them; the file, changed, was left, and the next run read it whole again as a new file: 250,001 rows landed twice. Now
     a reading stops where the hashed content ends, and the grown file goes on from there, however often it grew (the
     review: a third reading went on from the first one's end, and the second's rows landed twice)."""
-    frame = adult_rows[COLUMNS].head(70).drop(columns=["event_id", "event_time"]).astype({"age": object})
+    frame = _bare(adult_rows, 70).astype({"age": object})
     frame.loc[3, "age"] = "old"  # quarantined by the first reading: the grown file's, once it is read to its end
     path = _write(frame.head(50), tmp_path / name)
     log = EventLog(tmp_path / "events.sqlite", adult_spec) if backend == "sqlite" else PostgresEventLog(request.getfixturevalue("postgres_url"), adult_spec)
@@ -322,7 +327,7 @@ def test_a_file_landed_whole_then_appended_to_and_landed_again_lands_only_the_ne
     new content read from its start, and its first rows landed twice with nothing said. It now goes on where the landed
     content ended, however often it grows; the same bytes again are nothing new, and a rewritten file of that name is
     still read whole."""
-    frame = adult_rows[COLUMNS].head(90).drop(columns=["event_id", "event_time"])
+    frame = _bare(adult_rows, 90)
     path = tmp_path / name
     log = EventLog(tmp_path / "events.sqlite", adult_spec) if backend == "sqlite" else PostgresEventLog(request.getfixturevalue("postgres_url"), adult_spec)
     try:
@@ -385,138 +390,118 @@ def test_a_parquet_export_landed_then_exported_again_with_more_rows_lands_only_t
         log.close()
 
 
-def test_a_parquet_export_killed_mid_reading_then_exported_again_goes_on_from_its_rows(tmp_path: Path, adult_spec: DatasetSpec,
+def test_a_parquet_export_killed_mid_reading_then_exported_again_goes_on_from_its_rows(tmp_path: Path, adult_spec: DatasetSpec, log: EventLog,
                                                                                        adult_rows: pd.DataFrame) -> None:
     """The digest of a Parquet file's rows, kept when its reading ends, covers the rows before a kill too: a reading
     resumed after one, and then an export with more rows, lands each row once. Resumed with smaller batches, two or more
     into its row group: the first batch after the place was taken for the rows from there on (6 rows landed twice)."""
-    frame = adult_rows[COLUMNS].head(300).drop(columns=["event_id", "event_time"])
+    frame = _bare(adult_rows, 300)
     path = tmp_path / "export.parquet"
     frame.head(200).to_parquet(path, index=False)  # one row group
-    log = EventLog(tmp_path / "events.sqlite", adult_spec)
-    try:
-        _killed_after_the_first_batch(path, adult_spec, log)
-        assert log.counts().total == 11, "a first batch of 11 rows (1500 bytes)"
-        assert ingest_file(path, adult_spec, log, _policy(700)).rows == 200 and log.counts().total == 200
-        frame.to_parquet(path, index=False, row_group_size=70)
-        grown = ingest_file(path, adult_spec, log, _policy(1500))
-        assert grown.note.startswith("grew after its first 200 rows were landed") and (grown.ingested, log.counts().total) == (100, 300), grown
-    finally:
-        log.close()
+    _killed_after_the_first_batch(path, adult_spec, log)
+    assert log.counts().total == 11, "a first batch of 11 rows (1500 bytes)"
+    assert ingest_file(path, adult_spec, log, _policy(700)).rows == 200 and log.counts().total == 200
+    frame.to_parquet(path, index=False, row_group_size=70)
+    grown = ingest_file(path, adult_spec, log, _policy(1500))
+    assert grown.note.startswith("grew after its first 200 rows were landed") and (grown.ingested, log.counts().total) == (100, 300), grown
 
 
-def test_a_parquet_export_goes_on_only_from_rows_it_begins_with_and_says_what_it_may_land_twice(tmp_path: Path, adult_spec: DatasetSpec,
+def test_a_parquet_export_goes_on_only_from_rows_it_begins_with_and_says_what_it_may_land_twice(tmp_path: Path, adult_spec: DatasetSpec, log: EventLog,
                                                                                                   adult_rows: pd.DataFrame) -> None:
     """The review of the Parquet exports: the same rows written again as other bytes were recorded as a content of no
     rows, and those bytes landed again were read whole (100 events became 200); a column of bytes made the digest depend
     on the batches (29 rows landed twice, nothing said); an export that changed a row of the newer content went on from
     an older one with only "grew"; one landed by an earlier version, which kept no digest, was read whole with nothing
     said; and a resumed reading of an export that went on said its rows might be events of both."""
-    frame = adult_rows[COLUMNS].head(100).drop(columns=["event_id", "event_time"]).reset_index(drop=True)
+    frame = _bare(adult_rows, 100).reset_index(drop=True)
     frame["blob"] = [b"\xfe" if i == 61 else b"ok" for i in range(100)]  # bytes, one not UTF-8: an ignored column, in the digest
     path = tmp_path / "export.parquet"
-    log = EventLog(tmp_path / "events.sqlite", adult_spec)
-    try:
-        frame.head(50).to_parquet(path, index=False, row_group_size=20)
-        assert ingest_file(path, adult_spec, log, _policy(1500)).ingested == 50
-        frame.head(50).to_parquet(path, index=False, row_group_size=7)  # the same rows, other bytes
-        other_bytes = path.read_bytes()
-        same = ingest_file(path, adult_spec, log, _policy(1500))
-        assert same.already_ingested and (same.rows, same.duplicates) == (50, 50), same
-        path.write_bytes(other_bytes)
-        assert ingest_file(path, adult_spec, log, _policy(1500)).already_ingested and log.counts().total == 50, "and again: still nothing new"
-        frame.head(80).to_parquet(path, index=False, row_group_size=33)
-        assert ingest_file(path, adult_spec, log, _policy(1500)).ingested == 30
-        frame.head(90).to_parquet(path, index=False, row_group_size=90)
-        grown = ingest_file(path, adult_spec, log, _policy(700))
-        assert grown.note == "grew after its first 80 rows were landed: read on from row 81" and log.counts().total == 90, grown
-        changed = frame.copy()
-        changed.loc[70, "hours-per-week"] = "99"  # a row of the 80-row content corrected: goes on from the 50-row one, and says so
-        changed.to_parquet(path, index=False)
-        apart = ingest_file(path, adult_spec, log, _policy(1500))
-        assert apart.note.startswith("grew after its first 50 rows were landed: read on from row 51; another file named 'export.parquet' was landed before ("), apart
-        assert "rows the two share are events of both" in apart.note and apart.ingested == 50
-    finally:
-        log.close()
+    frame.head(50).to_parquet(path, index=False, row_group_size=20)
+    assert ingest_file(path, adult_spec, log, _policy(1500)).ingested == 50
+    frame.head(50).to_parquet(path, index=False, row_group_size=7)  # the same rows, other bytes
+    other_bytes = path.read_bytes()
+    same = ingest_file(path, adult_spec, log, _policy(1500))
+    assert same.already_ingested and (same.rows, same.duplicates) == (50, 50), same
+    path.write_bytes(other_bytes)
+    assert ingest_file(path, adult_spec, log, _policy(1500)).already_ingested and log.counts().total == 50, "and again: still nothing new"
+    frame.head(80).to_parquet(path, index=False, row_group_size=33)
+    assert ingest_file(path, adult_spec, log, _policy(1500)).ingested == 30
+    frame.head(90).to_parquet(path, index=False, row_group_size=90)
+    grown = ingest_file(path, adult_spec, log, _policy(700))
+    assert grown.note == "grew after its first 80 rows were landed: read on from row 81" and log.counts().total == 90, grown
+    changed = frame.copy()
+    changed.loc[70, "hours-per-week"] = "99"  # a row of the 80-row content corrected: goes on from the 50-row one, and says so
+    changed.to_parquet(path, index=False)
+    apart = ingest_file(path, adult_spec, log, _policy(1500))
+    assert apart.note.startswith("grew after its first 50 rows were landed: read on from row 51; another file named 'export.parquet' was landed before ("), apart
+    assert "rows the two share are events of both" in apart.note and apart.ingested == 50
 
 
-def test_a_parquet_export_landed_by_an_earlier_version_is_read_whole_and_said(tmp_path: Path, adult_spec: DatasetSpec, adult_rows: pd.DataFrame) -> None:
+def test_a_parquet_export_landed_by_an_earlier_version_is_read_whole_and_said(tmp_path: Path, adult_spec: DatasetSpec, log: EventLog, adult_rows: pd.DataFrame) -> None:
     """A Parquet content landed by a version that kept no digest of its rows is never gone on from: an export with more
     rows is read whole, and now says that its rows without ids may be events of both (it said nothing)."""
-    frame = adult_rows[COLUMNS].head(80).drop(columns=["event_id", "event_time"])
+    frame = _bare(adult_rows, 80)
     path = tmp_path / "export.parquet"
-    log = EventLog(tmp_path / "events.sqlite", adult_spec)
-    try:
-        frame.head(50).to_parquet(path, index=False)
-        ingest_file(path, adult_spec, log, _policy(1500))
-        with log._write() as db:
-            db.execute("UPDATE files SET position = NULL, line = NULL, parsed = NULL, ended_sha256 = NULL")
-        frame.to_parquet(path, index=False)
-        whole = ingest_file(path, adult_spec, log, _policy(1500))
-        assert whole.ingested == 80 and "rows the two share are events of both" in whole.note, whole
-    finally:
-        log.close()
+    frame.head(50).to_parquet(path, index=False)
+    ingest_file(path, adult_spec, log, _policy(1500))
+    with log._write() as db:
+        db.execute("UPDATE files SET position = NULL, line = NULL, parsed = NULL, ended_sha256 = NULL")
+    frame.to_parquet(path, index=False)
+    whole = ingest_file(path, adult_spec, log, _policy(1500))
+    assert whole.ingested == 80 and "rows the two share are events of both" in whole.note, whole
 
 
 @pytest.mark.parametrize("killed", ["its first reading", "the reading that went on"])
-def test_a_parquet_export_killed_mid_reading_goes_on_once_exported_again(tmp_path: Path, adult_spec: DatasetSpec, adult_rows: pd.DataFrame,
+def test_a_parquet_export_killed_mid_reading_goes_on_once_exported_again(tmp_path: Path, adult_spec: DatasetSpec, log: EventLog, adult_rows: pd.DataFrame,
                                                                          killed: str) -> None:
     """The review: a Parquet reading killed mid-file, then the file exported again with more rows, was read whole (11
     rows twice, nothing said); a reading that went on from a landed export, killed and resumed, said its rows might be
     events of both. Each row lands once, and nothing is said of a resumed reading."""
-    frame = adult_rows[COLUMNS].head(90).drop(columns=["event_id", "event_time"])
+    frame = _bare(adult_rows, 90)
     path = tmp_path / "export.parquet"
-    log = EventLog(tmp_path / "events.sqlite", adult_spec)
-    try:
-        if killed == "its first reading":
-            frame.head(60).to_parquet(path, index=False)
-            _killed_after_the_first_batch(path, adult_spec, log)
-            frame.to_parquet(path, index=False, row_group_size=25)
-            grown = ingest_file(path, adult_spec, log, _policy(1500))
-            assert grown.note.startswith("grew after its first 11 rows were landed") and (grown.rows, log.counts().total) == (90, 90), grown
-        else:
-            frame.head(30).to_parquet(path, index=False)
-            ingest_file(path, adult_spec, log, _policy(1500))
-            frame.to_parquet(path, index=False, row_group_size=25)
-            _killed_after_the_first_batch(path, adult_spec, log)
-            resumed = ingest_file(path, adult_spec, log, _policy(1500))
-            assert resumed.note == "" and (resumed.rows, log.counts().total) == (60, 90), resumed
-        assert log._query("SELECT count(*) FROM file_progress")[1][0][0] == 0
-    finally:
-        log.close()
+    if killed == "its first reading":
+        frame.head(60).to_parquet(path, index=False)
+        _killed_after_the_first_batch(path, adult_spec, log)
+        frame.to_parquet(path, index=False, row_group_size=25)
+        grown = ingest_file(path, adult_spec, log, _policy(1500))
+        assert grown.note.startswith("grew after its first 11 rows were landed") and (grown.rows, log.counts().total) == (90, 90), grown
+    else:
+        frame.head(30).to_parquet(path, index=False)
+        ingest_file(path, adult_spec, log, _policy(1500))
+        frame.to_parquet(path, index=False, row_group_size=25)
+        _killed_after_the_first_batch(path, adult_spec, log)
+        resumed = ingest_file(path, adult_spec, log, _policy(1500))
+        assert resumed.note == "" and (resumed.rows, log.counts().total) == (60, 90), resumed
+    assert log._query("SELECT count(*) FROM file_progress")[1][0][0] == 0
 
 
 @pytest.mark.parametrize("name", ["export.csv.gz", "export.jsonl.gz"])
-def test_a_gzipped_export_written_again_with_more_rows_lands_only_the_new_rows(tmp_path: Path, adult_spec: DatasetSpec, adult_rows: pd.DataFrame,
+def test_a_gzipped_export_written_again_with_more_rows_lands_only_the_new_rows(tmp_path: Path, adult_spec: DatasetSpec, log: EventLog, adult_rows: pd.DataFrame,
                                                                                name: str) -> None:
     """A .gz export without ids, compressed again under its name with more rows (other bytes from the first on), was read
     whole each time: its earlier rows landed again. It goes on where the landed text ended, as a plain file does, read in
     its decompressed text; the same text compressed again is nothing new; a reading killed mid-file goes on too."""
-    frame = adult_rows[COLUMNS].head(120).drop(columns=["event_id", "event_time"])
+    frame = _bare(adult_rows, 120)
     path = tmp_path / name
-    log = EventLog(tmp_path / "events.sqlite", adult_spec)
-    try:
-        text = _write(frame.head(50), tmp_path / name.removesuffix(".gz")).read_bytes()
-        path.write_bytes(gzip.compress(text, compresslevel=9))
-        assert ingest_file(path, adult_spec, log, _policy(1500)).ingested == 50
-        path.write_bytes(gzip.compress(text, compresslevel=1))  # the same text, other bytes
-        same = ingest_file(path, adult_spec, log, _policy(1500))
-        assert same.already_ingested and log.counts().total == 50, same
-        text += _rows_text(frame.iloc[50:80], name.removesuffix(".gz"))
-        path.write_bytes(gzip.compress(text))
-        grown = ingest_file(path, adult_spec, log, _policy(1500))
-        assert grown.note.startswith("grew after its first ") and "(decompressed)" in grown.note and (grown.ingested, log.counts().total) == (30, 80), grown
-        text += _rows_text(frame.iloc[80:120], name.removesuffix(".gz"))
-        path.write_bytes(gzip.compress(text))
-        _killed_after_the_first_batch(path, adult_spec, log)
-        assert 80 < log.counts().total < 120
-        path.write_bytes(gzip.compress(text, compresslevel=3))  # the killed reading's text, compressed again
-        assert ingest_file(path, adult_spec, log, _policy(1500)).note.startswith("grew after its first ") and log.counts().total == 120
-    finally:
-        log.close()
+    text = _write(frame.head(50), tmp_path / name.removesuffix(".gz")).read_bytes()
+    path.write_bytes(gzip.compress(text, compresslevel=9))
+    assert ingest_file(path, adult_spec, log, _policy(1500)).ingested == 50
+    path.write_bytes(gzip.compress(text, compresslevel=1))  # the same text, other bytes
+    same = ingest_file(path, adult_spec, log, _policy(1500))
+    assert same.already_ingested and log.counts().total == 50, same
+    text += _rows_text(frame.iloc[50:80], name.removesuffix(".gz"))
+    path.write_bytes(gzip.compress(text))
+    grown = ingest_file(path, adult_spec, log, _policy(1500))
+    assert grown.note.startswith("grew after its first ") and "(decompressed)" in grown.note and (grown.ingested, log.counts().total) == (30, 80), grown
+    text += _rows_text(frame.iloc[80:120], name.removesuffix(".gz"))
+    path.write_bytes(gzip.compress(text))
+    _killed_after_the_first_batch(path, adult_spec, log)
+    assert 80 < log.counts().total < 120
+    path.write_bytes(gzip.compress(text, compresslevel=3))  # the killed reading's text, compressed again
+    assert ingest_file(path, adult_spec, log, _policy(1500)).note.startswith("grew after its first ") and log.counts().total == 120
 
 
-def test_a_gzipped_export_cut_short_while_its_text_is_digested_is_not_settled_and_an_old_one_is_said(tmp_path: Path, adult_spec: DatasetSpec,
+def test_a_gzipped_export_cut_short_while_its_text_is_digested_is_not_settled_and_an_old_one_is_said(tmp_path: Path, adult_spec: DatasetSpec, log: EventLog,
                                                                                                      adult_rows: pd.DataFrame) -> None:
     """The third review: a .gz cut short while the digest of its text read was taken raised EOFError, and the file was
     rejected, where a plain file is left as still changing; a .gz an earlier version landed (its place unkept) landed
@@ -532,23 +517,19 @@ def test_a_gzipped_export_cut_short_while_its_text_is_digested_is_not_settled_an
         os.truncate(path, path.stat().st_size // 3)
         with pytest.raises(NotSettled, match="changed while being read"):
             digest.upto(len(noise))
-    text = _write(adult_rows[COLUMNS].head(400).drop(columns=["event_id", "event_time"]), tmp_path / "export.csv").read_bytes()
-    log = EventLog(tmp_path / "events.sqlite", adult_spec)
-    try:
-        path.write_bytes(gzip.compress(text[: text.index(b"\n", 5000) + 1]))
-        ingest_file(path, adult_spec, log, _policy(1 << 20))
-        with log._write() as db:
-            db.execute("UPDATE files SET position = NULL, line = NULL, parsed = NULL, ended_sha256 = NULL")
-        path.write_bytes(gzip.compress(text))
-        whole = ingest_file(path, adult_spec, log, _policy(1 << 20))
-        assert whole.rows == 400 and "rows the two share are events of both" in whole.note, whole
-    finally:
-        log.close()
+    text = _write(_bare(adult_rows, 400), tmp_path / "export.csv").read_bytes()
+    path.write_bytes(gzip.compress(text[: text.index(b"\n", 5000) + 1]))
+    ingest_file(path, adult_spec, log, _policy(1 << 20))
+    with log._write() as db:
+        db.execute("UPDATE files SET position = NULL, line = NULL, parsed = NULL, ended_sha256 = NULL")
+    path.write_bytes(gzip.compress(text))
+    whole = ingest_file(path, adult_spec, log, _policy(1 << 20))
+    assert whole.rows == 400 and "rows the two share are events of both" in whole.note, whole
 
 
 def _export_refusing(adult_rows: pd.DataFrame, rows: int, bad: list[int]) -> pd.DataFrame:
     """An export without ids of `rows` rows, those at `bad` refused (an age that is no number)."""
-    frame = adult_rows[COLUMNS].head(rows).drop(columns=["event_id", "event_time"]).astype({"age": object})
+    frame = _bare(adult_rows, rows).astype({"age": object})
     frame.loc[bad, "age"] = "old"
     return frame
 
@@ -588,7 +569,7 @@ def test_an_export_whose_last_line_had_no_line_end_goes_on_once_appended_to_from
     """The acceptance probe: an export without a line end after its last row, landed, then appended to starting with
     one, was read whole again and its first rows landed twice, with no note. Appended bytes that extend its last line
     instead are no rows of their own: that file is read whole."""
-    frame = adult_rows[COLUMNS].head(12).drop(columns=["event_id", "event_time"])
+    frame = _bare(adult_rows, 12)
     path = tmp_path / name
     log = EventLog(tmp_path / "events.sqlite", adult_spec)
     try:
@@ -718,7 +699,7 @@ def test_a_file_killed_mid_reading_then_appended_to_lands_each_row_once(tmp_path
     content, read from its start under ids of its own hash, and the first batch's rows landed twice. The grown file now
     goes on where the killed reading stopped, as it does after a reading that ended at the content's end; also where an
     earlier version, which kept no digest of the bytes read, recorded the reading (the upgrade probe)."""
-    frame = adult_rows[COLUMNS].head(80).drop(columns=["event_id", "event_time"])
+    frame = _bare(adult_rows, 80)
     path = _write(frame.head(60), tmp_path / "killed.csv")
     log = EventLog(tmp_path / "events.sqlite", adult_spec) if backend == "sqlite" else PostgresEventLog(request.getfixturevalue("postgres_url"), adult_spec)
     try:
