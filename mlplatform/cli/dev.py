@@ -527,6 +527,7 @@ def code_servers(settings: Settings, workspace: Path = WORKSPACE, files: Callabl
     started a new one every 60 s (Dagster's RELOAD_WORKSPACE_INTERVAL): a fresh import of the code location, seconds of
     CPU each minute for as long as the stack ran (the soak probe)."""
     servers, entries = [], []
+    others = {} if settings.code_server_port is None else _fixed_ports(settings, production=True)  # read once, for a fixed port alone
     for index, entry in enumerate(yaml.safe_load(workspace.read_text(encoding="utf-8"))["load_from"]):
         kind = next(iter(entry)) if len(entry) == 1 else None
         if kind not in WORKSPACE_TARGETS:
@@ -534,7 +535,8 @@ def code_servers(settings: Settings, workspace: Path = WORKSPACE, files: Callabl
         target = entry[kind]
         if not isinstance(target, dict) or "location_name" not in target:
             raise DevServerError(f"{workspace}: each {kind} entry needs a location_name for `dev` to name its code server")
-        name, port = target["location_name"], free_port() if settings.code_server_port is None else _fixed_code_server_port(settings, index, target["location_name"])
+        name = target["location_name"]
+        port = free_port() if settings.code_server_port is None else _fixed_code_server_port(settings.code_server_port, index, name, others)
         if any(e["grpc_server"]["location_name"] == name for e in entries):  # the stack workspace would name one location twice
             raise DevServerError(f"{workspace}: two entries are named {name!r}: give each code location its own location_name")
         load = ["-m", target["module_name"]] if kind == "python_module" else ["-f", str(workspace.parent / target["relative_path"])]
@@ -588,23 +590,24 @@ def build_servers(settings: Settings, production: bool = False) -> list[Server]:
     ] + ([celery_worker(settings)] if settings.celery_broker_url else []) + ([serving_server(settings)] if production else [])
 
 
-def _fixed_ports(settings: Settings, production: bool) -> dict[str, tuple[str, int]]:
-    """The ports the stack's servers are given, by the setting that gives each: (host, port)."""
+def _fixed_ports(settings: Settings, production: bool) -> dict[str, tuple[str, str, int]]:
+    """The ports the stack's servers are given, by the setting that gives each: (its URL, host, port)."""
     urls = {name: getattr(settings, name) for name in ("dagster_ui_url", "reports_url", "evidently_ui_url", "mlflow_ui_url")}
     if production:
         urls["serve_port"] = f"http://{settings.serve_host}:{settings.serve_port}"
-    return {name: _bind(url) for name, url in urls.items()}
+    return {name: (url, *_bind(url)) for name, url in urls.items()}
 
 
-def _fixed_code_server_port(settings: Settings, index: int, name: str) -> int:
-    """The `index`th code location's port from `code_server_port`: one past 65535, one another server of the stack is given
-    (the prediction service's too), or one taken now is refused naming the setting (the review: a port shared with the
-    Dagster UI's was bound by the code server first, and `dev` died of the UI's health check reading gRPC bytes)."""
-    setting, base = env_name("code_server_port"), settings.code_server_port or 0
-    port, what = base + index, f"code location {name}; {env_name('code_server_port')}: {base}"
+def _fixed_code_server_port(base: int, index: int, name: str, others: dict[str, tuple[str, str, int]]) -> int:
+    """The `index`th code location's port from `code_server_port` (`base`): one past 65535, one another server of the stack
+    is given (`others`, the prediction service's too), or one taken now is refused naming the setting (the review: a port
+    shared with the Dagster UI's was bound by the code server first, and `dev` died of the UI's health check reading gRPC
+    bytes)."""
+    setting = env_name("code_server_port")
+    port, what = base + index, f"code location {name}; {setting}: {base}"
     if port > 65535:
         raise DevServerError(f"port {port} ({what}) is past 65535: set {setting} lower")
-    for other, (_, taken) in _fixed_ports(settings, production=True).items():
+    for other, (_, _, taken) in others.items():
         if taken == port:
             raise DevServerError(f"port {port} ({what}) is also {env_name(other)}'s: set {setting} to ports no other server of the stack is given")
     if (error := bind_error("127.0.0.1", port)) is not None:
@@ -615,8 +618,7 @@ def _fixed_code_server_port(settings: Settings, index: int, name: str) -> int:
 def _check_ports_free(settings: Settings, production: bool) -> None:
     """Every fixed port the stack binds is free, before anything starts: a port taken by another process was found only
     after the engines were up, as one server's traceback (or its URL was printed while another program answered there)."""
-    for name, (host, port) in _fixed_ports(settings, production).items():
-        url = f"http://{host}:{port}" if name == "serve_port" else getattr(settings, name)
+    for name, (url, host, port) in _fixed_ports(settings, production).items():
         if (error := bind_error(host, port)) is not None:
             raise DevServerError(f"port {port} on {host} ({env_name(name)}: {url}) cannot be bound: {error}; stop what listens "
                                  f"there or set {env_name(name)}")

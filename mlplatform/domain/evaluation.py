@@ -42,8 +42,9 @@ def default_floor(spec: DatasetSpec, y_true: pd.Series | None = None, train_labe
         return DEFAULT_FLOOR[spec.task]
     if spec.task is Task.regression:
         y = y_true.astype("float64")
-        known = train_labels.astype("float64").dropna() if train_labels is not None else pd.Series(dtype="float64")
-        return float(np.sqrt(np.mean((y - (known.mean() if len(known) else y.mean())) ** 2)))
+        known = train_labels is not None and train_labels.notna().any()
+        centre = train_labels.astype("float64").mean() if known else y.mean()  # type: ignore[union-attr]
+        return float(np.sqrt(np.mean((y - centre) ** 2)))
     prior = y_true.value_counts(normalize=True)
     return float(-(prior * np.log(prior)).sum())
 
@@ -184,8 +185,9 @@ class Decision:
         """In the margin's terms: of an error in the label's units (SCALED), the share of the champion's it fell by."""
         if self.champion is None:
             return None
-        if self.metric in SCALED and 0 < self.champion < math.inf:
-            return (self.champion - self.challenger) / self.champion
+        share = _scaled_share(self.metric, self.challenger, self.champion)
+        if share is not None:
+            return share
         delta = self.challenger - self.champion
         return delta if self.higher_is_better else -delta
 
@@ -219,14 +221,11 @@ def _units(value: float) -> str:
     return f"{value:,.2f}" if size >= 1e4 else f"{value:.4f}" if size >= 1e-3 or value == 0 else f"{value:.3e}"
 
 
-def _decide_scaled(metric: str, ch: float, cp: float, margin: float, common: dict[str, object]) -> Decision:
-    """An error in the label's units wins by `margin` of the champion's: an absolute 0.002 rejected a halved RMSE on a
-    label of thousandths and promoted a gain of one in a million on a label of millions (the second new-user probe)."""
-    share = (cp - ch) / cp
-    if share >= margin and share > 0:
-        return Decision(True, f"challenger {metric} {_units(ch)} beats champion {_units(cp)} by {share:.2%} of it (margin {margin:.2%})", **common)  # type: ignore[arg-type]
-    short = f"is below the margin {margin:.2%}" if share < margin else "is no win"
-    return Decision(False, f"challenger {metric} {_units(ch)} vs champion {_units(cp)}: {share:+.2%} of it {short}", **common)  # type: ignore[arg-type]
+def _scaled_share(metric: str, challenger: float, champion: float) -> float | None:
+    """Of an error in the label's units (SCALED), the share of the champion's the challenger's is lower by, the terms the
+    margin is in: an absolute 0.002 rejected a halved RMSE on a label of thousandths and promoted a gain of one in a
+    million on a label of millions (the second new-user probe). None for another metric, or a champion's of 0 or inf."""
+    return (champion - challenger) / champion if metric in SCALED and 0 < champion < math.inf else None
 
 
 def decide(spec: DatasetSpec, challenger: dict[str, float], champion: dict[str, float] | None, margin: float, floor: float,
@@ -249,13 +248,14 @@ def decide(spec: DatasetSpec, challenger: dict[str, float], champion: dict[str, 
         return Decision(True, f"{NO_CHAMPION}; challenger {metric} {shown(ch)} passes the floor", **common)
     if math.isnan(cp):
         return Decision(True, f"champion {metric} is undefined on this hold-out; challenger {ch:.4f} passes the floor", **common)
-    if metric in SCALED and 0 < cp < math.inf:
-        return _decide_scaled(metric, ch, cp, margin, common)
-    gain = (ch - cp) if higher else (cp - ch)
+    share = _scaled_share(metric, ch, cp)
+    gain = share if share is not None else (ch - cp) if higher else (cp - ch)
+    scores = f"{shown(ch)} {{}} champion {shown(cp)}" if share is not None else f"{ch:.4f} {{}} champion {cp:.4f}"
+    won_by, lost_by, limit = (f"{gain:.2%} of it", f"{gain:+.2%} of it", f"{margin:.2%}") if share is not None else (f"{gain:+.4f}", f"{gain:+.4f}", f"{margin}")
     if gain >= margin and gain > 0:  # a win: with a margin of 0, a tie promoted, saying 'beats ... by +0.0000' (the review)
-        return Decision(True, f"challenger {metric} {ch:.4f} beats champion {cp:.4f} by {gain:+.4f} (margin {margin})", **common)
+        return Decision(True, f"challenger {metric} {scores.format('beats')} by {won_by} (margin {limit})", **common)
     tie_broken = _calibration_win(challenger, champion, gain, margin) if metric == "roc_auc" else ""
     if tie_broken:  # recorded as decided on log loss: the scores, the improvement and the "(decides)" mark are its
         return Decision(True, tie_broken, "log_loss", False, challenger["log_loss"], champion["log_loss"], margin, floor)
-    short = f"is below the margin {margin}" if gain < margin else "is no win"
-    return Decision(False, f"challenger {metric} {ch:.4f} vs champion {cp:.4f}: {gain:+.4f} {short}", **common)
+    short = f"is below the margin {limit}" if gain < margin else "is no win"
+    return Decision(False, f"challenger {metric} {scores.format('vs')}: {lost_by} {short}", **common)

@@ -34,8 +34,8 @@ FELL_AT_THE_THRESHOLD = ("where labels came back, realized performance is better
 def trust_verdict(result: EstimationReport) -> str:
     """What the trust check says: realized performance inside the estimate's band, outside it on which side and what that
     means, or why nothing could be compared."""
-    untrusted, compared, fallen = result.untrusted, result.compared, result.fallen_elsewhere
-    if untrusted and result.only_better and fallen:
+    untrusted, compared = result.untrusted, result.compared
+    if untrusted and result.only_better and (fallen := result.fallen_elsewhere):
         text = f"{FELL_AT_THE_THRESHOLD}: {'; '.join(untrusted + fallen)}"
     elif untrusted:
         text = f"{BETTER_THAN_ESTIMATED if result.only_better else CONCEPT_CHANGE}: {'; '.join(untrusted)}"

@@ -14,6 +14,7 @@ with the disk or the event log is raised, leaving the file in place, so the run 
 from __future__ import annotations
 
 import codecs
+import copy
 import csv
 import fcntl
 import errno
@@ -613,7 +614,14 @@ def _csv_header(stream: BinaryIO) -> tuple[bytes, int]:
 
 
 def _parquet_batches(handle: BinaryIO, start: int, batch_rows: int) -> Iterator[_Batch]:
-    """Row batches of a Parquet file from row `start` on; row groups before it are not read."""
+    """Row batches of a Parquet file from row `start` on, parsed for landing; row groups before it are not read."""
+    for table, position in _parquet_tables(handle, start, batch_rows):
+        yield _Batch(_Parsed(_to_pandas(table), []), position, 1, table=table)
+
+
+def _parquet_tables(handle: BinaryIO, start: int, batch_rows: int) -> Iterator[tuple[pa.Table, int]]:
+    """Row batches of a Parquet file from row `start` on, as Arrow reads them, each with the row after it; an empty one
+    for a file without rows (its columns are still checked, as a CSV header's). Row groups before `start` are not read."""
     try:
         handle.seek(0)
         file = pq.ParquetFile(handle)
@@ -625,8 +633,8 @@ def _parquet_batches(handle: BinaryIO, start: int, batch_rows: int) -> Iterator[
             else:
                 skipped += rows
         position = skipped
-        if not file.metadata.num_rows and not start:  # no rows: its columns are still checked, as a CSV header's
-            yield _Batch(_Parsed(_to_pandas(file.schema_arrow.empty_table()), []), 0, 1, table=file.schema_arrow.empty_table())
+        if not file.metadata.num_rows and not start:
+            yield file.schema_arrow.empty_table(), 0
         for batch in file.iter_batches(batch_size=batch_rows, row_groups=groups, use_threads=False):
             if position + batch.num_rows <= start:  # a batch of the row group before `start`: a reading went past it
                 position += batch.num_rows
@@ -636,8 +644,7 @@ def _parquet_batches(handle: BinaryIO, start: int, batch_rows: int) -> Iterator[
                 position = start
             position += batch.num_rows
             if batch.num_rows:
-                table = pa.Table.from_batches([batch])
-                yield _Batch(_Parsed(_to_pandas(table), []), position, 1, table=table)
+                yield pa.Table.from_batches([batch]), position
     except (pa.ArrowInvalid, OSError) as exc:
         raise UnreadableFile(f"not parseable as Parquet: {exc}") from None
 
@@ -671,8 +678,8 @@ class _RowsDigest:
         self._digest.update(text.getvalue())
 
     def copy(self) -> "_RowsDigest":
-        copied = _RowsDigest(pa.schema([]))
-        copied._digest, copied._by_row, copied._broken = self._digest.copy(), self._by_row, self._broken
+        copied = copy.copy(self)
+        copied._digest = self._digest.copy()
         return copied
 
     def hexdigest(self) -> str:
@@ -691,9 +698,9 @@ def _rows_digests(handle: BinaryIO, at: Collection[int], batch_rows: int) -> dic
     found, read = {}, 0
     while cuts and cuts[0] == 0:
         found[cuts.pop(0)] = digest.copy()
-    batches = _parquet_batches(handle, 0, batch_rows)
-    while cuts and (batch := next(batches, None)) is not None and batch.table is not None:
-        table = batch.table
+    tables = _parquet_tables(handle, 0, batch_rows)  # not parsed to pandas: only the Arrow rows are digested
+    while cuts and (read_now := next(tables, None)) is not None:
+        table = read_now[0]
         while cuts and cuts[0] <= read + table.num_rows:
             digest.update(table.slice(0, cuts[0] - read))
             table, read = table.slice(cuts[0] - read), cuts[0]

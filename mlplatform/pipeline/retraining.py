@@ -479,6 +479,13 @@ def judge(settings: Settings, spec: DatasetSpec, holdout: pd.DataFrame, challeng
     return Judgement(challenger_metrics, champion_metrics, decision, floor_passed, rows, own_metrics)
 
 
+def _floor_labels(settings: Settings, spec: DatasetSpec, snapshot: FeatureSnapshot) -> pd.Series | None:
+    """The training labels, where the default regression floor predicts their mean (no floor set); read from the
+    snapshot only then."""
+    metric, _ = primary_metric(spec)
+    return snapshot.train_labels if spec.task is Task.regression and settings.floor_of(metric) is None else None
+
+
 def _floor_note(spec: DatasetSpec, registry: Registry, snapshot: FeatureSnapshot, challenger_version: int, judgement: Judgement) -> str:
     """Why the challenger failed the floor where it could not help it: the rows judged hold classes its own training
     rows (its chosen window, a tag) lack; a class only in the snapshot's older rows is one it never saw."""
@@ -548,8 +555,8 @@ def evaluate_challenger(settings: Settings, spec: DatasetSpec, registry: Registr
             champion_recorded = recorded_evidence(registry, holdout, champion.version)
     misfit = unloadable if champion_predictor is None else spec_mismatch(champion_predictor, spec)
     predicted = hold_out_evidence(registry, holdout, challenger_version)
-    train_labels = snapshot.train_labels if spec.task is Task.regression else None  # the default regression floor's alone
-    judgement = judge(settings, spec, holdout, predicted, None if misfit else champion_predictor, champion_unseen, champion_recorded, train_labels)
+    judgement = judge(settings, spec, holdout, predicted, None if misfit else champion_predictor, champion_unseen, champion_recorded,
+                      _floor_labels(settings, spec, snapshot))
     decision = judgement.decision
     floor_note = "" if judgement.floor_passed else _floor_note(spec, registry, snapshot, challenger_version, judgement)
     if floor_note:
@@ -606,7 +613,7 @@ def _already_champion(settings: Settings, spec: DatasetSpec, registry: Registry,
     the asset run again on its own. Nothing is decided again: its recorded decision stands and `apply_decision` writes
     nothing (it had judged it against "no champion", rewriting the decision, the timeline and a pin)."""
     predicted = hold_out_evidence(registry, snapshot.holdout, record.version)
-    judgement = judge(settings, spec, snapshot.holdout, predicted, None, None, train_labels=snapshot.train_labels if spec.task is Task.regression else None)
+    judgement = judge(settings, spec, snapshot.holdout, predicted, None, None, train_labels=_floor_labels(settings, spec, snapshot))
     recorded = registry.get_version(record.version).tags.get(DECISION_REASON) or "none recorded (the alias was set by hand)"
     pinned = f", pinned ({record.pin_reason})" if record.pinned else ""
     decision = replace(judgement.decision, promote=True, reason=f"v{record.version} is already the champion{pinned}: nothing decided again; its decision: {recorded}")
