@@ -183,3 +183,15 @@ def test_a_spec_the_benchmark_cannot_replay_is_one_line_not_a_traceback(text: st
         bench_adaptation.main(["--spec", str(tmp_path / "spec.yaml"), "--no-record"])
     err = capsys.readouterr().err
     assert exc.value.code == 2 and message in err and "Traceback" not in err
+
+
+def test_the_benchmarks_floor_is_accuracy_points_or_a_share_of_the_rmse() -> None:
+    """The second new-user probe: the floor was 0.005 in the label's units for RMSE too, met by any loss on a label of
+    thousands and missed by a rounding on a label of hundredths."""
+    assert bench_adaptation.shortfall(0.8593, 0.8539, higher=True) == (pytest.approx(0.0054), "0.0054")
+    behind, said = bench_adaptation.shortfall(1000.0, 1004.0, higher=False)
+    assert behind == pytest.approx(0.004) and behind <= bench_adaptation.TOLERANCE and said == "0.40% of its RMSE"
+    behind, said = bench_adaptation.shortfall(0.010, 0.012, higher=False)
+    assert behind == pytest.approx(0.2) and behind > bench_adaptation.TOLERANCE and said == "20.00% of its RMSE"
+    assert bench_adaptation.shortfall(0.0, 0.0, higher=False)[0] == 0.0 and bench_adaptation.shortfall(0.0, 0.1, higher=False)[0] == float("inf")
+    assert bench_adaptation.shortfall(10.0, 9.0, higher=False) == (pytest.approx(-0.1), "0.00% of its RMSE")
