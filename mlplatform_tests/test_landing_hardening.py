@@ -520,3 +520,21 @@ def test_the_landing_sensor_requests_one_run_per_set_of_settled_files(tmp_path: 
     time.sleep(0.4)
     [later] = landing_request(settings, first.cursor, names, instance).run_requests or []
     assert later.run_key != request.run_key and "-again" not in later.run_key
+
+
+def test_a_row_wrong_in_several_columns_names_each_of_them_once() -> None:
+    """A quarantined row named only its first wrong column: a file with two faults per row was mended, landed again, and
+    quarantined again for the second. A value found unusable is not also said to be missing, nor an unread time an
+    unusable offset."""
+    from mlplatform.domain.validation import validate_frame
+
+    spec = parse_spec({"name": "s", "task": "regression", "label": "y", "id_column": "id", "time_column": "day",
+                       "time_offset": {"column": "hr", "unit": "hours"}, "features": {"x": "numeric", "hr": "numeric", "c": "categorical"}})
+    raw = pd.DataFrame({"id": ["a", "b", None, "d"], "day": ["2020-01-01", "not a day", "2020-01-02", "2020-01-03"],
+                        "hr": [1, 2, 3, "late"], "x": ["1.5", "one", "2", [1, 2]], "c": ["k", "k", "k", "\x00k"], "y": [1.0, 2.0, "two", 4.0]})
+    result = validate_frame(raw, spec, generated_id_prefix="g", generated_time_start_us=0)
+    reasons = dict(zip(result.quarantined["row_number"], result.quarantined["reason"]))
+    assert list(result.events[EVENT_ID]) == ["a"] and sorted(reasons) == [2, 3, 4]
+    assert reasons[2].startswith("day: missing, not a timestamp") and "; x: " in reasons[2] and "hr:" not in reasons[2], reasons[2]
+    assert reasons[3].startswith("id: missing; label: ") and reasons[3].count("; ") == 1, reasons[3]
+    assert reasons[4].startswith("x: ") and reasons[4].count("x: ") == 1 and "hr: " in reasons[4] and reasons[4].count("hr: ") == 1 and "c: " in reasons[4] and "x: missing" not in reasons[4], reasons[4]

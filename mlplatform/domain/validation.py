@@ -3,7 +3,8 @@
 Vectorised on purpose: ingestion has to keep up with ≥ 200k rows/s, so the checks are column
 operations on Arrow-backed strings (parsed with Arrow casts, pandas only as the fallback for the
 rows Arrow refuses), each column is converted once, and a reason text is built only for the rows
-that get it. Every invalid row keeps the first reason found for it.
+that get it. An invalid row names every column that is wrong in it, the first problem found in each, so a file
+is mended in one pass, not one reason per landing.
 """
 
 from __future__ import annotations
@@ -370,14 +371,19 @@ def validate_frame(
     numbers = np.arange(1, n + 1, dtype="int64") if row_numbers is None else np.asarray(row_numbers, dtype="int64")
     reason = pd.Series(pd.NA, index=raw.index, dtype=object)
     invalid = np.zeros(n, dtype=bool)  # rows that have a reason: kept beside `reason`, so no flag scans its objects
+    flagged: dict[str, np.ndarray] = {}  # per column: its rows that have a reason for it (a value found unusable is not also "missing")
 
     def flag(mask: pd.Series, prefix: str, detail: str | Callable[[pd.Series], pd.Series]) -> None:
-        """Give `mask` rows that have no reason yet this one; `detail` is built for those rows only."""
-        new = mask.to_numpy(dtype=bool, na_value=False) & ~invalid
+        """Give `mask` rows without a reason for column `prefix` this one, after any other column's; `detail` is built
+        for those rows only."""
+        column = flagged.setdefault(prefix, np.zeros(n, dtype=bool))
+        new = mask.to_numpy(dtype=bool, na_value=False) & ~column
         if new.any():
             rows = raw.index[new]
-            reason[rows] = f"{prefix}: {detail}" if isinstance(detail, str) else (f"{prefix}: " + detail(rows)).to_numpy()
-            invalid[new] = True
+            text = pd.Series(f"{prefix}: {detail}" if isinstance(detail, str) else (f"{prefix}: " + detail(rows)).to_numpy(), index=rows, dtype=object)
+            earlier = invalid[new]
+            reason[rows] = text.where(~earlier, reason[rows].astype(str) + "; " + text).to_numpy() if earlier.any() else text.to_numpy()
+            invalid[new] = column[new] = True
 
     cells: dict[str, pd.Series] = {}
     for name in dict.fromkeys(c for c in (id_col, time_col, offset and offset.column, spec.label, *spec.features) if c is not None and c in raw.columns):
@@ -409,7 +415,7 @@ def validate_frame(
              + (f" (they read as time_format {other!r}: is that how the column is written?)" if other else ""))
         if offset is not None:
             times = offset_event_times(times, cells[offset.column], offset.unit)
-            flag(times.isna(), offset.column, f"missing or not a number of {offset.unit} (the spec's time_offset), or the time it makes is out of range")
+            flag(times.isna() & ~unread, offset.column, f"missing or not a number of {offset.unit} (the spec's time_offset), or the time it makes is out of range")
         if future is not None:
             flag(times.gt(future.latest_us).fillna(False), time_col, future.problem)
         out[EVENT_TIME] = times.fillna(0).astype("int64")
