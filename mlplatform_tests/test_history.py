@@ -385,6 +385,17 @@ def test_serving_refuses_a_model_trained_without_the_declared_history_and_the_on
         check_supported(Settings(state_dir=tmp_path, serve_online_correction=True), declared)
 
 
+def test_the_online_reference_reads_the_history_columns_the_platform_reads() -> None:
+    """River's ARF row read the spec's features alone: beside a history spec's rows it scored as without history."""
+    from mlplatform.pipeline.prequential import RiverPolicy, stream_events, with_stream_history
+
+    spec = load_spec(BIKE_HISTORY_SPEC)
+    events = with_stream_history(stream_events(spec, count=300), spec)
+    record = RiverPolicy(spec, n_models=1)._records(events.iloc[[-1]])[0]
+    assert {"hist__label_lag1", "hist__label_lag1__by_hr"} <= set(record) and record["hist__label_lag1"] == events["label"].iloc[-2]
+    assert not any(name.startswith("hist__") for name in RiverPolicy(load_spec(REPO_ROOT / "data" / "bike_sharing.yaml"), n_models=1)._records(events.iloc[[-1]])[0])
+
+
 @pytest.mark.parametrize("delay", [0, 3])
 def test_the_prequential_stream_reveals_labels_late_and_the_no_change_baseline_predicts_the_last_known(delay: int) -> None:
     from mlplatform.pipeline.prequential import NoChangePolicy, label_keys, run_prequential, stream_events, with_stream_history

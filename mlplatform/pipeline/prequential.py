@@ -370,10 +370,13 @@ class RiverPolicy(Policy):
         self.model: Any = (forest.ARFRegressor if spec.task is Task.regression else forest.ARFClassifier)(n_models=n_models, seed=seed)
 
     def _records(self, frame: pd.DataFrame) -> list[dict[str, Any]]:
-        """Feature dicts without missing values; for regression categoricals are one-hot (its leaves are linear models)."""
-        columns = {name: frame[name].tolist() for name in self.spec.features}
+        """Dicts of what a platform model reads (the features and the spec's history columns) without missing values; for
+        regression categoricals are one-hot (its leaves are linear models). With the features alone, the ARF row beside a
+        history spec's rows scored as if the spec had none (the history probe)."""
+        numeric, categorical_inputs = self.spec.model_inputs
+        columns = {name: frame[name].tolist() for name in (*numeric, *categorical_inputs)}
         one_hot = self.spec.task is Task.regression
-        categorical = set(self.spec.categorical_features)
+        categorical = set(categorical_inputs)
         records = []
         for values in zip(*columns.values()):
             record: dict[str, Any] = {}
