@@ -195,3 +195,22 @@ def test_the_benchmarks_floor_is_accuracy_points_or_a_share_of_the_rmse() -> Non
     assert behind == pytest.approx(0.2) and behind > bench_adaptation.TOLERANCE and said == "20.00% of its RMSE"
     assert bench_adaptation.shortfall(0.0, 0.0, higher=False)[0] == 0.0 and bench_adaptation.shortfall(0.0, 0.1, higher=False)[0] == float("inf")
     assert bench_adaptation.shortfall(10.0, 9.0, higher=False) == (pytest.approx(-0.1), "0.00% of its RMSE")
+
+
+def test_a_policy_whose_first_model_misses_the_floor_is_said_and_the_others_are_tabulated(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The history probe: the shuffled stream's first platform model missed the floor and the benchmark exited 2, the
+    time-order rows it had measured lost, pointing at a 'spec's quality_floor' no spec has."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=600)
+    pd.DataFrame({"x": x, "y": 3 * x + rng.normal(size=600)}).to_csv(tmp_path / "s.csv", index=False)
+    (tmp_path / "spec.yaml").write_text("name: s\ntask: regression\nlabel: y\nfeatures: {x: numeric}\nsource: {files: [s.csv], format: csv}\n", encoding="utf-8")
+    monkeypatch.setenv("MLPLATFORM_QUALITY_FLOOR", "0.0001")
+    code = bench_adaptation.main(["--spec", str(tmp_path / "spec.yaml"), "--events", "0", "--warmup", "200", "--block", "100", "--every", "200",
+                                  "--stream", "time order", "--no-record"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "bench_adaptation: s · time order, platform policy: the first model on the warm-up window was not promoted" in err
+    assert "(see --warmup, --block and MLPLATFORM_QUALITY_FLOOR)" in err and "spec's quality_floor" not in err
+    assert "| s · time order | 400 | every 200, all data |" in out and "| s · time order | 400 | platform policy |" not in out
+    assert "- not run: s · time order, platform policy: " in out and "Traceback" not in err
