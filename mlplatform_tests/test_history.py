@@ -385,6 +385,37 @@ def test_serving_refuses_a_model_trained_without_the_declared_history_and_the_on
         check_supported(Settings(state_dir=tmp_path, serve_online_correction=True), declared)
 
 
+def test_a_model_worse_than_each_events_last_known_label_is_said_so_in_its_decision(tmp_path: Path) -> None:
+    """The history probe: water-flow's model (hold-out RMSE 0.57) and the chicks' (62) were promoted against the floor of
+    the training mean, where the last known label gave 0.28 and 22; no evaluation, report or status said so."""
+    from mlplatform.domain.evaluation import no_change_baseline
+    from mlplatform.domain.predictor import PREDICTION
+    from mlplatform.pipeline.retraining import judge
+
+    spec = parse_spec({"name": "flow", "task": "regression", "label": "y", "features": {"x": "numeric"},
+                       "history": {"features": [{"kind": "lag", "k": 2}, {"kind": "mean", "n": 3}]}})
+    trend = np.arange(200, dtype="float64")
+    holdout = pd.DataFrame({"x": trend, "label": trend + 1000, "hist__label_lag1": np.r_[np.nan, trend[:-1] + 1000]})
+    flat = pd.DataFrame({PREDICTION: np.full(200, 1050.0)}, index=holdout.index)  # a tree model past its training range
+    judgement = judge(Settings(state_dir=tmp_path, quality_floor=1e9), spec, holdout, flat, None)
+    baseline = judgement.no_change
+    assert baseline is not None and not baseline.beaten and (baseline.column, baseline.rows, baseline.baseline) == ("hist__label_lag1", 199, 1.0)
+    assert judgement.decision.promote, "said, not refused: the floor is the user's to set"
+    assert "the model is WORSE than the no-change baseline (each event's last known label, hist__label_lag1): rmse " in judgement.decision.reason
+    assert "against 1.0000 on the 199 hold-out rows where one was known" in judgement.decision.reason
+    close = pd.DataFrame({PREDICTION: trend + 1000.5}, index=holdout.index)
+    assert no_change_baseline(spec, holdout, close).beaten and "no-change" not in judge(Settings(state_dir=tmp_path), spec, holdout, close, None).decision.reason
+    without = parse_spec({"name": "flow", "task": "regression", "label": "y", "features": {"x": "numeric"}, "history": {"features": [{"kind": "mean", "n": 3}]}})
+    assert no_change_baseline(without, holdout, flat) is None, "no label lag declared: no baseline"
+    assert no_change_baseline(spec, holdout.iloc[:15], flat.iloc[:15]) is None, "too few rows with a last label known"
+    labels = pd.Series(["a", "b"] * 50)
+    binary = parse_spec({"name": "c", "task": "binary", "label": "y", "classes": ["a", "b"], "positive_class": "b", "features": {"k": "categorical"},
+                         "history": {"features": [{"kind": "lag", "by": "k"}]}})
+    frame = pd.DataFrame({"k": "z", "label": labels, "hist__label_lag1__by_k": labels.shift(2)})  # every event is its key's second before
+    kept = no_change_baseline(binary, frame, pd.DataFrame({PREDICTION: ["a"] * 100}))
+    assert kept is not None and kept.metric == "accuracy" and kept.baseline == 1.0 and kept.model == 0.5 and not kept.beaten
+
+
 def test_the_online_reference_reads_the_history_columns_the_platform_reads() -> None:
     """River's ARF row read the spec's features alone: beside a history spec's rows it scored as without history."""
     from mlplatform.pipeline.prequential import RiverPolicy, stream_events, with_stream_history

@@ -238,6 +238,11 @@ def test_the_loop_steps_retrain_evaluate_and_report_drift_for_a_model_with_histo
         challenger = train_challenger(settings, spec, registry, snapshot, {})
         evaluation = evaluate_challenger(settings, spec, registry, snapshot, challenger.version, log)
         assert evaluation.champion_version == 1 and evaluation.champion_metrics is not None  # both scored with their history columns
+        baseline = evaluation.no_change  # the best of the declared label lags (the stream's, per hr) on the judged rows
+        assert baseline is not None and baseline.column in ("hist__label_lag1", "hist__label_lag1__by_hr") and baseline.beaten, baseline
+        judged = snapshot.holdout[snapshot.holdout[baseline.column].notna()]
+        assert baseline.rows == len(judged) and baseline.baseline == pytest.approx(((judged["label"] - judged[baseline.column]) ** 2).mean() ** 0.5)
+        assert "No-change baseline: the model beats" in evaluation.markdown() and "no-change" not in evaluation.decision.reason
         apply_decision(registry, evaluation, None)
         log.append(canonical(read_source(spec).iloc[LANDED + 1500 : LANDED + 2500], spec), "landing")  # after every champion's window
         report = build_drift_report(settings, spec, log, registry)

@@ -18,7 +18,7 @@ from mlplatform.domain.keys import (CHAMPION_VERSION, CHANGE_WINDOW, DAGSTER_RUN
                                    REPORT_PATH, REPORT_URL, RUN_TAG_PREFIX, SNAPSHOT, FITTED_ROWS, TRAINED_WINDOW, LANDED_FILES, INGESTED, DUPLICATES,
                                    QUARANTINED, LABELS_APPLIED, ROWS_READ, REJECTED_FILES, SKIPPED_ENTRIES, SKIPPED_ENTRIES_TABLE, UNTIMED_FILES, KEPT_BY_PERSON,
                                    CHALLENGER_VERSION, DECISION_META, REASON_META, HISTORY_BACKDATED, HISTORY_HORIZON, IGNORED_COLUMNS, LABEL_WATERMARK, LABEL_WATERMARK_TAG, POLICY_TRIGGER_TAG, REASON_TAG, RETRAIN_TAG, mlflow_tag)
-from mlplatform.domain.evaluation import primary_metric
+from mlplatform.domain.evaluation import NO_CHANGE_MIN_ROWS, primary_metric
 from mlplatform.domain.policy import BY_HAND
 from mlplatform.domain.retry_budget import RetryBudget
 from mlplatform.domain.training import TrainingError
@@ -337,6 +337,9 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
             verdict = evaluation.verdict
             shadow = evaluation.shadow
             context.log.info(f"challenger v{challenger_version} {verdict}: {d.reason}")
+            baseline = evaluation.no_change
+            if baseline is not None and not baseline.beaten:
+                context.log.warning(f"challenger v{challenger_version}: {baseline.said()}")
             summary: dict[str, object] = {
                 DECISION_META: verdict,
                 REASON_META: d.reason,
@@ -355,6 +358,8 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
                 "shadow_events": 0 if shadow is None else shadow.events,
                 "shadow_required": settings.promotion_requires_shadow_win,
                 KEPT_BY_PERSON: evaluation.kept_by_person,
+                "no_change_baseline": f"none: the spec's history declares no lag of the label, or fewer than {NO_CHANGE_MIN_ROWS} judged rows have one" if baseline is None else baseline.said(),
+                "no_change_score": float("nan") if baseline is None else baseline.baseline,
             }
             report_dir = settings.reports_dir / "evaluation"
             report_dir.mkdir(parents=True, exist_ok=True)

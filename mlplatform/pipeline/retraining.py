@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 
 from mlplatform.domain.change_point import MIN_SEGMENT, event_losses, loss_shift
-from mlplatform.domain.evaluation import NO_CHAMPION, Decision, classes_training_lacks, decide, default_floor, passes_floor, primary_metric, score
+from mlplatform.domain.evaluation import (NO_CHAMPION, Decision, NoChangeBaseline, classes_training_lacks, decide, default_floor, no_change_baseline,
+                                          passes_floor, primary_metric, score)
 from mlplatform.stores.dask_cluster import dask_client
 from mlplatform.stores.eventlog import EventStore
 from mlplatform.domain.features import FeatureTransformer, HistoryFeaturesMissing
@@ -398,6 +399,7 @@ class Evaluation:
     already_champion: bool = False  # the challenger was the champion before this evaluation: nothing to apply
     floor_note: str = ""  # why the floor failed where the challenger could not help it
     kept_by_person: bool = False  # won on the scores, not promoted only because a person pinned or moved the champion
+    no_change: NoChangeBaseline | None = None  # the challenger beside each event's last known label, where the spec has a label lag
 
     @property
     def verdict(self) -> str:
@@ -413,7 +415,9 @@ class Evaluation:
             mark = " **(decides)**" if name == self.decision.metric else ""
             rows.append(f"| {name}{mark} | {'' if ch is None else f'{ch:.4f}'} | {'' if cp is None else f'{cp:.4f}'} |")
         shadow = "" if self.shadow is None else f" Shadow, {self.shadow.summary()}."
-        return "\n".join(rows) + f"\n\n**{self.verdict.upper()}**: {self.decision.reason}. Hold-out: {self.holdout_rows} events, {self.judged_rows} judged.{shadow}"
+        beaten = self.no_change is not None and self.no_change.beaten  # when it is not, the reason says so
+        baseline = f"\n\nNo-change baseline: {self.no_change.said()}." if beaten else ""  # type: ignore[union-attr]
+        return "\n".join(rows) + f"\n\n**{self.verdict.upper()}**: {self.decision.reason}. Hold-out: {self.holdout_rows} events, {self.judged_rows} judged.{shadow}{baseline}"
 
 
 @dataclass(frozen=True)
@@ -424,6 +428,7 @@ class Judgement:
     floor_passed: bool
     judged: np.ndarray  # the hold-out rows scored
     own_metrics: dict[str, float]  # the challenger's on its whole hold-out: whichever champion it is judged against
+    no_change: NoChangeBaseline | None = None
 
     @property
     def judged_rows(self) -> int:
@@ -473,10 +478,13 @@ def judge(settings: Settings, spec: DatasetSpec, holdout: pd.DataFrame, challeng
     decision = decide(spec, challenger_metrics, champion_metrics, settings.promotion_margin, floor)
     if set_floor is None and spec.task is Task.regression and not floor_passed and train_labels is not None:  # the probe: "vs floor 0.7108", not saying what it was
         note += f" (the default floor: the {metric} of predicting the training labels' mean; a quality_floor set for {metric} replaces it)"
+    baseline = no_change_baseline(spec, judged, predicted)
+    if baseline is not None and not baseline.beaten:  # said where the decision is read: status, the UI, MLflow's version tag
+        note += f"; {baseline.said()}"
     if note:
         decision = replace(decision, reason=decision.reason + note)
     own_metrics = challenger_metrics if rows.all() else score(spec, holdout[LABEL], challenger_predicted)
-    return Judgement(challenger_metrics, champion_metrics, decision, floor_passed, rows, own_metrics)
+    return Judgement(challenger_metrics, champion_metrics, decision, floor_passed, rows, own_metrics, baseline)
 
 
 def _floor_labels(settings: Settings, spec: DatasetSpec, snapshot: FeatureSnapshot) -> pd.Series | None:
@@ -605,6 +613,7 @@ def evaluate_challenger(settings: Settings, spec: DatasetSpec, registry: Registr
         awaiting_shadow=awaiting,
         floor_note=floor_note,
         kept_by_person=kept_by_person,
+        no_change=judgement.no_change,
     )
 
 
