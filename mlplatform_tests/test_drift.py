@@ -174,6 +174,31 @@ def test_compare_takes_valid_numbers_near_the_float_limit(adult_spec: DatasetSpe
     assert current["age"].iloc[0] == 1.7e308, "the caller's frame is left as it was"
 
 
+def test_few_valued_columns_of_a_small_reference_are_compared_as_two_samples(tmp_path: Path) -> None:
+    """The estimation probe: on a 200-row reference, Evidently's chi-square took the reference's shares as exact (25 of
+    40 column verdicts drifted on a stationary stream, p = 1e-7 where a two-sample test gives 0.075), and one value only
+    the current side had, in one row of 850, made its column drifted at p = 0."""
+    from mlplatform.domain.spec import parse_spec
+
+    spec = parse_spec({"name": "p", "task": "binary", "label": "y", "classes": ["0", "1"], "positive_class": "1",
+                       "features": {"a": "numeric", "c": "categorical"}})
+    rng = np.random.default_rng(0)
+
+    def frame(n: int, shares: tuple[float, float, float] = (0.5, 0.3, 0.2)) -> pd.DataFrame:
+        return pd.DataFrame({"a": rng.choice([0.0, 0.5, 1.0], n, p=shares), "c": rng.choice(["x", "y", "z"], n, p=[0.6, 0.3, 0.1])})
+
+    verdicts = [c for i in range(20) for c in compare(spec, frame(200), frame(1000), 0.5, tmp_path / f"r{i}.json.xz")[0]]
+    assert {c.method for c in verdicts} == {"chi-square two-sample p_value"}
+    assert sum(c.drifted for c in verdicts) <= 6, [round(c.score, 4) for c in verdicts]  # 5 % expected of 40; 25 before
+    odd = frame(850)
+    odd.loc[0, "a"], odd.loc[1, "c"] = 2.0, "maybe"
+    assert not any(c.drifted for c in compare(spec, frame(200), odd, 0.5, tmp_path / "odd.json.xz")[0])
+    shifted = compare(spec, frame(200), frame(1000, (0.2, 0.3, 0.5)), 0.5, tmp_path / "shift.json.xz")[0]
+    assert [(c.column, c.drifted) for c in shifted] == [("a", True), ("c", False)] and shifted[0].score < 1e-6
+    large = compare(spec, frame(2000), frame(2000), 0.5, tmp_path / "large.json.xz")[0]
+    assert {c.method for c in large} == {"Jensen-Shannon distance"}, "above 1000 reference rows, Evidently's distance as before"
+
+
 def test_sample_between_is_bounded_uniform_and_rejects_empty_ranges(state: Settings, adult_spec: DatasetSpec, adult_rows: pd.DataFrame) -> None:
     log = EventLog.for_dataset(state.events_dir, adult_spec)
     write_batches(adult_rows.iloc[:4000], adult_spec, state.landing_dir, 4000)
