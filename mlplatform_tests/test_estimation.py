@@ -556,3 +556,31 @@ def test_the_headline_estimate_and_realized_values_say_which_events_they_cover()
     assert meta["estimated_roc_auc"] == 0.72 and meta["realized_roc_auc"] == 0.96
     assert meta["estimated_chunk"] == "1970-01-06T00:00:00+00:00 to 1970-01-07T00:00:00+00:00 (1000 events)"
     assert meta["realized_chunk"] == "1970-01-01T00:00:00+00:00 to 1970-01-02T00:00:00+00:00 (1000 events)"
+
+
+def test_precision_and_recall_undefined_on_a_window_without_positives_are_left_out_not_zero(tmp_path: Path) -> None:
+    """The estimation probe: 300 negatives all answered right read live precision and recall 0.0000, the live floors
+    fired (below_floor), and the estimate showed realized and estimated precision 0.0 on that chunk."""
+    from mlplatform.domain.evaluation import score
+    from mlplatform.domain.predictor import PREDICTION, PROBABILITY
+    from mlplatform.pipeline.live_quality import LiveQuality, bounds
+
+    spec = parse_spec({"name": "b", "task": "binary", "label": "y", "classes": BINARY, "positive_class": "yes", "features": {"x": "numeric"}})
+    negatives = pd.Series(["no"] * 300)
+    answered = pd.DataFrame({PREDICTION: ["no"] * 300, PROBABILITY: np.linspace(0.01, 0.3, 300)})
+    metrics = score(spec, negatives, answered)
+    assert metrics["accuracy"] == 1.0 and not {"precision", "recall", "f1", "roc_auc"} & set(metrics), metrics
+    missed = score(spec, pd.Series(["no"] * 299 + ["yes"]), answered)
+    assert missed["recall"] == 0.0 and missed["f1"] == 0.0 and "precision" not in missed, "a positive missed is a recall of 0, as before"
+    floors = bounds(Settings(state_dir=tmp_path, live_min_precision=0.5, live_min_recall=0.5), spec)
+    quality = LiveQuality(1, 300, metrics, floors, [], None, None, enough=True)
+    assert not quality.below_floor
+    assert quality.verdict(100) == "within floors (precision, recall undefined on these events, no positive predicted or labelled: not checked)"
+
+    rng = np.random.default_rng(9)
+    estimator = fit_estimator("binary", BINARY, _none(2000), *_binary(rng, 2000), seed=7)
+    low = np.linspace(0.001, 0.2, 300)  # every score below the threshold: nothing predicted positive
+    estimate = estimator.estimate(_none(300), low, 100)
+    realized = estimator.realized(low, np.zeros(300, dtype=int))
+    assert "precision" not in estimate.metrics and estimate.metrics["recall"] == 0.0, estimate.metrics
+    assert not {"precision", "recall", "f1"} & set(realized) and realized["accuracy"] == 1.0, realized

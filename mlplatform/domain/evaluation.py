@@ -130,7 +130,8 @@ def occurring_classes(classes: list[str], y_true: pd.Series, predicted: pd.Serie
 
 
 def score(spec: DatasetSpec, y_true: pd.Series, predicted: pd.DataFrame) -> dict[str, float]:
-    """All metrics of the task; ones that are undefined on this window (one class only) are left out."""
+    """All metrics of the task; ones that are undefined on this window (one class only; binary precision without a
+    positive predicted, recall without one labelled) are left out."""
     from sklearn import metrics as skm  # scikit-learn (and SciPy) load where a window is scored, not with the code location
 
     y_true = y_true.reset_index(drop=True)
@@ -149,9 +150,15 @@ def score(spec: DatasetSpec, y_true: pd.Series, predicted: pd.DataFrame) -> dict
         positive = spec.positive_class
         y_bin = (y_true == positive).astype(int)
         proba = predicted[PROBABILITY].astype("float64").clip(1e-15, 1 - 1e-15)
-        out["precision"] = float(skm.precision_score(y_true, pred, pos_label=positive, zero_division=0))
-        out["recall"] = float(skm.recall_score(y_true, pred, pos_label=positive, zero_division=0))
-        out["f1"] = float(skm.f1_score(y_true, pred, pos_label=positive, zero_division=0))
+        # Undefined, left out, as ROC AUC: precision with no positive predicted, recall with none labelled, F1 with neither.
+        # Counted as 0, 300 negatives all answered right read precision and recall 0 and the live floors fired (the probe).
+        predicted_any, labelled_any = bool((pred == positive).any()), bool(y_bin.any())
+        if predicted_any:
+            out["precision"] = float(skm.precision_score(y_true, pred, pos_label=positive, zero_division=0))
+        if labelled_any:
+            out["recall"] = float(skm.recall_score(y_true, pred, pos_label=positive, zero_division=0))
+        if predicted_any or labelled_any:
+            out["f1"] = float(skm.f1_score(y_true, pred, pos_label=positive, zero_division=0))
         out["log_loss"] = float(skm.log_loss(y_bin, proba, labels=[0, 1]))
         if y_bin.nunique() == 2:
             out["roc_auc"] = float(skm.roc_auc_score(y_bin, proba))

@@ -79,7 +79,9 @@ class LiveQuality:
             return f"v{self.model_version}: {self.events} {self.scored_on}, fewer than {min_events}: no verdict"
         if not self.bounds:
             return unfloored("live", self.metrics)
-        return "; ".join(self.breaches) or "within floors"
+        unchecked = [b.metric for b in self.bounds if b.metric not in self.metrics]
+        undefined = f" ({', '.join(unchecked)} undefined on these events, no positive predicted or labelled: not checked)" if unchecked else ""
+        return ("; ".join(self.breaches) or "within floors") + undefined
 
 
 def unfloored(kind: str, metrics: Collection[str]) -> str:
