@@ -214,3 +214,16 @@ def test_a_policy_whose_first_model_misses_the_floor_is_said_and_the_others_are_
     assert "(see --warmup, --block and MLPLATFORM_QUALITY_FLOOR)" in err and "spec's quality_floor" not in err
     assert "| s · time order | 400 | every 200, all data |" in out and "| s · time order | 400 | platform policy |" not in out
     assert "- not run: s · time order, platform policy: " in out and "Traceback" not in err
+
+
+def test_a_stationary_control_without_a_drift_report_says_its_goal_was_not_tested() -> None:
+    """The estimation probe: 850 events after the warm-up, fewer than the 1,000 between drift reports: no report ran, and
+    the goal line said '0 drift-triggered … (goal 0: met)'."""
+    stream = bench_adaptation.Stream("s · shuffled", Path("spec.yaml"), order="shuffled", stationary=True)
+    spec = parse_spec({"name": "s", "task": "binary", "label": "y", "classes": ["a", "b"], "positive_class": "b", "features": {"x": "numeric"}})
+    fixed = bench_adaptation.PolicyResult("every 200, all data", {"accuracy": 0.9}, 5, 1.0, 0, {}, 1.0)
+    untested = bench_adaptation.PolicyResult("platform policy", {"accuracy": 0.9}, 2, 1.0, 1, {}, 1.0, drift_reports=0)
+    tested = bench_adaptation.PolicyResult("platform policy", {"accuracy": 0.9}, 2, 1.0, 1, {}, 1.0, drift_reports=3)
+    assert "(goal 0: not tested: no drift report ran" in bench_adaptation.goals(stream, spec, [fixed, untested])[0]
+    assert "(goal 0: met)" in bench_adaptation.goals(stream, spec, [fixed, tested])[0]
+    assert bench_adaptation.row(stream, spec, 850, tested)["drift reports"] == 3

@@ -50,6 +50,7 @@ class PolicyStats:
     train_seconds: float = 0.0
     promotions: int = 0
     triggers: Counter[str] = field(default_factory=Counter)
+    drift_reports: int = 0  # drift reports made: with none, "0 drift-triggered retrains" tested nothing
 
 
 def stream_events(spec: DatasetSpec, *, order: str = "time", seed: int = 0, count: int = 0, scenario: DriftScenario | None = None, drift_from: int = 0,
@@ -341,6 +342,7 @@ class PlatformPolicy(Policy):
         if len(current) < self.settings.drift_min_current_rows:
             return
         self.last_report = len(history)
+        self.stats.drift_reports += 1
         detected, share = self.drift_check(self.reference, current)
         self.drift = (detected, share, f"report-{self.last_report}")
 
@@ -429,6 +431,7 @@ class PolicyResult:
     promotions: int
     triggers: dict[str, int]
     wall_seconds: float
+    drift_reports: int = 0
 
     @property
     def drift_triggers(self) -> int:
@@ -456,4 +459,5 @@ def run_prequential(events: pd.DataFrame, spec: DatasetSpec, policy: Policy, war
     predicted = pd.concat(predictions)
     metrics = score(spec, events[LABEL].iloc[warmup:], predicted)
     stats = policy.stats
-    return PolicyResult(policy.name, metrics, stats.fits, stats.train_seconds, stats.promotions, dict(stats.triggers), time.perf_counter() - started)
+    return PolicyResult(policy.name, metrics, stats.fits, stats.train_seconds, stats.promotions, dict(stats.triggers), time.perf_counter() - started,
+                        stats.drift_reports)
