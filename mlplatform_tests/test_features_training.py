@@ -587,3 +587,24 @@ def test_a_bad_feature_snapshots_keep_is_refused_naming_it(monkeypatch: pytest.M
     monkeypatch.setenv("MLPLATFORM_FEATURE_SNAPSHOTS_KEEP", value)
     with pytest.raises(ValidationError, match="feature_snapshots_keep"):
         Settings()
+
+
+def test_one_value_in_two_spellings_is_one_category_to_the_model_and_to_drift(tmp_path: Path) -> None:
+    """The estimation probe: a categorical landed from CSV as `0.0` and `1.0` and served as 0 and 1 (JSON numbers) was
+    learnt as five categories for three values, and the next drift report flagged the column at p = 0 on spelling alone."""
+    from mlplatform.pipeline.drift import compare
+
+    landed = ["0.0"] * 60 + ["0.5"] * 50 + ["1.0"] * 30
+    served = ["0"] * 40 + ["1"] * 30
+    transformer = FeatureTransformer(numeric=[], categorical=["https"]).fit(pd.DataFrame({"https": landed + served}))
+    assert transformer.categories == {"https": ["0.0", "0.5", "1.0"]}, "each value once, in its commonest spelling"
+    codes = transformer.transform(pd.DataFrame({"https": ["0", "0.0", "1", "TRUE", None]}))["https"]
+    assert codes.tolist()[:3] == ["0.0", "0.0", "1.0"] and pd.isna(codes.iloc[3]) and pd.isna(codes.iloc[4])
+    assert FeatureTransformer(numeric=[], categorical=["c"]).fit(pd.DataFrame({"c": ["x", "y", "x"]})).categories == {"c": ["x", "y"]}
+
+    spec = parse_spec({"name": "p", "task": "binary", "label": "y", "classes": ["0", "1"], "positive_class": "1", "features": {"https": "categorical"}})
+    rng = np.random.default_rng(0)
+    reference = pd.DataFrame({"https": rng.choice(["0.0", "0.5", "1.0"], 2000, p=[0.5, 0.3, 0.2])})
+    current = pd.DataFrame({"https": rng.choice(["0", "0.5", "1"], 2000, p=[0.5, 0.3, 0.2])})
+    [column], _, _, _ = compare(spec, reference, current, 0.5, tmp_path / "spelled.json.xz")
+    assert not column.drifted, column

@@ -128,10 +128,19 @@ class FeatureTransformer:
         return self._spellings[name]
 
     def fit(self, raw: pd.DataFrame) -> "FeatureTransformer":
+        """One category per value however its rows spell it (`spelling_key`), in its commonest spelling: a CSV landing's
+        `0.0` and a request's `0` were two categories, the value's rows split between them (the estimation probe)."""
         self.categories, self._spellings = {}, {}
         for name, values in self._categorical_frame(raw).items():
             counts = values.value_counts(dropna=True)
-            self.categories[name] = sorted(str(c) for c in counts.index[:MAX_CATEGORIES])
+            spelled: dict[str, str] = {}  # spelling_key → its commonest spelling (counts are in descending order)
+            totals: dict[str, int] = {}
+            for value, count in counts.items():
+                key = spelling_key(str(value))
+                spelled.setdefault(key, str(value))
+                totals[key] = totals.get(key, 0) + int(count)
+            commonest = sorted(totals, key=lambda key: -totals[key])[:MAX_CATEGORIES]
+            self.categories[name] = sorted(spelled[key] for key in commonest)
         return self
 
     def transform(self, raw: pd.DataFrame) -> pd.DataFrame:

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from mlplatform.domain.evaluation import score
-from mlplatform.domain.features import ARITHMETIC_LIMIT
+from mlplatform.domain.features import ARITHMETIC_LIMIT, spelling_key
 from mlplatform.domain.keys import window_tag
 from mlplatform.domain.settled import settled
 from mlplatform.stores.eventlog import Arrival, EventStore
@@ -320,11 +320,22 @@ MIN_CATEGORY_ROWS = 5  # rows of a category in one sample or the other for it to
 RARE_CATEGORY = "(rare on both sides)"
 
 
+def _one_spelling(values: pd.Series) -> pd.Series:
+    """Each value in one spelling however it came (`spelling_key`): landed from CSV as `0.0` and served as `0`, one
+    category's rows were two, and the column drifted on spelling alone (the estimation probe)."""
+    present = values.dropna()
+    keys = {v: spelling_key(str(v)) for v in pd.unique(present)}
+    if all(k == v for v, k in keys.items()):
+        return values
+    return values.where(values.isna(), values.map(keys))
+
+
 def _lumped(reference: pd.Series, current: pd.Series) -> tuple[pd.Series, pd.Series]:
-    """A categorical column with the categories each sample holds fewer than MIN_CATEGORY_ROWS times as one category on
-    both sides. Compared one by one, such categories are sampling noise: a store id of 3,000 values, its mix unchanged,
-    drifted in every report (the own-dataset probe); a category common on either side, a new one among them, is
-    compared on its own."""
+    """A categorical column (in one spelling per value) with the categories each sample holds fewer than
+    MIN_CATEGORY_ROWS times as one category on both sides. Compared one by one, such categories are sampling noise: a
+    store id of 3,000 values, its mix unchanged, drifted in every report (the own-dataset probe); a category common on
+    either side, a new one among them, is compared on its own."""
+    reference, current = _one_spelling(reference), _one_spelling(current)
     in_reference, in_current = reference.value_counts(), current.value_counts()
     kept = set(in_reference.index[in_reference >= MIN_CATEGORY_ROWS]) | set(in_current.index[in_current >= MIN_CATEGORY_ROWS])
     if kept >= set(in_reference.index) | set(in_current.index):
