@@ -123,7 +123,7 @@ def late_labels(sizes: tuple[int, ...] = (100, 1_000, 10_000), labels: int = 2_0
     rng = np.random.default_rng(0)
     rows = []
     for stat in ("max", "sum"):
-        spec = parse_spec({"name": "late", "task": "regression", "label": "y", "features": {"x": "numeric"},
+        spec = parse_spec({"name": "late", "task": "regression", "label": "y", "time_column": "t", "features": {"x": "numeric"},
                            "history": {"features": [{"kind": stat, "window": "1d"}]}})
         for size in sizes:
             cost = {}

@@ -22,7 +22,8 @@ from mlplatform.settings import REPO_ROOT, Settings
 from mlplatform.stores.eventlog import SERVING_SOURCE, EventStore, now_us
 
 BIKE_HISTORY_SPEC = REPO_ROOT / "data" / "bike_sharing_history.yaml"
-BASE: dict[str, Any] = {"name": "tiny", "task": "regression", "label": "y", "features": {"x": "numeric", "c": "categorical"}}
+UNTIMED: dict[str, Any] = {"name": "tiny", "task": "regression", "label": "y", "features": {"x": "numeric", "c": "categorical"}}
+BASE: dict[str, Any] = {**UNTIMED, "time_column": "t"}  # `since` and time windows read event times: only a spec with a time column has them
 
 
 def _spec_file(tmp_path: Path, history: Any, **changes: Any) -> Path:
@@ -74,6 +75,26 @@ def test_a_wrong_history_section_is_refused_naming_the_field(tmp_path: Path, his
     with pytest.raises(SpecError) as caught:
         load_spec(_spec_file(tmp_path, history))
     assert message in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("feature", "message"),
+    [
+        ({"kind": "since", "by": "c"}, "history.features.1.kind: since (time since the key's previous event) needs the spec's time_column; without one"),
+        ({"kind": "mean", "window": "3d"}, "history.features.1.window: 3d is a time span and needs the spec's time_column; without one"),
+        ({"kind": "count", "of": "x", "window": "6h", "by": "c"}, "history.features.1.window: 6h is a time span and needs the spec's time_column"),
+    ],
+)
+def test_history_over_time_needs_the_spec_s_time_column(feature: dict[str, Any], message: str) -> None:
+    """Without a time column, landing times events by ingestion (1 µs a row), replay and the benchmarks from 2026-01-01 a
+    minute a row, serving by its clock: `since` and `window: 3d` meant three things, silently (the new-user probe).
+    History over counts of events stays allowed."""
+    counted = [{"kind": "lag", "k": 2, "by": "c"}, {"kind": "mean", "n": 5}, {"kind": "count", "of": "x", "n": 3}, {"kind": "diff"}, {"kind": "events", "by": "c"}]
+    assert len(parse_spec({**UNTIMED, "history": {"features": counted}}).history_numeric) == 6
+    with pytest.raises(SpecError) as caught:
+        parse_spec({**UNTIMED, "history": {"features": [{"kind": "lag"}, feature]}})
+    assert message in str(caught.value)
+    assert parse_spec({**BASE, "history": {"features": [{"kind": "lag"}, feature]}}).history_features[1].reads_time
 
 
 @pytest.mark.parametrize(

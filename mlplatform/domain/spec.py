@@ -137,6 +137,11 @@ MAX_ROLLING_N = 100_000  # n: the values serving keeps per key; longer memories 
 _DURATION = re.compile(r"(-?[0-9]{1,12})([smhd])")
 _UNIT_S = {"d": 86_400, "h": 3_600, "m": 60, "s": 1}
 MAX_WINDOW_S = 36_500 * 86_400  # a century: beyond any sensible warm-up, and its microseconds stay far inside int64
+# Why a history feature that reads event times needs the spec's time_column: without one each path times events its own way
+# (mlplatform.domain.validation.generated_keys, serving's clock), and `since` or `window: 6h` meant three things, silently.
+UNTIMED_HISTORY = ("without one, an event's time is the way it came (a landed file: its ingestion time, 1 µs a row; replay and the "
+                   "benchmarks: 2026-01-01, a minute a row; serving: the clock), so time would mean one thing in training, another "
+                   "in the benchmarks and in serving")
 
 
 def duration_seconds(text: str) -> int:
@@ -182,6 +187,11 @@ class HistoryFeature(BaseModel):
         if self.kind in ("since", "events"):
             return None
         return self.of or LABEL_REF
+
+    @property
+    def reads_time(self) -> bool:
+        """Whether it reads event times (`since`, a time window), not counts of events: such a feature needs a time column."""
+        return self.kind == "since" or self.window is not None
 
     @property
     def names(self) -> list[str]:
@@ -371,6 +381,12 @@ class DatasetSpec(BaseModel):
             for name, value in (("n", feature.n), ("window", feature.window)):
                 if feature.kind not in ROLLING and value is not None:
                     raise ValueError(f"{where}.{name}: only for kinds {', '.join(ROLLING)}")
+            if feature.reads_time and self.time_column is None:
+                if feature.window is not None:
+                    raise ValueError(f"{where}.window: {feature.window} is a time span and needs the spec's time_column; {UNTIMED_HISTORY}. "
+                                     "Name the events' time column, or give n (the key's last n values) instead")
+                raise ValueError(f"{where}.kind: since (time since the key's previous event) needs the spec's time_column; {UNTIMED_HISTORY}. "
+                                 "Name the events' time column, or count events instead (lag, n, events)")
             if source == LABEL_REF and feature.kind in (*ROLLING, "diff") and self.task is not Task.regression:
                 if feature.kind == "diff" or self.task is Task.multiclass:
                     raise ValueError(f"{where}.kind: {feature.kind} of a {self.task.value} label is not defined; use lag (or a window of a binary label)")
