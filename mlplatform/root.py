@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from mlplatform.domain.evaluation import primary_metric
 from mlplatform.domain.spec import DatasetSpec, SpecError, dagster_name, load_spec
-from mlplatform.settings import Settings, SettingsError, env_name
+from mlplatform.settings import SERVE_MODELS_ENV, Settings, SettingsError, env_name
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -344,7 +344,7 @@ def serving_app() -> FastAPI:
     """The prediction service of one `mlplatform serve --workers N` process: the models the parent named, built here
     as the parent built them (each worker has its own event log connections and champion watcher)."""
     from mlplatform.serving import create_app
-    from mlplatform.serving.server import SERVE_MODELS_ENV, freeze_startup_heap
+    from mlplatform.serving.server import freeze_startup_heap
 
     settings = Settings()
     found = platform(settings)

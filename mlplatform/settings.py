@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
@@ -22,6 +23,23 @@ FloorMetric = Literal["roc_auc", "log_loss", "rmse"]  # the primary metrics (mlp
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SPEC = REPO_ROOT / "data" / "adult.yaml"
 LANDING_MAX_FUTURE_SECONDS = 86_400.0  # a day: producers' clock skew and time zone slips pass, a year ahead does not
+ENV_PREFIX = "MLPLATFORM_"
+
+# The MLPLATFORM_* variables the platform reads that are no setting (NOT_SETTINGS); Settings refuses any other such name.
+# Set for the process that launches runs (with the run queue, the daemon; `mlplatform dev` sets it for its daemon): its
+# launcher starts the warm process as it loads, so that the first run does not wait for the imports. Elsewhere (the
+# webserver, which loads the launcher to terminate runs) the warm process starts at the first launch, if any.
+WARM_RUNS_PRESTART_ENV = f"{ENV_PREFIX}WARM_RUNS_PRESTART"
+# Set by `mlplatform dev` in its servers' environment (so in every run worker and Celery worker of the stack): a step
+# of a stack that is stopping starts no more (mlplatform.orchestration.instance.stack_stopping).
+IN_STACK_ENV = f"{ENV_PREFIX}IN_STACK"
+# The models a worker process of `serve --workers N` serves, handed down by `serve` (workers build their app from the environment).
+SERVE_MODELS_ENV = f"{ENV_PREFIX}SERVE_MODELS"
+# Set to 1, the UI tests also refresh the README's screenshots (mlplatform_tests/test_ui_browser.py).
+DOCS_SCREENSHOTS_ENV = f"{ENV_PREFIX}DOCS_SCREENSHOTS"
+NOT_SETTINGS = (WARM_RUNS_PRESTART_ENV, IN_STACK_ENV, SERVE_MODELS_ENV, DOCS_SCREENSHOTS_ENV)
+# Fields the composition root sets for each model from its defs.yaml, over whatever a variable said: no variable sets them.
+PER_MODEL_FIELDS = {"dataset_spec": "a model's dataset spec is named by `spec:` in its defs.yaml (`mlplatform replay --spec` replays another)"}
 
 
 def env_name(setting: str) -> str:
@@ -63,6 +81,29 @@ def settings_problems(exc: ValidationError) -> str:
     return "; ".join(problems)
 
 
+def unknown_variables(environ: Mapping[str, str]) -> str | None:
+    """Why MLPLATFORM_* variables of `environ` that name no setting are refused, or None: pydantic-settings ignores them,
+    so a misspelt one (or MLPLATFORM_DATASET_SPEC, which a shipped spec told users to set) did nothing, without a word,
+    while defs.yaml refuses an unknown key. Names are compared in capitals, as pydantic-settings reads them."""
+    fields = sorted(name for name in Settings.model_fields if name not in PER_MODEL_FIELDS)
+    settings = {env_name(name) for name in fields}
+    per_model = {env_name(name): why for name, why in PER_MODEL_FIELDS.items()}
+    problems = []
+    for name in sorted(environ):
+        wanted = name.upper()
+        if not wanted.startswith(ENV_PREFIX) or wanted in settings or wanted in NOT_SETTINGS:
+            continue
+        if wanted in per_model:
+            problems.append(f"{name} is no setting: {per_model[wanted]}")
+            continue
+        closest = difflib.get_close_matches(wanted.removeprefix(ENV_PREFIX).lower(), fields, n=2, cutoff=0.7)  # the names, not their shared prefix
+        problems.append(f"{name} is no setting" + (f" (did you mean {' or '.join(map(env_name, closest))}?)" if closest else ""))
+    if not problems:
+        return None
+    return (f"{'; '.join(problems)}. An {ENV_PREFIX}* variable names a setting: a field of Settings in mlplatform/settings.py, "
+            "in capitals (README: Configuration and state)")
+
+
 @contextmanager
 def scoped_environment(values: dict[str, str], restore: tuple[str, ...] = ()) -> Iterator[None]:
     """Set `values` in this process's environment (settings are read from it), and put them, and `restore`, back after."""
@@ -89,7 +130,7 @@ class Settings(BaseSettings):
     (`MLPLATFORM_STATE_DIR`) moves everything.
     """
 
-    model_config = SettingsConfigDict(env_prefix="MLPLATFORM_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
     state_dir: Path = Field(default=REPO_ROOT / ".mlplatform", description="Dagster home, MLflow store, event log, reports.")
     dataset_spec: Path = Field(default=DEFAULT_SPEC, description="A model's dataset spec: set per model by the composition root from its defs.yaml.")
@@ -198,6 +239,13 @@ class Settings(BaseSettings):
     # serving
     serve_unknown_fields: Literal["refuse", "ignore"] = Field(default="refuse", description="/predict fields that are neither a feature nor a column the spec drops: 422 (refuse) or silently ignored (ignore). Dropped columns are always ignored.")
     serve_body_timeout_seconds: float = Field(default=10.0, gt=0, description="A request body not fully received within this time gets 408 and its connection is closed.")
+
+    def __init__(self, **values: Any) -> None:
+        """Settings from the environment (and `values`), refusing first an MLPLATFORM_* variable that names no setting."""
+        problem = unknown_variables(os.environ)
+        if problem is not None:
+            raise SettingsError(problem)
+        super().__init__(**values)
 
     @model_validator(mode="after")
     def _resolve_paths(self) -> "Settings":

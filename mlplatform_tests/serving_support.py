@@ -94,7 +94,6 @@ def server_env(settings: Settings, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLPLATFORM_")}
     env.update(
         MLPLATFORM_STATE_DIR=str(settings.state_dir),
-        MLPLATFORM_DATASET_SPEC=str(settings.dataset_spec),
         MLPLATFORM_SERVE_TOKEN=TOKEN,
         MLPLATFORM_SERVE_RELOAD_SECONDS="0.2",
         **extra,

@@ -26,7 +26,7 @@ from mlplatform.pipeline.replay import write_batches
 from mlplatform.domain.keys import REASON_TAG, RETRAIN_TAG
 from mlplatform.orchestration.assets import latest_metadata
 from mlplatform.orchestration.names import RAW_EVENTS, ModelNames
-from mlplatform.settings import REPO_ROOT, Settings
+from mlplatform.settings import NOT_SETTINGS, REPO_ROOT, Settings
 
 
 def test_a_failed_materialize_still_says_what_landing_took_and_refused(state: Settings, adult_spec: DatasetSpec, adult_rows: pd.DataFrame,
@@ -342,6 +342,26 @@ def test_a_wrong_setting_names_the_variable(state: Settings, monkeypatch: pytest
     assert main(["status"]) == 2
     err = capsys.readouterr().err
     assert "MLPLATFORM_TRAINING_WINDOW_CANDIDATES" in err and "repeated window sizes [5]" in err, err
+
+
+def test_an_mlplatform_variable_that_names_no_setting_is_refused_naming_it(state: Settings, monkeypatch: pytest.MonkeyPatch,
+                                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """The new-user probe: a misspelt variable, and MLPLATFORM_DATASET_SPEC (which a shipped spec told users to set),
+    were ignored without a word. Refused in one line with the settings spelt closest; the platform's own variables and
+    any spelling pydantic-settings reads as a setting are taken."""
+    monkeypatch.setenv("MLPLATFORM_RETRAIN_EVRY_N", "10")
+    monkeypatch.setenv("MLPLATFORM_DATASET_SPEC", str(REPO_ROOT / "data" / "bike_sharing_history.yaml"))
+    assert main(["status"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mlplatform status: MLPLATFORM_DATASET_SPEC is no setting: a model's dataset spec is named by `spec:` in its defs.yaml"), err
+    assert "MLPLATFORM_RETRAIN_EVRY_N is no setting (did you mean MLPLATFORM_RETRAIN_EVERY_N?)" in err, err
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    monkeypatch.delenv("MLPLATFORM_RETRAIN_EVRY_N")
+    monkeypatch.delenv("MLPLATFORM_DATASET_SPEC")
+    for name in NOT_SETTINGS:
+        monkeypatch.setenv(name, "1")
+    monkeypatch.setenv("mlplatform_tuning_trials", "3")
+    assert Settings().tuning_trials == 3
 
 
 @pytest.mark.parametrize("command", ["serve", "status", "materialize", "replay", "champion", "dev", "demo"])

@@ -19,10 +19,10 @@ import pytest
 import yaml
 
 from mlplatform.stores.reports import report_url
-from mlplatform.settings import REPO_ROOT, Settings
+from mlplatform.settings import IN_STACK_ENV, REPO_ROOT, Settings
 from mlplatform.cli.dev import CODE_CLIENTS, HEALTH_CHECK_SECONDS, RELOAD_CHECK_SECONDS, RESTART_GRACE_SECONDS, RETRY_FAILED_LOAD_SECONDS, SERVICES, STACK_WORKSPACE_FILE, CodeReloader, DevServerError, Server, _watch_the_stop, code_servers, running, running_in, stack_workspace, stop_all
 from mlplatform.ports import free_port
-from mlplatform.orchestration.instance import IN_STACK_ENV, STACK_STOPPING_FILE
+from mlplatform.orchestration.instance import STACK_STOPPING_FILE
 from mlplatform_tests.support.processes import wait_until
 
 SERVERS = ("mlflow", "reports", "evidently-ui", "code-server-mlplatform", "dagster-daemon", "dagster-webserver")

@@ -383,6 +383,14 @@ def test_a_broken_declaration_fails_dg_check_defs_naming_the_file_and_field(proj
         shutil.rmtree(broken.parent)
 
 
+def test_an_mlplatform_variable_that_names_no_setting_fails_the_code_location_load_naming_it(project: Path) -> None:
+    """It was ignored: the code location loaded, and the misspelt setting did nothing (the new-user probe). Dagster shows
+    the refusal's own sentence as the load's error."""
+    done = _run(project, "dg", "check", "defs", env={"MLPLATFORM_RETRAIN_EVRY_N": "10"}, check=False)
+    said = done.stdout + done.stderr
+    assert done.returncode != 0 and "SettingsError: MLPLATFORM_RETRAIN_EVRY_N is no setting (did you mean MLPLATFORM_RETRAIN_EVERY_N?)" in said, said[-3000:]
+
+
 def test_two_overlapping_retrainings_one_refused_or_each_on_its_own_snapshot(project: Path, adult_rows: pd.DataFrame) -> None:
     """`mlplatform materialize` and an asset run launched outside it at once (a run of the UI's asset job, which carries
     no retraining tag): the one that finds the other unfinished is refused, naming it; each that ran (both, if one ended

@@ -106,8 +106,7 @@ def prod_state() -> Iterator[Path]:
 
 def _dev_production(state: Path, extra: dict[str, str]) -> tuple[subprocess.Popen[str], dict[str, str]]:
     urls = {f"MLPLATFORM_{key}": f"http://127.0.0.1:{free_port()}" for key in ("DAGSTER_UI_URL", "MLFLOW_UI_URL", "REPORTS_URL", "EVIDENTLY_UI_URL")}
-    env = {**os.environ, **urls, "MLPLATFORM_SERVE_PORT": str(free_port()), "MLPLATFORM_STATE_DIR": str(state),
-           "MLPLATFORM_DATASET_SPEC": str(ADULT_SPEC), **extra}
+    env = {**os.environ, **urls, "MLPLATFORM_SERVE_PORT": str(free_port()), "MLPLATFORM_STATE_DIR": str(state), **extra}
     for key in ("DAGSTER_HOME", "MLPLATFORM_DAGSTER_POSTGRES_URL", "MLPLATFORM_CELERY_BROKER_URL"):
         if key not in extra:
             env.pop(key, None)

@@ -17,7 +17,7 @@ from mlplatform.cli import main
 from mlplatform.cli.dev import RESTARTS_PER_WINDOW, DevServerError, Server, _check_ports_free, running, serve_until_stopped, supervise
 from mlplatform.ports import free_port
 from mlplatform.cli.stack import PRODUCTION, StackError, check_reaches_stack, holding, running_stack, write_production_env
-from mlplatform.settings import Settings
+from mlplatform.settings import IN_STACK_ENV, Settings
 
 URLS = {"event_log_url": "postgresql://postgres:s3cret'x@127.0.0.1:5999/eventlog", "dagster_postgres_url": "postgresql://postgres:pw@127.0.0.1:5999/dagster",
         "mlflow_backend_store_url": "postgresql://postgres:pw@127.0.0.1:5999/mlflow", "celery_broker_url": "redis://127.0.0.1:6999/0"}
@@ -52,7 +52,7 @@ def test_a_terminal_beside_a_production_stack_needs_its_settings_file(tmp_path: 
         monkeypatch.delenv(f"MLPLATFORM_{name.upper()}", raising=False)
     monkeypatch.setenv("MLPLATFORM_SERVE_PORT", "13380")  # the production probe: the stack's own port and loop, not in the file
     monkeypatch.setenv("MLPLATFORM_TUNING_TRIALS", "2")
-    monkeypatch.setenv("MLPLATFORM_IN_STACK", "1")  # the stack's marker for its runs, no setting: never a terminal's
+    monkeypatch.setenv(IN_STACK_ENV, "1")  # the stack's marker for its runs, no setting: never a terminal's
     with holding(state, PRODUCTION):
         env_file = write_production_env(Settings(state_dir=state, **URLS))  # type: ignore[arg-type]
         assert stat.S_IMODE(env_file.stat().st_mode) == 0o600

@@ -31,7 +31,7 @@ from mlplatform.pipeline.drift import compare, most_drifted
 from mlplatform.stores.reports import load_snapshot
 from mlplatform.pipeline.replay import DriftScenario, inject_drift, write_batches
 from mlplatform.stores.evidently_workspace import TOP_COLUMNS, add_drift_snapshot, snapshot_tags
-from mlplatform.settings import REPO_ROOT
+from mlplatform.settings import DOCS_SCREENSHOTS_ENV, REPO_ROOT
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform_tests.monitoring_support import CHAMPION_ROWS, Platform, shuffled_stream, trained_platform
 
@@ -144,7 +144,7 @@ def step(page: Page, name: str) -> Iterator[None]:
 
 
 def _docs_screenshot(page: Page, name: str) -> None:
-    if os.environ.get("MLPLATFORM_DOCS_SCREENSHOTS"):
+    if os.environ.get(DOCS_SCREENSHOTS_ENV):
         DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(DOCS_SCREENSHOTS / f"{name}.png"))
 

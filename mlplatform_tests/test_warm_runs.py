@@ -23,10 +23,10 @@ from dagster._core.origin import JobPythonOrigin, RepositoryPythonOrigin
 
 from mlplatform.domain.keys import COMMAND_RUN_TAG, RUN_WORKER_TAG
 from mlplatform.domain.spec import load_spec
-from mlplatform.orchestration.instance import IN_STACK_ENV, STACK_STOPPING_FILE, WARM_RUN_LAUNCHER, WARM_RUNS_PRESTART_ENV, instance_config
+from mlplatform.orchestration.instance import STACK_STOPPING_FILE, WARM_RUN_LAUNCHER, instance_config
 from mlplatform.orchestration.warm_runs import RunWorker, WarmProcess, WarmRunLauncher, fail_runs_left_behind, stopped_in_flight
 from mlplatform.pipeline.replay import read_source, write_batches
-from mlplatform.settings import Settings
+from mlplatform.settings import IN_STACK_ENV, WARM_RUNS_PRESTART_ENV, Settings
 from mlplatform_tests.support.loop import code_location, create_retrain_run, materialize
 from mlplatform_tests.support.processes import descendants, wait_until
 

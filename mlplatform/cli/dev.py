@@ -32,10 +32,10 @@ import yaml
 from mlplatform import TELEMETRY_OFF
 from mlplatform.cli.reaper import Reaper
 from mlplatform.orchestration.executor import celery_worker_command, celery_worker_env
-from mlplatform.orchestration.instance import CODE_SERVER_STARTUP_SECONDS, IN_STACK_ENV, STACK_STOPPING_FILE, WARM_RUNS_PRESTART_ENV, prepare_dagster_home
+from mlplatform.orchestration.instance import CODE_SERVER_STARTUP_SECONDS, STACK_STOPPING_FILE, prepare_dagster_home
 from mlplatform.ports import bind_error, free_port
 from mlplatform.root import code_files
-from mlplatform.settings import REPO_ROOT, Settings, env_name
+from mlplatform.settings import IN_STACK_ENV, REPO_ROOT, WARM_RUNS_PRESTART_ENV, Settings, env_name
 
 WORKSPACE = REPO_ROOT / "workspace.yaml"
 BIN = Path(sys.executable).parent

@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 from mlplatform.domain.keys import MODEL_TAG, PRIORITY_TAG, RETRAIN_TAG
-from mlplatform.settings import Settings, env_name
+from mlplatform.settings import IN_STACK_ENV, Settings, env_name
 from mlplatform.stores.postgres import check_reachable
 
 
@@ -33,13 +33,8 @@ SENSOR_TICK_WORKERS = 4
 
 # Named, not imported: the CLI's commands that only prepare the Dagster home do not import Dagster.
 WARM_RUN_LAUNCHER = {"module": "mlplatform.orchestration.warm_runs", "class": "WarmRunLauncher"}
-# Set for the process that launches runs (with the run queue, the daemon; `mlplatform dev` sets it for its daemon): its
-# launcher starts the warm process as it loads, so that the first run does not wait for the imports. Elsewhere (the
-# webserver, which loads the launcher to terminate runs) the warm process starts at the first launch, if any.
-WARM_RUNS_PRESTART_ENV = "MLPLATFORM_WARM_RUNS_PRESTART"
-# Set by `mlplatform dev` in its servers' environment (so in every run worker and Celery worker of the stack), and the
-# file its stop (or its reaper) writes in the Dagster home before it signals anything; its next start removes it.
-IN_STACK_ENV = "MLPLATFORM_IN_STACK"
+# The file the stop of `mlplatform dev` (or its reaper) writes in the Dagster home before it signals anything (its next
+# start removes it); read by the steps of its stack (IN_STACK_ENV).
 STACK_STOPPING_FILE = "stack-stopping"
 
 

@@ -46,8 +46,8 @@ from dagster._serdes import ConfigurableClass
 from dagster._serdes.config_class import ConfigurableClassData
 
 from mlplatform.domain.keys import COMMAND_PROCESS_TAG, COMMAND_RUN_TAG, RUN_WORKER_TAG, STACK_STOPPED_TAG
-from mlplatform.orchestration.instance import WARM_RUNS_PRESTART_ENV
 from mlplatform.orchestration.interrupts import STOP_GRACE_SECONDS
+from mlplatform.settings import WARM_RUNS_PRESTART_ENV
 
 # What runs import that costs seconds: the run worker itself (Dagster's CLI and the instance's storages, pandas,
 # SQLAlchemy), MLflow's client, its SQL stores and its evaluators (with matplotlib), LightGBM with scikit-learn and

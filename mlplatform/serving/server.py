@@ -14,11 +14,9 @@ import uvicorn
 from mlplatform.ports import bind_error
 from mlplatform.serving.app import create_app
 from mlplatform.serving.service import ModelParts, check_supported
-from mlplatform.settings import Settings, SettingsError, env_name
+from mlplatform.settings import SERVE_MODELS_ENV, Settings, SettingsError, env_name
 from mlplatform.stores.postgres import check_reachable
 
-# The models a worker process serves, handed down by `serve` (workers build their app from the environment).
-SERVE_MODELS_ENV = "MLPLATFORM_SERVE_MODELS"
 WORKER_APP = "mlplatform.root:serving_app"
 
 
