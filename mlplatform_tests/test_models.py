@@ -496,7 +496,13 @@ def test_a_draft_spec_reads_a_date_column_and_an_hour_column_as_one_clock(tmp_pa
         ([1293840000000, 1293843600000, 1293847200000], "epoch_ms", ""),
         ([2011, 2012, 2013], "year", ""),
         ([20110101, 20110113, 20110201], "%Y%m%d", ""),
-        (["soon", "later", "never"], None, "# time_format: no format the draft knows reads 'date' (e.g. 'soon'): set it"),
+        (["soon", "later", "never"], None, "# 'date' is named like a time, but no time_format the draft knows reads its values (e.g. 'soon'): kept as a "
+         "feature, not the time column; a count of days or hours since a start is a time with time_offset (the start's date as time_column, and "
+         "time_offset: {column: date, unit: days})"),
+        # The history probe: a day number (0, 2, … 21) drafted as the time column in iso quarantined every row at landing.
+        ([0, 2, 4], None, "# 'date' is named like a time, but no time_format the draft knows reads its values (e.g. '0'): kept as a feature, not the "
+         "time column; a count of days or hours since a start is a time with time_offset (the start's date as time_column, and time_offset: "
+         "{column: date, unit: days})"),
         # The own-dataset probe: 3 of 5,000 values that were no time at all read as a wrong format.
         ([f"2026-09-{d:02d}T09:16:55+09:00" for d in range(1, 29)] + ["not a time"], None,
          "# time_format 'iso' reads 28 of the 29 values of 'date'; 1 is no time in it (e.g. 'not a time'): landing quarantines those rows"),
@@ -513,7 +519,8 @@ def test_a_draft_spec_guesses_how_the_time_column_is_written(tmp_path: Path, tim
     n = len(times)
     pd.DataFrame({"date": times, "temp": [0.2, 0.3, 0.1] * (n // 3) + [0.2] * (n % 3), "cnt": [16.5, 40, 32] * (n // 3) + [5] * (n % 3)}).to_csv(sample, index=False)
     text = draft_spec("rides", sample)
-    assert parse_spec(yaml.safe_load(text)).time_format == time_format
+    drafted = parse_spec(yaml.safe_load(text))
+    assert drafted.time_format == time_format and (drafted.time_column == "date") == ("named like a time" not in note), text
     assert (note in text.splitlines()) if note else not [line for line in text.splitlines() if "time_format" in line and line.startswith("#")]
 
 

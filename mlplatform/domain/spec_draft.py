@@ -265,8 +265,17 @@ def draft_spec(name: str, sample: Path | None, label: str | None = None, task: s
               "(landing would refuse an event without one); kept as a feature: check" for c in named_ids if c not in keys and frame[c].isna().any()]
     # A last change's time (updated, modified) only where no other name says when the event happened.
     time_column = next((c for c in sorted(rest, key=lambda c: bool(LAST_CHANGE_NAMES.search(c))) if c != id_column and _matched(TIME_NAMES, c)), None)
+    time_format, time_note = _time_format(frame[time_column]) if time_column is not None else (None, "")
+    named = frame[time_column].dropna() if time_column is not None else frame.iloc[:0, 0]
+    if len(named) and parse_event_times(named, time_format or ISO).notna().mean() < 1 - UNREAD_TIMES_MAX:
+        # Drafted, landing quarantined every row and the first materialize failed on "0 labelled events" (the history probe: a day number)
+        notes.append(f"{time_column!r} is named like a time, but no time_format the draft knows reads its values (e.g. {str(named.iloc[0])!r}): kept as a "
+                     "feature, not the time column; a count of days or hours since a start is a time with time_offset (the start's date as "
+                     f"time_column, and time_offset: {{column: {time_column}, unit: days}})")
+        time_column, time_format, time_note = None, None, ""
     if time_column is None and (time_column := next((c for c in rest if c != id_column and _reads_as_times(frame[c])), None)) is not None:
         notes.append(f"time_column {time_column!r} guessed: its values read as times; check")
+        time_format, time_note = _time_format(frame[time_column])
     if id_column is None:  # times are distinct too: only a column that is neither the time column nor read as times
         untimed = [c for c in rest if c != time_column and not _reads_as_times(frame[c])]
         id_column = next((c for c in untimed if _all_distinct(frame[c]) and _an_id(frame[c])), None)
@@ -279,8 +288,7 @@ def draft_spec(name: str, sample: Path | None, label: str | None = None, task: s
                      "in file order; name yours in time_column (with time_format: epoch_s or epoch_ms for numbers)")
     if time_column:
         spec["time_column"] = time_column
-        time_format, note = _time_format(frame[time_column])
-        notes += [note] if note else []
+        notes += [time_note] if time_note else []
         if time_format:
             spec["time_format"] = time_format
         hour = _hour_column(parse_event_times(frame[time_column].dropna(), time_format or ISO), frame, rest)
