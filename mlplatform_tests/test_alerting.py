@@ -443,7 +443,8 @@ def test_live_quality_of_a_regression_model_against_an_rmse_ceiling(tmp_path: Pa
     assert measure(settings, spec, log, ServedVersion(2, None)).events == 10
     assert within.verdict(10) == "within floors" and above.verdict(10) == "live rmse 4.0000 > ceiling 3.0000"
     unset = measure(settings.model_copy(update={"live_max_rmse": None}), spec, log, ServedVersion(3, None))
-    assert unset.verdict(10) == f"no floor is set for the live {', '.join(sorted(unset.metrics))}: not checked", "it read 'within floors'"
+    assert unset.verdict(10) == f"no floor is set for the live {', '.join(f'{m} {unset.metrics[m]:.4g}' for m in sorted(unset.metrics))}: not checked", \
+        "it read 'within floors', then named the metrics without their values"
 
 
 def test_a_regression_champion_that_served_too_few_is_scored_on_later_labelled_events(tmp_path: Path) -> None:

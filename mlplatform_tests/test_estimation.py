@@ -539,7 +539,7 @@ def test_a_watched_metric_undefined_on_the_recent_events_is_said_not_left_blank(
     assert said == "estimated accuracy 0.9700 < floor 0.9800 (roc_auc undefined on these 400 events: its floor not checked)" and len(breaches) == 1
     assert floor_verdict(recent, floors[:1]) == ([], "estimate within floors (roc_auc undefined on these 400 events: its floor not checked)")
     assert floor_verdict(Estimate(10, note="only 10 events"), floors) == ([], "no estimate: only 10 events")
-    assert floor_verdict(Estimate(400, {"rmse": 3.0, "mae": 2.0}), []) == ([], "no floor is set for the estimated mae, rmse: not checked"), \
+    assert floor_verdict(Estimate(400, {"rmse": 3.0, "mae": 2.0}), []) == ([], "no floor is set for the estimated mae 2, rmse 3: not checked"), \
         "a regression model without an RMSE floor: nothing was checked (the estimation probe: 'estimate within floors')"
 
 

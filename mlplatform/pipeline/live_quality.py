@@ -15,7 +15,7 @@ no realized quality, so no live floor and no quality_drop (the new-user probe).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import pandas as pd
@@ -84,9 +84,10 @@ class LiveQuality:
         return ("; ".join(self.breaches) or "within floors") + undefined
 
 
-def unfloored(kind: str, metrics: Collection[str]) -> str:
-    """The verdict on `kind` ("live", "estimated") metrics when no floor applies to them: not "within floors"."""
-    return f"no floor is set for the {kind} {', '.join(sorted(metrics))}: not checked"
+def unfloored(kind: str, metrics: Mapping[str, float]) -> str:
+    """The verdict on `kind` ("live", "estimated") metrics when no floor applies to them: not "within floors", and their
+    values (`materialize --select live_quality` printed the names alone: the history probe)."""
+    return f"no floor is set for the {kind} {', '.join(f'{name} {metrics[name]:.4g}' for name in sorted(metrics))}: not checked"
 
 
 def bounds(settings: Settings, spec: DatasetSpec) -> list[Bound]:
