@@ -287,6 +287,11 @@ def test_failed_retraining_then_refused_promotion(platform: Settings, platform_i
     assert labels_of(alert) == {"alertname": "MLPlatformRunFailed", "severity": "critical", "dataset": "adult", "model_version": str(before), "job": "adult_retrain"}
     assert failed.run_id in alert["annotations"]["dagster_run"] and "trained_model" in alert["annotations"]["description"]
     assert champion(platform) == before
+    from mlplatform.cli.status import collect_status, render_status
+    from mlplatform.root import platform as root_platform
+
+    [listed] = [line for line in render_status(collect_status(root_platform().model("adult"), with_dagster=True)).splitlines() if failed.run_id[:8] in line]
+    assert ": FAILURE in " in listed and "(adult__trained_model: " in listed and "reason=None" not in listed, "it said 'FAILURE in 0 s reason=None' (the estimation probe)"
 
     spec = load_spec(platform.dataset_spec)
     write_batches(read_source(spec).iloc[FIRST_ROWS : FIRST_ROWS + 3000], spec, platform.landing_dir, 3000)

@@ -25,7 +25,7 @@ from mlplatform.stores.registry import champion_gone
 from mlplatform.stores.registry_tables import RegistryReads, RegistryTables
 
 if TYPE_CHECKING:  # Dagster is imported where status reads the instance, not with the CLI
-    from dagster import AssetKey, RunRecord
+    from dagster import AssetKey, DagsterInstance, RunRecord
 
 UNDECIDED = "pending"  # the decision status shows for a version with no decision tag
 VERSIONS_SHOWN = 10  # versions the plain rendering shows, with any older one never decided (--json has them all)
@@ -108,13 +108,31 @@ def _from_dagster(model: ModelContext, limit: int, versions: list[dict[str, Any]
         found = {r.dagster_run.run_id: r for tag in (POLICY_TRIGGER_TAG, RETRAIN_TAG)
                  for r in instance.get_run_records(filters=dg.RunsFilter(tags={tag: model.name}), limit=limit)}
         records = sorted(found.values(), key=lambda r: r.create_timestamp, reverse=True)[:limit]
+        failures = {r.dagster_run.run_id: _failure(instance, r.dagster_run.run_id) for r in records if r.dagster_run.status is dg.DagsterRunStatus.FAILURE}
     trained = {v["dagster_run_id"]: v for v in versions if v["dagster_run_id"]}
     return {
         **readings(drift, live, estimated),
         "history_horizon": (features or {}).get(HISTORY_HORIZON) or {},
         "history_backdated": (features or {}).get(HISTORY_BACKDATED),
-        "sensor_runs": [_sensor_run(record, trained.get(record.dagster_run.run_id), names.asset(TRAINED_MODEL)) for record in records],
+        "sensor_runs": [{**_sensor_run(record, trained.get(record.dagster_run.run_id), names.asset(TRAINED_MODEL)),
+                         "failure": failures.get(record.dagster_run.run_id)} for record in records],
     }
+
+
+def _failure(instance: "DagsterInstance", run_id: str) -> str:
+    """What a failed run failed on: its failed steps' root causes, else the run's own failure message (a run listed as
+    "FAILURE in 0 s reason=None" said nothing of why: the estimation probe)."""
+    import dagster as dg
+
+    from mlplatform.orchestration.errors import root_cause
+
+    steps = [f"{e.step_key}: {root_cause(e.dagster_event.event_specific_data.error)}"  # type: ignore[union-attr]
+             for e in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
+             if e.dagster_event is not None and getattr(e.dagster_event.event_specific_data, "error", None) is not None]
+    if steps:
+        return "; ".join(steps)
+    failed = instance.all_logs(run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+    return (failed[-1].message or "") if failed else ""
 
 
 def readings(drift: Mapping[str, object] | None, live: Mapping[str, object] | None, estimated: Mapping[str, object] | None) -> dict[str, Any]:
@@ -263,5 +281,7 @@ def render_status(status: dict[str, Any]) -> str:
         outcome = "" if r["version"] is None else f": v{r['version']} {r['decision']}"
         labelled = "" if r["new_labelled"] is None else f" new_labelled={r['new_labelled']}"  # a retraining by hand counts none
         what = "retraining run" if r.get("assets") is None else f"run of {', '.join(r['assets'])}"
-        lines.append(f"{what} {r['run_id'][:8]}: {r['status']}{took} reason={r['reason']}{labelled}{outcome}")
+        reason = "" if r["reason"] is None else f" reason={r['reason']}"
+        failure = f" ({r['failure']})" if r.get("failure") else ""
+        lines.append(f"{what} {r['run_id'][:8]}: {r['status']}{took}{reason}{labelled}{outcome}{failure}")
     return "\n".join(lines)
