@@ -91,6 +91,7 @@ class ModelContext:
     settings: Settings
     spec: DatasetSpec
     declared_in: Path
+    loop_keys: tuple[str, ...] = ()  # the settings its defs.yaml `loop:` sets (`mlplatform settings` says where a value came from)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _event_log: EventStore | None = field(default=None, repr=False)
     _event_log_identity: tuple[int, int] | None = field(default=None, repr=False)
@@ -213,7 +214,7 @@ def build_model(settings: Settings, declaration: ModelDeclaration, defs_file: Pa
     _own_floor(overrides.get("quality_floor"), spec, defs_file)
     if overrides.get("serve_online_correction") and spec.online_correction_problem is not None:  # its own declaration: refused at load, not at serve
         raise PlatformError(f"{defs_file}: attributes.loop.serve_online_correction: {spec.online_correction_problem}")
-    return ModelContext(spec.name, merged, spec, defs_file)
+    return ModelContext(spec.name, merged, spec, defs_file, tuple(overrides))
 
 
 def _own_floor(floor: object, spec: DatasetSpec, defs_file: Path) -> None:

@@ -861,3 +861,29 @@ def test_a_retraining_with_no_new_labels_judges_the_refit_champion_out_of_sample
     assert "evaluation_report: challenger v2 " in decided and "the refit champion judged out of sample: on 300 rows of its own hold-out" in decided, decided
     scores = re.search(r"challenger roc_auc (\d\.\d+) vs champion (\d\.\d+)", decided)
     assert scores is not None and abs(float(scores[1]) - float(scores[2])) < 0.03, "the same rows, both out of sample: close, not 0.05 apart"
+
+
+def test_settings_lists_every_setting_with_its_value_default_and_where_it_came_from(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """The estimation probe looked for min_training_rows' default (200) and the chunk sizes in the README and found them
+    nowhere; a model's defs.yaml loop: and the environment both change settings, and nothing listed what a model ran with."""
+    from mlplatform.cli.settings_list import render_settings, settings_rows
+    from mlplatform.root import ModelDeclaration, build_model
+
+    monkeypatch.setenv("MLPLATFORM_MIN_TRAINING_ROWS", "150")
+    monkeypatch.setenv("MLPLATFORM_SERVE_TOKEN", "s3cret-token")
+    declaration = ModelDeclaration.model_validate({"spec": str(REPO_ROOT / "data" / "adult.yaml"), "loop": {"retrain_every_n": 777}})
+    model = build_model(Settings(state_dir=tmp_path), declaration, tmp_path / "defs.yaml")
+    rows = {row["variable"]: row for row in settings_rows(model)}
+    assert len(rows) == len(Settings.model_fields) - 1 and "MLPLATFORM_DATASET_SPEC" not in rows, "every setting but the per-model spec"
+    assert {k: rows["MLPLATFORM_RETRAIN_EVERY_N"][k] for k in ("value", "default", "source")} == {"value": 777, "default": 5000, "source": "adult's defs.yaml loop:"}
+    assert {k: rows["MLPLATFORM_MIN_TRAINING_ROWS"][k] for k in ("value", "default", "source")} == {"value": 150, "default": 200, "source": "environment"}
+    assert rows["MLPLATFORM_SERVE_TOKEN"]["value"] == "(set)" and rows["MLPLATFORM_LANDING_DIR"]["source"] == "derived"
+    assert rows["MLPLATFORM_DRIFT_EVERY_N_EVENTS"]["source"] == "default" and rows["MLPLATFORM_DRIFT_EVERY_N_EVENTS"]["description"]
+    text = render_settings("adult", list(rows.values()))
+    assert text.startswith(f"settings of model adult: 6 of {len(rows)} changed from their default\n") and "s3cret" not in text
+    assert "MLPLATFORM_RETRAIN_EVERY_N=777  (adult's defs.yaml loop:; default 5000)\n    New labelled events" in text
+    monkeypatch.setenv("MLPLATFORM_STATE_DIR", str(tmp_path / "state"))
+    assert main(["settings", "--json", "--model", "adult"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert list(listed) == ["adult"] and any(r["variable"] == "MLPLATFORM_MIN_TRAINING_ROWS" and r["value"] == 150 for r in listed["adult"])

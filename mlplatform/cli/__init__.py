@@ -103,6 +103,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_settings(args: argparse.Namespace) -> int:
+    from mlplatform.cli.settings_list import render_settings, settings_rows
+
+    listed = {model.name: settings_rows(model) for model in _platform(args).select(args.model)}
+    print(json.dumps(listed, indent=2, default=str) if args.json else "\n\n".join(render_settings(name, rows) for name, rows in listed.items()))
+    return 0
+
+
 def cmd_materialize(args: argparse.Namespace) -> int:
     """Materialize a model's assets from a terminal, recorded in the state folder's Dagster instance like a UI run."""
     import dagster as dg
@@ -365,6 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument("--dagster", action="store_true", help="also the latest drift report, live quality, performance estimate and the retraining sensor's runs, from the Dagster instance (slower: imports Dagster)")
     status.set_defaults(func=cmd_status)
+    listed = command("settings", "every setting a model runs with (or --model's): its MLPLATFORM_* variable, value, default, source and meaning")
+    listed.add_argument("--json", action="store_true", help="machine-readable output")
+    listed.set_defaults(func=cmd_settings)
     mat = command("materialize", "materialize a model's assets now, recorded in the state folder's Dagster instance (as from the UI)")
     mat.add_argument("--select", help=f"comma-separated assets (default: {','.join(DEFAULT_ASSETS)}; also drift_report, live_quality, estimated_performance)")
     mat.set_defaults(func=cmd_materialize)
