@@ -43,7 +43,7 @@ COMPONENT_FILE_KEYS = ("type", "attributes", "template_vars_module", "requiremen
 LOOP_FIELDS = (
     "retrain_every_n", "min_new_labelled_for_drift", "retrain_cooldown_seconds", "training_window", "training_window_candidates", "training_window_since_change", "holdout_fraction",
     "holdout_max_rows", "refit_on_holdout", "validation_fraction", "min_training_rows", "tuning_trials", "tuning_seconds", "num_boost_round",
-    "early_stopping_rounds", "seed", "promotion_margin", "quality_floor", "promotion_requires_shadow_win", "shadow_min_events", "shadow_max_wait_seconds",
+    "early_stopping_rounds", "seed", "promotion_margin", "promotion_requires_significance", "quality_floor", "promotion_requires_shadow_win", "shadow_min_events", "shadow_max_wait_seconds",
     "serve_shadow_challenger", "serve_shadow_queue", "serve_reload_seconds", "serve_max_batch_rows", "serve_unknown_fields", "serve_log_on_loop",
     "serve_log_interval_ms", "serve_log_max_rows", "serve_history_catch_up_seconds", "serve_live_quality_seconds", "serve_online_correction",
     "serve_correction_learning_rate", "serve_correction_warm_events", "max_quarantine_share", "max_null_share",

@@ -463,6 +463,36 @@ def test_against_a_refit_champion_only_holdout_rows_after_its_cutoff_are_judged(
     assert enough_after.champion_metrics == after.champion_metrics, "with enough rows after its cut-off, only they are judged, as before"
 
 
+def test_a_decision_says_how_sure_its_gain_is_and_can_require_it_above_noise(trained: TrainingResult, window: pd.DataFrame, adult_spec: DatasetSpec) -> None:
+    """The estimation probe: a challenger promoted on +0.0033 ROC AUC over 250 rows, worse on every other metric; the
+    margin carries no uncertainty. The paired-bootstrap interval of the gain is said; promotion_requires_significance
+    acts on it."""
+    from mlplatform.domain.paired_bootstrap import improvement_interval, interval_said
+
+    holdout = window.tail(400).reset_index(drop=True)
+    theirs = trained.predictor.predict(holdout)
+    positive = (holdout[LABEL] == adult_spec.positive_class).to_numpy()
+    nudged = theirs.copy()
+    lifted = np.flatnonzero(positive)[:3]  # three positives scored a little higher: a real gain, and a tiny one
+    nudged.loc[lifted, PROBABILITY] = np.minimum(1.0, nudged.loc[lifted, PROBABILITY] + 0.3)
+    plain = judge(Settings(promotion_margin=0), adult_spec, holdout, nudged, trained.predictor)
+    assert plain.decision.promote and "; the gain's 95 % interval over 200 resamples of these 400 rows: " in plain.decision.reason, plain.decision.reason
+    assert plain.decision.reason.endswith(", within noise"), plain.decision.reason
+    strict = Settings(promotion_margin=0, promotion_requires_significance=True)
+    refused = judge(strict, adult_spec, holdout, nudged, trained.predictor)
+    assert not refused.decision.promote and refused.decision.reason.endswith("within noise: not promoted (promotion_requires_significance)")
+    oracle = theirs.assign(**{PROBABILITY: np.where(positive, 0.9, 0.1), PREDICTION: holdout[LABEL].to_numpy()})
+    clear = judge(strict, adult_spec, holdout, oracle, trained.predictor)
+    assert clear.decision.promote and clear.decision.reason.endswith(", above noise"), clear.decision.reason
+    assert "interval" not in judge(strict, adult_spec, holdout, nudged, None).decision.reason, "no champion: nothing to compare"
+
+    regression = parse_spec({"name": "r", "task": "regression", "label": "y", "features": {"x": "numeric"}})
+    y = pd.Series(np.linspace(0, 10, 300))
+    halved = improvement_interval(regression, "rmse", False, y, pd.DataFrame({PREDICTION: y + 0.5}), pd.DataFrame({PREDICTION: y + 1.0}))
+    assert halved == pytest.approx((0.5, 0.5)), "half the champion's error on every row: a gain of 50 % of its RMSE, whatever the resample"
+    assert interval_said("rmse", (0.1, 0.3), 300) == "the gain's 95 % interval over 200 resamples of these 300 rows: +10.00% to +30.00%, above noise"
+
+
 def test_decide_promotes_on_a_win_only_and_says_when_the_metric_is_undefined(adult_spec: DatasetSpec) -> None:
     """The review: with a margin of 0 a tie promoted ('beats champion 0.8000 by +0.0000'), and the README says the
     champion moves only on a win; a challenger whose metric is undefined on the hold-out (one class) was said to miss

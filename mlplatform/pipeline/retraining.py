@@ -22,6 +22,7 @@ import pandas as pd
 from mlplatform.domain.change_point import MIN_SEGMENT, event_losses, loss_shift
 from mlplatform.domain.evaluation import (NO_CHAMPION, Decision, NoChangeBaseline, classes_training_lacks, decide, default_floor, no_change_baseline,
                                           passes_floor, primary_metric, score)
+from mlplatform.domain.paired_bootstrap import improvement_interval, interval_said
 from mlplatform.stores.dask_cluster import dask_client
 from mlplatform.stores.eventlog import EventStore
 from mlplatform.domain.features import FeatureTransformer, HistoryFeaturesMissing
@@ -465,7 +466,7 @@ def judge(settings: Settings, spec: DatasetSpec, holdout: pd.DataFrame, challeng
             note = f" (the refit champion trained on {len(holdout) - unseen} of these {len(holdout)} hold-out rows: only {unseen} came after its cut-off, fewer than {MIN_JUDGED_ROWS})"
     judged, predicted = holdout[rows], challenger_predicted[rows]
     challenger_metrics = score(spec, judged[LABEL], predicted)
-    champion_metrics = None
+    champion_metrics = champion_predicted = None
     if champion is not None:
         champion_predicted = champion.predict(judged)
         if recorded.any():
@@ -476,6 +477,7 @@ def judge(settings: Settings, spec: DatasetSpec, holdout: pd.DataFrame, challeng
     floor = set_floor if (set_floor := settings.floor_of(metric)) is not None else default_floor(spec, judged[LABEL], train_labels)
     floor_passed = passes_floor(challenger_metrics.get(metric, float("nan")), floor, higher)
     decision = decide(spec, challenger_metrics, champion_metrics, settings.promotion_margin, floor)
+    decision = _with_interval(settings, spec, decision, judged[LABEL], predicted, champion_predicted)
     if set_floor is None and spec.task is Task.regression and not floor_passed and train_labels is not None:  # the probe: "vs floor 0.7108", not saying what it was
         note += f" (the default floor: the {metric} of predicting the training labels' mean; a quality_floor set for {metric} replaces it)"
     baseline = no_change_baseline(spec, judged, predicted)
@@ -485,6 +487,21 @@ def judge(settings: Settings, spec: DatasetSpec, holdout: pd.DataFrame, challeng
         decision = replace(decision, reason=decision.reason + note)
     own_metrics = challenger_metrics if rows.all() else score(spec, holdout[LABEL], challenger_predicted)
     return Judgement(challenger_metrics, champion_metrics, decision, floor_passed, rows, own_metrics, baseline)
+
+
+def _with_interval(settings: Settings, spec: DatasetSpec, decision: Decision, y_true: pd.Series, challenger: pd.DataFrame,
+                   champion: pd.DataFrame | None) -> Decision:
+    """`decision` saying how sure its gain is (`paired_bootstrap`), where there is a champion scored on the same rows;
+    with `promotion_requires_significance`, a win whose interval reaches 0 or below is no promotion."""
+    if champion is None or decision.champion is None or math.isnan(decision.champion) or math.isnan(decision.challenger):
+        return decision
+    interval = improvement_interval(spec, decision.metric, decision.higher_is_better, y_true, challenger, champion, settings.seed)
+    if interval is None:
+        return decision
+    said = interval_said(decision.metric, interval, len(y_true))
+    if decision.promote and settings.promotion_requires_significance and interval[0] <= 0:
+        return replace(decision, promote=False, reason=f"{decision.reason}, but {said}: not promoted (promotion_requires_significance)")
+    return replace(decision, reason=f"{decision.reason}; {said}")
 
 
 def _floor_labels(settings: Settings, spec: DatasetSpec, snapshot: FeatureSnapshot) -> pd.Series | None:
