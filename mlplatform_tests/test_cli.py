@@ -36,11 +36,27 @@ def test_a_failed_materialize_still_says_what_landing_took_and_refused(state: Se
     [written] = write_batches(adult_rows.iloc[:50], adult_spec, state.landing_dir, 50)
     pd.read_csv(written).rename(columns={"income": "Income"}).to_csv(written, index=False)
     pd.read_csv(written).drop(columns=["age"]).to_csv(state.landing_dir / "no-age.csv", index=False)
-    assert main(["materialize", "--model", "adult"]) == 1
+    assert main(["materialize", "--model", "adult"]) == 2
     printed = capsys.readouterr()
     assert ("raw_events: 2 files, 50 events ingested, 0 duplicates, 0 late labels applied; 1 file moved to landing/rejected, "
             "columns the spec does not name ignored: Income (the run's raw_events materialization in the UI says why)\n") in printed.out, printed.out
-    assert "only 0 labelled events in the window; at least 100 are needed (min_training_rows: the model's loop in defs.yaml, or MLPLATFORM_MIN_TRAINING_ROWS)" in printed.err
+    assert printed.err.endswith("\nmaterialize: adult has no labelled events to train on: its 50 events landed without a label (the spec's label "
+                                "column: 'income'); a label file can bring them\n"), "after landing's warning of the file it rejected"
+
+
+def test_a_model_whose_every_row_was_quarantined_is_one_line_pointing_at_the_quarantine(state: Settings, adult_spec: DatasetSpec, adult_rows: pd.DataFrame,
+                                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """The new-user probe: a time column drafted with the wrong time_format had landing quarantine every row, and
+    `materialize` printed Dagster's two stack traces, then "only 0 labelled events", with no word of the quarantine."""
+    [written] = write_batches(adult_rows.iloc[:40], adult_spec, state.landing_dir, 40)
+    pd.read_csv(written).assign(event_time="31/12/2024 10:00").to_csv(written, index=False)  # day first: not the ISO times the spec reads
+    said = (f"adult has no labelled events to train on: landing quarantined all 40 rows it read (the most, 40 rows of {written.name}: event_time: "
+            "missing, not a timestamp or out of range); `mlplatform quarantine --model adult` lists them\n")
+    assert main(["materialize", "--model", "adult"]) == 2
+    printed = capsys.readouterr()
+    assert "40 rows quarantined (mlplatform quarantine)" in printed.out and printed.err == f"materialize: {said}"
+    assert main(["materialize", "--model", "adult", "--select", "features,trained_model"]) == 2, "the rows landed before this run"
+    assert capsys.readouterr().err == f"materialize: {said}"
 
 
 def test_status_json_after_two_versions(
@@ -667,8 +683,8 @@ def test_a_retraining_is_refused_while_another_of_the_model_runs(state: Settings
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     started_by(gone.pid, "b" * 36)  # a command killed mid-retraining
-    assert main(["materialize", "--model", "adult", "--select", "features,trained_model"]) == 1, "not refused: it runs (and fails on no data)"
-    assert "already running" not in capsys.readouterr().err
+    assert main(["materialize", "--model", "adult", "--select", "features,trained_model"]) == 2
+    assert "materialize: adult has no labelled events to train on" in capsys.readouterr().err, "not refused: it runs (and fails on no data)"
     assert instance.get_run_by_id("b" * 36).status == dg.DagsterRunStatus.FAILURE  # type: ignore[union-attr]
 
 

@@ -363,10 +363,16 @@ def broken() -> None:
     raise RuntimeError("a real failure")
 
 
-@pytest.mark.parametrize("op, shown", [(stopped, False), (broken, True)])
+@dg.op
+def found() -> None:
+    raise dg.Failure(description="features: only 0 labelled events in the window")  # as a step says what it found
+
+
+@pytest.mark.parametrize("op, shown", [(stopped, False), (found, False), (broken, True)])
 def test_the_console_leaves_out_what_a_signal_stopped_and_says_real_failures(op: dg.OpDefinition, shown: bool, capfd: pytest.CaptureFixture[str]) -> None:
     """A Ctrl-C between two steps printed the interrupt's stack twice (the step's failure, the run's cancel), 80 lines
-    before the command's own one-line message."""
+    before the command's own one-line message; a step's finding (a Failure, which the command prints) printed its
+    stack twice too (the new-user probe's "only 0 labelled events")."""
     job = dg.GraphDefinition(name="one", node_defs=[op]).to_job(logger_defs={"console": console})
     result = job.execute_in_process(run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}}, raise_on_error=False)
     assert not result.success

@@ -115,6 +115,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     """Materialize a model's assets from a terminal, recorded in the state folder's Dagster instance like a UI run."""
     import dagster as dg
 
+    from mlplatform.cli.quarantine import nothing_to_train_on
     from mlplatform.orchestration.instance import prepare_dagster_home
     from mlplatform.orchestration.interrupts import Stopped
     from mlplatform.orchestration.launch import LaunchError, RetrainingBusy, materialize, retraining_slot
@@ -140,8 +141,9 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         except LaunchError as exc:
             if RAW_EVENTS in selected:  # what landing took and refused explains a later step's "too few labelled events"
                 _say_landing(latest(instance, ModelNames(model.name).asset(RAW_EVENTS)), exc.run_id)
-            print(f"materialize: {exc}", file=sys.stderr)
-            return 1
+            empty = nothing_to_train_on(model, exc)  # the files' fault, not the run's: said as a wrong spec is
+            print(f"materialize: {empty or exc}", file=sys.stderr)
+            return 1 if empty is None else 2
         except Stopped as exc:  # a signal as the decision's record ended stops the run after it: what it decided is said too
             _say_decision(latest(instance, ModelNames(model.name).asset(EVALUATION_REPORT)), exc.run_id)
             raise

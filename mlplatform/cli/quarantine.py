@@ -10,13 +10,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from mlplatform.root import ModelContext
 from mlplatform.pipeline.landing import exclusive
 from mlplatform.stores.eventlog import SHA256_PREFIX
+
+if TYPE_CHECKING:
+    from mlplatform.orchestration.launch import LaunchError
 
 RECORD_CHARS = 160  # of a refused record in the terminal; --json gives it whole
 UNKNOWN = "unknown"  # the content of rows quarantined before landing recorded contents
@@ -38,6 +41,28 @@ def collect_quarantine(model: ModelContext, limit: int, source: str | None = Non
     if source is not None and not found["quarantined"]:  # a typo reads like a clean file: name those that have rows
         found["files_with_rows"] = _files_with_rows(model)
     return found
+
+
+def nothing_to_train_on(model: ModelContext, failure: LaunchError) -> str | None:
+    """One line for a run that failed on too few labelled events where the model has none at all, saying where its rows
+    went; None for any other failure. The new-user probe: a spec's wrong time_format had landing quarantine every row,
+    and `materialize` ended in two stack traces and "only 0 labelled events", with no word of the quarantine."""
+    from mlplatform.domain.training import TooFewLabelled
+
+    if TooFewLabelled.__name__ not in failure.failed_on:
+        return None
+    counts = model.event_log.counts()
+    if counts.labelled:
+        return None
+    said = f"{model.name} has no labelled events to train on"
+    if counts.quarantined:
+        top = model.event_log.quarantine_reasons(limit=1).iloc[0]
+        landed = f"all {_rows(counts.quarantined)} it read" if not counts.total else f"{_rows(counts.quarantined)}, and {counts.total} events landed without a label"
+        return (f"{said}: landing quarantined {landed} (the most, {_rows(top['rows'])} of {top['file']}: {_cut(str(top['reason']))}); "
+                f"`mlplatform quarantine --model {model.name}` lists them")
+    if counts.total:
+        return f"{said}: its {counts.total} events landed without a label (the spec's label column: {model.spec.label!r}); a label file can bring them"
+    return f"{said}: no event has landed in {model.settings.landing_dir}"
 
 
 def _files_with_rows(model: ModelContext) -> list[str]:

@@ -1,14 +1,33 @@
 """The `console` logger of a run a command executes here (`mlplatform materialize`, the demo): Dagster's colored console,
-less the records of a step or run a signal stopped. The command says that itself, in one line; Dagster printed the
-interrupt's stack twice, 80 lines, when Ctrl-C came between two steps. The run's event log keeps every record."""
+less the records of a step or run a signal stopped, or that failed on the platform's own finding. The command says those
+itself, in one line; Dagster printed the interrupt's stack twice, 80 lines, when Ctrl-C came between two steps, and a
+finding such as "only 0 labelled events" with two stack traces. The run's event log keeps every record."""
 
 import logging
+from typing import Any
 
 import dagster as dg
+from dagster._core.errors import DagsterAssetCheckFailedError
 from dagster._core.log_manager import LOG_RECORD_METADATA_ATTR
 from dagster._loggers import colored_console_logger
 
+from mlplatform.orchestration.errors import ErrorInfo
 from mlplatform.orchestration.interrupts import INTERRUPT_ERRORS, await_cancel_mark
+
+# What a step raises for what it found (too few labelled events, a window of one class, a stack stopping: its description
+# says it whole), and a blocking check's failure (the command names the check and its finding).
+FINDINGS = (dg.Failure.__name__, DagsterAssetCheckFailedError.__name__)
+NOT_RUN = "Dependencies for step "  # Dagster's line for each step left out after one failed
+
+
+def _meta(record: logging.LogRecord) -> dict[str, Any]:
+    return getattr(record, LOG_RECORD_METADATA_ATTR, None) or {}
+
+
+def _error(record: logging.LogRecord) -> ErrorInfo | None:
+    """The serialized error of the Dagster event a record carries, or None."""
+    event = _meta(record).get("dagster_event")
+    return getattr(event.event_specific_data, "error", None) if event is not None else None
 
 
 class WithoutInterrupts(logging.Filter):
@@ -17,17 +36,28 @@ class WithoutInterrupts(logging.Filter):
     last event before Dagster ends the run, canceled only if it is marked by then."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        meta = getattr(record, LOG_RECORD_METADATA_ATTR, None) or {}
-        event = meta.get("dagster_event")
-        error = getattr(event.event_specific_data, "error", None) if event is not None else None
+        error = _error(record)
         if error is None or not any(e.cls_name in INTERRUPT_ERRORS for e in (error, error.cause) if e is not None):
             return True
         await_cancel_mark()
         return False
 
 
-@dg.logger(colored_console_logger.config_schema, description="Dagster's colored console, less what a signal stopped (the command says it).")
+class WithoutFindings(logging.Filter):
+    """Leaves out the records of a step, or of its run, that failed on a finding (FINDINGS: the command prints it), and
+    Dagster's line for each step that therefore did not run (the command names the one that failed). Any other error
+    keeps its stack trace: that is a fault to report."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = _error(record)
+        if error is not None:
+            return error.cls_name not in FINDINGS
+        return not str(_meta(record).get("orig_message", "")).startswith(NOT_RUN)
+
+
+@dg.logger(colored_console_logger.config_schema, description="Dagster's colored console, less what a signal stopped or a step found (the command says it).")
 def console(init_context: dg.InitLoggerContext) -> logging.Logger:
     logger = colored_console_logger.logger_fn(init_context)
     logger.addFilter(WithoutInterrupts())
+    logger.addFilter(WithoutFindings())
     return logger

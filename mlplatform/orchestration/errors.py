@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Optional, Protocol
 
 
@@ -27,6 +28,15 @@ def root_cause(error: ErrorInfo, whole: bool = False) -> str:
     found = error if cause is None else cause
     text = found.message.strip() if whole else _first_line(found.message)
     return text if found is error else f"{text} ({outer})"
+
+
+def error_classes(error: ErrorInfo) -> Iterator[str]:
+    """The class name of `error` and of each exception it came from."""
+    cause: ErrorInfo | None = error
+    while cause is not None:
+        if cause.cls_name:
+            yield cause.cls_name
+        cause = cause.cause
 
 
 def _first_line(message: str) -> str:

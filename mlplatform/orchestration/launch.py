@@ -15,7 +15,7 @@ from dagster._core.definitions.sensor_definition import SensorExecutionData
 from dagster._core.utils import make_new_run_id
 
 from mlplatform.domain.keys import COMMAND_RUN_TAG, RUN_KEY_TAG
-from mlplatform.orchestration.errors import root_cause
+from mlplatform.orchestration.errors import error_classes, root_cause
 from mlplatform.orchestration.interrupts import stops_on_signal
 from mlplatform.orchestration.names import DRIFT_RUN, ModelNames
 from mlplatform.orchestration.resources import PlatformResource
@@ -28,11 +28,14 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 class LaunchError(RuntimeError):
-    """A run failed; the message holds its failed steps' errors, `run_id` the run (None: none was launched)."""
+    """A run failed; the message holds its failed steps' errors, `run_id` the run (None: none was launched), `failed_on`
+    the class names of those errors and of the exceptions they came from (how a command tells a finding about the data,
+    `TooFewLabelled`, from a fault)."""
 
-    def __init__(self, message: str, run_id: str | None = None) -> None:
+    def __init__(self, message: str, run_id: str | None = None, failed_on: frozenset[str] = frozenset()) -> None:
         super().__init__(message)
         self.run_id = run_id
+        self.failed_on = failed_on
 
 
 class RetrainingBusy(LaunchError):
@@ -111,12 +114,14 @@ def raise_on_failure(result: RunResult, what: str) -> RunResult:
     if not result.success:
         blocked = [f"{e.asset_key.to_user_string()}'s blocking check {e.check_name} failed ({e.description})"
                    for e in result.get_asset_check_evaluations() if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR]
-        failures = [root_cause(e.event_specific_data.error, whole=True) for e in result.all_events if e.is_step_failure]  # type: ignore[union-attr]
+        errors = [e.event_specific_data.error for e in result.all_events if e.is_step_failure]  # type: ignore[union-attr]
+        failures = [root_cause(error, whole=True) for error in errors]
         # A failure the executor reports on the run, not on a step (a Celery worker's storage error, a lost worker): its engine or run failure event carries it.
         others = [error.message.strip() for e in result.all_events if (e.is_run_failure or e.is_engine_event)
                   and (error := getattr(e.event_specific_data, "error", None)) is not None]
         reasons = blocked or failures or list(dict.fromkeys(others))
-        raise LaunchError(f"{what} failed (run {result.run_id}): {' | '.join(reasons) or 'see the run in the Dagster UI'}", result.run_id)
+        raise LaunchError(f"{what} failed (run {result.run_id}): {' | '.join(reasons) or 'see the run in the Dagster UI'}", result.run_id,
+                          frozenset(name for error in errors for name in error_classes(error)))
     return result
 
 
