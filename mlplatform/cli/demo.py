@@ -6,6 +6,7 @@ from collections.abc import Callable
 import dagster as dg
 import pandas as pd
 
+from mlplatform.cli.quarantine import nothing_to_train_on
 from mlplatform.cli.stack import IN_USE_FILE, LOCK_FILE, empty_unless_used
 from mlplatform.cli.status import decision_said
 from mlplatform.domain.keys import (CHAMPION_VERSION, DATASET_DRIFT, DRIFT_COLUMNS, DRIFT_SHARE, DRIFT_SHARE_TAG, DRIFTED_COLUMN_NAMES, DRIFTED_COLUMNS, NEW_LABELLED_TAG,
@@ -17,7 +18,7 @@ from mlplatform.orchestration.instance import prepare_dagster_home
 from mlplatform.orchestration.launch import LaunchError, launch, materialize, tick
 from mlplatform.orchestration.names import DRIFT_REPORT, EVALUATION_REPORT, ModelNames
 from mlplatform.orchestration.resources import PlatformResource
-from mlplatform.pipeline.replay import DriftScenario, inject_drift, read_source, write_batches
+from mlplatform.pipeline.replay import DriftScenario, ReplayError, inject_drift, read_source, write_batches
 from mlplatform.root import ModelContext, forget_platforms, platform
 from mlplatform.settings import Settings
 
@@ -71,7 +72,10 @@ def run_demo(settings: Settings, model_name: str = DEMO_MODEL, say: Callable[[st
     model = platform(settings).model(model_name)
     spec, names = model.spec, ModelNames(model.name)
     landing = model.settings.landing_dir
-    rows = read_source(spec)
+    try:
+        rows = read_source(spec)
+    except ReplayError as exc:  # a time_format that does not read the source's times: it ended in a traceback
+        raise DemoError(f"model {model.name}'s source cannot be replayed: {exc}") from None
     n = model.settings.retrain_every_n
     say(f"mlplatform demo · model {model.name} ({len(rows)} rows) of {len(platform(settings).models)} in the code location · state {settings.state_dir}")
     try:
@@ -95,7 +99,7 @@ def run_demo(settings: Settings, model_name: str = DEMO_MODEL, say: Callable[[st
             say(f"   champion is v{second.get(CHAMPION_VERSION)}")
             third = _drift_step(instance, model, rows, FIRST_WINDOW + n, cursor, say)
     except LaunchError as exc:
-        raise DemoError(str(exc)) from exc
+        raise DemoError(nothing_to_train_on(model, exc) or str(exc)) from exc
     say(f"done in {time.perf_counter() - started:.0f}s. Where to look:")
     say(f"  Dagster UI:   make dev, then {settings.dagster_ui_url} (assets of every model, runs, the retraining sensors)")
     say(f"  MLflow UI:    make dev, then {settings.mlflow_ui_url} (model {spec.model_name}, alias @champion)")
