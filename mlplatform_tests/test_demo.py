@@ -1,11 +1,17 @@
-"""`mlplatform demo --model <a user's model>`: what stops it is said in one line. The user's models live in a copy of
-the project (its defs folder), as `dg scaffold` would have put them there."""
+"""`mlplatform demo --model <a user's model>`: its acts fitted to the model's source, refused up front when the source
+is too small, and what stops it said in one line. The user's models live in a copy of the project (its defs folder),
+as `dg scaffold` would have put them there."""
 
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
+from mlplatform.cli.demo import DemoError, plan_demo
+from mlplatform.domain.spec import load_spec
+from mlplatform.settings import Settings
+from mlplatform.stores.eventlog import EventLog
 from mlplatform_tests.test_models import _run, project  # project: a fixture, this module's own copy of the project
 
 SPEC = """\
@@ -43,18 +49,57 @@ def _readings(n: int) -> pd.DataFrame:
                          "leak": np.where((wear > 0.7) ^ (rng.random(n) < 0.05), "yes", "no")})
 
 
-def _declare(project: Path, name: str, rows: pd.DataFrame, time_format: str = "") -> None:
-    """A model of `rows` in the copy's defs folder: its defs.yaml, dataset.yaml and source file."""
+def _declare(project: Path, name: str, rows: pd.DataFrame, time_format: str = "", loop: str = "") -> None:
+    """A model of `rows` in the copy's defs folder: its defs.yaml (with `loop`, its own settings), dataset.yaml and source file."""
     folder = project / "mlplatform" / "defs" / name
     folder.mkdir(parents=True, exist_ok=True)
     rows.to_csv(folder / "readings.csv", index=False)
     (folder / "dataset.yaml").write_text(SPEC.format(name=name, time_format=time_format), encoding="utf-8")
-    (folder / "defs.yaml").write_text("type: mlplatform.RetrainingLoop\nattributes:\n  spec: dataset.yaml\n", encoding="utf-8")
+    (folder / "defs.yaml").write_text(f"type: mlplatform.RetrainingLoop\nattributes:\n  spec: dataset.yaml\n  loop: {{{loop}}}\n", encoding="utf-8")
 
 
 def _demo(project: Path, model: str, state: Path) -> tuple[int, str, str]:
     done = _run(project, "mlplatform", "demo", "--model", model, env={"MLPLATFORM_STATE_DIR": str(state), **DEFAULT_THRESHOLDS}, check=False)
     return done.returncode, done.stdout, done.stderr
+
+
+@pytest.mark.parametrize(("events", "every_n", "acts", "thresholds"), [
+    (48_842, 5000, (10_000, 5000, 4000), {}),  # Adult, as `make demo` runs it
+    (48_842, 1000, (10_000, 1000, 999), {}),  # Adult at a smaller N: the drifted events stay fewer than N, as before
+    (17_379, 1000, (9146, 1000, 999), {}),  # Bike Sharing at that N: only the first window is its share
+    (17_379, 5000, (9146, 4575, 3658), {"retrain_every_n": 4575}),
+    (6379, 5000, (3357, 1680, 1342), {"retrain_every_n": 1680}),
+    (1268, 5000, (667, 335, 266), {"retrain_every_n": 335, "min_new_labelled_for_drift": 266}),  # the probe's water-flow
+])
+def test_the_demo_keeps_adults_acts_and_gives_a_smaller_source_its_shares(events: int, every_n: int, acts: tuple[int, int, int],
+                                                                          thresholds: dict[str, int]) -> None:
+    """The new-user probe: the demo replayed 10,000, 5,000 and 4,000 events whatever the source held. Each act now fits
+    the events, the drifted ones fewer than the new labelled ones (only their drift report calls for the last
+    retraining), and the sensor's ticks take the thresholds the acts need."""
+    settings = Settings(retrain_every_n=every_n, min_new_labelled_for_drift=500)
+    plan = plan_demo("m", events, settings)
+    assert (plan.first, plan.new_labelled, plan.drifted) == acts and sum(acts) <= events
+    assert plan.drift_bar <= plan.drifted < plan.new_labelled
+    assert plan.thresholds(settings) == thresholds
+
+
+def test_a_source_too_small_for_the_demo_is_refused_before_anything_runs(project: Path, tmp_path: Path) -> None:
+    """Below the events its acts need, the demo says how many the source has and needs, in one line, and leaves the
+    state folder alone (it is not even made); so it does for a model whose own loop: holds a threshold the demo would
+    set, where the sensor would read the model's own and not fire as the demo says."""
+    _declare(project, "trickle", _readings(600))
+    _declare(project, "metered", _readings(1268), loop="retrain_every_n: 5000")
+    state = tmp_path / "state"
+    code, _, err = _demo(project, "trickle", state)
+    assert (code, err) == (1, "demo failed: model trickle's source has 600 labelled events; the demo needs at least 1000 (a first champion's "
+                              "window, new labelled events that call for a retraining, then drifted events for a drift report)\n")
+    code, _, err = _demo(project, "metered", state)
+    assert (code, err) == (1, "demo failed: model metered's source has 1268 labelled events, for which the demo sets retrain_every_n 335 and "
+                              f"min_new_labelled_for_drift 266; {project / 'mlplatform' / 'defs' / 'metered' / 'defs.yaml'} sets its own in "
+                              "loop:, which the demo cannot change\n")
+    assert not state.exists()
+    with pytest.raises(DemoError, match=r"source has 3000 labelled events; the demo needs at least 3800 "):
+        plan_demo("m", 3000, Settings(min_training_rows=2000))  # a first window of its share must hold min_training_rows
 
 
 def test_a_source_the_demo_cannot_replay_is_one_line(project: Path, tmp_path: Path) -> None:
@@ -70,5 +115,28 @@ def test_a_demo_whose_events_landing_quarantines_says_where_they_went(project: P
     said only "only 0 labelled events in the window", as `materialize` did."""
     _declare(project, "glut", _readings(1000).assign(flow="lots"))
     code, _, err = _demo(project, "glut", tmp_path / "state")
-    assert (code, err) == (1, "demo failed: glut has no labelled events to train on: landing quarantined all 1000 rows it read (the most, 1000 rows "
-                              "of replay-r0-r999.csv: flow: 'lots' is not a finite number); `mlplatform quarantine --model glut` lists them\n")
+    assert (code, err) == (1, "demo failed: glut has no labelled events to train on: landing quarantined all 526 rows it read (the most, 526 rows "
+                              "of replay-r0-r525.csv: flow: 'lots' is not a finite number); `mlplatform quarantine --model glut` lists them\n")
+
+
+def test_the_demo_on_a_small_source_replays_what_it_says_and_its_sensor_fires_as_told(project: Path, tmp_path: Path) -> None:
+    """The probe's 1,268 events: the demo printed "1. replayed 10000 events", then failed: no retraining came after
+    5,000 new labelled events that were never there. Now every count printed is what landed, and each act ends as told;
+    the acts count labelled events, as the sensor does, so rows without a label are left out, and said."""
+    readings = _readings(1300)
+    readings.loc[(readings.index % 40 == 39) & (readings.index < 1280), "leak"] = None
+    _declare(project, "water", readings)
+    state = tmp_path / "state"
+    code, out, err = _demo(project, "water", state)
+    assert code == 0, f"{out[-3000:]}\n{err[-3000:]}"
+    assert "mlplatform demo · model water (1268 labelled events)" in out and "   source: 32 of 1300 rows have no label the spec reads in 'leak': left out\n" in out
+    assert ("the acts fit the source's events: 667, 335 and 266; the sensor's ticks take retrain_every_n 335 (the model's: 5000), "
+            "min_new_labelled_for_drift 266 (the model's: 500)") in out
+    assert f"1. replayed 667 events into {state / 'landing' / 'water'}\n" in out
+    assert "   replayed 335 more labelled events; the sensor asks for a retraining: reason=new_observations\n" in out
+    assert "3. replayed 266 drifted events: " in out and "the sensor asks for a retraining: reason=drift, drift share " in out
+    log = EventLog(state / "events" / "water.sqlite", load_spec(project / "mlplatform" / "defs" / "water" / "dataset.yaml"))
+    try:
+        assert (log.counts().total, log.counts().labelled) == (667 + 335 + 266, 1268)
+    finally:
+        log.close()

@@ -22,12 +22,13 @@ class PlatformResource(dg.ConfigurableResource):
 
     state_dir: str | None = None
     retrain_every_n: int | None = None
+    min_new_labelled_for_drift: int | None = None
     retrain_cooldown_seconds: float | None = None
 
     def platform(self) -> Platform:
         """The platform of these settings; a run config that cannot hold fails once, naming the field (a negative
         cool-down had failed inside pydantic, retried three times, then run again by the daemon)."""
-        overrides = {k: v for k, v in {"state_dir": self.state_dir, "retrain_every_n": self.retrain_every_n,
+        overrides = {k: v for k, v in {"state_dir": self.state_dir, "retrain_every_n": self.retrain_every_n, "min_new_labelled_for_drift": self.min_new_labelled_for_drift,
                                          "retrain_cooldown_seconds": self.retrain_cooldown_seconds}.items() if v is not None}
         if self.state_dir is not None and not Path(self.state_dir).expanduser().is_dir():
             raise dg.Failure(description=f"resources.platform.config.state_dir: {self.state_dir} is not a folder; a run pointed at a state that does not "
