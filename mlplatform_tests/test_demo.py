@@ -140,3 +140,16 @@ def test_the_demo_on_a_small_source_replays_what_it_says_and_its_sensor_fires_as
         assert (log.counts().total, log.counts().labelled) == (667 + 335 + 266, 1268)
     finally:
         log.close()
+
+
+def test_a_drift_retraining_the_quality_floor_refuses_is_said_and_the_demo_goes_on(project: Path, tmp_path: Path) -> None:
+    """The demo's review: on a user's data the drift retraining's challenger may hold too little signal for the quality
+    floor; the evaluation decided "rejected", the blocking check failed the run, and the demo ended in "demo failed"."""
+    readings = _readings(1268)
+    noise = np.random.default_rng(5).random(1268) < 0.5
+    readings.loc[1002:, "leak"] = np.where(noise[1002:], "yes", "no")  # the drifted act's labels: a coin toss
+    _declare(project, "coin", readings)
+    code, out, err = _demo(project, "coin", tmp_path / "state")
+    assert code == 0 and "demo failed" not in err, f"{out[-3000:]}\n{err[-3000:]}"
+    third = out.split("3. replayed ")[1]
+    assert "rejected" in third and "quality floor" in third and "champion is v2;" in third, third

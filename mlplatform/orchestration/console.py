@@ -7,16 +7,15 @@ import logging
 from typing import Any
 
 import dagster as dg
-from dagster._core.errors import DagsterAssetCheckFailedError
 from dagster._core.log_manager import LOG_RECORD_METADATA_ATTR
 from dagster._loggers import colored_console_logger
 
-from mlplatform.orchestration.errors import ErrorInfo
+from mlplatform.orchestration.errors import BLOCKING_CHECK_FAILED, ErrorInfo
 from mlplatform.orchestration.interrupts import INTERRUPT_ERRORS, await_cancel_mark
 
 # What a step raises for what it found (too few labelled events, a window of one class, a stack stopping: its description
 # says it whole), and a blocking check's failure (the command names the check and its finding).
-FINDINGS = (dg.Failure.__name__, DagsterAssetCheckFailedError.__name__)
+FINDINGS = (dg.Failure.__name__, BLOCKING_CHECK_FAILED)
 NOT_RUN = "Dependencies for step "  # Dagster's line for each step left out after one failed
 
 

@@ -15,6 +15,7 @@ class ErrorInfo(Protocol):
 
 
 DAGSTER_ERRORS = ("Dagster", "RetryRequested")
+BLOCKING_CHECK_FAILED = "DagsterAssetCheckFailedError"  # the class of a step's error when its blocking check failed: a finding, not a fault
 
 
 def root_cause(error: ErrorInfo, whole: bool = False) -> str:
