@@ -886,8 +886,9 @@ def test_settings_lists_every_setting_with_its_value_default_and_where_it_came_f
     from mlplatform.cli.settings_list import render_settings, settings_rows
     from mlplatform.root import ModelDeclaration, build_model
 
-    monkeypatch.setenv("MLPLATFORM_MIN_TRAINING_ROWS", "150")
+    monkeypatch.setenv("mlplatform_min_training_rows", "150")  # pydantic-settings reads it in any case: so does the source
     monkeypatch.setenv("MLPLATFORM_SERVE_TOKEN", "s3cret-token")
+    monkeypatch.setenv("MLPLATFORM_CELERY_BROKER_URL", "redis://:hunter2@127.0.0.1:6379/0")  # a plain setting holding a password
     declaration = ModelDeclaration.model_validate({"spec": str(REPO_ROOT / "data" / "adult.yaml"), "loop": {"retrain_every_n": 777}})
     model = build_model(Settings(state_dir=tmp_path), declaration, tmp_path / "defs.yaml")
     rows = {row["variable"]: row for row in settings_rows(model)}
@@ -897,7 +898,8 @@ def test_settings_lists_every_setting_with_its_value_default_and_where_it_came_f
     assert rows["MLPLATFORM_SERVE_TOKEN"]["value"] == "(set)" and rows["MLPLATFORM_LANDING_DIR"]["source"] == "derived"
     assert rows["MLPLATFORM_DRIFT_EVERY_N_EVENTS"]["source"] == "default" and rows["MLPLATFORM_DRIFT_EVERY_N_EVENTS"]["description"]
     text = render_settings("adult", list(rows.values()))
-    assert text.startswith(f"settings of model adult: 6 of {len(rows)} changed from their default\n") and "s3cret" not in text
+    assert rows["MLPLATFORM_CELERY_BROKER_URL"]["value"] == "redis://:***@127.0.0.1:6379/0"
+    assert text.startswith(f"settings of model adult: 7 of {len(rows)} changed from their default\n") and "s3cret" not in text and "hunter2" not in text
     assert "MLPLATFORM_RETRAIN_EVERY_N=777  (adult's defs.yaml loop:; default 5000)\n    New labelled events" in text
     monkeypatch.setenv("MLPLATFORM_STATE_DIR", str(tmp_path / "state"))
     assert main(["settings", "--json", "--model", "adult"]) == 0

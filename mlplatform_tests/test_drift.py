@@ -197,6 +197,8 @@ def test_few_valued_columns_of_a_small_reference_are_compared_as_two_samples(tmp
     assert [(c.column, c.drifted) for c in shifted] == [("a", True), ("c", False)] and shifted[0].score < 1e-6
     large = compare(spec, frame(2000), frame(2000), 0.5, tmp_path / "large.json.xz")[0]
     assert {c.method for c in large} == {"Jensen-Shannon distance"}, "above 1000 reference rows, Evidently's distance as before"
+    half = frame(1500).assign(c=lambda f: f["c"].where(np.arange(1500) % 2 == 0))  # 750 values: small, as Evidently counts them (the review)
+    assert {c.column: c.method for c in compare(spec, half, frame(1500), 0.5, tmp_path / "half.json.xz")[0]}["c"] == "chi-square two-sample p_value"
 
 
 def test_sample_between_is_bounded_uniform_and_rejects_empty_ranges(state: Settings, adult_spec: DatasetSpec, adult_rows: pd.DataFrame) -> None:

@@ -584,3 +584,7 @@ def test_precision_and_recall_undefined_on_a_window_without_positives_are_left_o
     realized = estimator.realized(low, np.zeros(300, dtype=int))
     assert "precision" not in estimate.metrics and estimate.metrics["recall"] == 0.0, estimate.metrics
     assert not {"precision", "recall", "f1"} & set(realized) and realized["accuracy"] == 1.0, realized
+    from mlplatform.domain.estimation import confusion_metrics
+
+    expected = confusion_metrics(np.array([[299.7, 0.0], [0.3, 0.0]]), positive=1)  # under half an expected positive: none, as for multiclass
+    assert np.isnan(expected["precision"]) and np.isnan(expected["recall"]) and np.isnan(expected["f1"]) and expected["accuracy"] == pytest.approx(0.999)

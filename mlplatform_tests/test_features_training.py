@@ -631,6 +631,11 @@ def test_one_value_in_two_spellings_is_one_category_to_the_model_and_to_drift(tm
     codes = transformer.transform(pd.DataFrame({"https": ["0", "0.0", "1", "TRUE", None]}))["https"]
     assert codes.tolist()[:3] == ["0.0", "0.0", "1.0"] and pd.isna(codes.iloc[3]) and pd.isna(codes.iloc[4])
     assert FeatureTransformer(numeric=[], categorical=["c"]).fit(pd.DataFrame({"c": ["x", "y", "x"]})).categories == {"c": ["x", "y"]}
+    # A cross of a value in two spellings is of its one spelling, at fit as at transform (the review: fitted from the raw
+    # spellings, '0 × x' was a category no row had, and the rows of '0.0 × x' were missing in training itself).
+    crossed = FeatureTransformer(numeric=[], categorical=["a", "b"], crosses=[("a", "b")])
+    raw = pd.DataFrame({"a": ["0.0"] * 10 + ["0"] * 5, "b": ["y"] * 10 + ["x"] * 5})
+    assert crossed.fit(raw).categories["a × b"] == ["0.0 × x", "0.0 × y"] and crossed.transform(raw)["a × b"].notna().all()
 
     spec = parse_spec({"name": "p", "task": "binary", "label": "y", "classes": ["0", "1"], "positive_class": "1", "features": {"https": "categorical"}})
     rng = np.random.default_rng(0)

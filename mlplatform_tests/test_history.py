@@ -433,8 +433,10 @@ def test_a_model_worse_than_each_events_last_known_label_is_said_so_in_its_decis
     binary = parse_spec({"name": "c", "task": "binary", "label": "y", "classes": ["a", "b"], "positive_class": "b", "features": {"k": "categorical"},
                          "history": {"features": [{"kind": "lag", "by": "k"}]}})
     frame = pd.DataFrame({"k": "z", "label": labels, "hist__label_lag1__by_k": labels.shift(2)})  # every event is its key's second before
-    kept = no_change_baseline(binary, frame, pd.DataFrame({PREDICTION: ["a"] * 100}))
-    assert kept is not None and kept.metric == "accuracy" and kept.baseline == 1.0 and kept.model == 0.5 and not kept.beaten
+    kept = no_change_baseline(binary, frame, pd.DataFrame({PREDICTION: ["a"] * 100, "probability": 0.5}))
+    assert kept is not None and kept.metric == "roc_auc" and kept.baseline == 1.0 and kept.model == 0.5 and not kept.beaten, kept
+    assert no_change_baseline(binary, frame.assign(label="a", hist__label_lag1__by_k="a"), pd.DataFrame({PREDICTION: ["a"] * 100, "probability": 0.5})) is None, \
+        "one class on these rows: no ROC AUC to compare"
 
 
 def test_the_online_reference_reads_the_history_columns_the_platform_reads() -> None:

@@ -261,3 +261,11 @@ def test_a_launchpad_resource_config_that_cannot_hold_fails_once_naming_the_fiel
     with pytest.raises(dg.Failure) as failed:
         PlatformResource(**config).platform()  # type: ignore[arg-type]
     assert failed.value.description is not None and failed.value.description.startswith(says) and not failed.value.allow_retries
+
+
+def test_a_run_worker_with_a_variable_that_names_no_setting_fails_once_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The review: a SettingsError in a run worker was retried by the step's policy, as if a retry could mend it."""
+    monkeypatch.setenv("MLPLATFORM_RETRAIN_EVRY_N", "10")
+    with pytest.raises(dg.Failure) as failed:
+        PlatformResource().platform()
+    assert "MLPLATFORM_RETRAIN_EVRY_N is no setting" in (failed.value.description or "") and not failed.value.allow_retries

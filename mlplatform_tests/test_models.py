@@ -496,6 +496,7 @@ def test_a_draft_spec_reads_a_date_column_and_an_hour_column_as_one_clock(tmp_pa
         ([1293840000000, 1293843600000, 1293847200000], "epoch_ms", ""),
         ([2011, 2012, 2013], "year", ""),
         ([20110101, 20110113, 20110201], "%Y%m%d", ""),
+        ([20110101, None, 20110201], "%Y%m%d", ""),  # read as floats for the empty cell: dropped as no time (the review)
         (["soon", "later", "never"], None, "# 'date' is named like a time, but no time_format the draft knows reads its values (e.g. 'soon'): kept as a "
          "feature, not the time column; a count of days or hours since a start is a time with time_offset (the start's date as time_column, and "
          "time_offset: {column: date, unit: days})"),

@@ -111,9 +111,10 @@ def confusion_metrics(confusion: np.ndarray, positive: int | None) -> dict[str, 
     per_class = {"precision": _ratio(tp, predicted), "recall": _ratio(tp, actual), "f1": _ratio(2 * tp, predicted + actual)}
     out = {"accuracy": _ratio(tp.sum(axis=-1), confusion.sum(axis=(-2, -1)))}
     occurring = (predicted > 0) | (actual >= 0.5)
-    if positive is not None:  # undefined where evaluation.score leaves them out: no positive predicted, none labelled, neither
-        undefined = {"precision": predicted[..., positive] == 0, "recall": actual[..., positive] == 0,
-                     "f1": predicted[..., positive] + actual[..., positive] == 0}
+    if positive is not None:  # undefined where evaluation.score leaves them out: no positive predicted, none labelled (an
+        # expected count under half an event, as `occurring` reads one), neither
+        none_labelled = actual[..., positive] < 0.5
+        undefined = {"precision": predicted[..., positive] == 0, "recall": none_labelled, "f1": (predicted[..., positive] == 0) & none_labelled}
         return {**out, **{name: np.where(undefined[name], np.nan, values[..., positive]) for name, values in per_class.items()}}
     for name, values in per_class.items():
         out[name] = _ratio((values * occurring).sum(axis=-1), occurring.sum(axis=-1).astype("float64"))

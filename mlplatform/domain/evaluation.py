@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from mlplatform.domain.estimation import weighted_auc
 from mlplatform.domain.predictor import PREDICTION, PROBABILITY
 from mlplatform.domain.spec import LABEL_REF, DatasetSpec, Task
 from mlplatform.domain.validation import LABEL
@@ -60,7 +61,7 @@ class NoChangeBaseline:
     against a floor of the training mean, and nothing said so."""
 
     column: str
-    metric: str  # rmse (regression) or accuracy (classification)
+    metric: str  # the floor's terms where it can be: rmse (regression), roc_auc (binary); accuracy (multiclass: no log loss of a hard label)
     rows: int
     baseline: float
     model: float
@@ -79,21 +80,26 @@ def no_change_baseline(spec: DatasetSpec, frame: pd.DataFrame, predicted: pd.Dat
     """The best no-change baseline among the spec's label lag1 columns (of the stream, or per key) on the rows of
     `frame` (with its history columns and labels) where one is known, and the model's `predicted` on those rows; None
     when the spec declares no label lag or too few rows have one."""
-    metric = "rmse" if spec.task is Task.regression else "accuracy"
+    metric = {Task.regression: "rmse", Task.binary: "roc_auc"}.get(spec.task, "accuracy")
     found = []
     for column in (f.names[0] for f in spec.history_features if f.kind == "lag" and f.source == LABEL_REF):
         known = frame[column].notna().to_numpy() & frame[LABEL].notna().to_numpy()
         if known.sum() < NO_CHANGE_MIN_ROWS:
             continue
-        y, last, guess = frame[LABEL][known], frame[column][known], predicted[PREDICTION][known]
+        y, last, guess = frame[LABEL][known], frame[column][known], predicted[known]
         if spec.task is Task.regression:
             y = y.astype("float64")
             baseline = float(np.sqrt(np.mean((y - last.astype("float64")) ** 2)))
-            model = float(np.sqrt(np.mean((y - guess.astype("float64").to_numpy()) ** 2)))
+            model = float(np.sqrt(np.mean((y - guess[PREDICTION].astype("float64").to_numpy()) ** 2)))
+        elif spec.task is Task.binary:  # the last label as a score of 0 or 1 (ties half): ROC AUC, as the promotion and the floor read
+            positive = (y.astype(str) == spec.positive_class).to_numpy(dtype="float64")
+            baseline = weighted_auc((last.astype(str) == spec.positive_class).to_numpy(dtype="float64"), positive)
+            model = weighted_auc(guess[PROBABILITY].astype("float64").to_numpy(), positive)
         else:
             y = y.astype(str)
-            baseline, model = float((y == last.astype(str)).mean()), float((y.to_numpy() == guess.astype(str).to_numpy()).mean())
-        found.append(NoChangeBaseline(column, metric, int(known.sum()), baseline, model))
+            baseline, model = float((y == last.astype(str)).mean()), float((y.to_numpy() == guess[PREDICTION].astype(str).to_numpy()).mean())
+        if not (math.isnan(baseline) or math.isnan(model)):  # one class only on these rows: no ROC AUC to compare
+            found.append(NoChangeBaseline(column, metric, int(known.sum()), baseline, model))
     if not found:
         return None
     return min(found, key=lambda b: b.baseline) if metric == "rmse" else max(found, key=lambda b: b.baseline)

@@ -76,6 +76,35 @@ def spelling_key(text: str) -> str:
     return integral.group(1) if integral else text
 
 
+_RESPELLED = r"[^\x00-\x7F]|^[+-]?\d+\.0*$|^(?i:true|false)$"  # the values spelling_key may change: the others are their own key
+
+
+def _texts(raw: pd.DataFrame, names: list[str]) -> dict[str, pd.Series]:
+    """Each of the categorical columns `names` of `raw` as text (`normalise_category`), missing throughout where absent."""
+    return {name: normalise_category(raw[name]) if name in raw else pd.Series(pd.NA, index=raw.index, dtype=ARROW_STRING) for name in names}
+
+
+def _commonest(counts: pd.Series) -> list[str]:
+    """The MAX_CATEGORIES commonest of `counts`' values (value_counts, commonest first), sorted."""
+    return sorted(str(c) for c in counts.index[:MAX_CATEGORIES])
+
+
+def _one_per_value(values: pd.Series) -> list[str]:
+    """The MAX_CATEGORIES commonest values (sorted), each value once however spelled, in its commonest spelling. Keys
+    are computed for the few values they may change (vectorised match): per value in Python, a fit of 2M rows with an
+    id-like column took 12.4 s instead of 2.8 (the review)."""
+    counts = values.value_counts(dropna=True)
+    text = pd.Series(counts.index, dtype=ARROW_STRING)  # matched by Arrow's regex engine, not per value in Python
+    respelled = text.str.contains(_RESPELLED, regex=True).to_numpy(dtype=bool, na_value=False)
+    if not respelled.any():  # every value its own key: nothing to merge
+        return _commonest(counts)
+    keys = text.astype(object)
+    keys[respelled] = [spelling_key(v) for v in text[respelled]]
+    merged = pd.DataFrame({"value": text.astype(object), "key": keys, "count": counts.to_numpy()}).groupby("key", sort=False).agg(
+        value=("value", "first"), count=("count", "sum"))  # first: the commonest spelling (counts are in descending order)
+    return sorted(merged.sort_values("count", ascending=False, kind="stable")["value"].iloc[:MAX_CATEGORIES])
+
+
 @dataclass
 class FeatureTransformer:
     numeric: list[str]
@@ -98,8 +127,10 @@ class FeatureTransformer:
         return [*self.numeric, *self.categorical]
 
     def _categorical_frame(self, raw: pd.DataFrame) -> dict[str, pd.Series]:
-        cols = {name: self._as_known(name, normalise_category(raw[name])) if name in raw else pd.Series(pd.NA, index=raw.index, dtype=ARROW_STRING)
-                for name in self.categorical}
+        return self._crossed({name: self._as_known(name, values) for name, values in _texts(raw, self.categorical).items()})
+
+    def _crossed(self, cols: dict[str, pd.Series]) -> dict[str, pd.Series]:
+        """`cols` (the categorical columns as known) with the crosses of their values."""
         for (a, b), name in zip(self.crosses, self.cross_names):
             cols[name] = (cols[a] + CROSS_SEPARATOR + cols[b]).where(cols[a].notna() & cols[b].notna())
         return cols
@@ -114,9 +145,16 @@ class FeatureTransformer:
         if not unseen.any():
             return values
         spellings = self.spellings(name)
-        respelled = {v: spellings.get(spelling_key(v), v) for v in pd.unique(values[unseen])}  # each distinct value once
+        # Only an unseen value spelling_key changes, or the key of a category spelled otherwise, can be one: an id-like
+        # column's million unseen values were each keyed in Python, at every fit and transform (the review).
+        aliased = [key for key, category in spellings.items() if key != category]
+        matched = values.astype(ARROW_STRING).str.contains(_RESPELLED, regex=True).to_numpy(dtype=bool, na_value=False)
+        rows = np.flatnonzero(unseen.to_numpy(dtype=bool) & (matched | values.isin(aliased).to_numpy(dtype=bool)))
+        if not len(rows):
+            return values
+        respelled = {v: spellings.get(spelling_key(v), v) for v in pd.unique(values.iloc[rows])}  # each distinct value once
         values = values.copy()
-        values.loc[unseen] = values[unseen].map(respelled)
+        values.iloc[rows] = values.iloc[rows].map(respelled).to_numpy()
         return values
 
     def spellings(self, name: str) -> dict[str, str]:
@@ -129,18 +167,15 @@ class FeatureTransformer:
 
     def fit(self, raw: pd.DataFrame) -> "FeatureTransformer":
         """One category per value however its rows spell it (`spelling_key`), in its commonest spelling: a CSV landing's
-        `0.0` and a request's `0` were two categories, the value's rows split between them (the estimation probe)."""
+        `0.0` and a request's `0` were two categories, the value's rows split between them (the estimation probe). The
+        base columns first, then the crosses of their values as transform spells them."""
         self.categories, self._spellings = {}, {}
-        for name, values in self._categorical_frame(raw).items():
-            counts = values.value_counts(dropna=True)
-            spelled: dict[str, str] = {}  # spelling_key → its commonest spelling (counts are in descending order)
-            totals: dict[str, int] = {}
-            for value, count in counts.items():
-                key = spelling_key(str(value))
-                spelled.setdefault(key, str(value))
-                totals[key] = totals.get(key, 0) + int(count)
-            commonest = sorted(totals, key=lambda key: -totals[key])[:MAX_CATEGORIES]
-            self.categories[name] = sorted(spelled[key] for key in commonest)
+        base = _texts(raw, self.categorical)
+        for name, values in base.items():
+            self.categories[name] = _one_per_value(values)
+        columns = self._crossed({name: self._as_known(name, values) for name, values in base.items()})
+        for name in self.cross_names:  # of values already in one spelling each (and a non-ASCII separator every key would match)
+            self.categories[name] = _commonest(columns[name].value_counts(dropna=True))
         return self
 
     def transform(self, raw: pd.DataFrame) -> pd.DataFrame:

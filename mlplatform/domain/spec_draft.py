@@ -267,7 +267,9 @@ def draft_spec(name: str, sample: Path | None, label: str | None = None, task: s
     time_column = next((c for c in sorted(rest, key=lambda c: bool(LAST_CHANGE_NAMES.search(c))) if c != id_column and _matched(TIME_NAMES, c)), None)
     time_format, time_note = _time_format(frame[time_column]) if time_column is not None else (None, "")
     named = frame[time_column].dropna() if time_column is not None else frame.iloc[:0, 0]
-    if len(named) and parse_event_times(named, time_format or ISO).notna().mean() < 1 - UNREAD_TIMES_MAX:
+    # No format guessed and ISO (the default) reads too few: a format found reads them its own way (20240101 in a column of
+    # floats, one cell empty, is `%Y%m%d` of the integers, and was dropped when its floats were parsed: the review).
+    if len(named) and time_format is None and parse_event_times(named, ISO).notna().mean() < 1 - UNREAD_TIMES_MAX:
         # Drafted, landing quarantined every row and the first materialize failed on "0 labelled events" (the history probe: a day number)
         notes.append(f"{time_column!r} is named like a time, but no time_format the draft knows reads its values (e.g. {str(named.iloc[0])!r}): kept as a "
                      "feature, not the time column; a count of days or hours since a start is a time with time_offset (the start's date as "

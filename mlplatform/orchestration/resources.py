@@ -7,7 +7,7 @@ from pydantic import ValidationError
 
 from mlplatform.orchestration.instance import stack_stopping
 from mlplatform.root import ModelContext, Platform, platform
-from mlplatform.settings import Settings, env_name
+from mlplatform.settings import Settings, SettingsError, env_name
 
 
 class PlatformResource(dg.ConfigurableResource):
@@ -38,6 +38,8 @@ class PlatformResource(dg.ConfigurableResource):
         except ValidationError as exc:
             problems = "; ".join(f"{_source(str(e['loc'][0]) if e['loc'] else '', overrides)}: {e['msg']}" for e in exc.errors())
             raise dg.Failure(description=problems, allow_retries=False) from None
+        except SettingsError as exc:  # an MLPLATFORM_* variable that names no setting, in the run worker's environment: no retry mends it
+            raise dg.Failure(description=str(exc), allow_retries=False) from None
         return platform(settings)
 
     def model(self, name: str) -> ModelContext:

@@ -401,12 +401,14 @@ def _registered_two_sample_test() -> str:
 
 
 def _count_tested(reference: pd.DataFrame, current: pd.DataFrame, numeric: list[str], categorical: list[str]) -> list[str]:
-    """The columns Evidently would give its one-sample chi-square: a small reference, more than two values (two get its
-    two-sample Z test) and categories, or a numeric column of few values."""
-    if len(reference) > SMALL_REFERENCE_ROWS:
-        return []
-    values = {c: pd.concat([reference[c], current[c]]).nunique() for c in [*numeric, *categorical]}
-    return [c for c in categorical if values[c] > 2] + [c for c in numeric if 2 < values[c] <= FEW_VALUES]
+    """The columns Evidently would give its one-sample chi-square: a small reference (its values, as Evidently counts
+    them per column, without missing and infinite ones: a 1,500-row reference of a column half missing is small), more
+    than two values (two get its two-sample Z test) and categories, or a numeric column of few values."""
+    def small(column: str) -> bool:
+        return int(reference[column].replace([np.inf, -np.inf], np.nan).notna().sum()) <= SMALL_REFERENCE_ROWS
+
+    values = {c: pd.concat([reference[c], current[c]]).nunique() for c in [*numeric, *categorical] if small(c)}
+    return [c for c in categorical if values.get(c, 0) > 2] + [c for c in numeric if 2 < values.get(c, 0) <= FEW_VALUES]
 
 
 def _run_evidently(spec: DatasetSpec, reference: pd.DataFrame, current: pd.DataFrame, features: list[str], extra: list[str], share_threshold: float,
