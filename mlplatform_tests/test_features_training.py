@@ -589,6 +589,15 @@ def test_a_multiclass_floor_failed_by_a_class_the_training_rows_lack_says_so() -
     assert classes_training_lacks(spec, train_labels, holdout.iloc[:599]) == ""
     binary = parse_spec({"name": "wet", "task": "binary", "label": "y", "classes": ["3", "4"], "positive_class": "4", "features": {"x": "numeric"}})
     assert classes_training_lacks(binary, train_labels, holdout) == "", "binary: the floor is an AUC, which a class count does not move"
+    # The third new-user probe: the default floor was the log loss of the hold-out's own class shares, known to no model; a
+    # first model that beat the training shares was refused. It is now the training labels' shares (each class once more).
+    shifted = pd.Series(rng.choice(["1", "2", "3"], 600, p=[0.5, 0.35, 0.15]))
+    counts = train_labels.value_counts().reindex(spec.classes or [], fill_value=0) + 1
+    shares = counts / counts.sum()
+    as_trained = pd.DataFrame({"prediction": "1", "probability": shares["1"], **{f"proba_{c}": shares[c] for c in spec.classes or []}}, index=shifted.index)
+    floor = default_floor(spec, shifted, train_labels)
+    assert floor == pytest.approx(score(spec, shifted, as_trained)["log_loss"]) and floor > default_floor(spec, shifted), "the hold-out's own was lower"
+    assert math.isfinite(default_floor(spec, holdout, train_labels)), "a class the training rows lack is unlikely, not impossible"
 
 
 def test_feature_snapshots_beyond_the_newest_are_removed_never_the_one_just_written(tmp_path: Path) -> None:

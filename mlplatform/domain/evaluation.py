@@ -36,16 +36,22 @@ def live_metric(spec: DatasetSpec) -> tuple[str, bool]:
 
 
 def default_floor(spec: DatasetSpec, y_true: pd.Series | None = None, train_labels: pd.Series | None = None) -> float:
-    """Without a configured floor: AUC 0.6; for the others, no worse than predicting the mean/prior. Regression: the
-    training labels' mean, a prediction a model could have made (the hold-out's own mean, known to no model, refused a
-    first model on a trending stream that beat the training mean by a third: the second new-user probe)."""
+    """Without a configured floor: AUC 0.6; for the others, no worse than predicting the training labels' mean or class
+    shares, a prediction a model could have made (the hold-out's own, known to no model, refused a first model on a
+    trending stream that beat the training mean by a third: the second new-user probe). Without training labels, the
+    hold-out's own."""
     if spec.task is Task.binary or y_true is None or y_true.empty:
         return DEFAULT_FLOOR[spec.task]
+    known = train_labels is not None and train_labels.notna().any()
     if spec.task is Task.regression:
         y = y_true.astype("float64")
-        known = train_labels is not None and train_labels.notna().any()
         centre = train_labels.astype("float64").mean() if known else y.mean()  # type: ignore[union-attr]
         return float(np.sqrt(np.mean((y - centre) ** 2)))
+    if known:  # the training labels' class shares, each class counted once more (a class they lack is not impossible)
+        # The hold-out's own shares, known to no model, refused a first model that beat the training shares (the third probe).
+        counts = train_labels.astype(str).value_counts().reindex(spec.classes or [], fill_value=0) + 1  # type: ignore[union-attr]
+        shares = counts / counts.sum()
+        return float(-np.log(y_true.astype(str).map(shares).fillna(1 / counts.sum())).mean())
     prior = y_true.value_counts(normalize=True)
     return float(-(prior * np.log(prior)).sum())
 

@@ -478,8 +478,9 @@ def judge(settings: Settings, spec: DatasetSpec, holdout: pd.DataFrame, challeng
     floor_passed = passes_floor(challenger_metrics.get(metric, float("nan")), floor, higher)
     decision = decide(spec, challenger_metrics, champion_metrics, settings.promotion_margin, floor)
     decision = _with_interval(settings, spec, decision, judged[LABEL], predicted, champion_predicted)
-    if set_floor is None and spec.task is Task.regression and not floor_passed and train_labels is not None:  # the probe: "vs floor 0.7108", not saying what it was
-        note += f" (the default floor: the {metric} of predicting the training labels' mean; a quality_floor set for {metric} replaces it)"
+    if set_floor is None and spec.task is not Task.binary and not floor_passed and train_labels is not None:  # the probe: "vs floor 0.7108", not saying what it was
+        predicting = "mean" if spec.task is Task.regression else "class shares"
+        note += f" (the default floor: the {metric} of predicting the training labels' {predicting}; a quality_floor set for {metric} replaces it)"
     baseline = no_change_baseline(spec, judged, predicted)
     if baseline is not None and not baseline.beaten:  # said where the decision is read: status, the UI, MLflow's version tag
         note += f"; {baseline.said()}"
@@ -505,10 +506,10 @@ def _with_interval(settings: Settings, spec: DatasetSpec, decision: Decision, y_
 
 
 def _floor_labels(settings: Settings, spec: DatasetSpec, snapshot: FeatureSnapshot) -> pd.Series | None:
-    """The training labels, where the default regression floor predicts their mean (no floor set); read from the
+    """The training labels, where the default floor predicts their mean or class shares (no floor set); read from the
     snapshot only then."""
     metric, _ = primary_metric(spec)
-    return snapshot.train_labels if spec.task is Task.regression and settings.floor_of(metric) is None else None
+    return snapshot.train_labels if spec.task is not Task.binary and settings.floor_of(metric) is None else None
 
 
 def _floor_note(spec: DatasetSpec, registry: Registry, snapshot: FeatureSnapshot, challenger_version: int, judgement: Judgement) -> str:
