@@ -49,7 +49,8 @@ from mlplatform.pipeline.prequential import (  # noqa: E402
 from mlplatform.pipeline.replay import DriftScenario, ReplayError  # noqa: E402
 from mlplatform.pipeline.retraining import training_config  # noqa: E402
 from mlplatform.domain.estimation import WATCHED_METRIC  # noqa: E402
-from mlplatform.settings import REPO_ROOT, Settings  # noqa: E402
+from mlplatform.settings import REPO_ROOT, Settings, SettingsError, settings_problems  # noqa: E402
+from pydantic import ValidationError  # noqa: E402
 from mlplatform.domain.spec import DatasetSpec, SpecError, Task, load_spec  # noqa: E402
 
 ADULT = REPO_ROOT / "data" / "adult.yaml"
@@ -227,7 +228,12 @@ def main(argv: list[str] | None = None) -> int:
     count = 5_000 if args.quick else args.events
     overrides = {**({"training_window": args.platform_window} if args.platform_window else {}),
                  **({"holdout_max_rows": args.platform_holdout} if args.platform_holdout else {})}
-    settings = Settings(tuning_trials=args.trials, retrain_every_n=args.platform_every or 3 * args.every, min_training_rows=min(200, args.window // 2), **overrides)
+    try:
+        settings = Settings(tuning_trials=args.trials, retrain_every_n=args.platform_every or 3 * args.every, min_training_rows=min(200, args.window // 2), **overrides)
+    except SettingsError as exc:  # an MLPLATFORM_* variable that names no setting: one line, as the CLI says it (the third new-user probe)
+        parser.error(str(exc))
+    except ValidationError as exc:
+        parser.error(settings_problems(exc))
     streams = [s for s in (user_streams(args.spec) if args.spec else default_streams()) if args.stream in s.name]
     if not streams:
         parser.error(f"--stream {args.stream!r}: no stream's name contains it")

@@ -477,7 +477,7 @@ def test_a_decision_says_how_sure_its_gain_is_and_can_require_it_above_noise(tra
     nudged.loc[lifted, PROBABILITY] = np.minimum(1.0, nudged.loc[lifted, PROBABILITY] + 0.3)
     plain = judge(Settings(promotion_margin=0), adult_spec, holdout, nudged, trained.predictor)
     assert plain.decision.promote and "; the gain's 95 % interval over 200 resamples of these 400 rows: " in plain.decision.reason, plain.decision.reason
-    assert plain.decision.reason.endswith(", within noise"), plain.decision.reason
+    assert plain.decision.reason.endswith(", within noise: promoted on the margin (promotion_requires_significance is off)"), plain.decision.reason
     strict = Settings(promotion_margin=0, promotion_requires_significance=True)
     refused = judge(strict, adult_spec, holdout, nudged, trained.predictor)
     assert not refused.decision.promote and refused.decision.reason.endswith("within noise: not promoted (promotion_requires_significance)")
@@ -587,6 +587,8 @@ def test_a_multiclass_floor_failed_by_a_class_the_training_rows_lack_says_so() -
         "the hold-out has events of classes the training rows lack ('4' × 1), which no model trained on them predicts: "
         "a training window that reaches events of those classes, or a quality_floor set for log_loss, lets it pass")
     assert classes_training_lacks(spec, train_labels, holdout.iloc[:599]) == ""
+    assert classes_training_lacks(spec, train_labels, holdout, floor_set=True).endswith(
+        "a training window that reaches events of those classes lets it pass"), "a floor set is not suggested again (the third probe)"
     binary = parse_spec({"name": "wet", "task": "binary", "label": "y", "classes": ["3", "4"], "positive_class": "4", "features": {"x": "numeric"}})
     assert classes_training_lacks(binary, train_labels, holdout) == "", "binary: the floor is an AUC, which a class count does not move"
     # The third new-user probe: the default floor was the log loss of the hold-out's own class shares, known to no model; a

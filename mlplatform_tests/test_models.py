@@ -525,6 +525,21 @@ def test_a_draft_spec_guesses_how_the_time_column_is_written(tmp_path: Path, tim
     assert (note in text.splitlines()) if note else not [line for line in text.splitlines() if "time_format" in line and line.startswith("#")]
 
 
+def test_a_count_drafted_as_classes_says_regression_would_predict_between_and_beyond(tmp_path: Path) -> None:
+    """The third new-user probe: solar flares' counts 0-8 (no 7) were drafted as 8 classes without a word; /feedback of a 7
+    was then refused, and a class-8 row in the hold-out failed the model's floor."""
+    from mlplatform.domain.spec_draft import draft_spec
+
+    sample = tmp_path / "flares.csv"
+    pd.DataFrame({"area": [1, 2, 1, 3, 2, 1, 2, 1, 3], "flares": [0, 0, 1, 2, 3, 4, 5, 6, 8]}).to_csv(sample, index=False)
+    text = draft_spec("flares", sample, label="flares")
+    assert ("# label 'flares' holds whole numbers 0 to 8: drafted as 8 classes; if it counts or measures something, task: regression predicts "
+            "the values between and beyond them (as classes, a label of 7, which the file lacks, is refused)") in text.splitlines(), text
+    assert "holds whole numbers" not in draft_spec("flares", sample, label="flares", task="multiclass"), "a task the user chose is not questioned"
+    pd.DataFrame({"area": [1, 2, 1, 3], "grade": ["a", "b", "c", "a"]}).to_csv(sample, index=False)
+    assert "holds whole numbers" not in draft_spec("flares", sample, label="grade")
+
+
 def test_a_draft_spec_keeps_codes_with_leading_zeros_as_text(tmp_path: Path) -> None:
     """Read as numbers, a zip code `02134` was drafted as a numeric feature (2134.0, the zeros lost), and classes `01`,
     `02` as `1`, `2`, which no landed label (read as text) matched."""

@@ -159,6 +159,20 @@ def test_benchmark_command_line_errors(argv: list[str], message: str, capsys: py
     assert exc.value.code == 2 and message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("variable", "value", "message"), [
+    ("MLPLATFORM_RETRAIN_EVRY_N", "10", "MLPLATFORM_RETRAIN_EVRY_N is no setting (did you mean MLPLATFORM_RETRAIN_EVERY_N?)"),
+    ("MLPLATFORM_DRIFT_EVERY_N_EVENTS", "often", "MLPLATFORM_DRIFT_EVERY_N_EVENTS='often'"),
+])
+def test_a_setting_the_benchmark_cannot_take_is_one_line(variable: str, value: str, message: str, capsys: pytest.CaptureFixture[str],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The third new-user probe: a misspelt MLPLATFORM_ variable, refused in one line by every command, was a traceback here."""
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SystemExit) as exc:
+        bench_adaptation.main(["--no-record"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and message in err and "Traceback" not in err, err
+
+
 def test_a_stream_too_short_for_the_warm_up_is_one_line_not_a_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The second new-user probe: a 1,001-event stream ended in a BenchmarkError traceback, --warmup only in --help."""
     rng = np.random.default_rng(0)

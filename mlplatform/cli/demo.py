@@ -200,7 +200,9 @@ def _drift_step(instance: dg.DagsterInstance, model: ModelContext, rows: pd.Data
     start, count = plan.first + plan.new_labelled, plan.drifted
     scenario = drift_scenario(spec, rows.iloc[:start], settings.seed)
     write_batches(inject_drift(rows.iloc[start : start + count], spec, scenario, reference=rows.iloc[:start]), spec, settings.landing_dir, BATCH, prefix="drifted")
-    say(f"3. replayed {count} drifted events: shifted {', '.join(scenario.shift_numeric)}; rarest category made common in {', '.join(scenario.category_mix)}")
+    changes = [f"shifted {', '.join(scenario.shift_numeric)}"] if scenario.shift_numeric else []
+    changes += [f"rarest category made common in {', '.join(scenario.category_mix)}"] if scenario.category_mix else []  # a spec without any said an empty list
+    say(f"3. replayed {count} drifted events: {'; '.join(changes)}")
     materialize(instance, model.name, ["raw_events", "drift_report", "drift_dashboard"])
     drift = latest_metadata(instance, names.asset(DRIFT_REPORT)) or {}
     if drift.get(SKIPPED, True):

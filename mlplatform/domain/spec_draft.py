@@ -254,6 +254,12 @@ def draft_spec(name: str, sample: Path | None, label: str | None = None, task: s
         if respelt:
             spec["label_map"] = respelt
             notes.append(f"labels spelt {', '.join(sorted(respelt))} in the file: label_map maps them to their classes (in a CSV, 1.0 is not class 1)")
+        whole = sorted(int(c) for c in classes if re.fullmatch(r"-?\d+", c))
+        if task is None and spec["task"] == "multiclass" and len(whole) == len(classes):  # a count drafted as classes (the third new-user probe)
+            gaps = sorted(set(range(whole[0], whole[-1] + 1)) - set(whole))
+            notes.append(f"label {label!r} holds whole numbers {whole[0]} to {whole[-1]}: drafted as {len(classes)} classes; if it counts or "
+                         "measures something, task: regression predicts the values between and beyond them"
+                         + (f" (as classes, a label of {', '.join(map(str, gaps[:5]))}, which the file lacks, is refused)" if gaps else ""))
     rest = [str(c) for c in frame.columns if c != label]
     named_ids = [c for c in rest if _matched(ID_NAMES, c)]
     id_column = next((c for c in named_ids if _an_id(frame[c])), None)

@@ -500,8 +500,11 @@ def _with_interval(settings: Settings, spec: DatasetSpec, decision: Decision, y_
     if interval is None:
         return decision
     said = interval_said(decision.metric, interval, len(y_true))
-    if decision.promote and settings.promotion_requires_significance and interval[0] <= 0:
-        return replace(decision, promote=False, reason=f"{decision.reason}, but {said}: not promoted (promotion_requires_significance)")
+    if decision.promote and interval[0] <= 0:
+        if settings.promotion_requires_significance:
+            return replace(decision, promote=False, reason=f"{decision.reason}, but {said}: not promoted (promotion_requires_significance)")
+        # "promoted … within noise" read as a contradiction (the third new-user probe): the margin decides, unless asked otherwise
+        return replace(decision, reason=f"{decision.reason}; {said}: promoted on the margin (promotion_requires_significance is off)")
     return replace(decision, reason=f"{decision.reason}; {said}")
 
 
@@ -512,11 +515,12 @@ def _floor_labels(settings: Settings, spec: DatasetSpec, snapshot: FeatureSnapsh
     return snapshot.train_labels if spec.task is not Task.binary and settings.floor_of(metric) is None else None
 
 
-def _floor_note(spec: DatasetSpec, registry: Registry, snapshot: FeatureSnapshot, challenger_version: int, judgement: Judgement) -> str:
+def _floor_note(settings: Settings, spec: DatasetSpec, registry: Registry, snapshot: FeatureSnapshot, challenger_version: int, judgement: Judgement) -> str:
     """Why the challenger failed the floor where it could not help it: the rows judged hold classes its own training
     rows (its chosen window, a tag) lack; a class only in the snapshot's older rows is one it never saw."""
     train_rows = int(registry.get_version(challenger_version).tags.get(window_tag("train_rows"), len(snapshot.train)))
-    return classes_training_lacks(spec, snapshot.train[LABEL].iloc[-train_rows:], snapshot.holdout[LABEL][judgement.judged])
+    return classes_training_lacks(spec, snapshot.train[LABEL].iloc[-train_rows:], snapshot.holdout[LABEL][judgement.judged],
+                                  settings.floor_of(primary_metric(spec)[0]) is not None)
 
 
 def evidence_on(recorded: pd.DataFrame, holdout: pd.DataFrame) -> pd.DataFrame:
@@ -584,7 +588,7 @@ def evaluate_challenger(settings: Settings, spec: DatasetSpec, registry: Registr
     judgement = judge(settings, spec, holdout, predicted, None if misfit else champion_predictor, champion_unseen, champion_recorded,
                       _floor_labels(settings, spec, snapshot))
     decision = judgement.decision
-    floor_note = "" if judgement.floor_passed else _floor_note(spec, registry, snapshot, challenger_version, judgement)
+    floor_note = "" if judgement.floor_passed else _floor_note(settings, spec, registry, snapshot, challenger_version, judgement)
     if floor_note:
         decision = replace(decision, reason=f"{decision.reason}; {floor_note}")
     if misfit and champion is not None:  # serving cannot load it under this spec: it is no benchmark to keep
