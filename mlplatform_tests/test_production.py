@@ -31,7 +31,6 @@ from mlplatform.pipeline.replay import write_batches
 from mlplatform.ports import free_port
 from mlplatform.settings import REPO_ROOT, Settings, SettingsError
 from mlplatform.stores.registry import Registry
-from mlplatform_tests.conftest import ADULT_SPEC
 from mlplatform_tests.support import loop
 from mlplatform_tests.test_devserver import _processes_with
 from mlplatform_tests.support.processes import wait_until
