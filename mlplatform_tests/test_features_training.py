@@ -485,6 +485,11 @@ def test_a_decision_says_how_sure_its_gain_is_and_can_require_it_above_noise(tra
     clear = judge(strict, adult_spec, holdout, oracle, trained.predictor)
     assert clear.decision.promote and clear.decision.reason.endswith(", above noise"), clear.decision.reason
     assert "interval" not in judge(strict, adult_spec, holdout, nudged, None).decision.reason, "no champion: nothing to compare"
+    three = parse_spec({"name": "w", "task": "multiclass", "label": "y", "classes": ["1", "2", "3"], "features": {"x": "numeric"}})
+    labels = pd.Series(np.random.default_rng(2).choice(["1", "2"], 300))
+    gained = pd.DataFrame({"proba_1": np.where(labels == "1", 0.8, 0.2), "proba_2": np.where(labels == "1", 0.2, 0.8)})
+    before = gained.assign(proba_1=0.5, proba_2=0.5)  # a champion trained before class 3 existed: no proba_3, which scores as 0
+    assert improvement_interval(three, "log_loss", False, labels, gained.assign(proba_3=0.0), before) is not None, "the review: it drew none"
 
     regression = parse_spec({"name": "r", "task": "regression", "label": "y", "features": {"x": "numeric"}})
     y = pd.Series(np.linspace(0, 10, 300))

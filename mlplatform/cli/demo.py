@@ -108,7 +108,7 @@ def _retrain(instance: dg.DagsterInstance, model: str, request: dg.RunRequest, s
     try:
         launch(instance, model, request)
     except LaunchError as exc:
-        if BLOCKING_CHECK_FAILED not in exc.failed_on:
+        if exc.failed_on != {BLOCKING_CHECK_FAILED}:  # the floor's check alone: any other failure is the demo's to report
             raise
     evaluation = latest_metadata(instance, ModelNames(model).asset(EVALUATION_REPORT)) or {}
     say(f"   {decision_said(evaluation)}")

@@ -14,7 +14,6 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from mlplatform.domain.estimation import weighted_auc
 from mlplatform.domain.predictor import PREDICTION, PROBABILITY
 from mlplatform.domain.spec import DatasetSpec, Task
 
@@ -22,30 +21,47 @@ RESAMPLES = 200
 EPSILON = 1e-15  # probabilities clipped as evaluation.score's log loss clips them
 
 
+def _weighted_auc(score: np.ndarray, positive: np.ndarray) -> Callable[[np.ndarray], float]:
+    """ROC AUC of `score` for 0/1 `positive` with each event counted `w` times (ties half): the scores sorted once, each
+    resample an O(n) count, where sorting each of 400 resamples took 4.9 s and 469 MB at 200k rows (the review)."""
+    groups, inverse = np.unique(score, return_inverse=True)
+
+    def auc(w: np.ndarray) -> float:
+        pos = np.bincount(inverse, weights=w * positive, minlength=len(groups))
+        neg = np.bincount(inverse, weights=w * (1 - positive), minlength=len(groups))
+        total_pos, total_neg = pos.sum(), neg.sum()
+        if total_pos <= 0 or total_neg <= 0:
+            return math.nan
+        return float((pos * (np.cumsum(neg) - neg + 0.5 * neg)).sum() / (total_pos * total_neg))
+
+    return auc
+
+
 def _scorer(spec: DatasetSpec, metric: str, y_true: pd.Series, predicted: pd.DataFrame) -> Callable[[np.ndarray], float] | None:
-    """`metric` of `predicted` on the rows given by position, as evaluation.score computes it; None for a metric this
-    cannot resample (or a multiclass model without its per-class probabilities)."""
+    """`metric` of `predicted` with each row counted as often as a resample draws it (`w`), as evaluation.score computes
+    it; None for a metric this cannot resample."""
     if metric == "rmse":
-        error = y_true.astype("float64").to_numpy() - predicted[PREDICTION].astype("float64").to_numpy()
-        return lambda rows: float(np.sqrt(np.mean(error[rows] ** 2)))
+        squared = (y_true.astype("float64").to_numpy() - predicted[PREDICTION].astype("float64").to_numpy()) ** 2
+        return lambda w: float(np.sqrt((w * squared).sum() / w.sum()))
     if spec.task is Task.binary and metric in ("roc_auc", "log_loss"):
         positive = (y_true.astype(str) == spec.positive_class).to_numpy(dtype="float64")
         p = predicted[PROBABILITY].astype("float64").to_numpy()
         if metric == "roc_auc":
-            return lambda rows: weighted_auc(p[rows], positive[rows])
+            return _weighted_auc(p, positive)
         clipped = np.clip(p, EPSILON, 1 - EPSILON)
         loss = -(positive * np.log(clipped) + (1 - positive) * np.log(1 - clipped))
-        return lambda rows: float(loss[rows].mean())
-    columns = [f"proba_{c}" for c in spec.classes or []]
-    if spec.task is Task.multiclass and metric == "log_loss" and set(columns) <= set(predicted.columns):
-        matrix = predicted[columns].astype("float64").to_numpy()
-        matrix = matrix / np.where(matrix.sum(axis=1, keepdims=True) > 0, matrix.sum(axis=1, keepdims=True), 1.0)
+        return lambda w: float((w * loss).sum() / w.sum())
+    if spec.task is Task.multiclass and metric == "log_loss":
+        # A class the model has no column for scores 0, as evaluation.score reads it (a class the spec gained after training):
+        # without it no interval was drawn, and promotion_requires_significance promoted unchecked (the review).
+        columns = [predicted[f"proba_{c}"].astype("float64").to_numpy() if f"proba_{c}" in predicted else np.zeros(len(predicted)) for c in spec.classes or []]
+        matrix = np.column_stack(columns) if columns else np.zeros((len(predicted), 0))
         index = {c: i for i, c in enumerate(spec.classes or [])}
-        truth = y_true.astype(str).map(index).to_numpy()
-        known = ~pd.isna(truth)
-        loss = np.full(len(truth), np.nan)
-        loss[known] = -np.log(np.clip(matrix[np.flatnonzero(known), truth[known].astype("int64")], EPSILON, 1.0))
-        return lambda rows: float(np.nanmean(loss[rows]))
+        truth = y_true.astype(str).map(index)
+        known = truth.notna().to_numpy()
+        loss = np.zeros(len(truth))
+        loss[known] = -np.log(np.clip(matrix[np.flatnonzero(known), truth[known].astype("int64").to_numpy()], EPSILON, 1.0))
+        return lambda w: float((w * loss * known).sum() / max((w * known).sum(), 1))
     return None
 
 
@@ -53,15 +69,18 @@ def improvement_interval(spec: DatasetSpec, metric: str, higher_is_better: bool,
                          champion: pd.DataFrame, seed: int = 7) -> tuple[float, float] | None:
     """The 2.5th and 97.5th percentiles of the challenger's gain over the champion across RESAMPLES paired resamples of
     the judged rows, in the decision's terms (`Decision.improvement`: a difference of the metric, or of an RMSE the share
-    of the champion's); None where the metric cannot be resampled or is undefined on most resamples (one class only)."""
+    of the champion's); None where the metric cannot be resampled or is undefined on most resamples (one class only).
+    One resample at a time, as counts per row: memory of the order of the rows, whatever their number."""
     y_true, challenger, champion = y_true.reset_index(drop=True), challenger.reset_index(drop=True), champion.reset_index(drop=True)
     ours, theirs = _scorer(spec, metric, y_true, challenger), _scorer(spec, metric, y_true, champion)
-    if ours is None or theirs is None or len(y_true) < 2:
+    n = len(y_true)
+    if ours is None or theirs is None or n < 2:
         return None
     rng = np.random.default_rng(seed)
     gains = []
-    for rows in rng.integers(0, len(y_true), (RESAMPLES, len(y_true))):
-        ch, cp = ours(rows), theirs(rows)
+    for _ in range(RESAMPLES):
+        w = np.bincount(rng.integers(0, n, n), minlength=n).astype("float64")
+        ch, cp = ours(w), theirs(w)
         if metric == "rmse":
             gains.append((cp - ch) / cp if 0 < cp < math.inf else math.nan)
         else:

@@ -497,7 +497,10 @@ def _with_interval(settings: Settings, spec: DatasetSpec, decision: Decision, y_
     if champion is None or decision.champion is None or math.isnan(decision.champion) or math.isnan(decision.challenger):
         return decision
     interval = improvement_interval(spec, decision.metric, decision.higher_is_better, y_true, challenger, champion, settings.seed)
-    if interval is None:
+    if interval is None:  # too few rows, or the metric undefined on most resamples: asked for, significance cannot be shown
+        if decision.promote and settings.promotion_requires_significance:
+            return replace(decision, promote=False, reason=f"{decision.reason}, but no interval of its gain could be drawn on these {len(y_true)} rows: "
+                                                           "not promoted (promotion_requires_significance)")
         return decision
     said = interval_said(decision.metric, interval, len(y_true))
     if decision.promote and interval[0] <= 0:
