@@ -447,6 +447,13 @@ def test_status_names_no_version_for_live_quality_measured_before_any_champion()
     assert monitor_lines({"champion": 1, "live_quality": before})["live_quality"] == "live quality: none measured yet (no champion yet when it last ran)"
     measured = monitor_lines({"champion": 1, "live_quality": {"model_version": 1, "events": 500, "verdict": "ok"}})["live_quality"]
     assert measured == "live quality of v1 on 500 labelled served predictions: ok"
+    # The third new-user probe: "within floors" gave no value; a breach's own values are not said twice.
+    values = {"accuracy": 0.91, "precision": 0.4, "recall": 0.8}
+    within = monitor_lines({"champion": 1, "live_quality": {"model_version": 1, "events": 500, "verdict": "within floors", "metrics": values}})
+    assert within["live_quality"].endswith(": within floors (accuracy 0.91, precision 0.4, recall 0.8)")
+    breached = monitor_lines({"champion": 1, "live_quality": {"model_version": 1, "events": 500, "verdict": "live precision 0.4000 < floor 0.5000",
+                                                              "metrics": values}})
+    assert breached["live_quality"].endswith(": live precision 0.4000 < floor 0.5000 (accuracy 0.91, recall 0.8)")
 
 
 def test_the_demo_resets_only_state_it_created_or_that_holds_no_file(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from evidently.ui.workspace import Workspace
 from mlplatform.cli.dev import evidently_server, running
 from mlplatform.ports import free_port
 from mlplatform.cli.status import collect_status, render_status
+from mlplatform.domain.evaluation import SCORED
 from mlplatform.domain.keys import EVIDENTLY_PROJECT_URL, EVIDENTLY_SNAPSHOT_URL, EVIDENTLY_WORKSPACE_ERROR, REPORT_PATH
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.timeformat import iso_time
@@ -169,7 +170,9 @@ def test_status_says_the_latest_live_quality_and_estimate(reported: Reported) ->
     """`mlplatform status --dagster` answers from a terminal what the UI shows: the live verdict and the recent estimate."""
     status = collect_status(reported.platform.model, with_dagster=True)
     live, estimated = reported.live[-1], reported.estimated
-    assert status["live_quality"] == {"model_version": live["model_version"], "events": live["events"], "verdict": live["verdict"], "scored_on": live["scored_on"]}
+    assert status["live_quality"] == {"model_version": live["model_version"], "events": live["events"], "verdict": live["verdict"], "scored_on": live["scored_on"],
+                                      "metrics": {name: live[name] for name in SCORED if name in live}}
+    assert {"accuracy", "precision", "recall"} <= set(status["live_quality"]["metrics"]), "the values, not the verdict alone (the third new-user probe)"
     assert status["estimated_performance"]["recent_estimate"] == estimated["recent_estimate"] and not status["estimated_performance"]["skipped"]
     said = render_status(status)
     assert f"live quality of v1 on {live['events']} {live['scored_on']}: {live['verdict']}" in said, said

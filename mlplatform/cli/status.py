@@ -16,6 +16,7 @@ from mlplatform.domain.keys import (HISTORY_BACKDATED, HISTORY_HORIZON, CHALLENG
                                    DRIFTED_COLUMNS, ESTIMATED_METRIC, FLOOR_VERDICT, LIVE_EVENTS, LIVE_SCORED_ON, LIVE_VERDICT, LIVE_VERSION, NEW_LABELLED_TAG,
                                    POLICY_TRIGGER_TAG, REASON_TAG, RETRAIN_TAG, RECENT_ESTIMATE, RECENT_EVENTS, RECENT_ESTIMATE_ON_LABELLED, RECENT_LABELLED, RECENT_LABELLED_FIELDS, RECENT_LOWER, RECENT_NOTE, RECENT_REALIZED, RECENT_UPPER, REFERENCE, REPORT_PATH, SKIP_REASON, SKIPPED, TRIGGER_REASON, TRUST_VERDICT)
 from mlplatform.domain.estimation import worse_or_better
+from mlplatform.domain.evaluation import SCORED
 from mlplatform.domain.threshold import DEFAULT_THRESHOLD
 from mlplatform.domain.timeformat import iso_time
 from mlplatform.pipeline.landing import REJECTED, rejected_files
@@ -140,7 +141,8 @@ def readings(drift: Mapping[str, object] | None, live: Mapping[str, object] | No
     keeps them ("drift", "live_quality", "estimated_performance"): `monitor_lines` says them."""
     return {
         "live_quality": None if live is None else {"model_version": live.get(LIVE_VERSION), "events": live.get(LIVE_EVENTS), "verdict": live.get(LIVE_VERDICT),
-                                                  "scored_on": live.get(LIVE_SCORED_ON, SERVED)},
+                                                  "scored_on": live.get(LIVE_SCORED_ON, SERVED),
+                                                  "metrics": {name: live[name] for name in SCORED if name in live}},
         "estimated_performance": None if estimated is None else {
             "skipped": bool(estimated.get(SKIPPED, False)), "skip_reason": estimated.get(SKIP_REASON), "champion_version": estimated.get(CHAMPION_VERSION),
             "metric": estimated.get(ESTIMATED_METRIC), "recent_estimate": estimated.get(RECENT_ESTIMATE), "recent_note": estimated.get(RECENT_NOTE),
@@ -180,6 +182,12 @@ def _sensor_run(record: "RunRecord", version: dict[str, Any] | None, trained_mod
     return {"run_id": run.run_id, "status": run.status.value, "reason": run.tags.get(REASON_TAG), "new_labelled": run.tags.get(NEW_LABELLED_TAG),
             "drift_share": run.tags.get(DRIFT_SHARE_TAG), "seconds": seconds, "version": None if version is None else version["version"],
             "decision": None if version is None else version["decision"], "assets": assets}
+
+
+def _values(metrics: Mapping[str, object], verdict: str) -> str:
+    """The live metrics beside a verdict that does not already give them ("within floors" did not: the third new-user probe)."""
+    shown = [f"{name} {float(str(value)):.4g}" for name, value in metrics.items() if f"{name} " not in verdict]
+    return f" ({', '.join(shown)})" if shown and not verdict.startswith("no floor is set") else ""
 
 
 def _older(version: object, status: dict[str, Any]) -> str:
@@ -244,7 +252,8 @@ def monitor_lines(status: dict[str, Any]) -> dict[str, str]:
     if status.get("live_quality"):
         q = status["live_quality"]
         lines["live_quality"] = (f"live quality: none measured yet ({q['verdict']} when it last ran)" if not q["model_version"] else  # "of v0" (the production probe)
-                                 f"live quality of v{q['model_version']}{_older(q['model_version'], status)} on {q['events']} {q.get('scored_on') or SERVED}: {q['verdict']}")
+                                 f"live quality of v{q['model_version']}{_older(q['model_version'], status)} on {q['events']} {q.get('scored_on') or SERVED}: "
+                                 f"{q['verdict']}{_values(q.get('metrics') or {}, q['verdict'])}")
     if status.get("estimated_performance"):
         e = status["estimated_performance"]
         recent = (_recent_estimate(e) if isinstance(e["recent_estimate"], float)

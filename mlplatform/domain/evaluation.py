@@ -142,6 +142,9 @@ def occurring_classes(classes: list[str], y_true: pd.Series, predicted: pd.Serie
     return [c for c in classes if c in seen]
 
 
+SCORED = ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "rmse", "mae", "r2")  # every metric `score` may return
+
+
 def score(spec: DatasetSpec, y_true: pd.Series, predicted: pd.DataFrame) -> dict[str, float]:
     """All metrics of the task; ones that are undefined on this window (one class only; binary precision without a
     positive predicted, recall without one labelled) are left out."""
