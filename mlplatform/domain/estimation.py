@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -121,19 +122,29 @@ def confusion_metrics(confusion: np.ndarray, positive: int | None) -> dict[str, 
     return out
 
 
+def auc_of(score: np.ndarray) -> Callable[[np.ndarray, np.ndarray], float]:
+    """ROC AUC of `score` for per-event positive and negative weights (ties count half), the scores sorted once: the
+    paired bootstrap scores 400 weightings of the same scores. NaN when one side is empty."""
+    groups, inverse = np.unique(score, return_inverse=True)
+
+    def auc(positive_weight: np.ndarray, negative_weight: np.ndarray) -> float:
+        pos = np.bincount(inverse, weights=positive_weight, minlength=len(groups))
+        neg = np.bincount(inverse, weights=negative_weight, minlength=len(groups))
+        total_pos, total_neg = pos.sum(), neg.sum()
+        if total_pos <= 1e-12 or total_neg <= 1e-12:
+            return float("nan")
+        below = np.cumsum(neg) - neg
+        return float((pos * (below + 0.5 * neg)).sum() / (total_pos * total_neg))
+
+    return auc
+
+
 def weighted_auc(score: np.ndarray, positive_weight: np.ndarray) -> float:
     """ROC AUC with every event counted as `w` positive and `1 - w` negative (ties count half).
 
     With 0/1 weights this is the ordinary AUC; with calibrated probabilities, the expected one. NaN when one side is empty.
     """
-    groups, inverse = np.unique(score, return_inverse=True)
-    pos = np.bincount(inverse, weights=positive_weight, minlength=len(groups))
-    neg = np.bincount(inverse, weights=1.0 - positive_weight, minlength=len(groups))
-    total_pos, total_neg = pos.sum(), neg.sum()
-    if total_pos <= 1e-12 or total_neg <= 1e-12:
-        return float("nan")
-    below = np.cumsum(neg) - neg
-    return float((pos * (below + 0.5 * neg)).sum() / (total_pos * total_neg))
+    return auc_of(score)(positive_weight, 1.0 - positive_weight)
 
 
 def _rank_auc(ranks: np.ndarray, labels: np.ndarray) -> np.ndarray:

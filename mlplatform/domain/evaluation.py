@@ -256,13 +256,7 @@ class Decision:
     @property
     def improvement(self) -> float | None:
         """In the margin's terms: of an error in the label's units (SCALED), the share of the champion's it fell by."""
-        if self.champion is None:
-            return None
-        share = _scaled_share(self.metric, self.challenger, self.champion)
-        if share is not None:
-            return share
-        delta = self.challenger - self.champion
-        return delta if self.higher_is_better else -delta
+        return None if self.champion is None else gain(self.metric, self.higher_is_better, self.challenger, self.champion)
 
 
 def passes_floor(value: float, floor: float, higher_is_better: bool) -> bool:
@@ -274,16 +268,16 @@ def passes_floor(value: float, floor: float, higher_is_better: bool) -> bool:
 NO_CHAMPION = "no champion yet"  # how a decision without a champion begins
 
 
-def _calibration_win(challenger: dict[str, float], champion: dict[str, float], gain: float, margin: float) -> str:
+def _calibration_win(challenger: dict[str, float], champion: dict[str, float], won: float, margin: float) -> str:
     """Why a challenger short of a ROC AUC win but within TIE_AUC of the champion wins all the same, or "": its log loss is
     lower by CALIBRATION_WIN of the champion's or more, and by the margin. AUC reads only the ranking: a shift that moved
     the champion's probabilities but kept their order left it answering wrongly at its threshold, and the tie kept it
     champion (the new-user probe: accuracy 0.49 against the challenger's 0.999, AUC 0.9999 against 1.0000, three
     retrainings rejected)."""
     ch, cp = challenger.get("log_loss", math.nan), champion.get("log_loss", math.nan)
-    if gain < -TIE_AUC or not (ch <= cp * (1 - CALIBRATION_WIN) and cp - ch >= margin):  # NaN: no win
+    if won < -TIE_AUC or not (ch <= cp * (1 - CALIBRATION_WIN) and cp - ch >= margin):  # NaN: no win
         return ""
-    return (f"challenger roc_auc {challenger['roc_auc']:.4f} ties champion {champion['roc_auc']:.4f} ({gain:+.4f}, within {TIE_AUC}), and its "
+    return (f"challenger roc_auc {challenger['roc_auc']:.4f} ties champion {champion['roc_auc']:.4f} ({won:+.4f}, within {TIE_AUC}), and its "
             f"log_loss {ch:.4f} is {1 - ch / cp:.0%} below the champion's {cp:.4f} (at least {CALIBRATION_WIN:.0%}, and the margin {margin}): its "
             "probabilities fit the hold-out where the champion's do not")
 
@@ -299,6 +293,15 @@ def _scaled_share(metric: str, challenger: float, champion: float) -> float | No
     margin is in: an absolute 0.002 rejected a halved RMSE on a label of thousandths and promoted a gain of one in a
     million on a label of millions (the second new-user probe). None for another metric, or a champion's of 0 or inf."""
     return (champion - challenger) / champion if metric in SCALED and 0 < champion < math.inf else None
+
+
+def gain(metric: str, higher_is_better: bool, challenger: float, champion: float) -> float:
+    """How much better the challenger is, in the margin's terms: of an error in the label's units (SCALED), the share of
+    the champion's it is lower by (`_scaled_share`); of another metric, the difference, positive when better."""
+    share = _scaled_share(metric, challenger, champion)
+    if share is not None:
+        return share
+    return challenger - champion if higher_is_better else champion - challenger
 
 
 def decide(spec: DatasetSpec, challenger: dict[str, float], champion: dict[str, float] | None, margin: float, floor: float,
@@ -321,14 +324,14 @@ def decide(spec: DatasetSpec, challenger: dict[str, float], champion: dict[str, 
         return Decision(True, f"{NO_CHAMPION}; challenger {metric} {shown(ch)} passes the floor", **common)
     if math.isnan(cp):
         return Decision(True, f"champion {metric} is undefined on this hold-out; challenger {ch:.4f} passes the floor", **common)
-    share = _scaled_share(metric, ch, cp)
-    gain = share if share is not None else (ch - cp) if higher else (cp - ch)
-    scores = f"{shown(ch)} {{}} champion {shown(cp)}" if share is not None else f"{ch:.4f} {{}} champion {cp:.4f}"
-    won_by, lost_by, limit = (f"{gain:.2%} of it", f"{gain:+.2%} of it", f"{margin:.2%}") if share is not None else (f"{gain:+.4f}", f"{gain:+.4f}", f"{margin}")
-    if gain >= margin and gain > 0:  # a win: with a margin of 0, a tie promoted, saying 'beats ... by +0.0000' (the review)
+    share = _scaled_share(metric, ch, cp) is not None
+    won = gain(metric, higher, ch, cp)
+    scores = f"{shown(ch)} {{}} champion {shown(cp)}" if share else f"{ch:.4f} {{}} champion {cp:.4f}"
+    won_by, lost_by, limit = (f"{won:.2%} of it", f"{won:+.2%} of it", f"{margin:.2%}") if share else (f"{won:+.4f}", f"{won:+.4f}", f"{margin}")
+    if won >= margin and won > 0:  # a win: with a margin of 0, a tie promoted, saying 'beats ... by +0.0000' (the review)
         return Decision(True, f"challenger {metric} {scores.format('beats')} by {won_by} (margin {limit})", **common)
-    tie_broken = _calibration_win(challenger, champion, gain, margin) if metric == "roc_auc" else ""
+    tie_broken = _calibration_win(challenger, champion, won, margin) if metric == "roc_auc" else ""
     if tie_broken:  # recorded as decided on log loss: the scores, the improvement and the "(decides)" mark are its
         return Decision(True, tie_broken, "log_loss", False, challenger["log_loss"], champion["log_loss"], margin, floor)
-    short = f"is below the margin {limit}" if gain < margin else "is no win"
+    short = f"is below the margin {limit}" if won < margin else "is no win"
     return Decision(False, f"challenger {metric} {scores.format('vs')}: {lost_by} {short}", **common)
