@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from mlplatform.domain.evaluation import score
-from mlplatform.domain.features import ARITHMETIC_LIMIT, spelling_key
+from mlplatform.domain.features import ARITHMETIC_LIMIT, respelled
 from mlplatform.domain.keys import window_tag
 from mlplatform.domain.settled import settled
 from mlplatform.stores.eventlog import Arrival, EventStore
@@ -323,11 +323,8 @@ RARE_CATEGORY = "(rare on both sides)"
 def _one_spelling(values: pd.Series) -> pd.Series:
     """Each value in one spelling however it came (`spelling_key`): landed from CSV as `0.0` and served as `0`, one
     category's rows were two, and the column drifted on spelling alone (the estimation probe)."""
-    present = values.dropna()
-    keys = {v: spelling_key(str(v)) for v in pd.unique(present)}
-    if all(k == v for v, k in keys.items()):
-        return values
-    return values.where(values.isna(), values.map(keys))
+    changes = respelled(values.dropna().astype(str))
+    return values.replace(changes) if changes else values
 
 
 def _lumped(reference: pd.Series, current: pd.Series) -> tuple[pd.Series, pd.Series]:
