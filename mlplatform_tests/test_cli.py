@@ -565,7 +565,7 @@ def test_status_says_when_it_shows_only_the_latest_champion_moves() -> None:
 
     moves = [{"version": i, "at": float(i), "by": "someone", "reason": f"move {i}", "pinned": False} for i in range(1, 8)]
     status = {"model": "m", "registered_model": "mlplatform-m", "landing_dir": "/l", "champion": 7, "pinned": False, "pin_reason": None,
-              "spec": {"path": "m.yaml", "task": "regression", "label": "y", "numeric": ["x"], "categorical": [], "history": ["hist__label_lag1"]},
+              "spec": {"path": "m.yaml", "task": "regression", "label": "y", "numeric": ["x"], "categorical": [], "history": ["hist__label_lag1"], "keys": []},
               "events": {"total": 0, "labelled": 0, "quarantined": 0, "label_watermark": 0}, "versions": [], "timeline": moves}
     shown = render_status(status)
     assert f"champion timeline: the latest {TIMELINE_SHOWN} of 7 moves (all: mlplatform champion show)" in shown
@@ -598,7 +598,7 @@ def test_status_shows_the_newest_versions_and_every_older_one_never_decided() ->
 
     versions = [version(n, "pending" if n == 3 else "rejected") for n in range(VERSIONS_SHOWN + 5, 0, -1)]
     status = {"model": "m", "registered_model": "mlplatform-m", "landing_dir": "/l", "champion": None, "no_champion": "none yet", "pinned": False,
-              "spec": {"path": "m.yaml", "task": "regression", "label": "y", "numeric": ["x"], "categorical": [], "history": []},
+              "spec": {"path": "m.yaml", "task": "regression", "label": "y", "numeric": ["x"], "categorical": [], "history": [], "keys": []},
               "events": {"total": 0, "labelled": 0, "quarantined": 0, "label_watermark": 0}, "versions": versions, "timeline": []}
     lines = render_status(status).splitlines()
     start = lines.index(f"versions: the newest {VERSIONS_SHOWN} of {VERSIONS_SHOWN + 5} (all: mlplatform status --json)")

@@ -77,6 +77,33 @@ def test_a_wrong_history_section_is_refused_naming_the_field(tmp_path: Path, his
     assert message in str(caught.value)
 
 
+KEYED: dict[str, Any] = {**BASE, "features": {"x": "numeric", "c": "categorical", "k": "key"}}
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({}, "features: ['k'] is of type key, which only history features read (`by:` it), and none does: make it categorical"),
+        ({"history": {"features": [{"kind": "lag", "by": "c"}]}}, "features: ['k'] is of type key, which only history features read"),
+        ({"history": {"features": [{"kind": "lag", "by": "k"}, {"kind": "mean", "of": "k", "n": 3, "by": "k"}]}},
+         "history.features.1.of: 'k' is key; mean needs a numeric feature or the label"),
+        ({"history": {"features": [{"kind": "lag", "by": "k"}]}, "optional": ["k"]}, "history.features.0.by: 'k' is optional, and a key must be sent"),
+        ({"history": {"features": [{"kind": "lag", "by": "k"}]}, "crosses": [["c", "k"]]}, "crosses: 'k' is not a categorical feature"),
+        ({"history": {"features": [{"kind": "lag", "by": "k"}]}, "time_offset": {"column": "k", "unit": "hours"}},
+         "time_offset.column: 'k' is a key feature; an offset is a number of hours"),
+        ({"features": {"x": "numeric", "k": "entity"}}, "features.k: Input should be 'numeric', 'categorical' or 'key'"),
+    ],
+)
+def test_a_key_feature_is_read_by_history_alone(changes: dict[str, Any], message: str) -> None:
+    """A key keys history features and nothing else: one no history feature reads, or read as a number, is refused."""
+    keyed = parse_spec({**KEYED, "history": {"features": [{"kind": "lag", "by": "k"}, {"kind": "events", "by": "k"}]}})
+    assert keyed.entity_keys == ["k"] and keyed.modelled_features == ["x", "c"]
+    assert keyed.model_inputs == (["x", "hist__label_lag1__by_k", "hist__events__by_k"], ["c"])
+    with pytest.raises(SpecError) as caught:
+        parse_spec({**KEYED, **changes})
+    assert message in str(caught.value)
+
+
 @pytest.mark.parametrize(
     ("feature", "message"),
     [

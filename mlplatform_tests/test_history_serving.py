@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import uvicorn
+import yaml
 
 from mlplatform.ports import free_port
 from mlplatform.domain.spec import DatasetSpec, load_spec
@@ -587,3 +588,46 @@ def test_a_state_grown_past_twice_its_horizons_keys_is_rebuilt_to_them(tmp_path:
             assert service.history.features({"hr": 1059}, now)[name] == pytest.approx(records[59]["temp"])
     finally:
         model.event_log.close()
+
+
+def test_an_entity_key_keys_history_is_sent_with_every_request_and_is_no_model_input(tmp_path: Path) -> None:
+    """A feature of type key (sensor ids spelt with leading zeros): landed and served as text, required in a request,
+    read by the history features `by:` it; the model reads their columns, not the key, and drift does not test it (the
+    new-user probe: a key had to be a feature the model read, a customer id among its inputs)."""
+    from mlplatform.pipeline.drift import compare
+
+    rng = np.random.default_rng(5)
+    n, sensors = 4500, [f"{i:03d}" for i in range(1, 31)]
+    keys = rng.choice(sensors, n)
+    level = {s: 10.0 * i for i, s in enumerate(sensors)}
+    x = rng.normal(size=n)
+    pd.DataFrame({"id": [f"e{i}" for i in range(n)], "t": pd.date_range("2026-01-01", periods=n, freq="min").strftime("%Y-%m-%dT%H:%M:%S"),
+                  "sensor": keys, "x": x, "y": [level[k] for k in keys] + x + rng.normal(scale=0.1, size=n)}).to_csv(tmp_path / "events.csv", index=False)
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump({
+        "name": "sensors", "task": "regression", "label": "y", "id_column": "id", "time_column": "t",
+        "features": {"sensor": "key", "x": "numeric"}, "source": {"files": ["events.csv"], "format": "csv"},
+        "history": {"warmup_events": 1000, "features": [{"kind": "lag", "by": "sensor"}, {"kind": "mean", "n": 3, "by": "sensor"}]}}), encoding="utf-8")
+    parts = trained_parts(tmp_path, spec_path)
+    try:
+        predictor = parts.registry.load_predictor(1)
+        assert sorted(predictor.transformer.input_columns) == ["hist__label_lag1__by_sensor", "hist__label_mean3__by_sensor", "x"]
+        assert set(parts.event_log.events_between()["sensor"]) == set(sensors)  # text: "007" stays "007"
+        filled: list[dict[str, Any]] = []
+        with serving(parts, filled) as client:
+            keyless = client.post("/predict", json={"x": 0.5})
+            assert keyless.status_code == 422 and keyless.json()["detail"][0]["loc"] == ["body", "sensor"]
+            first = client.post("/predict", json={"sensor": "007", "x": 0.5})
+            assert first.status_code == 200, first.text
+            assert client.post("/feedback", json={"event_id": first.json()["event_id"], "label": 1234.5}).json()["status"] == "applied"
+            assert client.post("/predict", json={"sensor": "007", "x": 0.5}).status_code == 200
+            assert client.post("/predict", json={"sensor": "7", "x": 0.5}).status_code == 200  # another key: "7" is not "007"
+        assert filled[1]["hist__label_lag1__by_sensor"] == 1234.5 and filled[2]["hist__label_lag1__by_sensor"] is None
+        mlflow.set_tracking_uri(parts.settings.tracking_uri)
+        model = mlflow.pyfunc.load_model(f"models:/{parts.spec.model_name}/1")
+        assert len(model.predict(pd.DataFrame({"x": [0.1], "hist__label_lag1__by_sensor": [70.0], "hist__label_mean3__by_sensor": [70.0]}))) == 1
+        events = parts.event_log.events_between()
+        columns = compare(parts.spec, events.iloc[:1500], events.iloc[1500:], 0.5, tmp_path / "drift.json")[0]
+        assert [c.column for c in columns] == ["x"]
+    finally:
+        parts.event_log.close()

@@ -668,7 +668,7 @@ def test_a_draft_spec_with_no_time_column_says_so(tmp_path: Path) -> None:
 def test_a_draft_spec_takes_no_repeating_column_for_the_event_id(tmp_path: Path) -> None:
     """The own-dataset probe: the first name ending `_id` became the id, whatever its values: `customer_id` (500
     customers over 5000 orders) was drafted as the event id, and landing the very sample refused 90 % of it as ids
-    repeated with other values. An entity key is a categorical feature (and a key for history features)."""
+    repeated with other values. An entity key is drafted a categorical feature (the draft says `key` makes it history's alone)."""
     from mlplatform.domain.spec import parse_spec
     from mlplatform.domain.spec_draft import draft_spec
 
@@ -682,6 +682,7 @@ def test_a_draft_spec_takes_no_repeating_column_for_the_event_id(tmp_path: Path)
     assert spec.id_column == "order_id", text
     assert (spec.features["customer_id"], spec.features["Store ID"], spec.features["amount"]) == ("categorical", "categorical", "numeric")
     assert f"# 'customer_id' is named like an id but has 7 distinct values in {n} rows: not the event id" in text
+    assert "make it `key` if only history features `by:` it should read it" in text
     orders.drop(columns="order_id").to_csv(sample, index=False)
     spec = parse_spec(yaml.safe_load(draft_spec("orders", sample)))
     assert spec.id_column is None and {"customer_id", "Store ID"} <= set(spec.features), "no id: landing makes one per event"

@@ -50,7 +50,7 @@ def _with(**changes: object) -> dict[str, object]:
         (_with(features={"x" * 62: "numeric"}), f"features: feature name {'x' * 62!r} must be 1-61 ASCII letters"),
         (_with(features={"x": "numeric"}, crosses=[["x", "x"]]), "crosses: 'x' is not a categorical feature"),
         (_with(crosses=[["colour", "weight"]]), "crosses: 'weight' is not a categorical feature"),
-        (_with(features={"x": "float"}), "features.x: Input should be 'numeric' or 'categorical'"),
+        (_with(features={"x": "float"}), "features.x: Input should be 'numeric', 'categorical' or 'key'"),
         (_with(features={}), "features: Dictionary should have at least 1 item"),
         (_with(name="Bad Name!"), "name: must be 1 to 63 lower-case"),
         (_with(drop=["x"]), "drop: ['x'] is also used"),

@@ -72,7 +72,7 @@ def collect_status(model: ModelContext, with_dagster: bool = False, run_limit: i
         "state_dir": str(model.settings.state_dir),
         "landing_dir": str(model.settings.landing_dir),
         "spec": {"path": str(model.settings.dataset_spec), "task": model.spec.task.value, "label": model.spec.label,
-                 "numeric": model.spec.numeric_features, "categorical": model.spec.categorical_features,
+                 "numeric": model.spec.numeric_features, "categorical": model.spec.categorical_features, "keys": model.spec.entity_keys,
                  "history": model.spec.history_numeric + model.spec.history_categorical},
         "champion": None if champion is None else champion.version,
         "pinned": bool(champion and champion.pinned),
@@ -201,8 +201,9 @@ def _older(version: object, status: dict[str, Any]) -> str:
 def _spec_line(spec: dict[str, Any]) -> str:
     """What the model learns from, as the spec says: the columns a request sends and the history columns serving fills."""
     history = f"; history: {', '.join(spec['history'])}" if spec["history"] else ""
+    keys = f" (keys: {', '.join(spec['keys'])})" if spec["keys"] else ""
     return (f"spec {spec['path']}: {spec['task']} on {spec['label']!r} from {len(spec['numeric'])} numeric and {len(spec['categorical'])} "
-            f"categorical features{history}")
+            f"categorical features{history}{keys}")
 
 
 def decision_said(evaluation: Mapping[str, object]) -> str:

@@ -79,6 +79,7 @@ class Task(str, Enum):
 class FeatureType(str, Enum):
     numeric = "numeric"
     categorical = "categorical"
+    key = "key"  # an entity's key: sent with every event, read by history features `by:` it, never a model input
 
 
 def _label_text(value: object) -> object:
@@ -179,7 +180,7 @@ class HistoryFeature(BaseModel):
     window: Annotated[str | None, BeforeValidator(_window_text)] = Field(
         default=None, description="mean/sum/count/min/max, instead of n: over the key's values of the last time span, e.g. 6h (s, m, h, d)."
     )
-    by: str | None = Field(default=None, description="The key: a feature; omitted, the whole stream is one key.")
+    by: str | None = Field(default=None, description="The key: a feature (of type key, or one the model also reads); omitted, the whole stream is one key.")
 
     @property
     def source(self) -> str | None:
@@ -336,6 +337,10 @@ class DatasetSpec(BaseModel):
                 raise ValueError(f"label_map: {target!r} is not one of classes {self.classes}")
         if self.history is not None:
             self._check_history(self.history)
+        unread = [k for k in self.entity_keys if k not in {f.by for f in self.history_features}]
+        if unread:
+            raise ValueError(f"features: {unread} is of type key, which only history features read (`by:` it), and none does: "
+                             "make it categorical for the model to read it, or key a history feature by it")
         return self
 
     def _check_time_offset(self) -> None:
@@ -347,8 +352,8 @@ class DatasetSpec(BaseModel):
             raise ValueError("time_offset: is added to time_column's time, but the spec has no time_column")
         if column in (self.label, self.id_column, self.time_column):
             raise ValueError(f"time_offset.column: {column!r} is the label, id or time column")
-        if self.features.get(column) is FeatureType.categorical:
-            raise ValueError(f"time_offset.column: {column!r} is a categorical feature; an offset is a number of {self.time_offset.unit}")
+        if column in self.features and self.features[column] is not FeatureType.numeric:
+            raise ValueError(f"time_offset.column: {column!r} is a {self.features[column].value} feature; an offset is a number of {self.time_offset.unit}")
         if column in self.drop:
             raise ValueError(f"time_offset.column: {column!r} is in drop; an offset column is read")
 
@@ -360,7 +365,8 @@ class DatasetSpec(BaseModel):
             if feature.of == self.label:
                 feature.of = LABEL_REF
             if feature.by is not None and feature.by not in self.features:
-                raise ValueError(f"{where}.by: {feature.by!r} is not a feature of the spec (a key must be sent with every request): {list(self.features)}")
+                raise ValueError(f"{where}.by: {feature.by!r} is not a feature of the spec {list(self.features)}: a key is sent with every event and "
+                                 f"request; declare it under features as `{feature.by}: key` (history reads it, the model does not) or categorical")
             if feature.by in self.optional:
                 raise ValueError(f"{where}.by: {feature.by!r} is optional, and a key must be sent with every request: take it out of optional")
             source = feature.source
@@ -368,8 +374,8 @@ class DatasetSpec(BaseModel):
                 raise ValueError(f"{where}.of: {feature.kind} reads event times, not a column; remove 'of'")
             if source not in (None, LABEL_REF) and source not in self.features:
                 raise ValueError(f"{where}.of: {source!r} is neither 'label' nor a feature of the spec")
-            if source in self.features and self.features[source] is FeatureType.categorical:
-                raise ValueError(f"{where}.of: {source!r} is categorical; {feature.kind} needs a numeric feature or the label")
+            if source in self.features and self.features[source] is not FeatureType.numeric:
+                raise ValueError(f"{where}.of: {source!r} is {self.features[source].value}; {feature.kind} needs a numeric feature or the label")
             if feature.kind == "events" and history.warmup_events == 0:
                 raise ValueError(f"{where}.kind: events counts a key's events among the last warmup_events; warmup_events is 0")
             if feature.k is not None and feature.kind != "lag":
@@ -402,6 +408,16 @@ class DatasetSpec(BaseModel):
     @property
     def categorical_features(self) -> list[str]:
         return [n for n, t in self.features.items() if t is FeatureType.categorical]
+
+    @property
+    def entity_keys(self) -> list[str]:
+        """Features of type key: landed, validated and sent with every request, read by history `by:` them, not by the model."""
+        return [n for n, t in self.features.items() if t is FeatureType.key]
+
+    @property
+    def modelled_features(self) -> list[str]:
+        """The features a model reads (and drift compares): all but the entity keys."""
+        return [n for n, t in self.features.items() if t is not FeatureType.key]
 
     @property
     def history_features(self) -> list[HistoryFeature]:

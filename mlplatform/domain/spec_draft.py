@@ -265,7 +265,7 @@ def draft_spec(name: str, sample: Path | None, label: str | None = None, task: s
     id_column = next((c for c in named_ids if _an_id(frame[c])), None)
     keys = [c for c in named_ids if frame[c].dropna().duplicated().any()]  # named like ids, with repeated values: an entity's key
     notes += [f"{key!r} is named like an id but has {frame[key].nunique()} distinct values in {len(frame)} rows: not the event id "
-              "(landing would refuse every repeat); kept as a categorical feature, and a key for history features (`by:`): check"
+              "(landing would refuse every repeat); kept as a categorical feature: check, and make it `key` if only history features `by:` it should read it"
               for key in keys]
     notes += [f"{c!r} is named like an id but {int(frame[c].isna().sum())} of the sample's {len(frame)} rows have none: not the event id "
               "(landing would refuse an event without one); kept as a feature: check" for c in named_ids if c not in keys and frame[c].isna().any()]

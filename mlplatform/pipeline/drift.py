@@ -292,9 +292,10 @@ def _column_types(spec: DatasetSpec, columns: list[str]) -> tuple[list[str], lis
 def _presence(spec: DatasetSpec, reference: pd.DataFrame, current: pd.DataFrame, inputs: Collection[str] | None) -> tuple[list[str], list[ColumnDrift]]:
     """Features Evidently can compare, and verdicts for those missing entirely on one or both sides (Evidently rejects
     empty columns). Only the champion's `inputs` (None: every feature): a feature added to the spec after it was trained
-    was "all missing in reference", drifted, and its share could call for a retraining on a spec edit, not on the data."""
+    was "all missing in reference", drifted, and its share could call for a retraining on a spec edit, not on the data.
+    Entity keys are no model input: a new customer is no drift."""
     usable, decided = [], []
-    for column in [c for c in spec.features if inputs is None or c in inputs]:
+    for column in [c for c in spec.modelled_features if inputs is None or c in inputs]:
         kind = "numeric" if column in spec.numeric_features else "categorical"
         in_ref, in_cur = bool(reference[column].notna().any()), bool(current[column].notna().any())
         if in_ref and in_cur:

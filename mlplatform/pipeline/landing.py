@@ -466,8 +466,8 @@ def _key_columns(spec: DatasetSpec) -> list[str]:
 
 
 def _text_columns(spec: DatasetSpec) -> list[str]:
-    """Columns that are text whatever they look like: ids, times, categoricals, class labels."""
-    columns = [*_key_columns(spec), *spec.categorical_features]
+    """Columns that are text whatever they look like: ids, times, categoricals, entity keys, class labels."""
+    columns = [*_key_columns(spec), *spec.categorical_features, *spec.entity_keys]
     return columns + [spec.label] if spec.is_classification else columns
 
 
