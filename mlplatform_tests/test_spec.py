@@ -51,7 +51,7 @@ def _with(**changes: object) -> dict[str, object]:
         (_with(features={"x": "numeric"}, crosses=[["x", "x"]]), "crosses: 'x' is not a categorical feature"),
         (_with(crosses=[["colour", "weight"]]), "crosses: 'weight' is not a categorical feature"),
         (_with(features={"x": "float"}), "features.x: Input should be 'numeric', 'categorical' or 'key'"),
-        (_with(features={}), "features: Dictionary should have at least 1 item"),
+        (_with(features={}), "features: at least one is needed (a file of ids and labels alone is a label file); a stream predicted from its history alone"),
         (_with(name="Bad Name!"), "name: must be 1 to 63 lower-case"),
         (_with(drop=["x"]), "drop: ['x'] is also used"),
         (_with(unknown_key=1), "unknown_key: Extra inputs are not permitted"),

@@ -243,7 +243,7 @@ class DatasetSpec(BaseModel):
     time_column: str | None = None
     time_format: str | None = Field(default=None, description="How time_column is written: iso (default), epoch_s/ms/us/ns, year or a strftime pattern.")
     time_offset: TimeOffset | None = Field(default=None, description="A column of seconds/minutes/hours/days added to time_column's time.")
-    features: dict[str, FeatureType] = Field(min_length=1)
+    features: dict[str, FeatureType]
     drop: list[str] = Field(default_factory=list)
     optional: list[str] = Field(default_factory=list, description="Features a file or a request may leave out: read as missing there, not refused.")
     crosses: list[tuple[str, str]] = Field(default_factory=list, description="Pairs of categorical features crossed into one more feature.")
@@ -281,6 +281,9 @@ class DatasetSpec(BaseModel):
     @field_validator("features")
     @classmethod
     def _feature_names(cls, value: dict[str, FeatureType]) -> dict[str, FeatureType]:
+        if not value:  # a file of ids and labels alone is a label file: an event carries at least one column of its own
+            raise ValueError("at least one is needed (a file of ids and labels alone is a label file); a stream predicted from its "
+                             "history alone declares a column its events carry, e.g. a calendar field (month, hour) as numeric")
         twins: dict[str, str] = {}
         for name in value:
             if not _NAME.match(name):
