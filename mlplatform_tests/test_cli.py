@@ -59,6 +59,22 @@ def test_a_model_whose_every_row_was_quarantined_is_one_line_pointing_at_the_qua
     assert capsys.readouterr().err == f"materialize: {said}"
 
 
+def test_a_step_that_crashes_keeps_its_stack_and_the_steps_it_left_out(state: Settings, adult_spec: DatasetSpec, adult_rows: pd.DataFrame,
+                                                                        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The console leaves out Dagster's "Dependencies for step ... not executed" lines after a finding (the command says
+    it in one line); after a fault it had left them out too (the review), so what the crash stopped went unsaid."""
+    import mlplatform.orchestration.assets as assets
+
+    def crash(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("disk on fire")
+
+    write_batches(adult_rows.iloc[:400], adult_spec, state.landing_dir, 400)
+    monkeypatch.setattr(assets, "train_challenger", crash)
+    assert main(["materialize", "--model", "adult"]) != 0
+    err = capsys.readouterr().err
+    assert "RuntimeError: disk on fire" in err and "Dependencies for step" in err and "evaluation_report" in err.split("Dependencies for step", 1)[1], err[-3000:]
+
+
 def test_status_json_after_two_versions(
     state: Settings, instance: dg.DagsterInstance, adult_spec: DatasetSpec, adult_rows: pd.DataFrame, capsys: pytest.CaptureFixture[str],
     tmp_path: Path

@@ -45,13 +45,19 @@ class WithoutInterrupts(logging.Filter):
 class WithoutFindings(logging.Filter):
     """Leaves out the records of a step, or of its run, that failed on a finding (FINDINGS: the command prints it), and
     Dagster's line for each step that therefore did not run (the command names the one that failed). Any other error
-    keeps its stack trace: that is a fault to report."""
+    keeps its stack trace, and after it the lines of the steps it left out: that is a fault to report, and what it
+    stopped is part of it. One filter per run's logger."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.faulted = False  # a step or the run failed on an error that is no finding
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = _error(record)
         if error is not None:
+            self.faulted = self.faulted or error.cls_name not in FINDINGS
             return error.cls_name not in FINDINGS
-        return not str(_meta(record).get("orig_message", "")).startswith(NOT_RUN)
+        return self.faulted or not str(_meta(record).get("orig_message", "")).startswith(NOT_RUN)
 
 
 @dg.logger(colored_console_logger.config_schema, description="Dagster's colored console, less what a signal stopped or a step found (the command says it).")
