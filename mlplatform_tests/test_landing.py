@@ -183,6 +183,16 @@ def test_an_id_landed_again_with_other_values_is_quarantined_naming_the_value_an
                                                        "an event is never overwritten"), row
     kept = log.get([str(rows.loc[1, EVENT_ID])])
     assert kept["age"].tolist() == [logged_age] and kept["label"].isna().all(), "neither its features nor its label are written"
+    # A labelled re-export written to 15 significant digits (Excel, `%.15g`): the same events, whose labels apply (the
+    # probe: every row was quarantined as other values, 0.7643590101978774 logged, 0.764359010197877 here); a 13th digit differs.
+    precise = rows.iloc[[5, 6]].assign(event_id=["p1", "p2"], **{"hours-per-week": [0.7643590101978774, 1.0000000000000002e-3]})
+    ingest_file(_drop(landing, "precise.csv", _csv(precise.drop(columns=["income"]))), adult_spec, log)
+    reexported = precise.assign(**{"hours-per-week": ["0.764359010197877", "0.00100000000000000"]})
+    outcome = ingest_file(_drop(landing, "reexported.csv", _csv(reexported)), adult_spec, log)
+    assert (outcome.duplicates, outcome.quarantined, outcome.labels_applied) == (2, 0, 2), outcome
+    assert log.get(["p1"])["hours-per-week"].tolist() == [0.7643590101978774], "the logged value stays"
+    off = ingest_file(_drop(landing, "off.csv", _csv(precise.assign(event_id=["p1", "p3"], **{"hours-per-week": ["0.7643590101979", "1"]}))), adult_spec, log)
+    assert off.quarantined == 1 and "0.7643590101978774 logged, 0.7643590101979 here" in _quarantine(log)["reason"].tolist()[-1]
 
 
 def test_extra_columns_are_ignored_and_reported(landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame) -> None:

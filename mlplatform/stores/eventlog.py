@@ -42,6 +42,9 @@ BUSY_TIMEOUT_S = 60.0
 SERVING_COLUMNS = ["model_version", "prediction", "probability"]
 CHANGED = "changed"  # AppendResult.changed: which feature of a known id came with another value
 LOGGED = "logged:"  # prefix of a known id's recorded feature values while they are compared (no feature name holds a colon)
+# Numbers of a known id that agree to 15 significant digits are the same value: Excel and `%.15g` exports write that many,
+# and a labelled re-export of landed events was quarantined whole as "other values" one digit in the 16th apart (probe).
+SAME_NUMBER_RTOL = 5e-15  # %.15g rounds by at most half a unit of the 15th digit: 5e-15 of the value
 APPEND_ATTEMPTS = 3  # of an append whose new ids another writer served meanwhile
 CONTENT_CHARS = 12  # of a landed file's SHA-256, naming one of the contents landed under one name
 SHA256_PREFIX = re.compile(r"[0-9a-f]{1,64}")  # the start of a content's SHA-256, as `--content` names it
@@ -503,6 +506,8 @@ class EventStore(ABC):
             # and the later file's rows, their labels included, were quarantined as other values (the diff review).
             missing = given.isna() | kept.isna() if feature in self.spec.optional else given.isna() & kept.isna()
             same = missing | (given == kept).fillna(False).astype(bool)
+            if feature in self.spec.numeric_features:
+                same |= np.isclose(pd.to_numeric(given, errors="coerce"), pd.to_numeric(kept, errors="coerce"), rtol=SAME_NUMBER_RTOL, atol=0.0)
             first = ~same & known[CHANGED].isna()
             if first.any():
                 known.loc[first, CHANGED] = [f"{feature}: {k!r} logged, {g!r} here" for g, k in zip(given[first].where(given[first].notna(), None),
