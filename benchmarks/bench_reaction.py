@@ -242,7 +242,7 @@ def drift_plan(spec: DatasetSpec, rows: pd.DataFrame, size: int, count: int) -> 
     if not defaults.drift_every_n_events <= size < defaults.retrain_every_n or size < defaults.min_new_labelled_for_drift:
         raise SystemExit(f"--drift-events must be at least DRIFT_EVERY_N_EVENTS ({defaults.drift_every_n_events}) and MIN_NEW_LABELLED_FOR_DRIFT "
                          f"({defaults.min_new_labelled_for_drift}), and below RETRAIN_EVERY_N ({defaults.retrain_every_n}); got {size}")
-    scenario = drift_scenario(spec, rows.iloc[:size], seed=1)
+    scenario = drift_scenario(spec, rows.iloc[:size], seed=1, share_threshold=defaults.drift_share_threshold)
     return Plan("drift", {"MLPLATFORM_TRAINING_WINDOW": str(size)}, rows.iloc[:size],
                 _alternating(rows, size, count, "shifted", lambda c: inject_drift(c, spec, scenario, reference=rows.iloc[:size])),
                 defaults.min_new_labelled_for_drift,

@@ -153,3 +153,29 @@ def test_a_drift_retraining_the_quality_floor_refuses_is_said_and_the_demo_goes_
     assert code == 0 and "demo failed" not in err, f"{out[-3000:]}\n{err[-3000:]}"
     third = out.split("3. replayed ")[1]
     assert "rejected" in third and "quality floor" in third and "champion is v2;" in third, third
+
+
+def test_the_demo_s_drift_reaches_dataset_drift_on_a_wide_spec(tmp_path: Path) -> None:
+    """The yeast probe: act 3 shifted four numeric and four categorical columns, 11 % of a 103-column spec, so its drift
+    report found no dataset drift and the demo failed. The scenario now drifts more than the share threshold of the
+    columns drift compares, in proportion to their kinds, and leaves constant columns alone."""
+    from mlplatform.cli.demo import drift_scenario
+    from mlplatform.domain.spec import parse_spec
+    from mlplatform.pipeline.drift import compare
+    from mlplatform.pipeline.replay import inject_drift
+
+    rng = np.random.default_rng(3)
+    wide = {f"x{i}": "numeric" for i in range(40)} | {f"c{i}": "categorical" for i in range(6)}
+    spec = parse_spec({"name": "wide", "task": "regression", "label": "y", "features": {**wide, "k": "key"},
+                       "history": {"features": [{"kind": "lag", "by": "k"}]}})
+    frame = pd.DataFrame({f"x{i}": rng.normal(size=2000).round(4) for i in range(40)} | {f"c{i}": rng.choice(list("abc"), 2000) for i in range(6)})
+    frame["x0"], frame["k"] = 1.0, rng.choice(list("pq"), 2000)
+    reference, later = frame.iloc[:1000].astype(str), frame.iloc[1000:].astype(str)
+    scenario = drift_scenario(spec, reference, seed=1, share_threshold=0.5)
+    assert "x0" not in scenario.shift_numeric and len(scenario.shift_numeric) + len(scenario.category_mix) >= 24 + 46 // 20
+    assert len(scenario.category_mix) == 4, "at least four of a kind where the spec has them"
+    drifted_rows = inject_drift(later, spec, scenario, reference=reference)
+    typed = [side.astype({c: "float64" for c in spec.numeric_features}) for side in (reference, drifted_rows)]  # as the event log reads them
+    columns, *_ = compare(spec, *typed, 0.5, tmp_path / "drift.json")
+    drifted = [c.column for c in columns if c.drifted]
+    assert len(columns) == 46 and len(drifted) / len(columns) >= 0.5, drifted

@@ -185,7 +185,7 @@ def test_a_stream_too_short_for_the_warm_up_is_one_line_not_a_traceback(tmp_path
 
 
 @pytest.mark.parametrize(("text", "message"), [
-    ("name: nosrc\ntask: regression\nlabel: y\nfeatures: {x: numeric}\n", "the spec has no 'source' section to replay from"),
+    ("name: nosrc\ntask: regression\nlabel: y\nfeatures: {x: numeric}\n", "the spec has no 'source' section to replay from; add the files to replay, e.g. `source: {files: [events.csv], format: csv}`"),
     ("name: bad\ntask: regression\nlabel: y\nfeatures: {label: numeric}\n", "features: ['label'] is a name of the platform's own columns"),
     ("name: [\n", "not valid YAML"),
 ])

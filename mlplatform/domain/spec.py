@@ -488,7 +488,8 @@ class DatasetSpec(BaseModel):
 
     def source_paths(self) -> list[Path]:
         if self.source is None:
-            raise SpecError(f"dataset {self.name!r}: the spec has no 'source' section to replay from")
+            raise SpecError(f"dataset {self.name!r}: the spec has no 'source' section to replay from; add the files to replay, e.g. "
+                            "`source: {files: [events.csv], format: csv}` (paths relative to the spec's folder; README: Bring your own dataset)")
         base = self.base_dir or Path.cwd()
         return [(base / f).resolve() for f in self.source.files]
 
