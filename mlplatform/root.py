@@ -56,9 +56,12 @@ LOOP_FIELDS = (
 
 
 def _optional(name: str) -> tuple[Any, Any]:
-    """A Settings field as an optional override: same type and description; its bounds are checked on the merged Settings."""
+    """A Settings field as an optional override: same type and description; its bounds are checked on the merged Settings.
+    A quality_floor mapping takes any metric's name here: `_own_floor` then names the model's own metric, where pydantic
+    said only that `accuracy` was none of three (the yeast probe)."""
     f = Settings.model_fields[name]
-    return f.annotation | None, Field(default=None, description=f.description)
+    annotation = float | dict[str, float] if name == "quality_floor" else f.annotation
+    return annotation | None, Field(default=None, description=f.description)
 
 
 LoopSettings = create_model(  # type: ignore[call-overload]
@@ -206,12 +209,12 @@ def build_model(settings: Settings, declaration: ModelDeclaration, defs_file: Pa
     # What the file sets, an explicit null too: `live_min_precision: null` unsets that floor for this model, where it was
     # dropped as unset and the 0.5 default held (the new-user probe's rare positive class).
     overrides = declaration.loop.model_dump(exclude_unset=True)  # type: ignore[attr-defined]
+    _own_floor(overrides.get("quality_floor"), spec, defs_file)
     try:
         merged = Settings.model_validate({**settings.model_dump(), **overrides, "dataset_spec": spec_path, "landing_dir": landing})
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(['attributes.loop', *map(str, e['loc'])])}: {e['msg']}" for e in exc.errors())
         raise PlatformError(f"{defs_file}: {problems}") from None
-    _own_floor(overrides.get("quality_floor"), spec, defs_file)
     if overrides.get("serve_online_correction") and spec.online_correction_problem is not None:  # its own declaration: refused at load, not at serve
         raise PlatformError(f"{defs_file}: attributes.loop.serve_online_correction: {spec.online_correction_problem}")
     return ModelContext(spec.name, merged, spec, defs_file, tuple(overrides))

@@ -90,6 +90,9 @@ def _declare(defs: Path, folder: str, text: str) -> Path:
          "attributes.loop.quality_floor: adult is a binary model, whose floor is on roc_auc (at least): give {roc_auc: <value>} or a number, not rmse"),
         (_adult_defs("  loop: {quality_floor: {roc_auc: 0.7, log_loss: 0.5}}\n"),
          "attributes.loop.quality_floor: adult is a binary model, whose floor is on roc_auc (at least): give {roc_auc: <value>} or a number, not log_loss, roc_auc"),
+        (_adult_defs("  loop: {quality_floor: {accuracy: 0.5}}\n"),  # the yeast probe: pydantic's "float: ...; accuracy.[key]: ..." named no metric
+         "attributes.loop.quality_floor: adult is a binary model, whose floor is on roc_auc (at least): give {roc_auc: <value>} or a number, not accuracy"),
+        (_adult_defs("  loop: {quality_floor: {roc_auc: high}}\n"), "attributes.loop.quality_floor.float: Input should be a valid number"),
     ],
 )
 def test_a_wrong_declaration_names_its_file_and_field(tmp_path: Path, text: str, message: str) -> None:
