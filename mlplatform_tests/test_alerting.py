@@ -447,6 +447,10 @@ def test_live_quality_of_a_regression_model_against_an_rmse_ceiling(tmp_path: Pa
     assert above.below_floor and above.breaches == ["live rmse 4.0000 > ceiling 3.0000"]
     assert measure(settings, spec, log, ServedVersion(2, None)).events == 10
     assert within.verdict(10) == "within floors" and above.verdict(10) == "live rmse 4.0000 > ceiling 3.0000"
+    # The yeast probe: a floor the model's own hold-out missed too reads as a fall unless the verdict says it was never met.
+    assert above.verdict(10, {"rmse": 3.5, "mae": 2.0}) == ("live rmse 4.0000 > ceiling 3.0000 (v3's own hold-out rmse 3.5000 was beyond it too: a floor "
+                                                             "this model never met, no drop; set the model's own in its defs.yaml, loop: {live_max_rmse: <value>})")
+    assert above.verdict(10, {"rmse": 2.9}) == above.verdict(10, {}) == "live rmse 4.0000 > ceiling 3.0000", "met on its hold-out: a drop"
     unset = measure(settings.model_copy(update={"live_max_rmse": None}), spec, log, ServedVersion(3, None))
     assert unset.verdict(10) == f"no floor is set for the live {', '.join(f'{m} {unset.metrics[m]:.4g}' for m in sorted(unset.metrics))}: not checked", \
         "it read 'within floors', then named the metrics without their values"

@@ -82,8 +82,9 @@ def build_live_quality(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.F
         # Loaded once for both readings, and only if needed; a champion whose files are gone gives no such reading.
         unserved = Unserved(champion.label_seq_cutoff, functools.cache(lambda: loaded_champion(model.registry, champion.version)[0]))
         quality = measure(settings, model.spec, model.event_log, served, unserved)
-        reading = measure_reading(settings, model.spec, model.event_log, served, model.registry.holdout_reference(champion.version), unserved)
-        verdict = quality.verdict(settings.live_quality_min_events)
+        holdout = model.registry.holdout_reference(champion.version)
+        reading = measure_reading(settings, model.spec, model.event_log, served, holdout, unserved)
+        verdict = quality.verdict(settings.live_quality_min_events, holdout)
         context.log.info(verdict)
         floors = {b.metric: (">= " if b.minimum else "<= ") + str(b.value) for b in quality.bounds}
         return dg.MaterializeResult(

@@ -72,22 +72,33 @@ class LiveQuality:
     def below_floor(self) -> bool:
         return self.enough and bool(self.breaches)
 
-    def verdict(self, min_events: int) -> str:
+    def verdict(self, min_events: int, holdout: Mapping[str, float] | None = None) -> str:
         """The floors breached, "within floors", or why there is no verdict: too few events (fewer than `min_events`), or
-        no floor set (a regression model without MLPLATFORM_LIVE_MAX_RMSE read "within floors" though nothing was checked)."""
+        no floor set (a regression model without MLPLATFORM_LIVE_MAX_RMSE read "within floors" though nothing was checked).
+        A floor the version's own `holdout` metrics were beyond too is said to be one it never met, with the setting to
+        change: the 0.5 defaults on a 12-class model's macro averages read as a fall from the first reading (the yeast probe)."""
         if not self.enough:
             return f"v{self.model_version}: {self.events} {self.scored_on}, fewer than {min_events}: no verdict"
         if not self.bounds:
             return unfloored("live", self.metrics)
         unchecked = [b.metric for b in self.bounds if b.metric not in self.metrics]
         undefined = f" ({', '.join(unchecked)} undefined on these events, no positive predicted or labelled: not checked)" if unchecked else ""
-        return ("; ".join(self.breaches) or "within floors") + undefined
+        reference = holdout or {}
+        never = [b for b in self.bounds if b.metric in self.metrics and b.breached_by(self.metrics[b.metric])
+                 and b.metric in reference and b.breached_by(reference[b.metric])]
+        unmet = (f" (v{self.model_version}'s own hold-out {', '.join(f'{b.metric} {reference[b.metric]:.4f}' for b in never)} was beyond "
+                 f"{'it' if len(never) == 1 else 'them'} too: a floor this model never met, no drop; set the model's own in its defs.yaml, "
+                 f"loop: {{{', '.join(f'{LOOP_KEYS[b.metric]}: <value>' for b in never)}}})") if never else ""
+        return ("; ".join(self.breaches) or "within floors") + unmet + undefined
 
 
 def unfloored(kind: str, metrics: Mapping[str, float]) -> str:
     """The verdict on `kind` ("live", "estimated") metrics when no floor applies to them: not "within floors", and their
     values (`materialize --select live_quality` printed the names alone: the history probe)."""
     return f"no floor is set for the {kind} {', '.join(f'{name} {metrics[name]:.4g}' for name in sorted(metrics))}: not checked"
+
+
+LOOP_KEYS = {"precision": "live_min_precision", "recall": "live_min_recall", "rmse": "live_max_rmse"}  # each bound's setting
 
 
 def bounds(settings: Settings, spec: DatasetSpec) -> list[Bound]:
