@@ -317,3 +317,29 @@ def test_a_model_that_does_not_fit_the_spec_is_refused_naming_the_difference(adu
     with pytest.raises(ModelMismatch, match="the model is a binary model, dataset spec 'adult' a regression task"):
         RecordCodec(regression, predictor)
     RecordCodec(adult_spec.model_copy(update={"classes": ["<=50K", ">50K", "unknown"]}), predictor)  # a class gained: served until retrained
+
+
+def test_a_champion_served_after_the_spec_gained_a_class_gives_it_probability_zero(tmp_path: Path) -> None:
+    """The yeast probe: after `classes` gained one, the champion trained before kept serving (as it should: it never
+    predicts the class) and its `probabilities` lacked it, where the README says they map every class."""
+    from mlplatform.settings import Settings
+    from mlplatform.stores.eventlog import EventLog
+    from mlplatform.stores.registry import Registry
+    from mlplatform_tests.test_history_serving import Parts, serving
+
+    gained = parse_spec({"name": "tri", "task": "multiclass", "label": "y", "classes": ["a", "b", "c"], "features": {"x": "numeric"}})
+    started = gained.model_copy(update={"classes": ["a", "b"]})
+    x = np.random.default_rng(5).random(900)
+    events = validate_frame(pd.DataFrame({"x": x, "y": np.where(x < 0.5, "a", "b")}), started, generated_id_prefix="t", generated_time_start_us=0).events
+    settings = Settings(state_dir=tmp_path / "state")
+    settings.ensure_dirs()
+    registry = Registry(settings.tracking_uri, settings.artifact_root, started)
+    registry.promote(registry.log_model(train(events, started, TINY), events, {}, {}).version)
+    log = EventLog.for_dataset(settings.events_dir, gained)
+    try:
+        with serving(Parts("tri", settings, gained, log, Registry(settings.tracking_uri, settings.artifact_root, gained))) as client:
+            answer = client.post("/predict", json={"x": 0.2}).json()
+        assert answer["prediction"] == "a" and list(answer["probabilities"]) == ["a", "b", "c"] and answer["probabilities"]["c"] == 0.0, answer
+        assert sum(answer["probabilities"].values()) == pytest.approx(1.0)
+    finally:
+        log.close()

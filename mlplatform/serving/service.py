@@ -374,6 +374,7 @@ class ModelService:
         served_version = str(version)
         labels = predictions.tolist()
         classes = model.predictor.classes or []
+        gained = dict.fromkeys([c for c in self.spec.classes or [] if c not in classes], 0.0)  # the spec's classes the version never learnt
         answers, rows = [], []
         for i, (row, event_id) in enumerate(zip(clean, event_ids)):
             answer: dict[str, Any] = {"event_id": event_id, "model_version": version, "prediction": labels[i]}
@@ -381,7 +382,7 @@ class ModelService:
             if probability is not None:
                 answer["probability"] = probability
             if matrix is not None:
-                answer["probabilities"] = dict(zip(classes, matrix[i].tolist()))
+                answer["probabilities"] = {**dict(zip(classes, matrix[i].tolist())), **gained}
             answers.append(answer)
             rows.append((event_id, at, served_version, labels[i], probability, *row.values()))
         assert self.log is not None
