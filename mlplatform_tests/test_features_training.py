@@ -556,6 +556,27 @@ def test_a_binary_challenger_tied_on_roc_auc_wins_on_a_log_loss_a_tenth_lower(ad
     assert not decide(multiclass, {"log_loss": 0.4, "roc_auc": 0.9}, {"log_loss": 0.4, "roc_auc": 0.9}, 0.002, math.inf).promote
 
 
+def test_a_binary_challenger_ahead_on_roc_auc_by_a_tie_loses_on_a_log_loss_a_tenth_higher(adult_spec: DatasetSpec) -> None:
+    """The River probe: a window spanning two concepts ranked the hold-out at ROC AUC 1.0000 against the champion's 0.9999
+    with log loss 0.5698 against 0.0197 (accuracy 0.54 against 0.99); at margin 0 it was promoted and served accuracy
+    fell from 0.996 to 0.744. The tie is broken both ways, and the window choice ranks candidates the same way."""
+    from mlplatform.domain.evaluation import outranks
+
+    probe = decide(adult_spec, {"roc_auc": 1.0, "log_loss": 0.5698}, {"roc_auc": 0.9999, "log_loss": 0.0197}, 0.0, 0.6)
+    assert not probe.promote and probe.reason == ("challenger roc_auc 1.0000 ties champion 0.9999 (+0.0001, within 0.002), but its log_loss 0.5698 "
+                                                  "is above the champion's 0.0197, 97% lower (at least 10%, and the margin 0.0): its probabilities "
+                                                  "do not fit the hold-out where the champion's do"), probe.reason
+    assert (probe.metric, probe.challenger, probe.champion) == ("log_loss", 0.5698, 0.0197)
+    assert decide(adult_spec, {"roc_auc": 1.0, "log_loss": 0.021}, {"roc_auc": 0.9999, "log_loss": 0.0197}, 0.0, 0.6).promote, "7 % higher: a tie"
+    assert decide(adult_spec, {"roc_auc": 0.9, "log_loss": 0.5}, {"roc_auc": 0.8, "log_loss": 0.3}, 0.002, 0.6).promote, "a better ranking by more than a tie"
+    assert decide(adult_spec, {"roc_auc": 0.9, "log_loss": 0.2}, {"roc_auc": 0.8}, 0.002, 0.6).promote, "no champion log loss: AUC alone"
+    wide, narrow = {"roc_auc": 1.0, "log_loss": 0.5698}, {"roc_auc": 0.9997, "log_loss": 0.02}
+    assert outranks("roc_auc", True, narrow, wide) and not outranks("roc_auc", True, wide, narrow)
+    assert outranks("roc_auc", True, {"roc_auc": 0.99, "log_loss": 0.9}, {"roc_auc": 0.98, "log_loss": 0.1}), "beyond a tie: the ranking"
+    assert not outranks("roc_auc", True, {"roc_auc": 0.9, "log_loss": 0.30}, {"roc_auc": 0.9, "log_loss": 0.31}), "a tie both ways: the leader stays"
+    assert outranks("log_loss", False, {"log_loss": 0.3}, {"log_loss": 0.31}) and not outranks("rmse", False, {"rmse": math.nan}, {"rmse": 1.0})
+
+
 def test_the_default_regression_floor_predicts_the_training_labels_mean() -> None:
     """The second new-user probe: on a trending stream the default floor, the RMSE of predicting the hold-out's own mean
     (0.7108, known to no model), refused a first model (0.8792) that beat the training mean (1.316) by a third, and the

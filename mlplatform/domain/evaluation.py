@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -268,6 +269,24 @@ def passes_floor(value: float, floor: float, higher_is_better: bool) -> bool:
 NO_CHAMPION = "no champion yet"  # how a decision without a champion begins
 
 
+def fits_better(better: Mapping[str, float], worse: Mapping[str, float], margin: float = 0.0) -> bool:
+    """Whether `better`'s log loss is lower than `worse`'s by CALIBRATION_WIN of it or more, and by `margin` (NaN: no)."""
+    low, high = better.get("log_loss", math.nan), worse.get("log_loss", math.nan)
+    return low <= high * (1 - CALIBRATION_WIN) and high - low >= margin
+
+
+def outranks(metric: str, higher: bool, candidate: Mapping[str, float], leader: Mapping[str, float]) -> bool:
+    """Whether `candidate` scores better than `leader` on `metric`; on ROC AUC, of two within TIE_AUC, the one whose
+    log loss `fits_better` (the River probe: a window spanning two concepts ranked the hold-out at AUC 1.0000 against
+    0.9997 and was chosen, its accuracy 0.54 at the threshold where the smaller window's was 0.99)."""
+    value, lead = candidate.get(metric, math.nan), leader.get(metric, math.nan)
+    if math.isnan(value) or math.isnan(lead):
+        return False
+    if metric == "roc_auc" and abs(value - lead) <= TIE_AUC and (fits_better(candidate, leader) or fits_better(leader, candidate)):
+        return fits_better(candidate, leader)
+    return value > lead if higher else value < lead
+
+
 def _calibration_win(challenger: dict[str, float], champion: dict[str, float], won: float, margin: float) -> str:
     """Why a challenger short of a ROC AUC win but within TIE_AUC of the champion wins all the same, or "": its log loss is
     lower by CALIBRATION_WIN of the champion's or more, and by the margin. AUC reads only the ranking: a shift that moved
@@ -275,11 +294,24 @@ def _calibration_win(challenger: dict[str, float], champion: dict[str, float], w
     champion (the new-user probe: accuracy 0.49 against the challenger's 0.999, AUC 0.9999 against 1.0000, three
     retrainings rejected)."""
     ch, cp = challenger.get("log_loss", math.nan), champion.get("log_loss", math.nan)
-    if won < -TIE_AUC or not (ch <= cp * (1 - CALIBRATION_WIN) and cp - ch >= margin):  # NaN: no win
+    if won < -TIE_AUC or not fits_better(challenger, champion, margin):
         return ""
     return (f"challenger roc_auc {challenger['roc_auc']:.4f} ties champion {champion['roc_auc']:.4f} ({won:+.4f}, within {TIE_AUC}), and its "
             f"log_loss {ch:.4f} is {1 - ch / cp:.0%} below the champion's {cp:.4f} (at least {CALIBRATION_WIN:.0%}, and the margin {margin}): its "
             "probabilities fit the hold-out where the champion's do not")
+
+
+def _calibration_loss(challenger: dict[str, float], champion: dict[str, float], won: float, margin: float) -> str:
+    """Why a challenger ahead on ROC AUC by no more than TIE_AUC loses all the same, or "": the champion's log loss is
+    lower by CALIBRATION_WIN of the challenger's or more, and by the margin, the tie broken as `_calibration_win` breaks
+    it the other way (the River probe: AUC 1.0000 against 0.9999 promoted at margin 0 a challenger whose log loss was
+    0.5698 against 0.0197, and served accuracy fell from 0.996 to 0.744)."""
+    ch, cp = challenger.get("log_loss", math.nan), champion.get("log_loss", math.nan)
+    if won > TIE_AUC or not fits_better(champion, challenger, margin):
+        return ""
+    return (f"challenger roc_auc {challenger['roc_auc']:.4f} ties champion {champion['roc_auc']:.4f} ({won:+.4f}, within {TIE_AUC}), but its "
+            f"log_loss {ch:.4f} is above the champion's {cp:.4f}, {1 - cp / ch:.0%} lower (at least {CALIBRATION_WIN:.0%}, and the margin {margin}): its "
+            "probabilities do not fit the hold-out where the champion's do")
 
 
 def _units(value: float) -> str:
@@ -328,6 +360,9 @@ def decide(spec: DatasetSpec, challenger: dict[str, float], champion: dict[str, 
     won = gain(metric, higher, ch, cp)
     scores = f"{shown(ch)} {{}} champion {shown(cp)}" if share else f"{ch:.4f} {{}} champion {cp:.4f}"
     won_by, lost_by, limit = (f"{won:.2%} of it", f"{won:+.2%} of it", f"{margin:.2%}") if share else (f"{won:+.4f}", f"{won:+.4f}", f"{margin}")
+    tie_lost = _calibration_loss(challenger, champion, won, margin) if metric == "roc_auc" and won > 0 else ""
+    if tie_lost:  # recorded as decided on log loss, as a tie broken the other way is
+        return Decision(False, tie_lost, "log_loss", False, challenger["log_loss"], champion["log_loss"], margin, floor)
     if won >= margin and won > 0:  # a win: with a margin of 0, a tie promoted, saying 'beats ... by +0.0000' (the review)
         return Decision(True, f"challenger {metric} {scores.format('beats')} by {won_by} (margin {limit})", **common)
     tie_broken = _calibration_win(challenger, champion, won, margin) if metric == "roc_auc" else ""

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from mlplatform.domain.evaluation import primary_metric, score
+from mlplatform.domain.evaluation import outranks, primary_metric, score
 from mlplatform.domain.features import FeatureTransformer
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.training import FitMaker, TrainingConfig, TrainingResult, train, tuned_params
@@ -57,7 +57,7 @@ def train_best_window(
     fit_maker: FitMaker | None = None,
 ) -> WindowChoice:
     """Fit one model per candidate window (the newest `size - len(holdout)` rows of `train_part`) and keep the best on
-    `holdout`; a tie keeps the larger window.
+    `holdout` (`outranks`: of two binary models tied on ROC AUC, the one whose probabilities fit); a tie keeps the larger window.
 
     Tuning runs on the largest window only (its full trial budget); every smaller one is a single fit with the tuned
     parameters, so k candidates cost trials + k - 1 fits. A candidate with fewer than `config.min_rows` training rows, or
@@ -65,8 +65,8 @@ def train_best_window(
     """
     train_part = train_part[train_part[LABEL].notna()].reset_index(drop=True)
     metric, higher = primary_metric(spec)
-    sign = 1.0 if higher else -1.0
     fitted: list[tuple[Candidate, TrainingResult]] = []
+    scores: dict[int, dict[str, float]] = {}  # each fitted window's hold-out metrics, which `outranks` compares
     skipped: list[Candidate] = []
     used: dict[int, int] = {}
     for size in sorted(candidates, reverse=True):
@@ -81,13 +81,13 @@ def train_best_window(
         tuned = fitted[0][1] if fitted else None
         result = train(part, spec, config if tuned is None else replace(config, trials=1), transformer=transformer,
                        weights=None if weights is None else weights(len(part)), fit_maker=fit_maker, first_params=None if tuned is None else tuned_params(tuned))
-        value = score(spec, holdout[LABEL], result.predictor.predict(holdout)).get(metric, math.nan)
+        scores[size] = score(spec, holdout[LABEL], result.predictor.predict(holdout))
+        value = scores[size].get(metric, math.nan)
         used[rows] = size
         fitted.append((Candidate(size, rows, None if math.isnan(value) else value), result))
     best = fitted[0]  # a metric undefined on the hold-out (one class only) is undefined for all: the largest window stays
     for candidate, result in fitted[1:]:
-        value, leader = candidate.holdout_score, best[0].holdout_score
-        if value is not None and leader is not None and sign * value > sign * leader:
+        if outranks(metric, higher, scores[candidate.window], scores[best[0].window]):
             best = (candidate, result)
     ordered = tuple(sorted([c for c, _ in fitted] + skipped, key=lambda c: -c.window))
     return WindowChoice(best[1], best[0].window, metric, ordered)
