@@ -97,6 +97,11 @@ def test_a_source_too_small_for_the_demo_is_refused_before_anything_runs(project
     assert (code, err) == (1, "demo failed: model metered's source has 1268 labelled events, for which the demo sets retrain_every_n 335 and "
                               f"min_new_labelled_for_drift 266; {project / 'mlplatform' / 'defs' / 'metered' / 'defs.yaml'} sets its own in "
                               "loop:, which the demo cannot change\n")
+    _declare(project, "patient", _readings(1268), loop="retrain_cooldown_seconds: 3600")
+    code, _, err = _demo(project, "patient", state)
+    assert (code, err) == (1, f"demo failed: {project / 'mlplatform' / 'defs' / 'patient' / 'defs.yaml'} sets retrain_cooldown_seconds 3600 in "
+                              "loop:, which the demo cannot lift and would wait out twice; it waits out at most 300 s: run the demo on a copy of "
+                              "the model without it\n")
     assert not state.exists()
     with pytest.raises(DemoError, match=r"source has 3000 labelled events; the demo needs at least 3800 "):
         plan_demo("m", 3000, Settings(min_training_rows=2000))  # a first window of its share must hold min_training_rows
@@ -125,10 +130,11 @@ def test_the_demo_on_a_small_source_replays_what_it_says_and_its_sensor_fires_as
     the acts count labelled events, as the sensor does, so rows without a label are left out, and said."""
     readings = _readings(1300)
     readings.loc[(readings.index % 40 == 39) & (readings.index < 1280), "leak"] = None
-    _declare(project, "water", readings)
+    _declare(project, "water", readings, loop="retrain_cooldown_seconds: 6")  # its own, which the demo waits out (the River probe: "demo failed")
     state = tmp_path / "state"
     code, out, err = _demo(project, "water", state)
     assert code == 0, f"{out[-3000:]}\n{err[-3000:]}"
+    assert "the model's own cool-down, which the demo waits out" in out
     assert "mlplatform demo · model water (1268 labelled events)" in out and "   source: 32 of 1300 rows have no label the spec reads in 'leak': left out\n" in out
     assert ("the acts fit the source's events: 667, 335 and 266; the sensor's ticks take retrain_every_n 335 (the model's: 5000), "
             "min_new_labelled_for_drift 266 (the model's: 500)") in out

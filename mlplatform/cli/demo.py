@@ -38,6 +38,8 @@ STORY = FIRST_WINDOW + NEW_LABELLED + DRIFTED_ROWS
 MIN_EVENTS = 1_000  # its smallest act then holds about 200 events: fewer, and a hold-out or a drift report says little
 BATCH = 2_500
 DRIFTED_COLUMNS_PER_TYPE = 4
+MAX_OWN_COOLDOWN_S = 300.0  # a model's own cool-down the demo waits out (twice at most); a longer one is refused before it starts
+COOLDOWN_POLL_S = 5.0
 
 
 class DemoError(RuntimeError):
@@ -92,13 +94,32 @@ def reset_state(settings: Settings) -> None:
     (state / DEMO_MARKER).write_text("created by mlplatform demo\n", encoding="utf-8")
 
 
+def own_cooldown(name: str, thresholds: dict[str, int]) -> float:
+    """The cool-down the sensor keeps for `name` when the demo lifts it: the model's own `loop:` one, which wins over
+    the demo's (0 when the model sets none)."""
+    return PlatformResource(**thresholds, retrain_cooldown_seconds=0).model(name).settings.retrain_cooldown_seconds
+
+
+def _held(result: dg.SensorResult) -> bool:
+    return not result.run_requests and (result.skip_message or "").startswith("cool-down")
+
+
 def _sensor_tick(instance: dg.DagsterInstance, names: ModelNames, cursor: str | None, thresholds: dict[str, int],
                  say: Callable[[str], None]) -> tuple[list[dg.RunRequest], str | None, str | None]:
-    """One tick of the retraining sensor at the plan's thresholds; held by the cool-down since the latest retraining, one more without it."""
+    """One tick of the retraining sensor at the plan's thresholds; held by the cool-down since the latest retraining, one
+    more without it; held by the model's own cool-down (which the demo cannot lift, at most MAX_OWN_COOLDOWN_S), ticks
+    until it has passed (a model's `loop: {retrain_cooldown_seconds: 60}` failed the demo: the River probe)."""
     result = tick(instance, names.retraining_sensor, cursor, PlatformResource(**thresholds))
-    if not result.run_requests and (result.skip_message or "").startswith("cool-down"):
+    if _held(result):
         say(f"   sensor: {result.skip_message}; the demo replays hours of traffic in seconds, so it lifts the cool-down for one more tick")
-        result = tick(instance, names.retraining_sensor, cursor, PlatformResource(**thresholds, retrain_cooldown_seconds=0))
+        lifted = PlatformResource(**thresholds, retrain_cooldown_seconds=0)
+        result = tick(instance, names.retraining_sensor, cursor, lifted)
+        if _held(result):
+            say(f"   sensor: {result.skip_message}: the model's own cool-down, which the demo waits out")
+            deadline = time.monotonic() + own_cooldown(names.model, thresholds) + COOLDOWN_POLL_S
+            while _held(result) and time.monotonic() < deadline:
+                time.sleep(COOLDOWN_POLL_S)
+                result = tick(instance, names.retraining_sensor, cursor, lifted)
     return list(result.run_requests or []), result.cursor, result.skip_message
 
 
@@ -143,6 +164,9 @@ def run_demo(settings: Settings, model_name: str = DEMO_MODEL, say: Callable[[st
     if (seen.retrain_every_n, seen.min_new_labelled_for_drift) != (plan.new_labelled, plan.drift_bar):
         raise DemoError(f"model {model.name}'s source has {len(rows)} labelled events, for which the demo sets retrain_every_n {plan.new_labelled} and "
                         f"min_new_labelled_for_drift {plan.drift_bar}; {model.declared_in} sets its own in loop:, which the demo cannot change")
+    if (cooldown := own_cooldown(model.name, thresholds)) > MAX_OWN_COOLDOWN_S:
+        raise DemoError(f"{model.declared_in} sets retrain_cooldown_seconds {cooldown:g} in loop:, which the demo cannot lift and would wait out "
+                        f"twice; it waits out at most {MAX_OWN_COOLDOWN_S:g} s: run the demo on a copy of the model without it")
     reset_state(settings)
     prepare_dagster_home(settings)
     model = platform(settings).model(model_name)
