@@ -125,6 +125,29 @@ def test_residual_correction_inverts_the_score_of_a_segment_whose_concept_flippe
     assert (out[PREDICTION].to_numpy()[late] == truth[late]).mean() > 0.95
 
 
+def test_residual_correction_answers_only_while_it_errs_less_than_the_champion() -> None:
+    """The River probe: on a stationary regression stream (the champion right on average, its residuals noise) the
+    correction chased the noise and served an RMSE 25 % above the champion's. It now answers the champion's own value
+    until its corrected errors are the smaller; where the stream moves away from the champion, it takes over."""
+    bike = load_spec(REPO_ROOT / "data" / "bike_sharing.yaml")
+    rng = np.random.default_rng(1)
+    n = 4000
+    seasons = pd.DataFrame({"season": rng.choice(["1", "2", "3", "4"], n)})
+    champion = rng.normal(100.0, 30.0, n)  # what the champion predicts; the labels are that plus noise, or later shifted
+    stationary = pd.Series(champion + rng.normal(0.0, 40.0, n))
+    corrector = ResidualCorrector(bike)
+    out = corrector.apply(seasons, pd.DataFrame({PREDICTION: champion}), stationary)[PREDICTION].to_numpy()
+    ungated = np.array([corrector._corrected(z, terms) for z, terms in zip(champion, corrector.keys(seasons))])  # what it would have answered
+    rmse = {name: float(np.sqrt(np.mean((values - stationary.to_numpy()) ** 2))) for name, values in
+            (("answered", out), ("champion", champion))}
+    assert not corrector.answering and rmse["answered"] <= rmse["champion"] * 1.01, rmse
+    assert float(np.sqrt(np.mean((ungated - stationary.to_numpy()) ** 2))) > rmse["champion"], "the correction alone errs more here"
+    shifted = pd.Series(champion + 80.0 + rng.normal(0.0, 10.0, n))  # the stream moved: the correction learns the offset and answers
+    moved = ResidualCorrector(bike).apply(seasons, pd.DataFrame({PREDICTION: champion}), shifted)[PREDICTION].to_numpy()
+    late = slice(n - 500, n)
+    assert np.abs(moved[late] - shifted.to_numpy()[late]).mean() < 0.5 * np.abs(champion[late] - shifted.to_numpy()[late]).mean()
+
+
 def test_bad_benchmark_inputs_are_refused(adult_spec: DatasetSpec, settings: Settings) -> None:
     multiclass = parse_spec({"name": "m", "task": "multiclass", "label": "y", "classes": ["a", "b", "c"], "features": {"x": "numeric"}})
     with pytest.raises(ValueError, match="not multiclass"):

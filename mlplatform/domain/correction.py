@@ -6,6 +6,9 @@ offset and a slope on z, the terms being a bias and each categorical value — i
 label as it arrives (normalised LMS); a slope lets a segment whose relation flipped invert the score,
 so the served prediction follows a drift within hundreds of events while LightGBM and the registry stay
 the source of the model. It is reset whenever a new champion is promoted: its errors are not the old one's.
+It answers only while it has been the better of the two on the labels it learnt from (an exponentially weighted
+squared error, half-life GATE_HALF_LIFE labels), else the champion's own score: on a stationary regression stream
+its updates chased noise and served an RMSE 25 % above the champion's (the River probe).
 
 The pieces (`terms`/`keys`, `link`/`scores`, `correct`, `learn`) are what the prediction service calls per
 request and per /feedback label; `apply` is the benchmark's test-then-train loop over the same pieces, so the
@@ -29,6 +32,8 @@ from mlplatform.domain.threshold import DEFAULT_THRESHOLD
 BIAS = "__bias__"
 EPS = 1e-6
 MAX_EXPONENT = 700.0  # math.exp overflows just above 709; the probability is 0 to double precision long before
+GATE_HALF_LIFE = 200  # labels: how fast the record of corrected against uncorrected errors forgets
+_GATE_DECAY = 0.5 ** (1 / GATE_HALF_LIFE)
 
 
 class ResidualCorrector:
@@ -52,10 +57,17 @@ class ResidualCorrector:
         self.offsets: dict[str, float] = {}
         self.slopes: dict[str, float] = {}
         self.updates = 0
+        self.errors = (0.0, 0.0)  # weighted squared errors of the corrected and of the champion's own predictions
 
     def reset(self) -> None:
         with self._lock:
-            self.offsets, self.slopes = {}, {}
+            self.offsets, self.slopes, self.errors = {}, {}, (0.0, 0.0)
+
+    @property
+    def answering(self) -> bool:
+        """Whether the correction answers (it has erred less than the champion's own score on recent labels)."""
+        corrected, raw = self.errors
+        return corrected <= raw
 
     @property
     def learned_terms(self) -> int:
@@ -105,20 +117,25 @@ class ResidualCorrector:
         return self._inverse(z + shift)
 
     def correct(self, z: float, terms: Sequence[str]) -> float:
-        """The corrected prediction (regression) or positive-class probability (binary) for score z."""
+        """The prediction (regression) or positive-class probability (binary) answered for score z: corrected while
+        the correction is `answering`, else the champion's own."""
         with self._lock:
-            return self._corrected(z, terms)
+            return self._corrected(z, terms) if self.answering else self._inverse(z)
 
     def learn(self, z: float, terms: Sequence[str], label: object) -> float:
-        """One label updates the weights of its terms; returns the correction's prediction before it (test-then-train)."""
+        """One label updates the weights of its terms and the record of both errors; returns what `correct` answered
+        before it (test-then-train)."""
         with self._lock:
-            value = self._corrected(z, terms)
-            step = self.learning_rate * (self._target(label) - value) / (len(terms) * (1.0 + z * z))
+            value, raw, target = self._corrected(z, terms), self._inverse(z), self._target(label)
+            answered = value if self.answering else raw
+            corrected_error, raw_error = self.errors
+            self.errors = (_GATE_DECAY * corrected_error + (target - value) ** 2, _GATE_DECAY * raw_error + (target - raw) ** 2)
+            step = self.learning_rate * (target - value) / (len(terms) * (1.0 + z * z))
             for t in terms:
                 self.offsets[t] = self.offsets.get(t, 0.0) + step
                 self.slopes[t] = self.slopes.get(t, 0.0) + step * z
             self.updates += 1
-        return value
+        return answered
 
     def apply(self, raw: pd.DataFrame, predicted: pd.DataFrame, labels: pd.Series | None = None, threshold: float = DEFAULT_THRESHOLD) -> pd.DataFrame:
         """Corrected predictions for `raw`, in order; with `labels`, each label updates the weights right after its
