@@ -130,7 +130,7 @@ def test_the_demo_on_a_small_source_replays_what_it_says_and_its_sensor_fires_as
     the acts count labelled events, as the sensor does, so rows without a label are left out, and said."""
     readings = _readings(1300)
     readings.loc[(readings.index % 40 == 39) & (readings.index < 1280), "leak"] = None
-    _declare(project, "water", readings, loop="retrain_cooldown_seconds: 6")  # its own, which the demo waits out (the River probe: "demo failed")
+    _declare(project, "water", readings, loop="retrain_cooldown_seconds: 20")  # its own, which the demo waits out (the River probe: "demo failed")
     state = tmp_path / "state"
     code, out, err = _demo(project, "water", state)
     assert code == 0, f"{out[-3000:]}\n{err[-3000:]}"

@@ -321,24 +321,36 @@ def test_a_model_that_does_not_fit_the_spec_is_refused_naming_the_difference(adu
 
 def test_a_champion_served_after_the_spec_gained_a_class_gives_it_probability_zero(tmp_path: Path) -> None:
     """The yeast probe: after `classes` gained one, the champion trained before kept serving (as it should: it never
-    predicts the class) and its `probabilities` lacked it, where the README says they map every class."""
+    predicts the class) and its `probabilities` lacked it, where the README says they map every class; the review: the
+    class gained by an edit while serving ran (which /feedback takes at once) was left out until a restart."""
+    import time
+
+    import yaml
+
     from mlplatform.settings import Settings
     from mlplatform.stores.eventlog import EventLog
     from mlplatform.stores.registry import Registry
     from mlplatform_tests.test_history_serving import Parts, serving
 
-    gained = parse_spec({"name": "tri", "task": "multiclass", "label": "y", "classes": ["a", "b", "c"], "features": {"x": "numeric"}})
-    started = gained.model_copy(update={"classes": ["a", "b"]})
+    declared = {"name": "tri", "task": "multiclass", "label": "y", "classes": ["a", "b"], "features": {"x": "numeric"}}
+    spec_path = tmp_path / "tri.yaml"
+    spec_path.write_text(yaml.safe_dump(declared), encoding="utf-8")
+    started = load_spec(spec_path)
     x = np.random.default_rng(5).random(900)
     events = validate_frame(pd.DataFrame({"x": x, "y": np.where(x < 0.5, "a", "b")}), started, generated_id_prefix="t", generated_time_start_us=0).events
-    settings = Settings(state_dir=tmp_path / "state")
+    settings = Settings(state_dir=tmp_path / "state", dataset_spec=spec_path, serve_reload_seconds=0.2)
     settings.ensure_dirs()
     registry = Registry(settings.tracking_uri, settings.artifact_root, started)
     registry.promote(registry.log_model(train(events, started, TINY), events, {}, {}).version)
-    log = EventLog.for_dataset(settings.events_dir, gained)
+    log = EventLog.for_dataset(settings.events_dir, started)
     try:
-        with serving(Parts("tri", settings, gained, log, Registry(settings.tracking_uri, settings.artifact_root, gained))) as client:
-            answer = client.post("/predict", json={"x": 0.2}).json()
+        with serving(Parts("tri", settings, started, log, registry)) as client:
+            assert list(client.post("/predict", json={"x": 0.2}).json()["probabilities"]) == ["a", "b"]
+            spec_path.write_text(yaml.safe_dump({**declared, "classes": ["a", "b", "c"]}), encoding="utf-8")
+            deadline = time.monotonic() + 30
+            while "c" not in (answer := client.post("/predict", json={"x": 0.2}).json())["probabilities"]:
+                assert time.monotonic() < deadline, answer
+                time.sleep(0.2)
         assert answer["prediction"] == "a" and list(answer["probabilities"]) == ["a", "b", "c"] and answer["probabilities"]["c"] == 0.0, answer
         assert sum(answer["probabilities"].values()) == pytest.approx(1.0)
     finally:

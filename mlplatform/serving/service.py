@@ -374,7 +374,7 @@ class ModelService:
         served_version = str(version)
         labels = predictions.tolist()
         classes = model.predictor.classes or []
-        gained = dict.fromkeys([c for c in self.spec.classes or [] if c not in classes], 0.0)  # the spec's classes the version never learnt
+        gained = dict.fromkeys([c for c in self.spec_file.spec.classes or [] if c not in classes], 0.0)  # the spec's (as edited) the version never learnt
         answers, rows = [], []
         for i, (row, event_id) in enumerate(zip(clean, event_ids)):
             answer: dict[str, Any] = {"event_id": event_id, "model_version": version, "prediction": labels[i]}
