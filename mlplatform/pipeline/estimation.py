@@ -25,8 +25,7 @@ from mlplatform.pipeline.retraining import unseen_after, with_history
 from mlplatform.settings import Settings
 from mlplatform.stores.eventlog import EventStore
 
-SHOWN_RESOLUTION = 5e-5  # half the last of the four decimals a band and a realized value are shown with
-LABEL_UNITS = ("mae", "rmse")  # errors in the label's units, shown to four significant figures of their size
+SHOWN_DECIMALS = 4  # of a band and a realized value in the trust verdict and the chunk table
 
 
 @dataclass(frozen=True)
@@ -55,14 +54,11 @@ class ChunkResult:
         return LabelledPart(self.labelled, e.metrics[metric], e.lower[metric], e.upper[metric], self.realized[metric])
 
     def outside_band(self, metric: str) -> bool:
-        """Realized performance left the band the estimate gave for the same labelled events, by more than the four
-        significant decimals every verdict prints (of an error in the label's units, of its value): a near-perfect
-        classifier's band collapsed to 0.9998-1.0000, and realized 0.9998 read as a concept change (the River probe)."""
+        """Realized performance left the band the estimate gave for the same labelled events, as the verdicts print them
+        (SHOWN_DECIMALS): a near-perfect classifier's band collapsed to 0.9998-1.0000, and "realized 0.9998 below" it
+        read as a concept change (the River probe)."""
         part = self.labelled_part(metric)
-        if part is None:
-            return False
-        tolerance = SHOWN_RESOLUTION * (abs(part.estimate) if metric in LABEL_UNITS else 1.0)
-        return not part.lower - tolerance <= part.realized <= part.upper + tolerance
+        return part is not None and not round(part.lower, SHOWN_DECIMALS) <= round(part.realized, SHOWN_DECIMALS) <= round(part.upper, SHOWN_DECIMALS)
 
     def better_than_band(self, metric: str) -> bool:
         """Outside the band on the good side: above it, or below it for an error (mae)."""
@@ -127,7 +123,7 @@ class EstimationReport:
             if c.outside_band(self.metric) and c.labelled_estimate is not None:
                 e, m = c.labelled_estimate, self.metric
                 side = "above" if c.realized[m] > e.upper[m] else "below"
-                out.append(f"realized {m} {c.realized[m]:.4f} {side} the estimate's band {e.lower[m]:.4f}-{e.upper[m]:.4f} on {c.labelled} labelled "
+                out.append(f"realized {m} {c.realized[m]:.{SHOWN_DECIMALS}f} {side} the estimate's band {e.lower[m]:.{SHOWN_DECIMALS}f}-{e.upper[m]:.{SHOWN_DECIMALS}f} on {c.labelled} labelled "
                            f"events ({'better' if c.better_than_band(m) else 'worse'} than estimated)")
         return out
 
@@ -143,7 +139,7 @@ class EstimationReport:
             e = c.labelled_estimate
             if e is None or not c.better_than_band(self.metric):
                 continue
-            out += [f"realized {k} {c.realized[k]:.4f} below the estimate's band {e.lower[k]:.4f}-{e.upper[k]:.4f} on {c.labelled} labelled events"
+            out += [f"realized {k} {c.realized[k]:.{SHOWN_DECIMALS}f} below the estimate's band {e.lower[k]:.{SHOWN_DECIMALS}f}-{e.upper[k]:.{SHOWN_DECIMALS}f} on {c.labelled} labelled events"
                     for k in sorted(c.realized) if k != self.metric and HIGHER_IS_BETTER.get(k) and k in e.lower and k in e.upper
                     and c.outside_band(k) and not c.better_than_band(k)]
         return out
