@@ -75,6 +75,30 @@ def test_a_step_that_crashes_keeps_its_stack_and_the_steps_it_left_out(state: Se
     assert "RuntimeError: disk on fire" in err and "Dependencies for step" in err and "evaluation_report" in err.split("Dependencies for step", 1)[1], err[-3000:]
 
 
+def test_a_retried_error_is_no_fault_and_a_failed_step_is() -> None:
+    """The review: the filter counted a retry's error (the assets retry transient ones) as a crash, and kept the "not
+    executed" lines of a later finding. Only a step's or a run's failure on an error that is no finding is a fault."""
+    import logging
+    from types import SimpleNamespace
+
+    from dagster._core.log_manager import LOG_RECORD_METADATA_ATTR
+
+    from mlplatform.orchestration.console import NOT_RUN, WithoutFindings
+
+    def record(event_type: str | None, cls_name: str | None = None, message: str = "") -> logging.LogRecord:
+        line = logging.LogRecord("console", logging.INFO, __file__, 0, message, None, None)
+        error = SimpleNamespace(cls_name=cls_name, cause=None) if cls_name else None
+        event = None if event_type is None else SimpleNamespace(event_type_value=event_type, event_specific_data=SimpleNamespace(error=error))
+        setattr(line, LOG_RECORD_METADATA_ATTR, {"dagster_event": event, "orig_message": message})
+        return line
+
+    not_run = record(None, message=f"{NOT_RUN}adult__evaluation_report were not executed")
+    console = WithoutFindings()
+    assert console.filter(record(dg.DagsterEventType.STEP_UP_FOR_RETRY.value, "OperationalError"))  # shown, and not a fault
+    assert not console.filter(record(dg.DagsterEventType.STEP_FAILURE.value, "Failure")) and not console.filter(not_run), "a finding's"
+    assert console.filter(record(dg.DagsterEventType.STEP_FAILURE.value, "RuntimeError")) and console.filter(not_run), "a fault's"
+
+
 def test_status_json_after_two_versions(
     state: Settings, instance: dg.DagsterInstance, adult_spec: DatasetSpec, adult_rows: pd.DataFrame, capsys: pytest.CaptureFixture[str],
     tmp_path: Path

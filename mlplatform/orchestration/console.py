@@ -17,6 +17,7 @@ from mlplatform.orchestration.interrupts import INTERRUPT_ERRORS, await_cancel_m
 # says it whole), and a blocking check's failure (the command names the check and its finding).
 FINDINGS = (dg.Failure.__name__, BLOCKING_CHECK_FAILED)
 NOT_RUN = "Dependencies for step "  # Dagster's line for each step left out after one failed
+FAILURES = (dg.DagsterEventType.STEP_FAILURE.value, dg.DagsterEventType.RUN_FAILURE.value)
 
 
 def _meta(record: logging.LogRecord) -> dict[str, Any]:
@@ -55,7 +56,8 @@ class WithoutFindings(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         error = _error(record)
         if error is not None:
-            self.faulted = self.faulted or error.cls_name not in FINDINGS
+            failed = _meta(record)["dagster_event"].event_type_value in FAILURES  # a retry's error is no fault when the retry succeeds (the review)
+            self.faulted = self.faulted or failed and error.cls_name not in FINDINGS
             return error.cls_name not in FINDINGS
         return self.faulted or not str(_meta(record).get("orig_message", "")).startswith(NOT_RUN)
 
