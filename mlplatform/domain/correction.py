@@ -6,9 +6,11 @@ offset and a slope on z, the terms being a bias and each categorical value — i
 label as it arrives (normalised LMS); a slope lets a segment whose relation flipped invert the score,
 so the served prediction follows a drift within hundreds of events while LightGBM and the registry stay
 the source of the model. It is reset whenever a new champion is promoted: its errors are not the old one's.
-It answers only while it has been the better of the two on the labels it learnt from (an exponentially weighted
-squared error, half-life GATE_HALF_LIFE labels), else the champion's own score: on a stationary regression stream
-its updates chased noise and served an RMSE 25 % above the champion's (the River probe).
+A record answers only where it has been the better of the two on the labels of its terms (an exponentially weighted
+squared error per term, half-life GATE_HALF_LIFE of the term's labels, summed over the record's terms), else the
+champion's own score: on a stationary regression stream its updates chased noise and served an RMSE 25 % above the
+champion's (the River probe); per term, so that a flipped segment of 1 % of the stream is still corrected while the
+rest, where the correction only adds noise, is not (one record for the whole stream shut it off everywhere: the review).
 
 The pieces (`terms`/`keys`, `link`/`scores`, `correct`, `learn`) are what the prediction service calls per
 request and per /feedback label; `apply` is the benchmark's test-then-train loop over the same pieces, so the
@@ -57,16 +59,19 @@ class ResidualCorrector:
         self.offsets: dict[str, float] = {}
         self.slopes: dict[str, float] = {}
         self.updates = 0
-        self.errors = (0.0, 0.0)  # weighted squared errors of the corrected and of the champion's own predictions
+        self.errors: dict[str, tuple[float, float]] = {}  # per term: weighted squared errors, corrected and the champion's own
 
     def reset(self) -> None:
         with self._lock:
-            self.offsets, self.slopes, self.errors = {}, {}, (0.0, 0.0)
+            self.offsets, self.slopes, self.errors = {}, {}, {}
 
-    @property
-    def answering(self) -> bool:
-        """Whether the correction answers (it has erred less than the champion's own score on recent labels)."""
-        corrected, raw = self.errors
+    def answering(self, terms: Sequence[str]) -> bool:
+        """Whether the correction answers a record of these terms: it has erred less than the champion's own score on
+        the recent labels of its terms (summed: a term without labels yet weighs nothing)."""
+        corrected = raw = 0.0
+        for t in terms:
+            c, r = self.errors.get(t, (0.0, 0.0))
+            corrected, raw = corrected + c, raw + r
         return corrected <= raw
 
     @property
@@ -120,16 +125,18 @@ class ResidualCorrector:
         """The prediction (regression) or positive-class probability (binary) answered for score z: corrected while
         the correction is `answering`, else the champion's own."""
         with self._lock:
-            return self._corrected(z, terms) if self.answering else self._inverse(z)
+            return self._corrected(z, terms) if self.answering(terms) else self._inverse(z)
 
     def learn(self, z: float, terms: Sequence[str], label: object) -> float:
         """One label updates the weights of its terms and the record of both errors; returns what `correct` answered
         before it (test-then-train)."""
         with self._lock:
             value, raw, target = self._corrected(z, terms), self._inverse(z), self._target(label)
-            answered = value if self.answering else raw
-            corrected_error, raw_error = self.errors
-            self.errors = (_GATE_DECAY * corrected_error + (target - value) ** 2, _GATE_DECAY * raw_error + (target - raw) ** 2)
+            answered = value if self.answering(terms) else raw
+            corrected_error, raw_error = (target - value) ** 2, (target - raw) ** 2
+            for t in terms:
+                c, r = self.errors.get(t, (0.0, 0.0))
+                self.errors[t] = (_GATE_DECAY * c + corrected_error, _GATE_DECAY * r + raw_error)
             step = self.learning_rate * (target - value) / (len(terms) * (1.0 + z * z))
             for t in terms:
                 self.offsets[t] = self.offsets.get(t, 0.0) + step
