@@ -13,7 +13,9 @@ import pytest
 from mlplatform.stores.eventlog import EventLog
 from mlplatform.pipeline.landing import FileOutcome, LandingPolicy, TAKEN_INDEX, ingest_file, ingest_pending
 from mlplatform.settings import Settings
-from mlplatform.domain.spec import DatasetSpec, parse_spec
+from mlplatform.domain.spec import DatasetSpec, load_spec, parse_spec
+from mlplatform.pipeline.replay import read_source
+from mlplatform.settings import REPO_ROOT
 from mlplatform.domain.validation import EVENT_ID
 
 from mlplatform_tests.conftest import ADULT_COLUMNS as COLUMNS
@@ -193,6 +195,20 @@ def test_an_id_landed_again_with_other_values_is_quarantined_naming_the_value_an
     assert log.get(["p1"])["hours-per-week"].tolist() == [0.7643590101978774], "the logged value stays"
     off = ingest_file(_drop(landing, "off.csv", _csv(precise.assign(event_id=["p1", "p3"], **{"hours-per-week": ["0.7643590101979", "1"]}))), adult_spec, log)
     assert off.quarantined == 1 and "0.7643590101978774 logged, 0.7643590101979 here" in _quarantine(log)["reason"].tolist()[-1]
+    # The review: the same rule for an id repeated in one file, and for a regression label (in a file and through /feedback).
+    twice = pd.concat([precise.iloc[[0]].assign(event_id="p4"), precise.iloc[[0]].assign(event_id="p4", **{"hours-per-week": "0.764359010197877"})])
+    folded = ingest_file(_drop(landing, "twice.csv", _csv(twice)), adult_spec, log)
+    assert (folded.ingested, folded.duplicates, folded.quarantined) == (1, 1, 0), folded
+    bike = load_spec(REPO_ROOT / "data" / "bike_sharing.yaml")
+    counts = EventLog(landing.parent / "bike.sqlite", bike)
+    try:
+        rows_ = read_source(bike).iloc[:2].assign(instant=["b1", "b2"], cnt=["0.30000000000000004", "7"])
+        assert ingest_file(_drop(landing, "bike.csv", rows_.to_csv(index=False)), bike, counts).ingested == 2
+        again = ingest_file(_drop(landing, "bike-again.csv", rows_.assign(cnt=["0.3", "7"]).to_csv(index=False)), bike, counts)
+        assert (again.duplicates, again.quarantined) == (2, 0), again
+        assert counts.add_labels(["b1", "b2"], [0.3, 7.000001]).unchanged == ["b1"], "a label 1e-7 apart is another label"
+    finally:
+        counts.close()
 
 
 def test_extra_columns_are_ignored_and_reported(landing: Path, log: EventLog, adult_spec: DatasetSpec, rows: pd.DataFrame) -> None:

@@ -291,13 +291,38 @@ def _record_json(frame: pd.DataFrame, rows: pd.Index) -> list[str]:
     return [json.dumps({k: _cell_text(v) for k, v in rec.items()}, ensure_ascii=False)[:4096] for rec in sub.to_dict("records")]
 
 
-def _fold_repeats(kept: pd.DataFrame, repeats: pd.DataFrame, content_cols: list[str]) -> tuple[pd.DataFrame, int, list[tuple[object, str]]]:
+# Two numbers that agree to 15 significant digits are one value: Excel and `%.15g` exports write that many, and a
+# labelled re-export of landed events was quarantined whole as "other values" one digit in the 16th apart (the probe).
+SAME_NUMBER_RTOL = 5e-15  # %.15g rounds by at most half a unit of the 15th digit: 5e-15 of the value
+
+
+def same_numbers(given: pd.Series, kept: pd.Series) -> np.ndarray:
+    """Where two columns of numbers hold one value each row (`SAME_NUMBER_RTOL`); False where either is missing or no number."""
+    return np.isclose(pd.to_numeric(given, errors="coerce"), pd.to_numeric(kept, errors="coerce"), rtol=SAME_NUMBER_RTOL, atol=0.0)
+
+
+def same_number(given: object, kept: object) -> bool:
+    """`same_numbers` of two values; False for a value that is no number."""
+    try:
+        return math.isclose(float(given), float(kept), rel_tol=SAME_NUMBER_RTOL)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+
+
+def _as_15_digits(frame: pd.DataFrame, numeric: list[str]) -> pd.DataFrame:
+    """The numeric columns rounded to 15 significant digits, which `%.15g` keeps: what an id's repeats are compared on."""
+    return frame.assign(**{c: [v if v != v else float(f"{v:.15g}") for v in frame[c].astype("float64")] for c in numeric}) if numeric else frame
+
+
+def _fold_repeats(kept: pd.DataFrame, repeats: pd.DataFrame, content_cols: list[str], numeric: list[str],
+                  spec_is_classification: bool) -> tuple[pd.DataFrame, int, list[tuple[object, str]]]:
     """An id repeated in one file, folded into its first row: the same event again is a duplicate, and one that brings the
     label its first row lacked (an export that lists an event, then again once labelled) labels it, as a label file
     would; other values, or another label, are a conflict. Returns the kept rows, the duplicates and (row, reason) per
     conflict. Column operations only: a file that lists every event twice folds in about the time it is read."""
-    originals = kept[content_cols].astype(object).drop_duplicates()
-    identical = repeats[content_cols].astype(object).merge(originals, how="left", indicator=True)["_merge"].eq("both").to_numpy()
+    numbers = [c for c in content_cols if c in numeric]
+    originals = _as_15_digits(kept[content_cols], numbers).astype(object).drop_duplicates()
+    identical = _as_15_digits(repeats[content_cols], numbers).astype(object).merge(originals, how="left", indicator=True)["_merge"].eq("both").to_numpy()
     conflicts: list[tuple[object, str]] = [(row, "event_id: repeated in the same file with different values") for row in repeats.index[~identical]]
     same = repeats[identical]
     labelled = same[same[LABEL].notna()]
@@ -307,6 +332,8 @@ def _fold_repeats(kept: pd.DataFrame, repeats: pd.DataFrame, content_cols: list[
         final = kept.set_index(EVENT_ID)[LABEL]
         recorded = labelled[EVENT_ID].map(final)
         other = (recorded != labelled[LABEL]).to_numpy(dtype=bool, na_value=False)
+        if not spec_is_classification:
+            other &= ~same_numbers(recorded, labelled[LABEL])
         conflicts += [(row, label_conflict(r, g)) for row, r, g in zip(labelled.index[other], recorded[other], labelled[LABEL][other])]
         return kept, len(same) - int(other.sum()), sorted(conflicts, key=lambda c: c[0])  # type: ignore[arg-type, return-value]
     return kept, len(same), conflicts
@@ -460,7 +487,8 @@ def validate_frame(
     repeats = valid[~first]
     duplicates = 0
     if len(repeats):
-        kept, duplicates, conflicts = _fold_repeats(kept, repeats, [c for c in valid.columns if c != LABEL and (c != EVENT_TIME or time_col is not None)])
+        kept, duplicates, conflicts = _fold_repeats(kept, repeats, [c for c in valid.columns if c != LABEL and (c != EVENT_TIME or time_col is not None)],
+                                                    spec.numeric_features, spec.is_classification)
         if conflicts:
             rows = pd.Index([row for row, _ in conflicts])
             quarantined = pd.concat([quarantined, pd.DataFrame({"row_number": numbers[rows], "reason": [why for _, why in conflicts],

@@ -5,6 +5,8 @@ Kept current by `drift_report_sensor` (orchestration/sensors.py) every `drift_ev
 retraining sensor reads its latest metadata for the estimated_drop trigger.
 """
 
+from collections.abc import Mapping
+
 import dagster as dg
 import numpy as np
 import pandas as pd
@@ -17,7 +19,7 @@ from mlplatform.orchestration.assets import markdown_table, value_snapshot_metad
 from mlplatform.orchestration.names import ESTIMATE_FLOOR_CHECK, ESTIMATE_TRUST_CHECK, ESTIMATED_PERFORMANCE, RAW_EVENTS, ModelNames
 from mlplatform.orchestration.resources import PlatformResource
 from mlplatform.pipeline.estimation import ChunkResult, EstimationReport, EstimationSkipped, estimate_floors, estimate_performance
-from mlplatform.pipeline.live_quality import Bound, unfloored
+from mlplatform.pipeline.live_quality import Bound, never_met, unfloored
 from mlplatform.root import ModelContext
 from mlplatform.stores.evidently_workspace import ESTIMATED_KIND, ValuePoint, WorkspaceEntry, add_value_snapshots
 
@@ -69,17 +71,18 @@ def chunk_table(report: EstimationReport) -> str:
     return markdown_table(pd.DataFrame(rows))
 
 
-def floor_verdict(recent: Estimate, floors: list[Bound]) -> tuple[list[str], str]:
-    """The floors the recent estimate breaches, and the verdict saying them, or the floors of metrics undefined on its
-    events, which it could not check (the estimation probe: AUC of events all scored as one class read 'within floors')."""
-    breaches = [b.describe(recent.metrics[b.metric]).replace("live ", "estimated ") for b in floors
-                if b.metric in recent.metrics and b.breached_by(recent.metrics[b.metric])]
+def floor_verdict(recent: Estimate, floors: list[Bound], version: int, holdout: Mapping[str, float]) -> tuple[list[str], str]:
+    """The floors the recent estimate breaches, and the verdict saying them (with those the `version`'s own `holdout`
+    missed too: `never_met`), or the floors of metrics undefined on its events, which it could not check (the
+    estimation probe: AUC of events all scored as one class read 'within floors')."""
+    breached = [b for b in floors if b.metric in recent.metrics and b.breached_by(recent.metrics[b.metric])]
+    breaches = [b.describe(recent.metrics[b.metric]).replace("live ", "estimated ") for b in breached]
     if not recent.metrics:
         return breaches, f"no estimate: {recent.note}"
     if not floors:  # a regression model with no RMSE floor set: "within floors" said a check that never ran (the estimation probe)
         return breaches, unfloored("estimated", recent.metrics)
     unchecked = sorted({b.metric for b in floors if b.metric not in recent.metrics})
-    text = "; ".join(breaches) or "estimate within floors"
+    text = ("; ".join(breaches) or "estimate within floors") + never_met(version, breached, holdout)
     if unchecked:
         text += f" ({', '.join(unchecked)} undefined on these {recent.events} events: {'its floor' if len(unchecked) == 1 else 'their floors'} not checked)"
     return breaches, text
@@ -174,7 +177,7 @@ def build_estimated_performance(names: ModelNames, retry: dg.RetryPolicy, freshn
                                for name in (ESTIMATE_FLOOR_CHECK, ESTIMATE_TRUST_CHECK)],
             )
         recent, floors = result.recent.estimate, estimate_floors(settings, spec)
-        breaches, floor_text = floor_verdict(recent, floors)
+        breaches, floor_text = floor_verdict(recent, floors, result.champion_version, result.reference)
         untrusted, trust_text = result.untrusted, trust_verdict(result)
         context.log.info(f"{floor_text}; {trust_text}")
         return dg.MaterializeResult(

@@ -83,13 +83,19 @@ class LiveQuality:
             return unfloored("live", self.metrics)
         unchecked = [b.metric for b in self.bounds if b.metric not in self.metrics]
         undefined = f" ({', '.join(unchecked)} undefined on these events, no positive predicted or labelled: not checked)" if unchecked else ""
-        reference = holdout or {}
-        never = [b for b in self.bounds if b.metric in self.metrics and b.breached_by(self.metrics[b.metric])
-                 and b.metric in reference and b.breached_by(reference[b.metric])]
-        unmet = (f" (v{self.model_version}'s own hold-out {', '.join(f'{b.metric} {reference[b.metric]:.4f}' for b in never)} was beyond "
-                 f"{'it' if len(never) == 1 else 'them'} too: a floor this model never met, no drop; set the model's own in its defs.yaml, "
-                 f"loop: {{{', '.join(f'{LOOP_KEYS[b.metric]}: <value>' for b in never)}}})") if never else ""
-        return ("; ".join(self.breaches) or "within floors") + unmet + undefined
+        breached = [b for b in self.bounds if b.metric in self.metrics and b.breached_by(self.metrics[b.metric])]
+        return ("; ".join(self.breaches) or "within floors") + never_met(self.model_version, breached, holdout or {}) + undefined
+
+
+def never_met(version: int, breached: list[Bound], holdout: Mapping[str, float]) -> str:
+    """Of the `breached` bounds, those the version's own `holdout` metrics were beyond too, said as floors it never met,
+    with the setting to change ("" when none): the live and the estimated verdicts say it alike."""
+    never = [b for b in breached if b.metric in holdout and b.breached_by(holdout[b.metric])]
+    if not never:
+        return ""
+    return (f" (v{version}'s own hold-out {', '.join(f'{b.metric} {holdout[b.metric]:.4f}' for b in never)} was beyond "
+            f"{'it' if len(never) == 1 else 'them'} too: a floor this model never met, no drop; set the model's own in its defs.yaml, "
+            f"loop: {{{', '.join(f'{LOOP_KEYS.get(b.metric, b.metric)}: <value>' for b in never)}}})")
 
 
 def unfloored(kind: str, metrics: Mapping[str, float]) -> str:
@@ -98,7 +104,7 @@ def unfloored(kind: str, metrics: Mapping[str, float]) -> str:
     return f"no floor is set for the {kind} {', '.join(f'{name} {metrics[name]:.4g}' for name in sorted(metrics))}: not checked"
 
 
-LOOP_KEYS = {"precision": "live_min_precision", "recall": "live_min_recall", "rmse": "live_max_rmse"}  # each bound's setting
+LOOP_KEYS = {"precision": "live_min_precision", "recall": "live_min_recall", "rmse": "live_max_rmse", "roc_auc": "quality_floor"}  # each bound's setting
 
 
 def bounds(settings: Settings, spec: DatasetSpec) -> list[Bound]:

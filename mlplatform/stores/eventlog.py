@@ -34,7 +34,7 @@ import pandas as pd
 from mlplatform.domain.features import normalise_category
 from mlplatform.domain.keys import SERVING_SOURCE
 from mlplatform.domain.spec import DatasetSpec
-from mlplatform.domain.validation import EVENT_ID, EVENT_TIME, LABEL, reason_kind
+from mlplatform.domain.validation import EVENT_ID, EVENT_TIME, LABEL, reason_kind, same_number, same_numbers
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +42,6 @@ BUSY_TIMEOUT_S = 60.0
 SERVING_COLUMNS = ["model_version", "prediction", "probability"]
 CHANGED = "changed"  # AppendResult.changed: which feature of a known id came with another value
 LOGGED = "logged:"  # prefix of a known id's recorded feature values while they are compared (no feature name holds a colon)
-# Numbers of a known id that agree to 15 significant digits are the same value: Excel and `%.15g` exports write that many,
-# and a labelled re-export of landed events was quarantined whole as "other values" one digit in the 16th apart (probe).
-SAME_NUMBER_RTOL = 5e-15  # %.15g rounds by at most half a unit of the 15th digit: 5e-15 of the value
 APPEND_ATTEMPTS = 3  # of an append whose new ids another writer served meanwhile
 CONTENT_CHARS = 12  # of a landed file's SHA-256, naming one of the contents landed under one name
 SHA256_PREFIX = re.compile(r"[0-9a-f]{1,64}")  # the start of a content's SHA-256, as `--content` names it
@@ -474,7 +471,10 @@ class EventStore(ABC):
             known = known[known[CHANGED].isna()]  # the same event again: its label may still be news
             late = known[known[LABEL].notna() & known["existing_label"].isna()]
             applied = self._apply_labels(db, base + new_labelled, late[EVENT_ID].tolist(), late[LABEL].tolist())
-        conflicts = known[known[LABEL].notna() & known["existing_label"].notna() & (known[LABEL] != known["existing_label"])]
+        differ = known[LABEL] != known["existing_label"]
+        if not self.spec.is_classification:  # a regression label re-exported to 15 digits is the label (the review)
+            differ &= ~same_numbers(known[LABEL], known["existing_label"])
+        conflicts = known[known[LABEL].notna() & known["existing_label"].notna() & differ]
         return AppendResult(
             inserted=len(new),
             duplicates=len(known) + repeated,
@@ -507,7 +507,7 @@ class EventStore(ABC):
             missing = given.isna() | kept.isna() if feature in self.spec.optional else given.isna() & kept.isna()
             same = missing | (given == kept).fillna(False).astype(bool)
             if feature in self.spec.numeric_features:
-                same |= np.isclose(pd.to_numeric(given, errors="coerce"), pd.to_numeric(kept, errors="coerce"), rtol=SAME_NUMBER_RTOL, atol=0.0)
+                same |= same_numbers(given, kept)
             first = ~same & known[CHANGED].isna()
             if first.any():
                 known.loc[first, CHANGED] = [f"{feature}: {k!r} logged, {g!r} here" for g, k in zip(given[first].where(given[first].notna(), None),
@@ -545,7 +545,7 @@ class EventStore(ABC):
                     unknown.append(event_id)
                 elif recorded[event_id] is None and event_id not in to_apply:
                     to_apply[event_id] = label
-                elif to_apply.get(event_id, recorded[event_id]) == label:
+                elif (had := to_apply.get(event_id, recorded[event_id])) == label or not self.spec.is_classification and same_number(had, label):
                     unchanged.append(event_id)
                 else:
                     conflicts.append(event_id)
