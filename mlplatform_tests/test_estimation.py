@@ -493,8 +493,13 @@ def test_a_realized_value_beyond_the_band_by_less_than_its_shown_decimals_is_ins
     report = EstimationReport(1, "cbpe", "roc_auc", {"roc_auc": 0.9999}, [below], below)
     assert report.untrusted == ["realized roc_auc 0.9997 below the estimate's band 0.9998-1.0000 on 750 labelled events (worse than estimated)"], report.untrusted
     tiny = Estimate(750, {"mae": 0.0020}, {"mae": 0.0019}, {"mae": 0.0021})
-    assert not ChunkResult(0, 1, tiny, 750, tiny, {"mae": 0.00211}).outside_band("mae"), "0.0021, as its band's upper end prints"
+    assert not ChunkResult(0, 1, tiny, 750, tiny, {"mae": 0.00210004}).outside_band("mae"), "0.0021, as its band's upper end prints"
     assert ChunkResult(0, 1, tiny, 750, tiny, {"mae": 0.00216}).outside_band("mae")
+    # The second review: rounded to four decimals, every error of a label of hundred-thousandths was 0.0000, always inside.
+    small = Estimate(750, {"mae": 0.00002}, {"mae": 0.000019}, {"mae": 0.000021})
+    twice = ChunkResult(0, 1, small, 750, small, {"mae": 0.00004})
+    assert twice.outside_band("mae") and EstimationReport(1, "dle", "mae", {"mae": 0.00002}, [twice], twice).untrusted == [
+        "realized mae 4.000e-05 above the estimate's band 1.900e-05-2.100e-05 on 750 labelled events (worse than estimated)"]
 
 
 def test_a_better_ranking_with_worse_answers_at_the_threshold_is_said_to_be_a_fall() -> None:

@@ -199,6 +199,12 @@ def test_an_id_landed_again_with_other_values_is_quarantined_naming_the_value_an
     twice = pd.concat([precise.iloc[[0]].assign(event_id="p4"), precise.iloc[[0]].assign(event_id="p4", **{"hours-per-week": "0.764359010197877"})])
     folded = ingest_file(_drop(landing, "twice.csv", _csv(twice)), adult_spec, log)
     assert (folded.ingested, folded.duplicates, folded.quarantined) == (1, 1, 0), folded
+    # The second review: one rule in a file and across files, 3 floats apart across a boundary of the 15th digit too.
+    boundary = [repr(0.12345678901234548), repr(0.12345678901234551)]
+    pair = pd.concat([precise.iloc[[0]].assign(event_id="p5", **{"hours-per-week": v}) for v in boundary])
+    assert ingest_file(_drop(landing, "pair.csv", _csv(pair)), adult_spec, log).duplicates == 1
+    across = ingest_file(_drop(landing, "pair-again.csv", _csv(pair.iloc[[1]].assign(event_id="p5"))), adult_spec, log)
+    assert (across.duplicates, across.quarantined) == (1, 0), across
     bike = load_spec(REPO_ROOT / "data" / "bike_sharing.yaml")
     counts = EventLog(landing.parent / "bike.sqlite", bike)
     try:

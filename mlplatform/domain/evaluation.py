@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -314,6 +315,12 @@ def _calibration_loss(challenger: dict[str, float], champion: dict[str, float], 
             "probabilities do not fit the hold-out where the champion's do")
 
 
+def metric_text(metric: str, value: float) -> str:
+    """A metric's value as decisions and verdicts print it: an error in the label's units (SCALED) readable at any
+    scale (`_units`), any other to four decimals (an error of thousandths read 0.0000 against a floor of 0.0000)."""
+    return _units(value) if metric in SCALED else f"{value:.4f}"
+
+
 def _units(value: float) -> str:
     """An error in the label's units, readable at any scale (":.4f" printed a thousandth's errors as 0.0000)."""
     size = abs(value)
@@ -349,7 +356,7 @@ def decide(spec: DatasetSpec, challenger: dict[str, float], champion: dict[str, 
     if math.isnan(ch):  # before: 'challenger roc_auc nan misses the quality floor', as if it had been measured (the review)
         return Decision(False, f"challenger {metric} is undefined on this hold-out (one class only, say): it cannot be held to the quality "
                                f"floor ({direction} {floor:.4f}), so it is not promoted", **common)
-    shown = _units if metric in SCALED else "{:.4f}".format  # an error of thousandths read 0.0000 against a floor of 0.0000 (the review)
+    shown = functools.partial(metric_text, metric)
     if not passes_floor(ch, floor, higher):
         return Decision(False, f"challenger {metric} {shown(ch)} misses the quality floor ({direction} {shown(floor)})", **common)
     if cp is None:

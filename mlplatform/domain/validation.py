@@ -309,20 +309,18 @@ def same_number(given: object, kept: object) -> bool:
         return False
 
 
-def _as_15_digits(frame: pd.DataFrame, numeric: list[str]) -> pd.DataFrame:
-    """The numeric columns rounded to 15 significant digits, which `%.15g` keeps: what an id's repeats are compared on."""
-    return frame.assign(**{c: [v if v != v else float(f"{v:.15g}") for v in frame[c].astype("float64")] for c in numeric}) if numeric else frame
-
-
 def _fold_repeats(kept: pd.DataFrame, repeats: pd.DataFrame, content_cols: list[str], numeric: list[str],
                   spec_is_classification: bool) -> tuple[pd.DataFrame, int, list[tuple[object, str]]]:
     """An id repeated in one file, folded into its first row: the same event again is a duplicate, and one that brings the
     label its first row lacked (an export that lists an event, then again once labelled) labels it, as a label file
     would; other values, or another label, are a conflict. Returns the kept rows, the duplicates and (row, reason) per
     conflict. Column operations only: a file that lists every event twice folds in about the time it is read."""
-    numbers = [c for c in content_cols if c in numeric]
-    originals = _as_15_digits(kept[content_cols], numbers).astype(object).drop_duplicates()
-    identical = _as_15_digits(repeats[content_cols], numbers).astype(object).merge(originals, how="left", indicator=True)["_merge"].eq("both").to_numpy()
+    firsts = kept.set_index(EVENT_ID).reindex(repeats[EVENT_ID])  # each repeat's first row (kept holds one row per id)
+    identical = np.ones(len(repeats), dtype=bool)
+    for column in [c for c in content_cols if c != EVENT_ID]:
+        given, first = repeats[column].reset_index(drop=True).astype(object), firsts[column].reset_index(drop=True).astype(object)
+        same = (given.isna() & first.isna()) | (given == first).fillna(False).astype(bool)
+        identical &= (same | same_numbers(given, first) if column in numeric else same).to_numpy(dtype=bool)
     conflicts: list[tuple[object, str]] = [(row, "event_id: repeated in the same file with different values") for row in repeats.index[~identical]]
     same = repeats[identical]
     labelled = same[same[LABEL].notna()]

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from mlplatform.domain.estimation import Estimate
+from mlplatform.domain.evaluation import metric_text
 from mlplatform.domain.keys import (CHAMPION_VERSION, ESTIMATED_CHUNK, ESTIMATED_METRIC, FLOOR_VERDICT, RECENT_ESTIMATE, RECENT_ESTIMATED_PREFIX, RECENT_EVENTS,
                                    RECENT_LABELLED, RECENT_LABELLED_FIELDS, RECENT_LOWER, RECENT_NOTE, RECENT_UPPER, REALIZED_CHUNK, REFERENCE, SKIP_REASON, SKIPPED, TRAINING_ROWS_LEFT_OUT, TRUST_VERDICT)
 from mlplatform.domain.timeformat import iso_text, iso_time
@@ -51,7 +52,7 @@ def trust_verdict(result: EstimationReport) -> str:
 def _band(estimate: Estimate | None, metric: str) -> str:
     if estimate is None or metric not in estimate.metrics:
         return "" if estimate is None else estimate.note
-    return f"{estimate.metrics[metric]:.4f} ({estimate.lower[metric]:.4f}-{estimate.upper[metric]:.4f})"
+    return f"{metric_text(metric, estimate.metrics[metric])} ({metric_text(metric, estimate.lower[metric])}-{metric_text(metric, estimate.upper[metric])})"
 
 
 def _span(chunk: ChunkResult) -> str:
@@ -66,7 +67,7 @@ def chunk_table(report: EstimationReport) -> str:
     rows = [{"first event": first[i], "last event": last[i], "events": c.estimate.events,
              f"estimated {m} (95 % band)": _band(c.estimate, m), "labelled": c.labelled,
              f"estimated {m} on the labelled": _band(c.labelled_estimate, m) if c.realized else "",
-             f"realized {m}": f"{c.realized[m]:.4f}" if m in c.realized else "",
+             f"realized {m}": metric_text(m, c.realized[m]) if m in c.realized else "",
              "flag": "realized outside the band" if c.outside_band(m) else ""} for i, c in enumerate(report.chunks)]
     return markdown_table(pd.DataFrame(rows))
 

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from mlplatform.domain.estimation import HIGHER_IS_BETTER, WATCHED_METRIC, Estimate, Estimator
-from mlplatform.domain.evaluation import DEFAULT_FLOOR, class_counts, named_counts, primary_metric
+from mlplatform.domain.evaluation import DEFAULT_FLOOR, class_counts, metric_text, named_counts, primary_metric
 from mlplatform.domain.policy import LabelledPart
 from mlplatform.domain.predictor import Predictor
 from mlplatform.domain.spec import DatasetSpec
@@ -25,7 +25,6 @@ from mlplatform.pipeline.retraining import unseen_after, with_history
 from mlplatform.settings import Settings
 from mlplatform.stores.eventlog import EventStore
 
-SHOWN_DECIMALS = 4  # of a band and a realized value in the trust verdict and the chunk table
 
 
 @dataclass(frozen=True)
@@ -55,10 +54,13 @@ class ChunkResult:
 
     def outside_band(self, metric: str) -> bool:
         """Realized performance left the band the estimate gave for the same labelled events, as the verdicts print them
-        (SHOWN_DECIMALS): a near-perfect classifier's band collapsed to 0.9998-1.0000, and "realized 0.9998 below" it
-        read as a concept change (the River probe)."""
+        (`metric_text`): a near-perfect classifier's band collapsed to 0.9998-1.0000, and "realized 0.9998 below" it read as a
+        concept change (the River probe)."""
         part = self.labelled_part(metric)
-        return part is not None and not round(part.lower, SHOWN_DECIMALS) <= round(part.realized, SHOWN_DECIMALS) <= round(part.upper, SHOWN_DECIMALS)
+        if part is None:
+            return False
+        lower, realized, upper = (float(metric_text(metric, v).replace(",", "")) for v in (part.lower, part.realized, part.upper))
+        return not lower <= realized <= upper
 
     def better_than_band(self, metric: str) -> bool:
         """Outside the band on the good side: above it, or below it for an error (mae)."""
@@ -123,7 +125,7 @@ class EstimationReport:
             if c.outside_band(self.metric) and c.labelled_estimate is not None:
                 e, m = c.labelled_estimate, self.metric
                 side = "above" if c.realized[m] > e.upper[m] else "below"
-                out.append(f"realized {m} {c.realized[m]:.{SHOWN_DECIMALS}f} {side} the estimate's band {e.lower[m]:.{SHOWN_DECIMALS}f}-{e.upper[m]:.{SHOWN_DECIMALS}f} on {c.labelled} labelled "
+                out.append(f"realized {m} {metric_text(m, c.realized[m])} {side} the estimate's band {metric_text(m, e.lower[m])}-{metric_text(m, e.upper[m])} on {c.labelled} labelled "
                            f"events ({'better' if c.better_than_band(m) else 'worse'} than estimated)")
         return out
 
@@ -139,7 +141,7 @@ class EstimationReport:
             e = c.labelled_estimate
             if e is None or not c.better_than_band(self.metric):
                 continue
-            out += [f"realized {k} {c.realized[k]:.{SHOWN_DECIMALS}f} below the estimate's band {e.lower[k]:.{SHOWN_DECIMALS}f}-{e.upper[k]:.{SHOWN_DECIMALS}f} on {c.labelled} labelled events"
+            out += [f"realized {k} {metric_text(k, c.realized[k])} below the estimate's band {metric_text(k, e.lower[k])}-{metric_text(k, e.upper[k])} on {c.labelled} labelled events"
                     for k in sorted(c.realized) if k != self.metric and HIGHER_IS_BETTER.get(k) and k in e.lower and k in e.upper
                     and c.outside_band(k) and not c.better_than_band(k)]
         return out
