@@ -1,8 +1,10 @@
 """Drift reports against a real event log, MLflow store and Dagster instance, with real Evidently."""
 
+import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import numpy as np
@@ -334,7 +336,23 @@ def test_a_small_current_window_beside_a_large_reference_is_tested_by_p_values(t
             shifted = frame.iloc[5000:].assign(x0=lambda f: f["x0"] * 1.3)  # the median up by 30 %: about a fifth of σ of the log
             moved, *_ = compare(spec, frame.iloc[:5000], shifted, 0.5, tmp_path / "shifted.json")
             assert [c.column for c in moved if c.drifted][:1] == ["x0"] and moved[1].score < 1e-3, moved[1]
+            # Evidently's per-column table sorted by its raw score, highest first: a drifted p-value came last, on page 2.
+            rows = next(w["params"]["data"] for w in _widgets(json.loads(load_snapshot(tmp_path / "shifted.json").dumps()))
+                        if isinstance(w.get("params"), dict) and "rowsPerPage" in w["params"])
+            assert rows[0]["column_name"] == "x0" and rows[0]["data_drift"] == "Detected" and len(rows) == 11, rows[:2]
     assert "store" not in drifted and len(drifted) <= 4, drifted
     big = pd.DataFrame({"store": np.random.default_rng(9).choice(["a", "b"], 4000), **{f"x{i}": np.arange(4000.0) for i in range(10)}})
     assert {c.method for c in compare(spec, big.iloc[:2000], big.iloc[2000:], 0.5, tmp_path / "big.json")[0]} == \
         {"Wasserstein distance (normed)", "Jensen-Shannon distance"}, "both sides large: Evidently's own choice"
+
+
+def _widgets(snapshot: Any) -> Iterator[dict[str, Any]]:
+    """Every widget of a snapshot's JSON, nested ones included."""
+    if isinstance(snapshot, dict):
+        if "params" in snapshot:
+            yield snapshot
+        for value in snapshot.values():
+            yield from _widgets(value)
+    elif isinstance(snapshot, list):
+        for value in snapshot:
+            yield from _widgets(value)
