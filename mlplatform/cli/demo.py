@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 import pandas as pd
+from dagster._core.definitions.sensor_definition import SensorExecutionData
 
 from mlplatform.cli.quarantine import nothing_to_train_on
 from mlplatform.cli.stack import IN_USE_FILE, LOCK_FILE, empty_unless_used
@@ -100,7 +101,8 @@ def own_cooldown(name: str, thresholds: dict[str, int]) -> float:
     return PlatformResource(**thresholds, retrain_cooldown_seconds=0).model(name).settings.retrain_cooldown_seconds
 
 
-def _held(result: dg.SensorResult) -> bool:
+def _held(result: SensorExecutionData) -> bool:
+    """Whether a tick asked for nothing because of the cool-down."""
     return not result.run_requests and (result.skip_message or "").startswith("cool-down")
 
 

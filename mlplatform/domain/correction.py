@@ -9,7 +9,7 @@ the source of the model. It is reset whenever a new champion is promoted: its er
 A record answers only where it has been the better of the two on the labels of its terms (an exponentially weighted
 squared error per term, half-life GATE_HALF_LIFE of the term's labels, summed over the record's terms), else the
 champion's own score: on a stationary regression stream its updates chased noise and served an RMSE 25 % above the
-champion's (the River probe); per term, so that a flipped segment of 1 % of the stream is still corrected while the
+champion's (the River probe); per term, so that a flipped segment of 2 % of the stream is still corrected while the
 rest, where the correction only adds noise, is not (one record for the whole stream shut it off everywhere: the review).
 
 The pieces (`terms`/`keys`, `link`/`scores`, `correct`, `learn`) are what the prediction service calls per
