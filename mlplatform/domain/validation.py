@@ -301,6 +301,14 @@ def same_numbers(given: pd.Series, kept: pd.Series) -> np.ndarray:
     return np.isclose(pd.to_numeric(given, errors="coerce"), pd.to_numeric(kept, errors="coerce"), rtol=SAME_NUMBER_RTOL, atol=0.0)
 
 
+def same_values(given: pd.Series, kept: pd.Series, numeric: bool) -> np.ndarray:
+    """Where two columns hold one value each row: equal, missing on both sides, or (`numeric`) `same_numbers`; the one
+    rule a known id's features and labels, and an id's repeats in one file, are compared by."""
+    given, kept = given.reset_index(drop=True).astype(object), kept.reset_index(drop=True).astype(object)
+    same = (given.isna() & kept.isna()) | (given == kept).fillna(False).astype(bool)
+    return (same | same_numbers(given, kept) if numeric else same).to_numpy(dtype=bool)
+
+
 def same_number(given: object, kept: object) -> bool:
     """`same_numbers` of two values; False for a value that is no number."""
     try:
@@ -318,9 +326,7 @@ def _fold_repeats(kept: pd.DataFrame, repeats: pd.DataFrame, content_cols: list[
     firsts = kept.set_index(EVENT_ID).reindex(repeats[EVENT_ID])  # each repeat's first row (kept holds one row per id)
     identical = np.ones(len(repeats), dtype=bool)
     for column in [c for c in content_cols if c != EVENT_ID]:
-        given, first = repeats[column].reset_index(drop=True).astype(object), firsts[column].reset_index(drop=True).astype(object)
-        same = (given.isna() & first.isna()) | (given == first).fillna(False).astype(bool)
-        identical &= (same | same_numbers(given, first) if column in numeric else same).to_numpy(dtype=bool)
+        identical &= same_values(repeats[column], firsts[column], column in numeric)
     conflicts: list[tuple[object, str]] = [(row, "event_id: repeated in the same file with different values") for row in repeats.index[~identical]]
     same = repeats[identical]
     labelled = same[same[LABEL].notna()]
@@ -329,9 +335,7 @@ def _fold_repeats(kept: pd.DataFrame, repeats: pd.DataFrame, content_cols: list[
         kept = kept.assign(**{LABEL: kept[LABEL].fillna(kept[EVENT_ID].map(first_label))})
         final = kept.set_index(EVENT_ID)[LABEL]
         recorded = labelled[EVENT_ID].map(final)
-        other = (recorded != labelled[LABEL]).to_numpy(dtype=bool, na_value=False)
-        if not spec_is_classification:
-            other &= ~same_numbers(recorded, labelled[LABEL])
+        other = ~same_values(recorded, labelled[LABEL], not spec_is_classification)  # recorded: the first labelled repeat's label at least
         conflicts += [(row, label_conflict(r, g)) for row, r, g in zip(labelled.index[other], recorded[other], labelled[LABEL][other])]
         return kept, len(same) - int(other.sum()), sorted(conflicts, key=lambda c: c[0])  # type: ignore[arg-type, return-value]
     return kept, len(same), conflicts

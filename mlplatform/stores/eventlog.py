@@ -34,7 +34,7 @@ import pandas as pd
 from mlplatform.domain.features import normalise_category
 from mlplatform.domain.keys import SERVING_SOURCE
 from mlplatform.domain.spec import DatasetSpec
-from mlplatform.domain.validation import EVENT_ID, EVENT_TIME, LABEL, reason_kind, same_number, same_numbers
+from mlplatform.domain.validation import EVENT_ID, EVENT_TIME, LABEL, reason_kind, same_number, same_values
 
 log = logging.getLogger(__name__)
 
@@ -471,9 +471,7 @@ class EventStore(ABC):
             known = known[known[CHANGED].isna()]  # the same event again: its label may still be news
             late = known[known[LABEL].notna() & known["existing_label"].isna()]
             applied = self._apply_labels(db, base + new_labelled, late[EVENT_ID].tolist(), late[LABEL].tolist())
-        differ = known[LABEL] != known["existing_label"]
-        if not self.spec.is_classification:  # a regression label re-exported to 15 digits is the label (the review)
-            differ &= ~same_numbers(known[LABEL], known["existing_label"])
+        differ = ~same_values(known[LABEL], known["existing_label"], not self.spec.is_classification)  # a regression label to 15 digits is the label
         conflicts = known[known[LABEL].notna() & known["existing_label"].notna() & differ]
         return AppendResult(
             inserted=len(new),
@@ -504,10 +502,9 @@ class EventStore(ABC):
             given, kept = known[feature].astype(object), known[f"{LOGGED}{feature}"].astype(object)
             # An optional feature missing on either side agrees: one source (an older client, an older export) lacks it,
             # and the later file's rows, their labels included, were quarantined as other values (the diff review).
-            missing = given.isna() | kept.isna() if feature in self.spec.optional else given.isna() & kept.isna()
-            same = missing | (given == kept).fillna(False).astype(bool)
-            if feature in self.spec.numeric_features:
-                same |= same_numbers(given, kept)
+            same = same_values(given, kept, feature in self.spec.numeric_features)
+            if feature in self.spec.optional:
+                same |= (given.isna() | kept.isna()).to_numpy(dtype=bool)
             first = ~same & known[CHANGED].isna()
             if first.any():
                 known.loc[first, CHANGED] = [f"{feature}: {k!r} logged, {g!r} here" for g, k in zip(given[first].where(given[first].notna(), None),
