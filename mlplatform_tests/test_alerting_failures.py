@@ -84,7 +84,7 @@ def test_a_run_is_labelled_by_what_it_did_whatever_job_ran_it() -> None:
 
     adult = ModelNames("adult")
     drift = dg.DagsterRun(job_name="__ASSET_JOB", run_id="d", asset_selection=frozenset(adult.assets(*DRIFT_RUN)))
-    assert what_ran(drift, "adult", retraining=False) == "assets drift_dashboard, drift_report, estimated_performance, retraining_trigger"
+    assert what_ran(drift, "adult", retraining=False) == "assets drift_dashboard, drift_report, estimated_performance, live_quality, retraining_trigger"
     assert what_ran(drift, "adult", retraining=True) == "adult_retrain"
     landing = dg.DagsterRun(job_name="__ASSET_JOB", run_id="l", asset_selection=frozenset(adult.assets("raw_events")))
     assert what_ran(landing, "adult", retraining=False) == "assets raw_events"

@@ -552,7 +552,7 @@ def test_a_drift_report_run_retrains_in_the_same_run_once_per_trigger(platform: 
     report_id, run = _drift_run(platform, platform.next_rows(300), True, monkeypatch)
     assert (latest_metadata(platform.instance, ADULT.asset(DRIFT_REPORT)) or {})["dataset_drift"] is True
     assert _materialized_in(platform, run.run_id) >= {"drift_report", "retraining_trigger", "features", "trained_model", "evaluation_report",
-                                                       "estimated_performance", "drift_dashboard"}
+                                                       "estimated_performance", "live_quality", "drift_dashboard"}
     tags = run.tags  # what the sensor records on a run it requests, added by retraining_trigger
     assert tags[REASON_TAG] == DRIFT and tags[DRIFT_REPORT_TAG] == report_id and tags[POLICY_TRIGGER_TAG] == "adult"
     assert tags[LABEL_WATERMARK_TAG] == str(_watermark(platform)) and int(tags[NEW_LABELLED_TAG]) >= 300 and float(tags[TRIGGERED_AT_TAG]) > 0
@@ -560,7 +560,7 @@ def test_a_drift_report_run_retrains_in_the_same_run_once_per_trigger(platform: 
     [challenger] = [v for v in platform.model.registry.versions() if int(v.version) > versions]
     assert challenger.tags[TRIGGER_REASON] == DRIFT, "trained_model reads the tags added during its run"
     starts = [str(e.step_key).rpartition("__")[2] for e in platform.instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_START)]
-    assert starts.index("evaluation_report") < min(starts.index("estimated_performance"), starts.index("drift_dashboard")), \
+    assert starts.index("evaluation_report") < min(starts.index(s) for s in ("estimated_performance", "live_quality", "drift_dashboard")), \
         f"the path to a new champion runs first: {starts}"
     for stored in [_cursor(_watermark(platform) - 300, last_trigger_time=0.0), None]:  # the sensor never takes the run's trigger again, even with a lost cursor
         tick = platform.tick(SENSOR_NAME, stored)
@@ -574,7 +574,8 @@ def test_a_drift_report_run_without_a_retraining_to_call_for_skips_the_training_
     versions = len(platform.model.registry.versions())
     _, run = _drift_run(platform, platform.next_rows(300), False, monkeypatch)
     assert (latest_metadata(platform.instance, ADULT.asset(DRIFT_REPORT)) or {})["dataset_drift"] is True
-    assert _materialized_in(platform, run.run_id) == {"drift_report", "estimated_performance", "drift_dashboard"}
+    assert _materialized_in(platform, run.run_id) == {"drift_report", "estimated_performance", "live_quality", "drift_dashboard"}, \
+        "the readings quality_drop and estimated_drop act on are as fresh as each drift report"
     skipped = {str(e.step_key).rpartition("__")[2] for e in platform.instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_SKIPPED)}
     assert skipped == {"features", "trained_model", "evaluation_report"}
     assert len(platform.model.registry.versions()) == versions and REASON_TAG not in run.tags, "nothing trained, registered or recorded"

@@ -49,7 +49,8 @@ def add_live_snapshot(model: ModelContext, quality: LiveQuality) -> WorkspaceEnt
 
 
 def build_live_quality(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.FreshnessPolicy) -> tuple[dg.AssetsDefinition, dg.ScheduleDefinition]:
-    """The model's live_quality asset and the schedule that re-scores it every five minutes."""
+    """The model's live_quality asset and the schedule that re-scores it every five minutes (drift report runs re-score
+    it too, every `drift_every_n_events` events)."""
     model_name = names.model
     key = names.asset(LIVE_QUALITY)
 
@@ -118,7 +119,8 @@ def build_live_quality(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.F
         target=dg.AssetSelection.assets(key),
         cron_schedule="*/5 * * * *",
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        description=f"Re-scores the {model_name} champion on its latest labelled served predictions every five minutes.",
+        description=f"Re-scores the {model_name} champion on its latest labelled served predictions every five minutes (a drift "
+        "report run re-scores it too).",
     )
     return live_quality, schedule
 

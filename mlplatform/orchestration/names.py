@@ -21,8 +21,10 @@ LIVE_QUALITY = "live_quality"
 ESTIMATED_PERFORMANCE = "estimated_performance"
 RETRAINING = (FEATURES, TRAINED_MODEL, EVALUATION_REPORT)
 # What the drift report sensor requests: the report, then the policy on its verdict, the retraining it calls for (skipped
-# when it calls for none), and what is off that path (the estimate, the report in Evidently's workspace).
-DRIFT_RUN = (DRIFT_REPORT, RETRAINING_TRIGGER, *RETRAINING, ESTIMATED_PERFORMANCE, DRIFT_DASHBOARD)
+# when it calls for none), and what is off that path (the estimate, the realized quality, the report in Evidently's
+# workspace). live_quality rides along so quality_drop reads the champion every `drift_every_n_events` events, not only
+# on its 5-minute schedule: a bad promotion served 5,000 events at 0.535 accuracy before its first reading (the probe).
+DRIFT_RUN = (DRIFT_REPORT, RETRAINING_TRIGGER, *RETRAINING, ESTIMATED_PERFORMANCE, LIVE_QUALITY, DRIFT_DASHBOARD)
 ALL_ASSETS = (RAW_EVENTS, *RETRAINING, DRIFT_REPORT, RETRAINING_TRIGGER, DRIFT_DASHBOARD, LIVE_QUALITY, ESTIMATED_PERFORMANCE)
 # Step order inside a run (Dagster's `dagster/priority` op tag, higher first): the drift report path to a new champion before
 # what can wait, so the in-process executor runs drift_report → retraining_trigger → features → … first; the Celery executor

@@ -137,8 +137,8 @@ def build_sensors(names: ModelNames, landing_sensor_running: bool = True) -> lis
         description=f"Requests a new {model_name} drift_report every `drift_every_n_events` new events (served or ingested), once "
         "there is a champion, one run at a time, and the same request again (after 1 min, doubling up to 1 h) when its run failed "
         "without a report; in the same run, retraining_trigger applies the retraining policy to the report, features → "
-        "trained_model → evaluation_report follow only when it calls for a retraining, then estimated_performance and "
-        "drift_dashboard (the report in Evidently's workspace).",
+        "trained_model → evaluation_report follow only when it calls for a retraining, then estimated_performance, "
+        "live_quality (the readings estimated_drop and quality_drop act on) and drift_dashboard (the report in Evidently's workspace).",
     )
     def drift_report_sensor(context: dg.SensorEvaluationContext, platform: PlatformResource) -> dg.SensorResult:
         return drift_request(platform.model(model_name), context.cursor, names, context.instance)
