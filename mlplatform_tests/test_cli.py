@@ -44,6 +44,22 @@ def test_a_failed_materialize_still_says_what_landing_took_and_refused(state: Se
                                 "column: 'income'); a label file can bring them\n"), "after landing's warning of the file it rejected"
 
 
+def test_a_landing_that_found_no_file_says_where_it_looked_and_which_run_took_the_last_ones(
+        state: Settings, instance: dg.DagsterInstance, adult_spec: DatasetSpec, adult_rows: pd.DataFrame, capsys: pytest.CaptureFixture[str]) -> None:
+    """The probe: `materialize` said "0 files, 0 events ingested" when the landing sensor's run had taken the files a
+    moment before, read as the files being lost."""
+    assert main(["materialize", "--model", "adult", "--select", "raw_events"]) == 0
+    assert f"raw_events: no file waited in the landing folder {state.landing_dir}; no earlier run took one\n" in capsys.readouterr().out
+    write_batches(adult_rows.iloc[:50], adult_spec, state.landing_dir, 50)
+    assert main(["materialize", "--model", "adult", "--select", "raw_events"]) == 0
+    assert "raw_events: 1 file, 50 events ingested" in capsys.readouterr().out
+    [took] = [r.run_id for r in instance.get_runs(limit=1)]
+    assert main(["materialize", "--model", "adult", "--select", "raw_events"]) == 0
+    said = capsys.readouterr().out
+    assert (f"raw_events: no file waited in the landing folder {state.landing_dir}; the newest files were taken by run {took} at ") in said, said
+    assert ", started by hand or the UI: 1 file, 50 events ingested\n" in said, said
+
+
 def test_a_model_whose_every_row_was_quarantined_is_one_line_pointing_at_the_quarantine(state: Settings, adult_spec: DatasetSpec, adult_rows: pd.DataFrame,
                                                                                        capsys: pytest.CaptureFixture[str]) -> None:
     """The new-user probe: a time column drafted with the wrong time_format had landing quarantine every row, and

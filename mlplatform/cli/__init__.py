@@ -8,6 +8,7 @@ import math
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Mapping
 from contextlib import nullcontext, suppress
 from pathlib import Path
@@ -20,6 +21,8 @@ from mlplatform.domain.keys import DUPLICATES, IGNORED_COLUMNS, INGESTED, LABELS
 from mlplatform.settings import Settings, SettingsError, env_name, redact, scoped_environment, settings_problems
 
 if TYPE_CHECKING:
+    import dagster as dg
+
     from mlplatform.orchestration.trigger import Latest
     from mlplatform.root import ModelContext, Platform
 
@@ -148,11 +151,12 @@ def cmd_materialize(args: argparse.Namespace) -> int:
             _say_decision(latest(instance, ModelNames(model.name).asset(EVALUATION_REPORT)), exc.run_id)
             raise
         landed = latest(instance, ModelNames(model.name).asset(RAW_EVENTS)) if RAW_EVENTS in selected else None
+        took = _earlier_landing(instance, ModelNames(model.name).asset(RAW_EVENTS), result.run_id) if RAW_EVENTS in selected else None
         decided = latest(instance, ModelNames(model.name).asset(EVALUATION_REPORT)) if EVALUATION_REPORT in selected else None
         made = {name: found.metadata for name in (DRIFT_REPORT, LIVE_QUALITY, ESTIMATED_PERFORMANCE)
                 if name in selected and (found := latest(instance, ModelNames(model.name).asset(name))) is not None and found.run_id == result.run_id}
     print(f"materialized {', '.join(selected)} of {model.name} in run {result.run_id} (Dagster instance {settings.dagster_home})")
-    _say_landing(landed, result.run_id)
+    _say_landing(landed, result.run_id, (model.settings.landing_dir, took))
     _say_decision(decided, result.run_id)
     if made:
         _say_readings(model, made.get(DRIFT_REPORT), made.get(LIVE_QUALITY), made.get(ESTIMATED_PERFORMANCE))
@@ -171,8 +175,27 @@ def _say_readings(model: "ModelContext", drift: Mapping[str, object] | None, liv
         print(line)
 
 
-def _say_landing(landed: "Latest | None", run_id: str) -> None:
-    """What run `run_id`'s landing took and refused, in one line: quarantined rows and files left were only in the UI."""
+def _earlier_landing(instance: "dg.DagsterInstance", key: "dg.AssetKey", run_id: str) -> str | None:
+    """Which run took files last before run `run_id`, in words: `materialize` said "0 files" when the landing sensor's
+    run had taken them a moment before, and the user read it as the files being lost (the probe). Reads the newest 100
+    landings."""
+    from mlplatform.domain.keys import LAUNCHED_BY_TAG
+
+    for record in instance.fetch_materializations(key, limit=100).records:
+        meta = {} if record.asset_materialization is None else {k: v.value for k, v in record.asset_materialization.metadata.items()}
+        files, ingested = (int(str(meta.get(k, 0))) for k in (LANDED_FILES, INGESTED))
+        if record.run_id == run_id or not files:
+            continue
+        run = instance.get_run_by_id(record.run_id)
+        by = "" if run is None else f", started by {run.tags.get(LAUNCHED_BY_TAG, 'hand or the UI')}"
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(record.timestamp))
+        return f"the newest files were taken by run {record.run_id} at {when}{by}: {_counted(files, 'file')}, {_counted(ingested, 'event')} ingested"
+    return None
+
+
+def _say_landing(landed: "Latest | None", run_id: str, empty: tuple[Path | None, str | None] = (None, None)) -> None:
+    """What run `run_id`'s landing took and refused, in one line: quarantined rows and files left were only in the UI.
+    A run that found no file says so, with `empty`: the folder it looked in and which run took files last."""
     if landed is None or landed.run_id != run_id:
         return
     d = {key: int(str(landed.metadata.get(key, 0))) for key in (LANDED_FILES, INGESTED, DUPLICATES, QUARANTINED, LABELS_APPLIED, REJECTED_FILES, SKIPPED_ENTRIES,
@@ -183,6 +206,10 @@ def _say_landing(landed: "Latest | None", run_id: str) -> None:
     refused += [f"{_counted(d[UNTIMED_FILES], 'file')} without the spec's time column timed as landed"] * bool(d[UNTIMED_FILES])
     ignored = str(landed.metadata.get(IGNORED_COLUMNS, "none"))
     refused += [f"columns the spec does not name ignored: {ignored}"] * (ignored != "none")
+    if not d[LANDED_FILES] and not refused:
+        folder, took = empty
+        print(f"raw_events: no file waited in the landing folder{'' if folder is None else f' {folder}'}; {took or 'no earlier run took one'}")
+        return
     print(f"raw_events: {_counted(d[LANDED_FILES], 'file')}, {_counted(d[INGESTED], 'event')} ingested, {_counted(d[DUPLICATES], 'duplicate')}, "
           f"{_counted(d[LABELS_APPLIED], 'late label')} applied" + (f"; {', '.join(refused)} (the run's raw_events materialization in the UI says why)" if refused else ""))
 
