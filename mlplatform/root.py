@@ -211,7 +211,8 @@ def build_model(settings: Settings, declaration: ModelDeclaration, defs_file: Pa
     overrides = declaration.loop.model_dump(exclude_unset=True)  # type: ignore[attr-defined]
     _own_floor(overrides.get("quality_floor"), spec, defs_file)
     try:
-        merged = Settings.model_validate({**settings.model_dump(), **overrides, "dataset_spec": spec_path, "landing_dir": landing})
+        # What was set (here, by a variable or a file) stays marked set: a default live floor is waived where a set one is not.
+        merged = Settings.model_validate({**settings.model_dump(exclude_unset=True), **overrides, "dataset_spec": spec_path, "landing_dir": landing})
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(['attributes.loop', *map(str, e['loc'])])}: {e['msg']}" for e in exc.errors())
         raise PlatformError(f"{defs_file}: {problems}") from None

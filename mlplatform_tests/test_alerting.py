@@ -435,6 +435,32 @@ def test_live_quality_below_floor_alerts_even_after_an_alertmanager_outage(platf
     assert alertmanager.alerts(AlertName.LIVE_QUALITY) == []
 
 
+def test_a_default_floor_the_champions_own_hold_out_never_met_is_not_checked(platform: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The yeast probe: the 0.5 defaults against a 12-class model's macro averages (or a rare positive class at 0.5) failed
+    every reading from the first, on a model that never changed, and kept its alert firing. A default its own hold-out
+    was beyond too is left unchecked, saying so; a floor set for the model is checked whatever its hold-out did."""
+    from mlplatform.pipeline.live_quality import Bound, bounds, waive_unmet_defaults
+
+    spec = load_spec(platform.dataset_spec)
+    _serve(platform, 10_400, 200, wrong_labels=True)
+    log = EventLog.for_dataset(platform.events_dir, spec)
+    served, never = ServedVersion(champion(platform), spec.positive_class), {"precision": 0.4, "recall": 0.2, "roc_auc": 0.9}
+    assert [(b.metric, b.chosen) for b in bounds(platform, spec)] == [("precision", False), ("recall", False)]
+    assert measure(platform, spec, log, served, holdout={"precision": 0.7, "recall": 0.6}).below_floor, "defaults it met are checked"
+    waived = measure(platform, spec, log, served, holdout=never)
+    assert not waived.below_floor and waived.bounds == [] and [b.metric for b in waived.waived] == ["precision", "recall"]
+    assert waived.verdict(50, never).startswith("no floor is checked for the live accuracy ")
+    assert waived.verdict(50, never).endswith(
+        f"(default floors precision >= 0.5, recall >= 0.5 not checked: v{served.version}'s own hold-out precision 0.4000, recall 0.2000 never met "
+        "them; to check them, set the model's own in its defs.yaml, loop: {live_min_precision: <value>, live_min_recall: <value>})")
+    monkeypatch.setenv("MLPLATFORM_LIVE_MIN_PRECISION", "0.5")  # set for every model: chosen, so checked
+    chosen = Settings()
+    assert waive_unmet_defaults(bounds(chosen, spec), never) == ([Bound("precision", 0.5, minimum=True)], (Bound("recall", 0.5, minimum=True, chosen=False),))
+    set_here = measure(chosen, spec, log, served, holdout=never)
+    assert set_here.below_floor and "a floor this model never met, no drop" in set_here.verdict(50, never)
+    log.close()
+
+
 def test_live_quality_of_a_regression_model_against_an_rmse_ceiling(tmp_path: Path) -> None:
     """Regression: predictions logged as text come back as numbers; the RMSE ceiling is the bound; other
     versions' predictions and unlabelled ones are not in the window."""

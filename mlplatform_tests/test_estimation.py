@@ -20,10 +20,10 @@ from mlplatform.domain.training import TrainingConfig, encode_labels, fit_perfor
 from mlplatform.domain.validation import LABEL, validate_frame
 from mlplatform.pipeline.replay import read_source
 from mlplatform.pipeline.retraining import attach_estimator
-from mlplatform.pipeline.estimation import ChunkResult, EstimationReport, estimate_performance
+from mlplatform.pipeline.estimation import ChunkResult, EstimationReport, estimate_floors, estimate_performance
 from mlplatform.settings import Settings
 from mlplatform.stores.eventlog_factory import open_event_log
-from mlplatform_tests.conftest import BIKE_SPEC
+from mlplatform_tests.conftest import ADULT_SPEC, BIKE_SPEC
 
 BINARY = ["no", "yes"]
 THREE = ["a", "b", "c"]
@@ -566,6 +566,13 @@ def test_a_watched_metric_undefined_on_the_recent_events_is_said_not_left_blank(
         "estimated precision 0.4085 < floor 0.5000; estimated roc_auc 0.8000 < floor 0.9000 (v3's own hold-out precision 0.3375 was beyond it "
         "too: a floor this model never met, no drop; set the model's own in its defs.yaml, loop: {live_min_precision: <value>})")
     assert floor_verdict(recent, floors[:1], 3, {}) == ([], "estimate within floors (roc_auc undefined on these 400 events: its floor not checked)")
+    checked, waived = estimate_floors(Settings(), load_spec(ADULT_SPEC), {"precision": 0.7, "recall": 0.4, "roc_auc": 0.55})
+    assert [b.metric for b in checked] == ["precision"] and [(b.metric, b.chosen) for b in waived] == [("recall", False), ("roc_auc", False)]
+    assert [b.metric for b in estimate_floors(Settings(quality_floor=0.6), load_spec(ADULT_SPEC), {"roc_auc": 0.55})[0]] == ["precision", "recall", "roc_auc"]
+    default = Bound("precision", 0.5, minimum=True, chosen=False)  # the live default, never met by v3's hold-out: not checked, said
+    assert floor_verdict(twelve, [], 3, {"precision": 0.3375}, (default,)) == ([], (
+        "no floor is checked for the estimated precision 0.4085, roc_auc 0.8: not checked (default floor precision >= 0.5 not checked: v3's own "
+        "hold-out precision 0.3375 never met it; to check one, set the model's own in its defs.yaml, loop: {live_min_precision: <value>})"))
     assert floor_verdict(Estimate(10, note="only 10 events"), floors, 3, {}) == ([], "no estimate: only 10 events")
     assert floor_verdict(Estimate(400, {"rmse": 3.0, "mae": 2.0}), [], 3, {}) == ([], "no floor is set for the estimated mae 2, rmse 3: not checked"), \
         "a regression model without an RMSE floor: nothing was checked (the estimation probe: 'estimate within floors')"

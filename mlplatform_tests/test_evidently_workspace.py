@@ -155,7 +155,7 @@ def test_estimated_chunks_are_snapshots_at_their_newest_events_time(reported: Re
     newest = runs[str(meta[EVIDENTLY_SNAPSHOT_URL]).rsplit("/", 1)[1]]
     assert max(r.timestamp for r in runs.values()) == newest.timestamp  # type: ignore[attr-defined]
     values = _values(newest)
-    floors = {f"{b.metric}_{b.kind}": b.value for b in estimate_floors(platform.settings, platform.spec)}
+    floors = {f"{b.metric}_{b.kind}": b.value for b in estimate_floors(platform.settings, platform.spec, {})[0]}
     assert values[CHAMPION_COLUMN] == 1 and set(floors) == {"precision_floor", "recall_floor", "roc_auc_floor"} and floors.items() <= values.items()
     assert values["estimated_roc_auc_lower"] <= values["estimated_roc_auc"] <= values["estimated_roc_auc_upper"]
     assert values["estimated_roc_auc"] == pytest.approx(float(str(meta["estimated_roc_auc"])))

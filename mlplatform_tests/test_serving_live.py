@@ -23,7 +23,15 @@ def test_gauges_follow_the_served_version_and_its_ceiling(tmp_path: Path) -> Non
     log = served_regression_log(settings, spec)
     served: list[ServedVersion | None] = [None]
     metrics = ServingMetrics().model(spec.name)
-    gauges = LiveQualityGauges(settings, spec, log, metrics, lambda: served[0])
+    asked: list[int] = []
+
+    def holdout(version: int) -> dict[str, float]:
+        asked.append(version)
+        if len(asked) == 1:
+            raise ConnectionError("MLflow is unreachable")
+        return {"rmse": 4.5}
+
+    gauges = LiveQualityGauges(settings, spec, log, metrics, lambda: served[0], holdout)
 
     assert gauges.update() is None  # nothing served yet: no verdict, no gauge values
     assert _gauge(metrics, "mlplatform_live_labelled_events") == 0
@@ -35,9 +43,13 @@ def test_gauges_follow_the_served_version_and_its_ceiling(tmp_path: Path) -> Non
     assert _gauge(metrics, "mlplatform_live_labelled_events") == 40
     assert _gauge(metrics, "mlplatform_live_below_floor") == 0
 
+    assert gauges.update() is not None and asked == [3, 3], "a hold-out the registry could not give is asked for again, then kept"
+    assert gauges.update() is not None and asked == [3, 3]
+
     strict_metrics = ServingMetrics().model(spec.name)
-    LiveQualityGauges(settings.model_copy(update={"live_max_rmse": 3.0}), spec, log, strict_metrics, lambda: ServedVersion(3, None)).update()
-    assert _gauge(strict_metrics, "mlplatform_live_below_floor") == 1
+    strict = LiveQualityGauges(settings.model_copy(update={"live_max_rmse": 3.0}), spec, log, strict_metrics, lambda: ServedVersion(3, None), lambda v: {"rmse": 4.5})
+    assert strict.update() is not None and _gauge(strict_metrics, "mlplatform_live_below_floor") == 1, \
+        "a ceiling set for the model is checked though its own hold-out never met it (only a default is waived)"
 
     served[0] = ServedVersion(2, None)  # a promotion: the gauges now describe the new version (10 labelled of its 20)
     assert gauges.update().events == 10  # type: ignore[union-attr]

@@ -82,8 +82,8 @@ def build_live_quality(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.F
         served = ServedVersion(champion.version, model.registry.probability_of(champion.version))
         # Loaded once for both readings, and only if needed; a champion whose files are gone gives no such reading.
         unserved = Unserved(champion.label_seq_cutoff, functools.cache(lambda: loaded_champion(model.registry, champion.version)[0]))
-        quality = measure(settings, model.spec, model.event_log, served, unserved)
         holdout = model.registry.holdout_reference(champion.version)
+        quality = measure(settings, model.spec, model.event_log, served, unserved, holdout)
         reading = measure_reading(settings, model.spec, model.event_log, served, holdout, unserved)
         verdict = quality.verdict(settings.live_quality_min_events, holdout)
         context.log.info(verdict)

@@ -5,7 +5,7 @@ Kept current by `drift_report_sensor` (orchestration/sensors.py) every `drift_ev
 retraining sensor reads its latest metadata for the estimated_drop trigger.
 """
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import dagster as dg
 import numpy as np
@@ -20,7 +20,7 @@ from mlplatform.orchestration.assets import markdown_table, value_snapshot_metad
 from mlplatform.orchestration.names import ESTIMATE_FLOOR_CHECK, ESTIMATE_TRUST_CHECK, ESTIMATED_PERFORMANCE, RAW_EVENTS, ModelNames
 from mlplatform.orchestration.resources import PlatformResource
 from mlplatform.pipeline.estimation import ChunkResult, EstimationReport, EstimationSkipped, estimate_floors, estimate_performance
-from mlplatform.pipeline.live_quality import Bound, never_met, unfloored
+from mlplatform.pipeline.live_quality import Bound, never_met, unfloored, waived_note
 from mlplatform.root import ModelContext
 from mlplatform.stores.evidently_workspace import ESTIMATED_KIND, ValuePoint, WorkspaceEntry, add_value_snapshots
 
@@ -72,21 +72,23 @@ def chunk_table(report: EstimationReport) -> str:
     return markdown_table(pd.DataFrame(rows))
 
 
-def floor_verdict(recent: Estimate, floors: list[Bound], version: int, holdout: Mapping[str, float]) -> tuple[list[str], str]:
+def floor_verdict(recent: Estimate, floors: list[Bound], version: int, holdout: Mapping[str, float],
+                  waived: Sequence[Bound] = ()) -> tuple[list[str], str]:
     """The floors the recent estimate breaches, and the verdict saying them (with those the `version`'s own `holdout`
-    missed too: `never_met`), or the floors of metrics undefined on its events, which it could not check (the
-    estimation probe: AUC of events all scored as one class read 'within floors')."""
+    missed too: `never_met`, and the `waived` defaults it never met: `waived_note`), or the floors of metrics undefined
+    on its events, which it could not check (the estimation probe: AUC of events all scored as one class read 'within
+    floors')."""
     breached = [b for b in floors if b.metric in recent.metrics and b.breached_by(recent.metrics[b.metric])]
     breaches = [b.describe(recent.metrics[b.metric]).replace("live ", "estimated ") for b in breached]
     if not recent.metrics:
         return breaches, f"no estimate: {recent.note}"
     if not floors:  # a regression model with no RMSE floor set: "within floors" said a check that never ran (the estimation probe)
-        return breaches, unfloored("estimated", recent.metrics)
+        return breaches, unfloored("estimated", recent.metrics, bool(waived)) + waived_note(version, waived, holdout)
     unchecked = sorted({b.metric for b in floors if b.metric not in recent.metrics})
     text = ("; ".join(breaches) or "estimate within floors") + never_met(version, breached, holdout)
     if unchecked:
         text += f" ({', '.join(unchecked)} undefined on these {recent.events} events: {'its floor' if len(unchecked) == 1 else 'their floors'} not checked)"
-    return breaches, text
+    return breaches, text + waived_note(version, waived, holdout)
 
 
 def report_metadata(report: EstimationReport) -> dict[str, object]:
@@ -177,8 +179,8 @@ def build_estimated_performance(names: ModelNames, retry: dg.RetryPolicy, freshn
                 check_results=[dg.AssetCheckResult(check_name=name, passed=True, severity=dg.AssetCheckSeverity.WARN, description=f"no estimate: {result.reason}")
                                for name in (ESTIMATE_FLOOR_CHECK, ESTIMATE_TRUST_CHECK)],
             )
-        recent, floors = result.recent.estimate, estimate_floors(settings, spec)
-        breaches, floor_text = floor_verdict(recent, floors, result.champion_version, result.reference)
+        recent, (floors, waived) = result.recent.estimate, estimate_floors(settings, spec, result.reference)
+        breaches, floor_text = floor_verdict(recent, floors, result.champion_version, result.reference, waived)
         untrusted, trust_text = result.untrusted, trust_verdict(result)
         context.log.info(f"{floor_text}; {trust_text}")
         return dg.MaterializeResult(

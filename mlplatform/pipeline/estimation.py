@@ -9,6 +9,7 @@ to be trusted: P(y|x) has probably changed, which no estimate from the inputs al
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,7 +21,7 @@ from mlplatform.domain.policy import LabelledPart
 from mlplatform.domain.predictor import Predictor
 from mlplatform.domain.spec import DatasetSpec
 from mlplatform.domain.validation import EVENT_TIME, LABEL
-from mlplatform.pipeline.live_quality import Bound, bounds
+from mlplatform.pipeline.live_quality import Bound, bounds, waive_unmet_defaults
 from mlplatform.pipeline.retraining import unseen_after, with_history
 from mlplatform.settings import Settings
 from mlplatform.stores.eventlog import EventStore
@@ -210,12 +211,14 @@ def estimate_performance(settings: Settings, spec: DatasetSpec, log: EventStore,
                             read=len(events), training_rows=len(events) - len(unseen))
 
 
-def estimate_floors(settings: Settings, spec: DatasetSpec) -> list[Bound]:
+def estimate_floors(settings: Settings, spec: DatasetSpec, holdout: Mapping[str, float]) -> tuple[list[Bound], tuple[Bound, ...]]:
     """The floors an estimate is held to: the live ones (precision, recall or RMSE) and the quality floor when it is
-    about an estimable metric (AUC for binary, RMSE for regression when configured)."""
+    about an estimable metric (AUC for binary, RMSE for regression when configured); and the default ones the version's
+    own `holdout` never met, which are not (`waive_unmet_defaults`)."""
     out = bounds(settings, spec)
     metric, higher = primary_metric(spec)
-    floor = set_floor if (set_floor := settings.floor_of(metric)) is not None else DEFAULT_FLOOR[spec.task]
+    set_floor = settings.floor_of(metric)
+    floor = set_floor if set_floor is not None else DEFAULT_FLOOR[spec.task]
     if metric in ("roc_auc", "rmse") and math.isfinite(floor) and all(b.metric != metric for b in out):
-        out.append(Bound(metric, floor, minimum=higher))
-    return out
+        out.append(Bound(metric, floor, minimum=higher, chosen=set_floor is not None))
+    return waive_unmet_defaults(out, holdout)

@@ -15,7 +15,7 @@ no realized quality, so no live floor and no quality_drop (the new-user probe).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
@@ -44,6 +44,7 @@ class Bound:
     metric: str
     value: float
     minimum: bool
+    chosen: bool = True  # set for this model (its loop:, an MLPLATFORM_* variable), not the setting's default
 
     def breached_by(self, observed: float) -> bool:
         return not math.isnan(observed) and (observed < self.value if self.minimum else observed > self.value)
@@ -67,6 +68,7 @@ class LiveQuality:
     last_event_time: int | None
     enough: bool
     scored_on: str = SERVED
+    waived: tuple[Bound, ...] = ()  # default floors its own hold-out never met: not checked (`waive_unmet_defaults`)
 
     @property
     def below_floor(self) -> bool:
@@ -79,12 +81,13 @@ class LiveQuality:
         change: the 0.5 defaults on a 12-class model's macro averages read as a fall from the first reading (the yeast probe)."""
         if not self.enough:
             return f"v{self.model_version}: {self.events} {self.scored_on}, fewer than {min_events}: no verdict"
+        waived = waived_note(self.model_version, self.waived, holdout or {})
         if not self.bounds:
-            return unfloored("live", self.metrics)
+            return unfloored("live", self.metrics, bool(self.waived)) + waived
         unchecked = [b.metric for b in self.bounds if b.metric not in self.metrics]
         undefined = f" ({', '.join(unchecked)} undefined on these events, no positive predicted or labelled: not checked)" if unchecked else ""
         breached = [b for b in self.bounds if b.metric in self.metrics and b.breached_by(self.metrics[b.metric])]
-        return ("; ".join(self.breaches) or "within floors") + never_met(self.model_version, breached, holdout or {}) + undefined
+        return ("; ".join(self.breaches) or "within floors") + never_met(self.model_version, breached, holdout or {}) + undefined + waived
 
 
 def never_met(version: int, breached: list[Bound], holdout: Mapping[str, float]) -> str:
@@ -98,21 +101,42 @@ def never_met(version: int, breached: list[Bound], holdout: Mapping[str, float])
             f"loop: {{{', '.join(f'{LOOP_KEYS.get(b.metric, b.metric)}: <value>' for b in never)}}})")
 
 
-def unfloored(kind: str, metrics: Mapping[str, float]) -> str:
-    """The verdict on `kind` ("live", "estimated") metrics when no floor applies to them: not "within floors", and their
-    values (`materialize --select live_quality` printed the names alone: the history probe)."""
-    return f"no floor is set for the {kind} {', '.join(f'{name} {metrics[name]:.4g}' for name in sorted(metrics))}: not checked"
+def unfloored(kind: str, metrics: Mapping[str, float], waived: bool = False) -> str:
+    """The verdict on `kind` ("live", "estimated") metrics when no floor applies to them (none set, or the `waived`
+    defaults alone): not "within floors", and their values (`materialize --select live_quality` printed the names
+    alone: the history probe)."""
+    return f"no floor is {'checked' if waived else 'set'} for the {kind} {', '.join(f'{name} {metrics[name]:.4g}' for name in sorted(metrics))}: not checked"
 
 
 LOOP_KEYS = {"precision": "live_min_precision", "recall": "live_min_recall", "rmse": "live_max_rmse", "roc_auc": "quality_floor"}  # each bound's setting
 
 
 def bounds(settings: Settings, spec: DatasetSpec) -> list[Bound]:
-    """The configured floors that apply to this task."""
-    if not spec.is_classification:
-        return [] if settings.live_max_rmse is None else [Bound("rmse", settings.live_max_rmse, minimum=False)]
-    configured = (("precision", settings.live_min_precision), ("recall", settings.live_min_recall))
-    return [Bound(metric, value, minimum=True) for metric, value in configured if value is not None]
+    """The configured floors that apply to this task, each marked chosen when set for the model rather than defaulted."""
+    configured = ((("precision", "live_min_precision"), ("recall", "live_min_recall")) if spec.is_classification else (("rmse", "live_max_rmse"),))
+    return [Bound(metric, value, minimum=spec.is_classification, chosen=setting in settings.model_fields_set)
+            for metric, setting in configured if (value := getattr(settings, setting)) is not None]
+
+
+def waive_unmet_defaults(limits: list[Bound], holdout: Mapping[str, float]) -> tuple[list[Bound], tuple[Bound, ...]]:
+    """`limits` split into those checked and the default ones (not chosen) the version's own `holdout` metrics were
+    beyond too, which are not: the 0.5 defaults against a 12-class model's macro averages, or a rare positive class
+    at threshold 0.5, failed every reading from the first and kept an alert firing on a model that never changed (the
+    yeast probe). A floor set for the model is checked whatever its hold-out did (`never_met` says so)."""
+    waived = tuple(b for b in limits if not b.chosen and b.metric in holdout and b.breached_by(holdout[b.metric]))
+    return [b for b in limits if b not in waived], waived
+
+
+def waived_note(version: int, waived: Sequence[Bound], holdout: Mapping[str, float]) -> str:
+    """What a verdict adds for the `waived` default floors ("" when none): which, why, and the setting that checks one."""
+    if not waived:
+        return ""
+    one = len(waived) == 1
+    limits = ", ".join(f"{b.metric} {'>=' if b.minimum else '<='} {b.value:g}" for b in waived)
+    held = ", ".join(f"{b.metric} {holdout[b.metric]:.4f}" for b in waived)
+    settings = ", ".join(f"{LOOP_KEYS[b.metric]}: <value>" for b in waived)
+    return (f" (default {'floor' if one else 'floors'} {limits} not checked: v{version}'s own hold-out {held} never met "
+            f"{'it' if one else 'them'}; to check {'one' if one else 'them'}, set the model's own in its defs.yaml, loop: {{{settings}}})")
 
 
 @dataclass(frozen=True)
@@ -238,11 +262,12 @@ def measure_reading(settings: Settings, spec: DatasetSpec, log: EventStore, serv
     return realized_reading(spec, labels, predicted, reference, scored_on)
 
 
-def measure(settings: Settings, spec: DatasetSpec, log: EventStore, served: ServedVersion, unserved: Unserved | None = None) -> LiveQuality:
+def measure(settings: Settings, spec: DatasetSpec, log: EventStore, served: ServedVersion, unserved: Unserved | None = None,
+            holdout: Mapping[str, float] | None = None) -> LiveQuality:
     """Score the `served` version on its latest `live_quality_window` labelled served predictions (or, with `unserved`,
-    the events `_scored` takes instead)."""
+    the events `_scored` takes instead), against its floors less the defaults its `holdout` metrics never met."""
     labels, predicted, times, scored_on = _scored(settings, spec, log, served, settings.live_quality_window, unserved)
-    limits = bounds(settings, spec)
+    limits, waived = waive_unmet_defaults(bounds(settings, spec), holdout or {})
     enough = len(labels) >= settings.live_quality_min_events
     metrics: dict[str, float] = {}
     if len(labels):
@@ -258,4 +283,5 @@ def measure(settings: Settings, spec: DatasetSpec, log: EventStore, served: Serv
         last_event_time=int(times.max()) if len(times) else None,
         enough=enough,
         scored_on=scored_on,
+        waived=waived,
     )

@@ -7,7 +7,7 @@ The same `live_quality.measure` as the `live_quality` asset, refreshed on a thre
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from mlplatform.stores.eventlog import EventStore
 from mlplatform.pipeline.live_quality import LiveQuality, ServedVersion, measure
@@ -22,13 +22,16 @@ log = logging.getLogger(__name__)
 class LiveQualityGauges(BackgroundLoop):
     """Keeps one model's `mlplatform_live_*` gauges on the version currently served."""
 
-    def __init__(self, settings: Settings, spec: DatasetSpec, events: EventStore, metrics: ModelMetrics, served: Callable[[], ServedVersion | None]) -> None:
+    def __init__(self, settings: Settings, spec: DatasetSpec, events: EventStore, metrics: ModelMetrics, served: Callable[[], ServedVersion | None],
+                 holdout: Callable[[int], Mapping[str, float]]) -> None:
         super().__init__("live-quality")
         self.settings = settings
         self.spec = spec
         self.events = events
         self.served = served
         self.metrics = metrics
+        self.holdout = holdout  # a version's own hold-out metrics: the default floors it never met are not checked, as live_quality does
+        self._holdouts: dict[int, Mapping[str, float]] = {}
         self._shown: set[str] = set()  # metric names with a gauge value, removed when a measurement no longer has them
 
     def update(self) -> LiveQuality | None:
@@ -36,7 +39,7 @@ class LiveQualityGauges(BackgroundLoop):
         served = self.served()
         if served is None:
             return None
-        quality = measure(self.settings, self.spec, self.events, served)
+        quality = measure(self.settings, self.spec, self.events, served, holdout=self._holdout_of(served.version))
         m = self.metrics
         for name in self._shown - set(quality.metrics):
             m.live_metric.remove(name)
@@ -46,6 +49,16 @@ class LiveQualityGauges(BackgroundLoop):
         m.live_labelled.set(quality.events)
         m.live_below_floor.set(1 if quality.below_floor else 0)
         return quality
+
+    def _holdout_of(self, version: int) -> Mapping[str, float]:
+        """The version's hold-out metrics, read once; {} while the registry cannot say (every floor checked meanwhile)."""
+        if version not in self._holdouts:
+            try:
+                self._holdouts = {version: self.holdout(version)}
+            except Exception as exc:  # the registry down: the next measurement asks again
+                log.warning("live quality: v%s's hold-out metrics unread (%s): every floor checked", version, exc)
+                return {}
+        return self._holdouts[version]
 
     def _run(self) -> None:
         while not self._stop.wait(self.settings.serve_live_quality_seconds):

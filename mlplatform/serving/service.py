@@ -223,7 +223,8 @@ class ModelService:
         self.watcher.check()
         self.watcher.start()
         watcher = self.watcher
-        self.live = LiveQualityGauges(s, self.spec, self.events, self.metrics, lambda: ServedVersion(m.version, m.predictor.positive_class) if (m := watcher.current) else None)
+        self.live = LiveQualityGauges(s, self.spec, self.events, self.metrics, lambda: ServedVersion(m.version, m.predictor.positive_class) if (m := watcher.current) else None,
+                                      self.registry.holdout_reference)
         self.live.start()
         if s.serve_shadow_challenger:
             self.shadow = ShadowScorer(self.registry, self.spec, s, self.events, self.metrics)
