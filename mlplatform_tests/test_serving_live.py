@@ -54,3 +54,16 @@ def test_gauges_follow_the_served_version_and_its_ceiling(tmp_path: Path) -> Non
     served[0] = ServedVersion(2, None)  # a promotion: the gauges now describe the new version (10 labelled of its 20)
     assert gauges.update().events == 10  # type: ignore[union-attr]
     assert _gauge(metrics, "mlplatform_live_labelled_events") == 10
+
+
+def test_regression_predictions_of_any_scale_land_in_a_bucket_of_their_own_size() -> None:
+    """Decades from -1e3 to 1e4 put a count of bikes (0-1,000) in three buckets and every value above ten thousand in +Inf."""
+    metrics = ServingMetrics().model("prices")
+    for value in (150_000.0, 37.5, -0.004, 0.0):
+        metrics.prediction_values.observe(value)
+
+    def cumulative(le: str) -> float | None:
+        return metrics.registry.get_sample_value("mlplatform_prediction_value_bucket", {"model": "prices", "le": le})
+
+    assert (cumulative("100000.0"), cumulative("200000.0")) == (3.0, 4.0), "150,000 between 1e5 and 2e5, not in +Inf"
+    assert (cumulative("20.0"), cumulative("50.0")) == (2.0, 3.0) and (cumulative("-0.005"), cumulative("-0.002")) == (0.0, 1.0)

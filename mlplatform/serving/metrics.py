@@ -13,6 +13,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+# Regression predictions of any scale, one family for every model: 1-2-5 steps from a thousandth to ten million, either
+# sign, and 0. Decades from -1e3 to 1e4 held a count of bikes (0-1,000) in three buckets and every value above ten
+# thousand in +Inf: now no bucket's upper bound is more than 2.5 times its lower one.
+_STEPS = [m * 10.0 ** e for e in range(-3, 7) for m in (1, 2, 5)] + [1e7]
+PREDICTION_BUCKETS = (*(-v for v in reversed(_STEPS)), 0.0, *_STEPS)
 NO_MODEL = ""  # the `model` label of what happens before a request names a model
 
 
@@ -27,7 +32,7 @@ class ServingMetrics:
                                  [*m, "endpoint"], buckets=LATENCY_BUCKETS, registry=r)
         self.predictions = Counter("mlplatform_predictions", "Predictions served, by predicted class (classification).", [*m, "prediction"], registry=r)
         self.prediction_values = Histogram("mlplatform_prediction_value", "Predicted values (regression).", m,
-                                           buckets=(-1e3, -1e2, -10, -1, 0, 1, 10, 1e2, 1e3, 1e4), registry=r)
+                                           buckets=PREDICTION_BUCKETS, registry=r)
         self.batch_rows = Histogram("mlplatform_batch_rows", "Records per /predict request.", m, buckets=(1, 2, 10, 100, 1000, 10_000), registry=r)
         self.errors = Counter("mlplatform_errors", "Requests refused or failed, by kind.", [*m, "kind"], registry=r)
         self.unseen = Counter("mlplatform_unseen_categories", "Categorical values not seen in training (served as missing).", [*m, "feature"], registry=r)
