@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -324,19 +324,47 @@ class Platform:
         return next(iter(self.models.values()))
 
 
-_platforms: dict[str, Platform] = {}
+Stamp = tuple[tuple[str, int, int], ...]
+_platforms: dict[tuple[str, Path], tuple[Stamp, Platform]] = {}
 _platforms_lock = threading.Lock()
+_specs_named: dict[Stamp, list[Path]] = {}  # the specs the latest defs.yaml files (as stamped) name
 
 
-def platform(settings: Settings | None = None) -> Platform:
-    """The process's Platform for these settings (default: from the environment), built on first use and then reused."""
+def _stamp(paths: Iterable[Path]) -> Stamp:
+    """Each file's path, change time and size (-1, -1: not there now)."""
+    def one(path: Path) -> tuple[str, int, int]:
+        try:
+            found = path.stat()
+        except OSError:
+            return str(path), -1, -1
+        return str(path), found.st_mtime_ns, found.st_size
+    return tuple(one(path) for path in paths)
+
+
+def declarations_stamp(defs_dir: Path = DEFS_DIR) -> Stamp:
+    """What a Platform is built from that a person edits while processes run: each defs.yaml under `defs_dir` and the
+    spec each names. A process that lives across runs (the Celery worker's pool, a warm run worker) kept the Platform it
+    built first: a model scaffolded meanwhile failed every step of every model ("not a mlplatform.RetrainingLoop
+    declaration"), and an edited `loop:` was ignored by steps there (the production probe). A few stats a call."""
+    declared = _stamp(sorted(defs_dir.rglob(DEFS_FILE)))
+    specs = _specs_named.get(declared)
+    if specs is None:
+        specs = [declared_spec(declaration, defs_file) for defs_file, declaration in readable_declarations(defs_dir)]
+        _specs_named.clear()
+        _specs_named[declared] = specs
+    return declared + _stamp(specs)
+
+
+def platform(settings: Settings | None = None, defs_dir: Path = DEFS_DIR) -> Platform:
+    """The process's Platform for these settings (default: from the environment), built on first use and reused while
+    the declarations under `defs_dir` and their specs stay as they were (`declarations_stamp`); built again after an edit."""
     settings = settings or Settings()
-    key = settings.model_dump_json()
+    key, stamp = (settings.model_dump_json(), defs_dir), declarations_stamp(defs_dir)
     with _platforms_lock:
         found = _platforms.get(key)
-        if found is None:  # creates no folder: loading the code location must not leave state behind (the stores make theirs)
-            found = _platforms[key] = Platform.discover(settings)
-        return found
+        if found is None or found[0] != stamp:  # creates no folder: loading the code location must not leave state behind (the stores make theirs)
+            found = _platforms[key] = (stamp, Platform.discover(settings, defs_dir))
+        return found[1]
 
 
 def forget_platforms() -> None:

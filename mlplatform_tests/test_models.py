@@ -102,6 +102,29 @@ def test_a_wrong_declaration_names_its_file_and_field(tmp_path: Path, text: str,
     assert str(path) in str(refused.value) and message in str(refused.value), str(refused.value)
 
 
+def test_a_process_builds_its_platform_again_once_a_declaration_or_its_spec_changes(tmp_path: Path) -> None:
+    """The production probe: the Celery worker's pool kept the Platform it built first, so a model scaffolded while the
+    stack ran failed every step of every model ("not a mlplatform.RetrainingLoop declaration"), and an edited `loop:`
+    was ignored by the steps it ran (a quality_floor of 0.99999 read as the default 0.6)."""
+    from mlplatform.root import platform
+
+    defs, settings = tmp_path / "defs", Settings(state_dir=tmp_path / "state")
+    adult = _declare(defs, "adult", _adult_defs(""))
+    first = platform(settings, defs)
+    assert platform(settings, defs) is first and list(first.models) == ["adult"], "built once while nothing changed"
+    adult.write_text(_adult_defs("  loop: {quality_floor: 0.99999}\n"), encoding="utf-8")
+    assert platform(settings, defs).model("adult").settings.quality_floor == 0.99999, "an edited loop: is read"
+    spec = tmp_path / "bike.yaml"
+    shipped = (REPO_ROOT / "data" / "bike_sharing.yaml").read_text(encoding="utf-8")
+    spec.write_text(shipped.replace("\nname: bike-sharing\n", "\nname: bikes\n").replace("[bike_sharing/", f"[{REPO_ROOT / 'data' / 'bike_sharing'}/"), encoding="utf-8")
+    bikes_defs = ADULT_DEFS.format(spec=spec, extra="")
+    _declare(defs, "bikes", bikes_defs)
+    grown = platform(settings, defs)
+    assert sorted(grown.models) == ["adult", "bikes"] and grown.model_declared_in(defs / "bikes" / "defs.yaml").name == "bikes", "a model added is found"
+    spec.write_text(spec.read_text(encoding="utf-8") + "# edited\n", encoding="utf-8")
+    assert platform(settings, defs) is not grown, "a spec edited is read again"
+
+
 def test_two_models_with_one_name_are_refused_naming_both_files(tmp_path: Path) -> None:
     defs = tmp_path / "defs"
     first = _declare(defs, "a", _adult_defs(""))
