@@ -284,8 +284,13 @@ EVERY_KIND = [
 ]
 
 
-@pytest.mark.parametrize("task", ["regression", "binary", "multiclass"])
-def test_serving_state_and_training_frame_agree_on_a_stream_with_late_out_of_order_labels(task: str) -> None:
+# The airline probe: a series dated 1949-1960 has negative microsecond times, and a label known before 1970 read as none:
+# every history column was missing in training, never in serving. The same stream 63 years earlier must agree too.
+BEFORE_1970_US = -2 * 10**15
+
+
+@pytest.mark.parametrize(("task", "shift_us"), [("regression", 0), ("binary", 0), ("multiclass", 0), ("regression", BEFORE_1970_US)])
+def test_serving_state_and_training_frame_agree_on_a_stream_with_late_out_of_order_labels(task: str, shift_us: int) -> None:
     classes = {"binary": {"classes": ["a", "b"], "positive_class": "b"}, "multiclass": {"classes": ["a", "b", "c"]}}.get(task, {})
     kinds = [f for f in EVERY_KIND if task != "multiclass" or f.get("of") == "x" or f["kind"] in ("lag", "since", "events")]
     if task == "regression":
@@ -293,6 +298,8 @@ def test_serving_state_and_training_frame_agree_on_a_stream_with_late_out_of_ord
     spec = parse_spec({**BASE, "task": task, **classes, "features": {"x": "numeric", "c": "categorical", "k": "numeric"},
                        "history": {"features": kinds}})
     events = _random_stream(3000, spec, seed=len(task))
+    events[["event_time", "ingested_at"]] += shift_us
+    events["label_time"] += shift_us
     training = history_frame(events, spec).reset_index(drop=True)
     serving = _online(events, spec)
     assert list(training.columns) == spec.history_numeric + spec.history_categorical
@@ -731,5 +738,27 @@ def test_history_of_a_window_whose_labels_have_not_come_back_warns_of_nothing(tm
             warnings.simplefilter("error", FutureWarning)
             framed = with_history(log, spec, window, log.counts().label_watermark)
         assert len(framed) == 50 and framed["hist__label_lag1"].notna().all() and framed["hist__label_lag1"].iloc[-1] == float(source["cnt"].iloc[599])
+    finally:
+        log.close()
+
+
+def test_a_series_dated_before_1970_has_its_history_in_training_and_a_column_that_never_fills_is_said(tmp_path: Path) -> None:
+    """The airline probe: monthly passengers 1949-1960 landed with lags of the label; a label known before 1970 has a
+    negative time, read as no label, so every history column was missing in training, and nothing said so."""
+    from mlplatform.pipeline.retraining import build_feature_snapshot
+    from mlplatform.stores.eventlog import EventLog
+
+    spec = parse_spec({**BASE, "history": {"warmup_events": 50, "features": [{"kind": "lag", "k": 2}, {"kind": "lag", "by": "c"}]}})
+    log = EventLog(tmp_path / "events.sqlite", spec)
+    try:
+        month = 30 * 24 * 3600 * S
+        first = int(pd.Timestamp("1949-01-01", tz="UTC").value // 1000)
+        log.append(pd.DataFrame({"event_id": [f"m{i}" for i in range(300)], "event_time": [first + i * month for i in range(300)],
+                                 "label": [float(100 + i) for i in range(300)], "x": [float(i % 12) for i in range(300)],
+                                 "c": [f"once{i}" for i in range(300)]}), "airline.csv")
+        snapshot = build_feature_snapshot(Settings(state_dir=tmp_path / "state", min_training_rows=100), spec, log, tmp_path / "snapshot")
+        train = snapshot.train
+        assert train["hist__label_lag1"].notna().mean() > 0.9 and (train["hist__label_lag1"] == train["label"] - 1).sum() > 0.9 * len(train)
+        assert snapshot.history_missing_in_every_row(spec) == ["hist__label_lag1__by_c"], "a key seen once has no earlier label: said, not silent"
     finally:
         log.close()

@@ -46,14 +46,19 @@ def _whole_numbers(column: pd.Series) -> np.ndarray:
     return pd.to_numeric(column).fillna(0).to_numpy(dtype="int64")
 
 
+NO_LABEL = np.iinfo("int64").min  # `label_known_at` of an event without a label: -1 was 1969-12-31 23:59:59.999999
+
+
 def label_known_at(events: pd.DataFrame) -> np.ndarray:
-    """When each event's label became known, in event-time microseconds (-1 where there is no label)."""
+    """When each event's label became known, in event-time microseconds (NO_LABEL where there is none). Times before
+    1970 are negative: read as "no label" below 0, every label of a series dated 1949-1960 was left out of its history
+    features, which were all missing in training and not in serving (the airline probe)."""
     labelled = events["label_time"].notna().to_numpy() & events[LABEL].notna().to_numpy()
     label_time = _whole_numbers(events["label_time"])
     delay = label_time - _whole_numbers(events["ingested_at"])
     served = (events["source"] == SERVING_SOURCE).to_numpy()
     known = np.where(served, label_time, events[EVENT_TIME].to_numpy(dtype="int64") + delay)
-    return np.where(labelled, known, -1)
+    return np.where(labelled, known, NO_LABEL)
 
 
 def label_known_at_one(source: str, event_time: int, ingested_at: int | None, label_time: int) -> int:
@@ -74,7 +79,7 @@ def timeline(events: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """
     n = len(events)
     known = label_known_at(events)
-    labelled = np.flatnonzero(known >= 0)
+    labelled = np.flatnonzero(known != NO_LABEL)
     seq = events["seq"].to_numpy(dtype="int64")
     label_seq = _whole_numbers(events["label_seq"])
     event_times = events[EVENT_TIME].to_numpy(dtype="int64")

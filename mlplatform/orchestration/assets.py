@@ -216,6 +216,10 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
         late = snapshot.backdated
         if late is not None and late.served_rows:
             context.log.warning(f"history of served rows: {late.said()}")
+        empty = snapshot.history_missing_in_every_row(spec)
+        if empty:
+            context.log.warning(f"history columns missing in every one of the {snapshot.window.train_rows} training rows: {', '.join(empty)} "
+                                "(no earlier event of the key, or no label known before the row's time, within warmup_events): the model learns nothing from them")
         w = snapshot.window
         train_part = snapshot.train
         balance = train_part[LABEL].value_counts(normalize=True).round(4).to_dict() if spec.is_classification else {
@@ -239,6 +243,7 @@ def build_assets(names: ModelNames, retry: dg.RetryPolicy, freshness: dg.Freshne
                 "snapshots_pruned": pruned,
                 **({HISTORY_HORIZON: dg.MetadataValue.json(horizon)} if horizon else {}),
                 **({HISTORY_BACKDATED: late.said()} if late is not None and late.served_rows else {}),
+                **({"history_missing_in_every_row": ", ".join(empty)} if empty else {}),
             },
         )
 

@@ -94,6 +94,15 @@ class FeatureSnapshot:
     def holdout(self) -> pd.DataFrame:
         return pd.read_parquet(self.folder / HOLDOUT_FILE)
 
+    def history_missing_in_every_row(self, spec: DatasetSpec) -> list[str]:
+        """The spec's history columns missing in every training row, which a model learns nothing from: a series dated
+        before 1970 lost every label of its history, and nothing said so (the airline probe)."""
+        names = [*spec.history_numeric, *spec.history_categorical]
+        if not names:
+            return []
+        train = pd.read_parquet(self.folder / TRAIN_FILE, columns=names)
+        return [name for name in names if train[name].isna().all()]
+
     @property
     def train_labels(self) -> pd.Series:
         """The training rows' labels alone: the default regression floor predicts their mean."""
