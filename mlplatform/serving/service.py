@@ -266,17 +266,27 @@ class ModelService:
         model = self.watcher.current if self.watcher else None
         if model is None:
             why = self.watcher.last_error if self.watcher else None
-            return False, {"ready": False, "detail": "no champion model is loaded yet" + (f": {why}" if why else "")}
+            return False, {"ready": False, "detail": self._open("no champion model is loaded yet", why)}
         assert self.log is not None
         failure = self.log.failure and await run_in_threadpool(self.log.probe)
         if failure:
-            return False, {"ready": False, "model_version": model.version, "detail": failure}
+            return False, {"ready": False, "model_version": model.version, "detail": self._open("the prediction log cannot write to the event log", failure)}
         corrector = model.corrector
         correction = {"enabled": corrector is not None, "updates": corrector.updates if corrector else 0}
         misfit = spec_mismatch(model.predictor, self.spec_file.spec)  # a class renamed in the spec while this model predicts it
         note = self.spec_file.note or (misfit and f"the served model v{model.version} does not fit the edited dataset spec ({misfit}): "
                                                   "the next retraining replaces it")
         return True, {"ready": True, "model_version": model.version, "online_correction": correction, **({"spec_note": note} if note else {})}
+
+    def _open(self, what: str, why: str | None) -> str:
+        """A readiness detail: `what`, and `why` unless the token is set. Then the probes are the endpoints open to anyone,
+        and `why` names the stores' addresses (the production probe: a 503 gave the event log's host, port and schema);
+        it stays in the server's log and in the 503 of the endpoints the token guards."""
+        if why is None:
+            return what
+        if self.settings.serve_token is not None:
+            return f"{what} (why: in the server's log, and in a 503 of /predict)"
+        return why if why.startswith(what) else f"{what}: {why}"
 
     def count_predictions(self, predictions: list[Any]) -> None:
         """Predictions by class (the labelled child is cached: looking it up costs more than the increment), or their values."""
