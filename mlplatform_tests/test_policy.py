@@ -191,3 +191,19 @@ def test_an_older_cursor_without_the_reading_is_read_not_reset() -> None:
     old = json.dumps({"last_trigger_seq": 10, "last_trigger_time": 5.0, "last_drift_report": "7", "last_estimate": "41", "version": 1})
     assert Cursor.from_json(old) == (Cursor(10, 5.0, "7", "41", None), False)
     assert Cursor.from_json(json.dumps({**json.loads(old), "last_quality": 12})) == (Cursor(10, 5.0, "7", "41", "12"), False)
+
+
+def test_labels_a_trigger_took_are_new_to_a_champion_that_took_over_after_it() -> None:
+    """The probe: rolled back to v1 (and unpinned), a champion at realized AUC 0.21 with 23,000 labels since its
+    cut-off waited for 3000 more, "0 new labelled events since the last trigger". A promotion after the trigger has
+    its cut-off at or past the trigger's labels, so nothing changes there."""
+    took = Cursor(last_trigger_seq=24_000, last_trigger_time=5_000.0)
+    rolled_back = Observation(label_watermark=24_000, champion_cutoff=CUTOFF, now=10_000.0, champion_since=6_000.0)
+    trigger, _, why = decide(rolled_back, took, CONFIG)
+    assert trigger is not None and trigger.reason == NEW_OBSERVATIONS and trigger.new_labelled == 23_000, why
+    before = Observation(label_watermark=24_000, champion_cutoff=CUTOFF, now=10_000.0, champion_since=4_000.0)  # it served when the trigger came
+    trigger, _, why = decide(before, took, CONFIG)
+    assert trigger is None and why.startswith("0 new labelled events since the last trigger (23000 since the champion's cut-off)"), why
+    promoted = Observation(label_watermark=25_000, champion_cutoff=24_000, now=10_000.0, champion_since=6_000.0)
+    trigger, _, why = decide(promoted, took, CONFIG)
+    assert trigger is None and why.startswith("1000 new labelled events since the champion's cut-off (it took over after the last trigger)"), why
