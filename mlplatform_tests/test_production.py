@@ -1,6 +1,7 @@
 """The production profile on real engines: the Dagster instance on PostgreSQL, the MLflow server on PostgreSQL,
 steps on Celery workers with Redis, and `mlplatform dev --profile production` bringing it all up."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -19,6 +20,7 @@ import dagster as dg
 import pandas as pd
 import psycopg
 import pytest
+from celery import Celery
 
 from mlplatform.cli.dev import LOCATIONS_QUERY, celery_worker, daemon_servers, mlflow_server, redis_server, running
 from mlplatform.domain.keys import LAUNCHED_BY_TAG
@@ -224,15 +226,11 @@ def test_the_stack_s_redis_keeps_queued_steps_and_bindings_when_killed_and_start
         next_stack.wait()
 
 
-def test_a_busy_worker_leaves_the_next_step_in_the_queue(state: Settings) -> None:
-    """The production probe: the whole Celery worker killed mid-step also lost a step of another run that had not
-    started, which the worker had reserved beyond its one pool process (`--prefetch-multiplier 1` still reserves one):
-    it sat in Redis's unacked hash, and both runs stayed STARTED. The stack's worker command takes a step only when a
-    pool process is free, so a step waiting is in the queue, for a restarted worker or another."""
-    import redis
-
+@contextlib.contextmanager
+def _test_worker(state: Settings) -> Iterator[tuple[str, Celery]]:
+    """A Redis and a Celery worker of one pool process, with the stack's worker command, running the tests' app
+    (support/celery_app.py): yields the broker's URL and a client app of its own that sends the app's tasks by name."""
     from mlplatform.orchestration.executor import CELERY_QUEUE, celery_worker_command, celery_worker_env
-    from mlplatform_tests.support.celery_app import app, hold
 
     settings = state.model_copy(update={"celery_broker_url": f"redis://127.0.0.1:{free_port()}/0"})
     assert settings.celery_broker_url is not None
@@ -241,23 +239,62 @@ def test_a_busy_worker_leaves_the_next_step_in_the_queue(state: Settings) -> Non
     worker: subprocess.Popen[bytes] | None = None
     try:
         wait_until("redis to answer", server.ready, 30)
-        client = redis.Redis.from_url(settings.celery_broker_url, socket_timeout=5)
-        app.conf.update(broker_url=settings.celery_broker_url, result_backend=settings.celery_broker_url)
         command = celery_worker_command(sys.executable, f"held@{socket.gethostname()}", 1, app="mlplatform_tests.support.celery_app")
         worker = subprocess.Popen(command, cwd=REPO_ROOT, env={**os.environ, **celery_worker_env(settings)}, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL, start_new_session=True)
-        held = hold.apply_async((60,))
-        wait_until("the first step to run", lambda: client.llen(CELERY_QUEUE) == 0 and client.hlen("unacked") == 0, 120)
-        hold.apply_async((0,))
-        time.sleep(3)  # the worker polls its queue every second
-        assert (client.llen(CELERY_QUEUE), client.hlen("unacked")) == (1, 0), "the second step waits in the queue, reserved by no worker"
-        held.revoke()
+        client = Celery("client", broker=settings.celery_broker_url, backend=settings.celery_broker_url)
+        client.conf.task_default_queue = CELERY_QUEUE
+        yield settings.celery_broker_url, client
+        client.close()
     finally:
         if worker is not None:
             os.killpg(worker.pid, signal.SIGKILL)
             worker.wait()
         broker.kill()
         broker.wait()
+
+
+def test_a_busy_worker_leaves_the_next_step_in_the_queue(state: Settings) -> None:
+    """The production probe: the whole Celery worker killed mid-step also lost a step of another run that had not
+    started, which the worker had reserved beyond its one pool process (`--prefetch-multiplier 1` still reserves one):
+    it sat in Redis's unacked hash, and both runs stayed STARTED. The stack's worker command takes a step only when a
+    pool process is free, so a step waiting is in the queue, for a restarted worker or another."""
+    import redis
+
+    from mlplatform.orchestration.executor import CELERY_QUEUE
+
+    with _test_worker(state) as (url, app):
+        client = redis.Redis.from_url(url, socket_timeout=5)
+        held = app.send_task("hold", (60,))
+        wait_until("the first step to run", lambda: client.llen(CELERY_QUEUE) == 0 and client.hlen("unacked") == 0, 120)
+        app.send_task("hold", (0,))
+        time.sleep(3)  # the worker polls its queue every second
+        assert (client.llen(CELERY_QUEUE), client.hlen("unacked")) == (1, 0), "the second step waits in the queue, reserved by no worker"
+        held.revoke()
+
+
+def test_a_step_whose_task_raised_in_the_worker_is_lost_not_the_end_of_the_run(state: Settings, caplog: pytest.LogCaptureFixture) -> None:
+    """The production probe: a step's task raised in the worker (its events could not be stored, PostgreSQL restarting),
+    and dagster-celery's loop, holding it as an error, submitted no step again and spun: a retry it had scheduled never
+    ran, the run stayed STARTED with its run worker at 70 % of a CPU. The executor reads such a task as revoked, which the
+    loop takes as a step lost (in an unknown state: the run fails at its end) while every other step goes on."""
+    import logging
+
+    from celery.exceptions import TaskRevokedError
+
+    from mlplatform.orchestration.executor import LostWhenItRaises
+
+    class Context:  # the executor's plan context, of which the wrapper uses the log
+        log = logging.getLogger("run")
+
+    with _test_worker(state) as (_, app):
+        failed, held = (LostWhenItRaises(app.send_task(name, args), Context(), key) for name, args, key in (("fail", (), "adult__features"), ("hold", (0,), "b")))
+        wait_until("both tasks to end", lambda: failed.ready() and held.ready(), 120)
+        assert held.get() == 0, "a task that ended well is as it was"
+        with caplog.at_level(logging.ERROR, logger="run"), pytest.raises(TaskRevokedError, match="adult__features: RuntimeError: too many retries"):
+            failed.get()
+    assert ("step adult__features: its Celery task failed in the worker (RuntimeError: too many retries for DB connection); the step is lost "
+            "(the run fails once its other steps, their retries included, have ended)") in caplog.text
 
 
 def _pool_children(pid: int) -> list[int]:

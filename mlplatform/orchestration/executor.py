@@ -1,5 +1,7 @@
 """Where the steps of a run execute: in the run's own process (embedded), or on Celery workers (production profile)."""
 
+from typing import Any
+
 import dagster as dg
 
 from mlplatform.settings import Settings, env_name
@@ -16,12 +18,65 @@ def run_executor(settings: Settings) -> dg.ExecutorDefinition:
     import warnings
 
     from celery.exceptions import DuplicateTaskNameWarning
-    from dagster_celery import celery_executor
 
     # dagster-celery registers its one task again for every step it submits: the second step of each run printed
     # "Task name 'execute_plan' is already registered" (the production probe), the same task each time.
     warnings.filterwarnings("ignore", message="Task name 'execute_plan' is already registered", category=DuplicateTaskNameWarning)
-    return celery_executor.configured({"broker": settings.celery_broker_url, "backend": settings.celery_broker_url}, name="celery")
+    return celery_with_lost_steps().configured({"broker": settings.celery_broker_url, "backend": settings.celery_broker_url}, name="celery")
+
+
+def celery_with_lost_steps() -> dg.ExecutorDefinition:
+    """dagster-celery's executor, but a step whose Celery task itself raised (in the worker, outside the step: its
+    events could not be stored, PostgreSQL down) is a step lost, not the end of scheduling. dagster-celery's loop then
+    submitted no step again and spun without sleeping: a retry it had scheduled (a step failed on the same outage) never
+    ran, the run stayed STARTED with its run worker at 70 % of a CPU until run monitoring's hour (the production probe).
+    Read as a revoked task, the step is marked in an unknown state (its run fails at the end, its downstream steps are
+    abandoned) and every other step, retries included, goes on."""
+    from dagster._core.execution.retries import RetryMode
+    from dagster_celery.executor import CELERY_CONFIG, CeleryExecutor, _submit_task
+
+    class LostStepsExecutor(CeleryExecutor):
+        def execute(self, plan_context: Any, execution_plan: Any) -> Any:
+            from dagster_celery.core_execution_loop import core_celery_execution_loop
+
+            def submit(app: Any, context: Any, step: Any, queue: str, priority: int, known_state: Any) -> LostWhenItRaises:
+                return LostWhenItRaises(_submit_task(app, context, step, queue, priority, known_state), context, step.key)
+
+            return core_celery_execution_loop(plan_context, execution_plan, step_execution_fn=submit)
+
+    @dg.executor(name="celery", config_schema=CELERY_CONFIG, requirements=dg.multiple_process_executor_requirements())
+    def celery(init_context: dg.InitExecutorContext) -> dg.Executor:
+        config = init_context.executor_config
+        return LostStepsExecutor(retries=RetryMode.from_config(config["retries"]), broker=config.get("broker"), backend=config.get("backend"),
+                                 config_source=config.get("config_source"), include=config.get("include"))
+
+    return celery
+
+
+class LostWhenItRaises:
+    """A step's Celery result whose `get` raises as a revoked task does when the task itself failed, saying why in the
+    run's log (see `celery_with_lost_steps`)."""
+
+    def __init__(self, result: Any, context: Any, step_key: str) -> None:
+        self._result, self._context, self._step_key = result, context, step_key
+
+    def ready(self) -> bool:
+        return bool(self._result.ready())
+
+    def revoke(self) -> None:
+        self._result.revoke()
+
+    def get(self) -> Any:
+        from celery.exceptions import TaskRevokedError
+
+        try:
+            return self._result.get()
+        except TaskRevokedError:
+            raise
+        except Exception as exc:
+            self._context.log.error(f"step {self._step_key}: its Celery task failed in the worker ({type(exc).__name__}: {exc}); the step is "
+                                    "lost (the run fails once its other steps, their retries included, have ended)")
+            raise TaskRevokedError(f"{self._step_key}: {type(exc).__name__}: {exc}") from exc
 
 
 def celery_worker_command(python_bin: str, name: str, concurrency: int, app: str = CELERY_APP) -> list[str]:

@@ -1,5 +1,6 @@
-"""A Celery app of one task that holds its pool process for a while: started by the production tests with the worker
-command the stack uses, to see which queued steps a busy worker takes."""
+"""A Celery app of two tasks, one that holds its pool process for a while and one that fails in the worker: started by
+the production tests with the worker command the stack uses, to see which queued steps a busy worker takes and what
+the executor makes of a task that raised."""
 
 from __future__ import annotations
 
@@ -17,3 +18,8 @@ app.conf.task_default_queue = CELERY_QUEUE
 def hold(seconds: float) -> float:
     time.sleep(seconds)
     return seconds
+
+
+@app.task(name="fail")
+def fail() -> None:
+    raise RuntimeError("too many retries for DB connection")  # as dagster's task raised when its events could not be stored
