@@ -510,6 +510,26 @@ def test_a_draft_spec_reads_a_date_column_and_an_hour_column_as_one_clock(tmp_pa
     assert parse_spec(yaml.safe_load(draft_spec("rides", sample))).time_offset is None, "24 is not an hour of a day"
 
 
+def test_a_draft_says_a_record_number_is_one_and_a_series_without_a_feature_what_it_needs(tmp_path: Path) -> None:
+    """The River probe: `rid`, an export's row index 0..N-1, was drafted as a numeric feature (each row's position, a value
+    never seen again) without a word, and a series of a time and a label alone was refused naming no way on."""
+    from mlplatform.domain.spec import parse_spec
+    from mlplatform.domain.spec_draft import draft_spec
+
+    sample = tmp_path / "sea.csv"
+    rows = pd.DataFrame({"rid": range(50), "x0": [i * 0.37 % 10 for i in range(50)], "alarm": ["yes", "no"] * 25})
+    rows.to_csv(sample, index=False)
+    text = draft_spec("sea", sample)
+    assert "rid" in parse_spec(yaml.safe_load(text)).features, text
+    assert ("# 'rid': whole numbers counting up by 1 in every row (a record number?); kept as a numeric feature, which tells the model each "
+            "row's position, a value never seen again: if it numbers the rows, make it id_column (or put it in drop)") in text
+    rows.assign(rid=[3 * i for i in range(50)]).to_csv(sample, index=False)
+    assert "record number" not in draft_spec("sea", sample), "numbers that do not count up by 1 are said to be nothing"
+    pd.DataFrame({"month": pd.date_range("1949-01-01", periods=30, freq="MS").strftime("%Y-%m-%d"), "passengers": range(100, 130)}).to_csv(sample, index=False)
+    with pytest.raises(ValueError, match=r"a series predicted from its own past needs one its events carry, e.g. a calendar field \(month, hour\)"):
+        draft_spec("airline", sample)
+
+
 @pytest.mark.parametrize(
     ("times", "time_format", "note"),
     [

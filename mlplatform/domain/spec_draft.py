@@ -14,6 +14,7 @@ import re
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -192,6 +193,15 @@ def _all_distinct(values: pd.Series) -> bool:
     return len(values) >= 20 and not pd.api.types.is_numeric_dtype(values) and values.nunique() == len(values)
 
 
+def _record_number(values: pd.Series) -> bool:
+    """Whole numbers counting up by 1 in every row (0, 1, 2, … or 1, 2, 3, …): a record number, an export's row index.
+    Drafted as a numeric feature it told the model each row's position, never a value seen again (the River probe's `rid`)."""
+    if len(values) < 20 or values.isna().any() or not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        return False
+    steps = np.diff(values.to_numpy(dtype="float64"))
+    return bool((steps == 1).all())
+
+
 def _reads_as_times(values: pd.Series) -> bool:
     """Timestamps already, or text that reads as times (ISO 8601, or a format the draft guesses, e.g. `01/01/2024 00:00`):
     a time column under a name the draft does not know. Only ISO before: such a column became a categorical feature."""
@@ -313,6 +323,9 @@ def draft_spec(name: str, sample: Path | None, label: str | None = None, task: s
             notes.append(f"left out {column!r} (in drop): {problem}; rename the column in your export to use it as a feature")
             left_out.append(column)
             continue
+        if _record_number(frame[column]):
+            notes.append(f"{column!r}: whole numbers counting up by 1 in every row (a record number?); kept as a numeric feature, which tells "
+                         "the model each row's position, a value never seen again: if it numbers the rows, make it id_column (or put it in drop)")
         if _all_distinct(frame[column]):
             notes.append(f"{column!r}: every value in the sample differs (an id?); kept as a categorical feature: check")
         numeric = pd.api.types.is_numeric_dtype(frame[column]) and not pd.api.types.is_bool_dtype(frame[column]) and column not in keys
@@ -321,7 +334,9 @@ def draft_spec(name: str, sample: Path | None, label: str | None = None, task: s
             numeric = False
         features[column] = "numeric" if numeric else "categorical"
     if not features:
-        raise ValueError(f"{sample}: no column can be a feature ({'; '.join(notes) or 'only the label, id and time columns'})")
+        raise ValueError(f"{sample}: no column can be a feature ({'; '.join(notes) or 'only the label, id and time columns'}); a series "
+                         "predicted from its own past needs one its events carry, e.g. a calendar field (month, hour) added to the "
+                         "sample as a number, then history features of the label (README, History features)")
     spec["features"] = features
     if left_out:
         spec["drop"] = left_out
