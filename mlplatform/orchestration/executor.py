@@ -1,5 +1,6 @@
 """Where the steps of a run execute: in the run's own process (embedded), or on Celery workers (production profile)."""
 
+from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
@@ -36,13 +37,22 @@ def celery_with_lost_steps() -> dg.ExecutorDefinition:
     from dagster_celery.executor import CELERY_CONFIG, CeleryExecutor, _submit_task
 
     class LostStepsExecutor(CeleryExecutor):
-        def execute(self, plan_context: Any, execution_plan: Any) -> Any:
+        def execute(self, plan_context: Any, execution_plan: Any) -> Iterator[Any]:
+            from dagster._core.errors import DagsterSubprocessError, DagsterUnknownStepStateError
             from dagster_celery.core_execution_loop import core_celery_execution_loop
 
-            def submit(app: Any, context: Any, step: Any, queue: str, priority: int, known_state: Any) -> LostWhenItRaises:
-                return LostWhenItRaises(_submit_task(app, context, step, queue, priority, known_state), context, step.key)
+            lost: dict[str, str] = {}
 
-            return core_celery_execution_loop(plan_context, execution_plan, step_execution_fn=submit)
+            def submit(app: Any, context: Any, step: Any, queue: str, priority: int, known_state: Any) -> LostWhenItRaises:
+                return LostWhenItRaises(_submit_task(app, context, step, queue, priority, known_state), context, step.key, lost)
+
+            try:
+                yield from core_celery_execution_loop(plan_context, execution_plan, step_execution_fn=submit)
+            except DagsterUnknownStepStateError as exc:  # the run's failure says why its steps were lost, as dagster-celery's did
+                if not lost:
+                    raise
+                raise DagsterSubprocessError("During celery execution errors occurred in workers:\n" +
+                                             "\n".join(f"[{key}]: {why}" for key, why in lost.items())) from exc
 
     @dg.executor(name="celery", config_schema=CELERY_CONFIG, requirements=dg.multiple_process_executor_requirements())
     def celery(init_context: dg.InitExecutorContext) -> dg.Executor:
@@ -57,8 +67,8 @@ class LostWhenItRaises:
     """A step's Celery result whose `get` raises as a revoked task does when the task itself failed, saying why in the
     run's log (see `celery_with_lost_steps`)."""
 
-    def __init__(self, result: Any, context: Any, step_key: str) -> None:
-        self._result, self._context, self._step_key = result, context, step_key
+    def __init__(self, result: Any, context: Any, step_key: str, lost: dict[str, str]) -> None:
+        self._result, self._context, self._step_key, self._lost = result, context, step_key, lost  # lost: step key → why
 
     def ready(self) -> bool:
         return bool(self._result.ready())
@@ -74,9 +84,10 @@ class LostWhenItRaises:
         except TaskRevokedError:
             raise
         except Exception as exc:
-            self._context.log.error(f"step {self._step_key}: its Celery task failed in the worker ({type(exc).__name__}: {exc}); the step is "
+            self._lost[self._step_key] = why = f"{type(exc).__name__}: {exc}"
+            self._context.log.error(f"step {self._step_key}: its Celery task failed in the worker ({why}); the step is "
                                     "lost (the run fails once its other steps, their retries included, have ended)")
-            raise TaskRevokedError(f"{self._step_key}: {type(exc).__name__}: {exc}") from exc
+            raise TaskRevokedError(f"{self._step_key}: {why}") from exc
 
 
 def celery_worker_command(python_bin: str, name: str, concurrency: int, app: str = CELERY_APP) -> list[str]:
