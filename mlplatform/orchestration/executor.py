@@ -41,7 +41,7 @@ def celery_with_lost_steps() -> dg.ExecutorDefinition:
             from dagster._core.errors import DagsterSubprocessError, DagsterUnknownStepStateError
             from dagster_celery.core_execution_loop import core_celery_execution_loop
 
-            lost: dict[str, str] = {}
+            lost: dict[str, Any] = {}  # step key → the SerializableErrorInfo of what its task raised
 
             def submit(app: Any, context: Any, step: Any, queue: str, priority: int, known_state: Any) -> LostWhenItRaises:
                 return LostWhenItRaises(_submit_task(app, context, step, queue, priority, known_state), context, step.key, lost)
@@ -52,7 +52,8 @@ def celery_with_lost_steps() -> dg.ExecutorDefinition:
                 if not lost:
                     raise
                 raise DagsterSubprocessError("During celery execution errors occurred in workers:\n" +
-                                             "\n".join(f"[{key}]: {why}" for key, why in lost.items())) from exc
+                                             "\n".join(f"[{key}]: {error.to_string()}" for key, error in lost.items()),
+                                             subprocess_error_infos=list(lost.values())) from exc
 
     @dg.executor(name="celery", config_schema=CELERY_CONFIG, requirements=dg.multiple_process_executor_requirements())
     def celery(init_context: dg.InitExecutorContext) -> dg.Executor:
@@ -67,8 +68,8 @@ class LostWhenItRaises:
     """A step's Celery result whose `get` raises as a revoked task does when the task itself failed, saying why in the
     run's log (see `celery_with_lost_steps`)."""
 
-    def __init__(self, result: Any, context: Any, step_key: str, lost: dict[str, str]) -> None:
-        self._result, self._context, self._step_key, self._lost = result, context, step_key, lost  # lost: step key → why
+    def __init__(self, result: Any, context: Any, step_key: str, lost: dict[str, Any]) -> None:
+        self._result, self._context, self._step_key, self._lost = result, context, step_key, lost  # lost: step key → its error
 
     def ready(self) -> bool:
         return bool(self._result.ready())
@@ -77,14 +78,18 @@ class LostWhenItRaises:
         self._result.revoke()
 
     def get(self) -> Any:
+        import sys
+
         from celery.exceptions import TaskRevokedError
+        from dagster._utils.error import serializable_error_info_from_exc_info
 
         try:
             return self._result.get()
         except TaskRevokedError:
             raise
         except Exception as exc:
-            self._lost[self._step_key] = why = f"{type(exc).__name__}: {exc}"
+            self._lost[self._step_key] = serializable_error_info_from_exc_info(sys.exc_info())
+            why = f"{type(exc).__name__}: {exc}"
             self._context.log.error(f"step {self._step_key}: its Celery task failed in the worker ({why}); the step is "
                                     "lost (the run fails once its other steps, their retries included, have ended)")
             raise TaskRevokedError(f"{self._step_key}: {why}") from exc
