@@ -15,6 +15,7 @@ import psycopg
 import pytest
 
 from mlplatform.domain.spec import FEATURE_NAME_MAX, DatasetSpec, parse_spec
+from mlplatform.domain.timeformat import iso_time
 from mlplatform.domain.validation import EVENT_ID, EVENT_TIME, LABEL, not_a_number, reason_kind
 from mlplatform.settings import Settings, redact
 from mlplatform.stores.eventlog import BULK_CHECKPOINT_PAGES, CHECKPOINT_PAGES, SERVING_SOURCE, Arrival, Counts, EventIdsTaken, EventLog, EventLogError, EventStore, FileCounts, FileProgress
@@ -102,6 +103,23 @@ def test_a_known_id_with_other_feature_values_is_written_nowhere_and_named(log: 
                                                  {"event_id": "c", "changed": "c: 'a' logged, None here"}]
     kept = log.get(["a", "b", "c"]).set_index("event_id")
     assert kept.loc["a", "x"] == 0.0 and pd.isna(kept.loc["a", "label"]) and kept.loc["b", "label"] == "0" and kept.loc["c", "c"] == "a"
+
+
+def test_a_known_id_landed_at_another_time_is_changed_when_the_file_gave_the_time(log: EventStore) -> None:
+    """The probe: a re-export with a corrected time was counted as a duplicate, its time lost without a word. With times
+    of the file's own (`timed`) a landed id at another time is changed, as another feature value is; times stamped at
+    landing (no time column) say nothing, and neither does serving's clock against a file's."""
+    log.append(_events(["a", "b", "c"], labels=[None, None, None]), "f1")
+    log.append_served([("s", 5_000_000, "1", "0", 0.5, 1.0, "a")], SERVING_SOURCE)
+    again = _events(["a", "b", "c", "s"], times=[0, 1, 2, 9], labels=[None, None, None, None])
+    again.loc[3, ["x", "c"]] = [1.0, "a"]
+    first = int(again.loc[0, "event_time"])
+    again.loc[0, "event_time"] = first + 3_600_000_000
+    untimed = log.append(again, "untimed.csv")
+    assert untimed.changed.empty and untimed.duplicates == 4, "times generated at landing are no event's own"
+    result = log.append(again, "timed.csv", timed=True)
+    assert result.changed.to_dict("records") == [{"event_id": "a", "changed": f"event_time: {iso_time(first)} logged, {iso_time(first + 3_600_000_000)} here"}]
+    assert result.duplicates == 3 and log.get(["a"]).iloc[0]["event_time"] == first, "the logged time stays"
 
 
 def test_repeats_inside_one_append_count_once(log: EventStore) -> None:

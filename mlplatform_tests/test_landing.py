@@ -185,6 +185,11 @@ def test_an_id_landed_again_with_other_values_is_quarantined_naming_the_value_an
                                                        "an event is never overwritten"), row
     kept = log.get([str(rows.loc[1, EVENT_ID])])
     assert kept["age"].tolist() == [logged_age] and kept["label"].isna().all(), "neither its features nor its label are written"
+    # The probe: a re-export with a corrected time was a duplicate, the time lost without a word; its own time is a value too.
+    retimed = rows.head(3).assign(event_time=[rows.loc[0, "event_time"], rows.loc[1, "event_time"], "2001-01-01T00:00:00Z"])
+    outcome = ingest_file(_drop(landing, "retimed.csv", _csv(retimed.drop(columns=["income"]))), adult_spec, log)
+    assert (outcome.duplicates, outcome.quarantined) == (2, 1) and "(event_time: " in _quarantine(log)["reason"].tolist()[-1], outcome
+    assert ", 2001-01-01T00:00:00" in _quarantine(log)["reason"].tolist()[-1], _quarantine(log)["reason"].tolist()[-1]
     # A labelled re-export written to 15 significant digits (Excel, `%.15g`): the same events, whose labels apply (the
     # probe: every row was quarantined as other values, 0.7643590101978774 logged, 0.764359010197877 here); a 13th digit differs.
     precise = rows.iloc[[5, 6]].assign(event_id=["p1", "p2"], **{"hours-per-week": [0.7643590101978774, 1.0000000000000002e-3]})

@@ -45,6 +45,7 @@ class Validated:
     duplicates: int = 0
     extra_columns: list[str] = field(default_factory=list)
     row_numbers: np.ndarray = field(default_factory=lambda: np.empty(0, dtype="int64"))  # where each event sits in its file
+    timed: bool = False  # the events' times are their own (the frame had the time column), not generated
 
 
 _NUMBER_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
@@ -495,5 +496,5 @@ def validate_frame(
             rows = pd.Index([row for row, _ in conflicts])
             quarantined = pd.concat([quarantined, pd.DataFrame({"row_number": numbers[rows], "reason": [why for _, why in conflicts],
                                                                 "record": _record_json(raw, rows)})], ignore_index=True)
-    return Validated(events=kept.reset_index(drop=True), quarantined=quarantined, duplicates=duplicates, extra_columns=extra,
+    return Validated(events=kept.reset_index(drop=True), quarantined=quarantined, duplicates=duplicates, extra_columns=extra, timed=time_col is not None,
                      row_numbers=numbers[kept.index.to_numpy()])

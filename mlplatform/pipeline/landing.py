@@ -829,7 +829,7 @@ def _ingest_events(frame: pd.DataFrame, lines: list[int], first_row: int, digest
     now = now_us()
     validated = validate_frame(frame, spec, generated_id_prefix=id_prefix, generated_time_start_us=now, row_numbers=lines, first_row=first_row,
                                future=FutureBound(now + int(max_future_seconds * 1_000_000), max_future_seconds))
-    result = log.append(validated.events, source=name)
+    result = log.append(validated.events, source=name, timed=validated.timed)
     quarantined = log.quarantine(validated.quarantined, source=name, file_sha256=digest)
     duplicates = validated.duplicates + result.duplicates
     if not result.changed.empty:

@@ -34,6 +34,7 @@ import pandas as pd
 from mlplatform.domain.features import normalise_category
 from mlplatform.domain.keys import SERVING_SOURCE
 from mlplatform.domain.spec import DatasetSpec
+from mlplatform.domain.timeformat import iso_time
 from mlplatform.domain.validation import EVENT_ID, EVENT_TIME, LABEL, reason_kind, same_number, same_values
 
 log = logging.getLogger(__name__)
@@ -431,9 +432,11 @@ class EventStore(ABC):
         """The highest label_seq so far, read so that no other writer can hand out labels until we commit."""
         return self._meta(db, "label_seq", self.LOCK_ROW)
 
-    def append(self, events: pd.DataFrame, source: str) -> AppendResult:
+    def append(self, events: pd.DataFrame, source: str, timed: bool = False) -> AppendResult:
         """Insert new events; for known ids with the same feature values apply a label they lack; report conflicting
-        labels, and known ids given other feature values (`changed`: nothing of those rows is written).
+        labels, and known ids given other feature values (`changed`: nothing of those rows is written). `timed`: the
+        events' times are their source's own (a landing file with the spec's time column), so a landed id given
+        another time is changed too; without, they are the moment of landing and say nothing.
 
         `events` has the canonical columns (event_id, event_time, label, features) and optionally
         model_version, prediction, probability. Re-sending an id never duplicates it (a repeat within
@@ -447,19 +450,19 @@ class EventStore(ABC):
         # Before, landing took the error for the file's own fault and rejected a good file (the review).
         for _ in range(APPEND_ATTEMPTS - 1):
             try:
-                return self._append_new(events, repeated, source)
+                return self._append_new(events, repeated, source, timed)
             except Exception as exc:
                 if not self._id_taken(exc):
                     raise
-        return self._append_new(events, repeated, source)
+        return self._append_new(events, repeated, source, timed)
 
-    def _append_new(self, events: pd.DataFrame, repeated: int, source: str) -> AppendResult:
+    def _append_new(self, events: pd.DataFrame, repeated: int, source: str, timed: bool) -> AppendResult:
         """`append` in one transaction, of events without repeated ids."""
         serving = [c for c in SERVING_COLUMNS if c in events.columns]
         at = now_us()
         with self._write() as db:
             base = self._label_base(db)
-            known = self._known(db, events)
+            known = self._known(db, events, timed)
             new = events[~events[EVENT_ID].isin(known[EVENT_ID]).to_numpy()]
             labelled = new[LABEL].notna().to_numpy()
             self._insert_new(db, new, serving, _label_seqs(labelled, base), source, at)
@@ -481,23 +484,29 @@ class EventStore(ABC):
             changed=changed[[EVENT_ID, CHANGED]].reset_index(drop=True),
         )
 
-    def _known(self, db: Any, events: pd.DataFrame) -> pd.DataFrame:
+    def _known(self, db: Any, events: pd.DataFrame, timed: bool = False) -> pd.DataFrame:
         """The incoming ids already in the log, with the incoming and the recorded label, in incoming order, and the
-        first feature whose incoming value differs from the logged one (`changed`; None where all agree)."""
+        first of the time (`timed`, of an event landed before) and the features whose incoming value differs from the
+        logged one (`changed`; None where all agree)."""
         columns = [EVENT_ID, LABEL, "existing_label", CHANGED]
         if not self._meta(db, "events"):
             return pd.DataFrame(columns=columns)
         features = [f for f in self.spec.features if f in events.columns]
         logged = [f"{LOGGED}{f}" for f in features]
-        rows = self._recorded(db, events[EVENT_ID].tolist(), [_col(f) for f in features])
+        rows = self._recorded(db, events[EVENT_ID].tolist(), [_col(f) for f in features] + ["event_time", "source"] * timed)
         if not rows:  # a landing batch of new events: nothing to compare, nothing copied
             return pd.DataFrame(columns=columns)
-        recorded = frame_from_rows([EVENT_ID, "existing_label", *logged], rows, self.spec)
+        times = [f"{LOGGED}{EVENT_TIME}", f"{LOGGED}source"] * timed
+        recorded = frame_from_rows([EVENT_ID, "existing_label", *logged, *times], rows, self.spec)
         recorded["existing_label"] = _as_class_now(recorded["existing_label"], self.spec)  # a renamed class is no conflict
-        incoming = events.loc[events[EVENT_ID].isin(recorded[EVENT_ID]).to_numpy(), [EVENT_ID, LABEL, *features]].reset_index(drop=True)
+        incoming = events.loc[events[EVENT_ID].isin(recorded[EVENT_ID]).to_numpy(), [EVENT_ID, LABEL, *features, *[EVENT_TIME] * timed]].reset_index(drop=True)
         incoming[LABEL] = incoming[LABEL].astype(object).where(incoming[LABEL].notna(), None)
         known = incoming.merge(recorded, on=EVENT_ID, how="inner")
         known[CHANGED] = None
+        if timed:  # the probe: a re-export with a corrected time counted as a duplicate, its time lost without a word
+            given, kept = known[EVENT_TIME].astype("int64"), known[f"{LOGGED}{EVENT_TIME}"].astype("int64")
+            moved = ((given != kept) & (known[f"{LOGGED}source"] != SERVING_SOURCE)).to_numpy()  # serving stamps its own clock
+            known.loc[moved, CHANGED] = [f"event_time: {iso_time(k)} logged, {iso_time(g)} here" for g, k in zip(given[moved], kept[moved])]
         for feature in features:
             given, kept = known[feature].astype(object), known[f"{LOGGED}{feature}"].astype(object)
             # An optional feature missing on either side agrees: one source (an older client, an older export) lacks it,
