@@ -44,7 +44,10 @@ def test_concurrent_requests_are_all_committed(log: EventLog, adult_spec: Datase
 
 
 @ON_LOOP
-def test_a_failed_commit_fails_its_requests_and_not_the_writer(log: EventLog, adult_spec: DatasetSpec, on_loop: bool) -> None:
+def test_a_failed_commit_fails_its_requests_and_not_the_writer(log: EventLog, adult_spec: DatasetSpec, on_loop: bool,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    """Commits failing in a row log the first's traceback and a line each after it (an outage's 619 requests printed 619
+    tracebacks: the production probe), then say when commits succeed again."""
     metrics = ServingMetrics().model(adult_spec.name)
     writer = PredictionLog(log, metrics, linger_s=0.0, max_rows=50, on_loop=on_loop)
     writer.start()
@@ -56,13 +59,18 @@ def test_a_failed_commit_fails_its_requests_and_not_the_writer(log: EventLog, ad
         await writer.write([_row(adult_spec, "malformed")[:-1]])  # a value short: the insert fails
 
     asyncio.run(write("first"))
-    with pytest.raises(PredictionLogError, match="could not record"):
-        asyncio.run(write_malformed())  # the request must not be acknowledged
+    for _ in range(3):
+        with pytest.raises(PredictionLogError, match="could not record"):
+            asyncio.run(write_malformed())  # the request must not be acknowledged
     assert writer.failure is not None
     asyncio.run(write("second"))
     writer.close()
     assert sorted(log.get(["first", "second", "malformed"])["event_id"]) == ["first", "second"] and writer.failure is None
-    assert metrics.registry.get_sample_value("mlplatform_errors_total", {"model": "adult", "kind": "prediction_log"}) == 1
+    assert metrics.registry.get_sample_value("mlplatform_errors_total", {"model": "adult", "kind": "prediction_log"}) == 3
+    said = [r for r in caplog.records if r.name == "mlplatform.serving.predictionlog"]
+    assert [bool(r.exc_info) for r in said] == [True, False, False, False], [r.getMessage() for r in said]
+    assert said[2].getMessage().startswith("prediction log: could not commit 1 predictions, 3 commits in a row: ")
+    assert said[3].getMessage() == "prediction log: commits succeed again, after 3 that failed"
 
 
 @ON_LOOP

@@ -71,6 +71,7 @@ class PredictionLog:
         self._queue: queue.SimpleQueue[_Pending | object | None] = queue.SimpleQueue()
         self.failure: str | None = None  # why the last commit (or probe) failed; None once one succeeds
         self._committed = 0  # rows this log committed (see `others_in`)
+        self._failed_commits = 0  # in a row: the first is logged with its traceback, the next ones in a line each
         # Held from a commit's start until it is counted in `_committed`, and while `others_in` reads the log's count:
         # so the count never holds a row of ours not counted yet.
         self._commit_lock = threading.Lock()
@@ -216,14 +217,22 @@ class PredictionLog:
         error: BaseException | None = None
         if isinstance(failure, EventIdsTaken):  # the request's own fault, not the log's: readiness and the error count stay
             error = failure
-        elif failure is not None:
-            log.error("prediction log: could not commit %d predictions", size, exc_info=failure)
+        elif failure is not None:  # an outage fails every request: 619 tracebacks for 619 503s buried the console (the production probe)
+            self._failed_commits += 1
+            if self._failed_commits == 1:
+                log.error("prediction log: could not commit %d predictions", size, exc_info=failure)
+            else:
+                log.error("prediction log: could not commit %d predictions, %d commits in a row: %s: %s", size, self._failed_commits,
+                          type(failure).__name__, str(failure).splitlines()[0] if str(failure) else "")
             self._metrics.errors.labels(kind="prediction_log").inc()
             error = PredictionLogError(f"the prediction log could not record the predictions: {failure}")
         self.failure = str(error) if isinstance(error, PredictionLogError) else None  # a taken id: the log itself answered
         committed = time.perf_counter()
         self._metrics.log_pending.dec(size)
         if error is None:
+            if self._failed_commits:
+                log.warning("prediction log: commits succeed again, after %d that failed", self._failed_commits)
+                self._failed_commits = 0
             self._metrics.log_rows.inc(size)
             self._metrics.log_commits.inc()
         by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
