@@ -774,9 +774,9 @@ def test_an_id_served_between_the_look_up_of_known_ids_and_the_insert_makes_the_
     looked_up = type(log)._known
     calls: list[int] = []
 
-    def before_the_served_commit(self: EventStore, db: Any, events: pd.DataFrame) -> pd.DataFrame:
+    def before_the_served_commit(self: EventStore, db: Any, events: pd.DataFrame, timed: bool) -> pd.DataFrame:
         calls.append(1)
-        found = looked_up(self, db, events)
+        found = looked_up(self, db, events, timed)
         return found.iloc[:0] if len(calls) == 1 else found
 
     monkeypatch.setattr(type(log), "_known", before_the_served_commit)
