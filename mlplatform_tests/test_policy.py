@@ -193,17 +193,20 @@ def test_an_older_cursor_without_the_reading_is_read_not_reset() -> None:
     assert Cursor.from_json(json.dumps({**json.loads(old), "last_quality": 12})) == (Cursor(10, 5.0, "7", "41", "12"), False)
 
 
-def test_labels_a_trigger_took_are_new_to_a_champion_that_took_over_after_it() -> None:
-    """The probe: rolled back to v1 (and unpinned), a champion at realized AUC 0.21 with 23,000 labels since its
-    cut-off waited for 3000 more, "0 new labelled events since the last trigger". A promotion after the trigger has
-    its cut-off at or past the trigger's labels, so nothing changes there."""
+def test_labels_a_trigger_took_are_new_to_an_older_version_that_took_over_after_it() -> None:
+    """The probe: rolled back to v1 (and unpinned), a champion at realized AUC 0.21 with 23,000 labels since its cut-off
+    waited for 3000 more, "0 new labelled events since the last trigger". A version registered after the trigger is its
+    retraining's (or a later one's), whose window was offered the trigger's labels, even where it left some out: labels
+    of events older than the window put its cut-off below them, and counting from there retrained again (the review)."""
     took = Cursor(last_trigger_seq=24_000, last_trigger_time=5_000.0)
-    rolled_back = Observation(label_watermark=24_000, champion_cutoff=CUTOFF, now=10_000.0, champion_since=6_000.0)
+    rolled_back = Observation(label_watermark=24_000, champion_cutoff=CUTOFF, now=10_000.0, champion_since=6_000.0, champion_registered_at=100.0)
     trigger, _, why = decide(rolled_back, took, CONFIG)
     assert trigger is not None and trigger.reason == NEW_OBSERVATIONS and trigger.new_labelled == 23_000, why
-    before = Observation(label_watermark=24_000, champion_cutoff=CUTOFF, now=10_000.0, champion_since=4_000.0)  # it served when the trigger came
-    trigger, _, why = decide(before, took, CONFIG)
+    before = Observation(label_watermark=24_000, champion_cutoff=CUTOFF, now=10_000.0, champion_since=4_000.0, champion_registered_at=100.0)
+    trigger, _, why = decide(before, took, CONFIG)  # it served when the trigger came
     assert trigger is None and why.startswith("0 new labelled events since the last trigger (23000 since the champion's cut-off)"), why
-    promoted = Observation(label_watermark=25_000, champion_cutoff=24_000, now=10_000.0, champion_since=6_000.0)
-    trigger, _, why = decide(promoted, took, CONFIG)
-    assert trigger is None and why.startswith("1000 new labelled events since the champion's cut-off (it took over after the last trigger)"), why
+    promoted = Observation(label_watermark=24_100, champion_cutoff=19_000, now=10_000.0, champion_since=6_000.0, champion_registered_at=5_500.0)
+    trigger, _, why = decide(promoted, took, CONFIG)  # the trigger's own retraining, its window short of the trigger's labels
+    assert trigger is None and why.startswith("100 new labelled events since the last trigger (5100 since the champion's cut-off)"), why
+    unknown = Observation(label_watermark=24_000, champion_cutoff=CUTOFF, now=10_000.0, champion_since=6_000.0)
+    assert decide(unknown, took, CONFIG)[0] is None, "a version whose registration time is unknown counts as before"

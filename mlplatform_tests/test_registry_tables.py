@@ -5,6 +5,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,8 @@ def _add_version(registry: Registry, cutoff: int) -> int:
 def _same_answers(tables: RegistryTables, registry: Registry) -> None:
     assert tables.name == registry.name
     assert tables.champion_record() == registry.champion_record()
+    record = registry.champion_record()
+    assert record is None or 0 < record.registered_at <= time.time(), "when its version was registered: the rollback rule reads it"
     assert tables.timeline() == registry.timeline()
     assert tables.versions() == registry.versions()
     assert tables.versions(limit=2) == registry.versions(limit=2)

@@ -210,6 +210,7 @@ class Observation:
     quality_note: str = ""  # why there is no usable realized reading (none yet, too few, no reference, about an older champion)
     record: tuple[RetrainOutcome, ...] = ()  # the latest retrainings the policy triggered, newest first (DriftBar)
     champion_since: float = 0.0  # when the champion took over, epoch seconds (0: not known)
+    champion_registered_at: float = 0.0  # when the champion's version was registered, epoch seconds (0: not known)
 
     def drift_summary(self, cursor: "Cursor", bar: DriftBar, config: PolicyConfig) -> str:
         """The drift half of a skip reason."""
@@ -303,11 +304,13 @@ def decide(obs: Observation, cursor: Cursor, config: PolicyConfig) -> tuple[Trig
     """A trigger (or None), the next cursor and a sentence that says why."""
     if obs.champion_cutoff is None:
         return None, cursor, "no champion yet: train and promote a first model (make demo, or materialize the retraining assets)"
-    # The labels a trigger took are new again to a champion that took over after it: rolled back to an older version,
-    # the champion waited for N more labels though thousands since its cut-off were new to it (the probe: realized AUC
-    # 0.21, 23,000 labels since its cut-off, "0 new labelled events since the last trigger"). After a promotion the
-    # champion's cut-off is at or past the trigger's labels anyway.
-    moved_since_trigger = cursor.last_trigger_time > 0 and obs.champion_since > cursor.last_trigger_time
+    # The labels a trigger took are new again to an older version that took over after it (a rollback): it waited for N
+    # more labels though thousands since its cut-off were new to it (the probe: realized AUC 0.21, 23,000 labels since
+    # its cut-off, "0 new labelled events since the last trigger"). A version registered after the trigger is its
+    # retraining's, or a later one's: the trigger's labels were offered to it, even where its window left some out
+    # (labels of events older than the window: the review).
+    moved_since_trigger = (cursor.last_trigger_time > 0 and obs.champion_since > cursor.last_trigger_time
+                           and 0 < obs.champion_registered_at < cursor.last_trigger_time)
     base = obs.champion_cutoff if moved_since_trigger else max(obs.champion_cutoff, cursor.last_trigger_seq)
     new = max(0, obs.label_watermark - base)
     since_champion = max(0, obs.label_watermark - obs.champion_cutoff)
@@ -333,7 +336,7 @@ def decide(obs: Observation, cursor: Cursor, config: PolicyConfig) -> tuple[Trig
             trigger = Trigger(ESTIMATED_DROP, f"{ESTIMATED_DROP}-{dropped.report_id}", new, obs.label_watermark)
     if trigger is None:
         return None, cursor, (
-            (f"{new} new labelled events since the champion's cut-off (it took over after the last trigger); " if moved_since_trigger else
+            (f"{new} new labelled events since the champion's cut-off (an older version, it took over after the last trigger); " if moved_since_trigger else
              f"{new} new labelled events since the last trigger ({since_champion} since the champion's cut-off); ") +
             f"{config.every_n} needed; {obs.drift_summary(cursor, bar, config)}; "
             f"{'; '.join(obs.drop_summary(w, cursor, config, bar) for w in (QUALITY_WATCH, ESTIMATE_WATCH))}"

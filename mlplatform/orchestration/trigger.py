@@ -289,7 +289,7 @@ def evaluate(instance: dg.DagsterInstance, model: ModelContext, names: ModelName
     if record is not None and record.pinned:
         return Verdict(None, stored or Cursor(), f"champion v{record.version} is pinned ({record.pin_reason}): no retraining until "
                                                   f"`mlplatform champion unpin --model {model.name}`", {})
-    version, cutoff, since = (None, None, 0.0) if record is None else (record.version, record.label_seq_cutoff, record.since)
+    version, cutoff, since, registered = (None, None, 0.0, 0.0) if record is None else (record.version, record.label_seq_cutoff, record.since, record.registered_at)
     drift = drift_state(instance, names, version, deciding_run)
     (estimate, estimate_note), (quality, quality_note) = (reading_state(instance, names, source, version) for source in READING_SOURCES)
     runs = trigger_runs(instance, model.name)
@@ -313,7 +313,7 @@ def evaluate(instance: dg.DagsterInstance, model: ModelContext, names: ModelName
         failed = None
     trigger, next_cursor, why = decide(
         Observation(model.event_log.counts().label_watermark, cutoff, now, *drift, estimate=estimate, estimate_note=estimate_note,
-                    quality=quality, quality_note=quality_note, record=record, champion_since=since),
+                    quality=quality, quality_note=quality_note, record=record, champion_since=since, champion_registered_at=registered),
         cursor,
         settings.policy_config(),
     )

@@ -80,6 +80,7 @@ class ChampionRecord:
     pin_reason: str
     recorded: bool  # the timeline's last move names this version, or the platform is moving to it (False: moved outside the platform)
     since: float = 0.0  # when the timeline says it became champion (its pins and unpins since are no change), epoch seconds (0: not recorded there)
+    registered_at: float = 0.0  # when the version was registered, epoch seconds (0: not known)
 
 
 @dataclass(frozen=True)
@@ -235,7 +236,8 @@ class Registry:
         version = None if model is None else model.aliases.get(CHAMPION)
         if version is None:
             return None
-        return read_champion(int(version), dict(model.tags), self.get_version(version).tags)  # type: ignore[union-attr]
+        found = self.get_version(version)
+        return read_champion(int(version), dict(model.tags), found.tags, (found.creation_timestamp or 0) / 1000)  # type: ignore[union-attr]
 
     def _registered_model(self) -> RegisteredModel | None:
         from mlflow.exceptions import MlflowException, RestException
@@ -405,14 +407,15 @@ class Registry:
         return read_versions([(int(v.version), v.run_id, dict(v.tags)) for v in found], aliases, limit)
 
 
-def read_champion(version: int, model_tags: dict[str, str], version_tags: Mapping[str, str]) -> ChampionRecord:
-    """The champion `version` as its registered model's tags (pin, timeline) and its own tags (window cut-off) describe it."""
+def read_champion(version: int, model_tags: dict[str, str], version_tags: Mapping[str, str], registered_at: float = 0.0) -> ChampionRecord:
+    """The champion `version` as its registered model's tags (pin, timeline) and its own tags (window cut-off) describe it,
+    registered at `registered_at` (epoch seconds, 0: not known)."""
     pinned_version, _, reason = model_tags.get(PINNED, "").partition(":")
     history = _timeline(model_tags)
     named = bool(history) and history[-1].version == version
     recorded = named or _moving_to(model_tags.get(CHAMPION_MOVING, ""), history) == version
     return ChampionRecord(version, int(version_tags.get(WINDOW_CUTOFF, 0)), pinned=pinned_version == str(version), pin_reason=reason, recorded=recorded,
-                          since=_became_champion(history) if named else 0.0)
+                          since=_became_champion(history) if named else 0.0, registered_at=registered_at)
 
 
 def _became_champion(history: Sequence[ChampionChange]) -> float:

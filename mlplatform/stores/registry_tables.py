@@ -71,7 +71,8 @@ class RegistryTables:
         if version is None:
             return None
         tags = self._rows("SELECT key, value FROM model_version_tags WHERE workspace = ? AND name = ? AND version = ?", version)
-        return read_champion(int(version), self._model_tags(), dict(tags))
+        created = self._rows("SELECT creation_time FROM model_versions WHERE workspace = ? AND name = ? AND version = ?", version)
+        return read_champion(int(version), self._model_tags(), dict(tags), (created[0][0] or 0) / 1000 if created else 0.0)
 
     def timeline(self) -> list[ChampionChange]:
         return _timeline(self._model_tags())
