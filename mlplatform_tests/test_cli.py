@@ -58,6 +58,10 @@ def test_a_landing_that_found_no_file_says_where_it_looked_and_which_run_took_th
     said = capsys.readouterr().out
     assert (f"raw_events: no file waited in the landing folder {state.landing_dir}; the newest files were taken by run {took} at ") in said, said
     assert ", started by hand or the UI: 1 file, 50 events ingested\n" in said, said
+    assert main(["materialize", "--model", "adult"]) == 1, "50 events: too few to train on"
+    said = capsys.readouterr().out
+    assert f"no file waited in the landing folder {state.landing_dir}; the newest files were taken by run {took} at " in said, \
+        "a failed run says which run took the files too (the review: it said none did, without looking)"
 
 
 def test_a_model_whose_every_row_was_quarantined_is_one_line_pointing_at_the_quarantine(state: Settings, adult_spec: DatasetSpec, adult_rows: pd.DataFrame,

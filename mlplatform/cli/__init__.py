@@ -143,7 +143,8 @@ def cmd_materialize(args: argparse.Namespace) -> int:
             return 2
         except LaunchError as exc:
             if RAW_EVENTS in selected:  # what landing took and refused explains a later step's "too few labelled events"
-                _say_landing(latest(instance, ModelNames(model.name).asset(RAW_EVENTS)), exc.run_id)
+                key = ModelNames(model.name).asset(RAW_EVENTS)
+                _say_landing(latest(instance, key), exc.run_id, (model.settings.landing_dir, _earlier_landing(instance, key, exc.run_id)))
             empty = nothing_to_train_on(model, exc)  # the files' fault, not the run's: said as a wrong spec is
             print(f"materialize: {empty or exc}", file=sys.stderr)
             return 1 if empty is None else 2
@@ -151,7 +152,8 @@ def cmd_materialize(args: argparse.Namespace) -> int:
             _say_decision(latest(instance, ModelNames(model.name).asset(EVALUATION_REPORT)), exc.run_id)
             raise
         landed = latest(instance, ModelNames(model.name).asset(RAW_EVENTS)) if RAW_EVENTS in selected else None
-        took = _earlier_landing(instance, ModelNames(model.name).asset(RAW_EVENTS), result.run_id) if RAW_EVENTS in selected else None
+        took = _earlier_landing(instance, ModelNames(model.name).asset(RAW_EVENTS), result.run_id) if landed is not None and landed.run_id == result.run_id \
+            and not int(str(landed.metadata.get(LANDED_FILES, 0))) else None
         decided = latest(instance, ModelNames(model.name).asset(EVALUATION_REPORT)) if EVALUATION_REPORT in selected else None
         made = {name: found.metadata for name in (DRIFT_REPORT, LIVE_QUALITY, ESTIMATED_PERFORMANCE)
                 if name in selected and (found := latest(instance, ModelNames(model.name).asset(name))) is not None and found.run_id == result.run_id}
@@ -193,7 +195,7 @@ def _earlier_landing(instance: "dg.DagsterInstance", key: "dg.AssetKey", run_id:
     return None
 
 
-def _say_landing(landed: "Latest | None", run_id: str, empty: tuple[Path | None, str | None] = (None, None)) -> None:
+def _say_landing(landed: "Latest | None", run_id: str, empty: tuple[Path | None, str | None]) -> None:
     """What run `run_id`'s landing took and refused, in one line: quarantined rows and files left were only in the UI.
     A run that found no file says so, with `empty`: the folder it looked in and which run took files last."""
     if landed is None or landed.run_id != run_id:
@@ -208,7 +210,7 @@ def _say_landing(landed: "Latest | None", run_id: str, empty: tuple[Path | None,
     refused += [f"columns the spec does not name ignored: {ignored}"] * (ignored != "none")
     if not d[LANDED_FILES] and not refused:
         folder, took = empty
-        print(f"raw_events: no file waited in the landing folder{'' if folder is None else f' {folder}'}; {took or 'no earlier run took one'}")
+        print(f"raw_events: no file waited in the landing folder {folder}; {took or 'no earlier run took one'}")
         return
     print(f"raw_events: {_counted(d[LANDED_FILES], 'file')}, {_counted(d[INGESTED], 'event')} ingested, {_counted(d[DUPLICATES], 'duplicate')}, "
           f"{_counted(d[LABELS_APPLIED], 'late label')} applied" + (f"; {', '.join(refused)} (the run's raw_events materialization in the UI says why)" if refused else ""))
