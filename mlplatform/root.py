@@ -9,6 +9,7 @@ Dagster resource, serving, the CLI, the benchmarks and the tests all take their 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 from collections.abc import Iterable, Iterator
@@ -22,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from mlplatform.domain.evaluation import primary_metric
 from mlplatform.domain.spec import DatasetSpec, SpecError, dagster_name, load_spec
-from mlplatform.settings import SERVE_MODELS_ENV, Settings, SettingsError, env_name
+from mlplatform.settings import SERVE_MODELS_ENV, Settings, SettingsError, env_name, env_value
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -53,6 +54,8 @@ LOOP_FIELDS = (
     "retrain_on_quality_drop", "quality_drop_margin", "quality_drop_events",
     "freshness_model_hours", "freshness_drift_hours", "freshness_live_quality_hours",
 )
+
+log = logging.getLogger(__name__)
 
 
 def _optional(name: str) -> tuple[Any, Any]:
@@ -331,7 +334,7 @@ _specs_named: dict[Stamp, list[Path]] = {}  # the specs the latest defs.yaml fil
 
 
 def _stamp(paths: Iterable[Path]) -> Stamp:
-    """Each file's path, change time and size (-1, -1: not there now)."""
+    """Each file's path, modification time and size (-1, -1: not there now)."""
     def one(path: Path) -> tuple[str, int, int]:
         try:
             found = path.stat()
@@ -359,11 +362,20 @@ def platform(settings: Settings | None = None, defs_dir: Path = DEFS_DIR) -> Pla
     """The process's Platform for these settings (default: from the environment), built on first use and reused while
     the declarations under `defs_dir` and their specs stay as they were (`declarations_stamp`); built again after an edit."""
     settings = settings or Settings()
-    key, stamp = (settings.model_dump_json(), defs_dir), declarations_stamp(defs_dir)
+    # Secrets in clear: model_dump_json masks them, so settings that differ only in a store's URL shared one Platform.
+    key = (repr(sorted((name, env_value(value)) for name, value in settings.model_dump().items())), defs_dir)
+    stamp = declarations_stamp(defs_dir)
     with _platforms_lock:
         found = _platforms.get(key)
         if found is None or found[0] != stamp:  # creates no folder: loading the code location must not leave state behind (the stores make theirs)
-            found = _platforms[key] = (stamp, Platform.discover(settings, defs_dir))
+            try:
+                found = _platforms[key] = (stamp, Platform.discover(settings, defs_dir))
+            except PlatformError as exc:
+                if found is None:
+                    raise
+                # A declaration being written, or broken by an edit: the steps of runs in flight go on with the models
+                # they started with (the code location refuses to load it anyway); the next call reads it again.
+                log.warning("declarations unusable now, the ones read before serve on: %s", exc)
         return found[1]
 
 

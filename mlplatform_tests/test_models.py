@@ -122,7 +122,29 @@ def test_a_process_builds_its_platform_again_once_a_declaration_or_its_spec_chan
     grown = platform(settings, defs)
     assert sorted(grown.models) == ["adult", "bikes"] and grown.model_declared_in(defs / "bikes" / "defs.yaml").name == "bikes", "a model added is found"
     spec.write_text(spec.read_text(encoding="utf-8") + "# edited\n", encoding="utf-8")
-    assert platform(settings, defs) is not grown, "a spec edited is read again"
+    edited = platform(settings, defs)
+    assert edited is not grown, "a spec edited is read again"
+    (defs / "bikes" / "defs.yaml").write_text("type: mlplatform.RetrainingLoop\nattributes: [1, 2\n", encoding="utf-8")  # being written
+    assert platform(settings, defs) is edited, "the steps in flight go on with the declarations read before"
+    _declare(defs, "bikes", bikes_defs)
+    assert platform(settings, defs) is not edited and sorted(platform(settings, defs).models) == ["adult", "bikes"]
+
+
+def test_a_models_floors_set_by_a_variable_or_its_loop_are_chosen_and_a_default_is_not(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The waiver of a default live floor the champion never met rests on which settings were set: the composition root
+    merged every model's settings from all of the defaults' values, so every floor read as set (the review)."""
+    from mlplatform.pipeline.live_quality import bounds
+    from mlplatform.root import platform
+
+    monkeypatch.setenv("MLPLATFORM_LIVE_MIN_PRECISION", "0.5")
+    defs = tmp_path / "defs"
+    _declare(defs, "adult", _adult_defs("  loop: {live_min_recall: 0.4}\n"))
+    model = platform(Settings(state_dir=tmp_path / "state"), defs).model("adult")
+    assert [(b.metric, b.value, b.chosen) for b in bounds(model.settings, model.spec)] == [("precision", 0.5, True), ("recall", 0.4, True)]
+    _declare(defs, "adult", _adult_defs(""))
+    monkeypatch.delenv("MLPLATFORM_LIVE_MIN_PRECISION")
+    model = platform(Settings(state_dir=tmp_path / "state"), defs).model("adult")
+    assert [(b.metric, b.chosen) for b in bounds(model.settings, model.spec)] == [("precision", False), ("recall", False)]
 
 
 def test_two_models_with_one_name_are_refused_naming_both_files(tmp_path: Path) -> None:

@@ -44,6 +44,7 @@ def test_gauges_follow_the_served_version_and_its_ceiling(tmp_path: Path) -> Non
     assert _gauge(metrics, "mlplatform_live_below_floor") == 0
 
     assert gauges.update() is not None and asked == [3, 3], "a hold-out the registry could not give is asked for again, then kept"
+    assert _gauge(metrics, "mlplatform_live_below_floor") == 0, "kept while the hold-out was unknown, then measured"
     assert gauges.update() is not None and asked == [3, 3]
 
     strict_metrics = ServingMetrics().model(spec.name)

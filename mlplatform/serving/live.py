@@ -39,7 +39,8 @@ class LiveQualityGauges(BackgroundLoop):
         served = self.served()
         if served is None:
             return None
-        quality = measure(self.settings, self.spec, self.events, served, holdout=self._holdout_of(served.version))
+        holdout = self._holdout_of(served.version)
+        quality = measure(self.settings, self.spec, self.events, served, holdout=holdout or {})
         m = self.metrics
         for name in self._shown - set(quality.metrics):
             m.live_metric.remove(name)
@@ -47,17 +48,18 @@ class LiveQualityGauges(BackgroundLoop):
             m.live_metric.labels(metric=name).set(value)
         self._shown = set(quality.metrics)
         m.live_labelled.set(quality.events)
-        m.live_below_floor.set(1 if quality.below_floor else 0)
+        if holdout is not None:  # unknown, a default floor might be one this version never met: the gauge keeps its reading
+            m.live_below_floor.set(1 if quality.below_floor else 0)
         return quality
 
-    def _holdout_of(self, version: int) -> Mapping[str, float]:
-        """The version's hold-out metrics, read once; {} while the registry cannot say (every floor checked meanwhile)."""
+    def _holdout_of(self, version: int) -> Mapping[str, float] | None:
+        """The version's hold-out metrics, read once; None while the registry cannot say."""
         if version not in self._holdouts:
             try:
                 self._holdouts = {version: self.holdout(version)}
             except Exception as exc:  # the registry down: the next measurement asks again
-                log.warning("live quality: v%s's hold-out metrics unread (%s): every floor checked", version, exc)
-                return {}
+                log.warning("live quality: v%s's hold-out metrics unread (%s): the below-floor gauge keeps its reading", version, exc)
+                return None
         return self._holdouts[version]
 
     def _run(self) -> None:
