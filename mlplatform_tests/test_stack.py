@@ -33,6 +33,7 @@ def test_a_second_stack_on_a_state_folder_is_refused_before_anything_starts(tmp_
                 pass
         assert serve_until_stopped(settings, say=said.append, production=True) == 2
     assert said[-1].startswith("dev failed: another `mlplatform dev`") and not (settings.state_dir / "postgres").exists()
+    assert not any(line.startswith("starting on state") for line in said), f"it said it was starting before its refusal (the production probe): {said}"
     assert running_stack(settings.state_dir) is None, "released when the stack ends"
     shared = os.open(settings.state_dir / "dev.lock", os.O_RDONLY)  # what a `status` beside it does, for an instant
     fcntl.flock(shared, fcntl.LOCK_SH)

@@ -768,8 +768,9 @@ def serve_until_stopped(settings: Settings, say: Callable[[str], None] = print, 
     _STOP_ASKED.clear()
     previous = {sig: signal.signal(sig, _interrupt) for sig in STOP_SIGNALS if sig != signal.SIGHUP or signal.getsignal(sig) is not signal.SIG_IGN}
     try:
-        say(f"starting on state {settings.state_dir}{' (production profile)' if production else ''} (Ctrl-C stops everything)")
         with holding(settings.state_dir, PRODUCTION if production else "embedded"), Reaper(settings.dagster_home / STACK_STOPPING_FILE) as reaper:
+            # Once the state folder is this stack's: a second one on it printed "starting" before its refusal (the production probe).
+            say(f"starting on state {settings.state_dir}{' (production profile)' if production else ''} (Ctrl-C stops everything)")
             _check_ports_free(settings, production)
             with local_engines(settings, enabled=production) as (settings, env, engines):
                 env_file = write_production_env(settings) if production else None
