@@ -171,8 +171,22 @@ def read_declaration(defs_file: Path) -> ModelDeclaration | None:
     try:
         return ModelDeclaration.model_validate(document.get("attributes") or {})
     except ValidationError as exc:
-        problems = "; ".join(f"attributes.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise PlatformError(f"{defs_file}: {problems}") from None
+        problems = [f"attributes.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+        raise PlatformError(f"{defs_file}: {'; '.join(problems + _loop_value_problems(document.get('attributes'), problems))}") from None
+
+
+def _loop_value_problems(attributes: object, said: list[str]) -> list[str]:
+    """The values of a refused declaration's `loop:` the settings would refuse too, beside what its own check said: a
+    misspelt key stopped the read before `retrain_every_n: 0` beside it was looked at, so a fix brought the next error
+    (the stream probe). Each once: a setting already named in `said` is left out."""
+    loop = attributes.get("loop") if isinstance(attributes, dict) else None
+    known = {k: v for k, v in loop.items() if k in LOOP_FIELDS and not any(line.startswith(f"attributes.loop.{k}") for line in said)} \
+        if isinstance(loop, dict) else {}
+    try:
+        Settings.model_validate(known)
+    except ValidationError as exc:
+        return [f"{'.'.join(['attributes.loop', *map(str, e['loc'])])}: {e['msg']}" for e in exc.errors()]
+    return []
 
 
 def code_files(defs_dir: Path = DEFS_DIR) -> list[Path]:

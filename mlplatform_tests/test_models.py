@@ -93,6 +93,9 @@ def _declare(defs: Path, folder: str, text: str) -> Path:
         (_adult_defs("  loop: {quality_floor: {accuracy: 0.5}}\n"),  # the yeast probe: pydantic's "float: ...; accuracy.[key]: ..." named no metric
          "attributes.loop.quality_floor: adult is a binary model, whose floor is on roc_auc (at least): give {roc_auc: <value>} or a number, not accuracy"),
         (_adult_defs("  loop: {quality_floor: {roc_auc: high}}\n"), "attributes.loop.quality_floor.float: Input should be a valid number"),
+        # the stream probe: the misspelling alone was said, and its fix brought the 0 beside it
+        (_adult_defs("  loop: {retrain_every_n: 0, min_trainig_rows: 5}\n"),
+         "attributes.loop.min_trainig_rows: Extra inputs are not permitted; attributes.loop.retrain_every_n: Input should be greater than or equal to 1"),
     ],
 )
 def test_a_wrong_declaration_names_its_file_and_field(tmp_path: Path, text: str, message: str) -> None:
