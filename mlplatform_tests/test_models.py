@@ -550,6 +550,10 @@ def test_a_draft_says_a_record_number_is_one_and_a_series_without_a_feature_what
             "row's position, a value never seen again: if it numbers the rows, make it id_column (or put it in drop)") in text
     rows.assign(rid=[3 * i for i in range(50)]).to_csv(sample, index=False)
     assert "record number" not in draft_spec("sea", sample), "numbers that do not count up by 1 are said to be nothing"
+    # The new-user probe: a 2,000-event stream never retrained by its count, and nothing said why.
+    assert ("# the sample has 50 rows, fewer than the 5000 new labelled events that retrain a model by their count (retrain_every_n): if the "
+            "stream is this size, set in this model's defs.yaml loop: {retrain_every_n: 100}") in draft_spec("sea", sample, retrain_every_n=5000)
+    assert "retrain_every_n" not in draft_spec("sea", sample, retrain_every_n=40), "a sample with more rows than that"
     pd.DataFrame({"month": pd.date_range("1949-01-01", periods=30, freq="MS").strftime("%Y-%m-%d"), "passengers": range(100, 130)}).to_csv(sample, index=False)
     with pytest.raises(ValueError, match=r"a series predicted from its own past needs one its events carry, e.g. a calendar field \(month, hour\)"):
         draft_spec("airline", sample)

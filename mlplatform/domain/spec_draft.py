@@ -214,8 +214,9 @@ def _reads_as_times(values: pd.Series) -> bool:
     return any(bool(parse_event_times(text, pattern).notna().all()) for pattern in (ISO, *STRFTIME_GUESSES))
 
 
-def draft_spec(name: str, sample: Path | None, label: str | None = None, task: str | None = None) -> str:
-    """YAML text of a spec for `name`: drafted from `sample` when given, else a commented template."""
+def draft_spec(name: str, sample: Path | None, label: str | None = None, task: str | None = None, retrain_every_n: int | None = None) -> str:
+    """YAML text of a spec for `name`: drafted from `sample` when given, else a commented template. `retrain_every_n`
+    (the setting in force): a whole sample with fewer rows is said to be a stream its count of new labels never retrains."""
     if sample is None:
         return TEMPLATE.format(name=name)
     frame, padded = _read_sample(sample)
@@ -340,6 +341,12 @@ def draft_spec(name: str, sample: Path | None, label: str | None = None, task: s
     spec["features"] = features
     if left_out:
         spec["drop"] = left_out
+    if retrain_every_n is not None and len(frame) < min(SAMPLE_ROWS, retrain_every_n):  # the whole file read, and small
+        # The new-user probe: a 2,000-event stream never retrained on its own, and nothing said why.
+        every = max(100, len(frame) // 200 * 100)
+        notes.append(f"the sample has {len(frame)} rows, fewer than the {retrain_every_n} new labelled events that retrain a model by their "
+                     f"count (retrain_every_n): if the stream is this size, set in this model's defs.yaml loop: {{retrain_every_n: {every}}} "
+                     "(drift and quality drops retrain it either way)")
     header = (f"# Dataset spec of model {name}, drafted from {sample.name} ({len(frame)} rows read): review the task, the label\n"
               "# and each feature's type, then `dg check defs`. Keys are described in the README (\"Bring your own dataset\").\n")
     return header + "".join(f"# {note}\n" for note in notes) + yaml.safe_dump(spec, sort_keys=False, allow_unicode=True)

@@ -65,7 +65,11 @@ class RetrainingLoopScaffolder(dg.Scaffolder[ScaffoldParams]):
             raise SystemExit(f"dg scaffold: no model {name!r} made: {taken} declares a model of that name already (names that differ only in "
                              "'-' and '_' are one model to Dagster); name the folder otherwise")
         try:
-            spec = draft_spec(name, sample, params.label, params.task)
+            every_n: int | None = Settings().retrain_every_n
+        except ValueError:  # a wrong MLPLATFORM_* variable is said where the models load (dg check defs), not as the sample's fault
+            every_n = None
+        try:
+            spec = draft_spec(name, sample, params.label, params.task, every_n)
         except (ValueError, OSError) as exc:  # UnicodeDecodeError and pandas' parser errors are ValueErrors
             _remove_if_empty(folder)
             raise SystemExit(f"dg scaffold: no model {name!r} made: cannot draft its spec from {sample}: {exc}") from None
