@@ -146,20 +146,33 @@ def test_a_schema_problem_first_seen_mid_file_keeps_the_rows_before_and_says_so(
     assert (tmp_path / "rejected" / "late.jsonl").exists()
 
 
+# The second batch's progress waits half a second inside its transaction: the parent, which kills once the first batch's
+# progress is committed, kills within it. Unslowed, a Parquet file of few batches was read whole between two of the
+# parent's looks once (CI), and the test found nothing to resume.
 KILLED_SCRIPT = """
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+import time
 from dataclasses import replace
 from pathlib import Path
 from mlplatform.domain.spec import load_spec
-from mlplatform.pipeline.landing import LandingPolicy, NotSettled, ingest_file
+from mlplatform.pipeline.landing import LandingPolicy, ingest_file
 from mlplatform.settings import Settings
-from mlplatform.stores.eventlog import Counts, EventLog
-from mlplatform.stores.eventlog_postgres import PostgresEventLog
+from mlplatform.stores.eventlog import EventLog
+
+
+class SlowSecondBatch(EventLog):
+    batches = 0
+
+    def record_progress(self, sha256, name, progress):
+        SlowSecondBatch.batches += 1
+        if SlowSecondBatch.batches == 2:
+            time.sleep(0.5)
+        super().record_progress(sha256, name, progress)
+
+
 spec = load_spec(sys.argv[3])
 policy = replace(LandingPolicy.from_settings(Settings()), quiet_seconds=0.0, batch_bytes=int(sys.argv[4]))
-ingest_file(Path(sys.argv[1]), spec, EventLog(Path(sys.argv[2]), spec), policy)
+ingest_file(Path(sys.argv[1]), spec, SlowSecondBatch(Path(sys.argv[2]), spec), policy)
 """
 
 
