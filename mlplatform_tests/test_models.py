@@ -16,7 +16,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 import yaml
 
 from mlplatform.domain.spec import MODEL_NAME, NAME_RULE, model_name_like
@@ -131,6 +131,9 @@ def test_a_process_builds_its_platform_again_once_a_declaration_or_its_spec_chan
     assert platform(settings, defs) is edited, "the steps in flight go on with the declarations read before"
     _declare(defs, "bikes", bikes_defs)
     assert platform(settings, defs) is not edited and sorted(platform(settings, defs).models) == ["adult", "bikes"]
+    # The review: keyed on settings whose secrets were masked, two that differ in a secret alone (a store's URL) shared one.
+    one, other = (platform(settings.model_copy(update={"serve_token": SecretStr(token)}), defs) for token in ("first", "second"))
+    assert one is not other and one is platform(settings.model_copy(update={"serve_token": SecretStr("first")}), defs)
 
 
 def test_a_models_floors_set_by_a_variable_or_its_loop_are_chosen_and_a_default_is_not(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
