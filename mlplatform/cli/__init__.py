@@ -143,22 +143,19 @@ def cmd_materialize(args: argparse.Namespace) -> int:
             return 2
         except LaunchError as exc:
             if RAW_EVENTS in selected:  # what landing took and refused explains a later step's "too few labelled events"
-                key = ModelNames(model.name).asset(RAW_EVENTS)
-                _say_landing(latest(instance, key), exc.run_id, (model.settings.landing_dir, _earlier_landing(instance, key, exc.run_id)))
+                _say_landing(*_landing_of(instance, model, exc.run_id), exc.run_id)
             empty = nothing_to_train_on(model, exc)  # the files' fault, not the run's: said as a wrong spec is
             print(f"materialize: {empty or exc}", file=sys.stderr)
             return 1 if empty is None else 2
         except Stopped as exc:  # a signal as the decision's record ended stops the run after it: what it decided is said too
             _say_decision(latest(instance, ModelNames(model.name).asset(EVALUATION_REPORT)), exc.run_id)
             raise
-        landed = latest(instance, ModelNames(model.name).asset(RAW_EVENTS)) if RAW_EVENTS in selected else None
-        took = _earlier_landing(instance, ModelNames(model.name).asset(RAW_EVENTS), result.run_id) if landed is not None and landed.run_id == result.run_id \
-            and not int(str(landed.metadata.get(LANDED_FILES, 0))) else None
+        landed, empty = _landing_of(instance, model, result.run_id) if RAW_EVENTS in selected else (None, (None, None))
         decided = latest(instance, ModelNames(model.name).asset(EVALUATION_REPORT)) if EVALUATION_REPORT in selected else None
         made = {name: found.metadata for name in (DRIFT_REPORT, LIVE_QUALITY, ESTIMATED_PERFORMANCE)
                 if name in selected and (found := latest(instance, ModelNames(model.name).asset(name))) is not None and found.run_id == result.run_id}
     print(f"materialized {', '.join(selected)} of {model.name} in run {result.run_id} (Dagster instance {settings.dagster_home})")
-    _say_landing(landed, result.run_id, (model.settings.landing_dir, took))
+    _say_landing(landed, empty, result.run_id)
     _say_decision(decided, result.run_id)
     if made:
         _say_readings(model, made.get(DRIFT_REPORT), made.get(LIVE_QUALITY), made.get(ESTIMATED_PERFORMANCE))
@@ -175,6 +172,18 @@ def _say_readings(model: "ModelContext", drift: Mapping[str, object] | None, liv
     champion = registry_reads(model).champion_record()
     for line in monitor_lines({"champion": None if champion is None else champion.version, **readings(drift, live, estimated)}).values():
         print(line)
+
+
+def _landing_of(instance: "dg.DagsterInstance", model: "ModelContext", run_id: str) -> tuple["Latest | None", tuple[Path | None, str | None]]:
+    """The newest landing, and what `_say_landing` adds when it is run `run_id`'s and found no file: the folder it
+    looked in and which run took files last (looked up for that case alone)."""
+    from mlplatform.orchestration.names import RAW_EVENTS, ModelNames
+    from mlplatform.orchestration.trigger import latest
+
+    key = ModelNames(model.name).asset(RAW_EVENTS)
+    landed = latest(instance, key)
+    found_none = landed is not None and landed.run_id == run_id and not int(str(landed.metadata.get(LANDED_FILES, 0)))
+    return landed, (model.settings.landing_dir, _earlier_landing(instance, key, run_id) if found_none else None)
 
 
 def _earlier_landing(instance: "dg.DagsterInstance", key: "dg.AssetKey", run_id: str) -> str | None:
@@ -195,7 +204,7 @@ def _earlier_landing(instance: "dg.DagsterInstance", key: "dg.AssetKey", run_id:
     return None
 
 
-def _say_landing(landed: "Latest | None", run_id: str, empty: tuple[Path | None, str | None]) -> None:
+def _say_landing(landed: "Latest | None", empty: tuple[Path | None, str | None], run_id: str) -> None:
     """What run `run_id`'s landing took and refused, in one line: quarantined rows and files left were only in the UI.
     A run that found no file says so, with `empty`: the folder it looked in and which run took files last."""
     if landed is None or landed.run_id != run_id:

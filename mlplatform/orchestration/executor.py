@@ -1,5 +1,6 @@
 """Where the steps of a run execute: in the run's own process (embedded), or on Celery workers (production profile)."""
 
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -78,8 +79,6 @@ class LostWhenItRaises:
         self._result.revoke()
 
     def get(self) -> Any:
-        import sys
-
         from celery.exceptions import TaskRevokedError
         from dagster._utils.error import serializable_error_info_from_exc_info
 
